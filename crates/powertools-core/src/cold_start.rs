@@ -1,0 +1,149 @@
+use std::sync::OnceLock;
+
+use lambda_runtime::Context;
+
+use crate::env::vars;
+
+/// Decides which invocation of a process is its cold start.
+///
+/// The first invocation to ask claims the cold start, identified by its request id and deadline
+/// (Lambda reuses the request id when it retries an invocation, the deadline differs). Every later
+/// question about the same invocation gets the same answer, so logs, metrics and spans agree
+/// whichever layer asks first, and exactly one invocation wins even when `lambda_runtime` runs
+/// many at once (`concurrency-tokio`, Lambda Managed Instances).
+///
+/// Layers use the process-wide tracker through [`is_cold_start`]; tests create their own.
+///
+/// ```
+/// use lambda_runtime::Context;
+/// use powertools_core::ColdStart;
+///
+/// let tracker = ColdStart::new();
+/// let mut first = Context::default();
+/// first.request_id = "first".into();
+/// let mut second = Context::default();
+/// second.request_id = "second".into();
+///
+/// assert!(tracker.claim(&first));
+/// assert!(!tracker.claim(&second));
+/// assert!(tracker.claim(&first), "asking again about the cold invocation gives the same answer");
+/// ```
+#[derive(Debug, Default)]
+pub struct ColdStart {
+    claimed_by: OnceLock<InvocationKey>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct InvocationKey {
+    request_id: Box<str>,
+    deadline_ms: u64,
+}
+
+impl InvocationKey {
+    fn of(context: &Context) -> Self {
+        InvocationKey {
+            request_id: context.request_id.as_str().into(),
+            deadline_ms: context.deadline,
+        }
+    }
+
+    fn is(&self, context: &Context) -> bool {
+        *self.request_id == *context.request_id && self.deadline_ms == context.deadline
+    }
+}
+
+impl ColdStart {
+    /// A tracker on which no invocation has claimed the cold start yet.
+    pub const fn new() -> Self {
+        ColdStart {
+            claimed_by: OnceLock::new(),
+        }
+    }
+
+    /// The tracker shared by every layer of this process.
+    pub fn process() -> &'static ColdStart {
+        static PROCESS: ColdStart = ColdStart::new();
+        &PROCESS
+    }
+
+    /// Whether `context`'s invocation is the first one this tracker has seen, claiming the cold
+    /// start for it if no invocation has yet.
+    pub fn claim(&self, context: &Context) -> bool {
+        self.claimed_by
+            .get_or_init(|| InvocationKey::of(context))
+            .is(context)
+    }
+
+    /// Whether some invocation has claimed the cold start.
+    pub fn is_claimed(&self) -> bool {
+        self.claimed_by.get().is_some()
+    }
+}
+
+/// Whether `context`'s invocation is this process's cold start, as every powertools-rs layer
+/// reports it.
+///
+/// An environment started by provisioned concurrency (`AWS_LAMBDA_INITIALIZATION_TYPE =
+/// provisioned-concurrency`) has no cold start, as in Powertools for Python and TypeScript: it was
+/// initialised before any request waited for it.
+pub fn is_cold_start(context: &Context) -> bool {
+    static COUNTS_COLD_STARTS: OnceLock<bool> = OnceLock::new();
+    let claimed = ColdStart::process().claim(context);
+    claimed
+        && *COUNTS_COLD_STARTS.get_or_init(|| {
+            std::env::var_os(vars::AWS_LAMBDA_INITIALIZATION_TYPE)
+                .is_none_or(|value| value != "provisioned-concurrency")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::testing::TestContext;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+    async fn exactly_one_of_200_concurrent_invocations_is_the_cold_start() {
+        // Given one tracker and 200 invocations started at once
+        let tracker = Arc::new(ColdStart::new());
+        let cold = Arc::new(AtomicUsize::new(0));
+        let barrier = Arc::new(tokio::sync::Barrier::new(200));
+        let tasks: Vec<_> = (0..200)
+            .map(|_| {
+                let (tracker, cold, barrier) = (tracker.clone(), cold.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    let context = TestContext::new().build();
+                    barrier.wait().await;
+                    // When every layer of the invocation asks, in any order
+                    let answers: Vec<bool> = (0..3).map(|_| tracker.claim(&context)).collect();
+                    assert!(
+                        answers.iter().all(|answer| *answer == answers[0]),
+                        "layers disagree"
+                    );
+                    if answers[0] {
+                        cold.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        // Then exactly one invocation was cold
+        assert_eq!(cold.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_retry_with_the_same_request_id_is_not_cold_again() {
+        let tracker = ColdStart::new();
+        let first = TestContext::new().with_request_id("retried").build();
+        let mut retry = first.clone();
+        retry.deadline += 60_000;
+        assert!(!tracker.is_claimed());
+        assert!(tracker.claim(&first));
+        assert!(tracker.is_claimed());
+        assert!(!tracker.claim(&retry));
+    }
+}

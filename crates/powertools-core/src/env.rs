@@ -1,0 +1,213 @@
+//! Reading and parsing environment variables, written once for every crate.
+//!
+//! Each utility crate declares the names of its own variables and reads them through [`Env`], so
+//! that every malformed value becomes the same typed [`Error`] naming the variable.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::Error;
+
+/// Names of the environment variables read by `powertools-core`.
+pub mod vars {
+    /// Service name shown in logs, metrics and traces; defaults to `service_undefined`.
+    pub const POWERTOOLS_SERVICE_NAME: &str = "POWERTOOLS_SERVICE_NAME";
+    /// Development mode: pretty output, metrics and tracing off unless enabled explicitly.
+    pub const POWERTOOLS_DEV: &str = "POWERTOOLS_DEV";
+    /// Set by Lambda: the function's name.
+    pub const AWS_LAMBDA_FUNCTION_NAME: &str = "AWS_LAMBDA_FUNCTION_NAME";
+    /// Set by Lambda: the function's version (`$LATEST` or a number).
+    pub const AWS_LAMBDA_FUNCTION_VERSION: &str = "AWS_LAMBDA_FUNCTION_VERSION";
+    /// Set by Lambda: the memory configured for the function, in MB.
+    pub const AWS_LAMBDA_FUNCTION_MEMORY_SIZE: &str = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE";
+    /// Set by Lambda: how the execution environment was initialised.
+    pub const AWS_LAMBDA_INITIALIZATION_TYPE: &str = "AWS_LAMBDA_INITIALIZATION_TYPE";
+    /// Set by Lambda Managed Instances: how many invocations one process may run at once.
+    pub const AWS_LAMBDA_MAX_CONCURRENCY: &str = "AWS_LAMBDA_MAX_CONCURRENCY";
+    /// Set by Lambda: the AWS Region the function runs in.
+    pub const AWS_REGION: &str = "AWS_REGION";
+    /// The SDKs' fallback for [`AWS_REGION`].
+    pub const AWS_DEFAULT_REGION: &str = "AWS_DEFAULT_REGION";
+}
+
+/// A source of environment variables: the process environment, or a fixed set of values.
+///
+/// Reading through a fixed set keeps tests independent of the process environment, which is
+/// shared by every test thread; it also lets a function override variables in code.
+/// An empty value counts as unset, as it does in the Lambda console.
+///
+/// ```
+/// use powertools_core::env::Env;
+///
+/// let env = Env::from_pairs([("POWERTOOLS_DEV", "true"), ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "lots")]);
+/// assert_eq!(env.bool("POWERTOOLS_DEV"), Ok(Some(true)));
+/// let error = env.parse::<u32>("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "a whole number of MB").unwrap_err();
+/// assert!(error.to_string().contains("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    fixed: Option<Arc<HashMap<String, OsString>>>,
+}
+
+impl Env {
+    /// Reads the process environment.
+    pub const fn process() -> Self {
+        Env { fixed: None }
+    }
+
+    /// Reads only the given variables; everything else is unset.
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<OsString>,
+    {
+        let vars = pairs
+            .into_iter()
+            .map(|(name, value)| (name.into(), value.into()))
+            .collect();
+        Env {
+            fixed: Some(Arc::new(vars)),
+        }
+    }
+
+    fn raw(&self, name: &str) -> Option<OsString> {
+        let value = match &self.fixed {
+            Some(vars) => vars.get(name).cloned(),
+            None => std::env::var_os(name),
+        };
+        value.filter(|value| !value.is_empty())
+    }
+
+    /// The variable's value, `None` when unset or empty.
+    ///
+    /// # Errors
+    /// [`Error::NonUnicodeEnvVar`] when the value is not valid UTF-8.
+    pub fn string(&self, name: &str) -> Result<Option<String>, Error> {
+        self.raw(name)
+            .map(|value| {
+                value.into_string().map_err(|_| Error::NonUnicodeEnvVar {
+                    name: name.to_owned(),
+                })
+            })
+            .transpose()
+    }
+
+    /// A boolean in the forms Powertools accepts (`true/false`, `1/0`, `yes/no`, `y/n`, `on/off`,
+    /// `t/f`, any case), `None` when unset.
+    ///
+    /// # Errors
+    /// [`Error::InvalidEnvVar`] for any other value.
+    pub fn bool(&self, name: &str) -> Result<Option<bool>, Error> {
+        self.parse_with(
+            name,
+            "a boolean (true/false, 1/0, yes/no, on/off)",
+            |value| match value.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "t" | "yes" | "y" | "on" => Some(true),
+                "0" | "false" | "f" | "no" | "n" | "off" => Some(false),
+                _ => None,
+            },
+        )
+    }
+
+    /// Any value that implements [`FromStr`], `None` when unset.
+    ///
+    /// `expected` describes a valid value for the error message, for example `"a number of seconds"`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidEnvVar`] when the value does not parse.
+    pub fn parse<T: FromStr>(
+        &self,
+        name: &str,
+        expected: &'static str,
+    ) -> Result<Option<T>, Error> {
+        self.parse_with(name, expected, |value| value.trim().parse().ok())
+    }
+
+    /// A value parsed by `parse`, which returns `None` for an invalid value; `None` when unset.
+    ///
+    /// # Errors
+    /// [`Error::InvalidEnvVar`] when `parse` rejects the value.
+    pub fn parse_with<T>(
+        &self,
+        name: &str,
+        expected: &'static str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<Option<T>, Error> {
+        let Some(value) = self.string(name)? else {
+            return Ok(None);
+        };
+        match parse(&value) {
+            Some(parsed) => Ok(Some(parsed)),
+            None => Err(Error::InvalidEnvVar {
+                name: name.to_owned(),
+                value,
+                expected,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn booleans_accept_the_powertools_spellings_in_any_case() {
+        for (value, expected) in [
+            ("TRUE", true),
+            ("1", true),
+            ("on", true),
+            ("No", false),
+            ("0", false),
+            ("off", false),
+        ] {
+            let env = Env::from_pairs([("FLAG", value)]);
+            assert_eq!(env.bool("FLAG"), Ok(Some(expected)), "{value}");
+        }
+    }
+
+    #[test]
+    fn an_empty_value_counts_as_unset() {
+        let env = Env::from_pairs([("FLAG", "")]);
+        assert_eq!(env.bool("FLAG"), Ok(None));
+        assert_eq!(env.string("FLAG"), Ok(None));
+    }
+
+    #[test]
+    fn a_malformed_value_names_the_variable_and_the_value() {
+        let env = Env::from_pairs([("FLAG", "maybe")]);
+        let error = env.bool("FLAG").unwrap_err();
+        assert_eq!(
+            error,
+            Error::InvalidEnvVar {
+                name: "FLAG".into(),
+                value: "maybe".into(),
+                expected: "a boolean (true/false, 1/0, yes/no, on/off)",
+            }
+        );
+        assert_eq!(error.error_type(), "InvalidEnvironmentVariable");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_value_that_is_not_utf8_is_a_typed_error() {
+        use std::os::unix::ffi::OsStringExt;
+        let env = Env::from_pairs([("NAME", OsString::from_vec(vec![0x66, 0xff]))]);
+        assert_eq!(
+            env.string("NAME"),
+            Err(Error::NonUnicodeEnvVar {
+                name: "NAME".into()
+            })
+        );
+    }
+
+    #[test]
+    fn numbers_are_trimmed_and_parsed() {
+        let env = Env::from_pairs([("N", " 42 ")]);
+        assert_eq!(env.parse::<u32>("N", "a number"), Ok(Some(42)));
+        assert_eq!(env.parse::<u32>("MISSING", "a number"), Ok(None));
+    }
+}

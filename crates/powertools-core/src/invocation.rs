@@ -1,0 +1,256 @@
+use std::time::{Duration, SystemTime};
+
+use lambda_runtime::Context;
+
+use crate::cold_start::is_cold_start;
+
+/// A read-only view of one invocation's Lambda [`Context`], with the values every utility needs.
+///
+/// Everything comes from the invocation's own `Context`, never from process-wide variables such
+/// as `_X_AMZN_TRACE_ID`, which `lambda_runtime` does not set when it runs invocations
+/// concurrently.
+///
+/// ```
+/// use std::time::Duration;
+/// use powertools_core::{Invocation, testing::TestContext};
+///
+/// let context = TestContext::new()
+///     .with_function_arn("arn:aws:lambda:eu-west-1:123456789012:function:orders-api:live")
+///     .with_trace_id("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1")
+///     .with_remaining_time(Duration::from_secs(3))
+///     .build();
+/// let invocation = Invocation::new(&context);
+/// assert_eq!(invocation.function_name(), "orders-api");
+/// assert_eq!(invocation.region(), Some("eu-west-1"));
+/// assert_eq!(invocation.account_id(), Some("123456789012"));
+/// assert_eq!(invocation.xray_root_trace_id(), Some("1-5759e988-bd862e3fe1be46a994272793"));
+/// assert!(invocation.remaining_time() <= Duration::from_secs(3));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Invocation<'a> {
+    context: &'a Context,
+}
+
+impl<'a> Invocation<'a> {
+    /// A view of `context`.
+    pub fn new(context: &'a Context) -> Self {
+        Invocation { context }
+    }
+
+    /// The underlying Lambda context.
+    pub fn context(&self) -> &'a Context {
+        self.context
+    }
+
+    /// The AWS request id of this invocation.
+    pub fn request_id(&self) -> &'a str {
+        &self.context.request_id
+    }
+
+    /// The ARN the function was invoked with (it may carry a version or alias qualifier).
+    pub fn function_arn(&self) -> &'a str {
+        &self.context.invoked_function_arn
+    }
+
+    /// The function name: from the runtime's configuration, else from the invoked ARN.
+    pub fn function_name(&self) -> &'a str {
+        let configured = self.context.env_config.function_name.as_str();
+        if configured.is_empty() {
+            self.arn_part(6).unwrap_or_default()
+        } else {
+            configured
+        }
+    }
+
+    /// The function version the runtime reports (`$LATEST` or a number); empty when unknown.
+    pub fn function_version(&self) -> &'a str {
+        &self.context.env_config.version
+    }
+
+    /// The memory configured for the function, in MB, when the runtime knows it.
+    pub fn memory_size_mb(&self) -> Option<u32> {
+        u32::try_from(self.context.env_config.memory)
+            .ok()
+            .filter(|mb| *mb > 0)
+    }
+
+    /// The Region, from the invoked ARN.
+    pub fn region(&self) -> Option<&'a str> {
+        self.arn_part(3)
+    }
+
+    /// The AWS account id, from the invoked ARN.
+    pub fn account_id(&self) -> Option<&'a str> {
+        self.arn_part(4)
+    }
+
+    fn arn_part(&self, index: usize) -> Option<&'a str> {
+        let arn = self.function_arn();
+        if !arn.starts_with("arn:") {
+            return None;
+        }
+        arn.split(':').nth(index).filter(|part| !part.is_empty())
+    }
+
+    /// When Lambda stops this invocation.
+    pub fn deadline(&self) -> SystemTime {
+        self.context.deadline()
+    }
+
+    /// The deadline in milliseconds since the Unix epoch, as Lambda sends it.
+    pub fn deadline_ms(&self) -> u64 {
+        self.context.deadline
+    }
+
+    /// Time left before the deadline, zero once it has passed.
+    pub fn remaining_time(&self) -> Duration {
+        self.remaining_time_at(SystemTime::now())
+    }
+
+    /// Time left before the deadline as seen at `now`, zero once it has passed.
+    pub fn remaining_time_at(&self, now: SystemTime) -> Duration {
+        self.deadline()
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// The full X-Ray trace header (`Root=…;Parent=…;Sampled=…`), when Lambda sent one.
+    pub fn xray_trace_header(&self) -> Option<&'a str> {
+        self.context
+            .xray_trace_id
+            .as_deref()
+            .filter(|header| !header.is_empty())
+    }
+
+    /// The X-Ray trace id (the header's `Root` value), as Powertools logs it.
+    pub fn xray_root_trace_id(&self) -> Option<&'a str> {
+        let header = self.xray_trace_header()?;
+        header
+            .split(';')
+            .find_map(|part| part.trim().strip_prefix("Root="))
+            .filter(|root| !root.is_empty())
+    }
+
+    /// Whether X-Ray sampled this invocation (`Sampled=1`), when the header says.
+    pub fn xray_sampled(&self) -> Option<bool> {
+        let header = self.xray_trace_header()?;
+        header
+            .split(';')
+            .find_map(|part| part.trim().strip_prefix("Sampled="))
+            .and_then(|flag| match flag {
+                "1" => Some(true),
+                "0" => Some(false),
+                _ => None,
+            })
+    }
+
+    /// The tenant id of a tenant-isolated function, when present.
+    pub fn tenant_id(&self) -> Option<&'a str> {
+        self.context
+            .tenant_id
+            .as_deref()
+            .filter(|id| !id.is_empty())
+    }
+
+    /// Whether this invocation is the process's cold start (see [`is_cold_start`]).
+    pub fn cold_start(&self) -> bool {
+        is_cold_start(self.context)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestContext;
+
+    #[test]
+    fn a_context_with_trace_and_tenant_ids_exposes_both() {
+        let context = TestContext::new()
+            .with_request_id("req-1")
+            .with_function_arn("arn:aws:lambda:us-east-1:111122223333:function:bakery")
+            .with_trace_id(
+                "Root=1-65f1c2a0-0123456789abcdef01234567;Parent=0123456789abcdef;Sampled=1",
+            )
+            .with_tenant_id("shop-42")
+            .with_function_version("12")
+            .with_memory_size_mb(256)
+            .build();
+        let invocation = Invocation::new(&context);
+        assert_eq!(invocation.request_id(), "req-1");
+        assert_eq!(
+            invocation.function_arn(),
+            "arn:aws:lambda:us-east-1:111122223333:function:bakery"
+        );
+        assert_eq!(invocation.function_name(), "bakery");
+        assert_eq!(invocation.function_version(), "12");
+        assert_eq!(invocation.memory_size_mb(), Some(256));
+        assert_eq!(invocation.region(), Some("us-east-1"));
+        assert_eq!(invocation.account_id(), Some("111122223333"));
+        assert_eq!(
+            invocation.xray_trace_header(),
+            Some("Root=1-65f1c2a0-0123456789abcdef01234567;Parent=0123456789abcdef;Sampled=1")
+        );
+        assert_eq!(
+            invocation.xray_root_trace_id(),
+            Some("1-65f1c2a0-0123456789abcdef01234567")
+        );
+        assert_eq!(invocation.xray_sampled(), Some(true));
+        assert_eq!(invocation.tenant_id(), Some("shop-42"));
+    }
+
+    #[test]
+    fn a_context_without_trace_or_tenant_id_says_so() {
+        let context = TestContext::new().without_trace_id().build();
+        let invocation = Invocation::new(&context);
+        assert_eq!(invocation.xray_trace_header(), None);
+        assert_eq!(invocation.xray_root_trace_id(), None);
+        assert_eq!(invocation.xray_sampled(), None);
+        assert_eq!(invocation.tenant_id(), None);
+    }
+
+    #[test]
+    fn the_default_test_context_has_a_trace_id_and_a_request_id() {
+        let context = TestContext::new().build();
+        let invocation = Invocation::new(&context);
+        assert!(invocation.xray_root_trace_id().unwrap().starts_with("1-"));
+        assert_eq!(invocation.request_id().len(), 36);
+        assert_eq!(invocation.function_name(), "test-function");
+    }
+
+    #[test]
+    fn remaining_time_counts_down_to_the_deadline_and_stops_at_zero() {
+        let context = TestContext::new().build();
+        let invocation = Invocation::new(&context);
+        let deadline = invocation.deadline();
+        assert_eq!(
+            invocation.remaining_time_at(deadline - Duration::from_millis(1500)),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(invocation.remaining_time_at(deadline), Duration::ZERO);
+        assert_eq!(
+            invocation.remaining_time_at(deadline + Duration::from_secs(5)),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn without_runtime_configuration_the_name_comes_from_the_arn() {
+        let mut context = lambda_runtime::Context::default();
+        context.invoked_function_arn =
+            "arn:aws:lambda:eu-west-1:123456789012:function:orders:prod".into();
+        let invocation = Invocation::new(&context);
+        assert_eq!(invocation.function_name(), "orders");
+        assert_eq!(invocation.memory_size_mb(), None);
+        assert_eq!(invocation.function_version(), "");
+    }
+
+    #[test]
+    fn a_malformed_arn_yields_no_parts() {
+        let mut context = lambda_runtime::Context::default();
+        context.invoked_function_arn = "not-an-arn".into();
+        let invocation = Invocation::new(&context);
+        assert_eq!(invocation.function_name(), "");
+        assert_eq!(invocation.region(), None);
+        assert_eq!(invocation.account_id(), None);
+    }
+}

@@ -1,0 +1,69 @@
+//! What every powertools-rs utility shares: configuration from the standard Powertools
+//! environment variables, the per-invocation view of the Lambda context, and cold-start tracking.
+//!
+//! # Overview
+//!
+//! - [`PowertoolsConfig`] reads `POWERTOOLS_SERVICE_NAME`, `POWERTOOLS_DEV` and the variables
+//!   Lambda sets (`AWS_LAMBDA_FUNCTION_NAME`, `AWS_REGION`, …). A malformed value is a typed
+//!   [`Error`] naming the variable, never a panic. [`env::Env`] is the parser every crate uses
+//!   for its own variables.
+//! - [`Invocation`] is the view of one invocation's [`Context`](lambda_runtime::Context): request
+//!   id, ARN, deadline and remaining time, X-Ray trace id and tenant id, all taken from the
+//!   invocation itself so that concurrent invocations never see each other's values.
+//! - [`is_cold_start`] answers "is this invocation the process's cold start?" the same way for
+//!   every layer, and for exactly one invocation even when many run at once.
+//! - [`testing::TestContext`] builds realistic contexts and events for unit tests.
+//!
+//! # Example
+//!
+//! ```
+//! use lambda_runtime::{LambdaEvent, service_fn, tower::{Service, ServiceExt}};
+//! use powertools_core::{Invocation, PowertoolsConfig, testing::TestContext};
+//! use serde_json::{Value, json};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), lambda_runtime::Error> {
+//! // Once, at init: a bad POWERTOOLS_* value stops the function here with a clear message.
+//! let config = PowertoolsConfig::from_env()?;
+//!
+//! let mut handler = service_fn(move |event: LambdaEvent<Value>| {
+//!     let service = config.service_name().to_owned();
+//!     async move {
+//!         let invocation = Invocation::new(&event.context);
+//!         Ok::<_, lambda_runtime::Error>(json!({
+//!             "service": service,
+//!             "request_id": invocation.request_id(),
+//!             "cold_start": invocation.cold_start(),
+//!             "xray_trace_id": invocation.xray_root_trace_id(),
+//!         }))
+//!     }
+//! });
+//!
+//! // In a unit test (or a deployed function, through `lambda_runtime::run(handler)`):
+//! let response = handler.ready().await?.call(TestContext::new().event(json!({}))).await?;
+//! assert_eq!(response["cold_start"], true);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Feature flags
+//!
+//! This crate has no optional features.
+//!
+//! # Supported Rust versions
+//!
+//! The minimum supported Rust version is 1.94.1, set by `aws-sdk-dynamodb`, which the
+//! idempotency crate of this workspace builds on.
+
+pub mod env;
+pub mod testing;
+
+mod cold_start;
+mod config;
+mod error;
+mod invocation;
+
+pub use cold_start::{ColdStart, is_cold_start};
+pub use config::{DEFAULT_SERVICE_NAME, InitializationType, PowertoolsConfig};
+pub use error::Error;
+pub use invocation::Invocation;

@@ -1,0 +1,7 @@
+//! powertools-rs: exactly-once handler execution backed by DynamoDB.
+//!
+//! This crate is a placeholder in the workspace so that the layout, CI and shared configuration
+//! are in place; its API is being built and is not published yet. Until then it only re-exports
+//! the foundation it builds on, [`powertools_core`].
+
+pub use powertools_core;
