@@ -59,3 +59,137 @@ pub async fn dynamodb_client() -> Option<aws_sdk_dynamodb::Client> {
 pub fn unique_table_name(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
+
+/// A function running under the Lambda Runtime API emulator (`cargo lambda watch`), stopped when
+/// dropped.
+#[derive(Debug)]
+pub struct EmulatedFunction {
+    child: std::process::Child,
+    function: String,
+    address: std::net::SocketAddr,
+    agent: ureq::Agent,
+}
+
+/// What the emulator's Invoke API answered.
+#[derive(Debug)]
+pub struct InvokeResult {
+    /// The HTTP status: 200 for a successful invocation, 500 when the handler returned an error.
+    pub status: u16,
+    /// The response body: the handler's response, or Lambda's `{"errorType", "errorMessage"}`.
+    pub body: serde_json::Value,
+}
+
+impl EmulatedFunction {
+    /// Starts `bin` of the workspace package in `package_dir` under `cargo lambda watch` with the
+    /// given extra environment, or returns `None` outside CI when `cargo lambda` is not installed.
+    ///
+    /// # Panics
+    /// When `CI` is set and `cargo lambda` is missing, or when the emulator does not come up.
+    pub fn start(package_dir: &std::path::Path, bin: &str, env: &[(&str, &str)]) -> Option<Self> {
+        use std::process::{Command, Stdio};
+        let in_ci = std::env::var_os("CI").is_some_and(|value| !value.is_empty());
+        let installed = Command::new("cargo")
+            .args(["lambda", "--version"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !installed {
+            assert!(
+                !in_ci,
+                "cargo lambda is not installed: run through scripts/with-test-services"
+            );
+            eprintln!(
+                "skipping: cargo lambda is not installed (run through scripts/with-test-services)"
+            );
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let log_dir = std::env::temp_dir();
+        let log_path = log_dir.join(format!("cargo-lambda-{bin}-{port}.log"));
+        let log = std::fs::File::create(&log_path).expect("emulator log file");
+        let child = Command::new("cargo")
+            .current_dir(package_dir)
+            .args(["lambda", "watch", "--bin", bin, "--ignore-changes"])
+            .args([
+                "--invoke-address",
+                "127.0.0.1",
+                "--invoke-port",
+                &port.to_string(),
+            ])
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("emulator log file"))
+            .stderr(log)
+            .spawn()
+            .expect("cargo lambda watch starts");
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let function = EmulatedFunction {
+            child,
+            function: bin.to_owned(),
+            address,
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(120)))
+                .build()
+                .into(),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "cargo lambda watch did not listen on {address}; log: {}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(function)
+    }
+
+    /// Invokes the function through the emulator's Invoke API, as `aws lambda invoke` would.
+    ///
+    /// # Panics
+    /// When the emulator does not answer or answers with something that is not JSON.
+    pub fn invoke(&self, payload: &serde_json::Value) -> InvokeResult {
+        let url = format!(
+            "http://{}/2015-03-31/functions/{}/invocations",
+            self.address, self.function
+        );
+        let mut response = self
+            .agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .send(payload.to_string())
+            .unwrap_or_else(|error| panic!("invoke {url}: {error}"));
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .expect("a readable invoke response");
+        let body = serde_json::from_str(&text).unwrap_or_else(|error| {
+            panic!("invoke answered {status} with non-JSON {text:?}: {error}")
+        });
+        InvokeResult { status, body }
+    }
+}
+
+impl Drop for EmulatedFunction {
+    fn drop(&mut self) {
+        // SIGTERM lets cargo lambda stop the function process it started; SIGKILL would orphan it.
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
