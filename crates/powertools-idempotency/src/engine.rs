@@ -1,0 +1,327 @@
+//! The protocol shared by the layer and the function-level API: claim, run, complete or delete.
+
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use futures_util::FutureExt;
+use lambda_runtime::Context;
+use lru::LruCache;
+use powertools_core::Invocation;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::config::{MAX_ITEM_SIZE, Settings};
+use crate::error::Error;
+use crate::key::{hash, idempotency_key, is_missing};
+use crate::persistence::{IdempotencyStore, PutOutcome, StoreError};
+use crate::record::{DataRecord, RecordState, Status, epoch};
+
+/// `MAX_RETRIES` of Powertools: an inconsistent answer from the store is retried twice.
+const MAX_ATTEMPTS: usize = 3;
+
+/// The engine: a store, the settings and the local cache, shared by every clone.
+#[derive(Debug)]
+pub(crate) struct Engine<St> {
+    pub(crate) store: St,
+    pub(crate) settings: Settings,
+    cache: Option<Mutex<LruCache<String, DataRecord>>>,
+}
+
+/// What one invocation is keyed on, computed before the handler is called.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    pub(crate) key_data: Option<Value>,
+    pub(crate) validation_data: Option<Value>,
+}
+
+enum Claimed<R> {
+    Run(DataRecord),
+    Replay(R),
+}
+
+impl<St: IdempotencyStore> Engine<St> {
+    pub(crate) fn new(store: St, settings: Settings) -> Arc<Self> {
+        let cache = settings
+            .local_cache_max_items
+            .and_then(NonZeroUsize::new)
+            .map(|capacity| Mutex::new(LruCache::new(capacity)));
+        Arc::new(Engine {
+            store,
+            settings,
+            cache,
+        })
+    }
+
+    /// Runs `handler` at most once per key within the window, replaying its response otherwise.
+    pub(crate) async fn run<R, E, Fut>(
+        &self,
+        context: &Context,
+        claim: Claim,
+        handler: impl FnOnce() -> Fut,
+    ) -> Result<R, Error<E>>
+    where
+        R: Serialize + DeserializeOwned,
+        Fut: Future<Output = Result<R, E>>,
+    {
+        if self.settings.disabled {
+            return handler().await.map_err(Error::Handler);
+        }
+        let key_data = match claim.key_data {
+            Some(data) if !is_missing(&data) => data,
+            _ if self.settings.raise_on_missing_key => return Err(Error::KeyMissing),
+            _ => {
+                tracing::warn!(
+                    "No idempotency key value found. Skipping persistence layer and validation operations."
+                );
+                return handler().await.map_err(Error::Handler);
+            }
+        };
+        let invocation = Invocation::new(context);
+        let prefix = self.key_prefix(&invocation);
+        let key = idempotency_key(&prefix, invocation.tenant_id(), key_data);
+        let payload_hash = claim.validation_data.as_ref().map(hash);
+
+        let record = match self.claim(&key, &invocation, payload_hash).await {
+            Ok(Claimed::Run(record)) => record,
+            Ok(Claimed::Replay(response)) => return Ok(response),
+            Err(error) => return Err(error.into_handler_error()),
+        };
+        self.execute(record, handler).await
+    }
+
+    fn key_prefix(&self, invocation: &Invocation<'_>) -> String {
+        if let Some(prefix) = &self.settings.key_prefix {
+            return prefix.clone();
+        }
+        match &self.settings.handler_name {
+            Some(handler) => format!("{}.{handler}", invocation.function_name()),
+            None => invocation.function_name().to_owned(),
+        }
+    }
+
+    async fn claim<R: DeserializeOwned>(
+        &self,
+        key: &str,
+        invocation: &Invocation<'_>,
+        payload_hash: Option<String>,
+    ) -> Result<Claimed<R>, Error> {
+        for _ in 0..MAX_ATTEMPTS {
+            let now = SystemTime::now();
+            if let Some(cached) = self.cached(key, now) {
+                return self
+                    .replay(cached, payload_hash.as_deref())
+                    .map(Claimed::Replay);
+            }
+            let (now_s, now_ms) = epoch(now);
+            let remaining_ms =
+                i64::try_from(invocation.remaining_time_at(now).as_millis()).unwrap_or(i64::MAX);
+            let record = DataRecord {
+                key: key.to_owned(),
+                status: Status::InProgress,
+                expiry_timestamp: now_s.saturating_add(expires_after_secs(&self.settings)),
+                // Zero milliseconds left is a valid deadline (Powertools for Python #4759).
+                in_progress_expiry_timestamp: Some(now_ms.saturating_add(remaining_ms)),
+                response_data: None,
+                payload_hash: payload_hash.clone(),
+            };
+            let existing = match self.store.put_in_progress(&record, now).await {
+                Ok(PutOutcome::Stored) => return Ok(Claimed::Run(record)),
+                Ok(PutOutcome::Exists(Some(existing))) => existing,
+                Ok(PutOutcome::Exists(None)) => match self.store.get(key).await {
+                    Ok(Some(existing)) => existing,
+                    Ok(None) => continue,
+                    Err(error) => return Err(store_error(error, "read the existing record")),
+                },
+                Err(error) => return Err(store_error(error, "save the in-progress record")),
+            };
+            self.validate(&existing, payload_hash.as_deref())?;
+            match existing.state_at(SystemTime::now()) {
+                // The claim should have succeeded: the record changed in between. Try again.
+                RecordState::Expired | RecordState::InProgressTimedOut => continue,
+                RecordState::InProgress => {
+                    return Err(Error::AlreadyInProgress {
+                        key: key.to_owned(),
+                    });
+                }
+                RecordState::Completed => {
+                    self.cache(&existing);
+                    return self.replay(existing, None).map(Claimed::Replay);
+                }
+            }
+        }
+        Err(Error::InconsistentState {
+            key: key.to_owned(),
+        })
+    }
+
+    fn validate(&self, record: &DataRecord, payload_hash: Option<&str>) -> Result<(), Error> {
+        match (payload_hash, record.payload_hash.as_deref()) {
+            (Some(expected), Some(stored)) if expected != stored => Err(Error::PayloadMismatch {
+                key: record.key.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn replay<R: DeserializeOwned>(
+        &self,
+        record: DataRecord,
+        payload_hash: Option<&str>,
+    ) -> Result<R, Error> {
+        self.validate(&record, payload_hash)?;
+        let Some(text) = record.response_data.as_deref() else {
+            return Err(Error::InvalidRecord {
+                key: record.key.clone(),
+                reason: "a completed record has no response".into(),
+            });
+        };
+        let mut response: Value =
+            serde_json::from_str(text).map_err(|source| Error::Serialization {
+                what: "stored response",
+                source,
+            })?;
+        if let Some(hook) = &self.settings.replay_hook {
+            hook(&mut response, &record);
+        }
+        serde_json::from_value(response).map_err(|source| Error::Serialization {
+            what: "stored response",
+            source,
+        })
+    }
+
+    async fn execute<R, E, Fut>(
+        &self,
+        record: DataRecord,
+        handler: impl FnOnce() -> Fut,
+    ) -> Result<R, Error<E>>
+    where
+        R: Serialize,
+        Fut: Future<Output = Result<R, E>>,
+    {
+        let outcome = AssertUnwindSafe(handler()).catch_unwind().await;
+        let failure = match outcome {
+            Ok(Ok(response)) => match self
+                .complete(record.clone(), serialize_response(&response))
+                .await
+            {
+                Ok(()) => return Ok(response),
+                Err(error @ Error::ItemTooLarge { .. }) => error.into_handler_error(),
+                Err(error) => return Err(error.into_handler_error()),
+            },
+            Ok(Err(error)) => Error::Handler(error),
+            Err(panic) => Error::HandlerPanicked {
+                message: panic_message(panic.as_ref()),
+            },
+        };
+        // The handler failed: remove its claim so that a retry runs it again.
+        if let Some(cache) = &self.cache {
+            cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop(&record.key);
+        }
+        match self.store.delete(&record.key).await {
+            Ok(()) => Err(failure),
+            Err(delete_error) => Err(Error::DeleteFailed {
+                error: Box::new(failure),
+                source: match delete_error {
+                    StoreError::Backend(source) => source,
+                    other => Box::new(other),
+                },
+            }),
+        }
+    }
+
+    async fn complete(
+        &self,
+        mut record: DataRecord,
+        data: Result<String, Error>,
+    ) -> Result<(), Error> {
+        let data = data?;
+        let size = estimated_item_size(&record, &data);
+        if size > MAX_ITEM_SIZE {
+            return Err(Error::ItemTooLarge {
+                key: record.key,
+                size,
+                limit: MAX_ITEM_SIZE,
+            });
+        }
+        let (now_s, _) = epoch(SystemTime::now());
+        record.status = Status::Completed;
+        record.expiry_timestamp = now_s.saturating_add(expires_after_secs(&self.settings));
+        record.response_data = Some(data);
+        self.store
+            .update(&record)
+            .await
+            .map_err(|error| store_error(error, "save the completed record"))?;
+        self.cache(&record);
+        Ok(())
+    }
+
+    fn cached(&self, key: &str, now: SystemTime) -> Option<DataRecord> {
+        let mut cache = self
+            .cache
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let record = cache.get(key)?.clone();
+        if record.state_at(now) == RecordState::Completed {
+            Some(record)
+        } else {
+            cache.pop(key);
+            None
+        }
+    }
+
+    fn cache(&self, record: &DataRecord) {
+        if let Some(cache) = &self.cache {
+            cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .put(record.key.clone(), record.clone());
+        }
+    }
+}
+
+// Serialized before any await, so the response need not be `Sync` for the future to be `Send`.
+fn serialize_response<R: Serialize>(response: &R) -> Result<String, Error> {
+    serde_json::to_string(response).map_err(|source| Error::Serialization {
+        what: "response",
+        source,
+    })
+}
+
+fn expires_after_secs(settings: &Settings) -> i64 {
+    i64::try_from(settings.expires_after.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// An upper bound of the DynamoDB item size: attribute values plus generous room for the
+/// attribute names and numbers.
+fn estimated_item_size(record: &DataRecord, data: &str) -> usize {
+    const ATTRIBUTE_NAMES_AND_NUMBERS: usize = 256;
+    record.key.len()
+        + data.len()
+        + record.payload_hash.as_ref().map_or(0, String::len)
+        + ATTRIBUTE_NAMES_AND_NUMBERS
+}
+
+fn store_error(error: StoreError, operation: &'static str) -> Error {
+    match error {
+        StoreError::Backend(source) => Error::Persistence { operation, source },
+        StoreError::InvalidRecord { key, reason } => Error::InvalidRecord { key, reason },
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(message) = panic.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = panic.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    }
+}

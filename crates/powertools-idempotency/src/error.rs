@@ -1,0 +1,213 @@
+use std::convert::Infallible;
+
+use std::fmt;
+
+use lambda_runtime::Diagnostic;
+
+/// A boxed error from a persistence backend, kept as the `source` of [`Error::Persistence`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong around an idempotent handler.
+///
+/// `E` is the handler's own error, passed through unchanged as [`Error::Handler`]. The
+/// `error_type` of each variant in a Lambda [`Diagnostic`] is the Powertools exception name, so
+/// dashboards and retries written for Powertools keep working.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error<E = Infallible> {
+    /// Another invocation with the same key is running; retry later.
+    AlreadyInProgress {
+        /// The idempotency key.
+        key: String,
+    },
+    /// A record exists for the key but its validation data differs (same order id, different
+    /// amount, for example).
+    PayloadMismatch {
+        /// The idempotency key.
+        key: String,
+    },
+    /// The key extraction found no data and `raise_on_missing_key` is set.
+    KeyMissing,
+    /// The store failed (unreachable, throttled, denied, …); the handler did not run, or its
+    /// completion could not be recorded (see `operation`).
+    Persistence {
+        /// What was being done: `save the in-progress record`, `read the record`, ….
+        operation: &'static str,
+        /// The backend's error.
+        source: BoxError,
+    },
+    /// The store answered inconsistently three times in a row (a record reported as existing,
+    /// then missing, or expired between two reads).
+    InconsistentState {
+        /// The idempotency key.
+        key: String,
+    },
+    /// A stored record is malformed: a missing attribute, a wrong type, an unknown status.
+    InvalidRecord {
+        /// The idempotency key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The event, key data or response could not be (de)serialized as JSON.
+    Serialization {
+        /// What was being (de)serialized.
+        what: &'static str,
+        /// The serde error.
+        source: serde_json::Error,
+    },
+    /// The response is too large to store (DynamoDB items are limited to 400 KB). The
+    /// in-progress record was deleted, so a retry runs the handler again.
+    ItemTooLarge {
+        /// The idempotency key.
+        key: String,
+        /// The size of the record that would have been written, in bytes.
+        size: usize,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The configuration is invalid; reported when the layer or store is built.
+    Config(String),
+    /// The handler panicked. The record was deleted so that a retry runs it again.
+    HandlerPanicked {
+        /// The panic message.
+        message: String,
+    },
+    /// The handler failed (or panicked, or its response was too large) and deleting its
+    /// in-progress record failed too: both errors are kept.
+    DeleteFailed {
+        /// The handler's failure.
+        error: Box<Error<E>>,
+        /// Why the delete failed.
+        source: BoxError,
+    },
+    /// The handler's own error, unchanged.
+    Handler(E),
+}
+
+impl<E: fmt::Display> fmt::Display for Error<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::AlreadyInProgress { key } => write!(
+                f,
+                "execution already in progress with idempotency key {key}"
+            ),
+            Error::PayloadMismatch { key } => {
+                write!(
+                    f,
+                    "payload does not match the stored record for idempotency key {key}"
+                )
+            }
+            Error::KeyMissing => f.write_str("no data found to create a hashed idempotency key"),
+            Error::Persistence { operation, source } => {
+                write!(f, "idempotency store failed to {operation}: {source}")
+            }
+            Error::InconsistentState { key } => {
+                write!(
+                    f,
+                    "the idempotency store returned inconsistent results for key {key}"
+                )
+            }
+            Error::InvalidRecord { key, reason } => {
+                write!(f, "stored idempotency record {key} is invalid: {reason}")
+            }
+            Error::Serialization { what, source } => {
+                write!(
+                    f,
+                    "could not serialize or deserialize the {what} as JSON: {source}"
+                )
+            }
+            Error::ItemTooLarge { key, size, limit } => write!(
+                f,
+                "the response for idempotency key {key} is {size} bytes, over the {limit}-byte item limit"
+            ),
+            Error::Config(message) => write!(f, "invalid idempotency configuration: {message}"),
+            Error::HandlerPanicked { message } => write!(f, "the handler panicked: {message}"),
+            Error::DeleteFailed { error, source } => {
+                write!(
+                    f,
+                    "{error}; deleting the in-progress record then failed too: {source}"
+                )
+            }
+            Error::Handler(error) => error.fmt(f),
+        }
+    }
+}
+
+// Bounded on `Display`, not `Error`, so that handlers returning `lambda_runtime::Error` (a boxed
+// error, which is not itself `Error`) get an idempotency error that is.
+impl<E: fmt::Debug + fmt::Display> std::error::Error for Error<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Persistence { source, .. } | Error::DeleteFailed { source, .. } => {
+                Some(source.as_ref())
+            }
+            Error::Serialization { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl<E> Error<E> {
+    /// The stable identifier of the error kind: the Powertools exception name, or
+    /// `"Handler"` for the handler's own error.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Error::AlreadyInProgress { .. } => "IdempotencyAlreadyInProgressError",
+            Error::PayloadMismatch { .. } => "IdempotencyValidationError",
+            Error::KeyMissing => "IdempotencyKeyError",
+            Error::Persistence { .. } => "IdempotencyPersistenceLayerError",
+            Error::InconsistentState { .. } => "IdempotencyInconsistentStateError",
+            Error::InvalidRecord { .. } => "IdempotencyInvalidStatusError",
+            Error::Serialization { .. } => "IdempotencySerializationError",
+            Error::ItemTooLarge { .. } => "IdempotencyItemTooLargeError",
+            Error::Config(_) => "IdempotencyConfigurationError",
+            Error::HandlerPanicked { .. } => "HandlerPanicked",
+            Error::DeleteFailed { .. } => "IdempotencyPersistenceLayerError",
+            Error::Handler(_) => "Handler",
+        }
+    }
+
+    /// The same error for a handler with another error type; `None` for [`Error::Handler`].
+    pub(crate) fn without_handler<F>(self) -> Result<Error<F>, E> {
+        Ok(match self {
+            Error::AlreadyInProgress { key } => Error::AlreadyInProgress { key },
+            Error::PayloadMismatch { key } => Error::PayloadMismatch { key },
+            Error::KeyMissing => Error::KeyMissing,
+            Error::Persistence { operation, source } => Error::Persistence { operation, source },
+            Error::InconsistentState { key } => Error::InconsistentState { key },
+            Error::InvalidRecord { key, reason } => Error::InvalidRecord { key, reason },
+            Error::Serialization { what, source } => Error::Serialization { what, source },
+            Error::ItemTooLarge { key, size, limit } => Error::ItemTooLarge { key, size, limit },
+            Error::Config(message) => Error::Config(message),
+            Error::HandlerPanicked { message } => Error::HandlerPanicked { message },
+            Error::DeleteFailed { error, source } => Error::DeleteFailed {
+                error: Box::new(error.without_handler()?),
+                source,
+            },
+            Error::Handler(error) => return Err(error),
+        })
+    }
+}
+
+impl Error<Infallible> {
+    /// Widens an error that cannot hold a handler error to any handler error type.
+    pub fn into_handler_error<E>(self) -> Error<E> {
+        match self.without_handler() {
+            Ok(error) => error,
+            Err(never) => match never {},
+        }
+    }
+}
+
+impl<E: Into<Diagnostic> + std::fmt::Display> From<Error<E>> for Diagnostic {
+    fn from(error: Error<E>) -> Self {
+        match error {
+            Error::Handler(inner) => inner.into(),
+            other => Diagnostic {
+                error_type: other.error_type().to_owned(),
+                error_message: other.to_string(),
+            },
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! What an invocation is keyed on: key extraction, the canonical JSON that is hashed, and the
+//! rules for a missing key.
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::Error;
+
+/// Extracts the data an event is keyed on (or validated against).
+///
+/// Implemented by [`WholeEvent`] (the default), [`NoValidation`], [`JmesPath`](crate::JmesPath)
+/// and [`FromFn`], which [`IdempotencyLayer::key_from`](crate::IdempotencyLayer::key_from) wraps
+/// around a typed closure.
+pub trait KeyExtractor<T>: Clone + Send + Sync + 'static {
+    /// The key data of `event`, `None` when it has none.
+    ///
+    /// # Errors
+    /// [`Error::Serialization`] when the event or the extracted value is not JSON-serializable.
+    fn extract(&self, event: &T) -> Result<Option<Value>, Error>;
+}
+
+/// Keys on the whole event, as Powertools does by default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WholeEvent;
+
+impl<T: Serialize> KeyExtractor<T> for WholeEvent {
+    fn extract(&self, event: &T) -> Result<Option<Value>, Error> {
+        to_json(event, "event").map(Some)
+    }
+}
+
+/// No payload validation (the default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoValidation;
+
+impl<T> KeyExtractor<T> for NoValidation {
+    fn extract(&self, _event: &T) -> Result<Option<Value>, Error> {
+        Ok(None)
+    }
+}
+
+/// Keys on what a typed closure picks from the event: checked by the compiler, no string paths.
+#[derive(Clone, Copy)]
+pub struct FromFn<F>(pub F);
+
+impl<F> std::fmt::Debug for FromFn<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FromFn(..)")
+    }
+}
+
+impl<T, V, F> KeyExtractor<T> for FromFn<F>
+where
+    F: Fn(&T) -> Option<V> + Clone + Send + Sync + 'static,
+    V: Serialize,
+{
+    fn extract(&self, event: &T) -> Result<Option<Value>, Error> {
+        (self.0)(event)
+            .map(|value| to_json(&value, "key data"))
+            .transpose()
+    }
+}
+
+pub(crate) fn to_json<T: Serialize + ?Sized>(
+    value: &T,
+    what: &'static str,
+) -> Result<Value, Error> {
+    serde_json::to_value(value).map_err(|source| Error::Serialization { what, source })
+}
+
+/// Whether extracted key data counts as missing, by Powertools for Python's rule: `null`, an
+/// empty string, an empty object, and an array that is empty or holds only `null`s (a JMESPath
+/// multi-select that matched nothing). Numbers and booleans, `0` and `false` included, never do.
+pub fn is_missing(data: &Value) -> bool {
+    match data {
+        Value::Null => true,
+        Value::String(text) => text.is_empty(),
+        Value::Array(items) => items.iter().all(Value::is_null),
+        Value::Object(fields) => fields.is_empty(),
+        Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
+/// Writes `value` as canonical JSON: object keys sorted by Unicode code point, no whitespace,
+/// strings escaped as `serde_json` escapes them, numbers as `serde_json` prints them.
+///
+/// The same data always gives the same text, whatever order its fields were written in, so it
+/// hashes to the same key. Keys are not portable to other Powertools runtimes, which hash their
+/// own JSON spellings with MD5.
+///
+/// ```
+/// use powertools_idempotency::canonical_json;
+/// let value = serde_json::json!({"b": [1, {"d": true, "c": null}], "a": "x"});
+/// assert_eq!(canonical_json(&value), r#"{"a":"x","b":[1,{"c":null,"d":true}]}"#);
+/// ```
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Array(items) => {
+            out.push('[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(fields) => {
+            let mut entries: Vec<_> = fields.iter().collect();
+            // Rust's str ordering is byte order, which for UTF-8 is code point order.
+            entries.sort_unstable_by_key(|(name, _)| *name);
+            out.push('{');
+            for (index, (name, item)) in entries.into_iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(name.clone()).to_string());
+                out.push(':');
+                write_canonical(item, out);
+            }
+            out.push('}');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// The lowercase hex SHA-256 digest of `value`'s canonical JSON.
+pub(crate) fn hash(value: &Value) -> String {
+    hex(&Sha256::digest(canonical_json(value).as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
+            let _ = write!(out, "{byte:02x}");
+            out
+        })
+}
+
+/// The idempotency key `<prefix>#<digest>` for `data`.
+///
+/// With a tenant id (Lambda tenant isolation) the digest covers `{"key": data, "tenant_id": id}`,
+/// so one tenant can never be served another tenant's stored response.
+pub(crate) fn idempotency_key(prefix: &str, tenant_id: Option<&str>, data: Value) -> String {
+    let digest = match tenant_id {
+        None => hash(&data),
+        Some(tenant_id) => hash(&serde_json::json!({ "key": data, "tenant_id": tenant_id })),
+    };
+    format!("{prefix}#{digest}")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn field_order_does_not_change_the_key() {
+        let a: Value =
+            serde_json::from_str(r#"{"order_id":"o-1","amount":12.5,"items":[{"b":1,"a":2}]}"#)
+                .unwrap();
+        let b: Value = serde_json::from_str(
+            r#"{ "items": [{"a": 2, "b": 1}], "amount": 12.5, "order_id": "o-1" }"#,
+        )
+        .unwrap();
+        assert_eq!(idempotency_key("f", None, a), idempotency_key("f", None, b));
+    }
+
+    #[test]
+    fn the_key_is_the_prefix_and_the_sha256_of_the_canonical_json() {
+        // printf '%s' '{"a":1}' | sha256sum
+        assert_eq!(
+            idempotency_key("orders-api", None, json!({"a": 1})),
+            "orders-api#015abd7f5cc57a2dd94b7590f04ad8084273905ee33ec5cebeae62276a97f862"
+        );
+    }
+
+    #[test]
+    fn tenants_get_different_keys_for_the_same_data() {
+        let data = json!({"order_id": "o-1"});
+        let a = idempotency_key("f", Some("tenant-a"), data.clone());
+        let b = idempotency_key("f", Some("tenant-b"), data.clone());
+        assert_ne!(a, b);
+        assert_ne!(a, idempotency_key("f", None, data));
+    }
+
+    #[test]
+    fn canonical_json_sorts_by_code_point_and_escapes_strings() {
+        let value = json!({"é": 1, "z": 2, "A": "line\n\"quoted\""});
+        assert_eq!(
+            canonical_json(&value),
+            "{\"A\":\"line\\n\\\"quoted\\\"\",\"z\":2,\"é\":1}"
+        );
+    }
+
+    #[test]
+    fn missing_follows_the_powertools_rule() {
+        for missing in [
+            json!(null),
+            json!(""),
+            json!([]),
+            json!([null, null]),
+            json!({}),
+        ] {
+            assert!(is_missing(&missing), "{missing}");
+        }
+        for present in [
+            json!(0),
+            json!(false),
+            json!("x"),
+            json!([null, 1]),
+            json!({"a": null}),
+        ] {
+            assert!(!is_missing(&present), "{present}");
+        }
+    }
+
+    #[test]
+    fn a_typed_closure_extracts_its_field() {
+        struct Order {
+            id: String,
+        }
+        let extractor = FromFn(|order: &Order| Some(order.id.clone()));
+        let key = extractor.extract(&Order { id: "o-9".into() }).unwrap();
+        assert_eq!(key, Some(json!("o-9")));
+    }
+}

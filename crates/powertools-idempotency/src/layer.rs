@@ -1,0 +1,187 @@
+use std::task::{Context as TaskContext, Poll};
+
+use futures_util::future::BoxFuture;
+use lambda_runtime::LambdaEvent;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tower::{Layer, Service};
+
+use crate::engine::Claim;
+use crate::error::Error;
+use crate::idempotency::Idempotency;
+use crate::key::{FromFn, KeyExtractor, NoValidation, WholeEvent};
+use crate::persistence::IdempotencyStore;
+
+/// Makes a Lambda handler idempotent: a duplicate event gets the first call's response, and the
+/// handler's side effects run once.
+///
+/// The key is the whole event by default; [`key_from`](Self::key_from) picks part of it with a
+/// typed closure, [`key`](Self::key) takes any [`KeyExtractor`] (a [`JmesPath`](crate::JmesPath)
+/// expression, for example). [`validate_from`](Self::validate_from) adds payload validation.
+///
+/// ```
+/// use lambda_runtime::{LambdaEvent, service_fn, tower::{Service, ServiceBuilder, ServiceExt}};
+/// use powertools_core::testing::TestContext;
+/// use powertools_idempotency::{Idempotency, IdempotencyLayer, InMemoryStore};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Clone, Serialize, Deserialize)]
+/// struct Payment { payment_id: String, amount_cents: u64 }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let idempotency = Idempotency::builder(InMemoryStore::new()).build()?;
+/// let mut handler = ServiceBuilder::new()
+///     .layer(
+///         IdempotencyLayer::new(idempotency)
+///             .key_from(|payment: &Payment| Some(payment.payment_id.clone()))
+///             .validate_from(|payment: &Payment| Some(payment.amount_cents)),
+///     )
+///     .service(service_fn(|event: LambdaEvent<Payment>| async move {
+///         Ok::<_, lambda_runtime::Error>(format!("charged {}", event.payload.amount_cents))
+///     }));
+///
+/// let payment = Payment { payment_id: "pay-1".into(), amount_cents: 1250 };
+/// let first = handler.ready().await?.call(TestContext::new().event(payment.clone())).await?;
+/// let retry = handler.ready().await?.call(TestContext::new().event(payment)).await?;
+/// assert_eq!(first, retry);
+///
+/// let tampered = Payment { payment_id: "pay-1".into(), amount_cents: 99 };
+/// let error = handler.ready().await?.call(TestContext::new().event(tampered)).await.unwrap_err();
+/// assert_eq!(error.error_type(), "IdempotencyValidationError");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct IdempotencyLayer<St, K = WholeEvent, V = NoValidation> {
+    idempotency: Idempotency<St>,
+    key: K,
+    validation: V,
+}
+
+impl<St, K: Clone, V: Clone> Clone for IdempotencyLayer<St, K, V> {
+    fn clone(&self) -> Self {
+        IdempotencyLayer {
+            idempotency: self.idempotency.clone(),
+            key: self.key.clone(),
+            validation: self.validation.clone(),
+        }
+    }
+}
+
+impl<St: IdempotencyStore> IdempotencyLayer<St> {
+    /// A layer keyed on the whole event, without payload validation.
+    pub fn new(idempotency: Idempotency<St>) -> Self {
+        IdempotencyLayer {
+            idempotency,
+            key: WholeEvent,
+            validation: NoValidation,
+        }
+    }
+}
+
+impl<St, K, V> IdempotencyLayer<St, K, V> {
+    /// Keys on what `extractor` finds in the event.
+    pub fn key<K2>(self, extractor: K2) -> IdempotencyLayer<St, K2, V> {
+        IdempotencyLayer {
+            idempotency: self.idempotency,
+            key: extractor,
+            validation: self.validation,
+        }
+    }
+
+    /// Keys on what a typed closure returns for the event; `None` means the key is missing.
+    pub fn key_from<F>(self, extract: F) -> IdempotencyLayer<St, FromFn<F>, V> {
+        self.key(FromFn(extract))
+    }
+
+    /// Validates duplicates against what `extractor` finds in the event.
+    pub fn validation<V2>(self, extractor: V2) -> IdempotencyLayer<St, K, V2> {
+        IdempotencyLayer {
+            idempotency: self.idempotency,
+            key: self.key,
+            validation: extractor,
+        }
+    }
+
+    /// Validates duplicates against what a typed closure returns for the event: a duplicate whose
+    /// value differs from the first call's gets [`Error::PayloadMismatch`].
+    pub fn validate_from<F>(self, extract: F) -> IdempotencyLayer<St, K, FromFn<F>> {
+        self.validation(FromFn(extract))
+    }
+}
+
+impl<S, St: Clone, K: Clone, V: Clone> Layer<S> for IdempotencyLayer<St, K, V> {
+    type Service = IdempotencyService<S, St, K, V>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        IdempotencyService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service built by [`IdempotencyLayer`].
+#[derive(Debug, Clone)]
+pub struct IdempotencyService<S, St, K = WholeEvent, V = NoValidation> {
+    inner: S,
+    layer: IdempotencyLayer<St, K, V>,
+}
+
+impl<S, St, K, V> IdempotencyService<S, St, K, V> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, St, K, V, T, R> Service<LambdaEvent<T>> for IdempotencyService<S, St, K, V>
+where
+    S: Service<LambdaEvent<T>, Response = R> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    St: IdempotencyStore,
+    K: KeyExtractor<T>,
+    V: KeyExtractor<T>,
+    T: Send + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    type Response = R;
+    type Error = Error<S::Error>;
+    // One allocation per invocation: the protocol awaits the store before and after the handler.
+    type Future = BoxFuture<'static, Result<R, Error<S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Error::Handler)
+    }
+
+    fn call(&mut self, event: LambdaEvent<T>) -> Self::Future {
+        // Call the instance that was polled ready; leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let engine = self.layer.idempotency.engine.clone();
+        let claim = self.layer.key.extract(&event.payload).and_then(|key_data| {
+            let validation_data = self.layer.validation.extract(&event.payload)?;
+            Ok(Claim {
+                key_data,
+                validation_data,
+            })
+        });
+        Box::pin(async move {
+            let claim = claim.map_err(Error::into_handler_error)?;
+            let context = event.context.clone();
+            engine.run(&context, claim, move || inner.call(event)).await
+        })
+    }
+}

@@ -1,0 +1,92 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use super::{IdempotencyStore, PutOutcome, StoreError};
+use crate::record::DataRecord;
+
+/// A store in this process's memory with the same atomic claim as [`DynamoDbStore`]: for unit
+/// tests and offline demos, **not** for deployed functions (each execution environment would
+/// have its own records).
+///
+/// Clones share the same records.
+///
+/// [`DynamoDbStore`]: crate::DynamoDbStore
+#[derive(Debug, Clone, Default)]
+pub struct InMemoryStore {
+    records: Arc<Mutex<HashMap<String, DataRecord>>>,
+}
+
+impl InMemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of the record stored under `key`, for assertions in tests.
+    pub fn record(&self, key: &str) -> Option<DataRecord> {
+        self.lock().get(key).cloned()
+    }
+
+    /// How many records the store holds.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether the store holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Stores `record` as is, replacing any record with the same key (for setting up tests).
+    pub fn insert(&self, record: DataRecord) {
+        self.lock().insert(record.key.clone(), record);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, DataRecord>> {
+        // A panic while holding the lock cannot leave the map half-updated: every critical
+        // section is a single map operation.
+        self.records.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl IdempotencyStore for InMemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<DataRecord>, StoreError> {
+        Ok(self.record(key))
+    }
+
+    async fn put_in_progress(
+        &self,
+        record: &DataRecord,
+        now: SystemTime,
+    ) -> Result<PutOutcome, StoreError> {
+        let mut records = self.lock();
+        match records.get(&record.key) {
+            Some(existing) if !existing.replaceable_at(now) => {
+                Ok(PutOutcome::Exists(Some(existing.clone())))
+            }
+            _ => {
+                records.insert(record.key.clone(), record.clone());
+                Ok(PutOutcome::Stored)
+            }
+        }
+    }
+
+    async fn update(&self, record: &DataRecord) -> Result<(), StoreError> {
+        let mut records = self.lock();
+        let in_progress_expiry = records
+            .get(&record.key)
+            .and_then(|existing| existing.in_progress_expiry_timestamp);
+        // As DynamoDB's UpdateItem does: the in-progress deadline attribute stays in place.
+        let mut updated = record.clone();
+        updated.in_progress_expiry_timestamp =
+            updated.in_progress_expiry_timestamp.or(in_progress_expiry);
+        records.insert(record.key.clone(), updated);
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.lock().remove(key);
+        Ok(())
+    }
+}

@@ -1,0 +1,67 @@
+//! Where records live: the four storage primitives, and the stores that implement them.
+
+#[cfg(feature = "dynamodb")]
+mod dynamodb;
+mod in_memory;
+
+use std::future::Future;
+use std::time::SystemTime;
+
+#[cfg(feature = "dynamodb")]
+pub use dynamodb::{DynamoDbStore, DynamoDbStoreBuilder};
+pub use in_memory::InMemoryStore;
+
+use crate::error::BoxError;
+use crate::record::DataRecord;
+
+/// What a conditional put of an in-progress record found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// No live record held the key; the in-progress record is stored.
+    Stored,
+    /// A live record holds the key. Stores that get it back with the failed write (DynamoDB's
+    /// `ReturnValuesOnConditionCheckFailure = ALL_OLD`) return it, so no second read is needed.
+    Exists(Option<DataRecord>),
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend failed: unreachable, throttled, access denied, ….
+    #[error(transparent)]
+    Backend(BoxError),
+    /// A stored record could not be read: a missing attribute, a wrong type, an unknown status.
+    #[error("stored record {key} is invalid: {reason}")]
+    InvalidRecord {
+        /// The idempotency key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The four storage primitives of idempotency.
+///
+/// Hashing, expiry, payload validation, the local cache and the retries on inconsistent state
+/// live in the engine, not here, so a store is only storage. The one rule a store must enforce
+/// itself is the atomic claim in [`put_in_progress`](Self::put_in_progress).
+pub trait IdempotencyStore: Clone + Send + Sync + 'static {
+    /// The record stored under `key`, read with strong consistency; `None` if there is none.
+    fn get(&self, key: &str)
+    -> impl Future<Output = Result<Option<DataRecord>, StoreError>> + Send;
+
+    /// Stores `record` (in progress) **only if** no record holds its key, or the one that does
+    /// is replaceable at `now` (see [`DataRecord::replaceable_at`]); atomically.
+    fn put_in_progress(
+        &self,
+        record: &DataRecord,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<PutOutcome, StoreError>> + Send;
+
+    /// Overwrites the status, expiry, response and validation hash of `record`'s key.
+    fn update(&self, record: &DataRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes the record stored under `key`, if any.
+    fn delete(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

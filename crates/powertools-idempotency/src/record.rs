@@ -1,0 +1,171 @@
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The status of a stored idempotency record.
+///
+/// Only these two are written; a record whose expiry has passed reads as expired through
+/// [`DataRecord::state_at`], whatever it stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Status {
+    /// The handler is running (or died without cleaning up: see the in-progress expiry).
+    InProgress,
+    /// The handler finished and its response is stored.
+    Completed,
+}
+
+impl Status {
+    /// The value stored in the status attribute, as every Powertools runtime writes it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Status::InProgress => "INPROGRESS",
+            Status::Completed => "COMPLETED",
+        }
+    }
+
+    /// Parses a stored status; `None` for anything else.
+    pub fn from_wire(value: &str) -> Option<Self> {
+        match value {
+            "INPROGRESS" => Some(Status::InProgress),
+            "COMPLETED" => Some(Status::Completed),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a record means at a given moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordState {
+    /// Running, and its invocation's deadline (if known) has not passed.
+    InProgress,
+    /// Running according to the store, but its invocation's deadline has passed: the invocation
+    /// timed out or crashed, and the record may be taken over.
+    InProgressTimedOut,
+    /// Completed, with a stored response.
+    Completed,
+    /// The idempotency window has ended; the record no longer counts.
+    Expired,
+}
+
+/// One idempotency record, as the persistence layer stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataRecord {
+    /// The idempotency key, `<prefix>#<sha-256 hex>`.
+    pub key: String,
+    /// The stored status.
+    pub status: Status,
+    /// End of the idempotency window, in epoch **seconds** (the DynamoDB TTL attribute).
+    pub expiry_timestamp: i64,
+    /// The deadline of the invocation that holds the record, in epoch **milliseconds**, while it
+    /// is in progress.
+    pub in_progress_expiry_timestamp: Option<i64>,
+    /// The handler's response as JSON, once completed.
+    pub response_data: Option<String>,
+    /// The SHA-256 hex digest of the validation data, when payload validation is on.
+    pub payload_hash: Option<String>,
+}
+
+impl DataRecord {
+    /// What the record means at `now`.
+    ///
+    /// Expiry is checked here, not left to DynamoDB's TTL, which deletes items up to days late.
+    pub fn state_at(&self, now: SystemTime) -> RecordState {
+        let (now_s, now_ms) = epoch(now);
+        if now_s > self.expiry_timestamp {
+            return RecordState::Expired;
+        }
+        match self.status {
+            Status::Completed => RecordState::Completed,
+            Status::InProgress => match self.in_progress_expiry_timestamp {
+                Some(deadline_ms) if deadline_ms < now_ms => RecordState::InProgressTimedOut,
+                _ => RecordState::InProgress,
+            },
+        }
+    }
+
+    /// Whether a conditional put may replace this record at `now`: the DynamoDB condition
+    /// `attribute_not_exists(#id) OR #expiry < :now OR (#status = :inprogress AND
+    /// attribute_exists(#in_progress_expiry) AND #in_progress_expiry < :now_ms)`, evaluated in memory.
+    pub fn replaceable_at(&self, now: SystemTime) -> bool {
+        let (now_s, now_ms) = epoch(now);
+        self.expiry_timestamp < now_s
+            || (self.status == Status::InProgress
+                && self
+                    .in_progress_expiry_timestamp
+                    .is_some_and(|deadline_ms| deadline_ms < now_ms))
+    }
+}
+
+/// `(epoch seconds, epoch milliseconds)` of `time`, zero before 1970.
+pub(crate) fn epoch(time: SystemTime) -> (i64, i64) {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let secs = i64::try_from(since.as_secs()).unwrap_or(i64::MAX);
+    let millis = i64::try_from(since.as_millis()).unwrap_or(i64::MAX);
+    (secs, millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(status: Status, expiry: i64, in_progress_ms: Option<i64>) -> DataRecord {
+        DataRecord {
+            key: "k".into(),
+            status,
+            expiry_timestamp: expiry,
+            in_progress_expiry_timestamp: in_progress_ms,
+            response_data: None,
+            payload_hash: None,
+        }
+    }
+
+    fn at(secs: u64, millis: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis)
+    }
+
+    #[test]
+    fn a_record_expires_strictly_after_its_expiry_second() {
+        let completed = record(Status::Completed, 100, None);
+        assert_eq!(completed.state_at(at(100, 999)), RecordState::Completed);
+        assert_eq!(completed.state_at(at(101, 0)), RecordState::Expired);
+    }
+
+    #[test]
+    fn an_in_progress_record_times_out_after_its_invocation_deadline() {
+        let running = record(Status::InProgress, 1_000, Some(50_500));
+        assert_eq!(running.state_at(at(50, 500)), RecordState::InProgress);
+        assert_eq!(
+            running.state_at(at(50, 501)),
+            RecordState::InProgressTimedOut
+        );
+        assert!(!running.replaceable_at(at(50, 500)));
+        assert!(running.replaceable_at(at(50, 501)));
+    }
+
+    #[test]
+    fn an_in_progress_record_without_deadline_holds_until_expiry() {
+        let running = record(Status::InProgress, 100, None);
+        assert_eq!(running.state_at(at(99, 0)), RecordState::InProgress);
+        assert!(!running.replaceable_at(at(100, 0)));
+        assert!(running.replaceable_at(at(101, 0)));
+    }
+
+    #[test]
+    fn statuses_round_trip_through_their_wire_names() {
+        for status in [Status::InProgress, Status::Completed] {
+            assert_eq!(Status::from_wire(status.as_str()), Some(status));
+        }
+        assert_eq!(Status::from_wire("COMPLETE"), None);
+        assert_eq!(
+            Status::from_wire("EXPIRED"),
+            None,
+            "EXPIRED is derived, never stored"
+        );
+    }
+}
