@@ -193,3 +193,99 @@ impl Drop for EmulatedFunction {
         let _ = self.child.wait();
     }
 }
+
+/// Counts the HTTP requests a DynamoDB client sends (every attempt, retries included).
+#[derive(Debug, Clone, Default)]
+pub struct RequestCounter {
+    sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RequestCounter {
+    /// Requests sent so far.
+    pub fn count(&self) -> usize {
+        self.sent.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Requests sent while `work` ran.
+    pub async fn during<T>(&self, work: impl std::future::Future<Output = T>) -> (T, usize) {
+        let before = self.count();
+        let output = work.await;
+        (output, self.count() - before)
+    }
+}
+
+impl aws_sdk_dynamodb::config::Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A DynamoDB client for the test server that counts its requests, or `None` outside CI when
+/// there is no server.
+pub async fn counted_dynamodb_client() -> Option<(aws_sdk_dynamodb::Client, RequestCounter)> {
+    required_service(DYNAMODB_ENDPOINT_VAR)?;
+    let sdk_config = aws_config::load_from_env().await;
+    let counter = RequestCounter::default();
+    let config = aws_sdk_dynamodb::config::Builder::from(&sdk_config)
+        .interceptor(counter.clone())
+        .build();
+    Some((aws_sdk_dynamodb::Client::from_conf(config), counter))
+}
+
+/// Creates a table shaped as the idempotency docs say (string partition key `id`, TTL on
+/// `expiration`) and returns its name.
+///
+/// # Panics
+/// When the server refuses to create it.
+pub async fn create_idempotency_table(client: &aws_sdk_dynamodb::Client) -> String {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        TimeToLiveSpecification,
+    };
+    let table = unique_table_name("idempotency");
+    client
+        .create_table()
+        .table_name(&table)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("complete attribute definition"),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("complete key schema"),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("the test server creates the table");
+    client
+        .update_time_to_live()
+        .table_name(&table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .attribute_name("expiration")
+                .enabled(true)
+                .build()
+                .expect("complete TTL specification"),
+        )
+        .send()
+        .await
+        .expect("the test server enables TTL");
+    table
+}

@@ -81,8 +81,7 @@ impl<St: IdempotencyStore> Engine<St> {
             }
         };
         let invocation = Invocation::new(context);
-        let prefix = self.key_prefix(&invocation);
-        let key = idempotency_key(&prefix, invocation.tenant_id(), key_data);
+        let key = self.key_for(context, key_data);
         let payload_hash = claim.validation_data.as_ref().map(hash);
 
         let record = match self.claim(&key, &invocation, payload_hash).await {
@@ -91,6 +90,15 @@ impl<St: IdempotencyStore> Engine<St> {
             Err(error) => return Err(error.into_handler_error()),
         };
         self.execute(record, handler).await
+    }
+
+    pub(crate) fn key_for(&self, context: &Context, key_data: Value) -> String {
+        let invocation = Invocation::new(context);
+        idempotency_key(
+            &self.key_prefix(&invocation),
+            invocation.tenant_id(),
+            key_data,
+        )
     }
 
     fn key_prefix(&self, invocation: &Invocation<'_>) -> String {

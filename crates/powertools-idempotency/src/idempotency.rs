@@ -116,6 +116,12 @@ impl<St: IdempotencyStore> Idempotency<St> {
         self.engine.run(context, claim, function).await
     }
 
+    /// The idempotency key that `key_data` gets in `context`'s invocation (for inspecting or
+    /// seeding records; the layer and [`run`](Self::run) compute it themselves).
+    pub fn key_for(&self, context: &Context, key_data: &Value) -> String {
+        self.engine.key_for(context, key_data.clone())
+    }
+
     /// The store.
     pub fn store(&self) -> &St {
         &self.engine.store

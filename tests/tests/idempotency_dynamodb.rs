@@ -1,0 +1,706 @@
+//! `powertools-idempotency` against a real DynamoDB-compatible server (moto): every scenario of
+//! the Powertools protocol, with the DynamoDB requests counted by an SDK interceptor.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use lambda_runtime::tower::{Service, ServiceBuilder, ServiceExt};
+use lambda_runtime::{LambdaEvent, service_fn};
+use powertools_core::testing::TestContext;
+use powertools_idempotency::{
+    DynamoDbStore, Error, Idempotency, IdempotencyLayer, IdempotencyStore, Status,
+};
+use powertools_tests::{RequestCounter, counted_dynamodb_client, create_idempotency_table};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Payment {
+    payment_id: String,
+    amount_cents: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Receipt {
+    payment_id: String,
+    charged_cents: u64,
+    charge_number: usize,
+}
+
+struct Fixture {
+    client: aws_sdk_dynamodb::Client,
+    requests: RequestCounter,
+    table: String,
+    idempotency: Idempotency<DynamoDbStore>,
+}
+
+async fn fixture(
+    configure: impl FnOnce(
+        powertools_idempotency::IdempotencyBuilder<DynamoDbStore>,
+    ) -> powertools_idempotency::IdempotencyBuilder<DynamoDbStore>,
+) -> Option<Fixture> {
+    let (client, requests) = counted_dynamodb_client().await?;
+    let table = create_idempotency_table(&client).await;
+    let store = DynamoDbStore::new(client.clone(), &table).expect("valid store settings");
+    let idempotency = configure(Idempotency::builder(store).key_prefix("payments"))
+        .build()
+        .expect("valid idempotency settings");
+    Some(Fixture {
+        client,
+        requests,
+        table,
+        idempotency,
+    })
+}
+
+fn payment(id: &str, amount_cents: u64) -> Payment {
+    Payment {
+        payment_id: id.into(),
+        amount_cents,
+    }
+}
+
+/// A payment handler that counts its executions, behind the layer keyed on the payment id and
+/// validated on the amount.
+fn payment_service(
+    idempotency: &Idempotency<DynamoDbStore>,
+    executions: Arc<AtomicUsize>,
+) -> impl Service<LambdaEvent<Payment>, Response = Receipt, Error = Error<lambda_runtime::Error>> + Clone
+{
+    ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::new(idempotency.clone())
+                .key_from(|payment: &Payment| Some(payment.payment_id.clone()))
+                .validate_from(|payment: &Payment| Some(payment.amount_cents)),
+        )
+        .service(service_fn(move |event: LambdaEvent<Payment>| {
+            let executions = executions.clone();
+            async move {
+                let charge_number = executions.fetch_add(1, Ordering::SeqCst) + 1;
+                Ok::<_, lambda_runtime::Error>(Receipt {
+                    payment_id: event.payload.payment_id,
+                    charged_cents: event.payload.amount_cents,
+                    charge_number,
+                })
+            }
+        }))
+}
+
+async fn call<S>(service: &mut S, payment: Payment) -> Result<Receipt, Error<lambda_runtime::Error>>
+where
+    S: Service<LambdaEvent<Payment>, Response = Receipt, Error = Error<lambda_runtime::Error>>,
+{
+    service
+        .ready()
+        .await?
+        .call(TestContext::new().event(payment))
+        .await
+}
+
+async fn stored_item(fixture: &Fixture, key: &str) -> Option<HashMap<String, AttributeValue>> {
+    fixture
+        .client
+        .get_item()
+        .table_name(&fixture.table)
+        .key("id", AttributeValue::S(key.into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get item")
+        .item
+}
+
+fn key_of(fixture: &Fixture, payment_id: &str) -> String {
+    fixture
+        .idempotency
+        .key_for(&TestContext::new().build(), &json!(payment_id))
+}
+
+fn now() -> (i64, i64) {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970");
+    (since.as_secs() as i64, since.as_millis() as i64)
+}
+
+async fn seed(
+    fixture: &Fixture,
+    key: &str,
+    status: &str,
+    expiry_s: i64,
+    in_progress_ms: Option<i64>,
+    data: Option<&str>,
+) {
+    let mut put = fixture
+        .client
+        .put_item()
+        .table_name(&fixture.table)
+        .item("id", AttributeValue::S(key.into()))
+        .item("status", AttributeValue::S(status.into()))
+        .item("expiration", AttributeValue::N(expiry_s.to_string()));
+    if let Some(deadline) = in_progress_ms {
+        put = put.item(
+            "in_progress_expiration",
+            AttributeValue::N(deadline.to_string()),
+        );
+    }
+    if let Some(data) = data {
+        put = put.item("data", AttributeValue::S(data.into()));
+    }
+    put.send().await.expect("seed record");
+}
+
+#[tokio::test]
+async fn a_first_call_costs_two_requests_and_a_duplicate_one_with_the_same_response() {
+    let Some(fixture) = fixture(|builder| builder).await else {
+        return;
+    };
+    let executions = Arc::new(AtomicUsize::new(0));
+    let mut service = payment_service(&fixture.idempotency, executions.clone());
+
+    let (first, first_requests) = fixture
+        .requests
+        .during(call(&mut service, payment("pay-1", 1250)))
+        .await;
+    let (replay, replay_requests) = fixture
+        .requests
+        .during(call(&mut service, payment("pay-1", 1250)))
+        .await;
+
+    let first = first.unwrap();
+    assert_eq!(first.charge_number, 1);
+    assert_eq!(
+        replay.unwrap(),
+        first,
+        "the duplicate gets the stored response"
+    );
+    assert_eq!(executions.load(Ordering::SeqCst), 1, "charged once");
+    assert_eq!(first_requests, 2, "PutItem + UpdateItem");
+    assert_eq!(
+        replay_requests, 1,
+        "one failed conditional PutItem returning the record"
+    );
+
+    let item = stored_item(&fixture, &key_of(&fixture, "pay-1"))
+        .await
+        .expect("record stored");
+    assert_eq!(item["status"], AttributeValue::S("COMPLETED".into()));
+    let data: Receipt = serde_json::from_str(item["data"].as_s().unwrap()).unwrap();
+    assert_eq!(data, first);
+    assert!(item.contains_key("validation"));
+    assert!(item.contains_key("in_progress_expiration"));
+}
+
+#[tokio::test]
+async fn a_local_cache_hit_makes_no_request() {
+    let Some(fixture) = fixture(|builder| builder.use_local_cache()).await else {
+        return;
+    };
+    let executions = Arc::new(AtomicUsize::new(0));
+    let mut service = payment_service(&fixture.idempotency, executions.clone());
+
+    let first = call(&mut service, payment("pay-2", 500)).await.unwrap();
+    let (replay, requests) = fixture
+        .requests
+        .during(call(&mut service, payment("pay-2", 500)))
+        .await;
+    assert_eq!(replay.unwrap(), first);
+    assert_eq!(requests, 0);
+
+    // A cache hit is still validated.
+    let mismatch = call(&mut service, payment("pay-2", 501)).await.unwrap_err();
+    assert!(
+        matches!(mismatch, Error::PayloadMismatch { .. }),
+        "{mismatch:?}"
+    );
+    assert_eq!(executions.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_keys_called_fifty_times_each_at_once_execute_twenty_times() {
+    let Some(fixture) = fixture(|builder| builder).await else {
+        return;
+    };
+    let executions = Arc::new(AtomicUsize::new(0));
+    let slow_executions = executions.clone();
+    let service = ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::new(fixture.idempotency.clone())
+                .key_from(|p: &Payment| Some(p.payment_id.clone())),
+        )
+        .service(service_fn(move |event: LambdaEvent<Payment>| {
+            let executions = slow_executions.clone();
+            async move {
+                executions.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok::<_, lambda_runtime::Error>(event.payload.payment_id)
+            }
+        }));
+
+    let calls = (0..20)
+        .flat_map(|key| (0..50).map(move |_| format!("pay-c{key}")))
+        .map(|id| {
+            let service = service.clone();
+            tokio::spawn(async move {
+                let result = service
+                    .oneshot(TestContext::new().event(payment(&id, 1)))
+                    .await;
+                (id, result)
+            })
+        });
+    let results = futures_util::future::join_all(calls).await;
+
+    assert_eq!(
+        executions.load(Ordering::SeqCst),
+        20,
+        "each key executed exactly once"
+    );
+    let mut completed = 0;
+    for outcome in results {
+        let (id, result) = outcome.expect("the task did not panic");
+        match result {
+            Ok(response) => {
+                assert_eq!(response, id);
+                completed += 1;
+            }
+            Err(Error::AlreadyInProgress { .. }) => {}
+            Err(other) => panic!("unexpected error for {id}: {other:?}"),
+        }
+    }
+    assert!(completed >= 20, "at least the twenty executions answered");
+}
+
+#[tokio::test]
+async fn a_handler_error_deletes_the_record_so_the_retry_executes() {
+    let Some(fixture) = fixture(|builder| builder).await else {
+        return;
+    };
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counted = attempts.clone();
+    let mut service = ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::new(fixture.idempotency.clone())
+                .key_from(|p: &Payment| Some(p.payment_id.clone())),
+        )
+        .service(service_fn(move |event: LambdaEvent<Payment>| {
+            let attempt = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if attempt == 1 {
+                    return Err(lambda_runtime::Error::from("payment provider timed out"));
+                }
+                Ok(event.payload.payment_id)
+            }
+        }));
+
+    let error = service
+        .ready()
+        .await
+        .unwrap()
+        .call(TestContext::new().event(payment("pay-3", 1)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Handler(inner) if inner.to_string() == "payment provider timed out")
+    );
+    assert!(
+        stored_item(&fixture, &key_of(&fixture, "pay-3"))
+            .await
+            .is_none(),
+        "no record blocks the retry"
+    );
+
+    let retried = service
+        .ready()
+        .await
+        .unwrap()
+        .call(TestContext::new().event(payment("pay-3", 1)))
+        .await
+        .unwrap();
+    assert_eq!(retried, "pay-3");
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_reported_and_the_retry_executes() {
+    let Some(fixture) = fixture(|builder| builder).await else {
+        return;
+    };
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counted = attempts.clone();
+    let mut service = ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::new(fixture.idempotency.clone())
+                .key_from(|p: &Payment| Some(p.payment_id.clone())),
+        )
+        .service(service_fn(move |event: LambdaEvent<Payment>| {
+            let attempt = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                assert!(attempt > 1, "provider client bug");
+                Ok::<_, lambda_runtime::Error>(event.payload.payment_id)
+            }
+        }));
+
+    let error = service
+        .ready()
+        .await
+        .unwrap()
+        .call(TestContext::new().event(payment("pay-4", 1)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::HandlerPanicked { message } if message.contains("provider client bug")),
+        "{error:?}"
+    );
+    assert_eq!(
+        lambda_runtime::Diagnostic::from(error).error_type,
+        "HandlerPanicked"
+    );
+    assert!(
+        stored_item(&fixture, &key_of(&fixture, "pay-4"))
+            .await
+            .is_none()
+    );
+
+    let retried = service
+        .ready()
+        .await
+        .unwrap()
+        .call(TestContext::new().event(payment("pay-4", 1)))
+        .await
+        .unwrap();
+    assert_eq!(retried, "pay-4");
+}
+
+#[tokio::test]
+async fn an_in_progress_record_blocks_until_its_invocation_deadline_then_is_taken_over() {
+    let Some(fixture) = fixture(|builder| builder).await else {
+        return;
+    };
+    let executions = Arc::new(AtomicUsize::new(0));
+    let mut service = payment_service(&fixture.idempotency, executions.clone());
+    let (now_s, now_ms) = now();
+
+    // A live invocation holds pay-5: the duplicate is told to retry later.
+    seed(
+        &fixture,
+        &key_of(&fixture, "pay-5"),
+        "INPROGRESS",
+        now_s + 3600,
+        Some(now_ms + 60_000),
+        None,
+    )
+    .await;
+    let error = call(&mut service, payment("pay-5", 1)).await.unwrap_err();
+    assert!(
+        matches!(error, Error::AlreadyInProgress { .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        lambda_runtime::Diagnostic::from(error).error_type,
+        "IdempotencyAlreadyInProgressError"
+    );
+
+    // The invocation holding pay-6 timed out: its record is taken over.
+    seed(
+        &fixture,
+        &key_of(&fixture, "pay-6"),
+        "INPROGRESS",
+        now_s + 3600,
+        Some(now_ms - 1_000),
+        None,
+    )
+    .await;
+    let receipt = call(&mut service, payment("pay-6", 1)).await.unwrap();
+    assert_eq!(receipt.payment_id, "pay-6");
+    assert_eq!(executions.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_expired_record_is_overwritten() {
+    let Some(fixture) = fixture(|builder| builder).await else {
+        return;
+    };
+    let executions = Arc::new(AtomicUsize::new(0));
+    let mut service = payment_service(&fixture.idempotency, executions.clone());
+    let (now_s, _) = now();
+    let stale = r#"{"payment_id":"pay-7","charged_cents":1,"charge_number":99}"#;
+    seed(
+        &fixture,
+        &key_of(&fixture, "pay-7"),
+        "COMPLETED",
+        now_s - 10,
+        None,
+        Some(stale),
+    )
+    .await;
+
+    let receipt = call(&mut service, payment("pay-7", 1)).await.unwrap();
+    assert_eq!(
+        receipt.charge_number, 1,
+        "executed again, not the stale response"
+    );
+    let item = stored_item(&fixture, &key_of(&fixture, "pay-7"))
+        .await
+        .unwrap();
+    assert!(item["expiration"].as_n().unwrap().parse::<i64>().unwrap() > now_s);
+}
+
+#[tokio::test]
+async fn an_unreachable_store_fails_with_a_persistence_error_before_the_handler_runs() {
+    let Some((_, _)) = counted_dynamodb_client().await else {
+        return;
+    };
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sdk_config = aws_config::load_from_env().await;
+    let config = aws_sdk_dynamodb::config::Builder::from(&sdk_config)
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+        .build();
+    let store =
+        DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), "unreachable").unwrap();
+    let idempotency = Idempotency::builder(store).build().unwrap();
+    let executions = Arc::new(AtomicUsize::new(0));
+    let mut service = payment_service(&idempotency, executions.clone());
+
+    let error = call(&mut service, payment("pay-8", 1)).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Persistence {
+                operation: "save the in-progress record",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        executions.load(Ordering::SeqCst),
+        0,
+        "the handler never ran"
+    );
+}
+
+#[tokio::test]
+async fn tenants_never_share_records() {
+    let Some(fixture) = fixture(|builder| builder).await else {
+        return;
+    };
+    let executions = Arc::new(AtomicUsize::new(0));
+    let mut service = payment_service(&fixture.idempotency, executions.clone());
+    let event_for = |tenant: &'static str| {
+        TestContext::new()
+            .with_tenant_id(tenant)
+            .event(payment("pay-9", 100))
+    };
+
+    let a = service
+        .ready()
+        .await
+        .unwrap()
+        .call(event_for("bakery-camden"))
+        .await
+        .unwrap();
+    let b = service
+        .ready()
+        .await
+        .unwrap()
+        .call(event_for("bakery-islington"))
+        .await
+        .unwrap();
+    let a_again = service
+        .ready()
+        .await
+        .unwrap()
+        .call(event_for("bakery-camden"))
+        .await
+        .unwrap();
+    assert_eq!(
+        executions.load(Ordering::SeqCst),
+        2,
+        "one execution per tenant"
+    );
+    assert_ne!(a.charge_number, b.charge_number);
+    assert_eq!(a_again, a, "each tenant replays its own response");
+}
+
+#[tokio::test]
+async fn a_duplicate_with_other_validation_data_is_refused() {
+    let Some(fixture) = fixture(|builder| builder).await else {
+        return;
+    };
+    let executions = Arc::new(AtomicUsize::new(0));
+    let mut service = payment_service(&fixture.idempotency, executions.clone());
+
+    call(&mut service, payment("pay-10", 1250)).await.unwrap();
+    let error = call(&mut service, payment("pay-10", 9999))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::PayloadMismatch { .. }), "{error:?}");
+    assert_eq!(
+        lambda_runtime::Diagnostic::from(error).error_type,
+        "IdempotencyValidationError"
+    );
+    assert_eq!(executions.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_malformed_stored_record_is_a_typed_error() {
+    let Some(fixture) = fixture(|builder| builder).await else {
+        return;
+    };
+    let executions = Arc::new(AtomicUsize::new(0));
+    let mut service = payment_service(&fixture.idempotency, executions.clone());
+    let (now_s, _) = now();
+    seed(
+        &fixture,
+        &key_of(&fixture, "pay-11"),
+        "DONE",
+        now_s + 3600,
+        None,
+        None,
+    )
+    .await;
+
+    let error = call(&mut service, payment("pay-11", 1)).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::InvalidRecord { reason, .. } if reason.contains("DONE")),
+        "{error:?}"
+    );
+    assert_eq!(executions.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_response_over_the_item_limit_is_refused_and_leaves_no_record() {
+    let Some(fixture) = fixture(|builder| builder).await else {
+        return;
+    };
+    let executions = Arc::new(AtomicUsize::new(0));
+    let counted = executions.clone();
+    let mut service = ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::new(fixture.idempotency.clone())
+                .key_from(|p: &Payment| Some(p.payment_id.clone())),
+        )
+        .service(service_fn(move |_: LambdaEvent<Payment>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, lambda_runtime::Error>("x".repeat(500 * 1024)) }
+        }));
+
+    for _ in 0..2 {
+        let error = service
+            .ready()
+            .await
+            .unwrap()
+            .call(TestContext::new().event(payment("pay-12", 1)))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::ItemTooLarge { .. }), "{error:?}");
+        assert!(
+            stored_item(&fixture, &key_of(&fixture, "pay-12"))
+                .await
+                .is_none()
+        );
+    }
+    assert_eq!(
+        executions.load(Ordering::SeqCst),
+        2,
+        "the retry was not blocked"
+    );
+}
+
+#[tokio::test]
+async fn falsy_responses_replay_as_the_same_typed_values() {
+    let Some(fixture) = fixture(|builder| builder).await else {
+        return;
+    };
+    let context = TestContext::new().build();
+    async fn twice<R>(
+        idempotency: &Idempotency<DynamoDbStore>,
+        context: &lambda_runtime::Context,
+        key: &str,
+        value: R,
+    ) -> (R, R)
+    where
+        R: Serialize + serde::de::DeserializeOwned + Clone,
+    {
+        let first = idempotency
+            .run(context, key.to_owned(), |_| async {
+                Ok::<_, std::io::Error>(value.clone())
+            })
+            .await
+            .unwrap();
+        let replay = idempotency
+            .run(context, key.to_owned(), |_| async {
+                Err::<R, _>(std::io::Error::other("must not run"))
+            })
+            .await
+            .unwrap();
+        (first, replay)
+    }
+    assert_eq!(
+        twice(&fixture.idempotency, &context, "unit", ()).await,
+        ((), ())
+    );
+    assert_eq!(
+        twice(&fixture.idempotency, &context, "false", false).await,
+        (false, false)
+    );
+    assert_eq!(
+        twice(&fixture.idempotency, &context, "zero", 0u32).await,
+        (0, 0)
+    );
+    assert_eq!(
+        twice(&fixture.idempotency, &context, "empty", String::new()).await,
+        (String::new(), String::new())
+    );
+    assert_eq!(
+        twice(&fixture.idempotency, &context, "null", None::<u8>).await,
+        (None, None)
+    );
+    assert_eq!(
+        twice(&fixture.idempotency, &context, "json-null", Value::Null).await,
+        (Value::Null, Value::Null)
+    );
+}
+
+#[tokio::test]
+async fn the_store_primitives_round_trip_a_record() {
+    let Some(fixture) = fixture(|builder| builder).await else {
+        return;
+    };
+    let store = fixture.idempotency.store();
+    let (now_s, now_ms) = now();
+    let record = powertools_idempotency::DataRecord {
+        key: "payments#primitive".into(),
+        status: Status::InProgress,
+        expiry_timestamp: now_s + 60,
+        in_progress_expiry_timestamp: Some(now_ms + 1_000),
+        response_data: None,
+        payload_hash: Some("abc".into()),
+    };
+    assert_eq!(
+        store
+            .put_in_progress(&record, SystemTime::now())
+            .await
+            .unwrap(),
+        powertools_idempotency::PutOutcome::Stored
+    );
+    assert_eq!(
+        store
+            .put_in_progress(&record, SystemTime::now())
+            .await
+            .unwrap(),
+        powertools_idempotency::PutOutcome::Exists(Some(record.clone()))
+    );
+    assert_eq!(store.get(&record.key).await.unwrap(), Some(record.clone()));
+    store.delete(&record.key).await.unwrap();
+    assert_eq!(store.get(&record.key).await.unwrap(), None);
+}
