@@ -1,0 +1,262 @@
+//! The engine's rules that need no real server: missing keys, the kill switch, the replay hook,
+//! failures of the store itself, and the deadline arithmetic, on `InMemoryStore` and wrappers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use lambda_runtime::tower::{ServiceBuilder, ServiceExt};
+use lambda_runtime::{LambdaEvent, service_fn};
+use powertools_core::env::Env;
+use powertools_core::testing::TestContext;
+use powertools_idempotency::{
+    DataRecord, Error, Idempotency, IdempotencyLayer, IdempotencyStore, InMemoryStore, PutOutcome,
+    Status, StoreError,
+};
+use serde_json::{Value, json};
+
+/// Counts every storage primitive called, and can fail deletes.
+#[derive(Debug, Clone, Default)]
+struct CountingStore {
+    inner: InMemoryStore,
+    calls: Arc<AtomicUsize>,
+    fail_deletes: bool,
+}
+
+impl IdempotencyStore for CountingStore {
+    async fn get(&self, key: &str) -> Result<Option<DataRecord>, StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(key).await
+    }
+
+    async fn put_in_progress(
+        &self,
+        record: &DataRecord,
+        now: SystemTime,
+    ) -> Result<PutOutcome, StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.put_in_progress(record, now).await
+    }
+
+    async fn update(&self, record: &DataRecord) -> Result<(), StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.update(record).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.fail_deletes {
+            return Err(StoreError::Backend("throttled".into()));
+        }
+        self.inner.delete(key).await
+    }
+}
+
+fn no_env() -> Env {
+    Env::from_pairs::<_, &str, &str>([])
+}
+
+async fn echo(
+    idempotency: &Idempotency<CountingStore>,
+    event: Value,
+) -> Result<Value, Error<lambda_runtime::Error>> {
+    ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::new(idempotency.clone())
+                .key_from(|event: &Value| event.get("id").cloned()),
+        )
+        .service(service_fn(|event: LambdaEvent<Value>| async move {
+            Ok::<_, lambda_runtime::Error>(event.payload)
+        }))
+        .oneshot(TestContext::new().event(event))
+        .await
+}
+
+#[tokio::test]
+async fn a_missing_key_runs_the_handler_with_zero_store_calls() {
+    let store = CountingStore::default();
+    let idempotency = Idempotency::builder(store.clone())
+        .env(no_env())
+        .build()
+        .unwrap();
+    for event in [
+        json!({}),
+        json!({"id": null}),
+        json!({"id": ""}),
+        json!({"id": []}),
+    ] {
+        assert_eq!(echo(&idempotency, event.clone()).await.unwrap(), event);
+    }
+    assert_eq!(store.calls.load(Ordering::SeqCst), 0);
+    // 0 and false are keys, not missing ones.
+    echo(&idempotency, json!({"id": 0})).await.unwrap();
+    assert_eq!(store.calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_missing_key_is_an_error_when_required() {
+    let store = CountingStore::default();
+    let idempotency = Idempotency::builder(store.clone())
+        .raise_on_missing_key(true)
+        .env(no_env())
+        .build()
+        .unwrap();
+    let error = echo(&idempotency, json!({"other": 1})).await.unwrap_err();
+    assert!(matches!(error, Error::KeyMissing));
+    assert_eq!(
+        lambda_runtime::Diagnostic::from(error).error_type,
+        "IdempotencyKeyError"
+    );
+    assert_eq!(store.calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn the_kill_switch_bypasses_the_store() {
+    let store = CountingStore::default();
+    let env = Env::from_pairs([("POWERTOOLS_IDEMPOTENCY_DISABLED", "true")]);
+    let idempotency = Idempotency::builder(store.clone())
+        .env(env)
+        .build()
+        .unwrap();
+    echo(&idempotency, json!({"id": 1})).await.unwrap();
+    echo(&idempotency, json!({"id": 1})).await.unwrap();
+    assert_eq!(store.calls.load(Ordering::SeqCst), 0);
+
+    let malformed = Env::from_pairs([("POWERTOOLS_IDEMPOTENCY_DISABLED", "perhaps")]);
+    let error = Idempotency::builder(store)
+        .env(malformed)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Config(message) if message.contains("POWERTOOLS_IDEMPOTENCY_DISABLED"))
+    );
+}
+
+#[tokio::test]
+async fn the_replay_hook_runs_on_replays_only() {
+    let hooked = Arc::new(AtomicUsize::new(0));
+    let seen = hooked.clone();
+    let idempotency = Idempotency::builder(CountingStore::default())
+        .on_replay(move |response, record| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            assert_eq!(record.status, Status::Completed);
+            response["replayed"] = json!(true);
+        })
+        .env(no_env())
+        .build()
+        .unwrap();
+    let first = echo(&idempotency, json!({"id": 7})).await.unwrap();
+    assert_eq!(first, json!({"id": 7}));
+    assert_eq!(hooked.load(Ordering::SeqCst), 0);
+    let replay = echo(&idempotency, json!({"id": 7})).await.unwrap();
+    assert_eq!(replay, json!({"id": 7, "replayed": true}));
+    assert_eq!(hooked.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_failed_delete_keeps_the_handler_error_too() {
+    let store = CountingStore {
+        fail_deletes: true,
+        ..CountingStore::default()
+    };
+    let idempotency = Idempotency::builder(store).env(no_env()).build().unwrap();
+    let error = idempotency
+        .run(&TestContext::new().build(), "pay-1", |_| async {
+            Err::<(), _>(std::io::Error::other("card declined"))
+        })
+        .await
+        .unwrap_err();
+    match &error {
+        Error::DeleteFailed {
+            error: handler,
+            source,
+        } => {
+            assert!(
+                matches!(handler.as_ref(), Error::Handler(inner) if inner.to_string() == "card declined")
+            );
+            assert_eq!(source.to_string(), "throttled");
+        }
+        other => panic!("expected DeleteFailed, got {other:?}"),
+    }
+    assert!(error.to_string().contains("card declined") && error.to_string().contains("throttled"));
+}
+
+#[tokio::test]
+async fn zero_milliseconds_left_is_still_a_deadline() {
+    let store = InMemoryStore::new();
+    let idempotency = Idempotency::builder(store.clone())
+        .key_prefix("p")
+        .env(no_env())
+        .build()
+        .unwrap();
+    let context = TestContext::new()
+        .with_remaining_time(Duration::ZERO)
+        .build();
+    let key = idempotency.key_for(&context, &json!("k"));
+    let observed = idempotency
+        .run(&context, "k", |_| {
+            // What the store holds while the handler runs.
+            let record = store.record(&key).map(|record| {
+                (
+                    record.status.to_string(),
+                    record.in_progress_expiry_timestamp,
+                )
+            });
+            async move { Ok::<_, std::io::Error>(record) }
+        })
+        .await
+        .unwrap()
+        .expect("the in-progress record exists while the handler runs");
+    assert_eq!(observed.0, "INPROGRESS");
+    assert!(
+        observed.1.is_some(),
+        "a deadline of now is written, not omitted"
+    );
+}
+
+#[tokio::test]
+async fn the_key_prefix_defaults_to_the_function_and_handler_names() {
+    let idempotency = Idempotency::builder(InMemoryStore::new())
+        .handler_name("charge")
+        .env(no_env())
+        .build()
+        .unwrap();
+    let context = TestContext::new().with_function_name("payments").build();
+    assert!(
+        idempotency
+            .key_for(&context, &json!(1))
+            .starts_with("payments.charge#")
+    );
+}
+
+#[tokio::test]
+async fn the_layer_works_under_concurrency_on_the_in_memory_store() {
+    let executions = Arc::new(AtomicUsize::new(0));
+    let counted = executions.clone();
+    let idempotency = Idempotency::builder(InMemoryStore::new())
+        .env(no_env())
+        .build()
+        .unwrap();
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(idempotency))
+        .service(service_fn(move |event: LambdaEvent<u32>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok::<_, lambda_runtime::Error>(event.payload)
+            }
+        }));
+    let calls = (0..20u32)
+        .flat_map(|key| std::iter::repeat_n(key, 50))
+        .map(|key| {
+            let service = service.clone();
+            tokio::spawn(async move { service.oneshot(TestContext::new().event(key)).await })
+        });
+    for result in futures_util::future::join_all(calls).await {
+        match result.unwrap() {
+            Ok(_) | Err(Error::AlreadyInProgress { .. }) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(executions.load(Ordering::SeqCst), 20);
+}
