@@ -9,7 +9,7 @@ use crate::Error;
 
 /// Extracts the data an event is keyed on (or validated against).
 ///
-/// Implemented by [`WholeEvent`] (the default), [`NoValidation`], [`JmesPath`](crate::JmesPath)
+/// Implemented by [`WholeEvent`] (the default), [`NoValidation`]
 /// and [`FromFn`], which [`IdempotencyLayer::key_from`](crate::IdempotencyLayer::key_from) wraps
 /// around a typed closure.
 pub trait KeyExtractor<T>: Clone + Send + Sync + 'static {

@@ -16,8 +16,8 @@ use crate::persistence::IdempotencyStore;
 /// handler's side effects run once.
 ///
 /// The key is the whole event by default; [`key_from`](Self::key_from) picks part of it with a
-/// typed closure, [`key`](Self::key) takes any [`KeyExtractor`] (a [`JmesPath`](crate::JmesPath)
-/// expression, for example). [`validate_from`](Self::validate_from) adds payload validation.
+/// typed closure, [`key`](Self::key) takes any [`KeyExtractor`].
+/// [`validate_from`](Self::validate_from) adds payload validation.
 ///
 /// ```
 /// use lambda_runtime::{LambdaEvent, service_fn, tower::{Service, ServiceBuilder, ServiceExt}};
