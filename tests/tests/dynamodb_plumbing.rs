@@ -4,11 +4,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
-};
-use powertools_tests::{dynamodb_client, unique_table_name};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use powertools_tests::{create_idempotency_table, dynamodb_client};
 
 const LOCK_CONDITION: &str = "attribute_not_exists(#id) OR #expiry < :now";
 
@@ -17,32 +14,6 @@ fn now_secs() -> i64 {
         .duration_since(UNIX_EPOCH)
         .expect("the clock is after 1970")
         .as_secs() as i64
-}
-
-async fn create_table(client: &aws_sdk_dynamodb::Client) -> String {
-    let table = unique_table_name("plumbing");
-    client
-        .create_table()
-        .table_name(&table)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("attribute definition is complete"),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("id")
-                .key_type(KeyType::Hash)
-                .build()
-                .expect("key schema is complete"),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .expect("the test server creates the table");
-    table
 }
 
 async fn conditional_put(
@@ -76,7 +47,7 @@ async fn a_failed_conditional_put_returns_the_existing_item() {
         return;
     };
     // Given a table holding a live record written by a first invocation
-    let table = create_table(&client).await;
+    let table = create_idempotency_table(&client).await;
     conditional_put(&client, &table, "order-1", "first", now_secs() + 3600)
         .await
         .expect("the first put finds no record and succeeds");
@@ -111,7 +82,7 @@ async fn a_conditional_put_takes_over_an_expired_record() {
         return;
     };
     // Given a record whose expiry has passed (DynamoDB's TTL deletes late, so code must compare)
-    let table = create_table(&client).await;
+    let table = create_idempotency_table(&client).await;
     conditional_put(&client, &table, "order-2", "crashed", now_secs() - 10)
         .await
         .unwrap();

@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use lambda_runtime::tower::Layer;
 use lambda_runtime::tower::{Service, ServiceBuilder, ServiceExt};
 use lambda_runtime::{LambdaEvent, service_fn};
 use powertools_core::testing::TestContext;
 use powertools_idempotency::{
-    DynamoDbStore, Error, Idempotency, IdempotencyLayer, IdempotencyStore, Status,
+    DynamoDbStore, Error, FromFn, Idempotency, IdempotencyLayer, IdempotencyStore, Status,
 };
 use powertools_tests::{RequestCounter, counted_dynamodb_client, create_idempotency_table};
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,20 @@ fn payment(id: &str, amount_cents: u64) -> Payment {
         payment_id: id.into(),
         amount_cents,
     }
+}
+
+fn payment_id(payment: &Payment) -> Option<String> {
+    Some(payment.payment_id.clone())
+}
+
+type PaymentIdKey = FromFn<fn(&Payment) -> Option<String>>;
+
+/// The layer keyed on the payment id, without validation.
+fn keyed_on_payment_id(
+    idempotency: &Idempotency<DynamoDbStore>,
+) -> IdempotencyLayer<DynamoDbStore, PaymentIdKey> {
+    IdempotencyLayer::new(idempotency.clone())
+        .key_from(payment_id as fn(&Payment) -> Option<String>)
 }
 
 /// A payment handler that counts its executions, behind the layer keyed on the payment id and
@@ -226,19 +241,16 @@ async fn twenty_keys_called_fifty_times_each_at_once_execute_twenty_times() {
     };
     let executions = Arc::new(AtomicUsize::new(0));
     let slow_executions = executions.clone();
-    let service = ServiceBuilder::new()
-        .layer(
-            IdempotencyLayer::new(fixture.idempotency.clone())
-                .key_from(|p: &Payment| Some(p.payment_id.clone())),
-        )
-        .service(service_fn(move |event: LambdaEvent<Payment>| {
+    let service = keyed_on_payment_id(&fixture.idempotency).layer(service_fn(
+        move |event: LambdaEvent<Payment>| {
             let executions = slow_executions.clone();
             async move {
                 executions.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 Ok::<_, lambda_runtime::Error>(event.payload.payment_id)
             }
-        }));
+        },
+    ));
 
     let calls = (0..20)
         .flat_map(|key| (0..50).map(move |_| format!("pay-c{key}")))
@@ -280,12 +292,8 @@ async fn a_handler_error_deletes_the_record_so_the_retry_executes() {
     };
     let attempts = Arc::new(AtomicUsize::new(0));
     let counted = attempts.clone();
-    let mut service = ServiceBuilder::new()
-        .layer(
-            IdempotencyLayer::new(fixture.idempotency.clone())
-                .key_from(|p: &Payment| Some(p.payment_id.clone())),
-        )
-        .service(service_fn(move |event: LambdaEvent<Payment>| {
+    let mut service = keyed_on_payment_id(&fixture.idempotency).layer(service_fn(
+        move |event: LambdaEvent<Payment>| {
             let attempt = counted.fetch_add(1, Ordering::SeqCst) + 1;
             async move {
                 if attempt == 1 {
@@ -293,7 +301,8 @@ async fn a_handler_error_deletes_the_record_so_the_retry_executes() {
                 }
                 Ok(event.payload.payment_id)
             }
-        }));
+        },
+    ));
 
     let error = service
         .ready()
@@ -330,18 +339,15 @@ async fn a_panicking_handler_is_reported_and_the_retry_executes() {
     };
     let attempts = Arc::new(AtomicUsize::new(0));
     let counted = attempts.clone();
-    let mut service = ServiceBuilder::new()
-        .layer(
-            IdempotencyLayer::new(fixture.idempotency.clone())
-                .key_from(|p: &Payment| Some(p.payment_id.clone())),
-        )
-        .service(service_fn(move |event: LambdaEvent<Payment>| {
+    let mut service = keyed_on_payment_id(&fixture.idempotency).layer(service_fn(
+        move |event: LambdaEvent<Payment>| {
             let attempt = counted.fetch_add(1, Ordering::SeqCst) + 1;
             async move {
                 assert!(attempt > 1, "provider client bug");
                 Ok::<_, lambda_runtime::Error>(event.payload.payment_id)
             }
-        }));
+        },
+    ));
 
     let error = service
         .ready()
@@ -584,15 +590,12 @@ async fn a_response_over_the_item_limit_is_refused_and_leaves_no_record() {
     };
     let executions = Arc::new(AtomicUsize::new(0));
     let counted = executions.clone();
-    let mut service = ServiceBuilder::new()
-        .layer(
-            IdempotencyLayer::new(fixture.idempotency.clone())
-                .key_from(|p: &Payment| Some(p.payment_id.clone())),
-        )
-        .service(service_fn(move |_: LambdaEvent<Payment>| {
+    let mut service = keyed_on_payment_id(&fixture.idempotency).layer(service_fn(
+        move |_: LambdaEvent<Payment>| {
             counted.fetch_add(1, Ordering::SeqCst);
             async { Ok::<_, lambda_runtime::Error>("x".repeat(500 * 1024)) }
-        }));
+        },
+    ));
 
     for _ in 0..2 {
         let error = service
