@@ -11,6 +11,11 @@ use std::time::Duration;
 /// The variable that holds the DynamoDB-compatible endpoint (moto in our runs).
 pub const DYNAMODB_ENDPOINT_VAR: &str = "AWS_ENDPOINT_URL_DYNAMODB";
 
+/// Whether this run is CI's, where a missing server must fail the test instead of skipping it.
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|value| !value.is_empty())
+}
+
 /// The endpoint of the server behind `variable`, after checking that it accepts connections.
 ///
 /// Returns `None` (after printing why) when the server is not configured outside CI.
@@ -19,7 +24,7 @@ pub const DYNAMODB_ENDPOINT_VAR: &str = "AWS_ENDPOINT_URL_DYNAMODB";
 /// When `CI` is set and the variable is missing or its server does not answer, or when the
 /// variable holds something that is not an `http://host:port` URL.
 pub fn required_service(variable: &str) -> Option<String> {
-    let in_ci = std::env::var_os("CI").is_some_and(|value| !value.is_empty());
+    let in_ci = in_ci();
     let Some(endpoint) = std::env::var(variable)
         .ok()
         .filter(|value| !value.is_empty())
@@ -87,7 +92,7 @@ impl EmulatedFunction {
     /// When `CI` is set and `cargo lambda` is missing, or when the emulator does not come up.
     pub fn start(package_dir: &std::path::Path, bin: &str, env: &[(&str, &str)]) -> Option<Self> {
         use std::process::{Command, Stdio};
-        let in_ci = std::env::var_os("CI").is_some_and(|value| !value.is_empty());
+        let in_ci = in_ci();
         let installed = Command::new("cargo")
             .args(["lambda", "--version"])
             .stdout(Stdio::null())

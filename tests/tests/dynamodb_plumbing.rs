@@ -67,13 +67,6 @@ async fn a_failed_conditional_put_returns_the_existing_item() {
         old.get("status"),
         Some(&AttributeValue::S("INPROGRESS".into()))
     );
-
-    client
-        .delete_table()
-        .table_name(&table)
-        .send()
-        .await
-        .unwrap();
 }
 
 #[tokio::test]
@@ -104,11 +97,4 @@ async fn a_conditional_put_takes_over_an_expired_record() {
         .item
         .expect("the record exists");
     assert_eq!(item.get("owner"), Some(&AttributeValue::S("retry".into())));
-
-    client
-        .delete_table()
-        .table_name(&table)
-        .send()
-        .await
-        .unwrap();
 }

@@ -83,8 +83,9 @@ fn keyed_on_payment_id(
 fn payment_service(
     idempotency: &Idempotency<DynamoDbStore>,
     executions: Arc<AtomicUsize>,
-) -> impl Service<LambdaEvent<Payment>, Response = Receipt, Error = Error<lambda_runtime::Error>> + Clone
-{
+) -> impl Service<LambdaEvent<Payment>, Response = Receipt, Error = Error<lambda_runtime::Error>>
++ Clone
++ use<> {
     ServiceBuilder::new()
         .layer(
             IdempotencyLayer::new(idempotency.clone())
@@ -102,6 +103,18 @@ fn payment_service(
                 })
             }
         }))
+}
+
+/// The default fixture with the counting payment service on it.
+async fn payment_fixture() -> Option<(
+    Fixture,
+    Arc<AtomicUsize>,
+    impl Service<LambdaEvent<Payment>, Response = Receipt, Error = Error<lambda_runtime::Error>> + Clone,
+)> {
+    let fixture = fixture(|builder| builder).await?;
+    let executions = Arc::new(AtomicUsize::new(0));
+    let service = payment_service(&fixture.idempotency, executions.clone());
+    Some((fixture, executions, service))
 }
 
 async fn call<S>(service: &mut S, payment: Payment) -> Result<Receipt, Error<lambda_runtime::Error>>
@@ -170,11 +183,9 @@ async fn seed(
 
 #[tokio::test]
 async fn a_first_call_costs_two_requests_and_a_duplicate_one_with_the_same_response() {
-    let Some(fixture) = fixture(|builder| builder).await else {
+    let Some((fixture, executions, mut service)) = payment_fixture().await else {
         return;
     };
-    let executions = Arc::new(AtomicUsize::new(0));
-    let mut service = payment_service(&fixture.idempotency, executions.clone());
 
     let (first, first_requests) = fixture
         .requests
@@ -382,11 +393,9 @@ async fn a_panicking_handler_is_reported_and_the_retry_executes() {
 
 #[tokio::test]
 async fn an_in_progress_record_blocks_until_its_invocation_deadline_then_is_taken_over() {
-    let Some(fixture) = fixture(|builder| builder).await else {
+    let Some((fixture, executions, mut service)) = payment_fixture().await else {
         return;
     };
-    let executions = Arc::new(AtomicUsize::new(0));
-    let mut service = payment_service(&fixture.idempotency, executions.clone());
     let (now_s, now_ms) = now();
 
     // A live invocation holds pay-5: the duplicate is told to retry later.
@@ -426,11 +435,9 @@ async fn an_in_progress_record_blocks_until_its_invocation_deadline_then_is_take
 
 #[tokio::test]
 async fn an_expired_record_is_overwritten() {
-    let Some(fixture) = fixture(|builder| builder).await else {
+    let Some((fixture, _executions, mut service)) = payment_fixture().await else {
         return;
     };
-    let executions = Arc::new(AtomicUsize::new(0));
-    let mut service = payment_service(&fixture.idempotency, executions.clone());
     let (now_s, _) = now();
     let stale = r#"{"payment_id":"pay-7","charged_cents":1,"charge_number":99}"#;
     seed(
@@ -496,11 +503,9 @@ async fn an_unreachable_store_fails_with_a_persistence_error_before_the_handler_
 
 #[tokio::test]
 async fn tenants_never_share_records() {
-    let Some(fixture) = fixture(|builder| builder).await else {
+    let Some((_fixture, executions, mut service)) = payment_fixture().await else {
         return;
     };
-    let executions = Arc::new(AtomicUsize::new(0));
-    let mut service = payment_service(&fixture.idempotency, executions.clone());
     let event_for = |tenant: &'static str| {
         TestContext::new()
             .with_tenant_id(tenant)
@@ -539,11 +544,9 @@ async fn tenants_never_share_records() {
 
 #[tokio::test]
 async fn a_duplicate_with_other_validation_data_is_refused() {
-    let Some(fixture) = fixture(|builder| builder).await else {
+    let Some((_fixture, executions, mut service)) = payment_fixture().await else {
         return;
     };
-    let executions = Arc::new(AtomicUsize::new(0));
-    let mut service = payment_service(&fixture.idempotency, executions.clone());
 
     call(&mut service, payment("pay-10", 1250)).await.unwrap();
     let error = call(&mut service, payment("pay-10", 9999))
@@ -559,11 +562,9 @@ async fn a_duplicate_with_other_validation_data_is_refused() {
 
 #[tokio::test]
 async fn a_malformed_stored_record_is_a_typed_error() {
-    let Some(fixture) = fixture(|builder| builder).await else {
+    let Some((fixture, executions, mut service)) = payment_fixture().await else {
         return;
     };
-    let executions = Arc::new(AtomicUsize::new(0));
-    let mut service = payment_service(&fixture.idempotency, executions.clone());
     let (now_s, _) = now();
     seed(
         &fixture,

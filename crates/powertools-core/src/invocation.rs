@@ -85,11 +85,7 @@ impl<'a> Invocation<'a> {
     }
 
     fn arn_part(&self, index: usize) -> Option<&'a str> {
-        let arn = self.function_arn();
-        if !arn.starts_with("arn:") {
-            return None;
-        }
-        arn.split(':').nth(index).filter(|part| !part.is_empty())
+        arn_part(self.function_arn(), index)
     }
 
     /// When Lambda stops this invocation.
@@ -156,6 +152,14 @@ impl<'a> Invocation<'a> {
     pub fn cold_start(&self) -> bool {
         is_cold_start(self.context)
     }
+}
+
+/// Part `index` of a Lambda function ARN (`arn:aws:lambda:{region}:{account}:function:{name}[:{qualifier}]`).
+pub(crate) fn arn_part(arn: &str, index: usize) -> Option<&str> {
+    if !arn.starts_with("arn:") {
+        return None;
+    }
+    arn.split(':').nth(index).filter(|part| !part.is_empty())
 }
 
 #[cfg(test)]

@@ -158,7 +158,7 @@ impl TestContext {
             .or_else(|| {
                 self.function_arn
                     .as_deref()
-                    .and_then(|arn| arn.split(':').nth(6))
+                    .and_then(|arn| crate::invocation::arn_part(arn, 6))
                     .map(str::to_owned)
             })
             .unwrap_or_else(|| DEFAULT_FUNCTION_NAME.to_owned());

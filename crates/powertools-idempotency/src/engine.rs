@@ -210,12 +210,10 @@ impl<St: IdempotencyStore> Engine<St> {
         R: Serialize,
         Fut: Future<Output = Result<R, E>>,
     {
+        let key = record.key.clone();
         let outcome = AssertUnwindSafe(handler()).catch_unwind().await;
         let failure = match outcome {
-            Ok(Ok(response)) => match self
-                .complete(record.clone(), serialize_response(&response))
-                .await
-            {
+            Ok(Ok(response)) => match self.complete(record, serialize_response(&response)).await {
                 Ok(()) => return Ok(response),
                 Err(error @ Error::ItemTooLarge { .. }) => error.into_handler_error(),
                 Err(error) => return Err(error.into_handler_error()),
@@ -230,9 +228,9 @@ impl<St: IdempotencyStore> Engine<St> {
             cache
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .pop(&record.key);
+                .pop(&key);
         }
-        match self.store.delete(&record.key).await {
+        match self.store.delete(&key).await {
             Ok(()) => Err(failure),
             Err(delete_error) => Err(Error::DeleteFailed {
                 error: Box::new(failure),
