@@ -12,7 +12,7 @@ use lambda_runtime::tower::{Service, ServiceBuilder, ServiceExt};
 use lambda_runtime::{LambdaEvent, service_fn};
 use powertools_core::testing::TestContext;
 use powertools_idempotency::{
-    DynamoDbStore, Error, FromFn, Idempotency, IdempotencyLayer, IdempotencyStore, Status,
+    DynamoDbStore, Error, FromFn, Idempotency, IdempotencyLayer, IdempotencyStore, JmesPath, Status,
 };
 use powertools_tests::{RequestCounter, counted_dynamodb_client, create_idempotency_table};
 use serde::{Deserialize, Serialize};
@@ -707,4 +707,90 @@ async fn the_store_primitives_round_trip_a_record() {
     assert_eq!(store.get(&record.key).await.unwrap(), Some(record.clone()));
     store.delete(&record.key).await.unwrap();
     assert_eq!(store.get(&record.key).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn jmespath_keys_on_a_json_body_and_validates_it() {
+    let Some(fixture) = fixture(|builder| builder).await else {
+        return;
+    };
+    let executions = Arc::new(AtomicUsize::new(0));
+    let counter = executions.clone();
+    let mut service = ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::new(fixture.idempotency.clone())
+                .key(JmesPath::new("powertools_json(body).order_id").unwrap())
+                .validation(JmesPath::new("powertools_json(body).total_cents").unwrap()),
+        )
+        .service(service_fn(move |event: LambdaEvent<Value>| {
+            let executions = counter.clone();
+            async move {
+                let run = executions.fetch_add(1, Ordering::SeqCst) + 1;
+                Ok::<_, lambda_runtime::Error>(
+                    json!({"statusCode": 201, "run": run, "body": event.payload["body"]}),
+                )
+            }
+        }));
+    let request =
+        |body: &str| TestContext::new().event(json!({"httpMethod": "POST", "body": body}));
+
+    let first = service
+        .ready()
+        .await
+        .unwrap()
+        .call(request(r#"{"order_id":"o-1","total_cents":900}"#))
+        .await
+        .unwrap();
+    let (replay, replay_requests) = fixture
+        .requests
+        .during(service.ready().await.unwrap().call(request(
+            "{ \"total_cents\": 900,\n  \"order_id\": \"o-1\" }",
+        )))
+        .await;
+    assert_eq!(
+        replay.unwrap(),
+        first,
+        "whitespace in the body is not part of the key"
+    );
+    assert_eq!(replay_requests, 1);
+    assert!(
+        stored_item(&fixture, &key_of(&fixture, "o-1"))
+            .await
+            .is_some(),
+        "the record is keyed on the order id alone"
+    );
+
+    let mismatch = service
+        .ready()
+        .await
+        .unwrap()
+        .call(request(r#"{"order_id":"o-1","total_cents":100}"#))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(mismatch, Error::PayloadMismatch { .. }),
+        "{mismatch:?}"
+    );
+
+    let (not_json, requests) = fixture
+        .requests
+        .during(
+            service
+                .ready()
+                .await
+                .unwrap()
+                .call(request("order o-1, please")),
+        )
+        .await;
+    let not_json = not_json.unwrap_err();
+    assert_eq!(
+        not_json.error_type(),
+        "IdempotencyKeyExpressionError",
+        "{not_json}"
+    );
+    assert_eq!(
+        requests, 0,
+        "a body that is not JSON never reaches the table"
+    );
+    assert_eq!(executions.load(Ordering::SeqCst), 1);
 }

@@ -28,6 +28,14 @@ pub enum Error<E = Infallible> {
     },
     /// The key extraction found no data and `raise_on_missing_key` is set.
     KeyMissing,
+    /// A JMESPath key or validation expression failed on this event (a function given the wrong
+    /// type, a body that is not JSON for `powertools_json`, …). The handler did not run.
+    KeyExpression {
+        /// The expression, as written.
+        expression: String,
+        /// Why it failed.
+        reason: String,
+    },
     /// The store failed (unreachable, throttled, denied, …); the handler did not run, or its
     /// completion could not be recorded (see `operation`).
     Persistence {
@@ -99,6 +107,9 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
                 )
             }
             Error::KeyMissing => f.write_str("no data found to create a hashed idempotency key"),
+            Error::KeyExpression { expression, reason } => {
+                write!(f, "JMESPath expression `{expression}` failed: {reason}")
+            }
             Error::Persistence { operation, source } => {
                 write!(f, "idempotency store failed to {operation}: {source}")
             }
@@ -156,6 +167,7 @@ impl<E> Error<E> {
             Error::AlreadyInProgress { .. } => "IdempotencyAlreadyInProgressError",
             Error::PayloadMismatch { .. } => "IdempotencyValidationError",
             Error::KeyMissing => "IdempotencyKeyError",
+            Error::KeyExpression { .. } => "IdempotencyKeyExpressionError",
             Error::Persistence { .. } => "IdempotencyPersistenceLayerError",
             Error::InconsistentState { .. } => "IdempotencyInconsistentStateError",
             Error::InvalidRecord { .. } => "IdempotencyInvalidStatusError",
@@ -174,6 +186,9 @@ impl<E> Error<E> {
             Error::AlreadyInProgress { key } => Error::AlreadyInProgress { key },
             Error::PayloadMismatch { key } => Error::PayloadMismatch { key },
             Error::KeyMissing => Error::KeyMissing,
+            Error::KeyExpression { expression, reason } => {
+                Error::KeyExpression { expression, reason }
+            }
             Error::Persistence { operation, source } => Error::Persistence { operation, source },
             Error::InconsistentState { key } => Error::InconsistentState { key },
             Error::InvalidRecord { key, reason } => Error::InvalidRecord { key, reason },

@@ -16,8 +16,10 @@ use crate::persistence::IdempotencyStore;
 /// handler's side effects run once.
 ///
 /// The key is the whole event by default; [`key_from`](Self::key_from) picks part of it with a
-/// typed closure, [`key`](Self::key) takes any [`KeyExtractor`].
-/// [`validate_from`](Self::validate_from) adds payload validation.
+/// typed closure, [`key`](Self::key) takes any [`KeyExtractor`], such as a
+/// [`JmesPath`](crate::JmesPath) expression read from configuration.
+/// [`validate_from`](Self::validate_from) and [`validation`](Self::validation) add payload
+/// validation.
 ///
 /// ```
 /// use lambda_runtime::{LambdaEvent, service_fn, tower::{Service, ServiceBuilder, ServiceExt}};
@@ -81,7 +83,8 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
 }
 
 impl<St, K, V> IdempotencyLayer<St, K, V> {
-    /// Keys on what `extractor` finds in the event.
+    /// Keys on what `extractor` finds in the event, for example a [`JmesPath`](crate::JmesPath)
+    /// expression: `.key(JmesPath::new("powertools_json(body).order_id")?)`.
     pub fn key<K2>(self, extractor: K2) -> IdempotencyLayer<St, K2, V> {
         IdempotencyLayer {
             idempotency: self.idempotency,

@@ -8,8 +8,10 @@
 //!   the same engine.
 //! - The key is the event's canonical JSON (see [`canonical_json`]) hashed with SHA-256, under a
 //!   prefix (the function name by default, or an explicit [`key_prefix`](IdempotencyBuilder::key_prefix)),
-//!   and the invocation's tenant id when Lambda tenant isolation sends one. A typed closure can pick
-//!   the part of the event that is keyed on.
+//!   and the invocation's tenant id when Lambda tenant isolation sends one. A typed closure
+//!   ([`IdempotencyLayer::key_from`]) or a JMESPath expression ([`JmesPath`], with the Powertools
+//!   functions `powertools_json`, `powertools_base64` and `powertools_base64_gzip`) can pick the
+//!   part of the event that is keyed on, or validated.
 //! - The protocol is Powertools': one conditional `PutItem` that returns the existing record when
 //!   it fails, the handler, then `UpdateItem` to `COMPLETED` with the response, or `DeleteItem` when
 //!   the handler fails **or panics**, so a failure never blocks retries. The in-progress record
@@ -77,6 +79,8 @@
 //! # Feature flags
 //!
 //! - `dynamodb` (default): [`DynamoDbStore`], on `aws-sdk-dynamodb`.
+//! - `jmespath` (default): [`JmesPath`] key and validation expressions, on `jmespath`, `base64`
+//!   and `flate2`.
 //!
 //! # Supported Rust versions
 //!
@@ -86,6 +90,8 @@ mod config;
 mod engine;
 mod error;
 mod idempotency;
+#[cfg(feature = "jmespath")]
+mod jmes_path;
 mod key;
 mod layer;
 mod persistence;
@@ -97,6 +103,8 @@ pub use config::{
 };
 pub use error::{BoxError, Error};
 pub use idempotency::{Idempotency, IdempotencyBuilder};
+#[cfg(feature = "jmespath")]
+pub use jmes_path::JmesPath;
 pub use key::{FromFn, KeyExtractor, NoValidation, WholeEvent, canonical_json, is_missing};
 pub use layer::{IdempotencyLayer, IdempotencyService};
 #[cfg(feature = "dynamodb")]
