@@ -794,3 +794,48 @@ async fn jmespath_keys_on_a_json_body_and_validates_it() {
     );
     assert_eq!(executions.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_missing_key_runs_the_handler_without_the_table_or_is_refused_when_required() {
+    for raise in [false, true] {
+        let Some(fixture) = fixture(|builder| builder.raise_on_missing_key(raise)).await else {
+            return;
+        };
+        let executions = Arc::new(AtomicUsize::new(0));
+        let counter = executions.clone();
+        let service = IdempotencyLayer::new(fixture.idempotency.clone())
+            .key(JmesPath::new(r#"headers."Idempotency-Key""#).unwrap())
+            .layer(service_fn(move |_event: LambdaEvent<Value>| {
+                let executions = counter.clone();
+                async move {
+                    executions.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, lambda_runtime::Error>(json!({"statusCode": 201}))
+                }
+            }));
+        let without_header = json!({"headers": {"content-type": "application/json"}, "body": "{}"});
+
+        for _ in 0..2 {
+            let (outcome, requests) = fixture
+                .requests
+                .during(
+                    service
+                        .clone()
+                        .oneshot(TestContext::new().event(without_header.clone())),
+                )
+                .await;
+            assert_eq!(requests, 0, "raise_on_missing_key({raise})");
+            if raise {
+                let error = outcome.unwrap_err();
+                assert_eq!(error.error_type(), "IdempotencyKeyError", "{error}");
+            } else {
+                assert_eq!(outcome.unwrap(), json!({"statusCode": 201}));
+            }
+        }
+        let expected_runs = if raise { 0 } else { 2 };
+        assert_eq!(
+            executions.load(Ordering::SeqCst),
+            expected_runs,
+            "without a key nothing is idempotent, and a required key stops the handler"
+        );
+    }
+}
