@@ -1,7 +1,178 @@
-//! powertools-rs: CloudWatch Embedded Metric Format metrics.
+//! CloudWatch metrics for Rust Lambda functions in the Embedded Metric Format (EMF): one stdout
+//! line per invocation that is both a searchable log and CloudWatch metrics, as Powertools for
+//! AWS Lambda writes it, and never a metric lost.
 //!
-//! This crate is a placeholder in the workspace so that the layout, CI and shared configuration
-//! are in place; its API is being built and is not published yet. Until then it only re-exports
-//! the foundation it builds on, [`powertools_core`].
+//! # Example
+//!
+//! ```
+//! use lambda_runtime::{LambdaEvent, service_fn, tower::{ServiceBuilder, ServiceExt}};
+//! use powertools_core::testing::TestContext;
+//! use powertools_metrics::{MemorySink, MetricsLayer, Unit};
+//! use serde_json::{Value, json};
+//!
+//! async fn place_order(event: LambdaEvent<Value>) -> Result<Value, lambda_runtime::Error> {
+//!     let order = &event.payload;
+//!     // From anywhere the handler awaits: no handle to pass around.
+//!     powertools_metrics::add_dimension("location", order["location"].as_str().unwrap_or_default())?;
+//!     powertools_metrics::add_metric("OrdersPlaced", 1.0, Unit::Count)?;
+//!     powertools_metrics::add_metric("OrderValue", order["total"].as_f64().unwrap_or_default(), Unit::None)?;
+//!     // High-cardinality context is metadata, not a (priced) dimension.
+//!     powertools_metrics::add_metadata("order_id", order["order_id"].clone())?;
+//!     Ok(json!({"accepted": true}))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), lambda_runtime::Error> {
+//! let sink = MemorySink::new(); // a deployed function leaves the default: stdout
+//! let metrics = MetricsLayer::builder().namespace("Bakery").service("orders").sink(sink.clone()).build()?;
+//! let handler = ServiceBuilder::new().layer(metrics).service(service_fn(place_order));
+//!
+//! let order = json!({"order_id": "o-1001", "location": "Lyon", "total": 18.5});
+//! handler.oneshot(TestContext::new().event(order)).await?;
+//!
+//! let document = &sink.documents()[0];
+//! assert_eq!(document["OrderValue"], 18.5);
+//! assert_eq!(document["order_id"], "o-1001");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The document it writes (one line; wrapped here):
+//!
+//! ```json
+//! {"_aws":{"Timestamp":1764201600000,"CloudWatchMetrics":[{"Namespace":"Bakery",
+//!   "Dimensions":[["service","location"]],
+//!   "Metrics":[{"Name":"OrdersPlaced","Unit":"Count"},{"Name":"OrderValue","Unit":"None"}]}]},
+//!  "service":"orders","location":"Lyon","order_id":"o-1001","OrdersPlaced":1.0,"OrderValue":18.5}
+//! ```
+//!
+//! # Overview
+//!
+//! - [`MetricsLayer`] gives each invocation its own document and writes it when the invocation
+//!   ends: on success, on a handler error and on a panic. Concurrent invocations in one process
+//!   (`lambda_runtime`'s `concurrency-tokio`, Lambda Managed Instances) never mix.
+//! - [`add_metric`], [`add_dimension`], [`add_dimensions`], [`add_metadata`] and
+//!   [`set_timestamp`] add to the current invocation's document from any function the handler
+//!   awaits; [`Metrics`] is the explicit handle ([`Metrics::current`], [`MetricsLayer::new_metrics`]).
+//! - With [`capture_cold_start_metric`](MetricsLayerBuilder::capture_cold_start_metric), the cold
+//!   start writes `ColdStart` = 1 in a document of its own, with `function_name`, `service` and
+//!   the default dimensions, so it does not split the series of the other metrics.
+//! - [`EmfRecorder`] (feature `recorder`, default) sends the `metrics` facade's `counter!`,
+//!   `gauge!` and `histogram!` to the current invocation's document.
+//!
+//! # Nothing is dropped silently
+//!
+//! CloudWatch drops an invalid EMF document without a word, so every rule is checked when a value
+//! is added, and a bad value is a typed [`Error`]: an unknown unit or resolution, NaN or an
+//! infinity, a metric re-added with another unit, an invalid name, more than 29 dimensions plus
+//! `service`, a name used twice at the top level, a timestamp CloudWatch refuses. A document
+//! never holds more than 100 metrics or 100 values of one metric: the next value writes it and
+//! starts another with the same dimensions and metadata. An empty dimension value is skipped
+//! with a warning, as in Powertools (CloudWatch would drop every dimension of the document).
+//!
+//! # Configuration
+//!
+//! | Option | Environment variable | Default |
+//! | --- | --- | --- |
+//! | [`namespace`](MetricsLayerBuilder::namespace) | `POWERTOOLS_METRICS_NAMESPACE` | required: building the layer fails without it |
+//! | [`service`](MetricsLayerBuilder::service) | `POWERTOOLS_SERVICE_NAME` | `service_undefined` |
+//! | [`function_name`](MetricsLayerBuilder::function_name) | `POWERTOOLS_METRICS_FUNCTION_NAME` | the invocation's function name |
+//! | [`disabled`](MetricsLayerBuilder::disabled) | `POWERTOOLS_METRICS_DISABLED` | `POWERTOOLS_DEV` |
+//! | [`raise_on_empty_metrics`](MetricsLayerBuilder::raise_on_empty_metrics) | | off: a warning |
+//! | [`capture_cold_start_metric`](MetricsLayerBuilder::capture_cold_start_metric) | | off |
+//!
+//! # Differences from Powertools for Python and TypeScript
+//!
+//! - A metric with one value is written as a number, several as an array (as TypeScript does).
+//! - Metadata keeps its JSON type (Python converts it to a string).
+//! - A metric re-added with another unit, an invalid dimension and a timestamp out of range are
+//!   errors, not warnings (TypeScript's behaviour for units; Java's for the rest).
+//! - The cold-start document is written before the handler runs (as in TypeScript, Java and
+//!   .NET), so a handler that fails or panics still counts its cold start.
+//! - A task spawned with `tokio::spawn` is outside its parent's invocation; move the handle into
+//!   it or run it in [`Metrics::scope`].
 
-pub use powertools_core;
+mod document;
+mod error;
+mod layer;
+mod metrics;
+#[cfg(feature = "recorder")]
+mod recorder;
+mod sink;
+mod unit;
+mod validate;
+
+pub use error::Error;
+pub use layer::{
+    MetricsLayer, MetricsLayerBuilder, MetricsService, POWERTOOLS_METRICS_DISABLED,
+    POWERTOOLS_METRICS_FUNCTION_NAME, POWERTOOLS_METRICS_NAMESPACE,
+};
+pub use metrics::Metrics;
+#[cfg(feature = "recorder")]
+pub use recorder::EmfRecorder;
+pub use sink::{MemorySink, Sink, Stdout};
+pub use unit::{Resolution, Unit};
+pub use validate::{MAX_DIMENSIONS, MAX_METRICS, MAX_VALUES_PER_METRIC};
+
+use std::time::SystemTime;
+
+/// Adds a value to the metric `name` in the current invocation's document; see
+/// [`Metrics::add_metric`].
+///
+/// # Errors
+/// [`Error::NoCurrentInvocation`] outside an invocation, or as [`Metrics::add_metric`].
+pub fn add_metric(name: &str, value: f64, unit: Unit) -> Result<(), Error> {
+    current(|metrics| metrics.add_metric(name, value, unit))
+}
+
+/// Adds a value at the given storage resolution; see [`Metrics::add_metric_with_resolution`].
+///
+/// # Errors
+/// [`Error::NoCurrentInvocation`] outside an invocation, or as
+/// [`Metrics::add_metric_with_resolution`].
+pub fn add_metric_with_resolution(
+    name: &str,
+    value: f64,
+    unit: Unit,
+    resolution: Resolution,
+) -> Result<(), Error> {
+    current(|metrics| metrics.add_metric_with_resolution(name, value, unit, resolution))
+}
+
+/// Adds a dimension to the current invocation's document; see [`Metrics::add_dimension`].
+///
+/// # Errors
+/// [`Error::NoCurrentInvocation`] outside an invocation, or as [`Metrics::add_dimension`].
+pub fn add_dimension(name: &str, value: &str) -> Result<(), Error> {
+    current(|metrics| metrics.add_dimension(name, value))
+}
+
+/// Adds a dimension set to the current invocation's document; see [`Metrics::add_dimensions`].
+///
+/// # Errors
+/// [`Error::NoCurrentInvocation`] outside an invocation, or as [`Metrics::add_dimensions`].
+pub fn add_dimensions<'a>(
+    dimensions: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), Error> {
+    current(|metrics| metrics.add_dimensions(dimensions))
+}
+
+/// Adds metadata to the current invocation's document; see [`Metrics::add_metadata`].
+///
+/// # Errors
+/// [`Error::NoCurrentInvocation`] outside an invocation, or as [`Metrics::add_metadata`].
+pub fn add_metadata(key: &str, value: impl Into<serde_json::Value>) -> Result<(), Error> {
+    current(|metrics| metrics.add_metadata(key, value))
+}
+
+/// Sets the timestamp of the current invocation's documents; see [`Metrics::set_timestamp`].
+///
+/// # Errors
+/// [`Error::NoCurrentInvocation`] outside an invocation, or as [`Metrics::set_timestamp`].
+pub fn set_timestamp(timestamp: SystemTime) -> Result<(), Error> {
+    current(|metrics| metrics.set_timestamp(timestamp))
+}
+
+fn current(f: impl FnOnce(&Metrics) -> Result<(), Error>) -> Result<(), Error> {
+    Metrics::with_current(f).unwrap_or(Err(Error::NoCurrentInvocation))
+}

@@ -1,0 +1,155 @@
+use lambda_runtime::Diagnostic;
+
+use crate::Unit;
+
+/// Everything that can be wrong with a metric, a dimension, the metadata or the configuration.
+///
+/// Every rule that would make CloudWatch drop a document silently is checked when the value is
+/// added, so a bad value is refused with one of these instead of losing the whole document later.
+/// [`error_type`](Error::error_type) gives the Powertools exception name.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No namespace: set `POWERTOOLS_METRICS_NAMESPACE` or call
+    /// [`namespace`](crate::MetricsLayerBuilder::namespace). Reported when the layer is built.
+    #[error(
+        "no metrics namespace: set POWERTOOLS_METRICS_NAMESPACE or MetricsLayer::builder().namespace(..)"
+    )]
+    MissingNamespace,
+    /// The namespace breaks CloudWatch's rules.
+    #[error("invalid metrics namespace {namespace:?}: {reason}")]
+    InvalidNamespace {
+        /// The namespace.
+        namespace: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// Not one of the CloudWatch units.
+    #[error("invalid metric unit {unit:?}: expected one of the CloudWatch units, such as Count")]
+    InvalidUnit {
+        /// The unit given.
+        unit: String,
+    },
+    /// A storage resolution other than 60 or 1 second.
+    #[error("invalid storage resolution {seconds}: expected 60 (standard) or 1 (high)")]
+    InvalidResolution {
+        /// The resolution given, in seconds.
+        seconds: u64,
+    },
+    /// A metric name CloudWatch would refuse.
+    #[error("invalid metric name {name:?}: {reason}")]
+    InvalidMetricName {
+        /// The name.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// NaN, an infinity, or a number outside CloudWatch's range (±2^360).
+    #[error("invalid value {value} for metric {name:?}: {reason}")]
+    InvalidValue {
+        /// The metric name.
+        name: String,
+        /// The value.
+        value: f64,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// The metric was already added in this document with another unit.
+    #[error(
+        "metric {name:?} was already added with unit {existing}, not {requested}: use one unit per metric"
+    )]
+    UnitConflict {
+        /// The metric name.
+        name: String,
+        /// The unit it has.
+        existing: Unit,
+        /// The unit now asked for.
+        requested: Unit,
+    },
+    /// The metric was already added in this document with another storage resolution.
+    #[error("metric {name:?} was already added with another storage resolution")]
+    ResolutionConflict {
+        /// The metric name.
+        name: String,
+    },
+    /// A dimension name or value CloudWatch would refuse.
+    #[error("invalid dimension {name:?}: {reason}")]
+    InvalidDimension {
+        /// The dimension name.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// More dimensions in one dimension set than CloudWatch accepts.
+    #[error("too many dimensions: a dimension set holds at most {limit} dimensions plus `service`")]
+    TooManyDimensions {
+        /// The limit on user dimensions (29).
+        limit: usize,
+    },
+    /// The name is already used at the top level of the document by something else (a metric
+    /// named like a dimension, metadata named like a metric, …).
+    #[error("{name:?} is already used as {used_as} in this document")]
+    NameCollision {
+        /// The name.
+        name: String,
+        /// What uses it: `a metric`, `a dimension`, `metadata` or `the EMF envelope`.
+        used_as: &'static str,
+    },
+    /// A timestamp CloudWatch would refuse (more than 14 days in the past or 2 hours in the
+    /// future).
+    #[error("invalid metrics timestamp: {reason}")]
+    InvalidTimestamp {
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// A flush found no metric and `raise_on_empty_metrics` is set.
+    #[error("no metrics to publish: the invocation added none and raise_on_empty_metrics is set")]
+    EmptyMetrics,
+    /// The call was made outside an invocation of a [`MetricsLayer`](crate::MetricsLayer) (or a
+    /// [`Metrics::scope`](crate::Metrics::scope)), so there is no document to add to.
+    #[error(
+        "no current invocation: call this inside a handler wrapped by MetricsLayer, or use a Metrics handle"
+    )]
+    NoCurrentInvocation,
+    /// [`EmfRecorder::install`](crate::EmfRecorder::install) found another global recorder
+    /// for the `metrics` facade.
+    #[error("a global recorder for the `metrics` facade is already installed")]
+    RecorderAlreadyInstalled,
+    /// A malformed Powertools environment variable.
+    #[error(transparent)]
+    Config(#[from] powertools_core::Error),
+}
+
+impl Error {
+    /// The stable identifier of the error kind: the Powertools exception name where Powertools
+    /// has one.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Error::InvalidUnit { .. } | Error::UnitConflict { .. } => "MetricUnitError",
+            Error::InvalidResolution { .. } | Error::ResolutionConflict { .. } => {
+                "MetricResolutionError"
+            }
+            Error::InvalidValue { .. } => "MetricValueError",
+            Error::MissingNamespace
+            | Error::InvalidNamespace { .. }
+            | Error::InvalidMetricName { .. }
+            | Error::InvalidDimension { .. }
+            | Error::TooManyDimensions { .. }
+            | Error::NameCollision { .. }
+            | Error::InvalidTimestamp { .. }
+            | Error::EmptyMetrics => "SchemaValidationError",
+            Error::NoCurrentInvocation => "NoCurrentInvocation",
+            Error::RecorderAlreadyInstalled => "RecorderAlreadyInstalled",
+            Error::Config(error) => error.error_type(),
+        }
+    }
+}
+
+impl From<Error> for Diagnostic {
+    fn from(error: Error) -> Self {
+        Diagnostic {
+            error_type: error.error_type().to_owned(),
+            error_message: error.to_string(),
+        }
+    }
+}

@@ -1,0 +1,337 @@
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use lambda_runtime::LambdaEvent;
+use powertools_core::env::Env;
+use powertools_core::{Invocation, PowertoolsConfig, is_cold_start};
+use tower::{Layer, Service};
+
+use crate::Error;
+use crate::metrics::{Metrics, Settings};
+use crate::sink::{Sink, Stdout};
+use crate::validate::{self, DimensionCheck, MAX_DIMENSIONS};
+
+/// The namespace of every metric (`Namespace` in the document).
+pub const POWERTOOLS_METRICS_NAMESPACE: &str = "POWERTOOLS_METRICS_NAMESPACE";
+/// The `function_name` dimension of the cold-start metric, instead of the function's own name
+/// (stable across deployments that add random suffixes).
+pub const POWERTOOLS_METRICS_FUNCTION_NAME: &str = "POWERTOOLS_METRICS_FUNCTION_NAME";
+/// `true` writes no document. When unset, `POWERTOOLS_DEV=true` disables metrics too.
+pub const POWERTOOLS_METRICS_DISABLED: &str = "POWERTOOLS_METRICS_DISABLED";
+
+/// Collects each invocation's metrics in its own EMF document and writes it when the invocation
+/// ends: on success, on a handler error and on a panic.
+///
+/// Built with [`MetricsLayer::builder`]; everything not set in code comes from the Powertools
+/// environment variables. Inside the handler, [`add_metric`](crate::add_metric) and friends add
+/// to the current invocation's document, from any function it awaits.
+///
+/// ```
+/// use lambda_runtime::{LambdaEvent, service_fn, tower::{ServiceBuilder, ServiceExt}};
+/// use powertools_core::testing::TestContext;
+/// use powertools_metrics::{MemorySink, MetricsLayer, Unit};
+/// use serde_json::{Value, json};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), lambda_runtime::Error> {
+/// let sink = MemorySink::new();
+/// let metrics = MetricsLayer::builder()
+///     .namespace("Bakery")
+///     .service("orders")
+///     .default_dimension("environment", "prod")
+///     .capture_cold_start_metric(true)
+///     .sink(sink.clone()) // stdout by default
+///     .build()?;
+///
+/// let handler = ServiceBuilder::new().layer(metrics).service(service_fn(|event: LambdaEvent<Value>| async move {
+///     powertools_metrics::add_dimension("location", "Lyon")?;
+///     powertools_metrics::add_metric("OrdersPlaced", 1.0, Unit::Count)?;
+///     powertools_metrics::add_metadata("order_id", event.payload["order_id"].clone())?;
+///     Ok::<_, lambda_runtime::Error>(json!({"accepted": true}))
+/// }));
+/// handler.oneshot(TestContext::new().event(json!({"order_id": "o-1001"}))).await?;
+///
+/// let documents = sink.documents();
+/// assert_eq!(documents.len(), 2, "the cold start, then the invocation's metrics");
+/// assert_eq!(documents[0]["ColdStart"], 1.0);
+/// assert_eq!(documents[1]["OrdersPlaced"], 1.0);
+/// assert_eq!(documents[1]["order_id"], "o-1001");
+/// assert_eq!(
+///     documents[1]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+///     json!([["service", "environment", "location"]])
+/// );
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct MetricsLayer {
+    settings: Arc<Settings>,
+}
+
+impl MetricsLayer {
+    /// A builder reading unset options from the process environment.
+    pub fn builder() -> MetricsLayerBuilder {
+        MetricsLayerBuilder::default()
+    }
+
+    /// A layer configured only from the environment (`POWERTOOLS_METRICS_NAMESPACE`,
+    /// `POWERTOOLS_SERVICE_NAME`, …), writing to stdout.
+    ///
+    /// # Errors
+    /// As [`MetricsLayerBuilder::build`].
+    pub fn from_env() -> Result<Self, Error> {
+        Self::builder().build()
+    }
+
+    /// A new, empty document with this layer's settings, for work outside an invocation of the
+    /// layer (call [`Metrics::flush`] yourself).
+    pub fn new_metrics(&self) -> Metrics {
+        Metrics::new(self.settings.clone())
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService {
+            inner,
+            settings: self.settings.clone(),
+        }
+    }
+}
+
+/// Builds a [`MetricsLayer`]. Options set here win over the environment.
+#[derive(Debug, Default)]
+#[must_use]
+pub struct MetricsLayerBuilder {
+    namespace: Option<String>,
+    service: Option<String>,
+    default_dimensions: Vec<(String, String)>,
+    function_name: Option<String>,
+    capture_cold_start_metric: bool,
+    raise_on_empty_metrics: bool,
+    disabled: Option<bool>,
+    sink: Option<Arc<dyn Sink>>,
+    env: Option<Env>,
+}
+
+impl MetricsLayerBuilder {
+    /// The namespace (default: `POWERTOOLS_METRICS_NAMESPACE`; one of them is required).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// The `service` dimension (default: `POWERTOOLS_SERVICE_NAME`, else `service_undefined`).
+    pub fn service(mut self, service: impl Into<String>) -> Self {
+        self.service = Some(service.into());
+        self
+    }
+
+    /// A dimension on every document of every invocation.
+    pub fn default_dimension(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.default_dimensions.push((name.into(), value.into()));
+        self
+    }
+
+    /// Writes a `ColdStart` metric (1, Count) in a document of its own on the process's cold
+    /// start, with the `function_name`, `service` and default dimensions (default: off).
+    pub fn capture_cold_start_metric(mut self, capture: bool) -> Self {
+        self.capture_cold_start_metric = capture;
+        self
+    }
+
+    /// The `function_name` dimension of the cold-start metric (default:
+    /// `POWERTOOLS_METRICS_FUNCTION_NAME`, else the invocation's function name).
+    pub fn function_name(mut self, function_name: impl Into<String>) -> Self {
+        self.function_name = Some(function_name.into());
+        self
+    }
+
+    /// Makes an invocation that added no metric fail with [`Error::EmptyMetrics`] instead of
+    /// logging a warning (default: off).
+    pub fn raise_on_empty_metrics(mut self, raise: bool) -> Self {
+        self.raise_on_empty_metrics = raise;
+        self
+    }
+
+    /// Writes no document (default: `POWERTOOLS_METRICS_DISABLED`, else `POWERTOOLS_DEV`).
+    /// Values are still checked, so a bad metric fails in development too.
+    pub fn disabled(mut self, disabled: bool) -> Self {
+        self.disabled = Some(disabled);
+        self
+    }
+
+    /// Where documents go (default: [`Stdout`]).
+    pub fn sink(mut self, sink: impl Sink) -> Self {
+        self.sink = Some(Arc::new(sink));
+        self
+    }
+
+    /// Reads unset options from `env` instead of the process environment (for tests).
+    pub fn env(mut self, env: Env) -> Self {
+        self.env = Some(env);
+        self
+    }
+
+    /// Checks the settings and builds the layer.
+    ///
+    /// # Errors
+    /// [`Error::MissingNamespace`] or [`Error::InvalidNamespace`] (unless metrics are disabled),
+    /// an invalid or 30th default dimension, or a malformed environment variable.
+    pub fn build(self) -> Result<MetricsLayer, Error> {
+        let env = self.env.unwrap_or_else(Env::process);
+        let config = PowertoolsConfig::from_env_source(&env)?;
+        let disabled = match self.disabled {
+            Some(disabled) => disabled,
+            None => env
+                .bool(POWERTOOLS_METRICS_DISABLED)?
+                .unwrap_or(config.dev_mode()),
+        };
+        let namespace = match self.namespace {
+            Some(namespace) => Some(namespace),
+            None => env.string(POWERTOOLS_METRICS_NAMESPACE)?,
+        };
+        let namespace = match namespace {
+            Some(namespace) => {
+                validate::namespace(&namespace)?;
+                namespace
+            }
+            None if disabled => String::new(),
+            None => return Err(Error::MissingNamespace),
+        };
+        let service = self
+            .service
+            .unwrap_or_else(|| config.service_name().to_owned());
+        let mut default_dimensions = Vec::with_capacity(self.default_dimensions.len() + 1);
+        for (name, value) in
+            std::iter::once(("service".to_owned(), service)).chain(self.default_dimensions)
+        {
+            if validate::dimension(&name, &value)? == DimensionCheck::Skip {
+                tracing::warn!(
+                    dimension = %name,
+                    "The default dimension was not added: its name or value is empty"
+                );
+                continue;
+            }
+            match default_dimensions
+                .iter_mut()
+                .find(|(existing, _): &&mut (String, String)| *existing == name)
+            {
+                Some((_, existing)) => *existing = value,
+                None => default_dimensions.push((name, value)),
+            }
+        }
+        if default_dimensions.len() > MAX_DIMENSIONS + 1 {
+            return Err(Error::TooManyDimensions {
+                limit: MAX_DIMENSIONS,
+            });
+        }
+        let function_name = match self.function_name {
+            Some(name) => Some(name),
+            None => env.string(POWERTOOLS_METRICS_FUNCTION_NAME)?,
+        };
+        Ok(MetricsLayer {
+            settings: Arc::new(Settings {
+                namespace,
+                default_dimensions,
+                function_name,
+                capture_cold_start_metric: self.capture_cold_start_metric,
+                raise_on_empty_metrics: self.raise_on_empty_metrics,
+                disabled,
+                sink: self.sink.unwrap_or_else(|| Arc::new(Stdout)),
+            }),
+        })
+    }
+}
+
+/// The service built by [`MetricsLayer`].
+#[derive(Debug, Clone)]
+pub struct MetricsService<S> {
+    inner: S,
+    settings: Arc<Settings>,
+}
+
+impl<S> MetricsService<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, T> Service<LambdaEvent<T>> for MetricsService<S>
+where
+    S: Service<LambdaEvent<T>>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+    S::Error: From<Error> + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    // One allocation per invocation, for the flush that follows the handler.
+    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, event: LambdaEvent<T>) -> Self::Future {
+        let metrics = Metrics::new(self.settings.clone());
+        if self.settings.capture_cold_start_metric && is_cold_start(&event.context) {
+            metrics.write_cold_start(Invocation::new(&event.context).function_name());
+        }
+        let inner = &mut self.inner;
+        // The handler's synchronous part runs in the invocation's scope too.
+        let called = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            metrics.sync_scope(|| inner.call(event))
+        }));
+        let future = match called {
+            Ok(future) => future,
+            Err(panic) => {
+                flush_after_failure(&metrics);
+                std::panic::resume_unwind(panic)
+            }
+        };
+        Box::pin(async move {
+            let outcome = AssertUnwindSafe(metrics.clone().scope(future))
+                .catch_unwind()
+                .await;
+            match outcome {
+                Ok(Ok(response)) => {
+                    metrics.flush()?;
+                    Ok(response)
+                }
+                Ok(Err(error)) => {
+                    flush_after_failure(&metrics);
+                    Err(error)
+                }
+                Err(panic) => {
+                    flush_after_failure(&metrics);
+                    std::panic::resume_unwind(panic)
+                }
+            }
+        })
+    }
+}
+
+/// Flushes after the handler failed: its error is what the invocation reports, so an empty
+/// document is only logged.
+fn flush_after_failure(metrics: &Metrics) {
+    if let Err(error) = metrics.flush() {
+        tracing::warn!(%error, "metrics were not flushed after the handler failed");
+    }
+}

@@ -1,0 +1,606 @@
+//! The metrics of one invocation: the handle, its state, and the current invocation.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value};
+
+use crate::document::{Combine, Document, MetricTable};
+use crate::sink::Sink;
+use crate::validate::{self, DimensionCheck, ENVELOPE_KEY, MAX_DIMENSIONS};
+use crate::{Error, Resolution, Unit};
+
+tokio::task_local! {
+    static CURRENT: Metrics;
+}
+
+/// What every invocation of one layer shares, fixed when the layer is built.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) namespace: String,
+    /// `service` first, then the default dimensions, all validated.
+    pub(crate) default_dimensions: Vec<(String, String)>,
+    pub(crate) function_name: Option<String>,
+    pub(crate) capture_cold_start_metric: bool,
+    pub(crate) raise_on_empty_metrics: bool,
+    pub(crate) disabled: bool,
+    pub(crate) sink: Arc<dyn Sink>,
+}
+
+/// The metrics, dimensions and metadata of one invocation (or of one manual unit of work), and
+/// the handle that adds to them.
+///
+/// Inside a handler wrapped by [`MetricsLayer`](crate::MetricsLayer), the crate-level functions
+/// ([`add_metric`](crate::add_metric), …) reach the invocation's handle without passing it
+/// around; [`Metrics::current`] returns it, for example to move into a spawned task. Clones share
+/// the same document.
+///
+/// Values are checked when they are added, so a bad one is refused with a typed [`Error`]
+/// instead of making CloudWatch drop the document. A document never holds more than 100
+/// metrics or 100 values of one metric: the next one writes the document and starts a new one
+/// with the same dimensions and metadata.
+///
+/// ```
+/// use powertools_metrics::{MemorySink, MetricsLayer, Unit};
+///
+/// let sink = MemorySink::new();
+/// let layer = MetricsLayer::builder().namespace("Bakery").service("orders").sink(sink.clone()).build()?;
+/// let metrics = layer.new_metrics();
+/// metrics.add_dimension("location", "Lyon")?;
+/// metrics.add_metric("OrdersPlaced", 1.0, Unit::Count)?;
+/// metrics.add_metadata("order_id", "o-1001")?;
+/// metrics.flush()?;
+///
+/// let document = &sink.documents()[0];
+/// assert_eq!(document["OrdersPlaced"], 1.0);
+/// assert_eq!(document["location"], "Lyon");
+/// assert_eq!(document["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0], serde_json::json!(["service", "location"]));
+/// # Ok::<(), powertools_metrics::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    settings: Arc<Settings>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    timestamp: Option<SystemTime>,
+    /// The value of every dimension in any set.
+    dimensions: Vec<(String, String)>,
+    /// Dimension name lists; the first is the main set, which `add_dimension` grows.
+    dimension_sets: Vec<Vec<String>>,
+    metadata: Map<String, Value>,
+    metrics: MetricTable,
+    /// Facade metrics with labels, one document per label set.
+    labelled: Vec<Labelled>,
+    /// Whether a document was written since the last full flush (an automatic flush at a limit).
+    wrote_since_flush: bool,
+}
+
+#[derive(Debug)]
+struct Labelled {
+    labels: Vec<(String, String)>,
+    metrics: MetricTable,
+}
+
+impl State {
+    fn new(settings: &Settings) -> Self {
+        State {
+            timestamp: None,
+            dimensions: settings.default_dimensions.clone(),
+            dimension_sets: vec![
+                settings
+                    .default_dimensions
+                    .iter()
+                    .map(|(name, _)| name.clone())
+                    .collect(),
+            ],
+            metadata: Map::new(),
+            metrics: MetricTable::default(),
+            labelled: Vec::new(),
+            wrote_since_flush: false,
+        }
+    }
+
+    fn dimension_value(&self, name: &str) -> Option<&str> {
+        self.dimensions
+            .iter()
+            .find(|(existing, _)| existing == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    fn is_metric(&self, name: &str) -> bool {
+        self.metrics.contains(name)
+            || self
+                .labelled
+                .iter()
+                .any(|group| group.metrics.contains(name))
+    }
+
+    /// Sets a dimension's value, warning when it replaces another.
+    fn set_dimension_value(&mut self, name: &str, value: &str) {
+        match self
+            .dimensions
+            .iter_mut()
+            .find(|(existing, _)| existing == name)
+        {
+            Some((_, existing)) if existing != value => {
+                tracing::warn!(
+                    dimension = name,
+                    old = %existing,
+                    new = value,
+                    "Dimension is being overwritten"
+                );
+                *existing = value.to_owned();
+            }
+            Some(_) => {}
+            None => self.dimensions.push((name.to_owned(), value.to_owned())),
+        }
+    }
+
+    fn check_free_for_dimension(&self, name: &str) -> Result<(), Error> {
+        if self.is_metric(name) {
+            return Err(collision(name, "a metric"));
+        }
+        if self.metadata.contains_key(name) {
+            return Err(collision(name, "metadata"));
+        }
+        Ok(())
+    }
+}
+
+fn collision(name: &str, used_as: &'static str) -> Error {
+    Error::NameCollision {
+        name: name.to_owned(),
+        used_as,
+    }
+}
+
+impl Metrics {
+    pub(crate) fn new(settings: Arc<Settings>) -> Self {
+        let state = Mutex::new(State::new(&settings));
+        Metrics {
+            shared: Arc::new(Shared { settings, state }),
+        }
+    }
+
+    /// The handle of the invocation this task runs in, if it runs inside a
+    /// [`MetricsLayer`](crate::MetricsLayer) or a [`scope`](Self::scope).
+    ///
+    /// A task spawned with `tokio::spawn` is not inside its parent's invocation: move the handle
+    /// into it, or run it in [`scope`](Self::scope).
+    pub fn current() -> Option<Metrics> {
+        CURRENT.try_with(Clone::clone).ok()
+    }
+
+    pub(crate) fn with_current<R>(f: impl FnOnce(&Metrics) -> R) -> Option<R> {
+        CURRENT.try_with(f).ok()
+    }
+
+    /// Runs `future` with this handle as the current invocation's, so that the crate-level
+    /// functions and the `metrics` facade recorder add to it.
+    pub async fn scope<F: Future>(self, future: F) -> F::Output {
+        CURRENT.scope(self, future).await
+    }
+
+    pub(crate) fn sync_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        CURRENT.sync_scope(self.clone(), f)
+    }
+
+    /// Adds a value to the metric `name` at standard (60-second) resolution. Adding the same
+    /// metric again adds another value (a document holds up to 100 per metric).
+    ///
+    /// # Errors
+    /// An invalid name or value, another unit than the metric already has, or a name already
+    /// used by a dimension or metadata.
+    pub fn add_metric(&self, name: &str, value: f64, unit: Unit) -> Result<(), Error> {
+        self.add_metric_with_resolution(name, value, unit, Resolution::Standard)
+    }
+
+    /// Adds a value to the metric `name` at the given storage resolution.
+    ///
+    /// # Errors
+    /// As [`add_metric`](Self::add_metric), and another resolution than the metric already has.
+    pub fn add_metric_with_resolution(
+        &self,
+        name: &str,
+        value: f64,
+        unit: Unit,
+        resolution: Resolution,
+    ) -> Result<(), Error> {
+        validate::metric_name(name)?;
+        validate::value(name, value)?;
+        let mut state = self.lock();
+        if state.dimension_value(name).is_some() {
+            return Err(collision(name, "a dimension"));
+        }
+        if state.metadata.contains_key(name) {
+            return Err(collision(name, "metadata"));
+        }
+        if state
+            .metrics
+            .prepare(name, unit, resolution, Combine::Append)?
+        {
+            self.write_main(&mut state);
+        }
+        state
+            .metrics
+            .insert(name, unit, resolution, value, Combine::Append);
+        Ok(())
+    }
+
+    /// Adds a dimension to the main dimension set of this invocation's documents.
+    ///
+    /// An empty name or value is skipped with a warning (CloudWatch would drop the whole
+    /// document's dimensions); a new value for an existing dimension replaces it with a warning.
+    ///
+    /// # Errors
+    /// An invalid name or value, a 30th user dimension, or a name already used by a metric or
+    /// metadata.
+    pub fn add_dimension(&self, name: &str, value: &str) -> Result<(), Error> {
+        if validate::dimension(name, value)? == DimensionCheck::Skip {
+            warn_skipped_dimension(name);
+            return Ok(());
+        }
+        let mut state = self.lock();
+        state.check_free_for_dimension(name)?;
+        let in_main_set = state.dimension_sets[0].iter().any(|n| n == name);
+        if !in_main_set {
+            if state.dimension_sets[0].len() > MAX_DIMENSIONS {
+                return Err(Error::TooManyDimensions {
+                    limit: MAX_DIMENSIONS,
+                });
+            }
+            state.dimension_sets[0].push(name.to_owned());
+        }
+        state.set_dimension_value(name, value);
+        Ok(())
+    }
+
+    /// Adds another dimension set: the default dimensions (with `service`) plus `dimensions`,
+    /// so that the same metrics are also aggregated by this combination.
+    ///
+    /// ```
+    /// # use powertools_metrics::{MemorySink, MetricsLayer, Unit};
+    /// # let sink = MemorySink::new();
+    /// # let layer = MetricsLayer::builder().namespace("Bakery").service("orders").sink(sink.clone()).build()?;
+    /// let metrics = layer.new_metrics();
+    /// metrics.add_dimension("location", "Lyon")?;
+    /// metrics.add_dimensions([("country", "FR"), ("channel", "web")])?;
+    /// metrics.add_metric("OrdersPlaced", 1.0, Unit::Count)?;
+    /// metrics.flush()?;
+    /// assert_eq!(
+    ///     sink.documents()[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+    ///     serde_json::json!([["service", "location"], ["service", "country", "channel"]])
+    /// );
+    /// # Ok::<(), powertools_metrics::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`add_dimension`](Self::add_dimension), for each dimension; nothing is added then.
+    pub fn add_dimensions<'a>(
+        &self,
+        dimensions: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), Error> {
+        let mut valid = Vec::new();
+        for (name, value) in dimensions {
+            if validate::dimension(name, value)? == DimensionCheck::Skip {
+                warn_skipped_dimension(name);
+            } else if !valid.iter().any(|(existing, _)| *existing == name) {
+                valid.push((name, value));
+            }
+        }
+        if valid.is_empty() {
+            return Ok(());
+        }
+        let mut state = self.lock();
+        let mut set: Vec<String> = self
+            .shared
+            .settings
+            .default_dimensions
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect();
+        for (name, _) in &valid {
+            state.check_free_for_dimension(name)?;
+            if !set.iter().any(|existing| existing == name) {
+                set.push((*name).to_owned());
+            }
+        }
+        if set.len() > MAX_DIMENSIONS + 1 {
+            return Err(Error::TooManyDimensions {
+                limit: MAX_DIMENSIONS,
+            });
+        }
+        for (name, value) in valid {
+            state.set_dimension_value(name, value);
+        }
+        if !state.dimension_sets.contains(&set) {
+            state.dimension_sets.push(set);
+        }
+        Ok(())
+    }
+
+    /// Adds high-cardinality context (an order id, a customer id) to this invocation's
+    /// documents: searchable in CloudWatch Logs Insights, not a metric dimension, so it costs
+    /// nothing in CloudWatch Metrics. JSON types are kept.
+    ///
+    /// # Errors
+    /// [`Error::NameCollision`] when `key` is `_aws`, a metric or a dimension.
+    pub fn add_metadata(&self, key: &str, value: impl Into<Value>) -> Result<(), Error> {
+        if key == ENVELOPE_KEY {
+            return Err(collision(key, "the EMF envelope"));
+        }
+        let mut state = self.lock();
+        if state.is_metric(key) {
+            return Err(collision(key, "a metric"));
+        }
+        if state.dimension_value(key).is_some() {
+            return Err(collision(key, "a dimension"));
+        }
+        state.metadata.insert(key.to_owned(), value.into());
+        Ok(())
+    }
+
+    /// Sets the timestamp of this invocation's documents (by default, the time each is written).
+    ///
+    /// # Errors
+    /// [`Error::InvalidTimestamp`] more than 14 days in the past or 2 hours in the future, which
+    /// CloudWatch would drop.
+    pub fn set_timestamp(&self, timestamp: SystemTime) -> Result<(), Error> {
+        validate::timestamp(timestamp, SystemTime::now())?;
+        self.lock().timestamp = Some(timestamp);
+        Ok(())
+    }
+
+    /// Writes the documents, then clears metrics, dimensions (back to the defaults), metadata
+    /// and the timestamp. The layer calls it at the end of every invocation.
+    ///
+    /// With no metric since the last flush it writes nothing and warns, or returns
+    /// [`Error::EmptyMetrics`] if `raise_on_empty_metrics` is set.
+    ///
+    /// # Errors
+    /// [`Error::EmptyMetrics`], as above.
+    pub fn flush(&self) -> Result<(), Error> {
+        let mut state = self.lock();
+        let wrote_main = !state.metrics.is_empty();
+        self.write_main(&mut state);
+        let labelled = std::mem::take(&mut state.labelled);
+        for group in &labelled {
+            self.write_labelled(&state, group);
+        }
+        let wrote_any = state.wrote_since_flush || wrote_main || !labelled.is_empty();
+        *state = State::new(&self.shared.settings);
+        drop(state);
+        let settings = &self.shared.settings;
+        if wrote_any || settings.disabled {
+            return Ok(());
+        }
+        if settings.raise_on_empty_metrics {
+            return Err(Error::EmptyMetrics);
+        }
+        tracing::warn!(
+            "No application metrics to publish. The cold-start metric may be published if enabled. \
+             If application metrics should never be empty, consider using raise_on_empty_metrics"
+        );
+        Ok(())
+    }
+
+    /// Writes the cold-start document: `ColdStart` = 1 (Count), with the dimensions `service`,
+    /// the default dimensions and `function_name`.
+    pub(crate) fn write_cold_start(&self, context_function_name: &str) {
+        let settings = &self.shared.settings;
+        if settings.disabled {
+            return;
+        }
+        let function_name = settings
+            .function_name
+            .as_deref()
+            .unwrap_or(context_function_name);
+        let mut dimensions = settings.default_dimensions.clone();
+        if !function_name.is_empty() {
+            dimensions.retain(|(name, _)| name != "function_name");
+            dimensions.push(("function_name".to_owned(), function_name.to_owned()));
+        }
+        let set = [dimensions.iter().map(|(name, _)| name.clone()).collect()];
+        let mut table = MetricTable::default();
+        table.insert(
+            "ColdStart",
+            Unit::Count,
+            Resolution::Standard,
+            1.0,
+            Combine::Append,
+        );
+        let line = Document {
+            timestamp_ms: epoch_ms(SystemTime::now()),
+            namespace: &settings.namespace,
+            dimension_sets: &set,
+            dimensions: &dimensions,
+            metadata: &Map::new(),
+            metrics: table.metrics(),
+        }
+        .to_line();
+        settings.sink.write_document(&line);
+    }
+
+    /// Adds a value from the `metrics` facade: labels make a document of their own, so that they
+    /// never leak into the invocation's other metrics.
+    #[cfg_attr(not(feature = "recorder"), allow(dead_code))]
+    pub(crate) fn record_facade(
+        &self,
+        name: &str,
+        labels: &[(String, String)],
+        unit: Unit,
+        value: f64,
+        combine: Combine,
+    ) -> Result<(), Error> {
+        validate::metric_name(name)?;
+        validate::value(name, value)?;
+        let mut state = self.lock();
+        if labels.is_empty() {
+            if state.dimension_value(name).is_some() {
+                return Err(collision(name, "a dimension"));
+            }
+            if state.metadata.contains_key(name) {
+                return Err(collision(name, "metadata"));
+            }
+            if state
+                .metrics
+                .prepare(name, unit, Resolution::Standard, combine)?
+            {
+                self.write_main(&mut state);
+            }
+            state
+                .metrics
+                .insert(name, unit, Resolution::Standard, value, combine);
+            return Ok(());
+        }
+        let defaults = &self.shared.settings.default_dimensions;
+        if labels
+            .iter()
+            .chain(defaults)
+            .any(|(label, _)| label == name)
+        {
+            return Err(collision(name, "a dimension"));
+        }
+        let index = match state.labelled.iter().position(|g| g.labels == labels) {
+            Some(index) => index,
+            None => {
+                self.check_labels(labels)?;
+                state.labelled.push(Labelled {
+                    labels: labels.to_vec(),
+                    metrics: MetricTable::default(),
+                });
+                state.labelled.len() - 1
+            }
+        };
+        let needs_room =
+            state.labelled[index]
+                .metrics
+                .prepare(name, unit, Resolution::Standard, combine)?;
+        if needs_room {
+            let group = std::mem::take(&mut state.labelled[index].metrics);
+            let labels = state.labelled[index].labels.clone();
+            self.write_labelled(
+                &state,
+                &Labelled {
+                    labels,
+                    metrics: group,
+                },
+            );
+            state.wrote_since_flush = true;
+        }
+        state.labelled[index]
+            .metrics
+            .insert(name, unit, Resolution::Standard, value, combine);
+        Ok(())
+    }
+
+    fn check_labels(&self, labels: &[(String, String)]) -> Result<(), Error> {
+        for (name, value) in labels {
+            if validate::dimension(name, value)? == DimensionCheck::Skip {
+                return Err(Error::InvalidDimension {
+                    name: name.clone(),
+                    reason: "a label of a `metrics` facade metric is empty",
+                });
+            }
+        }
+        let defaults = &self.shared.settings.default_dimensions;
+        let extra = labels
+            .iter()
+            .filter(|(name, _)| !defaults.iter().any(|(default, _)| default == name))
+            .count();
+        if defaults.len() + extra > MAX_DIMENSIONS + 1 {
+            return Err(Error::TooManyDimensions {
+                limit: MAX_DIMENSIONS,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the main document if it has metrics, and clears its metrics (dimensions and
+    /// metadata stay for the rest of the invocation).
+    fn write_main(&self, state: &mut State) {
+        if state.metrics.is_empty() {
+            return;
+        }
+        let settings = &self.shared.settings;
+        if !settings.disabled {
+            let line = Document {
+                timestamp_ms: epoch_ms(state.timestamp.unwrap_or_else(SystemTime::now)),
+                namespace: &settings.namespace,
+                dimension_sets: &state.dimension_sets,
+                dimensions: &state.dimensions,
+                metadata: &state.metadata,
+                metrics: state.metrics.metrics(),
+            }
+            .to_line();
+            settings.sink.write_document(&line);
+        }
+        state.metrics.clear();
+        state.wrote_since_flush = true;
+    }
+
+    fn write_labelled(&self, state: &State, group: &Labelled) {
+        let settings = &self.shared.settings;
+        if settings.disabled || group.metrics.is_empty() {
+            return;
+        }
+        let mut dimensions = settings.default_dimensions.clone();
+        for (name, value) in &group.labels {
+            match dimensions.iter_mut().find(|(existing, _)| existing == name) {
+                Some((_, existing)) => existing.clone_from(value),
+                None => dimensions.push((name.clone(), value.clone())),
+            }
+        }
+        let set = [dimensions.iter().map(|(name, _)| name.clone()).collect()];
+        let metadata: Map<String, Value> = state
+            .metadata
+            .iter()
+            .filter(|(key, _)| {
+                !dimensions.iter().any(|(name, _)| name == *key) && !group.metrics.contains(key)
+            })
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        let line = Document {
+            timestamp_ms: epoch_ms(state.timestamp.unwrap_or_else(SystemTime::now)),
+            namespace: &settings.namespace,
+            dimension_sets: &set,
+            dimensions: &dimensions,
+            metadata: &metadata,
+            metrics: group.metrics.metrics(),
+        }
+        .to_line();
+        settings.sink.write_document(&line);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic in a handler cannot happen while the lock is held (no user code runs under
+        // it), and the state stays consistent between statements; recover rather than panic.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn warn_skipped_dimension(name: &str) {
+    tracing::warn!(
+        dimension = name,
+        "The dimension was not added: its name or value is empty, and CloudWatch would drop \
+         every dimension of the document"
+    );
+}
+
+fn epoch_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

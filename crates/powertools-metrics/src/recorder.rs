@@ -1,0 +1,216 @@
+//! A recorder for the `metrics` crate facade that writes into the current invocation's document.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use metrics::{
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata,
+    SharedString,
+};
+
+use crate::document::Combine;
+use crate::{Error, Metrics, Unit};
+
+/// Sends `counter!`, `gauge!` and `histogram!` from the [`metrics`] facade to the EMF document of
+/// the invocation that records them, so libraries instrumented with `metrics` show up in
+/// CloudWatch beside the handler's own metrics.
+///
+/// Unlike a process-wide collector, concurrent invocations never mix: each value goes to the
+/// document of the invocation whose task records it (see [`Metrics::current`]). Within one
+/// document:
+///
+/// - a counter is the sum of its increments in the invocation (`Count`);
+/// - a gauge is its last value (`None` unit unless described);
+/// - a histogram keeps every sample (up to 100 per document, then a new document);
+/// - labels become dimensions, in a document of their own per label set, so that they never
+///   change the dimensions of the invocation's other metrics;
+/// - units given with `describe_*!` are mapped to CloudWatch units (`Kibibytes` → `Kilobytes`,
+///   …; `Nanoseconds` has no CloudWatch unit and is written as `None`).
+///
+/// A value recorded outside any invocation, or one CloudWatch would refuse, is not written; a
+/// warning says why.
+///
+/// ```
+/// use lambda_runtime::{LambdaEvent, service_fn, tower::{Layer, ServiceExt}};
+/// use powertools_core::testing::TestContext;
+/// use powertools_metrics::{EmfRecorder, MemorySink, MetricsLayer};
+/// use serde_json::{Value, json};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), lambda_runtime::Error> {
+/// EmfRecorder::new().install()?; // once, at init
+///
+/// let sink = MemorySink::new();
+/// let layer = MetricsLayer::builder().namespace("Bakery").service("orders").sink(sink.clone()).build()?;
+/// let handler = layer.layer(service_fn(|_event: LambdaEvent<Value>| async {
+///     metrics::counter!("CacheMisses").increment(2);
+///     metrics::counter!("CacheMisses").increment(1);
+///     Ok::<_, lambda_runtime::Error>(())
+/// }));
+/// handler.oneshot(TestContext::new().event(json!({}))).await?;
+/// assert_eq!(sink.documents()[0]["CacheMisses"], 3.0);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Default)]
+pub struct EmfRecorder {
+    units: RwLock<HashMap<String, Unit>>,
+}
+
+impl EmfRecorder {
+    /// A recorder without described units.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes this the `metrics` facade's global recorder.
+    ///
+    /// # Errors
+    /// [`Error::RecorderAlreadyInstalled`] if a global recorder is already set.
+    pub fn install(self) -> Result<(), Error> {
+        metrics::set_global_recorder(self).map_err(|_| Error::RecorderAlreadyInstalled)
+    }
+
+    fn describe(&self, key: KeyName, unit: Option<metrics::Unit>) {
+        if let Some(unit) = unit {
+            self.units
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(key.as_str().to_owned(), cloudwatch_unit(unit));
+        }
+    }
+
+    fn handle(&self, key: &Key, default_unit: Unit) -> Arc<FacadeMetric> {
+        let unit = self
+            .units
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key.name())
+            .copied()
+            .unwrap_or(default_unit);
+        Arc::new(FacadeMetric {
+            name: key.name().to_owned(),
+            labels: key
+                .labels()
+                .map(|label| (label.key().to_owned(), label.value().to_owned()))
+                .collect(),
+            unit,
+        })
+    }
+}
+
+impl metrics::Recorder for EmfRecorder {
+    fn describe_counter(&self, key: KeyName, unit: Option<metrics::Unit>, _: SharedString) {
+        self.describe(key, unit);
+    }
+
+    fn describe_gauge(&self, key: KeyName, unit: Option<metrics::Unit>, _: SharedString) {
+        self.describe(key, unit);
+    }
+
+    fn describe_histogram(&self, key: KeyName, unit: Option<metrics::Unit>, _: SharedString) {
+        self.describe(key, unit);
+    }
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::from_arc(self.handle(key, Unit::Count))
+    }
+
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(self.handle(key, Unit::None))
+    }
+
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::from_arc(self.handle(key, Unit::None))
+    }
+}
+
+/// A facade metric handle: it holds no value, it finds the current invocation's document each
+/// time it records (a handle may outlive the invocation that registered it).
+#[derive(Debug)]
+struct FacadeMetric {
+    name: String,
+    labels: Vec<(String, String)>,
+    unit: Unit,
+}
+
+impl FacadeMetric {
+    fn record(&self, value: f64, combine: Combine) {
+        let recorded = Metrics::with_current(|metrics| {
+            metrics.record_facade(&self.name, &self.labels, self.unit, value, combine)
+        });
+        match recorded {
+            Some(Ok(())) => {}
+            Some(Err(error)) => {
+                tracing::warn!(metric = %self.name, %error, "a `metrics` facade value was not recorded");
+            }
+            None => warn_outside_invocation(&self.name),
+        }
+    }
+}
+
+fn warn_outside_invocation(name: &str) {
+    // Once per process: a library recording at init time would otherwise warn on every call.
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            metric = name,
+            "a `metrics` facade value was recorded outside an invocation wrapped by MetricsLayer \
+             and was not written (this warning is shown once)"
+        );
+    }
+}
+
+impl CounterFn for FacadeMetric {
+    fn increment(&self, value: u64) {
+        self.record(value as f64, Combine::Accumulate);
+    }
+
+    fn absolute(&self, value: u64) {
+        self.record(value as f64, Combine::Replace);
+    }
+}
+
+impl GaugeFn for FacadeMetric {
+    fn increment(&self, value: f64) {
+        self.record(value, Combine::Accumulate);
+    }
+
+    fn decrement(&self, value: f64) {
+        self.record(-value, Combine::Accumulate);
+    }
+
+    fn set(&self, value: f64) {
+        self.record(value, Combine::Replace);
+    }
+}
+
+impl HistogramFn for FacadeMetric {
+    fn record(&self, value: f64) {
+        FacadeMetric::record(self, value, Combine::Append);
+    }
+}
+
+fn cloudwatch_unit(unit: metrics::Unit) -> Unit {
+    use metrics::Unit as M;
+    match unit {
+        M::Count => Unit::Count,
+        M::Percent => Unit::Percent,
+        M::Seconds => Unit::Seconds,
+        M::Milliseconds => Unit::Milliseconds,
+        M::Microseconds => Unit::Microseconds,
+        M::Tebibytes => Unit::Terabytes,
+        M::Gibibytes => Unit::Gigabytes,
+        M::Mebibytes => Unit::Megabytes,
+        M::Kibibytes => Unit::Kilobytes,
+        M::Bytes => Unit::Bytes,
+        M::TerabitsPerSecond => Unit::TerabitsPerSecond,
+        M::GigabitsPerSecond => Unit::GigabitsPerSecond,
+        M::MegabitsPerSecond => Unit::MegabitsPerSecond,
+        M::KilobitsPerSecond => Unit::KilobitsPerSecond,
+        M::BitsPerSecond => Unit::BitsPerSecond,
+        M::CountPerSecond => Unit::CountPerSecond,
+        M::Nanoseconds => Unit::None,
+    }
+}

@@ -1,0 +1,82 @@
+//! Where EMF documents go: stdout in a function, memory in tests and demos.
+
+use std::fmt;
+use std::io::Write;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde_json::Value;
+
+/// Receives each EMF document as one line of JSON (without the trailing newline).
+///
+/// Lambda sends a function's stdout to CloudWatch Logs, which extracts the metrics, so
+/// [`Stdout`] is the sink of a deployed function. [`MemorySink`] keeps the documents for tests
+/// and offline demos.
+pub trait Sink: fmt::Debug + Send + Sync + 'static {
+    /// Writes one document.
+    fn write_document(&self, line: &str);
+}
+
+/// Writes each document to stdout as one line, in one write, so that lines from concurrent
+/// invocations never interleave.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stdout;
+
+impl Sink for Stdout {
+    fn write_document(&self, line: &str) {
+        let mut text = String::with_capacity(line.len() + 1);
+        text.push_str(line);
+        text.push('\n');
+        // Nothing useful can be done if stdout is gone: the Lambda runtime would be gone too.
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    }
+}
+
+/// Keeps documents in memory, for tests and the offline demo (not for deployed functions:
+/// CloudWatch never sees them). Clones share the same documents.
+///
+/// ```
+/// use powertools_metrics::{MemorySink, Sink};
+/// let sink = MemorySink::new();
+/// sink.write_document(r#"{"_aws":{}}"#);
+/// assert_eq!(sink.lines(), [r#"{"_aws":{}}"#]);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MemorySink {
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl MemorySink {
+    /// An empty sink.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The documents written so far, as lines.
+    pub fn lines(&self) -> Vec<String> {
+        self.lock().clone()
+    }
+
+    /// The documents written so far, parsed.
+    pub fn documents(&self) -> Vec<Value> {
+        self.lock()
+            .iter()
+            .map(|line| serde_json::from_str(line).unwrap_or(Value::Null))
+            .collect()
+    }
+
+    /// Removes and returns the documents written so far.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        // Every critical section is one push or one copy: a panic cannot leave it half done.
+        self.lines.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Sink for MemorySink {
+    fn write_document(&self, line: &str) {
+        self.lock().push(line.to_owned());
+    }
+}

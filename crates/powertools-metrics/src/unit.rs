@@ -1,0 +1,176 @@
+//! CloudWatch units and storage resolutions.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::Error;
+
+macro_rules! units {
+    ($($(#[$doc:meta])* $variant:ident => $wire:literal,)*) => {
+        /// A CloudWatch metric unit: the 27 values of CloudWatch's `StandardUnit`, [`Unit::None`]
+        /// (a value without a unit) among them.
+        ///
+        /// Parses from and displays as the CloudWatch spelling (`"Bytes/Second"`), as Powertools
+        /// for Python and TypeScript accept it.
+        ///
+        /// ```
+        /// use powertools_metrics::Unit;
+        /// assert_eq!("Bytes/Second".parse::<Unit>()?, Unit::BytesPerSecond);
+        /// assert_eq!(Unit::Milliseconds.as_str(), "Milliseconds");
+        /// assert!("Furlongs".parse::<Unit>().is_err());
+        /// # Ok::<(), powertools_metrics::Error>(())
+        /// ```
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum Unit {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Unit {
+            /// Every unit, in CloudWatch's order.
+            pub const ALL: &'static [Unit] = &[$(Unit::$variant,)*];
+
+            /// The CloudWatch spelling.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Unit::$variant => $wire,)*
+                }
+            }
+        }
+
+        impl FromStr for Unit {
+            type Err = Error;
+
+            fn from_str(text: &str) -> Result<Self, Error> {
+                match text {
+                    $($wire => Ok(Unit::$variant),)*
+                    _ => Err(Error::InvalidUnit { unit: text.to_owned() }),
+                }
+            }
+        }
+    };
+}
+
+units! {
+    /// `Seconds`
+    Seconds => "Seconds",
+    /// `Microseconds`
+    Microseconds => "Microseconds",
+    /// `Milliseconds`
+    Milliseconds => "Milliseconds",
+    /// `Bytes`
+    Bytes => "Bytes",
+    /// `Kilobytes`
+    Kilobytes => "Kilobytes",
+    /// `Megabytes`
+    Megabytes => "Megabytes",
+    /// `Gigabytes`
+    Gigabytes => "Gigabytes",
+    /// `Terabytes`
+    Terabytes => "Terabytes",
+    /// `Bits`
+    Bits => "Bits",
+    /// `Kilobits`
+    Kilobits => "Kilobits",
+    /// `Megabits`
+    Megabits => "Megabits",
+    /// `Gigabits`
+    Gigabits => "Gigabits",
+    /// `Terabits`
+    Terabits => "Terabits",
+    /// `Percent`
+    Percent => "Percent",
+    /// `Count`
+    Count => "Count",
+    /// `Bytes/Second`
+    BytesPerSecond => "Bytes/Second",
+    /// `Kilobytes/Second`
+    KilobytesPerSecond => "Kilobytes/Second",
+    /// `Megabytes/Second`
+    MegabytesPerSecond => "Megabytes/Second",
+    /// `Gigabytes/Second`
+    GigabytesPerSecond => "Gigabytes/Second",
+    /// `Terabytes/Second`
+    TerabytesPerSecond => "Terabytes/Second",
+    /// `Bits/Second`
+    BitsPerSecond => "Bits/Second",
+    /// `Kilobits/Second`
+    KilobitsPerSecond => "Kilobits/Second",
+    /// `Megabits/Second`
+    MegabitsPerSecond => "Megabits/Second",
+    /// `Gigabits/Second`
+    GigabitsPerSecond => "Gigabits/Second",
+    /// `Terabits/Second`
+    TerabitsPerSecond => "Terabits/Second",
+    /// `Count/Second`
+    CountPerSecond => "Count/Second",
+    /// `None`: a value without a unit.
+    None => "None",
+}
+
+impl fmt::Display for Unit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How finely CloudWatch stores a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Resolution {
+    /// One-minute resolution (`60`), the default; not written to the document.
+    #[default]
+    Standard,
+    /// One-second resolution (`1`), priced higher; written as `"StorageResolution": 1`.
+    High,
+}
+
+impl Resolution {
+    /// The resolution in seconds, as EMF writes it.
+    pub const fn seconds(self) -> u8 {
+        match self {
+            Resolution::Standard => 60,
+            Resolution::High => 1,
+        }
+    }
+}
+
+impl TryFrom<u64> for Resolution {
+    type Error = Error;
+
+    /// `60` or `1`; anything else is [`Error::InvalidResolution`].
+    fn try_from(seconds: u64) -> Result<Self, Error> {
+        match seconds {
+            60 => Ok(Resolution::Standard),
+            1 => Ok(Resolution::High),
+            other => Err(Error::InvalidResolution { seconds: other }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_27_cloudwatch_standard_units_round_trip() {
+        // 26 units plus `None`, as CloudWatch's StandardUnit and Powertools' MetricUnit list them.
+        assert_eq!(Unit::ALL.len(), 27);
+        for unit in Unit::ALL {
+            assert_eq!(unit.as_str().parse::<Unit>().unwrap(), *unit);
+        }
+    }
+
+    #[test]
+    fn unknown_units_and_resolutions_are_typed_errors() {
+        assert!(matches!(
+            "Count/Minute".parse::<Unit>(),
+            Err(Error::InvalidUnit { unit }) if unit == "Count/Minute"
+        ));
+        assert_eq!(Resolution::try_from(1).unwrap(), Resolution::High);
+        assert_eq!(Resolution::try_from(60).unwrap(), Resolution::Standard);
+        assert!(matches!(
+            Resolution::try_from(5),
+            Err(Error::InvalidResolution { seconds: 5 })
+        ));
+    }
+}

@@ -1,0 +1,216 @@
+//! CloudWatch's rules, checked when a value is added so that no document is dropped later.
+
+use std::time::{Duration, SystemTime};
+
+use crate::Error;
+
+/// The most user dimensions in one dimension set: CloudWatch's 30 minus `service`.
+pub const MAX_DIMENSIONS: usize = 29;
+/// The most distinct metrics in one document; the 101st starts a new document.
+pub const MAX_METRICS: usize = 100;
+/// The most values of one metric in one document; the 101st starts a new document.
+pub const MAX_VALUES_PER_METRIC: usize = 100;
+
+const MAX_NAMESPACE_LEN: usize = 255;
+const MAX_METRIC_NAME_LEN: usize = 255;
+const MAX_DIMENSION_NAME_LEN: usize = 250;
+const MAX_DIMENSION_VALUE_LEN: usize = 1024;
+const MAX_PAST: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+const MAX_FUTURE: Duration = Duration::from_secs(2 * 60 * 60);
+/// CloudWatch accepts values in -2^360..=2^360.
+const MAX_ABS_VALUE: f64 = 2.348_542_582_773_833_3e108;
+
+/// The key EMF reserves at the top level of a document.
+pub(crate) const ENVELOPE_KEY: &str = "_aws";
+
+pub(crate) fn namespace(namespace: &str) -> Result<(), Error> {
+    let invalid = |reason| {
+        Err(Error::InvalidNamespace {
+            namespace: namespace.to_owned(),
+            reason,
+        })
+    };
+    if namespace.is_empty() {
+        return invalid("it is empty");
+    }
+    if namespace.len() > MAX_NAMESPACE_LEN {
+        return invalid("it is longer than 255 characters");
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "._#:/-".contains(c);
+    if !namespace.chars().all(allowed) {
+        return invalid("only ASCII letters, digits and . _ # : / - are allowed");
+    }
+    Ok(())
+}
+
+pub(crate) fn metric_name(name: &str) -> Result<(), Error> {
+    let invalid = |reason| {
+        Err(Error::InvalidMetricName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if name.trim().is_empty() {
+        return invalid("it is empty or only whitespace");
+    }
+    if name.chars().count() > MAX_METRIC_NAME_LEN {
+        return invalid("it is longer than 255 characters");
+    }
+    if name.chars().any(char::is_control) {
+        return invalid("it contains control characters");
+    }
+    if name == ENVELOPE_KEY {
+        return Err(Error::NameCollision {
+            name: name.to_owned(),
+            used_as: "the EMF envelope",
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn value(name: &str, value: f64) -> Result<(), Error> {
+    let reason = if !value.is_finite() {
+        "CloudWatch does not accept NaN or infinities"
+    } else if value.abs() > MAX_ABS_VALUE {
+        "CloudWatch accepts values between -2^360 and 2^360"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidValue {
+        name: name.to_owned(),
+        value,
+        reason,
+    })
+}
+
+/// What to do with a dimension.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum DimensionCheck {
+    Valid,
+    /// An empty name or value: Powertools warns and skips it, because CloudWatch drops every
+    /// dimension of a document with one empty value (Powertools for Python #5526).
+    Skip,
+}
+
+pub(crate) fn dimension(name: &str, value: &str) -> Result<DimensionCheck, Error> {
+    if name.trim().is_empty() || value.trim().is_empty() {
+        return Ok(DimensionCheck::Skip);
+    }
+    let invalid = |reason| {
+        Err(Error::InvalidDimension {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    let printable_ascii = |text: &str| text.bytes().all(|b| (0x20..0x7f).contains(&b));
+    if name.len() > MAX_DIMENSION_NAME_LEN {
+        return invalid("the name is longer than 250 characters");
+    }
+    if !printable_ascii(name) {
+        return invalid("the name must be printable ASCII");
+    }
+    if name.starts_with(':') {
+        return invalid("the name must not start with a colon");
+    }
+    if name == ENVELOPE_KEY {
+        return Err(Error::NameCollision {
+            name: name.to_owned(),
+            used_as: "the EMF envelope",
+        });
+    }
+    if value.len() > MAX_DIMENSION_VALUE_LEN {
+        return invalid("the value is longer than 1024 characters");
+    }
+    if !printable_ascii(value) {
+        return invalid("the value must be printable ASCII");
+    }
+    Ok(DimensionCheck::Valid)
+}
+
+pub(crate) fn timestamp(timestamp: SystemTime, now: SystemTime) -> Result<(), Error> {
+    let reason = match timestamp.duration_since(now) {
+        Ok(ahead) if ahead > MAX_FUTURE => "it is more than 2 hours in the future",
+        Ok(_) => return Ok(()),
+        Err(behind) if behind.duration() > MAX_PAST => "it is more than 14 days in the past",
+        Err(_) => return Ok(()),
+    };
+    Err(Error::InvalidTimestamp { reason })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_follow_cloudwatch_rules() {
+        namespace("Bakery/Orders-API_v2.0#eu:1").unwrap();
+        for bad in ["", "has space", "émoji", &"n".repeat(256)] {
+            assert!(
+                matches!(namespace(bad), Err(Error::InvalidNamespace { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn metric_names_must_be_visible_short_and_not_the_envelope() {
+        metric_name("OrdersPlaced").unwrap();
+        metric_name("Latency p99 (ms)").unwrap();
+        metric_name(&"n".repeat(255)).unwrap();
+        for bad in ["", "   ", "line\nbreak", &"n".repeat(256)] {
+            assert!(
+                matches!(metric_name(bad), Err(Error::InvalidMetricName { .. })),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            metric_name("_aws"),
+            Err(Error::NameCollision { .. })
+        ));
+    }
+
+    #[test]
+    fn values_must_be_finite_and_within_cloudwatch_range() {
+        for good in [0.0, -1.5, 1e100, -1e100, f64::MIN_POSITIVE] {
+            value("m", good).unwrap();
+        }
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e109, -1e109] {
+            assert!(
+                matches!(value("m", bad), Err(Error::InvalidValue { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_dimensions_are_skipped_and_bad_ones_refused() {
+        assert_eq!(
+            dimension("location", "Lyon").unwrap(),
+            DimensionCheck::Valid
+        );
+        assert_eq!(dimension("location", "").unwrap(), DimensionCheck::Skip);
+        assert_eq!(dimension(" ", "Lyon").unwrap(), DimensionCheck::Skip);
+        for (name, value) in [
+            (":location", "Lyon"),
+            ("location", "Zürich"),
+            ("loca\ttion", "Lyon"),
+            (&"n".repeat(251) as &str, "Lyon"),
+            ("location", &"v".repeat(1025)),
+        ] {
+            assert!(
+                matches!(dimension(name, value), Err(Error::InvalidDimension { .. })),
+                "{name:?}={value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn timestamps_stay_within_14_days_past_and_2_hours_future() {
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        timestamp(now - 13 * day, now).unwrap();
+        timestamp(now + Duration::from_secs(3600), now).unwrap();
+        assert!(timestamp(now - 15 * day, now).is_err());
+        assert!(timestamp(now + Duration::from_secs(3 * 3600), now).is_err());
+    }
+}
