@@ -25,7 +25,7 @@ use crate::{Error, Metrics, Unit};
 /// - a histogram keeps every sample (up to 100 per document, then a new document);
 /// - labels become dimensions, in a document of their own per label set, so that they never
 ///   change the dimensions of the invocation's other metrics;
-/// - units given with `describe_*!` are mapped to CloudWatch units (`Kibibytes` → `Kilobytes`,
+/// - units given with `describe_*!` (after [`install`](Self::install)) are mapped to CloudWatch units (`Kibibytes` → `Kilobytes`,
 ///   …; `Nanoseconds` has no CloudWatch unit and is written as `None`).
 ///
 /// A value recorded outside any invocation, or one CloudWatch would refuse, is not written; a

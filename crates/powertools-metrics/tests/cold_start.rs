@@ -1,0 +1,86 @@
+//! The cold-start document, in a test binary of its own: the cold start is once per process.
+
+mod support;
+
+use lambda_runtime::tower::{Layer, ServiceExt};
+use lambda_runtime::{LambdaEvent, service_fn};
+use powertools_core::env::Env;
+use powertools_core::testing::TestContext;
+use powertools_metrics::{MemorySink, Unit};
+use serde_json::{Value, json};
+use support::{builder, dimension_sets, valid_documents};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_cold_start_document_for_twenty_concurrent_first_invocations() {
+    let sink = MemorySink::new();
+    let layer = builder(&sink)
+        .default_dimension("environment", "prod")
+        .capture_cold_start_metric(true)
+        .env(Env::from_pairs([(
+            "POWERTOOLS_METRICS_FUNCTION_NAME",
+            "orders-api",
+        )]))
+        .build()
+        .unwrap();
+    let service = layer.layer(service_fn(|event: LambdaEvent<Value>| async move {
+        if event.payload["fail"] == true {
+            return Err::<Value, lambda_runtime::Error>("failed".into());
+        }
+        powertools_metrics::add_metric("Orders", 1.0, Unit::Count)?;
+        Ok(Value::Null)
+    }));
+
+    let calls = (0..20).map(|index| {
+        let context = TestContext::new().with_function_name("orders-api-Xy12AbC");
+        let service = service.clone();
+        tokio::spawn(service.oneshot(context.event(json!({"fail": index % 2 == 0}))))
+    });
+    let outcomes = futures_util::future::join_all(calls).await;
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| o.as_ref().unwrap().is_err())
+            .count(),
+        10
+    );
+
+    let documents = valid_documents(&sink);
+    let cold: Vec<_> = documents
+        .iter()
+        .filter(|d| d.get("ColdStart").is_some())
+        .collect();
+    assert_eq!(cold.len(), 1, "exactly one cold start");
+    let cold = cold[0];
+    assert_eq!(cold["ColdStart"], 1.0);
+    assert_eq!(
+        cold["_aws"]["CloudWatchMetrics"][0]["Metrics"],
+        json!([{"Name": "ColdStart", "Unit": "Count"}])
+    );
+    assert_eq!(
+        dimension_sets(cold),
+        json!([["service", "environment", "function_name"]])
+    );
+    assert_eq!(
+        cold["function_name"], "orders-api",
+        "POWERTOOLS_METRICS_FUNCTION_NAME wins over the context's name"
+    );
+    assert!(
+        documents
+            .iter()
+            .all(|d| d.get("ColdStart").is_none() || d.get("Orders").is_none()),
+        "the cold start has a document of its own"
+    );
+    assert!(
+        documents
+            .iter()
+            .all(|d| d.get("Orders").is_none() || d.get("function_name").is_none()),
+        "function_name never splits the application's series"
+    );
+    assert_eq!(
+        documents
+            .iter()
+            .filter(|d| d.get("Orders").is_some())
+            .count(),
+        10
+    );
+}

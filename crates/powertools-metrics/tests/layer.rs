@@ -1,0 +1,536 @@
+//! `MetricsLayer` end to end over `lambda_runtime` services: every document is checked against
+//! the EMF specification (tests/support).
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::FutureExt;
+use lambda_runtime::tower::{Layer, ServiceExt};
+use lambda_runtime::{LambdaEvent, service_fn};
+use powertools_core::env::Env;
+use powertools_core::testing::TestContext;
+use powertools_metrics::{Error, MemorySink, Metrics, MetricsLayer, Resolution, Unit};
+use serde_json::{Value, json};
+use support::{builder, dimension_sets, metric_names, valid_documents};
+
+type HandlerResult = Result<Value, lambda_runtime::Error>;
+
+/// Runs `handler` once behind `layer` and returns what it returned.
+async fn invoke<F, Fut>(layer: &MetricsLayer, handler: F) -> HandlerResult
+where
+    F: Fn(LambdaEvent<Value>) -> Fut + Send + 'static,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    layer
+        .layer(service_fn(handler))
+        .oneshot(TestContext::new().event(json!({})))
+        .await
+}
+
+async fn add_metrics(count: usize) -> HandlerResult {
+    powertools_metrics::add_dimension("location", "Lyon")?;
+    powertools_metrics::add_metadata("order_id", "o-1")?;
+    for index in 0..count {
+        powertools_metrics::add_metric(&format!("Metric{index}"), index as f64, Unit::Count)?;
+    }
+    Ok(Value::Null)
+}
+
+#[tokio::test]
+async fn up_to_100_metrics_share_a_document_and_the_101st_starts_another() {
+    for (count, expected) in [(99, vec![99]), (100, vec![100]), (101, vec![100, 1])] {
+        let sink = MemorySink::new();
+        let layer = builder(&sink).build().unwrap();
+        invoke(&layer, move |_| add_metrics(count)).await.unwrap();
+
+        let documents = valid_documents(&sink);
+        let sizes: Vec<usize> = documents.iter().map(|d| metric_names(d).len()).collect();
+        assert_eq!(sizes, expected, "{count} metrics");
+        for document in &documents {
+            assert_eq!(document["location"], "Lyon", "dimensions carry over");
+            assert_eq!(document["order_id"], "o-1", "metadata carries over");
+        }
+        let written: f64 = documents
+            .iter()
+            .flat_map(|d| metric_names(d).into_iter().map(|n| d[&n].as_f64().unwrap()))
+            .sum();
+        assert_eq!(
+            written,
+            (0..count).map(|i| i as f64).sum::<f64>(),
+            "nothing lost"
+        );
+    }
+}
+
+#[tokio::test]
+async fn up_to_100_values_share_a_document_and_the_101st_starts_another() {
+    for (count, expected) in [(100, vec![100]), (101, vec![100, 1])] {
+        let sink = MemorySink::new();
+        let layer = builder(&sink).build().unwrap();
+        invoke(&layer, move |_| async move {
+            for value in 0..count {
+                powertools_metrics::add_metric("Latency", value as f64, Unit::Milliseconds)?;
+            }
+            Ok(Value::Null)
+        })
+        .await
+        .unwrap();
+
+        let documents = valid_documents(&sink);
+        let sizes: Vec<usize> = documents
+            .iter()
+            .map(|d| match &d["Latency"] {
+                Value::Array(values) => values.len(),
+                _ => 1,
+            })
+            .collect();
+        assert_eq!(sizes, expected, "{count} values");
+    }
+}
+
+#[tokio::test]
+async fn twenty_nine_dimensions_plus_service_are_accepted_and_the_thirtieth_refused() {
+    let sink = MemorySink::new();
+    let layer = builder(&sink).build().unwrap();
+    let outcome = invoke(&layer, |_| async {
+        for index in 0..29 {
+            powertools_metrics::add_dimension(&format!("d{index}"), "v")?;
+        }
+        let thirtieth = powertools_metrics::add_dimension("d29", "v").unwrap_err();
+        assert!(matches!(thirtieth, Error::TooManyDimensions { limit: 29 }));
+        assert_eq!(thirtieth.error_type(), "SchemaValidationError");
+        // Overwriting an existing dimension is not a new one.
+        powertools_metrics::add_dimension("d0", "w")?;
+        powertools_metrics::add_metric("Orders", 1.0, Unit::Count)?;
+        Ok(Value::Null)
+    })
+    .await;
+    outcome.unwrap();
+
+    let documents = valid_documents(&sink);
+    assert_eq!(documents.len(), 1);
+    let set = dimension_sets(&documents[0]);
+    assert_eq!(set[0].as_array().unwrap().len(), 30);
+    assert_eq!(set[0][0], "service");
+    assert_eq!(documents[0]["d0"], "w");
+    assert!(documents[0].get("d29").is_none());
+}
+
+#[tokio::test]
+async fn a_dimension_set_of_more_than_29_dimensions_is_refused_whole() {
+    let sink = MemorySink::new();
+    let layer = builder(&sink).build().unwrap();
+    invoke(&layer, |_| async {
+        let names: Vec<String> = (0..30).map(|index| format!("d{index}")).collect();
+        let set: Vec<(&str, &str)> = names.iter().map(|name| (name.as_str(), "v")).collect();
+        let error = powertools_metrics::add_dimensions(set[..30].iter().copied()).unwrap_err();
+        assert!(matches!(error, Error::TooManyDimensions { .. }));
+        powertools_metrics::add_dimensions(set[..29].iter().copied())?;
+        powertools_metrics::add_metric("Orders", 1.0, Unit::Count)?;
+        Ok(Value::Null)
+    })
+    .await
+    .unwrap();
+    let documents = valid_documents(&sink);
+    let sets = dimension_sets(&documents[0]);
+    assert_eq!(sets.as_array().unwrap().len(), 2);
+    assert_eq!(sets[1].as_array().unwrap().len(), 30);
+    assert!(
+        documents[0].get("d29").is_none(),
+        "the refused set added nothing"
+    );
+}
+
+#[tokio::test]
+async fn the_document_is_written_when_the_handler_fails() {
+    let sink = MemorySink::new();
+    let layer = builder(&sink).build().unwrap();
+    let error = invoke(&layer, |_| async {
+        powertools_metrics::add_metric("PaymentAttempts", 1.0, Unit::Count)?;
+        Err::<Value, _>("card declined".into())
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "card declined",
+        "the handler's error is unchanged"
+    );
+    let documents = valid_documents(&sink);
+    assert_eq!(documents.len(), 1);
+    assert_eq!(documents[0]["PaymentAttempts"], 1.0);
+}
+
+#[tokio::test]
+async fn the_document_is_written_when_the_handler_panics_and_the_panic_goes_on() {
+    let sink = MemorySink::new();
+    let layer = builder(&sink).build().unwrap();
+    let outcome = std::panic::AssertUnwindSafe(invoke(&layer, |_| async {
+        powertools_metrics::add_metric("PaymentAttempts", 1.0, Unit::Count)?;
+        nested_work_that_panics().await
+    }))
+    .catch_unwind()
+    .await;
+    let panic = outcome.expect_err("the panic reaches the runtime, which reports it");
+    assert_eq!(panic.downcast_ref::<&str>(), Some(&"provider exploded"));
+    let documents = valid_documents(&sink);
+    assert_eq!(documents.len(), 1);
+    assert_eq!(documents[0]["PaymentAttempts"], 1.0);
+    assert_eq!(
+        documents[0]["Partial"], 2.0,
+        "metrics added just before the panic are kept"
+    );
+}
+
+async fn nested_work_that_panics() -> HandlerResult {
+    tokio::task::yield_now().await;
+    powertools_metrics::add_metric("Partial", 2.0, Unit::Count)?;
+    panic!("provider exploded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_invocations_never_mix_metrics_dimensions_or_metadata() {
+    let sink = MemorySink::new();
+    let layer = builder(&sink).build().unwrap();
+    let service = layer.layer(service_fn(|event: LambdaEvent<Value>| async move {
+        let shop = event.payload["shop"].as_u64().unwrap();
+        powertools_metrics::add_metadata("order_id", format!("o-{shop}"))?;
+        tokio::time::sleep(Duration::from_millis(shop % 7)).await;
+        powertools_metrics::add_dimension("location", &format!("shop-{shop}"))?;
+        record_value(shop).await?;
+        // A task the handler spawns carries the handle explicitly.
+        let metrics = Metrics::current().expect("inside the layer");
+        tokio::spawn(metrics.scope(async move {
+            tokio::task::yield_now().await;
+            powertools_metrics::add_metric("Spawned", shop as f64, Unit::Count)
+        }))
+        .await??;
+        Ok::<_, lambda_runtime::Error>(Value::Null)
+    }));
+
+    let calls = (0..50u64).map(|shop| {
+        let service = service.clone();
+        tokio::spawn(service.oneshot(TestContext::new().event(json!({"shop": shop}))))
+    });
+    for call in futures_util::future::join_all(calls).await {
+        call.unwrap().unwrap();
+    }
+
+    let documents = valid_documents(&sink);
+    assert_eq!(documents.len(), 50);
+    let mut shops: Vec<u64> = documents
+        .iter()
+        .map(|document| {
+            let shop = document["OrderValue"].as_f64().unwrap() as u64;
+            assert_eq!(document["location"], format!("shop-{shop}"));
+            assert_eq!(document["order_id"], format!("o-{shop}"));
+            assert_eq!(document["Spawned"], shop as f64);
+            assert_eq!(metric_names(document), ["OrderValue", "Spawned"]);
+            shop
+        })
+        .collect();
+    shops.sort_unstable();
+    assert_eq!(shops, (0..50).collect::<Vec<_>>());
+}
+
+async fn record_value(shop: u64) -> Result<(), Error> {
+    tokio::task::yield_now().await;
+    powertools_metrics::add_metric("OrderValue", shop as f64, Unit::None)
+}
+
+#[tokio::test]
+async fn an_empty_invocation_warns_by_default_and_fails_when_configured() {
+    let sink = MemorySink::new();
+    let lenient = builder(&sink).build().unwrap();
+    invoke(&lenient, |_| async { Ok(json!("ok")) })
+        .await
+        .unwrap();
+    assert!(sink.lines().is_empty(), "nothing to write");
+
+    let strict = builder(&sink).raise_on_empty_metrics(true).build().unwrap();
+    let error = invoke(&strict, |_| async { Ok(json!("ok")) })
+        .await
+        .unwrap_err();
+    let error = error.downcast_ref::<Error>().expect("a metrics error");
+    assert!(matches!(error, Error::EmptyMetrics));
+    assert!(sink.lines().is_empty());
+}
+
+#[tokio::test]
+async fn disabled_metrics_write_nothing_but_still_check_values() {
+    let cases = [
+        (vec![("POWERTOOLS_METRICS_DISABLED", "true")], true),
+        (vec![("POWERTOOLS_DEV", "true")], true),
+        (
+            vec![
+                ("POWERTOOLS_DEV", "true"),
+                ("POWERTOOLS_METRICS_DISABLED", "false"),
+            ],
+            false,
+        ),
+        (vec![], false),
+    ];
+    for (vars, disabled) in cases {
+        let sink = MemorySink::new();
+        let layer = builder(&sink)
+            .env(Env::from_pairs(vars.clone()))
+            .build()
+            .unwrap();
+        let outcome = invoke(&layer, |_| async {
+            let nan = powertools_metrics::add_metric("Bad", f64::NAN, Unit::Count).unwrap_err();
+            assert_eq!(nan.error_type(), "MetricValueError");
+            powertools_metrics::add_metric("Orders", 1.0, Unit::Count)?;
+            Ok(Value::Null)
+        })
+        .await;
+        outcome.unwrap();
+        assert_eq!(sink.lines().is_empty(), disabled, "{vars:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_namespace_is_required_from_code_or_the_environment() {
+    let sink = MemorySink::new();
+    let empty = Env::from_pairs::<_, String, String>([]);
+    let missing = MetricsLayer::builder()
+        .env(empty.clone())
+        .build()
+        .unwrap_err();
+    assert!(matches!(missing, Error::MissingNamespace));
+    assert_eq!(missing.error_type(), "SchemaValidationError");
+
+    let invalid = MetricsLayer::builder()
+        .namespace("has spaces")
+        .env(empty)
+        .build()
+        .unwrap_err();
+    assert!(matches!(invalid, Error::InvalidNamespace { .. }));
+
+    let from_env = MetricsLayer::builder()
+        .sink(sink.clone())
+        .env(Env::from_pairs([
+            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery/Env"),
+            ("POWERTOOLS_SERVICE_NAME", "payments"),
+        ]))
+        .build()
+        .unwrap();
+    invoke(&from_env, |_| async {
+        powertools_metrics::add_metric("Charges", 1.0, Unit::Count)?;
+        Ok(Value::Null)
+    })
+    .await
+    .unwrap();
+    let documents = valid_documents(&sink);
+    assert_eq!(
+        documents[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "Bakery/Env"
+    );
+    assert_eq!(documents[0]["service"], "payments");
+
+    let malformed = MetricsLayer::builder()
+        .namespace("Bakery")
+        .env(Env::from_pairs([("POWERTOOLS_METRICS_DISABLED", "maybe")]))
+        .build()
+        .unwrap_err();
+    assert!(matches!(malformed, Error::Config(_)), "{malformed}");
+    assert!(
+        malformed
+            .to_string()
+            .contains("POWERTOOLS_METRICS_DISABLED")
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_typed_errors_and_the_document_stays_valid() {
+    let sink = MemorySink::new();
+    let layer = builder(&sink)
+        .default_dimension("environment", "prod")
+        .default_dimension("empty", "")
+        .build()
+        .unwrap();
+    invoke(&layer, |_| async {
+        use powertools_metrics::{add_dimension, add_metadata, add_metric, set_timestamp};
+        add_metric("Orders", 1.0, Unit::Count)?;
+        let cases: Vec<(Error, &str)> = vec![
+            (
+                add_metric("Orders", 1.0, Unit::Seconds).unwrap_err(),
+                "MetricUnitError",
+            ),
+            (
+                powertools_metrics::add_metric_with_resolution(
+                    "Orders",
+                    1.0,
+                    Unit::Count,
+                    Resolution::High,
+                )
+                .unwrap_err(),
+                "MetricResolutionError",
+            ),
+            (
+                add_metric("Inf", f64::INFINITY, Unit::Count).unwrap_err(),
+                "MetricValueError",
+            ),
+            (
+                add_metric("", 1.0, Unit::Count).unwrap_err(),
+                "SchemaValidationError",
+            ),
+            (
+                add_metric("_aws", 1.0, Unit::Count).unwrap_err(),
+                "SchemaValidationError",
+            ),
+            (
+                add_metric("environment", 1.0, Unit::Count).unwrap_err(),
+                "SchemaValidationError",
+            ),
+            (
+                add_dimension("Orders", "x").unwrap_err(),
+                "SchemaValidationError",
+            ),
+            (
+                add_dimension(":colon", "x").unwrap_err(),
+                "SchemaValidationError",
+            ),
+            (
+                add_dimension("city", "Zürich").unwrap_err(),
+                "SchemaValidationError",
+            ),
+            (
+                add_metadata("Orders", "x").unwrap_err(),
+                "SchemaValidationError",
+            ),
+            (
+                add_metadata("environment", "x").unwrap_err(),
+                "SchemaValidationError",
+            ),
+            (
+                set_timestamp(SystemTime::now() - Duration::from_secs(15 * 86_400)).unwrap_err(),
+                "SchemaValidationError",
+            ),
+            (
+                set_timestamp(SystemTime::now() + Duration::from_secs(3 * 3600)).unwrap_err(),
+                "SchemaValidationError",
+            ),
+        ];
+        for (error, error_type) in cases {
+            assert_eq!(error.error_type(), error_type, "{error}");
+        }
+        // Skipped with a warning, not an error: CloudWatch would drop every dimension.
+        add_dimension("location", "")?;
+        add_dimension("", "Lyon")?;
+        add_metadata("customer", json!({"id": "c-7", "tier": 2}))?;
+        Ok(Value::Null)
+    })
+    .await
+    .unwrap();
+
+    let documents = valid_documents(&sink);
+    assert_eq!(documents.len(), 1);
+    let document = &documents[0];
+    assert_eq!(
+        dimension_sets(document),
+        json!([["service", "environment"]])
+    );
+    assert_eq!(metric_names(document), ["Orders"]);
+    assert_eq!(document["Orders"], 1.0);
+    assert_eq!(
+        document["customer"],
+        json!({"id": "c-7", "tier": 2}),
+        "JSON types kept"
+    );
+    assert!(document.get("location").is_none() && document.get("empty").is_none());
+}
+
+#[tokio::test]
+async fn resolution_timestamp_and_dimension_sets_are_written_as_the_specification_says() {
+    let sink = MemorySink::new();
+    let layer = builder(&sink).build().unwrap();
+    let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    invoke(&layer, move |_| async move {
+        powertools_metrics::set_timestamp(an_hour_ago)?;
+        powertools_metrics::add_dimension("location", "Lyon")?;
+        powertools_metrics::add_dimensions([("country", "FR")])?;
+        powertools_metrics::add_dimensions([("country", "FR")])?;
+        powertools_metrics::add_metric_with_resolution(
+            "Latency",
+            12.5,
+            Unit::Milliseconds,
+            Resolution::High,
+        )?;
+        powertools_metrics::add_metric("Orders", 1.0, Unit::Count)?;
+        Ok(Value::Null)
+    })
+    .await
+    .unwrap();
+
+    let document = &valid_documents(&sink)[0];
+    let expected_ms = an_hour_ago.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    assert_eq!(document["_aws"]["Timestamp"], expected_ms);
+    assert_eq!(
+        dimension_sets(document),
+        json!([["service", "location"], ["service", "country"]]),
+        "an identical set is added once"
+    );
+    assert_eq!(
+        document["_aws"]["CloudWatchMetrics"][0]["Metrics"],
+        json!([
+            {"Name": "Latency", "Unit": "Milliseconds", "StorageResolution": 1},
+            {"Name": "Orders", "Unit": "Count"}
+        ])
+    );
+}
+
+#[tokio::test]
+async fn outside_an_invocation_the_functions_say_so_and_a_manual_handle_works() {
+    let error = powertools_metrics::add_metric("Orders", 1.0, Unit::Count).unwrap_err();
+    assert!(matches!(error, Error::NoCurrentInvocation));
+    assert!(Metrics::current().is_none());
+
+    let sink = MemorySink::new();
+    let layer = builder(&sink).build().unwrap();
+    let metrics = layer.new_metrics();
+    metrics.add_metric("Warmups", 1.0, Unit::Count).unwrap();
+    metrics.flush().unwrap();
+    metrics.flush().unwrap();
+    let documents = valid_documents(&sink);
+    assert_eq!(documents.len(), 1, "a second flush has nothing to write");
+    assert_eq!(documents[0]["Warmups"], 1.0);
+}
+
+#[tokio::test]
+async fn each_invocation_starts_from_the_default_dimensions() {
+    let sink = MemorySink::new();
+    let layer = builder(&sink)
+        .default_dimension("environment", "prod")
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    for _ in 0..2 {
+        let calls = calls.clone();
+        invoke(&layer, move |_| {
+            let call = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if call == 0 {
+                    powertools_metrics::add_dimension("location", "Lyon")?;
+                    powertools_metrics::add_metadata("order_id", "o-1")?;
+                }
+                powertools_metrics::add_metric("Orders", 1.0, Unit::Count)?;
+                Ok(Value::Null)
+            }
+        })
+        .await
+        .unwrap();
+    }
+    let documents = valid_documents(&sink);
+    assert_eq!(
+        dimension_sets(&documents[0]),
+        json!([["service", "environment", "location"]])
+    );
+    assert_eq!(
+        dimension_sets(&documents[1]),
+        json!([["service", "environment"]])
+    );
+    assert!(documents[1].get("order_id").is_none());
+}

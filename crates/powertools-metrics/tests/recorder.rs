@@ -1,0 +1,139 @@
+//! The `metrics` facade recorder, in a test binary of its own: it is installed process-wide.
+
+mod support;
+
+use std::sync::Once;
+use std::time::Duration;
+
+use lambda_runtime::tower::{Layer, ServiceExt};
+use lambda_runtime::{LambdaEvent, service_fn};
+use powertools_core::testing::TestContext;
+use powertools_metrics::{EmfRecorder, Error, MemorySink, Unit};
+use serde_json::{Value, json};
+use support::{builder, dimension_sets, metric_names, valid_documents};
+
+fn install() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        EmfRecorder::new().install().unwrap();
+        // After installing: a description given before goes to no recorder.
+        metrics::describe_histogram!("PayloadSize", metrics::Unit::Kibibytes, "request body size");
+    });
+}
+
+#[test]
+fn a_second_install_is_a_typed_error() {
+    install();
+    assert!(matches!(
+        EmfRecorder::new().install(),
+        Err(Error::RecorderAlreadyInstalled)
+    ));
+}
+
+#[tokio::test]
+async fn counters_gauges_and_histograms_land_in_the_invocations_documents() {
+    install();
+    let sink = MemorySink::new();
+    let layer = builder(&sink).build().unwrap();
+    layer
+        .layer(service_fn(|_event: LambdaEvent<Value>| async {
+            powertools_metrics::add_metric("Orders", 1.0, Unit::Count)?;
+            powertools_metrics::add_metadata("order_id", "o-1")?;
+            let misses = metrics::counter!("CacheMisses");
+            misses.increment(2);
+            misses.increment(3);
+            metrics::gauge!("QueueDepth").set(7.0);
+            metrics::gauge!("QueueDepth").increment(1.5);
+            metrics::histogram!("PayloadSize").record(1.0);
+            metrics::histogram!("PayloadSize").record(4.0);
+            metrics::counter!("Retries", "dependency" => "payments").increment(1);
+            metrics::counter!("Retries", "dependency" => "payments").increment(1);
+            metrics::counter!("Retries", "dependency" => "stock").increment(1);
+            // Invalid values are warned about and not written; the document stays valid.
+            metrics::gauge!("Broken").set(f64::NAN);
+            metrics::counter!("Bad", "" => "x").increment(1);
+            Ok::<_, lambda_runtime::Error>(Value::Null)
+        }))
+        .oneshot(TestContext::new().event(json!({})))
+        .await
+        .unwrap();
+
+    let documents = valid_documents(&sink);
+    assert_eq!(
+        documents.len(),
+        3,
+        "the invocation's, then one per label set"
+    );
+    let main = &documents[0];
+    assert_eq!(
+        metric_names(main),
+        ["Orders", "CacheMisses", "QueueDepth", "PayloadSize"]
+    );
+    assert_eq!(main["CacheMisses"], 5.0, "a counter sums its increments");
+    assert_eq!(main["QueueDepth"], 8.5, "a gauge keeps its last value");
+    assert_eq!(
+        main["PayloadSize"],
+        json!([1.0, 4.0]),
+        "a histogram keeps its samples"
+    );
+    let units = &main["_aws"]["CloudWatchMetrics"][0]["Metrics"];
+    assert_eq!(units[1]["Unit"], "Count");
+    assert_eq!(units[2]["Unit"], "None");
+    assert_eq!(units[3]["Unit"], "Kilobytes", "described units are mapped");
+
+    for (document, dependency, retries) in [
+        (&documents[1], "payments", 2.0),
+        (&documents[2], "stock", 1.0),
+    ] {
+        assert_eq!(metric_names(document), ["Retries"]);
+        assert_eq!(document["Retries"], retries);
+        assert_eq!(document["dependency"], dependency);
+        assert_eq!(dimension_sets(document), json!([["service", "dependency"]]));
+        assert_eq!(
+            document["order_id"], "o-1",
+            "the invocation's metadata goes along"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_invocations_never_share_facade_values() {
+    install();
+    let sink = MemorySink::new();
+    let layer = builder(&sink).build().unwrap();
+    let service = layer.layer(service_fn(|event: LambdaEvent<Value>| async move {
+        let shop = event.payload["shop"].as_u64().unwrap();
+        powertools_metrics::add_metadata("shop", shop)?;
+        for _ in 0..shop {
+            metrics::counter!("Loaves").increment(1);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        metrics::counter!("Loaves").increment(1);
+        Ok::<_, lambda_runtime::Error>(Value::Null)
+    }));
+    let calls = (0..30u64).map(|shop| {
+        tokio::spawn(
+            service
+                .clone()
+                .oneshot(TestContext::new().event(json!({"shop": shop}))),
+        )
+    });
+    for call in futures_util::future::join_all(calls).await {
+        call.unwrap().unwrap();
+    }
+    let documents = valid_documents(&sink);
+    assert_eq!(documents.len(), 30);
+    for document in documents {
+        assert_eq!(
+            document["Loaves"].as_f64().unwrap(),
+            document["shop"].as_f64().unwrap() + 1.0
+        );
+    }
+}
+
+#[test]
+fn a_value_recorded_outside_an_invocation_is_not_written_and_does_not_panic() {
+    install();
+    metrics::counter!("AtInit").increment(1);
+    metrics::histogram!("AtInit2").record(1.0);
+}
