@@ -15,7 +15,9 @@ use support::{builder, dimension_sets, metric_names, valid_documents};
 fn install() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
-        EmfRecorder::new().install().unwrap();
+        EmfRecorder::new()
+            .install()
+            .expect("no other recorder in this test binary");
         // After installing: a description given before goes to no recorder.
         metrics::describe_histogram!("PayloadSize", metrics::Unit::Kibibytes, "request body size");
     });

@@ -19,6 +19,9 @@ fn valid() -> Value {
     })
 }
 
+/// A change that makes the valid document invalid.
+type Breakage = Box<dyn Fn(&mut Value)>;
+
 fn rejected(document: &Value) -> bool {
     let line = document.to_string();
     std::panic::catch_unwind(|| assert_valid_emf(&line)).is_err()
@@ -31,7 +34,7 @@ fn a_valid_document_passes() {
 
 #[test]
 fn every_kind_of_invalid_document_is_rejected() {
-    let mut cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let mut cases: Vec<(&str, Breakage)> = vec![
         (
             "no envelope",
             Box::new(|d| drop(d.as_object_mut().unwrap().remove("_aws"))),

@@ -1,6 +1,6 @@
 //! Test support: every EMF document the tests produce is checked against the specification.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)] // test support: a failed check is a test failure
 
 use std::sync::LazyLock;
 
