@@ -273,20 +273,73 @@ impl<S> MetricsService<S> {
     }
 }
 
+/// Why an invocation through [`MetricsService`] failed: the handler's own error, unchanged, or
+/// the flush refusing an empty document (only with
+/// [`raise_on_empty_metrics`](MetricsLayerBuilder::raise_on_empty_metrics)).
+///
+/// Its [`Diagnostic`](lambda_runtime::Diagnostic) is the handler error's own, so error types
+/// reported to Lambda do not change when the layer is added.
+#[derive(Debug)]
+pub enum ServiceError<E> {
+    /// The handler's error.
+    Handler(E),
+    /// The metrics flush failed.
+    Metrics(Error),
+}
+
+impl<E> ServiceError<E> {
+    /// The handler's error, if that is what this is.
+    pub fn handler_error(&self) -> Option<&E> {
+        match self {
+            ServiceError::Handler(error) => Some(error),
+            ServiceError::Metrics(_) => None,
+        }
+    }
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for ServiceError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServiceError::Handler(error) => error.fmt(f),
+            ServiceError::Metrics(error) => error.fmt(f),
+        }
+    }
+}
+
+// Bounded on `Display`, not `Error`, so that handlers returning `lambda_runtime::Error` (a boxed
+// error, which is not itself `Error`) are covered.
+impl<E: std::fmt::Debug + std::fmt::Display> std::error::Error for ServiceError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServiceError::Handler(_) => None,
+            ServiceError::Metrics(error) => Some(error),
+        }
+    }
+}
+
+impl<E: Into<lambda_runtime::Diagnostic>> From<ServiceError<E>> for lambda_runtime::Diagnostic {
+    fn from(error: ServiceError<E>) -> Self {
+        match error {
+            ServiceError::Handler(error) => error.into(),
+            ServiceError::Metrics(error) => error.into(),
+        }
+    }
+}
+
 impl<S, T> Service<LambdaEvent<T>> for MetricsService<S>
 where
     S: Service<LambdaEvent<T>>,
     S::Future: Send + 'static,
     S::Response: Send + 'static,
-    S::Error: From<Error> + Send + 'static,
+    S::Error: Send + 'static,
 {
     type Response = S::Response;
-    type Error = S::Error;
+    type Error = ServiceError<S::Error>;
     // One allocation per invocation, for the flush that follows the handler.
-    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+    type Future = BoxFuture<'static, Result<S::Response, Self::Error>>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready(cx).map_err(ServiceError::Handler)
     }
 
     fn call(&mut self, event: LambdaEvent<T>) -> Self::Future {
@@ -296,9 +349,8 @@ where
         }
         let inner = &mut self.inner;
         // The handler's synchronous part runs in the invocation's scope too.
-        let called = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            metrics.sync_scope(|| inner.call(event))
-        }));
+        let called =
+            std::panic::catch_unwind(AssertUnwindSafe(|| metrics.in_scope(|| inner.call(event))));
         let future = match called {
             Ok(future) => future,
             Err(panic) => {
@@ -312,12 +364,12 @@ where
                 .await;
             match outcome {
                 Ok(Ok(response)) => {
-                    metrics.flush()?;
+                    metrics.flush().map_err(ServiceError::Metrics)?;
                     Ok(response)
                 }
                 Ok(Err(error)) => {
                     flush_after_failure(&metrics);
-                    Err(error)
+                    Err(ServiceError::Handler(error))
                 }
                 Err(panic) => {
                     flush_after_failure(&metrics);

@@ -105,7 +105,7 @@ mod validate;
 pub use error::Error;
 pub use layer::{
     MetricsLayer, MetricsLayerBuilder, MetricsService, POWERTOOLS_METRICS_DISABLED,
-    POWERTOOLS_METRICS_FUNCTION_NAME, POWERTOOLS_METRICS_NAMESPACE,
+    POWERTOOLS_METRICS_FUNCTION_NAME, POWERTOOLS_METRICS_NAMESPACE, ServiceError,
 };
 pub use metrics::Metrics;
 #[cfg(feature = "recorder")]

@@ -190,7 +190,8 @@ impl Metrics {
         CURRENT.scope(self, future).await
     }
 
-    pub(crate) fn sync_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+    /// Runs the synchronous `f` with this handle as the current invocation's.
+    pub fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
         CURRENT.sync_scope(self.clone(), f)
     }
 

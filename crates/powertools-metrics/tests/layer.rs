@@ -12,14 +12,17 @@ use lambda_runtime::tower::{Layer, ServiceExt};
 use lambda_runtime::{LambdaEvent, service_fn};
 use powertools_core::env::Env;
 use powertools_core::testing::TestContext;
-use powertools_metrics::{Error, MemorySink, Metrics, MetricsLayer, Resolution, Unit};
+use powertools_metrics::{
+    Error, MemorySink, Metrics, MetricsLayer, Resolution, ServiceError, Unit,
+};
 use serde_json::{Value, json};
 use support::{builder, dimension_sets, metric_names, valid_documents};
 
 type HandlerResult = Result<Value, lambda_runtime::Error>;
+type InvocationResult = Result<Value, ServiceError<lambda_runtime::Error>>;
 
 /// Runs `handler` once behind `layer` and returns what it returned.
-async fn invoke<F, Fut>(layer: &MetricsLayer, handler: F) -> HandlerResult
+async fn invoke<F, Fut>(layer: &MetricsLayer, handler: F) -> InvocationResult
 where
     F: Fn(LambdaEvent<Value>) -> Fut + Send + 'static,
     Fut: Future<Output = HandlerResult> + Send + 'static,
@@ -254,8 +257,12 @@ async fn an_empty_invocation_warns_by_default_and_fails_when_configured() {
     let error = invoke(&strict, |_| async { Ok(json!("ok")) })
         .await
         .unwrap_err();
-    let error = error.downcast_ref::<Error>().expect("a metrics error");
-    assert!(matches!(error, Error::EmptyMetrics));
+    assert!(
+        matches!(error, ServiceError::Metrics(Error::EmptyMetrics)),
+        "{error:?}"
+    );
+    let diagnostic = lambda_runtime::Diagnostic::from(error);
+    assert_eq!(diagnostic.error_type, "SchemaValidationError");
     assert!(sink.lines().is_empty());
 }
 
@@ -533,4 +540,35 @@ async fn each_invocation_starts_from_the_default_dimensions() {
         json!([["service", "environment"]])
     );
     assert!(documents[1].get("order_id").is_none());
+}
+
+#[derive(Debug)]
+struct OrderRejected;
+
+impl From<OrderRejected> for lambda_runtime::Diagnostic {
+    fn from(_: OrderRejected) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: "OrderRejected".into(),
+            error_message: "the basket is empty".into(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_typed_handler_error_reaches_lambda_with_its_own_error_type() {
+    let sink = MemorySink::new();
+    let layer = builder(&sink).build().unwrap();
+    let error = layer
+        .layer(service_fn(|_event: LambdaEvent<Value>| async {
+            powertools_metrics::add_metric("Rejected", 1.0, Unit::Count)
+                .map_err(|_| OrderRejected)?;
+            Err::<Value, _>(OrderRejected)
+        }))
+        .oneshot(TestContext::new().event(json!({})))
+        .await
+        .unwrap_err();
+    let diagnostic = lambda_runtime::Diagnostic::from(error);
+    assert_eq!(diagnostic.error_type, "OrderRejected");
+    assert_eq!(diagnostic.error_message, "the basket is empty");
+    assert_eq!(valid_documents(&sink)[0]["Rejected"], 1.0);
 }
