@@ -126,8 +126,14 @@ pub(crate) struct Document<'a> {
 impl Document<'_> {
     /// The document as one line of compact JSON, without the newline.
     pub(crate) fn to_line(&self) -> String {
-        // Serializing strings, finite numbers and JSON values into a String cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+        // A typical document is a few hundred bytes: one allocation instead of a growing string.
+        let mut line = Vec::with_capacity(512);
+        // Serializing strings, finite numbers and JSON values into memory cannot fail, and
+        // serde_json writes UTF-8.
+        match serde_json::to_writer(&mut line, self) {
+            Ok(()) => String::from_utf8(line).unwrap_or_default(),
+            Err(_) => String::new(),
+        }
     }
 }
 

@@ -109,6 +109,27 @@ impl State {
         }
     }
 
+    /// Back to the state `new` gives, keeping the allocations: the default dimensions come first
+    /// in `dimensions` and in the main set, and nothing removes them.
+    fn reset(&mut self, settings: &Settings) {
+        let defaults = &settings.default_dimensions;
+        self.timestamp = None;
+        self.dimensions.truncate(defaults.len());
+        for ((_, value), (_, default)) in self.dimensions.iter_mut().zip(defaults) {
+            if value != default {
+                value.clone_from(default);
+            }
+        }
+        self.dimension_sets.truncate(1);
+        if let Some(main) = self.dimension_sets.first_mut() {
+            main.truncate(defaults.len());
+        }
+        self.metadata.clear();
+        self.metrics.clear();
+        self.labelled.clear();
+        self.wrote_since_flush = false;
+    }
+
     fn dimension_value(&self, name: &str) -> Option<&str> {
         self.dimensions
             .iter()
@@ -378,7 +399,7 @@ impl Metrics {
             self.write_labelled(&state, group);
         }
         let wrote_any = state.wrote_since_flush || wrote_main || !labelled.is_empty();
-        *state = State::new(&self.shared.settings);
+        state.reset(&self.shared.settings);
         drop(state);
         let settings = &self.shared.settings;
         if wrote_any || settings.disabled {

@@ -520,6 +520,8 @@ async fn each_invocation_starts_from_the_default_dimensions() {
             let call = calls.fetch_add(1, Ordering::SeqCst);
             async move {
                 if call == 0 {
+                    powertools_metrics::add_dimension("environment", "staging")?;
+                    powertools_metrics::add_dimensions([("country", "FR")])?;
                     powertools_metrics::add_dimension("location", "Lyon")?;
                     powertools_metrics::add_metadata("order_id", "o-1")?;
                 }
@@ -533,13 +535,26 @@ async fn each_invocation_starts_from_the_default_dimensions() {
     let documents = valid_documents(&sink);
     assert_eq!(
         dimension_sets(&documents[0]),
-        json!([["service", "environment", "location"]])
+        json!([
+            ["service", "environment", "location"],
+            ["service", "environment", "country"]
+        ])
     );
+    assert_eq!(documents[0]["environment"], "staging");
     assert_eq!(
         dimension_sets(&documents[1]),
         json!([["service", "environment"]])
     );
-    assert!(documents[1].get("order_id").is_none());
+    assert_eq!(
+        documents[1]["environment"], "prod",
+        "an overwritten default is restored"
+    );
+    for key in ["order_id", "location", "country"] {
+        assert!(
+            documents[1].get(key).is_none(),
+            "{key} stayed in the first invocation"
+        );
+    }
 }
 
 #[derive(Debug)]

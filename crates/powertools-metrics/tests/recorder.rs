@@ -139,3 +139,27 @@ fn a_value_recorded_outside_an_invocation_is_not_written_and_does_not_panic() {
     metrics::counter!("AtInit").increment(1);
     metrics::histogram!("AtInit2").record(1.0);
 }
+
+#[tokio::test]
+async fn a_labelled_histogram_over_100_samples_continues_in_a_new_document() {
+    install();
+    let sink = MemorySink::new();
+    let layer = builder(&sink).build().unwrap();
+    layer
+        .layer(service_fn(|_event: LambdaEvent<Value>| async {
+            for sample in 0..150 {
+                metrics::histogram!("BakeTime", "oven" => "north").record(f64::from(sample));
+            }
+            Ok::<_, lambda_runtime::Error>(Value::Null)
+        }))
+        .oneshot(TestContext::new().event(json!({})))
+        .await
+        .unwrap();
+    let documents = valid_documents(&sink);
+    let sizes: Vec<usize> = documents
+        .iter()
+        .map(|d| d["BakeTime"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(sizes, [100, 50], "no sample lost");
+    assert!(documents.iter().all(|d| d["oven"] == "north"));
+}
