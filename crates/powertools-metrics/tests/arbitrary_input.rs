@@ -106,7 +106,7 @@ fn thousands_of_arbitrary_calls_never_panic_or_write_an_invalid_document() {
                 5 => metrics.add_metadata(random.pick(&names), random.pick(&values)),
                 _ => metrics.set_timestamp(random.pick(&times)),
             };
-            if random.next() % 50 == 0 {
+            if random.next().is_multiple_of(50) {
                 let _ = metrics.flush();
             }
         }
