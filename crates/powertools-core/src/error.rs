@@ -23,6 +23,23 @@ pub enum Error {
         /// The variable's name.
         name: String,
     },
+    /// A JMESPath expression does not compile.
+    #[error("invalid JMESPath expression `{expression}`: {reason}")]
+    InvalidJmesPath {
+        /// The expression, as written.
+        expression: String,
+        /// Why it does not compile.
+        reason: String,
+    },
+    /// A JMESPath expression failed on the data it searched (a function given the wrong type,
+    /// text that is not JSON for `powertools_json`, …).
+    #[error("JMESPath expression `{expression}` failed: {reason}")]
+    JmesPathFailed {
+        /// The expression, as written.
+        expression: String,
+        /// Why it failed.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -31,6 +48,8 @@ impl Error {
         match self {
             Error::InvalidEnvVar { .. } => "InvalidEnvironmentVariable",
             Error::NonUnicodeEnvVar { .. } => "NonUnicodeEnvironmentVariable",
+            Error::InvalidJmesPath { .. } => "InvalidJmesPathExpression",
+            Error::JmesPathFailed { .. } => "JmesPathExpressionFailed",
         }
     }
 }

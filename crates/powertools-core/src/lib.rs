@@ -56,6 +56,8 @@
 //! idempotency crate of this workspace builds on.
 
 pub mod env;
+#[cfg(feature = "jmespath")]
+pub mod jmespath;
 pub mod testing;
 
 mod cold_start;
