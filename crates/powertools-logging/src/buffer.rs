@@ -1,0 +1,93 @@
+//! The per-invocation buffer of verbose lines.
+
+use std::collections::VecDeque;
+
+/// Lines held back during one invocation, oldest first, within a byte budget.
+#[derive(Debug)]
+pub(crate) struct LogBuffer {
+    lines: VecDeque<Vec<u8>>,
+    bytes: usize,
+    max_bytes: usize,
+    evicted: usize,
+}
+
+/// What [`LogBuffer::push`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    Buffered,
+    /// The line alone is over the budget: the caller writes it directly.
+    TooLarge(Vec<u8>),
+}
+
+impl LogBuffer {
+    pub(crate) fn new(max_bytes: usize) -> Self {
+        LogBuffer {
+            lines: VecDeque::new(),
+            bytes: 0,
+            max_bytes,
+            evicted: 0,
+        }
+    }
+
+    /// Keeps `line`, evicting the oldest lines until it fits.
+    pub(crate) fn push(&mut self, line: Vec<u8>) -> Pushed {
+        if line.len() > self.max_bytes {
+            return Pushed::TooLarge(line);
+        }
+        while self.bytes + line.len() > self.max_bytes {
+            match self.lines.pop_front() {
+                Some(oldest) => {
+                    self.bytes -= oldest.len();
+                    self.evicted += 1;
+                }
+                None => break,
+            }
+        }
+        self.bytes += line.len();
+        self.lines.push_back(line);
+        Pushed::Buffered
+    }
+
+    /// Removes the buffered lines, oldest first, and how many were evicted before them.
+    pub(crate) fn take(&mut self) -> (VecDeque<Vec<u8>>, usize) {
+        self.bytes = 0;
+        (
+            std::mem::take(&mut self.lines),
+            std::mem::take(&mut self.evicted),
+        )
+    }
+
+    /// Forgets everything.
+    pub(crate) fn clear(&mut self) {
+        self.lines.clear();
+        self.bytes = 0;
+        self.evicted = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_lines_are_evicted_to_stay_within_the_budget() {
+        let mut buffer = LogBuffer::new(10);
+        for line in ["aaaa", "bbbb", "cccc"] {
+            assert_eq!(buffer.push(line.as_bytes().to_vec()), Pushed::Buffered);
+        }
+        let (lines, evicted) = buffer.take();
+        assert_eq!(lines, [b"bbbb".to_vec(), b"cccc".to_vec()]);
+        assert_eq!(evicted, 1);
+        assert_eq!(buffer.take().1, 0, "taking resets the eviction count");
+    }
+
+    #[test]
+    fn a_line_over_the_budget_is_handed_back() {
+        let mut buffer = LogBuffer::new(4);
+        assert_eq!(
+            buffer.push(b"too long".to_vec()),
+            Pushed::TooLarge(b"too long".to_vec())
+        );
+        assert!(buffer.take().0.is_empty());
+    }
+}

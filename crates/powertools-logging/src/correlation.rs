@@ -1,0 +1,171 @@
+//! Where an invocation's correlation id comes from.
+
+use powertools_core::jmespath::JmesPath;
+use serde::Serialize;
+use serde_json::Value;
+
+/// JMESPath expressions for the correlation id of common event sources, as Powertools names them.
+///
+/// ```
+/// use powertools_logging::{CorrelationIdPath, correlation_paths};
+/// let path = CorrelationIdPath::new(correlation_paths::API_GATEWAY_REST)?;
+/// # Ok::<(), powertools_logging::Error>(())
+/// ```
+pub mod correlation_paths {
+    /// API Gateway REST API: the request id.
+    pub const API_GATEWAY_REST: &str = "requestContext.requestId";
+    /// API Gateway HTTP API: the request id.
+    pub const API_GATEWAY_HTTP: &str = "requestContext.requestId";
+    /// AppSync Lambda authorizer: the request id.
+    pub const APPSYNC_AUTHORIZER: &str = "requestContext.requestId";
+    /// AppSync resolver: the X-Ray trace header.
+    pub const APPSYNC_RESOLVER: &str = r#"request.headers."x-amzn-trace-id""#;
+    /// Application Load Balancer: the X-Ray trace header.
+    pub const APPLICATION_LOAD_BALANCER: &str = r#"headers."x-amzn-trace-id""#;
+    /// EventBridge: the event id.
+    pub const EVENT_BRIDGE: &str = "id";
+    /// Lambda function URL: the request id.
+    pub const LAMBDA_FUNCTION_URL: &str = "requestContext.requestId";
+    /// S3 Object Lambda: the request id.
+    pub const S3_OBJECT_LAMBDA: &str = "xAmzRequestId";
+    /// VPC Lattice: the X-Ray trace header.
+    pub const VPC_LATTICE: &str = r#"headers."x-amzn-trace-id""#;
+}
+
+/// Finds an invocation's correlation id in its event.
+///
+/// Implemented by [`NoCorrelationId`] (the default), [`CorrelationIdPath`] (a JMESPath
+/// expression, for configuration) and [`CorrelationIdFn`] (a typed closure, checked by the
+/// compiler).
+pub trait CorrelationIdSource<T>: Clone + Send + Sync + 'static {
+    /// The correlation id of `event`, if it has one.
+    fn correlation_id(&self, event: &T) -> Option<String>;
+}
+
+/// No correlation id.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoCorrelationId;
+
+impl<T> CorrelationIdSource<T> for NoCorrelationId {
+    fn correlation_id(&self, _event: &T) -> Option<String> {
+        None
+    }
+}
+
+/// The correlation id at a JMESPath expression in the event's JSON (see [`correlation_paths`]).
+/// A string is used as is, a number or boolean as its JSON text; nothing found means no id.
+#[derive(Debug, Clone)]
+pub struct CorrelationIdPath(JmesPath);
+
+impl CorrelationIdPath {
+    /// Compiles `expression`.
+    ///
+    /// # Errors
+    /// [`Error::Config`](crate::Error::Config) when it is not valid JMESPath.
+    pub fn new(expression: &str) -> Result<Self, crate::Error> {
+        Ok(CorrelationIdPath(JmesPath::new(expression)?))
+    }
+}
+
+impl<T: Serialize> CorrelationIdSource<T> for CorrelationIdPath {
+    fn correlation_id(&self, event: &T) -> Option<String> {
+        match self.0.search(event) {
+            Ok(Value::String(id)) if !id.is_empty() => Some(id),
+            Ok(Value::Null | Value::String(_)) => None,
+            Ok(other @ (Value::Number(_) | Value::Bool(_))) => Some(other.to_string()),
+            Ok(Value::Array(_) | Value::Object(_)) => None,
+            Err(error) => {
+                tracing::warn!(%error, "the correlation id expression failed on this event");
+                None
+            }
+        }
+    }
+}
+
+/// The correlation id a typed closure returns.
+#[derive(Clone, Copy)]
+pub struct CorrelationIdFn<F>(pub F);
+
+impl<F> std::fmt::Debug for CorrelationIdFn<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CorrelationIdFn(..)")
+    }
+}
+
+impl<T, F> CorrelationIdSource<T> for CorrelationIdFn<F>
+where
+    F: Fn(&T) -> Option<String> + Clone + Send + Sync + 'static,
+{
+    fn correlation_id(&self, event: &T) -> Option<String> {
+        (self.0)(event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_built_in_paths_find_the_ids_of_their_event_sources() {
+        let cases = [
+            (
+                correlation_paths::API_GATEWAY_REST,
+                json!({"requestContext": {"requestId": "r-1"}}),
+                "r-1",
+            ),
+            (
+                correlation_paths::API_GATEWAY_HTTP,
+                json!({"requestContext": {"requestId": "r-2"}}),
+                "r-2",
+            ),
+            (
+                correlation_paths::APPLICATION_LOAD_BALANCER,
+                json!({"headers": {"x-amzn-trace-id": "Root=1-a"}}),
+                "Root=1-a",
+            ),
+            (
+                correlation_paths::EVENT_BRIDGE,
+                json!({"id": "e-1", "detail": {}}),
+                "e-1",
+            ),
+            (
+                correlation_paths::APPSYNC_RESOLVER,
+                json!({"request": {"headers": {"x-amzn-trace-id": "Root=1-b"}}}),
+                "Root=1-b",
+            ),
+            (
+                correlation_paths::S3_OBJECT_LAMBDA,
+                json!({"xAmzRequestId": "s3-1"}),
+                "s3-1",
+            ),
+            (
+                correlation_paths::VPC_LATTICE,
+                json!({"headers": {"x-amzn-trace-id": "Root=1-c"}}),
+                "Root=1-c",
+            ),
+        ];
+        for (path, event, expected) in cases {
+            let source = CorrelationIdPath::new(path).unwrap();
+            assert_eq!(
+                source.correlation_id(&event).as_deref(),
+                Some(expected),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn nothing_found_or_a_failing_path_means_no_id() {
+        let path = CorrelationIdPath::new("powertools_json(body).id").unwrap();
+        assert_eq!(path.correlation_id(&json!({})), None);
+        assert_eq!(path.correlation_id(&json!({"body": "{not json"})), None);
+        assert_eq!(
+            path.correlation_id(&json!({"body": "{\"id\": 42}"}))
+                .as_deref(),
+            Some("42")
+        );
+        assert!(CorrelationIdPath::new("a.[").is_err());
+    }
+}

@@ -1,0 +1,76 @@
+use lambda_runtime::Diagnostic;
+
+/// Everything that can be wrong with the logging configuration or a business key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Not one of the level names.
+    #[error("invalid log level {level:?}: expected TRACE, DEBUG, INFO, WARN or ERROR")]
+    InvalidLevel {
+        /// The level given.
+        level: String,
+    },
+    /// A sampling rate outside 0.0..=1.0.
+    #[error("invalid debug sampling rate {rate}: expected a number from 0.0 to 1.0")]
+    InvalidSampleRate {
+        /// The rate given.
+        rate: f64,
+    },
+    /// A log buffer of zero bytes, or a buffer level above `WARN`.
+    #[error("invalid log buffer settings: {reason}")]
+    InvalidBuffer {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A key's value could not be serialized as JSON.
+    #[error("the value of key {key:?} cannot be written as JSON: {source}")]
+    Serialization {
+        /// The key.
+        key: String,
+        /// The serde error.
+        source: serde_json::Error,
+    },
+    /// The key is one the log line itself writes (`level`, `message`, `timestamp`, …).
+    #[error("{key:?} is a reserved key of the log line and cannot be appended")]
+    ReservedKey {
+        /// The key.
+        key: String,
+    },
+    /// The call was made outside an invocation of a [`LoggingLayer`](crate::LoggingLayer), so
+    /// there is no invocation to add a key to.
+    #[error(
+        "no current invocation: call this inside a handler wrapped by LoggingLayer, or use a persistent key"
+    )]
+    NoCurrentInvocation,
+    /// A global `tracing` subscriber is already installed.
+    #[error("a global tracing subscriber is already installed")]
+    SubscriberAlreadyInstalled,
+    /// A malformed environment variable, or a correlation id path that is not valid JMESPath.
+    #[error(transparent)]
+    Config(#[from] powertools_core::Error),
+}
+
+impl Error {
+    /// A stable identifier of the error kind.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Error::InvalidLevel { .. } => "InvalidLogLevel",
+            Error::InvalidSampleRate { .. } => "InvalidSampleRate",
+            Error::InvalidBuffer { .. } => "InvalidLogBufferConfig",
+            Error::Serialization { .. } => "LogKeySerializationError",
+            Error::ReservedKey { .. } => "ReservedLogKey",
+            Error::NoCurrentInvocation => "NoCurrentInvocation",
+            Error::SubscriberAlreadyInstalled => "SubscriberAlreadyInstalled",
+            Error::Config(error) => error.error_type(),
+        }
+    }
+}
+
+impl From<Error> for Diagnostic {
+    fn from(error: Error) -> Self {
+        Diagnostic {
+            error_type: error.error_type().to_owned(),
+            error_message: error.to_string(),
+        }
+    }
+}

@@ -1,0 +1,560 @@
+//! Writing one log line: JSON escaping, flat keys written once, redaction, `tracing` field values.
+
+use std::error::Error as StdError;
+use std::fmt::{self, Write as _};
+
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use serde_json::Value;
+use tracing::field::{Field, Visit};
+
+/// What a redacted value is replaced with, as in Powertools' data masking.
+pub const REDACTED: &str = "*****";
+
+/// The keys whose values are masked by default, wherever they appear in a line (a field, a
+/// business key, a key nested in a logged event). Compared without case, `-` and `_` alike.
+pub const DEFAULT_REDACTED_KEYS: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "client_secret",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "api_key",
+    "apikey",
+    "x_api_key",
+    "authorization",
+    "proxy_authorization",
+    "cookie",
+    "set_cookie",
+    "card_number",
+    "cvv",
+    "cvc",
+];
+
+/// The keys the line itself writes; a field or business key with one of these names is not
+/// written (the standard key wins). `location` is not among them: a business `location` (a shop,
+/// a region) replaces the code location, as Powertools for Python lets it.
+pub(crate) const RESERVED_KEYS: &[&str] = &[
+    "level",
+    "message",
+    "timestamp",
+    "service",
+    "cold_start",
+    "function_name",
+    "function_memory_size",
+    "function_arn",
+    "function_request_id",
+    "function_version",
+    "xray_trace_id",
+    "tenant_id",
+    "correlation_id",
+    "sampling_rate",
+];
+
+/// Decides which keys are masked.
+#[derive(Debug, Clone)]
+pub(crate) struct Redactor {
+    keys: Vec<String>,
+}
+
+impl Redactor {
+    pub(crate) fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(keys: I) -> Self {
+        Redactor {
+            keys: keys
+                .into_iter()
+                .map(|key| normalize(key.as_ref()))
+                .collect(),
+        }
+    }
+
+    pub(crate) fn masks(&self, key: &str) -> bool {
+        !self.keys.is_empty()
+            && self
+                .keys
+                .iter()
+                .any(|masked| same_key(masked.as_bytes(), key.as_bytes()))
+    }
+}
+
+fn normalize(key: &str) -> String {
+    key.bytes().map(|b| char::from(fold(b))).collect()
+}
+
+fn fold(byte: u8) -> u8 {
+    match byte {
+        b'-' => b'_',
+        other => other.to_ascii_lowercase(),
+    }
+}
+
+fn same_key(normalized: &[u8], key: &[u8]) -> bool {
+    normalized.len() == key.len() && normalized.iter().zip(key).all(|(a, b)| *a == fold(*b))
+}
+
+/// Appends `text` as a JSON string.
+pub(crate) fn write_str(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (index, &byte) in bytes.iter().enumerate() {
+        let escape: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x00..=0x1f | 0x7f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..index]);
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 0xf)]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = index + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// One JSON object being written: each key at most once, the first writer wins.
+pub(crate) struct Line<'r> {
+    pub(crate) out: Vec<u8>,
+    keys: Vec<(usize, usize)>,
+    scratch: Vec<u8>,
+    redactor: &'r Redactor,
+}
+
+impl<'r> Line<'r> {
+    pub(crate) fn new(redactor: &'r Redactor) -> Self {
+        let mut out = Vec::with_capacity(512);
+        out.push(b'{');
+        Line {
+            out,
+            keys: Vec::with_capacity(24),
+            scratch: Vec::new(),
+            redactor,
+        }
+    }
+
+    /// Starts the member `name` unless it was written already; `false` means skip its value.
+    pub(crate) fn key(&mut self, name: &str) -> bool {
+        self.scratch.clear();
+        write_str(&mut self.scratch, name);
+        let candidate = &self.scratch[..];
+        if self
+            .keys
+            .iter()
+            .any(|&(start, end)| &self.out[start..end] == candidate)
+        {
+            return false;
+        }
+        if self.out.len() > 1 {
+            self.out.push(b',');
+        }
+        let start = self.out.len();
+        self.out.extend_from_slice(candidate);
+        self.keys.push((start, self.out.len()));
+        self.out.push(b':');
+        true
+    }
+
+    /// Starts a user key: not a reserved one, not one written already.
+    pub(crate) fn user_key(&mut self, name: &str) -> bool {
+        !RESERVED_KEYS.contains(&name) && self.key(name)
+    }
+
+    /// Writes a string member.
+    pub(crate) fn str_member(&mut self, name: &str, value: &str) {
+        if self.key(name) {
+            write_str(&mut self.out, value);
+        }
+    }
+
+    /// Writes a member whose value is already JSON.
+    pub(crate) fn raw_member(&mut self, name: &str, json: &[u8]) {
+        if self.key(name) {
+            self.out.extend_from_slice(json);
+        }
+    }
+
+    /// Writes a user key with a JSON value, masking it (or keys inside it) as configured.
+    pub(crate) fn value_member(&mut self, name: &str, value: &Value) {
+        if self.user_key(name) {
+            write_value(&mut self.out, name, value, self.redactor);
+        }
+    }
+
+    pub(crate) fn finish(mut self) -> Vec<u8> {
+        self.out.push(b'}');
+        self.out.push(b'\n');
+        self.out
+    }
+}
+
+/// Writes `value` (the value of `name`), masked if `name` is redacted, with redacted keys masked
+/// inside it.
+pub(crate) fn write_value(out: &mut Vec<u8>, name: &str, value: &Value, redactor: &Redactor) {
+    if redactor.masks(name) {
+        write_str(out, REDACTED);
+        return;
+    }
+    // Writing a JSON value into memory cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &Masked { value, redactor });
+}
+
+/// A JSON value serialized with the values of redacted keys masked, at any depth.
+struct Masked<'a> {
+    value: &'a Value,
+    redactor: &'a Redactor,
+}
+
+impl Serialize for Masked<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.value {
+            Value::Object(fields) => {
+                let mut map = serializer.serialize_map(Some(fields.len()))?;
+                for (key, value) in fields {
+                    if self.redactor.masks(key) {
+                        map.serialize_entry(key, REDACTED)?;
+                    } else {
+                        map.serialize_entry(
+                            key,
+                            &Masked {
+                                value,
+                                redactor: self.redactor,
+                            },
+                        )?;
+                    }
+                }
+                map.end()
+            }
+            Value::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for value in items {
+                    seq.serialize_element(&Masked {
+                        value,
+                        redactor: self.redactor,
+                    })?;
+                }
+                seq.end()
+            }
+            scalar => scalar.serialize(serializer),
+        }
+    }
+}
+
+/// Formats `value` with `Debug`, never panicking: a `Debug` impl that fails leaves a marker.
+pub(crate) fn debug_text(value: &dyn fmt::Debug) -> String {
+    let mut text = String::new();
+    if write!(text, "{value:?}").is_err() {
+        text.push_str("<Debug formatting failed>");
+    }
+    text
+}
+
+fn display_text(value: &dyn fmt::Display) -> String {
+    let mut text = String::new();
+    if write!(text, "{value}").is_err() {
+        text.push_str("<Display formatting failed>");
+    }
+    text
+}
+
+/// The error's kind, read off its `Debug` form (`EmptyBasket`, `Os`, `Custom`): Rust has no
+/// run-time type name for a `dyn Error`.
+fn error_type(debug: &str) -> &str {
+    let end = debug
+        .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+        .unwrap_or(debug.len());
+    match &debug[..end] {
+        "" => "Error",
+        name => name,
+    }
+}
+
+/// Writes an error as `{"type", "message", "sources"}` (the `source()` chain's messages).
+pub(crate) fn write_error(out: &mut Vec<u8>, error: &(dyn StdError + 'static)) {
+    let debug = debug_text(&error);
+    out.extend_from_slice(b"{\"type\":");
+    write_str(out, error_type(&debug));
+    out.extend_from_slice(b",\"message\":");
+    write_str(out, &display_text(&error));
+    out.extend_from_slice(b",\"sources\":[");
+    let mut source = error.source();
+    let mut first = true;
+    // A cyclic chain would loop forever; no real chain is this deep.
+    let mut depth = 0;
+    while let Some(cause) = source {
+        if depth == 32 {
+            break;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_str(out, &display_text(&cause));
+        source = cause.source();
+        depth += 1;
+    }
+    out.extend_from_slice(b"]}");
+}
+
+/// Writes a `tracing` field value as JSON, keeping numbers and booleans.
+pub(crate) struct FieldValue<'o, 'r> {
+    pub(crate) out: &'o mut Vec<u8>,
+    pub(crate) redactor: &'r Redactor,
+}
+
+impl FieldValue<'_, '_> {
+    pub(crate) fn write(&mut self, field: &Field, value: Recorded<'_>) {
+        if self.redactor.masks(field.name()) {
+            write_str(self.out, REDACTED);
+            return;
+        }
+        match value {
+            Recorded::Str(text) => write_str(self.out, text),
+            Recorded::Bool(flag) => {
+                self.out
+                    .extend_from_slice(if flag { b"true" } else { b"false" })
+            }
+            Recorded::I64(number) => {
+                let _ = write!(Utf8(self.out), "{number}");
+            }
+            Recorded::U64(number) => {
+                let _ = write!(Utf8(self.out), "{number}");
+            }
+            Recorded::I128(number) => {
+                let _ = write!(Utf8(self.out), "{number}");
+            }
+            Recorded::U128(number) => {
+                let _ = write!(Utf8(self.out), "{number}");
+            }
+            Recorded::F64(number) if number.is_finite() => {
+                let _ = serde_json::to_writer(&mut *self.out, &number);
+            }
+            // JSON has no NaN or infinity: keep the information as text.
+            Recorded::F64(number) => write_str(self.out, &number.to_string()),
+            Recorded::Error(error) => write_error(self.out, error),
+            Recorded::Debug(value) => write_str(self.out, &debug_text(value)),
+        }
+    }
+}
+
+/// A value as `tracing` hands it to a visitor.
+pub(crate) enum Recorded<'a> {
+    Str(&'a str),
+    Bool(bool),
+    I64(i64),
+    U64(u64),
+    I128(i128),
+    U128(u128),
+    F64(f64),
+    Error(&'a (dyn StdError + 'static)),
+    Debug(&'a dyn fmt::Debug),
+}
+
+/// Lets `write!` append to a byte buffer (numbers only ever write ASCII).
+struct Utf8<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for Utf8<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        self.0.extend_from_slice(text.as_bytes());
+        Ok(())
+    }
+}
+
+/// Collects fields as `(name, JSON)` pairs.
+pub(crate) struct FieldCollector<'r> {
+    pub(crate) fields: Vec<(&'static str, Vec<u8>)>,
+    pub(crate) redactor: &'r Redactor,
+    /// The `message` field, kept apart: it is written as the line's `message`.
+    pub(crate) message: Option<String>,
+    /// Whether the event carries the marker of the invocation-event line.
+    pub(crate) event_marker: bool,
+}
+
+pub(crate) const EVENT_MARKER: &str = "powertools_logging.invocation_event";
+
+impl<'r> FieldCollector<'r> {
+    pub(crate) fn new(redactor: &'r Redactor) -> Self {
+        FieldCollector {
+            fields: Vec::new(),
+            redactor,
+            message: None,
+            event_marker: false,
+        }
+    }
+
+    fn record(&mut self, field: &Field, value: Recorded<'_>) {
+        match field.name() {
+            "message" => {
+                self.message = Some(match value {
+                    Recorded::Str(text) => text.to_owned(),
+                    Recorded::Debug(value) => debug_text(value),
+                    Recorded::Error(error) => display_text(&error),
+                    other => {
+                        let mut out = Vec::new();
+                        FieldValue {
+                            out: &mut out,
+                            redactor: self.redactor,
+                        }
+                        .write(field, other);
+                        String::from_utf8_lossy(&out).into_owned()
+                    }
+                });
+            }
+            EVENT_MARKER => self.event_marker = true,
+            name => {
+                let mut out = Vec::new();
+                FieldValue {
+                    out: &mut out,
+                    redactor: self.redactor,
+                }
+                .write(field, value);
+                match self
+                    .fields
+                    .iter_mut()
+                    .find(|(existing, _)| *existing == name)
+                {
+                    Some((_, existing)) => *existing = out,
+                    None => self.fields.push((name, out)),
+                }
+            }
+        }
+    }
+}
+
+impl Visit for FieldCollector<'_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.record(field, Recorded::F64(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.record(field, Recorded::I64(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.record(field, Recorded::U64(value));
+    }
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        self.record(field, Recorded::I128(value));
+    }
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        self.record(field, Recorded::U128(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.record(field, Recorded::Bool(value));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.record(field, Recorded::Str(value));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn StdError + 'static)) {
+        self.record(field, Recorded::Error(value));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.record(field, Recorded::Debug(value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn strings_are_escaped_as_json() {
+        let mut out = Vec::new();
+        write_str(
+            &mut out,
+            "quote \" slash \\ line\nreturn\r tab\t nul\u{0} bell\u{7} del\u{7f} é 🥐",
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            serde_json::from_str::<String>(&text).unwrap(),
+            "quote \" slash \\ line\nreturn\r tab\t nul\u{0} bell\u{7} del\u{7f} é 🥐"
+        );
+        assert!(!text.contains('\n'));
+    }
+
+    #[test]
+    fn keys_are_written_once_and_reserved_names_are_not_user_keys() {
+        let redactor = Redactor::new(DEFAULT_REDACTED_KEYS);
+        let mut line = Line::new(&redactor);
+        line.str_member("level", "INFO");
+        line.str_member("level", "ERROR");
+        assert!(!line.user_key("message"));
+        line.value_member("order_id", &json!("o-1"));
+        line.value_member("order_id", &json!("o-2"));
+        line.value_member("weird\"key", &json!(1));
+        let parsed: Value = serde_json::from_slice(&line.finish()).unwrap();
+        assert_eq!(
+            parsed,
+            json!({"level": "INFO", "order_id": "o-1", "weird\"key": 1})
+        );
+    }
+
+    #[test]
+    fn redacted_keys_are_masked_at_any_depth_whatever_their_case() {
+        let redactor = Redactor::new(DEFAULT_REDACTED_KEYS);
+        let mut line = Line::new(&redactor);
+        line.value_member("Password", &json!("hunter2"));
+        line.value_member(
+            "request",
+            &json!({"headers": {"Authorization": "Bearer x", "X-Api-Key": "k"},
+                    "payment": [{"card_number": "4111", "amount": 5}]}),
+        );
+        let text = String::from_utf8(line.finish()).unwrap();
+        assert!(!text.contains("hunter2") && !text.contains("Bearer") && !text.contains("4111"));
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed["Password"], REDACTED);
+        assert_eq!(parsed["request"]["headers"]["Authorization"], REDACTED);
+        assert_eq!(parsed["request"]["headers"]["X-Api-Key"], REDACTED);
+        assert_eq!(parsed["request"]["payment"][0]["card_number"], REDACTED);
+        assert_eq!(parsed["request"]["payment"][0]["amount"], 5);
+    }
+
+    #[test]
+    fn an_error_is_written_with_its_type_message_and_sources() {
+        #[derive(Debug)]
+        enum PaymentError {
+            Declined(std::io::Error),
+        }
+        impl fmt::Display for PaymentError {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("payment declined")
+            }
+        }
+        impl StdError for PaymentError {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                match self {
+                    PaymentError::Declined(cause) => Some(cause),
+                }
+            }
+        }
+        let error = PaymentError::Declined(std::io::Error::other("provider timed out"));
+        let mut out = Vec::new();
+        write_error(&mut out, &error);
+        let parsed: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            parsed,
+            json!({"type": "Declined", "message": "payment declined", "sources": ["provider timed out"]})
+        );
+    }
+
+    #[test]
+    fn a_failing_debug_impl_does_not_panic() {
+        struct Broken;
+        impl fmt::Debug for Broken {
+            fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+                Err(fmt::Error)
+            }
+        }
+        assert!(debug_text(&Broken).contains("failed"));
+    }
+}

@@ -1,0 +1,494 @@
+//! The logger's settings, shared by the `tracing` layer that writes lines and the tower layer
+//! that scopes invocations.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use powertools_core::PowertoolsConfig;
+use powertools_core::env::Env;
+use serde::Serialize;
+use serde_json::Value;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+
+use crate::json::{DEFAULT_REDACTED_KEYS, Line, RESERVED_KEYS, Redactor};
+use crate::level::{self, Level};
+use crate::subscriber::JsonLayer;
+use crate::{Error, key_value};
+
+/// `DEBUG`, `INFO`, … (`AWS_LAMBDA_LOG_LEVEL`, set by Lambda's Advanced Logging Controls, wins).
+pub const POWERTOOLS_LOG_LEVEL: &str = "POWERTOOLS_LOG_LEVEL";
+/// The level Lambda's Advanced Logging Controls filter at; it wins over every other setting.
+pub const AWS_LAMBDA_LOG_LEVEL: &str = "AWS_LAMBDA_LOG_LEVEL";
+/// The share of invocations, 0.0 to 1.0, that log at `DEBUG` whatever the level.
+pub const POWERTOOLS_LOGGER_SAMPLE_RATE: &str = "POWERTOOLS_LOGGER_SAMPLE_RATE";
+/// `true` logs each incoming event (redacted) at `INFO`.
+pub const POWERTOOLS_LOGGER_LOG_EVENT: &str = "POWERTOOLS_LOGGER_LOG_EVENT";
+
+/// The default byte budget of the per-invocation log buffer, as in Powertools.
+pub const DEFAULT_BUFFER_MAX_BYTES: usize = 20_480;
+
+/// Buffering of verbose lines: held per invocation, written only if something goes wrong.
+///
+/// Lines at `level` and more verbose (default `DEBUG`, so `DEBUG` and `TRACE`) are kept in a
+/// buffer of `max_bytes` (default 20480) instead of being written. When an `ERROR` line is
+/// logged (`flush_on_error_log`, default on) or the handler fails or panics
+/// (`flush_on_handler_error`, default on) the buffered lines are written first, each with its own
+/// timestamp; otherwise they are dropped when the invocation ends. When full, the oldest line is
+/// evicted and a warning says so at the flush; a single line larger than the buffer is written
+/// directly. Nothing is buffered outside an invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferConfig {
+    /// The byte budget (serialized lines).
+    pub max_bytes: usize,
+    /// The least verbose level that is buffered: `Trace`, `Debug`, `Info` or `Warn`.
+    pub level: Level,
+    /// Write the buffer before an `ERROR` line.
+    pub flush_on_error_log: bool,
+    /// Write the buffer when the handler returns an error or panics.
+    pub flush_on_handler_error: bool,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig {
+            max_bytes: DEFAULT_BUFFER_MAX_BYTES,
+            level: Level::Debug,
+            flush_on_error_log: true,
+            flush_on_handler_error: true,
+        }
+    }
+}
+
+/// Supplies the time of each line (UTC); replaceable in tests.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// Receives each line, newline included, in one call.
+pub(crate) trait LineSink: Send + Sync {
+    fn write_line(&self, line: &[u8]);
+}
+
+struct MakeWriterSink<M>(M);
+
+impl<M> LineSink for MakeWriterSink<M>
+where
+    M: for<'a> MakeWriter<'a> + Send + Sync,
+{
+    fn write_line(&self, line: &[u8]) {
+        // One write per line, so that lines of concurrent invocations never interleave. Nothing
+        // useful can be done if the writer fails: logging must not fail the invocation.
+        let _ = self.0.make_writer().write_all(line);
+    }
+}
+
+/// Collects lines in memory, for tests and the offline demo (a deployed function writes to
+/// stdout, the default). Clones share the lines.
+///
+/// ```
+/// use powertools_logging::{Logger, MemoryLogs};
+/// let logs = MemoryLogs::new();
+/// let logger = Logger::builder().service("orders").writer(logs.clone()).build()?;
+/// tracing::subscriber::with_default(logger.subscriber(), || tracing::info!(order_id = "o-1", "accepted"));
+/// assert_eq!(logs.json()[0]["order_id"], "o-1");
+/// # Ok::<(), powertools_logging::Error>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MemoryLogs {
+    bytes: Arc<Mutex<Vec<u8>>>,
+}
+
+impl MemoryLogs {
+    /// An empty capture.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every line written so far.
+    pub fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.lock())
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Every line written so far, parsed (a line that is not JSON becomes `null`).
+    pub fn json(&self) -> Vec<Value> {
+        self.lines()
+            .iter()
+            .map(|line| serde_json::from_str(line).unwrap_or(Value::Null))
+            .collect()
+    }
+
+    /// Everything written so far, as written.
+    pub fn contents(&self) -> String {
+        String::from_utf8_lossy(&self.lock()).into_owned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        // Every critical section is one append or one copy.
+        self.bytes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl std::io::Write for MemoryLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.lock().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for MemoryLogs {
+    type Writer = MemoryLogs;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// The logging settings, shared by the `tracing` layer that writes lines
+/// ([`Logger::json_layer`]) and the tower layer that scopes each invocation
+/// ([`LoggingLayer`](crate::LoggingLayer)). Cheap to clone.
+///
+/// Build it once at init with [`Logger::builder`] (or [`Logger::from_env`]); options not set in
+/// code come from the Powertools environment variables.
+#[derive(Clone)]
+pub struct Logger {
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) service: String,
+    pub(crate) level: Level,
+    pub(crate) sample_rate: f64,
+    pub(crate) log_event: bool,
+    pub(crate) dev_mode: bool,
+    pub(crate) redactor: Redactor,
+    pub(crate) buffer: Option<BufferConfig>,
+    pub(crate) persistent_keys: RwLock<Vec<(String, Value)>>,
+    pub(crate) sink: Box<dyn LineSink>,
+    pub(crate) clock: Option<Clock>,
+}
+
+impl std::fmt::Debug for Logger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shared = &self.shared;
+        f.debug_struct("Logger")
+            .field("service", &shared.service)
+            .field("level", &shared.level)
+            .field("sample_rate", &shared.sample_rate)
+            .field("log_event", &shared.log_event)
+            .field("buffer", &shared.buffer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn timestamp(&self) -> String {
+        let now = self.clock.as_ref().map_or_else(Utc::now, |clock| clock());
+        now.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+
+    /// Writes a line, pretty-printed in development mode.
+    pub(crate) fn write(&self, line: &[u8]) {
+        if self.dev_mode
+            && let Ok(value) = serde_json::from_slice::<Value>(line)
+            && let Ok(mut pretty) = serde_json::to_vec_pretty(&value)
+        {
+            pretty.push(b'\n');
+            self.sink.write_line(&pretty);
+            return;
+        }
+        self.sink.write_line(line);
+    }
+
+    /// A line of the logger's own (a configuration warning, a buffer notice).
+    pub(crate) fn notice(&self, level: Level, message: &str) {
+        let mut line = Line::new(&self.redactor);
+        line.str_member("level", level.as_str());
+        line.str_member("message", message);
+        line.str_member("timestamp", &self.timestamp());
+        line.str_member("service", &self.service);
+        self.write(&line.finish());
+    }
+}
+
+impl Logger {
+    /// A builder reading unset options from the process environment.
+    pub fn builder() -> LoggerBuilder {
+        LoggerBuilder::default()
+    }
+
+    /// A logger configured from the environment only, writing to stdout.
+    ///
+    /// # Errors
+    /// As [`LoggerBuilder::build`].
+    pub fn from_env() -> Result<Self, Error> {
+        Self::builder().build()
+    }
+
+    /// The `tracing-subscriber` layer that writes the JSON lines; compose it with other layers
+    /// (OpenTelemetry, for example) on one registry.
+    pub fn json_layer(&self) -> JsonLayer {
+        JsonLayer::new(self.clone())
+    }
+
+    /// A subscriber with only this logger's layer, for `tracing::subscriber::with_default` in
+    /// tests or for [`init`](Self::init).
+    pub fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + use<> {
+        tracing_subscriber::registry().with(self.json_layer())
+    }
+
+    /// Installs [`subscriber`](Self::subscriber) as the global `tracing` subscriber.
+    ///
+    /// # Errors
+    /// [`Error::SubscriberAlreadyInstalled`] if one is.
+    pub fn init(&self) -> Result<(), Error> {
+        tracing::subscriber::set_global_default(self.subscriber())
+            .map_err(|_| Error::SubscriberAlreadyInstalled)
+    }
+
+    /// The level in force.
+    pub fn level(&self) -> Level {
+        self.shared.level
+    }
+
+    /// Adds a key to every line of every invocation from now on (configuration, deployment
+    /// data); invocation keys and fields of the line win over it.
+    ///
+    /// # Errors
+    /// [`Error::ReservedKey`] or [`Error::Serialization`].
+    pub fn append_persistent_key(&self, key: &str, value: impl Serialize) -> Result<(), Error> {
+        let value = key_value(key, value)?;
+        let mut keys = self
+            .shared
+            .persistent_keys
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        match keys.iter_mut().find(|(existing, _)| existing == key) {
+            Some((_, existing)) => *existing = value,
+            None => keys.push((key.to_owned(), value)),
+        }
+        Ok(())
+    }
+
+    /// Removes a persistent key.
+    pub fn remove_persistent_key(&self, key: &str) {
+        self.shared
+            .persistent_keys
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(existing, _)| existing != key);
+    }
+}
+
+/// Builds a [`Logger`]. Options set here win over the environment, except that Lambda's own
+/// level (`AWS_LAMBDA_LOG_LEVEL`) wins over every level.
+#[derive(Default)]
+#[must_use]
+pub struct LoggerBuilder {
+    service: Option<String>,
+    level: Option<Level>,
+    sample_rate: Option<f64>,
+    log_event: Option<bool>,
+    dev_mode: Option<bool>,
+    redacted_keys: Option<Vec<String>>,
+    extra_redacted_keys: Vec<String>,
+    buffer: Option<BufferConfig>,
+    persistent_keys: Vec<(String, Result<Value, serde_json::Error>)>,
+    sink: Option<Box<dyn LineSink>>,
+    clock: Option<Clock>,
+    env: Option<Env>,
+}
+
+impl std::fmt::Debug for LoggerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoggerBuilder")
+            .field("service", &self.service)
+            .field("level", &self.level)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoggerBuilder {
+    /// The `service` key (default: `POWERTOOLS_SERVICE_NAME`, else `service_undefined`).
+    pub fn service(mut self, service: impl Into<String>) -> Self {
+        self.service = Some(service.into());
+        self
+    }
+
+    /// The level (default: `POWERTOOLS_LOG_LEVEL`, else `INFO`; `AWS_LAMBDA_LOG_LEVEL` wins).
+    pub fn level(mut self, level: Level) -> Self {
+        self.level = Some(level);
+        self
+    }
+
+    /// The share of invocations that log at `DEBUG` (default: `POWERTOOLS_LOGGER_SAMPLE_RATE`,
+    /// else none), drawn per invocation.
+    pub fn sample_rate(mut self, rate: f64) -> Self {
+        self.sample_rate = Some(rate);
+        self
+    }
+
+    /// Logs each incoming event at `INFO`, with redacted keys masked (default:
+    /// `POWERTOOLS_LOGGER_LOG_EVENT`, else off).
+    pub fn log_event(mut self, log_event: bool) -> Self {
+        self.log_event = Some(log_event);
+        self
+    }
+
+    /// Pretty-printed lines for reading in a terminal (default: `POWERTOOLS_DEV`).
+    pub fn dev_mode(mut self, dev_mode: bool) -> Self {
+        self.dev_mode = Some(dev_mode);
+        self
+    }
+
+    /// Replaces the masked keys (default: [`DEFAULT_REDACTED_KEYS`]); an empty list masks
+    /// nothing.
+    pub fn redacted_keys<I: IntoIterator<Item = S>, S: Into<String>>(mut self, keys: I) -> Self {
+        self.redacted_keys = Some(keys.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Masks one more key, besides the default list.
+    pub fn redact_key(mut self, key: impl Into<String>) -> Self {
+        self.extra_redacted_keys.push(key.into());
+        self
+    }
+
+    /// Buffers verbose lines per invocation (default: off).
+    pub fn buffer(mut self, buffer: BufferConfig) -> Self {
+        self.buffer = Some(buffer);
+        self
+    }
+
+    /// A key on every line of every invocation.
+    ///
+    /// Reserved keys and values that do not serialize are reported by
+    /// [`build`](Self::build).
+    pub fn persistent_key(mut self, key: impl Into<String>, value: impl Serialize) -> Self {
+        self.persistent_keys
+            .push((key.into(), serde_json::to_value(value)));
+        self
+    }
+
+    /// Where lines go (default: stdout), one write per line.
+    pub fn writer<M>(mut self, writer: M) -> Self
+    where
+        M: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+    {
+        self.sink = Some(Box::new(MakeWriterSink(writer)));
+        self
+    }
+
+    /// The time of each line (default: the system clock), for tests.
+    pub fn clock(mut self, clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Reads unset options from `env` instead of the process environment (for tests).
+    pub fn env(mut self, env: Env) -> Self {
+        self.env = Some(env);
+        self
+    }
+
+    /// Checks the settings and builds the logger. A level more verbose than Lambda's
+    /// `AWS_LAMBDA_LOG_LEVEL` is logged as a warning (Lambda would drop those lines).
+    ///
+    /// # Errors
+    /// A malformed environment variable, a level that is not one, a sampling rate outside
+    /// 0.0..=1.0, an empty buffer or a buffer level above `WARN`, a reserved or unserializable
+    /// persistent key.
+    pub fn build(self) -> Result<Logger, Error> {
+        let env = self.env.unwrap_or_else(Env::process);
+        let config = PowertoolsConfig::from_env_source(&env)?;
+        let parse_level = |name: &str| -> Result<Option<Level>, Error> {
+            env.string(name)?.map(|text| text.parse()).transpose()
+        };
+        let resolved = level::resolve(
+            parse_level(AWS_LAMBDA_LOG_LEVEL)?,
+            self.level,
+            parse_level(POWERTOOLS_LOG_LEVEL)?,
+        );
+        let sample_rate = match self.sample_rate {
+            Some(rate) => rate,
+            None => env
+                .parse::<f64>(POWERTOOLS_LOGGER_SAMPLE_RATE, "a number from 0.0 to 1.0")?
+                .unwrap_or(0.0),
+        };
+        if !(0.0..=1.0).contains(&sample_rate) {
+            return Err(Error::InvalidSampleRate { rate: sample_rate });
+        }
+        if let Some(buffer) = &self.buffer {
+            if buffer.max_bytes == 0 {
+                return Err(Error::InvalidBuffer {
+                    reason: "max_bytes must be positive",
+                });
+            }
+            if buffer.level == Level::Error {
+                return Err(Error::InvalidBuffer {
+                    reason: "the buffer level must be TRACE, DEBUG, INFO or WARN",
+                });
+            }
+        }
+        let mut persistent_keys = Vec::with_capacity(self.persistent_keys.len());
+        for (key, value) in self.persistent_keys {
+            if RESERVED_KEYS.contains(&key.as_str()) {
+                return Err(Error::ReservedKey { key });
+            }
+            match value {
+                Ok(value) => persistent_keys.push((key, value)),
+                Err(source) => return Err(Error::Serialization { key, source }),
+            }
+        }
+        let log_event = match self.log_event {
+            Some(flag) => flag,
+            None => env.bool(POWERTOOLS_LOGGER_LOG_EVENT)?.unwrap_or(false),
+        };
+        let mut redacted: Vec<String> = self.redacted_keys.unwrap_or_else(|| {
+            DEFAULT_REDACTED_KEYS
+                .iter()
+                .map(|key| (*key).to_owned())
+                .collect()
+        });
+        redacted.extend(self.extra_redacted_keys);
+        let shared = Shared {
+            service: self
+                .service
+                .unwrap_or_else(|| config.service_name().to_owned()),
+            level: resolved.level,
+            sample_rate,
+            log_event,
+            dev_mode: self.dev_mode.unwrap_or(config.dev_mode()),
+            redactor: Redactor::new(redacted),
+            buffer: self.buffer,
+            persistent_keys: RwLock::new(persistent_keys),
+            sink: self
+                .sink
+                .unwrap_or_else(|| Box::new(MakeWriterSink(std::io::stdout))),
+            clock: self.clock,
+        };
+        if let Some(warning) = resolved.conflict {
+            shared.notice(Level::Warn, &warning);
+        }
+        if let Some(buffer) = &shared.buffer
+            && buffer.level < shared.level
+            && shared.level > Level::Debug
+            && env.string(AWS_LAMBDA_LOG_LEVEL)?.is_some()
+        {
+            shared.notice(
+                Level::Warn,
+                "Advanced Logging Controls (ALC) Log Level is less verbose than Log Buffering Log \
+                 Level. Buffered logs will be filtered by ALC",
+            );
+        }
+        Ok(Logger {
+            shared: Arc::new(shared),
+        })
+    }
+}

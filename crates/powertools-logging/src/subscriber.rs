@@ -1,0 +1,285 @@
+//! The `tracing-subscriber` layer that writes one flat JSON line per event.
+
+use std::sync::{Arc, PoisonError};
+
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Metadata, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::buffer::Pushed;
+use crate::invocation::{INVOCATION_SPAN, InvocationState};
+use crate::json::{FieldCollector, Line};
+use crate::level::Level;
+use crate::logger::{Logger, Shared};
+
+/// Writes each `tracing` event as one line of flat JSON: the Powertools keys (`level`,
+/// `message`, `timestamp`, `service`, the Lambda context, `correlation_id`, `sampling_rate`),
+/// then the event's fields, the fields of the spans it is in (innermost first), the invocation's
+/// keys, the persistent keys, and `location` (the code's `module:line`, unless a key of yours is
+/// named `location`). A key is written once: the first of these wins.
+///
+/// Get it from [`Logger::json_layer`] and add it to a `tracing_subscriber` registry, with other
+/// layers if you like:
+///
+/// ```
+/// use powertools_logging::{Logger, MemoryLogs};
+/// use tracing_subscriber::layer::SubscriberExt;
+///
+/// let logs = MemoryLogs::new();
+/// let logger = Logger::builder().service("orders").writer(logs.clone()).build()?;
+/// let subscriber = tracing_subscriber::registry().with(logger.json_layer());
+/// tracing::subscriber::with_default(subscriber, || {
+///     let span = tracing::info_span!("checkout", customer_id = "c-7");
+///     let _entered = span.enter();
+///     tracing::warn!(items = 3, paid = false, "basket abandoned");
+/// });
+/// let line = &logs.json()[0];
+/// assert_eq!(line["level"], "WARN");
+/// assert_eq!(line["message"], "basket abandoned");
+/// assert_eq!(line["items"], 3);
+/// assert_eq!(line["paid"], false);
+/// assert_eq!(line["customer_id"], "c-7");
+/// # Ok::<(), powertools_logging::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct JsonLayer {
+    logger: Logger,
+    /// The most verbose level any line can be written or buffered at.
+    max_level: Level,
+}
+
+/// The rendered fields of a span, kept in its extensions.
+struct SpanFields(Vec<(&'static str, Vec<u8>)>);
+
+impl JsonLayer {
+    pub(crate) fn new(logger: Logger) -> Self {
+        let shared = &logger.shared;
+        let mut max_level = shared.level;
+        if shared.sample_rate > 0.0 {
+            max_level = max_level.min(Level::Debug);
+        }
+        if shared.buffer.is_some() {
+            // Everything at the buffer level and more verbose may be buffered, down to TRACE.
+            max_level = Level::Trace;
+        }
+        JsonLayer { logger, max_level }
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.logger.shared
+    }
+
+    fn format<S>(
+        &self,
+        event: &Event<'_>,
+        ctx: &Context<'_, S>,
+        invocation: Option<&InvocationState>,
+        level: Level,
+    ) -> Vec<u8>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let shared = self.shared();
+        let mut fields = FieldCollector::new(&shared.redactor);
+        event.record(&mut fields);
+        let metadata = event.metadata();
+
+        let mut line = Line::new(&shared.redactor);
+        line.str_member("level", level.as_str());
+        line.str_member("message", fields.message.as_deref().unwrap_or_default());
+        line.str_member("timestamp", &shared.timestamp());
+        line.str_member("service", &shared.service);
+        if let Some(invocation) = invocation {
+            for (key, json) in &invocation.lambda_keys {
+                line.raw_member(key, json);
+            }
+            if let Some(correlation_id) = invocation.correlation_id().as_deref() {
+                line.str_member("correlation_id", correlation_id);
+            }
+        }
+        if shared.sample_rate > 0.0 {
+            let mut rate = Vec::new();
+            // A finite f64 always serializes.
+            let _ = serde_json::to_writer(&mut rate, &shared.sample_rate);
+            line.raw_member("sampling_rate", &rate);
+        }
+        if fields.event_marker
+            && let Some(event_json) = invocation.and_then(|invocation| invocation.event.as_ref())
+        {
+            line.value_member("event", event_json);
+        }
+        for (name, json) in &fields.fields {
+            if line.user_key(name) {
+                line.out.extend_from_slice(json);
+            }
+        }
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope {
+                if let Some(SpanFields(span_fields)) = span.extensions().get::<SpanFields>() {
+                    for (name, json) in span_fields {
+                        if line.user_key(name) {
+                            line.out.extend_from_slice(json);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(invocation) = invocation {
+            for (key, value) in invocation.keys().iter() {
+                line.value_member(key, value);
+            }
+        }
+        for (key, value) in shared
+            .persistent_keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            line.value_member(key, value);
+        }
+        // Last, so that a business `location` (a shop, a region) wins over the code location.
+        let location = format!(
+            "{}:{}",
+            metadata.module_path().unwrap_or(metadata.target()),
+            metadata.line().unwrap_or(0)
+        );
+        line.str_member("location", &location);
+        line.finish()
+    }
+
+    /// The invocation the event belongs to: the one attached to a span it is in, else the one
+    /// of the task that logs it.
+    fn invocation<S>(event: &Event<'_>, ctx: &Context<'_, S>) -> Option<Arc<InvocationState>>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope {
+                if let Some(state) = span.extensions().get::<Arc<InvocationState>>() {
+                    return Some(state.clone());
+                }
+            }
+        }
+        InvocationState::current()
+    }
+}
+
+/// Writes the buffered lines of `invocation`, oldest first, then a warning if some were evicted.
+pub(crate) fn flush_buffer(shared: &Shared, invocation: &InvocationState) {
+    let Some(mut buffer) = invocation.buffer() else {
+        return;
+    };
+    let (lines, evicted) = buffer.take();
+    drop(buffer);
+    for line in lines {
+        shared.write(&line);
+    }
+    if evicted > 0 {
+        shared.notice(
+            Level::Warn,
+            &format!(
+                "Some logs are not displayed because they were evicted from the buffer \
+                 ({evicted} lines). Increase buffer size to store more logs in the buffer"
+            ),
+        );
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for JsonLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn enabled(&self, metadata: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
+        Level::of(metadata.level()) >= self.max_level
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(self.max_level.to_tracing().into())
+    }
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let metadata = attrs.metadata();
+        if metadata.name() == INVOCATION_SPAN
+            && metadata.target() == env!("CARGO_CRATE_NAME")
+            && let Some(state) = InvocationState::current()
+        {
+            span.extensions_mut().insert(state);
+            return;
+        }
+        let mut fields = FieldCollector::new(&self.shared().redactor);
+        attrs.record(&mut fields);
+        if let Some(message) = fields.message {
+            let mut json = Vec::new();
+            crate::json::write_str(&mut json, &message);
+            fields.fields.push(("span_message", json));
+        }
+        if !fields.fields.is_empty() {
+            span.extensions_mut().insert(SpanFields(fields.fields));
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let mut fields = FieldCollector::new(&self.shared().redactor);
+        values.record(&mut fields);
+        let mut extensions = span.extensions_mut();
+        match extensions.get_mut::<SpanFields>() {
+            Some(SpanFields(existing)) => {
+                for (name, json) in fields.fields {
+                    match existing.iter_mut().find(|(known, _)| *known == name) {
+                        Some((_, value)) => *value = json,
+                        None => existing.push((name, json)),
+                    }
+                }
+            }
+            None if !fields.fields.is_empty() => extensions.insert(SpanFields(fields.fields)),
+            None => {}
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let shared = self.shared();
+        let level = Level::of(event.metadata().level());
+        let invocation = Self::invocation(event, &ctx);
+        let sampled = invocation.as_ref().is_some_and(|state| state.debug_sampled);
+        let buffered = !sampled
+            && invocation
+                .as_ref()
+                .is_some_and(|state| state.buffer.is_some())
+            && shared.buffer.is_some_and(|buffer| level <= buffer.level);
+        let written = level >= shared.level || (sampled && level >= Level::Debug);
+        if !buffered && !written {
+            return;
+        }
+        let line = self.format(event, &ctx, invocation.as_deref(), level);
+        if buffered && let Some(state) = &invocation {
+            let pushed = state.buffer().map(|mut buffer| buffer.push(line));
+            match pushed {
+                Some(Pushed::TooLarge(line)) => {
+                    shared.notice(
+                        Level::Warn,
+                        "A log line is larger than the log buffer: it is written directly",
+                    );
+                    shared.write(&line);
+                }
+                Some(Pushed::Buffered) | None => {}
+            }
+            return;
+        }
+        if level == Level::Error
+            && shared
+                .buffer
+                .is_some_and(|buffer| buffer.flush_on_error_log)
+            && let Some(state) = &invocation
+        {
+            flush_buffer(shared, state);
+        }
+        shared.write(&line);
+    }
+}
