@@ -1,0 +1,599 @@
+//! The logger end to end: `LoggingLayer` around `lambda_runtime` services, lines captured and
+//! compared as parsed JSON.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use futures_util::FutureExt;
+use lambda_runtime::tower::{Layer, ServiceExt};
+use lambda_runtime::{LambdaEvent, service_fn};
+use powertools_core::env::Env;
+use powertools_core::testing::TestContext;
+use powertools_logging::{
+    BufferConfig, Error, Level, Logger, LoggerBuilder, LoggingLayer, MemoryLogs, REDACTED,
+};
+use serde_json::{Value, json};
+use tracing::Instrument;
+
+type HandlerResult = Result<Value, lambda_runtime::Error>;
+
+/// A builder writing to `logs`, with an empty environment and a clock that starts at
+/// 2026-11-27T09:15:02.127Z and advances a millisecond per line.
+fn builder(logs: &MemoryLogs) -> LoggerBuilder {
+    let ticks = Arc::new(AtomicI64::new(0));
+    let start: DateTime<Utc> = Utc
+        .with_ymd_and_hms(2026, 11, 27, 9, 15, 2)
+        .single()
+        .expect("a valid date")
+        + chrono::Duration::milliseconds(127);
+    Logger::builder()
+        .service("orders")
+        .writer(logs.clone())
+        .env(Env::from_pairs::<_, String, String>([]))
+        .clock(move || start + chrono::Duration::milliseconds(ticks.fetch_add(1, Ordering::SeqCst)))
+}
+
+async fn invoke<F, Fut>(
+    logger: &Logger,
+    context: TestContext,
+    payload: Value,
+    handler: F,
+) -> HandlerResult
+where
+    F: Fn(LambdaEvent<Value>) -> Fut + Send + 'static,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    LoggingLayer::new(logger.clone())
+        .layer(service_fn(handler))
+        .oneshot(context.event(payload))
+        .await
+}
+
+#[tokio::test]
+async fn a_line_has_the_powertools_keys_with_their_json_types() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).sample_rate(0.0).build().unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    let context = TestContext::new()
+        .with_request_id("req-1")
+        .with_function_name("orders-api")
+        .with_function_arn("arn:aws:lambda:eu-west-1:123456789012:function:orders-api")
+        .with_function_version("7")
+        .with_memory_size_mb(256)
+        .with_trace_id("Root=1-67a8f0e1-3f0c2b9d8e7a6b5c4d3e2f1a;Parent=53995c3f42cd8ad8;Sampled=1")
+        .with_tenant_id("bakery-lyon");
+    invoke(&logger, context, json!({}), |_| async {
+        tracing::info!(
+            loaves = 3,
+            weight_kg = 1.5,
+            organic = true,
+            baker = "Ana",
+            "baked"
+        );
+        Ok(Value::Null)
+    })
+    .await
+    .unwrap();
+
+    let lines = logs.json();
+    assert_eq!(lines.len(), 1);
+    let mut line = lines[0].clone();
+    let location = line.as_object_mut().unwrap().remove("location").unwrap();
+    assert!(
+        location.as_str().unwrap().starts_with("layer:"),
+        "{location}"
+    );
+    let cold_start = line.as_object_mut().unwrap().remove("cold_start").unwrap();
+    assert!(cold_start.is_boolean());
+    assert_eq!(
+        line,
+        json!({
+            "level": "INFO",
+            "message": "baked",
+            "timestamp": "2026-11-27T09:15:02.127Z",
+            "service": "orders",
+            "function_name": "orders-api",
+            "function_memory_size": 256,
+            "function_arn": "arn:aws:lambda:eu-west-1:123456789012:function:orders-api",
+            "function_request_id": "req-1",
+            "function_version": "7",
+            "xray_trace_id": "1-67a8f0e1-3f0c2b9d8e7a6b5c4d3e2f1a",
+            "tenant_id": "bakery-lyon",
+            "loaves": 3,
+            "weight_kg": 1.5,
+            "organic": true,
+            "baker": "Ana"
+        })
+    );
+    let raw = &logs.lines()[0];
+    assert!(
+        raw.starts_with(r#"{"level":"INFO","message":"baked","timestamp":"#),
+        "{raw}"
+    );
+}
+
+#[tokio::test]
+async fn business_keys_follow_the_invocation_the_block_and_the_process() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs)
+        .persistent_key("environment", "prod")
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    invoke(
+        &logger,
+        TestContext::new(),
+        json!({"order_id": "o-1"}),
+        |event| async move {
+            powertools_logging::append_key("order_id", event.payload["order_id"].clone())?;
+            powertools_logging::append_key("customer", json!({"id": "c-7", "tier": 2}))?;
+            tracing::info!("received");
+            charge()
+                .instrument(tracing::info_span!(
+                    "payment",
+                    provider = "acme",
+                    attempt = 1
+                ))
+                .await;
+            assert!(powertools_logging::remove_key("customer"));
+            tracing::info!("done");
+            let reserved = powertools_logging::append_key("level", "x").unwrap_err();
+            assert!(matches!(reserved, Error::ReservedKey { .. }));
+            Ok(Value::Null)
+        },
+    )
+    .await
+    .unwrap();
+    invoke(&logger, TestContext::new(), json!({}), |_| async {
+        tracing::info!("next invocation");
+        Ok(Value::Null)
+    })
+    .await
+    .unwrap();
+    tracing::info!("outside");
+
+    let lines = logs.json();
+    let by_message = |message: &str| {
+        lines
+            .iter()
+            .find(|line| line["message"] == message)
+            .unwrap_or_else(|| panic!("no line {message}"))
+            .clone()
+    };
+    let received = by_message("received");
+    assert_eq!(received["order_id"], "o-1");
+    assert_eq!(received["customer"], json!({"id": "c-7", "tier": 2}));
+    assert_eq!(received["environment"], "prod");
+    assert!(received.get("provider").is_none());
+
+    let charging = by_message("charging");
+    assert_eq!(
+        charging["provider"], "acme",
+        "span fields are keys inside the span"
+    );
+    assert_eq!(
+        charging["attempt"], 2,
+        "the event's field wins over the span's"
+    );
+    assert_eq!(
+        charging["order_id"], "o-1",
+        "invocation keys reach nested functions"
+    );
+
+    let done = by_message("done");
+    assert!(
+        done.get("provider").is_none(),
+        "the block's keys end with it"
+    );
+    assert!(done.get("customer").is_none(), "removed");
+
+    let next = by_message("next invocation");
+    assert!(
+        next.get("order_id").is_none(),
+        "invocation keys end with it"
+    );
+    assert_eq!(next["environment"], "prod");
+
+    let outside = by_message("outside");
+    assert!(outside.get("function_request_id").is_none());
+    assert_eq!(outside["environment"], "prod");
+}
+
+async fn charge() {
+    tokio::task::yield_now().await;
+    tracing::info!(attempt = 2, "charging");
+}
+
+#[tokio::test]
+async fn outside_an_invocation_the_key_functions_say_so() {
+    assert!(matches!(
+        powertools_logging::append_key("order_id", "o-1"),
+        Err(Error::NoCurrentInvocation)
+    ));
+    assert!(matches!(
+        powertools_logging::set_correlation_id("c"),
+        Err(Error::NoCurrentInvocation)
+    ));
+    assert!(!powertools_logging::remove_key("order_id"));
+    assert_eq!(powertools_logging::correlation_id(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_invocations_never_see_each_others_context() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs)
+        .sample_rate(0.5)
+        .buffer(BufferConfig::default())
+        .build()
+        .unwrap();
+    tracing::subscriber::set_global_default(logger.subscriber()).unwrap();
+    let service = LoggingLayer::new(logger.clone())
+        .correlation_id_from(|event: &Value| event["order"].as_str().map(|o| format!("corr-{o}")))
+        .layer(service_fn(|event: LambdaEvent<Value>| async move {
+            let order = event.payload["order"].as_str().unwrap().to_owned();
+            powertools_logging::append_key("order", &order)?;
+            for step in 0..5 {
+                tokio::time::sleep(Duration::from_millis(step % 3)).await;
+                tracing::info!(step, "step");
+                tracing::debug!(step, "detail");
+            }
+            let spawned =
+                tokio::spawn(async { tracing::info!("from a spawned task") }.in_current_span());
+            spawned.await?;
+            if order.ends_with('7') {
+                tracing::error!("order failed");
+            }
+            Ok::<_, lambda_runtime::Error>(Value::Null)
+        }));
+    let calls = (0..40).map(|index| {
+        let context = TestContext::new().with_request_id(format!("req-{index}"));
+        tokio::spawn(
+            service
+                .clone()
+                .oneshot(context.event(json!({"order": format!("o-{index}")}))),
+        )
+    });
+    for call in futures_util::future::join_all(calls).await {
+        call.unwrap().unwrap();
+    }
+
+    let lines = logs.json();
+    let mut per_request = std::collections::HashMap::<String, Vec<Value>>::new();
+    for line in &lines {
+        let request = line["function_request_id"].as_str().unwrap().to_owned();
+        let index = request.strip_prefix("req-").unwrap();
+        // The sampling notice comes before the handler appends its key.
+        if line["message"] != "Setting log level to DEBUG due to sampling rate" {
+            assert_eq!(line["order"], format!("o-{index}"), "{line}");
+        }
+        assert_eq!(line["correlation_id"], format!("corr-o-{index}"), "{line}");
+        per_request.entry(request).or_default().push(line.clone());
+    }
+    assert_eq!(per_request.len(), 40);
+    for (request, lines) in per_request {
+        let infos = lines.iter().filter(|l| l["message"] == "step").count();
+        assert_eq!(infos, 5, "{request}");
+        assert!(lines.iter().any(|l| l["message"] == "from a spawned task"));
+        let debugs = lines.iter().filter(|l| l["message"] == "detail").count();
+        let sampled = lines
+            .iter()
+            .any(|l| l["message"] == "Setting log level to DEBUG due to sampling rate");
+        let failed = lines.iter().any(|l| l["message"] == "order failed");
+        // Debug lines are written when the invocation is sampled or its buffer is flushed by
+        // an error, and only then: never another invocation's decision.
+        let expected = if sampled || failed { 5 } else { 0 };
+        assert_eq!(
+            debugs, expected,
+            "{request}: sampled {sampled}, failed {failed}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn lambdas_level_wins_and_a_more_verbose_setting_is_warned_about() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs)
+        .level(Level::Debug)
+        .env(Env::from_pairs([
+            ("AWS_LAMBDA_LOG_LEVEL", "WARN"),
+            ("POWERTOOLS_LOG_LEVEL", "TRACE"),
+        ]))
+        .build()
+        .unwrap();
+    assert_eq!(logger.level(), Level::Warn);
+    tracing::subscriber::with_default(logger.subscriber(), || {
+        tracing::debug!("dropped");
+        tracing::info!("dropped too");
+        tracing::warn!("kept");
+    });
+    let lines = logs.json();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["level"], "WARN");
+    assert!(
+        lines[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Advanced Logging Controls")
+    );
+    assert_eq!(lines[1]["message"], "kept");
+
+    let from_env = builder(&MemoryLogs::new())
+        .env(Env::from_pairs([("POWERTOOLS_LOG_LEVEL", "error")]))
+        .build()
+        .unwrap();
+    assert_eq!(from_env.level(), Level::Error);
+    let bad = builder(&MemoryLogs::new())
+        .env(Env::from_pairs([("POWERTOOLS_LOG_LEVEL", "loud")]))
+        .build()
+        .unwrap_err();
+    assert!(matches!(bad, Error::InvalidLevel { .. }));
+    let bad_rate = builder(&MemoryLogs::new())
+        .env(Env::from_pairs([("POWERTOOLS_LOGGER_SAMPLE_RATE", "2")]))
+        .build()
+        .unwrap_err();
+    assert!(matches!(bad_rate, Error::InvalidSampleRate { .. }));
+    let malformed_rate = builder(&MemoryLogs::new())
+        .env(Env::from_pairs([(
+            "POWERTOOLS_LOGGER_SAMPLE_RATE",
+            "often",
+        )]))
+        .build()
+        .unwrap_err();
+    assert!(
+        malformed_rate
+            .to_string()
+            .contains("POWERTOOLS_LOGGER_SAMPLE_RATE")
+    );
+}
+
+#[tokio::test]
+async fn a_sampled_invocation_logs_debug_and_says_so() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).sample_rate(1.0).build().unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    invoke(&logger, TestContext::new(), json!({}), |_| async {
+        tracing::debug!("visible");
+        tracing::trace!("still not");
+        Ok(Value::Null)
+    })
+    .await
+    .unwrap();
+    tracing::debug!("outside an invocation, not sampled");
+    let lines = logs.json();
+    let messages: Vec<&str> = lines
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        messages,
+        ["Setting log level to DEBUG due to sampling rate", "visible"]
+    );
+    assert!(lines.iter().all(|l| l["sampling_rate"] == 1.0));
+}
+
+fn buffered_logger(logs: &MemoryLogs, max_bytes: usize) -> Logger {
+    builder(logs)
+        .buffer(BufferConfig {
+            max_bytes,
+            ..BufferConfig::default()
+        })
+        .build()
+        .expect("valid settings")
+}
+
+#[tokio::test]
+async fn buffered_lines_are_dropped_when_all_goes_well() {
+    let logs = MemoryLogs::new();
+    let logger = buffered_logger(&logs, 20_480);
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    invoke(&logger, TestContext::new(), json!({}), |_| async {
+        tracing::debug!("detail 1");
+        tracing::info!("all good");
+        tracing::debug!("detail 2");
+        Ok(Value::Null)
+    })
+    .await
+    .unwrap();
+    tracing::debug!("outside: never buffered, and below the level");
+    let messages: Vec<String> = logs
+        .json()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(messages, ["all good"]);
+}
+
+#[tokio::test]
+async fn an_error_line_writes_the_buffer_first_with_the_original_timestamps() {
+    let logs = MemoryLogs::new();
+    let logger = buffered_logger(&logs, 20_480);
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    invoke(&logger, TestContext::new(), json!({}), |_| async {
+        tracing::debug!("detail 1");
+        tracing::trace!("detail 2");
+        tracing::info!("working");
+        let error = std::io::Error::other("provider timed out");
+        tracing::error!(error = &error as &dyn std::error::Error, "charge failed");
+        tracing::debug!("after the error");
+        Ok(Value::Null)
+    })
+    .await
+    .unwrap();
+    let lines = logs.json();
+    let messages: Vec<&str> = lines
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        messages,
+        ["working", "detail 1", "detail 2", "charge failed"]
+    );
+    let stamps: Vec<&str> = lines
+        .iter()
+        .map(|l| l["timestamp"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stamps,
+        [
+            "2026-11-27T09:15:02.129Z",
+            "2026-11-27T09:15:02.127Z",
+            "2026-11-27T09:15:02.128Z",
+            "2026-11-27T09:15:02.130Z"
+        ],
+        "buffered lines keep the time they were logged"
+    );
+    assert_eq!(
+        lines[3]["error"],
+        json!({"type": "Custom", "message": "provider timed out", "sources": []})
+    );
+}
+
+#[tokio::test]
+async fn a_failing_or_panicking_handler_writes_the_buffer() {
+    let logs = MemoryLogs::new();
+    let logger = buffered_logger(&logs, 20_480);
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    let error = invoke(&logger, TestContext::new(), json!({}), |_| async {
+        tracing::debug!("before the failure");
+        Err::<Value, _>("card declined".into())
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(error.to_string(), "card declined");
+    let panicked =
+        std::panic::AssertUnwindSafe(invoke(&logger, TestContext::new(), json!({}), |_| async {
+            tracing::debug!("before the panic");
+            panic!("oven on fire");
+        }))
+        .catch_unwind()
+        .await;
+    assert!(panicked.is_err(), "the panic goes on to the runtime");
+    let messages: Vec<String> = logs
+        .json()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(messages, ["before the failure", "before the panic"]);
+}
+
+#[tokio::test]
+async fn a_full_buffer_evicts_the_oldest_lines_and_says_so() {
+    let logs = MemoryLogs::new();
+    let logger = buffered_logger(&logs, 1_000);
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    invoke(&logger, TestContext::new(), json!({}), |_| async {
+        for index in 0..20 {
+            tracing::debug!(index, "detail");
+        }
+        tracing::debug!(blob = "x".repeat(2_000), "too big for the buffer");
+        tracing::error!("failed");
+        Ok(Value::Null)
+    })
+    .await
+    .unwrap();
+    let lines = logs.json();
+    assert!(
+        lines[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("larger than the log buffer")
+    );
+    assert_eq!(lines[1]["message"], "too big for the buffer");
+    let kept: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["message"] == "detail")
+        .map(|l| l["index"].as_u64().unwrap())
+        .collect();
+    assert!(!kept.is_empty() && kept.len() < 20);
+    assert_eq!(*kept.last().unwrap(), 19, "the newest lines are kept");
+    assert!(kept.windows(2).all(|w| w[1] == w[0] + 1), "in order");
+    let warning = lines
+        .iter()
+        .find(|l| l["message"].as_str().unwrap().contains("evicted"))
+        .unwrap();
+    assert_eq!(warning["level"], "WARN");
+    assert_eq!(lines.last().unwrap()["message"], "failed");
+}
+
+#[tokio::test]
+async fn the_incoming_event_is_logged_with_secrets_masked() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs)
+        .env(Env::from_pairs([("POWERTOOLS_LOGGER_LOG_EVENT", "true")]))
+        .redact_key("iban")
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    let event = json!({
+        "headers": {"Authorization": "Bearer abc.def", "content-type": "application/json"},
+        "body": {"customer": {"password": "hunter2", "iban": "FR76 3000"}, "loaves": 2}
+    });
+    invoke(&logger, TestContext::new(), event, |_| async {
+        tracing::info!(
+            token = "t-123",
+            card_number = 4111111111111111u64,
+            "charging"
+        );
+        Ok(Value::Null)
+    })
+    .await
+    .unwrap();
+    let raw = logs.contents();
+    for secret in ["abc.def", "hunter2", "FR76", "t-123", "4111111111111111"] {
+        assert!(!raw.contains(secret), "{secret} reached the output: {raw}");
+    }
+    let lines = logs.json();
+    assert_eq!(lines[0]["message"], "Lambda invocation event");
+    assert_eq!(lines[0]["event"]["headers"]["Authorization"], REDACTED);
+    assert_eq!(
+        lines[0]["event"]["headers"]["content-type"],
+        "application/json"
+    );
+    assert_eq!(lines[0]["event"]["body"]["customer"]["password"], REDACTED);
+    assert_eq!(lines[0]["event"]["body"]["loaves"], 2);
+    assert_eq!(lines[1]["token"], REDACTED);
+    assert_eq!(lines[1]["card_number"], REDACTED);
+}
+
+#[tokio::test]
+async fn dev_mode_pretty_prints() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs)
+        .env(Env::from_pairs([("POWERTOOLS_DEV", "true")]))
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(logger.subscriber(), || tracing::info!(loaves = 2, "baked"));
+    let text = logs.contents();
+    assert!(text.lines().count() > 3, "{text}");
+    let parsed: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(parsed["loaves"], 2);
+}
+
+#[tokio::test]
+async fn the_correlation_id_comes_from_a_path_and_can_be_set() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).build().unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    let service = LoggingLayer::new(logger.clone())
+        .correlation_id_path(powertools_logging::correlation_paths::EVENT_BRIDGE)
+        .unwrap()
+        .layer(service_fn(|_event: LambdaEvent<Value>| async {
+            tracing::info!("from the event");
+            assert_eq!(
+                powertools_logging::correlation_id().as_deref(),
+                Some("evt-1")
+            );
+            powertools_logging::set_correlation_id("downstream-9")?;
+            tracing::info!("set by the handler");
+            Ok::<_, lambda_runtime::Error>(Value::Null)
+        }));
+    service
+        .oneshot(TestContext::new().event(json!({"id": "evt-1", "detail-type": "OrderPlaced"})))
+        .await
+        .unwrap();
+    let lines = logs.json();
+    assert_eq!(lines[0]["correlation_id"], "evt-1");
+    assert_eq!(lines[1]["correlation_id"], "downstream-9");
+}

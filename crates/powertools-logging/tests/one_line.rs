@@ -1,0 +1,80 @@
+//! Whatever an event holds, it is written as exactly one line of valid JSON (property test).
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+
+use powertools_core::env::Env;
+use powertools_logging::{Logger, MemoryLogs};
+use proptest::prelude::*;
+use serde_json::Value;
+
+struct FailingDebug;
+
+impl fmt::Debug for FailingDebug {
+    fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Err(fmt::Error)
+    }
+}
+
+/// A value whose only use is its derived `Debug` output, quotes and all.
+#[derive(Debug)]
+struct Weird {
+    #[allow(dead_code)] // read through Debug
+    text: String,
+}
+
+fn logger(logs: &MemoryLogs) -> Logger {
+    Logger::builder()
+        .service("orders")
+        .writer(logs.clone())
+        .env(Env::from_pairs::<_, String, String>([]))
+        .build()
+        .expect("valid settings")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn any_event_is_one_line_of_valid_json(
+        message in any::<String>(),
+        text in any::<String>(),
+        bytes in proptest::collection::vec(any::<u8>(), 0..64),
+        number in any::<i64>(),
+        float in any::<f64>(),
+        flag in any::<bool>(),
+        long in "[\\x00-\\x7f]{0,5000}",
+    ) {
+        let logs = MemoryLogs::new();
+        let logger = logger(&logs);
+        tracing::subscriber::with_default(logger.subscriber(), || {
+            tracing::info!(text = %text, number, float, flag, "{message}");
+            tracing::warn!(debug = ?Weird { text: text.clone() }, os = ?OsStr::from_bytes(&bytes), "{}", long);
+            tracing::error!(broken = ?FailingDebug, "a Debug impl that fails");
+        });
+        let contents = logs.contents();
+        let lines: Vec<&str> = contents.split_terminator('\n').collect();
+        prop_assert_eq!(lines.len(), 3, "{}", contents);
+        for line in &lines {
+            let parsed: Value = serde_json::from_str(line).map_err(|e| TestCaseError::fail(format!("{e}: {line}")))?;
+            prop_assert!(parsed.is_object());
+        }
+        let first: Value = serde_json::from_str(lines[0]).unwrap();
+        prop_assert_eq!(first["message"].as_str(), Some(message.as_str()));
+        prop_assert_eq!(first["text"].as_str(), Some(text.as_str()));
+        prop_assert_eq!(first["number"].as_i64(), Some(number));
+        prop_assert_eq!(first["flag"].as_bool(), Some(flag));
+        if float.is_finite() {
+            // serde_json's parser (without float_roundtrip) may differ in the last bit.
+            let written = first["float"].as_f64().unwrap();
+            prop_assert!((written - float).abs() <= float.abs() * 1e-15, "{} vs {}", written, float);
+        } else {
+            prop_assert!(first["float"].is_string());
+        }
+        let second: Value = serde_json::from_str(lines[1]).unwrap();
+        prop_assert_eq!(second["message"].as_str(), Some(long.as_str()));
+        let third: Value = serde_json::from_str(lines[2]).unwrap();
+        prop_assert!(third["broken"].as_str().unwrap().contains("failed"));
+    }
+}
