@@ -1,0 +1,91 @@
+//! AWS SDK calls as child spans, through an SDK interceptor.
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeSerializationInterceptorContextRef, FinalizerInterceptorContextRef,
+};
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
+use opentelemetry::trace::Status;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// An AWS SDK interceptor that records each operation as a client span, a child of the span
+/// the call is made in, with `rpc.system = aws-api`, `rpc.service` and `rpc.method` (for example
+/// `DynamoDB` / `PutItem`) and the HTTP status code, so that the idempotency store's DynamoDB
+/// calls show up in the invocation's trace.
+///
+/// ```
+/// let config = aws_sdk_dynamodb::config::Builder::new()
+///     .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+///     .interceptor(powertools_tracing::AwsSdkSpans)
+///     .build();
+/// let client = aws_sdk_dynamodb::Client::from_conf(config);
+/// # drop(client);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AwsSdkSpans;
+
+#[derive(Debug)]
+struct CallSpan(tracing::Span);
+
+impl Storable for CallSpan {
+    type Storer = StoreReplace<Self>;
+}
+
+impl Intercept for AwsSdkSpans {
+    fn name(&self) -> &'static str {
+        "powertools-tracing"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let (service, operation) = cfg
+            .load::<Metadata>()
+            .map(|metadata| (metadata.service().to_owned(), metadata.name().to_owned()))
+            .unwrap_or_else(|| ("unknown".to_owned(), "unknown".to_owned()));
+        let span = tracing::info_span!(
+            target: "powertools_tracing::aws_sdk",
+            "aws_sdk_call",
+            otel.name = format!("{service}.{operation}"),
+            otel.kind = "client",
+            rpc.system = "aws-api",
+            rpc.service = service.as_str(),
+            rpc.method = operation.as_str(),
+        );
+        cfg.interceptor_state().store_put(CallSpan(span));
+        Ok(())
+    }
+
+    fn read_after_execution(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(CallSpan(span)) = cfg
+            .interceptor_state()
+            .load::<CallSpan>()
+            .map(|s| CallSpan(s.0.clone()))
+        else {
+            return Ok(());
+        };
+        if let Some(response) = context.response() {
+            span.set_attribute(
+                "http.response.status_code",
+                i64::from(response.status().as_u16()),
+            );
+        }
+        if let Some(Err(error)) = context.output_or_error() {
+            span.set_status(Status::error(format!("{error:?}")));
+        }
+        // Ending the span: the stored handle goes with the config bag.
+        cfg.interceptor_state().unset::<CallSpan>();
+        drop(span);
+        Ok(())
+    }
+}

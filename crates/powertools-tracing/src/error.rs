@@ -1,0 +1,32 @@
+use lambda_runtime::Diagnostic;
+
+/// What can go wrong when setting up tracing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The OTLP exporter could not be built.
+    #[error("the OTLP span exporter could not be built: {0}")]
+    Exporter(String),
+    /// A malformed environment variable.
+    #[error(transparent)]
+    Config(#[from] powertools_core::Error),
+}
+
+impl Error {
+    /// A stable identifier of the error kind.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Error::Exporter(_) => "TracingExporterError",
+            Error::Config(error) => error.error_type(),
+        }
+    }
+}
+
+impl From<Error> for Diagnostic {
+    fn from(error: Error) -> Self {
+        Diagnostic {
+            error_type: error.error_type().to_owned(),
+            error_message: error.to_string(),
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Tracer setup: the OTLP exporter, the resource, X-Ray trace ids, and the `tracing` bridge.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_aws::trace::XrayIdGenerator;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use powertools_core::PowertoolsConfig;
+use powertools_core::env::Env;
+use tracing::Subscriber;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::FilterFn;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::Error;
+
+/// `true` turns tracing off: no span, no export, no flush.
+pub const POWERTOOLS_TRACE_DISABLED: &str = "POWERTOOLS_TRACE_DISABLED";
+/// `false` stops the handler's response being recorded on the invocation span (default `true`).
+pub const POWERTOOLS_TRACER_CAPTURE_RESPONSE: &str = "POWERTOOLS_TRACER_CAPTURE_RESPONSE";
+/// `false` stops the handler's error being recorded on the invocation span (default `true`).
+pub const POWERTOOLS_TRACER_CAPTURE_ERROR: &str = "POWERTOOLS_TRACER_CAPTURE_ERROR";
+/// The OTLP/HTTP endpoint for traces, used as is (`…/v1/traces`).
+pub const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+/// The OTLP/HTTP base endpoint; `/v1/traces` is appended.
+pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+
+/// Where spans go when no endpoint is configured: the ADOT / Application Signals Lambda layer
+/// and OpenTelemetry collectors listen here.
+pub const DEFAULT_TRACES_ENDPOINT: &str = "http://localhost:4318/v1/traces";
+/// How long the flush at the end of an invocation may take before it gives up with a warning.
+pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Targets whose spans and events never become OTel spans: the exporter's own HTTP stack and the
+/// OTel SDK would otherwise trace their own exports (a feedback loop).
+const INTERNAL_TARGETS: &[&str] = &[
+    "opentelemetry",
+    "reqwest",
+    "hyper",
+    "h2",
+    "tonic",
+    "tower",
+    "rustls",
+    "aws_smithy",
+    "aws_config",
+];
+
+/// The OpenTelemetry tracer of a function: an OTLP/HTTP-protobuf exporter, X-Ray-compatible
+/// trace ids, a resource from the Lambda environment, and the settings of
+/// [`TracingLayer`](crate::TracingLayer). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Tracer {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) provider: Option<SdkTracerProvider>,
+    pub(crate) service: String,
+    pub(crate) capture_response: bool,
+    pub(crate) capture_error: bool,
+    pub(crate) flush_timeout: Duration,
+}
+
+impl Tracer {
+    /// A builder reading unset options from the process environment.
+    pub fn builder() -> TracerBuilder {
+        TracerBuilder::default()
+    }
+
+    /// A tracer configured from the environment only.
+    ///
+    /// # Errors
+    /// As [`TracerBuilder::build`].
+    pub fn from_env() -> Result<Self, Error> {
+        Self::builder().build()
+    }
+
+    /// Whether tracing is on.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.provider.is_some()
+    }
+
+    /// The `tracing-subscriber` layer that turns `tracing` spans into OTel spans, with the
+    /// exporter's and the HTTP stack's own targets filtered out. `None` when tracing is off.
+    pub fn otel_layer<S>(&self) -> Option<impl Layer<S> + use<S>>
+    where
+        S: Subscriber + for<'span> LookupSpan<'span>,
+    {
+        let provider = self.inner.provider.as_ref()?;
+        let tracer = provider.tracer("powertools-tracing");
+        Some(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(FilterFn::new(|metadata| {
+                    let target = metadata.target();
+                    !INTERNAL_TARGETS
+                        .iter()
+                        .any(|internal| target.starts_with(internal))
+                })),
+        )
+    }
+
+    /// A subscriber with only the OTel layer (tests, or functions that log another way).
+    pub fn subscriber(&self) -> impl Subscriber + Send + Sync + use<> {
+        tracing_subscriber::registry().with(self.otel_layer())
+    }
+
+    /// Exports every finished span now, waiting at most the flush timeout. A slow or dead
+    /// collector gives a warning, never an error: the invocation must not fail for its traces.
+    pub async fn flush(&self) {
+        let Some(provider) = self.inner.provider.clone() else {
+            return;
+        };
+        let timeout = self.inner.flush_timeout;
+        // The SDK's flush blocks on the exporter thread; keep it off the async workers.
+        let flushed = tokio::time::timeout(
+            timeout,
+            tokio::task::spawn_blocking(move || provider.force_flush()),
+        )
+        .await;
+        match flushed {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => {
+                tracing::warn!(target: "powertools_tracing", %error, "spans could not be exported");
+            }
+            Ok(Err(join_error)) => {
+                tracing::warn!(target: "powertools_tracing", %join_error, "the span flush failed");
+            }
+            Err(_) => tracing::warn!(
+                target: "powertools_tracing",
+                timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                "spans were not exported within the flush timeout; the invocation goes on"
+            ),
+        }
+    }
+}
+
+/// Builds a [`Tracer`]. Options set here win over the environment.
+#[derive(Debug, Default)]
+#[must_use]
+pub struct TracerBuilder {
+    service: Option<String>,
+    endpoint: Option<String>,
+    disabled: Option<bool>,
+    capture_response: Option<bool>,
+    capture_error: Option<bool>,
+    flush_timeout: Option<Duration>,
+    export_timeout: Option<Duration>,
+    env: Option<Env>,
+}
+
+impl TracerBuilder {
+    /// The `service.name` resource attribute and `Service` span attribute (default:
+    /// `POWERTOOLS_SERVICE_NAME`, else `service_undefined`).
+    pub fn service(mut self, service: impl Into<String>) -> Self {
+        self.service = Some(service.into());
+        self
+    }
+
+    /// The OTLP/HTTP traces endpoint, used as is (default: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
+    /// else `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/traces`, else [`DEFAULT_TRACES_ENDPOINT`]).
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Turns tracing off (default: `POWERTOOLS_TRACE_DISABLED`, else `POWERTOOLS_DEV`, else on).
+    pub fn disabled(mut self, disabled: bool) -> Self {
+        self.disabled = Some(disabled);
+        self
+    }
+
+    /// Records the handler's response as the `powertools.response` span attribute (default:
+    /// `POWERTOOLS_TRACER_CAPTURE_RESPONSE`, else on). Turn it off for sensitive responses.
+    pub fn capture_response(mut self, capture: bool) -> Self {
+        self.capture_response = Some(capture);
+        self
+    }
+
+    /// Records the handler's error on the span (default: `POWERTOOLS_TRACER_CAPTURE_ERROR`, else
+    /// on). The span status is set to error either way.
+    pub fn capture_error(mut self, capture: bool) -> Self {
+        self.capture_error = Some(capture);
+        self
+    }
+
+    /// The bound on the flush at the end of each invocation (default 2 s).
+    pub fn flush_timeout(mut self, timeout: Duration) -> Self {
+        self.flush_timeout = Some(timeout);
+        self
+    }
+
+    /// The bound on one export request (default: the exporter's, 10 s, or
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT`).
+    pub fn export_timeout(mut self, timeout: Duration) -> Self {
+        self.export_timeout = Some(timeout);
+        self
+    }
+
+    /// Reads unset options from `env` instead of the process environment (for tests).
+    pub fn env(mut self, env: Env) -> Self {
+        self.env = Some(env);
+        self
+    }
+
+    /// Builds the exporter and the tracer provider.
+    ///
+    /// # Errors
+    /// A malformed environment variable, or an exporter that cannot be built.
+    pub fn build(self) -> Result<Tracer, Error> {
+        let env = self.env.unwrap_or_else(Env::process);
+        let config = PowertoolsConfig::from_env_source(&env)?;
+        let service = self
+            .service
+            .unwrap_or_else(|| config.service_name().to_owned());
+        let disabled = match self.disabled {
+            Some(disabled) => disabled,
+            None => env
+                .bool(POWERTOOLS_TRACE_DISABLED)?
+                .unwrap_or(config.dev_mode()),
+        };
+        let capture_response = match self.capture_response {
+            Some(capture) => capture,
+            None => env
+                .bool(POWERTOOLS_TRACER_CAPTURE_RESPONSE)?
+                .unwrap_or(true),
+        };
+        let capture_error = match self.capture_error {
+            Some(capture) => capture,
+            None => env.bool(POWERTOOLS_TRACER_CAPTURE_ERROR)?.unwrap_or(true),
+        };
+        let provider = if disabled {
+            None
+        } else {
+            let endpoint = match self.endpoint {
+                Some(endpoint) => endpoint,
+                None => match env.string(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)? {
+                    Some(endpoint) => endpoint,
+                    None => match env.string(OTEL_EXPORTER_OTLP_ENDPOINT)? {
+                        Some(base) => format!("{}/v1/traces", base.trim_end_matches('/')),
+                        None => DEFAULT_TRACES_ENDPOINT.to_owned(),
+                    },
+                },
+            };
+            let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(endpoint);
+            if let Some(timeout) = self.export_timeout {
+                exporter = exporter.with_timeout(timeout);
+            }
+            let exporter = exporter
+                .build()
+                .map_err(|error| Error::Exporter(error.to_string()))?;
+            Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_id_generator(XrayIdGenerator::default())
+                    .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+                    .with_resource(resource(&service, &config))
+                    .build(),
+            )
+        };
+        Ok(Tracer {
+            inner: Arc::new(Inner {
+                provider,
+                service,
+                capture_response,
+                capture_error,
+                flush_timeout: self.flush_timeout.unwrap_or(DEFAULT_FLUSH_TIMEOUT),
+            }),
+        })
+    }
+}
+
+/// The resource attributes Lambda's environment gives (OTel semantic conventions for FaaS).
+fn resource(service: &str, config: &PowertoolsConfig) -> Resource {
+    let mut attributes = vec![KeyValue::new("cloud.provider", "aws")];
+    attributes.push(KeyValue::new("cloud.platform", "aws_lambda"));
+    if let Some(region) = config.region() {
+        attributes.push(KeyValue::new("cloud.region", region.to_owned()));
+    }
+    if let Some(name) = config.function_name() {
+        attributes.push(KeyValue::new("faas.name", name.to_owned()));
+    }
+    if let Some(version) = config.function_version() {
+        attributes.push(KeyValue::new("faas.version", version.to_owned()));
+    }
+    if let Some(memory) = config.function_memory_size() {
+        attributes.push(KeyValue::new(
+            "faas.max_memory",
+            i64::from(memory) * 1024 * 1024,
+        ));
+    }
+    Resource::builder()
+        .with_service_name(service.to_owned())
+        .with_attributes(attributes)
+        .build()
+}
