@@ -39,9 +39,12 @@ impl Intercept for AwsSdkSpans {
         "powertools-tracing"
     }
 
-    fn read_before_execution(
+    // Not `read_before_execution`: the operation's name is in the config bag only once the
+    // operation's configuration has been applied, which happens after it.
+    fn read_before_serialization(
         &self,
         _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let (service, operation) = cfg

@@ -37,8 +37,10 @@ pub const DEFAULT_TRACES_ENDPOINT: &str = "http://localhost:4318/v1/traces";
 pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Targets whose spans and events never become OTel spans: the exporter's own HTTP stack and the
-/// OTel SDK would otherwise trace their own exports (a feedback loop).
+/// OTel SDK would otherwise trace their own exports (a feedback loop), and the AWS SDK's own
+/// spans would duplicate the ones [`AwsSdkSpans`](crate::AwsSdkSpans) makes.
 const INTERNAL_TARGETS: &[&str] = &[
+    "aws_sdk_",
     "opentelemetry",
     "reqwest",
     "hyper",

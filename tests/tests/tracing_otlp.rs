@@ -1,0 +1,370 @@
+//! `powertools-tracing` against a real OTLP/HTTP receiver (oteltap): span trees, the X-Ray
+//! parent, cold start, errors, sampling, concurrency, a dead receiver, and AWS SDK child spans
+//! of the idempotency store's DynamoDB calls (moto).
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use lambda_runtime::tower::{Layer, ServiceBuilder, ServiceExt};
+use lambda_runtime::{LambdaEvent, service_fn};
+use powertools_core::testing::TestContext;
+use powertools_idempotency::{DynamoDbStore, Idempotency, IdempotencyLayer};
+use powertools_tracing::{AwsSdkSpans, Tracer, TracingLayer};
+use serde_json::{Value, json};
+
+const OTLP_ENDPOINT_VAR: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+const SPANS_FILE_VAR: &str = "POWERTOOLS_TEST_SPANS_FILE";
+
+/// A fresh X-Ray trace: (the `X-Amzn-Trace-Id` header, the OTel trace id, the parent span id).
+fn xray_trace(sampled: bool) -> (String, String, String) {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let epoch = format!(
+        "{:08x}",
+        0x6b00_0000 + COUNTER.fetch_add(1, Ordering::SeqCst)
+    );
+    let rest = &unique[..24];
+    let parent = &unique[16..32];
+    let header = format!(
+        "Root=1-{epoch}-{rest};Parent={parent};Sampled={}",
+        u8::from(sampled)
+    );
+    (header, format!("{epoch}{rest}"), parent.to_owned())
+}
+
+fn tracer(endpoint: &str) -> Tracer {
+    Tracer::builder()
+        .service("orders")
+        .endpoint(format!("{endpoint}/v1/traces"))
+        .build()
+        .expect("valid tracer settings")
+}
+
+/// The spans the receiver has for `trace_id`, waiting up to two seconds for `count` of them
+/// (the receiver writes its file after acknowledging the export).
+fn spans_of(trace_id: &str, count: usize) -> Vec<Value> {
+    let file = std::env::var(SPANS_FILE_VAR).expect("the test services export the spans file");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let spans: Vec<Value> = std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|span| span["traceId"] == trace_id)
+            .collect();
+        if spans.len() >= count || Instant::now() > deadline {
+            return spans;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn attribute<'a>(span: &'a Value, key: &str) -> &'a Value {
+    span["attributes"]
+        .as_array()
+        .and_then(|attributes| attributes.iter().find(|a| a["key"] == key))
+        .map_or(&Value::Null, |a| &a["value"])
+}
+
+/// An attribute's value as text, whatever its OTLP type (`intValue` is a string in OTLP JSON).
+fn attribute_text(span: &Value, key: &str) -> String {
+    let value = attribute(span, key);
+    ["stringValue", "intValue", "boolValue", "doubleValue"]
+        .iter()
+        .find_map(|kind| value.get(kind))
+        .map(|inner| match inner {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        })
+        .unwrap_or_default()
+}
+
+fn named<'a>(spans: &'a [Value], name: &str) -> &'a Value {
+    spans
+        .iter()
+        .find(|span| span["name"] == name)
+        .unwrap_or_else(|| {
+            panic!(
+                "no span {name} in {:?}",
+                spans
+                    .iter()
+                    .map(|s| (s["name"].clone(), s["kind"].clone()))
+                    .collect::<Vec<_>>()
+            )
+        })
+}
+
+#[tracing::instrument(skip_all, fields(loaves = loaves))]
+async fn bake(loaves: u64) {
+    tokio::task::yield_now().await;
+    tracing::info_span!("oven", temperature = 230).in_scope(|| {});
+}
+
+#[tokio::test]
+async fn an_invocation_span_joins_the_x_ray_trace_with_its_children_when_it_returns() {
+    let Some(endpoint) = powertools_tests::required_service(OTLP_ENDPOINT_VAR) else {
+        return;
+    };
+    let tracer = tracer(&endpoint);
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service = TracingLayer::new(tracer).layer(service_fn(|_event: LambdaEvent<Value>| async {
+        bake(3).await;
+        Ok::<_, lambda_runtime::Error>(json!({"accepted": true}))
+    }));
+    let (header, trace_id, parent) = xray_trace(true);
+    let context = TestContext::new()
+        .with_function_name("orders-api")
+        .with_request_id("req-span-tree")
+        .with_trace_id(header);
+    service
+        .clone()
+        .oneshot(context.event(json!({})))
+        .await
+        .unwrap();
+
+    let spans = spans_of(&trace_id, 3);
+    assert_eq!(
+        spans.len(),
+        3,
+        "exported by the time the invocation returned: {spans:#?}"
+    );
+    let invocation = named(&spans, "orders-api");
+    assert_eq!(
+        invocation["parentSpanId"], parent,
+        "the X-Ray Parent is the parent"
+    );
+    assert_eq!(invocation["kind"], 2, "server");
+    for (key, expected) in [
+        (
+            "faas.invocation_id",
+            json!({"stringValue": "req-span-tree"}),
+        ),
+        ("faas.name", json!({"stringValue": "orders-api"})),
+        ("faas.trigger", json!({"stringValue": "other"})),
+        ("faas.coldstart", json!({"boolValue": true})),
+        ("ColdStart", json!({"boolValue": true})),
+        ("Service", json!({"stringValue": "orders"})),
+        ("cloud.provider", json!({"stringValue": "aws"})),
+        ("cloud.account.id", json!({"stringValue": "123456789012"})),
+        (
+            "powertools.response",
+            json!({"stringValue": "{\"accepted\":true}"}),
+        ),
+    ] {
+        assert_eq!(attribute(invocation, key), &expected, "{key}");
+    }
+    let baking = named(&spans, "bake");
+    assert_eq!(baking["parentSpanId"], invocation["spanId"]);
+    assert_eq!(attribute_text(baking, "loaves"), "3");
+    let oven = named(&spans, "oven");
+    assert_eq!(oven["parentSpanId"], baking["spanId"]);
+
+    // The second invocation of the process is warm.
+    let (header, trace_id, _) = xray_trace(true);
+    let context = TestContext::new()
+        .with_function_name("orders-api")
+        .with_trace_id(header);
+    service.oneshot(context.event(json!({}))).await.unwrap();
+    let warm = spans_of(&trace_id, 3);
+    assert_eq!(
+        attribute(named(&warm, "orders-api"), "faas.coldstart"),
+        &json!({"boolValue": false})
+    );
+}
+
+#[tokio::test]
+async fn a_handler_error_marks_the_span_and_an_unsampled_trace_exports_nothing() {
+    let Some(endpoint) = powertools_tests::required_service(OTLP_ENDPOINT_VAR) else {
+        return;
+    };
+    let tracer = tracer(&endpoint);
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service = TracingLayer::new(tracer).layer(service_fn(|_event: LambdaEvent<Value>| async {
+        Err::<Value, lambda_runtime::Error>("card declined".into())
+    }));
+
+    let (header, trace_id, _) = xray_trace(true);
+    let context = TestContext::new()
+        .with_function_name("payments")
+        .with_trace_id(header);
+    let error = service
+        .clone()
+        .oneshot(context.event(json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "card declined",
+        "the error is the handler's"
+    );
+    let spans = spans_of(&trace_id, 1);
+    let invocation = named(&spans, "payments");
+    assert_eq!(invocation["status"]["code"], 2, "error status");
+    assert!(
+        invocation["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("card declined")
+    );
+    let event = &invocation["events"][0];
+    assert_eq!(event["name"], "exception");
+
+    let (header, trace_id, _) = xray_trace(false);
+    let context = TestContext::new()
+        .with_function_name("payments")
+        .with_trace_id(header);
+    service.oneshot(context.event(json!({}))).await.unwrap_err();
+    assert!(
+        spans_of(&trace_id, 1).is_empty(),
+        "Lambda's sampling decision is respected"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_invocations_keep_their_own_span_trees() {
+    let Some(endpoint) = powertools_tests::required_service(OTLP_ENDPOINT_VAR) else {
+        return;
+    };
+    let tracer = tracer(&endpoint);
+    tracing::subscriber::set_global_default(tracer.subscriber()).unwrap();
+    let service =
+        TracingLayer::new(tracer).layer(service_fn(|event: LambdaEvent<Value>| async move {
+            let order = event.payload["order"].as_u64().unwrap();
+            tokio::time::sleep(Duration::from_millis(order % 5)).await;
+            bake(order).await;
+            Ok::<_, lambda_runtime::Error>(Value::Null)
+        }));
+    let traces: Vec<(String, String, String)> = (0..20).map(|_| xray_trace(true)).collect();
+    let calls = traces.iter().enumerate().map(|(order, (header, _, _))| {
+        let context = TestContext::new()
+            .with_function_name("orders-api")
+            .with_request_id(format!("req-{order}"))
+            .with_trace_id(header.clone());
+        tokio::spawn(
+            service
+                .clone()
+                .oneshot(context.event(json!({"order": order}))),
+        )
+    });
+    for call in futures_util::future::join_all(calls).await {
+        call.unwrap().unwrap();
+    }
+    for (order, (_, trace_id, parent)) in traces.iter().enumerate() {
+        let spans = spans_of(trace_id, 3);
+        assert_eq!(spans.len(), 3, "trace of order {order}");
+        let invocation = named(&spans, "orders-api");
+        assert_eq!(invocation["parentSpanId"], *parent);
+        assert_eq!(
+            attribute(invocation, "faas.invocation_id"),
+            &json!({"stringValue": format!("req-{order}")})
+        );
+        let baking = named(&spans, "bake");
+        assert_eq!(baking["parentSpanId"], invocation["spanId"]);
+        assert_eq!(attribute_text(baking, "loaves"), order.to_string());
+    }
+}
+
+#[tokio::test]
+async fn a_receiver_that_is_down_or_hangs_never_fails_or_holds_the_invocation() {
+    // A closed port: the export is refused at once.
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    // A port that accepts connections and never answers: only the flush bound ends the wait.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    for port in [closed, silent_port] {
+        let tracer = Tracer::builder()
+            .service("orders")
+            .endpoint(format!("http://127.0.0.1:{port}/v1/traces"))
+            .flush_timeout(Duration::from_millis(300))
+            .export_timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let _guard = tracing::subscriber::set_default(tracer.subscriber());
+        let service =
+            TracingLayer::new(tracer).layer(service_fn(|_event: LambdaEvent<Value>| async {
+                bake(1).await;
+                Ok::<_, lambda_runtime::Error>(json!("ok"))
+            }));
+        // Not a performance assertion: without the bound this call would wait for the 60 s
+        // export timeout.
+        let response = tokio::time::timeout(
+            Duration::from_secs(20),
+            service.oneshot(TestContext::new().event(json!({}))),
+        )
+        .await
+        .expect("the flush is bounded")
+        .expect("the invocation succeeds");
+        assert_eq!(response, "ok");
+    }
+}
+
+#[tokio::test]
+async fn the_idempotency_stores_dynamodb_calls_are_child_spans() {
+    let Some(endpoint) = powertools_tests::required_service(OTLP_ENDPOINT_VAR) else {
+        return;
+    };
+    let Some(plain) = powertools_tests::dynamodb_client().await else {
+        return;
+    };
+    let table = powertools_tests::create_idempotency_table(&plain).await;
+    let config = plain.config().to_builder().interceptor(AwsSdkSpans).build();
+    let client = aws_sdk_dynamodb::Client::from_conf(config);
+    let store = DynamoDbStore::new(client, &table).unwrap();
+    let idempotency = Idempotency::builder(store)
+        .key_prefix("payments")
+        .build()
+        .unwrap();
+
+    let tracer = tracer(&endpoint);
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service = ServiceBuilder::new()
+        .layer(TracingLayer::new(tracer))
+        .layer(IdempotencyLayer::new(idempotency))
+        .service(service_fn(|event: LambdaEvent<Value>| async move {
+            Ok::<_, lambda_runtime::Error>(json!({"charged": event.payload["amount"]}))
+        }));
+    let (header, trace_id, _) = xray_trace(true);
+    let context = TestContext::new()
+        .with_function_name("payments")
+        .with_trace_id(header);
+    service
+        .oneshot(
+            context.event(json!({"payment_id": uuid::Uuid::new_v4().to_string(), "amount": 5})),
+        )
+        .await
+        .unwrap();
+
+    let spans = spans_of(&trace_id, 3);
+    let invocation = named(&spans, "payments");
+    for operation in ["PutItem", "UpdateItem"] {
+        let call = named(&spans, &format!("DynamoDB.{operation}"));
+        assert_eq!(call["parentSpanId"], invocation["spanId"], "{operation}");
+        assert_eq!(call["kind"], 3, "client");
+        assert_eq!(
+            attribute(call, "rpc.system"),
+            &json!({"stringValue": "aws-api"})
+        );
+        assert_eq!(
+            attribute(call, "rpc.service"),
+            &json!({"stringValue": "DynamoDB"})
+        );
+        assert_eq!(
+            attribute(call, "rpc.method"),
+            &json!({"stringValue": operation})
+        );
+        assert_eq!(
+            attribute(call, "http.response.status_code"),
+            &json!({"intValue": "200"})
+        );
+    }
+}
