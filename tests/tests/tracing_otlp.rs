@@ -110,7 +110,15 @@ async fn an_invocation_span_joins_the_x_ray_trace_with_its_children_when_it_retu
     let _guard = tracing::subscriber::set_default(tracer.subscriber());
     let service = TracingLayer::new(tracer).layer(service_fn(|_event: LambdaEvent<Value>| async {
         bake(3).await;
-        Ok::<_, lambda_runtime::Error>(json!({"accepted": true}))
+        // What a call to another service would carry.
+        let mut headers = http::HeaderMap::new();
+        powertools_tracing::inject_trace_headers(&mut headers);
+        let text = |name: &str| headers[name].to_str().unwrap().to_owned();
+        Ok::<_, lambda_runtime::Error>(json!({
+            "accepted": true,
+            "traceparent": text("traceparent"),
+            "x-amzn-trace-id": text("x-amzn-trace-id"),
+        }))
     }));
     let (header, trace_id, parent) = xray_trace(true);
     let context = TestContext::new()
@@ -159,6 +167,20 @@ async fn an_invocation_span_joins_the_x_ray_trace_with_its_children_when_it_retu
     assert_eq!(attribute_text(baking, "loaves"), "3");
     let oven = named(&spans, "oven");
     assert_eq!(oven["parentSpanId"], baking["spanId"]);
+
+    // Exporting never traces itself: no span of the OTel SDK or the HTTP stack reached the
+    // receiver, in any trace.
+    let file = std::env::var(SPANS_FILE_VAR).unwrap();
+    for line in std::fs::read_to_string(file).unwrap().lines() {
+        let span: Value = serde_json::from_str(line).unwrap();
+        let target = attribute_text(&span, "target");
+        assert!(
+            !["opentelemetry", "reqwest", "hyper", "h2", "tower"]
+                .iter()
+                .any(|internal| target.starts_with(internal)),
+            "an internal span was exported: {line}"
+        );
+    }
 
     // The second invocation of the process is warm.
     let (header, trace_id, _) = xray_trace(true);

@@ -92,7 +92,8 @@ fn invocation(criterion: &mut Criterion) {
             BatchSize::SmallInput,
         );
     });
-    let _guard = tracing::subscriber::set_default(exporting.subscriber());
+    // Disabled, a function installs no OTel layer (`otel_layer()` is `None`).
+    let disabled_guard = tracing::subscriber::set_default(disabled.subscriber());
     group.bench_function("tracing_disabled", |bencher| {
         let layer = TracingLayer::new(disabled.clone());
         bencher.to_async(&runtime).iter_batched(
@@ -101,6 +102,8 @@ fn invocation(criterion: &mut Criterion) {
             BatchSize::SmallInput,
         );
     });
+    drop(disabled_guard);
+    let _guard = tracing::subscriber::set_default(exporting.subscriber());
     group.bench_function("tracing_exporting_3_spans", |bencher| {
         let layer = TracingLayer::new(exporting.clone());
         bencher.to_async(&runtime).iter_batched(

@@ -304,3 +304,65 @@ fn resource(service: &str, config: &PowertoolsConfig) -> Resource {
         .with_attributes(attributes)
         .build()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tracer(vars: &[(&str, &str)]) -> Tracer {
+        Tracer::builder()
+            .env(Env::from_pairs(vars.iter().copied()))
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_environment_switches_tracing_and_capture_off() {
+        assert!(tracer(&[]).is_enabled());
+        assert!(!tracer(&[(POWERTOOLS_TRACE_DISABLED, "true")]).is_enabled());
+        assert!(!tracer(&[("POWERTOOLS_DEV", "true")]).is_enabled());
+        assert!(
+            tracer(&[
+                ("POWERTOOLS_DEV", "true"),
+                (POWERTOOLS_TRACE_DISABLED, "false")
+            ])
+            .is_enabled(),
+            "an explicit setting wins over development mode"
+        );
+        let quiet = tracer(&[
+            (POWERTOOLS_TRACER_CAPTURE_RESPONSE, "false"),
+            (POWERTOOLS_TRACER_CAPTURE_ERROR, "false"),
+        ]);
+        assert!(!quiet.inner.capture_response && !quiet.inner.capture_error);
+        let default = tracer(&[]);
+        assert!(default.inner.capture_response && default.inner.capture_error);
+        let malformed = Tracer::builder()
+            .env(Env::from_pairs([(POWERTOOLS_TRACE_DISABLED, "perhaps")]))
+            .build()
+            .unwrap_err();
+        assert!(malformed.to_string().contains(POWERTOOLS_TRACE_DISABLED));
+    }
+
+    #[test]
+    fn the_resource_describes_the_function() {
+        let config = PowertoolsConfig::from_env_source(&Env::from_pairs([
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "orders-api"),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "7"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
+        ]))
+        .unwrap();
+        let resource = resource("orders", &config);
+        let get = |key: &'static str| {
+            resource
+                .get(&opentelemetry::Key::from_static_str(key))
+                .map(|value| value.to_string())
+        };
+        assert_eq!(get("service.name").as_deref(), Some("orders"));
+        assert_eq!(get("cloud.provider").as_deref(), Some("aws"));
+        assert_eq!(get("cloud.region").as_deref(), Some("eu-west-1"));
+        assert_eq!(get("faas.name").as_deref(), Some("orders-api"));
+        assert_eq!(get("faas.version").as_deref(), Some("7"));
+        assert_eq!(get("faas.max_memory").as_deref(), Some("268435456"));
+    }
+}
