@@ -52,6 +52,12 @@ const INTERNAL_TARGETS: &[&str] = &[
     "aws_config",
 ];
 
+fn is_internal(target: &str) -> bool {
+    INTERNAL_TARGETS
+        .iter()
+        .any(|internal| target.starts_with(internal))
+}
+
 /// The OpenTelemetry tracer of a function: an OTLP/HTTP-protobuf exporter, X-Ray-compatible
 /// trace ids, a resource from the Lambda environment, and the settings of
 /// [`TracingLayer`](crate::TracingLayer). Cheap to clone.
@@ -99,12 +105,7 @@ impl Tracer {
         Some(
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)
-                .with_filter(FilterFn::new(|metadata| {
-                    let target = metadata.target();
-                    !INTERNAL_TARGETS
-                        .iter()
-                        .any(|internal| target.starts_with(internal))
-                })),
+                .with_filter(FilterFn::new(|metadata| !is_internal(metadata.target()))),
         )
     }
 
@@ -341,6 +342,29 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(malformed.to_string().contains(POWERTOOLS_TRACE_DISABLED));
+    }
+
+    #[test]
+    fn the_exporter_stack_and_the_sdks_own_spans_are_not_traced() {
+        for internal in [
+            "opentelemetry_sdk::trace::span_processor",
+            "opentelemetry_otlp::exporter::http",
+            "reqwest::blocking::wait",
+            "hyper_util::client::legacy::pool",
+            "h2::codec",
+            "tonic::transport",
+            "aws_smithy_runtime::client::orchestrator",
+            "aws_sdk_dynamodb::operation::put_item",
+        ] {
+            assert!(is_internal(internal), "{internal}");
+        }
+        for own in [
+            "orders_api::handler",
+            "powertools_tracing",
+            "powertools_tracing::aws_sdk",
+        ] {
+            assert!(!is_internal(own), "{own}");
+        }
     }
 
     #[test]
