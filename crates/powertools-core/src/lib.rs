@@ -69,3 +69,26 @@ pub use cold_start::{ColdStart, is_cold_start};
 pub use config::{DEFAULT_SERVICE_NAME, InitializationType, PowertoolsConfig};
 pub use error::Error;
 pub use invocation::Invocation;
+
+/// Writes the `get_ref`, `get_mut` and `into_inner` methods of a middleware service that keeps
+/// the service it wraps in its `inner` field, as tower-http's services do. Used inside the
+/// service's `impl` block by every powertools-rs layer.
+#[macro_export]
+macro_rules! inner_service_accessors {
+    ($inner:ty) => {
+        /// The wrapped service.
+        pub fn get_ref(&self) -> &$inner {
+            &self.inner
+        }
+
+        /// The wrapped service, mutably.
+        pub fn get_mut(&mut self) -> &mut $inner {
+            &mut self.inner
+        }
+
+        /// Unwraps the service.
+        pub fn into_inner(self) -> $inner {
+            self.inner
+        }
+    };
+}

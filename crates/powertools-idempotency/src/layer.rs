@@ -133,20 +133,7 @@ pub struct IdempotencyService<S, St, K = WholeEvent, V = NoValidation> {
 }
 
 impl<S, St, K, V> IdempotencyService<S, St, K, V> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    powertools_core::inner_service_accessors!(S);
 }
 
 impl<S, St, K, V, T, R> Service<LambdaEvent<T>> for IdempotencyService<S, St, K, V>

@@ -114,20 +114,7 @@ pub struct LoggingService<S, C = NoCorrelationId> {
 }
 
 impl<S, C> LoggingService<S, C> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    powertools_core::inner_service_accessors!(S);
 }
 
 /// Whether this invocation logs at `DEBUG`: a fresh draw per invocation, so that a rate of 0.1

@@ -257,20 +257,7 @@ pub struct MetricsService<S> {
 }
 
 impl<S> MetricsService<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    powertools_core::inner_service_accessors!(S);
 }
 
 /// Why an invocation through [`MetricsService`] failed: the handler's own error, unchanged, or

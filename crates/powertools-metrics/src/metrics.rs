@@ -240,21 +240,29 @@ impl Metrics {
         validate::metric_name(name)?;
         validate::value(name, value)?;
         let mut state = self.lock();
+        self.add_to_main(&mut state, name, unit, resolution, value, Combine::Append)
+    }
+
+    /// Adds a value to the invocation's main document, writing it first if it is full.
+    fn add_to_main(
+        &self,
+        state: &mut State,
+        name: &str,
+        unit: Unit,
+        resolution: Resolution,
+        value: f64,
+        combine: Combine,
+    ) -> Result<(), Error> {
         if state.dimension_value(name).is_some() {
             return Err(collision(name, "a dimension"));
         }
         if state.metadata.contains_key(name) {
             return Err(collision(name, "metadata"));
         }
-        if state
-            .metrics
-            .prepare(name, unit, resolution, Combine::Append)?
-        {
-            self.write_main(&mut state);
+        if state.metrics.prepare(name, unit, resolution, combine)? {
+            self.write_main(state);
         }
-        state
-            .metrics
-            .insert(name, unit, resolution, value, Combine::Append);
+        state.metrics.insert(name, unit, resolution, value, combine);
         Ok(())
     }
 
@@ -467,22 +475,7 @@ impl Metrics {
         validate::value(name, value)?;
         let mut state = self.lock();
         if labels.is_empty() {
-            if state.dimension_value(name).is_some() {
-                return Err(collision(name, "a dimension"));
-            }
-            if state.metadata.contains_key(name) {
-                return Err(collision(name, "metadata"));
-            }
-            if state
-                .metrics
-                .prepare(name, unit, Resolution::Standard, combine)?
-            {
-                self.write_main(&mut state);
-            }
-            state
-                .metrics
-                .insert(name, unit, Resolution::Standard, value, combine);
-            return Ok(());
+            return self.add_to_main(&mut state, name, unit, Resolution::Standard, value, combine);
         }
         let defaults = &self.shared.settings.default_dimensions;
         if labels

@@ -94,20 +94,7 @@ pub struct TracingService<S> {
 }
 
 impl<S> TracingService<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    powertools_core::inner_service_accessors!(S);
 }
 
 /// The invocation's parent: the X-Ray trace header of its own `Context` (never the process-wide
