@@ -1,0 +1,81 @@
+//! Powertools for AWS Lambda in Rust: the utilities behind one dependency, and the standard
+//! observability stack (JSON logs, EMF metrics, OpenTelemetry tracing) set up from the
+//! environment in one call, so that a platform team standardises every function with one line.
+//!
+//! # Example
+//!
+//! ```
+//! use lambda_runtime::{LambdaEvent, service_fn, tower::{ServiceBuilder, ServiceExt}};
+//! use powertools::Powertools;
+//! use powertools::core::env::Env;
+//! use powertools::core::testing::TestContext;
+//! use powertools::logging::MemoryLogs;
+//! use powertools::metrics::{MemorySink, Unit};
+//! use serde_json::{Value, json};
+//!
+//! async fn handler(event: LambdaEvent<Value>) -> Result<Value, lambda_runtime::Error> {
+//!     powertools::logging::append_key("order_id", "o-1001")?;
+//!     powertools::metrics::add_metric("OrdersPlaced", 1.0, Unit::Count)?;
+//!     tracing::info!("order accepted");
+//!     Ok(json!({"accepted": true}))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), lambda_runtime::Error> {
+//! # let (logs, documents) = (MemoryLogs::new(), MemorySink::new());
+//! // In a function: `let powertools = Powertools::from_env()?; powertools.init()?;`
+//! let powertools = Powertools::builder()
+//!     .service("orders")
+//!     .env(Env::from_pairs([("POWERTOOLS_METRICS_NAMESPACE", "Bakery"), ("POWERTOOLS_TRACE_DISABLED", "true")]))
+//! #   .logger(|logger| logger.writer(logs.clone()))
+//! #   .metrics(|metrics| metrics.sink(documents.clone()))
+//!     .build()?;
+//! let _guard = tracing::subscriber::set_default(powertools.subscriber());
+//!
+//! let service = ServiceBuilder::new().layer(powertools.layer()).service(service_fn(handler));
+//! service.oneshot(TestContext::new().with_request_id("req-1").event(json!({}))).await?;
+//! # assert_eq!(logs.json()[0]["order_id"], "o-1001");
+//! # assert_eq!(logs.json()[0]["function_request_id"], "req-1");
+//! # assert_eq!(documents.documents()[0]["OrdersPlaced"], 1.0);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The layer order, and why
+//!
+//! [`PowertoolsLayer`] is, from the outside in: logging, metrics, tracing, then your handler
+//! (with idempotency, when you add it, innermost, around the handler itself).
+//!
+//! - **Logging outermost**, so that every line of the invocation, including the warnings the
+//!   metrics flush and the trace export may write, carries the invocation's context and belongs
+//!   to its debug sampling decision and log buffer; a failed invocation flushes that buffer.
+//! - **Metrics next**, so that the document is written after everything inside has finished, on
+//!   success, error or panic; a flush that `raise_on_empty_metrics` refuses becomes the
+//!   invocation's error.
+//! - **Tracing inside them**, so that the invocation span covers exactly the handler and
+//!   idempotency (the idempotency store's DynamoDB calls become its children), and is exported
+//!   before the outer layers finish.
+//! - **Idempotency per handler**, innermost: a replayed response is still logged, counted and
+//!   traced as an invocation, but the handler's side effects do not run again. Add it with
+//!   [`idempotency::IdempotencyLayer`] inside `powertools.layer()`.
+//!
+//! # Features
+//!
+//! `logging`, `metrics`, `tracing` and `idempotency`, all on by default, re-export the crates
+//! of the same names. [`Powertools`] and [`PowertoolsLayer`] need the first three.
+
+pub use powertools_core as core;
+#[cfg(feature = "idempotency")]
+pub use powertools_idempotency as idempotency;
+#[cfg(feature = "logging")]
+pub use powertools_logging as logging;
+#[cfg(feature = "metrics")]
+pub use powertools_metrics as metrics;
+#[cfg(feature = "tracing")]
+pub use powertools_tracing as tracing;
+
+#[cfg(all(feature = "logging", feature = "metrics", feature = "tracing"))]
+mod stack;
+
+#[cfg(all(feature = "logging", feature = "metrics", feature = "tracing"))]
+pub use stack::{Error, Powertools, PowertoolsBuilder, PowertoolsLayer, PowertoolsService};

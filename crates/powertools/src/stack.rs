@@ -1,0 +1,230 @@
+//! The standard stack: logging, metrics and tracing from the environment, in the right order.
+
+use powertools_core::env::Env;
+use powertools_logging::{
+    CorrelationIdFn, CorrelationIdPath, Logger, LoggerBuilder, LoggingLayer, LoggingService,
+    NoCorrelationId,
+};
+use powertools_metrics::{MetricsLayer, MetricsLayerBuilder, MetricsService};
+use powertools_tracing::{Tracer, TracerBuilder, TracingLayer, TracingService};
+use tower::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+
+/// What can go wrong when setting up the stack: one of its utilities' configuration errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The logger's settings.
+    #[error(transparent)]
+    Logging(#[from] powertools_logging::Error),
+    /// The metrics' settings (a missing `POWERTOOLS_METRICS_NAMESPACE`, for example).
+    #[error(transparent)]
+    Metrics(#[from] powertools_metrics::Error),
+    /// The tracer's settings.
+    #[error(transparent)]
+    Tracing(#[from] powertools_tracing::Error),
+    /// A global `tracing` subscriber is already installed.
+    #[error("a global tracing subscriber is already installed")]
+    SubscriberAlreadyInstalled,
+}
+
+impl From<Error> for lambda_runtime::Diagnostic {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Logging(error) => error.into(),
+            Error::Metrics(error) => error.into(),
+            Error::Tracing(error) => error.into(),
+            Error::SubscriberAlreadyInstalled => lambda_runtime::Diagnostic {
+                error_type: "SubscriberAlreadyInstalled".to_owned(),
+                error_message: error.to_string(),
+            },
+        }
+    }
+}
+
+/// The logger, the metrics layer and the tracer of a function, configured together.
+#[derive(Debug, Clone)]
+pub struct Powertools {
+    logger: Logger,
+    metrics: MetricsLayer,
+    tracer: Tracer,
+}
+
+impl Powertools {
+    /// Everything from the Powertools and OpenTelemetry environment variables
+    /// (`POWERTOOLS_SERVICE_NAME`, `POWERTOOLS_METRICS_NAMESPACE`, `POWERTOOLS_LOG_LEVEL`,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, …).
+    ///
+    /// # Errors
+    /// The first utility whose configuration is invalid.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::builder().build()
+    }
+
+    /// A builder, to set options in code or adjust one utility.
+    pub fn builder() -> PowertoolsBuilder {
+        PowertoolsBuilder::default()
+    }
+
+    /// The logger.
+    pub fn logger(&self) -> &Logger {
+        &self.logger
+    }
+
+    /// The tracer.
+    pub fn tracer(&self) -> &Tracer {
+        &self.tracer
+    }
+
+    /// The metrics layer (its [`new_metrics`](MetricsLayer::new_metrics) gives a handle for work
+    /// outside an invocation).
+    pub fn metrics(&self) -> &MetricsLayer {
+        &self.metrics
+    }
+
+    /// A subscriber with the JSON log layer and the OpenTelemetry layer on one registry.
+    pub fn subscriber(&self) -> impl ::tracing::Subscriber + Send + Sync + use<> {
+        tracing_subscriber::registry()
+            .with(self.logger.json_layer())
+            .with(self.tracer.otel_layer())
+    }
+
+    /// Installs [`subscriber`](Self::subscriber) as the global `tracing` subscriber.
+    ///
+    /// # Errors
+    /// [`Error::SubscriberAlreadyInstalled`] if one is.
+    pub fn init(&self) -> Result<(), Error> {
+        ::tracing::subscriber::set_global_default(self.subscriber())
+            .map_err(|_| Error::SubscriberAlreadyInstalled)
+    }
+
+    /// The stack as one tower layer: logging, then metrics, then tracing (see the crate docs for
+    /// why this order).
+    pub fn layer(&self) -> PowertoolsLayer {
+        PowertoolsLayer {
+            logging: LoggingLayer::new(self.logger.clone()),
+            metrics: self.metrics.clone(),
+            tracing: TracingLayer::new(self.tracer.clone()),
+        }
+    }
+}
+
+/// Builds [`Powertools`]. [`service`](Self::service) and [`env`](Self::env) apply to every
+/// utility; [`logger`](Self::logger), [`metrics`](Self::metrics) and [`tracer`](Self::tracer)
+/// adjust one.
+#[derive(Debug, Default)]
+#[must_use]
+pub struct PowertoolsBuilder {
+    logger: LoggerBuilder,
+    metrics: MetricsLayerBuilder,
+    tracer: TracerBuilder,
+}
+
+impl PowertoolsBuilder {
+    /// The service name of logs, metrics and traces (default: `POWERTOOLS_SERVICE_NAME`).
+    pub fn service(self, service: impl Into<String>) -> Self {
+        let service = service.into();
+        PowertoolsBuilder {
+            logger: self.logger.service(service.clone()),
+            metrics: self.metrics.service(service.clone()),
+            tracer: self.tracer.service(service),
+        }
+    }
+
+    /// Reads unset options from `env` instead of the process environment (for tests).
+    pub fn env(self, env: Env) -> Self {
+        PowertoolsBuilder {
+            logger: self.logger.env(env.clone()),
+            metrics: self.metrics.env(env.clone()),
+            tracer: self.tracer.env(env),
+        }
+    }
+
+    /// Adjusts the logger.
+    pub fn logger(mut self, configure: impl FnOnce(LoggerBuilder) -> LoggerBuilder) -> Self {
+        self.logger = configure(self.logger);
+        self
+    }
+
+    /// Adjusts the metrics.
+    pub fn metrics(
+        mut self,
+        configure: impl FnOnce(MetricsLayerBuilder) -> MetricsLayerBuilder,
+    ) -> Self {
+        self.metrics = configure(self.metrics);
+        self
+    }
+
+    /// Adjusts the tracer.
+    pub fn tracer(mut self, configure: impl FnOnce(TracerBuilder) -> TracerBuilder) -> Self {
+        self.tracer = configure(self.tracer);
+        self
+    }
+
+    /// Builds the three utilities.
+    ///
+    /// # Errors
+    /// The first utility whose configuration is invalid.
+    pub fn build(self) -> Result<Powertools, Error> {
+        Ok(Powertools {
+            logger: self.logger.build()?,
+            metrics: self.metrics.build()?,
+            tracer: self.tracer.build()?,
+        })
+    }
+}
+
+/// The standard stack as one layer: [`LoggingLayer`] around [`MetricsLayer`] around
+/// [`TracingLayer`].
+#[derive(Debug, Clone)]
+pub struct PowertoolsLayer<C = NoCorrelationId> {
+    logging: LoggingLayer<C>,
+    metrics: MetricsLayer,
+    tracing: TracingLayer,
+}
+
+/// The service [`PowertoolsLayer`] builds.
+pub type PowertoolsService<S, C = NoCorrelationId> =
+    LoggingService<MetricsService<TracingService<S>>, C>;
+
+impl<C> PowertoolsLayer<C> {
+    /// Takes the logs' correlation id at a JMESPath expression in the event (see
+    /// [`correlation_paths`](powertools_logging::correlation_paths)).
+    ///
+    /// # Errors
+    /// [`powertools_logging::Error::Config`] when it is not valid JMESPath.
+    pub fn correlation_id_path(
+        self,
+        expression: &str,
+    ) -> Result<PowertoolsLayer<CorrelationIdPath>, powertools_logging::Error> {
+        Ok(PowertoolsLayer {
+            logging: self.logging.correlation_id_path(expression)?,
+            metrics: self.metrics,
+            tracing: self.tracing,
+        })
+    }
+
+    /// Takes the logs' correlation id from a typed closure on the event.
+    pub fn correlation_id_from<F>(self, extract: F) -> PowertoolsLayer<CorrelationIdFn<F>> {
+        PowertoolsLayer {
+            logging: self.logging.correlation_id_from(extract),
+            metrics: self.metrics,
+            tracing: self.tracing,
+        }
+    }
+
+    /// Sets the traces' `faas.trigger` (`http`, `pubsub`, `datasource`, `timer`, `other`).
+    pub fn trigger(mut self, trigger: &'static str) -> Self {
+        self.tracing = self.tracing.trigger(trigger);
+        self
+    }
+}
+
+impl<S, C: Clone> Layer<S> for PowertoolsLayer<C> {
+    type Service = PowertoolsService<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        self.logging
+            .layer(self.metrics.layer(self.tracing.layer(inner)))
+    }
+}

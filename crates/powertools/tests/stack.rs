@@ -1,0 +1,120 @@
+//! The whole stack around handlers: the layers work together in the documented order.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use lambda_runtime::tower::{ServiceBuilder, ServiceExt};
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use powertools::Powertools;
+use powertools::core::env::Env;
+use powertools::core::testing::TestContext;
+use powertools::idempotency::{Idempotency, IdempotencyLayer, InMemoryStore};
+use powertools::logging::{BufferConfig, MemoryLogs};
+use powertools::metrics::{MemorySink, Unit};
+use serde_json::{Value, json};
+
+fn stack(logs: &MemoryLogs, documents: &MemorySink) -> Powertools {
+    Powertools::builder()
+        .service("orders")
+        .env(Env::from_pairs([
+            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
+            ("POWERTOOLS_TRACE_DISABLED", "true"),
+        ]))
+        .logger(|logger| logger.writer(logs.clone()).buffer(BufferConfig::default()))
+        .metrics(|metrics| metrics.sink(documents.clone()))
+        .build()
+        .expect("valid settings")
+}
+
+#[derive(Debug)]
+struct OutOfFlour;
+
+impl From<OutOfFlour> for Diagnostic {
+    fn from(_: OutOfFlour) -> Self {
+        Diagnostic {
+            error_type: "OutOfFlour".into(),
+            error_message: "no flour left".into(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failing_handler_keeps_its_error_type_flushes_the_log_buffer_and_its_metrics() {
+    let (logs, documents) = (MemoryLogs::new(), MemorySink::new());
+    let powertools = stack(&logs, &documents);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let service = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .service(service_fn(|_event: LambdaEvent<Value>| async {
+            tracing::debug!("checking the flour");
+            powertools::metrics::add_metric("BakeAttempts", 1.0, Unit::Count)
+                .map_err(|_| OutOfFlour)?;
+            Err::<Value, _>(OutOfFlour)
+        }));
+    let error = service
+        .oneshot(TestContext::new().with_request_id("req-9").event(json!({})))
+        .await
+        .unwrap_err();
+    let diagnostic = Diagnostic::from(error);
+    assert_eq!(
+        diagnostic.error_type, "OutOfFlour",
+        "unchanged through every layer"
+    );
+
+    let lines = logs.json();
+    assert_eq!(
+        lines.len(),
+        1,
+        "the buffered debug line, written because the handler failed"
+    );
+    assert_eq!(lines[0]["message"], "checking the flour");
+    assert_eq!(lines[0]["function_request_id"], "req-9");
+    assert_eq!(documents.documents()[0]["BakeAttempts"], 1.0);
+}
+
+#[tokio::test]
+async fn idempotency_inside_the_stack_replays_without_running_the_handler_again() {
+    let (logs, documents) = (MemoryLogs::new(), MemorySink::new());
+    let powertools = stack(&logs, &documents);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let idempotency = Idempotency::builder(InMemoryStore::new())
+        .key_prefix("orders")
+        .build()
+        .unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = runs.clone();
+    let service = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .layer(IdempotencyLayer::new(idempotency))
+        .service(service_fn(move |event: LambdaEvent<Value>| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                powertools::logging::append_key("order_id", event.payload["order_id"].clone())?;
+                powertools::metrics::add_metric("OrdersPlaced", 1.0, Unit::Count)?;
+                tracing::info!("order placed");
+                Ok::<_, lambda_runtime::Error>(json!({"order_id": event.payload["order_id"]}))
+            }
+        }));
+    for request in ["req-1", "req-2"] {
+        let response = service
+            .clone()
+            .oneshot(
+                TestContext::new()
+                    .with_request_id(request)
+                    .event(json!({"order_id": "o-1"})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response, json!({"order_id": "o-1"}));
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the retry was replayed");
+    let placed: Vec<Value> = logs
+        .json()
+        .into_iter()
+        .filter(|line| line["message"] == "order placed")
+        .collect();
+    assert_eq!(placed.len(), 1);
+    assert_eq!(placed[0]["function_request_id"], "req-1");
+    assert_eq!(documents.documents().len(), 1, "the replay adds no metric");
+}
