@@ -70,6 +70,7 @@ pub fn unique_table_name(prefix: &str) -> String {
 #[derive(Debug)]
 pub struct EmulatedFunction {
     child: std::process::Child,
+    log_path: std::path::PathBuf,
     function: String,
     address: std::net::SocketAddr,
     agent: ureq::Agent,
@@ -134,6 +135,7 @@ impl EmulatedFunction {
         let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let function = EmulatedFunction {
             child,
+            log_path: log_path.clone(),
             function: bin.to_owned(),
             address,
             agent: ureq::Agent::config_builder()
@@ -152,6 +154,24 @@ impl EmulatedFunction {
             std::thread::sleep(Duration::from_millis(100));
         }
         Some(function)
+    }
+
+    /// Everything the emulator and the function wrote so far (the function's stdout and stderr
+    /// included: its log lines and EMF documents).
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The lines of [`output`](Self::output) that are JSON objects, parsed.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.output()
+            .lines()
+            .filter_map(|line| {
+                let start = line.find('{')?;
+                serde_json::from_str::<serde_json::Value>(&line[start..]).ok()
+            })
+            .filter(serde_json::Value::is_object)
+            .collect()
     }
 
     /// Invokes the function through the emulator's Invoke API, as `aws lambda invoke` would.
@@ -252,33 +272,20 @@ pub async fn counted_dynamodb_client() -> Option<(aws_sdk_dynamodb::Client, Requ
 ///
 /// # Panics
 /// When the server refuses to create it.
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    TimeToLiveSpecification,
+};
+
+/// Creates an orders table keyed on `order_id` and returns its unique name.
+pub async fn create_orders_table(client: &aws_sdk_dynamodb::Client) -> String {
+    create_table(client, "orders", "order_id").await
+}
+
+/// Creates an idempotency table with the Powertools key (`id`) and TTL on `expiration`, and
+/// returns its unique name.
 pub async fn create_idempotency_table(client: &aws_sdk_dynamodb::Client) -> String {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-        TimeToLiveSpecification,
-    };
-    let table = unique_table_name("idempotency");
-    client
-        .create_table()
-        .table_name(&table)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("complete attribute definition"),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("id")
-                .key_type(KeyType::Hash)
-                .build()
-                .expect("complete key schema"),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .expect("the test server creates the table");
+    let table = create_table(client, "idempotency", "id").await;
     client
         .update_time_to_live()
         .table_name(&table)
@@ -292,5 +299,31 @@ pub async fn create_idempotency_table(client: &aws_sdk_dynamodb::Client) -> Stri
         .send()
         .await
         .expect("the test server enables TTL");
+    table
+}
+
+async fn create_table(client: &aws_sdk_dynamodb::Client, prefix: &str, key: &str) -> String {
+    let table = unique_table_name(prefix);
+    client
+        .create_table()
+        .table_name(&table)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(key)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("complete attribute definition"),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(key)
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("complete key schema"),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("the test server creates the table");
     table
 }

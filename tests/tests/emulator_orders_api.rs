@@ -1,10 +1,21 @@
-//! The `orders-api` example as a deployed function: a real binary polling the Lambda Runtime API
-//! of the `cargo lambda` emulator, invoked over HTTP.
+//! The `orders-api` example as a deployed function: the real binary polling the Lambda Runtime
+//! API of the `cargo lambda` emulator, invoked with its sample API Gateway events, against moto
+//! (orders and idempotency tables) and oteltap (spans).
 
 use std::path::PathBuf;
+use std::sync::LazyLock;
 
-use powertools_tests::EmulatedFunction;
+use aws_sdk_dynamodb::types::AttributeValue;
+use powertools_tests::{EmulatedFunction, InvokeResult};
 use serde_json::{Value, json};
+
+static EMF_SCHEMA: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
+    let schema: Value = serde_json::from_str(include_str!(
+        "../../crates/powertools-metrics/tests/support/emf.schema.json"
+    ))
+    .expect("the EMF schema is JSON");
+    jsonschema::validator_for(&schema).expect("the EMF schema compiles")
+});
 
 fn orders_api_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/orders-api")
@@ -16,38 +27,184 @@ fn sample(name: &str) -> Value {
     serde_json::from_str(&text).expect("the sample event is JSON")
 }
 
-#[test]
-fn the_deployed_function_accepts_orders_refuses_bad_ones_and_reports_one_cold_start() {
+/// The HTTP status and the JSON body of an API Gateway response.
+fn http(result: &InvokeResult) -> (i64, Value) {
+    assert_eq!(
+        result.status, 200,
+        "the invocation itself succeeded: {}",
+        result.body
+    );
+    let body = result.body["body"].as_str().unwrap_or("null");
+    (
+        result.body["statusCode"].as_i64().expect("a status code"),
+        serde_json::from_str(body).expect("a JSON body"),
+    )
+}
+
+async fn orders_in(client: &aws_sdk_dynamodb::Client, table: &str) -> Vec<String> {
+    let scan = client.scan().table_name(table).send().await.expect("scan");
+    let mut ids: Vec<String> = scan
+        .items()
+        .iter()
+        .filter_map(|item| match item.get("order_id") {
+            Some(AttributeValue::S(id)) => Some(id.clone()),
+            _ => None,
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deployed_function_places_each_order_once_and_reports_it_in_logs_metrics_and_traces() {
+    let Some(otlp) = powertools_tests::required_service("OTEL_EXPORTER_OTLP_ENDPOINT") else {
+        return;
+    };
+    let Some(client) = powertools_tests::dynamodb_client().await else {
+        return;
+    };
+    let orders_table = powertools_tests::create_orders_table(&client).await;
+    let idempotency_table = powertools_tests::create_idempotency_table(&client).await;
     let Some(function) = EmulatedFunction::start(
         &orders_api_dir(),
         "orders-api",
-        &[("POWERTOOLS_SERVICE_NAME", "orders")],
+        &[
+            ("ORDERS_TABLE", orders_table.as_str()),
+            ("IDEMPOTENCY_TABLE", idempotency_table.as_str()),
+            ("POWERTOOLS_SERVICE_NAME", "orders"),
+            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str()),
+        ],
     ) else {
         return;
     };
 
-    // When the first order arrives
-    let first = function.invoke(&sample("first-order.json"));
-    // Then it is accepted, priced, and reported as the cold start of the process
-    assert_eq!(first.status, 200, "{}", first.body);
-    assert_eq!(first.body["order_id"], "ord-1001");
-    assert_eq!(first.body["total_cents"], 2550);
-    assert_eq!(first.body["cold_start"], true);
-    let first_request_id = first.body["request_id"].as_str().unwrap().to_owned();
-    assert!(!first_request_id.is_empty());
+    // A first order, then the same request again: the same answer, one order, one charge.
+    let (status, first) = http(&function.invoke(&sample("first-order.json")));
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["total_cents"], 2550);
+    let (status, retried) = http(&function.invoke(&sample("first-order.json")));
+    assert_eq!(status, 201);
+    assert_eq!(retried, first, "the retry gets the stored response");
 
-    // When a second order arrives at the same warm process
-    let second = function.invoke(&sample("second-order.json"));
-    assert_eq!(second.status, 200, "{}", second.body);
-    assert_eq!(second.body["cold_start"], false);
-    assert_ne!(second.body["request_id"], json!(first_request_id));
-
-    // When an order has an empty basket, Lambda reports the typed error
-    let refused = function.invoke(&sample("empty-basket.json"));
-    assert_ne!(refused.status, 200);
-    assert_eq!(refused.body["errorType"], "EmptyBasket");
+    // The same key with another basket is a conflict, not a second order.
+    let (status, conflict) = http(&function.invoke(&sample("same-key-other-basket.json")));
     assert_eq!(
-        refused.body["errorMessage"],
-        "order ord-1003 has an empty basket"
+        (status, conflict["error"].clone()),
+        (409, json!("IdempotencyKeyReused"))
     );
+
+    // A payment that fails leaves nothing behind; the retry places the order.
+    let (status, failed) = http(&function.invoke(&sample("flaky-payment.json")));
+    assert_eq!(
+        (status, failed["error"].clone()),
+        (502, json!("PaymentFailed"))
+    );
+    let (status, placed) = http(&function.invoke(&sample("flaky-payment.json")));
+    assert_eq!(status, 201, "{placed}");
+
+    // Refused before anything is charged.
+    let (status, refused) = http(&function.invoke(&sample("empty-basket.json")));
+    assert_eq!(
+        (status, refused["error"].clone()),
+        (400, json!("EmptyBasket"))
+    );
+    let (status, missing) = http(&function.invoke(&sample("missing-key.json")));
+    assert_eq!(
+        (status, missing["error"].clone()),
+        (400, json!("MissingIdempotencyKey"))
+    );
+
+    // Duplicates at once: still one order.
+    let mut duplicate = sample("first-order.json");
+    duplicate["headers"]["idempotency-key"] = json!("k-dup-2001");
+    duplicate["body"] = json!(
+        json!({"order_id": "ord-2001", "customer_id": "cust-5", "location": "camden",
+               "items": [{"sku": "baguette", "quantity": 1, "unit_price_cents": 180}]})
+        .to_string()
+    );
+    let responses: Vec<(i64, Value)> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..6)
+            .map(|_| scope.spawn(|| http(&function.invoke(&duplicate))))
+            .collect();
+        calls.into_iter().map(|call| call.join().unwrap()).collect()
+    });
+    for (status, body) in &responses {
+        assert!(
+            *status == 201 || (*status == 409 && body["error"] == "OrderInProgress"),
+            "{status} {body}"
+        );
+    }
+    assert!(responses.iter().any(|(status, _)| *status == 201));
+
+    assert_eq!(
+        orders_in(&client, &orders_table).await,
+        ["ord-1001", "ord-1002", "ord-2001"],
+        "each order written once"
+    );
+
+    // Every JSON line the function wrote is a Powertools log line or a valid EMF document.
+    let lines = function.json_lines();
+    let logs: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line.get("level").is_some())
+        .collect();
+    let documents: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line.get("_aws").is_some())
+        .collect();
+    for line in &logs {
+        for key in ["message", "timestamp", "service"] {
+            assert!(line.get(key).is_some(), "{key} missing in {line}");
+        }
+        // Lines of an invocation (the runtime's own start-up lines have no context).
+        if line.get("order_id").is_some() {
+            for key in [
+                "function_request_id",
+                "cold_start",
+                "function_arn",
+                "xray_trace_id",
+            ] {
+                assert!(line.get(key).is_some(), "{key} missing in {line}");
+            }
+        }
+        assert!(
+            line.get("faas.name").is_none(),
+            "tracing fields stay out of logs: {line}"
+        );
+    }
+    let placed_lines: Vec<&&Value> = logs
+        .iter()
+        .filter(|line| line["message"] == "order placed")
+        .collect();
+    assert_eq!(placed_lines.len(), 3, "one per order placed");
+    assert_eq!(placed_lines[0]["order_id"], "ord-1001");
+    assert_eq!(placed_lines[0]["location"], "camden");
+    assert_eq!(placed_lines[0]["customer_id"], "cust-77");
+    assert_eq!(placed_lines[0]["correlation_id"], "api-req-1");
+    assert_eq!(documents.len(), 3, "one EMF document per order placed");
+    for document in &documents {
+        let errors: Vec<String> = EMF_SCHEMA
+            .iter_errors(document)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{errors:?} in {document}");
+        assert_eq!(document["OrdersPlaced"], 1.0);
+        assert!(
+            document["order_id"].is_string(),
+            "metadata, not a dimension"
+        );
+    }
+
+    // The spans reached the receiver: the invocation, the charge and the DynamoDB calls.
+    let spans_file = std::env::var("POWERTOOLS_TEST_SPANS_FILE").expect("spans file");
+    let spans: Vec<Value> = std::fs::read_to_string(spans_file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let named = |name: &str| spans.iter().filter(|span| span["name"] == name).count();
+    assert!(named("orders-api") >= 8, "an invocation span per request");
+    assert!(named("charge") >= 3);
+    assert!(named("DynamoDB.PutItem") >= 3);
 }

@@ -165,6 +165,15 @@ impl JsonLayer {
     }
 }
 
+/// Spans whose fields describe the invocation for another tool, not the business: the tracing
+/// layer's invocation and AWS SDK spans (`faas.*`, `rpc.*`, `otel.*`) and the runtime's own span
+/// (`requestId`, already `function_request_id`). Their fields are not log keys.
+fn is_instrumentation(target: &str) -> bool {
+    ["powertools_tracing", "lambda_runtime"]
+        .iter()
+        .any(|prefix| target.starts_with(prefix))
+}
+
 /// Writes the buffered lines of `invocation`, oldest first, then a warning if some were evicted.
 pub(crate) fn flush_buffer(shared: &Shared, invocation: &InvocationState) {
     let Some(mut buffer) = invocation.buffer() else {
@@ -210,6 +219,9 @@ where
             span.extensions_mut().insert(state);
             return;
         }
+        if is_instrumentation(metadata.target()) {
+            return;
+        }
         let mut fields = FieldCollector::new(&self.shared().redactor);
         attrs.record(&mut fields);
         if let Some(message) = fields.message {
@@ -226,6 +238,9 @@ where
         let Some(span) = ctx.span(id) else {
             return;
         };
+        if is_instrumentation(span.metadata().target()) {
+            return;
+        }
         let mut fields = FieldCollector::new(&self.shared().redactor);
         values.record(&mut fields);
         let mut extensions = span.extensions_mut();

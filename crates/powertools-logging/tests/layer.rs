@@ -597,3 +597,21 @@ async fn the_correlation_id_comes_from_a_path_and_can_be_set() {
     assert_eq!(lines[0]["correlation_id"], "evt-1");
     assert_eq!(lines[1]["correlation_id"], "downstream-9");
 }
+
+#[tokio::test]
+async fn instrumentation_spans_do_not_leak_their_fields_into_log_lines() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).build().unwrap();
+    tracing::subscriber::with_default(logger.subscriber(), || {
+        let trace = tracing::info_span!(target: "powertools_tracing", "invocation", faas.name = "orders-api", otel.kind = "server");
+        let runtime = tracing::info_span!(target: "lambda_runtime::layers", "Lambda runtime invoke", requestId = "r-1");
+        let business = tracing::info_span!("checkout", basket = 3);
+        let _entered = (trace.enter(), runtime.enter(), business.enter());
+        tracing::info!("inside");
+    });
+    let line = &logs.json()[0];
+    assert_eq!(line["basket"], 3, "business span fields are keys");
+    for key in ["faas.name", "otel.kind", "requestId"] {
+        assert!(line.get(key).is_none(), "{key} leaked: {line}");
+    }
+}

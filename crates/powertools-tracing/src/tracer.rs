@@ -8,7 +8,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_aws::trace::XrayIdGenerator;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanExporter, TracerProviderBuilder};
 use powertools_core::PowertoolsConfig;
 use powertools_core::env::Env;
 use tracing::Subscriber;
@@ -41,6 +41,8 @@ pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// spans would duplicate the ones [`AwsSdkSpans`](crate::AwsSdkSpans) makes.
 const INTERNAL_TARGETS: &[&str] = &[
     "aws_sdk_",
+    // The logging layer's invocation scope: a span for logs, not a unit of work.
+    "powertools_logging",
     "opentelemetry",
     "reqwest",
     "hyper",
@@ -144,10 +146,14 @@ impl Tracer {
     }
 }
 
+/// Puts a span exporter of the caller's on the provider.
+type ExporterHook = Box<dyn FnOnce(TracerProviderBuilder) -> TracerProviderBuilder + Send>;
+
 /// Builds a [`Tracer`]. Options set here win over the environment.
-#[derive(Debug, Default)]
+#[derive(Default)]
 #[must_use]
 pub struct TracerBuilder {
+    exporter: Option<ExporterHook>,
     service: Option<String>,
     endpoint: Option<String>,
     disabled: Option<bool>,
@@ -156,6 +162,17 @@ pub struct TracerBuilder {
     flush_timeout: Option<Duration>,
     export_timeout: Option<Duration>,
     env: Option<Env>,
+}
+
+impl std::fmt::Debug for TracerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TracerBuilder")
+            .field("service", &self.service)
+            .field("endpoint", &self.endpoint)
+            .field("disabled", &self.disabled)
+            .field("custom_exporter", &self.exporter.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl TracerBuilder {
@@ -212,6 +229,15 @@ impl TracerBuilder {
         self
     }
 
+    /// Exports to `exporter` instead of OTLP, each span as it ends (a local printer for a demo,
+    /// an in-memory exporter for tests). The endpoint settings are then ignored.
+    pub fn span_exporter<E: SpanExporter + 'static>(mut self, exporter: E) -> Self {
+        self.exporter = Some(Box::new(move |provider: TracerProviderBuilder| {
+            provider.with_simple_exporter(exporter)
+        }));
+        self
+    }
+
     /// Builds the exporter and the tracer provider.
     ///
     /// # Errors
@@ -240,6 +266,14 @@ impl TracerBuilder {
         };
         let provider = if disabled {
             None
+        } else if let Some(exporter) = self.exporter {
+            Some(
+                exporter(SdkTracerProvider::builder())
+                    .with_id_generator(XrayIdGenerator::default())
+                    .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+                    .with_resource(resource(&service, &config))
+                    .build(),
+            )
         } else {
             let endpoint = match self.endpoint {
                 Some(endpoint) => endpoint,

@@ -1,72 +1,195 @@
-//! The offline demo: the handler invoked over the sample events, as Lambda would invoke it.
+//! The offline demo: the real function, with in-memory stores, over the sample events.
+//!
+//! What it prints is what the function writes in Lambda: JSON log lines and EMF documents on
+//! stdout, with the spans printed as they end (instead of being exported over OTLP), then a
+//! summary of what happened and why.
 
+use std::sync::{Arc, Mutex};
+
+use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use aws_lambda_events::encodings::Body;
 use lambda_runtime::tower::{Service, ServiceExt};
-use lambda_runtime::{Diagnostic, service_fn};
-use powertools_core::PowertoolsConfig;
-use powertools_core::testing::TestContext;
-use serde_json::json;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use powertools::Powertools;
+use powertools::core::env::Env;
+use powertools::core::testing::TestContext;
+use powertools::idempotency::{Idempotency, InMemoryStore};
+use serde_json::{Value, json};
 
-use crate::order::{Order, handle_order};
+use crate::api::App;
+use crate::backend::{OrdersTable, PaymentProvider};
 
-const SAMPLE_EVENTS: [(&str, &str); 3] = [
+/// Prints each span as one JSON line when it ends.
+#[derive(Debug)]
+struct PrintSpans;
+
+impl SpanExporter for PrintSpans {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        for span in batch {
+            let duration = span
+                .end_time
+                .duration_since(span.start_time)
+                .unwrap_or_default();
+            let line = json!({
+                "span": span.name,
+                "trace_id": span.span_context.trace_id().to_string(),
+                "span_id": span.span_context.span_id().to_string(),
+                "parent_span_id": span.parent_span_id.to_string(),
+                "duration_us": duration.as_micros() as u64,
+                "status": format!("{:?}", span.status),
+            });
+            println!("{line}");
+        }
+        Ok(())
+    }
+}
+
+const STEPS: [(&str, &str, &str); 7] = [
     (
         "first-order.json",
         include_str!("../events/first-order.json"),
+        "a first order",
     ),
     (
-        "second-order.json",
-        include_str!("../events/second-order.json"),
+        "first-order.json",
+        include_str!("../events/first-order.json"),
+        "the same request retried (a lost response, a double tap)",
+    ),
+    (
+        "same-key-other-basket.json",
+        include_str!("../events/same-key-other-basket.json"),
+        "the same Idempotency-Key with another basket",
+    ),
+    (
+        "flaky-payment.json",
+        include_str!("../events/flaky-payment.json"),
+        "an order whose payment provider times out",
+    ),
+    (
+        "flaky-payment.json",
+        include_str!("../events/flaky-payment.json"),
+        "the client's retry of that order",
     ),
     (
         "empty-basket.json",
         include_str!("../events/empty-basket.json"),
+        "an order with an empty basket",
+    ),
+    (
+        "missing-key.json",
+        include_str!("../events/missing-key.json"),
+        "an order without an Idempotency-Key",
     ),
 ];
 
-pub(crate) async fn run(config: &PowertoolsConfig) -> Result<(), lambda_runtime::Error> {
+pub(crate) async fn run() -> Result<(), lambda_runtime::Error> {
+    let powertools = Powertools::builder()
+        .service("orders")
+        .env(Env::from_pairs([(
+            "POWERTOOLS_METRICS_NAMESPACE",
+            "Bakery",
+        )]))
+        .tracer(|tracer| tracer.span_exporter(PrintSpans))
+        .build()?;
+    powertools.init()?;
+
+    let store = InMemoryStore::new();
+    let saved = Arc::new(Mutex::new(Vec::new()));
+    let payments = PaymentProvider::default();
+    let app = App {
+        orders: OrdersTable::InMemory(saved.clone()),
+        payments: payments.clone(),
+        payment_idempotency: Idempotency::builder(store.clone())
+            .key_prefix("orders-api.charge")
+            .build()?,
+    };
+    let order_idempotency = Idempotency::builder(store)
+        .key_prefix("orders-api.place_order")
+        .raise_on_missing_key(true)
+        .build()?;
+    let mut function = crate::api::service(&powertools, order_idempotency, app)?;
+
+    println!("orders-api demo: the deployed function's code, offline, with in-memory stores.");
     println!(
-        "orders-api demo: service {:?}, {} sample events, no AWS services needed\n",
-        config.service_name(),
-        SAMPLE_EVENTS.len()
+        "Lines starting with {{\"level\" are logs, {{\"_aws\" EMF metrics, {{\"span\" spans.\n"
     );
-    let mut handler = service_fn(handle_order);
     let mut summary = Vec::new();
-    for (name, text) in SAMPLE_EVENTS {
-        let order: Order = serde_json::from_str(text)?;
+    for (step, (file, text, what)) in STEPS.iter().enumerate() {
+        let request: ApiGatewayV2httpRequest = serde_json::from_str(text)?;
+        let key = request
+            .headers
+            .get(crate::api::IDEMPOTENCY_KEY_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("(none)")
+            .to_owned();
         let event = TestContext::new()
             .with_function_name("orders-api")
-            .event(order);
-        let request_id = event.context.request_id.clone();
-        println!("-> invoke with events/{name} (request {request_id})");
-        match handler.ready().await?.call(event).await {
-            Ok(accepted) => {
-                println!("<- {}\n", serde_json::to_string(&accepted)?);
-                summary.push(format!(
-                    "{name}: accepted {} for {} cents{}",
-                    accepted.order_id,
-                    accepted.total_cents,
-                    if accepted.cold_start {
-                        " (cold start: the first invocation of this process)"
-                    } else {
-                        ""
-                    }
-                ));
+            .with_memory_size_mb(256)
+            .event(request);
+        println!(
+            "=== {}. {what}: POST /orders with events/{file}, Idempotency-Key {key}",
+            step + 1
+        );
+        let (orders_before, charges_before) = (count(&saved), payments.charges().len());
+        let response = function
+            .ready()
+            .await
+            .map_err(|e| format!("{e:?}"))?
+            .call(event)
+            .await;
+        let (status, body) = match response {
+            Ok(response) => {
+                let body: Value = match response.body {
+                    Some(Body::Text(text)) => serde_json::from_str(&text)?,
+                    _ => Value::Null,
+                };
+                (response.status_code, body)
             }
-            Err(error) => {
-                // The body the Runtime API receives for a failed invocation.
-                let diagnostic = Diagnostic::from(error);
-                let body = json!({"errorType": diagnostic.error_type, "errorMessage": diagnostic.error_message});
-                println!("<- error {body}\n");
-                summary.push(format!(
-                    "{name}: refused with {} ({}), a typed error Lambda reports as errorType",
-                    diagnostic.error_type, diagnostic.error_message
-                ));
-            }
-        }
+            Err(error) => (500, json!({"error": format!("{error:?}")})),
+        };
+        println!("<- {status} {body}\n");
+        let ran = count(&saved) > orders_before;
+        let charged = payments.charges().len() > charges_before;
+        summary.push(explain(step + 1, what, status, &body, ran, charged));
     }
-    println!("summary:");
+
+    println!("Summary");
     for line in summary {
-        println!("  - {line}");
+        println!("  {line}");
     }
+    println!(
+        "  In all: {} orders saved, {} card charges, for {} distinct orders placed.",
+        count(&saved),
+        payments.charges().len(),
+        count(&saved),
+    );
     Ok(())
+}
+
+fn count(saved: &Arc<Mutex<Vec<(crate::order::Order, u64)>>>) -> usize {
+    saved.lock().map_or(0, |orders| orders.len())
+}
+
+fn explain(step: usize, what: &str, status: i64, body: &Value, ran: bool, charged: bool) -> String {
+    let why = match (status, body["error"].as_str()) {
+        (201, _) if ran && charged => format!(
+            "the handler ran: {} cents charged ({}), order saved",
+            body["total_cents"], body["payment"]
+        ),
+        (201, _) => format!(
+            "replayed from the idempotency record: same answer ({}), handler not run, nobody charged again",
+            body["payment"]
+        ),
+        (409, Some("IdempotencyKeyReused")) => {
+            "refused: the key's stored payload differs (payload validation), nothing ran".to_owned()
+        }
+        (502, Some("PaymentFailed")) => {
+            "the provider timed out; the idempotency record was deleted so that a retry can run"
+                .to_owned()
+        }
+        (400, Some(code)) => format!("refused before any charge: {code}"),
+        _ => format!("unexpected: {body}"),
+    };
+    format!("{step}. {what} -> {status}: {why}")
 }

@@ -1,26 +1,63 @@
-//! `orders-api`: the bakery's order function.
+//! `orders-api`: the bakery's order function behind an API Gateway HTTP API.
 //!
-//! Deployed, it runs under the Lambda Runtime API (`lambda_runtime::run`). With the argument
-//! `demo` it runs offline instead: it invokes the same handler over the sample events in
-//! `events/` with realistic Lambda contexts and prints what a deployed function would answer.
+//! `POST /orders` with an `Idempotency-Key` header places an order: it is priced, the card is
+//! charged (once, whatever the retries), and the order is saved. Every log line carries the
+//! order, customer and location; each invocation writes `OrdersPlaced` and `OrderValue` by
+//! location; the invocation is traced with its DynamoDB calls.
+//!
+//! Deployed, it runs under the Lambda Runtime API with the tables named by `ORDERS_TABLE` and
+//! `IDEMPOTENCY_TABLE`. With the argument `demo` it runs offline, with in-memory stores, over the
+//! sample events in `events/`:
 //!
 //! ```text
 //! cargo run -p orders-api -- demo
 //! ```
 
+mod api;
+mod backend;
 mod demo;
 mod order;
 
-use lambda_runtime::service_fn;
-use powertools_core::PowertoolsConfig;
+use powertools::Powertools;
+use powertools::idempotency::{DynamoDbStore, Idempotency};
+use powertools::tracing::AwsSdkSpans;
+
+use crate::api::App;
+use crate::backend::{OrdersTable, PaymentProvider};
+
+fn required_env(name: &str) -> Result<String, lambda_runtime::Error> {
+    std::env::var(name).map_err(|_| format!("set {name}").into())
+}
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    // Read once at init: a malformed POWERTOOLS_* or Lambda variable stops the function here,
-    // with a message naming the variable, before any request is accepted.
-    let config = PowertoolsConfig::from_env()?;
     if std::env::args().nth(1).as_deref() == Some("demo") {
-        return demo::run(&config).await;
+        return demo::run().await;
     }
-    lambda_runtime::run(service_fn(order::handle_order)).await
+    // Once, at init: a bad setting stops the function here with a message that names it.
+    let powertools = Powertools::from_env()?;
+    powertools.init()?;
+    let aws = aws_config::load_from_env().await;
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&aws)
+            .interceptor(AwsSdkSpans)
+            .build(),
+    );
+    let store = DynamoDbStore::new(dynamodb.clone(), required_env("IDEMPOTENCY_TABLE")?)?;
+    let order_idempotency = Idempotency::builder(store.clone())
+        .key_prefix("orders-api.place_order")
+        .raise_on_missing_key(true)
+        .use_local_cache()
+        .build()?;
+    let app = App {
+        orders: OrdersTable::DynamoDb {
+            client: dynamodb,
+            table: required_env("ORDERS_TABLE")?,
+        },
+        payments: PaymentProvider::default(),
+        payment_idempotency: Idempotency::builder(store)
+            .key_prefix("orders-api.charge")
+            .build()?,
+    };
+    lambda_runtime::run(api::service(&powertools, order_idempotency, app)?).await
 }

@@ -1,11 +1,9 @@
-//! The order handler: validates an order and prices it.
+//! The bakery's domain: an order, its basket, its price.
 
-use lambda_runtime::{Diagnostic, LambdaEvent};
-use powertools_core::Invocation;
 use serde::{Deserialize, Serialize};
 
 /// An order placed by a customer at one of the bakery's locations.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub(crate) struct Order {
     pub(crate) order_id: String,
     pub(crate) customer_id: String,
@@ -14,25 +12,15 @@ pub(crate) struct Order {
 }
 
 /// One line of the basket.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub(crate) struct LineItem {
     pub(crate) sku: String,
     pub(crate) quantity: u32,
     pub(crate) unit_price_cents: u64,
 }
 
-/// What the function answers for an accepted order.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct OrderAccepted {
-    pub(crate) order_id: String,
-    pub(crate) status: &'static str,
-    pub(crate) total_cents: u64,
-    pub(crate) request_id: String,
-    pub(crate) cold_start: bool,
-}
-
-/// Why an order was refused; Lambda reports the variant as the `errorType`.
-#[derive(Debug, thiserror::Error)]
+/// Why an order cannot be priced; the API answers 400 with the message.
+#[derive(Debug, PartialEq, thiserror::Error)]
 pub(crate) enum OrderError {
     #[error("order {0} has an empty basket")]
     EmptyBasket(String),
@@ -42,99 +30,84 @@ pub(crate) enum OrderError {
     TotalOverflow(String),
 }
 
-impl From<OrderError> for Diagnostic {
-    fn from(error: OrderError) -> Self {
-        let error_type = match error {
+impl OrderError {
+    /// A stable code for API clients.
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
             OrderError::EmptyBasket(_) => "EmptyBasket",
             OrderError::ZeroQuantity { .. } => "ZeroQuantity",
             OrderError::TotalOverflow(_) => "TotalOverflow",
-        };
-        Diagnostic {
-            error_type: error_type.to_owned(),
-            error_message: error.to_string(),
         }
     }
 }
 
-/// Accepts a valid order and answers with its total.
-pub(crate) async fn handle_order(event: LambdaEvent<Order>) -> Result<OrderAccepted, OrderError> {
-    let (order, context) = event.into_parts();
-    let invocation = Invocation::new(&context);
-    if order.items.is_empty() {
-        return Err(OrderError::EmptyBasket(order.order_id));
-    }
-    let mut total_cents: u64 = 0;
-    for item in &order.items {
-        if item.quantity == 0 {
-            return Err(OrderError::ZeroQuantity {
-                order_id: order.order_id,
-                sku: item.sku.clone(),
-            });
+impl Order {
+    /// The total in cents, or why the order cannot be accepted.
+    pub(crate) fn total_cents(&self) -> Result<u64, OrderError> {
+        if self.items.is_empty() {
+            return Err(OrderError::EmptyBasket(self.order_id.clone()));
         }
-        total_cents = item
-            .unit_price_cents
-            .checked_mul(u64::from(item.quantity))
-            .and_then(|line| total_cents.checked_add(line))
-            .ok_or_else(|| OrderError::TotalOverflow(order.order_id.clone()))?;
+        self.items.iter().try_fold(0u64, |total, item| {
+            if item.quantity == 0 {
+                return Err(OrderError::ZeroQuantity {
+                    order_id: self.order_id.clone(),
+                    sku: item.sku.clone(),
+                });
+            }
+            item.unit_price_cents
+                .checked_mul(u64::from(item.quantity))
+                .and_then(|line| total.checked_add(line))
+                .ok_or_else(|| OrderError::TotalOverflow(self.order_id.clone()))
+        })
     }
-    Ok(OrderAccepted {
-        order_id: order.order_id,
-        status: "accepted",
-        total_cents,
-        request_id: invocation.request_id().to_owned(),
-        cold_start: invocation.cold_start(),
-    })
 }
 
 #[cfg(test)]
 mod tests {
-    use lambda_runtime::service_fn;
-    use lambda_runtime::tower::{Service, ServiceExt};
-    use powertools_core::testing::TestContext;
-
     use super::*;
 
-    fn sample(name: &str) -> Order {
-        let text = match name {
-            "first-order" => include_str!("../events/first-order.json"),
-            "empty-basket" => include_str!("../events/empty-basket.json"),
-            other => panic!("no sample event {other}"),
-        };
-        serde_json::from_str(text).unwrap()
+    fn order(items: Vec<LineItem>) -> Order {
+        Order {
+            order_id: "ord-1".into(),
+            customer_id: "cust-1".into(),
+            location: "camden".into(),
+            items,
+        }
     }
 
-    #[tokio::test]
-    async fn a_valid_order_is_accepted_with_its_total() {
-        let mut handler = service_fn(handle_order);
-        let event = TestContext::new()
-            .with_request_id("req-1")
-            .event(sample("first-order"));
-        let accepted = handler.ready().await.unwrap().call(event).await.unwrap();
-        assert_eq!(accepted.order_id, "ord-1001");
-        assert_eq!(accepted.total_cents, 2 * 450 + 6 * 275);
-        assert_eq!(accepted.request_id, "req-1");
+    fn item(sku: &str, quantity: u32, unit_price_cents: u64) -> LineItem {
+        LineItem {
+            sku: sku.into(),
+            quantity,
+            unit_price_cents,
+        }
     }
 
-    #[tokio::test]
-    async fn an_empty_basket_is_refused_with_its_own_error_type() {
-        let error = handle_order(TestContext::new().event(sample("empty-basket")))
-            .await
-            .unwrap_err();
-        let diagnostic = Diagnostic::from(error);
-        assert_eq!(diagnostic.error_type, "EmptyBasket");
+    #[test]
+    fn the_total_is_the_sum_of_the_lines() {
+        let basket = order(vec![item("loaf", 2, 450), item("bun", 6, 275)]);
+        assert_eq!(basket.total_cents(), Ok(2 * 450 + 6 * 275));
+    }
+
+    #[test]
+    fn an_empty_basket_a_zero_quantity_and_an_overflow_are_refused() {
         assert_eq!(
-            diagnostic.error_message,
-            "order ord-1003 has an empty basket"
+            order(vec![]).total_cents().unwrap_err().code(),
+            "EmptyBasket"
         );
-    }
-
-    #[tokio::test]
-    async fn a_total_that_overflows_is_refused_not_wrapped() {
-        let mut order = sample("first-order");
-        order.items[0].unit_price_cents = u64::MAX;
-        let error = handle_order(TestContext::new().event(order))
-            .await
-            .unwrap_err();
-        assert!(matches!(error, OrderError::TotalOverflow(_)));
+        assert_eq!(
+            order(vec![item("loaf", 0, 450)])
+                .total_cents()
+                .unwrap_err()
+                .code(),
+            "ZeroQuantity"
+        );
+        assert_eq!(
+            order(vec![item("loaf", 2, u64::MAX)])
+                .total_cents()
+                .unwrap_err()
+                .code(),
+            "TotalOverflow"
+        );
     }
 }
