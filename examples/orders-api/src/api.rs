@@ -226,3 +226,107 @@ where
             .service(service_fn(move |event| place_order(app.clone(), event))),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use lambda_runtime::tower::ServiceExt;
+
+    use crate::backend::SavedOrders;
+    use powertools::core::env::Env;
+    use powertools::core::testing::TestContext;
+    use powertools::idempotency::InMemoryStore;
+    use powertools::metrics::MemorySink;
+
+    use super::*;
+
+    fn function() -> (Function, SavedOrders, PaymentProvider) {
+        let powertools = Powertools::builder()
+            .service("orders")
+            .env(Env::from_pairs([
+                ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
+                ("POWERTOOLS_TRACE_DISABLED", "true"),
+            ]))
+            .metrics(|metrics| metrics.sink(MemorySink::new()))
+            .build()
+            .unwrap();
+        let store = InMemoryStore::new();
+        let saved = Arc::new(Mutex::new(Vec::new()));
+        let payments = PaymentProvider::default();
+        let app = App {
+            orders: OrdersTable::InMemory(saved.clone()),
+            payments: payments.clone(),
+            payment_idempotency: Idempotency::builder(store.clone())
+                .key_prefix("charge")
+                .build()
+                .unwrap(),
+        };
+        let orders = Idempotency::builder(store)
+            .key_prefix("place_order")
+            .raise_on_missing_key(true)
+            .build()
+            .unwrap();
+        (service(&powertools, orders, app).unwrap(), saved, payments)
+    }
+
+    async fn post(function: &Function, event: &str) -> (i64, Value) {
+        let request: ApiGatewayV2httpRequest = serde_json::from_str(event).unwrap();
+        let response = function
+            .clone()
+            .oneshot(TestContext::new().event(request))
+            .await
+            .unwrap();
+        let Some(Body::Text(body)) = response.body else {
+            panic!("a text body");
+        };
+        (response.status_code, serde_json::from_str(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_order_is_placed_once_however_often_it_is_sent() {
+        let (function, saved, payments) = function();
+        let first = post(&function, include_str!("../events/first-order.json")).await;
+        assert_eq!(first.0, 201, "{}", first.1);
+        assert_eq!(first.1["total_cents"], 2550);
+        assert_eq!(
+            post(&function, include_str!("../events/first-order.json")).await,
+            first
+        );
+        let reused = post(
+            &function,
+            include_str!("../events/same-key-other-basket.json"),
+        )
+        .await;
+        assert_eq!(
+            (reused.0, reused.1["error"].as_str()),
+            (409, Some("IdempotencyKeyReused"))
+        );
+        assert_eq!(saved.lock().unwrap().len(), 1);
+        assert_eq!(payments.charges().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_payment_is_a_502_and_the_retry_places_the_order() {
+        let (function, saved, payments) = function();
+        let failed = post(&function, include_str!("../events/flaky-payment.json")).await;
+        assert_eq!(
+            (failed.0, failed.1["error"].as_str()),
+            (502, Some("PaymentFailed"))
+        );
+        let placed = post(&function, include_str!("../events/flaky-payment.json")).await;
+        assert_eq!(placed.0, 201, "{}", placed.1);
+        assert_eq!(saved.lock().unwrap().len(), 1);
+        assert_eq!(payments.charges().len(), 1);
+        let missing = post(&function, include_str!("../events/missing-key.json")).await;
+        assert_eq!(
+            (missing.0, missing.1["error"].as_str()),
+            (400, Some("MissingIdempotencyKey"))
+        );
+        let empty = post(&function, include_str!("../events/empty-basket.json")).await;
+        assert_eq!(
+            (empty.0, empty.1["error"].as_str()),
+            (400, Some("EmptyBasket"))
+        );
+    }
+}

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::order::Order;
 
+/// Orders kept in memory, with their totals (the demo's and the tests' table).
+pub(crate) type SavedOrders = Arc<Mutex<Vec<(Order, u64)>>>;
+
 /// Where accepted orders are written: a DynamoDB table, or memory for the offline demo.
 #[derive(Debug, Clone)]
 pub(crate) enum OrdersTable {
@@ -16,7 +19,7 @@ pub(crate) enum OrdersTable {
         client: aws_sdk_dynamodb::Client,
         table: String,
     },
-    InMemory(Arc<Mutex<Vec<(Order, u64)>>>),
+    InMemory(SavedOrders),
 }
 
 /// The table could not be written.

@@ -167,7 +167,7 @@ pub(crate) async fn run() -> Result<(), lambda_runtime::Error> {
     Ok(())
 }
 
-fn count(saved: &Arc<Mutex<Vec<(crate::order::Order, u64)>>>) -> usize {
+fn count(saved: &crate::backend::SavedOrders) -> usize {
     saved.lock().map_or(0, |orders| orders.len())
 }
 

@@ -1,0 +1,83 @@
+//! The `payment` example as a deployed function under the `cargo lambda` emulator, against
+//! moto: a failed charge is retried and charged once, a duplicate is replayed from DynamoDB, a
+//! changed amount is refused.
+
+use std::path::PathBuf;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use powertools_tests::EmulatedFunction;
+use serde_json::Value;
+
+fn payment_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/payment")
+}
+
+fn sample(name: &str) -> Value {
+    let text = std::fs::read_to_string(payment_dir().join("events").join(name))
+        .expect("the sample event exists");
+    serde_json::from_str(&text).expect("the sample event is JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_is_charged_once_through_failures_retries_and_duplicates() {
+    let Some(client) = powertools_tests::dynamodb_client().await else {
+        return;
+    };
+    let table = powertools_tests::create_idempotency_table(&client).await;
+    let Some(function) = EmulatedFunction::start(
+        &payment_dir(),
+        "payment",
+        &[
+            ("IDEMPOTENCY_TABLE", table.as_str()),
+            ("POWERTOOLS_SERVICE_NAME", "payments"),
+            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
+            ("POWERTOOLS_TRACE_DISABLED", "true"),
+        ],
+    ) else {
+        return;
+    };
+
+    // The provider times out: Lambda reports the typed error and no record blocks the retry.
+    let failed = function.invoke(&sample("flaky-payment.json"));
+    assert_ne!(failed.status, 200);
+    assert_eq!(failed.body["errorType"], "PaymentFailed", "{}", failed.body);
+    let scan = client.scan().table_name(&table).send().await.unwrap();
+    assert_eq!(scan.count(), 0, "the in-progress record was deleted");
+
+    let retried = function.invoke(&sample("flaky-payment.json"));
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    assert_eq!(retried.body["charged_cents"], 880);
+
+    // A duplicate is answered from the COMPLETED record.
+    let first = function.invoke(&sample("payment.json"));
+    let duplicate = function.invoke(&sample("payment.json"));
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(
+        duplicate.body, first.body,
+        "the same receipt, not a second charge"
+    );
+
+    let changed = function.invoke(&sample("changed-amount.json"));
+    assert_eq!(
+        changed.body["errorType"], "IdempotencyValidationError",
+        "{}",
+        changed.body
+    );
+
+    let records = client.scan().table_name(&table).send().await.unwrap();
+    assert_eq!(records.count(), 2, "one record per payment");
+    for item in records.items() {
+        assert_eq!(item["status"], AttributeValue::S("COMPLETED".into()));
+    }
+    let charged: Vec<Value> = function
+        .json_lines()
+        .into_iter()
+        .filter(|line| line["message"] == "charged")
+        .collect();
+    assert_eq!(
+        charged.len(),
+        2,
+        "two charges for two payments, whatever the retries"
+    );
+    assert!(charged.iter().all(|line| line["payment_id"].is_string()));
+}
