@@ -20,6 +20,9 @@ fn sample(name: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_is_charged_once_through_failures_retries_and_duplicates() {
+    let Some(otlp) = powertools_tests::required_service("OTEL_EXPORTER_OTLP_ENDPOINT") else {
+        return;
+    };
     let Some(client) = powertools_tests::dynamodb_client().await else {
         return;
     };
@@ -31,7 +34,7 @@ async fn a_payment_is_charged_once_through_failures_retries_and_duplicates() {
             ("IDEMPOTENCY_TABLE", table.as_str()),
             ("POWERTOOLS_SERVICE_NAME", "payments"),
             ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
-            ("POWERTOOLS_TRACE_DISABLED", "true"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str()),
         ],
     ) else {
         return;
@@ -80,4 +83,35 @@ async fn a_payment_is_charged_once_through_failures_retries_and_duplicates() {
         "two charges for two payments, whatever the retries"
     );
     assert!(charged.iter().all(|line| line["payment_id"].is_string()));
+    let documents: Vec<Value> = function
+        .json_lines()
+        .into_iter()
+        .filter(|line| line.get("_aws").is_some())
+        .collect();
+    assert_eq!(documents.len(), 2, "one EMF document per charge");
+    assert!(
+        documents
+            .iter()
+            .all(|d| d["PaymentsCharged"] == 1.0 && d["currency"] == "GBP")
+    );
+
+    // Each charge attempt is a span under its invocation's span.
+    let spans: Vec<Value> =
+        std::fs::read_to_string(std::env::var("POWERTOOLS_TEST_SPANS_FILE").expect("spans file"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect();
+    let charges: Vec<&Value> = spans.iter().filter(|s| s["name"] == "charge").collect();
+    assert_eq!(charges.len(), 3, "two charges and the failed attempt");
+    for charge in charges {
+        let parent = spans
+            .iter()
+            .find(|s| s["spanId"] == charge["parentSpanId"])
+            .expect("the parent span was exported");
+        assert_eq!(
+            parent["name"], "payment",
+            "the invocation span, named for the function"
+        );
+    }
 }
