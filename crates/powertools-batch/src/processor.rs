@@ -1,0 +1,345 @@
+//! The batch processor: one handler call per record, failures reported per record.
+
+use std::collections::HashSet;
+use std::fmt::Display;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use aws_lambda_events::dynamodb::{Event as DynamoDbEvent, EventRecord};
+use aws_lambda_events::kinesis::{KinesisEvent, KinesisEventRecord};
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::streams::{
+    DynamoDbBatchItemFailure, DynamoDbEventResponse, KinesisBatchItemFailure, KinesisEventResponse,
+};
+use futures_util::FutureExt;
+use futures_util::stream::{self, StreamExt};
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+
+use crate::Error;
+
+/// One SQS message, its body deserialized.
+#[derive(Debug, Clone)]
+pub struct SqsRecord<T> {
+    /// The message id, reported when the record fails.
+    pub message_id: String,
+    /// The body, deserialized from JSON.
+    pub body: T,
+    /// The whole message (attributes, receipt handle, …).
+    pub message: SqsMessage,
+}
+
+/// One Kinesis record, its data deserialized.
+#[derive(Debug, Clone)]
+pub struct KinesisRecord<T> {
+    /// The sequence number, reported when the record fails.
+    pub sequence_number: String,
+    /// The data, deserialized from JSON.
+    pub data: T,
+    /// The whole record.
+    pub record: KinesisEventRecord,
+}
+
+/// Processes the records of a batch and reports the failed ones, so that one bad record does not
+/// make the whole batch retry (`ReportBatchItemFailures` on the event source mapping).
+///
+/// - **SQS standard queues**: records are independent; up to [`concurrency`](Self::concurrency)
+///   run at once (default 1).
+/// - **SQS FIFO queues** (the source ARN ends in `.fifo`): in order, one at a time. The first
+///   failure fails every remaining record, so ordering within a message group holds; with
+///   [`skip_group_on_error`](Self::skip_group_on_error), only the rest of that record's message
+///   group fails.
+/// - **Kinesis and DynamoDB Streams**: in order, one at a time. Lambda retries a stream batch from
+///   the lowest failed sequence number, so the processor stops at the first failure and reports
+///   it; the records after it are retried with it rather than processed twice.
+/// - A body that does not deserialize, a handler error and a handler panic each fail that record
+///   only. When every record fails, the processor returns [`Error::AllRecordsFailed`] by default
+///   so that Lambda retries the whole batch, as Powertools does.
+/// - Each record runs in a `batch_record` span with its id (`message_id` or `sequence_number`),
+///   so `powertools-logging` puts the id on every line the handler writes for it; with the
+///   `metrics` feature the invocation's EMF document gets `BatchRecordsProcessed` and
+///   `BatchRecordsFailed`.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchProcessor {
+    concurrency: usize,
+    raise_on_all_failed: bool,
+    skip_group_on_error: bool,
+}
+
+impl Default for BatchProcessor {
+    fn default() -> Self {
+        BatchProcessor {
+            concurrency: 1,
+            raise_on_all_failed: true,
+            skip_group_on_error: false,
+        }
+    }
+}
+
+/// What happened to each record, in batch order.
+type Outcomes = Vec<(String, Result<(), String>)>;
+
+impl BatchProcessor {
+    /// A processor with the defaults: one record at a time, an error when all fail.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many records of an SQS standard queue run at once (at least 1). FIFO queues and
+    /// streams stay sequential, because their order matters.
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// Whether a batch in which every record failed is an error (default: yes, so Lambda retries
+    /// the batch); if not, every record is reported as failed.
+    pub fn raise_on_all_failed(mut self, raise: bool) -> Self {
+        self.raise_on_all_failed = raise;
+        self
+    }
+
+    /// For SQS FIFO queues: after a failure, fail only the rest of that message group and go on
+    /// with the other groups (default: fail every remaining record).
+    pub fn skip_group_on_error(mut self, skip: bool) -> Self {
+        self.skip_group_on_error = skip;
+        self
+    }
+
+    /// Processes an SQS batch.
+    ///
+    /// # Errors
+    /// [`Error::AllRecordsFailed`] when every record failed and
+    /// [`raise_on_all_failed`](Self::raise_on_all_failed) is on.
+    pub async fn process_sqs<T, F, Fut, E>(
+        &self,
+        event: &SqsEvent,
+        handler: F,
+    ) -> Result<SqsBatchResponse, Error>
+    where
+        T: DeserializeOwned,
+        F: Fn(SqsRecord<T>) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: Display,
+    {
+        let fifo = event.records.first().is_some_and(|message| {
+            message
+                .event_source_arn
+                .as_deref()
+                .is_some_and(|arn| arn.ends_with(".fifo"))
+        });
+        let run = |message: &SqsMessage| {
+            let message_id = message.message_id.clone().unwrap_or_default();
+            let parsed = serde_json::from_str::<T>(message.body.as_deref().unwrap_or(""));
+            let span = tracing::info_span!("batch_record", message_id = %message_id);
+            let future = parsed.map(|body| {
+                handler(SqsRecord {
+                    message_id: message_id.clone(),
+                    body,
+                    message: message.clone(),
+                })
+            });
+            guarded(message_id, future).instrument(span)
+        };
+        let outcomes: Outcomes = if fifo {
+            let mut outcomes = Vec::with_capacity(event.records.len());
+            let mut failed_groups = HashSet::new();
+            let mut stop = false;
+            for message in &event.records {
+                let message_id = message.message_id.clone().unwrap_or_default();
+                let group = message.attributes.get("MessageGroupId").cloned();
+                let skipped = stop || group.as_ref().is_some_and(|g| failed_groups.contains(g));
+                if skipped {
+                    outcomes.push((
+                        message_id,
+                        Err("an earlier record of the FIFO batch failed".into()),
+                    ));
+                    continue;
+                }
+                let outcome = run(message).await;
+                if outcome.1.is_err() {
+                    if self.skip_group_on_error {
+                        failed_groups.extend(group);
+                    } else {
+                        stop = true;
+                    }
+                }
+                outcomes.push(outcome);
+            }
+            outcomes
+        } else {
+            stream::iter(event.records.iter().map(run))
+                .buffered(self.concurrency)
+                .collect()
+                .await
+        };
+        let failures = self.failures(outcomes)?;
+        let mut response = SqsBatchResponse::default();
+        response.batch_item_failures = failures
+            .into_iter()
+            .map(|id| {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = id;
+                failure
+            })
+            .collect();
+        Ok(response)
+    }
+
+    /// Processes a Kinesis batch, in order, stopping at the first failure.
+    ///
+    /// # Errors
+    /// [`Error::AllRecordsFailed`], as for [`process_sqs`](Self::process_sqs).
+    pub async fn process_kinesis<T, F, Fut, E>(
+        &self,
+        event: &KinesisEvent,
+        handler: F,
+    ) -> Result<KinesisEventResponse, Error>
+    where
+        T: DeserializeOwned,
+        F: Fn(KinesisRecord<T>) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: Display,
+    {
+        let mut outcomes = Vec::with_capacity(event.records.len());
+        for record in &event.records {
+            let sequence_number = record.kinesis.sequence_number.clone();
+            let parsed = serde_json::from_slice::<T>(&record.kinesis.data.0);
+            let span = tracing::info_span!("batch_record", sequence_number = %sequence_number);
+            let future = parsed.map(|data| {
+                handler(KinesisRecord {
+                    sequence_number: sequence_number.clone(),
+                    data,
+                    record: record.clone(),
+                })
+            });
+            let outcome = guarded(sequence_number, future).instrument(span).await;
+            let failed = outcome.1.is_err();
+            outcomes.push(outcome);
+            if failed {
+                break;
+            }
+        }
+        let failures = self.failures(outcomes)?;
+        let mut response = KinesisEventResponse::default();
+        response.batch_item_failures = failures
+            .into_iter()
+            .map(|id| {
+                let mut failure = KinesisBatchItemFailure::default();
+                failure.item_identifier = Some(id);
+                failure
+            })
+            .collect();
+        Ok(response)
+    }
+
+    /// Processes a DynamoDB Streams batch, in order, stopping at the first failure. The handler
+    /// gets each stream record as Lambda sends it (keys and images in DynamoDB's JSON).
+    ///
+    /// # Errors
+    /// [`Error::AllRecordsFailed`], as for [`process_sqs`](Self::process_sqs).
+    pub async fn process_dynamodb<F, Fut, E>(
+        &self,
+        event: &DynamoDbEvent,
+        handler: F,
+    ) -> Result<DynamoDbEventResponse, Error>
+    where
+        F: Fn(EventRecord) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: Display,
+    {
+        let mut outcomes = Vec::with_capacity(event.records.len());
+        for record in &event.records {
+            let sequence_number = record.change.sequence_number.clone().unwrap_or_default();
+            let span = tracing::info_span!("batch_record", sequence_number = %sequence_number);
+            let future = Ok::<_, serde_json::Error>(handler(record.clone()));
+            let outcome = guarded(sequence_number, future).instrument(span).await;
+            let failed = outcome.1.is_err();
+            outcomes.push(outcome);
+            if failed {
+                break;
+            }
+        }
+        let failures = self.failures(outcomes)?;
+        let mut response = DynamoDbEventResponse::default();
+        response.batch_item_failures = failures
+            .into_iter()
+            .map(|id| {
+                let mut failure = DynamoDbBatchItemFailure::default();
+                failure.item_identifier = Some(id);
+                failure
+            })
+            .collect();
+        Ok(response)
+    }
+
+    /// The ids of the failed records, after logging and counting the outcomes.
+    fn failures(&self, outcomes: Outcomes) -> Result<Vec<String>, Error> {
+        let total = outcomes.len();
+        let failed: Vec<(String, String)> = outcomes
+            .into_iter()
+            .filter_map(|(id, outcome)| outcome.err().map(|reason| (id, reason)))
+            .collect();
+        record_counts(total - failed.len(), failed.len());
+        if total > 0 && failed.len() == total && self.raise_on_all_failed {
+            let first_error = failed
+                .first()
+                .map(|(_, reason)| reason.clone())
+                .unwrap_or_default();
+            return Err(Error::AllRecordsFailed {
+                count: total,
+                first_error,
+            });
+        }
+        Ok(failed.into_iter().map(|(id, _)| id).collect())
+    }
+}
+
+/// Runs one record's handler, turning a body that did not deserialize, an error and a panic
+/// into that record's failure.
+async fn guarded<Fut, E>(
+    id: String,
+    future: Result<Fut, serde_json::Error>,
+) -> (String, Result<(), String>)
+where
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    let outcome = match future {
+        Err(error) => Err(format!(
+            "the record's body is not the expected JSON: {error}"
+        )),
+        Ok(future) => match AssertUnwindSafe(future).catch_unwind().await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(panic) => Err(format!(
+                "the record's handler panicked: {}",
+                panic
+                    .downcast_ref::<&str>()
+                    .map(|text| (*text).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default()
+            )),
+        },
+    };
+    if let Err(reason) = &outcome {
+        tracing::warn!(record = %id, %reason, "a batch record failed");
+    }
+    (id, outcome)
+}
+
+#[cfg(feature = "metrics")]
+fn record_counts(processed: usize, failed: usize) {
+    use powertools_metrics::{Metrics, Unit};
+    if let Some(metrics) = Metrics::current() {
+        let counted = metrics
+            .add_metric("BatchRecordsProcessed", processed as f64, Unit::Count)
+            .and_then(|()| metrics.add_metric("BatchRecordsFailed", failed as f64, Unit::Count));
+        if let Err(error) = counted {
+            tracing::warn!(%error, "batch counts not recorded");
+        }
+    }
+}
+
+#[cfg(not(feature = "metrics"))]
+fn record_counts(_processed: usize, _failed: usize) {}
