@@ -140,7 +140,9 @@ impl EmulatedFunction {
             address,
             agent: ureq::Agent::config_builder()
                 .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(120)))
+                // The first invocation waits for `cargo lambda watch` to build the function if
+                // scripts/test has not built it already.
+                .timeout_global(Some(Duration::from_secs(600)))
                 .build()
                 .into(),
         };

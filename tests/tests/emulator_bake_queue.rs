@@ -1,0 +1,77 @@
+//! The `bake-queue` example as a deployed SQS consumer under the `cargo lambda` emulator, with
+//! its idempotency records in moto: partial batch failures, and a redelivered batch that bakes
+//! nothing twice.
+
+use std::path::PathBuf;
+
+use powertools_tests::EmulatedFunction;
+use serde_json::Value;
+
+fn example_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/bake-queue")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_reports_only_its_failed_messages_and_a_redelivery_bakes_nothing_twice() {
+    let Some(client) = powertools_tests::dynamodb_client().await else {
+        return;
+    };
+    let table = powertools_tests::create_idempotency_table(&client).await;
+    let Some(function) = EmulatedFunction::start(
+        &example_dir(),
+        "bake-queue",
+        &[
+            ("IDEMPOTENCY_TABLE", table.as_str()),
+            ("POWERTOOLS_SERVICE_NAME", "ovens"),
+            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
+            ("POWERTOOLS_TRACE_DISABLED", "true"),
+        ],
+    ) else {
+        return;
+    };
+    let text = std::fs::read_to_string(example_dir().join("events/bake-orders.json"))
+        .expect("the sample event exists");
+    let batch: Value = serde_json::from_str(&text).expect("the sample event is JSON");
+
+    for delivery in 0..2 {
+        let result = function.invoke(&batch);
+        assert_eq!(result.status, 200, "{}", result.body);
+        let failed: Vec<&str> = result.body["batchItemFailures"]
+            .as_array()
+            .expect("a batch response")
+            .iter()
+            .map(|failure| failure["itemIdentifier"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            failed,
+            ["7b1c0f2e-0003", "7b1c0f2e-0004"],
+            "delivery {delivery}"
+        );
+    }
+
+    let lines = function.json_lines();
+    let baked: Vec<&Value> = lines.iter().filter(|l| l["message"] == "baked").collect();
+    assert_eq!(
+        baked.len(),
+        3,
+        "three good orders, baked once each over two deliveries"
+    );
+    for line in &baked {
+        assert!(
+            line["message_id"]
+                .as_str()
+                .unwrap()
+                .starts_with("7b1c0f2e-"),
+            "each line carries its message id: {line}"
+        );
+    }
+    let documents: Vec<&Value> = lines.iter().filter(|l| l.get("_aws").is_some()).collect();
+    assert_eq!(documents[0]["BatchRecordsProcessed"], 3.0);
+    assert_eq!(documents[0]["BatchRecordsFailed"], 2.0);
+    assert_eq!(
+        documents[0]["LoavesBaked"],
+        serde_json::json!([2.0, 6.0, 1.0])
+    );
+    let records = client.scan().table_name(&table).send().await.unwrap();
+    assert_eq!(records.count(), 3, "one COMPLETED record per good message");
+}
