@@ -102,16 +102,18 @@ async fn a_payment_is_charged_once_through_failures_retries_and_duplicates() {
             .lines()
             .filter_map(|line| serde_json::from_str(line).ok())
             .collect();
-    let charges: Vec<&Value> = spans.iter().filter(|s| s["name"] == "charge").collect();
-    assert_eq!(charges.len(), 3, "two charges and the failed attempt");
-    for charge in charges {
-        let parent = spans
-            .iter()
-            .find(|s| s["spanId"] == charge["parentSpanId"])
-            .expect("the parent span was exported");
-        assert_eq!(
-            parent["name"], "payment",
-            "the invocation span, named for the function"
-        );
-    }
+    // The receiver is shared with the other tests: keep the charges under this function's
+    // invocation spans (named for the function).
+    let invocations: Vec<&Value> = spans.iter().filter(|s| s["name"] == "payment").collect();
+    assert!(invocations.len() >= 5, "an invocation span per call");
+    let charges = spans
+        .iter()
+        .filter(|s| s["name"] == "charge")
+        .filter(|charge| {
+            invocations
+                .iter()
+                .any(|invocation| invocation["spanId"] == charge["parentSpanId"])
+        })
+        .count();
+    assert_eq!(charges, 3, "two charges and the failed attempt");
 }
