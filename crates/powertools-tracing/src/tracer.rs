@@ -38,11 +38,15 @@ pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Targets whose spans and events never become OTel spans: the exporter's own HTTP stack and the
 /// OTel SDK would otherwise trace their own exports (a feedback loop), and the AWS SDK's own
-/// spans would duplicate the ones [`AwsSdkSpans`](crate::AwsSdkSpans) makes.
+/// spans would duplicate the ones [`AwsSdkSpans`](crate::AwsSdkSpans) makes; the runtime's and the
+/// logging layer's own spans would start traces of their own.
 const INTERNAL_TARGETS: &[&str] = &[
     "aws_sdk_",
     // The logging layer's invocation scope: a span for logs, not a unit of work.
     "powertools_logging",
+    // The runtime's own invoke span: the invocation span replaces it, joined to the X-Ray trace
+    // (the runtime's would start a trace of its own).
+    "lambda_runtime",
     "opentelemetry",
     "reqwest",
     "hyper",
