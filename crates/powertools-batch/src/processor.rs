@@ -201,8 +201,7 @@ impl BatchProcessor {
         Fut: Future<Output = Result<(), E>>,
         E: Display,
     {
-        let mut outcomes = Vec::with_capacity(event.records.len());
-        for record in &event.records {
+        let outcomes = in_order_until_failure(&event.records, |record| {
             let sequence_number = record.kinesis.sequence_number.clone();
             let parsed = serde_json::from_slice::<T>(&record.kinesis.data.0);
             let span = tracing::info_span!("batch_record", sequence_number = %sequence_number);
@@ -213,13 +212,9 @@ impl BatchProcessor {
                     record: record.clone(),
                 })
             });
-            let outcome = guarded(sequence_number, future).instrument(span).await;
-            let failed = outcome.1.is_err();
-            outcomes.push(outcome);
-            if failed {
-                break;
-            }
-        }
+            guarded(sequence_number, future).instrument(span)
+        })
+        .await;
         let failures = self.failures(outcomes)?;
         let mut response = KinesisEventResponse::default();
         response.batch_item_failures = failures
@@ -248,18 +243,13 @@ impl BatchProcessor {
         Fut: Future<Output = Result<(), E>>,
         E: Display,
     {
-        let mut outcomes = Vec::with_capacity(event.records.len());
-        for record in &event.records {
+        let outcomes = in_order_until_failure(&event.records, |record| {
             let sequence_number = record.change.sequence_number.clone().unwrap_or_default();
             let span = tracing::info_span!("batch_record", sequence_number = %sequence_number);
             let future = Ok::<_, serde_json::Error>(handler(record.clone()));
-            let outcome = guarded(sequence_number, future).instrument(span).await;
-            let failed = outcome.1.is_err();
-            outcomes.push(outcome);
-            if failed {
-                break;
-            }
-        }
+            guarded(sequence_number, future).instrument(span)
+        })
+        .await;
         let failures = self.failures(outcomes)?;
         let mut response = DynamoDbEventResponse::default();
         response.batch_item_failures = failures
@@ -293,6 +283,24 @@ impl BatchProcessor {
         }
         Ok(failed.into_iter().map(|(id, _)| id).collect())
     }
+}
+
+/// Runs the records one at a time, in order, and stops after the first that fails: a stream
+/// resumes from there, so the records after it are not run now.
+async fn in_order_until_failure<R, Fut>(records: &[R], mut run: impl FnMut(&R) -> Fut) -> Outcomes
+where
+    Fut: Future<Output = (String, Result<(), String>)>,
+{
+    let mut outcomes = Vec::with_capacity(records.len());
+    for record in records {
+        let outcome = run(record).await;
+        let failed = outcome.1.is_err();
+        outcomes.push(outcome);
+        if failed {
+            break;
+        }
+    }
+    outcomes
 }
 
 /// Runs one record's handler, turning a body that did not deserialize, an error and a panic
