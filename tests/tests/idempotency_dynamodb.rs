@@ -121,11 +121,15 @@ async fn call<S>(service: &mut S, payment: Payment) -> Result<Receipt, Error<lam
 where
     S: Service<LambdaEvent<Payment>, Response = Receipt, Error = Error<lambda_runtime::Error>>,
 {
-    service
-        .ready()
-        .await?
-        .call(TestContext::new().event(payment))
-        .await
+    invoke(service, TestContext::new().event(payment)).await
+}
+
+/// Waits for `service` to be ready and calls it with `event`.
+async fn invoke<S, T>(service: &mut S, event: LambdaEvent<T>) -> Result<S::Response, S::Error>
+where
+    S: Service<LambdaEvent<T>>,
+{
+    service.ready().await?.call(event).await
 }
 
 async fn stored_item(fixture: &Fixture, key: &str) -> Option<HashMap<String, AttributeValue>> {
@@ -315,11 +319,7 @@ async fn a_handler_error_deletes_the_record_so_the_retry_executes() {
         },
     ));
 
-    let error = service
-        .ready()
-        .await
-        .unwrap()
-        .call(TestContext::new().event(payment("pay-3", 1)))
+    let error = invoke(&mut service, TestContext::new().event(payment("pay-3", 1)))
         .await
         .unwrap_err();
     assert!(
@@ -332,11 +332,7 @@ async fn a_handler_error_deletes_the_record_so_the_retry_executes() {
         "no record blocks the retry"
     );
 
-    let retried = service
-        .ready()
-        .await
-        .unwrap()
-        .call(TestContext::new().event(payment("pay-3", 1)))
+    let retried = invoke(&mut service, TestContext::new().event(payment("pay-3", 1)))
         .await
         .unwrap();
     assert_eq!(retried, "pay-3");
@@ -360,11 +356,7 @@ async fn a_panicking_handler_is_reported_and_the_retry_executes() {
         },
     ));
 
-    let error = service
-        .ready()
-        .await
-        .unwrap()
-        .call(TestContext::new().event(payment("pay-4", 1)))
+    let error = invoke(&mut service, TestContext::new().event(payment("pay-4", 1)))
         .await
         .unwrap_err();
     assert!(
@@ -381,11 +373,7 @@ async fn a_panicking_handler_is_reported_and_the_retry_executes() {
             .is_none()
     );
 
-    let retried = service
-        .ready()
-        .await
-        .unwrap()
-        .call(TestContext::new().event(payment("pay-4", 1)))
+    let retried = invoke(&mut service, TestContext::new().event(payment("pay-4", 1)))
         .await
         .unwrap();
     assert_eq!(retried, "pay-4");
@@ -512,25 +500,13 @@ async fn tenants_never_share_records() {
             .event(payment("pay-9", 100))
     };
 
-    let a = service
-        .ready()
-        .await
-        .unwrap()
-        .call(event_for("bakery-camden"))
+    let a = invoke(&mut service, event_for("bakery-camden"))
         .await
         .unwrap();
-    let b = service
-        .ready()
-        .await
-        .unwrap()
-        .call(event_for("bakery-islington"))
+    let b = invoke(&mut service, event_for("bakery-islington"))
         .await
         .unwrap();
-    let a_again = service
-        .ready()
-        .await
-        .unwrap()
-        .call(event_for("bakery-camden"))
+    let a_again = invoke(&mut service, event_for("bakery-camden"))
         .await
         .unwrap();
     assert_eq!(
@@ -599,11 +575,7 @@ async fn a_response_over_the_item_limit_is_refused_and_leaves_no_record() {
     ));
 
     for _ in 0..2 {
-        let error = service
-            .ready()
-            .await
-            .unwrap()
-            .call(TestContext::new().event(payment("pay-12", 1)))
+        let error = invoke(&mut service, TestContext::new().event(payment("pay-12", 1)))
             .await
             .unwrap_err();
         assert!(matches!(error, Error::ItemTooLarge { .. }), "{error:?}");
@@ -734,18 +706,18 @@ async fn jmespath_keys_on_a_json_body_and_validates_it() {
     let request =
         |body: &str| TestContext::new().event(json!({"httpMethod": "POST", "body": body}));
 
-    let first = service
-        .ready()
-        .await
-        .unwrap()
-        .call(request(r#"{"order_id":"o-1","total_cents":900}"#))
-        .await
-        .unwrap();
+    let first = invoke(
+        &mut service,
+        request(r#"{"order_id":"o-1","total_cents":900}"#),
+    )
+    .await
+    .unwrap();
     let (replay, replay_requests) = fixture
         .requests
-        .during(service.ready().await.unwrap().call(request(
-            "{ \"total_cents\": 900,\n  \"order_id\": \"o-1\" }",
-        )))
+        .during(invoke(
+            &mut service,
+            request("{ \"total_cents\": 900,\n  \"order_id\": \"o-1\" }"),
+        ))
         .await;
     assert_eq!(
         replay.unwrap(),
@@ -760,13 +732,12 @@ async fn jmespath_keys_on_a_json_body_and_validates_it() {
         "the record is keyed on the order id alone"
     );
 
-    let mismatch = service
-        .ready()
-        .await
-        .unwrap()
-        .call(request(r#"{"order_id":"o-1","total_cents":100}"#))
-        .await
-        .unwrap_err();
+    let mismatch = invoke(
+        &mut service,
+        request(r#"{"order_id":"o-1","total_cents":100}"#),
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(mismatch, Error::PayloadMismatch { .. }),
         "{mismatch:?}"
@@ -774,13 +745,7 @@ async fn jmespath_keys_on_a_json_body_and_validates_it() {
 
     let (not_json, requests) = fixture
         .requests
-        .during(
-            service
-                .ready()
-                .await
-                .unwrap()
-                .call(request("order o-1, please")),
-        )
+        .during(invoke(&mut service, request("order o-1, please")))
         .await;
     let not_json = not_json.unwrap_err();
     assert_eq!(
