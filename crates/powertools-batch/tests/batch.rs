@@ -221,9 +221,7 @@ async fn each_record_logs_with_its_message_id_and_the_counts_are_metrics() {
     let logger = Logger::builder()
         .service("bakery")
         .writer(logs.clone())
-        .env(powertools_core::env::Env::from_pairs::<_, String, String>(
-            [],
-        ))
+        .env(powertools_core::env::Env::empty())
         .build()
         .unwrap();
     let _guard = tracing::subscriber::set_default(logger.subscriber());
@@ -231,9 +229,7 @@ async fn each_record_logs_with_its_message_id_and_the_counts_are_metrics() {
     let metrics = MetricsLayer::builder()
         .namespace("Bakery")
         .sink(sink.clone())
-        .env(powertools_core::env::Env::from_pairs::<_, String, String>(
-            [],
-        ))
+        .env(powertools_core::env::Env::empty())
         .build()
         .unwrap();
     let function = LoggingLayer::new(logger).layer(metrics.layer(service_fn(

@@ -57,6 +57,11 @@ impl Env {
         Env { fixed: None }
     }
 
+    /// A source in which every variable is unset (tests that must not see the machine's).
+    pub fn empty() -> Self {
+        Self::from_pairs::<_, String, String>([])
+    }
+
     /// Reads only the given variables; everything else is unset.
     pub fn from_pairs<I, K, V>(pairs: I) -> Self
     where

@@ -20,7 +20,7 @@ fn logger(buffer: bool) -> Logger {
     let mut builder = Logger::builder()
         .service("orders")
         .writer(discard)
-        .env(Env::from_pairs::<_, String, String>([]));
+        .env(Env::empty());
     if buffer {
         builder = builder.buffer(BufferConfig::default());
     }

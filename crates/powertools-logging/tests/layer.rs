@@ -31,7 +31,7 @@ fn builder(logs: &MemoryLogs) -> LoggerBuilder {
     Logger::builder()
         .service("orders")
         .writer(logs.clone())
-        .env(Env::from_pairs::<_, String, String>([]))
+        .env(Env::empty())
         .clock(move || start + chrono::Duration::milliseconds(ticks.fetch_add(1, Ordering::SeqCst)))
 }
 
@@ -373,6 +373,14 @@ async fn a_sampled_invocation_logs_debug_and_says_so() {
     assert!(lines.iter().all(|l| l["sampling_rate"] == 1.0));
 }
 
+/// The messages of the lines written so far, in order.
+fn messages(logs: &MemoryLogs) -> Vec<String> {
+    logs.json()
+        .iter()
+        .map(|line| line["message"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
 fn buffered_logger(logs: &MemoryLogs, max_bytes: usize) -> Logger {
     builder(logs)
         .buffer(BufferConfig {
@@ -397,11 +405,7 @@ async fn buffered_lines_are_dropped_when_all_goes_well() {
     .await
     .unwrap();
     tracing::debug!("outside: never buffered, and below the level");
-    let messages: Vec<String> = logs
-        .json()
-        .iter()
-        .map(|l| l["message"].as_str().unwrap().to_owned())
-        .collect();
+    let messages = messages(&logs);
     assert_eq!(messages, ["all good"]);
 }
 
@@ -470,11 +474,7 @@ async fn a_failing_or_panicking_handler_writes_the_buffer() {
         .catch_unwind()
         .await;
     assert!(panicked.is_err(), "the panic goes on to the runtime");
-    let messages: Vec<String> = logs
-        .json()
-        .iter()
-        .map(|l| l["message"].as_str().unwrap().to_owned())
-        .collect();
+    let messages = messages(&logs);
     assert_eq!(messages, ["before the failure", "before the panic"]);
 }
 

@@ -28,7 +28,7 @@ fn logger(logs: &MemoryLogs) -> Logger {
     Logger::builder()
         .service("orders")
         .writer(logs.clone())
-        .env(Env::from_pairs::<_, String, String>([]))
+        .env(Env::empty())
         .build()
         .expect("valid settings")
 }

@@ -28,7 +28,7 @@ fn layer() -> MetricsLayer {
         .namespace("Bakery")
         .service("orders")
         .sink(Discard)
-        .env(Env::from_pairs::<_, String, String>([]))
+        .env(Env::empty())
         .build()
         .expect("valid settings")
 }

@@ -301,7 +301,7 @@ async fn disabled_metrics_write_nothing_but_still_check_values() {
 #[tokio::test]
 async fn the_namespace_is_required_from_code_or_the_environment() {
     let sink = MemorySink::new();
-    let empty = Env::from_pairs::<_, String, String>([]);
+    let empty = Env::empty();
     let missing = MetricsLayer::builder()
         .env(empty.clone())
         .build()

@@ -70,7 +70,7 @@ fn invocation(criterion: &mut Criterion) {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let empty = || Env::from_pairs::<_, String, String>([]);
+    let empty = || Env::empty();
     let disabled = Tracer::builder()
         .disabled(true)
         .env(empty())

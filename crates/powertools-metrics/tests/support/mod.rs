@@ -91,7 +91,7 @@ pub(crate) fn builder(sink: &MemorySink) -> MetricsLayerBuilder {
         .namespace("Bakery")
         .service("orders")
         .sink(sink.clone())
-        .env(Env::from_pairs::<_, String, String>([]))
+        .env(Env::empty())
 }
 
 /// The names of the metrics a document defines.
