@@ -191,6 +191,22 @@ fn as_response(
     ))
 }
 
+/// The function's two idempotency settings on one store: placing an order, keyed on the
+/// `Idempotency-Key` header (required), and charging it, keyed on the payment id.
+pub(crate) fn idempotency<St: IdempotencyStore + Clone>(
+    store: St,
+) -> Result<(Idempotency<St>, Idempotency<St>), powertools::idempotency::Error> {
+    let orders = Idempotency::builder(store.clone())
+        .key_prefix("orders-api.place_order")
+        .raise_on_missing_key(true)
+        .use_local_cache()
+        .build()?;
+    let charges = Idempotency::builder(store)
+        .key_prefix("orders-api.charge")
+        .build()?;
+    Ok((orders, charges))
+}
+
 /// Why an invocation of the function failed, as Lambda reports it: the handler's failure or an
 /// idempotency error, through the metrics layer.
 pub(crate) type FunctionError =
@@ -251,22 +267,14 @@ mod tests {
             .metrics(|metrics| metrics.sink(MemorySink::new()))
             .build()
             .unwrap();
-        let store = InMemoryStore::new();
+        let (orders, payment_idempotency) = idempotency(InMemoryStore::new()).unwrap();
         let saved = Arc::new(Mutex::new(Vec::new()));
         let payments = PaymentProvider::default();
         let app = App {
             orders: OrdersTable::InMemory(saved.clone()),
             payments: payments.clone(),
-            payment_idempotency: Idempotency::builder(store.clone())
-                .key_prefix("charge")
-                .build()
-                .unwrap(),
+            payment_idempotency,
         };
-        let orders = Idempotency::builder(store)
-            .key_prefix("place_order")
-            .raise_on_missing_key(true)
-            .build()
-            .unwrap();
         (service(&powertools, orders, app).unwrap(), saved, payments)
     }
 

@@ -14,7 +14,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use powertools::Powertools;
 use powertools::core::env::Env;
 use powertools::core::testing::TestContext;
-use powertools::idempotency::{Idempotency, InMemoryStore};
+use powertools::idempotency::InMemoryStore;
 use serde_json::{Value, json};
 
 use crate::api::App;
@@ -94,20 +94,14 @@ pub(crate) async fn run() -> Result<(), lambda_runtime::Error> {
         .build()?;
     powertools.init()?;
 
-    let store = InMemoryStore::new();
+    let (order_idempotency, payment_idempotency) = crate::api::idempotency(InMemoryStore::new())?;
     let saved = Arc::new(Mutex::new(Vec::new()));
     let payments = PaymentProvider::default();
     let app = App {
         orders: OrdersTable::InMemory(saved.clone()),
         payments: payments.clone(),
-        payment_idempotency: Idempotency::builder(store.clone())
-            .key_prefix("orders-api.charge")
-            .build()?,
+        payment_idempotency,
     };
-    let order_idempotency = Idempotency::builder(store)
-        .key_prefix("orders-api.place_order")
-        .raise_on_missing_key(true)
-        .build()?;
     let mut function = crate::api::service(&powertools, order_idempotency, app)?;
 
     println!("orders-api demo: the deployed function's code, offline, with in-memory stores.");
@@ -159,10 +153,10 @@ pub(crate) async fn run() -> Result<(), lambda_runtime::Error> {
         println!("  {line}");
     }
     println!(
-        "  In all: {} orders saved, {} card charges, for {} distinct orders placed.",
+        "  In all, over {} requests: {} orders saved, {} card charges.",
+        STEPS.len(),
         count(&saved),
         payments.charges().len(),
-        count(&saved),
     );
     Ok(())
 }

@@ -19,7 +19,7 @@ mod demo;
 mod order;
 
 use powertools::Powertools;
-use powertools::idempotency::{DynamoDbStore, Idempotency};
+use powertools::idempotency::DynamoDbStore;
 use powertools::tracing::AwsSdkSpans;
 
 use crate::api::App;
@@ -44,20 +44,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             .build(),
     );
     let store = DynamoDbStore::new(dynamodb.clone(), required_env("IDEMPOTENCY_TABLE")?)?;
-    let order_idempotency = Idempotency::builder(store.clone())
-        .key_prefix("orders-api.place_order")
-        .raise_on_missing_key(true)
-        .use_local_cache()
-        .build()?;
+    let (order_idempotency, payment_idempotency) = api::idempotency(store)?;
     let app = App {
         orders: OrdersTable::DynamoDb {
             client: dynamodb,
             table: required_env("ORDERS_TABLE")?,
         },
         payments: PaymentProvider::default(),
-        payment_idempotency: Idempotency::builder(store)
-            .key_prefix("orders-api.charge")
-            .build()?,
+        payment_idempotency,
     };
     lambda_runtime::run(api::service(&powertools, order_idempotency, app)?).await
 }
