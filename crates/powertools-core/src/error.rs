@@ -1,5 +1,3 @@
-use lambda_runtime::Diagnostic;
-
 /// Errors shared by every powertools-rs crate.
 ///
 /// Each variant names the environment variable at fault, so a misconfigured function fails with a
@@ -54,11 +52,4 @@ impl Error {
     }
 }
 
-impl From<Error> for Diagnostic {
-    fn from(error: Error) -> Self {
-        Diagnostic {
-            error_type: error.error_type().to_owned(),
-            error_message: error.to_string(),
-        }
-    }
-}
+crate::diagnostic_from_error_type!(Error);

@@ -92,3 +92,19 @@ macro_rules! inner_service_accessors {
         }
     };
 }
+
+/// Implements `From<$error> for lambda_runtime::Diagnostic` from the error's `error_type()`
+/// (the stable identifier) and its `Display` (the message), as every powertools-rs error does.
+#[macro_export]
+macro_rules! diagnostic_from_error_type {
+    ($error:ty) => {
+        impl From<$error> for ::lambda_runtime::Diagnostic {
+            fn from(error: $error) -> Self {
+                ::lambda_runtime::Diagnostic {
+                    error_type: error.error_type().to_owned(),
+                    error_message: error.to_string(),
+                }
+            }
+        }
+    };
+}

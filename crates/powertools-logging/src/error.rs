@@ -1,5 +1,3 @@
-use lambda_runtime::Diagnostic;
-
 /// Everything that can be wrong with the logging configuration or a business key.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -66,11 +64,4 @@ impl Error {
     }
 }
 
-impl From<Error> for Diagnostic {
-    fn from(error: Error) -> Self {
-        Diagnostic {
-            error_type: error.error_type().to_owned(),
-            error_message: error.to_string(),
-        }
-    }
-}
+powertools_core::diagnostic_from_error_type!(Error);

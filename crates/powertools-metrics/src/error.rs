@@ -1,5 +1,3 @@
-use lambda_runtime::Diagnostic;
-
 use crate::Unit;
 
 /// Everything that can be wrong with a metric, a dimension, the metadata or the configuration.
@@ -145,11 +143,4 @@ impl Error {
     }
 }
 
-impl From<Error> for Diagnostic {
-    fn from(error: Error) -> Self {
-        Diagnostic {
-            error_type: error.error_type().to_owned(),
-            error_message: error.to_string(),
-        }
-    }
-}
+powertools_core::diagnostic_from_error_type!(Error);

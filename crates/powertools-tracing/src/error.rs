@@ -1,5 +1,3 @@
-use lambda_runtime::Diagnostic;
-
 /// What can go wrong when setting up tracing.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -22,11 +20,4 @@ impl Error {
     }
 }
 
-impl From<Error> for Diagnostic {
-    fn from(error: Error) -> Self {
-        Diagnostic {
-            error_type: error.error_type().to_owned(),
-            error_message: error.to_string(),
-        }
-    }
-}
+powertools_core::diagnostic_from_error_type!(Error);
