@@ -4,7 +4,7 @@ use std::future::Future;
 use std::num::NonZeroUsize;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
 use lambda_runtime::Context;
@@ -38,6 +38,19 @@ pub(crate) struct Claim {
     pub(crate) validation_data: Option<Value>,
 }
 
+/// An invocation ready to be claimed: its key, payload hash and deadline, or nothing to claim.
+#[derive(Debug)]
+pub(crate) enum Prepared {
+    /// Idempotency is off, or the key is missing and that is allowed: just run the handler.
+    Bypass,
+    /// Claim `key` before running the handler.
+    Keyed {
+        key: String,
+        payload_hash: Option<String>,
+        deadline: SystemTime,
+    },
+}
+
 enum Claimed<R> {
     Run(DataRecord),
     Replay(R),
@@ -67,8 +80,15 @@ impl<St: IdempotencyStore> Engine<St> {
         R: Serialize + DeserializeOwned,
         Fut: Future<Output = Result<R, E>>,
     {
+        let prepared = self.prepare(context, claim)?;
+        self.execute(prepared, handler).await
+    }
+
+    /// What the invocation needs from its context, taken before anything is awaited, so that
+    /// the layer's future holds neither the context nor a copy of it.
+    pub(crate) fn prepare<E>(&self, context: &Context, claim: Claim) -> Result<Prepared, Error<E>> {
         if self.settings.disabled {
-            return handler().await.map_err(Error::Handler);
+            return Ok(Prepared::Bypass);
         }
         let key_data = match claim.key_data {
             Some(data) if !is_missing(&data) => data,
@@ -77,19 +97,40 @@ impl<St: IdempotencyStore> Engine<St> {
                 tracing::warn!(
                     "No idempotency key value found. Skipping persistence layer and validation operations."
                 );
-                return handler().await.map_err(Error::Handler);
+                return Ok(Prepared::Bypass);
             }
         };
-        let invocation = Invocation::new(context);
-        let key = self.key_for(context, key_data);
-        let payload_hash = claim.validation_data.as_ref().map(hash);
+        Ok(Prepared::Keyed {
+            key: self.key_for(context, key_data),
+            payload_hash: claim.validation_data.as_ref().map(hash),
+            deadline: Invocation::new(context).deadline(),
+        })
+    }
 
-        let record = match self.claim(&key, &invocation, payload_hash).await {
+    /// Claims the key, then runs `handler` or replays the stored response.
+    pub(crate) async fn execute<R, E, Fut>(
+        &self,
+        prepared: Prepared,
+        handler: impl FnOnce() -> Fut,
+    ) -> Result<R, Error<E>>
+    where
+        R: Serialize + DeserializeOwned,
+        Fut: Future<Output = Result<R, E>>,
+    {
+        let Prepared::Keyed {
+            key,
+            payload_hash,
+            deadline,
+        } = prepared
+        else {
+            return handler().await.map_err(Error::Handler);
+        };
+        let record = match self.claim(&key, deadline, payload_hash).await {
             Ok(Claimed::Run(record)) => record,
             Ok(Claimed::Replay(response)) => return Ok(response),
             Err(error) => return Err(error.into_handler_error()),
         };
-        self.execute(record, handler).await
+        self.execute_claimed(record, handler).await
     }
 
     pub(crate) fn key_for(&self, context: &Context, key_data: Value) -> String {
@@ -114,7 +155,7 @@ impl<St: IdempotencyStore> Engine<St> {
     async fn claim<R: DeserializeOwned>(
         &self,
         key: &str,
-        invocation: &Invocation<'_>,
+        deadline: SystemTime,
         payload_hash: Option<String>,
     ) -> Result<Claimed<R>, Error> {
         for _ in 0..MAX_ATTEMPTS {
@@ -125,8 +166,8 @@ impl<St: IdempotencyStore> Engine<St> {
                     .map(Claimed::Replay);
             }
             let (now_s, now_ms) = epoch(now);
-            let remaining_ms =
-                i64::try_from(invocation.remaining_time_at(now).as_millis()).unwrap_or(i64::MAX);
+            let remaining = deadline.duration_since(now).unwrap_or(Duration::ZERO);
+            let remaining_ms = i64::try_from(remaining.as_millis()).unwrap_or(i64::MAX);
             let record = DataRecord {
                 key: key.to_owned(),
                 status: Status::InProgress,
@@ -201,7 +242,8 @@ impl<St: IdempotencyStore> Engine<St> {
         })
     }
 
-    async fn execute<R, E, Fut>(
+    /// Runs the handler of a claimed key, then stores its response or deletes the claim.
+    async fn execute_claimed<R, E, Fut>(
         &self,
         record: DataRecord,
         handler: impl FnOnce() -> Fut,

@@ -95,55 +95,65 @@ pub fn is_missing(data: &Value) -> bool {
 /// assert_eq!(canonical_json(&value), r#"{"a":"x","b":[1,{"c":null,"d":true}]}"#);
 /// ```
 pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
     write_canonical(value, &mut out);
-    out
+    // Only JSON text was written, and JSON text is UTF-8.
+    String::from_utf8(out)
+        .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (index, item) in items.iter().enumerate() {
                 if index > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_canonical(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
         Value::Object(fields) => {
             let mut entries: Vec<_> = fields.iter().collect();
             // Rust's str ordering is byte order, which for UTF-8 is code point order.
             entries.sort_unstable_by_key(|(name, _)| *name);
-            out.push('{');
+            out.push(b'{');
             for (index, (name, item)) in entries.into_iter().enumerate() {
                 if index > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String(name.clone()).to_string());
-                out.push(':');
+                write_scalar(&**name, out);
+                out.push(b':');
                 write_canonical(item, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
-        scalar => out.push_str(&scalar.to_string()),
+        scalar => write_scalar(scalar, out),
     }
+}
+
+/// Appends a string, number, bool or null as `serde_json` writes it, with no allocation.
+fn write_scalar<T: serde::Serialize + ?Sized>(scalar: &T, out: &mut Vec<u8>) {
+    // Writing a scalar into a Vec cannot fail: there is no I/O and no map key to reject.
+    let _ = serde_json::to_writer(out, scalar);
 }
 
 /// The lowercase hex SHA-256 digest of `value`'s canonical JSON.
 pub(crate) fn hash(value: &Value) -> String {
-    hex(&Sha256::digest(canonical_json(value).as_bytes()))
+    let mut text = Vec::with_capacity(128);
+    write_canonical(value, &mut text);
+    hex(&Sha256::digest(&text))
 }
 
 fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
-            let _ = write!(out, "{byte:02x}");
-            out
-        })
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    out
 }
 
 /// The idempotency key `<prefix>#<digest>` for `data`.
@@ -155,7 +165,11 @@ pub(crate) fn idempotency_key(prefix: &str, tenant_id: Option<&str>, data: Value
         None => hash(&data),
         Some(tenant_id) => hash(&serde_json::json!({ "key": data, "tenant_id": tenant_id })),
     };
-    format!("{prefix}#{digest}")
+    let mut key = String::with_capacity(prefix.len() + 1 + digest.len());
+    key.push_str(prefix);
+    key.push('#');
+    key.push_str(&digest);
+    key
 }
 
 #[cfg(test)]

@@ -168,10 +168,9 @@ where
                 validation_data,
             })
         });
-        Box::pin(async move {
-            let claim = claim.map_err(Error::into_handler_error)?;
-            let context = event.context.clone();
-            engine.run(&context, claim, move || inner.call(event)).await
-        })
+        let prepared = claim
+            .map_err(Error::into_handler_error)
+            .and_then(|claim| engine.prepare(&event.context, claim));
+        Box::pin(async move { engine.execute(prepared?, move || inner.call(event)).await })
     }
 }

@@ -93,29 +93,53 @@ fn same_key(normalized: &[u8], key: &[u8]) -> bool {
     normalized.len() == key.len() && normalized.iter().zip(key).all(|(a, b)| *a == fold(*b))
 }
 
+/// The bytes a JSON string cannot hold as they are: `"`, `\\`, the C0 controls and DEL.
+static NEEDS_ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = true;
+        byte += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table[0x7f] = true;
+    table
+};
+
+/// FNV-1a: a few instructions per byte, plenty for telling a line's keys apart.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// Appends `text` as a JSON string.
 pub(crate) fn write_str(out: &mut Vec<u8>, text: &str) {
-    out.push(b'"');
     let bytes = text.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
     let mut start = 0;
-    for (index, &byte) in bytes.iter().enumerate() {
-        let escape: &[u8] = match byte {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x00..=0x1f | 0x7f => b"",
-            _ => continue,
-        };
+    // Copy runs of plain bytes in one go: most strings have nothing to escape.
+    while let Some(offset) = bytes[start..]
+        .iter()
+        .position(|&byte| NEEDS_ESCAPE[usize::from(byte)])
+    {
+        let index = start + offset;
         out.extend_from_slice(&bytes[start..index]);
-        if escape.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(byte >> 4)]);
-            out.push(HEX[usize::from(byte & 0xf)]);
-        } else {
-            out.extend_from_slice(escape);
+        let byte = bytes[index];
+        match byte {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(byte >> 4)]);
+                out.push(HEX[usize::from(byte & 0xf)]);
+            }
         }
         start = index + 1;
     }
@@ -126,8 +150,9 @@ pub(crate) fn write_str(out: &mut Vec<u8>, text: &str) {
 /// One JSON object being written: each key at most once, the first writer wins.
 pub(crate) struct Line<'r> {
     pub(crate) out: Vec<u8>,
-    keys: Vec<(usize, usize)>,
-    scratch: Vec<u8>,
+    /// Where each key is in `out`, with a hash of it: most keys differ in their hash, so the
+    /// duplicate check rarely compares bytes.
+    keys: Vec<(u64, usize, usize)>,
     redactor: &'r Redactor,
 }
 
@@ -138,31 +163,47 @@ impl<'r> Line<'r> {
         Line {
             out,
             keys: Vec::with_capacity(24),
-            scratch: Vec::new(),
             redactor,
         }
     }
 
     /// Starts the member `name` unless it was written already; `false` means skip its value.
     pub(crate) fn key(&mut self, name: &str) -> bool {
-        self.scratch.clear();
-        write_str(&mut self.scratch, name);
-        let candidate = &self.scratch[..];
+        let mark = self.out.len();
+        if mark > 1 {
+            self.out.push(b',');
+        }
+        // Written in place, then taken back if the line has it already: no copy for the
+        // usual case of a new key.
+        let start = self.out.len();
+        write_str(&mut self.out, name);
+        let end = self.out.len();
+        let candidate = &self.out[start..end];
+        let hash = fnv1a(candidate);
         if self
             .keys
             .iter()
-            .any(|&(start, end)| &self.out[start..end] == candidate)
+            .any(|&(seen, written, until)| seen == hash && &self.out[written..until] == candidate)
         {
+            self.out.truncate(mark);
             return false;
         }
-        if self.out.len() > 1 {
-            self.out.push(b',');
-        }
-        let start = self.out.len();
-        self.out.extend_from_slice(candidate);
-        self.keys.push((start, self.out.len()));
+        self.keys.push((hash, start, end));
         self.out.push(b':');
         true
+    }
+
+    /// Writes `location` as `module:line`, with no intermediate string.
+    pub(crate) fn location_member(&mut self, module: &str, line: u32) {
+        if self.key("location") {
+            write_str(&mut self.out, module);
+            // Reopen the string to append `:line`.
+            self.out.pop();
+            self.out.push(b':');
+            self.out
+                .extend_from_slice(itoa::Buffer::new().format(line).as_bytes());
+            self.out.push(b'"');
+        }
     }
 
     /// Starts a user key: not a reserved one, not one written already.

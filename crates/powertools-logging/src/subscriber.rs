@@ -139,12 +139,10 @@ impl JsonLayer {
             line.value_member(key, value);
         }
         // Last, so that a business `location` (a shop, a region) wins over the code location.
-        let location = format!(
-            "{}:{}",
+        line.location_member(
             metadata.module_path().unwrap_or(metadata.target()),
-            metadata.line().unwrap_or(0)
+            metadata.line().unwrap_or(0),
         );
-        line.str_member("location", &location);
         line.finish()
     }
 

@@ -1,5 +1,6 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::task::{Context as TaskContext, Poll};
 
 use futures_util::FutureExt;
@@ -153,7 +154,9 @@ impl MetricsLayerBuilder {
     }
 
     /// Makes an invocation that added no metric fail with [`Error::EmptyMetrics`] instead of
-    /// logging a warning (default: off).
+    /// logging a warning (default: off). The warning is logged for the first such invocation
+    /// only, as Python's `warnings` module shows it once per process: a function that replays
+    /// idempotent responses would otherwise log it on every replay.
     pub fn raise_on_empty_metrics(mut self, raise: bool) -> Self {
         self.raise_on_empty_metrics = raise;
         self
@@ -244,6 +247,7 @@ impl MetricsLayerBuilder {
                 raise_on_empty_metrics: self.raise_on_empty_metrics,
                 disabled,
                 sink: self.sink.unwrap_or_else(|| Arc::new(Stdout)),
+                warned_empty: AtomicBool::new(false),
             }),
         })
     }

@@ -78,7 +78,7 @@
 //! | [`service`](MetricsLayerBuilder::service) | `POWERTOOLS_SERVICE_NAME` | `service_undefined` |
 //! | [`function_name`](MetricsLayerBuilder::function_name) | `POWERTOOLS_METRICS_FUNCTION_NAME` | the invocation's function name |
 //! | [`disabled`](MetricsLayerBuilder::disabled) | `POWERTOOLS_METRICS_DISABLED` | `POWERTOOLS_DEV` |
-//! | [`raise_on_empty_metrics`](MetricsLayerBuilder::raise_on_empty_metrics) | | off: a warning |
+//! | [`raise_on_empty_metrics`](MetricsLayerBuilder::raise_on_empty_metrics) | | off: a warning, the first time |
 //! | [`capture_cold_start_metric`](MetricsLayerBuilder::capture_cold_start_metric) | | off |
 //!
 //! # Differences from Powertools for Python and TypeScript

@@ -1,6 +1,7 @@
 //! The metrics of one invocation: the handle, its state, and the current invocation.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -26,6 +27,9 @@ pub(crate) struct Settings {
     pub(crate) raise_on_empty_metrics: bool,
     pub(crate) disabled: bool,
     pub(crate) sink: Arc<dyn Sink>,
+    /// Whether the empty-metrics warning was logged: once per layer, as Python's `warnings`
+    /// shows it once per process, so that every replayed invocation does not log it again.
+    pub(crate) warned_empty: AtomicBool,
 }
 
 /// The metrics, dimensions and metadata of one invocation (or of one manual unit of work), and
@@ -393,7 +397,7 @@ impl Metrics {
     /// Writes the documents, then clears metrics, dimensions (back to the defaults), metadata
     /// and the timestamp. The layer calls it at the end of every invocation.
     ///
-    /// With no metric since the last flush it writes nothing and warns, or returns
+    /// With no metric since the last flush it writes nothing and warns (the first time only), or returns
     /// [`Error::EmptyMetrics`] if `raise_on_empty_metrics` is set.
     ///
     /// # Errors
@@ -415,6 +419,9 @@ impl Metrics {
         }
         if settings.raise_on_empty_metrics {
             return Err(Error::EmptyMetrics);
+        }
+        if settings.warned_empty.swap(true, Ordering::Relaxed) {
+            return Ok(());
         }
         tracing::warn!(
             "No application metrics to publish. The cold-start metric may be published if enabled. \

@@ -17,6 +17,7 @@ use powertools_metrics::{
 };
 use serde_json::{Value, json};
 use support::{builder, dimension_sets, metric_names, valid_documents};
+use tracing_subscriber::layer::SubscriberExt;
 
 type HandlerResult = Result<Value, lambda_runtime::Error>;
 type InvocationResult = Result<Value, ServiceError<lambda_runtime::Error>>;
@@ -239,19 +240,41 @@ async fn concurrent_invocations_never_mix_metrics_dimensions_or_metadata() {
     assert_eq!(shops, (0..50).collect::<Vec<_>>());
 }
 
+/// Counts WARN events.
+struct CountWarnings(Arc<AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountWarnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() == tracing::Level::WARN {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 async fn record_value(shop: u64) -> Result<(), Error> {
     tokio::task::yield_now().await;
     powertools_metrics::add_metric("OrderValue", shop as f64, Unit::None)
 }
 
 #[tokio::test]
-async fn an_empty_invocation_warns_by_default_and_fails_when_configured() {
+async fn an_empty_invocation_warns_once_by_default_and_fails_when_configured() {
+    let warnings = Arc::new(AtomicUsize::new(0));
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(CountWarnings(warnings.clone())),
+    );
     let sink = MemorySink::new();
     let lenient = builder(&sink).build().unwrap();
-    invoke(&lenient, |_| async { Ok(json!("ok")) })
-        .await
-        .unwrap();
+    for _ in 0..3 {
+        invoke(&lenient, |_| async { Ok(json!("ok")) })
+            .await
+            .unwrap();
+    }
     assert!(sink.lines().is_empty(), "nothing to write");
+    assert_eq!(
+        warnings.load(Ordering::Relaxed),
+        1,
+        "warned for the first empty invocation only"
+    );
 
     let strict = builder(&sink).raise_on_empty_metrics(true).build().unwrap();
     let error = invoke(&strict, |_| async { Ok(json!("ok")) })

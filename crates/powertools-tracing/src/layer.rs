@@ -1,4 +1,3 @@
-use std::collections::HashMap;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::task::{Context as TaskContext, Poll};
@@ -100,10 +99,21 @@ impl<S> TracingService<S> {
 /// The invocation's parent: the X-Ray trace header of its own `Context` (never the process-wide
 /// `_X_AMZN_TRACE_ID`, which concurrent invocations overwrite).
 fn parent_context(trace_header: Option<&str>) -> Option<opentelemetry::Context> {
-    let header = trace_header?;
-    let carrier = HashMap::from([("x-amzn-trace-id".to_owned(), header.to_owned())]);
-    let context = XrayPropagator::default().extract(&carrier);
+    let context = XrayPropagator::default().extract(&XrayHeader(trace_header?));
     context.span().span_context().is_valid().then_some(context)
+}
+
+/// The invocation's X-Ray header as the propagator reads it: no map, no copy.
+struct XrayHeader<'a>(&'a str);
+
+impl opentelemetry::propagation::Extractor for XrayHeader<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        key.eq_ignore_ascii_case("x-amzn-trace-id").then_some(self.0)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec!["x-amzn-trace-id"]
+    }
 }
 
 fn invocation_span(
@@ -120,10 +130,8 @@ fn invocation_span(
         faas.invocation_id = invocation.request_id(),
         faas.trigger = layer.trigger,
         faas.coldstart = cold_start,
-        faas.name = invocation.function_name(),
-        faas.version = invocation.function_version(),
-        cloud.provider = "aws",
-        cloud.region = invocation.region().unwrap_or_default(),
+        // faas.name, faas.version, cloud.provider and cloud.region are the same for every
+        // invocation: they are on the resource (`Tracer`), as the conventions place them.
         cloud.account.id = invocation.account_id().unwrap_or_default(),
         cloud.resource_id = invocation.function_arn(),
         ColdStart = cold_start,

@@ -79,6 +79,9 @@ pub(crate) struct Inner {
     pub(crate) capture_response: bool,
     pub(crate) capture_error: bool,
     pub(crate) flush_timeout: Duration,
+    /// False when spans are exported as they end (a caller's exporter): nothing waits in a
+    /// batch, so the flush would only cost a trip to the blocking pool.
+    pub(crate) batched: bool,
 }
 
 impl Tracer {
@@ -111,7 +114,16 @@ impl Tracer {
         Some(
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)
-                .with_filter(FilterFn::new(|metadata| !is_internal(metadata.target()))),
+                // Attributes that X-Ray does not show and that each cost allocations per span.
+                .with_location(false)
+                .with_threads(false)
+                .with_target(false)
+                .with_tracked_inactivity(false)
+                // Log lines are not span events: they are in the logs, with the trace id, as
+                // Powertools' Tracer leaves them; copying each into its span costs per line.
+                .with_filter(FilterFn::new(|metadata| {
+                    metadata.is_span() && !is_internal(metadata.target())
+                })),
         )
     }
 
@@ -123,7 +135,7 @@ impl Tracer {
     /// Exports every finished span now, waiting at most the flush timeout. A slow or dead
     /// collector gives a warning, never an error: the invocation must not fail for its traces.
     pub async fn flush(&self) {
-        let Some(provider) = self.inner.provider.clone() else {
+        let Some(provider) = self.inner.provider.clone().filter(|_| self.inner.batched) else {
             return;
         };
         let timeout = self.inner.flush_timeout;
@@ -268,6 +280,7 @@ impl TracerBuilder {
             Some(capture) => capture,
             None => env.bool(POWERTOOLS_TRACER_CAPTURE_ERROR)?.unwrap_or(true),
         };
+        let batched = self.exporter.is_none();
         let provider = if disabled {
             None
         } else if let Some(exporter) = self.exporter {
@@ -314,6 +327,7 @@ impl TracerBuilder {
                 capture_response,
                 capture_error,
                 flush_timeout: self.flush_timeout.unwrap_or(DEFAULT_FLUSH_TIMEOUT),
+                batched,
             }),
         })
     }

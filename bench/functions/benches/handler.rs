@@ -1,0 +1,165 @@
+//! The order handler of the Powertools for Python comparison, per invocation, in process: bare,
+//! behind logs + metrics + idempotency on the in-memory store (first call, replay, local-cache
+//! hit, JMESPath key), and with the invocation span as well (spans go to an exporter that drops
+//! them, so the row measures the span, not an export).
+//! `cargo bench -p powertools-bench --bench handler`, or `scripts/bench`; results in BENCHMARKS.md.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use lambda_runtime::tower::{ServiceBuilder, ServiceExt};
+use lambda_runtime::{LambdaEvent, service_fn};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use powertools::Powertools;
+use powertools::core::env::Env;
+use powertools::core::testing::TestContext;
+use powertools::idempotency::{Idempotency, IdempotencyLayer, InMemoryStore, JmesPath};
+use powertools::metrics::Sink;
+use powertools_bench::{Order, Receipt, accept, handler};
+
+/// Discards EMF documents after they are serialized.
+#[derive(Debug)]
+struct Discard;
+
+impl Sink for Discard {
+    fn write_document(&self, line: &str) {
+        std::hint::black_box(line);
+    }
+}
+
+/// Drops finished spans: the span is built, ended and handed over, and nothing is sent.
+#[derive(Debug)]
+struct DropSpans;
+
+impl SpanExporter for DropSpans {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        std::hint::black_box(batch);
+        Ok(())
+    }
+}
+
+fn powertools(tracing: bool) -> Powertools {
+    let builder = Powertools::builder()
+        .service("orders")
+        .env(Env::from_pairs([
+            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "orders"),
+            (
+                "POWERTOOLS_TRACE_DISABLED",
+                if tracing { "false" } else { "true" },
+            ),
+        ]))
+        .logger(|logger| logger.writer(std::io::sink))
+        .metrics(|metrics| metrics.sink(Discard));
+    let builder = if tracing {
+        builder.tracer(|tracer| tracer.span_exporter(DropSpans))
+    } else {
+        builder
+    };
+    builder.build().expect("valid settings")
+}
+
+fn store() -> Idempotency<InMemoryStore> {
+    Idempotency::builder(InMemoryStore::new())
+        .key_prefix("orders")
+        .build()
+        .expect("valid settings")
+}
+
+fn key(order: &Order) -> Option<String> {
+    Some(order.order_id.clone())
+}
+
+fn invocation(criterion: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let ids = AtomicU64::new(0);
+    let new_order = || {
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        TestContext::new().event(Order::sample(format!("o-{id}")))
+    };
+    let same_order = || TestContext::new().event(Order::sample("o-replayed"));
+
+    let mut group = criterion.benchmark_group("handler");
+    let untraced = powertools(false);
+    let guard = tracing::subscriber::set_default(untraced.subscriber());
+    group.bench_function("bare", |bencher| {
+        let bare = service_fn(|event: LambdaEvent<Order>| async move {
+            Ok::<Receipt, std::convert::Infallible>(accept(&event.payload))
+        });
+        bencher.to_async(&runtime).iter_batched(
+            new_order,
+            |event| bare.oneshot(event),
+            BatchSize::SmallInput,
+        );
+    });
+    let stack = |idempotency: IdempotencyLayer<InMemoryStore, _, _>| {
+        ServiceBuilder::new()
+            .layer(untraced.layer())
+            .layer(idempotency)
+            .service(service_fn(handler))
+    };
+    group.bench_function("full_stack_first_call", |bencher| {
+        let service = stack(IdempotencyLayer::new(store()).key_from(key));
+        bencher.to_async(&runtime).iter_batched(
+            new_order,
+            |event| service.clone().oneshot(event),
+            BatchSize::SmallInput,
+        );
+    });
+    group.bench_function("full_stack_replay", |bencher| {
+        let service = stack(IdempotencyLayer::new(store()).key_from(key));
+        bencher.to_async(&runtime).iter_batched(
+            same_order,
+            |event| service.clone().oneshot(event),
+            BatchSize::SmallInput,
+        );
+    });
+    group.bench_function("full_stack_local_cache_hit", |bencher| {
+        let idempotency = Idempotency::builder(InMemoryStore::new())
+            .key_prefix("orders")
+            .use_local_cache()
+            .build()
+            .expect("valid settings");
+        let service = stack(IdempotencyLayer::new(idempotency).key_from(key));
+        bencher.to_async(&runtime).iter_batched(
+            same_order,
+            |event| service.clone().oneshot(event),
+            BatchSize::SmallInput,
+        );
+    });
+    group.bench_function("full_stack_first_call_jmespath_key", |bencher| {
+        let path = JmesPath::new("order_id").expect("a valid expression");
+        let service = ServiceBuilder::new()
+            .layer(untraced.layer())
+            .layer(IdempotencyLayer::new(store()).key(path))
+            .service(service_fn(handler));
+        bencher.to_async(&runtime).iter_batched(
+            new_order,
+            |event| service.clone().oneshot(event),
+            BatchSize::SmallInput,
+        );
+    });
+    drop(guard);
+
+    let traced = powertools(true);
+    let _guard = tracing::subscriber::set_default(traced.subscriber());
+    group.bench_function("full_stack_with_span_first_call", |bencher| {
+        let service = ServiceBuilder::new()
+            .layer(traced.layer())
+            .layer(IdempotencyLayer::new(store()).key_from(key))
+            .service(service_fn(handler));
+        bencher.to_async(&runtime).iter_batched(
+            new_order,
+            |event| service.clone().oneshot(event),
+            BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+}
+
+criterion_group!(benches, invocation);
+criterion_main!(benches);
