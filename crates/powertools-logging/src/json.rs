@@ -114,6 +114,33 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// Where the first byte that needs escaping is. Eight bytes are checked at a time (SWAR), since
+/// every line's keys and values go through here.
+fn first_escape(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero_byte = |word: u64| word.wrapping_sub(ONES) & !word & HIGH != 0;
+    let mut clean = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let Ok(word) = <[u8; 8]>::try_from(chunk).map(u64::from_le_bytes) else {
+            break;
+        };
+        let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH != 0;
+        if control
+            || has_zero_byte(word ^ (ONES * u64::from(b'"')))
+            || has_zero_byte(word ^ (ONES * u64::from(b'\\')))
+            || has_zero_byte(word ^ (ONES * 0x7f))
+        {
+            break;
+        }
+        clean += 8;
+    }
+    bytes[clean..]
+        .iter()
+        .position(|&byte| NEEDS_ESCAPE[usize::from(byte)])
+        .map(|offset| clean + offset)
+}
+
 /// Appends `text` as a JSON string.
 pub(crate) fn write_str(out: &mut Vec<u8>, text: &str) {
     let bytes = text.as_bytes();
@@ -121,10 +148,7 @@ pub(crate) fn write_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
     let mut start = 0;
     // Copy runs of plain bytes in one go: most strings have nothing to escape.
-    while let Some(offset) = bytes[start..]
-        .iter()
-        .position(|&byte| NEEDS_ESCAPE[usize::from(byte)])
-    {
+    while let Some(offset) = first_escape(&bytes[start..]) {
         let index = start + offset;
         out.extend_from_slice(&bytes[start..index]);
         let byte = bytes[index];
@@ -507,6 +531,25 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn every_byte_is_escaped_wherever_it_falls_in_a_word() {
+        for byte in 0_u8..=0x7f {
+            for offset in 0..17 {
+                let text = format!("{}{}tail", "a".repeat(offset), char::from(byte));
+                let mut out = Vec::new();
+                write_str(&mut out, &text);
+                let parsed: String = serde_json::from_slice(&out).unwrap();
+                assert_eq!(parsed, text, "byte {byte:#x} at {offset}");
+                assert!(
+                    out.iter()
+                        .all(|&written| written >= 0x20 && written != 0x7f),
+                    "byte {byte:#x} at {offset}: {}",
+                    String::from_utf8_lossy(&out)
+                );
+            }
+        }
+    }
 
     #[test]
     fn strings_are_escaped_as_json() {

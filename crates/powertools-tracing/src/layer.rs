@@ -5,10 +5,8 @@ use std::task::{Context as TaskContext, Poll};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use lambda_runtime::LambdaEvent;
-use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::Status;
 use opentelemetry::{KeyValue, trace::TraceContextExt};
-use opentelemetry_aws::trace::XrayPropagator;
 use powertools_core::{Invocation, is_cold_start};
 use serde::Serialize;
 use tower::{Layer, Service};
@@ -99,21 +97,10 @@ impl<S> TracingService<S> {
 /// The invocation's parent: the X-Ray trace header of its own `Context` (never the process-wide
 /// `_X_AMZN_TRACE_ID`, which concurrent invocations overwrite).
 fn parent_context(trace_header: Option<&str>) -> Option<opentelemetry::Context> {
-    let context = XrayPropagator::default().extract(&XrayHeader(trace_header?));
-    context.span().span_context().is_valid().then_some(context)
-}
-
-/// The invocation's X-Ray header as the propagator reads it: no map, no copy.
-struct XrayHeader<'a>(&'a str);
-
-impl opentelemetry::propagation::Extractor for XrayHeader<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        key.eq_ignore_ascii_case("x-amzn-trace-id").then_some(self.0)
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        vec!["x-amzn-trace-id"]
-    }
+    let span_context = crate::propagation::parse_xray_header(trace_header?)?;
+    span_context
+        .is_valid()
+        .then(|| opentelemetry::Context::current().with_remote_span_context(span_context))
 }
 
 fn invocation_span(
