@@ -20,8 +20,8 @@ pub(crate) const INVOCATION_SPAN: &str = "lambda_invocation";
 /// The per-invocation state: read by every line the invocation writes, from any task.
 #[derive(Debug)]
 pub(crate) struct InvocationState {
-    /// The Lambda context keys, rendered once: `(key, JSON value)`.
-    pub(crate) lambda_keys: Vec<(&'static str, Vec<u8>)>,
+    /// The Lambda context keys, rendered once as JSON members (`"key":value,…`).
+    pub(crate) lambda_members: Vec<u8>,
     pub(crate) keys: Mutex<Vec<(String, Value)>>,
     pub(crate) correlation_id: Mutex<Option<String>>,
     /// Whether this invocation was drawn for `DEBUG` by the sampling rate.
@@ -29,6 +29,25 @@ pub(crate) struct InvocationState {
     pub(crate) buffer: Option<Mutex<LogBuffer>>,
     /// The incoming event, when `log_event` is on, for the invocation-event line.
     pub(crate) event: Option<Value>,
+}
+
+/// JSON members written one after the other, comma-separated.
+struct LambdaMembers(Vec<u8>);
+
+impl LambdaMembers {
+    fn raw(&mut self, key: &str, json: &str) {
+        if !self.0.is_empty() {
+            self.0.push(b',');
+        }
+        write_str(&mut self.0, key);
+        self.0.push(b':');
+        self.0.extend_from_slice(json.as_bytes());
+    }
+
+    fn text(&mut self, key: &str, value: &str) {
+        self.raw(key, "");
+        write_str(&mut self.0, value);
+    }
 }
 
 impl InvocationState {
@@ -39,35 +58,25 @@ impl InvocationState {
         buffer_bytes: Option<usize>,
         event: Option<Value>,
     ) -> Self {
-        let mut lambda_keys: Vec<(&'static str, Vec<u8>)> = Vec::with_capacity(8);
-        let string = |text: &str| {
-            let mut out = Vec::with_capacity(text.len() + 2);
-            write_str(&mut out, text);
-            out
-        };
-        lambda_keys.push((
-            "cold_start",
-            if cold_start {
-                b"true".to_vec()
-            } else {
-                b"false".to_vec()
-            },
-        ));
-        lambda_keys.push(("function_name", string(invocation.function_name())));
+        // Rendered once per invocation, as one run of members that every line copies.
+        let mut members = LambdaMembers(Vec::with_capacity(256));
+        members.raw("cold_start", if cold_start { "true" } else { "false" });
+        members.text("function_name", invocation.function_name());
         if let Some(memory) = invocation.memory_size_mb() {
-            lambda_keys.push(("function_memory_size", memory.to_string().into_bytes()));
+            members.raw("function_memory_size", itoa::Buffer::new().format(memory));
         }
-        lambda_keys.push(("function_arn", string(invocation.function_arn())));
-        lambda_keys.push(("function_request_id", string(invocation.request_id())));
-        lambda_keys.push(("function_version", string(invocation.function_version())));
+        members.text("function_arn", invocation.function_arn());
+        members.text("function_request_id", invocation.request_id());
+        members.text("function_version", invocation.function_version());
         if let Some(trace_id) = invocation.xray_root_trace_id() {
-            lambda_keys.push(("xray_trace_id", string(trace_id)));
+            members.text("xray_trace_id", trace_id);
         }
         if let Some(tenant_id) = invocation.tenant_id() {
-            lambda_keys.push(("tenant_id", string(tenant_id)));
+            members.text("tenant_id", tenant_id);
         }
+        let lambda_members = members.0;
         InvocationState {
-            lambda_keys,
+            lambda_members,
             keys: Mutex::new(Vec::new()),
             correlation_id: Mutex::new(None),
             debug_sampled,

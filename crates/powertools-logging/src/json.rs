@@ -242,6 +242,19 @@ impl<'r> Line<'r> {
         }
     }
 
+    /// Appends members already rendered (`"key":value,…`) whose keys are reserved ones, which
+    /// no field or business key can take and which this run holds once each, so they are not
+    /// checked against the line's other keys.
+    pub(crate) fn reserved_members(&mut self, members: &[u8]) {
+        if members.is_empty() {
+            return;
+        }
+        if self.out.len() > 1 {
+            self.out.push(b',');
+        }
+        self.out.extend_from_slice(members);
+    }
+
     /// Writes a member whose value is already JSON.
     pub(crate) fn raw_member(&mut self, name: &str, json: &[u8]) {
         if self.key(name) {

@@ -91,9 +91,7 @@ impl JsonLayer {
         line.str_member("timestamp", &shared.timestamp());
         line.str_member("service", &shared.service);
         if let Some(invocation) = invocation {
-            for (key, json) in &invocation.lambda_keys {
-                line.raw_member(key, json);
-            }
+            line.reserved_members(&invocation.lambda_members);
             if let Some(correlation_id) = invocation.correlation_id().as_deref() {
                 line.str_member("correlation_id", correlation_id);
             }
