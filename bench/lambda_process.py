@@ -22,6 +22,20 @@ What it measures, for each binary:
 - peak_rss_kib: VmHWM of one more process after a burst of invocations sent from several
   threads at once (the emulator queues them; the function runs them one at a time).
 
+The emulator, as this script drives it:
+
+- One emulator serves every run. It queues an invoke that arrives while no function process
+  polls, and a new process picks it up, so processes can come and go between invokes, with one
+  catch: a killed process leaves its `GET .../next` pending in the emulator, and an invoke that
+  arrives before the emulator has dropped that request is handed to the dead connection and
+  lost. So after each kill the script waits until the emulator has closed that connection (it
+  sees the close through its proxy) before the next invoke. `--restart-emulator` starts a new
+  emulator for every process instead, if that ever proves insufficient.
+- The emulator writes the head and the body of a `GET .../next` response in two writes without
+  TCP_NODELAY; with the function's delayed ACK that held about half of the warm invocations
+  back by 40 ms. The proxy acknowledges at once (TCP_QUICKACK), which removes it. Cold
+  invocations were not affected (a new connection acknowledges at once).
+
 Runs of the binaries are interleaved (run 1 of each, then run 2 of each, ...) after one discarded
 warm-up run per binary, so that a slow phase of the shared machine hits all of them alike.
 Progress goes to stderr; the last stdout line is the JSON result, one key per binary.
@@ -396,8 +410,10 @@ class Bench:
             warm = invoke(self.emulator.port, f"warm-{tag}", f"{binary.name} {label}: warm invoke",
                           log_path)
             rss = proc_status_kib(process.pid, "VmHWM")
-        finally:
-            self.stop(process)
+        except BaseException:
+            self.stop(process, check=False)
+            raise
+        self.stop(process)
         return {"cold": cold, "init": init, "warm": warm, "rss": rss}
 
     def burst(self, binary: Path) -> dict:
@@ -418,8 +434,7 @@ class Bench:
                     failures.append(str(error))
                     return
 
-        # The invokes are queued first: a function that asks a fresh emulator for its next
-        # invocation before any invoke arrived gets an empty answer.
+        # The invokes are queued first, so that the burst is waiting when the process starts.
         start = time.perf_counter()
         workers = [threading.Thread(target=sender, args=(index,), daemon=True)
                    for index in range(threads)]
@@ -437,8 +452,10 @@ class Bench:
                 raise BenchError(f"{binary.name} exited during the burst; log:\n{tail(log_path)}")
             peak = proc_status_kib(process.pid, "VmHWM")
             rss_now = proc_status_kib(process.pid, "VmRSS")
-        finally:
-            self.stop(process)
+        except BaseException:
+            self.stop(process, check=False)
+            raise
+        self.stop(process)
         return {"peak_rss_kib": peak, "rss_after_burst_kib": rss_now, "burst": total,
                 "burst_s": round(seconds, 2), "burst_per_s": round(total / seconds, 1)}
 
@@ -468,8 +485,9 @@ class Bench:
                 "rss_after_two_kib": int(statistics.median(run["rss"] for run in runs)),
                 **burst,
                 "size_bytes": binary.stat().st_size,
-                "emulator_starts": self.emulator_starts,
             }
+        log(f"{self.emulator_starts} emulator start(s) for "
+            f"{len(binaries) * (self.args.runs + 2)} function processes")
         return results
 
 
