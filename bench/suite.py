@@ -133,9 +133,20 @@ def python(quick: bool) -> tuple[str, dict]:
 
 
 def entropy_probe(runs: int) -> dict:
-    """AWS-LC's first random fill, in fresh processes (it happens once per process)."""
-    samples = [last_json(run([str(TARGET / "release" / "entropy-probe")])) for _ in range(runs)]
-    return {key: round(statistics.median(sample[key] for sample in samples), 1) for key in samples[0]}
+    """AWS-LC's first random fill, in fresh processes (it happens once per process), as built by
+    default and with AWS_LC_SYS_NO_JITTER_ENTROPY=1 (a separate target dir, as it rebuilds
+    aws-lc-sys)."""
+    no_jitter_target = TARGET / "no-jitter"
+    subprocess.run(["cargo", "build", "--release", "-p", "entropy-probe"], cwd=REPO, check=True,
+                   env={**os.environ, "AWS_LC_SYS_NO_JITTER_ENTROPY": "1",
+                        "CARGO_TARGET_DIR": str(no_jitter_target)})
+    results = {}
+    for build, binary in [("default", TARGET / "release" / "entropy-probe"),
+                          ("no_jitter", no_jitter_target / "release" / "entropy-probe")]:
+        samples = [last_json(run([str(binary)])) for _ in range(runs)]
+        results[build] = {key: round(statistics.median(sample[key] for sample in samples), 1)
+                          for key in samples[0]}
+    return results
 
 
 def us(ns: float) -> float:
@@ -146,7 +157,10 @@ def report(results: dict) -> str:
     handler = results["in_process"]["handler"]
     py = results["python_in_process"]
     ddb, py_ddb = results["ddb_rust"], results["ddb_python"]
-    lines = ["## Per invocation, in process (criterion medians; Python: median of timed calls)", "",
+    machine = results["machine"]
+    lines = [f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, "
+             f"{machine['rustc']}, Python {machine['python']}.", "",
+             "## Per invocation, in process (criterion medians; Python: median of timed calls)", "",
              "| Handler | powertools-rs | Powertools for Python 3.37.0 | Python / Rust |",
              "| --- | ---: | ---: | ---: |"]
     for label, ours, theirs in [
@@ -178,7 +192,8 @@ def report(results: dict) -> str:
     bare, full = process["bare-function"], process["full-stack-function"]
     for label, key in [("init (start to first /next), median ms", "init_ms"),
                        ("cold start (start to first response), median ms", "cold_ms"),
-                       ("warm invoke, median ms", "warm_ms")]:
+                       ("warm invoke, median ms", "warm_ms"),
+                       ("cold minus warm of the same process, median ms", "cold_minus_warm_ms")]:
         lines.append(f"| {label} | {bare[key]['median']} | {full[key]['median']} | "
                      f"{full[key]['median'] - bare[key]['median']:+.2f} |")
     sizes = results["sizes"]
@@ -187,8 +202,9 @@ def report(results: dict) -> str:
     lines.append(f"| peak RSS after a burst of {full['burst']}, KiB | {bare['peak_rss_kib']} | "
                  f"{full['peak_rss_kib']} | {full['peak_rss_kib'] - bare['peak_rss_kib']:+d} |")
     entropy = results["entropy"]
-    lines += ["", f"AWS-LC's first random fill in a fresh process: {entropy['first_fill_us']} µs "
-              f"(second fill {entropy['second_fill_us']} µs)."]
+    lines += ["", f"AWS-LC's first random fill in a fresh process: {entropy['default']['first_fill_us']} µs "
+              f"(second fill {entropy['default']['second_fill_us']} µs); built with "
+              f"AWS_LC_SYS_NO_JITTER_ENTROPY=1: {entropy['no_jitter']['first_fill_us']} µs."]
     return "\n".join(lines)
 
 
@@ -204,6 +220,7 @@ def summary(results: dict) -> str:
             f"ddb_calls_duplicate={results['ddb_rust']['ddb_calls_duplicate']} "
             f"ddb_calls_cache_hit={results['ddb_rust']['ddb_calls_cache_hit']} "
             f"init_overhead_ms={process['full-stack-function']['init_ms']['median'] - process['bare-function']['init_ms']['median']:.2f} "
+            f"cold_start_overhead_ms={process['full-stack-function']['cold_minus_warm_ms']['median'] - process['bare-function']['cold_minus_warm_ms']['median']:.2f} "
             f"binary_ratio={results['sizes']['full'] / results['sizes']['bare']:.2f} "
             f"log_line_vs_fmt_json={results['in_process']['log_line']['powertools'] / results['in_process']['log_line']['fmt_json']:.2f}")
 

@@ -228,18 +228,17 @@ impl<St: IdempotencyStore> Engine<St> {
                 reason: "a completed record has no response".into(),
             });
         };
-        let mut response: Value =
-            serde_json::from_str(text).map_err(|source| Error::Serialization {
-                what: "stored response",
-                source,
-            })?;
-        if let Some(hook) = &self.settings.replay_hook {
-            hook(&mut response, &record);
-        }
-        serde_json::from_value(response).map_err(|source| Error::Serialization {
+        let stored = |source| Error::Serialization {
             what: "stored response",
             source,
-        })
+        };
+        let Some(hook) = &self.settings.replay_hook else {
+            // No hook to show the JSON to: straight into the response type.
+            return serde_json::from_str(text).map_err(stored);
+        };
+        let mut response: Value = serde_json::from_str(text).map_err(stored)?;
+        hook(&mut response, &record);
+        serde_json::from_value(response).map_err(stored)
     }
 
     /// Runs the handler of a claimed key, then stores its response or deletes the claim.
