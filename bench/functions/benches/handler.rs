@@ -15,18 +15,7 @@ use powertools::Powertools;
 use powertools::core::env::Env;
 use powertools::core::testing::TestContext;
 use powertools::idempotency::{Idempotency, IdempotencyLayer, InMemoryStore, JmesPath};
-use powertools::metrics::Sink;
-use powertools_bench::{Order, Receipt, accept, handler};
-
-/// Discards EMF documents after they are serialized.
-#[derive(Debug)]
-struct Discard;
-
-impl Sink for Discard {
-    fn write_document(&self, line: &str) {
-        std::hint::black_box(line);
-    }
-}
+use powertools_bench::{DiscardDocuments, Order, Receipt, accept, handler};
 
 /// Drops finished spans: the span is built, ended and handed over, and nothing is sent.
 #[derive(Debug)]
@@ -51,7 +40,7 @@ fn powertools(tracing: bool) -> Powertools {
             ),
         ]))
         .logger(|logger| logger.writer(std::io::sink))
-        .metrics(|metrics| metrics.sink(Discard));
+        .metrics(|metrics| metrics.sink(DiscardDocuments));
     let builder = if tracing {
         builder.tracer(|tracer| tracer.span_exporter(DropSpans))
     } else {

@@ -19,19 +19,8 @@ use powertools::Powertools;
 use powertools::core::env::Env;
 use powertools::core::testing::TestContext;
 use powertools::idempotency::{DynamoDbStore, Idempotency, IdempotencyLayer};
-use powertools::metrics::Sink;
-use powertools_bench::{Order, Receipt, handler};
+use powertools_bench::{DiscardDocuments, Order, Receipt, handler};
 use serde_json::{Value, json};
-
-/// Discards EMF documents after they are serialized, as the Python side writes to /dev/null.
-#[derive(Debug)]
-struct Discard;
-
-impl Sink for Discard {
-    fn write_document(&self, line: &str) {
-        std::hint::black_box(line);
-    }
-}
 
 /// Latencies and request counts of one row.
 #[derive(Default)]
@@ -114,7 +103,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             ("POWERTOOLS_TRACE_DISABLED", "true"),
         ]))
         .logger(|logger| logger.writer(std::io::sink))
-        .metrics(|metrics| metrics.sink(Discard))
+        .metrics(|metrics| metrics.sink(DiscardDocuments))
         .build()?;
     powertools.init()?;
     let service = |local_cache: bool| -> Result<_, lambda_runtime::Error> {
