@@ -65,6 +65,15 @@
 //! The function needs `dynamodb:GetItem`, `dynamodb:PutItem`, `dynamodb:UpdateItem` and
 //! `dynamodb:DeleteItem` on that table, nothing more (with SAM: `DynamoDBCrudPolicy` is wider).
 //!
+//! # Cold start: AWS-LC's entropy
+//!
+//! `DynamoDbStore` brings in the AWS SDK, whose TLS (rustls on AWS-LC) seeds AWS-LC's random
+//! generator from CPU jitter the first time the process makes an HTTPS request: about 30 ms on
+//! our 2-vCPU machine, paid by the function's first invocation, and likely more at small memory
+//! sizes. Building with `AWS_LC_SYS_NO_JITTER_ENTROPY=1` (in `.cargo/config.toml` under `[env]`)
+//! leaves the jitter source out and makes that first fill take microseconds; the generator is
+//! then seeded from the operating system (with RDRAND, where the CPU has it, as personalization). `BENCHMARKS.md` has the measurements.
+//!
 //! # Differences from Powertools for Python and TypeScript
 //!
 //! - Keys hash canonical JSON with SHA-256, not MD5: keys are not shared with other runtimes
