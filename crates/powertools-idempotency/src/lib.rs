@@ -72,7 +72,8 @@
 //! our 2-vCPU machine, paid by the function's first invocation, and likely more at small memory
 //! sizes. Building with `AWS_LC_SYS_NO_JITTER_ENTROPY=1` (in `.cargo/config.toml` under `[env]`)
 //! leaves the jitter source out and makes that first fill take microseconds; the generator is
-//! then seeded from the operating system (with RDRAND, where the CPU has it, as personalization). `BENCHMARKS.md` has the measurements.
+//! then seeded from the operating system (with RDRAND, where the CPU has it, as
+//! personalization). `BENCHMARKS.md` has the measurements.
 //!
 //! # Differences from Powertools for Python and TypeScript
 //!

@@ -255,13 +255,6 @@ impl<'r> Line<'r> {
         self.out.extend_from_slice(members);
     }
 
-    /// Writes a member whose value is already JSON.
-    pub(crate) fn raw_member(&mut self, name: &str, json: &[u8]) {
-        if self.key(name) {
-            self.out.extend_from_slice(json);
-        }
-    }
-
     /// Writes a user key with a JSON value, masking it (or keys inside it) as configured.
     pub(crate) fn value_member(&mut self, name: &str, value: &Value) {
         if self.user_key(name) {

@@ -96,11 +96,9 @@ impl JsonLayer {
                 line.str_member("correlation_id", correlation_id);
             }
         }
-        if shared.sample_rate > 0.0 {
-            let mut rate = Vec::new();
-            // A finite f64 always serializes.
-            let _ = serde_json::to_writer(&mut rate, &shared.sample_rate);
-            line.raw_member("sampling_rate", &rate);
+        if shared.sample_rate > 0.0 && line.key("sampling_rate") {
+            // A finite f64 always serializes; straight into the line, no buffer of its own.
+            let _ = serde_json::to_writer(&mut line.out, &shared.sample_rate);
         }
         if fields.event_marker
             && let Some(event_json) = invocation.and_then(|invocation| invocation.event.as_ref())

@@ -397,8 +397,8 @@ impl Metrics {
     /// Writes the documents, then clears metrics, dimensions (back to the defaults), metadata
     /// and the timestamp. The layer calls it at the end of every invocation.
     ///
-    /// With no metric since the last flush it writes nothing and warns (the first time only), or returns
-    /// [`Error::EmptyMetrics`] if `raise_on_empty_metrics` is set.
+    /// With no metric since the last flush it writes nothing and warns (the layer's first such
+    /// flush only), or returns [`Error::EmptyMetrics`] if `raise_on_empty_metrics` is set.
     ///
     /// # Errors
     /// [`Error::EmptyMetrics`], as above.

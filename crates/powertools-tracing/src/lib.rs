@@ -45,13 +45,15 @@
 //! The invocation span is named for the function (`otel.name`), of kind server, with the OTel
 //! FaaS conventions (`faas.invocation_id`, `faas.trigger`, `faas.coldstart`, `cloud.account.id`
 //! from the ARN, `cloud.resource_id`) and the Powertools attributes `ColdStart` and `Service`.
+//! Its parent is the X-Ray trace header of the invocation's own `Context` (`Root`, `Parent`,
+//! `Sampled`), so it joins the trace Lambda began and follows its sampling decision. Trace ids
+//! are X-Ray compatible.
+//!
 //! What every invocation shares (`service.name`, `faas.name`, `faas.version`, `cloud.provider`,
 //! `cloud.region`) is on the resource, once per export, as the conventions place it. Spans carry
 //! no `code.*`, `thread.*`, `target` or busy/idle-time attributes, and log lines are not copied
 //! into them as span events: X-Ray shows none of these, and each costs allocations per span. The
-//! log lines carry the trace id instead. Its parent is the
-//! X-Ray trace header of the invocation's own `Context` (`Root`, `Parent`, `Sampled`), so it joins
-//! the trace Lambda began and follows its sampling decision. Trace ids are X-Ray compatible.
+//! log lines carry the trace id instead.
 //!
 //! A handler error sets the span status to error and adds an `exception` event; the response is
 //! recorded as `powertools.response` (up to 16 KB). `POWERTOOLS_TRACER_CAPTURE_RESPONSE=false` and

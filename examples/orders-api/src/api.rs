@@ -11,7 +11,7 @@ use powertools::logging::correlation_paths;
 use powertools::metrics::Unit;
 use serde_json::{Value, json};
 
-use crate::backend::{Charge, OrdersTable, PaymentFailed, PaymentProvider, SaveError};
+use crate::backend::{Charge, OrdersTable, PaymentFailed, PaymentProvider, SaveError, SavedOrders};
 use crate::order::Order;
 
 /// The header a client sets so that a retried request never places the order twice.
@@ -25,6 +25,23 @@ pub(crate) struct App<St> {
     /// Charges are idempotent on their own, keyed on the payment id: even a request with a new
     /// idempotency key never charges an order twice.
     pub(crate) payment_idempotency: Idempotency<St>,
+}
+
+impl<St> App<St> {
+    /// The app on orders kept in memory (the offline demo and the tests), with the saved orders
+    /// and the provider handed back to look at.
+    pub(crate) fn in_memory(
+        payment_idempotency: Idempotency<St>,
+    ) -> (Self, SavedOrders, PaymentProvider) {
+        let saved = SavedOrders::default();
+        let payments = PaymentProvider::default();
+        let app = App {
+            orders: OrdersTable::InMemory(saved.clone()),
+            payments: payments.clone(),
+            payment_idempotency,
+        };
+        (app, saved, payments)
+    }
 }
 
 /// A failure that must not be remembered: the idempotency record is deleted, and the client's
@@ -245,11 +262,9 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
 
     use lambda_runtime::tower::ServiceExt;
 
-    use crate::backend::SavedOrders;
     use powertools::core::env::Env;
     use powertools::core::testing::TestContext;
     use powertools::idempotency::InMemoryStore;
@@ -268,13 +283,7 @@ mod tests {
             .build()
             .unwrap();
         let (orders, payment_idempotency) = idempotency(InMemoryStore::new()).unwrap();
-        let saved = Arc::new(Mutex::new(Vec::new()));
-        let payments = PaymentProvider::default();
-        let app = App {
-            orders: OrdersTable::InMemory(saved.clone()),
-            payments: payments.clone(),
-            payment_idempotency,
-        };
+        let (app, saved, payments) = App::in_memory(payment_idempotency);
         (service(&powertools, orders, app).unwrap(), saved, payments)
     }
 

@@ -4,8 +4,6 @@
 //! stdout, with the spans printed as they end (instead of being exported over OTLP), then a
 //! summary of what happened and why.
 
-use std::sync::{Arc, Mutex};
-
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use aws_lambda_events::encodings::Body;
 use lambda_runtime::tower::{Service, ServiceExt};
@@ -18,7 +16,6 @@ use powertools::idempotency::InMemoryStore;
 use serde_json::{Value, json};
 
 use crate::api::App;
-use crate::backend::{OrdersTable, PaymentProvider};
 
 /// Prints each span as one JSON line when it ends.
 #[derive(Debug)]
@@ -95,13 +92,7 @@ pub(crate) async fn run() -> Result<(), lambda_runtime::Error> {
     powertools.init()?;
 
     let (order_idempotency, payment_idempotency) = crate::api::idempotency(InMemoryStore::new())?;
-    let saved = Arc::new(Mutex::new(Vec::new()));
-    let payments = PaymentProvider::default();
-    let app = App {
-        orders: OrdersTable::InMemory(saved.clone()),
-        payments: payments.clone(),
-        payment_idempotency,
-    };
+    let (app, saved, payments) = App::in_memory(payment_idempotency);
     let mut function = crate::api::service(&powertools, order_idempotency, app)?;
 
     println!("orders-api demo: the deployed function's code, offline, with in-memory stores.");

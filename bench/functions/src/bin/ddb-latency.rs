@@ -56,8 +56,7 @@ impl Row {
 
     /// The requests every call made, if they all made the same number.
     fn calls(&self) -> Value {
-        let min = self.requests.iter().min().copied().unwrap_or(0);
-        let max = self.requests.iter().max().copied().unwrap_or(0);
+        let (min, max) = self.min_max();
         if min == max { json!(min) } else { Value::Null }
     }
 
