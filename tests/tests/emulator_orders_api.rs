@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 static EMF_SCHEMA: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
     let schema: Value = serde_json::from_str(include_str!(
-        "../../crates/powertools-metrics/tests/support/emf.schema.json"
+        "../../powertools-metrics/tests/support/emf.schema.json"
     ))
     .expect("the EMF schema is JSON");
     jsonschema::validator_for(&schema).expect("the EMF schema compiles")
