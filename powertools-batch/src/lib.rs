@@ -38,7 +38,7 @@
 //!
 //! A queue delivers at least once. Make a record's side effects run once with the function-level
 //! API of `powertools-idempotency`, keyed on the message id or a field of the body:
-//! `idempotency.run(&context, record.message_id.clone(), |_| bake(order)).await`.
+//! `idempotency.run(&context, "bake", record.message_id.clone(), |_| bake(order)).await`.
 //!
 //! # The event source mapping
 //!

@@ -283,10 +283,15 @@ async fn a_redelivered_record_is_not_processed_twice() {
                 let (idempotency, baked, context) = (&idempotency, baked.clone(), &context);
                 async move {
                     idempotency
-                        .run(context, record.message_id.clone(), |_| async move {
-                            baked.fetch_add(1, Ordering::SeqCst);
-                            bake(record).await
-                        })
+                        .run(
+                            context,
+                            "record",
+                            record.message_id.clone(),
+                            |_| async move {
+                                baked.fetch_add(1, Ordering::SeqCst);
+                                bake(record).await
+                            },
+                        )
                         .await
                         .map_err(|error| error.to_string())
                 }

@@ -38,6 +38,23 @@ pub enum Error {
         /// Why it failed.
         reason: String,
     },
+    /// `powertools_base64_gzip` would have produced more than the expression's decompression
+    /// limit (`JmesPath::max_decompressed_size`, by default
+    /// `jmespath::DEFAULT_MAX_DECOMPRESSED_SIZE`): a gzip bomb, or a legitimate payload larger
+    /// than the limit, which `JmesPath::with_max_decompressed_size` raises. Decompression stopped
+    /// at the limit: nothing larger was allocated.
+    #[error(
+        "JMESPath expression `{expression}` failed: powertools_base64_gzip would decompress more \
+         than the limit of {limit} bytes per search (raise it with \
+         `JmesPath::with_max_decompressed_size`)"
+    )]
+    #[non_exhaustive]
+    DecompressedSizeExceeded {
+        /// The expression, as written.
+        expression: String,
+        /// The limit, in bytes, on what one search may decompress.
+        limit: usize,
+    },
 }
 
 impl Error {
@@ -48,6 +65,7 @@ impl Error {
             Error::NonUnicodeEnvVar { .. } => "NonUnicodeEnvironmentVariable",
             Error::InvalidJmesPath { .. } => "InvalidJmesPathExpression",
             Error::JmesPathFailed { .. } => "JmesPathExpressionFailed",
+            Error::DecompressedSizeExceeded { .. } => "JmesPathDecompressedSizeExceeded",
         }
     }
 }

@@ -1,7 +1,8 @@
 //! JMESPath expressions over events, with the Powertools functions, compiled once and shared by
 //! every utility that is configured with paths (idempotency keys, correlation ids).
 
-use std::io::Read;
+use std::cell::Cell;
+use std::io::{self, Read};
 use std::sync::{Arc, LazyLock};
 
 use ::jmespath::functions::{ArgumentType, CustomFunction, Function, Signature};
@@ -12,6 +13,22 @@ use serde_json::Value;
 
 use crate::Error;
 
+/// The default [`JmesPath::max_decompressed_size`]: 10 MiB, the most `powertools_base64_gzip` may
+/// decompress in one search.
+///
+/// Without a limit, a few kilobytes of gzip in an event (a "gzip bomb") inflate to gigabytes and
+/// exhaust the function's memory before the handler runs. 10 MiB is above anything a legitimate
+/// event carries: Lambda's largest invocation payload is 6 MB (synchronous; 1 MB asynchronous), so
+/// the limit is larger than any whole event sent uncompressed, and it is ten times the 1 MiB of a
+/// CloudWatch Logs `PutLogEvents` batch, the usual source of gzipped Lambda data. It is also small
+/// enough that the decompressed text, and its parse by `powertools_json`, fit in the smallest
+/// (128 MB) function. Raise it with [`JmesPath::with_max_decompressed_size`] for payloads that
+/// compress better than that.
+pub const DEFAULT_MAX_DECOMPRESSED_SIZE: usize = 10 * 1024 * 1024;
+
+/// The only Powertools function whose output can be much larger than the event.
+const BASE64_GZIP: &str = "powertools_base64_gzip";
+
 /// The standard JMESPath functions plus `powertools_json`, `powertools_base64` and
 /// `powertools_base64_gzip`. Immutable once built, so one runtime serves every invocation.
 static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
@@ -19,12 +36,19 @@ static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
     runtime.register_builtin_functions();
     runtime.register_function("powertools_json", string_function(parse_json));
     runtime.register_function("powertools_base64", string_function(decode_base64));
-    runtime.register_function(
-        "powertools_base64_gzip",
-        string_function(decode_base64_gzip),
-    );
+    runtime.register_function(BASE64_GZIP, string_function(decode_base64_gzip));
     runtime
 });
+
+thread_local! {
+    /// What `powertools_base64_gzip` may still produce in the search running on this thread.
+    ///
+    /// The functions are registered once, in the shared [`RUNTIME`], and `jmespath` gives them no
+    /// per-expression state: [`JmesPath::search`] sets the expression's budget here for the
+    /// duration of the search, which is synchronous, so searches never interleave on a thread.
+    static GZIP_BUDGET: Cell<GzipBudget> =
+        const { Cell::new(GzipBudget::new(DEFAULT_MAX_DECOMPRESSED_SIZE)) };
+}
 
 /// A compiled JMESPath expression over an event's JSON.
 ///
@@ -36,7 +60,9 @@ static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
 ///   does not change with the client's whitespace: `powertools_json(body).order_id`;
 /// - `powertools_base64(s)`: decodes standard base64 to UTF-8 text;
 /// - `powertools_base64_gzip(s)`: decodes base64, then gunzips, to UTF-8 text (CloudWatch Logs
-///   subscriptions): `powertools_json(powertools_base64_gzip(data)).logGroup`.
+///   subscriptions): `powertools_json(powertools_base64_gzip(data)).logGroup`. What one search
+///   may decompress is limited, to [`DEFAULT_MAX_DECOMPRESSED_SIZE`] unless
+///   [`with_max_decompressed_size`](Self::with_max_decompressed_size) says otherwise.
 ///
 /// Clones share the compiled expression.
 ///
@@ -55,10 +81,15 @@ static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
 #[derive(Clone)]
 pub struct JmesPath {
     expression: Arc<Expression<'static>>,
+    /// Whether the expression may call `powertools_base64_gzip` (its text names it), the only
+    /// searches that need a decompression budget.
+    decompresses: bool,
+    max_decompressed_size: usize,
 }
 
 impl JmesPath {
-    /// Compiles `expression`.
+    /// Compiles `expression`, with the default decompression limit,
+    /// [`DEFAULT_MAX_DECOMPRESSED_SIZE`].
     ///
     /// # Errors
     /// [`Error::InvalidJmesPath`] when it is not valid JMESPath.
@@ -71,7 +102,49 @@ impl JmesPath {
             })?;
         Ok(Self {
             expression: Arc::new(compiled),
+            decompresses: expression.contains(BASE64_GZIP),
+            max_decompressed_size: DEFAULT_MAX_DECOMPRESSED_SIZE,
         })
+    }
+
+    /// Limits what `powertools_base64_gzip` may decompress in one search of this expression to
+    /// `bytes` (in total, when the expression calls it more than once, on each record of a
+    /// batch for example).
+    ///
+    /// Decompression stops, and the search fails with [`Error::DecompressedSizeExceeded`], as
+    /// soon as the output would pass the limit; nothing larger is allocated. The default is
+    /// [`DEFAULT_MAX_DECOMPRESSED_SIZE`]; `usize::MAX` lifts the limit. Other clones of the
+    /// expression keep their own limit.
+    ///
+    /// ```
+    /// use powertools_core::{Error, jmespath::JmesPath};
+    /// # use base64::Engine as _;
+    /// # use std::io::Write as _;
+    /// use serde_json::json;
+    ///
+    /// let path = JmesPath::new("powertools_json(powertools_base64_gzip(data)).logGroup")?
+    ///     .with_max_decompressed_size(64 * 1024);
+    /// assert_eq!(path.max_decompressed_size(), 64 * 1024);
+    ///
+    /// // 1 MiB of log data, gzipped to a few kilobytes:
+    /// let logs = format!(r#"{{"logGroup": "/aws/lambda/orders", "pad": "{}"}}"#, " ".repeat(1 << 20));
+    /// # let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    /// # gzip.write_all(logs.as_bytes()).unwrap();
+    /// # let data = base64::engine::general_purpose::STANDARD.encode(gzip.finish().unwrap());
+    /// let error = path.search(&json!({ "data": data })).unwrap_err();
+    /// assert!(matches!(error, Error::DecompressedSizeExceeded { limit: 65536, .. }));
+    /// # Ok::<(), powertools_core::Error>(())
+    /// ```
+    #[must_use]
+    pub fn with_max_decompressed_size(mut self, bytes: usize) -> Self {
+        self.max_decompressed_size = bytes;
+        self
+    }
+
+    /// The most `powertools_base64_gzip` may decompress in one search of this expression, in
+    /// bytes.
+    pub fn max_decompressed_size(&self) -> usize {
+        self.max_decompressed_size
     }
 
     /// The expression, as written.
@@ -82,14 +155,26 @@ impl JmesPath {
     /// Evaluates the expression on `data`.
     ///
     /// # Errors
-    /// [`Error::JmesPathFailed`] when evaluation fails: a function given the wrong type, text
-    /// that is not JSON for `powertools_json`, invalid base64 or gzip, data that does not
-    /// serialize.
+    /// - [`Error::DecompressedSizeExceeded`] when `powertools_base64_gzip` would decompress more
+    ///   than [`max_decompressed_size`](Self::max_decompressed_size);
+    /// - [`Error::JmesPathFailed`] when evaluation fails otherwise: a function given the wrong
+    ///   type, text that is not JSON for `powertools_json`, invalid base64 or gzip, data that
+    ///   does not serialize.
     pub fn search<T: Serialize + ?Sized>(&self, data: &T) -> Result<Value, Error> {
-        let found = self
-            .expression
-            .search(data)
-            .map_err(|error| self.failed(error.reason.to_string()))?;
+        let found = if self.decompresses {
+            let budget = BudgetScope::enter(self.max_decompressed_size);
+            let found = self.expression.search(data);
+            if found.is_err() && budget.exceeded() {
+                return Err(Error::DecompressedSizeExceeded {
+                    expression: self.as_str().to_owned(),
+                    limit: self.max_decompressed_size,
+                });
+            }
+            found
+        } else {
+            self.expression.search(data)
+        }
+        .map_err(|error| self.failed(error.reason.to_string()))?;
         serde_json::to_value(&*found).map_err(|error| self.failed(error.to_string()))
     }
 
@@ -104,6 +189,47 @@ impl JmesPath {
 impl std::fmt::Debug for JmesPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("JmesPath").field(&self.as_str()).finish()
+    }
+}
+
+/// What `powertools_base64_gzip` may still produce in a search, and whether it was refused.
+#[derive(Debug, Clone, Copy)]
+struct GzipBudget {
+    remaining: usize,
+    exceeded: bool,
+}
+
+impl GzipBudget {
+    const fn new(limit: usize) -> Self {
+        Self {
+            remaining: limit,
+            exceeded: false,
+        }
+    }
+}
+
+/// The budget of one search on this thread; the previous one is restored when dropped, even
+/// on a panic.
+struct BudgetScope {
+    previous: GzipBudget,
+}
+
+impl BudgetScope {
+    fn enter(limit: usize) -> Self {
+        Self {
+            previous: GZIP_BUDGET.replace(GzipBudget::new(limit)),
+        }
+    }
+
+    /// Whether `powertools_base64_gzip` refused to pass the limit in this search.
+    fn exceeded(&self) -> bool {
+        GZIP_BUDGET.get().exceeded
+    }
+}
+
+impl Drop for BudgetScope {
+    fn drop(&mut self) {
+        GZIP_BUDGET.set(self.previous);
     }
 }
 
@@ -135,12 +261,61 @@ fn decode_base64(text: &str) -> Result<Variable, String> {
 }
 
 fn decode_base64_gzip(text: &str) -> Result<Variable, String> {
-    let compressed = base64_bytes("powertools_base64_gzip", text)?;
+    let compressed = base64_bytes(BASE64_GZIP, text)?;
+    let budget = GZIP_BUDGET.get();
     let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(compressed.as_slice())
-        .read_to_end(&mut bytes)
-        .map_err(|error| format!("powertools_base64_gzip: invalid gzip data: {error}"))?;
-    utf8("powertools_base64_gzip", bytes)
+    let fits = read_at_most(
+        // The slice is its own buffer: no copy through a `BufReader`.
+        flate2::bufread::GzDecoder::new(compressed.as_slice()),
+        budget.remaining,
+        &mut bytes,
+    )
+    .map_err(|error| format!("{BASE64_GZIP}: invalid gzip data: {error}"))?;
+    if !fits {
+        GZIP_BUDGET.set(GzipBudget {
+            exceeded: true,
+            ..budget
+        });
+        // `JmesPath::search` turns this into `Error::DecompressedSizeExceeded`.
+        return Err(format!(
+            "{BASE64_GZIP}: the decompressed data exceeds the {} bytes left of the search's limit",
+            budget.remaining
+        ));
+    }
+    GZIP_BUDGET.set(GzipBudget {
+        remaining: budget.remaining - bytes.len(),
+        ..budget
+    });
+    utf8(BASE64_GZIP, bytes)
+}
+
+/// Reads `reader` to its end into `out` (empty) and returns `true`, or returns `false` as soon
+/// as it has produced more than `limit` bytes. Reads at most `limit + 1` bytes, and `out` never
+/// grows past that: a gzip bomb is refused at the cost of the limit, not of its size.
+fn read_at_most(reader: impl Read, limit: usize, out: &mut Vec<u8>) -> io::Result<bool> {
+    let max = limit.saturating_add(1);
+    let mut reader = reader.take(u64::try_from(max).unwrap_or(u64::MAX));
+    let mut chunk = [0_u8; 8 * 1024];
+    loop {
+        let read = match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        let needed = out.len() + read;
+        if needed > out.capacity() {
+            // Amortized doubling, like `Vec`'s own, but never past `max`, which `take` keeps
+            // `needed` under.
+            let target = out
+                .capacity()
+                .saturating_mul(2)
+                .clamp(needed, max.max(needed));
+            out.reserve_exact(target - out.len());
+        }
+        out.extend_from_slice(&chunk[..read]);
+    }
+    Ok(out.len() <= limit)
 }
 
 fn base64_bytes(function: &str, text: &str) -> Result<Vec<u8>, String> {
@@ -275,6 +450,220 @@ mod tests {
             assert!(message.contains(expected), "{expression}: {message}");
             assert!(message.contains(expression), "{message}");
         }
+    }
+
+    /// `len` zeros, gzipped then base64-encoded: about a thousandth of `len`.
+    fn zeros_gzip_base64(len: usize) -> String {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let chunk = vec![0_u8; 1024 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            encoder.write_all(&chunk[..n]).unwrap();
+            left -= n;
+        }
+        base64::engine::general_purpose::STANDARD.encode(encoder.finish().unwrap())
+    }
+
+    /// 64 MiB of zeros in about 90 KB of base64, built once for the tests that need it.
+    fn gzip_bomb() -> &'static str {
+        static BOMB: LazyLock<String> = LazyLock::new(|| zeros_gzip_base64(64 * 1024 * 1024));
+        &BOMB
+    }
+
+    /// The error of a search expected to fail, without printing a large result if it does not.
+    fn search_error(key: &JmesPath, event: &Value) -> Error {
+        match key.search(event) {
+            Ok(found) => panic!(
+                "`{}` should have failed, found {} bytes of JSON",
+                key.as_str(),
+                found.to_string().len()
+            ),
+            Err(error) => error,
+        }
+    }
+
+    fn assert_too_large(error: &Error, expression: &str, expected_limit: usize) {
+        assert_eq!(error.error_type(), "JmesPathDecompressedSizeExceeded");
+        match error {
+            Error::DecompressedSizeExceeded {
+                expression: e,
+                limit,
+            } => {
+                assert_eq!(e, expression);
+                assert_eq!(*limit, expected_limit);
+            }
+            other => panic!("expected DecompressedSizeExceeded, got {other:?}"),
+        }
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("{expected_limit} bytes")),
+            "{message}"
+        );
+        assert!(message.contains("with_max_decompressed_size"), "{message}");
+    }
+
+    #[test]
+    fn the_default_limit_is_ten_mib() {
+        assert_eq!(DEFAULT_MAX_DECOMPRESSED_SIZE, 10 * 1024 * 1024);
+        let key = JmesPath::new("powertools_base64_gzip(data)").unwrap();
+        assert_eq!(key.max_decompressed_size(), DEFAULT_MAX_DECOMPRESSED_SIZE);
+    }
+
+    #[test]
+    fn a_gzip_bomb_fails_with_the_typed_error() {
+        let expression = "powertools_json(powertools_base64_gzip(data)).logGroup";
+        let key = JmesPath::new(expression).unwrap();
+        let error = search_error(&key, &json!({"data": gzip_bomb()}));
+        assert_too_large(&error, expression, DEFAULT_MAX_DECOMPRESSED_SIZE);
+    }
+
+    #[test]
+    fn decompression_stops_one_byte_past_the_limit() {
+        let compressed = base64::engine::general_purpose::STANDARD
+            .decode(gzip_bomb())
+            .unwrap();
+        let limit = 1024 * 1024;
+        let mut input = compressed.as_slice();
+        let mut output = Vec::new();
+        let fits = read_at_most(
+            flate2::bufread::GzDecoder::new(&mut input),
+            limit,
+            &mut output,
+        )
+        .unwrap();
+        assert!(!fits);
+        // The decoder was read one byte past the limit, not to the end of the 64 MiB...
+        assert_eq!(output.len(), limit + 1);
+        // ...nothing larger was ever allocated...
+        assert!(output.capacity() <= limit + 1, "{}", output.capacity());
+        // ...and the compressed input was read only as far as that byte: a sixty-fourth of it,
+        // give or take a block.
+        let consumed = compressed.len() - input.len();
+        assert!(
+            consumed < compressed.len() / 32,
+            "{consumed} of {} compressed bytes read",
+            compressed.len()
+        );
+    }
+
+    #[test]
+    fn a_payload_at_the_limit_decodes_and_one_byte_more_fails() {
+        let expression = "powertools_base64_gzip(data)";
+        for limit in [0, 1, 1000, DEFAULT_MAX_DECOMPRESSED_SIZE] {
+            let key = if limit == DEFAULT_MAX_DECOMPRESSED_SIZE {
+                JmesPath::new(expression).unwrap()
+            } else {
+                JmesPath::new(expression)
+                    .unwrap()
+                    .with_max_decompressed_size(limit)
+            };
+            let at_limit = "a".repeat(limit);
+            assert_eq!(
+                key.search(&json!({"data": gzip_base64(&at_limit)}))
+                    .unwrap(),
+                json!(at_limit),
+                "{limit}"
+            );
+            let over = "a".repeat(limit + 1);
+            let error = search_error(&key, &json!({"data": gzip_base64(&over)}));
+            assert_too_large(&error, expression, limit);
+        }
+    }
+
+    #[test]
+    fn a_custom_lower_limit_applies_to_that_expression_only() {
+        let expression = "powertools_json(powertools_base64_gzip(data)).logGroup";
+        let event = json!({"data": gzip_base64(r#"{"logGroup": "/aws/lambda/orders"}"#)});
+        let default = JmesPath::new(expression).unwrap();
+        let strict = default.clone().with_max_decompressed_size(16);
+        assert_eq!(strict.max_decompressed_size(), 16);
+        assert!(Arc::ptr_eq(&default.expression, &strict.expression));
+
+        assert_too_large(&search_error(&strict, &event), expression, 16);
+        assert_eq!(default.search(&event).unwrap(), json!("/aws/lambda/orders"));
+        // A failed search leaves nothing behind for the next one on the thread.
+        assert_eq!(default.search(&event).unwrap(), json!("/aws/lambda/orders"));
+        assert_too_large(&search_error(&strict, &event), expression, 16);
+    }
+
+    #[test]
+    fn a_higher_limit_lets_a_larger_payload_through() {
+        let big = "b".repeat(DEFAULT_MAX_DECOMPRESSED_SIZE + 1);
+        let event = json!({"data": gzip_base64(&big)});
+        let key = JmesPath::new("length(powertools_base64_gzip(data))").unwrap();
+        assert_eq!(
+            search_error(&key, &event).error_type(),
+            "JmesPathDecompressedSizeExceeded"
+        );
+        let relaxed = key.with_max_decompressed_size(usize::MAX);
+        assert_eq!(relaxed.search(&event).unwrap(), json!(big.len()));
+    }
+
+    #[test]
+    fn the_limit_bounds_everything_one_search_decompresses() {
+        // A projection calls the function once per record: the limit is on their total, or a
+        // batch of small bombs would get through one at a time.
+        let record = gzip_base64(&"r".repeat(400));
+        let event = json!({"records": [{"data": record}, {"data": record}, {"data": record}]});
+        let expression = "records[*].powertools_base64_gzip(data)";
+        let key = JmesPath::new(expression).unwrap();
+        let strict = key.clone().with_max_decompressed_size(1199);
+        assert_too_large(&search_error(&strict, &event), expression, 1199);
+        let exact = key.with_max_decompressed_size(1200);
+        // Each search starts with the whole budget.
+        for _ in 0..3 {
+            assert_eq!(exact.search(&event).unwrap().as_array().unwrap().len(), 3);
+        }
+    }
+
+    #[test]
+    fn truncated_or_corrupt_gzip_is_still_invalid_gzip() {
+        let engine = base64::engine::general_purpose::STANDARD;
+        let text = "x".repeat(5000) + &"y".repeat(5000);
+        let valid = engine.decode(gzip_base64(&text)).unwrap();
+        let truncated = &valid[..valid.len() / 2];
+        let mut bad_checksum = valid.clone();
+        let crc = bad_checksum.len() - 8;
+        bad_checksum[crc] ^= 0xff;
+        let mut bad_header = valid.clone();
+        bad_header[0] = 0;
+        let expression = "powertools_base64_gzip(data)";
+        for (name, bytes) in [
+            ("truncated", truncated.to_vec()),
+            ("bad checksum", bad_checksum),
+            ("bad header", bad_header),
+        ] {
+            for limit in [DEFAULT_MAX_DECOMPRESSED_SIZE, text.len()] {
+                let key = JmesPath::new(expression)
+                    .unwrap()
+                    .with_max_decompressed_size(limit);
+                let error = search_error(&key, &json!({"data": engine.encode(&bytes)}));
+                assert_eq!(error.error_type(), "JmesPathExpressionFailed", "{name}");
+                let message = error.to_string();
+                assert!(message.contains("invalid gzip data"), "{name}: {message}");
+                assert!(message.contains(expression), "{name}: {message}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_expressions_that_gunzip_carry_a_budget() {
+        assert!(
+            !JmesPath::new("powertools_json(body).id")
+                .unwrap()
+                .decompresses
+        );
+        assert!(
+            !JmesPath::new("powertools_base64(data)")
+                .unwrap()
+                .decompresses
+        );
+        assert!(
+            JmesPath::new("powertools_base64(powertools_base64_gzip(data))")
+                .unwrap()
+                .decompresses
+        );
     }
 
     #[test]

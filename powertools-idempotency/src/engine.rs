@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::num::NonZeroUsize;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -19,9 +20,24 @@ use crate::error::Error;
 use crate::key::{hash, idempotency_key, is_missing};
 use crate::persistence::{IdempotencyStore, PutOutcome, StoreError};
 use crate::record::{DataRecord, RecordState, Status, epoch};
+use crate::storable::check_storable;
 
 /// `MAX_RETRIES` of Powertools: an inconsistent answer from the store is retried twice.
 const MAX_ATTEMPTS: usize = 3;
+
+/// Lambda's longest timeout: a deadline further ahead than this did not come from Lambda.
+const LONGEST_INVOCATION: Duration = Duration::from_secs(15 * 60);
+
+/// How far past a deadline may be when the claim is written and still count as "0 ms left"
+/// (Powertools for Python #4759): the time it takes to get from the runtime to the claim.
+const PASSED_DEADLINE_GRACE: Duration = Duration::from_secs(1);
+
+/// Time kept back from the invocation's remaining time to report a store failure before Lambda
+/// stops the function, and the least time a store call is given.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(100);
+
+/// Whether the warning about an untrusted deadline was logged (once per process).
+static UNTRUSTED_DEADLINE_WARNED: AtomicBool = AtomicBool::new(false);
 
 /// The engine: a store, the settings and the local cache, shared by every clone.
 #[derive(Debug)]
@@ -51,6 +67,34 @@ pub(crate) enum Prepared {
     },
 }
 
+/// The invocation's deadline as the protocol may use it.
+#[derive(Debug, Clone, Copy)]
+enum Deadline {
+    /// A deadline Lambda could have sent: the in-progress record expires then, and store calls
+    /// end before it.
+    Trusted(SystemTime),
+    /// Missing, long past, or further ahead than any invocation lasts: the fallback window is
+    /// used, and store calls are bounded by the store timeout alone.
+    Untrusted,
+}
+
+impl Deadline {
+    fn at(deadline: SystemTime, now: SystemTime) -> Self {
+        let passed_long_ago = deadline
+            .checked_add(PASSED_DEADLINE_GRACE)
+            .is_none_or(|latest| latest < now);
+        let too_far_ahead = now
+            .checked_add(LONGEST_INVOCATION)
+            .is_some_and(|furthest| deadline > furthest);
+        if passed_long_ago || too_far_ahead {
+            Deadline::Untrusted
+        } else {
+            // A deadline passed within the grace counts as 0 ms left.
+            Deadline::Trusted(deadline.max(now))
+        }
+    }
+}
+
 enum Claimed<R> {
     Run(DataRecord),
     Replay(R),
@@ -73,23 +117,30 @@ impl<St: IdempotencyStore> Engine<St> {
     pub(crate) async fn run<R, E, Fut>(
         &self,
         context: &Context,
+        operation: &str,
         claim: Claim,
         handler: impl FnOnce() -> Fut,
     ) -> Result<R, Error<E>>
     where
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
         Fut: Future<Output = Result<R, E>>,
     {
-        let prepared = self.prepare(context, claim)?;
+        let prepared = self.prepare(context, operation, claim)?;
         self.execute(prepared, handler).await
     }
 
     /// What the invocation needs from its context, taken before anything is awaited, so that
     /// the layer's future holds neither the context nor a copy of it.
-    pub(crate) fn prepare<E>(&self, context: &Context, claim: Claim) -> Result<Prepared, Error<E>> {
+    pub(crate) fn prepare<E>(
+        &self,
+        context: &Context,
+        operation: &str,
+        claim: Claim,
+    ) -> Result<Prepared, Error<E>> {
         if self.settings.disabled {
             return Ok(Prepared::Bypass);
         }
+        check_operation(operation).map_err(Error::into_handler_error)?;
         let key_data = match claim.key_data {
             Some(data) if !is_missing(&data) => data,
             _ if self.settings.raise_on_missing_key => return Err(Error::KeyMissing),
@@ -101,7 +152,8 @@ impl<St: IdempotencyStore> Engine<St> {
             }
         };
         Ok(Prepared::Keyed {
-            key: self.key_for(context, key_data),
+            key: self.key_for(context, operation, key_data),
+            // Validation on with no data hashes `null`: missing compares like any value.
             payload_hash: claim.validation_data.as_ref().map(hash),
             deadline: Invocation::new(context).deadline(),
         })
@@ -114,7 +166,7 @@ impl<St: IdempotencyStore> Engine<St> {
         handler: impl FnOnce() -> Fut,
     ) -> Result<R, Error<E>>
     where
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
         Fut: Future<Output = Result<R, E>>,
     {
         let Prepared::Keyed {
@@ -125,37 +177,76 @@ impl<St: IdempotencyStore> Engine<St> {
         else {
             return handler().await.map_err(Error::Handler);
         };
+        let deadline = Deadline::at(deadline, SystemTime::now());
         let record = match self.claim(&key, deadline, payload_hash).await {
             Ok(Claimed::Run(record)) => record,
             Ok(Claimed::Replay(response)) => return Ok(response),
             Err(error) => return Err(error.into_handler_error()),
         };
-        self.execute_claimed(record, handler).await
+        self.execute_claimed(record, deadline, handler).await
     }
 
-    pub(crate) fn key_for(&self, context: &Context, key_data: Value) -> String {
+    pub(crate) fn key_for(&self, context: &Context, operation: &str, key_data: Value) -> String {
         let invocation = Invocation::new(context);
-        idempotency_key(
-            &self.key_prefix(&invocation),
-            invocation.tenant_id(),
-            key_data,
-        )
+        let prefix = self
+            .settings
+            .key_prefix
+            .as_deref()
+            .unwrap_or_else(|| invocation.function_name());
+        idempotency_key(prefix, operation, invocation.tenant_id(), key_data)
     }
 
-    fn key_prefix(&self, invocation: &Invocation<'_>) -> String {
-        if let Some(prefix) = &self.settings.key_prefix {
-            return prefix.clone();
+    /// The in-progress expiry of a claim written at `now`, in epoch milliseconds.
+    fn in_progress_expiry(&self, deadline: Deadline, now: SystemTime) -> i64 {
+        let until = match deadline {
+            // Zero milliseconds left is a valid deadline (Powertools for Python #4759).
+            Deadline::Trusted(deadline) => deadline.max(now),
+            Deadline::Untrusted => {
+                if !UNTRUSTED_DEADLINE_WARNED.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        fallback_secs = self.settings.in_progress_fallback.as_secs(),
+                        "The invocation's deadline is missing, long past or more than 15 minutes \
+                         ahead (Context::default(), or an emulator's relative deadline), so \
+                         in-progress idempotency records expire after the fallback window \
+                         instead (logged once per process)."
+                    );
+                }
+                now.checked_add(self.settings.in_progress_fallback)
+                    .unwrap_or(now)
+            }
+        };
+        epoch(until).1
+    }
+
+    /// Runs one store call within the store timeout and, with a trusted deadline, before it.
+    async fn bounded<T>(
+        &self,
+        deadline: Deadline,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let mut limit = self.settings.store_timeout;
+        if let Deadline::Trusted(deadline) = deadline {
+            let remaining = deadline
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            limit = limit.min(
+                remaining
+                    .saturating_sub(DEADLINE_MARGIN)
+                    .max(DEADLINE_MARGIN),
+            );
         }
-        match &self.settings.handler_name {
-            Some(handler) => format!("{}.{handler}", invocation.function_name()),
-            None => invocation.function_name().to_owned(),
+        match tokio::time::timeout(limit, call).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(StoreError::Backend(Box::new(StoreTimedOut {
+                after: limit,
+            }))),
         }
     }
 
-    async fn claim<R: DeserializeOwned>(
+    async fn claim<R: DeserializeOwned + 'static>(
         &self,
         key: &str,
-        deadline: SystemTime,
+        deadline: Deadline,
         payload_hash: Option<String>,
     ) -> Result<Claimed<R>, Error> {
         for _ in 0..MAX_ATTEMPTS {
@@ -165,26 +256,26 @@ impl<St: IdempotencyStore> Engine<St> {
                     .replay(cached, payload_hash.as_deref())
                     .map(Claimed::Replay);
             }
-            let (now_s, now_ms) = epoch(now);
-            let remaining = deadline.duration_since(now).unwrap_or(Duration::ZERO);
-            let remaining_ms = i64::try_from(remaining.as_millis()).unwrap_or(i64::MAX);
+            let (now_s, _) = epoch(now);
             let record = DataRecord {
                 key: key.to_owned(),
                 status: Status::InProgress,
                 expiry_timestamp: now_s.saturating_add(expires_after_secs(&self.settings)),
-                // Zero milliseconds left is a valid deadline (Powertools for Python #4759).
-                in_progress_expiry_timestamp: Some(now_ms.saturating_add(remaining_ms)),
+                in_progress_expiry_timestamp: Some(self.in_progress_expiry(deadline, now)),
                 response_data: None,
                 payload_hash: payload_hash.clone(),
             };
-            let existing = match self.store.put_in_progress(&record, now).await {
+            let put = self.store.put_in_progress(&record, now);
+            let existing = match self.bounded(deadline, put).await {
                 Ok(PutOutcome::Stored) => return Ok(Claimed::Run(record)),
                 Ok(PutOutcome::Exists(Some(existing))) => existing,
-                Ok(PutOutcome::Exists(None)) => match self.store.get(key).await {
-                    Ok(Some(existing)) => existing,
-                    Ok(None) => continue,
-                    Err(error) => return Err(store_error(error, "read the existing record")),
-                },
+                Ok(PutOutcome::Exists(None)) => {
+                    match self.bounded(deadline, self.store.get(key)).await {
+                        Ok(Some(existing)) => existing,
+                        Ok(None) => continue,
+                        Err(error) => return Err(store_error(error, "read the existing record")),
+                    }
+                }
                 Err(error) => return Err(store_error(error, "save the in-progress record")),
             };
             self.validate(&existing, payload_hash.as_deref())?;
@@ -207,71 +298,95 @@ impl<St: IdempotencyStore> Engine<St> {
         })
     }
 
+    /// A call with validation on matches only a record with the same validation hash: a record
+    /// written without validation data does not match one with it.
     fn validate(&self, record: &DataRecord, payload_hash: Option<&str>) -> Result<(), Error> {
-        match (payload_hash, record.payload_hash.as_deref()) {
-            (Some(expected), Some(stored)) if expected != stored => Err(Error::PayloadMismatch {
-                key: record.key.clone(),
-            }),
+        match payload_hash {
+            Some(expected) if record.payload_hash.as_deref() != Some(expected) => {
+                Err(Error::PayloadMismatch {
+                    key: record.key.clone(),
+                })
+            }
             _ => Ok(()),
         }
     }
 
-    fn replay<R: DeserializeOwned>(
+    fn replay<R: DeserializeOwned + 'static>(
         &self,
         record: DataRecord,
         payload_hash: Option<&str>,
     ) -> Result<R, Error> {
         self.validate(&record, payload_hash)?;
         let Some(text) = record.response_data.as_deref() else {
-            return Err(Error::InvalidRecord {
+            // Completed without a response: it could not be stored.
+            return Err(Error::ResponseNotStored {
                 key: record.key.clone(),
-                reason: "a completed record has no response".into(),
+                expires_at: record.expiry_timestamp,
             });
         };
-        let stored = |source| Error::Serialization {
-            what: "stored response",
-            source,
-        };
-        let Some(hook) = &self.settings.replay_hook else {
-            // No hook to show the JSON to: straight into the response type.
-            return serde_json::from_str(text).map_err(stored);
-        };
-        let mut response: Value = serde_json::from_str(text).map_err(stored)?;
-        hook(&mut response, &record);
-        serde_json::from_value(response).map_err(stored)
+        // Straight from the stored text into the response type, never through `Value`, which
+        // cannot hold integers beyond 64 bits.
+        let mut response: R =
+            serde_json::from_str(text).map_err(|source| Error::Serialization {
+                what: "stored response",
+                source,
+            })?;
+        if let Some(hook) = self
+            .settings
+            .replay_hook
+            .as_ref()
+            .and_then(|hook| hook.for_type::<R>())
+        {
+            hook(&mut response, &record);
+        }
+        Ok(response)
     }
 
     /// Runs the handler of a claimed key, then stores its response or deletes the claim.
     async fn execute_claimed<R, E, Fut>(
         &self,
         record: DataRecord,
+        deadline: Deadline,
         handler: impl FnOnce() -> Fut,
     ) -> Result<R, Error<E>>
     where
         R: Serialize,
         Fut: Future<Output = Result<R, E>>,
     {
-        let key = record.key.clone();
-        let outcome = AssertUnwindSafe(handler()).catch_unwind().await;
-        let failure = match outcome {
-            Ok(Ok(response)) => match self.complete(record, serialize_response(&response)).await {
-                Ok(()) => return Ok(response),
-                Err(error @ Error::ItemTooLarge { .. }) => error.into_handler_error(),
-                Err(error) => return Err(error.into_handler_error()),
-            },
+        // A panic while the handler builds its future (in a service's `call`, or in the closure
+        // given to `run`) must not leave the claim behind: delete it, then let the panic go on.
+        let future = match std::panic::catch_unwind(AssertUnwindSafe(handler)) {
+            Ok(future) => future,
+            Err(panic) => {
+                if let Err(error) = self.release(&record.key, deadline).await {
+                    tracing::error!(
+                        key = %record.key,
+                        error = %error,
+                        "the handler panicked before it started and deleting its in-progress \
+                         idempotency record failed: duplicates get AlreadyInProgress until it \
+                         expires"
+                    );
+                }
+                std::panic::resume_unwind(panic);
+            }
+        };
+        let failure = match AssertUnwindSafe(future).catch_unwind().await {
+            Ok(Ok(response)) => {
+                // Serialized before any await, so the response need not be `Sync` for the future
+                // to be `Send`.
+                let data = storable_response(&record, &response);
+                return match self.complete(record, data, deadline).await {
+                    Ok(()) => Ok(response),
+                    Err(error) => Err(error.into_handler_error()),
+                };
+            }
             Ok(Err(error)) => Error::Handler(error),
             Err(panic) => Error::HandlerPanicked {
                 message: panic_message(panic.as_ref()),
             },
         };
         // The handler failed: remove its claim so that a retry runs it again.
-        if let Some(cache) = &self.cache {
-            cache
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop(&key);
-        }
-        match self.store.delete(&key).await {
+        match self.release(&record.key, deadline).await {
             Ok(()) => Err(failure),
             Err(delete_error) => Err(Error::DeleteFailed {
                 error: Box::new(failure),
@@ -283,30 +398,57 @@ impl<St: IdempotencyStore> Engine<St> {
         }
     }
 
+    /// Deletes the claim of a failed handler, from the local cache and the store.
+    async fn release(&self, key: &str, deadline: Deadline) -> Result<(), StoreError> {
+        if let Some(cache) = &self.cache {
+            cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop(key);
+        }
+        self.bounded(deadline, self.store.delete(key)).await
+    }
+
+    /// Marks the record completed with the response, or without it when it cannot be stored
+    /// faithfully. The handler's side effects happened: the record is never deleted here.
     async fn complete(
         &self,
         mut record: DataRecord,
-        data: Result<String, Error>,
+        data: Result<String, String>,
+        deadline: Deadline,
     ) -> Result<(), Error> {
-        let data = data?;
-        let size = estimated_item_size(&record, &data);
-        if size > MAX_ITEM_SIZE {
-            return Err(Error::ItemTooLarge {
-                key: record.key,
-                size,
-                limit: MAX_ITEM_SIZE,
-            });
-        }
+        let in_progress_until = record.in_progress_expiry_timestamp.unwrap_or_default();
         let (now_s, _) = epoch(SystemTime::now());
         record.status = Status::Completed;
         record.expiry_timestamp = now_s.saturating_add(expires_after_secs(&self.settings));
-        record.response_data = Some(data);
-        self.store
-            .update(&record)
-            .await
-            .map_err(|error| store_error(error, "save the completed record"))?;
-        self.cache(&record);
-        Ok(())
+        record.response_data = match data {
+            Ok(data) => Some(data),
+            Err(reason) => {
+                warn_not_stored(&record.key, &reason);
+                None
+            }
+        };
+        let mut outcome = self.bounded(deadline, self.store.update(&record)).await;
+        if let Err(StoreError::ItemTooLarge { reason, .. }) = &outcome {
+            // The store measured it over the limit after all: complete without the response.
+            warn_not_stored(&record.key, reason);
+            record.response_data = None;
+            outcome = self.bounded(deadline, self.store.update(&record)).await;
+        }
+        match outcome {
+            Ok(()) => {
+                self.cache(&record);
+                Ok(())
+            }
+            Err(error) => Err(Error::NotCompleted {
+                key: record.key,
+                in_progress_until,
+                source: match error {
+                    StoreError::Backend(source) => source,
+                    other => Box::new(other),
+                },
+            }),
+        }
     }
 
     fn cached(&self, key: &str, now: SystemTime) -> Option<DataRecord> {
@@ -334,13 +476,59 @@ impl<St: IdempotencyStore> Engine<St> {
     }
 }
 
-// Serialized before any await, so the response need not be `Sync` for the future to be `Send`.
-fn serialize_response<R: Serialize>(response: &R) -> Result<String, Error> {
-    serde_json::to_string(response).map_err(|source| Error::Serialization {
-        what: "response",
-        source,
-    })
+/// The response as the JSON to store, or why it cannot be stored faithfully: a float that JSON
+/// cannot hold (serde_json would write `null`), a value serde_json refuses, or a record over the
+/// item size limit.
+fn storable_response<R: Serialize>(record: &DataRecord, response: &R) -> Result<String, String> {
+    check_storable(response)?;
+    let data = serde_json::to_string(response).map_err(|error| error.to_string())?;
+    let size = estimated_item_size(record, &data);
+    if size > MAX_ITEM_SIZE {
+        return Err(format!(
+            "the record would be about {size} bytes, over the {MAX_ITEM_SIZE}-byte item limit"
+        ));
+    }
+    Ok(data)
 }
+
+fn warn_not_stored(key: &str, reason: &str) {
+    tracing::warn!(
+        key,
+        reason,
+        "the handler succeeded but its response cannot be stored: the record is completed \
+         without it, this caller gets the response, and duplicates get \
+         IdempotencyResponseNotStoredError until the record expires"
+    );
+}
+
+/// An operation name is part of every key: `<prefix>.<operation>#<digest>`.
+fn check_operation(operation: &str) -> Result<(), Error> {
+    if operation.is_empty() || operation.contains('#') {
+        return Err(Error::Config(format!(
+            "the idempotency operation name {operation:?} must be non-empty and without `#`"
+        )));
+    }
+    Ok(())
+}
+
+/// A store call that did not finish within its bound.
+#[derive(Debug)]
+struct StoreTimedOut {
+    after: Duration,
+}
+
+impl std::fmt::Display for StoreTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "no answer within {} ms (the store timeout, bounded by the invocation's remaining \
+             time; see IdempotencyBuilder::store_timeout)",
+            self.after.as_millis()
+        )
+    }
+}
+
+impl std::error::Error for StoreTimedOut {}
 
 fn expires_after_secs(settings: &Settings) -> i64 {
     i64::try_from(settings.expires_after.as_secs()).unwrap_or(i64::MAX)
@@ -360,6 +548,10 @@ fn store_error(error: StoreError, operation: &'static str) -> Error {
     match error {
         StoreError::Backend(source) => Error::Persistence { operation, source },
         StoreError::InvalidRecord { key, reason } => Error::InvalidRecord { key, reason },
+        other @ StoreError::ItemTooLarge { .. } => Error::Persistence {
+            operation,
+            source: Box::new(other),
+        },
     }
 }
 

@@ -64,15 +64,27 @@ pub enum Error<E = Infallible> {
         /// The serde error.
         source: serde_json::Error,
     },
-    /// The response is too large to store (DynamoDB items are limited to 400 KB). The
-    /// in-progress record was deleted, so a retry runs the handler again.
-    ItemTooLarge {
+    /// A duplicate of a call that succeeded but whose response could not be stored: over the
+    /// store's item limit (DynamoDB: 400 KB), or not representable as JSON (NaN, ±Infinity, a
+    /// map with non-string keys). The handler's side effects happened once and are not run
+    /// again until the record expires; the first caller got the response.
+    ResponseNotStored {
         /// The idempotency key.
         key: String,
-        /// The size of the record that would have been written, in bytes.
-        size: usize,
-        /// The limit, in bytes.
-        limit: usize,
+        /// End of the idempotency window, in epoch seconds.
+        expires_at: i64,
+    },
+    /// The handler succeeded but the store failed to record its completion. The in-progress
+    /// record stays until `in_progress_until`: duplicates until then get
+    /// [`AlreadyInProgress`](Error::AlreadyInProgress), and a retry after it runs the handler
+    /// again (as in Powertools for Python).
+    NotCompleted {
+        /// The idempotency key.
+        key: String,
+        /// When the in-progress record stops blocking retries, in epoch milliseconds.
+        in_progress_until: i64,
+        /// The store's error.
+        source: BoxError,
     },
     /// The configuration is invalid; reported when the layer or store is built.
     Config(String),
@@ -81,7 +93,7 @@ pub enum Error<E = Infallible> {
         /// The panic message.
         message: String,
     },
-    /// The handler failed (or panicked, or its response was too large) and deleting its
+    /// The handler failed (or panicked) and deleting its
     /// in-progress record failed too: both errors are kept.
     DeleteFailed {
         /// The handler's failure.
@@ -128,9 +140,24 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
                     "could not serialize or deserialize the {what} as JSON: {source}"
                 )
             }
-            Error::ItemTooLarge { key, size, limit } => write!(
+            Error::ResponseNotStored { key, expires_at } => write!(
                 f,
-                "the response for idempotency key {key} is {size} bytes, over the {limit}-byte item limit"
+                "the first call with idempotency key {key} succeeded, but its response could not be \
+                 stored (over the item size limit, or not valid JSON); the handler does not run \
+                 again before the record expires at {} (epoch {expires_at})",
+                crate::record::rfc3339_seconds(*expires_at)
+            ),
+            Error::NotCompleted {
+                key,
+                in_progress_until,
+                source,
+            } => write!(
+                f,
+                "the handler succeeded but the idempotency store failed to save the completed \
+                 record for key {key}: {source}; the record stays in progress until {} (epoch ms \
+                 {in_progress_until}): duplicates before then get \
+                 IdempotencyAlreadyInProgressError, and a retry after it runs the handler again",
+                crate::record::rfc3339_millis(*in_progress_until)
             ),
             Error::Config(message) => write!(f, "invalid idempotency configuration: {message}"),
             Error::HandlerPanicked { message } => write!(f, "the handler panicked: {message}"),
@@ -150,9 +177,9 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
 impl<E: fmt::Debug + fmt::Display> std::error::Error for Error<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Persistence { source, .. } | Error::DeleteFailed { source, .. } => {
-                Some(source.as_ref())
-            }
+            Error::Persistence { source, .. }
+            | Error::DeleteFailed { source, .. }
+            | Error::NotCompleted { source, .. } => Some(source.as_ref()),
             Error::Serialization { source, .. } => Some(source),
             _ => None,
         }
@@ -172,7 +199,8 @@ impl<E> Error<E> {
             Error::InconsistentState { .. } => "IdempotencyInconsistentStateError",
             Error::InvalidRecord { .. } => "IdempotencyInvalidStatusError",
             Error::Serialization { .. } => "IdempotencySerializationError",
-            Error::ItemTooLarge { .. } => "IdempotencyItemTooLargeError",
+            Error::ResponseNotStored { .. } => "IdempotencyResponseNotStoredError",
+            Error::NotCompleted { .. } => "IdempotencyPersistenceLayerError",
             Error::Config(_) => "IdempotencyConfigurationError",
             Error::HandlerPanicked { .. } => "HandlerPanicked",
             Error::DeleteFailed { .. } => "IdempotencyPersistenceLayerError",
@@ -193,7 +221,18 @@ impl<E> Error<E> {
             Error::InconsistentState { key } => Error::InconsistentState { key },
             Error::InvalidRecord { key, reason } => Error::InvalidRecord { key, reason },
             Error::Serialization { what, source } => Error::Serialization { what, source },
-            Error::ItemTooLarge { key, size, limit } => Error::ItemTooLarge { key, size, limit },
+            Error::ResponseNotStored { key, expires_at } => {
+                Error::ResponseNotStored { key, expires_at }
+            }
+            Error::NotCompleted {
+                key,
+                in_progress_until,
+                source,
+            } => Error::NotCompleted {
+                key,
+                in_progress_until,
+                source,
+            },
             Error::Config(message) => Error::Config(message),
             Error::HandlerPanicked { message } => Error::HandlerPanicked { message },
             Error::DeleteFailed { error, source } => Error::DeleteFailed {

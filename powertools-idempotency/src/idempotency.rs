@@ -8,7 +8,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::config::{DEFAULT_LOCAL_CACHE_MAX_ITEMS, POWERTOOLS_IDEMPOTENCY_DISABLED, Settings};
+use crate::config::{
+    DEFAULT_LOCAL_CACHE_MAX_ITEMS, POWERTOOLS_IDEMPOTENCY_DISABLED, ReplayHook, Settings,
+};
 use crate::engine::{Claim, Engine};
 use crate::error::Error;
 use crate::key::to_json;
@@ -32,9 +34,9 @@ use crate::record::DataRecord;
 /// let context = TestContext::new().build();
 ///
 /// let charge = |payment_id: String| async move { Ok::<_, std::io::Error>(format!("charged {payment_id}")) };
-/// let first: String = idempotency.run(&context, "pay-1".to_owned(), charge).await?;
+/// let first: String = idempotency.run(&context, "charge", "pay-1".to_owned(), charge).await?;
 /// let replay: String = idempotency
-///     .run(&context, "pay-1".to_owned(), |_: String| async { unreachable!("not charged twice") })
+///     .run(&context, "charge", "pay-1".to_owned(), |_: String| async { unreachable!("not charged twice") })
 ///     .await
 ///     .map_err(|error: powertools_idempotency::Error<std::io::Error>| error)?;
 /// assert_eq!(first, replay);
@@ -68,26 +70,41 @@ impl<St: IdempotencyStore> Idempotency<St> {
     /// Runs `function(argument)` at most once per argument value within the window; a duplicate
     /// gets the first call's response (the same typed value) without running it.
     ///
-    /// The key is the argument's canonical JSON; `context` gives the in-progress deadline and the
-    /// tenant.
+    /// `operation` names what the function does (`"charge"`, `"send-receipt"`): it is part of the
+    /// key, so two operations given the same argument never share a record, and neither does
+    /// [`IdempotencyLayer`](crate::IdempotencyLayer) (its operation is
+    /// [`DEFAULT_LAYER_OPERATION`](crate::DEFAULT_LAYER_OPERATION) unless renamed). The name is a
+    /// string you write, not one derived from the call site or the function's path, so moving or
+    /// renaming code never changes keys; change it only to start a new set of records. It must be
+    /// non-empty and must not contain `#`.
+    ///
+    /// The key is the operation and the argument's canonical JSON; `context` gives the
+    /// in-progress deadline and the tenant.
     ///
     /// # Errors
     /// The function's own error as [`Error::Handler`], or what the idempotency protocol found
-    /// (already in progress, store failure, …).
+    /// (already in progress, store failure, …); [`Error::Config`] for an invalid operation name.
+    ///
+    /// # Panics
+    /// A panic in `function` (while it builds its future or while that future runs) deletes the
+    /// in-progress record first, so a retry runs it again. A panic inside the future is returned
+    /// as [`Error::HandlerPanicked`]; a panic in the closure itself, before any future exists, is
+    /// resumed.
     pub async fn run<A, R, E, F, Fut>(
         &self,
         context: &Context,
+        operation: &str,
         argument: A,
         function: F,
     ) -> Result<R, Error<E>>
     where
         A: Serialize,
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
         F: FnOnce(A) -> Fut,
         Fut: Future<Output = Result<R, E>>,
     {
         let key_data = to_json(&argument, "argument").map_err(Error::into_handler_error)?;
-        self.run_keyed(context, key_data, None, || function(argument))
+        self.run_keyed(context, operation, key_data, None, || function(argument))
             .await
     }
 
@@ -95,17 +112,21 @@ impl<St: IdempotencyStore> Idempotency<St> {
     /// validation data (a duplicate whose validation data differs gets
     /// [`Error::PayloadMismatch`]).
     ///
+    /// `None` as `validation_data` turns validation off for this call; to validate data that
+    /// may be absent, pass `Some(Value::Null)` for it.
+    ///
     /// # Errors
     /// As [`run`](Self::run).
     pub async fn run_keyed<R, E, F, Fut>(
         &self,
         context: &Context,
+        operation: &str,
         key_data: Value,
         validation_data: Option<Value>,
         function: F,
     ) -> Result<R, Error<E>>
     where
-        R: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<R, E>>,
     {
@@ -113,13 +134,15 @@ impl<St: IdempotencyStore> Idempotency<St> {
             key_data: Some(key_data),
             validation_data,
         };
-        self.engine.run(context, claim, function).await
+        self.engine.run(context, operation, claim, function).await
     }
 
-    /// The idempotency key that `key_data` gets in `context`'s invocation (for inspecting or
-    /// seeding records; the layer and [`run`](Self::run) compute it themselves).
-    pub fn key_for(&self, context: &Context, key_data: &Value) -> String {
-        self.engine.key_for(context, key_data.clone())
+    /// The idempotency key that `key_data` gets for `operation` in `context`'s invocation (for
+    /// inspecting or seeding records; the layer and [`run`](Self::run) compute it themselves).
+    /// The layer's operation is [`DEFAULT_LAYER_OPERATION`](crate::DEFAULT_LAYER_OPERATION)
+    /// unless renamed.
+    pub fn key_for(&self, context: &Context, operation: &str, key_data: &Value) -> String {
+        self.engine.key_for(context, operation, key_data.clone())
     }
 
     /// The store.
@@ -151,17 +174,36 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
         self
     }
 
-    /// Sets the key prefix explicitly, so that renaming the function or the handler never changes
-    /// the keys (default: the function name, then `.handler_name` if set).
+    /// Sets the key prefix explicitly, so that renaming or redeploying the function under another
+    /// name never changes the keys (default: the function name). Keys are
+    /// `<prefix>.<operation>#<digest>`.
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.settings.key_prefix = Some(prefix.into());
         self
     }
 
-    /// Adds a handler name to the default key prefix (`<function name>.<handler name>`), so that
-    /// two idempotent operations in one function never share keys.
-    pub fn handler_name(mut self, name: impl Into<String>) -> Self {
-        self.settings.handler_name = Some(name.into());
+    /// How long an in-progress record blocks duplicates when the invocation's deadline cannot be
+    /// trusted (default [`DEFAULT_IN_PROGRESS_FALLBACK`](crate::DEFAULT_IN_PROGRESS_FALLBACK),
+    /// 15 minutes: Lambda's longest timeout).
+    ///
+    /// The in-progress record normally expires at the invocation's deadline, so a retry after a
+    /// timeout runs again. A deadline that is missing (`Context::default()`), already more than
+    /// a second past when the claim is written, or more than 15 minutes ahead (an emulator's
+    /// relative value such as `600000`) would make it expire at once and let concurrent
+    /// duplicates all run; this window is used instead, and a warning is logged once per process.
+    pub fn in_progress_fallback(mut self, window: std::time::Duration) -> Self {
+        self.settings.in_progress_fallback = window;
+        self
+    }
+
+    /// The longest one store call may take (default
+    /// [`DEFAULT_STORE_TIMEOUT`](crate::DEFAULT_STORE_TIMEOUT), 10 s), SDK retries included.
+    /// Each call is also bounded by the invocation's remaining time less 100 ms (but given at
+    /// least 100 ms), so a hung store fails the invocation with a typed error before Lambda
+    /// stops it. Applies to any store, including a [`DynamoDbStore`](crate::DynamoDbStore) on a
+    /// client you configured yourself.
+    pub fn store_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.settings.store_timeout = timeout;
         self
     }
 
@@ -178,13 +220,38 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
         self.local_cache(DEFAULT_LOCAL_CACHE_MAX_ITEMS)
     }
 
-    /// Runs `hook` on replays only, on the stored response as JSON before it is deserialized
-    /// (for example to add an `x-idempotent-replay` header to an HTTP response).
-    pub fn on_replay(
+    /// Runs `hook` on replays only, on the replayed response of type `R` (for example to add an
+    /// `x-idempotent-replay` header to an HTTP response). It applies to the operations whose
+    /// response type is `R`, and not to others sharing this `Idempotency`.
+    ///
+    /// Unlike Powertools for Python's `response_hook`, it takes the typed response, not its
+    /// JSON, so a replay stays lossless (128-bit integers included) and the compiler checks the
+    /// fields it touches.
+    ///
+    /// ```
+    /// use powertools_core::testing::TestContext;
+    /// use powertools_idempotency::{Idempotency, InMemoryStore};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Receipt { id: String, replayed: bool }
+    ///
+    /// let idempotency = Idempotency::builder(InMemoryStore::new())
+    ///     .on_replay(|receipt: &mut Receipt, _record| receipt.replayed = true)
+    ///     .build()?;
+    /// let context = TestContext::new().build();
+    /// let issue = |id: String| async move { Ok::<_, std::io::Error>(Receipt { id, replayed: false }) };
+    /// let first = idempotency.run(&context, "receipt", "r-1".to_owned(), issue).await?;
+    /// let again = idempotency.run(&context, "receipt", "r-1".to_owned(), issue).await?;
+    /// assert!(!first.replayed && again.replayed);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn on_replay<R: 'static>(
         mut self,
-        hook: impl Fn(&mut Value, &DataRecord) + Send + Sync + 'static,
+        hook: impl Fn(&mut R, &DataRecord) + Send + Sync + 'static,
     ) -> Self {
-        self.settings.replay_hook = Some(Arc::new(hook));
+        self.settings.replay_hook = Some(Arc::new(ReplayHook::new(hook)));
         self
     }
 

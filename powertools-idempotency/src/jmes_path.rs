@@ -4,6 +4,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::{Error, KeyExtractor};
+#[cfg(doc)]
+use powertools_core::jmespath::DEFAULT_MAX_DECOMPRESSED_SIZE;
 
 /// Keys on (or validates against) what a JMESPath expression finds in the event's JSON.
 ///
@@ -16,6 +18,12 @@ use crate::{Error, KeyExtractor};
 /// `powertools_json(body).order_id` keys on a field of a JSON body whatever the client's
 /// whitespace; `powertools_base64` and `powertools_base64_gzip` decode. Unlike Powertools for
 /// Python, validation expressions get the Powertools functions too.
+///
+/// What `powertools_base64_gzip` may decompress for one event is limited, to
+/// [`DEFAULT_MAX_DECOMPRESSED_SIZE`] unless
+/// [`with_max_decompressed_size`](Self::with_max_decompressed_size) says otherwise, so that a
+/// gzip bomb in an event fails the invocation with [`Error::KeyExpression`] instead of
+/// exhausting the function's memory.
 ///
 /// ```
 /// use powertools_idempotency::{JmesPath, KeyExtractor};
@@ -33,7 +41,8 @@ use crate::{Error, KeyExtractor};
 pub struct JmesPath(powertools_core::jmespath::JmesPath);
 
 impl JmesPath {
-    /// Compiles `expression`.
+    /// Compiles `expression`, with the default decompression limit,
+    /// [`DEFAULT_MAX_DECOMPRESSED_SIZE`].
     ///
     /// # Errors
     /// [`Error::Config`] when it is not valid JMESPath.
@@ -41,6 +50,39 @@ impl JmesPath {
         powertools_core::jmespath::JmesPath::new(expression)
             .map(JmesPath)
             .map_err(|error| Error::Config(error.to_string()))
+    }
+
+    /// Limits what `powertools_base64_gzip` may decompress for one event to `bytes` (in total,
+    /// when the expression calls it more than once).
+    ///
+    /// Past the limit, decompression stops and the key extraction fails with
+    /// [`Error::KeyExpression`], naming the limit: the handler does not run. The default is
+    /// [`DEFAULT_MAX_DECOMPRESSED_SIZE`] (10 MiB); raise it for payloads that legitimately
+    /// decompress to more, lower it to bound the memory a key costs.
+    ///
+    /// ```
+    /// use powertools_idempotency::{JmesPath, KeyExtractor};
+    /// use serde_json::json;
+    ///
+    /// let key = JmesPath::new("powertools_json(powertools_base64_gzip(body)).order_id")?
+    ///     .with_max_decompressed_size(16);
+    /// assert_eq!(key.max_decompressed_size(), 16);
+    ///
+    /// // `{"order_id": "o-1"}`, 19 bytes once gunzipped.
+    /// let event = json!({"body": "H4sIAAAAAAACA6tWyi9KSS2Kz0xRslJQytc1VKoFAO44qsITAAAA"});
+    /// let error = key.extract(&event).unwrap_err();
+    /// assert_eq!(error.error_type(), "IdempotencyKeyExpressionError");
+    /// assert!(error.to_string().contains("limit of 16 bytes"));
+    /// # Ok::<(), powertools_idempotency::Error>(())
+    /// ```
+    #[must_use]
+    pub fn with_max_decompressed_size(self, bytes: usize) -> Self {
+        JmesPath(self.0.with_max_decompressed_size(bytes))
+    }
+
+    /// The most `powertools_base64_gzip` may decompress for one event, in bytes.
+    pub fn max_decompressed_size(&self) -> usize {
+        self.0.max_decompressed_size()
     }
 
     /// The expression, as written.
@@ -52,12 +94,22 @@ impl JmesPath {
     ///
     /// # Errors
     /// [`Error::KeyExpression`] when evaluation fails: a function given the wrong type, text
-    /// that is not JSON for `powertools_json`, invalid base64 or gzip.
+    /// that is not JSON for `powertools_json`, invalid base64 or gzip, more decompressed data
+    /// than [`max_decompressed_size`](Self::max_decompressed_size).
     pub fn search<T: Serialize + ?Sized>(&self, data: &T) -> Result<Value, Error> {
         self.0.search(data).map_err(|error| match error {
             powertools_core::Error::JmesPathFailed { expression, reason } => {
                 Error::KeyExpression { expression, reason }
             }
+            powertools_core::Error::DecompressedSizeExceeded {
+                expression, limit, ..
+            } => Error::KeyExpression {
+                expression,
+                reason: format!(
+                    "powertools_base64_gzip would decompress more than the limit of {limit} \
+                     bytes per event (raise it with `JmesPath::with_max_decompressed_size`)"
+                ),
+            },
             other => Error::KeyExpression {
                 expression: self.as_str().to_owned(),
                 reason: other.to_string(),
@@ -75,10 +127,21 @@ impl<T: Serialize> KeyExtractor<T> for JmesPath {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use lambda_runtime::{LambdaEvent, service_fn};
+    use powertools_core::jmespath::DEFAULT_MAX_DECOMPRESSED_SIZE;
+    use powertools_core::testing::TestContext;
     use serde_json::json;
+    use tower::{Service, ServiceBuilder, ServiceExt};
 
     use super::*;
-    use crate::is_missing;
+    use crate::{Idempotency, IdempotencyLayer, InMemoryStore, is_missing};
+
+    /// `{"order_id": "o-1"}` (19 bytes), gzipped and base64-encoded.
+    const ORDER_GZIP_BASE64: &str = "H4sIAAAAAAACA6tWyi9KSS2Kz0xRslJQytc1VKoFAO44qsITAAAA";
+    const ORDER_KEY: &str = "powertools_json(powertools_base64_gzip(body)).order_id";
 
     #[test]
     fn a_path_into_a_json_body_keys_on_the_field() {
@@ -109,5 +172,72 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.error_type(), "IdempotencyKeyExpressionError");
         assert!(error.to_string().contains("invalid JSON"), "{error}");
+    }
+
+    #[test]
+    fn the_default_decompression_limit_is_cores() {
+        let key = JmesPath::new(ORDER_KEY).unwrap();
+        assert_eq!(key.max_decompressed_size(), DEFAULT_MAX_DECOMPRESSED_SIZE);
+        let event = json!({ "body": ORDER_GZIP_BASE64 });
+        assert_eq!(key.extract(&event).unwrap(), Some(json!("o-1")));
+    }
+
+    #[test]
+    fn too_much_decompressed_data_is_a_key_expression_error_naming_the_limit() {
+        let event = json!({ "body": ORDER_GZIP_BASE64 });
+        let at_limit = JmesPath::new(ORDER_KEY)
+            .unwrap()
+            .with_max_decompressed_size(19);
+        assert_eq!(at_limit.extract(&event).unwrap(), Some(json!("o-1")));
+
+        let below = at_limit.with_max_decompressed_size(18);
+        assert_eq!(below.max_decompressed_size(), 18);
+        let error = below.extract(&event).unwrap_err();
+        assert_eq!(error.error_type(), "IdempotencyKeyExpressionError");
+        let Error::KeyExpression { expression, reason } = &error else {
+            panic!("expected KeyExpression, got {error:?}");
+        };
+        assert_eq!(expression, ORDER_KEY);
+        assert!(reason.contains("limit of 18 bytes"), "{reason}");
+        assert!(reason.contains("with_max_decompressed_size"), "{reason}");
+        // Said once, not wrapped in core's message.
+        assert_eq!(
+            error.to_string().matches("JMESPath expression").count(),
+            1,
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_handler_does_not_run_past_the_decompression_limit() {
+        let ran = Arc::new(AtomicBool::new(false));
+        let handler_ran = Arc::clone(&ran);
+        let idempotency = Idempotency::builder(InMemoryStore::new()).build().unwrap();
+        let mut handler = ServiceBuilder::new()
+            .layer(
+                IdempotencyLayer::new(idempotency).key(
+                    JmesPath::new(ORDER_KEY)
+                        .unwrap()
+                        .with_max_decompressed_size(8),
+                ),
+            )
+            .service(service_fn(move |_: LambdaEvent<Value>| {
+                let ran = Arc::clone(&handler_ran);
+                async move {
+                    ran.store(true, Ordering::SeqCst);
+                    Ok::<_, lambda_runtime::Error>("charged".to_owned())
+                }
+            }));
+        let event = TestContext::new().event(json!({ "body": ORDER_GZIP_BASE64 }));
+        let error = handler
+            .ready()
+            .await
+            .unwrap()
+            .call(event)
+            .await
+            .unwrap_err();
+        assert_eq!(error.error_type(), "IdempotencyKeyExpressionError");
+        assert!(error.to_string().contains("limit of 8 bytes"), "{error}");
+        assert!(!ran.load(Ordering::SeqCst));
     }
 }

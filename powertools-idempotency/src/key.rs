@@ -18,6 +18,14 @@ pub trait KeyExtractor<T>: Clone + Send + Sync + 'static {
     /// # Errors
     /// [`Error::Serialization`] when the event or the extracted value is not JSON-serializable.
     fn extract(&self, event: &T) -> Result<Option<Value>, Error>;
+
+    /// Whether this extractor extracts anything at all: `false` only for [`NoValidation`], which
+    /// turns payload validation off. When it is `true`, a `None` from
+    /// [`extract`](Self::extract) used for validation is validated as `null`, so a duplicate
+    /// whose validation data is missing never matches one whose data is present.
+    fn is_enabled(&self) -> bool {
+        true
+    }
 }
 
 /// Keys on the whole event, as Powertools does by default.
@@ -37,6 +45,10 @@ pub struct NoValidation;
 impl<T> KeyExtractor<T> for NoValidation {
     fn extract(&self, _event: &T) -> Result<Option<Value>, Error> {
         Ok(None)
+    }
+
+    fn is_enabled(&self) -> bool {
+        false
     }
 }
 
@@ -83,15 +95,21 @@ pub fn is_missing(data: &Value) -> bool {
 }
 
 /// Writes `value` as canonical JSON: object keys sorted by Unicode code point, no whitespace,
-/// strings escaped as `serde_json` escapes them, numbers as `serde_json` prints them.
+/// strings escaped as `serde_json` escapes them, and numbers by value: an integer, or a float
+/// with an integral value below 2^64 in magnitude (`1.0`, `1e3`, `-0`), is written as integer
+/// digits (`1`, `1000`, `0`); any other float as `serde_json` prints it (the shortest text that
+/// reads back as the same `f64`).
 ///
-/// The same data always gives the same text, whatever order its fields were written in, so it
-/// hashes to the same key. Keys are not portable to other Powertools runtimes, which hash their
-/// own JSON spellings with MD5.
+/// The same data always gives the same text, whatever order its fields were written in and
+/// however its numbers were spelled, so it hashes to the same key. Keys are not portable to
+/// other Powertools runtimes, which hash their own JSON spellings with MD5. Integers beyond 64
+/// bits in a `serde_json::Value` event were already read as `f64` by serde_json before this
+/// crate sees them (two such ids can collapse into one key): key on a string, or on a typed
+/// event field, for ids that large.
 ///
 /// ```
 /// use powertools_idempotency::canonical_json;
-/// let value = serde_json::json!({"b": [1, {"d": true, "c": null}], "a": "x"});
+/// let value = serde_json::json!({"b": [1.0, {"d": true, "c": null}], "a": "x"});
 /// assert_eq!(canonical_json(&value), r#"{"a":"x","b":[1,{"c":null,"d":true}]}"#);
 /// ```
 pub fn canonical_json(value: &Value) -> String {
@@ -129,8 +147,33 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
             }
             out.push(b'}');
         }
+        Value::Number(number) => write_number(number, out),
         scalar => write_scalar(scalar, out),
     }
+}
+
+/// 2^63 and 2^64 as `f64`, exactly.
+const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
+
+/// Writes a number by value: integral floats below 2^64 in magnitude as integer digits, so that
+/// `-0`, `0`, `0.0` and `1.0`, `1` give the same key.
+fn write_number(number: &serde_json::Number, out: &mut Vec<u8>) {
+    if let Some(float) = number.as_f64().filter(|_| number.is_f64()) {
+        // `as` is exact here: the value is integral and within the target type's range.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        if float.fract() == 0.0 {
+            if float.abs() < TWO_POW_63 {
+                write_scalar(&(float as i64), out);
+                return;
+            }
+            if float > 0.0 && float < TWO_POW_64 {
+                write_scalar(&(float as u64), out);
+                return;
+            }
+        }
+    }
+    write_scalar(number, out);
 }
 
 /// Appends a string, number, bool or null as `serde_json` writes it, with no allocation.
@@ -156,17 +199,24 @@ fn hex(bytes: &[u8]) -> String {
     out
 }
 
-/// The idempotency key `<prefix>#<digest>` for `data`.
+/// The idempotency key `<prefix>.<operation>#<digest>` for `data`.
 ///
 /// With a tenant id (Lambda tenant isolation) the digest covers `{"key": data, "tenant_id": id}`,
 /// so one tenant can never be served another tenant's stored response.
-pub(crate) fn idempotency_key(prefix: &str, tenant_id: Option<&str>, data: Value) -> String {
+pub(crate) fn idempotency_key(
+    prefix: &str,
+    operation: &str,
+    tenant_id: Option<&str>,
+    data: Value,
+) -> String {
     let digest = match tenant_id {
         None => hash(&data),
         Some(tenant_id) => hash(&serde_json::json!({ "key": data, "tenant_id": tenant_id })),
     };
-    let mut key = String::with_capacity(prefix.len() + 1 + digest.len());
+    let mut key = String::with_capacity(prefix.len() + operation.len() + 2 + digest.len());
     key.push_str(prefix);
+    key.push('.');
+    key.push_str(operation);
     key.push('#');
     key.push_str(&digest);
     key
@@ -187,25 +237,50 @@ mod tests {
             r#"{ "items": [{"a": 2, "b": 1}], "amount": 12.5, "order_id": "o-1" }"#,
         )
         .unwrap();
-        assert_eq!(idempotency_key("f", None, a), idempotency_key("f", None, b));
+        assert_eq!(
+            idempotency_key("f", "op", None, a),
+            idempotency_key("f", "op", None, b)
+        );
     }
 
     #[test]
-    fn the_key_is_the_prefix_and_the_sha256_of_the_canonical_json() {
+    fn the_key_is_the_prefix_the_operation_and_the_sha256_of_the_canonical_json() {
         // printf '%s' '{"a":1}' | sha256sum
         assert_eq!(
-            idempotency_key("orders-api", None, json!({"a": 1})),
-            "orders-api#015abd7f5cc57a2dd94b7590f04ad8084273905ee33ec5cebeae62276a97f862"
+            idempotency_key("orders-api", "handler", None, json!({"a": 1.0})),
+            "orders-api.handler#015abd7f5cc57a2dd94b7590f04ad8084273905ee33ec5cebeae62276a97f862"
         );
+    }
+
+    #[test]
+    fn numbers_are_written_by_value() {
+        let cases = [
+            ("-0", "0"),
+            ("-0.0", "0"),
+            ("0.0", "0"),
+            ("1e3", "1000"),
+            ("-12.0", "-12"),
+            ("12.5", "12.5"),
+            ("9007199254740993", "9007199254740993"),
+            ("18446744073709551615", "18446744073709551615"),
+            ("-9223372036854775808", "-9223372036854775808"),
+            ("1e19", "10000000000000000000"),
+            ("1e20", "1e+20"),
+            ("1.5e-7", "1.5e-7"),
+        ];
+        for (text, canonical) in cases {
+            let value: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(canonical_json(&value), canonical, "{text}");
+        }
     }
 
     #[test]
     fn tenants_get_different_keys_for_the_same_data() {
         let data = json!({"order_id": "o-1"});
-        let a = idempotency_key("f", Some("tenant-a"), data.clone());
-        let b = idempotency_key("f", Some("tenant-b"), data.clone());
+        let a = idempotency_key("f", "op", Some("tenant-a"), data.clone());
+        let b = idempotency_key("f", "op", Some("tenant-b"), data.clone());
         assert_ne!(a, b);
-        assert_ne!(a, idempotency_key("f", None, data));
+        assert_ne!(a, idempotency_key("f", "op", None, data));
     }
 
     #[test]

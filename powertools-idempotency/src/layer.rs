@@ -1,9 +1,11 @@
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use futures_util::future::BoxFuture;
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tower::{Layer, Service};
 
 use crate::engine::Claim;
@@ -57,6 +59,7 @@ use crate::persistence::IdempotencyStore;
 #[derive(Debug)]
 pub struct IdempotencyLayer<St, K = WholeEvent, V = NoValidation> {
     idempotency: Idempotency<St>,
+    operation: Arc<str>,
     key: K,
     validation: V,
 }
@@ -65,6 +68,7 @@ impl<St, K: Clone, V: Clone> Clone for IdempotencyLayer<St, K, V> {
     fn clone(&self) -> Self {
         IdempotencyLayer {
             idempotency: self.idempotency.clone(),
+            operation: self.operation.clone(),
             key: self.key.clone(),
             validation: self.validation.clone(),
         }
@@ -72,10 +76,12 @@ impl<St, K: Clone, V: Clone> Clone for IdempotencyLayer<St, K, V> {
 }
 
 impl<St: IdempotencyStore> IdempotencyLayer<St> {
-    /// A layer keyed on the whole event, without payload validation.
+    /// A layer keyed on the whole event, without payload validation, under the operation name
+    /// [`DEFAULT_LAYER_OPERATION`](crate::DEFAULT_LAYER_OPERATION).
     pub fn new(idempotency: Idempotency<St>) -> Self {
         IdempotencyLayer {
             idempotency,
+            operation: Arc::from(crate::DEFAULT_LAYER_OPERATION),
             key: WholeEvent,
             validation: NoValidation,
         }
@@ -83,11 +89,22 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
 }
 
 impl<St, K, V> IdempotencyLayer<St, K, V> {
+    /// Names the operation this layer makes idempotent (default
+    /// [`DEFAULT_LAYER_OPERATION`](crate::DEFAULT_LAYER_OPERATION), `"handler"`). The name is
+    /// part of every key, as the operation name of [`Idempotency::run`] is, so records of this
+    /// layer and of `run` calls on the same [`Idempotency`] never mix. Non-empty, without `#`
+    /// (checked on each call: [`Error::Config`]).
+    pub fn operation(mut self, name: impl Into<String>) -> Self {
+        self.operation = Arc::from(name.into());
+        self
+    }
+
     /// Keys on what `extractor` finds in the event, for example a [`JmesPath`](crate::JmesPath)
     /// expression: `.key(JmesPath::new("powertools_json(body).order_id")?)`.
     pub fn key<K2>(self, extractor: K2) -> IdempotencyLayer<St, K2, V> {
         IdempotencyLayer {
             idempotency: self.idempotency,
+            operation: self.operation,
             key: extractor,
             validation: self.validation,
         }
@@ -102,13 +119,16 @@ impl<St, K, V> IdempotencyLayer<St, K, V> {
     pub fn validation<V2>(self, extractor: V2) -> IdempotencyLayer<St, K, V2> {
         IdempotencyLayer {
             idempotency: self.idempotency,
+            operation: self.operation,
             key: self.key,
             validation: extractor,
         }
     }
 
     /// Validates duplicates against what a typed closure returns for the event: a duplicate whose
-    /// value differs from the first call's gets [`Error::PayloadMismatch`].
+    /// value differs from the first call's gets [`Error::PayloadMismatch`]. `None` is validated
+    /// as a value of its own: a duplicate with data never matches a first call without, and the
+    /// other way round.
     pub fn validate_from<F>(self, extract: F) -> IdempotencyLayer<St, K, FromFn<F>> {
         self.validation(FromFn(extract))
     }
@@ -161,8 +181,13 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let engine = self.layer.idempotency.engine.clone();
+        let validation = &self.layer.validation;
         let claim = self.layer.key.extract(&event.payload).and_then(|key_data| {
-            let validation_data = self.layer.validation.extract(&event.payload)?;
+            let validation_data = if validation.is_enabled() {
+                Some(validation.extract(&event.payload)?.unwrap_or(Value::Null))
+            } else {
+                None
+            };
             Ok(Claim {
                 key_data,
                 validation_data,
@@ -170,7 +195,7 @@ where
         });
         let prepared = claim
             .map_err(Error::into_handler_error)
-            .and_then(|claim| engine.prepare(&event.context, claim));
+            .and_then(|claim| engine.prepare(&event.context, &self.layer.operation, claim));
         Box::pin(async move { engine.execute(prepared?, move || inner.call(event)).await })
     }
 }

@@ -106,10 +106,12 @@ mod key;
 mod layer;
 mod persistence;
 mod record;
+mod storable;
 
 pub use config::{
-    DEFAULT_EXPIRES_AFTER, DEFAULT_LOCAL_CACHE_MAX_ITEMS, MAX_ITEM_SIZE,
-    POWERTOOLS_IDEMPOTENCY_DISABLED, ReplayHook,
+    DEFAULT_EXPIRES_AFTER, DEFAULT_IN_PROGRESS_FALLBACK, DEFAULT_LAYER_OPERATION,
+    DEFAULT_LOCAL_CACHE_MAX_ITEMS, DEFAULT_STORE_TIMEOUT, MAX_ITEM_SIZE,
+    POWERTOOLS_IDEMPOTENCY_DISABLED,
 };
 pub use error::{BoxError, Error};
 pub use idempotency::{Idempotency, IdempotencyBuilder};
@@ -118,6 +120,6 @@ pub use jmes_path::JmesPath;
 pub use key::{FromFn, KeyExtractor, NoValidation, WholeEvent, canonical_json, is_missing};
 pub use layer::{IdempotencyLayer, IdempotencyService};
 #[cfg(feature = "dynamodb")]
-pub use persistence::{DynamoDbStore, DynamoDbStoreBuilder};
+pub use persistence::{DynamoDbError, DynamoDbStore, DynamoDbStoreBuilder};
 pub use persistence::{IdempotencyStore, InMemoryStore, PutOutcome, StoreError};
 pub use record::{DataRecord, RecordState, Status};

@@ -110,6 +110,19 @@ pub(crate) fn epoch(time: SystemTime) -> (i64, i64) {
     (secs, millis)
 }
 
+/// `epoch_s` as an RFC 3339 UTC time, for error messages.
+pub(crate) fn rfc3339_seconds(epoch_s: i64) -> String {
+    rfc3339_millis(epoch_s.saturating_mul(1000))
+}
+
+/// `epoch_ms` as an RFC 3339 UTC time with milliseconds, for error messages.
+pub(crate) fn rfc3339_millis(epoch_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(epoch_ms).map_or_else(
+        || format!("epoch ms {epoch_ms}"),
+        |time| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -137,7 +137,7 @@ async fn the_replay_hook_runs_on_replays_only() {
     let hooked = Arc::new(AtomicUsize::new(0));
     let seen = hooked.clone();
     let idempotency = Idempotency::builder(CountingStore::default())
-        .on_replay(move |response, record| {
+        .on_replay(move |response: &mut Value, record| {
             seen.fetch_add(1, Ordering::SeqCst);
             assert_eq!(record.status, Status::Completed);
             response["replayed"] = json!(true);
@@ -161,7 +161,7 @@ async fn a_failed_delete_keeps_the_handler_error_too() {
     };
     let idempotency = Idempotency::builder(store).env(no_env()).build().unwrap();
     let error = idempotency
-        .run(&TestContext::new().build(), "pay-1", |_| async {
+        .run(&TestContext::new().build(), "charge", "pay-1", |_| async {
             Err::<(), _>(std::io::Error::other("card declined"))
         })
         .await
@@ -192,9 +192,9 @@ async fn zero_milliseconds_left_is_still_a_deadline() {
     let context = TestContext::new()
         .with_remaining_time(Duration::ZERO)
         .build();
-    let key = idempotency.key_for(&context, &json!("k"));
+    let key = idempotency.key_for(&context, "late", &json!("k"));
     let observed = idempotency
-        .run(&context, "k", |_| {
+        .run(&context, "late", "k", |_| {
             // What the store holds while the handler runs.
             let record = store.record(&key).map(|record| {
                 (
@@ -215,18 +215,47 @@ async fn zero_milliseconds_left_is_still_a_deadline() {
 }
 
 #[tokio::test]
-async fn the_key_prefix_defaults_to_the_function_and_handler_names() {
+async fn the_key_is_the_function_name_then_the_operation() {
     let idempotency = Idempotency::builder(InMemoryStore::new())
-        .handler_name("charge")
         .env(no_env())
         .build()
         .unwrap();
     let context = TestContext::new().with_function_name("payments").build();
     assert!(
         idempotency
-            .key_for(&context, &json!(1))
+            .key_for(&context, "charge", &json!(1))
             .starts_with("payments.charge#")
     );
+    let prefixed = Idempotency::builder(InMemoryStore::new())
+        .key_prefix("stable")
+        .env(no_env())
+        .build()
+        .unwrap();
+    assert!(
+        prefixed
+            .key_for(&context, "handler", &json!(1))
+            .starts_with("stable.handler#")
+    );
+}
+
+#[tokio::test]
+async fn an_operation_name_that_could_forge_a_key_is_refused() {
+    let idempotency = Idempotency::builder(InMemoryStore::new())
+        .env(no_env())
+        .build()
+        .unwrap();
+    for operation in ["", "charge#abc"] {
+        let error = idempotency
+            .run(&TestContext::new().build(), operation, 1, |_| async {
+                Ok::<_, std::io::Error>(())
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, Error::Config(_)),
+            "{operation:?}: {error:?}"
+        );
+    }
 }
 
 #[tokio::test]

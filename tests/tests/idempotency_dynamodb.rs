@@ -146,9 +146,11 @@ async fn stored_item(fixture: &Fixture, key: &str) -> Option<HashMap<String, Att
 }
 
 fn key_of(fixture: &Fixture, payment_id: &str) -> String {
-    fixture
-        .idempotency
-        .key_for(&TestContext::new().build(), &json!(payment_id))
+    fixture.idempotency.key_for(
+        &TestContext::new().build(),
+        powertools_idempotency::DEFAULT_LAYER_OPERATION,
+        &json!(payment_id),
+    )
 }
 
 fn now() -> (i64, i64) {
@@ -251,7 +253,10 @@ async fn a_local_cache_hit_makes_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_keys_called_fifty_times_each_at_once_execute_twenty_times() {
-    let Some(fixture) = fixture(|builder| builder).await else {
+    // moto handles one request at a time: a thousand queued claims can take longer than the
+    // default store timeout, and a claim that times out after moto applied it would hold its key.
+    let Some(fixture) = fixture(|builder| builder.store_timeout(Duration::from_secs(120))).await
+    else {
         return;
     };
     let executions = Arc::new(AtomicUsize::new(0));
@@ -381,9 +386,24 @@ async fn a_panicking_handler_is_reported_and_the_retry_executes() {
 
 #[tokio::test]
 async fn an_in_progress_record_blocks_until_its_invocation_deadline_then_is_taken_over() {
-    let Some((fixture, executions, mut service)) = payment_fixture().await else {
+    let Some(fixture) = fixture(|builder| builder).await else {
         return;
     };
+    // Keyed on the payment id without validation: the seeded records carry no validation hash.
+    let executions = Arc::new(AtomicUsize::new(0));
+    let counted = executions.clone();
+    let mut service = keyed_on_payment_id(&fixture.idempotency).layer(service_fn(
+        move |event: LambdaEvent<Payment>| {
+            let charge_number = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                Ok::<_, lambda_runtime::Error>(Receipt {
+                    payment_id: event.payload.payment_id,
+                    charged_cents: event.payload.amount_cents,
+                    charge_number,
+                })
+            }
+        },
+    ));
     let (now_s, now_ms) = now();
 
     // A live invocation holds pay-5: the duplicate is told to retry later.
@@ -396,7 +416,9 @@ async fn an_in_progress_record_blocks_until_its_invocation_deadline_then_is_take
         None,
     )
     .await;
-    let error = call(&mut service, payment("pay-5", 1)).await.unwrap_err();
+    let error = invoke(&mut service, TestContext::new().event(payment("pay-5", 1)))
+        .await
+        .unwrap_err();
     assert!(
         matches!(error, Error::AlreadyInProgress { .. }),
         "{error:?}"
@@ -416,7 +438,9 @@ async fn an_in_progress_record_blocks_until_its_invocation_deadline_then_is_take
         None,
     )
     .await;
-    let receipt = call(&mut service, payment("pay-6", 1)).await.unwrap();
+    let receipt = invoke(&mut service, TestContext::new().event(payment("pay-6", 1)))
+        .await
+        .unwrap();
     assert_eq!(receipt.payment_id, "pay-6");
     assert_eq!(executions.load(Ordering::SeqCst), 1);
 }
@@ -561,35 +585,135 @@ async fn a_malformed_stored_record_is_a_typed_error() {
 }
 
 #[tokio::test]
-async fn a_response_over_the_item_limit_is_refused_and_leaves_no_record() {
+async fn a_response_that_cannot_be_stored_is_returned_once_and_never_executes_again() {
     let Some(fixture) = fixture(|builder| builder).await else {
         return;
     };
     let executions = Arc::new(AtomicUsize::new(0));
     let counted = executions.clone();
+    // The response echoes the input: an attacker controls its size, or a computed ratio is NaN.
     let mut service = keyed_on_payment_id(&fixture.idempotency).layer(service_fn(
-        move |_: LambdaEvent<Payment>| {
+        move |event: LambdaEvent<Payment>| {
             counted.fetch_add(1, Ordering::SeqCst);
-            async { Ok::<_, lambda_runtime::Error>("x".repeat(500 * 1024)) }
+            async move {
+                let payload = event.payload;
+                let (echo, ratio) = match payload.amount_cents {
+                    0 => ("x".repeat(500 * 1024), 1.0),
+                    _ => (payload.payment_id.clone(), f64::NAN),
+                };
+                Ok::<_, lambda_runtime::Error>((echo, Some(ratio)))
+            }
         },
     ));
 
-    for _ in 0..2 {
-        let error = invoke(&mut service, TestContext::new().event(payment("pay-12", 1)))
+    for (id, amount) in [("pay-12", 0), ("pay-13", 1)] {
+        let first = invoke(&mut service, TestContext::new().event(payment(id, amount)))
             .await
-            .unwrap_err();
-        assert!(matches!(error, Error::ItemTooLarge { .. }), "{error:?}");
-        assert!(
-            stored_item(&fixture, &key_of(&fixture, "pay-12"))
+            .expect("the first caller gets its response");
+        assert!(first.0.len() == 500 * 1024 || first.1.is_some_and(f64::is_nan));
+        let item = stored_item(&fixture, &key_of(&fixture, id))
+            .await
+            .expect("the record is kept, never deleted");
+        assert_eq!(item["status"], AttributeValue::S("COMPLETED".into()));
+        assert!(!item.contains_key("data"), "no response stored for {id}");
+        for _ in 0..2 {
+            let error = invoke(&mut service, TestContext::new().event(payment(id, amount)))
                 .await
-                .is_none()
-        );
+                .unwrap_err();
+            assert!(
+                matches!(error, Error::ResponseNotStored { .. }),
+                "{error:?}"
+            );
+            assert_eq!(
+                lambda_runtime::Diagnostic::from(error).error_type,
+                "IdempotencyResponseNotStoredError"
+            );
+        }
     }
     assert_eq!(
         executions.load(Ordering::SeqCst),
         2,
-        "the retry was not blocked"
+        "each payment executed once"
     );
+}
+
+#[tokio::test]
+async fn computed_floats_replay_bit_for_bit_through_dynamodb() {
+    let Some(fixture) = fixture(|builder| builder).await else {
+        return;
+    };
+    let context = TestContext::new().build();
+    let prices: Vec<f64> = (0..2_000u32)
+        .map(|i| f64::from(i) * 1.0001 / 7.3 + 1000.0)
+        .collect();
+    let expected = prices.clone();
+    let first: Vec<f64> = fixture
+        .idempotency
+        .run(&context, "price", "basket-1", |_| async move {
+            Ok::<_, std::io::Error>(prices)
+        })
+        .await
+        .unwrap();
+    let replay: Vec<f64> = fixture
+        .idempotency
+        .run(&context, "price", "basket-1", |_| async {
+            Err(std::io::Error::other("must not run twice"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(first, expected);
+    let off = expected
+        .iter()
+        .zip(&replay)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    assert_eq!(off, 0, "{off} of {} replayed off", expected.len());
+}
+
+/// 1000 concurrent duplicates, each through its own clone of the service made ready and called
+/// as `lambda_runtime::run_concurrent` does, with a context whose deadline can't be trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_concurrent_duplicates_through_cloned_services_execute_once() {
+    // As above: moto's one-at-a-time queue is slower than DynamoDB.
+    let Some(fixture) = fixture(|builder| builder.store_timeout(Duration::from_secs(120))).await
+    else {
+        return;
+    };
+    let executions = Arc::new(AtomicUsize::new(0));
+    let counted = executions.clone();
+    let service = keyed_on_payment_id(&fixture.idempotency).layer(service_fn(
+        move |event: LambdaEvent<Payment>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok::<_, lambda_runtime::Error>(event.payload.payment_id)
+            }
+        },
+    ));
+    let contexts = [
+        lambda_runtime::Context::default(),
+        TestContext::new().with_deadline_ms(600_000).build(),
+    ];
+    for (round, context) in contexts.into_iter().enumerate() {
+        let id = format!("storm-{round}");
+        let calls = (0..1000).map(|_| {
+            let mut service = service.clone();
+            let event = LambdaEvent::new(payment(&id, 1), context.clone());
+            tokio::spawn(async move { service.ready().await?.call(event).await })
+        });
+        for result in futures_util::future::join_all(calls).await {
+            match result.expect("no task panicked") {
+                Ok(response) => assert_eq!(response, id),
+                Err(Error::AlreadyInProgress { .. }) => {}
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            executions.load(Ordering::SeqCst),
+            round + 1,
+            "round {round}: one execution for 1000 duplicates"
+        );
+    }
 }
 
 #[tokio::test]
@@ -605,16 +729,16 @@ async fn falsy_responses_replay_as_the_same_typed_values() {
         value: R,
     ) -> (R, R)
     where
-        R: Serialize + serde::de::DeserializeOwned + Clone,
+        R: Serialize + serde::de::DeserializeOwned + Clone + 'static,
     {
         let first = idempotency
-            .run(context, key.to_owned(), |_| async {
+            .run(context, "falsy", key.to_owned(), |_| async {
                 Ok::<_, std::io::Error>(value.clone())
             })
             .await
             .unwrap();
         let replay = idempotency
-            .run(context, key.to_owned(), |_| async {
+            .run(context, "falsy", key.to_owned(), |_| async {
                 Err::<R, _>(std::io::Error::other("must not run"))
             })
             .await
@@ -655,7 +779,7 @@ async fn the_store_primitives_round_trip_a_record() {
     let store = fixture.idempotency.store();
     let (now_s, now_ms) = now();
     let record = powertools_idempotency::DataRecord {
-        key: "payments#primitive".into(),
+        key: "payments.primitive#1".into(),
         status: Status::InProgress,
         expiry_timestamp: now_s + 60,
         in_progress_expiry_timestamp: Some(now_ms + 1_000),

@@ -36,7 +36,7 @@ async fn bake<St: IdempotencyStore>(
 ) -> Result<(), String> {
     let order = record.body;
     idempotency
-        .run(context, record.message_id, |_| async move {
+        .run(context, "bake", record.message_id, |_| async move {
             if order.loaves == 0 {
                 return Err(format!("order {} has nothing to bake", order.order_id));
             }

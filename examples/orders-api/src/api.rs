@@ -121,7 +121,7 @@ async fn place_order<St: IdempotencyStore>(
     let payments = app.payments.clone();
     let receipt = app
         .payment_idempotency
-        .run(&event.context, charge, |charge| async move {
+        .run(&event.context, "charge", charge, |charge| async move {
             payments.charge(charge).await
         })
         .await
@@ -213,13 +213,15 @@ fn as_response(
 pub(crate) fn idempotency<St: IdempotencyStore + Clone>(
     store: St,
 ) -> Result<(Idempotency<St>, Idempotency<St>), powertools::idempotency::Error> {
+    // One prefix: the operation names ("place_order" on the layer, "charge" on `run`) keep
+    // the two kinds of record apart.
     let orders = Idempotency::builder(store.clone())
-        .key_prefix("orders-api.place_order")
+        .key_prefix("orders-api")
         .raise_on_missing_key(true)
         .use_local_cache()
         .build()?;
     let charges = Idempotency::builder(store)
-        .key_prefix("orders-api.charge")
+        .key_prefix("orders-api")
         .build()?;
     Ok((orders, charges))
 }
@@ -253,6 +255,7 @@ where
             .map_result(as_response)
             .layer(
                 IdempotencyLayer::new(order_idempotency)
+                    .operation("place_order")
                     .key_from(idempotency_key)
                     .validation(JmesPath::new("powertools_json(body)")?),
             )

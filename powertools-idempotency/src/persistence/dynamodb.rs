@@ -1,14 +1,19 @@
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
 use super::{IdempotencyStore, PutOutcome, StoreError};
-use crate::Error;
 use crate::record::{DataRecord, Status, epoch};
+use crate::{BoxError, Error};
 
 /// The conditional write that claims a key: no record, an expired one, or an in-progress one
 /// whose invocation deadline has passed. The same three clauses as every Powertools runtime.
@@ -38,6 +43,7 @@ pub(crate) const PUT_CONDITION: &str = "attribute_not_exists(#id) OR #expiry < :
 pub struct DynamoDbStore {
     client: Client,
     settings: Arc<Settings>,
+    endpoint: EndpointRecorder,
 }
 
 #[derive(Debug)]
@@ -112,6 +118,38 @@ impl DynamoDbStore {
                     AttributeValue::S(idempotency_key.to_owned()),
                 ),
             ]),
+        }
+    }
+
+    /// `error` of `operation` as a [`DynamoDbError`].
+    fn failure<E>(&self, operation: &'static str, error: SdkError<E, HttpResponse>) -> DynamoDbError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let endpoint = self.endpoint.describe(&self.client);
+        DynamoDbError::new(operation, &self.settings.table_name, &endpoint, error)
+    }
+
+    /// `error` of a write of `key`: [`StoreError::ItemTooLarge`] when DynamoDB refused the item
+    /// for its size, [`StoreError::Backend`] otherwise.
+    fn write_failure<E>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        error: SdkError<E, HttpResponse>,
+    ) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let too_large = is_item_too_large(&error);
+        let error = self.failure(operation, error);
+        if too_large {
+            StoreError::ItemTooLarge {
+                key: key.to_owned(),
+                reason: error.to_string(),
+            }
+        } else {
+            StoreError::Backend(Box::new(error))
         }
     }
 
@@ -271,8 +309,19 @@ impl DynamoDbStoreBuilder {
                 format!("idempotency#{function_name}")
             }
         };
+        // The SDK's config does not tell which endpoint it sends to; the recorder sees it on the
+        // first request, so that a connection error can name the host it could not reach.
+        let endpoint = EndpointRecorder::default();
+        let client = Client::from_conf(
+            self.client
+                .config()
+                .to_builder()
+                .interceptor(endpoint.clone())
+                .build(),
+        );
         Ok(DynamoDbStore {
-            client: self.client,
+            client,
+            endpoint,
             settings: Arc::new(Settings {
                 table_name: self.table_name,
                 key_attr: self.key_attr,
@@ -288,8 +337,186 @@ impl DynamoDbStoreBuilder {
     }
 }
 
-fn backend<E: std::error::Error + Send + Sync + 'static>(error: E) -> StoreError {
-    StoreError::Backend(Box::new(error))
+/// A DynamoDB request of [`DynamoDbStore`] failed: which operation, on which table, and why.
+///
+/// The SDK's own errors display as `service error` or `dispatch failure`, with the reason a few
+/// levels down [`source`](std::error::Error::source), where a Lambda error response (built from
+/// `Display`) never looks. This error's `Display` says it all on one line:
+///
+/// - `DynamoDB PutItem on table idempotency failed: ResourceNotFoundException: Requested resource
+///   not found` for an error answer from DynamoDB (its code and message);
+/// - `DynamoDB GetItem on table idempotency failed: could not send the request to 127.0.0.1:8000:
+///   Connection refused (os error 111)` when no answer came: the endpoint the client sends to
+///   and the innermost cause.
+///
+/// It reaches callers boxed in [`StoreError::Backend`] (and from there in
+/// [`Error::Persistence`]); its `source` is the SDK's `SdkError` for the operation, for example
+/// `aws_sdk_dynamodb::error::SdkError<PutItemError>`, for whoever wants to downcast it.
+#[derive(Debug)]
+pub struct DynamoDbError {
+    operation: &'static str,
+    table: String,
+    code: Option<String>,
+    cause: String,
+    source: BoxError,
+}
+
+impl DynamoDbError {
+    /// The DynamoDB operation: `PutItem`, `GetItem`, `UpdateItem` or `DeleteItem`.
+    pub fn operation(&self) -> &'static str {
+        self.operation
+    }
+
+    /// The table the request was for.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The error code DynamoDB answered with (`ResourceNotFoundException`,
+    /// `ProvisionedThroughputExceededException`, …); `None` when no answer came.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+}
+
+impl fmt::Display for DynamoDbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "DynamoDB {} on table {} failed: {}",
+            self.operation, self.table, self.cause
+        )
+    }
+}
+
+impl std::error::Error for DynamoDbError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.source.as_ref())
+    }
+}
+
+impl DynamoDbError {
+    fn new<E>(
+        operation: &'static str,
+        table: &str,
+        endpoint: &str,
+        error: SdkError<E, HttpResponse>,
+    ) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let cause = match &error {
+            SdkError::ServiceError(context) => match (error.code(), error.message()) {
+                (Some(code), Some(message)) => format!("{code}: {message}"),
+                (Some(code), None) => code.to_owned(),
+                (None, _) => format!(
+                    "HTTP {} without an error code: {}",
+                    context.raw().status(),
+                    innermost_cause(&error)
+                ),
+            },
+            SdkError::DispatchFailure(_) => format!(
+                "could not send the request to {endpoint}: {}",
+                innermost_cause(&error)
+            ),
+            SdkError::TimeoutError(_) => format!(
+                "timed out talking to {endpoint}: {}",
+                innermost_cause(&error)
+            ),
+            SdkError::ResponseError(context) => format!(
+                "could not read the answer (HTTP {}) from {endpoint}: {}",
+                context.raw().status(),
+                innermost_cause(&error)
+            ),
+            SdkError::ConstructionFailure(_) => {
+                format!("could not build the request: {}", innermost_cause(&error))
+            }
+            other => format!("{other} ({endpoint}): {}", innermost_cause(&error)),
+        };
+        DynamoDbError {
+            operation,
+            table: table.to_owned(),
+            code: error.code().map(str::to_owned),
+            cause,
+            source: Box::new(error),
+        }
+    }
+}
+
+/// The message of the last error in `error`'s source chain that has one: the SDK wraps an I/O
+/// error in three or four layers that each say only `dispatch failure`, `io error`, ….
+fn innermost_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error.to_string();
+    let mut next = error.source();
+    while let Some(current) = next {
+        let message = current.to_string();
+        if !message.trim().is_empty() {
+            cause = message;
+        }
+        next = current.source();
+    }
+    cause
+}
+
+/// Whether DynamoDB refused a write because the item would be over 400 KB. DynamoDB says `Item
+/// size has exceeded the maximum allowed size` for a `PutItem` and `Item size to update has
+/// exceeded the maximum allowed size` for an `UpdateItem`; moto says the same.
+fn is_item_too_large(error: &impl ProvideErrorMetadata) -> bool {
+    error.code() == Some("ValidationException")
+        && error.message().is_some_and(|message| {
+            message.contains("Item size") && message.contains("exceeded the maximum allowed size")
+        })
+}
+
+/// Remembers the endpoint (`host:port`) the client sends its requests to, as the SDK's config
+/// does not tell it.
+#[derive(Debug, Clone, Default)]
+struct EndpointRecorder(Arc<OnceLock<String>>);
+
+impl EndpointRecorder {
+    /// The endpoint, or what is known of it before the first request went out.
+    fn describe(&self, client: &Client) -> String {
+        match (self.0.get(), client.config().region()) {
+            (Some(endpoint), _) => endpoint.clone(),
+            (None, Some(region)) => format!("the DynamoDB endpoint of {region}"),
+            (None, None) => "the DynamoDB endpoint (no region is configured)".to_owned(),
+        }
+    }
+}
+
+impl Intercept for EndpointRecorder {
+    fn name(&self) -> &'static str {
+        "powertools-idempotency endpoint"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        if self.0.get().is_none() {
+            let _ = self.0.set(authority(context.request().uri()));
+        }
+        Ok(())
+    }
+}
+
+/// `host:port` of a URL, with the scheme's default port when it has none.
+fn authority(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    let has_port = host_port.rsplit_once(':').is_some_and(|(_, port)| {
+        !port.is_empty() && port.bytes().all(|byte| byte.is_ascii_digit())
+    });
+    if has_port {
+        host_port.to_owned()
+    } else if scheme.eq_ignore_ascii_case("http") {
+        format!("{host_port}:80")
+    } else {
+        format!("{host_port}:443")
+    }
 }
 
 impl IdempotencyStore for DynamoDbStore {
@@ -302,7 +529,7 @@ impl IdempotencyStore for DynamoDbStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(backend)?;
+            .map_err(|error| StoreError::Backend(Box::new(self.failure("GetItem", error))))?;
         output.item().map(|item| self.parse(item)).transpose()
     }
 
@@ -362,7 +589,7 @@ impl IdempotencyStore for DynamoDbStore {
                     let existing = failure.item().map(|item| self.parse(item)).transpose()?;
                     return Ok(PutOutcome::Exists(existing));
                 }
-                Err(backend(error))
+                Err(self.write_failure("PutItem", &record.key, error))
             }
         }
     }
@@ -401,7 +628,7 @@ impl IdempotencyStore for DynamoDbStore {
             .update_expression(expression)
             .send()
             .await
-            .map_err(backend)?;
+            .map_err(|error| self.write_failure("UpdateItem", &record.key, error))?;
         Ok(())
     }
 
@@ -412,7 +639,7 @@ impl IdempotencyStore for DynamoDbStore {
             .set_key(Some(self.key(key)))
             .send()
             .await
-            .map_err(backend)?;
+            .map_err(|error| StoreError::Backend(Box::new(self.failure("DeleteItem", error))))?;
         Ok(())
     }
 }
@@ -427,6 +654,196 @@ mod tests {
             .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
             .build();
         Client::from_conf(config)
+    }
+
+    fn response(status: u16) -> HttpResponse {
+        HttpResponse::new(status.try_into().expect("a valid status"), "".into())
+    }
+
+    fn metadata(code: &str, message: &str) -> aws_sdk_dynamodb::error::ErrorMetadata {
+        aws_sdk_dynamodb::error::ErrorMetadata::builder()
+            .code(code)
+            .message(message)
+            .build()
+    }
+
+    fn described(error: SdkError<PutItemError, HttpResponse>) -> DynamoDbError {
+        DynamoDbError::new("PutItem", "orders", "127.0.0.1:8000", error)
+    }
+
+    /// An error that says only what it wraps, as the SDK's layers do.
+    #[derive(Debug)]
+    struct Layer(&'static str, std::io::Error);
+
+    impl fmt::Display for Layer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.1)
+        }
+    }
+
+    #[test]
+    fn a_service_error_shows_the_operation_the_table_and_dynamodbs_code_and_message() {
+        let modeled = PutItemError::ResourceNotFoundException(
+            aws_sdk_dynamodb::types::error::ResourceNotFoundException::builder()
+                .message("Requested resource not found")
+                .meta(metadata(
+                    "ResourceNotFoundException",
+                    "Requested resource not found",
+                ))
+                .build(),
+        );
+        let error = described(SdkError::service_error(modeled, response(400)));
+        assert_eq!(
+            error.to_string(),
+            "DynamoDB PutItem on table orders failed: ResourceNotFoundException: Requested \
+             resource not found"
+        );
+        assert_eq!(error.operation(), "PutItem");
+        assert_eq!(error.table(), "orders");
+        assert_eq!(error.code(), Some("ResourceNotFoundException"));
+        let source = std::error::Error::source(&error).expect("the SDK error");
+        assert!(
+            source
+                .downcast_ref::<SdkError<PutItemError, HttpResponse>>()
+                .is_some()
+        );
+
+        let unmodeled = PutItemError::generic(metadata(
+            "ValidationException",
+            "One or more parameter values were invalid: Missing the key id in the item",
+        ));
+        assert_eq!(
+            described(SdkError::service_error(unmodeled, response(400))).to_string(),
+            "DynamoDB PutItem on table orders failed: ValidationException: One or more parameter \
+             values were invalid: Missing the key id in the item"
+        );
+    }
+
+    #[test]
+    fn a_service_error_without_a_code_shows_the_http_status() {
+        let error =
+            PutItemError::generic(aws_sdk_dynamodb::error::ErrorMetadata::builder().build());
+        let error = described(SdkError::service_error(error, response(502)));
+        assert!(
+            error.to_string().starts_with(
+                "DynamoDB PutItem on table orders failed: HTTP 502 without an error code"
+            ),
+            "{error}"
+        );
+        assert_eq!(error.code(), None);
+    }
+
+    #[test]
+    fn a_connection_error_shows_the_endpoint_and_the_innermost_cause() {
+        let refused = Layer(
+            "client error (Connect)",
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        );
+        let error = described(SdkError::dispatch_failure(
+            aws_sdk_dynamodb::error::ConnectorError::io(Box::new(refused)),
+        ));
+        assert_eq!(
+            error.to_string(),
+            "DynamoDB PutItem on table orders failed: could not send the request to \
+             127.0.0.1:8000: connection refused"
+        );
+        assert_eq!(error.code(), None);
+    }
+
+    #[test]
+    fn timeouts_unreadable_answers_and_unbuildable_requests_say_so() {
+        let timeout = described(SdkError::timeout_error(
+            "operation timeout (all attempts including retries) occurred after 1s",
+        ));
+        assert_eq!(
+            timeout.to_string(),
+            "DynamoDB PutItem on table orders failed: timed out talking to 127.0.0.1:8000: \
+             operation timeout (all attempts including retries) occurred after 1s"
+        );
+        let unreadable = described(SdkError::response_error(
+            "connection closed before message completed",
+            response(200),
+        ));
+        assert_eq!(
+            unreadable.to_string(),
+            "DynamoDB PutItem on table orders failed: could not read the answer (HTTP 200) from \
+             127.0.0.1:8000: connection closed before message completed"
+        );
+        let unbuildable = described(SdkError::construction_failure("no region is configured"));
+        assert_eq!(
+            unbuildable.to_string(),
+            "DynamoDB PutItem on table orders failed: could not build the request: no region is \
+             configured"
+        );
+    }
+
+    #[test]
+    fn item_size_errors_are_recognised_in_dynamodbs_and_motos_words() {
+        let validation = |message| {
+            SdkError::<_, HttpResponse>::service_error(
+                PutItemError::generic(metadata("ValidationException", message)),
+                response(400),
+            )
+        };
+        assert!(is_item_too_large(&validation(
+            "Item size has exceeded the maximum allowed size"
+        )));
+        assert!(is_item_too_large(&validation(
+            "Item size to update has exceeded the maximum allowed size"
+        )));
+        assert!(!is_item_too_large(&validation(
+            "One or more parameter values were invalid: Size of hashkey has exceeded the maximum \
+             size limit of 2048 bytes"
+        )));
+        assert!(!is_item_too_large(&validation(
+            "One or more parameter values were invalid: Missing the key id in the item"
+        )));
+        let throttled = SdkError::<_, HttpResponse>::service_error(
+            PutItemError::generic(metadata(
+                "ThrottlingException",
+                "Item size has exceeded the maximum allowed size",
+            )),
+            response(400),
+        );
+        assert!(!is_item_too_large(&throttled));
+    }
+
+    #[test]
+    fn an_endpoint_is_shown_as_host_and_port() {
+        assert_eq!(authority("http://127.0.0.1:8000/"), "127.0.0.1:8000");
+        assert_eq!(authority("http://localhost"), "localhost:80");
+        assert_eq!(
+            authority("https://dynamodb.us-east-1.amazonaws.com"),
+            "dynamodb.us-east-1.amazonaws.com:443"
+        );
+        assert_eq!(authority("http://[::1]:8000/path?x=1"), "[::1]:8000");
+        assert_eq!(authority("https://[::1]/"), "[::1]:443");
+        assert_eq!(authority("http://user@host:81"), "host:81");
+    }
+
+    #[test]
+    fn before_any_request_the_endpoint_is_described_by_the_region() {
+        let store = DynamoDbStore::new(client(), "t").unwrap();
+        assert_eq!(
+            store.endpoint.describe(&store.client),
+            "the DynamoDB endpoint of us-east-1"
+        );
+        let no_region = Client::from_conf(
+            aws_sdk_dynamodb::Config::builder()
+                .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+                .build(),
+        );
+        let store = DynamoDbStore::new(no_region, "t").unwrap();
+        assert_eq!(
+            store.endpoint.describe(&store.client),
+            "the DynamoDB endpoint (no region is configured)"
+        );
     }
 
     #[test]

@@ -28,6 +28,13 @@ impl InMemoryStore {
         self.lock().get(key).cloned()
     }
 
+    /// The keys of every record, sorted, for assertions in tests.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.lock().keys().cloned().collect();
+        keys.sort_unstable();
+        keys
+    }
+
     /// How many records the store holds.
     pub fn len(&self) -> usize {
         self.lock().len()

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::SystemTime;
 
 #[cfg(feature = "dynamodb")]
-pub use dynamodb::{DynamoDbStore, DynamoDbStoreBuilder};
+pub use dynamodb::{DynamoDbError, DynamoDbStore, DynamoDbStoreBuilder};
 pub use in_memory::InMemoryStore;
 
 use crate::error::BoxError;
@@ -31,6 +31,17 @@ pub enum StoreError {
     /// The backend failed: unreachable, throttled, access denied, ….
     #[error(transparent)]
     Backend(BoxError),
+    /// The record is over the store's item size limit (DynamoDB: 400 KB). The engine then
+    /// completes the record without its response (see [`Error::ResponseNotStored`]).
+    ///
+    /// [`Error::ResponseNotStored`]: crate::Error::ResponseNotStored
+    #[error("the record for {key} is over the store's item size limit: {reason}")]
+    ItemTooLarge {
+        /// The idempotency key.
+        key: String,
+        /// What the store said.
+        reason: String,
+    },
     /// A stored record could not be read: a missing attribute, a wrong type, an unknown status.
     #[error("stored record {key} is invalid: {reason}")]
     InvalidRecord {
