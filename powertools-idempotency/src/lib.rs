@@ -6,9 +6,12 @@
 //! - [`IdempotencyLayer`] wraps any `Service<LambdaEvent<T>>` whose event and response are
 //!   serde types; [`Idempotency::run`] makes any async function idempotent on one argument, with
 //!   the same engine.
-//! - The key is the event's canonical JSON (see [`canonical_json`]) hashed with SHA-256, under a
-//!   prefix (the function name by default, or an explicit [`key_prefix`](IdempotencyBuilder::key_prefix)),
-//!   and the invocation's tenant id when Lambda tenant isolation sends one. A typed closure
+//! - The key is `<prefix>.<operation>#<digest>`: the prefix is the function name, or an explicit
+//!   [`key_prefix`](IdempotencyBuilder::key_prefix); the operation is the layer's
+//!   ([`"handler"`](DEFAULT_LAYER_OPERATION), or [`operation`](IdempotencyLayer::operation)) or
+//!   the name given to [`Idempotency::run`]; the digest is the SHA-256 of the key data's
+//!   canonical JSON (see [`canonical_json`]), with the invocation's tenant id when Lambda tenant
+//!   isolation sends one. A typed closure
 //!   ([`IdempotencyLayer::key_from`]) or a JMESPath expression ([`JmesPath`], with the Powertools
 //!   functions `powertools_json`, `powertools_base64` and `powertools_base64_gzip`) can pick the
 //!   part of the event that is keyed on, or validated.
@@ -16,7 +19,7 @@
 //!   it fails, the handler, then `UpdateItem` to `COMPLETED` with the response, or `DeleteItem` when
 //!   the handler fails **or panics**, so a failure never blocks retries. The in-progress record
 //!   expires at this invocation's own deadline, so a timed-out invocation does not lock its key
-//!   for the whole window.
+//!   for the whole window; a deadline that can't be trusted gets a safe window instead (below).
 //! - Stores implement [`IdempotencyStore`]: [`DynamoDbStore`] for functions, [`InMemoryStore`]
 //!   for unit tests and offline demos.
 //!
@@ -75,13 +78,66 @@
 //! then seeded from the operating system (with RDRAND, where the CPU has it, as
 //! personalization). `BENCHMARKS.md` has the measurements.
 //!
+//! # What happens on each outcome
+//!
+//! | outcome of the first call | its record | that caller gets | a duplicate or retry gets |
+//! | --- | --- | --- | --- |
+//! | handler returns `Ok` | `COMPLETED` with the response, until the window ends | the response | the same response, bit for bit (until the window ends) |
+//! | handler returns `Err` | deleted | [`Error::Handler`] (its own error) | runs the handler again |
+//! | handler panics inside its future | deleted | [`Error::HandlerPanicked`] | runs the handler again |
+//! | handler panics before its future exists (in a service's `call`, or in the closure given to `run`) | deleted | the panic, resumed | runs the handler again |
+//! | response can't be stored (over [`MAX_ITEM_SIZE`], NaN or ±Infinity, refused by serde_json) | `COMPLETED` without a response; a warning is logged | the response | [`Error::ResponseNotStored`] until the window ends: the side effects never run twice |
+//! | invocation times out or the process dies | stays `INPROGRESS` until the invocation's deadline | Lambda's timeout | [`Error::AlreadyInProgress`] until the deadline, then runs again |
+//! | store down or hung before the claim | none (or, if the write landed but its answer was lost, `INPROGRESS` until the deadline) | [`Error::Persistence`], the handler never ran | runs (or [`Error::AlreadyInProgress`] until the deadline) |
+//! | store down or hung after the handler succeeded | stays `INPROGRESS` until the invocation's deadline | [`Error::NotCompleted`], naming that time | [`Error::AlreadyInProgress`] until then, then runs again |
+//! | handler failed and the delete failed too | stays `INPROGRESS` until the invocation's deadline | [`Error::DeleteFailed`] with both errors | [`Error::AlreadyInProgress`] until then, then runs again |
+//! | duplicate whose validation data differs (missing data counts as `null`) | unchanged | — | [`Error::PayloadMismatch`] |
+//!
+//! Every store call is bounded by [`store_timeout`](IdempotencyBuilder::store_timeout) (default
+//! 10 s, SDK retries included) and by the invocation's remaining time less 100 ms (at least
+//! 100 ms), so a hung store fails the invocation with a typed error before Lambda stops it.
+//! Store errors name the DynamoDB operation, the table and the service's error code and message
+//! ([`DynamoDbError`]).
+//!
+//! # Deadlines that can't be trusted
+//!
+//! The in-progress record normally expires at the invocation's deadline. A deadline that is
+//! missing (`Context::default()`), more than a second past when the claim is written, or more
+//! than 15 minutes ahead (emulators such as cargo-lambda 1.9 send a relative `600000`, which
+//! reads as 1970) would expire the claim at once and let concurrent duplicates all run. Those
+//! get [`in_progress_fallback`](IdempotencyBuilder::in_progress_fallback) instead (default
+//! [15 minutes](DEFAULT_IN_PROGRESS_FALLBACK), Lambda's longest timeout), with one warning per
+//! process. A real deadline with 0 ms left is kept as it is (Powertools for Python #4759).
+//!
+//! # Operation names
+//!
+//! Two operations given the same payload must never share a record, so the operation is part of
+//! the key: [`Idempotency::run`] takes a name, and the layer has one
+//! ([`"handler"`](DEFAULT_LAYER_OPERATION) unless [`operation`](IdempotencyLayer::operation)
+//! renames it). Names are strings you write, never derived from the call site or a function's
+//! path, so moving or renaming code never changes keys by accident. Changing a name (or the key
+//! prefix) starts a new set of records: a duplicate of a call made under the old name runs
+//! again.
+//!
 //! # Differences from Powertools for Python and TypeScript
 //!
-//! - Keys hash canonical JSON with SHA-256, not MD5: keys are not shared with other runtimes
-//!   (records in a shared table do not collide).
-//! - A replay returns the handler's response type, deserialized, including `()`, `false`, `0`,
-//!   `""` and `null`.
-//! - The replay hook sees the stored response as JSON.
+//! - Keys hash canonical JSON with SHA-256, not MD5, with numbers keyed by value (`-0`, `0` and
+//!   `0.0` are one key): keys are not shared with other runtimes (records in a shared table do
+//!   not collide).
+//! - Python's key includes the function's module and name; ours an explicit operation name, so
+//!   a refactor keeps its keys. With `key_prefix` set, Python drops the function name and two
+//!   functions share records; ours keep the operation.
+//! - A replay returns the handler's response type, deserialized straight from the stored JSON
+//!   (floats bit for bit, 128-bit integers included), including `()`, `false`, `0`, `""` and
+//!   `null`.
+//! - The replay hook takes the typed response, not its JSON.
+//! - A response that can't be stored completes the record without it ([`Error::ResponseNotStored`]
+//!   for duplicates). Python fails the caller after the side effects happened and leaves the
+//!   record in progress, so a retry runs them again.
+//! - Missing validation data is validated as `null`; Python (and this crate before 0.1) skipped
+//!   validation when either side had none.
+//! - An untrusted deadline gets a 15-minute in-progress window; Python writes whatever the
+//!   context says.
 //! - If deleting the record after a handler error fails, the error keeps both
 //!   ([`Error::DeleteFailed`]); a panic is caught, the record deleted, and the panic reported as
 //!   [`Error::HandlerPanicked`].
