@@ -329,3 +329,153 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, prefix: &str, key: &str
         .expect("the test server creates the table");
     table
 }
+
+/// The variable that holds the control URL of `scripts/fault-proxy.py`.
+pub const FAULT_PROXY_VAR: &str = "POWERTOOLS_TEST_FAULT_PROXY";
+
+/// One channel of the fault-injecting proxy that `scripts/with-test-services` runs in front of
+/// moto: a loopback port of its own that forwards to moto until a rule says otherwise, so that a
+/// test can refuse, reset, hang, delay or cut its DynamoDB connections without disturbing the
+/// tests running beside it. The channel is closed when this value is dropped.
+///
+/// Rules are JSON, as `scripts/fault-proxy.py` documents them:
+///
+/// ```no_run
+/// # async fn example() {
+/// use serde_json::json;
+///
+/// let Some(proxy) = powertools_tests::FaultProxy::start().await else { return };
+/// let client = proxy.client().await; // retries disabled, so one fault is one error
+/// proxy.set(json!({"action": "cut", "target": "PutItem", "times": 1}));
+/// // The next PutItem sent with `client` reaches moto, which applies it, but its answer is lost;
+/// // every other request passes.
+/// # drop(client);
+/// # }
+/// ```
+///
+/// The control calls are small blocking HTTP requests to a local process, so they are made
+/// directly, also from async tests.
+#[derive(Debug)]
+pub struct FaultProxy {
+    control: String,
+    id: String,
+    port: u16,
+    agent: ureq::Agent,
+}
+
+impl FaultProxy {
+    /// Opens a new channel (rule `pass`), or returns `None` outside CI when the proxy is not
+    /// running.
+    ///
+    /// # Panics
+    /// When `CI` is set and the proxy is missing, or when it does not open the channel.
+    pub async fn start() -> Option<Self> {
+        let control = required_service(FAULT_PROXY_VAR)?
+            .trim_end_matches('/')
+            .to_owned();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let channel = control_answer(
+            "POST /channels",
+            agent.post(&format!("{control}/channels")).send(""),
+        );
+        let (Some(id), Some(port)) = (
+            channel["id"].as_str(),
+            channel["port"]
+                .as_u64()
+                .and_then(|port| u16::try_from(port).ok()),
+        ) else {
+            panic!("the fault proxy answered {channel} to POST /channels");
+        };
+        Some(FaultProxy {
+            id: id.to_owned(),
+            port,
+            control,
+            agent,
+        })
+    }
+
+    /// The channel's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The channel's endpoint URL, `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Replaces the channel's rule, for example `json!({"action": "hang"})` or
+    /// `json!({"action": "drop", "target": "UpdateItem", "times": 1})`.
+    ///
+    /// # Panics
+    /// When the proxy rejects the rule.
+    pub fn set(&self, rule: serde_json::Value) {
+        let url = format!("{}/channels/{}/rule", self.control, self.id);
+        control_answer(
+            &format!("PUT {url} {rule}"),
+            self.agent.put(&url).send(rule.to_string()),
+        );
+    }
+
+    /// The proxy's counters for this channel: `{"requests": {"PutItem": 2, …}, "connections": N,
+    /// "refused": N}`.
+    ///
+    /// # Panics
+    /// When the proxy does not answer.
+    pub fn stats(&self) -> serde_json::Value {
+        let url = format!("{}/channels/{}/stats", self.control, self.id);
+        control_answer(&format!("GET {url}"), self.agent.get(&url).call())
+    }
+
+    /// How many requests for `operation` (`"PutItem"`, …) reached the channel, whatever its rule
+    /// then did with them. Connections refused by an untargeted `refuse` carry no request.
+    pub fn requests(&self, operation: &str) -> usize {
+        self.stats()["requests"][operation]
+            .as_u64()
+            .map_or(0, |count| usize::try_from(count).unwrap_or(usize::MAX))
+    }
+
+    /// A DynamoDB client configured from the environment like [`dynamodb_client`], but sending to
+    /// this channel, with the SDK's retries disabled so that one fault is one error.
+    pub async fn client(&self) -> aws_sdk_dynamodb::Client {
+        let sdk_config = aws_config::load_from_env().await;
+        let config = aws_sdk_dynamodb::config::Builder::from(&sdk_config)
+            .endpoint_url(self.endpoint())
+            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(config)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self
+            .agent
+            .delete(&format!("{}/channels/{}", self.control, self.id))
+            .call();
+    }
+}
+
+/// The JSON answer (`null` for none) of a control API call.
+fn control_answer(
+    what: &str,
+    result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> serde_json::Value {
+    let mut response = result.unwrap_or_else(|error| panic!("fault proxy {what}: {error}"));
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    assert!(
+        (200..300).contains(&status),
+        "fault proxy {what} answered {status}: {text}"
+    );
+    if text.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text)
+            .unwrap_or_else(|error| panic!("fault proxy {what}: {error} in {text:?}"))
+    }
+}

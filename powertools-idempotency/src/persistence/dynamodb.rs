@@ -29,6 +29,11 @@ pub(crate) const PUT_CONDITION: &str = "attribute_not_exists(#id) OR #expiry < :
 /// `DeleteItem` on it. Attribute names default to those of Powertools for Python, so one table
 /// can serve functions in several languages (their keys differ, their records do not collide).
 ///
+/// A failed request is a [`DynamoDbError`] in [`StoreError::Backend`], whose message names the
+/// operation, the table and the cause (DynamoDB's error code and message, or the endpoint and
+/// the connection error); a write DynamoDB refuses for the 400 KB item limit is
+/// [`StoreError::ItemTooLarge`].
+///
 /// ```no_run
 /// # async fn example() -> Result<(), powertools_idempotency::Error> {
 /// use powertools_idempotency::DynamoDbStore;

@@ -1,0 +1,361 @@
+//! `DynamoDbStore`'s errors say why, on one line: the DynamoDB operation, the table and the cause
+//! (DynamoDB's error code and message, or the connection failure and the endpoint), because a
+//! Lambda error response only carries `Display`. And a write over DynamoDB's item size limit is
+//! `StoreError::ItemTooLarge`, not a backend failure.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::get_item::GetItemError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use lambda_runtime::tower::{ServiceBuilder, ServiceExt};
+use lambda_runtime::{LambdaEvent, service_fn};
+use powertools_core::testing::TestContext;
+use powertools_idempotency::{
+    DataRecord, DynamoDbStore, Idempotency, IdempotencyLayer, IdempotencyStore, Status, StoreError,
+};
+use powertools_tests::{FaultProxy, create_idempotency_table, dynamodb_client, unique_table_name};
+use serde_json::{Value, json};
+
+fn in_progress(key: &str) -> DataRecord {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970");
+    let (now_s, now_ms) = (since.as_secs() as i64, since.as_millis() as i64);
+    DataRecord {
+        key: key.into(),
+        status: Status::InProgress,
+        expiry_timestamp: now_s + 3600,
+        in_progress_expiry_timestamp: Some(now_ms + 60_000),
+        response_data: None,
+        payload_hash: None,
+    }
+}
+
+fn completed(record: &DataRecord, response: String) -> DataRecord {
+    DataRecord {
+        status: Status::Completed,
+        response_data: Some(response),
+        ..record.clone()
+    }
+}
+
+/// The backend error inside a `StoreError`, or a panic naming what it is instead.
+fn backend(error: &StoreError) -> &(dyn std::error::Error + Send + Sync + 'static) {
+    match error {
+        StoreError::Backend(source) => source.as_ref(),
+        other => panic!("a backend error, not {other:?}"),
+    }
+}
+
+fn assert_mentions(message: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(
+            message.contains(part),
+            "{part:?} is missing from {message:?}"
+        );
+    }
+}
+
+/// A client with static settings sending to `endpoint`, without retries: no server needed.
+fn client_for(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "static",
+        ))
+        .endpoint_url(endpoint)
+        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+#[tokio::test]
+async fn a_missing_table_names_the_operation_the_table_and_dynamodbs_answer() {
+    let Some(client) = dynamodb_client().await else {
+        return;
+    };
+    let table = unique_table_name("missing");
+    let store = DynamoDbStore::new(client, &table).expect("valid store settings");
+    let record = in_progress("orders#missing");
+
+    let put = store
+        .put_in_progress(&record, SystemTime::now())
+        .await
+        .expect_err("no table");
+    let get = store.get(&record.key).await.expect_err("no table");
+    let update = store
+        .update(&completed(&record, "{}".into()))
+        .await
+        .expect_err("no table");
+    let delete = store.delete(&record.key).await.expect_err("no table");
+
+    for (error, operation) in [
+        (&put, "PutItem"),
+        (&get, "GetItem"),
+        (&update, "UpdateItem"),
+        (&delete, "DeleteItem"),
+    ] {
+        let message = error.to_string();
+        assert_mentions(
+            &message,
+            &[
+                operation,
+                &table,
+                "ResourceNotFoundException: Requested resource not found",
+            ],
+        );
+    }
+    // The SDK's error is kept as the source, for whoever needs more than the message.
+    let source = backend(&put).source().expect("the SDK error as source");
+    assert!(
+        source.downcast_ref::<SdkError<PutItemError>>().is_some(),
+        "{source:?}"
+    );
+    let source = backend(&get).source().expect("the SDK error as source");
+    assert!(
+        source.downcast_ref::<SdkError<GetItemError>>().is_some(),
+        "{source:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_table_reaches_the_lambda_error_response_through_the_layer() {
+    let Some(client) = dynamodb_client().await else {
+        return;
+    };
+    let table = unique_table_name("missing");
+    let store = DynamoDbStore::new(client, &table).expect("valid store settings");
+    let idempotency = Idempotency::builder(store)
+        .build()
+        .expect("valid idempotency settings");
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(idempotency))
+        .service(service_fn(|event: LambdaEvent<Value>| async move {
+            Ok::<_, lambda_runtime::Error>(event.payload)
+        }));
+    let error = service
+        .oneshot(TestContext::new().event(json!({"order": 1})))
+        .await
+        .expect_err("no table");
+    let message = error.to_string();
+    assert_mentions(&message, &["PutItem", &table, "ResourceNotFoundException"]);
+    let diagnostic = lambda_runtime::Diagnostic::from(error);
+    assert_eq!(diagnostic.error_type, "IdempotencyPersistenceLayerError");
+    assert_mentions(
+        &diagnostic.error_message,
+        &["PutItem", &table, "ResourceNotFoundException"],
+    );
+}
+
+#[tokio::test]
+async fn a_table_keyed_on_another_attribute_is_a_validation_exception() {
+    let Some(client) = dynamodb_client().await else {
+        return;
+    };
+    let table = unique_table_name("other-key");
+    client
+        .create_table()
+        .table_name(&table)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("complete attribute definition"),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("complete key schema"),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("the test server creates the table");
+    let store = DynamoDbStore::new(client, &table).expect("valid store settings");
+
+    let error = store
+        .put_in_progress(&in_progress("orders#1"), SystemTime::now())
+        .await
+        .expect_err("the key attribute is not the table's");
+    assert_mentions(
+        &error.to_string(),
+        &[
+            "PutItem",
+            &table,
+            // DynamoDB and moto say the same here.
+            "ValidationException: One or more parameter values were invalid: Missing the key pk \
+             in the item",
+        ],
+    );
+    let error = store.get("orders#1").await.expect_err("wrong key");
+    assert_mentions(
+        &error.to_string(),
+        &[
+            "GetItem",
+            &table,
+            "ValidationException: The provided key element does not match the schema",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn a_refused_connection_names_the_endpoint_and_the_cause() {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port();
+    let store = DynamoDbStore::new(client_for(&format!("http://127.0.0.1:{port}")), "orders")
+        .expect("valid store settings");
+
+    let error = store
+        .put_in_progress(&in_progress("orders#1"), SystemTime::now())
+        .await
+        .expect_err("nothing listens");
+    assert_mentions(
+        &error.to_string(),
+        &[
+            "PutItem",
+            "orders",
+            &format!("127.0.0.1:{port}"),
+            "Connection refused",
+        ],
+    );
+    let error = store.delete("orders#1").await.expect_err("nothing listens");
+    assert_mentions(
+        &error.to_string(),
+        &[
+            "DeleteItem",
+            &format!("127.0.0.1:{port}"),
+            "Connection refused",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn a_reset_connection_names_the_endpoint_and_the_cause() {
+    let Some(proxy) = FaultProxy::start().await else {
+        return;
+    };
+    let store = DynamoDbStore::new(proxy.client().await, "orders").expect("valid store settings");
+    proxy.set(json!({"action": "refuse"}));
+
+    let error = store.get("orders#1").await.expect_err("reset");
+    let message = error.to_string();
+    assert_mentions(
+        &message,
+        &["GetItem", "orders", &format!("127.0.0.1:{}", proxy.port())],
+    );
+    assert!(
+        ["reset", "closed", "refused"]
+            .iter()
+            .any(|cause| message.to_lowercase().contains(cause)),
+        "no cause in {message:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_timeout_names_the_endpoint() {
+    let Some(proxy) = FaultProxy::start().await else {
+        return;
+    };
+    let client = proxy.client().await;
+    let config = client
+        .config()
+        .to_builder()
+        .timeout_config(
+            aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+                .operation_timeout(Duration::from_millis(300))
+                .build(),
+        )
+        .build();
+    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), "orders")
+        .expect("valid store settings");
+    proxy.set(json!({"action": "hang"}));
+
+    let error = store.get("orders#1").await.expect_err("no answer");
+    assert_mentions(
+        &error.to_string(),
+        &[
+            "GetItem",
+            "orders",
+            "timed out",
+            &format!("127.0.0.1:{}", proxy.port()),
+        ],
+    );
+}
+
+/// A string of `len` bytes.
+fn big(len: usize) -> String {
+    "x".repeat(len)
+}
+
+#[tokio::test]
+async fn an_update_over_the_item_size_limit_is_item_too_large() {
+    let Some(client) = dynamodb_client().await else {
+        return;
+    };
+    let table = create_idempotency_table(&client).await;
+    let store = DynamoDbStore::new(client, &table).expect("valid store settings");
+    let record = in_progress("orders#big-response");
+    store
+        .put_in_progress(&record, SystemTime::now())
+        .await
+        .expect("stored");
+
+    let error = store
+        .update(&completed(&record, big(450 * 1024)))
+        .await
+        .expect_err("over 400 KB");
+    match &error {
+        StoreError::ItemTooLarge { key, reason } => {
+            assert_eq!(key, &record.key);
+            assert_mentions(
+                reason,
+                &["UpdateItem", &table, "exceeded the maximum allowed size"],
+            );
+        }
+        other => panic!("ItemTooLarge, not {other:?}: {other}"),
+    }
+    // A small response still fits. (moto, unlike DynamoDB, has already applied the SETs before
+    // the oversized one, so the record in between is not checked.)
+    let small = completed(&record, "{}".into());
+    store.update(&small).await.expect("a small response fits");
+    assert_eq!(store.get(&record.key).await.expect("readable"), Some(small));
+}
+
+#[tokio::test]
+async fn a_put_over_the_item_size_limit_is_item_too_large() {
+    let Some(client) = dynamodb_client().await else {
+        return;
+    };
+    let table = create_idempotency_table(&client).await;
+    let store = DynamoDbStore::new(client, &table).expect("valid store settings");
+    let record = DataRecord {
+        payload_hash: Some(big(450 * 1024)),
+        ..in_progress("orders#big-hash")
+    };
+
+    let error = store
+        .put_in_progress(&record, SystemTime::now())
+        .await
+        .expect_err("over 400 KB");
+    match &error {
+        StoreError::ItemTooLarge { key, reason } => {
+            assert_eq!(key, &record.key);
+            assert_mentions(
+                reason,
+                &["PutItem", &table, "exceeded the maximum allowed size"],
+            );
+        }
+        other => panic!("ItemTooLarge, not {other:?}: {other}"),
+    }
+}
