@@ -1,0 +1,269 @@
+//! `powertools-idempotency` with DynamoDB failing under it: moto behind the fault-injecting proxy
+//! (`scripts/fault-proxy.py`), one proxy channel per test. Each fault is tried against the claim
+//! (`PutItem`) and the completion (`UpdateItem`), as the failure table of the crate docs says.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use lambda_runtime::tower::{Layer, ServiceExt};
+use lambda_runtime::{LambdaEvent, service_fn};
+use powertools_core::testing::TestContext;
+use powertools_idempotency::{DynamoDbStore, Error, Idempotency, IdempotencyLayer};
+use powertools_tests::{FaultProxy, create_idempotency_table, dynamodb_client};
+use serde_json::{Value, json};
+
+/// A proxy channel, a table on moto, and an `Idempotency` whose store talks through the channel.
+struct Faulty {
+    proxy: FaultProxy,
+    idempotency: Idempotency<DynamoDbStore>,
+    executions: Arc<AtomicUsize>,
+}
+
+async fn faulty() -> Option<Faulty> {
+    let direct = dynamodb_client().await?;
+    let proxy = FaultProxy::start().await?;
+    let table = create_idempotency_table(&direct).await;
+    let store = DynamoDbStore::new(proxy.client().await, &table).expect("valid store");
+    let idempotency = Idempotency::builder(store)
+        .key_prefix("faults")
+        .build()
+        .expect("valid settings");
+    Some(Faulty {
+        proxy,
+        idempotency,
+        executions: Arc::new(AtomicUsize::new(0)),
+    })
+}
+
+impl Faulty {
+    /// Charges `payment` through the layer with `remaining` time left in the invocation.
+    async fn charge(
+        &self,
+        payment: &str,
+        remaining: Duration,
+    ) -> Result<Value, Error<lambda_runtime::Error>> {
+        let executions = self.executions.clone();
+        IdempotencyLayer::new(self.idempotency.clone())
+            .layer(service_fn(move |event: LambdaEvent<Value>| {
+                let charge_number = executions.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    Ok::<_, lambda_runtime::Error>(
+                        json!({"charged": event.payload, "charge": charge_number}),
+                    )
+                }
+            }))
+            .oneshot(
+                TestContext::new()
+                    .with_remaining_time(remaining)
+                    .event(json!(payment)),
+            )
+            .await
+    }
+
+    fn executions(&self) -> usize {
+        self.executions.load(Ordering::SeqCst)
+    }
+}
+
+const INVOCATION: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn a_store_that_is_down_before_the_claim_never_runs_the_handler() {
+    let Some(faulty) = faulty().await else {
+        return;
+    };
+    for action in ["refuse", "drop"] {
+        faulty.proxy.set(json!({"action": action}));
+        let error = faulty
+            .charge(&format!("pay-down-{action}"), INVOCATION)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::Persistence {
+                    operation: "save the in-progress record",
+                    ..
+                }
+            ),
+            "{action}: {error:?}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains("PutItem") && message.contains(&faulty.proxy.port().to_string()),
+            "{action}: the message names the operation and the endpoint: {message}"
+        );
+    }
+    assert_eq!(faulty.executions(), 0, "the handler never ran");
+
+    // Back up: the same payment now runs, once.
+    faulty.proxy.set(json!({"action": "pass"}));
+    faulty.charge("pay-down-refuse", INVOCATION).await.unwrap();
+    faulty.charge("pay-down-refuse", INVOCATION).await.unwrap();
+    assert_eq!(faulty.executions(), 1);
+}
+
+#[tokio::test]
+async fn a_store_that_fails_after_the_handler_keeps_the_key_in_progress_until_the_deadline() {
+    let Some(faulty) = faulty().await else {
+        return;
+    };
+    let remaining = Duration::from_millis(1500);
+    for action in ["drop", "refuse"] {
+        let payment = format!("pay-mid-{action}");
+        let before = faulty.executions();
+        // The claim passes; the completion fails.
+        faulty
+            .proxy
+            .set(json!({"action": action, "target": "UpdateItem"}));
+        let error = faulty.charge(&payment, remaining).await.unwrap_err();
+        assert!(matches!(error, Error::NotCompleted { .. }), "{error:?}");
+        assert_eq!(error.error_type(), "IdempotencyPersistenceLayerError");
+        let message = error.to_string();
+        assert!(
+            message.contains("stays in progress until") && message.contains("UpdateItem"),
+            "{message}"
+        );
+        assert_eq!(faulty.executions(), before + 1, "the handler ran once");
+
+        // A duplicate before the invocation's deadline is told to wait, not charged again.
+        faulty.proxy.set(json!({"action": "pass"}));
+        let duplicate = faulty.charge(&payment, remaining).await.unwrap_err();
+        assert!(
+            matches!(duplicate, Error::AlreadyInProgress { .. }),
+            "{duplicate:?}"
+        );
+        assert_eq!(faulty.executions(), before + 1);
+
+        // After the deadline, a retry runs the handler again (Powertools' semantics).
+        tokio::time::sleep(remaining + Duration::from_millis(200)).await;
+        faulty.charge(&payment, INVOCATION).await.unwrap();
+        assert_eq!(faulty.executions(), before + 2);
+    }
+}
+
+#[tokio::test]
+async fn a_hung_store_fails_the_invocation_before_its_deadline() {
+    let Some(faulty) = faulty().await else {
+        return;
+    };
+    let remaining = Duration::from_millis(1500);
+
+    // Hung on the claim: a persistence error, the handler never ran.
+    faulty.proxy.set(json!({"action": "hang"}));
+    let started = Instant::now();
+    let error = faulty
+        .charge("pay-hang-claim", remaining)
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(error, Error::Persistence { .. }), "{error:?}");
+    assert!(error.to_string().contains("no answer within"), "{error}");
+    assert!(
+        waited < remaining,
+        "gave up after {waited:?}, past the deadline"
+    );
+    assert_eq!(faulty.executions(), 0);
+
+    // Hung on the completion: the handler ran, the error says so.
+    faulty
+        .proxy
+        .set(json!({"action": "hang", "target": "UpdateItem"}));
+    let started = Instant::now();
+    let error = faulty
+        .charge("pay-hang-complete", remaining)
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(error, Error::NotCompleted { .. }), "{error:?}");
+    assert!(
+        waited < remaining,
+        "gave up after {waited:?}, past the deadline"
+    );
+    assert_eq!(faulty.executions(), 1);
+}
+
+#[tokio::test]
+async fn a_hung_store_with_no_deadline_to_go_by_is_bounded_by_the_store_timeout() {
+    let Some(direct) = dynamodb_client().await else {
+        return;
+    };
+    let Some(proxy) = FaultProxy::start().await else {
+        return;
+    };
+    let table = create_idempotency_table(&direct).await;
+    let idempotency =
+        Idempotency::builder(DynamoDbStore::new(proxy.client().await, &table).unwrap())
+            .store_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+    proxy.set(json!({"action": "hang"}));
+    let error = idempotency
+        .run(
+            &lambda_runtime::Context::default(),
+            "charge",
+            "pay-1",
+            |_| async { Ok::<_, std::io::Error>(1) },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("no answer within 300 ms"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_claim_answer_blocks_duplicates_until_the_deadline_and_never_charges_twice() {
+    let Some(faulty) = faulty().await else {
+        return;
+    };
+    let remaining = Duration::from_millis(1500);
+    // moto applies the claim, the answer is lost.
+    faulty
+        .proxy
+        .set(json!({"action": "cut", "target": "PutItem", "times": 1}));
+    let error = faulty.charge("pay-cut", remaining).await.unwrap_err();
+    assert!(matches!(error, Error::Persistence { .. }), "{error:?}");
+    let duplicate = faulty.charge("pay-cut", remaining).await.unwrap_err();
+    assert!(
+        matches!(duplicate, Error::AlreadyInProgress { .. }),
+        "{duplicate:?}"
+    );
+    assert_eq!(faulty.executions(), 0);
+    tokio::time::sleep(remaining + Duration::from_millis(200)).await;
+    faulty.charge("pay-cut", INVOCATION).await.unwrap();
+    assert_eq!(faulty.executions(), 1);
+}
+
+#[tokio::test]
+async fn a_slow_store_still_works() {
+    let Some(faulty) = faulty().await else {
+        return;
+    };
+    faulty.proxy.set(json!({"action": "delay", "ms": 200}));
+    let first = faulty.charge("pay-slow", INVOCATION).await.unwrap();
+    let replay = faulty.charge("pay-slow", INVOCATION).await.unwrap();
+    assert_eq!(first, replay);
+    assert_eq!(faulty.executions(), 1);
+    assert_eq!(faulty.proxy.requests("PutItem"), 2);
+    assert_eq!(faulty.proxy.requests("UpdateItem"), 1);
+}
+
+#[tokio::test]
+async fn a_lost_completion_answer_still_replays_to_duplicates() {
+    let Some(faulty) = faulty().await else {
+        return;
+    };
+    // moto records the completion, the answer is lost: the caller hears of a failure...
+    faulty
+        .proxy
+        .set(json!({"action": "cut", "target": "UpdateItem", "times": 1}));
+    let error = faulty.charge("pay-cut-late", INVOCATION).await.unwrap_err();
+    assert!(matches!(error, Error::NotCompleted { .. }), "{error:?}");
+    // ...but the record is complete, so a retry gets the response and is not charged again.
+    let replay = faulty.charge("pay-cut-late", INVOCATION).await.unwrap();
+    assert_eq!(replay, json!({"charged": "pay-cut-late", "charge": 1}));
+    assert_eq!(faulty.executions(), 1);
+}
