@@ -154,8 +154,9 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             } => write!(
                 f,
                 "the handler succeeded but the idempotency store failed to save the completed \
-                 record for key {key}: {source}; the record stays in progress until {} (epoch ms \
-                 {in_progress_until}): duplicates before then get \
+                 record for key {key}: {source}; unless the write landed and only its answer was \
+                 lost (then duplicates get the response), the record stays in progress until {} \
+                 (epoch ms {in_progress_until}): duplicates before then get \
                  IdempotencyAlreadyInProgressError, and a retry after it runs the handler again",
                 crate::record::rfc3339_millis(*in_progress_until)
             ),
