@@ -111,10 +111,18 @@ impl MetricTable {
     }
 }
 
+/// The keys Lambda's log-level filter reads, written when it filters out INFO lines.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogLevelKeys {
+    pub(crate) level: &'static str,
+}
+
 /// One EMF document, borrowed from the invocation's state for serialization.
 pub(crate) struct Document<'a> {
     pub(crate) timestamp_ms: u64,
     pub(crate) namespace: &'a str,
+    /// `level` and `timestamp` for Lambda's log-level filter, when it is on.
+    pub(crate) log_level: Option<LogLevelKeys>,
     /// Dimension name lists, each a dimension set.
     pub(crate) dimension_sets: &'a [Vec<String>],
     /// The value of every dimension named in a set.
@@ -151,6 +159,12 @@ impl Serialize for Document<'_> {
                 }],
             },
         )?;
+        if let Some(keys) = self.log_level {
+            // Lambda keeps a line above INFO only with a valid level and an RFC 3339 timestamp
+            // ("Log-level filtering", AWS Lambda Developer Guide).
+            root.serialize_entry("level", keys.level)?;
+            root.serialize_entry("timestamp", &rfc3339_millis(self.timestamp_ms))?;
+        }
         for (name, value) in self.dimensions {
             root.serialize_entry(name, value)?;
         }
@@ -165,6 +179,15 @@ impl Serialize for Document<'_> {
         }
         root.end()
     }
+}
+
+/// `epoch_ms` as an RFC 3339 UTC time with milliseconds.
+fn rfc3339_millis(epoch_ms: u64) -> String {
+    i64::try_from(epoch_ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[derive(Serialize)]
@@ -242,6 +265,7 @@ mod tests {
         let line = Document {
             timestamp_ms: 1_700_000_000_000,
             namespace: "Bakery",
+            log_level: None,
             dimension_sets: &[vec!["service".into(), "location".into()]],
             dimensions: &[
                 ("service".into(), "orders".into()),

@@ -100,6 +100,21 @@ pub enum Error {
         /// Why it is refused.
         reason: &'static str,
     },
+    /// Metadata (with the dimensions) that would make a document larger than a CloudWatch Logs
+    /// event can be, so that no document holding it could be written whole.
+    #[error(
+        "{key:?} would make this invocation's documents about {size} bytes of dimensions and \
+         metadata, over the {limit}-byte budget that keeps each document under CloudWatch Logs' \
+         256 KB event limit"
+    )]
+    DocumentTooLarge {
+        /// The metadata key that was refused.
+        key: String,
+        /// The size the dimensions and metadata would have had, in bytes.
+        size: usize,
+        /// The budget, in bytes.
+        limit: usize,
+    },
     /// A flush found no metric and `raise_on_empty_metrics` is set.
     #[error("no metrics to publish: the invocation added none and raise_on_empty_metrics is set")]
     EmptyMetrics,
@@ -135,6 +150,7 @@ impl Error {
             | Error::TooManyDimensions { .. }
             | Error::NameCollision { .. }
             | Error::InvalidTimestamp { .. }
+            | Error::DocumentTooLarge { .. }
             | Error::EmptyMetrics => "SchemaValidationError",
             Error::NoCurrentInvocation => "NoCurrentInvocation",
             Error::RecorderAlreadyInstalled => "RecorderAlreadyInstalled",

@@ -62,7 +62,7 @@ pub const POWERTOOLS_METRICS_DISABLED: &str = "POWERTOOLS_METRICS_DISABLED";
 /// assert_eq!(documents[1]["order_id"], "o-1001");
 /// assert_eq!(
 ///     documents[1]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
-///     json!([["service", "environment", "location"]])
+///     json!([["environment", "location", "service"]])
 /// );
 /// # Ok(())
 /// # }
@@ -127,7 +127,8 @@ impl MetricsLayerBuilder {
         self
     }
 
-    /// The `service` dimension (default: `POWERTOOLS_SERVICE_NAME`, else `service_undefined`).
+    /// The `service` dimension (default: `POWERTOOLS_SERVICE_NAME`; with neither, documents
+    /// have no `service` dimension, as in Powertools for Python).
     pub fn service(mut self, service: impl Into<String>) -> Self {
         self.service = Some(service.into());
         self
@@ -140,7 +141,8 @@ impl MetricsLayerBuilder {
     }
 
     /// Writes a `ColdStart` metric (1, Count) in a document of its own on the process's cold
-    /// start, with the `function_name`, `service` and default dimensions (default: off).
+    /// start, with the dimensions `function_name` and `service` only, as Powertools for Python
+    /// writes it (default: off).
     pub fn capture_cold_start_metric(mut self, capture: bool) -> Self {
         self.capture_cold_start_metric = capture;
         self
@@ -207,29 +209,56 @@ impl MetricsLayerBuilder {
             None if disabled => String::new(),
             None => return Err(Error::MissingNamespace),
         };
-        let service = self
-            .service
-            .unwrap_or_else(|| config.service_name().to_owned());
-        let mut default_dimensions = Vec::with_capacity(self.default_dimensions.len() + 1);
-        for (name, value) in
-            std::iter::once(("service".to_owned(), service)).chain(self.default_dimensions)
-        {
-            if validate::dimension(&name, &value)? == DimensionCheck::Skip {
-                tracing::warn!(
-                    dimension = %name,
-                    "The default dimension was not added: its name or value is empty"
-                );
-                continue;
+        let service = match self.service {
+            Some(service) => Some(service),
+            None => env.string(powertools_core::env::vars::POWERTOOLS_SERVICE_NAME)?,
+        };
+        let service = match service {
+            Some(service) => match validate::dimension("service", &service)? {
+                DimensionCheck::Valid => Some(service),
+                DimensionCheck::Skip => None,
+                DimensionCheck::RefusedValue(reason) => {
+                    return Err(Error::InvalidDimension {
+                        name: "service".to_owned(),
+                        reason,
+                    });
+                }
+            },
+            None => None,
+        };
+        let mut default_dimensions: Vec<(String, String)> =
+            Vec::with_capacity(self.default_dimensions.len());
+        for (name, value) in self.default_dimensions {
+            let reason = match validate::dimension(&name, &value)? {
+                DimensionCheck::Valid => None,
+                DimensionCheck::Skip => {
+                    tracing::warn!(
+                        dimension = %name,
+                        "The default dimension was not added: its name or value is empty"
+                    );
+                    continue;
+                }
+                DimensionCheck::RefusedValue(reason) => Some(reason),
+            };
+            if let Some(reason) = reason {
+                // Fixed at build time: refuse it now rather than on every document.
+                return Err(Error::InvalidDimension { name, reason });
+            }
+            if name == "service" {
+                return Err(Error::NameCollision {
+                    name,
+                    used_as: "the service dimension (set it with `service`)",
+                });
             }
             match default_dimensions
                 .iter_mut()
-                .find(|(existing, _): &&mut (String, String)| *existing == name)
+                .find(|(existing, _)| *existing == name)
             {
                 Some((_, existing)) => *existing = value,
                 None => default_dimensions.push((name, value)),
             }
         }
-        if default_dimensions.len() > MAX_DIMENSIONS + 1 {
+        if default_dimensions.len() + usize::from(service.is_some()) > MAX_DIMENSIONS + 1 {
             return Err(Error::TooManyDimensions {
                 limit: MAX_DIMENSIONS,
             });
@@ -242,6 +271,8 @@ impl MetricsLayerBuilder {
             settings: Arc::new(Settings {
                 namespace,
                 default_dimensions,
+                service,
+                log_level_filter: log_level_filter(&env)?,
                 function_name,
                 capture_cold_start_metric: self.capture_cold_start_metric,
                 raise_on_empty_metrics: self.raise_on_empty_metrics,
@@ -251,6 +282,21 @@ impl MetricsLayerBuilder {
             }),
         })
     }
+}
+
+/// Lambda's application log level (`AWS_LAMBDA_LOG_LEVEL`, set by Advanced Logging Controls)
+/// when it drops INFO lines. Lambda reads a line without a valid `level` as INFO, so documents
+/// must then carry a level that passes the filter.
+fn log_level_filter(env: &Env) -> Result<Option<&'static str>, Error> {
+    let level = env.string("AWS_LAMBDA_LOG_LEVEL")?;
+    Ok(
+        match level.as_deref().map(str::to_ascii_uppercase).as_deref() {
+            Some("WARN" | "WARNING") => Some("WARN"),
+            Some("ERROR") => Some("ERROR"),
+            Some("FATAL" | "CRITICAL") => Some("FATAL"),
+            _ => None,
+        },
+    )
 }
 
 /// The service built by [`MetricsLayer`].

@@ -41,7 +41,7 @@
 //!
 //! ```json
 //! {"_aws":{"Timestamp":1764201600000,"CloudWatchMetrics":[{"Namespace":"Bakery",
-//!   "Dimensions":[["service","location"]],
+//!   "Dimensions":[["location","service"]],
 //!   "Metrics":[{"Name":"OrdersPlaced","Unit":"Count"},{"Name":"OrderValue","Unit":"None"}]}]},
 //!  "service":"orders","location":"Lyon","order_id":"o-1001","OrdersPlaced":1.0,"OrderValue":18.5}
 //! ```
@@ -55,8 +55,9 @@
 //!   [`set_timestamp`] add to the current invocation's document from any function the handler
 //!   awaits; [`Metrics`] is the explicit handle ([`Metrics::current`], [`MetricsLayer::new_metrics`]).
 //! - With [`capture_cold_start_metric`](MetricsLayerBuilder::capture_cold_start_metric), the cold
-//!   start writes `ColdStart` = 1 in a document of its own, with `function_name`, `service` and
-//!   the default dimensions, so it does not split the series of the other metrics.
+//!   start writes `ColdStart` = 1 in a document of its own, with the dimensions `function_name`
+//!   and `service` only, as Powertools for Python does, so it does not split the series of the
+//!   other metrics and one ColdStart alarm sees functions in every language.
 //! - [`EmfRecorder`] (feature `recorder`, default) sends the `metrics` facade's `counter!`,
 //!   `gauge!` and `histogram!` to the current invocation's document.
 //!
@@ -64,22 +65,58 @@
 //!
 //! CloudWatch drops an invalid EMF document without a word, so every rule is checked when a value
 //! is added, and a bad value is a typed [`Error`]: an unknown unit or resolution, NaN or an
-//! infinity, a metric re-added with another unit, an invalid name, more than 29 dimensions plus
-//! `service`, a name used twice at the top level, a timestamp CloudWatch refuses. A document
-//! never holds more than 100 metrics or 100 values of one metric: the next value writes it and
-//! starts another with the same dimensions and metadata. An empty dimension value is skipped
-//! with a warning, as in Powertools (CloudWatch would drop every dimension of the document).
+//! infinity or a value outside CloudWatch's -2^360..2^360, a metric re-added with another unit,
+//! an invalid name or namespace, more than 30 dimensions in a set, a name used twice at the top
+//! level, a timestamp CloudWatch refuses, metadata that could never fit in a log event. A
+//! document never holds more than 100 metrics or 100 values of one metric: the next value writes
+//! it and starts another with the same dimensions and metadata. A document that would pass
+//! 256 KB (CloudWatch Logs' event limit for Lambda's output) is split by metrics. An empty
+//! dimension value is skipped with a warning, as in Powertools (CloudWatch would drop every
+//! dimension of the document).
+//!
+//! A dimension *value* CloudWatch refuses (not printable ASCII, such as `Zürich`, `€` or an
+//! emoji, or over 1024 characters) comes from data, not code, so it never costs the metrics:
+//! it is kept as metadata under the dimension's name, with a warning, and the document is
+//! written without that dimension.
+//!
+//! # Lambda's log-level filter
+//!
+//! With Advanced Logging Controls, Lambda drops application lines below the configured level,
+//! and reads a line without a valid `level`, or without an RFC 3339 `timestamp`, as INFO. An EMF
+//! document has neither, so at `WARN`, `ERROR` or `FATAL` every metric would vanish. When
+//! `AWS_LAMBDA_LOG_LEVEL` is one of those, each document carries `"level"` set to that level
+//! and an RFC 3339 `"timestamp"`, so Lambda keeps it (CloudWatch ignores members it does not
+//! reference), and `level` and `timestamp` are refused as metric, dimension and metadata names.
+//! At `INFO` and below, or without the setting, documents are exactly Powertools for Python's.
+//! A Logs Insights query on `level` then also finds these lines at that level.
 //!
 //! # Configuration
 //!
 //! | Option | Environment variable | Default |
 //! | --- | --- | --- |
 //! | [`namespace`](MetricsLayerBuilder::namespace) | `POWERTOOLS_METRICS_NAMESPACE` | required: building the layer fails without it |
-//! | [`service`](MetricsLayerBuilder::service) | `POWERTOOLS_SERVICE_NAME` | `service_undefined` |
+//! | [`service`](MetricsLayerBuilder::service) | `POWERTOOLS_SERVICE_NAME` | none: no `service` dimension |
 //! | [`function_name`](MetricsLayerBuilder::function_name) | `POWERTOOLS_METRICS_FUNCTION_NAME` | the invocation's function name |
 //! | [`disabled`](MetricsLayerBuilder::disabled) | `POWERTOOLS_METRICS_DISABLED` | `POWERTOOLS_DEV` |
 //! | [`raise_on_empty_metrics`](MetricsLayerBuilder::raise_on_empty_metrics) | | off: a warning, the first time |
 //! | [`capture_cold_start_metric`](MetricsLayerBuilder::capture_cold_start_metric) | | off |
+//!
+//! # Compatibility with Powertools for Python
+//!
+//! The documents of Powertools for Python 3.37 and of this crate create the same CloudWatch
+//! metrics for the same calls:
+//!
+//! | | Powertools for Python 3.37 | this crate |
+//! | --- | --- | --- |
+//! | main dimension set | defaults, added dimensions, `service` | the same, in the same order |
+//! | `add_dimensions` sets | defaults + the new dimensions, no `service` | the same |
+//! | no service configured | `[[]]`, no `service` key | the same |
+//! | ColdStart | own document, `[["function_name","service"]]`, value 1 | the same |
+//! | namespace, units, resolution | CloudWatch's | the same, checked when set |
+//! | non-ASCII dimension value, NaN | written; CloudWatch refuses the document | kept as metadata / refused with an error, so the document is valid |
+//! | one value | `[1.0]` | `1.0` (as TypeScript; CloudWatch reads both alike) |
+//! | metadata | converted to strings | JSON types kept |
+//! | `AWS_LAMBDA_LOG_LEVEL` above INFO | documents dropped by Lambda | `level` and `timestamp` added |
 //!
 //! # Differences from Powertools for Python and TypeScript
 //!

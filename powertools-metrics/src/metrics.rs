@@ -7,9 +7,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-use crate::document::{Combine, Document, MetricTable};
+use crate::document::{Combine, Document, LogLevelKeys, MetricTable};
 use crate::sink::Sink;
-use crate::validate::{self, DimensionCheck, ENVELOPE_KEY, MAX_DIMENSIONS};
+use crate::validate::{
+    self, DimensionCheck, ENVELOPE_KEY, MAX_CONTEXT_BYTES, MAX_DIMENSIONS, MAX_DOCUMENT_BYTES,
+};
 use crate::{Error, Resolution, Unit};
 
 tokio::task_local! {
@@ -20,8 +22,15 @@ tokio::task_local! {
 #[derive(Debug)]
 pub(crate) struct Settings {
     pub(crate) namespace: String,
-    /// `service` first, then the default dimensions, all validated.
+    /// The default dimensions, validated, without `service`.
     pub(crate) default_dimensions: Vec<(String, String)>,
+    /// The `service` dimension, when a service is configured: the last of the main set, as
+    /// Powertools for Python writes it; with none, there is no `service` dimension at all.
+    pub(crate) service: Option<String>,
+    /// Lambda's application log level when it filters out INFO lines (`WARN`, `ERROR`,
+    /// `FATAL`): documents then carry it as `level`, with an RFC 3339 `timestamp`, so that
+    /// Lambda keeps them.
+    pub(crate) log_level_filter: Option<&'static str>,
     pub(crate) function_name: Option<String>,
     pub(crate) capture_cold_start_metric: bool,
     pub(crate) raise_on_empty_metrics: bool,
@@ -59,7 +68,7 @@ pub(crate) struct Settings {
 /// let document = &sink.documents()[0];
 /// assert_eq!(document["OrdersPlaced"], 1.0);
 /// assert_eq!(document["location"], "Lyon");
-/// assert_eq!(document["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0], serde_json::json!(["service", "location"]));
+/// assert_eq!(document["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0], serde_json::json!(["location", "service"]));
 /// # Ok::<(), powertools_metrics::Error>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -86,7 +95,15 @@ struct State {
     labelled: Vec<Labelled>,
     /// Whether a document was written since the last full flush (an automatic flush at a limit).
     wrote_since_flush: bool,
+    /// The serialized size of `metadata`, kept under [`MAX_CONTEXT_BYTES`] with the dimensions.
+    metadata_bytes: usize,
 }
+
+/// The name of the service dimension.
+const SERVICE: &str = "service";
+
+/// The names Lambda's log-level filter reads, taken while it is on.
+const LOG_LEVEL_KEYS: [&str; 2] = ["level", "timestamp"];
 
 #[derive(Debug)]
 struct Labelled {
@@ -96,30 +113,50 @@ struct Labelled {
 
 impl State {
     fn new(settings: &Settings) -> Self {
+        let mut dimensions = settings.default_dimensions.clone();
+        let mut main: Vec<String> = dimensions.iter().map(|(name, _)| name.clone()).collect();
+        if let Some(service) = &settings.service {
+            dimensions.push((SERVICE.to_owned(), service.clone()));
+            main.push(SERVICE.to_owned());
+        }
         State {
             timestamp: None,
-            dimensions: settings.default_dimensions.clone(),
-            dimension_sets: vec![
-                settings
-                    .default_dimensions
-                    .iter()
-                    .map(|(name, _)| name.clone())
-                    .collect(),
-            ],
+            dimensions,
+            dimension_sets: vec![main],
             metadata: Map::new(),
             metrics: MetricTable::default(),
             labelled: Vec::new(),
             wrote_since_flush: false,
+            metadata_bytes: 0,
         }
+    }
+
+    /// The serialized size of the dimension values and the metadata.
+    fn context_bytes(&self) -> usize {
+        let dimensions: usize = self
+            .dimensions
+            .iter()
+            .map(|(name, value)| name.len() + value.len() + 6)
+            .sum();
+        dimensions + self.metadata_bytes
     }
 
     /// Back to the state `new` gives, keeping the allocations: the default dimensions come first
     /// in `dimensions` and in the main set, and nothing removes them.
     fn reset(&mut self, settings: &Settings) {
         let defaults = &settings.default_dimensions;
+        let fixed = defaults.len() + usize::from(settings.service.is_some());
         self.timestamp = None;
-        self.dimensions.truncate(defaults.len());
-        for ((_, value), (_, default)) in self.dimensions.iter_mut().zip(defaults) {
+        self.dimensions.truncate(fixed);
+        let service = settings
+            .service
+            .as_ref()
+            .map(|service| (SERVICE.to_owned(), service.clone()));
+        for ((_, value), (_, default)) in self
+            .dimensions
+            .iter_mut()
+            .zip(defaults.iter().chain(&service))
+        {
             if value != default {
                 value.clone_from(default);
             }
@@ -127,7 +164,11 @@ impl State {
         self.dimension_sets.truncate(1);
         if let Some(main) = self.dimension_sets.first_mut() {
             main.truncate(defaults.len());
+            if settings.service.is_some() {
+                main.push(SERVICE.to_owned());
+            }
         }
+        self.metadata_bytes = 0;
         self.metadata.clear();
         self.metrics.clear();
         self.labelled.clear();
@@ -171,6 +212,16 @@ impl State {
     }
 
     fn check_free_for_dimension(&self, name: &str) -> Result<(), Error> {
+        if name == SERVICE {
+            // `service` is the layer's; an added dimension cannot move or replace it.
+            if let Some((_, _)) = self
+                .dimensions
+                .iter()
+                .find(|(existing, _)| existing == SERVICE)
+            {
+                return Err(collision(name, "the service dimension"));
+            }
+        }
         if self.is_metric(name) {
             return Err(collision(name, "a metric"));
         }
@@ -179,6 +230,14 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// Refuses `level` and `timestamp` while Lambda's log-level filter reads them.
+fn check_log_level_keys(settings: &Settings, name: &str) -> Result<(), Error> {
+    if settings.log_level_filter.is_some() && LOG_LEVEL_KEYS.contains(&name) {
+        return Err(collision(name, "a key Lambda's log-level filter reads"));
+    }
+    Ok(())
 }
 
 fn collision(name: &str, used_as: &'static str) -> Error {
@@ -243,6 +302,7 @@ impl Metrics {
     ) -> Result<(), Error> {
         validate::metric_name(name)?;
         validate::value(name, value)?;
+        check_log_level_keys(&self.shared.settings, name)?;
         let mut state = self.lock();
         self.add_to_main(&mut state, name, unit, resolution, value, Combine::Append)
     }
@@ -274,15 +334,26 @@ impl Metrics {
     ///
     /// An empty name or value is skipped with a warning (CloudWatch would drop the whole
     /// document's dimensions); a new value for an existing dimension replaces it with a warning.
+    /// A value CloudWatch refuses (not printable ASCII, such as `Zürich`, or over 1024
+    /// characters) is kept as metadata under the same name instead, with a warning, so the
+    /// invocation's metrics are still written: you never choose between the metric and the
+    /// value.
     ///
     /// # Errors
-    /// An invalid name or value, a 30th user dimension, or a name already used by a metric or
-    /// metadata.
+    /// An invalid name, a 31st dimension in the set (30 with `service`), or a name already used
+    /// by a metric or metadata.
     pub fn add_dimension(&self, name: &str, value: &str) -> Result<(), Error> {
-        if validate::dimension(name, value)? == DimensionCheck::Skip {
-            warn_skipped_dimension(name);
-            return Ok(());
+        match validate::dimension(name, value)? {
+            DimensionCheck::Skip => {
+                warn_skipped_dimension(name);
+                return Ok(());
+            }
+            DimensionCheck::RefusedValue(reason) => {
+                return self.dimension_as_metadata(name, value, reason);
+            }
+            DimensionCheck::Valid => {}
         }
+        check_log_level_keys(&self.shared.settings, name)?;
         let mut state = self.lock();
         state.check_free_for_dimension(name)?;
         let in_main_set = state.dimension_sets[0].iter().any(|n| n == name);
@@ -292,14 +363,40 @@ impl Metrics {
                     limit: MAX_DIMENSIONS,
                 });
             }
-            state.dimension_sets[0].push(name.to_owned());
+            let main = &mut state.dimension_sets[0];
+            // `service` stays last, as Powertools for Python writes the set.
+            let at = if self.shared.settings.service.is_some() {
+                main.len().saturating_sub(1)
+            } else {
+                main.len()
+            };
+            main.insert(at, name.to_owned());
         }
         state.set_dimension_value(name, value);
         Ok(())
     }
 
-    /// Adds another dimension set: the default dimensions (with `service`) plus `dimensions`,
-    /// so that the same metrics are also aggregated by this combination.
+    /// Keeps a dimension value CloudWatch would refuse as metadata, and says so.
+    fn dimension_as_metadata(
+        &self,
+        name: &str,
+        value: &str,
+        reason: &'static str,
+    ) -> Result<(), Error> {
+        tracing::warn!(
+            dimension = name,
+            value,
+            reason,
+            "CloudWatch refuses this dimension value: it is kept as metadata instead, and the \
+             metrics are written without this dimension"
+        );
+        self.add_metadata(name, value)
+    }
+
+    /// Adds another dimension set: the default dimensions plus `dimensions` (without `service`,
+    /// as Powertools for Python writes it), so that the same metrics are also aggregated by this
+    /// combination. Values CloudWatch refuses are kept as metadata, as in
+    /// [`add_dimension`](Self::add_dimension).
     ///
     /// ```
     /// # use powertools_metrics::{MemorySink, MetricsLayer, Unit};
@@ -312,7 +409,7 @@ impl Metrics {
     /// metrics.flush()?;
     /// assert_eq!(
     ///     sink.documents()[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
-    ///     serde_json::json!([["service", "location"], ["service", "country", "channel"]])
+    ///     serde_json::json!([["location", "service"], ["country", "channel"]])
     /// );
     /// # Ok::<(), powertools_metrics::Error>(())
     /// ```
@@ -324,12 +421,21 @@ impl Metrics {
         dimensions: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<(), Error> {
         let mut valid = Vec::new();
+        let mut refused = Vec::new();
         for (name, value) in dimensions {
-            if validate::dimension(name, value)? == DimensionCheck::Skip {
-                warn_skipped_dimension(name);
-            } else if !valid.iter().any(|(existing, _)| *existing == name) {
-                valid.push((name, value));
+            match validate::dimension(name, value)? {
+                DimensionCheck::Skip => warn_skipped_dimension(name),
+                DimensionCheck::RefusedValue(reason) => refused.push((name, value, reason)),
+                DimensionCheck::Valid => {
+                    check_log_level_keys(&self.shared.settings, name)?;
+                    if !valid.iter().any(|(existing, _)| *existing == name) {
+                        valid.push((name, value));
+                    }
+                }
             }
+        }
+        for (name, value, reason) in refused {
+            self.dimension_as_metadata(name, value, reason)?;
         }
         if valid.is_empty() {
             return Ok(());
@@ -367,11 +473,15 @@ impl Metrics {
     /// nothing in CloudWatch Metrics. JSON types are kept.
     ///
     /// # Errors
-    /// [`Error::NameCollision`] when `key` is `_aws`, a metric or a dimension.
+    /// [`Error::NameCollision`] when `key` is `_aws`, a metric or a dimension;
+    /// [`Error::DocumentTooLarge`] when the dimensions and metadata would pass 192 KB, so that
+    /// no document could hold them under CloudWatch Logs' 256 KB event limit.
     pub fn add_metadata(&self, key: &str, value: impl Into<Value>) -> Result<(), Error> {
         if key == ENVELOPE_KEY {
             return Err(collision(key, "the EMF envelope"));
         }
+        check_log_level_keys(&self.shared.settings, key)?;
+        let value = value.into();
         let mut state = self.lock();
         if state.is_metric(key) {
             return Err(collision(key, "a metric"));
@@ -379,7 +489,18 @@ impl Metrics {
         if state.dimension_value(key).is_some() {
             return Err(collision(key, "a dimension"));
         }
-        state.metadata.insert(key.to_owned(), value.into());
+        let added = json_len(key, &value);
+        let replaced = state.metadata.get(key).map_or(0, |old| json_len(key, old));
+        let size = state.context_bytes() - replaced + added;
+        if size > MAX_CONTEXT_BYTES {
+            return Err(Error::DocumentTooLarge {
+                key: key.to_owned(),
+                size,
+                limit: MAX_CONTEXT_BYTES,
+            });
+        }
+        state.metadata_bytes = state.metadata_bytes - replaced + added;
+        state.metadata.insert(key.to_owned(), value);
         Ok(())
     }
 
@@ -430,8 +551,9 @@ impl Metrics {
         Ok(())
     }
 
-    /// Writes the cold-start document: `ColdStart` = 1 (Count), with the dimensions `service`,
-    /// the default dimensions and `function_name`.
+    /// Writes the cold-start document: `ColdStart` = 1 (Count), with the dimensions
+    /// `function_name` and `service` only, as Powertools for Python writes it, so that one
+    /// ColdStart alarm sees functions in every language.
     pub(crate) fn write_cold_start(&self, context_function_name: &str) {
         let settings = &self.shared.settings;
         if settings.disabled {
@@ -441,10 +563,12 @@ impl Metrics {
             .function_name
             .as_deref()
             .unwrap_or(context_function_name);
-        let mut dimensions = settings.default_dimensions.clone();
+        let mut dimensions = Vec::with_capacity(2);
         if !function_name.is_empty() {
-            dimensions.retain(|(name, _)| name != "function_name");
             dimensions.push(("function_name".to_owned(), function_name.to_owned()));
+        }
+        if let Some(service) = &settings.service {
+            dimensions.push((SERVICE.to_owned(), service.clone()));
         }
         let set = [dimensions.iter().map(|(name, _)| name.clone()).collect()];
         let mut table = MetricTable::default();
@@ -455,16 +579,39 @@ impl Metrics {
             1.0,
             Combine::Append,
         );
-        let line = Document {
+        self.write_document(&Document {
             timestamp_ms: epoch_ms(SystemTime::now()),
             namespace: &settings.namespace,
+            log_level: self.log_level_keys(),
             dimension_sets: &set,
             dimensions: &dimensions,
             metadata: &Map::new(),
             metrics: table.metrics(),
+        });
+    }
+
+    fn log_level_keys(&self) -> Option<LogLevelKeys> {
+        self.shared
+            .settings
+            .log_level_filter
+            .map(|level| LogLevelKeys { level })
+    }
+
+    /// Writes `document`, split by metrics into as many documents as it takes to keep each
+    /// under CloudWatch Logs' event limit.
+    fn write_document(&self, document: &Document<'_>) {
+        let line = document.to_line();
+        if line.len() <= MAX_DOCUMENT_BYTES || document.metrics.len() < 2 {
+            self.shared.settings.sink.write_document(&line);
+            return;
         }
-        .to_line();
-        settings.sink.write_document(&line);
+        let (first, second) = document.metrics.split_at(document.metrics.len() / 2);
+        for metrics in [first, second] {
+            self.write_document(&Document {
+                metrics,
+                ..*document
+            });
+        }
     }
 
     /// Adds a value from the `metrics` facade: labels make a document of their own, so that they
@@ -480,6 +627,7 @@ impl Metrics {
     ) -> Result<(), Error> {
         validate::metric_name(name)?;
         validate::value(name, value)?;
+        check_log_level_keys(&self.shared.settings, name)?;
         let mut state = self.lock();
         if labels.is_empty() {
             return self.add_to_main(&mut state, name, unit, Resolution::Standard, value, combine);
@@ -489,6 +637,7 @@ impl Metrics {
             .iter()
             .chain(defaults)
             .any(|(label, _)| label == name)
+            || (name == SERVICE && self.shared.settings.service.is_some())
         {
             return Err(collision(name, "a dimension"));
         }
@@ -527,19 +676,27 @@ impl Metrics {
 
     fn check_labels(&self, labels: &[(String, String)]) -> Result<(), Error> {
         for (name, value) in labels {
-            if validate::dimension(name, value)? == DimensionCheck::Skip {
-                return Err(Error::InvalidDimension {
-                    name: name.clone(),
-                    reason: "a label of a `metrics` facade metric is empty",
-                });
-            }
+            let reason = match validate::dimension(name, value)? {
+                DimensionCheck::Valid => {
+                    check_log_level_keys(&self.shared.settings, name)?;
+                    continue;
+                }
+                DimensionCheck::Skip => "a label of a `metrics` facade metric is empty",
+                DimensionCheck::RefusedValue(reason) => reason,
+            };
+            return Err(Error::InvalidDimension {
+                name: name.clone(),
+                reason,
+            });
         }
-        let defaults = &self.shared.settings.default_dimensions;
+        let settings = &self.shared.settings;
+        let defaults = &settings.default_dimensions;
         let extra = labels
             .iter()
             .filter(|(name, _)| !defaults.iter().any(|(default, _)| default == name))
+            .filter(|(name, _)| !(name == SERVICE && settings.service.is_some()))
             .count();
-        if defaults.len() + extra > MAX_DIMENSIONS + 1 {
+        if defaults.len() + usize::from(settings.service.is_some()) + extra > MAX_DIMENSIONS + 1 {
             return Err(Error::TooManyDimensions {
                 limit: MAX_DIMENSIONS,
             });
@@ -555,16 +712,15 @@ impl Metrics {
         }
         let settings = &self.shared.settings;
         if !settings.disabled {
-            let line = Document {
+            self.write_document(&Document {
                 timestamp_ms: epoch_ms(state.timestamp.unwrap_or_else(SystemTime::now)),
                 namespace: &settings.namespace,
+                log_level: self.log_level_keys(),
                 dimension_sets: &state.dimension_sets,
                 dimensions: &state.dimensions,
                 metadata: &state.metadata,
                 metrics: state.metrics.metrics(),
-            }
-            .to_line();
-            settings.sink.write_document(&line);
+            });
         }
         state.metrics.clear();
         state.wrote_since_flush = true;
@@ -579,8 +735,12 @@ impl Metrics {
         for (name, value) in &group.labels {
             match dimensions.iter_mut().find(|(existing, _)| existing == name) {
                 Some((_, existing)) => existing.clone_from(value),
+                None if name == SERVICE && settings.service.is_some() => {}
                 None => dimensions.push((name.clone(), value.clone())),
             }
+        }
+        if let Some(service) = &settings.service {
+            dimensions.push((SERVICE.to_owned(), service.clone()));
         }
         let set = [dimensions.iter().map(|(name, _)| name.clone()).collect()];
         let metadata: Map<String, Value> = state
@@ -591,16 +751,15 @@ impl Metrics {
             })
             .map(|(key, value)| (key.clone(), value.clone()))
             .collect();
-        let line = Document {
+        self.write_document(&Document {
             timestamp_ms: epoch_ms(state.timestamp.unwrap_or_else(SystemTime::now)),
             namespace: &settings.namespace,
+            log_level: self.log_level_keys(),
             dimension_sets: &set,
             dimensions: &dimensions,
             metadata: &metadata,
             metrics: group.metrics.metrics(),
-        }
-        .to_line();
-        settings.sink.write_document(&line);
+        });
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -619,6 +778,12 @@ fn warn_skipped_dimension(name: &str) {
         "The dimension was not added: its name or value is empty, and CloudWatch would drop \
          every dimension of the document"
     );
+}
+
+/// The bytes `"key":value,` takes in a document.
+fn json_len(key: &str, value: &Value) -> usize {
+    let value_len = serde_json::to_string(value).map_or(0, |text| text.len());
+    key.len() + value_len + 4
 }
 
 fn epoch_ms(time: SystemTime) -> u64 {

@@ -11,18 +11,37 @@ pub const MAX_METRICS: usize = 100;
 /// The most values of one metric in one document; the 101st starts a new document.
 pub const MAX_VALUES_PER_METRIC: usize = 100;
 
+/// The longest document written: CloudWatch Logs takes events of at most 256 KB, counted with
+/// 26 bytes of overhead per event ("PutLogEvents" quotas); a kilobyte is kept in hand.
+pub(crate) const MAX_DOCUMENT_BYTES: usize = 256 * 1024 - 1024;
+/// The most bytes of dimensions and metadata one invocation's documents may carry, so that a
+/// document with them and a full metric (100 values) always fits in [`MAX_DOCUMENT_BYTES`].
+pub(crate) const MAX_CONTEXT_BYTES: usize = 192 * 1024;
+
 const MAX_NAMESPACE_LEN: usize = 255;
 const MAX_METRIC_NAME_LEN: usize = 255;
 const MAX_DIMENSION_NAME_LEN: usize = 250;
 const MAX_DIMENSION_VALUE_LEN: usize = 1024;
 const MAX_PAST: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 const MAX_FUTURE: Duration = Duration::from_secs(2 * 60 * 60);
-/// CloudWatch accepts values in -2^360..=2^360.
+/// CloudWatch accepts values in -2^360..=2^360, and no NaN or infinity: the `Value` member of
+/// `MetricDatum` in the CloudWatch API Reference ("Values must be in the range of -2^360 to
+/// 2^360. In addition, special values (for example, NaN, +Infinity, -Infinity) are not
+/// supported."). Older versions of that page also gave a magnitude floor of 2^-360
+/// (8.515920e-109); the current one does not, so values closer to zero, `f64::MIN_POSITIVE`
+/// included, are accepted.
 const MAX_ABS_VALUE: f64 = 2.348_542_582_773_833_3e108;
 
 /// The key EMF reserves at the top level of a document.
 pub(crate) const ENVELOPE_KEY: &str = "_aws";
 
+/// CloudWatch's namespace rules, as its documentation states them:
+/// - the CloudWatch concepts page ("Namespaces"): at most 255 characters of "alphanumeric
+///   characters (0-9A-Za-z), period (.), hyphen (-), underscore (_), forward slash (/), hash (#),
+///   colon (:), and the space character", with "at least one non-whitespace character";
+/// - the `Metric` data type of the CloudWatch API Reference: `Namespace` matches `[^:].*`, so
+///   no leading colon;
+/// - `PutMetricData`: a namespace beginning with `AWS/` is reserved for AWS services.
 pub(crate) fn namespace(namespace: &str) -> Result<(), Error> {
     let invalid = |reason| {
         Err(Error::InvalidNamespace {
@@ -30,15 +49,21 @@ pub(crate) fn namespace(namespace: &str) -> Result<(), Error> {
             reason,
         })
     };
-    if namespace.is_empty() {
-        return invalid("it is empty");
+    if namespace.trim().is_empty() {
+        return invalid("it is empty or only spaces");
     }
     if namespace.len() > MAX_NAMESPACE_LEN {
         return invalid("it is longer than 255 characters");
     }
-    let allowed = |c: char| c.is_ascii_alphanumeric() || "._#:/-".contains(c);
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "._#:/- ".contains(c);
     if !namespace.chars().all(allowed) {
-        return invalid("only ASCII letters, digits and . _ # : / - are allowed");
+        return invalid("only ASCII letters, digits, spaces and . _ # : / - are allowed");
+    }
+    if namespace.starts_with(':') {
+        return invalid("it must not start with a colon");
+    }
+    if namespace.starts_with("AWS/") {
+        return invalid("namespaces beginning with AWS/ are reserved for AWS services");
     }
     Ok(())
 }
@@ -90,6 +115,9 @@ pub(crate) enum DimensionCheck {
     /// An empty name or value: Powertools warns and skips it, because CloudWatch drops every
     /// dimension of a document with one empty value (Powertools for Python #5526).
     Skip,
+    /// A value CloudWatch refuses (not printable ASCII, or too long): the value is kept as
+    /// metadata instead, so the metrics are still written.
+    RefusedValue(&'static str),
 }
 
 pub(crate) fn dimension(name: &str, value: &str) -> Result<DimensionCheck, Error> {
@@ -119,10 +147,14 @@ pub(crate) fn dimension(name: &str, value: &str) -> Result<DimensionCheck, Error
         });
     }
     if value.len() > MAX_DIMENSION_VALUE_LEN {
-        return invalid("the value is longer than 1024 characters");
+        return Ok(DimensionCheck::RefusedValue(
+            "the value is longer than 1024 characters",
+        ));
     }
     if !printable_ascii(value) {
-        return invalid("the value must be printable ASCII");
+        return Ok(DimensionCheck::RefusedValue(
+            "the value must be printable ASCII",
+        ));
     }
     Ok(DimensionCheck::Valid)
 }
@@ -144,7 +176,8 @@ mod tests {
     #[test]
     fn namespaces_follow_cloudwatch_rules() {
         namespace("Bakery/Orders-API_v2.0#eu:1").unwrap();
-        for bad in ["", "has space", "émoji", &"n".repeat(256)] {
+        namespace("has space").unwrap();
+        for bad in ["", " ", "émoji", ":x", "AWS/Lambda", &"n".repeat(256)] {
             assert!(
                 matches!(namespace(bad), Err(Error::InvalidNamespace { .. })),
                 "{bad:?}"
@@ -192,14 +225,21 @@ mod tests {
         assert_eq!(dimension(" ", "Lyon").unwrap(), DimensionCheck::Skip);
         for (name, value) in [
             (":location", "Lyon"),
-            ("location", "Zürich"),
             ("loca\ttion", "Lyon"),
             (&"n".repeat(251) as &str, "Lyon"),
-            ("location", &"v".repeat(1025)),
         ] {
             assert!(
                 matches!(dimension(name, value), Err(Error::InvalidDimension { .. })),
                 "{name:?}={value:?}"
+            );
+        }
+        for value in ["Zürich", &"v".repeat(1025)] {
+            assert!(
+                matches!(
+                    dimension("location", value),
+                    Ok(DimensionCheck::RefusedValue(_))
+                ),
+                "{value:?}"
             );
         }
     }

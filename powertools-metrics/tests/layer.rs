@@ -118,21 +118,25 @@ async fn twenty_nine_dimensions_plus_service_are_accepted_and_the_thirtieth_refu
     assert_eq!(documents.len(), 1);
     let set = dimension_sets(&documents[0]);
     assert_eq!(set[0].as_array().unwrap().len(), 30);
-    assert_eq!(set[0][0], "service");
+    assert_eq!(
+        set[0][29], "service",
+        "service stays last, as Python writes it"
+    );
     assert_eq!(documents[0]["d0"], "w");
     assert!(documents[0].get("d29").is_none());
 }
 
 #[tokio::test]
-async fn a_dimension_set_of_more_than_29_dimensions_is_refused_whole() {
+async fn a_dimension_set_of_more_than_30_dimensions_is_refused_whole() {
+    // An extra set has no `service` (as Python writes it), so it can hold CloudWatch's 30.
     let sink = MemorySink::new();
     let layer = builder(&sink).build().unwrap();
     invoke(&layer, |_| async {
-        let names: Vec<String> = (0..30).map(|index| format!("d{index}")).collect();
+        let names: Vec<String> = (0..31).map(|index| format!("d{index}")).collect();
         let set: Vec<(&str, &str)> = names.iter().map(|name| (name.as_str(), "v")).collect();
-        let error = powertools_metrics::add_dimensions(set[..30].iter().copied()).unwrap_err();
+        let error = powertools_metrics::add_dimensions(set[..31].iter().copied()).unwrap_err();
         assert!(matches!(error, Error::TooManyDimensions { .. }));
-        powertools_metrics::add_dimensions(set[..29].iter().copied())?;
+        powertools_metrics::add_dimensions(set[..30].iter().copied())?;
         powertools_metrics::add_metric("Orders", 1.0, Unit::Count)?;
         Ok(Value::Null)
     })
@@ -143,7 +147,7 @@ async fn a_dimension_set_of_more_than_29_dimensions_is_refused_whole() {
     assert_eq!(sets.as_array().unwrap().len(), 2);
     assert_eq!(sets[1].as_array().unwrap().len(), 30);
     assert!(
-        documents[0].get("d29").is_none(),
+        documents[0].get("d30").is_none(),
         "the refused set added nothing"
     );
 }
@@ -333,7 +337,7 @@ async fn the_namespace_is_required_from_code_or_the_environment() {
     assert_eq!(missing.error_type(), "SchemaValidationError");
 
     let invalid = MetricsLayer::builder()
-        .namespace("has spaces")
+        .namespace("AWS/Lambda")
         .env(empty)
         .build()
         .unwrap_err();
@@ -424,10 +428,6 @@ async fn bad_input_is_refused_with_typed_errors_and_the_document_stays_valid() {
                 "SchemaValidationError",
             ),
             (
-                add_dimension("city", "Zürich").unwrap_err(),
-                "SchemaValidationError",
-            ),
-            (
                 add_metadata("Orders", "x").unwrap_err(),
                 "SchemaValidationError",
             ),
@@ -461,7 +461,7 @@ async fn bad_input_is_refused_with_typed_errors_and_the_document_stays_valid() {
     let document = &documents[0];
     assert_eq!(
         dimension_sets(document),
-        json!([["service", "environment"]])
+        json!([["environment", "service"]])
     );
     assert_eq!(metric_names(document), ["Orders"]);
     assert_eq!(document["Orders"], 1.0);
@@ -500,7 +500,7 @@ async fn resolution_timestamp_and_dimension_sets_are_written_as_the_specificatio
     assert_eq!(document["_aws"]["Timestamp"], expected_ms);
     assert_eq!(
         dimension_sets(document),
-        json!([["service", "location"], ["service", "country"]]),
+        json!([["location", "service"], ["country"]]),
         "an identical set is added once"
     );
     assert_eq!(
@@ -559,14 +559,14 @@ async fn each_invocation_starts_from_the_default_dimensions() {
     assert_eq!(
         dimension_sets(&documents[0]),
         json!([
-            ["service", "environment", "location"],
-            ["service", "environment", "country"]
+            ["environment", "location", "service"],
+            ["environment", "country"]
         ])
     );
     assert_eq!(documents[0]["environment"], "staging");
     assert_eq!(
         dimension_sets(&documents[1]),
-        json!([["service", "environment"]])
+        json!([["environment", "service"]])
     );
     assert_eq!(
         documents[1]["environment"], "prod",

@@ -90,7 +90,7 @@ async fn counters_gauges_and_histograms_land_in_the_invocations_documents() {
         assert_eq!(metric_names(document), ["Retries"]);
         assert_eq!(document["Retries"], retries);
         assert_eq!(document["dependency"], dependency);
-        assert_eq!(dimension_sets(document), json!([["service", "dependency"]]));
+        assert_eq!(dimension_sets(document), json!([["dependency", "service"]]));
         assert_eq!(
             document["order_id"], "o-1",
             "the invocation's metadata goes along"

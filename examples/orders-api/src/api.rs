@@ -154,14 +154,17 @@ async fn place_order<St: IdempotencyStore>(
 /// priced dimension). A location CloudWatch refuses as a dimension costs the dimension, not the
 /// order.
 fn record_metrics(order: &Order, total_cents: u64) {
-    let recorded = powertools::metrics::add_dimension("location", &order.location)
-        .and_then(|()| powertools::metrics::add_metric("OrdersPlaced", 1.0, Unit::Count))
-        .and_then(|()| {
-            powertools::metrics::add_metric("OrderValue", total_cents as f64 / 100.0, Unit::None)
-        })
-        .and_then(|()| powertools::metrics::add_metadata("order_id", order.order_id.clone()));
-    if let Err(error) = recorded {
-        tracing::warn!(%error, "order metrics not recorded");
+    // Each call stands alone, so one refused value never costs the others. A shop name
+    // CloudWatch refuses as a dimension value (`Café`) is kept as metadata by the library, and
+    // the order is still counted.
+    let outcomes = [
+        powertools::metrics::add_dimension("location", &order.location),
+        powertools::metrics::add_metric("OrdersPlaced", 1.0, Unit::Count),
+        powertools::metrics::add_metric("OrderValue", total_cents as f64 / 100.0, Unit::None),
+        powertools::metrics::add_metadata("order_id", order.order_id.clone()),
+    ];
+    for error in outcomes.into_iter().filter_map(Result::err) {
+        tracing::warn!(%error, "an order metric was not recorded");
     }
 }
 
@@ -276,18 +279,29 @@ mod tests {
     use super::*;
 
     fn function() -> (Function, SavedOrders, PaymentProvider) {
+        let (function, saved, payments, _) = function_with_metrics();
+        (function, saved, payments)
+    }
+
+    fn function_with_metrics() -> (Function, SavedOrders, PaymentProvider, MemorySink) {
+        let sink = MemorySink::new();
         let powertools = Powertools::builder()
             .service("orders")
             .env(Env::from_pairs([
                 ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
                 ("POWERTOOLS_TRACE_DISABLED", "true"),
             ]))
-            .metrics(|metrics| metrics.sink(MemorySink::new()))
+            .metrics(|metrics| metrics.sink(sink.clone()))
             .build()
             .unwrap();
         let (orders, payment_idempotency) = idempotency(InMemoryStore::new()).unwrap();
         let (app, saved, payments) = App::in_memory(payment_idempotency);
-        (service(&powertools, orders, app).unwrap(), saved, payments)
+        (
+            service(&powertools, orders, app).unwrap(),
+            saved,
+            payments,
+            sink,
+        )
     }
 
     async fn post(function: &Function, event: &str) -> (i64, Value) {
@@ -324,6 +338,25 @@ mod tests {
         );
         assert_eq!(saved.lock().unwrap().len(), 1);
         assert_eq!(payments.charges().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_order_from_a_shop_cloudwatch_cannot_name_is_still_counted() {
+        let (function, _, _, sink) = function_with_metrics();
+        let event = include_str!("../events/first-order.json").replace("camden", "Café Zürich");
+        let placed = post(&function, &event).await;
+        assert_eq!(placed.0, 201, "{}", placed.1);
+        let document = sink
+            .documents()
+            .into_iter()
+            .find(|document| document.get("OrdersPlaced").is_some())
+            .expect("the order is counted");
+        assert_eq!(document["OrderValue"], 25.5);
+        assert_eq!(document["location"], "Café Zürich", "kept as metadata");
+        assert_eq!(
+            document["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([["service"]])
+        );
     }
 
     #[tokio::test]

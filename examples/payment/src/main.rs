@@ -103,17 +103,19 @@ async fn pay(
         .charge(&request)
         .await
         .inspect_err(|failed| tracing::error!(%failed, "charge failed; the retry will charge"))?;
-    let recorded = powertools::metrics::add_dimension("currency", &request.currency)
-        .and_then(|()| powertools::metrics::add_metric("PaymentsCharged", 1.0, Unit::Count))
-        .and_then(|()| {
-            powertools::metrics::add_metric(
-                "AmountCharged",
-                request.amount_cents as f64 / 100.0,
-                Unit::None,
-            )
-        });
-    if let Err(error) = recorded {
-        tracing::warn!(%error, "payment metrics not recorded");
+    // Each call stands alone, so one refused value never costs the others (a currency
+    // CloudWatch refuses as a dimension value is kept as metadata by the library).
+    let outcomes = [
+        powertools::metrics::add_dimension("currency", &request.currency),
+        powertools::metrics::add_metric("PaymentsCharged", 1.0, Unit::Count),
+        powertools::metrics::add_metric(
+            "AmountCharged",
+            request.amount_cents as f64 / 100.0,
+            Unit::None,
+        ),
+    ];
+    for error in outcomes.into_iter().filter_map(Result::err) {
+        tracing::warn!(%error, "a payment metric was not recorded");
     }
     tracing::info!(reference = %receipt.provider_reference, "charged");
     Ok(receipt)

@@ -15,8 +15,20 @@ static EMF_SCHEMA: LazyLock<Validator> = LazyLock::new(|| {
     jsonschema::validator_for(&schema).expect("schema compiles")
 });
 
-/// The CloudWatch Logs event size limit that applies to EMF documents.
+/// The CloudWatch Logs event size limit that applies to EMF documents in Lambda.
 const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+
+/// PutMetricData's value range ("Values must be in the range of -2^360 to 2^360", the `Value`
+/// member of `MetricDatum`), the rule the crate enforces.
+fn assert_value_in_range(name: &str, value: &Value) {
+    let number = value
+        .as_f64()
+        .unwrap_or_else(|| panic!("metric {name} has a non-numeric value {value}"));
+    assert!(
+        number.is_finite() && number.abs() <= 2f64.powi(360),
+        "metric {name} has {number:e}, outside -2^360..=2^360"
+    );
+}
 
 /// Parses `line` and checks it is a valid EMF document: the JSON Schema of the specification,
 /// plus what a schema cannot say (target members present at the root with the right types).
@@ -37,8 +49,11 @@ pub(crate) fn assert_valid_emf(line: &str) -> Value {
             assert!(!metric_names.contains(&name), "metric {name} defined twice");
             metric_names.push(name);
             match &document[name] {
-                Value::Number(_) => {}
+                Value::Number(_) => assert_value_in_range(name, &document[name]),
                 Value::Array(values) => {
+                    for value in values {
+                        assert_value_in_range(name, value);
+                    }
                     assert!(
                         (1..=100).contains(&values.len()),
                         "metric {name} has {} values",

@@ -1,0 +1,233 @@
+//! Documents that land where Powertools for Python's dashboards and alarms look, and that
+//! CloudWatch never drops: dimension sets as Python writes them, CloudWatch's namespace and value
+//! rules, dimension values CloudWatch refuses, Lambda's log-level filter and the log event size.
+
+mod support;
+
+use powertools_core::env::Env;
+use powertools_metrics::{Error, MemorySink, MetricsLayer, Unit};
+use serde_json::{Value, json};
+use support::{builder, dimension_sets, valid_documents};
+
+fn flushed(sink: &MemorySink) -> Vec<Value> {
+    valid_documents(sink)
+}
+
+#[test]
+fn the_main_set_is_the_defaults_the_added_dimensions_then_service_as_python_writes_it() {
+    let sink = MemorySink::new();
+    let layer = builder(&sink)
+        .default_dimension("environment", "prod")
+        .build()
+        .unwrap();
+    let metrics = layer.new_metrics();
+    metrics.add_dimension("location", "Lyon").unwrap();
+    metrics
+        .add_dimensions([("country", "FR"), ("channel", "web")])
+        .unwrap();
+    metrics
+        .add_metric("OrdersPlaced", 1.0, Unit::Count)
+        .unwrap();
+    metrics.flush().unwrap();
+    let document = &flushed(&sink)[0];
+    // Powertools for Python 3.37: `[["environment","location","service"],["environment","country","channel"]]`.
+    assert_eq!(
+        dimension_sets(document),
+        json!([
+            ["environment", "location", "service"],
+            ["environment", "country", "channel"]
+        ])
+    );
+    assert_eq!(document["service"], "orders");
+}
+
+#[test]
+fn without_a_service_there_is_no_service_dimension_and_one_empty_set() {
+    let sink = MemorySink::new();
+    let layer = MetricsLayer::builder()
+        .namespace("Bakery")
+        .sink(sink.clone())
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let metrics = layer.new_metrics();
+    metrics
+        .add_metric("OrdersPlaced", 1.0, Unit::Count)
+        .unwrap();
+    metrics.flush().unwrap();
+    let document = &flushed(&sink)[0];
+    assert_eq!(dimension_sets(document), json!([[]]));
+    assert!(document.get("service").is_none(), "{document}");
+}
+
+#[test]
+fn namespaces_follow_cloudwatchs_rules() {
+    for accepted in ["Bakery Orders", "a.b-c_d/e#f:g", "x", &"n".repeat(255)] {
+        let result = MetricsLayer::builder()
+            .namespace(accepted)
+            .env(Env::empty())
+            .build();
+        assert!(result.is_ok(), "{accepted:?}: {result:?}");
+    }
+    for refused in [
+        "AWS/Lambda",
+        ":leading-colon",
+        "   ",
+        "",
+        "tab\there",
+        "Zürich",
+        &"n".repeat(256),
+    ] {
+        let result = MetricsLayer::builder()
+            .namespace(refused)
+            .env(Env::empty())
+            .build();
+        assert!(
+            matches!(result, Err(Error::InvalidNamespace { .. })),
+            "{refused:?}: {result:?}"
+        );
+    }
+}
+
+#[test]
+fn values_follow_the_current_putmetricdata_range_and_no_more() {
+    let sink = MemorySink::new();
+    let metrics = builder(&sink).build().unwrap().new_metrics();
+    let limit = 2f64.powi(360);
+    for accepted in [limit, -limit, f64::MIN_POSITIVE, 1e-200, 5e-324, 0.0, -0.0] {
+        metrics
+            .add_metric("Accepted", accepted, Unit::None)
+            .unwrap_or_else(|error| panic!("{accepted:e}: {error}"));
+    }
+    for refused in [
+        f64::from_bits(limit.to_bits() + 1),
+        -f64::from_bits(limit.to_bits() + 1),
+        f64::MAX,
+        f64::NAN,
+        f64::INFINITY,
+    ] {
+        assert!(
+            matches!(
+                metrics.add_metric("Refused", refused, Unit::None),
+                Err(Error::InvalidValue { .. })
+            ),
+            "{refused:e}"
+        );
+    }
+    metrics.flush().unwrap();
+    // The checker applies the same range rule to what was written.
+    assert_eq!(flushed(&sink).len(), 1);
+}
+
+#[test]
+fn a_dimension_value_cloudwatch_refuses_keeps_the_metric_and_becomes_metadata() {
+    let sink = MemorySink::new();
+    let metrics = builder(&sink).build().unwrap().new_metrics();
+    for (name, value) in [("ville", "Zürich"), ("currency", "€"), ("mood", "🥐")] {
+        metrics
+            .add_dimension(name, value)
+            .unwrap_or_else(|error| panic!("{name}={value}: {error}"));
+    }
+    metrics.add_dimension("location", "Lyon").unwrap();
+    metrics
+        .add_metric("OrdersPlaced", 1.0, Unit::Count)
+        .unwrap();
+    metrics.flush().unwrap();
+    let document = &flushed(&sink)[0];
+    assert_eq!(document["OrdersPlaced"], 1.0, "the metric is kept");
+    assert_eq!(dimension_sets(document), json!([["location", "service"]]));
+    assert_eq!(document["ville"], "Zürich", "the value is kept as metadata");
+    assert_eq!(document["currency"], "€");
+    assert_eq!(document["mood"], "🥐");
+}
+
+#[test]
+fn documents_survive_lambdas_log_level_filter() {
+    // With an application log level above INFO, Lambda drops lines whose `level` is missing or
+    // whose `timestamp` is not RFC 3339 (they count as INFO).
+    for level in ["WARN", "ERROR", "FATAL"] {
+        let sink = MemorySink::new();
+        let metrics = builder(&sink)
+            .env(Env::from_pairs([("AWS_LAMBDA_LOG_LEVEL", level)]))
+            .build()
+            .unwrap()
+            .new_metrics();
+        metrics
+            .add_metric("OrdersPlaced", 1.0, Unit::Count)
+            .unwrap();
+        metrics.flush().unwrap();
+        let document = &flushed(&sink)[0];
+        assert_eq!(document["level"], level, "{document}");
+        let timestamp = document["timestamp"].as_str().expect("a timestamp");
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(timestamp).is_ok(),
+            "{timestamp}"
+        );
+        // And the names are taken while the filter is on.
+        assert!(matches!(
+            metrics.add_metadata("level", "x"),
+            Err(Error::NameCollision { .. })
+        ));
+    }
+    // Without the filter (or at INFO and below) the document is exactly Python's.
+    for env in [
+        Env::empty(),
+        Env::from_pairs([("AWS_LAMBDA_LOG_LEVEL", "INFO")]),
+        Env::from_pairs([("AWS_LAMBDA_LOG_LEVEL", "debug")]),
+    ] {
+        let sink = MemorySink::new();
+        let metrics = builder(&sink).env(env).build().unwrap().new_metrics();
+        metrics
+            .add_metric("OrdersPlaced", 1.0, Unit::Count)
+            .unwrap();
+        metrics.flush().unwrap();
+        let document = &flushed(&sink)[0];
+        assert!(document.get("level").is_none(), "{document}");
+        assert!(document.get("timestamp").is_none(), "{document}");
+    }
+}
+
+#[test]
+fn no_document_exceeds_the_log_event_limit() {
+    // A hundred long-named metrics with a hundred values each, and large metadata: split, never cut.
+    let sink = MemorySink::new();
+    let metrics = builder(&sink).build().unwrap().new_metrics();
+    metrics
+        .add_metadata("note", "n".repeat(100 * 1024))
+        .unwrap();
+    for metric in 0..100 {
+        let name = format!("{metric:03}{}", "m".repeat(240));
+        for value in 0..100 {
+            metrics
+                .add_metric(&name, f64::from(value) + 0.123_456_789_012_345, Unit::None)
+                .unwrap();
+        }
+    }
+    metrics.flush().unwrap();
+    let documents = flushed(&sink);
+    let values: usize = documents
+        .iter()
+        .flat_map(|document| {
+            document["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|metric| {
+                    document[metric["Name"].as_str().unwrap()]
+                        .as_array()
+                        .map_or(1, Vec::len)
+                })
+                .collect::<Vec<_>>()
+        })
+        .sum();
+    assert_eq!(values, 100 * 100, "every value written, none lost");
+    for line in sink.lines() {
+        assert!(line.len() <= 256 * 1024, "{} bytes", line.len());
+    }
+
+    // Metadata that could never fit is refused when it is added.
+    let error = metrics
+        .add_metadata("huge", "h".repeat(300 * 1024))
+        .unwrap_err();
+    assert!(matches!(error, Error::DocumentTooLarge { .. }), "{error:?}");
+}
