@@ -262,7 +262,7 @@ async fn each_record_logs_with_its_message_id_and_the_counts_are_metrics() {
         ["m-1", "m-2", "m-4", "m-5"],
         "the poison body never reached the handler"
     );
-    let document = &sink.documents()[0];
+    let document = &powertools_tests::emf::valid_lines(&sink.lines())[0];
     assert_eq!(document["BatchRecordsProcessed"], 2.0);
     assert_eq!(document["BatchRecordsFailed"], 3.0);
 }

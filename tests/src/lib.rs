@@ -5,6 +5,8 @@
 //! service start can never turn into a green run of skipped tests. Outside CI it prints why it
 //! skips and passes, so `cargo test` works on a laptop without the servers.
 
+pub mod emf;
+
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -174,6 +176,15 @@ impl EmulatedFunction {
             })
             .filter(serde_json::Value::is_object)
             .collect()
+    }
+
+    /// Every EMF document the function wrote so far, each checked against the specification
+    /// ([`emf::assert_valid_emf`]).
+    ///
+    /// # Panics
+    /// When a document is invalid.
+    pub fn emf_documents(&self) -> Vec<serde_json::Value> {
+        emf::valid_documents(self.output().lines())
     }
 
     /// Invokes the function through the emulator's Invoke API, as `aws lambda invoke` would.

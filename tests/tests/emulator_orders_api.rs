@@ -3,19 +3,10 @@
 //! (orders and idempotency tables) and oteltap (spans).
 
 use std::path::PathBuf;
-use std::sync::LazyLock;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use powertools_tests::{EmulatedFunction, InvokeResult};
 use serde_json::{Value, json};
-
-static EMF_SCHEMA: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
-    let schema: Value = serde_json::from_str(include_str!(
-        "../../powertools-metrics/tests/support/emf.schema.json"
-    ))
-    .expect("the EMF schema is JSON");
-    jsonschema::validator_for(&schema).expect("the EMF schema compiles")
-});
 
 fn orders_api_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/orders-api")
@@ -149,10 +140,8 @@ async fn the_deployed_function_places_each_order_once_and_reports_it_in_logs_met
         .iter()
         .filter(|line| line.get("level").is_some())
         .collect();
-    let documents: Vec<&Value> = lines
-        .iter()
-        .filter(|line| line.get("_aws").is_some())
-        .collect();
+    // Every document checked against the EMF specification and CloudWatch's rules.
+    let documents = function.emf_documents();
     for line in &logs {
         for key in ["message", "timestamp", "service"] {
             assert!(line.get(key).is_some(), "{key} missing in {line}");
@@ -184,11 +173,6 @@ async fn the_deployed_function_places_each_order_once_and_reports_it_in_logs_met
     assert_eq!(placed_lines[0]["correlation_id"], "api-req-1");
     assert_eq!(documents.len(), 3, "one EMF document per order placed");
     for document in &documents {
-        let errors: Vec<String> = EMF_SCHEMA
-            .iter_errors(document)
-            .map(|e| e.to_string())
-            .collect();
-        assert!(errors.is_empty(), "{errors:?} in {document}");
         assert_eq!(document["OrdersPlaced"], 1.0);
         assert!(
             document["order_id"].is_string(),

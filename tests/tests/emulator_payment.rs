@@ -83,11 +83,8 @@ async fn a_payment_is_charged_once_through_failures_retries_and_duplicates() {
         "two charges for two payments, whatever the retries"
     );
     assert!(charged.iter().all(|line| line["payment_id"].is_string()));
-    let documents: Vec<Value> = function
-        .json_lines()
-        .into_iter()
-        .filter(|line| line.get("_aws").is_some())
-        .collect();
+    // Every document checked against the EMF specification and CloudWatch's rules.
+    let documents = function.emf_documents();
     assert_eq!(documents.len(), 2, "one EMF document per charge");
     assert!(
         documents

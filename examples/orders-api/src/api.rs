@@ -346,8 +346,7 @@ mod tests {
         let event = include_str!("../events/first-order.json").replace("camden", "Café Zürich");
         let placed = post(&function, &event).await;
         assert_eq!(placed.0, 201, "{}", placed.1);
-        let document = sink
-            .documents()
+        let document = powertools_tests::emf::valid_lines(&sink.lines())
             .into_iter()
             .find(|document| document.get("OrdersPlaced").is_some())
             .expect("the order is counted");
