@@ -152,6 +152,11 @@
 //!
 //! 1.94.1, set by `aws-sdk-dynamodb`.
 
+/// The README's examples, run as doc tests so that they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 mod config;
 mod engine;
 mod error;
