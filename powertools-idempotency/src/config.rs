@@ -34,6 +34,7 @@ pub const DEFAULT_LAYER_OPERATION: &str = "handler";
 pub(crate) struct ReplayHook {
     /// `Box<dyn Fn(&mut R, &DataRecord) + Send + Sync>` for one `R`.
     hook: Box<dyn Any + Send + Sync>,
+    pub(crate) type_id: std::any::TypeId,
     response_type: &'static str,
 }
 
@@ -47,6 +48,7 @@ impl ReplayHook {
         let typed: TypedHook<R> = Box::new(hook);
         ReplayHook {
             hook: Box::new(typed),
+            type_id: std::any::TypeId::of::<R>(),
             response_type: std::any::type_name::<R>(),
         }
     }
@@ -64,7 +66,8 @@ pub(crate) struct Settings {
     pub(crate) raise_on_missing_key: bool,
     pub(crate) key_prefix: Option<String>,
     pub(crate) local_cache_max_items: Option<usize>,
-    pub(crate) replay_hook: Option<Arc<ReplayHook>>,
+    /// One hook per response type: the latest registered for a type replaces the earlier.
+    pub(crate) replay_hooks: Vec<Arc<ReplayHook>>,
     pub(crate) in_progress_fallback: Duration,
     pub(crate) store_timeout: Duration,
     pub(crate) disabled: bool,
@@ -77,7 +80,7 @@ impl Default for Settings {
             raise_on_missing_key: false,
             key_prefix: None,
             local_cache_max_items: None,
-            replay_hook: None,
+            replay_hooks: Vec::new(),
             in_progress_fallback: DEFAULT_IN_PROGRESS_FALLBACK,
             store_timeout: DEFAULT_STORE_TIMEOUT,
             disabled: false,
@@ -93,8 +96,12 @@ impl std::fmt::Debug for Settings {
             .field("key_prefix", &self.key_prefix)
             .field("local_cache_max_items", &self.local_cache_max_items)
             .field(
-                "replay_hook",
-                &self.replay_hook.as_ref().map(|hook| hook.response_type),
+                "replay_hooks",
+                &self
+                    .replay_hooks
+                    .iter()
+                    .map(|hook| hook.response_type)
+                    .collect::<Vec<_>>(),
             )
             .field("in_progress_fallback", &self.in_progress_fallback)
             .field("store_timeout", &self.store_timeout)

@@ -198,9 +198,9 @@ impl<St: IdempotencyStore> Engine<St> {
 
     /// The in-progress expiry of a claim written at `now`, in epoch milliseconds.
     fn in_progress_expiry(&self, deadline: Deadline, now: SystemTime) -> i64 {
-        let until = match deadline {
+        match deadline {
             // Zero milliseconds left is a valid deadline (Powertools for Python #4759).
-            Deadline::Trusted(deadline) => deadline.max(now),
+            Deadline::Trusted(deadline) => epoch(deadline.max(now)).1,
             Deadline::Untrusted => {
                 if !UNTRUSTED_DEADLINE_WARNED.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
@@ -211,11 +211,12 @@ impl<St: IdempotencyStore> Engine<St> {
                          instead (logged once per process)."
                     );
                 }
-                now.checked_add(self.settings.in_progress_fallback)
-                    .unwrap_or(now)
+                // Saturating: a huge window must never wrap around to "now".
+                let window = i64::try_from(self.settings.in_progress_fallback.as_millis())
+                    .unwrap_or(i64::MAX);
+                epoch(now).1.saturating_add(window)
             }
-        };
-        epoch(until).1
+        }
     }
 
     /// Runs one store call within the store timeout and, with a trusted deadline, before it.
@@ -257,11 +258,17 @@ impl<St: IdempotencyStore> Engine<St> {
                     .map(Claimed::Replay);
             }
             let (now_s, _) = epoch(now);
+            let in_progress_until = self.in_progress_expiry(deadline, now);
             let record = DataRecord {
                 key: key.to_owned(),
                 status: Status::InProgress,
-                expiry_timestamp: now_s.saturating_add(expires_after_secs(&self.settings)),
-                in_progress_expiry_timestamp: Some(self.in_progress_expiry(deadline, now)),
+                // Never before the in-progress deadline: a window shorter than the handler's
+                // run would otherwise let the conditional put (`#expiry < :now`), or DynamoDB's
+                // TTL, free a claim that is still running.
+                expiry_timestamp: now_s
+                    .saturating_add(expires_after_secs(&self.settings))
+                    .max(in_progress_until.div_euclid(1000).saturating_add(1)),
+                in_progress_expiry_timestamp: Some(in_progress_until),
                 response_data: None,
                 payload_hash: payload_hash.clone(),
             };
@@ -331,11 +338,11 @@ impl<St: IdempotencyStore> Engine<St> {
                 what: "stored response",
                 source,
             })?;
-        if let Some(hook) = self
+        for hook in self
             .settings
-            .replay_hook
-            .as_ref()
-            .and_then(|hook| hook.for_type::<R>())
+            .replay_hooks
+            .iter()
+            .filter_map(|hook| hook.for_type::<R>())
         {
             hook(&mut response, &record);
         }
@@ -374,7 +381,17 @@ impl<St: IdempotencyStore> Engine<St> {
             Ok(Ok(response)) => {
                 // Serialized before any await, so the response need not be `Sync` for the future
                 // to be `Send`.
-                let data = storable_response(&record, &response);
+                // A panic in the response's `Serialize` must not leave the claim behind either:
+                // the handler's side effects happened, so the record is completed without it.
+                let data = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    storable_response(&record, &response)
+                }))
+                .unwrap_or_else(|panic| {
+                    Err(format!(
+                        "serializing the response panicked: {}",
+                        panic_message(panic.as_ref())
+                    ))
+                });
                 return match self.complete(record, data, deadline).await {
                     Ok(()) => Ok(response),
                     Err(error) => Err(error.into_handler_error()),
@@ -501,11 +518,12 @@ fn warn_not_stored(key: &str, reason: &str) {
     );
 }
 
-/// An operation name is part of every key: `<prefix>.<operation>#<digest>`.
-fn check_operation(operation: &str) -> Result<(), Error> {
-    if operation.is_empty() || operation.contains('#') {
+/// An operation name is part of every key, `<prefix>.<operation>#<digest>`: without `.` or `#`
+/// the last `.` and the `#` separate the three parts unambiguously.
+pub(crate) fn check_operation(operation: &str) -> Result<(), Error> {
+    if operation.is_empty() || operation.contains(['#', '.']) {
         return Err(Error::Config(format!(
-            "the idempotency operation name {operation:?} must be non-empty and without `#`"
+            "the idempotency operation name {operation:?} must be non-empty and without `#` or `.`"
         )));
     }
     Ok(())

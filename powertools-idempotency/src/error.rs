@@ -86,7 +86,8 @@ pub enum Error<E = Infallible> {
         /// The store's error.
         source: BoxError,
     },
-    /// The configuration is invalid; reported when the layer or store is built.
+    /// The configuration is invalid: reported when the layer or store is built, or by a call
+    /// that names an invalid operation.
     Config(String),
     /// The handler panicked. The record was deleted so that a retry runs it again.
     HandlerPanicked {

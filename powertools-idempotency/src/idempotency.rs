@@ -76,10 +76,21 @@ impl<St: IdempotencyStore> Idempotency<St> {
     /// [`DEFAULT_LAYER_OPERATION`](crate::DEFAULT_LAYER_OPERATION) unless renamed). The name is a
     /// string you write, not one derived from the call site or the function's path, so moving or
     /// renaming code never changes keys; change it only to start a new set of records. It must be
-    /// non-empty and must not contain `#`.
+    /// non-empty, must not contain `#` or `.`, and must not be the layer's default `"handler"`.
     ///
     /// The key is the operation and the argument's canonical JSON; `context` gives the
-    /// in-progress deadline and the tenant.
+    /// in-progress deadline and the tenant. An argument that counts as missing (`()`, `null`,
+    /// `""`, `{}`, `[]`, see [`is_missing`](crate::is_missing)) follows the missing-key rule, as
+    /// Powertools for Python's `idempotent_function` does: by default the function runs without
+    /// idempotency, with a warning; with
+    /// [`raise_on_missing_key`](IdempotencyBuilder::raise_on_missing_key) the call is refused
+    /// with [`Error::KeyMissing`]. Payments should set it. To run an operation that takes no
+    /// argument once per window, pass a constant (its name, say). A float that JSON cannot hold
+    /// (NaN, ±Infinity) in the argument is refused with [`Error::Serialization`].
+    ///
+    /// A replay is the response's JSON read back into `R`: as faithful as `R`'s serde round trip
+    /// (floats and 128-bit integers are exact; a type whose JSON loses information, such as
+    /// `Option<Option<T>>` or `#[serde(skip)]` fields, replays what its JSON holds).
     ///
     /// # Errors
     /// The function's own error as [`Error::Handler`], or what the idempotency protocol found
@@ -108,6 +119,16 @@ impl<St: IdempotencyStore> Idempotency<St> {
             .await
     }
 
+    fn check_run_operation(operation: &str) -> Result<(), Error> {
+        if operation == crate::DEFAULT_LAYER_OPERATION {
+            return Err(Error::Config(format!(
+                "the operation name {operation:?} is the default of IdempotencyLayer: give this \
+                 operation another name, so that its records never mix with the layer's"
+            )));
+        }
+        Ok(())
+    }
+
     /// Runs `function` at most once per `key_data` within the window, with optional payload
     /// validation data (a duplicate whose validation data differs gets
     /// [`Error::PayloadMismatch`]).
@@ -130,6 +151,7 @@ impl<St: IdempotencyStore> Idempotency<St> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<R, E>>,
     {
+        Self::check_run_operation(operation).map_err(Error::into_handler_error)?;
         let claim = Claim {
             key_data: Some(key_data),
             validation_data,
@@ -222,7 +244,8 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
 
     /// Runs `hook` on replays only, on the replayed response of type `R` (for example to add an
     /// `x-idempotent-replay` header to an HTTP response). It applies to the operations whose
-    /// response type is `R`, and not to others sharing this `Idempotency`.
+    /// response type is `R`, and not to others sharing this `Idempotency`. Hooks for several
+    /// types can be registered; a second hook for the same type replaces the first.
     ///
     /// Unlike Powertools for Python's `response_hook`, it takes the typed response, not its
     /// JSON, so a replay stays lossless (128-bit integers included) and the compiler checks the
@@ -251,7 +274,11 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
         mut self,
         hook: impl Fn(&mut R, &DataRecord) + Send + Sync + 'static,
     ) -> Self {
-        self.settings.replay_hook = Some(Arc::new(ReplayHook::new(hook)));
+        let hook = ReplayHook::new(hook);
+        self.settings
+            .replay_hooks
+            .retain(|existing| existing.type_id != hook.type_id);
+        self.settings.replay_hooks.push(Arc::new(hook));
         self
     }
 

@@ -74,10 +74,18 @@ where
     }
 }
 
+/// `value` as JSON key data. A float JSON cannot hold (NaN, ±Infinity) is refused: serde_json
+/// would write `null`, and distinct values would share one key.
 pub(crate) fn to_json<T: Serialize + ?Sized>(
     value: &T,
     what: &'static str,
 ) -> Result<Value, Error> {
+    if let Err(reason) = crate::storable::check_storable(value) {
+        return Err(Error::Serialization {
+            what,
+            source: <serde_json::Error as serde::ser::Error>::custom(reason),
+        });
+    }
     serde_json::to_value(value).map_err(|source| Error::Serialization { what, source })
 }
 
@@ -152,8 +160,7 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
-/// 2^63 and 2^64 as `f64`, exactly.
-const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+/// 2^64 as `f64`, exactly.
 const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
 
 /// Writes a number by value: integral floats below 2^64 in magnitude as integer digits, so that
@@ -161,16 +168,10 @@ const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
 fn write_number(number: &serde_json::Number, out: &mut Vec<u8>) {
     if let Some(float) = number.as_f64().filter(|_| number.is_f64()) {
         // `as` is exact here: the value is integral and within the target type's range.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        if float.fract() == 0.0 {
-            if float.abs() < TWO_POW_63 {
-                write_scalar(&(float as i64), out);
-                return;
-            }
-            if float > 0.0 && float < TWO_POW_64 {
-                write_scalar(&(float as u64), out);
-                return;
-            }
+        #[allow(clippy::cast_possible_truncation)]
+        if float.fract() == 0.0 && float.abs() < TWO_POW_64 {
+            write_scalar(&(float as i128), out);
+            return;
         }
     }
     write_scalar(number, out);
@@ -201,8 +202,10 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The idempotency key `<prefix>.<operation>#<digest>` for `data`.
 ///
-/// With a tenant id (Lambda tenant isolation) the digest covers `{"key": data, "tenant_id": id}`,
-/// so one tenant can never be served another tenant's stored response.
+/// With a tenant id (Lambda tenant isolation) the digest covers a NUL byte, the tenant id as a
+/// JSON string, another NUL and the data's canonical JSON. Canonical JSON never contains a raw
+/// NUL, so no key data, with or without a tenant, hashes the same input as another tenant's:
+/// one tenant can never be served another tenant's stored response.
 pub(crate) fn idempotency_key(
     prefix: &str,
     operation: &str,
@@ -211,7 +214,13 @@ pub(crate) fn idempotency_key(
 ) -> String {
     let digest = match tenant_id {
         None => hash(&data),
-        Some(tenant_id) => hash(&serde_json::json!({ "key": data, "tenant_id": tenant_id })),
+        Some(tenant_id) => {
+            let mut text = vec![0];
+            write_scalar(tenant_id, &mut text);
+            text.push(0);
+            write_canonical(&data, &mut text);
+            hex(&Sha256::digest(&text))
+        }
     };
     let mut key = String::with_capacity(prefix.len() + operation.len() + 2 + digest.len());
     key.push_str(prefix);
@@ -264,6 +273,9 @@ mod tests {
             ("9007199254740993", "9007199254740993"),
             ("18446744073709551615", "18446744073709551615"),
             ("-9223372036854775808", "-9223372036854775808"),
+            ("-9.223372036854775808e18", "-9223372036854775808"),
+            ("-1e19", "-10000000000000000000"),
+            ("-1.8446744073709550e19", "-18446744073709549568"),
             ("1e19", "10000000000000000000"),
             ("1e20", "1e+20"),
             ("1.5e-7", "1.5e-7"),

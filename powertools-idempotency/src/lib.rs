@@ -107,7 +107,8 @@
 //! reads as 1970) would expire the claim at once and let concurrent duplicates all run. Those
 //! get [`in_progress_fallback`](IdempotencyBuilder::in_progress_fallback) instead (default
 //! [15 minutes](DEFAULT_IN_PROGRESS_FALLBACK), Lambda's longest timeout), with one warning per
-//! process. A real deadline with 0 ms left is kept as it is (Powertools for Python #4759).
+//! process. A real deadline with 0 ms left, or passed less than a second before the claim, counts
+//! as "now" (Powertools for Python #4759): the claim expires at once.
 //!
 //! # Operation names
 //!
@@ -117,7 +118,8 @@
 //! renames it). Names are strings you write, never derived from the call site or a function's
 //! path, so moving or renaming code never changes keys by accident. Changing a name (or the key
 //! prefix) starts a new set of records: a duplicate of a call made under the old name runs
-//! again.
+//! again. A name is non-empty and holds no `.` or `#`, so that `<prefix>.<operation>#<digest>`
+//! splits one way only; `run` refuses the layer's default name, `handler`.
 //!
 //! # Differences from Powertools for Python and TypeScript
 //!

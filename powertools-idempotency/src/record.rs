@@ -56,7 +56,7 @@ pub enum RecordState {
 /// One idempotency record, as the persistence layer stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataRecord {
-    /// The idempotency key, `<prefix>#<sha-256 hex>`.
+    /// The idempotency key, `<prefix>.<operation>#<sha-256 hex>`.
     pub key: String,
     /// The stored status.
     pub status: Status,
