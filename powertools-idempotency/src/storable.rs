@@ -211,39 +211,28 @@ impl ser::SerializeMap for FiniteCheck {
     }
 }
 
-impl ser::SerializeStruct for FiniteCheck {
-    type Ok = ();
-    type Error = NotStorable;
+macro_rules! fields {
+    ($($trait:ident),* $(,)?) => {
+        $(impl ser::$trait for FiniteCheck {
+            type Ok = ();
+            type Error = NotStorable;
 
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        _key: &'static str,
-        value: &T,
-    ) -> Result<(), NotStorable> {
-        value.serialize(*self)
-    }
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                _key: &'static str,
+                value: &T,
+            ) -> Result<(), NotStorable> {
+                value.serialize(*self)
+            }
 
-    fn end(self) -> Result<(), NotStorable> {
-        Ok(())
-    }
+            fn end(self) -> Result<(), NotStorable> {
+                Ok(())
+            }
+        })*
+    };
 }
 
-impl ser::SerializeStructVariant for FiniteCheck {
-    type Ok = ();
-    type Error = NotStorable;
-
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        _key: &'static str,
-        value: &T,
-    ) -> Result<(), NotStorable> {
-        value.serialize(*self)
-    }
-
-    fn end(self) -> Result<(), NotStorable> {
-        Ok(())
-    }
-}
+fields!(SerializeStruct, SerializeStructVariant);
 
 #[cfg(test)]
 mod tests {
