@@ -1,10 +1,13 @@
+use std::any::Any;
+use std::borrow::Cow;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use lambda_runtime::LambdaEvent;
+use lambda_runtime::{Diagnostic, LambdaEvent};
 use opentelemetry::trace::Status;
 use opentelemetry::{KeyValue, trace::TraceContextExt};
 use powertools_core::{Invocation, is_cold_start};
@@ -13,18 +16,26 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use crate::annotations::{self, INVOCATION_SPAN, INVOCATION_TARGET};
+use crate::exception::{self, ErrorHook};
+use crate::http_request::{self, HttpHook, HttpRequest};
 use crate::tracer::Tracer;
 
 /// The most bytes of a response recorded on a span (X-Ray's segment limit is 64 KB).
 const MAX_CAPTURED_BYTES: usize = 16 * 1024;
 
 /// One OpenTelemetry span per invocation, joined to the X-Ray trace Lambda started, with the
-/// FaaS semantic conventions and the Powertools `ColdStart` and `Service` attributes; the
+/// FaaS semantic conventions and the Powertools `ColdStart` and `Service` X-Ray annotations; the
 /// handler's own `tracing` spans become its children. The spans are exported before the
 /// invocation returns, within the flush timeout, so that Lambda's freeze does not lose them.
 ///
-/// The layer is `Clone` and keeps nothing per invocation outside the invocation's future, so it
-/// is correct when `lambda_runtime` runs invocations concurrently.
+/// An invocation triggered over HTTP (API Gateway, a function URL, an ALB) also gets the HTTP
+/// server attributes (`http.request.method`, `url.path`, `http.route`,
+/// `http.response.status_code`), read from the event when it is a `serde_json::Value` or an
+/// `aws_lambda_events` request, or through [`http_request`](Self::http_request).
+///
+/// The layer is `Clone` and keeps nothing per invocation outside the invocation's future and
+/// span, so it is correct when `lambda_runtime` runs invocations concurrently.
 ///
 /// ```no_run
 /// use lambda_runtime::{LambdaEvent, service_fn, tower::ServiceBuilder};
@@ -50,24 +61,113 @@ const MAX_CAPTURED_BYTES: usize = 16 * 1024;
 ///     lambda_runtime::run(handler).await
 /// }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TracingLayer {
     tracer: Tracer,
-    trigger: &'static str,
+    trigger: Option<&'static str>,
+    http: Option<HttpHook>,
+    error: Option<ErrorHook>,
+}
+
+impl fmt::Debug for TracingLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TracingLayer")
+            .field("tracer", &self.tracer)
+            .field("trigger", &self.trigger)
+            .field("http_request_hook", &self.http.is_some())
+            .field("error_diagnostic_hook", &self.error.is_some())
+            .finish()
+    }
 }
 
 impl TracingLayer {
-    /// A layer for invocations whose trigger is not set (`faas.trigger = other`).
+    /// A layer that records the invocations of `tracer`'s function.
     pub fn new(tracer: Tracer) -> Self {
         TracingLayer {
             tracer,
-            trigger: "other",
+            trigger: None,
+            http: None,
+            error: None,
         }
     }
 
-    /// The `faas.trigger` of the function: `http`, `pubsub`, `datasource`, `timer` or `other`.
+    /// The `faas.trigger` of the function: `http`, `pubsub`, `datasource`, `timer` or `other`
+    /// (default: `http` for an invocation whose event is an HTTP request, else `other`).
     pub fn trigger(mut self, trigger: &'static str) -> Self {
-        self.trigger = trigger;
+        self.trigger = Some(trigger);
+        self
+    }
+
+    /// Reads the HTTP request from events of type `E`, an event type of your own (the layer knows
+    /// `serde_json::Value` and the `aws_lambda_events` request types by itself). `None` means the
+    /// event is not an HTTP request. The response's `statusCode` field, if it serializes with
+    /// one, gives `http.response.status_code`.
+    ///
+    /// ```
+    /// use powertools_tracing::{HttpRequest, Tracer, TracingLayer};
+    ///
+    /// struct Order {
+    ///     verb: String,
+    ///     path: String,
+    /// }
+    ///
+    /// # fn main() -> Result<(), powertools_tracing::Error> {
+    /// let layer = TracingLayer::new(Tracer::builder().disabled(true).build()?)
+    ///     .http_request(|order: &Order| {
+    ///         Some(HttpRequest::new(&order.verb).with_path(&order.path).with_route("/orders/{id}"))
+    ///     });
+    /// # drop(layer);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn http_request<E, F>(mut self, read: F) -> Self
+    where
+        E: 'static,
+        F: Fn(&E) -> Option<HttpRequest> + Send + Sync + 'static,
+    {
+        self.http = Some(Arc::new(move |event: &dyn Any| {
+            event.downcast_ref::<E>().map(&read)
+        }));
+        self
+    }
+
+    /// Describes handler errors of type `E` as Lambda reports them, for `exception.type` and
+    /// `exception.message`. Lambda's `Into<Diagnostic>` consumes the error, which the layer hands
+    /// back unchanged, so the layer cannot call it: give it this view of your error by reference
+    /// (for a `Clone` error, `|error: &MyError| error.clone().into()`).
+    ///
+    /// Without it the layer records a `Diagnostic`'s own `error_type`, a boxed error's type name
+    /// (or a powertools-rs error's `error_type`), and any other error's type path.
+    ///
+    /// ```
+    /// use lambda_runtime::Diagnostic;
+    /// use powertools_tracing::{Tracer, TracingLayer};
+    ///
+    /// #[derive(Debug)]
+    /// enum OrderError {
+    ///     OutOfStock(u32),
+    /// }
+    ///
+    /// # fn main() -> Result<(), powertools_tracing::Error> {
+    /// let layer = TracingLayer::new(Tracer::builder().disabled(true).build()?)
+    ///     .error_diagnostic(|error: &OrderError| match error {
+    ///         OrderError::OutOfStock(item) => Diagnostic {
+    ///             error_type: "OutOfStock".to_owned(),
+    ///             error_message: format!("item {item} is out of stock"),
+    ///         },
+    ///     });
+    /// # drop(layer);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn error_diagnostic<E, F>(mut self, describe: F) -> Self
+    where
+        E: 'static,
+        F: Fn(&E) -> Diagnostic + Send + Sync + 'static,
+    {
+        self.error = Some(Arc::new(move |error: &dyn Any| {
+            error.downcast_ref::<E>().map(&describe)
+        }));
         self
     }
 }
@@ -103,24 +203,55 @@ fn parent_context(trace_header: Option<&str>) -> Option<opentelemetry::Context> 
         .then(|| opentelemetry::Context::current().with_remote_span_context(span_context))
 }
 
+/// The function's ARN for `cloud.resource_id`: the invoked ARN with an alias replaced by the
+/// version it runs, as the FaaS conventions ask (one process serves every alias of a version). An
+/// unqualified ARN, one qualified with `$LATEST` or a version, and an unknown version leave it as
+/// it is.
+fn resource_id<'a>(invoked_arn: &'a str, version: &str) -> Cow<'a, str> {
+    let mut parts = invoked_arn.split(':');
+    let parts: [Option<&str>; 9] = std::array::from_fn(|_| parts.next());
+    match parts {
+        [
+            Some("arn"),
+            Some(_),
+            Some("lambda"),
+            Some(_),
+            Some(_),
+            Some("function"),
+            Some(_),
+            Some(qualifier),
+            None,
+        ] if !version.is_empty() && qualifier != "$LATEST" && qualifier != version => {
+            let unqualified = &invoked_arn[..invoked_arn.len() - qualifier.len()];
+            Cow::Owned(format!("{unqualified}{version}"))
+        }
+        _ => Cow::Borrowed(invoked_arn),
+    }
+}
+
 fn invocation_span(
     layer: &TracingLayer,
     invocation: &Invocation<'_>,
     cold_start: bool,
+    trigger: &'static str,
 ) -> tracing::Span {
     let inner = &layer.tracer.inner;
+    let invoked_arn = invocation.function_arn();
     let span = tracing::info_span!(
-        target: "powertools_tracing",
-        "lambda_invocation",
+        target: INVOCATION_TARGET,
+        INVOCATION_SPAN,
         otel.name = invocation.function_name(),
         otel.kind = "server",
         faas.invocation_id = invocation.request_id(),
-        faas.trigger = layer.trigger,
+        faas.trigger = trigger,
         faas.coldstart = cold_start,
         // faas.name, faas.version, cloud.provider and cloud.region are the same for every
         // invocation: they are on the resource (`Tracer`), as the conventions place them.
         cloud.account.id = invocation.account_id().unwrap_or_default(),
-        cloud.resource_id = invocation.function_arn(),
+        cloud.resource_id = &*resource_id(invoked_arn, invocation.function_version()),
+        aws.lambda.invoked_arn = invoked_arn,
+        // X-Ray annotations (annotations::COLD_START and SERVICE, listed in aws.xray.annotations
+        // when the invocation ends).
         ColdStart = cold_start,
         Service = inner.service.as_str(),
     );
@@ -134,16 +265,56 @@ fn invocation_span(
     span
 }
 
+fn record_request(span: &tracing::Span, request: HttpRequest) {
+    span.set_attribute("http.request.method", request.method);
+    if let Some(path) = request.path {
+        span.set_attribute("url.path", path);
+    }
+    if let Some(route) = request.route {
+        span.set_attribute("http.route", route);
+    }
+}
+
+/// The invocation span. Dropping it, when the invocation ends or its future is dropped, writes
+/// the X-Ray annotations.
+struct InvocationSpan(tracing::Span);
+
+impl Drop for InvocationSpan {
+    fn drop(&mut self) {
+        if !self.0.is_disabled() {
+            annotations::write(&self.0);
+        }
+    }
+}
+
+/// What the outcome is recorded with.
+struct Recording<'a> {
+    tracer: &'a Tracer,
+    error_hook: Option<&'a ErrorHook>,
+    http: bool,
+}
+
 /// Records the handler's outcome on the span.
-fn record_outcome<R: Serialize, E: fmt::Debug>(
+fn record_outcome<R: Serialize + 'static, E: fmt::Debug + 'static>(
     span: &tracing::Span,
-    tracer: &Tracer,
+    recording: &Recording<'_>,
     outcome: &Result<R, E>,
 ) {
-    let inner = &tracer.inner;
+    let inner = &recording.tracer.inner;
     match outcome {
-        Ok(response) if inner.capture_response => {
-            if let Ok(mut json) = serde_json::to_string(response) {
+        Ok(response) => {
+            if recording.http
+                && let Some(status) = http_request::status_code_of(response)
+            {
+                span.set_attribute("http.response.status_code", status);
+                // A server span is in error for a 5xx only: a 4xx is the client's.
+                if status >= 500 {
+                    span.set_status(Status::error(""));
+                }
+            }
+            if inner.capture_response
+                && let Ok(mut json) = serde_json::to_string(response)
+            {
                 if json.len() > MAX_CAPTURED_BYTES {
                     let mut end = MAX_CAPTURED_BYTES;
                     while !json.is_char_boundary(end) {
@@ -154,30 +325,25 @@ fn record_outcome<R: Serialize, E: fmt::Debug>(
                 span.set_attribute("powertools.response", json);
             }
         }
-        Ok(_) => {}
-        Err(error) => {
-            let description = if inner.capture_error {
-                format!("{error:?}")
-            } else {
-                "handler error".to_owned()
-            };
-            span.set_status(Status::error(description.clone()));
-            if inner.capture_error {
-                span.add_event(
-                    "exception",
-                    vec![
-                        KeyValue::new("exception.type", std::any::type_name::<E>()),
-                        KeyValue::new("exception.message", description),
-                    ],
-                );
-            }
+        Err(error) if inner.capture_error => {
+            let exception = exception::describe(error, recording.error_hook);
+            span.set_status(Status::error(exception.message.clone()));
+            span.add_event(
+                "exception",
+                vec![
+                    KeyValue::new("exception.type", exception.kind),
+                    KeyValue::new("exception.message", exception.message),
+                ],
+            );
         }
+        Err(_) => span.set_status(Status::error("handler error")),
     }
 }
 
 impl<S, T> Service<LambdaEvent<T>> for TracingService<S>
 where
     S: Service<LambdaEvent<T>>,
+    T: 'static,
     S::Future: Send + 'static,
     S::Response: Serialize + Send + 'static,
     S::Error: fmt::Debug + Send + 'static,
@@ -196,18 +362,41 @@ where
             return Box::pin(self.inner.call(event));
         }
         let invocation = Invocation::new(&event.context);
-        let span = invocation_span(&self.layer, &invocation, is_cold_start(&event.context));
+        let request = http_request::request_of(&event.payload, self.layer.http.as_ref());
+        let http = request.is_some();
+        let trigger = self
+            .layer
+            .trigger
+            .unwrap_or(if http { "http" } else { "other" });
+        let span = invocation_span(
+            &self.layer,
+            &invocation,
+            is_cold_start(&event.context),
+            trigger,
+        );
+        if let Some(request) = request {
+            record_request(&span, request);
+        }
+        let span = InvocationSpan(span);
         let tracer = self.layer.tracer.clone();
-        let future = span.in_scope(|| self.inner.call(event));
+        let error_hook = self.layer.error.clone();
+        let future = span.0.in_scope(|| self.inner.call(event));
         Box::pin(async move {
-            let outcome = AssertUnwindSafe(future.instrument(span.clone()))
+            let outcome = AssertUnwindSafe(future.instrument(span.0.clone()))
                 .catch_unwind()
                 .await;
             match &outcome {
-                Ok(result) => record_outcome(&span, &tracer, result),
+                Ok(result) => {
+                    let recording = Recording {
+                        tracer: &tracer,
+                        error_hook: error_hook.as_ref(),
+                        http,
+                    };
+                    record_outcome(&span.0, &recording, result);
+                }
                 Err(_) => {
-                    span.set_status(Status::error("the handler panicked"));
-                    span.add_event(
+                    span.0.set_status(Status::error("the handler panicked"));
+                    span.0.add_event(
                         "exception",
                         vec![KeyValue::new("exception.message", "the handler panicked")],
                     );
@@ -229,6 +418,36 @@ mod tests {
     use opentelemetry::trace::TraceContextExt;
 
     use super::*;
+
+    #[test]
+    fn the_resource_id_resolves_an_alias_to_the_version() {
+        let arn = "arn:aws:lambda:eu-west-1:123456789012:function:orders";
+        for (invoked, version, expected) in [
+            (format!("{arn}:live"), "7", format!("{arn}:7")),
+            (format!("{arn}:live"), "$LATEST", format!("{arn}:$LATEST")),
+            (format!("{arn}:7"), "7", format!("{arn}:7")),
+            (
+                format!("{arn}:$LATEST"),
+                "$LATEST",
+                format!("{arn}:$LATEST"),
+            ),
+            (arn.to_owned(), "7", arn.to_owned()),
+            (format!("{arn}:live"), "", format!("{arn}:live")),
+            ("not an arn".to_owned(), "7", "not an arn".to_owned()),
+            (
+                "arn:aws:s3:::bucket:live:x".to_owned(),
+                "7",
+                "arn:aws:s3:::bucket:live:x".to_owned(),
+            ),
+        ] {
+            assert_eq!(
+                resource_id(&invoked, version),
+                expected,
+                "{invoked} {version}"
+            );
+        }
+        assert!(matches!(resource_id(arn, "7"), Cow::Borrowed(_)));
+    }
 
     #[test]
     fn the_parent_comes_from_the_x_ray_header_with_its_sampled_flag() {

@@ -36,32 +36,50 @@ pub const DEFAULT_TRACES_ENDPOINT: &str = "http://localhost:4318/v1/traces";
 /// How long the flush at the end of an invocation may take before it gives up with a warning.
 pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Targets whose spans and events never become OTel spans: the exporter's own HTTP stack and the
-/// OTel SDK would otherwise trace their own exports (a feedback loop), and the AWS SDK's own
-/// spans would duplicate the ones [`AwsSdkSpans`](crate::AwsSdkSpans) makes; the runtime's and the
-/// logging layer's own spans would start traces of their own.
-const INTERNAL_TARGETS: &[&str] = &[
-    "aws_sdk_",
+/// Crates whose spans and events never become OTel spans, matched by whole crate name (the
+/// target is the name, or starts with the name and `::`), so that a crate of the user's named
+/// `h2_probe` or `towers_bakery` is traced. The exporter's own HTTP stack and the OTel SDK would
+/// otherwise trace their own exports (a feedback loop), and the AWS SDK's own spans would
+/// duplicate the ones [`AwsSdkSpans`](crate::AwsSdkSpans) makes; the runtime's and the logging
+/// layer's own spans would start traces of their own.
+const INTERNAL_CRATES: &[&str] = &[
     // The logging layer's invocation scope: a span for logs, not a unit of work.
     "powertools_logging",
     // The runtime's own invoke span: the invocation span replaces it, joined to the X-Ray trace
     // (the runtime's would start a trace of its own).
     "lambda_runtime",
+    "lambda_runtime_api_client",
     "opentelemetry",
+    "opentelemetry_sdk",
+    "opentelemetry_otlp",
+    "opentelemetry_http",
+    "opentelemetry_proto",
+    "opentelemetry_aws",
     "reqwest",
     "hyper",
+    "hyper_util",
+    "hyper_rustls",
+    "hyper_tls",
     "h2",
+    "h3",
     "tonic",
     "tower",
+    "tower_http",
     "rustls",
-    "aws_smithy",
+    "tokio_rustls",
     "aws_config",
 ];
 
+/// Families of crates that AWS publishes under one prefix, too many to list: the service clients
+/// (`aws_sdk_dynamodb`, `aws_sdk_s3`, …) and the Smithy runtime (`aws_smithy_runtime`, …).
+const INTERNAL_CRATE_FAMILIES: &[&str] = &["aws_sdk_", "aws_smithy_"];
+
 fn is_internal(target: &str) -> bool {
-    INTERNAL_TARGETS
-        .iter()
-        .any(|internal| target.starts_with(internal))
+    let krate = target.split_once("::").map_or(target, |(krate, _)| krate);
+    INTERNAL_CRATES.contains(&krate)
+        || INTERNAL_CRATE_FAMILIES
+            .iter()
+            .any(|family| krate.len() > family.len() && krate.starts_with(family))
 }
 
 /// The OpenTelemetry tracer of a function: an OTLP/HTTP-protobuf exporter, X-Ray-compatible
@@ -416,6 +434,59 @@ mod tests {
             "powertools_tracing::aws_sdk",
         ] {
             assert!(!is_internal(own), "{own}");
+        }
+    }
+
+    #[test]
+    fn internal_crates_are_matched_by_whole_name_never_by_prefix() {
+        // Crates of users whose names begin like an internal crate's
+        for own in [
+            "h2_probe",
+            "h2_probe::client",
+            "towers_bakery",
+            "towers_bakery::oven",
+            "hyperlocal_shop",
+            "hyperlocal_shop::api",
+            "tonic_water",
+            "reqwestor",
+            "rustlsx::config",
+            "opentelemetry_fans",
+            "lambda_runtime_helpers",
+            "powertools_logging_extras",
+        ] {
+            assert!(!is_internal(own), "{own}");
+        }
+        // The crates themselves and their modules
+        for internal in [
+            "h2",
+            "h2::proto::streams",
+            "hyper",
+            "hyper::proto::h1::conn",
+            "hyper_util",
+            "hyper_rustls::connector",
+            "tower",
+            "tower::buffer::worker",
+            "tower_http::trace",
+            "tonic",
+            "reqwest",
+            "reqwest::connect",
+            "rustls",
+            "rustls::client::hs",
+            "opentelemetry",
+            "opentelemetry_sdk",
+            "opentelemetry_otlp::exporter",
+            "opentelemetry_http",
+            "lambda_runtime",
+            "lambda_runtime::layers::trace",
+            "lambda_runtime_api_client",
+            "powertools_logging",
+            "powertools_logging::layer",
+            "aws_config::imds",
+            "aws_smithy_runtime",
+            "aws_smithy_http_client::hyper",
+            "aws_sdk_s3::operation",
+        ] {
+            assert!(is_internal(internal), "{internal}");
         }
     }
 

@@ -1,6 +1,7 @@
 //! `powertools-tracing` against a real OTLP/HTTP receiver (oteltap): span trees, the X-Ray
-//! parent, cold start, errors, sampling, concurrency, a dead receiver, and AWS SDK child spans
-//! of the idempotency store's DynamoDB calls (moto).
+//! parent, cold start, X-Ray annotations, the resource id of an alias, errors, HTTP server
+//! attributes, sampling, concurrency, a dead receiver, and AWS SDK child spans of the idempotency
+//! store's DynamoDB calls (moto).
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -110,6 +111,9 @@ async fn an_invocation_span_joins_the_x_ray_trace_with_its_children_when_it_retu
     let _guard = tracing::subscriber::set_default(tracer.subscriber());
     let service = TracingLayer::new(tracer).layer(service_fn(|_event: LambdaEvent<Value>| async {
         bake(3).await;
+        // A crate of the user's named like the HTTP stack's `h2` is traced.
+        tracing::info_span!(target: "h2_probe::client", "probe").in_scope(|| {});
+        powertools_tracing::annotate("order_id", "o-42");
         // What a call to another service would carry.
         let mut headers = http::HeaderMap::new();
         powertools_tracing::inject_trace_headers(&mut headers);
@@ -121,8 +125,11 @@ async fn an_invocation_span_joins_the_x_ray_trace_with_its_children_when_it_retu
         }))
     }));
     let (header, trace_id, parent) = xray_trace(true);
+    let invoked_arn = "arn:aws:lambda:eu-west-1:123456789012:function:orders-api:live";
     let context = TestContext::new()
         .with_function_name("orders-api")
+        .with_function_arn(invoked_arn)
+        .with_function_version("7")
         .with_request_id("req-span-tree")
         .with_trace_id(header);
     let response = service
@@ -131,10 +138,10 @@ async fn an_invocation_span_joins_the_x_ray_trace_with_its_children_when_it_retu
         .await
         .unwrap();
 
-    let spans = spans_of(&trace_id, 3);
+    let spans = spans_of(&trace_id, 4);
     assert_eq!(
         spans.len(),
-        3,
+        4,
         "exported by the time the invocation returned: {spans:#?}"
     );
     let invocation = named(&spans, "orders-api");
@@ -149,13 +156,41 @@ async fn an_invocation_span_joins_the_x_ray_trace_with_its_children_when_it_retu
             json!({"stringValue": "req-span-tree"}),
         ),
         ("faas.trigger", json!({"stringValue": "other"})),
-        ("faas.coldstart", json!({"boolValue": true})),
-        ("ColdStart", json!({"boolValue": true})),
         ("Service", json!({"stringValue": "orders"})),
         ("cloud.account.id", json!({"stringValue": "123456789012"})),
+        // The alias replaced by the version it runs; the ARN invoked as it was.
+        (
+            "cloud.resource_id",
+            json!({"stringValue": "arn:aws:lambda:eu-west-1:123456789012:function:orders-api:7"}),
+        ),
+        (
+            "aws.lambda.invoked_arn",
+            json!({"stringValue": invoked_arn}),
+        ),
+        // X-Ray indexes these attributes as annotations.
+        ("order_id", json!({"stringValue": "o-42"})),
+        (
+            "aws.xray.annotations",
+            json!({"arrayValue": {"values": [
+                {"stringValue": "ColdStart"},
+                {"stringValue": "Service"},
+                {"stringValue": "order_id"},
+            ]}}),
+        ),
     ] {
         assert_eq!(attribute(invocation, key), &expected, "{key}");
     }
+    // Which test of this process invokes first is the cold start: the two attributes agree.
+    assert!(attribute(invocation, "ColdStart")["boolValue"].is_boolean());
+    assert_eq!(
+        attribute(invocation, "ColdStart"),
+        attribute(invocation, "faas.coldstart")
+    );
+    assert_eq!(
+        named(&spans, "probe")["parentSpanId"],
+        invocation["spanId"],
+        "the h2_probe crate's span is traced"
+    );
     assert!(attribute_text(invocation, "powertools.response").contains("\"accepted\":true"));
     let span_id = invocation["spanId"].as_str().unwrap();
     assert_eq!(
@@ -224,6 +259,16 @@ async fn a_handler_error_marks_the_span_and_an_unsampled_trace_exports_nothing()
     );
     let event = &invocation["events"][0];
     assert_eq!(event["name"], "exception");
+    // The message as the handler wrote it, and no `alloc::boxed::Box<dyn …>` for a type.
+    assert_eq!(
+        attribute(event, "exception.message"),
+        &json!({"stringValue": "card declined"})
+    );
+    assert_eq!(
+        attribute(event, "exception.type"),
+        &json!({"stringValue": "Error"})
+    );
+    assert_eq!(invocation["status"]["message"], "card declined");
 
     let (header, trace_id, _) = xray_trace(false);
     let context = TestContext::new()
@@ -248,6 +293,8 @@ async fn concurrent_invocations_keep_their_own_span_trees() {
             let order = event.payload["order"].as_u64().unwrap();
             tokio::time::sleep(Duration::from_millis(order % 5)).await;
             bake(order).await;
+            // Annotated from the worker thread the invocation happens to run on.
+            powertools_tracing::annotate("order", order as i64);
             Ok::<_, lambda_runtime::Error>(Value::Null)
         }));
     let traces: Vec<(String, String, String)> = (0..20).map(|_| xray_trace(true)).collect();
@@ -274,6 +321,11 @@ async fn concurrent_invocations_keep_their_own_span_trees() {
             attribute(invocation, "faas.invocation_id"),
             &json!({"stringValue": format!("req-{order}")})
         );
+        assert_eq!(attribute_text(invocation, "order"), order.to_string());
+        assert_eq!(
+            attribute(invocation, "aws.xray.annotations")["arrayValue"]["values"][2],
+            json!({"stringValue": "order"})
+        );
         let baking = named(&spans, "bake");
         assert_eq!(baking["parentSpanId"], invocation["spanId"]);
         assert_eq!(attribute_text(baking, "loaves"), order.to_string());
@@ -294,6 +346,50 @@ async fn concurrent_invocations_keep_their_own_span_trees() {
             "an internal span was exported: {line}"
         );
     }
+}
+
+#[tokio::test]
+async fn an_http_api_invocation_carries_the_http_server_attributes() {
+    let Some(endpoint) = powertools_tests::required_service(OTLP_ENDPOINT_VAR) else {
+        return;
+    };
+    let tracer = tracer(&endpoint);
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service = TracingLayer::new(tracer).layer(service_fn(|_event: LambdaEvent<Value>| async {
+        Ok::<_, lambda_runtime::Error>(json!({"statusCode": 503, "body": "busy"}))
+    }));
+    let (header, trace_id, _) = xray_trace(true);
+    let context = TestContext::new()
+        .with_function_name("orders-api")
+        .with_trace_id(header);
+    let event = json!({
+        "version": "2.0",
+        "routeKey": "GET /orders/{id}",
+        "rawPath": "/orders/42",
+        "headers": {"host": "api.example.com"},
+        "requestContext": {
+            "routeKey": "GET /orders/{id}",
+            "http": {"method": "GET", "path": "/orders/42", "protocol": "HTTP/1.1"},
+        },
+        "isBase64Encoded": false,
+    });
+    service.oneshot(context.event(event)).await.unwrap();
+
+    let spans = spans_of(&trace_id, 1);
+    let invocation = named(&spans, "orders-api");
+    for (key, expected) in [
+        ("faas.trigger", json!({"stringValue": "http"})),
+        ("http.request.method", json!({"stringValue": "GET"})),
+        ("url.path", json!({"stringValue": "/orders/42"})),
+        ("http.route", json!({"stringValue": "/orders/{id}"})),
+        ("http.response.status_code", json!({"intValue": "503"})),
+    ] {
+        assert_eq!(attribute(invocation, key), &expected, "{key}");
+    }
+    assert_eq!(
+        invocation["status"]["code"], 2,
+        "a 5xx is the server's error"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,179 @@
+//! The `exception.type` and `exception.message` of a handler error.
+//!
+//! Lambda reports a handler error as the `Diagnostic` the error converts into, but that conversion
+//! consumes the error, and the layer must hand the error back unchanged; so the type is found from
+//! a reference, by the error's own type where Rust knows it.
+
+use std::any::{Any, type_name};
+use std::borrow::Cow;
+use std::error::Error as StdError;
+use std::fmt::{self, Write as _};
+use std::sync::Arc;
+
+use lambda_runtime::Diagnostic;
+
+/// A hook of the caller's, erased: `Some` when the error is of the hook's type.
+pub(crate) type ErrorHook = Arc<dyn Fn(&dyn Any) -> Option<Diagnostic> + Send + Sync>;
+
+/// What the span records of an error.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Exception {
+    pub(crate) kind: Cow<'static, str>,
+    pub(crate) message: String,
+}
+
+/// The type recorded for an error that is only a message (`"card declined".into()`, a `String`):
+/// it has no type of its own to name.
+const MESSAGE_ONLY: &str = "Error";
+
+/// Describes `error`: with the caller's hook when the error is of its type, else by the first of
+///
+/// 1. a [`Diagnostic`]: its `error_type` and `error_message`, as Lambda reports them;
+/// 2. a boxed `dyn Error` (`lambda_runtime::Error`): the `error_type` of a powertools-rs error
+///    inside, else the type or variant name its `Debug` begins with (`OrderRejected { .. }` gives
+///    `OrderRejected`), else `Error` for a message only; the message is its `Display`;
+/// 3. a `String` or `&str`: `Error`, and the text;
+/// 4. any other type: its path without generic arguments (`orders_api::OrderError`), and its
+///    `Debug` text (the layer has no `Display` bound: `Diagnostic` has none).
+pub(crate) fn describe<E: fmt::Debug + 'static>(error: &E, hook: Option<&ErrorHook>) -> Exception {
+    let any: &dyn Any = error;
+    if let Some(diagnostic) = hook.and_then(|hook| hook(any)) {
+        return from_diagnostic(diagnostic);
+    }
+    if let Some(diagnostic) = any.downcast_ref::<Diagnostic>() {
+        return from_diagnostic(diagnostic.clone());
+    }
+    if let Some(boxed) = any.downcast_ref::<Box<dyn StdError + Send + Sync>>() {
+        return boxed_error(boxed.as_ref());
+    }
+    if let Some(boxed) = any.downcast_ref::<Box<dyn StdError + Send>>() {
+        return boxed_error(boxed.as_ref());
+    }
+    if let Some(boxed) = any.downcast_ref::<Box<dyn StdError>>() {
+        return boxed_error(boxed.as_ref());
+    }
+    if let Some(text) = any.downcast_ref::<String>() {
+        return message_only(text.clone());
+    }
+    if let Some(text) = any.downcast_ref::<&'static str>() {
+        return message_only((*text).to_owned());
+    }
+    Exception {
+        kind: Cow::Borrowed(without_generics(type_name::<E>())),
+        message: text_of(format_args!("{error:?}")),
+    }
+}
+
+fn from_diagnostic(diagnostic: Diagnostic) -> Exception {
+    Exception {
+        kind: Cow::Owned(diagnostic.error_type),
+        message: diagnostic.error_message,
+    }
+}
+
+fn message_only(message: String) -> Exception {
+    Exception {
+        kind: Cow::Borrowed(MESSAGE_ONLY),
+        message,
+    }
+}
+
+fn boxed_error(error: &(dyn StdError + 'static)) -> Exception {
+    let message = text_of(format_args!("{error}"));
+    // The powertools-rs errors this crate can name: their Diagnostic's error_type.
+    let known = error
+        .downcast_ref::<powertools_core::Error>()
+        .map(powertools_core::Error::error_type)
+        .or_else(|| {
+            error
+                .downcast_ref::<crate::Error>()
+                .map(crate::Error::error_type)
+        });
+    let kind = match known {
+        Some(kind) => Cow::Borrowed(kind),
+        None => debug_type_name(&text_of(format_args!("{error:?}")))
+            .map_or(Cow::Borrowed(MESSAGE_ONLY), |name| {
+                Cow::Owned(name.to_owned())
+            }),
+    };
+    Exception { kind, message }
+}
+
+/// Formats without ever panicking: a failing `Display` or `Debug` leaves a marker.
+fn text_of(arguments: fmt::Arguments<'_>) -> String {
+    let mut text = String::new();
+    if text.write_fmt(arguments).is_err() {
+        text.push_str("<formatting failed>");
+    }
+    text
+}
+
+/// The type or variant name a derived `Debug` begins with: `OrderRejected { order: 7 }`,
+/// `Declined("card")`, `Timeout`. `None` for anything else (a quoted message, prose), which names
+/// no type.
+fn debug_type_name(debug: &str) -> Option<&str> {
+    let end = debug
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(debug.len());
+    let (name, rest) = debug.split_at(end);
+    let named = name.starts_with(|c: char| c.is_ascii_uppercase())
+        && (rest.is_empty() || rest.starts_with([' ', '(', '{']));
+    named.then_some(name)
+}
+
+/// `a::B<c::D>` without its generic arguments: `a::B`.
+fn without_generics(name: &'static str) -> &'static str {
+    name.split_once('<').map_or(name, |(path, _)| path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_is_read_off_a_derived_debug_only() {
+        assert_eq!(
+            debug_type_name("OrderRejected { order: 7 }"),
+            Some("OrderRejected")
+        );
+        assert_eq!(debug_type_name("Declined(\"card\")"), Some("Declined"));
+        assert_eq!(debug_type_name("Timeout"), Some("Timeout"));
+        assert_eq!(debug_type_name("\"card declined\""), None);
+        assert_eq!(debug_type_name("connection refused (os error 111)"), None);
+        assert_eq!(debug_type_name("Connection: refused"), None);
+        assert_eq!(debug_type_name(""), None);
+    }
+
+    #[test]
+    fn generic_arguments_are_dropped_from_a_type_name() {
+        assert_eq!(
+            without_generics(type_name::<std::vec::IntoIter<Box<dyn StdError>>>()),
+            "alloc::vec::into_iter::IntoIter"
+        );
+        assert_eq!(without_generics("orders::OrderError"), "orders::OrderError");
+    }
+
+    #[test]
+    fn a_hook_of_another_type_is_passed_over() {
+        let hook: ErrorHook = Arc::new(|error: &dyn Any| {
+            error.downcast_ref::<u8>().map(|code| Diagnostic {
+                error_type: "Code".to_owned(),
+                error_message: code.to_string(),
+            })
+        });
+        assert_eq!(
+            describe(&7_u8, Some(&hook)),
+            Exception {
+                kind: "Code".into(),
+                message: "7".to_owned()
+            }
+        );
+        assert_eq!(
+            describe(&"late".to_owned(), Some(&hook)),
+            Exception {
+                kind: "Error".into(),
+                message: "late".to_owned()
+            }
+        );
+    }
+}

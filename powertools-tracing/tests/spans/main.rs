@@ -1,0 +1,672 @@
+//! What the invocation span carries, read from an in-memory exporter: which spans reach the
+//! trace, the FaaS and HTTP semantic conventions, exceptions, and the X-Ray annotations.
+
+mod support;
+
+use std::fmt;
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use lambda_runtime::tower::{Layer, ServiceExt};
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use opentelemetry::trace::Status;
+use powertools_core::testing::TestContext;
+use powertools_tracing::{HttpRequest, TracingLayer, annotate};
+use serde_json::{Value, json};
+use support::{Recorder, attribute, attribute_count, exception, strings, text, tracer};
+
+#[tokio::test]
+async fn spans_of_user_crates_named_like_internal_ones_reach_the_trace() {
+    // Given a handler whose spans come from crates named like the HTTP and OTel stacks
+    let recorder = Recorder::default();
+    let tracer = tracer(&recorder);
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service = TracingLayer::new(tracer).layer(service_fn(|_event: LambdaEvent<Value>| async {
+        tracing::info_span!(target: "h2_probe", "probe").in_scope(|| {});
+        tracing::info_span!(target: "towers_bakery::oven", "oven").in_scope(|| {});
+        tracing::info_span!(target: "hyperlocal_shop", "shop").in_scope(|| {});
+        tracing::info_span!(target: "opentelemetry_fans::club", "club").in_scope(|| {});
+        // and spans of the real internal crates
+        tracing::info_span!(target: "h2", "h2_internal").in_scope(|| {});
+        tracing::info_span!(target: "h2::codec", "h2_codec").in_scope(|| {});
+        tracing::info_span!(target: "tower::buffer::worker", "tower_buffer").in_scope(|| {});
+        tracing::info_span!(target: "hyper_util::client::legacy::pool", "hyper_pool")
+            .in_scope(|| {});
+        tracing::info_span!(target: "opentelemetry_sdk::trace", "sdk").in_scope(|| {});
+        tracing::info_span!(target: "aws_smithy_runtime::client", "smithy").in_scope(|| {});
+        Ok::<_, lambda_runtime::Error>(Value::Null)
+    }));
+
+    // When it is invoked
+    service
+        .oneshot(
+            TestContext::new()
+                .with_function_name("bakery")
+                .event(json!({})),
+        )
+        .await
+        .unwrap();
+
+    // Then the user crates' spans are children of the invocation, the internal ones are not traced
+    let invocation = recorder.span("bakery");
+    for name in ["probe", "oven", "shop", "club"] {
+        let span = recorder.span(name);
+        assert_eq!(
+            span.parent_span_id,
+            invocation.span_context.span_id(),
+            "{name}"
+        );
+    }
+    let exported = support::names(&recorder.spans());
+    for internal in [
+        "h2_internal",
+        "h2_codec",
+        "tower_buffer",
+        "hyper_pool",
+        "sdk",
+        "smithy",
+    ] {
+        assert!(
+            !exported.iter().any(|name| name == internal),
+            "{internal} in {exported:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_resource_id_is_the_function_arn_with_the_alias_resolved_to_the_version() {
+    let recorder = Recorder::default();
+    let tracer = tracer(&recorder);
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service = TracingLayer::new(tracer).layer(service_fn(|_event: LambdaEvent<Value>| async {
+        Ok::<_, lambda_runtime::Error>(Value::Null)
+    }));
+    let arn = "arn:aws:lambda:eu-west-1:123456789012:function:orders";
+    for (invoked, version, resource_id) in [
+        // Given an invocation through an alias, the alias is replaced by the version it runs
+        (format!("{arn}:live"), "7", format!("{arn}:7")),
+        // an unqualified ARN and a $LATEST one stay as they are
+        (arn.to_owned(), "$LATEST", arn.to_owned()),
+        (
+            format!("{arn}:$LATEST"),
+            "$LATEST",
+            format!("{arn}:$LATEST"),
+        ),
+        // a version stays
+        (format!("{arn}:7"), "7", format!("{arn}:7")),
+    ] {
+        recorder.clear();
+        let context = TestContext::new()
+            .with_function_name("orders")
+            .with_function_arn(invoked.clone())
+            .with_function_version(version);
+        service
+            .clone()
+            .oneshot(context.event(json!({})))
+            .await
+            .unwrap();
+        let span = recorder.span("orders");
+        assert_eq!(
+            text(&span, "cloud.resource_id").as_deref(),
+            Some(resource_id.as_str()),
+            "{invoked}"
+        );
+        assert_eq!(
+            text(&span, "aws.lambda.invoked_arn").as_deref(),
+            Some(invoked.as_str())
+        );
+        assert_eq!(
+            text(&span, "cloud.account.id").as_deref(),
+            Some("123456789012")
+        );
+    }
+}
+
+#[derive(Debug)]
+struct OrderRejected {
+    order: u32,
+}
+
+impl fmt::Display for OrderRejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "order {} was rejected", self.order)
+    }
+}
+
+impl std::error::Error for OrderRejected {}
+
+/// The exception recorded when the handler fails with `error`.
+async fn exception_of<E>(error: impl Fn() -> E + Send + Sync + 'static) -> (String, String, Status)
+where
+    E: fmt::Debug + Send + 'static,
+{
+    let recorder = Recorder::default();
+    let tracer = tracer(&recorder);
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service = TracingLayer::new(tracer).layer(service_fn(move |_event: LambdaEvent<Value>| {
+        let result = Err::<Value, E>(error());
+        async move { result }
+    }));
+    service
+        .oneshot(
+            TestContext::new()
+                .with_function_name("payments")
+                .event(json!({})),
+        )
+        .await
+        .expect_err("the handler fails");
+    let span = recorder.span("payments");
+    let (kind, message) = exception(&span).expect("an exception event");
+    (kind, message, span.status)
+}
+
+#[tokio::test]
+async fn a_boxed_error_is_recorded_with_its_own_type_and_its_message() {
+    // A boxed error of a type of the user's
+    let (kind, message, status) =
+        exception_of(|| lambda_runtime::Error::from(OrderRejected { order: 7 })).await;
+    assert_eq!(kind, "OrderRejected");
+    assert_eq!(message, "order 7 was rejected");
+    assert_eq!(status, Status::error("order 7 was rejected"));
+
+    // A message only: no Debug quotes, and no `alloc::boxed::Box<dyn core::error::Error …>`
+    let (kind, message, status) =
+        exception_of(|| lambda_runtime::Error::from("card declined")).await;
+    assert_eq!(kind, "Error");
+    assert_eq!(message, "card declined");
+    assert_eq!(status, Status::error("card declined"));
+
+    // A Powertools error in a box: its Diagnostic error_type, as Lambda reports it unboxed
+    let (kind, message, _) = exception_of(|| {
+        lambda_runtime::Error::from(powertools_tracing::Error::Exporter("no route".to_owned()))
+    })
+    .await;
+    assert_eq!(kind, "TracingExporterError");
+    assert_eq!(
+        message,
+        "the OTLP span exporter could not be built: no route"
+    );
+}
+
+#[tokio::test]
+async fn a_diagnostic_error_is_recorded_as_lambda_reports_it() {
+    let (kind, message, status) = exception_of(|| Diagnostic {
+        error_type: "PaymentDeclined".to_owned(),
+        error_message: "card 4242 declined".to_owned(),
+    })
+    .await;
+    assert_eq!(kind, "PaymentDeclined");
+    assert_eq!(message, "card 4242 declined");
+    assert_eq!(status, Status::error("card 4242 declined"));
+}
+
+#[derive(Debug)]
+enum Refusal {
+    OutOfStock(#[allow(dead_code)] u32),
+}
+
+#[tokio::test]
+async fn a_plain_error_type_is_recorded_with_its_own_type_name() {
+    let (kind, _, _) = exception_of(|| Refusal::OutOfStock(3)).await;
+    assert_eq!(
+        kind, "spans::Refusal",
+        "its path, without generic arguments"
+    );
+    let (kind, message, _) = exception_of(|| "out of flour".to_owned()).await;
+    assert_eq!((kind.as_str(), message.as_str()), ("Error", "out of flour"));
+}
+
+/// The invocation span of one invocation with `event`, whose handler answers `response`.
+async fn invocation_span<T, R>(event: T, response: R) -> opentelemetry_sdk::trace::SpanData
+where
+    T: Send + 'static,
+    R: serde::Serialize + Clone + Send + Sync + 'static,
+{
+    let recorder = Recorder::default();
+    let tracer = tracer(&recorder);
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service = TracingLayer::new(tracer).layer(service_fn(move |_event: LambdaEvent<T>| {
+        let response = response.clone();
+        async move { Ok::<_, lambda_runtime::Error>(response) }
+    }));
+    let context = TestContext::new().with_function_name("orders-api").build();
+    service
+        .oneshot(LambdaEvent::new(event, context))
+        .await
+        .expect("the handler succeeds");
+    recorder.span("orders-api")
+}
+
+fn http_attributes(span: &opentelemetry_sdk::trace::SpanData) -> Value {
+    json!({
+        "faas.trigger": text(span, "faas.trigger"),
+        "http.request.method": text(span, "http.request.method"),
+        "url.path": text(span, "url.path"),
+        "http.route": text(span, "http.route"),
+        "http.response.status_code": attribute(span, "http.response.status_code")
+            .map(|value| value.to_string()),
+    })
+}
+
+#[tokio::test]
+async fn http_invocations_get_the_http_server_attributes_from_the_events_json() {
+    let rest = json!({
+        "resource": "/orders/{id}",
+        "path": "/orders/42",
+        "httpMethod": "GET",
+        "headers": {},
+        "requestContext": {
+            "resourcePath": "/orders/{id}",
+            "httpMethod": "GET",
+            "path": "/prod/orders/42",
+            "stage": "prod",
+        },
+    });
+    let http_api = json!({
+        "version": "2.0",
+        "routeKey": "POST /orders/{id}/items",
+        "rawPath": "/orders/42/items",
+        "requestContext": {
+            "routeKey": "POST /orders/{id}/items",
+            "http": {"method": "POST", "path": "/orders/42/items"},
+        },
+    });
+    let function_url = json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": "/health",
+        "requestContext": {
+            "domainName": "abc.lambda-url.eu-west-1.on.aws",
+            "routeKey": "$default",
+            "http": {"method": "GET", "path": "/health"},
+        },
+    });
+    let alb = json!({
+        "requestContext": {"elb": {"targetGroupArn": "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/orders/1"}},
+        "httpMethod": "DELETE",
+        "path": "/orders/42",
+        "headers": {},
+        "body": "",
+        "isBase64Encoded": false,
+    });
+    for (event, status, expected) in [
+        (
+            rest,
+            json!({"statusCode": 200, "body": "{}"}),
+            json!({"faas.trigger": "http", "http.request.method": "GET", "url.path": "/orders/42",
+                   "http.route": "/orders/{id}", "http.response.status_code": "200"}),
+        ),
+        (
+            http_api,
+            json!({"statusCode": 201}),
+            json!({"faas.trigger": "http", "http.request.method": "POST",
+                   "url.path": "/orders/42/items", "http.route": "/orders/{id}/items",
+                   "http.response.status_code": "201"}),
+        ),
+        (
+            function_url,
+            json!({"statusCode": 204}),
+            json!({"faas.trigger": "http", "http.request.method": "GET", "url.path": "/health",
+                   "http.route": null, "http.response.status_code": "204"}),
+        ),
+        (
+            alb,
+            json!({"statusCode": 404, "statusDescription": "404 Not Found"}),
+            json!({"faas.trigger": "http", "http.request.method": "DELETE",
+                   "url.path": "/orders/42", "http.route": null,
+                   "http.response.status_code": "404"}),
+        ),
+    ] {
+        let span = invocation_span(event.clone(), status).await;
+        assert_eq!(http_attributes(&span), expected, "{event}");
+    }
+
+    // Events of other triggers get none of them
+    let sqs = json!({"Records": [{"messageId": "m-1", "body": "{}", "eventSource": "aws:sqs"}]});
+    let span = invocation_span(sqs, json!({"statusCode": 200})).await;
+    assert_eq!(
+        http_attributes(&span),
+        json!({"faas.trigger": "other", "http.request.method": null, "url.path": null,
+               "http.route": null, "http.response.status_code": null})
+    );
+}
+
+#[tokio::test]
+async fn a_5xx_response_marks_the_span_as_an_error() {
+    let event = json!({
+        "version": "2.0",
+        "routeKey": "GET /orders",
+        "rawPath": "/orders",
+        "requestContext": {"http": {"method": "GET", "path": "/orders"}},
+    });
+    let span = invocation_span(event.clone(), json!({"statusCode": 503})).await;
+    assert!(
+        matches!(span.status, Status::Error { .. }),
+        "{:?}",
+        span.status
+    );
+    let span = invocation_span(event, json!({"statusCode": 404})).await;
+    assert_eq!(
+        span.status,
+        Status::Unset,
+        "a client error is not the server's"
+    );
+}
+
+// Without the feature the layer does not know the `aws_lambda_events` types.
+#[cfg(feature = "aws-lambda-events")]
+#[tokio::test]
+async fn http_invocations_get_the_http_server_attributes_from_typed_events() {
+    let request: ApiGatewayV2httpRequest = serde_json::from_value(json!({
+        "version": "2.0",
+        "routeKey": "GET /orders/{id}",
+        "rawPath": "/orders/42",
+        "headers": {},
+        "requestContext": {
+            "routeKey": "GET /orders/{id}",
+            "http": {"method": "GET", "path": "/orders/42", "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1"},
+        },
+        "isBase64Encoded": false,
+    }))
+    .unwrap();
+    let mut response = ApiGatewayV2httpResponse::default();
+    response.status_code = 200;
+    let span = invocation_span(request, response).await;
+    assert_eq!(
+        http_attributes(&span),
+        json!({"faas.trigger": "http", "http.request.method": "GET", "url.path": "/orders/42",
+               "http.route": "/orders/{id}", "http.response.status_code": "200"})
+    );
+}
+
+#[tokio::test]
+async fn cold_start_and_service_are_x_ray_annotations() {
+    let span = invocation_span(json!({}), Value::Null).await;
+    assert_eq!(attribute(&span, "Service"), Some("orders".into()));
+    assert!(matches!(
+        attribute(&span, "ColdStart"),
+        Some(opentelemetry::Value::Bool(_))
+    ));
+    assert_eq!(
+        strings(&span, "aws.xray.annotations"),
+        Some(vec!["ColdStart".to_owned(), "Service".to_owned()])
+    );
+    assert_eq!(attribute_count(&span, "aws.xray.annotations"), 1);
+}
+
+#[tokio::test]
+async fn annotations_go_on_the_invocation_span_and_are_listed_for_x_ray() {
+    // Given a handler that annotates from a child span
+    let recorder = Recorder::default();
+    let tracer = tracer(&recorder);
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service = TracingLayer::new(tracer).layer(service_fn(|_event: LambdaEvent<Value>| async {
+        let recorded = tracing::info_span!("validate").in_scope(|| {
+            [
+                annotate("order_id", "o-41"),
+                annotate("items", 3_u32),
+                annotate("express", true),
+                annotate("total", 12.5),
+                // annotating a key again replaces its value
+                annotate("order_id", "o-42".to_owned()),
+                // the layer's own keys, and an empty one, are refused
+                annotate("ColdStart", false),
+                annotate("Service", "other"),
+                annotate("aws.xray.annotations", "order_id"),
+                annotate("", 1),
+            ]
+        });
+        Ok::<_, lambda_runtime::Error>(json!(recorded))
+    }));
+
+    // When it is invoked
+    let recorded = service
+        .oneshot(
+            TestContext::new()
+                .with_function_name("orders")
+                .event(json!({})),
+        )
+        .await
+        .unwrap();
+
+    // Then the annotations are attributes of the invocation span, listed after ColdStart and
+    // Service in aws.xray.annotations, each once
+    assert_eq!(
+        recorded,
+        json!([true, true, true, true, true, false, false, false, false])
+    );
+    let span = recorder.span("orders");
+    assert_eq!(text(&span, "order_id").as_deref(), Some("o-42"));
+    assert_eq!(attribute(&span, "items"), Some(3_i64.into()));
+    assert_eq!(attribute(&span, "express"), Some(true.into()));
+    assert_eq!(attribute(&span, "total"), Some(12.5.into()));
+    assert_eq!(text(&span, "Service").as_deref(), Some("orders"));
+    assert_eq!(
+        strings(&span, "aws.xray.annotations"),
+        Some(
+            [
+                "ColdStart",
+                "Service",
+                "order_id",
+                "items",
+                "express",
+                "total"
+            ]
+            .map(str::to_owned)
+            .to_vec()
+        )
+    );
+    for key in ["order_id", "Service", "ColdStart", "aws.xray.annotations"] {
+        assert_eq!(attribute_count(&span, key), 1, "{key}");
+    }
+    assert_eq!(attribute(&recorder.span("validate"), "order_id"), None);
+}
+
+#[tokio::test]
+async fn outside_an_invocation_or_with_tracing_off_nothing_is_annotated() {
+    assert!(!annotate("order_id", "o-1"), "no subscriber");
+    let recorder = Recorder::default();
+    let _guard = tracing::subscriber::set_default(tracer(&recorder).subscriber());
+    assert!(!annotate("order_id", "o-1"), "no span");
+    tracing::info_span!("batch").in_scope(|| {
+        assert!(!annotate("order_id", "o-1"), "a span of no invocation");
+    });
+
+    let disabled = powertools_tracing::Tracer::builder()
+        .disabled(true)
+        .build()
+        .unwrap();
+    let service =
+        TracingLayer::new(disabled).layer(service_fn(|_event: LambdaEvent<Value>| async {
+            Ok::<_, lambda_runtime::Error>(json!(annotate("order_id", "o-2")))
+        }));
+    let annotated = service
+        .oneshot(TestContext::new().event(json!({})))
+        .await
+        .unwrap();
+    assert_eq!(annotated, false);
+}
+
+#[tokio::test]
+async fn concurrent_invocations_annotate_their_own_spans() {
+    // Given invocations that interleave on one thread, each annotating its own order
+    let recorder = Recorder::default();
+    let tracer = tracer(&recorder);
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service =
+        TracingLayer::new(tracer).layer(service_fn(|event: LambdaEvent<Value>| async move {
+            let order = event.payload["order"].as_u64().unwrap();
+            for step in 0..3_u64 {
+                tokio::task::yield_now().await;
+                annotate("order", order as i64);
+                annotate("step", step as i64);
+                tracing::info_span!("step").in_scope(|| annotate("last_step_of", order as i64));
+            }
+            Ok::<_, lambda_runtime::Error>(Value::Null)
+        }));
+
+    // When they run at once
+    let calls = (0..20_u64).map(|order| {
+        let context = TestContext::new()
+            .with_function_name("orders")
+            .with_request_id(format!("req-{order}"));
+        service
+            .clone()
+            .oneshot(context.event(json!({"order": order})))
+    });
+    for result in futures_util::future::join_all(calls).await {
+        result.unwrap();
+    }
+
+    // Then each invocation span carries its own annotations only
+    let spans = recorder.spans();
+    let invocations: Vec<_> = spans.iter().filter(|span| span.name == "orders").collect();
+    assert_eq!(invocations.len(), 20);
+    for span in invocations {
+        let request = text(span, "faas.invocation_id").unwrap();
+        let order = attribute(span, "order").unwrap();
+        assert_eq!(format!("req-{order}"), request);
+        assert_eq!(attribute(span, "last_step_of"), Some(order));
+        assert_eq!(attribute(span, "step"), Some(2_i64.into()));
+        assert_eq!(attribute_count(span, "order"), 1);
+        assert_eq!(
+            strings(span, "aws.xray.annotations"),
+            Some(
+                ["ColdStart", "Service", "order", "step", "last_step_of"]
+                    .map(str::to_owned)
+                    .to_vec()
+            )
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_invocation_dropped_before_its_handler_ends_keeps_its_annotations() {
+    let recorder = Recorder::default();
+    let tracer = tracer(&recorder);
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service = TracingLayer::new(tracer).layer(service_fn(|_event: LambdaEvent<Value>| async {
+        annotate("order_id", "o-9");
+        std::future::pending::<()>().await;
+        Ok::<_, lambda_runtime::Error>(Value::Null)
+    }));
+    let call = service.oneshot(
+        TestContext::new()
+            .with_function_name("orders")
+            .event(json!({})),
+    );
+    // An outer timeout drops the invocation's future.
+    tokio::time::timeout(std::time::Duration::from_millis(20), call)
+        .await
+        .unwrap_err();
+    let span = recorder.span("orders");
+    assert_eq!(
+        strings(&span, "aws.xray.annotations"),
+        Some(
+            ["ColdStart", "Service", "order_id"]
+                .map(str::to_owned)
+                .to_vec()
+        )
+    );
+    assert_eq!(text(&span, "order_id").as_deref(), Some("o-9"));
+}
+
+#[derive(Debug, Clone)]
+enum OrderError {
+    OutOfStock(u32),
+}
+
+impl From<OrderError> for Diagnostic {
+    fn from(error: OrderError) -> Self {
+        match error {
+            OrderError::OutOfStock(item) => Diagnostic {
+                error_type: "OutOfStock".to_owned(),
+                error_message: format!("item {item} is out of stock"),
+            },
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_error_of_the_users_is_described_as_lambda_reports_it_through_the_hook() {
+    let recorder = Recorder::default();
+    let tracer = tracer(&recorder);
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service = TracingLayer::new(tracer)
+        .error_diagnostic(|error: &OrderError| Diagnostic::from(error.clone()))
+        .layer(service_fn(|_event: LambdaEvent<Value>| async {
+            Err::<Value, _>(OrderError::OutOfStock(12))
+        }));
+    let error = service
+        .oneshot(
+            TestContext::new()
+                .with_function_name("orders")
+                .event(json!({})),
+        )
+        .await
+        .unwrap_err();
+    let lambda = Diagnostic::from(error);
+    let span = recorder.span("orders");
+    assert_eq!(
+        exception(&span),
+        Some((lambda.error_type.clone(), lambda.error_message.clone()))
+    );
+    assert_eq!(lambda.error_type, "OutOfStock");
+    assert_eq!(span.status, Status::error("item 12 is out of stock"));
+}
+
+struct Checkout {
+    verb: &'static str,
+    path: &'static str,
+}
+
+#[tokio::test]
+async fn an_event_of_the_users_gives_its_http_request_through_the_hook() {
+    let recorder = Recorder::default();
+    let tracer = tracer(&recorder);
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service = TracingLayer::new(tracer)
+        .http_request(|event: &Checkout| {
+            Some(
+                HttpRequest::new(event.verb)
+                    .with_path(event.path)
+                    .with_route("/checkout/{cart}"),
+            )
+        })
+        .layer(service_fn(|_event: LambdaEvent<Checkout>| async {
+            Ok::<_, lambda_runtime::Error>(json!({"statusCode": 302}))
+        }));
+    let context = TestContext::new().with_function_name("orders-api").build();
+    let event = Checkout {
+        verb: "PUT",
+        path: "/checkout/c-1",
+    };
+    service
+        .oneshot(LambdaEvent::new(event, context))
+        .await
+        .unwrap();
+    assert_eq!(
+        http_attributes(&recorder.span("orders-api")),
+        json!({"faas.trigger": "http", "http.request.method": "PUT", "url.path": "/checkout/c-1",
+               "http.route": "/checkout/{cart}", "http.response.status_code": "302"})
+    );
+}
+
+#[tokio::test]
+async fn an_explicit_trigger_wins_over_the_events_shape() {
+    let recorder = Recorder::default();
+    let tracer = tracer(&recorder);
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service = TracingLayer::new(tracer)
+        .trigger("pubsub")
+        .layer(service_fn(|_event: LambdaEvent<Value>| async {
+            Ok::<_, lambda_runtime::Error>(Value::Null)
+        }));
+    let event = json!({"httpMethod": "GET", "path": "/", "requestContext": {}});
+    service
+        .oneshot(TestContext::new().with_function_name("orders").event(event))
+        .await
+        .unwrap();
+    let span = recorder.span("orders");
+    assert_eq!(text(&span, "faas.trigger").as_deref(), Some("pubsub"));
+    assert_eq!(text(&span, "http.request.method").as_deref(), Some("GET"));
+}
