@@ -12,13 +12,32 @@ import os
 import sys
 import threading
 
-from werkzeug.serving import run_simple
+# Written against moto's internals as of this version: a moto upgrade must fail here, loudly,
+# not start a server that has silently lost the serialization (and so DynamoDB's atomicity).
+TESTED_MOTO_VERSION = "5.2.5"
 
-from moto.moto_server.werkzeug_app import (
-    DomainDispatcherApplication,
-    MotoRequestHandler,
-    create_backend_app,
-)
+try:
+    import moto
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import run_simple
+except ImportError as error:
+    sys.exit(
+        f"moto-server.py: moto's internals moved ({error}). This script wraps moto's werkzeug "
+        f"app to serialize requests; check the import paths against the installed moto and "
+        f"update TESTED_MOTO_VERSION and MOTO_SPEC in scripts/with-test-services together."
+    )
+
+if getattr(moto, "__version__", None) != TESTED_MOTO_VERSION:
+    sys.exit(
+        f"moto-server.py: moto {getattr(moto, '__version__', '?')} is installed, but this script "
+        f"was checked against moto {TESTED_MOTO_VERSION}. Check that DomainDispatcherApplication "
+        f"still handles one request per call (so the lock below serializes them), then update "
+        f"TESTED_MOTO_VERSION and MOTO_SPEC in scripts/with-test-services together."
+    )
 
 
 def main() -> None:

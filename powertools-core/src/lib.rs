@@ -55,8 +55,11 @@
 //! The minimum supported Rust version is 1.94.1, set by `aws-sdk-dynamodb`, which the
 //! idempotency crate of this workspace builds on.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod env;
 #[cfg(feature = "jmespath")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jmespath")))]
 pub mod jmespath;
 pub mod testing;
 

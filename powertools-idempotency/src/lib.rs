@@ -154,6 +154,8 @@
 //!
 //! 1.94.1, set by `aws-sdk-dynamodb`.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 /// The README's examples, run as doc tests so that they stay true.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
@@ -179,10 +181,12 @@ pub use config::{
 pub use error::{BoxError, Error};
 pub use idempotency::{Idempotency, IdempotencyBuilder};
 #[cfg(feature = "jmespath")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jmespath")))]
 pub use jmes_path::JmesPath;
 pub use key::{FromFn, KeyExtractor, NoValidation, WholeEvent, canonical_json, is_missing};
 pub use layer::{IdempotencyLayer, IdempotencyService};
 #[cfg(feature = "dynamodb")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dynamodb")))]
 pub use persistence::{DynamoDbError, DynamoDbStore, DynamoDbStoreBuilder};
 pub use persistence::{IdempotencyStore, InMemoryStore, PutOutcome, StoreError};
 pub use record::{DataRecord, RecordState, Status};

@@ -129,6 +129,8 @@
 //! - A task spawned with `tokio::spawn` is outside its parent's invocation; move the handle into
 //!   it or run it in [`Metrics::scope`].
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod document;
 mod error;
 mod layer;
@@ -146,6 +148,7 @@ pub use layer::{
 };
 pub use metrics::Metrics;
 #[cfg(feature = "recorder")]
+#[cfg_attr(docsrs, doc(cfg(feature = "recorder")))]
 pub use recorder::EmfRecorder;
 pub use sink::{MemorySink, Sink, Stdout};
 pub use unit::{Resolution, Unit};
