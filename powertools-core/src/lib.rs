@@ -76,6 +76,9 @@ pub use invocation::Invocation;
 /// Writes the `get_ref`, `get_mut` and `into_inner` methods of a middleware service that keeps
 /// the service it wraps in its `inner` field, as tower-http's services do. Used inside the
 /// service's `impl` block by every powertools-rs layer.
+///
+/// Internal to the powertools-rs crates: hidden from the docs and outside the semver promise.
+#[doc(hidden)]
 #[macro_export]
 macro_rules! inner_service_accessors {
     ($inner:ty) => {
@@ -98,6 +101,9 @@ macro_rules! inner_service_accessors {
 
 /// Implements `From<$error> for lambda_runtime::Diagnostic` from the error's `error_type()`
 /// (the stable identifier) and its `Display` (the message), as every powertools-rs error does.
+///
+/// Internal to the powertools-rs crates: hidden from the docs and outside the semver promise.
+#[doc(hidden)]
 #[macro_export]
 macro_rules! diagnostic_from_error_type {
     ($error:ty) => {

@@ -41,6 +41,7 @@ impl fmt::Display for Status {
 
 /// What a record means at a given moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RecordState {
     /// Running, and its invocation's deadline (if known) has not passed.
     InProgress,
@@ -54,7 +55,20 @@ pub enum RecordState {
 }
 
 /// One idempotency record, as the persistence layer stores it.
+///
+/// Built with [`DataRecord::new`] and the `with_*` setters (the fields are public to read and
+/// change, and the struct is `#[non_exhaustive]`, so a field added later is not a breaking
+/// change).
+///
+/// ```
+/// use powertools_idempotency::{DataRecord, Status};
+/// let record = DataRecord::new("orders.charge#4b08", Status::Completed, 1_796_160_000)
+///     .with_response_data(r#"{"charged":true}"#)
+///     .with_payload_hash("9f86d0");
+/// assert_eq!(record.in_progress_expiry_timestamp, None);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DataRecord {
     /// The idempotency key, `<prefix>.<operation>#<sha-256 hex>`.
     pub key: String,
@@ -72,6 +86,40 @@ pub struct DataRecord {
 }
 
 impl DataRecord {
+    /// A record with the given key, status and window end (epoch seconds), with no in-progress
+    /// deadline, response or validation hash.
+    pub fn new(key: impl Into<String>, status: Status, expiry_timestamp: i64) -> Self {
+        DataRecord {
+            key: key.into(),
+            status,
+            expiry_timestamp,
+            in_progress_expiry_timestamp: None,
+            response_data: None,
+            payload_hash: None,
+        }
+    }
+
+    /// Sets the in-progress deadline, epoch milliseconds.
+    #[must_use]
+    pub fn with_in_progress_expiry(mut self, epoch_ms: i64) -> Self {
+        self.in_progress_expiry_timestamp = Some(epoch_ms);
+        self
+    }
+
+    /// Sets the stored response (JSON text).
+    #[must_use]
+    pub fn with_response_data(mut self, data: impl Into<String>) -> Self {
+        self.response_data = Some(data.into());
+        self
+    }
+
+    /// Sets the validation hash.
+    #[must_use]
+    pub fn with_payload_hash(mut self, hash: impl Into<String>) -> Self {
+        self.payload_hash = Some(hash.into());
+        self
+    }
+
     /// What the record means at `now`.
     ///
     /// Expiry is checked here, not left to DynamoDB's TTL, which deletes items up to days late.

@@ -219,14 +219,10 @@ impl IdempotencyStore for FaultStore {
                 Err(backend("put (answer lost)"))
             }
             Fault::ExistsNone => Ok(PutOutcome::Exists(None)),
-            Fault::ExistsExpired => Ok(PutOutcome::Exists(Some(DataRecord {
-                key: record.key.clone(),
-                status: Status::Completed,
-                expiry_timestamp: 1,
-                in_progress_expiry_timestamp: None,
-                response_data: Some("\"stale\"".to_owned()),
-                payload_hash: None,
-            }))),
+            Fault::ExistsExpired => Ok(PutOutcome::Exists(Some(
+                DataRecord::new(record.key.clone(), Status::Completed, 1)
+                    .with_response_data("\"stale\""),
+            ))),
             Fault::Invalid => Err(StoreError::InvalidRecord {
                 key: record.key.clone(),
                 reason: "status attribute is `BANANA`".to_owned(),
@@ -3712,14 +3708,10 @@ async fn layer_response_read_by_run_of_other_type() {
 async fn corrupt_stored_response_is_an_error_not_an_execution() {
     let (idem, store) = fresh();
     let key = idem.key_for(&ctx(), "op", &json!("k"));
-    store.insert(DataRecord {
-        key: key.clone(),
-        status: Status::Completed,
-        expiry_timestamp: now_ms() / 1000 + 3600,
-        in_progress_expiry_timestamp: None,
-        response_data: Some("{not json".to_owned()),
-        payload_hash: None,
-    });
+    store.insert(
+        DataRecord::new(key.clone(), Status::Completed, now_ms() / 1000 + 3600)
+            .with_response_data("{not json"),
+    );
     let n = counter();
     let result = idem
         .run(&ctx(), "op", "k".to_owned(), counted!(n, 1u8))
@@ -3739,28 +3731,21 @@ async fn corrupt_stored_response_is_an_error_not_an_execution() {
 async fn seeded_records_states() {
     let (idem, store) = fresh();
     let key = idem.key_for(&ctx(), "op", &json!("held"));
-    store.insert(DataRecord {
-        key: key.clone(),
-        status: Status::InProgress,
-        expiry_timestamp: now_ms() / 1000 + 3600,
-        in_progress_expiry_timestamp: None,
-        response_data: None,
-        payload_hash: None,
-    });
+    store.insert(DataRecord::new(
+        key.clone(),
+        Status::InProgress,
+        now_ms() / 1000 + 3600,
+    ));
     let n = counter();
     let result = idem
         .run(&ctx(), "op", "held".to_owned(), counted!(n, 1u8))
         .await;
     assert_eq!(variant(&result), "IdempotencyAlreadyInProgressError");
     let old = idem.key_for(&ctx(), "op", &json!("old"));
-    store.insert(DataRecord {
-        key: old.clone(),
-        status: Status::Completed,
-        expiry_timestamp: now_ms() / 1000 - 10,
-        in_progress_expiry_timestamp: None,
-        response_data: Some("99".to_owned()),
-        payload_hash: None,
-    });
+    store.insert(
+        DataRecord::new(old.clone(), Status::Completed, now_ms() / 1000 - 10)
+            .with_response_data("99"),
+    );
     let fresh: u8 = idem
         .run(&ctx(), "op", "old".to_owned(), counted!(n, 1u8))
         .await
@@ -3786,14 +3771,9 @@ proptest! {
         let base_s = 1_800_000_000i64;
         let now = UNIX_EPOCH + Duration::from_millis((base_s * 1000 + now_ms_off) as u64);
         let now_ms = base_s * 1000 + now_ms_off;
-        let record = DataRecord {
-            key: "k".into(),
-            status: if in_progress { Status::InProgress } else { Status::Completed },
-            expiry_timestamp: base_s + expiry_off,
-            in_progress_expiry_timestamp: ipe.map(|d| now_ms + d),
-            response_data: None,
-            payload_hash: None,
-        };
+        let status = if in_progress { Status::InProgress } else { Status::Completed };
+        let mut record = DataRecord::new("k", status, base_s + expiry_off);
+        record.in_progress_expiry_timestamp = ipe.map(|d| now_ms + d);
         let condition = record.expiry_timestamp < base_s
             || (in_progress && record.in_progress_expiry_timestamp.is_some_and(|t| t < now_ms));
         prop_assert_eq!(record.replaceable_at(now), condition, "{:?}", record);

@@ -317,6 +317,7 @@ impl<S> MetricsService<S> {
 /// Its [`Diagnostic`](lambda_runtime::Diagnostic) is the handler error's own, so error types
 /// reported to Lambda do not change when the layer is added.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ServiceError<E> {
     /// The handler's error.
     Handler(E),

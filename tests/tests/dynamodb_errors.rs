@@ -25,22 +25,13 @@ fn in_progress(key: &str) -> DataRecord {
         .duration_since(UNIX_EPOCH)
         .expect("after 1970");
     let (now_s, now_ms) = (since.as_secs() as i64, since.as_millis() as i64);
-    DataRecord {
-        key: key.into(),
-        status: Status::InProgress,
-        expiry_timestamp: now_s + 3600,
-        in_progress_expiry_timestamp: Some(now_ms + 60_000),
-        response_data: None,
-        payload_hash: None,
-    }
+    DataRecord::new(key, Status::InProgress, now_s + 3600).with_in_progress_expiry(now_ms + 60_000)
 }
 
 fn completed(record: &DataRecord, response: String) -> DataRecord {
-    DataRecord {
-        status: Status::Completed,
-        response_data: Some(response),
-        ..record.clone()
-    }
+    let mut completed = record.clone().with_response_data(response);
+    completed.status = Status::Completed;
+    completed
 }
 
 /// The backend error inside a `StoreError`, or a panic naming what it is instead.
@@ -339,10 +330,7 @@ async fn a_put_over_the_item_size_limit_is_item_too_large() {
     };
     let table = create_idempotency_table(&client).await;
     let store = DynamoDbStore::new(client, &table).expect("valid store settings");
-    let record = DataRecord {
-        payload_hash: Some(big(450 * 1024)),
-        ..in_progress("orders#big-hash")
-    };
+    let record = in_progress("orders#big-hash").with_payload_hash(big(450 * 1024));
 
     let error = store
         .put_in_progress(&record, SystemTime::now())

@@ -778,14 +778,13 @@ async fn the_store_primitives_round_trip_a_record() {
     };
     let store = fixture.idempotency.store();
     let (now_s, now_ms) = now();
-    let record = powertools_idempotency::DataRecord {
-        key: "payments.primitive#1".into(),
-        status: Status::InProgress,
-        expiry_timestamp: now_s + 60,
-        in_progress_expiry_timestamp: Some(now_ms + 1_000),
-        response_data: None,
-        payload_hash: Some("abc".into()),
-    };
+    let record = powertools_idempotency::DataRecord::new(
+        "payments.primitive#1",
+        Status::InProgress,
+        now_s + 60,
+    )
+    .with_in_progress_expiry(now_ms + 1_000)
+    .with_payload_hash("abc");
     assert_eq!(
         store
             .put_in_progress(&record, SystemTime::now())

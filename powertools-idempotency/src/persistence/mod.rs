@@ -16,6 +16,7 @@ use crate::record::DataRecord;
 
 /// What a conditional put of an in-progress record found.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PutOutcome {
     /// No live record held the key; the in-progress record is stored.
     Stored,
