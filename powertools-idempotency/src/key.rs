@@ -102,11 +102,16 @@ pub fn is_missing(data: &Value) -> bool {
     }
 }
 
-/// Writes `value` as canonical JSON: object keys sorted by Unicode code point, no whitespace,
+/// The JSON text an idempotency key's SHA-256 digest is computed over: `value` with object keys
+/// sorted by Unicode code point (UTF-8 byte order), no whitespace,
 /// strings escaped as `serde_json` escapes them, and numbers by value: an integer, or a float
 /// with an integral value below 2^64 in magnitude (`1.0`, `1e3`, `-0`), is written as integer
 /// digits (`1`, `1000`, `0`); any other float as `serde_json` prints it (the shortest text that
 /// reads back as the same `f64`).
+///
+/// This is not RFC 8785 (JSON Canonicalization Scheme): RFC 8785 sorts keys by UTF-16 code units
+/// and writes every number as an IEEE double, so two distinct integer ids above 2^53 would share
+/// one key. The format is part of the stored records: it changes only with a CHANGELOG entry.
 ///
 /// The same data always gives the same text, whatever order its fields were written in and
 /// however its numbers were spelled, so it hashes to the same key. Keys are not portable to
@@ -116,11 +121,11 @@ pub fn is_missing(data: &Value) -> bool {
 /// event field, for ids that large.
 ///
 /// ```
-/// use powertools_idempotency::canonical_json;
+/// use powertools_idempotency::key_json;
 /// let value = serde_json::json!({"b": [1.0, {"d": true, "c": null}], "a": "x"});
-/// assert_eq!(canonical_json(&value), r#"{"a":"x","b":[1,{"c":null,"d":true}]}"#);
+/// assert_eq!(key_json(&value), r#"{"a":"x","b":[1,{"c":null,"d":true}]}"#);
 /// ```
-pub fn canonical_json(value: &Value) -> String {
+pub fn key_json(value: &Value) -> String {
     let mut out = Vec::new();
     write_canonical(value, &mut out);
     // Only JSON text was written, and JSON text is UTF-8.
@@ -253,7 +258,7 @@ mod tests {
     }
 
     #[test]
-    fn the_key_is_the_prefix_the_operation_and_the_sha256_of_the_canonical_json() {
+    fn the_key_is_the_prefix_the_operation_and_the_sha256_of_the_key_json() {
         // printf '%s' '{"a":1}' | sha256sum
         assert_eq!(
             idempotency_key("orders-api", "handler", None, json!({"a": 1.0})),
@@ -282,7 +287,7 @@ mod tests {
         ];
         for (text, canonical) in cases {
             let value: Value = serde_json::from_str(text).unwrap();
-            assert_eq!(canonical_json(&value), canonical, "{text}");
+            assert_eq!(key_json(&value), canonical, "{text}");
         }
     }
 
@@ -296,10 +301,10 @@ mod tests {
     }
 
     #[test]
-    fn canonical_json_sorts_by_code_point_and_escapes_strings() {
+    fn key_json_sorts_by_code_point_and_escapes_strings() {
         let value = json!({"é": 1, "z": 2, "A": "line\n\"quoted\""});
         assert_eq!(
-            canonical_json(&value),
+            key_json(&value),
             "{\"A\":\"line\\n\\\"quoted\\\"\",\"z\":2,\"é\":1}"
         );
     }

@@ -10,7 +10,7 @@
 //!   [`key_prefix`](IdempotencyBuilder::key_prefix); the operation is the layer's
 //!   ([`"handler"`](DEFAULT_LAYER_OPERATION), or [`operation`](IdempotencyLayer::operation)) or
 //!   the name given to [`Idempotency::run`]; the digest is the SHA-256 of the key data's
-//!   canonical JSON (see [`canonical_json`]), with the invocation's tenant id when Lambda tenant
+//!   canonical JSON (see [`key_json`]), with the invocation's tenant id when Lambda tenant
 //!   isolation sends one. A typed closure
 //!   ([`IdempotencyLayer::key_from`]) or a JMESPath expression ([`JmesPath`], with the Powertools
 //!   functions `powertools_json`, `powertools_base64` and `powertools_base64_gzip`) can pick the
@@ -183,7 +183,7 @@ pub use idempotency::{Idempotency, IdempotencyBuilder};
 #[cfg(feature = "jmespath")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jmespath")))]
 pub use jmes_path::JmesPath;
-pub use key::{FromFn, KeyExtractor, NoValidation, WholeEvent, canonical_json, is_missing};
+pub use key::{FromFn, KeyExtractor, NoValidation, WholeEvent, is_missing, key_json};
 pub use layer::{IdempotencyLayer, IdempotencyService};
 #[cfg(feature = "dynamodb")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dynamodb")))]

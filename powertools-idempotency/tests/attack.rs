@@ -24,8 +24,8 @@ use powertools_core::testing::TestContext;
 use powertools_idempotency::{
     DEFAULT_IN_PROGRESS_FALLBACK, DEFAULT_LAYER_OPERATION, DataRecord, Error, Idempotency,
     IdempotencyLayer, IdempotencyStore, InMemoryStore, JmesPath, KeyExtractor, MAX_ITEM_SIZE,
-    POWERTOOLS_IDEMPOTENCY_DISABLED, PutOutcome, RecordState, Status, StoreError, canonical_json,
-    is_missing,
+    POWERTOOLS_IDEMPOTENCY_DISABLED, PutOutcome, RecordState, Status, StoreError, is_missing,
+    key_json,
 };
 use proptest::prelude::*;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -1066,22 +1066,22 @@ async fn non_finite_floats_in_layer_key_never_share_a_record() {
     }
 }
 
-/// canonical_json docs: "object keys sorted by Unicode code point".
+/// key_json docs: "object keys sorted by Unicode code point".
 #[test]
-fn canonical_json_sorts_by_code_point_not_utf16() {
+fn key_json_sorts_by_code_point_not_utf16() {
     let value = json!({"\u{10000}": 1, "\u{FFFF}": 2, "a": 3, "é": 4, "": 5, "A": 6});
     assert_eq!(
-        canonical_json(&value),
+        key_json(&value),
         "{\"\":5,\"A\":6,\"a\":3,\"é\":4,\"\u{FFFF}\":2,\"\u{10000}\":1}"
     );
 }
 
 /// "The same data always gives the same text, whatever order its fields were written in".
 #[test]
-fn canonical_json_is_order_independent() {
+fn key_json_is_order_independent() {
     let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":[1,2],"x":null},"c":"z"}"#).unwrap();
     let b: Value = serde_json::from_str(r#"{"c":"z","a":{"x":null,"y":[1,2]},"b":1}"#).unwrap();
-    assert_eq!(canonical_json(&a), canonical_json(&b));
+    assert_eq!(key_json(&a), key_json(&b));
     // Typed maps with random iteration order.
     let mut m1 = HashMap::new();
     let mut m2 = HashMap::new();
@@ -1092,16 +1092,16 @@ fn canonical_json_is_order_independent() {
         m2.insert(format!("k{i}"), i);
     }
     assert_eq!(
-        canonical_json(&serde_json::to_value(&m1).unwrap()),
-        canonical_json(&serde_json::to_value(&m2).unwrap())
+        key_json(&serde_json::to_value(&m1).unwrap()),
+        key_json(&serde_json::to_value(&m2).unwrap())
     );
 }
 
 /// CHANGELOG: "Numbers are keyed by value (-0, 0 and 0.0, or 1e3 and 1000, give one key)";
-/// canonical_json: integral floats below 2^64 in magnitude as integer digits.
+/// key_json: integral floats below 2^64 in magnitude as integer digits.
 #[test]
-fn canonical_json_numbers_by_value_edges() {
-    let parse = |s: &str| canonical_json(&serde_json::from_str::<Value>(s).unwrap());
+fn key_json_numbers_by_value_edges() {
+    let parse = |s: &str| key_json(&serde_json::from_str::<Value>(s).unwrap());
     assert_eq!(parse("-0"), "0");
     assert_eq!(parse("-0.0"), "0");
     assert_eq!(parse("0.0"), "0");
@@ -1135,15 +1135,15 @@ fn canonical_json_numbers_by_value_edges() {
         serde_json::from_str::<Value>("1e400").is_err(),
         "serde_json refuses 1e400 itself"
     );
-    assert_eq!(canonical_json(&json!("1e400")), "\"1e400\"");
+    assert_eq!(key_json(&json!("1e400")), "\"1e400\"");
 }
 
-/// canonical_json: "a float with an integral value below 2^64 in magnitude ... is written as
+/// key_json: "a float with an integral value below 2^64 in magnitude ... is written as
 /// integer digits". Negative integral floats from -2^63 down are written as float text, so the
 /// float -2^63 and the integer i64::MIN (one value) get two keys, and -1e19 is not digits.
 #[test]
-fn canonical_json_negative_integral_floats_down_to_minus_2_pow_64() {
-    let parse = |s: &str| canonical_json(&serde_json::from_str::<Value>(s).unwrap());
+fn key_json_negative_integral_floats_down_to_minus_2_pow_64() {
+    let parse = |s: &str| key_json(&serde_json::from_str::<Value>(s).unwrap());
     let got = [
         parse("-9.223372036854775808e18"),
         parse("-1e19"),
@@ -1184,7 +1184,7 @@ async fn run_keyed_on_minus_2_pow_63_spelled_two_ways_runs_once() {
 
 /// Escaping is unambiguous: data that differs never gives the same canonical text.
 #[test]
-fn canonical_json_escaping_is_unambiguous() {
+fn key_json_escaping_is_unambiguous() {
     let values = [
         json!("a\"b"),
         json!("a\\\"b"),
@@ -1199,7 +1199,7 @@ fn canonical_json_escaping_is_unambiguous() {
         json!("e\u{301}"),
         json!("\u{e9}"),
     ];
-    let texts: Vec<String> = values.iter().map(canonical_json).collect();
+    let texts: Vec<String> = values.iter().map(key_json).collect();
     for i in 0..texts.len() {
         for j in i + 1..texts.len() {
             assert_ne!(texts[i], texts[j], "{} vs {}", values[i], values[j]);
@@ -1214,10 +1214,10 @@ proptest! {
     #[test]
     fn prop_canonical_float_text_iff_equal_value(a in any::<f64>(), b in any::<f64>()) {
         prop_assume!(a.is_finite() && b.is_finite());
-        let ca = canonical_json(&json!(a));
-        let cb = canonical_json(&json!(b));
+        let ca = key_json(&json!(a));
+        let cb = key_json(&json!(b));
         prop_assert_eq!(a == b, ca == cb, "{} vs {}: {} / {}", a, b, ca, cb);
-        prop_assert_eq!(canonical_json(&json!(a)), canonical_json(&json!(a)));
+        prop_assert_eq!(key_json(&json!(a)), key_json(&json!(a)));
     }
 
     /// An integral float below 2^64 and the integer of the same value get one key.
@@ -1227,7 +1227,7 @@ proptest! {
             if f.abs() < 18446744073709551616.0 {
                 let exact = f as i128;
                 let integer = if exact >= 0 { json!(exact as u64) } else if exact >= i64::MIN as i128 { json!(exact as i64) } else { continue };
-                prop_assert_eq!(canonical_json(&json!(f)), canonical_json(&integer), "f = {}", f);
+                prop_assert_eq!(key_json(&json!(f)), key_json(&integer), "f = {}", f);
             }
         }
     }
@@ -1236,7 +1236,7 @@ proptest! {
     #[test]
     fn prop_canonical_reparses(a in any::<f64>()) {
         prop_assume!(a.is_finite());
-        let text = canonical_json(&json!({"x": a}));
+        let text = key_json(&json!({"x": a}));
         let back: Value = serde_json::from_str(&text).unwrap();
         prop_assert_eq!(back["x"].as_f64().unwrap(), a);
     }
@@ -1317,7 +1317,7 @@ fn deep_key_data_helper() {
         std::mem::forget(value);
         return;
     }
-    let text = canonical_json(&value);
+    let text = key_json(&value);
     assert!(text.len() > depth);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
