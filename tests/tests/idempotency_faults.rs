@@ -144,7 +144,7 @@ async fn a_store_that_fails_after_the_handler_keeps_the_key_in_progress_until_th
 }
 
 #[tokio::test]
-async fn a_hung_store_fails_the_invocation_before_its_deadline() {
+async fn a_store_hung_on_the_claim_fails_the_invocation_before_its_deadline() {
     let Some(faulty) = faulty().await else {
         return;
     };
@@ -165,7 +165,15 @@ async fn a_hung_store_fails_the_invocation_before_its_deadline() {
         "gave up after {waited:?}, past the deadline"
     );
     assert_eq!(faulty.executions(), 0);
+}
 
+#[tokio::test]
+async fn a_store_hung_after_the_handler_fails_the_invocation_before_its_deadline() {
+    // A channel of its own: a connection left hung by another rule must not be reused here.
+    let Some(faulty) = faulty().await else {
+        return;
+    };
+    let remaining = Duration::from_millis(1500);
     // Hung on the completion: the handler ran, the error says so.
     faulty
         .proxy
