@@ -56,8 +56,13 @@ pub struct KinesisRecord<T> {
 ///   only. When every record fails, the processor returns [`Error::AllRecordsFailed`] by default
 ///   so that Lambda retries the whole batch, as Powertools does.
 /// - Each record runs in a `batch_record` span with its id (`message_id` or `sequence_number`),
-///   so `powertools-logging` puts the id on every line the handler writes for it; with the
-///   `metrics` feature the invocation's EMF document gets `BatchRecordsProcessed` and
+///   so `powertools-logging` puts the id on every line the handler writes for it. With the
+///   `logging` feature (default) each record also runs in a log-key scope of its own
+///   (`powertools_logging::key_scope`): it starts with the keys the invocation had when the
+///   batch started, and keys the handler appends (`append_key("refund_id", …)`) are on that
+///   record's lines only, even with records running at once. A failed record is logged at
+///   `WARN` (`a batch record failed`) with its id, its keys and why it failed.
+/// - With the `metrics` feature the invocation's EMF document gets `BatchRecordsProcessed` and
 ///   `BatchRecordsFailed`.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchProcessor {
@@ -128,18 +133,24 @@ impl BatchProcessor {
                 .as_deref()
                 .is_some_and(|arn| arn.ends_with(".fifo"))
         });
+        let handler = &handler;
         let run = |message: &SqsMessage| {
             let message_id = message.message_id.clone().unwrap_or_default();
             let parsed = serde_json::from_str::<T>(message.body.as_deref().unwrap_or(""));
-            let span = tracing::info_span!("batch_record", message_id = %message_id);
-            let future = parsed.map(|body| {
-                handler(SqsRecord {
-                    message_id: message_id.clone(),
-                    body,
-                    message: message.clone(),
-                })
-            });
-            guarded(message_id, future).instrument(span)
+            let message = message.clone();
+            in_record_scope(async move {
+                let span = tracing::info_span!("batch_record", message_id = %message_id);
+                let future = parsed.map(|body| {
+                    handler(SqsRecord {
+                        message_id: message_id.clone(),
+                        body,
+                        message,
+                    })
+                });
+                guarded(RecordId::Message(message_id), future)
+                    .instrument(span)
+                    .await
+            })
         };
         let outcomes: Outcomes = if fifo {
             let mut outcomes = Vec::with_capacity(event.records.len());
@@ -201,18 +212,24 @@ impl BatchProcessor {
         Fut: Future<Output = Result<(), E>>,
         E: Display,
     {
+        let handler = &handler;
         let outcomes = in_order_until_failure(&event.records, |record| {
             let sequence_number = record.kinesis.sequence_number.clone();
             let parsed = serde_json::from_slice::<T>(&record.kinesis.data.0);
-            let span = tracing::info_span!("batch_record", sequence_number = %sequence_number);
-            let future = parsed.map(|data| {
-                handler(KinesisRecord {
-                    sequence_number: sequence_number.clone(),
-                    data,
-                    record: record.clone(),
-                })
-            });
-            guarded(sequence_number, future).instrument(span)
+            let record = record.clone();
+            in_record_scope(async move {
+                let span = tracing::info_span!("batch_record", sequence_number = %sequence_number);
+                let future = parsed.map(|data| {
+                    handler(KinesisRecord {
+                        sequence_number: sequence_number.clone(),
+                        data,
+                        record,
+                    })
+                });
+                guarded(RecordId::Sequence(sequence_number), future)
+                    .instrument(span)
+                    .await
+            })
         })
         .await;
         let failures = self.failures(outcomes)?;
@@ -243,11 +260,17 @@ impl BatchProcessor {
         Fut: Future<Output = Result<(), E>>,
         E: Display,
     {
+        let handler = &handler;
         let outcomes = in_order_until_failure(&event.records, |record| {
             let sequence_number = record.change.sequence_number.clone().unwrap_or_default();
-            let span = tracing::info_span!("batch_record", sequence_number = %sequence_number);
-            let future = Ok::<_, serde_json::Error>(handler(record.clone()));
-            guarded(sequence_number, future).instrument(span)
+            let record = record.clone();
+            in_record_scope(async move {
+                let span = tracing::info_span!("batch_record", sequence_number = %sequence_number);
+                let future = Ok::<_, serde_json::Error>(handler(record));
+                guarded(RecordId::Sequence(sequence_number), future)
+                    .instrument(span)
+                    .await
+            })
         })
         .await;
         let failures = self.failures(outcomes)?;
@@ -303,10 +326,30 @@ where
     outcomes
 }
 
+/// How a record is identified in `batchItemFailures` and in its log lines.
+enum RecordId {
+    /// An SQS message id.
+    Message(String),
+    /// A Kinesis or DynamoDB Streams sequence number.
+    Sequence(String),
+}
+
+/// Runs one record in a log-key scope of its own (see [`BatchProcessor`]): created, and first
+/// polled, inside it, so that the handler's synchronous part and the record's span are in it too.
+#[cfg(feature = "logging")]
+fn in_record_scope<F: Future>(record: F) -> impl Future<Output = F::Output> {
+    powertools_logging::key_scope(record)
+}
+
+#[cfg(not(feature = "logging"))]
+fn in_record_scope<F: Future>(record: F) -> F {
+    record
+}
+
 /// Runs one record's handler, turning a body that did not deserialize, an error and a panic
 /// into that record's failure.
 async fn guarded<Fut, E>(
-    id: String,
+    id: RecordId,
     future: Result<Fut, serde_json::Error>,
 ) -> (String, Result<(), String>)
 where
@@ -330,9 +373,21 @@ where
             )),
         },
     };
-    if let Err(reason) = &outcome {
-        tracing::warn!(record = %id, %reason, "a batch record failed");
+    // Inside the record's scope: its keys are on the line.
+    match (&id, &outcome) {
+        (RecordId::Message(message_id), Err(reason)) => {
+            tracing::warn!(message_id = message_id.as_str(), %reason, "a batch record failed");
+        }
+        (RecordId::Sequence(sequence_number), Err(reason)) => {
+            tracing::warn!(
+                sequence_number = sequence_number.as_str(),
+                %reason,
+                "a batch record failed"
+            );
+        }
+        (_, Ok(())) => {}
     }
+    let (RecordId::Message(id) | RecordId::Sequence(id)) = id;
     (id, outcome)
 }
 

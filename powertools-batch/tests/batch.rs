@@ -1,16 +1,57 @@
 //! The batch processor over realistic SQS, Kinesis and DynamoDB Streams events.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use aws_lambda_events::dynamodb::Event as DynamoDbEvent;
 use aws_lambda_events::kinesis::KinesisEvent;
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use lambda_runtime::tower::ServiceExt;
+use lambda_runtime::{LambdaEvent, service_fn};
 use powertools_batch::{BatchProcessor, Error, KinesisRecord, SqsRecord};
 use powertools_core::testing::TestContext;
 use powertools_idempotency::{Idempotency, InMemoryStore};
+use powertools_logging::{Logger, LoggingLayer, MemoryLogs};
 use serde::Deserialize;
+use serde_json::{Value, json};
+use tower::Layer;
+
+/// The logger of every test of this binary, installed once as the global subscriber, and the
+/// lines it wrote. Tests find their own lines by request id (or record id).
+///
+/// One global subscriber, rather than one per test with `set_default`: `tracing` caches whether
+/// a callsite is enabled for the whole process, and while only one test's subscriber exists it
+/// asks the thread that reaches the callsite first. A test without a subscriber reaching the
+/// processor's `batch_record` span first disabled it for the test that logs, which then had
+/// lines without `message_id` (now and then, under plain `cargo test`). Every test calls this
+/// first, so the subscriber exists before any callsite is reached.
+fn logging() -> &'static (Logger, MemoryLogs) {
+    static LOGGING: OnceLock<(Logger, MemoryLogs)> = OnceLock::new();
+    LOGGING.get_or_init(|| {
+        let logs = MemoryLogs::new();
+        let logger = Logger::builder()
+            .service("bakery")
+            .writer(logs.clone())
+            .env(powertools_core::env::Env::empty())
+            .build()
+            .expect("valid settings");
+        logger
+            .init()
+            .expect("no other global subscriber in this binary");
+        (logger, logs)
+    })
+}
+
+/// The lines of the invocation `request_id`.
+fn lines_of(request_id: &str) -> Vec<Value> {
+    logging()
+        .1
+        .json()
+        .into_iter()
+        .filter(|line| line["function_request_id"] == request_id)
+        .collect()
+}
 
 #[derive(Debug, Clone, Deserialize)]
 struct BakeOrder {
@@ -54,6 +95,7 @@ async fn bake(record: SqsRecord<BakeOrder>) -> Result<(), String> {
 
 #[tokio::test]
 async fn only_the_failed_records_are_reported_whatever_made_them_fail() {
+    logging();
     let response = BatchProcessor::new()
         .process_sqs(&sqs("mixed"), bake)
         .await
@@ -66,6 +108,7 @@ async fn only_the_failed_records_are_reported_whatever_made_them_fail() {
 
 #[tokio::test]
 async fn a_fifo_failure_fails_every_later_record_or_only_its_group() {
+    logging();
     let calls = Arc::new(AtomicUsize::new(0));
     let counting = |record: SqsRecord<BakeOrder>| {
         calls.fetch_add(1, Ordering::SeqCst);
@@ -96,6 +139,7 @@ async fn a_fifo_failure_fails_every_later_record_or_only_its_group() {
 
 #[tokio::test]
 async fn a_batch_that_fails_entirely_is_an_error_unless_configured() {
+    logging();
     let always_fails = |_: SqsRecord<BakeOrder>| async { Err::<(), _>("oven offline") };
     let mut event = sqs("mixed");
     event.records.truncate(2);
@@ -129,6 +173,7 @@ async fn a_batch_that_fails_entirely_is_an_error_unless_configured() {
 
 #[tokio::test]
 async fn standard_queue_records_run_in_parallel_up_to_the_bound() {
+    logging();
     for (bound, expected) in [(1, 1), (3, 3), (10, 5)] {
         let running = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
@@ -158,6 +203,7 @@ async fn standard_queue_records_run_in_parallel_up_to_the_bound() {
 
 #[tokio::test]
 async fn a_stream_stops_at_its_first_failure() {
+    logging();
     let kinesis: KinesisEvent = serde_json::from_str(include_str!("events/kinesis.json")).unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let response = BatchProcessor::new()
@@ -181,6 +227,17 @@ async fn a_stream_stops_at_its_first_failure() {
         failed,
         ["49590338271490256608559692538361571095921575989136588802"]
     );
+    let failure_line = logging()
+        .1
+        .json()
+        .into_iter()
+        .find(|line| {
+            line["message"] == "a batch record failed"
+                && line["sequence_number"]
+                    == "49590338271490256608559692538361571095921575989136588802"
+        })
+        .expect("the failure is logged with the record's sequence number");
+    assert_eq!(failure_line["reason"], "implausible reading 999");
     assert_eq!(
         calls.load(Ordering::SeqCst),
         2,
@@ -211,20 +268,9 @@ async fn a_stream_stops_at_its_first_failure() {
 
 #[tokio::test]
 async fn each_record_logs_with_its_message_id_and_the_counts_are_metrics() {
-    use lambda_runtime::tower::ServiceExt;
-    use lambda_runtime::{LambdaEvent, service_fn};
-    use powertools_logging::{Logger, LoggingLayer, MemoryLogs};
     use powertools_metrics::{MemorySink, MetricsLayer};
-    use tower::Layer;
 
-    let logs = MemoryLogs::new();
-    let logger = Logger::builder()
-        .service("bakery")
-        .writer(logs.clone())
-        .env(powertools_core::env::Env::empty())
-        .build()
-        .unwrap();
-    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    let (logger, _) = logging();
     let sink = MemorySink::new();
     let metrics = MetricsLayer::builder()
         .namespace("Bakery")
@@ -232,7 +278,7 @@ async fn each_record_logs_with_its_message_id_and_the_counts_are_metrics() {
         .env(powertools_core::env::Env::empty())
         .build()
         .unwrap();
-    let function = LoggingLayer::new(logger).layer(metrics.layer(service_fn(
+    let function = LoggingLayer::new(logger.clone()).layer(metrics.layer(service_fn(
         |event: LambdaEvent<SqsEvent>| async move {
             BatchProcessor::new()
                 .process_sqs(&event.payload, |record: SqsRecord<BakeOrder>| async move {
@@ -243,13 +289,16 @@ async fn each_record_logs_with_its_message_id_and_the_counts_are_metrics() {
         },
     )));
     let response = function
-        .oneshot(TestContext::new().event(sqs("mixed")))
+        .oneshot(
+            TestContext::new()
+                .with_request_id("req-mixed")
+                .event(sqs("mixed")),
+        )
         .await
         .unwrap();
     assert_eq!(failed_ids(&response), ["m-2", "m-3", "m-5"]);
 
-    let baking: Vec<_> = logs
-        .json()
+    let baking: Vec<_> = lines_of("req-mixed")
         .into_iter()
         .filter(|line| line["message"] == "baking")
         .collect();
@@ -269,6 +318,7 @@ async fn each_record_logs_with_its_message_id_and_the_counts_are_metrics() {
 
 #[tokio::test]
 async fn a_redelivered_record_is_not_processed_twice() {
+    logging();
     let idempotency = Idempotency::builder(InMemoryStore::new())
         .key_prefix("bake")
         .build()
@@ -302,4 +352,109 @@ async fn a_redelivered_record_is_not_processed_twice() {
     }
     // m-1 once; m-2 on every delivery (a failure leaves no record).
     assert_eq!(baked.load(Ordering::SeqCst), 1 + 3);
+}
+
+/// Whether record `index` of the refund batch fails, and how.
+fn refund_outcome(index: usize) -> Result<(), String> {
+    match index % 7 {
+        3 => Err(format!("refund {index} refused by the bank")),
+        5 => panic!("the refund {index} ledger is locked"),
+        _ => Ok(()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_records_ten_at_a_time_each_log_only_their_own_keys() {
+    // Given a queue batch of 50 refunds, processed 10 at a time, whose handler appends the
+    // refund's id, waits a little (so that records interleave), logs, and fails for some
+    let (logger, _) = logging();
+    let mut event = SqsEvent::default();
+    event.records = (0..50)
+        .map(|index| {
+            let mut message = SqsMessage::default();
+            message.message_id = Some(format!("m-{index}"));
+            message.body =
+                Some(json!({"index": index, "refund_id": format!("rf-{index}")}).to_string());
+            message.event_source_arn = Some("arn:aws:sqs:eu-west-1:123456789012:refunds".into());
+            message
+        })
+        .collect();
+    #[derive(Deserialize)]
+    struct Refund {
+        index: usize,
+        refund_id: String,
+    }
+    let function = LoggingLayer::new(logger.clone()).layer(service_fn(
+        |event: LambdaEvent<SqsEvent>| async move {
+            powertools_logging::append_key("queue", "refunds")?;
+            let response = BatchProcessor::new()
+                .concurrency(10)
+                .raise_on_all_failed(false)
+                .process_sqs(&event.payload, |record: SqsRecord<Refund>| async move {
+                    powertools_logging::append_key("refund_id", &record.body.refund_id)
+                        .map_err(|error| error.to_string())?;
+                    let pause = (record.body.index * 7) % 11;
+                    tokio::time::sleep(Duration::from_millis(pause as u64)).await;
+                    tracing::info!("refund issued");
+                    tokio::task::yield_now().await;
+                    refund_outcome(record.body.index)
+                })
+                .await?;
+            tracing::info!("batch done");
+            Ok::<_, lambda_runtime::Error>(response)
+        },
+    ));
+
+    // When the batch is processed
+    let response = function
+        .oneshot(
+            TestContext::new()
+                .with_request_id("req-refunds")
+                .event(event),
+        )
+        .await
+        .unwrap();
+
+    // Then every line of a record carries that record's refund id and id, and the queue key
+    let expected_failures: Vec<String> = (0..50)
+        .filter(|index| matches!(index % 7, 3 | 5))
+        .map(|index| format!("m-{index}"))
+        .collect();
+    assert_eq!(failed_ids(&response), expected_failures);
+    let lines = lines_of("req-refunds");
+    let mut issued = 0;
+    let mut failed = Vec::new();
+    for line in &lines {
+        let message = line["message"].as_str().unwrap();
+        if message == "refund issued" || message == "a batch record failed" {
+            let message_id = line["message_id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{line}"));
+            let index = message_id.strip_prefix("m-").unwrap();
+            assert_eq!(line["refund_id"], format!("rf-{index}"), "{line}");
+            assert_eq!(
+                line["queue"], "refunds",
+                "inherited from the invocation: {line}"
+            );
+            if message == "refund issued" {
+                issued += 1;
+            } else {
+                assert_eq!(line["level"], "WARN");
+                failed.push(message_id.to_owned());
+            }
+        }
+    }
+    assert_eq!(issued, 50);
+    failed.sort_by_key(|id| id[2..].parse::<usize>().unwrap());
+    assert_eq!(
+        failed, expected_failures,
+        "one failure line per failed record"
+    );
+    // And the records' keys end with them
+    let done = lines
+        .iter()
+        .find(|line| line["message"] == "batch done")
+        .unwrap();
+    assert!(done.get("refund_id").is_none(), "{done}");
+    assert_eq!(done["queue"], "refunds");
 }

@@ -1,4 +1,6 @@
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use lambda_runtime::Context;
 
@@ -33,7 +35,7 @@ pub struct ColdStart {
     claimed_by: OnceLock<InvocationKey>,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 struct InvocationKey {
     request_id: Box<str>,
     deadline_ms: u64,
@@ -80,14 +82,63 @@ impl ColdStart {
     }
 }
 
+/// The answers tests gave in advance for their own invocations
+/// ([`TestContext::with_cold_start`](crate::testing::TestContext::with_cold_start)).
+///
+/// Tests of one binary share a process, so which of them invokes first would otherwise decide
+/// which one sees the cold start. A declared answer is keyed by its invocation (request id and
+/// deadline), so tests running in parallel cannot take each other's.
+struct Declared {
+    /// Set once anything is declared: a deployed function only ever pays this load.
+    any: AtomicBool,
+    answers: Mutex<Option<HashMap<InvocationKey, bool>>>,
+}
+
+static DECLARED: Declared = Declared {
+    any: AtomicBool::new(false),
+    answers: Mutex::new(None),
+};
+
+/// Declares whether `context`'s invocation is to be reported as the cold start; see
+/// [`TestContext::with_cold_start`](crate::testing::TestContext::with_cold_start).
+pub(crate) fn declare(context: &Context, cold: bool) {
+    DECLARED
+        .answers
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get_or_insert_with(HashMap::new)
+        .insert(InvocationKey::of(context), cold);
+    DECLARED.any.store(true, Ordering::Release);
+}
+
+fn declared(context: &Context) -> Option<bool> {
+    if !DECLARED.any.load(Ordering::Acquire) {
+        return None;
+    }
+    let key = InvocationKey::of(context);
+    DECLARED
+        .answers
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .and_then(|answers| answers.get(&key).copied())
+}
+
 /// Whether `context`'s invocation is this process's cold start, as every powertools-rs layer
 /// reports it.
 ///
 /// An environment started by provisioned concurrency (`AWS_LAMBDA_INITIALIZATION_TYPE =
 /// provisioned-concurrency`) has no cold start, as in Powertools for Python and TypeScript: it was
 /// initialised before any request waited for it.
+///
+/// A test can decide the answer for its own invocations with
+/// [`TestContext::with_cold_start`](crate::testing::TestContext::with_cold_start); such an
+/// invocation does not claim the process's cold start.
 pub fn is_cold_start(context: &Context) -> bool {
     static COUNTS_COLD_STARTS: OnceLock<bool> = OnceLock::new();
+    if let Some(answer) = declared(context) {
+        return answer;
+    }
     let claimed = ColdStart::process().claim(context);
     claimed
         && *COUNTS_COLD_STARTS.get_or_init(|| {
@@ -133,6 +184,26 @@ mod tests {
         }
         // Then exactly one invocation was cold
         assert_eq!(cold.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_declared_answer_wins_without_claiming_the_process_cold_start() {
+        // Given invocations whose tests declared their cold start, and one that did not
+        let cold = TestContext::new().with_cold_start(true).build();
+        let warm = TestContext::new().with_cold_start(false).build();
+        let undeclared = TestContext::new().build();
+        // Then each declared one gets its answer, every time, whatever ran before it
+        for _ in 0..3 {
+            assert!(is_cold_start(&cold));
+            assert!(!is_cold_start(&warm));
+        }
+        // And the undeclared one still gets the process's answer: the same one each time
+        let answer = is_cold_start(&undeclared);
+        assert_eq!(is_cold_start(&undeclared), answer);
+        // A retry of the declared invocation (a new deadline) is not declared
+        let mut retry = cold.clone();
+        retry.deadline += 60_000;
+        assert_eq!(declared(&retry), None);
     }
 
     #[test]

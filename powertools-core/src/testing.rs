@@ -44,6 +44,7 @@ pub struct TestContext {
     deadline: Deadline,
     trace_id: TraceId,
     tenant_id: Option<String>,
+    cold_start: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +79,7 @@ impl TestContext {
             deadline: Deadline::In(Duration::from_secs(30)),
             trace_id: TraceId::Generated,
             tenant_id: None,
+            cold_start: None,
         }
     }
 
@@ -151,6 +153,28 @@ impl TestContext {
         self
     }
 
+    /// Makes every powertools-rs layer report this invocation as the process's cold start
+    /// (`true`) or as a warm invocation (`false`), whatever other tests of the same process
+    /// invoked before it (default: the process decides, and the first invocation to ask wins).
+    ///
+    /// The answer is keyed by the built context's request id and deadline, so tests running in
+    /// parallel in one process each get their own; a declared invocation does not take the
+    /// process's cold start from an undeclared one.
+    ///
+    /// ```
+    /// use powertools_core::{is_cold_start, testing::TestContext};
+    ///
+    /// let first = TestContext::new().with_cold_start(true).build();
+    /// let second = TestContext::new().with_cold_start(false).build();
+    /// assert!(is_cold_start(&first));
+    /// assert!(!is_cold_start(&second));
+    /// ```
+    #[must_use]
+    pub fn with_cold_start(mut self, cold: bool) -> Self {
+        self.cold_start = Some(cold);
+        self
+    }
+
     /// Builds the context.
     pub fn build(self) -> Context {
         let function_name = self
@@ -195,6 +219,9 @@ impl TestContext {
             log_stream: "2026/11/27/[$LATEST]0123456789abcdef0123456789abcdef".to_owned(),
             log_group: format!("/aws/lambda/{function_name}"),
         });
+        if let Some(cold) = self.cold_start {
+            crate::cold_start::declare(&context, cold);
+        }
         context
     }
 

@@ -20,6 +20,15 @@ pub enum Error {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A line limit too small to hold the standard keys of a line.
+    #[error(
+        "invalid line limit {bytes} bytes: expected at least {min}",
+        min = crate::MIN_MAX_LINE_BYTES
+    )]
+    InvalidLineLimit {
+        /// The limit given.
+        bytes: usize,
+    },
     /// A key's value could not be serialized as JSON.
     #[error("the value of key {key:?} cannot be written as JSON: {source}")]
     Serialization {
@@ -34,10 +43,10 @@ pub enum Error {
         /// The key.
         key: String,
     },
-    /// The call was made outside an invocation of a [`LoggingLayer`](crate::LoggingLayer), so
-    /// there is no invocation to add a key to.
+    /// The call was made outside an invocation of a [`LoggingLayer`](crate::LoggingLayer) (and
+    /// outside a [`key_scope`](crate::key_scope)), so there is no invocation to add a key to.
     #[error(
-        "no current invocation: call this inside a handler wrapped by LoggingLayer, or use a persistent key"
+        "no current invocation: call this inside a handler wrapped by LoggingLayer or a key_scope, or use a persistent key"
     )]
     NoCurrentInvocation,
     /// A global `tracing` subscriber is already installed.
@@ -55,6 +64,7 @@ impl Error {
             Error::InvalidLevel { .. } => "InvalidLogLevel",
             Error::InvalidSampleRate { .. } => "InvalidSampleRate",
             Error::InvalidBuffer { .. } => "InvalidLogBufferConfig",
+            Error::InvalidLineLimit { .. } => "InvalidLogLineLimit",
             Error::Serialization { .. } => "LogKeySerializationError",
             Error::ReservedKey { .. } => "ReservedLogKey",
             Error::NoCurrentInvocation => "NoCurrentInvocation",

@@ -1,6 +1,6 @@
-//! What one invocation adds to its lines, and how a line finds its invocation.
+//! What one invocation adds to its lines.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use powertools_core::Invocation;
 use serde_json::Value;
@@ -8,22 +8,12 @@ use serde_json::Value;
 use crate::buffer::LogBuffer;
 use crate::json::write_str;
 
-tokio::task_local! {
-    static CURRENT: Arc<InvocationState>;
-}
-
-/// The name of the span [`LoggingLayer`](crate::LoggingLayer) opens around each invocation; the
-/// JSON layer attaches the invocation to it, so a task spawned with `.in_current_span()` logs with
-/// the invocation's keys too.
-pub(crate) const INVOCATION_SPAN: &str = "lambda_invocation";
-
-/// The per-invocation state: read by every line the invocation writes, from any task.
+/// The per-invocation state: read by every line the invocation writes, from any task. Its keys
+/// are in its [`Scope`](crate::scope::Scope)s.
 #[derive(Debug)]
 pub(crate) struct InvocationState {
     /// The Lambda context keys, rendered once as JSON members (`"key":value,…`).
     pub(crate) lambda_members: Vec<u8>,
-    pub(crate) keys: Mutex<Vec<(String, Value)>>,
-    pub(crate) correlation_id: Mutex<Option<String>>,
     /// Whether this invocation was drawn for `DEBUG` by the sampling rate.
     pub(crate) debug_sampled: bool,
     pub(crate) buffer: Option<Mutex<LogBuffer>>,
@@ -77,44 +67,15 @@ impl InvocationState {
         let lambda_members = members.0;
         InvocationState {
             lambda_members,
-            keys: Mutex::new(Vec::new()),
-            correlation_id: Mutex::new(None),
             debug_sampled,
             buffer: buffer_bytes.map(|bytes| Mutex::new(LogBuffer::new(bytes))),
             event,
         }
     }
 
-    pub(crate) fn keys(&self) -> MutexGuard<'_, Vec<(String, Value)>> {
-        // Each critical section is one map operation: a panic cannot leave it half done.
-        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn correlation_id(&self) -> MutexGuard<'_, Option<String>> {
-        self.correlation_id
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
     pub(crate) fn buffer(&self) -> Option<MutexGuard<'_, LogBuffer>> {
         self.buffer
             .as_ref()
             .map(|buffer| buffer.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    pub(crate) fn current() -> Option<Arc<InvocationState>> {
-        CURRENT.try_with(Arc::clone).ok()
-    }
-
-    pub(crate) fn with_current<R>(f: impl FnOnce(&InvocationState) -> R) -> Option<R> {
-        CURRENT.try_with(|state| f(state)).ok()
-    }
-
-    pub(crate) async fn scope<F: Future>(self: Arc<Self>, future: F) -> F::Output {
-        CURRENT.scope(self, future).await
-    }
-
-    pub(crate) fn in_scope<R>(self: &Arc<Self>, f: impl FnOnce() -> R) -> R {
-        CURRENT.sync_scope(self.clone(), f)
     }
 }

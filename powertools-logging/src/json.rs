@@ -33,9 +33,10 @@ pub const DEFAULT_REDACTED_KEYS: &[&str] = &[
     "cvc",
 ];
 
-/// The keys the line itself writes; a field or business key with one of these names is not
-/// written (the standard key wins). `location` is not among them: a business `location` (a shop,
-/// a region) replaces the code location, as Powertools for Python lets it.
+/// The keys the line itself writes. A field (of the event or of a span) with one of these names
+/// is written as [`RESERVED_PREFIX`] + its name (`extra_level`), so that neither is lost;
+/// [`append_key`](crate::append_key) refuses them. `location` is not among them: a business
+/// `location` (a shop, a region) replaces the code location, as Powertools for Python lets it.
 pub(crate) const RESERVED_KEYS: &[&str] = &[
     "level",
     "message",
@@ -51,7 +52,11 @@ pub(crate) const RESERVED_KEYS: &[&str] = &[
     "tenant_id",
     "correlation_id",
     "sampling_rate",
+    crate::truncate::TRUNCATED_KEYS,
 ];
+
+/// What a field named like a standard key is written under: `level` becomes `extra_level`.
+pub const RESERVED_PREFIX: &str = "extra_";
 
 /// Decides which keys are masked.
 #[derive(Debug, Clone)]
@@ -230,9 +235,23 @@ impl<'r> Line<'r> {
         }
     }
 
-    /// Starts a user key: not a reserved one, not one written already.
+    /// Starts a user key, unless one of that name was written already; a reserved name is
+    /// written as [`RESERVED_PREFIX`] + the name.
     pub(crate) fn user_key(&mut self, name: &str) -> bool {
-        !RESERVED_KEYS.contains(&name) && self.key(name)
+        if RESERVED_KEYS.contains(&name) {
+            let mut prefixed = String::with_capacity(RESERVED_PREFIX.len() + name.len());
+            prefixed.push_str(RESERVED_PREFIX);
+            prefixed.push_str(name);
+            return self.key(&prefixed);
+        }
+        self.key(name)
+    }
+
+    /// Writes a member whose value is JSON already, unless one of that name was written.
+    pub(crate) fn raw_member(&mut self, name: &str, json: &[u8]) {
+        if self.key(name) {
+            self.out.extend_from_slice(json);
+        }
     }
 
     /// Writes a string member.
@@ -316,8 +335,62 @@ impl Serialize for Masked<'_> {
                 }
                 seq.end()
             }
+            Value::String(text) => match masked_json_text(text, self.redactor) {
+                Some(masked) => serializer.serialize_str(&masked),
+                None => serializer.serialize_str(text),
+            },
             scalar => scalar.serialize(serializer),
         }
+    }
+}
+
+/// How deep string-encoded JSON is opened (JSON in a string in JSON…).
+const MAX_ENCODED_DEPTH: usize = 4;
+
+/// When `text` is JSON (an API Gateway `body`, a queue message) holding a key that is masked,
+/// its text with those values masked; `None` when there is nothing to mask in it.
+pub(crate) fn masked_json_text(text: &str, redactor: &Redactor) -> Option<String> {
+    masked_json_text_at(text, redactor, 0)
+}
+
+fn masked_json_text_at(text: &str, redactor: &Redactor, depth: usize) -> Option<String> {
+    if depth >= MAX_ENCODED_DEPTH || redactor.keys.is_empty() {
+        return None;
+    }
+    let first = text.trim_start().as_bytes().first()?;
+    if !matches!(first, b'{' | b'[') {
+        return None;
+    }
+    let mut value: Value = serde_json::from_str(text).ok()?;
+    mask_in_place(&mut value, redactor, depth).then(|| value.to_string())
+}
+
+/// Masks the values of redacted keys in `value`, string-encoded JSON included; whether any was.
+fn mask_in_place(value: &mut Value, redactor: &Redactor, depth: usize) -> bool {
+    match value {
+        Value::Object(fields) => {
+            let mut masked = false;
+            for (key, value) in fields.iter_mut() {
+                if redactor.masks(key) {
+                    *value = Value::String(REDACTED.to_owned());
+                    masked = true;
+                } else {
+                    masked |= mask_in_place(value, redactor, depth);
+                }
+            }
+            masked
+        }
+        Value::Array(items) => items.iter_mut().fold(false, |masked, item| {
+            mask_in_place(item, redactor, depth) | masked
+        }),
+        Value::String(text) => match masked_json_text_at(text, redactor, depth + 1) {
+            Some(masked) => {
+                *text = masked;
+                true
+            }
+            None => false,
+        },
+        _ => false,
     }
 }
 
@@ -390,7 +463,10 @@ impl FieldValue<'_, '_> {
             return;
         }
         match value {
-            Recorded::Str(text) => write_str(self.out, text),
+            Recorded::Str(text) => match masked_json_text(text, self.redactor) {
+                Some(masked) => write_str(self.out, &masked),
+                None => write_str(self.out, text),
+            },
             Recorded::Bool(flag) => {
                 self.out
                     .extend_from_slice(if flag { b"true" } else { b"false" })
@@ -449,9 +525,17 @@ pub(crate) struct FieldCollector<'r> {
     pub(crate) message: Option<String>,
     /// Whether the event carries the marker of the invocation-event line.
     pub(crate) event_marker: bool,
+    /// Whether the event carries the marker of the failure line.
+    pub(crate) failure_marker: bool,
+    /// `exception_name` and `exception`, from a field named `error`.
+    pub(crate) exception: Option<(Option<String>, String)>,
 }
 
 pub(crate) const EVENT_MARKER: &str = "powertools_logging.invocation_event";
+pub(crate) const FAILURE_MARKER: &str = "powertools_logging.failure";
+
+/// The field whose value is written as Powertools' `exception` keys too.
+const ERROR_FIELD: &str = "error";
 
 impl<'r> FieldCollector<'r> {
     pub(crate) fn new(redactor: &'r Redactor) -> Self {
@@ -460,10 +544,23 @@ impl<'r> FieldCollector<'r> {
             redactor,
             message: None,
             event_marker: false,
+            failure_marker: false,
+            exception: None,
         }
     }
 
     fn record(&mut self, field: &Field, value: Recorded<'_>) {
+        if field.name() == ERROR_FIELD && !self.redactor.masks(ERROR_FIELD) {
+            self.exception = match &value {
+                Recorded::Error(error) => {
+                    let failure = crate::failure::from_error(*error);
+                    Some((Some(failure.name), failure.message))
+                }
+                Recorded::Str(text) => Some((None, (*text).to_owned())),
+                Recorded::Debug(value) => Some((None, debug_text(*value))),
+                _ => None,
+            };
+        }
         match field.name() {
             "message" => {
                 self.message = Some(match value {
@@ -482,6 +579,7 @@ impl<'r> FieldCollector<'r> {
                 });
             }
             EVENT_MARKER => self.event_marker = true,
+            FAILURE_MARKER => self.failure_marker = true,
             name => {
                 let mut out = Vec::new();
                 FieldValue {
@@ -573,19 +671,49 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_written_once_and_reserved_names_are_not_user_keys() {
+    fn keys_are_written_once_and_reserved_names_are_prefixed_as_user_keys() {
         let redactor = Redactor::new(DEFAULT_REDACTED_KEYS);
         let mut line = Line::new(&redactor);
         line.str_member("level", "INFO");
         line.str_member("level", "ERROR");
-        assert!(!line.user_key("message"));
+        line.value_member("level", &json!("gold"));
         line.value_member("order_id", &json!("o-1"));
         line.value_member("order_id", &json!("o-2"));
         line.value_member("weird\"key", &json!(1));
         let parsed: Value = serde_json::from_slice(&line.finish()).unwrap();
         assert_eq!(
             parsed,
-            json!({"level": "INFO", "order_id": "o-1", "weird\"key": 1})
+            json!({"level": "INFO", "extra_level": "gold", "order_id": "o-1", "weird\"key": 1})
+        );
+    }
+
+    #[test]
+    fn redacted_keys_are_masked_inside_string_encoded_json() {
+        let redactor = Redactor::new(DEFAULT_REDACTED_KEYS);
+        let mut line = Line::new(&redactor);
+        let body = r#"{"customer":"c-7","password":"hunter2","payment":{"card_number":"4111"},"note":"{\"token\":\"t-1\"}"}"#;
+        line.value_member(
+            "event",
+            &json!({"body": body, "plain": "{not json", "list": "[1,2]"}),
+        );
+        let text = String::from_utf8(line.finish()).unwrap();
+        for secret in ["hunter2", "4111", "t-1"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        let inner: Value = serde_json::from_str(parsed["event"]["body"].as_str().unwrap()).unwrap();
+        assert_eq!(inner["customer"], "c-7");
+        assert_eq!(inner["password"], REDACTED);
+        assert_eq!(inner["payment"]["card_number"], REDACTED);
+        let note: Value = serde_json::from_str(inner["note"].as_str().unwrap()).unwrap();
+        assert_eq!(note["token"], REDACTED);
+        assert_eq!(
+            parsed["event"]["plain"], "{not json",
+            "not JSON: left as it is"
+        );
+        assert_eq!(
+            parsed["event"]["list"], "[1,2]",
+            "nothing to mask: left as it is"
         );
     }
 

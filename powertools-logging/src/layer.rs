@@ -1,27 +1,52 @@
+use std::any::Any;
+use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context as TaskContext, Poll};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use lambda_runtime::LambdaEvent;
+use lambda_runtime::{Diagnostic, LambdaEvent};
 use powertools_core::{Invocation, is_cold_start};
-use serde::Serialize;
+use serde_json::Value;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::correlation::{
     CorrelationIdFn, CorrelationIdPath, CorrelationIdSource, NoCorrelationId,
 };
+use crate::failure::{self, ErrorHook, Failure};
 use crate::invocation::InvocationState;
-use crate::logger::Logger;
-use crate::subscriber::flush_buffer;
+use crate::level::Level;
+use crate::logger::{Logger, Shared};
+use crate::scope::Scope;
+use crate::subscriber::{flush_buffer, with_stack_trace};
 
 /// Scopes each invocation: every line it writes, from any function it awaits, carries the
 /// Lambda context keys (`function_request_id`, `cold_start`, `xray_trace_id`, …), its
 /// correlation id and the keys the handler appends; the debug sampling decision and the log
 /// buffer are its own. Concurrent invocations in one process never share any of it.
+///
+/// When the handler returns an error or panics, the layer writes one `ERROR` line for it, with
+/// the invocation's context and keys and Powertools' exception keys:
+///
+/// ```json
+/// {"level":"ERROR","message":"Invocation failed","timestamp":"2026-11-27T09:15:02.131Z",
+///  "service":"payments","cold_start":false,"function_name":"payment",…,
+///  "function_request_id":"req-9","xray_trace_id":"1-67a8f0e1-…","correlation_id":"api-1",
+///  "exception_name":"PaymentFailed","exception":"payment of o-1 failed: card declined",
+///  "order_id":"o-1","location":"powertools_logging::layer:214"}
+/// ```
+///
+/// A panic is `"message":"Invocation panicked"`, `"exception_name":"Panic"`, the panic's message
+/// as `exception`, its `location`, and a `stack_trace` in the shape Powertools for Python writes
+/// (`{"type","value","frames":[{"file","line","function"}]}`, the panicking function last; the
+/// frames have names only in a binary that keeps its symbols). See
+/// [`error_diagnostic`](Self::error_diagnostic) for how an error is named, and
+/// [`LoggerBuilder::runtime_failure_lines`](crate::LoggerBuilder::runtime_failure_lines) to keep
+/// `lambda_runtime`'s own line for the same failure out.
 ///
 /// ```
 /// use lambda_runtime::{LambdaEvent, service_fn, tower::{ServiceBuilder, ServiceExt}};
@@ -56,6 +81,7 @@ use crate::subscriber::flush_buffer;
 pub struct LoggingLayer<C = NoCorrelationId> {
     logger: Logger,
     correlation: C,
+    error_hook: Option<ErrorHook>,
 }
 
 impl LoggingLayer {
@@ -64,6 +90,7 @@ impl LoggingLayer {
         LoggingLayer {
             logger,
             correlation: NoCorrelationId,
+            error_hook: None,
         }
     }
 }
@@ -74,7 +101,51 @@ impl<C> LoggingLayer<C> {
         LoggingLayer {
             logger: self.logger,
             correlation: source,
+            error_hook: self.error_hook,
         }
+    }
+
+    /// Describes errors of type `E` (the error type this layer's inner service returns) as
+    /// Lambda reports them, for the failure line's `exception_name` and `exception`. Lambda's
+    /// `Into<Diagnostic>` consumes the error, which the layer hands back unchanged, so the layer
+    /// cannot call it: give it this view of your error by reference (for a `Clone` error,
+    /// `|error: &MyError| error.clone().into()`).
+    ///
+    /// Without it the line names a `Diagnostic` by its `error_type`; a boxed error
+    /// (`lambda_runtime::Error`) by the type or variant its `Debug` begins with, with its
+    /// message chain; a `String` or `&str` as `Error`; an error that a powertools-rs layer
+    /// passes on (`Handler(…)`) by what it wraps; any other error by its type path, with its
+    /// `Debug` text.
+    ///
+    /// ```
+    /// use lambda_runtime::Diagnostic;
+    /// use powertools_logging::{Logger, LoggingLayer};
+    ///
+    /// #[derive(Debug)]
+    /// enum OrderError {
+    ///     OutOfStock(u32),
+    /// }
+    ///
+    /// let layer = LoggingLayer::new(Logger::builder().build()?).error_diagnostic(|error: &OrderError| {
+    ///     match error {
+    ///         OrderError::OutOfStock(item) => Diagnostic {
+    ///             error_type: "OutOfStock".to_owned(),
+    ///             error_message: format!("item {item} is out of stock"),
+    ///         },
+    ///     }
+    /// });
+    /// # drop(layer);
+    /// # Ok::<(), powertools_logging::Error>(())
+    /// ```
+    pub fn error_diagnostic<E, F>(mut self, describe: F) -> Self
+    where
+        E: 'static,
+        F: Fn(&E) -> Diagnostic + Send + Sync + 'static,
+    {
+        self.error_hook = Some(ErrorHook(Arc::new(move |error: &dyn Any| {
+            error.downcast_ref::<E>().map(&describe)
+        })));
+        self
     }
 
     /// Takes the correlation id at a JMESPath expression in the event (see
@@ -99,6 +170,7 @@ impl<S, C: Clone> Layer<S> for LoggingLayer<C> {
     type Service = LoggingService<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        failure::install_panic_hook();
         LoggingService {
             inner,
             layer: self.clone(),
@@ -133,9 +205,9 @@ where
     S: Service<LambdaEvent<T>>,
     S::Future: Send + 'static,
     S::Response: Send + 'static,
-    S::Error: Send + 'static,
+    S::Error: fmt::Debug + Send + 'static,
     C: CorrelationIdSource<T>,
-    T: Serialize,
+    T: 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -151,10 +223,11 @@ where
         let invocation = Invocation::new(&event.context);
         let sampled = draw(shared.sample_rate, invocation.request_id());
         let logged_event = if shared.log_event {
-            serde_json::to_value(&event.payload).ok()
+            received_event(&shared, invocation.request_id(), &event.payload)
         } else {
             None
         };
+        let has_event = logged_event.is_some();
         let state = Arc::new(InvocationState::new(
             &invocation,
             is_cold_start(&event.context),
@@ -162,17 +235,20 @@ where
             shared.buffer.map(|buffer| buffer.max_bytes),
             logged_event,
         ));
-        *state.correlation_id() = self.layer.correlation.correlation_id(&event.payload);
+        let scope = Scope::root(
+            state.clone(),
+            self.layer.correlation.correlation_id(&event.payload),
+        );
 
-        let span = state
+        let span = scope
             .in_scope(|| tracing::info_span!(target: "powertools_logging", "lambda_invocation"));
         let inner = &mut self.inner;
-        let called = state.in_scope(|| {
+        let called = scope.in_scope(|| {
             span.in_scope(|| {
                 if sampled {
                     tracing::debug!("Setting log level to DEBUG due to sampling rate");
                 }
-                if shared.log_event {
+                if has_event {
                     tracing::info!(
                         powertools_logging.invocation_event = true,
                         "Lambda invocation event"
@@ -185,14 +261,25 @@ where
             Ok(future) => future,
             Err(panic) => {
                 end_invocation(&shared, &state, true);
+                scope.in_scope(|| span.in_scope(|| log_panic(&*panic)));
                 std::panic::resume_unwind(panic)
             }
         };
+        let error_hook = self.layer.error_hook.clone();
         Box::pin(async move {
-            let outcome = AssertUnwindSafe(state.clone().scope(future.instrument(span)))
+            let outcome = AssertUnwindSafe(scope.clone().run(future.instrument(span.clone())))
                 .catch_unwind()
                 .await;
             end_invocation(&shared, &state, !matches!(outcome, Ok(Ok(_))));
+            scope.in_scope(|| {
+                span.in_scope(|| match &outcome {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => {
+                        log_error(&failure::describe_error(error, error_hook.as_ref()));
+                    }
+                    Err(panic) => log_panic(&**panic),
+                });
+            });
             match outcome {
                 Ok(result) => result,
                 Err(panic) => std::panic::resume_unwind(panic),
@@ -201,8 +288,67 @@ where
     }
 }
 
+/// The event to log for this invocation: as Lambda sent it, when a
+/// [`RawEventLayer`](crate::RawEventLayer) kept it, else the event itself when it is a
+/// `serde_json::Value` (which holds every field it was sent with). Otherwise `None`, with a
+/// warning the first time.
+fn received_event<T: 'static>(shared: &Shared, request_id: &str, payload: &T) -> Option<Value> {
+    if let Some(body) = crate::raw_event::take(request_id) {
+        return Some(serde_json::from_slice(&body).unwrap_or_else(|_| {
+            // Lambda sends JSON; keep whatever it was as text rather than nothing.
+            Value::String(String::from_utf8_lossy(&body).into_owned())
+        }));
+    }
+    if let Some(value) = (payload as &dyn Any).downcast_ref::<Value>() {
+        return Some(value.clone());
+    }
+    if !shared.warned_no_raw_event.swap(true, Ordering::Relaxed) {
+        shared.notice(
+            Level::Warn,
+            "POWERTOOLS_LOGGER_LOG_EVENT is on, but the event as Lambda sent it is not available: \
+             add powertools_logging::RawEventLayer to the runtime (powertools::run does), or take \
+             the event as serde_json::Value. The event is not logged.",
+        );
+    }
+    None
+}
+
+/// Writes the failure line of an invocation whose handler returned an error.
+fn log_error(failure: &Failure) {
+    tracing::error!(
+        target: "powertools_logging",
+        exception_name = failure.name.as_str(),
+        exception = failure.message.as_str(),
+        powertools_logging.failure = true,
+        "Invocation failed"
+    );
+}
+
+/// Writes the failure line of an invocation whose handler panicked.
+fn log_panic(payload: &(dyn Any + Send)) {
+    let report = failure::describe_panic(payload);
+    let failure = &report.failure;
+    with_stack_trace(report.stack_trace, || match &report.location {
+        Some(location) => tracing::error!(
+            target: "powertools_logging",
+            exception_name = failure.name.as_str(),
+            exception = failure.message.as_str(),
+            location = location.as_str(),
+            powertools_logging.failure = true,
+            "Invocation panicked"
+        ),
+        None => tracing::error!(
+            target: "powertools_logging",
+            exception_name = failure.name.as_str(),
+            exception = failure.message.as_str(),
+            powertools_logging.failure = true,
+            "Invocation panicked"
+        ),
+    });
+}
+
 /// Writes the buffer if the handler failed (and the settings say so), else drops it.
-fn end_invocation(shared: &crate::logger::Shared, state: &InvocationState, failed: bool) {
+fn end_invocation(shared: &Shared, state: &InvocationState, failed: bool) {
     let flush = failed
         && shared
             .buffer

@@ -63,65 +63,103 @@
 //!   the lines; compose it with other layers (OpenTelemetry) or let [`init`] install it.
 //! - [`LoggingLayer`] (tower) scopes each invocation: Lambda context keys, the cold start, the
 //!   correlation id ([`correlation_paths`] or a typed closure), the incoming event
-//!   (`POWERTOOLS_LOGGER_LOG_EVENT`), debug sampling and the log buffer are per invocation.
+//!   (`POWERTOOLS_LOGGER_LOG_EVENT`), debug sampling and the log buffer are per invocation. When
+//!   the handler returns an error or panics, it writes one `ERROR` line with the invocation's
+//!   context and Powertools' `exception_name`, `exception` and (for a panic) `stack_trace`.
 //! - Business context: [`append_key`] adds a key to every line of the current invocation (gone
-//!   when it ends); [`Logger::append_persistent_key`] to every line of every invocation; the
-//!   fields of a `tracing` span (`#[instrument(fields(...))]`, `info_span!`) are keys on the lines
-//!   written inside it, that is, keys scoped to a block.
+//!   when it ends); [`key_scope`] gives work that runs alongside other work of the invocation (a
+//!   batch record, an idempotent call) keys of its own; [`Logger::append_persistent_key`] adds a
+//!   key to every line of every invocation; the fields of a `tracing` span
+//!   (`#[instrument(fields(...))]`, `info_span!`) are keys on the lines written inside it, that
+//!   is, keys scoped to a block.
 //! - Levels: `AWS_LAMBDA_LOG_LEVEL` (Lambda's Advanced Logging Controls) wins, then the level set
 //!   in code, then `POWERTOOLS_LOG_LEVEL`, then `INFO`; a more verbose level than Lambda's is
 //!   warned about, since Lambda would drop those lines.
 //! - Errors recorded as `error = &err as &dyn std::error::Error` are written as
-//!   `{"type", "message", "sources"}`, the `source()` chain included.
+//!   `{"type", "message", "sources"}`, the `source()` chain included, and as Powertools'
+//!   `exception_name` and `exception` (the message chain), which Logs Insights queries written
+//!   for Powertools for Python look for.
 //! - Values of redacted keys ([`DEFAULT_REDACTED_KEYS`], configurable) are masked wherever they
-//!   appear: a field, a business key, a key nested in the logged event.
+//!   appear: a field, a business key, a key nested in the logged event, a key inside a string
+//!   that holds JSON (an API Gateway `body`).
+//! - `POWERTOOLS_LOGGER_LOG_EVENT` logs the event as Lambda sent it, with [`RawEventLayer`] on
+//!   the runtime (`powertools::run` adds it), or when the handler takes a `serde_json::Value`.
 //! - `POWERTOOLS_DEV=true` pretty-prints each line for reading in a terminal.
 //!
-//! # Every line is one line of valid JSON
+//! # Every line is one line of valid JSON, small enough for CloudWatch
 //!
 //! Whatever a field holds (quotes, newlines, control characters, a `Debug` impl that fails),
 //! each event is one JSON object on one line, written in one `write`, so lines of concurrent
 //! invocations never interleave. A key is written once: the standard keys first, then the
-//! event's fields, the fields of the spans it is in (innermost first), the invocation's keys,
+//! event's fields, the fields of the spans it is in (innermost first), the keys of its scope,
 //! the persistent keys, then the code `location` if no key took that name.
+//!
+//! A line is at most [`DEFAULT_MAX_LINE_BYTES`] long (just under the 256 KB CloudWatch Logs
+//! takes per event; [`LoggerBuilder::max_line_bytes`] changes it). A longer line has its largest
+//! values cut, each ending in `...[truncated N bytes]`, and names them in `truncated_keys`:
+//!
+//! ```json
+//! {"level":"INFO","message":"document received",…,"order_id":"o-1",
+//!  "document":"JVBERi0xLjcKJeLjz9MK…...[truncated 4988213 bytes]","truncated_keys":["document"]}
+//! ```
+//!
+//! # Keys named like the standard keys
+//!
+//! A field of an event or a span named like a key the line writes itself (`level`, `message`,
+//! `timestamp`, `service`, `cold_start`, `function_*`, `xray_trace_id`, `tenant_id`,
+//! `correlation_id`, `sampling_rate`, `truncated_keys`) is kept under its name prefixed with
+//! [`RESERVED_PREFIX`]: `info!(level = "gold", …)` writes `"extra_level":"gold"` beside
+//! `"level":"INFO"`. [`append_key`] and persistent keys refuse those names
+//! ([`Error::ReservedKey`]). `location` is not reserved: a business `location` replaces the code
+//! location.
 //!
 //! # Differences from Powertools for Python and TypeScript
 //!
 //! - Keys for the current invocation are per invocation automatically ([`append_key`]); there is
-//!   no process-wide `append_keys` to clear. A task spawned with `tokio::spawn` logs with the
-//!   invocation's context when it runs in its span (`.in_current_span()`); to append keys from it,
-//!   append them before spawning.
+//!   no process-wide `append_keys` to clear, and concurrent work gets its own with [`key_scope`]
+//!   (Python's `thread_safe_append_keys`). A task spawned with `tokio::spawn` logs with the
+//!   context of the scope it was spawned in when it runs in a span created there
+//!   (`.in_current_span()`); to append keys from it, append them before spawning.
 //! - `timestamp` is RFC 3339 UTC with milliseconds (TypeScript's format), which Lambda accepts.
 //! - The debug sampling decision is drawn per invocation, including the first.
 //! - Redaction is built in.
+//! - A failed invocation is logged by the layer itself (Java's `logError`), not only when the
+//!   handler logs its exception.
 
 mod buffer;
 mod correlation;
 mod error;
+mod failure;
 mod invocation;
 mod json;
 mod layer;
 mod level;
 mod logger;
+mod raw_event;
+mod scope;
 mod subscriber;
+mod truncate;
 
 pub use correlation::{
     CorrelationIdFn, CorrelationIdPath, CorrelationIdSource, NoCorrelationId, correlation_paths,
 };
 pub use error::Error;
-pub use json::{DEFAULT_REDACTED_KEYS, REDACTED};
+pub use json::{DEFAULT_REDACTED_KEYS, REDACTED, RESERVED_PREFIX};
 pub use layer::{LoggingLayer, LoggingService};
 pub use level::Level;
 pub use logger::{
     AWS_LAMBDA_LOG_LEVEL, BufferConfig, Clock, DEFAULT_BUFFER_MAX_BYTES, Logger, LoggerBuilder,
     MemoryLogs, POWERTOOLS_LOG_LEVEL, POWERTOOLS_LOGGER_LOG_EVENT, POWERTOOLS_LOGGER_SAMPLE_RATE,
 };
+pub use raw_event::{RawEventLayer, RawEventService};
+pub use scope::key_scope;
 pub use subscriber::JsonLayer;
+pub use truncate::{DEFAULT_MAX_LINE_BYTES, MIN_MAX_LINE_BYTES};
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::invocation::InvocationState;
+use crate::scope::Scope;
 
 /// Builds a [`Logger`] from the environment and installs it as the global `tracing`
 /// subscriber: the one call a platform team puts at the top of every function.
@@ -149,13 +187,16 @@ pub(crate) fn key_value(key: &str, value: impl Serialize) -> Result<Value, Error
 /// Adds `key` to every line the current invocation writes from now on, replacing its value if it
 /// was appended already. Gone when the invocation ends.
 ///
+/// Inside a [`key_scope`] (each record of `powertools-batch` runs in one), the key is that
+/// scope's: on its lines only, gone when it ends.
+///
 /// # Errors
-/// [`Error::NoCurrentInvocation`] outside an invocation of a [`LoggingLayer`],
-/// [`Error::ReservedKey`], or [`Error::Serialization`].
+/// [`Error::NoCurrentInvocation`] outside an invocation of a [`LoggingLayer`] and outside a
+/// [`key_scope`], [`Error::ReservedKey`], or [`Error::Serialization`].
 pub fn append_key(key: &str, value: impl Serialize) -> Result<(), Error> {
     let value = key_value(key, value)?;
-    InvocationState::with_current(|state| {
-        let mut keys = state.keys();
+    Scope::with_current(|scope| {
+        let keys = &mut scope.keys().keys;
         match keys.iter_mut().find(|(existing, _)| existing == key) {
             Some((_, existing)) => *existing = value,
             None => keys.push((key.to_owned(), value)),
@@ -164,10 +205,10 @@ pub fn append_key(key: &str, value: impl Serialize) -> Result<(), Error> {
     .ok_or(Error::NoCurrentInvocation)
 }
 
-/// Removes a key appended to the current invocation; `false` if it had none.
+/// Removes a key appended to the current invocation (or [`key_scope`]); `false` if it had none.
 pub fn remove_key(key: &str) -> bool {
-    InvocationState::with_current(|state| {
-        let mut keys = state.keys();
+    Scope::with_current(|scope| {
+        let keys = &mut scope.keys().keys;
         let before = keys.len();
         keys.retain(|(existing, _)| existing != key);
         keys.len() != before
@@ -175,17 +216,18 @@ pub fn remove_key(key: &str) -> bool {
     .unwrap_or(false)
 }
 
-/// Sets the current invocation's `correlation_id`.
+/// Sets the current invocation's `correlation_id` (inside a [`key_scope`], that scope's).
 ///
 /// # Errors
-/// [`Error::NoCurrentInvocation`] outside an invocation of a [`LoggingLayer`].
+/// [`Error::NoCurrentInvocation`] outside an invocation of a [`LoggingLayer`] and outside a
+/// [`key_scope`].
 pub fn set_correlation_id(id: impl Into<String>) -> Result<(), Error> {
     let id = id.into();
-    InvocationState::with_current(|state| *state.correlation_id() = Some(id))
+    Scope::with_current(|scope| scope.keys().correlation_id = Some(id))
         .ok_or(Error::NoCurrentInvocation)
 }
 
 /// The current invocation's `correlation_id`, to pass on to the services it calls.
 pub fn correlation_id() -> Option<String> {
-    InvocationState::with_current(|state| state.correlation_id().clone()).flatten()
+    Scope::with_current(|scope| scope.keys().correlation_id.clone()).flatten()
 }

@@ -2,6 +2,7 @@
 //! that scopes invocations.
 
 use std::io::Write;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -15,6 +16,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use crate::json::{DEFAULT_REDACTED_KEYS, Line, RESERVED_KEYS, Redactor};
 use crate::level::{self, Level};
 use crate::subscriber::JsonLayer;
+use crate::truncate::{DEFAULT_MAX_LINE_BYTES, MIN_MAX_LINE_BYTES};
 use crate::{Error, key_value};
 
 /// `DEBUG`, `INFO`, … (`AWS_LAMBDA_LOG_LEVEL`, set by Lambda's Advanced Logging Controls, wins).
@@ -23,7 +25,8 @@ pub const POWERTOOLS_LOG_LEVEL: &str = "POWERTOOLS_LOG_LEVEL";
 pub const AWS_LAMBDA_LOG_LEVEL: &str = "AWS_LAMBDA_LOG_LEVEL";
 /// The share of invocations, 0.0 to 1.0, that log at `DEBUG` whatever the level.
 pub const POWERTOOLS_LOGGER_SAMPLE_RATE: &str = "POWERTOOLS_LOGGER_SAMPLE_RATE";
-/// `true` logs each incoming event (redacted) at `INFO`.
+/// `true` logs each incoming event (redacted) at `INFO`, as Lambda sent it (see
+/// [`RawEventLayer`](crate::RawEventLayer)).
 pub const POWERTOOLS_LOGGER_LOG_EVENT: &str = "POWERTOOLS_LOGGER_LOG_EVENT";
 
 /// The default byte budget of the per-invocation log buffer, as in Powertools.
@@ -172,6 +175,10 @@ pub(crate) struct Shared {
     pub(crate) persistent_keys: RwLock<Vec<(String, Value)>>,
     pub(crate) sink: Box<dyn LineSink>,
     pub(crate) clock: Option<Clock>,
+    pub(crate) max_line_bytes: usize,
+    pub(crate) runtime_failure_lines: bool,
+    /// Whether the warning that the event as received is not available was written.
+    pub(crate) warned_no_raw_event: AtomicBool,
 }
 
 impl std::fmt::Debug for Logger {
@@ -183,6 +190,7 @@ impl std::fmt::Debug for Logger {
             .field("sample_rate", &shared.sample_rate)
             .field("log_event", &shared.log_event)
             .field("buffer", &shared.buffer)
+            .field("max_line_bytes", &shared.max_line_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -193,8 +201,9 @@ impl Shared {
         now.to_rfc3339_opts(SecondsFormat::Millis, true)
     }
 
-    /// Writes a line, pretty-printed in development mode.
+    /// Writes a line, within the line limit, pretty-printed in development mode.
     pub(crate) fn write(&self, line: &[u8]) {
+        let line = &*crate::truncate::bound(line, self.max_line_bytes);
         if self.dev_mode
             && let Ok(value) = serde_json::from_slice::<Value>(line)
             && let Ok(mut pretty) = serde_json::to_vec_pretty(&value)
@@ -303,6 +312,8 @@ pub struct LoggerBuilder {
     sink: Option<Box<dyn LineSink>>,
     clock: Option<Clock>,
     env: Option<Env>,
+    max_line_bytes: Option<usize>,
+    runtime_failure_lines: Option<bool>,
 }
 
 impl std::fmt::Debug for LoggerBuilder {
@@ -334,8 +345,10 @@ impl LoggerBuilder {
         self
     }
 
-    /// Logs each incoming event at `INFO`, with redacted keys masked (default:
-    /// `POWERTOOLS_LOGGER_LOG_EVENT`, else off).
+    /// Logs each incoming event at `INFO`, as Lambda sent it, with redacted keys masked, inside
+    /// string-encoded JSON too (an API Gateway `body`) (default: `POWERTOOLS_LOGGER_LOG_EVENT`,
+    /// else off). Needs [`RawEventLayer`](crate::RawEventLayer) on the runtime unless the event
+    /// type is `serde_json::Value`.
     pub fn log_event(mut self, log_event: bool) -> Self {
         self.log_event = Some(log_event);
         self
@@ -363,6 +376,28 @@ impl LoggerBuilder {
     /// Buffers verbose lines per invocation (default: off).
     pub fn buffer(mut self, buffer: BufferConfig) -> Self {
         self.buffer = Some(buffer);
+        self
+    }
+
+    /// The most bytes a line may have, newline included (default [`DEFAULT_MAX_LINE_BYTES`],
+    /// just under the 256 KB CloudWatch Logs accepts for one event; at least
+    /// [`MIN_MAX_LINE_BYTES`]). A longer line has its largest values cut, each ending in
+    /// `...[truncated N bytes]`, and lists them in `truncated_keys`.
+    pub fn max_line_bytes(mut self, bytes: usize) -> Self {
+        self.max_line_bytes = Some(bytes);
+        self
+    }
+
+    /// Whether `lambda_runtime`'s own line for a failed invocation is written (default: yes).
+    ///
+    /// [`LoggingLayer`](crate::LoggingLayer) writes a failure line with the invocation's
+    /// context; the runtime then writes its own (`"location":"lambda_runtime::layers::panic:…"`,
+    /// the error's `Debug` and nothing else). When `LoggingLayer` is the outermost layer of the
+    /// handler, every failure the runtime sees went through it: turn the runtime's line off to
+    /// log each failure once. `powertools::Powertools` does, since its stack puts logging
+    /// outermost.
+    pub fn runtime_failure_lines(mut self, keep: bool) -> Self {
+        self.runtime_failure_lines = Some(keep);
         self
     }
 
@@ -403,7 +438,7 @@ impl LoggerBuilder {
     /// # Errors
     /// A malformed environment variable, a level that is not one, a sampling rate outside
     /// 0.0..=1.0, an empty buffer or a buffer level above `WARN`, a reserved or unserializable
-    /// persistent key.
+    /// persistent key, a line limit below [`MIN_MAX_LINE_BYTES`].
     pub fn build(self) -> Result<Logger, Error> {
         let env = self.env.unwrap_or_else(Env::process);
         let config = PowertoolsConfig::from_env_source(&env)?;
@@ -435,6 +470,12 @@ impl LoggerBuilder {
                     reason: "the buffer level must be TRACE, DEBUG, INFO or WARN",
                 });
             }
+        }
+        let max_line_bytes = self.max_line_bytes.unwrap_or(DEFAULT_MAX_LINE_BYTES);
+        if max_line_bytes < MIN_MAX_LINE_BYTES {
+            return Err(Error::InvalidLineLimit {
+                bytes: max_line_bytes,
+            });
         }
         let mut persistent_keys = Vec::with_capacity(self.persistent_keys.len());
         for (key, value) in self.persistent_keys {
@@ -472,6 +513,9 @@ impl LoggerBuilder {
                 .sink
                 .unwrap_or_else(|| Box::new(MakeWriterSink(std::io::stdout))),
             clock: self.clock,
+            max_line_bytes,
+            runtime_failure_lines: self.runtime_failure_lines.unwrap_or(true),
+            warned_no_raw_event: AtomicBool::new(false),
         };
         if let Some(warning) = resolved.conflict {
             shared.notice(Level::Warn, &warning);

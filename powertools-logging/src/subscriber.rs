@@ -1,6 +1,7 @@
 //! The `tracing-subscriber` layer that writes one flat JSON line per event.
 
-use std::sync::{Arc, PoisonError};
+use std::cell::RefCell;
+use std::sync::PoisonError;
 
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
@@ -8,16 +9,37 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::buffer::Pushed;
-use crate::invocation::{INVOCATION_SPAN, InvocationState};
+use crate::invocation::InvocationState;
 use crate::json::{FieldCollector, Line};
 use crate::level::Level;
 use crate::logger::{Logger, Shared};
+use crate::scope::Scope;
+
+/// The target of `lambda_runtime`'s own line for a failed invocation.
+const RUNTIME_FAILURE_TARGET: &str = "lambda_runtime::layers::panic";
+
+thread_local! {
+    /// The `stack_trace` of the failure line being written on this thread.
+    static STACK_TRACE: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+}
+
+/// Runs `log` (which writes the failure line) with `stack_trace` available to it.
+pub(crate) fn with_stack_trace(stack_trace: Option<Vec<u8>>, log: impl FnOnce()) {
+    let _ = STACK_TRACE.try_with(|slot| *slot.borrow_mut() = stack_trace);
+    log();
+    let _ = STACK_TRACE.try_with(|slot| slot.borrow_mut().take());
+}
 
 /// Writes each `tracing` event as one line of flat JSON: the Powertools keys (`level`,
 /// `message`, `timestamp`, `service`, the Lambda context, `correlation_id`, `sampling_rate`),
-/// then the event's fields, the fields of the spans it is in (innermost first), the invocation's
-/// keys, the persistent keys, and `location` (the code's `module:line`, unless a key of yours is
-/// named `location`). A key is written once: the first of these wins.
+/// then the event's fields, the fields of the spans it is in (innermost first), the keys of its
+/// scope (the invocation's, or a [`key_scope`](crate::key_scope)'s), the persistent keys, and
+/// `location` (the code's `module:line`, unless a key of yours is named `location`). A key is
+/// written once: the first of these wins. A field named like a standard key is written as
+/// `extra_` + its name; a field named `error` also gives Powertools' `exception_name` (for an
+/// error recorded as `&dyn Error`) and `exception` (its message chain, or its text).
+///
+/// Each line is at most [`max_line_bytes`](crate::LoggerBuilder::max_line_bytes) long.
 ///
 /// Get it from [`Logger::json_layer`] and add it to a `tracing_subscriber` registry, with other
 /// layers if you like:
@@ -74,7 +96,7 @@ impl JsonLayer {
         &self,
         event: &Event<'_>,
         ctx: &Context<'_, S>,
-        invocation: Option<&InvocationState>,
+        scope: Option<&Scope>,
         level: Level,
     ) -> Vec<u8>
     where
@@ -84,6 +106,9 @@ impl JsonLayer {
         let mut fields = FieldCollector::new(&shared.redactor);
         event.record(&mut fields);
         let metadata = event.metadata();
+        let invocation = scope.and_then(|scope| scope.invocation.as_deref());
+        // One lock for the line: the correlation id now, the keys below.
+        let keys = scope.map(Scope::keys);
 
         let mut line = Line::new(&shared.redactor);
         line.str_member("level", level.as_str());
@@ -92,9 +117,12 @@ impl JsonLayer {
         line.str_member("service", &shared.service);
         if let Some(invocation) = invocation {
             line.reserved_members(&invocation.lambda_members);
-            if let Some(correlation_id) = invocation.correlation_id().as_deref() {
-                line.str_member("correlation_id", correlation_id);
-            }
+        }
+        if let Some(correlation_id) = keys
+            .as_ref()
+            .and_then(|keys| keys.correlation_id.as_deref())
+        {
+            line.str_member("correlation_id", correlation_id);
         }
         if shared.sample_rate > 0.0 && line.key("sampling_rate") {
             // A finite f64 always serializes; straight into the line, no buffer of its own.
@@ -110,6 +138,20 @@ impl JsonLayer {
                 line.out.extend_from_slice(json);
             }
         }
+        if let Some((name, message)) = &fields.exception {
+            if let Some(name) = name {
+                line.str_member("exception_name", name);
+            }
+            line.str_member("exception", message);
+        }
+        if fields.failure_marker
+            && let Some(stack_trace) = STACK_TRACE
+                .try_with(|slot| slot.borrow_mut().take())
+                .ok()
+                .flatten()
+        {
+            line.raw_member("stack_trace", &stack_trace);
+        }
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope {
                 if let Some(SpanFields(span_fields)) = span.extensions().get::<SpanFields>() {
@@ -121,11 +163,12 @@ impl JsonLayer {
                 }
             }
         }
-        if let Some(invocation) = invocation {
-            for (key, value) in invocation.keys().iter() {
+        if let Some(keys) = &keys {
+            for (key, value) in &keys.keys {
                 line.value_member(key, value);
             }
         }
+        drop(keys);
         for (key, value) in shared
             .persistent_keys
             .read()
@@ -142,20 +185,24 @@ impl JsonLayer {
         line.finish()
     }
 
-    /// The invocation the event belongs to: the one attached to a span it is in, else the one
-    /// of the task that logs it.
-    fn invocation<S>(event: &Event<'_>, ctx: &Context<'_, S>) -> Option<Arc<InvocationState>>
+    /// The scope the event is written in: the task's, else (a task spawned with
+    /// `.in_current_span()`) the one attached to the innermost span it is in that has one.
+    fn scope<S>(event: &Event<'_>, ctx: &Context<'_, S>) -> Option<Scope>
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope {
-                if let Some(state) = span.extensions().get::<Arc<InvocationState>>() {
-                    return Some(state.clone());
-                }
-            }
-        }
-        InvocationState::current()
+        Scope::current().or_else(|| {
+            ctx.event_scope(event)?
+                .find_map(|span| span.extensions().get::<Scope>().cloned())
+        })
+    }
+
+    /// Whether the event is `lambda_runtime`'s line for a failed invocation, which the failure
+    /// line of [`LoggingLayer`](crate::LoggingLayer) replaces when so configured.
+    fn is_dropped_runtime_line(&self, metadata: &Metadata<'_>) -> bool {
+        !self.shared().runtime_failure_lines
+            && metadata.is_event()
+            && metadata.target() == RUNTIME_FAILURE_TARGET
     }
 }
 
@@ -194,7 +241,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn enabled(&self, metadata: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
-        Level::of(metadata.level()) >= self.max_level
+        Level::of(metadata.level()) >= self.max_level && !self.is_dropped_runtime_line(metadata)
     }
 
     fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
@@ -206,12 +253,22 @@ where
             return;
         };
         let metadata = attrs.metadata();
-        if metadata.name() == INVOCATION_SPAN
-            && metadata.target() == env!("CARGO_CRATE_NAME")
-            && let Some(state) = InvocationState::current()
-        {
-            span.extensions_mut().insert(state);
-            return;
+        // The first span of a scope keeps it, for tasks spawned with `.in_current_span()`;
+        // spans inside it find it on their way up.
+        if let Some(scope) = Scope::current() {
+            let inherited = span
+                .scope()
+                .skip(1)
+                .find_map(|ancestor| {
+                    ancestor
+                        .extensions()
+                        .get::<Scope>()
+                        .map(|found| found.is(&scope))
+                })
+                .unwrap_or(false);
+            if !inherited {
+                span.extensions_mut().insert(scope);
+            }
         }
         if is_instrumentation(metadata.target()) {
             return;
@@ -255,7 +312,9 @@ where
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let shared = self.shared();
         let level = Level::of(event.metadata().level());
-        let invocation = Self::invocation(event, &ctx);
+        let scope = Self::scope(event, &ctx);
+        let invocation: Option<&InvocationState> =
+            scope.as_ref().and_then(|scope| scope.invocation.as_deref());
         let sampled = invocation.as_ref().is_some_and(|state| state.debug_sampled);
         let buffered = !sampled
             && invocation
@@ -266,8 +325,8 @@ where
         if !buffered && !written {
             return;
         }
-        let line = self.format(event, &ctx, invocation.as_deref(), level);
-        if buffered && let Some(state) = &invocation {
+        let line = self.format(event, &ctx, scope.as_ref(), level);
+        if buffered && let Some(state) = invocation {
             let pushed = state.buffer().map(|mut buffer| buffer.push(line));
             match pushed {
                 Some(Pushed::TooLarge(line)) => {
@@ -285,7 +344,7 @@ where
             && shared
                 .buffer
                 .is_some_and(|buffer| buffer.flush_on_error_log)
-            && let Some(state) = &invocation
+            && let Some(state) = invocation
         {
             flush_buffer(shared, state);
         }

@@ -475,7 +475,16 @@ async fn a_failing_or_panicking_handler_writes_the_buffer() {
         .await;
     assert!(panicked.is_err(), "the panic goes on to the runtime");
     let messages = messages(&logs);
-    assert_eq!(messages, ["before the failure", "before the panic"]);
+    assert_eq!(
+        messages,
+        [
+            "before the failure",
+            "Invocation failed",
+            "before the panic",
+            "Invocation panicked"
+        ],
+        "the buffer first, then the failure line"
+    );
 }
 
 #[tokio::test]

@@ -1,4 +1,5 @@
-//! Whatever an event holds, it is written as exactly one line of valid JSON (property test).
+//! Whatever an event holds, it is written as exactly one line of valid JSON, within the line
+//! limit (property tests).
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -78,5 +79,49 @@ proptest! {
         prop_assert_eq!(second["message"].as_str(), Some(long.as_str()));
         let third: Value = serde_json::from_str(lines[2]).unwrap();
         prop_assert!(third["broken"].as_str().unwrap().contains("failed"));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn any_line_fits_the_limit_and_stays_valid_json(
+        limit in 1024_usize..12_000,
+        message in any::<String>(),
+        text in any::<String>(),
+        repeat in 0_usize..3_000,
+        extra_keys in 0_usize..400,
+        items in proptest::collection::vec(any::<String>(), 0..40),
+        escapes in "[\\x00-\\x1f\"\\\\é🥐]{0,2000}",
+    ) {
+        let logs = MemoryLogs::new();
+        let logger = Logger::builder()
+            .service("orders")
+            .writer(logs.clone())
+            .env(Env::empty())
+            .max_line_bytes(limit)
+            .persistent_key("document", serde_json::json!({"items": items, "note": escapes}))
+            .build()
+            .expect("valid settings");
+        let long = text.repeat(repeat);
+        tracing::subscriber::with_default(logger.subscriber(), || {
+            let span = tracing::info_span!("batch", long = long.as_str());
+            let _entered = span.enter();
+            tracing::info!(escapes = escapes.as_str(), "{message}");
+            for index in 0..extra_keys {
+                logger.append_persistent_key(&format!("key_{index}"), index).expect("a plain key");
+            }
+            tracing::error!(text = text.as_str(), "{}", long);
+        });
+        let contents = logs.contents();
+        let lines: Vec<&str> = contents.split_terminator('\n').collect();
+        prop_assert_eq!(lines.len(), 2, "{}", contents);
+        for line in &lines {
+            prop_assert!(line.len() < limit, "{} bytes over {}", line.len(), limit);
+            let parsed: Value = serde_json::from_str(line).map_err(|e| TestCaseError::fail(format!("{e}: {line}")))?;
+            prop_assert!(parsed["level"].is_string(), "{}", line);
+            prop_assert!(parsed["timestamp"].is_string(), "{}", line);
+        }
     }
 }

@@ -41,6 +41,9 @@
 //! # }
 //! ```
 //!
+//! Start the runtime with [`run`] rather than `lambda_runtime::run`: it adds what the logger
+//! needs to log each event as Lambda sent it (`POWERTOOLS_LOGGER_LOG_EVENT`).
+//!
 //! # The layer order, and why
 //!
 //! [`PowertoolsLayer`] is, from the outside in: logging, metrics, tracing, then your handler
@@ -48,7 +51,11 @@
 //!
 //! - **Logging outermost**, so that every line of the invocation, including the warnings the
 //!   metrics flush and the trace export may write, carries the invocation's context and belongs
-//!   to its debug sampling decision and log buffer; a failed invocation flushes that buffer.
+//!   to its debug sampling decision and log buffer; a failed invocation flushes that buffer and
+//!   gets one `ERROR` line with its context and the error (`exception_name`, `exception`, and a
+//!   `stack_trace` for a panic). Since every failure the runtime sees went through it, the
+//!   logger [`Powertools`] builds leaves out `lambda_runtime`'s own line for the same failure
+//!   ([`LoggerBuilder::runtime_failure_lines`](powertools_logging::LoggerBuilder::runtime_failure_lines)).
 //! - **Metrics next**, so that the document is written after everything inside has finished, on
 //!   success, error or panic; a flush that `raise_on_empty_metrics` refuses becomes the
 //!   invocation's error.
@@ -62,7 +69,13 @@
 //! # Features
 //!
 //! `logging`, `metrics`, `tracing` and `idempotency`, all on by default, re-export the crates
-//! of the same names. [`Powertools`] and [`PowertoolsLayer`] need the first three.
+//! of the same names. [`Powertools`] and [`PowertoolsLayer`] need the first three, [`run`] the
+//! first.
+//!
+//! # HTTP functions
+//!
+//! [`PowertoolsLayer`] wraps `lambda_http`'s adapter like any handler:
+//! `powertools::run(ServiceBuilder::new().layer(powertools.layer()).service(lambda_http::Adapter::from(service_fn(handler))))`.
 
 pub use powertools_core as core;
 #[cfg(feature = "idempotency")]
@@ -74,8 +87,13 @@ pub use powertools_metrics as metrics;
 #[cfg(feature = "tracing")]
 pub use powertools_tracing as tracing;
 
+#[cfg(feature = "logging")]
+mod run;
 #[cfg(all(feature = "logging", feature = "metrics", feature = "tracing"))]
 mod stack;
+
+#[cfg(feature = "logging")]
+pub use run::run;
 
 #[cfg(all(feature = "logging", feature = "metrics", feature = "tracing"))]
 pub use stack::{Error, Powertools, PowertoolsBuilder, PowertoolsLayer, PowertoolsService};

@@ -112,12 +112,26 @@ impl Powertools {
 /// Builds [`Powertools`]. [`service`](Self::service) and [`env`](Self::env) apply to every
 /// utility; [`logger`](Self::logger), [`metrics`](Self::metrics) and [`tracer`](Self::tracer)
 /// adjust one.
-#[derive(Debug, Default)]
+///
+/// The logger leaves out `lambda_runtime`'s own line for a failed invocation
+/// ([`LoggerBuilder::runtime_failure_lines`]): [`PowertoolsLayer`] puts logging outermost, so its
+/// failure line, with the invocation's context, covers every failure the runtime sees.
+#[derive(Debug)]
 #[must_use]
 pub struct PowertoolsBuilder {
     logger: LoggerBuilder,
     metrics: MetricsLayerBuilder,
     tracer: TracerBuilder,
+}
+
+impl Default for PowertoolsBuilder {
+    fn default() -> Self {
+        PowertoolsBuilder {
+            logger: LoggerBuilder::default().runtime_failure_lines(false),
+            metrics: MetricsLayerBuilder::default(),
+            tracer: TracerBuilder::default(),
+        }
+    }
 }
 
 impl PowertoolsBuilder {

@@ -64,11 +64,17 @@ async fn a_failing_handler_keeps_its_error_type_flushes_the_log_buffer_and_its_m
     let lines = logs.json();
     assert_eq!(
         lines.len(),
-        1,
-        "the buffered debug line, written because the handler failed"
+        2,
+        "the buffered debug line, written because the handler failed, then the failure line"
     );
     assert_eq!(lines[0]["message"], "checking the flour");
     assert_eq!(lines[0]["function_request_id"], "req-9");
+    assert_eq!(lines[1]["message"], "Invocation failed");
+    assert_eq!(lines[1]["function_request_id"], "req-9");
+    assert_eq!(
+        lines[1]["exception_name"], "OutOfFlour",
+        "the handler's error, through the metrics layer"
+    );
     assert_eq!(
         powertools_tests::emf::valid_lines(&documents.lines())[0]["BakeAttempts"],
         1.0

@@ -1,0 +1,509 @@
+//! What the failure line of an invocation says: `exception_name`, `exception` (the message chain)
+//! and, for a panic, `stack_trace`, the keys Powertools for Python writes for an exception.
+
+use std::any::{Any, type_name};
+use std::backtrace::{Backtrace, BacktraceStatus};
+use std::cell::RefCell;
+use std::error::Error as StdError;
+use std::fmt::{self, Write as _};
+use std::sync::{Arc, Once};
+
+use lambda_runtime::Diagnostic;
+
+use crate::json::write_str;
+
+/// Describes an error of the caller's type: `Some` when the error is of that type.
+pub(crate) type Describe = dyn Fn(&dyn Any) -> Option<Diagnostic> + Send + Sync;
+
+/// A caller's description of its own error type, erased.
+#[derive(Clone)]
+pub(crate) struct ErrorHook(pub(crate) Arc<Describe>);
+
+impl fmt::Debug for ErrorHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ErrorHook(..)")
+    }
+}
+
+/// An error or a panic, as the failure line writes it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Failure {
+    /// `exception_name`.
+    pub(crate) name: String,
+    /// `exception`: the message, then the messages of its sources.
+    pub(crate) message: String,
+}
+
+/// The name written for an error that is only a message (`"card declined".into()`, a `String`):
+/// it has no type of its own to name.
+const MESSAGE_ONLY: &str = "Error";
+
+/// The name written for a panic.
+pub(crate) const PANIC: &str = "Panic";
+
+/// How deep a `source()` chain is followed; a cyclic chain would otherwise loop forever.
+const MAX_SOURCES: usize = 32;
+
+/// Describes a handler error, by the first of:
+///
+/// 1. the caller's hook, when the error is of its type;
+/// 2. a [`Diagnostic`]: its `error_type` and `error_message`, as Lambda reports them;
+/// 3. a boxed `dyn Error` (`lambda_runtime::Error`): the type or variant name its `Debug` begins
+///    with (`else Error`), and its message chain;
+/// 4. a `String` or `&str`: `Error`, and the text;
+/// 5. an error wrapped by a powertools-rs layer (`Handler(…)` in its `Debug`, as the metrics and
+///    idempotency layers pass the handler's own error on): what is inside, named as in 3;
+/// 6. any other type: its path without generic arguments, and its `Debug` text (the layer has
+///    no `Display` bound, since Lambda accepts a `Diagnostic`, which has none).
+pub(crate) fn describe_error<E: fmt::Debug + 'static>(
+    error: &E,
+    hook: Option<&ErrorHook>,
+) -> Failure {
+    let any: &dyn Any = error;
+    if let Some(diagnostic) = hook.and_then(|hook| (hook.0)(any)) {
+        return from_diagnostic(diagnostic);
+    }
+    if let Some(diagnostic) = any.downcast_ref::<Diagnostic>() {
+        return from_diagnostic(diagnostic.clone());
+    }
+    if let Some(boxed) = any.downcast_ref::<Box<dyn StdError + Send + Sync>>() {
+        return from_error(boxed.as_ref());
+    }
+    if let Some(boxed) = any.downcast_ref::<Box<dyn StdError + Send>>() {
+        return from_error(boxed.as_ref());
+    }
+    if let Some(text) = any.downcast_ref::<String>() {
+        return message_only(text.clone());
+    }
+    if let Some(text) = any.downcast_ref::<&'static str>() {
+        return message_only((*text).to_owned());
+    }
+    let debug = text_of(format_args!("{error:?}"));
+    let inner = handler_error_inside(&debug);
+    if inner.len() < debug.len() {
+        return match unquoted(inner) {
+            Some(message) => message_only(message),
+            None => Failure {
+                name: debug_type_name(inner).unwrap_or(MESSAGE_ONLY).to_owned(),
+                message: inner.to_owned(),
+            },
+        };
+    }
+    let path = type_name::<E>();
+    Failure {
+        name: path
+            .split_once('<')
+            .map_or(path, |(path, _)| path)
+            .to_owned(),
+        message: debug,
+    }
+}
+
+/// Describes an error recorded as a `tracing` field (`error = &err as &dyn Error`).
+pub(crate) fn from_error(error: &(dyn StdError + 'static)) -> Failure {
+    let debug = text_of(format_args!("{error:?}"));
+    Failure {
+        name: debug_type_name(&debug).unwrap_or(MESSAGE_ONLY).to_owned(),
+        message: message_chain(error),
+    }
+}
+
+fn from_diagnostic(diagnostic: Diagnostic) -> Failure {
+    Failure {
+        name: diagnostic.error_type,
+        message: diagnostic.error_message,
+    }
+}
+
+fn message_only(message: String) -> Failure {
+    Failure {
+        name: MESSAGE_ONLY.to_owned(),
+        message,
+    }
+}
+
+/// The error's message, then each source's, joined by `": "`; a source whose message the chain
+/// already holds (a `Display` that prints its source) is not repeated.
+pub(crate) fn message_chain(error: &(dyn StdError + 'static)) -> String {
+    let mut chain = text_of(format_args!("{error}"));
+    let mut source = error.source();
+    let mut depth = 0;
+    while let Some(cause) = source {
+        if depth == MAX_SOURCES {
+            break;
+        }
+        let message = text_of(format_args!("{cause}"));
+        if !message.is_empty() && !chain.contains(&message) {
+            chain.push_str(": ");
+            chain.push_str(&message);
+        }
+        source = cause.source();
+        depth += 1;
+    }
+    chain
+}
+
+/// The handler's error inside the `Handler(…)` variants of powertools-rs wrappers:
+/// `Handler(Handler(PaymentFailed { .. }))` gives `PaymentFailed { .. }`.
+fn handler_error_inside(debug: &str) -> &str {
+    let mut inner = debug;
+    while let Some(rest) = inner
+        .strip_prefix("Handler(")
+        .and_then(|rest| rest.strip_suffix(')'))
+    {
+        inner = rest;
+    }
+    inner
+}
+
+/// The text of a `Debug`-quoted string (`"card declined"`), if that is what `debug` is.
+fn unquoted(debug: &str) -> Option<String> {
+    if !(debug.len() >= 2 && debug.starts_with('"') && debug.ends_with('"')) {
+        return None;
+    }
+    // Rust's string escapes are JSON's for all but the rare `\u{…}` and `\'`.
+    serde_json::from_str(debug)
+        .ok()
+        .or_else(|| Some(debug[1..debug.len() - 1].to_owned()))
+}
+
+/// The type or variant name a derived `Debug` begins with: `OrderRejected { order: 7 }`,
+/// `Declined("card")`, `Timeout`. `None` for anything else (a quoted message, prose), which names
+/// no type.
+pub(crate) fn debug_type_name(debug: &str) -> Option<&str> {
+    let end = debug
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(debug.len());
+    let (name, rest) = debug.split_at(end);
+    let named = name.starts_with(|c: char| c.is_ascii_uppercase())
+        && (rest.is_empty() || rest.starts_with([' ', '(', '{']));
+    named.then_some(name)
+}
+
+/// Formats without ever panicking: a failing `Display` or `Debug` leaves a marker.
+fn text_of(arguments: fmt::Arguments<'_>) -> String {
+    let mut text = String::new();
+    if text.write_fmt(arguments).is_err() {
+        text.push_str("<formatting failed>");
+    }
+    text
+}
+
+/// A panic as the hook saw it: where, and the stack.
+struct Captured {
+    message: Option<String>,
+    location: Option<String>,
+    backtrace: Backtrace,
+}
+
+thread_local! {
+    /// The last panic of this thread, until the invocation that caught it takes it.
+    static LAST_PANIC: RefCell<Option<Captured>> = const { RefCell::new(None) };
+}
+
+/// The message a panic carries (`panic!("…")`), if it is text.
+fn panic_message(payload: &(dyn Any + Send)) -> Option<String> {
+    payload
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+}
+
+/// Chains a panic hook that keeps each panic's location and backtrace for the failure line, then
+/// runs the hook that was there (Rust's message on stderr, by default). Installed once, by the
+/// first [`LoggingLayer`](crate::LoggingLayer); a hook set later replaces it, and failure lines
+/// then have no `stack_trace`.
+pub(crate) fn install_panic_hook() {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let captured = Captured {
+                message: panic_message(info.payload()),
+                location: info
+                    .location()
+                    .map(|location| format!("{}:{}", location.file(), location.line())),
+                // Resolved into names only if a failure line is written.
+                backtrace: Backtrace::force_capture(),
+            };
+            let _ = LAST_PANIC.try_with(|slot| {
+                if let Ok(mut slot) = slot.try_borrow_mut() {
+                    *slot = Some(captured);
+                }
+            });
+            previous(info);
+        }));
+    });
+}
+
+/// A caught panic, described for the failure line.
+#[derive(Debug)]
+pub(crate) struct PanicReport {
+    pub(crate) failure: Failure,
+    /// `file:line` of the `panic!`, when the hook saw it.
+    pub(crate) location: Option<String>,
+    /// The `stack_trace` member's JSON, when the hook captured a backtrace.
+    pub(crate) stack_trace: Option<Vec<u8>>,
+}
+
+/// Describes the panic whose payload was just caught on this thread.
+pub(crate) fn describe_panic(payload: &(dyn Any + Send)) -> PanicReport {
+    let message = panic_message(payload);
+    let captured = LAST_PANIC
+        .try_with(|slot| slot.try_borrow_mut().ok().and_then(|mut slot| slot.take()))
+        .ok()
+        .flatten()
+        // The hook's last panic is this one only if it carried the same message.
+        .filter(|captured| captured.message == message);
+    let value = message.unwrap_or_else(|| "the handler panicked".to_owned());
+    let (location, stack_trace) = match captured {
+        Some(captured) => (
+            captured.location,
+            stack_trace_json(&value, &captured.backtrace),
+        ),
+        None => (None, None),
+    };
+    PanicReport {
+        failure: Failure {
+            name: PANIC.to_owned(),
+            message: value,
+        },
+        location,
+        stack_trace,
+    }
+}
+
+/// The most frames a `stack_trace` lists: those nearest the panic.
+const MAX_FRAMES: usize = 24;
+
+/// One frame of a backtrace.
+#[derive(Debug, PartialEq, Eq)]
+struct Frame<'a> {
+    function: &'a str,
+    file: Option<&'a str>,
+    line: Option<u32>,
+}
+
+/// Reads the frames of a backtrace's text (`  3: crate::function` then `at file:line:column`).
+fn frames(text: &str) -> Vec<Frame<'_>> {
+    let mut frames: Vec<Frame<'_>> = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_start();
+        if let Some(at) = line.strip_prefix("at ") {
+            let mut parts = at.rsplitn(3, ':');
+            let (_column, number, file) = (parts.next(), parts.next(), parts.next());
+            if let (Some(frame), Some(file), Some(number)) = (frames.last_mut(), file, number) {
+                frame.file = Some(file);
+                frame.line = number.parse().ok();
+            }
+        } else if let Some((index, function)) = line.split_once(": ")
+            && !index.is_empty()
+            && index.bytes().all(|byte| byte.is_ascii_digit())
+        {
+            frames.push(Frame {
+                function,
+                file: None,
+                line: None,
+            });
+        }
+    }
+    frames
+}
+
+/// Whether a frame belongs to the panic machinery (std's, and this hook), above the panic site.
+fn is_panic_machinery(function: &str) -> bool {
+    [
+        "rust_begin_unwind",
+        "core::panicking::",
+        "std::panicking::",
+        "std::panic::",
+        "std::backtrace",
+        "std::sys::backtrace",
+        "powertools_logging::failure::",
+        "<alloc::boxed::Box<F,A> as core::ops::function::Fn",
+    ]
+    .iter()
+    .any(|machinery| function.contains(machinery))
+}
+
+/// `{"type":"Panic","value":…,"frames":[{"file","line","function"},…]}`, the shape of Powertools
+/// for Python's `stack_trace`, frames in Python's order: the panicking function last.
+fn stack_trace_json(value: &str, backtrace: &Backtrace) -> Option<Vec<u8>> {
+    if backtrace.status() != BacktraceStatus::Captured {
+        return None;
+    }
+    let text = backtrace.to_string();
+    let all = frames(&text);
+    // The panic site is the first frame after the panic's entry into std (`panic_fmt`,
+    // `rust_begin_unwind`) that is not std's; frames further out (a `catch_unwind` of the
+    // caller) are the caller's.
+    let entry = all
+        .iter()
+        .position(|frame| {
+            frame.function.contains("core::panicking::")
+                || frame.function.contains("rust_begin_unwind")
+                || frame.function.contains("std::panicking::begin_panic")
+        })
+        .unwrap_or(0);
+    let first_user = all
+        .iter()
+        .enumerate()
+        .skip(entry)
+        .find(|(_, frame)| !is_panic_machinery(frame.function))
+        .map_or(all.len(), |(index, _)| index);
+    let mut kept: Vec<&Frame<'_>> = all[first_user..].iter().take(MAX_FRAMES).collect();
+    kept.reverse();
+    let mut out = Vec::with_capacity(128 + kept.len() * 96);
+    out.extend_from_slice(b"{\"type\":");
+    write_str(&mut out, PANIC);
+    out.extend_from_slice(b",\"value\":");
+    write_str(&mut out, value);
+    out.extend_from_slice(b",\"frames\":[");
+    for (index, frame) in kept.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"file\":");
+        match frame.file {
+            Some(file) => write_str(&mut out, file),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"line\":");
+        match frame.line {
+            Some(line) => out.extend_from_slice(itoa::Buffer::new().format(line).as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"function\":");
+        write_str(&mut out, frame.function);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct PaymentFailed {
+        #[allow(dead_code)] // read through Debug
+        order_id: &'static str,
+    }
+
+    impl fmt::Display for PaymentFailed {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("payment failed")
+        }
+    }
+
+    impl StdError for PaymentFailed {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            static CAUSE: std::sync::LazyLock<std::io::Error> =
+                std::sync::LazyLock::new(|| std::io::Error::other("provider timed out"));
+            Some(&*CAUSE)
+        }
+    }
+
+    /// How the metrics and idempotency layers wrap the handler's error.
+    #[derive(Debug)]
+    enum Wrapper<E> {
+        Handler(E),
+    }
+
+    #[test]
+    fn a_boxed_error_is_named_by_its_type_with_its_message_chain() {
+        let error: lambda_runtime::Error = Box::new(PaymentFailed { order_id: "o-1" });
+        assert_eq!(
+            describe_error(&error, None),
+            Failure {
+                name: "PaymentFailed".to_owned(),
+                message: "payment failed: provider timed out".to_owned()
+            }
+        );
+        let message: lambda_runtime::Error = "card declined".into();
+        assert_eq!(describe_error(&message, None).name, "Error");
+        assert_eq!(describe_error(&message, None).message, "card declined");
+    }
+
+    #[test]
+    fn an_error_inside_powertools_wrappers_is_named_by_what_is_inside() {
+        let nested = Wrapper::Handler(Wrapper::Handler(PaymentFailed { order_id: "o-1" }));
+        let failure = describe_error(&nested, None);
+        assert_eq!(failure.name, "PaymentFailed");
+        assert_eq!(failure.message, r#"PaymentFailed { order_id: "o-1" }"#);
+        let boxed: Wrapper<lambda_runtime::Error> = Wrapper::Handler("card \"x\" declined".into());
+        assert_eq!(
+            describe_error(&boxed, None),
+            Failure {
+                name: "Error".to_owned(),
+                message: "card \"x\" declined".to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn a_diagnostic_and_a_hook_give_lambdas_error_type() {
+        let diagnostic = Diagnostic {
+            error_type: "OutOfFlour".to_owned(),
+            error_message: "no flour left".to_owned(),
+        };
+        assert_eq!(describe_error(&diagnostic, None).name, "OutOfFlour");
+        let hook = ErrorHook(Arc::new(|error: &dyn Any| {
+            error.downcast_ref::<u8>().map(|code| Diagnostic {
+                error_type: "Code".to_owned(),
+                error_message: code.to_string(),
+            })
+        }));
+        assert_eq!(describe_error(&7_u8, Some(&hook)).name, "Code");
+        assert_eq!(describe_error(&7_u16, Some(&hook)).name, "u16");
+    }
+
+    #[test]
+    fn a_source_already_in_the_message_is_not_repeated() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "charge failed: {}", self.0)
+            }
+        }
+        impl StdError for Outer {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let error = Outer(std::io::Error::other("timed out"));
+        assert_eq!(message_chain(&error), "charge failed: timed out");
+    }
+
+    #[test]
+    fn backtrace_text_is_read_into_frames() {
+        let text = "   0: std::backtrace::Backtrace::force_capture\n             at /rustc/x/library/std/src/backtrace.rs:312:13\n   1: core::panicking::panic_fmt\n   2: orders::bake\n             at src/bake.rs:12:5\n   3: orders::main\n";
+        assert_eq!(
+            frames(text),
+            [
+                Frame {
+                    function: "std::backtrace::Backtrace::force_capture",
+                    file: Some("/rustc/x/library/std/src/backtrace.rs"),
+                    line: Some(312)
+                },
+                Frame {
+                    function: "core::panicking::panic_fmt",
+                    file: None,
+                    line: None
+                },
+                Frame {
+                    function: "orders::bake",
+                    file: Some("src/bake.rs"),
+                    line: Some(12)
+                },
+                Frame {
+                    function: "orders::main",
+                    file: None,
+                    line: None
+                },
+            ]
+        );
+    }
+}

@@ -1,0 +1,441 @@
+//! Keeping every line within what CloudWatch Logs accepts for one event.
+//!
+//! A line over the limit is read back into its members, and the largest value is cut, with a
+//! visible marker, until the line fits: a string keeps its beginning, a structure keeps its shape
+//! and has its largest string cut (or, when no string is large enough, becomes its own JSON text,
+//! cut). `truncated_keys` lists the members that were cut. A line that still does not fit after a
+//! few rounds (thousands of small members) keeps only its standard keys.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+
+use crate::json::{RESERVED_KEYS, write_str};
+
+/// CloudWatch Logs takes at most 256 KiB (262,144 bytes) per event, 26 of them its own overhead;
+/// the default limit leaves 2 KiB of room below that.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 256 * 1024 - 2 * 1024;
+
+/// The smallest limit that can be configured: room for the standard keys and a cut message.
+pub const MIN_MAX_LINE_BYTES: usize = 1024;
+
+/// The key that lists the members a line had cut.
+pub(crate) const TRUNCATED_KEYS: &str = "truncated_keys";
+
+/// How many values are cut before the line falls back to its standard keys.
+const MAX_ROUNDS: usize = 16;
+
+/// The members of a line, in order.
+struct Members(Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct InOrder;
+        impl<'de> Visitor<'de> for InOrder {
+            type Value = Members;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(24));
+                while let Some(member) = map.next_entry::<String, Value>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(InOrder)
+    }
+}
+
+/// `line` (one JSON object and a newline) within `max` bytes, newline included.
+pub(crate) fn bound(line: &[u8], max: usize) -> Cow<'_, [u8]> {
+    if line.len() <= max {
+        return Cow::Borrowed(line);
+    }
+    Cow::Owned(shrink(line, max))
+}
+
+/// The length of `text` as a JSON string, quotes included.
+fn json_len(text: &str) -> usize {
+    2 + text.chars().map(escaped_len).sum::<usize>()
+}
+
+fn escaped_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if u32::from(c) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+fn value_len(value: &Value) -> usize {
+    match value {
+        Value::String(text) => json_len(text),
+        other => serde_json::to_vec(other).map_or(0, |json| json.len()),
+    }
+}
+
+/// The beginning of `text` and a marker, at most `budget` bytes as a JSON string.
+fn cut(text: &str, budget: usize) -> String {
+    if json_len(text) <= budget {
+        return text.to_owned();
+    }
+    let removed = |kept: usize| format!("...[truncated {} bytes]", text.len() - kept);
+    // The marker is at most this long, whatever is removed.
+    let marker_room = removed(0).len();
+    let room = budget.saturating_sub(2 + marker_room);
+    let mut kept = 0;
+    let mut used = 0;
+    for (index, c) in text.char_indices() {
+        let width = escaped_len(c);
+        if used + width > room {
+            break;
+        }
+        used += width;
+        kept = index + c.len_utf8();
+    }
+    let mut out = String::with_capacity(kept + marker_room);
+    out.push_str(&text[..kept]);
+    out.push_str(&removed(kept));
+    out
+}
+
+/// Makes `value` at least `excess` bytes shorter (as JSON). `false` if it cannot be shortened.
+fn shorten(value: &mut Value, excess: usize) -> bool {
+    let size = value_len(value);
+    match value {
+        Value::String(text) => {
+            let shorter = cut(text, size.saturating_sub(excess));
+            // A value shorter than the marker cannot be shortened by cutting it.
+            if json_len(&shorter) >= size {
+                return false;
+            }
+            *text = shorter;
+            true
+        }
+        Value::Object(_) | Value::Array(_) => {
+            // Cut the largest string inside when that alone is enough, keeping the structure.
+            if let Some(largest) = largest_string(value)
+                && json_len(largest.as_str().unwrap_or_default()) > excess + 64
+            {
+                return shorten(largest, excess);
+            }
+            let text = serde_json::to_string(value).unwrap_or_default();
+            let budget = size.saturating_sub(excess);
+            *value = Value::String(cut(&text, budget));
+            true
+        }
+        Value::Number(_) | Value::Bool(_) | Value::Null => false,
+    }
+}
+
+/// The longest string anywhere inside `value`.
+fn largest_string(value: &mut Value) -> Option<&mut Value> {
+    match value {
+        Value::String(_) => Some(value),
+        Value::Array(items) => items
+            .iter_mut()
+            .filter_map(largest_string)
+            .max_by_key(|found| value_len(found)),
+        Value::Object(fields) => fields
+            .values_mut()
+            .filter_map(largest_string)
+            .max_by_key(|found| value_len(found)),
+        _ => None,
+    }
+}
+
+fn member_len(key: &str, value_len: usize) -> usize {
+    // `"key":value` and its comma.
+    json_len(key) + 1 + value_len + 1
+}
+
+fn render(members: &[(String, Value)], truncated: &[String]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.push(b'{');
+    for (index, (key, value)) in members.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_str(&mut out, key);
+        out.push(b':');
+        // Writing a JSON value into memory cannot fail.
+        let _ = serde_json::to_writer(&mut out, value);
+    }
+    if !truncated.is_empty() {
+        if !members.is_empty() {
+            out.push(b',');
+        }
+        write_str(&mut out, TRUNCATED_KEYS);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut out, truncated);
+    }
+    out.extend_from_slice(b"}\n");
+    out
+}
+
+/// Whether a member's value may be cut: not `level` or `timestamp` (Lambda reads them), and a
+/// string or a structure.
+fn cuttable(key: &str, value: &Value) -> bool {
+    !matches!(key, "level" | "timestamp")
+        && matches!(value, Value::String(_) | Value::Object(_) | Value::Array(_))
+}
+
+/// The size every cuttable value is cut to so that the line fits, sharing the room fairly: values
+/// under it are kept whole, each value over it keeps the same length. `None` when even the
+/// members that cannot be cut do not fit.
+fn fair_cap(members: &[(String, Value)], sizes: &[usize], max: usize) -> Option<usize> {
+    // `{`, `}`, the newline, `truncated_keys` with every cuttable key named in it, every key.
+    let mut fixed = 3 + member_len(TRUNCATED_KEYS, 2);
+    let mut cut_sizes = Vec::with_capacity(members.len());
+    for ((key, value), size) in members.iter().zip(sizes) {
+        let value_size = size - member_len(key, 0);
+        fixed += member_len(key, 0);
+        if cuttable(key, value) {
+            fixed += json_len(key) + 1;
+            cut_sizes.push(value_size);
+        } else {
+            fixed += value_size;
+        }
+    }
+    let mut room = max.checked_sub(fixed)?;
+    cut_sizes.sort_unstable();
+    let count = cut_sizes.len();
+    for (index, size) in cut_sizes.iter().enumerate() {
+        let left = count - index;
+        if size * left <= room {
+            room -= size;
+        } else {
+            return Some(room / left);
+        }
+    }
+    None
+}
+
+fn shrink(line: &[u8], max: usize) -> Vec<u8> {
+    let mut members = match serde_json::from_slice::<Members>(line) {
+        Ok(Members(members)) => members,
+        Err(_) => Vec::new(),
+    };
+    let mut truncated: Vec<String> = Vec::new();
+    let mut sizes: Vec<usize> = members
+        .iter()
+        .map(|(key, value)| member_len(key, value_len(value)))
+        .collect();
+    // First every value over the fair share is cut to it; then, since structures turned into
+    // text and markers are only estimated, the largest value is cut again until the line fits.
+    if let Some(cap) = fair_cap(&members, &sizes, max) {
+        for ((key, value), size) in members.iter_mut().zip(sizes.iter_mut()) {
+            let value_size = *size - member_len(key, 0);
+            if cuttable(key, value) && value_size > cap && shorten(value, value_size - cap) {
+                truncated.push(key.clone());
+                *size = member_len(key, value_len(value));
+            }
+        }
+    }
+    // `{`, `}`, the newline, and room for `truncated_keys`.
+    let overhead = 3 + member_len(TRUNCATED_KEYS, 2);
+    for _ in 0..MAX_ROUNDS {
+        let names: usize = truncated.iter().map(|name| json_len(name) + 1).sum();
+        let total = overhead + names + sizes.iter().sum::<usize>();
+        if total <= max {
+            let out = render(&members, &truncated);
+            if out.len() <= max {
+                return out;
+            }
+        }
+        let Some((index, _)) = sizes
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| cuttable(&members[*index].0, &members[*index].1))
+            .max_by_key(|(_, size)| **size)
+        else {
+            break;
+        };
+        let (key, value) = &mut members[index];
+        // The marker and the key's name in `truncated_keys` take room too.
+        let excess = total.saturating_sub(max).max(1) + json_len(key) + 1;
+        if !shorten(value, excess) {
+            break;
+        }
+        if !truncated.contains(key) {
+            truncated.push(key.clone());
+        }
+        sizes[index] = member_len(key, value_len(value));
+    }
+    standard_only(members, max)
+}
+
+/// The last resort: the standard keys, each short, and as much of the message as fits.
+fn standard_only(members: Vec<(String, Value)>, max: usize) -> Vec<u8> {
+    let mut kept: Vec<(String, Value)> = Vec::new();
+    let mut message = String::new();
+    for (key, value) in members {
+        if key == "message" {
+            message = match value {
+                Value::String(text) => text,
+                other => other.to_string(),
+            };
+        } else if RESERVED_KEYS.contains(&key.as_str()) && key != TRUNCATED_KEYS {
+            let value = match value {
+                Value::String(text) if text.len() > 128 => Value::String(cut(&text, 128)),
+                other => other,
+            };
+            kept.push((key, value));
+        }
+    }
+    if !kept.iter().any(|(key, _)| key == "level") {
+        kept.insert(0, ("level".to_owned(), Value::String("INFO".to_owned())));
+    }
+    let all = [ALL_KEYS_TRUNCATED.to_owned()];
+    // Drop standard keys from the end until the message has some room, then fill it.
+    loop {
+        let base = render(&kept, &all).len() + member_len("message", 0);
+        if base + 48 <= max || kept.len() <= 1 {
+            let mut line = kept.clone();
+            let position = usize::from(line.first().is_some_and(|(key, _)| key == "level"));
+            let budget = max.saturating_sub(base);
+            line.insert(
+                position,
+                ("message".to_owned(), Value::String(cut(&message, budget))),
+            );
+            let out = render(&line, &all);
+            if out.len() <= max {
+                return out;
+            }
+            if kept.len() <= 1 {
+                // Only a limit below MIN_MAX_LINE_BYTES gets here; the builder refuses those.
+                return render(
+                    &[("level".to_owned(), Value::String("WARN".to_owned()))],
+                    &all,
+                );
+            }
+        }
+        kept.pop();
+    }
+}
+
+/// A `truncated_keys` value naming every member: the line kept only its standard keys.
+pub(crate) const ALL_KEYS_TRUNCATED: &str = "*";
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn parsed(bytes: &[u8]) -> Value {
+        serde_json::from_slice(bytes).expect("valid JSON")
+    }
+
+    #[test]
+    fn a_line_within_the_limit_is_left_as_it_is() {
+        let line = b"{\"level\":\"INFO\",\"message\":\"ok\"}\n";
+        assert!(matches!(bound(line, 1024), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn the_largest_value_is_cut_with_a_marker_and_named() {
+        let blob = "é".repeat(100_000);
+        let line = render(
+            &[
+                ("level".into(), json!("INFO")),
+                ("message".into(), json!("refund issued")),
+                ("order_id".into(), json!("o-1")),
+                ("blob".into(), json!(blob)),
+            ],
+            &[],
+        );
+        let out = bound(&line, 4096);
+        assert!(out.len() <= 4096, "{}", out.len());
+        let value = parsed(&out);
+        assert_eq!(value["message"], "refund issued");
+        assert_eq!(value["order_id"], "o-1");
+        let cut = value["blob"].as_str().unwrap();
+        assert!(cut.starts_with("éé"), "{cut}");
+        assert!(
+            cut.ends_with(" bytes]") && cut.contains("...[truncated "),
+            "{cut}"
+        );
+        assert_eq!(value[TRUNCATED_KEYS], json!(["blob"]));
+    }
+
+    #[test]
+    fn two_large_values_share_the_room() {
+        let big = "a".repeat(50_000);
+        let line = render(
+            &[
+                ("level".into(), json!("INFO")),
+                ("message".into(), json!(big)),
+                ("document".into(), json!(big)),
+                ("order_id".into(), json!("o-1")),
+            ],
+            &[],
+        );
+        let out = bound(&line, 10_000);
+        assert!(out.len() <= 10_000);
+        let value = parsed(&out);
+        let (message, document) = (
+            value["message"].as_str().unwrap(),
+            value["document"].as_str().unwrap(),
+        );
+        assert!(
+            message.len() > 4_000 && document.len() > 4_000,
+            "{} {}",
+            message.len(),
+            document.len()
+        );
+        assert_eq!(value["order_id"], "o-1");
+        assert_eq!(value[TRUNCATED_KEYS], json!(["message", "document"]));
+    }
+
+    #[test]
+    fn a_structure_keeps_its_shape_and_has_its_largest_string_cut() {
+        let event =
+            json!({"requestContext": {"http": {"method": "POST"}}, "body": "x".repeat(50_000)});
+        let line = render(
+            &[("level".into(), json!("INFO")), ("event".into(), event)],
+            &[],
+        );
+        let value = parsed(&bound(&line, 2048));
+        assert_eq!(value["event"]["requestContext"]["http"]["method"], "POST");
+        assert!(
+            value["event"]["body"]
+                .as_str()
+                .unwrap()
+                .contains("...[truncated")
+        );
+        assert_eq!(value[TRUNCATED_KEYS], json!(["event"]));
+    }
+
+    #[test]
+    fn thousands_of_small_members_leave_the_standard_keys() {
+        let mut members = vec![
+            ("level".to_owned(), json!("WARN")),
+            ("message".to_owned(), json!("many keys")),
+            ("timestamp".to_owned(), json!("2026-11-27T09:15:02.127Z")),
+        ];
+        members.extend((0..5_000).map(|index| (format!("key_{index}"), json!(index))));
+        let line = render(&members, &[]);
+        let out = bound(&line, 1024);
+        assert!(out.len() <= 1024);
+        let value = parsed(&out);
+        assert_eq!(value["level"], "WARN");
+        assert_eq!(value["message"], "many keys");
+        assert_eq!(value[TRUNCATED_KEYS], json!([ALL_KEYS_TRUNCATED]));
+    }
+
+    #[test]
+    fn escapes_are_never_split() {
+        let text = "\"\\\n\u{1}".repeat(10_000);
+        let line = render(&[("message".into(), json!(text))], &[]);
+        for max in [1024, 1025, 1026, 1027, 1028, 1029, 2000] {
+            let out = bound(&line, max);
+            assert!(out.len() <= max);
+            assert!(parsed(&out)["message"].is_string());
+        }
+    }
+}

@@ -1,0 +1,462 @@
+//! Lines that are right when it matters: key scopes of concurrent work, the failure line of an
+//! invocation, bounded lines, secrets inside string-encoded JSON, fields named like standard
+//! keys, and event types that are not `Serialize`.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use lambda_runtime::tower::{Layer, ServiceExt};
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use powertools_core::env::Env;
+use powertools_core::testing::TestContext;
+use powertools_logging::{
+    Error, Logger, LoggerBuilder, LoggingLayer, MemoryLogs, REDACTED, correlation_paths,
+};
+use serde_json::{Value, json};
+use tracing::Instrument;
+
+fn builder(logs: &MemoryLogs) -> LoggerBuilder {
+    Logger::builder()
+        .service("payments")
+        .writer(logs.clone())
+        .env(Env::empty())
+}
+
+fn lines_with(logs: &MemoryLogs, message: &str) -> Vec<Value> {
+    logs.json()
+        .into_iter()
+        .filter(|line| line["message"] == message)
+        .collect()
+}
+
+#[derive(Debug)]
+struct PaymentFailed {
+    order_id: String,
+    cause: std::io::Error,
+}
+
+impl fmt::Display for PaymentFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "payment of {} failed", self.order_id)
+    }
+}
+
+impl StdError for PaymentFailed {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&self.cause)
+    }
+}
+
+fn declined(order_id: &str) -> PaymentFailed {
+    PaymentFailed {
+        order_id: order_id.to_owned(),
+        cause: std::io::Error::other("card declined"),
+    }
+}
+
+// Item 1: concurrent work of one invocation keeps its own keys.
+
+#[tokio::test]
+async fn concurrent_key_scopes_keep_their_own_keys_and_inherit_the_invocations() {
+    // Given an invocation that appends a key, then runs 20 refunds at once, each in a key scope
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).build().unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    let service = LoggingLayer::new(logger).layer(service_fn(|_: LambdaEvent<Value>| async {
+        powertools_logging::append_key("customer_id", "c-7")?;
+        let refunds = (0..20).map(|index| {
+            powertools_logging::key_scope(async move {
+                powertools_logging::append_key("refund_id", format!("rf-{index}"))?;
+                tokio::time::sleep(Duration::from_millis(20 - index)).await;
+                tracing::info!(index, "refund issued");
+                // A task spawned in the scope's span logs with the scope's keys too.
+                tokio::spawn(
+                    async move { tracing::info!(index, "receipt sent") }
+                        .instrument(tracing::info_span!("receipt")),
+                )
+                .await?;
+                Ok::<_, lambda_runtime::Error>(())
+            })
+        });
+        for refund in futures_util::future::join_all(refunds).await {
+            refund?;
+        }
+        tracing::info!("all refunds issued");
+        Ok::<_, lambda_runtime::Error>(())
+    }));
+    service
+        .oneshot(TestContext::new().event(json!({})))
+        .await
+        .unwrap();
+
+    // Then every refund line carries its own refund id and the invocation's key
+    for message in ["refund issued", "receipt sent"] {
+        let lines = lines_with(&logs, message);
+        assert_eq!(lines.len(), 20, "{message}");
+        for line in lines {
+            assert_eq!(
+                line["refund_id"],
+                format!("rf-{}", line["index"]),
+                "{message}: {line}"
+            );
+            assert_eq!(line["customer_id"], "c-7");
+        }
+    }
+    // And the scopes' keys end with them
+    let after = &lines_with(&logs, "all refunds issued")[0];
+    assert!(after.get("refund_id").is_none(), "{after}");
+}
+
+#[tokio::test]
+async fn a_key_scope_outside_an_invocation_has_keys_of_its_own() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).build().unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    powertools_logging::key_scope(async {
+        powertools_logging::append_key("job", "nightly").unwrap();
+        tracing::info!("started");
+    })
+    .await;
+    assert!(matches!(
+        powertools_logging::append_key("job", "x"),
+        Err(Error::NoCurrentInvocation)
+    ));
+    assert_eq!(logs.json()[0]["job"], "nightly");
+}
+
+// Item 2: a failed invocation is logged with its context, in Powertools' exception keys.
+
+#[tokio::test]
+async fn a_failed_invocation_writes_one_error_line_with_its_context_and_exception_keys() {
+    // Given a handler that appends a key and returns an error with a source
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).build().unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    let service = LoggingLayer::new(logger)
+        .correlation_id_path(correlation_paths::API_GATEWAY_REST)
+        .unwrap()
+        .layer(service_fn(|_: LambdaEvent<Value>| async {
+            powertools_logging::append_key("order_id", "o-1")?;
+            Err::<Value, lambda_runtime::Error>(Box::new(declined("o-1")))
+        }));
+    let context = TestContext::new().with_request_id("req-9").with_trace_id(
+        "Root=1-67a8f0e1-3f0c2b9d8e7a6b5c4d3e2f1a;Parent=53995c3f42cd8ad8;Sampled=1",
+    );
+
+    // When it is invoked
+    let error = service
+        .oneshot(context.event(json!({"requestContext": {"requestId": "api-1"}})))
+        .await
+        .unwrap_err();
+
+    // Then the error goes on unchanged, and one ERROR line says what failed, in which invocation
+    assert_eq!(error.to_string(), "payment of o-1 failed");
+    let errors: Vec<Value> = logs
+        .json()
+        .into_iter()
+        .filter(|line| line["level"] == "ERROR")
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let line = &errors[0];
+    assert_eq!(line["message"], "Invocation failed");
+    assert_eq!(line["function_request_id"], "req-9");
+    assert_eq!(line["xray_trace_id"], "1-67a8f0e1-3f0c2b9d8e7a6b5c4d3e2f1a");
+    assert_eq!(line["correlation_id"], "api-1");
+    assert_eq!(line["order_id"], "o-1");
+    assert_eq!(line["exception_name"], "PaymentFailed");
+    assert_eq!(line["exception"], "payment of o-1 failed: card declined");
+    assert!(line.get("stack_trace").is_none(), "nothing panicked");
+}
+
+#[tokio::test]
+async fn a_panicking_invocation_writes_its_message_location_and_stack_trace() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).build().unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    let service = LoggingLayer::new(logger).layer(service_fn(|_: LambdaEvent<Value>| async {
+        powertools_logging::append_key("oven", 3)?;
+        if true {
+            panic!("oven on fire");
+        }
+        Ok::<Value, lambda_runtime::Error>(Value::Null)
+    }));
+    let panicked = std::panic::AssertUnwindSafe(
+        service.oneshot(TestContext::new().with_request_id("req-p").event(json!({}))),
+    )
+    .catch_unwind()
+    .await;
+    assert!(panicked.is_err(), "the panic goes on to the runtime");
+
+    let line = &lines_with(&logs, "Invocation panicked")[0];
+    assert_eq!(line["level"], "ERROR");
+    assert_eq!(line["function_request_id"], "req-p");
+    assert_eq!(line["oven"], 3);
+    assert_eq!(line["exception_name"], "Panic");
+    assert_eq!(line["exception"], "oven on fire");
+    let panic_line = include_str!("lines.rs")
+        .lines()
+        .position(|text| text.trim() == "panic!(\"oven on fire\");")
+        .unwrap()
+        + 1;
+    assert!(
+        line["location"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("lines.rs:{panic_line}")),
+        "the panic's location: {line}"
+    );
+    let stack_trace = &line["stack_trace"];
+    assert_eq!(stack_trace["type"], "Panic");
+    assert_eq!(stack_trace["value"], "oven on fire");
+    let frames = stack_trace["frames"].as_array().unwrap();
+    assert!(!frames.is_empty());
+    assert!(
+        frames.last().unwrap()["function"]
+            .as_str()
+            .unwrap()
+            .starts_with("lines::a_panicking_invocation"),
+        "the panicking function last, as in Python: {frames:#?}"
+    );
+}
+
+#[tokio::test]
+async fn an_error_field_gives_the_exception_keys_python_queries_look_for() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).build().unwrap();
+    tracing::subscriber::with_default(logger.subscriber(), || {
+        let error = declined("o-2");
+        tracing::error!(error = &error as &dyn StdError, "charge failed");
+        tracing::warn!(error = %"provider slow", "retrying");
+    });
+    let lines = logs.json();
+    assert_eq!(lines[0]["exception_name"], "PaymentFailed");
+    assert_eq!(
+        lines[0]["exception"],
+        "payment of o-2 failed: card declined"
+    );
+    assert_eq!(lines[0]["error"]["message"], "payment of o-2 failed");
+    assert!(lines[1].get("exception_name").is_none());
+    assert_eq!(lines[1]["exception"], "provider slow");
+}
+
+/// How the metrics and idempotency layers hand the handler's error on.
+#[derive(Debug)]
+enum Wrapped<E> {
+    #[allow(dead_code)] // read through Debug
+    Handler(E),
+}
+
+#[derive(Debug)]
+enum OrderError {
+    OutOfStock(u32),
+}
+
+#[tokio::test]
+async fn a_wrapped_error_is_named_by_what_it_wraps_and_a_hook_names_it_as_lambda_does() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).build().unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    let failing = || {
+        service_fn(|_: LambdaEvent<Value>| async {
+            Err::<Value, _>(Wrapped::Handler(OrderError::OutOfStock(7)))
+        })
+    };
+    LoggingLayer::new(logger.clone())
+        .layer(failing())
+        .oneshot(TestContext::new().event(json!({})))
+        .await
+        .unwrap_err();
+    LoggingLayer::new(logger)
+        .error_diagnostic(|error: &Wrapped<OrderError>| match error {
+            Wrapped::Handler(OrderError::OutOfStock(item)) => Diagnostic {
+                error_type: "OutOfStock".to_owned(),
+                error_message: format!("item {item} is out of stock"),
+            },
+        })
+        .layer(failing())
+        .oneshot(TestContext::new().event(json!({})))
+        .await
+        .unwrap_err();
+    let lines = lines_with(&logs, "Invocation failed");
+    assert_eq!(lines[0]["exception_name"], "OutOfStock");
+    assert_eq!(lines[0]["exception"], "OutOfStock(7)");
+    assert_eq!(lines[1]["exception_name"], "OutOfStock");
+    assert_eq!(lines[1]["exception"], "item 7 is out of stock");
+}
+
+#[tokio::test]
+async fn the_runtimes_own_failure_line_can_be_left_out() {
+    let runtime_line = || tracing::error!(target: "lambda_runtime::layers::panic", "Handler(Handler(PaymentFailed))");
+    let kept = MemoryLogs::new();
+    let logger = builder(&kept).build().unwrap();
+    tracing::subscriber::with_default(logger.subscriber(), runtime_line);
+    assert_eq!(kept.json().len(), 1, "kept by default");
+
+    let left_out = MemoryLogs::new();
+    let logger = builder(&left_out)
+        .runtime_failure_lines(false)
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(logger.subscriber(), || {
+        runtime_line();
+        tracing::error!("another error");
+    });
+    assert_eq!(lines_with(&left_out, "another error").len(), 1);
+    assert_eq!(left_out.json().len(), 1, "{:?}", left_out.lines());
+}
+
+// Item 3: every line fits in a CloudWatch Logs event.
+
+/// The most a CloudWatch Logs event holds: 256 KiB, 26 bytes of which are its own.
+const CLOUDWATCH_MAX_MESSAGE: usize = 256 * 1024 - 26;
+
+#[tokio::test]
+async fn a_five_megabyte_value_never_makes_a_line_over_the_cloudwatch_limit() {
+    // Given an invocation whose handler appends a 5 MB key and fails
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).build().unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    let blob = "é".repeat(2_600_000);
+    let service = LoggingLayer::new(logger).layer(service_fn(move |_: LambdaEvent<Value>| {
+        let blob = blob.clone();
+        async move {
+            powertools_logging::append_key("order_id", "o-1")?;
+            powertools_logging::append_key("document", &blob)?;
+            tracing::info!("document received");
+            tracing::info!("{}", blob);
+            Err::<Value, lambda_runtime::Error>("too big".into())
+        }
+    }));
+    service
+        .oneshot(TestContext::new().event(json!({})))
+        .await
+        .unwrap_err();
+
+    // Then every line is valid JSON within the limit, cut where it was too long, and says so
+    let raw = logs.lines();
+    for line in &raw {
+        assert!(line.len() < CLOUDWATCH_MAX_MESSAGE, "{} bytes", line.len());
+        let parsed: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(parsed["order_id"], "o-1");
+        let truncated = parsed["truncated_keys"].as_array().unwrap();
+        assert!(truncated.contains(&json!("document")), "{truncated:?}");
+        let document = parsed["document"].as_str().unwrap();
+        assert!(document.starts_with("éééé"));
+        assert!(document.contains("...[truncated "), "a visible marker");
+    }
+    assert_eq!(raw.len(), 3);
+    let lines = logs.json();
+    assert_eq!(lines[0]["message"], "document received");
+    assert_eq!(lines[2]["message"], "Invocation failed");
+    assert_eq!(lines[2]["exception"], "too big");
+}
+
+#[tokio::test]
+async fn the_line_limit_is_configurable_and_a_too_small_one_is_refused() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).max_line_bytes(2_000).build().unwrap();
+    tracing::subscriber::with_default(logger.subscriber(), || {
+        tracing::info!(note = "x".repeat(10_000).as_str(), "noted");
+    });
+    let raw = logs.lines();
+    assert!(raw[0].len() < 2_000);
+    let line: Value = serde_json::from_str(&raw[0]).unwrap();
+    assert_eq!(line["message"], "noted");
+    assert_eq!(line["truncated_keys"], json!(["note"]));
+    let refused = builder(&logs).max_line_bytes(100).build().unwrap_err();
+    assert!(matches!(refused, Error::InvalidLineLimit { bytes: 100 }));
+    assert_eq!(refused.error_type(), "InvalidLogLineLimit");
+}
+
+// Item 4: secrets in an API Gateway body are masked too.
+
+#[tokio::test]
+async fn the_logged_event_has_secrets_masked_inside_its_string_encoded_body() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).log_event(true).build().unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    let event = json!({
+        "headers": {"authorization": "Bearer abc.def"},
+        "body": r#"{"order_id":"o-1","password":"hunter2","payment":{"card_number":"4111111111111111"}}"#,
+    });
+    LoggingLayer::new(logger)
+        .layer(service_fn(|_: LambdaEvent<Value>| async {
+            Ok::<_, lambda_runtime::Error>(())
+        }))
+        .oneshot(TestContext::new().event(event))
+        .await
+        .unwrap();
+    let raw = logs.contents();
+    for secret in ["abc.def", "hunter2", "4111111111111111"] {
+        assert!(!raw.contains(secret), "{secret} reached the output: {raw}");
+    }
+    let line = &lines_with(&logs, "Lambda invocation event")[0];
+    assert_eq!(line["event"]["headers"]["authorization"], REDACTED);
+    let body: Value = serde_json::from_str(line["event"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["order_id"], "o-1");
+    assert_eq!(body["password"], REDACTED);
+    assert_eq!(body["payment"]["card_number"], REDACTED);
+}
+
+// Item 5: a field named like a standard key is kept.
+
+#[tokio::test]
+async fn fields_named_like_standard_keys_are_kept_under_a_prefix() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).build().unwrap();
+    tracing::subscriber::with_default(logger.subscriber(), || {
+        let span = tracing::info_span!("delivery", service = "express", correlation_id = "d-1");
+        let _entered = span.enter();
+        tracing::info!(
+            level = "gold",
+            timestamp = 1_700_000_000,
+            function_name = "bake",
+            "customer upgraded"
+        );
+    });
+    let line = &logs.json()[0];
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["service"], "payments");
+    assert_eq!(line["extra_level"], "gold");
+    assert_eq!(line["extra_timestamp"], 1_700_000_000);
+    assert_eq!(line["extra_function_name"], "bake");
+    assert_eq!(line["extra_service"], "express");
+    assert_eq!(line["extra_correlation_id"], "d-1");
+    assert!(matches!(
+        powertools_logging::append_key("level", "gold"),
+        Err(Error::NoCurrentInvocation | Error::ReservedKey { .. })
+    ));
+}
+
+// Item 6: the layer wraps a service whose event type is not `Serialize`.
+
+/// An event type of an adapter (as `lambda_http`'s `LambdaRequest`): `Deserialize` only.
+#[derive(Debug, serde::Deserialize)]
+struct AdapterRequest {
+    path: String,
+}
+
+#[tokio::test]
+async fn the_layer_wraps_a_service_whose_event_is_not_serialize() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).build().unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    let service = LoggingLayer::new(logger).layer(service_fn(
+        |event: LambdaEvent<AdapterRequest>| async move {
+            tracing::info!(path = event.payload.path.as_str(), "request");
+            Ok::<_, lambda_runtime::Error>(())
+        },
+    ));
+    let request = AdapterRequest {
+        path: "/orders".to_owned(),
+    };
+    service
+        .oneshot(TestContext::new().with_request_id("req-h").event(request))
+        .await
+        .unwrap();
+    let line = &logs.json()[0];
+    assert_eq!(line["path"], "/orders");
+    assert_eq!(line["function_request_id"], "req-h");
+}

@@ -1,0 +1,59 @@
+//! Starting the runtime with what the utilities need from it.
+
+use std::fmt::Debug;
+use std::future::Future;
+
+use futures_core::Stream;
+use lambda_runtime::layers::TracingLayer;
+use lambda_runtime::{Diagnostic, IntoFunctionResponse, LambdaEvent, Runtime, Service};
+use powertools_logging::RawEventLayer;
+use serde::{Deserialize, Serialize};
+
+/// Starts the Lambda runtime with `handler`, as [`lambda_runtime::run`] does (the runtime's own
+/// span per invocation included), plus [`RawEventLayer`], so that
+/// `POWERTOOLS_LOGGER_LOG_EVENT` logs each event as Lambda sent it, whatever the handler's event
+/// type. Use it in place of `lambda_runtime::run`, and, for an HTTP function, in place of
+/// `lambda_http::run`: `powertools::run(stack.layer(lambda_http::Adapter::from(service)))`.
+///
+/// ```no_run
+/// use lambda_runtime::{LambdaEvent, service_fn, tower::ServiceBuilder};
+/// use powertools::Powertools;
+/// use serde_json::{Value, json};
+///
+/// async fn handler(_event: LambdaEvent<Value>) -> Result<Value, lambda_runtime::Error> {
+///     Ok(json!({"accepted": true}))
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), lambda_runtime::Error> {
+///     let powertools = Powertools::from_env()?;
+///     powertools.init()?;
+///     let service = ServiceBuilder::new().layer(powertools.layer()).service(service_fn(handler));
+///     powertools::run(service).await
+/// }
+/// ```
+///
+/// # Errors
+/// As [`lambda_runtime::Runtime::run`]: the Runtime API failed.
+///
+/// # Panics
+/// As [`lambda_runtime::Runtime::new`], when the variables Lambda sets
+/// (`AWS_LAMBDA_FUNCTION_NAME`, `AWS_LAMBDA_RUNTIME_API`, …) are missing: outside Lambda.
+pub async fn run<A, F, R, B, S, D, E>(handler: F) -> Result<(), lambda_runtime::Error>
+where
+    F: Service<LambdaEvent<A>, Response = R>,
+    F::Future: Future<Output = Result<R, F::Error>>,
+    F::Error: Into<Diagnostic> + Debug,
+    A: for<'de> Deserialize<'de>,
+    R: IntoFunctionResponse<B, S>,
+    B: Serialize,
+    S: Stream<Item = Result<D, E>> + Unpin + Send + 'static,
+    D: Into<bytes::Bytes> + Send,
+    E: Into<lambda_runtime::Error> + Send + Debug,
+{
+    Runtime::new(handler)
+        .layer(TracingLayer::new())
+        .layer(RawEventLayer::new())
+        .run()
+        .await
+}
