@@ -24,6 +24,9 @@ pub(crate) struct Metric {
     pub(crate) unit: Unit,
     pub(crate) resolution: Resolution,
     pub(crate) values: Vec<f64>,
+    /// Whether the values come from the `metrics` facade (counters and gauges combine their
+    /// values) rather than `add_metric` (each value a sample): the two never share a metric.
+    pub(crate) from_facade: bool,
 }
 
 /// The metrics of one document, in the order they were first added.
@@ -61,11 +64,22 @@ impl MetricTable {
         unit: Unit,
         resolution: Resolution,
         combine: Combine,
+        from_facade: bool,
     ) -> Result<bool, Error> {
         let Some(index) = self.find(name) else {
             return Ok(self.metrics.len() >= MAX_METRICS);
         };
         let metric = &self.metrics[index];
+        if metric.from_facade != from_facade {
+            return Err(Error::NameCollision {
+                name: name.to_owned(),
+                used_as: if metric.from_facade {
+                    "a `metrics` facade metric"
+                } else {
+                    "a metric added with add_metric"
+                },
+            });
+        }
         if metric.unit != unit {
             return Err(Error::UnitConflict {
                 name: name.to_owned(),
@@ -81,6 +95,17 @@ impl MetricTable {
         Ok(combine == Combine::Append && metric.values.len() >= MAX_VALUES_PER_METRIC)
     }
 
+    /// The value the metric would hold after combining `value` into it (to check it first).
+    pub(crate) fn combined(&self, name: &str, value: f64, combine: Combine) -> f64 {
+        match (combine, self.find(name)) {
+            (Combine::Accumulate, Some(index)) => self.metrics[index]
+                .values
+                .last()
+                .map_or(value, |last| last + value),
+            _ => value,
+        }
+    }
+
     /// Adds the value; [`prepare`](Self::prepare) has made room.
     pub(crate) fn insert(
         &mut self,
@@ -89,6 +114,7 @@ impl MetricTable {
         resolution: Resolution,
         value: f64,
         combine: Combine,
+        from_facade: bool,
     ) {
         let Some(index) = self.find(name) else {
             self.metrics.push(Metric {
@@ -96,6 +122,7 @@ impl MetricTable {
                 unit,
                 resolution,
                 values: vec![value],
+                from_facade,
             });
             return;
         };
@@ -245,6 +272,7 @@ mod tests {
             Resolution::Standard,
             1.0,
             Combine::Append,
+            false,
         );
         table.insert(
             "Latency",
@@ -252,6 +280,7 @@ mod tests {
             Resolution::High,
             12.0,
             Combine::Append,
+            false,
         );
         table.insert(
             "Latency",
@@ -259,6 +288,7 @@ mod tests {
             Resolution::High,
             15.5,
             Combine::Append,
+            false,
         );
         let mut metadata = Map::new();
         metadata.insert("order_id".into(), json!("o-1"));
@@ -294,8 +324,8 @@ mod tests {
             ("accumulated", Combine::Accumulate),
             ("replaced", Combine::Replace),
         ] {
-            table.insert(name, Unit::Count, Resolution::Standard, 2.0, combine);
-            table.insert(name, Unit::Count, Resolution::Standard, 3.0, combine);
+            table.insert(name, Unit::Count, Resolution::Standard, 2.0, combine, true);
+            table.insert(name, Unit::Count, Resolution::Standard, 3.0, combine, true);
         }
         let values: Vec<_> = table.metrics().iter().map(|m| m.values.clone()).collect();
         assert_eq!(values, [vec![2.0, 3.0], vec![5.0], vec![3.0]]);
@@ -308,7 +338,13 @@ mod tests {
             let name = format!("m{index}");
             assert!(
                 !table
-                    .prepare(&name, Unit::Count, Resolution::Standard, Combine::Append)
+                    .prepare(
+                        &name,
+                        Unit::Count,
+                        Resolution::Standard,
+                        Combine::Append,
+                        false
+                    )
                     .unwrap()
             );
             table.insert(
@@ -317,11 +353,18 @@ mod tests {
                 Resolution::Standard,
                 1.0,
                 Combine::Append,
+                false,
             );
         }
         assert!(
             table
-                .prepare("m100", Unit::Count, Resolution::Standard, Combine::Append)
+                .prepare(
+                    "m100",
+                    Unit::Count,
+                    Resolution::Standard,
+                    Combine::Append,
+                    false
+                )
                 .unwrap(),
             "the 101st metric needs a new document"
         );
@@ -332,26 +375,45 @@ mod tests {
                 Resolution::Standard,
                 1.0,
                 Combine::Append,
+                false,
             );
         }
         assert!(
             table
-                .prepare("m0", Unit::Count, Resolution::Standard, Combine::Append)
+                .prepare(
+                    "m0",
+                    Unit::Count,
+                    Resolution::Standard,
+                    Combine::Append,
+                    false
+                )
                 .unwrap(),
             "the 101st value needs a new document"
         );
         assert!(
             !table
-                .prepare("m0", Unit::Count, Resolution::Standard, Combine::Accumulate)
+                .prepare(
+                    "m0",
+                    Unit::Count,
+                    Resolution::Standard,
+                    Combine::Accumulate,
+                    false
+                )
                 .unwrap(),
             "accumulating adds no value"
         );
         assert!(matches!(
-            table.prepare("m1", Unit::Seconds, Resolution::Standard, Combine::Append),
+            table.prepare(
+                "m1",
+                Unit::Seconds,
+                Resolution::Standard,
+                Combine::Append,
+                false
+            ),
             Err(Error::UnitConflict { .. })
         ));
         assert!(matches!(
-            table.prepare("m1", Unit::Count, Resolution::High, Combine::Append),
+            table.prepare("m1", Unit::Count, Resolution::High, Combine::Append, false),
             Err(Error::ResolutionConflict { .. })
         ));
     }

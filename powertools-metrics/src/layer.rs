@@ -226,6 +226,7 @@ impl MetricsLayerBuilder {
             },
             None => None,
         };
+        let log_level_filter = log_level_filter(&env)?;
         let mut default_dimensions: Vec<(String, String)> =
             Vec::with_capacity(self.default_dimensions.len());
         for (name, value) in self.default_dimensions {
@@ -250,6 +251,12 @@ impl MetricsLayerBuilder {
                     used_as: "the service dimension (set it with `service`)",
                 });
             }
+            if log_level_filter.is_some() && ["level", "timestamp"].contains(&name.as_str()) {
+                return Err(Error::NameCollision {
+                    name,
+                    used_as: "a key Lambda's log-level filter reads",
+                });
+            }
             match default_dimensions
                 .iter_mut()
                 .find(|(existing, _)| *existing == name)
@@ -272,7 +279,7 @@ impl MetricsLayerBuilder {
                 namespace,
                 default_dimensions,
                 service,
-                log_level_filter: log_level_filter(&env)?,
+                log_level_filter,
                 function_name,
                 capture_cold_start_metric: self.capture_cold_start_metric,
                 raise_on_empty_metrics: self.raise_on_empty_metrics,
@@ -402,7 +409,9 @@ where
                 .await;
             match outcome {
                 Ok(Ok(response)) => {
-                    metrics.flush().map_err(ServiceError::Metrics)?;
+                    let flushed = metrics.flush();
+                    metrics.end();
+                    flushed.map_err(ServiceError::Metrics)?;
                     Ok(response)
                 }
                 Ok(Err(error)) => {
@@ -424,4 +433,5 @@ fn flush_after_failure(metrics: &Metrics) {
     if let Err(error) = metrics.flush() {
         tracing::warn!(%error, "metrics were not flushed after the handler failed");
     }
+    metrics.end();
 }

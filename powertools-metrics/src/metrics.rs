@@ -80,6 +80,9 @@ pub struct Metrics {
 struct Shared {
     settings: Arc<Settings>,
     state: Mutex<State>,
+    /// Set when the layer wrote the invocation's last documents: a value added later (from a
+    /// task that outlived its invocation) is written at once, in a document of its own.
+    ended: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -131,14 +134,35 @@ impl State {
         }
     }
 
-    /// The serialized size of the dimension values and the metadata.
+    /// The serialized size of everything every document of the invocation repeats: the
+    /// dimension sets in the directive, the dimension values and the metadata.
     fn context_bytes(&self) -> usize {
         let dimensions: usize = self
             .dimensions
             .iter()
             .map(|(name, value)| name.len() + value.len() + 6)
             .sum();
-        dimensions + self.metadata_bytes
+        let sets: usize = self
+            .dimension_sets
+            .iter()
+            .flatten()
+            .map(|name| name.len() + 3)
+            .sum();
+        dimensions + sets + self.metadata_bytes
+    }
+
+    /// Refuses a dimension or set that would make the repeated part of every document larger
+    /// than a document can be: splitting by metrics could not make it fit.
+    fn check_context_room(&self, key: &str, added: usize) -> Result<(), Error> {
+        let size = self.context_bytes() + added;
+        if size > MAX_CONTEXT_BYTES {
+            return Err(Error::DocumentTooLarge {
+                key: key.to_owned(),
+                size,
+                limit: MAX_CONTEXT_BYTES,
+            });
+        }
+        Ok(())
     }
 
     /// Back to the state `new` gives, keeping the allocations: the default dimensions come first
@@ -251,7 +275,11 @@ impl Metrics {
     pub(crate) fn new(settings: Arc<Settings>) -> Self {
         let state = Mutex::new(State::new(&settings));
         Metrics {
-            shared: Arc::new(Shared { settings, state }),
+            shared: Arc::new(Shared {
+                settings,
+                state,
+                ended: AtomicBool::new(false),
+            }),
         }
     }
 
@@ -304,10 +332,23 @@ impl Metrics {
         validate::value(name, value)?;
         check_log_level_keys(&self.shared.settings, name)?;
         let mut state = self.lock();
-        self.add_to_main(&mut state, name, unit, resolution, value, Combine::Append)
+        self.add_to_main(
+            &mut state,
+            name,
+            unit,
+            resolution,
+            value,
+            Combine::Append,
+            false,
+        )?;
+        drop(state);
+        self.write_if_ended();
+        Ok(())
     }
 
     /// Adds a value to the invocation's main document, writing it first if it is full.
+    // Private, with two callers: a struct for the arguments would only rename them.
+    #[allow(clippy::too_many_arguments)]
     fn add_to_main(
         &self,
         state: &mut State,
@@ -316,6 +357,7 @@ impl Metrics {
         resolution: Resolution,
         value: f64,
         combine: Combine,
+        from_facade: bool,
     ) -> Result<(), Error> {
         if state.dimension_value(name).is_some() {
             return Err(collision(name, "a dimension"));
@@ -323,10 +365,16 @@ impl Metrics {
         if state.metadata.contains_key(name) {
             return Err(collision(name, "metadata"));
         }
-        if state.metrics.prepare(name, unit, resolution, combine)? {
+        validate::value(name, state.metrics.combined(name, value, combine))?;
+        if state
+            .metrics
+            .prepare(name, unit, resolution, combine, from_facade)?
+        {
             self.write_main(state);
         }
-        state.metrics.insert(name, unit, resolution, value, combine);
+        state
+            .metrics
+            .insert(name, unit, resolution, value, combine, from_facade);
         Ok(())
     }
 
@@ -357,6 +405,10 @@ impl Metrics {
         let mut state = self.lock();
         state.check_free_for_dimension(name)?;
         let in_main_set = state.dimension_sets[0].iter().any(|n| n == name);
+        let replaced = state.dimension_value(name).map_or(0, str::len);
+        let added =
+            value.len().saturating_sub(replaced) + if in_main_set { 0 } else { 2 * name.len() + 9 };
+        state.check_context_room(name, added)?;
         if !in_main_set {
             if state.dimension_sets[0].len() > MAX_DIMENSIONS {
                 return Err(Error::TooManyDimensions {
@@ -383,6 +435,9 @@ impl Metrics {
         value: &str,
         reason: &'static str,
     ) -> Result<(), Error> {
+        if self.lock().metadata.contains_key(name) {
+            return Err(collision(name, "metadata"));
+        }
         tracing::warn!(
             dimension = name,
             value,
@@ -459,6 +514,14 @@ impl Metrics {
                 limit: MAX_DIMENSIONS,
             });
         }
+        if !state.dimension_sets.contains(&set) {
+            let added = set.iter().map(|name| name.len() + 3).sum::<usize>()
+                + valid
+                    .iter()
+                    .map(|(name, value)| name.len() + value.len() + 6)
+                    .sum::<usize>();
+            state.check_context_room(&set.join(","), added)?;
+        }
         for (name, value) in valid {
             state.set_dimension_value(name, value);
         }
@@ -515,6 +578,29 @@ impl Metrics {
         Ok(())
     }
 
+    /// Marks the invocation ended (the layer's last flush is done): from now on each added value
+    /// is written at once, so a task that outlived its invocation never loses one.
+    pub(crate) fn end(&self) {
+        self.shared.ended.store(true, Ordering::Release);
+    }
+
+    /// After the invocation ended, writes what was just added instead of waiting for a flush
+    /// that will not come.
+    fn write_if_ended(&self) {
+        if self.shared.ended.load(Ordering::Acquire) {
+            tracing::warn!(
+                "a metric was added after its invocation ended (from a task that outlived it): \
+                 it is written in a document of its own"
+            );
+            let mut state = self.lock();
+            self.write_main(&mut state);
+            let labelled = std::mem::take(&mut state.labelled);
+            for group in &labelled {
+                self.write_labelled(&state, group);
+            }
+        }
+    }
+
     /// Writes the documents, then clears metrics, dimensions (back to the defaults), metadata
     /// and the timestamp. The layer calls it at the end of every invocation.
     ///
@@ -564,8 +650,22 @@ impl Metrics {
             .as_deref()
             .unwrap_or(context_function_name);
         let mut dimensions = Vec::with_capacity(2);
-        if !function_name.is_empty() {
-            dimensions.push(("function_name".to_owned(), function_name.to_owned()));
+        let mut metadata = Map::new();
+        match validate::dimension("function_name", function_name) {
+            Ok(DimensionCheck::Valid) => {
+                dimensions.push(("function_name".to_owned(), function_name.to_owned()));
+            }
+            Ok(DimensionCheck::RefusedValue(reason)) => {
+                // Kept, but not as a dimension CloudWatch would refuse the document for.
+                tracing::warn!(
+                    function_name,
+                    reason,
+                    "CloudWatch refuses this function_name as a dimension value: the ColdStart \
+                     document carries it as metadata"
+                );
+                metadata.insert("function_name".to_owned(), Value::from(function_name));
+            }
+            Ok(DimensionCheck::Skip) | Err(_) => {}
         }
         if let Some(service) = &settings.service {
             dimensions.push((SERVICE.to_owned(), service.clone()));
@@ -578,6 +678,7 @@ impl Metrics {
             Resolution::Standard,
             1.0,
             Combine::Append,
+            false,
         );
         self.write_document(&Document {
             timestamp_ms: epoch_ms(SystemTime::now()),
@@ -585,7 +686,7 @@ impl Metrics {
             log_level: self.log_level_keys(),
             dimension_sets: &set,
             dimensions: &dimensions,
-            metadata: &Map::new(),
+            metadata: &metadata,
             metrics: table.metrics(),
         });
     }
@@ -630,7 +731,18 @@ impl Metrics {
         check_log_level_keys(&self.shared.settings, name)?;
         let mut state = self.lock();
         if labels.is_empty() {
-            return self.add_to_main(&mut state, name, unit, Resolution::Standard, value, combine);
+            self.add_to_main(
+                &mut state,
+                name,
+                unit,
+                Resolution::Standard,
+                value,
+                combine,
+                true,
+            )?;
+            drop(state);
+            self.write_if_ended();
+            return Ok(());
         }
         let defaults = &self.shared.settings.default_dimensions;
         if labels
@@ -652,10 +764,17 @@ impl Metrics {
                 state.labelled.len() - 1
             }
         };
-        let needs_room =
-            state.labelled[index]
-                .metrics
-                .prepare(name, unit, Resolution::Standard, combine)?;
+        validate::value(
+            name,
+            state.labelled[index].metrics.combined(name, value, combine),
+        )?;
+        let needs_room = state.labelled[index].metrics.prepare(
+            name,
+            unit,
+            Resolution::Standard,
+            combine,
+            true,
+        )?;
         if needs_room {
             let group = std::mem::take(&mut state.labelled[index].metrics);
             let labels = state.labelled[index].labels.clone();
@@ -668,9 +787,16 @@ impl Metrics {
             );
             state.wrote_since_flush = true;
         }
-        state.labelled[index]
-            .metrics
-            .insert(name, unit, Resolution::Standard, value, combine);
+        state.labelled[index].metrics.insert(
+            name,
+            unit,
+            Resolution::Standard,
+            value,
+            combine,
+            true,
+        );
+        drop(state);
+        self.write_if_ended();
         Ok(())
     }
 
