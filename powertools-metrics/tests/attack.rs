@@ -1292,7 +1292,7 @@ async fn h_mix(e: LambdaEvent<Value>) -> Result<(), lambda_runtime::Error> {
     let i = e.payload["i"].as_u64().unwrap() as usize;
     powertools_metrics::add_dimension("req", &format!("r{i}"))?;
     tokio::task::yield_now().await;
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         powertools_metrics::add_dimensions([("batch", format!("b{i}").as_str())])?;
     }
     powertools_metrics::add_metadata("req_id", i)?;
@@ -1336,13 +1336,13 @@ async fn concurrent_invocations_never_mix() {
     for d in &docs {
         let i = d["req_id"].as_u64().expect("req_id metadata") as usize;
         assert_eq!(d["req"], format!("r{i}"), "dimension of another invocation");
-        let expected_dims = if i % 3 == 0 {
+        let expected_dims = if i.is_multiple_of(3) {
             json!([["environment", "req", "service"], ["environment", "batch"]])
         } else {
             json!([["environment", "req", "service"]])
         };
         assert_eq!(dims(d), expected_dims);
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             assert_eq!(d["batch"], format!("b{i}"));
         } else {
             assert!(d.get("batch").is_none());
