@@ -182,6 +182,9 @@ pub(crate) struct Line<'r> {
     /// Where each key is in `out`, with a hash of it: most keys differ in their hash, so the
     /// duplicate check rarely compares bytes.
     keys: Vec<(u64, usize, usize)>,
+    /// The names reserved fields were written under (`extra_level`): a real key of the same
+    /// name that comes later moves one prefix further instead of being lost.
+    renamed: Vec<String>,
     redactor: &'r Redactor,
 }
 
@@ -192,6 +195,7 @@ impl<'r> Line<'r> {
         Line {
             out,
             keys: Vec::with_capacity(24),
+            renamed: Vec::new(),
             redactor,
         }
     }
@@ -239,6 +243,26 @@ impl<'r> Line<'r> {
     /// written as [`RESERVED_PREFIX`] + the name.
     pub(crate) fn user_key(&mut self, name: &str) -> bool {
         if RESERVED_KEYS.contains(&name) {
+            let mut prefixed = String::with_capacity(2 * RESERVED_PREFIX.len() + name.len());
+            prefixed.push_str(RESERVED_PREFIX);
+            prefixed.push_str(name);
+            // The same reserved field seen twice (an event field and a span field): the first
+            // wins, as for any key.
+            if self.renamed.contains(&prefixed) {
+                return false;
+            }
+            // A real key already holds `extra_<name>`: go one prefix further, so neither is lost.
+            for _ in 0..4 {
+                if self.key(&prefixed) {
+                    self.renamed.push(prefixed);
+                    return true;
+                }
+                prefixed.insert_str(0, RESERVED_PREFIX);
+            }
+            return false;
+        }
+        if !self.renamed.is_empty() && self.renamed.iter().any(|renamed| renamed == name) {
+            // A real key named like a renamed reserved field written before it.
             let mut prefixed = String::with_capacity(RESERVED_PREFIX.len() + name.len());
             prefixed.push_str(RESERVED_PREFIX);
             prefixed.push_str(name);
@@ -354,15 +378,41 @@ pub(crate) fn masked_json_text(text: &str, redactor: &Redactor) -> Option<String
 }
 
 fn masked_json_text_at(text: &str, redactor: &Redactor, depth: usize) -> Option<String> {
-    if depth >= MAX_ENCODED_DEPTH || redactor.keys.is_empty() {
+    if redactor.keys.is_empty() {
         return None;
     }
     let first = text.trim_start().as_bytes().first()?;
     if !matches!(first, b'{' | b'[') {
         return None;
     }
-    let mut value: Value = serde_json::from_str(text).ok()?;
+    // Fail closed: JSON-looking text that can't be opened (nested deeper than the limit, or
+    // refused by serde_json: `1e999`, a lone surrogate, deep arrays) is masked whole when it
+    // mentions a redacted key, rather than written in clear.
+    if depth >= MAX_ENCODED_DEPTH {
+        return mentions_redacted_key(text, redactor).then(|| REDACTED.to_owned());
+    }
+    let Ok(mut value) = serde_json::from_str::<Value>(text) else {
+        return mentions_redacted_key(text, redactor).then(|| REDACTED.to_owned());
+    };
     mask_in_place(&mut value, redactor, depth).then(|| value.to_string())
+}
+
+/// Whether `text` holds a redacted key's name anywhere, spelled in any case, with `-` or `_`.
+fn mentions_redacted_key(text: &str, redactor: &Redactor) -> bool {
+    let folded: Vec<u8> = text.bytes().map(fold).collect();
+    redactor.keys.iter().any(|key| {
+        let key = key.as_bytes();
+        !key.is_empty() && folded.windows(key.len()).any(|window| window == key)
+    })
+}
+
+/// `text` with redacted keys masked when it holds JSON (see [`masked_json_text`]); as it is
+/// otherwise. For messages written outside the field path: the `exception` key, error messages.
+pub(crate) fn redacted_text<'t>(text: &'t str, redactor: &Redactor) -> std::borrow::Cow<'t, str> {
+    match masked_json_text(text, redactor) {
+        Some(masked) => std::borrow::Cow::Owned(masked),
+        None => std::borrow::Cow::Borrowed(text),
+    }
 }
 
 /// Masks the values of redacted keys in `value`, string-encoded JSON included; whether any was.
@@ -424,12 +474,16 @@ fn error_type(debug: &str) -> &str {
 }
 
 /// Writes an error as `{"type", "message", "sources"}` (the `source()` chain's messages).
-pub(crate) fn write_error(out: &mut Vec<u8>, error: &(dyn StdError + 'static)) {
+pub(crate) fn write_error(
+    out: &mut Vec<u8>,
+    error: &(dyn StdError + 'static),
+    redactor: &Redactor,
+) {
     let debug = debug_text(&error);
     out.extend_from_slice(b"{\"type\":");
     write_str(out, error_type(&debug));
     out.extend_from_slice(b",\"message\":");
-    write_str(out, &display_text(&error));
+    write_str(out, &redacted_text(&display_text(&error), redactor));
     out.extend_from_slice(b",\"sources\":[");
     let mut source = error.source();
     let mut first = true;
@@ -443,7 +497,7 @@ pub(crate) fn write_error(out: &mut Vec<u8>, error: &(dyn StdError + 'static)) {
             out.push(b',');
         }
         first = false;
-        write_str(out, &display_text(&cause));
+        write_str(out, &redacted_text(&display_text(&cause), redactor));
         source = cause.source();
         depth += 1;
     }
@@ -488,8 +542,16 @@ impl FieldValue<'_, '_> {
             }
             // JSON has no NaN or infinity: keep the information as text.
             Recorded::F64(number) => write_str(self.out, &number.to_string()),
-            Recorded::Error(error) => write_error(self.out, error),
-            Recorded::Debug(value) => write_str(self.out, &debug_text(value)),
+            Recorded::Error(error) => write_error(self.out, error, self.redactor),
+            Recorded::Debug(value) => {
+                let text = debug_text(value);
+                // Debug text is not JSON to open: when it names a redacted key, mask it whole.
+                if mentions_redacted_key(&text, self.redactor) {
+                    write_str(self.out, REDACTED);
+                } else {
+                    write_str(self.out, &text);
+                }
+            }
         }
     }
 }
@@ -551,13 +613,14 @@ impl<'r> FieldCollector<'r> {
 
     fn record(&mut self, field: &Field, value: Recorded<'_>) {
         if field.name() == ERROR_FIELD && !self.redactor.masks(ERROR_FIELD) {
+            let redact = |text: String| redacted_text(&text, self.redactor).into_owned();
             self.exception = match &value {
                 Recorded::Error(error) => {
                     let failure = crate::failure::from_error(*error);
-                    Some((Some(failure.name), failure.message))
+                    Some((Some(failure.name), redact(failure.message)))
                 }
-                Recorded::Str(text) => Some((None, (*text).to_owned())),
-                Recorded::Debug(value) => Some((None, debug_text(*value))),
+                Recorded::Str(text) => Some((None, redact((*text).to_owned()))),
+                Recorded::Debug(value) => Some((None, redact(debug_text(*value)))),
                 _ => None,
             };
         }
@@ -757,7 +820,7 @@ mod tests {
         }
         let error = PaymentError::Declined(std::io::Error::other("provider timed out"));
         let mut out = Vec::new();
-        write_error(&mut out, &error);
+        write_error(&mut out, &error, &Redactor::new(Vec::<String>::new()));
         let parsed: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             parsed,
