@@ -9,6 +9,8 @@ use crate::{Error, Resolution, Unit};
 
 /// How a new value combines with the values a metric already has in the document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Only the `metrics` facade recorder accumulates or replaces.
+#[cfg_attr(not(feature = "recorder"), allow(dead_code))]
 pub(crate) enum Combine {
     /// Another value (a Powertools metric added twice, a histogram sample).
     Append,

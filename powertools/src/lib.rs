@@ -64,22 +64,36 @@
 //!   before the outer layers finish.
 //! - **Idempotency per handler**, innermost: a replayed response is still logged, counted and
 //!   traced as an invocation, but the handler's side effects do not run again. Add it with
-//!   [`idempotency::IdempotencyLayer`] inside `powertools.layer()`.
+//!   `powertools::idempotency::IdempotencyLayer` (feature `idempotency`) inside
+//!   `powertools.layer()`.
 //!
 //! # Features
 //!
-//! `logging`, `metrics`, `tracing` and `idempotency`, all on by default, re-export the crates
-//! of the same names. [`Powertools`] and [`PowertoolsLayer`] need the first three, [`run`] the
-//! first.
+//! The defaults are what most functions need: `logging`, `metrics` and `tracing` (with tracing's
+//! `aws-sdk` and `aws-lambda-events`). [`Powertools`] and [`PowertoolsLayer`] need the three,
+//! [`run`] `logging`. Opt in to the rest:
+//!
+//! | feature | gives |
+//! | --- | --- |
+//! | `idempotency` | `powertools::idempotency` with `InMemoryStore` |
+//! | `dynamodb` | `idempotency` plus `DynamoDbStore`, `powertools::idempotency::dynamodb_store(table)`, and `powertools::aws_config` / `powertools::aws_sdk_dynamodb` |
+//! | `jmespath` | JMESPath idempotency keys and validation |
+//! | `batch` | `powertools::batch` (per-record log keys and counts with `logging` and `metrics`) |
+//! | `events` | `powertools::events`: API Gateway, ALB, function URL, SQS, SNS, Kinesis, DynamoDB Streams, S3 and EventBridge types (`events-all`: every type) |
+//! | `recorder` | the `metrics` crate facade recorder in `powertools::metrics` |
+//!
+//! [`lambda_runtime`] is always re-exported, and [`Error`] converts every utility's error, so
+//! `?` works across them.
 //!
 //! # HTTP functions
 //!
 //! [`PowertoolsLayer`] wraps `lambda_http`'s adapter like any handler:
 //! `powertools::run(ServiceBuilder::new().layer(powertools.layer()).service(lambda_http::Adapter::from(service_fn(handler))))`.
 
+pub use lambda_runtime;
+#[cfg(feature = "batch")]
+pub use powertools_batch as batch;
 pub use powertools_core as core;
-#[cfg(feature = "idempotency")]
-pub use powertools_idempotency as idempotency;
 #[cfg(feature = "logging")]
 pub use powertools_logging as logging;
 #[cfg(feature = "metrics")]
@@ -87,13 +101,39 @@ pub use powertools_metrics as metrics;
 #[cfg(feature = "tracing")]
 pub use powertools_tracing as tracing;
 
+/// The event types of `aws_lambda_events`, for handlers' `LambdaEvent<…>`.
+///
+/// ```
+/// use powertools::events::sqs::SqsEvent;
+/// use powertools::lambda_runtime::LambdaEvent;
+///
+/// async fn handler(event: LambdaEvent<SqsEvent>) -> Result<usize, powertools::lambda_runtime::Error> {
+///     Ok(event.payload.records.len())
+/// }
+/// ```
+#[cfg(feature = "events")]
+pub use aws_lambda_events as events;
+
+/// The AWS SDK configuration loader `DynamoDbStore`'s client needs, at the version and features
+/// the store is built with.
+#[cfg(feature = "dynamodb")]
+pub use aws_config;
+/// The DynamoDB client `DynamoDbStore` takes, at the version and features the store is built with.
+#[cfg(feature = "dynamodb")]
+pub use aws_sdk_dynamodb;
+
+#[cfg(feature = "idempotency")]
+pub mod idempotency;
+
+mod error;
 #[cfg(feature = "logging")]
 mod run;
 #[cfg(all(feature = "logging", feature = "metrics", feature = "tracing"))]
 mod stack;
 
+pub use error::Error;
 #[cfg(feature = "logging")]
 pub use run::run;
 
 #[cfg(all(feature = "logging", feature = "metrics", feature = "tracing"))]
-pub use stack::{Error, Powertools, PowertoolsBuilder, PowertoolsLayer, PowertoolsService};
+pub use stack::{Powertools, PowertoolsBuilder, PowertoolsLayer, PowertoolsService, StackError};

@@ -10,37 +10,7 @@ use powertools_tracing::{Tracer, TracerBuilder, TracingLayer, TracingService};
 use tower::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 
-/// What can go wrong when setting up the stack: one of its utilities' configuration errors.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The logger's settings.
-    #[error(transparent)]
-    Logging(#[from] powertools_logging::Error),
-    /// The metrics' settings (a missing `POWERTOOLS_METRICS_NAMESPACE`, for example).
-    #[error(transparent)]
-    Metrics(#[from] powertools_metrics::Error),
-    /// The tracer's settings.
-    #[error(transparent)]
-    Tracing(#[from] powertools_tracing::Error),
-    /// A global `tracing` subscriber is already installed.
-    #[error("a global tracing subscriber is already installed")]
-    SubscriberAlreadyInstalled,
-}
-
-impl From<Error> for lambda_runtime::Diagnostic {
-    fn from(error: Error) -> Self {
-        match error {
-            Error::Logging(error) => error.into(),
-            Error::Metrics(error) => error.into(),
-            Error::Tracing(error) => error.into(),
-            Error::SubscriberAlreadyInstalled => lambda_runtime::Diagnostic {
-                error_type: "SubscriberAlreadyInstalled".to_owned(),
-                error_message: error.to_string(),
-            },
-        }
-    }
-}
+use crate::Error;
 
 /// The logger, the metrics layer and the tracer of a function, configured together.
 #[derive(Debug, Clone)]
@@ -197,9 +167,43 @@ pub struct PowertoolsLayer<C = NoCorrelationId> {
     tracing: TracingLayer,
 }
 
-/// The service [`PowertoolsLayer`] builds.
+/// The service [`PowertoolsLayer`] builds. Its error is [`StackError<E>`] for a handler whose
+/// error is `E`.
 pub type PowertoolsService<S, C = NoCorrelationId> =
     LoggingService<MetricsService<TracingService<S>>, C>;
+
+/// The error of a handler wrapped by [`PowertoolsLayer`], whose own error is `E`: either `E`,
+/// unchanged ([`StackError::Handler`]), or the metrics flush refusing an empty document
+/// ([`StackError::Metrics`], only with
+/// [`raise_on_empty_metrics`](powertools_metrics::MetricsLayerBuilder::raise_on_empty_metrics)).
+/// Logging and tracing pass the handler's error through, so this is the stack's only error type;
+/// its `Display` is the inner error's, and its Lambda `errorType` the handler error's own.
+///
+/// ```
+/// use lambda_runtime::{LambdaEvent, service_fn, tower::{ServiceBuilder, ServiceExt}};
+/// use powertools::{Powertools, StackError};
+/// use powertools::core::env::Env;
+/// use powertools::core::testing::TestContext;
+/// use serde_json::{Value, json};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), powertools::Error> {
+/// let powertools = Powertools::builder()
+///     .service("orders")
+///     .env(Env::from_pairs([("POWERTOOLS_METRICS_NAMESPACE", "Bakery"), ("POWERTOOLS_TRACE_DISABLED", "true")]))
+/// #   .logger(|logger| logger.writer(powertools::logging::MemoryLogs::new()))
+/// #   .metrics(|metrics| metrics.sink(powertools::metrics::MemorySink::new()))
+///     .build()?;
+/// let service = ServiceBuilder::new()
+///     .layer(powertools.layer())
+///     .service(service_fn(|_: LambdaEvent<Value>| async { Err::<Value, _>("out of flour") }));
+/// let error: StackError<&str> = service.oneshot(TestContext::new().event(json!({}))).await.unwrap_err();
+/// assert_eq!(error.handler_error(), Some(&"out of flour"));
+/// assert_eq!(error.to_string(), "out of flour");
+/// # Ok(())
+/// # }
+/// ```
+pub type StackError<E> = powertools_metrics::ServiceError<E>;
 
 impl<C> PowertoolsLayer<C> {
     /// Takes the logs' correlation id at a JMESPath expression in the event (see

@@ -1,0 +1,97 @@
+//! One error type for every utility, so that `?` works across them.
+
+/// Any powertools-rs utility's error, so that one function can use `?` on all of them, and
+/// convert the result into `lambda_runtime::Error` with `?` again.
+///
+/// Each variant holds the utility's own error unchanged: [`Display`](std::fmt::Display) is that
+/// error's message and [`source`](std::error::Error::source) its source, and matching on the
+/// variant gives it back. The variants of the utilities a feature leaves out are left out too.
+///
+/// ```
+/// use powertools::logging::append_key;
+/// use powertools::metrics::{Unit, add_metric};
+///
+/// // Outside an invocation both calls fail; `?` converts either error.
+/// fn record_order() -> Result<(), powertools::Error> {
+///     append_key("order_id", "o-1001")?;
+///     add_metric("OrdersPlaced", 1.0, Unit::Count)?;
+///     Ok(())
+/// }
+///
+/// fn handler() -> Result<(), lambda_runtime::Error> {
+///     record_order()?;
+///     Ok(())
+/// }
+///
+/// let error = handler().unwrap_err();
+/// assert!(error.to_string().starts_with("no current invocation"));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A malformed Powertools environment variable, or a JMESPath expression that does not
+    /// compile or failed.
+    #[error(transparent)]
+    Core(#[from] powertools_core::Error),
+    /// The logger's settings, or a log key.
+    #[cfg(feature = "logging")]
+    #[error(transparent)]
+    Logging(#[from] powertools_logging::Error),
+    /// The metrics' settings (a missing `POWERTOOLS_METRICS_NAMESPACE`, for example), or a
+    /// metric, dimension or metadata value CloudWatch would refuse.
+    #[cfg(feature = "metrics")]
+    #[error(transparent)]
+    Metrics(#[from] powertools_metrics::Error),
+    /// The tracer's settings.
+    #[cfg(feature = "tracing")]
+    #[error(transparent)]
+    Tracing(#[from] powertools_tracing::Error),
+    /// An idempotency error that holds no handler error (the store's, the configuration's, a
+    /// duplicate in progress, …).
+    #[cfg(feature = "idempotency")]
+    #[error(transparent)]
+    Idempotency(#[from] powertools_idempotency::Error<std::convert::Infallible>),
+    /// A batch whose records all failed.
+    #[cfg(feature = "batch")]
+    #[error(transparent)]
+    Batch(#[from] powertools_batch::Error),
+    /// A global `tracing` subscriber is already installed.
+    #[error("a global tracing subscriber is already installed")]
+    SubscriberAlreadyInstalled,
+}
+
+impl Error {
+    /// A stable identifier of the error kind: the utility's own
+    /// (`MetricUnitError`, `IdempotencyAlreadyInProgressError`, …).
+    ///
+    /// ```
+    /// let error = powertools::Error::from(powertools::logging::Error::NoCurrentInvocation);
+    /// assert_eq!(error.error_type(), "NoCurrentInvocation");
+    /// ```
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Error::Core(error) => error.error_type(),
+            #[cfg(feature = "logging")]
+            Error::Logging(error) => error.error_type(),
+            #[cfg(feature = "metrics")]
+            Error::Metrics(error) => error.error_type(),
+            #[cfg(feature = "tracing")]
+            Error::Tracing(error) => error.error_type(),
+            #[cfg(feature = "idempotency")]
+            Error::Idempotency(error) => error.error_type(),
+            #[cfg(feature = "batch")]
+            Error::Batch(error) => error.error_type(),
+            Error::SubscriberAlreadyInstalled => "SubscriberAlreadyInstalled",
+        }
+    }
+}
+
+/// The `errorType` Lambda reports is the utility's own ([`Error::error_type`]).
+impl From<Error> for lambda_runtime::Diagnostic {
+    fn from(error: Error) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: error.error_type().to_owned(),
+            error_message: error.to_string(),
+        }
+    }
+}

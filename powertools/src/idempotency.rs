@@ -1,0 +1,44 @@
+//! Exactly-once handlers: everything of [`powertools_idempotency`], plus, with the `dynamodb`
+//! feature, `dynamodb_store(table)`, a `DynamoDbStore` configured from the environment, without
+//! adding the AWS SDK crates yourself.
+
+pub use powertools_idempotency::*;
+
+/// A [`DynamoDbStore`] on `table`, with a DynamoDB client configured from the environment as in
+/// Lambda (region, credentials, `AWS_ENDPOINT_URL_DYNAMODB`, …) by
+/// `aws_config::defaults(BehaviorVersion::latest())`, and the default attribute names.
+///
+/// For another client (a custom endpoint, retries, an SDK interceptor such as
+/// `powertools::tracing::AwsSdkSpans`) or other attribute names, use
+/// [`DynamoDbStore::builder`] with [`crate::aws_config`] and [`crate::aws_sdk_dynamodb`]:
+///
+/// ```no_run
+/// # async fn example() -> Result<(), powertools::Error> {
+/// use powertools::aws_config::{self, BehaviorVersion};
+/// use powertools::aws_sdk_dynamodb::Client;
+/// use powertools::idempotency::DynamoDbStore;
+///
+/// let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
+/// let store = DynamoDbStore::builder(Client::new(&config), "idempotency").key_attr("pk").build()?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn example() -> Result<(), powertools::Error> {
+/// let store = powertools::idempotency::dynamodb_store("idempotency").await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+/// [`Error::Config`] when `table` is empty.
+#[cfg(feature = "dynamodb")]
+pub async fn dynamodb_store(table: impl Into<String>) -> Result<DynamoDbStore, Error> {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&config), table)
+}

@@ -1,0 +1,141 @@
+//! `?` across the utilities: every crate's error converts into `powertools::Error`, and that
+//! into `lambda_runtime::Error`, keeping its message, its kind and its source.
+
+use powertools::core::env::Env;
+use powertools::logging::LoggerBuilder;
+use powertools::metrics::Unit;
+
+/// A step of a function that fails with one utility's error.
+type Step = fn() -> Result<(), powertools::Error>;
+
+fn core() -> Result<(), powertools::Error> {
+    let error = powertools::core::Error::NonUnicodeEnvVar {
+        name: "POWERTOOLS_DEV".to_owned(),
+    };
+    Err(error)?
+}
+
+fn logging() -> Result<(), powertools::Error> {
+    // Outside an invocation.
+    powertools::logging::append_key("order_id", "o-1001")?;
+    Ok(())
+}
+
+fn logging_settings() -> Result<(), powertools::Error> {
+    LoggerBuilder::default()
+        .env(Env::from_pairs([("POWERTOOLS_LOG_LEVEL", "LOUD")]))
+        .build()?;
+    Ok(())
+}
+
+fn metrics() -> Result<(), powertools::Error> {
+    powertools::metrics::add_metric("OrdersPlaced", 1.0, Unit::Count)?;
+    Ok(())
+}
+
+fn tracing() -> Result<(), powertools::Error> {
+    Err(powertools::tracing::Error::Exporter(
+        "no endpoint".to_owned(),
+    ))?
+}
+
+fn idempotency() -> Result<(), powertools::Error> {
+    let error: powertools::idempotency::Error = powertools::idempotency::Error::Persistence {
+        operation: "read the record",
+        source: Box::new(std::io::Error::other("connection reset")),
+    };
+    Err(error)?
+}
+
+fn batch() -> Result<(), powertools::Error> {
+    Err(powertools::batch::Error::AllRecordsFailed {
+        count: 2,
+        first_error: "no flour".to_owned(),
+    })?
+}
+
+/// What a handler does with them: `?` into the runtime's error.
+fn handler(step: Step) -> Result<(), lambda_runtime::Error> {
+    step()?;
+    Ok(())
+}
+
+fn failure(step: Step) -> lambda_runtime::Error {
+    handler(step).expect_err("the step fails")
+}
+
+fn kind(error: &lambda_runtime::Error) -> &'static str {
+    error
+        .downcast_ref::<powertools::Error>()
+        .expect("a powertools::Error")
+        .error_type()
+}
+
+#[test]
+fn every_crate_s_error_converts_and_keeps_its_message_and_kind() {
+    let cases: [(Step, &str, &str); 7] = [
+        (
+            core,
+            "NonUnicodeEnvironmentVariable",
+            "environment variable POWERTOOLS_DEV is not valid UTF-8",
+        ),
+        (
+            logging,
+            "NoCurrentInvocation",
+            "no current invocation: call this inside a handler wrapped by LoggingLayer",
+        ),
+        (
+            logging_settings,
+            "InvalidLogLevel",
+            "invalid log level \"LOUD\"",
+        ),
+        (
+            metrics,
+            "NoCurrentInvocation",
+            "no current invocation: call this inside a handler wrapped by MetricsLayer",
+        ),
+        (
+            tracing,
+            "TracingExporterError",
+            "the OTLP span exporter could not be built: no endpoint",
+        ),
+        (
+            idempotency,
+            "IdempotencyPersistenceLayerError",
+            "idempotency store failed to read the record: connection reset",
+        ),
+        (
+            batch,
+            "BatchProcessingError",
+            "all 2 records of the batch failed; the first: no flour",
+        ),
+    ];
+    for (step, error_type, message) in cases {
+        let error = failure(step);
+        assert!(
+            error.to_string().starts_with(message),
+            "{error} names the cause"
+        );
+        assert_eq!(kind(&error), error_type);
+        let diagnostic = lambda_runtime::Diagnostic::from(step().expect_err("the step fails"));
+        assert_eq!(diagnostic.error_type, error_type);
+        assert_eq!(diagnostic.error_message, error.to_string());
+    }
+}
+
+#[test]
+fn the_inner_error_s_source_is_kept() {
+    let error = failure(idempotency);
+    let source = error.source().expect("the store's error");
+    assert_eq!(source.to_string(), "connection reset");
+    assert!(source.downcast_ref::<std::io::Error>().is_some());
+}
+
+#[test]
+fn matching_gives_the_utility_s_error_back() {
+    let error = metrics().expect_err("outside an invocation");
+    assert!(matches!(
+        error,
+        powertools::Error::Metrics(powertools::metrics::Error::NoCurrentInvocation)
+    ));
+}
