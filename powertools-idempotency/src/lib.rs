@@ -43,7 +43,7 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), lambda_runtime::Error> {
-//!     let config = aws_config::load_from_env().await;
+//!     let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
 //!     let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&config), "idempotency")?;
 //!     let idempotency = Idempotency::builder(store).use_local_cache().build()?;
 //!     let handler = ServiceBuilder::new()

@@ -38,7 +38,7 @@ pub(crate) const PUT_CONDITION: &str = "attribute_not_exists(#id) OR #expiry < :
 /// # async fn example() -> Result<(), powertools_idempotency::Error> {
 /// use powertools_idempotency::DynamoDbStore;
 ///
-/// let config = aws_config::load_from_env().await;
+/// let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
 /// let client = aws_sdk_dynamodb::Client::new(&config);
 /// let store = DynamoDbStore::builder(client, "idempotency").build()?;
 /// # Ok(())
