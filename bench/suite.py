@@ -12,7 +12,14 @@ In order, so that the CPU-bound parts run on a quiet machine, one after the othe
 4. through DynamoDB (moto): ours, then Python's, with each call's requests counted;
 5. cold start, warm latency and peak RSS of the bare and the full-stack function through the
    Runtime API emulator (bench/lambda_process.py), then AWS-LC's first random fill;
-6. the report: tables on stdout, everything in target/bench/results.json, and one summary line.
+6. the response latency of an exported invocation (tracing off, exported before returning,
+   exported after the response through the tracer's extension; median and p99), and ten
+   invocations against a collector that hangs, through the Runtime + Extensions API emulator of
+   powertools-tracing's tests (`cargo bench -p powertools-tracing --bench response_latency`);
+7. instruction counts per call under callgrind (bench/functions/benches/per_call.rs and
+   bench/python/per_call.py), which do not depend on the machine's load;
+8. the report: tables on stdout, everything in target/bench/results.json, the headline chart in
+   bench/headline.svg, and one summary line.
 
 --quick shortens every part (criterion 1 s warm-up / 2 s measurement, fewer Python iterations,
 fewer cold starts) and skips the crates' own benchmarks: about 10 minutes instead of 30+.
@@ -28,6 +35,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import chart
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
@@ -149,6 +158,58 @@ def entropy_probe(runs: int) -> dict:
     return results
 
 
+def response_latency(quick: bool) -> dict:
+    """`powertools-tracing`'s response_latency bench: one JSON line."""
+    command = ["cargo", "bench", "-p", "powertools-tracing", "--bench", "response_latency", "--"]
+    if quick:
+        command.append("--quick")
+    return last_json(run(command))
+
+
+def bench_executable(package: str, bench: str) -> Path:
+    """Builds a bench target and returns its executable."""
+    output = run(["cargo", "bench", "-p", package, "--bench", bench, "--no-run",
+                  "--message-format=json"])
+    for line in output.splitlines():
+        message = json.loads(line)
+        if message.get("reason") == "compiler-artifact" and message.get("executable") \
+                and message["target"]["name"] == bench:
+            return Path(message["executable"])
+    raise RuntimeError(f"no executable for {package} --bench {bench}")
+
+
+def instructions(command: list[str], toggle: str | None = None) -> int:
+    """Instructions callgrind counts for `command` (only inside `toggle`'s functions, if given)."""
+    valgrind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    if toggle:
+        valgrind.append(f"--toggle-collect={toggle}")
+    done = subprocess.run(valgrind + command, cwd=REPO / "bench" / "python", stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, check=True)
+    for line in done.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.split("Collected :")[1].strip())
+    raise RuntimeError(f"no instruction count from callgrind: {done.stderr[-2000:]}")
+
+
+def per_call_instructions(interpreter: str, quick: bool) -> dict:
+    """Instructions per call of each row: (count at `many` calls - count at `few`) / (many - few),
+    so the start, the set-up and one-time costs cancel out."""
+    few, many = (100, 300) if quick else (300, 1300)
+    rust = bench_executable("powertools-bench", "per_call")
+    results: dict = {"calls": [few, many], "rust": {}, "python": {}}
+    for row in ["bare", "span_only", "first_call", "first_call_with_span", "replay"]:
+        counts = [instructions([str(rust), row, str(calls)], toggle="*measured*")
+                  for calls in (few, many)]
+        results["rust"][row] = round((counts[1] - counts[0]) / (many - few))
+        log(f"  callgrind rust {row}: {results['rust'][row]} instructions per call")
+    script = str(REPO / "bench" / "python" / "per_call.py")
+    for row in ["bare", "first_call", "replay"]:
+        counts = [instructions([interpreter, script, row, str(calls)]) for calls in (few, many)]
+        results["python"][row] = round((counts[1] - counts[0]) / (many - few))
+        log(f"  callgrind python {row}: {results['python'][row]} instructions per call")
+    return results
+
+
 def us(ns: float) -> float:
     return round(ns / 1000, 2)
 
@@ -201,6 +262,32 @@ def report(results: dict) -> str:
                  f"{sizes['full'] / sizes['bare'] * 100:.0f} % |")
     lines.append(f"| peak RSS after a burst of {full['burst']}, KiB | {bare['peak_rss_kib']} | "
                  f"{full['peak_rss_kib']} | {full['peak_rss_kib'] - bare['peak_rss_kib']:+d} |")
+    latency = results["response_latency"]
+    lines += ["", "## Response latency of an invocation, through the Runtime + Extensions API emulator", "",
+              "| | response, median | response, p99 | invocation complete, median | complete, p99 |",
+              "| --- | ---: | ---: | ---: | ---: |"]
+    for key, label in [("disabled", "tracing off"), ("before-return", "exported before returning"),
+                       ("after-response", "exported after the response (extension)")]:
+        row = latency[key]
+        lines.append(f"| {label} | {row['response_us']['median']:.0f} µs | {row['response_us']['p99']:.0f} µs | "
+                     f"{row['complete_us']['median']:.0f} µs | {row['complete_us']['p99']:.0f} µs |")
+    lines += ["", "A collector that hangs (2 s flush timeout), ten invocations in a row, response latency:", ""]
+    for key, label in [("before-return", "exported before returning"),
+                       ("after-response", "exported after the response")]:
+        row = latency[f"hanging_{key}"]
+        lines.append(f"- {label}: " + ", ".join(f"{value / 1000:.2f}" for value in row["response_us"])
+                     + " ms (complete: " + ", ".join(f"{value / 1000:.2f}" for value in row["complete_us"])
+                     + " ms)")
+    counts = results["callgrind"]
+    rust, python = counts["rust"], counts["python"]
+    lines += ["", "## Instructions per call (callgrind)", "",
+              "| | powertools-rs | Powertools for Python | Python / Rust |", "| --- | ---: | ---: | ---: |"]
+    for key, label in [("bare", "bare"), ("first_call", "first call"), ("replay", "replay")]:
+        lines.append(f"| {label} | {rust[key]:,} | {python[key]:,} | {python[key] / rust[key]:.0f}× |")
+    lines += [f"| first call with the span | {rust['first_call_with_span']:,} | | |",
+              f"| the tracing layer alone, bare handler | {rust['span_only']:,} | | |",
+              "", f"The span adds {rust['first_call_with_span'] - rust['first_call']:,} instructions to a first call "
+              f"({rust['span_only'] - rust['bare']:,} around the bare handler)."]
     entropy = results["entropy"]
     lines += ["", f"AWS-LC's first random fill in a fresh process: {entropy['default']['first_fill_us']} µs "
               f"(second fill {entropy['default']['second_fill_us']} µs); built with "
@@ -222,7 +309,8 @@ def summary(results: dict) -> str:
             f"init_overhead_ms={process['full-stack-function']['init_ms']['median'] - process['bare-function']['init_ms']['median']:.2f} "
             f"cold_start_overhead_ms={process['full-stack-function']['cold_minus_warm_ms']['median'] - process['bare-function']['cold_minus_warm_ms']['median']:.2f} "
             f"binary_ratio={results['sizes']['full'] / results['sizes']['bare']:.2f} "
-            f"log_line_vs_fmt_json={results['in_process']['log_line']['powertools'] / results['in_process']['log_line']['fmt_json']:.2f}")
+            f"log_line_vs_fmt_json={results['in_process']['log_line']['powertools'] / results['in_process']['log_line']['fmt_json']:.2f} "
+            f"export_latency_us={results['response_latency']['after-response']['response_us']['median']:.0f}")
 
 
 def main() -> int:
@@ -246,9 +334,12 @@ def main() -> int:
     ]))
     results["sizes"] = {name: path.stat().st_size for name, path in binaries.items()}
     results["entropy"] = entropy_probe(3 if args.quick else 7)
+    results["response_latency"] = response_latency(args.quick)
+    results["callgrind"] = per_call_instructions(interpreter, args.quick)
     results["seconds"] = round(time.monotonic() - started)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    (REPO / "bench" / "headline.svg").write_text(chart.draw(results))
     print(report(results))
     print(f"\n(whole run {results['seconds']} s; every figure in {OUT / 'results.json'})\n")
     print(summary(results))

@@ -5,20 +5,18 @@
 //! (indexed: `annotation.ColdStart = true` filters traces). The invocation span lists `ColdStart`
 //! and `Service`, as Powertools' Tracer annotates them, and the keys given to [`annotate`].
 //!
-//! The keys and values [`annotate`] adds are kept in the invocation span's own extensions in the
-//! `tracing-subscriber` registry, never in a global, so that concurrent invocations each have
-//! theirs; the layer writes them on the span once, when the invocation ends.
+//! The keys and values [`annotate`] adds are kept in the invocation's OpenTelemetry context (the
+//! context its handler runs in, and that its `tracing` spans derive theirs from), never in a
+//! global, so that concurrent invocations each have theirs; the layer writes them on the span
+//! once, when the invocation ends.
 
-use opentelemetry::{Array, Key, KeyValue, StringValue, Value};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::Registry;
-use tracing_subscriber::registry::LookupSpan;
+use std::sync::{Mutex, PoisonError};
+
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry::{Array, Context, Key, KeyValue, StringValue, Value};
 
 /// The span attribute listing the keys X-Ray indexes as annotations.
 pub(crate) const XRAY_ANNOTATIONS: &str = "aws.xray.annotations";
-/// The target and name of the invocation span, by which [`annotate`] finds it.
-pub(crate) const INVOCATION_TARGET: &str = "powertools_tracing";
-pub(crate) const INVOCATION_SPAN: &str = "lambda_invocation";
 /// The annotations the layer sets on every invocation span.
 pub(crate) const COLD_START: &str = "ColdStart";
 pub(crate) const SERVICE: &str = "Service";
@@ -62,18 +60,25 @@ annotation_value_from! {
     &str => |value| Value::String(value.to_owned().into()),
 }
 
-/// The annotations given to [`annotate`] during one invocation, in the invocation span's
-/// extensions.
+/// The annotations given to [`annotate`] during one invocation, in the invocation's context.
 #[derive(Debug, Default)]
-struct Annotations(Vec<KeyValue>);
+pub(crate) struct Annotations(Mutex<Vec<KeyValue>>);
 
 impl Annotations {
     /// Sets `key`; annotating a key again replaces its value.
-    fn set(&mut self, key: Key, value: Value) {
-        match self.0.iter_mut().find(|annotation| annotation.key == key) {
+    fn set(&self, key: Key, value: Value) {
+        let mut annotations = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match annotations
+            .iter_mut()
+            .find(|annotation| annotation.key == key)
+        {
             Some(annotation) => annotation.value = value,
-            None => self.0.push(KeyValue::new(key, value)),
+            None => annotations.push(KeyValue::new(key, value)),
         }
+    }
+
+    fn take(&self) -> Vec<KeyValue> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
@@ -84,8 +89,9 @@ impl Annotations {
 /// `aws.xray.annotations`. Annotating a key again replaces its value. Concurrent invocations each
 /// annotate their own span.
 ///
-/// Returns `false`, recording nothing, outside a traced invocation (tracing off, or a subscriber
-/// that is not a `tracing_subscriber` registry), and for `ColdStart`, `Service` and
+/// Returns `false`, recording nothing, outside a traced invocation (tracing off, or a task the
+/// invocation spawned without its context: see `opentelemetry::context::FutureExt`), and for
+/// `ColdStart`, `Service` and
 /// `aws.xray.annotations`, which the layer sets. X-Ray only filters on keys of letters, digits and
 /// underscores (the AWS exporters replace other characters: `order.id` becomes `order_id`), and
 /// indexes at most 50 annotations per trace.
@@ -121,51 +127,30 @@ pub fn annotate(key: impl Into<Key>, value: impl Into<AnnotationValue>) -> bool 
         return false;
     }
     let AnnotationValue(value) = value.into();
-    let mut annotation = Some((key, value));
-    tracing::dispatcher::get_default(|dispatch| {
-        let Some(registry) = dispatch.downcast_ref::<Registry>() else {
-            return false;
-        };
-        let Some(current) = dispatch
-            .current_span()
-            .id()
-            .and_then(|id| registry.span(id))
-        else {
-            return false;
-        };
-        let Some(invocation) = current.scope().find(|span| {
-            span.name() == INVOCATION_SPAN && span.metadata().target() == INVOCATION_TARGET
-        }) else {
-            return false;
-        };
-        let Some((key, value)) = annotation.take() else {
-            return false;
-        };
-        let mut extensions = invocation.extensions_mut();
-        match extensions.get_mut::<Annotations>() {
-            Some(annotations) => annotations.set(key, value),
-            None => extensions.insert(Annotations(vec![KeyValue::new(key, value)])),
+    Context::map_current(|context| match context.get::<Annotations>() {
+        Some(annotations) => {
+            annotations.set(key, value);
+            true
         }
-        true
+        None => false,
     })
 }
 
 /// Writes the invocation's annotations on its span, and the list of their keys after `ColdStart`
 /// and `Service`, once, as the invocation ends.
-pub(crate) fn write(span: &tracing::Span) {
-    let annotations = span
-        .with_subscriber(|(id, dispatch)| {
-            let registry = dispatch.downcast_ref::<Registry>()?;
-            registry.span(id)?.extensions_mut().remove::<Annotations>()
-        })
-        .flatten();
+pub(crate) fn write(context: &Context) {
+    let span = context.span();
+    let annotations = context.get::<Annotations>().map(Annotations::take);
     let mut keys = vec![StringValue::from(COLD_START), StringValue::from(SERVICE)];
-    if let Some(Annotations(annotations)) = annotations {
+    if let Some(annotations) = annotations {
         keys.reserve(annotations.len());
-        for KeyValue { key, value, .. } in annotations {
-            keys.push(StringValue::from(key.as_str().to_owned()));
-            span.set_attribute(key, value);
+        for annotation in annotations {
+            keys.push(StringValue::from(annotation.key.as_str().to_owned()));
+            span.set_attribute(annotation);
         }
     }
-    span.set_attribute(XRAY_ANNOTATIONS, Value::Array(Array::String(keys)));
+    span.set_attribute(KeyValue::new(
+        XRAY_ANNOTATIONS,
+        Value::Array(Array::String(keys)),
+    ));
 }

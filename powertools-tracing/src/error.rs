@@ -5,6 +5,9 @@ pub enum Error {
     /// The OTLP exporter could not be built.
     #[error("the OTLP span exporter could not be built: {0}")]
     Exporter(String),
+    /// Lambda refused the tracer's internal extension.
+    #[error("the tracer's Lambda extension could not be registered: {0}")]
+    Extension(String),
     /// A malformed environment variable.
     #[error(transparent)]
     Config(#[from] powertools_core::Error),
@@ -15,6 +18,7 @@ impl Error {
     pub fn error_type(&self) -> &'static str {
         match self {
             Error::Exporter(_) => "TracingExporterError",
+            Error::Extension(_) => "TracingExtensionError",
             Error::Config(error) => error.error_type(),
         }
     }

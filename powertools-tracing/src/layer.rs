@@ -2,21 +2,20 @@ use std::any::Any;
 use std::borrow::Cow;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context as TaskContext, Poll};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use lambda_runtime::{Diagnostic, LambdaEvent};
-use opentelemetry::trace::Status;
-use opentelemetry::{KeyValue, trace::TraceContextExt};
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::trace::{SpanBuilder, SpanKind, SpanRef, Status, TraceContextExt, Tracer as _};
+use opentelemetry::{Context as OtelContext, KeyValue, StringValue};
 use powertools_core::{Invocation, is_cold_start};
 use serde::Serialize;
 use tower::{Layer, Service};
-use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::annotations::{self, INVOCATION_SPAN, INVOCATION_TARGET};
+use crate::annotations::{self, Annotations};
 use crate::exception::{self, ErrorHook};
 use crate::http_request::{self, HttpHook, HttpRequest};
 use crate::tracer::Tracer;
@@ -26,8 +25,9 @@ const MAX_CAPTURED_BYTES: usize = 16 * 1024;
 
 /// One OpenTelemetry span per invocation, joined to the X-Ray trace Lambda started, with the
 /// FaaS semantic conventions and the Powertools `ColdStart` and `Service` X-Ray annotations; the
-/// handler's own `tracing` spans become its children. The spans are exported before the
-/// invocation returns, within the flush timeout, so that Lambda's freeze does not lose them.
+/// handler's own `tracing` spans become its children. The spans are exported after the response
+/// by the tracer's internal extension ([`Tracer::register_extension`]), or, without it, before
+/// the invocation returns, within the flush timeout, so that Lambda's freeze does not lose them.
 ///
 /// An invocation triggered over HTTP (API Gateway, a function URL, an ALB) also gets the HTTP
 /// server attributes (`http.request.method`, `url.path`, `http.route`,
@@ -52,6 +52,8 @@ const MAX_CAPTURED_BYTES: usize = 16 * 1024;
 ///     tracing::subscriber::set_global_default(
 ///         tracing_subscriber::registry().with(tracer.otel_layer()),
 ///     )?;
+///     // Export after the response (registered during init, before the runtime starts).
+///     tracer.register_extension().await?;
 ///     let handler = ServiceBuilder::new()
 ///         .layer(TracingLayer::new(tracer))
 ///         .service(service_fn(|_event: LambdaEvent<Value>| async {
@@ -64,6 +66,7 @@ const MAX_CAPTURED_BYTES: usize = 16 * 1024;
 #[derive(Clone)]
 pub struct TracingLayer {
     tracer: Tracer,
+    arn: Arc<ArnCache>,
     trigger: Option<&'static str>,
     http: Option<HttpHook>,
     error: Option<ErrorHook>,
@@ -73,6 +76,7 @@ impl fmt::Debug for TracingLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TracingLayer")
             .field("tracer", &self.tracer)
+            .field("arn", &self.arn)
             .field("trigger", &self.trigger)
             .field("http_request_hook", &self.http.is_some())
             .field("error_diagnostic_hook", &self.error.is_some())
@@ -85,6 +89,7 @@ impl TracingLayer {
     pub fn new(tracer: Tracer) -> Self {
         TracingLayer {
             tracer,
+            arn: Arc::default(),
             trigger: None,
             http: None,
             error: None,
@@ -200,7 +205,7 @@ fn parent_context(trace_header: Option<&str>) -> Option<opentelemetry::Context> 
     let span_context = crate::propagation::parse_xray_header(trace_header?)?;
     span_context
         .is_valid()
-        .then(|| opentelemetry::Context::current().with_remote_span_context(span_context))
+        .then(|| OtelContext::new().with_remote_span_context(span_context))
 }
 
 /// The function's ARN for `cloud.resource_id`: the invoked ARN with an alias replaced by the
@@ -229,61 +234,102 @@ fn resource_id<'a>(invoked_arn: &'a str, version: &str) -> Cow<'a, str> {
     }
 }
 
-fn invocation_span(
+/// The span attributes read from the invoked ARN and the version, which every invocation of an
+/// alias shares: computed once, their strings shared (reference counted) by the spans.
+#[derive(Debug)]
+struct ArnAttributes {
+    arn: Box<str>,
+    version: Box<str>,
+    account: StringValue,
+    resource: StringValue,
+    invoked: StringValue,
+}
+
+/// The last [`ArnAttributes`] of a layer, recomputed when the ARN or the version changes.
+#[derive(Debug, Default)]
+struct ArnCache(Mutex<Option<Arc<ArnAttributes>>>);
+
+impl ArnCache {
+    fn get(&self, invocation: &Invocation<'_>) -> Arc<ArnAttributes> {
+        let (arn, version) = (invocation.function_arn(), invocation.function_version());
+        let mut cached = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(attributes) = cached
+            .as_ref()
+            .filter(|cached| *cached.arn == *arn && *cached.version == *version)
+        {
+            return Arc::clone(attributes);
+        }
+        let shared = |text: &str| StringValue::from(Arc::<str>::from(text));
+        let attributes = Arc::new(ArnAttributes {
+            arn: arn.into(),
+            version: version.into(),
+            account: shared(invocation.account_id().unwrap_or_default()),
+            resource: shared(&resource_id(arn, version)),
+            invoked: shared(arn),
+        });
+        *cached = Some(Arc::clone(&attributes));
+        attributes
+    }
+}
+
+/// The invocation span, built with the OpenTelemetry SDK directly (no `tracing` span, no
+/// registry slot, no field visitor), and the context the handler runs in: the span, and the
+/// invocation's annotations. `tracing` spans the handler makes find it as the current
+/// OpenTelemetry context, so they nest under it.
+fn invocation_context(
     layer: &TracingLayer,
     invocation: &Invocation<'_>,
     cold_start: bool,
     trigger: &'static str,
-) -> tracing::Span {
+    request: Option<HttpRequest>,
+) -> Option<OtelContext> {
     let inner = &layer.tracer.inner;
-    let invoked_arn = invocation.function_arn();
-    let span = tracing::info_span!(
-        target: INVOCATION_TARGET,
-        INVOCATION_SPAN,
-        otel.name = invocation.function_name(),
-        otel.kind = "server",
-        faas.invocation_id = invocation.request_id(),
-        faas.trigger = trigger,
-        faas.coldstart = cold_start,
+    let tracer = inner.sdk_tracer.as_ref()?;
+    let arn = layer.arn.get(invocation);
+    let mut attributes = Vec::with_capacity(15);
+    attributes.extend([
+        KeyValue::new("faas.invocation_id", invocation.request_id().to_owned()),
+        KeyValue::new("faas.trigger", trigger),
+        KeyValue::new("faas.coldstart", cold_start),
         // faas.name, faas.version, cloud.provider and cloud.region are the same for every
         // invocation: they are on the resource (`Tracer`), as the conventions place them.
-        cloud.account.id = invocation.account_id().unwrap_or_default(),
-        cloud.resource_id = &*resource_id(invoked_arn, invocation.function_version()),
-        aws.lambda.invoked_arn = invoked_arn,
-        // X-Ray annotations (annotations::COLD_START and SERVICE, listed in aws.xray.annotations
-        // when the invocation ends).
-        ColdStart = cold_start,
-        Service = inner.service.as_str(),
-    );
+        KeyValue::new("cloud.account.id", arn.account.clone()),
+        KeyValue::new("cloud.resource_id", arn.resource.clone()),
+        KeyValue::new("aws.lambda.invoked_arn", arn.invoked.clone()),
+        // X-Ray annotations (listed in aws.xray.annotations when the invocation ends).
+        KeyValue::new(annotations::COLD_START, cold_start),
+        KeyValue::new(annotations::SERVICE, inner.service_value.clone()),
+    ]);
     if let Some(tenant) = invocation.tenant_id() {
-        span.set_attribute("faas.tenant_id", tenant.to_owned());
+        attributes.push(KeyValue::new("faas.tenant_id", tenant.to_owned()));
     }
-    if let Some(parent) = parent_context(invocation.xray_trace_header()) {
-        // Fails only when the span is disabled (no OTel layer): nothing to join then.
-        let _ = span.set_parent(parent);
+    if let Some(request) = request {
+        attributes.push(KeyValue::new("http.request.method", request.method));
+        if let Some(path) = request.path {
+            attributes.push(KeyValue::new("url.path", path));
+        }
+        if let Some(route) = request.route {
+            attributes.push(KeyValue::new("http.route", route));
+        }
     }
-    span
-}
-
-fn record_request(span: &tracing::Span, request: HttpRequest) {
-    span.set_attribute("http.request.method", request.method);
-    if let Some(path) = request.path {
-        span.set_attribute("url.path", path);
-    }
-    if let Some(route) = request.route {
-        span.set_attribute("http.route", route);
-    }
+    let parent = parent_context(invocation.xray_trace_header()).unwrap_or_default();
+    let span = tracer.build_with_context(
+        SpanBuilder::from_name(invocation.function_name().to_owned())
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes),
+        &parent,
+    );
+    Some(parent.with_span(span).with_value(Annotations::default()))
 }
 
 /// The invocation span. Dropping it, when the invocation ends or its future is dropped, writes
-/// the X-Ray annotations.
-struct InvocationSpan(tracing::Span);
+/// the X-Ray annotations and ends the span.
+struct InvocationSpan(OtelContext);
 
 impl Drop for InvocationSpan {
     fn drop(&mut self) {
-        if !self.0.is_disabled() {
-            annotations::write(&self.0);
-        }
+        annotations::write(&self.0);
+        self.0.span().end();
     }
 }
 
@@ -296,7 +342,7 @@ struct Recording<'a> {
 
 /// Records the handler's outcome on the span.
 fn record_outcome<R: Serialize + 'static, E: fmt::Debug + 'static>(
-    span: &tracing::Span,
+    span: &SpanRef<'_>,
     recording: &Recording<'_>,
     outcome: &Result<R, E>,
 ) {
@@ -306,7 +352,7 @@ fn record_outcome<R: Serialize + 'static, E: fmt::Debug + 'static>(
             if recording.http
                 && let Some(status) = http_request::status_code_of(response)
             {
-                span.set_attribute("http.response.status_code", status);
+                span.set_attribute(KeyValue::new("http.response.status_code", status));
                 // A server span is in error for a 5xx only: a 4xx is the client's.
                 if status >= 500 {
                     span.set_status(Status::error(""));
@@ -322,7 +368,7 @@ fn record_outcome<R: Serialize + 'static, E: fmt::Debug + 'static>(
                     }
                     json.truncate(end);
                 }
-                span.set_attribute("powertools.response", json);
+                span.set_attribute(KeyValue::new("powertools.response", json));
             }
         }
         Err(error) if inner.capture_error => {
@@ -368,23 +414,29 @@ where
             .layer
             .trigger
             .unwrap_or(if http { "http" } else { "other" });
-        let span = invocation_span(
+        let Some(context) = invocation_context(
             &self.layer,
             &invocation,
             is_cold_start(&event.context),
             trigger,
-        );
-        if let Some(request) = request {
-            record_request(&span, request);
-        }
-        let span = InvocationSpan(span);
+            request,
+        ) else {
+            return Box::pin(self.inner.call(event));
+        };
         let tracer = self.layer.tracer.clone();
+        // Tracked only when the extension exports after the response.
+        let handed_over = tracer.inner.handoff.start(&event.context.request_id);
         let error_hook = self.layer.error.clone();
-        let future = span.0.in_scope(|| self.inner.call(event));
+        let future = {
+            let _attached = context.clone().attach();
+            self.inner.call(event)
+        };
+        let span = InvocationSpan(context.clone());
         Box::pin(async move {
-            let outcome = AssertUnwindSafe(future.instrument(span.0.clone()))
+            let outcome = AssertUnwindSafe(future.with_context(context))
                 .catch_unwind()
                 .await;
+            let invocation_span = span.0.span();
             match &outcome {
                 Ok(result) => {
                     let recording = Recording {
@@ -392,19 +444,23 @@ where
                         error_hook: error_hook.as_ref(),
                         http,
                     };
-                    record_outcome(&span.0, &recording, result);
+                    record_outcome(&invocation_span, &recording, result);
                 }
                 Err(_) => {
-                    span.0.set_status(Status::error("the handler panicked"));
-                    span.0.add_event(
+                    invocation_span.set_status(Status::error("the handler panicked"));
+                    invocation_span.add_event(
                         "exception",
                         vec![KeyValue::new("exception.message", "the handler panicked")],
                     );
                 }
             }
-            // The span ends when its last handle is dropped: end it before exporting.
+            // End the span (with its annotations) before exporting.
             drop(span);
-            tracer.flush().await;
+            // The extension exports after the response (or, with concurrent invocations, the
+            // background exporter does); without it, export before returning.
+            if !tracer.inner.handoff.finish(handed_over.as_deref()) {
+                tracer.flush().await;
+            }
             match outcome {
                 Ok(result) => result,
                 Err(panic) => std::panic::resume_unwind(panic),

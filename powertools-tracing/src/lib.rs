@@ -1,6 +1,6 @@
 //! OpenTelemetry tracing for Rust Lambda functions: one span per invocation, joined to the X-Ray
 //! trace Lambda started, with the handler's `tracing` spans as its children, exported over
-//! OTLP/HTTP and flushed before the invocation returns.
+//! OTLP/HTTP (TLS included) after the response is sent.
 //!
 //! Powertools traces with the X-Ray SDK, which AWS retires in 2027; this crate does the same job
 //! with OpenTelemetry, exporting in-process (to the ADOT / Application Signals Lambda layer, a
@@ -26,6 +26,9 @@
 //!     .flush_timeout(std::time::Duration::from_millis(200))
 //!     .build()?;
 //! let _guard = tracing::subscriber::set_default(tracer.subscriber());
+//! // In Lambda, the internal extension that exports after the response; here, outside Lambda,
+//! // nothing: the layer exports before it returns.
+//! tracer.register_extension().await?;
 //!
 //! let handler = ServiceBuilder::new()
 //!     .layer(TracingLayer::new(tracer))
@@ -42,13 +45,17 @@
 //!
 //! # What a span carries
 //!
-//! The invocation span is named for the function (`otel.name`), of kind server, with the OTel
+//! The invocation span is built with the OpenTelemetry SDK directly (not as a `tracing` span:
+//! cheaper, and it needs no subscriber), named for the function, of kind server, with the OTel
 //! FaaS conventions: `faas.invocation_id`, `faas.trigger`, `faas.coldstart`, `cloud.account.id`
 //! from the ARN, `cloud.resource_id` (the function's ARN, an alias in the invoked ARN replaced by
 //! the version it runs: `…:function:orders:live` gives `…:function:orders:7`) and
 //! `aws.lambda.invoked_arn` (the ARN as invoked). Its parent is the X-Ray trace header of the
 //! invocation's own `Context` (`Root`, `Parent`, `Sampled`), so it joins the trace Lambda began
-//! and follows its sampling decision. Trace ids are X-Ray compatible.
+//! and follows its sampling decision. Trace ids are X-Ray compatible. The handler runs in the
+//! span's OpenTelemetry context: its `tracing` spans nest under it, and
+//! `opentelemetry::Context::current()` in the handler is the invocation's (carry it into a task
+//! you spawn with `opentelemetry::context::FutureExt::with_current_context`).
 //!
 //! What every invocation shares (`service.name`, `faas.name`, `faas.version`, `cloud.provider`,
 //! `cloud.region`) is on the resource, once per export, as the conventions place it. Spans carry
@@ -82,12 +89,40 @@
 //! "orders"` filter traces as they do for Powertools for Python; [`annotate`] adds keys of your
 //! own (`annotation.order_id = "o-42"`) to the current invocation's span.
 //!
-//! # Flushed before the freeze
+//! # Exported after the response
 //!
-//! Lambda freezes the process once the response is sent; spans not exported by then are late or
-//! lost. The layer ends the invocation span and flushes the exporter before it returns, waiting
-//! at most the flush timeout (2 s by default). A slow or dead collector logs a warning; it never
-//! fails or hangs the invocation.
+//! Lambda freezes the process once an invocation is over; spans not exported by then are late or
+//! lost. With [`Tracer::register_extension`] called in `main`, before `lambda_runtime::run`, the
+//! tracer runs a Lambda *internal extension* in the function's own process: the layer hands each
+//! invocation's spans to it and returns, the runtime sends the response, and the extension
+//! exports the spans before it lets Lambda freeze the environment. The caller never waits for the
+//! collector; the next invocation starts once the spans are out. With concurrent invocations
+//! (`run_concurrent` on Lambda Managed Instances, which do not freeze per invocation) the spans
+//! are exported in the background instead, every [`TracerBuilder::export_interval`], and what is
+//! left on `SIGTERM` at shutdown.
+//!
+//! Without the extension (outside Lambda, not registered, or [`FlushMode::BeforeReturn`]) the
+//! layer exports before it returns, waiting at most the flush timeout (2 s by default).
+//!
+//! # A collector that fails or hangs
+//!
+//! A slow, failing or dead collector never fails an invocation and costs one flush timeout, not
+//! one per invocation: the flush that fails or times out suspends export, later flushes drop
+//! their spans at once (counted in [`Tracer::dropped_spans`] and reported in a warning), and a
+//! background probe resumes export when the collector answers again. Ended spans wait in a
+//! bounded queue ([`TracerBuilder::max_queued_spans`], 2048 by default), never an unbounded one.
+//!
+//! # HTTPS
+//!
+//! Spans go through the AWS SDK's own HTTP connector (`aws-smithy-http-client`: hyper 1 with
+//! hyper-util's pooled client, hyper-rustls, rustls on AWS-LC), from the async runtime: no second
+//! HTTP client, no exporter thread. `https://` endpoints are verified against the system's trust
+//! store (loaded once per process, for the SDK's clients and the exporter), or only against the
+//! certificates of `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE` / `OTEL_EXPORTER_OTLP_CERTIFICATE`
+//! ([`TracerBuilder::certificate`]). A plain `http://` endpoint (the ADOT / Application Signals
+//! layer on `localhost:4318`) loads no trust store at all. The
+//! first TLS handshake of a process pays AWS-LC's one-time entropy seeding; the crate's README
+//! says when to build with `AWS_LC_SYS_NO_JITTER_ENTROPY=1`.
 //!
 //! # Propagation and AWS SDK calls
 //!
@@ -111,6 +146,8 @@
 mod annotations;
 mod error;
 mod exception;
+mod export;
+mod extension;
 mod http_request;
 mod layer;
 mod propagation;
@@ -123,11 +160,16 @@ pub use annotations::{AnnotationValue, annotate};
 #[cfg(feature = "aws-sdk")]
 pub use aws_sdk::AwsSdkSpans;
 pub use error::Error;
+pub use export::DEFAULT_MAX_QUEUED_SPANS;
+pub use extension::EXTENSION_NAME;
 pub use http_request::HttpRequest;
 pub use layer::{TracingLayer, TracingService};
 pub use propagation::inject_trace_headers;
 pub use tracer::{
-    DEFAULT_FLUSH_TIMEOUT, DEFAULT_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT,
-    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, POWERTOOLS_TRACE_DISABLED, POWERTOOLS_TRACER_CAPTURE_ERROR,
-    POWERTOOLS_TRACER_CAPTURE_RESPONSE, Tracer, TracerBuilder,
+    DEFAULT_EXPORT_INTERVAL, DEFAULT_EXPORT_TIMEOUT, DEFAULT_FLUSH_TIMEOUT,
+    DEFAULT_TRACES_ENDPOINT, FlushMode, OTEL_EXPORTER_OTLP_CERTIFICATE,
+    OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE,
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
+    POWERTOOLS_TRACE_DISABLED, POWERTOOLS_TRACER_CAPTURE_ERROR, POWERTOOLS_TRACER_CAPTURE_RESPONSE,
+    Tracer, TracerBuilder,
 };

@@ -21,7 +21,8 @@ impl Injector for HeaderInjector<'_> {
 
 /// Adds the current span's context to outgoing HTTP headers, as W3C `traceparent` (and
 /// `tracestate`) and as `X-Amzn-Trace-Id`, so that the service called joins the trace whether it
-/// speaks OpenTelemetry or X-Ray. Does nothing outside a traced span.
+/// speaks OpenTelemetry or X-Ray: the current `tracing` span's, else the current OpenTelemetry
+/// context's (the invocation span, in the handler). Does nothing outside a traced span.
 ///
 /// ```
 /// let mut headers = http::HeaderMap::new();
@@ -30,12 +31,17 @@ impl Injector for HeaderInjector<'_> {
 /// assert!(headers.is_empty());
 /// ```
 pub fn inject_trace_headers(headers: &mut http::HeaderMap) {
-    let context = tracing::Span::current().context();
-    if !opentelemetry::trace::TraceContextExt::span(&context)
-        .span_context()
-        .is_valid()
-    {
-        return;
+    let valid = |context: &opentelemetry::Context| {
+        opentelemetry::trace::TraceContextExt::span(context)
+            .span_context()
+            .is_valid()
+    };
+    let mut context = tracing::Span::current().context();
+    if !valid(&context) {
+        context = opentelemetry::Context::current();
+        if !valid(&context) {
+            return;
+        }
     }
     TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
     XrayPropagator::default().inject_context(&context, &mut HeaderInjector(headers));
@@ -48,6 +54,9 @@ const DEFERRED: TraceFlags = TraceFlags::new(0x02);
 /// `opentelemetry_aws::XrayPropagator` reads it (the tests compare the two on well-formed and
 /// malformed headers) but without its maps, vectors and strings: this runs on every invocation.
 pub(crate) fn parse_xray_header(header: &str) -> Option<SpanContext> {
+    if let Some(context) = parse_lambda_form(header) {
+        return Some(context);
+    }
     let mut trace_id = TraceId::INVALID;
     let mut parent = SpanId::INVALID;
     let mut flags = DEFERRED;
@@ -70,9 +79,60 @@ pub(crate) fn parse_xray_header(header: &str) -> Option<SpanContext> {
             _ => others.push((key.to_ascii_lowercase(), value.to_owned())),
         }
     }
-    let trace_state = TraceState::from_key_value(others).ok()?;
+    let trace_state = if others.is_empty() {
+        TraceState::NONE
+    } else {
+        TraceState::from_key_value(others).ok()?
+    };
     (trace_id != TraceId::INVALID)
         .then(|| SpanContext::new(trace_id, parent, flags, true, trace_state))
+}
+
+/// The header in the one form Lambda sends it,
+/// `Root=1-{8 hex}-{24 hex};Parent={16 hex};Sampled={0|1|?}`, read at fixed offsets: no scan, no
+/// allocation. `None` for anything else (or a zero trace id), which the general reader takes.
+fn parse_lambda_form(header: &str) -> Option<SpanContext> {
+    let bytes = header.as_bytes();
+    if bytes.len() != 74
+        || !bytes.starts_with(b"Root=1-")
+        || bytes[15] != b'-'
+        || &bytes[40..48] != b";Parent="
+        || &bytes[64..73] != b";Sampled="
+    {
+        return None;
+    }
+    let epoch = hex(&bytes[7..15])?;
+    let unique = hex(&bytes[16..40])?;
+    let trace_id = (epoch << 96) | unique;
+    let parent = hex(&bytes[48..64])?;
+    let flags = match bytes[73] {
+        b'0' => TraceFlags::default(),
+        b'1' => TraceFlags::SAMPLED,
+        b'?' => DEFERRED,
+        _ => return None,
+    };
+    (trace_id != 0).then(|| {
+        SpanContext::new(
+            TraceId::from(trace_id),
+            SpanId::from(u64::try_from(parent).unwrap_or_default()),
+            flags,
+            true,
+            TraceState::NONE,
+        )
+    })
+}
+
+/// Hex digits (either case, at most 32) as a number; `None` for any other byte.
+fn hex(digits: &[u8]) -> Option<u128> {
+    digits.iter().try_fold(0_u128, |value, digit| {
+        let nibble = match digit {
+            b'0'..=b'9' => digit - b'0',
+            b'a'..=b'f' => digit - b'a' + 10,
+            b'A'..=b'F' => digit - b'A' + 10,
+            _ => return None,
+        };
+        Some((value << 4) | u128::from(nibble))
+    })
 }
 
 /// `1-<epoch>-<unique>` as one 128-bit id; the two parts are parsed as one hex number, as the
@@ -127,7 +187,18 @@ mod tests {
             "garbage",
             "",
             "Root=1-5759e988-bd862e3fe1be46a994272793;Foo=bar;baz",
+            "Root=1-5759E988-BD862E3FE1BE46A994272793;Parent=53995C3F42CD8AD8;Sampled=1",
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=0000000000000000;Sampled=1",
+            "Root=1-5759e988-bd862e3fe1be46a99427279g;Parent=53995c3f42cd8ad8;Sampled=1",
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8adx;Sampled=1",
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=2",
+            "Root=1-00000000-000000000000000000000000;Parent=53995c3f42cd8ad8;Sampled=1",
+            "Root=2-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
         ];
+        // Lambda's own form is read at fixed offsets, the others by the general reader.
+        assert!(parse_lambda_form(headers[0]).is_some());
+        assert!(parse_lambda_form(headers[2]).is_some());
+        assert!(parse_lambda_form(headers[4]).is_none());
         for header in headers {
             let carrier = HashMap::from([("x-amzn-trace-id".to_owned(), header.to_owned())]);
             let context = XrayPropagator::default().extract(&carrier);

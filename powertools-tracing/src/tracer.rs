@@ -1,14 +1,17 @@
 //! Tracer setup: the OTLP exporter, the resource, X-Ray trace ids, and the `tracing` bridge.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{KeyValue, StringValue};
 use opentelemetry_aws::trace::XrayIdGenerator;
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanExporter, TracerProviderBuilder};
+use opentelemetry_sdk::trace::{
+    Sampler, SdkTracer, SdkTracerProvider, SpanExporter, TracerProviderBuilder,
+};
 use powertools_core::PowertoolsConfig;
 use powertools_core::env::Env;
 use tracing::Subscriber;
@@ -18,6 +21,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::Error;
+use crate::export::{DEFAULT_MAX_QUEUED_SPANS, Exporter, OtlpHttpClient, QueueProcessor, Roots};
+use crate::extension::Handoff;
 
 /// `true` turns tracing off: no span, no export, no flush.
 pub const POWERTOOLS_TRACE_DISABLED: &str = "POWERTOOLS_TRACE_DISABLED";
@@ -29,12 +34,50 @@ pub const POWERTOOLS_TRACER_CAPTURE_ERROR: &str = "POWERTOOLS_TRACER_CAPTURE_ERR
 pub const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
 /// The OTLP/HTTP base endpoint; `/v1/traces` is appended.
 pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// A PEM file of the certificates to trust for an `https://` traces endpoint, instead of the
+/// system's trust store.
+pub const OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE";
+/// As [`OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`], for every signal.
+pub const OTEL_EXPORTER_OTLP_CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_CERTIFICATE";
+/// The bound on one export request, in milliseconds (default 10 s).
+pub const OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT";
+/// As [`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`], for every signal.
+pub const OTEL_EXPORTER_OTLP_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TIMEOUT";
 
 /// Where spans go when no endpoint is configured: the ADOT / Application Signals Lambda layer
 /// and OpenTelemetry collectors listen here.
 pub const DEFAULT_TRACES_ENDPOINT: &str = "http://localhost:4318/v1/traces";
-/// How long the flush at the end of an invocation may take before it gives up with a warning.
+/// How long a flush may take before it gives up with a warning (and suspends export until the
+/// collector answers again).
 pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// The bound on one export request when neither the builder nor the environment sets one.
+pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often spans are exported in the background with concurrent invocations.
+pub const DEFAULT_EXPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// When an invocation's spans are exported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FlushMode {
+    /// After the response is sent, by the tracer's internal Lambda extension
+    /// ([`Tracer::register_extension`]): the caller never waits for the collector. Without the
+    /// extension registered (outside Lambda, or not called), the same as
+    /// [`BeforeReturn`](Self::BeforeReturn).
+    #[default]
+    AfterResponse,
+    /// Before the invocation returns, within the flush timeout: the response waits for the
+    /// collector's answer.
+    BeforeReturn,
+}
+
+/// What the tracer needs to know of the Lambda environment it runs in.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LambdaEnv {
+    /// `AWS_LAMBDA_RUNTIME_API` is set: extensions can register.
+    pub(crate) runtime_api: bool,
+    /// `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda Managed Instances), 1 when unset.
+    pub(crate) max_concurrency: u32,
+}
 
 /// Crates whose spans and events never become OTel spans, matched by whole crate name (the
 /// target is the name, or starts with the name and `::`), so that a crate of the user's named
@@ -93,13 +136,20 @@ pub struct Tracer {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) provider: Option<SdkTracerProvider>,
-    pub(crate) service: String,
+    /// The provider's tracer: the invocation span is built with it directly.
+    pub(crate) sdk_tracer: Option<SdkTracer>,
+    /// The service name, as the `Service` attribute value shared by every invocation span.
+    pub(crate) service_value: StringValue,
     pub(crate) capture_response: bool,
     pub(crate) capture_error: bool,
-    pub(crate) flush_timeout: Duration,
-    /// False when spans are exported as they end (a caller's exporter): nothing waits in a
-    /// batch, so the flush would only cost a trip to the blocking pool.
-    pub(crate) batched: bool,
+    /// The OTLP exporter and its queue; `None` with tracing off or a caller's exporter, which
+    /// exports each span as it ends (nothing to flush).
+    pub(crate) exporter: Option<Arc<Exporter>>,
+    pub(crate) flush_mode: FlushMode,
+    pub(crate) export_interval: Duration,
+    pub(crate) lambda: LambdaEnv,
+    /// Hands each invocation's spans to the extension, once it is registered.
+    pub(crate) handoff: Handoff,
 }
 
 impl Tracer {
@@ -127,8 +177,7 @@ impl Tracer {
     where
         S: Subscriber + for<'span> LookupSpan<'span>,
     {
-        let provider = self.inner.provider.as_ref()?;
-        let tracer = provider.tracer("powertools-tracing");
+        let tracer = self.inner.sdk_tracer.clone()?;
         Some(
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)
@@ -150,44 +199,41 @@ impl Tracer {
         tracing_subscriber::registry().with(self.otel_layer())
     }
 
-    /// Exports every finished span now, waiting at most the flush timeout. A slow or dead
-    /// collector gives a warning, never an error: the invocation must not fail for its traces.
+    /// Exports every ended span now, from this task, waiting at most the flush timeout. A slow,
+    /// failing or dead collector gives a warning, never an error: the invocation must not fail
+    /// for its traces. After a flush fails or times out, flushes drop their spans at once
+    /// (counted in [`dropped_spans`](Self::dropped_spans)) until a background probe finds the
+    /// collector answering again.
     pub async fn flush(&self) {
-        let Some(provider) = self.inner.provider.clone().filter(|_| self.inner.batched) else {
-            return;
-        };
-        let timeout = self.inner.flush_timeout;
-        // The SDK's flush blocks on the exporter thread; keep it off the async workers.
-        let flushed = tokio::time::timeout(
-            timeout,
-            tokio::task::spawn_blocking(move || provider.force_flush()),
-        )
-        .await;
-        match flushed {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => {
-                tracing::warn!(target: "powertools_tracing", %error, "spans could not be exported");
-            }
-            Ok(Err(join_error)) => {
-                tracing::warn!(target: "powertools_tracing", %join_error, "the span flush failed");
-            }
-            Err(_) => tracing::warn!(
-                target: "powertools_tracing",
-                timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-                "spans were not exported within the flush timeout; the invocation goes on"
-            ),
+        if let Some(exporter) = &self.inner.exporter {
+            exporter.flush().await;
         }
+    }
+
+    /// How many spans were dropped since the process started: while export was suspended after a
+    /// failed or timed-out flush, by a failed export, or because more ended between two flushes
+    /// than [`max_queued_spans`](TracerBuilder::max_queued_spans). Each drop is also reported in
+    /// a warning with its count.
+    pub fn dropped_spans(&self) -> u64 {
+        self.inner
+            .exporter
+            .as_ref()
+            .map_or(0, |exporter| exporter.dropped())
     }
 }
 
 /// Puts a span exporter of the caller's on the provider.
 type ExporterHook = Box<dyn FnOnce(TracerProviderBuilder) -> TracerProviderBuilder + Send>;
+/// Builds the queue in front of a span exporter of the caller's: (queue length, flush timeout,
+/// resource).
+type QueuedExporterHook = Box<dyn FnOnce(usize, Duration, &Resource) -> Exporter + Send>;
 
 /// Builds a [`Tracer`]. Options set here win over the environment.
 #[derive(Default)]
 #[must_use]
 pub struct TracerBuilder {
     exporter: Option<ExporterHook>,
+    queued_exporter: Option<QueuedExporterHook>,
     service: Option<String>,
     endpoint: Option<String>,
     disabled: Option<bool>,
@@ -195,6 +241,10 @@ pub struct TracerBuilder {
     capture_error: Option<bool>,
     flush_timeout: Option<Duration>,
     export_timeout: Option<Duration>,
+    flush_mode: Option<FlushMode>,
+    certificate: Option<PathBuf>,
+    max_queued_spans: Option<usize>,
+    export_interval: Option<Duration>,
     env: Option<Env>,
 }
 
@@ -205,6 +255,7 @@ impl std::fmt::Debug for TracerBuilder {
             .field("endpoint", &self.endpoint)
             .field("disabled", &self.disabled)
             .field("custom_exporter", &self.exporter.is_some())
+            .field("custom_queued_exporter", &self.queued_exporter.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -244,16 +295,45 @@ impl TracerBuilder {
         self
     }
 
-    /// The bound on the flush at the end of each invocation (default 2 s).
+    /// The bound on a flush (default 2 s). A flush that times out suspends export: later
+    /// flushes drop their spans at once until the collector answers again.
     pub fn flush_timeout(mut self, timeout: Duration) -> Self {
         self.flush_timeout = Some(timeout);
         self
     }
 
-    /// The bound on one export request (default: the exporter's, 10 s, or
-    /// `OTEL_EXPORTER_OTLP_TIMEOUT`).
+    /// The bound on one export request (default: `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT`, in milliseconds, else 10 s).
     pub fn export_timeout(mut self, timeout: Duration) -> Self {
         self.export_timeout = Some(timeout);
+        self
+    }
+
+    /// When spans are exported (default: [`FlushMode::AfterResponse`], once
+    /// [`Tracer::register_extension`] has registered the extension).
+    pub fn flush_mode(mut self, mode: FlushMode) -> Self {
+        self.flush_mode = Some(mode);
+        self
+    }
+
+    /// A PEM file of the certificates to trust for an `https://` endpoint, instead of the
+    /// system's trust store (default: `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`, else
+    /// `OTEL_EXPORTER_OTLP_CERTIFICATE`, else the system's).
+    pub fn certificate(mut self, pem_file: impl Into<PathBuf>) -> Self {
+        self.certificate = Some(pem_file.into());
+        self
+    }
+
+    /// How many ended spans may wait for a flush (default 2048); more are dropped, counted.
+    pub fn max_queued_spans(mut self, spans: usize) -> Self {
+        self.max_queued_spans = Some(spans);
+        self
+    }
+
+    /// How often spans are exported in the background with concurrent invocations (default 1 s;
+    /// a full batch of 512 goes at once).
+    pub fn export_interval(mut self, interval: Duration) -> Self {
+        self.export_interval = Some(interval);
         self
     }
 
@@ -264,11 +344,27 @@ impl TracerBuilder {
     }
 
     /// Exports to `exporter` instead of OTLP, each span as it ends (a local printer for a demo,
-    /// an in-memory exporter for tests). The endpoint settings are then ignored.
+    /// an in-memory exporter for tests). The endpoint, queue and flush settings are then
+    /// ignored.
     pub fn span_exporter<E: SpanExporter + 'static>(mut self, exporter: E) -> Self {
         self.exporter = Some(Box::new(move |provider: TracerProviderBuilder| {
             provider.with_simple_exporter(exporter)
         }));
+        self
+    }
+
+    /// Exports to `exporter` instead of OTLP/HTTP, the way the OTLP exporter is driven: ended
+    /// spans wait in the bounded queue and go at the flush, after the response with the
+    /// extension, with export suspended while the exporter fails or hangs (an X-Ray or stdout
+    /// exporter of your own, or a benchmark's). The endpoint settings are then ignored.
+    pub fn queued_exporter<E: SpanExporter + 'static>(mut self, exporter: E) -> Self {
+        self.queued_exporter = Some(Box::new(
+            move |capacity: usize, timeout: Duration, resource: &Resource| {
+                let mut exporter = exporter;
+                exporter.set_resource(resource);
+                Exporter::new(exporter, capacity, timeout)
+            },
+        ));
         self
     }
 
@@ -298,15 +394,41 @@ impl TracerBuilder {
             Some(capture) => capture,
             None => env.bool(POWERTOOLS_TRACER_CAPTURE_ERROR)?.unwrap_or(true),
         };
-        let batched = self.exporter.is_none();
+        let flush_timeout = self.flush_timeout.unwrap_or(DEFAULT_FLUSH_TIMEOUT);
+        let lambda = LambdaEnv {
+            runtime_api: env.string("AWS_LAMBDA_RUNTIME_API")?.is_some(),
+            max_concurrency: env
+                .parse(
+                    "AWS_LAMBDA_MAX_CONCURRENCY",
+                    "a number of concurrent invocations",
+                )?
+                .unwrap_or(1),
+        };
+        let mut exporter = None;
         let provider = if disabled {
             None
-        } else if let Some(exporter) = self.exporter {
+        } else if let Some(hook) = self.exporter {
             Some(
-                exporter(SdkTracerProvider::builder())
+                hook(SdkTracerProvider::builder())
                     .with_id_generator(XrayIdGenerator::default())
                     .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
                     .with_resource(resource(&service, &config))
+                    .build(),
+            )
+        } else if let Some(hook) = self.queued_exporter {
+            let resource = resource(&service, &config);
+            let queue = Arc::new(hook(
+                self.max_queued_spans.unwrap_or(DEFAULT_MAX_QUEUED_SPANS),
+                flush_timeout,
+                &resource,
+            ));
+            exporter = Some(Arc::clone(&queue));
+            Some(
+                SdkTracerProvider::builder()
+                    .with_span_processor(QueueProcessor(queue))
+                    .with_id_generator(XrayIdGenerator::default())
+                    .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+                    .with_resource(resource)
                     .build(),
             )
         } else {
@@ -320,35 +442,93 @@ impl TracerBuilder {
                     },
                 },
             };
-            let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+            let export_timeout = match self.export_timeout {
+                Some(timeout) => timeout,
+                None => env
+                    .parse::<u64>(OTEL_EXPORTER_OTLP_TRACES_TIMEOUT, "milliseconds")?
+                    .or(env.parse::<u64>(OTEL_EXPORTER_OTLP_TIMEOUT, "milliseconds")?)
+                    .map_or(DEFAULT_EXPORT_TIMEOUT, Duration::from_millis),
+            };
+            let certificate = match self.certificate {
+                Some(path) => Some(path),
+                None => env
+                    .string(OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE)?
+                    .or(env.string(OTEL_EXPORTER_OTLP_CERTIFICATE)?)
+                    .map(PathBuf::from),
+            };
+            let roots = roots(&endpoint, certificate)?;
+            let resource = resource(&service, &config);
+            let mut otlp = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
-                .with_endpoint(endpoint);
-            if let Some(timeout) = self.export_timeout {
-                exporter = exporter.with_timeout(timeout);
-            }
-            let exporter = exporter
+                .with_http_client(OtlpHttpClient::new(roots, export_timeout))
+                .with_endpoint(endpoint)
+                .with_timeout(export_timeout)
                 .build()
                 .map_err(|error| Error::Exporter(error.to_string()))?;
+            otlp.set_resource(&resource);
+            let queue = Arc::new(Exporter::new(
+                otlp,
+                self.max_queued_spans.unwrap_or(DEFAULT_MAX_QUEUED_SPANS),
+                flush_timeout,
+            ));
+            exporter = Some(Arc::clone(&queue));
             Some(
                 SdkTracerProvider::builder()
-                    .with_batch_exporter(exporter)
+                    .with_span_processor(QueueProcessor(queue))
                     .with_id_generator(XrayIdGenerator::default())
                     .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
-                    .with_resource(resource(&service, &config))
+                    .with_resource(resource)
                     .build(),
             )
         };
+        let sdk_tracer = provider
+            .as_ref()
+            .map(|provider| provider.tracer("powertools-tracing"));
         Ok(Tracer {
             inner: Arc::new(Inner {
                 provider,
-                service,
+                sdk_tracer,
+                service_value: StringValue::from(service),
                 capture_response,
                 capture_error,
-                flush_timeout: self.flush_timeout.unwrap_or(DEFAULT_FLUSH_TIMEOUT),
-                batched,
+                exporter,
+                flush_mode: self.flush_mode.unwrap_or_default(),
+                export_interval: self.export_interval.unwrap_or(DEFAULT_EXPORT_INTERVAL),
+                lambda,
+                handoff: Handoff::default(),
             }),
         })
     }
+}
+
+/// The certificates an exporter to `endpoint` trusts: none for plain HTTP, the PEM file's if one
+/// is given, else the system's.
+fn roots(endpoint: &str, certificate: Option<PathBuf>) -> Result<Roots, Error> {
+    let https = endpoint
+        .get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
+    if !https {
+        return Ok(Roots::None);
+    }
+    let Some(path) = certificate else {
+        return Ok(Roots::Native);
+    };
+    use rustls_pki_types::{CertificateDer, pem::PemObject};
+    let unreadable = |error: &dyn std::fmt::Display| {
+        Error::Exporter(format!(
+            "the certificate file {} could not be read: {error}",
+            path.display()
+        ))
+    };
+    let pem = std::fs::read(&path).map_err(|error| unreadable(&error))?;
+    // Checked now, so that a bad file fails the build of the tracer, not every export.
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| unreadable(&error))?;
+    if certificates.is_empty() {
+        return Err(unreadable(&"it holds no PEM certificate"));
+    }
+    Ok(Roots::Pem(pem))
 }
 
 /// The resource attributes Lambda's environment gives (OTel semantic conventions for FaaS).

@@ -94,6 +94,20 @@ impl EmulatedFunction {
     /// # Panics
     /// When `CI` is set and `cargo lambda` is missing, or when the emulator does not come up.
     pub fn start(package_dir: &std::path::Path, bin: &str, env: &[(&str, &str)]) -> Option<Self> {
+        Self::start_with_watch_args(package_dir, bin, env, &[])
+    }
+
+    /// [`start`](Self::start) with more arguments for `cargo lambda watch`, such as
+    /// [`runner_env`] to set a variable the emulator would otherwise override.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn start_with_watch_args(
+        package_dir: &std::path::Path,
+        bin: &str,
+        env: &[(&str, &str)],
+        watch_args: &[String],
+    ) -> Option<Self> {
         use std::process::{Command, Stdio};
         let in_ci = in_ci();
         let installed = Command::new("cargo")
@@ -122,6 +136,7 @@ impl EmulatedFunction {
         let child = Command::new("cargo")
             .current_dir(package_dir)
             .args(["lambda", "watch", "--bin", bin, "--ignore-changes"])
+            .args(watch_args)
             .args([
                 "--invoke-address",
                 "127.0.0.1",
@@ -212,6 +227,20 @@ impl EmulatedFunction {
         });
         InvokeResult { status, body }
     }
+}
+
+/// Arguments for [`EmulatedFunction::start_with_watch_args`] that start the function with
+/// `name=value` in its environment even where `cargo lambda watch` sets the variable itself.
+///
+/// `cargo lambda watch` 1.9.2 sets `AWS_LAMBDA_MAX_CONCURRENCY=1` for the function it starts,
+/// after the variables it was given (its `--concurrency` starts more processes instead). It starts
+/// the function with `cargo run`, so a cargo runner (`env name=value`) sets the variable last. A
+/// runner, unlike cargo's `[env]`, is not part of the build's fingerprint: nothing is rebuilt.
+pub fn runner_env(name: &str, value: &str) -> Vec<String> {
+    vec![
+        "--config".to_owned(),
+        format!("target.'cfg(all())'.runner=['env', '{name}={value}']"),
+    ]
 }
 
 impl Drop for EmulatedFunction {

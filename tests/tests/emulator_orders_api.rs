@@ -106,6 +106,59 @@ async fn the_deployed_function_places_each_order_once_and_reports_it_in_logs_met
         (400, json!("MissingIdempotencyKey"))
     );
 
+    // Refused before the idempotency claim, so nothing is recorded: the corrected order is
+    // placed under the same key.
+    let (status, refused) = http(&function.invoke(&sample("refused-order.json")));
+    assert_eq!(
+        (status, refused["error"].clone()),
+        (400, json!("InvalidOrder"))
+    );
+    let (status, corrected) = http(&function.invoke(&sample("refused-order-corrected.json")));
+    assert_eq!(status, 201, "the same key, corrected: {corrected}");
+
+    // A body that is not JSON: a 400, and a log line that carries the invocation's context.
+    let (status, malformed) = http(&function.invoke(&sample("malformed-body.json")));
+    assert_eq!(
+        (status, malformed["error"].clone()),
+        (400, json!("InvalidBody"))
+    );
+
+    // The same order id under a new key, with a bigger basket: not charged again, not saved.
+    let (status, conflict) = http(&function.invoke(&sample("same-order-new-key.json")));
+    assert_eq!(
+        (status, conflict["error"].clone()),
+        (409, json!("PaymentConflict")),
+        "{conflict}"
+    );
+    // The same total for other goods: the charge matches, but DynamoDB's conditional write
+    // keeps the saved order.
+    let mut swapped = sample("first-order.json");
+    swapped["headers"]["idempotency-key"] = json!("k-swap-1001");
+    swapped["body"] = json!(
+        json!({"order_id": "ord-1001", "customer_id": "cust-77", "location": "camden",
+               "items": [{"sku": "rye-loaf", "quantity": 1, "unit_price_cents": 2550}]})
+        .to_string()
+    );
+    let (status, conflict) = http(&function.invoke(&swapped));
+    assert_eq!(
+        (status, conflict["error"].clone()),
+        (409, json!("OrderConflict")),
+        "{conflict}"
+    );
+    let saved = client
+        .get_item()
+        .table_name(&orders_table)
+        .key("order_id", AttributeValue::S("ord-1001".into()))
+        .send()
+        .await
+        .expect("get the first order");
+    let saved = saved.item().expect("the first order is saved");
+    assert_eq!(saved["total_cents"], AttributeValue::N("2550".into()));
+    assert!(
+        matches!(&saved["items"], AttributeValue::S(items) if items.contains("sourdough-loaf")),
+        "not overwritten: {saved:?}"
+    );
+
     // Duplicates at once: still one order.
     let mut duplicate = sample("first-order.json");
     duplicate["headers"]["idempotency-key"] = json!("k-dup-2001");
@@ -130,7 +183,7 @@ async fn the_deployed_function_places_each_order_once_and_reports_it_in_logs_met
 
     assert_eq!(
         orders_in(&client, &orders_table).await,
-        ["ord-1001", "ord-1002", "ord-2001"],
+        ["ord-1001", "ord-1002", "ord-1004", "ord-2001"],
         "each order written once"
     );
 
@@ -166,13 +219,43 @@ async fn the_deployed_function_places_each_order_once_and_reports_it_in_logs_met
         .iter()
         .filter(|line| line["message"] == "order placed")
         .collect();
-    assert_eq!(placed_lines.len(), 3, "one per order placed");
+    assert_eq!(placed_lines.len(), 4, "one per order placed");
+    // The refusals were logged inside their invocations.
+    let refusals: Vec<&&Value> = logs
+        .iter()
+        .filter(|line| line["message"] == "request refused before its idempotency claim")
+        .collect();
+    assert_eq!(
+        refusals.len(),
+        4,
+        "negative price, empty basket, no key, not JSON"
+    );
+    for line in &refusals {
+        assert_eq!(line["level"], "WARN");
+        assert!(line["function_request_id"].is_string(), "{line}");
+        assert!(line["correlation_id"].is_string(), "{line}");
+    }
+    assert!(
+        !function
+            .output()
+            .contains("concurrency-tokio feature is not enabled"),
+        "concurrency-ready: no warning from the runtime"
+    );
     assert_eq!(placed_lines[0]["order_id"], "ord-1001");
     assert_eq!(placed_lines[0]["location"], "camden");
     assert_eq!(placed_lines[0]["customer_id"], "cust-77");
     assert_eq!(placed_lines[0]["correlation_id"], "api-req-1");
-    assert_eq!(documents.len(), 3, "one EMF document per order placed");
-    for document in &documents {
+    let cold_starts = documents
+        .iter()
+        .filter(|document| document.get("ColdStart").is_some())
+        .count();
+    assert_eq!(cold_starts, 1, "one document for the cold start");
+    let orders: Vec<&Value> = documents
+        .iter()
+        .filter(|document| document.get("ColdStart").is_none())
+        .collect();
+    assert_eq!(orders.len(), 4, "one EMF document per order placed");
+    for document in orders {
         assert_eq!(document["OrdersPlaced"], 1.0);
         assert!(
             document["order_id"].is_string(),
@@ -189,6 +272,6 @@ async fn the_deployed_function_places_each_order_once_and_reports_it_in_logs_met
         .collect();
     let named = |name: &str| spans.iter().filter(|span| span["name"] == name).count();
     assert!(named("orders-api") >= 8, "an invocation span per request");
-    assert!(named("charge") >= 3);
-    assert!(named("DynamoDB.PutItem") >= 3);
+    assert!(named("charge") >= 4);
+    assert!(named("DynamoDB.PutItem") >= 4);
 }

@@ -67,6 +67,24 @@ async fn a_payment_is_charged_once_through_failures_retries_and_duplicates() {
         changed.body
     );
 
+    // A payment without an id is refused before its idempotency claim, twice: never charged.
+    for _ in 0..2 {
+        let mut no_id = sample("payment.json");
+        no_id["payment_id"] = serde_json::json!("");
+        let refused = function.invoke(&no_id);
+        assert_eq!(
+            refused.body["errorType"], "InvalidPaymentRequest",
+            "{}",
+            refused.body
+        );
+    }
+    // An id of 300 kB is refused with a message that does not repeat it.
+    let mut huge = sample("payment.json");
+    huge["payment_id"] = serde_json::json!("p".repeat(300_000));
+    let refused = function.invoke(&huge);
+    assert_eq!(refused.body["errorType"], "InvalidPaymentRequest");
+    assert!(refused.body.to_string().len() < 500, "{}", refused.body);
+
     let records = client.scan().table_name(&table).send().await.unwrap();
     assert_eq!(records.count(), 2, "one record per payment");
     for item in records.items() {
@@ -85,11 +103,21 @@ async fn a_payment_is_charged_once_through_failures_retries_and_duplicates() {
     assert!(charged.iter().all(|line| line["payment_id"].is_string()));
     // Every document checked against the EMF specification and CloudWatch's rules.
     let documents = function.emf_documents();
-    assert_eq!(documents.len(), 2, "one EMF document per charge");
+    let (cold_starts, charges): (Vec<&Value>, Vec<&Value>) = documents
+        .iter()
+        .partition(|document| document.get("ColdStart").is_some());
+    assert_eq!(cold_starts.len(), 1, "one document for the cold start");
+    assert_eq!(charges.len(), 2, "one EMF document per charge");
     assert!(
-        documents
+        charges
             .iter()
             .all(|d| d["PaymentsCharged"] == 1.0 && d["currency"] == "GBP")
+    );
+    assert!(
+        !function
+            .output()
+            .contains("concurrency-tokio feature is not enabled"),
+        "concurrency-ready: no warning from the runtime"
     );
 
     // Each charge attempt is a span under its invocation's span.
@@ -99,9 +127,27 @@ async fn a_payment_is_charged_once_through_failures_retries_and_duplicates() {
             .lines()
             .filter_map(|line| serde_json::from_str(line).ok())
             .collect();
-    // The receiver is shared with the other tests: keep the charges under this function's
-    // invocation spans (named for the function).
-    let invocations: Vec<&Value> = spans.iter().filter(|s| s["name"] == "payment").collect();
+    // The receiver is shared with the other tests, some of which run this function too: keep
+    // the charges under the invocation spans of this process's invocations (those it logged).
+    let ours: std::collections::HashSet<String> = function
+        .json_lines()
+        .iter()
+        .filter_map(|line| line["function_request_id"].as_str().map(str::to_owned))
+        .collect();
+    let invocations: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["name"] == "payment")
+        .filter(|s| {
+            s["attributes"].as_array().is_some_and(|attributes| {
+                attributes.iter().any(|attribute| {
+                    attribute["key"] == "faas.invocation_id"
+                        && attribute["value"]["stringValue"]
+                            .as_str()
+                            .is_some_and(|id| ours.contains(id))
+                })
+            })
+        })
+        .collect();
     assert!(invocations.len() >= 5, "an invocation span per call");
     let charges = spans
         .iter()

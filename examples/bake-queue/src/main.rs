@@ -10,6 +10,8 @@
 //! Deployed, it needs `IDEMPOTENCY_TABLE`; `template.yaml` shows the queue, its dead-letter queue
 //! and the event source mapping.
 
+use std::process::ExitCode;
+
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::tower::ServiceBuilder;
 use lambda_runtime::tower::util::BoxCloneService;
@@ -79,16 +81,51 @@ fn consumer<St: IdempotencyStore + Clone>(
 }
 
 #[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    let powertools = Powertools::from_env()?;
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // The message, which names the setting and the fix, not a Debug dump.
+            eprintln!("{}", report(&*error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The deployed function: settings from the environment, once, then the Runtime API.
+async fn run() -> Result<(), lambda_runtime::Error> {
+    let powertools = Powertools::builder()
+        .metrics(|metrics| metrics.capture_cold_start_metric(true))
+        .build()?;
     powertools.init()?;
+    let table = std::env::var("IDEMPOTENCY_TABLE").map_err(|_| {
+        "IDEMPOTENCY_TABLE is not set: set it to the name of the idempotency table \
+         (template.yaml sets it for the deployed function)"
+    })?;
     let aws = aws_config::load_from_env().await;
-    let table = std::env::var("IDEMPOTENCY_TABLE").map_err(|_| "set IDEMPOTENCY_TABLE")?;
     let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&aws), table)?;
     let idempotency = Idempotency::builder(store)
         .key_prefix("bake-queue.bake")
+        .raise_on_missing_key(true)
         .build()?;
-    lambda_runtime::run(consumer(&powertools, idempotency)).await
+    // Sequential by default; with `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda Managed Instances) as
+    // many batches at once as it says, each with its own logs, metrics and records.
+    lambda_runtime::run_concurrent(consumer(&powertools, idempotency)).await
+}
+
+/// `Error: <message>`, then each source the message does not already include.
+fn report(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = format!("Error: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str("\n  caused by: ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

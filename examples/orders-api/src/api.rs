@@ -1,29 +1,32 @@
 //! The HTTP API: placing an order, and the function's stack of layers.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
-use lambda_runtime::tower::ServiceBuilder;
 use lambda_runtime::tower::util::BoxCloneService;
+use lambda_runtime::tower::{Layer, Service, ServiceBuilder};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use powertools::Powertools;
-use powertools::idempotency::{Idempotency, IdempotencyLayer, IdempotencyStore, JmesPath};
+use powertools::idempotency::{Idempotency, IdempotencyLayer, IdempotencyStore};
 use powertools::logging::correlation_paths;
 use powertools::metrics::Unit;
 use serde_json::{Value, json};
 
 use crate::backend::{Charge, OrdersTable, PaymentFailed, PaymentProvider, SaveError, SavedOrders};
 use crate::order::Order;
-
-/// The header a client sets so that a retried request never places the order twice.
-pub(crate) const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+use crate::request::PlaceOrder;
 
 /// What the handler works with.
 #[derive(Debug, Clone)]
 pub(crate) struct App<St> {
     pub(crate) orders: OrdersTable,
     pub(crate) payments: PaymentProvider,
-    /// Charges are idempotent on their own, keyed on the payment id: even a request with a new
-    /// idempotency key never charges an order twice.
+    /// Charges are idempotent on their own, keyed on the payment id alone: even a request with a
+    /// new idempotency key never charges an order twice, and a different amount or customer
+    /// under the same payment id is refused instead of charged.
     pub(crate) payment_idempotency: Idempotency<St>,
 }
 
@@ -50,6 +53,15 @@ impl<St> App<St> {
 pub(crate) enum Failure {
     #[error(transparent)]
     Payment(#[from] PaymentFailed),
+    /// The order's payment id was charged already with another amount or for another customer.
+    #[error(
+        "order {order_id} was already charged with another amount or for another customer; \
+         nothing was charged"
+    )]
+    PaymentConflict { order_id: String },
+    /// The order's payment is being made by another request right now.
+    #[error("the payment of order {order_id} is being made right now")]
+    PaymentInProgress { order_id: String },
     #[error(transparent)]
     Save(#[from] SaveError),
     #[error("the payment could not be made idempotent: {0}")]
@@ -60,7 +72,10 @@ impl From<Failure> for Diagnostic {
     fn from(failure: Failure) -> Self {
         let error_type = match failure {
             Failure::Payment(_) => "PaymentFailed",
-            Failure::Save(_) => "OrderNotSaved",
+            Failure::PaymentConflict { .. } => "PaymentConflict",
+            Failure::PaymentInProgress { .. } => "PaymentInProgress",
+            Failure::Save(SaveError::Conflict { .. }) => "OrderConflict",
+            Failure::Save(SaveError::Store(_)) => "OrderNotSaved",
             Failure::PaymentIdempotency(_) => "PaymentIdempotencyError",
         };
         Diagnostic {
@@ -81,19 +96,14 @@ pub(crate) fn json_response(status: i64, body: &Value) -> ApiGatewayV2httpRespon
     response
 }
 
-/// Places the order in the request's body: prices it, charges the card (once), saves it.
+/// Places an order that passed every check: charges the card (once per order id), saves it.
 async fn place_order<St: IdempotencyStore>(
     app: App<St>,
-    event: LambdaEvent<ApiGatewayV2httpRequest>,
+    event: LambdaEvent<PlaceOrder>,
 ) -> Result<ApiGatewayV2httpResponse, Failure> {
-    let order: Order = match serde_json::from_str(event.payload.body.as_deref().unwrap_or("")) {
-        Ok(order) => order,
-        Err(error) => {
-            tracing::warn!(%error, "the request body is not an order");
-            let body = json!({"error": "InvalidOrder", "message": error.to_string()});
-            return Ok(json_response(400, &body));
-        }
-    };
+    let PlaceOrder {
+        order, total_cents, ..
+    } = event.payload;
     // Business context on every log line of this invocation, from here on.
     for (key, value) in [
         ("order_id", &order.order_id),
@@ -104,36 +114,55 @@ async fn place_order<St: IdempotencyStore>(
             tracing::warn!(%error, key, "a log key was not added");
         }
     }
-    let total_cents = match order.total_cents() {
-        Ok(total) => total,
-        Err(refused) => {
-            tracing::warn!(reason = refused.code(), "order refused");
-            let body = json!({"error": refused.code(), "message": refused.to_string()});
-            return Ok(json_response(400, &body));
-        }
-    };
 
     let charge = Charge {
         payment_id: format!("pay-{}", order.order_id),
         customer_id: order.customer_id.clone(),
         amount_cents: total_cents,
     };
+    // Keyed on the payment id alone; the amount and the customer are validation data, so the
+    // same payment id with another amount or customer is refused, never charged again and never
+    // answered with the first customer's receipt.
+    let key_data = json!(charge.payment_id);
+    let validation_data = json!({
+        "amount_cents": charge.amount_cents,
+        "customer_id": charge.customer_id,
+    });
     let payments = app.payments.clone();
     let receipt = app
         .payment_idempotency
-        .run(&event.context, "charge", charge, |charge| async move {
-            payments.charge(charge).await
-        })
+        .run_keyed(
+            &event.context,
+            "charge",
+            key_data,
+            Some(validation_data),
+            move || async move { payments.charge(charge).await },
+        )
         .await
-        .map_err(|error| match error {
-            powertools::idempotency::Error::Handler(failed) => Failure::Payment(failed),
-            other => Failure::PaymentIdempotency(other.to_string()),
+        .map_err(|error| {
+            use powertools::idempotency::Error;
+            let order_id = order.order_id.clone();
+            match error {
+                Error::Handler(failed) => Failure::Payment(failed),
+                Error::PayloadMismatch { .. } => Failure::PaymentConflict { order_id },
+                Error::AlreadyInProgress { .. } => Failure::PaymentInProgress { order_id },
+                other => Failure::PaymentIdempotency(other.to_string()),
+            }
         })
-        .inspect_err(|failure| tracing::error!(%failure, "the order was not placed"))?;
+        .inspect_err(|failure| match failure {
+            // The client's to fix (or to retry in a moment), not the function's.
+            Failure::PaymentConflict { .. } | Failure::PaymentInProgress { .. } => {
+                tracing::warn!(%failure, "the order was not placed");
+            }
+            _ => tracing::error!(%failure, "the order was not placed"),
+        })?;
     app.orders
         .save(&order, total_cents)
         .await
-        .inspect_err(|error| tracing::error!(%error, "the order was not saved"))?;
+        .inspect_err(|error| match error {
+            SaveError::Conflict { .. } => tracing::warn!(%error, "the order was not saved"),
+            SaveError::Store(_) => tracing::error!(%error, "the order was not saved"),
+        })?;
 
     record_metrics(&order, total_cents);
     tracing::info!(
@@ -168,15 +197,57 @@ fn record_metrics(order: &Order, total_cents: u64) {
     }
 }
 
-fn idempotency_key(request: &ApiGatewayV2httpRequest) -> Option<String> {
-    request
-        .headers
-        .get(IDEMPOTENCY_KEY_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned)
+/// Checks each request before the idempotency layer claims its key: a request that is refused
+/// gets its 400 here and leaves no record, so the client can fix it and retry with the same
+/// key. What passes goes on as a [`PlaceOrder`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ValidateFirstLayer;
+
+impl<S> Layer<S> for ValidateFirstLayer {
+    type Service = ValidateFirst<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ValidateFirst { inner }
+    }
 }
 
-/// Idempotency outcomes that are answers to the client, not failures of the function.
+/// The service built by [`ValidateFirstLayer`].
+#[derive(Debug, Clone)]
+pub(crate) struct ValidateFirst<S> {
+    inner: S,
+}
+
+impl<S> Service<LambdaEvent<ApiGatewayV2httpRequest>> for ValidateFirst<S>
+where
+    S: Service<LambdaEvent<PlaceOrder>, Response = ApiGatewayV2httpResponse>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = ApiGatewayV2httpResponse;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, event: LambdaEvent<ApiGatewayV2httpRequest>) -> Self::Future {
+        match PlaceOrder::from_request(&event.payload) {
+            Ok(command) => Box::pin(self.inner.call(LambdaEvent::new(command, event.context))),
+            Err(refusal) => {
+                // Inside the logging layer: the line carries the invocation's context.
+                tracing::warn!(
+                    code = refusal.code,
+                    reason = %refusal.message,
+                    "request refused before its idempotency claim"
+                );
+                Box::pin(std::future::ready(Ok(refusal.response())))
+            }
+        }
+    }
+}
+
+/// Outcomes that are answers to the client, not failures of the function.
 fn as_response(
     result: Result<ApiGatewayV2httpResponse, powertools::idempotency::Error<Failure>>,
 ) -> Result<ApiGatewayV2httpResponse, powertools::idempotency::Error<Failure>> {
@@ -185,17 +256,18 @@ fn as_response(
         Err(Error::PayloadMismatch { .. }) => (
             409,
             "IdempotencyKeyReused",
-            "this Idempotency-Key was already used for a different order",
+            "this Idempotency-Key was already used for a different order".to_owned(),
         ),
         Err(Error::AlreadyInProgress { .. }) => (
             409,
             "OrderInProgress",
-            "the same order is being placed right now; retry in a moment",
+            "the same order is being placed right now; retry in a moment".to_owned(),
         ),
         Err(Error::KeyMissing) => (
             400,
             "MissingIdempotencyKey",
-            "set the Idempotency-Key header so that a retry never places the order twice",
+            "set the Idempotency-Key header so that a retry never places the order twice"
+                .to_owned(),
         ),
         Err(Error::Handler(Failure::Payment(failed))) => {
             // The record was deleted: the same request, retried, charges again.
@@ -203,6 +275,17 @@ fn as_response(
                 json!({"error": "PaymentFailed", "message": failed.to_string(), "retry": true});
             return Ok(json_response(502, &body));
         }
+        Err(Error::Handler(conflict @ Failure::PaymentConflict { .. })) => {
+            (409, "PaymentConflict", conflict.to_string())
+        }
+        Err(Error::Handler(busy @ Failure::PaymentInProgress { .. })) => {
+            (409, "OrderInProgress", format!("{busy}; retry in a moment"))
+        }
+        Err(Error::Handler(Failure::Save(conflict @ SaveError::Conflict { .. }))) => {
+            (409, "OrderConflict", conflict.to_string())
+        }
+        // A failure of the function: the logging layer writes its ERROR line, with the
+        // invocation's context, and Lambda reports it.
         other => return other,
     };
     Ok(json_response(
@@ -212,12 +295,12 @@ fn as_response(
 }
 
 /// The function's two idempotency settings on one store: placing an order, keyed on the
-/// `Idempotency-Key` header (required), and charging it, keyed on the payment id.
+/// `Idempotency-Key` header (required), and charging it, keyed on the payment id (required).
 pub(crate) fn idempotency<St: IdempotencyStore + Clone>(
     store: St,
 ) -> Result<(Idempotency<St>, Idempotency<St>), powertools::idempotency::Error> {
-    // One prefix: the operation names ("place_order" on the layer, "charge" on `run`) keep
-    // the two kinds of record apart.
+    // One prefix: the operation names ("place_order" on the layer, "charge" on `run_keyed`)
+    // keep the two kinds of record apart.
     let orders = Idempotency::builder(store.clone())
         .key_prefix("orders-api")
         .raise_on_missing_key(true)
@@ -225,6 +308,7 @@ pub(crate) fn idempotency<St: IdempotencyStore + Clone>(
         .build()?;
     let charges = Idempotency::builder(store)
         .key_prefix("orders-api")
+        .raise_on_missing_key(true)
         .build()?;
     Ok((orders, charges))
 }
@@ -238,8 +322,10 @@ pub(crate) type FunctionError =
 pub(crate) type Function =
     BoxCloneService<LambdaEvent<ApiGatewayV2httpRequest>, ApiGatewayV2httpResponse, FunctionError>;
 
-/// The function: the Powertools stack (logs, metrics, traces), then the idempotency of the whole
-/// request on its `Idempotency-Key` header with the body as validation data, then the handler.
+/// The function, from the outside in: the Powertools stack (logs, metrics, traces), the HTTP
+/// answers for idempotency outcomes, the checks of the request (a 400 before any claim), the
+/// idempotency of the whole order on its `Idempotency-Key` with the order as validation data,
+/// then the handler.
 pub(crate) fn service<St>(
     powertools: &Powertools,
     order_idempotency: Idempotency<St>,
@@ -256,11 +342,12 @@ where
         ServiceBuilder::new()
             .layer(stack)
             .map_result(as_response)
+            .layer(ValidateFirstLayer)
             .layer(
                 IdempotencyLayer::new(order_idempotency)
                     .operation("place_order")
-                    .key_from(idempotency_key)
-                    .validation(JmesPath::new("powertools_json(body)")?),
+                    .key_from(|command: &PlaceOrder| Some(command.idempotency_key.clone()))
+                    .validate_from(|command: &PlaceOrder| Some(command.order.clone())),
             )
             .service(service_fn(move |event| place_order(app.clone(), event))),
     ))
@@ -275,6 +362,8 @@ mod tests {
     use powertools::core::testing::TestContext;
     use powertools::idempotency::InMemoryStore;
     use powertools::metrics::MemorySink;
+
+    use base64::Engine as _;
 
     use super::*;
 
@@ -315,6 +404,280 @@ mod tests {
             panic!("a text body");
         };
         (response.status_code, serde_json::from_str(&body).unwrap())
+    }
+
+    /// The function with its logs kept in memory, and a `tracing` default for this thread.
+    struct Fixture {
+        function: Function,
+        saved: SavedOrders,
+        payments: PaymentProvider,
+        logs: powertools::logging::MemoryLogs,
+        _guard: tracing::subscriber::DefaultGuard,
+    }
+
+    fn fixture() -> Fixture {
+        let logs = powertools::logging::MemoryLogs::new();
+        let powertools = Powertools::builder()
+            .service("orders")
+            .env(Env::from_pairs([
+                ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
+                ("POWERTOOLS_TRACE_DISABLED", "true"),
+            ]))
+            .logger(|logger| logger.writer(logs.clone()))
+            .metrics(|metrics| metrics.sink(MemorySink::new()))
+            .build()
+            .unwrap();
+        let guard = tracing::subscriber::set_default(powertools.subscriber());
+        let (orders, payment_idempotency) = idempotency(InMemoryStore::new()).unwrap();
+        let (app, saved, payments) = App::in_memory(payment_idempotency);
+        Fixture {
+            function: service(&powertools, orders, app).unwrap(),
+            saved,
+            payments,
+            logs,
+            _guard: guard,
+        }
+    }
+
+    /// The sample first order with another key, body and request id; `None` leaves it out.
+    fn request(key: Option<&str>, body: Option<&str>) -> Value {
+        let mut event: Value =
+            serde_json::from_str(include_str!("../events/first-order.json")).unwrap();
+        match key {
+            Some(key) => event["headers"]["idempotency-key"] = json!(key),
+            None => drop(
+                event["headers"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("idempotency-key"),
+            ),
+        }
+        match body {
+            Some(body) => event["body"] = json!(body),
+            None => drop(event.as_object_mut().unwrap().remove("body")),
+        }
+        event
+    }
+
+    fn order_body(order_id: &str, customer_id: &str, items: Value) -> String {
+        json!({"order_id": order_id, "customer_id": customer_id, "location": "camden", "items": items})
+            .to_string()
+    }
+
+    /// The HTTP answer, or the invocation's error as Lambda would report it.
+    async fn send(
+        function: &Function,
+        event: Value,
+        request_id: &str,
+    ) -> Result<(i64, Value), String> {
+        let request: ApiGatewayV2httpRequest = serde_json::from_value(event).unwrap();
+        let context = TestContext::new().with_request_id(request_id);
+        match function.clone().oneshot(context.event(request)).await {
+            Ok(response) => {
+                let Some(Body::Text(body)) = response.body else {
+                    panic!("a text body");
+                };
+                Ok((response.status_code, serde_json::from_str(&body).unwrap()))
+            }
+            Err(error) => Err(format!("{error:?}")),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_is_not_an_order_is_a_400_logged_with_its_invocation() {
+        let fx = fixture();
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let surrogate =
+            r#"{"order_id": "\ud800", "customer_id": "c", "location": "camden", "items": []}"#;
+        let huge_number = r#"{"order_id": "o-1", "customer_id": "c", "location": "camden", "items": [{"sku": "s", "quantity": 1, "unit_price_cents": 1e400}]}"#;
+        let cases: [(&str, Option<&str>, bool); 7] = [
+            ("malformed JSON", Some("{\"order_id\": "), false),
+            ("no body", None, false),
+            ("not base64", Some("%%% not base64 %%%"), true),
+            (
+                "base64 of something that is not an order",
+                Some("bm90IGFuIG9yZGVy"),
+                true,
+            ),
+            ("a lone surrogate escape", Some(surrogate), false),
+            ("a number like 1e400", Some(huge_number), false),
+            ("10,000 levels of nesting", Some(deep.as_str()), false),
+        ];
+        for (i, (what, body, base64)) in cases.into_iter().enumerate() {
+            let mut event = request(Some(&format!("k-bad-{i}")), body);
+            event["isBase64Encoded"] = json!(base64);
+            let request_id = format!("req-bad-{i}");
+            let answer = send(&fx.function, event, &request_id).await;
+            let Ok((400, body)) = &answer else {
+                panic!("{what}: {answer:?}");
+            };
+            assert!(body["error"].is_string(), "{what}: {body}");
+            let message = body["message"].as_str().unwrap_or_default();
+            assert!(
+                !message.is_empty() && message.len() <= 300,
+                "{what}: {message:?}"
+            );
+            let logged = fx.logs.json().into_iter().any(|line| {
+                line["level"] == "WARN" && line["function_request_id"] == request_id.as_str()
+            });
+            assert!(
+                logged,
+                "{what}: a WARN line with the request id; logs: {}",
+                fx.logs.contents()
+            );
+        }
+        assert!(fx.payments.charges().is_empty() && fx.saved.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_base64_encoded_order_is_decoded_and_placed() {
+        let fx = fixture();
+        // What API Gateway sends for a body it treats as binary.
+        let body = order_body(
+            "ord-b64",
+            "cust-1",
+            json!([{"sku": "loaf", "quantity": 1, "unit_price_cents": 450}]),
+        );
+        let mut event = request(
+            Some("k-b64"),
+            Some(&base64::engine::general_purpose::STANDARD.encode(body)),
+        );
+        event["isBase64Encoded"] = json!(true);
+        let placed = send(&fx.function, event, "req-b64").await;
+        assert_eq!(
+            placed.map(|(status, body)| (status, body["order_id"].clone())),
+            Ok((201, json!("ord-b64")))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_order_leaves_no_record_so_its_corrected_retry_is_placed() {
+        let fx = fixture();
+        let negative = order_body(
+            "ord-neg",
+            "cust-1",
+            json!([{"sku": "loaf", "quantity": 1, "unit_price_cents": -450}]),
+        );
+        let refused = send(
+            &fx.function,
+            request(Some("k-neg"), Some(&negative)),
+            "req-neg-1",
+        )
+        .await;
+        assert!(matches!(&refused, Ok((400, _))), "{refused:?}");
+        let corrected = order_body(
+            "ord-neg",
+            "cust-1",
+            json!([{"sku": "loaf", "quantity": 1, "unit_price_cents": 450}]),
+        );
+        let placed = send(
+            &fx.function,
+            request(Some("k-neg"), Some(&corrected)),
+            "req-neg-2",
+        )
+        .await;
+        assert!(
+            matches!(&placed, Ok((201, _))),
+            "the same key, fixed: {placed:?}"
+        );
+        assert_eq!(fx.payments.charges().len(), 1);
+        // The same holds for every refusal of the basket or its fields.
+        let empty = order_body("ord-empty", "cust-1", json!([]));
+        let refused = send(
+            &fx.function,
+            request(Some("k-empty"), Some(&empty)),
+            "req-empty-1",
+        )
+        .await;
+        assert!(
+            matches!(&refused, Ok((400, body)) if body["error"] == "EmptyBasket"),
+            "{refused:?}"
+        );
+        let filled = order_body(
+            "ord-empty",
+            "cust-1",
+            json!([{"sku": "bun", "quantity": 2, "unit_price_cents": 275}]),
+        );
+        let placed = send(
+            &fx.function,
+            request(Some("k-empty"), Some(&filled)),
+            "req-empty-2",
+        )
+        .await;
+        assert!(matches!(&placed, Ok((201, _))), "{placed:?}");
+    }
+
+    #[tokio::test]
+    async fn an_order_id_is_charged_once_whatever_the_idempotency_key() {
+        let fx = fixture();
+        let loaf =
+            |quantity: u32| json!([{"sku": "loaf", "quantity": quantity, "unit_price_cents": 100}]);
+        let first = send(
+            &fx.function,
+            request(Some("k-1"), Some(&order_body("ord-9", "cust-1", loaf(1)))),
+            "req-1",
+        )
+        .await;
+        let Ok((201, first)) = first else {
+            panic!("{first:?}")
+        };
+
+        // A new key, the same order id, a bigger basket: refused, not charged again.
+        let bigger = send(
+            &fx.function,
+            request(Some("k-2"), Some(&order_body("ord-9", "cust-1", loaf(9)))),
+            "req-2",
+        )
+        .await;
+        assert!(
+            matches!(&bigger, Ok((409, body)) if body["error"] == "PaymentConflict"),
+            "{bigger:?}"
+        );
+        // Another customer with the same order id never gets the first customer's receipt.
+        let other = send(
+            &fx.function,
+            request(Some("k-3"), Some(&order_body("ord-9", "cust-2", loaf(1)))),
+            "req-3",
+        )
+        .await;
+        assert!(
+            matches!(&other, Ok((409, body)) if body["error"] == "PaymentConflict"),
+            "{other:?}"
+        );
+        // The same total for other goods: the charge matches, but the saved order is not replaced.
+        let swapped = json!([{"sku": "bun", "quantity": 1, "unit_price_cents": 100}]);
+        let swapped = send(
+            &fx.function,
+            request(Some("k-4"), Some(&order_body("ord-9", "cust-1", swapped))),
+            "req-4",
+        )
+        .await;
+        assert!(
+            matches!(&swapped, Ok((409, body)) if body["error"] == "OrderConflict"),
+            "{swapped:?}"
+        );
+        // The very same order under a new key: the first charge, no second one.
+        let again = send(
+            &fx.function,
+            request(Some("k-5"), Some(&order_body("ord-9", "cust-1", loaf(1)))),
+            "req-5",
+        )
+        .await;
+        assert_eq!(again, Ok((201, first)));
+
+        assert_eq!(
+            fx.payments.charges().len(),
+            1,
+            "charged once: {:?}",
+            fx.payments.charges()
+        );
+        let saved = fx.saved.lock().unwrap().clone();
+        assert_eq!(saved.len(), 1);
+        assert_eq!(
+            (saved[0].0.items[0].sku.as_str(), saved[0].1),
+            ("loaf", 100),
+            "not overwritten"
+        );
     }
 
     #[tokio::test]

@@ -22,34 +22,83 @@ pub(crate) enum OrdersTable {
     InMemory(SavedOrders),
 }
 
-/// The table could not be written.
+/// The order could not be saved.
 #[derive(Debug, thiserror::Error)]
-#[error("the order could not be saved: {0}")]
-pub(crate) struct SaveError(String);
+pub(crate) enum SaveError {
+    /// Another order with the same id, with other contents, is saved already; it is kept.
+    #[error("order {order_id} already exists with other contents; it was not replaced")]
+    Conflict { order_id: String },
+    /// The table could not be written.
+    #[error("the order could not be saved: {0}")]
+    Store(String),
+}
 
 impl OrdersTable {
+    /// Saves the order, unless another order with the same id and other contents exists: saving
+    /// the same order again (a retry after a lost answer) succeeds and changes nothing, while a
+    /// different order under a taken id is a [`SaveError::Conflict`], never an overwrite.
     #[tracing::instrument(skip_all, fields(order_id = %order.order_id))]
     pub(crate) async fn save(&self, order: &Order, total_cents: u64) -> Result<(), SaveError> {
         match self {
             OrdersTable::DynamoDb { client, table } => {
                 let items = serde_json::to_string(&order.items)
-                    .map_err(|error| SaveError(error.to_string()))?;
-                client
+                    .map_err(|error| SaveError::Store(error.to_string()))?;
+                let fields = [
+                    ("customer_id", AttributeValue::S(order.customer_id.clone())),
+                    ("location", AttributeValue::S(order.location.clone())),
+                    ("items", AttributeValue::S(items)),
+                    ("total_cents", AttributeValue::N(total_cents.to_string())),
+                ];
+                // One conditional write: a new id, or the very same order.
+                let same = fields
+                    .iter()
+                    .map(|(name, _)| format!("#{name} = :{name}"))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+                let mut put = client
                     .put_item()
                     .table_name(table)
                     .item("order_id", AttributeValue::S(order.order_id.clone()))
-                    .item("customer_id", AttributeValue::S(order.customer_id.clone()))
-                    .item("location", AttributeValue::S(order.location.clone()))
-                    .item("items", AttributeValue::S(items))
-                    .item("total_cents", AttributeValue::N(total_cents.to_string()))
-                    .send()
-                    .await
-                    .map_err(|error| SaveError(format!("{error:?}")))?;
+                    .condition_expression(format!("attribute_not_exists(order_id) OR ({same})"));
+                for (name, value) in fields {
+                    put = put
+                        .item(name, value.clone())
+                        .expression_attribute_names(format!("#{name}"), name)
+                        .expression_attribute_values(format!(":{name}"), value);
+                }
+                match put.send().await {
+                    Ok(_) => {}
+                    Err(error)
+                        if error
+                            .as_service_error()
+                            .is_some_and(|error| error.is_conditional_check_failed_exception()) =>
+                    {
+                        return Err(SaveError::Conflict {
+                            order_id: order.order_id.clone(),
+                        });
+                    }
+                    Err(error) => {
+                        let error = aws_sdk_dynamodb::error::DisplayErrorContext(&error);
+                        return Err(SaveError::Store(error.to_string()));
+                    }
+                }
             }
-            OrdersTable::InMemory(orders) => orders
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push((order.clone(), total_cents)),
+            OrdersTable::InMemory(orders) => {
+                let mut orders = orders.lock().unwrap_or_else(PoisonError::into_inner);
+                match orders
+                    .iter()
+                    .find(|(saved, _)| saved.order_id == order.order_id)
+                {
+                    Some((saved, saved_total)) if saved == order && *saved_total == total_cents => {
+                    }
+                    Some(_) => {
+                        return Err(SaveError::Conflict {
+                            order_id: order.order_id.clone(),
+                        });
+                    }
+                    None => orders.push((order.clone(), total_cents)),
+                }
+            }
         }
         Ok(())
     }

@@ -42,7 +42,7 @@ impl SpanExporter for PrintSpans {
     }
 }
 
-const STEPS: [(&str, &str, &str); 7] = [
+const STEPS: [(&str, &str, &str); 11] = [
     (
         "first-order.json",
         include_str!("../events/first-order.json"),
@@ -59,6 +59,11 @@ const STEPS: [(&str, &str, &str); 7] = [
         "the same Idempotency-Key with another basket",
     ),
     (
+        "same-order-new-key.json",
+        include_str!("../events/same-order-new-key.json"),
+        "the same order id under a new Idempotency-Key, with a bigger basket",
+    ),
+    (
         "flaky-payment.json",
         include_str!("../events/flaky-payment.json"),
         "an order whose payment provider times out",
@@ -69,6 +74,16 @@ const STEPS: [(&str, &str, &str); 7] = [
         "the client's retry of that order",
     ),
     (
+        "refused-order.json",
+        include_str!("../events/refused-order.json"),
+        "an order with a negative price",
+    ),
+    (
+        "refused-order-corrected.json",
+        include_str!("../events/refused-order-corrected.json"),
+        "the corrected order, retried with the same Idempotency-Key",
+    ),
+    (
         "empty-basket.json",
         include_str!("../events/empty-basket.json"),
         "an order with an empty basket",
@@ -77,6 +92,11 @@ const STEPS: [(&str, &str, &str); 7] = [
         "missing-key.json",
         include_str!("../events/missing-key.json"),
         "an order without an Idempotency-Key",
+    ),
+    (
+        "malformed-body.json",
+        include_str!("../events/malformed-body.json"),
+        "a body that is not JSON",
     ),
 ];
 
@@ -104,7 +124,7 @@ pub(crate) async fn run() -> Result<(), lambda_runtime::Error> {
         let request: ApiGatewayV2httpRequest = serde_json::from_str(text)?;
         let key = request
             .headers
-            .get(crate::api::IDEMPOTENCY_KEY_HEADER)
+            .get(crate::request::IDEMPOTENCY_KEY_HEADER)
             .and_then(|value| value.to_str().ok())
             .unwrap_or("(none)")
             .to_owned();
@@ -169,11 +189,19 @@ fn explain(step: usize, what: &str, status: i64, body: &Value, ran: bool, charge
         (409, Some("IdempotencyKeyReused")) => {
             "refused: the key's stored payload differs (payload validation), nothing ran".to_owned()
         }
+        (409, Some("PaymentConflict")) => {
+            "refused: the charge is keyed on the order's payment id, which was charged another \
+             amount; nobody charged again, the saved order untouched"
+                .to_owned()
+        }
         (502, Some("PaymentFailed")) => {
             "the provider timed out; the idempotency record was deleted so that a retry can run"
                 .to_owned()
         }
-        (400, Some(code)) => format!("refused before any charge: {code}"),
+        (400, Some(code)) => format!(
+            "refused before the idempotency claim ({code}): nothing recorded, so the fixed request \
+             can reuse its key"
+        ),
         _ => format!("unexpected: {body}"),
     };
     format!("{step}. {what} -> {status}: {why}")

@@ -17,6 +17,9 @@ mod api;
 mod backend;
 mod demo;
 mod order;
+mod request;
+
+use std::process::ExitCode;
 
 use powertools::Powertools;
 use powertools::idempotency::DynamoDbStore;
@@ -25,33 +28,70 @@ use powertools::tracing::AwsSdkSpans;
 use crate::api::App;
 use crate::backend::{OrdersTable, PaymentProvider};
 
-fn required_env(name: &str) -> Result<String, lambda_runtime::Error> {
-    std::env::var(name).map_err(|_| format!("set {name}").into())
+#[tokio::main]
+async fn main() -> ExitCode {
+    let outcome = if std::env::args().nth(1).as_deref() == Some("demo") {
+        demo::run().await
+    } else {
+        run().await
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // The message, which names the setting and the fix, not a Debug dump.
+            eprintln!("{}", report(&*error));
+            ExitCode::FAILURE
+        }
+    }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    if std::env::args().nth(1).as_deref() == Some("demo") {
-        return demo::run().await;
-    }
-    // Once, at init: a bad setting stops the function here with a message that names it.
-    let powertools = Powertools::from_env()?;
+/// The deployed function: settings from the environment, once, then the Runtime API.
+async fn run() -> Result<(), lambda_runtime::Error> {
+    // A bad setting stops the function here, before the first invocation.
+    let powertools = Powertools::builder()
+        .metrics(|metrics| metrics.capture_cold_start_metric(true))
+        .build()?;
     powertools.init()?;
+    let orders_table = required_env("ORDERS_TABLE", "orders table")?;
+    let idempotency_table = required_env("IDEMPOTENCY_TABLE", "idempotency table")?;
     let aws = aws_config::load_from_env().await;
     let dynamodb = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(&aws)
             .interceptor(AwsSdkSpans)
             .build(),
     );
-    let store = DynamoDbStore::new(dynamodb.clone(), required_env("IDEMPOTENCY_TABLE")?)?;
+    let store = DynamoDbStore::new(dynamodb.clone(), idempotency_table)?;
     let (order_idempotency, payment_idempotency) = api::idempotency(store)?;
     let app = App {
         orders: OrdersTable::DynamoDb {
             client: dynamodb,
-            table: required_env("ORDERS_TABLE")?,
+            table: orders_table,
         },
         payments: PaymentProvider::default(),
         payment_idempotency,
     };
-    lambda_runtime::run(api::service(&powertools, order_idempotency, app)?).await
+    // Sequential by default; with `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda Managed Instances) as
+    // many invocations at once as it says, each with its own logs, metrics, span and records.
+    lambda_runtime::run_concurrent(api::service(&powertools, order_idempotency, app)?).await
+}
+
+fn required_env(name: &str, what: &str) -> Result<String, lambda_runtime::Error> {
+    std::env::var(name).map_err(|_| {
+        format!("{name} is not set: set it to the name of the {what} (template.yaml sets it for the deployed function)").into()
+    })
+}
+
+/// `Error: <message>`, then each source the message does not already include.
+fn report(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = format!("Error: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str("\n  caused by: ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }

@@ -1,6 +1,15 @@
-//! The bakery's domain: an order, its basket, its price.
+//! The bakery's domain: an order, its basket, its price, and the bounds every field must keep.
 
 use serde::{Deserialize, Serialize};
+
+/// The longest order id, customer id or SKU accepted, in characters.
+pub(crate) const MAX_ID_CHARS: usize = 64;
+/// The longest location name accepted, in characters.
+pub(crate) const MAX_LOCATION_CHARS: usize = 64;
+/// The most lines a basket may have.
+pub(crate) const MAX_ITEMS: usize = 50;
+/// The largest quantity on one line.
+pub(crate) const MAX_QUANTITY: u32 = 1_000;
 
 /// An order placed by a customer at one of the bakery's locations.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -19,13 +28,24 @@ pub(crate) struct LineItem {
     pub(crate) unit_price_cents: u64,
 }
 
-/// Why an order cannot be priced; the API answers 400 with the message.
+/// Why an order cannot be accepted; the API answers 400 with the message. Messages quote only
+/// values that passed their bounds, so an answer never grows with the request.
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub(crate) enum OrderError {
+    #[error("{field} must be 1 to {MAX_ID_CHARS} characters from A-Z, a-z, 0-9, '-' and '_'")]
+    InvalidId { field: &'static str },
+    #[error(
+        "location must be 1 to {MAX_LOCATION_CHARS} characters, none of them a control character"
+    )]
+    InvalidLocation,
     #[error("order {0} has an empty basket")]
     EmptyBasket(String),
+    #[error("order {0} has more than {MAX_ITEMS} lines")]
+    TooManyItems(String),
     #[error("order {order_id}: {sku} has quantity 0")]
     ZeroQuantity { order_id: String, sku: String },
+    #[error("order {order_id}: {sku} has a quantity over {MAX_QUANTITY}")]
+    QuantityTooLarge { order_id: String, sku: String },
     #[error("order {0}: the total does not fit in 64 bits")]
     TotalOverflow(String),
 }
@@ -34,22 +54,66 @@ impl OrderError {
     /// A stable code for API clients.
     pub(crate) fn code(&self) -> &'static str {
         match self {
+            OrderError::InvalidId { .. } => "InvalidId",
+            OrderError::InvalidLocation => "InvalidLocation",
             OrderError::EmptyBasket(_) => "EmptyBasket",
+            OrderError::TooManyItems(_) => "TooManyItems",
             OrderError::ZeroQuantity { .. } => "ZeroQuantity",
+            OrderError::QuantityTooLarge { .. } => "QuantityTooLarge",
             OrderError::TotalOverflow(_) => "TotalOverflow",
         }
     }
 }
 
+/// Whether `id` is 1 to [`MAX_ID_CHARS`] characters of `A-Z a-z 0-9 - _`.
+pub(crate) fn is_valid_id(id: &str) -> bool {
+    (1..=MAX_ID_CHARS).contains(&id.len())
+        && id
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+}
+
 impl Order {
-    /// The total in cents, or why the order cannot be accepted.
-    pub(crate) fn total_cents(&self) -> Result<u64, OrderError> {
+    /// Checks every field against its bounds and prices the basket: the total in cents, or why
+    /// the order cannot be accepted.
+    pub(crate) fn validate(&self) -> Result<u64, OrderError> {
+        for (field, id) in [
+            ("order_id", &self.order_id),
+            ("customer_id", &self.customer_id),
+        ] {
+            if !is_valid_id(id) {
+                return Err(OrderError::InvalidId { field });
+            }
+        }
+        let location_chars = self.location.chars().count();
+        if !(1..=MAX_LOCATION_CHARS).contains(&location_chars)
+            || self.location.chars().any(char::is_control)
+        {
+            return Err(OrderError::InvalidLocation);
+        }
+        if self.items.len() > MAX_ITEMS {
+            return Err(OrderError::TooManyItems(self.order_id.clone()));
+        }
+        if self.items.iter().any(|item| !is_valid_id(&item.sku)) {
+            return Err(OrderError::InvalidId { field: "sku" });
+        }
+        self.total_cents()
+    }
+
+    /// The total in cents, or why the basket cannot be priced.
+    fn total_cents(&self) -> Result<u64, OrderError> {
         if self.items.is_empty() {
             return Err(OrderError::EmptyBasket(self.order_id.clone()));
         }
         self.items.iter().try_fold(0u64, |total, item| {
             if item.quantity == 0 {
                 return Err(OrderError::ZeroQuantity {
+                    order_id: self.order_id.clone(),
+                    sku: item.sku.clone(),
+                });
+            }
+            if item.quantity > MAX_QUANTITY {
+                return Err(OrderError::QuantityTooLarge {
                     order_id: self.order_id.clone(),
                     sku: item.sku.clone(),
                 });
@@ -86,28 +150,61 @@ mod tests {
     #[test]
     fn the_total_is_the_sum_of_the_lines() {
         let basket = order(vec![item("loaf", 2, 450), item("bun", 6, 275)]);
-        assert_eq!(basket.total_cents(), Ok(2 * 450 + 6 * 275));
+        assert_eq!(basket.validate(), Ok(2 * 450 + 6 * 275));
     }
 
     #[test]
     fn an_empty_basket_a_zero_quantity_and_an_overflow_are_refused() {
-        assert_eq!(
-            order(vec![]).total_cents().unwrap_err().code(),
-            "EmptyBasket"
-        );
+        assert_eq!(order(vec![]).validate().unwrap_err().code(), "EmptyBasket");
         assert_eq!(
             order(vec![item("loaf", 0, 450)])
-                .total_cents()
+                .validate()
                 .unwrap_err()
                 .code(),
             "ZeroQuantity"
         );
         assert_eq!(
             order(vec![item("loaf", 2, u64::MAX)])
-                .total_cents()
+                .validate()
                 .unwrap_err()
                 .code(),
             "TotalOverflow"
         );
+    }
+
+    #[test]
+    fn ids_locations_and_baskets_are_bounded() {
+        let valid = order(vec![item("loaf", 1, 450)]);
+        assert_eq!(valid.validate(), Ok(450));
+        let code = |order: Order| order.validate().unwrap_err().code();
+        for id in ["", "ord 1", "ord/1", "órd-1", &"o".repeat(MAX_ID_CHARS + 1)] {
+            let mut bad = valid.clone();
+            bad.order_id = id.to_owned();
+            assert_eq!(code(bad), "InvalidId", "{id:?}");
+        }
+        let mut longest = valid.clone();
+        longest.customer_id = "c".repeat(MAX_ID_CHARS);
+        assert!(longest.validate().is_ok());
+        for location in ["", "camden\n", &"é".repeat(MAX_LOCATION_CHARS + 1)] {
+            let mut bad = valid.clone();
+            bad.location = location.to_owned();
+            assert_eq!(code(bad), "InvalidLocation", "{location:?}");
+        }
+        let mut cafe = valid.clone();
+        cafe.location = "Café Zürich".to_owned();
+        assert!(cafe.validate().is_ok(), "any printable name");
+        assert_eq!(
+            code(order(vec![item("loaf", 1, 1); MAX_ITEMS + 1])),
+            "TooManyItems"
+        );
+        assert_eq!(
+            code(order(vec![item("loaf", MAX_QUANTITY + 1, 1)])),
+            "QuantityTooLarge"
+        );
+        assert_eq!(code(order(vec![item("", 1, 1)])), "InvalidId");
+        // A refusal quotes no unbounded value.
+        let mut huge = valid;
+        huge.order_id = "o".repeat(100_000);
+        assert!(huge.validate().unwrap_err().to_string().len() < 200);
     }
 }

@@ -4,20 +4,37 @@
 //! charge, a changed amount under the same payment id is refused, and a failed charge leaves
 //! no record behind, so the retry charges.
 //!
+//! A request is checked before its idempotency claim: a missing or malformed payment id, order
+//! id or customer id, a currency that is not an ISO 4217 code, or an amount out of range is
+//! refused (`InvalidPaymentRequest`), recorded nowhere and never charged. Ids are 1 to 64
+//! characters of `A-Z a-z 0-9 - _`, so a receipt (which repeats the payment id and the
+//! currency) never grows with the request.
+//!
 //! Deployed, it runs under the Lambda Runtime API with the idempotency table named by
 //! `IDEMPOTENCY_TABLE`.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use lambda_runtime::tower::ServiceBuilder;
+use lambda_runtime::tower::layer::layer_fn;
 use lambda_runtime::tower::util::BoxCloneService;
+use lambda_runtime::tower::{Service, ServiceBuilder};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use powertools::Powertools;
 use powertools::idempotency::{DynamoDbStore, Idempotency, IdempotencyLayer, IdempotencyStore};
 use powertools::metrics::Unit;
 use serde::{Deserialize, Serialize};
+
+/// The longest payment, order or customer id accepted, in characters.
+const MAX_ID_CHARS: usize = 64;
+
+/// The largest amount accepted, in the currency's minor unit (a million in its main unit).
+const MAX_AMOUNT_CENTS: u64 = 100_000_000;
 
 /// What the workflow asks for.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -27,6 +44,52 @@ struct PaymentRequest {
     customer_id: String,
     amount_cents: u64,
     currency: String,
+}
+
+/// Why a request is refused before its idempotency claim: nothing is recorded or charged. The
+/// message names the field and the rule, never the value.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid payment request: {field} must be {rule}")]
+struct InvalidRequest {
+    field: &'static str,
+    rule: &'static str,
+}
+
+impl PaymentRequest {
+    /// Checks every field against its bounds.
+    fn validate(&self) -> Result<(), InvalidRequest> {
+        const ID_RULE: &str = "1 to 64 characters from A-Z, a-z, 0-9, '-' and '_'";
+        for (field, id) in [
+            ("payment_id", &self.payment_id),
+            ("order_id", &self.order_id),
+            ("customer_id", &self.customer_id),
+        ] {
+            let valid = (1..=MAX_ID_CHARS).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
+            if !valid {
+                return Err(InvalidRequest {
+                    field,
+                    rule: ID_RULE,
+                });
+            }
+        }
+        if !(1..=MAX_AMOUNT_CENTS).contains(&self.amount_cents) {
+            return Err(InvalidRequest {
+                field: "amount_cents",
+                rule: "from 1 to 100000000",
+            });
+        }
+        let currency = self.currency.as_bytes();
+        if currency.len() != 3 || !currency.iter().all(u8::is_ascii_uppercase) {
+            return Err(InvalidRequest {
+                field: "currency",
+                rule: "an ISO 4217 code: three capital letters",
+            });
+        }
+        Ok(())
+    }
 }
 
 /// What the step answers: the provider's receipt.
@@ -51,6 +114,30 @@ impl From<PaymentFailed> for Diagnostic {
         Diagnostic {
             error_type: "PaymentFailed".to_owned(),
             error_message: failed.to_string(),
+        }
+    }
+}
+
+/// Why the step did not answer with a receipt.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    /// Refused before the idempotency claim.
+    #[error(transparent)]
+    Invalid(#[from] InvalidRequest),
+    /// The charge failed, or the idempotency protocol answered instead of it (a duplicate with
+    /// another amount, one in progress, the store down, …).
+    #[error(transparent)]
+    Charge(#[from] powertools::idempotency::Error<PaymentFailed>),
+}
+
+impl From<StepError> for Diagnostic {
+    fn from(error: StepError) -> Self {
+        match error {
+            StepError::Invalid(invalid) => Diagnostic {
+                error_type: "InvalidPaymentRequest".to_owned(),
+                error_message: invalid.to_string(),
+            },
+            StepError::Charge(error) => error.into(),
         }
     }
 }
@@ -121,14 +208,50 @@ async fn pay(
     Ok(receipt)
 }
 
+/// Checks each request before the idempotency layer claims its payment id: a refused request
+/// is answered here and leaves no record.
+#[derive(Debug, Clone)]
+struct ValidateFirst<S> {
+    inner: S,
+}
+
+impl<S> Service<LambdaEvent<PaymentRequest>> for ValidateFirst<S>
+where
+    S: Service<
+            LambdaEvent<PaymentRequest>,
+            Response = Receipt,
+            Error = powertools::idempotency::Error<PaymentFailed>,
+        >,
+    S::Future: Send + 'static,
+{
+    type Response = Receipt;
+    type Error = StepError;
+    type Future = Pin<Box<dyn Future<Output = Result<Receipt, StepError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), StepError>> {
+        self.inner.poll_ready(cx).map_err(StepError::Charge)
+    }
+
+    fn call(&mut self, event: LambdaEvent<PaymentRequest>) -> Self::Future {
+        // A refusal is an error of the invocation: the logging layer writes its ERROR line, with
+        // the invocation's context.
+        if let Err(invalid) = event.payload.validate() {
+            return Box::pin(std::future::ready(Err(invalid.into())));
+        }
+        let charged = self.inner.call(event);
+        Box::pin(async move { charged.await.map_err(StepError::Charge) })
+    }
+}
+
 type Step = BoxCloneService<
     LambdaEvent<PaymentRequest>,
     Receipt,
-    powertools::metrics::ServiceError<powertools::idempotency::Error<PaymentFailed>>,
+    powertools::metrics::ServiceError<StepError>,
 >;
 
-/// The step: the Powertools stack, then idempotency keyed on the payment id and validated on
-/// the amount and currency, then the charge.
+/// The step: the Powertools stack, the checks of the request, then idempotency keyed on the
+/// payment id and validated on the amount, currency and customer (so the same payment id with
+/// another amount is refused, and another customer never gets this receipt), then the charge.
 fn step<St: IdempotencyStore + Clone>(
     powertools: &Powertools,
     idempotency: Idempotency<St>,
@@ -137,32 +260,80 @@ fn step<St: IdempotencyStore + Clone>(
     BoxCloneService::new(
         ServiceBuilder::new()
             .layer(powertools.layer())
+            .layer(layer_fn(|inner| ValidateFirst { inner }))
             .layer(
                 IdempotencyLayer::new(idempotency)
                     .key_from(|request: &PaymentRequest| Some(request.payment_id.clone()))
                     .validate_from(|request: &PaymentRequest| {
-                        Some((request.amount_cents, request.currency.clone()))
+                        Some((
+                            request.amount_cents,
+                            request.currency.clone(),
+                            request.customer_id.clone(),
+                        ))
                     }),
             )
             .service(service_fn(move |event| pay(provider.clone(), event))),
     )
 }
 
+/// The idempotency of charges: keyed on the payment id, which must be there (a request without
+/// one is refused, never charged without protection).
+fn idempotency<St: IdempotencyStore>(
+    store: St,
+) -> Result<Idempotency<St>, powertools::idempotency::Error> {
+    Idempotency::builder(store)
+        .key_prefix("payment.charge")
+        .raise_on_missing_key(true)
+        .build()
+}
+
 #[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    let powertools = Powertools::from_env()?;
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // The message, which names the setting and the fix, not a Debug dump.
+            eprintln!("{}", report(&*error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The deployed function: settings from the environment, once, then the Runtime API.
+async fn run() -> Result<(), lambda_runtime::Error> {
+    let powertools = Powertools::builder()
+        .metrics(|metrics| metrics.capture_cold_start_metric(true))
+        .build()?;
     powertools.init()?;
+    let table = std::env::var("IDEMPOTENCY_TABLE").map_err(|_| {
+        "IDEMPOTENCY_TABLE is not set: set it to the name of the idempotency table \
+         (template.yaml sets it for the deployed function)"
+    })?;
     let aws = aws_config::load_from_env().await;
     let dynamodb = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(&aws)
             .interceptor(powertools::tracing::AwsSdkSpans)
             .build(),
     );
-    let table = std::env::var("IDEMPOTENCY_TABLE").map_err(|_| "set IDEMPOTENCY_TABLE")?;
-    let idempotency = Idempotency::builder(DynamoDbStore::new(dynamodb, table)?)
-        .key_prefix("payment.charge")
-        .build()?;
-    lambda_runtime::run(step(&powertools, idempotency, Provider::default())).await
+    let idempotency = idempotency(DynamoDbStore::new(dynamodb, table)?)?;
+    // Sequential by default; with `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda Managed Instances) as
+    // many invocations at once as it says, each with its own logs, metrics, span and records.
+    lambda_runtime::run_concurrent(step(&powertools, idempotency, Provider::default())).await
+}
+
+/// `Error: <message>`, then each source the message does not already include.
+fn report(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = format!("Error: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str("\n  caused by: ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -189,12 +360,92 @@ mod tests {
             .metrics(|metrics| metrics.sink(MemorySink::new()))
             .build()
             .unwrap();
-        let idempotency = Idempotency::builder(InMemoryStore::new())
-            .key_prefix("payment.charge")
-            .build()
-            .unwrap();
+        let idempotency = idempotency(InMemoryStore::new()).unwrap();
         let provider = Provider::default();
         (step(&powertools, idempotency, provider.clone()), provider)
+    }
+
+    fn with_payment_id(payment_id: &str) -> PaymentRequest {
+        let mut request = sample(include_str!("../events/payment.json"));
+        request.payment_id = payment_id.to_owned();
+        request
+    }
+
+    #[tokio::test]
+    async fn a_payment_without_an_id_is_refused_and_never_charged() {
+        let (step, provider) = fixture();
+        for attempt in 0..2 {
+            let answer = step
+                .clone()
+                .oneshot(TestContext::new().event(with_payment_id("")))
+                .await;
+            let error = answer.map(|receipt| format!("{receipt:?}")).unwrap_err();
+            assert_eq!(
+                Diagnostic::from(error).error_type,
+                "InvalidPaymentRequest",
+                "attempt {attempt}"
+            );
+        }
+        assert!(
+            provider.charged.lock().unwrap().is_empty(),
+            "charged without a key"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_idempotency_settings_refuse_to_charge_without_a_key() {
+        // Behind the checks, the settings are a second guard: no key, no charge.
+        let charged = Provider::default();
+        let provider = charged.clone();
+        let unchecked = ServiceBuilder::new()
+            .layer(
+                IdempotencyLayer::new(idempotency(InMemoryStore::new()).unwrap())
+                    .key_from(|request: &PaymentRequest| Some(request.payment_id.clone())),
+            )
+            .service(service_fn(move |event| pay(provider.clone(), event)));
+        let error = unchecked
+            .oneshot(TestContext::new().event(with_payment_id("")))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::KeyMissing), "{error:?}");
+        assert!(charged.charged.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn ids_and_currency_are_bounded_and_an_error_never_echoes_them() {
+        let (step, provider) = fixture();
+        let long = "p".repeat(100_000);
+        let mut bad_currency = with_payment_id("pay-7001");
+        bad_currency.currency = "G".repeat(100_000);
+        let mut long_order = with_payment_id("pay-7002");
+        long_order.order_id = long.clone();
+        let mut nothing = with_payment_id("pay-7003");
+        nothing.amount_cents = 0;
+        let cases = [
+            ("a 100 kB payment id", with_payment_id(&long)),
+            ("a payment id with a slash", with_payment_id("pay/../7000")),
+            ("a payment id with a space", with_payment_id("pay 7000")),
+            ("a 100 kB currency", bad_currency),
+            ("a 100 kB order id", long_order),
+            ("no amount", nothing),
+        ];
+        for (what, request) in cases {
+            let answer = step
+                .clone()
+                .oneshot(TestContext::new().event(request))
+                .await;
+            let Err(error) = answer else {
+                panic!("{what}: accepted");
+            };
+            let diagnostic = Diagnostic::from(error);
+            assert_eq!(diagnostic.error_type, "InvalidPaymentRequest", "{what}");
+            assert!(
+                diagnostic.error_message.len() < 300,
+                "{what}: {}",
+                diagnostic.error_message
+            );
+        }
+        assert!(provider.charged.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -216,17 +467,35 @@ mod tests {
 
         let changed = sample(include_str!("../events/changed-amount.json"));
         let error = step
+            .clone()
             .oneshot(TestContext::new().event(changed))
             .await
             .unwrap_err();
         assert!(
-            matches!(error, ServiceError::Handler(Error::PayloadMismatch { .. })),
+            matches!(
+                error,
+                ServiceError::Handler(StepError::Charge(Error::PayloadMismatch { .. }))
+            ),
             "{error:?}"
         );
         assert_eq!(
             provider.charged.lock().unwrap().len(),
             1,
             "not charged for another amount"
+        );
+
+        let mut someone_else = sample(include_str!("../events/payment.json"));
+        someone_else.customer_id = "cust-99".to_owned();
+        let error = step
+            .oneshot(TestContext::new().event(someone_else))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ServiceError::Handler(StepError::Charge(Error::PayloadMismatch { .. }))
+            ),
+            "another customer never gets the first receipt: {error:?}"
         );
     }
 
@@ -249,5 +518,34 @@ mod tests {
             provider.charged.lock().unwrap().as_slice(),
             ["pay-5002-flaky"]
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn fifty_concurrent_identical_payments_charge_once() {
+        let (step, provider) = fixture();
+        let request = sample(include_str!("../events/payment.json"));
+        let calls: Vec<_> = (0..50)
+            .map(|i| {
+                let (step, request) = (step.clone(), request.clone());
+                let context = TestContext::new().with_request_id(format!("req-{i}"));
+                tokio::spawn(step.oneshot(context.event(request)))
+            })
+            .collect();
+        let mut receipts = Vec::new();
+        for call in calls {
+            match call.await.unwrap() {
+                Ok(receipt) => receipts.push(receipt),
+                Err(error) => assert_eq!(
+                    Diagnostic::from(error).error_type,
+                    "IdempotencyAlreadyInProgressError"
+                ),
+            }
+        }
+        assert!(!receipts.is_empty());
+        assert!(
+            receipts.iter().all(|receipt| *receipt == receipts[0]),
+            "one receipt"
+        );
+        assert_eq!(provider.charged.lock().unwrap().len(), 1, "charged once");
     }
 }

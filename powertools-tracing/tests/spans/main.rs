@@ -12,7 +12,7 @@ use opentelemetry::trace::Status;
 use powertools_core::testing::TestContext;
 use powertools_tracing::{HttpRequest, TracingLayer, annotate};
 use serde_json::{Value, json};
-use support::{Recorder, attribute, attribute_count, exception, strings, text, tracer};
+use support::{Recorder, attribute, attribute_count, exception, names, strings, text, tracer};
 
 #[tokio::test]
 async fn spans_of_user_crates_named_like_internal_ones_reach_the_trace() {
@@ -669,4 +669,42 @@ async fn an_explicit_trigger_wins_over_the_events_shape() {
     let span = recorder.span("orders");
     assert_eq!(text(&span, "faas.trigger").as_deref(), Some("pubsub"));
     assert_eq!(text(&span, "http.request.method").as_deref(), Some("GET"));
+}
+
+#[tokio::test]
+async fn a_queued_exporter_gets_the_invocations_spans_in_one_batch_at_its_end() {
+    // Given a tracer that drives an exporter of the caller's as it drives OTLP
+    let recorder = Recorder::default();
+    let tracer = powertools_tracing::Tracer::builder()
+        .service("orders")
+        .env(powertools_core::env::Env::empty())
+        .queued_exporter(recorder.clone())
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let seen_in_handler = recorder.clone();
+    let service = TracingLayer::new(tracer).layer(service_fn(move |_event: LambdaEvent<Value>| {
+        let seen = seen_in_handler.clone();
+        async move {
+            tracing::info_span!("bake").in_scope(|| {});
+            // The child span has ended, and waits in the queue
+            Ok::<_, lambda_runtime::Error>(json!({"exported_so_far": seen.spans().len()}))
+        }
+    }));
+
+    // When it is invoked (outside Lambda: no extension, so the layer flushes before returning)
+    let response = service
+        .oneshot(
+            TestContext::new()
+                .with_function_name("orders-api")
+                .event(json!({})),
+        )
+        .await
+        .unwrap();
+
+    // Then nothing was exported during the invocation, and both spans were by its end
+    assert_eq!(response["exported_so_far"], 0);
+    let spans = recorder.spans();
+    assert_eq!(names(&spans), ["bake", "orders-api"]);
+    assert_eq!(spans[0].parent_span_id, spans[1].span_context.span_id());
 }

@@ -1,6 +1,7 @@
 //! The full-stack function of the cold-start, size and memory comparison: `bare-function`'s
 //! handler behind the whole Powertools stack (logs, metrics, traces exported over OTLP, the
-//! DynamoDB client's spans) and idempotency on the order id, stored in the table named by
+//! DynamoDB client's spans, exported after the response by the tracer's internal extension) and
+//! idempotency on the order id, stored in the table named by
 //! `IDEMPOTENCY_TABLE`. The order goes into the table named by `ORDERS_TABLE`.
 
 use lambda_runtime::tower::ServiceBuilder;
@@ -17,6 +18,9 @@ fn required_env(name: &str) -> Result<String, lambda_runtime::Error> {
 async fn main() -> Result<(), lambda_runtime::Error> {
     let powertools = Powertools::from_env()?;
     powertools.init()?;
+    // Spans leave after the response, through the tracer's internal extension (registered now,
+    // during init).
+    powertools.tracer().register_extension().await?;
     let aws = aws_config::load_from_env().await;
     let dynamodb = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(&aws)

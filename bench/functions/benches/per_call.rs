@@ -1,0 +1,136 @@
+//! The rows of the handler benchmark as plain loops, for instruction counts under callgrind,
+//! which do not depend on the load of a shared machine:
+//!
+//! ```text
+//! cargo bench -p powertools-bench --bench per_call --no-run
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null --toggle-collect='*measured*' \
+//!     target/release/deps/per_call-* ROW CALLS
+//! ```
+//!
+//! `scripts/bench` runs each row with two numbers of calls and reports the difference per call
+//! (set-up and the process's start cancel out). Rows: `bare`, `first_call` (logs + metrics +
+//! idempotency in memory), `replay`, `first_call_with_span` (the same with the invocation span,
+//! handed to the tracer's queue and flushed to an exporter that drops it), `span_only` (the
+//! tracing layer alone around the bare handler, same exporter).
+
+use std::convert::Infallible;
+
+use lambda_runtime::tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use lambda_runtime::{LambdaEvent, service_fn};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use powertools::Powertools;
+use powertools::core::env::Env;
+use powertools::core::testing::TestContext;
+use powertools::idempotency::{Idempotency, IdempotencyLayer, InMemoryStore};
+use powertools::tracing::TracingLayer;
+use powertools_bench::{DiscardDocuments, Order, Receipt, accept, handler};
+
+/// Drops finished spans: the span is built, ended, queued and handed over; nothing is sent.
+#[derive(Debug)]
+struct DropSpans;
+
+impl SpanExporter for DropSpans {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        std::hint::black_box(batch);
+        Ok(())
+    }
+}
+
+fn powertools(tracing: bool) -> Powertools {
+    let builder = Powertools::builder()
+        .service("orders")
+        .env(Env::from_pairs([
+            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "orders"),
+            (
+                "POWERTOOLS_TRACE_DISABLED",
+                if tracing { "false" } else { "true" },
+            ),
+        ]))
+        .logger(|logger| logger.writer(std::io::sink))
+        .metrics(|metrics| metrics.sink(DiscardDocuments));
+    let builder = if tracing {
+        builder.tracer(|tracer| tracer.queued_exporter(DropSpans))
+    } else {
+        builder
+    };
+    builder.build().expect("valid settings")
+}
+
+fn store() -> Idempotency<InMemoryStore> {
+    Idempotency::builder(InMemoryStore::new())
+        .key_prefix("orders")
+        .build()
+        .expect("valid settings")
+}
+
+fn key(order: &Order) -> Option<String> {
+    Some(order.order_id.clone())
+}
+
+fn main() {
+    let arguments: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|argument| !argument.starts_with("--"))
+        .collect();
+    let (Some(row), Some(calls)) = (arguments.first(), arguments.get(1)) else {
+        eprintln!("usage: per_call ROW CALLS");
+        return;
+    };
+    let calls: u64 = calls.parse().expect("a number of calls");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let traced = row.contains("span");
+    let powertools = powertools(traced);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let order = |call: u64| TestContext::new().event(Order::sample(format!("o-{call}")));
+    // The events are made before the loop: deserializing an event is the runtime's work, and
+    // `--toggle-collect='*measured*'` counts only the calls.
+    let new_orders = || (0..calls).map(order).collect::<Vec<_>>();
+    match row.as_str() {
+        "bare" => {
+            let bare = service_fn(|event: LambdaEvent<Order>| async move {
+                Ok::<Receipt, Infallible>(accept(&event.payload))
+            });
+            measured(&runtime, &bare, new_orders());
+        }
+        "span_only" => {
+            let service = TracingLayer::new(powertools.tracer().clone()).layer(service_fn(
+                |event: LambdaEvent<Order>| async move {
+                    Ok::<Receipt, Infallible>(accept(&event.payload))
+                },
+            ));
+            measured(&runtime, &service, new_orders());
+        }
+        "first_call" | "first_call_with_span" => {
+            let service = ServiceBuilder::new()
+                .layer(powertools.layer())
+                .layer(IdempotencyLayer::new(store()).key_from(key))
+                .service(service_fn(handler));
+            measured(&runtime, &service, new_orders());
+        }
+        "replay" => {
+            let service = ServiceBuilder::new()
+                .layer(powertools.layer())
+                .layer(IdempotencyLayer::new(store()).key_from(key))
+                .service(service_fn(handler));
+            measured(&runtime, &service, vec![order(0)]);
+            measured(&runtime, &service, (0..calls).map(|_| order(0)).collect());
+        }
+        other => eprintln!("unknown row {other}"),
+    }
+}
+
+/// The calls callgrind counts.
+#[inline(never)]
+fn measured<S>(runtime: &tokio::runtime::Runtime, service: &S, events: Vec<LambdaEvent<Order>>)
+where
+    S: Service<LambdaEvent<Order>> + Clone,
+{
+    for event in events {
+        std::hint::black_box(runtime.block_on(service.clone().oneshot(event)).ok());
+    }
+}

@@ -1,0 +1,198 @@
+//! From an HTTP request to an order the function can place, or a 400 that says why not.
+//!
+//! Every check runs here, before the idempotency claim: a refused request leaves no record, so
+//! the client who fixes it can retry with the same `Idempotency-Key` (as with Stripe: a request
+//! refused by validation before any side effect is not remembered).
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use base64::Engine as _;
+use serde_json::json;
+
+use crate::order::Order;
+
+/// The header a client sets so that a retried request never places the order twice.
+pub(crate) const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// The longest `Idempotency-Key` accepted, in bytes (Stripe's limit).
+pub(crate) const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+
+/// The longest error message a refusal carries, in characters: what serde_json says about a
+/// body can quote the body, and an answer must never grow with the request.
+const MAX_MESSAGE_CHARS: usize = 200;
+
+/// A request that passed every check: what the idempotent part of the function works on.
+#[derive(Debug, Clone)]
+pub(crate) struct PlaceOrder {
+    /// The client's `Idempotency-Key`.
+    pub(crate) idempotency_key: String,
+    pub(crate) order: Order,
+    /// The order's total, priced once here.
+    pub(crate) total_cents: u64,
+}
+
+/// Why a request is refused before anything is claimed, charged or saved.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Refusal {
+    /// A stable code for API clients.
+    pub(crate) code: &'static str,
+    /// What is wrong: at most [`MAX_MESSAGE_CHARS`] characters, then `…` if it was cut.
+    pub(crate) message: String,
+}
+
+impl Refusal {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let message = match message.char_indices().nth(MAX_MESSAGE_CHARS) {
+            Some((end, _)) => format!("{}…", &message[..end]),
+            None => message,
+        };
+        Refusal { code, message }
+    }
+
+    /// The 400 answer.
+    pub(crate) fn response(&self) -> ApiGatewayV2httpResponse {
+        crate::api::json_response(400, &json!({"error": self.code, "message": self.message}))
+    }
+}
+
+impl PlaceOrder {
+    /// Reads and checks the key and the order of `request`.
+    ///
+    /// The body may be base64-encoded: API Gateway encodes a body whose content type it does
+    /// not treat as text (`isBase64Encoded`).
+    pub(crate) fn from_request(request: &ApiGatewayV2httpRequest) -> Result<Self, Refusal> {
+        let idempotency_key = idempotency_key(request)?;
+        let Some(body) = request.body.as_deref() else {
+            return Err(Refusal::new(
+                "InvalidBody",
+                "the request has no body: send the order as JSON",
+            ));
+        };
+        let decoded;
+        let json = if request.is_base64_encoded {
+            decoded = base64::engine::general_purpose::STANDARD
+                .decode(body)
+                .map_err(|error| {
+                    Refusal::new(
+                        "InvalidBody",
+                        format!("the body is marked base64 but is not: {error}"),
+                    )
+                })?;
+            decoded.as_slice()
+        } else {
+            body.as_bytes()
+        };
+        // serde_json refuses what an order can't hold: broken JSON, a lone surrogate escape, a
+        // number out of range, nesting over 128 levels.
+        let order: Order = serde_json::from_slice(json).map_err(|error| {
+            let code = if error.is_data() {
+                "InvalidOrder"
+            } else {
+                "InvalidBody"
+            };
+            Refusal::new(code, format!("the body is not an order: {error}"))
+        })?;
+        let total_cents = order
+            .validate()
+            .map_err(|refused| Refusal::new(refused.code(), refused.to_string()))?;
+        Ok(PlaceOrder {
+            idempotency_key,
+            order,
+            total_cents,
+        })
+    }
+}
+
+/// The `Idempotency-Key` header: present, 1 to 255 bytes of visible ASCII.
+fn idempotency_key(request: &ApiGatewayV2httpRequest) -> Result<String, Refusal> {
+    let Some(value) = request.headers.get(IDEMPOTENCY_KEY_HEADER) else {
+        return Err(Refusal::new(
+            "MissingIdempotencyKey",
+            "set the Idempotency-Key header so that a retry never places the order twice",
+        ));
+    };
+    let bytes = value.as_bytes();
+    let visible = bytes.iter().all(|byte| byte.is_ascii_graphic());
+    if bytes.is_empty() || bytes.len() > MAX_IDEMPOTENCY_KEY_BYTES || !visible {
+        return Err(Refusal::new(
+            "InvalidIdempotencyKey",
+            format!(
+                "the Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} visible ASCII characters"
+            ),
+        ));
+    }
+    Ok(String::from_utf8_lossy(bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(key: Option<&str>, body: Option<&str>) -> ApiGatewayV2httpRequest {
+        let mut request: ApiGatewayV2httpRequest =
+            serde_json::from_str(include_str!("../events/first-order.json")).unwrap();
+        request.headers.remove(IDEMPOTENCY_KEY_HEADER);
+        if let Some(key) = key {
+            request
+                .headers
+                .insert(IDEMPOTENCY_KEY_HEADER, key.parse().unwrap());
+        }
+        request.body = body.map(str::to_owned);
+        request
+    }
+
+    fn refusal(request: &ApiGatewayV2httpRequest) -> Refusal {
+        PlaceOrder::from_request(request).unwrap_err()
+    }
+
+    #[test]
+    fn the_sample_order_passes_with_its_key_and_total() {
+        let sample = serde_json::from_str(include_str!("../events/first-order.json")).unwrap();
+        let placed = PlaceOrder::from_request(&sample).unwrap();
+        assert_eq!(
+            (placed.idempotency_key.as_str(), placed.total_cents),
+            ("k-7f3a-1001", 2550)
+        );
+    }
+
+    #[test]
+    fn keys_are_required_and_bounded() {
+        let body = include_str!("../events/first-order.json");
+        let order: serde_json::Value = serde_json::from_str(body).unwrap();
+        let body = order["body"].as_str();
+        assert_eq!(refusal(&request(None, body)).code, "MissingIdempotencyKey");
+        let long = "k".repeat(MAX_IDEMPOTENCY_KEY_BYTES + 1);
+        assert_eq!(
+            refusal(&request(Some(&long), body)).code,
+            "InvalidIdempotencyKey"
+        );
+        assert_eq!(
+            refusal(&request(Some("two words"), body)).code,
+            "InvalidIdempotencyKey"
+        );
+        let longest = "k".repeat(MAX_IDEMPOTENCY_KEY_BYTES);
+        assert!(PlaceOrder::from_request(&request(Some(&longest), body)).is_ok());
+    }
+
+    #[test]
+    fn a_message_never_grows_with_the_body() {
+        let body = format!(
+            r#"{{"order_id": 1, "customer_id": "{}"}}"#,
+            "c".repeat(100_000)
+        );
+        let refused = refusal(&request(Some("k-1"), Some(&body)));
+        assert_eq!(refused.code, "InvalidOrder");
+        assert!(
+            refused.message.chars().count() <= MAX_MESSAGE_CHARS + 1,
+            "{}",
+            refused.message
+        );
+        let body = format!(r#"{{"order_id": "{}"}}"#, "o".repeat(100_000));
+        let refused = refusal(&request(Some("k-1"), Some(&body)));
+        assert!(
+            refused.message.chars().count() <= MAX_MESSAGE_CHARS + 1,
+            "{}",
+            refused.message
+        );
+    }
+}

@@ -1,0 +1,514 @@
+//! Span export: ended spans wait in a bounded queue and are exported from the async runtime, over
+//! the AWS SDK's own HTTP connector (hyper 1, hyper-util's pooled client, hyper-rustls on rustls
+//! with AWS-LC), when a flush asks for it.
+//!
+//! A collector that fails or hangs costs one flush: the flush that fails or times out suspends
+//! export, later flushes drop their spans at once (counted, never queued), and a background probe
+//! (an empty export, with growing pauses) resumes export when the collector answers again.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use aws_smithy_async::rt::sleep::TokioSleep;
+use aws_smithy_http_client::{Connector, tls};
+use aws_smithy_runtime_api::client::http::{HttpConnector, HttpConnectorSettings};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_types::body::SdkBody;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{Request, Response};
+use opentelemetry::Context;
+use opentelemetry_http::{HttpClient, HttpError};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+
+/// How many ended spans may wait for a flush before new ones are dropped (counted).
+pub const DEFAULT_MAX_QUEUED_SPANS: usize = 2048;
+/// In the background mode (concurrent invocations), a queue this long is exported without
+/// waiting for the next interval.
+const BACKGROUND_BATCH: usize = 512;
+/// The first pause before probing a suspended collector, doubled after each failed probe.
+const FIRST_PROBE_DELAY: Duration = Duration::from_millis(500);
+const MAX_PROBE_DELAY: Duration = Duration::from_secs(30);
+
+/// A span exporter behind a trait object (`SpanExporter`'s future is an `impl Future`).
+pub(crate) trait Export: Send + Sync + 'static {
+    fn export(&self, batch: Vec<SpanData>) -> BoxFuture<'_, OTelSdkResult>;
+}
+
+impl<E: SpanExporter + 'static> Export for E {
+    fn export(&self, batch: Vec<SpanData>) -> BoxFuture<'_, OTelSdkResult> {
+        Box::pin(SpanExporter::export(self, batch))
+    }
+}
+
+/// The queue of ended spans and the exporter they go to.
+pub(crate) struct Exporter {
+    export: Box<dyn Export>,
+    queue: Mutex<Vec<SpanData>>,
+    capacity: usize,
+    /// The bound on one flush (and on one probe).
+    timeout: Duration,
+    /// Spans dropped since the process started: queue full, export failed, export suspended.
+    dropped: AtomicU64,
+    /// The part of `dropped` already reported in a warning.
+    reported: AtomicU64,
+    suspended: AtomicBool,
+    /// Wakes the background exporter early when the queue fills.
+    pub(crate) filling: tokio::sync::Notify,
+}
+
+impl fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Exporter")
+            .field("capacity", &self.capacity)
+            .field("timeout", &self.timeout)
+            .field("dropped", &self.dropped)
+            .field("suspended", &self.suspended)
+            .finish_non_exhaustive()
+    }
+}
+
+fn count(spans: usize) -> u64 {
+    u64::try_from(spans).unwrap_or(u64::MAX)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Exporter {
+    pub(crate) fn new(export: impl Export, capacity: usize, timeout: Duration) -> Self {
+        Exporter {
+            export: Box::new(export),
+            queue: Mutex::new(Vec::new()),
+            capacity,
+            timeout,
+            dropped: AtomicU64::new(0),
+            reported: AtomicU64::new(0),
+            suspended: AtomicBool::new(false),
+            filling: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Vec<SpanData>> {
+        // A panic while the lock was held cannot leave the vector inconsistent.
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues an ended span. Runs inside the subscriber: no logging here.
+    fn push(&self, span: SpanData) {
+        let mut queue = self.queue();
+        if queue.len() >= self.capacity {
+            drop(queue);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        queue.push(span);
+        let full_batch = queue.len() == BACKGROUND_BATCH;
+        drop(queue);
+        if full_batch {
+            self.filling.notify_one();
+        }
+    }
+
+    /// Spans dropped since the process started.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Whether export is suspended after a failed or timed-out flush.
+    pub(crate) fn is_suspended(&self) -> bool {
+        self.suspended.load(Ordering::Acquire)
+    }
+
+    /// Whether spans wait for a flush.
+    #[cfg(test)]
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.queue().is_empty()
+    }
+
+    /// Exports the queued spans, waiting at most the flush timeout. While export is suspended,
+    /// drops them at once instead. Never fails: problems are warnings.
+    pub(crate) async fn flush(self: &Arc<Self>) {
+        let batch = std::mem::take(&mut *self.queue());
+        if self.is_suspended() {
+            self.dropped
+                .fetch_add(count(batch.len()), Ordering::Relaxed);
+            return;
+        }
+        if !batch.is_empty() {
+            let spans = count(batch.len());
+            match tokio::time::timeout(self.timeout, self.export.export(batch)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    self.dropped.fetch_add(spans, Ordering::Relaxed);
+                    self.suspend(|| {
+                        tracing::warn!(
+                            target: "powertools_tracing",
+                            %error,
+                            dropped_spans = spans,
+                            "spans could not be exported; until the collector answers again, \
+                             spans are dropped and invocations do not wait for it"
+                        );
+                    });
+                    self.reported.store(self.dropped(), Ordering::Relaxed);
+                    return;
+                }
+                Err(_) => {
+                    self.dropped.fetch_add(spans, Ordering::Relaxed);
+                    self.suspend(|| {
+                        tracing::warn!(
+                            target: "powertools_tracing",
+                            timeout_ms = millis(self.timeout),
+                            dropped_spans = spans,
+                            "the collector did not answer within the flush timeout; until it \
+                             answers again, spans are dropped and invocations do not wait for it"
+                        );
+                    });
+                    self.reported.store(self.dropped(), Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        let dropped = self.dropped();
+        let reported = self.reported.swap(dropped, Ordering::Relaxed);
+        if dropped > reported {
+            tracing::warn!(
+                target: "powertools_tracing",
+                dropped_spans = dropped - reported,
+                max_queued_spans = self.capacity,
+                "spans were dropped: more ended between two flushes than the queue holds"
+            );
+        }
+    }
+
+    /// Suspends export and starts the probe, once per outage.
+    fn suspend(self: &Arc<Self>, warn: impl FnOnce()) {
+        if self.suspended.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        warn();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(Arc::clone(self).probe());
+            }
+            // No runtime to probe from: keep exporting (and waiting) instead.
+            Err(_) => self.suspended.store(false, Ordering::Release),
+        }
+    }
+
+    /// Sends empty exports, with growing pauses, until one is answered; then resumes export.
+    async fn probe(self: Arc<Self>) {
+        let mut delay = FIRST_PROBE_DELAY;
+        loop {
+            tokio::time::sleep(delay).await;
+            if let Ok(Ok(())) =
+                tokio::time::timeout(self.timeout, self.export.export(Vec::new())).await
+            {
+                break;
+            }
+            delay = (delay * 2).min(MAX_PROBE_DELAY);
+        }
+        let dropped = self.dropped();
+        let during_outage = dropped - self.reported.swap(dropped, Ordering::Relaxed);
+        self.suspended.store(false, Ordering::Release);
+        tracing::warn!(
+            target: "powertools_tracing",
+            dropped_spans = during_outage,
+            "the collector answers again: spans are exported again"
+        );
+    }
+
+    /// Exports every `interval`, or sooner when a batch is waiting (concurrent invocations: no
+    /// invocation waits for its spans).
+    pub(crate) async fn export_in_background(self: Arc<Self>, interval: Duration) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = self.filling.notified() => {}
+            }
+            self.flush().await;
+        }
+    }
+}
+
+/// The tracer provider's span processor: ended, sampled spans go to the [`Exporter`]'s queue.
+#[derive(Debug)]
+pub(crate) struct QueueProcessor(pub(crate) Arc<Exporter>);
+
+impl SpanProcessor for QueueProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if span.span_context.is_sampled() {
+            self.0.push(span);
+        }
+    }
+
+    /// Flushes are asynchronous, on the runtime: [`Tracer::flush`](crate::Tracer::flush).
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+/// Which certificates the exporter trusts.
+#[derive(Debug, Clone)]
+pub(crate) enum Roots {
+    /// A plain `http://` endpoint: no TLS, no trust store.
+    None,
+    /// The operating system's trust store (loaded once per process, and shared with the AWS
+    /// SDK's clients).
+    Native,
+    /// The PEM certificates of `OTEL_EXPORTER_OTLP_CERTIFICATE` only.
+    Pem(Vec<u8>),
+}
+
+/// The OTLP exporter's HTTP client: the AWS SDK's own connector (`aws-smithy-http-client`:
+/// hyper 1, hyper-util's pool, hyper-rustls, rustls on AWS-LC), so that a function that links the
+/// SDK links no second HTTP stack, nor a second copy of its generic code, and its trust store is
+/// loaded once for both. Built on the first request.
+pub(crate) struct OtlpHttpClient {
+    connector: OnceLock<Result<Connector, String>>,
+    roots: Roots,
+    timeout: Duration,
+}
+
+impl fmt::Debug for OtlpHttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OtlpHttpClient")
+            .field("roots", &self.roots)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OtlpHttpClient {
+    pub(crate) fn new(roots: Roots, timeout: Duration) -> Self {
+        OtlpHttpClient {
+            connector: OnceLock::new(),
+            roots,
+            timeout,
+        }
+    }
+
+    fn build(&self) -> Result<Connector, String> {
+        // The same TLS connector for plain `http://`, with nothing trusted: it is the type the
+        // SDK instantiates, so its code is linked once.
+        let trust = match &self.roots {
+            Roots::None => tls::TrustStore::empty(),
+            Roots::Native => tls::TrustStore::default(),
+            Roots::Pem(pem) => tls::TrustStore::empty().with_pem_certificate(pem.clone()),
+        };
+        let context = tls::TlsContext::builder()
+            .with_trust_store(trust)
+            .build()
+            .map_err(|error| error.to_string())?;
+        Ok(Connector::builder()
+            .connector_settings(
+                HttpConnectorSettings::builder()
+                    .connect_timeout(self.timeout)
+                    .read_timeout(self.timeout)
+                    .build(),
+            )
+            .sleep_impl(TokioSleep::new())
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::AwsLc,
+            ))
+            .tls_context(context)
+            .build())
+    }
+}
+
+#[async_trait::async_trait]
+impl HttpClient for OtlpHttpClient {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let connector = self
+            .connector
+            .get_or_init(|| self.build())
+            .as_ref()
+            .map_err(|error| HttpError::from(error.clone()))?;
+        let request = HttpRequest::try_from(request.map(SdkBody::from))?;
+        let response = tokio::time::timeout(self.timeout, connector.call(request))
+            .await
+            .map_err(|_| HttpError::from("the OTLP export timed out"))??
+            .try_into_http1x()?;
+        let (parts, body) = response.into_parts();
+        let body = http_body_util::BodyExt::collect(body).await?.to_bytes();
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId};
+    use opentelemetry::{InstrumentationScope, trace::TraceState};
+    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
+
+    use super::*;
+
+    /// An exporter that answers, fails or never answers, and counts what it was given.
+    #[derive(Debug, Default)]
+    struct Collector {
+        hangs: AtomicBool,
+        fails: AtomicBool,
+        calls: AtomicUsize,
+        exported: AtomicUsize,
+    }
+
+    /// The exporter's handle on a collector the test keeps too.
+    struct Handle(Arc<Collector>);
+
+    impl Export for Handle {
+        fn export(&self, batch: Vec<SpanData>) -> BoxFuture<'_, OTelSdkResult> {
+            let collector = &self.0;
+            collector.calls.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                if collector.hangs.load(Ordering::SeqCst) {
+                    std::future::pending::<()>().await;
+                }
+                if collector.fails.load(Ordering::SeqCst) {
+                    return Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(
+                        "HTTP export failed: network error".to_owned(),
+                    ));
+                }
+                collector.exported.fetch_add(batch.len(), Ordering::SeqCst);
+                Ok(())
+            })
+        }
+    }
+
+    fn span() -> SpanData {
+        SpanData {
+            span_context: SpanContext::new(
+                TraceId::from(1_u128),
+                SpanId::from(1_u64),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            ),
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Server,
+            name: "invocation".into(),
+            start_time: std::time::SystemTime::UNIX_EPOCH,
+            end_time: std::time::SystemTime::UNIX_EPOCH,
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: InstrumentationScope::builder("test").build(),
+        }
+    }
+
+    const TIMEOUT: Duration = Duration::from_secs(2);
+
+    fn exporter(collector: &Arc<Collector>, capacity: usize) -> Arc<Exporter> {
+        Arc::new(Exporter::new(
+            Handle(Arc::clone(collector)),
+            capacity,
+            TIMEOUT,
+        ))
+    }
+
+    /// One invocation's worth: three spans end, then the flush.
+    async fn invocation(exporter: &Arc<Exporter>) -> Duration {
+        let processor = QueueProcessor(Arc::clone(exporter));
+        for _ in 0..3 {
+            processor.on_end(span());
+        }
+        let start = tokio::time::Instant::now();
+        exporter.flush().await;
+        start.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_collector_costs_one_flush_timeout_then_flushes_skip_it_until_a_probe_succeeds()
+    {
+        // Given a collector that accepts exports and never answers
+        let collector = Arc::new(Collector::default());
+        collector.hangs.store(true, Ordering::SeqCst);
+        let exporter = exporter(&collector, 100);
+
+        // When ten invocations flush (on tokio's paused clock: these are exact, not measured)
+        let waits: Vec<Duration> = {
+            let mut waits = Vec::new();
+            for _ in 0..10 {
+                waits.push(invocation(&exporter).await);
+            }
+            waits
+        };
+
+        // Then the first waits the flush timeout, and the nine after it do not wait at all
+        assert_eq!(waits[0], TIMEOUT);
+        assert!(
+            waits[1..].iter().all(Duration::is_zero),
+            "later flushes waited: {waits:?}"
+        );
+        assert!(exporter.is_suspended());
+        assert_eq!(
+            exporter.dropped(),
+            30,
+            "every span was dropped, and counted"
+        );
+        assert!(!exporter.has_pending(), "nothing is queued while suspended");
+
+        // When the collector answers again, the probe resumes export
+        collector.hangs.store(false, Ordering::SeqCst);
+        tokio::time::sleep(MAX_PROBE_DELAY + TIMEOUT).await;
+        assert!(!exporter.is_suspended(), "the probe resumed export");
+        invocation(&exporter).await;
+        assert_eq!(collector.exported.load(Ordering::SeqCst), 3);
+        assert_eq!(exporter.dropped(), 30);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_collector_suspends_export_too_and_probes_back_off() {
+        // Given a collector that refuses every export
+        let collector = Arc::new(Collector::default());
+        collector.fails.store(true, Ordering::SeqCst);
+        let exporter = exporter(&collector, 100);
+
+        // When an invocation flushes, and a minute passes
+        invocation(&exporter).await;
+        assert!(exporter.is_suspended());
+        let calls_after_flush = collector.calls.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+
+        // Then the probes came with growing pauses (0.5, 1, 2, 4, 8, 16, 30 s: 7 in 60 s), not
+        // in a loop
+        let probes = collector.calls.load(Ordering::SeqCst) - calls_after_flush;
+        assert!((5..=8).contains(&probes), "{probes} probes in a minute");
+        assert!(exporter.is_suspended());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_queue_is_bounded_and_what_it_drops_is_counted() {
+        // Given a queue of ten spans
+        let collector = Arc::new(Collector::default());
+        let exporter = exporter(&collector, 10);
+        let processor = QueueProcessor(Arc::clone(&exporter));
+
+        // When 25 spans end before a flush
+        for _ in 0..25 {
+            processor.on_end(span());
+        }
+        exporter.flush().await;
+
+        // Then ten are exported and fifteen dropped, counted
+        assert_eq!(collector.exported.load(Ordering::SeqCst), 10);
+        assert_eq!(exporter.dropped(), 15);
+        assert!(!exporter.is_suspended());
+    }
+}

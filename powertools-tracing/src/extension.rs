@@ -1,0 +1,452 @@
+//! Exporting after the response: a Lambda internal extension in the function's own process.
+//!
+//! Lambda freezes the execution environment once the runtime has asked for its next event *and*
+//! every registered extension has asked for its own. [`Tracer::register_extension`] registers an
+//! internal extension for `INVOKE` events: when an invocation ends, the layer hands its spans to
+//! the extension and returns at once; the runtime sends the response; the extension exports the
+//! spans and only then asks for its next event. The caller never waits for the export, and the
+//! spans are out before the freeze.
+//!
+//! With concurrent invocations (`lambda_runtime::run_concurrent` on Lambda Managed Instances,
+//! `AWS_LAMBDA_MAX_CONCURRENCY` above 1) the environment is not frozen per invocation: the spans
+//! are exported in the background, every export interval or sooner when a batch is waiting, and
+//! the extension subscribes to no event. In both modes, a registered extension makes Lambda send
+//! the process `SIGTERM` before it shuts the environment down: the tracer exports what is left,
+//! within the flush timeout, and exits.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, SystemTime};
+
+use http_body_util::BodyExt;
+use lambda_runtime_api_client::PooledClient;
+use lambda_runtime_api_client::body::Body;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::Error;
+use crate::tracer::{FlushMode, Tracer};
+
+/// The internal extension's name (unique among a function's extensions).
+pub const EXTENSION_NAME: &str = "powertools-tracing";
+/// How long the extension waits for an invocation it was told of to reach the layer. One that
+/// never does (an event the runtime could not deserialize never reaches a handler) is left after
+/// this; if it reaches the layer later, the layer exports its spans itself, before returning.
+const START_GRACE: Duration = Duration::from_millis(200);
+/// The most invocations tracked at once (one in the sequential mode, in practice).
+const MAX_TRACKED: usize = 64;
+
+const MODE_NONE: u8 = 0;
+const MODE_AFTER_RESPONSE: u8 = 1;
+const MODE_BACKGROUND: u8 = 2;
+
+/// Where an invocation is, as the layer and the extension see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// The layer has the invocation.
+    Started,
+    /// The layer has returned; its spans are queued for the extension.
+    Done,
+    /// The extension stopped waiting for it: the layer exports the spans itself.
+    Abandoned,
+}
+
+/// The hand-over of each invocation's spans from the layer to the extension.
+#[derive(Debug, Default)]
+pub(crate) struct Handoff {
+    mode: AtomicU8,
+    invocations: Mutex<VecDeque<(String, Stage)>>,
+    changed: Notify,
+}
+
+impl Handoff {
+    fn invocations(&self) -> std::sync::MutexGuard<'_, VecDeque<(String, Stage)>> {
+        self.invocations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn stage(&self, request_id: &str) -> Option<Stage> {
+        self.invocations()
+            .iter()
+            .find(|(id, _)| id == request_id)
+            .map(|(_, stage)| *stage)
+    }
+
+    /// Sets the invocation's stage, returning the one it had.
+    fn set(&self, request_id: &str, stage: Stage) -> Option<Stage> {
+        let mut invocations = self.invocations();
+        let previous = match invocations.iter_mut().find(|(id, _)| id == request_id) {
+            Some((_, current)) => Some(std::mem::replace(current, stage)),
+            None => {
+                if invocations.len() == MAX_TRACKED {
+                    invocations.pop_front();
+                }
+                invocations.push_back((request_id.to_owned(), stage));
+                None
+            }
+        };
+        drop(invocations);
+        self.changed.notify_waiters();
+        previous
+    }
+
+    fn forget(&self, request_id: &str) {
+        self.invocations().retain(|(id, _)| id != request_id);
+    }
+
+    /// The layer has the invocation. `Some(request id)` when the extension exports after the
+    /// response and so must be told when the invocation ends.
+    pub(crate) fn start(&self, request_id: &str) -> Option<String> {
+        if self.mode.load(Ordering::Acquire) != MODE_AFTER_RESPONSE {
+            return None;
+        }
+        let mut invocations = self.invocations();
+        if !invocations.iter().any(|(id, _)| id == request_id) {
+            if invocations.len() == MAX_TRACKED {
+                invocations.pop_front();
+            }
+            invocations.push_back((request_id.to_owned(), Stage::Started));
+            drop(invocations);
+            self.changed.notify_waiters();
+        }
+        Some(request_id.to_owned())
+    }
+
+    /// The layer is done with the invocation, its span ended. `true` when the extension or the
+    /// background exporter exports its spans; `false` when the layer must flush them itself.
+    pub(crate) fn finish(&self, request_id: Option<&str>) -> bool {
+        match (self.mode.load(Ordering::Acquire), request_id) {
+            (MODE_BACKGROUND, _) => true,
+            (MODE_AFTER_RESPONSE, Some(request_id)) => {
+                if self.set(request_id, Stage::Done) == Some(Stage::Abandoned) {
+                    self.forget(request_id);
+                    false
+                } else {
+                    true
+                }
+            }
+            _ => false,
+        }
+    }
+
+    /// Waits until `ready` holds for the invocation's stage, or `deadline`; returns the stage.
+    async fn wait(
+        &self,
+        request_id: &str,
+        ready: impl Fn(Option<Stage>) -> bool,
+        deadline: Instant,
+    ) -> Option<Stage> {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let stage = self.stage(request_id);
+            if ready(stage) {
+                return stage;
+            }
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep_until(deadline) => return self.stage(request_id),
+            }
+        }
+    }
+
+    /// The extension's part of an invocation: wait for the layer to hand its spans over, bounded
+    /// by the grace for an invocation that never reaches the layer and by its deadline.
+    async fn after_invocation(&self, tracer: &Tracer, request_id: &str, deadline: Instant) {
+        let grace = (Instant::now() + START_GRACE).min(deadline);
+        let reached_layer = self
+            .wait(request_id, |stage| stage.is_some(), grace)
+            .await
+            .is_some()
+            // Still not there: abandon it, unless it arrives at this very moment.
+            || {
+                let mut invocations = self.invocations();
+                let arrived = invocations.iter().any(|(id, _)| id == request_id);
+                if !arrived {
+                    invocations.push_back((request_id.to_owned(), Stage::Abandoned));
+                }
+                arrived
+            };
+        if reached_layer {
+            self.wait(request_id, |stage| stage == Some(Stage::Done), deadline)
+                .await;
+            self.forget(request_id);
+        }
+        // This invocation's spans, and any left by an earlier one.
+        tracer.flush().await;
+    }
+}
+
+/// An event of the Extensions API.
+#[derive(Debug, serde::Deserialize)]
+#[serde(
+    tag = "eventType",
+    rename_all = "UPPERCASE",
+    rename_all_fields = "camelCase"
+)]
+enum Event {
+    Invoke {
+        request_id: String,
+        deadline_ms: u64,
+    },
+    Shutdown {},
+}
+
+/// Registers the internal extension for `events` with the Extensions API, through the runtime's
+/// own client (`AWS_LAMBDA_RUNTIME_API`); returns its identifier.
+async fn register(client: &PooledClient, events: &[&str]) -> Result<String, Error> {
+    let failed = |error: &dyn std::fmt::Display| Error::Extension(error.to_string());
+    let request = http::Request::post("/2020-01-01/extension/register")
+        .header("Lambda-Extension-Name", EXTENSION_NAME)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            serde_json::json!({ "events": events }).to_string(),
+        ))
+        .map_err(|error| failed(&error))?;
+    let response = client.call(request).await.map_err(|error| failed(&error))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|body| body.to_bytes());
+        let body = body
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        return Err(Error::Extension(format!(
+            "Lambda answered {status}: {body}"
+        )));
+    }
+    response
+        .headers()
+        .get("Lambda-Extension-Identifier")
+        .and_then(|id| id.to_str().ok())
+        .map(str::to_owned)
+        .ok_or_else(|| failed(&"no Lambda-Extension-Identifier in Lambda's answer"))
+}
+
+/// Waits for the extension's next event; asking for it tells Lambda the extension is done with
+/// the previous one.
+async fn next_event(
+    client: &PooledClient,
+    id: &str,
+) -> Result<Event, lambda_runtime_api_client::BoxError> {
+    let request = http::Request::get("/2020-01-01/extension/event/next")
+        .header("Lambda-Extension-Identifier", id)
+        .body(Body::empty())?;
+    let response = client.call(request).await?;
+    if !response.status().is_success() {
+        return Err(format!("Lambda answered {}", response.status()).into());
+    }
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(serde_json::from_slice(&body)?)
+}
+
+/// The invocation's deadline (epoch milliseconds) on tokio's clock.
+fn deadline(deadline_ms: u64) -> Instant {
+    let now_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |now| u64::try_from(now.as_millis()).unwrap_or(u64::MAX));
+    // Lambda's longest timeout is 15 minutes.
+    let remaining = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+    Instant::now() + remaining.min(Duration::from_secs(15 * 60))
+}
+
+impl Tracer {
+    /// Registers the tracer's internal Lambda extension, so that spans are exported after the
+    /// response is sent instead of before; call it in `main`, before `lambda_runtime::run` (an
+    /// extension must register during the function's init).
+    ///
+    /// ```no_run
+    /// use lambda_runtime::{LambdaEvent, service_fn, tower::ServiceBuilder};
+    /// use powertools_tracing::{Tracer, TracingLayer};
+    /// use serde_json::{Value, json};
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), lambda_runtime::Error> {
+    ///     let tracer = Tracer::from_env()?;
+    ///     tracing::subscriber::set_global_default(tracer.subscriber())?;
+    ///     // Spans leave after the response: the caller never waits for the collector.
+    ///     tracer.register_extension().await?;
+    ///     let handler = ServiceBuilder::new()
+    ///         .layer(TracingLayer::new(tracer))
+    ///         .service(service_fn(|_event: LambdaEvent<Value>| async {
+    ///             Ok::<_, lambda_runtime::Error>(json!({"accepted": true}))
+    ///         }));
+    ///     lambda_runtime::run(handler).await
+    /// }
+    /// ```
+    ///
+    /// In the sequential mode (`lambda_runtime::run`, or `run_concurrent` without
+    /// `AWS_LAMBDA_MAX_CONCURRENCY` above 1) the extension subscribes to `INVOKE`: after each
+    /// invocation it exports the spans, then lets Lambda freeze the environment. With concurrent
+    /// invocations it subscribes to nothing and the spans are exported in the background, every
+    /// [`export_interval`](crate::TracerBuilder::export_interval). Either way Lambda then sends
+    /// `SIGTERM` before shutting the environment down: the tracer exports what is left (within
+    /// the flush timeout) and exits the process, as Lambda expects.
+    ///
+    /// Does nothing, and the layer flushes before returning, outside Lambda (no
+    /// `AWS_LAMBDA_RUNTIME_API`), with tracing off, with a caller's
+    /// [`span_exporter`](crate::TracerBuilder::span_exporter), or with
+    /// [`FlushMode::BeforeReturn`]. Calling it again does nothing.
+    ///
+    /// # Errors
+    /// [`Error::Extension`] when Lambda refuses the registration (after the init phase, or a
+    /// second extension of this name); the layer then flushes before returning, as without it.
+    pub async fn register_extension(&self) -> Result<(), Error> {
+        let inner = &self.inner;
+        let Some(exporter) = inner.exporter.clone() else {
+            return Ok(());
+        };
+        if inner.flush_mode == FlushMode::BeforeReturn
+            || !inner.lambda.runtime_api
+            || inner.handoff.mode.load(Ordering::Acquire) != MODE_NONE
+        {
+            return Ok(());
+        }
+        let concurrent = inner.lambda.max_concurrency > 1;
+        let events: &[&str] = if concurrent { &[] } else { &["INVOKE"] };
+        let client = lambda_runtime_api_client::PooledClient::builder().build();
+        let id = register(&client, events).await?;
+        if concurrent {
+            tokio::spawn(exporter.export_in_background(inner.export_interval));
+            inner.handoff.mode.store(MODE_BACKGROUND, Ordering::Release);
+        } else {
+            inner
+                .handoff
+                .mode
+                .store(MODE_AFTER_RESPONSE, Ordering::Release);
+        }
+        tokio::spawn(self.clone().run_extension(client, id));
+        #[cfg(unix)]
+        {
+            let tracer = self.clone();
+            let terminate =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .map_err(|error| Error::Extension(format!("SIGTERM handler: {error}")))?;
+            tokio::spawn(tracer.export_on_sigterm(terminate));
+        }
+        Ok(())
+    }
+
+    /// The extension's loop: ask for the next event, export after each invocation.
+    async fn run_extension(self, client: PooledClient, id: String) {
+        let handoff = &self.inner.handoff;
+        let outcome = loop {
+            match next_event(&client, &id).await {
+                Ok(Event::Invoke {
+                    request_id,
+                    deadline_ms,
+                }) => {
+                    handoff
+                        .after_invocation(&self, &request_id, deadline(deadline_ms))
+                        .await;
+                }
+                // Only external extensions get it; exported all the same.
+                Ok(Event::Shutdown {}) => {
+                    self.flush().await;
+                    break Ok(());
+                }
+                Err(error) => break Err(error),
+            }
+        };
+        // Without its extension, the layer flushes before returning again.
+        handoff.mode.store(MODE_NONE, Ordering::Release);
+        if let Err(error) = outcome {
+            tracing::warn!(
+                target: "powertools_tracing",
+                %error,
+                "the tracer's extension stopped: spans are flushed before each invocation returns"
+            );
+        }
+    }
+
+    #[cfg(unix)]
+    async fn export_on_sigterm(self, mut terminate: tokio::signal::unix::Signal) {
+        if terminate.recv().await.is_some() {
+            self.flush().await;
+            std::process::exit(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handoff(mode: u8) -> Handoff {
+        let handoff = Handoff::default();
+        handoff.mode.store(mode, Ordering::SeqCst);
+        handoff
+    }
+
+    #[test]
+    fn without_an_extension_the_layer_flushes_itself() {
+        let handoff = handoff(MODE_NONE);
+        assert_eq!(handoff.start("r-1"), None);
+        assert!(!handoff.finish(None));
+    }
+
+    #[test]
+    fn in_the_background_mode_nothing_is_tracked_and_the_layer_never_flushes() {
+        let handoff = handoff(MODE_BACKGROUND);
+        assert_eq!(handoff.start("r-1"), None);
+        assert!(handoff.finish(None));
+        assert!(handoff.invocations().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_extension_waits_for_the_layer_to_hand_the_invocation_over() {
+        let tracer = Tracer::builder().disabled(true).build().unwrap();
+        let handoff = std::sync::Arc::new(handoff(MODE_AFTER_RESPONSE));
+        let id = handoff.start("r-1").unwrap();
+        let extension = {
+            let handoff = std::sync::Arc::clone(&handoff);
+            let tracer = tracer.clone();
+            tokio::spawn(async move {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                handoff.after_invocation(&tracer, "r-1", deadline).await;
+                Instant::now()
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!extension.is_finished(), "the handler is still running");
+        assert!(handoff.finish(Some(&id)), "the extension takes the spans");
+        let done = extension.await.unwrap();
+        assert!(done.elapsed() < Duration::from_millis(1));
+        assert!(handoff.invocations().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_invocation_that_never_reaches_the_layer_is_left_after_the_grace() {
+        let tracer = Tracer::builder().disabled(true).build().unwrap();
+        let handoff = handoff(MODE_AFTER_RESPONSE);
+        let start = Instant::now();
+        // An event the runtime could not deserialize: the layer never sees it.
+        handoff
+            .after_invocation(&tracer, "r-bad", start + Duration::from_secs(900))
+            .await;
+        assert_eq!(start.elapsed(), START_GRACE, "not the 15-minute deadline");
+        // Had it reached the layer late after all, the layer would flush it itself.
+        assert_eq!(handoff.start("r-bad").as_deref(), Some("r-bad"));
+        assert!(!handoff.finish(Some("r-bad")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_invocation_that_ended_before_the_extension_heard_of_it_is_exported_at_once() {
+        let tracer = Tracer::builder().disabled(true).build().unwrap();
+        let handoff = handoff(MODE_AFTER_RESPONSE);
+        let id = handoff.start("r-2").unwrap();
+        assert!(handoff.finish(Some(&id)));
+        let start = Instant::now();
+        handoff
+            .after_invocation(&tracer, "r-2", start + Duration::from_secs(60))
+            .await;
+        assert!(start.elapsed().is_zero());
+    }
+}

@@ -1,0 +1,155 @@
+//! Exporting over OTLP/HTTP with the tracer's own HTTP stack (hyper 1 and rustls, as the AWS SDK
+//! links them): to an `https://` collector, and to one that hangs. The receivers run in the test
+//! process (support/receiver.rs).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use lambda_runtime::tower::{Layer, ServiceExt};
+use lambda_runtime::{LambdaEvent, service_fn};
+use powertools_core::env::Env;
+use powertools_core::testing::TestContext;
+use powertools_tracing::{Tracer, TracingLayer};
+use serde_json::{Value, json};
+use support::receiver::{Behaviour, Receiver};
+use support::timeline::Timeline;
+
+/// One traced invocation with a child span; the call itself is bounded, never the test's point.
+async fn invoke(tracer: &Tracer, request_id: &str) -> Value {
+    let service =
+        TracingLayer::new(tracer.clone()).layer(service_fn(|_event: LambdaEvent<Value>| async {
+            tracing::info_span!("bake").in_scope(|| {});
+            Ok::<_, lambda_runtime::Error>(json!({"accepted": true}))
+        }));
+    let context = TestContext::new()
+        .with_function_name("orders-api")
+        .with_request_id(request_id);
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        service.oneshot(context.event(json!({}))),
+    )
+    .await
+    .expect("the invocation is bounded")
+    .expect("the invocation succeeds")
+}
+
+fn invocation_ids(receiver: &Receiver) -> Vec<String> {
+    receiver
+        .spans()
+        .iter()
+        .filter(|span| span.name == "orders-api")
+        .filter_map(|span| span.attributes.get("faas.invocation_id").cloned())
+        .collect()
+}
+
+#[tokio::test]
+async fn spans_reach_an_https_collector_whose_certificate_the_configured_authority_signed() {
+    // Given a collector behind TLS, whose certificate an authority made for this test signed,
+    // and a tracer told to trust that authority (OTEL_EXPORTER_OTLP_CERTIFICATE)
+    let timeline = Timeline::default();
+    let receiver = Receiver::start_tls(Behaviour::Answer, &timeline).await;
+    let ca_file = receiver.ca_file.clone().unwrap();
+    let tracer = Tracer::builder()
+        .service("orders")
+        .endpoint(&receiver.endpoint)
+        .flush_timeout(Duration::from_secs(20))
+        .env(Env::from_pairs([(
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            ca_file.to_str().unwrap(),
+        )]))
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+
+    // When an invocation is traced
+    invoke(&tracer, "req-over-tls").await;
+
+    // Then its spans went over TLS, and had arrived when it returned
+    assert!(receiver.endpoint.starts_with("https://"));
+    assert_eq!(
+        invocation_ids(&receiver),
+        ["req-over-tls"],
+        "{:?}",
+        timeline.events()
+    );
+    assert!(receiver.spans().iter().any(|span| span.name == "bake"));
+    let _ = std::fs::remove_file(ca_file);
+}
+
+#[tokio::test]
+async fn an_https_collector_whose_certificate_is_not_trusted_gets_nothing() {
+    // Given a collector behind TLS with a certificate no trusted authority signed
+    let timeline = Timeline::default();
+    let receiver = Receiver::start_tls(Behaviour::Answer, &timeline).await;
+    let tracer = Tracer::builder()
+        .service("orders")
+        .endpoint(&receiver.endpoint)
+        .flush_timeout(Duration::from_secs(20))
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+
+    // When an invocation is traced, it still succeeds
+    invoke(&tracer, "req-untrusted").await;
+
+    // Then the handshake was refused: nothing was received, and the spans count as dropped
+    assert!(receiver.connections() >= 1, "the exporter did connect");
+    assert_eq!(receiver.requests(), 0);
+    assert_eq!(tracer.dropped_spans(), 2);
+    let _ = std::fs::remove_file(receiver.ca_file.unwrap());
+}
+
+#[tokio::test]
+async fn a_collector_that_hangs_costs_one_flush_timeout_not_one_per_invocation() {
+    // Given a collector that accepts exports and never answers
+    const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+    let timeline = Timeline::default();
+    let receiver = Receiver::start(Behaviour::Hang, &timeline).await;
+    let tracer = Tracer::builder()
+        .service("orders")
+        .endpoint(&receiver.endpoint)
+        .flush_timeout(FLUSH_TIMEOUT)
+        .export_timeout(Duration::from_secs(60))
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+
+    // When ten invocations are traced, one after the other
+    let mut waits = Vec::new();
+    for n in 1..=10 {
+        let start = Instant::now();
+        invoke(&tracer, &format!("req-{n}")).await;
+        waits.push(start.elapsed());
+    }
+
+    // Then the first waited for the flush timeout, and none after it did. Not a benchmark: the
+    // bound is half the timeout, which each of them waited in full before export was suspended.
+    assert!(waits[0] >= FLUSH_TIMEOUT, "{waits:?}");
+    for (n, wait) in waits.iter().enumerate().skip(1) {
+        assert!(
+            *wait < FLUSH_TIMEOUT / 2,
+            "invocation {} waited {wait:?}: {waits:?}",
+            n + 1
+        );
+    }
+    // And their spans were dropped, counted, not queued
+    assert_eq!(tracer.dropped_spans(), 20, "two spans per invocation");
+
+    // When the collector answers again
+    receiver.set(Behaviour::Answer);
+
+    // Then a probe finds it and spans are exported again
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for n in 11.. {
+        let request_id = format!("req-{n}");
+        invoke(&tracer, &request_id).await;
+        if invocation_ids(&receiver).contains(&request_id) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "export never resumed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
