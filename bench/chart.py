@@ -44,22 +44,33 @@ def panel(title: str, bars: list[tuple[str, float, str, str]], y: float) -> tupl
 def draw(results: dict) -> str:
     """The SVG of a results.json (what bench/suite.py writes)."""
     panels: list[tuple[str, list[tuple[str, float, str, str]]]] = []
-    handler = results["in_process"]["handler"]
-    python = results.get("python_in_process")
-    if python:
-        ours = handler["first_call"] / 1000
-        theirs = python["first_call_us"]["median"]
-        panels.append((f"First call, same handler and event: {theirs / ours:.0f}× cheaper than Powertools for Python",
-                       [("Powertools for Python 3.37", theirs, f"{theirs:.1f} µs", "theirs"),
-                        ("powertools-rs", ours, f"{ours:.2f} µs", "ours")]))
-    bare = handler["bare"] / 1000
-    with_span = handler["first_call_with_span"] / 1000
-    panels.append(("Per call, in process (criterion medians)",
-                   [("bare handler", bare, f"{bare:.2f} µs", "base"),
-                    ("logs + metrics + idempotency", handler["first_call"] / 1000,
-                     f"{handler['first_call'] / 1000:.2f} µs", "ours"),
-                    ("… and the invocation span", with_span, f"{with_span:.2f} µs", "ours"),
-                    ("target: bare + 5 µs", bare + 5, f"{bare + 5:.2f} µs", "target")]))
+    counts = results.get("callgrind")
+    if counts:
+        rust, python = counts["rust"], counts["python"]
+        panels.append((f"First call, same handler and event, instructions (callgrind): "
+                       f"{python['first_call'] / rust['first_call']:.0f}× fewer than Powertools for Python",
+                       [("Powertools for Python 3.37", python["first_call"], f"{python['first_call']:,}", "theirs"),
+                        ("powertools-rs", rust["first_call"], f"{rust['first_call']:,}", "ours"),
+                        ("powertools-rs, with the span", rust["first_call_with_span"],
+                         f"{rust['first_call_with_span']:,}", "ours")]))
+    in_process = results.get("in_process")
+    python_times = results.get("python_in_process")
+    if in_process:
+        handler = in_process["handler"]
+        if python_times:
+            ours = handler["first_call"] / 1000
+            theirs = python_times["first_call_us"]["median"]
+            panels.append((f"First call, same handler and event: {theirs / ours:.0f}× faster than Powertools for Python",
+                           [("Powertools for Python 3.37", theirs, f"{theirs:.1f} µs", "theirs"),
+                            ("powertools-rs", ours, f"{ours:.2f} µs", "ours")]))
+        bare = handler["bare"] / 1000
+        with_span = handler["first_call_with_span"] / 1000
+        panels.append(("Per call, in process (criterion medians)",
+                       [("bare handler", bare, f"{bare:.2f} µs", "base"),
+                        ("logs + metrics + idempotency", handler["first_call"] / 1000,
+                         f"{handler['first_call'] / 1000:.2f} µs", "ours"),
+                        ("… and the invocation span", with_span, f"{with_span:.2f} µs", "ours"),
+                        ("target: bare + 5 µs", bare + 5, f"{bare + 5:.2f} µs", "target")]))
     latency = results.get("response_latency")
     if latency:
         bars = []

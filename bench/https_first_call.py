@@ -121,7 +121,9 @@ def main() -> int:
         copy = directory / f"{binary.name}-no-jitter"
         shutil.copy2(binary, copy)
         renamed.append(copy)
-    command = [sys.executable, str(REPO / "bench" / "lambda_process.py"),
+    # A new emulator per process: the full stack registers the tracer's extension, and
+    # `cargo lambda watch` keeps a dead process's extension registered (the next invoke fails).
+    command = [sys.executable, str(REPO / "bench" / "lambda_process.py"), "--restart-emulator",
                "--create-tables", args.create_tables, str(bare), str(full), *map(str, renamed)]
     if args.quick:
         command.insert(2, "--quick")

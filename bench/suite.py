@@ -327,8 +327,10 @@ def main() -> int:
     interpreter, results["python_in_process"] = python(args.quick)
     results["ddb_rust"] = last_json(run([str(TARGET / "release" / "ddb-latency"), *flags]))
     results["ddb_python"] = last_json(run([interpreter, "bench/python/through_dynamodb.py", *flags]))
+    # A new emulator per process: the full stack registers the tracer's extension, and
+    # `cargo lambda watch` keeps a dead process's extension registered (the next invoke fails).
     results["lambda_process"] = last_json(run([
-        sys.executable, "bench/lambda_process.py", *flags,
+        sys.executable, "bench/lambda_process.py", *flags, "--restart-emulator",
         "--create-tables", str(TARGET / "release" / "create-tables"),
         str(binaries["bare"]), str(binaries["full"]),
     ]))

@@ -83,7 +83,7 @@ impl Exporter {
     pub(crate) fn new(export: impl Export, capacity: usize, timeout: Duration) -> Self {
         Exporter {
             export: Box::new(export),
-            queue: Mutex::new(Vec::new()),
+            queue: Mutex::new(Vec::with_capacity(4)),
             capacity,
             timeout,
             dropped: AtomicU64::new(0),
@@ -135,7 +135,13 @@ impl Exporter {
     /// Exports the queued spans, waiting at most the flush timeout. While export is suspended,
     /// drops them at once instead. Never fails: problems are warnings.
     pub(crate) async fn flush(self: &Arc<Self>) {
-        let batch = std::mem::take(&mut *self.queue());
+        // The next invocation's spans go into a buffer allocated here, after the response when
+        // the extension flushes, not while they end.
+        let batch = {
+            let mut queue = self.queue();
+            let capacity = queue.len().clamp(4, BACKGROUND_BATCH);
+            std::mem::replace(&mut *queue, Vec::with_capacity(capacity))
+        };
         if self.is_suspended() {
             self.dropped
                 .fetch_add(count(batch.len()), Ordering::Relaxed);

@@ -34,6 +34,8 @@ pub const EXTENSION_NAME: &str = "powertools-tracing";
 /// never does (an event the runtime could not deserialize never reaches a handler) is left after
 /// this; if it reaches the layer later, the layer exports its spans itself, before returning.
 const START_GRACE: Duration = Duration::from_millis(200);
+/// How many times the extension yields to the runtime's tasks before exporting.
+const RESPONSE_FIRST_YIELDS: usize = 4;
 /// The most invocations tracked at once (one in the sequential mode, in practice).
 const MAX_TRACKED: usize = 64;
 
@@ -174,6 +176,11 @@ impl Handoff {
             self.wait(request_id, |stage| stage == Some(Stage::Done), deadline)
                 .await;
             self.forget(request_id);
+            // The layer has just returned: let the runtime's task and its connection send the
+            // response before the export takes the worker (a woken task runs next on it).
+            for _ in 0..RESPONSE_FIRST_YIELDS {
+                tokio::task::yield_now().await;
+            }
         }
         // This invocation's spans, and any left by an earlier one.
         tracer.flush().await;
