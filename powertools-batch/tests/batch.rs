@@ -268,10 +268,11 @@ async fn a_stream_stops_at_its_first_failure() {
 
 #[tokio::test]
 async fn each_record_logs_with_its_message_id_and_the_counts_are_metrics() {
-    use powertools_metrics::{MemorySink, MetricsLayer};
+    use powertools_metrics::MetricsLayer;
+    use powertools_tests::emf::CheckedSink;
 
     let (logger, _) = logging();
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let metrics = MetricsLayer::builder()
         .namespace("Bakery")
         .sink(sink.clone())

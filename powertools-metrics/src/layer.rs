@@ -54,6 +54,7 @@ pub const POWERTOOLS_METRICS_DISABLED: &str = "POWERTOOLS_METRICS_DISABLED";
 ///     Ok::<_, lambda_runtime::Error>(json!({"accepted": true}))
 /// }));
 /// handler.oneshot(TestContext::new().event(json!({"order_id": "o-1001"}))).await?;
+/// # powertools_tests::emf::valid_lines(&sink.lines()); // every document checked against the EMF schema
 ///
 /// let documents = sink.documents();
 /// assert_eq!(documents.len(), 2, "the cold start, then the invocation's metrics");

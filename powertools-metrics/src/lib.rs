@@ -29,6 +29,7 @@
 //!
 //! let order = json!({"order_id": "o-1001", "location": "Lyon", "total": 18.5});
 //! handler.oneshot(TestContext::new().event(order)).await?;
+//! # powertools_tests::emf::valid_lines(&sink.lines()); // every document checked against the EMF schema
 //!
 //! let document = &sink.documents()[0];
 //! assert_eq!(document["OrderValue"], 18.5);

@@ -49,6 +49,7 @@ use crate::{Error, Metrics, Unit};
 ///     Ok::<_, lambda_runtime::Error>(())
 /// }));
 /// handler.oneshot(TestContext::new().event(json!({}))).await?;
+/// # powertools_tests::emf::valid_lines(&sink.lines()); // every document checked against the EMF schema
 /// assert_eq!(sink.documents()[0]["CacheMisses"], 3.0);
 /// # Ok(())
 /// # }

@@ -4,7 +4,8 @@ mod support;
 
 use std::time::{Duration, SystemTime};
 
-use powertools_metrics::{MemorySink, Resolution, Unit};
+use powertools_metrics::{Resolution, Unit};
+use powertools_tests::emf::CheckedSink;
 use support::{builder, valid_documents};
 
 /// A small deterministic generator, so that a failure replays exactly (seed in the message).
@@ -75,7 +76,7 @@ fn thousands_of_arbitrary_calls_never_panic_or_write_an_invalid_document() {
     ];
 
     for seed in 0..40u64 {
-        let sink = MemorySink::new();
+        let sink = CheckedSink::new();
         let layer = builder(&sink)
             .default_dimension("environment", "prod")
             .raise_on_empty_metrics(seed % 2 == 0)

@@ -15,7 +15,8 @@ use lambda_runtime::tower::{Layer, ServiceExt};
 use lambda_runtime::{LambdaEvent, service_fn};
 use powertools_core::env::Env;
 use powertools_core::testing::TestContext;
-use powertools_metrics::{EmfRecorder, Error, MemorySink, Metrics, MetricsLayer, Unit};
+use powertools_metrics::{EmfRecorder, Error, Metrics, MetricsLayer, Unit};
+use powertools_tests::emf::CheckedSink;
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------------
@@ -173,11 +174,11 @@ fn cloudwatch_rules(line: &str, log_level: Option<&str>) -> Value {
 }
 
 /// Every line of the sink, checked by the project checker and by `cloudwatch_rules`.
-fn checked(sink: &MemorySink) -> Vec<Value> {
+fn checked(sink: &CheckedSink) -> Vec<Value> {
     checked_at(sink, None)
 }
 
-fn checked_at(sink: &MemorySink, log_level: Option<&str>) -> Vec<Value> {
+fn checked_at(sink: &CheckedSink, log_level: Option<&str>) -> Vec<Value> {
     sink.lines()
         .iter()
         .map(|line| {
@@ -214,14 +215,14 @@ fn all_values(docs: &[Value]) -> BTreeMap<String, Vec<f64>> {
     out
 }
 
-fn builder(sink: &MemorySink) -> powertools_metrics::MetricsLayerBuilder {
+fn builder(sink: &CheckedSink) -> powertools_metrics::MetricsLayerBuilder {
     MetricsLayer::builder()
         .env(Env::empty())
         .namespace("Attack")
         .sink(sink.clone())
 }
 
-fn layer_with_service(sink: &MemorySink) -> MetricsLayer {
+fn layer_with_service(sink: &CheckedSink) -> MetricsLayer {
     builder(sink).service("orders").build().unwrap()
 }
 
@@ -241,7 +242,7 @@ fn install_recorder() {
 
 #[test]
 fn dims_29_added_plus_service_ok_30th_refused() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     for i in 0..29 {
         m.add_dimension(&format!("d{i}"), "v").unwrap();
@@ -258,7 +259,7 @@ fn dims_29_added_plus_service_ok_30th_refused() {
 
 #[test]
 fn dims_30_added_without_service_stay_within_30() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = builder(&sink).build().unwrap().new_metrics();
     let mut ok = 0;
     for i in 0..31 {
@@ -274,7 +275,7 @@ fn dims_30_added_without_service_stay_within_30() {
 
 #[test]
 fn defaults_29_with_service_build_then_add_dimension_refused() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let mut b = builder(&sink).service("orders");
     for i in 0..29 {
         b = b.default_dimension(format!("def{i}"), "v");
@@ -293,7 +294,7 @@ fn defaults_29_with_service_build_then_add_dimension_refused() {
 
 #[test]
 fn defaults_30_with_service_refused_at_build() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let mut b = builder(&sink).service("orders");
     for i in 0..30 {
         b = b.default_dimension(format!("def{i}"), "v");
@@ -303,7 +304,7 @@ fn defaults_30_with_service_refused_at_build() {
 
 #[test]
 fn add_dimensions_with_29_defaults_refuses_overflow() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let mut b = builder(&sink).service("orders");
     for i in 0..29 {
         b = b.default_dimension(format!("def{i}"), "v");
@@ -319,7 +320,7 @@ fn add_dimensions_with_29_defaults_refuses_overflow() {
 
 #[test]
 fn add_dimensions_31_names_refused_30_fit() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = builder(&sink)
         .service("orders")
         .build()
@@ -336,7 +337,7 @@ fn add_dimensions_31_names_refused_30_fit() {
 
 #[test]
 fn add_dimensions_duplicate_name_in_one_set() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     let r = m.add_dimensions([("country", "FR"), ("country", "DE")]);
     m.add_metric("M", 1.0, Unit::Count).unwrap();
@@ -356,7 +357,7 @@ fn add_dimensions_duplicate_name_in_one_set() {
 
 #[test]
 fn add_dimensions_repeating_a_default_name() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = builder(&sink)
         .service("orders")
         .default_dimension("environment", "prod")
@@ -371,7 +372,7 @@ fn add_dimensions_repeating_a_default_name() {
 
 #[test]
 fn default_dimension_named_service_plus_service() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let r = builder(&sink)
         .service("orders")
         .default_dimension("service", "other")
@@ -387,7 +388,7 @@ fn default_dimension_named_service_plus_service() {
 
 #[test]
 fn add_dimension_named_service_keeps_one_service_last() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     let _ = m.add_dimension("service", "other");
     m.add_dimension("location", "Lyon").unwrap();
@@ -403,7 +404,7 @@ fn add_dimension_named_service_keeps_one_service_last() {
 
 #[test]
 fn python_main_set_order_and_add_dimensions_sets() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = builder(&sink)
         .service("orders")
         .default_dimension("environment", "prod")
@@ -428,7 +429,7 @@ fn python_main_set_order_and_add_dimensions_sets() {
 
 #[test]
 fn python_no_service_is_one_empty_set() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = builder(&sink).build().unwrap().new_metrics();
     m.add_metric("M", 1.0, Unit::Count).unwrap();
     m.flush().unwrap();
@@ -439,7 +440,7 @@ fn python_no_service_is_one_empty_set() {
 
 #[test]
 fn python_add_dimension_after_add_dimensions_goes_to_main_set() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     m.add_dimensions([("country", "FR")]).unwrap();
     m.add_dimension("location", "Lyon").unwrap();
@@ -454,7 +455,7 @@ fn python_add_dimension_after_add_dimensions_goes_to_main_set() {
 
 #[tokio::test]
 async fn python_cold_start_document() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = builder(&sink)
         .service("orders")
         .default_dimension("environment", "prod")
@@ -492,7 +493,7 @@ async fn python_cold_start_document() {
 
 #[test]
 fn flush_resets_to_defaults() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = builder(&sink)
         .service("orders")
         .default_dimension("environment", "prod")
@@ -518,7 +519,7 @@ fn flush_resets_to_defaults() {
 
 #[test]
 fn non_ascii_value_becomes_metadata_metrics_written() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     m.add_dimension("ville", "Zürich").unwrap();
     m.add_metric("M", 1.0, Unit::Count).unwrap();
@@ -530,7 +531,7 @@ fn non_ascii_value_becomes_metadata_metrics_written() {
 
 #[test]
 fn non_ascii_then_ascii_same_dimension() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     m.add_dimension("city", "Zürich").unwrap();
     let r = m.add_dimension("city", "Lyon");
@@ -545,7 +546,7 @@ fn non_ascii_then_ascii_same_dimension() {
 
 #[test]
 fn ascii_then_non_ascii_same_dimension() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     m.add_dimension("city", "Lyon").unwrap();
     let _ = m.add_dimension("city", "Zürich");
@@ -556,7 +557,7 @@ fn ascii_then_non_ascii_same_dimension() {
 
 #[test]
 fn non_ascii_dimension_over_existing_metadata() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     m.add_metadata("city", json!({"id": 7})).unwrap();
     let r = m.add_dimension("city", "Zürich");
@@ -576,7 +577,7 @@ fn non_ascii_dimension_over_existing_metadata() {
 
 #[test]
 fn non_ascii_dimension_named_like_a_metric() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     m.add_metric("Orders", 1.0, Unit::Count).unwrap();
     let r = m.add_dimension("Orders", "Zürich");
@@ -588,7 +589,7 @@ fn non_ascii_dimension_named_like_a_metric() {
 
 #[test]
 fn metric_named_like_demoted_dimension() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     m.add_dimension("Orders", "Zürich").unwrap();
     let r = m.add_metric("Orders", 1.0, Unit::Count);
@@ -602,7 +603,7 @@ fn metric_named_like_demoted_dimension() {
 
 #[test]
 fn metadata_then_add_dimensions_non_ascii_same_name() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     m.add_metadata("region", "eu").unwrap();
     let r = m.add_dimensions([("region", "Zürich"), ("channel", "web")]);
@@ -616,7 +617,7 @@ fn metadata_then_add_dimensions_non_ascii_same_name() {
 
 #[test]
 fn whitespace_only_and_control_dimension_values() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     let _ = m.add_dimension("blank", "   ");
     let _ = m.add_dimension("tab", "a\tb");
@@ -629,7 +630,7 @@ fn whitespace_only_and_control_dimension_values() {
 
 #[test]
 fn dimension_value_1024_kept_1025_metadata() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     m.add_dimension("ok", &"v".repeat(1024)).unwrap();
     m.add_dimension("long", &"v".repeat(1025)).unwrap();
@@ -642,7 +643,7 @@ fn dimension_value_1024_kept_1025_metadata() {
 
 #[test]
 fn dimension_names_invalid_refused() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     for bad in [":lead", "Zürich", "a\tb", &"n".repeat(251)] {
         assert!(
@@ -662,7 +663,7 @@ fn dimension_names_invalid_refused() {
 
 #[test]
 fn default_dimension_non_ascii_or_invalid() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let r = builder(&sink)
         .service("orders")
         .default_dimension("city", "Zürich")
@@ -673,7 +674,7 @@ fn default_dimension_non_ascii_or_invalid() {
         m.flush().unwrap();
         checked(&sink);
     }
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     assert!(
         builder(&sink)
             .default_dimension("Zürich", "x")
@@ -684,7 +685,7 @@ fn default_dimension_non_ascii_or_invalid() {
 
 #[test]
 fn service_non_ascii() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     if let Ok(layer) = builder(&sink)
         .service("Zürich")
         .capture_cold_start_metric(true)
@@ -703,7 +704,7 @@ fn service_non_ascii() {
 
 #[test]
 fn reserved_names_refused() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     assert!(m.add_metric("_aws", 1.0, Unit::Count).is_err());
     assert!(m.add_metadata("_aws", 1).is_err());
@@ -723,7 +724,7 @@ fn reserved_names_refused() {
 
 #[test]
 fn metric_metadata_dimension_collisions() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     m.add_metadata("Orders", 5).unwrap();
     assert!(m.add_metric("Orders", 1.0, Unit::Count).is_err());
@@ -738,7 +739,7 @@ fn metric_metadata_dimension_collisions() {
     checked(&sink);
 }
 
-fn warn_layer(sink: &MemorySink, level: &str) -> powertools_metrics::MetricsLayerBuilder {
+fn warn_layer(sink: &CheckedSink, level: &str) -> powertools_metrics::MetricsLayerBuilder {
     MetricsLayer::builder()
         .env(Env::from_pairs([("AWS_LAMBDA_LOG_LEVEL", level)]))
         .namespace("Attack")
@@ -748,7 +749,7 @@ fn warn_layer(sink: &MemorySink, level: &str) -> powertools_metrics::MetricsLaye
 
 #[test]
 fn warn_level_refuses_level_and_timestamp_everywhere() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = warn_layer(&sink, "WARN").build().unwrap().new_metrics();
     for n in ["level", "timestamp"] {
         assert!(m.add_metric(n, 1.0, Unit::Count).is_err(), "metric {n}");
@@ -772,7 +773,7 @@ fn warn_level_refuses_level_and_timestamp_everywhere() {
 #[test]
 fn warn_level_default_dimension_named_level() {
     for (level, name) in [("WARN", "level"), ("ERROR", "timestamp")] {
-        let sink = MemorySink::new();
+        let sink = CheckedSink::new();
         let built = warn_layer(&sink, level)
             .default_dimension(name, "x")
             .build();
@@ -797,7 +798,7 @@ fn warn_level_service_named_and_every_document() {
         ("FATAL", "FATAL"),
         ("CRITICAL", "FATAL"),
     ] {
-        let sink = MemorySink::new();
+        let sink = CheckedSink::new();
         let m = warn_layer(&sink, env).build().unwrap().new_metrics();
         m.add_metadata("k", "v").unwrap();
         for i in 0..101 {
@@ -811,7 +812,7 @@ fn warn_level_service_named_and_every_document() {
 
 #[tokio::test]
 async fn warn_level_cold_start_carries_level() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = warn_layer(&sink, "ERROR")
         .capture_cold_start_metric(true)
         .build()
@@ -831,7 +832,7 @@ async fn warn_level_cold_start_carries_level() {
 
 #[test]
 fn info_level_documents_have_no_level() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = warn_layer(&sink, "INFO").build().unwrap().new_metrics();
     m.add_metadata("level", "custom").unwrap();
     m.add_metric("M", 1.0, Unit::Count).unwrap();
@@ -844,7 +845,7 @@ fn info_level_documents_have_no_level() {
 #[test]
 fn lower_case_warn_level() {
     // Lambda's ALC writes upper case, but a user setting it by hand may not.
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     if let Ok(layer) = warn_layer(&sink, "warn").build() {
         let m = layer.new_metrics();
         m.add_metric("M", 1.0, Unit::Count).unwrap();
@@ -863,7 +864,7 @@ fn lower_case_warn_level() {
 
 #[test]
 fn value_limits() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     let max = 2f64.powi(360);
     m.add_metric("Edge", max, Unit::None).unwrap();
@@ -890,7 +891,7 @@ fn value_limits() {
 
 #[test]
 fn metric_names_limits() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     assert!(m.add_metric("", 1.0, Unit::Count).is_err());
     assert!(m.add_metric(&"x".repeat(256), 1.0, Unit::Count).is_err());
@@ -913,14 +914,14 @@ fn namespace_rules() {
         "a\tb",
         &"a".repeat(256),
     ] {
-        let sink = MemorySink::new();
+        let sink = CheckedSink::new();
         assert!(
             builder(&sink).namespace(bad).build().is_err(),
             "namespace {bad:?} accepted"
         );
     }
     for good in ["My App", "a:b", "x/y#z", &"a".repeat(255)] {
-        let sink = MemorySink::new();
+        let sink = CheckedSink::new();
         let m = builder(&sink)
             .namespace(good)
             .build()
@@ -934,7 +935,7 @@ fn namespace_rules() {
 
 #[test]
 fn timestamp_limits() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     let now = SystemTime::now();
     let day = Duration::from_secs(24 * 3600);
@@ -965,7 +966,7 @@ fn timestamp_limits() {
 
 #[test]
 fn timestamp_carried_to_auto_flushed_documents() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     let t = SystemTime::now() - Duration::from_secs(3600);
     m.set_timestamp(t).unwrap();
@@ -982,7 +983,7 @@ fn timestamp_carried_to_auto_flushed_documents() {
 
 #[test]
 fn unit_and_resolution_conflicts() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     m.add_metric("M", 1.0, Unit::Count).unwrap();
     assert!(m.add_metric("M", 1.0, Unit::Seconds).is_err());
@@ -1003,7 +1004,7 @@ fn unit_and_resolution_conflicts() {
 
 #[test]
 fn auto_flush_101st_metric_carries_everything() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = builder(&sink)
         .service("orders")
         .default_dimension("environment", "prod")
@@ -1040,7 +1041,7 @@ fn auto_flush_101st_metric_carries_everything() {
 
 #[test]
 fn auto_flush_101st_value() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     m.add_metadata("k", "v").unwrap();
     for i in 0..250 {
@@ -1059,7 +1060,7 @@ fn auto_flush_101st_value() {
 
 #[test]
 fn dimensions_added_after_auto_flush() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     for i in 0..101 {
         m.add_metric("Lat", i as f64, Unit::Milliseconds).unwrap();
@@ -1073,7 +1074,7 @@ fn dimensions_added_after_auto_flush() {
 
 #[test]
 fn values_conserved_many_metrics_values() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     let mut expected = 0usize;
     for round in 0..3 {
@@ -1093,7 +1094,7 @@ fn values_conserved_many_metrics_values() {
 
 #[test]
 fn full_document_100x100_long_names_long_values() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     let v = -1.234_567_890_123_456_7e-300;
     for i in 0..100 {
@@ -1110,7 +1111,7 @@ fn full_document_100x100_long_names_long_values() {
 
 #[test]
 fn metadata_budget_then_full_metrics() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = warn_layer(&sink, "WARN")
         .default_dimension("environment", "prod")
         .build()
@@ -1155,7 +1156,7 @@ fn metadata_budget_then_full_metrics() {
 #[test]
 fn escaped_metadata_counts_serialized_size() {
     // 60 000 control characters serialize as 360 000 bytes ("\u0001").
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     let r = m.add_metadata("ctl", "\u{1}".repeat(60_000));
     m.add_metric("M", 1.0, Unit::Count).unwrap();
@@ -1168,7 +1169,7 @@ fn escaped_metadata_counts_serialized_size() {
 fn demoted_dimension_values_count_in_budget() {
     // Values over 1024 characters or not printable become metadata: they must count in the
     // 192 KB budget like metadata does, or the document passes 256 KB.
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     let mut results = Vec::new();
     for i in 0..5 {
@@ -1186,7 +1187,7 @@ fn demoted_dimension_values_count_in_budget() {
 
 #[test]
 fn demoted_control_chars_count_escaped() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     let mut results = Vec::new();
     for i in 0..5 {
@@ -1204,7 +1205,7 @@ fn demoted_control_chars_count_escaped() {
 fn many_dimension_sets_with_long_names() {
     // Each add_dimensions set repeats its names in the directive: 29 names of 250 bytes = 7 KB
     // per set that the root's values do not show.
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     let mut accepted = 0;
     for s in 0..60 {
@@ -1229,7 +1230,7 @@ fn many_dimension_sets_with_long_names() {
 #[test]
 fn same_long_names_in_many_sets() {
     // The same 29 long names in 40 sets: root values counted once, the directive 40 times.
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     let names: Vec<String> = (0..29).map(|i| name("same", i, 250)).collect();
     let mut accepted = 0;
@@ -1258,7 +1259,7 @@ fn same_long_names_in_many_sets() {
 
 #[test]
 fn metadata_single_huge_value() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     assert!(matches!(
         m.add_metadata("huge", "x".repeat(300 * 1024)),
@@ -1275,7 +1276,7 @@ fn metadata_single_huge_value() {
 
 #[test]
 fn metadata_nested_object_with_escapes_size() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     let obj = json!({"a": vec!["\"\\\u{1}"; 20_000]});
     let _ = m.add_metadata("obj", obj);
@@ -1308,7 +1309,7 @@ async fn h_mix(e: LambdaEvent<Value>) -> Result<(), lambda_runtime::Error> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_invocations_never_mix() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = builder(&sink)
         .service("orders")
         .default_dimension("environment", "prod")
@@ -1372,7 +1373,7 @@ async fn h_fail(e: LambdaEvent<Value>) -> Result<(), lambda_runtime::Error> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_handler_errors_and_panics_still_flush() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = layer_with_service(&sink);
     let mut tasks = Vec::new();
     for i in 0..60usize {
@@ -1401,7 +1402,7 @@ async fn concurrent_handler_errors_and_panics_still_flush() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn spawned_task_with_moved_handle() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = layer_with_service(&sink);
     let handler = layer.layer(service_fn(|_e: LambdaEvent<Value>| async {
         let m = Metrics::current().expect("inside the invocation");
@@ -1452,7 +1453,7 @@ async fn h_rec(e: LambdaEvent<Value>) -> Result<(), lambda_runtime::Error> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn recorder_concurrent_invocations_and_labels() {
     install_recorder();
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = layer_with_service(&sink);
     let mut tasks = Vec::new();
     for i in 0..100usize {
@@ -1512,7 +1513,7 @@ async fn recorder_concurrent_invocations_and_labels() {
 #[tokio::test]
 async fn recorder_30_and_31_labels() {
     install_recorder();
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let mut b = builder(&sink).service("orders");
     for i in 0..5 {
         b = b.default_dimension(format!("def{i}"), "v");
@@ -1546,7 +1547,7 @@ async fn recorder_30_and_31_labels() {
 #[tokio::test]
 async fn recorder_label_values_non_ascii_and_collisions() {
     install_recorder();
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = layer_with_service(&sink);
     let handler = layer.layer(service_fn(|_e: LambdaEvent<Value>| async {
         powertools_metrics::add_metadata("city", "meta")?;
@@ -1574,7 +1575,7 @@ async fn recorder_label_values_non_ascii_and_collisions() {
 #[tokio::test]
 async fn recorder_gauge_increment_overflow() {
     install_recorder();
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = layer_with_service(&sink);
     let handler = layer.layer(service_fn(|_e: LambdaEvent<Value>| async {
         let max = 2f64.powi(360);
@@ -1603,7 +1604,7 @@ async fn recorder_gauge_increment_overflow() {
 #[tokio::test]
 async fn recorder_counter_huge_and_name_collision() {
     install_recorder();
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = layer_with_service(&sink);
     let handler = layer.layer(service_fn(|_e: LambdaEvent<Value>| async {
         powertools_metrics::add_metric("Shared", 1.0, Unit::Count)?;
@@ -1632,7 +1633,7 @@ async fn recorder_counter_huge_and_name_collision() {
 #[tokio::test]
 async fn recorder_101_histogram_samples_and_101_metrics() {
     install_recorder();
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = layer_with_service(&sink);
     let handler = layer.layer(service_fn(|_e: LambdaEvent<Value>| async {
         powertools_metrics::add_metadata("k", "v")?;
@@ -1668,7 +1669,7 @@ async fn recorder_101_histogram_samples_and_101_metrics() {
 #[tokio::test]
 async fn recorder_warn_level_label_named_level() {
     install_recorder();
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = warn_layer(&sink, "WARN").build().unwrap();
     let handler = layer.layer(service_fn(|_e: LambdaEvent<Value>| async {
         powertools_metrics::add_metric("Plain", 1.0, Unit::Count)?;
@@ -1691,7 +1692,7 @@ async fn recorder_warn_level_label_named_level() {
 fn dimension_sets_overflow_minimal_18_sets() {
     // 18 add_dimensions sets of 29 distinct 250-character names (values "v"): every call
     // succeeds, and the one document is over CloudWatch Logs' 256 KB event limit.
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     let mut results = Vec::new();
     for s in 0..18 {
@@ -1712,7 +1713,7 @@ fn dimension_sets_overflow_minimal_18_sets() {
 
 #[test]
 fn metric_named_like_default_dimension_or_service() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = builder(&sink)
         .service("orders")
         .default_dimension("environment", "prod")
@@ -1749,7 +1750,7 @@ async fn cold_start_with_non_ascii_service() {
 
 async fn cold_start_case(function: &str, service: String) {
     {
-        let sink = MemorySink::new();
+        let sink = CheckedSink::new();
         let Ok(layer) = builder(&sink)
             .service(service.clone())
             .function_name(function)
@@ -1795,7 +1796,7 @@ async fn h_shared_handle(e: LambdaEvent<Value>) -> Result<(), lambda_runtime::Er
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn recorder_handle_outlives_invocation_concurrently() {
     install_recorder();
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = layer_with_service(&sink);
     let mut tasks = Vec::new();
     for i in 0..50u64 {
@@ -1826,7 +1827,7 @@ async fn recorder_handle_outlives_invocation_concurrently() {
 async fn recorder_gauge_increment_overflow_minimal() {
     // gauge!("G").set(2^360) then .increment(2^360): each value is in range, the sum is not.
     install_recorder();
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = layer_with_service(&sink);
     let handler = layer.layer(service_fn(|_e: LambdaEvent<Value>| async {
         powertools_metrics::add_metric("Orders", 1.0, Unit::Count)?;
@@ -1853,7 +1854,7 @@ async fn recorder_gauge_increment_overflow_minimal() {
 
 #[test]
 fn demoted_value_for_a_default_dimension() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = builder(&sink)
         .service("orders")
         .default_dimension("environment", "prod")
@@ -1868,7 +1869,7 @@ fn demoted_value_for_a_default_dimension() {
 
 #[test]
 fn demoted_value_for_service() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     let r = m.add_dimension("service", "Zürich");
     m.add_metric("M", 1.0, Unit::Count).unwrap();
@@ -1879,7 +1880,7 @@ fn demoted_value_for_service() {
 
 #[test]
 fn demoted_set_value_for_a_main_set_dimension() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     m.add_dimension("city", "Lyon").unwrap();
     let r = m.add_dimensions([("city", "Zürich"), ("channel", "web")]);
@@ -1896,7 +1897,7 @@ fn demoted_set_value_for_a_main_set_dimension() {
 
 #[test]
 fn demoted_set_value_for_service() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     let _ = m.add_dimensions([("service", "Zürich")]);
     m.add_metric("M", 1.0, Unit::Count).unwrap();
@@ -1908,7 +1909,7 @@ fn demoted_set_value_for_service() {
 #[test]
 fn add_dimensions_ascii_value_for_service_changes_main_set() {
     // Python: add_dimensions sets never carry service; the main set's service stays the configured one.
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     let r = m.add_dimensions([("service", "other")]);
     m.add_metric("M", 1.0, Unit::Count).unwrap();
@@ -1924,7 +1925,7 @@ fn add_dimensions_ascii_value_for_service_changes_main_set() {
 
 #[test]
 fn add_dimension_replacing_a_default_keeps_python_order() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = builder(&sink)
         .service("orders")
         .default_dimension("environment", "prod")
@@ -1945,7 +1946,7 @@ fn add_dimension_replacing_a_default_keeps_python_order() {
 
 #[test]
 fn add_dimensions_error_adds_nothing() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     assert!(m.add_dimensions([("ok", "1"), (":bad", "2")]).is_err());
     assert!(
@@ -1965,7 +1966,7 @@ fn add_dimensions_error_adds_nothing() {
 #[tokio::test]
 async fn recorder_label_named_like_object_metadata() {
     install_recorder();
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = layer_with_service(&sink);
     let handler = layer.layer(service_fn(|_e: LambdaEvent<Value>| async {
         powertools_metrics::add_metadata("shard", json!({"k": 1}))?;
@@ -2001,7 +2002,7 @@ async fn recorder_label_named_like_object_metadata() {
 #[tokio::test]
 async fn recorder_long_labels_with_full_metadata() {
     install_recorder();
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = warn_layer(&sink, "WARN").build().unwrap();
     let handler = layer.layer(service_fn(|_e: LambdaEvent<Value>| async {
         for i in 0..400 {
@@ -2057,7 +2058,7 @@ async fn h_late(_e: LambdaEvent<Value>) -> Result<(), lambda_runtime::Error> {
 async fn value_added_through_moved_handle_after_invocation_end() {
     // The documented way to use a spawned task is to move the handle into it. If the task
     // outlives the invocation, its value must reach a document or the call must fail.
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = layer_with_service(&sink);
     let handler = layer.layer(service_fn(h_late));
     handler
@@ -2079,7 +2080,7 @@ async fn value_added_through_moved_handle_after_invocation_end() {
 
 #[test]
 fn no_service_with_defaults_and_added() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = builder(&sink)
         .default_dimension("environment", "prod")
         .build()
@@ -2099,7 +2100,7 @@ fn no_service_with_defaults_and_added() {
 
 #[test]
 fn split_documents_carry_dimensions_and_metadata() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = builder(&sink)
         .service("orders")
         .default_dimension("environment", "prod")
@@ -2137,7 +2138,7 @@ fn split_documents_carry_dimensions_and_metadata() {
 
 #[test]
 fn many_threads_one_handle_across_auto_flushes() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let m = layer_with_service(&sink).new_metrics();
     std::thread::scope(|s| {
         for t in 0..8 {

@@ -6,13 +6,14 @@ use lambda_runtime::tower::{Layer, ServiceExt};
 use lambda_runtime::{LambdaEvent, service_fn};
 use powertools_core::env::Env;
 use powertools_core::testing::TestContext;
-use powertools_metrics::{MemorySink, Unit};
+use powertools_metrics::Unit;
+use powertools_tests::emf::CheckedSink;
 use serde_json::{Value, json};
 use support::{builder, dimension_sets, valid_documents};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_cold_start_document_for_twenty_concurrent_first_invocations() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     // The 29 default dimensions the builder accepts: the cold-start document must still stay
     // within CloudWatch's 30 dimensions (it has Python's two).
     let layer = (1..29)

@@ -5,17 +5,18 @@
 mod support;
 
 use powertools_core::env::Env;
-use powertools_metrics::{Error, MemorySink, MetricsLayer, Unit};
+use powertools_metrics::{Error, MetricsLayer, Unit};
+use powertools_tests::emf::CheckedSink;
 use serde_json::{Value, json};
 use support::{builder, dimension_sets, valid_documents};
 
-fn flushed(sink: &MemorySink) -> Vec<Value> {
+fn flushed(sink: &CheckedSink) -> Vec<Value> {
     valid_documents(sink)
 }
 
 #[test]
 fn the_main_set_is_the_defaults_the_added_dimensions_then_service_as_python_writes_it() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = builder(&sink)
         .default_dimension("environment", "prod")
         .build()
@@ -43,7 +44,7 @@ fn the_main_set_is_the_defaults_the_added_dimensions_then_service_as_python_writ
 
 #[test]
 fn without_a_service_there_is_no_service_dimension_and_one_empty_set() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = MetricsLayer::builder()
         .namespace("Bakery")
         .sink(sink.clone())
@@ -91,7 +92,7 @@ fn namespaces_follow_cloudwatchs_rules() {
 
 #[test]
 fn values_follow_the_current_putmetricdata_range_and_no_more() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let metrics = builder(&sink).build().unwrap().new_metrics();
     let limit = 2f64.powi(360);
     for accepted in [limit, -limit, f64::MIN_POSITIVE, 1e-200, 5e-324, 0.0, -0.0] {
@@ -121,7 +122,7 @@ fn values_follow_the_current_putmetricdata_range_and_no_more() {
 
 #[test]
 fn a_dimension_value_cloudwatch_refuses_keeps_the_metric_and_becomes_metadata() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let metrics = builder(&sink).build().unwrap().new_metrics();
     for (name, value) in [("ville", "Zürich"), ("currency", "€"), ("mood", "🥐")] {
         metrics
@@ -146,7 +147,7 @@ fn documents_survive_lambdas_log_level_filter() {
     // With an application log level above INFO, Lambda drops lines whose `level` is missing or
     // whose `timestamp` is not RFC 3339 (they count as INFO).
     for level in ["WARN", "ERROR", "FATAL"] {
-        let sink = MemorySink::new();
+        let sink = CheckedSink::new();
         let metrics = builder(&sink)
             .env(Env::from_pairs([("AWS_LAMBDA_LOG_LEVEL", level)]))
             .build()
@@ -175,7 +176,7 @@ fn documents_survive_lambdas_log_level_filter() {
         Env::from_pairs([("AWS_LAMBDA_LOG_LEVEL", "INFO")]),
         Env::from_pairs([("AWS_LAMBDA_LOG_LEVEL", "debug")]),
     ] {
-        let sink = MemorySink::new();
+        let sink = CheckedSink::new();
         let metrics = builder(&sink).env(env).build().unwrap().new_metrics();
         metrics
             .add_metric("OrdersPlaced", 1.0, Unit::Count)
@@ -190,7 +191,7 @@ fn documents_survive_lambdas_log_level_filter() {
 #[test]
 fn no_document_exceeds_the_log_event_limit() {
     // A hundred long-named metrics with a hundred values each, and large metadata: split, never cut.
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let metrics = builder(&sink).build().unwrap().new_metrics();
     metrics
         .add_metadata("note", "n".repeat(100 * 1024))

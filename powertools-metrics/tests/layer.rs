@@ -12,9 +12,8 @@ use lambda_runtime::tower::{Layer, ServiceExt};
 use lambda_runtime::{LambdaEvent, service_fn};
 use powertools_core::env::Env;
 use powertools_core::testing::TestContext;
-use powertools_metrics::{
-    Error, MemorySink, Metrics, MetricsLayer, Resolution, ServiceError, Unit,
-};
+use powertools_metrics::{Error, Metrics, MetricsLayer, Resolution, ServiceError, Unit};
+use powertools_tests::emf::CheckedSink;
 use serde_json::{Value, json};
 use support::{builder, dimension_sets, metric_names, valid_documents};
 use tracing_subscriber::layer::SubscriberExt;
@@ -46,7 +45,7 @@ async fn add_metrics(count: usize) -> HandlerResult {
 #[tokio::test]
 async fn up_to_100_metrics_share_a_document_and_the_101st_starts_another() {
     for (count, expected) in [(99, vec![99]), (100, vec![100]), (101, vec![100, 1])] {
-        let sink = MemorySink::new();
+        let sink = CheckedSink::new();
         let layer = builder(&sink).build().unwrap();
         invoke(&layer, move |_| add_metrics(count)).await.unwrap();
 
@@ -72,7 +71,7 @@ async fn up_to_100_metrics_share_a_document_and_the_101st_starts_another() {
 #[tokio::test]
 async fn up_to_100_values_share_a_document_and_the_101st_starts_another() {
     for (count, expected) in [(100, vec![100]), (101, vec![100, 1])] {
-        let sink = MemorySink::new();
+        let sink = CheckedSink::new();
         let layer = builder(&sink).build().unwrap();
         invoke(&layer, move |_| async move {
             for value in 0..count {
@@ -97,7 +96,7 @@ async fn up_to_100_values_share_a_document_and_the_101st_starts_another() {
 
 #[tokio::test]
 async fn twenty_nine_dimensions_plus_service_are_accepted_and_the_thirtieth_refused() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = builder(&sink).build().unwrap();
     let outcome = invoke(&layer, |_| async {
         for index in 0..29 {
@@ -129,7 +128,7 @@ async fn twenty_nine_dimensions_plus_service_are_accepted_and_the_thirtieth_refu
 #[tokio::test]
 async fn a_dimension_set_of_more_than_30_dimensions_is_refused_whole() {
     // An extra set has no `service` (as Python writes it), so it can hold CloudWatch's 30.
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = builder(&sink).build().unwrap();
     invoke(&layer, |_| async {
         let names: Vec<String> = (0..31).map(|index| format!("d{index}")).collect();
@@ -154,7 +153,7 @@ async fn a_dimension_set_of_more_than_30_dimensions_is_refused_whole() {
 
 #[tokio::test]
 async fn the_document_is_written_when_the_handler_fails() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = builder(&sink).build().unwrap();
     let error = invoke(&layer, |_| async {
         powertools_metrics::add_metric("PaymentAttempts", 1.0, Unit::Count)?;
@@ -174,7 +173,7 @@ async fn the_document_is_written_when_the_handler_fails() {
 
 #[tokio::test]
 async fn the_document_is_written_when_the_handler_panics_and_the_panic_goes_on() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = builder(&sink).build().unwrap();
     let outcome = std::panic::AssertUnwindSafe(invoke(&layer, |_| async {
         powertools_metrics::add_metric("PaymentAttempts", 1.0, Unit::Count)?;
@@ -201,7 +200,7 @@ async fn nested_work_that_panics() -> HandlerResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_invocations_never_mix_metrics_dimensions_or_metadata() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = builder(&sink).build().unwrap();
     let service = layer.layer(service_fn(|event: LambdaEvent<Value>| async move {
         let shop = event.payload["shop"].as_u64().unwrap();
@@ -266,7 +265,7 @@ async fn an_empty_invocation_warns_once_by_default_and_fails_when_configured() {
     let _guard = tracing::subscriber::set_default(
         tracing_subscriber::registry().with(CountWarnings(warnings.clone())),
     );
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let lenient = builder(&sink).build().unwrap();
     for _ in 0..3 {
         invoke(&lenient, |_| async { Ok(json!("ok")) })
@@ -308,7 +307,7 @@ async fn disabled_metrics_write_nothing_but_still_check_values() {
         (vec![], false),
     ];
     for (vars, disabled) in cases {
-        let sink = MemorySink::new();
+        let sink = CheckedSink::new();
         let layer = builder(&sink)
             .env(Env::from_pairs(vars.clone()))
             .build()
@@ -327,7 +326,7 @@ async fn disabled_metrics_write_nothing_but_still_check_values() {
 
 #[tokio::test]
 async fn the_namespace_is_required_from_code_or_the_environment() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let empty = Env::empty();
     let missing = MetricsLayer::builder()
         .env(empty.clone())
@@ -379,7 +378,7 @@ async fn the_namespace_is_required_from_code_or_the_environment() {
 
 #[tokio::test]
 async fn bad_input_is_refused_with_typed_errors_and_the_document_stays_valid() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = builder(&sink)
         .default_dimension("environment", "prod")
         .default_dimension("empty", "")
@@ -475,7 +474,7 @@ async fn bad_input_is_refused_with_typed_errors_and_the_document_stays_valid() {
 
 #[tokio::test]
 async fn resolution_timestamp_and_dimension_sets_are_written_as_the_specification_says() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = builder(&sink).build().unwrap();
     let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
     invoke(&layer, move |_| async move {
@@ -518,7 +517,7 @@ async fn outside_an_invocation_the_functions_say_so_and_a_manual_handle_works() 
     assert!(matches!(error, Error::NoCurrentInvocation));
     assert!(Metrics::current().is_none());
 
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = builder(&sink).build().unwrap();
     let metrics = layer.new_metrics();
     metrics.add_metric("Warmups", 1.0, Unit::Count).unwrap();
@@ -531,7 +530,7 @@ async fn outside_an_invocation_the_functions_say_so_and_a_manual_handle_works() 
 
 #[tokio::test]
 async fn each_invocation_starts_from_the_default_dimensions() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = builder(&sink)
         .default_dimension("environment", "prod")
         .build()
@@ -594,7 +593,7 @@ impl From<OrderRejected> for lambda_runtime::Diagnostic {
 
 #[tokio::test]
 async fn a_typed_handler_error_reaches_lambda_with_its_own_error_type() {
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = builder(&sink).build().unwrap();
     let error = layer
         .layer(service_fn(|_event: LambdaEvent<Value>| async {

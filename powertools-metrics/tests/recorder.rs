@@ -8,7 +8,8 @@ use std::time::Duration;
 use lambda_runtime::tower::{Layer, ServiceExt};
 use lambda_runtime::{LambdaEvent, service_fn};
 use powertools_core::testing::TestContext;
-use powertools_metrics::{EmfRecorder, Error, MemorySink, Unit};
+use powertools_metrics::{EmfRecorder, Error, Unit};
+use powertools_tests::emf::CheckedSink;
 use serde_json::{Value, json};
 use support::{builder, dimension_sets, metric_names, valid_documents};
 
@@ -35,7 +36,7 @@ fn a_second_install_is_a_typed_error() {
 #[tokio::test]
 async fn counters_gauges_and_histograms_land_in_the_invocations_documents() {
     install();
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = builder(&sink).build().unwrap();
     layer
         .layer(service_fn(|_event: LambdaEvent<Value>| async {
@@ -101,7 +102,7 @@ async fn counters_gauges_and_histograms_land_in_the_invocations_documents() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_invocations_never_share_facade_values() {
     install();
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = builder(&sink).build().unwrap();
     let service = layer.layer(service_fn(|event: LambdaEvent<Value>| async move {
         let shop = event.payload["shop"].as_u64().unwrap();
@@ -143,7 +144,7 @@ fn a_value_recorded_outside_an_invocation_is_not_written_and_does_not_panic() {
 #[tokio::test]
 async fn a_labelled_histogram_over_100_samples_continues_in_a_new_document() {
     install();
-    let sink = MemorySink::new();
+    let sink = CheckedSink::new();
     let layer = builder(&sink).build().unwrap();
     layer
         .layer(service_fn(|_event: LambdaEvent<Value>| async {

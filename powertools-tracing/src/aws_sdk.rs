@@ -84,11 +84,35 @@ impl Intercept for AwsSdkSpans {
             );
         }
         if let Some(Err(error)) = context.output_or_error() {
-            span.set_status(Status::error(format!("{error:?}")));
+            let message = match error.as_operation_error() {
+                Some(service_error) => status_message(service_error),
+                None => status_message(error),
+            };
+            span.set_status(Status::error(message));
         }
         // Ending the span: the stored handle goes with the config bag.
         cfg.interceptor_state().unset::<CallSpan>();
         drop(span);
         Ok(())
     }
+}
+
+/// The span status message of a failed call: the service's error (`ResourceNotFoundException:
+/// Requested resource not found`), or for a call that never got an answer the error and its
+/// sources (`dispatch failure: io error: connection refused`). Debug would dump the SDK's
+/// internals (and the raw response) into the trace.
+fn status_message(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = String::new();
+    let mut next = Some(error);
+    while let Some(error) = next {
+        let text = error.to_string();
+        if !message.contains(&text) {
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
+            message.push_str(&text);
+        }
+        next = error.source();
+    }
+    message
 }

@@ -34,6 +34,7 @@
 //!
 //! let service = ServiceBuilder::new().layer(powertools.layer()).service(service_fn(handler));
 //! service.oneshot(TestContext::new().with_request_id("req-1").event(json!({}))).await?;
+//! # powertools_tests::emf::valid_lines(&documents.lines()); // every document checked against the EMF schema
 //! # assert_eq!(logs.json()[0]["order_id"], "o-1001");
 //! # assert_eq!(logs.json()[0]["function_request_id"], "req-1");
 //! # assert_eq!(documents.documents()[0]["OrdersPlaced"], 1.0);

@@ -192,7 +192,7 @@ pub type PowertoolsService<S, C = NoCorrelationId> =
 ///     .service("orders")
 ///     .env(Env::from_pairs([("POWERTOOLS_METRICS_NAMESPACE", "Bakery"), ("POWERTOOLS_TRACE_DISABLED", "true")]))
 /// #   .logger(|logger| logger.writer(powertools::logging::MemoryLogs::new()))
-/// #   .metrics(|metrics| metrics.sink(powertools::metrics::MemorySink::new()))
+/// #   .metrics(|metrics| metrics.sink(powertools_tests::emf::CheckedSink::new()))
 ///     .build()?;
 /// let service = ServiceBuilder::new()
 ///     .layer(powertools.layer())

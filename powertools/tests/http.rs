@@ -8,7 +8,7 @@ use powertools::Powertools;
 use powertools::core::env::Env;
 use powertools::core::testing::TestContext;
 use powertools::logging::MemoryLogs;
-use powertools::metrics::MemorySink;
+use powertools_tests::emf::CheckedSink;
 use serde_json::{Value, json};
 
 /// An API Gateway HTTP API (v2) request, as Lambda sends it.
@@ -47,7 +47,7 @@ async fn orders(request: Request) -> Result<Response<Body>, lambda_runtime::Erro
 #[tokio::test]
 async fn the_stack_wraps_lambda_http_s_adapter_and_logs_with_its_requests() {
     // Given the whole stack around lambda_http's adapter
-    let (logs, documents) = (MemoryLogs::new(), MemorySink::new());
+    let (logs, documents) = (MemoryLogs::new(), CheckedSink::new());
     let powertools = Powertools::builder()
         .service("orders")
         .env(Env::from_pairs([

@@ -10,10 +10,11 @@ use powertools::core::env::Env;
 use powertools::core::testing::TestContext;
 use powertools::idempotency::{Idempotency, IdempotencyLayer, InMemoryStore};
 use powertools::logging::{BufferConfig, MemoryLogs};
-use powertools::metrics::{MemorySink, Unit};
+use powertools::metrics::Unit;
+use powertools_tests::emf::CheckedSink;
 use serde_json::{Value, json};
 
-fn stack(logs: &MemoryLogs, documents: &MemorySink) -> Powertools {
+fn stack(logs: &MemoryLogs, documents: &CheckedSink) -> Powertools {
     Powertools::builder()
         .service("orders")
         .env(Env::from_pairs([
@@ -40,7 +41,7 @@ impl From<OutOfFlour> for Diagnostic {
 
 #[tokio::test]
 async fn a_failing_handler_keeps_its_error_type_flushes_the_log_buffer_and_its_metrics() {
-    let (logs, documents) = (MemoryLogs::new(), MemorySink::new());
+    let (logs, documents) = (MemoryLogs::new(), CheckedSink::new());
     let powertools = stack(&logs, &documents);
     let _guard = tracing::subscriber::set_default(powertools.subscriber());
     let service = ServiceBuilder::new()
@@ -83,7 +84,7 @@ async fn a_failing_handler_keeps_its_error_type_flushes_the_log_buffer_and_its_m
 
 #[tokio::test]
 async fn idempotency_inside_the_stack_replays_without_running_the_handler_again() {
-    let (logs, documents) = (MemoryLogs::new(), MemorySink::new());
+    let (logs, documents) = (MemoryLogs::new(), CheckedSink::new());
     let powertools = stack(&logs, &documents);
     let _guard = tracing::subscriber::set_default(powertools.subscriber());
     let idempotency = Idempotency::builder(InMemoryStore::new())

@@ -9,9 +9,10 @@
 // Test support: a failed check is a test failure, reported as a panic with the document.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use jsonschema::Validator;
+use powertools_metrics::{MemorySink, Sink};
 use serde_json::Value;
 
 static EMF_SCHEMA: LazyLock<Validator> = LazyLock::new(|| {
@@ -114,4 +115,107 @@ pub fn valid_documents<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<Valu
 /// When a document is invalid.
 pub fn valid_lines(lines: &[String]) -> Vec<Value> {
     lines.iter().map(|line| assert_valid_emf(line)).collect()
+}
+
+/// A metrics sink for tests that checks every document as it is written, so a fixture that never
+/// reads its documents still fails on an invalid one.
+///
+/// A document that fails the check panics in `write_document` (the test sees the panic unless
+/// the code under test catches it) and is remembered: the last clone to be dropped panics again
+/// if the panic was caught on the way, so no invalid document passes unnoticed. Otherwise it is
+/// [`MemorySink`]: `lines`, `documents` and `take` read what was written.
+#[derive(Debug, Clone, Default)]
+pub struct CheckedSink {
+    documents: MemorySink,
+    failures: Arc<Failures>,
+}
+
+#[derive(Debug, Default)]
+struct Failures(Mutex<Vec<String>>);
+
+impl Drop for Failures {
+    fn drop(&mut self) {
+        let failures = self.0.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if !failures.is_empty() && !std::thread::panicking() {
+            panic!("invalid EMF documents were written: {failures:#?}");
+        }
+    }
+}
+
+impl CheckedSink {
+    /// An empty sink.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The documents written so far, as lines (each already checked).
+    pub fn lines(&self) -> Vec<String> {
+        self.documents.lines()
+    }
+
+    /// The documents written so far, parsed (each already checked).
+    pub fn documents(&self) -> Vec<Value> {
+        self.documents.documents()
+    }
+
+    /// Removes and returns the documents written so far.
+    pub fn take(&self) -> Vec<String> {
+        self.documents.take()
+    }
+}
+
+impl Sink for CheckedSink {
+    fn write_document(&self, line: &str) {
+        self.documents.write_document(line);
+        let checked = std::panic::catch_unwind(|| assert_valid_emf(line));
+        if let Err(panic) = checked {
+            let reason = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
+                .unwrap_or_default();
+            self.failures
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(format!("{reason}\n{line}"));
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"{"_aws":{"Timestamp":1,"CloudWatchMetrics":[{"Namespace":"Bakery","Dimensions":[[]],"Metrics":[{"Name":"Orders","Unit":"Count"}]}]},"Orders":1}"#;
+
+    #[test]
+    fn a_valid_document_is_kept() {
+        let sink = CheckedSink::new();
+        sink.write_document(VALID);
+        assert_eq!(sink.lines(), [VALID]);
+    }
+
+    #[test]
+    fn an_invalid_document_panics_as_it_is_written() {
+        let sink = CheckedSink::new();
+        let written = std::panic::catch_unwind(|| sink.write_document(r#"{"_aws":{}}"#));
+        assert!(written.is_err());
+        // Caught here, so the drop below must report it again.
+        let dropped = std::panic::catch_unwind(move || drop(sink));
+        assert!(
+            dropped.is_err(),
+            "a caught failure is reported when the sink is dropped"
+        );
+    }
+
+    #[test]
+    fn a_document_over_a_limit_is_refused() {
+        let over_range = VALID.replace(r#""Orders":1}"#, r#""Orders":1e300}"#);
+        let sink = CheckedSink::new();
+        let written = std::panic::catch_unwind(|| sink.write_document(&over_range));
+        assert!(written.is_err(), "1e300 is past 2^360");
+        std::mem::forget(sink); // already reported
+    }
 }

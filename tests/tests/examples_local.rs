@@ -190,7 +190,12 @@ impl Drop for Background {
         // Whatever of the group is left (the leader may have gone before its children).
         kill("-KILL");
         let _ = self.child.wait();
+        let output = self.output();
         let _ = std::fs::remove_file(&self.log);
+        // Every EMF document the function wrote under watch is checked against the specification.
+        if !std::thread::panicking() {
+            powertools_tests::emf::valid_documents(output.lines());
+        }
     }
 }
 

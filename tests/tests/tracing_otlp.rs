@@ -500,3 +500,50 @@ async fn the_idempotency_stores_dynamodb_calls_are_child_spans() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_failed_sdk_call_names_the_service_error_in_its_span_status() {
+    let Some(endpoint) = powertools_tests::required_service(OTLP_ENDPOINT_VAR) else {
+        return;
+    };
+    let Some(plain) = powertools_tests::dynamodb_client().await else {
+        return;
+    };
+    let config = plain.config().to_builder().interceptor(AwsSdkSpans).build();
+    let client = aws_sdk_dynamodb::Client::from_conf(config);
+    let missing_table = powertools_tests::unique_table_name("missing");
+
+    let tracer = tracer(&endpoint);
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service = TracingLayer::new(tracer).layer(service_fn(move |_: LambdaEvent<Value>| {
+        let (client, table) = (client.clone(), missing_table.clone());
+        async move {
+            let lookup = client
+                .get_item()
+                .table_name(table)
+                .key("id", aws_sdk_dynamodb::types::AttributeValue::S("k".into()))
+                .send()
+                .await;
+            Ok::<_, lambda_runtime::Error>(json!({"found": lookup.is_ok()}))
+        }
+    }));
+    let (header, trace_id, _) = xray_trace(true);
+    let context = TestContext::new()
+        .with_function_name("lookups")
+        .with_trace_id(header);
+    let response = service.oneshot(context.event(json!({}))).await.unwrap();
+    assert_eq!(response, json!({"found": false}));
+
+    let spans = spans_of(&trace_id, 2);
+    let call = named(&spans, "DynamoDB.GetItem");
+    assert_eq!(call["status"]["code"], 2, "error status: {call}");
+    let message = call["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("ResourceNotFoundException"),
+        "the status names the service's error code: {message}"
+    );
+    assert!(
+        !message.contains("OrchestratorError") && !message.contains(" { "),
+        "a message, not a Debug dump of the SDK error: {message}"
+    );
+}

@@ -135,7 +135,7 @@ mod tests {
     use powertools::core::testing::TestContext;
     use powertools::idempotency::InMemoryStore;
     use powertools::logging::MemoryLogs;
-    use powertools::metrics::MemorySink;
+    use powertools_tests::emf::CheckedSink;
 
     use super::*;
 
@@ -149,7 +149,7 @@ mod tests {
                 ("POWERTOOLS_TRACE_DISABLED", "true"),
             ]))
             .logger(|logger| logger.writer(logs.clone()))
-            .metrics(|metrics| metrics.sink(MemorySink::new()))
+            .metrics(|metrics| metrics.sink(CheckedSink::new()))
             .build()
             .unwrap();
         let _guard = tracing::subscriber::set_default(powertools.subscriber());

@@ -361,7 +361,7 @@ mod tests {
     use powertools::core::env::Env;
     use powertools::core::testing::TestContext;
     use powertools::idempotency::InMemoryStore;
-    use powertools::metrics::MemorySink;
+    use powertools_tests::emf::CheckedSink;
 
     use base64::Engine as _;
 
@@ -372,8 +372,8 @@ mod tests {
         (function, saved, payments)
     }
 
-    fn function_with_metrics() -> (Function, SavedOrders, PaymentProvider, MemorySink) {
-        let sink = MemorySink::new();
+    fn function_with_metrics() -> (Function, SavedOrders, PaymentProvider, CheckedSink) {
+        let sink = CheckedSink::new();
         let powertools = Powertools::builder()
             .service("orders")
             .env(Env::from_pairs([
@@ -424,7 +424,7 @@ mod tests {
                 ("POWERTOOLS_TRACE_DISABLED", "true"),
             ]))
             .logger(|logger| logger.writer(logs.clone()))
-            .metrics(|metrics| metrics.sink(MemorySink::new()))
+            .metrics(|metrics| metrics.sink(CheckedSink::new()))
             .build()
             .unwrap();
         let guard = tracing::subscriber::set_default(powertools.subscriber());

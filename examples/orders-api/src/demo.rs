@@ -34,7 +34,17 @@ impl SpanExporter for PrintSpans {
                 "span_id": span.span_context.span_id().to_string(),
                 "parent_span_id": span.parent_span_id.to_string(),
                 "duration_us": duration.as_micros() as u64,
-                "status": format!("{:?}", span.status),
+                "status": match &span.status {
+                    opentelemetry::trace::Status::Unset => "Unset".to_owned(),
+                    opentelemetry::trace::Status::Ok => "Ok".to_owned(),
+                    // An HTTP 5xx has no description: the status code says it.
+                    opentelemetry::trace::Status::Error { description } if description.is_empty() => {
+                        "Error".to_owned()
+                    }
+                    opentelemetry::trace::Status::Error { description } => {
+                        format!("Error: {description}")
+                    }
+                },
             });
             println!("{line}");
         }

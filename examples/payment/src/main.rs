@@ -342,7 +342,8 @@ mod tests {
     use powertools::core::env::Env;
     use powertools::core::testing::TestContext;
     use powertools::idempotency::{Error, InMemoryStore};
-    use powertools::metrics::{MemorySink, ServiceError};
+    use powertools::metrics::ServiceError;
+    use powertools_tests::emf::CheckedSink;
 
     use super::*;
 
@@ -357,7 +358,7 @@ mod tests {
                 ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
                 ("POWERTOOLS_TRACE_DISABLED", "true"),
             ]))
-            .metrics(|metrics| metrics.sink(MemorySink::new()))
+            .metrics(|metrics| metrics.sink(CheckedSink::new()))
             .build()
             .unwrap();
         let idempotency = idempotency(InMemoryStore::new()).unwrap();

@@ -3,7 +3,8 @@
 #![allow(dead_code, clippy::unwrap_used)] // test support: a failed check is a test failure
 
 use powertools_core::env::Env;
-use powertools_metrics::{MemorySink, MetricsLayer, MetricsLayerBuilder};
+use powertools_metrics::{MetricsLayer, MetricsLayerBuilder};
+use powertools_tests::emf::CheckedSink;
 use serde_json::Value;
 
 /// Parses `line` and checks it is a valid EMF document (the checker shared by every crate's
@@ -13,7 +14,7 @@ pub(crate) fn assert_valid_emf(line: &str) -> Value {
 }
 
 /// Every document `sink` holds, each checked.
-pub(crate) fn valid_documents(sink: &MemorySink) -> Vec<Value> {
+pub(crate) fn valid_documents(sink: &CheckedSink) -> Vec<Value> {
     sink.lines()
         .iter()
         .map(|line| assert_valid_emf(line))
@@ -22,7 +23,7 @@ pub(crate) fn valid_documents(sink: &MemorySink) -> Vec<Value> {
 
 /// A builder with the namespace `Bakery`, the service `orders`, writing to `sink`, reading an
 /// empty environment (so the machine's variables do not leak in).
-pub(crate) fn builder(sink: &MemorySink) -> MetricsLayerBuilder {
+pub(crate) fn builder(sink: &CheckedSink) -> MetricsLayerBuilder {
     MetricsLayer::builder()
         .namespace("Bakery")
         .service("orders")
