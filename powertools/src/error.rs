@@ -35,24 +35,29 @@ pub enum Error {
     Core(#[from] powertools_core::Error),
     /// The logger's settings, or a log key.
     #[cfg(feature = "logging")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "logging")))]
     #[error(transparent)]
     Logging(#[from] powertools_logging::Error),
     /// The metrics' settings (a missing `POWERTOOLS_METRICS_NAMESPACE`, for example), or a
     /// metric, dimension or metadata value CloudWatch would refuse.
     #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     #[error(transparent)]
     Metrics(#[from] powertools_metrics::Error),
     /// The tracer's settings.
     #[cfg(feature = "tracing")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
     #[error(transparent)]
     Tracing(#[from] powertools_tracing::Error),
     /// An idempotency error that holds no handler error (the store's, the configuration's, a
     /// duplicate in progress, …).
     #[cfg(feature = "idempotency")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "idempotency")))]
     #[error(transparent)]
     Idempotency(#[from] powertools_idempotency::Error<std::convert::Infallible>),
     /// A batch whose records all failed.
     #[cfg(feature = "batch")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "batch")))]
     #[error(transparent)]
     Batch(#[from] powertools_batch::Error),
     /// A global `tracing` subscriber is already installed.
@@ -94,4 +99,42 @@ impl From<Error> for lambda_runtime::Diagnostic {
             error_message: error.to_string(),
         }
     }
+}
+
+/// What a function prints when it cannot start: `Error: <message>`, then each cause the message
+/// does not already include, one per line. The messages of this project's errors name the
+/// setting and the fix; `main`'s default `Debug` output (`Error: Metrics(MissingNamespace)`)
+/// would hide them.
+///
+/// ```
+/// use std::process::ExitCode;
+///
+/// async fn start() -> Result<(), lambda_runtime::Error> {
+///     Err("IDEMPOTENCY_TABLE is not set: set it to the idempotency table's name".into())
+/// }
+///
+/// # async fn example() -> ExitCode {
+/// match start().await {
+///     Ok(()) => ExitCode::SUCCESS,
+///     Err(error) => {
+///         eprintln!("{}", powertools::error_report(&*error));
+///         ExitCode::FAILURE
+///     }
+/// }
+/// # }
+/// # let error: lambda_runtime::Error = "no table".into();
+/// # assert_eq!(powertools::error_report(&*error), "Error: no table");
+/// ```
+pub fn error_report(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = format!("Error: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str("\n  caused by: ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }

@@ -132,7 +132,7 @@ mod run;
 #[cfg(all(feature = "logging", feature = "metrics", feature = "tracing"))]
 mod stack;
 
-pub use error::Error;
+pub use error::{Error, error_report};
 #[cfg(feature = "logging")]
 pub use run::run;
 

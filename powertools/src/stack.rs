@@ -68,6 +68,32 @@ impl Powertools {
             .map_err(|_| Error::SubscriberAlreadyInstalled)
     }
 
+    /// Registers the tracer's internal Lambda extension, so that each invocation's spans are
+    /// exported after its response is sent, not before (see
+    /// [`Tracer::register_extension`](powertools_tracing::Tracer::register_extension)). Call it
+    /// in `main`, after [`init`](Self::init) and before the runtime starts: an extension
+    /// registers during the function's init. Outside Lambda, with tracing off, or with
+    /// [`FlushMode::BeforeReturn`](powertools_tracing::FlushMode::BeforeReturn) it does nothing,
+    /// and the stack exports before it returns, within the flush timeout.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), powertools::Error> {
+    /// let powertools = powertools::Powertools::from_env()?;
+    /// powertools.init()?;
+    /// powertools.register_extension().await?;
+    /// // then lambda_runtime::run_concurrent(ServiceBuilder::new().layer(powertools.layer())…)
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Tracing`] when Lambda refuses the registration (after the init phase); the
+    /// stack then exports before returning, as without it.
+    pub async fn register_extension(&self) -> Result<(), Error> {
+        self.tracer.register_extension().await?;
+        Ok(())
+    }
+
     /// The stack as one tower layer: logging, then metrics, then tracing (see the crate docs for
     /// why this order).
     pub fn layer(&self) -> PowertoolsLayer {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const EXAMPLES: [&str; 3] = ["orders-api", "payment", "bake-queue"];
+const EXAMPLES: [&str; 4] = ["orders-api", "payment", "bake-queue", "http-axum"];
 
 /// Where `cargo lambda watch` listens when given no port, as the READMEs run it.
 const EMULATOR_PORT: u16 = 9000;
@@ -260,6 +260,19 @@ fn check_answers(example: &str, answers: &[Value]) {
                 "{first}"
             );
             assert_eq!(again, first);
+        }
+        "http-axum" => {
+            let [first, again, other, health] = answers else {
+                panic!("four invocations: {answers:?}");
+            };
+            assert_eq!(http(first).0, 201, "{first}");
+            assert_eq!(again, first, "replayed, not placed again");
+            let (status, body) = http(other);
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (422, Some("IdempotencyKeyReused"))
+            );
+            assert_eq!(http(health), (200, serde_json::json!({"status": "ok"})));
         }
         other => panic!("no expectations for {other}"),
     }

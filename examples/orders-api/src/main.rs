@@ -39,7 +39,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // The message, which names the setting and the fix, not a Debug dump.
-            eprintln!("{}", report(&*error));
+            eprintln!("{}", powertools::error_report(&*error));
             ExitCode::FAILURE
         }
     }
@@ -52,6 +52,9 @@ async fn run() -> Result<(), lambda_runtime::Error> {
         .metrics(|metrics| metrics.capture_cold_start_metric(true))
         .build()?;
     powertools.init()?;
+    // Spans leave after the response (an in-process Lambda extension): callers never wait for
+    // the collector.
+    powertools.register_extension().await?;
     let orders_table = required_env("ORDERS_TABLE", "orders table")?;
     let idempotency_table = required_env("IDEMPOTENCY_TABLE", "idempotency table")?;
     let aws = aws_config::load_from_env().await;
@@ -79,19 +82,4 @@ fn required_env(name: &str, what: &str) -> Result<String, lambda_runtime::Error>
     std::env::var(name).map_err(|_| {
         format!("{name} is not set: set it to the name of the {what} (template.yaml sets it for the deployed function)").into()
     })
-}
-
-/// `Error: <message>`, then each source the message does not already include.
-fn report(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = format!("Error: {error}");
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str("\n  caused by: ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

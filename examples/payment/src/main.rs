@@ -293,7 +293,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // The message, which names the setting and the fix, not a Debug dump.
-            eprintln!("{}", report(&*error));
+            eprintln!("{}", powertools::error_report(&*error));
             ExitCode::FAILURE
         }
     }
@@ -305,6 +305,9 @@ async fn run() -> Result<(), lambda_runtime::Error> {
         .metrics(|metrics| metrics.capture_cold_start_metric(true))
         .build()?;
     powertools.init()?;
+    // Spans leave after the response (an in-process Lambda extension): callers never wait for
+    // the collector.
+    powertools.register_extension().await?;
     let table = std::env::var("IDEMPOTENCY_TABLE").map_err(|_| {
         "IDEMPOTENCY_TABLE is not set: set it to the name of the idempotency table \
          (template.yaml sets it for the deployed function)"
@@ -319,21 +322,6 @@ async fn run() -> Result<(), lambda_runtime::Error> {
     // Sequential by default; with `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda Managed Instances) as
     // many invocations at once as it says, each with its own logs, metrics, span and records.
     lambda_runtime::run_concurrent(step(&powertools, idempotency, Provider::default())).await
-}
-
-/// `Error: <message>`, then each source the message does not already include.
-fn report(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = format!("Error: {error}");
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str("\n  caused by: ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

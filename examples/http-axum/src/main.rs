@@ -1,0 +1,340 @@
+//! `http-axum`: the usual shape of a Rust HTTP function, an axum [`Router`] under `lambda_http`,
+//! with the whole powertools-rs stack around it.
+//!
+//! - `powertools.layer()` wraps `lambda_http::Adapter::from(router)`: one JSON log line per
+//!   event with the invocation's context, one EMF document per invocation (and one `ColdStart`),
+//!   one span per invocation with the HTTP server attributes.
+//! - A small axum middleware takes the correlation id from the request (the `x-correlation-id`
+//!   header, else API Gateway's request id), puts it on every log line and returns it as a
+//!   header.
+//! - `POST /orders` is idempotent on its `Idempotency-Key` header: the route calls
+//!   [`Idempotency::run_keyed`] with the header as the key and the body as validation data, so
+//!   a retry gets the first answer without placing the order again, and the same key with
+//!   another body is refused (422). Other routes (`GET /health`) are not idempotent: the
+//!   idempotency sits on the route, not around the whole function.
+//! - A request refused by validation (no key, a bad body) is answered 400 before the claim:
+//!   nothing is recorded, so the fixed request can use the same key.
+//!
+//! Deployed, it runs under the Lambda Runtime API with the idempotency table named by
+//! `IDEMPOTENCY_TABLE`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Extension, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use lambda_http::{Adapter, Context, RequestExt, lambda_runtime, request::RequestContext};
+use lambda_runtime::tower::util::AndThen;
+use lambda_runtime::tower::{ServiceBuilder, ServiceExt};
+use powertools::Powertools;
+use powertools::idempotency::{Error as IdempotencyError, Idempotency, IdempotencyStore};
+use powertools::metrics::Unit;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// The header that carries the idempotency key, as payment APIs (Stripe's among them) name it.
+const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// The header a caller can send its correlation id in; the response repeats it.
+const CORRELATION_ID_HEADER: &str = "x-correlation-id";
+/// The longest idempotency key or correlation id accepted, in bytes.
+const MAX_ID_BYTES: usize = 128;
+/// The most items an order may have.
+const MAX_ITEMS: usize = 50;
+
+/// What a client posts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct OrderRequest {
+    customer_id: String,
+    items: Vec<Item>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct Item {
+    sku: String,
+    quantity: u32,
+    unit_price_cents: u32,
+}
+
+/// What the function answers for a placed order (and replays to a retry).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct PlacedOrder {
+    order_id: String,
+    customer_id: String,
+    total_cents: u64,
+}
+
+impl OrderRequest {
+    /// The order's total, or why the order is refused (before any claim: nothing recorded).
+    fn total_cents(&self) -> Result<u64, &'static str> {
+        if !is_id(&self.customer_id) {
+            return Err("customer_id must be 1 to 128 characters from A-Z, a-z, 0-9, '-' and '_'");
+        }
+        if self.items.is_empty() || self.items.len() > MAX_ITEMS {
+            return Err("items must hold 1 to 50 items");
+        }
+        let mut total: u64 = 0;
+        for item in &self.items {
+            if !is_id(&item.sku) || !(1..=1000).contains(&item.quantity) {
+                return Err("each item needs a valid sku and a quantity from 1 to 1000");
+            }
+            total += u64::from(item.quantity) * u64::from(item.unit_price_cents);
+        }
+        Ok(total)
+    }
+}
+
+/// Ids and keys: 1 to 128 characters of `A-Z a-z 0-9 - _`, so nothing unbounded is stored or
+/// echoed.
+fn is_id(text: &str) -> bool {
+    (1..=MAX_ID_BYTES).contains(&text.len())
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+}
+
+/// A JSON error body: `{"error": <code>, "message": <text>}`.
+fn problem(status: StatusCode, error: &str, message: &str) -> Response {
+    (status, Json(json!({"error": error, "message": message}))).into_response()
+}
+
+/// The routes, generic over the idempotency store (DynamoDB deployed, memory in tests).
+struct Orders<St> {
+    idempotency: Idempotency<St>,
+}
+
+/// The router: `POST /orders` (idempotent on its key), `GET /health`, and the correlation id on
+/// every route.
+fn router<St: IdempotencyStore + 'static>(idempotency: Idempotency<St>) -> Router {
+    Router::new()
+        .route("/orders", post(place_order::<St>))
+        .route("/health", get(health))
+        .layer(middleware::from_fn(correlation_id))
+        .with_state(Arc::new(Orders { idempotency }))
+}
+
+/// Takes the correlation id from the request: the caller's `x-correlation-id` when it is a
+/// valid id, else API Gateway's request id. Every log line of the invocation carries it, and
+/// the response repeats it.
+async fn correlation_id(request: Request, next: Next) -> Response {
+    let from_caller = request
+        .headers()
+        .get(CORRELATION_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| is_id(id))
+        .map(str::to_owned);
+    let from_gateway = || match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context.request_id.clone(),
+        Some(RequestContext::ApiGatewayV1(context)) => context.request_id.clone(),
+        _ => None,
+    };
+    let id = from_caller.or_else(from_gateway);
+    if let Some(id) = &id {
+        // Only fails outside an invocation, which this middleware never runs in.
+        if let Err(error) = powertools::logging::set_correlation_id(id.clone()) {
+            tracing::warn!(%error, "the correlation id was not set");
+        }
+    }
+    let mut response = next.run(request).await;
+    if let Some(value) = id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        response.headers_mut().insert(CORRELATION_ID_HEADER, value);
+    }
+    response
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `POST /orders`: checks the key and the body, then places the order at most once per key.
+async fn place_order<St: IdempotencyStore + 'static>(
+    State(orders): State<Arc<Orders<St>>>,
+    Extension(context): Extension<Context>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // Refused before the claim: a request without a usable key, or with a bad body, records
+    // nothing, so the client can fix it and retry with the same key.
+    let Some(key) = headers
+        .get(IDEMPOTENCY_KEY_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|key| is_id(key))
+    else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "MissingIdempotencyKey",
+            "send an Idempotency-Key header: 1 to 128 characters from A-Z, a-z, 0-9, '-' and '_'",
+        );
+    };
+    let order: OrderRequest = match serde_json::from_slice(&body) {
+        Ok(order) => order,
+        Err(error) => {
+            tracing::warn!(%error, "the order body is not a valid order");
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "InvalidBody",
+                "the body must be a JSON order: {\"customer_id\", \"items\": [{\"sku\", \"quantity\", \"unit_price_cents\"}]}",
+            );
+        }
+    };
+    let total_cents = match order.total_cents() {
+        Ok(total) => total,
+        Err(rule) => return problem(StatusCode::BAD_REQUEST, "InvalidOrder", rule),
+    };
+    if let Err(error) = powertools::logging::append_key("customer_id", &order.customer_id) {
+        tracing::warn!(%error, "the customer id is not on the log lines");
+    }
+
+    // The key is the header; the body is validation data, so the same key with another order
+    // is refused instead of answered with the first order's result.
+    let validation = serde_json::to_value(&order).ok();
+    let placed = orders
+        .idempotency
+        .run_keyed(&context, "place-order", json!(key), validation, || {
+            place(order, total_cents)
+        })
+        .await;
+    match placed {
+        Ok(placed) => (StatusCode::CREATED, Json(placed)).into_response(),
+        Err(IdempotencyError::PayloadMismatch { .. }) => problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "IdempotencyKeyReused",
+            "this Idempotency-Key was already used for a different order",
+        ),
+        Err(IdempotencyError::AlreadyInProgress { .. }) => problem(
+            StatusCode::CONFLICT,
+            "RequestInProgress",
+            "a request with this Idempotency-Key is still being processed: retry later",
+        ),
+        Err(error) => {
+            tracing::error!(error = %error, "the order was not placed");
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "OrderNotPlaced",
+                "the order could not be placed: retry with the same Idempotency-Key",
+            )
+        }
+    }
+}
+
+/// Places the order: the side effect that must happen once per key (here a new order id and the
+/// `OrdersPlaced` metric; a real function would write the order and charge for it).
+async fn place(order: OrderRequest, total_cents: u64) -> Result<PlacedOrder, std::io::Error> {
+    let order_id = format!("ord-{}", uuid::Uuid::new_v4().simple());
+    record(|| powertools::metrics::add_metric("OrdersPlaced", 1.0, Unit::Count));
+    #[allow(clippy::cast_precision_loss)] // cents stay far below 2^53
+    record(|| {
+        powertools::metrics::add_metric("OrderValue", total_cents as f64 / 100.0, Unit::None)
+    });
+    tracing::info!(order_id, total_cents, "order placed");
+    Ok(PlacedOrder {
+        order_id,
+        customer_id: order.customer_id,
+        total_cents,
+    })
+}
+
+/// A metric is never worth failing an order for: a refusal is logged instead.
+fn record(add: impl FnOnce() -> Result<(), powertools::metrics::Error>) {
+    if let Err(error) = add() {
+        tracing::warn!(%error, "a metric was not recorded");
+    }
+}
+
+/// The router with each response's body collected into `lambda_http::Body`.
+///
+/// `run_concurrent` moves the service between tasks, which `lambda_http` allows only for a
+/// response type that is `Sync`, and axum's streaming `Body` is not. Lambda sends a buffered
+/// response anyway (this function does not stream), so collecting it here costs nothing extra.
+fn buffered(router: Router) -> BufferedRouter {
+    ServiceExt::<lambda_http::Request>::and_then(
+        router,
+        collect_body as fn(Response) -> CollectBody,
+    )
+}
+
+type CollectBody = Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>>;
+type HttpResponse = axum::http::Response<lambda_http::Body>;
+type BufferedRouter = AndThen<Router, fn(Response) -> CollectBody>;
+
+fn collect_body(response: Response) -> CollectBody {
+    Box::pin(async move {
+        let (parts, body) = response.into_parts();
+        let body = match axum::body::to_bytes(body, usize::MAX).await {
+            Ok(bytes) => lambda_http::Body::from(bytes.to_vec()),
+            Err(error) => {
+                tracing::error!(%error, "the response body could not be read");
+                return Ok(problem_response());
+            }
+        };
+        Ok(HttpResponse::from_parts(parts, body))
+    })
+}
+
+/// 500 with a JSON error body, for a response whose body failed.
+fn problem_response() -> HttpResponse {
+    let mut response = HttpResponse::new(lambda_http::Body::from(
+        r#"{"error":"InternalError","message":"the response could not be sent"}"#,
+    ));
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // The message, which names the setting and the fix, not a Debug dump.
+            eprintln!("{}", powertools::error_report(&*error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The idempotency settings: Powertools' defaults, and a request without a key refused rather
+/// than run without idempotency (the route checks the header first; this is the backstop).
+fn idempotency<St: IdempotencyStore>(store: St) -> Result<Idempotency<St>, IdempotencyError> {
+    Idempotency::builder(store)
+        .key_prefix("orders-http")
+        .raise_on_missing_key(true)
+        .build()
+}
+
+/// The deployed function: settings from the environment, once, then the Runtime API.
+async fn run() -> Result<(), lambda_runtime::Error> {
+    let powertools = Powertools::builder()
+        .metrics(|metrics| metrics.capture_cold_start_metric(true))
+        .build()?;
+    powertools.init()?;
+    // Spans leave after the response (an in-process Lambda extension): callers never wait for
+    // the collector.
+    powertools.register_extension().await?;
+    let table = std::env::var("IDEMPOTENCY_TABLE").map_err(|_| {
+        "IDEMPOTENCY_TABLE is not set: set it to the name of the idempotency table \
+         (template.yaml sets it for the deployed function)"
+    })?;
+    let store = powertools::idempotency::dynamodb_store(table).await?;
+    let service = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .service(Adapter::from(buffered(router(idempotency(store)?))));
+    // Sequential by default; with `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda Managed Instances) as
+    // many invocations at once as it says, each with its own logs, metrics, span and records.
+    lambda_runtime::run_concurrent(service).await
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,341 @@
+//! The router under the whole stack, in memory: the function as Lambda runs it, minus the
+//! Runtime API (`tests/tests/emulator_http_axum.rs` adds it, through `cargo lambda watch`).
+
+#![allow(clippy::unwrap_used)]
+
+use lambda_http::request::LambdaRequest;
+use lambda_runtime::LambdaEvent;
+use powertools::core::env::Env;
+use powertools::core::testing::TestContext;
+use powertools::idempotency::InMemoryStore;
+use powertools::logging::MemoryLogs;
+use powertools_tests::emf::CheckedSink;
+
+use super::*;
+
+/// An HTTP answer as API Gateway gets it: status, headers, JSON body.
+#[derive(Debug)]
+struct Answer {
+    status: u64,
+    headers: Value,
+    body: Value,
+}
+
+type Function = powertools::PowertoolsService<Adapter<'static, HttpResponse, BufferedRouter>>;
+
+struct Fixture {
+    function: Function,
+    store: InMemoryStore,
+    logs: MemoryLogs,
+    documents: CheckedSink,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+fn fixture() -> Fixture {
+    let (logs, documents, store) = (MemoryLogs::new(), CheckedSink::new(), InMemoryStore::new());
+    let powertools = Powertools::builder()
+        .service("orders-http")
+        .env(Env::from_pairs([
+            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
+            ("POWERTOOLS_TRACE_DISABLED", "true"),
+        ]))
+        .logger(|logger| logger.writer(logs.clone()))
+        .metrics(|metrics| metrics.sink(documents.clone()))
+        .build()
+        .unwrap();
+    let guard = tracing::subscriber::set_default(powertools.subscriber());
+    let function: Adapter<'static, HttpResponse, BufferedRouter> =
+        Adapter::from(buffered(router(idempotency(store.clone()).unwrap())));
+    let service = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .service(function);
+    Fixture {
+        function: service,
+        store,
+        logs,
+        documents,
+        _guard: guard,
+    }
+}
+
+/// The event the runtime hands over for `request`.
+fn lambda_event(request_id: String, request: Value) -> LambdaEvent<LambdaRequest> {
+    let request: LambdaRequest = serde_json::from_value(request).unwrap();
+    TestContext::new()
+        .with_request_id(request_id)
+        .event(request)
+}
+
+/// Invokes `function` with `event` as the runtime would, and reads the answer.
+async fn invoke(function: Function, request_id: String, event: Value) -> Answer {
+    let response = function
+        .oneshot(lambda_event(request_id, event))
+        .await
+        .unwrap();
+    answer(&response)
+}
+
+/// The status, headers and JSON body of a response.
+fn answer(response: &impl Serialize) -> Answer {
+    let response = serde_json::to_value(response).unwrap();
+    let body = response["body"].as_str().unwrap_or("null");
+    Answer {
+        status: response["statusCode"].as_u64().unwrap(),
+        headers: response["headers"].clone(),
+        body: serde_json::from_str(body).unwrap(),
+    }
+}
+
+fn sample(name: &str) -> Value {
+    let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The sample order with another body (as raw text) and no correlation header.
+fn with_body(body: &str) -> Value {
+    let mut event = sample("place-order.json");
+    event["body"] = json!(body);
+    event
+}
+
+/// The total of one metric over every document written.
+fn metric_total(documents: &CheckedSink, name: &str) -> f64 {
+    documents
+        .documents()
+        .iter()
+        .filter_map(|document| document[name].as_f64())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_key_gets_the_first_order_and_places_nothing() {
+    let fixture = fixture();
+    let first = invoke(
+        fixture.function.clone(),
+        "req-1".to_owned(),
+        sample("place-order.json"),
+    )
+    .await;
+    let retry = invoke(
+        fixture.function.clone(),
+        "req-2".to_owned(),
+        sample("place-order.json"),
+    )
+    .await;
+
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    assert_eq!(first.body["total_cents"], 2 * 650 + 4 * 225);
+    assert_eq!(retry.status, 201);
+    assert_eq!(
+        retry.body, first.body,
+        "the same order id: replayed, not placed again"
+    );
+    assert_eq!(metric_total(&fixture.documents, "OrdersPlaced"), 1.0);
+    assert_eq!(fixture.store.len(), 1);
+}
+
+#[tokio::test]
+async fn the_same_key_with_another_order_is_refused_and_never_placed() {
+    let fixture = fixture();
+    let first = invoke(
+        fixture.function.clone(),
+        "req-1".to_owned(),
+        sample("place-order.json"),
+    )
+    .await;
+    let other = invoke(
+        fixture.function.clone(),
+        "req-2".to_owned(),
+        sample("same-key-other-order.json"),
+    )
+    .await;
+
+    assert_eq!(first.status, 201);
+    assert_eq!(other.status, 422, "{:?}", other.body);
+    assert_eq!(other.body["error"], "IdempotencyKeyReused");
+    assert_eq!(metric_total(&fixture.documents, "OrdersPlaced"), 1.0);
+}
+
+#[tokio::test]
+async fn a_refused_request_records_nothing_so_the_fixed_request_can_use_its_key() {
+    let fixture = fixture();
+    let no_key = invoke(
+        fixture.function.clone(),
+        "req-1".to_owned(),
+        sample("no-key.json"),
+    )
+    .await;
+    assert_eq!(no_key.status, 400);
+    assert_eq!(no_key.body["error"], "MissingIdempotencyKey");
+
+    // A bad order under the sample's key, then the good one under the same key.
+    let bad = with_body(r#"{"customer_id":"c-42","items":[]}"#);
+    let refused = invoke(fixture.function.clone(), "req-2".to_owned(), bad).await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.body["error"], "InvalidOrder");
+    assert!(
+        fixture.store.is_empty(),
+        "nothing recorded for a refused request"
+    );
+
+    let fixed = invoke(
+        fixture.function.clone(),
+        "req-3".to_owned(),
+        sample("place-order.json"),
+    )
+    .await;
+    assert_eq!(fixed.status, 201, "{:?}", fixed.body);
+}
+
+#[tokio::test]
+async fn hostile_bodies_get_a_400_with_a_json_error_and_a_logged_context() {
+    let fixture = fixture();
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let long_id = format!(r#"{{"customer_id":"{}","items":[]}}"#, "c".repeat(100_000));
+    let overflow =
+        r#"{"customer_id":"c","items":[{"sku":"s","quantity":1e400,"unit_price_cents":1}]}"#;
+    let surrogate = r#"{"customer_id":"\ud800","items":[]}"#;
+    let unknown = r#"{"customer_id":"c-1","items":[{"sku":"s","quantity":1,"unit_price_cents":1}],"admin":true}"#;
+    for (index, body) in [
+        "",
+        "not json",
+        "{",
+        deep.as_str(),
+        long_id.as_str(),
+        overflow,
+        surrogate,
+        unknown,
+        "null",
+        r#"{"customer_id":"c-1","items":[{"sku":"s","quantity":4294967296,"unit_price_cents":1}]}"#,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let request_id = format!("req-hostile-{index}");
+        let answer = invoke(
+            fixture.function.clone(),
+            request_id.clone(),
+            with_body(body),
+        )
+        .await;
+        assert_eq!(answer.status, 400, "{body:.80}: {:?}", answer.body);
+        assert!(answer.body["error"].is_string(), "{:?}", answer.body);
+        assert!(
+            answer.body.to_string().len() < 512,
+            "no input echoed: {:?}",
+            answer.body
+        );
+    }
+    // A base64-encoded body is decoded by lambda_http: a valid order in base64 is placed.
+    let mut encoded = sample("place-order.json");
+    let body = encoded["body"].as_str().unwrap().to_owned();
+    encoded["body"] = json!(base64_encode(body.as_bytes()));
+    encoded["isBase64Encoded"] = json!(true);
+    let placed = invoke(fixture.function.clone(), "req-base64".to_owned(), encoded).await;
+    assert_eq!(placed.status, 201, "{:?}", placed.body);
+
+    let warned = fixture
+        .logs
+        .json()
+        .into_iter()
+        .filter(|line| line["message"] == "the order body is not a valid order")
+        .collect::<Vec<_>>();
+    assert!(!warned.is_empty());
+    for line in warned {
+        assert!(
+            line["function_request_id"]
+                .as_str()
+                .unwrap()
+                .starts_with("req-hostile-"),
+            "{line}"
+        );
+    }
+    assert_eq!(metric_total(&fixture.documents, "OrdersPlaced"), 1.0);
+}
+
+/// Standard base64 with padding (the tests need no base64 dependency for one call).
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut text = String::new();
+    for chunk in bytes.chunks(3) {
+        let group = chunk.iter().enumerate().fold(0u32, |group, (index, byte)| {
+            group | u32::from(*byte) << (16 - 8 * index)
+        });
+        for index in 0..4 {
+            if index <= chunk.len() {
+                text.push(char::from(
+                    ALPHABET[(group >> (18 - 6 * index) & 63) as usize],
+                ));
+            } else {
+                text.push('=');
+            }
+        }
+    }
+    text
+}
+
+#[tokio::test]
+async fn the_correlation_id_comes_from_the_request_and_goes_back_in_the_response() {
+    let fixture = fixture();
+    // From the caller's header.
+    let placed = invoke(
+        fixture.function.clone(),
+        "req-1".to_owned(),
+        sample("place-order.json"),
+    )
+    .await;
+    assert_eq!(placed.headers[CORRELATION_ID_HEADER], "corr-2001");
+    // Without the header (or with an unusable one), API Gateway's request id.
+    let mut health = sample("health.json");
+    health["headers"][CORRELATION_ID_HEADER] = json!("not valid: spaces\u{1F600}");
+    let answer = invoke(fixture.function.clone(), "req-2".to_owned(), health).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body, json!({"status": "ok"}));
+    assert_eq!(answer.headers[CORRELATION_ID_HEADER], "api-req-2004");
+
+    let lines = fixture.logs.json();
+    let placed_line = lines
+        .iter()
+        .find(|line| line["message"] == "order placed")
+        .unwrap();
+    assert_eq!(placed_line["correlation_id"], "corr-2001");
+    assert_eq!(placed_line["customer_id"], "c-42");
+    assert_eq!(placed_line["function_request_id"], "req-1");
+    assert!(fixture.store.len() == 1, "GET /health is not idempotent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_duplicates_place_one_order() {
+    let fixture = fixture();
+    // The service's own future is spawned (an async block around it would hit rustc's
+    // higher-ranked `Send` inference limits).
+    let calls = (0..50).map(|index| {
+        let event = lambda_event(format!("req-{index}"), sample("place-order.json"));
+        tokio::spawn(fixture.function.clone().oneshot(event))
+    });
+    let answers = futures_join(calls).await;
+
+    let placed: Vec<&Answer> = answers
+        .iter()
+        .filter(|answer| answer.status == 201)
+        .collect();
+    assert!(!placed.is_empty());
+    for answer in &answers {
+        match answer.status {
+            201 => assert_eq!(answer.body, placed[0].body, "one order id for every answer"),
+            409 => assert_eq!(answer.body["error"], "RequestInProgress"),
+            other => panic!("unexpected {other}: {:?}", answer.body),
+        }
+    }
+    assert_eq!(metric_total(&fixture.documents, "OrdersPlaced"), 1.0);
+}
+
+async fn futures_join<R: Serialize, E: std::fmt::Debug>(
+    handles: impl Iterator<Item = tokio::task::JoinHandle<Result<R, E>>>,
+) -> Vec<Answer> {
+    let mut answers = Vec::new();
+    for handle in handles.collect::<Vec<_>>() {
+        answers.push(answer(&handle.await.unwrap().unwrap()));
+    }
+    answers
+}
