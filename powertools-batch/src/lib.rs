@@ -68,6 +68,20 @@
 //! - Streams stop at the first failure and report it: Lambda resumes from the lowest failed
 //!   sequence number anyway, so the records after it would run twice.
 //! - SQS standard records can run in parallel ([`BatchProcessor::concurrency`]).
+//!
+//! # Feature flags
+//!
+//! - `logging` (default): each record runs in a `powertools-logging` key scope of its own, so
+//!   that keys appended while handling a record are on that record's lines only.
+//! - `metrics` (default): processed and failed record counts in the invocation's EMF document of
+//!   `powertools-metrics`.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// The README's examples, run as doc tests so that they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 
 mod error;
 mod processor;

@@ -18,8 +18,10 @@ use tracing::Instrument;
 
 use crate::Error;
 
-/// One SQS message, its body deserialized.
+/// One SQS message, its body deserialized. `#[non_exhaustive]`: read its fields, or match
+/// with `..`; [`SqsRecord::new`] builds one (for a handler's unit tests).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SqsRecord<T> {
     /// The message id, reported when the record fails.
     pub message_id: String,
@@ -29,8 +31,10 @@ pub struct SqsRecord<T> {
     pub message: SqsMessage,
 }
 
-/// One Kinesis record, its data deserialized.
+/// One Kinesis record, its data deserialized. `#[non_exhaustive]`: read its fields, or match
+/// with `..`; [`KinesisRecord::new`] builds one (for a handler's unit tests).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct KinesisRecord<T> {
     /// The sequence number, reported when the record fails.
     pub sequence_number: String,
@@ -38,6 +42,44 @@ pub struct KinesisRecord<T> {
     pub data: T,
     /// The whole record.
     pub record: KinesisEventRecord,
+}
+
+impl<T> SqsRecord<T> {
+    /// A record of `message` with its body already deserialized.
+    ///
+    /// ```
+    /// use aws_lambda_events::sqs::SqsMessage;
+    /// use powertools_batch::SqsRecord;
+    ///
+    /// let record = SqsRecord::new("m-1", 42, SqsMessage::default());
+    /// assert_eq!((record.message_id.as_str(), record.body), ("m-1", 42));
+    /// ```
+    pub fn new(message_id: impl Into<String>, body: T, message: SqsMessage) -> Self {
+        SqsRecord {
+            message_id: message_id.into(),
+            body,
+            message,
+        }
+    }
+}
+
+impl<T> KinesisRecord<T> {
+    /// A record of `record` with its data already deserialized.
+    ///
+    /// ```
+    /// use aws_lambda_events::kinesis::KinesisEventRecord;
+    /// use powertools_batch::KinesisRecord;
+    ///
+    /// let record = KinesisRecord::new("4958", "payload", KinesisEventRecord::default());
+    /// assert_eq!(record.sequence_number, "4958");
+    /// ```
+    pub fn new(sequence_number: impl Into<String>, data: T, record: KinesisEventRecord) -> Self {
+        KinesisRecord {
+            sequence_number: sequence_number.into(),
+            data,
+            record,
+        }
+    }
 }
 
 /// Processes the records of a batch and reports the failed ones, so that one bad record does not

@@ -100,7 +100,8 @@ static DECLARED: Declared = Declared {
 };
 
 /// Declares whether `context`'s invocation is to be reported as the cold start; see
-/// [`TestContext::with_cold_start`](crate::testing::TestContext::with_cold_start).
+/// `TestContext::with_cold_start` (the `testing` feature).
+#[cfg(any(test, feature = "testing"))]
 pub(crate) fn declare(context: &Context, cold: bool) {
     DECLARED
         .answers
@@ -131,9 +132,8 @@ fn declared(context: &Context) -> Option<bool> {
 /// provisioned-concurrency`) has no cold start, as in Powertools for Python and TypeScript: it was
 /// initialised before any request waited for it.
 ///
-/// A test can decide the answer for its own invocations with
-/// [`TestContext::with_cold_start`](crate::testing::TestContext::with_cold_start); such an
-/// invocation does not claim the process's cold start.
+/// A test can decide the answer for its own invocations with `TestContext::with_cold_start`
+/// (the `testing` feature); such an invocation does not claim the process's cold start.
 pub fn is_cold_start(context: &Context) -> bool {
     static COUNTS_COLD_STARTS: OnceLock<bool> = OnceLock::new();
     if let Some(answer) = declared(context) {

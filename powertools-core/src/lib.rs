@@ -12,7 +12,8 @@
 //!   invocation itself so that concurrent invocations never see each other's values.
 //! - [`is_cold_start`] answers "is this invocation the process's cold start?" the same way for
 //!   every layer, and for exactly one invocation even when many run at once.
-//! - [`testing::TestContext`] builds realistic contexts and events for unit tests.
+//! - `testing::TestContext` (feature `testing`) builds realistic contexts and events for unit
+//!   tests.
 //!
 //! # Example
 //!
@@ -48,19 +49,32 @@
 //!
 //! # Feature flags
 //!
-//! This crate has no optional features.
+//! - `jmespath` (off by default): the `jmespath` module, compiled JMESPath expressions over
+//!   events with the Powertools functions `powertools_json`, `powertools_base64` and
+//!   `powertools_base64_gzip`, shared by idempotency keys and logging correlation ids. It pulls
+//!   in `jmespath`, `base64`, `flate2` and `serde_json`.
+//! - `testing` (off by default): the `testing` module, realistic Lambda contexts and events for
+//!   tests (`TestContext`). Enable it in `[dev-dependencies]`; it pulls in `uuid`.
 //!
 //! # Supported Rust versions
 //!
-//! The minimum supported Rust version is 1.94.1, set by `aws-sdk-dynamodb`, which the
-//! idempotency crate of this workspace builds on.
+//! The minimum supported Rust version of this crate is 1.85 (edition 2024; `lambda_runtime` 1.5
+//! needs 1.84). The crates that build on the AWS SDK (`powertools-idempotency`,
+//! `powertools-tracing` and the `powertools` facade) need 1.94.1.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// The README's examples, run as doc tests so that they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 
 pub mod env;
 #[cfg(feature = "jmespath")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jmespath")))]
 pub mod jmespath;
+#[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
 mod cold_start;

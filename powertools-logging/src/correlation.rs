@@ -1,9 +1,14 @@
 //! Where an invocation's correlation id comes from.
 
+#[cfg(feature = "jmespath")]
 use powertools_core::jmespath::JmesPath;
+#[cfg(feature = "jmespath")]
 use serde::Serialize;
+#[cfg(feature = "jmespath")]
 use serde_json::Value;
 
+#[cfg(feature = "jmespath")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jmespath")))]
 /// JMESPath expressions for the correlation id of common event sources, as Powertools names them.
 ///
 /// ```
@@ -34,9 +39,9 @@ pub mod correlation_paths {
 
 /// Finds an invocation's correlation id in its event.
 ///
-/// Implemented by [`NoCorrelationId`] (the default), [`CorrelationIdPath`] (a JMESPath
-/// expression, for configuration) and [`CorrelationIdFn`] (a typed closure, checked by the
-/// compiler).
+/// Implemented by [`NoCorrelationId`] (the default), `CorrelationIdPath` (a JMESPath
+/// expression, for configuration; the `jmespath` feature) and [`CorrelationIdFn`] (a typed
+/// closure, checked by the compiler).
 pub trait CorrelationIdSource<T>: Clone + Send + Sync + 'static {
     /// The correlation id of `event`, if it has one.
     fn correlation_id(&self, event: &T) -> Option<String>;
@@ -52,11 +57,14 @@ impl<T> CorrelationIdSource<T> for NoCorrelationId {
     }
 }
 
+#[cfg(feature = "jmespath")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jmespath")))]
 /// The correlation id at a JMESPath expression in the event's JSON (see [`correlation_paths`]).
 /// A string is used as is, a number or boolean as its JSON text; nothing found means no id.
 #[derive(Debug, Clone)]
 pub struct CorrelationIdPath(JmesPath);
 
+#[cfg(feature = "jmespath")]
 impl CorrelationIdPath {
     /// Compiles `expression`.
     ///
@@ -67,6 +75,7 @@ impl CorrelationIdPath {
     }
 }
 
+#[cfg(feature = "jmespath")]
 impl<T: Serialize> CorrelationIdSource<T> for CorrelationIdPath {
     fn correlation_id(&self, event: &T) -> Option<String> {
         match self.0.search(event) {
@@ -101,7 +110,7 @@ where
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "jmespath"))]
 mod tests {
     use serde_json::json;
 

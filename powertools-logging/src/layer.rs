@@ -14,9 +14,9 @@ use serde_json::Value;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use crate::correlation::{
-    CorrelationIdFn, CorrelationIdPath, CorrelationIdSource, NoCorrelationId,
-};
+#[cfg(feature = "jmespath")]
+use crate::correlation::CorrelationIdPath;
+use crate::correlation::{CorrelationIdFn, CorrelationIdSource, NoCorrelationId};
 use crate::failure::{self, ErrorHook, Failure};
 use crate::invocation::InvocationState;
 use crate::level::Level;
@@ -51,7 +51,7 @@ use crate::subscriber::{flush_buffer, with_stack_trace};
 /// ```
 /// use lambda_runtime::{LambdaEvent, service_fn, tower::{ServiceBuilder, ServiceExt}};
 /// use powertools_core::testing::TestContext;
-/// use powertools_logging::{Logger, LoggingLayer, MemoryLogs, correlation_paths};
+/// use powertools_logging::{Logger, LoggingLayer, MemoryLogs};
 /// use serde_json::{Value, json};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -61,7 +61,9 @@ use crate::subscriber::{flush_buffer, with_stack_trace};
 /// let _guard = tracing::subscriber::set_default(logger.subscriber());
 ///
 /// let handler = ServiceBuilder::new()
-///     .layer(LoggingLayer::new(logger).correlation_id_path(correlation_paths::API_GATEWAY_REST)?)
+///     .layer(LoggingLayer::new(logger).correlation_id_from(|event: &Value| {
+///         event["requestContext"]["requestId"].as_str().map(str::to_owned)
+///     }))
 ///     .service(service_fn(|event: LambdaEvent<Value>| async move {
 ///         powertools_logging::append_key("order_id", "o-1001")?;
 ///         tracing::info!("order accepted");
@@ -153,6 +155,8 @@ impl<C> LoggingLayer<C> {
     ///
     /// # Errors
     /// [`Error::Config`](crate::Error::Config) when `expression` is not valid JMESPath.
+    #[cfg(feature = "jmespath")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jmespath")))]
     pub fn correlation_id_path(
         self,
         expression: &str,

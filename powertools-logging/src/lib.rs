@@ -62,7 +62,8 @@
 //!   variables. Its [`json_layer`](Logger::json_layer) is a `tracing-subscriber` layer that writes
 //!   the lines; compose it with other layers (OpenTelemetry) or let [`init`] install it.
 //! - [`LoggingLayer`] (tower) scopes each invocation: Lambda context keys, the cold start, the
-//!   correlation id ([`correlation_paths`] or a typed closure), the incoming event
+//!   correlation id (a typed closure, or a JMESPath expression such as those of
+//!   `correlation_paths`, feature `jmespath`), the incoming event
 //!   (`POWERTOOLS_LOGGER_LOG_EVENT`), debug sampling and the log buffer are per invocation. When
 //!   the handler returns an error or panics, it writes one `ERROR` line with the invocation's
 //!   context and Powertools' `exception_name`, `exception` and (for a panic) `stack_trace`.
@@ -125,6 +126,20 @@
 //! - Redaction is built in.
 //! - A failed invocation is logged by the layer itself (Java's `logError`), not only when the
 //!   handler logs its exception.
+//!
+//! # Feature flags
+//!
+//! - `jmespath` (off by default): correlation ids at a JMESPath expression in the event
+//!   (`LoggingLayer::correlation_id_path`, `CorrelationIdPath`, and the expressions of
+//!   `correlation_paths`), with the Powertools functions. It pulls in `jmespath`, `base64` and
+//!   `flate2` through `powertools-core`.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// The README's examples, run as doc tests so that they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 
 mod buffer;
 mod correlation;
@@ -140,9 +155,14 @@ mod scope;
 mod subscriber;
 mod truncate;
 
-pub use correlation::{
-    CorrelationIdFn, CorrelationIdPath, CorrelationIdSource, NoCorrelationId, correlation_paths,
-};
+/// The `chrono` version of [`Clock`] (a replaceable source of each line's time), so that a test
+/// clock needs no `chrono` of its own in step with this crate's.
+#[doc(no_inline)]
+pub use chrono;
+pub use correlation::{CorrelationIdFn, CorrelationIdSource, NoCorrelationId};
+#[cfg(feature = "jmespath")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jmespath")))]
+pub use correlation::{CorrelationIdPath, correlation_paths};
 pub use error::Error;
 pub use json::{DEFAULT_REDACTED_KEYS, REDACTED, RESERVED_PREFIX};
 pub use layer::{LoggingLayer, LoggingService};

@@ -41,7 +41,21 @@ pub const DEFAULT_BUFFER_MAX_BYTES: usize = 20_480;
 /// timestamp; otherwise they are dropped when the invocation ends. When full, the oldest line is
 /// evicted and a warning says so at the flush; a single line larger than the buffer is written
 /// directly. Nothing is buffered outside an invocation.
+///
+/// Start from [`BufferConfig::default`] and change what differs (the type is
+/// `#[non_exhaustive]`, so that later options are not breaking changes):
+///
+/// ```
+/// use powertools_logging::{BufferConfig, Level, Logger};
+///
+/// let buffer = BufferConfig::default().with_max_bytes(64 * 1024).with_level(Level::Info);
+/// assert_eq!(buffer.max_bytes, 65_536);
+/// let logger = Logger::builder().service("orders").buffer(buffer).build()?;
+/// # drop(logger);
+/// # Ok::<(), powertools_logging::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BufferConfig {
     /// The byte budget (serialized lines).
     pub max_bytes: usize,
@@ -51,6 +65,36 @@ pub struct BufferConfig {
     pub flush_on_error_log: bool,
     /// Write the buffer when the handler returns an error or panics.
     pub flush_on_handler_error: bool,
+}
+
+impl BufferConfig {
+    /// The byte budget (serialized lines).
+    #[must_use]
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// The least verbose level that is buffered: `Trace`, `Debug`, `Info` or `Warn`.
+    #[must_use]
+    pub fn with_level(mut self, level: Level) -> Self {
+        self.level = level;
+        self
+    }
+
+    /// Whether an `ERROR` line writes the buffer first.
+    #[must_use]
+    pub fn with_flush_on_error_log(mut self, flush: bool) -> Self {
+        self.flush_on_error_log = flush;
+        self
+    }
+
+    /// Whether a handler error or panic writes the buffer.
+    #[must_use]
+    pub fn with_flush_on_handler_error(mut self, flush: bool) -> Self {
+        self.flush_on_handler_error = flush;
+        self
+    }
 }
 
 impl Default for BufferConfig {

@@ -1971,10 +1971,7 @@ fn buffered_lines_keep_their_own_scope_keys() {
     let (logger, logs) = logger(
         Logger::builder()
             .level(powertools_logging::Level::Debug)
-            .buffer(powertools_logging::BufferConfig {
-                max_bytes: 1_000_000,
-                ..Default::default()
-            }),
+            .buffer(powertools_logging::BufferConfig::default().with_max_bytes(1_000_000)),
     );
     run(&logger, async {
         let r = invoke(
@@ -2143,6 +2140,7 @@ fn huge_structure_is_cut_and_huge_persistent_key_is_bounded() {
     assert_eq!(with_message(&lines, "outside with persistent").len(), 1);
 }
 
+#[cfg(feature = "jmespath")]
 #[test]
 fn correlation_id_path_value_kinds() {
     let (logger, logs) = logger(Logger::builder());

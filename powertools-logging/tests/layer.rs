@@ -383,10 +383,7 @@ fn messages(logs: &MemoryLogs) -> Vec<String> {
 
 fn buffered_logger(logs: &MemoryLogs, max_bytes: usize) -> Logger {
     builder(logs)
-        .buffer(BufferConfig {
-            max_bytes,
-            ..BufferConfig::default()
-        })
+        .buffer(BufferConfig::default().with_max_bytes(max_bytes))
         .build()
         .expect("valid settings")
 }
@@ -580,6 +577,7 @@ async fn dev_mode_pretty_prints() {
     assert_eq!(parsed["loaves"], 2);
 }
 
+#[cfg(feature = "jmespath")]
 #[tokio::test]
 async fn the_correlation_id_comes_from_a_path_and_can_be_set() {
     let logs = MemoryLogs::new();

@@ -11,9 +11,7 @@ use lambda_runtime::tower::{Layer, ServiceExt};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use powertools_core::env::Env;
 use powertools_core::testing::TestContext;
-use powertools_logging::{
-    Error, Logger, LoggerBuilder, LoggingLayer, MemoryLogs, REDACTED, correlation_paths,
-};
+use powertools_logging::{Error, Logger, LoggerBuilder, LoggingLayer, MemoryLogs, REDACTED};
 use serde_json::{Value, json};
 use tracing::Instrument;
 
@@ -128,6 +126,7 @@ async fn a_key_scope_outside_an_invocation_has_keys_of_its_own() {
 
 // Item 2: a failed invocation is logged with its context, in Powertools' exception keys.
 
+#[cfg(feature = "jmespath")]
 #[tokio::test]
 async fn a_failed_invocation_writes_one_error_line_with_its_context_and_exception_keys() {
     // Given a handler that appends a key and returns an error with a source
@@ -135,7 +134,7 @@ async fn a_failed_invocation_writes_one_error_line_with_its_context_and_exceptio
     let logger = builder(&logs).build().unwrap();
     let _guard = tracing::subscriber::set_default(logger.subscriber());
     let service = LoggingLayer::new(logger)
-        .correlation_id_path(correlation_paths::API_GATEWAY_REST)
+        .correlation_id_path(powertools_logging::correlation_paths::API_GATEWAY_REST)
         .unwrap()
         .layer(service_fn(|_: LambdaEvent<Value>| async {
             powertools_logging::append_key("order_id", "o-1")?;

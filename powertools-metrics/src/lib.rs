@@ -142,6 +142,13 @@ mod sink;
 mod unit;
 mod validate;
 
+/// The `metrics` crate (0.x) at the version [`EmfRecorder`] implements, so that
+/// `powertools_metrics::facade::counter!` always reaches the installed recorder: a `metrics`
+/// of another version would be a different facade, recording nowhere. A release of ours that
+/// moves to a new one is a breaking release, said in the CHANGELOG.
+#[cfg(feature = "recorder")]
+#[cfg_attr(docsrs, doc(cfg(feature = "recorder")))]
+pub use ::metrics as facade;
 pub use error::Error;
 pub use layer::{
     MetricsLayer, MetricsLayerBuilder, MetricsService, POWERTOOLS_METRICS_DISABLED,

@@ -164,3 +164,22 @@ async fn a_labelled_histogram_over_100_samples_continues_in_a_new_document() {
     assert_eq!(sizes, [100, 50], "no sample lost");
     assert!(documents.iter().all(|d| d["oven"] == "north"));
 }
+
+#[tokio::test]
+async fn the_re_exported_facade_reaches_the_installed_recorder() {
+    install();
+    let sink = CheckedSink::new();
+    let layer = builder(&sink).build().unwrap();
+    layer
+        .layer(service_fn(|_event: LambdaEvent<Value>| async {
+            // No `metrics` dependency of the user's own, so no version to keep in step.
+            powertools_metrics::facade::counter!("ViaReexport").increment(3);
+            Ok::<_, lambda_runtime::Error>(Value::Null)
+        }))
+        .oneshot(TestContext::new().event(json!({})))
+        .await
+        .unwrap();
+    let documents = valid_documents(&sink);
+    assert_eq!(documents.len(), 1);
+    assert_eq!(documents[0]["ViaReexport"], 3.0);
+}

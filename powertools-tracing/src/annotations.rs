@@ -60,14 +60,25 @@ annotation_value_from! {
     &str => |value| Value::String(value.to_owned().into()),
 }
 
-/// The annotations given to [`annotate`] during one invocation, in the invocation's context.
-#[derive(Debug, Default)]
-pub(crate) struct Annotations(Mutex<Vec<KeyValue>>);
+/// The annotations given to [`annotate`] during one invocation, in the invocation's context;
+/// `None` once they are written on the span (the invocation ended: a task that outlives it
+/// records nothing, and is told so).
+#[derive(Debug)]
+pub(crate) struct Annotations(Mutex<Option<Vec<KeyValue>>>);
+
+impl Default for Annotations {
+    fn default() -> Self {
+        Annotations(Mutex::new(Some(Vec::new())))
+    }
+}
 
 impl Annotations {
-    /// Sets `key`; annotating a key again replaces its value.
-    fn set(&self, key: Key, value: Value) {
+    /// Sets `key`; annotating a key again replaces its value. `false` after the invocation ended.
+    fn set(&self, key: Key, value: Value) -> bool {
         let mut annotations = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(annotations) = annotations.as_mut() else {
+            return false;
+        };
         match annotations
             .iter_mut()
             .find(|annotation| annotation.key == key)
@@ -75,10 +86,16 @@ impl Annotations {
             Some(annotation) => annotation.value = value,
             None => annotations.push(KeyValue::new(key, value)),
         }
+        true
     }
 
+    /// The annotations, closing the set: later calls to `set` record nothing.
     fn take(&self) -> Vec<KeyValue> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .unwrap_or_default()
     }
 }
 
@@ -89,8 +106,9 @@ impl Annotations {
 /// `aws.xray.annotations`. Annotating a key again replaces its value. Concurrent invocations each
 /// annotate their own span.
 ///
-/// Returns `false`, recording nothing, outside a traced invocation (tracing off, or a task the
-/// invocation spawned without its context: see `opentelemetry::context::FutureExt`), and for
+/// Returns `false`, recording nothing, outside a traced invocation (tracing off, a task the
+/// invocation spawned without its context: see `opentelemetry::context::FutureExt`, or one that
+/// runs on after the invocation ended), and for
 /// `ColdStart`, `Service` and
 /// `aws.xray.annotations`, which the layer sets. X-Ray only filters on keys of letters, digits and
 /// underscores (the AWS exporters replace other characters: `order.id` becomes `order_id`), and
@@ -128,10 +146,7 @@ pub fn annotate(key: impl Into<Key>, value: impl Into<AnnotationValue>) -> bool 
     }
     let AnnotationValue(value) = value.into();
     Context::map_current(|context| match context.get::<Annotations>() {
-        Some(annotations) => {
-            annotations.set(key, value);
-            true
-        }
+        Some(annotations) => annotations.set(key, value),
         None => false,
     })
 }

@@ -16,6 +16,10 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// `DynamoDB` / `PutItem`) and the HTTP status code, so that the idempotency store's DynamoDB
 /// calls show up in the invocation's trace.
 ///
+/// It implements the SDK's `Intercept` trait from `aws-smithy-runtime-api` 1.x, the stable crate
+/// every `aws-sdk-*` 1.x client uses, so it fits any SDK client of that major version; nothing
+/// of a 0.x crate appears in this part of the API.
+///
 /// ```
 /// let config = aws_sdk_dynamodb::config::Builder::new()
 ///     .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())

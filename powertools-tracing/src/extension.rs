@@ -54,6 +54,25 @@ enum Stage {
     Abandoned,
 }
 
+/// The Runtime API's base URI from `AWS_LAMBDA_RUNTIME_API`: Lambda sets a host and port
+/// (`127.0.0.1:9001`); emulators may give the scheme too.
+fn runtime_api_uri(runtime_api: &str) -> Result<http::Uri, Error> {
+    let endpoint = if runtime_api.contains("://") {
+        runtime_api.to_owned()
+    } else {
+        format!("http://{runtime_api}")
+    };
+    endpoint
+        .parse::<http::Uri>()
+        .ok()
+        .filter(|uri| uri.host().is_some_and(|host| !host.is_empty()))
+        .ok_or_else(|| {
+            Error::Extension(format!(
+                "AWS_LAMBDA_RUNTIME_API={runtime_api:?} is not a host and port"
+            ))
+        })
+}
+
 /// The hand-over of each invocation's spans from the layer to the extension.
 #[derive(Debug, Default)]
 pub(crate) struct Handoff {
@@ -310,15 +329,22 @@ impl Tracer {
         let Some(exporter) = inner.exporter.clone() else {
             return Ok(());
         };
+        let Some(runtime_api) = inner.lambda.runtime_api.as_deref() else {
+            return Ok(());
+        };
         if inner.flush_mode == FlushMode::BeforeReturn
-            || !inner.lambda.runtime_api
             || inner.handoff.mode.load(Ordering::Acquire) != MODE_NONE
         {
             return Ok(());
         }
         let concurrent = inner.lambda.max_concurrency > 1;
         let events: &[&str] = if concurrent { &[] } else { &["INVOKE"] };
-        let client = lambda_runtime_api_client::PooledClient::builder().build();
+        // The address the tracer read (the builder's `Env`): the client's own default reads the
+        // process environment, and panics when the variable is not there.
+        let endpoint = runtime_api_uri(runtime_api)?;
+        let client = lambda_runtime_api_client::PooledClient::builder()
+            .with_endpoint(endpoint)
+            .build();
         let id = register(&client, events).await?;
         if concurrent {
             tokio::spawn(exporter.export_in_background(inner.export_interval));
@@ -385,6 +411,18 @@ impl Tracer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_runtime_api_is_a_host_and_port_with_or_without_a_scheme() {
+        let lambda = runtime_api_uri("127.0.0.1:9001").unwrap();
+        assert_eq!(lambda.to_string(), "http://127.0.0.1:9001/");
+        let emulator = runtime_api_uri("http://127.0.0.1:9000/.rt").unwrap();
+        assert_eq!(emulator.to_string(), "http://127.0.0.1:9000/.rt");
+        for bad in ["", "http://", "not a uri", "http:///x"] {
+            let error = runtime_api_uri(bad).unwrap_err().to_string();
+            assert!(error.contains("AWS_LAMBDA_RUNTIME_API"), "{bad:?}: {error}");
+        }
+    }
 
     fn handoff(mode: u8) -> Handoff {
         let handoff = Handoff::default();

@@ -20,7 +20,8 @@ use crate::exception::{self, ErrorHook};
 use crate::http_request::{self, HttpHook, HttpRequest};
 use crate::tracer::Tracer;
 
-/// The most bytes of a response recorded on a span (X-Ray's segment limit is 64 KB).
+/// The most bytes of a response, or of an error message, recorded on a span (X-Ray's segment
+/// limit is 64 KB).
 const MAX_CAPTURED_BYTES: usize = 16 * 1024;
 
 /// One OpenTelemetry span per invocation, joined to the X-Ray trace Lambda started, with the
@@ -240,9 +241,12 @@ fn resource_id<'a>(invoked_arn: &'a str, version: &str) -> Cow<'a, str> {
 struct ArnAttributes {
     arn: Box<str>,
     version: Box<str>,
-    account: StringValue,
-    resource: StringValue,
-    invoked: StringValue,
+    /// `None` unless the ARN holds an account id (twelve digits): an empty or garbled ARN sets no
+    /// attribute rather than an empty or wrong one.
+    account: Option<StringValue>,
+    /// `None` for an empty ARN.
+    resource: Option<StringValue>,
+    invoked: Option<StringValue>,
 }
 
 /// The last [`ArnAttributes`] of a layer, recomputed when the ARN or the version changes.
@@ -263,9 +267,12 @@ impl ArnCache {
         let attributes = Arc::new(ArnAttributes {
             arn: arn.into(),
             version: version.into(),
-            account: shared(invocation.account_id().unwrap_or_default()),
-            resource: shared(&resource_id(arn, version)),
-            invoked: shared(arn),
+            account: invocation
+                .account_id()
+                .filter(|id| id.len() == 12 && id.bytes().all(|byte| byte.is_ascii_digit()))
+                .map(shared),
+            resource: (!arn.is_empty()).then(|| shared(&resource_id(arn, version))),
+            invoked: (!arn.is_empty()).then(|| shared(arn)),
         });
         *cached = Some(Arc::clone(&attributes));
         attributes
@@ -293,13 +300,19 @@ fn invocation_context(
         KeyValue::new("faas.coldstart", cold_start),
         // faas.name, faas.version, cloud.provider and cloud.region are the same for every
         // invocation: they are on the resource (`Tracer`), as the conventions place them.
-        KeyValue::new("cloud.account.id", arn.account.clone()),
-        KeyValue::new("cloud.resource_id", arn.resource.clone()),
-        KeyValue::new("aws.lambda.invoked_arn", arn.invoked.clone()),
         // X-Ray annotations (listed in aws.xray.annotations when the invocation ends).
         KeyValue::new(annotations::COLD_START, cold_start),
         KeyValue::new(annotations::SERVICE, inner.service_value.clone()),
     ]);
+    for (key, value) in [
+        ("cloud.account.id", &arn.account),
+        ("cloud.resource_id", &arn.resource),
+        ("aws.lambda.invoked_arn", &arn.invoked),
+    ] {
+        if let Some(value) = value {
+            attributes.push(KeyValue::new(key, value.clone()));
+        }
+    }
     if let Some(tenant) = invocation.tenant_id() {
         attributes.push(KeyValue::new("faas.tenant_id", tenant.to_owned()));
     }
@@ -333,11 +346,52 @@ impl Drop for InvocationSpan {
     }
 }
 
+/// The end of an invocation as the tracer sees it: the span ends, then the extension is told
+/// (when it exports after the response). Also when the invocation's future is dropped before it
+/// completes (a timeout layer outside this one, say): the extension would otherwise hold the
+/// environment until the invocation's deadline.
+struct InvocationEnd {
+    span: Option<InvocationSpan>,
+    tracer: Tracer,
+    handed_over: Option<String>,
+}
+
+impl InvocationEnd {
+    /// Ends the span and hands it over; `true` when the extension or the background exporter
+    /// exports it, `false` when the layer must flush.
+    fn end(&mut self) -> bool {
+        drop(self.span.take());
+        let handed_over = self.handed_over.take();
+        self.tracer.inner.handoff.finish(handed_over.as_deref())
+    }
+}
+
+impl Drop for InvocationEnd {
+    fn drop(&mut self) {
+        if self.span.is_some() {
+            // Dropped mid-flight: nothing can be awaited here, so without the extension the
+            // span leaves with the next flush.
+            self.end();
+        }
+    }
+}
+
 /// What the outcome is recorded with.
 struct Recording<'a> {
     tracer: &'a Tracer,
     error_hook: Option<&'a ErrorHook>,
     http: bool,
+}
+
+/// Cuts `text` to at most [`MAX_CAPTURED_BYTES`], on a character boundary.
+fn truncate_to_captured(text: &mut String) {
+    if text.len() > MAX_CAPTURED_BYTES {
+        let mut end = MAX_CAPTURED_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
 }
 
 /// Records the handler's outcome on the span.
@@ -361,18 +415,15 @@ fn record_outcome<R: Serialize + 'static, E: fmt::Debug + 'static>(
             if inner.capture_response
                 && let Ok(mut json) = serde_json::to_string(response)
             {
-                if json.len() > MAX_CAPTURED_BYTES {
-                    let mut end = MAX_CAPTURED_BYTES;
-                    while !json.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    json.truncate(end);
-                }
+                truncate_to_captured(&mut json);
                 span.set_attribute(KeyValue::new("powertools.response", json));
             }
         }
         Err(error) if inner.capture_error => {
-            let exception = exception::describe(error, recording.error_hook);
+            let mut exception = exception::describe(error, recording.error_hook);
+            // A huge error message would push the segment past X-Ray's 64 KB limit, as a huge
+            // response would.
+            truncate_to_captured(&mut exception.message);
             span.set_status(Status::error(exception.message.clone()));
             span.add_event(
                 "exception",
@@ -426,17 +477,24 @@ where
         let tracer = self.layer.tracer.clone();
         // Tracked only when the extension exports after the response.
         let handed_over = tracer.inner.handoff.start(&event.context.request_id);
+        // Built before the inner call, so that even a panic there ends the span and tells the
+        // extension.
+        let span_context = context.clone();
+        let mut end = InvocationEnd {
+            span: Some(InvocationSpan(context.clone())),
+            tracer: tracer.clone(),
+            handed_over,
+        };
         let error_hook = self.layer.error.clone();
         let future = {
             let _attached = context.clone().attach();
             self.inner.call(event)
         };
-        let span = InvocationSpan(context.clone());
         Box::pin(async move {
             let outcome = AssertUnwindSafe(future.with_context(context))
                 .catch_unwind()
                 .await;
-            let invocation_span = span.0.span();
+            let invocation_span = span_context.span();
             match &outcome {
                 Ok(result) => {
                     let recording = Recording {
@@ -454,11 +512,10 @@ where
                     );
                 }
             }
-            // End the span (with its annotations) before exporting.
-            drop(span);
-            // The extension exports after the response (or, with concurrent invocations, the
-            // background exporter does); without it, export before returning.
-            if !tracer.inner.handoff.finish(handed_over.as_deref()) {
+            // End the span (with its annotations) before exporting. The extension exports after
+            // the response (or, with concurrent invocations, the background exporter does);
+            // without it, export before returning.
+            if !end.end() {
                 tracer.flush().await;
             }
             match outcome {

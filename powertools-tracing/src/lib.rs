@@ -143,6 +143,13 @@
 //! - `aws-lambda-events` (default): HTTP server attributes from the `aws_lambda_events` API
 //!   Gateway, function URL and ALB request and response types.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// The README's examples, run as doc tests so that they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 mod annotations;
 mod error;
 mod exception;
@@ -156,8 +163,17 @@ mod tracer;
 #[cfg(feature = "aws-sdk")]
 mod aws_sdk;
 
+/// The OpenTelemetry API and SDK at the versions this crate is built with, so that a
+/// [`span_exporter`](TracerBuilder::span_exporter), an [`annotate`] key or a propagated
+/// `Context` matches them without a version to keep in step (both are 0.x: a release of ours
+/// that moves to a new one is a breaking release, said in the CHANGELOG).
+pub use opentelemetry;
+#[doc(no_inline)]
+pub use opentelemetry_sdk;
+
 pub use annotations::{AnnotationValue, annotate};
 #[cfg(feature = "aws-sdk")]
+#[cfg_attr(docsrs, doc(cfg(feature = "aws-sdk")))]
 pub use aws_sdk::AwsSdkSpans;
 pub use error::Error;
 pub use export::DEFAULT_MAX_QUEUED_SPANS;

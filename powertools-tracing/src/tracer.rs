@@ -71,10 +71,10 @@ pub enum FlushMode {
 }
 
 /// What the tracer needs to know of the Lambda environment it runs in.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct LambdaEnv {
-    /// `AWS_LAMBDA_RUNTIME_API` is set: extensions can register.
-    pub(crate) runtime_api: bool,
+    /// `AWS_LAMBDA_RUNTIME_API` (from the builder's `Env`): where extensions register, when set.
+    pub(crate) runtime_api: Option<String>,
     /// `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda Managed Instances), 1 when unset.
     pub(crate) max_concurrency: u32,
 }
@@ -396,7 +396,7 @@ impl TracerBuilder {
         };
         let flush_timeout = self.flush_timeout.unwrap_or(DEFAULT_FLUSH_TIMEOUT);
         let lambda = LambdaEnv {
-            runtime_api: env.string("AWS_LAMBDA_RUNTIME_API")?.is_some(),
+            runtime_api: env.string("AWS_LAMBDA_RUNTIME_API")?,
             max_concurrency: env
                 .parse(
                     "AWS_LAMBDA_MAX_CONCURRENCY",
@@ -433,10 +433,23 @@ impl TracerBuilder {
             )
         } else {
             let endpoint = match self.endpoint {
-                Some(endpoint) => endpoint,
-                None => match env.string(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)? {
+                Some(endpoint) => http_url(&endpoint).ok_or_else(|| {
+                    Error::Exporter(format!(
+                        "the endpoint {endpoint:?} given to TracerBuilder::endpoint is not an \
+                         http:// or https:// URL with a host"
+                    ))
+                })?,
+                None => match env.parse_with(
+                    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+                    ENDPOINT_EXPECTED,
+                    http_url,
+                )? {
                     Some(endpoint) => endpoint,
-                    None => match env.string(OTEL_EXPORTER_OTLP_ENDPOINT)? {
+                    None => match env.parse_with(
+                        OTEL_EXPORTER_OTLP_ENDPOINT,
+                        ENDPOINT_EXPECTED,
+                        http_url,
+                    )? {
                         Some(base) => format!("{}/v1/traces", base.trim_end_matches('/')),
                         None => DEFAULT_TRACES_ENDPOINT.to_owned(),
                     },
@@ -554,6 +567,21 @@ fn resource(service: &str, config: &PowertoolsConfig) -> Resource {
         .with_service_name(service.to_owned())
         .with_attributes(attributes)
         .build()
+}
+
+/// What an OTLP endpoint variable must hold, for its error message.
+const ENDPOINT_EXPECTED: &str =
+    "an http:// or https:// URL with a host, such as http://localhost:4318";
+
+/// `value` (trimmed) when it is an `http://` or `https://` URL with a host: OTLP/HTTP has no
+/// other scheme, and a URL without one (`localhost:4318`) would only fail at the first export,
+/// as spans dropped with a warning.
+fn http_url(value: &str) -> Option<String> {
+    let value = value.trim();
+    let uri: http::Uri = value.parse().ok()?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    let host_ok = uri.host().is_some_and(|host| !host.is_empty());
+    (scheme_ok && host_ok).then(|| value.to_owned())
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Exactly-once handlers: everything of [`powertools_idempotency`], plus, with the `dynamodb`
+//! Exactly-once handlers: everything of `powertools-idempotency`, plus, with the `dynamodb`
 //! feature, `dynamodb_store(table)`, a `DynamoDbStore` configured from the environment, without
 //! adding the AWS SDK crates yourself.
 
@@ -36,6 +36,7 @@ pub use powertools_idempotency::*;
 /// # Errors
 /// [`Error::Config`] when `table` is empty.
 #[cfg(feature = "dynamodb")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dynamodb")))]
 pub async fn dynamodb_store(table: impl Into<String>) -> Result<DynamoDbStore, Error> {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()

@@ -1,6 +1,7 @@
-//! Powertools for AWS Lambda in Rust: the utilities behind one dependency, and the standard
-//! observability stack (JSON logs, EMF metrics, OpenTelemetry tracing) set up from the
-//! environment in one call, so that a platform team standardises every function with one line.
+//! An independent, Powertools-style toolkit for AWS Lambda in Rust (not affiliated with AWS):
+//! the utilities behind one dependency, and the standard observability stack (JSON logs, EMF
+//! metrics, OpenTelemetry tracing) set up from the environment in one call, so that a platform
+//! team standardises every function with one line.
 //!
 //! # Example
 //!
@@ -78,10 +79,11 @@
 //! | --- | --- |
 //! | `idempotency` | `powertools::idempotency` with `InMemoryStore` |
 //! | `dynamodb` | `idempotency` plus `DynamoDbStore`, `powertools::idempotency::dynamodb_store(table)`, and `powertools::aws_config` / `powertools::aws_sdk_dynamodb` |
-//! | `jmespath` | JMESPath idempotency keys and validation |
+//! | `jmespath` | JMESPath idempotency keys and validation, and log correlation ids at a JMESPath expression |
 //! | `batch` | `powertools::batch` (per-record log keys and counts with `logging` and `metrics`) |
 //! | `events` | `powertools::events`: API Gateway, ALB, function URL, SQS, SNS, Kinesis, DynamoDB Streams, S3 and EventBridge types (`events-all`: every type) |
 //! | `recorder` | the `metrics` crate facade recorder in `powertools::metrics` |
+//! | `testing` | `powertools::core::testing::TestContext`, Lambda contexts and events for unit tests (enable it in `[dev-dependencies]`) |
 //!
 //! [`lambda_runtime`] is always re-exported, and [`Error`] converts every utility's error, so
 //! `?` works across them.
@@ -91,15 +93,26 @@
 //! [`PowertoolsLayer`] wraps `lambda_http`'s adapter like any handler:
 //! `powertools::run(ServiceBuilder::new().layer(powertools.layer()).service(lambda_http::Adapter::from(service_fn(handler))))`.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// The README's examples, run as doc tests so that they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub use lambda_runtime;
 #[cfg(feature = "batch")]
+#[cfg_attr(docsrs, doc(cfg(feature = "batch")))]
 pub use powertools_batch as batch;
 pub use powertools_core as core;
 #[cfg(feature = "logging")]
+#[cfg_attr(docsrs, doc(cfg(feature = "logging")))]
 pub use powertools_logging as logging;
 #[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use powertools_metrics as metrics;
 #[cfg(feature = "tracing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
 pub use powertools_tracing as tracing;
 
 /// The event types of `aws_lambda_events`, for handlers' `LambdaEvent<…>`.
@@ -113,17 +126,21 @@ pub use powertools_tracing as tracing;
 /// }
 /// ```
 #[cfg(feature = "events")]
+#[cfg_attr(docsrs, doc(cfg(feature = "events")))]
 pub use aws_lambda_events as events;
 
 /// The AWS SDK configuration loader `DynamoDbStore`'s client needs, at the version and features
 /// the store is built with.
 #[cfg(feature = "dynamodb")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dynamodb")))]
 pub use aws_config;
 /// The DynamoDB client `DynamoDbStore` takes, at the version and features the store is built with.
 #[cfg(feature = "dynamodb")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dynamodb")))]
 pub use aws_sdk_dynamodb;
 
 #[cfg(feature = "idempotency")]
+#[cfg_attr(docsrs, doc(cfg(feature = "idempotency")))]
 pub mod idempotency;
 
 mod error;
@@ -134,7 +151,12 @@ mod stack;
 
 pub use error::{Error, error_report};
 #[cfg(feature = "logging")]
+#[cfg_attr(docsrs, doc(cfg(feature = "logging")))]
 pub use run::run;
 
 #[cfg(all(feature = "logging", feature = "metrics", feature = "tracing"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(all(feature = "logging", feature = "metrics", feature = "tracing")))
+)]
 pub use stack::{Powertools, PowertoolsBuilder, PowertoolsLayer, PowertoolsService, StackError};

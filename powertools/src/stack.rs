@@ -1,9 +1,10 @@
 //! The standard stack: logging, metrics and tracing from the environment, in the right order.
 
 use powertools_core::env::Env;
+#[cfg(feature = "jmespath")]
+use powertools_logging::CorrelationIdPath;
 use powertools_logging::{
-    CorrelationIdFn, CorrelationIdPath, Logger, LoggerBuilder, LoggingLayer, LoggingService,
-    NoCorrelationId,
+    CorrelationIdFn, Logger, LoggerBuilder, LoggingLayer, LoggingService, NoCorrelationId,
 };
 use powertools_metrics::{MetricsLayer, MetricsLayerBuilder, MetricsService};
 use powertools_tracing::{Tracer, TracerBuilder, TracingLayer, TracingService};
@@ -237,6 +238,8 @@ impl<C> PowertoolsLayer<C> {
     ///
     /// # Errors
     /// [`powertools_logging::Error::Config`] when it is not valid JMESPath.
+    #[cfg(feature = "jmespath")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jmespath")))]
     pub fn correlation_id_path(
         self,
         expression: &str,

@@ -206,8 +206,29 @@ impl EmulatedFunction {
     /// Invokes the function through the emulator's Invoke API, as `aws lambda invoke` would.
     ///
     /// # Panics
-    /// When the emulator does not answer or answers with something that is not JSON.
+    /// When the emulator does not answer or answers with something that is not JSON, and as soon
+    /// as the function process exits (the emulator would wait for it until the timeout), with
+    /// the end of its output.
     pub fn invoke(&self, payload: &serde_json::Value) -> InvokeResult {
+        std::thread::scope(|scope| {
+            let call = scope.spawn(|| self.invoke_blocking(payload));
+            while !call.is_finished() {
+                let output = self.output();
+                if let Some(exit) = output.find("command exited code=") {
+                    let start = output[..exit].len().saturating_sub(2000);
+                    panic!(
+                        "the function process exited while invoked; its output:\n{}",
+                        &output[output.floor_char_boundary(start)..]
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            call.join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    fn invoke_blocking(&self, payload: &serde_json::Value) -> InvokeResult {
         let url = format!(
             "http://{}/2015-03-31/functions/{}/invocations",
             self.address, self.function
