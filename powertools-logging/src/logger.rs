@@ -486,8 +486,14 @@ impl LoggerBuilder {
     pub fn build(self) -> Result<Logger, Error> {
         let env = self.env.unwrap_or_else(Env::process);
         let config = PowertoolsConfig::from_env_source(&env)?;
+        // A bad value from the environment is named with its variable: two variables hold
+        // levels, and the message must say which one to fix.
         let parse_level = |name: &str| -> Result<Option<Level>, Error> {
-            env.string(name)?.map(|text| text.parse()).transpose()
+            Ok(
+                env.parse_with(name, "TRACE, DEBUG, INFO, WARN or ERROR", |text| {
+                    text.parse::<Level>().ok()
+                })?,
+            )
         };
         let resolved = level::resolve(
             parse_level(AWS_LAMBDA_LOG_LEVEL)?,
@@ -497,7 +503,16 @@ impl LoggerBuilder {
         let sample_rate = match self.sample_rate {
             Some(rate) => rate,
             None => env
-                .parse::<f64>(POWERTOOLS_LOGGER_SAMPLE_RATE, "a number from 0.0 to 1.0")?
+                .parse_with(
+                    POWERTOOLS_LOGGER_SAMPLE_RATE,
+                    "a number from 0.0 to 1.0",
+                    |text| {
+                        text.trim()
+                            .parse::<f64>()
+                            .ok()
+                            .filter(|rate| (0.0..=1.0).contains(rate))
+                    },
+                )?
                 .unwrap_or(0.0),
         };
         if !(0.0..=1.0).contains(&sample_rate) {

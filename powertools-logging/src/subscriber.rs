@@ -117,6 +117,16 @@ impl JsonLayer {
         line.str_member("service", &shared.service);
         if let Some(invocation) = invocation {
             line.reserved_members(&invocation.lambda_members);
+        } else if let Some(request_id) = ctx.event_scope(event).and_then(|mut spans| {
+            spans.find_map(|span| {
+                span.extensions()
+                    .get::<RuntimeRequestId>()
+                    .map(|id| id.0.clone())
+            })
+        }) {
+            // A line of the runtime's own, before any layer of the handler's ran (an event the
+            // handler's type cannot hold): its invocation is the runtime span's.
+            line.str_member("function_request_id", &request_id);
         }
         if let Some(correlation_id) = keys
             .as_ref()
@@ -206,6 +216,25 @@ impl JsonLayer {
     }
 }
 
+/// The request id of `lambda_runtime`'s span around each invocation (`requestId`), for the lines
+/// written before the logging layer sees the invocation.
+#[derive(Debug, Default)]
+struct RuntimeRequestId(String);
+
+impl tracing::field::Visit for RuntimeRequestId {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "requestId" {
+            value.clone_into(&mut self.0);
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "requestId" {
+            self.0 = format!("{value:?}").trim_matches('"').to_owned();
+        }
+    }
+}
+
 /// Spans whose fields describe the invocation for another tool, not the business: the tracing
 /// layer's invocation and AWS SDK spans (`faas.*`, `rpc.*`, `otel.*`) and the runtime's own span
 /// (`requestId`, already `function_request_id`). Their fields are not log keys.
@@ -271,6 +300,13 @@ where
             }
         }
         if is_instrumentation(metadata.target()) {
+            if metadata.target().starts_with("lambda_runtime") {
+                let mut request_id = RuntimeRequestId::default();
+                attrs.record(&mut request_id);
+                if !request_id.0.is_empty() {
+                    span.extensions_mut().insert(request_id);
+                }
+            }
             return;
         }
         let mut fields = FieldCollector::new(&self.shared().redactor);

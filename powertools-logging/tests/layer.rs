@@ -328,12 +328,36 @@ async fn lambdas_level_wins_and_a_more_verbose_setting_is_warned_about() {
         .env(Env::from_pairs([("POWERTOOLS_LOG_LEVEL", "loud")]))
         .build()
         .unwrap_err();
-    assert!(matches!(bad, Error::InvalidLevel { .. }));
+    // A value from the environment is named with its variable (two variables hold levels).
+    assert!(matches!(bad, Error::Config(_)), "{bad:?}");
+    assert_eq!(
+        bad.to_string(),
+        r#"environment variable POWERTOOLS_LOG_LEVEL has the invalid value "loud": expected TRACE, DEBUG, INFO, WARN or ERROR"#
+    );
+    let bad_alc = builder(&MemoryLogs::new())
+        .env(Env::from_pairs([("AWS_LAMBDA_LOG_LEVEL", "loud")]))
+        .build()
+        .unwrap_err();
+    assert!(
+        bad_alc.to_string().contains("AWS_LAMBDA_LOG_LEVEL"),
+        "{bad_alc}"
+    );
     let bad_rate = builder(&MemoryLogs::new())
         .env(Env::from_pairs([("POWERTOOLS_LOGGER_SAMPLE_RATE", "2")]))
         .build()
         .unwrap_err();
-    assert!(matches!(bad_rate, Error::InvalidSampleRate { .. }));
+    assert!(
+        bad_rate
+            .to_string()
+            .contains("POWERTOOLS_LOGGER_SAMPLE_RATE"),
+        "{bad_rate}"
+    );
+    // Set in code, the rate is the code's: no variable to name.
+    let bad_code_rate = builder(&MemoryLogs::new())
+        .sample_rate(2.0)
+        .build()
+        .unwrap_err();
+    assert!(matches!(bad_code_rate, Error::InvalidSampleRate { .. }));
     let malformed_rate = builder(&MemoryLogs::new())
         .env(Env::from_pairs([(
             "POWERTOOLS_LOGGER_SAMPLE_RATE",

@@ -459,3 +459,39 @@ async fn the_layer_wraps_a_service_whose_event_is_not_serialize() {
     assert_eq!(line["path"], "/orders");
     assert_eq!(line["function_request_id"], "req-h");
 }
+
+#[test]
+fn a_runtime_line_before_the_handler_carries_the_runtime_spans_request_id() {
+    // Given lambda_runtime's own span around an invocation whose event the handler's type cannot
+    // hold: the logging layer never sees it.
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).build().unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    let span = tracing::info_span!(
+        target: "lambda_runtime::layers::trace",
+        "Lambda runtime invoke",
+        requestId = "req-undeserializable"
+    );
+    span.in_scope(|| {
+        tracing::error!(
+            target: "lambda_runtime::layers::api_response",
+            error = "missing field `requestContext`",
+            "Request payload deserialization into LambdaEvent<T> failed."
+        );
+    });
+    tracing::error!(target: "lambda_runtime::layers::api_response", "outside any invocation");
+
+    // Then the runtime's line says which invocation it was, and no other line invents one
+    let inside = lines_with(
+        &logs,
+        "Request payload deserialization into LambdaEvent<T> failed.",
+    );
+    assert_eq!(inside.len(), 1);
+    assert_eq!(inside[0]["function_request_id"], "req-undeserializable");
+    assert!(
+        inside[0].get("requestId").is_none(),
+        "the span's field is not a key"
+    );
+    let outside = lines_with(&logs, "outside any invocation");
+    assert!(outside[0].get("function_request_id").is_none());
+}

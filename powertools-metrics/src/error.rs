@@ -128,6 +128,16 @@ pub enum Error {
     /// for the `metrics` facade.
     #[error("a global recorder for the `metrics` facade is already installed")]
     RecorderAlreadyInstalled,
+    /// A value read from an environment variable breaks a rule: the variable, and what is wrong
+    /// with its value (the wrapped error).
+    #[error("environment variable {variable}: {source}")]
+    FromEnv {
+        /// The variable, for example `POWERTOOLS_METRICS_NAMESPACE`.
+        variable: &'static str,
+        /// What is wrong with its value.
+        #[source]
+        source: Box<Error>,
+    },
     /// A malformed Powertools environment variable.
     #[error(transparent)]
     Config(#[from] powertools_core::Error),
@@ -155,6 +165,7 @@ impl Error {
             Error::NoCurrentInvocation => "NoCurrentInvocation",
             Error::RecorderAlreadyInstalled => "RecorderAlreadyInstalled",
             Error::Config(error) => error.error_type(),
+            Error::FromEnv { source, .. } => source.error_type(),
         }
     }
 }

@@ -198,18 +198,34 @@ impl MetricsLayerBuilder {
                 .bool(POWERTOOLS_METRICS_DISABLED)?
                 .unwrap_or(config.dev_mode()),
         };
+        // A value from the environment is refused with its variable's name: that is what the
+        // operator has to fix.
+        let from_env = |variable: &'static str| {
+            move |error: Error| Error::FromEnv {
+                variable,
+                source: Box::new(error),
+            }
+        };
+        let namespace_from_env = self.namespace.is_none();
         let namespace = match self.namespace {
             Some(namespace) => Some(namespace),
             None => env.string(POWERTOOLS_METRICS_NAMESPACE)?,
         };
         let namespace = match namespace {
             Some(namespace) => {
-                validate::namespace(&namespace)?;
+                validate::namespace(&namespace).map_err(|error| {
+                    if namespace_from_env {
+                        from_env(POWERTOOLS_METRICS_NAMESPACE)(error)
+                    } else {
+                        error
+                    }
+                })?;
                 namespace
             }
             None if disabled => String::new(),
             None => return Err(Error::MissingNamespace),
         };
+        let service_from_env = self.service.is_none();
         let service = match self.service {
             Some(service) => Some(service),
             None => env.string(powertools_core::env::vars::POWERTOOLS_SERVICE_NAME)?,
@@ -219,9 +235,14 @@ impl MetricsLayerBuilder {
                 DimensionCheck::Valid => Some(service),
                 DimensionCheck::Skip => None,
                 DimensionCheck::RefusedValue(reason) => {
-                    return Err(Error::InvalidDimension {
+                    let error = Error::InvalidDimension {
                         name: "service".to_owned(),
                         reason,
+                    };
+                    return Err(if service_from_env {
+                        from_env(powertools_core::env::vars::POWERTOOLS_SERVICE_NAME)(error)
+                    } else {
+                        error
                     });
                 }
             },

@@ -609,3 +609,44 @@ async fn a_typed_handler_error_reaches_lambda_with_its_own_error_type() {
     assert_eq!(diagnostic.error_message, "the basket is empty");
     assert_eq!(valid_documents(&sink)[0]["Rejected"], 1.0);
 }
+
+#[test]
+fn a_bad_value_from_the_environment_names_its_variable() {
+    let long = "N".repeat(300);
+    let error = MetricsLayer::builder()
+        .env(Env::from_pairs([(
+            "POWERTOOLS_METRICS_NAMESPACE",
+            long.as_str(),
+        )]))
+        .build()
+        .unwrap_err();
+    assert!(
+        error.to_string().starts_with(
+            "environment variable POWERTOOLS_METRICS_NAMESPACE: invalid metrics namespace"
+        ),
+        "{error}"
+    );
+    assert_eq!(error.error_type(), "SchemaValidationError");
+
+    let error = MetricsLayer::builder()
+        .env(Env::from_pairs([
+            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
+            ("POWERTOOLS_SERVICE_NAME", "Zürich-orders"),
+        ]))
+        .build()
+        .unwrap_err();
+    assert!(
+        error.to_string().starts_with(
+            "environment variable POWERTOOLS_SERVICE_NAME: invalid dimension \"service\""
+        ),
+        "{error}"
+    );
+
+    // Set in code, the value is the code's: the error is the rule alone.
+    let error = MetricsLayer::builder()
+        .env(Env::empty())
+        .namespace(long)
+        .build()
+        .unwrap_err();
+    assert!(matches!(error, Error::InvalidNamespace { .. }), "{error:?}");
+}

@@ -123,6 +123,27 @@ pub(crate) fn request_of<T: 'static>(event: &T, hook: Option<&HttpHook>) -> Opti
     if let Some(request) = events::request_of(any) {
         return Some(request);
     }
+    #[cfg(feature = "lambda-http")]
+    if let Some(request) = any.downcast_ref::<lambda_http::request::LambdaRequest>() {
+        return lambda_http_request_of(request);
+    }
+    None
+}
+
+/// The HTTP request inside `lambda_http`'s event: each variant holds the `aws_lambda_events`
+/// type read above. WebSocket and VPC Lattice events are not HTTP server requests here.
+#[cfg(feature = "lambda-http")]
+fn lambda_http_request_of(request: &lambda_http::request::LambdaRequest) -> Option<HttpRequest> {
+    use lambda_http::request::LambdaRequest;
+    if let LambdaRequest::ApiGatewayV2(event) = request {
+        return events::request_of(event);
+    }
+    if let LambdaRequest::ApiGatewayV1(event) = request {
+        return events::request_of(event);
+    }
+    if let LambdaRequest::Alb(event) = request {
+        return events::request_of(event);
+    }
     None
 }
 
@@ -263,5 +284,43 @@ mod tests {
             status_code: u16,
         }
         assert_eq!(status_code_of(&Reply { status_code: 409 }), Some(409));
+    }
+
+    #[cfg(feature = "lambda-http")]
+    #[test]
+    fn lambda_http_events_are_http_requests() {
+        use lambda_http::request::LambdaRequest;
+        let v2: LambdaRequest = serde_json::from_value(serde_json::json!({
+            "version": "2.0",
+            "routeKey": "POST /orders",
+            "rawPath": "/orders",
+            "rawQueryString": "",
+            "headers": {},
+            "requestContext": {
+                "accountId": "123456789012", "apiId": "api", "domainName": "api.example.com",
+                "http": {"method": "POST", "path": "/orders", "protocol": "HTTP/1.1",
+                         "sourceIp": "1.2.3.4", "userAgent": "curl"},
+                "requestId": "r-1", "routeKey": "POST /orders", "stage": "$default",
+                "time": "01/Dec/2026:09:15:02 +0000", "timeEpoch": 1_796_116_502_000_u64
+            },
+            "isBase64Encoded": false
+        }))
+        .unwrap();
+        let request = request_of(&v2, None).expect("an HTTP API request");
+        assert_eq!(request.method, "POST");
+        assert_eq!(request.path.as_deref(), Some("/orders"));
+        assert_eq!(request.route.as_deref(), Some("/orders"));
+
+        let alb: LambdaRequest = serde_json::from_value(serde_json::json!({
+            "requestContext": {"elb": {"targetGroupArn": "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/t/1"}},
+            "httpMethod": "GET", "path": "/health", "queryStringParameters": {},
+            "headers": {}, "body": "", "isBase64Encoded": false
+        }))
+        .unwrap();
+        let request = request_of(&alb, None).expect("an ALB request");
+        assert_eq!(
+            (request.method.as_str(), request.path.as_deref()),
+            ("GET", Some("/health"))
+        );
     }
 }

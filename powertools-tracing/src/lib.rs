@@ -78,8 +78,9 @@
 //! route template, for API Gateway) and `http.response.status_code` (the response's
 //! `statusCode`), `faas.trigger` becomes `http`, and a 5xx response sets the span status to
 //! error. The layer recognises `serde_json::Value` events by their shape and the
-//! `aws_lambda_events` request types (feature `aws-lambda-events`); for an event type of your own,
-//! see [`TracingLayer::http_request`]. Other events cost a type comparison or a map lookup.
+//! `aws_lambda_events` request types (feature `aws-lambda-events`), and `lambda_http`'s event,
+//! what a `lambda_http::Adapter` (an axum `Router` under `lambda_http`) receives (feature
+//! `lambda-http`); for an event type of your own, see [`TracingLayer::http_request`]. Other events cost a type comparison or a map lookup.
 //!
 //! # X-Ray annotations
 //!
@@ -142,6 +143,8 @@
 //! - `aws-sdk` (default): [`AwsSdkSpans`].
 //! - `aws-lambda-events` (default): HTTP server attributes from the `aws_lambda_events` API
 //!   Gateway, function URL and ALB request and response types.
+//! - `lambda-http`: the same for `lambda_http`'s `LambdaRequest` (API Gateway REST and HTTP APIs,
+//!   ALB), the event of a `lambda_http::Adapter`.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -83,6 +83,7 @@
 //! | `batch` | `powertools::batch` (per-record log keys and counts with `logging` and `metrics`) |
 //! | `events` | `powertools::events`: API Gateway, ALB, function URL, SQS, SNS, Kinesis, DynamoDB Streams, S3 and EventBridge types (`events-all`: every type) |
 //! | `recorder` | the `metrics` crate facade recorder in `powertools::metrics` |
+//! | `lambda-http` | HTTP server attributes on the invocation span for a `lambda_http::Adapter` (an axum `Router` under `lambda_http`) |
 //! | `testing` | `powertools::core::testing::TestContext`, Lambda contexts and events for unit tests (enable it in `[dev-dependencies]`) |
 //!
 //! [`lambda_runtime`] is always re-exported, and [`Error`] converts every utility's error, so
@@ -90,7 +91,8 @@
 //!
 //! # HTTP functions
 //!
-//! [`PowertoolsLayer`] wraps `lambda_http`'s adapter like any handler:
+//! [`PowertoolsLayer`] wraps `lambda_http`'s adapter like any handler (turn on `lambda-http` for
+//! the HTTP attributes of its span):
 //! `powertools::run(ServiceBuilder::new().layer(powertools.layer()).service(lambda_http::Adapter::from(service_fn(handler))))`.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]

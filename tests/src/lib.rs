@@ -228,6 +228,27 @@ impl EmulatedFunction {
         })
     }
 
+    /// Invokes the function once per payload, all at once (a thread each); the results in the
+    /// payloads' order.
+    ///
+    /// # Panics
+    /// As [`invoke`](Self::invoke).
+    pub fn invoke_all(&self, payloads: &[serde_json::Value]) -> Vec<InvokeResult> {
+        std::thread::scope(|scope| {
+            let calls: Vec<_> = payloads
+                .iter()
+                .map(|payload| scope.spawn(move || self.invoke(payload)))
+                .collect();
+            calls
+                .into_iter()
+                .map(|call| {
+                    call.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        })
+    }
+
     fn invoke_blocking(&self, payload: &serde_json::Value) -> InvokeResult {
         let url = format!(
             "http://{}/2015-03-31/functions/{}/invocations",

@@ -44,7 +44,7 @@ pub fn assert_bad_settings_are_named(binary: &str, table_variable: &str) {
     );
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        stderr.contains(r#""verbose": expected TRACE, DEBUG, INFO, WARN or ERROR"#),
+        stderr.contains(r#"POWERTOOLS_LOG_LEVEL has the invalid value "verbose": expected TRACE, DEBUG, INFO, WARN or ERROR"#),
         "{stderr}"
     );
     assert!(
@@ -52,12 +52,22 @@ pub fn assert_bad_settings_are_named(binary: &str, table_variable: &str) {
         "no Debug output: {stderr}"
     );
 
-    let (code, stderr) = start(binary, &[("POWERTOOLS_METRICS_NAMESPACE", "Bakery")]);
-    assert_eq!(code, Some(1), "{stderr}");
-    assert!(
-        stderr.starts_with(&format!("Error: {table_variable} is not set")),
-        "{stderr}"
-    );
+    // Unset, or set to nothing: the same message.
+    for env in [
+        vec![("POWERTOOLS_METRICS_NAMESPACE", "Bakery")],
+        vec![
+            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
+            (table_variable, ""),
+        ],
+    ] {
+        let (code, stderr) = start(binary, &env);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.starts_with(&format!("Error: {table_variable} is not set")),
+            "{stderr}"
+        );
+    }
+    let (_, stderr) = start(binary, &[("POWERTOOLS_METRICS_NAMESPACE", "Bakery")]);
     assert!(
         stderr.contains("template.yaml"),
         "says where it comes from: {stderr}"

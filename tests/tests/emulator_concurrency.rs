@@ -11,27 +11,13 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
-use powertools_tests::{EmulatedFunction, InvokeResult, runner_env};
+use powertools_tests::{EmulatedFunction, runner_env};
 use serde_json::{Value, json};
 
 fn example_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../examples")
         .join(name)
-}
-
-/// Invokes the function once per payload, all at once; the results in the payloads' order.
-fn invoke_all(function: &EmulatedFunction, payloads: &[Value]) -> Vec<InvokeResult> {
-    std::thread::scope(|scope| {
-        let calls: Vec<_> = payloads
-            .iter()
-            .map(|payload| scope.spawn(move || function.invoke(payload)))
-            .collect();
-        calls
-            .into_iter()
-            .map(|call| call.join().expect("the invoke thread"))
-            .collect()
-    })
 }
 
 /// The function's log lines (not its EMF documents), in the order it wrote them.
@@ -159,7 +145,7 @@ async fn a_hundred_orders_at_once_each_get_their_own_answer_logs_and_metrics() {
         })
         .collect();
 
-    let results = invoke_all(&function, &requests);
+    let results = function.invoke_all(&requests);
 
     // Each answer is its own.
     for (i, result) in results.iter().enumerate() {
@@ -259,7 +245,7 @@ async fn fifty_identical_payments_at_once_charge_once_beside_fifty_others() {
         })
         .collect();
 
-    let results = invoke_all(&function, &requests);
+    let results = function.invoke_all(&requests);
 
     let mut receipts = Vec::new();
     for (i, result) in results.iter().enumerate() {

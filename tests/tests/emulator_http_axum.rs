@@ -43,19 +43,6 @@ fn http(result: &InvokeResult) -> (u64, Value, Value) {
     )
 }
 
-fn invoke_all(function: &EmulatedFunction, payloads: &[Value]) -> Vec<InvokeResult> {
-    std::thread::scope(|scope| {
-        let calls: Vec<_> = payloads
-            .iter()
-            .map(|payload| scope.spawn(move || function.invoke(payload)))
-            .collect();
-        calls
-            .into_iter()
-            .map(|call| call.join().expect("the invoke thread"))
-            .collect()
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_axum_function_places_each_order_once_under_the_emulator() {
     let Some(otlp) = powertools_tests::required_service("OTEL_EXPORTER_OTLP_ENDPOINT") else {
@@ -133,7 +120,7 @@ async fn the_axum_function_places_each_order_once_under_the_emulator() {
         })
         .collect();
     let answers: Vec<(u64, Value, Value)> =
-        invoke_all(&function, &payloads).iter().map(http).collect();
+        function.invoke_all(&payloads).iter().map(http).collect();
     let mut same_orders = Vec::new();
     for (i, (status, _, body)) in answers.iter().enumerate() {
         match (i % 2, status) {

@@ -323,10 +323,13 @@ async fn run() -> Result<(), lambda_runtime::Error> {
     // Spans leave after the response (an in-process Lambda extension): callers never wait for
     // the collector.
     powertools.register_extension().await?;
-    let table = std::env::var("IDEMPOTENCY_TABLE").map_err(|_| {
-        "IDEMPOTENCY_TABLE is not set: set it to the name of the idempotency table \
-         (template.yaml sets it for the deployed function)"
-    })?;
+    let table = std::env::var("IDEMPOTENCY_TABLE")
+        .ok()
+        .filter(|table| !table.is_empty())
+        .ok_or(
+            "IDEMPOTENCY_TABLE is not set: set it to the name of the idempotency table \
+             (template.yaml sets it for the deployed function)",
+        )?;
     let store = powertools::idempotency::dynamodb_store(table).await?;
     let service = ServiceBuilder::new()
         .layer(powertools.layer())

@@ -79,7 +79,10 @@ async fn run() -> Result<(), lambda_runtime::Error> {
 }
 
 fn required_env(name: &str, what: &str) -> Result<String, lambda_runtime::Error> {
-    std::env::var(name).map_err(|_| {
-        format!("{name} is not set: set it to the name of the {what} (template.yaml sets it for the deployed function)").into()
-    })
+    std::env::var(name)
+        .ok()
+        .filter(|value| !value.is_empty())
+        .ok_or_else(|| {
+            format!("{name} is not set: set it to the name of the {what} (template.yaml sets it for the deployed function)").into()
+        })
 }

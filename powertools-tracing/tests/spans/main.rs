@@ -5,6 +5,7 @@ mod support;
 
 use std::fmt;
 
+#[cfg(feature = "aws-lambda-events")]
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use lambda_runtime::tower::{Layer, ServiceExt};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
