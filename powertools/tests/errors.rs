@@ -86,8 +86,8 @@ fn every_crate_s_error_converts_and_keeps_its_message_and_kind() {
         ),
         (
             logging_settings,
-            "InvalidLogLevel",
-            "invalid log level \"LOUD\"",
+            "InvalidEnvironmentVariable",
+            "environment variable POWERTOOLS_LOG_LEVEL has the invalid value \"LOUD\"",
         ),
         (
             metrics,
