@@ -83,6 +83,7 @@
 //! | `batch` | `powertools::batch` (per-record log keys and counts with `logging` and `metrics`) |
 //! | `events` | `powertools::events`: API Gateway, ALB, function URL, SQS, SNS, Kinesis, DynamoDB Streams, S3 and EventBridge types (`events-all`: every type) |
 //! | `recorder` | the `metrics` crate facade recorder in `powertools::metrics` |
+//! | `concurrency-tokio` | `powertools::run_concurrent`: [`run`] for Lambda Managed Instances (`AWS_LAMBDA_MAX_CONCURRENCY`) |
 //! | `lambda-http` | HTTP server attributes on the invocation span for a `lambda_http::Adapter` (an axum `Router` under `lambda_http`) |
 //! | `testing` | `powertools::core::testing::TestContext`, Lambda contexts and events for unit tests (enable it in `[dev-dependencies]`) |
 //!
@@ -155,6 +156,9 @@ pub use error::{Error, error_report};
 #[cfg(feature = "logging")]
 #[cfg_attr(docsrs, doc(cfg(feature = "logging")))]
 pub use run::run;
+#[cfg(feature = "concurrency-tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "concurrency-tokio")))]
+pub use run::run_concurrent;
 
 #[cfg(all(feature = "logging", feature = "metrics", feature = "tracing"))]
 #[cfg_attr(

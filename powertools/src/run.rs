@@ -57,3 +57,54 @@ where
         .run()
         .await
 }
+
+/// [`run`] for Lambda Managed Instances: as many invocations at once as
+/// `AWS_LAMBDA_MAX_CONCURRENCY` says, each in its own task, and sequential when it is unset or 1,
+/// as [`lambda_runtime::run_concurrent`] does, with the same [`RawEventLayer`] and runtime span as
+/// [`run`]. Use it in place of `lambda_runtime::run_concurrent` (and, for an HTTP function, of
+/// `lambda_http::run_concurrent`). The feature `concurrency-tokio`.
+///
+/// ```no_run
+/// use lambda_runtime::{LambdaEvent, service_fn, tower::ServiceBuilder};
+/// use powertools::Powertools;
+/// use serde_json::{Value, json};
+///
+/// async fn handler(_event: LambdaEvent<Value>) -> Result<Value, lambda_runtime::Error> {
+///     Ok(json!({"accepted": true}))
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), lambda_runtime::Error> {
+///     let powertools = Powertools::from_env()?;
+///     powertools.init()?;
+///     powertools.register_extension().await?;
+///     let service = ServiceBuilder::new().layer(powertools.layer()).service(service_fn(handler));
+///     powertools::run_concurrent(service).await
+/// }
+/// ```
+///
+/// # Errors
+/// As [`lambda_runtime::Runtime::run_concurrent`]: the Runtime API failed.
+///
+/// # Panics
+/// As [`lambda_runtime::Runtime::new`], outside Lambda; and outside a Tokio runtime.
+#[cfg(feature = "concurrency-tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "concurrency-tokio")))]
+pub async fn run_concurrent<A, F, R, B, S, D, E>(handler: F) -> Result<(), lambda_runtime::Error>
+where
+    F: Service<LambdaEvent<A>, Response = R> + Clone + Send + 'static,
+    F::Future: Future<Output = Result<R, F::Error>> + Send + 'static,
+    F::Error: Into<Diagnostic> + Debug,
+    A: for<'de> Deserialize<'de> + Send + 'static,
+    R: IntoFunctionResponse<B, S> + Send + 'static,
+    B: Serialize + Send + 'static,
+    S: Stream<Item = Result<D, E>> + Unpin + Send + 'static,
+    D: Into<bytes::Bytes> + Send + 'static,
+    E: Into<lambda_runtime::Error> + Send + Debug + 'static,
+{
+    Runtime::new(handler)
+        .layer(TracingLayer::new())
+        .layer(RawEventLayer::new())
+        .run_concurrent()
+        .await
+}

@@ -60,6 +60,7 @@ async fn the_axum_function_places_each_order_once_under_the_emulator() {
             ("POWERTOOLS_SERVICE_NAME", "orders-http"),
             ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str()),
+            ("POWERTOOLS_LOGGER_LOG_EVENT", "true"),
         ],
         &runner_env("AWS_LAMBDA_MAX_CONCURRENCY", "8"),
     ) else {
@@ -152,6 +153,19 @@ async fn the_axum_function_places_each_order_once_under_the_emulator() {
     for line in &placed {
         assert!(line["correlation_id"].is_string(), "{line}");
     }
+
+    // The event as Lambda sent it (lambda_http's type cannot be written back): logged through
+    // powertools::run_concurrent's runtime layer, with the invocation's context.
+    let logged_event = lines
+        .iter()
+        .find(|line| line["event"]["requestContext"]["requestId"] == "api-req-2001")
+        .expect("the first POST's event is logged as received");
+    assert_eq!(logged_event["event"]["rawPath"], "/orders");
+    assert_eq!(
+        logged_event["event"]["headers"]["idempotency-key"],
+        "k-3f1c-2001"
+    );
+    assert!(logged_event["function_request_id"].is_string());
 
     // Metrics: one ColdStart, one OrdersPlaced per order.
     let documents = function.emf_documents();

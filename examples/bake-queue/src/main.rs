@@ -116,7 +116,7 @@ async fn run() -> Result<(), lambda_runtime::Error> {
         .build()?;
     // Sequential by default; with `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda Managed Instances) as
     // many batches at once as it says, each with its own logs, metrics and records.
-    lambda_runtime::run_concurrent(consumer(&powertools, idempotency)).await
+    powertools::run_concurrent(consumer(&powertools, idempotency)).await
 }
 
 #[cfg(test)]

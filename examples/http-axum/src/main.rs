@@ -336,7 +336,7 @@ async fn run() -> Result<(), lambda_runtime::Error> {
         .service(Adapter::from(buffered(router(idempotency(store)?))));
     // Sequential by default; with `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda Managed Instances) as
     // many invocations at once as it says, each with its own logs, metrics, span and records.
-    lambda_runtime::run_concurrent(service).await
+    powertools::run_concurrent(service).await
 }
 
 #[cfg(test)]

@@ -75,7 +75,7 @@ async fn run() -> Result<(), lambda_runtime::Error> {
     };
     // Sequential by default; with `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda Managed Instances) as
     // many invocations at once as it says, each with its own logs, metrics, span and records.
-    lambda_runtime::run_concurrent(api::service(&powertools, order_idempotency, app)?).await
+    powertools::run_concurrent(api::service(&powertools, order_idempotency, app)?).await
 }
 
 fn required_env(name: &str, what: &str) -> Result<String, lambda_runtime::Error> {

@@ -324,7 +324,7 @@ async fn run() -> Result<(), lambda_runtime::Error> {
     let idempotency = idempotency(DynamoDbStore::new(dynamodb, table)?)?;
     // Sequential by default; with `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda Managed Instances) as
     // many invocations at once as it says, each with its own logs, metrics, span and records.
-    lambda_runtime::run_concurrent(step(&powertools, idempotency, Provider::default())).await
+    powertools::run_concurrent(step(&powertools, idempotency, Provider::default())).await
 }
 
 #[cfg(test)]
