@@ -63,12 +63,17 @@ def last_json(output: str) -> dict:
     return json.loads(output.strip().splitlines()[-1])
 
 
-def criterion(package: str, bench: str, quick: bool, rows: dict[str, str]) -> dict[str, float]:
+def criterion(package: str, bench: str, quick: bool, rows: dict[str, str],
+              features: str | None = None) -> dict[str, float]:
     """Runs one criterion bench and returns the median of each of `rows` (name -> group/id), in ns.
 
     Read right after the run: several benches share ids such as invocation/bare_handler.
+    `features`: what the bench target's `required-features` need beyond the package's defaults.
     """
-    command = ["cargo", "bench", "-p", package, "--bench", bench, "--"]
+    command = ["cargo", "bench", "-p", package, "--bench", bench]
+    if features:
+        command += ["--features", features]
+    command += ["--"]
     if quick:
         command += ["--warm-up-time", "1", "--measurement-time", "2"]
     run(command, capture=False)
@@ -131,7 +136,7 @@ def in_process(quick: bool) -> dict:
             "bare": "invocation/bare_handler",
             "logs_metrics": "invocation/logs_metrics_tracing_off",
             "full_in_memory": "invocation/full_stack_first_call_in_memory",
-        })
+        }, features="idempotency")
     return results
 
 
