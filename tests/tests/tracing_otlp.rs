@@ -13,6 +13,7 @@ use powertools_core::testing::TestContext;
 use powertools_idempotency::{DynamoDbStore, Idempotency, IdempotencyLayer};
 use powertools_tracing::{AwsSdkSpans, Tracer, TracingLayer};
 use serde_json::{Value, json};
+use tracing::instrument::WithSubscriber;
 
 const OTLP_ENDPOINT_VAR: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 const SPANS_FILE_VAR: &str = "POWERTOOLS_TEST_SPANS_FILE";
@@ -292,7 +293,9 @@ async fn concurrent_invocations_keep_their_own_span_trees() {
         return;
     };
     let tracer = tracer(&endpoint);
-    tracing::subscriber::set_global_default(tracer.subscriber()).unwrap();
+    // This thread's default, carried into the spawned invocations: a global default would reach
+    // the other tests of the process under plain `cargo test`.
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
     let service =
         TracingLayer::new(tracer).layer(service_fn(|event: LambdaEvent<Value>| async move {
             let order = event.payload["order"].as_u64().unwrap();
@@ -311,7 +314,8 @@ async fn concurrent_invocations_keep_their_own_span_trees() {
         tokio::spawn(
             service
                 .clone()
-                .oneshot(context.event(json!({"order": order}))),
+                .oneshot(context.event(json!({"order": order})))
+                .with_current_subscriber(),
         )
     });
     for call in futures_util::future::join_all(calls).await {
