@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""The first invocation over HTTPS, with AWS-LC seeding from CPU jitter (the default build) and
-without it (built with AWS_LC_SYS_NO_JITTER_ENTROPY=1): cold starts of the bare and the
+"""The first invocation over HTTPS, with AWS-LC seeding from CPU jitter (built with
+AWS_LC_SYS_NO_JITTER_ENTROPY=0, aws-lc-sys's own default) and without it (=1, as the workspace's
+.cargo/config.toml builds everything): cold starts of the bare and the
 full-stack function through bench/lambda_process.py, with DynamoDB (moto) and the OTLP receiver
 behind TLS-terminating proxies on loopback, so that the function's first DynamoDB request and
 its first span export each open a TLS connection.
 
     scripts/with-test-services python3 bench/https_first_call.py [--quick] --create-tables BIN \\
         BARE FULL BARE_NO_JITTER FULL_NO_JITTER
+
+BARE and FULL from `AWS_LC_SYS_NO_JITTER_ENTROPY=0 CARGO_TARGET_DIR=target/jitter cargo build
+--profile lambda -p powertools-bench --bin bare-function --bin full-stack-function`, the other two
+from the same command without the variable and the target directory.
 
 The proxies' certificate authority is made now with `openssl` and given to the functions as
 SSL_CERT_FILE (rustls-native-certs reads it), so nothing else is trusted differently. The last

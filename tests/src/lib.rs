@@ -569,3 +569,14 @@ fn control_answer(
             .unwrap_or_else(|error| panic!("fault proxy {what}: {error} in {text:?}"))
     }
 }
+
+#[cfg(test)]
+mod build_settings {
+    /// `.cargo/config.toml` gives every compilation of the workspace (build scripts included, so
+    /// `aws-lc-sys`'s) `AWS_LC_SYS_NO_JITTER_ENTROPY=1`: deployed examples seed AWS-LC from the
+    /// kernel instead of spending about 32 ms of their first HTTPS request on CPU jitter.
+    #[test]
+    fn the_workspace_builds_aws_lc_without_jitter_entropy() {
+        assert_eq!(option_env!("AWS_LC_SYS_NO_JITTER_ENTROPY"), Some("1"));
+    }
+}

@@ -6,8 +6,8 @@
 //! Prints one JSON line, times in microseconds. Build it twice to compare:
 //!
 //! ```text
-//! cargo run --release -p entropy-probe
-//! AWS_LC_SYS_NO_JITTER_ENTROPY=1 CARGO_TARGET_DIR=target/no-jitter cargo run --release -p entropy-probe
+//! cargo run --release -p entropy-probe    # as the workspace builds it: no jitter (.cargo/config.toml)
+//! AWS_LC_SYS_NO_JITTER_ENTROPY=0 CARGO_TARGET_DIR=target/jitter cargo run --release -p entropy-probe
 //! ```
 
 use std::time::Instant;
