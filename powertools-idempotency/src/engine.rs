@@ -5,6 +5,7 @@ use std::num::NonZeroUsize;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
@@ -225,6 +226,15 @@ impl<St: IdempotencyStore> Engine<St> {
         deadline: Deadline,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
+        // A store that answers at once (in memory, the local cache) needs no timer: one poll
+        // first, and the timeout (a timer entry and the runtime's handle) only for a call that
+        // waits.
+        let mut call = std::pin::pin!(call);
+        if let Poll::Ready(outcome) =
+            std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await
+        {
+            return outcome;
+        }
         let mut limit = self.settings.store_timeout;
         if let Deadline::Trusted(deadline) = deadline {
             let remaining = deadline

@@ -192,17 +192,17 @@ fn write_scalar<T: serde::Serialize + ?Sized>(scalar: &T, out: &mut Vec<u8>) {
 pub(crate) fn hash(value: &Value) -> String {
     let mut text = Vec::with_capacity(128);
     write_canonical(value, &mut text);
-    hex(&Sha256::digest(&text))
+    let mut digest = String::with_capacity(64);
+    push_hex(&mut digest, &Sha256::digest(&text));
+    digest
 }
 
-fn hex(bytes: &[u8]) -> String {
+fn push_hex(out: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
     for byte in bytes {
         out.push(char::from(DIGITS[usize::from(byte >> 4)]));
         out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
     }
-    out
 }
 
 /// The idempotency key `<prefix>.<operation>#<digest>` for `data`.
@@ -217,22 +217,20 @@ pub(crate) fn idempotency_key(
     tenant_id: Option<&str>,
     data: Value,
 ) -> String {
-    let digest = match tenant_id {
-        None => hash(&data),
-        Some(tenant_id) => {
-            let mut text = vec![0];
-            write_scalar(tenant_id, &mut text);
-            text.push(0);
-            write_canonical(&data, &mut text);
-            hex(&Sha256::digest(&text))
-        }
-    };
-    let mut key = String::with_capacity(prefix.len() + operation.len() + 2 + digest.len());
+    let mut text = Vec::with_capacity(128);
+    if let Some(tenant_id) = tenant_id {
+        text.push(0);
+        write_scalar(tenant_id, &mut text);
+        text.push(0);
+    }
+    write_canonical(&data, &mut text);
+    // The digest goes straight into the key: no string of its own.
+    let mut key = String::with_capacity(prefix.len() + operation.len() + 2 + 64);
     key.push_str(prefix);
     key.push('.');
     key.push_str(operation);
     key.push('#');
-    key.push_str(&digest);
+    push_hex(&mut key, &Sha256::digest(&text));
     key
 }
 

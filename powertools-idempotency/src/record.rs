@@ -67,7 +67,7 @@ pub enum RecordState {
 ///     .with_payload_hash("9f86d0");
 /// assert_eq!(record.in_progress_expiry_timestamp, None);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DataRecord {
     /// The idempotency key, `<prefix>.<operation>#<sha-256 hex>`.
@@ -83,6 +83,29 @@ pub struct DataRecord {
     pub response_data: Option<String>,
     /// The SHA-256 hex digest of the validation data, when payload validation is on.
     pub payload_hash: Option<String>,
+}
+
+impl Clone for DataRecord {
+    fn clone(&self) -> Self {
+        DataRecord {
+            key: self.key.clone(),
+            status: self.status,
+            expiry_timestamp: self.expiry_timestamp,
+            in_progress_expiry_timestamp: self.in_progress_expiry_timestamp,
+            response_data: self.response_data.clone(),
+            payload_hash: self.payload_hash.clone(),
+        }
+    }
+
+    /// Field by field, so that a stored record updated in place keeps its strings' buffers.
+    fn clone_from(&mut self, source: &Self) {
+        self.key.clone_from(&source.key);
+        self.status = source.status;
+        self.expiry_timestamp = source.expiry_timestamp;
+        self.in_progress_expiry_timestamp = source.in_progress_expiry_timestamp;
+        self.response_data.clone_from(&source.response_data);
+        self.payload_hash.clone_from(&source.payload_hash);
+    }
 }
 
 impl DataRecord {
@@ -184,6 +207,28 @@ mod tests {
             response_data: None,
             payload_hash: None,
         }
+    }
+
+    #[test]
+    fn clone_from_gives_the_same_record_as_clone_whatever_was_there() {
+        let full = DataRecord::new("orders.charge#ab", Status::Completed, 10)
+            .with_response_data(r#"{"ok":true}"#)
+            .with_payload_hash("9f86d0");
+        let mut bare = record(Status::InProgress, 3, Some(7));
+        let shapes = [
+            full.clone(),
+            bare.clone(),
+            record(Status::Completed, 0, None),
+        ];
+        for source in &shapes {
+            for target in &shapes {
+                let mut copy = target.clone();
+                copy.clone_from(source);
+                assert_eq!(&copy, source);
+            }
+        }
+        bare.clone_from(&full);
+        assert_eq!(bare, full);
     }
 
     fn at(secs: u64, millis: u64) -> SystemTime {

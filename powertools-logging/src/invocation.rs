@@ -25,12 +25,14 @@ pub(crate) struct InvocationState {
 struct LambdaMembers(Vec<u8>);
 
 impl LambdaMembers {
+    /// `"key":json`; `key` is one of the fixed names below, which need no escaping.
     fn raw(&mut self, key: &str, json: &str) {
         if !self.0.is_empty() {
             self.0.push(b',');
         }
-        write_str(&mut self.0, key);
-        self.0.push(b':');
+        self.0.push(b'"');
+        self.0.extend_from_slice(key.as_bytes());
+        self.0.extend_from_slice(b"\":");
         self.0.extend_from_slice(json.as_bytes());
     }
 

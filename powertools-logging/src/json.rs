@@ -176,6 +176,44 @@ pub(crate) fn write_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
 }
 
+/// `time` as a JSON string in RFC 3339 UTC with milliseconds (`"2026-12-02T03:04:05.678Z"`),
+/// written in place: what `to_rfc3339_opts(SecondsFormat::Millis, true)` gives, without its
+/// string and formatting machinery, on every line (`tests::timestamps_match_chrono`). Years
+/// outside 0000–9999 and leap seconds go through chrono.
+pub(crate) fn write_timestamp(out: &mut Vec<u8>, time: chrono::DateTime<chrono::Utc>) {
+    use chrono::{Datelike, Timelike};
+    let year = time.year();
+    let nanos = time.nanosecond();
+    let Ok(year) = u32::try_from(year) else {
+        return write_str(
+            out,
+            &time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        );
+    };
+    if year > 9999 || nanos >= 1_000_000_000 {
+        return write_str(
+            out,
+            &time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        );
+    }
+    let mut text = *b"\"0000-00-00T00:00:00.000Z\"";
+    let mut digits = |at: usize, width: usize, mut value: u32| {
+        for index in (at..at + width).rev() {
+            // A digit: always below 10.
+            text[index] = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    digits(1, 4, year);
+    digits(6, 2, time.month());
+    digits(9, 2, time.day());
+    digits(12, 2, time.hour());
+    digits(15, 2, time.minute());
+    digits(18, 2, time.second());
+    digits(21, 3, nanos / 1_000_000);
+    out.extend_from_slice(&text);
+}
+
 /// One JSON object being written: each key at most once, the first writer wins.
 pub(crate) struct Line<'r> {
     pub(crate) out: Vec<u8>,
@@ -695,9 +733,75 @@ impl Visit for FieldCollector<'_> {
 
 #[cfg(test)]
 mod tests {
+    use chrono::{DateTime, SecondsFormat, TimeZone, Timelike, Utc};
+    use proptest::prelude::*;
     use serde_json::json;
 
     use super::*;
+
+    fn chrono_text(time: DateTime<Utc>) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_str(&mut out, &time.to_rfc3339_opts(SecondsFormat::Millis, true));
+        out
+    }
+
+    fn written(time: DateTime<Utc>) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_timestamp(&mut out, time);
+        out
+    }
+
+    proptest! {
+        /// The in-place timestamp against chrono's `to_rfc3339_opts`, over chrono's whole range.
+        #[test]
+        fn timestamps_match_chrono(
+            millis in DateTime::<Utc>::MIN_UTC.timestamp_millis()..=DateTime::<Utc>::MAX_UTC.timestamp_millis(),
+            sub_millis in 0u32..1_000_000,
+        ) {
+            let time = DateTime::from_timestamp_millis(millis).expect("in range")
+                + chrono::Duration::nanoseconds(i64::from(sub_millis));
+            prop_assert_eq!(written(time), chrono_text(time));
+        }
+
+        #[test]
+        fn timestamps_of_this_era_match_chrono(millis in 0i64..253_402_300_800_000) {
+            let time = DateTime::from_timestamp_millis(millis).expect("in range");
+            prop_assert_eq!(written(time), chrono_text(time));
+        }
+    }
+
+    #[test]
+    fn timestamps_at_the_edges_match_chrono() {
+        let leap = Utc
+            .with_ymd_and_hms(2016, 12, 31, 23, 59, 59)
+            .single()
+            .and_then(|time| time.with_nanosecond(1_500_000_000))
+            .expect("a leap second");
+        for time in [
+            DateTime::<Utc>::MIN_UTC,
+            DateTime::<Utc>::MAX_UTC,
+            DateTime::UNIX_EPOCH,
+            leap,
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
+                .single()
+                .expect("valid"),
+            Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0)
+                .single()
+                .expect("valid"),
+            Utc.with_ymd_and_hms(-1, 12, 31, 23, 59, 59)
+                .single()
+                .expect("valid"),
+            Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0)
+                .single()
+                .expect("valid"),
+        ] {
+            assert_eq!(written(time), chrono_text(time), "{time:?}");
+        }
+        assert_eq!(
+            written(DateTime::UNIX_EPOCH),
+            br#""1970-01-01T00:00:00.000Z""#
+        );
+    }
 
     #[test]
     fn every_byte_is_escaped_wherever_it_falls_in_a_word() {

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use powertools_core::PowertoolsConfig;
 use powertools_core::env::Env;
 use serde::Serialize;
@@ -13,7 +13,7 @@ use serde_json::Value;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 
-use crate::json::{DEFAULT_REDACTED_KEYS, Line, RESERVED_KEYS, Redactor};
+use crate::json::{DEFAULT_REDACTED_KEYS, Line, RESERVED_KEYS, Redactor, write_timestamp};
 use crate::level::{self, Level};
 use crate::subscriber::JsonLayer;
 use crate::truncate::{DEFAULT_MAX_LINE_BYTES, MIN_MAX_LINE_BYTES};
@@ -240,9 +240,13 @@ impl std::fmt::Debug for Logger {
 }
 
 impl Shared {
-    pub(crate) fn timestamp(&self) -> String {
-        let now = self.clock.as_ref().map_or_else(Utc::now, |clock| clock());
-        now.to_rfc3339_opts(SecondsFormat::Millis, true)
+    /// Writes the line's `timestamp` member: now (or the test clock's now) in RFC 3339 UTC with
+    /// milliseconds.
+    pub(crate) fn timestamp_member(&self, line: &mut Line<'_>) {
+        if line.key("timestamp") {
+            let now = self.clock.as_ref().map_or_else(Utc::now, |clock| clock());
+            write_timestamp(&mut line.out, now);
+        }
     }
 
     /// Writes a line, within the line limit, pretty-printed in development mode.
@@ -264,7 +268,7 @@ impl Shared {
         let mut line = Line::new(&self.redactor);
         line.str_member("level", level.as_str());
         line.str_member("message", message);
-        line.str_member("timestamp", &self.timestamp());
+        self.timestamp_member(&mut line);
         line.str_member("service", &self.service);
         self.write(&line.finish());
     }

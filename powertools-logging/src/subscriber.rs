@@ -113,7 +113,7 @@ impl JsonLayer {
         let mut line = Line::new(&shared.redactor);
         line.str_member("level", level.as_str());
         line.str_member("message", fields.message.as_deref().unwrap_or_default());
-        line.str_member("timestamp", &shared.timestamp());
+        shared.timestamp_member(&mut line);
         line.str_member("service", &shared.service);
         if let Some(invocation) = invocation {
             line.reserved_members(&invocation.lambda_members);

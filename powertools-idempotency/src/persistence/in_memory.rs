@@ -1,9 +1,13 @@
 use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use super::{IdempotencyStore, PutOutcome, StoreError};
 use crate::record::DataRecord;
+
+type Records = HashMap<String, DataRecord, RandomState>;
 
 /// A store in this process's memory with the same atomic claim as [`DynamoDbStore`]: for unit
 /// tests and offline demos, **not** for deployed functions (each execution environment would
@@ -14,7 +18,7 @@ use crate::record::DataRecord;
 /// [`DynamoDbStore`]: crate::DynamoDbStore
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryStore {
-    records: Arc<Mutex<HashMap<String, DataRecord>>>,
+    records: Arc<Mutex<Records>>,
 }
 
 impl InMemoryStore {
@@ -50,7 +54,7 @@ impl InMemoryStore {
         self.lock().insert(record.key.clone(), record);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, DataRecord>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Records> {
         // A panic while holding the lock cannot leave the map half-updated: every critical
         // section is a single map operation.
         self.records.lock().unwrap_or_else(PoisonError::into_inner)
@@ -68,11 +72,15 @@ impl IdempotencyStore for InMemoryStore {
         now: SystemTime,
     ) -> Result<PutOutcome, StoreError> {
         let mut records = self.lock();
-        match records.get(&record.key) {
+        match records.get_mut(&record.key) {
             Some(existing) if !existing.replaceable_at(now) => {
                 Ok(PutOutcome::Exists(Some(existing.clone())))
             }
-            _ => {
+            Some(existing) => {
+                existing.clone_from(record);
+                Ok(PutOutcome::Stored)
+            }
+            None => {
                 records.insert(record.key.clone(), record.clone());
                 Ok(PutOutcome::Stored)
             }
@@ -81,14 +89,19 @@ impl IdempotencyStore for InMemoryStore {
 
     async fn update(&self, record: &DataRecord) -> Result<(), StoreError> {
         let mut records = self.lock();
-        let in_progress_expiry = records
-            .get(&record.key)
-            .and_then(|existing| existing.in_progress_expiry_timestamp);
-        // As DynamoDB's UpdateItem does: the in-progress deadline attribute stays in place.
-        let mut updated = record.clone();
-        updated.in_progress_expiry_timestamp =
-            updated.in_progress_expiry_timestamp.or(in_progress_expiry);
-        records.insert(record.key.clone(), updated);
+        match records.get_mut(&record.key) {
+            Some(existing) => {
+                // As DynamoDB's UpdateItem does: the in-progress deadline attribute stays in
+                // place when the update does not set it.
+                let in_progress_expiry = existing.in_progress_expiry_timestamp;
+                existing.clone_from(record);
+                existing.in_progress_expiry_timestamp =
+                    record.in_progress_expiry_timestamp.or(in_progress_expiry);
+            }
+            None => {
+                records.insert(record.key.clone(), record.clone());
+            }
+        }
         Ok(())
     }
 
