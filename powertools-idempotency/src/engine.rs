@@ -228,7 +228,8 @@ impl<St: IdempotencyStore> Engine<St> {
     ) -> Result<T, StoreError> {
         // A store that answers at once (in memory, the local cache) needs no timer: one poll
         // first, and the timeout (a timer entry and the runtime's handle) only for a call that
-        // waits.
+        // waits. The limit still runs from before that poll, as `timeout` alone would.
+        let started = tokio::time::Instant::now();
         let mut call = std::pin::pin!(call);
         if let Poll::Ready(outcome) =
             std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await
@@ -246,7 +247,7 @@ impl<St: IdempotencyStore> Engine<St> {
                     .max(DEADLINE_MARGIN),
             );
         }
-        match tokio::time::timeout(limit, call).await {
+        match tokio::time::timeout_at(started + limit, call).await {
             Ok(outcome) => outcome,
             Err(_) => Err(StoreError::Backend(Box::new(StoreTimedOut {
                 after: limit,
