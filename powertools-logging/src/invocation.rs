@@ -51,7 +51,18 @@ impl InvocationState {
         event: Option<Value>,
     ) -> Self {
         // Rendered once per invocation, as one run of members that every line copies.
-        let mut members = LambdaMembers(Vec::with_capacity(256));
+        // Sized for what is written, so that it is never copied to grow: the fixed keys and
+        // punctuation take under 200 bytes, and the values seldom need escaping.
+        let values = [
+            invocation.function_name(),
+            invocation.function_arn(),
+            invocation.request_id(),
+            invocation.function_version(),
+            invocation.xray_trace_header().unwrap_or_default(),
+            invocation.tenant_id().unwrap_or_default(),
+        ];
+        let capacity = 200 + values.iter().map(|value| value.len()).sum::<usize>();
+        let mut members = LambdaMembers(Vec::with_capacity(capacity));
         members.raw("cold_start", if cold_start { "true" } else { "false" });
         members.text("function_name", invocation.function_name());
         if let Some(memory) = invocation.memory_size_mb() {
