@@ -132,6 +132,8 @@ enum Fault {
     Hang,
     /// Answers after a delay.
     Delay(u64),
+    /// Blocks its thread in the first poll for this many milliseconds, then never answers.
+    BlockThenHang(u64),
     /// put: writes the record, then reports a failure (answer lost).
     LoseAnswer,
     /// put: reports `Exists(None)` without writing.
@@ -187,6 +189,10 @@ async fn delay_or_hang(fault: Fault) {
         Fault::Panic => panic!("the store itself panicked"),
         Fault::Hang => std::future::pending::<()>().await,
         Fault::Delay(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+        Fault::BlockThenHang(ms) => {
+            std::thread::sleep(Duration::from_millis(ms));
+            std::future::pending::<()>().await;
+        }
         _ => {}
     }
 }
@@ -2318,6 +2324,31 @@ async fn store_call_bounded_by_remaining_time() {
     assert_eq!(variant(&result), "IdempotencyPersistenceLayerError");
     assert!(
         elapsed >= Duration::from_millis(200) && elapsed < Duration::from_millis(1500),
+        "took {elapsed:?}"
+    );
+}
+
+/// The store timeout runs from when the call starts, as `tokio::time::timeout` alone would: a
+/// first poll that blocks its thread for longer than the timeout fails at once after it, not a
+/// whole timeout later (the layer polls once before arming the timer, to skip it for stores
+/// that answer at once).
+#[tokio::test]
+async fn a_store_call_that_blocks_in_its_first_poll_counts_that_time() {
+    let store = FaultStore::new();
+    store.set("put", Fault::BlockThenHang(1000));
+    let idem = fault_idem(&store, Duration::from_millis(500));
+    let started = Instant::now();
+    let result = idem
+        .run(&Context::default(), "op", "k".to_owned(), |_| async {
+            Ok::<_, HE>(1u8)
+        })
+        .await;
+    let elapsed = started.elapsed();
+    assert_eq!(variant(&result), "IdempotencyPersistenceLayerError");
+    // 1 s of blocking, then the 500 ms limit has passed already; a timer started after the
+    // poll would give another 500 ms.
+    assert!(
+        elapsed >= Duration::from_millis(1000) && elapsed < Duration::from_millis(1350),
         "took {elapsed:?}"
     );
 }
