@@ -316,6 +316,39 @@ impl<'r> Line<'r> {
         }
     }
 
+    /// Starts the member `name`, one of the four every line opens with (`level`, `message`,
+    /// `timestamp`, `service`): a plain ASCII name written as is, and no duplicate check, since
+    /// nothing comes before them. Recorded like any key, so a later key of that name is still
+    /// refused. Every line writes four, so this skips the escaping scan and the comparisons.
+    pub(crate) fn opening_key(&mut self, name: &'static str) {
+        debug_assert!(
+            name.bytes()
+                .all(|byte| byte.is_ascii_lowercase() || byte == b'_'),
+            "{name} is not a plain key"
+        );
+        if self.out.len() > 1 {
+            self.out.push(b',');
+        }
+        let start = self.out.len();
+        self.out.push(b'"');
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(b'"');
+        let end = self.out.len();
+        let hash = fnv1a(&self.out[start..end]);
+        debug_assert!(
+            !self.keys.iter().any(|&(seen, ..)| seen == hash),
+            "{name} is not among the first keys of the line"
+        );
+        self.keys.push((hash, start, end));
+        self.out.push(b':');
+    }
+
+    /// [`opening_key`](Self::opening_key) with a string value.
+    pub(crate) fn opening_str_member(&mut self, name: &'static str, value: &str) {
+        self.opening_key(name);
+        write_str(&mut self.out, value);
+    }
+
     /// Writes a string member.
     pub(crate) fn str_member(&mut self, name: &str, value: &str) {
         if self.key(name) {
@@ -768,6 +801,36 @@ mod tests {
             let time = DateTime::from_timestamp_millis(millis).expect("in range");
             prop_assert_eq!(written(time), chrono_text(time));
         }
+    }
+
+    /// The opening members are written and recorded exactly as `str_member` writes and records
+    /// them: the same bytes, and a later key of the same name refused either way.
+    #[test]
+    fn opening_members_are_what_str_member_writes() {
+        let redactor = Redactor::new(Vec::<String>::new());
+        let values = [
+            "INFO",
+            "order \"placed\"\n\u{7f}é",
+            "2026-12-02T03:04:05.678Z",
+            "",
+        ];
+        let names = ["level", "message", "timestamp", "service"];
+        let mut opened = Line::new(&redactor);
+        let mut general = Line::new(&redactor);
+        for (name, value) in names.into_iter().zip(values) {
+            opened.opening_str_member(name, value);
+            general.str_member(name, value);
+        }
+        for name in names {
+            assert!(!opened.key(name), "{name} accepted twice");
+            assert!(!general.key(name));
+        }
+        assert!(opened.key("order_id"));
+        assert!(general.key("order_id"));
+        assert_eq!(
+            String::from_utf8(opened.finish()).unwrap(),
+            String::from_utf8(general.finish()).unwrap()
+        );
     }
 
     #[test]

@@ -243,10 +243,9 @@ impl Shared {
     /// Writes the line's `timestamp` member: now (or the test clock's now) in RFC 3339 UTC with
     /// milliseconds.
     pub(crate) fn timestamp_member(&self, line: &mut Line<'_>) {
-        if line.key("timestamp") {
-            let now = self.clock.as_ref().map_or_else(Utc::now, |clock| clock());
-            write_timestamp(&mut line.out, now);
-        }
+        line.opening_key("timestamp");
+        let now = self.clock.as_ref().map_or_else(Utc::now, |clock| clock());
+        write_timestamp(&mut line.out, now);
     }
 
     /// Writes a line, within the line limit, pretty-printed in development mode.
@@ -266,10 +265,10 @@ impl Shared {
     /// A line of the logger's own (a configuration warning, a buffer notice).
     pub(crate) fn notice(&self, level: Level, message: &str) {
         let mut line = Line::new(&self.redactor);
-        line.str_member("level", level.as_str());
-        line.str_member("message", message);
+        line.opening_str_member("level", level.as_str());
+        line.opening_str_member("message", message);
         self.timestamp_member(&mut line);
-        line.str_member("service", &self.service);
+        line.opening_str_member("service", &self.service);
         self.write(&line.finish());
     }
 }

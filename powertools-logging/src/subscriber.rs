@@ -111,10 +111,10 @@ impl JsonLayer {
         let keys = scope.map(Scope::keys);
 
         let mut line = Line::new(&shared.redactor);
-        line.str_member("level", level.as_str());
-        line.str_member("message", fields.message.as_deref().unwrap_or_default());
+        line.opening_str_member("level", level.as_str());
+        line.opening_str_member("message", fields.message.as_deref().unwrap_or_default());
         shared.timestamp_member(&mut line);
-        line.str_member("service", &shared.service);
+        line.opening_str_member("service", &shared.service);
         if let Some(invocation) = invocation {
             line.reserved_members(&invocation.lambda_members);
         } else if let Some(request_id) = ctx.event_scope(event).and_then(|mut spans| {
