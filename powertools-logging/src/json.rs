@@ -182,20 +182,16 @@ pub(crate) fn write_str(out: &mut Vec<u8>, text: &str) {
 /// outside 0000–9999 and leap seconds go through chrono.
 pub(crate) fn write_timestamp(out: &mut Vec<u8>, time: chrono::DateTime<chrono::Utc>) {
     use chrono::{Datelike, Timelike};
-    let year = time.year();
     let nanos = time.nanosecond();
-    let Ok(year) = u32::try_from(year) else {
-        return write_str(
-            out,
-            &time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        );
+    let year = match u32::try_from(time.year()) {
+        Ok(year) if year <= 9999 && nanos < 1_000_000_000 => year,
+        _ => {
+            return write_str(
+                out,
+                &time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            );
+        }
     };
-    if year > 9999 || nanos >= 1_000_000_000 {
-        return write_str(
-            out,
-            &time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        );
-    }
     let mut text = *b"\"0000-00-00T00:00:00.000Z\"";
     let mut digits = |at: usize, width: usize, mut value: u32| {
         for index in (at..at + width).rev() {

@@ -240,12 +240,17 @@ impl std::fmt::Debug for Logger {
 }
 
 impl Shared {
-    /// Writes the line's `timestamp` member: now (or the test clock's now) in RFC 3339 UTC with
-    /// milliseconds.
-    pub(crate) fn timestamp_member(&self, line: &mut Line<'_>) {
+    /// A new line with the members every line opens with: `level`, `message`, `timestamp` (now,
+    /// or the test clock's now, in RFC 3339 UTC with milliseconds) and `service`.
+    pub(crate) fn open_line(&self, level: Level, message: &str) -> Line<'_> {
+        let mut line = Line::new(&self.redactor);
+        line.opening_str_member("level", level.as_str());
+        line.opening_str_member("message", message);
         line.opening_key("timestamp");
         let now = self.clock.as_ref().map_or_else(Utc::now, |clock| clock());
         write_timestamp(&mut line.out, now);
+        line.opening_str_member("service", &self.service);
+        line
     }
 
     /// Writes a line, within the line limit, pretty-printed in development mode.
@@ -264,12 +269,7 @@ impl Shared {
 
     /// A line of the logger's own (a configuration warning, a buffer notice).
     pub(crate) fn notice(&self, level: Level, message: &str) {
-        let mut line = Line::new(&self.redactor);
-        line.opening_str_member("level", level.as_str());
-        line.opening_str_member("message", message);
-        self.timestamp_member(&mut line);
-        line.opening_str_member("service", &self.service);
-        self.write(&line.finish());
+        self.write(&self.open_line(level, message).finish());
     }
 }
 

@@ -10,7 +10,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::buffer::Pushed;
 use crate::invocation::InvocationState;
-use crate::json::{FieldCollector, Line};
+use crate::json::FieldCollector;
 use crate::level::Level;
 use crate::logger::{Logger, Shared};
 use crate::scope::Scope;
@@ -110,11 +110,7 @@ impl JsonLayer {
         // One lock for the line: the correlation id now, the keys below.
         let keys = scope.map(Scope::keys);
 
-        let mut line = Line::new(&shared.redactor);
-        line.opening_str_member("level", level.as_str());
-        line.opening_str_member("message", fields.message.as_deref().unwrap_or_default());
-        shared.timestamp_member(&mut line);
-        line.opening_str_member("service", &shared.service);
+        let mut line = shared.open_line(level, fields.message.as_deref().unwrap_or_default());
         if let Some(invocation) = invocation {
             line.reserved_members(&invocation.lambda_members);
         } else if let Some(request_id) = ctx.event_scope(event).and_then(|mut spans| {
