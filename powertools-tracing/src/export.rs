@@ -137,10 +137,16 @@ impl Exporter {
     pub(crate) async fn flush(self: &Arc<Self>) {
         // The next invocation's spans go into a buffer allocated here, after the response when
         // the extension flushes, not while they end.
+        // Sized like the batch it replaces: most invocations end one span (352 bytes, which
+        // the allocator serves from its per-thread cache; four would not be).
         let batch = {
             let mut queue = self.queue();
-            let capacity = queue.len().clamp(4, BACKGROUND_BATCH);
-            std::mem::replace(&mut *queue, Vec::with_capacity(capacity))
+            if queue.is_empty() {
+                Vec::new()
+            } else {
+                let capacity = queue.len().min(BACKGROUND_BATCH);
+                std::mem::replace(&mut *queue, Vec::with_capacity(capacity))
+            }
         };
         if self.is_suspended() {
             self.dropped
@@ -437,6 +443,28 @@ mod tests {
         let start = tokio::time::Instant::now();
         exporter.flush().await;
         start.elapsed()
+    }
+
+    #[tokio::test]
+    async fn the_next_buffer_holds_as_many_spans_as_the_last_flush_took() {
+        // One span per invocation, the usual case: a buffer for one span (352 bytes, which the
+        // allocator serves from its per-thread cache), not for four (1408 bytes, which are not).
+        let collector = Arc::new(Collector::default());
+        let exporter = exporter(&collector, 100);
+        let processor = QueueProcessor(Arc::clone(&exporter));
+        // (spans ended, the buffer's capacity after the flush): an empty flush keeps it.
+        for (spans, capacity) in [(1, 1), (3, 3), (0, 3), (1, 1)] {
+            for _ in 0..spans {
+                processor.on_end(span());
+            }
+            exporter.flush().await;
+            assert_eq!(
+                exporter.queue().capacity(),
+                capacity,
+                "after a flush of {spans}"
+            );
+        }
+        assert_eq!(collector.exported.load(Ordering::SeqCst), 5);
     }
 
     #[tokio::test(start_paused = true)]

@@ -501,7 +501,8 @@ impl TracerBuilder {
             inner: Arc::new(Inner {
                 provider,
                 sdk_tracer,
-                service_value: StringValue::from(service),
+                // Reference counted: each span's `Service` attribute shares it, never copies it.
+                service_value: StringValue::from(Arc::<str>::from(service)),
                 capture_response,
                 capture_error,
                 exporter,
@@ -719,5 +720,17 @@ mod tests {
         assert_eq!(get("faas.name").as_deref(), Some("orders-api"));
         assert_eq!(get("faas.version").as_deref(), Some("7"));
         assert_eq!(get("faas.max_memory").as_deref(), Some("268435456"));
+    }
+
+    #[test]
+    fn every_span_shares_the_service_value_instead_of_copying_it() {
+        let tracer = Tracer::builder()
+            .service("orders")
+            .disabled(true)
+            .build()
+            .unwrap();
+        let value = &tracer.inner.service_value;
+        assert_eq!(value.as_str(), "orders");
+        assert_eq!(value.clone().as_str().as_ptr(), value.as_str().as_ptr());
     }
 }
