@@ -11,7 +11,7 @@ use powertools_core::{Invocation, PowertoolsConfig, is_cold_start};
 use tower::{Layer, Service};
 
 use crate::Error;
-use crate::metrics::{Metrics, Settings};
+use crate::metrics::{Metrics, Recycled, Settings};
 use crate::sink::{Sink, Stdout};
 use crate::validate::{self, DimensionCheck, MAX_DIMENSIONS};
 
@@ -308,6 +308,7 @@ impl MetricsLayerBuilder {
                 disabled,
                 sink: self.sink.unwrap_or_else(|| Arc::new(Stdout)),
                 warned_empty: AtomicBool::new(false),
+                recycled: Recycled::default(),
             }),
         })
     }
@@ -433,11 +434,13 @@ where
                 Ok(Ok(response)) => {
                     let flushed = metrics.flush();
                     metrics.end();
+                    metrics.recycle();
                     flushed.map_err(ServiceError::Metrics)?;
                     Ok(response)
                 }
                 Ok(Err(error)) => {
                     flush_after_failure(&metrics);
+                    metrics.recycle();
                     Err(ServiceError::Handler(error))
                 }
                 Err(panic) => {

@@ -39,6 +39,32 @@ pub(crate) struct Settings {
     /// Whether the empty-metrics warning was logged: once per layer, as Python's `warnings`
     /// shows it once per process, so that every replayed invocation does not log it again.
     pub(crate) warned_empty: AtomicBool,
+    /// Invocation states kept for the layer's next invocations.
+    pub(crate) recycled: Recycled,
+}
+
+/// How many invocation states a layer keeps for reuse: one per invocation running at once, up to
+/// this many.
+const MAX_RECYCLED: usize = 64;
+
+/// Invocation states the layer's invocations left behind, reset, for the next ones: an
+/// invocation's state is reused with its allocations (the dimension and set lists, the service
+/// dimension's strings: about ten allocations per invocation) instead of being freed and built
+/// again. Only a state nothing else holds comes back (no task kept a handle on its invocation).
+#[derive(Debug, Default)]
+pub(crate) struct Recycled(Mutex<Vec<State>>);
+
+impl Recycled {
+    fn take(&self) -> Option<State> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).pop()
+    }
+
+    fn put(&self, state: State) {
+        let mut recycled = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if recycled.len() < MAX_RECYCLED {
+            recycled.push(state);
+        }
+    }
 }
 
 /// The metrics, dimensions and metadata of one invocation (or of one manual unit of work), and
@@ -172,24 +198,31 @@ impl State {
         let fixed = defaults.len() + usize::from(settings.service.is_some());
         self.timestamp = None;
         self.dimensions.truncate(fixed);
-        let service = settings
-            .service
-            .as_ref()
-            .map(|service| (SERVICE.to_owned(), service.clone()));
-        for ((_, value), (_, default)) in self
-            .dimensions
-            .iter_mut()
-            .zip(defaults.iter().chain(&service))
-        {
+        let default_values = defaults
+            .iter()
+            .map(|(_, value)| value.as_str())
+            .chain(settings.service.as_deref());
+        for ((_, value), default) in self.dimensions.iter_mut().zip(default_values) {
             if value != default {
-                value.clone_from(default);
+                value.clear();
+                value.push_str(default);
             }
         }
         self.dimension_sets.truncate(1);
         if let Some(main) = self.dimension_sets.first_mut() {
-            main.truncate(defaults.len());
-            if settings.service.is_some() {
-                main.push(SERVICE.to_owned());
+            // The main set is the default names, the added ones, then `service`: the added ones
+            // go, `service` stays where it is.
+            let service_last = settings.service.is_some()
+                && main.len() > defaults.len()
+                && main.last().is_some_and(|name| name == SERVICE);
+            if service_last {
+                let last = main.len() - 1;
+                main.drain(defaults.len()..last);
+            } else {
+                main.truncate(defaults.len());
+                if settings.service.is_some() {
+                    main.push(SERVICE.to_owned());
+                }
             }
         }
         self.metadata_bytes = 0;
@@ -273,7 +306,11 @@ fn collision(name: &str, used_as: &'static str) -> Error {
 
 impl Metrics {
     pub(crate) fn new(settings: Arc<Settings>) -> Self {
-        let state = Mutex::new(State::new(&settings));
+        let state = settings
+            .recycled
+            .take()
+            .unwrap_or_else(|| State::new(&settings));
+        let state = Mutex::new(state);
         Metrics {
             shared: Arc::new(Shared {
                 settings,
@@ -582,6 +619,21 @@ impl Metrics {
     /// is written at once, so a task that outlived its invocation never loses one.
     pub(crate) fn end(&self) {
         self.shared.ended.store(true, Ordering::Release);
+    }
+
+    /// Gives the invocation's state back to its layer, reset, for a later invocation; unless a
+    /// clone of this handle is still alive (a task kept it), or a panic poisoned the state.
+    pub(crate) fn recycle(self) {
+        let Ok(shared) = Arc::try_unwrap(self.shared) else {
+            return;
+        };
+        let Shared {
+            settings, state, ..
+        } = shared;
+        if let Ok(mut state) = state.into_inner() {
+            state.reset(&settings);
+            settings.recycled.put(state);
+        }
     }
 
     /// After the invocation ended, writes what was just added instead of waiting for a flush

@@ -4,9 +4,13 @@ mod support;
 
 use std::time::{Duration, SystemTime};
 
-use powertools_metrics::{Resolution, Unit};
+use lambda_runtime::tower::{Layer, ServiceExt};
+use lambda_runtime::{LambdaEvent, service_fn};
+use powertools_core::testing::TestContext;
+use powertools_metrics::{Metrics, MetricsLayer, Resolution, Unit};
 use powertools_tests::emf::CheckedSink;
-use support::{builder, valid_documents};
+use serde_json::{Value, json};
+use support::{assert_valid_emf, builder, valid_documents};
 
 /// A small deterministic generator, so that a failure replays exactly (seed in the message).
 struct Lcg(u64);
@@ -114,5 +118,106 @@ fn thousands_of_arbitrary_calls_never_panic_or_write_an_invalid_document() {
         let _ = metrics.flush();
         let documents = valid_documents(&sink);
         assert!(!documents.is_empty(), "seed {seed}: some calls were valid");
+    }
+}
+
+/// The documents of one invocation doing `ops` (seeded) behind `layer`; the handler fails when
+/// the seed says so. Timestamps within a minute of now (the invocation's own) read 0, so that
+/// two runs compare; explicit ones (an hour or more from `now`) stay.
+async fn invocation_documents(
+    layer: &MetricsLayer,
+    sink: &CheckedSink,
+    seed: u64,
+    now: SystemTime,
+) -> Vec<Value> {
+    let before = sink.lines().len();
+    let fails = seed % 5 == 0;
+    let _ = layer
+        .layer(service_fn(move |_event: LambdaEvent<Value>| async move {
+            let names = [
+                "Orders", "Latency", "location", "order_id", "a", "b", "service",
+            ];
+            let values = ["Lyon", "Zürich", "x", ""];
+            // Times CloudWatch accepts (at most 14 days back, 2 hours ahead), an hour and more
+            // away from the invocation's own.
+            let times = [
+                now - Duration::from_secs(3 * 86_400),
+                now - Duration::from_secs(3600),
+                now + Duration::from_secs(3600),
+            ];
+            let metrics = Metrics::current().expect("inside the layer's invocation");
+            let mut random = Lcg(seed);
+            for _ in 0..random.next() % 12 {
+                let _ = match random.next() % 7 {
+                    0 | 1 => powertools_metrics::add_metric(
+                        random.pick(&names),
+                        (random.next() % 100) as f64,
+                        random.pick(&[Unit::Count, Unit::Milliseconds]),
+                    ),
+                    2 => {
+                        powertools_metrics::add_dimension(random.pick(&names), random.pick(&values))
+                    }
+                    3 => metrics.add_dimensions([
+                        (random.pick(&names), random.pick(&values)),
+                        (random.pick(&names), random.pick(&values)),
+                    ]),
+                    4 => {
+                        powertools_metrics::add_metadata(random.pick(&names), random.pick(&values))
+                    }
+                    5 => metrics.set_timestamp(random.pick(&times)),
+                    _ => metrics.flush(),
+                };
+            }
+            if fails {
+                return Err::<Value, lambda_runtime::Error>("the handler failed".into());
+            }
+            Ok(Value::Null)
+        }))
+        .oneshot(TestContext::new().event(json!({})))
+        .await;
+    let now_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64;
+    sink.lines()[before..]
+        .iter()
+        .map(|line| {
+            let mut document = assert_valid_emf(line);
+            let timestamp = &mut document["_aws"]["Timestamp"];
+            if (timestamp.as_i64().expect("a number") - now_ms).abs() < 60_000 {
+                *timestamp = Value::from(0);
+            }
+            document
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_invocation_on_a_reused_state_writes_what_it_writes_on_a_fresh_one() {
+    // The layer reuses an invocation's state for the next invocation (reset, with its
+    // allocations). Whatever the invocations before did (dimensions, sets, metadata, explicit
+    // timestamps, flushes, failures), each invocation's documents must be those it writes
+    // behind a layer that never ran anything.
+    let now = SystemTime::now();
+    for run in 0..20u64 {
+        let reused_sink = CheckedSink::new();
+        let reused = builder(&reused_sink)
+            .default_dimension("environment", "prod")
+            .build()
+            .unwrap();
+        for invocation in 0..15u64 {
+            let seed = run * 1000 + invocation;
+            let fresh_sink = CheckedSink::new();
+            let fresh = builder(&fresh_sink)
+                .default_dimension("environment", "prod")
+                .build()
+                .unwrap();
+            let expected = invocation_documents(&fresh, &fresh_sink, seed, now).await;
+            let got = invocation_documents(&reused, &reused_sink, seed, now).await;
+            assert_eq!(
+                got, expected,
+                "run {run}, invocation {invocation} (seed {seed})"
+            );
+        }
     }
 }
