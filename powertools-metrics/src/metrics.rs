@@ -126,7 +126,15 @@ struct State {
     wrote_since_flush: bool,
     /// The serialized size of `metadata`, kept under [`MAX_CONTEXT_BYTES`] with the dimensions.
     metadata_bytes: usize,
+    /// Emptied dimension names and values whose buffers a new dimension reuses (the state is
+    /// reused by the layer's next invocation, which mostly adds the same dimensions). Never
+    /// read otherwise.
+    spare: Vec<String>,
 }
+
+/// How many emptied strings a state keeps, and the largest it keeps.
+const SPARE_STRINGS: usize = 16;
+const SPARE_STRING_BYTES: usize = 256;
 
 /// The name of the service dimension.
 const SERVICE: &str = "service";
@@ -157,6 +165,27 @@ impl State {
             labelled: Vec::new(),
             wrote_since_flush: false,
             metadata_bytes: 0,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Keeps `text`'s buffer for a later dimension, emptied, unless enough are kept or it is
+    /// large.
+    fn keep_spare(&mut self, mut text: String) {
+        if self.spare.len() < SPARE_STRINGS && text.capacity() <= SPARE_STRING_BYTES {
+            text.clear();
+            self.spare.push(text);
+        }
+    }
+
+    /// `text` in a kept buffer when there is one.
+    fn owned(&mut self, text: &str) -> String {
+        match self.spare.pop() {
+            Some(mut spare) => {
+                spare.push_str(text);
+                spare
+            }
+            None => text.to_owned(),
         }
     }
 
@@ -197,7 +226,12 @@ impl State {
         let defaults = &settings.default_dimensions;
         let fixed = defaults.len() + usize::from(settings.service.is_some());
         self.timestamp = None;
-        self.dimensions.truncate(fixed);
+        while self.dimensions.len() > fixed {
+            if let Some((name, value)) = self.dimensions.pop() {
+                self.keep_spare(name);
+                self.keep_spare(value);
+            }
+        }
         let default_values = defaults
             .iter()
             .map(|(_, value)| value.as_str())
@@ -209,21 +243,22 @@ impl State {
             }
         }
         self.dimension_sets.truncate(1);
-        if let Some(main) = self.dimension_sets.first_mut() {
+        if let Some(mut main) = self.dimension_sets.pop() {
             // The main set is the default names, the added ones, then `service`: the added ones
             // go, `service` stays where it is.
             let service_last = settings.service.is_some()
                 && main.len() > defaults.len()
                 && main.last().is_some_and(|name| name == SERVICE);
-            if service_last {
-                let last = main.len() - 1;
-                main.drain(defaults.len()..last);
-            } else {
-                main.truncate(defaults.len());
-                if settings.service.is_some() {
-                    main.push(SERVICE.to_owned());
+            let service = if service_last { main.pop() } else { None };
+            while main.len() > defaults.len() {
+                if let Some(name) = main.pop() {
+                    self.keep_spare(name);
                 }
             }
+            if settings.service.is_some() {
+                main.push(service.unwrap_or_else(|| SERVICE.to_owned()));
+            }
+            self.dimension_sets.push(main);
         }
         self.metadata_bytes = 0;
         self.metadata.clear();
@@ -261,10 +296,14 @@ impl State {
                     new = value,
                     "Dimension is being overwritten"
                 );
-                *existing = value.to_owned();
+                existing.clear();
+                existing.push_str(value);
             }
             Some(_) => {}
-            None => self.dimensions.push((name.to_owned(), value.to_owned())),
+            None => {
+                let entry = (self.owned(name), self.owned(value));
+                self.dimensions.push(entry);
+            }
         }
     }
 
@@ -459,7 +498,8 @@ impl Metrics {
             } else {
                 main.len()
             };
-            main.insert(at, name.to_owned());
+            let name_owned = state.owned(name);
+            state.dimension_sets[0].insert(at, name_owned);
         }
         state.set_dimension_value(name, value);
         Ok(())
@@ -968,4 +1008,59 @@ fn epoch_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use powertools_core::env::Env;
+
+    use crate::{MemorySink, MetricsLayer, Unit};
+
+    #[test]
+    fn dimension_buffers_are_reused_emptied_and_only_small_ones_kept() {
+        let sink = MemorySink::new();
+        let layer = MetricsLayer::builder()
+            .namespace("Bakery")
+            .service("orders")
+            .sink(sink.clone())
+            .env(Env::empty())
+            .build()
+            .unwrap();
+        let metrics = layer.new_metrics();
+        for index in 0..25 {
+            let value = if index % 2 == 0 {
+                "v".repeat(300)
+            } else {
+                format!("value-{index}")
+            };
+            metrics
+                .add_dimension(&format!("dimension{index}"), &value)
+                .unwrap();
+        }
+        metrics.add_metric("Orders", 1.0, Unit::Count).unwrap();
+        metrics.flush().unwrap();
+        {
+            let state = metrics.lock();
+            assert!(!state.spare.is_empty());
+            assert!(state.spare.len() <= super::SPARE_STRINGS);
+            assert!(
+                state
+                    .spare
+                    .iter()
+                    .all(|spare| spare.is_empty() && spare.capacity() <= super::SPARE_STRING_BYTES)
+            );
+            assert_eq!(state.dimension_sets, [vec!["service".to_owned()]]);
+        }
+
+        metrics.add_dimension("location", "Lyon").unwrap();
+        metrics.add_metric("Orders", 1.0, Unit::Count).unwrap();
+        metrics.flush().unwrap();
+        let document = &sink.documents()[1];
+        assert_eq!(document["location"], "Lyon");
+        assert_eq!(
+            document["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0],
+            serde_json::json!(["location", "service"])
+        );
+        assert!(document.get("dimension1").is_none());
+    }
 }
