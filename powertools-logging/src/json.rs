@@ -1,5 +1,6 @@
 //! Writing one log line: JSON escaping, flat keys written once, redaction, `tracing` field values.
 
+use std::cell::Cell;
 use std::error::Error as StdError;
 use std::fmt::{self, Write as _};
 
@@ -222,13 +223,40 @@ pub(crate) struct Line<'r> {
     redactor: &'r Redactor,
 }
 
+thread_local! {
+    /// The buffer of the last line this thread wrote, emptied, for its next line: a line is
+    /// written and dropped at once, so each line then allocates nothing for its text.
+    static SPARE_OUT: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    /// The key index of the last line this thread finished, emptied, for its next line.
+    static SPARE_KEYS: Cell<Vec<(u64, usize, usize)>> = const { Cell::new(Vec::new()) };
+}
+
+/// The largest line buffer kept for the next line (a larger one is freed).
+const SPARE_LINE_BYTES: usize = 16 * 1024;
+
+/// Gives a written line's buffer back for this thread's next line.
+pub(crate) fn recycle_line(mut line: Vec<u8>) {
+    if line.capacity() <= SPARE_LINE_BYTES {
+        line.clear();
+        // Not after the thread's locals are gone (a line logged from another one's destructor).
+        let _ = SPARE_OUT.try_with(|spare| spare.set(line));
+    }
+}
+
 impl<'r> Line<'r> {
     pub(crate) fn new(redactor: &'r Redactor) -> Self {
-        let mut out = Vec::with_capacity(512);
+        let mut out = SPARE_OUT.try_with(Cell::take).unwrap_or_default();
+        if out.capacity() == 0 {
+            out.reserve(512);
+        }
         out.push(b'{');
+        let mut keys = SPARE_KEYS.try_with(Cell::take).unwrap_or_default();
+        if keys.capacity() == 0 {
+            keys.reserve(24);
+        }
         Line {
             out,
-            keys: Vec::with_capacity(24),
+            keys,
             renamed: Vec::new(),
             redactor,
         }
@@ -375,6 +403,9 @@ impl<'r> Line<'r> {
     pub(crate) fn finish(mut self) -> Vec<u8> {
         self.out.push(b'}');
         self.out.push(b'\n');
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.clear();
+        let _ = SPARE_KEYS.try_with(|spare| spare.set(keys));
         self.out
     }
 }
@@ -797,6 +828,32 @@ mod tests {
             let time = DateTime::from_timestamp_millis(millis).expect("in range");
             prop_assert_eq!(written(time), chrono_text(time));
         }
+    }
+
+    /// A written line's buffer serves the thread's next line, which starts empty; a large one is
+    /// not kept.
+    #[test]
+    fn a_written_lines_buffer_serves_the_next_line_which_starts_empty() {
+        let redactor = Redactor::new(Vec::<String>::new());
+        let mut first = Line::new(&redactor);
+        first.str_member("order", &"x".repeat(1000));
+        let first = first.finish();
+        let reused = first.as_ptr();
+        recycle_line(first);
+
+        let mut second = Line::new(&redactor);
+        second.str_member("order", "o-2");
+        assert!(second.key("status"), "the key index starts empty too");
+        write_str(&mut second.out, "paid");
+        let second = second.finish();
+        assert_eq!(second.as_ptr(), reused);
+        assert_eq!(second, b"{\"order\":\"o-2\",\"status\":\"paid\"}\n");
+        recycle_line(second);
+
+        let mut large = Line::new(&redactor);
+        large.str_member("order", &"x".repeat(SPARE_LINE_BYTES + 1));
+        recycle_line(large.finish());
+        assert!(Line::new(&redactor).out.capacity() < SPARE_LINE_BYTES);
     }
 
     /// The opening members are written and recorded exactly as `str_member` writes and records

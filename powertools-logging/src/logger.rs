@@ -269,7 +269,9 @@ impl Shared {
 
     /// A line of the logger's own (a configuration warning, a buffer notice).
     pub(crate) fn notice(&self, level: Level, message: &str) {
-        self.write(&self.open_line(level, message).finish());
+        let line = self.open_line(level, message).finish();
+        self.write(&line);
+        crate::json::recycle_line(line);
     }
 }
 

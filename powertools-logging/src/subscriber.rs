@@ -381,5 +381,6 @@ where
             flush_buffer(shared, state);
         }
         shared.write(&line);
+        crate::json::recycle_line(line);
     }
 }
