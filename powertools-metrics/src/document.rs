@@ -1,5 +1,7 @@
 //! The EMF document: the metric table of one document and its serialization.
 
+use std::cell::Cell;
+
 use serde_json::{Map, Value};
 
 use crate::validate::{MAX_METRICS, MAX_VALUES_PER_METRIC};
@@ -27,6 +29,24 @@ pub(crate) struct Metric {
     /// Whether the values come from the `metrics` facade (counters and gauges combine their
     /// values) rather than `add_metric` (each value a sample): the two never share a metric.
     pub(crate) from_facade: bool,
+}
+
+thread_local! {
+    /// The buffer of the last document this thread wrote, emptied, for its next document.
+    static SPARE_LINE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// The largest document buffer kept for the next document (a larger one is freed).
+const SPARE_LINE_BYTES: usize = 16 * 1024;
+
+/// Gives a written document's buffer back for this thread's next document.
+pub(crate) fn recycle_line(line: String) {
+    let mut line = line.into_bytes();
+    if line.capacity() <= SPARE_LINE_BYTES {
+        line.clear();
+        // Not after the thread's locals are gone (a document written from a destructor).
+        let _ = SPARE_LINE.try_with(|spare| spare.set(line));
+    }
 }
 
 /// How many cleared metrics a table keeps to reuse their name and value buffers.
@@ -194,8 +214,12 @@ impl Document<'_> {
     /// same document (`tests::the_writer_matches_serde_json`, a differential test against the
     /// serde implementation kept in `reference`).
     pub(crate) fn to_line(&self) -> String {
-        // A typical document is a few hundred bytes: one allocation instead of a growing string.
-        let mut out = Vec::with_capacity(512);
+        // The thread's last document's buffer, or, a typical document being a few hundred bytes,
+        // one allocation instead of a growing string.
+        let mut out = SPARE_LINE.try_with(Cell::take).unwrap_or_default();
+        if out.capacity() == 0 {
+            out.reserve(512);
+        }
         out.extend_from_slice(br#"{"_aws":{"Timestamp":"#);
         out.extend_from_slice(itoa::Buffer::new().format(self.timestamp_ms).as_bytes());
         out.extend_from_slice(br#","CloudWatchMetrics":[{"Namespace":"#);
@@ -600,7 +624,43 @@ mod tests {
             let line = document.to_line();
             prop_assert_eq!(&line, &reference::line(&document));
             prop_assert!(serde_json::from_str::<Value>(&line).is_ok());
+            // The next case writes into this buffer: nothing of this document may show there.
+            recycle_line(line);
         }
+    }
+
+    #[test]
+    fn a_written_documents_buffer_serves_the_next_document() {
+        let metadata = Map::new();
+        let long = vec![Metric {
+            name: "n".repeat(2000),
+            unit: Unit::Count,
+            resolution: Resolution::Standard,
+            values: vec![1.0],
+            from_facade: false,
+        }];
+        let short = vec![Metric {
+            name: "Orders".to_owned(),
+            unit: Unit::Count,
+            resolution: Resolution::High,
+            values: vec![2.0],
+            from_facade: false,
+        }];
+        let document = |metrics| Document {
+            timestamp_ms: 1,
+            namespace: "Bakery",
+            log_level: None,
+            dimension_sets: &[],
+            dimensions: &[],
+            metadata: &metadata,
+            metrics,
+        };
+        let first = document(&long).to_line();
+        let reused = first.as_ptr();
+        recycle_line(first);
+        let second = document(&short).to_line();
+        assert_eq!(second.as_ptr(), reused);
+        assert_eq!(second, reference::line(&document(&short)));
     }
 
     #[test]

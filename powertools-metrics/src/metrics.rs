@@ -796,8 +796,10 @@ impl Metrics {
         let line = document.to_line();
         if line.len() <= MAX_DOCUMENT_BYTES || document.metrics.len() < 2 {
             self.shared.settings.sink.write_document(&line);
+            crate::document::recycle_line(line);
             return;
         }
+        crate::document::recycle_line(line);
         let (first, second) = document.metrics.split_at(document.metrics.len() / 2);
         for metrics in [first, second] {
             self.write_document(&Document {
