@@ -432,8 +432,7 @@ where
                 .await;
             match outcome {
                 Ok(Ok(response)) => {
-                    let flushed = metrics.flush();
-                    metrics.end();
+                    let flushed = metrics.flush_and_end();
                     metrics.recycle();
                     flushed.map_err(ServiceError::Metrics)?;
                     Ok(response)
@@ -455,8 +454,7 @@ where
 /// Flushes after the handler failed: its error is what the invocation reports, so an empty
 /// document is only logged.
 fn flush_after_failure(metrics: &Metrics) {
-    if let Err(error) = metrics.flush() {
+    if let Err(error) = metrics.flush_and_end() {
         tracing::warn!(%error, "metrics were not flushed after the handler failed");
     }
-    metrics.end();
 }

@@ -655,12 +655,6 @@ impl Metrics {
         Ok(())
     }
 
-    /// Marks the invocation ended (the layer's last flush is done): from now on each added value
-    /// is written at once, so a task that outlived its invocation never loses one.
-    pub(crate) fn end(&self) {
-        self.shared.ended.store(true, Ordering::Release);
-    }
-
     /// Gives the invocation's state back to its layer, reset, for a later invocation; unless a
     /// clone of this handle is still alive (a task kept it), or a panic poisoned the state.
     pub(crate) fn recycle(self) {
@@ -702,6 +696,18 @@ impl Metrics {
     /// # Errors
     /// [`Error::EmptyMetrics`], as above.
     pub fn flush(&self) -> Result<(), Error> {
+        self.flush_then(false)
+    }
+
+    /// The layer's last flush of an invocation: flushes, and marks the invocation ended before
+    /// it lets go of the state, so that a value a task adds meanwhile is either in this flush
+    /// or written at once, never left behind in between. From then on each added value is
+    /// written at once, so a task that outlived its invocation never loses one.
+    pub(crate) fn flush_and_end(&self) -> Result<(), Error> {
+        self.flush_then(true)
+    }
+
+    fn flush_then(&self, end: bool) -> Result<(), Error> {
         let mut state = self.lock();
         let wrote_main = !state.metrics.is_empty();
         self.write_main(&mut state);
@@ -711,6 +717,9 @@ impl Metrics {
         }
         let wrote_any = state.wrote_since_flush || wrote_main || !labelled.is_empty();
         state.reset(&self.shared.settings);
+        if end {
+            self.shared.ended.store(true, Ordering::Release);
+        }
         drop(state);
         let settings = &self.shared.settings;
         if wrote_any || settings.disabled {

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use lambda_runtime::tower::{Layer, ServiceExt};
 use lambda_runtime::{LambdaEvent, service_fn};
+use powertools_core::env::Env;
 use powertools_core::testing::TestContext;
 use powertools_metrics::{Metrics, MetricsLayer, Resolution, Unit};
 use powertools_tests::emf::CheckedSink;
@@ -135,7 +136,15 @@ async fn invocation_documents(
     let _ = layer
         .layer(service_fn(move |_event: LambdaEvent<Value>| async move {
             let names = [
-                "Orders", "Latency", "location", "order_id", "a", "b", "service",
+                "Orders",
+                "Latency",
+                "location",
+                "order_id",
+                "a",
+                "b",
+                "service",
+                "environment",
+                "region",
             ];
             let values = ["Lyon", "Zürich", "x", ""];
             // Times CloudWatch accepts (at most 14 days back, 2 hours ahead), an hour and more
@@ -192,32 +201,51 @@ async fn invocation_documents(
         .collect()
 }
 
+/// A layer as the differential test configures it: with or without `service`, with these
+/// default dimensions.
+fn configured(sink: &CheckedSink, service: bool, defaults: &[(&str, &str)]) -> MetricsLayer {
+    let mut builder = MetricsLayer::builder()
+        .namespace("Bakery")
+        .sink(sink.clone())
+        .env(Env::empty());
+    if service {
+        builder = builder.service("orders");
+    }
+    for (name, value) in defaults {
+        builder = builder.default_dimension(*name, *value);
+    }
+    builder.build().expect("a valid configuration")
+}
+
 #[tokio::test]
 async fn an_invocation_on_a_reused_state_writes_what_it_writes_on_a_fresh_one() {
     // The layer reuses an invocation's state for the next invocation (reset, with its
-    // allocations). Whatever the invocations before did (dimensions, sets, metadata, explicit
-    // timestamps, flushes, failures), each invocation's documents must be those it writes
-    // behind a layer that never ran anything.
+    // allocations). Whatever the invocations before did (dimensions, replaced defaults, sets,
+    // metadata, explicit timestamps, flushes, failures), each invocation's documents must be
+    // those it writes behind a layer that never ran anything.
     let now = SystemTime::now();
-    for run in 0..20u64 {
-        let reused_sink = CheckedSink::new();
-        let reused = builder(&reused_sink)
-            .default_dimension("environment", "prod")
-            .build()
-            .unwrap();
-        for invocation in 0..15u64 {
-            let seed = run * 1000 + invocation;
-            let fresh_sink = CheckedSink::new();
-            let fresh = builder(&fresh_sink)
-                .default_dimension("environment", "prod")
-                .build()
-                .unwrap();
-            let expected = invocation_documents(&fresh, &fresh_sink, seed, now).await;
-            let got = invocation_documents(&reused, &reused_sink, seed, now).await;
-            assert_eq!(
-                got, expected,
-                "run {run}, invocation {invocation} (seed {seed})"
-            );
+    let setups: [(bool, &[(&str, &str)]); 4] = [
+        (true, &[("environment", "prod")]),
+        (false, &[("environment", "prod"), ("region", "eu")]),
+        (true, &[]),
+        (false, &[]),
+    ];
+    for (service, defaults) in setups {
+        for run in 0..10u64 {
+            let reused_sink = CheckedSink::new();
+            let reused = configured(&reused_sink, service, defaults);
+            for invocation in 0..15u64 {
+                let seed = run * 1000 + invocation;
+                let fresh_sink = CheckedSink::new();
+                let fresh = configured(&fresh_sink, service, defaults);
+                let expected = invocation_documents(&fresh, &fresh_sink, seed, now).await;
+                let got = invocation_documents(&reused, &reused_sink, seed, now).await;
+                assert_eq!(
+                    got, expected,
+                    "service {service}, defaults {defaults:?}, run {run}, invocation {invocation} \
+                     (seed {seed})"
+                );
+            }
         }
     }
 }
