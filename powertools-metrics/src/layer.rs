@@ -71,6 +71,7 @@ pub const POWERTOOLS_METRICS_DISABLED: &str = "POWERTOOLS_METRICS_DISABLED";
 #[derive(Debug, Clone)]
 pub struct MetricsLayer {
     settings: Arc<Settings>,
+    recycled: Arc<Recycled>,
 }
 
 impl MetricsLayer {
@@ -102,6 +103,7 @@ impl<S> Layer<S> for MetricsLayer {
         MetricsService {
             inner,
             settings: self.settings.clone(),
+            recycled: self.recycled.clone(),
         }
     }
 }
@@ -308,8 +310,8 @@ impl MetricsLayerBuilder {
                 disabled,
                 sink: self.sink.unwrap_or_else(|| Arc::new(Stdout)),
                 warned_empty: AtomicBool::new(false),
-                recycled: Recycled::default(),
             }),
+            recycled: Arc::default(),
         })
     }
 }
@@ -334,6 +336,7 @@ fn log_level_filter(env: &Env) -> Result<Option<&'static str>, Error> {
 pub struct MetricsService<S> {
     inner: S,
     settings: Arc<Settings>,
+    recycled: Arc<Recycled>,
 }
 
 impl<S> MetricsService<S> {
@@ -411,7 +414,7 @@ where
     }
 
     fn call(&mut self, event: LambdaEvent<T>) -> Self::Future {
-        let metrics = Metrics::new(self.settings.clone());
+        let metrics = Metrics::for_invocation(&self.settings, &self.recycled);
         if self.settings.capture_cold_start_metric && is_cold_start(&event.context) {
             metrics.write_cold_start(Invocation::new(&event.context).function_name());
         }
@@ -426,6 +429,7 @@ where
                 std::panic::resume_unwind(panic)
             }
         };
+        let recycled = Arc::clone(&self.recycled);
         Box::pin(async move {
             let outcome = AssertUnwindSafe(metrics.clone().scope(future))
                 .catch_unwind()
@@ -433,13 +437,13 @@ where
             match outcome {
                 Ok(Ok(response)) => {
                     let flushed = metrics.flush_and_end();
-                    metrics.recycle();
+                    metrics.recycle(&recycled);
                     flushed.map_err(ServiceError::Metrics)?;
                     Ok(response)
                 }
                 Ok(Err(error)) => {
                     flush_after_failure(&metrics);
-                    metrics.recycle();
+                    metrics.recycle(&recycled);
                     Err(ServiceError::Handler(error))
                 }
                 Err(panic) => {

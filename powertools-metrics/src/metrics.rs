@@ -1,5 +1,6 @@
 //! The metrics of one invocation: the handle, its state, and the current invocation.
 
+use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -39,8 +40,6 @@ pub(crate) struct Settings {
     /// Whether the empty-metrics warning was logged: once per layer, as Python's `warnings`
     /// shows it once per process, so that every replayed invocation does not log it again.
     pub(crate) warned_empty: AtomicBool,
-    /// Invocation states kept for the layer's next invocations.
-    pub(crate) recycled: Recycled,
 }
 
 /// How many invocation states a layer keeps for reuse: one per invocation running at once, up to
@@ -48,21 +47,30 @@ pub(crate) struct Settings {
 const MAX_RECYCLED: usize = 64;
 
 /// Invocation states the layer's invocations left behind, reset, for the next ones: an
-/// invocation's state is reused with its allocations (the dimension and set lists, the service
-/// dimension's strings: about ten allocations per invocation) instead of being freed and built
-/// again. Only a state nothing else holds comes back (no task kept a handle on its invocation).
-#[derive(Debug, Default)]
-pub(crate) struct Recycled(Mutex<Vec<State>>);
+/// invocation's state is reused with its allocations (the handle's own, the dimension and set
+/// lists, the service dimension's strings: about ten allocations per invocation) instead of being
+/// freed and built again. Only a state nothing else holds comes back (no task kept a handle on
+/// its invocation). Held by the layer and its services, never by the states' settings (which
+/// would make a cycle).
+#[derive(Default)]
+pub(crate) struct Recycled(Mutex<Vec<Arc<Shared>>>);
+
+impl fmt::Debug for Recycled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kept = self.0.lock().unwrap_or_else(PoisonError::into_inner).len();
+        f.debug_struct("Recycled").field("kept", &kept).finish()
+    }
+}
 
 impl Recycled {
-    fn take(&self) -> Option<State> {
+    fn take(&self) -> Option<Arc<Shared>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).pop()
     }
 
-    fn put(&self, state: State) {
+    fn put(&self, shared: Arc<Shared>) {
         let mut recycled = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if recycled.len() < MAX_RECYCLED {
-            recycled.push(state);
+            recycled.push(shared);
         }
     }
 }
@@ -345,17 +353,22 @@ fn collision(name: &str, used_as: &'static str) -> Error {
 
 impl Metrics {
     pub(crate) fn new(settings: Arc<Settings>) -> Self {
-        let state = settings
-            .recycled
-            .take()
-            .unwrap_or_else(|| State::new(&settings));
-        let state = Mutex::new(state);
+        let state = Mutex::new(State::new(&settings));
         Metrics {
             shared: Arc::new(Shared {
                 settings,
                 state,
                 ended: AtomicBool::new(false),
             }),
+        }
+    }
+
+    /// An invocation's handle: a state the layer's earlier invocations left (reset), or a new
+    /// one.
+    pub(crate) fn for_invocation(settings: &Arc<Settings>, recycled: &Recycled) -> Self {
+        match recycled.take() {
+            Some(shared) => Metrics { shared },
+            None => Metrics::new(Arc::clone(settings)),
         }
     }
 
@@ -657,17 +670,16 @@ impl Metrics {
 
     /// Gives the invocation's state back to its layer, reset, for a later invocation; unless a
     /// clone of this handle is still alive (a task kept it), or a panic poisoned the state.
-    pub(crate) fn recycle(self) {
-        let Ok(shared) = Arc::try_unwrap(self.shared) else {
+    pub(crate) fn recycle(mut self, recycled: &Recycled) {
+        let Some(shared) = Arc::get_mut(&mut self.shared) else {
             return;
         };
-        let Shared {
-            settings, state, ..
-        } = shared;
-        if let Ok(mut state) = state.into_inner() {
-            state.reset(&settings);
-            settings.recycled.put(state);
-        }
+        let Ok(state) = shared.state.get_mut() else {
+            return;
+        };
+        state.reset(&shared.settings);
+        *shared.ended.get_mut() = false;
+        recycled.put(self.shared);
     }
 
     /// After the invocation ended, writes what was just added instead of waiting for a flush
