@@ -228,11 +228,22 @@ thread_local! {
     /// written and dropped at once, so each line then allocates nothing for its text.
     static SPARE_OUT: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
     /// The key index of the last line this thread finished, emptied, for its next line.
-    static SPARE_KEYS: Cell<Vec<(u64, usize, usize)>> = const { Cell::new(Vec::new()) };
+    static SPARE_KEY_INDEX: Cell<Vec<(u64, usize, usize)>> = const { Cell::new(Vec::new()) };
 }
 
 /// The largest line buffer kept for the next line (a larger one is freed).
 const SPARE_LINE_BYTES: usize = 16 * 1024;
+/// The largest key index kept for the next line, in keys (a larger one is freed).
+const SPARE_KEYS: usize = 256;
+
+/// A line to keep (in a log buffer) in memory of its own size, its buffer given back for this
+/// thread's next line: a buffer counts lines by their length, so a line must not hold on to a
+/// larger buffer an earlier line grew.
+pub(crate) fn keep_line(line: Vec<u8>) -> Vec<u8> {
+    let kept = line.as_slice().to_vec();
+    recycle_line(line);
+    kept
+}
 
 /// Gives a written line's buffer back for this thread's next line.
 pub(crate) fn recycle_line(mut line: Vec<u8>) {
@@ -250,7 +261,7 @@ impl<'r> Line<'r> {
             out.reserve(512);
         }
         out.push(b'{');
-        let mut keys = SPARE_KEYS.try_with(Cell::take).unwrap_or_default();
+        let mut keys = SPARE_KEY_INDEX.try_with(Cell::take).unwrap_or_default();
         if keys.capacity() == 0 {
             keys.reserve(24);
         }
@@ -404,8 +415,10 @@ impl<'r> Line<'r> {
         self.out.push(b'}');
         self.out.push(b'\n');
         let mut keys = std::mem::take(&mut self.keys);
-        keys.clear();
-        let _ = SPARE_KEYS.try_with(|spare| spare.set(keys));
+        if keys.capacity() <= SPARE_KEYS {
+            keys.clear();
+            let _ = SPARE_KEY_INDEX.try_with(|spare| spare.set(keys));
+        }
         self.out
     }
 }
@@ -854,6 +867,39 @@ mod tests {
         large.str_member("order", &"x".repeat(SPARE_LINE_BYTES + 1));
         recycle_line(large.finish());
         assert!(Line::new(&redactor).out.capacity() < SPARE_LINE_BYTES);
+
+        // Nor a large key index (found by a reviewer: 20,000 keys kept 589 KB per thread).
+        let mut many = Line::new(&redactor);
+        for index in 0..SPARE_KEYS * 4 {
+            assert!(many.key(&format!("k{index}")));
+            many.out.push(b'0');
+        }
+        recycle_line(many.finish());
+        assert!(Line::new(&redactor).keys.capacity() <= SPARE_KEYS);
+    }
+
+    /// A line kept in a log buffer holds memory of its own size, not the larger buffer an
+    /// earlier line grew (found by a reviewer: a 20 KB log buffer held 600 KB), and that
+    /// buffer serves the thread's next line.
+    #[test]
+    fn a_kept_line_holds_its_own_size_and_gives_its_buffer_back() {
+        let redactor = Redactor::new(Vec::<String>::new());
+        let mut written = Line::new(&redactor);
+        written.str_member("blob", &"x".repeat(8000));
+        recycle_line(written.finish());
+
+        let mut buffered = Line::new(&redactor);
+        buffered.str_member("n", "1");
+        let line = buffered.finish();
+        let grown = line.as_ptr();
+        assert!(
+            line.capacity() >= 8000,
+            "it was written into the grown buffer"
+        );
+        let kept = keep_line(line);
+        assert_eq!(kept, b"{\"n\":\"1\"}\n");
+        assert_eq!(kept.capacity(), kept.len());
+        assert_eq!(Line::new(&redactor).out.as_ptr(), grown);
     }
 
     /// The opening members are written and recorded exactly as `str_member` writes and records

@@ -359,6 +359,7 @@ where
         }
         let line = self.format(event, &ctx, scope.as_ref(), level);
         if buffered && let Some(state) = invocation {
+            let line = crate::json::keep_line(line);
             let pushed = state.buffer().map(|mut buffer| buffer.push(line));
             match pushed {
                 Some(Pushed::TooLarge(line)) => {

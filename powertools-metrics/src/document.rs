@@ -73,6 +73,11 @@ impl MetricTable {
         self.find(name).is_some()
     }
 
+    /// How many metrics the table has room for without growing.
+    pub(crate) fn capacity(&self) -> usize {
+        self.metrics.capacity()
+    }
+
     pub(crate) fn metrics(&self) -> &[Metric] {
         &self.metrics
     }

@@ -89,6 +89,11 @@ impl MetricsLayer {
         Self::builder().build()
     }
 
+    #[cfg(test)]
+    pub(crate) fn settings(&self) -> Arc<Settings> {
+        Arc::clone(&self.settings)
+    }
+
     /// A new, empty document with this layer's settings, for work outside an invocation of the
     /// layer (call [`Metrics::flush`] yourself).
     pub fn new_metrics(&self) -> Metrics {

@@ -140,6 +140,10 @@ struct State {
     spare: Vec<String>,
 }
 
+/// The longest list (dimensions, sets, metrics) a state may have grown to and still be kept for
+/// reuse.
+const MAX_KEPT_ENTRIES: usize = 128;
+
 /// How many emptied strings a state keeps, and the largest it keeps.
 const SPARE_STRINGS: usize = 16;
 const SPARE_STRING_BYTES: usize = 256;
@@ -175,6 +179,20 @@ impl State {
             metadata_bytes: 0,
             spare: Vec::new(),
         }
+    }
+
+    /// Whether a reset state is small enough to keep for reuse: one an invocation grew large
+    /// (thousands of dimensions or sets) is freed instead, rather than kept at its largest by
+    /// the layer's pool (found by a reviewer: 1.2 MB kept per pooled state).
+    fn is_small(&self) -> bool {
+        self.dimensions.capacity() <= MAX_KEPT_ENTRIES
+            && self.dimension_sets.capacity() <= MAX_KEPT_ENTRIES
+            && self
+                .dimension_sets
+                .iter()
+                .all(|set| set.capacity() <= MAX_KEPT_ENTRIES)
+            && self.metrics.capacity() <= MAX_KEPT_ENTRIES
+            && self.labelled.capacity() <= MAX_KEPT_ENTRIES
     }
 
     /// Keeps `text`'s buffer for a later dimension, emptied, unless enough are kept or it is
@@ -678,6 +696,10 @@ impl Metrics {
             return;
         };
         state.reset(&shared.settings);
+        if !state.is_small() {
+            // Kept, it would hold its largest lists for the life of the layer.
+            return;
+        }
         *shared.ended.get_mut() = false;
         recycled.put(self.shared);
     }
@@ -1085,5 +1107,36 @@ mod tests {
             serde_json::json!(["location", "service"])
         );
         assert!(document.get("dimension1").is_none());
+    }
+
+    #[test]
+    fn a_state_that_grew_large_is_freed_not_kept_for_reuse() {
+        let sink = MemorySink::new();
+        let layer = MetricsLayer::builder()
+            .namespace("Bakery")
+            .service("orders")
+            .sink(sink.clone())
+            .env(Env::empty())
+            .build()
+            .unwrap();
+        let recycled = super::Recycled::default();
+        let kept = |recycled: &super::Recycled| recycled.0.lock().unwrap().len();
+
+        let small = super::Metrics::for_invocation(&layer.settings(), &recycled);
+        small.add_dimension("location", "Lyon").unwrap();
+        small.add_metric("Orders", 1.0, Unit::Count).unwrap();
+        small.flush_and_end().unwrap();
+        small.recycle(&recycled);
+        assert_eq!(kept(&recycled), 1);
+
+        let large = super::Metrics::for_invocation(&layer.settings(), &recycled);
+        assert_eq!(kept(&recycled), 0, "the kept state is reused");
+        for index in 0..1000 {
+            let _ = large.add_dimensions([(format!("d{index}").as_str(), "v")]);
+        }
+        large.add_metric("Orders", 1.0, Unit::Count).unwrap();
+        large.flush_and_end().unwrap();
+        large.recycle(&recycled);
+        assert_eq!(kept(&recycled), 0, "a state grown to 1000 sets is not kept");
     }
 }
