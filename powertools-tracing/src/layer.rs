@@ -1,5 +1,6 @@
 use std::any::Any;
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -408,6 +409,38 @@ fn truncate_to_captured(text: &mut String) {
     }
 }
 
+/// The longest scratch buffer a thread keeps for serializing responses (a larger one is freed).
+const KEPT_SCRATCH_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    /// The buffer the last response this thread captured was serialized into, for the next one.
+    static RESPONSE_SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// `response` as JSON, cut to [`MAX_CAPTURED_BYTES`], in a string of its own size: serialized into
+/// the thread's scratch buffer and copied once, rather than into a string that grows from 128
+/// bytes and is then shrunk to fit the attribute (an allocation and a reallocation or more per
+/// invocation).
+fn captured_json<R: Serialize>(response: &R) -> Option<StringValue> {
+    let mut scratch = RESPONSE_SCRATCH.try_with(Cell::take).unwrap_or_default();
+    scratch.clear();
+    let captured = serde_json::to_writer(&mut scratch, response)
+        .ok()
+        .and_then(|()| std::str::from_utf8(&scratch).ok())
+        .map(|json| {
+            let mut end = json.len().min(MAX_CAPTURED_BYTES);
+            while !json.is_char_boundary(end) {
+                end -= 1;
+            }
+            StringValue::from(json[..end].to_owned())
+        });
+    if scratch.capacity() <= KEPT_SCRATCH_BYTES {
+        // Not after the thread's locals are gone (a response captured from a destructor).
+        let _ = RESPONSE_SCRATCH.try_with(|kept| kept.set(scratch));
+    }
+    captured
+}
+
 /// Records the handler's outcome on the span.
 fn record_outcome<R: Serialize + 'static, E: fmt::Debug + 'static>(
     span: &SpanRef<'_>,
@@ -427,9 +460,8 @@ fn record_outcome<R: Serialize + 'static, E: fmt::Debug + 'static>(
                 }
             }
             if inner.capture_response
-                && let Ok(mut json) = serde_json::to_string(response)
+                && let Some(json) = captured_json(response)
             {
-                truncate_to_captured(&mut json);
                 span.set_attribute(KeyValue::new("powertools.response", json));
             }
         }
@@ -574,6 +606,35 @@ mod tests {
             );
         }
         assert!(matches!(resource_id(arn, "7"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_captured_response_is_its_json_cut_on_a_character_boundary() {
+        #[derive(Serialize)]
+        struct Receipt<'a> {
+            order: &'a str,
+        }
+        for order in [
+            "o-1",
+            "",
+            "é",
+            &"é".repeat(MAX_CAPTURED_BYTES),
+            &"x".repeat(100_000),
+        ] {
+            let mut expected = serde_json::to_string(&Receipt { order }).unwrap();
+            truncate_to_captured(&mut expected);
+            // Twice: the second serializes into the scratch buffer the first left.
+            for _ in 0..2 {
+                let captured = captured_json(&Receipt { order }).unwrap();
+                assert_eq!(captured.as_str(), expected);
+                assert!(captured.as_str().len() <= MAX_CAPTURED_BYTES);
+            }
+        }
+        let scratch = RESPONSE_SCRATCH.with(Cell::take);
+        assert!(
+            scratch.capacity() <= KEPT_SCRATCH_BYTES,
+            "a large buffer is not kept"
+        );
     }
 
     #[test]
