@@ -541,6 +541,17 @@ where
                 .catch_unwind()
                 .await;
             let invocation_span = span_context.span();
+            let mark_panicked = |message: &'static str| {
+                invocation_span.set_status(Status::error(message));
+                invocation_span.add_event(
+                    "exception",
+                    vec![KeyValue::new("exception.message", message)],
+                );
+            };
+            // Recording the outcome serializes the response (for `powertools.response` and the
+            // HTTP status): a `Serialize` that panics fails the invocation (the runtime cannot
+            // send the response either), so the span says so and the panic goes on after it.
+            let mut recording_panic = None;
             match &outcome {
                 Ok(result) => {
                     let recording = Recording {
@@ -548,21 +559,24 @@ where
                         error_hook: error_hook.as_ref(),
                         http,
                     };
-                    record_outcome(&invocation_span, &recording, result);
+                    let recorded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        record_outcome(&invocation_span, &recording, result);
+                    }));
+                    if let Err(panic) = recorded {
+                        mark_panicked("serializing the response panicked");
+                        recording_panic = Some(panic);
+                    }
                 }
-                Err(_) => {
-                    invocation_span.set_status(Status::error("the handler panicked"));
-                    invocation_span.add_event(
-                        "exception",
-                        vec![KeyValue::new("exception.message", "the handler panicked")],
-                    );
-                }
+                Err(_) => mark_panicked("the handler panicked"),
             }
             // End the span (with its annotations) before exporting. The extension exports after
             // the response (or, with concurrent invocations, the background exporter does);
             // without it, export before returning.
             if !end.end() {
                 tracer.flush().await;
+            }
+            if let Some(panic) = recording_panic {
+                std::panic::resume_unwind(panic);
             }
             match outcome {
                 Ok(result) => result,

@@ -1424,6 +1424,47 @@ async fn a_panicking_handler_span_is_marked_as_an_error() {
     );
 }
 
+/// A response whose `Serialize` panics: the handler returned, but the invocation fails (the
+/// runtime cannot send the response), so its span must say so, not end as a success.
+#[derive(Debug)]
+struct PanicsWhenSerialized;
+
+impl serde::Serialize for PanicsWhenSerialized {
+    fn serialize<S: serde::Serializer>(&self, _serializer: S) -> Result<S::Ok, S::Error> {
+        panic!("the response cannot be serialized");
+    }
+}
+
+#[tokio::test]
+async fn a_response_whose_serialize_panics_marks_the_span_as_an_error() {
+    // Found by a reviewer: the outcome was recorded outside the panic guard, so the span ended
+    // through the guard's drop with no status at all.
+    let capture = Capture::default();
+    let tracer = capture_tracer(&capture);
+    let service =
+        TracingLayer::new(tracer.clone()).layer(service_fn(|_e: LambdaEvent<Json>| async move {
+            Ok::<_, lambda_runtime::Error>(PanicsWhenSerialized)
+        }));
+    let outcome = tokio::spawn(
+        service
+            .clone()
+            .oneshot(ctx().with_request_id("unserializable").event(json!({}))),
+    )
+    .await;
+    assert!(
+        outcome.unwrap_err().is_panic(),
+        "the panic goes on to the runtime"
+    );
+    tracer.flush().await;
+    let span = capture.one_invocation();
+    assert!(
+        is_error(&span),
+        "the span ended with status {:?}",
+        span.status
+    );
+    assert!(exception(&span).is_some(), "with an exception event");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Response capture
 // ---------------------------------------------------------------------------------------------
