@@ -76,6 +76,8 @@ pub mod jmespath;
 #[cfg(any(test, feature = "testing"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+#[doc(hidden)]
+pub mod thread_buffer;
 
 mod cold_start;
 mod config;

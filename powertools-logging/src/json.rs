@@ -4,6 +4,7 @@ use std::cell::Cell;
 use std::error::Error as StdError;
 use std::fmt::{self, Write as _};
 
+use powertools_core::thread_buffer;
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
 use tracing::field::{Field, Visit};
@@ -246,28 +247,17 @@ pub(crate) fn keep_line(line: Vec<u8>) -> Vec<u8> {
 }
 
 /// Gives a written line's buffer back for this thread's next line.
-pub(crate) fn recycle_line(mut line: Vec<u8>) {
-    if line.capacity() <= SPARE_LINE_BYTES {
-        line.clear();
-        // Not after the thread's locals are gone (a line logged from another one's destructor).
-        let _ = SPARE_OUT.try_with(|spare| spare.set(line));
-    }
+pub(crate) fn recycle_line(line: Vec<u8>) {
+    thread_buffer::keep(&SPARE_OUT, line, SPARE_LINE_BYTES);
 }
 
 impl<'r> Line<'r> {
     pub(crate) fn new(redactor: &'r Redactor) -> Self {
-        let mut out = SPARE_OUT.try_with(Cell::take).unwrap_or_default();
-        if out.capacity() == 0 {
-            out.reserve(512);
-        }
+        let mut out = thread_buffer::take(&SPARE_OUT, 512);
         out.push(b'{');
-        let mut keys = SPARE_KEY_INDEX.try_with(Cell::take).unwrap_or_default();
-        if keys.capacity() == 0 {
-            keys.reserve(24);
-        }
         Line {
             out,
-            keys,
+            keys: thread_buffer::take(&SPARE_KEY_INDEX, 24),
             renamed: Vec::new(),
             redactor,
         }
@@ -414,11 +404,7 @@ impl<'r> Line<'r> {
     pub(crate) fn finish(mut self) -> Vec<u8> {
         self.out.push(b'}');
         self.out.push(b'\n');
-        let mut keys = std::mem::take(&mut self.keys);
-        if keys.capacity() <= SPARE_KEYS {
-            keys.clear();
-            let _ = SPARE_KEY_INDEX.try_with(|spare| spare.set(keys));
-        }
+        thread_buffer::keep(&SPARE_KEY_INDEX, std::mem::take(&mut self.keys), SPARE_KEYS);
         self.out
     }
 }

@@ -2,6 +2,7 @@
 
 use std::cell::Cell;
 
+use powertools_core::thread_buffer;
 use serde_json::{Map, Value};
 
 use crate::validate::{MAX_METRICS, MAX_VALUES_PER_METRIC};
@@ -41,12 +42,7 @@ const SPARE_LINE_BYTES: usize = 16 * 1024;
 
 /// Gives a written document's buffer back for this thread's next document.
 pub(crate) fn recycle_line(line: String) {
-    let mut line = line.into_bytes();
-    if line.capacity() <= SPARE_LINE_BYTES {
-        line.clear();
-        // Not after the thread's locals are gone (a document written from a destructor).
-        let _ = SPARE_LINE.try_with(|spare| spare.set(line));
-    }
+    thread_buffer::keep(&SPARE_LINE, line.into_bytes(), SPARE_LINE_BYTES);
 }
 
 /// How many cleared metrics a table keeps to reuse their name and value buffers.
@@ -221,10 +217,7 @@ impl Document<'_> {
     pub(crate) fn to_line(&self) -> String {
         // The thread's last document's buffer, or, a typical document being a few hundred bytes,
         // one allocation instead of a growing string.
-        let mut out = SPARE_LINE.try_with(Cell::take).unwrap_or_default();
-        if out.capacity() == 0 {
-            out.reserve(512);
-        }
+        let mut out = thread_buffer::take(&SPARE_LINE, 512);
         out.extend_from_slice(br#"{"_aws":{"Timestamp":"#);
         out.extend_from_slice(itoa::Buffer::new().format(self.timestamp_ms).as_bytes());
         out.extend_from_slice(br#","CloudWatchMetrics":[{"Namespace":"#);

@@ -12,7 +12,7 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::{SpanBuilder, SpanKind, SpanRef, Status, TraceContextExt, Tracer as _};
 use opentelemetry::{Context as OtelContext, KeyValue, StringValue};
-use powertools_core::{Invocation, is_cold_start};
+use powertools_core::{Invocation, is_cold_start, thread_buffer};
 use serde::Serialize;
 use tower::{Layer, Service};
 
@@ -422,8 +422,7 @@ thread_local! {
 /// bytes and is then shrunk to fit the attribute (an allocation and a reallocation or more per
 /// invocation).
 fn captured_json<R: Serialize>(response: &R) -> Option<StringValue> {
-    let mut scratch = RESPONSE_SCRATCH.try_with(Cell::take).unwrap_or_default();
-    scratch.clear();
+    let mut scratch = thread_buffer::take(&RESPONSE_SCRATCH, 0);
     let captured = serde_json::to_writer(&mut scratch, response)
         .ok()
         .and_then(|()| std::str::from_utf8(&scratch).ok())
@@ -434,10 +433,7 @@ fn captured_json<R: Serialize>(response: &R) -> Option<StringValue> {
             }
             StringValue::from(json[..end].to_owned())
         });
-    if scratch.capacity() <= KEPT_SCRATCH_BYTES {
-        // Not after the thread's locals are gone (a response captured from a destructor).
-        let _ = RESPONSE_SCRATCH.try_with(|kept| kept.set(scratch));
-    }
+    thread_buffer::keep(&RESPONSE_SCRATCH, scratch, KEPT_SCRATCH_BYTES);
     captured
 }
 
