@@ -148,6 +148,15 @@ const MAX_KEPT_ENTRIES: usize = 128;
 const SPARE_STRINGS: usize = 16;
 const SPARE_STRING_BYTES: usize = 256;
 
+/// Keeps `text`'s buffer in `spare` for a later dimension, emptied, unless enough are kept or it
+/// is large.
+fn keep_spare(spare: &mut Vec<String>, mut text: String) {
+    if spare.len() < SPARE_STRINGS && text.capacity() <= SPARE_STRING_BYTES {
+        text.clear();
+        spare.push(text);
+    }
+}
+
 /// The name of the service dimension.
 const SERVICE: &str = "service";
 
@@ -193,15 +202,6 @@ impl State {
                 .all(|set| set.capacity() <= MAX_KEPT_ENTRIES)
             && self.metrics.capacity() <= MAX_KEPT_ENTRIES
             && self.labelled.capacity() <= MAX_KEPT_ENTRIES
-    }
-
-    /// Keeps `text`'s buffer for a later dimension, emptied, unless enough are kept or it is
-    /// large.
-    fn keep_spare(&mut self, mut text: String) {
-        if self.spare.len() < SPARE_STRINGS && text.capacity() <= SPARE_STRING_BYTES {
-            text.clear();
-            self.spare.push(text);
-        }
     }
 
     /// `text` in a kept buffer when there is one.
@@ -252,11 +252,9 @@ impl State {
         let defaults = &settings.default_dimensions;
         let fixed = defaults.len() + usize::from(settings.service.is_some());
         self.timestamp = None;
-        while self.dimensions.len() > fixed {
-            if let Some((name, value)) = self.dimensions.pop() {
-                self.keep_spare(name);
-                self.keep_spare(value);
-            }
+        for (name, value) in self.dimensions.drain(fixed.min(self.dimensions.len())..) {
+            keep_spare(&mut self.spare, name);
+            keep_spare(&mut self.spare, value);
         }
         let default_values = defaults
             .iter()
@@ -269,22 +267,19 @@ impl State {
             }
         }
         self.dimension_sets.truncate(1);
-        if let Some(mut main) = self.dimension_sets.pop() {
+        if let Some(main) = self.dimension_sets.first_mut() {
             // The main set is the default names, the added ones, then `service`: the added ones
             // go, `service` stays where it is.
             let service_last = settings.service.is_some()
                 && main.len() > defaults.len()
                 && main.last().is_some_and(|name| name == SERVICE);
             let service = if service_last { main.pop() } else { None };
-            while main.len() > defaults.len() {
-                if let Some(name) = main.pop() {
-                    self.keep_spare(name);
-                }
+            for name in main.drain(defaults.len().min(main.len())..) {
+                keep_spare(&mut self.spare, name);
             }
             if settings.service.is_some() {
                 main.push(service.unwrap_or_else(|| SERVICE.to_owned()));
             }
-            self.dimension_sets.push(main);
         }
         self.metadata_bytes = 0;
         self.metadata.clear();

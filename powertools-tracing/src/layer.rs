@@ -398,15 +398,18 @@ struct Recording<'a> {
     http: bool,
 }
 
+/// How much of `text` is recorded: at most [`MAX_CAPTURED_BYTES`], cut on a character boundary.
+fn captured_len(text: &str) -> usize {
+    let mut end = text.len().min(MAX_CAPTURED_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
+}
+
 /// Cuts `text` to at most [`MAX_CAPTURED_BYTES`], on a character boundary.
 fn truncate_to_captured(text: &mut String) {
-    if text.len() > MAX_CAPTURED_BYTES {
-        let mut end = MAX_CAPTURED_BYTES;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
+    text.truncate(captured_len(text));
 }
 
 /// The longest scratch buffer a thread keeps for serializing responses (a larger one is freed).
@@ -426,13 +429,7 @@ fn captured_json<R: Serialize>(response: &R) -> Option<StringValue> {
     let captured = serde_json::to_writer(&mut scratch, response)
         .ok()
         .and_then(|()| std::str::from_utf8(&scratch).ok())
-        .map(|json| {
-            let mut end = json.len().min(MAX_CAPTURED_BYTES);
-            while !json.is_char_boundary(end) {
-                end -= 1;
-            }
-            StringValue::from(json[..end].to_owned())
-        });
+        .map(|json| StringValue::from(json[..captured_len(json)].to_owned()));
     thread_buffer::keep(&RESPONSE_SCRATCH, scratch, KEPT_SCRATCH_BYTES);
     captured
 }
