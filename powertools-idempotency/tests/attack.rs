@@ -2251,6 +2251,20 @@ async fn context_default_concurrent_duplicates_execute_once() {
 // 8. Store failures and timeouts
 // ---------------------------------------------------------------------------------------------
 
+/// Runs an idempotent call of key `k` whose handler returns 1, and how long it took.
+async fn timed_run<St: IdempotencyStore>(
+    idem: &Idempotency<St>,
+    context: &Context,
+) -> (Result<u8, Error<HE>>, Duration) {
+    let started = Instant::now();
+    let result = idem
+        .run(context, "op", "k".to_owned(), |_| async {
+            Ok::<_, HE>(1u8)
+        })
+        .await;
+    (result, started.elapsed())
+}
+
 fn fault_idem(store: &FaultStore, timeout: Duration) -> Idempotency<FaultStore> {
     Idempotency::builder(store.clone())
         .key_prefix("atk")
@@ -2314,13 +2328,7 @@ async fn store_call_bounded_by_remaining_time() {
     let context = TestContext::new()
         .with_remaining_time(Duration::from_millis(400))
         .build();
-    let started = Instant::now();
-    let result = idem
-        .run(&context, "op", "k".to_owned(), |_| async {
-            Ok::<_, HE>(1u8)
-        })
-        .await;
-    let elapsed = started.elapsed();
+    let (result, elapsed) = timed_run(&idem, &context).await;
     assert_eq!(variant(&result), "IdempotencyPersistenceLayerError");
     assert!(
         elapsed >= Duration::from_millis(200) && elapsed < Duration::from_millis(1500),
@@ -2337,13 +2345,7 @@ async fn a_store_call_that_blocks_in_its_first_poll_counts_that_time() {
     let store = FaultStore::new();
     store.set("put", Fault::BlockThenHang(1000));
     let idem = fault_idem(&store, Duration::from_millis(500));
-    let started = Instant::now();
-    let result = idem
-        .run(&Context::default(), "op", "k".to_owned(), |_| async {
-            Ok::<_, HE>(1u8)
-        })
-        .await;
-    let elapsed = started.elapsed();
+    let (result, elapsed) = timed_run(&idem, &Context::default()).await;
     assert_eq!(variant(&result), "IdempotencyPersistenceLayerError");
     // 1 s of blocking, then the 500 ms limit has passed already; a timer started after the
     // poll would give another 500 ms.
@@ -3991,13 +3993,7 @@ mod dynamo {
             .store_timeout(Duration::from_millis(500))
             .build()
             .unwrap();
-        let started = Instant::now();
-        let result = idem
-            .run(&Context::default(), "op", "k".to_owned(), |_| async {
-                Ok::<_, HE>(1u8)
-            })
-            .await;
-        let elapsed = started.elapsed();
+        let (result, elapsed) = timed_run(&idem, &Context::default()).await;
         assert_eq!(variant(&result), "IdempotencyPersistenceLayerError");
         assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
         let message = result.unwrap_err().to_string();

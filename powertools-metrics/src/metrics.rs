@@ -1056,16 +1056,21 @@ mod tests {
 
     use crate::{MemorySink, MetricsLayer, Unit};
 
-    #[test]
-    fn dimension_buffers_are_reused_emptied_and_only_small_ones_kept() {
-        let sink = MemorySink::new();
-        let layer = MetricsLayer::builder()
+    /// A layer with the namespace `Bakery` and the service `orders`, writing to `sink`.
+    fn layer(sink: &MemorySink) -> MetricsLayer {
+        MetricsLayer::builder()
             .namespace("Bakery")
             .service("orders")
             .sink(sink.clone())
             .env(Env::empty())
             .build()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn dimension_buffers_are_reused_emptied_and_only_small_ones_kept() {
+        let sink = MemorySink::new();
+        let layer = layer(&sink);
         let metrics = layer.new_metrics();
         for index in 0..25 {
             let value = if index % 2 == 0 {
@@ -1107,13 +1112,7 @@ mod tests {
     #[test]
     fn a_state_that_grew_large_is_freed_not_kept_for_reuse() {
         let sink = MemorySink::new();
-        let layer = MetricsLayer::builder()
-            .namespace("Bakery")
-            .service("orders")
-            .sink(sink.clone())
-            .env(Env::empty())
-            .build()
-            .unwrap();
+        let layer = layer(&sink);
         let recycled = super::Recycled::default();
         let kept = |recycled: &super::Recycled| recycled.0.lock().unwrap().len();
 
