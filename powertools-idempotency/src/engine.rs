@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::num::NonZeroUsize;
+use std::ops::Deref;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -126,8 +127,7 @@ impl<St: IdempotencyStore> Engine<St> {
         R: Serialize + DeserializeOwned + 'static,
         Fut: Future<Output = Result<R, E>>,
     {
-        let prepared = self.prepare(context, operation, claim)?;
-        self.execute(prepared, handler).await
+        Engine::execute(self, self.prepare(context, operation, claim), handler).await
     }
 
     /// What the invocation needs from its context, taken before anything is awaited, so that
@@ -161,30 +161,97 @@ impl<St: IdempotencyStore> Engine<St> {
     }
 
     /// Claims the key, then runs `handler` or replays the stored response.
-    pub(crate) async fn execute<R, E, Fut>(
-        &self,
-        prepared: Prepared,
-        handler: impl FnOnce() -> Fut,
-    ) -> Result<R, Error<E>>
+    ///
+    /// One future for the whole protocol, which takes `handler` (and so the event it holds) by
+    /// value once: as an `async fn`, or split into nested ones, each level would keep its own
+    /// copy of the handler's closure (an argument stays in the future's prefix after the body
+    /// moves it) and the layer's boxed future would be twice as large, copied on every call.
+    /// `engine` is a reference for the function API and the layer's `Arc` for its `'static`
+    /// future, which is then the box's content itself instead of a wrapper around it.
+    // Not an `async fn`: that is the second copy of each argument this avoids.
+    #[allow(clippy::manual_async_fn)]
+    pub(crate) fn execute<R, E, Fut, H>(
+        engine: impl Deref<Target = Self>,
+        prepared: Result<Prepared, Error<E>>,
+        handler: H,
+    ) -> impl Future<Output = Result<R, Error<E>>>
     where
         R: Serialize + DeserializeOwned + 'static,
+        H: FnOnce() -> Fut,
         Fut: Future<Output = Result<R, E>>,
     {
-        let Prepared::Keyed {
-            key,
-            payload_hash,
-            deadline,
-        } = prepared
-        else {
-            return handler().await.map_err(Error::Handler);
-        };
-        let deadline = Deadline::at(deadline, SystemTime::now());
-        let record = match self.claim(&key, deadline, payload_hash).await {
-            Ok(Claimed::Run(record)) => record,
-            Ok(Claimed::Replay(response)) => return Ok(response),
-            Err(error) => return Err(error.into_handler_error()),
-        };
-        self.execute_claimed(record, deadline, handler).await
+        async move {
+            let (key, payload_hash, deadline) = match prepared? {
+                Prepared::Bypass => return handler().await.map_err(Error::Handler),
+                Prepared::Keyed {
+                    key,
+                    payload_hash,
+                    deadline,
+                } => (key, payload_hash, deadline),
+            };
+            let deadline = Deadline::at(deadline, SystemTime::now());
+            let record = match engine.claim(&key, deadline, payload_hash).await {
+                Ok(Claimed::Run(record)) => record,
+                Ok(Claimed::Replay(response)) => return Ok(response),
+                Err(error) => return Err(error.into_handler_error()),
+            };
+            drop(key);
+            // A panic while the handler builds its future (in a service's `call`, or in the
+            // closure given to `run`) must not leave the claim behind: delete it, then let the
+            // panic go on.
+            let future = match std::panic::catch_unwind(AssertUnwindSafe(handler)) {
+                Ok(future) => future,
+                Err(panic) => {
+                    if let Err(error) = engine.release(&record.key, deadline).await {
+                        tracing::error!(
+                            key = %record.key,
+                            error = %error,
+                            "the handler panicked before it started and deleting its \
+                             in-progress idempotency record failed: duplicates get \
+                             AlreadyInProgress until it expires"
+                        );
+                    }
+                    std::panic::resume_unwind(panic);
+                }
+            };
+            let failure = match AssertUnwindSafe(future).catch_unwind().await {
+                Ok(Ok(response)) => {
+                    // Serialized before any await, so the response need not be `Sync` for the
+                    // future to be `Send`.
+                    // A panic in the response's `Serialize` must not leave the claim behind
+                    // either: the handler's side effects happened, so the record is completed
+                    // without it.
+                    let data = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        storable_response(&record, &response)
+                    }))
+                    .unwrap_or_else(|panic| {
+                        Err(format!(
+                            "serializing the response panicked: {}",
+                            panic_message(panic.as_ref())
+                        ))
+                    });
+                    return match engine.complete(record, data, deadline).await {
+                        Ok(()) => Ok(response),
+                        Err(error) => Err(error.into_handler_error()),
+                    };
+                }
+                Ok(Err(error)) => Error::Handler(error),
+                Err(panic) => Error::HandlerPanicked {
+                    message: panic_message(panic.as_ref()),
+                },
+            };
+            // The handler failed: remove its claim so that a retry runs it again.
+            match engine.release(&record.key, deadline).await {
+                Ok(()) => Err(failure),
+                Err(delete_error) => Err(Error::DeleteFailed {
+                    error: Box::new(failure),
+                    source: match delete_error {
+                        StoreError::Backend(source) => source,
+                        other => Box::new(other),
+                    },
+                }),
+            }
+        }
     }
 
     pub(crate) fn key_for(&self, context: &Context, operation: &str, key_data: Value) -> String {
@@ -358,72 +425,6 @@ impl<St: IdempotencyStore> Engine<St> {
             hook(&mut response, &record);
         }
         Ok(response)
-    }
-
-    /// Runs the handler of a claimed key, then stores its response or deletes the claim.
-    async fn execute_claimed<R, E, Fut>(
-        &self,
-        record: DataRecord,
-        deadline: Deadline,
-        handler: impl FnOnce() -> Fut,
-    ) -> Result<R, Error<E>>
-    where
-        R: Serialize,
-        Fut: Future<Output = Result<R, E>>,
-    {
-        // A panic while the handler builds its future (in a service's `call`, or in the closure
-        // given to `run`) must not leave the claim behind: delete it, then let the panic go on.
-        let future = match std::panic::catch_unwind(AssertUnwindSafe(handler)) {
-            Ok(future) => future,
-            Err(panic) => {
-                if let Err(error) = self.release(&record.key, deadline).await {
-                    tracing::error!(
-                        key = %record.key,
-                        error = %error,
-                        "the handler panicked before it started and deleting its in-progress \
-                         idempotency record failed: duplicates get AlreadyInProgress until it \
-                         expires"
-                    );
-                }
-                std::panic::resume_unwind(panic);
-            }
-        };
-        let failure = match AssertUnwindSafe(future).catch_unwind().await {
-            Ok(Ok(response)) => {
-                // Serialized before any await, so the response need not be `Sync` for the future
-                // to be `Send`.
-                // A panic in the response's `Serialize` must not leave the claim behind either:
-                // the handler's side effects happened, so the record is completed without it.
-                let data = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    storable_response(&record, &response)
-                }))
-                .unwrap_or_else(|panic| {
-                    Err(format!(
-                        "serializing the response panicked: {}",
-                        panic_message(panic.as_ref())
-                    ))
-                });
-                return match self.complete(record, data, deadline).await {
-                    Ok(()) => Ok(response),
-                    Err(error) => Err(error.into_handler_error()),
-                };
-            }
-            Ok(Err(error)) => Error::Handler(error),
-            Err(panic) => Error::HandlerPanicked {
-                message: panic_message(panic.as_ref()),
-            },
-        };
-        // The handler failed: remove its claim so that a retry runs it again.
-        match self.release(&record.key, deadline).await {
-            Ok(()) => Err(failure),
-            Err(delete_error) => Err(Error::DeleteFailed {
-                error: Box::new(failure),
-                source: match delete_error {
-                    StoreError::Backend(source) => source,
-                    other => Box::new(other),
-                },
-            }),
-        }
     }
 
     /// Deletes the claim of a failed handler, from the local cache and the store.

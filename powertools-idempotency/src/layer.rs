@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tower::{Layer, Service};
 
-use crate::engine::Claim;
+use crate::engine::{Claim, Engine};
 use crate::error::Error;
 use crate::idempotency::Idempotency;
 use crate::key::{FromFn, KeyExtractor, NoValidation, WholeEvent};
@@ -197,6 +197,6 @@ where
         let prepared = claim
             .map_err(Error::into_handler_error)
             .and_then(|claim| engine.prepare(&event.context, &self.layer.operation, claim));
-        Box::pin(async move { engine.execute(prepared?, move || inner.call(event)).await })
+        Box::pin(Engine::execute(engine, prepared, move || inner.call(event)))
     }
 }

@@ -498,3 +498,39 @@ fn numbers_are_keyed_by_value_not_spelling() {
     );
     assert_ne!(key_json(&parse("0.1")), key_json(&parse("0")));
 }
+
+/// An event with a large payload, so that the event's copies dominate the size of a future.
+struct LargeEvent {
+    id: String,
+    padding: [u8; 4096],
+}
+
+#[tokio::test]
+async fn the_layer_s_future_holds_the_event_at_most_twice() {
+    // The closure that calls the service holds the event until the key is claimed, and the
+    // handler's future holds it after: two copies are the least. Each nested `async fn` that
+    // took the closure by value kept one more, and the boxed future was copied on every call.
+    let store = InMemoryStore::new();
+    let mut service = IdempotencyLayer::new(idempotency(&store))
+        .key_from(|event: &LargeEvent| Some(event.id.clone()))
+        .layer(service_fn(|event: LambdaEvent<LargeEvent>| async move {
+            let padding = std::hint::black_box(&event.payload.padding);
+            Ok::<_, std::convert::Infallible>(format!("{}:{}", event.payload.id, padding.len()))
+        }));
+    let event = LambdaEvent::new(
+        LargeEvent {
+            id: "large-1".to_owned(),
+            padding: [7; 4096],
+        },
+        TestContext::new().build(),
+    );
+    let event_size = std::mem::size_of_val(&event);
+    let future = service.call(event);
+    let future_size = std::mem::size_of_val(&*future);
+    assert!(
+        future_size < 3 * event_size,
+        "the layer's future is {future_size} bytes for a {event_size}-byte event"
+    );
+    assert_eq!(future.await.unwrap(), "large-1:4096");
+    assert_eq!(store.len(), 1, "the call was claimed and completed");
+}
