@@ -73,6 +73,8 @@ pub mod env;
 #[cfg(feature = "jmespath")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jmespath")))]
 pub mod jmespath;
+#[doc(hidden)]
+pub mod json_escape;
 #[cfg(any(test, feature = "testing"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;

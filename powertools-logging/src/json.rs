@@ -4,6 +4,7 @@ use std::cell::Cell;
 use std::error::Error as StdError;
 use std::fmt::{self, Write as _};
 
+use powertools_core::json_escape::first_escape;
 use powertools_core::thread_buffer;
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
@@ -100,52 +101,11 @@ fn same_key(normalized: &[u8], key: &[u8]) -> bool {
     normalized.len() == key.len() && normalized.iter().zip(key).all(|(a, b)| *a == fold(*b))
 }
 
-/// The bytes a JSON string cannot hold as they are: `"`, `\\`, the C0 controls and DEL.
-static NEEDS_ESCAPE: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut byte = 0;
-    while byte < 0x20 {
-        table[byte] = true;
-        byte += 1;
-    }
-    table[b'"' as usize] = true;
-    table[b'\\' as usize] = true;
-    table[0x7f] = true;
-    table
-};
-
 /// FNV-1a: a few instructions per byte, plenty for telling a line's keys apart.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
-}
-
-/// Where the first byte that needs escaping is. Eight bytes are checked at a time (SWAR), since
-/// every line's keys and values go through here.
-fn first_escape(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let has_zero_byte = |word: u64| word.wrapping_sub(ONES) & !word & HIGH != 0;
-    let mut clean = 0;
-    for chunk in bytes.chunks_exact(8) {
-        let Ok(word) = <[u8; 8]>::try_from(chunk).map(u64::from_le_bytes) else {
-            break;
-        };
-        let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH != 0;
-        if control
-            || has_zero_byte(word ^ (ONES * u64::from(b'"')))
-            || has_zero_byte(word ^ (ONES * u64::from(b'\\')))
-            || has_zero_byte(word ^ (ONES * 0x7f))
-        {
-            break;
-        }
-        clean += 8;
-    }
-    bytes[clean..]
-        .iter()
-        .position(|&byte| NEEDS_ESCAPE[usize::from(byte)])
-        .map(|offset| clean + offset)
 }
 
 /// Appends `text` as a JSON string.
@@ -155,7 +115,8 @@ pub(crate) fn write_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
     let mut start = 0;
     // Copy runs of plain bytes in one go: most strings have nothing to escape.
-    while let Some(offset) = first_escape(&bytes[start..]) {
+    // DEL too (as `\u007f`), which is invisible where lines are read.
+    while let Some(offset) = first_escape::<true>(&bytes[start..]) {
         let index = start + offset;
         out.extend_from_slice(&bytes[start..index]);
         let byte = bytes[index];

@@ -2,6 +2,7 @@
 
 use std::cell::Cell;
 
+use powertools_core::json_escape::first_escape;
 use powertools_core::thread_buffer;
 use serde_json::{Map, Value};
 
@@ -318,7 +319,8 @@ fn write_str(out: &mut Vec<u8>, text: &str) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0;
-    while let Some(offset) = first_escape(&bytes[start..]) {
+    // What serde_json escapes: not DEL.
+    while let Some(offset) = first_escape::<false>(&bytes[start..]) {
         let index = start + offset;
         out.extend_from_slice(&bytes[start..index]);
         let byte = bytes[index];
@@ -340,35 +342,6 @@ fn write_str(out: &mut Vec<u8>, text: &str) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
-}
-
-/// Where the first byte serde_json escapes is (a control character, `"` or `\`), eight bytes at
-/// a time: names and values are mostly plain ASCII.
-fn first_escape(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let has_zero_byte = |word: u64| word.wrapping_sub(ONES) & !word & HIGH != 0;
-    let needs_escape = |byte: u8| byte < 0x20 || byte == b'"' || byte == b'\\';
-    let mut clean = 0;
-    for chunk in bytes.chunks_exact(8) {
-        let Ok(word) = <[u8; 8]>::try_from(chunk).map(u64::from_le_bytes) else {
-            break;
-        };
-        // A byte below 0x20 (bytes of 0x80 and above are never flagged by themselves: `!word`
-        // clears their high bit), a quote or a backslash.
-        let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH != 0;
-        if control
-            || has_zero_byte(word ^ (ONES * u64::from(b'"')))
-            || has_zero_byte(word ^ (ONES * u64::from(b'\\')))
-        {
-            break;
-        }
-        clean += 8;
-    }
-    bytes[clean..]
-        .iter()
-        .position(|&byte| needs_escape(byte))
-        .map(|offset| clean + offset)
 }
 
 /// `epoch_ms` as an RFC 3339 UTC time with milliseconds.
