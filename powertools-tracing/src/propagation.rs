@@ -102,8 +102,9 @@ fn parse_lambda_form(header: &str) -> Option<SpanContext> {
         return None;
     }
     let epoch = hex(&bytes[7..15])?;
-    let unique = hex(&bytes[16..40])?;
-    let trace_id = (epoch << 96) | unique;
+    let unique_high = hex(&bytes[16..24])?;
+    let unique_low = hex(&bytes[24..40])?;
+    let trace_id = u128::from(epoch) << 96 | u128::from(unique_high) << 64 | u128::from(unique_low);
     let parent = hex(&bytes[48..64])?;
     let flags = match bytes[73] {
         b'0' => TraceFlags::default(),
@@ -114,7 +115,7 @@ fn parse_lambda_form(header: &str) -> Option<SpanContext> {
     (trace_id != 0).then(|| {
         SpanContext::new(
             TraceId::from(trace_id),
-            SpanId::from(u64::try_from(parent).unwrap_or_default()),
+            SpanId::from(parent),
             flags,
             true,
             TraceState::NONE,
@@ -122,17 +123,34 @@ fn parse_lambda_form(header: &str) -> Option<SpanContext> {
     })
 }
 
-/// Hex digits (either case, at most 32) as a number; `None` for any other byte.
-fn hex(digits: &[u8]) -> Option<u128> {
-    digits.iter().try_fold(0_u128, |value, digit| {
-        let nibble = match digit {
-            b'0'..=b'9' => digit - b'0',
-            b'a'..=b'f' => digit - b'a' + 10,
-            b'A'..=b'F' => digit - b'A' + 10,
-            _ => return None,
-        };
-        Some((value << 4) | u128::from(nibble))
-    })
+/// Each byte's value as a hex digit (either case), and 0xff for a byte that is not one.
+static HEX_DIGITS: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut digit = 0;
+    while digit < 10 {
+        table[b'0' as usize + digit] = digit as u8;
+        digit += 1;
+    }
+    let mut letter = 0;
+    while letter < 6 {
+        table[b'a' as usize + letter] = 10 + letter as u8;
+        table[b'A' as usize + letter] = 10 + letter as u8;
+        letter += 1;
+    }
+    table
+};
+
+/// At most 16 hex digits (either case) as a number; `None` if any byte is not a hex digit.
+/// One table lookup per digit, and one check at the end instead of a branch per digit.
+fn hex(digits: &[u8]) -> Option<u64> {
+    let mut value = 0;
+    let mut invalid = 0;
+    for &digit in digits {
+        let nibble = HEX_DIGITS[usize::from(digit)];
+        invalid |= nibble;
+        value = value << 4 | u64::from(nibble & 0x0f);
+    }
+    (invalid & 0xf0 == 0).then_some(value)
 }
 
 /// `1-<epoch>-<unique>` as one 128-bit id; the two parts are parsed as one hex number, as the
@@ -207,5 +225,30 @@ mod tests {
             let ours = parse_xray_header(header).filter(SpanContext::is_valid);
             assert_eq!(ours, theirs, "{header:?}");
         }
+    }
+
+    #[test]
+    fn every_character_anywhere_in_lambda_s_form_reads_as_the_propagator_reads_it() {
+        let header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+        let propagator = XrayPropagator::default();
+        let mut fast_form = 0;
+        for position in 0..header.len() {
+            for character in (0_u8..=0x7f).map(char::from).chain(['é', '٣']) {
+                let mut changed = header[..position].to_owned();
+                changed.push(character);
+                changed.push_str(&header[position + 1..]);
+                fast_form += usize::from(parse_lambda_form(&changed).is_some());
+                let carrier = HashMap::from([("x-amzn-trace-id".to_owned(), changed.clone())]);
+                let theirs = propagator.extract(&carrier).span().span_context().clone();
+                let theirs = theirs.is_valid().then_some(theirs);
+                let ours = parse_xray_header(&changed).filter(SpanContext::is_valid);
+                assert_eq!(ours, theirs, "{changed:?}");
+            }
+        }
+        // Every hex digit of the three ids in both cases (22 per position), and the flags.
+        assert!(
+            fast_form > 56 * 16,
+            "{fast_form} headers read at fixed offsets"
+        );
     }
 }
