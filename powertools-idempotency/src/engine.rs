@@ -115,21 +115,6 @@ impl<St: IdempotencyStore> Engine<St> {
         })
     }
 
-    /// Runs `handler` at most once per key within the window, replaying its response otherwise.
-    pub(crate) async fn run<R, E, Fut>(
-        &self,
-        context: &Context,
-        operation: &str,
-        claim: Claim,
-        handler: impl FnOnce() -> Fut,
-    ) -> Result<R, Error<E>>
-    where
-        R: Serialize + DeserializeOwned + 'static,
-        Fut: Future<Output = Result<R, E>>,
-    {
-        Engine::execute(self, self.prepare(context, operation, claim), handler).await
-    }
-
     /// What the invocation needs from its context, taken before anything is awaited, so that
     /// the layer's future holds neither the context nor a copy of it.
     pub(crate) fn prepare<E>(

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::config::{
     DEFAULT_LOCAL_CACHE_MAX_ITEMS, POWERTOOLS_IDEMPOTENCY_DISABLED, ReplayHook, Settings,
 };
-use crate::engine::{Claim, Engine};
+use crate::engine::{Claim, Engine, Prepared};
 use crate::error::Error;
 use crate::key::to_json;
 use crate::persistence::IdempotencyStore;
@@ -92,6 +92,10 @@ impl<St: IdempotencyStore> Idempotency<St> {
     /// (floats and 128-bit integers are exact; a type whose JSON loses information, such as
     /// `Option<Option<T>>` or `#[serde(skip)]` fields, replays what its JSON holds).
     ///
+    /// The key is computed when `run` is called (the argument serialized, the context read); the
+    /// store is called, and `function` run, when the returned future is awaited, which returns
+    /// every error, those of the key included.
+    ///
     /// # Errors
     /// The function's own error as [`Error::Handler`], or what the idempotency protocol found
     /// (already in progress, store failure, …); [`Error::Config`] for an invalid operation name.
@@ -101,22 +105,25 @@ impl<St: IdempotencyStore> Idempotency<St> {
     /// in-progress record first, so a retry runs it again. A panic inside the future is returned
     /// as [`Error::HandlerPanicked`]; a panic in the closure itself, before any future exists, is
     /// resumed.
-    pub async fn run<A, R, E, F, Fut>(
+    pub fn run<A, R, E, F, Fut>(
         &self,
         context: &Context,
         operation: &str,
         argument: A,
         function: F,
-    ) -> Result<R, Error<E>>
+    ) -> impl Future<Output = Result<R, Error<E>>>
     where
         A: Serialize,
         R: Serialize + DeserializeOwned + 'static,
         F: FnOnce(A) -> Fut,
         Fut: Future<Output = Result<R, E>>,
     {
-        let key_data = to_json(&argument, "argument").map_err(Error::into_handler_error)?;
-        self.run_keyed(context, operation, key_data, None, || function(argument))
-            .await
+        // The argument is the key: serialized now, its error returned when the future is
+        // awaited. The future is the protocol's own, holding `function` and `argument` once.
+        let prepared = to_json(&argument, "argument")
+            .map_err(Error::into_handler_error)
+            .and_then(|key_data| self.prepare_keyed(context, operation, key_data, None));
+        Engine::execute(&*self.engine, prepared, move || function(argument))
     }
 
     fn check_run_operation(operation: &str) -> Result<(), Error> {
@@ -138,25 +145,39 @@ impl<St: IdempotencyStore> Idempotency<St> {
     ///
     /// # Errors
     /// As [`run`](Self::run).
-    pub async fn run_keyed<R, E, F, Fut>(
+    pub fn run_keyed<R, E, F, Fut>(
         &self,
         context: &Context,
         operation: &str,
         key_data: Value,
         validation_data: Option<Value>,
         function: F,
-    ) -> Result<R, Error<E>>
+    ) -> impl Future<Output = Result<R, Error<E>>>
     where
         R: Serialize + DeserializeOwned + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<R, E>>,
     {
+        let prepared = self.prepare_keyed(context, operation, key_data, validation_data);
+        Engine::execute(&*self.engine, prepared, function)
+    }
+
+    /// What [`run_keyed`](Self::run_keyed) claims, computed when it is called, so that the future
+    /// it returns is the protocol's own and holds the function once (an `async fn` here would
+    /// keep a copy of it per level). An error is returned when that future is awaited.
+    fn prepare_keyed<E>(
+        &self,
+        context: &Context,
+        operation: &str,
+        key_data: Value,
+        validation_data: Option<Value>,
+    ) -> Result<Prepared, Error<E>> {
         Self::check_run_operation(operation).map_err(Error::into_handler_error)?;
         let claim = Claim {
             key_data: Some(key_data),
             validation_data,
         };
-        self.engine.run(context, operation, claim, function).await
+        self.engine.prepare(context, operation, claim)
     }
 
     /// The idempotency key that `key_data` gets for `operation` in `context`'s invocation (for

@@ -534,3 +534,30 @@ async fn the_layer_s_future_holds_the_event_at_most_twice() {
     assert_eq!(future.await.unwrap(), "large-1:4096");
     assert_eq!(store.len(), 1, "the call was claimed and completed");
 }
+
+#[tokio::test]
+async fn the_function_api_s_future_holds_the_function_at_most_twice() {
+    // As the layer's: the function (and what it captured) until the key is claimed, then its
+    // future. With `run` and `run_keyed` as `async fn`s over the engine's, each level kept a copy.
+    let store = InMemoryStore::new();
+    let idempotency = idempotency(&store);
+    let context = TestContext::new().build();
+    let captured = [7_u8; 4096];
+    let future = idempotency.run(
+        &context,
+        "large",
+        "large-1".to_owned(),
+        move |id: String| async move {
+            let captured = std::hint::black_box(&captured);
+            Ok::<_, std::convert::Infallible>(format!("{id}:{}", captured.len()))
+        },
+    );
+    let future_size = std::mem::size_of_val(&future);
+    assert!(
+        future_size < 3 * captured.len(),
+        "the function API's future is {future_size} bytes for a {}-byte capture",
+        captured.len()
+    );
+    assert_eq!(future.await.unwrap(), "large-1:4096");
+    assert_eq!(store.len(), 1, "the call was claimed and completed");
+}
