@@ -167,7 +167,16 @@ impl<St: IdempotencyStore> Engine<St> {
     {
         async move {
             let (key, payload_hash, deadline) = match prepared? {
-                Prepared::Bypass => return handler().await.map_err(Error::Handler),
+                // Nothing to claim, but a panic in the future is still the documented error.
+                Prepared::Bypass => {
+                    let future = handler();
+                    return match AssertUnwindSafe(future).catch_unwind().await {
+                        Ok(outcome) => outcome.map_err(Error::Handler),
+                        Err(panic) => Err(Error::HandlerPanicked {
+                            message: panic_message(panic.as_ref()),
+                        }),
+                    };
+                }
                 Prepared::Keyed {
                     key,
                     payload_hash,

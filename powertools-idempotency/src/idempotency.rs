@@ -94,7 +94,8 @@ impl<St: IdempotencyStore> Idempotency<St> {
     ///
     /// The key is computed when `run` is called (the argument serialized, the context read); the
     /// store is called, and `function` run, when the returned future is awaited, which returns
-    /// every error, those of the key included.
+    /// every error, those of the key included. The future borrows only `self`: `context` and
+    /// `operation` may be dropped before it is awaited.
     ///
     /// # Errors
     /// The function's own error as [`Error::Handler`], or what the idempotency protocol found
@@ -105,13 +106,13 @@ impl<St: IdempotencyStore> Idempotency<St> {
     /// in-progress record first, so a retry runs it again. A panic inside the future is returned
     /// as [`Error::HandlerPanicked`]; a panic in the closure itself, before any future exists, is
     /// resumed.
-    pub fn run<A, R, E, F, Fut>(
-        &self,
+    pub fn run<'a, A, R, E, F, Fut>(
+        &'a self,
         context: &Context,
         operation: &str,
         argument: A,
         function: F,
-    ) -> impl Future<Output = Result<R, Error<E>>>
+    ) -> impl Future<Output = Result<R, Error<E>>> + use<'a, St, A, R, E, F, Fut>
     where
         A: Serialize,
         R: Serialize + DeserializeOwned + 'static,
@@ -145,14 +146,14 @@ impl<St: IdempotencyStore> Idempotency<St> {
     ///
     /// # Errors
     /// As [`run`](Self::run).
-    pub fn run_keyed<R, E, F, Fut>(
-        &self,
+    pub fn run_keyed<'a, R, E, F, Fut>(
+        &'a self,
         context: &Context,
         operation: &str,
         key_data: Value,
         validation_data: Option<Value>,
         function: F,
-    ) -> impl Future<Output = Result<R, Error<E>>>
+    ) -> impl Future<Output = Result<R, Error<E>>> + use<'a, St, R, E, F, Fut>
     where
         R: Serialize + DeserializeOwned + 'static,
         F: FnOnce() -> Fut,

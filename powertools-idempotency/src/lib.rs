@@ -84,10 +84,10 @@
 //! | --- | --- | --- | --- |
 //! | handler returns `Ok` | `COMPLETED` with the response, until the window ends | the response | the same response, bit for bit (until the window ends) |
 //! | handler returns `Err` | deleted | [`Error::Handler`] (its own error) | runs the handler again |
-//! | handler panics inside its future | deleted | [`Error::HandlerPanicked`] | runs the handler again |
+//! | handler panics inside its future | deleted | [`Error::HandlerPanicked`] (also when nothing was claimed: idempotency off, or a missing key allowed) | runs the handler again |
 //! | handler panics before its future exists (in a service's `call`, or in the closure given to `run`) | deleted | the panic, resumed | runs the handler again |
 //! | response can't be stored (over [`MAX_ITEM_SIZE`], NaN or ±Infinity, refused by serde_json) | `COMPLETED` without a response; a warning is logged | the response | [`Error::ResponseNotStored`] until the window ends: the side effects never run twice |
-//! | invocation times out or the process dies | stays `INPROGRESS` until the invocation's deadline | Lambda's timeout | [`Error::AlreadyInProgress`] until the deadline, then runs again |
+//! | invocation times out, the process dies, or the future is dropped after the claim (a `tokio::time::timeout` or `select!` around `run`, say) | stays `INPROGRESS` until the invocation's deadline | Lambda's timeout (or nothing: the future is gone) | [`Error::AlreadyInProgress`] until the deadline, then runs again |
 //! | store down or hung before the claim | none (or, if the write landed but its answer was lost, `INPROGRESS` until the deadline) | [`Error::Persistence`], the handler never ran | runs (or [`Error::AlreadyInProgress`] until the deadline) |
 //! | store down or hung after the handler succeeded | stays `INPROGRESS` until the invocation's deadline | [`Error::NotCompleted`], naming that time | [`Error::AlreadyInProgress`] until then, then runs again |
 //! | handler failed and the delete failed too | stays `INPROGRESS` until the invocation's deadline | [`Error::DeleteFailed`] with both errors | [`Error::AlreadyInProgress`] until then, then runs again |

@@ -561,3 +561,56 @@ async fn the_function_api_s_future_holds_the_function_at_most_twice() {
     assert_eq!(future.await.unwrap(), "large-1:4096");
     assert_eq!(store.len(), 1, "the call was claimed and completed");
 }
+
+#[tokio::test]
+async fn a_panic_inside_the_future_is_handler_panicked_when_nothing_was_claimed_too() {
+    // The missing-key rule lets the function run without a claim: its panic is still the
+    // documented `HandlerPanicked`, not a panic out of the future.
+    let store = InMemoryStore::new();
+    let idempotency = idempotency(&store);
+    let context = TestContext::new().build();
+    let outcome =
+        AssertUnwindSafe(
+            idempotency.run(&context, "bypass", String::new(), |_: String| async {
+                if std::hint::black_box(true) {
+                    panic!("inside the unclaimed future");
+                }
+                Ok::<u8, std::io::Error>(1)
+            }),
+        )
+        .catch_unwind()
+        .await;
+    match outcome {
+        Ok(Err(Error::HandlerPanicked { message })) => {
+            assert!(message.contains("inside the unclaimed future"), "{message}");
+        }
+        other => panic!(
+            "expected HandlerPanicked, got {:?}",
+            other.map(|r| r.map_err(|e| e.to_string()))
+        ),
+    }
+    assert!(store.is_empty(), "nothing was claimed");
+}
+
+#[tokio::test]
+async fn the_function_api_s_future_outlives_the_context_and_the_operation_name() {
+    let store = InMemoryStore::new();
+    let idempotency = idempotency(&store);
+    let future = {
+        let context = TestContext::new().build();
+        let operation = String::from("short-lived");
+        idempotency.run(&context, &operation, 7_u8, |value| async move {
+            Ok::<_, std::io::Error>(value * 2)
+        })
+    };
+    assert_eq!(future.await.unwrap(), 14);
+    let future = {
+        let context = TestContext::new().build();
+        let operation = String::from("short-lived-keyed");
+        idempotency.run_keyed(&context, &operation, json!("k"), None, || async {
+            Ok::<_, std::io::Error>(3_u8)
+        })
+    };
+    assert_eq!(future.await.unwrap(), 3);
+    assert_eq!(store.len(), 2);
+}
