@@ -189,7 +189,6 @@ impl<St: IdempotencyStore> Engine<St> {
                 Ok(Claimed::Replay(response)) => return Ok(response),
                 Err(error) => return Err(error.into_handler_error()),
             };
-            drop(key);
             // A panic while the handler builds its future (in a service's `call`, or in the
             // closure given to `run`) must not leave the claim behind: delete it, then let the
             // panic go on.
