@@ -10,56 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use lambda_runtime::tower::{ServiceBuilder, ServiceExt};
 use lambda_runtime::{LambdaEvent, service_fn};
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
-use powertools::Powertools;
-use powertools::core::env::Env;
 use powertools::core::testing::TestContext;
 use powertools::idempotency::{Idempotency, IdempotencyLayer, InMemoryStore, JmesPath};
-use powertools_bench::{DiscardDocuments, Order, Receipt, accept, handler};
+use powertools_bench::{Order, Receipt, accept, handler};
 
-/// Drops finished spans: the span is built, ended and handed over, and nothing is sent.
-#[derive(Debug)]
-struct DropSpans;
-
-impl SpanExporter for DropSpans {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        std::hint::black_box(batch);
-        Ok(())
-    }
-}
-
-fn powertools(tracing: bool) -> Powertools {
-    let builder = Powertools::builder()
-        .service("orders")
-        .env(Env::from_pairs([
-            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
-            ("AWS_LAMBDA_FUNCTION_NAME", "orders"),
-            (
-                "POWERTOOLS_TRACE_DISABLED",
-                if tracing { "false" } else { "true" },
-            ),
-        ]))
-        .logger(|logger| logger.writer(std::io::sink))
-        .metrics(|metrics| metrics.sink(DiscardDocuments));
-    let builder = if tracing {
-        builder.tracer(|tracer| tracer.queued_exporter(DropSpans))
-    } else {
-        builder
-    };
-    builder.build().expect("valid settings")
-}
-
-fn store() -> Idempotency<InMemoryStore> {
-    Idempotency::builder(InMemoryStore::new())
-        .key_prefix("orders")
-        .build()
-        .expect("valid settings")
-}
-
-fn key(order: &Order) -> Option<String> {
-    Some(order.order_id.clone())
-}
+mod common;
+use common::{key, powertools, store};
 
 /// Calls of a first-call row between two fresh stores: a warm function's store holds what its
 /// recent invocations wrote, not the millions of records a benchmark run would pile up (a map

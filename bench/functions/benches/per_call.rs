@@ -17,57 +17,13 @@ use std::convert::Infallible;
 
 use lambda_runtime::tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use lambda_runtime::{LambdaEvent, service_fn};
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
-use powertools::Powertools;
-use powertools::core::env::Env;
 use powertools::core::testing::TestContext;
-use powertools::idempotency::{Idempotency, IdempotencyLayer, InMemoryStore};
+use powertools::idempotency::IdempotencyLayer;
 use powertools::tracing::TracingLayer;
-use powertools_bench::{DiscardDocuments, Order, Receipt, accept, handler};
+use powertools_bench::{Order, Receipt, accept, handler};
 
-/// Drops finished spans: the span is built, ended, queued and handed over; nothing is sent.
-#[derive(Debug)]
-struct DropSpans;
-
-impl SpanExporter for DropSpans {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        std::hint::black_box(batch);
-        Ok(())
-    }
-}
-
-fn powertools(tracing: bool) -> Powertools {
-    let builder = Powertools::builder()
-        .service("orders")
-        .env(Env::from_pairs([
-            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
-            ("AWS_LAMBDA_FUNCTION_NAME", "orders"),
-            (
-                "POWERTOOLS_TRACE_DISABLED",
-                if tracing { "false" } else { "true" },
-            ),
-        ]))
-        .logger(|logger| logger.writer(std::io::sink))
-        .metrics(|metrics| metrics.sink(DiscardDocuments));
-    let builder = if tracing {
-        builder.tracer(|tracer| tracer.queued_exporter(DropSpans))
-    } else {
-        builder
-    };
-    builder.build().expect("valid settings")
-}
-
-fn store() -> Idempotency<InMemoryStore> {
-    Idempotency::builder(InMemoryStore::new())
-        .key_prefix("orders")
-        .build()
-        .expect("valid settings")
-}
-
-fn key(order: &Order) -> Option<String> {
-    Some(order.order_id.clone())
-}
+mod common;
+use common::{key, powertools, store};
 
 fn main() {
     let arguments: Vec<String> = std::env::args()
