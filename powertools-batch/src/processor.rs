@@ -404,7 +404,9 @@ where
         )),
         Ok(future) => match AssertUnwindSafe(future).catch_unwind().await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(error.to_string()),
+            // Not `to_string`, which panics when a `Display` fails: one record's error would
+            // fail the whole batch, records already done included.
+            Ok(Err(error)) => Err(powertools_core::error_chain::display_text(&error)),
             Err(panic) => Err(format!(
                 "the record's handler panicked: {}",
                 panic

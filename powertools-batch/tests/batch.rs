@@ -106,6 +106,33 @@ async fn only_the_failed_records_are_reported_whatever_made_them_fail() {
     assert_eq!(json["batchItemFailures"][0]["itemIdentifier"], "m-2");
 }
 
+/// A record handler's error whose `Display` returns `Err` (the formatting machinery's own error,
+/// as a buggy `Display` would).
+#[derive(Debug)]
+struct UnprintableError;
+
+impl std::fmt::Display for UnprintableError {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Err(std::fmt::Error)
+    }
+}
+
+#[tokio::test]
+async fn an_error_that_cannot_be_displayed_fails_its_record_only() {
+    logging();
+    let response = BatchProcessor::new()
+        .process_sqs(&sqs("mixed"), |record: SqsRecord<BakeOrder>| async move {
+            match record.body.loaves {
+                0 => Err(UnprintableError),
+                _ => Ok(()),
+            }
+        })
+        .await
+        .expect("a partial failure, not an error");
+    // m-2 (no loaves) fails by its error, m-3 by its body; the others are done.
+    assert_eq!(failed_ids(&response), ["m-2", "m-3"]);
+}
+
 #[tokio::test]
 async fn a_fifo_failure_fails_every_later_record_or_only_its_group() {
     logging();

@@ -70,6 +70,8 @@
 pub struct ReadmeDoctests;
 
 pub mod env;
+#[doc(hidden)]
+pub mod error_chain;
 #[cfg(feature = "jmespath")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jmespath")))]
 pub mod jmespath;

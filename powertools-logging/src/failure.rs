@@ -9,6 +9,7 @@ use std::fmt::{self, Write as _};
 use std::sync::{Arc, Once};
 
 use lambda_runtime::Diagnostic;
+use powertools_core::error_chain::message_chain;
 
 use crate::json::write_str;
 
@@ -40,9 +41,6 @@ const MESSAGE_ONLY: &str = "Error";
 
 /// The name written for a panic.
 pub(crate) const PANIC: &str = "Panic";
-
-/// How deep a `source()` chain is followed; a cyclic chain would otherwise loop forever.
-const MAX_SOURCES: usize = 32;
 
 /// Describes a handler error, by the first of:
 ///
@@ -120,27 +118,6 @@ fn message_only(message: String) -> Failure {
         name: MESSAGE_ONLY.to_owned(),
         message,
     }
-}
-
-/// The error's message, then each source's, joined by `": "`; a source whose message the chain
-/// already holds (a `Display` that prints its source) is not repeated.
-pub(crate) fn message_chain(error: &(dyn StdError + 'static)) -> String {
-    let mut chain = text_of(format_args!("{error}"));
-    let mut source = error.source();
-    let mut depth = 0;
-    while let Some(cause) = source {
-        if depth == MAX_SOURCES {
-            break;
-        }
-        let message = text_of(format_args!("{cause}"));
-        if !message.is_empty() && !chain.contains(&message) {
-            chain.push_str(": ");
-            chain.push_str(&message);
-        }
-        source = cause.source();
-        depth += 1;
-    }
-    chain
 }
 
 /// The handler's error inside the `Handler(…)` variants of powertools-rs wrappers:

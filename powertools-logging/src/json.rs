@@ -4,6 +4,7 @@ use std::cell::Cell;
 use std::error::Error as StdError;
 use std::fmt::{self, Write as _};
 
+use powertools_core::error_chain::{self, display_text};
 use powertools_core::json_escape::first_escape;
 use powertools_core::thread_buffer;
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
@@ -511,14 +512,6 @@ pub(crate) fn debug_text(value: &dyn fmt::Debug) -> String {
     text
 }
 
-fn display_text(value: &dyn fmt::Display) -> String {
-    let mut text = String::new();
-    if write!(text, "{value}").is_err() {
-        text.push_str("<Display formatting failed>");
-    }
-    text
-}
-
 /// The error's kind, read off its `Debug` form (`EmptyBasket`, `Os`, `Custom`): Rust has no
 /// run-time type name for a `dyn Error`.
 fn error_type(debug: &str) -> &str {
@@ -543,21 +536,12 @@ pub(crate) fn write_error(
     out.extend_from_slice(b",\"message\":");
     write_str(out, &redacted_text(&display_text(&error), redactor));
     out.extend_from_slice(b",\"sources\":[");
-    let mut source = error.source();
-    let mut first = true;
-    // A cyclic chain would loop forever; no real chain is this deep.
-    let mut depth = 0;
-    while let Some(cause) = source {
-        if depth == 32 {
-            break;
-        }
-        if !first {
+    // Bounded: a cyclic chain would otherwise be followed forever.
+    for (index, cause) in error_chain::sources(error).enumerate() {
+        if index > 0 {
             out.push(b',');
         }
-        first = false;
         write_str(out, &redacted_text(&display_text(&cause), redactor));
-        source = cause.source();
-        depth += 1;
     }
     out.extend_from_slice(b"]}");
 }

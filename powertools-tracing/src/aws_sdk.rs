@@ -106,17 +106,22 @@ impl Intercept for AwsSdkSpans {
 /// sources (`dispatch failure: io error: connection refused`). Debug would dump the SDK's
 /// internals (and the raw response) into the trace.
 fn status_message(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = String::new();
-    let mut next = Some(error);
-    while let Some(error) = next {
-        let text = error.to_string();
-        if !message.contains(&text) {
-            if !message.is_empty() {
-                message.push_str(": ");
-            }
-            message.push_str(&text);
-        }
-        next = error.source();
+    powertools_core::error_chain::message_chain(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use powertools_core::error_chain::fixtures::{FailingDisplay, OwnSource};
+
+    use super::status_message;
+
+    #[test]
+    fn the_status_of_an_error_that_is_its_own_source_names_it_once() {
+        assert_eq!(status_message(&OwnSource), "loops");
     }
-    message
+
+    #[test]
+    fn the_status_of_an_error_whose_display_fails_is_written_instead_of_panicking() {
+        assert_eq!(status_message(&FailingDisplay), "half<formatting failed>");
+    }
 }

@@ -1,5 +1,7 @@
 //! One error type for every utility, so that `?` works across them.
 
+use powertools_core::error_chain;
+
 /// Any powertools-rs utility's error, so that one function can use `?` on all of them, and
 /// convert the result into `lambda_runtime::Error` with `?` again.
 ///
@@ -126,15 +128,14 @@ impl From<Error> for lambda_runtime::Diagnostic {
 /// # assert_eq!(powertools::error_report(&*error), "Error: no table");
 /// ```
 pub fn error_report(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = format!("Error: {error}");
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
+    let mut text = format!("Error: {}", error_chain::display_text(&error));
+    // Bounded: an error that is its own source would otherwise be followed forever.
+    for cause in error_chain::sources(error) {
+        let cause_text = error_chain::display_text(&cause);
         if !text.contains(&cause_text) {
             text.push_str("\n  caused by: ");
             text.push_str(&cause_text);
         }
-        source = cause.source();
     }
     text
 }

@@ -2,6 +2,7 @@
 //! into `lambda_runtime::Error`, keeping its message, its kind and its source.
 
 use powertools::core::env::Env;
+use powertools::core::error_chain::fixtures::{FailingDisplay, OwnSource};
 use powertools::logging::LoggerBuilder;
 use powertools::metrics::Unit;
 
@@ -138,4 +139,28 @@ fn matching_gives_the_utility_s_error_back() {
         error,
         powertools::Error::Metrics(powertools::metrics::Error::NoCurrentInvocation)
     ));
+}
+
+/// Runs `report` on another thread and gives its result, or fails if it has not returned after a
+/// minute (a report that loops forever would otherwise hang the test run).
+fn report_within_a_minute(report: fn() -> String) -> String {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || sender.send(std::panic::catch_unwind(report)));
+    match receiver.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(Ok(text)) => text,
+        Ok(Err(_)) => panic!("error_report panicked"),
+        Err(_) => panic!("error_report did not return"),
+    }
+}
+
+#[test]
+fn error_report_describes_an_error_that_is_its_own_source_once() {
+    let report = report_within_a_minute(|| powertools::error_report(&OwnSource));
+    assert_eq!(report, "Error: loops");
+}
+
+#[test]
+fn error_report_describes_an_error_whose_display_fails_instead_of_panicking() {
+    let report = report_within_a_minute(|| powertools::error_report(&FailingDisplay));
+    assert_eq!(report, "Error: half<formatting failed>");
 }

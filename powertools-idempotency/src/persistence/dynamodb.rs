@@ -10,6 +10,7 @@ use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use powertools_core::error_chain;
 
 use super::{IdempotencyStore, PutOutcome, StoreError};
 use crate::record::{DataRecord, Status, epoch};
@@ -451,14 +452,12 @@ impl DynamoDbError {
 /// The message of the last error in `error`'s source chain that has one: the SDK wraps an I/O
 /// error in three or four layers that each say only `dispatch failure`, `io error`, ….
 fn innermost_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error.to_string();
-    let mut next = error.source();
-    while let Some(current) = next {
-        let message = current.to_string();
+    let mut cause = error_chain::display_text(&error);
+    for current in error_chain::sources(error) {
+        let message = error_chain::display_text(&current);
         if !message.trim().is_empty() {
             cause = message;
         }
-        next = current.source();
     }
     cause
 }
@@ -651,7 +650,19 @@ impl IdempotencyStore for DynamoDbStore {
 
 #[cfg(test)]
 mod tests {
+    use powertools_core::error_chain::fixtures::{FailingDisplay, OwnSource};
+
     use super::*;
+
+    #[test]
+    fn the_innermost_cause_of_an_error_that_is_its_own_source_is_its_message() {
+        assert_eq!(innermost_cause(&OwnSource), "loops");
+    }
+
+    #[test]
+    fn the_innermost_cause_of_an_error_whose_display_fails_is_written_instead_of_panicking() {
+        assert_eq!(innermost_cause(&FailingDisplay), "half<formatting failed>");
+    }
 
     fn client() -> Client {
         let config = aws_sdk_dynamodb::Config::builder()

@@ -1,0 +1,143 @@
+//! An error's chain of sources, walked so that a hostile or buggy error cannot hang or panic the
+//! code that describes it: a `source()` that returns the error itself (or loops through a few
+//! errors) would otherwise be followed forever, and `to_string()` panics when a `Display`
+//! returns `Err`.
+//!
+//! Internal to the powertools-rs crates: hidden from the docs and outside the semver promise.
+//!
+//! ```
+//! use powertools_core::error_chain;
+//!
+//! let error = std::io::Error::other("charge failed");
+//! assert_eq!(error_chain::message_chain(&error), "charge failed");
+//! assert_eq!(error_chain::sources(&error).count(), 0);
+//! ```
+
+use std::error::Error;
+use std::fmt::{self, Write};
+
+/// The most sources followed after the error itself. Real chains are a handful deep (the AWS
+/// SDK's are the deepest, at four or five); a longer one is a cycle.
+pub const MAX_SOURCES: usize = 32;
+
+/// The error's sources, nearest first, at most [`MAX_SOURCES`] of them.
+pub fn sources<'e>(
+    error: &'e (dyn Error + 'static),
+) -> impl Iterator<Item = &'e (dyn Error + 'static)> {
+    std::iter::successors(error.source(), |&cause| cause.source()).take(MAX_SOURCES)
+}
+
+/// `value`'s `Display`, or what it wrote and `<formatting failed>` when it returned `Err`
+/// (where `to_string` would panic).
+pub fn display_text(value: &dyn fmt::Display) -> String {
+    let mut text = String::new();
+    if write!(text, "{value}").is_err() {
+        text.push_str("<formatting failed>");
+    }
+    text
+}
+
+/// The error's message, then each source's, joined by `": "` (`charge failed: timed out`). A
+/// source with an empty message, or one the chain already holds (a `Display` that prints its
+/// source), is left out.
+pub fn message_chain(error: &(dyn Error + 'static)) -> String {
+    let mut chain = display_text(&error);
+    for cause in sources(error) {
+        let message = display_text(&cause);
+        if !message.is_empty() && !chain.contains(&message) {
+            if !chain.is_empty() {
+                chain.push_str(": ");
+            }
+            chain.push_str(&message);
+        }
+    }
+    chain
+}
+
+/// Errors that misbehave, for the tests of the code that describes errors.
+#[cfg(any(test, feature = "testing"))]
+pub mod fixtures {
+    use std::error::Error;
+    use std::fmt;
+
+    /// An error whose `source()` is itself; its message is `loops`.
+    #[derive(Debug)]
+    pub struct OwnSource;
+
+    impl fmt::Display for OwnSource {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("loops")
+        }
+    }
+
+    impl Error for OwnSource {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(self)
+        }
+    }
+
+    /// An error whose `Display` writes `half` and then returns `Err`.
+    #[derive(Debug)]
+    pub struct FailingDisplay;
+
+    impl fmt::Display for FailingDisplay {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("half")?;
+            Err(fmt::Error)
+        }
+    }
+
+    impl Error for FailingDisplay {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{FailingDisplay, OwnSource};
+    use super::*;
+
+    /// A chain `depth` errors deep, each with its own message.
+    #[derive(Debug)]
+    struct Deep(usize);
+
+    impl fmt::Display for Deep {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "level {}", self.0)
+        }
+    }
+
+    impl Error for Deep {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            // Leaked: a test's chain of boxes that lives as long as the test binary.
+            (self.0 > 0).then(|| &*Box::leak(Box::new(Deep(self.0 - 1))) as &(dyn Error + 'static))
+        }
+    }
+
+    #[test]
+    fn an_error_that_is_its_own_source_is_described_once() {
+        assert_eq!(sources(&OwnSource).count(), MAX_SOURCES);
+        assert_eq!(message_chain(&OwnSource), "loops");
+    }
+
+    #[test]
+    fn a_chain_deeper_than_the_bound_stops_at_it() {
+        let error = Deep(1000);
+        assert_eq!(sources(&error).count(), MAX_SOURCES);
+        let chain = message_chain(&error);
+        assert!(chain.starts_with("level 1000: level 999: "), "{chain}");
+        assert!(chain.ends_with(": level 968"), "{chain}");
+    }
+
+    #[test]
+    fn a_display_that_fails_is_described_instead_of_panicking() {
+        assert_eq!(message_chain(&FailingDisplay), "half<formatting failed>");
+    }
+
+    #[test]
+    fn empty_and_repeated_messages_are_left_out() {
+        let inner = std::io::Error::other("timed out");
+        let outer = std::io::Error::other(inner);
+        // io::Error's Display prints its inner error: the source's message is already there.
+        assert_eq!(message_chain(&outer), "timed out");
+        assert_eq!(message_chain(&std::io::Error::other("")), "");
+    }
+}
