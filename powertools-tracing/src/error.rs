@@ -8,6 +8,14 @@ pub enum Error {
     /// Lambda refused the tracer's internal extension.
     #[error("the tracer's Lambda extension could not be registered: {0}")]
     Extension(String),
+    /// A [`TracerBuilder`](crate::TracerBuilder) setting that cannot work.
+    #[error("TracerBuilder::{setting}: {reason}")]
+    InvalidSetting {
+        /// The builder method.
+        setting: &'static str,
+        /// What is wrong with the value, and what to set instead.
+        reason: &'static str,
+    },
     /// A malformed environment variable.
     #[error(transparent)]
     Config(#[from] powertools_core::Error),
@@ -19,6 +27,7 @@ impl Error {
         match self {
             Error::Exporter(_) => "TracingExporterError",
             Error::Extension(_) => "TracingExtensionError",
+            Error::InvalidSetting { .. } => "TracingSettingError",
             Error::Config(error) => error.error_type(),
         }
     }

@@ -21,8 +21,9 @@ use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use opentelemetry::Context;
 use opentelemetry_http::{HttpClient, HttpError};
-use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+use powertools_core::error_chain;
 
 /// How many ended spans may wait for a flush before new ones are dropped (counted).
 pub const DEFAULT_MAX_QUEUED_SPANS: usize = 2048;
@@ -273,6 +274,54 @@ impl SpanProcessor for QueueProcessor {
     }
 }
 
+/// Why the last request of an [`OtlpHttpClient`] failed, for [`OtlpExporter`]: the OTLP
+/// exporter reports a failed request as `network error` and drops its cause.
+pub(crate) type LastFailure = Arc<Mutex<Option<String>>>;
+
+fn take_failure(failure: &LastFailure) -> Option<String> {
+    failure
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+}
+
+/// The OTLP/HTTP exporter, with the cause of a failed export in its error: the endpoint and
+/// why the request failed (`connection refused`, `invalid peer certificate: UnknownIssuer`), which
+/// the export warning then names.
+#[derive(Debug)]
+pub(crate) struct OtlpExporter {
+    otlp: opentelemetry_otlp::SpanExporter,
+    failure: LastFailure,
+}
+
+impl OtlpExporter {
+    /// The exporter of `otlp`, built on the client whose [`failures`](OtlpHttpClient::failures)
+    /// these are.
+    pub(crate) fn new(otlp: opentelemetry_otlp::SpanExporter, failure: LastFailure) -> Self {
+        OtlpExporter { otlp, failure }
+    }
+}
+
+impl SpanExporter for OtlpExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        // A failure left by an export that timed out is not this one's.
+        take_failure(&self.failure);
+        SpanExporter::export(&self.otlp, batch)
+            .await
+            .map_err(|error| match (take_failure(&self.failure), error) {
+                (Some(cause), OTelSdkError::InternalFailure(message)) => {
+                    OTelSdkError::InternalFailure(format!("{message}: {cause}"))
+                }
+                (Some(cause), other) => OTelSdkError::InternalFailure(format!("{other}: {cause}")),
+                (None, error) => error,
+            })
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.otlp.set_resource(resource);
+    }
+}
+
 /// Which certificates the exporter trusts.
 #[derive(Debug, Clone)]
 pub(crate) enum Roots {
@@ -293,6 +342,7 @@ pub(crate) struct OtlpHttpClient {
     connector: OnceLock<Result<Connector, String>>,
     roots: Roots,
     timeout: Duration,
+    failure: LastFailure,
 }
 
 impl fmt::Debug for OtlpHttpClient {
@@ -310,6 +360,7 @@ impl OtlpHttpClient {
             connector: OnceLock::new(),
             roots,
             timeout,
+            failure: LastFailure::default(),
         }
     }
 
@@ -341,9 +392,14 @@ impl OtlpHttpClient {
     }
 }
 
-#[async_trait::async_trait]
-impl HttpClient for OtlpHttpClient {
-    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+impl OtlpHttpClient {
+    /// Where the client leaves why its last request failed.
+    pub(crate) fn failures(&self) -> LastFailure {
+        Arc::clone(&self.failure)
+    }
+
+    /// Sends one export request.
+    async fn send(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
         let connector = self
             .connector
             .get_or_init(|| self.build())
@@ -357,6 +413,21 @@ impl HttpClient for OtlpHttpClient {
         let (parts, body) = response.into_parts();
         let body = http_body_util::BodyExt::collect(body).await?.to_bytes();
         Ok(Response::from_parts(parts, body))
+    }
+}
+
+#[async_trait::async_trait]
+impl HttpClient for OtlpHttpClient {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let endpoint = request.uri().to_string();
+        self.send(request).await.map_err(|error| {
+            let cause = format!("{endpoint}: {}", error_chain::message_chain(&*error));
+            *self
+                .failure
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cause.clone());
+            HttpError::from(cause)
+        })
     }
 }
 

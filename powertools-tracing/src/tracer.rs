@@ -21,7 +21,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::Error;
-use crate::export::{DEFAULT_MAX_QUEUED_SPANS, Exporter, OtlpHttpClient, QueueProcessor, Roots};
+use crate::export::{
+    DEFAULT_MAX_QUEUED_SPANS, Exporter, OtlpExporter, OtlpHttpClient, QueueProcessor, Roots,
+};
 use crate::extension::Handoff;
 
 /// `true` turns tracing off: no span, no export, no flush.
@@ -371,7 +373,9 @@ impl TracerBuilder {
     /// Builds the exporter and the tracer provider.
     ///
     /// # Errors
-    /// A malformed environment variable, or an exporter that cannot be built.
+    /// A malformed environment variable (an export timeout of `0` included), a zero
+    /// `flush_timeout`, `export_timeout`, `export_interval` or `max_queued_spans`
+    /// ([`Error::InvalidSetting`]), or an exporter that cannot be built.
     pub fn build(self) -> Result<Tracer, Error> {
         let env = self.env.unwrap_or_else(Env::process);
         let config = PowertoolsConfig::from_env_source(&env)?;
@@ -394,6 +398,28 @@ impl TracerBuilder {
             Some(capture) => capture,
             None => env.bool(POWERTOOLS_TRACER_CAPTURE_ERROR)?.unwrap_or(true),
         };
+        // Zero would give up on every flush (or export) before it starts, or drop every span:
+        // spans lost for good, with nothing pointing at the setting.
+        let above_zero = |setting: &'static str, zero: bool| {
+            if zero {
+                Err(Error::InvalidSetting {
+                    setting,
+                    reason: "must be above zero (leave it unset for the default)",
+                })
+            } else {
+                Ok(())
+            }
+        };
+        above_zero("flush_timeout", self.flush_timeout == Some(Duration::ZERO))?;
+        above_zero(
+            "export_timeout",
+            self.export_timeout == Some(Duration::ZERO),
+        )?;
+        above_zero("max_queued_spans", self.max_queued_spans == Some(0))?;
+        above_zero(
+            "export_interval",
+            self.export_interval == Some(Duration::ZERO),
+        )?;
         let flush_timeout = self.flush_timeout.unwrap_or(DEFAULT_FLUSH_TIMEOUT);
         let lambda = LambdaEnv {
             runtime_api: env.string("AWS_LAMBDA_RUNTIME_API")?,
@@ -458,9 +484,13 @@ impl TracerBuilder {
             let export_timeout = match self.export_timeout {
                 Some(timeout) => timeout,
                 None => env
-                    .parse::<u64>(OTEL_EXPORTER_OTLP_TRACES_TIMEOUT, "milliseconds")?
-                    .or(env.parse::<u64>(OTEL_EXPORTER_OTLP_TIMEOUT, "milliseconds")?)
-                    .map_or(DEFAULT_EXPORT_TIMEOUT, Duration::from_millis),
+                    .parse_with(
+                        OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
+                        MILLISECONDS,
+                        milliseconds,
+                    )?
+                    .or(env.parse_with(OTEL_EXPORTER_OTLP_TIMEOUT, MILLISECONDS, milliseconds)?)
+                    .unwrap_or(DEFAULT_EXPORT_TIMEOUT),
             };
             let certificate = match self.certificate {
                 Some(path) => Some(path),
@@ -471,16 +501,18 @@ impl TracerBuilder {
             };
             let roots = roots(&endpoint, certificate)?;
             let resource = resource(&service, &config);
+            let client = OtlpHttpClient::new(roots, export_timeout);
+            let failures = client.failures();
             let mut otlp = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
-                .with_http_client(OtlpHttpClient::new(roots, export_timeout))
+                .with_http_client(client)
                 .with_endpoint(endpoint)
                 .with_timeout(export_timeout)
                 .build()
                 .map_err(|error| Error::Exporter(error.to_string()))?;
             otlp.set_resource(&resource);
             let queue = Arc::new(Exporter::new(
-                otlp,
+                OtlpExporter::new(otlp, failures),
                 self.max_queued_spans.unwrap_or(DEFAULT_MAX_QUEUED_SPANS),
                 flush_timeout,
             ));
@@ -571,6 +603,19 @@ fn resource(service: &str, config: &PowertoolsConfig) -> Resource {
 }
 
 /// What an OTLP endpoint variable must hold, for its error message.
+/// What an export timeout variable holds.
+const MILLISECONDS: &str = "a number of milliseconds above zero";
+
+/// An export timeout variable's value: zero would time every export out before it starts.
+fn milliseconds(value: &str) -> Option<Duration> {
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|&milliseconds| milliseconds > 0)
+        .map(Duration::from_millis)
+}
+
 const ENDPOINT_EXPECTED: &str =
     "an http:// or https:// URL with a host, such as http://localhost:4318";
 

@@ -14,6 +14,8 @@ use powertools_tracing::{Tracer, TracingLayer};
 use serde_json::{Value, json};
 use support::receiver::{Behaviour, Receiver};
 use support::timeline::Timeline;
+use support::warnings::Warnings;
+use tracing_subscriber::layer::SubscriberExt;
 
 /// One traced invocation with a child span; the call itself is bounded, never the test's point.
 async fn invoke(tracer: &Tracer, request_id: &str) -> Value {
@@ -89,7 +91,12 @@ async fn an_https_collector_whose_certificate_is_not_trusted_gets_nothing() {
         .env(Env::empty())
         .build()
         .unwrap();
-    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let warnings = Warnings::default();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry()
+            .with(tracer.otel_layer())
+            .with(warnings.clone()),
+    );
 
     // When an invocation is traced, it still succeeds
     invoke(&tracer, "req-untrusted").await;
@@ -98,6 +105,15 @@ async fn an_https_collector_whose_certificate_is_not_trusted_gets_nothing() {
     assert!(receiver.connections() >= 1, "the exporter did connect");
     assert_eq!(receiver.requests(), 0);
     assert_eq!(tracer.dropped_spans(), 2);
+    // And the warning says why: the certificate, not a bare "network error"
+    let warnings = warnings.all();
+    assert!(
+        warnings
+            .iter()
+            .any(|warning| warning.contains("could not be exported")
+                && warning.contains("certificate")),
+        "{warnings:#?}"
+    );
     let _ = std::fs::remove_file(receiver.ca_file.unwrap());
 }
 
@@ -151,5 +167,86 @@ async fn a_collector_that_hangs_costs_one_flush_timeout_not_one_per_invocation()
         }
         assert!(Instant::now() < deadline, "export never resumed");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_warning_of_a_refused_connection_names_the_endpoint_and_the_cause() {
+    // Given a tracer whose endpoint nothing listens on (a port bound, then closed)
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}/v1/traces");
+    let tracer = Tracer::builder()
+        .service("orders")
+        .endpoint(&endpoint)
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let warnings = Warnings::default();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry()
+            .with(tracer.otel_layer())
+            .with(warnings.clone()),
+    );
+
+    // When an invocation is traced, it still succeeds
+    invoke(&tracer, "req-refused").await;
+
+    // Then the warning names where it sent the spans and why they did not arrive
+    let warnings = warnings.all();
+    let warning = warnings
+        .iter()
+        .find(|warning| warning.contains("could not be exported"))
+        .unwrap_or_else(|| panic!("no export warning: {warnings:#?}"));
+    assert!(warning.contains(&endpoint), "{warning}");
+    assert!(
+        warning.to_lowercase().contains("connection refused"),
+        "{warning}"
+    );
+}
+
+#[test]
+fn an_export_timeout_of_zero_is_a_build_error_naming_the_variable() {
+    // Zero would time every export out before it starts: every span dropped, forever.
+    for variable in [
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    ] {
+        let error = Tracer::builder()
+            .env(Env::from_pairs([(variable, "0")]))
+            .build()
+            .err()
+            .unwrap_or_else(|| panic!("{variable}=0 was accepted"));
+        assert!(error.to_string().contains(variable), "{error}");
+    }
+}
+
+#[test]
+fn zero_timeouts_and_an_empty_queue_are_build_errors_naming_the_setting() {
+    let cases = [
+        (
+            "flush_timeout",
+            Tracer::builder().flush_timeout(Duration::ZERO),
+        ),
+        (
+            "export_timeout",
+            Tracer::builder().export_timeout(Duration::ZERO),
+        ),
+        ("max_queued_spans", Tracer::builder().max_queued_spans(0)),
+        (
+            "export_interval",
+            Tracer::builder().export_interval(Duration::ZERO),
+        ),
+    ];
+    for (setting, builder) in cases {
+        let error = builder
+            .env(Env::empty())
+            .build()
+            .err()
+            .unwrap_or_else(|| panic!("{setting} of zero was accepted"));
+        assert!(error.to_string().contains(setting), "{error}");
     }
 }

@@ -8,3 +8,4 @@
 pub mod lambda_api;
 pub mod receiver;
 pub mod timeline;
+pub mod warnings;
