@@ -20,6 +20,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use opentelemetry::Context;
+use opentelemetry::trace::SpanKind;
 use opentelemetry_http::{HttpClient, HttpError};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
@@ -102,11 +103,25 @@ impl Exporter {
     }
 
     /// Queues an ended span. Runs inside the subscriber: no logging here.
+    ///
+    /// On a full queue, an invocation span (a server span: it ends after its children, so it
+    /// always meets the queue at its fullest) takes the place of the child queued last, rather
+    /// than being dropped: without it the children are orphans and the invocation, its cold
+    /// start, service and outcome, are gone from the trace.
     fn push(&self, span: SpanData) {
         let mut queue = self.queue();
         if queue.len() >= self.capacity {
-            drop(queue);
+            let child = (span.span_kind == SpanKind::Server)
+                .then(|| {
+                    queue
+                        .iter()
+                        .rposition(|queued| queued.span_kind != SpanKind::Server)
+                })
+                .flatten();
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(child) = child {
+                queue[child] = span;
+            }
             return;
         }
         queue.push(span);

@@ -111,7 +111,9 @@
 //! one per invocation: the flush that fails or times out suspends export, later flushes drop
 //! their spans at once (counted in [`Tracer::dropped_spans`] and reported in a warning), and a
 //! background probe resumes export when the collector answers again. Ended spans wait in a
-//! bounded queue ([`TracerBuilder::max_queued_spans`], 2048 by default), never an unbounded one.
+//! bounded queue ([`TracerBuilder::max_queued_spans`], 2048 by default), never an unbounded one;
+//! on a full queue an invocation span takes the place of the child span queued last, so that a
+//! trace keeps its root.
 //!
 //! # HTTPS
 //!

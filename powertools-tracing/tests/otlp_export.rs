@@ -250,3 +250,55 @@ fn zero_timeouts_and_an_empty_queue_are_build_errors_naming_the_setting() {
         assert!(error.to_string().contains(setting), "{error}");
     }
 }
+
+/// Keeps what it is given.
+#[derive(Debug, Clone, Default)]
+struct Kept(std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+impl opentelemetry_sdk::trace::SpanExporter for Kept {
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.lock().expect("not poisoned").extend(batch);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn when_the_queue_overflows_the_invocation_span_is_kept_and_a_child_dropped() {
+    // Given a queue of ten spans, and a handler that ends twenty spans of its own
+    let kept = Kept::default();
+    let tracer = Tracer::builder()
+        .queued_exporter(kept.clone())
+        .max_queued_spans(10)
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service =
+        TracingLayer::new(tracer.clone()).layer(service_fn(|_event: LambdaEvent<Value>| async {
+            for step in 0..20 {
+                tracing::info_span!("step", step).in_scope(|| {});
+            }
+            Ok::<_, lambda_runtime::Error>(json!({}))
+        }));
+
+    // When it is invoked
+    service
+        .oneshot(
+            TestContext::new()
+                .with_function_name("orders-api")
+                .event(json!({})),
+        )
+        .await
+        .unwrap();
+
+    // Then the invocation span, which ends last (with the cold start, the service and the
+    // outcome), went out with nine of its children; eleven spans were dropped, counted
+    let spans = kept.0.lock().expect("not poisoned");
+    let names: Vec<&str> = spans.iter().map(|span| span.name.as_ref()).collect();
+    assert!(names.contains(&"orders-api"), "{names:?}");
+    assert_eq!(names.len(), 10, "{names:?}");
+    assert_eq!(tracer.dropped_spans(), 11);
+}
