@@ -7,7 +7,7 @@
 //! (an empty export, with growing pauses) resumes export when the collector answers again.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -60,6 +60,10 @@ pub(crate) struct Exporter {
     suspended: AtomicBool,
     /// Wakes the background exporter early when the queue fills.
     pub(crate) filling: tokio::sync::Notify,
+    /// Flushes under way: a batch being sent is out of the queue.
+    in_flight: AtomicUsize,
+    /// Told when the last flush under way ends.
+    idle: tokio::sync::Notify,
 }
 
 impl fmt::Debug for Exporter {
@@ -92,6 +96,8 @@ impl Exporter {
             reported: AtomicU64::new(0),
             suspended: AtomicBool::new(false),
             filling: tokio::sync::Notify::new(),
+            in_flight: AtomicUsize::new(0),
+            idle: tokio::sync::Notify::new(),
         }
     }
 
@@ -151,6 +157,40 @@ impl Exporter {
     /// Exports the queued spans, waiting at most the flush timeout. While export is suspended,
     /// drops them at once instead. Never fails: problems are warnings.
     pub(crate) async fn flush(self: &Arc<Self>) {
+        self.flush_within(Duration::MAX).await;
+    }
+
+    /// Waits for the flushes under way (a batch being sent is out of the queue), within the
+    /// flush timeout, then flushes what is queued: every span ended before the call is out, or
+    /// given up on, when it returns. For `SIGTERM` and [`Tracer::flush`](crate::Tracer::flush).
+    pub(crate) async fn flush_all(self: &Arc<Self>) {
+        let _ = tokio::time::timeout(self.timeout, self.flushes_done()).await;
+        self.flush().await;
+    }
+
+    async fn flushes_done(&self) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            // Registered before the check: a flush ending in between still wakes this one.
+            idle.as_mut().enable();
+            if self.in_flight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    /// [`flush`](Self::flush), giving up after `limit` when that comes before the flush timeout
+    /// (the invocation's deadline: past it, Lambda times the invocation out and resets the
+    /// environment). Giving up at `limit` drops the batch without suspending export, since the
+    /// collector did not have its whole timeout; with no time left at all, the spans stay
+    /// queued for the next flush.
+    pub(crate) async fn flush_within(self: &Arc<Self>, limit: Duration) {
+        if limit.is_zero() {
+            return;
+        }
+        let _under_way = UnderWay::new(self);
         // The next invocation's spans go into a buffer allocated here, after the response when
         // the extension flushes, sized like the batch it replaces: an invocation mostly ends as
         // many spans as the one before. One span is 352 bytes, which the allocator serves from
@@ -172,8 +212,21 @@ impl Exporter {
         }
         if !batch.is_empty() {
             let spans = count(batch.len());
-            match tokio::time::timeout(self.timeout, self.export.export(batch)).await {
+            let timeout = self.timeout.min(limit);
+            match tokio::time::timeout(timeout, self.export.export(batch)).await {
                 Ok(Ok(())) => {}
+                Err(_) if timeout < self.timeout => {
+                    self.dropped.fetch_add(spans, Ordering::Relaxed);
+                    tracing::warn!(
+                        target: "powertools_tracing",
+                        waited_ms = millis(timeout),
+                        dropped_spans = spans,
+                        "the collector had not answered when the invocation's deadline came: \
+                         its spans are dropped"
+                    );
+                    self.reported.store(self.dropped(), Ordering::Relaxed);
+                    return;
+                }
                 Ok(Err(error)) => {
                     self.dropped.fetch_add(spans, Ordering::Relaxed);
                     self.suspend(|| {
@@ -262,6 +315,24 @@ impl Exporter {
                 () = self.filling.notified() => {}
             }
             self.flush().await;
+        }
+    }
+}
+
+/// A flush under way, counted in [`Exporter::in_flight`] until it ends or is dropped.
+struct UnderWay<'e>(&'e Exporter);
+
+impl<'e> UnderWay<'e> {
+    fn new(exporter: &'e Exporter) -> Self {
+        exporter.in_flight.fetch_add(1, Ordering::AcqRel);
+        UnderWay(exporter)
+    }
+}
+
+impl Drop for UnderWay<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
         }
     }
 }
@@ -448,7 +519,6 @@ impl HttpClient for OtlpHttpClient {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
 
     use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId};
     use opentelemetry::{InstrumentationScope, trace::TraceState};
@@ -461,6 +531,8 @@ mod tests {
     struct Collector {
         hangs: AtomicBool,
         fails: AtomicBool,
+        /// Answers after this many milliseconds.
+        slow_ms: AtomicU64,
         calls: AtomicUsize,
         exported: AtomicUsize,
     }
@@ -476,6 +548,8 @@ mod tests {
                 if collector.hangs.load(Ordering::SeqCst) {
                     std::future::pending::<()>().await;
                 }
+                let slow = collector.slow_ms.load(Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(slow)).await;
                 if collector.fails.load(Ordering::SeqCst) {
                     return Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(
                         "HTTP export failed: network error".to_owned(),
@@ -631,5 +705,57 @@ mod tests {
         assert_eq!(collector.exported.load(Ordering::SeqCst), 10);
         assert_eq!(exporter.dropped(), 15);
         assert!(!exporter.is_suspended());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flush_bounded_by_a_deadline_gives_up_at_it_without_suspending_export() {
+        // Given a collector that never answers, and a span queued
+        let collector = Arc::new(Collector::default());
+        collector.hangs.store(true, Ordering::SeqCst);
+        let exporter = exporter(&collector, 100);
+        let processor = QueueProcessor(Arc::clone(&exporter));
+        processor.on_end(span());
+
+        // When a flush may take 300 ms (less than the flush timeout)
+        let start = tokio::time::Instant::now();
+        exporter.flush_within(Duration::from_millis(300)).await;
+
+        // Then it gave up after 300 ms, dropped the span, counted, and export is not suspended
+        assert_eq!(start.elapsed(), Duration::from_millis(300));
+        assert_eq!(exporter.dropped(), 1);
+        assert!(!exporter.is_suspended());
+
+        // And with no time left, the spans are not sent at all: they wait for the next flush
+        processor.on_end(span());
+        let calls = collector.calls.load(Ordering::SeqCst);
+        exporter.flush_within(Duration::ZERO).await;
+        assert!(exporter.has_pending());
+        assert_eq!(collector.calls.load(Ordering::SeqCst), calls);
+        assert_eq!(exporter.dropped(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_flush_waits_for_the_export_already_under_way() {
+        // Given a collector that answers after a second, and a background flush sending a span
+        let collector = Arc::new(Collector::default());
+        collector.slow_ms.store(1000, Ordering::SeqCst);
+        let exporter = exporter(&collector, 100);
+        let processor = QueueProcessor(Arc::clone(&exporter));
+        processor.on_end(span());
+        let background = tokio::spawn({
+            let exporter = Arc::clone(&exporter);
+            async move { exporter.flush().await }
+        });
+        while exporter.has_pending() {
+            tokio::task::yield_now().await;
+        }
+        processor.on_end(span());
+
+        // When everything is flushed (at SIGTERM, say), with a batch out of the queue, in flight
+        exporter.flush_all().await;
+
+        // Then both spans are out when it returns: the one under way too
+        assert_eq!(collector.exported.load(Ordering::SeqCst), 2);
+        background.await.unwrap();
     }
 }

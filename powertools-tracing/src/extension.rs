@@ -34,6 +34,10 @@ pub const EXTENSION_NAME: &str = "powertools-tracing";
 /// never does (an event the runtime could not deserialize never reaches a handler) is left after
 /// this; if it reaches the layer later, the layer exports its spans itself, before returning.
 const START_GRACE: Duration = Duration::from_millis(200);
+/// How long before the invocation's deadline an export gives up: the time to ask for the next
+/// event before Lambda times the invocation out (the function timeout covers the extensions'
+/// work after the response too).
+pub(crate) const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
 /// How many times the extension yields to the runtime's tasks before exporting.
 const RESPONSE_FIRST_YIELDS: usize = 4;
 /// The most invocations tracked at once (one in the sequential mode, in practice).
@@ -201,8 +205,11 @@ impl Handoff {
                 tokio::task::yield_now().await;
             }
         }
-        // This invocation's spans, and any left by an earlier one.
-        tracer.flush().await;
+        // This invocation's spans, and any left by an earlier one, before the deadline.
+        let left = deadline.saturating_duration_since(Instant::now());
+        tracer
+            .flush_within(left.saturating_sub(DEADLINE_MARGIN))
+            .await;
     }
 }
 
@@ -465,6 +472,59 @@ mod tests {
         let done = extension.await.unwrap();
         assert!(done.elapsed() < Duration::from_millis(1));
         assert!(handoff.invocations().is_empty());
+    }
+
+    /// A collector that never answers.
+    #[derive(Debug)]
+    struct Hangs;
+
+    impl opentelemetry_sdk::trace::SpanExporter for Hangs {
+        async fn export(
+            &self,
+            _batch: Vec<opentelemetry_sdk::trace::SpanData>,
+        ) -> opentelemetry_sdk::error::OTelSdkResult {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_export_after_the_response_gives_up_before_the_invocation_s_deadline() {
+        use opentelemetry::trace::{Span as _, Tracer as _};
+        // Given a collector that hangs, a flush timeout of 2 s, and an invocation that ended
+        // 300 ms before its deadline
+        let tracer = Tracer::builder()
+            .queued_exporter(Hangs)
+            .flush_timeout(Duration::from_secs(2))
+            .env(powertools_core::env::Env::empty())
+            .build()
+            .unwrap();
+        let handoff = handoff(MODE_AFTER_RESPONSE);
+        let id = handoff.start("r-late").unwrap();
+        tracer
+            .inner
+            .sdk_tracer
+            .as_ref()
+            .unwrap()
+            .start("invocation")
+            .end();
+        assert!(handoff.finish(Some(&id)));
+
+        // When the extension exports its spans
+        let start = Instant::now();
+        handoff
+            .after_invocation(&tracer, "r-late", start + Duration::from_millis(300))
+            .await;
+
+        // Then it gave up in time to ask for its next event before the deadline (past it,
+        // Lambda would time the invocation out and reset the environment), the span is
+        // counted as dropped, and export is not suspended: the collector had less than its
+        // timeout
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(300) - DEADLINE_MARGIN
+        );
+        assert_eq!(tracer.dropped_spans(), 1);
+        assert!(!tracer.inner.exporter.as_ref().unwrap().is_suspended());
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,6 +5,7 @@ use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -18,6 +19,7 @@ use tower::{Layer, Service};
 
 use crate::annotations::{self, Annotations};
 use crate::exception::{self, ErrorHook};
+use crate::extension::DEADLINE_MARGIN;
 use crate::http_request::{self, HttpHook, HttpRequest};
 use crate::tracer::Tracer;
 
@@ -350,6 +352,20 @@ fn span_name(function_name: &str) -> Cow<'static, str> {
     }
 }
 
+/// How long a flush before returning may take: until shortly before the invocation's deadline
+/// (past it, Lambda fails the invocation, for its traces), or without bound (but the flush
+/// timeout) when the context has no deadline (`Context::default()` in a test).
+fn time_to_deadline(deadline_ms: u64) -> Duration {
+    if deadline_ms == 0 {
+        return Duration::MAX;
+    }
+    let deadline = SystemTime::UNIX_EPOCH + Duration::from_millis(deadline_ms);
+    deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+        .saturating_sub(DEADLINE_MARGIN)
+}
+
 /// The invocation span. Dropping it, when the invocation ends or its future is dropped, writes
 /// the X-Ray annotations and ends the span.
 struct InvocationSpan(OtelContext);
@@ -514,6 +530,7 @@ where
             return Box::pin(self.inner.call(event));
         };
         let tracer = self.layer.tracer.clone();
+        let deadline_ms = event.context.deadline;
         // Tracked only when the extension exports after the response.
         let handed_over = tracer.inner.handoff.start(&event.context.request_id);
         // Built before the inner call, so that even a panic there ends the span and tells the
@@ -566,7 +583,7 @@ where
             // the response (or, with concurrent invocations, the background exporter does);
             // without it, export before returning.
             if !end.end() {
-                tracer.flush().await;
+                tracer.flush_within(time_to_deadline(deadline_ms)).await;
             }
             if let Some(panic) = recording_panic {
                 std::panic::resume_unwind(panic);

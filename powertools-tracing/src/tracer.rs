@@ -201,14 +201,23 @@ impl Tracer {
         tracing_subscriber::registry().with(self.otel_layer())
     }
 
-    /// Exports every ended span now, from this task, waiting at most the flush timeout. A slow,
-    /// failing or dead collector gives a warning, never an error: the invocation must not fail
-    /// for its traces. After a flush fails or times out, flushes drop their spans at once
-    /// (counted in [`dropped_spans`](Self::dropped_spans)) until a background probe finds the
-    /// collector answering again.
+    /// Exports every ended span now, from this task: it first waits for exports already under
+    /// way (a background export's batch), then exports the queue, each within the flush timeout.
+    /// A slow, failing or dead collector gives a warning, never an error: the invocation must
+    /// not fail for its traces. After a flush fails or times out, flushes drop their spans at
+    /// once (counted in [`dropped_spans`](Self::dropped_spans)) until a background probe finds
+    /// the collector answering again.
     pub async fn flush(&self) {
         if let Some(exporter) = &self.inner.exporter {
-            exporter.flush().await;
+            exporter.flush_all().await;
+        }
+    }
+
+    /// Exports the queued spans, giving up after `limit` if that comes before the flush
+    /// timeout (the invocation's deadline).
+    pub(crate) async fn flush_within(&self, limit: Duration) {
+        if let Some(exporter) = &self.inner.exporter {
+            exporter.flush_within(limit).await;
         }
     }
 

@@ -302,3 +302,53 @@ async fn when_the_queue_overflows_the_invocation_span_is_kept_and_a_child_droppe
     assert_eq!(names.len(), 10, "{names:?}");
     assert_eq!(tracer.dropped_spans(), 11);
 }
+
+/// Never answers.
+#[derive(Debug)]
+struct Hangs;
+
+impl opentelemetry_sdk::trace::SpanExporter for Hangs {
+    async fn export(
+        &self,
+        _batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flush_before_returning_gives_up_before_the_invocation_s_deadline() {
+    // Given a collector that hangs, a flush timeout of 2 s, no extension (the layer flushes
+    // before returning), and an invocation with 300 ms left
+    let tracer = Tracer::builder()
+        .queued_exporter(Hangs)
+        .flush_timeout(Duration::from_secs(2))
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service =
+        TracingLayer::new(tracer.clone()).layer(service_fn(|_event: LambdaEvent<Value>| async {
+            Ok::<_, lambda_runtime::Error>(json!({}))
+        }));
+
+    // When it is invoked (on tokio's paused clock: the wait is exact, not measured)
+    let start = tokio::time::Instant::now();
+    service
+        .oneshot(
+            TestContext::new()
+                .with_remaining_time(Duration::from_millis(300))
+                .event(json!({})),
+        )
+        .await
+        .unwrap();
+
+    // Then it returned before its deadline, not after the whole flush timeout (past the
+    // deadline Lambda would have failed the invocation for its traces), its span dropped
+    assert!(
+        start.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(tracer.dropped_spans(), 1);
+}
