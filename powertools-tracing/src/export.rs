@@ -3,8 +3,10 @@
 //! with AWS-LC), when a flush asks for it.
 //!
 //! A collector that fails or hangs costs one flush: the flush that fails or times out suspends
-//! export, later flushes drop their spans at once (counted, never queued), and a background probe
-//! (an empty export, with growing pauses) resumes export when the collector answers again.
+//! export, later flushes hand their spans to a background probe at once (the latest batch only:
+//! the one it replaces is dropped, counted, never queued), and the probe, with growing pauses,
+//! sends that batch until one gets through, then resumes export. A collector that answers an
+//! empty request but hangs on spans stays suspended.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -60,6 +62,12 @@ pub(crate) struct Exporter {
     suspended: AtomicBool,
     /// Wakes the background exporter early when the queue fills.
     pub(crate) filling: tokio::sync::Notify,
+    /// While export is suspended, the latest flush's spans, for the probe: export resumes once
+    /// a batch of spans gets through, not on an empty export a collector may answer while it
+    /// hangs on real ones. One batch at most; the one it replaces is dropped, counted.
+    sample: Mutex<Vec<SpanData>>,
+    /// Told when a flush leaves a sample.
+    sampled: tokio::sync::Notify,
     /// Flushes under way: a batch being sent is out of the queue.
     in_flight: AtomicUsize,
     /// Told when the last flush under way ends.
@@ -75,6 +83,13 @@ impl fmt::Debug for Exporter {
             .field("suspended", &self.suspended)
             .finish_non_exhaustive()
     }
+}
+
+/// Locks a vector of spans: a panic while the lock was held cannot leave it inconsistent.
+fn lock(spans: &Mutex<Vec<SpanData>>) -> MutexGuard<'_, Vec<SpanData>> {
+    spans
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn count(spans: usize) -> u64 {
@@ -96,16 +111,15 @@ impl Exporter {
             reported: AtomicU64::new(0),
             suspended: AtomicBool::new(false),
             filling: tokio::sync::Notify::new(),
+            sample: Mutex::new(Vec::new()),
+            sampled: tokio::sync::Notify::new(),
             in_flight: AtomicUsize::new(0),
             idle: tokio::sync::Notify::new(),
         }
     }
 
     fn queue(&self) -> MutexGuard<'_, Vec<SpanData>> {
-        // A panic while the lock was held cannot leave the vector inconsistent.
-        self.queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.queue)
     }
 
     /// Queues an ended span. Runs inside the subscriber: no logging here.
@@ -206,8 +220,12 @@ impl Exporter {
             }
         };
         if self.is_suspended() {
-            self.dropped
-                .fetch_add(count(batch.len()), Ordering::Relaxed);
+            if !batch.is_empty() {
+                let replaced = std::mem::replace(&mut *lock(&self.sample), batch);
+                self.dropped
+                    .fetch_add(count(replaced.len()), Ordering::Relaxed);
+                self.sampled.notify_one();
+            }
             return;
         }
         if !batch.is_empty() {
@@ -284,26 +302,48 @@ impl Exporter {
         }
     }
 
-    /// Sends empty exports, with growing pauses, until one is answered; then resumes export.
+    /// With growing pauses, sends the spans a suspended flush left (waiting for some when there
+    /// are none: a collector may answer an empty export and hang on spans) until a batch gets
+    /// through; then resumes export.
     async fn probe(self: Arc<Self>) {
         let mut delay = FIRST_PROBE_DELAY;
         loop {
             tokio::time::sleep(delay).await;
-            if let Ok(Ok(())) =
-                tokio::time::timeout(self.timeout, self.export.export(Vec::new())).await
+            let batch = self.next_sample().await;
+            let spans = count(batch.len());
+            if let Ok(Ok(())) = tokio::time::timeout(self.timeout, self.export.export(batch)).await
             {
                 break;
             }
+            self.dropped.fetch_add(spans, Ordering::Relaxed);
             delay = (delay * 2).min(MAX_PROBE_DELAY);
+        }
+        self.suspended.store(false, Ordering::Release);
+        // A flush that found export suspended just before this: its spans go with the next.
+        for span in std::mem::take(&mut *lock(&self.sample)) {
+            self.push(span);
         }
         let dropped = self.dropped();
         let during_outage = dropped - self.reported.swap(dropped, Ordering::Relaxed);
-        self.suspended.store(false, Ordering::Release);
         tracing::warn!(
             target: "powertools_tracing",
             dropped_spans = during_outage,
             "the collector answers again: spans are exported again"
         );
+    }
+
+    /// The spans a suspended flush left, once there are some.
+    async fn next_sample(&self) -> Vec<SpanData> {
+        loop {
+            let sampled = self.sampled.notified();
+            tokio::pin!(sampled);
+            sampled.as_mut().enable();
+            let batch = std::mem::take(&mut *lock(&self.sample));
+            if !batch.is_empty() {
+                return batch;
+            }
+            sampled.await;
+        }
     }
 
     /// Exports every `interval`, or sooner when a batch is waiting (concurrent invocations: no
@@ -530,6 +570,8 @@ mod tests {
     #[derive(Debug, Default)]
     struct Collector {
         hangs: AtomicBool,
+        /// Answers an empty export, never one with spans.
+        hangs_on_spans: AtomicBool,
         fails: AtomicBool,
         /// Answers after this many milliseconds.
         slow_ms: AtomicU64,
@@ -545,7 +587,9 @@ mod tests {
             let collector = &self.0;
             collector.calls.fetch_add(1, Ordering::SeqCst);
             Box::pin(async move {
-                if collector.hangs.load(Ordering::SeqCst) {
+                if collector.hangs.load(Ordering::SeqCst)
+                    || (collector.hangs_on_spans.load(Ordering::SeqCst) && !batch.is_empty())
+                {
                     std::future::pending::<()>().await;
                 }
                 let slow = collector.slow_ms.load(Ordering::SeqCst);
@@ -654,18 +698,20 @@ mod tests {
         assert!(exporter.is_suspended());
         assert_eq!(
             exporter.dropped(),
-            30,
-            "every span was dropped, and counted"
+            27,
+            "every span but the last invocation's (kept for the probe) was dropped, and counted"
         );
         assert!(!exporter.has_pending(), "nothing is queued while suspended");
 
-        // When the collector answers again, the probe resumes export
+        // When the collector answers again, the probe sends the last invocation's spans and
+        // resumes export
         collector.hangs.store(false, Ordering::SeqCst);
         tokio::time::sleep(MAX_PROBE_DELAY + TIMEOUT).await;
         assert!(!exporter.is_suspended(), "the probe resumed export");
-        invocation(&exporter).await;
         assert_eq!(collector.exported.load(Ordering::SeqCst), 3);
-        assert_eq!(exporter.dropped(), 30);
+        invocation(&exporter).await;
+        assert_eq!(collector.exported.load(Ordering::SeqCst), 6);
+        assert_eq!(exporter.dropped(), 27);
     }
 
     #[tokio::test(start_paused = true)]
@@ -675,11 +721,14 @@ mod tests {
         collector.fails.store(true, Ordering::SeqCst);
         let exporter = exporter(&collector, 100);
 
-        // When an invocation flushes, and a minute passes
+        // When an invocation flushes, then one a second for a minute
         invocation(&exporter).await;
         assert!(exporter.is_suspended());
         let calls_after_flush = collector.calls.load(Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_secs(60)).await;
+        for _ in 0..60 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            invocation(&exporter).await;
+        }
 
         // Then the probes came with growing pauses (0.5, 1, 2, 4, 8, 16, 30 s: 7 in 60 s), not
         // in a loop
@@ -757,5 +806,45 @@ mod tests {
         // Then both spans are out when it returns: the one under way too
         assert_eq!(collector.exported.load(Ordering::SeqCst), 2);
         background.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_collector_that_answers_only_empty_exports_costs_one_flush_timeout() {
+        // Given a collector that answers an empty export at once, and never one with spans
+        let collector = Arc::new(Collector::default());
+        collector.hangs_on_spans.store(true, Ordering::SeqCst);
+        let exporter = exporter(&collector, 100);
+
+        // When six invocations flush, 700 ms apart (past the first probe's pause)
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            waits.push(invocation(&exporter).await);
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+
+        // Then only the first waited: a probe is answered only when spans get through
+        assert_eq!(waits[0], TIMEOUT);
+        assert!(
+            waits[1..].iter().all(Duration::is_zero),
+            "later flushes waited: {waits:?}"
+        );
+        assert!(exporter.is_suspended());
+
+        // And when the collector takes spans again, the next invocation's spans go with a
+        // probe, which resumes export
+        collector.hangs_on_spans.store(false, Ordering::SeqCst);
+        assert!(invocation(&exporter).await.is_zero());
+        tokio::time::sleep(MAX_PROBE_DELAY + TIMEOUT).await;
+        assert!(!exporter.is_suspended(), "the probe resumed export");
+        assert_eq!(
+            collector.exported.load(Ordering::SeqCst),
+            3,
+            "the probe's batch: the last invocation's spans"
+        );
+        assert_eq!(
+            exporter.dropped(),
+            18,
+            "the six invocations' spans before it: timed out, or replaced by a later batch"
+        );
     }
 }

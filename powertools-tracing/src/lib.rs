@@ -108,9 +108,11 @@
 //! # A collector that fails or hangs
 //!
 //! A slow, failing or dead collector never fails an invocation and costs one flush timeout, not
-//! one per invocation: the flush that fails or times out suspends export, later flushes drop
-//! their spans at once (counted in [`Tracer::dropped_spans`] and reported in a warning), and a
-//! background probe resumes export when the collector answers again. Ended spans wait in a
+//! one per invocation: the flush that fails or times out suspends export, later flushes return at
+//! once and hand their spans to a background probe, which keeps the latest batch only (the others
+//! are counted in [`Tracer::dropped_spans`] and reported in a warning) and sends it, with growing
+//! pauses, until one gets through; then export resumes. A collector that answers an empty
+//! request but hangs on spans stays suspended. Ended spans wait in a
 //! bounded queue ([`TracerBuilder::max_queued_spans`], 2048 by default), never an unbounded one;
 //! on a full queue an invocation span takes the place of the child span queued last, so that a
 //! trace keeps its root.

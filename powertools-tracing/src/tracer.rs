@@ -204,9 +204,10 @@ impl Tracer {
     /// Exports every ended span now, from this task: it first waits for exports already under
     /// way (a background export's batch), then exports the queue, each within the flush timeout.
     /// A slow, failing or dead collector gives a warning, never an error: the invocation must
-    /// not fail for its traces. After a flush fails or times out, flushes drop their spans at
-    /// once (counted in [`dropped_spans`](Self::dropped_spans)) until a background probe finds
-    /// the collector answering again.
+    /// not fail for its traces. After a flush fails or times out, flushes return at once: their
+    /// spans go to a background probe, which sends the latest batch until one gets through and
+    /// then resumes export (earlier batches, and those it could not send, are counted in
+    /// [`dropped_spans`](Self::dropped_spans)).
     pub async fn flush(&self) {
         if let Some(exporter) = &self.inner.exporter {
             exporter.flush_all().await;
@@ -307,7 +308,7 @@ impl TracerBuilder {
     }
 
     /// The bound on a flush (default 2 s). A flush that times out suspends export: later
-    /// flushes drop their spans at once until the collector answers again.
+    /// flushes return at once until a batch of spans gets through again.
     pub fn flush_timeout(mut self, timeout: Duration) -> Self {
         self.flush_timeout = Some(timeout);
         self

@@ -151,8 +151,9 @@ async fn a_collector_that_hangs_costs_one_flush_timeout_not_one_per_invocation()
             n + 1
         );
     }
-    // And their spans were dropped, counted, not queued
-    assert_eq!(tracer.dropped_spans(), 20, "two spans per invocation");
+    // And their spans were dropped, counted, not queued: all but the last invocation's, which
+    // are kept for the probe (two spans per invocation)
+    assert_eq!(tracer.dropped_spans(), 18);
 
     // When the collector answers again
     receiver.set(Behaviour::Answer);
