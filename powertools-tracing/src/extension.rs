@@ -32,7 +32,8 @@ use crate::tracer::{FlushMode, Tracer};
 pub const EXTENSION_NAME: &str = "powertools-tracing";
 /// How long the extension waits for an invocation it was told of to reach the layer. One that
 /// never does (an event the runtime could not deserialize never reaches a handler) is left after
-/// this; if it reaches the layer later, the layer exports its spans itself, before returning.
+/// this; if it reaches the layer later, its spans are exported with the next invocation's (or at
+/// shutdown), so that its caller does not wait for them either.
 const START_GRACE: Duration = Duration::from_millis(200);
 /// How long before the invocation's deadline an export gives up: the time to ask for the next
 /// event before Lambda times the invocation out (the function timeout covers the extensions'
@@ -54,7 +55,7 @@ enum Stage {
     Started,
     /// The layer has returned; its spans are queued for the extension.
     Done,
-    /// The extension stopped waiting for it: the layer exports the spans itself.
+    /// The extension stopped waiting for it: its spans go with the next flush.
     Abandoned,
 }
 
@@ -147,10 +148,21 @@ impl Handoff {
             (MODE_AFTER_RESPONSE, Some(request_id)) => {
                 if self.set(request_id, Stage::Done) == Some(Stage::Abandoned) {
                     self.forget(request_id);
-                    false
-                } else {
-                    true
+                    // Exporting now would make the caller wait, the one thing the extension is
+                    // there to avoid: the spans stay queued for the next flush.
+                    static LATE: std::sync::Once = std::sync::Once::new();
+                    LATE.call_once(|| {
+                        tracing::warn!(
+                            target: "powertools_tracing",
+                            grace_ms = START_GRACE.as_millis(),
+                            "an invocation reached the tracing layer after the extension had \
+                             stopped waiting for it (a slow layer before it, or a large event \
+                             on a small function): its spans are exported with the next \
+                             invocation's, or at shutdown (warned once)"
+                        );
+                    });
                 }
+                true
             }
             _ => false,
         }
@@ -537,9 +549,12 @@ mod tests {
             .after_invocation(&tracer, "r-bad", start + Duration::from_secs(900))
             .await;
         assert_eq!(start.elapsed(), START_GRACE, "not the 15-minute deadline");
-        // Had it reached the layer late after all, the layer would flush it itself.
+        // Had it reached the layer late after all (a slow layer before it), the layer would
+        // not export before returning: its caller does not wait for the spans either, which go
+        // with the next invocation's
         assert_eq!(handoff.start("r-bad").as_deref(), Some("r-bad"));
-        assert!(!handoff.finish(Some("r-bad")));
+        assert!(handoff.finish(Some("r-bad")));
+        assert!(handoff.invocations().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
