@@ -7,16 +7,21 @@
 //!
 //! The keys and values [`annotate`] adds are kept in the invocation's OpenTelemetry context (the
 //! context its handler runs in, and that its `tracing` spans derive theirs from), never in a
-//! global, so that concurrent invocations each have theirs; the layer writes them on the span
-//! once, when the invocation ends.
+//! global, so that concurrent invocations each have theirs; the layer writes them once, when the
+//! invocation ends, past the span's attribute limit (a handler's own attributes cannot push the
+//! list of indexed keys off the span).
 
+use std::cell::RefCell;
 use std::sync::{Mutex, PoisonError};
 
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::trace::{SpanId, TraceContextExt};
 use opentelemetry::{Array, Context, Key, KeyValue, StringValue, Value};
 
 /// The span attribute listing the keys X-Ray indexes as annotations.
 pub(crate) const XRAY_ANNOTATIONS: &str = "aws.xray.annotations";
+/// The most keys [`annotate`] records per invocation: X-Ray indexes 50 annotations per trace, and
+/// the annotations are added to the span past its attribute limit.
+pub(crate) const MAX_ANNOTATIONS: usize = 50;
 /// The annotations the layer sets on every invocation span.
 pub(crate) const COLD_START: &str = "ColdStart";
 pub(crate) const SERVICE: &str = "Service";
@@ -79,11 +84,13 @@ impl Annotations {
         let Some(annotations) = annotations.as_mut() else {
             return false;
         };
+        let full = annotations.len() >= MAX_ANNOTATIONS;
         match annotations
             .iter_mut()
             .find(|annotation| annotation.key == key)
         {
             Some(annotation) => annotation.value = value,
+            None if full => return false,
             None => annotations.push(KeyValue::new(key, value)),
         }
         true
@@ -108,9 +115,10 @@ impl Annotations {
 ///
 /// Returns `false`, recording nothing, outside a traced invocation (tracing off, a task the
 /// invocation spawned without its context: see `opentelemetry::context::FutureExt`, or one that
-/// runs on after the invocation ended), and for
+/// runs on after the invocation ended), for
 /// `ColdStart`, `Service` and
-/// `aws.xray.annotations`, which the layer sets. X-Ray only filters on keys of letters, digits and
+/// `aws.xray.annotations`, which the layer sets, and for a new key past the 50th of the
+/// invocation. X-Ray only filters on keys of letters, digits and
 /// underscores (the AWS exporters replace other characters: `order.id` becomes `order_id`), and
 /// indexes at most 50 annotations per trace.
 ///
@@ -151,21 +159,74 @@ pub fn annotate(key: impl Into<Key>, value: impl Into<AnnotationValue>) -> bool 
     })
 }
 
-/// Writes the invocation's annotations on its span, and the list of their keys after `ColdStart`
-/// and `Service`, once, as the invocation ends.
-pub(crate) fn write(context: &Context) {
+thread_local! {
+    /// The annotations of the invocation span this thread is ending, for the tracer's queue:
+    /// the span is ended (and handed to the queue) on the thread that wrote them.
+    static ENDING: RefCell<Option<(SpanId, Vec<KeyValue>)>> = const { RefCell::new(None) };
+}
+
+/// Writes the invocation's annotations and the list of their keys after `ColdStart` and
+/// `Service`, once, as the invocation ends. With `queued`, they are handed to the tracer's queue
+/// (see [`take_ending`]), which adds them to the ended span past its attribute limit (128): a
+/// handler that sets more attributes than that must not lose the span its indexed annotations.
+/// Otherwise (a caller's exporter, span by span) they are set on the span.
+pub(crate) fn write(context: &Context, queued: bool) {
     let span = context.span();
     let annotations = context.get::<Annotations>().map(Annotations::take);
     let mut keys = vec![StringValue::from(COLD_START), StringValue::from(SERVICE)];
-    if let Some(annotations) = annotations {
-        keys.reserve(annotations.len());
-        for annotation in annotations {
-            keys.push(StringValue::from(annotation.key.as_str().to_owned()));
-            span.set_attribute(annotation);
-        }
-    }
-    span.set_attribute(KeyValue::new(
+    let mut attributes = annotations.unwrap_or_default();
+    keys.extend(
+        attributes
+            .iter()
+            .map(|annotation| StringValue::from(annotation.key.as_str().to_owned())),
+    );
+    attributes.push(KeyValue::new(
         XRAY_ANNOTATIONS,
         Value::Array(Array::String(keys)),
     ));
+    if queued {
+        let span_id = span.span_context().span_id();
+        ENDING.with(|ending| *ending.borrow_mut() = Some((span_id, attributes)));
+    } else {
+        for attribute in attributes {
+            span.set_attribute(attribute);
+        }
+    }
+}
+
+/// The annotations [`write`] left for the span `span_id`, which is ending on this thread.
+pub(crate) fn take_ending(span_id: SpanId) -> Option<Vec<KeyValue>> {
+    ENDING.with(|ending| {
+        let mut ending = ending.borrow_mut();
+        match &*ending {
+            Some((id, _)) if *id == span_id => ending.take().map(|(_, attributes)| attributes),
+            _ => None,
+        }
+    })
+}
+
+/// Forgets what [`write`] left, once the span has ended (an unsampled span reaches no queue).
+pub(crate) fn forget_ending() {
+    ENDING.with(|ending| ending.borrow_mut().take());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invocation_records_fifty_keys_and_replaces_their_values_after_that() {
+        let _attached = Context::new().with_value(Annotations::default()).attach();
+        for key in 0..MAX_ANNOTATIONS {
+            assert!(annotate(format!("key_{key}"), 1_i64), "key {key}");
+        }
+        assert!(!annotate("one_more", 1_i64));
+        assert!(annotate("key_0", 2_i64), "a known key's value is replaced");
+        let annotations = Context::current()
+            .get::<Annotations>()
+            .map(Annotations::take)
+            .unwrap_or_default();
+        assert_eq!(annotations.len(), MAX_ANNOTATIONS);
+        assert_eq!(annotations[0].value, Value::I64(2));
+    }
 }

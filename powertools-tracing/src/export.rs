@@ -384,7 +384,12 @@ pub(crate) struct QueueProcessor(pub(crate) Arc<Exporter>);
 impl SpanProcessor for QueueProcessor {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
-    fn on_end(&self, span: SpanData) {
+    fn on_end(&self, mut span: SpanData) {
+        if span.span_kind == SpanKind::Server
+            && let Some(annotations) = crate::annotations::take_ending(span.span_context.span_id())
+        {
+            span.attributes.extend(annotations);
+        }
         if span.span_context.is_sampled() {
             self.0.push(span);
         }

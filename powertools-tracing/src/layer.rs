@@ -368,12 +368,18 @@ fn time_to_deadline(deadline_ms: u64) -> Duration {
 
 /// The invocation span. Dropping it, when the invocation ends or its future is dropped, writes
 /// the X-Ray annotations and ends the span.
-struct InvocationSpan(OtelContext);
+struct InvocationSpan {
+    context: OtelContext,
+    /// Whether the span ends into the tracer's queue, which then adds its annotations past the
+    /// span's attribute limit.
+    queued: bool,
+}
 
 impl Drop for InvocationSpan {
     fn drop(&mut self) {
-        annotations::write(&self.0);
-        self.0.span().end();
+        annotations::write(&self.context, self.queued);
+        self.context.span().end();
+        annotations::forget_ending();
     }
 }
 
@@ -537,7 +543,10 @@ where
         // extension.
         let span_context = context.clone();
         let mut end = InvocationEnd {
-            span: Some(InvocationSpan(context.clone())),
+            span: Some(InvocationSpan {
+                context: context.clone(),
+                queued: tracer.inner.exporter.is_some(),
+            }),
             tracer: tracer.clone(),
             handed_over,
         };

@@ -353,3 +353,62 @@ async fn a_flush_before_returning_gives_up_before_the_invocation_s_deadline() {
     );
     assert_eq!(tracer.dropped_spans(), 1);
 }
+
+#[tokio::test]
+async fn the_annotations_survive_a_span_full_of_the_handler_s_attributes() {
+    use opentelemetry::trace::TraceContextExt;
+    // Given a handler that sets more attributes on the invocation span than a span holds (128),
+    // and annotates it
+    let kept = Kept::default();
+    let tracer = Tracer::builder()
+        .queued_exporter(kept.clone())
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service =
+        TracingLayer::new(tracer.clone()).layer(service_fn(|_event: LambdaEvent<Value>| async {
+            let context = opentelemetry::Context::current();
+            for step in 0..130 {
+                context
+                    .span()
+                    .set_attribute(opentelemetry::KeyValue::new(format!("step.{step}"), step));
+            }
+            assert!(powertools_tracing::annotate("order_id", "o-42"));
+            Ok::<_, lambda_runtime::Error>(json!({}))
+        }));
+
+    // When it is invoked
+    service
+        .oneshot(
+            TestContext::new()
+                .with_function_name("orders-api")
+                .event(json!({})),
+        )
+        .await
+        .unwrap();
+
+    // Then the span still lists its annotations for X-Ray (ColdStart and Service indexed), with
+    // the handler's annotation and its value: the handler's extra attributes are what the span
+    // limit dropped
+    let spans = kept.0.lock().expect("not poisoned");
+    let span = spans
+        .iter()
+        .find(|span| span.name == "orders-api")
+        .expect("the invocation span");
+    let value = |key: &str| {
+        span.attributes
+            .iter()
+            .find(|attribute| attribute.key.as_str() == key)
+            .map(|attribute| attribute.value.to_string())
+    };
+    assert_eq!(
+        value("aws.xray.annotations").as_deref(),
+        Some(r#"["ColdStart","Service","order_id"]"#),
+        "{} attributes, {} dropped",
+        span.attributes.len(),
+        span.dropped_attributes_count
+    );
+    assert_eq!(value("order_id").as_deref(), Some("o-42"));
+    assert!(span.dropped_attributes_count > 0);
+}
