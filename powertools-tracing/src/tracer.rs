@@ -483,8 +483,8 @@ impl TracerBuilder {
                     Some(endpoint) => endpoint,
                     None => match env.parse_with(
                         OTEL_EXPORTER_OTLP_ENDPOINT,
-                        ENDPOINT_EXPECTED,
-                        http_url,
+                        BASE_EXPECTED,
+                        base_url,
                     )? {
                         Some(base) => format!("{}/v1/traces", base.trim_end_matches('/')),
                         None => DEFAULT_TRACES_ENDPOINT.to_owned(),
@@ -628,6 +628,8 @@ fn milliseconds(value: &str) -> Option<Duration> {
 
 const ENDPOINT_EXPECTED: &str =
     "an http:// or https:// URL with a host, such as http://localhost:4318";
+const BASE_EXPECTED: &str = "an http:// or https:// URL with a host and no query, such as \
+     http://localhost:4318 (/v1/traces is appended)";
 
 /// `value` (trimmed) when it is an `http://` or `https://` URL with a host: OTLP/HTTP has no
 /// other scheme, and a URL without one (`localhost:4318`) would only fail at the first export,
@@ -637,12 +639,50 @@ fn http_url(value: &str) -> Option<String> {
     let uri: http::Uri = value.parse().ok()?;
     let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
     let host_ok = uri.host().is_some_and(|host| !host.is_empty());
-    (scheme_ok && host_ok).then(|| value.to_owned())
+    // `http::Uri` takes any digits after the host (and then reports no port); a connection
+    // cannot.
+    let authority = uri.authority().map_or("", http::uri::Authority::as_str);
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, rest)| rest);
+    let after_host = host_port
+        .rsplit_once(']')
+        .map_or(host_port, |(_, rest)| rest);
+    let port_ok = !after_host.contains(':') || uri.port_u16().is_some();
+    (scheme_ok && host_ok && port_ok).then(|| value.to_owned())
+}
+
+/// `value` as [`http_url`] takes it, without a query or a fragment: it is the base that
+/// `/v1/traces` is appended to (`http://collector:4318?tenant=a` would become
+/// `…?tenant=a/v1/traces`).
+fn base_url(value: &str) -> Option<String> {
+    http_url(value).filter(|url| !url.contains(['?', '#']))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_endpoint_s_port_is_checked_wherever_the_host_and_user_are() {
+        for good in [
+            "http://collector",
+            "http://collector:4318",
+            "http://user:secret@collector",
+            "http://user:secret@collector:4318/v1/traces",
+            "http://[::1]",
+            "http://[::1]:4318",
+        ] {
+            assert!(http_url(good).is_some(), "{good}");
+        }
+        for bad in [
+            "http://collector:99999",
+            "http://[::1]:65536",
+            "http://u:p@c:70000",
+        ] {
+            assert!(http_url(bad).is_none(), "{bad}");
+        }
+    }
 
     fn tracer(vars: &[(&str, &str)]) -> Tracer {
         Tracer::builder()

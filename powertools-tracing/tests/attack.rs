@@ -2559,6 +2559,7 @@ fn malformed_endpoint_variables_are_errors_naming_the_variable() {
             "ftp://collector:21",
             "http://",
             "http://[::1",
+            "http://collector:99999",
         ] {
             match Tracer::builder().env(env_with(&[(var, value)])).build() {
                 Ok(_) => problems.push(format!("{var}={value:?} accepted")),
@@ -2567,6 +2568,18 @@ fn malformed_endpoint_variables_are_errors_naming_the_variable() {
                 }
                 Err(_) => {}
             }
+        }
+    }
+    // The base endpoint gets `/v1/traces` appended: after a query or a fragment it would be
+    // part of them.
+    for value in ["http://collector:4318?tenant=a", "http://collector:4318/#x"] {
+        let var = "OTEL_EXPORTER_OTLP_ENDPOINT";
+        match Tracer::builder().env(env_with(&[(var, value)])).build() {
+            Ok(_) => problems.push(format!("{var}={value:?} accepted")),
+            Err(err) if !err.to_string().contains(var) => {
+                problems.push(format!("{var}={value:?}: {err}"));
+            }
+            Err(_) => {}
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -2582,6 +2595,7 @@ fn a_malformed_builder_endpoint_is_an_error() {
         "http://[::1",
         "http://",
         "localhost:4318",
+        "http://collector:99999/v1/traces",
     ] {
         match Tracer::builder()
             .env(env_with(&[]))
