@@ -159,10 +159,16 @@ pub fn annotate(key: impl Into<Key>, value: impl Into<AnnotationValue>) -> bool 
     })
 }
 
+/// An invocation's annotations and the list of the keys X-Ray indexes, as the span ends.
+pub(crate) struct Ending {
+    pub(crate) annotations: Vec<KeyValue>,
+    pub(crate) list: KeyValue,
+}
+
 thread_local! {
     /// The annotations of the invocation span this thread is ending, for the tracer's queue:
     /// the span is ended (and handed to the queue) on the thread that wrote them.
-    static ENDING: RefCell<Option<(SpanId, Vec<KeyValue>)>> = const { RefCell::new(None) };
+    static ENDING: RefCell<Option<(SpanId, Ending)>> = const { RefCell::new(None) };
 }
 
 /// Writes the invocation's annotations and the list of their keys after `ColdStart` and
@@ -172,34 +178,35 @@ thread_local! {
 /// Otherwise (a caller's exporter, span by span) they are set on the span.
 pub(crate) fn write(context: &Context, queued: bool) {
     let span = context.span();
-    let annotations = context.get::<Annotations>().map(Annotations::take);
-    let mut keys = vec![StringValue::from(COLD_START), StringValue::from(SERVICE)];
-    let mut attributes = annotations.unwrap_or_default();
-    keys.extend(
-        attributes
-            .iter()
-            .map(|annotation| StringValue::from(annotation.key.as_str().to_owned())),
-    );
-    attributes.push(KeyValue::new(
-        XRAY_ANNOTATIONS,
-        Value::Array(Array::String(keys)),
-    ));
+    let annotations = context
+        .get::<Annotations>()
+        .map(Annotations::take)
+        .unwrap_or_default();
+    let mut keys = Vec::with_capacity(2 + annotations.len());
+    keys.push(StringValue::from(COLD_START));
+    keys.push(StringValue::from(SERVICE));
+    for annotation in &annotations {
+        keys.push(StringValue::from(annotation.key.as_str().to_owned()));
+    }
+    let list = KeyValue::new(XRAY_ANNOTATIONS, Value::Array(Array::String(keys)));
     if queued {
         let span_id = span.span_context().span_id();
-        ENDING.with(|ending| *ending.borrow_mut() = Some((span_id, attributes)));
+        let ending = Ending { annotations, list };
+        ENDING.with(|slot| *slot.borrow_mut() = Some((span_id, ending)));
     } else {
-        for attribute in attributes {
-            span.set_attribute(attribute);
+        for annotation in annotations {
+            span.set_attribute(annotation);
         }
+        span.set_attribute(list);
     }
 }
 
 /// The annotations [`write`] left for the span `span_id`, which is ending on this thread.
-pub(crate) fn take_ending(span_id: SpanId) -> Option<Vec<KeyValue>> {
-    ENDING.with(|ending| {
-        let mut ending = ending.borrow_mut();
-        match &*ending {
-            Some((id, _)) if *id == span_id => ending.take().map(|(_, attributes)| attributes),
+pub(crate) fn take_ending(span_id: SpanId) -> Option<Ending> {
+    ENDING.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        match &*slot {
+            Some((id, _)) if *id == span_id => slot.take().map(|(_, ending)| ending),
             _ => None,
         }
     })
@@ -207,7 +214,7 @@ pub(crate) fn take_ending(span_id: SpanId) -> Option<Vec<KeyValue>> {
 
 /// Forgets what [`write`] left, once the span has ended (an unsampled span reaches no queue).
 pub(crate) fn forget_ending() {
-    ENDING.with(|ending| ending.borrow_mut().take());
+    ENDING.with(|slot| slot.borrow_mut().take());
 }
 
 #[cfg(test)]

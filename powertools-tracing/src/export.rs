@@ -70,8 +70,11 @@ pub(crate) struct Exporter {
     sampled: tokio::sync::Notify,
     /// Flushes under way: a batch being sent is out of the queue.
     in_flight: AtomicUsize,
-    /// Told when the last flush under way ends.
+    /// Told when the last flush under way ends, if [`draining`](Self::draining) says anyone
+    /// waits for that (most flushes end with no one waiting: no lock taken then).
     idle: tokio::sync::Notify,
+    /// Calls of [`flush_all`](Self::flush_all) waiting for the flushes under way.
+    draining: AtomicUsize,
 }
 
 impl fmt::Debug for Exporter {
@@ -115,6 +118,7 @@ impl Exporter {
             sampled: tokio::sync::Notify::new(),
             in_flight: AtomicUsize::new(0),
             idle: tokio::sync::Notify::new(),
+            draining: AtomicUsize::new(0),
         }
     }
 
@@ -183,12 +187,22 @@ impl Exporter {
     }
 
     async fn flushes_done(&self) {
+        /// Counts a waiter in `draining` for as long as it waits (dropped on a timeout too).
+        struct Draining<'e>(&'e AtomicUsize);
+        impl Drop for Draining<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.draining.fetch_add(1, Ordering::SeqCst);
+        let _draining = Draining(&self.draining);
         loop {
             let idle = self.idle.notified();
             tokio::pin!(idle);
-            // Registered before the check: a flush ending in between still wakes this one.
+            // Registered, and counted in `draining`, before the check: a flush that ends in
+            // between sees the waiter and wakes it (both sides use `SeqCst`).
             idle.as_mut().enable();
-            if self.in_flight.load(Ordering::Acquire) == 0 {
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
                 return;
             }
             idle.await;
@@ -364,14 +378,16 @@ struct UnderWay<'e>(&'e Exporter);
 
 impl<'e> UnderWay<'e> {
     fn new(exporter: &'e Exporter) -> Self {
-        exporter.in_flight.fetch_add(1, Ordering::AcqRel);
+        exporter.in_flight.fetch_add(1, Ordering::SeqCst);
         UnderWay(exporter)
     }
 }
 
 impl Drop for UnderWay<'_> {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.0.draining.load(Ordering::SeqCst) > 0
+        {
             self.0.idle.notify_waiters();
         }
     }
@@ -386,9 +402,10 @@ impl SpanProcessor for QueueProcessor {
 
     fn on_end(&self, mut span: SpanData) {
         if span.span_kind == SpanKind::Server
-            && let Some(annotations) = crate::annotations::take_ending(span.span_context.span_id())
+            && let Some(ending) = crate::annotations::take_ending(span.span_context.span_id())
         {
-            span.attributes.extend(annotations);
+            span.attributes.extend(ending.annotations);
+            span.attributes.push(ending.list);
         }
         if span.span_context.is_sampled() {
             self.0.push(span);
