@@ -182,14 +182,16 @@ impl BatchProcessor {
             let message = message.clone();
             in_record_scope(async move {
                 let span = tracing::info_span!("batch_record", message_id = %message_id);
-                let future = parsed.map(|body| {
-                    handler(SqsRecord {
-                        message_id: message_id.clone(),
-                        body,
-                        message,
+                let start = || {
+                    parsed.map(|body| {
+                        handler(SqsRecord {
+                            message_id: message_id.clone(),
+                            body,
+                            message,
+                        })
                     })
-                });
-                guarded(RecordId::Message(message_id), future)
+                };
+                guarded(RecordId::Message(message_id.clone()), start)
                     .instrument(span)
                     .await
             })
@@ -261,14 +263,16 @@ impl BatchProcessor {
             let record = record.clone();
             in_record_scope(async move {
                 let span = tracing::info_span!("batch_record", sequence_number = %sequence_number);
-                let future = parsed.map(|data| {
-                    handler(KinesisRecord {
-                        sequence_number: sequence_number.clone(),
-                        data,
-                        record,
+                let start = || {
+                    parsed.map(|data| {
+                        handler(KinesisRecord {
+                            sequence_number: sequence_number.clone(),
+                            data,
+                            record,
+                        })
                     })
-                });
-                guarded(RecordId::Sequence(sequence_number), future)
+                };
+                guarded(RecordId::Sequence(sequence_number.clone()), start)
                     .instrument(span)
                     .await
             })
@@ -308,8 +312,8 @@ impl BatchProcessor {
             let record = record.clone();
             in_record_scope(async move {
                 let span = tracing::info_span!("batch_record", sequence_number = %sequence_number);
-                let future = Ok::<_, serde_json::Error>(handler(record));
-                guarded(RecordId::Sequence(sequence_number), future)
+                let start = || Ok::<_, serde_json::Error>(handler(record));
+                guarded(RecordId::Sequence(sequence_number), start)
                     .instrument(span)
                     .await
             })
@@ -389,32 +393,30 @@ fn in_record_scope<F: Future>(record: F) -> F {
 }
 
 /// Runs one record's handler, turning a body that did not deserialize, an error and a panic
-/// into that record's failure.
+/// into that record's failure. `start` calls the handler: a handler that panics before it
+/// returns its future, or an error whose `Display` panics, fails its record only too.
 async fn guarded<Fut, E>(
     id: RecordId,
-    future: Result<Fut, serde_json::Error>,
+    start: impl FnOnce() -> Result<Fut, serde_json::Error>,
 ) -> (String, Result<(), String>)
 where
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
-    let outcome = match future {
-        Err(error) => Err(format!(
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(start)) {
+        Err(panic) => Err(panicked(&*panic)),
+        Ok(Err(error)) => Err(format!(
             "the record's body is not the expected JSON: {error}"
         )),
-        Ok(future) => match AssertUnwindSafe(future).catch_unwind().await {
+        Ok(Ok(future)) => match AssertUnwindSafe(future).catch_unwind().await {
             Ok(Ok(())) => Ok(()),
             // Not `to_string`, which panics when a `Display` fails: one record's error would
             // fail the whole batch, records already done included.
-            Ok(Err(error)) => Err(powertools_core::error_chain::display_text(&error)),
-            Err(panic) => Err(format!(
-                "the record's handler panicked: {}",
-                panic
-                    .downcast_ref::<&str>()
-                    .map(|text| (*text).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default()
-            )),
+            Ok(Err(error)) => Err(std::panic::catch_unwind(AssertUnwindSafe(|| {
+                powertools_core::error_chain::display_text(&error)
+            }))
+            .unwrap_or_else(|_| "<the error's Display panicked>".to_owned())),
+            Err(panic) => Err(panicked(&*panic)),
         },
     };
     // Inside the record's scope: its keys are on the line.
@@ -433,6 +435,16 @@ where
     }
     let (RecordId::Message(id) | RecordId::Sequence(id)) = id;
     (id, outcome)
+}
+
+/// The failure reason of a record whose handler panicked.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    format!("the record's handler panicked: {message}")
 }
 
 #[cfg(feature = "metrics")]

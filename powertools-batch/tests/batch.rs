@@ -133,6 +133,49 @@ async fn an_error_that_cannot_be_displayed_fails_its_record_only() {
     assert_eq!(failed_ids(&response), ["m-2", "m-3"]);
 }
 
+/// A record handler's error whose `Display` panics.
+#[derive(Debug)]
+struct PanickingDisplay;
+
+impl std::fmt::Display for PanickingDisplay {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        panic!("the error cannot be written")
+    }
+}
+
+#[tokio::test]
+async fn an_error_whose_display_panics_fails_its_record_only() {
+    logging();
+    let response = BatchProcessor::new()
+        .process_sqs(&sqs("mixed"), |record: SqsRecord<BakeOrder>| async move {
+            match record.body.loaves {
+                0 => Err(PanickingDisplay),
+                _ => Ok(()),
+            }
+        })
+        .await
+        .expect("a partial failure, not an error");
+    assert_eq!(failed_ids(&response), ["m-2", "m-3"]);
+}
+
+/// Panics when called for an order with no loaves, before it returns a future.
+fn checks_before_its_future(
+    record: SqsRecord<BakeOrder>,
+) -> impl std::future::Future<Output = Result<(), String>> {
+    assert!(record.body.loaves != 0, "nothing to bake");
+    async { Ok(()) }
+}
+
+#[tokio::test]
+async fn a_handler_that_panics_before_returning_its_future_fails_its_record_only() {
+    logging();
+    let response = BatchProcessor::new()
+        .process_sqs(&sqs("mixed"), checks_before_its_future)
+        .await
+        .expect("a partial failure, not an error");
+    assert_eq!(failed_ids(&response), ["m-2", "m-3"]);
+}
+
 #[tokio::test]
 async fn a_fifo_failure_fails_every_later_record_or_only_its_group() {
     logging();

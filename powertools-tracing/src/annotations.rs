@@ -172,11 +172,10 @@ thread_local! {
 }
 
 /// Writes the invocation's annotations and the list of their keys after `ColdStart` and
-/// `Service`, once, as the invocation ends. With `queued`, they are handed to the tracer's queue
-/// (see [`take_ending`]), which adds them to the ended span past its attribute limit (128): a
-/// handler that sets more attributes than that must not lose the span its indexed annotations.
-/// Otherwise (a caller's exporter, span by span) they are set on the span.
-pub(crate) fn write(context: &Context, queued: bool) {
+/// `Service`, once, as the invocation ends: they are handed to the tracer's span processor (see
+/// [`take_ending`]), which adds them to the ended span past its attribute limit (128), so that a
+/// handler that sets more attributes than that does not push its indexed annotations off.
+pub(crate) fn write(context: &Context) {
     let span = context.span();
     let annotations = context
         .get::<Annotations>()
@@ -189,16 +188,9 @@ pub(crate) fn write(context: &Context, queued: bool) {
         keys.push(StringValue::from(annotation.key.as_str().to_owned()));
     }
     let list = KeyValue::new(XRAY_ANNOTATIONS, Value::Array(Array::String(keys)));
-    if queued {
-        let span_id = span.span_context().span_id();
-        let ending = Ending { annotations, list };
-        ENDING.with(|slot| *slot.borrow_mut() = Some((span_id, ending)));
-    } else {
-        for annotation in annotations {
-            span.set_attribute(annotation);
-        }
-        span.set_attribute(list);
-    }
+    let span_id = span.span_context().span_id();
+    let ending = Ending { annotations, list };
+    ENDING.with(|slot| *slot.borrow_mut() = Some((span_id, ending)));
 }
 
 /// The annotations [`write`] left for the span `span_id`, which is ending on this thread.

@@ -183,7 +183,49 @@ impl Exporter {
     /// given up on, when it returns. For `SIGTERM` and [`Tracer::flush`](crate::Tracer::flush).
     pub(crate) async fn flush_all(self: &Arc<Self>) {
         let _ = tokio::time::timeout(self.timeout, self.flushes_done()).await;
-        self.flush().await;
+        if !self.is_suspended() {
+            self.flush().await;
+            return;
+        }
+        // Suspended: the probe's batch and the queue go now, in one try, whether the collector
+        // is back or not; what does not get through is counted and reported.
+        let _under_way = UnderWay::new(self);
+        let mut batch = std::mem::take(&mut *lock(&self.sample));
+        batch.append(&mut self.queue());
+        if !batch.is_empty() {
+            let spans = count(batch.len());
+            if let Err(cause) = self.try_export(batch).await {
+                self.dropped.fetch_add(spans, Ordering::Relaxed);
+                self.warn_dropped(&cause, "spans could not be exported at the final flush");
+            }
+        }
+        self.warn_dropped(
+            &"export suspended",
+            "spans were dropped while the collector did not take them",
+        );
+    }
+
+    /// One export within the flush timeout; the cause when it fails.
+    async fn try_export(&self, batch: Vec<SpanData>) -> Result<(), String> {
+        match tokio::time::timeout(self.timeout, self.export.export(batch)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", millis(self.timeout))),
+        }
+    }
+
+    /// Reports the drops no warning has reported yet, if any, with `cause`.
+    fn warn_dropped(&self, cause: &dyn fmt::Display, message: &'static str) {
+        let dropped = self.dropped();
+        let unreported = dropped - self.reported.swap(dropped, Ordering::Relaxed);
+        if unreported > 0 {
+            tracing::warn!(
+                target: "powertools_tracing",
+                dropped_spans = unreported,
+                error = %cause,
+                "{message}"
+            );
+        }
     }
 
     async fn flushes_done(&self) {
@@ -234,28 +276,48 @@ impl Exporter {
             }
         };
         if self.is_suspended() {
-            if !batch.is_empty() {
-                let replaced = std::mem::replace(&mut *lock(&self.sample), batch);
+            if batch.is_empty() {
+                return;
+            }
+            let mut sample = lock(&self.sample);
+            // Checked again under the sample's lock, which the probe holds to resume: a batch
+            // left here is either taken by the probe or found by a flush after it.
+            if self.is_suspended() {
+                let replaced = std::mem::replace(&mut *sample, batch);
+                drop(sample);
                 self.dropped
                     .fetch_add(count(replaced.len()), Ordering::Relaxed);
                 self.sampled.notify_one();
+                return;
             }
+            drop(sample);
+            self.export_batch(batch, limit).await;
             return;
         }
+        self.export_batch(batch, limit).await;
+    }
+
+    /// Exports `batch` for [`flush_within`](Self::flush_within).
+    async fn export_batch(self: &Arc<Self>, batch: Vec<SpanData>, limit: Duration) {
         if !batch.is_empty() {
             let spans = count(batch.len());
             let timeout = self.timeout.min(limit);
             match tokio::time::timeout(timeout, self.export.export(batch)).await {
                 Ok(Ok(())) => {}
                 Err(_) if timeout < self.timeout => {
+                    // Suspended too: the next invocation's deadline may be as near, and a hung
+                    // collector would cost each of them its remaining time.
                     self.dropped.fetch_add(spans, Ordering::Relaxed);
-                    tracing::warn!(
-                        target: "powertools_tracing",
-                        waited_ms = millis(timeout),
-                        dropped_spans = spans,
-                        "the collector had not answered when the invocation's deadline came: \
-                         its spans are dropped"
-                    );
+                    self.suspend(|| {
+                        tracing::warn!(
+                            target: "powertools_tracing",
+                            waited_ms = millis(timeout),
+                            dropped_spans = spans,
+                            "the collector had not answered when the invocation's deadline \
+                             came; until it takes spans again, spans are dropped and \
+                             invocations do not wait for it"
+                        );
+                    });
                     self.reported.store(self.dropped(), Ordering::Relaxed);
                     return;
                 }
@@ -324,17 +386,26 @@ impl Exporter {
         loop {
             tokio::time::sleep(delay).await;
             let batch = self.next_sample().await;
+            // Counted as under way, so that a final flush waits for it.
+            let _under_way = UnderWay::new(&self);
             let spans = count(batch.len());
-            if let Ok(Ok(())) = tokio::time::timeout(self.timeout, self.export.export(batch)).await
-            {
-                break;
+            match self.try_export(batch).await {
+                Ok(()) => break,
+                Err(cause) => {
+                    self.dropped.fetch_add(spans, Ordering::Relaxed);
+                    // Once per probe, with growing pauses: what the outage dropped so far.
+                    self.warn_dropped(&cause, "the collector still does not take spans");
+                }
             }
-            self.dropped.fetch_add(spans, Ordering::Relaxed);
             delay = (delay * 2).min(MAX_PROBE_DELAY);
         }
-        self.suspended.store(false, Ordering::Release);
+        let leftover = {
+            let mut sample = lock(&self.sample);
+            self.suspended.store(false, Ordering::Release);
+            std::mem::take(&mut *sample)
+        };
         // A flush that found export suspended just before this: its spans go with the next.
-        for span in std::mem::take(&mut *lock(&self.sample)) {
+        for span in leftover {
             self.push(span);
         }
         let dropped = self.dropped();
@@ -401,12 +472,7 @@ impl SpanProcessor for QueueProcessor {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
     fn on_end(&self, mut span: SpanData) {
-        if span.span_kind == SpanKind::Server
-            && let Some(ending) = crate::annotations::take_ending(span.span_context.span_id())
-        {
-            span.attributes.extend(ending.annotations);
-            span.attributes.push(ending.list);
-        }
+        add_annotations(&mut span);
         if span.span_context.is_sampled() {
             self.0.push(span);
         }
@@ -467,6 +533,45 @@ impl SpanExporter for OtlpExporter {
 
     fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
         self.otlp.set_resource(resource);
+    }
+}
+
+/// A caller's span processor (the SDK's simple one, for
+/// [`span_exporter`](crate::TracerBuilder::span_exporter)), with an ending invocation span's
+/// annotations added past its attribute limit, as [`QueueProcessor`] adds them.
+#[derive(Debug)]
+pub(crate) struct Annotating<P>(pub(crate) P);
+
+impl<P: SpanProcessor> SpanProcessor for Annotating<P> {
+    fn on_start(&self, span: &mut Span, cx: &Context) {
+        self.0.on_start(span, cx);
+    }
+
+    fn on_end(&self, mut span: SpanData) {
+        add_annotations(&mut span);
+        self.0.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.0.set_resource(resource);
+    }
+}
+
+/// Adds the annotations of the invocation span ending on this thread, when `span` is it.
+fn add_annotations(span: &mut SpanData) {
+    if span.span_kind == SpanKind::Server
+        && let Some(ending) = crate::annotations::take_ending(span.span_context.span_id())
+    {
+        span.attributes.extend(ending.annotations);
+        span.attributes.push(ending.list);
     }
 }
 
@@ -779,7 +884,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_flush_bounded_by_a_deadline_gives_up_at_it_without_suspending_export() {
+    async fn a_flush_bounded_by_a_deadline_gives_up_at_it_and_suspends_export() {
         // Given a collector that never answers, and a span queued
         let collector = Arc::new(Collector::default());
         collector.hangs.store(true, Ordering::SeqCst);
@@ -791,18 +896,24 @@ mod tests {
         let start = tokio::time::Instant::now();
         exporter.flush_within(Duration::from_millis(300)).await;
 
-        // Then it gave up after 300 ms, dropped the span, counted, and export is not suspended
+        // Then it gave up after 300 ms, dropped the span, counted, and suspended export, as a
+        // flush timeout would: the next deadline may be as near
         assert_eq!(start.elapsed(), Duration::from_millis(300));
         assert_eq!(exporter.dropped(), 1);
-        assert!(!exporter.is_suspended());
+        assert!(exporter.is_suspended());
+    }
 
-        // And with no time left, the spans are not sent at all: they wait for the next flush
+    #[tokio::test(start_paused = true)]
+    async fn a_flush_with_no_time_left_sends_nothing_and_keeps_the_spans() {
+        let collector = Arc::new(Collector::default());
+        let exporter = exporter(&collector, 100);
+        let processor = QueueProcessor(Arc::clone(&exporter));
         processor.on_end(span());
         let calls = collector.calls.load(Ordering::SeqCst);
         exporter.flush_within(Duration::ZERO).await;
         assert!(exporter.has_pending());
         assert_eq!(collector.calls.load(Ordering::SeqCst), calls);
-        assert_eq!(exporter.dropped(), 1);
+        assert_eq!(exporter.dropped(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -106,16 +106,21 @@ impl Handoff {
         let previous = match invocations.iter_mut().find(|(id, _)| id == request_id) {
             Some((_, current)) => Some(std::mem::replace(current, stage)),
             None => {
-                if invocations.len() == MAX_TRACKED {
-                    invocations.pop_front();
-                }
-                invocations.push_back((request_id.to_owned(), stage));
+                Self::track(&mut invocations, request_id, stage);
                 None
             }
         };
         drop(invocations);
         self.changed.notify_waiters();
         previous
+    }
+
+    /// Tracks `request_id` at `stage`, forgetting the oldest invocation past the bound.
+    fn track(invocations: &mut VecDeque<(String, Stage)>, request_id: &str, stage: Stage) {
+        while invocations.len() >= MAX_TRACKED {
+            invocations.pop_front();
+        }
+        invocations.push_back((request_id.to_owned(), stage));
     }
 
     fn forget(&self, request_id: &str) {
@@ -130,10 +135,7 @@ impl Handoff {
         }
         let mut invocations = self.invocations();
         if !invocations.iter().any(|(id, _)| id == request_id) {
-            if invocations.len() == MAX_TRACKED {
-                invocations.pop_front();
-            }
-            invocations.push_back((request_id.to_owned(), Stage::Started));
+            Self::track(&mut invocations, request_id, Stage::Started);
             drop(invocations);
             self.changed.notify_waiters();
         }
@@ -203,7 +205,7 @@ impl Handoff {
                 let mut invocations = self.invocations();
                 let arrived = invocations.iter().any(|(id, _)| id == request_id);
                 if !arrived {
-                    invocations.push_back((request_id.to_owned(), Stage::Abandoned));
+                    Self::track(&mut invocations, request_id, Stage::Abandoned);
                 }
                 arrived
             };
@@ -529,14 +531,14 @@ mod tests {
 
         // Then it gave up in time to ask for its next event before the deadline (past it,
         // Lambda would time the invocation out and reset the environment), the span is
-        // counted as dropped, and export is not suspended: the collector had less than its
-        // timeout
+        // counted as dropped, and export is suspended: the next invocation's deadline may be as
+        // near
         assert_eq!(
             start.elapsed(),
             Duration::from_millis(300) - DEADLINE_MARGIN
         );
         assert_eq!(tracer.dropped_spans(), 1);
-        assert!(!tracer.inner.exporter.as_ref().unwrap().is_suspended());
+        assert!(tracer.inner.exporter.as_ref().unwrap().is_suspended());
     }
 
     #[tokio::test(start_paused = true)]
@@ -555,6 +557,25 @@ mod tests {
         assert_eq!(handoff.start("r-bad").as_deref(), Some("r-bad"));
         assert!(handoff.finish(Some("r-bad")));
         assert!(handoff.invocations().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn invocations_that_never_reach_the_layer_are_tracked_within_the_bound() {
+        // Events that never reach the layer (they do not deserialize, or a layer before it
+        // rejects them), one after the other
+        let tracer = Tracer::builder().disabled(true).build().unwrap();
+        let handoff = handoff(MODE_AFTER_RESPONSE);
+        for n in 0..1000 {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            handoff
+                .after_invocation(&tracer, &format!("never-reached-{n}"), deadline)
+                .await;
+        }
+        assert_eq!(handoff.invocations().len(), MAX_TRACKED);
+        // And the tracking still works for an invocation that does reach the layer
+        let id = handoff.start("reached").unwrap();
+        assert!(handoff.finish(Some(&id)));
+        assert!(handoff.invocations().len() <= MAX_TRACKED);
     }
 
     #[tokio::test(start_paused = true)]

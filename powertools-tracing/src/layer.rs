@@ -368,17 +368,14 @@ fn time_to_deadline(deadline_ms: u64) -> Duration {
 
 /// The invocation span. Dropping it, when the invocation ends or its future is dropped, writes
 /// the X-Ray annotations and ends the span.
-struct InvocationSpan {
-    context: OtelContext,
-    /// Whether the span ends into the tracer's queue, which then adds its annotations past the
-    /// span's attribute limit.
-    queued: bool,
-}
+struct InvocationSpan(OtelContext);
 
 impl Drop for InvocationSpan {
     fn drop(&mut self) {
-        annotations::write(&self.context, self.queued);
-        self.context.span().end();
+        // The tracer's span processor adds the annotations as the span ends, past its
+        // attribute limit.
+        annotations::write(&self.0);
+        self.0.span().end();
         annotations::forget_ending();
     }
 }
@@ -543,10 +540,7 @@ where
         // extension.
         let span_context = context.clone();
         let mut end = InvocationEnd {
-            span: Some(InvocationSpan {
-                context: context.clone(),
-                queued: tracer.inner.exporter.is_some(),
-            }),
+            span: Some(InvocationSpan(context.clone())),
             tracer: tracer.clone(),
             handed_over,
         };

@@ -10,7 +10,7 @@ use opentelemetry_aws::trace::XrayIdGenerator;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{
-    Sampler, SdkTracer, SdkTracerProvider, SpanExporter, TracerProviderBuilder,
+    Sampler, SdkTracer, SdkTracerProvider, SimpleSpanProcessor, SpanExporter, TracerProviderBuilder,
 };
 use powertools_core::PowertoolsConfig;
 use powertools_core::env::Env;
@@ -22,7 +22,8 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::Error;
 use crate::export::{
-    DEFAULT_MAX_QUEUED_SPANS, Exporter, OtlpExporter, OtlpHttpClient, QueueProcessor, Roots,
+    Annotating, DEFAULT_MAX_QUEUED_SPANS, Exporter, OtlpExporter, OtlpHttpClient, QueueProcessor,
+    Roots,
 };
 use crate::extension::Handoff;
 
@@ -360,7 +361,7 @@ impl TracerBuilder {
     /// ignored.
     pub fn span_exporter<E: SpanExporter + 'static>(mut self, exporter: E) -> Self {
         self.exporter = Some(Box::new(move |provider: TracerProviderBuilder| {
-            provider.with_simple_exporter(exporter)
+            provider.with_span_processor(Annotating(SimpleSpanProcessor::new(exporter)))
         }));
         self
     }
@@ -518,6 +519,10 @@ impl TracerBuilder {
                 .with_http_client(client)
                 .with_endpoint(endpoint)
                 .with_timeout(export_timeout)
+                // One attempt per export: the exporter's retries sleep the thread (its `tokio`
+                // feature is off) past the flush timeout and the deadline; a failed export
+                // suspends export and the probe tries again, in the background.
+                .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled())
                 .build()
                 .map_err(|error| Error::Exporter(error.to_string()))?;
             otlp.set_resource(&resource);

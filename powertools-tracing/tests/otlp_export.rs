@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use lambda_runtime::tower::{Layer, ServiceExt};
@@ -411,4 +413,233 @@ async fn the_annotations_survive_a_span_full_of_the_handler_s_attributes() {
     );
     assert_eq!(value("order_id").as_deref(), Some("o-42"));
     assert!(span.dropped_attributes_count > 0);
+}
+
+/// A collector on a local port that answers every request with `answer`.
+async fn collector_answering(answer: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a local port");
+    let address = listener.local_addr().expect("its address");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buffer = vec![0_u8; 65536];
+                while let Ok(read) = stream.read(&mut buffer).await {
+                    if read == 0 || stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{address}/v1/traces")
+}
+
+#[tokio::test]
+async fn a_throttling_collector_does_not_hold_the_invocation_past_its_deadline() {
+    // Given a collector that answers 429 with Retry-After: 3 s, and an invocation with 600 ms
+    // left (the OTLP exporter's own retries would sleep the thread through the deadline)
+    let endpoint = collector_answering(
+        b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 3\r\ncontent-length: 0\r\n\r\n",
+    )
+    .await;
+    let tracer = Tracer::builder()
+        .endpoint(endpoint)
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service =
+        TracingLayer::new(tracer.clone()).layer(service_fn(|_event: LambdaEvent<Value>| async {
+            Ok::<_, lambda_runtime::Error>(json!({}))
+        }));
+
+    // When it is invoked, it returns before its deadline: one attempt, refused, counted
+    let start = Instant::now();
+    service
+        .oneshot(
+            TestContext::new()
+                .with_remaining_time(Duration::from_millis(600))
+                .event(json!({})),
+        )
+        .await
+        .unwrap();
+    assert!(
+        start.elapsed() < Duration::from_millis(600),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(tracer.dropped_spans(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_collector_costs_one_wait_when_deadlines_are_nearer_than_the_flush_timeout() {
+    // Given a collector that hangs, and invocations with 600 ms left (less than the 2 s flush
+    // timeout: each flush is cut at the deadline, not by the flush timeout)
+    let tracer = Tracer::builder()
+        .queued_exporter(Hangs)
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service =
+        TracingLayer::new(tracer.clone()).layer(service_fn(|_event: LambdaEvent<Value>| async {
+            Ok::<_, lambda_runtime::Error>(json!({}))
+        }));
+
+    // When five are invoked (on tokio's paused clock: the waits are exact, not measured)
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        let event = TestContext::new()
+            .with_remaining_time(Duration::from_millis(600))
+            .event(json!({}));
+        let start = tokio::time::Instant::now();
+        service.clone().oneshot(event).await.unwrap();
+        waits.push(start.elapsed());
+    }
+
+    // Then only the first waited: its flush, cut at the deadline, suspended export
+    assert!(waits[0] > Duration::from_millis(300), "{waits:?}");
+    assert!(waits[1..].iter().all(Duration::is_zero), "{waits:?}");
+}
+
+/// Spans dropped as the warnings report them: the sum of their `dropped_spans`.
+fn reported_drops(warnings: &[String]) -> u64 {
+    warnings
+        .iter()
+        .filter_map(|warning| warning.split("dropped_spans=").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn every_span_of_an_outage_is_exported_or_counted_and_reported_by_the_final_flush() {
+    // Given a collector that refuses connections, a 300 ms flush timeout
+    let tracer = Tracer::builder()
+        .endpoint("http://127.0.0.1:1/v1/traces")
+        .flush_timeout(Duration::from_millis(300))
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let warnings = Warnings::default();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry()
+            .with(tracer.otel_layer())
+            .with(warnings.clone()),
+    );
+
+    // When six invocations (two spans each) run 400 ms apart, through the outage's probes,
+    // and the tracer is flushed at the end (as SIGTERM does)
+    for n in 0..6 {
+        invoke(&tracer, &format!("req-{n}")).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    tracer.flush().await;
+
+    // Then every span was dropped, counted, and the warnings report each drop with the cause
+    let warnings = warnings.all();
+    assert_eq!(tracer.dropped_spans(), 12, "{warnings:#?}");
+    assert_eq!(reported_drops(&warnings), 12, "{warnings:#?}");
+    assert!(
+        warnings
+            .iter()
+            .all(|warning| !warning.contains("dropped_spans=") || warning.contains("refused")),
+        "{warnings:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_flush_while_export_is_suspended_exports_or_counts_every_span() {
+    // Given a collector that fails, and three invocations (two spans each) that suspended
+    // export
+    let kept = Kept::default();
+    let failing = Arc::new(AtomicBool::new(true));
+    let tracer = Tracer::builder()
+        .queued_exporter(Failing {
+            kept: kept.clone(),
+            failing: Arc::clone(&failing),
+        })
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    for n in 0..3 {
+        invoke(&tracer, &format!("req-{n}")).await;
+    }
+
+    // When the collector is back and the tracer is flushed (SIGTERM), the spans kept for the
+    // probe go out: every span is exported or counted, none both
+    failing.store(false, Ordering::SeqCst);
+    tracer.flush().await;
+    let exported = kept.0.lock().expect("not poisoned").len();
+    assert_eq!(exported, 2, "the last invocation's spans");
+    assert_eq!(exported as u64 + tracer.dropped_spans(), 6);
+}
+
+/// Fails while `failing`, else keeps what it is given.
+#[derive(Debug, Clone)]
+struct Failing {
+    kept: Kept,
+    failing: Arc<AtomicBool>,
+}
+
+impl opentelemetry_sdk::trace::SpanExporter for Failing {
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(
+                "collector down".to_owned(),
+            ));
+        }
+        self.kept.0.lock().expect("not poisoned").extend(batch);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_caller_s_span_exporter_keeps_the_annotations_past_the_attribute_limit() {
+    use opentelemetry::trace::TraceContextExt;
+    // Given a tracer exporting span by span to a caller's exporter (unit tests, demos), and a
+    // handler that annotates its span and then sets more attributes than a span holds
+    let kept = Kept::default();
+    let tracer = Tracer::builder()
+        .span_exporter(kept.clone())
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service =
+        TracingLayer::new(tracer.clone()).layer(service_fn(|_event: LambdaEvent<Value>| async {
+            assert!(powertools_tracing::annotate("order_id", "o-42"));
+            let context = opentelemetry::Context::current();
+            for step in 0..130 {
+                context
+                    .span()
+                    .set_attribute(opentelemetry::KeyValue::new(format!("step.{step}"), step));
+            }
+            Ok::<_, lambda_runtime::Error>(json!({}))
+        }));
+
+    // When it is invoked
+    service
+        .oneshot(TestContext::new().event(json!({})))
+        .await
+        .unwrap();
+
+    // Then the annotation and the list are on the span, as through the queue
+    let spans = kept.0.lock().expect("not poisoned");
+    let keys: Vec<&str> = spans[0]
+        .attributes
+        .iter()
+        .map(|attribute| attribute.key.as_str())
+        .collect();
+    assert!(keys.contains(&"aws.xray.annotations"), "{keys:?}");
+    assert!(keys.contains(&"order_id"), "{keys:?}");
 }
