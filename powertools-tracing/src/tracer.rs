@@ -653,7 +653,7 @@ fn http_url(value: &str) -> Option<String> {
     let after_host = host_port
         .rsplit_once(']')
         .map_or(host_port, |(_, rest)| rest);
-    let port_ok = !after_host.contains(':') || uri.port_u16().is_some();
+    let port_ok = !after_host.contains(':') || uri.port_u16().is_some_and(|port| port > 0);
     (scheme_ok && host_ok && port_ok).then(|| value.to_owned())
 }
 
@@ -684,6 +684,7 @@ mod tests {
             "http://collector:99999",
             "http://[::1]:65536",
             "http://u:p@c:70000",
+            "http://collector:0",
         ] {
             assert!(http_url(bad).is_none(), "{bad}");
         }
