@@ -173,7 +173,8 @@ impl Exporter {
     }
 
     /// Exports the queued spans, waiting at most the flush timeout. While export is suspended,
-    /// drops them at once instead. Never fails: problems are warnings.
+    /// hands them to the probe at once instead (replacing, and counting as dropped, the batch it
+    /// held). Never fails: problems are warnings.
     pub(crate) async fn flush(self: &Arc<Self>) {
         self.flush_within(Duration::MAX).await;
     }
@@ -253,9 +254,9 @@ impl Exporter {
 
     /// [`flush`](Self::flush), giving up after `limit` when that comes before the flush timeout
     /// (the invocation's deadline: past it, Lambda times the invocation out and resets the
-    /// environment). Giving up at `limit` drops the batch without suspending export, since the
-    /// collector did not have its whole timeout; with no time left at all, the spans stay
-    /// queued for the next flush.
+    /// environment). Giving up at `limit` drops the batch and suspends export, as the flush
+    /// timeout does (the next invocation's deadline may be as near); with no time left at all,
+    /// the spans stay queued for the next flush.
     pub(crate) async fn flush_within(self: &Arc<Self>, limit: Duration) {
         if limit.is_zero() {
             return;
