@@ -4,6 +4,38 @@ use lambda_runtime::Context;
 
 use crate::cold_start::is_cold_start;
 
+/// How long an invocation can last: Lambda's longest timeout.
+const LONGEST_INVOCATION: Duration = Duration::from_secs(15 * 60);
+/// How long ago a deadline may have passed and still be the invocation's own (a slow handler).
+const PASSED_DEADLINE_GRACE: Duration = Duration::from_secs(1);
+
+/// The time left at `now` before `deadline_ms` (milliseconds since the Unix epoch, as Lambda
+/// sends it), when Lambda could have sent that deadline; `None` when it is missing (0), passed
+/// more than a second ago, or further ahead than any invocation lasts (15 minutes), as
+/// `Context::default()` and emulators that send a relative deadline give. A deadline passed
+/// within the second counts as no time left.
+///
+/// ```
+/// use std::time::{Duration, SystemTime, UNIX_EPOCH};
+/// use powertools_core::trusted_time_left;
+///
+/// let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+/// let in_three_seconds = 1_800_000_003_000;
+/// assert_eq!(trusted_time_left(in_three_seconds, now), Some(Duration::from_secs(3)));
+/// assert_eq!(trusted_time_left(0, now), None);
+/// assert_eq!(trusted_time_left(3_000, now), None, "a relative deadline");
+/// ```
+pub fn trusted_time_left(deadline_ms: u64, now: SystemTime) -> Option<Duration> {
+    if deadline_ms == 0 {
+        return None;
+    }
+    let deadline = SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(deadline_ms))?;
+    match deadline.duration_since(now) {
+        Ok(left) => (left <= LONGEST_INVOCATION).then_some(left),
+        Err(passed) => (passed.duration() <= PASSED_DEADLINE_GRACE).then_some(Duration::ZERO),
+    }
+}
+
 /// A read-only view of one invocation's Lambda [`Context`], with the values every utility needs.
 ///
 /// Everything comes from the invocation's own `Context`, never from process-wide variables such
@@ -108,6 +140,12 @@ impl<'a> Invocation<'a> {
         self.deadline()
             .duration_since(now)
             .unwrap_or(Duration::ZERO)
+    }
+
+    /// [`remaining_time`](Self::remaining_time), when the deadline is one Lambda could have
+    /// sent: see [`trusted_time_left`].
+    pub fn trusted_remaining_time(&self) -> Option<Duration> {
+        trusted_time_left(self.deadline_ms(), SystemTime::now())
     }
 
     /// The full X-Ray trace header (`Root=…;Parent=…;Sampled=…`), when Lambda sent one.

@@ -91,7 +91,7 @@ mod invocation;
 pub use cold_start::{ColdStart, is_cold_start};
 pub use config::{DEFAULT_SERVICE_NAME, InitializationType, PowertoolsConfig};
 pub use error::Error;
-pub use invocation::Invocation;
+pub use invocation::{Invocation, trusted_time_left};
 
 /// Writes the `get_ref`, `get_mut` and `into_inner` methods of a middleware service that keeps
 /// the service it wraps in its `inner` field, as tower-http's services do. Used inside the

@@ -43,6 +43,8 @@ pub(crate) const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
 const RESPONSE_FIRST_YIELDS: usize = 4;
 /// The most invocations tracked at once (one in the sequential mode, in practice).
 const MAX_TRACKED: usize = 64;
+/// Lambda's longest timeout: how long the extension waits for the layer without a deadline.
+const LONGEST_INVOCATION: Duration = Duration::from_secs(15 * 60);
 
 const MODE_NONE: u8 = 0;
 const MODE_AFTER_RESPONSE: u8 = 1;
@@ -193,8 +195,11 @@ impl Handoff {
     }
 
     /// The extension's part of an invocation: wait for the layer to hand its spans over, bounded
-    /// by the grace for an invocation that never reaches the layer and by its deadline.
-    async fn after_invocation(&self, tracer: &Tracer, request_id: &str, deadline: Instant) {
+    /// by the grace for an invocation that never reaches the layer and by its deadline (`None`:
+    /// one Lambda could not have sent, as emulators do; then by the longest invocation).
+    async fn after_invocation(&self, tracer: &Tracer, request_id: &str, deadline: Option<Instant>) {
+        let export_by = deadline;
+        let deadline = deadline.unwrap_or_else(|| Instant::now() + LONGEST_INVOCATION);
         let grace = (Instant::now() + START_GRACE).min(deadline);
         let reached_layer = self
             .wait(request_id, |stage| stage.is_some(), grace)
@@ -220,10 +225,12 @@ impl Handoff {
             }
         }
         // This invocation's spans, and any left by an earlier one, before the deadline.
-        let left = deadline.saturating_duration_since(Instant::now());
-        tracer
-            .flush_within(left.saturating_sub(DEADLINE_MARGIN))
-            .await;
+        let limit = export_by.map_or(Duration::MAX, |deadline| {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .saturating_sub(DEADLINE_MARGIN)
+        });
+        tracer.flush_within(limit).await;
     }
 }
 
@@ -294,14 +301,11 @@ async fn next_event(
     Ok(serde_json::from_slice(&body)?)
 }
 
-/// The invocation's deadline (epoch milliseconds) on tokio's clock.
-fn deadline(deadline_ms: u64) -> Instant {
-    let now_ms = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |now| u64::try_from(now.as_millis()).unwrap_or(u64::MAX));
-    // Lambda's longest timeout is 15 minutes.
-    let remaining = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
-    Instant::now() + remaining.min(Duration::from_secs(15 * 60))
+/// The invocation's deadline (epoch milliseconds) on tokio's clock; `None` for one Lambda could
+/// not have sent (`powertools_core::trusted_time_left`).
+fn deadline(deadline_ms: u64) -> Option<Instant> {
+    powertools_core::trusted_time_left(deadline_ms, SystemTime::now())
+        .map(|left| Instant::now() + left)
 }
 
 impl Tracer {
@@ -476,7 +480,9 @@ mod tests {
             let tracer = tracer.clone();
             tokio::spawn(async move {
                 let deadline = Instant::now() + Duration::from_secs(60);
-                handoff.after_invocation(&tracer, "r-1", deadline).await;
+                handoff
+                    .after_invocation(&tracer, "r-1", Some(deadline))
+                    .await;
                 Instant::now()
             })
         };
@@ -526,7 +532,7 @@ mod tests {
         // When the extension exports its spans
         let start = Instant::now();
         handoff
-            .after_invocation(&tracer, "r-late", start + Duration::from_millis(300))
+            .after_invocation(&tracer, "r-late", Some(start + Duration::from_millis(300)))
             .await;
 
         // Then it gave up in time to ask for its next event before the deadline (past it,
@@ -548,7 +554,7 @@ mod tests {
         let start = Instant::now();
         // An event the runtime could not deserialize: the layer never sees it.
         handoff
-            .after_invocation(&tracer, "r-bad", start + Duration::from_secs(900))
+            .after_invocation(&tracer, "r-bad", Some(start + Duration::from_secs(900)))
             .await;
         assert_eq!(start.elapsed(), START_GRACE, "not the 15-minute deadline");
         // Had it reached the layer late after all (a slow layer before it), the layer would
@@ -568,7 +574,7 @@ mod tests {
         for n in 0..1000 {
             let deadline = Instant::now() + Duration::from_secs(60);
             handoff
-                .after_invocation(&tracer, &format!("never-reached-{n}"), deadline)
+                .after_invocation(&tracer, &format!("never-reached-{n}"), Some(deadline))
                 .await;
         }
         assert_eq!(handoff.invocations().len(), MAX_TRACKED);
@@ -576,6 +582,40 @@ mod tests {
         let id = handoff.start("reached").unwrap();
         assert!(handoff.finish(Some(&id)));
         assert!(handoff.invocations().len() <= MAX_TRACKED);
+    }
+
+    #[test]
+    fn a_deadline_lambda_could_not_have_sent_is_no_deadline() {
+        // `cargo lambda watch` sends a deadline relative to its start, years in the past:
+        // taken as is, the extension would leave every invocation at once
+        assert_eq!(deadline(3_000), None);
+        assert_eq!(deadline(0), None);
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        let in_three_seconds = u64::try_from(now_ms).unwrap() + 3_000;
+        let left = deadline(in_three_seconds).unwrap() - Instant::now();
+        assert!(
+            left <= Duration::from_secs(3) && left > Duration::from_secs(2),
+            "{left:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_deadline_the_extension_still_waits_for_the_layer() {
+        let tracer = Tracer::builder().disabled(true).build().unwrap();
+        let handoff = std::sync::Arc::new(handoff(MODE_AFTER_RESPONSE));
+        let id = handoff.start("r-1").unwrap();
+        let extension = {
+            let handoff = std::sync::Arc::clone(&handoff);
+            let tracer = tracer.clone();
+            tokio::spawn(async move { handoff.after_invocation(&tracer, "r-1", None).await })
+        };
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!extension.is_finished(), "the handler is still running");
+        assert!(handoff.finish(Some(&id)));
+        extension.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
@@ -586,7 +626,7 @@ mod tests {
         assert!(handoff.finish(Some(&id)));
         let start = Instant::now();
         handoff
-            .after_invocation(&tracer, "r-2", start + Duration::from_secs(60))
+            .after_invocation(&tracer, "r-2", Some(start + Duration::from_secs(60)))
             .await;
         assert!(start.elapsed().is_zero());
     }

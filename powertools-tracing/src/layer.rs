@@ -354,16 +354,11 @@ fn span_name(function_name: &str) -> Cow<'static, str> {
 
 /// How long a flush before returning may take: until shortly before the invocation's deadline
 /// (past it, Lambda fails the invocation, for its traces), or without bound (but the flush
-/// timeout) when the context has no deadline (`Context::default()` in a test).
+/// timeout) when the deadline is not one Lambda could have sent (`Context::default()` in a test,
+/// an emulator's relative deadline).
 fn time_to_deadline(deadline_ms: u64) -> Duration {
-    if deadline_ms == 0 {
-        return Duration::MAX;
-    }
-    let deadline = SystemTime::UNIX_EPOCH + Duration::from_millis(deadline_ms);
-    deadline
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO)
-        .saturating_sub(DEADLINE_MARGIN)
+    powertools_core::trusted_time_left(deadline_ms, SystemTime::now())
+        .map_or(Duration::MAX, |left| left.saturating_sub(DEADLINE_MARGIN))
 }
 
 /// The invocation span. Dropping it, when the invocation ends or its future is dropped, writes

@@ -643,3 +643,38 @@ async fn a_caller_s_span_exporter_keeps_the_annotations_past_the_attribute_limit
     assert!(keys.contains(&"aws.xray.annotations"), "{keys:?}");
     assert!(keys.contains(&"order_id"), "{keys:?}");
 }
+
+#[tokio::test]
+async fn a_deadline_lambda_could_not_have_sent_does_not_stop_the_flush() {
+    // Given deadlines an emulator or a test sends: missing, relative (3 s after 1970), and
+    // hours ahead
+    for deadline_ms in [0, 3_000, u64::MAX / 2] {
+        let kept = Kept::default();
+        let tracer = Tracer::builder()
+            .queued_exporter(kept.clone())
+            .env(Env::empty())
+            .build()
+            .unwrap();
+        let _guard = tracing::subscriber::set_default(tracer.subscriber());
+        let service = TracingLayer::new(tracer.clone()).layer(service_fn(
+            |_event: LambdaEvent<Value>| async { Ok::<_, lambda_runtime::Error>(json!({})) },
+        ));
+
+        // When an invocation with that deadline returns
+        service
+            .oneshot(
+                TestContext::new()
+                    .with_deadline_ms(deadline_ms)
+                    .event(json!({})),
+            )
+            .await
+            .unwrap();
+
+        // Then its span was exported before it returned, as with no deadline
+        assert_eq!(
+            kept.0.lock().expect("not poisoned").len(),
+            1,
+            "deadline {deadline_ms}"
+        );
+    }
+}

@@ -148,7 +148,11 @@ async fn a_payment_is_charged_once_through_failures_retries_and_duplicates() {
             })
         })
         .collect();
-    assert!(invocations.len() >= 5, "an invocation span per call");
+    assert!(
+        invocations.len() >= 5,
+        "an invocation span per call: {}",
+        function.output()
+    );
     let charges = spans
         .iter()
         .filter(|s| s["name"] == "charge")
