@@ -178,11 +178,12 @@ impl BatchProcessor {
         let handler = &handler;
         let run = |message: &SqsMessage| {
             let message_id = message.message_id.clone().unwrap_or_default();
-            let parsed = serde_json::from_str::<T>(message.body.as_deref().unwrap_or(""));
             let message = message.clone();
             in_record_scope(async move {
                 let span = tracing::info_span!("batch_record", message_id = %message_id);
+                // Deserialized in `guarded` too: a `Deserialize` that panics fails its record.
                 let start = || {
+                    let parsed = serde_json::from_str::<T>(message.body.as_deref().unwrap_or(""));
                     parsed.map(|body| {
                         handler(SqsRecord {
                             message_id: message_id.clone(),
@@ -259,11 +260,12 @@ impl BatchProcessor {
         let handler = &handler;
         let outcomes = in_order_until_failure(&event.records, |record| {
             let sequence_number = record.kinesis.sequence_number.clone();
-            let parsed = serde_json::from_slice::<T>(&record.kinesis.data.0);
             let record = record.clone();
             in_record_scope(async move {
                 let span = tracing::info_span!("batch_record", sequence_number = %sequence_number);
+                // Deserialized in `guarded` too: a `Deserialize` that panics fails its record.
                 let start = || {
+                    let parsed = serde_json::from_slice::<T>(&record.kinesis.data.0);
                     parsed.map(|data| {
                         handler(KinesisRecord {
                             sequence_number: sequence_number.clone(),

@@ -176,6 +176,31 @@ async fn a_handler_that_panics_before_returning_its_future_fails_its_record_only
     assert_eq!(failed_ids(&response), ["m-2", "m-3"]);
 }
 
+/// An order whose deserialization panics on an order with no loaves (a `Deserialize` of the
+/// user's, with an assertion in it).
+#[derive(Debug)]
+struct Picky;
+
+impl<'de> Deserialize<'de> for Picky {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let order = BakeOrder::deserialize(deserializer)?;
+        assert!(order.loaves != 0, "an order must bake something");
+        Ok(Picky)
+    }
+}
+
+#[tokio::test]
+async fn a_body_whose_deserialization_panics_fails_its_record_only() {
+    logging();
+    let response = BatchProcessor::new()
+        .process_sqs(&sqs("mixed"), |_record: SqsRecord<Picky>| async {
+            Ok::<(), String>(())
+        })
+        .await
+        .expect("a partial failure, not an error");
+    assert_eq!(failed_ids(&response), ["m-2", "m-3"]);
+}
+
 #[tokio::test]
 async fn a_fifo_failure_fails_every_later_record_or_only_its_group() {
     logging();

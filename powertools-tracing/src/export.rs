@@ -303,53 +303,39 @@ impl Exporter {
         if !batch.is_empty() {
             let spans = count(batch.len());
             let timeout = self.timeout.min(limit);
-            match tokio::time::timeout(timeout, self.export.export(batch)).await {
-                Ok(Ok(())) => {}
-                Err(_) if timeout < self.timeout => {
-                    // Suspended too: the next invocation's deadline may be as near, and a hung
-                    // collector would cost each of them its remaining time.
-                    self.dropped.fetch_add(spans, Ordering::Relaxed);
-                    self.suspend(|| {
-                        tracing::warn!(
-                            target: "powertools_tracing",
-                            waited_ms = millis(timeout),
-                            dropped_spans = spans,
-                            "the collector had not answered when the invocation's deadline \
-                             came; until it takes spans again, spans are dropped and \
-                             invocations do not wait for it"
-                        );
-                    });
-                    self.reported.store(self.dropped(), Ordering::Relaxed);
-                    return;
-                }
-                Ok(Err(error)) => {
-                    self.dropped.fetch_add(spans, Ordering::Relaxed);
-                    self.suspend(|| {
-                        tracing::warn!(
-                            target: "powertools_tracing",
-                            %error,
-                            dropped_spans = spans,
-                            "spans could not be exported; until the collector answers again, \
-                             spans are dropped and invocations do not wait for it"
-                        );
-                    });
-                    self.reported.store(self.dropped(), Ordering::Relaxed);
-                    return;
-                }
-                Err(_) => {
-                    self.dropped.fetch_add(spans, Ordering::Relaxed);
-                    self.suspend(|| {
-                        tracing::warn!(
-                            target: "powertools_tracing",
-                            timeout_ms = millis(self.timeout),
-                            dropped_spans = spans,
-                            "the collector did not answer within the flush timeout; until it \
-                             answers again, spans are dropped and invocations do not wait for it"
-                        );
-                    });
-                    self.reported.store(self.dropped(), Ordering::Relaxed);
-                    return;
-                }
+            let failure = match tokio::time::timeout(timeout, self.export.export(batch)).await {
+                Ok(Ok(())) => None,
+                // Suspended too: the next invocation's deadline may be as near, and a hung
+                // collector would cost each of them its remaining time.
+                Err(_) if timeout < self.timeout => Some((
+                    format!(
+                        "no answer within the {} ms left before the invocation's deadline",
+                        millis(timeout)
+                    ),
+                    "the collector had not answered when the invocation's deadline came; until \
+                     it takes spans again, spans are dropped and invocations do not wait for it",
+                )),
+                Ok(Err(error)) => Some((
+                    error.to_string(),
+                    "spans could not be exported; until the collector answers again, spans are \
+                     dropped and invocations do not wait for it",
+                )),
+                Err(_) => Some((
+                    format!(
+                        "no answer within the flush timeout of {} ms",
+                        millis(self.timeout)
+                    ),
+                    "the collector did not answer within the flush timeout; until it answers \
+                     again, spans are dropped and invocations do not wait for it",
+                )),
+            };
+            if let Some((cause, message)) = failure {
+                self.dropped.fetch_add(spans, Ordering::Relaxed);
+                self.suspend();
+                // Every drop not reported yet: this batch's, a full queue's before it, a
+                // concurrent flush's.
+                self.warn_dropped(&cause, message);
+                return;
             }
         }
         let dropped = self.dropped();
@@ -365,11 +351,10 @@ impl Exporter {
     }
 
     /// Suspends export and starts the probe, once per outage.
-    fn suspend(self: &Arc<Self>, warn: impl FnOnce()) {
+    fn suspend(self: &Arc<Self>) {
         if self.suspended.swap(true, Ordering::AcqRel) {
             return;
         }
-        warn();
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(Arc::clone(self).probe());

@@ -678,3 +678,42 @@ async fn a_deadline_lambda_could_not_have_sent_does_not_stop_the_flush() {
         );
     }
 }
+
+#[tokio::test]
+async fn drops_of_a_full_queue_before_a_failed_export_are_reported_too() {
+    // Given a queue of two spans and a collector that fails
+    let failing = Failing {
+        kept: Kept::default(),
+        failing: Arc::new(AtomicBool::new(true)),
+    };
+    let tracer = Tracer::builder()
+        .queued_exporter(failing)
+        .max_queued_spans(2)
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let warnings = Warnings::default();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry()
+            .with(tracer.otel_layer())
+            .with(warnings.clone()),
+    );
+    let service =
+        TracingLayer::new(tracer.clone()).layer(service_fn(|_event: LambdaEvent<Value>| async {
+            for step in 0..5 {
+                tracing::info_span!("step", step).in_scope(|| {});
+            }
+            Ok::<_, lambda_runtime::Error>(json!({}))
+        }));
+
+    // When an invocation ends six spans (four dropped by the queue, two by the export)
+    service
+        .oneshot(TestContext::new().event(json!({})))
+        .await
+        .unwrap();
+    tracer.flush().await;
+
+    // Then the warnings report all six
+    assert_eq!(tracer.dropped_spans(), 6);
+    assert_eq!(reported_drops(&warnings.all()), 6, "{:#?}", warnings.all());
+}
