@@ -27,13 +27,6 @@ use crate::storable::check_storable;
 /// `MAX_RETRIES` of Powertools: an inconsistent answer from the store is retried twice.
 const MAX_ATTEMPTS: usize = 3;
 
-/// Lambda's longest timeout: a deadline further ahead than this did not come from Lambda.
-const LONGEST_INVOCATION: Duration = Duration::from_secs(15 * 60);
-
-/// How far past a deadline may be when the claim is written and still count as "0 ms left"
-/// (Powertools for Python #4759): the time it takes to get from the runtime to the claim.
-const PASSED_DEADLINE_GRACE: Duration = Duration::from_secs(1);
-
 /// Time kept back from the invocation's remaining time to report a store failure before Lambda
 /// stops the function, and the least time a store call is given.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(100);
@@ -65,7 +58,8 @@ pub(crate) enum Prepared {
     Keyed {
         key: String,
         payload_hash: Option<String>,
-        deadline: SystemTime,
+        /// The invocation's deadline, in milliseconds since the Unix epoch.
+        deadline_ms: u64,
     },
 }
 
@@ -81,18 +75,14 @@ enum Deadline {
 }
 
 impl Deadline {
-    fn at(deadline: SystemTime, now: SystemTime) -> Self {
-        let passed_long_ago = deadline
-            .checked_add(PASSED_DEADLINE_GRACE)
-            .is_none_or(|latest| latest < now);
-        let too_far_ahead = now
-            .checked_add(LONGEST_INVOCATION)
-            .is_some_and(|furthest| deadline > furthest);
-        if passed_long_ago || too_far_ahead {
-            Deadline::Untrusted
-        } else {
-            // A deadline passed within the grace counts as 0 ms left.
-            Deadline::Trusted(deadline.max(now))
+    /// The deadline `deadline_ms` as seen at `now`: trusted when Lambda could have sent it
+    /// (`powertools_core::trusted_time_left`: missing, passed more than a second ago, or more
+    /// than 15 minutes ahead is not). A deadline passed within the second counts as "0 ms left"
+    /// (Powertools for Python #4759): the time it takes to get from the runtime to the claim.
+    fn at(deadline_ms: u64, now: SystemTime) -> Self {
+        match powertools_core::trusted_time_left(deadline_ms, now) {
+            Some(left) => Deadline::Trusted(now + left),
+            None => Deadline::Untrusted,
         }
     }
 }
@@ -141,7 +131,7 @@ impl<St: IdempotencyStore> Engine<St> {
             key: self.key_for(context, operation, key_data),
             // Validation on with no data hashes `null`: missing compares like any value.
             payload_hash: claim.validation_data.as_ref().map(hash),
-            deadline: Invocation::new(context).deadline(),
+            deadline_ms: Invocation::new(context).deadline_ms(),
         })
     }
 
@@ -180,8 +170,8 @@ impl<St: IdempotencyStore> Engine<St> {
                 Prepared::Keyed {
                     key,
                     payload_hash,
-                    deadline,
-                } => (key, payload_hash, deadline),
+                    deadline_ms,
+                } => (key, payload_hash, deadline_ms),
             };
             let deadline = Deadline::at(deadline, SystemTime::now());
             let record = match engine.claim(&key, deadline, payload_hash).await {
