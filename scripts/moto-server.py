@@ -23,7 +23,7 @@ try:
         MotoRequestHandler,
         create_backend_app,
     )
-    from werkzeug.serving import run_simple
+    from werkzeug.serving import BaseWSGIServer, run_simple
 except ImportError as error:
     sys.exit(
         f"moto-server.py: moto's internals moved ({error}). This script wraps moto's werkzeug "
@@ -51,6 +51,11 @@ def main() -> None:
             # Materialize the body inside the lock: the whole request is one atomic step.
             return list(app(environ, start_response))
 
+    # werkzeug listens with a backlog of 128. The tests open a thousand connections at once (a
+    # thousand concurrent duplicates): past the backlog the kernel drops the SYNs, the client
+    # retries them after 1 s and 3 s, and the AWS SDK's 3.1 s connect timeout fails the call,
+    # which is moto's limit, not ours (DynamoDB accepts them). The kernel caps it at somaxconn.
+    BaseWSGIServer.request_queue_size = 4096
     run_simple(host, port, serialized, threaded=True, request_handler=MotoRequestHandler)
 
 

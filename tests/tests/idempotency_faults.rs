@@ -228,8 +228,8 @@ async fn a_lost_claim_answer_blocks_duplicates_until_the_deadline_and_never_char
         return;
     };
     // The claim holds the key for `window`; each duplicate below has less time than that, so
-    // its retries all fall inside the window.
-    let window = Duration::from_secs(6);
+    // its retries fall inside the window unless the machine is slow enough to spend it all.
+    let window = Duration::from_secs(8);
     let remaining = Duration::from_millis(1500);
     // moto applies the claim, the answer is lost.
     faulty
@@ -238,20 +238,35 @@ async fn a_lost_claim_answer_blocks_duplicates_until_the_deadline_and_never_char
     let claimed = Instant::now();
     let error = faulty.charge("pay-cut", window).await.unwrap_err();
     assert!(matches!(error, Error::Persistence { .. }), "{error:?}");
-    // The duplicate may first hit the connection the proxy cut (a transport error on a loaded
-    // machine); a client retries that, and then the key is held: never a run.
-    let mut duplicate = faulty.charge("pay-cut", remaining).await.unwrap_err();
-    for _ in 0..2 {
-        if !matches!(duplicate, Error::Persistence { .. }) {
-            break;
+    // The duplicate may first hit the connection the proxy cut, or time out reaching a moto
+    // loaded by the other tests (transport errors); a client retries those, and the key is held:
+    // never a run while the claim lasts. A duplicate that only reaches the table after the claim
+    // expired (it ends no earlier than `claimed + window`) may run: that is the semantics.
+    let mut refused = false;
+    for _ in 0..3 {
+        let duplicate = faulty.charge("pay-cut", remaining).await;
+        let inside_window = claimed.elapsed() < window;
+        match duplicate {
+            Err(Error::AlreadyInProgress { .. }) => {
+                refused = true;
+                break;
+            }
+            Err(Error::Persistence { .. }) if inside_window => {}
+            outcome if !inside_window => {
+                eprintln!("the machine spent the whole claim window on retries; last: {outcome:?}");
+                break;
+            }
+            outcome => panic!("a duplicate inside the claim window: {outcome:?}"),
         }
-        duplicate = faulty.charge("pay-cut", remaining).await.unwrap_err();
     }
-    assert!(
-        matches!(duplicate, Error::AlreadyInProgress { .. }),
-        "{duplicate:?}"
-    );
-    assert_eq!(faulty.executions(), 0);
+    if refused {
+        assert_eq!(faulty.executions(), 0);
+    } else {
+        assert!(
+            claimed.elapsed() >= window,
+            "three transport errors inside the claim window, and no refusal"
+        );
+    }
     tokio::time::sleep(
         (claimed + window + Duration::from_millis(200)).saturating_duration_since(Instant::now()),
     )
