@@ -27,6 +27,15 @@ pub fn sources<'e>(
     std::iter::successors(error.source(), |&cause| cause.source()).take(MAX_SOURCES)
 }
 
+/// The first source past the [`MAX_SOURCES`] that [`sources`] yields, if the chain goes on: a
+/// chain that loops, or one deeper than the bound. A description of the chain says that it was
+/// cut, unless this source's message is one it already holds (a loop).
+pub fn source_past_the_bound<'e>(
+    error: &'e (dyn Error + 'static),
+) -> Option<&'e (dyn Error + 'static)> {
+    std::iter::successors(error.source(), |&cause| cause.source()).nth(MAX_SOURCES)
+}
+
 /// `value`'s `Display`, or what it wrote and `<formatting failed>` when it returned `Err`
 /// (where `to_string` would panic).
 pub fn display_text(value: &dyn fmt::Display) -> String {
@@ -88,6 +97,43 @@ pub mod fixtures {
     }
 
     impl Error for FailingDisplay {}
+
+    /// One error of [`deep_chain`].
+    #[derive(Debug)]
+    pub struct Link(usize);
+
+    /// How many errors [`deep_chain`] holds.
+    pub const DEEP_CHAIN_LENGTH: usize = super::MAX_SOURCES + 8;
+
+    static LINKS: [Link; DEEP_CHAIN_LENGTH] = {
+        let mut links = [const { Link(0) }; DEEP_CHAIN_LENGTH];
+        let mut index = 0;
+        while index < DEEP_CHAIN_LENGTH {
+            links[index] = Link(index);
+            index += 1;
+        }
+        links
+    };
+
+    impl fmt::Display for Link {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "cause {}", self.0)
+        }
+    }
+
+    impl Error for Link {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            LINKS
+                .get(self.0 + 1)
+                .map(|link| link as &(dyn Error + 'static))
+        }
+    }
+
+    /// A chain of [`DEEP_CHAIN_LENGTH`] errors with distinct messages (`cause 0`, `cause 1`, …),
+    /// deeper than [`MAX_SOURCES`](super::MAX_SOURCES).
+    pub fn deep_chain() -> &'static (dyn Error + 'static) {
+        &LINKS[0]
+    }
 }
 
 #[cfg(test)]
@@ -110,6 +156,19 @@ mod tests {
             // Leaked: a test's chain of boxes that lives as long as the test binary.
             (self.0 > 0).then(|| &*Box::leak(Box::new(Deep(self.0 - 1))) as &(dyn Error + 'static))
         }
+    }
+
+    #[test]
+    fn the_source_past_the_bound_is_found_in_a_deep_chain_or_a_loop_only() {
+        let past = source_past_the_bound(fixtures::deep_chain()).map(|cause| cause.to_string());
+        assert_eq!(past.as_deref(), Some("cause 33"));
+        assert_eq!(
+            source_past_the_bound(&OwnSource).map(|cause| cause.to_string()),
+            Some("loops".to_owned())
+        );
+        assert!(source_past_the_bound(&Deep(MAX_SOURCES)).is_none());
+        assert!(source_past_the_bound(&Deep(MAX_SOURCES + 1)).is_some());
+        assert!(source_past_the_bound(&std::io::Error::other("alone")).is_none());
     }
 
     #[test]

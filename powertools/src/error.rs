@@ -137,5 +137,15 @@ pub fn error_report(error: &(dyn std::error::Error + 'static)) -> String {
             text.push_str(&cause_text);
         }
     }
+    // Said, not silently dropped: a chain deeper than the bound (one that loops repeats what the
+    // report holds, and says nothing new).
+    if let Some(next) = error_chain::source_past_the_bound(error)
+        && !text.contains(&error_chain::display_text(&next))
+    {
+        text.push_str(&format!(
+            "\n  caused by: … (more causes: the report stops after {})",
+            error_chain::MAX_SOURCES
+        ));
+    }
     text
 }

@@ -2,7 +2,10 @@
 //! into `lambda_runtime::Error`, keeping its message, its kind and its source.
 
 use powertools::core::env::Env;
-use powertools::core::error_chain::fixtures::{FailingDisplay, OwnSource};
+use powertools::core::error_chain::MAX_SOURCES;
+use powertools::core::error_chain::fixtures::{
+    DEEP_CHAIN_LENGTH, FailingDisplay, OwnSource, deep_chain,
+};
 use powertools::logging::LoggerBuilder;
 use powertools::metrics::Unit;
 
@@ -157,6 +160,23 @@ fn report_within_a_minute(report: fn() -> String) -> String {
 fn error_report_describes_an_error_that_is_its_own_source_once() {
     let report = report_within_a_minute(|| powertools::error_report(&OwnSource));
     assert_eq!(report, "Error: loops");
+}
+
+#[test]
+fn error_report_says_where_it_cuts_a_chain_deeper_than_it_reports() {
+    let report = report_within_a_minute(|| powertools::error_report(deep_chain()));
+    let lines: Vec<&str> = report.lines().collect();
+    assert!(DEEP_CHAIN_LENGTH > MAX_SOURCES + 1);
+    assert_eq!(lines.len(), 1 + MAX_SOURCES + 1, "{report}");
+    assert_eq!(lines[0], "Error: cause 0");
+    assert_eq!(
+        lines[MAX_SOURCES],
+        format!("  caused by: cause {MAX_SOURCES}")
+    );
+    assert_eq!(
+        lines[MAX_SOURCES + 1],
+        format!("  caused by: … (more causes: the report stops after {MAX_SOURCES})")
+    );
 }
 
 #[test]
