@@ -55,6 +55,8 @@ def main() -> None:
     # thousand concurrent duplicates): past the backlog the kernel drops the SYNs, the client
     # retries them after 1 s and 3 s, and the AWS SDK's 3.1 s connect timeout fails the call,
     # which is moto's limit, not ours (DynamoDB accepts them). The kernel caps it at somaxconn.
+    if "request_queue_size" not in vars(BaseWSGIServer):
+        sys.exit("moto-server.py: werkzeug's BaseWSGIServer no longer sets request_queue_size")
     BaseWSGIServer.request_queue_size = 4096
     run_simple(host, port, serialized, threaded=True, request_handler=MotoRequestHandler)
 

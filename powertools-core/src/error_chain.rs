@@ -27,13 +27,19 @@ pub fn sources<'e>(
     std::iter::successors(error.source(), |&cause| cause.source()).take(MAX_SOURCES)
 }
 
-/// The first source past the [`MAX_SOURCES`] that [`sources`] yields, if the chain goes on: a
-/// chain that loops, or one deeper than the bound. A description of the chain says that it was
-/// cut, unless this source's message is one it already holds (a loop).
-pub fn source_past_the_bound<'e>(
-    error: &'e (dyn Error + 'static),
-) -> Option<&'e (dyn Error + 'static)> {
-    std::iter::successors(error.source(), |&cause| cause.source()).nth(MAX_SOURCES)
+/// Whether `error`'s chain goes on past the [`MAX_SOURCES`] that [`sources`] yields: a chain
+/// deeper than the bound, whose rest a description leaves out and should say so. A chain that
+/// loops (back to the error itself or to one of the sources walked, compared by address, not by
+/// message) is not cut short: its rest repeats what was walked.
+pub fn is_cut_short(error: &(dyn Error + 'static)) -> bool {
+    let Some(past) =
+        std::iter::successors(error.source(), |&cause| cause.source()).nth(MAX_SOURCES)
+    else {
+        return false;
+    };
+    !std::iter::once(error)
+        .chain(sources(error))
+        .any(|walked| std::ptr::addr_eq(walked, past))
 }
 
 /// `value`'s `Display`, or what it wrote and `<formatting failed>` when it returned `Err`
@@ -158,17 +164,66 @@ mod tests {
         }
     }
 
+    /// Two errors that are each other's source, with different messages.
+    #[derive(Debug)]
+    struct Ping;
+    #[derive(Debug)]
+    struct Pong;
+    static PING: Ping = Ping;
+    static PONG: Pong = Pong;
+
+    impl fmt::Display for Ping {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("ping")
+        }
+    }
+
+    impl fmt::Display for Pong {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("pong")
+        }
+    }
+
+    impl Error for Ping {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&PONG)
+        }
+    }
+
+    impl Error for Pong {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&PING)
+        }
+    }
+
+    /// A chain `depth` errors deep whose messages are all empty.
+    #[derive(Debug)]
+    struct Silent(usize);
+
+    impl fmt::Display for Silent {
+        fn fmt(&self, _f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            Ok(())
+        }
+    }
+
+    impl Error for Silent {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            // Leaked, as `Deep`'s.
+            (self.0 > 0)
+                .then(|| &*Box::leak(Box::new(Silent(self.0 - 1))) as &(dyn Error + 'static))
+        }
+    }
+
     #[test]
-    fn the_source_past_the_bound_is_found_in_a_deep_chain_or_a_loop_only() {
-        let past = source_past_the_bound(fixtures::deep_chain()).map(|cause| cause.to_string());
-        assert_eq!(past.as_deref(), Some("cause 33"));
-        assert_eq!(
-            source_past_the_bound(&OwnSource).map(|cause| cause.to_string()),
-            Some("loops".to_owned())
-        );
-        assert!(source_past_the_bound(&Deep(MAX_SOURCES)).is_none());
-        assert!(source_past_the_bound(&Deep(MAX_SOURCES + 1)).is_some());
-        assert!(source_past_the_bound(&std::io::Error::other("alone")).is_none());
+    fn a_chain_is_cut_short_when_it_is_deeper_than_the_bound_not_when_it_loops() {
+        assert!(is_cut_short(fixtures::deep_chain()));
+        assert!(is_cut_short(&Deep(MAX_SOURCES + 1)));
+        // Messages play no part: empty ones are cut short too.
+        assert!(is_cut_short(&Silent(MAX_SOURCES + 1)));
+        assert!(!is_cut_short(&Deep(MAX_SOURCES)));
+        assert!(!is_cut_short(&OwnSource));
+        assert!(!is_cut_short(&PING));
+        assert!(!is_cut_short(&std::io::Error::other("alone")));
     }
 
     #[test]

@@ -205,9 +205,7 @@ impl TestContext {
         };
 
         let mut context = Context::default();
-        context.request_id = self
-            .request_id
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        context.request_id = self.request_id.unwrap_or_else(|| random_uuid().to_string());
         context.deadline = deadline;
         context.invoked_function_arn = function_arn;
         context.xray_trace_id = xray_trace_id;
@@ -231,15 +229,34 @@ impl TestContext {
     }
 }
 
+/// 128 bits that differ on every call and between processes: SipHash, under keys std seeds from
+/// the operating system's random source, of a process-wide call counter. Not for secrets; test
+/// ids only. (Not `uuid`'s `v4` feature: it would turn on `rng` in the `uuid` that the AWS SDK
+/// links too, so a function that enables `testing` in its dependencies, as the orders example
+/// does for its demo, would compile the SDK once more than the other examples.)
+fn random_bits() -> u128 {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let keys = RandomState::new();
+    (u128::from(keys.hash_one((call, 0_u8))) << 64) | u128::from(keys.hash_one((call, 1_u8)))
+}
+
+/// A random (version 4) UUID, for request ids.
+fn random_uuid() -> uuid::Uuid {
+    uuid::Builder::from_random_bytes(random_bits().to_be_bytes()).into_uuid()
+}
+
 /// An X-Ray header in the format Lambda sends: `Root=1-{epoch seconds, hex}-{96 random bits};
 /// Parent={64 random bits};Sampled=1`.
 fn generated_trace_header(now: Duration) -> String {
-    let random = uuid::Uuid::new_v4().simple().to_string();
     format!(
-        "Root=1-{:08x}-{};Parent={};Sampled=1",
+        "Root=1-{:08x}-{:024x};Parent={:016x};Sampled=1",
         now.as_secs(),
-        &random[..24],
-        &uuid::Uuid::new_v4().simple().to_string()[..16],
+        random_bits() >> 32,
+        // An all-zero span id is invalid.
+        (random_bits() as u64).max(1),
     )
 }
 
@@ -253,6 +270,23 @@ mod tests {
         let second = TestContext::new().build();
         assert_ne!(first.request_id, second.request_id);
         assert_ne!(first.xray_trace_id, second.xray_trace_id);
+    }
+
+    #[test]
+    fn request_ids_are_distinct_version_4_uuids() {
+        let ids: std::collections::HashSet<String> = (0..10_000)
+            .map(|_| TestContext::new().build().request_id)
+            .collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in ids.iter().take(100) {
+            let uuid = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(uuid.get_version(), Some(uuid::Version::Random), "{id}");
+        }
+        // From another thread (other keys), still distinct.
+        let elsewhere = std::thread::spawn(|| TestContext::new().build().request_id)
+            .join()
+            .unwrap();
+        assert!(!ids.contains(&elsewhere));
     }
 
     #[test]

@@ -104,7 +104,8 @@ impl From<Error> for lambda_runtime::Diagnostic {
 }
 
 /// What a function prints when it cannot start: `Error: <message>`, then each cause the message
-/// does not already include, one per line. The messages of this project's errors name the
+/// does not already include, one per line: at most 32 of them, and a last line that says so when
+/// the chain goes on (a chain that loops is described once). The messages of this project's errors name the
 /// setting and the fix; `main`'s default `Debug` output (`Error: Metrics(MissingNamespace)`)
 /// would hide them.
 ///
@@ -137,11 +138,8 @@ pub fn error_report(error: &(dyn std::error::Error + 'static)) -> String {
             text.push_str(&cause_text);
         }
     }
-    // Said, not silently dropped: a chain deeper than the bound (one that loops repeats what the
-    // report holds, and says nothing new).
-    if let Some(next) = error_chain::source_past_the_bound(error)
-        && !text.contains(&error_chain::display_text(&next))
-    {
+    // Said, not silently dropped: the rest of a chain deeper than the bound.
+    if error_chain::is_cut_short(error) {
         text.push_str(&format!(
             "\n  caused by: … (more causes: the report stops after {})",
             error_chain::MAX_SOURCES

@@ -200,7 +200,7 @@ async fn place_order<St: IdempotencyStore + 'static>(
     let placed = orders
         .idempotency
         .run_keyed(&context, "place-order", json!(key), validation, || {
-            place(order, total_cents)
+            place(order, total_cents, &context.request_id)
         })
         .await;
     match placed {
@@ -227,9 +227,16 @@ async fn place_order<St: IdempotencyStore + 'static>(
 }
 
 /// Places the order: the side effect that must happen once per key (here a new order id and the
-/// `OrdersPlaced` metric; a real function would write the order and charge for it).
-async fn place(order: OrderRequest, total_cents: u64) -> Result<PlacedOrder, std::io::Error> {
-    let order_id = format!("ord-{}", uuid::Uuid::new_v4().simple());
+/// `OrdersPlaced` metric; a real function would write the order and charge for it). The order id
+/// is the id of the invocation that placed it (unique: Lambda gives each invocation its own), so
+/// the order and the log lines, metrics and trace of its placing share one id; a replay answers
+/// with the stored order, id included.
+async fn place(
+    order: OrderRequest,
+    total_cents: u64,
+    request_id: &str,
+) -> Result<PlacedOrder, std::io::Error> {
+    let order_id = format!("ord-{}", request_id.replace('-', ""));
     record(|| powertools::metrics::add_metric("OrdersPlaced", 1.0, Unit::Count));
     #[allow(clippy::cast_precision_loss)] // cents stay far below 2^53
     record(|| {
