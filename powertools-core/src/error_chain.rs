@@ -17,7 +17,8 @@ use std::error::Error;
 use std::fmt::{self, Write};
 
 /// The most sources followed after the error itself. Real chains are a handful deep (the AWS
-/// SDK's are the deepest, at four or five); a longer one is a cycle.
+/// SDK's are the deepest, at four or five); a longer one is almost always a cycle
+/// ([`is_cut_short`] tells the two apart).
 pub const MAX_SOURCES: usize = 32;
 
 /// The error's sources, nearest first, at most [`MAX_SOURCES`] of them.
@@ -29,8 +30,10 @@ pub fn sources<'e>(
 
 /// Whether `error`'s chain goes on past the [`MAX_SOURCES`] that [`sources`] yields: a chain
 /// deeper than the bound, whose rest a description leaves out and should say so. A chain that
-/// loops (back to the error itself or to one of the sources walked, compared by address, not by
-/// message) is not cut short: its rest repeats what was walked.
+/// loops (back to the error itself or to one of the sources walked) is not cut short: its rest
+/// repeats what was walked. The same error means the same address *and* type (`ptr::eq` on the
+/// trait objects): a wrapper and the source it holds as its first field share an address, and
+/// messages may repeat in a chain that does not loop.
 pub fn is_cut_short(error: &(dyn Error + 'static)) -> bool {
     let Some(past) =
         std::iter::successors(error.source(), |&cause| cause.source()).nth(MAX_SOURCES)
@@ -39,7 +42,7 @@ pub fn is_cut_short(error: &(dyn Error + 'static)) -> bool {
     };
     !std::iter::once(error)
         .chain(sources(error))
-        .any(|walked| std::ptr::addr_eq(walked, past))
+        .any(|walked| std::ptr::eq(walked, past))
 }
 
 /// `value`'s `Display`, or what it wrote and `<formatting failed>` when it returned `Err`
@@ -212,6 +215,43 @@ mod tests {
             (self.0 > 0)
                 .then(|| &*Box::leak(Box::new(Silent(self.0 - 1))) as &(dyn Error + 'static))
         }
+    }
+
+    /// An error that holds its source inline as its first field: both at one address.
+    #[derive(Debug)]
+    struct Nest<T>(T);
+
+    impl<T> fmt::Display for Nest<T> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("nested")
+        }
+    }
+
+    impl<T: Error + 'static> Error for Nest<T> {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn wrappers_that_share_their_source_s_address_and_message_are_not_a_loop() {
+        // 34 wrappers deep, every one at the address of the innermost and with the same message.
+        let nested = Nest(Nest(Nest(Nest(Nest(Nest(Nest(Nest(Nest(Nest(Nest(
+            Nest(Nest(Nest(Nest(Nest(Nest(Nest(Nest(Nest(Nest(Nest(
+                Nest(Nest(Nest(Nest(Nest(Nest(Nest(Nest(Nest(Nest(Nest(
+                    Nest(std::io::Error::other("the bottom")),
+                ))))))))))),
+            ))))))))))),
+        )))))))))));
+        let chain: Vec<&(dyn Error + 'static)> = sources(&nested).collect();
+        assert!(
+            chain
+                .iter()
+                .all(|cause| std::ptr::addr_eq(*cause, chain[0])),
+            "the fixture's wrappers share one address"
+        );
+        assert!(is_cut_short(&nested));
+        assert!(!is_cut_short(&Nest(Nest(std::io::Error::other("short")))));
     }
 
     #[test]

@@ -105,9 +105,9 @@ impl From<Error> for lambda_runtime::Diagnostic {
 
 /// What a function prints when it cannot start: `Error: <message>`, then each cause the message
 /// does not already include, one per line: at most 32 of them, and a last line that says so when
-/// the chain goes on (a chain that loops is described once). The messages of this project's errors name the
-/// setting and the fix; `main`'s default `Debug` output (`Error: Metrics(MissingNamespace)`)
-/// would hide them.
+/// the chain goes on (a chain that loops is described once). The messages of this project's
+/// errors name the setting and the fix; `main`'s default `Debug` output
+/// (`Error: Metrics(MissingNamespace)`) would hide them.
 ///
 /// ```
 /// use std::process::ExitCode;

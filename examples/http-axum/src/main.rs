@@ -227,16 +227,20 @@ async fn place_order<St: IdempotencyStore + 'static>(
 }
 
 /// Places the order: the side effect that must happen once per key (here a new order id and the
-/// `OrdersPlaced` metric; a real function would write the order and charge for it). The order id
-/// is the id of the invocation that placed it (unique: Lambda gives each invocation its own), so
-/// the order and the log lines, metrics and trace of its placing share one id; a replay answers
-/// with the stored order, id included.
+/// `OrdersPlaced` metric; a real function would write the order and charge for it).
+///
+/// The order id is `ord-` and the id of the invocation that placed it, which the log lines and
+/// the trace of its placing carry too (`function_request_id`); a replay answers with the stored
+/// order, id included. That is unique here because this function places at most one order per
+/// invocation, and API Gateway invokes it synchronously, with a new request id each time. A
+/// function that places several orders in one invocation (a batch), or runs on asynchronous
+/// invocations (Lambda's retries reuse the request id), needs an id of its own per order.
 async fn place(
     order: OrderRequest,
     total_cents: u64,
     request_id: &str,
 ) -> Result<PlacedOrder, std::io::Error> {
-    let order_id = format!("ord-{}", request_id.replace('-', ""));
+    let order_id = format!("ord-{request_id}");
     record(|| powertools::metrics::add_metric("OrdersPlaced", 1.0, Unit::Count));
     #[allow(clippy::cast_precision_loss)] // cents stay far below 2^53
     record(|| {
