@@ -25,7 +25,14 @@ pub const MAX_SOURCES: usize = 32;
 pub fn sources<'e>(
     error: &'e (dyn Error + 'static),
 ) -> impl Iterator<Item = &'e (dyn Error + 'static)> {
-    std::iter::successors(error.source(), |&cause| cause.source()).take(MAX_SOURCES)
+    unbounded_sources(error).take(MAX_SOURCES)
+}
+
+/// Every source, nearest first, without end when the chain loops.
+fn unbounded_sources<'e>(
+    error: &'e (dyn Error + 'static),
+) -> impl Iterator<Item = &'e (dyn Error + 'static)> {
+    std::iter::successors(error.source(), |&cause| cause.source())
 }
 
 /// Whether `error`'s chain goes on past the [`MAX_SOURCES`] that [`sources`] yields: a chain
@@ -35,9 +42,7 @@ pub fn sources<'e>(
 /// trait objects): a wrapper and the source it holds as its first field share an address, and
 /// messages may repeat in a chain that does not loop.
 pub fn is_cut_short(error: &(dyn Error + 'static)) -> bool {
-    let Some(past) =
-        std::iter::successors(error.source(), |&cause| cause.source()).nth(MAX_SOURCES)
-    else {
+    let Some(past) = unbounded_sources(error).nth(MAX_SOURCES) else {
         return false;
     };
     !std::iter::once(error)
