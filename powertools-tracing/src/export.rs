@@ -9,6 +9,7 @@
 //! empty request but hangs on spans stays suspended.
 
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -19,8 +20,10 @@ use aws_smithy_runtime_api::client::http::{HttpConnector, HttpConnectorSettings}
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_types::body::SdkBody;
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
+use http_body_util::BodyExt as _;
 use opentelemetry::Context;
 use opentelemetry::trace::SpanKind;
 use opentelemetry_http::{HttpClient, HttpError};
@@ -593,6 +596,19 @@ impl fmt::Debug for OtlpHttpClient {
     }
 }
 
+/// The most bytes of a collector's answer the client reads.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// What a panic says, if it is a message.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message");
+    format!("the HTTP client panicked: {message}")
+}
+
 impl OtlpHttpClient {
     pub(crate) fn new(roots: Roots, timeout: Duration) -> Self {
         OtlpHttpClient {
@@ -637,21 +653,57 @@ impl OtlpHttpClient {
         Arc::clone(&self.failure)
     }
 
-    /// Sends one export request.
+    /// Sends one export request, and reads its answer, within the export timeout.
     async fn send(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
         let connector = self
             .connector
-            .get_or_init(|| self.build())
+            .get_or_init(|| {
+                // The SDK's connector `expect`s what it cannot build (the tracer's builder checks
+                // the certificates first): a panic here would otherwise fail the invocation, and
+                // every later one, since nothing would be kept.
+                std::panic::catch_unwind(AssertUnwindSafe(|| self.build())).unwrap_or_else(
+                    |panic| {
+                        Err(format!(
+                            "the HTTP client could not be built: {}",
+                            panic_message(&*panic)
+                        ))
+                    },
+                )
+            })
             .as_ref()
             .map_err(|error| HttpError::from(error.clone()))?;
         let request = HttpRequest::try_from(request.map(SdkBody::from))?;
-        let response = tokio::time::timeout(self.timeout, connector.call(request))
+        let exchange = async {
+            let response = AssertUnwindSafe(connector.call(request))
+                .catch_unwind()
+                .await
+                .map_err(|panic| HttpError::from(panic_message(&*panic)))??
+                .try_into_http1x()?;
+            let (parts, body) = response.into_parts();
+            // An OTLP answer is a few bytes (a partial success's message at most): a larger one
+            // is not a collector's, and is not read into the function's memory.
+            let body = http_body_util::Limited::new(body, MAX_ANSWER_BYTES)
+                .collect()
+                .await
+                .map_err(|error| {
+                    if error.is::<http_body_util::LengthLimitError>() {
+                        HttpError::from(format!(
+                            "the collector's answer ({}) is over {} KiB: not read",
+                            parts.status,
+                            MAX_ANSWER_BYTES / 1024
+                        ))
+                    } else {
+                        error
+                    }
+                })?
+                .to_bytes();
+            Ok::<_, HttpError>(Response::from_parts(parts, body))
+        };
+        // The whole exchange, the answer's body included: a collector that sends its head and
+        // then drips its body is as hung as one that never answers.
+        tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| HttpError::from("the OTLP export timed out"))??
-            .try_into_http1x()?;
-        let (parts, body) = response.into_parts();
-        let body = http_body_util::BodyExt::collect(body).await?.to_bytes();
-        Ok(Response::from_parts(parts, body))
+            .map_err(|_| HttpError::from("the OTLP export timed out"))?
     }
 }
 

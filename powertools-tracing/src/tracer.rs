@@ -315,8 +315,9 @@ impl TracerBuilder {
         self
     }
 
-    /// The bound on one export request (default: `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else
-    /// `OTEL_EXPORTER_OTLP_TIMEOUT`, in milliseconds, else 10 s).
+    /// The bound on one export request, from connecting to the last byte of the collector's
+    /// answer (default: `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`,
+    /// in milliseconds, else 10 s). An answer over 64 KiB is not read: the export fails.
     pub fn export_timeout(mut self, timeout: Duration) -> Self {
         self.export_timeout = Some(timeout);
         self
@@ -331,7 +332,8 @@ impl TracerBuilder {
 
     /// A PEM file of the certificates to trust for an `https://` endpoint, instead of the
     /// system's trust store (default: `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`, else
-    /// `OTEL_EXPORTER_OTLP_CERTIFICATE`, else the system's).
+    /// `OTEL_EXPORTER_OTLP_CERTIFICATE`, else the system's). [`build`](Self::build) fails,
+    /// naming the file, when it cannot be read or a certificate in it is not valid.
     pub fn certificate(mut self, pem_file: impl Into<PathBuf>) -> Self {
         self.certificate = Some(pem_file.into());
         self
@@ -588,6 +590,18 @@ fn roots(endpoint: &str, certificate: Option<PathBuf>) -> Result<Roots, Error> {
         .map_err(|error| unreadable(&error))?;
     if certificates.is_empty() {
         return Err(unreadable(&"it holds no PEM certificate"));
+    }
+    // Each one as the SDK's connector will add it to its trust store, which it does with an
+    // `expect`: a certificate whose PEM is sound but whose content is not (a truncated bundle)
+    // would otherwise panic in the first export, and again in each one after it.
+    let mut trusted = rustls::RootCertStore::empty();
+    for (number, certificate) in certificates.into_iter().enumerate() {
+        trusted.add(certificate).map_err(|error| {
+            unreadable(&format_args!(
+                "its certificate number {} is not a valid certificate: {error}",
+                number + 1
+            ))
+        })?;
     }
     Ok(Roots::Pem(pem))
 }

@@ -5,7 +5,7 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use lambda_runtime::tower::{Layer, ServiceExt};
@@ -716,4 +716,179 @@ async fn drops_of_a_full_queue_before_a_failed_export_are_reported_too() {
     // Then the warnings report all six
     assert_eq!(tracer.dropped_spans(), 6);
     assert_eq!(reported_drops(&warnings.all()), 6, "{:#?}", warnings.all());
+}
+
+#[test]
+fn a_certificate_file_whose_certificate_is_corrupt_is_a_build_error_naming_the_file() {
+    // Given a CA file whose PEM armour and base64 are sound but whose certificate is cut short
+    // (a truncated bundle): the HTTPS client would fail to load it on the first export, in every
+    // invocation, so the tracer must refuse it when it is built.
+    let directory = std::env::temp_dir().join(format!("corrupt-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let file = directory.join("ca.pem");
+    std::fs::write(
+        &file,
+        b"-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    for through_the_environment in [false, true] {
+        let builder = Tracer::builder().endpoint("https://127.0.0.1:4318/v1/traces");
+        let builder = if through_the_environment {
+            builder.env(Env::from_pairs([(
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                file.to_string_lossy().into_owned(),
+            )]))
+        } else {
+            builder.env(Env::empty()).certificate(&file)
+        };
+        let error = builder
+            .build()
+            .expect_err("a corrupt certificate is refused");
+        let message = error.to_string();
+        assert!(message.contains(&*file.to_string_lossy()), "{message}");
+        assert!(message.contains("certificate"), "{message}");
+    }
+    std::fs::remove_dir_all(&directory).unwrap();
+}
+
+/// A collector on a local port that answers each request with a `200 OK` whose body has
+/// `length` bytes, written by `write_body`; returns the endpoint and how many body bytes it
+/// managed to write (the client stops it by closing the connection).
+async fn collector_with_body<F, Fut>(length: usize, write_body: F) -> (String, Arc<AtomicU64>)
+where
+    F: Fn(tokio::net::TcpStream, Arc<AtomicU64>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a local port");
+    let address = listener.local_addr().expect("its address");
+    let written = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&written);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (write_body, counter) = (write_body.clone(), Arc::clone(&counter));
+            tokio::spawn(async move {
+                // The request: its head, then as many bytes as it says its body has.
+                let mut request = Vec::new();
+                let mut buffer = vec![0_u8; 65536];
+                let body_end = loop {
+                    let Ok(read) = stream.read(&mut buffer).await else {
+                        return;
+                    };
+                    if read == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buffer[..read]);
+                    if let Some(head_end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&request[..head_end]).to_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|line| line.strip_prefix("content-length:"))
+                            .and_then(|length| length.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        break head_end + 4 + length;
+                    }
+                };
+                while request.len() < body_end {
+                    match stream.read(&mut buffer).await {
+                        Ok(read) if read > 0 => request.extend_from_slice(&buffer[..read]),
+                        _ => return,
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: {length}\r\n\r\n"
+                );
+                if stream.write_all(head.as_bytes()).await.is_ok() {
+                    write_body(stream, counter).await;
+                }
+            });
+        }
+    });
+    (format!("http://{address}/v1/traces"), written)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_s_huge_answer_is_not_read_into_memory() {
+    use tokio::io::AsyncWriteExt;
+    // Given a collector that answers every export with a body of 256 MiB
+    const LENGTH: usize = 256 << 20;
+    let (endpoint, written) =
+        collector_with_body(LENGTH, |mut stream, written: Arc<AtomicU64>| async move {
+            let chunk = vec![0_u8; 1 << 20];
+            for _ in 0..LENGTH >> 20 {
+                if stream.write_all(&chunk).await.is_err() {
+                    return;
+                }
+                written.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+            }
+        })
+        .await;
+    let tracer = Tracer::builder()
+        .endpoint(&endpoint)
+        .env(Env::empty())
+        .flush_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let warnings = Warnings::default();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry()
+            .with(tracer.otel_layer())
+            .with(warnings.clone()),
+    );
+
+    // When an invocation's spans are exported
+    invoke(&tracer, "req-huge-answer").await;
+
+    // Then the client stopped reading early (what the collector wrote is what the socket
+    // buffers took, far from the whole body), and the export is counted as failed, with the
+    // cause in the warning: such an answer is not an OTLP collector's
+    let written = written.load(Ordering::SeqCst);
+    assert!(written < 64 << 20, "the collector wrote {written} bytes");
+    assert_eq!(tracer.dropped_spans(), 2);
+    let warnings = warnings.all();
+    assert!(
+        warnings
+            .iter()
+            .any(|warning| warning.contains(&endpoint) && warning.contains("answer")),
+        "{warnings:#?}"
+    );
+}
+
+#[tokio::test]
+async fn the_export_timeout_bounds_the_answer_s_body_too() {
+    use tokio::io::AsyncWriteExt;
+    // Given a collector that sends its answer's head at once, then one byte of its body every
+    // 50 ms, and an export timeout of 300 ms within a flush timeout of 20 s
+    let (endpoint, _) = collector_with_body(100_000, |mut stream, _| async move {
+        while stream.write_all(b"\0").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    for tracer in [
+        Tracer::builder()
+            .endpoint(&endpoint)
+            .env(Env::empty())
+            .export_timeout(Duration::from_millis(300))
+            .flush_timeout(Duration::from_secs(20)),
+        Tracer::builder()
+            .env(Env::from_pairs([
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint.as_str()),
+                ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "300"),
+            ]))
+            .flush_timeout(Duration::from_secs(20)),
+    ] {
+        let tracer = tracer.build().unwrap();
+        let _guard = tracing::subscriber::set_default(tracer.subscriber());
+
+        // When an invocation's spans are exported, the request (its answer's body included)
+        // gives up at the export timeout, not at the flush timeout
+        let start = Instant::now();
+        invoke(&tracer, "req-dripping-answer").await;
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        assert_eq!(tracer.dropped_spans(), 2);
+    }
 }
