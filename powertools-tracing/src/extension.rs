@@ -200,6 +200,14 @@ impl Handoff {
     async fn after_invocation(&self, tracer: &Tracer, request_id: &str, deadline: Option<Instant>) {
         let export_by = deadline;
         let deadline = deadline.unwrap_or_else(|| Instant::now() + LONGEST_INVOCATION);
+        // Invocations are one at a time here: every earlier one has ended by the time Lambda
+        // sends this one (one that reached the layer late has finished, and been forgotten), so
+        // an invocation still marked abandoned never reached the layer. Forgotten now, or a retry
+        // of its event (Lambda retries an asynchronous invocation under the same request id)
+        // would look as if it had reached the layer, and the extension would wait for it until
+        // its deadline.
+        self.invocations()
+            .retain(|(_, stage)| *stage != Stage::Abandoned);
         let grace = (Instant::now() + START_GRACE).min(deadline);
         let reached_layer = self
             .wait(request_id, |stage| stage.is_some(), grace)
@@ -566,6 +574,63 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_retry_of_an_event_that_never_reached_the_layer_is_left_after_the_grace_too() {
+        // Given an event the runtime could not deserialize, left after the grace
+        let tracer = Tracer::builder().disabled(true).build().unwrap();
+        let handoff = handoff(MODE_AFTER_RESPONSE);
+        let deadline = Instant::now() + Duration::from_secs(900);
+        handoff
+            .after_invocation(&tracer, "r-retried", Some(deadline))
+            .await;
+
+        // When Lambda retries it under the same request id (an asynchronous invocation's
+        // retry), and it does not reach the layer this time either
+        let start = Instant::now();
+        handoff
+            .after_invocation(&tracer, "r-retried", Some(deadline))
+            .await;
+
+        // Then the extension lets it go after the grace again, not at its deadline
+        assert_eq!(start.elapsed(), START_GRACE, "not the 15-minute deadline");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_that_reaches_the_layer_is_exported_after_it_ends() {
+        // Given an event left after the grace (a layer before this one rejected it, say)
+        let tracer = Tracer::builder().disabled(true).build().unwrap();
+        let handoff = std::sync::Arc::new(handoff(MODE_AFTER_RESPONSE));
+        let deadline = Instant::now() + Duration::from_secs(900);
+        handoff
+            .after_invocation(&tracer, "r-retried", Some(deadline))
+            .await;
+
+        // When its retry reaches the layer, even before the extension is told of it
+        for layer_first in [false, true] {
+            let id = layer_first.then(|| handoff.start("r-retried").unwrap());
+            let extension = {
+                let (handoff, tracer) = (std::sync::Arc::clone(&handoff), tracer.clone());
+                tokio::spawn(async move {
+                    handoff
+                        .after_invocation(&tracer, "r-retried", Some(deadline))
+                        .await;
+                    Instant::now()
+                })
+            };
+            tokio::task::yield_now().await;
+            let id = id.unwrap_or_else(|| handoff.start("r-retried").unwrap());
+            tokio::time::sleep(Duration::from_secs(5)).await;
+
+            // Then the extension waits for the handler, past the grace, and exports as the
+            // layer returns
+            assert!(!extension.is_finished(), "layer first: {layer_first}");
+            assert!(handoff.finish(Some(&id)));
+            let done = extension.await.unwrap();
+            assert!(done.elapsed() < Duration::from_millis(1));
+            assert!(handoff.invocations().is_empty());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn invocations_that_never_reach_the_layer_are_tracked_within_the_bound() {
         // Events that never reach the layer (they do not deserialize, or a layer before it
         // rejects them), one after the other
@@ -577,7 +642,8 @@ mod tests {
                 .after_invocation(&tracer, &format!("never-reached-{n}"), Some(deadline))
                 .await;
         }
-        assert_eq!(handoff.invocations().len(), MAX_TRACKED);
+        // Each is forgotten when the next is sent: only the last is still tracked
+        assert_eq!(handoff.invocations().len(), 1);
         // And the tracking still works for an invocation that does reach the layer
         let id = handoff.start("reached").unwrap();
         assert!(handoff.finish(Some(&id)));
