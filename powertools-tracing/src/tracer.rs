@@ -265,7 +265,10 @@ impl std::fmt::Debug for TracerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TracerBuilder")
             .field("service", &self.service)
-            .field("endpoint", &self.endpoint)
+            .field(
+                "endpoint",
+                &self.endpoint.as_deref().map(without_credentials),
+            )
             .field("disabled", &self.disabled)
             .field("custom_exporter", &self.exporter.is_some())
             .field("custom_queued_exporter", &self.queued_exporter.is_some())
@@ -283,6 +286,8 @@ impl TracerBuilder {
 
     /// The OTLP/HTTP traces endpoint, used as is (default: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
     /// else `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/traces`, else [`DEFAULT_TRACES_ENDPOINT`]).
+    /// Credentials in it (`https://user:password@…`) are sent as HTTP Basic authentication,
+    /// never shown (`***` in warnings, errors and `Debug`).
     pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = Some(endpoint.into());
         self
@@ -474,8 +479,9 @@ impl TracerBuilder {
             let endpoint = match self.endpoint {
                 Some(endpoint) => http_url(&endpoint).ok_or_else(|| {
                     Error::Exporter(format!(
-                        "the endpoint {endpoint:?} given to TracerBuilder::endpoint is not an \
-                         http:// or https:// URL with a host"
+                        "the endpoint {:?} given to TracerBuilder::endpoint is not an http:// or \
+                         https:// URL with a host",
+                        without_credentials(&endpoint)
                     ))
                 })?,
                 None => match env.parse_with(
@@ -513,6 +519,10 @@ impl TracerBuilder {
                     .map(PathBuf::from),
             };
             let roots = roots(&endpoint, certificate)?;
+            // Credentials in the URL go in a header, as HTTP clients send them (Python's
+            // `requests`, Go's `net/http`): the URL the exporter requests, and names in its
+            // warnings, has none.
+            let (endpoint, authorization) = split_credentials(&endpoint);
             let resource = resource(&service, &config);
             let client = OtlpHttpClient::new(roots, export_timeout);
             let failures = client.failures();
@@ -525,6 +535,12 @@ impl TracerBuilder {
                 // feature is off) past the flush timeout and the deadline; a failed export
                 // suspends export and the probe tries again, in the background.
                 .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled())
+                .with_headers(
+                    authorization
+                        .map(|value| ("authorization".to_owned(), value))
+                        .into_iter()
+                        .collect(),
+                )
                 .build()
                 .map_err(|error| Error::Exporter(error.to_string()))?;
             otlp.set_resource(&resource);
@@ -671,6 +687,45 @@ fn http_url(value: &str) -> Option<String> {
     (scheme_ok && host_ok && port_ok).then(|| value.to_owned())
 }
 
+/// Where `url`'s credentials (`user:password@`) end in its authority, if it has any: the
+/// authority ends at the first `/`, `?` or `#` after the scheme.
+fn credentials_end(url: &str) -> Option<(usize, usize)> {
+    let start = url.find("://")? + 3;
+    let authority_end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |end| start + end);
+    let at = url[start..authority_end].rfind('@')?;
+    Some((start, start + at + 1))
+}
+
+/// `url` with its credentials replaced by `***`, for messages and `Debug`.
+fn without_credentials(url: &str) -> std::borrow::Cow<'_, str> {
+    match credentials_end(url) {
+        Some((start, end)) => format!("{}***@{}", &url[..start], &url[end..]).into(),
+        None => url.into(),
+    }
+}
+
+/// `url` without its credentials, and the `Authorization` header value (HTTP Basic) they stand
+/// for, percent-decoded as URLs carry them.
+fn split_credentials(url: &str) -> (String, Option<String>) {
+    use base64::Engine as _;
+    let Some((start, end)) = credentials_end(url) else {
+        return (url.to_owned(), None);
+    };
+    let decoded = |part: &str| percent_encoding::percent_decode_str(part).collect::<Vec<u8>>();
+    let userinfo = &url[start..end - 1];
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let mut credentials = decoded(user);
+    credentials.push(b':');
+    credentials.extend(decoded(password));
+    let header = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(credentials)
+    );
+    (format!("{}{}", &url[..start], &url[end..]), Some(header))
+}
+
 /// `value` as [`http_url`] takes it, without a query or a fragment: it is the base that
 /// `/v1/traces` is appended to (`http://collector:4318?tenant=a` would become
 /// `…?tenant=a/v1/traces`).
@@ -681,6 +736,55 @@ fn base_url(value: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_taken_from_the_authority_only() {
+        for (url, without, header) in [
+            (
+                "http://collector:4318/v1/traces",
+                "http://collector:4318/v1/traces",
+                None,
+            ),
+            (
+                "http://user:pass@collector:4318/v1/traces",
+                "http://collector:4318/v1/traces",
+                Some("Basic dXNlcjpwYXNz"),
+            ),
+            // No password; an `@` in the path or the query is not a credential's.
+            (
+                "https://user@[::1]:4318",
+                "https://[::1]:4318",
+                Some("Basic dXNlcjo="),
+            ),
+            (
+                "http://collector/a@b?c=d@e",
+                "http://collector/a@b?c=d@e",
+                None,
+            ),
+            ("http://collector?u=x@y", "http://collector?u=x@y", None),
+            // Percent-encoded, and an `@` in the password.
+            (
+                "http://us%65r:p%40ss@collector",
+                "http://collector",
+                Some("Basic dXNlcjpwQHNz"),
+            ),
+            (
+                "http://user:p@ss@collector",
+                "http://collector",
+                Some("Basic dXNlcjpwQHNz"),
+            ),
+        ] {
+            let (endpoint, authorization) = split_credentials(url);
+            assert_eq!(endpoint, without, "{url}");
+            assert_eq!(authorization.as_deref(), header, "{url}");
+            let shown = without_credentials(url);
+            assert!(
+                !shown.contains("pass") && !shown.contains("p@ss"),
+                "{shown}"
+            );
+            assert_eq!(shown.contains("***@"), header.is_some(), "{shown}");
+        }
+    }
 
     #[test]
     fn an_endpoint_s_port_is_checked_wherever_the_host_and_user_are() {

@@ -892,3 +892,131 @@ async fn the_export_timeout_bounds_the_answer_s_body_too() {
         assert_eq!(tracer.dropped_spans(), 2);
     }
 }
+
+/// A collector on a local port that answers every export `200 OK` and keeps each request's head
+/// (request line and headers); returns its address and the heads.
+async fn collector_keeping_heads() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = Arc::clone(&heads);
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a local port");
+    let address = listener.local_addr().expect("its address");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let kept = Arc::clone(&kept);
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = vec![0_u8; 65536];
+                loop {
+                    let Ok(read) = stream.read(&mut buffer).await else {
+                        return;
+                    };
+                    if read == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buffer[..read]);
+                    let Some(head_end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&request[..head_end]).into_owned();
+                    let length = head
+                        .to_lowercase()
+                        .lines()
+                        .find_map(|line| line.strip_prefix("content-length:").map(str::to_owned))
+                        .and_then(|length| length.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if request.len() < head_end + 4 + length {
+                        continue;
+                    }
+                    request.drain(..head_end + 4 + length);
+                    kept.lock().expect("the heads").push(head);
+                    if stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (address, heads)
+}
+
+#[tokio::test]
+async fn credentials_in_the_endpoint_are_sent_as_basic_authentication_and_never_shown() {
+    // Given an endpoint with a user and a percent-encoded password, as in a URL
+    let (address, heads) = collector_keeping_heads().await;
+    let endpoint = format!("http://otlp-user:s3cr%3At%40x@{address}/v1/traces");
+    let builder = Tracer::builder().endpoint(&endpoint).env(Env::empty());
+    assert!(
+        !format!("{builder:?}").contains("s3cr"),
+        "{builder:?} shows the password"
+    );
+    let tracer = builder.build().unwrap();
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+
+    // When an invocation's spans are exported
+    invoke(&tracer, "req-credentials").await;
+
+    // Then the collector got them with the credentials decoded, in an Authorization header, and
+    // a request line without them, as HTTP clients send a URL's credentials
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1, "{heads:#?}");
+    let head = &heads[0];
+    assert!(head.starts_with("POST /v1/traces HTTP/1.1"), "{head}");
+    let authorization = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("authorization")
+            .then(|| value.trim())
+    });
+    // base64("otlp-user:s3cr:t@x")
+    assert_eq!(
+        authorization,
+        Some("Basic b3RscC11c2VyOnMzY3I6dEB4"),
+        "{head}"
+    );
+    assert_eq!(tracer.dropped_spans(), 0);
+
+    // And when the collector is gone, the warning names it without the password
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tracer = Tracer::builder()
+        .endpoint(format!(
+            "http://otlp-user:s3cr3t@127.0.0.1:{port}/v1/traces"
+        ))
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let warnings = Warnings::default();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry()
+            .with(tracer.otel_layer())
+            .with(warnings.clone()),
+    );
+    invoke(&tracer, "req-credentials-refused").await;
+    tracer.flush().await;
+    let warnings = warnings.all();
+    assert!(
+        warnings
+            .iter()
+            .any(|warning| warning.contains(&format!("127.0.0.1:{port}"))),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings.iter().all(|warning| !warning.contains("s3cr3t")),
+        "{warnings:#?}"
+    );
+    let error = Tracer::builder()
+        .endpoint("http://otlp-user:s3cr3t@:4318")
+        .env(Env::empty())
+        .build()
+        .expect_err("no host");
+    assert!(!error.to_string().contains("s3cr3t"), "{error}");
+}
