@@ -370,13 +370,42 @@ impl Exporter {
     /// With growing pauses, sends the spans a suspended flush left (waiting for some when there
     /// are none: a collector may answer an empty export and hang on spans) until a batch gets
     /// through; then resumes export.
-    async fn probe(self: Arc<Self>) {
+    fn probe(self: Arc<Self>) -> impl std::future::Future<Output = ()> + Send + 'static {
+        /// Resumes export when the probe ends, and also if it is dropped before it does (even
+        /// before it first runs): its runtime shut down (a program, or tests, with several
+        /// runtimes one after the other, and one tracer), and export would otherwise stay
+        /// suspended for good, every later flush's spans dropped. The next flush exports, and
+        /// suspends export again (with a probe on its own runtime) if the collector is still
+        /// away.
+        struct Resume(Arc<Exporter>);
+        impl Drop for Resume {
+            fn drop(&mut self) {
+                self.0.resume();
+            }
+        }
+        let resume = Resume(self);
+        async move {
+            resume.0.probe_until_an_export_gets_through().await;
+            let exporter = Arc::clone(&resume.0);
+            drop(resume);
+            let dropped = exporter.dropped();
+            let during_outage = dropped - exporter.reported.swap(dropped, Ordering::Relaxed);
+            tracing::warn!(
+                target: "powertools_tracing",
+                dropped_spans = during_outage,
+                "the collector answers again: spans are exported again"
+            );
+        }
+    }
+
+    /// The probe's loop: returns once a batch got through.
+    async fn probe_until_an_export_gets_through(&self) {
         let mut delay = FIRST_PROBE_DELAY;
         loop {
             tokio::time::sleep(delay).await;
             let batch = self.next_sample().await;
             // Counted as under way, so that a final flush waits for it.
-            let _under_way = UnderWay::new(&self);
+            let _under_way = UnderWay::new(self);
             let spans = count(batch.len());
             match self.try_export(batch).await {
                 Ok(()) => break,
@@ -388,6 +417,11 @@ impl Exporter {
             }
             delay = (delay * 2).min(MAX_PROBE_DELAY);
         }
+    }
+
+    /// Ends a suspension: the spans a flush left for the probe since its last batch go with
+    /// the next flush.
+    fn resume(&self) {
         let leftover = {
             let mut sample = lock(&self.sample);
             self.suspended.store(false, Ordering::Release);
@@ -397,13 +431,6 @@ impl Exporter {
         for span in leftover {
             self.push(span);
         }
-        let dropped = self.dropped();
-        let during_outage = dropped - self.reported.swap(dropped, Ordering::Relaxed);
-        tracing::warn!(
-            target: "powertools_tracing",
-            dropped_spans = during_outage,
-            "the collector answers again: spans are exported again"
-        );
     }
 
     /// The spans a suspended flush left, once there are some.

@@ -1020,3 +1020,88 @@ async fn credentials_in_the_endpoint_are_sent_as_basic_authentication_and_never_
         .expect_err("no host");
     assert!(!error.to_string().contains("s3cr3t"), "{error}");
 }
+
+#[test]
+fn export_resumes_when_the_runtime_that_suspended_it_has_ended() {
+    // Given a tracer shared by two runtimes one after the other (a global subscriber across a
+    // program's runtimes, or across tests), and a collector that is down while the first runs
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tracer = Tracer::builder()
+        .endpoint(format!("http://127.0.0.1:{port}/v1/traces"))
+        .env(Env::empty())
+        .flush_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    first.block_on(invoke(&tracer, "req-collector-down"));
+    assert_eq!(
+        tracer.dropped_spans(),
+        2,
+        "the failed export suspended export"
+    );
+    // Its probe, a task of the first runtime, ends with it.
+    drop(first);
+
+    // When the collector is back and the second runtime's invocations are traced
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let heads = second.block_on(async {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("the collector's port again");
+        let heads = Arc::new(std::sync::Mutex::new(0_usize));
+        let counted = Arc::clone(&heads);
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let counted = Arc::clone(&counted);
+                tokio::spawn(async move {
+                    let mut buffer = vec![0_u8; 1 << 16];
+                    let mut request = Vec::new();
+                    while let Ok(read) = stream.read(&mut buffer).await {
+                        if read == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buffer[..read]);
+                        let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&request[..end]).to_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|line| line.strip_prefix("content-length:"))
+                            .and_then(|length| length.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if request.len() < end + 4 + length {
+                            continue;
+                        }
+                        request.drain(..end + 4 + length);
+                        *counted.lock().expect("the count") += 1;
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        for n in 0..3 {
+            invoke(&tracer, &format!("req-collector-back-{n}")).await;
+        }
+        *heads.lock().unwrap()
+    });
+
+    // Then export has resumed: each invocation's spans reached the collector, none dropped
+    assert_eq!(heads, 3, "export stayed suspended");
+    assert_eq!(tracer.dropped_spans(), 2);
+}
