@@ -287,7 +287,7 @@ impl TracerBuilder {
     /// The OTLP/HTTP traces endpoint, used as is (default: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
     /// else `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/traces`, else [`DEFAULT_TRACES_ENDPOINT`]).
     /// Credentials in it (`https://user:password@…`) are sent as HTTP Basic authentication,
-    /// never shown (`***` in warnings, errors and `Debug`).
+    /// never shown (warnings name the endpoint without them; errors and `Debug` show `***`).
     pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = Some(endpoint.into());
         self
@@ -484,13 +484,15 @@ impl TracerBuilder {
                         without_credentials(&endpoint)
                     ))
                 })?,
-                None => match env.parse_with(
+                None => match endpoint_variable(
+                    &env,
                     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
                     ENDPOINT_EXPECTED,
                     http_url,
                 )? {
                     Some(endpoint) => endpoint,
-                    None => match env.parse_with(
+                    None => match endpoint_variable(
+                        &env,
                         OTEL_EXPORTER_OTLP_ENDPOINT,
                         BASE_EXPECTED,
                         base_url,
@@ -687,6 +689,30 @@ fn http_url(value: &str) -> Option<String> {
     (scheme_ok && host_ok && port_ok).then(|| value.to_owned())
 }
 
+/// An endpoint variable's value, parsed by `parse`; its error shows the value without
+/// credentials.
+fn endpoint_variable(
+    env: &Env,
+    name: &str,
+    expected: &'static str,
+    parse: impl FnOnce(&str) -> Option<String>,
+) -> Result<Option<String>, Error> {
+    env.parse_with(name, expected, parse).map_err(|error| {
+        Error::from(match error {
+            powertools_core::Error::InvalidEnvVar {
+                name,
+                value,
+                expected,
+            } => powertools_core::Error::InvalidEnvVar {
+                name,
+                value: without_credentials(&value).into_owned(),
+                expected,
+            },
+            other => other,
+        })
+    })
+}
+
 /// Where `url`'s credentials (`user:password@`) end in its authority, if it has any: the
 /// authority ends at the first `/`, `?` or `#` after the scheme.
 fn credentials_end(url: &str) -> Option<(usize, usize)> {
@@ -698,10 +724,17 @@ fn credentials_end(url: &str) -> Option<(usize, usize)> {
     Some((start, start + at + 1))
 }
 
-/// `url` with its credentials replaced by `***`, for messages and `Debug`.
+/// `url` with its credentials replaced by `***`, for messages and `Debug`. Any value, valid URL
+/// or not: everything after the scheme up to the last `@` is hidden, since a password may hold
+/// the characters that end an authority (`#`, `/`, `?`) unencoded, or the scheme may be missing.
+/// It hides more than the credentials when the path or query holds an `@`, never less.
 fn without_credentials(url: &str) -> std::borrow::Cow<'_, str> {
-    match credentials_end(url) {
-        Some((start, end)) => format!("{}***@{}", &url[..start], &url[end..]).into(),
+    let start = url
+        .find("://")
+        .filter(|&scheme_end| !url[..scheme_end].contains('@'))
+        .map_or(0, |scheme_end| scheme_end + 3);
+    match url[start..].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]).into(),
         None => url.into(),
     }
 }
@@ -782,7 +815,63 @@ mod tests {
                 !shown.contains("pass") && !shown.contains("p@ss"),
                 "{shown}"
             );
-            assert_eq!(shown.contains("***@"), header.is_some(), "{shown}");
+            if header.is_some() {
+                assert!(shown.contains("***@"), "{shown}");
+            }
+        }
+        // Invalid URLs and values without a scheme are shown without their credentials too,
+        // whatever the password holds.
+        for (value, shown) in [
+            (
+                "https://user:pa#ss@collector/v1/traces",
+                "https://***@collector/v1/traces",
+            ),
+            ("https://user:pa/ss@collector", "https://***@collector"),
+            ("https://user:pa?ss@collector", "https://***@collector"),
+            (
+                "user:pass@collector:4318/v1/traces",
+                "***@collector:4318/v1/traces",
+            ),
+            (
+                "http://user:pass@collector:43l8",
+                "http://***@collector:43l8",
+            ),
+            ("ftp://user:pass@collector", "ftp://***@collector"),
+            ("http://collector:4318", "http://collector:4318"),
+        ] {
+            assert_eq!(without_credentials(value), shown);
+        }
+    }
+
+    #[test]
+    fn an_endpoint_variable_s_error_shows_no_credentials() {
+        for (variable, value) in [
+            (
+                OTEL_EXPORTER_OTLP_ENDPOINT,
+                "http://user:pass@collector:4318?tenant=a",
+            ),
+            (
+                OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+                "http://user:pass@collector:43l8",
+            ),
+            (
+                OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+                "user:pass@collector:4318",
+            ),
+            (OTEL_EXPORTER_OTLP_ENDPOINT, "ftp://user:pa#ss@collector"),
+        ] {
+            let error = Tracer::builder()
+                .env(Env::from_pairs([(variable, value)]))
+                .build()
+                .expect_err(value);
+            for shown in [error.to_string(), format!("{error:?}")] {
+                assert!(shown.contains(variable), "{shown}");
+                assert!(shown.contains("***@collector"), "{shown}");
+                assert!(
+                    !shown.contains("pass") && !shown.contains("pa#ss"),
+                    "{shown}"
+                );
+            }
         }
     }
 
