@@ -73,6 +73,8 @@ pub(crate) struct Exporter {
     sampled: tokio::sync::Notify,
     /// Flushes under way: a batch being sent is out of the queue.
     in_flight: AtomicUsize,
+    /// The spans of the exports under way, counted as dropped if the process exits first.
+    spans_in_flight: AtomicU64,
     /// Told when the last flush under way ends, if [`draining`](Self::draining) says anyone
     /// waits for that (most flushes end with no one waiting: no lock taken then).
     idle: tokio::sync::Notify,
@@ -120,6 +122,7 @@ impl Exporter {
             sample: Mutex::new(Vec::new()),
             sampled: tokio::sync::Notify::new(),
             in_flight: AtomicUsize::new(0),
+            spans_in_flight: AtomicU64::new(0),
             idle: tokio::sync::Notify::new(),
             draining: AtomicUsize::new(0),
         }
@@ -186,35 +189,57 @@ impl Exporter {
     /// flush timeout, then flushes what is queued: every span ended before the call is out, or
     /// given up on, when it returns. For `SIGTERM` and [`Tracer::flush`](crate::Tracer::flush).
     pub(crate) async fn flush_all(self: &Arc<Self>) {
-        let _ = tokio::time::timeout(self.timeout, self.flushes_done()).await;
-        if !self.is_suspended() {
-            self.flush().await;
-            return;
-        }
-        // Suspended: the probe's batch and the queue go now, in one try, whether the collector
-        // is back or not; what does not get through is counted and reported.
-        let _under_way = UnderWay::new(self);
-        let mut batch = std::mem::take(&mut *lock(&self.sample));
-        batch.append(&mut self.queue());
-        if !batch.is_empty() {
-            let spans = count(batch.len());
-            if let Err(cause) = self.try_export(batch).await {
-                self.dropped.fetch_add(spans, Ordering::Relaxed);
-                self.warn_dropped(&cause, "spans could not be exported at the final flush");
-            }
-        }
-        self.warn_dropped(
-            &"export suspended",
-            "spans were dropped while the collector did not take them",
-        );
+        self.flush_all_within(Duration::MAX, false).await;
     }
 
-    /// One export within the flush timeout; the cause when it fails.
-    async fn try_export(&self, batch: Vec<SpanData>) -> Result<(), String> {
-        match tokio::time::timeout(self.timeout, self.export.export(batch)).await {
+    /// [`flush_all`](Self::flush_all) within `limit` in all; when `exiting`, the spans still
+    /// queued at the end (no time was left for them, or they ended meanwhile) are counted as
+    /// dropped and reported, since the process is about to exit with them.
+    pub(crate) async fn flush_all_within(self: &Arc<Self>, limit: Duration, exiting: bool) {
+        let start = tokio::time::Instant::now();
+        let left = || limit.saturating_sub(start.elapsed());
+        let _ = tokio::time::timeout(self.timeout.min(left()), self.flushes_done()).await;
+        if !self.is_suspended() {
+            self.flush_bounded(left(), Bound::Exit).await;
+        } else {
+            // Suspended: the probe's batch and the queue go now, in one try, whether the
+            // collector is back or not; what does not get through is counted and reported.
+            let _under_way = UnderWay::new(self);
+            let mut batch = std::mem::take(&mut *lock(&self.sample));
+            batch.append(&mut self.queue());
+            if !batch.is_empty() {
+                let spans = count(batch.len());
+                if let Err(cause) = self.try_export(batch, self.timeout.min(left())).await {
+                    self.dropped.fetch_add(spans, Ordering::Relaxed);
+                    self.warn_dropped(&cause, "spans could not be exported at the final flush");
+                }
+            }
+            self.warn_dropped(
+                &"export suspended",
+                "spans were dropped while the collector did not take them",
+            );
+        }
+        if exiting {
+            let mut left_behind = std::mem::take(&mut *lock(&self.sample));
+            left_behind.append(&mut self.queue());
+            // With those of exports still under way (a background export, the probe's).
+            let in_flight = self.spans_in_flight.load(Ordering::SeqCst);
+            self.dropped
+                .fetch_add(count(left_behind.len()) + in_flight, Ordering::Relaxed);
+            self.warn_dropped(
+                &format_args!("no time left within the {} ms before exit", millis(limit)),
+                "spans were still queued when the process exited",
+            );
+        }
+    }
+
+    /// One export within `timeout`; the cause when it fails.
+    async fn try_export(&self, batch: Vec<SpanData>, timeout: Duration) -> Result<(), String> {
+        let _in_flight = SpansInFlight::new(self, count(batch.len()));
+        match tokio::time::timeout(timeout, self.export.export(batch)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err(format!("no answer within {} ms", millis(self.timeout))),
+            Err(_) => Err(format!("no answer within {} ms", millis(timeout))),
         }
     }
 
@@ -261,6 +286,11 @@ impl Exporter {
     /// timeout does (the next invocation's deadline may be as near); with no time left at all,
     /// the spans stay queued for the next flush.
     pub(crate) async fn flush_within(self: &Arc<Self>, limit: Duration) {
+        self.flush_bounded(limit, Bound::Deadline).await;
+    }
+
+    /// [`flush_within`](Self::flush_within), `limit` being what `bound` says.
+    async fn flush_bounded(self: &Arc<Self>, limit: Duration, bound: Bound) {
         if limit.is_zero() {
             return;
         }
@@ -295,29 +325,42 @@ impl Exporter {
                 return;
             }
             drop(sample);
-            self.export_batch(batch, limit).await;
+            self.export_batch(batch, limit, bound).await;
             return;
         }
-        self.export_batch(batch, limit).await;
+        self.export_batch(batch, limit, bound).await;
     }
 
     /// Exports `batch` for [`flush_within`](Self::flush_within).
-    async fn export_batch(self: &Arc<Self>, batch: Vec<SpanData>, limit: Duration) {
+    async fn export_batch(self: &Arc<Self>, batch: Vec<SpanData>, limit: Duration, bound: Bound) {
         if !batch.is_empty() {
             let spans = count(batch.len());
             let timeout = self.timeout.min(limit);
-            let failure = match tokio::time::timeout(timeout, self.export.export(batch)).await {
+            let in_flight = SpansInFlight::new(self, spans);
+            let exported = tokio::time::timeout(timeout, self.export.export(batch)).await;
+            drop(in_flight);
+            let failure = match exported {
                 Ok(Ok(())) => None,
                 // Suspended too: the next invocation's deadline may be as near, and a hung
                 // collector would cost each of them its remaining time.
-                Err(_) if timeout < self.timeout => Some((
-                    format!(
-                        "no answer within the {} ms left before the invocation's deadline",
-                        millis(timeout)
+                Err(_) if timeout < self.timeout => Some(match bound {
+                    Bound::Deadline => (
+                        format!(
+                            "no answer within the {} ms left before the invocation's deadline",
+                            millis(timeout)
+                        ),
+                        "the collector had not answered when the invocation's deadline came; \
+                         until it takes spans again, spans are dropped and invocations do not \
+                         wait for it",
                     ),
-                    "the collector had not answered when the invocation's deadline came; until \
-                     it takes spans again, spans are dropped and invocations do not wait for it",
-                )),
+                    Bound::Exit => (
+                        format!(
+                            "no answer within the {} ms left before the process exits",
+                            millis(timeout)
+                        ),
+                        "the collector had not answered when the process had to exit",
+                    ),
+                }),
                 Ok(Err(error)) => Some((
                     error.to_string(),
                     "spans could not be exported; until the collector answers again, spans are \
@@ -407,7 +450,7 @@ impl Exporter {
             // Counted as under way, so that a final flush waits for it.
             let _under_way = UnderWay::new(self);
             let spans = count(batch.len());
-            match self.try_export(batch).await {
+            match self.try_export(batch, self.timeout).await {
                 Ok(()) => break,
                 Err(cause) => {
                     self.dropped.fetch_add(spans, Ordering::Relaxed);
@@ -461,6 +504,22 @@ impl Exporter {
 }
 
 /// A flush under way, counted in [`Exporter::in_flight`] until it ends or is dropped.
+/// Counts a batch's spans in `spans_in_flight` while it is being exported.
+struct SpansInFlight<'e>(&'e Exporter, u64);
+
+impl<'e> SpansInFlight<'e> {
+    fn new(exporter: &'e Exporter, spans: u64) -> Self {
+        exporter.spans_in_flight.fetch_add(spans, Ordering::SeqCst);
+        SpansInFlight(exporter, spans)
+    }
+}
+
+impl Drop for SpansInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.spans_in_flight.fetch_sub(self.1, Ordering::SeqCst);
+    }
+}
+
 struct UnderWay<'e>(&'e Exporter);
 
 impl<'e> UnderWay<'e> {
@@ -621,6 +680,15 @@ impl fmt::Debug for OtlpHttpClient {
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
+}
+
+/// What the limit of a bounded flush is, for its warning.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    /// The invocation's deadline.
+    Deadline,
+    /// The time the process has before it exits (`SIGTERM`, or the caller's bound).
+    Exit,
 }
 
 /// The most bytes of a collector's answer the client reads.
@@ -1004,6 +1072,52 @@ mod tests {
         // Then both spans are out when it returns: the one under way too
         assert_eq!(collector.exported.load(Ordering::SeqCst), 2);
         background.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flush_before_exit_keeps_to_its_bound_and_counts_what_it_leaves() {
+        // Given a collector that hangs, with one batch in flight (a background export) and a
+        // span queued after it
+        let collector = Arc::new(Collector::default());
+        collector.hangs.store(true, Ordering::SeqCst);
+        let exporter = exporter(&collector, 100);
+        let processor = QueueProcessor(Arc::clone(&exporter));
+        processor.on_end(span());
+        let _background = tokio::spawn({
+            let exporter = Arc::clone(&exporter);
+            async move { exporter.flush().await }
+        });
+        while exporter.has_pending() {
+            tokio::task::yield_now().await;
+        }
+        processor.on_end(span());
+
+        // When the process flushes before it exits, within 400 ms
+        let start = tokio::time::Instant::now();
+        exporter
+            .flush_all_within(Duration::from_millis(400), true)
+            .await;
+
+        // Then it returns at its bound, not after the flush timeout (2 s) twice, and both spans
+        // are counted as dropped: the one still queued (waiting for the one in flight took all
+        // the time) and the one in flight
+        assert_eq!(start.elapsed(), Duration::from_millis(400));
+        assert_eq!(exporter.dropped(), 2);
+        assert!(!exporter.has_pending());
+
+        // And with time left, what it cannot export is counted too
+        processor.on_end(span());
+        processor.on_end(span());
+        let start = tokio::time::Instant::now();
+        let exporter_without_flight = self::exporter(&collector, 100);
+        let processor = QueueProcessor(Arc::clone(&exporter_without_flight));
+        processor.on_end(span());
+        processor.on_end(span());
+        exporter_without_flight
+            .flush_all_within(Duration::from_millis(400), true)
+            .await;
+        assert_eq!(start.elapsed(), Duration::from_millis(400));
+        assert_eq!(exporter_without_flight.dropped(), 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -12,7 +12,7 @@
 //! are exported in the background, every export interval or sooner when a batch is waiting, and
 //! the extension subscribes to no event. In both modes, a registered extension makes Lambda send
 //! the process `SIGTERM` before it shuts the environment down: the tracer exports what is left,
-//! within the flush timeout, and exits.
+//! within 400 ms of the 500 ms Lambda allows, and exits.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -39,6 +39,11 @@ const START_GRACE: Duration = Duration::from_millis(200);
 /// event before Lambda times the invocation out (the function timeout covers the extensions'
 /// work after the response too).
 pub(crate) const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
+/// How long the export at `SIGTERM` may take in all. With an internal extension registered,
+/// Lambda gives the runtime 500 ms after `SIGTERM`, then kills it (`SIGKILL`): a flush that took
+/// its whole flush timeout (2 s) would be cut short with the spans it had not exported, and
+/// without the warning that counts them. This leaves 100 ms to write it and exit.
+pub(crate) const EXIT_BUDGET: Duration = Duration::from_millis(400);
 /// How many times the extension yields to the runtime's tasks before exporting.
 const RESPONSE_FIRST_YIELDS: usize = 4;
 /// The most invocations tracked at once (one in the sequential mode, in practice).
@@ -346,8 +351,9 @@ impl Tracer {
     /// invocation it exports the spans, then lets Lambda freeze the environment. With concurrent
     /// invocations it subscribes to nothing and the spans are exported in the background, every
     /// [`export_interval`](crate::TracerBuilder::export_interval). Either way Lambda then sends
-    /// `SIGTERM` before shutting the environment down: the tracer exports what is left (within
-    /// the flush timeout) and exits the process, as Lambda expects.
+    /// `SIGTERM` before shutting the environment down: the tracer exports what is left and exits
+    /// the process, as Lambda expects, within 400 ms (Lambda kills the runtime 500 ms after
+    /// `SIGTERM`); what it cannot export by then is counted and reported in a warning.
     ///
     /// Does nothing, and the layer flushes before returning, outside Lambda (no
     /// `AWS_LAMBDA_RUNTIME_API`), with tracing off, with a caller's
@@ -435,7 +441,7 @@ impl Tracer {
     #[cfg(unix)]
     async fn export_on_sigterm(self, mut terminate: tokio::signal::unix::Signal) {
         if terminate.recv().await.is_some() {
-            self.flush().await;
+            self.flush_before_exit(EXIT_BUDGET).await;
             std::process::exit(0);
         }
     }

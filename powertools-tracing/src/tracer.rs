@@ -215,6 +215,14 @@ impl Tracer {
         }
     }
 
+    /// [`flush`](Self::flush) within `limit` in all, before the process exits: what cannot be
+    /// exported in time is counted as dropped and reported, instead of leaving with the process.
+    pub(crate) async fn flush_before_exit(&self, limit: Duration) {
+        if let Some(exporter) = &self.inner.exporter {
+            exporter.flush_all_within(limit, true).await;
+        }
+    }
+
     /// Exports the queued spans, giving up after `limit` if that comes before the flush
     /// timeout (the invocation's deadline).
     pub(crate) async fn flush_within(&self, limit: Duration) {

@@ -3454,6 +3454,92 @@ fn sigterm_exports_what_is_left_and_exits_the_process() {
     assert!(!String::from_utf8_lossy(&output.stdout).contains("still running"));
 }
 
+/// Prints each warning's fields on a line of its own (for a child process's output).
+struct PrintWarnings;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PrintWarnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+                self.0.push_str(&format!(" {}={value:?}", field.name()));
+            }
+        }
+        if *event.metadata().level() == tracing::Level::WARN {
+            let mut fields = Fields(String::from("WARNING"));
+            event.record(&mut fields);
+            println!("{}", fields.0);
+        }
+    }
+}
+
+#[test]
+fn sigterm_with_a_hung_collector_exits_before_lambda_kills_the_process_and_counts_the_drops() {
+    // Lambda gives the runtime 500 ms after SIGTERM when an internal extension is registered,
+    // then kills it: a flush that waited its whole flush timeout (2 s) would die with its spans,
+    // and without the warning that counts them.
+    const NAME: &str =
+        "sigterm_with_a_hung_collector_exits_before_lambda_kills_the_process_and_counts_the_drops";
+    if let Ok(out) = std::env::var("ATTACK_OUT") {
+        in_lambda_process(NAME, |runtime_api| async move {
+            let (_api, _events) = ExtensionsApi::start_at(runtime_api, false).await;
+            let tracer = Tracer::builder()
+                .env(env_with(&[
+                    ("AWS_LAMBDA_RUNTIME_API", &runtime_api.to_string()),
+                    ("AWS_LAMBDA_MAX_CONCURRENCY", "4"),
+                ]))
+                .export_interval(Duration::from_secs(600))
+                .flush_timeout(Duration::from_secs(2))
+                .queued_exporter(Controlled::new(Mode::Hang))
+                .build()
+                .unwrap();
+            use tracing_subscriber::layer::SubscriberExt;
+            tracing::subscriber::set_global_default(
+                tracing_subscriber::registry()
+                    .with(tracer.otel_layer())
+                    .with(PrintWarnings),
+            )
+            .unwrap();
+            tracer.register_extension().await.unwrap();
+            invoke_with(&tracer, ctx(), json!({}), ok_handler)
+                .await
+                .unwrap();
+            let sent = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+            std::fs::write(&out, sent.as_millis().to_string()).unwrap();
+            std::process::Command::new("kill")
+                .args(["-TERM", &std::process::id().to_string()])
+                .status()
+                .unwrap();
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            panic!("still running 8 s after SIGTERM");
+        });
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("attack-sigterm-hung-{}", std::process::id()));
+    let _ = std::fs::remove_file(&out);
+    let (output, _) = run_child(NAME, &[("ATTACK_OUT", out.to_str().unwrap())]);
+    let exited = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let sent: u128 = std::fs::read_to_string(&out)
+        .expect("the child wrote when it sent SIGTERM")
+        .parse()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{:?}\n{stdout}", output.status);
+    assert!(!stdout.contains("still running"), "{stdout}");
+    // Then it gave up on the collector and exited by itself, well before the flush timeout
+    // (the bound is loose for a busy machine: the flush's own is 400 ms)
+    let took = exited.as_millis() - sent;
+    assert!(took < 1500, "exited {took} ms after SIGTERM");
+    // And the span it could not export is counted in a warning
+    assert!(
+        stdout.lines().any(|line| line.contains("WARNING")
+            && line.contains("dropped_spans=1")
+            && line.contains("exit")),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_file(&out);
+}
+
 // ---------------------------------------------------------------------------------------------
 // More response and HTTP edge cases
 // ---------------------------------------------------------------------------------------------
