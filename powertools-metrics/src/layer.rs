@@ -435,10 +435,14 @@ where
             }
         };
         let recycled = Arc::clone(&self.recycled);
+        // Armed from here, not from the future's first poll: a future dropped before it runs
+        // holds the metrics its handler's synchronous part added.
+        let mut cancelled = FlushIfCancelled(Some(metrics.clone()));
         Box::pin(async move {
             let outcome = AssertUnwindSafe(metrics.clone().scope(future))
                 .catch_unwind()
                 .await;
+            cancelled.0 = None;
             match outcome {
                 Ok(Ok(response)) => {
                     let flushed = metrics.flush_and_end();
@@ -465,5 +469,21 @@ where
 fn flush_after_failure(metrics: &Metrics) {
     if let Err(error) = metrics.flush_and_end() {
         tracing::warn!(%error, "metrics were not flushed after the handler failed");
+    }
+}
+
+/// Ends the invocation's metrics when its future is dropped before the handler ends (a timeout
+/// or a `select!` around the service): its document is written then, and values its tasks add
+/// later are written at once, as after any invocation, instead of waiting for a flush that
+/// would never come.
+struct FlushIfCancelled(Option<Metrics>);
+
+impl Drop for FlushIfCancelled {
+    fn drop(&mut self) {
+        if let Some(metrics) = self.0.take()
+            && let Err(error) = metrics.flush_and_end()
+        {
+            tracing::warn!(%error, "metrics were not flushed after the invocation was cancelled");
+        }
     }
 }

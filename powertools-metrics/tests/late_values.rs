@@ -84,3 +84,57 @@ async fn a_value_added_while_the_invocation_ends_is_never_lost() {
         &lost[..lost.len().min(10)]
     );
 }
+
+#[tokio::test]
+async fn a_cancelled_invocation_writes_its_metrics_and_then_what_its_tasks_add() {
+    // Given a handler that adds a metric, hands its handle to a task that adds another later,
+    // and then runs past an outer timeout (a `tokio::time::timeout` or a `select!` around the
+    // service, which drops the invocation's future)
+    let sink = CheckedSink::new();
+    let layer = builder(&sink).build().unwrap();
+    let handler = layer.layer(service_fn(|_event: LambdaEvent<Value>| async {
+        powertools_metrics::add_metric("OrdersPlaced", 1.0, Unit::Count)?;
+        let metrics = Metrics::current().expect("inside the invocation");
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            metrics
+                .add_metric("LateWork", 1.0, Unit::Count)
+                .expect("a valid metric");
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Ok::<_, lambda_runtime::Error>(Value::Null)
+    }));
+
+    // When the invocation is cancelled before the handler ends
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(20),
+        handler.oneshot(TestContext::new().with_cold_start(false).event(json!({}))),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the invocation was cancelled");
+
+    // Then its metric is written as it is dropped, and the task's later value on its own
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let documents = valid_documents(&sink);
+    assert_eq!(documents.len(), 2, "{documents:#?}");
+    assert_eq!(documents[0]["OrdersPlaced"], 1.0);
+    assert_eq!(documents[1]["LateWork"], 1.0);
+
+    // And an invocation whose future is dropped before it is ever polled writes what its
+    // handler's synchronous part added
+    let mut handler = layer.layer(service_fn(|_event: LambdaEvent<Value>| {
+        let added = powertools_metrics::add_metric("Accepted", 1.0, Unit::Count);
+        async move {
+            added?;
+            Ok::<_, lambda_runtime::Error>(Value::Null)
+        }
+    }));
+    let never_polled = lambda_runtime::tower::Service::call(
+        &mut handler,
+        TestContext::new().with_cold_start(false).event(json!({})),
+    );
+    drop(never_polled);
+    let documents = valid_documents(&sink);
+    assert_eq!(documents.len(), 3, "{documents:#?}");
+    assert_eq!(documents[2]["Accepted"], 1.0);
+}
