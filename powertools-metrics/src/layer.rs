@@ -442,7 +442,7 @@ where
             let outcome = AssertUnwindSafe(metrics.clone().scope(future))
                 .catch_unwind()
                 .await;
-            cancelled.0 = None;
+            cancelled.disarm();
             match outcome {
                 Ok(Ok(response)) => {
                     let flushed = metrics.flush_and_end();
@@ -477,6 +477,13 @@ fn flush_after_failure(metrics: &Metrics) {
 /// later are written at once, as after any invocation, instead of waiting for a flush that
 /// would never come.
 struct FlushIfCancelled(Option<Metrics>);
+
+impl FlushIfCancelled {
+    /// The invocation ended: its own paths flush it.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for FlushIfCancelled {
     fn drop(&mut self) {
