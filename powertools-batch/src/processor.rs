@@ -103,9 +103,11 @@ impl<T> KinesisRecord<T> {
 ///   (`powertools_logging::key_scope`): it starts with the keys the invocation had when the
 ///   batch started, and keys the handler appends (`append_key("refund_id", …)`) are on that
 ///   record's lines only, even with records running at once. A failed record is logged at
-///   `WARN` (`a batch record failed`) with its id, its keys and why it failed.
-/// - With the `metrics` feature the invocation's EMF document gets `BatchRecordsProcessed` and
-///   `BatchRecordsFailed`.
+///   `WARN` (`a batch record failed`) with its id, its keys and why it failed; so is each record
+///   of a FIFO batch failed without running, after an earlier failure.
+/// - With the `metrics` feature the invocation's EMF document gets `BatchRecordsProcessed` (the
+///   records processed successfully) and `BatchRecordsFailed` (the records reported as failed);
+///   a stream's records after its first failure, which Lambda retries, are in neither.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchProcessor {
     concurrency: usize,
@@ -206,10 +208,18 @@ impl BatchProcessor {
                 let group = message.attributes.get("MessageGroupId").cloned();
                 let skipped = stop || group.as_ref().is_some_and(|g| failed_groups.contains(g));
                 if skipped {
-                    outcomes.push((
-                        message_id,
-                        Err("an earlier record of the FIFO batch failed".into()),
-                    ));
+                    let reason = if stop {
+                        "an earlier record of the FIFO batch failed"
+                    } else {
+                        "an earlier record of its message group failed"
+                    };
+                    // Reported to Lambda as failed, so logged as failed, as a record that ran.
+                    tracing::warn!(
+                        message_id = message_id.as_str(),
+                        reason,
+                        "a batch record failed"
+                    );
+                    outcomes.push((message_id, Err(reason.into())));
                     continue;
                 }
                 let outcome = run(message).await;

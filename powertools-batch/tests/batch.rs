@@ -219,6 +219,21 @@ async fn a_fifo_failure_fails_every_later_record_or_only_its_group() {
         2,
         "nothing after the failure ran"
     );
+    // Each record failed without running is logged too, with why: none is reported to Lambda
+    // as failed without a line saying so.
+    let lines = logging().1.json();
+    for skipped in ["f-3", "f-4"] {
+        assert!(
+            lines
+                .iter()
+                .any(|line| line["message"] == "a batch record failed"
+                    && line["message_id"] == skipped
+                    && line["reason"]
+                        .as_str()
+                        .is_some_and(|reason| reason.contains("earlier record"))),
+            "{skipped} is not logged: {lines:#?}"
+        );
+    }
 
     let by_group = BatchProcessor::new()
         .skip_group_on_error(true)
