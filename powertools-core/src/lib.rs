@@ -72,6 +72,8 @@ pub struct ReadmeDoctests;
 pub mod env;
 #[doc(hidden)]
 pub mod error_chain;
+#[doc(hidden)]
+pub mod failure;
 #[cfg(feature = "jmespath")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jmespath")))]
 pub mod jmespath;

@@ -109,6 +109,25 @@ pub enum Error<E = Infallible> {
 impl<E: fmt::Display> fmt::Display for Error<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Error::DeleteFailed { error, source } => {
+                write!(
+                    f,
+                    "{error}; deleting the in-progress record then failed too: {source}"
+                )
+            }
+            Error::Handler(error) => error.fmt(f),
+            own => OwnMessage(own).fmt(f),
+        }
+    }
+}
+
+/// The message of an error of the layer's own: not the handler's error, nor one that holds it
+/// (which [`Error::reported`] leaves out), so that it needs no `Display` of the handler's error.
+struct OwnMessage<'e, E>(&'e Error<E>);
+
+impl<E> fmt::Display for OwnMessage<'_, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
             Error::AlreadyInProgress { key } => write!(
                 f,
                 "execution already in progress with idempotency key {key}"
@@ -166,10 +185,11 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             Error::DeleteFailed { error, source } => {
                 write!(
                     f,
-                    "{error}; deleting the in-progress record then failed too: {source}"
+                    "{}; deleting the in-progress record then failed too: {source}",
+                    OwnMessage(&**error)
                 )
             }
-            Error::Handler(error) => error.fmt(f),
+            Error::Handler(_) => Ok(()),
         }
     }
 }
@@ -208,6 +228,44 @@ impl<E> Error<E> {
             Error::DeleteFailed { .. } => "IdempotencyPersistenceLayerError",
             Error::Handler(_) => "Handler",
         }
+    }
+
+    /// The name its `Debug` begins with: the variant's.
+    fn variant_name(&self) -> &'static str {
+        match self {
+            Error::AlreadyInProgress { .. } => "AlreadyInProgress",
+            Error::PayloadMismatch { .. } => "PayloadMismatch",
+            Error::KeyMissing => "KeyMissing",
+            Error::KeyExpression { .. } => "KeyExpression",
+            Error::Persistence { .. } => "Persistence",
+            Error::InconsistentState { .. } => "InconsistentState",
+            Error::InvalidRecord { .. } => "InvalidRecord",
+            Error::Serialization { .. } => "Serialization",
+            Error::ResponseNotStored { .. } => "ResponseNotStored",
+            Error::NotCompleted { .. } => "NotCompleted",
+            Error::Config(_) => "Config",
+            Error::HandlerPanicked { .. } => "HandlerPanicked",
+            Error::DeleteFailed { .. } => "DeleteFailed",
+            Error::Handler(_) => "Handler",
+        }
+    }
+
+    /// What Lambda reports for this error (its `Diagnostic`), for the layers outside the
+    /// idempotency layer that describe the failure; `None` for the handler's own error, and for
+    /// one that holds it, which those layers describe themselves.
+    pub(crate) fn reported(&self) -> Option<powertools_core::failure::Reported> {
+        fn own<E>(error: &Error<E>) -> bool {
+            match error {
+                Error::Handler(_) => false,
+                Error::DeleteFailed { error, .. } => own(error),
+                _ => true,
+            }
+        }
+        own(self).then(|| powertools_core::failure::Reported {
+            debug_name: self.variant_name(),
+            error_type: self.error_type(),
+            message: OwnMessage(self).to_string(),
+        })
     }
 
     /// The same error for a handler with another error type; `None` for [`Error::Handler`].

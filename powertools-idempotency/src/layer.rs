@@ -1,6 +1,7 @@
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
+use futures_util::FutureExt as _;
 use futures_util::future::BoxFuture;
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
@@ -197,6 +198,18 @@ where
         let prepared = claim
             .map_err(Error::into_handler_error)
             .and_then(|claim| engine.prepare(&event.context, &self.layer.operation, claim));
-        Box::pin(Engine::execute(engine, prepared, move || inner.call(event)))
+        // `inspect`, not an `async` block around it, which would hold the execution twice (as
+        // its argument and as what it awaits).
+        Box::pin(
+            Engine::execute(engine, prepared, move || inner.call(event)).inspect(|result| {
+                // For the logging and tracing layers outside: what Lambda reports for the
+                // layer's own errors (they see the error as a type they can only `Debug`).
+                if let Err(error) = result
+                    && let Some(reported) = error.reported()
+                {
+                    powertools_core::failure::report(reported);
+                }
+            }),
+        )
     }
 }

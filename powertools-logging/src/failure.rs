@@ -50,7 +50,9 @@ pub(crate) const PANIC: &str = "Panic";
 ///    with (`else Error`), and its message chain;
 /// 4. a `String` or `&str`: `Error`, and the text;
 /// 5. an error wrapped by a powertools-rs layer (`Handler(…)` in its `Debug`, as the metrics and
-///    idempotency layers pass the handler's own error on): what is inside, named as in 3;
+///    idempotency layers pass the handler's own error on): what is inside, named as in 3, or,
+///    for an error of the idempotency layer's own, by Powertools' name and message, as Lambda
+///    reports it;
 /// 6. any other type: its path without generic arguments, and its `Debug` text (the layer has
 ///    no `Display` bound, since Lambda accepts a `Diagnostic`, which has none).
 pub(crate) fn describe_error<E: fmt::Debug + 'static>(
@@ -78,6 +80,14 @@ pub(crate) fn describe_error<E: fmt::Debug + 'static>(
     }
     let debug = text_of(format_args!("{error:?}"));
     let inner = handler_error_inside(&debug);
+    // An error of a powertools-rs layer inside (the idempotency layer's): what Lambda reports
+    // for it, as that layer said (see `powertools_core::failure`).
+    if let Some(reported) = debug_type_name(inner).and_then(powertools_core::failure::reported) {
+        return Failure {
+            name: reported.error_type.to_owned(),
+            message: reported.message,
+        };
+    }
     if inner.len() < debug.len() {
         return match unquoted(inner) {
             Some(message) => message_only(message),

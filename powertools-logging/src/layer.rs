@@ -270,7 +270,9 @@ where
             }
         };
         let error_hook = self.layer.error_hook.clone();
-        Box::pin(async move {
+        // In the scope where a powertools-rs layer inside says what Lambda reports for its own
+        // errors, for the failure line.
+        Box::pin(powertools_core::failure::scope(async move {
             let outcome = AssertUnwindSafe(scope.clone().run(future.instrument(span.clone())))
                 .catch_unwind()
                 .await;
@@ -288,7 +290,7 @@ where
                 Ok(result) => result,
                 Err(panic) => std::panic::resume_unwind(panic),
             }
-        })
+        }))
     }
 }
 

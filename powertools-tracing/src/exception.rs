@@ -33,7 +33,9 @@ const MESSAGE_ONLY: &str = "Error";
 ///    inside, else the type or variant name its `Debug` begins with (`OrderRejected { .. }` gives
 ///    `OrderRejected`), else `Error` for a message only; the message is its `Display`;
 /// 3. a `String` or `&str`: `Error`, and the text;
-/// 4. any other type: its path without generic arguments (`orders_api::OrderError`), and its
+/// 4. an error of the idempotency layer's own: Powertools' name and the message, as Lambda
+///    reports them (that layer says so, see `powertools_core::failure`);
+/// 5. any other type: its path without generic arguments (`orders_api::OrderError`), and its
 ///    `Debug` text (the layer has no `Display` bound: `Diagnostic` has none).
 pub(crate) fn describe<E: fmt::Debug + 'static>(error: &E, hook: Option<&ErrorHook>) -> Exception {
     let any: &dyn Any = error;
@@ -58,9 +60,18 @@ pub(crate) fn describe<E: fmt::Debug + 'static>(error: &E, hook: Option<&ErrorHo
     if let Some(text) = any.downcast_ref::<&'static str>() {
         return message_only((*text).to_owned());
     }
+    let debug = text_of(format_args!("{error:?}"));
+    // An error of a powertools-rs layer inside (the idempotency layer's): what Lambda reports
+    // for it, as that layer said (see `powertools_core::failure`).
+    if let Some(reported) = debug_type_name(&debug).and_then(powertools_core::failure::reported) {
+        return Exception {
+            kind: Cow::Borrowed(reported.error_type),
+            message: reported.message,
+        };
+    }
     Exception {
         kind: Cow::Borrowed(without_generics(type_name::<E>())),
-        message: text_of(format_args!("{error:?}")),
+        message: debug,
     }
 }
 

@@ -544,7 +544,9 @@ where
             let _attached = context.clone().attach();
             self.inner.call(event)
         };
-        Box::pin(async move {
+        // In the scope where a powertools-rs layer inside says what Lambda reports for its own
+        // errors, for the span's exception.
+        Box::pin(powertools_core::failure::scope(async move {
             let outcome = AssertUnwindSafe(future.with_context(context))
                 .catch_unwind()
                 .await;
@@ -590,7 +592,7 @@ where
                 Ok(result) => result,
                 Err(panic) => std::panic::resume_unwind(panic),
             }
-        })
+        }))
     }
 }
 

@@ -132,3 +132,163 @@ async fn idempotency_inside_the_stack_replays_without_running_the_handler_again(
         "the replay adds no metric"
     );
 }
+
+/// A handler error with a message, as the idempotency layer's `Diagnostic` needs.
+#[derive(Debug)]
+struct OvenCold;
+
+impl std::fmt::Display for OvenCold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the oven is cold")
+    }
+}
+
+impl From<OvenCold> for Diagnostic {
+    fn from(error: OvenCold) -> Self {
+        Diagnostic {
+            error_type: "OvenCold".into(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_idempotency_error_is_logged_as_lambda_reports_it_and_a_handler_error_as_its_own() {
+    // Given the stack around an idempotency layer keyed on the order id (refusing an event
+    // without one), and a handler that fails for order o-2
+    let (logs, documents) = (MemoryLogs::new(), CheckedSink::new());
+    let powertools = stack(&logs, &documents);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let idempotency = Idempotency::builder(InMemoryStore::new())
+        .key_prefix("orders")
+        .raise_on_missing_key(true)
+        .build()
+        .unwrap();
+    let service = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .layer(
+            IdempotencyLayer::new(idempotency)
+                .key_from(|event: &Value| event.get("order_id").cloned()),
+        )
+        .service(service_fn(|event: LambdaEvent<Value>| async move {
+            if event.payload["order_id"] == "o-2" {
+                return Err::<Value, _>(OvenCold);
+            }
+            Ok(json!({"accepted": true}))
+        }));
+
+    // When one invocation has no order id (the idempotency layer refuses it) and another's
+    // handler fails
+    let mut reported = Vec::new();
+    for (request, event) in [
+        ("req-bad", json!({})),
+        ("req-o-2", json!({"order_id": "o-2"})),
+    ] {
+        let error = service
+            .clone()
+            .oneshot(TestContext::new().with_request_id(request).event(event))
+            .await
+            .unwrap_err();
+        reported.push(Diagnostic::from(error));
+    }
+
+    // Then each failure line names the error as Lambda reports it: Powertools' name and message
+    // for the idempotency layer's own error (not its Rust variant and `Debug` text), the
+    // handler's own for the handler's
+    let failure = |request: &str| {
+        logs.json()
+            .into_iter()
+            .find(|line| {
+                line["function_request_id"] == request && line["message"] == "Invocation failed"
+            })
+            .unwrap_or_else(|| panic!("no failure line for {request}: {:#?}", logs.json()))
+    };
+    let refused = failure("req-bad");
+    assert_eq!(reported[0].error_type, "IdempotencyKeyError");
+    assert_eq!(refused["exception_name"], reported[0].error_type.as_str());
+    assert_eq!(refused["exception"], reported[0].error_message.as_str());
+    let failed = failure("req-o-2");
+    assert_eq!(reported[1].error_type, "OvenCold");
+    assert_eq!(failed["exception_name"], "OvenCold");
+}
+
+/// Keeps the spans it is given.
+#[derive(Debug, Clone, Default)]
+struct KeptSpans(
+    Arc<std::sync::Mutex<Vec<powertools::tracing::opentelemetry_sdk::trace::SpanData>>>,
+);
+
+impl powertools::tracing::opentelemetry_sdk::trace::SpanExporter for KeptSpans {
+    fn export(
+        &self,
+        batch: Vec<powertools::tracing::opentelemetry_sdk::trace::SpanData>,
+    ) -> impl std::future::Future<
+        Output = powertools::tracing::opentelemetry_sdk::error::OTelSdkResult,
+    > + Send {
+        self.0.lock().expect("the spans").extend(batch);
+        std::future::ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn an_idempotency_error_is_the_span_s_exception_as_lambda_reports_it() {
+    // Given the stack, tracing on, around an idempotency layer that refuses an event without
+    // an order id
+    let (logs, documents, spans) = (MemoryLogs::new(), CheckedSink::new(), KeptSpans::default());
+    let powertools = Powertools::builder()
+        .service("orders")
+        .env(Env::from_pairs([(
+            "POWERTOOLS_METRICS_NAMESPACE",
+            "Bakery",
+        )]))
+        .logger(|logger| logger.writer(logs.clone()))
+        .metrics(|metrics| metrics.sink(documents.clone()))
+        .tracer(|tracer| tracer.span_exporter(spans.clone()))
+        .build()
+        .expect("valid settings");
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let idempotency = Idempotency::builder(InMemoryStore::new())
+        .raise_on_missing_key(true)
+        .build()
+        .unwrap();
+    let service = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .layer(
+            IdempotencyLayer::new(idempotency)
+                .key_from(|event: &Value| event.get("order_id").cloned()),
+        )
+        .service(service_fn(|_event: LambdaEvent<Value>| async {
+            Ok::<_, OvenCold>(json!({"accepted": true}))
+        }));
+
+    // When an invocation is refused
+    let error = service
+        .oneshot(TestContext::new().event(json!({})))
+        .await
+        .unwrap_err();
+    let reported = Diagnostic::from(error);
+
+    // Then its span's exception is the error as Lambda reports it
+    let spans = spans.0.lock().unwrap().clone();
+    let exception = spans
+        .iter()
+        .flat_map(|span| span.events.iter())
+        .find(|event| event.name == "exception")
+        .unwrap_or_else(|| panic!("no exception event: {spans:#?}"));
+    let attribute = |key: &str| {
+        exception
+            .attributes
+            .iter()
+            .find(|attribute| attribute.key.as_str() == key)
+            .map(|attribute| attribute.value.to_string())
+    };
+    assert_eq!(reported.error_type, "IdempotencyKeyError");
+    assert_eq!(
+        attribute("exception.type").as_deref(),
+        Some("IdempotencyKeyError")
+    );
+    assert_eq!(
+        attribute("exception.message").as_deref(),
+        Some(reported.error_message.as_str())
+    );
+}
