@@ -220,6 +220,14 @@ fn shrink(line: &[u8], max: usize) -> Vec<u8> {
         Ok(Members(members)) => members,
         Err(_) => Vec::new(),
     };
+    // The members the last resort keeps, as they are before any is cut: a round may cut the
+    // invocation's ids to nothing when thousands of members share the room, and the last resort
+    // has room for them whole.
+    let standard: Vec<(String, Value)> = members
+        .iter()
+        .filter(|(key, _)| is_standard(key))
+        .cloned()
+        .collect();
     let mut truncated: Vec<String> = Vec::new();
     let mut sizes: Vec<usize> = members
         .iter()
@@ -266,7 +274,12 @@ fn shrink(line: &[u8], max: usize) -> Vec<u8> {
         }
         sizes[index] = member_len(key, value_len(value));
     }
-    standard_only(members, max)
+    standard_only(standard, max)
+}
+
+/// Whether the last resort keeps `key`: the message and the standard keys.
+fn is_standard(key: &str) -> bool {
+    key == "message" || (RESERVED_KEYS.contains(&key) && key != TRUNCATED_KEYS)
 }
 
 /// The last resort: the standard keys, each short, and as much of the message as fits.
@@ -426,6 +439,44 @@ mod tests {
         assert_eq!(value["level"], "WARN");
         assert_eq!(value["message"], "many keys");
         assert_eq!(value[TRUNCATED_KEYS], json!([ALL_KEYS_TRUNCATED]));
+    }
+
+    #[test]
+    fn the_last_resort_keeps_the_standard_values_whole_not_as_the_rounds_cut_them() {
+        // Thousands of small string members: the rounds cut every string to a few bytes, the
+        // invocation's ids included, and still the line does not fit
+        let request_id = "4ac1a1d3-1b2c-4d5e-8f90-123456789abc";
+        let trace_id = "1-67a8f0e1-3f0c2b9d8e7a6b5c4d3e2f1a";
+        let arn = "arn:aws:lambda:eu-west-1:123456789012:function:orders";
+        for (keys, max) in [
+            (20_000, DEFAULT_MAX_LINE_BYTES),
+            (5_000, 1024),
+            (2_000, 4096),
+        ] {
+            let mut members = vec![
+                ("level".to_owned(), json!("INFO")),
+                ("message".to_owned(), json!("many keys")),
+                ("function_arn".to_owned(), json!(arn)),
+                ("function_request_id".to_owned(), json!(request_id)),
+                ("xray_trace_id".to_owned(), json!(trace_id)),
+            ];
+            members.extend((0..keys).map(|index| (format!("k{index}"), json!("value-value"))));
+            let line = render(&members, &[]);
+            let out = bound(&line, max);
+            assert!(out.len() <= max);
+            let value = parsed(&out);
+            // Then the ids that tie the line to its invocation are whole
+            assert_eq!(
+                value["function_request_id"], request_id,
+                "{keys} keys, {max}"
+            );
+            assert_eq!(value["xray_trace_id"], trace_id, "{keys} keys, {max}");
+            assert_eq!(value["message"], "many keys");
+            assert_eq!(value[TRUNCATED_KEYS], json!([ALL_KEYS_TRUNCATED]));
+            if max > 1024 {
+                assert_eq!(value["function_arn"], arn);
+            }
+        }
     }
 
     #[test]
