@@ -832,12 +832,29 @@ impl Metrics {
     /// under CloudWatch Logs' event limit.
     fn write_document(&self, document: &Document<'_>) {
         let line = document.to_line();
-        if line.len() <= MAX_DOCUMENT_BYTES || document.metrics.len() < 2 {
+        let fits = line.len() <= MAX_DOCUMENT_BYTES;
+        if fits || (document.metrics.len() < 2 && document.metadata.is_empty()) {
             self.shared.settings.sink.write_document(&line);
             crate::document::recycle_line(line);
             return;
         }
         crate::document::recycle_line(line);
+        if document.metrics.len() < 2 {
+            // One metric cannot be split. Its document is over the limit only with labels (which
+            // the metadata's cap does not count) and the metadata a labelled document repeats:
+            // the metric goes without the metadata, which the invocation's own document holds.
+            tracing::warn!(
+                metadata_keys = ?document.metadata.keys().collect::<Vec<_>>(),
+                metric = document.metrics.first().map(|metric| metric.name.as_str()),
+                "metadata left out of a metric's document: with its dimensions it would pass \
+                 CloudWatch's 256 KB, and CloudWatch would drop it"
+            );
+            self.write_document(&Document {
+                metadata: &Map::new(),
+                ..*document
+            });
+            return;
+        }
         let (first, second) = document.metrics.split_at(document.metrics.len() / 2);
         for metrics in [first, second] {
             self.write_document(&Document {

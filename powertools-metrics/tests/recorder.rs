@@ -183,3 +183,40 @@ async fn the_re_exported_facade_reaches_the_installed_recorder() {
     assert_eq!(documents.len(), 1);
     assert_eq!(documents[0]["ViaReexport"], 3.0);
 }
+
+#[tokio::test]
+async fn a_labelled_document_that_would_pass_256_kb_with_the_metadata_is_written_without_it() {
+    // Given metadata under its cap, and a facade counter with 29 long labels whose characters
+    // double when escaped: the labelled document repeats the metadata, and the labels do not
+    // count towards the cap
+    install();
+    let sink = CheckedSink::new();
+    let layer = builder(&sink).build().unwrap();
+    layer
+        .layer(service_fn(|_event: LambdaEvent<Value>| async {
+            powertools_metrics::add_metric("Orders", 1.0, Unit::Count)?;
+            powertools_metrics::add_metadata("blob", "x".repeat(180_000))?;
+            let labels: Vec<metrics::Label> = (0..29)
+                .map(|index| {
+                    metrics::Label::new(
+                        format!("{index:03}{}", "\"".repeat(247)),
+                        "\"".repeat(1024),
+                    )
+                })
+                .collect();
+            metrics::counter!("Retries", labels).increment(1);
+            Ok::<_, lambda_runtime::Error>(Value::Null)
+        }))
+        .oneshot(TestContext::new().event(json!({})))
+        .await
+        .unwrap();
+
+    // Then every document is within CloudWatch's limit (the checker asserts it), the labelled
+    // counter is written, and the metadata is in the invocation's own document
+    let documents = valid_documents(&sink);
+    assert_eq!(documents.len(), 2, "the invocation's and the labelled one");
+    assert_eq!(documents[0]["Orders"], 1.0);
+    assert_eq!(documents[0]["blob"].as_str().map(str::len), Some(180_000));
+    assert_eq!(documents[1]["Retries"], 1.0);
+    assert!(documents[1].get("blob").is_none());
+}
