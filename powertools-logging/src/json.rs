@@ -287,11 +287,24 @@ impl<'r> Line<'r> {
             return false;
         }
         if !self.renamed.is_empty() && self.renamed.iter().any(|renamed| renamed == name) {
-            // A real key named like a renamed reserved field written before it.
-            let mut prefixed = String::with_capacity(RESERVED_PREFIX.len() + name.len());
+            // A real key named like a renamed field written before it: one prefix further, and
+            // recorded as renamed in turn, so that a real key of that name moves on too
+            // (`level`, `extra_level`, `extra_extra_level` on one line all stay).
+            let mut prefixed = String::with_capacity(2 * RESERVED_PREFIX.len() + name.len());
             prefixed.push_str(RESERVED_PREFIX);
             prefixed.push_str(name);
-            return self.key(&prefixed);
+            // This key seen twice (an event field and a span field): the first wins.
+            if self.renamed.contains(&prefixed) {
+                return false;
+            }
+            for _ in 0..4 {
+                if self.key(&prefixed) {
+                    self.renamed.push(prefixed);
+                    return true;
+                }
+                prefixed.insert_str(0, RESERVED_PREFIX);
+            }
+            return false;
         }
         self.key(name)
     }

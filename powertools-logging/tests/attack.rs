@@ -748,6 +748,41 @@ fn reserved_field_and_its_extra_name_both_kept() {
 }
 
 #[test]
+fn a_chain_of_extra_names_keeps_every_field() {
+    // `level` is written as `extra_level`, which the real `extra_level` then moves past, into
+    // `extra_extra_level`, which the real `extra_extra_level` must move past in turn
+    let (logger, logs) = logger(Logger::builder());
+    run(&logger, async {
+        tracing::info!(
+            level = "value-of-level",
+            extra_level = "value-of-extra_level",
+            extra_extra_level = "value-of-extra_extra_level",
+            "chain"
+        );
+    });
+    let lines = check_default(&logs);
+    let line = with_message(&lines, "chain")[0];
+    let mut values: Vec<&str> = line
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|value| value.as_str())
+        .filter(|value| value.starts_with("value-of-"))
+        .collect();
+    values.sort_unstable();
+    assert_eq!(
+        values,
+        [
+            "value-of-extra_extra_level",
+            "value-of-extra_level",
+            "value-of-level"
+        ],
+        "{line}"
+    );
+    assert_eq!(line["extra_level"], "value-of-level");
+}
+
+#[test]
 fn reserved_truncated_keys_field_with_real_truncation() {
     let (logger, logs) = logger(Logger::builder().max_line_bytes(4096));
     run(&logger, async {
