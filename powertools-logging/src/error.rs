@@ -37,7 +37,8 @@ pub enum Error {
         /// The serde error.
         source: serde_json::Error,
     },
-    /// The key is one the log line itself writes (`level`, `message`, `timestamp`, …).
+    /// The key is one the log line itself writes (`level`, `message`, `timestamp`, …), or one
+    /// of the failure line's (`exception_name`, `exception`, `stack_trace`).
     #[error("{key:?} is a reserved key of the log line and cannot be appended")]
     ReservedKey {
         /// The key.

@@ -59,6 +59,13 @@ pub(crate) const RESERVED_KEYS: &[&str] = &[
     crate::truncate::TRUNCATED_KEYS,
 ];
 
+/// The keys of an invocation's failure line (`exception_name`, `exception`, `stack_trace`):
+/// refused as appended and persistent keys, which would put them on every line (a Logs Insights
+/// query for failures, `ispresent(exception)`, would match them all) and hide the real exception
+/// on the failure line. A `tracing` field of that name is written as it is (`error!(exception =
+/// …)` is how a handler logs one).
+pub(crate) const FAILURE_KEYS: &[&str] = &["exception_name", "exception", "stack_trace"];
+
 /// What a field named like a standard key is written under: `level` becomes `extra_level`.
 pub const RESERVED_PREFIX: &str = "extra_";
 

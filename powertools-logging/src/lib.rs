@@ -110,7 +110,8 @@
 //! `timestamp`, `service`, `cold_start`, `function_*`, `xray_trace_id`, `tenant_id`,
 //! `correlation_id`, `sampling_rate`, `truncated_keys`) is kept under its name prefixed with
 //! [`RESERVED_PREFIX`]: `info!(level = "gold", …)` writes `"extra_level":"gold"` beside
-//! `"level":"INFO"`. [`append_key`] and persistent keys refuse those names
+//! `"level":"INFO"`. [`append_key`] and persistent keys refuse those names, and the
+//! failure line's `exception_name`, `exception` and `stack_trace`, which would be on every line
 //! ([`Error::ReservedKey`]). `location` is not reserved: a business `location` replaces the code
 //! location.
 //!
@@ -193,7 +194,7 @@ pub fn init() -> Result<Logger, Error> {
 }
 
 pub(crate) fn key_value(key: &str, value: impl Serialize) -> Result<Value, Error> {
-    if json::RESERVED_KEYS.contains(&key) {
+    if json::RESERVED_KEYS.contains(&key) || json::FAILURE_KEYS.contains(&key) {
         return Err(Error::ReservedKey {
             key: key.to_owned(),
         });

@@ -13,7 +13,9 @@ use serde_json::Value;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 
-use crate::json::{DEFAULT_REDACTED_KEYS, Line, RESERVED_KEYS, Redactor, write_timestamp};
+use crate::json::{
+    DEFAULT_REDACTED_KEYS, FAILURE_KEYS, Line, RESERVED_KEYS, Redactor, write_timestamp,
+};
 use crate::level::{self, Level};
 use crate::subscriber::JsonLayer;
 use crate::truncate::{DEFAULT_MAX_LINE_BYTES, MIN_MAX_LINE_BYTES};
@@ -543,7 +545,7 @@ impl LoggerBuilder {
         }
         let mut persistent_keys = Vec::with_capacity(self.persistent_keys.len());
         for (key, value) in self.persistent_keys {
-            if RESERVED_KEYS.contains(&key.as_str()) {
+            if RESERVED_KEYS.contains(&key.as_str()) || FAILURE_KEYS.contains(&key.as_str()) {
                 return Err(Error::ReservedKey { key });
             }
             match value {

@@ -624,12 +624,17 @@ const RESERVED: &[&str] = &[
     "truncated_keys",
 ];
 
+/// The keys of the failure line: refused as appended or persistent keys, which would put them
+/// on every line (a Logs Insights query for failed invocations, `ispresent(exception)`, would
+/// match them all), and mask the real exception on the failure line.
+const FAILURE_KEYS: &[&str] = &["exception_name", "exception", "stack_trace"];
+
 #[test]
 fn append_key_refuses_every_reserved_name() {
     let (logger, _logs) = logger(Logger::builder());
     run(&logger, async {
         invoke(&logger, TestContext::new(), json!({}), |_| async {
-            for name in RESERVED {
+            for name in RESERVED.iter().chain(FAILURE_KEYS) {
                 assert!(
                     matches!(
                         powertools_logging::append_key(name, "x"),
@@ -639,7 +644,7 @@ fn append_key_refuses_every_reserved_name() {
                 );
             }
             key_scope(async {
-                for name in RESERVED {
+                for name in RESERVED.iter().chain(FAILURE_KEYS) {
                     assert!(
                         matches!(
                             powertools_logging::append_key(name, "x"),
@@ -655,7 +660,7 @@ fn append_key_refuses_every_reserved_name() {
         .await
         .unwrap();
     });
-    for name in RESERVED {
+    for name in RESERVED.iter().chain(FAILURE_KEYS) {
         assert!(
             matches!(
                 logger.append_persistent_key(name, "x"),
