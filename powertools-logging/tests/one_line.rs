@@ -63,7 +63,14 @@ proptest! {
         }
         let first: Value = serde_json::from_str(lines[0]).unwrap();
         prop_assert_eq!(first["message"].as_str(), Some(message.as_str()));
-        prop_assert_eq!(first["text"].as_str(), Some(text.as_str()));
+        // A `%` value is written as text, never opened as JSON: one that names a redacted key
+        // (`cvV`, `my-token`) is masked whole, by design (fail closed).
+        let folded = text.to_ascii_lowercase().replace('-', "_");
+        let names_a_redacted_key = powertools_logging::DEFAULT_REDACTED_KEYS
+            .iter()
+            .any(|key| folded.contains(key));
+        let expected = if names_a_redacted_key { powertools_logging::REDACTED } else { text.as_str() };
+        prop_assert_eq!(first["text"].as_str(), Some(expected));
         prop_assert_eq!(first["number"].as_i64(), Some(number));
         prop_assert_eq!(first["flag"].as_bool(), Some(flag));
         if float.is_finite() {
