@@ -11,14 +11,21 @@
 //! name the error's `Debug` begins with, which they check, so that a report is never applied to
 //! another error (one a layer between them put in its place).
 //!
-//! The scope is the invocation's future (a tokio task-local), opened by the outermost layer that
-//! reads it: concurrent invocations each have their own; nothing is kept in a global.
+//! The scope is the invocation's future (a tokio task-local, set while it is polled), opened by
+//! the outermost layer that reads it: concurrent invocations each have their own; nothing is kept
+//! in a global.
 
-use std::cell::RefCell;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+/// The slot of one invocation: shared between the polls of its scope (each sets the task-local
+/// for the duration of the poll).
+type Slot = Arc<Mutex<Option<Reported>>>;
 
 tokio::task_local! {
-    static REPORTED: RefCell<Option<Reported>>;
+    static REPORTED: Slot;
 }
 
 /// What Lambda reports for an error, as a layer that returned it described it.
@@ -32,19 +39,45 @@ pub struct Reported {
     pub message: String,
 }
 
-/// Runs `future` in a scope where layers inside it can [`report`]; inside an open scope, in that
-/// one.
-pub async fn scope<F: Future>(future: F) -> F::Output {
-    if REPORTED.try_with(|_| ()).is_ok() {
-        future.await
-    } else {
-        REPORTED.scope(RefCell::new(None), future).await
+/// Runs `future` in a scope where layers inside it can [`report`]; polled inside an open scope
+/// (an outer layer's), in that one.
+///
+/// The future holds `future` once, beside one pointer: a layer boxes its future, and one over
+/// 1 KiB costs glibc a consolidation of its fast bins on every invocation.
+pub fn scope<F: Future>(future: F) -> Scoped<F> {
+    Scoped { future, slot: None }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`scope`].
+    #[derive(Debug)]
+    pub struct Scoped<F> {
+        #[pin]
+        future: F,
+        // Created on the first poll outside an open scope.
+        slot: Option<Slot>,
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        if this.slot.is_none() && REPORTED.try_with(|_| ()).is_ok() {
+            return this.future.poll(cx);
+        }
+        let slot = Arc::clone(this.slot.get_or_insert_with(Slot::default));
+        let future = this.future;
+        REPORTED.sync_scope(slot, || future.poll(cx))
     }
 }
 
 /// Reports what Lambda will say for the error being returned; nothing outside a [`scope`].
 pub fn report(reported: Reported) {
-    let _ = REPORTED.try_with(|slot| *slot.borrow_mut() = Some(reported));
+    let _ = REPORTED.try_with(|slot| {
+        *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(reported);
+    });
 }
 
 /// The report for an error whose `Debug` text begins with `debug_name`, if one was made in this
@@ -52,7 +85,8 @@ pub fn report(reported: Reported) {
 pub fn reported(debug_name: &str) -> Option<Reported> {
     REPORTED
         .try_with(|slot| {
-            slot.borrow()
+            slot.lock()
+                .unwrap_or_else(PoisonError::into_inner)
                 .as_ref()
                 .filter(|reported| reported.debug_name == debug_name)
                 .cloned()
@@ -103,5 +137,17 @@ mod tests {
         );
         assert_eq!(first, Some(in_progress()));
         assert_eq!(second, None);
+    }
+
+    #[test]
+    fn the_scope_holds_its_future_once() {
+        let large = async {
+            let buffer = [7_u8; 2048];
+            tokio::task::yield_now().await;
+            buffer.len()
+        };
+        let inner = std::mem::size_of_val(&large);
+        assert!(inner >= 2048);
+        assert!(std::mem::size_of_val(&scope(large)) <= inner + 16);
     }
 }
