@@ -187,9 +187,10 @@ pub(crate) struct Line<'r> {
     /// Where each key is in `out`, with a hash of it: most keys differ in their hash, so the
     /// duplicate check rarely compares bytes.
     keys: Vec<(u64, usize, usize)>,
-    /// The names reserved fields were written under (`extra_level`): a real key of the same
-    /// name that comes later moves one prefix further instead of being lost.
-    renamed: Vec<String>,
+    /// The fields written under another name: (their name, the name written), `level` written
+    /// as `extra_level`. A later field named like either moves on instead of being lost, or
+    /// loses to the first of its name.
+    moved: Vec<(String, String)>,
     redactor: &'r Redactor,
 }
 
@@ -227,7 +228,7 @@ impl<'r> Line<'r> {
         Line {
             out,
             keys: thread_buffer::take(&SPARE_KEY_INDEX, 24),
-            renamed: Vec::new(),
+            moved: Vec::new(),
             redactor,
         }
     }
@@ -271,49 +272,30 @@ impl<'r> Line<'r> {
         }
     }
 
-    /// Starts a user key, unless one of that name was written already; a reserved name is
-    /// written as [`RESERVED_PREFIX`] + the name.
+    /// Starts a user key, unless one of that name was written already (the first wins); a
+    /// reserved name is written as [`RESERVED_PREFIX`] + the name, and a name that a moved field
+    /// took is moved on in turn, one prefix at a time until a free name: no field is lost
+    /// (`level`, `extra_level`, `extra_extra_level` in any order all stay).
     pub(crate) fn user_key(&mut self, name: &str) -> bool {
-        if RESERVED_KEYS.contains(&name) {
-            let mut prefixed = String::with_capacity(2 * RESERVED_PREFIX.len() + name.len());
-            prefixed.push_str(RESERVED_PREFIX);
-            prefixed.push_str(name);
-            // The same reserved field seen twice (an event field and a span field): the first
-            // wins, as for any key.
-            if self.renamed.contains(&prefixed) {
-                return false;
-            }
-            // A real key already holds `extra_<name>`: go one prefix further, so neither is lost.
-            for _ in 0..4 {
-                if self.key(&prefixed) {
-                    self.renamed.push(prefixed);
-                    return true;
-                }
-                prefixed.insert_str(0, RESERVED_PREFIX);
-            }
+        // This name was written already, under another name: the first wins.
+        if self.moved.iter().any(|(original, _)| original == name) {
             return false;
         }
-        if !self.renamed.is_empty() && self.renamed.iter().any(|renamed| renamed == name) {
-            // A real key named like a renamed field written before it: one prefix further, and
-            // recorded as renamed in turn, so that a real key of that name moves on too
-            // (`level`, `extra_level`, `extra_extra_level` on one line all stay).
-            let mut prefixed = String::with_capacity(2 * RESERVED_PREFIX.len() + name.len());
-            prefixed.push_str(RESERVED_PREFIX);
-            prefixed.push_str(name);
-            // This key seen twice (an event field and a span field): the first wins.
-            if self.renamed.contains(&prefixed) {
-                return false;
-            }
-            for _ in 0..4 {
-                if self.key(&prefixed) {
-                    self.renamed.push(prefixed);
-                    return true;
-                }
-                prefixed.insert_str(0, RESERVED_PREFIX);
-            }
-            return false;
+        let moves =
+            RESERVED_KEYS.contains(&name) || self.moved.iter().any(|(_, written)| written == name);
+        if !moves {
+            return self.key(name);
         }
-        self.key(name)
+        let mut prefixed = String::with_capacity(2 * RESERVED_PREFIX.len() + name.len());
+        prefixed.push_str(RESERVED_PREFIX);
+        prefixed.push_str(name);
+        // Each try finds one name taken by a key already on the line, so a free one comes
+        // before the line's keys run out.
+        while !self.key(&prefixed) {
+            prefixed.insert_str(0, RESERVED_PREFIX);
+        }
+        self.moved.push((name.to_owned(), prefixed));
+        true
     }
 
     /// Writes a member whose value is JSON already, unless one of that name was written.

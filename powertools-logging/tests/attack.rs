@@ -788,6 +788,60 @@ fn a_chain_of_extra_names_keeps_every_field() {
 }
 
 #[test]
+fn a_chain_in_descending_order_keeps_every_field() {
+    // Every `extra_` name is taken when `level` comes: it moves past all of them
+    let (logger, logs) = logger(Logger::builder());
+    run(&logger, async {
+        tracing::info!(
+            extra_extra_extra_extra_level = "e4",
+            extra_extra_extra_level = "e3",
+            extra_extra_level = "e2",
+            extra_level = "e1",
+            level = "gold",
+            "descending"
+        );
+    });
+    let lines = check_default(&logs);
+    let line = with_message(&lines, "descending")[0];
+    let values: Vec<&Value> = line.as_object().unwrap().values().collect();
+    for value in ["e4", "e3", "e2", "e1", "gold"] {
+        assert!(values.iter().any(|v| *v == value), "{value} lost: {line}");
+    }
+    assert_eq!(line["level"], "INFO");
+}
+
+#[test]
+fn a_reserved_field_repeated_by_a_span_loses_to_the_event_s_and_moves_no_other_key() {
+    // The event's `level` moves past its `extra_level`; the span's `level` is the same field
+    // again (the first wins), and must not take the name an appended key then needs
+    let (logger, logs) = logger(Logger::builder());
+    run(&logger, async {
+        invoke(&logger, TestContext::new(), json!({}), |_| async {
+            powertools_logging::append_key("extra_extra_level", "appended")?;
+            let span = tracing::info_span!("work", level = "span-gold");
+            async {
+                tracing::info!(extra_level = "event-e1", level = "event-gold", "mixed");
+            }
+            .instrument(span)
+            .await;
+            Ok(json!({}))
+        })
+        .await
+        .unwrap();
+    });
+    let lines = check_default(&logs);
+    let line = with_message(&lines, "mixed")[0];
+    let values: Vec<&Value> = line.as_object().unwrap().values().collect();
+    for value in ["event-gold", "event-e1", "appended"] {
+        assert!(values.iter().any(|v| *v == value), "{value} lost: {line}");
+    }
+    assert!(
+        !values.iter().any(|v| *v == "span-gold"),
+        "the span's repeat of `level` loses to the event's: {line}"
+    );
+}
+
+#[test]
 fn reserved_truncated_keys_field_with_real_truncation() {
     let (logger, logs) = logger(Logger::builder().max_line_bytes(4096));
     run(&logger, async {
