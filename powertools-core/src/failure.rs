@@ -7,9 +7,10 @@
 //! own errors they would write the Rust variant (`AlreadyInProgress`) and its `Debug` text where
 //! Lambda reports Powertools' name (`IdempotencyAlreadyInProgressError`) and the message. So the
 //! layer that returns such an error reports what Lambda will say, in the invocation's scope, and
-//! the outer layers use it when the error they see is that one: the report carries the variant
-//! name the error's `Debug` begins with, which they check, so that a report is never applied to
-//! another error (one a layer between them put in its place).
+//! the outer layers use it when the error they see is that one: the report carries the error's
+//! `Debug` text, which they compare with the error they see (inside the `Handler(…)` wrappers of
+//! the layers between), so that a report is never applied to another error (one a layer between
+//! them put in its place, or a later attempt's).
 //!
 //! The scope is the invocation's future (a tokio task-local, set while it is polled), opened by
 //! the outermost layer that reads it: concurrent invocations each have their own; nothing is kept
@@ -31,8 +32,9 @@ tokio::task_local! {
 /// What Lambda reports for an error, as a layer that returned it described it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reported {
-    /// The name the error's `Debug` begins with (its variant): checked by the readers.
-    pub debug_name: &'static str,
+    /// The error's `Debug` text: a reader applies the report to the error it sees only when its
+    /// `Debug` text is this one.
+    pub debug: String,
     /// Lambda's `errorType`.
     pub error_type: &'static str,
     /// Lambda's `errorMessage`.
@@ -80,15 +82,14 @@ pub fn report(reported: Reported) {
     });
 }
 
-/// The report for an error whose `Debug` text begins with `debug_name`, if one was made in this
-/// scope.
-pub fn reported(debug_name: &str) -> Option<Reported> {
+/// The report for an error whose `Debug` text is `debug`, if one was made in this scope.
+pub fn reported(debug: &str) -> Option<Reported> {
     REPORTED
         .try_with(|slot| {
             slot.lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .as_ref()
-                .filter(|reported| reported.debug_name == debug_name)
+                .filter(|reported| reported.debug == debug)
                 .cloned()
         })
         .ok()
@@ -101,7 +102,7 @@ mod tests {
 
     fn in_progress() -> Reported {
         Reported {
-            debug_name: "AlreadyInProgress",
+            debug: r#"AlreadyInProgress { key: "k" }"#.to_owned(),
             error_type: "IdempotencyAlreadyInProgressError",
             message: "execution already in progress".to_owned(),
         }
@@ -111,15 +112,18 @@ mod tests {
     async fn a_report_is_read_in_its_scope_for_the_error_it_describes_only() {
         // Outside a scope nothing is kept
         report(in_progress());
-        assert_eq!(reported("AlreadyInProgress"), None);
+        assert_eq!(reported(r#"AlreadyInProgress { key: "k" }"#), None);
 
         scope(async {
-            assert_eq!(reported("AlreadyInProgress"), None);
+            assert_eq!(reported(r#"AlreadyInProgress { key: "k" }"#), None);
             // A nested scope is the same one: a report inside is read outside it
             scope(async { report(in_progress()) }).await;
-            assert_eq!(reported("AlreadyInProgress"), Some(in_progress()));
+            assert_eq!(
+                reported(r#"AlreadyInProgress { key: "k" }"#),
+                Some(in_progress())
+            );
             // Another error (a layer between replaced it) does not take it
-            assert_eq!(reported("PaymentDeclined"), None);
+            assert_eq!(reported(r#"AlreadyInProgress { key: "other" }"#), None);
         })
         .await;
 
@@ -128,11 +132,11 @@ mod tests {
             scope(async {
                 report(in_progress());
                 tokio::task::yield_now().await;
-                reported("AlreadyInProgress")
+                reported(r#"AlreadyInProgress { key: "k" }"#)
             }),
             scope(async {
                 tokio::task::yield_now().await;
-                reported("AlreadyInProgress")
+                reported(r#"AlreadyInProgress { key: "k" }"#)
             })
         );
         assert_eq!(first, Some(in_progress()));

@@ -121,6 +121,77 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
     }
 }
 
+/// The `Debug` text of an error of the layer's own, as `#[derive(Debug)]` writes it but without
+/// a `Debug` bound on the handler's error (which such an error does not hold), for the layers
+/// outside to recognise it by (`error::tests::the_own_debug_text_is_the_derived_one`).
+struct OwnDebug<'e, E>(&'e Error<E>);
+
+impl<E> fmt::Debug for OwnDebug<'_, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Error::AlreadyInProgress { key } => f
+                .debug_struct("AlreadyInProgress")
+                .field("key", key)
+                .finish(),
+            Error::PayloadMismatch { key } => {
+                f.debug_struct("PayloadMismatch").field("key", key).finish()
+            }
+            Error::KeyMissing => f.write_str("KeyMissing"),
+            Error::KeyExpression { expression, reason } => f
+                .debug_struct("KeyExpression")
+                .field("expression", expression)
+                .field("reason", reason)
+                .finish(),
+            Error::Persistence { operation, source } => f
+                .debug_struct("Persistence")
+                .field("operation", operation)
+                .field("source", source)
+                .finish(),
+            Error::InconsistentState { key } => f
+                .debug_struct("InconsistentState")
+                .field("key", key)
+                .finish(),
+            Error::InvalidRecord { key, reason } => f
+                .debug_struct("InvalidRecord")
+                .field("key", key)
+                .field("reason", reason)
+                .finish(),
+            Error::Serialization { what, source } => f
+                .debug_struct("Serialization")
+                .field("what", what)
+                .field("source", source)
+                .finish(),
+            Error::ResponseNotStored { key, expires_at } => f
+                .debug_struct("ResponseNotStored")
+                .field("key", key)
+                .field("expires_at", expires_at)
+                .finish(),
+            Error::NotCompleted {
+                key,
+                in_progress_until,
+                source,
+            } => f
+                .debug_struct("NotCompleted")
+                .field("key", key)
+                .field("in_progress_until", in_progress_until)
+                .field("source", source)
+                .finish(),
+            Error::Config(message) => f.debug_tuple("Config").field(message).finish(),
+            Error::HandlerPanicked { message } => f
+                .debug_struct("HandlerPanicked")
+                .field("message", message)
+                .finish(),
+            Error::DeleteFailed { error, source } => f
+                .debug_struct("DeleteFailed")
+                .field("error", &OwnDebug(&**error))
+                .field("source", source)
+                .finish(),
+            // Not an error of the layer's own: `reported` leaves it out.
+            Error::Handler(_) => f.write_str("Handler(..)"),
+        }
+    }
+}
+
 /// The message of an error of the layer's own: not the handler's error, nor one that holds it
 /// (which [`Error::reported`] leaves out), so that it needs no `Display` of the handler's error.
 struct OwnMessage<'e, E>(&'e Error<E>);
@@ -230,26 +301,6 @@ impl<E> Error<E> {
         }
     }
 
-    /// The name its `Debug` begins with: the variant's.
-    fn variant_name(&self) -> &'static str {
-        match self {
-            Error::AlreadyInProgress { .. } => "AlreadyInProgress",
-            Error::PayloadMismatch { .. } => "PayloadMismatch",
-            Error::KeyMissing => "KeyMissing",
-            Error::KeyExpression { .. } => "KeyExpression",
-            Error::Persistence { .. } => "Persistence",
-            Error::InconsistentState { .. } => "InconsistentState",
-            Error::InvalidRecord { .. } => "InvalidRecord",
-            Error::Serialization { .. } => "Serialization",
-            Error::ResponseNotStored { .. } => "ResponseNotStored",
-            Error::NotCompleted { .. } => "NotCompleted",
-            Error::Config(_) => "Config",
-            Error::HandlerPanicked { .. } => "HandlerPanicked",
-            Error::DeleteFailed { .. } => "DeleteFailed",
-            Error::Handler(_) => "Handler",
-        }
-    }
-
     /// What Lambda reports for this error (its `Diagnostic`), for the layers outside the
     /// idempotency layer that describe the failure; `None` for the handler's own error, and for
     /// one that holds it, which those layers describe themselves.
@@ -262,7 +313,7 @@ impl<E> Error<E> {
             }
         }
         own(self).then(|| powertools_core::failure::Reported {
-            debug_name: self.variant_name(),
+            debug: format!("{:?}", OwnDebug(self)),
             error_type: self.error_type(),
             message: OwnMessage(self).to_string(),
         })
@@ -323,5 +374,84 @@ impl<E: Into<Diagnostic> + std::fmt::Display> From<Error<E>> for Diagnostic {
                 error_message: other.to_string(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own_errors() -> Vec<Error<String>> {
+        let source = || BoxError::from("the table was not found");
+        let json = || serde_json::from_str::<u8>("\"not a number\"").unwrap_err();
+        vec![
+            Error::AlreadyInProgress {
+                key: "orders#\"k\"\n".to_owned(),
+            },
+            Error::PayloadMismatch {
+                key: "k".to_owned(),
+            },
+            Error::KeyMissing,
+            Error::KeyExpression {
+                expression: "powertools_json(body).order_id".to_owned(),
+                reason: "invalid JSON".to_owned(),
+            },
+            Error::Persistence {
+                operation: "save the in-progress record",
+                source: source(),
+            },
+            Error::InconsistentState {
+                key: "k".to_owned(),
+            },
+            Error::InvalidRecord {
+                key: "k".to_owned(),
+                reason: "no status".to_owned(),
+            },
+            Error::Serialization {
+                what: "response",
+                source: json(),
+            },
+            Error::ResponseNotStored {
+                key: "k".to_owned(),
+                expires_at: -1,
+            },
+            Error::NotCompleted {
+                key: "k".to_owned(),
+                in_progress_until: 7,
+                source: source(),
+            },
+            Error::Config("an empty table name".to_owned()),
+            Error::HandlerPanicked {
+                message: "oven on fire".to_owned(),
+            },
+            Error::DeleteFailed {
+                error: Box::new(Error::HandlerPanicked {
+                    message: "p".to_owned(),
+                }),
+                source: source(),
+            },
+        ]
+    }
+
+    #[test]
+    fn the_own_debug_text_is_the_derived_one() {
+        // The layers outside recognise a report by the error's `Debug` text, which derive
+        // writes: the hand-written one (without a `Debug` bound) must be the same, variant by
+        // variant, in both modes.
+        for error in own_errors() {
+            assert_eq!(format!("{:?}", OwnDebug(&error)), format!("{error:?}"));
+            assert_eq!(format!("{:#?}", OwnDebug(&error)), format!("{error:#?}"));
+            let reported = error.reported().expect("an error of the layer's own");
+            assert_eq!(reported.debug, format!("{error:?}"));
+            assert_eq!(reported.message, error.to_string());
+            assert_eq!(reported.error_type, error.error_type());
+        }
+        // The handler's error, and one that holds it, are the handler's to describe.
+        assert!(Error::Handler("declined".to_owned()).reported().is_none());
+        let holds_it = Error::DeleteFailed {
+            error: Box::new(Error::Handler("declined".to_owned())),
+            source: BoxError::from("throttled"),
+        };
+        assert!(holds_it.reported().is_none());
     }
 }

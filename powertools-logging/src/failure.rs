@@ -82,7 +82,7 @@ pub(crate) fn describe_error<E: fmt::Debug + 'static>(
     let inner = handler_error_inside(&debug);
     // An error of a powertools-rs layer inside (the idempotency layer's): what Lambda reports
     // for it, as that layer said (see `powertools_core::failure`).
-    if let Some(reported) = debug_type_name(inner).and_then(powertools_core::failure::reported) {
+    if let Some(reported) = powertools_core::failure::reported(inner) {
         return Failure {
             name: reported.error_type.to_owned(),
             message: reported.message,

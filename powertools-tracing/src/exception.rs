@@ -61,9 +61,10 @@ pub(crate) fn describe<E: fmt::Debug + 'static>(error: &E, hook: Option<&ErrorHo
         return message_only((*text).to_owned());
     }
     let debug = text_of(format_args!("{error:?}"));
-    // An error of a powertools-rs layer inside (the idempotency layer's): what Lambda reports
-    // for it, as that layer said (see `powertools_core::failure`).
-    if let Some(reported) = debug_type_name(&debug).and_then(powertools_core::failure::reported) {
+    // An error of a powertools-rs layer inside (the idempotency layer's, within the `Handler(…)`
+    // of the layers between, nested idempotency layers): what Lambda reports for it, as that
+    // layer said (see `powertools_core::failure`).
+    if let Some(reported) = powertools_core::failure::reported(handler_error_inside(&debug)) {
         return Exception {
             kind: Cow::Borrowed(reported.error_type),
             message: reported.message,
@@ -108,6 +109,19 @@ fn boxed_error(error: &(dyn StdError + 'static)) -> Exception {
             }),
     };
     Exception { kind, message }
+}
+
+/// The error inside the `Handler(…)` variants of powertools-rs wrappers:
+/// `Handler(Handler(KeyMissing))` gives `KeyMissing`.
+fn handler_error_inside(debug: &str) -> &str {
+    let mut inner = debug;
+    while let Some(rest) = inner
+        .strip_prefix("Handler(")
+        .and_then(|rest| rest.strip_suffix(')'))
+    {
+        inner = rest;
+    }
+    inner
 }
 
 /// Formats without ever panicking: a failing `Display` or `Debug` leaves a marker.

@@ -1,0 +1,606 @@
+//! The failure line and the span's exception event name the idempotency layer's own errors as
+//! Lambda reports them, and every other error as itself (written by a reviewer who saw only the
+//! docs; each test here failed before its fix or held when written).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lambda_runtime::tower::{Service, ServiceBuilder, ServiceExt, service_fn as tower_service_fn};
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use powertools::Powertools;
+use powertools::core::env::Env;
+use powertools::core::testing::TestContext;
+use powertools::idempotency::{Idempotency, IdempotencyLayer, InMemoryStore};
+use powertools::logging::MemoryLogs;
+use powertools_tests::emf::CheckedSink;
+use serde_json::{Value, json};
+
+type IdemError<E> = powertools::idempotency::Error<E>;
+
+#[derive(Debug, Clone)]
+enum AppError {
+    AlreadyInProgress(String),
+    KeyMissing(String),
+    Declined,
+}
+
+impl std::fmt::Display for AppError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AppError::AlreadyInProgress(what) => write!(f, "the oven is already baking {what}"),
+            AppError::KeyMissing(what) => write!(f, "customer key missing: {what}"),
+            AppError::Declined => f.write_str("card declined"),
+        }
+    }
+}
+
+impl From<AppError> for Diagnostic {
+    fn from(error: AppError) -> Self {
+        let error_type = match error {
+            AppError::AlreadyInProgress(_) => "AppAlreadyInProgress",
+            AppError::KeyMissing(_) => "AppKeyMissing",
+            AppError::Declined => "Declined",
+        };
+        Diagnostic {
+            error_type: error_type.into(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct KeptSpans(
+    Arc<std::sync::Mutex<Vec<powertools::tracing::opentelemetry_sdk::trace::SpanData>>>,
+);
+
+impl powertools::tracing::opentelemetry_sdk::trace::SpanExporter for KeptSpans {
+    fn export(
+        &self,
+        batch: Vec<powertools::tracing::opentelemetry_sdk::trace::SpanData>,
+    ) -> impl std::future::Future<
+        Output = powertools::tracing::opentelemetry_sdk::error::OTelSdkResult,
+    > + Send {
+        self.0.lock().expect("the spans").extend(batch);
+        std::future::ready(Ok(()))
+    }
+}
+
+impl KeptSpans {
+    /// (exception.type, exception.message) of each exception event, by request id attribute.
+    fn exceptions(&self) -> Vec<(Option<String>, Option<String>, Option<String>)> {
+        let spans = self.0.lock().expect("test setup").clone();
+        let mut out = Vec::new();
+        for span in &spans {
+            let request = span
+                .attributes
+                .iter()
+                .find(|a| a.key.as_str() == "faas.invocation_id")
+                .map(|a| a.value.to_string());
+            for event in span.events.iter() {
+                if event.name == "exception" {
+                    let attribute = |key: &str| {
+                        event
+                            .attributes
+                            .iter()
+                            .find(|a| a.key.as_str() == key)
+                            .map(|a| a.value.to_string())
+                    };
+                    out.push((
+                        request.clone(),
+                        attribute("exception.type"),
+                        attribute("exception.message"),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn stack(logs: &MemoryLogs, spans: &KeptSpans) -> Powertools {
+    Powertools::builder()
+        .service("orders")
+        .env(Env::from_pairs([(
+            "POWERTOOLS_METRICS_NAMESPACE",
+            "Bakery",
+        )]))
+        .logger(|logger| logger.writer(logs.clone()))
+        .metrics(|metrics| metrics.sink(CheckedSink::new()))
+        .tracer(|tracer| tracer.span_exporter(spans.clone()))
+        .build()
+        .expect("valid settings")
+}
+
+fn failure_line(logs: &MemoryLogs, request: &str) -> Value {
+    let lines: Vec<Value> = logs
+        .json()
+        .into_iter()
+        .filter(|line| {
+            line["function_request_id"] == request && line["message"] == "Invocation failed"
+        })
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one failure line for {request}: {:#?}",
+        logs.json()
+    );
+    lines.into_iter().next().expect("one failure line")
+}
+
+fn idempotency() -> Idempotency<InMemoryStore> {
+    Idempotency::builder(InMemoryStore::new())
+        .raise_on_missing_key(true)
+        .build()
+        .expect("valid settings")
+}
+
+/// Many concurrent invocations mixing idempotency errors and handler errors (one of whose
+/// variants is named `AlreadyInProgress` and another `KeyMissing`).
+#[tokio::test]
+async fn concurrent_mix_never_crosses_names() {
+    let (logs, spans) = (MemoryLogs::new(), KeptSpans::default());
+    let powertools = stack(&logs, &spans);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let service = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .layer(
+            IdempotencyLayer::new(idempotency())
+                .key_from(|event: &Value| event.get("order_id").cloned()),
+        )
+        .service(service_fn(|event: LambdaEvent<Value>| async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            match event.payload["kind"].as_str() {
+                Some("app_in_progress") => Err(AppError::AlreadyInProgress("o".into())),
+                Some("app_key_missing") => Err(AppError::KeyMissing("c".into())),
+                Some("declined") => Err(AppError::Declined),
+                _ => Ok(json!({"ok": true})),
+            }
+        }));
+
+    let mut futures = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..60 {
+        let (request, event, name) = match i % 5 {
+            0 => (format!("req-{i}"), json!({}), "IdempotencyKeyError"),
+            1 => (
+                format!("req-{i}"),
+                json!({"order_id": format!("o-{i}"), "kind": "app_in_progress"}),
+                "AppError",
+            ),
+            2 => (
+                format!("req-{i}"),
+                json!({"order_id": format!("o-{i}"), "kind": "app_key_missing"}),
+                "AppError",
+            ),
+            3 => (
+                format!("req-{i}"),
+                // A duplicate of the slow successful one below (i+1): in progress
+                json!({"order_id": format!("dup-{}", i / 5), "kind": "ok"}),
+                "?",
+            ),
+            _ => (
+                format!("req-{i}"),
+                json!({"order_id": format!("dup-{}", i / 5), "kind": "ok"}),
+                "?",
+            ),
+        };
+        expected.push((request.clone(), name));
+        let service = service.clone();
+        futures.push(async move {
+            let result = service
+                .oneshot(TestContext::new().with_request_id(&request).event(event))
+                .await;
+            (request, result.map_err(Diagnostic::from))
+        });
+    }
+    let results = futures_join_all(futures).await;
+    let in_progress = results
+        .iter()
+        .filter(|(_, r)| matches!(r, Err(d) if d.error_type == "IdempotencyAlreadyInProgressError"))
+        .count();
+    assert!(in_progress >= 10, "in progress: {in_progress}");
+    for (request, result) in results {
+        let Err(diagnostic) = result else { continue };
+        let line = failure_line(&logs, &request);
+        // The line names what Lambda reports, or for the handler's own (no hook) its type path
+        if diagnostic.error_type.starts_with("Idempotency") {
+            assert_eq!(
+                line["exception_name"], diagnostic.error_type,
+                "{request}: {line}"
+            );
+            assert_eq!(
+                line["exception"], diagnostic.error_message,
+                "{request}: {line}"
+            );
+        } else {
+            assert!(
+                !line["exception_name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("Idempotency"),
+                "{request}: handler error named as idempotency: {line}"
+            );
+        }
+    }
+    for (request, kind, message) in spans.exceptions() {
+        let _ = (request, kind, message);
+    }
+}
+
+async fn futures_join_all<F>(futures: Vec<F>) -> Vec<F::Output>
+where
+    F: std::future::Future + 'static,
+    F::Output: 'static,
+{
+    let results = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let local = tokio::task::LocalSet::new();
+    for (index, future) in futures.into_iter().enumerate() {
+        let results = results.clone();
+        local.spawn_local(async move {
+            let output = future.await;
+            results.lock().expect("the results").push((index, output));
+        });
+    }
+    local.await;
+    let mut results = std::mem::take(&mut *results.lock().expect("the results"));
+    results.sort_by_key(|(index, _)| *index);
+    results.into_iter().map(|(_, output)| output).collect()
+}
+
+/// A layer between the logging layer and the idempotency layer that swallows the idempotency
+/// error and returns a different error of its own whose variant shares the name.
+#[tokio::test]
+async fn swallowing_layer_error_with_same_variant_name_is_described_as_itself() {
+    let (logs, spans) = (MemoryLogs::new(), KeptSpans::default());
+    let powertools = stack(&logs, &spans);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let inner = ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::new(idempotency())
+                .key_from(|event: &Value| event.get("order_id").cloned()),
+        )
+        .service(service_fn(|_event: LambdaEvent<Value>| async move {
+            Ok::<_, AppError>(json!({"ok": true}))
+        }));
+    // The user's layer: an idempotency error becomes AppError::KeyMissing("replaced").
+    let swallowing = inner.map_err(|error: IdemError<AppError>| match error {
+        IdemError::Handler(app) => app,
+        _ => AppError::KeyMissing("replaced by the user layer".into()),
+    });
+    let service = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .service(swallowing);
+    let error = service
+        .oneshot(
+            TestContext::new()
+                .with_request_id("req-swallow")
+                .event(json!({})),
+        )
+        .await
+        .unwrap_err();
+    let diagnostic = Diagnostic::from(error);
+    assert_eq!(diagnostic.error_type, "AppKeyMissing");
+    let line = failure_line(&logs, "req-swallow");
+    let exceptions = spans.exceptions();
+    // The error actually returned is AppError::KeyMissing("replaced by the user layer")
+    assert_ne!(
+        line["exception_name"], "IdempotencyKeyError",
+        "the line describes the swallowed error, not the one returned: {line}\ntracing: {exceptions:?}"
+    );
+    assert!(
+        line["exception"]
+            .as_str()
+            .unwrap()
+            .contains("replaced by the user layer"),
+        "{line}"
+    );
+}
+
+/// Same, with a differently named variant (should hold).
+#[tokio::test]
+async fn swallowing_layer_error_with_other_name_is_described_as_itself() {
+    let (logs, spans) = (MemoryLogs::new(), KeptSpans::default());
+    let powertools = stack(&logs, &spans);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let inner = ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::new(idempotency())
+                .key_from(|event: &Value| event.get("order_id").cloned()),
+        )
+        .service(service_fn(|_event: LambdaEvent<Value>| async move {
+            Ok::<_, AppError>(json!({"ok": true}))
+        }));
+    let swallowing = inner.map_err(|error: IdemError<AppError>| match error {
+        IdemError::Handler(app) => app,
+        _ => AppError::Declined,
+    });
+    let service = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .service(swallowing);
+    let _ = service
+        .oneshot(
+            TestContext::new()
+                .with_request_id("req-swallow2")
+                .event(json!({})),
+        )
+        .await
+        .unwrap_err();
+    let line = failure_line(&logs, "req-swallow2");
+    assert_ne!(line["exception_name"], "IdempotencyKeyError", "{line}");
+    let exceptions = spans.exceptions();
+    assert!(
+        exceptions
+            .iter()
+            .all(|(_, kind, _)| kind.as_deref() != Some("IdempotencyKeyError")),
+        "{exceptions:?}"
+    );
+}
+
+/// A retrying user layer between logging and idempotency: the first attempt is refused by the
+/// idempotency layer (no key); the retry (with the key filled in) runs the handler, which fails
+/// with its own error. The line must describe the handler's error, the one returned.
+#[tokio::test]
+async fn retry_layer_a_stale_report_is_not_applied_to_the_handler_error() {
+    let (logs, spans) = (MemoryLogs::new(), KeptSpans::default());
+    let powertools = stack(&logs, &spans);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let inner = ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::new(idempotency())
+                .key_from(|event: &Value| event.get("order_id").cloned()),
+        )
+        .service(service_fn(|_event: LambdaEvent<Value>| async move {
+            Err::<Value, _>(AppError::KeyMissing("customer c-1".into()))
+        }));
+    let retrying = tower_service_fn(move |event: LambdaEvent<Value>| {
+        let mut inner = inner.clone();
+        async move {
+            let first = inner.ready().await?.call(event.clone()).await;
+            match first {
+                Err(IdemError::KeyMissing) => {
+                    let mut retry = event;
+                    retry.payload["order_id"] = json!("generated-1");
+                    inner.ready().await?.call(retry).await
+                }
+                other => other,
+            }
+        }
+    });
+    let service = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .service(retrying);
+    let error = service
+        .oneshot(
+            TestContext::new()
+                .with_request_id("req-retry")
+                .event(json!({})),
+        )
+        .await
+        .unwrap_err();
+    let diagnostic = Diagnostic::from(error);
+    assert_eq!(diagnostic.error_type, "AppKeyMissing");
+    let line = failure_line(&logs, "req-retry");
+    assert_ne!(
+        line["exception_name"], "IdempotencyKeyError",
+        "a stale report named the handler's own error: {line}"
+    );
+    let exceptions = spans.exceptions();
+    assert!(
+        exceptions
+            .iter()
+            .all(|(_, kind, _)| kind.as_deref() != Some("IdempotencyKeyError")),
+        "tracing: {exceptions:?}"
+    );
+}
+
+/// A handler that calls `Idempotency::run` (gets AlreadyInProgress) and returns a different error.
+#[tokio::test]
+async fn handler_calling_run_and_returning_another_error_keeps_its_name() {
+    let (logs, spans) = (MemoryLogs::new(), KeptSpans::default());
+    let powertools = stack(&logs, &spans);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let function_idempotency = Arc::new(idempotency());
+    let handler_idempotency = function_idempotency.clone();
+    let service = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .layer(
+            IdempotencyLayer::new(idempotency())
+                .key_from(|event: &Value| event.get("order_id").cloned()),
+        )
+        .service(service_fn(move |event: LambdaEvent<Value>| {
+            let idempotency = handler_idempotency.clone();
+            async move {
+                let context = event.context.clone();
+                // Two overlapping runs of one operation with one argument: one is in progress
+                let one = idempotency.run(&context, "charge", "c-1", |_| async {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok::<_, AppError>(1)
+                });
+                let two = idempotency.run(&context, "charge", "c-1", |_| async {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok::<_, AppError>(2)
+                });
+                let (one, two) = tokio::join!(one, two);
+                match (one, two) {
+                    (Err(IdemError::AlreadyInProgress { .. }), _)
+                    | (_, Err(IdemError::AlreadyInProgress { .. })) => {
+                        Err::<Value, _>(AppError::AlreadyInProgress("charge c-1".into()))
+                    }
+                    _ => Err(AppError::Declined),
+                }
+            }
+        }));
+    let error = service
+        .oneshot(
+            TestContext::new()
+                .with_request_id("req-run")
+                .event(json!({"order_id": "o-run"})),
+        )
+        .await
+        .unwrap_err();
+    let diagnostic = Diagnostic::from(error);
+    let line = failure_line(&logs, "req-run");
+    assert_eq!(diagnostic.error_type, "AppAlreadyInProgress", "{line}");
+    assert_ne!(
+        line["exception_name"], "IdempotencyAlreadyInProgressError",
+        "{line}"
+    );
+}
+
+/// Nested idempotency layers: the inner one's error reaches the outer as `Handler(..)`.
+#[tokio::test]
+async fn nested_layers_name_the_inner_error_as_lambda_reports_it() {
+    let (logs, spans) = (MemoryLogs::new(), KeptSpans::default());
+    let powertools = stack(&logs, &spans);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let service = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .layer(
+            IdempotencyLayer::new(idempotency())
+                .operation("outer")
+                .key_from(|event: &Value| event.get("order_id").cloned()),
+        )
+        .layer(
+            IdempotencyLayer::new(idempotency())
+                .operation("inner")
+                .key_from(|event: &Value| event.get("customer_id").cloned()),
+        )
+        .service(service_fn(|_event: LambdaEvent<Value>| async move {
+            Ok::<_, AppError>(json!({"ok": true}))
+        }));
+    // The outer has its key; the inner refuses (no customer id)
+    let error = service
+        .oneshot(
+            TestContext::new()
+                .with_request_id("req-nested")
+                .event(json!({"order_id": "o-n"})),
+        )
+        .await
+        .unwrap_err();
+    let diagnostic = Diagnostic::from(error);
+    assert_eq!(diagnostic.error_type, "IdempotencyKeyError");
+    let line = failure_line(&logs, "req-nested");
+    let exceptions = spans.exceptions();
+    assert_eq!(line["exception_name"], "IdempotencyKeyError", "{line}");
+    assert_eq!(line["exception"], diagnostic.error_message, "{line}");
+    assert_eq!(exceptions.len(), 1, "{exceptions:?}");
+    assert_eq!(
+        exceptions[0].1.as_deref(),
+        Some("IdempotencyKeyError"),
+        "tracing exception event of nested layers: {exceptions:?}"
+    );
+    assert_eq!(
+        exceptions[0].2.as_deref(),
+        Some(diagnostic.error_message.as_str()),
+        "{exceptions:?}"
+    );
+}
+
+/// The logging layer alone (no tracing layer, no facade).
+#[tokio::test]
+async fn logging_layer_alone_names_in_progress() {
+    let logs = MemoryLogs::new();
+    let logger = powertools::logging::Logger::builder()
+        .service("orders")
+        .env(Env::from_pairs([("POWERTOOLS_SERVICE_NAME", "orders")]))
+        .writer(logs.clone())
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    let service = ServiceBuilder::new()
+        .layer(powertools::logging::LoggingLayer::new(logger))
+        .layer(
+            IdempotencyLayer::new(idempotency())
+                .key_from(|event: &Value| event.get("order_id").cloned()),
+        )
+        .service(service_fn(|_event: LambdaEvent<Value>| async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok::<_, AppError>(json!({"ok": true}))
+        }));
+    let a = service.clone().oneshot(
+        TestContext::new()
+            .with_request_id("req-a")
+            .event(json!({"order_id": "same"})),
+    );
+    let b = async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        service
+            .clone()
+            .oneshot(
+                TestContext::new()
+                    .with_request_id("req-b")
+                    .event(json!({"order_id": "same"})),
+            )
+            .await
+    };
+    let (a, b) = tokio::join!(a, b);
+    assert!(a.is_ok());
+    let diagnostic = Diagnostic::from(b.unwrap_err());
+    assert_eq!(diagnostic.error_type, "IdempotencyAlreadyInProgressError");
+    let line = failure_line(&logs, "req-b");
+    assert_eq!(line["exception_name"], "IdempotencyAlreadyInProgressError");
+    assert_eq!(line["exception"], diagnostic.error_message);
+}
+
+/// The tracing layer alone.
+#[tokio::test]
+async fn tracing_layer_alone_names_in_progress() {
+    let spans = KeptSpans::default();
+    let tracer = powertools::tracing::Tracer::builder()
+        .service("orders")
+        .env(Env::from_pairs([("POWERTOOLS_SERVICE_NAME", "orders")]))
+        .span_exporter(spans.clone())
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service = ServiceBuilder::new()
+        .layer(powertools::tracing::TracingLayer::new(tracer))
+        .layer(
+            IdempotencyLayer::new(idempotency())
+                .key_from(|event: &Value| event.get("order_id").cloned()),
+        )
+        .service(service_fn(|event: LambdaEvent<Value>| async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if event.payload["fail"] == true {
+                return Err(AppError::AlreadyInProgress("x".into()));
+            }
+            Ok::<_, AppError>(json!({"ok": true}))
+        }));
+    let a = service.clone().oneshot(
+        TestContext::new()
+            .with_request_id("req-a")
+            .event(json!({"order_id": "same"})),
+    );
+    let b = async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        service
+            .clone()
+            .oneshot(
+                TestContext::new()
+                    .with_request_id("req-b")
+                    .event(json!({"order_id": "same"})),
+            )
+            .await
+    };
+    let c = service.clone().oneshot(
+        TestContext::new()
+            .with_request_id("req-c")
+            .event(json!({"order_id": "other", "fail": true})),
+    );
+    let (a, b, c) = tokio::join!(a, b, c);
+    assert!(a.is_ok());
+    let diagnostic = Diagnostic::from(b.unwrap_err());
+    let _ = c.unwrap_err();
+    let exceptions = spans.exceptions();
+    assert_eq!(exceptions.len(), 2, "{exceptions:?}");
+    let in_progress: Vec<_> = exceptions
+        .iter()
+        .filter(|(_, kind, _)| kind.as_deref() == Some("IdempotencyAlreadyInProgressError"))
+        .collect();
+    assert_eq!(in_progress.len(), 1, "{exceptions:?}");
+    assert_eq!(
+        in_progress[0].2.as_deref(),
+        Some(diagnostic.error_message.as_str())
+    );
+}
