@@ -96,6 +96,19 @@ pub fn reported(debug: &str) -> Option<Reported> {
         .flatten()
 }
 
+/// The error inside the `Handler(…)` variants with which powertools-rs layers pass an inner
+/// error on, in a `Debug` text: `Handler(Handler(KeyMissing))` gives `KeyMissing`.
+pub fn inside_handler_wrappers(debug: &str) -> &str {
+    let mut inner = debug;
+    while let Some(rest) = inner
+        .strip_prefix("Handler(")
+        .and_then(|rest| rest.strip_suffix(')'))
+    {
+        inner = rest;
+    }
+    inner
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +154,18 @@ mod tests {
         );
         assert_eq!(first, Some(in_progress()));
         assert_eq!(second, None);
+    }
+
+    #[test]
+    fn the_error_inside_handler_wrappers() {
+        assert_eq!(
+            inside_handler_wrappers("Handler(Handler(KeyMissing))"),
+            "KeyMissing"
+        );
+        assert_eq!(inside_handler_wrappers(r#"Handler("x")"#), r#""x""#);
+        assert_eq!(inside_handler_wrappers("Handler(x"), "Handler(x");
+        assert_eq!(inside_handler_wrappers("Handlers(x)"), "Handlers(x)");
+        assert_eq!(inside_handler_wrappers(""), "");
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub(crate) fn describe_error<E: fmt::Debug + 'static>(
         return message_only((*text).to_owned());
     }
     let debug = text_of(format_args!("{error:?}"));
-    let inner = handler_error_inside(&debug);
+    let inner = powertools_core::failure::inside_handler_wrappers(&debug);
     // An error of a powertools-rs layer inside (the idempotency layer's): what Lambda reports
     // for it, as that layer said (see `powertools_core::failure`).
     if let Some(reported) = powertools_core::failure::reported(inner) {
@@ -128,19 +128,6 @@ fn message_only(message: String) -> Failure {
         name: MESSAGE_ONLY.to_owned(),
         message,
     }
-}
-
-/// The handler's error inside the `Handler(…)` variants of powertools-rs wrappers:
-/// `Handler(Handler(PaymentFailed { .. }))` gives `PaymentFailed { .. }`.
-fn handler_error_inside(debug: &str) -> &str {
-    let mut inner = debug;
-    while let Some(rest) = inner
-        .strip_prefix("Handler(")
-        .and_then(|rest| rest.strip_suffix(')'))
-    {
-        inner = rest;
-    }
-    inner
 }
 
 /// The text of a `Debug`-quoted string (`"card declined"`), if that is what `debug` is.

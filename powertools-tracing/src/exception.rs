@@ -64,7 +64,9 @@ pub(crate) fn describe<E: fmt::Debug + 'static>(error: &E, hook: Option<&ErrorHo
     // An error of a powertools-rs layer inside (the idempotency layer's, within the `Handler(…)`
     // of the layers between, nested idempotency layers): what Lambda reports for it, as that
     // layer said (see `powertools_core::failure`).
-    if let Some(reported) = powertools_core::failure::reported(handler_error_inside(&debug)) {
+    if let Some(reported) = powertools_core::failure::reported(
+        powertools_core::failure::inside_handler_wrappers(&debug),
+    ) {
         return Exception {
             kind: Cow::Borrowed(reported.error_type),
             message: reported.message,
@@ -109,19 +111,6 @@ fn boxed_error(error: &(dyn StdError + 'static)) -> Exception {
             }),
     };
     Exception { kind, message }
-}
-
-/// The error inside the `Handler(…)` variants of powertools-rs wrappers:
-/// `Handler(Handler(KeyMissing))` gives `KeyMissing`.
-fn handler_error_inside(debug: &str) -> &str {
-    let mut inner = debug;
-    while let Some(rest) = inner
-        .strip_prefix("Handler(")
-        .and_then(|rest| rest.strip_suffix(')'))
-    {
-        inner = rest;
-    }
-    inner
 }
 
 /// Formats without ever panicking: a failing `Display` or `Debug` leaves a marker.

@@ -751,6 +751,33 @@ fn a_certificate_file_whose_certificate_is_corrupt_is_a_build_error_naming_the_f
     std::fs::remove_dir_all(&directory).unwrap();
 }
 
+/// Reads one request from `stream` (its head, then as many bytes as its `content-length` says),
+/// keeping what follows it in `pending` for the next; its head, or `None` once the connection
+/// ends.
+async fn next_request(stream: &mut tokio::net::TcpStream, pending: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = vec![0_u8; 1 << 16];
+    loop {
+        if let Some(head_end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..head_end]).into_owned();
+            let length = head
+                .to_lowercase()
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:").map(str::to_owned))
+                .and_then(|length| length.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if pending.len() >= head_end + 4 + length {
+                pending.drain(..head_end + 4 + length);
+                return Some(head);
+            }
+        }
+        match stream.read(&mut buffer).await {
+            Ok(read) if read > 0 => pending.extend_from_slice(&buffer[..read]),
+            _ => return None,
+        }
+    }
+}
+
 /// A collector on a local port that answers each request with a `200 OK` whose body has
 /// `length` bytes, written by `write_body`; returns the endpoint and how many body bytes it
 /// managed to write (the client stops it by closing the connection).
@@ -759,7 +786,7 @@ where
     F: Fn(tokio::net::TcpStream, Arc<AtomicU64>) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a local port");
@@ -770,32 +797,8 @@ where
         while let Ok((mut stream, _)) = listener.accept().await {
             let (write_body, counter) = (write_body.clone(), Arc::clone(&counter));
             tokio::spawn(async move {
-                // The request: its head, then as many bytes as it says its body has.
-                let mut request = Vec::new();
-                let mut buffer = vec![0_u8; 65536];
-                let body_end = loop {
-                    let Ok(read) = stream.read(&mut buffer).await else {
-                        return;
-                    };
-                    if read == 0 {
-                        return;
-                    }
-                    request.extend_from_slice(&buffer[..read]);
-                    if let Some(head_end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&request[..head_end]).to_lowercase();
-                        let length = head
-                            .lines()
-                            .find_map(|line| line.strip_prefix("content-length:"))
-                            .and_then(|length| length.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        break head_end + 4 + length;
-                    }
-                };
-                while request.len() < body_end {
-                    match stream.read(&mut buffer).await {
-                        Ok(read) if read > 0 => request.extend_from_slice(&buffer[..read]),
-                        _ => return,
-                    }
+                if next_request(&mut stream, &mut Vec::new()).await.is_none() {
+                    return;
                 }
                 let head = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: {length}\r\n\r\n"
@@ -898,7 +901,7 @@ async fn the_export_timeout_bounds_the_answer_s_body_too() {
 async fn collector_keeping_heads() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
     let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
     let kept = Arc::clone(&heads);
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a local port");
@@ -907,30 +910,8 @@ async fn collector_keeping_heads() -> (std::net::SocketAddr, Arc<std::sync::Mute
         while let Ok((mut stream, _)) = listener.accept().await {
             let kept = Arc::clone(&kept);
             tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buffer = vec![0_u8; 65536];
-                loop {
-                    let Ok(read) = stream.read(&mut buffer).await else {
-                        return;
-                    };
-                    if read == 0 {
-                        return;
-                    }
-                    request.extend_from_slice(&buffer[..read]);
-                    let Some(head_end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&request[..head_end]).into_owned();
-                    let length = head
-                        .to_lowercase()
-                        .lines()
-                        .find_map(|line| line.strip_prefix("content-length:").map(str::to_owned))
-                        .and_then(|length| length.trim().parse::<usize>().ok())
-                        .unwrap_or(0);
-                    if request.len() < head_end + 4 + length {
-                        continue;
-                    }
-                    request.drain(..head_end + 4 + length);
+                let mut pending = Vec::new();
+                while let Some(head) = next_request(&mut stream, &mut pending).await {
                     kept.lock().expect("the heads").push(head);
                     if stream
                         .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
@@ -1062,30 +1043,12 @@ fn export_resumes_when_the_runtime_that_suspended_it_has_ended() {
         let heads = Arc::new(std::sync::Mutex::new(0_usize));
         let counted = Arc::clone(&heads);
         tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            use tokio::io::AsyncWriteExt;
             while let Ok((mut stream, _)) = listener.accept().await {
                 let counted = Arc::clone(&counted);
                 tokio::spawn(async move {
-                    let mut buffer = vec![0_u8; 1 << 16];
-                    let mut request = Vec::new();
-                    while let Ok(read) = stream.read(&mut buffer).await {
-                        if read == 0 {
-                            return;
-                        }
-                        request.extend_from_slice(&buffer[..read]);
-                        let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
-                            continue;
-                        };
-                        let head = String::from_utf8_lossy(&request[..end]).to_lowercase();
-                        let length = head
-                            .lines()
-                            .find_map(|line| line.strip_prefix("content-length:"))
-                            .and_then(|length| length.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        if request.len() < end + 4 + length {
-                            continue;
-                        }
-                        request.drain(..end + 4 + length);
+                    let mut pending = Vec::new();
+                    while next_request(&mut stream, &mut pending).await.is_some() {
                         *counted.lock().expect("the count") += 1;
                         let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
                         if stream.write_all(answer).await.is_err() {
