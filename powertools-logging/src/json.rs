@@ -272,6 +272,26 @@ impl<'r> Line<'r> {
         }
     }
 
+    /// Starts a member the line writes itself (a span's `message` as `span_message`, the
+    /// failure keys): under the first free name from `name` on, one [`RESERVED_PREFIX`] at a
+    /// time, and recorded so that a field named like it later moves on instead of being lost
+    /// (it is not the same field). `false` when the line wrote its own `name` already (a parent
+    /// span's `message` after its child's: the first wins).
+    pub(crate) fn own_key(&mut self, name: &str) -> bool {
+        let mut own = String::with_capacity(1 + name.len());
+        own.push('\0');
+        own.push_str(name);
+        if self.moved.iter().any(|(original, _)| *original == own) {
+            return false;
+        }
+        let mut candidate = name.to_owned();
+        while !self.key(&candidate) {
+            candidate.insert_str(0, RESERVED_PREFIX);
+        }
+        self.moved.push((own, candidate));
+        true
+    }
+
     /// Starts a user key, unless one of that name was written already (the first wins); a
     /// reserved name is written as [`RESERVED_PREFIX`] + the name, and a name that a moved field
     /// took is moved on in turn, one prefix at a time until a free name: no field is lost

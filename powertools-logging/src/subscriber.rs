@@ -10,10 +10,14 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::buffer::Pushed;
 use crate::invocation::InvocationState;
-use crate::json::FieldCollector;
+use crate::json::{FAILURE_KEYS, FieldCollector, write_str};
 use crate::level::Level;
 use crate::logger::{Logger, Shared};
 use crate::scope::Scope;
+
+/// The name a span's `message` field is kept under until a line writes it as `span_message`
+/// (a name no field can have: a real `span_message` field stays apart from it).
+const SPAN_MESSAGE: &str = "\0span_message";
 
 /// The target of `lambda_runtime`'s own line for a failed invocation.
 const RUNTIME_FAILURE_TARGET: &str = "lambda_runtime::layers::panic";
@@ -139,16 +143,28 @@ impl JsonLayer {
         {
             line.value_member("event", event_json);
         }
-        for (name, json) in &fields.fields {
-            if line.user_key(name) {
-                line.out.extend_from_slice(json);
+        // The failure keys first, the line's own (from an `error` field, or the layer's failure
+        // line): a field of the same name then moves to `extra_<name>` instead of replacing
+        // one of the pair, or being lost.
+        if let Some((name, message)) = &fields.exception {
+            if let Some(name) = name
+                && line.own_key("exception_name")
+            {
+                write_str(&mut line.out, name);
+            }
+            if line.own_key("exception") {
+                write_str(&mut line.out, message);
             }
         }
-        if let Some((name, message)) = &fields.exception {
-            if let Some(name) = name {
-                line.str_member("exception_name", name);
+        for (name, json) in &fields.fields {
+            let written = if fields.failure_marker && FAILURE_KEYS.contains(name) {
+                line.own_key(name)
+            } else {
+                line.user_key(name)
+            };
+            if written {
+                line.out.extend_from_slice(json);
             }
-            line.str_member("exception", message);
         }
         if fields.failure_marker
             && let Some(stack_trace) = STACK_TRACE
@@ -162,7 +178,12 @@ impl JsonLayer {
             for span in scope {
                 if let Some(SpanFields(span_fields)) = span.extensions().get::<SpanFields>() {
                     for (name, json) in span_fields {
-                        if line.user_key(name) {
+                        let written = if *name == SPAN_MESSAGE {
+                            line.own_key("span_message")
+                        } else {
+                            line.user_key(name)
+                        };
+                        if written {
                             line.out.extend_from_slice(json);
                         }
                     }
@@ -310,7 +331,7 @@ where
         if let Some(message) = fields.message {
             let mut json = Vec::new();
             crate::json::write_str(&mut json, &message);
-            fields.fields.push(("span_message", json));
+            fields.fields.push((SPAN_MESSAGE, json));
         }
         if !fields.fields.is_empty() {
             span.extensions_mut().insert(SpanFields(fields.fields));

@@ -841,6 +841,91 @@ fn a_reserved_field_repeated_by_a_span_loses_to_the_event_s_and_moves_no_other_k
     );
 }
 
+#[derive(Debug)]
+struct CardDeclined;
+
+impl fmt::Display for CardDeclined {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("card declined")
+    }
+}
+
+impl std::error::Error for CardDeclined {}
+
+/// The string values of a line.
+fn string_values(line: &Value) -> Vec<&str> {
+    line.as_object()
+        .expect("an object")
+        .values()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+#[test]
+fn fields_named_like_the_failure_keys_move_aside_on_a_line_that_writes_them() {
+    // An `error` field makes the line write `exception_name` and `exception` itself: a span's
+    // fields of those names, or an event's, move to `extra_…`, and the pair stays the error's
+    let (logger, logs) = logger(Logger::builder());
+    run(&logger, async {
+        let span = tracing::info_span!(
+            "charge",
+            exception = "span value",
+            exception_name = "span name"
+        );
+        async {
+            tracing::error!(
+                error = &CardDeclined as &dyn std::error::Error,
+                "span fields"
+            );
+        }
+        .instrument(span)
+        .await;
+        tracing::error!(
+            exception = "mine",
+            error = &CardDeclined as &dyn std::error::Error,
+            "event field"
+        );
+    });
+    let lines = check_default(&logs);
+    for (message, kept) in [
+        ("span fields", &["span value", "span name"][..]),
+        ("event field", &["mine"][..]),
+    ] {
+        let line = with_message(&lines, message)[0];
+        assert_eq!(line["exception_name"], "CardDeclined", "{line}");
+        assert_eq!(line["exception"], "card declined", "{line}");
+        let values = string_values(line);
+        for value in kept {
+            assert!(values.contains(value), "{value} lost: {line}");
+        }
+    }
+}
+
+#[test]
+fn a_span_s_message_and_a_span_message_field_are_both_kept() {
+    let (logger, logs) = logger(Logger::builder());
+    run(&logger, async {
+        let parent = tracing::info_span!("parent", span_message = "business");
+        let child = tracing::info_span!(parent: &parent, "child", message = "span text");
+        async { tracing::info!("nested") }.instrument(child).await;
+        let same = tracing::info_span!("same", span_message = "business", message = "span text");
+        async { tracing::info!("one span") }.instrument(same).await;
+    });
+    let lines = check_default(&logs);
+    for message in ["nested", "one span"] {
+        let line = with_message(&lines, message)[0];
+        let values = string_values(line);
+        assert!(
+            values.contains(&"business"),
+            "the span_message field lost: {line}"
+        );
+        assert!(
+            values.contains(&"span text"),
+            "the span's message lost: {line}"
+        );
+    }
+}
+
 #[test]
 fn reserved_truncated_keys_field_with_real_truncation() {
     let (logger, logs) = logger(Logger::builder().max_line_bytes(4096));
