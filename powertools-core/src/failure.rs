@@ -9,8 +9,15 @@
 //! layer that returns such an error reports what Lambda will say, in the invocation's scope, and
 //! the outer layers use it when the error they see is that one: the report carries the error's
 //! `Debug` text, which they compare with the error they see (inside the `Handler(…)` wrappers of
-//! the layers between), so that a report is never applied to another error (one a layer between
-//! them put in its place, or a later attempt's).
+//! the layers between). An error of another kind or content (one a layer between put in its
+//! place, a later attempt's handler error) is never named by a report; one whose `Debug` text is
+//! the very same is (a handler error written `KeyMissing` after the layer reported its own
+//! `KeyMissing` in that invocation).
+//!
+//! Not reported, so described by the readers' usual rules: the layer's error that holds the
+//! handler's (a failed delete after a handler error: its message needs the handler error's
+//! `Display`), and an error of a layer run on another task than the readers' (`tokio::spawn`
+//! does not carry the scope).
 //!
 //! The scope is the invocation's future (a tokio task-local, set while it is polled), opened by
 //! the outermost layer that reads it: concurrent invocations each have their own; nothing is kept
@@ -21,9 +28,13 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
-/// The slot of one invocation: shared between the polls of its scope (each sets the task-local
-/// for the duration of the poll).
-type Slot = Arc<Mutex<Option<Reported>>>;
+/// The reports of one invocation, the latest last: shared between the polls of its scope (each
+/// sets the task-local for the duration of the poll). A few are kept, not one: a layer between
+/// that retries may return its first attempt's error after a second report.
+type Slot = Arc<Mutex<Vec<Reported>>>;
+
+/// How many reports an invocation keeps (the oldest goes first).
+const KEPT_REPORTS: usize = 8;
 
 tokio::task_local! {
     static REPORTED: Slot;
@@ -78,7 +89,11 @@ impl<F: Future> Future for Scoped<F> {
 /// Reports what Lambda will say for the error being returned; nothing outside a [`scope`].
 pub fn report(reported: Reported) {
     let _ = REPORTED.try_with(|slot| {
-        *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(reported);
+        let mut reports = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if reports.len() >= KEPT_REPORTS {
+            reports.remove(0);
+        }
+        reports.push(reported);
     });
 }
 
@@ -88,8 +103,9 @@ pub fn reported(debug: &str) -> Option<Reported> {
         .try_with(|slot| {
             slot.lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .as_ref()
-                .filter(|reported| reported.debug == debug)
+                .iter()
+                .rev()
+                .find(|reported| reported.debug == debug)
                 .cloned()
         })
         .ok()
@@ -137,6 +153,30 @@ mod tests {
             );
             // Another error (a layer between replaced it) does not take it
             assert_eq!(reported(r#"AlreadyInProgress { key: "other" }"#), None);
+        })
+        .await;
+
+        // Several reports in one scope: each error finds its own (a retry's first error)
+        scope(async {
+            let second = Reported {
+                debug: r#"AlreadyInProgress { key: "k2" }"#.to_owned(),
+                ..in_progress()
+            };
+            report(in_progress());
+            report(second.clone());
+            assert_eq!(
+                reported(r#"AlreadyInProgress { key: "k" }"#),
+                Some(in_progress())
+            );
+            assert_eq!(reported(&second.debug), Some(second));
+            // A bounded number: the oldest goes
+            for _ in 0..KEPT_REPORTS {
+                report(Reported {
+                    debug: "Other".to_owned(),
+                    ..in_progress()
+                });
+            }
+            assert_eq!(reported(r#"AlreadyInProgress { key: "k" }"#), None);
         })
         .await;
 

@@ -604,3 +604,108 @@ async fn tracing_layer_alone_names_in_progress() {
         Some(diagnostic.error_message.as_str())
     );
 }
+
+/// A store whose claims fail, each with its own message, a given number of times.
+#[derive(Clone, Default)]
+struct ThrottledClaims {
+    inner: InMemoryStore,
+    failures_left: Arc<std::sync::atomic::AtomicUsize>,
+    claims: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl powertools::idempotency::IdempotencyStore for ThrottledClaims {
+    async fn get(
+        &self,
+        key: &str,
+    ) -> Result<Option<powertools::idempotency::DataRecord>, powertools::idempotency::StoreError>
+    {
+        self.inner.get(key).await
+    }
+
+    async fn put_in_progress(
+        &self,
+        record: &powertools::idempotency::DataRecord,
+        now: std::time::SystemTime,
+    ) -> Result<powertools::idempotency::PutOutcome, powertools::idempotency::StoreError> {
+        use std::sync::atomic::Ordering;
+        let claim = self.claims.fetch_add(1, Ordering::SeqCst);
+        if claim < self.failures_left.load(Ordering::SeqCst) {
+            return Err(powertools::idempotency::StoreError::Backend(
+                format!("throttled #{claim}").into(),
+            ));
+        }
+        self.inner.put_in_progress(record, now).await
+    }
+
+    async fn update(
+        &self,
+        record: &powertools::idempotency::DataRecord,
+    ) -> Result<(), powertools::idempotency::StoreError> {
+        self.inner.update(record).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), powertools::idempotency::StoreError> {
+        self.inner.delete(key).await
+    }
+}
+
+/// A retrying layer between that returns its first attempt's error after a second attempt
+/// failed too (each attempt's report differs: the store's message has the attempt's number).
+#[tokio::test]
+async fn a_retry_that_returns_its_first_error_has_it_named_as_lambda_reports_it() {
+    let (logs, spans) = (MemoryLogs::new(), KeptSpans::default());
+    let powertools = stack(&logs, &spans);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let store = ThrottledClaims {
+        failures_left: Arc::new(std::sync::atomic::AtomicUsize::new(2)),
+        ..ThrottledClaims::default()
+    };
+    let inner = ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::new(Idempotency::builder(store).build().expect("valid settings"))
+                .key_from(|event: &Value| event.get("order_id").cloned()),
+        )
+        .service(service_fn(|_event: LambdaEvent<Value>| async move {
+            Ok::<_, AppError>(json!({"ok": true}))
+        }));
+    let retrying = tower_service_fn(move |event: LambdaEvent<Value>| {
+        let inner = inner.clone();
+        async move {
+            match inner.clone().oneshot(event.clone()).await {
+                Ok(response) => Ok(response),
+                Err(first) => match inner.oneshot(event).await {
+                    Ok(response) => Ok(response),
+                    Err(_) => Err(first),
+                },
+            }
+        }
+    });
+    let service = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .service(retrying);
+    let error = service
+        .oneshot(
+            TestContext::new()
+                .with_request_id("req-first-error")
+                .event(json!({"order_id": "o-1"})),
+        )
+        .await
+        .unwrap_err();
+    let diagnostic = Diagnostic::from(error);
+    assert_eq!(diagnostic.error_type, "IdempotencyPersistenceLayerError");
+    assert!(
+        diagnostic.error_message.contains("throttled #0"),
+        "{}",
+        diagnostic.error_message
+    );
+    let line = failure_line(&logs, "req-first-error");
+    assert_eq!(
+        line["exception_name"], "IdempotencyPersistenceLayerError",
+        "{line}"
+    );
+    assert_eq!(
+        line["exception"],
+        diagnostic.error_message.as_str(),
+        "{line}"
+    );
+}
