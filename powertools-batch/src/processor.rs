@@ -451,11 +451,7 @@ where
 
 /// The failure reason of a record whose handler panicked.
 fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|text| (*text).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
+    let message = powertools_core::error_chain::panic_text(panic).unwrap_or_default();
     format!("the record's handler panicked: {message}")
 }
 

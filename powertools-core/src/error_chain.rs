@@ -50,6 +50,14 @@ pub fn is_cut_short(error: &(dyn Error + 'static)) -> bool {
         .any(|walked| std::ptr::eq(walked, past))
 }
 
+/// The text a panic carries (`panic!("…")` gives a `&str` or a `String`), if it is text.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+}
+
 /// `value`'s `Display`, or what it wrote and `<formatting failed>` when it returned `Err`
 /// (where `to_string` would panic).
 pub fn display_text(value: &dyn fmt::Display) -> String {

@@ -569,11 +569,7 @@ fn store_error(error: StoreError, operation: &'static str) -> Error {
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(message) = panic.downcast_ref::<&str>() {
-        (*message).to_owned()
-    } else if let Some(message) = panic.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        "a panic with a non-string payload".to_owned()
-    }
+    powertools_core::error_chain::panic_text(panic)
+        .unwrap_or("a panic with a non-string payload")
+        .to_owned()
 }

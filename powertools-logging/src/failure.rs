@@ -177,10 +177,7 @@ thread_local! {
 
 /// The message a panic carries (`panic!("…")`), if it is text.
 fn panic_message(payload: &(dyn Any + Send)) -> Option<String> {
-    payload
-        .downcast_ref::<&str>()
-        .map(|text| (*text).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
+    powertools_core::error_chain::panic_text(payload).map(str::to_owned)
 }
 
 /// Chains a panic hook that keeps each panic's location and backtrace for the failure line, then

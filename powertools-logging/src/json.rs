@@ -284,12 +284,18 @@ impl<'r> Line<'r> {
         if self.moved.iter().any(|(original, _)| *original == own) {
             return false;
         }
-        let mut candidate = name.to_owned();
+        self.moved_key(own, name.to_owned());
+        true
+    }
+
+    /// Starts the member `original` is written under: `candidate`, or the first free name from
+    /// it on, one [`RESERVED_PREFIX`] at a time (each try finds a name a key already on the line
+    /// holds, so a free one comes before the line's keys run out); recorded as moved.
+    fn moved_key(&mut self, original: String, mut candidate: String) {
         while !self.key(&candidate) {
             candidate.insert_str(0, RESERVED_PREFIX);
         }
-        self.moved.push((own, candidate));
-        true
+        self.moved.push((original, candidate));
     }
 
     /// Starts a user key, unless one of that name was written already (the first wins); a
@@ -309,12 +315,7 @@ impl<'r> Line<'r> {
         let mut prefixed = String::with_capacity(2 * RESERVED_PREFIX.len() + name.len());
         prefixed.push_str(RESERVED_PREFIX);
         prefixed.push_str(name);
-        // Each try finds one name taken by a key already on the line, so a free one comes
-        // before the line's keys run out.
-        while !self.key(&prefixed) {
-            prefixed.insert_str(0, RESERVED_PREFIX);
-        }
-        self.moved.push((name.to_owned(), prefixed));
+        self.moved_key(name.to_owned(), prefixed);
         true
     }
 

@@ -694,13 +694,9 @@ enum Bound {
 /// The most bytes of a collector's answer the client reads.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
-/// What a panic says, if it is a message.
+/// What a panic of the HTTP client says.
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    let message = panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("a panic without a message");
+    let message = error_chain::panic_text(panic).unwrap_or("a panic without a message");
     format!("the HTTP client panicked: {message}")
 }
 
