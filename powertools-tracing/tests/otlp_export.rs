@@ -38,6 +38,17 @@ async fn invoke(tracer: &Tracer, request_id: &str) -> Value {
     .expect("the invocation succeeds")
 }
 
+/// Sets a subscriber for `tracer` that also keeps the warnings, for as long as the guard lives.
+fn with_warnings(tracer: &Tracer) -> (Warnings, tracing::subscriber::DefaultGuard) {
+    let warnings = Warnings::default();
+    let guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry()
+            .with(tracer.otel_layer())
+            .with(warnings.clone()),
+    );
+    (warnings, guard)
+}
+
 fn invocation_ids(receiver: &Receiver) -> Vec<String> {
     receiver
         .spans()
@@ -93,12 +104,7 @@ async fn an_https_collector_whose_certificate_is_not_trusted_gets_nothing() {
         .env(Env::empty())
         .build()
         .unwrap();
-    let warnings = Warnings::default();
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::registry()
-            .with(tracer.otel_layer())
-            .with(warnings.clone()),
-    );
+    let (warnings, _guard) = with_warnings(&tracer);
 
     // When an invocation is traced, it still succeeds
     invoke(&tracer, "req-untrusted").await;
@@ -188,12 +194,7 @@ async fn the_warning_of_a_refused_connection_names_the_endpoint_and_the_cause() 
         .env(Env::empty())
         .build()
         .unwrap();
-    let warnings = Warnings::default();
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::registry()
-            .with(tracer.otel_layer())
-            .with(warnings.clone()),
-    );
+    let (warnings, _guard) = with_warnings(&tracer);
 
     // When an invocation is traced, it still succeeds
     invoke(&tracer, "req-refused").await;
@@ -526,12 +527,7 @@ async fn every_span_of_an_outage_is_exported_or_counted_and_reported_by_the_fina
         .env(Env::empty())
         .build()
         .unwrap();
-    let warnings = Warnings::default();
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::registry()
-            .with(tracer.otel_layer())
-            .with(warnings.clone()),
-    );
+    let (warnings, _guard) = with_warnings(&tracer);
 
     // When six invocations (two spans each) run 400 ms apart, through the outage's probes,
     // and the tracer is flushed at the end (as SIGTERM does)
@@ -692,12 +688,7 @@ async fn drops_of_a_full_queue_before_a_failed_export_are_reported_too() {
         .env(Env::empty())
         .build()
         .unwrap();
-    let warnings = Warnings::default();
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::registry()
-            .with(tracer.otel_layer())
-            .with(warnings.clone()),
-    );
+    let (warnings, _guard) = with_warnings(&tracer);
     let service =
         TracingLayer::new(tracer.clone()).layer(service_fn(|_event: LambdaEvent<Value>| async {
             for step in 0..5 {
@@ -834,12 +825,7 @@ async fn a_collector_s_huge_answer_is_not_read_into_memory() {
         .flush_timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let warnings = Warnings::default();
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::registry()
-            .with(tracer.otel_layer())
-            .with(warnings.clone()),
-    );
+    let (warnings, _guard) = with_warnings(&tracer);
 
     // When an invocation's spans are exported
     invoke(&tracer, "req-huge-answer").await;
@@ -975,12 +961,7 @@ async fn credentials_in_the_endpoint_are_sent_as_basic_authentication_and_never_
         .env(Env::empty())
         .build()
         .unwrap();
-    let warnings = Warnings::default();
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::registry()
-            .with(tracer.otel_layer())
-            .with(warnings.clone()),
-    );
+    let (warnings, _guard) = with_warnings(&tracer);
     invoke(&tracer, "req-credentials-refused").await;
     tracer.flush().await;
     let warnings = warnings.all();
