@@ -420,7 +420,14 @@ where
 
     fn call(&mut self, event: LambdaEvent<T>) -> Self::Future {
         let metrics = Metrics::for_invocation(&self.settings, &self.recycled);
-        if self.settings.capture_cold_start_metric && is_cold_start(&event.context) {
+        if self.settings.capture_cold_start_metric
+            && is_cold_start(&event.context)
+            // A MetricsLayer outside this one (the facade's stack around a user's own layer)
+            // already wrote this invocation's ColdStart to the same metric: a second would make
+            // a ColdStart alarm count the cold start twice.
+            && !Metrics::with_current(|outer| outer.writes_cold_start_like(&self.settings))
+                .unwrap_or(false)
+        {
             metrics.write_cold_start(Invocation::new(&event.context).function_name());
         }
         let inner = &mut self.inner;

@@ -821,6 +821,16 @@ impl Metrics {
         });
     }
 
+    /// Whether this invocation's layer writes the cold start to the metric `settings` would
+    /// write it to (same namespace and service, so the same ColdStart metric).
+    pub(crate) fn writes_cold_start_like(&self, settings: &Settings) -> bool {
+        let own = &self.shared.settings;
+        own.capture_cold_start_metric
+            && !own.disabled
+            && own.namespace == settings.namespace
+            && own.service == settings.service
+    }
+
     fn log_level_keys(&self) -> Option<LogLevelKeys> {
         self.shared
             .settings

@@ -90,3 +90,47 @@ async fn one_cold_start_document_for_twenty_concurrent_first_invocations() {
         10
     );
 }
+
+#[tokio::test]
+async fn nested_layers_of_one_namespace_write_one_cold_start_and_of_two_namespaces_one_each() {
+    // Given a MetricsLayer inside another (the facade's stack and a user's own layer, say), both
+    // capturing the cold start
+    let sink = CheckedSink::new();
+    let layer = |namespace: &str| {
+        builder(&sink)
+            .namespace(namespace)
+            .capture_cold_start_metric(true)
+            .build()
+            .unwrap()
+    };
+    let handler = service_fn(|_: LambdaEvent<Value>| async {
+        powertools_metrics::add_metric("Orders", 1.0, Unit::Count)?;
+        Ok::<_, lambda_runtime::Error>(Value::Null)
+    });
+    let cold = || TestContext::new().with_cold_start(true).event(json!({}));
+    let cold_starts = |sink: &CheckedSink| {
+        valid_documents(sink)
+            .into_iter()
+            .filter(|document| document.get("ColdStart").is_some())
+            .map(|document| document["_aws"]["CloudWatchMetrics"][0]["Namespace"].clone())
+            .collect::<Vec<_>>()
+    };
+
+    // When a cold invocation goes through both, of one namespace
+    let same = layer("Bakery").layer(layer("Bakery").layer(handler));
+    same.oneshot(cold()).await.unwrap();
+    // Then one ColdStart is written: a ColdStart alarm must not count the cold start twice
+    assert_eq!(cold_starts(&sink), vec![json!("Bakery")]);
+
+    // And layers of two namespaces each write theirs (two metrics, one per namespace)
+    let sink_before = sink.lines().len();
+    let two = layer("Bakery").layer(layer("Shop").layer(handler));
+    two.oneshot(cold()).await.unwrap();
+    let written: Vec<_> = sink.lines()[sink_before..]
+        .iter()
+        .map(|line| support::assert_valid_emf(line))
+        .filter(|document| document.get("ColdStart").is_some())
+        .map(|document| document["_aws"]["CloudWatchMetrics"][0]["Namespace"].clone())
+        .collect();
+    assert_eq!(written, vec![json!("Bakery"), json!("Shop")]);
+}
