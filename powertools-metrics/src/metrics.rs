@@ -132,6 +132,9 @@ struct State {
     labelled: Vec<Labelled>,
     /// Whether a document was written since the last full flush (an automatic flush at a limit).
     wrote_since_flush: bool,
+    /// Whether the invocation's own document (which holds the metadata) was written since the
+    /// last full flush.
+    wrote_main_since_flush: bool,
     /// The serialized size of `metadata`, kept under [`MAX_CONTEXT_BYTES`] with the dimensions.
     metadata_bytes: usize,
     /// Emptied dimension names and values whose buffers a new dimension reuses (the state is
@@ -185,6 +188,7 @@ impl State {
             metrics: MetricTable::default(),
             labelled: Vec::new(),
             wrote_since_flush: false,
+            wrote_main_since_flush: false,
             metadata_bytes: 0,
             spare: Vec::new(),
         }
@@ -286,6 +290,7 @@ impl State {
         self.metrics.clear();
         self.labelled.clear();
         self.wrote_since_flush = false;
+        self.wrote_main_since_flush = false;
     }
 
     fn dimension_value(&self, name: &str) -> Option<&str> {
@@ -741,8 +746,26 @@ impl Metrics {
         let wrote_main = !state.metrics.is_empty();
         self.write_main(&mut state);
         let labelled = std::mem::take(&mut state.labelled);
+        // The metadata every labelled document left out: with no document of the invocation's
+        // own, it is in none.
+        let mut left_out: Option<Vec<String>> = None;
         for group in &labelled {
-            self.write_labelled(&state, group);
+            let left = self.write_labelled(&state, group);
+            match &mut left_out {
+                Some(keys) => keys.retain(|key| left.contains(key)),
+                None => left_out = Some(left),
+            }
+        }
+        if let Some(keys) = left_out.filter(|keys| !keys.is_empty())
+            && !state.wrote_main_since_flush
+        {
+            tracing::warn!(
+                metadata_keys = ?keys,
+                "metadata in no document: the invocation wrote no metric of its own (only \
+                 `metrics` facade metrics with labels), and their documents left these keys out \
+                 (a label of the same name, or CloudWatch's 256 KB limit). Add a metric with \
+                 add_metric, or rename the keys"
+            );
         }
         let wrote_any = state.wrote_since_flush || wrote_main || !labelled.is_empty();
         state.reset(&self.shared.settings);
@@ -839,14 +862,15 @@ impl Metrics {
     }
 
     /// Writes `document`, split by metrics into as many documents as it takes to keep each
-    /// under CloudWatch Logs' event limit.
-    fn write_document(&self, document: &Document<'_>) {
+    /// under CloudWatch Logs' event limit. `true` when the metadata was left out of a document
+    /// to keep it under the limit.
+    fn write_document(&self, document: &Document<'_>) -> bool {
         let line = document.to_line();
         let fits = line.len() <= MAX_DOCUMENT_BYTES;
         if fits || (document.metrics.len() < 2 && document.metadata.is_empty()) {
             self.shared.settings.sink.write_document(&line);
             crate::document::recycle_line(line);
-            return;
+            return false;
         }
         crate::document::recycle_line(line);
         if document.metrics.len() < 2 {
@@ -863,15 +887,17 @@ impl Metrics {
                 metadata: &Map::new(),
                 ..*document
             });
-            return;
+            return true;
         }
         let (first, second) = document.metrics.split_at(document.metrics.len() / 2);
+        let mut left_out = false;
         for metrics in [first, second] {
-            self.write_document(&Document {
+            left_out |= self.write_document(&Document {
                 metrics,
                 ..*document
             });
         }
+        left_out
     }
 
     /// Adds a value from the `metrics` facade: labels make a document of their own, so that they
@@ -1009,12 +1035,16 @@ impl Metrics {
         }
         state.metrics.clear();
         state.wrote_since_flush = true;
+        state.wrote_main_since_flush = true;
     }
 
-    fn write_labelled(&self, state: &State, group: &Labelled) {
+    /// Writes a labelled group's document; returns the metadata keys it left out (named like
+    /// one of its dimensions or metrics, or all of them when the document would pass the size
+    /// limit with them).
+    fn write_labelled(&self, state: &State, group: &Labelled) -> Vec<String> {
         let settings = &self.shared.settings;
         if settings.disabled || group.metrics.is_empty() {
-            return;
+            return Vec::new();
         }
         let mut dimensions = settings.default_dimensions.clone();
         for (name, value) in &group.labels {
@@ -1028,15 +1058,14 @@ impl Metrics {
             dimensions.push((SERVICE.to_owned(), service.clone()));
         }
         let set = [dimensions.iter().map(|(name, _)| name.clone()).collect()];
-        let metadata: Map<String, Value> = state
-            .metadata
-            .iter()
-            .filter(|(key, _)| {
-                !dimensions.iter().any(|(name, _)| name == *key) && !group.metrics.contains(key)
-            })
+        let (kept, left_out): (Vec<_>, Vec<_>) = state.metadata.iter().partition(|(key, _)| {
+            !dimensions.iter().any(|(name, _)| name == *key) && !group.metrics.contains(key)
+        });
+        let metadata: Map<String, Value> = kept
+            .into_iter()
             .map(|(key, value)| (key.clone(), value.clone()))
             .collect();
-        self.write_document(&Document {
+        let without_metadata = self.write_document(&Document {
             timestamp_ms: epoch_ms(state.timestamp.unwrap_or_else(SystemTime::now)),
             namespace: &settings.namespace,
             log_level: self.log_level_keys(),
@@ -1045,6 +1074,10 @@ impl Metrics {
             metadata: &metadata,
             metrics: group.metrics.metrics(),
         });
+        if without_metadata {
+            return state.metadata.keys().cloned().collect();
+        }
+        left_out.into_iter().map(|(key, _)| key.clone()).collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -220,3 +220,95 @@ async fn a_labelled_document_that_would_pass_256_kb_with_the_metadata_is_written
     assert_eq!(documents[1]["Retries"], 1.0);
     assert!(documents[1].get("blob").is_none());
 }
+
+/// What the warnings logged while `f` runs (on this thread) say.
+async fn warnings_of<F: std::future::Future<Output = ()>>(f: F) -> String {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    f.await;
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    text
+}
+
+#[tokio::test]
+async fn metadata_that_no_document_can_hold_is_named_in_a_warning() {
+    // Given an invocation whose only metrics are labelled facade metrics (so no document of its
+    // own), with metadata named like a label, and metadata too large for a labelled document
+    install();
+    let sink = CheckedSink::new();
+    let layer = builder(&sink).build().unwrap();
+    let handler = layer.layer(service_fn(|event: LambdaEvent<Value>| async move {
+        powertools_metrics::add_metadata("region", "noted by the handler")?;
+        if event.payload["large"] == true {
+            powertools_metrics::add_metadata("blob", "x".repeat(180_000))?;
+            let labels: Vec<metrics::Label> = (0..29)
+                .map(|index| {
+                    metrics::Label::new(
+                        format!("{index:03}{}", "\"".repeat(247)),
+                        "\"".repeat(1024),
+                    )
+                })
+                .collect();
+            metrics::counter!("Retries", labels).increment(1);
+        } else {
+            metrics::counter!("Retries", "region" => "eu").increment(1);
+        }
+        Ok::<_, lambda_runtime::Error>(Value::Null)
+    }));
+
+    // When they end
+    let warned = warnings_of(async {
+        handler
+            .clone()
+            .oneshot(TestContext::new().event(json!({})))
+            .await
+            .unwrap();
+    })
+    .await;
+
+    // Then the labelled counter is written, the label keeps its name, and the metadata it
+    // displaced is named in a warning rather than lost silently
+    let documents = valid_documents(&sink);
+    assert_eq!(documents.len(), 1);
+    assert_eq!(documents[0]["Retries"], 1.0);
+    assert_eq!(documents[0]["region"], "eu");
+    assert!(
+        warned.contains("in no document") && warned.contains("region"),
+        "{warned}"
+    );
+
+    // And metadata left out for the size limit, with no document of the invocation's own to
+    // hold it, is named too
+    let warned = warnings_of(async {
+        handler
+            .oneshot(TestContext::new().event(json!({"large": true})))
+            .await
+            .unwrap();
+    })
+    .await;
+    let documents = valid_documents(&sink);
+    assert_eq!(documents.len(), 2);
+    assert!(documents[1].get("blob").is_none());
+    assert!(
+        warned.contains("in no document") && warned.contains("blob") && warned.contains("region"),
+        "{warned}"
+    );
+}
