@@ -228,7 +228,7 @@ async fn warnings_of<F: std::future::Future<Output = ()>>(f: F) -> String {
     struct Buffer(Arc<Mutex<Vec<u8>>>);
     impl std::io::Write for Buffer {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
+            self.0.lock().expect("not poisoned").extend_from_slice(bytes);
             Ok(bytes.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -244,8 +244,8 @@ async fn warnings_of<F: std::future::Future<Output = ()>>(f: F) -> String {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
     f.await;
-    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-    text
+    let bytes = buffer.0.lock().expect("not poisoned").clone();
+    String::from_utf8(bytes).expect("warnings are UTF-8")
 }
 
 #[tokio::test]
