@@ -112,6 +112,7 @@ impl<St: IdempotencyStore> Engine<St> {
         context: &Context,
         operation: &str,
         claim: Claim,
+        looked_in: impl FnOnce() -> String,
     ) -> Result<Prepared, Error<E>> {
         if self.settings.disabled {
             return Ok(Prepared::Bypass);
@@ -119,9 +120,14 @@ impl<St: IdempotencyStore> Engine<St> {
         check_operation(operation).map_err(Error::into_handler_error)?;
         let key_data = match claim.key_data {
             Some(data) if !is_missing(&data) => data,
-            _ if self.settings.raise_on_missing_key => return Err(Error::KeyMissing),
+            _ if self.settings.raise_on_missing_key => {
+                return Err(Error::KeyMissing {
+                    looked_in: looked_in(),
+                });
+            }
             _ => {
                 tracing::warn!(
+                    looked_in = looked_in(),
                     "No idempotency key value found. Skipping persistence layer and validation operations."
                 );
                 return Ok(Prepared::Bypass);

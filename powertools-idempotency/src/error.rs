@@ -27,7 +27,11 @@ pub enum Error<E = Infallible> {
         key: String,
     },
     /// The key extraction found no data and `raise_on_missing_key` is set.
-    KeyMissing,
+    KeyMissing {
+        /// Where the key was looked for: "the JMESPath expression \`body.order_id\`", "the
+        /// \`key_from\` closure", "the argument of \`run\`".
+        looked_in: String,
+    },
     /// A JMESPath key or validation expression failed on this event (a function given the wrong
     /// type, a body that is not JSON for `powertools_json`, …). The handler did not run.
     KeyExpression {
@@ -136,7 +140,10 @@ impl<E> fmt::Debug for OwnDebug<'_, E> {
             Error::PayloadMismatch { key } => {
                 f.debug_struct("PayloadMismatch").field("key", key).finish()
             }
-            Error::KeyMissing => f.write_str("KeyMissing"),
+            Error::KeyMissing { looked_in } => f
+                .debug_struct("KeyMissing")
+                .field("looked_in", looked_in)
+                .finish(),
             Error::KeyExpression { expression, reason } => f
                 .debug_struct("KeyExpression")
                 .field("expression", expression)
@@ -209,7 +216,11 @@ impl<E> fmt::Display for OwnMessage<'_, E> {
                     "payload does not match the stored record for idempotency key {key}"
                 )
             }
-            Error::KeyMissing => f.write_str("no data found to create a hashed idempotency key"),
+            Error::KeyMissing { looked_in } => write!(
+                f,
+                "no data found to create a hashed idempotency key: {looked_in} gave null, an \
+                 empty string, object or array, or only nulls"
+            ),
             Error::KeyExpression { expression, reason } => {
                 write!(f, "JMESPath expression `{expression}` failed: {reason}")
             }
@@ -286,7 +297,7 @@ impl<E> Error<E> {
         match self {
             Error::AlreadyInProgress { .. } => "IdempotencyAlreadyInProgressError",
             Error::PayloadMismatch { .. } => "IdempotencyValidationError",
-            Error::KeyMissing => "IdempotencyKeyError",
+            Error::KeyMissing { .. } => "IdempotencyKeyError",
             Error::KeyExpression { .. } => "IdempotencyKeyExpressionError",
             Error::Persistence { .. } => "IdempotencyPersistenceLayerError",
             Error::InconsistentState { .. } => "IdempotencyInconsistentStateError",
@@ -324,7 +335,7 @@ impl<E> Error<E> {
         Ok(match self {
             Error::AlreadyInProgress { key } => Error::AlreadyInProgress { key },
             Error::PayloadMismatch { key } => Error::PayloadMismatch { key },
-            Error::KeyMissing => Error::KeyMissing,
+            Error::KeyMissing { looked_in } => Error::KeyMissing { looked_in },
             Error::KeyExpression { expression, reason } => {
                 Error::KeyExpression { expression, reason }
             }
@@ -391,7 +402,9 @@ mod tests {
             Error::PayloadMismatch {
                 key: "k".to_owned(),
             },
-            Error::KeyMissing,
+            Error::KeyMissing {
+                looked_in: "the `key_from` closure".to_owned(),
+            },
             Error::KeyExpression {
                 expression: "powertools_json(body).order_id".to_owned(),
                 reason: "invalid JSON".to_owned(),

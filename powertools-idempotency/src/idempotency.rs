@@ -123,7 +123,9 @@ impl<St: IdempotencyStore> Idempotency<St> {
         // awaited. The future is the protocol's own, holding `function` and `argument` once.
         let prepared = to_json(&argument, "argument")
             .map_err(Error::into_handler_error)
-            .and_then(|key_data| self.prepare_keyed(context, operation, key_data, None));
+            .and_then(|key_data| {
+                self.prepare_keyed(context, operation, key_data, None, "the argument of `run`")
+            });
         Engine::execute(&*self.engine, prepared, move || function(argument))
     }
 
@@ -159,7 +161,13 @@ impl<St: IdempotencyStore> Idempotency<St> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<R, E>>,
     {
-        let prepared = self.prepare_keyed(context, operation, key_data, validation_data);
+        let prepared = self.prepare_keyed(
+            context,
+            operation,
+            key_data,
+            validation_data,
+            "the key data given to `run_keyed`",
+        );
         Engine::execute(&*self.engine, prepared, function)
     }
 
@@ -172,13 +180,15 @@ impl<St: IdempotencyStore> Idempotency<St> {
         operation: &str,
         key_data: Value,
         validation_data: Option<Value>,
+        looked_in: &'static str,
     ) -> Result<Prepared, Error<E>> {
         Self::check_run_operation(operation).map_err(Error::into_handler_error)?;
         let claim = Claim {
             key_data: Some(key_data),
             validation_data,
         };
-        self.engine.prepare(context, operation, claim)
+        self.engine
+            .prepare(context, operation, claim, || looked_in.to_owned())
     }
 
     /// The idempotency key that `key_data` gets for `operation` in `context`'s invocation (for

@@ -123,6 +123,10 @@ impl<T: Serialize> KeyExtractor<T> for JmesPath {
         // `null` (nothing matched) is left to the engine's missing-key rule, like any other data.
         self.search(event).map(Some)
     }
+
+    fn describe(&self) -> String {
+        format!("the JMESPath expression `{}`", self.0.as_str())
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,13 @@ pub trait KeyExtractor<T>: Clone + Send + Sync + 'static {
     fn is_enabled(&self) -> bool {
         true
     }
+
+    /// Where the key is looked for, as [`Error::KeyMissing`] and the missing key's warning name
+    /// it: "the JMESPath expression \`body.order_id\`", "the \`key_from\` closure". Called only
+    /// when a key is missing.
+    fn describe(&self) -> String {
+        String::from("the key extractor")
+    }
 }
 
 /// Keys on the whole event, as Powertools does by default.
@@ -35,6 +42,10 @@ pub struct WholeEvent;
 impl<T: Serialize> KeyExtractor<T> for WholeEvent {
     fn extract(&self, event: &T) -> Result<Option<Value>, Error> {
         to_json(event, "event").map(Some)
+    }
+
+    fn describe(&self) -> String {
+        String::from("the whole event")
     }
 }
 
@@ -71,6 +82,10 @@ where
         (self.0)(event)
             .map(|value| to_json(&value, "key data"))
             .transpose()
+    }
+
+    fn describe(&self) -> String {
+        String::from("the `key_from` closure")
     }
 }
 

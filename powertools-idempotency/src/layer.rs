@@ -195,9 +195,11 @@ where
                 validation_data,
             })
         });
-        let prepared = claim
-            .map_err(Error::into_handler_error)
-            .and_then(|claim| engine.prepare(&event.context, &self.layer.operation, claim));
+        let prepared = claim.map_err(Error::into_handler_error).and_then(|claim| {
+            engine.prepare(&event.context, &self.layer.operation, claim, || {
+                self.layer.key.describe()
+            })
+        });
         // `inspect`, not an `async` block around it, which would hold the execution twice (as
         // its argument and as what it awaits).
         Box::pin(

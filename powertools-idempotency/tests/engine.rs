@@ -102,7 +102,7 @@ async fn a_missing_key_is_an_error_when_required() {
         .build()
         .unwrap();
     let error = echo(&idempotency, json!({"other": 1})).await.unwrap_err();
-    assert!(matches!(error, Error::KeyMissing));
+    assert!(matches!(error, Error::KeyMissing { .. }));
     assert_eq!(
         lambda_runtime::Diagnostic::from(error).error_type,
         "IdempotencyKeyError"
@@ -288,4 +288,61 @@ async fn the_layer_works_under_concurrency_on_the_in_memory_store() {
         }
     }
     assert_eq!(executions.load(Ordering::SeqCst), 20);
+}
+
+#[tokio::test]
+async fn a_missing_key_s_error_names_where_the_key_was_looked_for() {
+    // Given keys required, taken by a JMESPath expression, by a closure, or from `run`'s
+    // argument
+    let store = CountingStore::default();
+    let idempotency = Idempotency::builder(store.clone())
+        .raise_on_missing_key(true)
+        .env(no_env())
+        .build()
+        .unwrap();
+    let handler = service_fn(|event: LambdaEvent<Value>| async move {
+        Ok::<_, lambda_runtime::Error>(event.payload)
+    });
+    let by_expression = ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::new(idempotency.clone())
+                .key(powertools_idempotency::JmesPath::new("body.order_id").unwrap()),
+        )
+        .service(handler);
+
+    // When an event has no key
+    let error = by_expression
+        .oneshot(TestContext::new().event(json!({"body": {"order": "o-1"}})))
+        .await
+        .unwrap_err();
+
+    // Then the error says where the key was looked for: the expression to fix, or the event
+    // to look at
+    let message = error.to_string();
+    assert!(
+        message.contains("no data found to create a hashed idempotency key")
+            && message.contains("`body.order_id`"),
+        "{message}"
+    );
+    assert_eq!(
+        lambda_runtime::Diagnostic::from(error).error_type,
+        "IdempotencyKeyError"
+    );
+    let message = echo(&idempotency, json!({"other": 1}))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("the `key_from` closure"), "{message}");
+    let message = idempotency
+        .run(
+            &TestContext::new().build(),
+            "charge",
+            Value::Null,
+            |_| async { Ok::<_, Error>(1) },
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("the argument of `run`"), "{message}");
+    assert_eq!(store.calls.load(Ordering::SeqCst), 0);
 }

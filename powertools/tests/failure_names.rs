@@ -358,7 +358,7 @@ async fn retry_layer_a_stale_report_is_not_applied_to_the_handler_error() {
         async move {
             let first = inner.ready().await?.call(event.clone()).await;
             match first {
-                Err(IdemError::KeyMissing) => {
+                Err(IdemError::KeyMissing { .. }) => {
                     let mut retry = event;
                     retry.payload["order_id"] = json!("generated-1");
                     inner.ready().await?.call(retry).await

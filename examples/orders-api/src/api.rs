@@ -263,7 +263,7 @@ fn as_response(
             "OrderInProgress",
             "the same order is being placed right now; retry in a moment".to_owned(),
         ),
-        Err(Error::KeyMissing) => (
+        Err(Error::KeyMissing { .. }) => (
             400,
             "MissingIdempotencyKey",
             "set the Idempotency-Key header so that a retry never places the order twice"

@@ -399,7 +399,7 @@ mod tests {
             .oneshot(TestContext::new().event(with_payment_id("")))
             .await
             .unwrap_err();
-        assert!(matches!(error, Error::KeyMissing), "{error:?}");
+        assert!(matches!(error, Error::KeyMissing { .. }), "{error:?}");
         assert!(charged.charged.lock().unwrap().is_empty());
     }
 
