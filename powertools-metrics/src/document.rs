@@ -22,15 +22,39 @@ pub(crate) enum Combine {
     Replace,
 }
 
+/// Where a metric's values come from: `add_metric` (each value a sample) or one kind of `metrics`
+/// facade metric (counters and gauges combine their values). One name keeps one origin in a
+/// document: a gauge's `set` must not replace a histogram's samples, nor a gauge's increment add
+/// to a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "recorder"), allow(dead_code))]
+pub(crate) enum Origin {
+    AddMetric,
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Origin {
+    /// What holds a name, for [`Error::NameCollision`].
+    fn described(self) -> &'static str {
+        match self {
+            Origin::AddMetric => "a metric added with add_metric",
+            Origin::Counter => "a `metrics` facade counter",
+            Origin::Gauge => "a `metrics` facade gauge",
+            Origin::Histogram => "a `metrics` facade histogram",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Metric {
     pub(crate) name: String,
     pub(crate) unit: Unit,
     pub(crate) resolution: Resolution,
     pub(crate) values: Vec<f64>,
-    /// Whether the values come from the `metrics` facade (counters and gauges combine their
-    /// values) rather than `add_metric` (each value a sample): the two never share a metric.
-    pub(crate) from_facade: bool,
+    /// Where the values come from: a name never mixes two origins.
+    pub(crate) origin: Origin,
 }
 
 thread_local! {
@@ -99,20 +123,16 @@ impl MetricTable {
         unit: Unit,
         resolution: Resolution,
         combine: Combine,
-        from_facade: bool,
+        origin: Origin,
     ) -> Result<bool, Error> {
         let Some(index) = self.find(name) else {
             return Ok(self.metrics.len() >= MAX_METRICS);
         };
         let metric = &self.metrics[index];
-        if metric.from_facade != from_facade {
+        if metric.origin != origin {
             return Err(Error::NameCollision {
                 name: name.to_owned(),
-                used_as: if metric.from_facade {
-                    "a `metrics` facade metric"
-                } else {
-                    "a metric added with add_metric"
-                },
+                used_as: metric.origin.described(),
             });
         }
         if metric.unit != unit {
@@ -149,7 +169,7 @@ impl MetricTable {
         resolution: Resolution,
         value: f64,
         combine: Combine,
-        from_facade: bool,
+        origin: Origin,
     ) {
         let Some(index) = self.find(name) else {
             let metric = match self.spare.pop() {
@@ -161,7 +181,7 @@ impl MetricTable {
                     Metric {
                         unit,
                         resolution,
-                        from_facade,
+                        origin,
                         ..spare
                     }
                 }
@@ -170,7 +190,7 @@ impl MetricTable {
                     unit,
                     resolution,
                     values: vec![value],
-                    from_facade,
+                    origin,
                 },
             };
             self.metrics.push(metric);
@@ -464,7 +484,7 @@ mod tests {
             Resolution::Standard,
             1.0,
             Combine::Append,
-            false,
+            Origin::AddMetric,
         );
         table.insert(
             "Latency",
@@ -472,7 +492,7 @@ mod tests {
             Resolution::High,
             12.0,
             Combine::Append,
-            false,
+            Origin::AddMetric,
         );
         table.insert(
             "Latency",
@@ -480,7 +500,7 @@ mod tests {
             Resolution::High,
             15.5,
             Combine::Append,
-            false,
+            Origin::AddMetric,
         );
         let mut metadata = Map::new();
         metadata.insert("order_id".into(), json!("o-1"));
@@ -565,7 +585,7 @@ mod tests {
                     Resolution::Standard
                 },
                 values,
-                from_facade: false,
+                origin: Origin::AddMetric,
             })
     }
 
@@ -608,14 +628,14 @@ mod tests {
             unit: Unit::Count,
             resolution: Resolution::Standard,
             values: vec![1.0],
-            from_facade: false,
+            origin: Origin::AddMetric,
         }];
         let short = vec![Metric {
             name: "Orders".to_owned(),
             unit: Unit::Count,
             resolution: Resolution::High,
             values: vec![2.0],
-            from_facade: false,
+            origin: Origin::AddMetric,
         }];
         let document = |metrics| Document {
             timestamp_ms: 1,
@@ -642,8 +662,22 @@ mod tests {
             ("accumulated", Combine::Accumulate),
             ("replaced", Combine::Replace),
         ] {
-            table.insert(name, Unit::Count, Resolution::Standard, 2.0, combine, true);
-            table.insert(name, Unit::Count, Resolution::Standard, 3.0, combine, true);
+            table.insert(
+                name,
+                Unit::Count,
+                Resolution::Standard,
+                2.0,
+                combine,
+                Origin::Counter,
+            );
+            table.insert(
+                name,
+                Unit::Count,
+                Resolution::Standard,
+                3.0,
+                combine,
+                Origin::Counter,
+            );
         }
         let values: Vec<_> = table.metrics().iter().map(|m| m.values.clone()).collect();
         assert_eq!(values, [vec![2.0, 3.0], vec![5.0], vec![3.0]]);
@@ -661,7 +695,7 @@ mod tests {
                     Resolution::High,
                     f64::from(value),
                     Combine::Append,
-                    true,
+                    Origin::Counter,
                 );
             }
         }
@@ -685,7 +719,7 @@ mod tests {
                 Resolution::Standard,
                 7.0,
                 Combine::Append,
-                false,
+                Origin::AddMetric,
             );
         }
         assert!(table.spare.is_empty());
@@ -694,7 +728,7 @@ mod tests {
             assert_eq!(metric.values, [7.0]);
             assert_eq!(metric.unit, Unit::Count);
             assert_eq!(metric.resolution, Resolution::Standard);
-            assert!(!metric.from_facade);
+            assert_eq!(metric.origin, Origin::AddMetric);
         }
     }
 
@@ -710,7 +744,7 @@ mod tests {
                         Unit::Count,
                         Resolution::Standard,
                         Combine::Append,
-                        false
+                        Origin::AddMetric
                     )
                     .unwrap()
             );
@@ -720,7 +754,7 @@ mod tests {
                 Resolution::Standard,
                 1.0,
                 Combine::Append,
-                false,
+                Origin::AddMetric,
             );
         }
         assert!(
@@ -730,7 +764,7 @@ mod tests {
                     Unit::Count,
                     Resolution::Standard,
                     Combine::Append,
-                    false
+                    Origin::AddMetric
                 )
                 .unwrap(),
             "the 101st metric needs a new document"
@@ -742,7 +776,7 @@ mod tests {
                 Resolution::Standard,
                 1.0,
                 Combine::Append,
-                false,
+                Origin::AddMetric,
             );
         }
         assert!(
@@ -752,7 +786,7 @@ mod tests {
                     Unit::Count,
                     Resolution::Standard,
                     Combine::Append,
-                    false
+                    Origin::AddMetric
                 )
                 .unwrap(),
             "the 101st value needs a new document"
@@ -764,7 +798,7 @@ mod tests {
                     Unit::Count,
                     Resolution::Standard,
                     Combine::Accumulate,
-                    false
+                    Origin::AddMetric
                 )
                 .unwrap(),
             "accumulating adds no value"
@@ -775,12 +809,18 @@ mod tests {
                 Unit::Seconds,
                 Resolution::Standard,
                 Combine::Append,
-                false
+                Origin::AddMetric
             ),
             Err(Error::UnitConflict { .. })
         ));
         assert!(matches!(
-            table.prepare("m1", Unit::Count, Resolution::High, Combine::Append, false),
+            table.prepare(
+                "m1",
+                Unit::Count,
+                Resolution::High,
+                Combine::Append,
+                Origin::AddMetric
+            ),
             Err(Error::ResolutionConflict { .. })
         ));
     }

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-use crate::document::{Combine, Document, LogLevelKeys, MetricTable};
+use crate::document::{Combine, Document, LogLevelKeys, MetricTable, Origin};
 use crate::sink::Sink;
 use crate::validate::{
     self, DimensionCheck, ENVELOPE_KEY, MAX_CONTEXT_BYTES, MAX_DIMENSIONS, MAX_DOCUMENT_BYTES,
@@ -446,7 +446,7 @@ impl Metrics {
             resolution,
             value,
             Combine::Append,
-            false,
+            Origin::AddMetric,
         )?;
         drop(state);
         self.write_if_ended();
@@ -464,7 +464,7 @@ impl Metrics {
         resolution: Resolution,
         value: f64,
         combine: Combine,
-        from_facade: bool,
+        origin: Origin,
     ) -> Result<(), Error> {
         if state.dimension_value(name).is_some() {
             return Err(collision(name, "a dimension"));
@@ -475,13 +475,13 @@ impl Metrics {
         validate::value(name, state.metrics.combined(name, value, combine))?;
         if state
             .metrics
-            .prepare(name, unit, resolution, combine, from_facade)?
+            .prepare(name, unit, resolution, combine, origin)?
         {
             self.write_main(state);
         }
         state
             .metrics
-            .insert(name, unit, resolution, value, combine, from_facade);
+            .insert(name, unit, resolution, value, combine, origin);
         Ok(())
     }
 
@@ -831,7 +831,7 @@ impl Metrics {
             Resolution::Standard,
             1.0,
             Combine::Append,
-            false,
+            Origin::AddMetric,
         );
         self.write_document(&Document {
             timestamp_ms: epoch_ms(SystemTime::now()),
@@ -910,6 +910,7 @@ impl Metrics {
         unit: Unit,
         value: f64,
         combine: Combine,
+        origin: Origin,
     ) -> Result<(), Error> {
         validate::metric_name(name)?;
         validate::value(name, value)?;
@@ -923,7 +924,7 @@ impl Metrics {
                 Resolution::Standard,
                 value,
                 combine,
-                true,
+                origin,
             )?;
             drop(state);
             self.write_if_ended();
@@ -958,7 +959,7 @@ impl Metrics {
             unit,
             Resolution::Standard,
             combine,
-            true,
+            origin,
         )?;
         if needs_room {
             let group = std::mem::take(&mut state.labelled[index].metrics);
@@ -978,7 +979,7 @@ impl Metrics {
             Resolution::Standard,
             value,
             combine,
-            true,
+            origin,
         );
         drop(state);
         self.write_if_ended();

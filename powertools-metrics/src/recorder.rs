@@ -9,7 +9,7 @@ use metrics::{
     SharedString,
 };
 
-use crate::document::Combine;
+use crate::document::{Combine, Origin};
 use crate::{Error, Metrics, Unit};
 
 /// Sends `counter!`, `gauge!` and `histogram!` from the [`metrics`] facade to the EMF document of
@@ -23,6 +23,9 @@ use crate::{Error, Metrics, Unit};
 /// - a counter is the sum of its increments in the invocation (`Count`);
 /// - a gauge is its last value (`None` unit unless described);
 /// - a histogram keeps every sample (up to 100 per document, then a new document);
+/// - a name holds one kind in a document: a gauge's value for a name a histogram (or counter, or
+///   `add_metric`) already holds there is not recorded, and a warning names the kind that holds
+///   it (mixing them would replace the samples, or add a gauge's step to a count);
 /// - labels become dimensions, in a document of their own per label set, so that they never
 ///   change the dimensions of the invocation's other metrics;
 /// - units given with `describe_*!` (after [`install`](Self::install)) are mapped to CloudWatch units (`Kibibytes` → `Kilobytes`,
@@ -82,7 +85,7 @@ impl EmfRecorder {
         }
     }
 
-    fn handle(&self, key: &Key, default_unit: Unit) -> Arc<FacadeMetric> {
+    fn handle(&self, key: &Key, default_unit: Unit, origin: Origin) -> Arc<FacadeMetric> {
         let unit = self
             .units
             .read()
@@ -91,6 +94,7 @@ impl EmfRecorder {
             .copied()
             .unwrap_or(default_unit);
         Arc::new(FacadeMetric {
+            origin,
             name: key.name().to_owned(),
             labels: key
                 .labels()
@@ -115,15 +119,15 @@ impl metrics::Recorder for EmfRecorder {
     }
 
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::from_arc(self.handle(key, Unit::Count))
+        Counter::from_arc(self.handle(key, Unit::Count, Origin::Counter))
     }
 
     fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::from_arc(self.handle(key, Unit::None))
+        Gauge::from_arc(self.handle(key, Unit::None, Origin::Gauge))
     }
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::from_arc(self.handle(key, Unit::None))
+        Histogram::from_arc(self.handle(key, Unit::None, Origin::Histogram))
     }
 }
 
@@ -131,6 +135,7 @@ impl metrics::Recorder for EmfRecorder {
 /// time it records (a handle may outlive the invocation that registered it).
 #[derive(Debug)]
 struct FacadeMetric {
+    origin: Origin,
     name: String,
     labels: Vec<(String, String)>,
     unit: Unit,
@@ -139,7 +144,14 @@ struct FacadeMetric {
 impl FacadeMetric {
     fn record(&self, value: f64, combine: Combine) {
         let recorded = Metrics::with_current(|metrics| {
-            metrics.record_facade(&self.name, &self.labels, self.unit, value, combine)
+            metrics.record_facade(
+                &self.name,
+                &self.labels,
+                self.unit,
+                value,
+                combine,
+                self.origin,
+            )
         });
         match recorded {
             Some(Ok(())) => {}

@@ -315,3 +315,45 @@ async fn metadata_that_no_document_can_hold_is_named_in_a_warning() {
         "{warned}"
     );
 }
+
+#[tokio::test]
+async fn a_name_used_by_two_kinds_of_facade_metric_keeps_the_first_and_warns_about_the_second() {
+    // Given a histogram, then a gauge and a counter of the same name in one invocation (two
+    // libraries that chose one name, say)
+    install();
+    let sink = CheckedSink::new();
+    let layer = builder(&sink).build().unwrap();
+    let handler = layer.layer(service_fn(|_event: LambdaEvent<Value>| async {
+        metrics::histogram!("QueueDepth").record(3.0);
+        metrics::histogram!("QueueDepth").record(5.0);
+        metrics::gauge!("QueueDepth").set(1.0);
+        metrics::counter!("QueueDepth").increment(7);
+        metrics::counter!("Retries").increment(1);
+        metrics::gauge!("Retries").increment(4.0);
+        Ok::<_, lambda_runtime::Error>(Value::Null)
+    }));
+
+    // When it ends
+    let warned = warnings_of(async {
+        handler
+            .oneshot(TestContext::new().event(json!({})))
+            .await
+            .unwrap();
+    })
+    .await;
+
+    // Then each name keeps what its first kind recorded (the gauge's set does not replace the
+    // histogram's samples, the gauge's increment is not added to the counter), and each value
+    // refused is named in a warning with the kind that holds the name
+    let documents = valid_documents(&sink);
+    assert_eq!(documents.len(), 1);
+    assert_eq!(documents[0]["QueueDepth"], json!([3.0, 5.0]));
+    assert_eq!(documents[0]["Retries"], 1.0);
+    assert_eq!(
+        warned.matches("was not recorded").count(),
+        3,
+        "the gauge and counter of QueueDepth, the gauge of Retries: {warned}"
+    );
+    assert!(warned.contains("a `metrics` facade histogram"), "{warned}");
+    assert!(warned.contains("a `metrics` facade counter"), "{warned}");
+}
