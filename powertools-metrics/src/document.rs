@@ -83,6 +83,9 @@ pub(crate) struct MetricTable {
     /// is reused by the layer's next invocation, which mostly adds the same metrics): two
     /// allocations fewer per metric. Never read otherwise.
     spare: Vec<Metric>,
+    /// The last value of each gauge in a document written at a limit: a gauge is a level, and
+    /// an increment in the next document goes on from it. Dropped by [`reset`](Self::reset).
+    levels: Vec<(String, f64)>,
 }
 
 impl MetricTable {
@@ -103,7 +106,35 @@ impl MetricTable {
         &self.metrics
     }
 
+    /// Empties the table after its document was written, keeping each gauge's level for the
+    /// next document of the invocation.
     pub(crate) fn clear(&mut self) {
+        for metric in &self.metrics {
+            if let (Origin::Gauge, Some(&level)) = (metric.origin, metric.values.last()) {
+                match self
+                    .levels
+                    .iter_mut()
+                    .find(|(name, _)| *name == metric.name)
+                {
+                    Some((_, kept)) => *kept = level,
+                    None => self.levels.push((metric.name.clone(), level)),
+                }
+            }
+        }
+        self.empty();
+    }
+
+    /// Empties the table and forgets the gauges' levels: the invocation's last flush.
+    pub(crate) fn reset(&mut self) {
+        self.levels.clear();
+        if self.levels.capacity() > SPARE_METRICS {
+            // A reused state would keep it at its largest.
+            self.levels = Vec::new();
+        }
+        self.empty();
+    }
+
+    fn empty(&mut self) {
         for metric in self.metrics.drain(..) {
             if self.spare.len() < SPARE_METRICS && metric.values.capacity() <= SPARE_VALUES {
                 self.spare.push(metric);
@@ -151,14 +182,25 @@ impl MetricTable {
     }
 
     /// The value the metric would hold after combining `value` into it (to check it first).
-    pub(crate) fn combined(&self, name: &str, value: f64, combine: Combine) -> f64 {
+    pub(crate) fn combined(&self, name: &str, value: f64, combine: Combine, origin: Origin) -> f64 {
         match (combine, self.find(name)) {
             (Combine::Accumulate, Some(index)) => self.metrics[index]
                 .values
                 .last()
                 .map_or(value, |last| last + value),
+            (Combine::Accumulate, None) if origin == Origin::Gauge => {
+                self.level(name).map_or(value, |level| level + value)
+            }
             _ => value,
         }
+    }
+
+    /// A gauge's level from an earlier document of the invocation.
+    fn level(&self, name: &str) -> Option<f64> {
+        self.levels
+            .iter()
+            .find(|(kept, _)| kept == name)
+            .map(|&(_, level)| level)
     }
 
     /// Adds the value; [`prepare`](Self::prepare) has made room.
@@ -172,6 +214,7 @@ impl MetricTable {
         origin: Origin,
     ) {
         let Some(index) = self.find(name) else {
+            let value = self.combined(name, value, combine, origin);
             let metric = match self.spare.pop() {
                 Some(mut spare) => {
                     spare.name.clear();

@@ -287,7 +287,7 @@ impl State {
         }
         self.metadata_bytes = 0;
         self.metadata.clear();
-        self.metrics.clear();
+        self.metrics.reset();
         self.labelled.clear();
         self.wrote_since_flush = false;
         self.wrote_main_since_flush = false;
@@ -472,7 +472,7 @@ impl Metrics {
         if state.metadata.contains_key(name) {
             return Err(collision(name, "metadata"));
         }
-        validate::value(name, state.metrics.combined(name, value, combine))?;
+        validate::value(name, state.metrics.combined(name, value, combine, origin))?;
         if state
             .metrics
             .prepare(name, unit, resolution, combine, origin)?
@@ -952,7 +952,9 @@ impl Metrics {
         };
         validate::value(
             name,
-            state.labelled[index].metrics.combined(name, value, combine),
+            state.labelled[index]
+                .metrics
+                .combined(name, value, combine, origin),
         )?;
         let needs_room = state.labelled[index].metrics.prepare(
             name,
@@ -962,15 +964,18 @@ impl Metrics {
             origin,
         )?;
         if needs_room {
-            let group = std::mem::take(&mut state.labelled[index].metrics);
-            let labels = state.labelled[index].labels.clone();
-            self.write_labelled(
-                &state,
-                &Labelled {
-                    labels,
-                    metrics: group,
+            // Taken out to be written with the state borrowed, then put back cleared: the table
+            // keeps its gauges' levels for the next document.
+            let mut group = std::mem::replace(
+                &mut state.labelled[index],
+                Labelled {
+                    labels: Vec::new(),
+                    metrics: MetricTable::default(),
                 },
             );
+            self.write_labelled(&state, &group);
+            group.metrics.clear();
+            state.labelled[index] = group;
             state.wrote_since_flush = true;
         }
         state.labelled[index].metrics.insert(

@@ -357,3 +357,41 @@ async fn a_name_used_by_two_kinds_of_facade_metric_keeps_the_first_and_warns_abo
     assert!(warned.contains("a `metrics` facade histogram"), "{warned}");
     assert!(warned.contains("a `metrics` facade counter"), "{warned}");
 }
+
+#[tokio::test]
+async fn a_gauge_goes_on_from_its_level_after_a_document_is_written_at_the_limit() {
+    // Given a gauge set to 10, then enough metrics for the document to be written at CloudWatch's
+    // 100-metric limit, in the main document and in a labelled one
+    install();
+    let sink = CheckedSink::new();
+    let layer = builder(&sink).build().unwrap();
+    let handler = layer.layer(service_fn(|_event: LambdaEvent<Value>| async {
+        metrics::gauge!("InFlight").set(10.0);
+        metrics::gauge!("Workers", "pool" => "a").set(3.0);
+        for index in 0..100 {
+            powertools_metrics::add_metric(&format!("M{index}"), 1.0, Unit::Count)?;
+            metrics::counter!(format!("C{index}"), "pool" => "a").increment(1);
+        }
+        // When the gauges move after their documents were written
+        metrics::gauge!("InFlight").increment(1.0);
+        metrics::gauge!("Workers", "pool" => "a").decrement(1.0);
+        Ok::<_, lambda_runtime::Error>(Value::Null)
+    }));
+    handler
+        .oneshot(TestContext::new().event(json!({})))
+        .await
+        .unwrap();
+
+    // Then their later documents hold where they went (11 and 2), not the steps from zero
+    let documents = valid_documents(&sink);
+    let values = |name: &str| {
+        documents
+            .iter()
+            .filter_map(|document| document.get(name).cloned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(values("InFlight"), vec![json!(10.0), json!(11.0)]);
+    assert_eq!(values("Workers"), vec![json!(3.0), json!(2.0)]);
+    // And counters still count per document (CloudWatch sums them)
+    assert_eq!(values("C0"), vec![json!(1.0)]);
+}
