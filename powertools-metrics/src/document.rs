@@ -214,7 +214,13 @@ impl MetricTable {
         origin: Origin,
     ) {
         let Some(index) = self.find(name) else {
-            let value = self.combined(name, value, combine, origin);
+            // A gauge's step goes on from its level in the invocation's earlier document.
+            let value = match (combine, origin) {
+                (Combine::Accumulate, Origin::Gauge) => {
+                    self.level(name).map_or(value, |level| level + value)
+                }
+                _ => value,
+            };
             let metric = match self.spare.pop() {
                 Some(mut spare) => {
                     spare.name.clear();
