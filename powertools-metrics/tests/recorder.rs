@@ -184,6 +184,16 @@ async fn the_re_exported_facade_reaches_the_installed_recorder() {
     assert_eq!(documents[0]["ViaReexport"], 3.0);
 }
 
+/// 29 long labels whose characters double when escaped (the labels do not count towards the
+/// metadata's cap).
+fn labels_that_double_when_escaped() -> Vec<metrics::Label> {
+    (0..29)
+        .map(|index| {
+            metrics::Label::new(format!("{index:03}{}", "\"".repeat(247)), "\"".repeat(1024))
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_labelled_document_that_would_pass_256_kb_with_the_metadata_is_written_without_it() {
     // Given metadata under its cap, and a facade counter with 29 long labels whose characters
@@ -196,15 +206,7 @@ async fn a_labelled_document_that_would_pass_256_kb_with_the_metadata_is_written
         .layer(service_fn(|_event: LambdaEvent<Value>| async {
             powertools_metrics::add_metric("Orders", 1.0, Unit::Count)?;
             powertools_metrics::add_metadata("blob", "x".repeat(180_000))?;
-            let labels: Vec<metrics::Label> = (0..29)
-                .map(|index| {
-                    metrics::Label::new(
-                        format!("{index:03}{}", "\"".repeat(247)),
-                        "\"".repeat(1024),
-                    )
-                })
-                .collect();
-            metrics::counter!("Retries", labels).increment(1);
+            metrics::counter!("Retries", labels_that_double_when_escaped()).increment(1);
             Ok::<_, lambda_runtime::Error>(Value::Null)
         }))
         .oneshot(TestContext::new().event(json!({})))
@@ -262,15 +264,7 @@ async fn metadata_that_no_document_can_hold_is_named_in_a_warning() {
         powertools_metrics::add_metadata("region", "noted by the handler")?;
         if event.payload["large"] == true {
             powertools_metrics::add_metadata("blob", "x".repeat(180_000))?;
-            let labels: Vec<metrics::Label> = (0..29)
-                .map(|index| {
-                    metrics::Label::new(
-                        format!("{index:03}{}", "\"".repeat(247)),
-                        "\"".repeat(1024),
-                    )
-                })
-                .collect();
-            metrics::counter!("Retries", labels).increment(1);
+            metrics::counter!("Retries", labels_that_double_when_escaped()).increment(1);
         } else {
             metrics::counter!("Retries", "region" => "eu").increment(1);
         }
