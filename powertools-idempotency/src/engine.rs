@@ -191,7 +191,7 @@ impl<St: IdempotencyStore> Engine<St> {
             let future = match std::panic::catch_unwind(AssertUnwindSafe(handler)) {
                 Ok(future) => future,
                 Err(panic) => {
-                    if let Err(error) = engine.release(&record.key, deadline).await {
+                    if let Err(error) = engine.release(&record, deadline).await {
                         tracing::error!(
                             key = %record.key,
                             error = %error,
@@ -230,7 +230,7 @@ impl<St: IdempotencyStore> Engine<St> {
                 },
             };
             // The handler failed: remove its claim so that a retry runs it again.
-            match engine.release(&record.key, deadline).await {
+            match engine.release(&record, deadline).await {
                 Ok(()) => Err(failure),
                 Err(delete_error) => Err(Error::DeleteFailed {
                     error: Box::new(failure),
@@ -417,14 +417,14 @@ impl<St: IdempotencyStore> Engine<St> {
     }
 
     /// Deletes the claim of a failed handler, from the local cache and the store.
-    async fn release(&self, key: &str, deadline: Deadline) -> Result<(), StoreError> {
+    async fn release(&self, claim: &DataRecord, deadline: Deadline) -> Result<(), StoreError> {
         if let Some(cache) = &self.cache {
             cache
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .pop(key);
+                .pop(&claim.key);
         }
-        self.bounded(deadline, self.store.delete(key)).await
+        self.bounded(deadline, self.store.delete(claim)).await
     }
 
     /// Marks the record completed with the response, or without it when it cannot be stored

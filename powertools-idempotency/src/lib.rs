@@ -88,9 +88,9 @@
 //! | handler panics before its future exists (in a service's `call`, or in the closure given to `run`) | deleted | the panic, resumed | runs the handler again |
 //! | response can't be stored (over [`MAX_ITEM_SIZE`], NaN or ±Infinity, refused by serde_json) | `COMPLETED` without a response; a warning is logged | the response | [`Error::ResponseNotStored`] until the window ends: the side effects never run twice |
 //! | invocation times out, the process dies, or the future is dropped after the claim (a `tokio::time::timeout` or `select!` around `run`, say) | stays `INPROGRESS` until the invocation's deadline | Lambda's timeout (or nothing: the future is gone) | [`Error::AlreadyInProgress`] until the deadline, then runs again |
-//! | store down or hung before the claim | none (or, if the write landed but its answer was lost, `INPROGRESS` until the deadline) | [`Error::Persistence`], the handler never ran | runs (or [`Error::AlreadyInProgress`] until the deadline) |
+//! | store down or hung before the claim | none (or, if the write landed but its answer was lost, `INPROGRESS` until the deadline) | [`Error::Persistence`], the handler never ran (or [`Error::AlreadyInProgress`] when the SDK's own retry of the write found the one that landed: a claim records no owner to tell it from a duplicate's, so the handler never runs on it) | runs (or [`Error::AlreadyInProgress`] until the deadline) |
 //! | store down or hung after the handler succeeded | stays `INPROGRESS` until the invocation's deadline | [`Error::NotCompleted`], naming that time | [`Error::AlreadyInProgress`] until then, then runs again |
-//! | handler failed and the delete failed too | stays `INPROGRESS` until the invocation's deadline | [`Error::DeleteFailed`] with both errors | [`Error::AlreadyInProgress`] until then, then runs again |
+//! | handler failed and the delete failed too | stays `INPROGRESS` until the invocation's deadline | [`Error::DeleteFailed`] with both errors | [`Error::AlreadyInProgress`] until then, then runs again; a delete that reaches the store after that (sent, then timed out) deletes only its own claim, never a retry's |
 //! | duplicate whose validation data differs (missing data counts as `null`) | unchanged | — | [`Error::PayloadMismatch`] |
 //!
 //! Every store call is bounded by [`store_timeout`](IdempotencyBuilder::store_timeout) (default

@@ -171,6 +171,14 @@ impl DataRecord {
                     .in_progress_expiry_timestamp
                     .is_some_and(|deadline_ms| deadline_ms < now_ms))
     }
+
+    /// Whether this stored record is still the in-progress claim `claim` (the condition of
+    /// [`IdempotencyStore::delete`](crate::IdempotencyStore::delete), evaluated in memory): in
+    /// progress, with the same in-progress expiry.
+    pub fn is_claim_of(&self, claim: &DataRecord) -> bool {
+        self.status == Status::InProgress
+            && self.in_progress_expiry_timestamp == claim.in_progress_expiry_timestamp
+    }
 }
 
 /// `(epoch seconds, epoch milliseconds)` of `time`, zero before 1970.

@@ -256,12 +256,12 @@ impl IdempotencyStore for FaultStore {
         }
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+    async fn delete(&self, record: &DataRecord) -> Result<(), StoreError> {
         let fault = self.fault("delete");
         delay_or_hang(fault).await;
         match fault {
             Fault::Fail => Err(backend("delete")),
-            _ => self.inner.delete(key).await,
+            _ => self.inner.delete(record).await,
         }
     }
 }

@@ -43,12 +43,12 @@ impl IdempotencyStore for CountingStore {
         self.inner.update(record).await
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+    async fn delete(&self, record: &DataRecord) -> Result<(), StoreError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.fail_deletes {
             return Err(StoreError::Backend("throttled".into()));
         }
-        self.inner.delete(key).await
+        self.inner.delete(record).await
     }
 }
 

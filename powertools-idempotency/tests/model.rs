@@ -329,8 +329,9 @@ impl<S: IdempotencyStore> IdempotencyStore for FaultyStore<S> {
             .await
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.call(Primitive::Delete, self.inner.delete(key)).await
+    async fn delete(&self, record: &DataRecord) -> Result<(), StoreError> {
+        self.call(Primitive::Delete, self.inner.delete(record))
+            .await
     }
 }
 

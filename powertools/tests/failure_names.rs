@@ -644,8 +644,11 @@ impl powertools::idempotency::IdempotencyStore for ThrottledClaims {
         self.inner.update(record).await
     }
 
-    async fn delete(&self, key: &str) -> Result<(), powertools::idempotency::StoreError> {
-        self.inner.delete(key).await
+    async fn delete(
+        &self,
+        record: &powertools::idempotency::DataRecord,
+    ) -> Result<(), powertools::idempotency::StoreError> {
+        self.inner.delete(record).await
     }
 }
 

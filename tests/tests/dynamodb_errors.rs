@@ -83,7 +83,7 @@ async fn a_missing_table_names_the_operation_the_table_and_dynamodbs_answer() {
         .update(&completed(&record, "{}".into()))
         .await
         .expect_err("no table");
-    let delete = store.delete(&record.key).await.expect_err("no table");
+    let delete = store.delete(&record).await.expect_err("no table");
 
     for (error, operation) in [
         (&put, "PutItem"),
@@ -220,7 +220,10 @@ async fn a_refused_connection_names_the_endpoint_and_the_cause() {
             "Connection refused",
         ],
     );
-    let error = store.delete("orders#1").await.expect_err("nothing listens");
+    let error = store
+        .delete(&in_progress("orders#1"))
+        .await
+        .expect_err("nothing listens");
     assert_mentions(
         &error.to_string(),
         &[

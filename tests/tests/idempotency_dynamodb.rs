@@ -800,7 +800,29 @@ async fn the_store_primitives_round_trip_a_record() {
         powertools_idempotency::PutOutcome::Exists(Some(record.clone()))
     );
     assert_eq!(store.get(&record.key).await.unwrap(), Some(record.clone()));
-    store.delete(&record.key).await.unwrap();
+    // A delete of an earlier claim of the key (another in-progress expiry, as a failed
+    // invocation's late delete has) leaves this claim; so does one of a completed record
+    let earlier = record.clone().with_in_progress_expiry(now_ms - 5_000);
+    store.delete(&earlier).await.unwrap();
+    assert_eq!(store.get(&record.key).await.unwrap(), Some(record.clone()));
+    let mut completed = record.clone();
+    completed.status = Status::Completed;
+    completed.response_data = Some("{}".to_owned());
+    store.update(&completed).await.unwrap();
+    store.delete(&record).await.unwrap();
+    assert_eq!(
+        store.get(&record.key).await.unwrap(),
+        Some(completed.clone())
+    );
+    // Its own claim is deleted
+    store
+        .put_in_progress(
+            &record,
+            SystemTime::now() + std::time::Duration::from_secs(120),
+        )
+        .await
+        .unwrap();
+    store.delete(&record).await.unwrap();
     assert_eq!(store.get(&record.key).await.unwrap(), None);
 }
 

@@ -311,3 +311,73 @@ async fn a_lost_completion_answer_still_replays_to_duplicates() {
     assert_eq!(replay, json!({"charged": "pay-cut-late", "charge": 1}));
     assert_eq!(faulty.executions(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_invocation_s_late_delete_never_removes_a_later_claim() {
+    let Some(faulty) = faulty().await else {
+        return;
+    };
+    // A: the handler fails; deleting its claim reaches DynamoDB only after A's deadline, when A
+    // has long given up on it (DeleteFailed)
+    faulty
+        .proxy
+        .set(json!({"action": "delay", "ms": 2000, "target": "DeleteItem", "times": 1}));
+    let started = Instant::now();
+    let a: Result<u8, _> = faulty
+        .idempotency
+        .run(
+            &TestContext::new()
+                .with_remaining_time(Duration::from_millis(800))
+                .build(),
+            "charge",
+            "pay-late-delete",
+            |_| async { Err(std::io::Error::other("card declined")) },
+        )
+        .await;
+    assert!(matches!(a, Err(Error::DeleteFailed { .. })), "{a:?}");
+
+    // B: a retry after A's deadline claims the key and runs (as documented), and holds it until
+    // C has been answered
+    tokio::time::sleep(Duration::from_millis(1000).saturating_sub(started.elapsed())).await;
+    let (b_running, b_started) = tokio::sync::oneshot::channel();
+    let (c_answered, c_done) = tokio::sync::oneshot::channel::<()>();
+    let idempotency = faulty.idempotency.clone();
+    let b = tokio::spawn(async move {
+        idempotency
+            .run(
+                &TestContext::new().with_remaining_time(INVOCATION).build(),
+                "charge",
+                "pay-late-delete",
+                |_| async move {
+                    let _ = b_running.send(());
+                    let _ = tokio::time::timeout(Duration::from_secs(20), c_done).await;
+                    Ok::<_, std::io::Error>(2u8)
+                },
+            )
+            .await
+    });
+    b_started.await.expect("B runs its handler");
+
+    // When A's delete lands at DynamoDB (2 s after it was sent) while B runs
+    tokio::time::sleep(Duration::from_millis(3000).saturating_sub(started.elapsed())).await;
+
+    // Then B's claim is still there: a duplicate C gets AlreadyInProgress, never a second run
+    // beside B
+    let c: Result<u8, Error<std::io::Error>> = faulty
+        .idempotency
+        .run(
+            &TestContext::new().with_remaining_time(INVOCATION).build(),
+            "charge",
+            "pay-late-delete",
+            |_| async { Ok(3) },
+        )
+        .await;
+    let _ = c_answered.send(());
+    assert!(matches!(c, Err(Error::AlreadyInProgress { .. })), "{c:?}");
+    assert_eq!(b.await.expect("B's task").expect("B's run"), 2);
+    assert_eq!(
+        faulty.proxy.requests("DeleteItem"),
+        1,
+        "A's delete was sent"
+    );
+}

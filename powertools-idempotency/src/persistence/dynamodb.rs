@@ -8,6 +8,7 @@ use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use powertools_core::error_chain;
@@ -18,6 +19,14 @@ use crate::{BoxError, Error};
 
 /// The conditional write that claims a key: no record, an expired one, or an in-progress one
 /// whose invocation deadline has passed. The same three clauses as every Powertools runtime.
+/// A failed invocation deletes its own claim only: a delete that reaches DynamoDB late must not
+/// remove a later invocation's claim of the key.
+pub(crate) const DELETE_CONDITION: &str =
+    "#status = :inprogress AND #in_progress_expiry = :in_progress_expiry";
+/// As [`DELETE_CONDITION`], for a claim written without an in-progress expiry.
+pub(crate) const DELETE_CONDITION_WITHOUT_EXPIRY: &str =
+    "#status = :inprogress AND attribute_not_exists(#in_progress_expiry)";
+
 pub(crate) const PUT_CONDITION: &str = "attribute_not_exists(#id) OR #expiry < :now OR \
      (#status = :inprogress AND attribute_exists(#in_progress_expiry) AND #in_progress_expiry < :now_in_millis)";
 
@@ -636,15 +645,47 @@ impl IdempotencyStore for DynamoDbStore {
         Ok(())
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.client
+    async fn delete(&self, record: &DataRecord) -> Result<(), StoreError> {
+        let settings = &*self.settings;
+        let request = self
+            .client
             .delete_item()
-            .table_name(&self.settings.table_name)
-            .set_key(Some(self.key(key)))
-            .send()
-            .await
-            .map_err(|error| StoreError::Backend(Box::new(self.failure("DeleteItem", error))))?;
-        Ok(())
+            .table_name(&settings.table_name)
+            .set_key(Some(self.key(&record.key)))
+            .expression_attribute_names("#status", &settings.status_attr)
+            .expression_attribute_names("#in_progress_expiry", &settings.in_progress_expiry_attr)
+            .expression_attribute_values(
+                ":inprogress",
+                AttributeValue::S(Status::InProgress.as_str().to_owned()),
+            );
+        let request = match record.in_progress_expiry_timestamp {
+            Some(deadline_ms) => request
+                .condition_expression(DELETE_CONDITION)
+                .expression_attribute_values(
+                    ":in_progress_expiry",
+                    AttributeValue::N(deadline_ms.to_string()),
+                ),
+            None => request.condition_expression(DELETE_CONDITION_WITHOUT_EXPIRY),
+        };
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                if let Some(DeleteItemError::ConditionalCheckFailedException(_)) =
+                    error.as_service_error()
+                {
+                    // Not this claim any more (completed, or claimed again after its deadline):
+                    // nothing of it to delete.
+                    tracing::debug!(
+                        key = %record.key,
+                        "the failed invocation's claim was already replaced: left as it is"
+                    );
+                    return Ok(());
+                }
+                Err(StoreError::Backend(Box::new(
+                    self.failure("DeleteItem", error),
+                )))
+            }
+        }
     }
 }
 

@@ -105,8 +105,51 @@ impl IdempotencyStore for InMemoryStore {
         Ok(())
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.lock().remove(key);
+    async fn delete(&self, record: &DataRecord) -> Result<(), StoreError> {
+        let mut records = self.lock();
+        if records
+            .get(&record.key)
+            .is_some_and(|stored| stored.is_claim_of(record))
+        {
+            records.remove(&record.key);
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::record::{Status, epoch};
+
+    #[tokio::test]
+    async fn a_delete_removes_its_own_claim_only() {
+        // Given a claim of the key, and an earlier claim of it (a failed invocation whose delete
+        // arrives after its deadline, when this claim replaced it)
+        let store = InMemoryStore::new();
+        let (now_s, now_ms) = epoch(SystemTime::now());
+        let claim = DataRecord::new("orders.charge#1", Status::InProgress, now_s + 60)
+            .with_in_progress_expiry(now_ms + 1_000);
+        let earlier = claim.clone().with_in_progress_expiry(now_ms - 5_000);
+        store.insert(claim.clone());
+
+        // When the earlier claim's delete arrives, then the claim stays
+        store.delete(&earlier).await.unwrap();
+        assert_eq!(store.record(&claim.key), Some(claim.clone()));
+
+        // And a completed record stays too
+        let mut completed = claim.clone();
+        completed.status = Status::Completed;
+        store.update(&completed).await.unwrap();
+        store.delete(&claim).await.unwrap();
+        assert_eq!(store.record(&claim.key), Some(completed));
+
+        // While its own claim is deleted
+        let later = SystemTime::now() + Duration::from_secs(120);
+        store.put_in_progress(&claim, later).await.unwrap();
+        store.delete(&claim).await.unwrap();
+        assert!(store.is_empty());
     }
 }

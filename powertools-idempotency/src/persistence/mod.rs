@@ -74,6 +74,12 @@ pub trait IdempotencyStore: Clone + Send + Sync + 'static {
     /// Overwrites the status, expiry, response and validation hash of `record`'s key.
     fn update(&self, record: &DataRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Deletes the record stored under `key`, if any.
-    fn delete(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Deletes the in-progress claim `record` (its handler failed, so that a retry runs it
+    /// again): **only while** the stored record is still that claim, in progress with the same
+    /// in-progress expiry, atomically. A delete that reaches the store late (after the claim's
+    /// deadline, when a retry may have claimed the key again) must never remove a later
+    /// invocation's claim: a record that is no longer `record`'s claim is left as it is, and
+    /// that is `Ok`. (A later claim's in-progress expiry is always later: a key is claimed again
+    /// only after the earlier claim's expiry has passed.)
+    fn delete(&self, record: &DataRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
