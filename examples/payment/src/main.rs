@@ -29,12 +29,16 @@ use powertools::Powertools;
 use powertools::idempotency::{DynamoDbStore, Idempotency, IdempotencyLayer, IdempotencyStore};
 use powertools::metrics::Unit;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// The longest payment, order or customer id accepted, in characters.
 const MAX_ID_CHARS: usize = 64;
 
 /// The largest amount accepted, in the currency's minor unit (a million in its main unit).
 const MAX_AMOUNT_CENTS: u64 = 100_000_000;
+
+const AMOUNT_RULE: &str = "a whole number from 1 to 100000000";
+const CURRENCY_RULE: &str = "an ISO 4217 code: three capital letters";
 
 /// What the workflow asks for.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -56,6 +60,42 @@ struct InvalidRequest {
 }
 
 impl PaymentRequest {
+    /// The request an event holds, read field by field so that a refusal names the field and
+    /// the rule, never the value (serde's own errors quote it: a card number sent as an amount
+    /// would reach the error message and the logs). Then every field is checked against its
+    /// bounds.
+    fn from_event(event: &Value) -> Result<Self, InvalidRequest> {
+        const ID_RULE: &str = "a string of 1 to 64 characters from A-Z, a-z, 0-9, '-' and '_'";
+        let Some(fields) = event.as_object() else {
+            return Err(InvalidRequest {
+                field: "the request",
+                rule: "a JSON object with payment_id, order_id, customer_id, amount_cents and \
+                       currency",
+            });
+        };
+        let text = |field: &'static str, rule: &'static str| {
+            fields
+                .get(field)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or(InvalidRequest { field, rule })
+        };
+        let request = PaymentRequest {
+            payment_id: text("payment_id", ID_RULE)?,
+            order_id: text("order_id", ID_RULE)?,
+            customer_id: text("customer_id", ID_RULE)?,
+            amount_cents: fields.get("amount_cents").and_then(Value::as_u64).ok_or(
+                InvalidRequest {
+                    field: "amount_cents",
+                    rule: AMOUNT_RULE,
+                },
+            )?,
+            currency: text("currency", CURRENCY_RULE)?,
+        };
+        request.validate()?;
+        Ok(request)
+    }
+
     /// Checks every field against its bounds.
     fn validate(&self) -> Result<(), InvalidRequest> {
         const ID_RULE: &str = "1 to 64 characters from A-Z, a-z, 0-9, '-' and '_'";
@@ -78,14 +118,14 @@ impl PaymentRequest {
         if !(1..=MAX_AMOUNT_CENTS).contains(&self.amount_cents) {
             return Err(InvalidRequest {
                 field: "amount_cents",
-                rule: "from 1 to 100000000",
+                rule: AMOUNT_RULE,
             });
         }
         let currency = self.currency.as_bytes();
         if currency.len() != 3 || !currency.iter().all(u8::is_ascii_uppercase) {
             return Err(InvalidRequest {
                 field: "currency",
-                rule: "an ISO 4217 code: three capital letters",
+                rule: CURRENCY_RULE,
             });
         }
         Ok(())
@@ -144,10 +184,18 @@ impl From<StepError> for Diagnostic {
 
 /// The card provider, simulated: each charge takes a while, and a payment id ending in `-flaky`
 /// times out on its first attempt. It counts what it charges.
+///
+/// Like card providers (Stripe's `Idempotency-Key`, Adyen's), it takes an idempotency key with
+/// each charge, here the payment id: a charge repeated with the same key and details is answered
+/// with the first one's receipt, not charged again, and one with other details is refused. That
+/// is the second guard: the idempotency record cannot cover a charge that went through when the
+/// store then failed to record it (`IdempotencyPersistenceLayerError`, the record left in
+/// progress until the deadline, after which a retry runs the handler again).
 #[derive(Debug, Clone, Default)]
 struct Provider {
     attempts: Arc<Mutex<HashMap<String, u32>>>,
     charged: Arc<Mutex<Vec<String>>>,
+    by_key: Arc<Mutex<HashMap<String, (PaymentRequest, Receipt)>>>,
 }
 
 impl Provider {
@@ -167,14 +215,34 @@ impl Provider {
                 reason: "timeout",
             });
         }
+        let mut by_key = self.by_key.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((first, receipt)) = by_key.get(&request.payment_id) {
+            if first != request {
+                return Err(PaymentFailed {
+                    payment_id: request.payment_id.clone(),
+                    reason: "the provider refused the idempotency key: it was used for a charge \
+                             with other details",
+                });
+            }
+            tracing::warn!(
+                reference = %receipt.provider_reference,
+                "the provider answered a repeated charge with its first receipt: not charged again"
+            );
+            return Ok(receipt.clone());
+        }
         let mut charged = self.charged.lock().unwrap_or_else(PoisonError::into_inner);
         charged.push(request.payment_id.clone());
-        Ok(Receipt {
+        let receipt = Receipt {
             payment_id: request.payment_id.clone(),
             charged_cents: request.amount_cents,
             currency: request.currency.clone(),
             provider_reference: format!("ch_{:05}", charged.len()),
-        })
+        };
+        by_key.insert(
+            request.payment_id.clone(),
+            (request.clone(), receipt.clone()),
+        );
+        Ok(receipt)
     }
 }
 
@@ -183,9 +251,6 @@ async fn pay(
     event: LambdaEvent<PaymentRequest>,
 ) -> Result<Receipt, PaymentFailed> {
     let request = event.payload;
-    // Every log line of this payment says which one it is.
-    let _ = powertools::logging::append_key("payment_id", &request.payment_id);
-    let _ = powertools::logging::append_key("order_id", &request.order_id);
     let receipt = provider
         .charge(&request)
         .await
@@ -215,7 +280,7 @@ struct ValidateFirst<S> {
     inner: S,
 }
 
-impl<S> Service<LambdaEvent<PaymentRequest>> for ValidateFirst<S>
+impl<S> Service<LambdaEvent<Value>> for ValidateFirst<S>
 where
     S: Service<
             LambdaEvent<PaymentRequest>,
@@ -232,26 +297,35 @@ where
         self.inner.poll_ready(cx).map_err(StepError::Charge)
     }
 
-    fn call(&mut self, event: LambdaEvent<PaymentRequest>) -> Self::Future {
+    fn call(&mut self, event: LambdaEvent<Value>) -> Self::Future {
         // A refusal is an error of the invocation: the logging layer writes its ERROR line, with
         // the invocation's context.
-        if let Err(invalid) = event.payload.validate() {
-            return Box::pin(std::future::ready(Err(invalid.into())));
+        let request = match PaymentRequest::from_event(&event.payload) {
+            Ok(request) => request,
+            Err(invalid) => return Box::pin(std::future::ready(Err(invalid.into()))),
+        };
+        // Every log line of this payment says which one it is, the idempotency layer's
+        // refusals (a duplicate with another amount, one in progress) and the metrics' included.
+        for (key, value) in [
+            ("payment_id", &request.payment_id),
+            ("order_id", &request.order_id),
+        ] {
+            if let Err(error) = powertools::logging::append_key(key, value) {
+                tracing::warn!(%error, key, "a log key was not added");
+            }
         }
-        let charged = self.inner.call(event);
+        let charged = self.inner.call(LambdaEvent::new(request, event.context));
         Box::pin(async move { charged.await.map_err(StepError::Charge) })
     }
 }
 
-type Step = BoxCloneService<
-    LambdaEvent<PaymentRequest>,
-    Receipt,
-    powertools::metrics::ServiceError<StepError>,
->;
+type Step =
+    BoxCloneService<LambdaEvent<Value>, Receipt, powertools::metrics::ServiceError<StepError>>;
 
 /// The step: the Powertools stack, the checks of the request, then idempotency keyed on the
-/// payment id and validated on the amount, currency and customer (so the same payment id with
-/// another amount is refused, and another customer never gets this receipt), then the charge.
+/// payment id and validated on the amount, currency, customer and order (so the same payment id
+/// with another amount, or for another order, is refused, and another customer never gets this
+/// receipt), then the charge.
 fn step<St: IdempotencyStore + Clone>(
     powertools: &Powertools,
     idempotency: Idempotency<St>,
@@ -269,6 +343,7 @@ fn step<St: IdempotencyStore + Clone>(
                             request.amount_cents,
                             request.currency.clone(),
                             request.customer_id.clone(),
+                            request.order_id.clone(),
                         ))
                     }),
             )
@@ -332,11 +407,17 @@ mod tests {
     use lambda_runtime::tower::ServiceExt;
     use powertools::core::env::Env;
     use powertools::core::testing::TestContext;
-    use powertools::idempotency::{Error, InMemoryStore};
+    use powertools::idempotency::{DataRecord, Error, InMemoryStore, PutOutcome, StoreError};
+    use powertools::logging::MemoryLogs;
     use powertools::metrics::ServiceError;
     use powertools_tests::emf::CheckedSink;
+    use serde_json::json;
 
     use super::*;
+
+    fn json(request: PaymentRequest) -> Value {
+        serde_json::to_value(request).unwrap()
+    }
 
     fn sample(text: &str) -> PaymentRequest {
         serde_json::from_str(text).unwrap()
@@ -369,7 +450,7 @@ mod tests {
         for attempt in 0..2 {
             let answer = step
                 .clone()
-                .oneshot(TestContext::new().event(with_payment_id("")))
+                .oneshot(TestContext::new().event(json(with_payment_id(""))))
                 .await;
             let error = answer.map(|receipt| format!("{receipt:?}")).unwrap_err();
             assert_eq!(
@@ -424,7 +505,7 @@ mod tests {
         for (what, request) in cases {
             let answer = step
                 .clone()
-                .oneshot(TestContext::new().event(request))
+                .oneshot(TestContext::new().event(json(request)))
                 .await;
             let Err(error) = answer else {
                 panic!("{what}: accepted");
@@ -446,12 +527,12 @@ mod tests {
         let request = sample(include_str!("../events/payment.json"));
         let first = step
             .clone()
-            .oneshot(TestContext::new().event(request.clone()))
+            .oneshot(TestContext::new().event(json(request.clone())))
             .await
             .unwrap();
         let again = step
             .clone()
-            .oneshot(TestContext::new().event(request))
+            .oneshot(TestContext::new().event(json(request)))
             .await
             .unwrap();
         assert_eq!(again, first);
@@ -460,7 +541,7 @@ mod tests {
         let changed = sample(include_str!("../events/changed-amount.json"));
         let error = step
             .clone()
-            .oneshot(TestContext::new().event(changed))
+            .oneshot(TestContext::new().event(json(changed)))
             .await
             .unwrap_err();
         assert!(
@@ -479,7 +560,7 @@ mod tests {
         let mut someone_else = sample(include_str!("../events/payment.json"));
         someone_else.customer_id = "cust-99".to_owned();
         let error = step
-            .oneshot(TestContext::new().event(someone_else))
+            .oneshot(TestContext::new().event(json(someone_else)))
             .await
             .unwrap_err();
         assert!(
@@ -497,12 +578,12 @@ mod tests {
         let request = sample(include_str!("../events/flaky-payment.json"));
         let error = step
             .clone()
-            .oneshot(TestContext::new().event(request.clone()))
+            .oneshot(TestContext::new().event(json(request.clone())))
             .await
             .unwrap_err();
         assert_eq!(Diagnostic::from(error).error_type, "PaymentFailed");
         let receipt = step
-            .oneshot(TestContext::new().event(request))
+            .oneshot(TestContext::new().event(json(request)))
             .await
             .unwrap();
         assert_eq!(receipt.charged_cents, 880);
@@ -520,7 +601,7 @@ mod tests {
             .map(|i| {
                 let (step, request) = (step.clone(), request.clone());
                 let context = TestContext::new().with_request_id(format!("req-{i}"));
-                tokio::spawn(step.oneshot(context.event(request)))
+                tokio::spawn(step.oneshot(context.event(json(request))))
             })
             .collect();
         let mut receipts = Vec::new();
@@ -539,5 +620,191 @@ mod tests {
             "one receipt"
         );
         assert_eq!(provider.charged.lock().unwrap().len(), 1, "charged once");
+    }
+
+    /// An in-memory store whose next completion (`update`) fails, as DynamoDB down or throttled
+    /// right after the charge.
+    #[derive(Debug, Clone, Default)]
+    struct CompletionFails {
+        inner: InMemoryStore,
+        fail_next: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl IdempotencyStore for CompletionFails {
+        async fn get(&self, key: &str) -> Result<Option<DataRecord>, StoreError> {
+            self.inner.get(key).await
+        }
+
+        async fn put_in_progress(
+            &self,
+            record: &DataRecord,
+            now: std::time::SystemTime,
+        ) -> Result<PutOutcome, StoreError> {
+            self.inner.put_in_progress(record, now).await
+        }
+
+        async fn update(&self, record: &DataRecord) -> Result<(), StoreError> {
+            if self
+                .fail_next
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                return Err(StoreError::Backend(
+                    "ProvisionedThroughputExceededException".into(),
+                ));
+            }
+            self.inner.update(record).await
+        }
+
+        async fn delete(&self, record: &DataRecord) -> Result<(), StoreError> {
+            self.inner.delete(record).await
+        }
+    }
+
+    fn fixture_with_logs<St: IdempotencyStore + Clone>(
+        store: St,
+    ) -> (Step, Provider, MemoryLogs, Powertools) {
+        let logs = MemoryLogs::new();
+        let powertools = Powertools::builder()
+            .service("payments")
+            .env(Env::from_pairs([
+                ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
+                ("POWERTOOLS_TRACE_DISABLED", "true"),
+            ]))
+            .logger(|logger| logger.writer(logs.clone()))
+            .metrics(|metrics| metrics.sink(CheckedSink::new()))
+            .build()
+            .unwrap();
+        let provider = Provider::default();
+        let step = step(&powertools, idempotency(store).unwrap(), provider.clone());
+        (step, provider, logs, powertools)
+    }
+
+    #[tokio::test]
+    async fn a_charge_whose_record_was_not_completed_is_not_charged_again_by_the_retry() {
+        // Given a charge that goes through, then the store fails to complete its record
+        let store = CompletionFails::default();
+        store
+            .fail_next
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let (step, provider, _, _) = fixture_with_logs(store);
+        let request = json(sample(include_str!("../events/payment.json")));
+        let short = || TestContext::new().with_remaining_time(Duration::from_millis(200));
+        let error = step
+            .clone()
+            .oneshot(short().event(request.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            Diagnostic::from(error).error_type,
+            "IdempotencyPersistenceLayerError"
+        );
+
+        // When the workflow retries after the record's in-progress deadline (the retry runs the
+        // handler again, as the library documents)
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let receipt = step
+            .oneshot(TestContext::new().event(request))
+            .await
+            .unwrap();
+
+        // Then the provider, given the payment id as its idempotency key, answers with the first
+        // charge's receipt: charged once
+        assert_eq!(receipt.provider_reference, "ch_00001");
+        assert_eq!(provider.charged.lock().unwrap().len(), 1, "charged once");
+    }
+
+    #[tokio::test]
+    async fn the_same_payment_id_for_another_order_is_refused_not_answered_with_its_receipt() {
+        let (step, provider) = fixture();
+        let first = sample(include_str!("../events/payment.json"));
+        step.clone()
+            .oneshot(TestContext::new().event(json(first.clone())))
+            .await
+            .unwrap();
+        let mut other_order = first;
+        other_order.order_id = "ord-9999".to_owned();
+        let error = step
+            .oneshot(TestContext::new().event(json(other_order)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            Diagnostic::from(error).error_type,
+            "IdempotencyValidationError"
+        );
+        assert_eq!(provider.charged.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn wrongly_typed_fields_are_invalid_requests_that_never_show_the_value() {
+        let (step, provider) = fixture();
+        let valid = json(sample(include_str!("../events/payment.json")));
+        let with = |field: &str, value: Value| {
+            let mut event = valid.clone();
+            event[field] = value;
+            event
+        };
+        let cases = [
+            ("a negative amount", with("amount_cents", json!(-4_111_222))),
+            ("a fractional amount", with("amount_cents", json!(4111.5))),
+            (
+                "an amount as text",
+                with("amount_cents", json!("4111111111111111")),
+            ),
+            (
+                "a numeric customer id",
+                with("customer_id", json!(4_111_111_111_111_111u64)),
+            ),
+            ("a null order id", with("order_id", Value::Null)),
+            ("no currency", {
+                let mut event = valid.clone();
+                event.as_object_mut().unwrap().remove("currency");
+                event
+            }),
+            ("an array", json!(["4111111111111111"])),
+        ];
+        for (what, event) in cases {
+            let error = step
+                .clone()
+                .oneshot(TestContext::new().event(event))
+                .await
+                .unwrap_err();
+            let diagnostic = Diagnostic::from(error);
+            assert_eq!(diagnostic.error_type, "InvalidPaymentRequest", "{what}");
+            assert!(
+                !diagnostic.error_message.contains("4111"),
+                "{what}: {}",
+                diagnostic.error_message
+            );
+        }
+        assert!(provider.charged.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn every_log_line_of_a_refused_duplicate_names_the_payment() {
+        let (step, _, logs, powertools) = fixture_with_logs(InMemoryStore::new());
+        let _guard = tracing::subscriber::set_default(powertools.subscriber());
+        step.clone()
+            .oneshot(TestContext::new().event(json(sample(include_str!("../events/payment.json")))))
+            .await
+            .unwrap();
+        let changed = sample(include_str!("../events/changed-amount.json"));
+        let (payment_id, order_id) = (changed.payment_id.clone(), changed.order_id.clone());
+        step.oneshot(TestContext::new().event(json(changed)))
+            .await
+            .unwrap_err();
+        let lines = logs.json();
+        let refused: Vec<_> = lines
+            .iter()
+            .skip_while(|line| line["message"] != "charged")
+            .skip(1)
+            .collect();
+        assert!(
+            refused.iter().any(|line| line["level"] == "ERROR"),
+            "the refusal's failure line: {lines:?}"
+        );
+        for line in refused {
+            assert_eq!(line["payment_id"], json!(payment_id), "{line}");
+            assert_eq!(line["order_id"], json!(order_id), "{line}");
+        }
     }
 }
