@@ -360,7 +360,10 @@ mod tests {
 
     use powertools::core::env::Env;
     use powertools::core::testing::TestContext;
-    use powertools::idempotency::InMemoryStore;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use powertools::idempotency::{DataRecord, InMemoryStore, PutOutcome, StoreError};
     use powertools_tests::emf::CheckedSink;
 
     use base64::Engine as _;
@@ -743,5 +746,88 @@ mod tests {
             (empty.0, empty.1["error"].as_str()),
             (400, Some("EmptyBasket"))
         );
+    }
+
+    /// An in-memory store whose next completion of a charge record fails, as DynamoDB throttled
+    /// right after the charge went through.
+    #[derive(Debug, Clone, Default)]
+    struct ChargeCompletionFails {
+        inner: InMemoryStore,
+        fail_next: Arc<AtomicBool>,
+    }
+
+    impl IdempotencyStore for ChargeCompletionFails {
+        async fn get(&self, key: &str) -> Result<Option<DataRecord>, StoreError> {
+            self.inner.get(key).await
+        }
+
+        async fn put_in_progress(
+            &self,
+            record: &DataRecord,
+            now: std::time::SystemTime,
+        ) -> Result<PutOutcome, StoreError> {
+            self.inner.put_in_progress(record, now).await
+        }
+
+        async fn update(&self, record: &DataRecord) -> Result<(), StoreError> {
+            if record.key.contains(".charge#") && self.fail_next.swap(false, Ordering::SeqCst) {
+                return Err(StoreError::Backend(
+                    "ProvisionedThroughputExceededException".into(),
+                ));
+            }
+            self.inner.update(record).await
+        }
+
+        async fn delete(&self, record: &DataRecord) -> Result<(), StoreError> {
+            self.inner.delete(record).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_charge_whose_record_was_not_completed_is_not_charged_again_by_the_retry() {
+        // Given the charge goes through, then the store fails to complete the charge's record
+        let store = ChargeCompletionFails::default();
+        store.fail_next.store(true, Ordering::SeqCst);
+        let powertools = Powertools::builder()
+            .service("orders")
+            .env(Env::from_pairs([
+                ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
+                ("POWERTOOLS_TRACE_DISABLED", "true"),
+            ]))
+            .metrics(|metrics| metrics.sink(CheckedSink::new()))
+            .build()
+            .unwrap();
+        let (orders, payment_idempotency) = idempotency(store).unwrap();
+        let (app, saved, payments) = App::in_memory(payment_idempotency);
+        let function = service(&powertools, orders, app).unwrap();
+        let request: ApiGatewayV2httpRequest =
+            serde_json::from_str(include_str!("../events/first-order.json")).unwrap();
+        let first = function
+            .clone()
+            .oneshot(
+                TestContext::new()
+                    .with_remaining_time(std::time::Duration::from_millis(200))
+                    .event(request.clone()),
+            )
+            .await;
+        assert!(
+            first
+                .as_ref()
+                .map_or(true, |response| response.status_code >= 500),
+            "the first attempt fails: {first:?}"
+        );
+
+        // When the client retries after the charge record's in-progress deadline, with the same
+        // Idempotency-Key (the order's record was deleted: its handler failed)
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let retry = function
+            .oneshot(TestContext::new().event(request))
+            .await
+            .unwrap();
+
+        // Then the order is placed, and the provider, keyed on the payment id, charged once
+        assert_eq!(retry.status_code, 201);
+        assert_eq!(payments.charges().len(), 1, "charged once");
+        assert_eq!(saved.lock().unwrap().len(), 1);
     }
 }

@@ -132,10 +132,17 @@ pub(crate) struct PaymentFailed {
 /// in `-flaky` see their first attempt at each payment time out, as a real provider sometimes
 /// does. It counts the charges it makes, so that the demo and the tests can show that nobody is
 /// charged twice.
+///
+/// Like card providers (Stripe's `Idempotency-Key`), it takes the payment id as an idempotency
+/// key: a charge repeated with the same details is answered with the first receipt, one with
+/// other details is refused. That guards the one case idempotency records cannot: the charge
+/// went through, then the store failed to complete its record, and a retry after the record's
+/// in-progress deadline runs the charge again.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PaymentProvider {
     attempts: Arc<Mutex<HashMap<String, u32>>>,
     charges: Arc<Mutex<Vec<Charge>>>,
+    by_key: Arc<Mutex<HashMap<String, (Charge, Receipt)>>>,
 }
 
 impl PaymentProvider {
@@ -155,13 +162,30 @@ impl PaymentProvider {
                 reason: "timeout",
             });
         }
+        let mut by_key = self.by_key.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((first, receipt)) = by_key.get(&charge.payment_id) {
+            if *first != charge {
+                return Err(PaymentFailed {
+                    payment_id: charge.payment_id,
+                    reason: "the provider refused the idempotency key: it was used for a charge \
+                             with other details",
+                });
+            }
+            tracing::warn!(
+                reference = %receipt.provider_reference,
+                "the provider answered a repeated charge with its first receipt: not charged again"
+            );
+            return Ok(receipt.clone());
+        }
         let mut charges = self.charges.lock().unwrap_or_else(PoisonError::into_inner);
         charges.push(charge.clone());
-        Ok(Receipt {
+        let receipt = Receipt {
             provider_reference: format!("ch_{:04}", charges.len()),
-            payment_id: charge.payment_id,
+            payment_id: charge.payment_id.clone(),
             charged_cents: charge.amount_cents,
-        })
+        };
+        by_key.insert(charge.payment_id.clone(), (charge, receipt.clone()));
+        Ok(receipt)
     }
 
     /// The charges made so far.
