@@ -6,6 +6,7 @@
 //! skips and passes, so `cargo test` works on a laptop without the servers.
 
 pub mod emf;
+pub mod idempotency;
 pub mod startup;
 
 use std::net::{TcpStream, ToSocketAddrs};

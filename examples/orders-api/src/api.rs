@@ -360,11 +360,9 @@ mod tests {
 
     use powertools::core::env::Env;
     use powertools::core::testing::TestContext;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    use powertools::idempotency::{DataRecord, InMemoryStore, PutOutcome, StoreError};
+    use powertools::idempotency::InMemoryStore;
     use powertools_tests::emf::CheckedSink;
+    use powertools_tests::idempotency::FailingCompletions;
 
     use base64::Engine as _;
 
@@ -748,46 +746,10 @@ mod tests {
         );
     }
 
-    /// An in-memory store whose next completion of a charge record fails, as DynamoDB throttled
-    /// right after the charge went through.
-    #[derive(Debug, Clone, Default)]
-    struct ChargeCompletionFails {
-        inner: InMemoryStore,
-        fail_next: Arc<AtomicBool>,
-    }
-
-    impl IdempotencyStore for ChargeCompletionFails {
-        async fn get(&self, key: &str) -> Result<Option<DataRecord>, StoreError> {
-            self.inner.get(key).await
-        }
-
-        async fn put_in_progress(
-            &self,
-            record: &DataRecord,
-            now: std::time::SystemTime,
-        ) -> Result<PutOutcome, StoreError> {
-            self.inner.put_in_progress(record, now).await
-        }
-
-        async fn update(&self, record: &DataRecord) -> Result<(), StoreError> {
-            if record.key.contains(".charge#") && self.fail_next.swap(false, Ordering::SeqCst) {
-                return Err(StoreError::Backend(
-                    "ProvisionedThroughputExceededException".into(),
-                ));
-            }
-            self.inner.update(record).await
-        }
-
-        async fn delete(&self, record: &DataRecord) -> Result<(), StoreError> {
-            self.inner.delete(record).await
-        }
-    }
-
     #[tokio::test]
     async fn a_charge_whose_record_was_not_completed_is_not_charged_again_by_the_retry() {
         // Given the charge goes through, then the store fails to complete the charge's record
-        let store = ChargeCompletionFails::default();
-        store.fail_next.store(true, Ordering::SeqCst);
+        let store = FailingCompletions::new("charge", 1);
         let powertools = Powertools::builder()
             .service("orders")
             .env(Env::from_pairs([

@@ -407,10 +407,11 @@ mod tests {
     use lambda_runtime::tower::ServiceExt;
     use powertools::core::env::Env;
     use powertools::core::testing::TestContext;
-    use powertools::idempotency::{DataRecord, Error, InMemoryStore, PutOutcome, StoreError};
+    use powertools::idempotency::{Error, InMemoryStore};
     use powertools::logging::MemoryLogs;
     use powertools::metrics::ServiceError;
     use powertools_tests::emf::CheckedSink;
+    use powertools_tests::idempotency::FailingCompletions;
     use serde_json::json;
 
     use super::*;
@@ -622,44 +623,6 @@ mod tests {
         assert_eq!(provider.charged.lock().unwrap().len(), 1, "charged once");
     }
 
-    /// An in-memory store whose next completion (`update`) fails, as DynamoDB down or throttled
-    /// right after the charge.
-    #[derive(Debug, Clone, Default)]
-    struct CompletionFails {
-        inner: InMemoryStore,
-        fail_next: Arc<std::sync::atomic::AtomicBool>,
-    }
-
-    impl IdempotencyStore for CompletionFails {
-        async fn get(&self, key: &str) -> Result<Option<DataRecord>, StoreError> {
-            self.inner.get(key).await
-        }
-
-        async fn put_in_progress(
-            &self,
-            record: &DataRecord,
-            now: std::time::SystemTime,
-        ) -> Result<PutOutcome, StoreError> {
-            self.inner.put_in_progress(record, now).await
-        }
-
-        async fn update(&self, record: &DataRecord) -> Result<(), StoreError> {
-            if self
-                .fail_next
-                .swap(false, std::sync::atomic::Ordering::SeqCst)
-            {
-                return Err(StoreError::Backend(
-                    "ProvisionedThroughputExceededException".into(),
-                ));
-            }
-            self.inner.update(record).await
-        }
-
-        async fn delete(&self, record: &DataRecord) -> Result<(), StoreError> {
-            self.inner.delete(record).await
-        }
-    }
-
     fn fixture_with_logs<St: IdempotencyStore + Clone>(
         store: St,
     ) -> (Step, Provider, MemoryLogs, Powertools) {
@@ -682,11 +645,8 @@ mod tests {
     #[tokio::test]
     async fn a_charge_whose_record_was_not_completed_is_not_charged_again_by_the_retry() {
         // Given a charge that goes through, then the store fails to complete its record
-        let store = CompletionFails::default();
-        store
-            .fail_next
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        let (step, provider, _, _) = fixture_with_logs(store);
+        let store = FailingCompletions::new(powertools::idempotency::DEFAULT_LAYER_OPERATION, 1);
+        let (step, provider, _, _) = fixture_with_logs(store.clone());
         let request = json(sample(include_str!("../events/payment.json")));
         let short = || TestContext::new().with_remaining_time(Duration::from_millis(200));
         let error = step
@@ -711,6 +671,7 @@ mod tests {
         // charge's receipt: charged once
         assert_eq!(receipt.provider_reference, "ch_00001");
         assert_eq!(provider.charged.lock().unwrap().len(), 1, "charged once");
+        assert_eq!(store.failures_left(), 0, "the completion did fail");
     }
 
     #[tokio::test]
