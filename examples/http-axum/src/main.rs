@@ -18,11 +18,12 @@
 //! Deployed, it runs under the Lambda Runtime API with the idempotency table named by
 //! `IDEMPOTENCY_TABLE`.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::body::Bytes;
 use axum::extract::{Extension, Request, State};
@@ -110,6 +111,10 @@ fn problem(status: StatusCode, error: &str, message: &str) -> Response {
 /// The routes, generic over the idempotency store (DynamoDB deployed, memory in tests).
 struct Orders<St> {
     idempotency: Idempotency<St>,
+    /// The orders placed, by order id: the orders table, simulated. A real function writes the
+    /// order with a conditional put on its id (as the orders-api example does), so that placing
+    /// an order twice (see [`place`]) stores it once.
+    table: Mutex<HashMap<String, PlacedOrder>>,
 }
 
 /// The router: `POST /orders` (idempotent on its key), `GET /health`, and the correlation id on
@@ -119,7 +124,10 @@ fn router<St: IdempotencyStore + 'static>(idempotency: Idempotency<St>) -> Route
         .route("/orders", post(place_order::<St>))
         .route("/health", get(health))
         .layer(middleware::from_fn(correlation_id))
-        .with_state(Arc::new(Orders { idempotency }))
+        .with_state(Arc::new(Orders {
+            idempotency,
+            table: Mutex::default(),
+        }))
 }
 
 /// Takes the correlation id from the request: the caller's `x-correlation-id` when it is a
@@ -178,7 +186,14 @@ async fn place_order<St: IdempotencyStore + 'static>(
     let order: OrderRequest = match serde_json::from_slice(&body) {
         Ok(order) => order,
         Err(error) => {
-            tracing::warn!(%error, "the order body is not a valid order");
+            // Where and what kind, never serde's message: it quotes the value (a card number
+            // in the wrong field, or a megabyte of it, would be copied into the logs).
+            tracing::warn!(
+                kind = ?error.classify(),
+                line = error.line(),
+                column = error.column(),
+                "the order body is not a valid order"
+            );
             return problem(
                 StatusCode::BAD_REQUEST,
                 "InvalidBody",
@@ -197,10 +212,11 @@ async fn place_order<St: IdempotencyStore + 'static>(
     // The key is the header; the body is validation data, so the same key with another order
     // is refused instead of answered with the first order's result.
     let validation = serde_json::to_value(&order).ok();
+    let order_id = order_id(&orders.idempotency, &context, key, validation.as_ref());
     let placed = orders
         .idempotency
         .run_keyed(&context, "place-order", json!(key), validation, || {
-            place(order, total_cents, &context.request_id)
+            place(&orders, order_id, order, total_cents)
         })
         .await;
     match placed {
@@ -215,7 +231,8 @@ async fn place_order<St: IdempotencyStore + 'static>(
             "RequestInProgress",
             "a request with this Idempotency-Key is still being processed: retry later",
         ),
-        Err(error) => {
+        Err(error @ IdempotencyError::Persistence { .. }) => {
+            // The store failed before the claim: the handler never ran.
             tracing::error!(error = %error, "the order was not placed");
             problem(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -223,35 +240,69 @@ async fn place_order<St: IdempotencyStore + 'static>(
                 "the order could not be placed: retry with the same Idempotency-Key",
             )
         }
+        Err(error) => {
+            // The order may have been placed (the store failed to record it, or to read its
+            // record back): say so. The retry places nothing twice: the order id is the key's
+            // and the order's, and the table stores an order id once.
+            tracing::error!(error = %error, "the order's outcome was not recorded");
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "OrderNotConfirmed",
+                "the order may have been placed, but it could not be confirmed: retry with the \
+                 same Idempotency-Key (a retry answers with the same order, never a second one)",
+            )
+        }
     }
 }
 
-/// Places the order: the side effect that must happen once per key (here a new order id and the
-/// `OrdersPlaced` metric; a real function would write the order and charge for it).
+/// The order id of `key` and the order: the same for a retry of the request (`ord-` and 24 hex
+/// digits of the idempotency key's digest), so that an order placed by an attempt whose record
+/// the store failed to complete is found, not placed again, by the retry that runs after the
+/// record's in-progress deadline. Another order under the same key (after the window, when the
+/// key is free again) gets another id.
+fn order_id<St: IdempotencyStore>(
+    idempotency: &Idempotency<St>,
+    context: &Context,
+    key: &str,
+    order: Option<&Value>,
+) -> String {
+    let key = idempotency.key_for(context, "order-id", &json!([key, order]));
+    let digest = key.rsplit('#').next().unwrap_or(&key);
+    format!("ord-{}", &digest[..digest.len().min(24)])
+}
+
+/// Places the order: the side effect that must happen once per key (here the order stored in
+/// the simulated table and the `OrdersPlaced` metric; a real function would write the order and
+/// charge for it).
 ///
-/// The order id is `ord-` and the id of the invocation that placed it, which the log lines and
-/// the trace of its placing carry too (`function_request_id`); a replay answers with the stored
-/// order, id included. That is unique here because this function places at most one order per
-/// invocation, and API Gateway invokes it synchronously, with a new request id each time. A
-/// function that places several orders in one invocation (a batch), or runs on asynchronous
-/// invocations (Lambda's retries reuse the request id), needs an id of its own per order.
-async fn place(
+/// An order id already in the table is answered with the order it holds, not placed again: the
+/// case idempotency records cannot cover, an attempt that placed the order and whose record the
+/// store then failed to complete (its retry runs this again after the record's deadline).
+async fn place<St>(
+    orders: &Orders<St>,
+    order_id: String,
     order: OrderRequest,
     total_cents: u64,
-    request_id: &str,
 ) -> Result<PlacedOrder, std::io::Error> {
-    let order_id = format!("ord-{request_id}");
+    let mut table = orders.table.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(placed) = table.get(&order_id) {
+        tracing::warn!(order_id, "the order was placed already: answered with it");
+        return Ok(placed.clone());
+    }
+    let placed = PlacedOrder {
+        order_id: order_id.clone(),
+        customer_id: order.customer_id,
+        total_cents,
+    };
+    table.insert(order_id.clone(), placed.clone());
+    drop(table);
     record(|| powertools::metrics::add_metric("OrdersPlaced", 1.0, Unit::Count));
     #[allow(clippy::cast_precision_loss)] // cents stay far below 2^53
     record(|| {
         powertools::metrics::add_metric("OrderValue", total_cents as f64 / 100.0, Unit::None)
     });
     tracing::info!(order_id, total_cents, "order placed");
-    Ok(PlacedOrder {
-        order_id,
-        customer_id: order.customer_id,
-        total_cents,
-    })
+    Ok(placed)
 }
 
 /// A metric is never worth failing an order for: a refusal is logged instead.

@@ -10,6 +10,7 @@ use powertools::core::testing::TestContext;
 use powertools::idempotency::InMemoryStore;
 use powertools::logging::MemoryLogs;
 use powertools_tests::emf::CheckedSink;
+use powertools_tests::idempotency::FailingCompletions;
 
 use super::*;
 
@@ -23,16 +24,20 @@ struct Answer {
 
 type Function = powertools::PowertoolsService<Adapter<'static, HttpResponse, BufferedRouter>>;
 
-struct Fixture {
+struct Fixture<St = InMemoryStore> {
     function: Function,
-    store: InMemoryStore,
+    store: St,
     logs: MemoryLogs,
     documents: CheckedSink,
     _guard: tracing::subscriber::DefaultGuard,
 }
 
 fn fixture() -> Fixture {
-    let (logs, documents, store) = (MemoryLogs::new(), CheckedSink::new(), InMemoryStore::new());
+    fixture_on(InMemoryStore::new())
+}
+
+fn fixture_on<St: IdempotencyStore + Clone + 'static>(store: St) -> Fixture<St> {
+    let (logs, documents) = (MemoryLogs::new(), CheckedSink::new());
     let powertools = Powertools::builder()
         .service("orders-http")
         .env(Env::from_pairs([
@@ -338,4 +343,76 @@ async fn futures_join<R: Serialize, E: std::fmt::Debug>(
         answers.push(answer(&handle.await.unwrap().unwrap()));
     }
     answers
+}
+
+#[tokio::test]
+async fn an_order_placed_but_not_recorded_is_said_so_and_its_retry_places_nothing_more() {
+    // Given the order is placed, then the store fails to complete its record
+    let fixture = fixture_on(FailingCompletions::new("place-order", 1));
+    let request: LambdaRequest = serde_json::from_value(sample("place-order.json")).unwrap();
+    let first = fixture
+        .function
+        .clone()
+        .oneshot(
+            TestContext::new()
+                .with_request_id("req-1")
+                .with_remaining_time(std::time::Duration::from_millis(200))
+                .event(request),
+        )
+        .await
+        .unwrap();
+    let first = answer(&first);
+
+    // Then the answer does not say it was not placed
+    assert_eq!(first.status, 503, "{:?}", first.body);
+    assert_eq!(first.body["error"], "OrderNotConfirmed");
+    assert_eq!(fixture.store.failures_left(), 0);
+
+    // And the client's retry after the record's in-progress deadline answers with that order,
+    // placed once
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let retry = invoke(
+        fixture.function.clone(),
+        "req-2".to_owned(),
+        sample("place-order.json"),
+    )
+    .await;
+    assert_eq!(retry.status, 201, "{:?}", retry.body);
+    let placed: Vec<Value> = fixture
+        .logs
+        .json()
+        .into_iter()
+        .filter(|line| line["message"] == "order placed")
+        .collect();
+    assert_eq!(placed.len(), 1, "placed once: {placed:?}");
+    assert_eq!(retry.body["order_id"], placed[0]["order_id"]);
+    assert_eq!(metric_total(&fixture.documents, "OrdersPlaced"), 1.0);
+}
+
+#[tokio::test]
+async fn a_bad_body_s_values_never_reach_the_logs() {
+    let fixture = fixture();
+    let card = "4111111111111111";
+    for body in [
+        format!(
+            r#"{{"customer_id":"c-1","items":[{{"sku":"s","quantity":"{card}","unit_price_cents":1}}]}}"#
+        ),
+        format!(r#"{{"customer_id":{card},"items":[]}}"#),
+        format!(r#"{{"customer_id":"c-1","items":[],"{card}":1}}"#),
+        format!(
+            r#"{{"customer_id":"c-1","items":[{{"sku":"{}","quantity":-1,"unit_price_cents":1}}]}}"#,
+            "x".repeat(100_000)
+        ),
+    ] {
+        let refused = invoke(
+            fixture.function.clone(),
+            "req-1".to_owned(),
+            with_body(&body),
+        )
+        .await;
+        assert_eq!(refused.status, 400, "{:?}", refused.body);
+    }
+    let logs = fixture.logs.contents();
+    assert!(!logs.contains(card), "{logs}");
+    assert!(logs.len() < 20_000, "{} bytes of logs", logs.len());
 }
