@@ -4,13 +4,16 @@
 //! messages at once; a poison message (a body that is not an order) or an order that cannot be
 //! baked fails alone, and only the failed messages go back to the queue (`batchItemFailures`).
 //! Each message is baked once however often the queue delivers it: idempotency on the message
-//! id, through the function-level API. Every log line of a message carries its `message_id`; the
+//! id, through the function-level API, and ovens that bake a message id once (for a bake whose
+//! record the store failed to complete). Every log line of a message carries its `message_id`; the
 //! invocation's EMF document counts `LoavesBaked` and the batch's processed and failed records.
 //!
 //! Deployed, it needs `IDEMPOTENCY_TABLE`; `template.yaml` shows the queue, its dead-letter queue
 //! and the event source mapping.
 
+use std::collections::HashSet;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::tower::ServiceBuilder;
@@ -30,17 +33,42 @@ struct BakeOrder {
     loaves: u32,
 }
 
+/// The ovens, simulated: they keep the ids of the messages they baked. A real function records
+/// a bake with a conditional write keyed on the message id: the guard for the one case the
+/// idempotency record cannot cover, a bake that happened before the store failed to complete
+/// its record (the record stays in progress until the invocation's deadline, and SQS's
+/// redelivery after it runs the bake again).
+#[derive(Debug, Clone, Default)]
+struct Ovens {
+    baked: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Ovens {
+    /// Whether `message_id` is new to the ovens; it is theirs from now on.
+    fn start(&self, message_id: &str) -> bool {
+        self.baked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(message_id.to_owned())
+    }
+}
+
 /// Bakes one order, once per message id.
 async fn bake<St: IdempotencyStore>(
     idempotency: &Idempotency<St>,
+    ovens: &Ovens,
     context: &Context,
     record: SqsRecord<BakeOrder>,
 ) -> Result<(), String> {
     let order = record.body;
     idempotency
-        .run(context, "bake", record.message_id, |_| async move {
+        .run(context, "bake", record.message_id, |message_id| async move {
             if order.loaves == 0 {
                 return Err(format!("order {} has nothing to bake", order.order_id));
+            }
+            if !ovens.start(&message_id) {
+                tracing::warn!(order_id = %order.order_id, "baked already: not baked again");
+                return Ok(());
             }
             tracing::info!(order_id = %order.order_id, shop = %order.shop, loaves = order.loaves, "baked");
             if let Err(error) =
@@ -63,17 +91,20 @@ type Consumer = BoxCloneService<
 fn consumer<St: IdempotencyStore + Clone>(
     powertools: &Powertools,
     idempotency: Idempotency<St>,
+    ovens: Ovens,
 ) -> Consumer {
     BoxCloneService::new(
         ServiceBuilder::new()
             .layer(powertools.layer().trigger("pubsub"))
             .service(service_fn(move |event: LambdaEvent<SqsEvent>| {
-                let idempotency = idempotency.clone();
+                let (idempotency, ovens) = (idempotency.clone(), ovens.clone());
                 async move {
                     let (batch, context) = (event.payload, event.context);
                     BatchProcessor::new()
                         .concurrency(5)
-                        .process_sqs(&batch, |record| bake(&idempotency, &context, record))
+                        .process_sqs(&batch, |record| {
+                            bake(&idempotency, &ovens, &context, record)
+                        })
                         .await
                 }
             })),
@@ -116,7 +147,7 @@ async fn run() -> Result<(), lambda_runtime::Error> {
         .build()?;
     // Sequential by default; with `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda Managed Instances) as
     // many batches at once as it says, each with its own logs, metrics and records.
-    powertools::run_concurrent(consumer(&powertools, idempotency)).await
+    powertools::run_concurrent(consumer(&powertools, idempotency, Ovens::default())).await
 }
 
 #[cfg(test)]
@@ -127,12 +158,12 @@ mod tests {
     use powertools::idempotency::InMemoryStore;
     use powertools::logging::MemoryLogs;
     use powertools_tests::emf::CheckedSink;
+    use powertools_tests::idempotency::FailingCompletions;
 
     use super::*;
 
-    #[tokio::test]
-    async fn a_redelivered_batch_bakes_nothing_twice_and_reports_the_same_failures() {
-        let logs = MemoryLogs::new();
+    /// The stack writing its logs to `logs`, and the thread's `tracing` default set to it.
+    fn powertools(logs: &MemoryLogs) -> (Powertools, tracing::subscriber::DefaultGuard) {
         let powertools = Powertools::builder()
             .service("ovens")
             .env(Env::from_pairs([
@@ -143,12 +174,26 @@ mod tests {
             .metrics(|metrics| metrics.sink(CheckedSink::new()))
             .build()
             .unwrap();
-        let _guard = tracing::subscriber::set_default(powertools.subscriber());
+        let guard = tracing::subscriber::set_default(powertools.subscriber());
+        (powertools, guard)
+    }
+
+    fn baked(logs: &MemoryLogs) -> usize {
+        logs.json()
+            .into_iter()
+            .filter(|line| line["message"] == "baked")
+            .count()
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_batch_bakes_nothing_twice_and_reports_the_same_failures() {
+        let logs = MemoryLogs::new();
+        let (powertools, _guard) = powertools(&logs);
         let idempotency = Idempotency::builder(InMemoryStore::new())
             .key_prefix("bake")
             .build()
             .unwrap();
-        let consumer = consumer(&powertools, idempotency);
+        let consumer = consumer(&powertools, idempotency, Ovens::default());
         let batch: SqsEvent =
             serde_json::from_str(include_str!("../events/bake-orders.json")).unwrap();
         for _delivery in 0..2 {
@@ -164,11 +209,44 @@ mod tests {
                 .collect();
             assert_eq!(failed, ["7b1c0f2e-0003", "7b1c0f2e-0004"]);
         }
-        let baked = logs
-            .json()
-            .into_iter()
-            .filter(|l| l["message"] == "baked")
-            .count();
-        assert_eq!(baked, 3, "three good orders, baked once each");
+        assert_eq!(baked(&logs), 3, "three good orders, baked once each");
+    }
+
+    #[tokio::test]
+    async fn a_message_baked_but_not_recorded_is_not_baked_again_on_redelivery() {
+        // Given a message is baked, then the store fails to complete its record
+        let logs = MemoryLogs::new();
+        let (powertools, _guard) = powertools(&logs);
+        let store = FailingCompletions::new("bake", 1);
+        let idempotency = Idempotency::builder(store.clone())
+            .key_prefix("bake")
+            .build()
+            .unwrap();
+        let consumer = consumer(&powertools, idempotency, Ovens::default());
+        let mut batch: SqsEvent =
+            serde_json::from_str(include_str!("../events/bake-orders.json")).unwrap();
+        batch.records.truncate(1);
+        let first = consumer
+            .clone()
+            .oneshot(
+                TestContext::new()
+                    .with_remaining_time(std::time::Duration::from_millis(200))
+                    .event(batch.clone()),
+            )
+            .await;
+        // Every record of the batch failed: the whole batch goes back (BatchProcessingError).
+        assert!(first.is_err(), "the message goes back: {first:?}");
+        assert_eq!(store.failures_left(), 0);
+
+        // When SQS delivers it again, after the record's in-progress deadline
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let again = consumer
+            .oneshot(TestContext::new().event(batch))
+            .await
+            .unwrap();
+
+        // Then it succeeds without a second bake
+        assert!(again.batch_item_failures.is_empty());
+        assert_eq!(baked(&logs), 1, "baked once");
     }
 }
