@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::config::{MAX_ITEM_SIZE, Settings};
 use crate::error::Error;
 use crate::key::{hash, idempotency_key, is_missing};
-use crate::persistence::{IdempotencyStore, PutOutcome, StoreError};
+use crate::persistence::{IdempotencyStore, PutOutcome, StoreCall, StoreError};
 use crate::record::{DataRecord, RecordState, Status, epoch};
 use crate::storable::check_storable;
 
@@ -280,6 +280,7 @@ impl<St: IdempotencyStore> Engine<St> {
     async fn bounded<T>(
         &self,
         deadline: Deadline,
+        kind: StoreCall,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         // A store that answers at once (in memory, the local cache) needs no timer: one poll
@@ -307,6 +308,7 @@ impl<St: IdempotencyStore> Engine<St> {
             Ok(outcome) => outcome,
             Err(_) => Err(StoreError::Backend(Box::new(StoreTimedOut {
                 after: limit,
+                call: self.store.describe_call(kind),
             }))),
         }
     }
@@ -340,11 +342,14 @@ impl<St: IdempotencyStore> Engine<St> {
                 payload_hash: payload_hash.clone(),
             };
             let put = self.store.put_in_progress(&record, now);
-            let existing = match self.bounded(deadline, put).await {
+            let existing = match self.bounded(deadline, StoreCall::PutInProgress, put).await {
                 Ok(PutOutcome::Stored) => return Ok(Claimed::Run(record)),
                 Ok(PutOutcome::Exists(Some(existing))) => existing,
                 Ok(PutOutcome::Exists(None)) => {
-                    match self.bounded(deadline, self.store.get(key)).await {
+                    match self
+                        .bounded(deadline, StoreCall::Get, self.store.get(key))
+                        .await
+                    {
                         Ok(Some(existing)) => existing,
                         Ok(None) => continue,
                         Err(error) => return Err(store_error(error, "read the existing record")),
@@ -424,7 +429,8 @@ impl<St: IdempotencyStore> Engine<St> {
                 .unwrap_or_else(PoisonError::into_inner)
                 .pop(&claim.key);
         }
-        self.bounded(deadline, self.store.delete(claim)).await
+        self.bounded(deadline, StoreCall::Delete, self.store.delete(claim))
+            .await
     }
 
     /// Marks the record completed with the response, or without it when it cannot be stored
@@ -446,12 +452,16 @@ impl<St: IdempotencyStore> Engine<St> {
                 None
             }
         };
-        let mut outcome = self.bounded(deadline, self.store.update(&record)).await;
+        let mut outcome = self
+            .bounded(deadline, StoreCall::Update, self.store.update(&record))
+            .await;
         if let Err(StoreError::ItemTooLarge { reason, .. }) = &outcome {
             // The store measured it over the limit after all: complete without the response.
             warn_not_stored(&record.key, reason);
             record.response_data = None;
-            outcome = self.bounded(deadline, self.store.update(&record)).await;
+            outcome = self
+                .bounded(deadline, StoreCall::Update, self.store.update(&record))
+                .await;
         }
         match outcome {
             Ok(()) => {
@@ -534,10 +544,15 @@ pub(crate) fn check_operation(operation: &str) -> Result<(), Error> {
 #[derive(Debug)]
 struct StoreTimedOut {
     after: Duration,
+    /// The call, as the store describes it.
+    call: Option<String>,
 }
 
 impl std::fmt::Display for StoreTimedOut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(call) = &self.call {
+            write!(f, "{call}: ")?;
+        }
         write!(
             f,
             "no answer within {} ms (the store timeout, bounded by the invocation's remaining \

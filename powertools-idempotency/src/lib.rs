@@ -97,7 +97,8 @@
 //! 10 s, SDK retries included) and by the invocation's remaining time less 100 ms (at least
 //! 100 ms), so a hung store fails the invocation with a typed error before Lambda stops it.
 //! Store errors name the DynamoDB operation, the table and the service's error code and message
-//! ([`DynamoDbError`]).
+//! ([`DynamoDbError`]); a call that gets no answer within the bound names the operation, the
+//! table and the endpoint too ([`IdempotencyStore::describe_call`]).
 //!
 //! # Deadlines that can't be trusted
 //!
@@ -188,5 +189,5 @@ pub use layer::{IdempotencyLayer, IdempotencyService};
 #[cfg(feature = "dynamodb")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dynamodb")))]
 pub use persistence::{DynamoDbError, DynamoDbStore, DynamoDbStoreBuilder};
-pub use persistence::{IdempotencyStore, InMemoryStore, PutOutcome, StoreError};
+pub use persistence::{IdempotencyStore, InMemoryStore, PutOutcome, StoreCall, StoreError};
 pub use record::{DataRecord, RecordState, Status};

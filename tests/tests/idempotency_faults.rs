@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 /// A proxy channel, a table on moto, and an `Idempotency` whose store talks through the channel.
 struct Faulty {
     proxy: FaultProxy,
+    table: String,
     idempotency: Idempotency<DynamoDbStore>,
     executions: Arc<AtomicUsize>,
 }
@@ -31,6 +32,7 @@ async fn faulty() -> Option<Faulty> {
         .expect("valid settings");
     Some(Faulty {
         proxy,
+        table,
         idempotency,
         executions: Arc::new(AtomicUsize::new(0)),
     })
@@ -159,7 +161,14 @@ async fn a_store_hung_on_the_claim_fails_the_invocation_before_its_deadline() {
         .unwrap_err();
     let waited = started.elapsed();
     assert!(matches!(error, Error::Persistence { .. }), "{error:?}");
-    assert!(error.to_string().contains("no answer within"), "{error}");
+    // What hung, as every other store error says it: the operation, the table, the endpoint.
+    let message = error.to_string();
+    assert!(message.contains("no answer within"), "{message}");
+    assert!(
+        message.contains(&format!("DynamoDB PutItem on table {}", faulty.table))
+            && message.contains(&format!("127.0.0.1:{}", faulty.proxy.port())),
+        "{message}"
+    );
     assert!(
         waited < remaining,
         "gave up after {waited:?}, past the deadline"
@@ -185,6 +194,11 @@ async fn a_store_hung_after_the_handler_fails_the_invocation_before_its_deadline
         .unwrap_err();
     let waited = started.elapsed();
     assert!(matches!(error, Error::NotCompleted { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("DynamoDB UpdateItem on table {}", faulty.table)),
+        "{message}"
+    );
     assert!(
         waited < remaining,
         "gave up after {waited:?}, past the deadline"

@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use powertools_core::error_chain;
 
-use super::{IdempotencyStore, PutOutcome, StoreError};
+use super::{IdempotencyStore, PutOutcome, StoreCall, StoreError};
 use crate::record::{DataRecord, Status, epoch};
 use crate::{BoxError, Error};
 
@@ -643,6 +643,20 @@ impl IdempotencyStore for DynamoDbStore {
             .await
             .map_err(|error| self.write_failure("UpdateItem", &record.key, error))?;
         Ok(())
+    }
+
+    fn describe_call(&self, call: StoreCall) -> Option<String> {
+        let operation = match call {
+            StoreCall::Get => "GetItem",
+            StoreCall::PutInProgress => "PutItem",
+            StoreCall::Update => "UpdateItem",
+            StoreCall::Delete => "DeleteItem",
+        };
+        Some(format!(
+            "DynamoDB {operation} on table {} at {}",
+            self.settings.table_name,
+            self.endpoint.describe(&self.client)
+        ))
     }
 
     async fn delete(&self, record: &DataRecord) -> Result<(), StoreError> {

@@ -53,6 +53,21 @@ pub enum StoreError {
     },
 }
 
+/// One of the four storage primitives, named in the errors the engine raises itself about a call
+/// (see [`IdempotencyStore::describe_call`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreCall {
+    /// [`IdempotencyStore::get`].
+    Get,
+    /// [`IdempotencyStore::put_in_progress`].
+    PutInProgress,
+    /// [`IdempotencyStore::update`].
+    Update,
+    /// [`IdempotencyStore::delete`].
+    Delete,
+}
+
 /// The four storage primitives of idempotency.
 ///
 /// Hashing, expiry, payload validation, the local cache and the retries on inconsistent state
@@ -82,4 +97,15 @@ pub trait IdempotencyStore: Clone + Send + Sync + 'static {
     /// that is `Ok`. (A later claim's in-progress expiry is always later: a key is claimed again
     /// only after the earlier claim's expiry has passed.)
     fn delete(&self, record: &DataRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// What a call is, in the store's own words, for the errors the engine raises itself about
+    /// it (a call with no answer within the store timeout): [`DynamoDbStore`] says `DynamoDB
+    /// PutItem on table orders-idempotency at 127.0.0.1:8000`, as its own errors do. `None` (the
+    /// default) adds nothing.
+    ///
+    /// [`DynamoDbStore`]: crate::DynamoDbStore
+    fn describe_call(&self, call: StoreCall) -> Option<String> {
+        let _ = call;
+        None
+    }
 }
