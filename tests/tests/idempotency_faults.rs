@@ -395,3 +395,70 @@ async fn a_failed_invocation_s_late_delete_never_removes_a_later_claim() {
         "A's delete was sent"
     );
 }
+
+#[tokio::test]
+async fn a_lost_claim_answer_retried_by_the_sdk_finds_the_landed_claim_and_never_runs_twice() {
+    let Some(direct) = dynamodb_client().await else {
+        return;
+    };
+    let Some(proxy) = FaultProxy::start().await else {
+        return;
+    };
+    // The SDK's standard retries (its default), unlike the other tests' clients
+    let sdk_config = aws_config::load_from_env().await;
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&sdk_config)
+            .endpoint_url(proxy.endpoint())
+            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::standard())
+            .build(),
+    );
+    let table = create_idempotency_table(&direct).await;
+    let idempotency = Idempotency::builder(DynamoDbStore::new(client, &table).unwrap())
+        .build()
+        .unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let charge = |remaining: Duration| {
+        let runs = runs.clone();
+        let idempotency = idempotency.clone();
+        async move {
+            idempotency
+                .run(
+                    &TestContext::new().with_remaining_time(remaining).build(),
+                    "charge",
+                    "pay-cut-retried",
+                    |_| async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, std::io::Error>(1u8)
+                    },
+                )
+                .await
+        }
+    };
+
+    // moto applies the claim, its answer is lost, the SDK sends the claim again
+    proxy.set(json!({"action": "cut", "target": "PutItem", "times": 1}));
+    let window = Duration::from_secs(2);
+    let claimed = Instant::now();
+    let first = charge(window).await;
+
+    // The retry's conditional write fails on the claim that landed: as the outcome table says,
+    // the caller gets AlreadyInProgress (or Persistence), and the handler never runs on it
+    assert!(
+        matches!(
+            first,
+            Err(Error::AlreadyInProgress { .. } | Error::Persistence { .. })
+        ),
+        "{first:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+    assert!(proxy.requests("PutItem") >= 1);
+
+    // After the claim's deadline the key runs, once
+    tokio::time::sleep(
+        (claimed + window + Duration::from_millis(200)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    assert_eq!(charge(INVOCATION).await.unwrap(), 1);
+    assert_eq!(charge(INVOCATION).await.unwrap(), 1);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
