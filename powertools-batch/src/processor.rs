@@ -418,7 +418,8 @@ where
     let outcome = match std::panic::catch_unwind(AssertUnwindSafe(start)) {
         Err(panic) => Err(panicked(&*panic)),
         Ok(Err(error)) => Err(format!(
-            "the record's body is not the expected JSON: {error}"
+            "the record's body is not the expected JSON: {}",
+            without_values(&error)
         )),
         Ok(Ok(future)) => match AssertUnwindSafe(future).catch_unwind().await {
             Ok(Ok(())) => Ok(()),
@@ -449,6 +450,37 @@ where
     (id, outcome)
 }
 
+/// serde_json's message for a body that does not deserialize, without the value it quotes:
+/// `invalid type: string "4111…", expected u32` becomes `invalid type (the value is left out),
+/// expected u32`. A poison message's values (a card number in the wrong field, a megabyte of
+/// text) would otherwise be copied into every log line and error that names the failure. What
+/// was expected, and where, stays.
+fn without_values(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    if error.classify() != serde_json::error::Category::Data {
+        // Syntax and end-of-input errors name a position, not a value.
+        return message;
+    }
+    for (prefix, left_out) in [
+        ("invalid type: ", "invalid type (the value is left out)"),
+        ("invalid value: ", "invalid value (the value is left out)"),
+        ("unknown field ", "unknown field (its name is left out)"),
+        ("unknown variant ", "unknown variant (its name is left out)"),
+    ] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            return match rest.rfind(", expected") {
+                Some(expected) => format!("{left_out}{}", &rest[expected..]),
+                None => format!(
+                    "{left_out} at line {} column {}",
+                    error.line(),
+                    error.column()
+                ),
+            };
+        }
+    }
+    message
+}
+
 /// The failure reason of a record whose handler panicked.
 fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
     let message = powertools_core::error_chain::panic_text(panic).unwrap_or_default();
@@ -470,3 +502,52 @@ fn record_counts(processed: usize, failed: usize) {
 
 #[cfg(not(feature = "metrics"))]
 fn record_counts(_processed: usize, _failed: usize) {}
+
+#[cfg(test)]
+mod tests {
+    use super::without_values;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // read only by serde
+    enum Size {
+        Small,
+        Large { loaves: u32 },
+    }
+
+    fn reason<T: serde::de::DeserializeOwned + std::fmt::Debug>(json: &str) -> String {
+        without_values(&serde_json::from_str::<T>(json).expect_err("not a T"))
+    }
+
+    #[test]
+    fn names_and_values_from_the_body_are_left_out_and_what_was_expected_stays() {
+        let secret = "4111111111111111";
+        for (json, expected) in [
+            (
+                format!(r#"{{"{secret}": 1}}"#),
+                "unknown variant (its name is left out), expected `Small` or `Large` at line 1 column 19",
+            ),
+            (
+                format!(r#"{{"Large": {{"{secret}": 1}}}}"#),
+                "unknown field (its name is left out), expected `loaves` at line 1 column 29",
+            ),
+            (
+                format!(r#"{{"Large": {{"loaves": "{secret}"}}}}"#),
+                "invalid type (the value is left out), expected u32 at line 1 column 39",
+            ),
+        ] {
+            let reason = reason::<Size>(&json);
+            assert_eq!(reason, expected, "{json}");
+            assert!(!reason.contains(secret));
+        }
+        // Syntax errors and missing fields quote nothing: kept as serde_json says them.
+        assert_eq!(
+            reason::<Size>(r#"{"Large": {}}"#),
+            "missing field `loaves` at line 1 column 12"
+        );
+        assert_eq!(
+            reason::<Size>("{"),
+            "EOF while parsing an object at line 1 column 1"
+        );
+    }
+}

@@ -569,3 +569,56 @@ async fn fifty_records_ten_at_a_time_each_log_only_their_own_keys() {
     assert!(done.get("refund_id").is_none(), "{done}");
     assert_eq!(done["queue"], "refunds");
 }
+
+#[tokio::test]
+async fn a_poison_body_s_values_are_not_copied_into_the_failure() {
+    // Given bodies whose values do not fit the record type (a card number where a count goes)
+    let (logger, _) = logging();
+    let card = "4111111111111111";
+    let bodies = [
+        format!(r#"{{"order_id": "o-1", "loaves": "{card}"}}"#),
+        format!(r#"{{"order_id": "o-1", "loaves": -{card}}}"#),
+        format!(r#"{{"order_id": {card}, "loaves": 1}}"#),
+        format!(r#""{card}""#),
+        format!(r#"{{"order_id": "o-1", "loaves": 1.{card}}}"#),
+    ];
+    let records: Vec<Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(index, body)| json!({"messageId": format!("p-{index}"), "body": body}))
+        .collect();
+    let event: SqsEvent = serde_json::from_value(json!({ "Records": records })).unwrap();
+    let function = LoggingLayer::new(logger.clone()).layer(service_fn(
+        |event: LambdaEvent<SqsEvent>| async move {
+            BatchProcessor::new()
+                .process_sqs(&event.payload, bake)
+                .await
+        },
+    ));
+
+    // When the batch is processed
+    let error = function
+        .oneshot(
+            TestContext::new()
+                .with_request_id("req-poison-values")
+                .event(event),
+        )
+        .await
+        .unwrap_err();
+
+    // Then every record failed, saying what was expected, and neither the error Lambda reports
+    // nor a log line repeats the value
+    let message = error.to_string();
+    assert!(!message.contains(card), "{message}");
+    assert!(message.contains("expected u32"), "{message}");
+    let failures: Vec<String> = lines_of("req-poison-values")
+        .iter()
+        .filter(|line| line["message"] == "a batch record failed")
+        .map(Value::to_string)
+        .collect();
+    assert_eq!(failures.len(), bodies.len(), "{failures:?}");
+    for failure in &failures {
+        assert!(!failure.contains(card), "{failure}");
+        assert!(failure.contains("expected"), "{failure}");
+    }
+}
