@@ -845,13 +845,15 @@ impl Metrics {
     }
 
     /// Whether this invocation's layer writes the cold start to the metric `settings` would
-    /// write it to (same namespace and service, so the same ColdStart metric).
+    /// write it to: the same namespace, and the same dimensions (service, and function name:
+    /// both from the context, or both set to the same name).
     pub(crate) fn writes_cold_start_like(&self, settings: &Settings) -> bool {
         let own = &self.shared.settings;
         own.capture_cold_start_metric
             && !own.disabled
             && own.namespace == settings.namespace
             && own.service == settings.service
+            && own.function_name == settings.function_name
     }
 
     fn log_level_keys(&self) -> Option<LogLevelKeys> {

@@ -133,4 +133,23 @@ async fn nested_layers_of_one_namespace_write_one_cold_start_and_of_two_namespac
         .map(|document| document["_aws"]["CloudWatchMetrics"][0]["Namespace"].clone())
         .collect();
     assert_eq!(written, vec![json!("Bakery"), json!("Shop")]);
+
+    // And so do layers of one namespace whose function names differ (another dimension value,
+    // another metric: the inner one set to a stable name, the outer one taking the context's)
+    let sink_before = sink.lines().len();
+    let named = builder(&sink)
+        .capture_cold_start_metric(true)
+        .function_name("orders-stable-name")
+        .build()
+        .unwrap();
+    let two = layer("Bakery").layer(named.layer(handler));
+    two.oneshot(cold()).await.unwrap();
+    let function_names: Vec<_> = sink.lines()[sink_before..]
+        .iter()
+        .map(|line| support::assert_valid_emf(line))
+        .filter(|document| document.get("ColdStart").is_some())
+        .map(|document| document["function_name"].clone())
+        .collect();
+    assert_eq!(function_names.len(), 2, "{function_names:?}");
+    assert!(function_names.contains(&json!("orders-stable-name")));
 }

@@ -350,3 +350,59 @@ async fn a_put_over_the_item_size_limit_is_item_too_large() {
         other => panic!("ItemTooLarge, not {other:?}: {other}"),
     }
 }
+
+#[tokio::test]
+async fn a_call_that_times_out_before_any_request_went_out_says_so_instead_of_guessing_the_endpoint()
+ {
+    // Given a client whose credentials never come (an instance metadata endpoint that accepts
+    // connections and never answers), configured in code with an endpoint the store cannot see
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let metadata = aws_config::imds::Client::builder()
+        .endpoint(format!(
+            "http://127.0.0.1:{}",
+            silent.local_addr().expect("bound").port()
+        ))
+        .expect("a valid endpoint")
+        .build();
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+        .endpoint_url("http://127.0.0.1:8000")
+        .credentials_provider(
+            aws_config::imds::credentials::ImdsCredentialsProvider::builder()
+                .imds_client(metadata)
+                .build(),
+        )
+        .build();
+    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), "orders")
+        .expect("valid store");
+    let idempotency = Idempotency::builder(store)
+        .store_timeout(Duration::from_millis(300))
+        .build()
+        .expect("valid settings");
+
+    // When the claim gets no answer
+    let error = idempotency
+        .run(
+            &TestContext::new()
+                .with_remaining_time(Duration::from_secs(30))
+                .build(),
+            "charge",
+            "pay-1",
+            |_| async { Ok::<_, std::io::Error>(1) },
+        )
+        .await
+        .expect_err("no credentials, no claim");
+
+    // Then the error names the operation and the table, and says no request went out (the SDK
+    // was still getting ready to send: credentials, here), rather than an endpoint it guessed
+    let message = error.to_string();
+    assert!(
+        message.contains(
+            "DynamoDB PutItem on table orders before any request was sent (region eu-west-1): \
+             no answer within 300 ms"
+        ),
+        "{message}"
+    );
+    drop(silent);
+}

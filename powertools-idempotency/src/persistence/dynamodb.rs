@@ -652,10 +652,19 @@ impl IdempotencyStore for DynamoDbStore {
             StoreCall::Update => "UpdateItem",
             StoreCall::Delete => "DeleteItem",
         };
+        // Before any request went out, the endpoint is not known (a client built with
+        // `endpoint_url` in code does not say which): the call is still waiting for what comes
+        // before sending, credentials say, which names the cause better than a guessed endpoint.
+        let target = match self.endpoint.0.get() {
+            Some(endpoint) => format!("at {endpoint}"),
+            None => match self.client.config().region() {
+                Some(region) => format!("before any request was sent (region {region})"),
+                None => "before any request was sent (no region is configured)".to_owned(),
+            },
+        };
         Some(format!(
-            "DynamoDB {operation} on table {} at {}",
-            self.settings.table_name,
-            self.endpoint.describe(&self.client)
+            "DynamoDB {operation} on table {} {target}",
+            self.settings.table_name
         ))
     }
 
