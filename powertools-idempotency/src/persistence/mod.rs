@@ -100,8 +100,9 @@ pub trait IdempotencyStore: Clone + Send + Sync + 'static {
 
     /// What a call is, in the store's own words, for the errors the engine raises itself about
     /// it (a call with no answer within the store timeout): [`DynamoDbStore`] says `DynamoDB
-    /// PutItem on table orders-idempotency at 127.0.0.1:8000`, as its own errors do. `None` (the
-    /// default) adds nothing.
+    /// PutItem on table orders-idempotency at 127.0.0.1:8000`, as its own errors do (`… before
+    /// any request was sent (region eu-west-1)` while no request has gone out: the SDK was still
+    /// getting credentials, say). `None` (the default) adds nothing.
     ///
     /// [`DynamoDbStore`]: crate::DynamoDbStore
     fn describe_call(&self, call: StoreCall) -> Option<String> {
