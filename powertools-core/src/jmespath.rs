@@ -5,6 +5,7 @@ use std::cell::Cell;
 use std::io::{self, Read};
 use std::sync::{Arc, LazyLock};
 
+use ::jmespath::ast::Ast;
 use ::jmespath::functions::{ArgumentType, CustomFunction, Function, Signature};
 use ::jmespath::{Context, ErrorReason, Expression, JmespathError, Rcvar, Runtime, Variable};
 use base64::Engine as _;
@@ -21,20 +22,40 @@ use crate::Error;
 /// event carries: Lambda's largest invocation payload is 6 MB (synchronous; 1 MB asynchronous), so
 /// the limit is larger than any whole event sent uncompressed, and it is ten times the 1 MiB of a
 /// CloudWatch Logs `PutLogEvents` batch, the usual source of gzipped Lambda data. It is also small
-/// enough that the decompressed text, and its parse by `powertools_json`, fit in the smallest
-/// (128 MB) function. Raise it with [`JmesPath::with_max_decompressed_size`] for payloads that
+/// enough that the decompressed text, and its parse by `powertools_json` (at most 500,000 values
+/// in a search, counted before parsing), fit in the smallest (128 MB) function. Raise it with [`JmesPath::with_max_decompressed_size`] for payloads that
 /// compress better than that.
 pub const DEFAULT_MAX_DECOMPRESSED_SIZE: usize = 10 * 1024 * 1024;
 
 /// The only Powertools function whose output can be much larger than the event.
 const BASE64_GZIP: &str = "powertools_base64_gzip";
 
+const POWERTOOLS_JSON: &str = "powertools_json";
+
+/// The most JSON values (strings, numbers, literals, arrays, objects, object keys included)
+/// `powertools_json` may build in one search. Parsed, a value takes about 90 bytes (a
+/// reference-counted `jmespath` variable and its slot), so the text is counted before it is
+/// parsed: without the bound, 10 MiB of `[0,0,0,…]` (a 14 KB gzipped event) built five million
+/// values, 450 MiB, in a 128 MB function. 500,000 is about 45 MB, far more values than a
+/// legitimate event carries (a full CloudWatch Logs batch is 10,000 events).
+const MAX_JSON_VALUES: usize = 500_000;
+
+/// The most operators an expression may have (`.`, `|`, `||`, `&&`, comparisons, `!`, and the
+/// opening `(`, `[`, `{`), outside its quoted parts. The `jmespath` parser and interpreter recurse
+/// once per level of the expression's tree, and each operator can add a level: a chain of a
+/// thousand `.a` overflowed the stack of a search (debug build, 8 MiB), and a few thousand the
+/// parser's, which aborts the process. A tokio worker has 2 MiB. Real expressions have a handful.
+const MAX_EXPRESSION_OPERATORS: usize = 128;
+
 /// The standard JMESPath functions plus `powertools_json`, `powertools_base64` and
 /// `powertools_base64_gzip`. Immutable once built, so one runtime serves every invocation.
 static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
     let mut runtime = Runtime::new();
     runtime.register_builtin_functions();
-    runtime.register_function("powertools_json", string_function(parse_json));
+    runtime.register_function(POWERTOOLS_JSON, string_function(parse_json));
+    // `jmespath`'s own fails on an empty array ("Expected to be a valid f64"); the specification
+    // (and Python) answer null.
+    runtime.register_function("avg", Box::new(AverageOrNull));
     runtime.register_function("powertools_base64", string_function(decode_base64));
     runtime.register_function(BASE64_GZIP, string_function(decode_base64_gzip));
     runtime
@@ -48,6 +69,10 @@ thread_local! {
     /// duration of the search, which is synchronous, so searches never interleave on a thread.
     static GZIP_BUDGET: Cell<GzipBudget> =
         const { Cell::new(GzipBudget::new(DEFAULT_MAX_DECOMPRESSED_SIZE)) };
+
+    /// How many values `powertools_json` may still build in the search running on this thread
+    /// (see [`MAX_JSON_VALUES`]), set like [`GZIP_BUDGET`].
+    static JSON_BUDGET: Cell<usize> = const { Cell::new(MAX_JSON_VALUES) };
 }
 
 /// A compiled JMESPath expression over an event's JSON.
@@ -57,12 +82,23 @@ thread_local! {
 /// TypeScript:
 ///
 /// - `powertools_json(s)`: parses the JSON text `s`, so that a path into an API Gateway `body`
-///   does not change with the client's whitespace: `powertools_json(body).order_id`;
-/// - `powertools_base64(s)`: decodes standard base64 to UTF-8 text;
-/// - `powertools_base64_gzip(s)`: decodes base64, then gunzips, to UTF-8 text (CloudWatch Logs
-///   subscriptions): `powertools_json(powertools_base64_gzip(data)).logGroup`. What one search
-///   may decompress is limited, to [`DEFAULT_MAX_DECOMPRESSED_SIZE`] unless
+///   does not change with the client's whitespace: `powertools_json(body).order_id`. One search
+///   parses at most 500,000 values (about 45 MB once parsed; a larger text is refused before it
+///   is parsed), and an integer beyond 64 bits is refused rather than rounded to a float (which
+///   would make `100000000000000000000001` and `…002` one idempotency key; Python keeps it
+///   exact: send such ids as strings);
+/// - `powertools_base64(s)`: decodes standard base64 to UTF-8 text, leaving out what is not in
+///   the alphabet (line breaks), as Python's `base64.b64decode` does;
+/// - `powertools_base64_gzip(s)`: decodes base64, then gunzips every gzip member, to UTF-8 text
+///   (CloudWatch Logs subscriptions): `powertools_json(powertools_base64_gzip(data)).logGroup`.
+///   Bytes after the last member are an error, as in Python. What one search may decompress is
+///   limited, to [`DEFAULT_MAX_DECOMPRESSED_SIZE`] unless
 ///   [`with_max_decompressed_size`](Self::with_max_decompressed_size) says otherwise.
+///
+/// `avg` of an empty array is null, as the JMESPath specification says. An expression is checked
+/// when it is compiled, more than Python checks it: a function that does not exist is refused
+/// then, not when a search reaches it, and so is an expression of more than 128 operators (each
+/// can nest it a level deeper; a few thousand overflowed the stack and aborted the process).
 ///
 /// Clones share the compiled expression.
 ///
@@ -94,12 +130,34 @@ impl JmesPath {
     /// # Errors
     /// [`Error::InvalidJmesPath`] when it is not valid JMESPath.
     pub fn new(expression: &str) -> Result<Self, Error> {
+        let operators = operators(expression);
+        if operators > MAX_EXPRESSION_OPERATORS {
+            return Err(Error::InvalidJmesPath {
+                expression: expression.to_owned(),
+                reason: format!(
+                    "{operators} operators (`.`, `|`, `||`, `&&`, comparisons, `!`, and opening \
+                     parentheses, brackets and braces): at most {MAX_EXPRESSION_OPERATORS} are \
+                     accepted, as each can nest the expression one level deeper"
+                ),
+            });
+        }
         let compiled = RUNTIME
             .compile(expression)
             .map_err(|error| Error::InvalidJmesPath {
                 expression: expression.to_owned(),
                 reason: error.reason.to_string(),
             })?;
+        // `jmespath` looks functions up only when a search reaches them: a misspelt name would
+        // fail only on the events that take that branch.
+        if let Some(name) = unknown_function(compiled.as_ast()) {
+            return Err(Error::InvalidJmesPath {
+                expression: expression.to_owned(),
+                reason: format!(
+                    "unknown function `{name}`: the JMESPath functions and powertools_json, \
+                     powertools_base64 and powertools_base64_gzip are available"
+                ),
+            });
+        }
         Ok(Self {
             expression: Arc::new(compiled),
             decompresses: expression.contains(BASE64_GZIP),
@@ -161,6 +219,11 @@ impl JmesPath {
     ///   type, text that is not JSON for `powertools_json`, invalid base64 or gzip, data that
     ///   does not serialize.
     pub fn search<T: Serialize + ?Sized>(&self, data: &T) -> Result<Value, Error> {
+        let _json_budget = self
+            .expression
+            .as_str()
+            .contains(POWERTOOLS_JSON)
+            .then(|| JsonBudgetScope(JSON_BUDGET.replace(MAX_JSON_VALUES)));
         let found = if self.decompresses {
             let budget = BudgetScope::enter(self.max_decompressed_size);
             let found = self.expression.search(data);
@@ -174,7 +237,12 @@ impl JmesPath {
         } else {
             self.expression.search(data)
         }
-        .map_err(|error| self.failed(error.reason.to_string()))?;
+        .map_err(|error| match error.reason {
+            // The Powertools functions' own messages, which say which function and why;
+            // `jmespath` files them as parse errors, which they are not.
+            ErrorReason::Parse(message) => self.failed(message),
+            other => self.failed(other.to_string()),
+        })?;
         serde_json::to_value(&*found).map_err(|error| self.failed(error.to_string()))
     }
 
@@ -233,6 +301,115 @@ impl Drop for BudgetScope {
     }
 }
 
+/// The previous JSON budget of this thread, restored when a search ends.
+struct JsonBudgetScope(usize);
+
+impl Drop for JsonBudgetScope {
+    fn drop(&mut self) {
+        JSON_BUDGET.set(self.0);
+    }
+}
+
+/// How many operators `expression` has outside its quoted parts (see
+/// [`MAX_EXPRESSION_OPERATORS`]): `||` and `&&` count once, `==`, `<=` and the like once.
+fn operators(expression: &str) -> usize {
+    let mut operators = 0_usize;
+    let mut quote: Option<u8> = None;
+    let mut escaped = false;
+    let mut previous = b' ';
+    for &byte in expression.as_bytes() {
+        if let Some(open) = quote {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                _ if byte == open => quote = None,
+                _ => {}
+            }
+            previous = b' ';
+            continue;
+        }
+        match byte {
+            b'"' | b'\'' | b'`' => quote = Some(byte),
+            // The second character of `||`, `&&`, `==`, `!=`, `<=`, `>=`.
+            b'|' | b'&' | b'='
+                if previous == byte || (byte == b'=' && b"!<>".contains(&previous)) => {}
+            b'.' | b'|' | b'&' | b'(' | b'[' | b'{' | b'!' | b'<' | b'>' | b'=' => operators += 1,
+            _ => {}
+        }
+        previous = byte;
+    }
+    operators
+}
+
+/// The first function `ast` calls that the runtime does not have, walked without recursion.
+fn unknown_function(ast: &Ast) -> Option<&str> {
+    let mut pending = vec![ast];
+    while let Some(node) = pending.pop() {
+        match node {
+            Ast::Function { name, args, .. } => {
+                if RUNTIME.get_function(name).is_none() {
+                    return Some(name);
+                }
+                pending.extend(args);
+            }
+            Ast::Comparison { lhs, rhs, .. }
+            | Ast::Projection { lhs, rhs, .. }
+            | Ast::And { lhs, rhs, .. }
+            | Ast::Or { lhs, rhs, .. }
+            | Ast::Subexpr { lhs, rhs, .. } => pending.extend([&**lhs, &**rhs]),
+            Ast::Condition {
+                predicate, then, ..
+            } => pending.extend([&**predicate, &**then]),
+            Ast::Expref { ast: node, .. }
+            | Ast::Flatten { node, .. }
+            | Ast::Not { node, .. }
+            | Ast::ObjectValues { node, .. } => pending.push(node),
+            Ast::MultiList { elements, .. } => pending.extend(elements),
+            Ast::MultiHash { elements, .. } => {
+                pending.extend(elements.iter().map(|pair| &pair.value));
+            }
+            Ast::Identity { .. }
+            | Ast::Field { .. }
+            | Ast::Index { .. }
+            | Ast::Literal { .. }
+            | Ast::Slice { .. } => {}
+        }
+    }
+    None
+}
+
+/// `avg` as the JMESPath specification has it: the mean of an array of numbers, null for an
+/// empty one.
+struct AverageOrNull;
+
+impl Function for AverageOrNull {
+    fn evaluate(&self, args: &[Rcvar], ctx: &mut Context<'_>) -> ::jmespath::SearchResult {
+        Signature::new(
+            vec![ArgumentType::TypedArray(Box::new(ArgumentType::Number))],
+            None,
+        )
+        .validate(args, ctx)?;
+        let numbers: Vec<f64> = args
+            .first()
+            .and_then(|array| array.as_array())
+            .map(|array| array.iter().filter_map(|value| value.as_number()).collect())
+            .unwrap_or_default();
+        if numbers.is_empty() {
+            return Ok(Rcvar::new(Variable::Null));
+        }
+        #[allow(clippy::cast_precision_loss)] // an array's length, far below 2^53
+        let mean = numbers.iter().sum::<f64>() / numbers.len() as f64;
+        serde_json::Number::from_f64(mean)
+            .map(|mean| Rcvar::new(Variable::Number(mean)))
+            .ok_or_else(|| {
+                JmespathError::from_ctx(
+                    ctx,
+                    ErrorReason::Parse("avg: the mean is beyond what JSON numbers hold".to_owned()),
+                )
+            })
+    }
+}
+
 fn string_function(decode: fn(&str) -> Result<Variable, String>) -> Box<dyn Function> {
     Box::new(CustomFunction::new(
         Signature::new(vec![ArgumentType::String], None),
@@ -252,7 +429,81 @@ fn string_function(decode: fn(&str) -> Result<Variable, String>) -> Box<dyn Func
 }
 
 fn parse_json(text: &str) -> Result<Variable, String> {
-    Variable::from_json(text).map_err(|error| format!("powertools_json: invalid JSON: {error}"))
+    let values = count_json_values(text)?;
+    let left = JSON_BUDGET.get();
+    if values > left {
+        return Err(format!(
+            "{POWERTOOLS_JSON}: the text holds {values} JSON values, more than the {left} left of \
+             the search's {MAX_JSON_VALUES} (parsed, each takes about 90 bytes of memory)"
+        ));
+    }
+    JSON_BUDGET.set(left - values);
+    Variable::from_json(text).map_err(|error| format!("{POWERTOOLS_JSON}: invalid JSON: {error}"))
+}
+
+/// How many values `text` holds (strings, object keys included, numbers, literals, arrays and
+/// objects), counted in one pass without parsing; refuses an integer beyond 64 bits, which
+/// `serde_json` would round to a float (`100000000000000000000001` and `…002` both `1e23`: two
+/// orders, one idempotency key). Invalid JSON is left to the parser to describe.
+fn count_json_values(text: &str) -> Result<usize, String> {
+    let bytes = text.as_bytes();
+    let (mut values, mut index) = (0_usize, 0_usize);
+    while let Some(&byte) = bytes.get(index) {
+        match byte {
+            b'"' => {
+                values += 1;
+                index += 1;
+                while let Some(&inner) = bytes.get(index) {
+                    index += 1;
+                    match inner {
+                        b'\\' => index += 1,
+                        b'"' => break,
+                        _ => {}
+                    }
+                }
+                continue;
+            }
+            b'-' | b'0'..=b'9' => {
+                values += 1;
+                let start = index;
+                while bytes
+                    .get(index)
+                    .is_some_and(|b| matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
+                {
+                    index += 1;
+                }
+                check_integer(&text[start..index])?;
+                continue;
+            }
+            b'[' | b'{' | b't' | b'f' | b'n' => values += 1,
+            _ => {}
+        }
+        index += 1;
+    }
+    Ok(values)
+}
+
+/// Refuses an integer literal that does not fit 64 bits (`u64` or `i64`).
+fn check_integer(number: &str) -> Result<(), String> {
+    let (negative, digits) = match number.strip_prefix('-') {
+        Some(digits) => (true, digits),
+        None => (false, number),
+    };
+    // Floats, and tokens that are not JSON numbers (left to the parser to describe).
+    if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Ok(());
+    }
+    let fits = digits
+        .parse::<u64>()
+        .is_ok_and(|magnitude| !negative || magnitude <= 1 << 63);
+    if fits {
+        return Ok(());
+    }
+    Err(format!(
+        "{POWERTOOLS_JSON}: an integer of {} digits, beyond 64 bits: it would be rounded to a \
+         float, and different values would compare equal (send it as a string)",
+        digits.len()
+    ))
 }
 
 fn decode_base64(text: &str) -> Result<Variable, String> {
@@ -266,7 +517,9 @@ fn decode_base64_gzip(text: &str) -> Result<Variable, String> {
     let mut bytes = Vec::new();
     let fits = read_at_most(
         // The slice is its own buffer: no copy through a `BufReader`.
-        flate2::bufread::GzDecoder::new(compressed.as_slice()),
+        // Every member, as Python's `gzip.decompress`; bytes after the last one that are not a
+        // member are an error, not ignored.
+        flate2::bufread::MultiGzDecoder::new(compressed.as_slice()),
         budget.remaining,
         &mut bytes,
     )
@@ -319,9 +572,17 @@ fn read_at_most(reader: impl Read, limit: usize, out: &mut Vec<u8>) -> io::Resul
 }
 
 fn base64_bytes(function: &str, text: &str) -> Result<Vec<u8>, String> {
-    base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map_err(|error| format!("{function}: invalid base64: {error}"))
+    let standard = base64::engine::general_purpose::STANDARD;
+    let is_alphabet =
+        |byte: &u8| byte.is_ascii_alphanumeric() || matches!(byte, b'+' | b'/' | b'=');
+    let decoded = if text.bytes().all(|byte| is_alphabet(&byte)) {
+        standard.decode(text)
+    } else {
+        // As Python's `base64.b64decode`: what is not in the alphabet (MIME's line breaks, a
+        // trailing newline) is left out.
+        standard.decode(text.bytes().filter(is_alphabet).collect::<Vec<u8>>())
+    };
+    decoded.map_err(|error| format!("{function}: invalid base64: {error}"))
 }
 
 fn utf8(function: &str, bytes: Vec<u8>) -> Result<Variable, String> {
@@ -426,7 +687,8 @@ mod tests {
             ("powertools_json(body)", json!({"body": 42}), "string"),
             (
                 "powertools_base64(data)",
-                json!({"data": "***"}),
+                // Python leaves out what is not base64 (`*`) and refuses the length left.
+                json!({"data": "QUJ*"}),
                 "invalid base64",
             ),
             (
@@ -672,5 +934,202 @@ mod tests {
         let copy = key.clone();
         assert!(Arc::ptr_eq(&key.expression, &copy.expression));
         assert_eq!(format!("{copy:?}"), r#"JmesPath("a")"#);
+    }
+
+    fn gzip(text: &str) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(text.as_bytes()).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn base64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    #[test]
+    fn every_gzip_member_is_decompressed_and_trailing_bytes_are_an_error() {
+        // As Python's `gzip.decompress`: two members are one text; bytes after the last member
+        // that are not a member are an error, never ignored.
+        let text = JmesPath::new("powertools_base64_gzip(data)").unwrap();
+        let two = [gzip(r#"{"a": 1,"#), gzip(r#" "b": 2}"#)].concat();
+        assert_eq!(
+            text.search(&json!({ "data": base64(&two) })).unwrap(),
+            json!(r#"{"a": 1, "b": 2}"#)
+        );
+        let trailing = [gzip(r#""hello""#), b"not gzip".to_vec()].concat();
+        let error = text
+            .search(&json!({ "data": base64(&trailing) }))
+            .unwrap_err();
+        assert!(matches!(error, Error::JmesPathFailed { .. }), "{error:?}");
+        // Two members count against one budget.
+        let small = JmesPath::new("powertools_base64_gzip(data)")
+            .unwrap()
+            .with_max_decompressed_size(10);
+        let error = small
+            .search(&json!({ "data": base64(&[gzip("123456"), gzip("789012")].concat()) }))
+            .unwrap_err();
+        assert!(
+            matches!(error, Error::DecompressedSizeExceeded { .. }),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn line_wrapped_base64_decodes_as_python_decodes_it() {
+        // Python's `base64.b64decode` leaves out what is not in the alphabet: MIME's 76-character
+        // lines, a trailing newline.
+        let encoded = base64(&[b'x'; 120]);
+        let wrapped = format!("{}\r\n{}\n", &encoded[..76], &encoded[76..]);
+        let plain = JmesPath::new("powertools_base64(data)").unwrap();
+        assert_eq!(
+            plain.search(&json!({ "data": wrapped })).unwrap(),
+            json!("x".repeat(120))
+        );
+        let zipped = base64(&gzip("zipped"));
+        let wrapped = format!("{}\n{}\n", &zipped[..10], &zipped[10..]);
+        let gunzip = JmesPath::new("powertools_base64_gzip(data)").unwrap();
+        assert_eq!(
+            gunzip.search(&json!({ "data": wrapped })).unwrap(),
+            json!("zipped")
+        );
+        assert_eq!(
+            plain.search(&json!({ "data": "QU JD*" })).unwrap(),
+            json!("ABC")
+        );
+        // Still an error: a length base64 cannot have.
+        assert!(plain.search(&json!({ "data": "QUJ" })).is_err());
+    }
+
+    #[test]
+    fn a_deep_or_long_expression_is_refused_when_compiled_not_a_crash() {
+        for expression in [
+            format!("{}a{}", "(".repeat(2_000), ")".repeat(2_000)),
+            format!("{}a", "!".repeat(50_000)),
+            format!("{}a{}", "[".repeat(2_000), "]".repeat(2_000)),
+            format!("{}a: b{}", "{".repeat(2_000), "}".repeat(2_000)),
+            format!("a{}", ".a".repeat(20_000)),
+            format!("a{}", " | a".repeat(20_000)),
+            format!("a{}", " || a".repeat(20_000)),
+            format!("a{}", " && a".repeat(20_000)),
+            format!("a{}", "[*].a".repeat(2_000)),
+            format!("a{}", " == a".repeat(20_000)),
+        ] {
+            let error = JmesPath::new(&expression).unwrap_err();
+            assert!(matches!(error, Error::InvalidJmesPath { .. }), "{error:?}");
+            assert!(error.to_string().contains("operators"), "{error}");
+        }
+        // Quoted text is not operators.
+        let quoted = format!("\"{}\"", "(.|".repeat(2_000));
+        assert!(JmesPath::new(&quoted).is_ok());
+        assert!(JmesPath::new(&format!("'{}'", "[.&".repeat(2_000))).is_ok());
+        assert!(JmesPath::new(&format!("`\"{}\"`", "{.!".repeat(2_000))).is_ok());
+    }
+
+    #[test]
+    fn the_longest_accepted_expression_searches_on_a_small_stack() {
+        // As many operators as accepted, each a level: compiled and searched on a thread with
+        // a tokio worker's 2 MiB stack, in this (debug) build.
+        let chains = [
+            format!("a{}", ".a".repeat(MAX_EXPRESSION_OPERATORS)),
+            format!("a{}", " || a".repeat(MAX_EXPRESSION_OPERATORS)),
+            format!("{}a", "!".repeat(MAX_EXPRESSION_OPERATORS)),
+            format!(
+                "{}a{}",
+                "(".repeat(MAX_EXPRESSION_OPERATORS),
+                ")".repeat(MAX_EXPRESSION_OPERATORS)
+            ),
+        ];
+        for chain in chains {
+            let searched = std::thread::Builder::new()
+                .stack_size(2 * 1024 * 1024)
+                .spawn(move || {
+                    let path = JmesPath::new(&chain).map_err(|error| error.to_string())?;
+                    path.search(&json!({"a": {"a": 1}}))
+                        .map(|_| ())
+                        .map_err(|error| error.to_string())
+                })
+                .unwrap()
+                .join()
+                .expect("no stack overflow");
+            assert!(searched.is_ok(), "{searched:?}");
+        }
+    }
+
+    #[test]
+    fn a_misspelt_function_is_refused_when_compiled() {
+        for expression in [
+            "headers.key || powertools_jsn(body).key",
+            "[a, {b: lenght(c)}]",
+            "sort_by(items, &prices(@))",
+        ] {
+            let error = JmesPath::new(expression).unwrap_err();
+            assert!(matches!(error, Error::InvalidJmesPath { .. }), "{error:?}");
+            assert!(error.to_string().contains("unknown function"), "{error}");
+        }
+        assert!(JmesPath::new("sort_by(items, &length(@))").is_ok());
+    }
+
+    #[test]
+    fn integers_beyond_64_bits_in_json_text_are_an_error_not_rounded_together() {
+        // `1e23` in a key would make two orders one: refused, with what to do.
+        let key = JmesPath::new("powertools_json(body).order_id").unwrap();
+        for body in [
+            r#"{"order_id": 100000000000000000000001}"#,
+            r#"{"order_id": -100000000000000000000001}"#,
+            r#"{"order_id": 18446744073709551616}"#,
+        ] {
+            let error = key.search(&json!({ "body": body })).unwrap_err();
+            assert!(matches!(error, Error::JmesPathFailed { .. }), "{error:?}");
+            assert!(error.to_string().contains("64 bits"), "{error}");
+        }
+        // The 64-bit edges and floats are kept as they are.
+        for (body, expected) in [
+            (
+                r#"{"order_id": 18446744073709551615}"#,
+                json!(18_446_744_073_709_551_615_u64),
+            ),
+            (r#"{"order_id": -9223372036854775808}"#, json!(i64::MIN)),
+            (r#"{"order_id": 1e23}"#, json!(1e23)),
+            (r#"{"order_id": 100000000000000000000001.5}"#, json!(1e23)),
+            (
+                r#"{"order_id": "100000000000000000000001", "n": 0}"#,
+                json!("100000000000000000000001"),
+            ),
+        ] {
+            assert_eq!(
+                key.search(&json!({ "body": body })).unwrap(),
+                expected,
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_text_with_more_values_than_the_limit_is_refused_before_it_is_parsed() {
+        let length = JmesPath::new("length(powertools_json(body))").unwrap();
+        let at_limit = format!("[{}0]", "0,".repeat(MAX_JSON_VALUES - 2));
+        assert_eq!(
+            length.search(&json!({ "body": at_limit })).unwrap(),
+            json!(MAX_JSON_VALUES - 1)
+        );
+        let over = format!("[{}0]", "0,".repeat(MAX_JSON_VALUES));
+        let error = length.search(&json!({ "body": over })).unwrap_err();
+        assert!(error.to_string().contains("values"), "{error}");
+    }
+
+    #[test]
+    fn avg_of_nothing_is_null_and_function_errors_do_not_say_parse_error() {
+        let avg = JmesPath::new("avg(@)").unwrap();
+        assert_eq!(avg.search(&json!([])).unwrap(), Value::Null);
+        assert_eq!(avg.search(&json!([1, 2])).unwrap(), json!(1.5));
+        let error = JmesPath::new("powertools_json(body)")
+            .unwrap()
+            .search(&json!({"body": "{"}))
+            .unwrap_err();
+        assert!(!error.to_string().contains("Parse error"), "{error}");
+        assert!(
+            error.to_string().contains("powertools_json: invalid JSON"),
+            "{error}"
+        );
     }
 }
