@@ -47,7 +47,12 @@ fn a_search_fits_in_the_smallest_function_whatever_the_event() {
     let event = json!({ "awslogs": { "data": gzip_base64(&zeros) } });
     drop(zeros);
     let (peak, found) = peak_growth_mib(&path, &event);
-    assert!(found.as_ref().is_err_and(|error| error.contains("JSON values")), "{found:?}");
+    assert!(
+        found
+            .as_ref()
+            .is_err_and(|error| error.contains("JSON values")),
+        "{found:?}"
+    );
     assert!(peak < 64, "refusing it took {peak} MiB");
 
     // The most values accepted, each a string of its own: parsed within what a 128 MB function
