@@ -1090,7 +1090,6 @@ mod tests {
             ),
             (r#"{"order_id": -9223372036854775808}"#, json!(i64::MIN)),
             (r#"{"order_id": 1e23}"#, json!(1e23)),
-            (r#"{"order_id": 100000000000000000000001.5}"#, json!(1e23)),
             (
                 r#"{"order_id": "100000000000000000000001", "n": 0}"#,
                 json!("100000000000000000000001"),
@@ -1102,6 +1101,15 @@ mod tests {
                 "{body}"
             );
         }
+        // A float of that many digits is a float, as written (how close to it depends on
+        // serde_json's `float_roundtrip`, which the workspace may turn on).
+        let float = key
+            .search(&json!({ "body": r#"{"order_id": 100000000000000000000001.5}"# }))
+            .unwrap();
+        assert!(
+            float.as_f64().is_some_and(|value| (value - 1e23).abs() < 1e9),
+            "{float}"
+        );
     }
 
     #[test]
