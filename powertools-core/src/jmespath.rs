@@ -1107,7 +1107,9 @@ mod tests {
             .search(&json!({ "body": r#"{"order_id": 100000000000000000000001.5}"# }))
             .unwrap();
         assert!(
-            float.as_f64().is_some_and(|value| (value - 1e23).abs() < 1e9),
+            float
+                .as_f64()
+                .is_some_and(|value| (value - 1e23).abs() < 1e9),
             "{float}"
         );
     }
