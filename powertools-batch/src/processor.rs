@@ -468,13 +468,18 @@ fn without_values(error: &serde_json::Error) -> String {
         ("unknown variant ", "unknown variant (its name is left out)"),
     ] {
         if let Some(rest) = message.strip_prefix(prefix) {
-            return match rest.rfind(", expected") {
-                Some(expected) => format!("{left_out}{}", &rest[expected..]),
-                None => format!(
-                    "{left_out} at line {} column {}",
-                    error.line(),
-                    error.column()
-                ),
+            let position = format!(" at line {} column {}", error.line(), error.column());
+            let told = rest.strip_suffix(&position).unwrap_or(rest);
+            // serde's own endings for a type without fields or variants, which say nothing
+            // expected: a `, expected` before them would be the body's (found by a review).
+            for nothing in [", there are no fields", ", there are no variants"] {
+                if told.ends_with(nothing) {
+                    return format!("{left_out}{nothing}{position}");
+                }
+            }
+            return match told.rfind(", expected") {
+                Some(expected) => format!("{left_out}{}{position}", &told[expected..]),
+                None => format!("{left_out}{position}"),
             };
         }
     }
@@ -540,6 +545,20 @@ mod tests {
             assert_eq!(reason, expected, "{json}");
             assert!(!reason.contains(secret));
         }
+        // A type without fields or variants: serde's ending says nothing expected, so a
+        // `, expected` in the body's name is not taken for serde's.
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Nothing {}
+        #[derive(Debug, serde::Deserialize)]
+        enum Never {}
+        let injected = format!(r#"{{"x, expected {secret}": 1}}"#);
+        assert_eq!(
+            reason::<Nothing>(&injected),
+            "unknown field (its name is left out), there are no fields at line 1 column 31"
+        );
+        let injected = format!(r#"{{"x, expected {secret}": null}}"#);
+        assert!(!reason::<Never>(&injected).contains(secret));
         // Syntax errors and missing fields quote nothing: kept as serde_json says them.
         assert_eq!(
             reason::<Size>(r#"{"Large": {}}"#),

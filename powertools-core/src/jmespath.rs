@@ -40,12 +40,13 @@ const POWERTOOLS_JSON: &str = "powertools_json";
 /// legitimate event carries (a full CloudWatch Logs batch is 10,000 events).
 const MAX_JSON_VALUES: usize = 500_000;
 
-/// The most operators an expression may have (`.`, `|`, `||`, `&&`, comparisons, `!`, and the
-/// opening `(`, `[`, `{`), outside its quoted parts. The `jmespath` parser and interpreter recurse
-/// once per level of the expression's tree, and each operator can add a level: a chain of a
-/// thousand `.a` overflowed the stack of a search (debug build, 8 MiB), and a few thousand the
-/// parser's, which aborts the process. A tokio worker has 2 MiB. Real expressions have a handful.
-const MAX_EXPRESSION_OPERATORS: usize = 128;
+/// The most operators an expression may have (`.`, `|`, `||`, `&&`, comparisons, `!`, `?`, `*`,
+/// and the opening `(`, `[`, `{`), outside its quoted parts. The `jmespath` parser and
+/// interpreter recurse once per level of the expression's tree, and each operator can add a
+/// level: a chain of a thousand `.a` overflowed the stack of a search (debug build, 8 MiB), a
+/// few thousand the parser's, and 110 flattens (`[]`) a 2 MiB stack (a tokio worker's) in a
+/// debug build, which aborts the process. Real expressions have a handful.
+const MAX_EXPRESSION_OPERATORS: usize = 64;
 
 /// The standard JMESPath functions plus `powertools_json`, `powertools_base64` and
 /// `powertools_base64_gzip`. Immutable once built, so one runtime serves every invocation.
@@ -87,17 +88,19 @@ thread_local! {
 ///   is parsed), and an integer beyond 64 bits is refused rather than rounded to a float (which
 ///   would make `100000000000000000000001` and `…002` one idempotency key; Python keeps it
 ///   exact: send such ids as strings);
-/// - `powertools_base64(s)`: decodes standard base64 to UTF-8 text, leaving out what is not in
-///   the alphabet (line breaks), as Python's `base64.b64decode` does;
+/// - `powertools_base64(s)`: decodes standard base64 to UTF-8 text, as Python's
+///   `base64.b64decode` reads it: what is not in the alphabet (line breaks) is left out, a
+///   complete padding ends the data, text that is not ASCII is refused;
 /// - `powertools_base64_gzip(s)`: decodes base64, then gunzips every gzip member, to UTF-8 text
 ///   (CloudWatch Logs subscriptions): `powertools_json(powertools_base64_gzip(data)).logGroup`.
-///   Bytes after the last member are an error, as in Python. What one search may decompress is
+///   Zero bytes around members are padding and other bytes after the last member an error, as
+///   in Python; an empty payload is empty text. What one search may decompress is
 ///   limited, to [`DEFAULT_MAX_DECOMPRESSED_SIZE`] unless
 ///   [`with_max_decompressed_size`](Self::with_max_decompressed_size) says otherwise.
 ///
 /// `avg` of an empty array is null, as the JMESPath specification says. An expression is checked
 /// when it is compiled, more than Python checks it: a function that does not exist is refused
-/// then, not when a search reaches it, and so is an expression of more than 128 operators (each
+/// then, not when a search reaches it, and so is an expression of more than 64 operators (each
 /// can nest it a level deeper; a few thousand overflowed the stack and aborted the process).
 ///
 /// Clones share the compiled expression.
@@ -333,7 +336,9 @@ fn operators(expression: &str) -> usize {
             // The second character of `||`, `&&`, `==`, `!=`, `<=`, `>=`.
             b'|' | b'&' | b'='
                 if previous == byte || (byte == b'=' && b"!<>".contains(&previous)) => {}
-            b'.' | b'|' | b'&' | b'(' | b'[' | b'{' | b'!' | b'<' | b'>' | b'=' => operators += 1,
+            b'.' | b'|' | b'&' | b'(' | b'[' | b'{' | b'!' | b'<' | b'>' | b'=' | b'?' | b'*' => {
+                operators += 1;
+            }
             _ => {}
         }
         previous = byte;
@@ -515,15 +520,36 @@ fn decode_base64_gzip(text: &str) -> Result<Variable, String> {
     let compressed = base64_bytes(BASE64_GZIP, text)?;
     let budget = GZIP_BUDGET.get();
     let mut bytes = Vec::new();
-    let fits = read_at_most(
-        // The slice is its own buffer: no copy through a `BufReader`.
-        // Every member, as Python's `gzip.decompress`; bytes after the last one that are not a
-        // member are an error, not ignored.
-        flate2::bufread::MultiGzDecoder::new(compressed.as_slice()),
-        budget.remaining,
-        &mut bytes,
-    )
-    .map_err(|error| format!("{BASE64_GZIP}: invalid gzip data: {error}"))?;
+    // Every member, as Python's `gzip.decompress`: zero bytes before, between and after members
+    // are padding (Python strips them), anything else after a member must be another member.
+    let mut rest = compressed.as_slice();
+    let mut fits = true;
+    loop {
+        let padding = rest.iter().take_while(|&&byte| byte == 0).count();
+        rest = &rest[padding..];
+        if rest.is_empty() {
+            break;
+        }
+        // The slice is its own buffer: no copy through a `BufReader`; the decoder stops at the
+        // member's end and gives back what follows.
+        let mut member = flate2::bufread::GzDecoder::new(rest);
+        let mut decoded = Vec::new();
+        fits = read_at_most(
+            &mut member,
+            budget.remaining.saturating_sub(bytes.len()),
+            &mut decoded,
+        )
+        .map_err(|error| format!("{BASE64_GZIP}: invalid gzip data: {error}"))?;
+        if bytes.is_empty() {
+            bytes = decoded;
+        } else {
+            bytes.extend_from_slice(&decoded);
+        }
+        if !fits {
+            break;
+        }
+        rest = member.into_inner();
+    }
     if !fits {
         GZIP_BUDGET.set(GzipBudget {
             exceeded: true,
@@ -572,17 +598,60 @@ fn read_at_most(reader: impl Read, limit: usize, out: &mut Vec<u8>) -> io::Resul
 }
 
 fn base64_bytes(function: &str, text: &str) -> Result<Vec<u8>, String> {
-    let standard = base64::engine::general_purpose::STANDARD;
-    let is_alphabet =
-        |byte: &u8| byte.is_ascii_alphanumeric() || matches!(byte, b'+' | b'/' | b'=');
-    let decoded = if text.bytes().all(|byte| is_alphabet(&byte)) {
-        standard.decode(text)
-    } else {
-        // As Python's `base64.b64decode`: what is not in the alphabet (MIME's line breaks, a
-        // trailing newline) is left out.
-        standard.decode(text.bytes().filter(is_alphabet).collect::<Vec<u8>>())
-    };
-    decoded.map_err(|error| format!("{function}: invalid base64: {error}"))
+    // The canonical form, the common case, through the `base64` crate; anything else as Python's
+    // `base64.b64decode` reads it.
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .or_else(|_| python_b64decode(text))
+        .map_err(|reason| format!("{function}: invalid base64: {reason}"))
+}
+
+/// Python's `base64.b64decode(text)` (CPython's `binascii.a2b_base64`, not strict): ASCII only;
+/// characters outside the alphabet are left out (line breaks); a complete padding ends the
+/// data; `=` before that, and the unused bits of the last character, are ignored; a data
+/// length that padding cannot complete is an error.
+fn python_b64decode(text: &str) -> Result<Vec<u8>, String> {
+    if !text.is_ascii() {
+        return Err("not ASCII (Python refuses it too)".to_owned());
+    }
+    let mut bytes = Vec::with_capacity(text.len() / 4 * 3 + 3);
+    let (mut quad_position, mut left, mut pads) = (0_u8, 0_u8, 0_u8);
+    for byte in text.bytes() {
+        if byte == b'=' {
+            pads = pads.saturating_add(1);
+            if quad_position >= 2 && quad_position + pads >= 4 {
+                return Ok(bytes);
+            }
+            continue;
+        }
+        let value = match byte {
+            b'A'..=b'Z' => byte - b'A',
+            b'a'..=b'z' => byte - b'a' + 26,
+            b'0'..=b'9' => byte - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => continue,
+        };
+        pads = 0;
+        match quad_position {
+            0 => left = value,
+            1 => {
+                bytes.push((left << 2) | (value >> 4));
+                left = value & 0x0f;
+            }
+            2 => {
+                bytes.push((left << 4) | (value >> 2));
+                left = value & 0x03;
+            }
+            _ => bytes.push((left << 6) | value),
+        }
+        quad_position = (quad_position + 1) % 4;
+    }
+    match quad_position {
+        0 => Ok(bytes),
+        1 => Err("one data character more than a multiple of 4".to_owned()),
+        _ => Err("incorrect padding".to_owned()),
+    }
 }
 
 fn utf8(function: &str, bytes: Vec<u8>) -> Result<Variable, String> {
@@ -956,6 +1025,14 @@ mod tests {
             text.search(&json!({ "data": base64(&two) })).unwrap(),
             json!(r#"{"a": 1, "b": 2}"#)
         );
+        // Zero bytes before, between and after members are padding, as Python strips them; an
+        // empty payload is empty text.
+        let padded = [vec![0; 3], gzip("a"), vec![0; 5], gzip("b"), vec![0; 7]].concat();
+        assert_eq!(
+            text.search(&json!({ "data": base64(&padded) })).unwrap(),
+            json!("ab")
+        );
+        assert_eq!(text.search(&json!({ "data": "" })).unwrap(), json!(""));
         let trailing = [gzip(r#""hello""#), b"not gzip".to_vec()].concat();
         let error = text
             .search(&json!({ "data": base64(&trailing) }))
@@ -996,8 +1073,25 @@ mod tests {
             plain.search(&json!({ "data": "QU JD*" })).unwrap(),
             json!("ABC")
         );
-        // Still an error: a length base64 cannot have.
-        assert!(plain.search(&json!({ "data": "QUJ" })).is_err());
+        // What CPython 3.11's `base64.b64decode` gives for the same text.
+        for (encoded, python) in [
+            ("YQ==YQ==", Some("a")),
+            ("YR==", Some("a")),
+            ("=YWJj", Some("abc")),
+            ("Y=WJj", Some("abc")),
+            ("YWJj====", Some("abc")),
+            ("YQ===", Some("a")),
+            ("YWJjZA", None),
+            ("YWJjZ", None),
+            ("QUJ", None),
+            ("YWJj\u{e9}", None),
+        ] {
+            let decoded = plain.search(&json!({ "data": encoded }));
+            match python {
+                Some(text) => assert_eq!(decoded.unwrap(), json!(text), "{encoded}"),
+                None => assert!(decoded.is_err(), "{encoded}: {decoded:?}"),
+            }
+        }
     }
 
     #[test]
@@ -1029,22 +1123,49 @@ mod tests {
     fn the_longest_accepted_expression_searches_on_a_small_stack() {
         // As many operators as accepted, each a level: compiled and searched on a thread with
         // a tokio worker's 2 MiB stack, in this (debug) build.
+        let arrays = (0..80).fold(json!(1), |inner, _| json!([inner]));
+        let nested_b = (0..80).fold(json!(1), |inner, _| json!({ "b": [inner] }));
+        let filters = (0..MAX_EXPRESSION_OPERATORS / 2)
+            .fold("b".to_owned(), |inner, _| format!("b[?{inner}]"));
+        let simple = json!({"a": {"a": 1}});
         let chains = [
-            format!("a{}", ".a".repeat(MAX_EXPRESSION_OPERATORS)),
-            format!("a{}", " || a".repeat(MAX_EXPRESSION_OPERATORS)),
-            format!("{}a", "!".repeat(MAX_EXPRESSION_OPERATORS)),
-            format!(
-                "{}a{}",
-                "(".repeat(MAX_EXPRESSION_OPERATORS),
-                ")".repeat(MAX_EXPRESSION_OPERATORS)
+            (
+                format!("a{}", ".a".repeat(MAX_EXPRESSION_OPERATORS)),
+                simple.clone(),
             ),
+            (
+                format!("a{}", " || a".repeat(MAX_EXPRESSION_OPERATORS)),
+                simple.clone(),
+            ),
+            (
+                format!("{}a", "!".repeat(MAX_EXPRESSION_OPERATORS)),
+                simple.clone(),
+            ),
+            (
+                format!(
+                    "{}a{}",
+                    "(".repeat(MAX_EXPRESSION_OPERATORS),
+                    ")".repeat(MAX_EXPRESSION_OPERATORS)
+                ),
+                simple,
+            ),
+            // Found by a review: 110 flattens overflowed 2 MiB when 128 operators were accepted.
+            (
+                format!("Records{}", "[]".repeat(MAX_EXPRESSION_OPERATORS)),
+                json!({ "Records": arrays }),
+            ),
+            (
+                format!("@{}", "[?@]".repeat(MAX_EXPRESSION_OPERATORS / 2)),
+                arrays.clone(),
+            ),
+            (filters, nested_b),
         ];
-        for chain in chains {
+        for (chain, data) in chains {
             let searched = std::thread::Builder::new()
                 .stack_size(2 * 1024 * 1024)
                 .spawn(move || {
                     let path = JmesPath::new(&chain).map_err(|error| error.to_string())?;
-                    path.search(&json!({"a": {"a": 1}}))
+                    path.search(&data)
                         .map(|_| ())
                         .map_err(|error| error.to_string())
                 })
