@@ -17,8 +17,6 @@ use super::{IdempotencyStore, PutOutcome, StoreCall, StoreError};
 use crate::record::{DataRecord, Status, epoch};
 use crate::{BoxError, Error};
 
-/// The conditional write that claims a key: no record, an expired one, or an in-progress one
-/// whose invocation deadline has passed. The same three clauses as every Powertools runtime.
 /// A failed invocation deletes its own claim only: a delete that reaches DynamoDB late must not
 /// remove a later invocation's claim of the key.
 pub(crate) const DELETE_CONDITION: &str =
@@ -27,6 +25,8 @@ pub(crate) const DELETE_CONDITION: &str =
 pub(crate) const DELETE_CONDITION_WITHOUT_EXPIRY: &str =
     "#status = :inprogress AND attribute_not_exists(#in_progress_expiry)";
 
+/// The conditional write that claims a key: no record, an expired one, or an in-progress one
+/// whose invocation deadline has passed. The same three clauses as every Powertools runtime.
 pub(crate) const PUT_CONDITION: &str = "attribute_not_exists(#id) OR #expiry < :now OR \
      (#status = :inprogress AND attribute_exists(#in_progress_expiry) AND #in_progress_expiry < :now_in_millis)";
 
