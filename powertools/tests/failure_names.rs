@@ -128,6 +128,19 @@ fn failure_line(logs: &MemoryLogs, request: &str) -> Value {
     lines.into_iter().next().expect("one failure line")
 }
 
+/// The event of the invocation `request_id`.
+fn invocation(request_id: impl Into<String>, payload: Value) -> LambdaEvent<Value> {
+    TestContext::new()
+        .with_request_id(request_id)
+        .event(payload)
+}
+
+/// `call`, started 5 ms later: a duplicate that finds the first invocation's claim.
+async fn a_moment_later<F: std::future::Future>(call: F) -> F::Output {
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    call.await
+}
+
 fn idempotency() -> Idempotency<InMemoryStore> {
     Idempotency::builder(InMemoryStore::new())
         .raise_on_missing_key(true)
@@ -188,9 +201,7 @@ async fn concurrent_mix_never_crosses_names() {
         expected.push((request.clone(), name));
         let service = service.clone();
         futures.push(async move {
-            let result = service
-                .oneshot(TestContext::new().with_request_id(&request).event(event))
-                .await;
+            let result = service.oneshot(invocation(&request, event)).await;
             (request, result.map_err(Diagnostic::from))
         });
     }
@@ -272,11 +283,7 @@ async fn swallowing_layer_error_with_same_variant_name_is_described_as_itself() 
         .layer(powertools.layer())
         .service(swallowing);
     let error = service
-        .oneshot(
-            TestContext::new()
-                .with_request_id("req-swallow")
-                .event(json!({})),
-        )
+        .oneshot(invocation("req-swallow", json!({})))
         .await
         .unwrap_err();
     let diagnostic = Diagnostic::from(error);
@@ -319,11 +326,7 @@ async fn swallowing_layer_error_with_other_name_is_described_as_itself() {
         .layer(powertools.layer())
         .service(swallowing);
     let _ = service
-        .oneshot(
-            TestContext::new()
-                .with_request_id("req-swallow2")
-                .event(json!({})),
-        )
+        .oneshot(invocation("req-swallow2", json!({})))
         .await
         .unwrap_err();
     let line = failure_line(&logs, "req-swallow2");
@@ -371,11 +374,7 @@ async fn retry_layer_a_stale_report_is_not_applied_to_the_handler_error() {
         .layer(powertools.layer())
         .service(retrying);
     let error = service
-        .oneshot(
-            TestContext::new()
-                .with_request_id("req-retry")
-                .event(json!({})),
-        )
+        .oneshot(invocation("req-retry", json!({})))
         .await
         .unwrap_err();
     let diagnostic = Diagnostic::from(error);
@@ -432,11 +431,7 @@ async fn handler_calling_run_and_returning_another_error_keeps_its_name() {
             }
         }));
     let error = service
-        .oneshot(
-            TestContext::new()
-                .with_request_id("req-run")
-                .event(json!({"order_id": "o-run"})),
-        )
+        .oneshot(invocation("req-run", json!({"order_id": "o-run"})))
         .await
         .unwrap_err();
     let diagnostic = Diagnostic::from(error);
@@ -471,11 +466,7 @@ async fn nested_layers_name_the_inner_error_as_lambda_reports_it() {
         }));
     // The outer has its key; the inner refuses (no customer id)
     let error = service
-        .oneshot(
-            TestContext::new()
-                .with_request_id("req-nested")
-                .event(json!({"order_id": "o-n"})),
-        )
+        .oneshot(invocation("req-nested", json!({"order_id": "o-n"})))
         .await
         .unwrap_err();
     let diagnostic = Diagnostic::from(error);
@@ -518,22 +509,14 @@ async fn logging_layer_alone_names_in_progress() {
             tokio::time::sleep(Duration::from_millis(50)).await;
             Ok::<_, AppError>(json!({"ok": true}))
         }));
-    let a = service.clone().oneshot(
-        TestContext::new()
-            .with_request_id("req-a")
-            .event(json!({"order_id": "same"})),
-    );
-    let b = async {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    let a = service
+        .clone()
+        .oneshot(invocation("req-a", json!({"order_id": "same"})));
+    let b = a_moment_later(
         service
             .clone()
-            .oneshot(
-                TestContext::new()
-                    .with_request_id("req-b")
-                    .event(json!({"order_id": "same"})),
-            )
-            .await
-    };
+            .oneshot(invocation("req-b", json!({"order_id": "same"}))),
+    );
     let (a, b) = tokio::join!(a, b);
     assert!(a.is_ok());
     let diagnostic = Diagnostic::from(b.unwrap_err());
@@ -567,27 +550,18 @@ async fn tracing_layer_alone_names_in_progress() {
             }
             Ok::<_, AppError>(json!({"ok": true}))
         }));
-    let a = service.clone().oneshot(
-        TestContext::new()
-            .with_request_id("req-a")
-            .event(json!({"order_id": "same"})),
-    );
-    let b = async {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    let a = service
+        .clone()
+        .oneshot(invocation("req-a", json!({"order_id": "same"})));
+    let b = a_moment_later(
         service
             .clone()
-            .oneshot(
-                TestContext::new()
-                    .with_request_id("req-b")
-                    .event(json!({"order_id": "same"})),
-            )
-            .await
-    };
-    let c = service.clone().oneshot(
-        TestContext::new()
-            .with_request_id("req-c")
-            .event(json!({"order_id": "other", "fail": true})),
+            .oneshot(invocation("req-b", json!({"order_id": "same"}))),
     );
+    let c = service.clone().oneshot(invocation(
+        "req-c",
+        json!({"order_id": "other", "fail": true}),
+    ));
     let (a, b, c) = tokio::join!(a, b, c);
     assert!(a.is_ok());
     let diagnostic = Diagnostic::from(b.unwrap_err());
@@ -687,11 +661,7 @@ async fn a_retry_that_returns_its_first_error_has_it_named_as_lambda_reports_it(
         .layer(powertools.layer())
         .service(retrying);
     let error = service
-        .oneshot(
-            TestContext::new()
-                .with_request_id("req-first-error")
-                .event(json!({"order_id": "o-1"})),
-        )
+        .oneshot(invocation("req-first-error", json!({"order_id": "o-1"})))
         .await
         .unwrap_err();
     let diagnostic = Diagnostic::from(error);
