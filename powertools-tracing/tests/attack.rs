@@ -3404,18 +3404,34 @@ impl SpanExporter for FileExporter {
     }
 }
 
+/// A tracer in a child process under managed instances (`AWS_LAMBDA_MAX_CONCURRENCY`: export in
+/// the background, here never before SIGTERM) whose runtime API is `runtime_api`.
+fn concurrent_process_tracer(runtime_api: SocketAddr) -> powertools_tracing::TracerBuilder {
+    Tracer::builder()
+        .env(env_with(&[
+            ("AWS_LAMBDA_RUNTIME_API", &runtime_api.to_string()),
+            ("AWS_LAMBDA_MAX_CONCURRENCY", "4"),
+        ]))
+        .export_interval(Duration::from_secs(600))
+}
+
+/// Sends this process SIGTERM, as Lambda does at shutdown, and waits to be ended by it.
+async fn terminate_self() {
+    std::process::Command::new("kill")
+        .args(["-TERM", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    panic!("still running 8 s after SIGTERM");
+}
+
 #[test]
 fn sigterm_exports_what_is_left_and_exits_the_process() {
     const NAME: &str = "sigterm_exports_what_is_left_and_exits_the_process";
     if let Ok(out) = std::env::var("ATTACK_OUT") {
         in_lambda_process(NAME, |runtime_api| async move {
             let (_api, _events) = ExtensionsApi::start_at(runtime_api, false).await;
-            let tracer = Tracer::builder()
-                .env(env_with(&[
-                    ("AWS_LAMBDA_RUNTIME_API", &runtime_api.to_string()),
-                    ("AWS_LAMBDA_MAX_CONCURRENCY", "4"),
-                ]))
-                .export_interval(Duration::from_secs(600))
+            let tracer = concurrent_process_tracer(runtime_api)
                 .queued_exporter(FileExporter(out.into()))
                 .build()
                 .unwrap();
@@ -3423,12 +3439,7 @@ fn sigterm_exports_what_is_left_and_exits_the_process() {
             invoke_with(&tracer, ctx(), json!({}), ok_handler)
                 .await
                 .unwrap();
-            std::process::Command::new("kill")
-                .args(["-TERM", &std::process::id().to_string()])
-                .status()
-                .unwrap();
-            tokio::time::sleep(Duration::from_secs(8)).await;
-            panic!("still running 8 s after SIGTERM");
+            terminate_self().await;
         });
         return;
     }
@@ -3483,12 +3494,7 @@ fn sigterm_with_a_hung_collector_exits_before_lambda_kills_the_process_and_count
     if let Ok(out) = std::env::var("ATTACK_OUT") {
         in_lambda_process(NAME, |runtime_api| async move {
             let (_api, _events) = ExtensionsApi::start_at(runtime_api, false).await;
-            let tracer = Tracer::builder()
-                .env(env_with(&[
-                    ("AWS_LAMBDA_RUNTIME_API", &runtime_api.to_string()),
-                    ("AWS_LAMBDA_MAX_CONCURRENCY", "4"),
-                ]))
-                .export_interval(Duration::from_secs(600))
+            let tracer = concurrent_process_tracer(runtime_api)
                 .flush_timeout(Duration::from_secs(2))
                 .queued_exporter(Controlled::new(Mode::Hang))
                 .build()
@@ -3506,12 +3512,7 @@ fn sigterm_with_a_hung_collector_exits_before_lambda_kills_the_process_and_count
                 .unwrap();
             let sent = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
             std::fs::write(&out, sent.as_millis().to_string()).unwrap();
-            std::process::Command::new("kill")
-                .args(["-TERM", &std::process::id().to_string()])
-                .status()
-                .unwrap();
-            tokio::time::sleep(Duration::from_secs(8)).await;
-            panic!("still running 8 s after SIGTERM");
+            terminate_self().await;
         });
         return;
     }
