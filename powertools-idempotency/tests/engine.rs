@@ -56,6 +56,15 @@ fn no_env() -> Env {
     Env::from_pairs::<_, &str, &str>([])
 }
 
+/// Idempotency on `store` that refuses events without a key (`raise_on_missing_key`).
+fn requiring_keys(store: &CountingStore) -> Idempotency<CountingStore> {
+    Idempotency::builder(store.clone())
+        .raise_on_missing_key(true)
+        .env(no_env())
+        .build()
+        .expect("valid settings")
+}
+
 async fn echo(
     idempotency: &Idempotency<CountingStore>,
     event: Value,
@@ -96,11 +105,7 @@ async fn a_missing_key_runs_the_handler_with_zero_store_calls() {
 #[tokio::test]
 async fn a_missing_key_is_an_error_when_required() {
     let store = CountingStore::default();
-    let idempotency = Idempotency::builder(store.clone())
-        .raise_on_missing_key(true)
-        .env(no_env())
-        .build()
-        .unwrap();
+    let idempotency = requiring_keys(&store);
     let error = echo(&idempotency, json!({"other": 1})).await.unwrap_err();
     assert!(matches!(error, Error::KeyMissing { .. }));
     assert_eq!(
@@ -295,11 +300,7 @@ async fn a_missing_key_s_error_names_where_the_key_was_looked_for() {
     // Given keys required, taken by a JMESPath expression, by a closure, or from `run`'s
     // argument
     let store = CountingStore::default();
-    let idempotency = Idempotency::builder(store.clone())
-        .raise_on_missing_key(true)
-        .env(no_env())
-        .build()
-        .unwrap();
+    let idempotency = requiring_keys(&store);
     let handler = service_fn(|event: LambdaEvent<Value>| async move {
         Ok::<_, lambda_runtime::Error>(event.payload)
     });
