@@ -123,6 +123,8 @@ pub struct JmesPath {
     /// Whether the expression may call `powertools_base64_gzip` (its text names it), the only
     /// searches that need a decompression budget.
     decompresses: bool,
+    /// Whether it may call `powertools_json`, the only searches that need a value budget.
+    parses_json: bool,
     max_decompressed_size: usize,
 }
 
@@ -164,6 +166,7 @@ impl JmesPath {
         Ok(Self {
             expression: Arc::new(compiled),
             decompresses: expression.contains(BASE64_GZIP),
+            parses_json: expression.contains(POWERTOOLS_JSON),
             max_decompressed_size: DEFAULT_MAX_DECOMPRESSED_SIZE,
         })
     }
@@ -223,9 +226,7 @@ impl JmesPath {
     ///   does not serialize.
     pub fn search<T: Serialize + ?Sized>(&self, data: &T) -> Result<Value, Error> {
         let _json_budget = self
-            .expression
-            .as_str()
-            .contains(POWERTOOLS_JSON)
+            .parses_json
             .then(|| JsonBudgetScope(JSON_BUDGET.replace(MAX_JSON_VALUES)));
         let found = if self.decompresses {
             let budget = BudgetScope::enter(self.max_decompressed_size);
