@@ -57,6 +57,27 @@ static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
     // `jmespath`'s own fails on an empty array ("Expected to be a valid f64"); the specification
     // (and Python) answer null.
     runtime.register_function("avg", Box::new(AverageOrNull));
+    // `jmespath`'s own go through f64, so that integers past 2^53 came out rounded (two ids
+    // summed or floored to one idempotency key), and its `to_number` parsed any JSON text, not
+    // numbers only (an array from `to_number('[1]')`, a hostile text parsed past the limit on
+    // values). These keep integers exact, as Python does, and refuse what 64 bits cannot hold.
+    runtime.register_function(
+        "sum",
+        number_function(
+            ArgumentType::TypedArray(Box::new(ArgumentType::Number)),
+            sum,
+        ),
+    );
+    runtime.register_function("abs", number_function(ArgumentType::Number, abs));
+    runtime.register_function(
+        "ceil",
+        number_function(ArgumentType::Number, |n| round(n, f64::ceil)),
+    );
+    runtime.register_function(
+        "floor",
+        number_function(ArgumentType::Number, |n| round(n, f64::floor)),
+    );
+    runtime.register_function("to_number", number_function(ArgumentType::Any, to_number));
     runtime.register_function("powertools_base64", string_function(decode_base64));
     runtime.register_function(BASE64_GZIP, string_function(decode_base64_gzip));
     runtime
@@ -98,7 +119,12 @@ thread_local! {
 ///   limited, to [`DEFAULT_MAX_DECOMPRESSED_SIZE`] unless
 ///   [`with_max_decompressed_size`](Self::with_max_decompressed_size) says otherwise.
 ///
-/// `avg` of an empty array is null, as the JMESPath specification says. An expression is checked
+/// `avg` of an empty array is null, as the JMESPath specification says. `sum`, `abs`, `ceil`,
+/// `floor` and `to_number` keep integers exact, as Python does (the `jmespath` crate's own go
+/// through floats, which rounds integers past 2^53), and refuse a result beyond 64 bits rather
+/// than round it; `to_number` reads numbers only (the crate's read any JSON text), with
+/// surrounding whitespace and a sign as Python reads them, but not `_` between digits nor
+/// non-ASCII digits (null here, a number in Python). An expression is checked
 /// when it is compiled, more than Python checks it: a function that does not exist is refused
 /// then, not when a search reaches it, and so is an expression of more than 64 operators (each
 /// can nest it a level deeper; a few thousand overflowed the stack and aborted the process).
@@ -413,6 +439,133 @@ impl Function for AverageOrNull {
                     ErrorReason::Parse("avg: the mean is beyond what JSON numbers hold".to_owned()),
                 )
             })
+    }
+}
+
+/// A function of one argument of type `argument`, computed by `compute`.
+fn number_function(
+    argument: ArgumentType,
+    compute: fn(&Variable) -> Result<Variable, String>,
+) -> Box<dyn Function> {
+    Box::new(CustomFunction::new(
+        Signature::new(vec![argument], None),
+        Box::new(move |args: &[Rcvar], ctx: &mut Context<'_>| {
+            // The signature has checked that there is exactly one argument of that type.
+            let argument = args.first().ok_or_else(|| {
+                JmespathError::from_ctx(ctx, ErrorReason::Parse("expected an argument".to_owned()))
+            })?;
+            compute(argument)
+                .map(Rcvar::new)
+                .map_err(|message| JmespathError::from_ctx(ctx, ErrorReason::Parse(message)))
+        }),
+    ))
+}
+
+/// `number` as an exact integer, when it is one.
+fn integer_of(number: &serde_json::Number) -> Option<i128> {
+    number
+        .as_i64()
+        .map(i128::from)
+        .or_else(|| number.as_u64().map(i128::from))
+}
+
+/// An exact integer as a JSON number, refused beyond 64 bits rather than rounded to a float.
+fn exact_integer(value: i128, function: &str) -> Result<Variable, String> {
+    if let Ok(value) = i64::try_from(value) {
+        Ok(Variable::Number(value.into()))
+    } else if let Ok(value) = u64::try_from(value) {
+        Ok(Variable::Number(value.into()))
+    } else {
+        Err(format!(
+            "{function}: the integer is beyond 64 bits, which would be rounded to a float here \
+             (Python keeps it exact): send such numbers as strings"
+        ))
+    }
+}
+
+fn float_number(value: f64, function: &str) -> Result<Variable, String> {
+    serde_json::Number::from_f64(value)
+        .map(Variable::Number)
+        .ok_or_else(|| format!("{function}: the result is beyond what JSON numbers hold"))
+}
+
+/// `sum`: exact when every number is an integer (Python's `int`), else a float.
+fn sum(array: &Variable) -> Result<Variable, String> {
+    let numbers: Vec<&serde_json::Number> = array
+        .as_array()
+        .map(|array| {
+            array
+                .iter()
+                .filter_map(|value| match value.as_ref() {
+                    Variable::Number(number) => Some(number),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let exact = numbers.iter().try_fold(0_i128, |total, number| {
+        integer_of(number).map(|value| total.saturating_add(value))
+    });
+    match exact {
+        Some(total) => exact_integer(total, "sum"),
+        None => float_number(
+            numbers.iter().filter_map(|number| number.as_f64()).sum(),
+            "sum",
+        ),
+    }
+}
+
+fn abs(number: &Variable) -> Result<Variable, String> {
+    let Variable::Number(number) = number else {
+        return Ok(number.clone());
+    };
+    match integer_of(number) {
+        Some(value) => exact_integer(value.abs(), "abs"),
+        None => float_number(number.as_f64().unwrap_or_default().abs(), "abs"),
+    }
+}
+
+/// `ceil` and `floor`: an integer stays as it is; a float is rounded to an integer, as Python's
+/// `math.ceil` and `math.floor` give, or stays a float beyond 64 bits.
+fn round(number: &Variable, rounding: fn(f64) -> f64) -> Result<Variable, String> {
+    let Variable::Number(number) = number else {
+        return Ok(number.clone());
+    };
+    if integer_of(number).is_some() {
+        return Ok(Variable::Number(number.clone()));
+    }
+    let rounded = rounding(number.as_f64().unwrap_or_default());
+    // 2^63 is exactly representable; below it (and from -2^63) the cast is exact.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    if (-LIMIT..LIMIT).contains(&rounded) {
+        #[allow(clippy::cast_possible_truncation)] // an integral value within i64's range
+        return Ok(Variable::Number((rounded as i64).into()));
+    }
+    float_number(rounded, "ceil/floor")
+}
+
+/// `to_number`: a number as it is; a string that reads as a number (surrounding whitespace and a
+/// sign allowed, as Python's `int` and `float` read it), with an integer kept exact; anything
+/// else null.
+fn to_number(value: &Variable) -> Result<Variable, String> {
+    let text = match value {
+        Variable::Number(_) => return Ok(value.clone()),
+        Variable::String(text) => text.trim(),
+        _ => return Ok(Variable::Null),
+    };
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    if !digits.is_empty() && digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return match text.parse::<i128>() {
+            Ok(value) => exact_integer(value, "to_number"),
+            // More digits than even 128 bits hold.
+            Err(_) => exact_integer(i128::MAX, "to_number"),
+        };
+    }
+    // Rust's `f64` reads what Python's `float` reads but `inf`, `nan` (not JSON numbers: null
+    // here) and `_` between digits (null here, a number in Python).
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() => float_number(value, "to_number"),
+        _ => Ok(Variable::Null),
     }
 }
 
@@ -1263,5 +1416,93 @@ mod tests {
             error.to_string().contains("powertools_json: invalid JSON"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn integer_arithmetic_stays_exact_as_in_python() {
+        // `jmespath`'s own `sum`, `abs`, `ceil` and `floor` go through f64: two ids past 2^53
+        // summed or floored into one number would be one idempotency key. Python keeps ints.
+        let search =
+            |expression: &str, data: Value| JmesPath::new(expression).unwrap().search(&data);
+        let beyond_f64 = 9_007_199_254_740_993_u64;
+        assert_eq!(
+            search("sum(@)", json!([beyond_f64, 0])).unwrap(),
+            json!(beyond_f64)
+        );
+        assert_eq!(
+            search("sum(@)", json!([i64::MAX, 1])).unwrap(),
+            json!(9_223_372_036_854_775_808_u64)
+        );
+        assert_eq!(search("sum(@)", json!([-5, 2])).unwrap(), json!(-3));
+        assert_eq!(search("sum(@)", json!([])).unwrap().to_string(), "0");
+        assert_eq!(search("sum(@)", json!([1, 2.5])).unwrap(), json!(3.5));
+        let error = search("sum(@)", json!([u64::MAX, 1])).unwrap_err();
+        assert!(error.to_string().contains("64 bits"), "{error}");
+        assert_eq!(
+            search("abs(@)", json!(-9_007_199_254_740_993_i64)).unwrap(),
+            json!(beyond_f64)
+        );
+        assert_eq!(
+            search("abs(@)", json!(i64::MIN)).unwrap(),
+            json!(9_223_372_036_854_775_808_u64)
+        );
+        assert_eq!(search("abs(@)", json!(-1.5)).unwrap(), json!(1.5));
+        for function in ["ceil", "floor"] {
+            let expression = format!("{function}(@)");
+            assert_eq!(
+                search(&expression, json!(beyond_f64)).unwrap(),
+                json!(beyond_f64)
+            );
+            assert_eq!(
+                search(&expression, json!(i64::MIN)).unwrap(),
+                json!(i64::MIN)
+            );
+        }
+        // Of a float, an integer, as Python's `math.floor` and `math.ceil` give.
+        assert_eq!(search("floor(@)", json!(1.5)).unwrap().to_string(), "1");
+        assert_eq!(search("ceil(@)", json!(-1.5)).unwrap().to_string(), "-1");
+        assert_eq!(search("ceil(@)", json!(1e300)).unwrap(), json!(1e300));
+    }
+
+    #[test]
+    fn to_number_reads_numbers_only_and_keeps_integers_exact() {
+        let to_number = JmesPath::new("to_number(@)").unwrap();
+        let search = |data: Value| to_number.search(&data);
+        for (text, expected) in [
+            ("9007199254740993", json!(9_007_199_254_740_993_u64)),
+            ("-12", json!(-12)),
+            (" 12\n", json!(12)),
+            ("+7", json!(7)),
+            ("1.5", json!(1.5)),
+            ("1e3", json!(1000.0)),
+            ("18446744073709551615", json!(u64::MAX)),
+        ] {
+            assert_eq!(search(json!(text)).unwrap(), expected, "{text:?}");
+        }
+        // `jmespath`'s own parsed any JSON text: `to_number('[1,2]')` was an array, and a
+        // hostile text was parsed whole, past `powertools_json`'s limit on values.
+        let hostile = "[".repeat(100) + &"]".repeat(100);
+        for text in [
+            "[1,2]",
+            "true",
+            "null",
+            r#"{"a":1}"#,
+            r#""5""#,
+            "",
+            "12abc",
+            "nan",
+            "inf",
+            "1e400",
+            "0x10",
+            "1_000",
+            hostile.as_str(),
+        ] {
+            assert_eq!(search(json!(text)).unwrap(), Value::Null, "{text:?}");
+        }
+        let error = search(json!("100000000000000000000001")).unwrap_err();
+        assert!(error.to_string().contains("64 bits"), "{error}");
+        assert_eq!(search(json!(2.5)).unwrap(), json!(2.5));
+        assert_eq!(search(json!([1])).unwrap(), Value::Null);
+        assert_eq!(search(json!(false)).unwrap(), Value::Null);
     }
 }
