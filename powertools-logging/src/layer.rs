@@ -277,15 +277,17 @@ where
                 .catch_unwind()
                 .await;
             end_invocation(&shared, &state, !matches!(outcome, Ok(Ok(_))));
-            scope.in_scope(|| {
-                span.in_scope(|| match &outcome {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(error)) => {
+            // The failure line is written in the invocation's scope and span; a success writes
+            // nothing, and enters neither (about 400 instructions per invocation).
+            match &outcome {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => scope.in_scope(|| {
+                    span.in_scope(|| {
                         log_error(&failure::describe_error(error, error_hook.as_ref()));
-                    }
-                    Err(panic) => log_panic(&**panic),
-                });
-            });
+                    });
+                }),
+                Err(panic) => scope.in_scope(|| span.in_scope(|| log_panic(&**panic))),
+            }
             match outcome {
                 Ok(result) => result,
                 Err(panic) => std::panic::resume_unwind(panic),
