@@ -294,20 +294,26 @@ impl<St: IdempotencyStore> Engine<St> {
             return outcome;
         }
         let mut limit = self.settings.store_timeout;
+        let mut left_before_deadline = None;
         if let Deadline::Trusted(deadline) = deadline {
             let remaining = deadline
                 .duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO);
-            limit = limit.min(
-                remaining
-                    .saturating_sub(DEADLINE_MARGIN)
-                    .max(DEADLINE_MARGIN),
-            );
+            // Every call ends the margin before the deadline, so that the invocation can still
+            // answer: with many calls in one invocation (the records of a batch) a least time per
+            // call added up past the deadline, and Lambda stopped the invocation before it
+            // reported anything. Past that point a call that does not answer at once fails.
+            let before_deadline = remaining.saturating_sub(DEADLINE_MARGIN);
+            if before_deadline < limit {
+                limit = before_deadline;
+                left_before_deadline = Some(remaining);
+            }
         }
         match tokio::time::timeout_at(started + limit, call).await {
             Ok(outcome) => outcome,
             Err(_) => Err(StoreError::Backend(Box::new(StoreTimedOut {
                 after: limit,
+                left_before_deadline,
                 call: self.store.describe_call(kind),
             }))),
         }
@@ -544,6 +550,9 @@ pub(crate) fn check_operation(operation: &str) -> Result<(), Error> {
 #[derive(Debug)]
 struct StoreTimedOut {
     after: Duration,
+    /// The time that was left before the invocation's deadline, when it bounded the call more
+    /// than the store timeout.
+    left_before_deadline: Option<Duration>,
     /// The call, as the store describes it.
     call: Option<String>,
 }
@@ -553,12 +562,30 @@ impl std::fmt::Display for StoreTimedOut {
         if let Some(call) = &self.call {
             write!(f, "{call}: ")?;
         }
-        write!(
-            f,
-            "no answer within {} ms (the store timeout, bounded by the invocation's remaining \
-             time; see IdempotencyBuilder::store_timeout)",
-            self.after.as_millis()
-        )
+        match self.left_before_deadline {
+            None => write!(
+                f,
+                "no answer within {} ms (the store timeout; see \
+                 IdempotencyBuilder::store_timeout)",
+                self.after.as_millis()
+            ),
+            Some(left) if self.after.is_zero() => write!(
+                f,
+                "no time for the call: {} ms were left before the invocation's deadline, and every \
+                 store call ends {} ms before it, so that the invocation can still answer",
+                left.as_millis(),
+                DEADLINE_MARGIN.as_millis()
+            ),
+            Some(left) => write!(
+                f,
+                "no answer within {} ms, all the invocation could give it: {} ms were left before \
+                 its deadline, and every store call ends {} ms before it, so that the invocation \
+                 can still answer",
+                self.after.as_millis(),
+                left.as_millis(),
+                DEADLINE_MARGIN.as_millis()
+            ),
+        }
     }
 }
 

@@ -252,9 +252,10 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
 
     /// The longest one store call may take (default
     /// [`DEFAULT_STORE_TIMEOUT`](crate::DEFAULT_STORE_TIMEOUT), 10 s), SDK retries included.
-    /// Each call is also bounded by the invocation's remaining time less 100 ms (but given at
-    /// least 100 ms), so a hung store fails the invocation with a typed error before Lambda
-    /// stops it. Applies to any store, including a [`DynamoDbStore`](crate::DynamoDbStore) on a
+    /// Each call also ends at least 100 ms before the invocation's deadline (a call with less
+    /// time left than that fails at once), so a hung store fails the invocation with a typed
+    /// error before Lambda stops it, however many store calls it makes (the records of a
+    /// batch). Applies to any store, including a [`DynamoDbStore`](crate::DynamoDbStore) on a
     /// client you configured yourself.
     pub fn store_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.settings.store_timeout = timeout;

@@ -94,8 +94,11 @@
 //! | duplicate whose validation data differs (missing data counts as `null`) | unchanged | — | [`Error::PayloadMismatch`] |
 //!
 //! Every store call is bounded by [`store_timeout`](IdempotencyBuilder::store_timeout) (default
-//! 10 s, SDK retries included) and by the invocation's remaining time less 100 ms (at least
-//! 100 ms), so a hung store fails the invocation with a typed error before Lambda stops it.
+//! 10 s, SDK retries included) and ends at least 100 ms before the invocation's deadline (a
+//! call with less time left than that fails at once, unless the store answers when first
+//! polled, as `InMemoryStore` does), so a hung store fails the invocation with a typed error
+//! before Lambda stops it, however many store calls the invocation makes (the records of a
+//! batch).
 //! Store errors name the DynamoDB operation, the table and the service's error code and message
 //! ([`DynamoDbError`]); a call that gets no answer within the bound names the operation, the
 //! table and the endpoint too ([`IdempotencyStore::describe_call`]).

@@ -2318,8 +2318,7 @@ async fn store_down_or_hung_before_claim() {
     }
 }
 
-/// "Each call is also bounded by the invocation's remaining time less 100 ms (but given at
-/// least 100 ms)".
+/// "Each call is also bounded by the invocation's remaining time less 100 ms".
 #[tokio::test]
 async fn store_call_bounded_by_remaining_time() {
     let store = FaultStore::new();
@@ -2355,14 +2354,45 @@ async fn a_store_call_that_blocks_in_its_first_poll_counts_that_time() {
     );
 }
 
+/// "Every call ends before the deadline": many store calls in one invocation (the records of a
+/// batch, one after the other), each hung, all fail before the invocation's deadline, each with a
+/// typed error. The first takes the remaining time less 100 ms; the later ones got at least 100 ms
+/// each, past the deadline (1.8 s for ten records and a 1 s deadline), so that Lambda stopped the
+/// invocation before it could report the batch's failures.
 #[tokio::test]
-async fn store_call_gets_at_least_100ms() {
+async fn many_hung_store_calls_in_one_invocation_all_fail_before_its_deadline() {
     let store = FaultStore::new();
-    store.set("put", Fault::Delay(30));
-    store.set("update", Fault::Delay(30));
+    store.set("put", Fault::Hang);
+    let idem = fault_idem(&store, Duration::from_secs(10));
+    let remaining = Duration::from_millis(1000);
+    let context = TestContext::new().with_remaining_time(remaining).build();
+    let started = Instant::now();
+    for record in 0..10 {
+        let result = idem
+            .run(&context, "op", format!("record-{record}"), |_| async {
+                Ok::<_, HE>(1u8)
+            })
+            .await;
+        assert_eq!(
+            variant(&result),
+            "IdempotencyPersistenceLayerError",
+            "record {record}"
+        );
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed < remaining, "the last call ended after {elapsed:?}");
+}
+
+/// With little time left, a call gets what is left less 100 ms: a store that answers in time
+/// answers.
+#[tokio::test]
+async fn a_call_with_little_time_left_gets_what_is_left_less_100_ms() {
+    let store = FaultStore::new();
+    store.set("put", Fault::Delay(5));
+    store.set("update", Fault::Delay(5));
     let idem = fault_idem(&store, Duration::from_secs(10));
     let context = TestContext::new()
-        .with_remaining_time(Duration::from_millis(20))
+        .with_remaining_time(Duration::from_millis(150))
         .build();
     let result = idem
         .run(&context, "op", "k".to_owned(), |_| async {
@@ -2370,6 +2400,22 @@ async fn store_call_gets_at_least_100ms() {
         })
         .await;
     assert_eq!(result.unwrap(), 1);
+}
+
+/// A call with less than 100 ms left before the deadline fails at once, typed, naming why.
+#[tokio::test]
+async fn a_call_past_the_deadline_fails_at_once_naming_the_deadline() {
+    let store = FaultStore::new();
+    store.set("put", Fault::Hang);
+    let idem = fault_idem(&store, Duration::from_secs(10));
+    let context = TestContext::new()
+        .with_remaining_time(Duration::from_millis(60))
+        .build();
+    let (result, elapsed) = timed_run(&idem, &context).await;
+    assert_eq!(variant(&result), "IdempotencyPersistenceLayerError");
+    assert!(elapsed < Duration::from_millis(50), "took {elapsed:?}");
+    let message = result.unwrap_err().to_string();
+    assert!(message.contains("deadline"), "{message}");
 }
 
 /// A store_timeout of zero: never a hang, never a handler run without a claim.
