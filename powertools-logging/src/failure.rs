@@ -11,7 +11,7 @@ use std::sync::{Arc, Once};
 use lambda_runtime::Diagnostic;
 use powertools_core::error_chain::message_chain;
 
-use crate::json::write_str;
+use crate::json::{Redactor, redacted_message, write_str};
 
 /// Describes an error of the caller's type: `Some` when the error is of that type.
 pub(crate) type Describe = dyn Fn(&dyn Any) -> Option<Diagnostic> + Send + Sync;
@@ -213,8 +213,34 @@ pub(crate) struct PanicReport {
     pub(crate) failure: Failure,
     /// `file:line` of the `panic!`, when the hook saw it.
     pub(crate) location: Option<String>,
-    /// The `stack_trace` member's JSON, when the hook captured a backtrace.
-    pub(crate) stack_trace: Option<Vec<u8>>,
+    /// The `stack_trace` member, when the hook captured a backtrace.
+    pub(crate) stack_trace: Option<StackTrace>,
+}
+
+/// A panic's `stack_trace`: its message and its frames, written with the line's redaction (the
+/// message is the `exception`'s, masked alike).
+#[derive(Debug)]
+pub(crate) struct StackTrace {
+    value: String,
+    /// The `frames` array's JSON.
+    frames: Vec<u8>,
+}
+
+impl StackTrace {
+    /// `{"type":"Panic","value":…,"frames":[…]}`, the shape of Powertools for Python's
+    /// `stack_trace`.
+    pub(crate) fn to_json(&self, redactor: &Redactor) -> Vec<u8> {
+        let value = redacted_message(&self.value, redactor);
+        let mut out = Vec::with_capacity(32 + value.len() + self.frames.len());
+        out.extend_from_slice(b"{\"type\":");
+        write_str(&mut out, PANIC);
+        out.extend_from_slice(b",\"value\":");
+        write_str(&mut out, &value);
+        out.extend_from_slice(b",\"frames\":");
+        out.extend_from_slice(&self.frames);
+        out.push(b'}');
+        out
+    }
 }
 
 /// Describes the panic whose payload was just caught on this thread.
@@ -230,7 +256,10 @@ pub(crate) fn describe_panic(payload: &(dyn Any + Send)) -> PanicReport {
     let (location, stack_trace) = match captured {
         Some(captured) => (
             captured.location,
-            stack_trace_json(&value, &captured.backtrace),
+            frames_json(&captured.backtrace).map(|frames| StackTrace {
+                value: value.clone(),
+                frames,
+            }),
         ),
         None => (None, None),
     };
@@ -297,9 +326,9 @@ fn is_panic_machinery(function: &str) -> bool {
     .any(|machinery| function.contains(machinery))
 }
 
-/// `{"type":"Panic","value":…,"frames":[{"file","line","function"},…]}`, the shape of Powertools
-/// for Python's `stack_trace`, frames in Python's order: the panicking function last.
-fn stack_trace_json(value: &str, backtrace: &Backtrace) -> Option<Vec<u8>> {
+/// `[{"file","line","function"},…]`, the frames of Powertools for Python's `stack_trace`, in
+/// Python's order: the panicking function last.
+fn frames_json(backtrace: &Backtrace) -> Option<Vec<u8>> {
     if backtrace.status() != BacktraceStatus::Captured {
         return None;
     }
@@ -324,12 +353,8 @@ fn stack_trace_json(value: &str, backtrace: &Backtrace) -> Option<Vec<u8>> {
         .map_or(all.len(), |(index, _)| index);
     let mut kept: Vec<&Frame<'_>> = all[first_user..].iter().take(MAX_FRAMES).collect();
     kept.reverse();
-    let mut out = Vec::with_capacity(128 + kept.len() * 96);
-    out.extend_from_slice(b"{\"type\":");
-    write_str(&mut out, PANIC);
-    out.extend_from_slice(b",\"value\":");
-    write_str(&mut out, value);
-    out.extend_from_slice(b",\"frames\":[");
+    let mut out = Vec::with_capacity(2 + kept.len() * 96);
+    out.push(b'[');
     for (index, frame) in kept.iter().enumerate() {
         if index > 0 {
             out.push(b',');
@@ -348,7 +373,7 @@ fn stack_trace_json(value: &str, backtrace: &Backtrace) -> Option<Vec<u8>> {
         write_str(&mut out, frame.function);
         out.push(b'}');
     }
-    out.extend_from_slice(b"]}");
+    out.push(b']');
     Some(out)
 }
 

@@ -489,10 +489,25 @@ fn mentions_redacted_key(text: &str, redactor: &Redactor) -> bool {
 }
 
 /// `text` with redacted keys masked when it holds JSON (see [`masked_json_text`]); as it is
-/// otherwise. For messages written outside the field path: the `exception` key, error messages.
+/// otherwise: a string field named `error`, written as `exception` too, as other string fields
+/// are. Error messages go through [`redacted_message`], which fails closed.
 pub(crate) fn redacted_text<'t>(text: &'t str, redactor: &Redactor) -> std::borrow::Cow<'t, str> {
     match masked_json_text(text, redactor) {
         Some(masked) => std::borrow::Cow::Owned(masked),
+        None => std::borrow::Cow::Borrowed(text),
+    }
+}
+
+/// An error's message (or a panic's) with redaction failing closed: JSON text with redacted keys
+/// masked, other text that names a redacted key masked whole (as a `%Display` value is), else
+/// as it is. An error message is prose, not JSON to open: `password=…` in it is a secret.
+pub(crate) fn redacted_message<'t>(
+    text: &'t str,
+    redactor: &Redactor,
+) -> std::borrow::Cow<'t, str> {
+    match masked_json_text(text, redactor) {
+        Some(masked) => std::borrow::Cow::Owned(masked),
+        None if mentions_redacted_key(text, redactor) => std::borrow::Cow::Borrowed(REDACTED),
         None => std::borrow::Cow::Borrowed(text),
     }
 }
@@ -557,14 +572,14 @@ pub(crate) fn write_error(
     out.extend_from_slice(b"{\"type\":");
     write_str(out, error_type(&debug));
     out.extend_from_slice(b",\"message\":");
-    write_str(out, &redacted_text(&display_text(&error), redactor));
+    write_str(out, &redacted_message(&display_text(&error), redactor));
     out.extend_from_slice(b",\"sources\":[");
     // Bounded: a cyclic chain would otherwise be followed forever.
     for (index, cause) in error_chain::sources(error).enumerate() {
         if index > 0 {
             out.push(b',');
         }
-        write_str(out, &redacted_text(&display_text(&cause), redactor));
+        write_str(out, &redacted_message(&display_text(&cause), redactor));
     }
     out.extend_from_slice(b"]}");
 }
@@ -678,14 +693,18 @@ impl<'r> FieldCollector<'r> {
 
     fn record(&mut self, field: &Field, value: Recorded<'_>) {
         if field.name() == ERROR_FIELD && !self.redactor.masks(ERROR_FIELD) {
-            let redact = |text: String| redacted_text(&text, self.redactor).into_owned();
+            // A string field holding JSON is opened and masked as other string fields are; an
+            // error's message and Debug or Display text fail closed.
+            let message = |text: String| redacted_message(&text, self.redactor).into_owned();
             self.exception = match &value {
                 Recorded::Error(error) => {
                     let failure = crate::failure::from_error(*error);
-                    Some((Some(failure.name), redact(failure.message)))
+                    Some((Some(failure.name), message(failure.message)))
                 }
-                Recorded::Str(text) => Some((None, redact((*text).to_owned()))),
-                Recorded::Debug(value) => Some((None, redact(debug_text(*value)))),
+                Recorded::Str(text) => {
+                    Some((None, redacted_text(text, self.redactor).into_owned()))
+                }
+                Recorded::Debug(value) => Some((None, message(debug_text(*value)))),
                 _ => None,
             };
         }

@@ -326,7 +326,7 @@ fn log_error(failure: &Failure) {
     tracing::error!(
         target: "powertools_logging",
         exception_name = failure.name.as_str(),
-        exception = failure.message.as_str(),
+        exception = %failure.message,
         powertools_logging.failure = true,
         "Invocation failed"
     );
@@ -340,7 +340,7 @@ fn log_panic(payload: &(dyn Any + Send)) {
         Some(location) => tracing::error!(
             target: "powertools_logging",
             exception_name = failure.name.as_str(),
-            exception = failure.message.as_str(),
+            exception = %failure.message,
             location = location.as_str(),
             powertools_logging.failure = true,
             "Invocation panicked"
@@ -348,7 +348,7 @@ fn log_panic(payload: &(dyn Any + Send)) {
         None => tracing::error!(
             target: "powertools_logging",
             exception_name = failure.name.as_str(),
-            exception = failure.message.as_str(),
+            exception = %failure.message,
             powertools_logging.failure = true,
             "Invocation panicked"
         ),

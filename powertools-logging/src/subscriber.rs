@@ -9,6 +9,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::buffer::Pushed;
+use crate::failure::StackTrace;
 use crate::invocation::InvocationState;
 use crate::json::{FAILURE_KEYS, FieldCollector, write_str};
 use crate::level::Level;
@@ -24,11 +25,11 @@ const RUNTIME_FAILURE_TARGET: &str = "lambda_runtime::layers::panic";
 
 thread_local! {
     /// The `stack_trace` of the failure line being written on this thread.
-    static STACK_TRACE: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+    static STACK_TRACE: RefCell<Option<StackTrace>> = const { RefCell::new(None) };
 }
 
 /// Runs `log` (which writes the failure line) with `stack_trace` available to it.
-pub(crate) fn with_stack_trace(stack_trace: Option<Vec<u8>>, log: impl FnOnce()) {
+pub(crate) fn with_stack_trace(stack_trace: Option<StackTrace>, log: impl FnOnce()) {
     let _ = STACK_TRACE.try_with(|slot| *slot.borrow_mut() = stack_trace);
     log();
     let _ = STACK_TRACE.try_with(|slot| slot.borrow_mut().take());
@@ -172,7 +173,7 @@ impl JsonLayer {
                 .ok()
                 .flatten()
         {
-            line.raw_member("stack_trace", &stack_trace);
+            line.raw_member("stack_trace", &stack_trace.to_json(&shared.redactor));
         }
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope {

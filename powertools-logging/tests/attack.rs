@@ -2764,3 +2764,86 @@ fn raw_event_is_logged_parsed() {
     let inner: Value = serde_json::from_str(ev["event"]["body"].as_str().unwrap()).unwrap();
     assert_eq!(inner, json!({"a": 2, "b": 1, "token": "*****"}));
 }
+
+// ------------------------------------------------------------------------------------------
+// Error messages naming a masked key (found by a review: only JSON error text was masked)
+
+#[derive(Debug)]
+struct LoginFailed(&'static str);
+
+impl fmt::Display for LoginFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for LoginFailed {}
+
+#[derive(Debug)]
+struct Wrapped(LoginFailed);
+
+impl fmt::Display for Wrapped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("request failed")
+    }
+}
+
+impl std::error::Error for Wrapped {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+#[test]
+fn an_error_whose_message_names_a_masked_key_is_masked_whole_as_a_display_value_is() {
+    let (logger, logs) = logger(Logger::builder());
+    let login = LoginFailed("login failed: password=S3CR3T-err");
+    let wrapped = Wrapped(LoginFailed("my Password is S3CR3T-src"));
+    run(&logger, async {
+        tracing::info!(detail = %login, "display");
+        tracing::error!(error = &login as &dyn std::error::Error, "error field");
+        tracing::error!(cause = &wrapped as &dyn std::error::Error, "error chain");
+        tracing::error!(error = ?login, "debug error field");
+    });
+    let lines = check_default(&logs);
+    assert_eq!(lines.len(), 4);
+    assert_no_secret(&lines, "S3CR3T");
+    // What does not name a masked key is kept: the wrapper's own message.
+    assert_eq!(
+        lines[2]["cause"]["message"], "request failed",
+        "{}",
+        lines[2]
+    );
+}
+
+#[test]
+fn a_failed_or_panicked_invocation_s_exception_naming_a_masked_key_is_masked() {
+    let (logger, logs) = logger(Logger::builder());
+    run(&logger, async {
+        let _ = invoke(&logger, TestContext::new(), json!({}), |_| async {
+            Err::<Value, BoxError>("bad request {\"password\":\"S3CR3T-handler\"".into())
+        })
+        .await;
+        let l = logger.clone();
+        let _ = tokio::spawn(async move {
+            LoggingLayer::new(l)
+                .layer(service_fn(panics_naming_a_card))
+                .oneshot(TestContext::new().event(json!({})))
+                .await
+        })
+        .await;
+    });
+    let lines = check_default(&logs);
+    let failed = with_message(&lines, "Invocation failed");
+    let panicked = with_message(&lines, "Invocation panicked");
+    assert_eq!((failed.len(), panicked.len()), (1, 1), "{lines:?}");
+    assert!(panicked[0].get("stack_trace").is_some(), "{}", panicked[0]);
+    assert_no_secret(&lines, "S3CR3T");
+}
+
+async fn panics_naming_a_card(_: LambdaEvent<Value>) -> Result<Value, BoxError> {
+    if std::hint::black_box(true) {
+        panic!("charge refused: card_number 4111-S3CR3T-panic");
+    }
+    Ok(json!({}))
+}
