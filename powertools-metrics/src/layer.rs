@@ -135,8 +135,9 @@ impl MetricsLayerBuilder {
         self
     }
 
-    /// The `service` dimension (default: `POWERTOOLS_SERVICE_NAME`; with neither, documents
-    /// have no `service` dimension, as in Powertools for Python).
+    /// The `service` dimension (default: `POWERTOOLS_SERVICE_NAME`; with neither, or empty,
+    /// documents have no `service` dimension, as in Powertools for Python). A blank one (only
+    /// whitespace) is refused when building, as CloudWatch refuses it.
     pub fn service(mut self, service: impl Into<String>) -> Self {
         self.service = Some(service.into());
         self
@@ -157,7 +158,8 @@ impl MetricsLayerBuilder {
     }
 
     /// The `function_name` dimension of the cold-start metric (default:
-    /// `POWERTOOLS_METRICS_FUNCTION_NAME`, else the invocation's function name).
+    /// `POWERTOOLS_METRICS_FUNCTION_NAME`, else, or when empty, the invocation's function
+    /// name). A blank one (only whitespace) or one CloudWatch refuses is refused when building.
     pub fn function_name(mut self, function_name: impl Into<String>) -> Self {
         self.function_name = Some(function_name.into());
         self
@@ -195,7 +197,10 @@ impl MetricsLayerBuilder {
     ///
     /// # Errors
     /// [`Error::MissingNamespace`] or [`Error::InvalidNamespace`] (unless metrics are disabled),
-    /// an invalid or 30th default dimension, or a malformed environment variable.
+    /// an invalid default dimension or one too many (29 besides `service`, 30 without it), a
+    /// service or function name CloudWatch would refuse as a dimension value (blank, not
+    /// printable ASCII, over 1024 characters), or a malformed environment variable (the error
+    /// names it).
     pub fn build(self) -> Result<MetricsLayer, Error> {
         let env = self.env.unwrap_or_else(Env::process);
         let config = PowertoolsConfig::from_env_source(&env)?;
@@ -237,24 +242,13 @@ impl MetricsLayerBuilder {
             Some(service) => Some(service),
             None => env.string(powertools_core::env::vars::POWERTOOLS_SERVICE_NAME)?,
         };
-        let service = match service {
-            Some(service) => match validate::dimension("service", &service)? {
-                DimensionCheck::Valid => Some(service),
-                DimensionCheck::Skip => None,
-                DimensionCheck::RefusedValue(reason) => {
-                    let error = Error::InvalidDimension {
-                        name: "service".to_owned(),
-                        reason,
-                    };
-                    return Err(if service_from_env {
-                        from_env(powertools_core::env::vars::POWERTOOLS_SERVICE_NAME)(error)
-                    } else {
-                        error
-                    });
-                }
-            },
-            None => None,
-        };
+        let service = own_dimension("service", service).map_err(|error| {
+            if service_from_env {
+                from_env(powertools_core::env::vars::POWERTOOLS_SERVICE_NAME)(error)
+            } else {
+                error
+            }
+        })?;
         let log_level_filter = log_level_filter(&env)?;
         let mut default_dimensions: Vec<(String, String)> =
             Vec::with_capacity(self.default_dimensions.len());
@@ -299,10 +293,19 @@ impl MetricsLayerBuilder {
                 limit: MAX_DIMENSIONS,
             });
         }
+        let function_name_from_env = self.function_name.is_none();
         let function_name = match self.function_name {
             Some(name) => Some(name),
             None => env.string(POWERTOOLS_METRICS_FUNCTION_NAME)?,
         };
+        // Empty: the function's own name, from the invocation's context.
+        let function_name = own_dimension("function_name", function_name).map_err(|error| {
+            if function_name_from_env {
+                from_env(POWERTOOLS_METRICS_FUNCTION_NAME)(error)
+            } else {
+                error
+            }
+        })?;
         Ok(MetricsLayer {
             settings: Arc::new(Settings {
                 namespace,
@@ -319,6 +322,25 @@ impl MetricsLayerBuilder {
             recycled: Arc::default(),
         })
     }
+}
+
+/// The value of a dimension the layer itself writes (`service`, `function_name`): `None` when
+/// empty (not set), refused when CloudWatch would refuse it, blank (whitespace only) included:
+/// skipped on every document instead, it would leave the dimension out of all of them, and an
+/// alarm on it would never see a metric.
+fn own_dimension(name: &str, value: Option<String>) -> Result<Option<String>, Error> {
+    let Some(value) = value.filter(|value| !value.is_empty()) else {
+        return Ok(None);
+    };
+    let reason = match validate::dimension(name, &value)? {
+        DimensionCheck::Valid => return Ok(Some(value)),
+        DimensionCheck::Skip => "the value is blank (whitespace only), which CloudWatch refuses",
+        DimensionCheck::RefusedValue(reason) => reason,
+    };
+    Err(Error::InvalidDimension {
+        name: name.to_owned(),
+        reason,
+    })
 }
 
 /// Lambda's application log level (`AWS_LAMBDA_LOG_LEVEL`, set by Advanced Logging Controls)

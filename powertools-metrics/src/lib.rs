@@ -78,7 +78,8 @@
 //! A dimension *value* CloudWatch refuses (not printable ASCII, such as `Zürich`, `€` or an
 //! emoji, or over 1024 characters) comes from data, not code, so it never costs the metrics:
 //! it is kept as metadata under the dimension's name, with a warning, and the document is
-//! written without that dimension.
+//! written without that dimension. (A `metrics` facade label is part of its metric's identity
+//! instead: a value with such a label is not recorded, with a warning; see [`EmfRecorder`].)
 //!
 //! # Lambda's log-level filter
 //!

@@ -994,7 +994,13 @@ impl Metrics {
     }
 
     fn check_labels(&self, labels: &[(String, String)]) -> Result<(), Error> {
+        let settings = &self.shared.settings;
         for (name, value) in labels {
+            if name == SERVICE && settings.service.is_some() {
+                // As `add_dimension` refuses it: the value would go to the layer's service's
+                // series, as if it had no label.
+                return Err(collision(name, "the service dimension"));
+            }
             let reason = match validate::dimension(name, value)? {
                 DimensionCheck::Valid => {
                     check_log_level_keys(&self.shared.settings, name)?;
@@ -1008,12 +1014,10 @@ impl Metrics {
                 reason,
             });
         }
-        let settings = &self.shared.settings;
         let defaults = &settings.default_dimensions;
         let extra = labels
             .iter()
             .filter(|(name, _)| !defaults.iter().any(|(default, _)| default == name))
-            .filter(|(name, _)| !(name == SERVICE && settings.service.is_some()))
             .count();
         if defaults.len() + usize::from(settings.service.is_some()) + extra > MAX_DIMENSIONS + 1 {
             return Err(Error::TooManyDimensions {
@@ -1058,7 +1062,6 @@ impl Metrics {
         for (name, value) in &group.labels {
             match dimensions.iter_mut().find(|(existing, _)| existing == name) {
                 Some((_, existing)) => existing.clone_from(value),
-                None if name == SERVICE && settings.service.is_some() => {}
                 None => dimensions.push((name.clone(), value.clone())),
             }
         }

@@ -28,7 +28,8 @@ use crate::{Error, Metrics, Unit};
 ///   `add_metric`) already holds there is not recorded, and a warning names the kind that holds
 ///   it (mixing them would replace the samples, or add a gauge's step to a count);
 /// - labels become dimensions, in a document of their own per label set, so that they never
-///   change the dimensions of the invocation's other metrics;
+///   change the dimensions of the invocation's other metrics; a label named `service` when the
+///   layer has a service is refused, as `add_dimension` refuses it;
 /// - units given with `describe_*!` (after [`install`](Self::install)) are mapped to CloudWatch units (`Kibibytes` → `Kilobytes`,
 ///   …; `Nanoseconds` has no CloudWatch unit and is written as `None`).
 ///

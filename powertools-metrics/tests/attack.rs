@@ -2158,3 +2158,36 @@ fn many_threads_one_handle_across_auto_flushes() {
         8000
     );
 }
+
+/// A blank service or function name would leave out its dimension from every document (a
+/// ColdStart alarm on `function_name, service` would never see it), with no warning: refused
+/// as a bad non-ASCII or too-long one is.
+#[test]
+fn a_blank_service_or_function_name_is_refused_naming_the_setting() {
+    let sink = CheckedSink::new();
+    for blank in ["   ", "\t", " \n "] {
+        let error = builder(&sink).service(blank).build().unwrap_err();
+        assert!(error.to_string().contains("service"), "{error}");
+        let error = builder(&sink)
+            .service("orders")
+            .function_name(blank)
+            .build()
+            .unwrap_err();
+        assert!(error.to_string().contains("function"), "{error}");
+        for (variable, name) in [
+            ("POWERTOOLS_SERVICE_NAME", "POWERTOOLS_SERVICE_NAME"),
+            (
+                "POWERTOOLS_METRICS_FUNCTION_NAME",
+                "POWERTOOLS_METRICS_FUNCTION_NAME",
+            ),
+        ] {
+            let error = MetricsLayer::builder()
+                .env(Env::from_pairs([(variable, blank)]))
+                .namespace("Attack")
+                .sink(sink.clone())
+                .build()
+                .unwrap_err();
+            assert!(error.to_string().contains(name), "{error}");
+        }
+    }
+}

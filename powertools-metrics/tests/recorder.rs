@@ -389,3 +389,35 @@ async fn a_gauge_goes_on_from_its_level_after_a_document_is_written_at_the_limit
     // And counters still count per document (CloudWatch sums them)
     assert_eq!(values("C0"), vec![json!(1.0)]);
 }
+
+#[tokio::test]
+async fn a_label_named_service_is_refused_with_a_warning_as_add_dimension_refuses_it() {
+    // Given a layer with the service `orders`, and a facade counter labelled `service`
+    install();
+    let sink = CheckedSink::new();
+    let layer = builder(&sink).build().unwrap();
+    let handler = layer.layer(service_fn(|_event: LambdaEvent<Value>| async {
+        metrics::counter!("Calls", "service" => "payments").increment(1);
+        metrics::counter!("Calls", "channel" => "web").increment(1);
+        Ok::<_, lambda_runtime::Error>(Value::Null)
+    }));
+
+    // When it ends
+    let warned = warnings_of(async {
+        handler
+            .oneshot(TestContext::new().event(json!({})))
+            .await
+            .unwrap();
+    })
+    .await;
+
+    // Then the count is not written to the `orders` series as if it had no label (it was, with
+    // the label dropped and no warning), and a warning says why
+    let documents = valid_documents(&sink);
+    assert_eq!(documents.len(), 1, "{documents:?}");
+    assert_eq!(documents[0]["channel"], "web");
+    assert!(
+        warned.contains("service") && warned.contains("was not recorded"),
+        "{warned}"
+    );
+}
