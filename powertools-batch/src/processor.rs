@@ -149,7 +149,9 @@ impl BatchProcessor {
     }
 
     /// For SQS FIFO queues: after a failure, fail only the rest of that message group and go on
-    /// with the other groups (default: fail every remaining record).
+    /// with the other groups (default: fail every remaining record). Records without a
+    /// `MessageGroupId` (only hand-written events lack it) are one group, as in Powertools for
+    /// Python.
     pub fn skip_group_on_error(mut self, skip: bool) -> Self {
         self.skip_group_on_error = skip;
         self
@@ -205,8 +207,10 @@ impl BatchProcessor {
             let mut stop = false;
             for message in &event.records {
                 let message_id = message.message_id.clone().unwrap_or_default();
+                // Records without a group (hand-written events) are one group, as Powertools for
+                // Python groups them.
                 let group = message.attributes.get("MessageGroupId").cloned();
-                let skipped = stop || group.as_ref().is_some_and(|g| failed_groups.contains(g));
+                let skipped = stop || failed_groups.contains(&group);
                 if skipped {
                     let reason = if stop {
                         "an earlier record of the FIFO batch failed"
@@ -225,7 +229,7 @@ impl BatchProcessor {
                 let outcome = run(message).await;
                 if outcome.1.is_err() {
                     if self.skip_group_on_error {
-                        failed_groups.extend(group);
+                        failed_groups.insert(group);
                     } else {
                         stop = true;
                     }
@@ -352,6 +356,14 @@ impl BatchProcessor {
             .filter_map(|(id, outcome)| outcome.err().map(|reason| (id, reason)))
             .collect();
         record_counts(total - failed.len(), failed.len());
+        if failed.iter().any(|(id, _)| id.is_empty()) {
+            // Lambda only ever sends records with ids; a hand-written event may not.
+            tracing::warn!(
+                "a failed batch record has no id (SQS messageId, or sequence number): Lambda reads \
+                 an empty itemIdentifier as the whole batch failed, so every record of the batch \
+                 will be retried, those that succeeded too"
+            );
+        }
         if total > 0 && failed.len() == total && self.raise_on_all_failed {
             let first_error = failed
                 .first()

@@ -622,3 +622,70 @@ async fn a_poison_body_s_values_are_not_copied_into_the_failure() {
         assert!(failure.contains("expected"), "{failure}");
     }
 }
+
+/// A hand-written event whose failed record has no `messageId` is answered with an empty
+/// `itemIdentifier`, which Lambda reads as the whole batch failed (every record retried, the
+/// ones that succeeded too): never silently, a warning says so.
+#[tokio::test]
+async fn a_failed_record_without_an_id_is_reported_with_a_warning_that_the_whole_batch_is_retried()
+{
+    logging();
+    let event: SqsEvent = serde_json::from_value(json!({"Records": [
+        {"body": "{not json", "eventSourceARN": "arn:aws:sqs:eu-west-1:1:no-id-queue"},
+        {"messageId": "no-id-ok", "body": "{\"order_id\": \"o-1\", \"loaves\": 1}",
+         "eventSourceARN": "arn:aws:sqs:eu-west-1:1:no-id-queue"},
+    ]}))
+    .unwrap();
+    let response = BatchProcessor::new()
+        .process_sqs(&event, |_: SqsRecord<BakeOrder>| async {
+            Ok::<(), String>(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed_ids(&response), [""]);
+    let warned = logging().1.json().into_iter().any(|line| {
+        line["level"] == "WARN"
+            && line["message"]
+                .as_str()
+                .is_some_and(|message| message.contains("whole batch"))
+    });
+    assert!(warned, "no warning that the whole batch is retried");
+}
+
+/// FIFO with `skip_group_on_error`: records without a `MessageGroupId` (hand-written events) are
+/// one group, as Powertools for Python groups them (its key is `None`), not each a group of its
+/// own.
+#[tokio::test]
+async fn fifo_records_without_a_group_are_one_group_as_in_python() {
+    logging();
+    let record = |id: &str, body: &str| {
+        json!({"messageId": id, "body": body,
+               "eventSourceARN": "arn:aws:sqs:eu-west-1:1:orders.fifo"})
+    };
+    let event: SqsEvent = serde_json::from_value(json!({"Records": [
+        record("ng-1", "{not json"),
+        record("ng-2", "{\"order_id\": \"o-2\", \"loaves\": 1}"),
+        {"messageId": "g-3", "body": "{\"order_id\": \"o-3\", \"loaves\": 1}",
+         "eventSourceARN": "arn:aws:sqs:eu-west-1:1:orders.fifo",
+         "attributes": {"MessageGroupId": "camden"}},
+    ]}))
+    .unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let response = BatchProcessor::new()
+        .skip_group_on_error(true)
+        .process_sqs(&event, |_: SqsRecord<BakeOrder>| {
+            let ran = ran.clone();
+            async move {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), String>(())
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed_ids(&response), ["ng-1", "ng-2"]);
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        1,
+        "only the camden group's record ran"
+    );
+}
