@@ -324,7 +324,8 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
     /// Builds the configuration.
     ///
     /// # Errors
-    /// [`Error::Config`] when `POWERTOOLS_IDEMPOTENCY_DISABLED` is malformed.
+    /// [`Error::Config`] when `POWERTOOLS_IDEMPOTENCY_DISABLED` is malformed, the store timeout
+    /// is zero, or the key prefix is empty.
     pub fn build(mut self) -> Result<Idempotency<St>, Error> {
         let disabled = self
             .env
@@ -338,6 +339,25 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
             );
         }
         self.settings.disabled = disabled;
+        if self.settings.store_timeout.is_zero() {
+            return Err(Error::Config(
+                "store_timeout is zero: every store call that does not answer at once (any \
+                 DynamoDB call) would fail; give the store time (default 10 s)"
+                    .to_owned(),
+            ));
+        }
+        if self
+            .settings
+            .key_prefix
+            .as_deref()
+            .is_some_and(|prefix| prefix.trim().is_empty())
+        {
+            return Err(Error::Config(
+                "key_prefix is empty: keys would start with `.`, shared by every function with an \
+                 empty prefix in the table; set a name, or leave it unset for the function's name"
+                    .to_owned(),
+            ));
+        }
         Ok(Idempotency {
             engine: Engine::new(self.store, self.settings),
         })

@@ -2418,22 +2418,34 @@ async fn a_call_past_the_deadline_fails_at_once_naming_the_deadline() {
     assert!(message.contains("deadline"), "{message}");
 }
 
-/// A store_timeout of zero: never a hang, never a handler run without a claim.
-#[tokio::test]
-async fn zero_store_timeout() {
-    let store = FaultStore::new();
-    let idem = fault_idem(&store, Duration::ZERO);
-    let n = counter();
-    let result = tokio::time::timeout(
-        Duration::from_secs(5),
-        idem.run(&Context::default(), "op", "k".to_owned(), counted!(n, 1u8)),
-    )
-    .await
-    .expect("hung");
-    eprintln!("zero store timeout: {}", variant(&result));
-    if result.is_err() {
-        assert_eq!(n.load(SeqCst), 0);
+/// A store timeout of zero (every call that does not answer at once would fail) and an empty
+/// key prefix (keys shared by every function with one in the table) are refused when building,
+/// naming the setting; they were accepted.
+#[test]
+fn a_zero_store_timeout_or_an_empty_key_prefix_is_refused_when_building() {
+    let error = Idempotency::builder(FaultStore::new())
+        .store_timeout(Duration::ZERO)
+        .build()
+        .err()
+        .unwrap();
+    assert!(matches!(error, Error::Config(_)), "{error:?}");
+    assert!(error.to_string().contains("store_timeout"), "{error}");
+    for prefix in ["", "  "] {
+        let error = Idempotency::builder(FaultStore::new())
+            .key_prefix(prefix)
+            .build()
+            .err()
+            .unwrap();
+        assert!(matches!(error, Error::Config(_)), "{error:?}");
+        assert!(error.to_string().contains("key_prefix"), "{error}");
     }
+    assert!(
+        Idempotency::builder(FaultStore::new())
+            .key_prefix("orders")
+            .store_timeout(Duration::from_millis(1))
+            .build()
+            .is_ok()
+    );
 }
 
 /// Table: "store down or hung after the handler succeeded | stays INPROGRESS until the
