@@ -127,6 +127,10 @@
 //! - Redaction is built in.
 //! - A failed invocation is logged by the layer itself (Java's `logError`), not only when the
 //!   handler logs its exception.
+//! - Lines carry `function_version` (the version the invocation ran, `$LATEST` or a number),
+//!   which Python's lines do not; queries that don't name it are unaffected.
+//! - `location` comes last, after the line's own keys, where Python writes it second; Logs
+//!   Insights and JSON readers do not depend on the order of keys.
 //!
 //! # Feature flags
 //!
