@@ -488,16 +488,6 @@ fn mentions_redacted_key(text: &str, redactor: &Redactor) -> bool {
     })
 }
 
-/// `text` with redacted keys masked when it holds JSON (see [`masked_json_text`]); as it is
-/// otherwise: a string field named `error`, written as `exception` too, as other string fields
-/// are. Error messages go through [`redacted_message`], which fails closed.
-pub(crate) fn redacted_text<'t>(text: &'t str, redactor: &Redactor) -> std::borrow::Cow<'t, str> {
-    match masked_json_text(text, redactor) {
-        Some(masked) => std::borrow::Cow::Owned(masked),
-        None => std::borrow::Cow::Borrowed(text),
-    }
-}
-
 /// An error's message (or a panic's) with redaction failing closed: JSON text with redacted keys
 /// masked, other text that names a redacted key masked whole (as a `%Display` value is), else
 /// as it is. An error message is prose, not JSON to open: `password=…` in it is a secret.
@@ -597,6 +587,10 @@ impl FieldValue<'_, '_> {
             return;
         }
         match value {
+            // The `error` field's text is an error message, which fails closed.
+            Recorded::Str(text) if field.name() == ERROR_FIELD => {
+                write_str(self.out, &redacted_message(text, self.redactor));
+            }
             Recorded::Str(text) => match masked_json_text(text, self.redactor) {
                 Some(masked) => write_str(self.out, &masked),
                 None => write_str(self.out, text),
@@ -693,17 +687,14 @@ impl<'r> FieldCollector<'r> {
 
     fn record(&mut self, field: &Field, value: Recorded<'_>) {
         if field.name() == ERROR_FIELD && !self.redactor.masks(ERROR_FIELD) {
-            // A string field holding JSON is opened and masked as other string fields are; an
-            // error's message and Debug or Display text fail closed.
+            // An error's message, its Debug or Display text, and the field's text: fail closed.
             let message = |text: String| redacted_message(&text, self.redactor).into_owned();
             self.exception = match &value {
                 Recorded::Error(error) => {
                     let failure = crate::failure::from_error(*error);
                     Some((Some(failure.name), message(failure.message)))
                 }
-                Recorded::Str(text) => {
-                    Some((None, redacted_text(text, self.redactor).into_owned()))
-                }
+                Recorded::Str(text) => Some((None, message((*text).to_owned()))),
                 Recorded::Debug(value) => Some((None, message(debug_text(*value)))),
                 _ => None,
             };

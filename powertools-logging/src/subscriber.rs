@@ -11,7 +11,7 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::buffer::Pushed;
 use crate::failure::StackTrace;
 use crate::invocation::InvocationState;
-use crate::json::{FAILURE_KEYS, FieldCollector, write_str};
+use crate::json::{FAILURE_KEYS, FieldCollector, redacted_message, write_str};
 use crate::level::Level;
 use crate::logger::{Logger, Shared};
 use crate::scope::Scope;
@@ -115,7 +115,15 @@ impl JsonLayer {
         // One lock for the line: the correlation id now, the keys below.
         let keys = scope.map(Scope::keys);
 
-        let mut line = shared.open_line(level, fields.message.as_deref().unwrap_or_default());
+        let message = fields.message.as_deref().unwrap_or_default();
+        // `lambda_runtime`'s own failure line is the error's `Debug`: an error message, which
+        // fails closed.
+        let message = if metadata.target() == RUNTIME_FAILURE_TARGET {
+            redacted_message(message, &shared.redactor)
+        } else {
+            std::borrow::Cow::Borrowed(message)
+        };
+        let mut line = shared.open_line(level, &message);
         if let Some(invocation) = invocation {
             line.reserved_members(&invocation.lambda_members);
         } else if let Some(request_id) = ctx.event_scope(event).and_then(|mut spans| {

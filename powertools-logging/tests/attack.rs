@@ -2847,3 +2847,41 @@ async fn panics_naming_a_card(_: LambdaEvent<Value>) -> Result<Value, BoxError> 
     }
     Ok(json!({}))
 }
+
+/// An `error` field given as a string is an error message too: written as `error` and as
+/// `exception`, it fails closed (found by a second review: a `&str` error was written in clear
+/// twice while its `%Display` form was masked).
+#[test]
+fn an_error_field_given_as_a_string_naming_a_masked_key_is_masked_in_both_keys() {
+    let (logger, logs) = logger(Logger::builder());
+    run(&logger, async {
+        tracing::error!(error = "login failed: password=S3CR3T-str", "str error");
+        tracing::error!(error = "disk full", "plain error");
+        tracing::error!(error = r#"{"token":"S3CR3T-json","code":7}"#, "json error");
+    });
+    let lines = check_default(&logs);
+    assert_no_secret(&lines, "S3CR3T");
+    assert_eq!(lines[1]["error"], "disk full");
+    assert_eq!(lines[1]["exception"], "disk full");
+    assert_eq!(
+        lines[2]["exception"], r#"{"code":7,"token":"*****"}"#,
+        "{}",
+        lines[2]
+    );
+}
+
+/// `lambda_runtime`'s own failure line (kept by default) is the error's `Debug` as its message:
+/// an error message, masked as one.
+#[test]
+fn the_runtime_s_own_failure_line_is_masked_as_an_error_message() {
+    let (logger, logs) = logger(Logger::builder());
+    run(&logger, async {
+        let error: BoxError = "login failed: password=S3CR3T-runtime".into();
+        tracing::error!(target: "lambda_runtime::layers::panic", "{error:?}");
+        tracing::error!(target: "lambda_runtime::layers::panic", "{:?}", "connection reset");
+    });
+    let lines = check_default(&logs);
+    assert_eq!(lines.len(), 2);
+    assert_no_secret(&lines, "S3CR3T");
+    assert_eq!(lines[1]["message"], "\"connection reset\"");
+}
