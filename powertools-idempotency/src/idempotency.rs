@@ -255,8 +255,9 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
     /// Each call also ends at least 100 ms before the invocation's deadline (a call with less
     /// time left than that fails at once), so a hung store fails the invocation with a typed
     /// error before Lambda stops it, however many store calls it makes (the records of a
-    /// batch). Applies to any store, including a [`DynamoDbStore`](crate::DynamoDbStore) on a
-    /// client you configured yourself.
+    /// batch); a deadline that can't be trusted (missing, more than a second past, more than 15
+    /// minutes ahead) bounds nothing. Applies to any store, including a
+    /// [`DynamoDbStore`](crate::DynamoDbStore) on a client you configured yourself.
     pub fn store_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.settings.store_timeout = timeout;
         self

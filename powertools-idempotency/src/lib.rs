@@ -98,7 +98,9 @@
 //! call with less time left than that fails at once, unless the store answers when first
 //! polled, as `InMemoryStore` does), so a hung store fails the invocation with a typed error
 //! before Lambda stops it, however many store calls the invocation makes (the records of a
-//! batch).
+//! batch). A deadline that can't be trusted (missing, more than a second past, or more than
+//! 15 minutes ahead: `Context::default()`, an emulator) bounds nothing: the store timeout
+//! alone does.
 //! Store errors name the DynamoDB operation, the table and the service's error code and message
 //! ([`DynamoDbError`]); a call that gets no answer within the bound names the operation, the
 //! table and the endpoint too ([`IdempotencyStore::describe_call`]).
