@@ -56,7 +56,7 @@ static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
     runtime.register_function(POWERTOOLS_JSON, string_function(parse_json));
     // `jmespath`'s own fails on an empty array ("Expected to be a valid f64"); the specification
     // (and Python) answer null.
-    runtime.register_function("avg", Box::new(AverageOrNull));
+    runtime.register_function("avg", number_function(numbers(), average));
     // `jmespath`'s own go through f64, so that integers past 2^53 came out rounded (two ids
     // summed or floored to one idempotency key), and its `to_number` parsed any JSON text, not
     // numbers only (an array from `to_number('[1]')`, a hostile text parsed past the limit on
@@ -119,12 +119,15 @@ thread_local! {
 ///   limited, to [`DEFAULT_MAX_DECOMPRESSED_SIZE`] unless
 ///   [`with_max_decompressed_size`](Self::with_max_decompressed_size) says otherwise.
 ///
-/// `avg` of an empty array is null, as the JMESPath specification says. `sum`, `abs`, `ceil`,
-/// `floor` and `to_number` keep integers exact, as Python does (the `jmespath` crate's own go
-/// through floats, which rounds integers past 2^53), and refuse a result beyond 64 bits rather
-/// than round it; `to_number` reads numbers only (the crate's read any JSON text), with
-/// surrounding whitespace and a sign as Python reads them, but not `_` between digits nor
-/// non-ASCII digits (null here, a number in Python). An expression is checked
+/// `avg` of an empty array is null, as the JMESPath specification says. `sum`, `avg`, `abs`,
+/// `ceil`, `floor` and `to_number` keep integers exact, as Python does (the `jmespath` crate's
+/// own go through floats, which rounds integers past 2^53): `sum` adds left to right, exactly
+/// until a float comes; an integer result beyond 64 bits is refused rather than rounded, and
+/// so is a float sum beyond what JSON numbers hold (Python's `inf`); `ceil` and `floor` of a
+/// float give an integer, or the float itself from 2^63. `to_number` reads numbers only (the
+/// crate's read any JSON text), with surrounding whitespace and a sign as Python reads them,
+/// but not `_` between digits, non-ASCII digits, `inf` or `nan` (null here, a number in
+/// Python). An expression is checked
 /// when it is compiled, more than Python checks it: a function that does not exist is refused
 /// then, not when a search reaches it, and so is an expression of more than 64 operators (each
 /// can nest it a level deeper; a few thousand overflowed the stack and aborted the process).
@@ -410,38 +413,6 @@ fn unknown_function(ast: &Ast) -> Option<&str> {
     None
 }
 
-/// `avg` as the JMESPath specification has it: the mean of an array of numbers, null for an
-/// empty one.
-struct AverageOrNull;
-
-impl Function for AverageOrNull {
-    fn evaluate(&self, args: &[Rcvar], ctx: &mut Context<'_>) -> ::jmespath::SearchResult {
-        Signature::new(
-            vec![ArgumentType::TypedArray(Box::new(ArgumentType::Number))],
-            None,
-        )
-        .validate(args, ctx)?;
-        let numbers: Vec<f64> = args
-            .first()
-            .and_then(|array| array.as_array())
-            .map(|array| array.iter().filter_map(|value| value.as_number()).collect())
-            .unwrap_or_default();
-        if numbers.is_empty() {
-            return Ok(Rcvar::new(Variable::Null));
-        }
-        #[allow(clippy::cast_precision_loss)] // an array's length, far below 2^53
-        let mean = numbers.iter().sum::<f64>() / numbers.len() as f64;
-        serde_json::Number::from_f64(mean)
-            .map(|mean| Rcvar::new(Variable::Number(mean)))
-            .ok_or_else(|| {
-                JmespathError::from_ctx(
-                    ctx,
-                    ErrorReason::Parse("avg: the mean is beyond what JSON numbers hold".to_owned()),
-                )
-            })
-    }
-}
-
 /// A function of one argument of type `argument`, computed by `compute`.
 fn number_function(
     argument: ArgumentType,
@@ -489,30 +460,64 @@ fn float_number(value: f64, function: &str) -> Result<Variable, String> {
         .ok_or_else(|| format!("{function}: the result is beyond what JSON numbers hold"))
 }
 
-/// `sum`: exact when every number is an integer (Python's `int`), else a float.
-fn sum(array: &Variable) -> Result<Variable, String> {
-    let numbers: Vec<&serde_json::Number> = array
-        .as_array()
-        .map(|array| {
-            array
-                .iter()
-                .filter_map(|value| match value.as_ref() {
-                    Variable::Number(number) => Some(number),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let exact = numbers.iter().try_fold(0_i128, |total, number| {
-        integer_of(number).map(|value| total.saturating_add(value))
-    });
-    match exact {
-        Some(total) => exact_integer(total, "sum"),
-        None => float_number(
-            numbers.iter().filter_map(|number| number.as_f64()).sum(),
-            "sum",
-        ),
+/// An array of numbers, the argument of `sum` and `avg`.
+fn numbers() -> ArgumentType {
+    ArgumentType::TypedArray(Box::new(ArgumentType::Number))
+}
+
+/// A running total as Python's `sum` keeps it: integers add exactly until a float comes, then
+/// the total is a float.
+#[derive(Clone, Copy)]
+enum Total {
+    Integer(i128),
+    Float(f64),
+}
+
+/// The total of an array of numbers, left to right as Python adds them, and how many there are.
+fn python_total(array: &Variable) -> (Total, usize) {
+    let Some(items) = array.as_array() else {
+        return (Total::Integer(0), 0);
+    };
+    let mut total = Total::Integer(0);
+    for item in items {
+        let Variable::Number(number) = item.as_ref() else {
+            continue;
+        };
+        #[allow(clippy::cast_precision_loss)] // int + float is a float, rounded, as in Python
+        let next = match (total, integer_of(number)) {
+            (Total::Integer(sum), Some(value)) => Total::Integer(sum.saturating_add(value)),
+            (Total::Integer(sum), None) => {
+                Total::Float(sum as f64 + number.as_f64().unwrap_or_default())
+            }
+            (Total::Float(sum), Some(value)) => Total::Float(sum + value as f64),
+            (Total::Float(sum), None) => Total::Float(sum + number.as_f64().unwrap_or_default()),
+        };
+        total = next;
     }
+    (total, items.len())
+}
+
+/// `sum`: exact while every number is an integer (Python's `int`), else a float.
+fn sum(array: &Variable) -> Result<Variable, String> {
+    match python_total(array).0 {
+        Total::Integer(total) => exact_integer(total, "sum"),
+        Total::Float(total) => float_number(total, "sum"),
+    }
+}
+
+/// `avg`: the total divided by the count (a float, as Python's `/`), null for an empty array as
+/// the specification says (`jmespath`'s own failed: "Expected to be a valid f64").
+fn average(array: &Variable) -> Result<Variable, String> {
+    let (total, count) = python_total(array);
+    if count == 0 {
+        return Ok(Variable::Null);
+    }
+    #[allow(clippy::cast_precision_loss)] // a count far below 2^53; the total as Python divides it
+    let mean = match total {
+        Total::Integer(total) => total as f64 / count as f64,
+        Total::Float(total) => total / count as f64,
+    };
+    float_number(mean, "avg")
 }
 
 fn abs(number: &Variable) -> Result<Variable, String> {
@@ -1436,6 +1441,20 @@ mod tests {
         assert_eq!(search("sum(@)", json!([-5, 2])).unwrap(), json!(-3));
         assert_eq!(search("sum(@)", json!([])).unwrap().to_string(), "0");
         assert_eq!(search("sum(@)", json!([1, 2.5])).unwrap(), json!(3.5));
+        // Left to right, as Python's `sum`: integers add exactly until a float comes, then floats
+        // (a second review found every element made a float first).
+        assert_eq!(
+            search("sum(@)", json!([beyond_f64, 1, 0.5])).unwrap(),
+            json!(9_007_199_254_740_994.0)
+        );
+        assert_eq!(
+            search("avg(@)", json!([beyond_f64, 1])).unwrap(),
+            json!(4_503_599_627_370_497.0)
+        );
+        assert_eq!(
+            search("avg(@)", json!([i64::MIN, i64::MAX])).unwrap(),
+            json!(-0.5)
+        );
         let error = search("sum(@)", json!([u64::MAX, 1])).unwrap_err();
         assert!(error.to_string().contains("64 bits"), "{error}");
         assert_eq!(
