@@ -180,7 +180,7 @@ impl<St: IdempotencyStore> Engine<St> {
                 } => (key, payload_hash, deadline_ms),
             };
             let deadline = Deadline::at(deadline, SystemTime::now());
-            let record = match engine.claim(&key, deadline, payload_hash).await {
+            let record = match engine.claim(key, deadline, payload_hash).await {
                 Ok(Claimed::Run(record)) => record,
                 Ok(Claimed::Replay(response)) => return Ok(response),
                 Err(error) => return Err(error.into_handler_error()),
@@ -321,13 +321,14 @@ impl<St: IdempotencyStore> Engine<St> {
 
     async fn claim<R: DeserializeOwned + 'static>(
         &self,
-        key: &str,
+        mut key: String,
         deadline: Deadline,
         payload_hash: Option<String>,
     ) -> Result<Claimed<R>, Error> {
+        // The key moves into each attempt's record and back out of it: one string per call.
         for _ in 0..MAX_ATTEMPTS {
             let now = SystemTime::now();
-            if let Some(cached) = self.cached(key, now) {
+            if let Some(cached) = self.cached(&key, now) {
                 return self
                     .replay(cached, payload_hash.as_deref())
                     .map(Claimed::Replay);
@@ -335,7 +336,7 @@ impl<St: IdempotencyStore> Engine<St> {
             let (now_s, _) = epoch(now);
             let in_progress_until = self.in_progress_expiry(deadline, now);
             let record = DataRecord {
-                key: key.to_owned(),
+                key,
                 status: Status::InProgress,
                 // Never before the in-progress deadline: a window shorter than the handler's
                 // run would otherwise let the conditional put (`#expiry < :now`), or DynamoDB's
@@ -353,34 +354,32 @@ impl<St: IdempotencyStore> Engine<St> {
                 Ok(PutOutcome::Exists(Some(existing))) => existing,
                 Ok(PutOutcome::Exists(None)) => {
                     match self
-                        .bounded(deadline, StoreCall::Get, self.store.get(key))
+                        .bounded(deadline, StoreCall::Get, self.store.get(&record.key))
                         .await
                     {
                         Ok(Some(existing)) => existing,
-                        Ok(None) => continue,
+                        Ok(None) => {
+                            key = record.key;
+                            continue;
+                        }
                         Err(error) => return Err(store_error(error, "read the existing record")),
                     }
                 }
                 Err(error) => return Err(store_error(error, "save the in-progress record")),
             };
+            key = record.key;
             self.validate(&existing, payload_hash.as_deref())?;
             match existing.state_at(SystemTime::now()) {
                 // The claim should have succeeded: the record changed in between. Try again.
                 RecordState::Expired | RecordState::InProgressTimedOut => continue,
-                RecordState::InProgress => {
-                    return Err(Error::AlreadyInProgress {
-                        key: key.to_owned(),
-                    });
-                }
+                RecordState::InProgress => return Err(Error::AlreadyInProgress { key }),
                 RecordState::Completed => {
                     self.cache(&existing);
                     return self.replay(existing, None).map(Claimed::Replay);
                 }
             }
         }
-        Err(Error::InconsistentState {
-            key: key.to_owned(),
-        })
+        Err(Error::InconsistentState { key })
     }
 
     /// A call with validation on matches only a record with the same validation hash: a record
