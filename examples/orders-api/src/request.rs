@@ -90,7 +90,23 @@ impl PlaceOrder {
             } else {
                 "InvalidBody"
             };
-            Refusal::new(code, format!("the body is not an order: {error}"))
+            // Where and what kind, never serde's message: it quotes the value (a card number in
+            // the wrong field would be answered and logged) or a key from the body.
+            let kind = match error.classify() {
+                serde_json::error::Category::Data => "a value of the wrong type or out of range",
+                serde_json::error::Category::Syntax => "invalid JSON",
+                serde_json::error::Category::Eof => "JSON that ends too early",
+                serde_json::error::Category::Io => "unreadable",
+            };
+            Refusal::new(
+                code,
+                format!(
+                    "the body is not an order: {kind} at line {} column {} (what is there is \
+                     left out)",
+                    error.line(),
+                    error.column()
+                ),
+            )
         })?;
         let total_cents = order
             .validate()
@@ -194,5 +210,30 @@ mod tests {
             "{}",
             refused.message
         );
+    }
+
+    #[test]
+    fn a_refusal_never_quotes_a_value_from_the_body() {
+        // serde's own message quotes the value ("invalid type: string \"4111…\""): a card
+        // number in the wrong field was answered and logged (found by a review).
+        let card = "4111111111111111";
+        for body in [
+            format!(r#"{{"items": [{{"sku": "rye", "quantity": "{card}"}}]}}"#),
+            format!(r#"{{"{card}": 1}}"#),
+            format!(r#"{{"location": {card}00000000000000000000}}"#),
+            format!(r#"{{"items": "{card}"#),
+        ] {
+            let refused = refusal(&request(Some("k-1"), Some(&body)));
+            assert!(
+                refused.code == "InvalidOrder" || refused.code == "InvalidBody",
+                "{refused:?}"
+            );
+            assert!(
+                !refused.message.contains("4111"),
+                "{body}: {}",
+                refused.message
+            );
+            assert!(refused.message.contains("line 1"), "{}", refused.message);
+        }
     }
 }
