@@ -117,12 +117,18 @@ struct Orders<St> {
     table: Mutex<HashMap<String, PlacedOrder>>,
 }
 
+/// The largest request Lambda takes (6 MB, a synchronous invocation's payload limit).
+const LAMBDA_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+
 /// The router: `POST /orders` (idempotent on its key), `GET /health`, and the correlation id on
 /// every route.
 fn router<St: IdempotencyStore + 'static>(idempotency: Idempotency<St>) -> Router {
     Router::new()
         .route("/orders", post(place_order::<St>))
         .route("/health", get(health))
+        // Lambda hands over bodies of up to 6 MB, already in memory: axum's own 2 MB limit
+        // would answer a larger one 413 in plain text instead of reading it.
+        .layer(axum::extract::DefaultBodyLimit::max(LAMBDA_MAX_BODY_BYTES))
         .layer(middleware::from_fn(correlation_id))
         .with_state(Arc::new(Orders {
             idempotency,
