@@ -347,10 +347,15 @@ impl<St: IdempotencyStore> Engine<St> {
                 in_progress_expiry_timestamp: Some(in_progress_until),
                 response_data: None,
                 payload_hash: payload_hash.clone(),
+                claim_id: Some(new_claim_id()),
             };
             let put = self.store.put_in_progress(&record, now);
             let existing = match self.bounded(deadline, StoreCall::PutInProgress, put).await {
                 Ok(PutOutcome::Stored) => return Ok(Claimed::Run(record)),
+                // This claim's own write: its answer was lost and the client sent it again.
+                Ok(PutOutcome::Exists(Some(existing))) if existing.is_written_by(&record) => {
+                    return Ok(Claimed::Run(record));
+                }
                 Ok(PutOutcome::Exists(Some(existing))) => existing,
                 Ok(PutOutcome::Exists(None)) => {
                     match self
@@ -543,6 +548,16 @@ pub(crate) fn check_operation(operation: &str) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// A new claim's id: 128 random bits in hex. `RandomState` is seeded from the operating
+/// system's randomness once per thread and changes with every `new`, so ids differ across
+/// claims, threads and processes (they need to be unique, not secret).
+fn new_claim_id() -> String {
+    use std::hash::BuildHasher;
+    let high = std::collections::hash_map::RandomState::new().hash_one(0_u8);
+    let low = std::collections::hash_map::RandomState::new().hash_one(high);
+    format!("{high:016x}{low:016x}")
 }
 
 /// A store call that did not finish within its bound.

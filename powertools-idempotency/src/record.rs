@@ -83,6 +83,11 @@ pub struct DataRecord {
     pub response_data: Option<String>,
     /// The SHA-256 hex digest of the validation data, when payload validation is on.
     pub payload_hash: Option<String>,
+    /// A random id of the claim that wrote the record while it is in progress: a claim whose
+    /// answer was lost and that the client sent again (the AWS SDK retries) finds this record
+    /// and knows it for its own, where another invocation's claim is refused. A store keeps it
+    /// as it keeps the other attributes (`DynamoDbStore`: the attribute `claim_id`).
+    pub claim_id: Option<String>,
 }
 
 impl Clone for DataRecord {
@@ -94,6 +99,7 @@ impl Clone for DataRecord {
             in_progress_expiry_timestamp: self.in_progress_expiry_timestamp,
             response_data: self.response_data.clone(),
             payload_hash: self.payload_hash.clone(),
+            claim_id: self.claim_id.clone(),
         }
     }
 
@@ -105,6 +111,7 @@ impl Clone for DataRecord {
         self.in_progress_expiry_timestamp = source.in_progress_expiry_timestamp;
         self.response_data.clone_from(&source.response_data);
         self.payload_hash.clone_from(&source.payload_hash);
+        self.claim_id.clone_from(&source.claim_id);
     }
 }
 
@@ -119,6 +126,7 @@ impl DataRecord {
             in_progress_expiry_timestamp: None,
             response_data: None,
             payload_hash: None,
+            claim_id: None,
         }
     }
 
@@ -179,6 +187,14 @@ impl DataRecord {
         self.status == Status::InProgress
             && self.in_progress_expiry_timestamp == claim.in_progress_expiry_timestamp
     }
+
+    /// Whether this stored record was written by the claim `claim` itself (in progress, with its
+    /// claim id): its answer was lost and the client sent it again.
+    pub fn is_written_by(&self, claim: &DataRecord) -> bool {
+        self.status == Status::InProgress
+            && self.claim_id.is_some()
+            && self.claim_id == claim.claim_id
+    }
 }
 
 /// `(epoch seconds, epoch milliseconds)` of `time`, zero before 1970.
@@ -214,6 +230,7 @@ mod tests {
             in_progress_expiry_timestamp: in_progress_ms,
             response_data: None,
             payload_hash: None,
+            claim_id: None,
         }
     }
 

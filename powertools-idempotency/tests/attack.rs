@@ -136,6 +136,9 @@ enum Fault {
     BlockThenHang(u64),
     /// put: writes the record, then reports a failure (answer lost).
     LoseAnswer,
+    /// put: writes the record, its answer is lost, and the client's retry sends it again (what
+    /// the AWS SDK does): the retry finds the record the first write left.
+    AnswerLostThenRetried,
     /// put: reports `Exists(None)` without writing.
     ExistsNone,
     /// put: reports `Exists(Some(expired record))` without writing.
@@ -223,6 +226,10 @@ impl IdempotencyStore for FaultStore {
             Fault::LoseAnswer => {
                 let _ = self.inner.put_in_progress(record, now).await;
                 Err(backend("put (answer lost)"))
+            }
+            Fault::AnswerLostThenRetried => {
+                let _ = self.inner.put_in_progress(record, now).await;
+                self.inner.put_in_progress(record, now).await
             }
             Fault::ExistsNone => Ok(PutOutcome::Exists(None)),
             Fault::ExistsExpired => Ok(PutOutcome::Exists(Some(
@@ -4316,4 +4323,36 @@ mod dynamo {
         let error = DynamoDbStore::new(c, "").unwrap_err();
         assert_eq!(error.error_type(), "IdempotencyConfigurationError");
     }
+}
+
+/// A claim whose answer was lost and that the client's retry sent again finds its own claim: it
+/// is told from another invocation's by the claim's id, so the handler runs, once, and the call
+/// succeeds. (It got `AlreadyInProgress`, and so did every retry until the invocation's
+/// deadline, though nothing ran: a review found it through the fault proxy.)
+#[tokio::test]
+async fn a_claim_sent_again_after_its_answer_was_lost_is_its_own_and_runs_once() {
+    let store = FaultStore::new();
+    store.set("put", Fault::AnswerLostThenRetried);
+    let idem = fault_idem(&store, Duration::from_secs(10));
+    let n = counter();
+    let context = TestContext::new()
+        .with_remaining_time(Duration::from_secs(30))
+        .build();
+    let first: Result<u8, _> = idem
+        .run(&context, "op", "k".to_owned(), counted!(n, 7u8))
+        .await;
+    assert_eq!(
+        variant(&first),
+        "Ok",
+        "{:?}",
+        first.err().map(|e| e.to_string())
+    );
+    assert_eq!(n.load(SeqCst), 1);
+    // And another invocation's claim is still not taken for its own.
+    store.set("put", Fault::None);
+    let other: Result<u8, _> = idem
+        .run(&context, "op", "k".to_owned(), counted!(n, 8u8))
+        .await;
+    assert_eq!(other.unwrap(), 7, "a replay of the first");
+    assert_eq!(n.load(SeqCst), 1);
 }

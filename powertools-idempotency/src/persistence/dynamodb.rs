@@ -27,6 +27,9 @@ pub(crate) const DELETE_CONDITION_WITHOUT_EXPIRY: &str =
 
 /// The conditional write that claims a key: no record, an expired one, or an in-progress one
 /// whose invocation deadline has passed. The same three clauses as every Powertools runtime.
+/// The attribute of an in-progress record's claim id ([`DataRecord::claim_id`]).
+pub(crate) const CLAIM_ID_ATTR: &str = "claim_id";
+
 pub(crate) const PUT_CONDITION: &str = "attribute_not_exists(#id) OR #expiry < :now OR \
      (#status = :inprogress AND attribute_exists(#in_progress_expiry) AND #in_progress_expiry < :now_in_millis)";
 
@@ -221,6 +224,7 @@ impl DynamoDbStore {
             in_progress_expiry_timestamp: number(&settings.in_progress_expiry_attr)?,
             response_data: string(&settings.data_attr)?,
             payload_hash: string(&settings.validation_key_attr)?,
+            claim_id: string(CLAIM_ID_ATTR)?,
             key,
         })
     }
@@ -305,6 +309,11 @@ impl DynamoDbStoreBuilder {
             if let Some((other, _)) = names[..index].iter().find(|(_, earlier)| earlier == name) {
                 return Err(Error::Config(format!(
                     "{setting} and {other} are both {name:?}"
+                )));
+            }
+            if name.as_str() == CLAIM_ID_ATTR {
+                return Err(Error::Config(format!(
+                    "{setting} is {CLAIM_ID_ATTR:?}, the attribute of in-progress records' claim ids"
                 )));
             }
         }
@@ -572,6 +581,12 @@ impl IdempotencyStore for DynamoDbStore {
             item.insert(
                 settings.validation_key_attr.clone(),
                 AttributeValue::S(hash.clone()),
+            );
+        }
+        if let Some(claim_id) = &record.claim_id {
+            item.insert(
+                CLAIM_ID_ATTR.to_owned(),
+                AttributeValue::S(claim_id.clone()),
             );
         }
         let result = self
@@ -999,6 +1014,7 @@ mod tests {
                 in_progress_expiry_timestamp: Some(1_699_999_999_123),
                 response_data: Some("{\"ok\":true}".into()),
                 payload_hash: Some("abc".into()),
+                claim_id: None,
             }
         );
     }
