@@ -332,16 +332,17 @@ async fn a_failed_invocation_s_late_delete_never_removes_a_later_claim() {
         return;
     };
     // A: the handler fails; deleting its claim reaches DynamoDB only after A's deadline, when A
-    // has long given up on it (DeleteFailed)
+    // has long given up on it (DeleteFailed). A has 2 s: its claim must land first, and moto,
+    // loaded by the other tests, took more than 0.7 s to answer it in a CI run.
     faulty
         .proxy
-        .set(json!({"action": "delay", "ms": 2000, "target": "DeleteItem", "times": 1}));
+        .set(json!({"action": "delay", "ms": 4000, "target": "DeleteItem", "times": 1}));
     let started = Instant::now();
     let a: Result<u8, _> = faulty
         .idempotency
         .run(
             &TestContext::new()
-                .with_remaining_time(Duration::from_millis(800))
+                .with_remaining_time(Duration::from_millis(2000))
                 .build(),
             "charge",
             "pay-late-delete",
@@ -352,7 +353,7 @@ async fn a_failed_invocation_s_late_delete_never_removes_a_later_claim() {
 
     // B: a retry after A's deadline claims the key and runs (as documented), and holds it until
     // C has been answered
-    tokio::time::sleep(Duration::from_millis(1000).saturating_sub(started.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(2300).saturating_sub(started.elapsed())).await;
     let (b_running, b_started) = tokio::sync::oneshot::channel();
     let (c_answered, c_done) = tokio::sync::oneshot::channel::<()>();
     let idempotency = faulty.idempotency.clone();
@@ -372,8 +373,8 @@ async fn a_failed_invocation_s_late_delete_never_removes_a_later_claim() {
     });
     b_started.await.expect("B runs its handler");
 
-    // When A's delete lands at DynamoDB (2 s after it was sent) while B runs
-    tokio::time::sleep(Duration::from_millis(3000).saturating_sub(started.elapsed())).await;
+    // When A's delete lands at DynamoDB (4 s after it was sent) while B runs
+    tokio::time::sleep(Duration::from_millis(5000).saturating_sub(started.elapsed())).await;
 
     // Then B's claim is still there: a duplicate C gets AlreadyInProgress, never a second run
     // beside B
