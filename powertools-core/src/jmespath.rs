@@ -56,28 +56,22 @@ static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
     runtime.register_function(POWERTOOLS_JSON, string_function(parse_json));
     // `jmespath`'s own fails on an empty array ("Expected to be a valid f64"); the specification
     // (and Python) answer null.
-    runtime.register_function("avg", number_function(numbers(), average));
+    runtime.register_function("avg", function_of_one(numbers(), average));
     // `jmespath`'s own go through f64, so that integers past 2^53 came out rounded (two ids
     // summed or floored to one idempotency key), and its `to_number` parsed any JSON text, not
     // numbers only (an array from `to_number('[1]')`, a hostile text parsed past the limit on
     // values). These keep integers exact, as Python does, and refuse what 64 bits cannot hold.
-    runtime.register_function(
-        "sum",
-        number_function(
-            ArgumentType::TypedArray(Box::new(ArgumentType::Number)),
-            sum,
-        ),
-    );
-    runtime.register_function("abs", number_function(ArgumentType::Number, abs));
+    runtime.register_function("sum", function_of_one(numbers(), sum));
+    runtime.register_function("abs", function_of_one(ArgumentType::Number, abs));
     runtime.register_function(
         "ceil",
-        number_function(ArgumentType::Number, |n| round(n, f64::ceil)),
+        function_of_one(ArgumentType::Number, |n| round(n, f64::ceil)),
     );
     runtime.register_function(
         "floor",
-        number_function(ArgumentType::Number, |n| round(n, f64::floor)),
+        function_of_one(ArgumentType::Number, |n| round(n, f64::floor)),
     );
-    runtime.register_function("to_number", number_function(ArgumentType::Any, to_number));
+    runtime.register_function("to_number", function_of_one(ArgumentType::Any, to_number));
     runtime.register_function("powertools_base64", string_function(decode_base64));
     runtime.register_function(BASE64_GZIP, string_function(decode_base64_gzip));
     runtime
@@ -413,10 +407,11 @@ fn unknown_function(ast: &Ast) -> Option<&str> {
     None
 }
 
-/// A function of one argument of type `argument`, computed by `compute`.
-fn number_function(
+/// A function of one argument of type `argument`, computed by `compute`; its error message is
+/// the search's.
+fn function_of_one(
     argument: ArgumentType,
-    compute: fn(&Variable) -> Result<Variable, String>,
+    compute: impl Fn(&Variable) -> Result<Variable, String> + Send + Sync + 'static,
 ) -> Box<dyn Function> {
     Box::new(CustomFunction::new(
         Signature::new(vec![argument], None),
@@ -474,6 +469,7 @@ enum Total {
 }
 
 /// The total of an array of numbers, left to right as Python adds them, and how many there are.
+#[allow(clippy::cast_precision_loss)] // int + float is a float, rounded, as in Python
 fn python_total(array: &Variable) -> (Total, usize) {
     let Some(items) = array.as_array() else {
         return (Total::Integer(0), 0);
@@ -483,16 +479,13 @@ fn python_total(array: &Variable) -> (Total, usize) {
         let Variable::Number(number) = item.as_ref() else {
             continue;
         };
-        #[allow(clippy::cast_precision_loss)] // int + float is a float, rounded, as in Python
-        let next = match (total, integer_of(number)) {
+        let float = || number.as_f64().unwrap_or_default();
+        total = match (total, integer_of(number)) {
             (Total::Integer(sum), Some(value)) => Total::Integer(sum.saturating_add(value)),
-            (Total::Integer(sum), None) => {
-                Total::Float(sum as f64 + number.as_f64().unwrap_or_default())
-            }
+            (Total::Integer(sum), None) => Total::Float(sum as f64 + float()),
             (Total::Float(sum), Some(value)) => Total::Float(sum + value as f64),
-            (Total::Float(sum), None) => Total::Float(sum + number.as_f64().unwrap_or_default()),
+            (Total::Float(sum), None) => Total::Float(sum + float()),
         };
-        total = next;
     }
     (total, items.len())
 }
@@ -574,22 +567,12 @@ fn to_number(value: &Variable) -> Result<Variable, String> {
     }
 }
 
+/// A function of one string, computed by `decode`.
 fn string_function(decode: fn(&str) -> Result<Variable, String>) -> Box<dyn Function> {
-    Box::new(CustomFunction::new(
-        Signature::new(vec![ArgumentType::String], None),
-        Box::new(move |args: &[Rcvar], ctx: &mut Context<'_>| {
-            // The signature has checked that there is exactly one string argument.
-            let text = args
-                .first()
-                .and_then(|arg| arg.as_string())
-                .ok_or_else(|| {
-                    JmespathError::from_ctx(ctx, ErrorReason::Parse("expected a string".to_owned()))
-                })?;
-            decode(text)
-                .map(Rcvar::new)
-                .map_err(|message| JmespathError::from_ctx(ctx, ErrorReason::Parse(message)))
-        }),
-    ))
+    function_of_one(ArgumentType::String, move |value| match value.as_string() {
+        Some(text) => decode(text),
+        None => Err("expected a string".to_owned()),
+    })
 }
 
 fn parse_json(text: &str) -> Result<Variable, String> {
