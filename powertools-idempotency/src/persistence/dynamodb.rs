@@ -25,11 +25,11 @@ pub(crate) const DELETE_CONDITION: &str =
 pub(crate) const DELETE_CONDITION_WITHOUT_EXPIRY: &str =
     "#status = :inprogress AND attribute_not_exists(#in_progress_expiry)";
 
-/// The conditional write that claims a key: no record, an expired one, or an in-progress one
-/// whose invocation deadline has passed. The same three clauses as every Powertools runtime.
 /// The attribute of an in-progress record's claim id ([`DataRecord::claim_id`]).
 pub(crate) const CLAIM_ID_ATTR: &str = "claim_id";
 
+/// The conditional write that claims a key: no record, an expired one, or an in-progress one
+/// whose invocation deadline has passed. The same three clauses as every Powertools runtime.
 pub(crate) const PUT_CONDITION: &str = "attribute_not_exists(#id) OR #expiry < :now OR \
      (#status = :inprogress AND attribute_exists(#in_progress_expiry) AND #in_progress_expiry < :now_in_millis)";
 
