@@ -688,14 +688,14 @@ impl<'r> FieldCollector<'r> {
     fn record(&mut self, field: &Field, value: Recorded<'_>) {
         if field.name() == ERROR_FIELD && !self.redactor.masks(ERROR_FIELD) {
             // An error's message, its Debug or Display text, and the field's text: fail closed.
-            let message = |text: String| redacted_message(&text, self.redactor).into_owned();
+            let message = |text: &str| redacted_message(text, self.redactor).into_owned();
             self.exception = match &value {
                 Recorded::Error(error) => {
                     let failure = crate::failure::from_error(*error);
-                    Some((Some(failure.name), message(failure.message)))
+                    Some((Some(failure.name), message(&failure.message)))
                 }
-                Recorded::Str(text) => Some((None, message((*text).to_owned()))),
-                Recorded::Debug(value) => Some((None, message(debug_text(*value)))),
+                Recorded::Str(text) => Some((None, message(text))),
+                Recorded::Debug(value) => Some((None, message(&debug_text(*value)))),
                 _ => None,
             };
         }

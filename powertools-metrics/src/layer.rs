@@ -242,13 +242,11 @@ impl MetricsLayerBuilder {
             Some(service) => Some(service),
             None => env.string(powertools_core::env::vars::POWERTOOLS_SERVICE_NAME)?,
         };
-        let service = own_dimension("service", service).map_err(|error| {
-            if service_from_env {
-                from_env(powertools_core::env::vars::POWERTOOLS_SERVICE_NAME)(error)
-            } else {
-                error
-            }
-        })?;
+        let service = own_dimension(
+            "service",
+            service,
+            service_from_env.then_some(powertools_core::env::vars::POWERTOOLS_SERVICE_NAME),
+        )?;
         let log_level_filter = log_level_filter(&env)?;
         let mut default_dimensions: Vec<(String, String)> =
             Vec::with_capacity(self.default_dimensions.len());
@@ -299,13 +297,11 @@ impl MetricsLayerBuilder {
             None => env.string(POWERTOOLS_METRICS_FUNCTION_NAME)?,
         };
         // Empty: the function's own name, from the invocation's context.
-        let function_name = own_dimension("function_name", function_name).map_err(|error| {
-            if function_name_from_env {
-                from_env(POWERTOOLS_METRICS_FUNCTION_NAME)(error)
-            } else {
-                error
-            }
-        })?;
+        let function_name = own_dimension(
+            "function_name",
+            function_name,
+            function_name_from_env.then_some(POWERTOOLS_METRICS_FUNCTION_NAME),
+        )?;
         Ok(MetricsLayer {
             settings: Arc::new(Settings {
                 namespace,
@@ -327,8 +323,12 @@ impl MetricsLayerBuilder {
 /// The value of a dimension the layer itself writes (`service`, `function_name`): `None` when
 /// empty (not set), refused when CloudWatch would refuse it, blank (whitespace only) included:
 /// skipped on every document instead, it would leave the dimension out of all of them, and an
-/// alarm on it would never see a metric.
-fn own_dimension(name: &str, value: Option<String>) -> Result<Option<String>, Error> {
+/// alarm on it would never see a metric. The error names `variable` when the value came from it.
+fn own_dimension(
+    name: &str,
+    value: Option<String>,
+    variable: Option<&'static str>,
+) -> Result<Option<String>, Error> {
     let Some(value) = value.filter(|value| !value.is_empty()) else {
         return Ok(None);
     };
@@ -337,9 +337,16 @@ fn own_dimension(name: &str, value: Option<String>) -> Result<Option<String>, Er
         DimensionCheck::Skip => "the value is blank (whitespace only), which CloudWatch refuses",
         DimensionCheck::RefusedValue(reason) => reason,
     };
-    Err(Error::InvalidDimension {
+    let error = Error::InvalidDimension {
         name: name.to_owned(),
         reason,
+    };
+    Err(match variable {
+        Some(variable) => Error::FromEnv {
+            variable,
+            source: Box::new(error),
+        },
+        None => error,
     })
 }
 
