@@ -555,8 +555,8 @@ pub(crate) fn check_operation(operation: &str) -> Result<(), Error> {
 /// claims, threads and processes (they need to be unique, not secret).
 fn new_claim_id() -> String {
     use std::hash::BuildHasher;
-    let high = std::collections::hash_map::RandomState::new().hash_one(0_u8);
-    let low = std::collections::hash_map::RandomState::new().hash_one(high);
+    let random = std::collections::hash_map::RandomState::new();
+    let (high, low) = (random.hash_one(0_u8), random.hash_one(1_u8));
     let bits = (u128::from(high) << 64) | u128::from(low);
     // By hand, into one allocation: `format!("{:032x}")` took about 1,500 instructions, and
     // collecting `char`s about 900.
