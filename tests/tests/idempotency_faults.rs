@@ -332,28 +332,40 @@ async fn a_failed_invocation_s_late_delete_never_removes_a_later_claim() {
         return;
     };
     // A: the handler fails; deleting its claim reaches DynamoDB only after A's deadline, when A
-    // has long given up on it (DeleteFailed). A has 2 s: its claim must land first, and moto,
-    // loaded by the other tests, took more than 0.7 s to answer it in a CI run.
+    // has long given up on it (DeleteFailed). A has 5 s: its claim must land first, and the
+    // proxy and moto, loaded by the suite's concurrency storms, took up to 1.9 s to answer it in
+    // CI runs. The later steps are timed from when A's handler failed (the delete is sent right
+    // after it), not from the start.
+    const A_REMAINING: Duration = Duration::from_secs(5);
+    const DELETE_DELAY: Duration = Duration::from_secs(9);
     faulty
         .proxy
-        .set(json!({"action": "delay", "ms": 4000, "target": "DeleteItem", "times": 1}));
+        .set(json!({"action": "delay", "ms": DELETE_DELAY.as_millis() as u64, "target": "DeleteItem", "times": 1}));
     let started = Instant::now();
+    let failed_at = Arc::new(std::sync::OnceLock::new());
     let a: Result<u8, _> = faulty
         .idempotency
         .run(
-            &TestContext::new()
-                .with_remaining_time(Duration::from_millis(2000))
-                .build(),
+            &TestContext::new().with_remaining_time(A_REMAINING).build(),
             "charge",
             "pay-late-delete",
-            |_| async { Err(std::io::Error::other("card declined")) },
+            |_| {
+                let failed_at = failed_at.clone();
+                async move {
+                    failed_at.get_or_init(Instant::now);
+                    Err(std::io::Error::other("card declined"))
+                }
+            },
         )
         .await;
     assert!(matches!(a, Err(Error::DeleteFailed { .. })), "{a:?}");
 
     // B: a retry after A's deadline claims the key and runs (as documented), and holds it until
     // C has been answered
-    tokio::time::sleep(Duration::from_millis(2300).saturating_sub(started.elapsed())).await;
+    tokio::time::sleep(
+        (A_REMAINING + Duration::from_millis(300)).saturating_sub(started.elapsed()),
+    )
+    .await;
     let (b_running, b_started) = tokio::sync::oneshot::channel();
     let (c_answered, c_done) = tokio::sync::oneshot::channel::<()>();
     let idempotency = faulty.idempotency.clone();
@@ -373,8 +385,9 @@ async fn a_failed_invocation_s_late_delete_never_removes_a_later_claim() {
     });
     b_started.await.expect("B runs its handler");
 
-    // When A's delete lands at DynamoDB (4 s after it was sent) while B runs
-    tokio::time::sleep(Duration::from_millis(5000).saturating_sub(started.elapsed())).await;
+    // When A's delete lands at DynamoDB (9 s after it was sent) while B runs
+    let failed_at = *failed_at.get().expect("A's handler ran");
+    tokio::time::sleep_until((failed_at + DELETE_DELAY + Duration::from_millis(500)).into()).await;
 
     // Then B's claim is still there: a duplicate C gets AlreadyInProgress, never a second run
     // beside B
