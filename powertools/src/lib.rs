@@ -148,6 +148,8 @@ pub mod idempotency;
 
 mod error;
 #[cfg(feature = "logging")]
+mod read_event;
+#[cfg(feature = "logging")]
 mod run;
 #[cfg(all(feature = "logging", feature = "metrics", feature = "tracing"))]
 mod stack;

@@ -7,6 +7,8 @@ use futures_core::Stream;
 use lambda_runtime::layers::TracingLayer;
 use lambda_runtime::{Diagnostic, IntoFunctionResponse, LambdaEvent, Runtime, Service};
 use powertools_logging::RawEventLayer;
+
+use crate::read_event::ReadEvent;
 use serde::{Deserialize, Serialize};
 
 /// Starts the Lambda runtime with `handler`, as [`lambda_runtime::run`] does (the runtime's own
@@ -14,6 +16,16 @@ use serde::{Deserialize, Serialize};
 /// `POWERTOOLS_LOGGER_LOG_EVENT` logs each event as Lambda sent it, whatever the handler's event
 /// type. Use it in place of `lambda_runtime::run`, and, for an HTTP function, in place of
 /// `lambda_http::run`: `powertools::run(stack.layer(lambda_http::Adapter::from(service)))`.
+///
+/// An event that does not deserialize into `A` (a direct invoke can send any JSON) fails its
+/// invocation with `errorType` `InvalidEvent`, without calling the handler. The message names
+/// `A`, the path in the event and what `A` expected there, never the value found, which
+/// `lambda_runtime`'s own message quotes (a card number, or megabytes of a hostile event):
+/// `the event does not read as aws_lambda_events::event::sqs::SqsEvent at Records[0].body:
+/// invalid type, expected a string at line 1 column 33`. One `ERROR` line says the same, with the
+/// invocation's request id. Map keys in the path come from the event and are cut at 64
+/// characters, the path at 256 bytes; a message of your own `Deserialize` implementation is kept,
+/// cut at 200 bytes.
 ///
 /// ```no_run
 /// use lambda_runtime::{LambdaEvent, service_fn, tower::ServiceBuilder};
@@ -51,7 +63,7 @@ where
     D: Into<bytes::Bytes> + Send,
     E: Into<lambda_runtime::Error> + Send + Debug,
 {
-    Runtime::new(handler)
+    Runtime::new(ReadEvent::new(handler))
         .layer(TracingLayer::new())
         .layer(RawEventLayer::new())
         .run()
@@ -62,7 +74,8 @@ where
 /// `AWS_LAMBDA_MAX_CONCURRENCY` says, each in its own task, and sequential when it is unset or 1,
 /// as [`lambda_runtime::run_concurrent`] does, with the same [`RawEventLayer`] and runtime span as
 /// [`run`]. Use it in place of `lambda_runtime::run_concurrent` (and, for an HTTP function, of
-/// `lambda_http::run_concurrent`). The feature `concurrency-tokio`.
+/// `lambda_http::run_concurrent`). The feature `concurrency-tokio`. An event that does not read
+/// as `A` fails with `InvalidEvent`, as under [`run`].
 ///
 /// ```no_run
 /// use lambda_runtime::{LambdaEvent, service_fn, tower::ServiceBuilder};
@@ -102,7 +115,7 @@ where
     D: Into<bytes::Bytes> + Send + 'static,
     E: Into<lambda_runtime::Error> + Send + Debug + 'static,
 {
-    Runtime::new(handler)
+    Runtime::new(ReadEvent::new(handler))
         .layer(TracingLayer::new())
         .layer(RawEventLayer::new())
         .run_concurrent()

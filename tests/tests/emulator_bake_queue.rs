@@ -99,3 +99,98 @@ async fn a_batch_reports_only_its_failed_messages_and_a_redelivery_bakes_nothing
         "concurrency-ready: no warning from the runtime"
     );
 }
+
+/// An event that does not read as the function's event type (a direct invoke can send anything)
+/// fails the invocation with `InvalidEvent`, naming where and what was expected but never the
+/// value: `lambda_runtime` alone answers and logs serde's message, which quotes it (a card number,
+/// or megabytes of it). The function goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_is_not_an_sqs_event_fails_naming_where_never_quoting_the_value() {
+    let Some(client) = powertools_tests::dynamodb_client().await else {
+        return;
+    };
+    let table = powertools_tests::create_idempotency_table(&client).await;
+    let Some(function) = EmulatedFunction::start(
+        &example_dir(),
+        "bake-queue",
+        &[
+            ("IDEMPOTENCY_TABLE", table.as_str()),
+            ("POWERTOOLS_SERVICE_NAME", "ovens"),
+            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
+            ("POWERTOOLS_TRACE_DISABLED", "true"),
+        ],
+    ) else {
+        return;
+    };
+    let card = 4_929_000_000_006_u64;
+    let long_text = format!("ZZLONG{}", "x".repeat(1 << 20));
+    let long_key = format!("{}ZZKEY", "k".repeat(100));
+    let hostile = [
+        (
+            serde_json::json!({"Records": [{"messageId": "m-1", "body": card}]}),
+            "Records[0].body",
+            "expected a string",
+        ),
+        (
+            serde_json::json!({"Records": [{"messageId": "m-2", "body": "{}"}, {"attributes": long_text}]}),
+            "Records[1].attributes",
+            "invalid type",
+        ),
+        (
+            serde_json::json!({"Records": [{"messageAttributes": {long_key.as_str(): 5}}]}),
+            "Records[0].messageAttributes",
+            "invalid type",
+        ),
+    ];
+    for (event, path, what) in &hostile {
+        let result = function.invoke(event);
+        assert_ne!(result.status, 200, "{}", result.body);
+        assert_eq!(result.body["errorType"], "InvalidEvent", "{}", result.body);
+        let message = result.body["errorMessage"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(path) && message.contains(what),
+            "names where and what was expected: {message}"
+        );
+        assert!(
+            message.len() < 1_000,
+            "a short message: {} bytes",
+            message.len()
+        );
+        for value in [card.to_string().as_str(), "ZZLONG", "ZZKEY"] {
+            assert!(!message.contains(value), "quotes {value}: {message}");
+        }
+    }
+
+    let text = std::fs::read_to_string(example_dir().join("events/bake-orders.json"))
+        .expect("the sample event exists");
+    let batch: Value = serde_json::from_str(&text).expect("the sample event is JSON");
+    let result = function.invoke(&batch);
+    assert_eq!(result.status, 200, "the function goes on: {}", result.body);
+
+    let output = function.output();
+    for value in [card.to_string().as_str(), "ZZLONG", "ZZKEY"] {
+        assert!(!output.contains(value), "the log quotes {value}");
+    }
+    let failures: Vec<Value> = function
+        .json_lines()
+        .into_iter()
+        .filter(|line| line["level"] == "ERROR")
+        .collect();
+    assert_eq!(failures.len(), hostile.len(), "one line each: {failures:?}");
+    for line in &failures {
+        assert!(
+            line["function_request_id"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty()),
+            "the line carries the invocation's request id: {line}"
+        );
+        assert_eq!(line["message"], "Invocation failed", "{line}");
+        assert_eq!(line["exception_name"], "InvalidEvent", "{line}");
+        assert!(
+            line["exception"]
+                .as_str()
+                .is_some_and(|exception| exception.contains(" at Records[")),
+            "the line names where: {line}"
+        );
+    }
+}
