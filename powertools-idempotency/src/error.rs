@@ -376,6 +376,37 @@ impl Error<Infallible> {
     }
 }
 
+impl<E: fmt::Display> Error<E> {
+    /// What Lambda reports for this error, as its `Into<Diagnostic>` says, but by reference:
+    /// `handler` describes the handler's own error. For the layers that name a failure without
+    /// consuming it (`PowertoolsLayer::error_diagnostic`, `LoggingLayer::error_diagnostic`).
+    ///
+    /// ```
+    /// use lambda_runtime::Diagnostic;
+    /// use powertools_idempotency::Error;
+    ///
+    /// fn declined(reason: &String) -> Diagnostic {
+    ///     Diagnostic { error_type: "Declined".to_owned(), error_message: reason.clone() }
+    /// }
+    ///
+    /// let handler: Error<String> = Error::Handler("card declined".to_owned());
+    /// assert_eq!(handler.diagnostic_with(declined).error_type, "Declined");
+    /// let busy: Error<String> = Error::AlreadyInProgress { key: "orders#k".to_owned() };
+    /// let diagnostic = busy.diagnostic_with(declined);
+    /// assert_eq!(diagnostic.error_type, "IdempotencyAlreadyInProgressError");
+    /// assert_eq!(diagnostic.error_message, busy.to_string());
+    /// ```
+    pub fn diagnostic_with(&self, handler: impl FnOnce(&E) -> Diagnostic) -> Diagnostic {
+        match self {
+            Error::Handler(error) => handler(error),
+            other => Diagnostic {
+                error_type: other.error_type().to_owned(),
+                error_message: other.to_string(),
+            },
+        }
+    }
+}
+
 impl<E: Into<Diagnostic> + std::fmt::Display> From<Error<E>> for Diagnostic {
     fn from(error: Error<E>) -> Self {
         match error {

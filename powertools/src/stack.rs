@@ -8,6 +8,9 @@ use powertools_logging::{
 };
 use powertools_metrics::{MetricsLayer, MetricsLayerBuilder, MetricsService};
 use powertools_tracing::{Tracer, TracerBuilder, TracingLayer, TracingService};
+use std::fmt::Debug;
+
+use lambda_runtime::Diagnostic;
 use tower::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -258,6 +261,85 @@ impl<C> PowertoolsLayer<C> {
             metrics: self.metrics,
             tracing: self.tracing,
         }
+    }
+
+    /// Describes the handler's errors of type `E` as Lambda reports them (`errorType`,
+    /// `errorMessage`), for the failure line's `exception_name` and `exception` and the span's
+    /// `exception.type` and `exception.message`: give it your `Into<Diagnostic>` by reference.
+    /// Without it an error of your own type is named by the type or variant its `Debug` text
+    /// begins with, and `exception` is that text (see [`LoggingLayer::error_diagnostic`], which
+    /// this sets for the stack's error, [`StackError<E>`], and
+    /// [`TracingLayer::error_diagnostic`]). A metrics flush error keeps its own name.
+    ///
+    /// ```
+    /// use lambda_runtime::{Diagnostic, LambdaEvent, service_fn, tower::{ServiceBuilder, ServiceExt}};
+    /// use powertools::Powertools;
+    /// use powertools::core::{env::Env, testing::TestContext};
+    /// use powertools::logging::MemoryLogs;
+    /// use serde_json::{Value, json};
+    ///
+    /// #[derive(Debug)]
+    /// enum StepError {
+    ///     Declined { order_id: String },
+    /// }
+    ///
+    /// fn diagnostic(error: &StepError) -> Diagnostic {
+    ///     match error {
+    ///         StepError::Declined { order_id } => Diagnostic {
+    ///             error_type: "PaymentDeclined".to_owned(),
+    ///             error_message: format!("the card for {order_id} was declined"),
+    ///         },
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), powertools::Error> {
+    /// let logs = MemoryLogs::new();
+    /// let powertools = Powertools::builder()
+    ///     .env(Env::from_pairs([("POWERTOOLS_METRICS_NAMESPACE", "Bakery"), ("POWERTOOLS_TRACE_DISABLED", "true")]))
+    ///     .logger(|logger| logger.writer(logs.clone()))
+    /// #   .metrics(|metrics| metrics.sink(powertools_tests::emf::CheckedSink::new()))
+    ///     .build()?;
+    /// let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    /// let service = ServiceBuilder::new()
+    ///     .layer(powertools.layer().error_diagnostic(diagnostic))
+    ///     .service(service_fn(|_: LambdaEvent<Value>| async {
+    ///         Err::<Value, _>(StepError::Declined { order_id: "o-1".to_owned() })
+    ///     }));
+    /// service.oneshot(TestContext::new().event(json!({}))).await.unwrap_err();
+    /// let lines = logs.json();
+    /// let line = lines.iter().find(|line| line["message"] == "Invocation failed").unwrap();
+    /// assert_eq!(line["exception_name"], "PaymentDeclined");
+    /// assert_eq!(line["exception"], "the card for o-1 was declined");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn error_diagnostic<E, F>(mut self, describe: F) -> Self
+    where
+        E: Debug + 'static,
+        F: Fn(&E) -> Diagnostic + Send + Sync + 'static,
+    {
+        let describe = std::sync::Arc::new(describe);
+        let for_the_span = describe.clone();
+        self.tracing = self
+            .tracing
+            .error_diagnostic(move |error: &E| for_the_span(error));
+        self.logging = self
+            .logging
+            .error_diagnostic(move |error: &StackError<E>| match error {
+                StackError::Handler(error) => describe(error),
+                StackError::Metrics(error) => Diagnostic {
+                    error_type: error.error_type().to_owned(),
+                    error_message: error.to_string(),
+                },
+                // A kind of stack error this version does not know: its Debug text, as the
+                // logging layer names an error it has no description for.
+                other => Diagnostic {
+                    error_type: "StackError".to_owned(),
+                    error_message: format!("{other:?}"),
+                },
+            });
+        self
     }
 
     /// Sets the traces' `faas.trigger` (`http`, `pubsub`, `datasource`, `timer`, `other`).

@@ -682,3 +682,78 @@ async fn a_retry_that_returns_its_first_error_has_it_named_as_lambda_reports_it(
         "{line}"
     );
 }
+
+/// `PowertoolsLayer::error_diagnostic` names a handler error of the user's own type in the
+/// failure line and the span as Lambda reports it; a metrics flush error keeps its own name.
+#[tokio::test]
+async fn the_stack_s_error_diagnostic_names_the_handler_s_error_in_the_line_and_the_span() {
+    #[derive(Debug)]
+    enum StepError {
+        Charge(AppError),
+    }
+    impl From<StepError> for Diagnostic {
+        fn from(error: StepError) -> Self {
+            match error {
+                StepError::Charge(error) => error.into(),
+            }
+        }
+    }
+    let describe = |error: &StepError| match error {
+        StepError::Charge(error) => Diagnostic::from(error.clone()),
+    };
+    let logs = MemoryLogs::new();
+    let spans = KeptSpans::default();
+    let powertools = stack(&logs, &spans);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let failing = ServiceBuilder::new()
+        .layer(powertools.layer().error_diagnostic(describe))
+        .service(service_fn(|_: LambdaEvent<Value>| async {
+            Err::<Value, _>(StepError::Charge(AppError::Declined))
+        }));
+    failing
+        .oneshot(invocation("req-declined", json!({})))
+        .await
+        .unwrap_err();
+    let line = failure_line(&logs, "req-declined");
+    assert_eq!(line["exception_name"], "Declined", "{line}");
+    assert_eq!(line["exception"], "card declined", "{line}");
+    let exceptions = spans.exceptions();
+    assert!(
+        exceptions.iter().any(|(_, kind, message)| {
+            kind.as_deref() == Some("Declined") && message.as_deref() == Some("card declined")
+        }),
+        "{exceptions:?}"
+    );
+
+    // A handler that succeeds, under a layer that raises on empty metrics: the flush's error.
+    let strict = Powertools::builder()
+        .service("orders")
+        .env(Env::from_pairs([(
+            "POWERTOOLS_METRICS_NAMESPACE",
+            "Bakery",
+        )]))
+        .logger(|logger| logger.writer(logs.clone()))
+        .metrics(|metrics| {
+            metrics
+                .sink(CheckedSink::new())
+                .raise_on_empty_metrics(true)
+        })
+        .tracer(|tracer| tracer.span_exporter(spans.clone()))
+        .build()
+        .unwrap();
+    let empty = ServiceBuilder::new()
+        .layer(strict.layer().error_diagnostic(describe))
+        .service(service_fn(|_: LambdaEvent<Value>| async {
+            Ok::<Value, StepError>(json!({}))
+        }));
+    let error = empty
+        .oneshot(invocation("req-empty", json!({})))
+        .await
+        .unwrap_err();
+    let line = failure_line(&logs, "req-empty");
+    assert_eq!(
+        line["exception_name"],
+        Diagnostic::from(error).error_type,
+        "{line}"
+    );
+}

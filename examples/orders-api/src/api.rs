@@ -68,9 +68,11 @@ pub(crate) enum Failure {
     PaymentIdempotency(String),
 }
 
-impl From<Failure> for Diagnostic {
-    fn from(failure: Failure) -> Self {
-        let error_type = match failure {
+impl Failure {
+    /// What Lambda reports for this failure, by reference: the failure line and the span name it
+    /// so too (`PowertoolsLayer::error_diagnostic`), not by the variant's name.
+    fn diagnostic(&self) -> Diagnostic {
+        let error_type = match self {
             Failure::Payment(_) => "PaymentFailed",
             Failure::PaymentConflict { .. } => "PaymentConflict",
             Failure::PaymentInProgress { .. } => "PaymentInProgress",
@@ -80,8 +82,14 @@ impl From<Failure> for Diagnostic {
         };
         Diagnostic {
             error_type: error_type.to_owned(),
-            error_message: failure.to_string(),
+            error_message: self.to_string(),
         }
+    }
+}
+
+impl From<Failure> for Diagnostic {
+    fn from(failure: Failure) -> Self {
+        failure.diagnostic()
     }
 }
 
@@ -154,14 +162,19 @@ async fn place_order<St: IdempotencyStore>(
             Failure::PaymentConflict { .. } | Failure::PaymentInProgress { .. } => {
                 tracing::warn!(%failure, "the order was not placed");
             }
-            _ => tracing::error!(%failure, "the order was not placed"),
+            // Answered with a 502: the invocation succeeds, so this is its only ERROR line.
+            Failure::Payment(_) => tracing::error!(%failure, "the order was not placed"),
+            // The invocation fails: the logging layer's failure line names it, once.
+            _ => {}
         })?;
     app.orders
         .save(&order, total_cents)
         .await
-        .inspect_err(|error| match error {
-            SaveError::Conflict { .. } => tracing::warn!(%error, "the order was not saved"),
-            SaveError::Store(_) => tracing::error!(%error, "the order was not saved"),
+        .inspect_err(|error| {
+            // A store failure fails the invocation, and its failure line names it.
+            if let SaveError::Conflict { .. } = error {
+                tracing::warn!(%error, "the order was not saved");
+            }
         })?;
 
     record_metrics(&order, total_cents);
@@ -337,7 +350,10 @@ where
     let stack = powertools
         .layer()
         .correlation_id_path(correlation_paths::API_GATEWAY_HTTP)?
-        .trigger("http");
+        .trigger("http")
+        .error_diagnostic(|error: &powertools::idempotency::Error<Failure>| {
+            error.diagnostic_with(Failure::diagnostic)
+        });
     Ok(BoxCloneService::new(
         ServiceBuilder::new()
             .layer(stack)
@@ -743,6 +759,52 @@ mod tests {
         assert_eq!(
             (empty.0, empty.1["error"].as_str()),
             (400, Some("EmptyBasket"))
+        );
+    }
+
+    /// A failed invocation's one ERROR line names the error as Lambda reports it (`errorType`,
+    /// `errorMessage`), not by the Rust variant that carries it.
+    #[tokio::test]
+    async fn a_failure_line_names_the_error_as_lambda_reports_it() {
+        let logs = powertools::logging::MemoryLogs::new();
+        let powertools = Powertools::builder()
+            .service("orders")
+            .env(Env::from_pairs([
+                ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
+                ("POWERTOOLS_TRACE_DISABLED", "true"),
+            ]))
+            .logger(|logger| logger.writer(logs.clone()))
+            .metrics(|metrics| metrics.sink(CheckedSink::new()))
+            .build()
+            .unwrap();
+        let _guard = tracing::subscriber::set_default(powertools.subscriber());
+        let (orders, payment_idempotency) =
+            idempotency(FailingCompletions::new("charge", 1)).unwrap();
+        let (app, _, _) = App::in_memory(payment_idempotency);
+        let function = service(&powertools, orders, app).unwrap();
+        let request: ApiGatewayV2httpRequest =
+            serde_json::from_str(include_str!("../events/first-order.json")).unwrap();
+        let error = function
+            .oneshot(TestContext::new().with_request_id("req-f").event(request))
+            .await
+            .unwrap_err();
+        let diagnostic = Diagnostic::from(error);
+        let failures: Vec<Value> = logs
+            .json()
+            .into_iter()
+            .filter(|line| line["level"] == "ERROR")
+            .collect();
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert_eq!(failures[0]["function_request_id"], "req-f");
+        assert_eq!(
+            failures[0]["exception_name"], diagnostic.error_type,
+            "{}",
+            failures[0]
+        );
+        assert_eq!(
+            failures[0]["exception"], diagnostic.error_message,
+            "{}",
+            failures[0]
         );
     }
 

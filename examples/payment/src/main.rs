@@ -149,12 +149,18 @@ struct PaymentFailed {
     reason: &'static str,
 }
 
-impl From<PaymentFailed> for Diagnostic {
-    fn from(failed: PaymentFailed) -> Self {
+impl PaymentFailed {
+    fn diagnostic(&self) -> Diagnostic {
         Diagnostic {
             error_type: "PaymentFailed".to_owned(),
-            error_message: failed.to_string(),
+            error_message: self.to_string(),
         }
+    }
+}
+
+impl From<PaymentFailed> for Diagnostic {
+    fn from(failed: PaymentFailed) -> Self {
+        failed.diagnostic()
     }
 }
 
@@ -170,15 +176,23 @@ enum StepError {
     Charge(#[from] powertools::idempotency::Error<PaymentFailed>),
 }
 
-impl From<StepError> for Diagnostic {
-    fn from(error: StepError) -> Self {
-        match error {
+impl StepError {
+    /// What Lambda reports for this error, by reference: the failure line and the span name it
+    /// so too (`PowertoolsLayer::error_diagnostic`), not by the variant's name.
+    fn diagnostic(&self) -> Diagnostic {
+        match self {
             StepError::Invalid(invalid) => Diagnostic {
                 error_type: "InvalidPaymentRequest".to_owned(),
                 error_message: invalid.to_string(),
             },
-            StepError::Charge(error) => error.into(),
+            StepError::Charge(error) => error.diagnostic_with(PaymentFailed::diagnostic),
         }
+    }
+}
+
+impl From<StepError> for Diagnostic {
+    fn from(error: StepError) -> Self {
+        error.diagnostic()
     }
 }
 
@@ -251,10 +265,9 @@ async fn pay(
     event: LambdaEvent<PaymentRequest>,
 ) -> Result<Receipt, PaymentFailed> {
     let request = event.payload;
-    let receipt = provider
-        .charge(&request)
-        .await
-        .inspect_err(|failed| tracing::error!(%failed, "charge failed; the retry will charge"))?;
+    // A failure is the invocation's: the logging layer writes its one ERROR line, named as
+    // Lambda reports it. Nothing was charged, so the retry charges.
+    let receipt = provider.charge(&request).await?;
     // Each call stands alone, so one refused value never costs the others (a currency
     // CloudWatch refuses as a dimension value is kept as metadata by the library).
     let outcomes = [
@@ -333,7 +346,7 @@ fn step<St: IdempotencyStore + Clone>(
 ) -> Step {
     BoxCloneService::new(
         ServiceBuilder::new()
-            .layer(powertools.layer())
+            .layer(powertools.layer().error_diagnostic(StepError::diagnostic))
             .layer(layer_fn(|inner| ValidateFirst { inner }))
             .layer(
                 IdempotencyLayer::new(idempotency)
@@ -738,6 +751,59 @@ mod tests {
             );
         }
         assert!(provider.charged.lock().unwrap().is_empty());
+    }
+
+    /// Each failed invocation writes one ERROR line, which names the error as Lambda reports it
+    /// (`errorType` and `errorMessage`), so a Logs Insights query on `exception_name` finds
+    /// what the caller was told.
+    #[tokio::test]
+    async fn a_failure_line_names_the_error_as_lambda_reports_it_once() {
+        let (step, _, logs, powertools) = fixture_with_logs(InMemoryStore::new());
+        let _guard = tracing::subscriber::set_default(powertools.subscriber());
+        let mut invalid = json(sample(include_str!("../events/payment.json")));
+        invalid["amount_cents"] = json!(0);
+        for (request_id, event) in [
+            (
+                "flaky",
+                json(sample(include_str!("../events/flaky-payment.json"))),
+            ),
+            ("invalid", invalid),
+            (
+                "first",
+                json(sample(include_str!("../events/payment.json"))),
+            ),
+            (
+                "changed",
+                json(sample(include_str!("../events/changed-amount.json"))),
+            ),
+        ] {
+            let outcome = step
+                .clone()
+                .oneshot(TestContext::new().with_request_id(request_id).event(event))
+                .await;
+            let lines: Vec<Value> = logs
+                .json()
+                .into_iter()
+                .filter(|line| line["function_request_id"] == request_id)
+                .filter(|line| line["level"] == "ERROR")
+                .collect();
+            let Err(error) = outcome else {
+                assert!(lines.is_empty(), "{request_id}: {lines:?}");
+                continue;
+            };
+            let diagnostic = Diagnostic::from(error);
+            assert_eq!(lines.len(), 1, "{request_id}: one ERROR line: {lines:?}");
+            assert_eq!(
+                lines[0]["exception_name"], diagnostic.error_type,
+                "{request_id}: {}",
+                lines[0]
+            );
+            assert_eq!(
+                lines[0]["exception"], diagnostic.error_message,
+                "{request_id}: {}",
+                lines[0]
+            );
+        }
     }
 
     #[tokio::test]
