@@ -356,12 +356,14 @@ impl BatchProcessor {
             .filter_map(|(id, outcome)| outcome.err().map(|reason| (id, reason)))
             .collect();
         record_counts(total - failed.len(), failed.len());
-        if failed.iter().any(|(id, _)| id.is_empty()) {
-            // Lambda only ever sends records with ids; a hand-written event may not.
+        // Lambda only ever sends records with ids; a hand-written event may not, or a blank one
+        // that names no record of the batch.
+        if let Some((blank, _)) = failed.iter().find(|(id, _)| id.trim().is_empty()) {
             tracing::warn!(
-                "a failed batch record has no id (SQS messageId, or sequence number): Lambda reads \
-                 an empty itemIdentifier as the whole batch failed, so every record of the batch \
-                 will be retried, those that succeeded too"
+                item_identifier = blank.as_str(),
+                "a failed batch record has no id (SQS messageId, or sequence number), or a blank \
+                 one: Lambda reads an empty or unknown itemIdentifier as the whole batch failed, \
+                 so every record of the batch will be retried, those that succeeded too"
             );
         }
         if total > 0 && failed.len() == total && self.raise_on_all_failed {

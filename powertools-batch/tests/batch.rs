@@ -652,6 +652,33 @@ async fn a_failed_record_without_an_id_is_reported_with_a_warning_that_the_whole
     assert!(warned, "no warning that the whole batch is retried");
 }
 
+/// A blank id (spaces) is no id Lambda knows either: the same warning.
+#[tokio::test]
+async fn a_failed_record_with_a_blank_id_is_warned_about_as_one_without_an_id() {
+    logging();
+    let event: SqsEvent = serde_json::from_value(json!({"Records": [
+        {"messageId": " \t", "body": "{not json", "eventSourceARN": "arn:aws:sqs:eu-west-1:1:blank-id-queue"},
+        {"messageId": "blank-id-ok", "body": "{\"order_id\": \"o-1\", \"loaves\": 1}",
+         "eventSourceARN": "arn:aws:sqs:eu-west-1:1:blank-id-queue"},
+    ]}))
+    .unwrap();
+    let response = BatchProcessor::new()
+        .process_sqs(&event, |_: SqsRecord<BakeOrder>| async {
+            Ok::<(), String>(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed_ids(&response), [" \t"]);
+    let warned = logging().1.json().into_iter().any(|line| {
+        line["level"] == "WARN"
+            && line["message"]
+                .as_str()
+                .is_some_and(|message| message.contains("whole batch"))
+            && line["item_identifier"] == " \t"
+    });
+    assert!(warned, "no warning that the whole batch is retried");
+}
+
 /// FIFO with `skip_group_on_error`: records without a `MessageGroupId` (hand-written events) are
 /// one group, as Powertools for Python groups them (its key is `None`), not each a group of its
 /// own.
