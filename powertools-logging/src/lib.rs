@@ -176,7 +176,7 @@ pub use logger::{
     AWS_LAMBDA_LOG_LEVEL, BufferConfig, Clock, DEFAULT_BUFFER_MAX_BYTES, Logger, LoggerBuilder,
     MemoryLogs, POWERTOOLS_LOG_LEVEL, POWERTOOLS_LOGGER_LOG_EVENT, POWERTOOLS_LOGGER_SAMPLE_RATE,
 };
-pub use raw_event::{RawEventLayer, RawEventService};
+pub use raw_event::{RawEventLayer, RawEventService, received_body};
 pub use scope::key_scope;
 pub use subscriber::JsonLayer;
 pub use truncate::{DEFAULT_MAX_LINE_BYTES, MIN_MAX_LINE_BYTES};

@@ -123,3 +123,24 @@ pub(crate) fn take(request_id: &str) -> Option<bytes::Bytes> {
         .ok()
         .flatten()
 }
+
+/// The body Lambda sent for the invocation `request_id`, while [`RawEventLayer`] is handing it to
+/// the handler's service on this thread (from the service's `call`, before its future is first
+/// polled): the bytes as received, before the runtime read them into the handler's event type (a
+/// reference count, not a copy). `None` elsewhere, or for another invocation.
+///
+/// For what needs the event as sent rather than as its type reads it: `powertools::run` reads an
+/// event that does not fit the handler's type again, to say where it went wrong.
+///
+/// ```
+/// assert!(powertools_logging::received_body("req-1").is_none(), "outside the runtime");
+/// ```
+pub fn received_body(request_id: &str) -> Option<bytes::Bytes> {
+    RECEIVED
+        .try_with(|slot| match slot.borrow().as_ref() {
+            Some(received) if received.request_id == request_id => Some(received.body.clone()),
+            _ => None,
+        })
+        .ok()
+        .flatten()
+}

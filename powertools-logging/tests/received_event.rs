@@ -114,6 +114,39 @@ async fn a_typed_event_is_logged_as_the_runtime_layer_received_it() {
     assert_logged_as_received(&line, &logs.contents());
 }
 
+/// `received_body` gives the handler's service the bytes as sent, for its own invocation only,
+/// while the runtime layer hands the invocation over; nothing outside it.
+#[tokio::test]
+async fn received_body_is_the_invocation_s_bytes_while_the_runtime_layer_hands_it_over() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    let runtime = service_fn(move |invocation: LambdaInvocation| {
+        kept.lock().unwrap().push((
+            powertools_logging::received_body(&invocation.context.request_id),
+            powertools_logging::received_body("another-request"),
+        ));
+        futures_util::future::ready(Ok::<(), lambda_runtime::Error>(()))
+    });
+    let invocation = LambdaInvocation {
+        parts: http::Response::new(()).into_parts().0,
+        body: EVENT.as_bytes().to_vec().into(),
+        context: TestContext::new().with_request_id("req-body").build(),
+    };
+    RawEventLayer::new()
+        .layer(runtime)
+        .oneshot(invocation)
+        .await
+        .unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].0.as_deref(), Some(EVENT.as_bytes()));
+    assert!(seen[0].1.is_none(), "another invocation's body");
+    assert!(
+        powertools_logging::received_body("req-body").is_none(),
+        "kept after the call"
+    );
+}
+
 #[tokio::test]
 async fn without_the_runtime_layer_a_typed_event_is_not_logged_and_that_is_said_once() {
     let logs = MemoryLogs::new();

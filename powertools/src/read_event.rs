@@ -8,6 +8,11 @@
 //! [`ReadEvent`] fails the invocation itself with [`InvalidEvent`]: where the event went wrong and
 //! what the type expected there, never the value.
 //!
+//! An event that fits costs nothing more: `EventOf<A>` reads it as `A` would be read. Only an
+//! event that does not is read a second time, from the bytes `RawEventLayer` keeps, with
+//! `serde_path_to_error` tracking where it went wrong (tracking on every event cost about
+//! 1.5 µs per API Gateway request).
+//!
 //! [`run`]: crate::run
 //! [`run_concurrent`]: crate::run_concurrent
 
@@ -36,10 +41,10 @@ pub(crate) struct EventOf<A>(Result<A, InvalidEvent>);
 
 impl<'de, A: Deserialize<'de>> Deserialize<'de> for EventOf<A> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(Self(
-            serde_path_to_error::deserialize(deserializer)
-                .map_err(|error| InvalidEvent::new::<A>(error.path(), &error.inner().to_string())),
-        ))
+        // Without the path: `ReadEvent` finds it by reading the bytes again, for this event only.
+        Ok(Self(A::deserialize(deserializer).map_err(|error| {
+            InvalidEvent::new::<A>(None, &error.to_string())
+        })))
     }
 }
 
@@ -59,9 +64,9 @@ pub(crate) struct InvalidEvent {
 }
 
 impl InvalidEvent {
-    fn new<A>(path: &Path, serde_message: &str) -> Self {
+    fn new<A>(path: Option<&Path>, serde_message: &str) -> Self {
         let mut message = format!("the event does not read as {}", std::any::type_name::<A>());
-        let path = path_without_long_keys(path);
+        let path = path.map(path_without_long_keys).unwrap_or_default();
         if !path.is_empty() {
             message.push_str(" at ");
             message.push_str(&path);
@@ -69,6 +74,16 @@ impl InvalidEvent {
         message.push_str(": ");
         message.push_str(&message_without_value(serde_message));
         Self { message }
+    }
+
+    /// The same failure, found again in `body` (the bytes the event was read from) with the path
+    /// to where it went wrong; `self` when `body` now reads as `A`, which it cannot.
+    fn with_path<A: for<'de> Deserialize<'de>>(self, body: &[u8]) -> Self {
+        let deserializer = &mut serde_json::Deserializer::from_slice(body);
+        match serde_path_to_error::deserialize::<_, A>(deserializer) {
+            Ok(_) => self,
+            Err(error) => Self::new::<A>(Some(error.path()), &error.inner().to_string()),
+        }
     }
 
     /// The error Lambda returns for this invocation.
@@ -183,6 +198,7 @@ impl<S> ReadEvent<S> {
 impl<S, A> Service<LambdaEvent<EventOf<A>>> for ReadEvent<S>
 where
     S: Service<LambdaEvent<A>>,
+    A: for<'de> Deserialize<'de>,
 {
     type Response = S::Response;
     type Error = ReadEventError<S::Error>;
@@ -198,6 +214,11 @@ where
                 future: self.inner.call(LambdaEvent::new(payload, event.context)),
             },
             Err(invalid) => {
+                // `RawEventLayer` (which `run` adds) is handing this invocation over: its bytes.
+                let invalid = match powertools_logging::received_body(&event.context.request_id) {
+                    Some(body) => invalid.with_path::<A>(&body),
+                    None => invalid,
+                };
                 // In the runtime's span: the line carries the invocation's request id.
                 tracing::error!(error = &invalid as &dyn StdError, "Invocation failed");
                 ReadEventFuture::Invalid {
@@ -267,7 +288,10 @@ mod tests {
         let deserializer = &mut serde_json::Deserializer::from_slice(body);
         let event: EventOf<A> = serde_path_to_error::deserialize(deserializer)
             .map_err(|error| format!("the runtime failed: {error}"))?;
-        event.0.map_err(|invalid| invalid.to_string())
+        // Then as `ReadEvent` does, with the bytes `RawEventLayer` keeps.
+        event
+            .0
+            .map_err(|invalid| invalid.with_path::<A>(body).to_string())
     }
 
     #[derive(Deserialize, Debug)]
@@ -445,10 +469,12 @@ mod tests {
             .unwrap_err();
         let diagnostic = Diagnostic::from(error);
         assert_eq!(diagnostic.error_type, "InvalidEvent");
+        // Without `RawEventLayer` (which `run` adds) the bytes are gone: no path, but still
+        // what was expected, and never the value.
         assert!(
             diagnostic
                 .error_message
-                .contains("at id: invalid type, expected a string"),
+                .ends_with("Order: invalid type, expected a string at line 1 column 7"),
             "{}",
             diagnostic.error_message
         );
