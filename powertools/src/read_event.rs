@@ -31,9 +31,6 @@ use serde_path_to_error::{Path, Segment};
 const MAX_SEGMENT_CHARS: usize = 64;
 /// The longest path written; a longer one keeps its end, where the event went wrong.
 const MAX_PATH_BYTES: usize = 256;
-/// The longest message of a `Deserialize` implementation's own kept (its text is the
-/// implementation's, which may quote the value: see [`InvalidEvent`]).
-const MAX_CUSTOM_MESSAGE_BYTES: usize = 200;
 
 /// The event as the runtime hands it to [`ReadEvent`]: the handler's event, or why the event is
 /// not one. Deserializing it never fails, so `lambda_runtime` never answers with serde's message.
@@ -55,9 +52,11 @@ impl<'de, A: Deserialize<'de>> Deserialize<'de> for EventOf<A> {
 /// expected there (`the event does not read as aws_lambda_events::event::sqs::SqsEvent at
 /// Records[0].body: invalid type, expected a string at line 1 column 33`), but not the value
 /// found: serde's own messages quote it, and an event sent by a direct invoke can carry anything.
-/// Map keys in the path come from the event and are cut at 64 characters, the path at 256 bytes
-/// (its end kept). A message of your own `Deserialize` implementation (`de::Error::custom`) is
-/// kept, cut at 200 bytes: don't quote the value in it.
+/// Map keys in the path (a `HashMap`'s keys, not a struct's field names) come from the event: they
+/// are written, cut at 64 characters, the path at 256 bytes (its end kept); an unknown field's
+/// name is left out. A message of a `Deserialize` implementation's own (`de::Error::custom`:
+/// chrono's, uuid's, some of `aws_lambda_events`') is left out too, since it may quote the
+/// value: the path and serde_json's position say where.
 #[derive(Debug)]
 pub(crate) struct InvalidEvent {
     message: String,
@@ -66,7 +65,11 @@ pub(crate) struct InvalidEvent {
 impl InvalidEvent {
     fn new<A>(path: Option<&Path>, serde_message: &str) -> Self {
         let mut message = format!("the event does not read as {}", std::any::type_name::<A>());
-        let path = path.map(path_without_long_keys).unwrap_or_default();
+        // An unknown field's name is the path's last key, and comes from the event.
+        let unknown_field = serde_message.starts_with("unknown field `");
+        let path = path
+            .map(|path| path_without_long_keys(path, unknown_field))
+            .unwrap_or_default();
         if !path.is_empty() {
             message.push_str(" at ");
             message.push_str(&path);
@@ -104,10 +107,15 @@ impl Display for InvalidEvent {
 impl StdError for InvalidEvent {}
 
 /// `path` as `serde_path_to_error` writes it (`Records[0].body`), each map key and variant cut
-/// at [`MAX_SEGMENT_CHARS`], the whole at [`MAX_PATH_BYTES`] from its end; empty at the root.
-fn path_without_long_keys(path: &Path) -> String {
+/// at [`MAX_SEGMENT_CHARS`], the whole at [`MAX_PATH_BYTES`] from its end, where a segment
+/// begins; empty at the root. Without its last key when `without_last_key`.
+fn path_without_long_keys(path: &Path, without_last_key: bool) -> String {
+    let mut segments: Vec<&Segment> = path.iter().collect();
+    if without_last_key && matches!(segments.last(), Some(Segment::Map { .. })) {
+        segments.pop();
+    }
     let mut out = String::new();
-    for segment in path {
+    for segment in segments {
         match segment {
             Segment::Seq { index } => {
                 let _ = write!(out, "[{index}]");
@@ -137,49 +145,121 @@ fn path_without_long_keys(path: &Path) -> String {
         while !out.is_char_boundary(start) {
             start += 1;
         }
+        // From the next segment's start: `[` or the character after `.`.
+        if let Some(next) = out[start..].find(['[', '.']) {
+            start += next + usize::from(out[start + next..].starts_with('.'));
+        }
         out = format!("…{}", &out[start..]);
     }
     out
 }
 
+/// serde_json's messages for JSON it cannot parse: fixed texts, with nothing from the event.
+const SYNTAX_MESSAGES: &[&str] = &[
+    "EOF while parsing a list",
+    "EOF while parsing an object",
+    "EOF while parsing a string",
+    "EOF while parsing a value",
+    "expected `:`",
+    "expected `,` or `]`",
+    "expected `,` or `}`",
+    "expected ident",
+    "expected value",
+    "expected `\"`",
+    "invalid escape",
+    "invalid number",
+    "number out of range",
+    "invalid unicode code point",
+    "control character (\\u0000-\\u001F) found while parsing a string",
+    "key must be a string",
+    "invalid value: expected key to be a number in quotes",
+    "float key must be finite (got NaN or +/-inf)",
+    "lone leading surrogate in hex escape",
+    "trailing comma",
+    "trailing characters",
+    "unexpected end of hex escape",
+    "recursion limit exceeded",
+    // serde's own, for enums and flattened fields.
+    "untagged and internally tagged enums do not support enum input",
+    "value is missing",
+    "can only flatten structs and maps",
+    "unexpected map key",
+];
+
+/// Beginnings of serde's messages whose rest comes from the type, not the event (a field's name,
+/// an enum's, a length and what the type expected).
+const TYPE_MESSAGES: &[&str] = &[
+    "missing field `",
+    "duplicate field `",
+    "invalid length ",
+    "data did not match any variant of untagged enum ",
+    "no variant of enum ",
+];
+
+/// What is said instead of a message that may quote the event.
+const LEFT_OUT: &str = "the value does not fit (the message of its type's deserializer is left \
+                        out: it may quote the value)";
+
 /// serde's message without the value it quotes: `invalid type: string "…", expected a string`
 /// becomes `invalid type, expected a string`; so for `invalid value`, `unknown variant` and
-/// `unknown field`. serde's other messages (`missing field`, `invalid length`, `duplicate
-/// field`) and serde_json's syntax errors quote nothing from the event and are kept; any other
-/// message (a `Deserialize` implementation's own) is cut at [`MAX_CUSTOM_MESSAGE_BYTES`].
+/// `unknown field` (whose names come from the event). serde_json's syntax errors and serde's
+/// messages that name only the type's fields (`missing field`, `invalid length`, …) are kept. Any
+/// other message is a `Deserialize` implementation's own (chrono's `value is not a legal
+/// timestamp: 4111…`, uuid's, `aws_lambda_events`' `The key '…' is not a known DynamoDB
+/// prefix`), which may quote the value: it is left out. serde_json's position (`at line 1
+/// column 33`) is kept.
 fn message_without_value(message: &str) -> String {
-    // The value comes before the expectation, and the expectation is the type's: the last
-    // ", expected " is the one serde wrote, whatever the value holds.
+    let (text, position) = without_position(message);
+    let mut out = if SYNTAX_MESSAGES.contains(&text)
+        || TYPE_MESSAGES.iter().any(|prefix| text.starts_with(prefix))
+    {
+        text.to_owned()
+    } else {
+        quoting_nothing(text).unwrap_or_else(|| LEFT_OUT.to_owned())
+    };
+    out.push_str(position);
+    out
+}
+
+/// serde's messages that quote the event, without what they quote; `None` for any other.
+fn quoting_nothing(text: &str) -> Option<String> {
     for (prefix, kind) in [
         ("invalid type: ", "invalid type"),
         ("invalid value: ", "invalid value"),
-        ("unknown variant ", "unknown variant"),
-        ("unknown field ", "unknown field"),
+        ("unknown variant `", "unknown variant"),
+        ("unknown field `", "unknown field"),
     ] {
-        if message.starts_with(prefix) {
+        if text.starts_with(prefix) {
+            // The name or value comes first, then what the type expected: the last
+            // ", expected " is serde's, whatever the event's text holds.
             let expectation = [", there are no variants", ", there are no fields"]
                 .into_iter()
-                .find(|ending| message.ends_with(ending))
-                .map(|ending| message.len() - ending.len())
-                .or_else(|| message.rfind(", expected "));
-            return match expectation {
-                Some(at) => format!("{kind}{}", &message[at..]),
+                .find(|ending| text.ends_with(ending))
+                .map(|ending| text.len() - ending.len())
+                .or_else(|| text.rfind(", expected "));
+            return Some(match expectation {
+                Some(at) => format!("{kind}{}", &text[at..]),
                 None => kind.to_owned(),
-            };
+            });
         }
     }
-    if message.len() <= MAX_CUSTOM_MESSAGE_BYTES
-        || ["missing field `", "invalid length ", "duplicate field `"]
-            .iter()
-            .any(|prefix| message.starts_with(prefix))
+    None
+}
+
+/// `message` without serde_json's ` at line L column C`, and that position.
+fn without_position(message: &str) -> (&str, &str) {
+    if let Some(at) = message.rfind(" at line ")
+        && let Some((line, column)) = message[at + " at line ".len()..].split_once(" column ")
+        && !line.is_empty()
+        && !column.is_empty()
+        && line
+            .bytes()
+            .chain(column.bytes())
+            .all(|byte| byte.is_ascii_digit())
     {
-        return message.to_owned();
+        return (&message[..at], &message[at..]);
     }
-    let mut cut = MAX_CUSTOM_MESSAGE_BYTES;
-    while !message.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…", &message[..cut])
+    (message, "")
 }
 
 /// The handler under the runtime: calls it with the event when the event read as its type, and
@@ -220,7 +300,15 @@ where
                     None => invalid,
                 };
                 // In the runtime's span: the line carries the invocation's request id.
-                tracing::error!(error = &invalid as &dyn StdError, "Invocation failed");
+                // The logging layer's failure line, as it writes one (its marker field says so:
+                // `exception` fails closed on masked keys, and is not repeated as a field).
+                tracing::error!(
+                    target: "powertools_logging",
+                    exception_name = "InvalidEvent",
+                    exception = %invalid,
+                    powertools_logging.failure = true,
+                    "Invocation failed"
+                );
                 ReadEventFuture::Invalid {
                     invalid: Some(invalid),
                 }
@@ -433,24 +521,101 @@ mod tests {
     }
 
     #[test]
-    fn a_custom_message_is_kept_up_to_200_bytes() {
+    fn a_deserializer_s_own_message_is_left_out_as_it_may_quote_the_value() {
+        // As chrono's `value is not a legal timestamp: …` and aws_lambda_events' DynamoDB
+        // attribute messages do.
         #[derive(Debug)]
-        struct Picky;
-        impl<'de> Deserialize<'de> for Picky {
+        struct Timestamp;
+        impl<'de> Deserialize<'de> for Timestamp {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let text = String::deserialize(deserializer)?;
+                let seconds = i64::deserialize(deserializer)?;
                 Err(serde::de::Error::custom(format!(
-                    "not picky enough: {}",
-                    "é".repeat(text.len())
+                    "value is not a legal timestamp: {seconds}"
                 )))
             }
         }
-        let message = read_as_the_runtime_does::<Picky>(br#""ab""#).unwrap_err();
-        assert!(message.ends_with(": not picky enough: éé"), "{message}");
-        let long = format!(r#""{}""#, "a".repeat(10_000));
-        let message = read_as_the_runtime_does::<Picky>(long.as_bytes()).unwrap_err();
-        assert!(message.ends_with('…'), "{message}");
-        assert!(message.len() < 400, "{} bytes", message.len());
+        #[derive(Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Record {
+            at: Timestamp,
+        }
+        let message =
+            read_as_the_runtime_does::<Record>(br#"{"at": 4111111111111111}"#).unwrap_err();
+        assert!(
+            message.ends_with(&format!("at at: {LEFT_OUT} at line 1 column 24")),
+            "{message}"
+        );
+        assert!(!message.contains("4111"), "{message}");
+    }
+
+    #[test]
+    fn a_name_from_the_event_in_an_unknown_field_or_variant_is_left_out() {
+        #[derive(Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        struct Empty {}
+        #[derive(Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Strict {
+            id: String,
+        }
+        #[derive(Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Outer {
+            empty: Option<Empty>,
+            strict: Option<Strict>,
+            #[serde(default)]
+            nothing: Option<Never>,
+        }
+        #[derive(Deserialize, Debug)]
+        enum Never {}
+        let huge = "9".repeat(100_000);
+        for (body, expected) in [
+            // The name holds ", expected ", and serde_json adds the position after
+            // ", there are no fields".
+            (
+                format!(r#"{{"empty":{{"x, expected {SECRET}":1}}}}"#),
+                "at empty: unknown field, there are no fields at line 1 column",
+            ),
+            (
+                format!(r#"{{"strict":{{"id":"a","{SECRET}, expected {huge}":1}}}}"#),
+                "at strict: unknown field, expected `id` at line 1 column",
+            ),
+            (
+                format!(r#"{{"nothing":"{SECRET}, expected {huge}"}}"#),
+                "at nothing: unknown variant, there are no variants at line 1 column",
+            ),
+        ] {
+            let message = read_as_the_runtime_does::<Outer>(body.as_bytes()).unwrap_err();
+            assert!(message.contains(expected), "{message} lacks {expected}");
+            assert!(
+                !message.contains("4111") && !message.contains("999"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_path_is_cut_where_a_segment_begins() {
+        let mut body = format!(r#""{SECRET}""#);
+        for _ in 0..100 {
+            body = format!("[{body}]");
+        }
+        type Deep = Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<
+            Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<
+            Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<
+            Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<
+            Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<
+            u8>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>
+            >>>>>>>>>>>>>>>>>>>>;
+        let message = read_as_the_runtime_does::<Deep>(body.as_bytes()).unwrap_err();
+        let path = message
+            .split(" at ")
+            .nth(1)
+            .and_then(|rest| rest.split(": ").next())
+            .unwrap();
+        assert!(path.starts_with("…[0]"), "{path}");
+        assert!(!message.contains("4111"), "{message}");
     }
 
     #[tokio::test]

@@ -141,6 +141,12 @@ async fn an_event_that_is_not_an_sqs_event_fails_naming_where_never_quoting_the_
             "Records[0].messageAttributes",
             "invalid type",
         ),
+        // A path that names a masked key: the log line's exception is masked whole.
+        (
+            serde_json::json!({"Records": [{"messageAttributes": {"password": 5}}]}),
+            "Records[0].messageAttributes.password",
+            "invalid type",
+        ),
     ];
     for (event, path, what) in &hostile {
         let result = function.invoke(event);
@@ -189,8 +195,18 @@ async fn an_event_that_is_not_an_sqs_event_fails_naming_where_never_quoting_the_
         assert!(
             line["exception"]
                 .as_str()
-                .is_some_and(|exception| exception.contains(" at Records[")),
+                .is_some_and(|exception| exception.contains(" at Records[")
+                    || exception == "*****"),
             "the line names where: {line}"
         );
+        assert!(line.get("error").is_none(), "said once: {line}");
     }
+    assert_eq!(
+        failures
+            .iter()
+            .filter(|line| line["exception"] == "*****")
+            .count(),
+        1,
+        "the line whose path names a masked key is masked: {failures:?}"
+    );
 }
