@@ -243,7 +243,7 @@ impl BatchProcessor {
                 .collect()
                 .await
         };
-        let failures = self.failures(outcomes)?;
+        let failures = self.failures(outcomes, event.records.len())?;
         let mut response = SqsBatchResponse::default();
         response.batch_item_failures = failures
             .into_iter()
@@ -294,7 +294,7 @@ impl BatchProcessor {
             })
         })
         .await;
-        let failures = self.failures(outcomes)?;
+        let failures = self.failures(outcomes, event.records.len())?;
         let mut response = KinesisEventResponse::default();
         response.batch_item_failures = failures
             .into_iter()
@@ -335,7 +335,7 @@ impl BatchProcessor {
             })
         })
         .await;
-        let failures = self.failures(outcomes)?;
+        let failures = self.failures(outcomes, event.records.len())?;
         let mut response = DynamoDbEventResponse::default();
         response.batch_item_failures = failures
             .into_iter()
@@ -348,8 +348,10 @@ impl BatchProcessor {
         Ok(response)
     }
 
-    /// The ids of the failed records, after logging and counting the outcomes.
-    fn failures(&self, outcomes: Outcomes) -> Result<Vec<String>, Error> {
+    /// The ids of the failed records, after logging and counting the outcomes; `Err` when every
+    /// record of the batch (`batch_size`, which a stream stopped at a failure did not all run)
+    /// failed.
+    fn failures(&self, outcomes: Outcomes, batch_size: usize) -> Result<Vec<String>, Error> {
         let total = outcomes.len();
         let failed: Vec<(String, String)> = outcomes
             .into_iter()
@@ -366,13 +368,13 @@ impl BatchProcessor {
                  so every record of the batch will be retried, those that succeeded too"
             );
         }
-        if total > 0 && failed.len() == total && self.raise_on_all_failed {
+        if batch_size > 0 && failed.len() == batch_size && self.raise_on_all_failed {
             let first_error = failed
                 .first()
                 .map(|(_, reason)| reason.clone())
                 .unwrap_or_default();
             return Err(Error::AllRecordsFailed {
-                count: total,
+                count: batch_size,
                 first_error,
             });
         }
@@ -432,7 +434,7 @@ where
     let outcome = match std::panic::catch_unwind(AssertUnwindSafe(start)) {
         Err(panic) => Err(panicked(&*panic)),
         Ok(Err(error)) => Err(format!(
-            "the record's body is not the expected JSON: {}",
+            "the record's body (SQS) or data (Kinesis) is not the expected JSON: {}",
             without_values(&error)
         )),
         Ok(Ok(future)) => match AssertUnwindSafe(future).catch_unwind().await {
@@ -468,36 +470,9 @@ where
 /// `invalid type: string "4111…", expected u32` becomes `invalid type (the value is left out),
 /// expected u32`. A poison message's values (a card number in the wrong field, a megabyte of
 /// text) would otherwise be copied into every log line and error that names the failure. What
-/// was expected, and where, stays.
+/// was expected, and where, stays (see `powertools_core::serde_message`).
 fn without_values(error: &serde_json::Error) -> String {
-    let message = error.to_string();
-    if error.classify() != serde_json::error::Category::Data {
-        // Syntax and end-of-input errors name a position, not a value.
-        return message;
-    }
-    for (prefix, left_out) in [
-        ("invalid type: ", "invalid type (the value is left out)"),
-        ("invalid value: ", "invalid value (the value is left out)"),
-        ("unknown field ", "unknown field (its name is left out)"),
-        ("unknown variant ", "unknown variant (its name is left out)"),
-    ] {
-        if let Some(rest) = message.strip_prefix(prefix) {
-            let position = format!(" at line {} column {}", error.line(), error.column());
-            let told = rest.strip_suffix(&position).unwrap_or(rest);
-            // serde's own endings for a type without fields or variants, which say nothing
-            // expected: a `, expected` before them would be the body's (found by a review).
-            for nothing in [", there are no fields", ", there are no variants"] {
-                if told.ends_with(nothing) {
-                    return format!("{left_out}{nothing}{position}");
-                }
-            }
-            return match told.rfind(", expected") {
-                Some(expected) => format!("{left_out}{}{position}", &told[expected..]),
-                None => format!("{left_out}{position}"),
-            };
-        }
-    }
-    message
+    powertools_core::serde_message::without_values(&error.to_string())
 }
 
 /// The failure reason of a record whose handler panicked.
@@ -573,6 +548,18 @@ mod tests {
         );
         let injected = format!(r#"{{"x, expected {secret}": null}}"#);
         assert!(!reason::<Never>(&injected).contains(secret));
+        // A deserializer's own message, which may quote the value (chrono's does): left out.
+        #[derive(Debug)]
+        struct Stamp;
+        impl<'de> serde::Deserialize<'de> for Stamp {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let seconds = <i64 as serde::Deserialize>::deserialize(deserializer)?;
+                Err(serde::de::Error::custom(format!(
+                    "value is not a legal timestamp: {seconds}"
+                )))
+            }
+        }
+        assert!(!reason::<Stamp>(secret).contains(secret));
         // Syntax errors and missing fields quote nothing: kept as serde_json says them.
         assert_eq!(
             reason::<Size>(r#"{"Large": {}}"#),

@@ -311,6 +311,49 @@ async fn standard_queue_records_run_in_parallel_up_to_the_bound() {
     }
 }
 
+/// A stream batch whose *first* record fails stops there and reports it: a partial response
+/// (Lambda resumes from that record), not `AllRecordsFailed`, which is for a batch whose every
+/// record failed. It used to count the records run (one), not the batch's.
+#[tokio::test]
+async fn a_stream_whose_first_record_fails_reports_it_and_is_not_all_failed() {
+    logging();
+    let kinesis: KinesisEvent = serde_json::from_str(include_str!("events/kinesis.json")).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let response = BatchProcessor::new()
+        .process_kinesis(&kinesis, |_: KinesisRecord<OvenReading>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err::<(), _>("the oven is off") }
+        })
+        .await
+        .expect("a partial response, not AllRecordsFailed");
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|failure| failure.item_identifier.clone().unwrap())
+        .collect();
+    assert_eq!(
+        failed,
+        ["49590338271490256608559692538361571095921575989136588801"]
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "stopped at the first");
+
+    // A one-record batch whose record fails has every record failed.
+    let mut single = kinesis.clone();
+    single.records.truncate(1);
+    let error = BatchProcessor::new()
+        .process_kinesis(&single, |_: KinesisRecord<OvenReading>| async {
+            Err::<(), _>("the oven is off")
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("all 1 records of the batch failed"),
+        "{error}"
+    );
+}
+
 #[tokio::test]
 async fn a_stream_stops_at_its_first_failure() {
     logging();

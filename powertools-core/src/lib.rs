@@ -79,6 +79,8 @@ pub mod failure;
 pub mod jmespath;
 #[doc(hidden)]
 pub mod json_escape;
+#[doc(hidden)]
+pub mod serde_message;
 #[cfg(any(test, feature = "testing"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;

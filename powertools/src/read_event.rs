@@ -50,8 +50,9 @@ impl<'de, A: Deserialize<'de>> Deserialize<'de> for EventOf<A> {
 ///
 /// The message names the type, the path in the event where it went wrong and what the type
 /// expected there (`the event does not read as aws_lambda_events::event::sqs::SqsEvent at
-/// Records[0].body: invalid type, expected a string at line 1 column 33`), but not the value
-/// found: serde's own messages quote it, and an event sent by a direct invoke can carry anything.
+/// Records[0].body: invalid type (the value is left out), expected a string at line 1 column
+/// 33`), but not the value found: serde's own messages quote it, and an event sent by a direct
+/// invoke can carry anything.
 /// Map keys in the path (a `HashMap`'s keys, not a struct's field names) come from the event: they
 /// are written, cut at 64 characters, the path at 256 bytes (its end kept); an unknown field's
 /// name is left out. A message of a `Deserialize` implementation's own (`de::Error::custom`:
@@ -75,7 +76,9 @@ impl InvalidEvent {
             message.push_str(&path);
         }
         message.push_str(": ");
-        message.push_str(&message_without_value(serde_message));
+        message.push_str(&powertools_core::serde_message::without_values(
+            serde_message,
+        ));
         Self { message }
     }
 
@@ -152,114 +155,6 @@ fn path_without_long_keys(path: &Path, without_last_key: bool) -> String {
         out = format!("…{}", &out[start..]);
     }
     out
-}
-
-/// serde_json's messages for JSON it cannot parse: fixed texts, with nothing from the event.
-const SYNTAX_MESSAGES: &[&str] = &[
-    "EOF while parsing a list",
-    "EOF while parsing an object",
-    "EOF while parsing a string",
-    "EOF while parsing a value",
-    "expected `:`",
-    "expected `,` or `]`",
-    "expected `,` or `}`",
-    "expected ident",
-    "expected value",
-    "expected `\"`",
-    "invalid escape",
-    "invalid number",
-    "number out of range",
-    "invalid unicode code point",
-    "control character (\\u0000-\\u001F) found while parsing a string",
-    "key must be a string",
-    "invalid value: expected key to be a number in quotes",
-    "float key must be finite (got NaN or +/-inf)",
-    "lone leading surrogate in hex escape",
-    "trailing comma",
-    "trailing characters",
-    "unexpected end of hex escape",
-    "recursion limit exceeded",
-    // serde's own, for enums and flattened fields.
-    "untagged and internally tagged enums do not support enum input",
-    "value is missing",
-    "can only flatten structs and maps",
-    "unexpected map key",
-];
-
-/// Beginnings of serde's messages whose rest comes from the type, not the event (a field's name,
-/// an enum's, a length and what the type expected).
-const TYPE_MESSAGES: &[&str] = &[
-    "missing field `",
-    "duplicate field `",
-    "invalid length ",
-    "data did not match any variant of untagged enum ",
-    "no variant of enum ",
-];
-
-/// What is said instead of a message that may quote the event.
-const LEFT_OUT: &str = "the value does not fit (the message of its type's deserializer is left \
-                        out: it may quote the value)";
-
-/// serde's message without the value it quotes: `invalid type: string "…", expected a string`
-/// becomes `invalid type, expected a string`; so for `invalid value`, `unknown variant` and
-/// `unknown field` (whose names come from the event). serde_json's syntax errors and serde's
-/// messages that name only the type's fields (`missing field`, `invalid length`, …) are kept. Any
-/// other message is a `Deserialize` implementation's own (chrono's `value is not a legal
-/// timestamp: 4111…`, uuid's, `aws_lambda_events`' `The key '…' is not a known DynamoDB
-/// prefix`), which may quote the value: it is left out. serde_json's position (`at line 1
-/// column 33`) is kept.
-fn message_without_value(message: &str) -> String {
-    let (text, position) = without_position(message);
-    let mut out = if SYNTAX_MESSAGES.contains(&text)
-        || TYPE_MESSAGES.iter().any(|prefix| text.starts_with(prefix))
-    {
-        text.to_owned()
-    } else {
-        quoting_nothing(text).unwrap_or_else(|| LEFT_OUT.to_owned())
-    };
-    out.push_str(position);
-    out
-}
-
-/// serde's messages that quote the event, without what they quote; `None` for any other.
-fn quoting_nothing(text: &str) -> Option<String> {
-    for (prefix, kind) in [
-        ("invalid type: ", "invalid type"),
-        ("invalid value: ", "invalid value"),
-        ("unknown variant `", "unknown variant"),
-        ("unknown field `", "unknown field"),
-    ] {
-        if text.starts_with(prefix) {
-            // The name or value comes first, then what the type expected: the last
-            // ", expected " is serde's, whatever the event's text holds.
-            let expectation = [", there are no variants", ", there are no fields"]
-                .into_iter()
-                .find(|ending| text.ends_with(ending))
-                .map(|ending| text.len() - ending.len())
-                .or_else(|| text.rfind(", expected "));
-            return Some(match expectation {
-                Some(at) => format!("{kind}{}", &text[at..]),
-                None => kind.to_owned(),
-            });
-        }
-    }
-    None
-}
-
-/// `message` without serde_json's ` at line L column C`, and that position.
-fn without_position(message: &str) -> (&str, &str) {
-    if let Some(at) = message.rfind(" at line ")
-        && let Some((line, column)) = message[at + " at line ".len()..].split_once(" column ")
-        && !line.is_empty()
-        && !column.is_empty()
-        && line
-            .bytes()
-            .chain(column.bytes())
-            .all(|byte| byte.is_ascii_digit())
-    {
-        return (&message[..at], &message[at..]);
-    }
-    (message, "")
 }
 
 /// The handler under the runtime: calls it with the event when the event read as its type, and
@@ -420,30 +315,30 @@ mod tests {
         let cases = [
             (
                 format!(r#"{{"id":"o-1","paid":"{SECRET}"}}"#),
-                "at paid: invalid type, expected a boolean at line 1 column",
+                "at paid: invalid type (the value is left out), expected a boolean at line 1 column",
             ),
             (
                 format!(r#"{{"id":"o-1","paid":true,"quantity":"{SECRET}"}}"#),
-                "at quantity: invalid type, expected u32",
+                "at quantity: invalid type (the value is left out), expected u32",
             ),
             (
                 r#"{"id":"o-1","paid":true,"quantity":4111111111111111}"#.to_owned(),
-                "at quantity: invalid value, expected u32",
+                "at quantity: invalid value (the value is left out), expected u32",
             ),
             (
                 format!(r#"{{"id":"o-1","paid":true,"quantity":1,"kind":"{SECRET}"}}"#),
-                "at kind: unknown variant, expected `bread` or `cake`",
+                "at kind: unknown variant (its name is left out), expected `bread` or `cake`",
             ),
             (
                 format!(
                     r#"{{"id":"o-1","paid":true,"quantity":1,"kind":"cake","lines":["a",{SECRET:?}, 4111111111111111]}}"#
                 ),
-                "at lines[2]: invalid type, expected a string",
+                "at lines[2]: invalid type (the value is left out), expected a string",
             ),
             (
                 // A value that itself holds ", expected ": the last one is serde's.
                 r#"{"id":"o-1","paid":"x, expected 4111111111111111"}"#.to_owned(),
-                "at paid: invalid type, expected a boolean",
+                "at paid: invalid type (the value is left out), expected a boolean",
             ),
         ];
         for (body, expected) in cases {
@@ -542,7 +437,10 @@ mod tests {
         let message =
             read_as_the_runtime_does::<Record>(br#"{"at": 4111111111111111}"#).unwrap_err();
         assert!(
-            message.ends_with(&format!("at at: {LEFT_OUT} at line 1 column 24")),
+            message.ends_with(&format!(
+                "at at: {} at line 1 column 24",
+                powertools_core::serde_message::LEFT_OUT
+            )),
             "{message}"
         );
         assert!(!message.contains("4111"), "{message}");
@@ -575,15 +473,15 @@ mod tests {
             // ", there are no fields".
             (
                 format!(r#"{{"empty":{{"x, expected {SECRET}":1}}}}"#),
-                "at empty: unknown field, there are no fields at line 1 column",
+                "at empty: unknown field (its name is left out), there are no fields at line 1 column",
             ),
             (
                 format!(r#"{{"strict":{{"id":"a","{SECRET}, expected {huge}":1}}}}"#),
-                "at strict: unknown field, expected `id` at line 1 column",
+                "at strict: unknown field (its name is left out), expected `id` at line 1 column",
             ),
             (
                 format!(r#"{{"nothing":"{SECRET}, expected {huge}"}}"#),
-                "at nothing: unknown variant, there are no variants at line 1 column",
+                "at nothing: unknown variant (its name is left out), there are no variants at line 1 column",
             ),
         ] {
             let message = read_as_the_runtime_does::<Outer>(body.as_bytes()).unwrap_err();
@@ -637,9 +535,9 @@ mod tests {
         // Without `RawEventLayer` (which `run` adds) the bytes are gone: no path, but still
         // what was expected, and never the value.
         assert!(
-            diagnostic
-                .error_message
-                .ends_with("Order: invalid type, expected a string at line 1 column 7"),
+            diagnostic.error_message.ends_with(
+                "Order: invalid type (the value is left out), expected a string at line 1 column 7"
+            ),
             "{}",
             diagnostic.error_message
         );

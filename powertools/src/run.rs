@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 /// `A`, the path in the event and what `A` expected there, never the value found, which
 /// `lambda_runtime`'s own message quotes (a card number, or megabytes of a hostile event):
 /// `the event does not read as aws_lambda_events::event::sqs::SqsEvent at Records[0].body:
-/// invalid type, expected a string at line 1 column 33`. One `ERROR` line says the same, with the
-/// invocation's request id (and only that: the logging layer never saw the invocation). Map keys
+/// invalid type (the value is left out), expected a string at line 1 column 33`. One `ERROR`
+/// line says the same, with the invocation's request id (and only that: the logging layer never saw the invocation). Map keys
 /// in the path (a `HashMap`'s, not a struct's field names) come from the event and are written,
 /// cut at 64 characters; an unknown field's name is not. A message of a `Deserialize`
 /// implementation's own (`de::Error::custom`: chrono's, uuid's) is left out, since it may quote

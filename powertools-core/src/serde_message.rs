@@ -1,0 +1,195 @@
+//! serde's and serde_json's error messages without what they quote from the input.
+//!
+//! serde's messages quote the value they could not read (`invalid type: string "4111 1111 1111
+//! 1111", expected u32`), and a `Deserialize` implementation's own messages often do too
+//! (chrono's `value is not a legal timestamp: 4111…`). An event or a record body that does not
+//! deserialize must not copy a card number, or megabytes, into an error or a log line: the
+//! facade's `InvalidEvent` and the batch processor's record failures say what was expected and
+//! where, with this.
+
+/// serde_json's messages for JSON it cannot parse: fixed texts, with nothing from the event.
+const SYNTAX_MESSAGES: &[&str] = &[
+    "EOF while parsing a list",
+    "EOF while parsing an object",
+    "EOF while parsing a string",
+    "EOF while parsing a value",
+    "expected `:`",
+    "expected `,` or `]`",
+    "expected `,` or `}`",
+    "expected ident",
+    "expected value",
+    "expected `\"`",
+    "invalid escape",
+    "invalid number",
+    "number out of range",
+    "invalid unicode code point",
+    "control character (\\u0000-\\u001F) found while parsing a string",
+    "key must be a string",
+    "invalid value: expected key to be a number in quotes",
+    "float key must be finite (got NaN or +/-inf)",
+    "lone leading surrogate in hex escape",
+    "trailing comma",
+    "trailing characters",
+    "unexpected end of hex escape",
+    "recursion limit exceeded",
+    // serde's own, for enums and flattened fields.
+    "untagged and internally tagged enums do not support enum input",
+    "value is missing",
+    "can only flatten structs and maps",
+    "unexpected map key",
+];
+
+/// Beginnings of serde's messages whose rest comes from the type, not the event (a field's name,
+/// an enum's, a length and what the type expected).
+const TYPE_MESSAGES: &[&str] = &[
+    "missing field `",
+    "duplicate field `",
+    "invalid length ",
+    "data did not match any variant of untagged enum ",
+    "no variant of enum ",
+];
+
+/// What is said instead of a message that may quote the event.
+pub const LEFT_OUT: &str =
+    "invalid value (the message of its type's deserializer is left out: it may quote the value)";
+
+/// serde's message without the value it quotes: `invalid type: string "…", expected a string`
+/// becomes `invalid type, expected a string`; so for `invalid value`, `unknown variant` and
+/// `unknown field` (whose names come from the event). serde_json's syntax errors and serde's
+/// messages that name only the type's fields (`missing field`, `invalid length`, …) are kept. Any
+/// other message is a `Deserialize` implementation's own (chrono's `value is not a legal
+/// timestamp: 4111…`, uuid's, `aws_lambda_events`' `The key '…' is not a known DynamoDB
+/// prefix`), which may quote the value: it is left out. serde_json's position (`at line 1
+/// column 33`) is kept.
+pub fn without_values(message: &str) -> String {
+    let (text, position) = without_position(message);
+    let mut out = if SYNTAX_MESSAGES.contains(&text)
+        || TYPE_MESSAGES.iter().any(|prefix| text.starts_with(prefix))
+    {
+        text.to_owned()
+    } else {
+        quoting_nothing(text).unwrap_or_else(|| LEFT_OUT.to_owned())
+    };
+    out.push_str(position);
+    out
+}
+
+/// serde's messages that quote the event, without what they quote; `None` for any other.
+fn quoting_nothing(text: &str) -> Option<String> {
+    for (prefix, kind) in [
+        ("invalid type: ", "invalid type (the value is left out)"),
+        ("invalid value: ", "invalid value (the value is left out)"),
+        (
+            "unknown variant `",
+            "unknown variant (its name is left out)",
+        ),
+        ("unknown field `", "unknown field (its name is left out)"),
+    ] {
+        if text.starts_with(prefix) {
+            // The name or value comes first, then what the type expected: the last
+            // ", expected " is serde's, whatever the event's text holds.
+            let expectation = [", there are no variants", ", there are no fields"]
+                .into_iter()
+                .find(|ending| text.ends_with(ending))
+                .map(|ending| text.len() - ending.len())
+                .or_else(|| text.rfind(", expected "));
+            return Some(match expectation {
+                Some(at) => format!("{kind}{}", &text[at..]),
+                None => kind.to_owned(),
+            });
+        }
+    }
+    None
+}
+
+/// `message` without serde_json's ` at line L column C`, and that position.
+fn without_position(message: &str) -> (&str, &str) {
+    if let Some(at) = message.rfind(" at line ")
+        && let Some((line, column)) = message[at + " at line ".len()..].split_once(" column ")
+        && !line.is_empty()
+        && !column.is_empty()
+        && line
+            .bytes()
+            .chain(column.bytes())
+            .all(|byte| byte.is_ascii_digit())
+    {
+        return (&message[..at], &message[at..]);
+    }
+    (message, "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_and_names_from_the_input_are_left_out_and_what_was_expected_stays() {
+        for (message, expected) in [
+            (
+                "invalid type: string \"4111\", expected u32 at line 1 column 9",
+                "invalid type (the value is left out), expected u32 at line 1 column 9",
+            ),
+            (
+                "invalid value: integer `4111`, expected u8",
+                "invalid value (the value is left out), expected u8",
+            ),
+            (
+                "unknown field `x, expected 4111`, there are no fields at line 1 column 43",
+                "unknown field (its name is left out), there are no fields at line 1 column 43",
+            ),
+            (
+                "unknown variant `4111, expected 4111`, expected `a` or `b`",
+                "unknown variant (its name is left out), expected `a` or `b`",
+            ),
+            // serde_derive's own, for a flattened struct that denies unknown fields.
+            (
+                "unknown field `4111`",
+                "unknown field (its name is left out)",
+            ),
+            (
+                "value is not a legal timestamp: 4111 at line 1 column 24",
+                &format!("{LEFT_OUT} at line 1 column 24"),
+            ),
+            ("The key '4111' is not a known DynamoDB prefix", LEFT_OUT),
+            // What quotes nothing from the input is kept.
+            (
+                "missing field `id` at line 1 column 2",
+                "missing field `id` at line 1 column 2",
+            ),
+            (
+                "invalid length 2, expected a tuple of size 3",
+                "invalid length 2, expected a tuple of size 3",
+            ),
+            (
+                "EOF while parsing a value at line 1 column 6",
+                "EOF while parsing a value at line 1 column 6",
+            ),
+            (
+                "recursion limit exceeded at line 1 column 129",
+                "recursion limit exceeded at line 1 column 129",
+            ),
+            (
+                "data did not match any variant of untagged enum LambdaRequest",
+                "data did not match any variant of untagged enum LambdaRequest",
+            ),
+        ] {
+            assert_eq!(without_values(message), expected, "{message}");
+        }
+    }
+
+    #[test]
+    fn a_position_is_only_serde_json_s_own() {
+        assert_eq!(
+            without_position("x at line 1 column 2"),
+            ("x", " at line 1 column 2")
+        );
+        assert_eq!(
+            without_position("x at line one column 2"),
+            ("x at line one column 2", "")
+        );
+        assert_eq!(
+            without_position("x at line  column "),
+            ("x at line  column ", "")
+        );
+    }
+}
