@@ -125,9 +125,36 @@ pub fn inside_handler_wrappers(debug: &str) -> &str {
     inner
 }
 
+/// The type or variant name a derived `Debug` text begins with (`OrderRejected { order: 7 }`
+/// gives `OrderRejected`, `Declined("card")` gives `Declined`); `None` for a text that is not
+/// one (a quoted string, an OS error's message).
+pub fn debug_type_name(debug: &str) -> Option<&str> {
+    let end = debug
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(debug.len());
+    let (name, rest) = debug.split_at(end);
+    let named = name.starts_with(|c: char| c.is_ascii_uppercase())
+        && (rest.is_empty() || rest.starts_with([' ', '(', '{']));
+    named.then_some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_is_read_off_a_derived_debug_only() {
+        assert_eq!(
+            debug_type_name("OrderRejected { order: 7 }"),
+            Some("OrderRejected")
+        );
+        assert_eq!(debug_type_name("Declined(\"card\")"), Some("Declined"));
+        assert_eq!(debug_type_name("Timeout"), Some("Timeout"));
+        assert_eq!(debug_type_name("\"card declined\""), None);
+        assert_eq!(debug_type_name("connection refused (os error 111)"), None);
+        assert_eq!(debug_type_name("Connection: refused"), None);
+        assert_eq!(debug_type_name(""), None);
+    }
 
     fn in_progress() -> Reported {
         Reported {

@@ -10,15 +10,36 @@ use std::sync::{Arc, Once};
 
 use lambda_runtime::Diagnostic;
 use powertools_core::error_chain::message_chain;
+use powertools_core::failure::debug_type_name;
 
 use crate::json::{Redactor, redacted_message, write_str};
 
 /// Describes an error of the caller's type: `Some` when the error is of that type.
 pub(crate) type Describe = dyn Fn(&dyn Any) -> Option<Diagnostic> + Send + Sync;
 
-/// A caller's description of its own error type, erased.
+/// The caller's descriptions of its own error types, erased: the last given is tried first.
 #[derive(Clone)]
-pub(crate) struct ErrorHook(pub(crate) Arc<Describe>);
+pub(crate) struct ErrorHook(Arc<Vec<Arc<Describe>>>);
+
+impl ErrorHook {
+    /// A hook with `describe` tried before those of `earlier`.
+    pub(crate) fn then(earlier: Option<&ErrorHook>, describe: Arc<Describe>) -> Self {
+        let mut hooks = earlier.map(|hook| hook.0.to_vec()).unwrap_or_default();
+        hooks.push(describe);
+        ErrorHook(Arc::new(hooks))
+    }
+
+    /// The description of the first hook, last given first, that knows `error`'s type. A hook
+    /// that panics describes nothing: the error is then named as without it, and the failure
+    /// line is still written (the panic's message goes to the panic hook, as any panic's).
+    fn describe(&self, error: &dyn Any) -> Option<Diagnostic> {
+        self.0.iter().rev().find_map(|describe| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| describe(error)))
+                .ok()
+                .flatten()
+        })
+    }
+}
 
 impl fmt::Debug for ErrorHook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -60,7 +81,7 @@ pub(crate) fn describe_error<E: fmt::Debug + 'static>(
     hook: Option<&ErrorHook>,
 ) -> Failure {
     let any: &dyn Any = error;
-    if let Some(diagnostic) = hook.and_then(|hook| (hook.0)(any)) {
+    if let Some(diagnostic) = hook.and_then(|hook| hook.describe(any)) {
         return from_diagnostic(diagnostic);
     }
     if let Some(diagnostic) = any.downcast_ref::<Diagnostic>() {
@@ -139,19 +160,6 @@ fn unquoted(debug: &str) -> Option<String> {
     serde_json::from_str(debug)
         .ok()
         .or_else(|| Some(debug[1..debug.len() - 1].to_owned()))
-}
-
-/// The type or variant name a derived `Debug` begins with: `OrderRejected { order: 7 }`,
-/// `Declined("card")`, `Timeout`. `None` for anything else (a quoted message, prose), which names
-/// no type.
-pub(crate) fn debug_type_name(debug: &str) -> Option<&str> {
-    let end = debug
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .unwrap_or(debug.len());
-    let (name, rest) = debug.split_at(end);
-    let named = name.starts_with(|c: char| c.is_ascii_uppercase())
-        && (rest.is_empty() || rest.starts_with([' ', '(', '{']));
-    named.then_some(name)
 }
 
 /// Formats without ever panicking: a failing `Display` or `Debug` leaves a marker.
@@ -445,14 +453,36 @@ mod tests {
             error_message: "no flour left".to_owned(),
         };
         assert_eq!(describe_error(&diagnostic, None).name, "OutOfFlour");
-        let hook = ErrorHook(Arc::new(|error: &dyn Any| {
-            error.downcast_ref::<u8>().map(|code| Diagnostic {
-                error_type: "Code".to_owned(),
-                error_message: code.to_string(),
-            })
-        }));
+        let hook = ErrorHook::then(
+            None,
+            Arc::new(|error: &dyn Any| {
+                error.downcast_ref::<u8>().map(|code| Diagnostic {
+                    error_type: "Code".to_owned(),
+                    error_message: code.to_string(),
+                })
+            }),
+        );
         assert_eq!(describe_error(&7_u8, Some(&hook)).name, "Code");
         assert_eq!(describe_error(&7_u16, Some(&hook)).name, "u16");
+        // A second hook is tried first, and the first still describes its own type.
+        let both = ErrorHook::then(
+            Some(&hook),
+            Arc::new(|error: &dyn Any| {
+                error.downcast_ref::<u16>().map(|_| Diagnostic {
+                    error_type: "Wide".to_owned(),
+                    error_message: String::new(),
+                })
+            }),
+        );
+        assert_eq!(describe_error(&7_u16, Some(&both)).name, "Wide");
+        assert_eq!(describe_error(&7_u8, Some(&both)).name, "Code");
+        // A hook that panics describes nothing: the error is named as without it.
+        let panicking = ErrorHook::then(
+            Some(&both),
+            Arc::new(|_: &dyn Any| -> Option<Diagnostic> { panic!("the hook failed") }),
+        );
+        assert_eq!(describe_error(&7_u8, Some(&panicking)).name, "Code");
+        assert_eq!(describe_error(&7_u32, Some(&panicking)).name, "u32");
     }
 
     #[test]

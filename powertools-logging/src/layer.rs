@@ -119,6 +119,10 @@ impl<C> LoggingLayer<C> {
     /// passes on (`Handler(…)`) by what it wraps; any other error by its type path, with its
     /// `Debug` text.
     ///
+    /// `E` must be exactly the inner service's error type: a description of another type is
+    /// never used. Call it once per type; a later call's type is tried first. A description that
+    /// panics is not used (the error is named as without it, and the line is still written).
+    ///
     /// ```
     /// use lambda_runtime::Diagnostic;
     /// use powertools_logging::{Logger, LoggingLayer};
@@ -144,9 +148,10 @@ impl<C> LoggingLayer<C> {
         E: 'static,
         F: Fn(&E) -> Diagnostic + Send + Sync + 'static,
     {
-        self.error_hook = Some(ErrorHook(Arc::new(move |error: &dyn Any| {
-            error.downcast_ref::<E>().map(&describe)
-        })));
+        self.error_hook = Some(ErrorHook::then(
+            self.error_hook.as_ref(),
+            Arc::new(move |error: &dyn Any| error.downcast_ref::<E>().map(&describe)),
+        ));
         self
     }
 

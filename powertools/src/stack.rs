@@ -101,8 +101,27 @@ impl Powertools {
     /// The stack as one tower layer: logging, then metrics, then tracing (see the crate docs for
     /// why this order).
     pub fn layer(&self) -> PowertoolsLayer {
+        // A handler that fails with a `Diagnostic` (as the batch utility's docs show) is named by
+        // it, as the logging layer alone names it: under the stack the layer sees the metrics
+        // layer's `StackError<Diagnostic>`, which it cannot look into by itself.
+        // So for a boxed error (`lambda_runtime::Error`): by the type or variant its `Debug`
+        // begins with, with its message chain.
+        let logging = LoggingLayer::new(self.logger.clone())
+            .error_diagnostic(|error: &StackError<Diagnostic>| match error {
+                StackError::Handler(diagnostic) => diagnostic.clone(),
+                other => stack_error_diagnostic(other),
+            })
+            .error_diagnostic(|error: &StackError<lambda_runtime::Error>| match error {
+                StackError::Handler(boxed) => Diagnostic {
+                    error_type: powertools_core::failure::debug_type_name(&format!("{boxed:?}"))
+                        .unwrap_or("Error")
+                        .to_owned(),
+                    error_message: powertools_core::error_chain::message_chain(boxed.as_ref()),
+                },
+                other => stack_error_diagnostic(other),
+            });
         PowertoolsLayer {
-            logging: LoggingLayer::new(self.logger.clone()),
+            logging,
             metrics: self.metrics.clone(),
             tracing: TracingLayer::new(self.tracer.clone()),
         }
@@ -266,10 +285,19 @@ impl<C> PowertoolsLayer<C> {
     /// Describes the handler's errors of type `E` as Lambda reports them (`errorType`,
     /// `errorMessage`), for the failure line's `exception_name` and `exception` and the span's
     /// `exception.type` and `exception.message`: give it your `Into<Diagnostic>` by reference.
-    /// Without it an error of your own type is named by the type or variant its `Debug` text
-    /// begins with, and `exception` is that text (see [`LoggingLayer::error_diagnostic`], which
-    /// this sets for the stack's error, [`StackError<E>`], and
-    /// [`TracingLayer::error_diagnostic`]). A metrics flush error keeps its own name.
+    ///
+    /// Without it the line names an error of your own type by the type or variant its `Debug`
+    /// text begins with, and `exception` is that text; the span names it by its type path (see
+    /// [`LoggingLayer::error_diagnostic`], which this sets for the stack's error,
+    /// [`StackError<E>`], and [`TracingLayer::error_diagnostic`]). A `Diagnostic` is named as
+    /// Lambda reports it, and a boxed error (`lambda_runtime::Error`) by its type and message
+    /// chain, without it. A metrics flush error keeps its own name.
+    ///
+    /// `E` must be exactly the error of the service inside the stack: a description of another
+    /// type compiles and is never used. With an idempotency layer inside, that is
+    /// `powertools::idempotency::Error<YourError>`: describe it with its `diagnostic_with` (the
+    /// feature `idempotency`). A description that
+    /// panics is not used (the error is named as without it, and the line is still written).
     ///
     /// ```
     /// use lambda_runtime::{Diagnostic, LambdaEvent, service_fn, tower::{ServiceBuilder, ServiceExt}};
@@ -328,16 +356,7 @@ impl<C> PowertoolsLayer<C> {
             .logging
             .error_diagnostic(move |error: &StackError<E>| match error {
                 StackError::Handler(error) => describe(error),
-                StackError::Metrics(error) => Diagnostic {
-                    error_type: error.error_type().to_owned(),
-                    error_message: error.to_string(),
-                },
-                // A kind of stack error this version does not know: its Debug text, as the
-                // logging layer names an error it has no description for.
-                other => Diagnostic {
-                    error_type: "StackError".to_owned(),
-                    error_message: format!("{other:?}"),
-                },
+                other => stack_error_diagnostic(other),
             });
         self
     }
@@ -355,5 +374,21 @@ impl<S, C: Clone> Layer<S> for PowertoolsLayer<C> {
     fn layer(&self, inner: S) -> Self::Service {
         self.logging
             .layer(self.metrics.layer(self.tracing.layer(inner)))
+    }
+}
+
+/// What Lambda reports for a stack error that is not the handler's: the metrics flush's.
+fn stack_error_diagnostic<E: Debug>(error: &StackError<E>) -> Diagnostic {
+    match error {
+        StackError::Metrics(error) => Diagnostic {
+            error_type: error.error_type().to_owned(),
+            error_message: error.to_string(),
+        },
+        // The handler's, or a kind of stack error this version does not know: its Debug text,
+        // as the logging layer names an error it has no description for.
+        other => Diagnostic {
+            error_type: "StackError".to_owned(),
+            error_message: format!("{other:?}"),
+        },
     }
 }

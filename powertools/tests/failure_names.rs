@@ -757,3 +757,49 @@ async fn the_stack_s_error_diagnostic_names_the_handler_s_error_in_the_line_and_
         "{line}"
     );
 }
+
+/// A handler whose error is a `Diagnostic` (as the batch README shows) or a boxed error
+/// (`lambda_runtime::Error`) under the whole stack: the failure line names it as Lambda reports
+/// it, as the logging layer alone does, not by the `StackError` wrapper's Debug text.
+#[tokio::test]
+async fn a_diagnostic_or_boxed_error_under_the_stack_is_named_as_lambda_reports_it() {
+    let logs = MemoryLogs::new();
+    let spans = KeptSpans::default();
+    let powertools = stack(&logs, &spans);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let diagnostic = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .service(service_fn(|_: LambdaEvent<Value>| async {
+            Err::<Value, _>(Diagnostic {
+                error_type: "BatchProcessingError".to_owned(),
+                error_message: "all 3 records of the batch failed".to_owned(),
+            })
+        }));
+    diagnostic
+        .oneshot(invocation("req-diagnostic", json!({})))
+        .await
+        .unwrap_err();
+    let line = failure_line(&logs, "req-diagnostic");
+    assert_eq!(line["exception_name"], "BatchProcessingError", "{line}");
+    assert_eq!(
+        line["exception"], "all 3 records of the batch failed",
+        "{line}"
+    );
+
+    let boxed = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .service(service_fn(|_: LambdaEvent<Value>| async {
+            Err::<Value, lambda_runtime::Error>(Box::new(std::io::Error::other("card declined")))
+        }));
+    let error = boxed
+        .oneshot(invocation("req-boxed", json!({})))
+        .await
+        .unwrap_err();
+    let reported = Diagnostic::from(error);
+    let line = failure_line(&logs, "req-boxed");
+    assert_eq!(line["exception"], reported.error_message, "{line}");
+    assert_eq!(
+        line["exception_name"], "Custom",
+        "as the logging layer alone: {line}"
+    );
+}
