@@ -229,6 +229,11 @@ where
 
     fn call(&mut self, event: LambdaEvent<T>) -> Self::Future {
         let shared = self.layer.logger.shared.clone();
+        if !shared.checked_subscriber.load(Ordering::Relaxed)
+            && !shared.checked_subscriber.swap(true, Ordering::Relaxed)
+        {
+            warn_without_subscriber(&self.layer.logger);
+        }
         let invocation = Invocation::new(&event.context);
         let sampled = draw(shared.sample_rate, invocation.request_id());
         let logged_event = if shared.log_event {
@@ -335,6 +340,23 @@ fn log_error(failure: &Failure) {
         powertools_logging.failure = true,
         "Invocation failed"
     );
+}
+
+/// Says, in the logger's own output, that no `tracing` subscriber is installed: every line of
+/// the function, its failure lines included, would be lost without a word (`init()` forgotten).
+fn warn_without_subscriber(logger: &Logger) {
+    let none = tracing::dispatcher::get_default(|dispatch| {
+        dispatch.is::<tracing::subscriber::NoSubscriber>()
+    });
+    if none {
+        tracing::subscriber::with_default(logger.subscriber(), || {
+            tracing::warn!(
+                target: "powertools_logging",
+                "no tracing subscriber is installed, so this function's log lines are dropped: \
+                 call init() on the Logger (or on Powertools) in main, before the runtime starts"
+            );
+        });
+    }
 }
 
 /// Writes the failure line of an invocation whose handler panicked.

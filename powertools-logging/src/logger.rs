@@ -225,6 +225,8 @@ pub(crate) struct Shared {
     pub(crate) runtime_failure_lines: bool,
     /// Whether the warning that the event as received is not available was written.
     pub(crate) warned_no_raw_event: AtomicBool,
+    /// Whether the layer checked, at its first invocation, that a subscriber is installed.
+    pub(crate) checked_subscriber: AtomicBool,
 }
 
 impl std::fmt::Debug for Logger {
@@ -582,6 +584,7 @@ impl LoggerBuilder {
             max_line_bytes,
             runtime_failure_lines: self.runtime_failure_lines.unwrap_or(true),
             warned_no_raw_event: AtomicBool::new(false),
+            checked_subscriber: AtomicBool::new(false),
         };
         if let Some(warning) = resolved.conflict {
             shared.notice(Level::Warn, &warning);
