@@ -38,7 +38,10 @@
 //!
 //! A queue delivers at least once. Make a record's side effects run once with the function-level
 //! API of `powertools-idempotency`, keyed on the message id or a field of the body:
-//! `idempotency.run(&context, "bake", record.message_id.clone(), |_| bake(order)).await`.
+//! `idempotency.run(&context, "bake", record.message_id.clone(), |_| bake(order)).await`. The
+//! record handler gets no Lambda `Context`: clone the invocation's (`event.context`) into the
+//! closure you give the processor (`let context = &event.context;` before `process_sqs`), as the
+//! `bake-queue` example does.
 //!
 //! # The event source mapping
 //!

@@ -134,7 +134,9 @@ impl Powertools {
 ///
 /// The logger leaves out `lambda_runtime`'s own line for a failed invocation
 /// ([`LoggerBuilder::runtime_failure_lines`]): [`PowertoolsLayer`] puts logging outermost, so its
-/// failure line, with the invocation's context, covers every failure the runtime sees.
+/// failure line, with the invocation's context, covers every failure of the handler. An event
+/// that does not fit the handler's type never reaches the stack: under [`run`](crate::run) it
+/// gets a failure line of its own (`InvalidEvent`), with the request id only.
 #[derive(Debug)]
 #[must_use]
 pub struct PowertoolsBuilder {
