@@ -96,7 +96,9 @@ impl<T> KinesisRecord<T> {
 ///   it; the records after it are retried with it rather than processed twice.
 /// - A body that does not deserialize, a handler error and a handler panic each fail that record
 ///   only. When every record fails, the processor returns [`Error::AllRecordsFailed`] by default
-///   so that Lambda retries the whole batch, as Powertools does.
+///   so that Lambda retries the whole batch, as Powertools does. A stream stops at its first
+///   failure, so for a stream that is a batch of one record that failed; a longer stream batch
+///   reports its first failed record (Lambda resumes there).
 /// - Each record runs in a `batch_record` span with its id (`message_id` or `sequence_number`),
 ///   so `powertools-logging` puts the id on every line the handler writes for it. With the
 ///   `logging` feature (default) each record also runs in a log-key scope of its own
@@ -259,7 +261,8 @@ impl BatchProcessor {
     /// Processes a Kinesis batch, in order, stopping at the first failure.
     ///
     /// # Errors
-    /// [`Error::AllRecordsFailed`], as for [`process_sqs`](Self::process_sqs).
+    /// [`Error::AllRecordsFailed`] when the batch's every record failed: as it stops at the first
+    /// failure, a batch of one record.
     pub async fn process_kinesis<T, F, Fut, E>(
         &self,
         event: &KinesisEvent,
@@ -311,7 +314,8 @@ impl BatchProcessor {
     /// gets each stream record as Lambda sends it (keys and images in DynamoDB's JSON).
     ///
     /// # Errors
-    /// [`Error::AllRecordsFailed`], as for [`process_sqs`](Self::process_sqs).
+    /// [`Error::AllRecordsFailed`] when the batch's every record failed: as it stops at the first
+    /// failure, a batch of one record.
     pub async fn process_dynamodb<F, Fut, E>(
         &self,
         event: &DynamoDbEvent,

@@ -37,6 +37,9 @@ const SYNTAX_MESSAGES: &[&str] = &[
     "value is missing",
     "can only flatten structs and maps",
     "unexpected map key",
+    // lambda_http's, for an event that is none of the HTTP events it reads.
+    "this function expects a JSON payload from Amazon API Gateway, Amazon Elastic Load Balancer, \
+     or AWS Lambda Function URLs, but the data doesn't match any of those services' events",
 ];
 
 /// Beginnings of serde's messages whose rest comes from the type, not the event (a field's name,
@@ -44,7 +47,6 @@ const SYNTAX_MESSAGES: &[&str] = &[
 const TYPE_MESSAGES: &[&str] = &[
     "missing field `",
     "duplicate field `",
-    "invalid length ",
     "data did not match any variant of untagged enum ",
     "no variant of enum ",
 ];
@@ -65,6 +67,7 @@ pub fn without_values(message: &str) -> String {
     let (text, position) = without_position(message);
     let mut out = if SYNTAX_MESSAGES.contains(&text)
         || TYPE_MESSAGES.iter().any(|prefix| text.starts_with(prefix))
+        || is_invalid_length(text)
     {
         text.to_owned()
     } else {
@@ -100,6 +103,15 @@ fn quoting_nothing(text: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// serde's `invalid length 2, expected …`: a number, then what the type expected.
+fn is_invalid_length(text: &str) -> bool {
+    text.strip_prefix("invalid length ")
+        .and_then(|rest| rest.split_once(", expected "))
+        .is_some_and(|(length, _)| {
+            !length.is_empty() && length.bytes().all(|byte| byte.is_ascii_digit())
+        })
 }
 
 /// `message` without serde_json's ` at line L column C`, and that position.
@@ -151,6 +163,11 @@ mod tests {
                 &format!("{LEFT_OUT} at line 1 column 24"),
             ),
             ("The key '4111' is not a known DynamoDB prefix", LEFT_OUT),
+            ("invalid length 4111SECRET", LEFT_OUT),
+            (
+                SYNTAX_MESSAGES[SYNTAX_MESSAGES.len() - 1],
+                SYNTAX_MESSAGES[SYNTAX_MESSAGES.len() - 1],
+            ),
             // What quotes nothing from the input is kept.
             (
                 "missing field `id` at line 1 column 2",

@@ -349,8 +349,9 @@ fn warn_without_subscriber(logger: &Logger) {
         dispatch.is::<tracing::subscriber::NoSubscriber>()
     });
     if none {
+        // At ERROR: every line is lost, and a logger at `POWERTOOLS_LOG_LEVEL=ERROR` must say so.
         tracing::subscriber::with_default(logger.subscriber(), || {
-            tracing::warn!(
+            tracing::error!(
                 target: "powertools_logging",
                 "no tracing subscriber is installed, so this function's log lines are dropped: \
                  call init() on the Logger (or on Powertools) in main, before the runtime starts"

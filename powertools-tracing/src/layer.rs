@@ -148,6 +148,9 @@ impl TracingLayer {
     /// Without it the layer records a `Diagnostic`'s own `error_type`, a boxed error's type name
     /// (or a powertools-rs error's `error_type`), and any other error's type path.
     ///
+    /// `E` must be exactly the inner service's error type. Call it once per type; a later call's
+    /// type is tried first. A description that panics is not used.
+    ///
     /// ```
     /// use lambda_runtime::Diagnostic;
     /// use powertools_tracing::{Tracer, TracingLayer};
@@ -174,8 +177,16 @@ impl TracingLayer {
         E: 'static,
         F: Fn(&E) -> Diagnostic + Send + Sync + 'static,
     {
+        // Chained as the logging layer's are (the stack sets both): this type first, then the
+        // descriptions given before; one that panics is passed over.
+        let earlier = self.error.take();
         self.error = Some(Arc::new(move |error: &dyn Any| {
-            error.downcast_ref::<E>().map(&describe)
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                error.downcast_ref::<E>().map(&describe)
+            }))
+            .ok()
+            .flatten()
+            .or_else(|| earlier.as_ref().and_then(|earlier| earlier(error)))
         }));
         self
     }

@@ -53,9 +53,10 @@ impl<'de, A: Deserialize<'de>> Deserialize<'de> for EventOf<A> {
 /// Records[0].body: invalid type (the value is left out), expected a string at line 1 column
 /// 33`), but not the value found: serde's own messages quote it, and an event sent by a direct
 /// invoke can carry anything.
-/// Map keys in the path (a `HashMap`'s keys, not a struct's field names) come from the event: they
-/// are written, cut at 64 characters, the path at 256 bytes (its end kept); an unknown field's
-/// name is left out. A message of a `Deserialize` implementation's own (`de::Error::custom`:
+/// Map keys in the path (a `HashMap`'s keys, not a struct's field names) and enum variant names
+/// (which a `#[serde(other)]` variant takes from the event) are written as the event spells them,
+/// cut at 64 characters, the path at 256 bytes (its end kept); an unknown field's name is left
+/// out. A message of a `Deserialize` implementation's own (`de::Error::custom`:
 /// chrono's, uuid's, some of `aws_lambda_events`') is left out too, since it may quote the
 /// value: the path and serde_json's position say where.
 #[derive(Debug)]

@@ -803,3 +803,54 @@ async fn a_diagnostic_or_boxed_error_under_the_stack_is_named_as_lambda_reports_
         "as the logging layer alone: {line}"
     );
 }
+
+/// Descriptions given one after the other (one per type, or one that panics) name the error the
+/// same in the failure line and in the span.
+#[tokio::test]
+async fn chained_or_panicking_descriptions_name_the_error_alike_in_the_line_and_the_span() {
+    #[derive(Debug)]
+    struct Other;
+    let logs = MemoryLogs::new();
+    let spans = KeptSpans::default();
+    let powertools = stack(&logs, &spans);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    for (request, layer) in [
+        (
+            "req-chained",
+            powertools
+                .layer()
+                .error_diagnostic(|error: &AppError| Diagnostic::from(error.clone()))
+                .error_diagnostic(|_: &Other| Diagnostic {
+                    error_type: "Other".to_owned(),
+                    error_message: String::new(),
+                }),
+        ),
+        (
+            "req-panicking",
+            powertools
+                .layer()
+                .error_diagnostic(|error: &AppError| Diagnostic::from(error.clone()))
+                .error_diagnostic(|_: &AppError| -> Diagnostic {
+                    panic!("the description failed")
+                }),
+        ),
+    ] {
+        ServiceBuilder::new()
+            .layer(layer)
+            .service(service_fn(|_: LambdaEvent<Value>| async {
+                Err::<Value, _>(AppError::Declined)
+            }))
+            .oneshot(invocation(request, json!({})))
+            .await
+            .unwrap_err();
+        let line = failure_line(&logs, request);
+        assert_eq!(line["exception_name"], "Declined", "{request}: {line}");
+        let exceptions = spans.exceptions();
+        assert!(
+            exceptions.iter().any(|(id, kind, _)| {
+                id.as_deref() == Some(request) && kind.as_deref() == Some("Declined")
+            }),
+            "{request}: {exceptions:?}"
+        );
+    }
+}
