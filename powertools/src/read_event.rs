@@ -19,6 +19,7 @@
 use std::error::Error as StdError;
 use std::fmt::{self, Debug, Display, Write as _};
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -39,9 +40,14 @@ pub(crate) struct EventOf<A>(Result<A, InvalidEvent>);
 impl<'de, A: Deserialize<'de>> Deserialize<'de> for EventOf<A> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         // Without the path: `ReadEvent` finds it by reading the bytes again, for this event only.
-        Ok(Self(A::deserialize(deserializer).map_err(|error| {
-            InvalidEvent::new::<A>(None, &error.to_string())
-        })))
+        // A `Deserialize` that panics (a hostile event meeting an `unwrap` in it) would stop the
+        // whole function process inside the runtime: it fails this invocation instead.
+        Ok(Self(
+            match std::panic::catch_unwind(AssertUnwindSafe(|| A::deserialize(deserializer))) {
+                Ok(read) => read.map_err(|error| InvalidEvent::new::<A>(None, &error.to_string())),
+                Err(_) => Err(InvalidEvent::panicked::<A>()),
+            },
+        ))
     }
 }
 
@@ -62,6 +68,8 @@ impl<'de, A: Deserialize<'de>> Deserialize<'de> for EventOf<A> {
 #[derive(Debug)]
 pub(crate) struct InvalidEvent {
     message: String,
+    /// Reading the event panicked: it is not read again for its path.
+    panicked: bool,
 }
 
 impl InvalidEvent {
@@ -80,12 +88,31 @@ impl InvalidEvent {
         message.push_str(&powertools_core::serde_message::without_values(
             serde_message,
         ));
-        Self { message }
+        Self {
+            message,
+            panicked: false,
+        }
+    }
+
+    /// Reading the event as `A` panicked. The panic's message is left out, as it may quote the
+    /// value (an `unwrap` on a parse error).
+    fn panicked<A>() -> Self {
+        Self {
+            message: format!(
+                "the event does not read as {}: its deserializer panicked (the panic's message is \
+                 left out: it may quote the value)",
+                std::any::type_name::<A>()
+            ),
+            panicked: true,
+        }
     }
 
     /// The same failure, found again in `body` (the bytes the event was read from) with the path
     /// to where it went wrong; `self` when `body` now reads as `A`, which it cannot.
     fn with_path<A: for<'de> Deserialize<'de>>(self, body: &[u8]) -> Self {
+        if self.panicked {
+            return self;
+        }
         let deserializer = &mut serde_json::Deserializer::from_slice(body);
         match serde_path_to_error::deserialize::<_, A>(deserializer) {
             Ok(_) => self,
@@ -255,6 +282,7 @@ where
                 // kind rather than panic.
                 None => Poll::Ready(Err(ReadEventError::Invalid(InvalidEvent {
                     message: "the event's future was polled after it finished".to_owned(),
+                    panicked: false,
                 }))),
             },
         }
@@ -445,6 +473,32 @@ mod tests {
             "{message}"
         );
         assert!(!message.contains("4111"), "{message}");
+    }
+
+    #[test]
+    fn a_deserializer_that_panics_fails_the_event_not_the_process() {
+        #[derive(Debug)]
+        struct Fragile;
+        impl<'de> Deserialize<'de> for Fragile {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(deserializer)?;
+                let number: u64 = text.parse().unwrap();
+                let _ = number;
+                Ok(Fragile)
+            }
+        }
+        #[derive(Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Order {
+            id: Fragile,
+        }
+        let message =
+            read_as_the_runtime_does::<Order>(format!(r#"{{"id": "{SECRET}"}}"#).as_bytes())
+                .unwrap_err();
+        assert!(message.contains("its deserializer panicked"), "{message}");
+        assert!(!message.contains("4111"), "{message}");
+        let order = read_as_the_runtime_does::<Order>(br#"{"id": "7"}"#).unwrap();
+        assert!(matches!(order.id, Fragile));
     }
 
     #[test]

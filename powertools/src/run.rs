@@ -27,7 +27,8 @@ use serde::{Deserialize, Serialize};
 /// in the path (a `HashMap`'s, not a struct's field names) come from the event and are written,
 /// cut at 64 characters; an unknown field's name is not. A message of a `Deserialize`
 /// implementation's own (`de::Error::custom`: chrono's, uuid's) is left out, since it may quote
-/// the value.
+/// the value. A `Deserialize` implementation that panics fails the invocation the same way,
+/// where `lambda_runtime` alone would stop the function's process.
 ///
 /// ```no_run
 /// use lambda_runtime::{LambdaEvent, service_fn, tower::ServiceBuilder};
