@@ -213,9 +213,15 @@ where
 
     fn call(&mut self, event: LambdaEvent<EventOf<A>>) -> Self::Future {
         match event.payload.0 {
-            Ok(payload) => ReadEventFuture::Handler {
-                future: self.inner.call(LambdaEvent::new(payload, event.context)),
-            },
+            Ok(payload) => {
+                let event = LambdaEvent::new(payload, event.context);
+                match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(event))) {
+                    Ok(future) => ReadEventFuture::Handler { future },
+                    Err(panic) => ReadEventFuture::Early {
+                        early: Some(Early::Panicked(panic_message(&*panic))),
+                    },
+                }
+            }
             Err(invalid) => {
                 // `RawEventLayer` (which `run` adds) is handing this invocation over: its bytes.
                 let invalid = match powertools_logging::received_body(&event.context.request_id) {
@@ -232,8 +238,8 @@ where
                     powertools_logging.failure = true,
                     "Invocation failed"
                 );
-                ReadEventFuture::Invalid {
-                    invalid: Some(invalid),
+                ReadEventFuture::Early {
+                    early: Some(Early::Invalid(invalid)),
                 }
             }
         }
@@ -245,6 +251,9 @@ where
 pub(crate) enum ReadEventError<E> {
     Handler(E),
     Invalid(InvalidEvent),
+    /// The handler panicked (the logging layer wrote its `Invocation panicked` line), with the
+    /// panic's message when it had one.
+    Panicked(Option<String>),
 }
 
 impl<E: Into<Diagnostic>> From<ReadEventError<E>> for Diagnostic {
@@ -252,16 +261,38 @@ impl<E: Into<Diagnostic>> From<ReadEventError<E>> for Diagnostic {
         match error {
             ReadEventError::Handler(error) => error.into(),
             ReadEventError::Invalid(invalid) => invalid.diagnostic(),
+            // As `lambda_runtime` reports a panic, but named `Panic` (as the failure line's
+            // `exception_name` is), not `alloc::boxed::Box<dyn core::any::Any + Send>`.
+            ReadEventError::Panicked(message) => Diagnostic {
+                error_type: "Panic".to_owned(),
+                error_message: match message {
+                    Some(message) => format!("Lambda panicked: {message}"),
+                    None => "Lambda panicked".to_owned(),
+                },
+            },
         }
     }
 }
 
+/// What ends an invocation before, or instead of, the handler's future.
+#[derive(Debug)]
+pub(crate) enum Early {
+    Invalid(InvalidEvent),
+    Panicked(Option<String>),
+}
+
+/// A panic's message, when it is text.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> Option<String> {
+    powertools_core::error_chain::panic_text(panic).map(str::to_owned)
+}
+
 pin_project_lite::pin_project! {
-    /// [`ReadEvent`]'s future: the handler's, or the invalid event's error at once.
+    /// [`ReadEvent`]'s future: the handler's, or the invalid event's error (or the handler's
+    /// panic when it was called) at once.
     #[project = ReadEventFutureProjection]
     pub(crate) enum ReadEventFuture<F> {
         Handler { #[pin] future: F },
-        Invalid { invalid: Option<InvalidEvent> },
+        Early { early: Option<Early> },
     }
 }
 
@@ -274,10 +305,18 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             ReadEventFutureProjection::Handler { future } => {
-                future.poll(cx).map_err(ReadEventError::Handler)
+                match std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+                    Ok(polled) => polled.map_err(ReadEventError::Handler),
+                    Err(panic) => {
+                        Poll::Ready(Err(ReadEventError::Panicked(panic_message(&*panic))))
+                    }
+                }
             }
-            ReadEventFutureProjection::Invalid { invalid } => match invalid.take() {
-                Some(invalid) => Poll::Ready(Err(ReadEventError::Invalid(invalid))),
+            ReadEventFutureProjection::Early { early } => match early.take() {
+                Some(Early::Invalid(invalid)) => Poll::Ready(Err(ReadEventError::Invalid(invalid))),
+                Some(Early::Panicked(message)) => {
+                    Poll::Ready(Err(ReadEventError::Panicked(message)))
+                }
                 // Polled again after it finished: as `Ready`, a misuse; answer the same error
                 // kind rather than panic.
                 None => Poll::Ready(Err(ReadEventError::Invalid(InvalidEvent {
@@ -624,6 +663,47 @@ mod tests {
             Diagnostic::from(failing).error_type,
             "Declined",
             "the handler's own error"
+        );
+
+        // A handler that panics, in its future or when called: Lambda gets `Panic` and the
+        // message, as `lambda_runtime` words it.
+        let panicking = ReadEvent::new(service_fn(|_: LambdaEvent<Value>| async {
+            if true {
+                panic!("oven on fire");
+            }
+            Ok::<(), Diagnostic>(())
+        }))
+        .call(LambdaEvent::new(
+            serde_json::from_str::<EventOf<Value>>("{}").unwrap(),
+            LambdaContext::default(),
+        ))
+        .await
+        .unwrap_err();
+        let diagnostic = Diagnostic::from(panicking);
+        assert_eq!(diagnostic.error_type, "Panic");
+        assert_eq!(diagnostic.error_message, "Lambda panicked: oven on fire");
+        struct PanicsWhenCalled;
+        impl Service<LambdaEvent<Value>> for PanicsWhenCalled {
+            type Response = ();
+            type Error = Diagnostic;
+            type Future = std::future::Ready<Result<(), Diagnostic>>;
+            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Diagnostic>> {
+                Poll::Ready(Ok(()))
+            }
+            fn call(&mut self, _: LambdaEvent<Value>) -> Self::Future {
+                panic!("{}", String::from("no oven"))
+            }
+        }
+        let error = ReadEvent::new(PanicsWhenCalled)
+            .call(LambdaEvent::new(
+                serde_json::from_str::<EventOf<Value>>("{}").unwrap(),
+                LambdaContext::default(),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            Diagnostic::from(error).error_message,
+            "Lambda panicked: no oven"
         );
     }
 }

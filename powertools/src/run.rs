@@ -30,6 +30,10 @@ use serde::{Deserialize, Serialize};
 /// the value. A `Deserialize` implementation that panics fails the invocation the same way,
 /// where `lambda_runtime` alone would stop the function's process.
 ///
+/// A handler that panics is reported to Lambda with `errorType` `Panic` (the failure line's
+/// `exception_name`) and `Lambda panicked: <message>`, where `lambda_runtime` alone names the
+/// panic payload's Rust type (`&alloc::boxed::Box<dyn core::any::Any + core::marker::Send>`).
+///
 /// ```no_run
 /// use lambda_runtime::{LambdaEvent, service_fn, tower::ServiceBuilder};
 /// use powertools::Powertools;

@@ -728,6 +728,15 @@ fn events_lambda_http_cannot_read_fail_the_invocation_logged_with_their_request_
             )
         });
         findings.no_echo(&response, &marker);
+        // `lambda_http` panics on a body flagged base64 that is not: Lambda is told `Panic`, as
+        // the failure line says, not the panic payload's Rust type.
+        if what == "invalid base64" {
+            let failure = response.failed.as_deref().unwrap_or_default();
+            findings.check(
+                failure.contains(r#""errorType":"Panic""#) && !failure.contains("dyn core::any"),
+                || format!("{what}: a panic is reported as Panic: {failure}"),
+            );
+        }
     }
     let alive = harness.call(
         "health after malformed events",
