@@ -11,13 +11,12 @@ fn example_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/bake-queue")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_reports_only_its_failed_messages_and_a_redelivery_bakes_nothing_twice() {
-    let Some(client) = powertools_tests::dynamodb_client().await else {
-        return;
-    };
+/// The function under the emulator with a fresh table in moto; `None` (skipped) outside CI
+/// without the servers.
+async fn start() -> Option<(aws_sdk_dynamodb::Client, String, EmulatedFunction)> {
+    let client = powertools_tests::dynamodb_client().await?;
     let table = powertools_tests::create_idempotency_table(&client).await;
-    let Some(function) = EmulatedFunction::start(
+    let function = EmulatedFunction::start(
         &example_dir(),
         "bake-queue",
         &[
@@ -26,7 +25,13 @@ async fn a_batch_reports_only_its_failed_messages_and_a_redelivery_bakes_nothing
             ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
             ("POWERTOOLS_TRACE_DISABLED", "true"),
         ],
-    ) else {
+    )?;
+    Some((client, table, function))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_reports_only_its_failed_messages_and_a_redelivery_bakes_nothing_twice() {
+    let Some((client, table, function)) = start().await else {
         return;
     };
     let text = std::fs::read_to_string(example_dir().join("events/bake-orders.json"))
@@ -106,20 +111,7 @@ async fn a_batch_reports_only_its_failed_messages_and_a_redelivery_bakes_nothing
 /// or megabytes of it). The function goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_that_is_not_an_sqs_event_fails_naming_where_never_quoting_the_value() {
-    let Some(client) = powertools_tests::dynamodb_client().await else {
-        return;
-    };
-    let table = powertools_tests::create_idempotency_table(&client).await;
-    let Some(function) = EmulatedFunction::start(
-        &example_dir(),
-        "bake-queue",
-        &[
-            ("IDEMPOTENCY_TABLE", table.as_str()),
-            ("POWERTOOLS_SERVICE_NAME", "ovens"),
-            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
-            ("POWERTOOLS_TRACE_DISABLED", "true"),
-        ],
-    ) else {
+    let Some((_, _, function)) = start().await else {
         return;
     };
     let card = 4_929_000_000_006_u64;

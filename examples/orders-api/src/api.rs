@@ -433,6 +433,11 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
+        fixture_on(InMemoryStore::new())
+    }
+
+    /// [`fixture`] with its idempotency records in `store`.
+    fn fixture_on<St: IdempotencyStore + Clone>(store: St) -> Fixture {
         let logs = powertools::logging::MemoryLogs::new();
         let powertools = Powertools::builder()
             .service("orders")
@@ -445,7 +450,7 @@ mod tests {
             .build()
             .unwrap();
         let guard = tracing::subscriber::set_default(powertools.subscriber());
-        let (orders, payment_idempotency) = idempotency(InMemoryStore::new()).unwrap();
+        let (orders, payment_idempotency) = idempotency(store).unwrap();
         let (app, saved, payments) = App::in_memory(payment_idempotency);
         Fixture {
             function: service(&powertools, orders, app).unwrap(),
@@ -766,30 +771,17 @@ mod tests {
     /// `errorMessage`), not by the Rust variant that carries it.
     #[tokio::test]
     async fn a_failure_line_names_the_error_as_lambda_reports_it() {
-        let logs = powertools::logging::MemoryLogs::new();
-        let powertools = Powertools::builder()
-            .service("orders")
-            .env(Env::from_pairs([
-                ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
-                ("POWERTOOLS_TRACE_DISABLED", "true"),
-            ]))
-            .logger(|logger| logger.writer(logs.clone()))
-            .metrics(|metrics| metrics.sink(CheckedSink::new()))
-            .build()
-            .unwrap();
-        let _guard = tracing::subscriber::set_default(powertools.subscriber());
-        let (orders, payment_idempotency) =
-            idempotency(FailingCompletions::new("charge", 1)).unwrap();
-        let (app, _, _) = App::in_memory(payment_idempotency);
-        let function = service(&powertools, orders, app).unwrap();
+        let fx = fixture_on(FailingCompletions::new("charge", 1));
         let request: ApiGatewayV2httpRequest =
             serde_json::from_str(include_str!("../events/first-order.json")).unwrap();
-        let error = function
+        let error = fx
+            .function
             .oneshot(TestContext::new().with_request_id("req-f").event(request))
             .await
             .unwrap_err();
         let diagnostic = Diagnostic::from(error);
-        let failures: Vec<Value> = logs
+        let failures: Vec<Value> = fx
+            .logs
             .json()
             .into_iter()
             .filter(|line| line["level"] == "ERROR")
