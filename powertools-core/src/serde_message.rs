@@ -7,8 +7,9 @@
 //! facade's `InvalidEvent` and the batch processor's record failures say what was expected and
 //! where, with this.
 
-/// serde_json's messages for JSON it cannot parse: fixed texts, with nothing from the event.
-const SYNTAX_MESSAGES: &[&str] = &[
+/// Fixed texts, with nothing from the input: serde_json's for JSON it cannot parse, serde's and
+/// lambda_http's own.
+const FIXED_MESSAGES: &[&str] = &[
     "EOF while parsing a list",
     "EOF while parsing an object",
     "EOF while parsing a string",
@@ -56,8 +57,8 @@ pub const LEFT_OUT: &str =
     "invalid value (the message of its type's deserializer is left out: it may quote the value)";
 
 /// serde's message without the value it quotes: `invalid type: string "…", expected a string`
-/// becomes `invalid type, expected a string`; so for `invalid value`, `unknown variant` and
-/// `unknown field` (whose names come from the event). serde_json's syntax errors and serde's
+/// becomes `invalid type (the value is left out), expected a string`; so for `invalid value`,
+/// `unknown variant` and `unknown field` (whose names come from the event). serde_json's syntax errors and serde's
 /// messages that name only the type's fields (`missing field`, `invalid length`, …) are kept. Any
 /// other message is a `Deserialize` implementation's own (chrono's `value is not a legal
 /// timestamp: 4111…`, uuid's, `aws_lambda_events`' `The key '…' is not a known DynamoDB
@@ -65,7 +66,7 @@ pub const LEFT_OUT: &str =
 /// column 33`) is kept.
 pub fn without_values(message: &str) -> String {
     let (text, position) = without_position(message);
-    let mut out = if SYNTAX_MESSAGES.contains(&text)
+    let mut out = if FIXED_MESSAGES.contains(&text)
         || TYPE_MESSAGES.iter().any(|prefix| text.starts_with(prefix))
         || is_invalid_length(text)
     {
@@ -165,8 +166,8 @@ mod tests {
             ("The key '4111' is not a known DynamoDB prefix", LEFT_OUT),
             ("invalid length 4111SECRET", LEFT_OUT),
             (
-                SYNTAX_MESSAGES[SYNTAX_MESSAGES.len() - 1],
-                SYNTAX_MESSAGES[SYNTAX_MESSAGES.len() - 1],
+                FIXED_MESSAGES[FIXED_MESSAGES.len() - 1],
+                FIXED_MESSAGES[FIXED_MESSAGES.len() - 1],
             ),
             // What quotes nothing from the input is kept.
             (

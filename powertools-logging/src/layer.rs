@@ -232,7 +232,7 @@ where
         if !shared.checked_subscriber.load(Ordering::Relaxed)
             && !shared.checked_subscriber.swap(true, Ordering::Relaxed)
         {
-            warn_without_subscriber(&self.layer.logger);
+            report_missing_subscriber(&self.layer.logger);
         }
         let invocation = Invocation::new(&event.context);
         let sampled = draw(shared.sample_rate, invocation.request_id());
@@ -344,7 +344,7 @@ fn log_error(failure: &Failure) {
 
 /// Says, in the logger's own output, that no `tracing` subscriber is installed: every line of
 /// the function, its failure lines included, would be lost without a word (`init()` forgotten).
-fn warn_without_subscriber(logger: &Logger) {
+fn report_missing_subscriber(logger: &Logger) {
     let none = tracing::dispatcher::get_default(|dispatch| {
         dispatch.is::<tracing::subscriber::NoSubscriber>()
     });

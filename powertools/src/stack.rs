@@ -1,5 +1,8 @@
 //! The standard stack: logging, metrics and tracing from the environment, in the right order.
 
+use std::fmt::Debug;
+
+use lambda_runtime::Diagnostic;
 use powertools_core::env::Env;
 #[cfg(feature = "jmespath")]
 use powertools_logging::CorrelationIdPath;
@@ -8,9 +11,6 @@ use powertools_logging::{
 };
 use powertools_metrics::{MetricsLayer, MetricsLayerBuilder, MetricsService};
 use powertools_tracing::{Tracer, TracerBuilder, TracingLayer, TracingService};
-use std::fmt::Debug;
-
-use lambda_runtime::Diagnostic;
 use tower::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -101,11 +101,10 @@ impl Powertools {
     /// The stack as one tower layer: logging, then metrics, then tracing (see the crate docs for
     /// why this order).
     pub fn layer(&self) -> PowertoolsLayer {
-        // A handler that fails with a `Diagnostic` (as the batch utility's docs show) is named by
-        // it, as the logging layer alone names it: under the stack the layer sees the metrics
-        // layer's `StackError<Diagnostic>`, which it cannot look into by itself.
-        // So for a boxed error (`lambda_runtime::Error`): by the type or variant its `Debug`
-        // begins with, with its message chain.
+        // Under the stack the logging layer sees the metrics layer's `StackError<E>`, which it
+        // cannot look into by itself: a handler's `Diagnostic` (as the batch utility's docs
+        // show) and boxed error (`lambda_runtime::Error`: the type or variant its `Debug` begins
+        // with, and its message chain) are named here as the logging layer alone names them.
         let logging = LoggingLayer::new(self.logger.clone())
             .error_diagnostic(|error: &StackError<Diagnostic>| match error {
                 StackError::Handler(diagnostic) => diagnostic.clone(),
@@ -298,8 +297,8 @@ impl<C> PowertoolsLayer<C> {
     /// `E` must be exactly the error of the service inside the stack: a description of another
     /// type compiles and is never used. With an idempotency layer inside, that is
     /// `powertools::idempotency::Error<YourError>`: describe it with its `diagnostic_with` (the
-    /// feature `idempotency`). A description that
-    /// panics is not used (the error is named as without it, and the line is still written).
+    /// feature `idempotency`). A description that panics is not used (the error is named as
+    /// without it, and the line is still written).
     ///
     /// ```
     /// use lambda_runtime::{Diagnostic, LambdaEvent, service_fn, tower::{ServiceBuilder, ServiceExt}};
