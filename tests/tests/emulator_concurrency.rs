@@ -173,7 +173,7 @@ async fn a_hundred_orders_at_once_each_get_their_own_answer_logs_and_metrics() {
         let i = order_id.strip_prefix("ord-conc-").expect("one of ours");
         assert_eq!(line["correlation_id"], format!("api-conc-{i}"), "{line}");
         assert_eq!(line["customer_id"], format!("cust-conc-{i}"), "{line}");
-        assert_eq!(line["location"], format!("shop-{i}"), "{line}");
+        assert_eq!(line["shop"], format!("shop-{i}"), "{line}");
         let request_id = line["function_request_id"]
             .as_str()
             .unwrap_or_else(|| panic!("the invocation's request id in {line}"));

@@ -242,7 +242,14 @@ async fn the_deployed_function_places_each_order_once_and_reports_it_in_logs_met
         "concurrency-ready: no warning from the runtime"
     );
     assert_eq!(placed_lines[0]["order_id"], "ord-1001");
-    assert_eq!(placed_lines[0]["location"], "camden");
+    assert_eq!(placed_lines[0]["shop"], "camden");
+    assert!(
+        placed_lines[0]["location"]
+            .as_str()
+            .is_some_and(|location| location.starts_with("orders_api::")),
+        "Powertools' location, the code's place: {}",
+        placed_lines[0]
+    );
     assert_eq!(placed_lines[0]["customer_id"], "cust-77");
     assert_eq!(placed_lines[0]["correlation_id"], "api-req-1");
     let cold_starts = documents

@@ -112,11 +112,13 @@ async fn place_order<St: IdempotencyStore>(
     let PlaceOrder {
         order, total_cents, ..
     } = event.payload;
-    // Business context on every log line of this invocation, from here on.
+    // Business context on every log line of this invocation, from here on. The order's location
+    // is `shop`: `location` is Powertools' key for where in the code a line was written, and a
+    // key of ours would replace it.
     for (key, value) in [
         ("order_id", &order.order_id),
         ("customer_id", &order.customer_id),
-        ("location", &order.location),
+        ("shop", &order.location),
     ] {
         if let Err(error) = powertools::logging::append_key(key, value) {
             tracing::warn!(%error, key, "a log key was not added");
