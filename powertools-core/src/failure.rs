@@ -125,6 +125,47 @@ pub fn inside_handler_wrappers(debug: &str) -> &str {
     inner
 }
 
+/// Describes an error of the caller's type: `Some` when the error is of that type.
+type Describe = dyn Fn(&dyn std::any::Any) -> Option<lambda_runtime::Diagnostic> + Send + Sync;
+
+/// The caller's descriptions of its own error types (`error_diagnostic` on the logging and
+/// tracing layers), erased: the last given is tried first, and one that panics is passed over.
+#[derive(Clone)]
+pub struct ErrorDescriptions(Arc<Vec<Arc<Describe>>>);
+
+impl ErrorDescriptions {
+    /// `earlier`'s descriptions, with `describe` for errors of type `E` tried first.
+    pub fn then<E: 'static>(
+        earlier: Option<&ErrorDescriptions>,
+        describe: impl Fn(&E) -> lambda_runtime::Diagnostic + Send + Sync + 'static,
+    ) -> Self {
+        let mut descriptions = earlier
+            .map(|earlier| earlier.0.to_vec())
+            .unwrap_or_default();
+        descriptions.push(Arc::new(move |error: &dyn std::any::Any| {
+            error.downcast_ref::<E>().map(&describe)
+        }));
+        ErrorDescriptions(Arc::new(descriptions))
+    }
+
+    /// The description of `error` by the last given that knows its type. One that panics
+    /// describes nothing: the error is then named as without it, and the failure still recorded
+    /// (the panic's message goes to the panic hook, as any panic's).
+    pub fn describe(&self, error: &dyn std::any::Any) -> Option<lambda_runtime::Diagnostic> {
+        self.0.iter().rev().find_map(|describe| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| describe(error)))
+                .ok()
+                .flatten()
+        })
+    }
+}
+
+impl std::fmt::Debug for ErrorDescriptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ErrorDescriptions({})", self.0.len())
+    }
+}
+
 /// The type or variant name a derived `Debug` text begins with (`OrderRejected { order: 7 }`
 /// gives `OrderRejected`, `Declined("card")` gives `Declined`); `None` for a text that is not
 /// one (a quoted string, an OS error's message).

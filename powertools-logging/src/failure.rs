@@ -6,46 +6,13 @@ use std::backtrace::{Backtrace, BacktraceStatus};
 use std::cell::RefCell;
 use std::error::Error as StdError;
 use std::fmt::{self, Write as _};
-use std::sync::{Arc, Once};
+use std::sync::Once;
 
 use lambda_runtime::Diagnostic;
 use powertools_core::error_chain::message_chain;
-use powertools_core::failure::debug_type_name;
+use powertools_core::failure::{ErrorDescriptions, debug_type_name};
 
 use crate::json::{Redactor, redacted_message, write_str};
-
-/// Describes an error of the caller's type: `Some` when the error is of that type.
-pub(crate) type Describe = dyn Fn(&dyn Any) -> Option<Diagnostic> + Send + Sync;
-
-/// The caller's descriptions of its own error types, erased: the last given is tried first.
-#[derive(Clone)]
-pub(crate) struct ErrorHook(Arc<Vec<Arc<Describe>>>);
-
-impl ErrorHook {
-    /// A hook with `describe` tried before those of `earlier`.
-    pub(crate) fn then(earlier: Option<&ErrorHook>, describe: Arc<Describe>) -> Self {
-        let mut hooks = earlier.map(|hook| hook.0.to_vec()).unwrap_or_default();
-        hooks.push(describe);
-        ErrorHook(Arc::new(hooks))
-    }
-
-    /// The description of the first hook, last given first, that knows `error`'s type. A hook
-    /// that panics describes nothing: the error is then named as without it, and the failure
-    /// line is still written (the panic's message goes to the panic hook, as any panic's).
-    fn describe(&self, error: &dyn Any) -> Option<Diagnostic> {
-        self.0.iter().rev().find_map(|describe| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| describe(error)))
-                .ok()
-                .flatten()
-        })
-    }
-}
-
-impl fmt::Debug for ErrorHook {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ErrorHook(..)")
-    }
-}
 
 /// An error or a panic, as the failure line writes it.
 #[derive(Debug, PartialEq, Eq)]
@@ -78,7 +45,7 @@ pub(crate) const PANIC: &str = "Panic";
 ///    no `Display` bound, since Lambda accepts a `Diagnostic`, which has none).
 pub(crate) fn describe_error<E: fmt::Debug + 'static>(
     error: &E,
-    hook: Option<&ErrorHook>,
+    hook: Option<&ErrorDescriptions>,
 ) -> Failure {
     let any: &dyn Any = error;
     if let Some(diagnostic) = hook.and_then(|hook| hook.describe(any)) {
@@ -453,34 +420,23 @@ mod tests {
             error_message: "no flour left".to_owned(),
         };
         assert_eq!(describe_error(&diagnostic, None).name, "OutOfFlour");
-        let hook = ErrorHook::then(
-            None,
-            Arc::new(|error: &dyn Any| {
-                error.downcast_ref::<u8>().map(|code| Diagnostic {
-                    error_type: "Code".to_owned(),
-                    error_message: code.to_string(),
-                })
-            }),
-        );
+        let hook = ErrorDescriptions::then(None, |code: &u8| Diagnostic {
+            error_type: "Code".to_owned(),
+            error_message: code.to_string(),
+        });
         assert_eq!(describe_error(&7_u8, Some(&hook)).name, "Code");
         assert_eq!(describe_error(&7_u16, Some(&hook)).name, "u16");
         // A second hook is tried first, and the first still describes its own type.
-        let both = ErrorHook::then(
-            Some(&hook),
-            Arc::new(|error: &dyn Any| {
-                error.downcast_ref::<u16>().map(|_| Diagnostic {
-                    error_type: "Wide".to_owned(),
-                    error_message: String::new(),
-                })
-            }),
-        );
+        let both = ErrorDescriptions::then(Some(&hook), |_: &u16| Diagnostic {
+            error_type: "Wide".to_owned(),
+            error_message: String::new(),
+        });
         assert_eq!(describe_error(&7_u16, Some(&both)).name, "Wide");
         assert_eq!(describe_error(&7_u8, Some(&both)).name, "Code");
         // A hook that panics describes nothing: the error is named as without it.
-        let panicking = ErrorHook::then(
-            Some(&both),
-            Arc::new(|_: &dyn Any| -> Option<Diagnostic> { panic!("the hook failed") }),
-        );
+        let panicking = ErrorDescriptions::then(Some(&both), |_: &u8| -> Diagnostic {
+            panic!("the hook failed")
+        });
         assert_eq!(describe_error(&7_u8, Some(&panicking)).name, "Code");
         assert_eq!(describe_error(&7_u32, Some(&panicking)).name, "u32");
     }

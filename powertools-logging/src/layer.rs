@@ -17,12 +17,13 @@ use tracing::Instrument;
 #[cfg(feature = "jmespath")]
 use crate::correlation::CorrelationIdPath;
 use crate::correlation::{CorrelationIdFn, CorrelationIdSource, NoCorrelationId};
-use crate::failure::{self, ErrorHook, Failure};
+use crate::failure::{self, Failure};
 use crate::invocation::InvocationState;
 use crate::level::Level;
 use crate::logger::{Logger, Shared};
 use crate::scope::Scope;
 use crate::subscriber::{flush_buffer, with_stack_trace};
+use powertools_core::failure::ErrorDescriptions;
 
 /// Scopes each invocation: every line it writes, from any function it awaits, carries the
 /// Lambda context keys (`function_request_id`, `cold_start`, `xray_trace_id`, …), its
@@ -83,7 +84,7 @@ use crate::subscriber::{flush_buffer, with_stack_trace};
 pub struct LoggingLayer<C = NoCorrelationId> {
     logger: Logger,
     correlation: C,
-    error_hook: Option<ErrorHook>,
+    error_hook: Option<ErrorDescriptions>,
 }
 
 impl LoggingLayer {
@@ -148,10 +149,7 @@ impl<C> LoggingLayer<C> {
         E: 'static,
         F: Fn(&E) -> Diagnostic + Send + Sync + 'static,
     {
-        self.error_hook = Some(ErrorHook::then(
-            self.error_hook.as_ref(),
-            Arc::new(move |error: &dyn Any| error.downcast_ref::<E>().map(&describe)),
-        ));
+        self.error_hook = Some(ErrorDescriptions::then(self.error_hook.as_ref(), describe));
         self
     }
 

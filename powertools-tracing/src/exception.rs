@@ -8,13 +8,9 @@ use std::any::{Any, type_name};
 use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::fmt::{self, Write as _};
-use std::sync::Arc;
 
 use lambda_runtime::Diagnostic;
-use powertools_core::failure::debug_type_name;
-
-/// A hook of the caller's, erased: `Some` when the error is of the hook's type.
-pub(crate) type ErrorHook = Arc<dyn Fn(&dyn Any) -> Option<Diagnostic> + Send + Sync>;
+use powertools_core::failure::{ErrorDescriptions, debug_type_name};
 
 /// What the span records of an error.
 #[derive(Debug, PartialEq, Eq)]
@@ -38,16 +34,12 @@ const MESSAGE_ONLY: &str = "Error";
 ///    reports them (that layer says so, see `powertools_core::failure`);
 /// 5. any other type: its path without generic arguments (`orders_api::OrderError`), and its
 ///    `Debug` text (the layer has no `Display` bound: `Diagnostic` has none).
-pub(crate) fn describe<E: fmt::Debug + 'static>(error: &E, hook: Option<&ErrorHook>) -> Exception {
+pub(crate) fn describe<E: fmt::Debug + 'static>(
+    error: &E,
+    hook: Option<&ErrorDescriptions>,
+) -> Exception {
     let any: &dyn Any = error;
-    // A description that panics is not used: the error is named as without it, and the span
-    // still records it (the panic's message goes to the panic hook, as any panic's).
-    let described = hook.and_then(|hook| {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(any)))
-            .ok()
-            .flatten()
-    });
-    if let Some(diagnostic) = described {
+    if let Some(diagnostic) = hook.and_then(|hook| hook.describe(any)) {
         return from_diagnostic(diagnostic);
     }
     if let Some(diagnostic) = any.downcast_ref::<Diagnostic>() {
@@ -150,11 +142,9 @@ mod tests {
 
     #[test]
     fn a_hook_of_another_type_is_passed_over() {
-        let hook: ErrorHook = Arc::new(|error: &dyn Any| {
-            error.downcast_ref::<u8>().map(|code| Diagnostic {
-                error_type: "Code".to_owned(),
-                error_message: code.to_string(),
-            })
+        let hook = ErrorDescriptions::then(None, |code: &u8| Diagnostic {
+            error_type: "Code".to_owned(),
+            error_message: code.to_string(),
         });
         assert_eq!(
             describe(&7_u8, Some(&hook)),
@@ -174,8 +164,9 @@ mod tests {
 
     #[test]
     fn a_hook_that_panics_is_not_used() {
-        let hook: ErrorHook =
-            Arc::new(|_: &dyn Any| -> Option<Diagnostic> { panic!("the description failed") });
+        let hook = ErrorDescriptions::then(None, |_: &String| -> Diagnostic {
+            panic!("the description failed")
+        });
         assert_eq!(
             describe(&"late".to_owned(), Some(&hook)),
             Exception {

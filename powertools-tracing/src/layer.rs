@@ -18,10 +18,11 @@ use serde::Serialize;
 use tower::{Layer, Service};
 
 use crate::annotations::{self, Annotations};
-use crate::exception::{self, ErrorHook};
+use crate::exception;
 use crate::extension::DEADLINE_MARGIN;
 use crate::http_request::{self, HttpHook, HttpRequest};
 use crate::tracer::Tracer;
+use powertools_core::failure::ErrorDescriptions;
 
 /// The most bytes of a response, or of an error message, recorded on a span (X-Ray's segment
 /// limit is 64 KB).
@@ -73,7 +74,7 @@ pub struct TracingLayer {
     arn: Arc<ArnCache>,
     trigger: Option<&'static str>,
     http: Option<HttpHook>,
-    error: Option<ErrorHook>,
+    error: Option<ErrorDescriptions>,
 }
 
 impl fmt::Debug for TracingLayer {
@@ -177,17 +178,8 @@ impl TracingLayer {
         E: 'static,
         F: Fn(&E) -> Diagnostic + Send + Sync + 'static,
     {
-        // Chained as the logging layer's are (the stack sets both): this type first, then the
-        // descriptions given before; one that panics is passed over.
-        let earlier = self.error.take();
-        self.error = Some(Arc::new(move |error: &dyn Any| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                error.downcast_ref::<E>().map(&describe)
-            }))
-            .ok()
-            .flatten()
-            .or_else(|| earlier.as_ref().and_then(|earlier| earlier(error)))
-        }));
+        // Chained as the logging layer's are (the stack sets both).
+        self.error = Some(ErrorDescriptions::then(self.error.as_ref(), describe));
         self
     }
 }
@@ -419,7 +411,7 @@ impl Drop for InvocationEnd {
 /// What the outcome is recorded with.
 struct Recording<'a> {
     tracer: &'a Tracer,
-    error_hook: Option<&'a ErrorHook>,
+    error_hook: Option<&'a ErrorDescriptions>,
     http: bool,
 }
 

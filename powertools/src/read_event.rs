@@ -246,24 +246,21 @@ where
     }
 }
 
-/// The handler's error, or an event it could not be given.
+/// The handler's error, or what ended the invocation without one.
 #[derive(Debug)]
 pub(crate) enum ReadEventError<E> {
     Handler(E),
-    Invalid(InvalidEvent),
-    /// The handler panicked (the logging layer wrote its `Invocation panicked` line), with the
-    /// panic's message when it had one.
-    Panicked(Option<String>),
+    Early(Early),
 }
 
 impl<E: Into<Diagnostic>> From<ReadEventError<E>> for Diagnostic {
     fn from(error: ReadEventError<E>) -> Self {
         match error {
             ReadEventError::Handler(error) => error.into(),
-            ReadEventError::Invalid(invalid) => invalid.diagnostic(),
+            ReadEventError::Early(Early::Invalid(invalid)) => invalid.diagnostic(),
             // As `lambda_runtime` reports a panic, but named `Panic` (as the failure line's
             // `exception_name` is), not `alloc::boxed::Box<dyn core::any::Any + Send>`.
-            ReadEventError::Panicked(message) => Diagnostic {
+            ReadEventError::Early(Early::Panicked(message)) => Diagnostic {
                 error_type: "Panic".to_owned(),
                 error_message: match message {
                     Some(message) => format!("Lambda panicked: {message}"),
@@ -274,7 +271,9 @@ impl<E: Into<Diagnostic>> From<ReadEventError<E>> for Diagnostic {
     }
 }
 
-/// What ends an invocation before, or instead of, the handler's future.
+/// What ends an invocation without the handler's error: an event it could not be given, or its
+/// panic (the logging layer wrote its `Invocation panicked` line), with the panic's message when
+/// it had one.
 #[derive(Debug)]
 pub(crate) enum Early {
     Invalid(InvalidEvent),
@@ -307,23 +306,21 @@ where
             ReadEventFutureProjection::Handler { future } => {
                 match std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
                     Ok(polled) => polled.map_err(ReadEventError::Handler),
-                    Err(panic) => {
-                        Poll::Ready(Err(ReadEventError::Panicked(panic_message(&*panic))))
-                    }
+                    Err(panic) => Poll::Ready(Err(ReadEventError::Early(Early::Panicked(
+                        panic_message(&*panic),
+                    )))),
                 }
             }
-            ReadEventFutureProjection::Early { early } => match early.take() {
-                Some(Early::Invalid(invalid)) => Poll::Ready(Err(ReadEventError::Invalid(invalid))),
-                Some(Early::Panicked(message)) => {
-                    Poll::Ready(Err(ReadEventError::Panicked(message)))
-                }
+            ReadEventFutureProjection::Early { early } => Poll::Ready(Err(ReadEventError::Early(
                 // Polled again after it finished: as `Ready`, a misuse; answer the same error
                 // kind rather than panic.
-                None => Poll::Ready(Err(ReadEventError::Invalid(InvalidEvent {
-                    message: "the event's future was polled after it finished".to_owned(),
-                    panicked: false,
-                }))),
-            },
+                early.take().unwrap_or_else(|| {
+                    Early::Invalid(InvalidEvent {
+                        message: "the event's future was polled after it finished".to_owned(),
+                        panicked: false,
+                    })
+                }),
+            ))),
         }
     }
 }
