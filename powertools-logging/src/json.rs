@@ -111,10 +111,48 @@ fn same_key(normalized: &[u8], key: &[u8]) -> bool {
 
 /// FNV-1a: a few instructions per byte, plenty for telling a line's keys apart.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    bytes
+        .iter()
+        .fold(FNV_OFFSET, |hash, &byte| fnv1a_step(hash, byte))
 }
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+const fn fnv1a_step(hash: u64, byte: u8) -> u64 {
+    (hash ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3)
+}
+
+/// One of the four members every line opens with, with the hash of its quoted name (what
+/// [`Line::key`] records) computed when compiling rather than on every line.
+pub(crate) struct OpeningKey {
+    name: &'static str,
+    hash: u64,
+}
+
+impl OpeningKey {
+    const fn new(name: &'static str) -> Self {
+        let bytes = name.as_bytes();
+        let mut hash = fnv1a_step(FNV_OFFSET, b'"');
+        let mut index = 0;
+        while index < bytes.len() {
+            hash = fnv1a_step(hash, bytes[index]);
+            index += 1;
+        }
+        OpeningKey {
+            name,
+            hash: fnv1a_step(hash, b'"'),
+        }
+    }
+}
+
+/// `level`, the first member of every line.
+pub(crate) const LEVEL: OpeningKey = OpeningKey::new("level");
+/// `message`, the second.
+pub(crate) const MESSAGE: OpeningKey = OpeningKey::new("message");
+/// `timestamp`, the third.
+pub(crate) const TIMESTAMP: OpeningKey = OpeningKey::new("timestamp");
+/// `service`, the fourth.
+pub(crate) const SERVICE: OpeningKey = OpeningKey::new("service");
 
 /// Appends `text` as a JSON string.
 pub(crate) fn write_str(out: &mut Vec<u8>, text: &str) {
@@ -330,7 +368,8 @@ impl<'r> Line<'r> {
     /// `timestamp`, `service`): a plain ASCII name written as is, and no duplicate check, since
     /// nothing comes before them. Recorded like any key, so a later key of that name is still
     /// refused. Every line writes four, so this skips the escaping scan and the comparisons.
-    pub(crate) fn opening_key(&mut self, name: &'static str) {
+    pub(crate) fn opening_key(&mut self, key: &OpeningKey) {
+        let OpeningKey { name, hash } = *key;
         debug_assert!(
             name.bytes()
                 .all(|byte| byte.is_ascii_lowercase() || byte == b'_'),
@@ -344,7 +383,7 @@ impl<'r> Line<'r> {
         self.out.extend_from_slice(name.as_bytes());
         self.out.push(b'"');
         let end = self.out.len();
-        let hash = fnv1a(&self.out[start..end]);
+        debug_assert_eq!(hash, fnv1a(&self.out[start..end]));
         debug_assert!(
             !self.keys.iter().any(|&(seen, ..)| seen == hash),
             "{name} is not among the first keys of the line"
@@ -354,8 +393,8 @@ impl<'r> Line<'r> {
     }
 
     /// [`opening_key`](Self::opening_key) with a string value.
-    pub(crate) fn opening_str_member(&mut self, name: &'static str, value: &str) {
-        self.opening_key(name);
+    pub(crate) fn opening_str_member(&mut self, key: &OpeningKey, value: &str) {
+        self.opening_key(key);
         write_str(&mut self.out, value);
     }
 
@@ -878,10 +917,12 @@ mod tests {
             "",
         ];
         let names = ["level", "message", "timestamp", "service"];
+        let keys = [LEVEL, MESSAGE, TIMESTAMP, SERVICE];
         let mut opened = Line::new(&redactor);
         let mut general = Line::new(&redactor);
-        for (name, value) in names.into_iter().zip(values) {
-            opened.opening_str_member(name, value);
+        for ((name, key), value) in names.into_iter().zip(&keys).zip(values) {
+            assert_eq!(key.name, name);
+            opened.opening_str_member(key, value);
             general.str_member(name, value);
         }
         for name in names {

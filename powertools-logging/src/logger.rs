@@ -14,7 +14,7 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 
 use crate::json::{
-    DEFAULT_REDACTED_KEYS, FAILURE_KEYS, Line, RESERVED_KEYS, Redactor, write_timestamp,
+    self, DEFAULT_REDACTED_KEYS, FAILURE_KEYS, Line, RESERVED_KEYS, Redactor, write_timestamp,
 };
 use crate::level::{self, Level};
 use crate::subscriber::JsonLayer;
@@ -248,12 +248,12 @@ impl Shared {
     /// or the test clock's now, in RFC 3339 UTC with milliseconds) and `service`.
     pub(crate) fn open_line(&self, level: Level, message: &str) -> Line<'_> {
         let mut line = Line::new(&self.redactor);
-        line.opening_str_member("level", level.as_str());
-        line.opening_str_member("message", message);
-        line.opening_key("timestamp");
+        line.opening_str_member(&json::LEVEL, level.as_str());
+        line.opening_str_member(&json::MESSAGE, message);
+        line.opening_key(&json::TIMESTAMP);
         let now = self.clock.as_ref().map_or_else(Utc::now, |clock| clock());
         write_timestamp(&mut line.out, now);
-        line.opening_str_member("service", &self.service);
+        line.opening_str_member(&json::SERVICE, &self.service);
         line
     }
 

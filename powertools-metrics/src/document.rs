@@ -287,40 +287,42 @@ impl Document<'_> {
     pub(crate) fn to_line(&self) -> String {
         // The thread's last document's buffer, or, a typical document being a few hundred bytes,
         // one allocation instead of a growing string.
-        let mut out = thread_buffer::take(&SPARE_LINE, 512);
-        out.extend_from_slice(br#"{"_aws":{"Timestamp":"#);
-        out.extend_from_slice(itoa::Buffer::new().format(self.timestamp_ms).as_bytes());
-        out.extend_from_slice(br#","CloudWatchMetrics":[{"Namespace":"#);
+        // Written as a `String` from the start: every piece is a `&str` or ASCII, so no UTF-8
+        // check of the whole line at the end (about 200 instructions per document).
+        let mut out = String::from_utf8(thread_buffer::take(&SPARE_LINE, 512)).unwrap_or_default();
+        out.push_str(r#"{"_aws":{"Timestamp":"#);
+        out.push_str(itoa::Buffer::new().format(self.timestamp_ms));
+        out.push_str(r#","CloudWatchMetrics":[{"Namespace":"#);
         write_str(&mut out, self.namespace);
-        out.extend_from_slice(br#","Dimensions":["#);
+        out.push_str(r#","Dimensions":["#);
         for (index, set) in self.dimension_sets.iter().enumerate() {
             if index > 0 {
-                out.push(b',');
+                out.push(',');
             }
-            out.push(b'[');
+            out.push('[');
             for (index, name) in set.iter().enumerate() {
                 if index > 0 {
-                    out.push(b',');
+                    out.push(',');
                 }
                 write_str(&mut out, name);
             }
-            out.push(b']');
+            out.push(']');
         }
-        out.extend_from_slice(br#"],"Metrics":["#);
+        out.push_str(r#"],"Metrics":["#);
         for (index, metric) in self.metrics.iter().enumerate() {
             if index > 0 {
-                out.push(b',');
+                out.push(',');
             }
-            out.extend_from_slice(br#"{"Name":"#);
+            out.push_str(r#"{"Name":"#);
             write_str(&mut out, &metric.name);
-            out.extend_from_slice(br#","Unit":"#);
+            out.push_str(r#","Unit":"#);
             write_str(&mut out, metric.unit.as_str());
             if metric.resolution == Resolution::High {
-                out.extend_from_slice(br#","StorageResolution":1"#);
+                out.push_str(r#","StorageResolution":1"#);
             }
-            out.push(b'}');
+            out.push('}');
         }
-        out.extend_from_slice(b"]}]}");
+        out.push_str("]}]}");
         if let Some(keys) = self.log_level {
             // Lambda keeps a line above INFO only with a valid level and an RFC 3339 timestamp
             // ("Log-level filtering", AWS Lambda Developer Guide).
@@ -337,8 +339,9 @@ impl Document<'_> {
             write_member(&mut out, key);
             // Metadata is any JSON value, and rarer: serde_json writes it (into memory, which
             // cannot fail).
-            if serde_json::to_writer(&mut out, value).is_err() {
-                out.extend_from_slice(b"null");
+            match serde_json::to_string(value) {
+                Ok(json) => out.push_str(&json),
+                Err(_) => out.push_str("null"),
             }
         }
         for metric in self.metrics {
@@ -346,71 +349,71 @@ impl Document<'_> {
             match metric.values.as_slice() {
                 [single] => write_f64(&mut out, *single),
                 several => {
-                    out.push(b'[');
+                    out.push('[');
                     for (index, value) in several.iter().enumerate() {
                         if index > 0 {
-                            out.push(b',');
+                            out.push(',');
                         }
                         write_f64(&mut out, *value);
                     }
-                    out.push(b']');
+                    out.push(']');
                 }
             }
         }
-        out.push(b'}');
-        // Only `&str`s, serde_json's output and ASCII were written.
-        String::from_utf8(out).unwrap_or_default()
+        out.push('}');
+        out
     }
 }
 
 /// `,"name":` (every root member follows `_aws`).
-fn write_member(out: &mut Vec<u8>, name: &str) {
-    out.push(b',');
+fn write_member(out: &mut String, name: &str) {
+    out.push(',');
     write_str(out, name);
-    out.push(b':');
+    out.push(':');
 }
 
 /// A value as serde_json writes it, with the same formatter (`zmij`). A value that is not finite
 /// never reaches a document (`validate::value`); it would be `null`, as serde_json writes it.
-fn write_f64(out: &mut Vec<u8>, value: f64) {
+fn write_f64(out: &mut String, value: f64) {
     if value.is_finite() {
-        out.extend_from_slice(zmij::Buffer::new().format_finite(value).as_bytes());
+        out.push_str(zmij::Buffer::new().format_finite(value));
     } else {
-        out.extend_from_slice(b"null");
+        out.push_str("null");
     }
 }
 
 /// `text` as a JSON string, escaped as serde_json escapes it: `"`, `\` and the control
 /// characters, with the short forms JSON has and lowercase `\u00XX` for the others.
-fn write_str(out: &mut Vec<u8>, text: &str) {
+fn write_str(out: &mut String, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = text.as_bytes();
     out.reserve(bytes.len() + 2);
-    out.push(b'"');
+    out.push('"');
     let mut start = 0;
     // What serde_json escapes: not DEL.
     while let Some(offset) = first_escape::<false>(&bytes[start..]) {
         let index = start + offset;
-        out.extend_from_slice(&bytes[start..index]);
+        // `index` is at an ASCII byte, so at a character boundary.
+        out.push_str(&text[start..index]);
         let byte = bytes[index];
         match byte {
-            b'"' => out.extend_from_slice(br#"\""#),
-            b'\\' => out.extend_from_slice(br"\\"),
-            b'\n' => out.extend_from_slice(br"\n"),
-            b'\r' => out.extend_from_slice(br"\r"),
-            b'\t' => out.extend_from_slice(br"\t"),
-            0x08 => out.extend_from_slice(br"\b"),
-            0x0c => out.extend_from_slice(br"\f"),
+            b'"' => out.push_str(r#"\""#),
+            b'\\' => out.push_str(r"\\"),
+            b'\n' => out.push_str(r"\n"),
+            b'\r' => out.push_str(r"\r"),
+            b'\t' => out.push_str(r"\t"),
+            0x08 => out.push_str(r"\b"),
+            0x0c => out.push_str(r"\f"),
             _ => {
-                out.extend_from_slice(br"\u00");
-                out.push(HEX[usize::from(byte >> 4)]);
-                out.push(HEX[usize::from(byte & 0xf)]);
+                out.push_str(r"\u00");
+                out.push(char::from(HEX[usize::from(byte >> 4)]));
+                out.push(char::from(HEX[usize::from(byte & 0xf)]));
             }
         }
         start = index + 1;
     }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+    out.push_str(&text[start..]);
+    out.push('"');
 }
 
 /// `epoch_ms` as an RFC 3339 UTC time with milliseconds.
