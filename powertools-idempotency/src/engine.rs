@@ -555,7 +555,7 @@ pub(crate) fn check_operation(operation: &str) -> Result<(), Error> {
 /// differently per instance); each claim adds one to the low half. Ids therefore never repeat
 /// within a thread and differ across threads and processes but by a 2^-64 chance. (Drawing
 /// 128 new bits for every claim, two SipHash rounds and a lossy UTF-8 conversion, cost about
-/// 800 instructions per first call; this costs about 150.)
+/// 800 instructions per claim; this costs about 200.)
 fn new_claim_id() -> String {
     use std::cell::Cell;
     use std::hash::BuildHasher;

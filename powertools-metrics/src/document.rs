@@ -338,7 +338,8 @@ impl Document<'_> {
         for (key, value) in self.metadata {
             write_member(&mut out, key);
             // Metadata is any JSON value, and rarer: serde_json writes it (into memory, which
-            // cannot fail).
+            // cannot fail), into a string of its own, one allocation per value, so that the
+            // line is a `String` throughout.
             match serde_json::to_string(value) {
                 Ok(json) => out.push_str(&json),
                 Err(_) => out.push_str("null"),
