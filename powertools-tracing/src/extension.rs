@@ -44,6 +44,10 @@ pub(crate) const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
 /// its whole flush timeout (2 s) would be cut short with the spans it had not exported, and
 /// without the warning that counts them. This leaves 100 ms to write it and exit.
 pub(crate) const EXIT_BUDGET: Duration = Duration::from_millis(400);
+/// When, after `SIGTERM`, the tracer exits the process if nothing else has: a function's own
+/// shutdown hook (`lambda_runtime::spawn_graceful_shutdown_handler`, which exits when its hook
+/// is done) gets until then to finish, and Lambda's kill at 500 ms is still 50 ms away.
+const EXIT_AT: Duration = Duration::from_millis(450);
 /// How many times the extension yields to the runtime's tasks before exporting.
 const RESPONSE_FIRST_YIELDS: usize = 4;
 /// The most invocations tracked at once (one in the sequential mode, in practice).
@@ -351,9 +355,12 @@ impl Tracer {
     /// invocation it exports the spans, then lets Lambda freeze the environment. With concurrent
     /// invocations it subscribes to nothing and the spans are exported in the background, every
     /// [`export_interval`](crate::TracerBuilder::export_interval). Either way Lambda then sends
-    /// `SIGTERM` before shutting the environment down: the tracer exports what is left and exits
-    /// the process, as Lambda expects, within 400 ms (Lambda kills the runtime 500 ms after
-    /// `SIGTERM`); what it cannot export by then is counted and reported in a warning.
+    /// `SIGTERM` before shutting the environment down: the tracer exports what is left within
+    /// 400 ms (Lambda kills the runtime 500 ms after `SIGTERM`; what it cannot export by then is
+    /// counted and reported in a warning), then exits the process, as Lambda expects, 450 ms
+    /// after the signal unless something else exited it first: a shutdown hook of the
+    /// function's own (`lambda_runtime::spawn_graceful_shutdown_handler`, which exits when its
+    /// hook is done) has until then to finish.
     ///
     /// Does nothing, and the layer flushes before returning, outside Lambda (no
     /// `AWS_LAMBDA_RUNTIME_API`), with tracing off, with a caller's
@@ -441,7 +448,12 @@ impl Tracer {
     #[cfg(unix)]
     async fn export_on_sigterm(self, mut terminate: tokio::signal::unix::Signal) {
         if terminate.recv().await.is_some() {
+            let received = Instant::now();
             self.flush_before_exit(EXIT_BUDGET).await;
+            // Another handler of the signal (the function's shutdown hook) may still be at
+            // work, and exits the process when it is done: exiting as soon as this flush is
+            // over cut it short.
+            tokio::time::sleep_until(received + EXIT_AT).await;
             std::process::exit(0);
         }
     }
