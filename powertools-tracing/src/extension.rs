@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, SystemTime};
 
 use http_body_util::BodyExt;
@@ -93,6 +93,9 @@ fn runtime_api_uri(runtime_api: &str) -> Result<http::Uri, Error> {
 #[derive(Debug, Default)]
 pub(crate) struct Handoff {
     mode: AtomicU8,
+    /// Set while an extension is registered or being registered: `register_extension` called
+    /// twice at once registers once.
+    registering: AtomicBool,
     invocations: Mutex<VecDeque<(String, Stage)>>,
     changed: Notify,
 }
@@ -383,15 +386,31 @@ impl Tracer {
         {
             return Ok(());
         }
+        // The check above and the mode stored below are a registration's round trip apart: two
+        // calls at once both passed it and registered two extensions.
+        if inner.handoff.registering.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
         let concurrent = inner.lambda.max_concurrency > 1;
         let events: &[&str] = if concurrent { &[] } else { &["INVOKE"] };
-        // The address the tracer read (the builder's `Env`): the client's own default reads the
-        // process environment, and panics when the variable is not there.
-        let endpoint = runtime_api_uri(runtime_api)?;
-        let client = lambda_runtime_api_client::PooledClient::builder()
-            .with_endpoint(endpoint)
-            .build();
-        let id = register(&client, events).await?;
+        let registered = async {
+            // The address the tracer read (the builder's `Env`): the client's own default reads
+            // the process environment, and panics when the variable is not there.
+            let endpoint = runtime_api_uri(runtime_api)?;
+            let client = lambda_runtime_api_client::PooledClient::builder()
+                .with_endpoint(endpoint)
+                .build();
+            let id = register(&client, events).await?;
+            Ok::<_, Error>((client, id))
+        }
+        .await;
+        let (client, id) = match registered {
+            Ok(registered) => registered,
+            Err(error) => {
+                inner.handoff.registering.store(false, Ordering::Release);
+                return Err(error);
+            }
+        };
         if concurrent {
             tokio::spawn(exporter.export_in_background(inner.export_interval));
             inner.handoff.mode.store(MODE_BACKGROUND, Ordering::Release);
@@ -436,6 +455,7 @@ impl Tracer {
         };
         // Without its extension, the layer flushes before returning again.
         handoff.mode.store(MODE_NONE, Ordering::Release);
+        handoff.registering.store(false, Ordering::Release);
         if let Err(error) = outcome {
             tracing::warn!(
                 target: "powertools_tracing",

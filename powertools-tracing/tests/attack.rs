@@ -3426,6 +3426,33 @@ async fn terminate_self() {
 }
 
 #[test]
+fn register_extension_called_twice_at_once_registers_once() {
+    // "Calling it again does nothing": two calls at once both passed the check before either
+    // stored its mode, and registered two extensions (found by a reviewer).
+    in_lambda_process(
+        "register_extension_called_twice_at_once_registers_once",
+        |runtime_api| async move {
+            let (api, _events) = ExtensionsApi::start_at(runtime_api, false).await;
+            let tracer = Tracer::builder()
+                .env(env_with(&[(
+                    "AWS_LAMBDA_RUNTIME_API",
+                    &api.addr.to_string(),
+                )]))
+                .queued_exporter(Controlled::new(Mode::Answer))
+                .build()
+                .unwrap();
+            let (first, second) =
+                tokio::join!(tracer.register_extension(), tracer.register_extension());
+            first.unwrap();
+            second.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let registrations = api.registrations.lock().unwrap().len();
+            assert_eq!(registrations, 1, "registered {registrations} times");
+        },
+    );
+}
+
+#[test]
 fn sigterm_exports_what_is_left_and_exits_the_process() {
     const NAME: &str = "sigterm_exports_what_is_left_and_exits_the_process";
     if let Ok(out) = std::env::var("ATTACK_OUT") {
