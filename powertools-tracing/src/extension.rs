@@ -48,6 +48,10 @@ pub(crate) const EXIT_BUDGET: Duration = Duration::from_millis(400);
 /// shutdown hook (`lambda_runtime::spawn_graceful_shutdown_handler`, which exits when its hook
 /// is done) gets until then to finish, and Lambda's kill at 500 ms is still 50 ms away.
 const EXIT_AT: Duration = Duration::from_millis(450);
+/// How long before the deadline (and its margin) the extension stops waiting for an
+/// invocation still running, to export the spans that have ended: one that runs into its timeout
+/// never hands its spans over, and Lambda resets the environment at the deadline with them.
+const TIMEOUT_EXPORT_RESERVE: Duration = Duration::from_millis(250);
 /// How many times the extension yields to the runtime's tasks before exporting.
 const RESPONSE_FIRST_YIELDS: usize = 4;
 /// The most invocations tracked at once (one in the sequential mode, in practice).
@@ -235,7 +239,17 @@ impl Handoff {
                 arrived
             };
         if reached_layer {
-            self.wait(request_id, |stage| stage == Some(Stage::Done), deadline)
+            // Until shortly before a deadline Lambda sent, so that an invocation that times out
+            // still has the spans that ended exported (its own span, still open, cannot be;
+            // should it end after all, it leaves with the next export). With less than that
+            // left, until the deadline.
+            let stop_waiting = export_by
+                .and_then(|deadline| {
+                    deadline.checked_sub(TIMEOUT_EXPORT_RESERVE + DEADLINE_MARGIN)
+                })
+                .filter(|at| *at > Instant::now())
+                .unwrap_or(deadline);
+            self.wait(request_id, |stage| stage == Some(Stage::Done), stop_waiting)
                 .await;
             self.forget(request_id);
             // The layer has just returned: let the runtime's task and its connection send the

@@ -2919,6 +2919,72 @@ fn with_the_extension_the_caller_never_waits_and_spans_are_out_before_the_next_e
 }
 
 #[test]
+fn an_invocation_that_runs_into_its_deadline_still_exports_the_spans_that_ended() {
+    // The extension waited for the layer until the deadline itself, then had no time left to
+    // export: the spans of an invocation that times out (the ones people need most) were lost
+    // with the environment Lambda resets (found by a reviewer).
+    in_lambda_process(
+        "an_invocation_that_runs_into_its_deadline_still_exports_the_spans_that_ended",
+        |runtime_api| async move {
+            let (api, events) = ExtensionsApi::start_at(runtime_api, false).await;
+            let exporter = Controlled::new(Mode::Answer);
+            let tracer = Tracer::builder()
+                .env(env_with(&[(
+                    "AWS_LAMBDA_RUNTIME_API",
+                    &api.addr.to_string(),
+                )]))
+                .queued_exporter(exporter.clone())
+                .build()
+                .unwrap();
+            tracing::subscriber::set_global_default(tracer.subscriber()).unwrap();
+            tracer.register_extension().await.unwrap();
+            wait_for("the first event/next", Duration::from_secs(5), || {
+                api.nexts.lock().unwrap().len() == 1
+            })
+            .await;
+            fn runs_into_its_deadline(
+                _: LambdaEvent<Json>,
+            ) -> std::pin::Pin<Box<dyn Future<Output = Result<Json, lambda_runtime::Error>> + Send>>
+            {
+                Box::pin(async {
+                    // Work that ended early, then a call that hangs past the deadline
+                    for step in ["load_order", "charge_card"] {
+                        tracing::info_span!("step", step).in_scope(|| {});
+                    }
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    Ok(json!({"ok": true}))
+                })
+            }
+            let left = Duration::from_millis(1000);
+            let deadline_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64
+                + left.as_millis() as u64;
+            events.send(invoke_event_within("late-1", left)).unwrap();
+            let started = Instant::now();
+            tokio::spawn(invoke_with(
+                &tracer,
+                ctx()
+                    .with_request_id("late-1")
+                    .with_deadline_ms(deadline_ms),
+                json!({}),
+                runs_into_its_deadline,
+            ));
+            // Then the two spans that ended are exported before the deadline
+            let exported = wait_for("the ended spans exported", Duration::from_secs(3), || {
+                exporter.count() == 2
+            })
+            .await;
+            assert!(
+                started.elapsed() < left,
+                "exported {exported:?} after the invoke, past its {left:?} deadline"
+            );
+        },
+    );
+}
+
+#[test]
 fn an_invoke_that_never_reaches_the_layer_is_let_go_after_200_ms() {
     in_lambda_process(
         "an_invoke_that_never_reaches_the_layer_is_let_go_after_200_ms",
