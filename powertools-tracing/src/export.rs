@@ -104,6 +104,59 @@ fn count(spans: usize) -> u64 {
     u64::try_from(spans).unwrap_or(u64::MAX)
 }
 
+/// The OTLP exporter's limit on one request's body (its default, the OTLP-recommended 64 MiB):
+/// a larger request is not sent, and its spans are lost.
+const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+/// Spans larger than this, by [`estimated_bytes`], go in several requests of about this size
+/// each, well under [`MAX_REQUEST_BYTES`].
+const REQUEST_TARGET_BYTES: usize = 16 * 1024 * 1024;
+/// A span larger than this cannot go in any request (the resource and the framing need room
+/// too): it is dropped, counted and reported, and the others are exported.
+const MAX_SPAN_BYTES: usize = MAX_REQUEST_BYTES - 1024 * 1024;
+
+/// About how many bytes `span` takes in an OTLP request, a little over rather than under: its
+/// string values, 64 bytes per attribute for its key and framing (keys are field names, short
+/// and fixed in the code), and 128 for the fixed fields. Every flush computes it for each span,
+/// so it reads only what can be large.
+fn estimated_bytes(span: &SpanData) -> usize {
+    fn attributes(attributes: &[opentelemetry::KeyValue]) -> usize {
+        attributes
+            .iter()
+            .map(|attribute| 64 + value_bytes(&attribute.value))
+            .sum()
+    }
+    fn value_bytes(value: &opentelemetry::Value) -> usize {
+        use opentelemetry::{Array, Value};
+        match value {
+            Value::String(text) => text.as_str().len(),
+            Value::Array(Array::String(texts)) => {
+                texts.iter().map(|text| text.as_str().len() + 4).sum()
+            }
+            Value::Array(Array::Bool(values)) => values.len() * 2,
+            Value::Array(Array::I64(values)) => values.len() * 10,
+            Value::Array(Array::F64(values)) => values.len() * 9,
+            _ => 0,
+        }
+    }
+    let status = match &span.status {
+        opentelemetry::trace::Status::Error { description } => description.len(),
+        _ => 0,
+    };
+    128 + span.name.len()
+        + status
+        + attributes(&span.attributes)
+        + span
+            .events
+            .iter()
+            .map(|event| 32 + event.name.len() + attributes(&event.attributes))
+            .sum::<usize>()
+        + span
+            .links
+            .iter()
+            .map(|link| 64 + attributes(&link.attributes))
+            .sum::<usize>()
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -207,9 +260,13 @@ impl Exporter {
             let _under_way = UnderWay::new(self);
             let mut batch = std::mem::take(&mut *lock(&self.sample));
             batch.append(&mut self.queue());
+            let (batch, bytes) = self.sendable(batch);
             if !batch.is_empty() {
                 let spans = count(batch.len());
-                if let Err(cause) = self.try_export(batch, self.timeout.min(left())).await {
+                if let Err(cause) = self
+                    .try_export(batch, bytes, self.timeout.min(left()))
+                    .await
+                {
                     self.dropped.fetch_add(spans, Ordering::Relaxed);
                     self.warn_dropped(&cause, "spans could not be exported at the final flush");
                 }
@@ -233,10 +290,75 @@ impl Exporter {
         }
     }
 
+    /// `batch` without the spans too large for any request ([`MAX_SPAN_BYTES`]), which are
+    /// counted as dropped and reported: sent with the others, they made the whole request fail
+    /// to encode, and every span in it was lost.
+    fn sendable(&self, mut batch: Vec<SpanData>) -> (Vec<SpanData>, usize) {
+        let before = batch.len();
+        let mut total = 0;
+        batch.retain(|span| {
+            let bytes = estimated_bytes(span);
+            let fits = bytes <= MAX_SPAN_BYTES;
+            if fits {
+                total += bytes;
+            }
+            fits
+        });
+        let too_large = count(before - batch.len());
+        if too_large > 0 {
+            self.dropped.fetch_add(too_large, Ordering::Relaxed);
+            self.reported.fetch_add(too_large, Ordering::Relaxed);
+            tracing::warn!(
+                target: "powertools_tracing",
+                dropped_spans = too_large,
+                max_span_bytes = MAX_SPAN_BYTES,
+                "spans too large for an OTLP request were dropped (their attributes and events \
+                 hold more than one request may carry); the other spans are exported"
+            );
+        }
+        (batch, total)
+    }
+
+    /// Exports `batch` (`bytes` in all, as [`sendable`](Self::sendable) estimated) in one
+    /// request, or, when it is larger than [`REQUEST_TARGET_BYTES`], in several of about that
+    /// size, one after the other: one request over the exporter's limit is not sent at all.
+    fn export_all(&self, batch: Vec<SpanData>, bytes: usize) -> BoxFuture<'_, OTelSdkResult> {
+        if bytes <= REQUEST_TARGET_BYTES {
+            return self.export.export(batch);
+        }
+        // Boxed apart: every flush's future would otherwise be as large as this rare one.
+        Box::pin(self.export_in_parts(batch))
+    }
+
+    /// [`export_all`](Self::export_all)'s requests for a large batch. When one fails after
+    /// others went through, the caller counts the whole batch as dropped: over, never under.
+    async fn export_in_parts(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let mut request = Vec::new();
+        let mut request_bytes = 0;
+        for span in batch {
+            let bytes = estimated_bytes(&span);
+            if !request.is_empty() && request_bytes + bytes > REQUEST_TARGET_BYTES {
+                self.export.export(std::mem::take(&mut request)).await?;
+                request_bytes = 0;
+            }
+            request_bytes += bytes;
+            request.push(span);
+        }
+        if request.is_empty() {
+            return Ok(());
+        }
+        self.export.export(request).await
+    }
+
     /// One export within `timeout`; the cause when it fails.
-    async fn try_export(&self, batch: Vec<SpanData>, timeout: Duration) -> Result<(), String> {
+    async fn try_export(
+        &self,
+        batch: Vec<SpanData>,
+        bytes: usize,
+        timeout: Duration,
+    ) -> Result<(), String> {
         let _in_flight = SpansInFlight::new(self, count(batch.len()));
-        match tokio::time::timeout(timeout, self.export.export(batch)).await {
+        match tokio::time::timeout(timeout, self.export_all(batch, bytes)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(error.to_string()),
             Err(_) => Err(format!("no answer within {} ms", millis(timeout))),
@@ -333,11 +455,12 @@ impl Exporter {
 
     /// Exports `batch` for [`flush_within`](Self::flush_within).
     async fn export_batch(self: &Arc<Self>, batch: Vec<SpanData>, limit: Duration, bound: Bound) {
+        let (batch, bytes) = self.sendable(batch);
         if !batch.is_empty() {
             let spans = count(batch.len());
             let timeout = self.timeout.min(limit);
             let in_flight = SpansInFlight::new(self, spans);
-            let exported = tokio::time::timeout(timeout, self.export.export(batch)).await;
+            let exported = tokio::time::timeout(timeout, self.export_all(batch, bytes)).await;
             drop(in_flight);
             let failure = match exported {
                 Ok(Ok(())) => None,
@@ -446,11 +569,11 @@ impl Exporter {
         let mut delay = FIRST_PROBE_DELAY;
         loop {
             tokio::time::sleep(delay).await;
-            let batch = self.next_sample().await;
+            let (batch, bytes) = self.sendable(self.next_sample().await);
             // Counted as under way, so that a final flush waits for it.
             let _under_way = UnderWay::new(self);
             let spans = count(batch.len());
-            match self.try_export(batch, self.timeout).await {
+            match self.try_export(batch, bytes, self.timeout).await {
                 Ok(()) => break,
                 Err(cause) => {
                     self.dropped.fetch_add(spans, Ordering::Relaxed);

@@ -244,9 +244,7 @@ impl Handoff {
             // should it end after all, it leaves with the next export). With less than that
             // left, until the deadline.
             let stop_waiting = export_by
-                .and_then(|deadline| {
-                    deadline.checked_sub(TIMEOUT_EXPORT_RESERVE + DEADLINE_MARGIN)
-                })
+                .and_then(|deadline| deadline.checked_sub(TIMEOUT_EXPORT_RESERVE + DEADLINE_MARGIN))
                 .filter(|at| *at > Instant::now())
                 .unwrap_or(deadline);
             self.wait(request_id, |stage| stage == Some(Stage::Done), stop_waiting)

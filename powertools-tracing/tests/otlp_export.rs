@@ -1049,3 +1049,94 @@ fn export_resumes_when_the_runtime_that_suspended_it_has_ended() {
     assert_eq!(heads, 3, "export stayed suspended");
     assert_eq!(tracer.dropped_spans(), 2);
 }
+
+/// An invocation whose handler ends `count` spans, each with a `bytes`-byte field.
+async fn invoke_with_large_spans(tracer: &Tracer, count: usize, bytes: usize) {
+    let service = TracingLayer::new(tracer.clone()).layer(service_fn(
+        move |_event: LambdaEvent<Value>| async move {
+            let blob = "x".repeat(bytes);
+            for _ in 0..count {
+                tracing::info_span!("chunk", body = %blob).in_scope(|| {});
+            }
+            Ok::<_, lambda_runtime::Error>(json!({"accepted": true}))
+        },
+    ));
+    let context = TestContext::new().with_function_name("orders-api");
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        service.oneshot(context.event(json!({}))),
+    )
+    .await
+    .expect("the invocation is bounded")
+    .expect("the invocation succeeds");
+}
+
+#[tokio::test]
+async fn spans_too_large_for_one_request_go_in_several_and_the_invocation_span_arrives() {
+    // Given a handler whose spans are 68 MiB in all, over the OTLP exporter's 64 MiB request
+    // limit: the whole batch failed to encode and was dropped, the invocation span with it, and
+    // export was suspended "until the collector answers again" though it was never asked (found
+    // by a reviewer)
+    let timeline = Timeline::default();
+    let receiver = Receiver::start(Behaviour::Answer, &timeline).await;
+    let tracer = Tracer::builder()
+        .endpoint(&receiver.endpoint)
+        .flush_timeout(Duration::from_secs(60))
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let (warnings, _guard) = with_warnings(&tracer);
+
+    // When it is invoked
+    invoke_with_large_spans(&tracer, 34, 2 * 1024 * 1024).await;
+
+    // Then every span arrived, in several requests, and nothing was dropped
+    let spans = receiver.spans();
+    assert!(
+        spans.iter().any(|span| span.name == "orders-api"),
+        "no invocation span; warnings: {:?}",
+        warnings.all()
+    );
+    assert_eq!(spans.iter().filter(|span| span.name == "chunk").count(), 34);
+    assert!(receiver.requests() >= 2, "{} requests", receiver.requests());
+    assert_eq!(tracer.dropped_spans(), 0, "{:?}", warnings.all());
+}
+
+#[tokio::test]
+async fn a_span_too_large_for_any_request_is_dropped_counted_and_reported_and_the_rest_arrive() {
+    // Given a handler that ends one span of 66 MiB, more than one request may carry
+    let timeline = Timeline::default();
+    let receiver = Receiver::start(Behaviour::Answer, &timeline).await;
+    let tracer = Tracer::builder()
+        .endpoint(&receiver.endpoint)
+        .flush_timeout(Duration::from_secs(60))
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let (warnings, _guard) = with_warnings(&tracer);
+
+    // When it is invoked, then another invocation after it
+    invoke_with_large_spans(&tracer, 1, 66 * 1024 * 1024).await;
+    invoke(&tracer, "after-the-large-one").await;
+
+    // Then the large span was dropped, counted and reported with why
+    assert_eq!(tracer.dropped_spans(), 1, "{:?}", warnings.all());
+    let all = warnings.all();
+    assert_eq!(reported_drops(&all), 1, "{all:?}");
+    assert!(
+        all.iter().any(|warning| warning.contains("too large")),
+        "{all:?}"
+    );
+    // And the rest arrived, both invocation spans among them: export was not suspended
+    let spans = receiver.spans();
+    assert_eq!(
+        spans
+            .iter()
+            .filter(|span| span.name == "orders-api")
+            .count(),
+        2,
+        "{all:?}"
+    );
+    assert!(spans.iter().any(|span| span.name == "bake"));
+    assert!(!spans.iter().any(|span| span.name == "chunk"));
+}
