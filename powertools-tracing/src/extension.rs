@@ -235,6 +235,20 @@ impl Handoff {
                 let arrived = invocations.iter().any(|(id, _)| id == request_id);
                 if !arrived {
                     Self::track(&mut invocations, request_id, Stage::Abandoned);
+                    drop(invocations);
+                    static NEVER_REACHED: std::sync::Once = std::sync::Once::new();
+                    NEVER_REACHED.call_once(|| {
+                        tracing::warn!(
+                            target: "powertools_tracing",
+                            request_id,
+                            grace_ms = START_GRACE.as_millis(),
+                            "an invocation did not reach TracingLayer: the extension waited for \
+                             it, then let it go. An event the runtime cannot read does that; a \
+                             handler that is not behind TracingLayer does it on every \
+                             invocation, each held that long: register the extension only with \
+                             the layer (warned once)"
+                        );
+                    });
                 }
                 arrived
             };

@@ -2985,6 +2985,58 @@ fn an_invocation_that_runs_into_its_deadline_still_exports_the_spans_that_ended(
 }
 
 #[test]
+fn invocations_that_never_reach_the_layer_are_warned_about_once() {
+    // A function that registers the extension but whose handler is not behind `TracingLayer`
+    // (forgotten, or a `lambda_http::run` service) had each invocation held 200 ms, billed, with
+    // no word (found by a reviewer)
+    const NAME: &str = "invocations_that_never_reach_the_layer_are_warned_about_once";
+    if std::env::var("ATTACK_CHILD").is_ok() {
+        in_lambda_process(NAME, |runtime_api| async move {
+            let (api, events) = ExtensionsApi::start_at(runtime_api, false).await;
+            let tracer = Tracer::builder()
+                .env(env_with(&[(
+                    "AWS_LAMBDA_RUNTIME_API",
+                    &api.addr.to_string(),
+                )]))
+                .queued_exporter(Controlled::new(Mode::Answer))
+                .build()
+                .unwrap();
+            use tracing_subscriber::layer::SubscriberExt;
+            tracing::subscriber::set_global_default(
+                tracing_subscriber::registry()
+                    .with(tracer.otel_layer())
+                    .with(PrintWarnings),
+            )
+            .unwrap();
+            tracer.register_extension().await.unwrap();
+            for (index, request_id) in ["no-layer-1", "no-layer-2", "no-layer-3"]
+                .iter()
+                .enumerate()
+            {
+                events.send(invoke_event(request_id)).unwrap();
+                wait_for(
+                    "the extension letting it go",
+                    Duration::from_secs(3),
+                    || api.nexts.lock().unwrap().len() == index + 2,
+                )
+                .await;
+            }
+        });
+        return;
+    }
+    let (output, _) = run_child(NAME, &[("ATTACK_CHILD", "1")]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    // (A warning may follow the test harness's own `test … ` on its line.)
+    let warnings: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.contains("WARNING message="))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stdout}");
+    assert!(warnings[0].contains("TracingLayer"), "{stdout}");
+}
+
+#[test]
 fn an_invoke_that_never_reaches_the_layer_is_let_go_after_200_ms() {
     in_lambda_process(
         "an_invoke_that_never_reaches_the_layer_is_let_go_after_200_ms",
