@@ -17,8 +17,7 @@ In order, so that the CPU-bound parts run on a quiet machine, one after the othe
    invocations against a collector that hangs, through the Runtime + Extensions API emulator of
    powertools-tracing's tests (`cargo bench -p powertools-tracing --bench response_latency`);
 7. instruction counts per call under callgrind (bench/functions/benches/per_call.rs and
-   bench/python/per_call.py), which do not depend on the machine's load; then the first call
-   timed in Rust and in Python alternately, round after round (`python_ratio_interleaved`);
+   bench/python/per_call.py), which do not depend on the machine's load;
 8. the report: tables on stdout, everything in target/bench/results.json, the headline chart in
    bench/headline.svg, and one summary line.
 
@@ -216,30 +215,6 @@ def per_call_instructions(interpreter: str, quick: bool) -> dict:
     return results
 
 
-def interleaved(interpreter: str, quick: bool) -> dict:
-    """The first call timed alternately in Rust and in Python, round after round, each round's
-    ratio taken from two measurements seconds apart: the criterion and `in_process.py` rows are
-    minutes apart, and a machine whose speed changes in between moved their ratio from 31x to
-    65x across runs. Each side is a median of per-call times (`per_call ROW CALLS time`)."""
-    rounds, rust_calls, python_calls = (3, 5000, 500) if quick else (7, 20000, 2000)
-    rust = bench_executable("powertools-bench", "per_call")
-    script = str(REPO / "bench" / "python" / "per_call.py")
-    results: dict = {"rust_ns": [], "python_ns": [], "ratios": []}
-    for _ in range(rounds):
-        ours = json.loads(subprocess.run([str(rust), "first_call", str(rust_calls), "time"],
-                                         stdout=subprocess.PIPE, text=True, check=True).stdout.strip().splitlines()[-1])
-        theirs = json.loads(subprocess.run([interpreter, script, "first_call", str(python_calls), "time"],
-                                           cwd=REPO / "bench" / "python", stderr=subprocess.PIPE,
-                                           stdout=subprocess.DEVNULL, text=True, check=True).stderr.strip().splitlines()[-1])
-        results["rust_ns"].append(ours["median_ns"])
-        results["python_ns"].append(theirs["median_ns"])
-        results["ratios"].append(theirs["median_ns"] / ours["median_ns"])
-        log(f"  interleaved first call: rust {ours['median_ns']} ns, python {theirs['median_ns']} ns, "
-            f"{results['ratios'][-1]:.1f}x")
-    results["median_ratio"] = statistics.median(results["ratios"])
-    return results
-
-
 def us(ns: float) -> float:
     return round(ns / 1000, 2)
 
@@ -318,11 +293,6 @@ def report(results: dict) -> str:
               f"| the tracing layer alone, bare handler | {rust['span_only']:,} | | |",
               "", f"The span adds {rust['first_call_with_span'] - rust['first_call']:,} instructions to a first call "
               f"({rust['span_only'] - rust['bare']:,} around the bare handler)."]
-    mixed = results["interleaved"]
-    lines += ["", f"The first call timed alternately, Rust then Python, {len(mixed['ratios'])} rounds "
-              f"(medians per call; `per_call first_call N time`): Python / Rust "
-              f"{mixed['median_ratio']:.0f}× (rounds: " + ", ".join(f"{ratio:.0f}×" for ratio in mixed["ratios"])
-              + f"; Rust {us(statistics.median(mixed['rust_ns']))} µs, Python {us(statistics.median(mixed['python_ns']))} µs)."]
     entropy = results["entropy"]
     lines += ["", f"AWS-LC's first random fill in a fresh process, built with jitter entropy "
               f"(AWS_LC_SYS_NO_JITTER_ENTROPY=0): {entropy['default']['first_fill_us']} µs "
@@ -339,7 +309,6 @@ def summary(results: dict) -> str:
             f"full_stack_overhead_us={us(handler['first_call_with_span'] - handler['bare'])} "
             f"python_ratio={py['first_call_us']['median'] * 1000 / handler['first_call']:.0f} "
             f"python_replay_ratio={py['replay_us']['median'] * 1000 / handler['replay']:.0f} "
-            f"python_ratio_interleaved={results['interleaved']['median_ratio']:.0f} "
             f"ddb_calls_first={results['ddb_rust']['ddb_calls_first']} "
             f"ddb_calls_duplicate={results['ddb_rust']['ddb_calls_duplicate']} "
             f"ddb_calls_cache_hit={results['ddb_rust']['ddb_calls_cache_hit']} "
@@ -375,7 +344,6 @@ def main() -> int:
     results["entropy"] = entropy_probe(3 if args.quick else 7)
     results["response_latency"] = response_latency(args.quick)
     results["callgrind"] = per_call_instructions(interpreter, args.quick)
-    results["interleaved"] = interleaved(interpreter, args.quick)
     results["seconds"] = round(time.monotonic() - started)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")

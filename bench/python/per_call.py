@@ -4,16 +4,13 @@ callgrind (the Rust side is bench/functions/benches/per_call.rs):
     valgrind --tool=callgrind --callgrind-out-file=/dev/null PYTHON bench/python/per_call.py ROW CALLS
 
 ROW is bare, first_call or replay, as in in_process.py; log lines and EMF documents go to
-/dev/null. With a third argument `time`, each call is timed instead (perf_counter_ns around it)
-and the median printed as `{"median_ns": ...}` on stderr (stdout is /dev/null): scripts/bench
-alternates it with the Rust binary's `time` mode. scripts/bench runs each row with two numbers of calls and reports the difference per
+/dev/null. scripts/bench runs each row with two numbers of calls and reports the difference per
 call, so the interpreter's start and the imports cancel out.
 """
 
 import json
 import os
 import sys
-import time
 
 sys.dont_write_bytecode = True
 import handler as bench  # noqa: E402  (sets Powertools' environment before importing it)
@@ -23,7 +20,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def main():
     row, calls = sys.argv[1], int(sys.argv[2])
-    timed = len(sys.argv) > 3 and sys.argv[3] == "time"
     with open(os.path.join(HERE, "..", "events", "order.json")) as f:
         event = json.load(f)
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -40,18 +36,8 @@ def main():
         events = [event] * calls
     else:
         sys.exit(f"unknown row {row}")
-    if not timed:
-        for item in events:
-            handler(item, bench.FakeContext())
-        return
-    times = []
     for item in events:
-        context = bench.FakeContext()
-        started = time.perf_counter_ns()
-        handler(item, context)
-        times.append(time.perf_counter_ns() - started)
-    times.sort()
-    print(json.dumps({"median_ns": times[len(times) // 2], "calls": len(times)}), file=sys.stderr)
+        handler(item, bench.FakeContext())
 
 
 if __name__ == "__main__":

@@ -8,10 +8,7 @@
 //! ```
 //!
 //! `scripts/bench` runs each row with two numbers of calls and reports the difference per call
-//! (set-up and the process's start cancel out). With a third argument `time`, the binary
-//! instead times each call (`Instant` around it) and prints `{"median_ns": …}`: `scripts/bench`
-//! alternates it with `bench/python/per_call.py ROW CALLS time` for a ratio to Python that the
-//! machine's speed changing between two measurements cannot move. Rows: `bare`, `first_call` (logs + metrics +
+//! (set-up and the process's start cancel out). Rows: `bare`, `first_call` (logs + metrics +
 //! idempotency in memory), `replay`, `first_call_with_span` (the same with the invocation span,
 //! handed to the tracer's queue and flushed to an exporter that drops it), `span_only` (the
 //! tracing layer alone around the bare handler, same exporter).
@@ -38,7 +35,6 @@ fn main() {
         return;
     };
     let calls: u64 = calls.parse().expect("a number of calls");
-    let timed = arguments.get(2).is_some_and(|mode| mode == "time");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -58,7 +54,7 @@ fn main() {
             let bare = service_fn(|event: LambdaEvent<Order>| async move {
                 Ok::<Receipt, Infallible>(accept(&event.payload))
             });
-            call_each(&runtime, &bare, new_orders(), timed);
+            call_each(&runtime, &bare, new_orders());
         }
         "span_only" => {
             let service = TracingLayer::new(powertools.tracer().clone()).layer(service_fn(
@@ -66,49 +62,37 @@ fn main() {
                     Ok::<Receipt, Infallible>(accept(&event.payload))
                 },
             ));
-            call_each(&runtime, &service, new_orders(), timed);
+            call_each(&runtime, &service, new_orders());
         }
         "first_call" | "first_call_with_span" => {
             let service = ServiceBuilder::new()
                 .layer(powertools.layer())
                 .layer(IdempotencyLayer::new(store()).key_from(key))
                 .service(service_fn(handler));
-            call_each(&runtime, &service, new_orders(), timed);
+            call_each(&runtime, &service, new_orders());
         }
         "replay" => {
             let service = ServiceBuilder::new()
                 .layer(powertools.layer())
                 .layer(IdempotencyLayer::new(store()).key_from(key))
                 .service(service_fn(handler));
-            call_each(&runtime, &service, std::iter::once(order(0)), false);
-            call_each(&runtime, &service, (0..calls).map(|_| order(0)), timed);
+            call_each(&runtime, &service, std::iter::once(order(0)));
+            call_each(&runtime, &service, (0..calls).map(|_| order(0)));
         }
         other => eprintln!("unknown row {other}"),
     }
 }
 
-/// Calls `service` with each event, made as the call before it ends; `timed`, prints the
-/// median time of a call.
+/// Calls `service` with each event, made as the call before it ends.
 fn call_each<S>(
     runtime: &tokio::runtime::Runtime,
     service: &S,
     events: impl Iterator<Item = LambdaEvent<Order>>,
-    timed: bool,
 ) where
     S: Service<LambdaEvent<Order>> + Clone,
 {
-    let mut times = Vec::new();
     for event in events {
-        let started = std::time::Instant::now();
         measured(runtime, service, event);
-        if timed {
-            times.push(started.elapsed().as_nanos());
-        }
-    }
-    if timed {
-        times.sort_unstable();
-        let median = times.get(times.len() / 2).copied().unwrap_or_default();
-        println!(r#"{{"median_ns": {median}, "calls": {}}}"#, times.len());
     }
 }
 
