@@ -2926,22 +2926,10 @@ fn an_invocation_that_runs_into_its_deadline_still_exports_the_spans_that_ended(
     in_lambda_process(
         "an_invocation_that_runs_into_its_deadline_still_exports_the_spans_that_ended",
         |runtime_api| async move {
-            let (api, events) = ExtensionsApi::start_at(runtime_api, false).await;
             let exporter = Controlled::new(Mode::Answer);
-            let tracer = Tracer::builder()
-                .env(env_with(&[(
-                    "AWS_LAMBDA_RUNTIME_API",
-                    &api.addr.to_string(),
-                )]))
-                .queued_exporter(exporter.clone())
-                .build()
-                .unwrap();
+            let (_api, events, tracer) =
+                registered(runtime_api, &exporter, Duration::from_secs(2)).await;
             tracing::subscriber::set_global_default(tracer.subscriber()).unwrap();
-            tracer.register_extension().await.unwrap();
-            wait_for("the first event/next", Duration::from_secs(5), || {
-                api.nexts.lock().unwrap().len() == 1
-            })
-            .await;
             fn runs_into_its_deadline(
                 _: LambdaEvent<Json>,
             ) -> std::pin::Pin<Box<dyn Future<Output = Result<Json, lambda_runtime::Error>> + Send>>
@@ -2993,14 +2981,11 @@ fn invocations_that_never_reach_the_layer_are_warned_about_once() {
     if std::env::var("ATTACK_CHILD").is_ok() {
         in_lambda_process(NAME, |runtime_api| async move {
             let (api, events) = ExtensionsApi::start_at(runtime_api, false).await;
-            let tracer = Tracer::builder()
-                .env(env_with(&[(
-                    "AWS_LAMBDA_RUNTIME_API",
-                    &api.addr.to_string(),
-                )]))
-                .queued_exporter(Controlled::new(Mode::Answer))
-                .build()
-                .unwrap();
+            let tracer = extension_tracer(
+                api.addr,
+                &Controlled::new(Mode::Answer),
+                Duration::from_secs(2),
+            );
             use tracing_subscriber::layer::SubscriberExt;
             tracing::subscriber::set_global_default(
                 tracing_subscriber::registry()
@@ -3043,14 +3028,7 @@ fn an_invoke_that_never_reaches_the_layer_is_let_go_after_200_ms() {
         |runtime_api| async move {
             let (api, events) = ExtensionsApi::start_at(runtime_api, false).await;
             let exporter = Controlled::new(Mode::Answer);
-            let tracer = Tracer::builder()
-                .env(env_with(&[(
-                    "AWS_LAMBDA_RUNTIME_API",
-                    &api.addr.to_string(),
-                )]))
-                .queued_exporter(exporter.clone())
-                .build()
-                .unwrap();
+            let tracer = extension_tracer(api.addr, &exporter, Duration::from_secs(2));
             tracer.register_extension().await.unwrap();
             wait_for("the first event/next", Duration::from_secs(5), || {
                 api.nexts.lock().unwrap().len() == 1
@@ -3105,14 +3083,7 @@ fn a_refused_registration_is_an_extension_error_and_the_layer_flushes_before_ret
         |runtime_api| async move {
             let (api, _events) = ExtensionsApi::start_at(runtime_api, true).await;
             let exporter = Controlled::new(Mode::Answer);
-            let tracer = Tracer::builder()
-                .env(env_with(&[(
-                    "AWS_LAMBDA_RUNTIME_API",
-                    &api.addr.to_string(),
-                )]))
-                .queued_exporter(exporter.clone())
-                .build()
-                .unwrap();
+            let tracer = extension_tracer(api.addr, &exporter, Duration::from_secs(2));
             let err = tracer
                 .register_extension()
                 .await
@@ -3533,6 +3504,25 @@ fn concurrent_process_tracer(runtime_api: SocketAddr) -> powertools_tracing::Tra
         .export_interval(Duration::from_secs(600))
 }
 
+/// The emulated Extensions API at `runtime_api`, and a tracer under managed instances that
+/// writes the names of the spans it exports to `path`, its extension registered.
+async fn registered_file_tracer(
+    runtime_api: SocketAddr,
+    path: std::path::PathBuf,
+) -> (
+    ExtensionsApi,
+    tokio::sync::mpsc::UnboundedSender<Json>,
+    Tracer,
+) {
+    let (api, events) = ExtensionsApi::start_at(runtime_api, false).await;
+    let tracer = concurrent_process_tracer(runtime_api)
+        .queued_exporter(FileExporter(path))
+        .build()
+        .unwrap();
+    tracer.register_extension().await.unwrap();
+    (api, events, tracer)
+}
+
 /// Sends this process SIGTERM, as Lambda does at shutdown, and waits to be ended by it.
 async fn terminate_self() {
     std::process::Command::new("kill")
@@ -3551,14 +3541,11 @@ fn register_extension_called_twice_at_once_registers_once() {
         "register_extension_called_twice_at_once_registers_once",
         |runtime_api| async move {
             let (api, _events) = ExtensionsApi::start_at(runtime_api, false).await;
-            let tracer = Tracer::builder()
-                .env(env_with(&[(
-                    "AWS_LAMBDA_RUNTIME_API",
-                    &api.addr.to_string(),
-                )]))
-                .queued_exporter(Controlled::new(Mode::Answer))
-                .build()
-                .unwrap();
+            let tracer = extension_tracer(
+                api.addr,
+                &Controlled::new(Mode::Answer),
+                Duration::from_secs(2),
+            );
             let (first, second) =
                 tokio::join!(tracer.register_extension(), tracer.register_extension());
             first.unwrap();
@@ -3575,12 +3562,7 @@ fn sigterm_exports_what_is_left_and_exits_the_process() {
     const NAME: &str = "sigterm_exports_what_is_left_and_exits_the_process";
     if let Ok(out) = std::env::var("ATTACK_OUT") {
         in_lambda_process(NAME, |runtime_api| async move {
-            let (_api, _events) = ExtensionsApi::start_at(runtime_api, false).await;
-            let tracer = concurrent_process_tracer(runtime_api)
-                .queued_exporter(FileExporter(out.into()))
-                .build()
-                .unwrap();
-            tracer.register_extension().await.unwrap();
+            let (_api, _events, tracer) = registered_file_tracer(runtime_api, out.into()).await;
             invoke_with(&tracer, ctx(), json!({}), ok_handler)
                 .await
                 .unwrap();
@@ -3619,12 +3601,8 @@ fn sigterm_leaves_the_function_s_own_shutdown_hook_time_to_finish() {
     const NAME: &str = "sigterm_leaves_the_function_s_own_shutdown_hook_time_to_finish";
     if let Ok(out) = std::env::var("ATTACK_OUT") {
         in_lambda_process(NAME, |runtime_api| async move {
-            let (_api, _events) = ExtensionsApi::start_at(runtime_api, false).await;
-            let tracer = concurrent_process_tracer(runtime_api)
-                .queued_exporter(FileExporter(format!("{out}.spans").into()))
-                .build()
-                .unwrap();
-            tracer.register_extension().await.unwrap();
+            let (_api, _events, tracer) =
+                registered_file_tracer(runtime_api, format!("{out}.spans").into()).await;
             let hook_tracer = tracer.clone();
             let mut terminate =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();

@@ -1050,6 +1050,18 @@ fn export_resumes_when_the_runtime_that_suspended_it_has_ended() {
     assert_eq!(tracer.dropped_spans(), 2);
 }
 
+/// A receiver that answers, and a tracer exporting to it with a flush timeout large spans fit.
+async fn answering_receiver_and_tracer() -> (Receiver, Tracer) {
+    let receiver = Receiver::start(Behaviour::Answer, &Timeline::default()).await;
+    let tracer = Tracer::builder()
+        .endpoint(&receiver.endpoint)
+        .flush_timeout(Duration::from_secs(60))
+        .env(Env::empty())
+        .build()
+        .expect("a tracer exporting to the receiver");
+    (receiver, tracer)
+}
+
 /// An invocation whose handler ends `count` spans, each with a `bytes`-byte field.
 async fn invoke_with_large_spans(tracer: &Tracer, count: usize, bytes: usize) {
     let service = TracingLayer::new(tracer.clone()).layer(service_fn(
@@ -1077,14 +1089,7 @@ async fn spans_too_large_for_one_request_go_in_several_and_the_invocation_span_a
     // limit: the whole batch failed to encode and was dropped, the invocation span with it, and
     // export was suspended "until the collector answers again" though it was never asked (found
     // by a reviewer)
-    let timeline = Timeline::default();
-    let receiver = Receiver::start(Behaviour::Answer, &timeline).await;
-    let tracer = Tracer::builder()
-        .endpoint(&receiver.endpoint)
-        .flush_timeout(Duration::from_secs(60))
-        .env(Env::empty())
-        .build()
-        .unwrap();
+    let (receiver, tracer) = answering_receiver_and_tracer().await;
     let (warnings, _guard) = with_warnings(&tracer);
 
     // When it is invoked
@@ -1105,14 +1110,7 @@ async fn spans_too_large_for_one_request_go_in_several_and_the_invocation_span_a
 #[tokio::test]
 async fn a_span_too_large_for_any_request_is_dropped_counted_and_reported_and_the_rest_arrive() {
     // Given a handler that ends one span of 66 MiB, more than one request may carry
-    let timeline = Timeline::default();
-    let receiver = Receiver::start(Behaviour::Answer, &timeline).await;
-    let tracer = Tracer::builder()
-        .endpoint(&receiver.endpoint)
-        .flush_timeout(Duration::from_secs(60))
-        .env(Env::empty())
-        .build()
-        .unwrap();
+    let (receiver, tracer) = answering_receiver_and_tracer().await;
     let (warnings, _guard) = with_warnings(&tracer);
 
     // When it is invoked, then another invocation after it
