@@ -570,18 +570,12 @@ fn new_claim_id() -> String {
         next.set((high, low.wrapping_add(1)));
         (high, low)
     });
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = ((u128::from(high) << 64) | u128::from(low)).to_be_bytes();
-    let mut hex = [0_u8; 32];
-    for index in 0..16 {
-        hex[2 * index] = HEX[usize::from(bytes[index] >> 4)];
-        hex[2 * index + 1] = HEX[usize::from(bytes[index] & 0xf)];
-    }
-    // Always ASCII; the lossy conversion is never taken.
-    std::str::from_utf8(&hex).map_or_else(
-        |_| String::from_utf8_lossy(&hex).into_owned(),
-        str::to_owned,
-    )
+    let mut id = String::with_capacity(32);
+    crate::key::push_hex(
+        &mut id,
+        &((u128::from(high) << 64) | u128::from(low)).to_be_bytes(),
+    );
+    id
 }
 
 /// A store call that did not finish within its bound.

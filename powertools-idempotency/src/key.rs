@@ -212,19 +212,22 @@ pub(crate) fn hash(value: &Value) -> String {
     digest
 }
 
-fn push_hex(out: &mut String, digest: &[u8; 32]) {
+/// Appends `bytes` (at most 32: a SHA-256 digest, a claim's id) in lowercase hex.
+pub(crate) fn push_hex<const N: usize>(out: &mut String, bytes: &[u8; N]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    const { assert!(N <= 32) };
     // Into bytes, then one `push_str`: a `push` per character cost about 600 instructions per
     // key, this about 250.
     let mut hex = [0_u8; 64];
-    for (index, byte) in digest.iter().enumerate() {
+    for (index, byte) in bytes.iter().enumerate() {
         hex[2 * index] = DIGITS[usize::from(byte >> 4)];
         hex[2 * index + 1] = DIGITS[usize::from(byte & 0xf)];
     }
+    let hex = &hex[..2 * N];
     // Always ASCII; the lossy conversion is never taken.
-    match std::str::from_utf8(&hex) {
+    match std::str::from_utf8(hex) {
         Ok(hex) => out.push_str(hex),
-        Err(_) => out.push_str(&String::from_utf8_lossy(&hex)),
+        Err(_) => out.push_str(&String::from_utf8_lossy(hex)),
     }
 }
 

@@ -330,6 +330,14 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
+    /// `{}` as the event of a handler of `Value`s.
+    fn empty_event() -> LambdaEvent<EventOf<Value>> {
+        LambdaEvent::new(
+            serde_json::from_str::<EventOf<Value>>("{}").unwrap(),
+            lambda_runtime::Context::default(),
+        )
+    }
+
     /// As `lambda_runtime` reads an event (its `deserializer::deserialize`, which is private):
     /// `serde_path_to_error` over serde_json, from the body's bytes.
     fn read_as_the_runtime_does<A: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<A, String> {
@@ -650,10 +658,7 @@ mod tests {
                 error_message: "card declined".to_owned(),
             })
         }))
-        .call(LambdaEvent::new(
-            serde_json::from_str::<EventOf<Value>>("{}").unwrap(),
-            LambdaContext::default(),
-        ))
+        .call(empty_event())
         .await
         .unwrap_err();
         assert_eq!(
@@ -670,10 +675,7 @@ mod tests {
             }
             Ok::<(), Diagnostic>(())
         }))
-        .call(LambdaEvent::new(
-            serde_json::from_str::<EventOf<Value>>("{}").unwrap(),
-            LambdaContext::default(),
-        ))
+        .call(empty_event())
         .await
         .unwrap_err();
         let diagnostic = Diagnostic::from(panicking);
@@ -692,10 +694,7 @@ mod tests {
             }
         }
         let error = ReadEvent::new(PanicsWhenCalled)
-            .call(LambdaEvent::new(
-                serde_json::from_str::<EventOf<Value>>("{}").unwrap(),
-                LambdaContext::default(),
-            ))
+            .call(empty_event())
             .await
             .unwrap_err();
         assert_eq!(
