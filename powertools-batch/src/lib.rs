@@ -88,6 +88,8 @@ pub struct ReadmeDoctests;
 
 mod error;
 mod processor;
+mod raw;
 
 pub use error::Error;
 pub use processor::{BatchProcessor, KinesisRecord, SqsRecord};
+pub use raw::{Raw, RecordBody};

@@ -12,11 +12,11 @@ use aws_lambda_events::streams::{
     DynamoDbBatchItemFailure, DynamoDbEventResponse, KinesisBatchItemFailure, KinesisEventResponse,
 };
 use futures_util::FutureExt;
-use futures_util::stream::{self, StreamExt};
-use serde::de::DeserializeOwned;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tracing::Instrument;
 
 use crate::Error;
+use crate::raw::RecordBody;
 
 /// One SQS message, its body deserialized. `#[non_exhaustive]`: read its fields, or match
 /// with `..`; [`SqsRecord::new`] builds one (for a handler's unit tests).
@@ -25,7 +25,7 @@ use crate::Error;
 pub struct SqsRecord<T> {
     /// The message id, reported when the record fails.
     pub message_id: String,
-    /// The body, deserialized from JSON.
+    /// The body, deserialized from JSON; as sent with `T` = [`Raw`](crate::Raw).
     pub body: T,
     /// The whole message (attributes, receipt handle, …).
     pub message: SqsMessage,
@@ -38,7 +38,7 @@ pub struct SqsRecord<T> {
 pub struct KinesisRecord<T> {
     /// The sequence number, reported when the record fails.
     pub sequence_number: String,
-    /// The data, deserialized from JSON.
+    /// The data, deserialized from JSON; as sent (base64-decoded) with `T` = [`Raw`](crate::Raw).
     pub data: T,
     /// The whole record.
     pub record: KinesisEventRecord,
@@ -86,7 +86,9 @@ impl<T> KinesisRecord<T> {
 /// make the whole batch retry (`ReportBatchItemFailures` on the event source mapping).
 ///
 /// - **SQS standard queues**: records are independent; up to [`concurrency`](Self::concurrency)
-///   run at once (default 1).
+///   run at once (default 1), and a record that finishes makes room for the next at once (a
+///   slow record holds only its own place). They run on the invocation's task, taking turns at
+///   their `.await`s: move CPU-heavy work in a record to `tokio::task::spawn_blocking`.
 /// - **SQS FIFO queues** (the source ARN ends in `.fifo`): in order, one at a time. The first
 ///   failure fails every remaining record, so ordering within a message group holds; with
 ///   [`skip_group_on_error`](Self::skip_group_on_error), only the rest of that record's message
@@ -94,6 +96,8 @@ impl<T> KinesisRecord<T> {
 /// - **Kinesis and DynamoDB Streams**: in order, one at a time. Lambda retries a stream batch from
 ///   the lowest failed sequence number, so the processor stops at the first failure and reports
 ///   it; the records after it are retried with it rather than processed twice.
+/// - The handler's record holds the body (SQS) or data (Kinesis) read as JSON into its `T`, or
+///   as sent with `T` = [`Raw`](crate::Raw) (text, CSV, gzip, protobuf).
 /// - A body that does not deserialize, a handler error and a handler panic each fail that record
 ///   only. When every record fails, the processor returns [`Error::AllRecordsFailed`] by default
 ///   so that Lambda retries the whole batch, as Powertools does. A stream stops at its first
@@ -170,7 +174,7 @@ impl BatchProcessor {
         handler: F,
     ) -> Result<SqsBatchResponse, Error>
     where
-        T: DeserializeOwned,
+        T: RecordBody,
         F: Fn(SqsRecord<T>) -> Fut,
         Fut: Future<Output = Result<(), E>>,
         E: Display,
@@ -189,7 +193,7 @@ impl BatchProcessor {
                 let span = tracing::info_span!("batch_record", message_id = %message_id);
                 // Deserialized in `guarded` too: a `Deserialize` that panics fails its record.
                 let start = || {
-                    let parsed = serde_json::from_str::<T>(message.body.as_deref().unwrap_or(""));
+                    let parsed = T::read(message.body.as_deref().unwrap_or("").as_bytes());
                     parsed.map(|body| {
                         handler(SqsRecord {
                             message_id: message_id.clone(),
@@ -240,10 +244,7 @@ impl BatchProcessor {
             }
             outcomes
         } else {
-            stream::iter(event.records.iter().map(run))
-                .buffered(self.concurrency)
-                .collect()
-                .await
+            at_most_at_once(&event.records, self.concurrency, run).await
         };
         let failures = self.failures(outcomes, event.records.len())?;
         let mut response = SqsBatchResponse::default();
@@ -269,7 +270,7 @@ impl BatchProcessor {
         handler: F,
     ) -> Result<KinesisEventResponse, Error>
     where
-        T: DeserializeOwned,
+        T: RecordBody,
         F: Fn(KinesisRecord<T>) -> Fut,
         Fut: Future<Output = Result<(), E>>,
         E: Display,
@@ -282,7 +283,7 @@ impl BatchProcessor {
                 let span = tracing::info_span!("batch_record", sequence_number = %sequence_number);
                 // Deserialized in `guarded` too: a `Deserialize` that panics fails its record.
                 let start = || {
-                    let parsed = serde_json::from_slice::<T>(&record.kinesis.data.0);
+                    let parsed = T::read(&record.kinesis.data.0);
                     parsed.map(|data| {
                         handler(KinesisRecord {
                             sequence_number: sequence_number.clone(),
@@ -402,6 +403,36 @@ where
         }
     }
     outcomes
+}
+
+/// Runs up to `concurrency` records at once, each record that finishes making room for the next
+/// (one slow record holds its own place only), and returns the outcomes in batch order.
+async fn at_most_at_once<'a, R, Fut>(
+    records: &'a [R],
+    concurrency: usize,
+    mut run: impl FnMut(&'a R) -> Fut,
+) -> Outcomes
+where
+    Fut: Future<Output = (String, Result<(), String>)>,
+{
+    let mut waiting = records.iter().enumerate();
+    let mut running = FuturesUnordered::new();
+    let mut outcomes = Vec::with_capacity(records.len());
+    loop {
+        while running.len() < concurrency {
+            let Some((index, record)) = waiting.next() else {
+                break;
+            };
+            let started = run(record);
+            running.push(async move { (index, started.await) });
+        }
+        match running.next().await {
+            Some(outcome) => outcomes.push(outcome),
+            None => break,
+        }
+    }
+    outcomes.sort_unstable_by_key(|(index, _)| *index);
+    outcomes.into_iter().map(|(_, outcome)| outcome).collect()
 }
 
 /// How a record is identified in `batchItemFailures` and in its log lines.

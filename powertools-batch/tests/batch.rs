@@ -759,3 +759,134 @@ async fn fifo_records_without_a_group_are_one_group_as_in_python() {
         "only the camden group's record ran"
     );
 }
+
+/// A queue of CSV, text or XML, and a stream of gzip (CloudWatch Logs subscriptions) or protobuf,
+/// are read with `Raw`: the handler gets the body or data as Lambda sent it (Powertools for
+/// Python hands over `record.body` and the decoded data the same way), where any `T` that
+/// deserializes failed every record that is not JSON ("expected value", or "trailing
+/// characters" for a `Deserialize` that reads nothing).
+#[tokio::test]
+async fn records_that_are_not_json_reach_a_raw_handler_as_sent() {
+    use powertools_batch::Raw;
+    logging();
+    let mut event = sqs("mixed");
+    event.records.truncate(3);
+    let bodies = ["order,42,3", "", "{\"valid\": \"json too\"}"];
+    for (message, body) in event.records.iter_mut().zip(bodies) {
+        message.body = Some(body.into());
+    }
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let response = BatchProcessor::new()
+        .process_sqs(&event, |record: SqsRecord<Raw>| {
+            let seen = seen.clone();
+            async move {
+                let text = record
+                    .body
+                    .as_str()
+                    .expect("an SQS body is text")
+                    .to_owned();
+                seen.lock().unwrap().push(text.clone());
+                if text.is_empty() {
+                    return Err("an empty body");
+                }
+                Ok(())
+            }
+        })
+        .await
+        .expect("only one record failed");
+    assert_eq!(*seen.lock().unwrap(), bodies);
+    assert_eq!(
+        failed_ids(&response),
+        [event.records[1].message_id.clone().unwrap()]
+    );
+
+    let mut kinesis: KinesisEvent =
+        serde_json::from_str(include_str!("events/kinesis.json")).unwrap();
+    // gzip's magic bytes and an invalid UTF-8 byte: not text, not JSON.
+    let data = vec![0x1f, 0x8b, 0x08, 0x00, 0xff, 0xfe];
+    kinesis.records[0].kinesis.data.0 = data.clone();
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let response = BatchProcessor::new()
+        .process_kinesis(&kinesis, |record: KinesisRecord<Raw>| {
+            let received = received.clone();
+            async move {
+                received.lock().unwrap().push(record.data);
+                Ok::<(), String>(())
+            }
+        })
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let received = received.lock().unwrap();
+    assert_eq!(received[0].as_bytes(), data);
+    assert_eq!(received[0].as_str(), None, "not UTF-8");
+    assert_eq!(
+        received[1].as_str(),
+        std::str::from_utf8(&kinesis.records[1].kinesis.data.0).ok()
+    );
+    assert_eq!(received.len(), kinesis.records.len());
+}
+
+/// Records of a standard queue run `concurrency` at a time, and a record that finished frees its
+/// place for the next one even while a record before it is still running. It used to keep it
+/// until every earlier record had finished, so one slow record held up the batch: here the first
+/// record waits for the third, which never started (two places, the second record done).
+#[tokio::test]
+async fn a_finished_record_frees_its_place_while_an_earlier_one_still_runs() {
+    logging();
+    let mut event = sqs("mixed");
+    event.records.truncate(3);
+    for (index, message) in event.records.iter_mut().enumerate() {
+        message.body = Some(index.to_string());
+    }
+    let third_started = Arc::new(tokio::sync::Notify::new());
+    let processor = BatchProcessor::new().concurrency(2);
+    let processed = processor.process_sqs(&event, |record: SqsRecord<usize>| {
+        let third_started = third_started.clone();
+        async move {
+            match record.body {
+                0 => third_started.notified().await,
+                2 => third_started.notify_one(),
+                _ => {}
+            }
+            Ok::<(), String>(())
+        }
+    });
+    // Not a timing assertion: without the fix the batch never ends; the bound only turns that
+    // into a failure.
+    let response = tokio::time::timeout(Duration::from_secs(30), processed)
+        .await
+        .expect("the third record started while the first waited for it")
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+}
+
+/// The failed records of a standard queue are reported in batch order, whichever finished first.
+#[tokio::test]
+async fn failures_are_reported_in_batch_order_whichever_finished_first() {
+    logging();
+    let mut event = sqs("mixed");
+    for (index, message) in event.records.iter_mut().enumerate() {
+        message.body = Some(index.to_string());
+    }
+    let count = event.records.len();
+    assert!(count >= 3, "the sample has {count} records");
+    let response = BatchProcessor::new()
+        .concurrency(count)
+        .raise_on_all_failed(false)
+        .process_sqs(&event, |record: SqsRecord<usize>| async move {
+            // The earlier records finish last.
+            for _ in 0..(count - record.body) * 3 {
+                tokio::task::yield_now().await;
+            }
+            Err::<(), _>("failed")
+        })
+        .await
+        .unwrap();
+    let expected: Vec<String> = event
+        .records
+        .iter()
+        .map(|message| message.message_id.clone().unwrap())
+        .collect();
+    assert_eq!(failed_ids(&response), expected);
+}
