@@ -1,7 +1,6 @@
 //! The protocol shared by the layer and the function-level API: claim, run, complete or delete.
 
 use std::future::Future;
-use std::num::NonZeroUsize;
 use std::ops::Deref;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +29,13 @@ const MAX_ATTEMPTS: usize = 3;
 /// Time kept back from the invocation's remaining time to report a store failure before Lambda
 /// stops the function, and the least time a store call is given.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(100);
+
+/// The margin for the call that completes a record after the handler succeeded: the last call
+/// of the invocation, and one that failing guarantees the handler runs again (a retry after the
+/// claim's deadline), where trying it costs at most the invocation running into its deadline
+/// (its retry then finds the record completed, if the write landed). So it gets all but the time
+/// the runtime needs to send the response.
+const COMPLETION_MARGIN: Duration = Duration::from_millis(10);
 
 /// Whether the warning about an untrusted deadline was logged (once per process).
 static UNTRUSTED_DEADLINE_WARNED: AtomicBool = AtomicBool::new(false);
@@ -94,10 +100,12 @@ enum Claimed<R> {
 
 impl<St: IdempotencyStore> Engine<St> {
     pub(crate) fn new(store: St, settings: Settings) -> Arc<Self> {
+        // Unbounded, bounded by `cache` itself: `LruCache::new` reserves its whole capacity up
+        // front (`local_cache(usize::MAX)`, "no bound", panicked; 100 million items took 130 MB).
         let cache = settings
             .local_cache_max_items
-            .and_then(NonZeroUsize::new)
-            .map(|capacity| Mutex::new(LruCache::new(capacity)));
+            .filter(|max_items| *max_items > 0)
+            .map(|_| Mutex::new(LruCache::unbounded()));
         Arc::new(Engine {
             store,
             settings,
@@ -303,7 +311,7 @@ impl<St: IdempotencyStore> Engine<St> {
             // answer: with many calls in one invocation (the records of a batch) a least time per
             // call added up past the deadline, and Lambda stopped the invocation before it
             // reported anything. Past that point a call that does not answer at once fails.
-            let before_deadline = remaining.saturating_sub(DEADLINE_MARGIN);
+            let before_deadline = remaining.saturating_sub(margin_for(kind));
             if before_deadline < limit {
                 limit = before_deadline;
                 left_before_deadline = Some(remaining);
@@ -314,6 +322,7 @@ impl<St: IdempotencyStore> Engine<St> {
             Err(_) => Err(StoreError::Backend(Box::new(StoreTimedOut {
                 after: limit,
                 left_before_deadline,
+                margin: margin_for(kind),
                 call: self.store.describe_call(kind),
             }))),
         }
@@ -478,6 +487,17 @@ impl<St: IdempotencyStore> Engine<St> {
                 self.cache(&record);
                 Ok(())
             }
+            // The handler's work is done: its caller gets its response. The key is another
+            // invocation's now, whose outcome its duplicates get.
+            Err(StoreError::ClaimReplaced { key }) => {
+                tracing::warn!(
+                    key = %key,
+                    "the handler succeeded, but its idempotency record was claimed by another \
+                     invocation meanwhile (this claim's in-progress deadline had passed): the \
+                     record was left to it, and duplicates get that invocation's outcome"
+                );
+                Ok(())
+            }
             Err(error) => Err(Error::NotCompleted {
                 key: record.key,
                 in_progress_until,
@@ -506,10 +526,12 @@ impl<St: IdempotencyStore> Engine<St> {
 
     fn cache(&self, record: &DataRecord) {
         if let Some(cache) = &self.cache {
-            cache
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .put(record.key.clone(), record.clone());
+            let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+            cache.put(record.key.clone(), record.clone());
+            let max_items = self.settings.local_cache_max_items.unwrap_or(usize::MAX);
+            while cache.len() > max_items {
+                cache.pop_lru();
+            }
         }
     }
 }
@@ -578,6 +600,14 @@ fn new_claim_id() -> String {
     id
 }
 
+/// How long before the invocation's deadline a store call must end.
+fn margin_for(call: StoreCall) -> Duration {
+    match call {
+        StoreCall::Update => COMPLETION_MARGIN,
+        _ => DEADLINE_MARGIN,
+    }
+}
+
 /// A store call that did not finish within its bound.
 #[derive(Debug)]
 struct StoreTimedOut {
@@ -585,6 +615,8 @@ struct StoreTimedOut {
     /// The time that was left before the invocation's deadline, when it bounded the call more
     /// than the store timeout.
     left_before_deadline: Option<Duration>,
+    /// How long before the deadline the call had to end.
+    margin: Duration,
     /// The call, as the store describes it.
     call: Option<String>,
 }
@@ -603,19 +635,20 @@ impl std::fmt::Display for StoreTimedOut {
             ),
             Some(left) if self.after.is_zero() => write!(
                 f,
-                "no time for the call: {} ms were left before the invocation's deadline, and every \
-                 store call ends {} ms before it, so that the invocation can still answer",
+                "no time to wait for an answer (the request may have reached the store): {} ms \
+                 were left before the invocation's deadline, and this call ends {} ms before it, \
+                 so that the invocation can still answer",
                 left.as_millis(),
-                DEADLINE_MARGIN.as_millis()
+                self.margin.as_millis()
             ),
             Some(left) => write!(
                 f,
                 "no answer within {} ms, all the invocation could give it: {} ms were left before \
-                 its deadline, and every store call ends {} ms before it, so that the invocation \
-                 can still answer",
+                 its deadline, and this call ends {} ms before it, so that the invocation can \
+                 still answer",
                 self.after.as_millis(),
                 left.as_millis(),
-                DEADLINE_MARGIN.as_millis()
+                self.margin.as_millis()
             ),
         }
     }
@@ -623,8 +656,14 @@ impl std::fmt::Display for StoreTimedOut {
 
 impl std::error::Error for StoreTimedOut {}
 
+/// The window in whole seconds (records expire in seconds, as DynamoDB's TTL reads them), a
+/// fraction rounded up: never shorter than asked.
 fn expires_after_secs(settings: &Settings) -> i64 {
-    i64::try_from(settings.expires_after.as_secs()).unwrap_or(i64::MAX)
+    let window = settings.expires_after;
+    let seconds = window
+        .as_secs()
+        .saturating_add(u64::from(window.subsec_nanos() > 0));
+    i64::try_from(seconds).unwrap_or(i64::MAX)
 }
 
 /// An upper bound of the DynamoDB item size: attribute values plus generous room for the
@@ -641,10 +680,12 @@ fn store_error(error: StoreError, operation: &'static str) -> Error {
     match error {
         StoreError::Backend(source) => Error::Persistence { operation, source },
         StoreError::InvalidRecord { key, reason } => Error::InvalidRecord { key, reason },
-        other @ StoreError::ItemTooLarge { .. } => Error::Persistence {
-            operation,
-            source: Box::new(other),
-        },
+        other @ (StoreError::ItemTooLarge { .. } | StoreError::ClaimReplaced { .. }) => {
+            Error::Persistence {
+                operation,
+                source: Box::new(other),
+            }
+        }
     }
 }
 

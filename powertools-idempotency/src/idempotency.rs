@@ -215,7 +215,10 @@ pub struct IdempotencyBuilder<St> {
 }
 
 impl<St: IdempotencyStore> IdempotencyBuilder<St> {
-    /// How long a completed response is replayed (default one hour).
+    /// How long a completed response is replayed (default one hour), in whole seconds, a
+    /// fraction rounded up (records expire in seconds, as DynamoDB's TTL reads them): never
+    /// shorter than asked. Zero replays nothing; concurrent duplicates still get
+    /// [`Error::AlreadyInProgress`] while the first call runs.
     pub fn expires_after(mut self, window: Duration) -> Self {
         self.settings.expires_after = window;
         self
@@ -245,6 +248,7 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
     /// a second past when the claim is written, or more than 15 minutes ahead (an emulator's
     /// relative value such as `600000`) would make it expire at once and let concurrent
     /// duplicates all run; this window is used instead, and a warning is logged once per process.
+    /// [`build`](Self::build) refuses zero.
     pub fn in_progress_fallback(mut self, window: std::time::Duration) -> Self {
         self.settings.in_progress_fallback = window;
         self
@@ -253,7 +257,8 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
     /// The longest one store call may take (default
     /// [`DEFAULT_STORE_TIMEOUT`](crate::DEFAULT_STORE_TIMEOUT), 10 s), SDK retries included.
     /// Each call also ends at least 100 ms before the invocation's deadline (a call with less
-    /// time left than that fails at once), so a hung store fails the invocation with a typed
+    /// time left than that fails at once; the completion after the handler succeeded, 10 ms, as
+    /// failing it means the handler runs again), so a hung store fails the invocation with a typed
     /// error before Lambda stops it, however many store calls it makes (the records of a
     /// batch); a deadline that can't be trusted (missing, more than a second past, more than 15
     /// minutes ahead) bounds nothing. Applies to any store, including a
@@ -265,7 +270,8 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
 
     /// Keeps completed records in an in-memory LRU of `max_items` (Powertools' default is 256:
     /// [`DEFAULT_LOCAL_CACHE_MAX_ITEMS`]), so a duplicate in the same execution environment is
-    /// answered with no store call. Zero turns the cache off.
+    /// answered with no store call. Zero turns the cache off; `usize::MAX` puts no bound on it
+    /// (memory grows with the keys the environment sees). Nothing is reserved up front.
     pub fn local_cache(mut self, max_items: usize) -> Self {
         self.settings.local_cache_max_items = Some(max_items);
         self
@@ -344,6 +350,14 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
             return Err(Error::Config(
                 "store_timeout is zero: every store call that does not answer at once (any \
                  DynamoDB call) would fail; give the store time (default 10 s)"
+                    .to_owned(),
+            ));
+        }
+        if self.settings.in_progress_fallback.is_zero() {
+            return Err(Error::Config(
+                "in_progress_fallback is zero: without a trusted deadline (Context::default(), an \
+                 emulator) every in-progress record would expire at once and every concurrent \
+                 duplicate would run; give it the function's timeout (default 15 minutes)"
                     .to_owned(),
             ));
         }

@@ -101,7 +101,18 @@ pub(crate) fn to_json<T: Serialize + ?Sized>(
             source: <serde_json::Error as serde::ser::Error>::custom(reason),
         });
     }
-    serde_json::to_value(value).map_err(|source| Error::Serialization { what, source })
+    serde_json::to_value(value).map_err(|source| {
+        // serde_json's `Value` holds integers of 64 bits at most: say what to do instead.
+        let source = if source.to_string() == "number out of range" {
+            <serde_json::Error as serde::ser::Error>::custom(
+                "an integer beyond 64 bits (u128, i128) cannot be key or validation data: key on \
+                 its text instead (`id.to_string()`)",
+            )
+        } else {
+            source
+        };
+        Error::Serialization { what, source }
+    })
 }
 
 /// Whether extracted key data counts as missing, by Powertools for Python's rule: `null`, an
@@ -132,8 +143,9 @@ pub fn is_missing(data: &Value) -> bool {
 /// however its numbers were spelled, so it hashes to the same key. Keys are not portable to
 /// other Powertools runtimes, which hash their own JSON spellings with MD5. Integers beyond 64
 /// bits in a `serde_json::Value` event were already read as `f64` by serde_json before this
-/// crate sees them (two such ids can collapse into one key): key on a string, or on a typed
-/// event field, for ids that large.
+/// crate sees them (two such ids can collapse into one key): key on the id as a string for ids
+/// that large (a typed `u128` or `i128` beyond 64 bits is refused as key data, with an error
+/// that says so).
 ///
 /// ```
 /// use powertools_idempotency::key_json;

@@ -96,7 +96,8 @@
 //! Every store call is bounded by [`store_timeout`](IdempotencyBuilder::store_timeout) (default
 //! 10 s, SDK retries included) and ends at least 100 ms before the invocation's deadline (a
 //! call with less time left than that fails at once, unless the store answers when first
-//! polled, as `InMemoryStore` does), so a hung store fails the invocation with a typed error
+//! polled, as `InMemoryStore` does; the completion of a record after the handler succeeded
+//! ends 10 ms before it instead, since failing it means the handler runs again), so a hung store fails the invocation with a typed error
 //! before Lambda stops it, however many store calls the invocation makes (the records of a
 //! batch). A deadline that can't be trusted (missing, more than a second past, or more than
 //! 15 minutes ahead: `Context::default()`, an emulator) bounds nothing: the store timeout

@@ -182,10 +182,14 @@ impl DataRecord {
 
     /// Whether this stored record is still the in-progress claim `claim` (the condition of
     /// [`IdempotencyStore::delete`](crate::IdempotencyStore::delete), evaluated in memory): in
-    /// progress, with the same in-progress expiry.
+    /// progress, with the same claim id, or, for a claim without one, the same in-progress
+    /// expiry.
     pub fn is_claim_of(&self, claim: &DataRecord) -> bool {
         self.status == Status::InProgress
-            && self.in_progress_expiry_timestamp == claim.in_progress_expiry_timestamp
+            && match &claim.claim_id {
+                Some(_) => self.claim_id == claim.claim_id,
+                None => self.in_progress_expiry_timestamp == claim.in_progress_expiry_timestamp,
+            }
     }
 
     /// Whether this stored record was written by the claim `claim` itself (in progress, with its

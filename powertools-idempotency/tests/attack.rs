@@ -4356,3 +4356,153 @@ async fn a_claim_sent_again_after_its_answer_was_lost_is_its_own_and_runs_once()
     assert_eq!(other.unwrap(), 7, "a replay of the first");
     assert_eq!(n.load(SeqCst), 1);
 }
+
+/// A handler that succeeds after its claim was taken over (its in-progress deadline passed and
+/// another invocation claimed the key) gets its response, and the other invocation's record is
+/// left as it is: the completion no longer overwrites it.
+#[tokio::test]
+async fn a_completion_after_the_claim_was_taken_over_answers_and_leaves_the_new_claim() {
+    let (idem, store) = fresh();
+    let taken_over = Arc::new(Mutex::new(None));
+    let result = idem
+        .run(&ctx(), "charge", json!({"id": 9}), {
+            let (store, taken_over) = (store.clone(), taken_over.clone());
+            move |_| async move {
+                let mut later = only_record(&store);
+                later.claim_id = Some("a later invocation".to_owned());
+                later.in_progress_expiry_timestamp = Some(now_ms() + 60_000);
+                let after_the_deadline = SystemTime::now() + Duration::from_secs(3_600);
+                assert_eq!(
+                    store
+                        .put_in_progress(&later, after_the_deadline)
+                        .await
+                        .unwrap(),
+                    PutOutcome::Stored
+                );
+                *taken_over.lock().unwrap() = Some(later);
+                Ok::<_, HE>("first".to_owned())
+            }
+        })
+        .await;
+    assert_eq!(result.unwrap(), "first");
+    let later = taken_over.lock().unwrap().clone().expect("taken over");
+    assert_eq!(
+        only_record(&store),
+        later,
+        "the later claim was overwritten"
+    );
+}
+
+/// With less than the usual 100 ms left, the completion after the handler succeeded is still
+/// tried: failing it at once left the record in progress, so a retry after the deadline ran the
+/// handler again, though the store answers in a few ms. (Paused time: the store's 20 ms answer
+/// comes before the call's limit, whatever the machine's load.)
+#[tokio::test(start_paused = true)]
+async fn the_completion_is_tried_with_less_than_the_usual_margin_left() {
+    let store = FaultStore::new();
+    store.set("update", Fault::Delay(20));
+    let idem = idem_on(store.clone());
+    let context = TestContext::new()
+        .with_remaining_time(Duration::from_millis(90))
+        .build();
+    let result = idem
+        .run(&context, "charge", json!({"id": 10}), |_| async {
+            Ok::<_, HE>("charged".to_owned())
+        })
+        .await;
+    assert_eq!(
+        variant(&result),
+        "Ok",
+        "{:?}",
+        result.err().map(|e| e.to_string())
+    );
+    assert_eq!(only_record(&store.inner).status, Status::Completed);
+}
+
+/// An integer beyond 64 bits as key data (a typed `u128` id) is refused with an error that says
+/// to key on its text, and the handler does not run unkeyed; its text keys it, by value.
+#[tokio::test]
+async fn a_key_beyond_64_bits_is_refused_with_what_to_do_and_its_text_keys_it() {
+    let (idem, _store) = fresh();
+    let runs = counter();
+    for big in [u128::from(u64::MAX) + 1, u128::MAX] {
+        let result = idem.run(&ctx(), "charge", big, counted!(runs, 1)).await;
+        let message = result.expect_err("refused").to_string();
+        assert!(message.contains("beyond 64 bits"), "{message}");
+        assert!(message.contains("id.to_string()"), "{message}");
+    }
+    let result = idem
+        .run(&ctx(), "charge", i128::MIN, counted!(runs, 1))
+        .await;
+    assert!(result.is_err());
+    assert_eq!(runs.load(SeqCst), 0);
+    for _ in 0..2 {
+        idem.run(&ctx(), "charge", u128::MAX.to_string(), counted!(runs, 1))
+            .await
+            .unwrap();
+    }
+    idem.run(
+        &ctx(),
+        "charge",
+        (u128::MAX - 1).to_string(),
+        counted!(runs, 1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(runs.load(SeqCst), 2, "one run per distinct id");
+}
+
+/// Builder misuse gets a typed error or works as asked, never a panic or a silent change:
+/// `local_cache(usize::MAX)` ("no bound") panicked inside `build()` (the LRU reserved its whole
+/// capacity up front, as 100 million items reserved 130 MB); a zero in-progress fallback let
+/// every duplicate of a call without a trusted deadline run; a window under a second was cut to
+/// none.
+#[tokio::test]
+async fn builder_misuse_is_refused_or_works_as_asked() {
+    let runs = counter();
+    let idem = Idempotency::builder(InMemoryStore::new())
+        .key_prefix("atk")
+        .local_cache(usize::MAX)
+        .build()
+        .expect("no bound is a bound");
+    for _ in 0..3 {
+        idem.run(&ctx(), "charge", 1, counted!(runs, 1))
+            .await
+            .unwrap();
+    }
+    assert_eq!(runs.load(SeqCst), 1);
+
+    let refused = |builder: powertools_idempotency::IdempotencyBuilder<InMemoryStore>| {
+        let error = builder.build().expect_err("refused");
+        assert_eq!(
+            error.error_type(),
+            "IdempotencyConfigurationError",
+            "{error}"
+        );
+        error.to_string()
+    };
+    let message =
+        refused(Idempotency::builder(InMemoryStore::new()).in_progress_fallback(Duration::ZERO));
+    assert!(message.contains("in_progress_fallback"), "{message}");
+    // A window with a fraction of a second is rounded up, never down (999 ms was none).
+    for (window, at_least) in [(999, 1), (1_500, 2)] {
+        let store = InMemoryStore::new();
+        let idem = Idempotency::builder(store.clone())
+            .key_prefix("atk")
+            .expires_after(Duration::from_millis(window))
+            .build()
+            .unwrap();
+        let before = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        idem.run(&ctx(), "charge", 2, counted!(runs, 1))
+            .await
+            .unwrap();
+        let expiry = only_record(&store).expiry_timestamp;
+        assert!(
+            expiry >= before + at_least,
+            "{window} ms: {expiry} against {before}"
+        );
+    }
+}

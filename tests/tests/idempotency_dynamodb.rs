@@ -949,3 +949,101 @@ async fn a_missing_key_runs_the_handler_without_the_table_or_is_refused_when_req
         );
     }
 }
+
+/// A claim that reaches the store late (its delete after a failure, or its completion, held up
+/// and retried by the SDK past the claim's in-progress deadline) must leave a later claim of the
+/// key alone, even one with the same in-progress deadline (records of one batch share the
+/// invocation's deadline): the claim is told apart by its claim id. A late delete used to free
+/// the later claim (so a third call ran beside it) and a late completion overwrote it with the
+/// earlier call's response (so duplicates got two responses in one window).
+async fn a_late_delete_or_completion_leaves_a_later_claim_with_the_same_deadline<S>(store: &S)
+where
+    S: IdempotencyStore,
+{
+    let (now_s, now_ms) = now();
+    let claim = |id: &str| {
+        let mut record = powertools_idempotency::DataRecord::new(
+            "payments.late#1",
+            Status::InProgress,
+            now_s + 600,
+        )
+        .with_in_progress_expiry(now_ms + 1_000);
+        record.claim_id = Some(id.to_owned());
+        record
+    };
+    let (first, later) = (claim("first"), claim("later"));
+    let stored = powertools_idempotency::PutOutcome::Stored;
+    assert_eq!(
+        store
+            .put_in_progress(&first, SystemTime::now())
+            .await
+            .unwrap(),
+        stored
+    );
+    // The first claim's deadline passed: the later one takes the key over.
+    let past_deadline = SystemTime::now() + Duration::from_secs(5);
+    assert_eq!(
+        store.put_in_progress(&later, past_deadline).await.unwrap(),
+        stored
+    );
+
+    store
+        .delete(&first)
+        .await
+        .expect("a late delete is not an error");
+    assert_eq!(
+        store.get(&later.key).await.unwrap(),
+        Some(later.clone()),
+        "the late delete freed the later claim"
+    );
+
+    let mut first_completed = first.clone();
+    first_completed.status = Status::Completed;
+    first_completed.response_data = Some("\"first\"".to_owned());
+    let late = store.update(&first_completed).await;
+    assert!(
+        matches!(
+            late,
+            Err(powertools_idempotency::StoreError::ClaimReplaced { ref key }) if *key == later.key
+        ),
+        "{late:?}"
+    );
+    assert_eq!(
+        store.get(&later.key).await.unwrap(),
+        Some(later.clone()),
+        "the late completion overwrote the later claim"
+    );
+
+    // The later claim completes, twice (the SDK retrying an update whose answer was lost), and
+    // deletes nothing of its own completed record.
+    let mut later_completed = later.clone();
+    later_completed.status = Status::Completed;
+    later_completed.response_data = Some("\"later\"".to_owned());
+    store.update(&later_completed).await.unwrap();
+    store.update(&later_completed).await.unwrap();
+    store.delete(&later).await.unwrap();
+    let stored = store.get(&later.key).await.unwrap().expect("the record");
+    assert_eq!(
+        (stored.status, stored.response_data.as_deref()),
+        (Status::Completed, Some("\"later\""))
+    );
+}
+
+#[tokio::test]
+async fn a_late_delete_or_completion_leaves_a_later_claim_in_dynamodb() {
+    let Some(fixture) = fixture(|builder| builder).await else {
+        return;
+    };
+    a_late_delete_or_completion_leaves_a_later_claim_with_the_same_deadline(
+        fixture.idempotency.store(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_late_delete_or_completion_leaves_a_later_claim_in_memory() {
+    a_late_delete_or_completion_leaves_a_later_claim_with_the_same_deadline(
+        &powertools_idempotency::InMemoryStore::new(),
+    )
+    .await;
+}

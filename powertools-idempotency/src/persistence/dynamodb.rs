@@ -10,6 +10,7 @@ use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use powertools_core::error_chain;
 
@@ -18,10 +19,17 @@ use crate::record::{DataRecord, Status, epoch};
 use crate::{BoxError, Error};
 
 /// A failed invocation deletes its own claim only: a delete that reaches DynamoDB late must not
-/// remove a later invocation's claim of the key.
-pub(crate) const DELETE_CONDITION: &str =
+/// remove a later invocation's claim of the key, even one with the same deadline (records of one
+/// batch).
+pub(crate) const DELETE_CONDITION: &str = "#status = :inprogress AND #claim_id = :claim_id";
+/// As [`DELETE_CONDITION`], for a claim written without a claim id (by code of the user's own).
+pub(crate) const DELETE_CONDITION_WITHOUT_CLAIM_ID: &str =
     "#status = :inprogress AND #in_progress_expiry = :in_progress_expiry";
-/// As [`DELETE_CONDITION`], for a claim written without an in-progress expiry.
+/// A completion writes its own claim only: one that reaches DynamoDB late must not overwrite a
+/// later invocation's claim of the key. The same completion again (the SDK retrying a write
+/// whose answer was lost) still matches.
+pub(crate) const UPDATE_CONDITION: &str = "#claim_id = :claim_id";
+/// As [`DELETE_CONDITION_WITHOUT_CLAIM_ID`], for a claim written without an in-progress expiry.
 pub(crate) const DELETE_CONDITION_WITHOUT_EXPIRY: &str =
     "#status = :inprogress AND attribute_not_exists(#in_progress_expiry)";
 
@@ -652,12 +660,25 @@ impl IdempotencyStore for DynamoDbStore {
                 .expression_attribute_names("#validation_key", &settings.validation_key_attr)
                 .expression_attribute_values(":validation_key", AttributeValue::S(hash.clone()));
         }
-        update
-            .update_expression(expression)
-            .send()
-            .await
-            .map_err(|error| self.write_failure("UpdateItem", &record.key, error))?;
-        Ok(())
+        if let Some(claim_id) = &record.claim_id {
+            update = update
+                .condition_expression(UPDATE_CONDITION)
+                .expression_attribute_names("#claim_id", CLAIM_ID_ATTR)
+                .expression_attribute_values(":claim_id", AttributeValue::S(claim_id.clone()));
+        }
+        match update.update_expression(expression).send().await {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                if let Some(UpdateItemError::ConditionalCheckFailedException(_)) =
+                    error.as_service_error()
+                {
+                    return Err(StoreError::ClaimReplaced {
+                        key: record.key.clone(),
+                    });
+                }
+                Err(self.write_failure("UpdateItem", &record.key, error))
+            }
+        }
     }
 
     fn describe_call(&self, call: StoreCall) -> Option<String> {
@@ -691,19 +712,27 @@ impl IdempotencyStore for DynamoDbStore {
             .table_name(&settings.table_name)
             .set_key(Some(self.key(&record.key)))
             .expression_attribute_names("#status", &settings.status_attr)
-            .expression_attribute_names("#in_progress_expiry", &settings.in_progress_expiry_attr)
             .expression_attribute_values(
                 ":inprogress",
                 AttributeValue::S(Status::InProgress.as_str().to_owned()),
             );
-        let request = match record.in_progress_expiry_timestamp {
-            Some(deadline_ms) => request
+        // DynamoDB refuses a name or value the condition does not use.
+        let expiry_name = ("#in_progress_expiry", &settings.in_progress_expiry_attr);
+        let request = match (&record.claim_id, record.in_progress_expiry_timestamp) {
+            (Some(claim_id), _) => request
                 .condition_expression(DELETE_CONDITION)
+                .expression_attribute_names("#claim_id", CLAIM_ID_ATTR)
+                .expression_attribute_values(":claim_id", AttributeValue::S(claim_id.clone())),
+            (None, Some(deadline_ms)) => request
+                .condition_expression(DELETE_CONDITION_WITHOUT_CLAIM_ID)
+                .expression_attribute_names(expiry_name.0, expiry_name.1)
                 .expression_attribute_values(
                     ":in_progress_expiry",
                     AttributeValue::N(deadline_ms.to_string()),
                 ),
-            None => request.condition_expression(DELETE_CONDITION_WITHOUT_EXPIRY),
+            (None, None) => request
+                .condition_expression(DELETE_CONDITION_WITHOUT_EXPIRY)
+                .expression_attribute_names(expiry_name.0, expiry_name.1),
         };
         match request.send().await {
             Ok(_) => Ok(()),

@@ -89,6 +89,16 @@ impl IdempotencyStore for InMemoryStore {
 
     async fn update(&self, record: &DataRecord) -> Result<(), StoreError> {
         let mut records = self.lock();
+        // As `DynamoDbStore`'s condition: only the record's own claim is completed.
+        if record.claim_id.is_some()
+            && records
+                .get(&record.key)
+                .is_none_or(|existing| existing.claim_id != record.claim_id)
+        {
+            return Err(StoreError::ClaimReplaced {
+                key: record.key.clone(),
+            });
+        }
         match records.get_mut(&record.key) {
             Some(existing) => {
                 // As DynamoDB's UpdateItem does: the in-progress deadline attribute stays in

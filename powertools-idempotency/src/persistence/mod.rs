@@ -43,6 +43,17 @@ pub enum StoreError {
         /// What the store said.
         reason: String,
     },
+    /// [`IdempotencyStore::update`] found the key no longer held by the record's claim: its
+    /// in-progress deadline passed and another invocation claimed the key (or the record
+    /// expired and went). The stored record is left as it is.
+    #[error(
+        "the idempotency record {key} is no longer this invocation's claim: another invocation \
+         claimed the key after this claim's in-progress deadline, so its record was left as it is"
+    )]
+    ClaimReplaced {
+        /// The idempotency key.
+        key: String,
+    },
     /// A stored record could not be read: a missing attribute, a wrong type, an unknown status.
     #[error("stored record {key} is invalid: {reason}")]
     InvalidRecord {
@@ -86,16 +97,22 @@ pub trait IdempotencyStore: Clone + Send + Sync + 'static {
         now: SystemTime,
     ) -> impl Future<Output = Result<PutOutcome, StoreError>> + Send;
 
-    /// Overwrites the status, expiry, response and validation hash of `record`'s key.
+    /// Overwrites the status, expiry, response and validation hash of `record`'s key: **only
+    /// while** the stored record is `record`'s claim (the same [`claim_id`](DataRecord::claim_id))
+    /// when `record` has a claim id, atomically; otherwise [`StoreError::ClaimReplaced`], the
+    /// stored record left as it is. A completion that reaches the store late (after the claim's
+    /// deadline, when a retry may have claimed the key again) must never overwrite a later
+    /// invocation's claim; the same completion sent twice (a retry of a write whose answer was
+    /// lost) succeeds both times.
     fn update(&self, record: &DataRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Deletes the in-progress claim `record` (its handler failed, so that a retry runs it
     /// again): **only while** the stored record is still that claim, in progress with the same
-    /// in-progress expiry, atomically. A delete that reaches the store late (after the claim's
-    /// deadline, when a retry may have claimed the key again) must never remove a later
-    /// invocation's claim: a record that is no longer `record`'s claim is left as it is, and
-    /// that is `Ok`. (A later claim's in-progress expiry is always later: a key is claimed again
-    /// only after the earlier claim's expiry has passed.)
+    /// [`claim_id`](DataRecord::claim_id) (for a record without one, the same in-progress
+    /// expiry), atomically. A delete that reaches the store late (after the claim's deadline,
+    /// when a retry may have claimed the key again, with the same deadline when both are records
+    /// of one batch) must never remove a later invocation's claim: a record that is no longer
+    /// `record`'s claim is left as it is, and that is `Ok`.
     fn delete(&self, record: &DataRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// What a call is, in the store's own words, for the errors the engine raises itself about
