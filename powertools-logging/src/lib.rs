@@ -131,6 +131,13 @@
 //!   which Python's lines do not; queries that don't name it are unaffected.
 //! - `location` comes last, after the line's own keys, where Python writes it second; Logs
 //!   Insights and JSON readers do not depend on the order of keys.
+//! - `level` is written as Lambda's advanced logging controls spell it (`WARN`; there is no
+//!   level above `ERROR`), where Python writes `WARNING` (and `CRITICAL`): a query that filters
+//!   `level = "WARNING"` for both runtimes needs `level in ["WARN", "WARNING"]`. `DEBUG`,
+//!   `INFO` and `ERROR` are the same.
+//! - `location` is the Rust module path and line (`orders_api::api:142`), where Python writes
+//!   the function name and line (`handler:59`): Rust's `tracing` records the module, not the
+//!   function.
 //!
 //! # Feature flags
 //!

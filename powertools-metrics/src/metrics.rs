@@ -546,6 +546,8 @@ impl Metrics {
         if self.lock().metadata.contains_key(name) {
             return Err(collision(name, "metadata"));
         }
+        // Said only once it is true: metadata can be refused too (the name is a dimension).
+        self.add_metadata(name, value)?;
         tracing::warn!(
             dimension = name,
             value,
@@ -553,7 +555,7 @@ impl Metrics {
             "CloudWatch refuses this dimension value: it is kept as metadata instead, and the \
              metrics are written without this dimension"
         );
-        self.add_metadata(name, value)
+        Ok(())
     }
 
     /// Adds another dimension set: the default dimensions plus `dimensions` (without `service`,
@@ -591,8 +593,20 @@ impl Metrics {
                 DimensionCheck::RefusedValue(reason) => refused.push((name, value, reason)),
                 DimensionCheck::Valid => {
                     check_log_level_keys(&self.shared.settings, name)?;
-                    if !valid.iter().any(|(existing, _)| *existing == name) {
-                        valid.push((name, value));
+                    match valid.iter_mut().find(|(existing, _)| *existing == name) {
+                        // The last value, as `add_dimension` called twice keeps, and said.
+                        Some((_, kept)) => {
+                            if *kept != value {
+                                tracing::warn!(
+                                    dimension = name,
+                                    old = *kept,
+                                    new = value,
+                                    "Dimension is being overwritten"
+                                );
+                            }
+                            *kept = value;
+                        }
+                        None => valid.push((name, value)),
                     }
                 }
             }

@@ -650,3 +650,51 @@ fn a_bad_value_from_the_environment_names_its_variable() {
         .unwrap_err();
     assert!(matches!(error, Error::InvalidNamespace { .. }), "{error:?}");
 }
+
+/// A dimension value CloudWatch refuses that cannot be kept as metadata either (its name is
+/// already a dimension) is refused with the typed error alone: the warning said it was "kept as
+/// metadata instead" though it was kept nowhere. A name given twice to `add_dimensions` keeps
+/// the last value with the warning `add_dimension` gives, where the second value was dropped
+/// without a word.
+#[test]
+fn dimension_values_are_never_dropped_or_misreported_without_a_true_warning() {
+    let warnings = Arc::new(AtomicUsize::new(0));
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(CountWarnings(warnings.clone())),
+    );
+    let sink = powertools_metrics::MemorySink::new();
+    let layer = MetricsLayer::builder()
+        .namespace("Bakery")
+        .service("orders")
+        .sink(sink.clone())
+        .build()
+        .unwrap();
+    let metrics = layer.new_metrics();
+    metrics.add_dimension("shop", "Lyon").unwrap();
+    let refused = metrics.add_dimension("shop", "Zürich");
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(
+        warnings.load(Ordering::Relaxed),
+        0,
+        "no warning claims it was kept"
+    );
+
+    metrics
+        .add_dimensions([("channel", "web"), ("channel", "app")])
+        .unwrap();
+    assert_eq!(
+        warnings.load(Ordering::Relaxed),
+        1,
+        "the overwrite is warned about"
+    );
+    metrics
+        .add_metric("OrdersPlaced", 1.0, Unit::Count)
+        .unwrap();
+    metrics.flush().unwrap();
+    let document = &sink.documents()[0];
+    assert_eq!(document["shop"], "Lyon");
+    assert_eq!(
+        document["channel"], "app",
+        "the last value, as add_dimension keeps"
+    );
+}
