@@ -247,9 +247,25 @@ impl Shared {
     /// A new line with the members every line opens with: `level`, `message`, `timestamp` (now,
     /// or the test clock's now, in RFC 3339 UTC with milliseconds) and `service`.
     pub(crate) fn open_line(&self, level: Level, message: &str) -> Line<'_> {
+        self.open_line_with(level, |line| {
+            line.opening_str_member(&json::MESSAGE, message);
+        })
+    }
+
+    /// The event line's opening: the event (masked) is its `message`, as Powertools for Python
+    /// writes it (`log_event`), so that the same Logs Insights queries read it
+    /// (`message.requestContext.requestId`).
+    pub(crate) fn open_event_line(&self, level: Level, event: &Value) -> Line<'_> {
+        self.open_line_with(level, |line| {
+            line.opening_key(&json::MESSAGE);
+            json::write_value(&mut line.out, "message", event, &self.redactor);
+        })
+    }
+
+    fn open_line_with(&self, level: Level, message: impl FnOnce(&mut Line<'_>)) -> Line<'_> {
         let mut line = Line::new(&self.redactor);
         line.opening_str_member(&json::LEVEL, level.as_str());
-        line.opening_str_member(&json::MESSAGE, message);
+        message(&mut line);
         line.opening_key(&json::TIMESTAMP);
         let now = self.clock.as_ref().map_or_else(Utc::now, |clock| clock());
         write_timestamp(&mut line.out, now);

@@ -123,7 +123,13 @@ impl JsonLayer {
         } else {
             std::borrow::Cow::Borrowed(message)
         };
-        let mut line = shared.open_line(level, &message);
+        let event_json = invocation
+            .filter(|_| fields.event_marker)
+            .and_then(|invocation| invocation.event.as_ref());
+        let mut line = match event_json {
+            Some(event_json) => shared.open_event_line(level, event_json),
+            None => shared.open_line(level, &message),
+        };
         if let Some(invocation) = invocation {
             line.reserved_members(&invocation.lambda_members);
         } else if let Some(request_id) = ctx.event_scope(event).and_then(|mut spans| {
@@ -146,11 +152,6 @@ impl JsonLayer {
         if shared.sample_rate > 0.0 && line.key("sampling_rate") {
             // A finite f64 always serializes; straight into the line, no buffer of its own.
             let _ = serde_json::to_writer(&mut line.out, &shared.sample_rate);
-        }
-        if fields.event_marker
-            && let Some(event_json) = invocation.and_then(|invocation| invocation.event.as_ref())
-        {
-            line.value_member("event", event_json);
         }
         // The failure keys first, the line's own (from an `error` field, or the layer's failure
         // line): a field of the same name then moves to `extra_<name>` instead of replacing

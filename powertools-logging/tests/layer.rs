@@ -575,14 +575,18 @@ async fn the_incoming_event_is_logged_with_secrets_masked() {
         assert!(!raw.contains(secret), "{secret} reached the output: {raw}");
     }
     let lines = logs.json();
-    assert_eq!(lines[0]["message"], "Lambda invocation event");
-    assert_eq!(lines[0]["event"]["headers"]["Authorization"], REDACTED);
+    // The event is the line's message, as Powertools for Python writes it.
+    assert!(lines[0].get("event").is_none(), "{}", lines[0]);
+    assert_eq!(lines[0]["message"]["headers"]["Authorization"], REDACTED);
     assert_eq!(
-        lines[0]["event"]["headers"]["content-type"],
+        lines[0]["message"]["headers"]["content-type"],
         "application/json"
     );
-    assert_eq!(lines[0]["event"]["body"]["customer"]["password"], REDACTED);
-    assert_eq!(lines[0]["event"]["body"]["loaves"], 2);
+    assert_eq!(
+        lines[0]["message"]["body"]["customer"]["password"],
+        REDACTED
+    );
+    assert_eq!(lines[0]["message"]["body"]["loaves"], 2);
     assert_eq!(lines[1]["token"], REDACTED);
     assert_eq!(lines[1]["card_number"], REDACTED);
 }

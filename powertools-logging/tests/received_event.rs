@@ -57,7 +57,8 @@ fn assert_logged_as_received(line: &Value, raw_output: &str) {
     for secret in ["abc.def", "hunter2", "4111111111111111"] {
         assert!(!raw_output.contains(secret), "{secret} reached the output");
     }
-    let event = &line["event"];
+    // The event is the line's message, as Powertools for Python writes it.
+    let event = &line["message"];
     assert_eq!(event["requestContext"]["http"]["method"], "POST");
     assert!(
         event.get("httpMethod").is_none(),
@@ -108,7 +109,7 @@ async fn a_typed_event_is_logged_as_the_runtime_layer_received_it() {
     let line = logs
         .json()
         .into_iter()
-        .find(|line| line["message"] == "Lambda invocation event")
+        .find(|line| line["message"].is_object())
         .unwrap();
     assert_eq!(line["function_request_id"], "req-1");
     assert_logged_as_received(&line, &logs.contents());
@@ -240,7 +241,7 @@ fn the_real_runtime_hands_the_event_as_sent_to_the_logger() {
     let line = output
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(&line[line.find('{')?..]).ok())
-        .find(|line| line["message"] == "Lambda invocation event")
+        .find(|line| line["message"].is_object())
         .unwrap_or_else(|| panic!("no event line in {output}"));
     assert_eq!(line["function_request_id"], REQUEST_ID);
     assert_eq!(line["function_name"], "orders-api");

@@ -158,11 +158,11 @@ async fn the_axum_function_places_each_order_once_under_the_emulator() {
     // powertools::run_concurrent's runtime layer, with the invocation's context.
     let logged_event = lines
         .iter()
-        .find(|line| line["event"]["requestContext"]["requestId"] == "api-req-2001")
+        .find(|line| line["message"]["requestContext"]["requestId"] == "api-req-2001")
         .expect("the first POST's event is logged as received");
-    assert_eq!(logged_event["event"]["rawPath"], "/orders");
+    assert_eq!(logged_event["message"]["rawPath"], "/orders");
     assert_eq!(
-        logged_event["event"]["headers"]["idempotency-key"],
+        logged_event["message"]["headers"]["idempotency-key"],
         "k-3f1c-2001"
     );
     assert!(logged_event["function_request_id"].is_string());
