@@ -223,11 +223,10 @@ fn shrink(line: &[u8], max: usize) -> Vec<u8> {
     // The members the last resort keeps, as they are before any is cut: a round may cut the
     // invocation's ids to nothing when thousands of members share the room, and the last resort
     // has room for them whole.
-    let standard: Vec<(String, Value)> = members
+    let (standard, others): (Vec<(String, Value)>, Vec<(String, Value)>) = members
         .iter()
-        .filter(|(key, _)| is_standard(key))
         .cloned()
-        .collect();
+        .partition(|(key, _)| is_standard(key));
     let mut truncated: Vec<String> = Vec::new();
     let mut sizes: Vec<usize> = members
         .iter()
@@ -274,7 +273,7 @@ fn shrink(line: &[u8], max: usize) -> Vec<u8> {
         }
         sizes[index] = member_len(key, value_len(value));
     }
-    standard_only(standard, max)
+    last_resort(standard, others, max)
 }
 
 /// Whether the last resort keeps `key`: the message and the standard keys.
@@ -282,17 +281,42 @@ fn is_standard(key: &str) -> bool {
     key == "message" || (RESERVED_KEYS.contains(&key) && key != TRUNCATED_KEYS)
 }
 
-/// The last resort: the standard keys, each short, and as much of the message as fits.
-fn standard_only(members: Vec<(String, Value)>, max: usize) -> Vec<u8> {
+/// The last resort: the standard keys, each short, then the line's other small members whole, in
+/// order, within a quarter of the limit (a business key such as `order_id` survives thousands of
+/// others, or one key with a huge name), and as much of the message as fits. `truncated_keys`
+/// names the members left out (names cut to 64 bytes) and `message` if it was cut, or is `["*"]`
+/// when they are too many to name.
+fn last_resort(
+    standard: Vec<(String, Value)>,
+    others: Vec<(String, Value)>,
+    max: usize,
+) -> Vec<u8> {
+    const SMALL_MEMBER: usize = 1024;
+    const NAME_BYTES: usize = 64;
+    let mut extra: Vec<(String, Value)> = Vec::new();
+    let mut left_out: Vec<String> = Vec::new();
+    let mut extra_room = max / 4;
+    for (key, value) in others {
+        if key == TRUNCATED_KEYS {
+            continue;
+        }
+        let size = member_len(&key, value_len(&value));
+        if size <= SMALL_MEMBER.min(extra_room) {
+            extra_room -= size;
+            extra.push((key, value));
+        } else {
+            left_out.push(name_cut(&key, NAME_BYTES));
+        }
+    }
     let mut kept: Vec<(String, Value)> = Vec::new();
     let mut message = String::new();
-    for (key, value) in members {
+    for (key, value) in standard {
         if key == "message" {
             message = match value {
                 Value::String(text) => text,
                 other => other.to_string(),
             };
-        } else if RESERVED_KEYS.contains(&key.as_str()) && key != TRUNCATED_KEYS {
+        } else if key != TRUNCATED_KEYS {
             let value = match value {
                 Value::String(text) if text.len() > 128 => Value::String(cut(&text, 128)),
                 other => other,
@@ -303,19 +327,34 @@ fn standard_only(members: Vec<(String, Value)>, max: usize) -> Vec<u8> {
     if !kept.iter().any(|(key, _)| key == "level") {
         kept.insert(0, ("level".to_owned(), Value::String("INFO".to_owned())));
     }
-    let all = [ALL_KEYS_TRUNCATED.to_owned()];
-    // Drop standard keys from the end until the message has some room, then fill it.
+    let all = vec![ALL_KEYS_TRUNCATED.to_owned()];
+    // The names, `message` last (it may be cut), or `*` when they would take too much room.
+    let named = |left_out: &[String]| {
+        let mut names = left_out.to_vec();
+        names.push("message".to_owned());
+        let room: usize = names.iter().map(|name| json_len(name) + 1).sum();
+        if room <= max / 8 { names } else { all.clone() }
+    };
+    let mut truncated = named(&left_out);
+    // Drop the other members, then standard keys from the end, until the message has some room,
+    // then fill it.
     loop {
-        let base = render(&kept, &all).len() + member_len("message", 0);
+        let mut line = kept.clone();
+        line.extend(extra.iter().cloned());
+        let base = render(&line, &truncated).len() + member_len("message", 0);
         if base + 48 <= max || kept.len() <= 1 {
-            let mut line = kept.clone();
             let position = usize::from(line.first().is_some_and(|(key, _)| key == "level"));
             let budget = max.saturating_sub(base);
+            let kept_message = cut(&message, budget);
+            if kept_message == message && truncated.last().is_some_and(|name| name == "message") {
+                // The message is whole: not named.
+                truncated.pop();
+            }
             line.insert(
                 position,
-                ("message".to_owned(), Value::String(cut(&message, budget))),
+                ("message".to_owned(), Value::String(kept_message)),
             );
-            let out = render(&line, &all);
+            let out = render(&line, &truncated);
             if out.len() <= max {
                 return out;
             }
@@ -327,8 +366,28 @@ fn standard_only(members: Vec<(String, Value)>, max: usize) -> Vec<u8> {
                 );
             }
         }
-        kept.pop();
+        if extra.is_empty() {
+            kept.pop();
+            truncated.clone_from(&all);
+        } else {
+            for (key, _) in extra.drain(..) {
+                left_out.push(name_cut(&key, NAME_BYTES));
+            }
+            truncated = named(&left_out);
+        }
     }
+}
+
+/// `name` cut at a character boundary to at most `bytes` bytes.
+fn name_cut(name: &str, bytes: usize) -> String {
+    if name.len() <= bytes {
+        return name.to_owned();
+    }
+    let mut end = bytes;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_owned()
 }
 
 /// A `truncated_keys` value naming every member: the line kept only its standard keys.
@@ -422,6 +481,53 @@ mod tests {
                 .contains("...[truncated")
         );
         assert_eq!(value[TRUNCATED_KEYS], json!(["event"]));
+    }
+
+    /// One member with a huge name (which no cut can shorten) or thousands of members made the
+    /// line keep its standard keys alone: the business keys and `location` went, and
+    /// `truncated_keys` said `["*"]`, naming nothing. The small members are kept now, and what
+    /// was left out is named.
+    #[test]
+    fn the_last_resort_keeps_the_small_members_and_names_what_it_left_out() {
+        let huge_name = "n".repeat(270_000);
+        let members = vec![
+            ("level".to_owned(), json!("INFO")),
+            ("message".to_owned(), json!("order received")),
+            ("timestamp".to_owned(), json!("2026-11-27T09:15:02.127Z")),
+            ("service".to_owned(), json!("orders")),
+            ("order_id".to_owned(), json!("o-1")),
+            (huge_name.clone(), json!(1)),
+            ("small".to_owned(), json!({"a": 1})),
+            ("location".to_owned(), json!("orders_api::api:120")),
+        ];
+        let line = render(&members, &[]);
+        let out = bound(&line, DEFAULT_MAX_LINE_BYTES);
+        assert!(out.len() <= DEFAULT_MAX_LINE_BYTES);
+        let value = parsed(&out);
+        assert_eq!(value["order_id"], "o-1");
+        assert_eq!(value["small"], json!({"a": 1}));
+        assert_eq!(value["location"], "orders_api::api:120");
+        assert_eq!(value["message"], "order received");
+        assert_eq!(value[TRUNCATED_KEYS], json!([&huge_name[..64]]));
+
+        // Thousands of members: those that fit in a quarter of the line are kept, in order.
+        let mut members = vec![
+            ("level".to_owned(), json!("INFO")),
+            ("message".to_owned(), json!("many keys")),
+            ("order_id".to_owned(), json!("o-2")),
+        ];
+        members.extend((0..12_000).map(|index| (format!("k{index}"), json!("value-value-value"))));
+        let line = render(&members, &[]);
+        let out = bound(&line, DEFAULT_MAX_LINE_BYTES);
+        assert!(out.len() <= DEFAULT_MAX_LINE_BYTES);
+        let value = parsed(&out);
+        assert_eq!(value["order_id"], "o-2");
+        assert_eq!(value["k0"], "value-value-value");
+        assert_eq!(
+            value[TRUNCATED_KEYS],
+            json!([ALL_KEYS_TRUNCATED]),
+            "too many to name"
+        );
     }
 
     #[test]
