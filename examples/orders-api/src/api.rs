@@ -125,6 +125,30 @@ async fn place_order<St: IdempotencyStore>(
         }
     }
 
+    // The order saved under this id, before any charge: the charge's idempotency record lasts
+    // its window (an hour), the order for good, so an order placed long ago is never charged
+    // again under a new key, nor another customer charged for a taken id.
+    if let Some(saved) = app.orders.find(&order.order_id).await? {
+        let order_id = order.order_id.clone();
+        let failure = if saved.order == order && saved.total_cents == total_cents {
+            tracing::info!(
+                payment = %saved.payment,
+                "the order was placed already: answered as it was, not charged again"
+            );
+            return Ok(json_response(
+                201,
+                &accepted(&order.order_id, total_cents, &saved.payment),
+            ));
+        } else if saved.order.customer_id != order.customer_id || saved.total_cents != total_cents {
+            // As the charge record refuses another amount or customer for the payment id.
+            Failure::PaymentConflict { order_id }
+        } else {
+            Failure::Save(SaveError::Conflict { order_id })
+        };
+        tracing::warn!(%failure, "the order was not placed");
+        return Err(failure);
+    }
+
     let charge = Charge {
         payment_id: format!("pay-{}", order.order_id),
         customer_id: order.customer_id.clone(),
@@ -170,7 +194,7 @@ async fn place_order<St: IdempotencyStore>(
             _ => {}
         })?;
     app.orders
-        .save(&order, total_cents)
+        .save(&order, total_cents, &receipt.provider_reference)
         .await
         .inspect_err(|error| {
             // A store failure fails the invocation, and its failure line names it.
@@ -185,13 +209,18 @@ async fn place_order<St: IdempotencyStore>(
         payment = %receipt.provider_reference,
         "order placed"
     );
-    let body = json!({
-        "order_id": order.order_id,
+    let body = accepted(&order.order_id, total_cents, &receipt.provider_reference);
+    Ok(json_response(201, &body))
+}
+
+/// The answer to a placed order.
+fn accepted(order_id: &str, total_cents: u64, payment: &str) -> Value {
+    json!({
+        "order_id": order_id,
         "status": "accepted",
         "total_cents": total_cents,
-        "payment": receipt.provider_reference,
-    });
-    Ok(json_response(201, &body))
+        "payment": payment,
+    })
 }
 
 /// `OrdersPlaced` and `OrderValue` by location; the order id is metadata (searchable, not a
@@ -702,6 +731,87 @@ mod tests {
             ("loaf", 100),
             "not overwritten"
         );
+    }
+
+    /// The charge's idempotency record lasts an hour; the order, for good. After the record's
+    /// window (here: the record expired, in an execution environment whose provider has not seen
+    /// the payment id, as a real provider forgets its keys after a day), the same order under a
+    /// new key was charged again and answered 201, and another customer's order under the taken
+    /// id was charged and then refused with a 409. The saved order is looked at before any
+    /// charge now.
+    #[tokio::test]
+    async fn an_order_saved_long_ago_is_never_charged_again_under_a_new_key() {
+        let store = InMemoryStore::new();
+        let fx = fixture_on(store.clone());
+        let loaf = json!([{"sku": "loaf", "quantity": 2, "unit_price_cents": 100}]);
+        let first = send(
+            &fx.function,
+            request(
+                Some("k-1"),
+                Some(&order_body("ord-7", "cust-1", loaf.clone())),
+            ),
+            "req-1",
+        )
+        .await;
+        let Ok((201, first)) = first else {
+            panic!("{first:?}")
+        };
+        // The charge's record ends its window.
+        for key in store
+            .keys()
+            .into_iter()
+            .filter(|key| key.contains(".charge#"))
+        {
+            let mut record = store.record(&key).unwrap();
+            record.expiry_timestamp = 1;
+            store.insert(record);
+        }
+        // A new execution environment: the same table and records, a provider that forgot.
+        let (_, payment_idempotency) = idempotency(store.clone()).unwrap();
+        let (orders, _) = idempotency(store.clone()).unwrap();
+        let payments = PaymentProvider::default();
+        let app = App {
+            orders: OrdersTable::InMemory(fx.saved.clone()),
+            payments: payments.clone(),
+            payment_idempotency,
+        };
+        let powertools = Powertools::builder()
+            .service("orders")
+            .env(Env::from_pairs([
+                ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
+                ("POWERTOOLS_TRACE_DISABLED", "true"),
+            ]))
+            .metrics(|metrics| metrics.sink(CheckedSink::new()))
+            .build()
+            .unwrap();
+        let later = service(&powertools, orders, app).unwrap();
+
+        let again = send(
+            &later,
+            request(
+                Some("k-2"),
+                Some(&order_body("ord-7", "cust-1", loaf.clone())),
+            ),
+            "req-2",
+        )
+        .await;
+        assert_eq!(
+            again,
+            Ok((201, first)),
+            "the placed order, as first answered"
+        );
+        let other_customer = send(
+            &later,
+            request(Some("k-3"), Some(&order_body("ord-7", "cust-2", loaf))),
+            "req-3",
+        )
+        .await;
+        assert!(
+            matches!(&other_customer, Ok((409, body)) if body["error"] == "PaymentConflict"),
+            "{other_customer:?}"
+        );
+        assert_eq!(payments.charges(), [], "charged again");
+        assert_eq!(fx.payments.charges().len(), 1);
     }
 
     #[tokio::test]

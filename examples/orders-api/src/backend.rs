@@ -9,8 +9,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::order::Order;
 
-/// Orders kept in memory, with their totals (the demo's and the tests' table).
-pub(crate) type SavedOrders = Arc<Mutex<Vec<(Order, u64)>>>;
+/// Orders kept in memory, with their totals and payment references (the demo's and the tests'
+/// table).
+pub(crate) type SavedOrders = Arc<Mutex<Vec<(Order, u64, String)>>>;
+
+/// An order as the table holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SavedOrder {
+    pub(crate) order: Order,
+    pub(crate) total_cents: u64,
+    /// The provider's reference of its charge.
+    pub(crate) payment: String,
+}
 
 /// Where accepted orders are written: a DynamoDB table, or memory for the offline demo.
 #[derive(Debug, Clone)]
@@ -34,11 +44,51 @@ pub(crate) enum SaveError {
 }
 
 impl OrdersTable {
-    /// Saves the order, unless another order with the same id and other contents exists: saving
-    /// the same order again (a retry after a lost answer) succeeds and changes nothing, while a
-    /// different order under a taken id is a [`SaveError::Conflict`], never an overwrite.
+    /// The order saved under `order_id`, read with strong consistency.
+    #[tracing::instrument(skip_all, fields(order_id = %order_id))]
+    pub(crate) async fn find(&self, order_id: &str) -> Result<Option<SavedOrder>, SaveError> {
+        match self {
+            OrdersTable::DynamoDb { client, table } => {
+                let output = client
+                    .get_item()
+                    .table_name(table)
+                    .key("order_id", AttributeValue::S(order_id.to_owned()))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(|error| {
+                        let error = aws_sdk_dynamodb::error::DisplayErrorContext(&error);
+                        SaveError::Store(error.to_string())
+                    })?;
+                output
+                    .item()
+                    .map(|item| saved_order(order_id, item))
+                    .transpose()
+            }
+            OrdersTable::InMemory(orders) => Ok(orders
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .find(|(saved, _, _)| saved.order_id == order_id)
+                .map(|(order, total_cents, payment)| SavedOrder {
+                    order: order.clone(),
+                    total_cents: *total_cents,
+                    payment: payment.clone(),
+                })),
+        }
+    }
+
+    /// Saves the order with its payment, unless another order with the same id and other
+    /// contents exists: saving the same order again (a retry after a lost answer) succeeds and
+    /// changes nothing, while a different order under a taken id is a [`SaveError::Conflict`],
+    /// never an overwrite.
     #[tracing::instrument(skip_all, fields(order_id = %order.order_id))]
-    pub(crate) async fn save(&self, order: &Order, total_cents: u64) -> Result<(), SaveError> {
+    pub(crate) async fn save(
+        &self,
+        order: &Order,
+        total_cents: u64,
+        payment: &str,
+    ) -> Result<(), SaveError> {
         match self {
             OrdersTable::DynamoDb { client, table } => {
                 let items = serde_json::to_string(&order.items)
@@ -59,6 +109,7 @@ impl OrdersTable {
                     .put_item()
                     .table_name(table)
                     .item("order_id", AttributeValue::S(order.order_id.clone()))
+                    .item("payment", AttributeValue::S(payment.to_owned()))
                     .condition_expression(format!("attribute_not_exists(order_id) OR ({same})"));
                 for (name, value) in fields {
                     put = put
@@ -87,21 +138,57 @@ impl OrdersTable {
                 let mut orders = orders.lock().unwrap_or_else(PoisonError::into_inner);
                 match orders
                     .iter()
-                    .find(|(saved, _)| saved.order_id == order.order_id)
+                    .find(|(saved, _, _)| saved.order_id == order.order_id)
                 {
-                    Some((saved, saved_total)) if saved == order && *saved_total == total_cents => {
-                    }
+                    Some((saved, saved_total, _))
+                        if saved == order && *saved_total == total_cents => {}
                     Some(_) => {
                         return Err(SaveError::Conflict {
                             order_id: order.order_id.clone(),
                         });
                     }
-                    None => orders.push((order.clone(), total_cents)),
+                    None => orders.push((order.clone(), total_cents, payment.to_owned())),
                 }
             }
         }
         Ok(())
     }
+}
+
+/// The order of a table item, as [`OrdersTable::save`] writes it.
+fn saved_order(
+    order_id: &str,
+    item: &std::collections::HashMap<String, AttributeValue>,
+) -> Result<SavedOrder, SaveError> {
+    let text = |name: &str| match item.get(name) {
+        Some(AttributeValue::S(text)) => Ok(text.clone()),
+        _ => Err(SaveError::Store(format!(
+            "the saved order {order_id} has no text attribute `{name}`"
+        ))),
+    };
+    let total_cents = match item.get("total_cents") {
+        Some(AttributeValue::N(number)) => number.parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        SaveError::Store(format!(
+            "the saved order {order_id} has no total_cents number"
+        ))
+    })?;
+    let items = serde_json::from_str(&text("items")?).map_err(|error| {
+        SaveError::Store(format!("the saved order {order_id}'s items: {error}"))
+    })?;
+    Ok(SavedOrder {
+        order: Order {
+            order_id: order_id.to_owned(),
+            customer_id: text("customer_id")?,
+            location: text("location")?,
+            items,
+        },
+        total_cents,
+        // Orders saved before payments were recorded have none.
+        payment: text("payment").unwrap_or_default(),
+    })
 }
 
 /// A charge on the customer's card.
