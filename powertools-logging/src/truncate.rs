@@ -27,8 +27,11 @@ pub(crate) const TRUNCATED_KEYS: &str = "truncated_keys";
 /// How many values are cut before the line falls back to its standard keys.
 const MAX_ROUNDS: usize = 16;
 
+/// A member of a line: its key and value.
+type Member = (String, Value);
+
 /// The members of a line, in order.
-struct Members(Vec<(String, Value)>);
+struct Members(Vec<Member>);
 
 impl<'de> serde::Deserialize<'de> for Members {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -223,7 +226,7 @@ fn shrink(line: &[u8], max: usize) -> Vec<u8> {
     // The members the last resort keeps, as they are before any is cut: a round may cut the
     // invocation's ids to nothing when thousands of members share the room, and the last resort
     // has room for them whole.
-    let (standard, others): (Vec<(String, Value)>, Vec<(String, Value)>) = members
+    let (standard, others): (Vec<Member>, Vec<Member>) = members
         .iter()
         .cloned()
         .partition(|(key, _)| is_standard(key));

@@ -977,13 +977,16 @@ where
         store
             .put_in_progress(&first, SystemTime::now())
             .await
-            .unwrap(),
+            .expect("the store answers"),
         stored
     );
     // The first claim's deadline passed: the later one takes the key over.
     let past_deadline = SystemTime::now() + Duration::from_secs(5);
     assert_eq!(
-        store.put_in_progress(&later, past_deadline).await.unwrap(),
+        store
+            .put_in_progress(&later, past_deadline)
+            .await
+            .expect("the store answers"),
         stored
     );
 
@@ -992,7 +995,7 @@ where
         .await
         .expect("a late delete is not an error");
     assert_eq!(
-        store.get(&later.key).await.unwrap(),
+        store.get(&later.key).await.expect("the store answers"),
         Some(later.clone()),
         "the late delete freed the later claim"
     );
@@ -1009,7 +1012,7 @@ where
         "{late:?}"
     );
     assert_eq!(
-        store.get(&later.key).await.unwrap(),
+        store.get(&later.key).await.expect("the store answers"),
         Some(later.clone()),
         "the late completion overwrote the later claim"
     );
@@ -1019,10 +1022,20 @@ where
     let mut later_completed = later.clone();
     later_completed.status = Status::Completed;
     later_completed.response_data = Some("\"later\"".to_owned());
-    store.update(&later_completed).await.unwrap();
-    store.update(&later_completed).await.unwrap();
-    store.delete(&later).await.unwrap();
-    let stored = store.get(&later.key).await.unwrap().expect("the record");
+    store
+        .update(&later_completed)
+        .await
+        .expect("the store answers");
+    store
+        .update(&later_completed)
+        .await
+        .expect("the store answers");
+    store.delete(&later).await.expect("the store answers");
+    let stored = store
+        .get(&later.key)
+        .await
+        .expect("the store answers")
+        .expect("the record");
     assert_eq!(
         (stored.status, stored.response_data.as_deref()),
         (Status::Completed, Some("\"later\""))
