@@ -89,18 +89,12 @@ impl IdempotencyStore for InMemoryStore {
 
     async fn update(&self, record: &DataRecord) -> Result<(), StoreError> {
         let mut records = self.lock();
-        // As `DynamoDbStore`'s condition: only the record's own claim is completed.
-        if record.claim_id.is_some()
-            && records
-                .get(&record.key)
-                .is_none_or(|existing| existing.claim_id != record.claim_id)
-        {
-            return Err(StoreError::ClaimReplaced {
-                key: record.key.clone(),
-            });
-        }
+        // As `DynamoDbStore`'s condition: only the record's own claim is completed (one lookup).
+        let own = |existing: &DataRecord| {
+            record.claim_id.is_none() || existing.claim_id == record.claim_id
+        };
         match records.get_mut(&record.key) {
-            Some(existing) => {
+            Some(existing) if own(existing) => {
                 // As DynamoDB's UpdateItem does: the in-progress deadline attribute stays in
                 // place when the update does not set it.
                 let in_progress_expiry = existing.in_progress_expiry_timestamp;
@@ -108,8 +102,13 @@ impl IdempotencyStore for InMemoryStore {
                 existing.in_progress_expiry_timestamp =
                     record.in_progress_expiry_timestamp.or(in_progress_expiry);
             }
-            None => {
+            None if record.claim_id.is_none() => {
                 records.insert(record.key.clone(), record.clone());
+            }
+            _ => {
+                return Err(StoreError::ClaimReplaced {
+                    key: record.key.clone(),
+                });
             }
         }
         Ok(())
