@@ -217,8 +217,8 @@ pub struct IdempotencyBuilder<St> {
 impl<St: IdempotencyStore> IdempotencyBuilder<St> {
     /// How long a completed response is replayed (default one hour), in whole seconds, a
     /// fraction rounded up (records expire in seconds, as DynamoDB's TTL reads them): never
-    /// shorter than asked. Zero replays nothing; concurrent duplicates still get
-    /// [`Error::AlreadyInProgress`] while the first call runs.
+    /// shorter than asked. Zero keeps a completed record only until the end of its second;
+    /// concurrent duplicates still get [`Error::AlreadyInProgress`] while the first call runs.
     pub fn expires_after(mut self, window: Duration) -> Self {
         self.settings.expires_after = window;
         self

@@ -258,7 +258,8 @@ impl Shared {
     pub(crate) fn open_event_line(&self, level: Level, event: &Value) -> Line<'_> {
         self.open_line_with(level, |line| {
             line.opening_key(&json::MESSAGE);
-            json::write_value(&mut line.out, "message", event, &self.redactor);
+            // Masked as the `event` it was written as before (`redact_key("event")` hides it).
+            json::write_value(&mut line.out, "event", event, &self.redactor);
         })
     }
 

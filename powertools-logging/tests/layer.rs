@@ -650,3 +650,26 @@ async fn instrumentation_spans_do_not_leak_their_fields_into_log_lines() {
         assert!(line.get(key).is_none(), "{key} leaked: {line}");
     }
 }
+
+/// `redact_key("event")` hides the whole logged event, now that it is the line's `message` as
+/// Powertools for Python writes it, as it did when it was under an `event` key.
+#[tokio::test]
+async fn redacting_event_still_hides_the_whole_logged_event() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs)
+        .env(Env::from_pairs([("POWERTOOLS_LOGGER_LOG_EVENT", "true")]))
+        .redact_key("event")
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    invoke(
+        &logger,
+        TestContext::new(),
+        json!({"order_id": "o-secret"}),
+        |_| async { Ok(Value::Null) },
+    )
+    .await
+    .unwrap();
+    assert!(!logs.contents().contains("o-secret"), "{}", logs.contents());
+    assert_eq!(logs.json()[0]["message"], REDACTED);
+}

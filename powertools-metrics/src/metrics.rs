@@ -585,29 +585,34 @@ impl Metrics {
         &self,
         dimensions: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<(), Error> {
+        // A name given twice takes its last value, as `add_dimension` called twice keeps (and
+        // says), before anything is checked or applied.
+        let mut given: Vec<(&str, &str)> = Vec::new();
+        for (name, value) in dimensions {
+            match given.iter_mut().find(|(existing, _)| *existing == name) {
+                Some((_, kept)) => {
+                    if *kept != value {
+                        tracing::warn!(
+                            dimension = name,
+                            old = *kept,
+                            new = value,
+                            "Dimension is being overwritten"
+                        );
+                    }
+                    *kept = value;
+                }
+                None => given.push((name, value)),
+            }
+        }
         let mut valid = Vec::new();
         let mut refused = Vec::new();
-        for (name, value) in dimensions {
+        for (name, value) in given {
             match validate::dimension(name, value)? {
                 DimensionCheck::Skip => warn_skipped_dimension(name),
                 DimensionCheck::RefusedValue(reason) => refused.push((name, value, reason)),
                 DimensionCheck::Valid => {
                     check_log_level_keys(&self.shared.settings, name)?;
-                    match valid.iter_mut().find(|(existing, _)| *existing == name) {
-                        // The last value, as `add_dimension` called twice keeps, and said.
-                        Some((_, kept)) => {
-                            if *kept != value {
-                                tracing::warn!(
-                                    dimension = name,
-                                    old = *kept,
-                                    new = value,
-                                    "Dimension is being overwritten"
-                                );
-                            }
-                            *kept = value;
-                        }
-                        None => valid.push((name, value)),
-                    }
+                    valid.push((name, value));
                 }
             }
         }

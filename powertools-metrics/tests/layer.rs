@@ -698,3 +698,31 @@ fn dimension_values_are_never_dropped_or_misreported_without_a_true_warning() {
         "the last value, as add_dimension keeps"
     );
 }
+
+/// A name repeated in `add_dimensions` whose first value CloudWatch refuses: the last value wins
+/// before anything is checked, so the call neither fails half-applied (the refused value kept as
+/// metadata, then a collision) nor keeps the first.
+#[test]
+fn a_repeated_dimension_name_takes_its_last_value_before_anything_is_applied() {
+    let sink = powertools_metrics::MemorySink::new();
+    let layer = MetricsLayer::builder()
+        .namespace("Bakery")
+        .service("orders")
+        .sink(sink.clone())
+        .build()
+        .unwrap();
+    let metrics = layer.new_metrics();
+    metrics
+        .add_dimensions([("city", "Zürich"), ("city", "Lyon")])
+        .expect("the last value is a valid dimension");
+    metrics
+        .add_metric("OrdersPlaced", 1.0, Unit::Count)
+        .unwrap();
+    metrics.flush().unwrap();
+    let document = &sink.documents()[0];
+    assert_eq!(document["city"], "Lyon", "{document}");
+    assert_eq!(
+        document["_aws"]["CloudWatchMetrics"][0]["Dimensions"][1],
+        json!(["city"])
+    );
+}

@@ -132,12 +132,12 @@ async fn place_order<St: IdempotencyStore>(
         let order_id = order.order_id.clone();
         let failure = if saved.order == order && saved.total_cents == total_cents {
             tracing::info!(
-                payment = %saved.payment,
+                payment = saved.payment.as_deref(),
                 "the order was placed already: answered as it was, not charged again"
             );
             return Ok(json_response(
                 201,
-                &accepted(&order.order_id, total_cents, &saved.payment),
+                &accepted(&order.order_id, total_cents, saved.payment.as_deref()),
             ));
         } else if saved.order.customer_id != order.customer_id || saved.total_cents != total_cents {
             // As the charge record refuses another amount or customer for the payment id.
@@ -209,12 +209,17 @@ async fn place_order<St: IdempotencyStore>(
         payment = %receipt.provider_reference,
         "order placed"
     );
-    let body = accepted(&order.order_id, total_cents, &receipt.provider_reference);
+    let body = accepted(
+        &order.order_id,
+        total_cents,
+        Some(&receipt.provider_reference),
+    );
     Ok(json_response(201, &body))
 }
 
-/// The answer to a placed order.
-fn accepted(order_id: &str, total_cents: u64, payment: &str) -> Value {
+/// The answer to a placed order: its payment reference is `null` for an order saved without
+/// one (never an empty string).
+fn accepted(order_id: &str, total_cents: u64, payment: Option<&str>) -> Value {
     json!({
         "order_id": order_id,
         "status": "accepted",

@@ -18,8 +18,9 @@ pub(crate) type SavedOrders = Arc<Mutex<Vec<(Order, u64, String)>>>;
 pub(crate) struct SavedOrder {
     pub(crate) order: Order,
     pub(crate) total_cents: u64,
-    /// The provider's reference of its charge.
-    pub(crate) payment: String,
+    /// The provider's reference of its charge; `None` for an order saved without one (by a
+    /// version before it was kept).
+    pub(crate) payment: Option<String>,
 }
 
 /// Where accepted orders are written: a DynamoDB table, or memory for the offline demo.
@@ -73,7 +74,7 @@ impl OrdersTable {
                 .map(|(order, total_cents, payment)| SavedOrder {
                     order: order.clone(),
                     total_cents: *total_cents,
-                    payment: payment.clone(),
+                    payment: Some(payment.clone()),
                 })),
         }
     }
@@ -187,7 +188,10 @@ fn saved_order(
         },
         total_cents,
         // Orders saved before payments were recorded have none.
-        payment: text("payment").unwrap_or_default(),
+        payment: match item.get("payment") {
+            Some(AttributeValue::S(payment)) => Some(payment.clone()),
+            _ => None,
+        },
     })
 }
 

@@ -82,8 +82,11 @@ pub enum StoreCall {
 /// The four storage primitives of idempotency.
 ///
 /// Hashing, expiry, payload validation, the local cache and the retries on inconsistent state
-/// live in the engine, not here, so a store is only storage. The one rule a store must enforce
-/// itself is the atomic claim in [`put_in_progress`](Self::put_in_progress).
+/// live in the engine, not here, so a store is only storage. The rules a store must enforce
+/// itself are the atomic claim in [`put_in_progress`](Self::put_in_progress), and the claim
+/// checks of [`update`](Self::update) and [`delete`](Self::delete), which match a record by its
+/// [`claim_id`](DataRecord::claim_id): a store must keep that attribute
+/// ([`DataRecord::is_claim_of`] is the delete's condition, evaluated in memory).
 pub trait IdempotencyStore: Clone + Send + Sync + 'static {
     /// The record stored under `key`, read with strong consistency; `None` if there is none.
     fn get(&self, key: &str)
