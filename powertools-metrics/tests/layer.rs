@@ -662,14 +662,7 @@ fn dimension_values_are_never_dropped_or_misreported_without_a_true_warning() {
     let _guard = tracing::subscriber::set_default(
         tracing_subscriber::registry().with(CountWarnings(warnings.clone())),
     );
-    let sink = powertools_metrics::MemorySink::new();
-    let layer = MetricsLayer::builder()
-        .namespace("Bakery")
-        .service("orders")
-        .sink(sink.clone())
-        .build()
-        .unwrap();
-    let metrics = layer.new_metrics();
+    let (metrics, sink) = metrics_in_memory();
     metrics.add_dimension("shop", "Lyon").unwrap();
     let refused = metrics.add_dimension("shop", "Zürich");
     assert!(refused.is_err(), "{refused:?}");
@@ -704,14 +697,7 @@ fn dimension_values_are_never_dropped_or_misreported_without_a_true_warning() {
 /// metadata, then a collision) nor keeps the first.
 #[test]
 fn a_repeated_dimension_name_takes_its_last_value_before_anything_is_applied() {
-    let sink = powertools_metrics::MemorySink::new();
-    let layer = MetricsLayer::builder()
-        .namespace("Bakery")
-        .service("orders")
-        .sink(sink.clone())
-        .build()
-        .unwrap();
-    let metrics = layer.new_metrics();
+    let (metrics, sink) = metrics_in_memory();
     metrics
         .add_dimensions([("city", "Zürich"), ("city", "Lyon")])
         .expect("the last value is a valid dimension");
@@ -725,4 +711,16 @@ fn a_repeated_dimension_name_takes_its_last_value_before_anything_is_applied() {
         document["_aws"]["CloudWatchMetrics"][0]["Dimensions"][1],
         json!(["city"])
     );
+}
+
+/// One invocation's metrics of a layer (namespace `Bakery`, service `orders`) writing to memory.
+fn metrics_in_memory() -> (Metrics, powertools_metrics::MemorySink) {
+    let sink = powertools_metrics::MemorySink::new();
+    let layer = MetricsLayer::builder()
+        .namespace("Bakery")
+        .service("orders")
+        .sink(sink.clone())
+        .build()
+        .expect("valid settings");
+    (layer.new_metrics(), sink)
 }

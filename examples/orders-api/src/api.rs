@@ -425,14 +425,20 @@ mod tests {
         (function, saved, payments)
     }
 
-    fn function_with_metrics() -> (Function, SavedOrders, PaymentProvider, CheckedSink) {
-        let sink = CheckedSink::new();
-        let powertools = Powertools::builder()
+    /// The stack as the tests configure it: the service `orders`, metrics in `Bakery`, traces
+    /// off; each test adds where its logs and metrics go.
+    fn test_stack() -> powertools::PowertoolsBuilder {
+        Powertools::builder()
             .service("orders")
             .env(Env::from_pairs([
                 ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
                 ("POWERTOOLS_TRACE_DISABLED", "true"),
             ]))
+    }
+
+    fn function_with_metrics() -> (Function, SavedOrders, PaymentProvider, CheckedSink) {
+        let sink = CheckedSink::new();
+        let powertools = test_stack()
             .metrics(|metrics| metrics.sink(sink.clone()))
             .build()
             .unwrap();
@@ -475,12 +481,7 @@ mod tests {
     /// [`fixture`] with its idempotency records in `store`.
     fn fixture_on<St: IdempotencyStore + Clone>(store: St) -> Fixture {
         let logs = powertools::logging::MemoryLogs::new();
-        let powertools = Powertools::builder()
-            .service("orders")
-            .env(Env::from_pairs([
-                ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
-                ("POWERTOOLS_TRACE_DISABLED", "true"),
-            ]))
+        let powertools = test_stack()
             .logger(|logger| logger.writer(logs.clone()))
             .metrics(|metrics| metrics.sink(CheckedSink::new()))
             .build()
@@ -780,12 +781,7 @@ mod tests {
             payments: payments.clone(),
             payment_idempotency,
         };
-        let powertools = Powertools::builder()
-            .service("orders")
-            .env(Env::from_pairs([
-                ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
-                ("POWERTOOLS_TRACE_DISABLED", "true"),
-            ]))
+        let powertools = test_stack()
             .metrics(|metrics| metrics.sink(CheckedSink::new()))
             .build()
             .unwrap();
@@ -921,12 +917,7 @@ mod tests {
     async fn a_charge_whose_record_was_not_completed_is_not_charged_again_by_the_retry() {
         // Given the charge goes through, then the store fails to complete the charge's record
         let store = FailingCompletions::new("charge", 1);
-        let powertools = Powertools::builder()
-            .service("orders")
-            .env(Env::from_pairs([
-                ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
-                ("POWERTOOLS_TRACE_DISABLED", "true"),
-            ]))
+        let powertools = test_stack()
             .metrics(|metrics| metrics.sink(CheckedSink::new()))
             .build()
             .unwrap();
