@@ -226,15 +226,30 @@ fn shrink(line: &[u8], max: usize) -> Vec<u8> {
     // The members the last resort keeps, as they are before any is cut: a round may cut the
     // invocation's ids to nothing when thousands of members share the room, and the last resort
     // has room for them whole.
-    let (standard, others): (Vec<Member>, Vec<Member>) = members
-        .iter()
-        .cloned()
-        .partition(|(key, _)| is_standard(key));
-    let mut truncated: Vec<String> = Vec::new();
     let mut sizes: Vec<usize> = members
         .iter()
         .map(|(key, value)| member_len(key, value_len(value)))
         .collect();
+    let standard: Vec<Member> = members
+        .iter()
+        .filter(|(key, _)| is_standard(key))
+        .cloned()
+        .collect();
+    // The other members the last resort may keep whole: only the small ones are copied (a large
+    // one is only named), measured once with the rest.
+    let others: Vec<Other> = members
+        .iter()
+        .zip(&sizes)
+        .filter(|((key, _), _)| !is_standard(key) && key != TRUNCATED_KEYS)
+        .map(|((key, value), size)| {
+            if *size <= SMALL_MEMBER {
+                Other::Small((key.clone(), value.clone()), *size)
+            } else {
+                Other::Large(name_cut(key, NAME_BYTES))
+            }
+        })
+        .collect();
+    let mut truncated: Vec<String> = Vec::new();
     // First every value over the fair share is cut to it; then, since structures turned into
     // text and markers are only estimated, the largest value is cut again until the line fits.
     if let Some(cap) = fair_cap(&members, &sizes, max) {
@@ -289,29 +304,21 @@ fn is_standard(key: &str) -> bool {
 /// others, or one key with a huge name), and as much of the message as fits. `truncated_keys`
 /// names the members left out (names cut to 64 bytes) and `message` if it was cut, or is `["*"]`
 /// when they are too many to name.
-fn last_resort(
-    standard: Vec<(String, Value)>,
-    others: Vec<(String, Value)>,
-    max: usize,
-) -> Vec<u8> {
-    const SMALL_MEMBER: usize = 1024;
-    const NAME_BYTES: usize = 64;
-    let mut extra: Vec<(String, Value)> = Vec::new();
+fn last_resort(standard: Vec<Member>, others: Vec<Other>, max: usize) -> Vec<u8> {
+    let mut extra: Vec<Member> = Vec::new();
     let mut left_out: Vec<String> = Vec::new();
     let mut extra_room = max / 4;
-    for (key, value) in others {
-        if key == TRUNCATED_KEYS {
-            continue;
-        }
-        let size = member_len(&key, value_len(&value));
-        if size <= SMALL_MEMBER.min(extra_room) {
-            extra_room -= size;
-            extra.push((key, value));
-        } else {
-            left_out.push(name_cut(&key, NAME_BYTES));
+    for other in others {
+        match other {
+            Other::Small(member, size) if size <= extra_room => {
+                extra_room -= size;
+                extra.push(member);
+            }
+            Other::Small((key, _), _) => left_out.push(name_cut(&key, NAME_BYTES)),
+            Other::Large(name) => left_out.push(name),
         }
     }
-    let mut kept: Vec<(String, Value)> = Vec::new();
+    let mut kept: Vec<Member> = Vec::new();
     let mut message = String::new();
     for (key, value) in standard {
         if key == "message" {
@@ -379,6 +386,20 @@ fn last_resort(
             truncated = named(&left_out);
         }
     }
+}
+
+/// The largest member (key, value and comma) the last resort keeps whole.
+const SMALL_MEMBER: usize = 1024;
+
+/// How much of a left-out member's name `truncated_keys` gives.
+const NAME_BYTES: usize = 64;
+
+/// A member that is not a standard key, as the last resort sees it.
+enum Other {
+    /// Small enough to keep whole: the member and its size.
+    Small(Member, usize),
+    /// Too large to keep: its name, cut.
+    Large(String),
 }
 
 /// `name` cut at a character boundary to at most `bytes` bytes.
