@@ -332,12 +332,14 @@ async fn a_failed_invocation_s_late_delete_never_removes_a_later_claim() {
         return;
     };
     // A: the handler fails; deleting its claim reaches DynamoDB only after A's deadline, when A
-    // has long given up on it (DeleteFailed). A has 5 s: its claim must land first, and the
+    // has long given up on it (DeleteFailed). A has 10 s: its claim must land first, and the
     // proxy and moto, loaded by the suite's concurrency storms, took up to 1.9 s to answer it in
-    // CI runs. The later steps are timed from when A's handler failed (the delete is sent right
-    // after it), not from the start.
-    const A_REMAINING: Duration = Duration::from_secs(5);
-    const DELETE_DELAY: Duration = Duration::from_secs(9);
+    // CI runs, and once more than 4.9 s (with 5 s, the claim itself timed out). The delete lands
+    // 4 s after A's deadline at the earliest, which leaves B's claim that long to land first.
+    // The later steps are timed from when A's handler failed (the delete is sent right after
+    // it), not from the start.
+    const A_REMAINING: Duration = Duration::from_secs(10);
+    const DELETE_DELAY: Duration = Duration::from_secs(14);
     faulty
         .proxy
         .set(json!({"action": "delay", "ms": DELETE_DELAY.as_millis() as u64, "target": "DeleteItem", "times": 1}));
@@ -377,7 +379,7 @@ async fn a_failed_invocation_s_late_delete_never_removes_a_later_claim() {
                 "pay-late-delete",
                 |_| async move {
                     let _ = b_running.send(());
-                    let _ = tokio::time::timeout(Duration::from_secs(20), c_done).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(30), c_done).await;
                     Ok::<_, std::io::Error>(2u8)
                 },
             )
@@ -385,7 +387,7 @@ async fn a_failed_invocation_s_late_delete_never_removes_a_later_claim() {
     });
     b_started.await.expect("B runs its handler");
 
-    // When A's delete lands at DynamoDB (9 s after it was sent) while B runs
+    // When A's delete lands at DynamoDB (14 s after it was sent) while B runs
     let failed_at = *failed_at.get().expect("A's handler ran");
     tokio::time::sleep_until((failed_at + DELETE_DELAY + Duration::from_millis(500)).into()).await;
 
