@@ -138,6 +138,10 @@
 //! - `location` is the Rust module path and line (`orders_api::api:142`), where Python writes
 //!   the function name and line (`handler:59`): Rust's `tracing` records the module, not the
 //!   function.
+//! - A float JSON cannot hold (NaN, ±infinity), in a field or anywhere in an appended or
+//!   persistent key's value, is written as its text (`"NaN"`, `"inf"`, `"-inf"`), where Python's
+//!   `json.dumps` writes a bare `NaN` or `Infinity` that makes the line invalid JSON (Logs
+//!   Insights then reads none of its keys), and serde_json alone would write `null`.
 //!
 //! # Feature flags
 //!
@@ -157,6 +161,7 @@ mod buffer;
 mod correlation;
 mod error;
 mod failure;
+mod finite;
 mod invocation;
 mod json;
 mod layer;
@@ -210,7 +215,7 @@ pub(crate) fn key_value(key: &str, value: impl Serialize) -> Result<Value, Error
             key: key.to_owned(),
         });
     }
-    serde_json::to_value(value).map_err(|source| Error::Serialization {
+    finite::to_value(&value).map_err(|source| Error::Serialization {
         key: key.to_owned(),
         source,
     })
@@ -218,6 +223,9 @@ pub(crate) fn key_value(key: &str, value: impl Serialize) -> Result<Value, Error
 
 /// Adds `key` to every line the current invocation writes from now on, replacing its value if it
 /// was appended already. Gone when the invocation ends.
+///
+/// A float JSON cannot hold, anywhere in `value`, is written as its text (`"NaN"`, `"inf"`,
+/// `"-inf"`), as a field of an event is, not as serde_json's `null`.
 ///
 /// Inside a [`key_scope`] (each record of `powertools-batch` runs in one), the key is that
 /// scope's: on its lines only, gone when it ends.

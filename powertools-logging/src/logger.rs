@@ -477,7 +477,7 @@ impl LoggerBuilder {
     /// [`build`](Self::build).
     pub fn persistent_key(mut self, key: impl Into<String>, value: impl Serialize) -> Self {
         self.persistent_keys
-            .push((key.into(), serde_json::to_value(value)));
+            .push((key.into(), crate::finite::to_value(&value)));
         self
     }
 

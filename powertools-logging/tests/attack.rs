@@ -1047,6 +1047,44 @@ fn hostile_field_values() {
     assert_eq!(lossy_line["l"], lossy.as_str());
 }
 
+/// An appended key (or a persistent one) that is or holds a float JSON cannot write logs it as
+/// text, as a field of an event does: serde_json alone would write `null`, as if it had no value.
+#[test]
+fn appended_non_finite_floats_log_as_their_text_as_event_fields_do() {
+    #[derive(serde::Serialize)]
+    struct Reading {
+        ratio: f64,
+        spread: Vec<f32>,
+    }
+    let (logger, logs) = logger(Logger::builder().persistent_key("limit", f64::INFINITY));
+    run(&logger, async {
+        invoke(&logger, TestContext::new(), json!({}), |_| async {
+            powertools_logging::append_key("nan", f64::NAN)?;
+            powertools_logging::append_key(
+                "reading",
+                Reading {
+                    ratio: f64::NEG_INFINITY,
+                    spread: vec![1.5, f32::NAN],
+                },
+            )?;
+            tracing::info!(field = f64::NAN, "floats");
+            Ok(json!({}))
+        })
+        .await
+        .unwrap();
+    });
+    let lines = check_default(&logs);
+    let line = with_message(&lines, "floats")[0];
+    assert_eq!(line["field"], "NaN", "{line}");
+    assert_eq!(line["nan"], "NaN", "{line}");
+    assert_eq!(
+        line["reading"],
+        json!({"ratio": "-inf", "spread": [1.5, "NaN"]}),
+        "{line}"
+    );
+    assert_eq!(line["limit"], "inf", "{line}");
+}
+
 #[test]
 fn deeply_nested_value() {
     // Built by hand (serde_json's parser would refuse it); the line must stay one bounded line.
