@@ -60,7 +60,9 @@ impl<T> CorrelationIdSource<T> for NoCorrelationId {
 #[cfg(feature = "jmespath")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jmespath")))]
 /// The correlation id at a JMESPath expression in the event's JSON (see [`correlation_paths`]).
-/// A string is used as is, a number or boolean as its JSON text; nothing found means no id.
+/// A string is used as is; a number, a boolean, an object or an array as its JSON text (Python
+/// keeps the value's JSON type; the id is text here). Nothing found (`null`, `""`, `{}`, `[]`, a
+/// multi-select of `null`s) means no id.
 #[derive(Debug, Clone)]
 pub struct CorrelationIdPath(JmesPath);
 
@@ -81,8 +83,12 @@ impl<T: Serialize> CorrelationIdSource<T> for CorrelationIdPath {
         match self.0.search(event) {
             Ok(Value::String(id)) if !id.is_empty() => Some(id),
             Ok(Value::Null | Value::String(_)) => None,
-            Ok(other @ (Value::Number(_) | Value::Bool(_))) => Some(other.to_string()),
-            Ok(Value::Array(_) | Value::Object(_)) => None,
+            // Nothing found by a multi-select, or an empty object: no id.
+            Ok(Value::Array(items)) if items.iter().all(Value::is_null) => None,
+            Ok(Value::Object(members)) if members.is_empty() => None,
+            // Kept as its JSON text rather than dropped: a number, a boolean, or an object or
+            // array (a path one level short, most likely, which the id then shows).
+            Ok(other) => Some(other.to_string()),
             Err(error) => {
                 tracing::warn!(%error, "the correlation id expression failed on this event");
                 None
@@ -176,5 +182,35 @@ mod tests {
             Some("42")
         );
         assert!(CorrelationIdPath::new("a.[").is_err());
+    }
+
+    /// An id that is an object or an array (a path one level short, or a multi-select) is kept
+    /// as its JSON text, as a number is, rather than dropped without a word; an empty string or
+    /// an empty array is no id.
+    #[test]
+    fn an_object_or_array_found_is_the_id_as_its_json_text() {
+        let path = CorrelationIdPath::new("id").unwrap();
+        assert_eq!(
+            path.correlation_id(&json!({"id": {"tenant": "t-1", "n": 7}}))
+                .as_deref(),
+            Some(r#"{"n":7,"tenant":"t-1"}"#)
+        );
+        assert_eq!(
+            path.correlation_id(&json!({"id": ["a", 1]})).as_deref(),
+            Some(r#"["a",1]"#)
+        );
+        assert_eq!(
+            path.correlation_id(&json!({"id": true})).as_deref(),
+            Some("true")
+        );
+        assert_eq!(path.correlation_id(&json!({"id": ""})), None);
+        assert_eq!(path.correlation_id(&json!({"id": []})), None);
+        assert_eq!(path.correlation_id(&json!({"id": {}})), None);
+        let multi = CorrelationIdPath::new("[missing, other]").unwrap();
+        assert_eq!(
+            multi.correlation_id(&json!({})),
+            None,
+            "[null, null] is nothing found"
+        );
     }
 }

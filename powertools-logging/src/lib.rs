@@ -142,6 +142,9 @@
 //!   persistent key's value, is written as its text (`"NaN"`, `"inf"`, `"-inf"`), where Python's
 //!   `json.dumps` writes a bare `NaN` or `Infinity` that makes the line invalid JSON (Logs
 //!   Insights then reads none of its keys), and serde_json alone would write `null`.
+//! - `correlation_id` is always a string: an id found at a JMESPath expression that is a
+//!   number, a boolean, an object or an array is written as its JSON text, where Python writes
+//!   the value with its JSON type. A query that compares it with a number needs the text.
 //!
 //! # Feature flags
 //!
