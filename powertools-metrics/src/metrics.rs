@@ -662,6 +662,10 @@ impl Metrics {
     /// documents: searchable in CloudWatch Logs Insights, not a metric dimension, so it costs
     /// nothing in CloudWatch Metrics. JSON types are kept.
     ///
+    /// `value` is a `serde_json::Value` already, so a float JSON cannot hold has become `null`
+    /// before it gets here (serde_json's `From<f64>`): pass `x.to_string()` for a float that
+    /// may be NaN or infinite.
+    ///
     /// # Errors
     /// [`Error::NameCollision`] when `key` is `_aws`, a metric or a dimension;
     /// [`Error::DocumentTooLarge`] when the dimensions and metadata would pass 192 KB, so that
