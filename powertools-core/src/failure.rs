@@ -169,6 +169,10 @@ impl std::fmt::Debug for ErrorDescriptions {
 /// The type or variant name a derived `Debug` text begins with (`OrderRejected { order: 7 }`
 /// gives `OrderRejected`, `Declined("card")` gives `Declined`); `None` for a text that is not
 /// one (a quoted string, an OS error's message).
+///
+/// A `std::io::Error` is named `std::io::Error`: its `Debug` begins with its private
+/// representation (`Os { code: 2, kind: NotFound, … }`, `Custom { kind: Other, error: … }`,
+/// `Kind(TimedOut)`), which names no type a reader knows.
 pub fn debug_type_name(debug: &str) -> Option<&str> {
     let end = debug
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -176,7 +180,42 @@ pub fn debug_type_name(debug: &str) -> Option<&str> {
     let (name, rest) = debug.split_at(end);
     let named = name.starts_with(|c: char| c.is_ascii_uppercase())
         && (rest.is_empty() || rest.starts_with([' ', '(', '{']));
-    named.then_some(name)
+    if !named {
+        return None;
+    }
+    Some(if is_io_error_debug(name, rest) {
+        IO_ERROR
+    } else {
+        name
+    })
+}
+
+const IO_ERROR: &str = "std::io::Error";
+
+/// Whether `name` and `rest` are the `Debug` text of a `std::io::Error`, in one of the forms
+/// the standard library writes: its representations `Os`, `Custom` and `Kind`, each with the
+/// fields it writes in the order it writes them.
+fn is_io_error_debug(name: &str, rest: &str) -> bool {
+    let ident_then = |text: &str, next: &str| {
+        let end = text
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(text.len());
+        end > 0 && text[end..].starts_with(next)
+    };
+    match name {
+        "Os" => rest
+            .strip_prefix(" { code: ")
+            .map(|rest| rest.trim_start_matches(|c: char| c == '-' || c.is_ascii_digit()))
+            .and_then(|rest| rest.strip_prefix(", kind: "))
+            .is_some_and(|rest| ident_then(rest, ", message: \"")),
+        "Custom" => rest
+            .strip_prefix(" { kind: ")
+            .is_some_and(|rest| ident_then(rest, ", error: ")),
+        "Kind" => rest
+            .strip_prefix('(')
+            .is_some_and(|rest| ident_then(rest, ")")),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -195,6 +234,32 @@ mod tests {
         assert_eq!(debug_type_name("connection refused (os error 111)"), None);
         assert_eq!(debug_type_name("Connection: refused"), None);
         assert_eq!(debug_type_name(""), None);
+    }
+
+    /// An I/O error's `Debug` begins with its private representation (`Os`, `Custom`, `Kind`):
+    /// it is named by its type instead, in every form the standard library writes, and a type
+    /// of the user's that merely shares a representation's name keeps its own.
+    #[test]
+    fn an_io_error_is_named_by_its_type_not_its_representation() {
+        let os = std::io::Error::from_raw_os_error(2);
+        let custom = std::io::Error::other("disk full");
+        let custom_error = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            std::io::Error::from_raw_os_error(13),
+        );
+        let kind = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        for error in [os, custom, custom_error, kind] {
+            let debug = format!("{error:?}");
+            assert_eq!(debug_type_name(&debug), Some("std::io::Error"), "{debug}");
+            // Inside a wrapper's text, as the layers read it
+            let wrapped = format!("{:?}", Some(&error));
+            let inner = &wrapped["Some(".len()..wrapped.len() - 1];
+            assert_eq!(debug_type_name(inner), Some("std::io::Error"), "{wrapped}");
+        }
+        assert_eq!(debug_type_name("Os { version: 2 }"), Some("Os"));
+        assert_eq!(debug_type_name("Custom { reason: 1 }"), Some("Custom"));
+        assert_eq!(debug_type_name("Kind(\"x\")"), Some("Kind"));
+        assert_eq!(debug_type_name("Kind"), Some("Kind"));
     }
 
     fn in_progress() -> Reported {

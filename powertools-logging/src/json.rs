@@ -579,9 +579,14 @@ pub(crate) fn debug_text(value: &dyn fmt::Debug) -> String {
     text
 }
 
-/// The error's kind, read off its `Debug` form (`EmptyBasket`, `Os`, `Custom`): Rust has no
+/// The error's kind, read off its `Debug` form (`EmptyBasket`; `std::io::Error` for an I/O error
+/// rather than its representation, `Os` or `Custom`): Rust has no
 /// run-time type name for a `dyn Error`.
 fn error_type(debug: &str) -> &str {
+    // A derived Debug's type, or `std::io::Error` for an I/O error's representation.
+    if let Some(name) = powertools_core::failure::debug_type_name(debug) {
+        return name;
+    }
     let end = debug
         .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
         .unwrap_or(debug.len());

@@ -471,7 +471,7 @@ async fn an_error_line_writes_the_buffer_first_with_the_original_timestamps() {
     );
     assert_eq!(
         lines[3]["error"],
-        json!({"type": "Custom", "message": "provider timed out", "sources": []})
+        json!({"type": "std::io::Error", "message": "provider timed out", "sources": []})
     );
 }
 

@@ -162,6 +162,21 @@ mod tests {
         );
     }
 
+    /// A boxed I/O error is `std::io::Error`, not the first word of its `Debug` (`Os`,
+    /// `Custom`: its private representation).
+    #[test]
+    fn a_boxed_io_error_is_named_by_its_type() {
+        let errors: [lambda_runtime::Error; 2] = [
+            Box::new(std::io::Error::from_raw_os_error(2)),
+            Box::new(std::io::Error::other("disk full")),
+        ];
+        for error in errors {
+            let exception = describe(&error, None);
+            assert_eq!(exception.kind, "std::io::Error", "{error:?}");
+            assert_eq!(exception.message, error.to_string());
+        }
+    }
+
     #[test]
     fn a_hook_that_panics_is_not_used() {
         let hook = ErrorDescriptions::then(None, |_: &String| -> Diagnostic {

@@ -799,7 +799,7 @@ async fn a_diagnostic_or_boxed_error_under_the_stack_is_named_as_lambda_reports_
     let line = failure_line(&logs, "req-boxed");
     assert_eq!(line["exception"], reported.error_message, "{line}");
     assert_eq!(
-        line["exception_name"], "Custom",
+        line["exception_name"], "std::io::Error",
         "as the logging layer alone: {line}"
     );
 }
