@@ -527,17 +527,46 @@ fn mentions_redacted_key(text: &str, redactor: &Redactor) -> bool {
     })
 }
 
+/// Where an error message stops being written in clear: after the first mention of a redacted
+/// key (spelled in any case, with `-` or `_`) and the letters that continue its word
+/// (`ExpiredTokenException`, `Passwords`); `None` when it names none.
+fn clear_until(text: &str, redactor: &Redactor) -> Option<usize> {
+    let folded: Vec<u8> = text.bytes().map(fold).collect();
+    let (at, key) = redactor
+        .keys
+        .iter()
+        .filter(|key| !key.is_empty())
+        .filter_map(|key| {
+            folded
+                .windows(key.len())
+                .position(|window| window == key.as_bytes())
+                .map(|at| (at, key.len()))
+        })
+        .min()?;
+    // Keys are ASCII, so the mention ends on a character boundary.
+    let after = at + key;
+    Some(
+        text[after..]
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .map_or(text.len(), |letters| after + letters),
+    )
+}
+
 /// An error's message (or a panic's) with redaction failing closed: JSON text with redacted keys
-/// masked, other text that names a redacted key masked whole (as a `%Display` value is), else
-/// as it is. An error message is prose, not JSON to open: `password=…` in it is a secret.
+/// masked; other text that names a redacted key is written up to the end of the word naming it
+/// and masked from there (`login failed: password*****`), so that the cause before it (an error
+/// code such as `ExpiredTokenException`, an id) stays readable and the value after it does not.
+/// An error message is prose, not JSON to open: `password=…` in it is a secret.
 pub(crate) fn redacted_message<'t>(
     text: &'t str,
     redactor: &Redactor,
 ) -> std::borrow::Cow<'t, str> {
     match masked_json_text(text, redactor) {
         Some(masked) => std::borrow::Cow::Owned(masked),
-        None if mentions_redacted_key(text, redactor) => std::borrow::Cow::Borrowed(REDACTED),
-        None => std::borrow::Cow::Borrowed(text),
+        None => match clear_until(text, redactor) {
+            Some(end) => std::borrow::Cow::Owned(format!("{}{REDACTED}", &text[..end])),
+            None => std::borrow::Cow::Borrowed(text),
+        },
     }
 }
 
@@ -631,9 +660,16 @@ impl FieldValue<'_, '_> {
             return;
         }
         match value {
-            // The `error` field's text is an error message, which fails closed.
-            Recorded::Str(text) if field.name() == ERROR_FIELD => {
+            // The text of an `error` field, and of the failure line's `exception`, is an error
+            // message, which fails closed.
+            Recorded::Str(text) if ERROR_MESSAGE_FIELDS.contains(&field.name()) => {
                 write_str(self.out, &redacted_message(text, self.redactor));
+            }
+            Recorded::Debug(value) if ERROR_MESSAGE_FIELDS.contains(&field.name()) => {
+                write_str(
+                    self.out,
+                    &redacted_message(&debug_text(value), self.redactor),
+                );
             }
             Recorded::Str(text) => match masked_json_text(text, self.redactor) {
                 Some(masked) => write_str(self.out, &masked),
@@ -716,6 +752,9 @@ pub(crate) const FAILURE_MARKER: &str = "powertools_logging.failure";
 
 /// The field whose value is written as Powertools' `exception` keys too.
 const ERROR_FIELD: &str = "error";
+
+/// The fields whose text is an error message, redacted as one ([`redacted_message`]).
+const ERROR_MESSAGE_FIELDS: [&str; 2] = [ERROR_FIELD, "exception"];
 
 impl<'r> FieldCollector<'r> {
     pub(crate) fn new(redactor: &'r Redactor) -> Self {

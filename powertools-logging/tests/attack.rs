@@ -2875,6 +2875,43 @@ fn a_failed_or_panicked_invocation_s_exception_naming_a_masked_key_is_masked() {
     assert_no_secret(&lines, "S3CR3T");
 }
 
+/// An error message that names a masked key keeps what comes before the mention, and the word
+/// that names it, so that its cause stays readable; what follows is masked. (It was masked
+/// whole: a store's `ExpiredTokenException` and a payment id such as `pay-token-1` left the
+/// failure line's `exception` as `*****`.)
+#[test]
+fn an_error_message_naming_a_masked_key_keeps_its_cause_and_masks_what_follows() {
+    let (logger, logs) = logger(Logger::builder());
+    let expired = "idempotency store failed to save the in-progress record: \
+                   ExpiredTokenException: The security token included in the request is expired";
+    run(&logger, async {
+        let _ = invoke(
+            &logger,
+            TestContext::new(),
+            json!({}),
+            move |_| async move { Err::<Value, BoxError>(expired.into()) },
+        )
+        .await;
+        tracing::error!(error = "charge of pay-token-1 failed: timeout", "id");
+        tracing::error!(error = "login failed: Password=S3CR3T", "assigned");
+    });
+    let lines = check_default(&logs);
+    assert_no_secret(&lines, "S3CR3T");
+    let failed = with_message(&lines, "Invocation failed")[0];
+    assert_eq!(
+        failed["exception"],
+        "idempotency store failed to save the in-progress record: ExpiredTokenException*****",
+        "{failed}"
+    );
+    let id = with_message(&lines, "id")[0];
+    assert_eq!(id["exception"], "charge of pay-token*****", "{id}");
+    let assigned = with_message(&lines, "assigned")[0];
+    assert_eq!(
+        assigned["error"], "login failed: Password*****",
+        "{assigned}"
+    );
+}
+
 async fn panics_naming_a_card(_: LambdaEvent<Value>) -> Result<Value, BoxError> {
     if std::hint::black_box(true) {
         panic!("charge refused: card_number 4111-S3CR3T-panic");
