@@ -32,6 +32,8 @@ pub const DEFAULT_REDACTED_KEYS: &[&str] = &[
     "proxy_authorization",
     "cookie",
     "set_cookie",
+    // HTTP API (v2) events and function URLs carry the request's cookies here, not in a header.
+    "cookies",
     "card_number",
     "cvv",
     "cvc",
@@ -456,7 +458,9 @@ impl Serialize for Masked<'_> {
             Value::Object(fields) => {
                 let mut map = serializer.serialize_map(Some(fields.len()))?;
                 for (key, value) in fields {
-                    if self.redactor.masks(key) {
+                    if self.redactor.masks(key)
+                        || (key == "body" && body_names_masked_key(fields, value, self.redactor))
+                    {
                         map.serialize_entry(key, REDACTED)?;
                     } else {
                         map.serialize_entry(
@@ -487,6 +491,33 @@ impl Serialize for Masked<'_> {
             scalar => scalar.serialize(serializer),
         }
     }
+}
+
+/// Whether an event's `body` that cannot be opened as JSON names a masked key: a form or text
+/// body, or one the event says is base64 (`isBase64Encoded`: API Gateway, ALB, function URLs),
+/// decoded. Masked whole, as other text that can't be opened is. A JSON body is left to
+/// [`masked_json_text`], which masks inside it.
+fn body_names_masked_key(
+    event: &serde_json::Map<String, Value>,
+    body: &Value,
+    redactor: &Redactor,
+) -> bool {
+    use base64::Engine as _;
+    let Value::String(text) = body else {
+        return false;
+    };
+    if redactor.keys.is_empty() {
+        return false;
+    }
+    if event.get("isBase64Encoded") == Some(&Value::Bool(true)) {
+        return match base64::engine::general_purpose::STANDARD.decode(text) {
+            Ok(decoded) => mentions_redacted_key_in(&decoded, redactor),
+            // Not base64 after all: as text.
+            Err(_) => mentions_redacted_key(text, redactor),
+        };
+    }
+    let opens_as_json = matches!(text.trim_start().as_bytes().first(), Some(b'{' | b'['));
+    !opens_as_json && mentions_redacted_key(text, redactor)
 }
 
 /// How deep string-encoded JSON is opened (JSON in a string in JSON…).
@@ -520,7 +551,12 @@ fn masked_json_text_at(text: &str, redactor: &Redactor, depth: usize) -> Option<
 
 /// Whether `text` holds a redacted key's name anywhere, spelled in any case, with `-` or `_`.
 fn mentions_redacted_key(text: &str, redactor: &Redactor) -> bool {
-    let folded: Vec<u8> = text.bytes().map(fold).collect();
+    mentions_redacted_key_in(text.as_bytes(), redactor)
+}
+
+/// [`mentions_redacted_key`] in bytes that may not be UTF-8 (a decoded body).
+fn mentions_redacted_key_in(bytes: &[u8], redactor: &Redactor) -> bool {
+    let folded: Vec<u8> = bytes.iter().copied().map(fold).collect();
     redactor.keys.iter().any(|key| {
         let key = key.as_bytes();
         !key.is_empty() && folded.windows(key.len()).any(|window| window == key)

@@ -1780,6 +1780,46 @@ fn event_lines(lines: &[Value]) -> Vec<&Value> {
         .collect()
 }
 
+/// An HTTP API (v2) event carries its cookies in a top-level `cookies` array, not in a `cookie`
+/// header; a body may be base64 (`isBase64Encoded`) or a form. Each is masked when it holds a
+/// secret, and a body that names none is logged as sent. (Found attacking http-axum: the session
+/// cookie and a base64 body's password were logged in clear.)
+#[test]
+fn cookies_and_base64_or_form_bodies_are_masked_in_the_logged_event() {
+    use base64::Engine as _;
+    let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let (logger, logs) = logger(Logger::builder().log_event(true));
+    let events = [
+        json!({"cookies": ["sid=S3CR3T-cookie"], "body": "{}", "isBase64Encoded": false}),
+        json!({"body": encode(r#"{"customer_id":"c-1","password":"S3CR3T-b64"}"#), "isBase64Encoded": true}),
+        json!({"body": "user=c-1&password=S3CR3T-form", "isBase64Encoded": false}),
+        json!({"body": encode(r#"{"customer_id":"c-2"}"#), "isBase64Encoded": true, "order": "plain"}),
+    ];
+    run(&logger, async {
+        for (n, event) in events.iter().enumerate() {
+            invoke(
+                &logger,
+                TestContext::new().with_request_id(&format!("r-{n}")),
+                event.clone(),
+                |_| async { Ok(json!({})) },
+            )
+            .await
+            .unwrap();
+        }
+    });
+    let lines = check_default(&logs);
+    assert_no_secret(&lines, "S3CR3T");
+    let logged: Vec<&Value> = event_lines(&lines)
+        .iter()
+        .map(|line| &line["message"])
+        .collect();
+    assert_eq!(logged.len(), 4, "{lines:?}");
+    assert_eq!(logged[0]["cookies"], "*****", "{}", logged[0]);
+    assert_eq!(logged[1]["body"], "*****", "{}", logged[1]);
+    assert_eq!(logged[2]["body"], "*****", "{}", logged[2]);
+    assert_eq!(logged[3], &events[3], "nothing to mask: as sent");
+}
+
 #[test]
 fn value_event_logged_redacted() {
     let (logger, logs) = logger(Logger::builder().log_event(true));
