@@ -1799,7 +1799,7 @@ fn cookies_and_base64_or_form_bodies_are_masked_in_the_logged_event() {
         for (n, event) in events.iter().enumerate() {
             invoke(
                 &logger,
-                TestContext::new().with_request_id(&format!("r-{n}")),
+                TestContext::new().with_request_id(format!("r-{n}")),
                 event.clone(),
                 |_| async { Ok(json!({})) },
             )
