@@ -11,8 +11,12 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use opentelemetry::context::FutureExt as _;
-use opentelemetry::trace::{SpanBuilder, SpanKind, SpanRef, Status, TraceContextExt, Tracer as _};
+use opentelemetry::trace::{
+    SpanBuilder, SpanContext, SpanId, SpanKind, SpanRef, Status, TraceContextExt, TraceFlags,
+    TraceId, Tracer as _,
+};
 use opentelemetry::{Context as OtelContext, KeyValue, StringValue};
+use opentelemetry_sdk::trace::{IdGenerator as _, RandomIdGenerator};
 use powertools_core::{Invocation, is_cold_start, thread_buffer};
 use serde::Serialize;
 use tower::{Layer, Service};
@@ -206,13 +210,52 @@ impl<S> TracingService<S> {
     powertools_core::inner_service_accessors!(S);
 }
 
-/// The invocation's parent: the X-Ray trace header of its own `Context` (never the process-wide
-/// `_X_AMZN_TRACE_ID`, which concurrent invocations overwrite).
-fn parent_context(trace_header: Option<&str>) -> Option<opentelemetry::Context> {
-    let span_context = crate::propagation::parse_xray_header(trace_header?)?;
-    span_context
-        .is_valid()
-        .then(|| OtelContext::new().with_remote_span_context(span_context))
+/// Where the invocation span starts, from the X-Ray trace header of the invocation's own
+/// `Context` (never the process-wide `_X_AMZN_TRACE_ID`, which concurrent invocations overwrite).
+#[derive(Debug)]
+enum Start {
+    /// Under the header's parent segment, with its sampling decision. An undecided one
+    /// (`Sampled=?`, or none) is taken here: sampled, as the tracer samples a trace it begins.
+    Child(OtelContext),
+    /// Beginning the header's trace: a `Root` without a `Parent` (`Sampled=1`, `?` or none).
+    Begin(TraceId),
+    /// In the header's trace, not sampled, with no parent segment (`Root=…;Sampled=0`): nothing
+    /// is recorded, and the handler's calls propagate the trace and the decision.
+    Unsampled(SpanContext),
+    /// A trace of its own: no header, or one that names no trace.
+    New,
+}
+
+fn start_of(trace_header: Option<&str>) -> Start {
+    let Some(header) = trace_header.and_then(crate::propagation::parse_xray_header) else {
+        return Start::New;
+    };
+    let flags = header.trace_flags();
+    if header.span_id() == SpanId::INVALID {
+        return if flags == TraceFlags::NOT_SAMPLED {
+            Start::Unsampled(SpanContext::new(
+                header.trace_id(),
+                RandomIdGenerator::default().new_span_id(),
+                TraceFlags::NOT_SAMPLED,
+                false,
+                header.trace_state().clone(),
+            ))
+        } else {
+            Start::Begin(header.trace_id())
+        };
+    }
+    let parent = if flags == crate::propagation::DEFERRED {
+        SpanContext::new(
+            header.trace_id(),
+            header.span_id(),
+            TraceFlags::SAMPLED,
+            true,
+            header.trace_state().clone(),
+        )
+    } else {
+        header
+    };
+    Start::Child(OtelContext::new().with_remote_span_context(parent))
 }
 
 /// The function's ARN for `cloud.resource_id`: the invoked ARN with an alias replaced by the
@@ -331,14 +374,29 @@ fn invocation_context(
             attributes.push(KeyValue::new("http.route", route));
         }
     }
-    let parent = parent_context(invocation.xray_trace_header()).unwrap_or_default();
-    let span = tracer.build_with_context(
-        SpanBuilder::from_name(span_name(invocation.function_name()))
-            .with_kind(SpanKind::Server)
-            .with_attributes(attributes),
-        &parent,
-    );
-    Some(parent.with_span(span).with_value(Annotations::default()))
+    let builder = SpanBuilder::from_name(span_name(invocation.function_name()))
+        .with_kind(SpanKind::Server)
+        .with_attributes(attributes);
+    let context = match start_of(invocation.xray_trace_header()) {
+        Start::Child(parent) => {
+            let span = tracer.build_with_context(builder, &parent);
+            parent.with_span(span)
+        }
+        Start::Begin(trace) => {
+            let root = OtelContext::new();
+            let span = crate::propagation::beginning_trace(trace, || {
+                tracer.build_with_context(builder, &root)
+            });
+            root.with_span(span)
+        }
+        Start::Unsampled(span_context) => OtelContext::new().with_remote_span_context(span_context),
+        Start::New => {
+            let root = OtelContext::new();
+            let span = tracer.build_with_context(builder, &root);
+            root.with_span(span)
+        }
+    };
+    Some(context.with_value(Annotations::default()))
 }
 
 /// The invocation span's name: the function's name, the same for every invocation a process
@@ -675,6 +733,13 @@ mod tests {
         assert_eq!(span_name(&other), other);
         assert!(matches!(span_name(&other), Cow::Owned(_)));
         assert_eq!(span_name(""), "");
+    }
+
+    fn parent_context(header: Option<&str>) -> Option<OtelContext> {
+        match start_of(header) {
+            Start::Child(parent) => Some(parent),
+            _ => None,
+        }
     }
 
     #[test]

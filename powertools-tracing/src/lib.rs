@@ -52,7 +52,13 @@
 //! the version it runs: `…:function:orders:live` gives `…:function:orders:7`) and
 //! `aws.lambda.invoked_arn` (the ARN as invoked). Its parent is the X-Ray trace header of the
 //! invocation's own `Context` (`Root`, `Parent`, `Sampled`), so it joins the trace Lambda began
-//! and follows its sampling decision. Trace ids are X-Ray compatible. The handler runs in the
+//! and follows its sampling decision. A `Root` without a `Parent` is joined too (the span begins
+//! that trace, with no parent; with `Sampled=0` nothing is recorded, and the handler's calls
+//! carry the trace and the decision on); a decision left open (`Sampled=?`, or none) is taken
+//! here: sampled, as a trace the tracer begins. Other fields travel on as trace state, and one
+//! that W3C trace state cannot hold (a `,` in its value) is left out, never the whole header
+//! (`XrayPropagator` would ignore it and begin another trace). Trace ids are X-Ray compatible.
+//! The handler runs in the
 //! span's OpenTelemetry context: its `tracing` spans nest under it, and
 //! `opentelemetry::Context::current()` in the handler is the invocation's (carry it into a task
 //! you spawn with `opentelemetry::context::FutureExt::with_current_context`).

@@ -48,7 +48,39 @@ pub fn inject_trace_headers(headers: &mut http::HeaderMap) {
 }
 
 /// The flag `XrayPropagator` gives a trace whose sampling is not decided (`Sampled=?` or none).
-const DEFERRED: TraceFlags = TraceFlags::new(0x02);
+pub(crate) const DEFERRED: TraceFlags = TraceFlags::new(0x02);
+
+thread_local! {
+    /// The trace id the next span without a parent starts, when the invocation's header names a
+    /// trace but no parent segment: set just before the span is built, on the same thread.
+    static NEXT_ROOT: std::cell::Cell<Option<TraceId>> = const { std::cell::Cell::new(None) };
+}
+
+/// X-Ray's ids (`XrayIdGenerator`: a trace id begins with its time), except that a span which
+/// begins a trace named by the invocation's header (a `Root` without a `Parent`) takes that
+/// trace's id: the OpenTelemetry SDK takes a trace id only from a parent span or from the
+/// generator.
+#[derive(Debug, Default)]
+pub(crate) struct HeaderTraceIds(opentelemetry_aws::trace::XrayIdGenerator);
+
+impl opentelemetry_sdk::trace::IdGenerator for HeaderTraceIds {
+    fn new_trace_id(&self) -> TraceId {
+        NEXT_ROOT.take().unwrap_or_else(|| self.0.new_trace_id())
+    }
+
+    fn new_span_id(&self) -> SpanId {
+        self.0.new_span_id()
+    }
+}
+
+/// Runs `build` (which builds one span without a parent) so that its span begins `trace`.
+pub(crate) fn beginning_trace<R>(trace: TraceId, build: impl FnOnce() -> R) -> R {
+    NEXT_ROOT.set(Some(trace));
+    let built = build();
+    // Not taken if the SDK built no span (a provider shut down): never left for another.
+    NEXT_ROOT.set(None);
+    built
+}
 
 /// The span context of an X-Ray trace header (`Root=1-…-…;Parent=…;Sampled=…`), read exactly as
 /// `opentelemetry_aws::XrayPropagator` reads it (the tests compare the two on well-formed and
@@ -79,11 +111,15 @@ pub(crate) fn parse_xray_header(header: &str) -> Option<SpanContext> {
             _ => others.push((key.to_ascii_lowercase(), value.to_owned())),
         }
     }
-    let trace_state = if others.is_empty() {
-        TraceState::NONE
-    } else {
-        TraceState::from_key_value(others).ok()?
-    };
+    // Unknown fields travel on as W3C trace state. One that trace state cannot hold (a `,` or
+    // `=` in its value, say) is left out, not the header: `XrayPropagator` ignores the whole
+    // header then, and the invocation would start a trace of its own.
+    let trace_state = others
+        .into_iter()
+        .rev()
+        .fold(TraceState::NONE, |state, (key, value)| {
+            state.insert(key, value.clone()).unwrap_or(state)
+        });
     (trace_id != TraceId::INVALID)
         .then(|| SpanContext::new(trace_id, parent, flags, true, trace_state))
 }
@@ -182,6 +218,29 @@ mod tests {
 
     use super::*;
 
+    /// The span context `XrayPropagator` reads from `header`, less the unknown fields W3C trace
+    /// state cannot hold: the propagator ignores the whole header for one of them, where the
+    /// reader here leaves out only that field (so that the invocation still joins the trace).
+    fn as_the_propagator_reads(header: &str) -> Option<SpanContext> {
+        let known = ["Root", "Parent", "Sampled"];
+        let kept: Vec<&str> = header
+            .trim()
+            .split_terminator(';')
+            .filter(|pair| match pair.split_once('=') {
+                Some((key, value)) if !known.contains(&key) => TraceState::from_key_value([(
+                    key.to_ascii_lowercase(),
+                    value.trim_start_matches('='),
+                )])
+                .is_ok(),
+                _ => true,
+            })
+            .collect();
+        let carrier = HashMap::from([("x-amzn-trace-id".to_owned(), kept.join(";"))]);
+        let context = XrayPropagator::default().extract(&carrier);
+        let theirs = context.span().span_context().clone();
+        theirs.is_valid().then_some(theirs)
+    }
+
     #[test]
     fn an_x_ray_header_reads_as_the_propagator_reads_it() {
         let headers = [
@@ -212,25 +271,31 @@ mod tests {
             "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=2",
             "Root=1-00000000-000000000000000000000000;Parent=53995c3f42cd8ad8;Sampled=1",
             "Root=2-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+            // Unknown fields trace state cannot hold: left out, the trace still joined
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1;Foo=a,b",
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Foo=a=b;Self=1-x",
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0;Bad Key=1",
         ];
         // Lambda's own form is read at fixed offsets, the others by the general reader.
         assert!(parse_lambda_form(headers[0]).is_some());
         assert!(parse_lambda_form(headers[2]).is_some());
         assert!(parse_lambda_form(headers[4]).is_none());
         for header in headers {
-            let carrier = HashMap::from([("x-amzn-trace-id".to_owned(), header.to_owned())]);
-            let context = XrayPropagator::default().extract(&carrier);
-            let theirs = context.span().span_context().clone();
-            let theirs = theirs.is_valid().then_some(theirs);
             let ours = parse_xray_header(header).filter(SpanContext::is_valid);
-            assert_eq!(ours, theirs, "{header:?}");
+            assert_eq!(ours, as_the_propagator_reads(header), "{header:?}");
         }
+        // Where the propagator ignores the whole header, this reader joins its trace.
+        let with_comma =
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1;Foo=a,b";
+        let carrier = HashMap::from([("x-amzn-trace-id".to_owned(), with_comma.to_owned())]);
+        let theirs = XrayPropagator::default().extract(&carrier);
+        assert!(!theirs.span().span_context().is_valid());
+        assert!(parse_xray_header(with_comma).is_some_and(|ours| ours.is_valid()));
     }
 
     #[test]
     fn every_character_anywhere_in_lambda_s_form_reads_as_the_propagator_reads_it() {
         let header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
-        let propagator = XrayPropagator::default();
         let mut fast_form = 0;
         for position in 0..header.len() {
             for character in (0_u8..=0x7f).map(char::from).chain(['é', '٣']) {
@@ -238,11 +303,8 @@ mod tests {
                 changed.push(character);
                 changed.push_str(&header[position + 1..]);
                 fast_form += usize::from(parse_lambda_form(&changed).is_some());
-                let carrier = HashMap::from([("x-amzn-trace-id".to_owned(), changed.clone())]);
-                let theirs = propagator.extract(&carrier).span().span_context().clone();
-                let theirs = theirs.is_valid().then_some(theirs);
                 let ours = parse_xray_header(&changed).filter(SpanContext::is_valid);
-                assert_eq!(ours, theirs, "{changed:?}");
+                assert_eq!(ours, as_the_propagator_reads(&changed), "{changed:?}");
             }
         }
         // Every hex digit of the three ids in both cases (22 per position), and the flags.

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{KeyValue, StringValue};
-use opentelemetry_aws::trace::XrayIdGenerator;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{
@@ -26,6 +25,7 @@ use crate::export::{
     Roots,
 };
 use crate::extension::Handoff;
+use crate::propagation::HeaderTraceIds;
 
 /// `true` turns tracing off: no span, no export, no flush.
 pub const POWERTOOLS_TRACE_DISABLED: &str = "POWERTOOLS_TRACE_DISABLED";
@@ -462,7 +462,7 @@ impl TracerBuilder {
         } else if let Some(hook) = self.exporter {
             Some(
                 hook(SdkTracerProvider::builder())
-                    .with_id_generator(XrayIdGenerator::default())
+                    .with_id_generator(HeaderTraceIds::default())
                     .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
                     .with_resource(resource(&service, &config))
                     .build(),
@@ -478,7 +478,7 @@ impl TracerBuilder {
             Some(
                 SdkTracerProvider::builder()
                     .with_span_processor(QueueProcessor(queue))
-                    .with_id_generator(XrayIdGenerator::default())
+                    .with_id_generator(HeaderTraceIds::default())
                     .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
                     .with_resource(resource)
                     .build(),
@@ -563,7 +563,7 @@ impl TracerBuilder {
             Some(
                 SdkTracerProvider::builder()
                     .with_span_processor(QueueProcessor(queue))
-                    .with_id_generator(XrayIdGenerator::default())
+                    .with_id_generator(HeaderTraceIds::default())
                     .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
                     .with_resource(resource)
                     .build(),

@@ -619,6 +619,90 @@ async fn lineage_and_reordered_headers_still_join_the_trace() {
     }
 }
 
+/// Header forms that name a trace but were not joined: a `Root` without a `Parent` (X-Ray's
+/// documented form for a trace begun upstream without a segment) started a new trace, its
+/// `Sampled=0` ignored; an undecided `Sampled=?` (or none) exported nothing; an unknown field
+/// whose value W3C trace state cannot hold (`Foo=a,b`) made the whole header ignored. (Found by
+/// an attack from the docs: the logs' `xray_trace_id` then named another trace than the span.)
+#[tokio::test]
+async fn every_header_that_names_a_trace_joins_it_and_follows_its_decision() {
+    let trace = TraceId::from_hex(TRACE_HEX).unwrap();
+    let parent = SpanId::from_hex(PARENT).unwrap();
+    // (header, the parent expected, whether the span is exported)
+    let cases = [
+        (format!("Root={ROOT};Sampled=1"), SpanId::INVALID, true),
+        (format!("Root={ROOT}"), SpanId::INVALID, true),
+        (format!("Root={ROOT};Sampled=0"), SpanId::INVALID, false),
+        (
+            format!("Root={ROOT};Parent={PARENT};Sampled=?"),
+            parent,
+            true,
+        ),
+        (format!("Root={ROOT};Parent={PARENT}"), parent, true),
+        (
+            format!("Root={ROOT};Parent={PARENT};Sampled=1;Foo=a,b"),
+            parent,
+            true,
+        ),
+        (
+            format!("Root={ROOT};Parent={PARENT};Sampled=1;Foo=a=b;Lineage=a87bd80c:1"),
+            parent,
+            true,
+        ),
+        (
+            format!("Root={ROOT};Parent={PARENT};Sampled=0;Foo=a,b"),
+            parent,
+            false,
+        ),
+    ];
+    for (raw, expected_parent, exported) in cases {
+        let capture = Capture::default();
+        let tracer = capture_tracer(&capture);
+        let _guard = install(&tracer);
+        let seen = Arc::new(Mutex::new(None));
+        let seen_in_handler = seen.clone();
+        TracingLayer::new(tracer.clone())
+            .layer(service_fn(move |_e: LambdaEvent<Json>| {
+                let seen = seen_in_handler.clone();
+                async move {
+                    // What the handler propagates to the services it calls
+                    let mut headers = http::HeaderMap::new();
+                    inject_trace_headers(&mut headers);
+                    *seen.lock().unwrap() = headers
+                        .get("x-amzn-trace-id")
+                        .map(|value| value.to_str().unwrap().to_owned());
+                    Ok::<_, lambda_runtime::Error>(json!(1))
+                }
+            }))
+            .oneshot(ctx().with_trace_id(raw.clone()).event(json!({})))
+            .await
+            .unwrap();
+        tracer.flush().await;
+        let propagated = seen.lock().unwrap().clone().unwrap_or_default();
+        assert!(
+            propagated.starts_with(&format!("Root={ROOT};")),
+            "header {raw}: the handler propagates {propagated:?}"
+        );
+        assert_eq!(
+            propagated.contains(";Sampled=1"),
+            exported,
+            "header {raw}: {propagated:?}"
+        );
+        if !exported {
+            assert!(
+                capture.spans().is_empty(),
+                "header {raw}: {:#?}",
+                capture.spans()
+            );
+            continue;
+        }
+        let span = capture.one_invocation();
+        assert_eq!(span.span_context.trace_id(), trace, "header {raw}");
+        assert_eq!(span.parent_span_id, expected_parent, "header {raw}");
+        assert!(span.span_context.is_sampled(), "header {raw}");
+    }
+}
+
 #[tokio::test]
 async fn malformed_or_oversized_trace_headers_never_fail_and_never_give_an_invalid_trace() {
     let huge = format!(
