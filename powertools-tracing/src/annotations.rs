@@ -19,12 +19,34 @@ use opentelemetry::{Array, Context, Key, KeyValue, StringValue, Value};
 
 /// The span attribute listing the keys X-Ray indexes as annotations.
 pub(crate) const XRAY_ANNOTATIONS: &str = "aws.xray.annotations";
-/// The most keys [`annotate`] records per invocation: X-Ray indexes 50 annotations per trace, and
-/// the annotations are added to the span past its attribute limit.
-pub(crate) const MAX_ANNOTATIONS: usize = 50;
+/// The most keys [`annotate`] records per invocation: X-Ray indexes 50 annotations per trace,
+/// two of them the layer's (`ColdStart`, `Service`); the annotations are added to the span past
+/// its attribute limit.
+pub(crate) const MAX_ANNOTATIONS: usize = 48;
 /// The annotations the layer sets on every invocation span.
 pub(crate) const COLD_START: &str = "ColdStart";
 pub(crate) const SERVICE: &str = "Service";
+/// The keys of the attributes the layer sets on an invocation span, which [`annotate`] refuses:
+/// the span would carry two values for one key, and list the layer's as an annotation.
+/// (`attack::annotate_refuses_every_key_the_layer_sets_and_keeps_within_fifty_annotations`
+/// checks every key of an HTTP invocation's span against it.)
+const LAYER_KEYS: &[&str] = &[
+    COLD_START,
+    SERVICE,
+    XRAY_ANNOTATIONS,
+    "faas.invocation_id",
+    "faas.trigger",
+    "faas.coldstart",
+    "faas.tenant_id",
+    "cloud.account.id",
+    "cloud.resource_id",
+    "aws.lambda.invoked_arn",
+    "http.request.method",
+    "url.path",
+    "http.route",
+    "http.response.status_code",
+    "powertools.response",
+];
 
 /// A value X-Ray accepts for an annotation: a string, a number or a boolean.
 ///
@@ -115,12 +137,12 @@ impl Annotations {
 ///
 /// Returns `false`, recording nothing, outside a traced invocation (tracing off, a task the
 /// invocation spawned without its context: see `opentelemetry::context::FutureExt`, or one that
-/// runs on after the invocation ended), for
-/// `ColdStart`, `Service` and
-/// `aws.xray.annotations`, which the layer sets, and for a new key past the 50th of the
-/// invocation. X-Ray only filters on keys of letters, digits and
-/// underscores (the AWS exporters replace other characters: `order.id` becomes `order_id`), and
-/// indexes at most 50 annotations per trace.
+/// runs on after the invocation ended), for the keys of the attributes the layer sets
+/// (`ColdStart`, `Service`, `aws.xray.annotations`, `faas.*`, `cloud.*`,
+/// `aws.lambda.invoked_arn`, `http.*`, `url.path`, `powertools.response`), and for a new key past
+/// the 48th of the invocation: X-Ray indexes at most 50 annotations per trace, and `ColdStart`
+/// and `Service` are two. X-Ray only filters on keys of letters, digits and underscores (the AWS
+/// exporters replace other characters: `order.id` becomes `order_id`).
 ///
 /// ```
 /// use lambda_runtime::{LambdaEvent, service_fn, tower::{Layer, ServiceExt}};
@@ -149,7 +171,7 @@ impl Annotations {
 /// ```
 pub fn annotate(key: impl Into<Key>, value: impl Into<AnnotationValue>) -> bool {
     let key = key.into();
-    if key.as_str().is_empty() || [COLD_START, SERVICE, XRAY_ANNOTATIONS].contains(&key.as_str()) {
+    if key.as_str().is_empty() || LAYER_KEYS.contains(&key.as_str()) {
         return false;
     }
     let AnnotationValue(value) = value.into();
@@ -214,7 +236,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_invocation_records_fifty_keys_and_replaces_their_values_after_that() {
+    fn an_invocation_records_forty_eight_keys_and_replaces_their_values_after_that() {
         let _attached = Context::new().with_value(Annotations::default()).attach();
         for key in 0..MAX_ANNOTATIONS {
             assert!(annotate(format!("key_{key}"), 1_i64), "key {key}");

@@ -1630,6 +1630,92 @@ async fn deeply_nested_and_unicode_events_and_responses_are_fine() {
     assert_eq!(serde_json::from_str::<Json>(&recorded).unwrap(), nested);
 }
 
+/// `annotate` with the key of an attribute the layer sets (`faas.invocation_id`,
+/// `powertools.response`, …) added a second value beside the layer's, and listed the key as an
+/// annotation: it is refused, as `ColdStart` is, and the span keeps one value per key. Every
+/// key an invocation span of each kind carries is checked, so a new one cannot be missed. And
+/// the layer's two annotations count towards X-Ray's 50 per trace. (Found by an attack from the
+/// docs.)
+#[tokio::test]
+async fn annotate_refuses_every_key_the_layer_sets_and_keeps_within_fifty_annotations() {
+    let event = json!({
+        "resource": "/orders/{id}", "path": "/orders/42", "httpMethod": "GET",
+        "requestContext": {"resourcePath": "/orders/{id}", "httpMethod": "GET", "stage": "prod"}
+    });
+    let response = json!({"statusCode": 200, "body": "{}"});
+    let layer_keys: Vec<String> = http_span(event.clone(), response.clone())
+        .await
+        .attributes
+        .iter()
+        .map(|kv| kv.key.as_str().to_owned())
+        .collect();
+    for key in [
+        "faas.invocation_id",
+        "powertools.response",
+        "http.route",
+        "ColdStart",
+    ] {
+        assert!(layer_keys.iter().any(|k| k == key), "{key}: {layer_keys:?}");
+    }
+    let capture = Capture::default();
+    let tracer = capture_tracer(&capture);
+    let keys = layer_keys.clone();
+    let response_for_handler = response.clone();
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let accepted_in_handler = accepted.clone();
+    TracingLayer::new(tracer)
+        .layer(service_fn(move |_e: LambdaEvent<Json>| {
+            let (keys, response, accepted) = (
+                keys.clone(),
+                response_for_handler.clone(),
+                accepted_in_handler.clone(),
+            );
+            async move {
+                let mut accepted = accepted.lock().unwrap();
+                for key in &keys {
+                    if annotate(key.clone(), "forged") {
+                        accepted.push(key.clone());
+                    }
+                }
+                // As many of the user's own as X-Ray indexes beside the layer's two
+                let own = (0..60)
+                    .filter(|n| annotate(format!("own_{n}"), *n as i64))
+                    .count();
+                assert_eq!(
+                    own, 48,
+                    "the layer's ColdStart and Service count towards 50"
+                );
+                Ok::<_, lambda_runtime::Error>(response)
+            }
+        }))
+        .oneshot(ctx().with_request_id("real-id").event(event))
+        .await
+        .unwrap();
+    assert_eq!(
+        *accepted.lock().unwrap(),
+        Vec::<String>::new(),
+        "keys the layer sets"
+    );
+    let span = capture.one_invocation();
+    let mut seen = HashSet::new();
+    for kv in &span.attributes {
+        assert!(
+            seen.insert(kv.key.as_str()),
+            "{} twice: {:?}",
+            kv.key,
+            span.attributes
+        );
+    }
+    assert_eq!(
+        attr_str(&span, "faas.invocation_id").as_deref(),
+        Some("real-id")
+    );
+    let Some(Value::Array(Array::String(listed))) = attr(&span, "aws.xray.annotations") else {
+        panic!("no annotation list: {:?}", span.attributes);
+    };
+    assert_eq!(listed.len(), 50, "{listed:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // HTTP invocations
 // ---------------------------------------------------------------------------------------------
