@@ -499,12 +499,13 @@ thread_local! {
 /// the thread's scratch buffer and copied once, rather than into a string that grows from 128
 /// bytes and is then shrunk to fit the attribute (an allocation and a reallocation or more per
 /// invocation).
-fn captured_json<R: Serialize>(response: &R) -> Option<StringValue> {
+fn captured_json<R: Serialize>(response: &R) -> Result<Option<StringValue>, serde_json::Error> {
     let mut scratch = thread_buffer::take(&RESPONSE_SCRATCH, 0);
-    let captured = serde_json::to_writer(&mut scratch, response)
-        .ok()
-        .and_then(|()| std::str::from_utf8(&scratch).ok())
-        .map(|json| StringValue::from(json[..captured_len(json)].to_owned()));
+    let captured = serde_json::to_writer(&mut scratch, response).map(|()| {
+        std::str::from_utf8(&scratch)
+            .ok()
+            .map(|json| StringValue::from(json[..captured_len(json)].to_owned()))
+    });
     thread_buffer::keep(&RESPONSE_SCRATCH, scratch, KEPT_SCRATCH_BYTES);
     captured
 }
@@ -527,10 +528,22 @@ fn record_outcome<R: Serialize + 'static, E: fmt::Debug + 'static>(
                     span.set_status(Status::error(""));
                 }
             }
-            if inner.capture_response
-                && let Some(json) = captured_json(response)
-            {
-                span.set_attribute(KeyValue::new("powertools.response", json));
+            if inner.capture_response {
+                match captured_json(response) {
+                    Ok(Some(json)) => {
+                        span.set_attribute(KeyValue::new("powertools.response", json));
+                    }
+                    Ok(None) => {}
+                    // The runtime cannot send it either: Lambda reports the invocation failed.
+                    Err(error) => {
+                        let message = format!("the response does not serialize: {error}");
+                        span.set_status(Status::error(message.clone()));
+                        span.add_event(
+                            "exception",
+                            vec![KeyValue::new("exception.message", message)],
+                        );
+                    }
+                }
             }
         }
         Err(error) if inner.capture_error => {
@@ -710,7 +723,7 @@ mod tests {
             truncate_to_captured(&mut expected);
             // Twice: the second serializes into the scratch buffer the first left.
             for _ in 0..2 {
-                let captured = captured_json(&Receipt { order }).unwrap();
+                let captured = captured_json(&Receipt { order }).unwrap().unwrap();
                 assert_eq!(captured.as_str(), expected);
                 assert!(captured.as_str().len() <= MAX_CAPTURED_BYTES);
             }

@@ -73,7 +73,9 @@
 //! `exception.type` is the error's own type (a `Diagnostic`'s `error_type`; the type inside a
 //! boxed error; see [`TracingLayer::error_diagnostic`] for Lambda's own `errorType` of a type of
 //! yours) and whose `exception.message` is its message. The response is recorded as
-//! `powertools.response` (up to 16 KB). `POWERTOOLS_TRACER_CAPTURE_RESPONSE=false` and
+//! `powertools.response` (up to 16 KB); a response that does not serialize (which the runtime
+//! cannot send, so Lambda reports the invocation failed) sets the span status to error with
+//! serde's reason. `POWERTOOLS_TRACER_CAPTURE_RESPONSE=false` and
 //! `POWERTOOLS_TRACER_CAPTURE_ERROR=false` turn those off; `POWERTOOLS_TRACE_DISABLED=true` (or
 //! `POWERTOOLS_DEV=true`) turns tracing off: the layer then passes the call straight through.
 //!

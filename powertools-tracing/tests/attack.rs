@@ -1549,6 +1549,46 @@ async fn a_response_whose_serialize_panics_marks_the_span_as_an_error() {
     assert!(exception(&span).is_some(), "with an exception event");
 }
 
+/// A response whose `Serialize` fails (returns an error): the runtime cannot send it, and Lambda
+/// reports the invocation as failed, so its span must say so, with serde's reason. It ended as
+/// a success, with no response and no word. (Found by an attack from the docs.)
+#[derive(Debug)]
+struct FailsWhenSerialized;
+
+impl serde::Serialize for FailsWhenSerialized {
+    fn serialize<S: serde::Serializer>(&self, _serializer: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("a map with non-string keys"))
+    }
+}
+
+#[tokio::test]
+async fn a_response_whose_serialize_fails_marks_the_span_as_an_error_with_the_reason() {
+    let capture = Capture::default();
+    let tracer = capture_tracer(&capture);
+    TracingLayer::new(tracer.clone())
+        .layer(service_fn(|_e: LambdaEvent<Json>| async move {
+            Ok::<_, lambda_runtime::Error>(FailsWhenSerialized)
+        }))
+        .oneshot(ctx().event(json!({})))
+        .await
+        .unwrap();
+    tracer.flush().await;
+    let span = capture.one_invocation();
+    assert!(
+        is_error(&span),
+        "the span ended with status {:?}",
+        span.status
+    );
+    let Status::Error { description } = &span.status else {
+        unreachable!()
+    };
+    assert!(
+        description.contains("a map with non-string keys"),
+        "{description}"
+    );
+    assert!(exception(&span).is_some(), "with an exception event");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Response capture
 // ---------------------------------------------------------------------------------------------
@@ -3901,8 +3941,10 @@ async fn a_response_that_cannot_serialize_never_fails_or_panics_the_layer() {
     let result = tokio::spawn(call(&service, ctx().event(json!({})))).await;
     let response = result.expect("the layer must not panic");
     assert_eq!(response.unwrap().len(), 1);
+    // The handler's response is passed on unchanged; the span says the runtime cannot send it
+    // (Lambda reports the invocation as failed).
     let span = capture.one_invocation();
-    assert!(!is_error(&span));
+    assert!(is_error(&span), "{:?}", span.status);
 }
 
 #[tokio::test]
