@@ -197,9 +197,23 @@ impl Tracer {
         )
     }
 
-    /// A subscriber with only the OTel layer (tests, or functions that log another way).
+    /// A subscriber with the OTel layer, and the tracer's own warnings (a collector that fails
+    /// or hangs, spans dropped) written to stderr as text lines, which Lambda sends to CloudWatch
+    /// Logs: for tests, or functions that log another way. Other events go nowhere: to log
+    /// through `tracing` as well, compose [`otel_layer`](Self::otel_layer) with a log layer
+    /// (`powertools::Powertools` does, with powertools-logging's JSON lines).
     pub fn subscriber(&self) -> impl Subscriber + Send + Sync + use<> {
-        tracing_subscriber::registry().with(self.otel_layer())
+        let own_warnings = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .with_filter(FilterFn::new(|metadata| {
+                metadata.is_event()
+                    && *metadata.level() <= tracing::Level::WARN
+                    && metadata.target().starts_with(env!("CARGO_CRATE_NAME"))
+            }));
+        tracing_subscriber::registry()
+            .with(self.otel_layer())
+            .with(own_warnings)
     }
 
     /// Exports every ended span now, from this task: it first waits for exports already under

@@ -3849,6 +3849,46 @@ fn sigterm_leaves_the_function_s_own_shutdown_hook_time_to_finish() {
     assert!(exported.lines().any(|l| l == FUNCTION), "{exported:?}");
 }
 
+/// The README's function installs `tracer.subscriber()` alone: the tracer's own warnings (a dead
+/// collector, dropped spans) must reach the function's output through it. They went nowhere: it
+/// had only the OpenTelemetry layer, which takes spans. (Found by an attack from the docs.)
+#[test]
+fn the_tracers_own_subscriber_writes_its_warnings() {
+    const NAME: &str = "the_tracers_own_subscriber_writes_its_warnings";
+    if std::env::var("ATTACK_SUBSCRIBER_WARNINGS").is_ok() {
+        let tracer = Tracer::builder()
+            .env(Env::from_pairs([("POWERTOOLS_SERVICE_NAME", "orders")]))
+            .endpoint("http://127.0.0.1:9/v1/traces")
+            .flush_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        tracing::subscriber::set_global_default(tracer.subscriber()).unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                invoke_with(&tracer, ctx(), json!({}), ok_handler)
+                    .await
+                    .unwrap();
+                tracer.flush().await;
+            });
+        assert!(tracer.dropped_spans() > 0);
+        return;
+    }
+    let (output, _) = run_child(NAME, &[("ATTACK_SUBSCRIBER_WARNINGS", "1")]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}\n{stderr}", output.status);
+    let warning = stderr
+        .lines()
+        .find(|line| line.contains("WARN") && line.contains("powertools_tracing"))
+        .unwrap_or_else(|| panic!("no warning of the tracer's: {stderr}"));
+    assert!(
+        warning.contains("127.0.0.1:9"),
+        "names the endpoint: {warning}"
+    );
+}
+
 /// Prints each warning's fields on a line of its own (for a child process's output).
 struct PrintWarnings;
 
