@@ -34,8 +34,30 @@ use serde_json::Value;
 /// The longest payment, order or customer id accepted, in characters.
 const MAX_ID_CHARS: usize = 64;
 
-/// The largest amount accepted, in the currency's minor unit (a million in its main unit).
+/// The largest amount accepted, in the currency's minor unit (a million in a currency of two
+/// decimals).
 const MAX_AMOUNT_CENTS: u64 = 100_000_000;
+
+/// The ISO 4217 currencies whose minor unit is not a hundredth: none (the yen, the won, …) or a
+/// thousandth (the Bahraini, Kuwaiti and Jordanian dinars, …).
+const NO_DECIMALS: &[&str] = &[
+    "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND",
+    "VUV", "XAF", "XOF", "XPF",
+];
+const THREE_DECIMALS: &[&str] = &["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"];
+
+/// `minor` units of `currency` in its main unit (`AmountCharged`): 1250 cents are 12.5 euros,
+/// 1250 yen are 1250 yen, 1250 fils are 1.25 dinars.
+fn in_main_unit(minor: u64, currency: &str) -> f64 {
+    let per_unit = if NO_DECIMALS.contains(&currency) {
+        1.0
+    } else if THREE_DECIMALS.contains(&currency) {
+        1000.0
+    } else {
+        100.0
+    };
+    minor as f64 / per_unit
+}
 
 const AMOUNT_RULE: &str = "a whole number from 1 to 100000000";
 const CURRENCY_RULE: &str = "an ISO 4217 code: three capital letters";
@@ -275,7 +297,7 @@ async fn pay(
         powertools::metrics::add_metric("PaymentsCharged", 1.0, Unit::Count),
         powertools::metrics::add_metric(
             "AmountCharged",
-            request.amount_cents as f64 / 100.0,
+            in_main_unit(request.amount_cents, &request.currency),
             Unit::None,
         ),
     ];
@@ -417,6 +439,16 @@ async fn run() -> Result<(), lambda_runtime::Error> {
 
 #[cfg(test)]
 mod tests {
+    /// `AmountCharged` is in the currency's main unit, whatever its minor unit: it was the
+    /// amount over 100 for every currency, so a charge of 1250 yen counted as 12.5.
+    #[test]
+    fn amounts_charged_are_counted_in_each_currency_s_main_unit() {
+        assert_eq!(super::in_main_unit(1250, "EUR"), 12.5);
+        assert_eq!(super::in_main_unit(1250, "JPY"), 1250.0);
+        assert_eq!(super::in_main_unit(1250, "KWD"), 1.25);
+        assert_eq!(super::in_main_unit(1, "USD"), 0.01);
+    }
+
     use lambda_runtime::tower::ServiceExt;
     use powertools::core::env::Env;
     use powertools::core::testing::TestContext;
