@@ -169,10 +169,6 @@ impl std::fmt::Debug for ErrorDescriptions {
 /// The type or variant name a derived `Debug` text begins with (`OrderRejected { order: 7 }`
 /// gives `OrderRejected`, `Declined("card")` gives `Declined`); `None` for a text that is not
 /// one (a quoted string, an OS error's message).
-///
-/// A `std::io::Error` is named `std::io::Error`: its `Debug` begins with its private
-/// representation (`Os { code: 2, kind: NotFound, … }`, `Custom { kind: Other, error: … }`,
-/// `Kind(TimedOut)`), which names no type a reader knows.
 pub fn debug_type_name(debug: &str) -> Option<&str> {
     let end = debug
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -180,41 +176,28 @@ pub fn debug_type_name(debug: &str) -> Option<&str> {
     let (name, rest) = debug.split_at(end);
     let named = name.starts_with(|c: char| c.is_ascii_uppercase())
         && (rest.is_empty() || rest.starts_with([' ', '(', '{']));
-    if !named {
-        return None;
-    }
-    Some(if is_io_error_debug(name, rest) {
-        IO_ERROR
-    } else {
-        name
-    })
+    named.then_some(name)
 }
 
-const IO_ERROR: &str = "std::io::Error";
-
-/// Whether `name` and `rest` are the `Debug` text of a `std::io::Error`, in one of the forms
-/// the standard library writes: its representations `Os`, `Custom` and `Kind`, each with the
-/// fields it writes in the order it writes them.
-fn is_io_error_debug(name: &str, rest: &str) -> bool {
-    let ident_then = |text: &str, next: &str| {
-        let end = text
-            .find(|c: char| !c.is_ascii_alphanumeric())
-            .unwrap_or(text.len());
-        end > 0 && text[end..].starts_with(next)
-    };
-    match name {
-        "Os" => rest
-            .strip_prefix(" { code: ")
-            .map(|rest| rest.trim_start_matches(|c: char| c == '-' || c.is_ascii_digit()))
-            .and_then(|rest| rest.strip_prefix(", kind: "))
-            .is_some_and(|rest| ident_then(rest, ", message: \"")),
-        "Custom" => rest
-            .strip_prefix(" { kind: ")
-            .is_some_and(|rest| ident_then(rest, ", error: ")),
-        "Kind" => rest
-            .strip_prefix('(')
-            .is_some_and(|rest| ident_then(rest, ")")),
-        _ => false,
+/// The name of `error`'s type, `debug` being its `Debug` text: `std::io::Error` for an I/O
+/// error (found by its type: its `Debug` begins with its private representation, `Os`,
+/// `Custom`, `Kind` or `Error`, which names no type a reader knows), else as
+/// [`debug_type_name`] reads `debug`.
+///
+/// ```
+/// use powertools_core::failure::error_type_name;
+///
+/// let error = std::io::Error::other("disk full");
+/// assert_eq!(error_type_name(&error, &format!("{error:?}")), Some("std::io::Error"));
+/// ```
+pub fn error_type_name<'a>(
+    error: &(dyn std::error::Error + 'static),
+    debug: &'a str,
+) -> Option<&'a str> {
+    if error.is::<std::io::Error>() {
+        Some("std::io::Error")
+    } else {
+        debug_type_name(debug)
     }
 }
 
@@ -236,30 +219,50 @@ mod tests {
         assert_eq!(debug_type_name(""), None);
     }
 
-    /// An I/O error's `Debug` begins with its private representation (`Os`, `Custom`, `Kind`):
-    /// it is named by its type instead, in every form the standard library writes, and a type
-    /// of the user's that merely shares a representation's name keeps its own.
+    /// An I/O error's `Debug` begins with its private representation (`Os`, `Custom`, `Kind`,
+    /// `Error`): it is named by its type instead, in every form the standard library builds,
+    /// and a type of the user's whose `Debug` looks the same keeps its own name.
     #[test]
     fn an_io_error_is_named_by_its_type_not_its_representation() {
+        use std::io::Read as _;
         let os = std::io::Error::from_raw_os_error(2);
         let custom = std::io::Error::other("disk full");
-        let custom_error = std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            std::io::Error::from_raw_os_error(13),
-        );
         let kind = std::io::Error::from(std::io::ErrorKind::TimedOut);
-        for error in [os, custom, custom_error, kind] {
+        let simple_message = (&[1_u8][..]).read_exact(&mut [0_u8; 4]).unwrap_err();
+        for error in [os, custom, kind, simple_message] {
             let debug = format!("{error:?}");
-            assert_eq!(debug_type_name(&debug), Some("std::io::Error"), "{debug}");
-            // Inside a wrapper's text, as the layers read it
-            let wrapped = format!("{:?}", Some(&error));
-            let inner = &wrapped["Some(".len()..wrapped.len() - 1];
-            assert_eq!(debug_type_name(inner), Some("std::io::Error"), "{wrapped}");
+            assert_eq!(
+                error_type_name(&error, &debug),
+                Some("std::io::Error"),
+                "{debug}"
+            );
         }
-        assert_eq!(debug_type_name("Os { version: 2 }"), Some("Os"));
-        assert_eq!(debug_type_name("Custom { reason: 1 }"), Some("Custom"));
-        assert_eq!(debug_type_name("Kind(\"x\")"), Some("Kind"));
-        assert_eq!(debug_type_name("Kind"), Some("Kind"));
+
+        #[derive(Debug)]
+        #[allow(dead_code)]
+        enum AppError {
+            Kind(u8),
+            Custom { kind: u8, error: String },
+        }
+        impl std::fmt::Display for AppError {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("app")
+            }
+        }
+        impl std::error::Error for AppError {}
+        for (error, name) in [
+            (AppError::Kind(3), "Kind"),
+            (
+                AppError::Custom {
+                    kind: 1,
+                    error: "bad".into(),
+                },
+                "Custom",
+            ),
+        ] {
+            let debug = format!("{error:?}");
+            assert_eq!(error_type_name(&error, &debug), Some(name), "{debug}");
+        }
     }
 
     fn in_progress() -> Reported {

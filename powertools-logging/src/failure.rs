@@ -10,7 +10,7 @@ use std::sync::Once;
 
 use lambda_runtime::Diagnostic;
 use powertools_core::error_chain::message_chain;
-use powertools_core::failure::{ErrorDescriptions, debug_type_name};
+use powertools_core::failure::{ErrorDescriptions, debug_type_name, error_type_name};
 
 use crate::json::{Redactor, redacted_message, write_str};
 
@@ -99,7 +99,9 @@ pub(crate) fn describe_error<E: fmt::Debug + 'static>(
 pub(crate) fn from_error(error: &(dyn StdError + 'static)) -> Failure {
     let debug = text_of(format_args!("{error:?}"));
     Failure {
-        name: debug_type_name(&debug).unwrap_or(MESSAGE_ONLY).to_owned(),
+        name: error_type_name(error, &debug)
+            .unwrap_or(MESSAGE_ONLY)
+            .to_owned(),
         message: message_chain(error),
     }
 }

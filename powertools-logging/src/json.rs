@@ -644,13 +644,12 @@ pub(crate) fn debug_text(value: &dyn fmt::Debug) -> String {
     text
 }
 
-/// The error's kind, read off its `Debug` form (`EmptyBasket`; `std::io::Error` for an I/O error
-/// rather than its representation, `Os` or `Custom`): Rust has no
-/// run-time type name for a `dyn Error`.
-fn error_type(debug: &str) -> &str {
-    // A derived Debug's type, or `std::io::Error` for an I/O error's representation.
-    if let Some(name) = powertools_core::failure::debug_type_name(debug) {
-        return name;
+/// The error's kind, read off its `Debug` form (`EmptyBasket`): Rust has no run-time type name
+/// for a `dyn Error`. An I/O error, whose `Debug` begins with its private representation (`Os`,
+/// `Custom`), is found by its type: `std::io::Error`.
+fn error_type<'d>(error: &(dyn StdError + 'static), debug: &'d str) -> &'d str {
+    if error.is::<std::io::Error>() {
+        return "std::io::Error";
     }
     let end = debug
         .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
@@ -669,7 +668,7 @@ pub(crate) fn write_error(
 ) {
     let debug = debug_text(&error);
     out.extend_from_slice(b"{\"type\":");
-    write_str(out, error_type(&debug));
+    write_str(out, error_type(error, &debug));
     out.extend_from_slice(b",\"message\":");
     write_str(out, &redacted_message(&display_text(&error), redactor));
     out.extend_from_slice(b",\"sources\":[");

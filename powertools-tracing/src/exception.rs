@@ -10,7 +10,7 @@ use std::error::Error as StdError;
 use std::fmt::{self, Write as _};
 
 use lambda_runtime::Diagnostic;
-use powertools_core::failure::{ErrorDescriptions, debug_type_name};
+use powertools_core::failure::{ErrorDescriptions, error_type_name};
 
 /// What the span records of an error.
 #[derive(Debug, PartialEq, Eq)]
@@ -105,7 +105,7 @@ fn boxed_error(error: &(dyn StdError + 'static)) -> Exception {
         });
     let kind = match known {
         Some(kind) => Cow::Borrowed(kind),
-        None => debug_type_name(&text_of(format_args!("{error:?}")))
+        None => error_type_name(error, &text_of(format_args!("{error:?}")))
             .map_or(Cow::Borrowed(MESSAGE_ONLY), |name| {
                 Cow::Owned(name.to_owned())
             }),
@@ -175,6 +175,22 @@ mod tests {
             assert_eq!(exception.kind, "std::io::Error", "{error:?}");
             assert_eq!(exception.message, error.to_string());
         }
+        // A type of the user's whose Debug looks like an I/O error's keeps its own name.
+        #[derive(Debug)]
+        enum Reason {
+            Timeout,
+        }
+        #[derive(Debug)]
+        #[allow(dead_code)]
+        struct Kind(Reason);
+        impl fmt::Display for Kind {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("timed out")
+            }
+        }
+        impl StdError for Kind {}
+        let boxed: lambda_runtime::Error = Box::new(Kind(Reason::Timeout));
+        assert_eq!(describe(&boxed, None).kind, "Kind");
     }
 
     #[test]

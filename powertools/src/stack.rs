@@ -112,9 +112,12 @@ impl Powertools {
             })
             .error_diagnostic(|error: &StackError<lambda_runtime::Error>| match error {
                 StackError::Handler(boxed) => Diagnostic {
-                    error_type: powertools_core::failure::debug_type_name(&format!("{boxed:?}"))
-                        .unwrap_or("Error")
-                        .to_owned(),
+                    error_type: powertools_core::failure::error_type_name(
+                        boxed.as_ref(),
+                        &format!("{boxed:?}"),
+                    )
+                    .unwrap_or("Error")
+                    .to_owned(),
                     error_message: powertools_core::error_chain::message_chain(boxed.as_ref()),
                 },
                 other => stack_error_diagnostic(other),
