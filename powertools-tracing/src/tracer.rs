@@ -120,6 +120,15 @@ const INTERNAL_CRATES: &[&str] = &[
 /// (`aws_sdk_dynamodb`, `aws_sdk_s3`, …) and the Smithy runtime (`aws_smithy_runtime`, …).
 const INTERNAL_CRATE_FAMILIES: &[&str] = &["aws_sdk_", "aws_smithy_"];
 
+/// Whether an event's target is this crate or one of its modules (not another crate whose
+/// name begins with this one's, `powertools_tracing_extras`).
+fn is_own_target(target: &str) -> bool {
+    let own = env!("CARGO_CRATE_NAME");
+    target
+        .strip_prefix(own)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+}
+
 fn is_internal(target: &str) -> bool {
     let krate = target.split_once("::").map_or(target, |(krate, _)| krate);
     INTERNAL_CRATES.contains(&krate)
@@ -209,7 +218,7 @@ impl Tracer {
             .with_filter(FilterFn::new(|metadata| {
                 metadata.is_event()
                     && *metadata.level() <= tracing::Level::WARN
-                    && metadata.target().starts_with(env!("CARGO_CRATE_NAME"))
+                    && is_own_target(metadata.target())
             }));
         tracing_subscriber::registry()
             .with(self.otel_layer())
@@ -790,6 +799,16 @@ fn base_url(value: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    /// `Tracer::subscriber` writes this crate's warnings only: another crate whose name begins
+    /// with this one's is not this crate.
+    #[test]
+    fn the_subscriber_s_own_targets_are_this_crate_and_its_modules() {
+        assert!(super::is_own_target("powertools_tracing"));
+        assert!(super::is_own_target("powertools_tracing::export"));
+        assert!(!super::is_own_target("powertools_tracing_extras::orders"));
+        assert!(!super::is_own_target("powertools_logging"));
+    }
+
     use super::*;
 
     #[test]
