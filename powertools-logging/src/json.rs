@@ -75,29 +75,53 @@ pub const RESERVED_PREFIX: &str = "extra_";
 #[derive(Debug, Clone)]
 pub(crate) struct Redactor {
     keys: Vec<String>,
+    /// Whether a key is not ASCII (`contraseña`): such a key is also compared without Unicode
+    /// case, which costs more; ASCII keys (the defaults) are compared byte by byte.
+    non_ascii: bool,
 }
 
 impl Redactor {
     pub(crate) fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(keys: I) -> Self {
-        Redactor {
-            keys: keys
-                .into_iter()
-                .map(|key| normalize(key.as_ref()))
-                .collect(),
-        }
+        let keys: Vec<String> = keys
+            .into_iter()
+            .map(|key| normalize(key.as_ref()))
+            .collect();
+        let non_ascii = keys.iter().any(|key| !key.is_ascii());
+        Redactor { keys, non_ascii }
     }
 
     pub(crate) fn masks(&self, key: &str) -> bool {
         !self.keys.is_empty()
-            && self
+            && (self
                 .keys
                 .iter()
                 .any(|masked| same_key(masked.as_bytes(), key.as_bytes()))
+                || (self.non_ascii && !key.is_ascii() && {
+                    let key = normalize(key);
+                    self.keys.contains(&key)
+                }))
+    }
+
+    /// Whether `text` holds a key spelled in another Unicode case than the key's (`CONTRASEÑA`
+    /// for `contraseña`), which the byte search does not see.
+    fn mentioned_in_unicode_case(&self, text: &[u8]) -> bool {
+        if !self.non_ascii || text.is_ascii() {
+            return false;
+        }
+        let folded = normalize(&String::from_utf8_lossy(text));
+        self.keys
+            .iter()
+            .any(|key| !key.is_empty() && folded.contains(key.as_str()))
     }
 }
 
+/// A key as it is compared: lowercase (Unicode's), `-` as `_`. For an ASCII key, [`fold`] of
+/// each byte.
 fn normalize(key: &str) -> String {
-    key.bytes().map(|b| char::from(fold(b))).collect()
+    key.chars()
+        .flat_map(char::to_lowercase)
+        .map(|c| if c == '-' { '_' } else { c })
+        .collect()
 }
 
 fn fold(byte: u8) -> u8 {
@@ -560,7 +584,7 @@ fn mentions_redacted_key_in(bytes: &[u8], redactor: &Redactor) -> bool {
     redactor.keys.iter().any(|key| {
         let key = key.as_bytes();
         !key.is_empty() && folded.windows(key.len()).any(|window| window == key)
-    })
+    }) || redactor.mentioned_in_unicode_case(bytes)
 }
 
 /// Where an error message stops being written in clear: after the first mention of a redacted
@@ -568,7 +592,7 @@ fn mentions_redacted_key_in(bytes: &[u8], redactor: &Redactor) -> bool {
 /// (`ExpiredTokenException`, `Passwords`); `None` when it names none.
 fn clear_until(text: &str, redactor: &Redactor) -> Option<usize> {
     let folded: Vec<u8> = text.bytes().map(fold).collect();
-    let (at, key) = redactor
+    let mention = redactor
         .keys
         .iter()
         .filter(|key| !key.is_empty())
@@ -578,8 +602,16 @@ fn clear_until(text: &str, redactor: &Redactor) -> Option<usize> {
                 .position(|window| window == key.as_bytes())
                 .map(|at| (at, key.len()))
         })
-        .min()?;
-    // Keys are ASCII, so the mention ends on a character boundary.
+        .min();
+    let Some((at, key)) = mention else {
+        // Named only in another Unicode case, where the folded text's offsets are not the
+        // text's: masked whole.
+        return redactor
+            .mentioned_in_unicode_case(text.as_bytes())
+            .then_some(0);
+    };
+    // The key is UTF-8 matched against UTF-8 whose ASCII letters alone were folded, so the
+    // mention begins and ends on character boundaries.
     let after = at + key;
     Some(
         text[after..]

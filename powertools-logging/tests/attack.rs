@@ -1820,6 +1820,38 @@ fn cookies_and_base64_or_form_bodies_are_masked_in_the_logged_event() {
     assert_eq!(logged[3], &events[3], "nothing to mask: as sent");
 }
 
+/// A masked key the user adds that is not ASCII (`contraseña`) masks as the defaults do: a
+/// field, an appended key, a key of the logged event and an error message, in any case. It
+/// masked nothing: each byte of the key was taken for a character. (Found by a review.)
+#[test]
+fn a_masked_key_that_is_not_ascii_masks_in_any_case() {
+    let (logger, logs) = logger(Logger::builder().redact_key("Contraseña").log_event(true));
+    run(&logger, async {
+        invoke(
+            &logger,
+            TestContext::new(),
+            json!({"CONTRASEÑA": "S3CR3T-event", "user": "u-1"}),
+            |_| async {
+                powertools_logging::append_key("contraseña", "S3CR3T-key")?;
+                tracing::info!(contraseÑa = "S3CR3T-field", "field");
+                tracing::error!(error = "login failed: contraseña=S3CR3T-err", "lower");
+                tracing::error!(error = "login failed: CONTRASEÑA=S3CR3T-upper", "upper");
+                Ok(json!({}))
+            },
+        )
+        .await
+        .unwrap();
+    });
+    let lines = check_default(&logs);
+    assert_no_secret(&lines, "S3CR3T");
+    assert_eq!(with_message(&lines, "field")[0]["contraseña"], "*****");
+    assert_eq!(
+        with_message(&lines, "lower")[0]["error"],
+        "login failed: contraseña*****"
+    );
+    assert_eq!(event_lines(&lines)[0]["message"]["user"], "u-1");
+}
+
 #[test]
 fn value_event_logged_redacted() {
     let (logger, logs) = logger(Logger::builder().log_event(true));
