@@ -526,22 +526,69 @@ fn body_names_masked_key(
     body: &Value,
     redactor: &Redactor,
 ) -> bool {
-    use base64::Engine as _;
     let Value::String(text) = body else {
         return false;
     };
     if redactor.keys.is_empty() {
         return false;
     }
-    if event.get("isBase64Encoded") == Some(&Value::Bool(true)) {
-        return match base64::engine::general_purpose::STANDARD.decode(text) {
-            Ok(decoded) => mentions_redacted_key_in(&decoded, redactor),
-            // Not base64 after all: as text.
-            Err(_) => mentions_redacted_key(text, redactor),
+    let base64 = match event.get("isBase64Encoded") {
+        Some(Value::Bool(flag)) => *flag,
+        Some(Value::String(flag)) => flag.eq_ignore_ascii_case("true"),
+        _ => false,
+    };
+    if base64 && let Some(decoded) = decode_base64(text) {
+        return match inflated(&decoded) {
+            Some(Ok(inflated)) => mentions_redacted_key_in(&inflated, redactor),
+            // gzip that does not inflate, or past the bound: it cannot be checked.
+            Some(Err(())) => true,
+            None => mentions_redacted_key_in(&decoded, redactor),
         };
     }
+    // Not base64 (or not really): checked as text.
     let opens_as_json = matches!(text.trim_start().as_bytes().first(), Some(b'{' | b'['));
     !opens_as_json && mentions_redacted_key(text, redactor)
+}
+
+/// `text` as base64 in any of the forms senders use: padded or not, the standard or the
+/// URL-safe alphabet, split into lines.
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const ANY_PADDING: GeneralPurposeConfig =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    const STANDARD: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, ANY_PADDING);
+    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, ANY_PADDING);
+    let compact: std::borrow::Cow<'_, str> = if text.bytes().any(|b| b.is_ascii_whitespace()) {
+        text.chars().filter(|c| !c.is_ascii_whitespace()).collect()
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    };
+    STANDARD
+        .decode(compact.as_bytes())
+        .or_else(|_| URL_SAFE.decode(compact.as_bytes()))
+        .ok()
+}
+
+/// The most a gzip body is inflated to be checked (a Lambda event is at most 6 MB; a body that
+/// inflates past this is masked rather than checked).
+const MAX_INFLATED_BYTES: u64 = 32 << 20;
+
+/// `bytes` inflated when they are gzip (its magic number): `Some(Err)` when they do not inflate
+/// within [`MAX_INFLATED_BYTES`]; `None` when they are not gzip.
+fn inflated(bytes: &[u8]) -> Option<Result<Vec<u8>, ()>> {
+    use std::io::Read as _;
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return None;
+    }
+    let mut inflated = Vec::new();
+    let read = flate2::read::MultiGzDecoder::new(bytes)
+        .take(MAX_INFLATED_BYTES + 1)
+        .read_to_end(&mut inflated);
+    Some(match read {
+        Ok(_) if inflated.len() as u64 <= MAX_INFLATED_BYTES => Ok(inflated),
+        _ => Err(()),
+    })
 }
 
 /// How deep string-encoded JSON is opened (JSON in a string in JSON…).

@@ -1820,6 +1820,58 @@ fn cookies_and_base64_or_form_bodies_are_masked_in_the_logged_event() {
     assert_eq!(logged[3], &events[3], "nothing to mask: as sent");
 }
 
+/// A base64 body is checked whatever form of base64 it comes in (no padding, the URL-safe
+/// alphabet, lines), with `isBase64Encoded` a boolean or a string, and gzip inside it is
+/// inflated to be checked (API Gateway sends compressed bodies so). Each was logged in clear.
+/// (Found by a review.)
+#[test]
+fn a_base64_body_in_any_form_or_gzipped_is_checked_for_secrets() {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    let secret = "user=bob&password=S3CR3T-b64&n=~~~??!";
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(secret.as_bytes()).unwrap();
+    let gzipped = gzip.finish().unwrap();
+    let engines = base64::engine::general_purpose::STANDARD;
+    let plain = engines.encode(secret);
+    let bodies = [
+        (json!(engines.encode(&gzipped)), json!(true)),
+        (
+            json!(base64::engine::general_purpose::STANDARD_NO_PAD.encode(secret)),
+            json!(true),
+        ),
+        (
+            json!(base64::engine::general_purpose::URL_SAFE.encode(secret)),
+            json!(true),
+        ),
+        (
+            json!(format!("{}\n{}", &plain[..8], &plain[8..])),
+            json!(true),
+        ),
+        (json!(plain), json!("true")),
+    ];
+    let (logger, logs) = logger(Logger::builder().log_event(true));
+    run(&logger, async {
+        for (n, (body, flag)) in bodies.iter().enumerate() {
+            let event = json!({"body": body, "isBase64Encoded": flag});
+            invoke(
+                &logger,
+                TestContext::new().with_request_id(format!("r-{n}")),
+                event,
+                |_| async { Ok(json!({})) },
+            )
+            .await
+            .unwrap();
+        }
+    });
+    let lines = check_default(&logs);
+    let logged = event_lines(&lines);
+    assert_eq!(logged.len(), bodies.len(), "{lines:?}");
+    for line in logged {
+        assert_eq!(line["message"]["body"], "*****", "{line}");
+    }
+}
+
 /// A masked key the user adds that is not ASCII (`contraseña`) masks as the defaults do: a
 /// field, an appended key, a key of the logged event and an error message, in any case. It
 /// masked nothing: each byte of the key was taken for a character. (Found by a review.)
