@@ -597,10 +597,25 @@ const MAX_ENCODED_DEPTH: usize = 4;
 /// When `text` is JSON (an API Gateway `body`, a queue message) holding a key that is masked,
 /// its text with those values masked; `None` when there is nothing to mask in it.
 pub(crate) fn masked_json_text(text: &str, redactor: &Redactor) -> Option<String> {
-    masked_json_text_at(text, redactor, 0)
+    masked_json_text_at(text, redactor, 0, Strings::Data)
 }
 
-fn masked_json_text_at(text: &str, redactor: &Redactor, depth: usize) -> Option<String> {
+/// What the text values of opened JSON are.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Strings {
+    /// Data (an event's, a field's): written as they are, unless they are JSON to open.
+    Data,
+    /// Error prose (inside an error message that is JSON): masked after a masked key's word,
+    /// as the message itself would be.
+    Prose,
+}
+
+fn masked_json_text_at(
+    text: &str,
+    redactor: &Redactor,
+    depth: usize,
+    strings: Strings,
+) -> Option<String> {
     if redactor.keys.is_empty() {
         return None;
     }
@@ -617,7 +632,7 @@ fn masked_json_text_at(text: &str, redactor: &Redactor, depth: usize) -> Option<
     let Ok(mut value) = serde_json::from_str::<Value>(text) else {
         return mentions_redacted_key(text, redactor).then(|| REDACTED.to_owned());
     };
-    mask_in_place(&mut value, redactor, depth).then(|| value.to_string())
+    mask_in_place(&mut value, redactor, depth, strings).then(|| value.to_string())
 }
 
 /// Whether `text` holds a redacted key's name anywhere, spelled in any case, with `-` or `_`.
@@ -676,7 +691,7 @@ pub(crate) fn redacted_message<'t>(
     text: &'t str,
     redactor: &Redactor,
 ) -> std::borrow::Cow<'t, str> {
-    match masked_json_text(text, redactor) {
+    match masked_json_text_at(text, redactor, 0, Strings::Prose) {
         Some(masked) => std::borrow::Cow::Owned(masked),
         None => match clear_until(text, redactor) {
             Some(end) => std::borrow::Cow::Owned(format!("{}{REDACTED}", &text[..end])),
@@ -686,7 +701,7 @@ pub(crate) fn redacted_message<'t>(
 }
 
 /// Masks the values of redacted keys in `value`, string-encoded JSON included; whether any was.
-fn mask_in_place(value: &mut Value, redactor: &Redactor, depth: usize) -> bool {
+fn mask_in_place(value: &mut Value, redactor: &Redactor, depth: usize, strings: Strings) -> bool {
     match value {
         Value::Object(fields) => {
             let mut masked = false;
@@ -695,21 +710,31 @@ fn mask_in_place(value: &mut Value, redactor: &Redactor, depth: usize) -> bool {
                     *value = Value::String(REDACTED.to_owned());
                     masked = true;
                 } else {
-                    masked |= mask_in_place(value, redactor, depth);
+                    masked |= mask_in_place(value, redactor, depth, strings);
                 }
             }
             masked
         }
         Value::Array(items) => items.iter_mut().fold(false, |masked, item| {
-            mask_in_place(item, redactor, depth) | masked
+            mask_in_place(item, redactor, depth, strings) | masked
         }),
-        Value::String(text) => match masked_json_text_at(text, redactor, depth + 1) {
-            Some(masked) => {
-                *text = masked;
-                true
+        Value::String(text) => {
+            let masked = masked_json_text_at(text, redactor, depth + 1, strings).or_else(|| {
+                let opens_as_json =
+                    matches!(text.trim_start().as_bytes().first(), Some(b'{' | b'['));
+                (strings == Strings::Prose && !opens_as_json)
+                    .then(|| clear_until(text, redactor))
+                    .flatten()
+                    .map(|end| format!("{}{REDACTED}", &text[..end]))
+            });
+            match masked {
+                Some(masked) => {
+                    *text = masked;
+                    true
+                }
+                None => false,
             }
-            None => false,
-        },
+        }
         _ => false,
     }
 }

@@ -3036,6 +3036,34 @@ fn an_error_message_naming_a_masked_key_keeps_its_cause_and_masks_what_follows()
     );
 }
 
+/// An error message that is JSON is masked by key, and its text values are error prose too: a
+/// `detail` that says `password=…` is masked after the key's word, as a message would be. (It
+/// was written in clear; found by a review.) A logged event's text values are data, and stay.
+#[test]
+fn an_error_message_that_is_json_masks_the_prose_in_its_values() {
+    let (logger, logs) = logger(Logger::builder());
+    run(&logger, async {
+        tracing::error!(
+            error =
+                r#"{"token":"S3CR3T-key","detail":"login failed: password=S3CR3T-prose","code":7}"#,
+            "json error"
+        );
+        tracing::info!(note = r#"{"detail":"reset my password please"}"#, "data");
+    });
+    let lines = check_default(&logs);
+    assert_no_secret(&lines, "S3CR3T");
+    let error = with_message(&lines, "json error")[0];
+    assert_eq!(
+        error["error"], r#"{"code":7,"detail":"login failed: password*****","token":"*****"}"#,
+        "{error}"
+    );
+    let data = with_message(&lines, "data")[0];
+    assert_eq!(
+        data["note"], r#"{"detail":"reset my password please"}"#,
+        "{data}"
+    );
+}
+
 async fn panics_naming_a_card(_: LambdaEvent<Value>) -> Result<Value, BoxError> {
     if std::hint::black_box(true) {
         panic!("charge refused: card_number 4111-S3CR3T-panic");
