@@ -142,7 +142,9 @@ impl Annotations {
 /// `aws.lambda.invoked_arn`, `http.*`, `url.path`, `powertools.response`), and for a new key past
 /// the 48th of the invocation: X-Ray indexes at most 50 annotations per trace, and `ColdStart`
 /// and `Service` are two. X-Ray only filters on keys of letters, digits and underscores (the AWS
-/// exporters replace other characters: `order.id` becomes `order_id`).
+/// exporters replace other characters: `order.id` becomes `order_id`). In an invocation that
+/// Lambda did not sample (`Sampled=0`) it returns `true` (the invocation is traced) and nothing
+/// is exported, as for the span itself.
 ///
 /// ```
 /// use lambda_runtime::{LambdaEvent, service_fn, tower::{Layer, ServiceExt}};
