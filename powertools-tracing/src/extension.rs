@@ -59,6 +59,11 @@ const MAX_TRACKED: usize = 64;
 /// Lambda's longest timeout: how long the extension waits for the layer without a deadline.
 const LONGEST_INVOCATION: Duration = Duration::from_secs(15 * 60);
 
+/// How long the registration may take. Lambda answers it at once; a Runtime API that accepts
+/// the connection and never answers would otherwise hold the function's init phase (10 s) until
+/// Lambda fails it. Half of it leaves the init time to the function.
+const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(5);
+
 const MODE_NONE: u8 = 0;
 const MODE_AFTER_RESPONSE: u8 = 1;
 const MODE_BACKGROUND: u8 = 2;
@@ -398,7 +403,8 @@ impl Tracer {
     ///
     /// # Errors
     /// [`Error::Extension`] when Lambda refuses the registration (after the init phase, or a
-    /// second extension of this name); the layer then flushes before returning, as without it.
+    /// second extension of this name), or does not answer it within 5 s; the layer then flushes
+    /// before returning, as without it.
     pub async fn register_extension(&self) -> Result<(), Error> {
         let inner = &self.inner;
         let Some(exporter) = inner.exporter.clone() else {
@@ -426,7 +432,15 @@ impl Tracer {
             let client = lambda_runtime_api_client::PooledClient::builder()
                 .with_endpoint(endpoint)
                 .build();
-            let id = register(&client, events).await?;
+            let id = tokio::time::timeout(REGISTRATION_TIMEOUT, register(&client, events))
+                .await
+                .map_err(|_| {
+                    Error::Extension(format!(
+                        "the Runtime API at {runtime_api} did not answer the extension's \
+                         registration within {} s",
+                        REGISTRATION_TIMEOUT.as_secs()
+                    ))
+                })??;
             Ok::<_, Error>((client, id))
         }
         .await;

@@ -3392,6 +3392,42 @@ async fn register_extension_with_the_runtime_api_in_the_builders_env_returns_ins
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_runtime_api_that_never_answers_the_registration_fails_it_within_the_init_phase() {
+    // A Runtime API that accepts the connection and never answers: the registration must not
+    // hold the function's init (10 s on Lambda) forever. It fails with the address named, and
+    // the layer flushes before returning, as without the extension.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let tracer = Tracer::builder()
+        .env(env_with(&[("AWS_LAMBDA_RUNTIME_API", &addr.to_string())]))
+        .queued_exporter(Controlled::new(Mode::Answer))
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(60), tracer.register_extension()).await;
+    let error = outcome
+        .expect("register_extension waited a minute for a Runtime API that never answers")
+        .expect_err("a registration that was never answered succeeded");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "it took {:?}, Lambda's whole init phase",
+        started.elapsed()
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains(&addr.to_string()) && message.contains("did not answer"),
+        "{message}"
+    );
+    silent.abort();
+}
+
 #[tokio::test]
 async fn a_span_exporter_or_tracing_off_makes_register_extension_do_nothing() {
     let (api, _events) = ExtensionsApi::start(false).await;
