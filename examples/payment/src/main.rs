@@ -38,11 +38,30 @@ const MAX_ID_CHARS: usize = 64;
 /// decimals).
 const MAX_AMOUNT_CENTS: u64 = 100_000_000;
 
+/// The currencies of ISO 4217's active list as of 2026, sorted: the codes of money a card can be
+/// charged in. Not the list's other codes: precious metals (`XAU`, …), fund and settlement
+/// units (`BOV`, `XDR`, …), `XTS` (for tests) and `XXX` (no currency); nor withdrawn ones
+/// (`HRK`, `ANG`, `SLL`, `BGN`, …). Update it with the standard's amendments.
+const CURRENCIES: &[&str] = &[
+    "AED", "AFN", "ALL", "AMD", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT", "BHD",
+    "BIF", "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD", "CDF", "CHF",
+    "CLP", "CNY", "COP", "CRC", "CUP", "CVE", "CZK", "DJF", "DKK", "DOP", "DZD", "EGP", "ERN",
+    "ETB", "EUR", "FJD", "FKP", "GBP", "GEL", "GHS", "GIP", "GMD", "GNF", "GTQ", "GYD", "HKD",
+    "HNL", "HTG", "HUF", "IDR", "ILS", "INR", "IQD", "IRR", "ISK", "JMD", "JOD", "JPY", "KES",
+    "KGS", "KHR", "KMF", "KPW", "KRW", "KWD", "KYD", "KZT", "LAK", "LBP", "LKR", "LRD", "LSL",
+    "LYD", "MAD", "MDL", "MGA", "MKD", "MMK", "MNT", "MOP", "MRU", "MUR", "MVR", "MWK", "MXN",
+    "MYR", "MZN", "NAD", "NGN", "NIO", "NOK", "NPR", "NZD", "OMR", "PAB", "PEN", "PGK", "PHP",
+    "PKR", "PLN", "PYG", "QAR", "RON", "RSD", "RUB", "RWF", "SAR", "SBD", "SCR", "SDG", "SEK",
+    "SGD", "SHP", "SLE", "SOS", "SRD", "SSP", "STN", "SVC", "SYP", "SZL", "THB", "TJS", "TMT",
+    "TND", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "UGX", "USD", "UYU", "UZS", "VED", "VES",
+    "VND", "VUV", "WST", "XAF", "XCD", "XCG", "XOF", "XPF", "YER", "ZAR", "ZMW", "ZWG",
+];
+
 /// The ISO 4217 currencies whose minor unit is not a hundredth: none (the yen, the won, …) or a
 /// thousandth (the Bahraini, Kuwaiti and Jordanian dinars, …).
 const NO_DECIMALS: &[&str] = &[
-    "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND",
-    "VUV", "XAF", "XOF", "XPF",
+    "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "VND", "VUV",
+    "XAF", "XOF", "XPF",
 ];
 const THREE_DECIMALS: &[&str] = &["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"];
 
@@ -59,8 +78,8 @@ fn in_main_unit(minor: u64, currency: &str) -> f64 {
     minor as f64 / per_unit
 }
 
-const AMOUNT_RULE: &str = "a whole number from 1 to 100000000";
-const CURRENCY_RULE: &str = "an ISO 4217 code: three capital letters";
+const AMOUNT_RULE: &str = "an integer from 1 to 100000000, without a decimal point";
+const CURRENCY_RULE: &str = "the ISO 4217 code of a currency in use, such as EUR";
 
 /// What the workflow asks for.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -143,8 +162,7 @@ impl PaymentRequest {
                 rule: AMOUNT_RULE,
             });
         }
-        let currency = self.currency.as_bytes();
-        if currency.len() != 3 || !currency.iter().all(u8::is_ascii_uppercase) {
+        if CURRENCIES.binary_search(&self.currency.as_str()).is_err() {
             return Err(InvalidRequest {
                 field: "currency",
                 rule: CURRENCY_RULE,
@@ -441,6 +459,16 @@ async fn run() -> Result<(), lambda_runtime::Error> {
 mod tests {
     /// `AmountCharged` is in the currency's main unit, whatever its minor unit: it was the
     /// amount over 100 for every currency, so a charge of 1250 yen counted as 12.5.
+    /// The list is searched by halves, so it must be sorted; every currency with its own
+    /// minor unit is one that is accepted.
+    #[test]
+    fn the_currencies_are_sorted_and_hold_those_with_other_minor_units() {
+        assert!(super::CURRENCIES.windows(2).all(|pair| pair[0] < pair[1]));
+        for code in super::NO_DECIMALS.iter().chain(super::THREE_DECIMALS) {
+            assert!(super::CURRENCIES.contains(code), "{code}");
+        }
+    }
+
     #[test]
     fn amounts_charged_are_counted_in_each_currency_s_main_unit() {
         assert_eq!(super::in_main_unit(1250, "EUR"), 12.5);
@@ -540,7 +568,27 @@ mod tests {
         long_order.order_id = long.clone();
         let mut nothing = with_payment_id("pay-7003");
         nothing.amount_cents = 0;
+        // The module's docs: "a currency that is not an ISO 4217 code ... is refused". Three
+        // capital letters are not enough: `ZZZ` is no code, `XXX` means "no currency", `XAU` is
+        // gold, `XTS` is for tests, and the kuna was withdrawn in 2023.
+        let with_currency = |id: &str, code: &str| {
+            let mut request = with_payment_id(id);
+            request.currency = code.to_owned();
+            request
+        };
         let cases = [
+            (
+                "a currency that is no code",
+                with_currency("pay-7004", "ZZZ"),
+            ),
+            ("no currency (XXX)", with_currency("pay-7005", "XXX")),
+            ("gold (XAU)", with_currency("pay-7006", "XAU")),
+            ("the testing code (XTS)", with_currency("pay-7007", "XTS")),
+            (
+                "a withdrawn currency (HRK)",
+                with_currency("pay-7008", "HRK"),
+            ),
+            ("a lower-case code", with_currency("pay-7009", "eur")),
             ("a 100 kB payment id", with_payment_id(&long)),
             ("a payment id with a slash", with_payment_id("pay/../7000")),
             ("a payment id with a space", with_payment_id("pay 7000")),
