@@ -435,7 +435,7 @@ impl Metrics {
         unit: Unit,
         resolution: Resolution,
     ) -> Result<(), Error> {
-        validate::metric_name(name)?;
+        let name = validate::metric_name(name)?;
         validate::value(name, value)?;
         check_log_level_keys(&self.shared.settings, name)?;
         let mut state = self.lock();
@@ -937,7 +937,7 @@ impl Metrics {
         combine: Combine,
         origin: Origin,
     ) -> Result<(), Error> {
-        validate::metric_name(name)?;
+        let name = validate::metric_name(name)?;
         validate::value(name, value)?;
         check_log_level_keys(&self.shared.settings, name)?;
         let mut state = self.lock();

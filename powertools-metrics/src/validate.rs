@@ -68,14 +68,23 @@ pub(crate) fn namespace(namespace: &str) -> Result<(), Error> {
     Ok(())
 }
 
-pub(crate) fn metric_name(name: &str) -> Result<(), Error> {
+/// Whitespace as Python's `str.isspace` has it (what Powertools' `name.strip()` removes):
+/// Unicode's `White_Space`, and U+001C to U+001F, which Python counts as separators.
+fn is_python_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// The metric name to use for `name`: trimmed of whitespace, as Powertools for Python trims it
+/// before checking it (so that `"OrdersPlaced "` adds to the same CloudWatch metric in both).
+pub(crate) fn metric_name(untrimmed: &str) -> Result<&str, Error> {
+    let name = untrimmed.trim_matches(is_python_space);
     let invalid = |reason| {
         Err(Error::InvalidMetricName {
-            name: name.to_owned(),
+            name: untrimmed.to_owned(),
             reason,
         })
     };
-    if name.trim().is_empty() {
+    if name.is_empty() {
         return invalid("it is empty or only whitespace");
     }
     if name.chars().count() > MAX_METRIC_NAME_LEN {
@@ -90,7 +99,7 @@ pub(crate) fn metric_name(name: &str) -> Result<(), Error> {
             used_as: "the EMF envelope",
         });
     }
-    Ok(())
+    Ok(name)
 }
 
 pub(crate) fn value(name: &str, value: f64) -> Result<(), Error> {
@@ -181,6 +190,25 @@ mod tests {
             assert!(
                 matches!(namespace(bad), Err(Error::InvalidNamespace { .. })),
                 "{bad:?}"
+            );
+        }
+    }
+
+    /// Every character Python 3's `str.isspace` holds true, as `python3 -c` listed them over
+    /// the whole Unicode range (Python 3.11): the characters Powertools strips from names.
+    #[test]
+    fn python_s_whitespace_is_exactly_these_characters() {
+        const PYTHON_SPACE: [u32; 29] = [
+            0x9, 0xa, 0xb, 0xc, 0xd, 0x1c, 0x1d, 0x1e, 0x1f, 0x20, 0x85, 0xa0, 0x1680, 0x2000,
+            0x2001, 0x2002, 0x2003, 0x2004, 0x2005, 0x2006, 0x2007, 0x2008, 0x2009, 0x200a, 0x2028,
+            0x2029, 0x202f, 0x205f, 0x3000,
+        ];
+        for c in (0..=0x10_ffff).filter_map(char::from_u32) {
+            assert_eq!(
+                is_python_space(c),
+                PYTHON_SPACE.contains(&u32::from(c)),
+                "U+{:04X}",
+                u32::from(c)
             );
         }
     }

@@ -232,3 +232,51 @@ fn no_document_exceeds_the_log_event_limit() {
         .unwrap_err();
     assert!(matches!(error, Error::DocumentTooLarge { .. }), "{error:?}");
 }
+
+#[test]
+fn metric_names_are_trimmed_of_whitespace_as_python_trims_them() {
+    // Powertools for Python 3.37 `add_metric`: `name = name.strip()`, then the length check. The
+    // same calls must make the same CloudWatch metric: `"OrdersPlaced "` is `OrdersPlaced`.
+    let sink = CheckedSink::new();
+    let layer = builder(&sink).build().unwrap();
+    let metrics = layer.new_metrics();
+    metrics
+        .add_metric("OrdersPlaced", 1.0, Unit::Count)
+        .unwrap();
+    metrics
+        .add_metric("OrdersPlaced ", 2.0, Unit::Count)
+        .unwrap();
+    // Python's whitespace, which is not quite Rust's: U+001C to U+001F are whitespace to
+    // `str.strip()` (and U+200B, a zero-width space, is not).
+    metrics
+        .add_metric(
+            "\t\u{1f}\u{3000}OrdersPlaced\n\u{a0}\u{85}",
+            3.0,
+            Unit::Count,
+        )
+        .unwrap();
+    metrics
+        .add_metric("\u{200b}Kept", 1.0, Unit::Count)
+        .unwrap();
+    // 255 characters once trimmed: accepted, as in Python.
+    let long = format!("{} ", "n".repeat(255));
+    metrics.add_metric(&long, 1.0, Unit::Count).unwrap();
+    // Only whitespace: refused, as Python refuses an empty name.
+    assert!(matches!(
+        metrics.add_metric(" \u{1c} ", 1.0, Unit::Count),
+        Err(Error::InvalidMetricName { .. })
+    ));
+    metrics.flush().unwrap();
+    let document = &flushed(&sink)[0];
+    let names: Vec<&str> = document["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|metric| metric["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["OrdersPlaced", "\u{200b}Kept", "n".repeat(255).as_str()]
+    );
+    assert_eq!(document["OrdersPlaced"], json!([1.0, 2.0, 3.0]));
+}
