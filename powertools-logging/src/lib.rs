@@ -230,6 +230,10 @@ pub(crate) fn key_value(key: &str, value: impl Serialize) -> Result<Value, Error
 /// A float JSON cannot hold, anywhere in `value`, is written as its text (`"NaN"`, `"inf"`,
 /// `"-inf"`), as a field of an event is, not as serde_json's `null`.
 ///
+/// A value that serializes to `null` (`None`) leaves the key out of the lines, as Powertools for
+/// Python leaves out a key whose value is `None`; it also hides a persistent key of that name.
+/// Appending a value again brings the key back.
+///
 /// Inside a [`key_scope`] (each record of `powertools-batch` runs in one), the key is that
 /// scope's: on its lines only, gone when it ends.
 ///

@@ -337,7 +337,8 @@ impl Logger {
     }
 
     /// Adds a key to every line of every invocation from now on (configuration, deployment
-    /// data); invocation keys and fields of the line win over it.
+    /// data); invocation keys and fields of the line win over it. A value that serializes to
+    /// `null` (`None`) leaves the key out, as Powertools for Python does.
     ///
     /// # Errors
     /// [`Error::ReservedKey`] or [`Error::Serialization`].

@@ -200,9 +200,17 @@ impl JsonLayer {
                 }
             }
         }
+        // A key whose value is `null` (an `Option` appended as `None`) is left out, as
+        // Powertools for Python leaves out every top-level `None`; it still hides a persistent
+        // key of its name, as Python's one set of keys would.
+        let mut hidden = Vec::new();
         if let Some(keys) = &keys {
             for (key, value) in &keys.keys {
-                line.value_member(key, value);
+                if value.is_null() {
+                    hidden.push(key.clone());
+                } else {
+                    line.value_member(key, value);
+                }
             }
         }
         drop(keys);
@@ -212,7 +220,9 @@ impl JsonLayer {
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
         {
-            line.value_member(key, value);
+            if !value.is_null() && !hidden.contains(key) {
+                line.value_member(key, value);
+            }
         }
         // Last, so that a business `location` (a shop, a region) wins over the code location.
         line.location_member(

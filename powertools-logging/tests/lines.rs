@@ -108,6 +108,61 @@ async fn concurrent_key_scopes_keep_their_own_keys_and_inherit_the_invocations()
 }
 
 #[tokio::test]
+async fn a_key_appended_as_none_is_left_out_of_the_lines_as_python_leaves_it_out() {
+    // Powertools for Python 3.37 drops every top-level key whose value is None:
+    // `append_keys(customer_id=None)` writes no `customer_id`. An `Option` field appended as it
+    // is must not write `"customer_id":null` where Python writes nothing (`ispresent()` queries).
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).build().unwrap();
+    logger.append_persistent_key("region", "eu-west-1").unwrap();
+    logger.append_persistent_key("team", "payments").unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    let service = LoggingLayer::new(logger).layer(service_fn(|_: LambdaEvent<Value>| async {
+        powertools_logging::append_key("customer_id", None::<String>)?;
+        powertools_logging::append_key("order", json!({"note": null}))?;
+        // Python has one set of keys: None hides the persistent key of that name too.
+        powertools_logging::append_key("region", Option::<&str>::None)?;
+        tracing::info!("no customer");
+        powertools_logging::append_key("coupon", "c-7")?;
+        powertools_logging::key_scope(async {
+            powertools_logging::append_key("coupon", None::<&str>)?;
+            tracing::info!("in the scope");
+            Ok::<_, lambda_runtime::Error>(())
+        })
+        .await?;
+        powertools_logging::append_key("customer_id", Some("cu-1"))?;
+        tracing::info!("a customer");
+        Ok::<_, lambda_runtime::Error>(())
+    }));
+    service
+        .oneshot(TestContext::new().event(json!({})))
+        .await
+        .unwrap();
+
+    let first = &lines_with(&logs, "no customer")[0];
+    assert!(first.get("customer_id").is_none(), "{first}");
+    assert!(first.get("region").is_none(), "{first}");
+    assert_eq!(first["team"], "payments");
+    // Only top-level keys: a null inside a value is the value's.
+    assert_eq!(first["order"], json!({"note": null}));
+    let scoped = &lines_with(&logs, "in the scope")[0];
+    assert!(scoped.get("coupon").is_none(), "{scoped}");
+    let last = &lines_with(&logs, "a customer")[0];
+    assert_eq!(last["customer_id"], "cu-1");
+    assert_eq!(last["coupon"], "c-7");
+    assert!(last.get("region").is_none(), "{last}");
+    for line in logs.json() {
+        assert!(
+            line.as_object()
+                .unwrap()
+                .values()
+                .all(|value| !value.is_null()),
+            "{line}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_key_scope_outside_an_invocation_has_keys_of_its_own() {
     let logs = MemoryLogs::new();
     let logger = builder(&logs).build().unwrap();
