@@ -89,7 +89,7 @@ impl<T> KinesisRecord<T> {
 ///   run at once (default 1), and a record that finishes makes room for the next at once (a
 ///   slow record holds only its own place). They run on the invocation's task, taking turns at
 ///   their `.await`s: move CPU-heavy work in a record to `tokio::task::spawn_blocking`.
-/// - **SQS FIFO queues** (the source ARN ends in `.fifo`): in order, one at a time. The first
+/// - **SQS FIFO queues** (a record's source ARN ends in `.fifo`): in order, one at a time. The first
 ///   failure fails every remaining record, so ordering within a message group holds; with
 ///   [`skip_group_on_error`](Self::skip_group_on_error), only the rest of that record's message
 ///   group fails.
@@ -179,7 +179,9 @@ impl BatchProcessor {
         Fut: Future<Output = Result<(), E>>,
         E: Display,
     {
-        let fifo = event.records.first().is_some_and(|message| {
+        // Any record: Lambda sets every record's ARN, but an event built by hand or by a
+        // transformation may leave it off some, and running FIFO records at once breaks order.
+        let fifo = event.records.iter().any(|message| {
             message
                 .event_source_arn
                 .as_deref()

@@ -202,6 +202,32 @@ async fn a_body_whose_deserialization_panics_fails_its_record_only() {
 }
 
 #[tokio::test]
+async fn a_fifo_batch_is_one_whose_any_record_comes_from_a_fifo_queue() {
+    // Lambda gives every record its queue's ARN, but a hand-written or transformed event may
+    // leave it off the first: one record from a `.fifo` queue makes the whole batch FIFO (in
+    // order, stopping at the first failure), never concurrent.
+    logging();
+    let mut event = sqs("fifo");
+    event.records[0].event_source_arn = None;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counting = |record: SqsRecord<BakeOrder>| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        bake(record)
+    };
+    let response = BatchProcessor::new()
+        .concurrency(8)
+        .process_sqs(&event, counting)
+        .await
+        .unwrap();
+    assert_eq!(failed_ids(&response), ["f-2", "f-3", "f-4"], "order holds");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "nothing after the failure ran"
+    );
+}
+
+#[tokio::test]
 async fn a_fifo_failure_fails_every_later_record_or_only_its_group() {
     logging();
     let calls = Arc::new(AtomicUsize::new(0));
