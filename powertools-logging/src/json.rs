@@ -15,7 +15,9 @@ use tracing::field::{Field, Visit};
 pub const REDACTED: &str = "*****";
 
 /// The keys whose values are masked by default, wherever they appear in a line (a field, a
-/// business key, a key nested in a logged event). Compared without case, `-` and `_` alike.
+/// business key, a key nested in a logged event). Compared without case and without `-` and
+/// `_`, so that each spelling of the words is masked: `card_number`, `card-number`,
+/// `cardNumber`.
 pub const DEFAULT_REDACTED_KEYS: &[&str] = &[
     "password",
     "passwd",
@@ -82,9 +84,11 @@ pub(crate) struct Redactor {
 
 impl Redactor {
     pub(crate) fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(keys: I) -> Self {
+        // A key of separators alone would match every key of separators alone: left out.
         let keys: Vec<String> = keys
             .into_iter()
             .map(|key| normalize(key.as_ref()))
+            .filter(|key| !key.is_empty())
             .collect();
         let non_ascii = keys.iter().any(|key| !key.is_ascii());
         Redactor { keys, non_ascii }
@@ -115,24 +119,44 @@ impl Redactor {
     }
 }
 
-/// A key as it is compared: lowercase (Unicode's), `-` as `_`. For an ASCII key, [`fold`] of
-/// each byte.
+/// A key as it is compared: lowercase (Unicode's), without `-` and `_` (the words of
+/// `card_number`, `card-number` and `cardNumber` alike). For an ASCII key, the bytes [`folded`]
+/// gives.
 fn normalize(key: &str) -> String {
     key.chars()
         .flat_map(char::to_lowercase)
-        .map(|c| if c == '-' { '_' } else { c })
+        .filter(|&c| c != '-' && c != '_')
         .collect()
 }
 
-fn fold(byte: u8) -> u8 {
-    match byte {
-        b'-' => b'_',
-        other => other.to_ascii_lowercase(),
-    }
+fn is_separator(byte: u8) -> bool {
+    byte == b'-' || byte == b'_'
+}
+
+/// `bytes` as keys are compared, for a search in text: ASCII letters lowercase, `-` and `_` left
+/// out; with, for each byte kept, its offset in `bytes`.
+fn folded(bytes: &[u8]) -> (Vec<u8>, Vec<usize>) {
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|&(_, &byte)| !is_separator(byte))
+        .map(|(offset, byte)| (byte.to_ascii_lowercase(), offset))
+        .unzip()
 }
 
 fn same_key(normalized: &[u8], key: &[u8]) -> bool {
-    normalized.len() == key.len() && normalized.iter().zip(key).all(|(a, b)| *a == fold(*b))
+    // Separators only make a key longer than its words.
+    if key.len() < normalized.len() {
+        return false;
+    }
+    let mut letters = key
+        .iter()
+        .filter(|&&byte| !is_separator(byte))
+        .map(u8::to_ascii_lowercase);
+    normalized
+        .iter()
+        .all(|&expected| letters.next() == Some(expected))
+        && letters.next().is_none()
 }
 
 /// FNV-1a: a few instructions per byte, plenty for telling a line's keys apart.
@@ -635,14 +659,15 @@ fn masked_json_text_at(
     mask_in_place(&mut value, redactor, depth, strings).then(|| value.to_string())
 }
 
-/// Whether `text` holds a redacted key's name anywhere, spelled in any case, with `-` or `_`.
+/// Whether `text` holds a redacted key's name anywhere, spelled in any case, with or without
+/// `-` and `_`.
 fn mentions_redacted_key(text: &str, redactor: &Redactor) -> bool {
     mentions_redacted_key_in(text.as_bytes(), redactor)
 }
 
 /// [`mentions_redacted_key`] in bytes that may not be UTF-8 (a decoded body).
 fn mentions_redacted_key_in(bytes: &[u8], redactor: &Redactor) -> bool {
-    let folded: Vec<u8> = bytes.iter().copied().map(fold).collect();
+    let (folded, _) = folded(bytes);
     redactor.keys.iter().any(|key| {
         let key = key.as_bytes();
         !key.is_empty() && folded.windows(key.len()).any(|window| window == key)
@@ -650,10 +675,10 @@ fn mentions_redacted_key_in(bytes: &[u8], redactor: &Redactor) -> bool {
 }
 
 /// Where an error message stops being written in clear: after the first mention of a redacted
-/// key (spelled in any case, with `-` or `_`) and the letters that continue its word
+/// key (spelled in any case, with or without `-` and `_`) and the letters that continue its word
 /// (`ExpiredTokenException`, `Passwords`); `None` when it names none.
 fn clear_until(text: &str, redactor: &Redactor) -> Option<usize> {
-    let folded: Vec<u8> = text.bytes().map(fold).collect();
+    let (folded, offsets) = folded(text.as_bytes());
     let mention = redactor
         .keys
         .iter()
@@ -672,9 +697,10 @@ fn clear_until(text: &str, redactor: &Redactor) -> Option<usize> {
             .mentioned_in_unicode_case(text.as_bytes())
             .then_some(0);
     };
-    // The key is UTF-8 matched against UTF-8 whose ASCII letters alone were folded, so the
-    // mention begins and ends on character boundaries.
-    let after = at + key;
+    // The key is UTF-8 matched against UTF-8 whose ASCII letters alone were folded (and ASCII
+    // separators left out), so the mention begins and ends on character boundaries; it ends
+    // after its last byte's offset in the text.
+    let after = offsets[at + key - 1] + 1;
     Some(
         text[after..]
             .find(|c: char| !c.is_ascii_alphabetic())
@@ -1252,6 +1278,58 @@ mod tests {
         assert_eq!(parsed["request"]["headers"]["X-Api-Key"], REDACTED);
         assert_eq!(parsed["request"]["payment"][0]["card_number"], REDACTED);
         assert_eq!(parsed["request"]["payment"][0]["amount"], 5);
+    }
+
+    /// JSON APIs name keys in camelCase (`cardNumber`, `accessToken`, `apiKey`): the same
+    /// words as the masked keys, without their separators. Keys are compared with `-` and `_`
+    /// left out, so each spelling of the words is masked, in keys and in error messages.
+    #[test]
+    fn masked_keys_match_in_camel_case_and_without_separators() {
+        let redactor = Redactor::new(DEFAULT_REDACTED_KEYS);
+        for key in [
+            "cardNumber",
+            "CardNumber",
+            "card-number",
+            "cardnumber",
+            "accessToken",
+            "xApiKey",
+            "X-API-KEY",
+            "setCookie",
+            "clientSecret",
+            "id-token",
+            "card__number",
+        ] {
+            assert!(redactor.masks(key), "{key}");
+        }
+        for key in [
+            "cardNumbers",
+            "card",
+            "number",
+            "tokens",
+            "passwordHint",
+            "",
+            "_",
+        ] {
+            assert!(!redactor.masks(key), "{key}");
+        }
+        let custom = Redactor::new(["iban-code", "contraseña_nueva"]);
+        assert!(custom.masks("ibanCode") && custom.masks("IBAN_CODE") && custom.masks("ibancode"));
+        assert!(custom.masks("ContraseñaNueva") && custom.masks("CONTRASEÑA-NUEVA"));
+        assert!(!custom.masks("iban"));
+        assert_eq!(
+            redacted_message("declined: cardNumber=4111 1111", &redactor),
+            format!("declined: cardNumber{REDACTED}")
+        );
+        assert_eq!(
+            redacted_message("bad X-Api-Key header", &redactor),
+            format!("bad X-Api-Key{REDACTED}")
+        );
+        assert!(mentions_redacted_key("accessToken=t-1&x=2", &redactor));
+        assert!(mentions_redacted_key("ACCESS-TOKEN t-1", &redactor));
+        assert!(!mentions_redacted_key(
+            "access denied to the order",
+            &redactor
+        ));
     }
 
     #[test]

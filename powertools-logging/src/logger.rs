@@ -432,7 +432,8 @@ impl LoggerBuilder {
     }
 
     /// Replaces the masked keys (default: [`DEFAULT_REDACTED_KEYS`]); an empty list masks
-    /// nothing.
+    /// nothing. Keys are compared without case and without `-` and `_`: `"iban_code"` masks
+    /// `ibanCode` and `IBAN-CODE` too.
     pub fn redacted_keys<I: IntoIterator<Item = S>, S: Into<String>>(mut self, keys: I) -> Self {
         self.redacted_keys = Some(keys.into_iter().map(Into::into).collect());
         self
