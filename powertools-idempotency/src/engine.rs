@@ -537,11 +537,24 @@ impl<St: IdempotencyStore> Engine<St> {
 }
 
 /// The response as the JSON to store, or why it cannot be stored faithfully: a float that JSON
-/// cannot hold (serde_json would write `null`), a value serde_json refuses, or a record over the
-/// item size limit.
-fn storable_response<R: Serialize>(record: &DataRecord, response: &R) -> Result<String, String> {
+/// cannot hold (serde_json would write `null`), a value serde_json refuses, JSON that would not
+/// read back into the response type, or a record over the item size limit.
+fn storable_response<R: Serialize + DeserializeOwned>(
+    record: &DataRecord,
+    response: &R,
+) -> Result<String, String> {
     check_storable(response)?;
     let data = serde_json::to_string(response).map_err(|error| error.to_string())?;
+    // Read back as a replay reads it: JSON that serde_json writes but cannot read into the type
+    // would make every duplicate fail until the record expires. It is nested deeper than the
+    // 127 levels serde_json reads, or holds a 128-bit integer where serde buffers values
+    // (`#[serde(flatten)]`, internally tagged and untagged enums), or the type's `Deserialize`
+    // does not take what its `Serialize` writes (a `skip_serializing` field without a default).
+    if let Err(error) = serde_json::from_str::<R>(&data) {
+        return Err(format!(
+            "its JSON would not read back into the response type ({error})"
+        ));
+    }
     let size = estimated_item_size(record, &data);
     if size > MAX_ITEM_SIZE {
         return Err(format!(

@@ -86,7 +86,7 @@
 //! | handler returns `Err` | deleted | [`Error::Handler`] (its own error) | runs the handler again |
 //! | handler panics inside its future | deleted | [`Error::HandlerPanicked`] (also when nothing was claimed: idempotency off, or a missing key allowed) | runs the handler again |
 //! | handler panics before its future exists (in a service's `call`, or in the closure given to `run`) | deleted | the panic, resumed | runs the handler again |
-//! | response can't be stored (over [`MAX_ITEM_SIZE`], NaN or ±Infinity, refused by serde_json) | `COMPLETED` without a response; a warning is logged | the response | [`Error::ResponseNotStored`] until the window ends: the side effects never run twice |
+//! | response can't be stored (over [`MAX_ITEM_SIZE`], NaN or ±Infinity, refused by serde_json, or JSON that does not read back into the response type) | `COMPLETED` without a response; a warning is logged | the response | [`Error::ResponseNotStored`] until the window ends: the side effects never run twice |
 //! | invocation times out, the process dies, or the future is dropped after the claim (a `tokio::time::timeout` or `select!` around `run`, say) | stays `INPROGRESS` until the invocation's deadline | Lambda's timeout (or nothing: the future is gone) | [`Error::AlreadyInProgress`] until the deadline, then runs again |
 //! | store down or hung before the claim | none (or, if the write landed but its answer was lost, `INPROGRESS` until the deadline) | [`Error::Persistence`], the handler never ran; when the SDK's own retry of the write found the one that landed, the claim knows it for its own by its id ([`DataRecord::claim_id`]) and the handler runs, once | runs (or [`Error::AlreadyInProgress`] until the deadline, after an [`Error::Persistence`]) |
 //! | store down or hung after the handler succeeded | stays `INPROGRESS` until the invocation's deadline | [`Error::NotCompleted`], naming that time | [`Error::AlreadyInProgress`] until then, then runs again |
@@ -138,7 +138,8 @@
 //!   functions share records; ours keep the operation.
 //! - A replay returns the handler's response type, deserialized straight from the stored JSON
 //!   (floats bit for bit, 128-bit integers included), including `()`, `false`, `0`, `""` and
-//!   `null`.
+//!   `null`. A replay is what the JSON reads as: `Some(None)` is stored as `null` and replays
+//!   as `None` (the README's "What it promises" has the other shapes JSON does not hold whole).
 //! - The replay hook takes the typed response, not its JSON.
 //! - A response that can't be stored completes the record without it ([`Error::ResponseNotStored`]
 //!   for duplicates). Python fails the caller after the side effects happened and leaves the

@@ -3179,6 +3179,81 @@ async fn replay_is_bit_for_bit_on_every_path() {
     }
 }
 
+/// A response the first caller got, stored as JSON that serde_json cannot read back into the
+/// response type, blocked every duplicate with a serialization error for the whole window
+/// (found by an attack from the docs). It is not stored now, with a warning, and duplicates get
+/// `ResponseNotStored`, as the outcome table says for a response that can't be stored: a
+/// response nested 128 levels deep (serde_json reads 127), and a 128-bit integer that serde can
+/// only write, inside a `#[serde(flatten)]` struct or an internally tagged enum.
+#[tokio::test]
+async fn a_response_that_would_not_read_back_is_not_stored_and_duplicates_are_told_so() {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Inner {
+        id: u128,
+        amount: f64,
+    }
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Flat {
+        name: String,
+        #[serde(flatten)]
+        inner: Inner,
+    }
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type")]
+    enum Tagged {
+        Receipt { id: u128 },
+    }
+
+    async fn twice<R>(make: impl Fn() -> R) -> (R, Result<R, Error<HE>>)
+    where
+        R: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let (idem, _store) = fresh();
+        let value = make();
+        let first = idem
+            .run(&ctx(), "x", 1, move |_| async move { Ok::<_, HE>(value) })
+            .await
+            .expect("the first caller gets its response");
+        let duplicate = idem
+            .run(&ctx(), "x", 1, |_| async { Ok::<R, HE>(unreachable!()) })
+            .await;
+        (first, duplicate)
+    }
+    fn nested(depth: usize) -> Value {
+        let mut value = json!(1);
+        for _ in 0..depth {
+            value = json!([value]);
+        }
+        value
+    }
+
+    // 127 levels read back: replayed.
+    let (first, duplicate) = twice(|| nested(127)).await;
+    assert_eq!(duplicate.unwrap(), first);
+    for depth in [128, 129, 400] {
+        let (first, duplicate) = twice(|| nested(depth)).await;
+        assert_eq!(first, nested(depth));
+        assert!(
+            matches!(duplicate, Err(Error::ResponseNotStored { .. })),
+            "{depth} levels: {duplicate:?}"
+        );
+    }
+    let (_, duplicate) = twice(|| Flat {
+        name: "x".into(),
+        inner: Inner { id: 5, amount: 1.5 },
+    })
+    .await;
+    assert!(
+        matches!(duplicate, Err(Error::ResponseNotStored { .. })),
+        "{duplicate:?}"
+    );
+    let (_, duplicate) = twice(|| Tagged::Receipt { id: u128::MAX }).await;
+    assert!(
+        matches!(duplicate, Err(Error::ResponseNotStored { .. })),
+        "{duplicate:?}"
+    );
+}
+
 /// The same through the layer (a 128-bit integer and floats in the response).
 #[tokio::test]
 async fn layer_replay_is_bit_for_bit() {
