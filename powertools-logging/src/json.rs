@@ -96,14 +96,32 @@ impl Redactor {
 
     pub(crate) fn masks(&self, key: &str) -> bool {
         !self.keys.is_empty()
-            && (self
-                .keys
-                .iter()
-                .any(|masked| same_key(masked.as_bytes(), key.as_bytes()))
+            && (self.masks_ascii_spelling(key.as_bytes())
                 || (self.non_ascii && !key.is_ascii() && {
                     let key = normalize(key);
                     self.keys.contains(&key)
                 }))
+    }
+
+    /// Whether `key`, its ASCII letters lowercase and its separators left out, is a masked key.
+    /// Every line asks it of each of its keys: a key up to 64 bytes is folded once onto the
+    /// stack and compared whole with each masked key (most differ in length), a longer one
+    /// compared letter by letter.
+    fn masks_ascii_spelling(&self, key: &[u8]) -> bool {
+        let mut folded = [0_u8; 64];
+        if key.len() > folded.len() {
+            return self
+                .keys
+                .iter()
+                .any(|masked| same_key(masked.as_bytes(), key));
+        }
+        let mut len = 0;
+        for &byte in key {
+            folded[len] = byte.to_ascii_lowercase();
+            len += usize::from(!is_separator(byte));
+        }
+        let folded = &folded[..len];
+        self.keys.iter().any(|masked| masked.as_bytes() == folded)
     }
 
     /// Whether `text` holds a key spelled in another Unicode case than the key's (`CONTRASEÑA`
@@ -1330,6 +1348,39 @@ mod tests {
             "access denied to the order",
             &redactor
         ));
+    }
+
+    /// The stack-folded comparison every line makes agrees with the letter-by-letter one, for
+    /// keys of any length around the 64-byte buffer, spelled with any case and separators.
+    #[test]
+    fn the_folded_comparison_agrees_with_the_letter_by_letter_one() {
+        let redactor = Redactor::new(["card_number", "x-api-key", &"long_key_".repeat(8)]);
+        let spellings = |word: &str| {
+            let mut spelled = vec![word.to_owned(), word.to_uppercase()];
+            spelled.push(word.replace('_', "-"));
+            spelled.push(word.replace(['_', '-'], ""));
+            spelled.push(format!("_{word}_"));
+            spelled.push(format!("{word}s"));
+            spelled.push(format!("{}{word}", "-".repeat(60)));
+            spelled
+        };
+        for word in [
+            "card_number",
+            "x_api_key",
+            &"long_key_".repeat(8),
+            "cardnumbe",
+            "",
+        ] {
+            for key in spellings(word) {
+                let letter_by_letter = redactor
+                    .keys
+                    .iter()
+                    .any(|masked| same_key(masked.as_bytes(), key.as_bytes()));
+                assert_eq!(redactor.masks(&key), letter_by_letter, "{key:?}");
+            }
+        }
+        assert!(redactor.masks(&format!("{}card_number", "_".repeat(70))));
+        assert!(redactor.masks(&"LONG-KEY-".repeat(8)));
     }
 
     #[test]
