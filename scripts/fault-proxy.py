@@ -30,6 +30,10 @@ matching requests, or connections for an untargeted "refuse"; then everything pa
     cut      forward the request, read moto's whole answer (the write is applied), then close the
              client connection without sending it
     drop     close the client connection without forwarding the request
+    error    answer without forwarding, as DynamoDB answers an error: "status" (400 or 500, say)
+             and "code" ({"action": "error", "status": 400, "code":
+             "ProvisionedThroughputExceededException"}); the body is DynamoDB's JSON error
+             (`__type` and `message`), so the SDK reads the code, and retries what it retries
 
 Usage: fault-proxy.py HOST CONTROL_PORT UPSTREAM_HOST:UPSTREAM_PORT (stdlib only, Python 3.11).
 """
@@ -42,7 +46,7 @@ import socket
 import struct
 import sys
 
-ACTIONS = {"pass", "refuse", "hang", "delay", "cut", "drop"}
+ACTIONS = {"pass", "refuse", "hang", "delay", "cut", "drop", "error"}
 MAX_HEAD = 64 * 1024
 CHUNK = 64 * 1024
 
@@ -77,11 +81,18 @@ def check_rule(rule: object) -> dict:
     """The rule, validated; raises ValueError with what is wrong."""
     if not isinstance(rule, dict) or rule.get("action") not in ACTIONS:
         raise ValueError(f"a rule is an object with an action in {sorted(ACTIONS)}")
-    unknown = set(rule) - {"action", "target", "times", "ms"}
+    unknown = set(rule) - {"action", "target", "times", "ms", "status", "code"}
     if unknown:
         raise ValueError(f"unknown rule fields {sorted(unknown)}")
     if rule["action"] == "delay" and not isinstance(rule.get("ms"), int | float):
         raise ValueError('a delay rule needs "ms"')
+    if rule["action"] == "error" and not (
+        isinstance(rule.get("status"), int)
+        and 400 <= rule["status"] <= 599
+        and isinstance(rule.get("code"), str)
+        and rule["code"].isidentifier()
+    ):
+        raise ValueError('an error rule needs "status" (400 to 599) and "code" (a name)')
     if "times" in rule and not (isinstance(rule["times"], int) and rule["times"] >= 0):
         raise ValueError('"times" is a count')
     if "target" in rule and not isinstance(rule["target"], str):
@@ -174,6 +185,10 @@ class Channel:
                     return
                 if action == "delay":
                     await asyncio.sleep(rule["ms"] / 1000)
+                if action == "error":
+                    writer.write(dynamodb_error(rule["status"], rule["code"]))
+                    await writer.drain()
+                    continue
                 if upstream is None:
                     upstream = await asyncio.open_connection(*self.upstream)
                 deliver = action != "cut"
@@ -199,6 +214,23 @@ class Channel:
         await asyncio.wait({client_done, rule_changed}, return_when=asyncio.FIRST_COMPLETED)
         for task in (client_done, rule_changed):
             task.cancel()
+
+
+def dynamodb_error(status: int, code: str) -> bytes:
+    """An HTTP answer with DynamoDB's JSON error body for `code`, the connection kept open."""
+    body = json.dumps(
+        {
+            "__type": f"com.amazonaws.dynamodb.v20120810#{code}",
+            "message": f"{code} injected by the fault proxy",
+        }
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status} Error\r\n"
+        "Content-Type: application/x-amz-json-1.0\r\n"
+        f"x-amzn-RequestId: fault-proxy-{code}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 async def forward(request: bytes, start: str, upstream, writer, deliver: bool) -> bool:

@@ -533,10 +533,20 @@ impl FaultProxy {
     /// A DynamoDB client configured from the environment like [`dynamodb_client`], but sending to
     /// this channel, with the SDK's retries disabled so that one fault is one error.
     pub async fn client(&self) -> aws_sdk_dynamodb::Client {
+        self.client_retrying(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+            .await
+    }
+
+    /// [`client`](Self::client) with the SDK's retries as `retry` says (a function's client has
+    /// the standard ones: three attempts, with backoff).
+    pub async fn client_retrying(
+        &self,
+        retry: aws_sdk_dynamodb::config::retry::RetryConfig,
+    ) -> aws_sdk_dynamodb::Client {
         let sdk_config = aws_config::load_from_env().await;
         let config = aws_sdk_dynamodb::config::Builder::from(&sdk_config)
             .endpoint_url(self.endpoint())
-            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+            .retry_config(retry)
             .build();
         aws_sdk_dynamodb::Client::from_conf(config)
     }

@@ -106,19 +106,102 @@ async fn a_store_that_is_down_before_the_claim_never_runs_the_handler() {
     assert_eq!(faulty.executions(), 1);
 }
 
+/// DynamoDB's error answers, as DynamoDB sends them (the proxy's `error` action): throttling
+/// and server errors on the claim never run the handler, and the error names the code DynamoDB
+/// answered with, the operation and the table, so that an alarm or a reader knows which.
+#[tokio::test]
+async fn a_throttled_or_failing_claim_names_dynamodb_s_error_code_and_never_runs_the_handler() {
+    let Some(faulty) = faulty().await else {
+        return;
+    };
+    for (status, code) in [
+        (400, "ProvisionedThroughputExceededException"),
+        (400, "ThrottlingException"),
+        (400, "RequestLimitExceeded"),
+        (500, "InternalServerError"),
+        (503, "ServiceUnavailable"),
+    ] {
+        faulty
+            .proxy
+            .set(json!({"action": "error", "status": status, "code": code, "target": "PutItem"}));
+        let error = faulty
+            .charge(&format!("pay-{code}"), INVOCATION)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::Persistence {
+                    operation: "save the in-progress record",
+                    ..
+                }
+            ),
+            "{code}: {error:?}"
+        );
+        assert_eq!(error.error_type(), "IdempotencyPersistenceLayerError");
+        let message = error.to_string();
+        assert!(
+            message.contains(code)
+                && message.contains("PutItem")
+                && message.contains(&faulty.table),
+            "{code}: the message names the code, the operation and the table: {message}"
+        );
+    }
+    assert_eq!(faulty.executions(), 0, "the handler never ran");
+}
+
+/// With the SDK's standard retries (what a function's client has), a claim throttled twice is
+/// retried by the SDK and succeeds on the third attempt: the handler runs once, and a duplicate
+/// is answered from the record.
+#[tokio::test]
+async fn a_claim_throttled_then_let_through_by_the_sdk_s_retries_runs_the_handler_once() {
+    let Some(faulty) = faulty().await else {
+        return;
+    };
+    let store = DynamoDbStore::new(
+        faulty
+            .proxy
+            .client_retrying(aws_sdk_dynamodb::config::retry::RetryConfig::standard())
+            .await,
+        &faulty.table,
+    )
+    .expect("valid store");
+    let retrying = Faulty {
+        idempotency: Idempotency::builder(store)
+            .key_prefix("faults")
+            .build()
+            .expect("valid settings"),
+        ..faulty
+    };
+    retrying.proxy.set(json!({
+        "action": "error", "status": 400, "code": "ProvisionedThroughputExceededException",
+        "target": "PutItem", "times": 2
+    }));
+    let first = retrying.charge("pay-throttled", INVOCATION).await.unwrap();
+    assert_eq!(
+        retrying.proxy.requests("PutItem"),
+        3,
+        "two throttled, one through"
+    );
+    let duplicate = retrying.charge("pay-throttled", INVOCATION).await.unwrap();
+    assert_eq!(duplicate, first);
+    assert_eq!(retrying.executions(), 1);
+}
+
 #[tokio::test]
 async fn a_store_that_fails_after_the_handler_keeps_the_key_in_progress_until_the_deadline() {
     let Some(faulty) = faulty().await else {
         return;
     };
     let remaining = Duration::from_millis(1500);
-    for action in ["drop", "refuse"] {
+    for action in ["drop", "refuse", "error"] {
         let payment = format!("pay-mid-{action}");
         let before = faulty.executions();
-        // The claim passes; the completion fails.
-        faulty
-            .proxy
-            .set(json!({"action": action, "target": "UpdateItem"}));
+        // The claim passes; the completion fails (throttled, for the `error` action).
+        faulty.proxy.set(json!({
+            "action": action, "target": "UpdateItem",
+            "status": 400, "code": "ProvisionedThroughputExceededException"
+        }));
         let error = faulty.charge(&payment, remaining).await.unwrap_err();
         assert!(matches!(error, Error::NotCompleted { .. }), "{error:?}");
         assert_eq!(error.error_type(), "IdempotencyPersistenceLayerError");
