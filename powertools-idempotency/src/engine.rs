@@ -536,6 +536,10 @@ impl<St: IdempotencyStore> Engine<St> {
     }
 }
 
+/// The most levels of JSON arrays and objects serde_json reads (its recursion limit, 128, is
+/// reached on the 128th).
+const MAX_JSON_DEPTH: usize = 127;
+
 /// The response as the JSON to store, or why it cannot be stored faithfully: a float that JSON
 /// cannot hold (serde_json would write `null`), a value serde_json refuses, JSON that would not
 /// read back into the response type, or a record over the item size limit.
@@ -543,14 +547,22 @@ fn storable_response<R: Serialize + DeserializeOwned>(
     record: &DataRecord,
     response: &R,
 ) -> Result<String, String> {
-    check_storable(response)?;
+    // JSON that serde_json writes but cannot read back into the type would make every
+    // duplicate fail until the record expires: JSON nested deeper than serde_json reads, and a
+    // 128-bit integer where serde buffers values (`#[serde(flatten)]`, internally tagged and
+    // untagged enums). The walk sees both; only a response with a 128-bit integer is read back
+    // to find out, so the usual response costs no second pass.
+    let shape = check_storable(response)?;
+    if shape.depth > MAX_JSON_DEPTH {
+        return Err(format!(
+            "its JSON nests {} levels deep, and serde_json reads back {MAX_JSON_DEPTH}",
+            shape.depth
+        ));
+    }
     let data = serde_json::to_string(response).map_err(|error| error.to_string())?;
-    // Read back as a replay reads it: JSON that serde_json writes but cannot read into the type
-    // would make every duplicate fail until the record expires. It is nested deeper than the
-    // 127 levels serde_json reads, or holds a 128-bit integer where serde buffers values
-    // (`#[serde(flatten)]`, internally tagged and untagged enums), or the type's `Deserialize`
-    // does not take what its `Serialize` writes (a `skip_serializing` field without a default).
-    if let Err(error) = serde_json::from_str::<R>(&data) {
+    if shape.wide_integers
+        && let Err(error) = serde_json::from_str::<R>(&data)
+    {
         return Err(format!(
             "its JSON would not read back into the response type ({error})"
         ));

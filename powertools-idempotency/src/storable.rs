@@ -2,15 +2,43 @@
 //!
 //! serde_json writes NaN and ±Infinity as `null`, so a response holding one would replay as
 //! something else (or fail to parse at all for an `f64` field). This walks the response through
-//! serde once, without allocating, and names the first value JSON cannot hold.
+//! serde once, without allocating, and names the first value JSON cannot hold. It also notes
+//! what the walk cannot settle alone: how deep the JSON nests (serde_json reads 127 levels) and
+//! whether it holds a 128-bit integer (which serde reads back only where it does not buffer).
 
+use std::cell::Cell;
 use std::fmt;
 
 use serde::ser::{self, Serialize};
 
-/// `Ok` when every float in `value` is finite; otherwise why the response cannot be stored.
-pub(crate) fn check_storable<T: Serialize + ?Sized>(value: &T) -> Result<(), String> {
-    value.serialize(FiniteCheck).map_err(|error| error.0)
+/// What the walk of a storable value saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Shape {
+    /// The deepest nesting of JSON arrays and objects it writes as.
+    pub(crate) depth: usize,
+    /// Whether it serializes a `u128` or an `i128`.
+    pub(crate) wide_integers: bool,
+}
+
+/// Its [`Shape`] when every float in `value` is finite; otherwise why it cannot be stored.
+pub(crate) fn check_storable<T: Serialize + ?Sized>(value: &T) -> Result<Shape, String> {
+    let seen = Seen::default();
+    value
+        .serialize(FiniteCheck {
+            depth: 0,
+            seen: &seen,
+        })
+        .map_err(|error| error.0)?;
+    Ok(Shape {
+        depth: seen.depth.get(),
+        wide_integers: seen.wide_integers.get(),
+    })
+}
+
+#[derive(Default)]
+struct Seen {
+    depth: Cell<usize>,
+    wide_integers: Cell<bool>,
 }
 
 #[derive(Debug)]
@@ -30,9 +58,29 @@ impl ser::Error for NotStorable {
     }
 }
 
-/// A serializer that writes nothing and refuses non-finite floats.
+/// A serializer that writes nothing and refuses non-finite floats; `depth` is how many JSON
+/// arrays and objects enclose what it is given.
 #[derive(Clone, Copy)]
-struct FiniteCheck;
+struct FiniteCheck<'s> {
+    depth: usize,
+    seen: &'s Seen,
+}
+
+impl FiniteCheck<'_> {
+    /// The serializer for what `levels` more arrays or objects enclose.
+    fn within(self, levels: usize) -> Self {
+        let depth = self.depth + levels;
+        if depth > self.seen.depth.get() {
+            self.seen.depth.set(depth);
+        }
+        FiniteCheck { depth, ..self }
+    }
+
+    fn wide_integer(self) -> Result<(), NotStorable> {
+        self.seen.wide_integers.set(true);
+        Ok(())
+    }
+}
 
 fn float(value: f64) -> Result<(), NotStorable> {
     if value.is_finite() {
@@ -50,7 +98,7 @@ macro_rules! accept {
     };
 }
 
-impl ser::Serializer for FiniteCheck {
+impl ser::Serializer for FiniteCheck<'_> {
     type Ok = ();
     type Error = NotStorable;
     type SerializeSeq = Self;
@@ -67,16 +115,22 @@ impl ser::Serializer for FiniteCheck {
         serialize_i16(i16),
         serialize_i32(i32),
         serialize_i64(i64),
-        serialize_i128(i128),
         serialize_u8(u8),
         serialize_u16(u16),
         serialize_u32(u32),
         serialize_u64(u64),
-        serialize_u128(u128),
         serialize_char(char),
         serialize_str(&str),
         serialize_bytes(&[u8]),
     );
+
+    fn serialize_i128(self, _value: i128) -> Result<(), NotStorable> {
+        self.wide_integer()
+    }
+
+    fn serialize_u128(self, _value: u128) -> Result<(), NotStorable> {
+        self.wide_integer()
+    }
 
     fn serialize_f32(self, value: f32) -> Result<(), NotStorable> {
         float(f64::from(value))
@@ -126,19 +180,20 @@ impl ser::Serializer for FiniteCheck {
         _variant: &'static str,
         value: &T,
     ) -> Result<(), NotStorable> {
-        value.serialize(self)
+        // `{"Variant": value}`
+        value.serialize(self.within(1))
     }
 
     fn serialize_seq(self, _len: Option<usize>) -> Result<Self, NotStorable> {
-        Ok(self)
+        Ok(self.within(1))
     }
 
     fn serialize_tuple(self, _len: usize) -> Result<Self, NotStorable> {
-        Ok(self)
+        Ok(self.within(1))
     }
 
     fn serialize_tuple_struct(self, _name: &'static str, _len: usize) -> Result<Self, NotStorable> {
-        Ok(self)
+        Ok(self.within(1))
     }
 
     fn serialize_tuple_variant(
@@ -148,15 +203,16 @@ impl ser::Serializer for FiniteCheck {
         _variant: &'static str,
         _len: usize,
     ) -> Result<Self, NotStorable> {
-        Ok(self)
+        // `{"Variant": [...]}`
+        Ok(self.within(2))
     }
 
     fn serialize_map(self, _len: Option<usize>) -> Result<Self, NotStorable> {
-        Ok(self)
+        Ok(self.within(1))
     }
 
     fn serialize_struct(self, _name: &'static str, _len: usize) -> Result<Self, NotStorable> {
-        Ok(self)
+        Ok(self.within(1))
     }
 
     fn serialize_struct_variant(
@@ -166,13 +222,14 @@ impl ser::Serializer for FiniteCheck {
         _variant: &'static str,
         _len: usize,
     ) -> Result<Self, NotStorable> {
-        Ok(self)
+        // `{"Variant": {...}}`
+        Ok(self.within(2))
     }
 }
 
 macro_rules! elements {
     ($($trait:ident :: $method:ident),* $(,)?) => {
-        $(impl ser::$trait for FiniteCheck {
+        $(impl ser::$trait for FiniteCheck<'_> {
             type Ok = ();
             type Error = NotStorable;
 
@@ -194,7 +251,7 @@ elements!(
     SerializeTupleVariant::serialize_field,
 );
 
-impl ser::SerializeMap for FiniteCheck {
+impl ser::SerializeMap for FiniteCheck<'_> {
     type Ok = ();
     type Error = NotStorable;
 
@@ -213,7 +270,7 @@ impl ser::SerializeMap for FiniteCheck {
 
 macro_rules! fields {
     ($($trait:ident),* $(,)?) => {
-        $(impl ser::$trait for FiniteCheck {
+        $(impl ser::$trait for FiniteCheck<'_> {
             type Ok = ();
             type Error = NotStorable;
 
@@ -257,8 +314,82 @@ mod tests {
             big: u128::MAX,
             note: None,
         };
-        assert_eq!(check_storable(&order), Ok(()));
-        assert_eq!(check_storable(&json!({"a": [1, 2.5, null]})), Ok(()));
+        assert!(check_storable(&order).is_ok());
+        assert!(check_storable(&json!({"a": [1, 2.5, null]})).is_ok());
+    }
+
+    /// The nesting of the JSON text: the most arrays and objects open at once.
+    fn json_depth(text: &str) -> usize {
+        let (mut depth, mut deepest, mut in_string, mut escaped) = (0_usize, 0, false, false);
+        for byte in text.bytes() {
+            match (in_string, escaped, byte) {
+                (true, true, _) => escaped = false,
+                (true, false, b'\\') => escaped = true,
+                (true, false, b'"') | (false, _, b'"') => in_string = !in_string,
+                (false, _, b'[' | b'{') => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                (false, _, b']' | b'}') => depth -= 1,
+                _ => {}
+            }
+        }
+        deepest
+    }
+
+    /// The walk's depth is the JSON's, for every way serde writes arrays and objects (enum
+    /// variants wrap theirs in an object), and it sees every 128-bit integer.
+    #[test]
+    fn the_walk_measures_the_json_it_writes() {
+        #[derive(serde::Serialize)]
+        enum Node {
+            Leaf,
+            Wrapped(Box<Node>),
+            Pair(Box<Node>, u8),
+            Named { inner: Box<Node> },
+            List(Vec<Node>),
+            Wide(u128),
+            Signed(i128),
+        }
+        #[derive(serde::Serialize)]
+        struct Tuple(Box<Node>, Box<Node>);
+        fn build(seed: u64, levels: u32) -> Node {
+            if levels == 0 {
+                return match seed % 3 {
+                    0 => Node::Leaf,
+                    1 => Node::Wide(u128::MAX),
+                    _ => Node::Signed(-1),
+                };
+            }
+            let inner = Box::new(build(seed / 7 + 1, levels - 1));
+            match seed % 4 {
+                0 => Node::Wrapped(inner),
+                1 => Node::Pair(inner, 1),
+                2 => Node::Named { inner },
+                _ => Node::List(vec![Node::Leaf, *inner]),
+            }
+        }
+        for seed in 0..300_u64 {
+            let levels = u32::try_from(seed % 70).unwrap();
+            let node = build(seed * 2_654_435_761, levels);
+            let text = serde_json::to_string(&node).unwrap();
+            let shape = check_storable(&node).unwrap();
+            assert_eq!(shape.depth, json_depth(&text), "{text}");
+            assert_eq!(
+                shape.wide_integers,
+                text.contains("Wide") || text.contains("Signed")
+            );
+            let tuple = Tuple(Box::new(Node::Leaf), Box::new(node));
+            let text = serde_json::to_string(&tuple).unwrap();
+            assert_eq!(
+                check_storable(&tuple).unwrap().depth,
+                json_depth(&text),
+                "{text}"
+            );
+        }
+        let map = BTreeMap::from([("a", vec![json!({"b": [1]})])]);
+        assert_eq!(check_storable(&map).unwrap().depth, 4);
+        assert_eq!(check_storable(&5_u8).unwrap(), Shape::default());
     }
 
     #[test]
