@@ -76,7 +76,12 @@ pub const RESERVED_PREFIX: &str = "extra_";
 /// Decides which keys are masked.
 #[derive(Debug, Clone)]
 pub(crate) struct Redactor {
+    /// The keys as whole keys are compared: [`normalize`]d (`cardnumber`).
     keys: Vec<String>,
+    /// The keys as text is searched for them: lowercase, `-` as `_` (`card_number`), where a
+    /// `_` stands for any run of separators or none, and nothing else may come between letters
+    /// (`recv_count` does not name `cvc`).
+    spelled: Vec<String>,
     /// Whether a key is not ASCII (`contraseña`): such a key is also compared without Unicode
     /// case, which costs more; ASCII keys (the defaults) are compared byte by byte.
     non_ascii: bool,
@@ -88,11 +93,11 @@ pub(crate) struct Redactor {
 impl Redactor {
     pub(crate) fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(keys: I) -> Self {
         // A key of separators alone would match every key of separators alone: left out.
-        let keys: Vec<String> = keys
+        let (keys, spelled): (Vec<String>, Vec<String>) = keys
             .into_iter()
-            .map(|key| normalize(key.as_ref()))
-            .filter(|key| !key.is_empty())
-            .collect();
+            .map(|key| (normalize(key.as_ref()), spelled(key.as_ref())))
+            .filter(|(key, _)| !key.is_empty())
+            .unzip();
         let non_ascii = keys.iter().any(|key| !key.is_ascii());
         let first_bytes = keys
             .iter()
@@ -100,6 +105,7 @@ impl Redactor {
             .fold(0, |bits, byte| bits | first_byte_bit(byte));
         Redactor {
             keys,
+            spelled,
             non_ascii,
             first_bytes,
         }
@@ -147,10 +153,13 @@ impl Redactor {
         if !self.non_ascii || text.is_ascii() {
             return false;
         }
-        let folded = normalize(&String::from_utf8_lossy(text));
-        self.keys
+        let lowercase: String = String::from_utf8_lossy(text)
+            .chars()
+            .flat_map(char::to_lowercase)
+            .collect();
+        self.spelled
             .iter()
-            .any(|key| !key.is_empty() && folded.contains(key.as_str()))
+            .any(|key| find_spelled(lowercase.as_bytes(), key.as_bytes()).is_some())
     }
 }
 
@@ -174,15 +183,39 @@ fn is_separator(byte: u8) -> bool {
     byte == b'-' || byte == b'_'
 }
 
-/// `bytes` as keys are compared, for a search in text: ASCII letters lowercase, `-` and `_` left
-/// out; with, for each byte kept, its offset in `bytes`.
-fn folded(bytes: &[u8]) -> (Vec<u8>, Vec<usize>) {
-    bytes
-        .iter()
-        .enumerate()
-        .filter(|&(_, &byte)| !is_separator(byte))
-        .map(|(offset, byte)| (byte.to_ascii_lowercase(), offset))
-        .unzip()
+/// A key as text is searched for it: lowercase (Unicode's), `-` as `_`.
+fn spelled(key: &str) -> String {
+    key.chars()
+        .flat_map(char::to_lowercase)
+        .map(|c| if c == '-' { '_' } else { c })
+        .collect()
+}
+
+/// The first mention of `key` (as [`spelled`]) in `text` (its ASCII letters lowercase), as the
+/// offsets where it begins and ends: the key's letters in a row, with any run of separators, or
+/// none, where the key has a `_` (`card_number`, `card-number`, `cardnumber` and, lowercased,
+/// `cardNumber`), and nothing else between them (`recv_count` does not name `cvc`).
+fn find_spelled(text: &[u8], key: &[u8]) -> Option<(usize, usize)> {
+    let first = key.iter().position(|&byte| byte != b'_')?;
+    (0..text.len()).find_map(|start| {
+        // Most starts are told by their first byte.
+        if first == 0 && text[start] != key[0] {
+            return None;
+        }
+        let mut at = start;
+        for &expected in key {
+            if expected == b'_' {
+                while at < text.len() && is_separator(text[at]) {
+                    at += 1;
+                }
+            } else if text.get(at) == Some(&expected) {
+                at += 1;
+            } else {
+                return None;
+            }
+        }
+        Some((start, at))
+    })
 }
 
 fn same_key(normalized: &[u8], key: &[u8]) -> bool {
@@ -708,40 +741,33 @@ fn mentions_redacted_key(text: &str, redactor: &Redactor) -> bool {
 
 /// [`mentions_redacted_key`] in bytes that may not be UTF-8 (a decoded body).
 fn mentions_redacted_key_in(bytes: &[u8], redactor: &Redactor) -> bool {
-    let (folded, _) = folded(bytes);
-    redactor.keys.iter().any(|key| {
-        let key = key.as_bytes();
-        !key.is_empty() && folded.windows(key.len()).any(|window| window == key)
-    }) || redactor.mentioned_in_unicode_case(bytes)
+    let folded = bytes.to_ascii_lowercase();
+    redactor
+        .spelled
+        .iter()
+        .any(|key| find_spelled(&folded, key.as_bytes()).is_some())
+        || redactor.mentioned_in_unicode_case(bytes)
 }
 
 /// Where an error message stops being written in clear: after the first mention of a redacted
 /// key (spelled in any case, with or without `-` and `_`) and the letters that continue its word
 /// (`ExpiredTokenException`, `Passwords`); `None` when it names none.
 fn clear_until(text: &str, redactor: &Redactor) -> Option<usize> {
-    let (folded, offsets) = folded(text.as_bytes());
+    let folded = text.as_bytes().to_ascii_lowercase();
     let mention = redactor
-        .keys
+        .spelled
         .iter()
-        .filter(|key| !key.is_empty())
-        .filter_map(|key| {
-            folded
-                .windows(key.len())
-                .position(|window| window == key.as_bytes())
-                .map(|at| (at, key.len()))
-        })
+        .filter_map(|key| find_spelled(&folded, key.as_bytes()))
         .min();
-    let Some((at, key)) = mention else {
-        // Named only in another Unicode case, where the folded text's offsets are not the
-        // text's: masked whole.
-        return redactor
-            .mentioned_in_unicode_case(text.as_bytes())
-            .then_some(0);
-    };
-    // The key is UTF-8 matched against UTF-8 whose ASCII letters alone were folded (and ASCII
-    // separators left out), so the mention begins and ends on character boundaries; it ends
-    // after its last byte's offset in the text.
-    let after = offsets[at + key - 1] + 1;
+    // Named (before the first mention found, or at all) only in another Unicode case, where the
+    // lowercase text's offsets are not the text's: masked whole.
+    let before = mention.map_or(text, |(at, _)| &text[..at]);
+    if redactor.mentioned_in_unicode_case(before.as_bytes()) {
+        return Some(0);
+    }
+    // The key is UTF-8 matched against UTF-8 whose ASCII letters alone were folded, so the
+    // mention begins and ends on character boundaries.
+    let (_, after) = mention?;
     Some(
         text[after..]
             .find(|c: char| !c.is_ascii_alphabetic())
@@ -1367,10 +1393,36 @@ mod tests {
         );
         assert!(mentions_redacted_key("accessToken=t-1&x=2", &redactor));
         assert!(mentions_redacted_key("ACCESS-TOKEN t-1", &redactor));
+        assert!(mentions_redacted_key("card__number 4111", &redactor));
         assert!(!mentions_redacted_key(
             "access denied to the order",
             &redactor
         ));
+        // Separators join a key's words, never two words of the text into a key: `recv_count`
+        // holds `cvc` only once its `_` is left out (a review found it masked).
+        for text in [
+            "recv_count mismatch: expected 3",
+            "rcv_cnt",
+            "spec_vcpus",
+            "pass-word",
+        ] {
+            assert!(!mentions_redacted_key(text, &redactor), "{text}");
+            assert_eq!(redacted_message(text, &redactor), text);
+        }
+        // A mention in another Unicode case before an ASCII one is not left in clear.
+        let both = Redactor::new(["contraseña", "password"]);
+        assert_eq!(
+            redacted_message("CONTRASEÑA=hunter2 then password=x", &both),
+            REDACTED
+        );
+        assert_eq!(
+            redacted_message("bad password, CONTRASEÑA=hunter2", &both),
+            format!("bad password{REDACTED}")
+        );
+        assert_eq!(
+            redacted_message("la contraseña=hunter2", &both),
+            format!("la contraseña{REDACTED}")
+        );
     }
 
     /// The stack-folded comparison every line makes agrees with the letter-by-letter one, for

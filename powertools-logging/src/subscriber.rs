@@ -220,15 +220,20 @@ impl JsonLayer {
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
         {
-            if !value.is_null() && !hidden.contains(key) {
+            if value.is_null() {
+                hidden.push(key.clone());
+            } else if !hidden.contains(key) {
                 line.value_member(key, value);
             }
         }
-        // Last, so that a business `location` (a shop, a region) wins over the code location.
-        line.location_member(
-            metadata.module_path().unwrap_or(metadata.target()),
-            metadata.line().unwrap_or(0),
-        );
+        // Last, so that a business `location` (a shop, a region) wins over the code location;
+        // `location` appended as `None` leaves it out, as Python's `append_keys(location=None)`.
+        if !hidden.iter().any(|key| key == "location") {
+            line.location_member(
+                metadata.module_path().unwrap_or(metadata.target()),
+                metadata.line().unwrap_or(0),
+            );
+        }
         line.finish()
     }
 

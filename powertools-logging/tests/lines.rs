@@ -132,6 +132,9 @@ async fn a_key_appended_as_none_is_left_out_of_the_lines_as_python_leaves_it_out
         .await?;
         powertools_logging::append_key("customer_id", Some("cu-1"))?;
         tracing::info!("a customer");
+        // `location` is a key the line writes (the code's location): None leaves it out too.
+        powertools_logging::append_key("location", None::<&str>)?;
+        tracing::info!("nowhere");
         Ok::<_, lambda_runtime::Error>(())
     }));
     service
@@ -151,6 +154,9 @@ async fn a_key_appended_as_none_is_left_out_of_the_lines_as_python_leaves_it_out
     assert_eq!(last["customer_id"], "cu-1");
     assert_eq!(last["coupon"], "c-7");
     assert!(last.get("region").is_none(), "{last}");
+    assert!(last["location"].is_string(), "{last}");
+    let nowhere = &lines_with(&logs, "nowhere")[0];
+    assert!(nowhere.get("location").is_none(), "{nowhere}");
     for line in logs.json() {
         assert!(
             line.as_object()
