@@ -536,8 +536,8 @@ impl<St: IdempotencyStore> Engine<St> {
     }
 }
 
-/// The most levels of JSON arrays and objects serde_json reads (its recursion limit, 128, is
-/// reached on the 128th).
+/// The most levels of JSON arrays and objects serde_json reads into a value (its recursion
+/// limit, 128, is reached on the 128th).
 const MAX_JSON_DEPTH: usize = 127;
 
 /// The response as the JSON to store, or why it cannot be stored faithfully: a float that JSON
@@ -548,19 +548,14 @@ fn storable_response<R: Serialize + DeserializeOwned>(
     response: &R,
 ) -> Result<String, String> {
     // JSON that serde_json writes but cannot read back into the type would make every
-    // duplicate fail until the record expires: JSON nested deeper than serde_json reads, and a
-    // 128-bit integer where serde buffers values (`#[serde(flatten)]`, internally tagged and
-    // untagged enums). The walk sees both; only a response with a 128-bit integer is read back
-    // to find out, so the usual response costs no second pass.
+    // duplicate fail until the record expires: JSON nested deeper than serde_json reads (unless
+    // the deep part is skipped when read), and a 128-bit integer or a map key that is not a
+    // string where serde buffers values (`#[serde(flatten)]`, internally tagged and untagged
+    // enums). The walk sees both; only such a response is read back to find out, so the usual
+    // response costs no second pass.
     let shape = check_storable(response)?;
-    if shape.depth > MAX_JSON_DEPTH {
-        return Err(format!(
-            "its JSON nests {} levels deep, and serde_json reads back {MAX_JSON_DEPTH}",
-            shape.depth
-        ));
-    }
     let data = serde_json::to_string(response).map_err(|error| error.to_string())?;
-    if shape.wide_integers
+    if (shape.depth > MAX_JSON_DEPTH || shape.buffering_sensitive)
         && let Err(error) = serde_json::from_str::<R>(&data)
     {
         return Err(format!(

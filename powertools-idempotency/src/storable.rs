@@ -16,8 +16,11 @@ use serde::ser::{self, Serialize};
 pub(crate) struct Shape {
     /// The deepest nesting of JSON arrays and objects it writes as.
     pub(crate) depth: usize,
-    /// Whether it serializes a `u128` or an `i128`.
-    pub(crate) wide_integers: bool,
+    /// Whether it holds what serde reads back only where it does not buffer values
+    /// (`#[serde(flatten)]`, internally tagged and untagged enums): a `u128` or an `i128`, or a
+    /// map key that is not a string (serde_json writes `7` as `"7"`, and a buffered value
+    /// keeps it a string).
+    pub(crate) buffering_sensitive: bool,
 }
 
 /// Its [`Shape`] when every float in `value` is finite; otherwise why it cannot be stored.
@@ -31,14 +34,16 @@ pub(crate) fn check_storable<T: Serialize + ?Sized>(value: &T) -> Result<Shape, 
         .map_err(|error| error.0)?;
     Ok(Shape {
         depth: seen.depth.get(),
-        wide_integers: seen.wide_integers.get(),
+        buffering_sensitive: seen.buffering_sensitive.get(),
     })
 }
 
 #[derive(Default)]
 struct Seen {
     depth: Cell<usize>,
-    wide_integers: Cell<bool>,
+    buffering_sensitive: Cell<bool>,
+    /// Set while a map key is serialized.
+    in_key: Cell<bool>,
 }
 
 #[derive(Debug)]
@@ -77,9 +82,24 @@ impl FiniteCheck<'_> {
     }
 
     fn wide_integer(self) -> Result<(), NotStorable> {
-        self.seen.wide_integers.set(true);
+        self.seen.buffering_sensitive.set(true);
         Ok(())
     }
+
+    /// A scalar that is not a string: as a map key, serde_json writes it as a string.
+    fn not_a_string(self) -> Result<(), NotStorable> {
+        if self.seen.in_key.get() {
+            self.seen.buffering_sensitive.set(true);
+        }
+        Ok(())
+    }
+}
+
+/// Accepts scalars that are not strings, noting them as map keys.
+macro_rules! not_strings {
+    ($($method:ident($type:ty)),* $(,)?) => {
+        $(fn $method(self, _value: $type) -> Result<(), NotStorable> { self.not_a_string() })*
+    };
 }
 
 fn float(value: f64) -> Result<(), NotStorable> {
@@ -109,7 +129,7 @@ impl ser::Serializer for FiniteCheck<'_> {
     type SerializeStruct = Self;
     type SerializeStructVariant = Self;
 
-    accept!(
+    not_strings!(
         serialize_bool(bool),
         serialize_i8(i8),
         serialize_i16(i16),
@@ -119,10 +139,14 @@ impl ser::Serializer for FiniteCheck<'_> {
         serialize_u16(u16),
         serialize_u32(u32),
         serialize_u64(u64),
-        serialize_char(char),
-        serialize_str(&str),
-        serialize_bytes(&[u8]),
     );
+    accept!(serialize_char(char), serialize_str(&str));
+
+    fn serialize_bytes(self, _value: &[u8]) -> Result<(), NotStorable> {
+        // An array of numbers in JSON.
+        self.within(1);
+        Ok(())
+    }
 
     fn serialize_i128(self, _value: i128) -> Result<(), NotStorable> {
         self.wide_integer()
@@ -133,11 +157,13 @@ impl ser::Serializer for FiniteCheck<'_> {
     }
 
     fn serialize_f32(self, value: f32) -> Result<(), NotStorable> {
-        float(f64::from(value))
+        float(f64::from(value))?;
+        self.not_a_string()
     }
 
     fn serialize_f64(self, value: f64) -> Result<(), NotStorable> {
-        float(value)
+        float(value)?;
+        self.not_a_string()
     }
 
     fn serialize_none(self) -> Result<(), NotStorable> {
@@ -256,7 +282,10 @@ impl ser::SerializeMap for FiniteCheck<'_> {
     type Error = NotStorable;
 
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), NotStorable> {
-        key.serialize(*self)
+        self.seen.in_key.set(true);
+        let checked = key.serialize(*self);
+        self.seen.in_key.set(false);
+        checked
     }
 
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), NotStorable> {
@@ -376,7 +405,7 @@ mod tests {
             let shape = check_storable(&node).unwrap();
             assert_eq!(shape.depth, json_depth(&text), "{text}");
             assert_eq!(
-                shape.wide_integers,
+                shape.buffering_sensitive,
                 text.contains("Wide") || text.contains("Signed")
             );
             let tuple = Tuple(Box::new(Node::Leaf), Box::new(node));
@@ -390,6 +419,37 @@ mod tests {
         let map = BTreeMap::from([("a", vec![json!({"b": [1]})])]);
         assert_eq!(check_storable(&map).unwrap().depth, 4);
         assert_eq!(check_storable(&5_u8).unwrap(), Shape::default());
+        // Bytes are an array of numbers.
+        struct Bytes;
+        impl serde::Serialize for Bytes {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_bytes(&[1, 2])
+            }
+        }
+        let bytes = vec![vec![Bytes]];
+        let text = serde_json::to_string(&bytes).unwrap();
+        assert_eq!(check_storable(&bytes).unwrap().depth, json_depth(&text));
+        // Map keys that are not strings are written as strings: sensitive to serde's buffering.
+        assert!(
+            check_storable(&BTreeMap::from([(7_u32, 1)]))
+                .unwrap()
+                .buffering_sensitive
+        );
+        assert!(
+            check_storable(&BTreeMap::from([(true, 1)]))
+                .unwrap()
+                .buffering_sensitive
+        );
+        assert!(
+            !check_storable(&BTreeMap::from([("7", 7_u32)]))
+                .unwrap()
+                .buffering_sensitive
+        );
+        assert!(
+            !check_storable(&BTreeMap::from([('k', 7.5)]))
+                .unwrap()
+                .buffering_sensitive
+        );
     }
 
     #[test]

@@ -3252,6 +3252,59 @@ async fn a_response_that_would_not_read_back_is_not_stored_and_duplicates_are_to
         matches!(duplicate, Err(Error::ResponseNotStored { .. })),
         "{duplicate:?}"
     );
+
+    // Found by a review of the fix: bytes are an array (a level of their own); integer map keys
+    // are written as strings, which a buffered value keeps; and a deep part that the type skips
+    // when it reads is no reason to refuse a response that replays.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    enum Nest {
+        Leaf(#[serde(serialize_with = "as_bytes")] Vec<u8>),
+        Deeper(Vec<Nest>),
+    }
+    fn as_bytes<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+    fn nest(levels: usize) -> Nest {
+        (0..levels).fold(Nest::Leaf(vec![1]), |inner, _| Nest::Deeper(vec![inner]))
+    }
+    // 63 × (an object and an array) + the leaf's object + its bytes: 128 levels.
+    let (_, duplicate) = twice(|| nest(63)).await;
+    assert!(
+        matches!(duplicate, Err(Error::ResponseNotStored { .. })),
+        "{duplicate:?}"
+    );
+    let (first, duplicate) = twice(|| nest(62)).await;
+    assert_eq!(duplicate.unwrap(), first);
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type")]
+    enum Counts {
+        ByStore { by_store: BTreeMap<u32, u32> },
+    }
+    let (_, duplicate) = twice(|| Counts::ByStore {
+        by_store: BTreeMap::from([(7, 1)]),
+    })
+    .await;
+    assert!(
+        matches!(duplicate, Err(Error::ResponseNotStored { .. })),
+        "{duplicate:?}"
+    );
+    // The same map outside a buffered value reads back: replayed.
+    let (first, duplicate) = twice(|| BTreeMap::from([(7_u32, 1_u32)])).await;
+    assert_eq!(duplicate.unwrap(), first);
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Skipped {
+        id: u32,
+        #[serde(skip_deserializing)]
+        trace: Value,
+    }
+    let (first, duplicate) = twice(|| Skipped {
+        id: 7,
+        trace: nested(200),
+    })
+    .await;
+    assert_eq!(duplicate.unwrap().id, first.id);
 }
 
 /// The same through the layer (a 128-bit integer and floats in the response).
