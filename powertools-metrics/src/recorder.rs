@@ -83,7 +83,10 @@ impl EmfRecorder {
             self.units
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
-                .insert(key.as_str().to_owned(), cloudwatch_unit(unit));
+                .insert(
+                    crate::validate::trimmed(key.as_str()).to_owned(),
+                    cloudwatch_unit(unit),
+                );
         }
     }
 
@@ -92,7 +95,8 @@ impl EmfRecorder {
             .units
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(key.name())
+            // Described and recorded under the metric's name, trimmed as it is written.
+            .get(crate::validate::trimmed(key.name()))
             .copied()
             .unwrap_or(default_unit);
         Arc::new(FacadeMetric {

@@ -74,10 +74,15 @@ fn is_python_space(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
+/// `name` trimmed of whitespace as Powertools for Python trims metric names.
+pub(crate) fn trimmed(name: &str) -> &str {
+    name.trim_matches(is_python_space)
+}
+
 /// The metric name to use for `name`: trimmed of whitespace, as Powertools for Python trims it
 /// before checking it (so that `"OrdersPlaced "` adds to the same CloudWatch metric in both).
 pub(crate) fn metric_name(untrimmed: &str) -> Result<&str, Error> {
-    let name = untrimmed.trim_matches(is_python_space);
+    let name = trimmed(untrimmed);
     let invalid = |reason| {
         Err(Error::InvalidMetricName {
             name: untrimmed.to_owned(),

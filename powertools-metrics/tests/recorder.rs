@@ -99,6 +99,35 @@ async fn counters_gauges_and_histograms_land_in_the_invocations_documents() {
     }
 }
 
+#[tokio::test]
+async fn a_unit_described_under_a_name_with_spaces_is_the_trimmed_metric_s() {
+    // Metric names are trimmed as Powertools for Python trims them: a unit described for
+    // "Latency " is the unit of `Latency`, whichever spelling records it (one metric, one unit).
+    install();
+    metrics::describe_histogram!("Latency ", metrics::Unit::Milliseconds, "handler latency");
+    let sink = CheckedSink::new();
+    let layer = builder(&sink).build().unwrap();
+    layer
+        .layer(service_fn(|_event: LambdaEvent<Value>| async {
+            metrics::histogram!("Latency").record(3.0);
+            metrics::histogram!("Latency ").record(4.0);
+            metrics::histogram!(" Latency").record(5.0);
+            Ok::<_, lambda_runtime::Error>(Value::Null)
+        }))
+        .oneshot(TestContext::new().event(json!({})))
+        .await
+        .unwrap();
+    let documents = valid_documents(&sink);
+    assert_eq!(documents.len(), 1, "{documents:?}");
+    let main = &documents[0];
+    assert_eq!(metric_names(main), ["Latency"]);
+    assert_eq!(main["Latency"], json!([3.0, 4.0, 5.0]));
+    assert_eq!(
+        main["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Unit"],
+        "Milliseconds"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_invocations_never_share_facade_values() {
     install();
