@@ -457,8 +457,6 @@ async fn run() -> Result<(), lambda_runtime::Error> {
 
 #[cfg(test)]
 mod tests {
-    /// `AmountCharged` is in the currency's main unit, whatever its minor unit: it was the
-    /// amount over 100 for every currency, so a charge of 1250 yen counted as 12.5.
     /// The list is searched by halves, so it must be sorted; every currency with its own
     /// minor unit is one that is accepted.
     #[test]
@@ -469,6 +467,8 @@ mod tests {
         }
     }
 
+    /// `AmountCharged` is in the currency's main unit, whatever its minor unit: it was the
+    /// amount over 100 for every currency, so a charge of 1250 yen counted as 12.5.
     #[test]
     fn amounts_charged_are_counted_in_each_currency_s_main_unit() {
         assert_eq!(super::in_main_unit(1250, "EUR"), 12.5);
