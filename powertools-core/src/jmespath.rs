@@ -132,9 +132,10 @@ thread_local! {
 /// use powertools_core::jmespath::JmesPath;
 /// use serde_json::json;
 ///
-/// let path = JmesPath::new(r#"[headers."Idempotency-Key", powertools_json(body).customer_id]"#)?;
+/// // Header names in lowercase, as HTTP APIs send them and typed events write them.
+/// let path = JmesPath::new(r#"[headers."idempotency-key", powertools_json(body).customer_id]"#)?;
 /// let event = json!({
-///     "headers": {"Idempotency-Key": "k-1"},
+///     "headers": {"idempotency-key": "k-1"},
 ///     "body": "{\"customer_id\": \"c-7\", \"items\": []}",
 /// });
 /// assert_eq!(path.search(&event)?, json!(["k-1", "c-7"]));

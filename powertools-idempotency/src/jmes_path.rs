@@ -125,8 +125,44 @@ impl<T: Serialize> KeyExtractor<T> for JmesPath {
     }
 
     fn describe(&self) -> String {
-        format!("the JMESPath expression `{}`", self.0.as_str())
+        let expression = self.0.as_str();
+        match header_in_another_case(expression) {
+            Some((field, name)) => format!(
+                "the JMESPath expression `{expression}` (header names of typed API Gateway and \
+                 ALB events are lowercase, as HTTP APIs send them: `{field}.\"{}\"`)",
+                name.to_ascii_lowercase()
+            ),
+            None => format!("the JMESPath expression `{expression}`"),
+        }
     }
+}
+
+/// The first header `expression` names with a capital letter (`headers."Idempotency-Key"`), as
+/// its field (`headers`, `multiValueHeaders`) and name: a key that names it finds nothing in a
+/// typed event, whose `HeaderMap` writes names in lowercase.
+fn header_in_another_case(expression: &str) -> Option<(&'static str, &str)> {
+    ["multiValueHeaders.", "headers."]
+        .into_iter()
+        .flat_map(|field| {
+            expression
+                .match_indices(field)
+                .map(move |(at, _)| (field, &expression[at + field.len()..]))
+        })
+        .filter_map(|(field, rest)| {
+            let name = match rest.strip_prefix('"') {
+                Some(quoted) => &quoted[..quoted.find('"')?],
+                None => {
+                    let end = rest
+                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .unwrap_or(rest.len());
+                    &rest[..end]
+                }
+            };
+            name.bytes()
+                .any(|byte| byte.is_ascii_uppercase())
+                .then(|| (field.trim_end_matches('.'), name))
+        })
+        .next()
 }
 
 #[cfg(test)]
@@ -159,6 +195,57 @@ mod tests {
         let key = JmesPath::new("[headers.\"Idempotency-Key\", body.order_id]").unwrap();
         let found = key.extract(&json!({"headers": {}})).unwrap().unwrap();
         assert!(is_missing(&found));
+    }
+
+    /// A header named in another case than lowercase never matches a typed API Gateway or ALB
+    /// event (its `HeaderMap` writes names in lowercase, as HTTP APIs send them), and with the
+    /// default missing-key rule every request then runs without idempotency: the missing key's
+    /// warning and error say so (a new function written from the docs ran twice).
+    #[tokio::test]
+    async fn a_missing_header_key_in_another_case_than_lowercase_says_headers_are_lowercase() {
+        let mixed = JmesPath::new(r#"[headers."Idempotency-Key", body]"#).unwrap();
+        let layer = IdempotencyLayer::new(
+            Idempotency::builder(InMemoryStore::new())
+                .raise_on_missing_key(true)
+                .build()
+                .unwrap(),
+        );
+        let service = ServiceBuilder::new()
+            .layer(layer.key(mixed))
+            .service(service_fn(|_: LambdaEvent<Value>| async {
+                Ok::<_, lambda_runtime::Error>(json!("ran"))
+            }));
+        // As an HTTP API sends it, and as a typed event writes it back.
+        let event = json!({"headers": {"idempotency-key": "k-1"}, "body": null});
+        let error = service
+            .oneshot(TestContext::new().event(event))
+            .await
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("lowercase"), "{message}");
+        assert!(
+            message.contains(r#"headers."idempotency-key""#),
+            "{message}"
+        );
+        for lowercase in [
+            r#"headers."idempotency-key""#,
+            "headers.idempotency_key",
+            "powertools_json(body).Order_Id",
+            r#"multiValueHeaders."x-request-id""#,
+        ] {
+            let path = JmesPath::new(lowercase).unwrap();
+            let described = KeyExtractor::<Value>::describe(&path);
+            assert!(!described.contains("lowercase"), "{lowercase}: {described}");
+        }
+        for mixed in [
+            "headers.Authorization",
+            r#"multiValueHeaders."X-Request-Id"[0]"#,
+            r#"requestContext.http.method || headers."X-Key""#,
+        ] {
+            let path = JmesPath::new(mixed).unwrap();
+            let described = KeyExtractor::<Value>::describe(&path);
+            assert!(described.contains("lowercase"), "{mixed}: {described}");
+        }
     }
 
     #[test]

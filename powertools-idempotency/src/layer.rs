@@ -103,6 +103,12 @@ impl<St, K, V> IdempotencyLayer<St, K, V> {
 
     /// Keys on what `extractor` finds in the event, for example a [`JmesPath`](crate::JmesPath)
     /// expression: `.key(JmesPath::new("powertools_json(body).order_id")?)`.
+    ///
+    /// The expression searches the event as the handler's event type serializes it. A typed
+    /// API Gateway or ALB event (`ApiGatewayV2httpRequest`, `ApiGatewayProxyRequest`,
+    /// `AlbTargetGroupRequest`) writes header names in lowercase, whatever case the client
+    /// sent, so name headers in lowercase: `headers."idempotency-key"`. (A header named with
+    /// a capital letter finds nothing there; the missing key's warning says so.)
     pub fn key<K2>(self, extractor: K2) -> IdempotencyLayer<St, K2, V> {
         IdempotencyLayer {
             idempotency: self.idempotency,
