@@ -6,7 +6,9 @@ pub use powertools_idempotency::*;
 
 /// A [`DynamoDbStore`] on `table`, with a DynamoDB client configured from the environment as in
 /// Lambda (region, credentials, `AWS_ENDPOINT_URL_DYNAMODB`, …) by
-/// `aws_config::defaults(BehaviorVersion::latest())`, and the default attribute names.
+/// `aws_config::defaults(BehaviorVersion::latest())`, and the default attribute names. With the
+/// `tracing` and `aws-sdk` features (on by default), each DynamoDB call is a client span under
+/// the invocation span (`powertools::tracing::AwsSdkSpans`).
 ///
 /// For another client (a custom endpoint, retries, an SDK interceptor such as
 /// `powertools::tracing::AwsSdkSpans`) or other attribute names, use
@@ -41,5 +43,18 @@ pub async fn dynamodb_store(table: impl Into<String>) -> Result<DynamoDbStore, E
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
         .await;
-    DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&config), table)
+    DynamoDbStore::new(client(&config), table)
+}
+
+/// The store's client: with the `tracing` and `aws-sdk` features, each call is a span under the
+/// invocation's (`AwsSdkSpans`), as the layer order of the crate docs promises.
+#[cfg(feature = "dynamodb")]
+fn client(config: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
+    #[cfg(all(feature = "tracing", feature = "aws-sdk"))]
+    let config = aws_sdk_dynamodb::config::Builder::from(config)
+        .interceptor(powertools_tracing::AwsSdkSpans)
+        .build();
+    #[cfg(not(all(feature = "tracing", feature = "aws-sdk")))]
+    let config = aws_sdk_dynamodb::config::Builder::from(config).build();
+    aws_sdk_dynamodb::Client::from_conf(config)
 }

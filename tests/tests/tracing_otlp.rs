@@ -456,12 +456,34 @@ async fn the_idempotency_stores_dynamodb_calls_are_child_spans() {
     let config = plain.config().to_builder().interceptor(AwsSdkSpans).build();
     let client = aws_sdk_dynamodb::Client::from_conf(config);
     let store = DynamoDbStore::new(client, &table).unwrap();
+    store_calls_are_child_spans(&endpoint, store).await;
+}
+
+/// The facade's layer order: "the idempotency store's DynamoDB calls become its children", with
+/// the store `powertools::idempotency::dynamodb_store` gives (a function written from the docs
+/// saw none: its client had no `AwsSdkSpans`).
+#[tokio::test]
+async fn the_facade_s_dynamodb_store_calls_are_child_spans() {
+    let Some(endpoint) = powertools_tests::required_service(OTLP_ENDPOINT_VAR) else {
+        return;
+    };
+    let Some(plain) = powertools_tests::dynamodb_client().await else {
+        return;
+    };
+    let table = powertools_tests::create_idempotency_table(&plain).await;
+    let store = powertools::idempotency::dynamodb_store(&table)
+        .await
+        .unwrap();
+    store_calls_are_child_spans(&endpoint, store).await;
+}
+
+async fn store_calls_are_child_spans(endpoint: &str, store: DynamoDbStore) {
     let idempotency = Idempotency::builder(store)
         .key_prefix("payments")
         .build()
         .unwrap();
 
-    let tracer = tracer(&endpoint);
+    let tracer = tracer(endpoint);
     let _guard = tracing::subscriber::set_default(tracer.subscriber());
     let service = ServiceBuilder::new()
         .layer(TracingLayer::new(tracer))
