@@ -481,7 +481,7 @@ async fn store_calls_are_child_spans(endpoint: &str, store: DynamoDbStore) {
     let idempotency = Idempotency::builder(store)
         .key_prefix("payments")
         .build()
-        .unwrap();
+        .expect("valid settings");
 
     let tracer = tracer(endpoint);
     let _guard = tracing::subscriber::set_default(tracer.subscriber());
@@ -500,7 +500,7 @@ async fn store_calls_are_child_spans(endpoint: &str, store: DynamoDbStore) {
             context.event(json!({"payment_id": uuid::Uuid::new_v4().to_string(), "amount": 5})),
         )
         .await
-        .unwrap();
+        .expect("the invocation succeeds");
 
     let spans = spans_of(&trace_id, 3);
     let invocation = named(&spans, "payments");
