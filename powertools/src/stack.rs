@@ -111,21 +111,32 @@ impl Powertools {
                 other => stack_error_diagnostic(other),
             })
             .error_diagnostic(|error: &StackError<lambda_runtime::Error>| match error {
-                StackError::Handler(boxed) => Diagnostic {
-                    error_type: powertools_core::failure::error_type_name(
-                        boxed.as_ref(),
-                        &format!("{boxed:?}"),
-                    )
-                    .unwrap_or("Error")
-                    .to_owned(),
-                    error_message: powertools_core::error_chain::message_chain(boxed.as_ref()),
-                },
+                StackError::Handler(boxed) => boxed_error_diagnostic(boxed),
                 other => stack_error_diagnostic(other),
             });
+        #[cfg_attr(not(feature = "idempotency"), allow(unused_mut))]
+        let mut tracing = TracingLayer::new(self.tracer.clone());
+        // A boxed error with the idempotency layer inside the stack (as the crate docs order
+        // them), whose error wraps the handler's: named as without it, in the line and the span;
+        // the idempotency layer's own errors as Lambda reports them.
+        #[cfg(feature = "idempotency")]
+        let logging = {
+            use crate::idempotency::Error as IdempotencyError;
+            tracing =
+                tracing.error_diagnostic(|error: &IdempotencyError<lambda_runtime::Error>| {
+                    error.diagnostic_with(boxed_error_diagnostic)
+                });
+            logging.error_diagnostic(
+                |error: &StackError<IdempotencyError<lambda_runtime::Error>>| match error {
+                    StackError::Handler(error) => error.diagnostic_with(boxed_error_diagnostic),
+                    other => stack_error_diagnostic(other),
+                },
+            )
+        };
         PowertoolsLayer {
             logging,
             metrics: self.metrics.clone(),
-            tracing: TracingLayer::new(self.tracer.clone()),
+            tracing,
         }
     }
 }
@@ -300,7 +311,8 @@ impl<C> PowertoolsLayer<C> {
     /// `E` must be exactly the error of the service inside the stack: a description of another
     /// type compiles and is never used. With an idempotency layer inside, that is
     /// `powertools::idempotency::Error<YourError>`: describe it with its `diagnostic_with` (the
-    /// feature `idempotency`). A description that panics is not used (the error is named as
+    /// feature `idempotency`; a boxed error behind the idempotency layer is named as without
+    /// it, with no description). A description that panics is not used (the error is named as
     /// without it, and the line is still written).
     ///
     /// ```
@@ -378,6 +390,20 @@ impl<S, C: Clone> Layer<S> for PowertoolsLayer<C> {
     fn layer(&self, inner: S) -> Self::Service {
         self.logging
             .layer(self.metrics.layer(self.tracing.layer(inner)))
+    }
+}
+
+/// A boxed error (`lambda_runtime::Error`) as the logging layer alone names it: by the type
+/// inside the box (or the type or variant its `Debug` begins with), and its message chain.
+fn boxed_error_diagnostic(boxed: &lambda_runtime::Error) -> Diagnostic {
+    Diagnostic {
+        error_type: powertools_core::failure::error_type_name(
+            boxed.as_ref(),
+            &format!("{boxed:?}"),
+        )
+        .unwrap_or("Error")
+        .to_owned(),
+        error_message: powertools_core::error_chain::message_chain(boxed.as_ref()),
     }
 }
 

@@ -804,6 +804,56 @@ async fn a_diagnostic_or_boxed_error_under_the_stack_is_named_as_lambda_reports_
     );
 }
 
+/// The quick start's handler (`lambda_runtime::Error`) with the idempotency layer inside the
+/// stack, as the crate docs order them: its error is named as without the idempotency layer,
+/// by the type inside the box and its message, in the line and in the span, not by the
+/// idempotency error's `Debug` text (`Handler(Error("key must be a string", …))`), which a
+/// function written from the docs got. The idempotency layer's own errors keep their names.
+#[tokio::test]
+async fn a_boxed_error_through_the_idempotency_layer_is_named_as_without_it() {
+    let logs = MemoryLogs::new();
+    let spans = KeptSpans::default();
+    let powertools = stack(&logs, &spans);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let service = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .layer(IdempotencyLayer::new(idempotency()))
+        .service(service_fn(|event: LambdaEvent<Value>| async move {
+            let body: Value = serde_json::from_str(event.payload["body"].as_str().unwrap_or(""))?;
+            Ok::<Value, lambda_runtime::Error>(body)
+        }));
+    service
+        .clone()
+        .oneshot(invocation("req-boxed-idem", json!({"body": "{1: 2}"})))
+        .await
+        .unwrap_err();
+    let line = failure_line(&logs, "req-boxed-idem");
+    assert_eq!(line["exception_name"], "Error", "{line}");
+    assert_eq!(
+        line["exception"], "key must be a string at line 1 column 2",
+        "{line}"
+    );
+    let exceptions = spans.exceptions();
+    let (_, kind, message) = exceptions
+        .iter()
+        .find(|(request, ..)| request.as_deref() == Some("req-boxed-idem"))
+        .expect("the span's exception event");
+    assert_eq!(kind.as_deref(), Some("Error"), "{exceptions:?}");
+    assert_eq!(
+        message.as_deref(),
+        Some("key must be a string at line 1 column 2"),
+        "{exceptions:?}"
+    );
+
+    // The idempotency layer's own error, under the same description.
+    service
+        .oneshot(invocation("req-no-key", Value::Null))
+        .await
+        .unwrap_err();
+    let line = failure_line(&logs, "req-no-key");
+    assert_eq!(line["exception_name"], "IdempotencyKeyError", "{line}");
+}
+
 /// Descriptions given one after the other (one per type, or one that panics) name the error the
 /// same in the failure line and in the span.
 #[tokio::test]
