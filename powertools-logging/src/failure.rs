@@ -220,6 +220,39 @@ impl StackTrace {
     }
 }
 
+/// What the idempotency layer reports for a handler that panicked: it catches the panic to free
+/// the claim, and returns this error (`the handler panicked: <message>`).
+const HANDLER_PANICKED: &str = "HandlerPanicked";
+
+/// A failure that a layer inside reported as its handler's panic (`HandlerPanicked`), with the
+/// panic's location and `stack_trace` when the hook captured this panic on this thread (the
+/// layer catches it in the same poll); `None` for any other failure.
+pub(crate) fn caught_panic(failure: Failure) -> Result<PanicReport, Failure> {
+    if failure.name != HANDLER_PANICKED {
+        return Err(failure);
+    }
+    let captured = LAST_PANIC
+        .try_with(|slot| slot.try_borrow_mut().ok().and_then(|mut slot| slot.take()))
+        .ok()
+        .flatten()
+        // The hook's last panic is this one only if the report carries its message.
+        .filter(|captured| {
+            captured
+                .message
+                .as_deref()
+                .is_some_and(|message| failure.message.ends_with(message))
+        });
+    let Some(captured) = captured else {
+        return Err(failure);
+    };
+    let value = captured.message.clone().unwrap_or_default();
+    Ok(PanicReport {
+        stack_trace: frames_json(&captured.backtrace).map(|frames| StackTrace { value, frames }),
+        location: captured.location,
+        failure,
+    })
+}
+
 /// Describes the panic whose payload was just caught on this thread.
 pub(crate) fn describe_panic(payload: &(dyn Any + Send)) -> PanicReport {
     let message = panic_message(payload);

@@ -291,7 +291,14 @@ where
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => scope.in_scope(|| {
                     span.in_scope(|| {
-                        log_error(&failure::describe_error(error, error_hook.as_ref()));
+                        match failure::caught_panic(failure::describe_error(
+                            error,
+                            error_hook.as_ref(),
+                        )) {
+                            Err(failure) => log_error(&failure),
+                            // A panic a layer inside caught: with its location and stack trace.
+                            Ok(report) => log_failure_report(report, "Invocation failed"),
+                        }
                     });
                 }),
                 Err(panic) => scope.in_scope(|| span.in_scope(|| log_panic(&**panic))),
@@ -360,7 +367,11 @@ fn report_missing_subscriber(logger: &Logger) {
 
 /// Writes the failure line of an invocation whose handler panicked.
 fn log_panic(payload: &(dyn Any + Send)) {
-    let report = failure::describe_panic(payload);
+    log_failure_report(failure::describe_panic(payload), "Invocation panicked");
+}
+
+/// Writes the failure line of a panic, with its location and stack trace when known.
+fn log_failure_report(report: failure::PanicReport, message: &str) {
     let failure = &report.failure;
     with_stack_trace(report.stack_trace, || match &report.location {
         Some(location) => tracing::error!(
@@ -369,14 +380,14 @@ fn log_panic(payload: &(dyn Any + Send)) {
             exception = %failure.message,
             location = location.as_str(),
             powertools_logging.failure = true,
-            "Invocation panicked"
+            "{message}"
         ),
         None => tracing::error!(
             target: "powertools_logging",
             exception_name = failure.name.as_str(),
             exception = %failure.message,
             powertools_logging.failure = true,
-            "Invocation panicked"
+            "{message}"
         ),
     });
 }

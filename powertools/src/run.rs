@@ -33,6 +33,9 @@ use serde::{Deserialize, Serialize};
 /// A handler that panics is reported to Lambda with `errorType` `Panic` (the failure line's
 /// `exception_name`) and `Lambda panicked: <message>`, where `lambda_runtime` alone names the
 /// panic payload's Rust type (`&alloc::boxed::Box<dyn core::any::Any + core::marker::Send>`).
+/// Behind the idempotency layer, which catches the panic to free its claim, it is reported as
+/// `HandlerPanicked` with `the handler panicked: <message>`; the failure line still has the
+/// panic's `location` and `stack_trace`.
 ///
 /// ```no_run
 /// use lambda_runtime::{LambdaEvent, service_fn, tower::ServiceBuilder};

@@ -854,6 +854,50 @@ async fn a_boxed_error_through_the_idempotency_layer_is_named_as_without_it() {
     assert_eq!(line["exception_name"], "IdempotencyKeyError", "{line}");
 }
 
+/// A panic behind the idempotency layer (which catches it to free the claim, and reports it as
+/// `HandlerPanicked`) still has its `stack_trace` and the panic's `location` on the failure
+/// line, as a panic has without the idempotency layer (a function written from the docs got
+/// neither).
+#[tokio::test]
+async fn a_panic_behind_the_idempotency_layer_keeps_its_stack_trace() {
+    let logs = MemoryLogs::new();
+    let spans = KeptSpans::default();
+    let powertools = stack(&logs, &spans);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let service = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .layer(IdempotencyLayer::new(idempotency()))
+        .service(service_fn(|event: LambdaEvent<Value>| async move {
+            if event.payload["order"] == "o-fire" {
+                panic!("oven on fire for o-fire");
+            }
+            Ok::<Value, lambda_runtime::Error>(Value::Null)
+        }));
+    service
+        .oneshot(invocation("req-fire", json!({"order": "o-fire"})))
+        .await
+        .unwrap_err();
+    let line = failure_line(&logs, "req-fire");
+    assert_eq!(line["exception_name"], "HandlerPanicked", "{line}");
+    assert!(
+        line["exception"]
+            .as_str()
+            .is_some_and(|text| text.contains("oven on fire for o-fire")),
+        "{line}"
+    );
+    assert!(
+        line["location"]
+            .as_str()
+            .is_some_and(|location| location.contains("failure_names.rs")),
+        "the panic's location: {line}"
+    );
+    assert_eq!(
+        line["stack_trace"]["value"], "oven on fire for o-fire",
+        "{line}"
+    );
+    assert!(line["stack_trace"]["frames"].is_array(), "{line}");
+}
+
 /// Descriptions given one after the other (one per type, or one that panics) name the error the
 /// same in the failure line and in the span.
 #[tokio::test]
