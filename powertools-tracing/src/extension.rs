@@ -247,11 +247,13 @@ impl Handoff {
                             target: "powertools_tracing",
                             request_id,
                             grace_ms = START_GRACE.as_millis(),
-                            "an invocation did not reach TracingLayer: the extension waited for \
-                             it, then let it go. An event the runtime cannot read does that; a \
-                             handler that is not behind TracingLayer does it on every \
-                             invocation, each held that long: register the extension only with \
-                             the layer (warned once)"
+                            "an invocation did not reach TracingLayer within the grace: the \
+                             extension waited for it, then let it go (its spans leave with the \
+                             next export). An event the runtime cannot read does that, and so \
+                             does one that takes the runtime longer than the grace to read (a \
+                             large event, a debug build); a handler that is not behind \
+                             TracingLayer does it on every invocation, each held that long: \
+                             register the extension only with the layer (warned once)"
                         );
                     });
                 }

@@ -64,8 +64,10 @@
 //! - **Tracing inside them**, so that the invocation span covers exactly the handler and
 //!   idempotency (the idempotency store's DynamoDB calls become its children), and is exported
 //!   before the outer layers finish.
-//! - **Idempotency per handler**, innermost: a replayed response is still logged, counted and
-//!   traced as an invocation, but the handler's side effects do not run again. Add it with
+//! - **Idempotency per handler**, innermost: a replayed response is still logged and traced as
+//!   an invocation, but the handler does not run again, so neither do its side effects nor its
+//!   metrics (the metrics layer warns that the invocation added none, as Powertools for Python
+//!   does). Add it with
 //!   `powertools::idempotency::IdempotencyLayer` (feature `idempotency`) inside
 //!   `powertools.layer()`.
 //!
@@ -131,6 +133,23 @@ pub use powertools_tracing as tracing;
 #[cfg(feature = "events")]
 #[cfg_attr(docsrs, doc(cfg(feature = "events")))]
 pub use aws_lambda_events as events;
+
+/// `lambda_http`, for an HTTP function (an axum `Router` under `lambda_http::Adapter`): the
+/// version whose requests the tracing layer reads its HTTP attributes from.
+///
+/// ```
+/// use powertools::lambda_http::{Adapter, Body, Request, Response};
+/// use powertools::lambda_runtime::{Error, service_fn};
+///
+/// async fn hello(_request: Request) -> Result<Response<Body>, Error> {
+///     Ok(Response::new(Body::from("hello")))
+/// }
+/// let adapter = Adapter::from(service_fn(hello));
+/// # drop(adapter);
+/// ```
+#[cfg(feature = "lambda-http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "lambda-http")))]
+pub use lambda_http;
 
 /// The AWS SDK configuration loader `DynamoDbStore`'s client needs, at the version and features
 /// the store is built with.

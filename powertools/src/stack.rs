@@ -85,7 +85,7 @@ impl Powertools {
     /// let powertools = powertools::Powertools::from_env()?;
     /// powertools.init()?;
     /// powertools.register_extension().await?;
-    /// // then lambda_runtime::run_concurrent(ServiceBuilder::new().layer(powertools.layer())…)
+    /// // then powertools::run_concurrent(ServiceBuilder::new().layer(powertools.layer())…)
     /// # Ok(())
     /// # }
     /// ```
