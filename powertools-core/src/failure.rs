@@ -31,7 +31,74 @@ use std::task::{Context, Poll};
 /// The reports of one invocation, the latest last: shared between the polls of its scope (each
 /// sets the task-local for the duration of the poll). A few are kept, not one: a layer between
 /// that retries may return its first attempt's error after a second report.
-type Slot = Arc<Mutex<Vec<Reported>>>;
+type Slot = Arc<Mutex<Reports>>;
+
+/// An invocation's reports, and the capture of a panic a layer inside caught.
+#[derive(Default)]
+struct Reports {
+    list: Vec<Reported>,
+    caught_panic: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl std::fmt::Debug for Reports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reports")
+            .field("list", &self.list)
+            .field("caught_panic", &self.caught_panic.is_some())
+            .finish()
+    }
+}
+
+std::thread_local! {
+    /// What the panic hook captured of the last panic on this thread.
+    static PANIC_CAPTURE: std::cell::RefCell<Option<Box<dyn std::any::Any + Send>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Keeps what a panic hook captured of the panic under way on this thread (its location, its
+/// backtrace), for the code that catches it: [`take_panic_capture`]. The logging layer's hook
+/// calls it.
+pub fn keep_panic_capture(capture: Box<dyn std::any::Any + Send>) {
+    let _ = PANIC_CAPTURE.try_with(|slot| {
+        if let Ok(mut slot) = slot.try_borrow_mut() {
+            *slot = Some(capture);
+        }
+    });
+}
+
+/// Takes this thread's last panic capture. Called where a panic was just caught, in the poll
+/// that caught it, it is that panic's (a later poll may have run other invocations' panics on
+/// this thread).
+pub fn take_panic_capture() -> Option<Box<dyn std::any::Any + Send>> {
+    PANIC_CAPTURE
+        .try_with(|slot| slot.try_borrow_mut().ok().and_then(|mut slot| slot.take()))
+        .ok()
+        .flatten()
+}
+
+/// Hands the capture of a panic that a layer caught and returns as an error (the idempotency
+/// layer's `HandlerPanicked`) to the layers outside it in this invocation's scope; nothing
+/// outside a [`scope`].
+pub fn report_caught_panic(capture: Box<dyn std::any::Any + Send>) {
+    let _ = REPORTED.try_with(|slot| {
+        slot.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .caught_panic = Some(capture);
+    });
+}
+
+/// Takes the capture a layer inside reported with [`report_caught_panic`] in this invocation.
+pub fn take_caught_panic() -> Option<Box<dyn std::any::Any + Send>> {
+    REPORTED
+        .try_with(|slot| {
+            slot.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .caught_panic
+                .take()
+        })
+        .ok()
+        .flatten()
+}
 
 /// How many reports an invocation keeps (the oldest goes first).
 const KEPT_REPORTS: usize = 8;
@@ -89,7 +156,7 @@ impl<F: Future> Future for Scoped<F> {
 /// Reports what Lambda will say for the error being returned; nothing outside a [`scope`].
 pub fn report(reported: Reported) {
     let _ = REPORTED.try_with(|slot| {
-        let mut reports = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let reports = &mut slot.lock().unwrap_or_else(PoisonError::into_inner).list;
         if reports.len() >= KEPT_REPORTS {
             reports.remove(0);
         }
@@ -103,6 +170,7 @@ pub fn reported(debug: &str) -> Option<Reported> {
         .try_with(|slot| {
             slot.lock()
                 .unwrap_or_else(PoisonError::into_inner)
+                .list
                 .iter()
                 .rev()
                 .find(|reported| reported.debug == debug)

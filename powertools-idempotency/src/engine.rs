@@ -176,9 +176,7 @@ impl<St: IdempotencyStore> Engine<St> {
                     let future = handler();
                     return match AssertUnwindSafe(future).catch_unwind().await {
                         Ok(outcome) => outcome.map_err(Error::Handler),
-                        Err(panic) => Err(Error::HandlerPanicked {
-                            message: panic_message(panic.as_ref()),
-                        }),
+                        Err(panic) => Err(handler_panicked(panic.as_ref())),
                     };
                 }
                 Prepared::Keyed {
@@ -233,9 +231,7 @@ impl<St: IdempotencyStore> Engine<St> {
                     };
                 }
                 Ok(Err(error)) => Error::Handler(error),
-                Err(panic) => Error::HandlerPanicked {
-                    message: panic_message(panic.as_ref()),
-                },
+                Err(panic) => handler_panicked(panic.as_ref()),
             };
             // The handler failed: remove its claim so that a retry runs it again.
             match engine.release(&record, deadline).await {
@@ -533,6 +529,19 @@ impl<St: IdempotencyStore> Engine<St> {
                 cache.pop_lru();
             }
         }
+    }
+}
+
+/// The error for a handler's panic, just caught: the panic hook's capture of it (its location
+/// and backtrace, kept on this thread by the logging layer's hook) goes to the layers outside,
+/// taken now, in the poll that caught it, before another invocation's panic on this thread can
+/// replace it.
+fn handler_panicked<E>(panic: &(dyn std::any::Any + Send)) -> Error<E> {
+    if let Some(capture) = powertools_core::failure::take_panic_capture() {
+        powertools_core::failure::report_caught_panic(capture);
+    }
+    Error::HandlerPanicked {
+        message: panic_message(panic),
     }
 }
 

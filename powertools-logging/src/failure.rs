@@ -3,7 +3,6 @@
 
 use std::any::{Any, type_name};
 use std::backtrace::{Backtrace, BacktraceStatus};
-use std::cell::RefCell;
 use std::error::Error as StdError;
 use std::fmt::{self, Write as _};
 use std::sync::Once;
@@ -147,11 +146,6 @@ struct Captured {
     backtrace: Backtrace,
 }
 
-thread_local! {
-    /// The last panic of this thread, until the invocation that caught it takes it.
-    static LAST_PANIC: RefCell<Option<Captured>> = const { RefCell::new(None) };
-}
-
 /// The message a panic carries (`panic!("…")`), if it is text.
 fn panic_message(payload: &(dyn Any + Send)) -> Option<String> {
     powertools_core::error_chain::panic_text(payload).map(str::to_owned)
@@ -174,11 +168,9 @@ pub(crate) fn install_panic_hook() {
                 // Resolved into names only if a failure line is written.
                 backtrace: Backtrace::force_capture(),
             };
-            let _ = LAST_PANIC.try_with(|slot| {
-                if let Ok(mut slot) = slot.try_borrow_mut() {
-                    *slot = Some(captured);
-                }
-            });
+            // Kept on this thread for the code that catches the panic: this crate's layer, or
+            // the idempotency layer, which hands it on in the invocation's scope.
+            powertools_core::failure::keep_panic_capture(Box::new(captured));
             previous(info);
         }));
     });
@@ -225,27 +217,22 @@ impl StackTrace {
 const HANDLER_PANICKED: &str = "HandlerPanicked";
 
 /// A failure that a layer inside reported as its handler's panic (`HandlerPanicked`), with the
-/// panic's location and `stack_trace` when the hook captured this panic on this thread (the
-/// layer catches it in the same poll); `None` for any other failure.
+/// panic's location and `stack_trace` from the capture that layer handed on in the invocation's
+/// scope (taken where it caught the panic, so it is this invocation's); `Err` for any other
+/// failure, or without a capture.
 pub(crate) fn caught_panic(failure: Failure) -> Result<PanicReport, Failure> {
     if failure.name != HANDLER_PANICKED {
         return Err(failure);
     }
-    let captured = LAST_PANIC
-        .try_with(|slot| slot.try_borrow_mut().ok().and_then(|mut slot| slot.take()))
-        .ok()
-        .flatten()
-        // The hook's last panic is this one only if the report carries its message.
-        .filter(|captured| {
-            captured
-                .message
-                .as_deref()
-                .is_some_and(|message| failure.message.ends_with(message))
-        });
-    let Some(captured) = captured else {
+    let Some(captured) = powertools_core::failure::take_caught_panic()
+        .and_then(|capture| capture.downcast::<Captured>().ok())
+    else {
         return Err(failure);
     };
-    let value = captured.message.clone().unwrap_or_default();
+    let value = captured
+        .message
+        .clone()
+        .unwrap_or_else(|| failure.message.clone());
     Ok(PanicReport {
         stack_trace: frames_json(&captured.backtrace).map(|frames| StackTrace { value, frames }),
         location: captured.location,
@@ -256,10 +243,8 @@ pub(crate) fn caught_panic(failure: Failure) -> Result<PanicReport, Failure> {
 /// Describes the panic whose payload was just caught on this thread.
 pub(crate) fn describe_panic(payload: &(dyn Any + Send)) -> PanicReport {
     let message = panic_message(payload);
-    let captured = LAST_PANIC
-        .try_with(|slot| slot.try_borrow_mut().ok().and_then(|mut slot| slot.take()))
-        .ok()
-        .flatten()
+    let captured = powertools_core::failure::take_panic_capture()
+        .and_then(|capture| capture.downcast::<Captured>().ok())
         // The hook's last panic is this one only if it carried the same message.
         .filter(|captured| captured.message == message);
     let value = message.unwrap_or_else(|| "the handler panicked".to_owned());

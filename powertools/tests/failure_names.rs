@@ -10,7 +10,10 @@ use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use powertools::Powertools;
 use powertools::core::env::Env;
 use powertools::core::testing::TestContext;
-use powertools::idempotency::{Idempotency, IdempotencyLayer, InMemoryStore};
+use powertools::idempotency::{
+    DataRecord, Idempotency, IdempotencyLayer, IdempotencyStore, InMemoryStore, PutOutcome,
+    StoreError,
+};
 use powertools::logging::MemoryLogs;
 use powertools_tests::emf::CheckedSink;
 use serde_json::{Value, json};
@@ -896,6 +899,94 @@ async fn a_panic_behind_the_idempotency_layer_keeps_its_stack_trace() {
         "{line}"
     );
     assert!(line["stack_trace"]["frames"].is_array(), "{line}");
+}
+
+/// A store whose deletes answer after some polls, the first sooner than the second (as DynamoDB
+/// may), so that invocations' releases of a panicked handler's claim interleave.
+#[derive(Clone)]
+struct SlowDeletes(InMemoryStore, Arc<std::sync::atomic::AtomicUsize>);
+
+impl IdempotencyStore for SlowDeletes {
+    async fn get(&self, key: &str) -> Result<Option<DataRecord>, StoreError> {
+        self.0.get(key).await
+    }
+    async fn put_in_progress(
+        &self,
+        record: &DataRecord,
+        now: std::time::SystemTime,
+    ) -> Result<PutOutcome, StoreError> {
+        self.0.put_in_progress(record, now).await
+    }
+    async fn update(&self, record: &DataRecord) -> Result<(), StoreError> {
+        self.0.update(record).await
+    }
+    async fn delete(&self, record: &DataRecord) -> Result<(), StoreError> {
+        let call = self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..if call.is_multiple_of(2) { 2 } else { 8 } {
+            tokio::task::yield_now().await;
+        }
+        self.0.delete(record).await
+    }
+}
+
+/// Two invocations on one thread panic behind the idempotency layer, whose releases of their
+/// claims interleave: each failure line has its own panic's location and stack trace (a review
+/// found them crossed, or lost, when the capture was looked for on the thread after the
+/// release), a panic without a text message (`panic_any`) too.
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_panics_behind_the_idempotency_layer_keep_their_own_locations() {
+    let logs = MemoryLogs::new();
+    let spans = KeptSpans::default();
+    let powertools = stack(&logs, &spans);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let store = SlowDeletes(InMemoryStore::new(), Arc::default());
+    let idempotency = Idempotency::builder(store).build().expect("valid settings");
+    let service = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .layer(IdempotencyLayer::new(idempotency))
+        .service(service_fn(|event: LambdaEvent<Value>| async move {
+            let order = event.payload["order"].as_str();
+            if order == Some("a") {
+                panic!("boom"); // panic a
+            }
+            if order == Some("b") {
+                panic!("boom"); // panic b
+            }
+            if order == Some("c") {
+                std::panic::panic_any(42_u32); // panic c
+            }
+            Ok::<Value, lambda_runtime::Error>(Value::Null)
+        }));
+    let line_of = |marker: &str| {
+        let source = include_str!("failure_names.rs");
+        let line = source
+            .lines()
+            .position(|line| line.contains(marker))
+            .expect("the marker");
+        format!("powertools/tests/failure_names.rs:{}", line + 1)
+    };
+    let _ = tokio::join!(
+        service
+            .clone()
+            .oneshot(invocation("req-panic-a", json!({"order": "a"}))),
+        service
+            .clone()
+            .oneshot(invocation("req-panic-b", json!({"order": "b"}))),
+        service.oneshot(invocation("req-panic-any", json!({"order": "c"}))),
+    );
+    for (request, marker) in [
+        ("req-panic-a", "// panic a"),
+        ("req-panic-b", "// panic b"),
+        ("req-panic-any", "// panic c"),
+    ] {
+        let line = failure_line(&logs, request);
+        assert_eq!(line["exception_name"], "HandlerPanicked", "{line}");
+        assert_eq!(line["location"], line_of(marker), "{request}: {line}");
+        assert!(
+            line["stack_trace"]["frames"].is_array(),
+            "{request}: {line}"
+        );
+    }
 }
 
 /// Descriptions given one after the other (one per type, or one that panics) name the error the
