@@ -183,12 +183,23 @@ fn is_separator(byte: u8) -> bool {
     byte == b'-' || byte == b'_'
 }
 
-/// A key as text is searched for it: lowercase (Unicode's), `-` as `_`.
+/// A key as text is searched for it: lowercase (Unicode's), its words parted by `_` where it
+/// has `-`, `_` or a capital after a small letter or a digit (`ibanCode` is `iban_code`).
 fn spelled(key: &str) -> String {
-    key.chars()
-        .flat_map(char::to_lowercase)
-        .map(|c| if c == '-' { '_' } else { c })
-        .collect()
+    let mut spelled = String::with_capacity(key.len() + 4);
+    let mut after_small = false;
+    for c in key.chars() {
+        if c == '-' || c == '_' {
+            spelled.push('_');
+        } else {
+            if c.is_uppercase() && after_small {
+                spelled.push('_');
+            }
+            spelled.extend(c.to_lowercase());
+        }
+        after_small = c.is_lowercase() || c.is_ascii_digit();
+    }
+    spelled
 }
 
 /// The first mention of `key` (as [`spelled`]) in `text` (its ASCII letters lowercase), as the
@@ -1379,6 +1390,22 @@ mod tests {
         ] {
             assert!(!redactor.masks(key), "{key}");
         }
+        // A key configured in camelCase finds its words joined in text too (a review found
+        // `ibanCode` left `iban_code=…` in clear).
+        let camel = Redactor::new(["ibanCode", "cardNumber"]);
+        for text in [
+            "rejected iban_code=DE89",
+            "bad IBAN-CODE DE89",
+            "ibanCode=DE89",
+        ] {
+            assert!(mentions_redacted_key(text, &camel), "{text}");
+        }
+        assert_eq!(
+            redacted_message("rejected iban_code=DE89", &camel),
+            format!("rejected iban_code{REDACTED}")
+        );
+        assert!(camel.masks("iban_code") && camel.masks("IBANCODE"));
+        assert!(!mentions_redacted_key("a card number", &camel));
         let custom = Redactor::new(["iban-code", "contraseña_nueva"]);
         assert!(custom.masks("ibanCode") && custom.masks("IBAN_CODE") && custom.masks("ibancode"));
         assert!(custom.masks("ContraseñaNueva") && custom.masks("CONTRASEÑA-NUEVA"));
