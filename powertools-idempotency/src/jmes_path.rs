@@ -146,6 +146,14 @@ fn header_in_another_case(expression: &str) -> Option<(&'static str, &str)> {
         .flat_map(|field| {
             expression
                 .match_indices(field)
+                // The event's own `headers`, not a field of that name inside another
+                // (`body.headers.X`, `myheaders.X`).
+                .filter(|&(at, _)| {
+                    expression[..at]
+                        .chars()
+                        .next_back()
+                        .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '.'))
+                })
                 .map(move |(at, _)| (field, &expression[at + field.len()..]))
         })
         .filter_map(|(field, rest)| {
@@ -237,8 +245,18 @@ mod tests {
             let described = KeyExtractor::<Value>::describe(&path);
             assert!(!described.contains("lowercase"), "{lowercase}: {described}");
         }
+        for nested in [
+            "body.headers.Foo",
+            "myheaders.Foo",
+            "powertools_json(body).headers.X",
+        ] {
+            let path = JmesPath::new(nested).unwrap();
+            let described = KeyExtractor::<Value>::describe(&path);
+            assert!(!described.contains("lowercase"), "{nested}: {described}");
+        }
         for mixed in [
             "headers.Authorization",
+            "[body.id, headers.X]",
             r#"multiValueHeaders."X-Request-Id"[0]"#,
             r#"requestContext.http.method || headers."X-Key""#,
         ] {

@@ -3293,6 +3293,21 @@ async fn a_response_that_would_not_read_back_is_not_stored_and_duplicates_are_to
     let (first, duplicate) = twice(|| BTreeMap::from([(7_u32, 1_u32)])).await;
     assert_eq!(duplicate.unwrap(), first);
 
+    // An untagged enum replays as the first variant that reads its JSON (serde's rule), as
+    // the README says: `Exact(u128)` beside `Approx(f64)` replays as `Approx` (a review found
+    // it); the variant that says most comes first, or the enum is tagged.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Amount {
+        Exact(u128),
+        Approx(f64),
+    }
+    let (_, duplicate) = twice(|| Amount::Exact(u128::MAX)).await;
+    assert!(
+        matches!(duplicate, Ok(Amount::Approx(_))),
+        "the README's example of the rule: {duplicate:?}"
+    );
+
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     struct Skipped {
         id: u32,
