@@ -49,31 +49,39 @@ impl std::fmt::Debug for Reports {
     }
 }
 
+/// What a panic hook captured of a panic, with the panic's message to tell it by.
+type PanicCapture = (Option<String>, Box<dyn std::any::Any + Send>);
+
 std::thread_local! {
     /// What the panic hook captured of the last panic on this thread.
-    static PANIC_CAPTURE: std::cell::RefCell<Option<Box<dyn std::any::Any + Send>>> =
+    static PANIC_CAPTURE: std::cell::RefCell<Option<PanicCapture>> =
         const { std::cell::RefCell::new(None) };
 }
 
 /// Keeps what a panic hook captured of the panic under way on this thread (its location, its
-/// backtrace), for the code that catches it: [`take_panic_capture`]. The logging layer's hook
-/// calls it.
-pub fn keep_panic_capture(capture: Box<dyn std::any::Any + Send>) {
+/// backtrace), with the panic's message (`None` for a payload that is not text), for the code
+/// that catches it: [`take_panic_capture`]. The logging layer's hook calls it.
+pub fn keep_panic_capture(message: Option<String>, capture: Box<dyn std::any::Any + Send>) {
     let _ = PANIC_CAPTURE.try_with(|slot| {
         if let Ok(mut slot) = slot.try_borrow_mut() {
-            *slot = Some(capture);
+            *slot = Some((message, capture));
         }
     });
 }
 
-/// Takes this thread's last panic capture. Called where a panic was just caught, in the poll
-/// that caught it, it is that panic's (a later poll may have run other invocations' panics on
-/// this thread).
-pub fn take_panic_capture() -> Option<Box<dyn std::any::Any + Send>> {
-    PANIC_CAPTURE
+/// Takes this thread's last panic capture, if it is the capture of the panic whose `payload` was
+/// just caught: called where a panic is caught, in the poll that caught it (a later poll may
+/// have run other invocations' panics on this thread). The capture is told by the panic's
+/// message, so a capture left by a panic someone else caught is not taken for a panic the hook
+/// never saw (`resume_unwind`); it is dropped, since it can belong to no later panic either.
+pub fn take_panic_capture(
+    payload: &(dyn std::any::Any + Send),
+) -> Option<Box<dyn std::any::Any + Send>> {
+    let (message, capture) = PANIC_CAPTURE
         .try_with(|slot| slot.try_borrow_mut().ok().and_then(|mut slot| slot.take()))
         .ok()
-        .flatten()
+        .flatten()?;
+    (message.as_deref() == crate::error_chain::panic_text(payload)).then_some(capture)
 }
 
 /// Hands the capture of a panic that a layer caught and returns as an error (the idempotency

@@ -197,6 +197,9 @@ impl<St: IdempotencyStore> Engine<St> {
             let future = match std::panic::catch_unwind(AssertUnwindSafe(handler)) {
                 Ok(future) => future,
                 Err(panic) => {
+                    // Resumed after the release: the logging layer then finds its capture in
+                    // the scope, not on whatever thread runs the task after the await.
+                    hand_on_panic_capture(panic.as_ref());
                     if let Err(error) = engine.release(&record, deadline).await {
                         tracing::error!(
                             key = %record.key,
@@ -220,6 +223,8 @@ impl<St: IdempotencyStore> Engine<St> {
                         storable_response(&record, &response)
                     }))
                     .unwrap_or_else(|panic| {
+                        // Handled here: its capture is no later panic's.
+                        drop(powertools_core::failure::take_panic_capture(panic.as_ref()));
                         Err(format!(
                             "serializing the response panicked: {}",
                             panic_message(panic.as_ref())
@@ -537,11 +542,17 @@ impl<St: IdempotencyStore> Engine<St> {
 /// taken now, in the poll that caught it, before another invocation's panic on this thread can
 /// replace it.
 fn handler_panicked<E>(panic: &(dyn std::any::Any + Send)) -> Error<E> {
-    if let Some(capture) = powertools_core::failure::take_panic_capture() {
-        powertools_core::failure::report_caught_panic(capture);
-    }
+    hand_on_panic_capture(panic);
     Error::HandlerPanicked {
         message: panic_message(panic),
+    }
+}
+
+/// Hands the panic hook's capture of the panic whose `payload` was just caught to the layers
+/// outside, in the invocation's scope, before anything is awaited.
+fn hand_on_panic_capture(payload: &(dyn std::any::Any + Send)) {
+    if let Some(capture) = powertools_core::failure::take_panic_capture(payload) {
+        powertools_core::failure::report_caught_panic(capture);
     }
 }
 

@@ -170,7 +170,10 @@ pub(crate) fn install_panic_hook() {
             };
             // Kept on this thread for the code that catches the panic: this crate's layer, or
             // the idempotency layer, which hands it on in the invocation's scope.
-            powertools_core::failure::keep_panic_capture(Box::new(captured));
+            powertools_core::failure::keep_panic_capture(
+                captured.message.clone(),
+                Box::new(captured),
+            );
             previous(info);
         }));
     });
@@ -243,10 +246,16 @@ pub(crate) fn caught_panic(failure: Failure) -> Result<PanicReport, Failure> {
 /// Describes the panic whose payload was just caught on this thread.
 pub(crate) fn describe_panic(payload: &(dyn Any + Send)) -> PanicReport {
     let message = panic_message(payload);
-    let captured = powertools_core::failure::take_panic_capture()
+    // Handed on in the invocation's scope by a layer inside that caught the panic and resumed
+    // it after an await (the idempotency layer, after freeing its claim), else on this thread,
+    // where the hook left it in this poll. Either is this panic's only with its message.
+    let captured = powertools_core::failure::take_caught_panic()
         .and_then(|capture| capture.downcast::<Captured>().ok())
-        // The hook's last panic is this one only if it carried the same message.
-        .filter(|captured| captured.message == message);
+        .filter(|captured| captured.message == message)
+        .or_else(|| {
+            powertools_core::failure::take_panic_capture(payload)
+                .and_then(|capture| capture.downcast::<Captured>().ok())
+        });
     let value = message.unwrap_or_else(|| "the handler panicked".to_owned());
     let (location, stack_trace) = match captured {
         Some(captured) => (

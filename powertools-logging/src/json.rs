@@ -184,20 +184,29 @@ fn is_separator(byte: u8) -> bool {
 }
 
 /// A key as text is searched for it: lowercase (Unicode's), its words parted by `_` where it
-/// has `-`, `_` or a capital after a small letter or a digit (`ibanCode` is `iban_code`).
+/// has `-`, `_` or a capital that begins a word: after a small letter or a digit, or the last of
+/// capitals before a small letter (`ibanCode` and `IBANCode` are `iban_code`, `APIKey` is
+/// `api_key`).
 fn spelled(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
     let mut spelled = String::with_capacity(key.len() + 4);
-    let mut after_small = false;
-    for c in key.chars() {
+    for (at, &c) in chars.iter().enumerate() {
         if c == '-' || c == '_' {
             spelled.push('_');
-        } else {
-            if c.is_uppercase() && after_small {
-                spelled.push('_');
-            }
-            spelled.extend(c.to_lowercase());
+            continue;
         }
-        after_small = c.is_lowercase() || c.is_ascii_digit();
+        let before = at.checked_sub(1).map(|before| chars[before]);
+        let after = chars.get(at + 1);
+        let begins_word = c.is_uppercase()
+            && before.is_some_and(|before| {
+                before.is_lowercase()
+                    || before.is_ascii_digit()
+                    || (before.is_uppercase() && after.is_some_and(|after| after.is_lowercase()))
+            });
+        if begins_word {
+            spelled.push('_');
+        }
+        spelled.extend(c.to_lowercase());
     }
     spelled
 }
@@ -1400,6 +1409,23 @@ mod tests {
         ] {
             assert!(mentions_redacted_key(text, &camel), "{text}");
         }
+        // Capitals in a row: the last begins the next word (a review found `IBANCode` and
+        // `APIKey` never named by `iban_code` and `api_key`).
+        let capitals = Redactor::new(["IBANCode", "APIKey", "userID", "x509Cert"]);
+        for text in [
+            "iban_code=DE89",
+            "IBAN-CODE DE89",
+            "api_key=abc",
+            "user_id 7",
+            "x509_cert",
+        ] {
+            assert!(mentions_redacted_key(text, &capitals), "{text}");
+        }
+        assert_eq!(spelled("IBANCode"), "iban_code");
+        assert_eq!(spelled("APIKey"), "api_key");
+        assert_eq!(spelled("userID"), "user_id");
+        assert_eq!(spelled("x509Cert"), "x509_cert");
+        assert_eq!(spelled("Password"), "password");
         assert_eq!(
             redacted_message("rejected iban_code=DE89", &camel),
             format!("rejected iban_code{REDACTED}")

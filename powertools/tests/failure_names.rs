@@ -989,6 +989,136 @@ async fn concurrent_panics_behind_the_idempotency_layer_keep_their_own_locations
     }
 }
 
+/// A panic someone else caught leaves the hook's capture on the thread; a later panic the hook
+/// never saw (`resume_unwind`) must not get its location or text (a review found another
+/// customer's panic text in a later invocation's `stack_trace`), nor one after a response's
+/// `Serialize` panicked.
+#[tokio::test(flavor = "current_thread")]
+async fn a_panic_caught_elsewhere_never_describes_a_later_invocation_s_panic() {
+    #[derive(Debug, Clone, serde::Deserialize)]
+    struct Unserializable;
+    impl serde::Serialize for Unserializable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            panic!("serialize boom for customer 1")
+        }
+    }
+    let logs = MemoryLogs::new();
+    let spans = KeptSpans::default();
+    let powertools = stack(&logs, &spans);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let swallowing = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .layer(IdempotencyLayer::new(idempotency()))
+        .service(service_fn(|event: LambdaEvent<Value>| async move {
+            if event.payload["order"] == "swallow" {
+                let _ = std::panic::catch_unwind(|| panic!("card 4111 of customer 1"));
+                return Ok::<Value, lambda_runtime::Error>(Value::Null);
+            }
+            std::panic::resume_unwind(Box::new("rethrown for customer 2"));
+        }));
+    swallowing
+        .clone()
+        .oneshot(invocation("req-swallow", json!({"order": "swallow"})))
+        .await
+        .unwrap();
+    swallowing
+        .oneshot(invocation("req-rethrow", json!({"order": "rethrow"})))
+        .await
+        .unwrap_err();
+    let line = failure_line(&logs, "req-rethrow");
+    assert_eq!(line["exception_name"], "HandlerPanicked", "{line}");
+    assert!(!line.to_string().contains("customer 1"), "{line}");
+    assert!(line.get("stack_trace").is_none(), "{line}");
+    assert!(
+        line["location"]
+            .as_str()
+            .is_some_and(|location| !location.contains("failure_names.rs")),
+        "no location the hook saw for this panic: {line}"
+    );
+
+    let serializing = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .layer(IdempotencyLayer::new(idempotency()))
+        .service(service_fn(|event: LambdaEvent<Value>| async move {
+            if event.payload["order"] == "bad" {
+                return Ok::<_, lambda_runtime::Error>(Some(Unserializable));
+            }
+            std::panic::resume_unwind(Box::new(17_u8));
+        }));
+    // The stack's other layers serialize the response too: that panic goes on, in its task.
+    let _ = tokio::spawn(
+        serializing
+            .clone()
+            .oneshot(invocation("req-bad-response", json!({"order": "bad"}))),
+    )
+    .await;
+    serializing
+        .oneshot(invocation("req-rethrow-17", json!({"order": "17"})))
+        .await
+        .unwrap_err();
+    let line = failure_line(&logs, "req-rethrow-17");
+    assert!(!line.to_string().contains("serialize boom"), "{line}");
+    assert!(line.get("stack_trace").is_none(), "{line}");
+}
+
+/// A panic while the inner service builds its future (in its `call`): the idempotency layer
+/// frees the claim, then lets the panic go on; concurrent invocations' lines keep their own
+/// locations (a review found them crossed: the capture was looked for after the release).
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_panics_in_the_inner_call_keep_their_own_locations() {
+    let logs = MemoryLogs::new();
+    let spans = KeptSpans::default();
+    let powertools = stack(&logs, &spans);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let store = SlowDeletes(InMemoryStore::new(), Arc::default());
+    let idempotency = Idempotency::builder(store).build().expect("valid settings");
+    let service = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .layer(IdempotencyLayer::new(idempotency))
+        .service(tower_service_fn(|event: LambdaEvent<Value>| {
+            if event.payload["order"] == "a" {
+                panic!("boom"); // call panic a
+            }
+            if event.payload["order"] == "b" {
+                panic!("boom"); // call panic b
+            }
+            std::future::ready(Ok::<Value, lambda_runtime::Error>(Value::Null))
+        }));
+    let spawn = |request: &'static str, order: &'static str| {
+        tokio::spawn(
+            service
+                .clone()
+                .oneshot(invocation(request, json!({"order": order}))),
+        )
+    };
+    let (a, b) = tokio::join!(spawn("req-call-a", "a"), spawn("req-call-b", "b"));
+    assert!(a.is_err_and(|error| error.is_panic()));
+    assert!(b.is_err_and(|error| error.is_panic()));
+    let source = include_str!("failure_names.rs");
+    for (request, marker) in [
+        ("req-call-a", "// call panic a"),
+        ("req-call-b", "// call panic b"),
+    ] {
+        let line_number = source
+            .lines()
+            .position(|line| line.contains(marker))
+            .expect("the marker")
+            + 1;
+        let line = logs
+            .json()
+            .into_iter()
+            .find(|line| {
+                line["function_request_id"] == request && line["message"] == "Invocation panicked"
+            })
+            .expect("the panic's line");
+        assert_eq!(
+            line["location"],
+            format!("powertools/tests/failure_names.rs:{line_number}"),
+            "{request}: {line}"
+        );
+    }
+}
+
 /// Descriptions given one after the other (one per type, or one that panics) name the error the
 /// same in the failure line and in the span.
 #[tokio::test]
