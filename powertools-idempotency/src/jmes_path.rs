@@ -149,10 +149,15 @@ fn header_in_another_case(expression: &str) -> Option<(&'static str, &str)> {
                 // The event's own `headers`, not a field of that name inside another
                 // (`body.headers.X`, `myheaders.X`).
                 .filter(|&(at, _)| {
-                    expression[..at]
-                        .chars()
-                        .next_back()
-                        .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '.'))
+                    // The character before, spaces skipped: none, or one that begins an
+                    // expression (`[`, `(`, `,`, `||`, `&&`, `!`, `{`, `:`), not a `.` (a field
+                    // inside another) or a `|` alone (a pipe searches the result before it).
+                    let before = expression[..at].trim_end();
+                    match before.chars().next_back() {
+                        None => true,
+                        Some('|') => before.ends_with("||"),
+                        Some(c) => !(c.is_alphanumeric() || c == '_' || c == '.' || c == '"'),
+                    }
                 })
                 .map(move |(at, _)| (field, &expression[at + field.len()..]))
         })
@@ -249,6 +254,8 @@ mod tests {
             "body.headers.Foo",
             "myheaders.Foo",
             "powertools_json(body).headers.X",
+            "body | headers.X",
+            "body.\"headers\".X",
         ] {
             let path = JmesPath::new(nested).unwrap();
             let described = KeyExtractor::<Value>::describe(&path);
@@ -257,6 +264,7 @@ mod tests {
         for mixed in [
             "headers.Authorization",
             "[body.id, headers.X]",
+            "body.id || headers.X",
             r#"multiValueHeaders."X-Request-Id"[0]"#,
             r#"requestContext.http.method || headers."X-Key""#,
         ] {

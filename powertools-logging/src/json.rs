@@ -82,9 +82,6 @@ pub(crate) struct Redactor {
     /// `_` stands for any run of separators or none, and nothing else may come between letters
     /// (`recv_count` does not name `cvc`).
     spelled: Vec<String>,
-    /// Whether a key is not ASCII (`contraseña`): such a key is also compared without Unicode
-    /// case, which costs more; ASCII keys (the defaults) are compared byte by byte.
-    non_ascii: bool,
     /// The first bytes of the keys, one bit per byte value's low six bits: a key whose first
     /// letter has no bit is no masked key, which most of a line's keys are told by one test.
     first_bytes: u64,
@@ -98,7 +95,6 @@ impl Redactor {
             .map(|key| (normalize(key.as_ref()), spelled(key.as_ref())))
             .filter(|(key, _)| !key.is_empty())
             .unzip();
-        let non_ascii = keys.iter().any(|key| !key.is_ascii());
         let first_bytes = keys
             .iter()
             .filter_map(|key| key.bytes().next())
@@ -106,7 +102,6 @@ impl Redactor {
         Redactor {
             keys,
             spelled,
-            non_ascii,
             first_bytes,
         }
     }
@@ -114,7 +109,10 @@ impl Redactor {
     pub(crate) fn masks(&self, key: &str) -> bool {
         !self.keys.is_empty()
             && (self.masks_ascii_spelling(key.as_bytes())
-                || (self.non_ascii && !key.is_ascii() && {
+                // A key that is not ASCII, in Unicode's lowercase: `contraseña` for a masked
+                // `CONTRASEÑA`, and `token` for an ASCII masked key spelled with the Kelvin
+                // sign (U+212A), whose lowercase is `k`.
+                || (!key.is_ascii() && {
                     let key = normalize(key);
                     self.keys.contains(&key)
                 }))
@@ -150,7 +148,9 @@ impl Redactor {
     /// Whether `text` holds a key spelled in another Unicode case than the key's (`CONTRASEÑA`
     /// for `contraseña`), which the byte search does not see.
     fn mentioned_in_unicode_case(&self, text: &[u8]) -> bool {
-        if !self.non_ascii || text.is_ascii() {
+        // Any text that is not ASCII: its Unicode lowercase may spell an ASCII key too (the
+        // Kelvin sign lowercases to `k`).
+        if text.is_ascii() {
             return false;
         }
         let lowercase: String = String::from_utf8_lossy(text)
@@ -1462,6 +1462,18 @@ mod tests {
             assert!(!mentions_redacted_key(text, &redactor), "{text}");
             assert_eq!(redacted_message(text, &redactor), text);
         }
+        // A key spelled with a character whose Unicode lowercase is ASCII (the Kelvin sign,
+        // U+212A, lowercases to `k`) is the key, though every masked key is ASCII.
+        let kelvin_token = "to\u{212A}en";
+        assert!(redactor.masks(kelvin_token));
+        assert!(mentions_redacted_key(
+            &format!("bad {kelvin_token}=t-1"),
+            &redactor
+        ));
+        assert_eq!(
+            redacted_message(&format!("bad {kelvin_token}=t-1"), &redactor),
+            REDACTED
+        );
         // A mention in another Unicode case before an ASCII one is not left in clear.
         let both = Redactor::new(["contraseña", "password"]);
         assert_eq!(
