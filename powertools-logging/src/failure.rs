@@ -227,8 +227,7 @@ pub(crate) fn caught_panic(failure: Failure) -> Result<PanicReport, Failure> {
     if failure.name != HANDLER_PANICKED {
         return Err(failure);
     }
-    let Some(captured) = powertools_core::failure::take_caught_panic()
-        .and_then(|capture| capture.downcast::<Captured>().ok())
+    let Some(captured) = powertools_core::failure::take_caught_panic().and_then(hook_capture)
     else {
         return Err(failure);
     };
@@ -236,11 +235,31 @@ pub(crate) fn caught_panic(failure: Failure) -> Result<PanicReport, Failure> {
         .message
         .clone()
         .unwrap_or_else(|| failure.message.clone());
-    Ok(PanicReport {
-        stack_trace: frames_json(&captured.backtrace).map(|frames| StackTrace { value, frames }),
-        location: captured.location,
-        failure,
-    })
+    Ok(PanicReport::with_capture(failure, Some(captured), value))
+}
+
+/// The capture this crate's panic hook kept, from the box it was handed on in.
+fn hook_capture(capture: Box<dyn Any + Send>) -> Option<Box<Captured>> {
+    capture.downcast().ok()
+}
+
+impl PanicReport {
+    /// `failure`, with the location and the stack trace (whose `value` is `value`) of
+    /// `captured`, when the hook captured the panic.
+    fn with_capture(failure: Failure, captured: Option<Box<Captured>>, value: String) -> Self {
+        let (location, stack_trace) = match captured {
+            Some(captured) => (
+                captured.location,
+                frames_json(&captured.backtrace).map(|frames| StackTrace { value, frames }),
+            ),
+            None => (None, None),
+        };
+        PanicReport {
+            failure,
+            location,
+            stack_trace,
+        }
+    }
 }
 
 /// Describes the panic whose payload was just caught on this thread.
@@ -250,31 +269,15 @@ pub(crate) fn describe_panic(payload: &(dyn Any + Send)) -> PanicReport {
     // it after an await (the idempotency layer, after freeing its claim), else on this thread,
     // where the hook left it in this poll. Either is this panic's only with its message.
     let captured = powertools_core::failure::take_caught_panic()
-        .and_then(|capture| capture.downcast::<Captured>().ok())
+        .and_then(hook_capture)
         .filter(|captured| captured.message == message)
-        .or_else(|| {
-            powertools_core::failure::take_panic_capture(payload)
-                .and_then(|capture| capture.downcast::<Captured>().ok())
-        });
+        .or_else(|| powertools_core::failure::take_panic_capture(payload).and_then(hook_capture));
     let value = message.unwrap_or_else(|| "the handler panicked".to_owned());
-    let (location, stack_trace) = match captured {
-        Some(captured) => (
-            captured.location,
-            frames_json(&captured.backtrace).map(|frames| StackTrace {
-                value: value.clone(),
-                frames,
-            }),
-        ),
-        None => (None, None),
+    let failure = Failure {
+        name: PANIC.to_owned(),
+        message: value.clone(),
     };
-    PanicReport {
-        failure: Failure {
-            name: PANIC.to_owned(),
-            message: value,
-        },
-        location,
-        stack_trace,
-    }
+    PanicReport::with_capture(failure, captured, value)
 }
 
 /// The most frames a `stack_trace` lists: those nearest the panic.

@@ -164,8 +164,8 @@ impl Redactor {
 }
 
 /// A key as it is compared: lowercase (Unicode's), without `-` and `_` (the words of
-/// `card_number`, `card-number` and `cardNumber` alike). For an ASCII key, the bytes [`folded`]
-/// gives.
+/// `card_number`, `card-number` and `cardNumber` alike). For an ASCII key, what
+/// `Redactor::masks_ascii_spelling` folds it into.
 fn normalize(key: &str) -> String {
     key.chars()
         .flat_map(char::to_lowercase)
