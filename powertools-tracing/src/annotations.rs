@@ -38,6 +38,8 @@ const LAYER_KEYS: &[&str] = &[
     "faas.trigger",
     "faas.coldstart",
     "faas.tenant_id",
+    "messaging.system",
+    "messaging.operation.type",
     "cloud.account.id",
     "cloud.resource_id",
     "aws.lambda.invoked_arn",

@@ -26,6 +26,7 @@ use crate::exception;
 use crate::extension::DEADLINE_MARGIN;
 use crate::http_request::{self, HttpHook, HttpRequest};
 use crate::tracer::Tracer;
+use crate::trigger;
 use powertools_core::failure::ErrorDescriptions;
 
 /// The most bytes of a response, or of an error message, recorded on a span (X-Ray's segment
@@ -106,7 +107,8 @@ impl TracingLayer {
     }
 
     /// The `faas.trigger` of the function: `http`, `pubsub`, `datasource`, `timer` or `other`
-    /// (default: `http` for an invocation whose event is an HTTP request, else `other`).
+    /// (default: read from the event, see the crate's "Other triggers"; `other` for an event type
+    /// of your own).
     pub fn trigger(mut self, trigger: &'static str) -> Self {
         self.trigger = Some(trigger);
         self
@@ -336,7 +338,7 @@ fn invocation_context(
     layer: &TracingLayer,
     invocation: &Invocation<'_>,
     cold_start: bool,
-    trigger: &'static str,
+    source: trigger::Source,
     request: Option<HttpRequest>,
 ) -> Option<OtelContext> {
     let inner = &layer.tracer.inner;
@@ -345,7 +347,10 @@ fn invocation_context(
     let mut attributes = Vec::with_capacity(15);
     attributes.extend([
         KeyValue::new("faas.invocation_id", invocation.request_id().to_owned()),
-        KeyValue::new("faas.trigger", trigger),
+        KeyValue::new(
+            "faas.trigger",
+            layer.trigger.unwrap_or(source.faas_trigger()),
+        ),
         KeyValue::new("faas.coldstart", cold_start),
         // faas.name, faas.version, cloud.provider and cloud.region are the same for every
         // invocation: they are on the resource (`Tracer`), as the conventions place them.
@@ -361,6 +366,11 @@ fn invocation_context(
         if let Some(value) = value {
             attributes.push(KeyValue::new(key, value.clone()));
         }
+    }
+    if source == trigger::Source::Sqs {
+        // Required by the semantic conventions for an SQS event, whatever `trigger` says.
+        attributes.push(KeyValue::new("messaging.system", "aws_sqs"));
+        attributes.push(KeyValue::new("messaging.operation.type", "process"));
     }
     if let Some(tenant) = invocation.tenant_id() {
         attributes.push(KeyValue::new("faas.tenant_id", tenant.to_owned()));
@@ -588,15 +598,16 @@ where
         let invocation = Invocation::new(&event.context);
         let request = http_request::request_of(&event.payload, self.layer.http.as_ref());
         let http = request.is_some();
-        let trigger = self
-            .layer
-            .trigger
-            .unwrap_or(if http { "http" } else { "other" });
+        let source = if http {
+            trigger::Source::Http
+        } else {
+            trigger::source_of(&event.payload)
+        };
         let Some(context) = invocation_context(
             &self.layer,
             &invocation,
             is_cold_start(&event.context),
-            trigger,
+            source,
             request,
         ) else {
             return Box::pin(self.inner.call(event));

@@ -90,6 +90,19 @@
 //! what a `lambda_http::Adapter` (an axum `Router` under `lambda_http`) receives (feature
 //! `lambda-http`); for an event type of your own, see [`TracingLayer::http_request`]. Other events cost a type comparison or a map lookup.
 //!
+//! # Other triggers
+//!
+//! `faas.trigger` is read from the event too: `pubsub` for SQS, SNS and Kinesis events,
+//! `datasource` for DynamoDB Streams and S3 notifications, `timer` for an EventBridge schedule
+//! (`source` `aws.events`, `detail-type` `Scheduled Event`), `other` for anything else (a custom
+//! EventBridge event, a Step Functions or direct invocation). An SQS event also gets
+//! `messaging.system = aws_sqs` and `messaging.operation.type = process`, which the semantic
+//! conventions for AWS Lambda require. `serde_json::Value` events are read by their first
+//! record's `eventSource` (`EventSource` for SNS), and the `aws_lambda_events` types
+//! (`SqsEvent`, `SnsEvent`, `KinesisEvent`, `dynamodb::Event`, `S3Event`, and `EventBridgeEvent`
+//! with its default `Value` detail) by their type, with the `aws-lambda-events` feature. For an
+//! event type of your own, set it with [`TracingLayer::trigger`].
+//!
 //! # X-Ray annotations
 //!
 //! X-Ray indexes as annotations only the span attributes listed in the span's
@@ -174,6 +187,7 @@ mod http_request;
 mod layer;
 mod propagation;
 mod tracer;
+mod trigger;
 
 #[cfg(feature = "aws-sdk")]
 mod aws_sdk;

@@ -377,7 +377,8 @@ impl<C> PowertoolsLayer<C> {
         self
     }
 
-    /// Sets the traces' `faas.trigger` (`http`, `pubsub`, `datasource`, `timer`, `other`).
+    /// Sets the traces' `faas.trigger` (`http`, `pubsub`, `datasource`, `timer`, `other`;
+    /// default: read from the event, see `powertools_tracing`'s "Other triggers").
     pub fn trigger(mut self, trigger: &'static str) -> Self {
         self.tracing = self.tracing.trigger(trigger);
         self

@@ -95,7 +95,7 @@ fn consumer<St: IdempotencyStore + Clone>(
 ) -> Consumer {
     BoxCloneService::new(
         ServiceBuilder::new()
-            .layer(powertools.layer().trigger("pubsub"))
+            .layer(powertools.layer())
             .service(service_fn(move |event: LambdaEvent<SqsEvent>| {
                 let (idempotency, ovens) = (idempotency.clone(), ovens.clone());
                 async move {

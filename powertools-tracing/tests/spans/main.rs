@@ -326,8 +326,147 @@ async fn http_invocations_get_the_http_server_attributes_from_the_events_json() 
     let span = invocation_span(sqs, json!({"statusCode": 200})).await;
     assert_eq!(
         http_attributes(&span),
-        json!({"faas.trigger": "other", "http.request.method": null, "url.path": null,
+        json!({"faas.trigger": "pubsub", "http.request.method": null, "url.path": null,
                "http.route": null, "http.response.status_code": null})
+    );
+}
+
+fn trigger_attributes(span: &opentelemetry_sdk::trace::SpanData) -> Value {
+    json!({
+        "faas.trigger": text(span, "faas.trigger"),
+        "messaging.system": text(span, "messaging.system"),
+        "messaging.operation.type": text(span, "messaging.operation.type"),
+    })
+}
+
+fn trigger(faas: &str) -> Value {
+    json!({"faas.trigger": faas, "messaging.system": null, "messaging.operation.type": null})
+}
+
+#[tokio::test]
+async fn events_of_queues_topics_streams_tables_buckets_and_schedules_name_their_trigger() {
+    // The semantic conventions for AWS Lambda: an SQS event is `pubsub`, with
+    // `messaging.system = aws_sqs` and `messaging.operation.type = process`.
+    let sqs_event = json!({"Records": [
+        {"messageId": "m-1", "body": "{}", "eventSource": "aws:sqs",
+         "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:orders"},
+        {"messageId": "m-2", "body": "{}", "eventSource": "aws:sqs",
+         "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:orders"},
+    ]});
+    let sqs = json!({"faas.trigger": "pubsub", "messaging.system": "aws_sqs",
+                     "messaging.operation.type": "process"});
+    let sns_event = json!({"Records": [{"EventSource": "aws:sns", "EventVersion": "1.0",
+        "Sns": {"Message": "hello", "MessageId": "n-1"}}]});
+    let kinesis_event = json!({"Records": [{"eventSource": "aws:kinesis",
+        "kinesis": {"data": "e30=", "sequenceNumber": "1", "partitionKey": "p"}}]});
+    let dynamodb_event = json!({"Records": [{"eventSource": "aws:dynamodb",
+        "eventName": "INSERT", "dynamodb": {"Keys": {"id": {"S": "1"}}}}]});
+    let s3_event = json!({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": "b"}, "object": {"key": "k"}}}]});
+    let scheduled = json!({"version": "0", "id": "e-1", "detail-type": "Scheduled Event",
+        "source": "aws.events", "account": "123456789012", "time": "2026-12-04T05:00:00Z",
+        "region": "eu-west-1", "resources": ["arn:aws:events:eu-west-1:123456789012:rule/nightly"],
+        "detail": {}});
+    let custom_bus_event = json!({"version": "0", "id": "e-2", "detail-type": "OrderPlaced",
+        "source": "shop.orders", "detail": {"id": 1}});
+    for (event, expected) in [
+        (sqs_event, sqs.clone()),
+        (sns_event, trigger("pubsub")),
+        (kinesis_event, trigger("pubsub")),
+        (dynamodb_event, trigger("datasource")),
+        (s3_event, trigger("datasource")),
+        (scheduled, trigger("timer")),
+        // What the event does not say stays `other`: a custom EventBridge event, an empty
+        // batch, a record without a source, a source of another kind or case.
+        (custom_bus_event, trigger("other")),
+        (json!({"Records": []}), trigger("other")),
+        (json!({"Records": [{"body": "{}"}]}), trigger("other")),
+        (
+            json!({"Records": [{"eventSource": "aws:SQS"}]}),
+            trigger("other"),
+        ),
+        (json!({"Records": [{"eventSource": 7}]}), trigger("other")),
+        (
+            json!({"Records": {"eventSource": "aws:sqs"}}),
+            trigger("other"),
+        ),
+        (
+            json!({"source": "aws.events", "detail-type": "Scheduled Event"}),
+            trigger("timer"),
+        ),
+        (json!("aws:sqs"), trigger("other")),
+        (json!(null), trigger("other")),
+    ] {
+        let span = invocation_span(event.clone(), Value::Null).await;
+        assert_eq!(trigger_attributes(&span), expected, "{event}");
+    }
+
+    // The typed events of `aws_lambda_events` say the same
+    #[cfg(feature = "aws-lambda-events")]
+    {
+        use aws_lambda_events::{
+            dynamodb, eventbridge::EventBridgeEvent, kinesis::KinesisEvent, s3::S3Event,
+            sns::SnsEvent, sqs::SqsEvent,
+        };
+        let span = invocation_span(SqsEvent::default(), Value::Null).await;
+        assert_eq!(trigger_attributes(&span), sqs, "SqsEvent");
+        let span = invocation_span(SnsEvent::default(), Value::Null).await;
+        assert_eq!(trigger_attributes(&span), trigger("pubsub"), "SnsEvent");
+        let span = invocation_span(KinesisEvent::default(), Value::Null).await;
+        assert_eq!(trigger_attributes(&span), trigger("pubsub"), "KinesisEvent");
+        let span = invocation_span(dynamodb::Event::default(), Value::Null).await;
+        assert_eq!(
+            trigger_attributes(&span),
+            trigger("datasource"),
+            "dynamodb::Event"
+        );
+        let span = invocation_span(S3Event::default(), Value::Null).await;
+        assert_eq!(trigger_attributes(&span), trigger("datasource"), "S3Event");
+        let scheduled: EventBridgeEvent = serde_json::from_value(json!({
+            "version": "0", "id": "e-1", "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "123456789012", "time": "2026-12-04T05:00:00Z", "region": "eu-west-1",
+            "resources": [], "detail": {}}))
+        .expect("a scheduled event");
+        let span = invocation_span(scheduled, Value::Null).await;
+        assert_eq!(
+            trigger_attributes(&span),
+            trigger("timer"),
+            "EventBridgeEvent"
+        );
+        let custom: EventBridgeEvent = serde_json::from_value(json!({
+            "version": "0", "id": "e-2", "detail-type": "OrderPlaced", "source": "shop.orders",
+            "account": "123456789012", "time": "2026-12-04T05:00:00Z", "region": "eu-west-1",
+            "resources": [], "detail": {}}))
+        .expect("a custom event");
+        let span = invocation_span(custom, Value::Null).await;
+        assert_eq!(
+            trigger_attributes(&span),
+            trigger("other"),
+            "custom EventBridgeEvent"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_explicit_trigger_keeps_what_the_event_says_about_its_queue() {
+    let recorder = Recorder::default();
+    let tracer = tracer(&recorder);
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service = TracingLayer::new(tracer)
+        .trigger("datasource")
+        .layer(service_fn(|_event: LambdaEvent<Value>| async {
+            Ok::<_, lambda_runtime::Error>(Value::Null)
+        }));
+    let event = json!({"Records": [{"messageId": "m-1", "body": "{}", "eventSource": "aws:sqs"}]});
+    service
+        .oneshot(TestContext::new().with_function_name("orders").event(event))
+        .await
+        .unwrap();
+    let span = recorder.span("orders");
+    assert_eq!(
+        trigger_attributes(&span),
+        json!({"faas.trigger": "datasource", "messaging.system": "aws_sqs",
+               "messaging.operation.type": "process"})
     );
 }
 
