@@ -155,9 +155,9 @@ impl BatchProcessor {
     }
 
     /// For SQS FIFO queues: after a failure, fail only the rest of that message group and go on
-    /// with the other groups (default: fail every remaining record). Records without a
-    /// `MessageGroupId` (only hand-written events lack it) are one group, as in Powertools for
-    /// Python.
+    /// with the other groups (default: fail every remaining record). A record without a
+    /// `MessageGroupId`, or with an empty one (only hand-written events lack it), belongs to no
+    /// group: its failure skips no other record, as in Powertools for Python.
     pub fn skip_group_on_error(mut self, skip: bool) -> Self {
         self.skip_group_on_error = skip;
         self
@@ -215,10 +215,13 @@ impl BatchProcessor {
             let mut stop = false;
             for message in &event.records {
                 let message_id = message.message_id.clone().unwrap_or_default();
-                // Records without a group (hand-written events) are one group, as Powertools for
-                // Python groups them.
-                let group = message.attributes.get("MessageGroupId").cloned();
-                let skipped = stop || failed_groups.contains(&group);
+                // A record without a group, or with an empty one (hand-written events), belongs
+                // to none: as in Powertools for Python, which remembers only truthy group ids.
+                let group = message
+                    .attributes
+                    .get("MessageGroupId")
+                    .filter(|group| !group.is_empty());
+                let skipped = stop || group.is_some_and(|group| failed_groups.contains(group));
                 if skipped {
                     let reason = if stop {
                         "an earlier record of the FIFO batch failed"
@@ -237,7 +240,7 @@ impl BatchProcessor {
                 let outcome = run(message).await;
                 if outcome.1.is_err() {
                     if self.skip_group_on_error {
-                        failed_groups.insert(group);
+                        failed_groups.extend(group);
                     } else {
                         stop = true;
                     }

@@ -748,42 +748,46 @@ async fn a_failed_record_with_a_blank_id_is_warned_about_as_one_without_an_id() 
     assert!(warned, "no warning that the whole batch is retried");
 }
 
-/// FIFO with `skip_group_on_error`: records without a `MessageGroupId` (hand-written events) are
-/// one group, as Powertools for Python groups them (its key is `None`), not each a group of its
-/// own.
+/// FIFO with `skip_group_on_error`: a record without a `MessageGroupId`, or with an empty one
+/// (hand-written events), belongs to no group: its failure skips no other record, and no failure
+/// skips it. Powertools for Python 3.37 (`SqsFifoPartialProcessor`) does the same: it remembers a
+/// failed group only when its id is truthy (`{'batchItemFailures': [{'itemIdentifier': 'ng-1'}]}`
+/// for these events, with or without an empty id). They were one group here, which failed `ng-2`.
 #[tokio::test]
-async fn fifo_records_without_a_group_are_one_group_as_in_python() {
+async fn fifo_records_without_a_group_belong_to_none_as_in_python() {
     logging();
-    let record = |id: &str, body: &str| {
-        json!({"messageId": id, "body": body,
-               "eventSourceARN": "arn:aws:sqs:eu-west-1:1:orders.fifo"})
+    let record = |id: &str, body: &str, group: Option<&str>| {
+        let mut record = json!({"messageId": id, "body": body,
+               "eventSourceARN": "arn:aws:sqs:eu-west-1:1:orders.fifo"});
+        if let Some(group) = group {
+            record["attributes"] = json!({"MessageGroupId": group});
+        }
+        record
     };
-    let event: SqsEvent = serde_json::from_value(json!({"Records": [
-        record("ng-1", "{not json"),
-        record("ng-2", "{\"order_id\": \"o-2\", \"loaves\": 1}"),
-        {"messageId": "g-3", "body": "{\"order_id\": \"o-3\", \"loaves\": 1}",
-         "eventSourceARN": "arn:aws:sqs:eu-west-1:1:orders.fifo",
-         "attributes": {"MessageGroupId": "camden"}},
-    ]}))
-    .unwrap();
-    let ran = Arc::new(AtomicUsize::new(0));
-    let response = BatchProcessor::new()
-        .skip_group_on_error(true)
-        .process_sqs(&event, |_: SqsRecord<BakeOrder>| {
-            let ran = ran.clone();
-            async move {
-                ran.fetch_add(1, Ordering::SeqCst);
-                Ok::<(), String>(())
-            }
-        })
-        .await
+    for group in [None, Some("")] {
+        let event: SqsEvent = serde_json::from_value(json!({"Records": [
+            record("ng-1", "{not json", group),
+            record("ng-2", "{\"order_id\": \"o-2\", \"loaves\": 1}", group),
+            record("g-3", "{\"order_id\": \"o-3\", \"loaves\": 1}", Some("camden")),
+            record("ng-4", "{not json either", group),
+            record("ng-5", "{\"order_id\": \"o-5\", \"loaves\": 1}", group),
+        ]}))
         .unwrap();
-    assert_eq!(failed_ids(&response), ["ng-1", "ng-2"]);
-    assert_eq!(
-        ran.load(Ordering::SeqCst),
-        1,
-        "only the camden group's record ran"
-    );
+        let ran = Arc::new(AtomicUsize::new(0));
+        let response = BatchProcessor::new()
+            .skip_group_on_error(true)
+            .process_sqs(&event, |_: SqsRecord<BakeOrder>| {
+                let ran = ran.clone();
+                async move {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                    Ok::<(), String>(())
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(failed_ids(&response), ["ng-1", "ng-4"], "group {group:?}");
+        assert_eq!(ran.load(Ordering::SeqCst), 3, "group {group:?}");
+    }
 }
 
 /// A queue of CSV, text or XML, and a stream of gzip (CloudWatch Logs subscriptions) or protobuf,

@@ -205,6 +205,9 @@ impl<St: IdempotencyStore> Idempotency<St> {
     }
 }
 
+/// The least a store timeout or an in-progress window can be: both are used in milliseconds.
+const MILLISECOND: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Builder of [`Idempotency`].
 #[derive(Debug)]
 #[must_use]
@@ -248,7 +251,7 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
     /// a second past when the claim is written, or more than 15 minutes ahead (an emulator's
     /// relative value such as `600000`) would make it expire at once and let concurrent
     /// duplicates all run; this window is used instead, and a warning is logged once per process.
-    /// [`build`](Self::build) refuses zero.
+    /// [`build`](Self::build) refuses less than a millisecond.
     pub fn in_progress_fallback(mut self, window: std::time::Duration) -> Self {
         self.settings.in_progress_fallback = window;
         self
@@ -263,6 +266,7 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
     /// batch); a deadline that can't be trusted (missing, more than a second past, more than 15
     /// minutes ahead) bounds nothing. Applies to any store, including a
     /// [`DynamoDbStore`](crate::DynamoDbStore) on a client you configured yourself.
+    /// [`build`](Self::build) refuses less than a millisecond.
     pub fn store_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.settings.store_timeout = timeout;
         self
@@ -332,7 +336,7 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
     ///
     /// # Errors
     /// [`Error::Config`] when `POWERTOOLS_IDEMPOTENCY_DISABLED` is malformed, the store timeout
-    /// is zero, or the key prefix is empty.
+    /// or the in-progress fallback is under a millisecond, or the key prefix is empty.
     pub fn build(mut self) -> Result<Idempotency<St>, Error> {
         let disabled = self
             .env
@@ -346,20 +350,23 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
             );
         }
         self.settings.disabled = disabled;
-        if self.settings.store_timeout.is_zero() {
-            return Err(Error::Config(
-                "store_timeout is zero: every store call that does not answer at once (any \
-                 DynamoDB call) would fail; give the store time (default 10 s)"
-                    .to_owned(),
-            ));
+        // Both are used in whole milliseconds: less than one is zero.
+        let store_timeout = self.settings.store_timeout;
+        if store_timeout < MILLISECOND {
+            return Err(Error::Config(format!(
+                "store_timeout is {store_timeout:?}, under 1 ms (zero where it is used): every \
+                 store call that does not answer at once (any DynamoDB call) would fail; give the \
+                 store time (default 10 s)"
+            )));
         }
-        if self.settings.in_progress_fallback.is_zero() {
-            return Err(Error::Config(
-                "in_progress_fallback is zero: without a trusted deadline (Context::default(), an \
-                 emulator) every in-progress record would expire at once and every concurrent \
-                 duplicate would run; give it the function's timeout (default 15 minutes)"
-                    .to_owned(),
-            ));
+        let window = self.settings.in_progress_fallback;
+        if window < MILLISECOND {
+            return Err(Error::Config(format!(
+                "in_progress_fallback is {window:?}, under 1 ms (zero where it is used): without \
+                 a trusted deadline (Context::default(), an emulator) every in-progress record \
+                 would expire at once and every concurrent duplicate would run; give it the \
+                 function's timeout (default 15 minutes)"
+            )));
         }
         if self
             .settings

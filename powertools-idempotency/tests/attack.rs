@@ -2425,6 +2425,43 @@ async fn a_call_past_the_deadline_fails_at_once_naming_the_deadline() {
     assert!(message.contains("deadline"), "{message}");
 }
 
+/// A store timeout or an in-progress window under a millisecond is zero where they are used
+/// (whole milliseconds): `in_progress_fallback(1 ns)` let every concurrent duplicate run, and
+/// `store_timeout(500 µs)` failed every call "within 0 ms". Both are refused as zero is.
+#[test]
+fn a_store_timeout_or_in_progress_window_under_a_millisecond_is_refused_as_zero_is() {
+    for tiny in [
+        Duration::from_nanos(1),
+        Duration::from_micros(500),
+        Duration::from_micros(999),
+    ] {
+        let error = Idempotency::builder(InMemoryStore::new())
+            .store_timeout(tiny)
+            .build()
+            .err()
+            .expect("refused");
+        assert!(matches!(error, Error::Config(_)), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains("store_timeout"), "{message}");
+        assert!(message.contains(&format!("{tiny:?}")), "{message}");
+        let error = Idempotency::builder(InMemoryStore::new())
+            .in_progress_fallback(tiny)
+            .build()
+            .err()
+            .expect("refused");
+        assert!(matches!(error, Error::Config(_)), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains("in_progress_fallback"), "{message}");
+        assert!(message.contains(&format!("{tiny:?}")), "{message}");
+    }
+    // One millisecond is the least either can say, and is allowed.
+    Idempotency::builder(InMemoryStore::new())
+        .in_progress_fallback(Duration::from_millis(1))
+        .store_timeout(Duration::from_millis(1))
+        .build()
+        .expect("1 ms is allowed");
+}
+
 /// A store timeout of zero (every call that does not answer at once would fail) and an empty
 /// key prefix (keys shared by every function with one in the table) are refused when building,
 /// naming the setting; they were accepted.

@@ -406,3 +406,75 @@ async fn a_call_that_times_out_before_any_request_went_out_says_so_instead_of_gu
     );
     drop(silent);
 }
+
+/// A store configured with a sort key the table does not have (its key schema is `id` alone):
+/// every claim wrote the one item keyed on the static partition value, so the first key's
+/// handler ran and failed its completion with DynamoDB's bare "key element does not match the
+/// schema", and every other key was told "already in progress" with its own key, from the first
+/// key's record, with its handler never run and nothing naming the cause. Now the completion's
+/// error names the store's key and the key schema, and a claim answered with another key's
+/// record fails naming both keys and the key schema.
+#[tokio::test]
+async fn a_sort_key_the_table_does_not_have_is_named_instead_of_blocking_other_keys() {
+    let Some(client) = dynamodb_client().await else {
+        return;
+    };
+    let table = create_idempotency_table(&client).await;
+    let store = DynamoDbStore::builder(client, &table)
+        .sort_key_attr("sk")
+        .static_pk_value("idempotency#orders")
+        .build()
+        .expect("valid store settings");
+    let idempotency = Idempotency::builder(store)
+        .key_prefix("orders")
+        .build()
+        .expect("valid settings");
+    let context = TestContext::new().build();
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let charge = |order: &'static str| {
+        let runs = runs.clone();
+        idempotency.run(&context, "charge", order, move |order| async move {
+            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, std::io::Error>(format!("charged {order}"))
+        })
+    };
+
+    // The first claim cannot be told from a right one (DynamoDB stores `sk` as an attribute);
+    // its completion can.
+    let error = charge("order-1").await.expect_err("the completion fails");
+    assert_mentions(
+        &error.to_string(),
+        &[
+            "UpdateItem",
+            &table,
+            "The provided key element does not match the schema",
+            "partition key id",
+            "sort key sk",
+            "key schema",
+        ],
+    );
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // Another key is answered with the first key's record: named, never "in progress".
+    let error = charge("order-2").await.expect_err("another key's record");
+    assert_eq!(
+        error.error_type(),
+        "IdempotencyPersistenceLayerError",
+        "{error}"
+    );
+    assert_mentions(
+        &error.to_string(),
+        &[
+            "another key",
+            "partition key id",
+            "sort key sk",
+            "key schema",
+            &table,
+        ],
+    );
+    assert_eq!(
+        runs.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "order-2's handler never runs"
+    );
+}

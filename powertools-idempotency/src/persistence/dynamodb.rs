@@ -153,7 +153,37 @@ impl DynamoDbStore {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let endpoint = self.endpoint.describe(&self.client);
-        DynamoDbError::new(operation, &self.settings.table_name, &endpoint, error)
+        let mut failure =
+            DynamoDbError::new(operation, &self.settings.table_name, &endpoint, error);
+        // DynamoDB's message names no attribute: say what the store sends as the key.
+        if failure.code.as_deref() == Some("ValidationException")
+            && failure
+                .cause
+                .contains("key element does not match the schema")
+        {
+            failure.cause.push_str(&format!(
+                " ({}, which the table's key schema must match)",
+                self.describe_key()
+            ));
+        }
+        failure
+    }
+
+    /// The key this store writes: `partition key id`, or `partition key pk (always …) and sort
+    /// key sk`.
+    fn describe_key(&self) -> String {
+        let settings = &*self.settings;
+        match &settings.sort_key_attr {
+            None => format!(
+                "this store keys records on partition key {} alone (a string)",
+                settings.key_attr
+            ),
+            Some(sort_key_attr) => format!(
+                "this store keys records on partition key {} (always {:?}) and sort key {} \
+                 (strings)",
+                settings.key_attr, settings.static_pk_value, sort_key_attr
+            ),
+        }
     }
 
     /// `error` of a write of `key`: [`StoreError::ItemTooLarge`] when DynamoDB refused the item
@@ -623,6 +653,23 @@ impl IdempotencyStore for DynamoDbStore {
                     error.as_service_error()
                 {
                     let existing = failure.item().map(|item| self.parse(item)).transpose()?;
+                    if let Some(other) = existing.as_ref().filter(|other| other.key != record.key) {
+                        // The item DynamoDB holds under this key is another key's: the table
+                        // is keyed on less than the store writes (a sort key it does not have),
+                        // so every key shares one item. Not "in progress": a misconfiguration.
+                        return Err(StoreError::Backend(
+                            format!(
+                                "DynamoDB PutItem on table {} answered the claim of {} with \
+                                 another key's record ({}): {}, which the table's key schema \
+                                 must match",
+                                settings.table_name,
+                                record.key,
+                                other.key,
+                                self.describe_key()
+                            )
+                            .into(),
+                        ));
+                    }
                     return Ok(PutOutcome::Exists(existing));
                 }
                 Err(self.write_failure("PutItem", &record.key, error))
