@@ -88,7 +88,10 @@ impl<T> KinesisRecord<T> {
 /// - **SQS standard queues**: records are independent; up to [`concurrency`](Self::concurrency)
 ///   run at once (default 1), and a record that finishes makes room for the next at once (a
 ///   slow record holds only its own place). They run on the invocation's task, taking turns at
-///   their `.await`s: move CPU-heavy work in a record to `tokio::task::spawn_blocking`.
+///   their `.await`s: move CPU-heavy work in a record to `tokio::task::spawn_blocking`, with the
+///   record's span (`let span = tracing::Span::current(); spawn_blocking(move || span.in_scope(||
+///   …))`) so that its lines keep the record's id and keys (a blocking thread has no span of its
+///   own).
 /// - **SQS FIFO queues** (a record's source ARN ends in `.fifo`): in order, one at a time. The first
 ///   failure fails every remaining record, so ordering within a message group holds; with
 ///   [`skip_group_on_error`](Self::skip_group_on_error), only the rest of that record's message
@@ -109,8 +112,10 @@ impl<T> KinesisRecord<T> {
 ///   (`powertools_logging::key_scope`): it starts with the keys the invocation had when the
 ///   batch started, and keys the handler appends (`append_key("refund_id", …)`) are on that
 ///   record's lines only, even with records running at once. A failed record is logged at
-///   `WARN` (`a batch record failed`) with its id, its keys and why it failed; so is each record
-///   of a FIFO batch failed without running, after an earlier failure.
+///   `WARN` (`a batch record failed`) with its id, its keys and why it failed (the error's
+///   `Display`, with its causes for a boxed error such as `lambda_runtime::Error`: an AWS SDK
+///   error's own `Display` is `service error`); so is each record of a FIFO batch failed
+///   without running, after an earlier failure.
 /// - With the `metrics` feature the invocation's EMF document gets `BatchRecordsProcessed` (the
 ///   records processed successfully) and `BatchRecordsFailed` (the records reported as failed);
 ///   a stream's records after its first failure, which Lambda retries, are in neither.
@@ -177,7 +182,7 @@ impl BatchProcessor {
         T: RecordBody,
         F: Fn(SqsRecord<T>) -> Fut,
         Fut: Future<Output = Result<(), E>>,
-        E: Display,
+        E: Display + 'static,
     {
         // Any record: Lambda sets every record's ARN, but an event built by hand or by a
         // transformation may leave it off some, and running FIFO records at once breaks order.
@@ -278,7 +283,7 @@ impl BatchProcessor {
         T: RecordBody,
         F: Fn(KinesisRecord<T>) -> Fut,
         Fut: Future<Output = Result<(), E>>,
-        E: Display,
+        E: Display + 'static,
     {
         let handler = &handler;
         let outcomes = in_order_until_failure(&event.records, |record| {
@@ -330,7 +335,7 @@ impl BatchProcessor {
     where
         F: Fn(EventRecord) -> Fut,
         Fut: Future<Output = Result<(), E>>,
-        E: Display,
+        E: Display + 'static,
     {
         let handler = &handler;
         let outcomes = in_order_until_failure(&event.records, |record| {
@@ -469,7 +474,7 @@ async fn guarded<Fut, E>(
 ) -> (String, Result<(), String>)
 where
     Fut: Future<Output = Result<(), E>>,
-    E: Display,
+    E: Display + 'static,
 {
     let outcome = match std::panic::catch_unwind(AssertUnwindSafe(start)) {
         Err(panic) => Err(panicked(&*panic)),
@@ -482,7 +487,9 @@ where
             // Not `to_string`, which panics when a `Display` fails: one record's error would
             // fail the whole batch, records already done included.
             Ok(Err(error)) => Err(std::panic::catch_unwind(AssertUnwindSafe(|| {
-                powertools_core::error_chain::display_text(&error)
+                // With its causes when it is a boxed error (`lambda_runtime::Error`): an SDK
+                // error's `Display` alone is `service error`.
+                powertools_core::error_chain::display_chain(&error)
             }))
             .unwrap_or_else(|_| "<the error's Display panicked>".to_owned())),
             Err(panic) => Err(panicked(&*panic)),

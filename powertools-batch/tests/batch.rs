@@ -133,6 +133,58 @@ async fn an_error_that_cannot_be_displayed_fails_its_record_only() {
     assert_eq!(failed_ids(&response), ["m-2", "m-3"]);
 }
 
+/// An error with a cause, as the AWS SDK's are (`service error`, caused by
+/// `ResourceNotFoundException: …`).
+#[derive(Debug)]
+struct OvenFailed(std::io::Error);
+
+impl std::fmt::Display for OvenFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("oven failed")
+    }
+}
+
+impl std::error::Error for OvenFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// A record that failed with a boxed error (`lambda_runtime::Error`, what `?` on an SDK call
+/// gives) is logged and reported with the error's causes, as the logging layer describes a
+/// failed invocation: its reason was the outer `Display` only (`service error`, without
+/// DynamoDB's code), found by an attack.
+#[tokio::test]
+async fn a_failed_record_s_reason_names_its_error_s_causes() {
+    logging();
+    let event: SqsEvent = serde_json::from_value(json!({"Records": [
+        {"messageId": "chain-1", "body": "{\"order_id\": \"o-1\", \"loaves\": 1}"},
+        {"messageId": "chain-2", "body": "{\"order_id\": \"o-2\", \"loaves\": 2}"},
+    ]}))
+    .unwrap();
+    let jammed = || OvenFailed(std::io::Error::other("the door is jammed"));
+    let error = BatchProcessor::new()
+        .process_sqs(&event, |_: SqsRecord<BakeOrder>| async move {
+            Err::<(), lambda_runtime::Error>(jammed().into())
+        })
+        .await
+        .expect_err("every record failed");
+    assert!(
+        error
+            .to_string()
+            .contains("oven failed: the door is jammed"),
+        "{error}"
+    );
+    let reason = logging()
+        .1
+        .json()
+        .into_iter()
+        .find(|line| line["message_id"] == "chain-1" && line["message"] == "a batch record failed")
+        .expect("chain-1's failure line")["reason"]
+        .clone();
+    assert_eq!(reason, "oven failed: the door is jammed");
+}
+
 /// A record handler's error whose `Display` panics.
 #[derive(Debug)]
 struct PanickingDisplay;

@@ -85,6 +85,33 @@ pub fn message_chain(error: &(dyn Error + 'static)) -> String {
     chain
 }
 
+/// The message of an error known only by its `Display`, with its causes when it is a boxed
+/// error (`lambda_runtime::Error`, `Box<dyn Error + Send>`, `Box<dyn Error>`), whose sources
+/// can be walked: [`message_chain`] then, else [`display_text`]. (A generic `E: Display` cannot
+/// reach `source()` of a concrete error type; a boxed one names its type at run time.)
+///
+/// ```
+/// use powertools_core::error_chain::display_chain;
+///
+/// let error: Box<dyn std::error::Error + Send + Sync> =
+///     Box::new(std::io::Error::other("timed out"));
+/// assert_eq!(display_chain(&error), "timed out");
+/// assert_eq!(display_chain(&"no loaves"), "no loaves");
+/// ```
+pub fn display_chain<E: fmt::Display + 'static>(error: &E) -> String {
+    let any: &dyn std::any::Any = error;
+    if let Some(boxed) = any.downcast_ref::<Box<dyn Error + Send + Sync>>() {
+        return message_chain(boxed.as_ref());
+    }
+    if let Some(boxed) = any.downcast_ref::<Box<dyn Error + Send>>() {
+        return message_chain(boxed.as_ref());
+    }
+    if let Some(boxed) = any.downcast_ref::<Box<dyn Error>>() {
+        return message_chain(boxed.as_ref());
+    }
+    display_text(error)
+}
+
 /// Errors that misbehave, for the tests of the code that describes errors.
 #[cfg(any(test, feature = "testing"))]
 pub mod fixtures {

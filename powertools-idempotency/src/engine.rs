@@ -98,6 +98,9 @@ enum Claimed<R> {
     Replay(R),
 }
 
+/// The key prefix of a function without a name, as Powertools for Python names it.
+const NAMELESS_FUNCTION: &str = "test-func";
+
 impl<St: IdempotencyStore> Engine<St> {
     pub(crate) fn new(store: St, settings: Settings) -> Arc<Self> {
         // Unbounded, bounded by `cache` itself: `LruCache::new` reserves its whole capacity up
@@ -254,11 +257,15 @@ impl<St: IdempotencyStore> Engine<St> {
 
     pub(crate) fn key_for(&self, context: &Context, operation: &str, key_data: Value) -> String {
         let invocation = Invocation::new(context);
-        let prefix = self
-            .settings
-            .key_prefix
-            .as_deref()
-            .unwrap_or_else(|| invocation.function_name());
+        // Without a function name (`Context::default()`: tests, local runs), Powertools for
+        // Python's `test-func`, never an empty prefix every such function would share.
+        let prefix = match self.settings.key_prefix.as_deref() {
+            Some(prefix) => prefix,
+            None => match invocation.function_name() {
+                "" => NAMELESS_FUNCTION,
+                name => name,
+            },
+        };
         idempotency_key(prefix, operation, invocation.tenant_id(), key_data)
     }
 

@@ -2425,6 +2425,31 @@ async fn a_call_past_the_deadline_fails_at_once_naming_the_deadline() {
     assert!(message.contains("deadline"), "{message}");
 }
 
+/// Under `Context::default()` (no function name, no ARN: tests, local runs) keys began with
+/// `.`, the shape `build` refuses for an empty `key_prefix` as shared by every function with
+/// one. They take Powertools for Python's name for a function without one, `test-func`.
+#[test]
+fn keys_without_a_function_name_take_python_s_test_func() {
+    let idem = Idempotency::builder(InMemoryStore::new()).build().unwrap();
+    let key = idem.key_for(&Context::default(), "handler", &json!({"x": 1}));
+    assert!(key.starts_with("test-func.handler#"), "{key}");
+    // A function name, or a prefix, is kept as it is.
+    let named = TestContext::new().with_function_name("orders").build();
+    assert!(
+        idem.key_for(&named, "handler", &json!({"x": 1}))
+            .starts_with("orders.handler#")
+    );
+    let prefixed = Idempotency::builder(InMemoryStore::new())
+        .key_prefix("shop")
+        .build()
+        .unwrap();
+    assert!(
+        prefixed
+            .key_for(&Context::default(), "handler", &json!({"x": 1}))
+            .starts_with("shop.handler#")
+    );
+}
+
 /// A store timeout or an in-progress window under a millisecond is zero where they are used
 /// (whole milliseconds): `in_progress_fallback(1 ns)` let every concurrent duplicate run, and
 /// `store_timeout(500 µs)` failed every call "within 0 ms". Both are refused as zero is.
