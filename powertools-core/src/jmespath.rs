@@ -108,8 +108,10 @@ thread_local! {
 ///   complete padding ends the data, text that is not ASCII is refused;
 /// - `powertools_base64_gzip(s)`: decodes base64, then gunzips every gzip member, to UTF-8 text
 ///   (CloudWatch Logs subscriptions): `powertools_json(powertools_base64_gzip(data)).logGroup`.
-///   Zero bytes around members are padding and other bytes after the last member an error, as
-///   in Python; an empty payload is empty text. What one search may decompress is
+///   Zero bytes between and after members are padding, and other bytes after the last member,
+///   or before the first, an error, as in Python; an empty payload is empty text. A member's
+///   header is checked more strictly than Python checks it: a reserved flag or a wrong header
+///   CRC is an error. What one search may decompress is
 ///   limited, to [`DEFAULT_MAX_DECOMPRESSED_SIZE`] unless
 ///   [`with_max_decompressed_size`](Self::with_max_decompressed_size) says otherwise.
 ///
@@ -121,7 +123,16 @@ thread_local! {
 /// float give an integer, or the float itself from 2^63. `to_number` reads numbers only (the
 /// crate's read any JSON text), with surrounding whitespace and a sign as Python reads them,
 /// but not `_` between digits, non-ASCII digits, `inf` or `nan` (null here, a number in
-/// Python). An expression is checked
+/// Python).
+///
+/// Two differences from Python's `jmespath` remain, both from the `jmespath` crate's
+/// interpreter: comparisons (`==`, `!=`, `<`, `>` in filters) and `sort`, `sort_by`, `max`,
+/// `min`, `max_by`, `min_by` and `contains` compare numbers as floats, with a relative tolerance
+/// for `==` (integers past 2^53 that differ compare equal, and so do `1` and
+/// `1.0000000000000002`): filter on such ids as strings. And `<`, `>`, `<=`, `>=` on strings
+/// give null, as the JMESPath specification says, where Python 1.1 orders strings (a filter on
+/// ISO dates as `created > '2026-01-01'` matches nothing here): compare numbers, or select with
+/// `starts_with`. An expression is checked
 /// when it is compiled, more than Python checks it: a function that does not exist is refused
 /// then, not when a search reaches it, and so is an expression of more than 64 operators (each
 /// can nest it a level deeper; a few thousand overflowed the stack and aborted the process).
@@ -663,13 +674,18 @@ fn decode_base64_gzip(text: &str) -> Result<Variable, String> {
     let compressed = base64_bytes(BASE64_GZIP, text)?;
     let budget = GZIP_BUDGET.get();
     let mut bytes = Vec::new();
-    // Every member, as Python's `gzip.decompress`: zero bytes before, between and after members
-    // are padding (Python strips them), anything else after a member must be another member.
+    // Every member, as Python's `gzip.decompress`: zero bytes between and after members are
+    // padding (Python strips them), anything else after a member must be another member; the
+    // data must begin with a member (zeros first are not a gzip file, as in Python).
     let mut rest = compressed.as_slice();
     let mut fits = true;
+    let mut first = true;
     loop {
-        let padding = rest.iter().take_while(|&&byte| byte == 0).count();
-        rest = &rest[padding..];
+        if !first {
+            let padding = rest.iter().take_while(|&&byte| byte == 0).count();
+            rest = &rest[padding..];
+        }
+        first = false;
         if rest.is_empty() {
             break;
         }
@@ -1159,6 +1175,24 @@ mod tests {
     }
 
     #[test]
+    fn powertools_json_reads_floats_exactly_as_to_number_does() {
+        // serde_json's default float parser is a ULP off for about one float in ten
+        // (0.9574970721535353 read as …352): exact with `float_roundtrip`, which the `jmespath`
+        // feature turns on, as Python reads them (it was on only with powertools-idempotency).
+        let path = JmesPath::new("[powertools_json(text), to_number(text)]").unwrap();
+        for text in [
+            "0.9574970721535353",
+            "-3e23",
+            "5e-324",
+            "1.7976931348623157e308",
+        ] {
+            let expected: f64 = text.parse().unwrap();
+            let found = path.search(&json!({ "text": text })).unwrap();
+            assert_eq!(found, json!([expected, expected]), "{text}");
+        }
+    }
+
+    #[test]
     fn every_gzip_member_is_decompressed_and_trailing_bytes_are_an_error() {
         // As Python's `gzip.decompress`: two members are one text; bytes after the last member
         // that are not a member are an error, never ignored.
@@ -1168,14 +1202,21 @@ mod tests {
             text.search(&json!({ "data": base64(&two) })).unwrap(),
             json!(r#"{"a": 1, "b": 2}"#)
         );
-        // Zero bytes before, between and after members are padding, as Python strips them; an
-        // empty payload is empty text.
-        let padded = [vec![0; 3], gzip("a"), vec![0; 5], gzip("b"), vec![0; 7]].concat();
+        // Zero bytes between and after members are padding, as Python strips them; an empty
+        // payload is empty text. Zero bytes before the first member, or zeros alone, are not a
+        // gzip file (Python 3.11: `BadGzipFile: Not a gzipped file (b'\x00\x00')`).
+        let padded = [gzip("a"), vec![0; 5], gzip("b"), vec![0; 7]].concat();
         assert_eq!(
             text.search(&json!({ "data": base64(&padded) })).unwrap(),
             json!("ab")
         );
         assert_eq!(text.search(&json!({ "data": "" })).unwrap(), json!(""));
+        for not_gzip in [[vec![0; 2], gzip("a")].concat(), vec![0; 2]] {
+            let error = text
+                .search(&json!({ "data": base64(&not_gzip) }))
+                .unwrap_err();
+            assert!(matches!(error, Error::JmesPathFailed { .. }), "{error:?}");
+        }
         let trailing = [gzip(r#""hello""#), b"not gzip".to_vec()].concat();
         let error = text
             .search(&json!({ "data": base64(&trailing) }))
