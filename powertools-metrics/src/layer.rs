@@ -356,7 +356,12 @@ fn own_dimension(
 fn log_level_filter(env: &Env) -> Result<Option<&'static str>, Error> {
     let level = env.string("AWS_LAMBDA_LOG_LEVEL")?;
     Ok(
-        match level.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        // Trimmed, as the logger reads it.
+        match level
+            .as_deref()
+            .map(|level| level.trim().to_ascii_uppercase())
+            .as_deref()
+        {
             Some("WARN" | "WARNING") => Some("WARN"),
             Some("ERROR") => Some("ERROR"),
             Some("FATAL" | "CRITICAL") => Some("FATAL"),

@@ -146,10 +146,18 @@ fn a_dimension_value_cloudwatch_refuses_keeps_the_metric_and_becomes_metadata() 
 fn documents_survive_lambdas_log_level_filter() {
     // With an application log level above INFO, Lambda drops lines whose `level` is missing or
     // whose `timestamp` is not RFC 3339 (they count as INFO).
-    for level in ["WARN", "ERROR", "FATAL"] {
+    // A value with spaces around it is the level it names, as the logger reads it (they left the
+    // documents without `level`, dropped by the filter the logger honoured).
+    for (value, level) in [
+        ("WARN", "WARN"),
+        ("ERROR", "ERROR"),
+        ("FATAL", "FATAL"),
+        (" WARN", "WARN"),
+        ("\terror\n", "ERROR"),
+    ] {
         let sink = CheckedSink::new();
         let metrics = builder(&sink)
-            .env(Env::from_pairs([("AWS_LAMBDA_LOG_LEVEL", level)]))
+            .env(Env::from_pairs([("AWS_LAMBDA_LOG_LEVEL", value)]))
             .build()
             .unwrap()
             .new_metrics();
