@@ -2463,8 +2463,7 @@ fn a_store_timeout_or_in_progress_window_under_a_millisecond_is_refused_as_zero_
         let error = Idempotency::builder(InMemoryStore::new())
             .store_timeout(tiny)
             .build()
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert!(matches!(error, Error::Config(_)), "{error:?}");
         let message = error.to_string();
         assert!(message.contains("store_timeout"), "{message}");
@@ -2472,8 +2471,7 @@ fn a_store_timeout_or_in_progress_window_under_a_millisecond_is_refused_as_zero_
         let error = Idempotency::builder(InMemoryStore::new())
             .in_progress_fallback(tiny)
             .build()
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert!(matches!(error, Error::Config(_)), "{error:?}");
         let message = error.to_string();
         assert!(message.contains("in_progress_fallback"), "{message}");
