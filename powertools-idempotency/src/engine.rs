@@ -325,7 +325,11 @@ impl<St: IdempotencyStore> Engine<St> {
                 left_before_deadline = Some(remaining);
             }
         }
-        match tokio::time::timeout_at(started + limit, call).await {
+        // A limit past what the clock can hold (`Duration::MAX`: "no timeout") bounds nothing.
+        let Some(limit_at) = started.checked_add(limit) else {
+            return call.await;
+        };
+        match tokio::time::timeout_at(limit_at, call).await {
             Ok(outcome) => outcome,
             Err(_) => Err(StoreError::Backend(Box::new(StoreTimedOut {
                 after: limit,

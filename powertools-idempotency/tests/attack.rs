@@ -2425,6 +2425,28 @@ async fn a_call_past_the_deadline_fails_at_once_naming_the_deadline() {
     assert!(message.contains("deadline"), "{message}");
 }
 
+/// A store timeout too long to add to an instant (`Duration::MAX`, "no timeout") panicked on
+/// the first store call that did not answer at once (`overflow when adding duration to
+/// instant`) when the deadline bounded nothing (`Context::default()`, an emulator); found by a
+/// review. It is no bound instead.
+#[tokio::test]
+async fn a_store_timeout_too_long_for_a_clock_is_no_bound_not_a_panic() {
+    let store = FaultStore::new();
+    store.set("put", Fault::Delay(5));
+    store.set("update", Fault::Delay(5));
+    let idem = Idempotency::builder(store)
+        .key_prefix("atk")
+        .store_timeout(Duration::MAX)
+        .build()
+        .expect("no bound is a bound");
+    let runs = counter();
+    let result = idem
+        .run(&Context::default(), "charge", 1, counted!(runs, 1))
+        .await;
+    assert_eq!(result.expect("the store answers"), 1);
+    assert_eq!(runs.load(SeqCst), 1);
+}
+
 /// Under `Context::default()` (no function name, no ARN: tests, local runs) keys began with
 /// `.`, the shape `build` refuses for an empty `key_prefix` as shared by every function with
 /// one. They take Powertools for Python's name for a function without one, `test-func`.
