@@ -141,7 +141,8 @@ impl Annotations {
 /// invocation spawned without its context: see `opentelemetry::context::FutureExt`, or one that
 /// runs on after the invocation ended), for the keys of the attributes the layer sets
 /// (`ColdStart`, `Service`, `aws.xray.annotations`, `faas.*`, `cloud.*`,
-/// `aws.lambda.invoked_arn`, `http.*`, `url.path`, `powertools.response`), and for a new key past
+/// `aws.lambda.invoked_arn`, `http.*`, `url.path`, `messaging.system`,
+/// `messaging.operation.type`, `powertools.response`; each whatever the trigger), and for a new key past
 /// the 48th of the invocation: X-Ray indexes at most 50 annotations per trace, and `ColdStart`
 /// and `Service` are two. X-Ray only filters on keys of letters, digits and underscores (the AWS
 /// exporters replace other characters: `order.id` becomes `order_id`). In an invocation that

@@ -92,16 +92,23 @@
 //!
 //! # Other triggers
 //!
-//! `faas.trigger` is read from the event too: `pubsub` for SQS, SNS and Kinesis events,
-//! `datasource` for DynamoDB Streams and S3 notifications, `timer` for an EventBridge schedule
-//! (`source` `aws.events`, `detail-type` `Scheduled Event`), `other` for anything else (a custom
-//! EventBridge event, a Step Functions or direct invocation). An SQS event also gets
-//! `messaging.system = aws_sqs` and `messaging.operation.type = process`, which the semantic
-//! conventions for AWS Lambda require. `serde_json::Value` events are read by their first
-//! record's `eventSource` (`EventSource` for SNS), and the `aws_lambda_events` types
-//! (`SqsEvent`, `SnsEvent`, `KinesisEvent`, `dynamodb::Event`, `S3Event`, and `EventBridgeEvent`
-//! with its default `Value` detail) by their type, with the `aws-lambda-events` feature. For an
-//! event type of your own, set it with [`TracingLayer::trigger`].
+//! `faas.trigger` is read from the event too: `pubsub` for SQS, SNS, Kinesis, Kafka (MSK or
+//! self-managed) and Amazon MQ (ActiveMQ, RabbitMQ) events, `datasource` for DynamoDB Streams,
+//! S3 notifications and DocumentDB change streams, `timer` for an EventBridge schedule (`source`
+//! `aws.events`, `detail-type` `Scheduled Event`), `other` for anything else (a custom
+//! EventBridge event, a Step Functions or direct invocation). `serde_json::Value` events are read
+//! by their first record's `eventSource` (`EventSource` for SNS) or their own (Kafka, MQ,
+//! DocumentDB); with the `aws-lambda-events` feature, the `aws_lambda_events` types of those
+//! triggers are read by their type (`SqsEvent`, `SqsEventObj<T>`, `SnsEvent`, `SnsEventObj<T>`,
+//! `KinesisEvent`, `KafkaEvent`, `ActiveMqEvent`, `RabbitMqEvent`, `dynamodb::Event`, `S3Event`,
+//! `DocumentDbEvent`, and `EventBridgeEvent` and `CloudWatchEvent` with their default `Value`
+//! detail). For an event type of your own, set it with [`TracingLayer::trigger`].
+//!
+//! An SQS event also gets `messaging.system = aws_sqs` and `messaging.operation.type = process`,
+//! the attributes the semantic conventions for AWS Lambda give an SQS event's span. The span
+//! stays the invocation's: of kind server, named for the function, one per invocation whatever
+//! the trigger (the conventions' SQS section would have a consumer span named `<queue> process`;
+//! X-Ray and the dashboards built on the FaaS conventions read one kind of span per function).
 //!
 //! # X-Ray annotations
 //!

@@ -13,9 +13,10 @@ pub(crate) enum Source {
     Http,
     /// An SQS queue: `pubsub`, with `messaging.system = aws_sqs`.
     Sqs,
-    /// An SNS topic or a Kinesis stream: `pubsub`.
+    /// An SNS topic, a Kinesis stream, Kafka (MSK or self-managed) or Amazon MQ: `pubsub`.
     PubSub,
-    /// A DynamoDB stream or an S3 bucket's notification: `datasource`.
+    /// A DynamoDB stream, an S3 bucket's notification or a DocumentDB change stream:
+    /// `datasource`.
     Datastore,
     /// An EventBridge (CloudWatch Events) schedule: `timer`.
     Timer,
@@ -45,19 +46,27 @@ pub(crate) fn source_of<T: 'static>(event: &T) -> Source {
         return source_of_json(json);
     }
     #[cfg(feature = "aws-lambda-events")]
-    if let Some(source) = events::source_of(any) {
+    if let Some(source) = events::source_of(event) {
         return source;
     }
     Source::Other
 }
 
 /// A batch of records names its source in each record (`eventSource`, `EventSource` for SNS):
-/// the first one is read, as Lambda sends one source per batch. A scheduled event is an
-/// EventBridge event from `aws.events` whose `detail-type` is `Scheduled Event`.
+/// the first one is read, as Lambda sends one source per batch. Kafka, Amazon MQ and
+/// DocumentDB name it once, at the top. A scheduled event is an EventBridge event from
+/// `aws.events` whose `detail-type` is `Scheduled Event`.
 fn source_of_json(event: &Value) -> Source {
     let Some(event) = event.as_object() else {
         return Source::Other;
     };
+    if let Some(source) = event.get("eventSource").and_then(Value::as_str) {
+        return match source {
+            "aws:kafka" | "SelfManagedKafka" | "aws:mq" | "aws:rmq" => Source::PubSub,
+            "aws:docdb" => Source::Datastore,
+            _ => Source::Other,
+        };
+    }
     if let Some(records) = event.get("Records") {
         let first = records.as_array().and_then(|records| records.first());
         let source = first
@@ -90,29 +99,90 @@ fn is_schedule(source: Option<&str>, detail_type: Option<&str>) -> bool {
 mod events {
     use std::any::Any;
 
+    use aws_lambda_events::activemq::ActiveMqEvent;
+    use aws_lambda_events::cloudwatch_events::CloudWatchEvent;
+    use aws_lambda_events::documentdb::DocumentDbEvent;
     use aws_lambda_events::dynamodb;
     use aws_lambda_events::eventbridge::EventBridgeEvent;
+    use aws_lambda_events::kafka::KafkaEvent;
     use aws_lambda_events::kinesis::KinesisEvent;
+    use aws_lambda_events::rabbitmq::RabbitMqEvent;
     use aws_lambda_events::s3::S3Event;
     use aws_lambda_events::sns::SnsEvent;
     use aws_lambda_events::sqs::SqsEvent;
 
     use super::{Source, is_schedule};
 
-    /// The source of the `aws_lambda_events` types that have one; `None` for the others
-    /// (`EventBridgeEvent` only with its default `serde_json::Value` detail: a type parameter of
-    /// the caller's cannot be named here).
-    pub(super) fn source_of(event: &dyn Any) -> Option<Source> {
+    /// The source of the `aws_lambda_events` types that have one; `None` for the others.
+    /// `EventBridgeEvent` and `CloudWatchEvent` are read with their default `serde_json::Value`
+    /// detail only (a type parameter of the caller's cannot be named here), and `SqsEventObj<T>`
+    /// and `SnsEventObj<T>` are told by their type's name (see [`source_of_generic`]).
+    pub(super) fn source_of<T: 'static>(event: &T) -> Option<Source> {
+        let event: &dyn Any = event;
         if event.is::<SqsEvent>() {
             return Some(Source::Sqs);
         }
-        if event.is::<SnsEvent>() || event.is::<KinesisEvent>() {
+        if event.is::<SnsEvent>()
+            || event.is::<KinesisEvent>()
+            || event.is::<KafkaEvent>()
+            || event.is::<ActiveMqEvent>()
+            || event.is::<RabbitMqEvent>()
+        {
             return Some(Source::PubSub);
         }
-        if event.is::<dynamodb::Event>() || event.is::<S3Event>() {
+        if event.is::<dynamodb::Event>() || event.is::<S3Event>() || event.is::<DocumentDbEvent>() {
             return Some(Source::Datastore);
         }
-        let scheduled = event.downcast_ref::<EventBridgeEvent>()?;
-        is_schedule(Some(&scheduled.source), Some(&scheduled.detail_type)).then_some(Source::Timer)
+        if let Some(scheduled) = event.downcast_ref::<EventBridgeEvent>() {
+            return is_schedule(Some(&scheduled.source), Some(&scheduled.detail_type))
+                .then_some(Source::Timer);
+        }
+        if let Some(scheduled) = event.downcast_ref::<CloudWatchEvent>() {
+            return is_schedule(
+                scheduled.source.as_deref(),
+                scheduled.detail_type.as_deref(),
+            )
+            .then_some(Source::Timer);
+        }
+        source_of_generic(std::any::type_name::<T>())
+    }
+
+    /// `SqsEventObj<T>` and `SnsEventObj<T>` (a body or message of the caller's type) by the
+    /// type's name, which no `TypeId` can match for every `T`. Rust does not promise the form of
+    /// a type's name: a form other than `path::Name<…>` is missed (the trigger stays `other`),
+    /// never misread, and `the_generic_events_are_told_by_their_names` checks the form.
+    pub(super) fn source_of_generic(type_name: &str) -> Option<Source> {
+        // A user type fails the first comparison.
+        let name = type_name.strip_prefix("aws_lambda_events::event::")?;
+        let (path, _parameters) = name.split_once('<')?;
+        match path {
+            "sqs::SqsEventObj" => Some(Source::Sqs),
+            "sns::SnsEventObj" => Some(Source::PubSub),
+            _ => None,
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use aws_lambda_events::sns::SnsEventObj;
+        use aws_lambda_events::sqs::{SqsEvent, SqsEventObj};
+
+        use super::{Source, source_of_generic};
+
+        #[test]
+        fn the_generic_events_are_told_by_their_names() {
+            use std::any::type_name;
+            assert_eq!(
+                source_of_generic(type_name::<SqsEventObj<Vec<u8>>>()),
+                Some(Source::Sqs)
+            );
+            assert_eq!(
+                source_of_generic(type_name::<SnsEventObj<String>>()),
+                Some(Source::PubSub)
+            );
+            assert_eq!(source_of_generic(type_name::<SqsEvent>()), None);
+            assert_eq!(source_of_generic(type_name::<Vec<SqsEventObj<u8>>>()), None);
+            assert_eq!(source_of_generic("my_crate::sqs::SqsEventObj<u8>"), None);
+        }
     }
 }

@@ -369,6 +369,33 @@ async fn events_of_queues_topics_streams_tables_buckets_and_schedules_name_their
         "detail": {}});
     let custom_bus_event = json!({"version": "0", "id": "e-2", "detail-type": "OrderPlaced",
         "source": "shop.orders", "detail": {"id": 1}});
+    // Kafka (MSK or self-managed), Amazon MQ and DocumentDB name their source at the top.
+    let kafka = |source: &str| {
+        json!({"eventSource": source, "bootstrapServers": "b-1:9092",
+               "records": {"orders-0": [{"topic": "orders", "partition": 0, "offset": 15,
+                                         "value": "e30="}]}})
+    };
+    let activemq = json!({"eventSource": "aws:mq",
+        "eventSourceArn": "arn:aws:mq:eu-west-1:123456789012:broker:orders:b-1",
+        "messages": [{"messageID": "ID:1", "data": "e30="}]});
+    let rabbitmq = json!({"eventSource": "aws:rmq",
+        "eventSourceArn": "arn:aws:mq:eu-west-1:123456789012:broker:orders:b-2",
+        "rmqMessagesByQueue": {"orders::/": [{"data": "e30="}]}});
+    let documentdb = json!({"eventSource": "aws:docdb",
+        "eventSourceArn": "arn:aws:rds:eu-west-1:123456789012:cluster:orders",
+        "events": [{"event": {"operationType": "insert", "_id": {"_data": "0163"},
+                              "clusterTime": {"$timestamp": {"t": 1, "i": 1}},
+                              "ns": {"db": "shop", "coll": "orders"}}}]});
+    for (event, expected) in [
+        (kafka("aws:kafka"), "pubsub"),
+        (kafka("SelfManagedKafka"), "pubsub"),
+        (activemq, "pubsub"),
+        (rabbitmq, "pubsub"),
+        (documentdb, "datasource"),
+    ] {
+        let span = invocation_span(event.clone(), Value::Null).await;
+        assert_eq!(trigger_attributes(&span), trigger(expected), "{event}");
+    }
     for (event, expected) in [
         (sqs_event, sqs.clone()),
         (sns_event, trigger("pubsub")),
@@ -443,6 +470,51 @@ async fn events_of_queues_topics_streams_tables_buckets_and_schedules_name_their
             trigger_attributes(&span),
             trigger("other"),
             "custom EventBridgeEvent"
+        );
+
+        use aws_lambda_events::{
+            activemq::ActiveMqEvent, cloudwatch_events::CloudWatchEvent,
+            documentdb::DocumentDbEvent, kafka::KafkaEvent, rabbitmq::RabbitMqEvent,
+            sns::SnsEventObj, sqs::SqsEventObj,
+        };
+        #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+        struct Order {
+            id: u32,
+        }
+        let span = invocation_span(SqsEventObj::<Order>::default(), Value::Null).await;
+        assert_eq!(trigger_attributes(&span), sqs, "SqsEventObj");
+        let span = invocation_span(SnsEventObj::<Order>::default(), Value::Null).await;
+        assert_eq!(trigger_attributes(&span), trigger("pubsub"), "SnsEventObj");
+        let span = invocation_span(KafkaEvent::default(), Value::Null).await;
+        assert_eq!(trigger_attributes(&span), trigger("pubsub"), "KafkaEvent");
+        let span = invocation_span(ActiveMqEvent::default(), Value::Null).await;
+        assert_eq!(
+            trigger_attributes(&span),
+            trigger("pubsub"),
+            "ActiveMqEvent"
+        );
+        let span = invocation_span(RabbitMqEvent::default(), Value::Null).await;
+        assert_eq!(
+            trigger_attributes(&span),
+            trigger("pubsub"),
+            "RabbitMqEvent"
+        );
+        let span = invocation_span(DocumentDbEvent::default(), Value::Null).await;
+        assert_eq!(
+            trigger_attributes(&span),
+            trigger("datasource"),
+            "DocumentDbEvent"
+        );
+        let scheduled: CloudWatchEvent = serde_json::from_value(json!({
+            "version": "0", "id": "e-1", "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "123456789012", "time": "2026-12-04T05:00:00Z", "region": "eu-west-1",
+            "resources": [], "detail": {}}))
+        .expect("a scheduled event");
+        let span = invocation_span(scheduled, Value::Null).await;
+        assert_eq!(
+            trigger_attributes(&span),
+            trigger("timer"),
+            "CloudWatchEvent"
         );
     }
 }
