@@ -465,6 +465,25 @@ fn in_record_scope<F: Future>(record: F) -> F {
     record
 }
 
+/// The most bytes of a failed record's reason (its line, and [`Error::AllRecordsFailed`]):
+/// an error's causes can be many large messages, and CloudWatch Logs keeps 256 KB of a line.
+const MAX_REASON_BYTES: usize = 16 * 1024;
+
+/// `reason` cut to [`MAX_REASON_BYTES`] on a character boundary, saying how much was left out.
+fn capped(mut reason: String) -> String {
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason;
+    }
+    let mut end = MAX_REASON_BYTES;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let left_out = reason.len() - end;
+    reason.truncate(end);
+    reason.push_str(&format!("… ({left_out} bytes more)"));
+    reason
+}
+
 /// Runs one record's handler, turning a body that did not deserialize, an error and a panic
 /// into that record's failure. `start` calls the handler: a handler that panics before it
 /// returns its future, or an error whose `Display` panics, fails its record only too.
@@ -495,6 +514,7 @@ where
             Err(panic) => Err(panicked(&*panic)),
         },
     };
+    let outcome = outcome.map_err(capped);
     // Inside the record's scope: its keys are on the line.
     match (&id, &outcome) {
         (RecordId::Message(message_id), Err(reason)) => {

@@ -185,6 +185,50 @@ async fn a_failed_record_s_reason_names_its_error_s_causes() {
     assert_eq!(reason, "oven failed: the door is jammed");
 }
 
+/// A failed record's reason is cut at 16 KiB (on a character boundary, saying how much was
+/// left out): with its error's causes, a chain of large messages made a reason of megabytes in
+/// each record's log line and in `AllRecordsFailed` (found by a review).
+#[tokio::test]
+async fn a_failed_record_s_reason_is_cut_at_16_kib() {
+    logging();
+    let event: SqsEvent = serde_json::from_value(json!({"Records": [
+        {"messageId": "huge-1", "body": "{\"order_id\": \"o-1\", \"loaves\": 1}"},
+    ]}))
+    .unwrap();
+    let huge = "é".repeat(300_000);
+    let error = BatchProcessor::new()
+        .process_sqs(&event, |_: SqsRecord<BakeOrder>| {
+            let huge = huge.clone();
+            async move {
+                let chain = OvenFailed(std::io::Error::other(huge));
+                Err::<(), lambda_runtime::Error>(chain.into())
+            }
+        })
+        .await
+        .expect_err("the only record failed");
+    let reason = logging()
+        .1
+        .json()
+        .into_iter()
+        .find(|line| line["message_id"] == "huge-1" && line["message"] == "a batch record failed")
+        .expect("huge-1's failure line")["reason"]
+        .as_str()
+        .expect("a reason")
+        .to_owned();
+    assert!(reason.len() <= 16 * 1024 + 64, "{}", reason.len());
+    assert!(reason.starts_with("oven failed: éé"), "{}", &reason[..40]);
+    assert!(
+        reason.ends_with(" bytes more)"),
+        "{}",
+        &reason[reason.len() - 40..]
+    );
+    assert!(
+        error.to_string().len() <= 16 * 1024 + 128,
+        "{}",
+        error.to_string().len()
+    );
+}
+
 /// A record handler's error whose `Display` panics.
 #[derive(Debug)]
 struct PanickingDisplay;
