@@ -258,7 +258,8 @@ impl<St: IdempotencyStore> Engine<St> {
     pub(crate) fn key_for(&self, context: &Context, operation: &str, key_data: Value) -> String {
         let invocation = Invocation::new(context);
         // Without a function name (`Context::default()`: tests, local runs), Powertools for
-        // Python's `test-func`, never an empty prefix every such function would share.
+        // Python's `test-func`, never a prefix of `.` alone. (Every nameless function shares
+        // it, as in Python; `key_prefix` or a named test context keeps them apart.)
         let prefix = match self.settings.key_prefix.as_deref() {
             Some(prefix) => prefix,
             None => match invocation.function_name() {
