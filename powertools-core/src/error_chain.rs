@@ -69,13 +69,15 @@ pub fn display_text(value: &dyn fmt::Display) -> String {
 }
 
 /// The error's message, then each source's, joined by `": "` (`charge failed: timed out`). A
-/// source with an empty message, or one the chain already holds (a `Display` that prints its
-/// source), is left out.
+/// source with an empty message, or one the chain already holds as a part of its own (a
+/// `Display` that prints its source: `connect failed: refused`, `failed (refused)`), is left
+/// out; a message that is only a word of the chain's (`lock` in `timed out waiting for lock`)
+/// is not.
 pub fn message_chain(error: &(dyn Error + 'static)) -> String {
     let mut chain = display_text(&error);
     for cause in sources(error) {
         let message = display_text(&cause);
-        if !message.is_empty() && !chain.contains(&message) {
+        if !message.is_empty() && !holds_part(&chain, &message) {
             if !chain.is_empty() {
                 chain.push_str(": ");
             }
@@ -83,6 +85,17 @@ pub fn message_chain(error: &(dyn Error + 'static)) -> String {
         }
     }
     chain
+}
+
+/// Whether `chain` holds `message` as a part of its own: all of it, or where a part begins
+/// (its start, after `": "` or `(`) and ends (its end, before `:`, `)` or `,`).
+fn holds_part(chain: &str, message: &str) -> bool {
+    chain.match_indices(message).any(|(at, _)| {
+        let before = &chain[..at];
+        let after = &chain[at + message.len()..];
+        (before.is_empty() || before.ends_with(": ") || before.ends_with('('))
+            && (after.is_empty() || after.starts_with([':', ')', ',']))
+    })
 }
 
 /// The message of an error known only by its `Display`, with its causes when it is a boxed
@@ -333,5 +346,54 @@ mod tests {
         // io::Error's Display prints its inner error: the source's message is already there.
         assert_eq!(message_chain(&outer), "timed out");
         assert_eq!(message_chain(&std::io::Error::other("")), "");
+    }
+
+    /// An error with a message and a source of its own.
+    #[derive(Debug)]
+    struct Because(&'static str, Option<Box<Because>>);
+
+    impl fmt::Display for Because {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl Error for Because {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            self.1
+                .as_deref()
+                .map(|cause| cause as &(dyn Error + 'static))
+        }
+    }
+
+    fn because(messages: &[&'static str]) -> Because {
+        let (first, rest) = messages.split_first().expect("a message");
+        Because(first, (!rest.is_empty()).then(|| Box::new(because(rest))))
+    }
+
+    #[test]
+    fn a_cause_whose_message_is_a_word_of_the_chain_is_kept() {
+        // Found by a review: `lock` was left out as "already in" `timed out waiting for lock`.
+        assert_eq!(
+            message_chain(&because(&["timed out waiting for lock", "lock"])),
+            "timed out waiting for lock: lock"
+        );
+        assert_eq!(
+            message_chain(&because(&["no such table orders-v2", "orders"])),
+            "no such table orders-v2: orders"
+        );
+        // A `Display` that prints its source, after `: ` or in parentheses, is still left out.
+        assert_eq!(
+            message_chain(&because(&["connect failed: refused", "refused"])),
+            "connect failed: refused"
+        );
+        assert_eq!(
+            message_chain(&because(&["connect failed (refused), retrying", "refused"])),
+            "connect failed (refused), retrying"
+        );
+        assert_eq!(
+            message_chain(&because(&["a: b: c", "b: c", "c"])),
+            "a: b: c"
+        );
     }
 }
