@@ -187,7 +187,10 @@ impl MetricsLayerBuilder {
         self
     }
 
-    /// Reads unset options from `env` instead of the process environment (for tests).
+    /// Reads unset options from `env` instead of the process environment (for tests). The cold
+    /// start is the process's, not an option: it follows `AWS_LAMBDA_INITIALIZATION_TYPE` in the
+    /// process environment whatever `env` says (decide it per invocation with
+    /// `TestContext::with_cold_start`).
     pub fn env(mut self, env: Env) -> Self {
         self.env = Some(env);
         self

@@ -179,7 +179,10 @@ impl PowertoolsBuilder {
         }
     }
 
-    /// Reads unset options from `env` instead of the process environment (for tests).
+    /// Reads unset options from `env` instead of the process environment (for tests). The cold
+    /// start is the process's, not an option: it follows `AWS_LAMBDA_INITIALIZATION_TYPE` in the
+    /// process environment whatever `env` says (decide it per invocation with
+    /// `TestContext::with_cold_start`).
     pub fn env(self, env: Env) -> Self {
         PowertoolsBuilder {
             logger: self.logger.env(env.clone()),
