@@ -526,11 +526,12 @@ impl LoggerBuilder {
                 })?,
             )
         };
-        let resolved = level::resolve(
-            parse_level(AWS_LAMBDA_LOG_LEVEL)?,
-            self.level,
-            parse_level(POWERTOOLS_LOG_LEVEL)?,
-        );
+        // The variable is read only for a level not set in code, as every option's is.
+        let from_env = match self.level {
+            Some(_) => None,
+            None => parse_level(POWERTOOLS_LOG_LEVEL)?,
+        };
+        let resolved = level::resolve(parse_level(AWS_LAMBDA_LOG_LEVEL)?, self.level, from_env);
         let sample_rate = match self.sample_rate {
             Some(rate) => rate,
             None => env

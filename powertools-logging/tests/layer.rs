@@ -334,6 +334,14 @@ async fn lambdas_level_wins_and_a_more_verbose_setting_is_warned_about() {
         bad.to_string(),
         r#"environment variable POWERTOOLS_LOG_LEVEL has the invalid value "loud": expected TRACE, DEBUG, INFO, WARN or ERROR"#
     );
+    // A level set in code is never read from the variable, so its bad value fails nothing, as
+    // the other options set in code (sample rate, log event) hide theirs (found by an attack).
+    let in_code = builder(&MemoryLogs::new())
+        .level(Level::Debug)
+        .env(Env::from_pairs([("POWERTOOLS_LOG_LEVEL", "loud")]))
+        .build()
+        .expect("the level is set in code");
+    assert_eq!(in_code.level(), Level::Debug);
     let bad_alc = builder(&MemoryLogs::new())
         .env(Env::from_pairs([("AWS_LAMBDA_LOG_LEVEL", "loud")]))
         .build()
