@@ -2,7 +2,7 @@
 //! `faas.trigger` and, for SQS, the messaging attributes the semantic conventions for AWS Lambda
 //! require.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 
 use serde_json::Value;
 
@@ -41,8 +41,7 @@ impl Source {
 /// events, from its type for the `aws_lambda_events` types (with the `aws-lambda-events`
 /// feature), else `Other`.
 pub(crate) fn source_of<T: 'static>(event: &T) -> Source {
-    let any: &dyn Any = event;
-    if let Some(json) = any.downcast_ref::<Value>() {
+    if let Some(json) = as_type::<T, Value>(event) {
         return source_of_json(json);
     }
     #[cfg(feature = "aws-lambda-events")]
@@ -91,14 +90,28 @@ fn source_of_json(event: &Value) -> Source {
     }
 }
 
+/// `event` as a `U` when `T` is `U`. The types are compared as constants of the caller's
+/// monomorphization (no call through `Any`'s vtable), so an event of another type costs nothing.
+fn as_type<T: 'static, U: 'static>(event: &T) -> Option<&U> {
+    if TypeId::of::<T>() == TypeId::of::<U>() {
+        (event as &dyn Any).downcast_ref::<U>()
+    } else {
+        None
+    }
+}
+
+/// Whether `T` is `U`, as [`as_type`] compares them.
+#[cfg(feature = "aws-lambda-events")]
+fn is_type<T: 'static, U: 'static>() -> bool {
+    TypeId::of::<T>() == TypeId::of::<U>()
+}
+
 fn is_schedule(source: Option<&str>, detail_type: Option<&str>) -> bool {
     source == Some("aws.events") && detail_type == Some("Scheduled Event")
 }
 
 #[cfg(feature = "aws-lambda-events")]
 mod events {
-    use std::any::Any;
-
     use aws_lambda_events::activemq::ActiveMqEvent;
     use aws_lambda_events::cloudwatch_events::CloudWatchEvent;
     use aws_lambda_events::documentdb::DocumentDbEvent;
@@ -111,33 +124,35 @@ mod events {
     use aws_lambda_events::sns::SnsEvent;
     use aws_lambda_events::sqs::SqsEvent;
 
-    use super::{Source, is_schedule};
+    use super::{Source, as_type, is_schedule, is_type};
 
     /// The source of the `aws_lambda_events` types that have one; `None` for the others.
     /// `EventBridgeEvent` and `CloudWatchEvent` are read with their default `serde_json::Value`
     /// detail only (a type parameter of the caller's cannot be named here), and `SqsEventObj<T>`
     /// and `SnsEventObj<T>` are told by their type's name (see [`source_of_generic`]).
     pub(super) fn source_of<T: 'static>(event: &T) -> Option<Source> {
-        let event: &dyn Any = event;
-        if event.is::<SqsEvent>() {
+        if is_type::<T, SqsEvent>() {
             return Some(Source::Sqs);
         }
-        if event.is::<SnsEvent>()
-            || event.is::<KinesisEvent>()
-            || event.is::<KafkaEvent>()
-            || event.is::<ActiveMqEvent>()
-            || event.is::<RabbitMqEvent>()
+        if is_type::<T, SnsEvent>()
+            || is_type::<T, KinesisEvent>()
+            || is_type::<T, KafkaEvent>()
+            || is_type::<T, ActiveMqEvent>()
+            || is_type::<T, RabbitMqEvent>()
         {
             return Some(Source::PubSub);
         }
-        if event.is::<dynamodb::Event>() || event.is::<S3Event>() || event.is::<DocumentDbEvent>() {
+        if is_type::<T, dynamodb::Event>()
+            || is_type::<T, S3Event>()
+            || is_type::<T, DocumentDbEvent>()
+        {
             return Some(Source::Datastore);
         }
-        if let Some(scheduled) = event.downcast_ref::<EventBridgeEvent>() {
+        if let Some(scheduled) = as_type::<T, EventBridgeEvent>(event) {
             return is_schedule(Some(&scheduled.source), Some(&scheduled.detail_type))
                 .then_some(Source::Timer);
         }
-        if let Some(scheduled) = event.downcast_ref::<CloudWatchEvent>() {
+        if let Some(scheduled) = as_type::<T, CloudWatchEvent>(event) {
             return is_schedule(
                 scheduled.source.as_deref(),
                 scheduled.detail_type.as_deref(),
