@@ -1005,8 +1005,10 @@ pub(crate) const FAILURE_MARKER: &str = "powertools_logging.failure";
 /// The field whose value is written as Powertools' `exception` keys too.
 const ERROR_FIELD: &str = "error";
 
-/// The fields whose text is an error message, redacted as one ([`redacted_message`]).
-const ERROR_MESSAGE_FIELDS: [&str; 2] = [ERROR_FIELD, "exception"];
+/// The fields whose text is an error message, redacted as one ([`redacted_message`]): `err` is
+/// where the AWS SDK's warnings give their cause, `reason` where the batch utility's failure line
+/// gives a record's.
+const ERROR_MESSAGE_FIELDS: [&str; 4] = [ERROR_FIELD, "exception", "err", "reason"];
 
 impl<'r> FieldCollector<'r> {
     pub(crate) fn new(redactor: &'r Redactor) -> Self {

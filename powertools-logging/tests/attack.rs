@@ -3036,6 +3036,34 @@ fn an_error_message_naming_a_masked_key_keeps_its_cause_and_masks_what_follows()
     );
 }
 
+/// The AWS SDK's warnings carry their cause in an `err` field (`warn!(err = %e, "failed to load
+/// region from IMDS")`), and the batch utility's failure line in `reason`: error prose, masked
+/// after the word that names a masked key as an `error` field is. (They were masked whole: the
+/// cause of an IMDS or credentials failure was `*****`; found by an attack.)
+#[test]
+fn the_sdk_s_err_field_and_a_failed_record_s_reason_keep_their_cause() {
+    let (logger, logs) = logger(Logger::builder());
+    run(&logger, async {
+        tracing::warn!(
+            err = %"failed to load IMDS session token: connection refused, secret=S3CR3T",
+            "failed to load region from IMDS"
+        );
+        tracing::warn!(
+            reason = "charge of pay-token-1 failed: timeout",
+            "a batch record failed"
+        );
+    });
+    let lines = check_default(&logs);
+    assert_no_secret(&lines, "S3CR3T");
+    let imds = with_message(&lines, "failed to load region from IMDS")[0];
+    assert_eq!(
+        imds["err"], "failed to load IMDS session token*****",
+        "{imds}"
+    );
+    let record = with_message(&lines, "a batch record failed")[0];
+    assert_eq!(record["reason"], "charge of pay-token*****", "{record}");
+}
+
 /// An error message that is JSON is masked by key, and its text values are error prose too: a
 /// `detail` that says `password=…` is masked after the key's word, as a message would be. (It
 /// was written in clear; found by a review.) A logged event's text values are data, and stay.
