@@ -153,9 +153,10 @@ impl Error {
                 "MetricResolutionError"
             }
             Error::InvalidValue { .. } => "MetricValueError",
+            // As Powertools for Python 3.37 names a metric name it refuses.
+            Error::InvalidMetricName { .. } => "MetricNameError",
             Error::MissingNamespace
             | Error::InvalidNamespace { .. }
-            | Error::InvalidMetricName { .. }
             | Error::InvalidDimension { .. }
             | Error::TooManyDimensions { .. }
             | Error::NameCollision { .. }

@@ -406,9 +406,14 @@ async fn bad_input_is_refused_with_typed_errors_and_the_document_stays_valid() {
                 add_metric("Inf", f64::INFINITY, Unit::Count).unwrap_err(),
                 "MetricValueError",
             ),
+            // Powertools for Python 3.37 raises `MetricNameError` for a name it refuses.
             (
                 add_metric("", 1.0, Unit::Count).unwrap_err(),
-                "SchemaValidationError",
+                "MetricNameError",
+            ),
+            (
+                add_metric(&"n".repeat(256), 1.0, Unit::Count).unwrap_err(),
+                "MetricNameError",
             ),
             (
                 add_metric("_aws", 1.0, Unit::Count).unwrap_err(),
