@@ -165,6 +165,8 @@ pub use aws_sdk_dynamodb;
 #[cfg_attr(docsrs, doc(cfg(feature = "idempotency")))]
 pub mod idempotency;
 
+#[cfg(feature = "logging")]
+mod describe;
 mod error;
 #[cfg(feature = "logging")]
 mod read_event;

@@ -253,10 +253,11 @@ pub(crate) enum ReadEventError<E> {
     Early(Early),
 }
 
-impl<E: Into<Diagnostic>> From<ReadEventError<E>> for Diagnostic {
+impl<E: Into<Diagnostic> + 'static> From<ReadEventError<E>> for Diagnostic {
     fn from(error: ReadEventError<E>) -> Self {
         match error {
-            ReadEventError::Handler(error) => error.into(),
+            // A boxed error named as the layers name it, not by the box's type.
+            ReadEventError::Handler(error) => crate::describe::lambda_diagnostic(error),
             ReadEventError::Early(Early::Invalid(invalid)) => invalid.diagnostic(),
             // As `lambda_runtime` reports a panic, but named `Panic` (as the failure line's
             // `exception_name` is), not `alloc::boxed::Box<dyn core::any::Any + Send>`.
@@ -613,6 +614,46 @@ mod tests {
             .unwrap();
         assert!(path.starts_with("…[0]"), "{path}");
         assert!(!message.contains("4111"), "{message}");
+    }
+
+    /// Lambda's `errorType` for a boxed error (the README's handler signature) is the type
+    /// inside the box, or a powertools-rs error's Powertools name, as the failure line and the
+    /// span name it: `lambda_runtime` reported
+    /// `&alloc::boxed::Box<dyn core::error::Error + Send + Sync>` (found by an attack).
+    #[tokio::test]
+    async fn a_boxed_error_is_reported_to_lambda_as_the_layers_name_it() {
+        use lambda_runtime::service_fn;
+        let io = ReadEvent::new(service_fn(|_: LambdaEvent<Value>| async {
+            Err::<(), lambda_runtime::Error>(Box::new(std::io::Error::other("card declined")))
+        }))
+        .call(empty_event())
+        .await
+        .unwrap_err();
+        let diagnostic = Diagnostic::from(io);
+        assert_eq!(diagnostic.error_type, "std::io::Error");
+        assert_eq!(diagnostic.error_message, "card declined");
+        #[cfg(feature = "metrics")]
+        {
+            // Outside an invocation: `NoCurrentInvocation`, a metrics error of its own name.
+            let refused =
+                powertools_metrics::add_metric("Baked", f64::NAN, powertools_metrics::Unit::Count)
+                    .unwrap_err();
+            let (error_type, message) = (refused.error_type(), refused.to_string());
+            let metric = ReadEvent::new(service_fn(move |_: LambdaEvent<Value>| {
+                let refused = powertools_metrics::add_metric(
+                    "Baked",
+                    f64::NAN,
+                    powertools_metrics::Unit::Count,
+                );
+                async move { refused.map_err(lambda_runtime::Error::from) }
+            }))
+            .call(empty_event())
+            .await
+            .unwrap_err();
+            let diagnostic = Diagnostic::from(metric);
+            assert_eq!(diagnostic.error_type, error_type);
+            assert_eq!(diagnostic.error_message, message);
+        }
     }
 
     #[tokio::test]

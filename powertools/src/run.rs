@@ -65,7 +65,7 @@ pub async fn run<A, F, R, B, S, D, E>(handler: F) -> Result<(), lambda_runtime::
 where
     F: Service<LambdaEvent<A>, Response = R>,
     F::Future: Future<Output = Result<R, F::Error>>,
-    F::Error: Into<Diagnostic> + Debug,
+    F::Error: Into<Diagnostic> + Debug + 'static,
     A: for<'de> Deserialize<'de>,
     R: IntoFunctionResponse<B, S>,
     B: Serialize,
@@ -117,7 +117,7 @@ pub async fn run_concurrent<A, F, R, B, S, D, E>(handler: F) -> Result<(), lambd
 where
     F: Service<LambdaEvent<A>, Response = R> + Clone + Send + 'static,
     F::Future: Future<Output = Result<R, F::Error>> + Send + 'static,
-    F::Error: Into<Diagnostic> + Debug,
+    F::Error: Into<Diagnostic> + Debug + 'static,
     A: for<'de> Deserialize<'de> + Send + 'static,
     R: IntoFunctionResponse<B, S> + Send + 'static,
     B: Serialize + Send + 'static,

@@ -15,6 +15,7 @@ use tower::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 
 use crate::Error;
+use crate::describe::{boxed_error_diagnostic, powertools_diagnostic};
 
 /// The logger, the metrics layer and the tracer of a function, configured together.
 #[derive(Debug, Clone)]
@@ -113,25 +114,35 @@ impl Powertools {
             .error_diagnostic(|error: &StackError<lambda_runtime::Error>| match error {
                 StackError::Handler(boxed) => boxed_error_diagnostic(boxed),
                 other => stack_error_diagnostic(other),
+            })
+            // The facade's own error, returned as it is: by its Powertools name and message, not
+            // by its variant's `Debug` text.
+            .error_diagnostic(|error: &StackError<Error>| match error {
+                StackError::Handler(error) => facade_error_diagnostic(error),
+                other => stack_error_diagnostic(other),
             });
-        #[cfg_attr(not(feature = "idempotency"), allow(unused_mut))]
-        let mut tracing = TracingLayer::new(self.tracer.clone());
+        // The span names them as the line does (a boxed powertools-rs error by its Powertools
+        // name, not by its variant).
+        let tracing = TracingLayer::new(self.tracer.clone())
+            .error_diagnostic(boxed_error_diagnostic)
+            .error_diagnostic(facade_error_diagnostic);
         // A boxed error with the idempotency layer inside the stack (as the crate docs order
         // them), whose error wraps the handler's: named as without it, in the line and the span;
         // the idempotency layer's own errors as Lambda reports them.
         #[cfg(feature = "idempotency")]
-        let logging = {
+        let (logging, tracing) = {
             use crate::idempotency::Error as IdempotencyError;
-            tracing =
+            let tracing =
                 tracing.error_diagnostic(|error: &IdempotencyError<lambda_runtime::Error>| {
                     error.diagnostic_with(boxed_error_diagnostic)
                 });
-            logging.error_diagnostic(
+            let logging = logging.error_diagnostic(
                 |error: &StackError<IdempotencyError<lambda_runtime::Error>>| match error {
                     StackError::Handler(error) => error.diagnostic_with(boxed_error_diagnostic),
                     other => stack_error_diagnostic(other),
                 },
-            )
+            );
+            (logging, tracing)
         };
         PowertoolsLayer {
             logging,
@@ -397,18 +408,12 @@ impl<S, C: Clone> Layer<S> for PowertoolsLayer<C> {
     }
 }
 
-/// A boxed error (`lambda_runtime::Error`) as the logging layer alone names it: by the type
-/// inside the box (or the type or variant its `Debug` begins with), and its message chain.
-fn boxed_error_diagnostic(boxed: &lambda_runtime::Error) -> Diagnostic {
-    Diagnostic {
-        error_type: powertools_core::failure::error_type_name(
-            boxed.as_ref(),
-            &format!("{boxed:?}"),
-        )
-        .unwrap_or("Error")
-        .to_owned(),
-        error_message: powertools_core::error_chain::message_chain(boxed.as_ref()),
-    }
+/// The facade's own error as Lambda reports it: its Powertools name and its message chain.
+fn facade_error_diagnostic(error: &Error) -> Diagnostic {
+    powertools_diagnostic(error).unwrap_or_else(|| Diagnostic {
+        error_type: error.error_type().to_owned(),
+        error_message: error.to_string(),
+    })
 }
 
 /// What Lambda reports for a stack error that is not the handler's: the metrics flush's.

@@ -807,6 +807,58 @@ async fn a_diagnostic_or_boxed_error_under_the_stack_is_named_as_lambda_reports_
     );
 }
 
+/// A powertools-rs error from the handler, boxed by `?` into `lambda_runtime::Error` (the
+/// README's signature) or returned as `powertools::Error`: the line, the span and Lambda (through
+/// `Diagnostic::from` here, `powertools::run` for the response) name it as Powertools does
+/// (`MetricValueError`), with its message. It was `InvalidValue` in the line (its variant's
+/// `Debug`), `powertools::error::Error` on the span and `Metrics(InvalidValue { … })` as the
+/// line's message (found by an attack).
+#[tokio::test]
+async fn a_powertools_error_from_the_handler_is_named_as_powertools_names_it() {
+    use powertools::metrics::Unit;
+    let logs = MemoryLogs::new();
+    let spans = KeptSpans::default();
+    let powertools = stack(&logs, &spans);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let boxed = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .service(service_fn(|_: LambdaEvent<Value>| async {
+            powertools::metrics::add_metric("Baked", f64::NAN, Unit::Count)?;
+            Ok::<Value, lambda_runtime::Error>(json!({}))
+        }));
+    boxed
+        .oneshot(invocation("req-boxed-metric", json!({})))
+        .await
+        .unwrap_err();
+    let direct = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .service(service_fn(|_: LambdaEvent<Value>| async {
+            powertools::metrics::add_metric("Baked", f64::NAN, Unit::Count)?;
+            Ok::<Value, powertools::Error>(json!({}))
+        }));
+    let error = direct
+        .oneshot(invocation("req-direct-metric", json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(Diagnostic::from(error).error_type, "MetricValueError");
+    let exceptions = spans.exceptions();
+    for request in ["req-boxed-metric", "req-direct-metric"] {
+        let line = failure_line(&logs, request);
+        assert_eq!(line["exception_name"], "MetricValueError", "{line}");
+        let message = line["exception"].as_str().expect("a message");
+        assert!(
+            message.starts_with("invalid value NaN for metric"),
+            "{line}"
+        );
+        let (_, kind, span_message) = exceptions
+            .iter()
+            .find(|(id, ..)| id.as_deref() == Some(request))
+            .expect("the span's exception event");
+        assert_eq!(kind.as_deref(), Some("MetricValueError"), "{exceptions:?}");
+        assert_eq!(span_message.as_deref(), Some(message), "{exceptions:?}");
+    }
+}
+
 /// The quick start's handler (`lambda_runtime::Error`) with the idempotency layer inside the
 /// stack, as the crate docs order them: its error is named as without the idempotency layer,
 /// by the type inside the box and its message, in the line and in the span, not by the

@@ -1,0 +1,96 @@
+//! What the failure line, the span and Lambda's error response call a handler's error that the
+//! layers or the runtime see boxed or wrapped: a powertools-rs error by the name Powertools gives
+//! it (`MetricValueError`), any other by the type inside the box, each with its message chain.
+
+use std::any::Any;
+use std::error::Error as StdError;
+
+use lambda_runtime::Diagnostic;
+use powertools_core::error_chain::message_chain;
+
+/// A powertools-rs error as Lambda reports it: its `error_type()` and its message chain; `None`
+/// for an error of another crate.
+pub(crate) fn powertools_diagnostic(error: &(dyn StdError + 'static)) -> Option<Diagnostic> {
+    let named = |error_type: &str| {
+        Some(Diagnostic {
+            error_type: error_type.to_owned(),
+            error_message: message_chain(error),
+        })
+    };
+    if let Some(error) = error.downcast_ref::<crate::Error>() {
+        return named(error.error_type());
+    }
+    if let Some(error) = error.downcast_ref::<powertools_core::Error>() {
+        return named(error.error_type());
+    }
+    #[cfg(feature = "logging")]
+    if let Some(error) = error.downcast_ref::<powertools_logging::Error>() {
+        return named(error.error_type());
+    }
+    #[cfg(feature = "metrics")]
+    if let Some(error) = error.downcast_ref::<powertools_metrics::Error>() {
+        return named(error.error_type());
+    }
+    #[cfg(feature = "tracing")]
+    if let Some(error) = error.downcast_ref::<powertools_tracing::Error>() {
+        return named(error.error_type());
+    }
+    #[cfg(feature = "batch")]
+    if let Some(error) = error.downcast_ref::<powertools_batch::Error>() {
+        return named(error.error_type());
+    }
+    #[cfg(feature = "idempotency")]
+    if let Some(error) =
+        error.downcast_ref::<powertools_idempotency::Error<std::convert::Infallible>>()
+    {
+        return named(error.error_type());
+    }
+    None
+}
+
+/// A boxed error (`lambda_runtime::Error`): a powertools-rs error by its Powertools name, another
+/// by the type inside the box (or the type or variant its `Debug` begins with), as the logging
+/// layer alone names it, with its message chain.
+pub(crate) fn boxed_error_diagnostic(boxed: &lambda_runtime::Error) -> Diagnostic {
+    powertools_diagnostic(boxed.as_ref()).unwrap_or_else(|| Diagnostic {
+        error_type: powertools_core::failure::error_type_name(
+            boxed.as_ref(),
+            &format!("{boxed:?}"),
+        )
+        .unwrap_or("Error")
+        .to_owned(),
+        error_message: message_chain(boxed.as_ref()),
+    })
+}
+
+/// What Lambda reports for a handler's error under [`run`](crate::run): a boxed error (alone,
+/// under the stack, behind the idempotency layer) named as the layers name it, not by the box's
+/// type (`&alloc::boxed::Box<dyn core::error::Error + Send + Sync>`, which `lambda_runtime`
+/// reports); any other error as it converts itself.
+pub(crate) fn lambda_diagnostic<E: Into<Diagnostic> + 'static>(error: E) -> Diagnostic {
+    let any: &dyn Any = &error;
+    if let Some(boxed) = any.downcast_ref::<lambda_runtime::Error>() {
+        return boxed_error_diagnostic(boxed);
+    }
+    #[cfg(feature = "metrics")]
+    if let Some(powertools_metrics::ServiceError::Handler(boxed)) =
+        any.downcast_ref::<powertools_metrics::ServiceError<lambda_runtime::Error>>()
+    {
+        return boxed_error_diagnostic(boxed);
+    }
+    #[cfg(feature = "idempotency")]
+    {
+        use powertools_idempotency::Error as IdempotencyError;
+        if let Some(error) = any.downcast_ref::<IdempotencyError<lambda_runtime::Error>>() {
+            return error.diagnostic_with(boxed_error_diagnostic);
+        }
+        #[cfg(feature = "metrics")]
+        if let Some(powertools_metrics::ServiceError::Handler(error)) = any
+            .downcast_ref::<powertools_metrics::ServiceError<IdempotencyError<lambda_runtime::Error>>>(
+            )
+        {
+            return error.diagnostic_with(boxed_error_diagnostic);
+        }
+    }
+    error.into()
+}
