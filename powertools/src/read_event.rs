@@ -19,12 +19,14 @@
 use std::error::Error as StdError;
 use std::fmt::{self, Debug, Display, Write as _};
 use std::future::Future;
+use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use lambda_runtime::{Diagnostic, LambdaEvent, Service};
-use serde::{Deserialize, Deserializer};
+use lambda_runtime::{Diagnostic, FunctionResponse, IntoFunctionResponse, LambdaEvent, Service};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use serde_path_to_error::{Path, Segment};
 
 /// The longest map key or variant name written into a path; longer ones are cut (a key comes from
@@ -187,25 +189,39 @@ fn path_without_long_keys(path: &Path, without_last_key: bool) -> String {
 
 /// The handler under the runtime: calls it with the event when the event read as its type, and
 /// fails the invocation with [`InvalidEvent`] (and one `ERROR` line) when it did not.
-#[derive(Clone)]
-pub(crate) struct ReadEvent<S> {
+/// `B` and `St` are the handler's response's body and stream types (as
+/// `IntoFunctionResponse<B, St>` names them): a buffered body is serialized here, so that one
+/// that does not serialize fails its invocation instead of the runtime.
+pub(crate) struct ReadEvent<S, B, St> {
     inner: S,
+    response: PhantomData<fn() -> (B, St)>,
 }
 
-impl<S> ReadEvent<S> {
-    pub(crate) fn new(inner: S) -> Self {
-        Self { inner }
+impl<S: Clone, B, St> Clone for ReadEvent<S, B, St> {
+    fn clone(&self) -> Self {
+        Self::new(self.inner.clone())
     }
 }
 
-impl<S, A> Service<LambdaEvent<EventOf<A>>> for ReadEvent<S>
+impl<S, B, St> ReadEvent<S, B, St> {
+    pub(crate) fn new(inner: S) -> Self {
+        Self {
+            inner,
+            response: PhantomData,
+        }
+    }
+}
+
+impl<S, A, B, St> Service<LambdaEvent<EventOf<A>>> for ReadEvent<S, B, St>
 where
     S: Service<LambdaEvent<A>>,
+    S::Response: IntoFunctionResponse<B, St>,
+    B: Serialize,
     A: for<'de> Deserialize<'de>,
 {
-    type Response = S::Response;
+    type Response = FunctionResponse<Box<RawValue>, St>;
     type Error = ReadEventError<S::Error>;
-    type Future = ReadEventFuture<S::Future>;
+    type Future = ReadEventFuture<S::Future, B, St>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(ReadEventError::Handler)
@@ -216,7 +232,10 @@ where
             Ok(payload) => {
                 let event = LambdaEvent::new(payload, event.context);
                 match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(event))) {
-                    Ok(future) => ReadEventFuture::Handler { future },
+                    Ok(future) => ReadEventFuture::Handler {
+                        future,
+                        response: PhantomData,
+                    },
                     Err(panic) => ReadEventFuture::Early {
                         early: Some(Early::Panicked(panic_message(&*panic))),
                     },
@@ -261,6 +280,11 @@ impl<E: Into<Diagnostic> + 'static> From<ReadEventError<E>> for Diagnostic {
             ReadEventError::Early(Early::Invalid(invalid)) => invalid.diagnostic(),
             // As `lambda_runtime` reports a panic, but named `Panic` (as the failure line's
             // `exception_name` is), not `alloc::boxed::Box<dyn core::any::Any + Send>`.
+            // As Lambda's own runtimes report a response they cannot send.
+            ReadEventError::Early(Early::Unmarshalable(reason)) => Diagnostic {
+                error_type: "Runtime.MarshalError".to_owned(),
+                error_message: format!("Unable to marshal response: {reason}"),
+            },
             ReadEventError::Early(Early::Panicked(message)) => Diagnostic {
                 error_type: "Panic".to_owned(),
                 error_message: match message {
@@ -279,6 +303,42 @@ impl<E: Into<Diagnostic> + 'static> From<ReadEventError<E>> for Diagnostic {
 pub(crate) enum Early {
     Invalid(InvalidEvent),
     Panicked(Option<String>),
+    /// The response did not serialize: serde's reason.
+    Unmarshalable(String),
+}
+
+/// The response with its buffered body serialized, as the runtime would send it: a body that
+/// does not serialize (or whose `Serialize` panics) is the invocation's error, where the runtime
+/// would fail to build its request and stop. A stream is handed on as it is.
+fn serialized<B: Serialize, St>(
+    response: FunctionResponse<B, St>,
+) -> Result<FunctionResponse<Box<RawValue>, St>, Early> {
+    match response {
+        FunctionResponse::BufferedResponse(body) => {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                serde_json::value::to_raw_value(&body)
+            })) {
+                Ok(Ok(raw)) => Ok(FunctionResponse::BufferedResponse(raw)),
+                Ok(Err(error)) => {
+                    let reason = error.to_string();
+                    // In the runtime's span, as the invalid event's: the line carries the
+                    // invocation's request id.
+                    tracing::error!(
+                        target: "powertools_logging",
+                        exception_name = "Runtime.MarshalError",
+                        exception = %reason,
+                        powertools_logging.failure = true,
+                        "Invocation failed"
+                    );
+                    Err(Early::Unmarshalable(reason))
+                }
+                Err(panic) => Err(Early::Panicked(panic_message(&*panic))),
+            }
+        }
+        FunctionResponse::StreamingResponse(stream) => {
+            Ok(FunctionResponse::StreamingResponse(stream))
+        }
+    }
 }
 
 /// A panic's message, when it is text.
@@ -290,27 +350,37 @@ pin_project_lite::pin_project! {
     /// [`ReadEvent`]'s future: the handler's, or the invalid event's error (or the handler's
     /// panic when it was called) at once.
     #[project = ReadEventFutureProjection]
-    pub(crate) enum ReadEventFuture<F> {
-        Handler { #[pin] future: F },
+    pub(crate) enum ReadEventFuture<F, B, St> {
+        Handler { #[pin] future: F, response: PhantomData<fn() -> (B, St)> },
         Early { early: Option<Early> },
     }
 }
 
-impl<F, R, E> Future for ReadEventFuture<F>
+impl<F, R, E, B, St> Future for ReadEventFuture<F, B, St>
 where
     F: Future<Output = Result<R, E>>,
+    R: IntoFunctionResponse<B, St>,
+    B: Serialize,
 {
-    type Output = Result<R, ReadEventError<E>>;
+    type Output = Result<FunctionResponse<Box<RawValue>, St>, ReadEventError<E>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            ReadEventFutureProjection::Handler { future } => {
-                match std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
-                    Ok(polled) => polled.map_err(ReadEventError::Handler),
-                    Err(panic) => Poll::Ready(Err(ReadEventError::Early(Early::Panicked(
-                        panic_message(&*panic),
-                    )))),
-                }
+            ReadEventFutureProjection::Handler { future, .. } => {
+                let response = match std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx)))
+                {
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Ready(Err(error))) => {
+                        return Poll::Ready(Err(ReadEventError::Handler(error)));
+                    }
+                    Ok(Poll::Ready(Ok(response))) => response,
+                    Err(panic) => {
+                        return Poll::Ready(Err(ReadEventError::Early(Early::Panicked(
+                            panic_message(&*panic),
+                        ))));
+                    }
+                };
+                Poll::Ready(serialized(response.into_response()).map_err(ReadEventError::Early))
             }
             ReadEventFutureProjection::Early { early } => Poll::Ready(Err(ReadEventError::Early(
                 // Polled again after it finished: as `Ready`, a misuse; answer the same error
@@ -330,6 +400,28 @@ where
 mod tests {
     use super::*;
     use serde_json::Value;
+
+    /// The error of a result whose success need not be `Debug` (a `FunctionResponse`).
+    trait Failed<E> {
+        fn failed(self) -> E;
+    }
+
+    impl<T, E> Failed<E> for Result<T, E> {
+        fn failed(self) -> E {
+            match self {
+                Ok(_) => panic!("it succeeded"),
+                Err(error) => error,
+            }
+        }
+    }
+
+    /// A buffered response's JSON.
+    fn body<St>(response: FunctionResponse<Box<RawValue>, St>) -> String {
+        match response {
+            FunctionResponse::BufferedResponse(body) => body.get().to_owned(),
+            FunctionResponse::StreamingResponse(_) => panic!("a buffered response"),
+        }
+    }
 
     /// `{}` as the event of a handler of `Value`s.
     fn empty_event() -> LambdaEvent<EventOf<Value>> {
@@ -416,7 +508,7 @@ mod tests {
             ),
         ];
         for (body, expected) in cases {
-            let message = read_as_the_runtime_does::<Order>(body.as_bytes()).unwrap_err();
+            let message = read_as_the_runtime_does::<Order>(body.as_bytes()).failed();
             assert!(
                 message.starts_with(&format!(
                     "the event does not read as {}",
@@ -437,16 +529,16 @@ mod tests {
             ("not json", "expected ident at line 1 column 2"),
             (r#"{"id":"#, "EOF while parsing a value at line 1 column 6"),
         ] {
-            let message = read_as_the_runtime_does::<Order>(body.as_bytes()).unwrap_err();
+            let message = read_as_the_runtime_does::<Order>(body.as_bytes()).failed();
             assert!(message.contains(expected), "{message} lacks {expected}");
         }
-        let message = read_as_the_runtime_does::<(u8, u8, u8)>(b"[1,2]").unwrap_err();
+        let message = read_as_the_runtime_does::<(u8, u8, u8)>(b"[1,2]").failed();
         assert!(
             message.contains(": invalid length 2, expected a tuple of size 3"),
             "{message}"
         );
         let nested = format!("{}{}", "[".repeat(200), "]".repeat(200));
-        let message = read_as_the_runtime_does::<Value>(nested.as_bytes()).unwrap_err();
+        let message = read_as_the_runtime_does::<Value>(nested.as_bytes()).failed();
         assert!(message.contains("recursion limit exceeded"), "{message}");
     }
 
@@ -456,7 +548,7 @@ mod tests {
         let body = format!(
             r#"{{"id":"o-1","paid":true,"quantity":1,"kind":"cake","tags":{{"{key}":"{SECRET}"}}}}"#
         );
-        let message = read_as_the_runtime_does::<Order>(body.as_bytes()).unwrap_err();
+        let message = read_as_the_runtime_does::<Order>(body.as_bytes()).failed();
         assert!(
             message.contains(&format!("at tags.{}…: invalid type", "k".repeat(64))),
             "{message}"
@@ -474,7 +566,7 @@ mod tests {
         for level in 0..100 {
             body = format!(r#"{{"{level:02}{}":{body}}}"#, "n".repeat(58));
         }
-        let message = read_as_the_runtime_does::<Nested>(body.as_bytes()).unwrap_err();
+        let message = read_as_the_runtime_does::<Nested>(body.as_bytes()).failed();
         let path = message
             .split(" at ")
             .nth(1)
@@ -508,8 +600,7 @@ mod tests {
         struct Record {
             at: Timestamp,
         }
-        let message =
-            read_as_the_runtime_does::<Record>(br#"{"at": 4111111111111111}"#).unwrap_err();
+        let message = read_as_the_runtime_does::<Record>(br#"{"at": 4111111111111111}"#).failed();
         assert!(
             message.ends_with(&format!(
                 "at at: {} at line 1 column 24",
@@ -539,7 +630,7 @@ mod tests {
         }
         let message =
             read_as_the_runtime_does::<Order>(format!(r#"{{"id": "{SECRET}"}}"#).as_bytes())
-                .unwrap_err();
+                .failed();
         assert!(message.contains("its deserializer panicked"), "{message}");
         assert!(!message.contains("4111"), "{message}");
         let order = read_as_the_runtime_does::<Order>(br#"{"id": "7"}"#).unwrap();
@@ -584,7 +675,7 @@ mod tests {
                 "at nothing: unknown variant (its name is left out), there are no variants at line 1 column",
             ),
         ] {
-            let message = read_as_the_runtime_does::<Outer>(body.as_bytes()).unwrap_err();
+            let message = read_as_the_runtime_does::<Outer>(body.as_bytes()).failed();
             assert!(message.contains(expected), "{message} lacks {expected}");
             assert!(
                 !message.contains("4111") && !message.contains("999"),
@@ -606,7 +697,7 @@ mod tests {
             Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<Vec<
             u8>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>>
             >>>>>>>>>>>>>>>>>>>>;
-        let message = read_as_the_runtime_does::<Deep>(body.as_bytes()).unwrap_err();
+        let message = read_as_the_runtime_does::<Deep>(body.as_bytes()).failed();
         let path = message
             .split(" at ")
             .nth(1)
@@ -614,6 +705,36 @@ mod tests {
             .unwrap();
         assert!(path.starts_with("…[0]"), "{path}");
         assert!(!message.contains("4111"), "{message}");
+    }
+
+    /// A response that does not serialize (a map with keys that are not strings) is the
+    /// invocation's error, as Lambda's own runtimes report it (`Runtime.MarshalError`): the
+    /// runtime failed to build its request, and `lambda_runtime::run` returned, ending the
+    /// process, for every invocation after it too (found by an attack).
+    #[tokio::test]
+    async fn a_response_that_does_not_serialize_fails_the_invocation_not_the_runtime() {
+        use lambda_runtime::service_fn;
+        use std::collections::HashMap;
+        let error = ReadEvent::new(service_fn(|_: LambdaEvent<Value>| async {
+            Ok::<_, Diagnostic>(HashMap::from([((1_u8, 2_u8), 3_u8)]))
+        }))
+        .call(empty_event())
+        .await
+        .failed();
+        let diagnostic = Diagnostic::from(error);
+        assert_eq!(diagnostic.error_type, "Runtime.MarshalError");
+        assert_eq!(
+            diagnostic.error_message,
+            "Unable to marshal response: key must be a string"
+        );
+        // A response that serializes is handed on as the JSON it serializes to.
+        let fine = ReadEvent::new(service_fn(|_: LambdaEvent<Value>| async {
+            Ok::<_, Diagnostic>(HashMap::from([("loaves", 3_u8)]))
+        }))
+        .call(empty_event())
+        .await
+        .expect("a response");
+        assert_eq!(body(fine), r#"{"loaves":3}"#);
     }
 
     /// Lambda's `errorType` for a boxed error (the README's handler signature) is the type
@@ -628,7 +749,7 @@ mod tests {
         }))
         .call(empty_event())
         .await
-        .unwrap_err();
+        .failed();
         let diagnostic = Diagnostic::from(io);
         assert_eq!(diagnostic.error_type, "std::io::Error");
         assert_eq!(diagnostic.error_message, "card declined");
@@ -637,7 +758,7 @@ mod tests {
             // Outside an invocation: `NoCurrentInvocation`, a metrics error of its own name.
             let refused =
                 powertools_metrics::add_metric("Baked", f64::NAN, powertools_metrics::Unit::Count)
-                    .unwrap_err();
+                    .failed();
             let (error_type, message) = (refused.error_type(), refused.to_string());
             let metric = ReadEvent::new(service_fn(move |_: LambdaEvent<Value>| {
                 let refused = powertools_metrics::add_metric(
@@ -649,7 +770,7 @@ mod tests {
             }))
             .call(empty_event())
             .await
-            .unwrap_err();
+            .failed();
             let diagnostic = Diagnostic::from(metric);
             assert_eq!(diagnostic.error_type, error_type);
             assert_eq!(diagnostic.error_message, message);
@@ -669,7 +790,7 @@ mod tests {
         let error = service
             .call(LambdaEvent::new(invalid, LambdaContext::default()))
             .await
-            .unwrap_err();
+            .failed();
         let diagnostic = Diagnostic::from(error);
         assert_eq!(diagnostic.error_type, "InvalidEvent");
         // Without `RawEventLayer` (which `run` adds) the bytes are gone: no path, but still
@@ -690,7 +811,7 @@ mod tests {
             .call(LambdaEvent::new(valid, LambdaContext::default()))
             .await
             .unwrap();
-        assert_eq!(answer, "o-2");
+        assert_eq!(body(answer), r#""o-2""#);
         assert_eq!(called.load(std::sync::atomic::Ordering::SeqCst), 1);
 
         let failing = ReadEvent::new(service_fn(|_: LambdaEvent<Value>| async {
@@ -701,7 +822,7 @@ mod tests {
         }))
         .call(empty_event())
         .await
-        .unwrap_err();
+        .failed();
         assert_eq!(
             Diagnostic::from(failing).error_type,
             "Declined",
@@ -718,7 +839,7 @@ mod tests {
         }))
         .call(empty_event())
         .await
-        .unwrap_err();
+        .failed();
         let diagnostic = Diagnostic::from(panicking);
         assert_eq!(diagnostic.error_type, "Panic");
         assert_eq!(diagnostic.error_message, "Lambda panicked: oven on fire");
@@ -737,7 +858,7 @@ mod tests {
         let error = ReadEvent::new(PanicsWhenCalled)
             .call(empty_event())
             .await
-            .unwrap_err();
+            .failed();
         assert_eq!(
             Diagnostic::from(error).error_message,
             "Lambda panicked: no oven"

@@ -37,6 +37,13 @@ use serde::{Deserialize, Serialize};
 /// `HandlerPanicked` with `the handler panicked: <message>`; the failure line still has the
 /// panic's `location` and `stack_trace`.
 ///
+/// A handler's boxed error (`lambda_runtime::Error`) is reported with the `errorType` the failure
+/// line and the span give it: a powertools-rs error's Powertools name (`MetricValueError`), any
+/// other by the type inside the box (`std::io::Error`), where `lambda_runtime` alone names the
+/// box's Rust type. A response that does not serialize (a map whose keys are not strings) fails
+/// its invocation with `Runtime.MarshalError`, as Lambda's own runtimes report it, where
+/// `lambda_runtime` alone would stop the function's process.
+///
 /// ```no_run
 /// use lambda_runtime::{LambdaEvent, service_fn, tower::ServiceBuilder};
 /// use powertools::Powertools;
@@ -73,7 +80,7 @@ where
     D: Into<bytes::Bytes> + Send,
     E: Into<lambda_runtime::Error> + Send + Debug,
 {
-    Runtime::new(ReadEvent::new(handler))
+    Runtime::new(ReadEvent::<F, B, S>::new(handler))
         .layer(TracingLayer::new())
         .layer(RawEventLayer::new())
         .run()
@@ -125,7 +132,7 @@ where
     D: Into<bytes::Bytes> + Send + 'static,
     E: Into<lambda_runtime::Error> + Send + Debug + 'static,
 {
-    Runtime::new(ReadEvent::new(handler))
+    Runtime::new(ReadEvent::<F, B, S>::new(handler))
         .layer(TracingLayer::new())
         .layer(RawEventLayer::new())
         .run_concurrent()
