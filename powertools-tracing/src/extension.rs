@@ -304,7 +304,7 @@ enum Event {
 
 /// Registers the internal extension for `events` with the Extensions API, through the runtime's
 /// own client (`AWS_LAMBDA_RUNTIME_API`); returns its identifier.
-async fn register(client: &PooledClient, events: &[&str]) -> Result<String, Error> {
+async fn register(client: &PooledClient, address: &str, events: &[&str]) -> Result<String, Error> {
     let failed = |error: &dyn std::fmt::Display| Error::Extension(error.to_string());
     let request = http::Request::post("/2020-01-01/extension/register")
         .header("Lambda-Extension-Name", EXTENSION_NAME)
@@ -313,7 +313,13 @@ async fn register(client: &PooledClient, events: &[&str]) -> Result<String, Erro
             serde_json::json!({ "events": events }).to_string(),
         ))
         .map_err(|error| failed(&error))?;
-    let response = client.call(request).await.map_err(|error| failed(&error))?;
+    // With the error's causes: the client's own message is `client error (Connect)` alone.
+    let response = client.call(request).await.map_err(|error| {
+        Error::Extension(format!(
+            "the Runtime API at {address}: {}",
+            powertools_core::error_chain::message_chain(error.as_ref())
+        ))
+    })?;
     if !response.status().is_success() {
         let status = response.status();
         let body = response
@@ -434,15 +440,16 @@ impl Tracer {
             let client = lambda_runtime_api_client::PooledClient::builder()
                 .with_endpoint(endpoint)
                 .build();
-            let id = tokio::time::timeout(REGISTRATION_TIMEOUT, register(&client, events))
-                .await
-                .map_err(|_| {
-                    Error::Extension(format!(
-                        "the Runtime API at {runtime_api} did not answer the extension's \
+            let id =
+                tokio::time::timeout(REGISTRATION_TIMEOUT, register(&client, runtime_api, events))
+                    .await
+                    .map_err(|_| {
+                        Error::Extension(format!(
+                            "the Runtime API at {runtime_api} did not answer the extension's \
                          registration within {} s",
-                        REGISTRATION_TIMEOUT.as_secs()
-                    ))
-                })??;
+                            REGISTRATION_TIMEOUT.as_secs()
+                        ))
+                    })??;
             Ok::<_, Error>((client, id))
         }
         .await;

@@ -46,6 +46,17 @@ pub const OTEL_EXPORTER_OTLP_CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_CERTIFICATE
 pub const OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT";
 /// As [`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`], for every signal.
 pub const OTEL_EXPORTER_OTLP_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TIMEOUT";
+/// Headers sent with every export, `key=value` pairs separated by commas, values
+/// percent-decoded (an API key: `x-honeycomb-team=…`); a key here wins over
+/// [`OTEL_EXPORTER_OTLP_HEADERS`].
+pub const OTEL_EXPORTER_OTLP_TRACES_HEADERS: &str = "OTEL_EXPORTER_OTLP_TRACES_HEADERS";
+/// As [`OTEL_EXPORTER_OTLP_TRACES_HEADERS`], for every signal.
+pub const OTEL_EXPORTER_OTLP_HEADERS: &str = "OTEL_EXPORTER_OTLP_HEADERS";
+/// The OTLP transport: only `http/protobuf` (the default) is spoken; another value fails
+/// [`TracerBuilder::build`] rather than export nothing.
+pub const OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
+/// As [`OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`], for every signal.
+pub const OTEL_EXPORTER_OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
 
 /// Where spans go when no endpoint is configured: the ADOT / Application Signals Lambda layer
 /// and OpenTelemetry collectors listen here.
@@ -555,6 +566,8 @@ impl TracerBuilder {
                     .map(PathBuf::from),
             };
             let roots = roots(&endpoint, certificate)?;
+            check_protocol(&env)?;
+            let mut headers = otlp_headers(&env)?;
             // Credentials in the URL go in a header, as HTTP clients send them (Python's
             // `requests`, Go's `net/http`): the URL the exporter requests, and names in its
             // warnings, has none.
@@ -571,12 +584,13 @@ impl TracerBuilder {
                 // feature is off) past the flush timeout and the deadline; a failed export
                 // suspends export and the probe tries again, in the background.
                 .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled())
-                .with_headers(
-                    authorization
-                        .map(|value| ("authorization".to_owned(), value))
-                        .into_iter()
-                        .collect(),
-                )
+                .with_headers({
+                    if let Some(value) = authorization {
+                        headers.retain(|(name, _)| name != "authorization");
+                        headers.push(("authorization".to_owned(), value));
+                    }
+                    headers.into_iter().collect()
+                })
                 .build()
                 .map_err(|error| Error::Exporter(error.to_string()))?;
             otlp.set_resource(&resource);
@@ -721,6 +735,70 @@ fn http_url(value: &str) -> Option<String> {
         .map_or(host_port, |(_, rest)| rest);
     let port_ok = !after_host.contains(':') || uri.port_u16().is_some_and(|port| port > 0);
     (scheme_ok && host_ok && port_ok).then(|| value.to_owned())
+}
+
+/// The headers of [`OTEL_EXPORTER_OTLP_HEADERS`] then [`OTEL_EXPORTER_OTLP_TRACES_HEADERS`] (whose
+/// keys win), read from `env`. An entry that is not `key=value`, a name that is not a header's
+/// or a value that is not one fails, naming the variable and the entry's place but never its
+/// value: a header is often an API key.
+fn otlp_headers(env: &Env) -> Result<Vec<(String, String)>, Error> {
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for variable in [
+        OTEL_EXPORTER_OTLP_HEADERS,
+        OTEL_EXPORTER_OTLP_TRACES_HEADERS,
+    ] {
+        let Some(text) = env.string(variable)? else {
+            continue;
+        };
+        let entries = text.split(',').filter(|entry| !entry.trim().is_empty());
+        for (place, entry) in entries.enumerate() {
+            let refused = |what: &str| {
+                Error::Exporter(format!(
+                    "{variable}: entry {} {what} (values are left out here: they may be \
+                     secrets); expected key=value pairs separated by commas",
+                    place + 1
+                ))
+            };
+            let (name, value) = entry
+                .split_once('=')
+                .ok_or_else(|| refused("is not a key=value pair"))?;
+            let name = name.trim().to_ascii_lowercase();
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(refused("has a key that is not a header name"));
+            }
+            let value = percent_encoding::percent_decode_str(value.trim())
+                .decode_utf8()
+                .map_err(|_| refused("has a value that is not UTF-8 once percent-decoded"))?
+                .into_owned();
+            if http::HeaderValue::from_str(&value).is_err() {
+                return Err(refused("has a value that is not a header value"));
+            }
+            headers.retain(|(kept, _)| *kept != name);
+            headers.push((name, value));
+        }
+    }
+    Ok(headers)
+}
+
+/// Fails for an OTLP protocol other than the one spoken (`http/protobuf`): a function
+/// configured for gRPC or JSON would otherwise export nothing, with only a warning per flush.
+fn check_protocol(env: &Env) -> Result<(), Error> {
+    for variable in [
+        OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
+        OTEL_EXPORTER_OTLP_PROTOCOL,
+    ] {
+        if let Some(protocol) = env.string(variable)?
+            && !protocol.trim().is_empty()
+            && protocol.trim() != "http/protobuf"
+        {
+            return Err(Error::Exporter(format!(
+                "{variable}={protocol:?}: powertools-tracing exports over OTLP/HTTP with \
+                 protobuf only; set it to http/protobuf (or leave it unset) and point the \
+                 endpoint at the collector's HTTP port (4318)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// An endpoint variable's value, parsed by `parse`; its error shows the value without

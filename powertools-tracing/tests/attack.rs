@@ -3431,6 +3431,27 @@ async fn a_runtime_api_that_never_answers_the_registration_fails_it_within_the_i
 }
 
 #[tokio::test]
+async fn a_runtime_api_that_refuses_the_connection_is_named_with_the_cause() {
+    // Nothing listens: the error named neither the address nor why (`client error (Connect)`),
+    // where the runtime's own says `tcp connect error: Connection refused` (found by an attack).
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap();
+    let tracer = Tracer::builder()
+        .env(env_with(&[("AWS_LAMBDA_RUNTIME_API", &addr.to_string())]))
+        .queued_exporter(Controlled::new(Mode::Answer))
+        .build()
+        .unwrap();
+    let message = tracer
+        .register_extension()
+        .await
+        .expect_err("nothing listens")
+        .to_string();
+    assert!(message.contains(&addr.to_string()), "{message}");
+    assert!(message.to_lowercase().contains("refused"), "{message}");
+}
+
+#[tokio::test]
 async fn a_span_exporter_or_tracing_off_makes_register_extension_do_nothing() {
     let (api, _events) = ExtensionsApi::start(false).await;
     let env = || env_with(&[("AWS_LAMBDA_RUNTIME_API", &api.addr.to_string())]);

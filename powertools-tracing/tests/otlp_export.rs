@@ -913,6 +913,103 @@ async fn collector_keeping_heads() -> (std::net::SocketAddr, Arc<std::sync::Mute
     (address, heads)
 }
 
+/// `OTEL_EXPORTER_OTLP_HEADERS` (and `…_TRACES_HEADERS`, which wins per key) are read from the
+/// tracer's `Env` and sent, values percent-decoded; an entry that is not `key=value` or a name
+/// that is no header fails `build` naming the variable and the entry's place, never its value
+/// (a header is often an API key). They were read by the exporter from the process environment
+/// alone, and a malformed entry was dropped without a word; `OTEL_EXPORTER_OTLP_PROTOCOL=grpc`
+/// was accepted though export is OTLP/HTTP with protobuf only (found by an attack).
+#[tokio::test]
+async fn otlp_headers_are_sent_and_a_malformed_one_fails_naming_its_variable() {
+    let (address, heads) = collector_keeping_heads().await;
+    let tracer = Tracer::builder()
+        .endpoint(format!("http://{address}/v1/traces"))
+        .env(Env::from_pairs([
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                " x-honeycomb-team = k%201 ,x-tenant=general",
+            ),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-tenant=traces"),
+        ]))
+        .build()
+        .expect("valid headers");
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    invoke(&tracer, "req-headers").await;
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1, "{heads:#?}");
+    let header = |wanted: &str| {
+        heads[0].lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case(wanted)
+                .then(|| value.trim().to_owned())
+        })
+    };
+    assert_eq!(
+        header("x-honeycomb-team").as_deref(),
+        Some("k 1"),
+        "{}",
+        heads[0]
+    );
+    assert_eq!(
+        header("x-tenant").as_deref(),
+        Some("traces"),
+        "{}",
+        heads[0]
+    );
+
+    for (variable, value, place) in [
+        ("OTEL_EXPORTER_OTLP_HEADERS", "x-honeycomb-team", "entry 1"),
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "a=S3CR3T,bad header=S3CR3T",
+            "entry 2",
+        ),
+        ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "=S3CR3T", "entry 1"),
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "x-key=S3CR3T%0Amore",
+            "entry 1",
+        ),
+    ] {
+        let error = Tracer::builder()
+            .endpoint(format!("http://{address}/v1/traces"))
+            .env(Env::from_pairs([(variable, value)]))
+            .build()
+            .expect_err(value);
+        let message = error.to_string();
+        assert!(
+            message.contains(variable) && message.contains(place),
+            "{message}"
+        );
+        assert!(
+            !message.contains("S3CR3T") && !format!("{error:?}").contains("S3CR3T"),
+            "{message}"
+        );
+    }
+    for variable in [
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    ] {
+        for protocol in ["grpc", "http/json"] {
+            let message = Tracer::builder()
+                .endpoint(format!("http://{address}/v1/traces"))
+                .env(Env::from_pairs([(variable, protocol)]))
+                .build()
+                .expect_err(protocol)
+                .to_string();
+            assert!(
+                message.contains(variable) && message.contains("http/protobuf"),
+                "{message}"
+            );
+        }
+        Tracer::builder()
+            .endpoint(format!("http://{address}/v1/traces"))
+            .env(Env::from_pairs([(variable, " http/protobuf ")]))
+            .build()
+            .expect("the protocol it speaks");
+    }
+}
+
 #[tokio::test]
 async fn credentials_in_the_endpoint_are_sent_as_basic_authentication_and_never_shown() {
     // Given an endpoint with a user and a percent-encoded password, as in a URL
