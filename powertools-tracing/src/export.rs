@@ -925,15 +925,64 @@ impl OtlpHttpClient {
 impl HttpClient for OtlpHttpClient {
     async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
         let endpoint = request.uri().to_string();
-        self.send(request).await.map_err(|error| {
-            let cause = format!("{endpoint}: {}", error_chain::message_chain(&*error));
+        let keep = |cause: String| {
             *self
                 .failure
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cause.clone());
-            HttpError::from(cause)
-        })
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cause);
+        };
+        match self.send(request).await {
+            Ok(response) => {
+                // The exporter says only the status of a refusal: the endpoint and the
+                // collector's own words go in the warning.
+                if !response.status().is_success() {
+                    keep(format!(
+                        "{endpoint}: the collector answered {}{}",
+                        response.status(),
+                        refusal_message(response.body())
+                            .map(|message| format!(": {message}"))
+                            .unwrap_or_default()
+                    ));
+                }
+                Ok(response)
+            }
+            Err(error) => {
+                let cause = format!("{endpoint}: {}", error_chain::message_chain(&*error));
+                keep(cause.clone());
+                Err(HttpError::from(cause))
+            }
+        }
     }
+}
+
+/// The most bytes of a collector's refusal quoted in a warning.
+const MAX_REFUSAL_BYTES: usize = 512;
+
+/// What a collector said when it refused an export: the message of the OTLP `Status` it answers
+/// with (protobuf, `google.rpc.Status`), or its body when that is text; cut at
+/// [`MAX_REFUSAL_BYTES`].
+fn refusal_message(body: &[u8]) -> Option<String> {
+    /// `google.rpc.Status`, as OTLP/HTTP answers a refusal (its `details` are left unread).
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RpcStatus {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(string, tag = "2")]
+        message: String,
+    }
+    let text = match <RpcStatus as prost::Message>::decode(body) {
+        Ok(status) if !status.message.trim().is_empty() => status.message,
+        _ => std::str::from_utf8(body).ok()?.to_owned(),
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let mut end = text.len().min(MAX_REFUSAL_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(text[..end].to_owned())
 }
 
 #[cfg(test)]

@@ -441,6 +441,48 @@ async fn collector_answering(answer: &'static [u8]) -> String {
     format!("http://{address}/v1/traces")
 }
 
+/// A collector that refuses an export (4xx, 5xx) is named in the warning with its status and
+/// its own words: an OTLP `Status` message (protobuf, as OTLP/HTTP answers) or a text body. The
+/// warning said only `HTTP export failed with status code: 400`, without the endpoint the README
+/// promises (found by an attack).
+#[tokio::test]
+async fn a_collector_s_refusal_is_warned_with_the_endpoint_its_status_and_its_message() {
+    let message = "bad span batch: attribute too long";
+    // google.rpc.Status { code: 3, message }
+    let mut status = vec![0x08, 0x03, 0x12, message.len() as u8];
+    status.extend_from_slice(message.as_bytes());
+    let mut protobuf = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n",
+        status.len()
+    )
+    .into_bytes();
+    protobuf.extend_from_slice(&status);
+    let text = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 20\r\n\r\nupstream unavailable";
+    for (answer, expected) in [
+        (&*Box::leak(protobuf.into_boxed_slice()), ["400", message]),
+        (&text[..], ["503", "upstream unavailable"]),
+    ] {
+        let endpoint = collector_answering(answer).await;
+        let tracer = Tracer::builder()
+            .service("orders")
+            .endpoint(&endpoint)
+            .env(Env::empty())
+            .build()
+            .unwrap();
+        let (warnings, _guard) = with_warnings(&tracer);
+        invoke(&tracer, "req-refused-export").await;
+        let warnings = warnings.all();
+        let warning = warnings
+            .iter()
+            .find(|warning| warning.contains("could not be exported"))
+            .unwrap_or_else(|| panic!("no export warning: {warnings:#?}"));
+        assert!(warning.contains(&endpoint), "{warning}");
+        for part in expected {
+            assert!(warning.contains(part), "{part} is missing from {warning}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_throttling_collector_does_not_hold_the_invocation_past_its_deadline() {
     // Given a collector that answers 429 with Retry-After: 3 s, and an invocation with 600 ms
