@@ -79,8 +79,13 @@ pub enum Error {
         reason: &'static str,
     },
     /// More dimensions in one dimension set than CloudWatch accepts.
-    #[error("too many dimensions: a dimension set holds at most {limit} dimensions plus `service`")]
+    #[error(
+        "too many dimensions: cannot add {name:?}, a dimension set holds at most {limit} \
+         dimensions plus `service`"
+    )]
     TooManyDimensions {
+        /// The dimension that went past the limit.
+        name: String,
         /// The limit on user dimensions (29).
         limit: usize,
     },

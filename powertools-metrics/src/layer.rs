@@ -291,6 +291,10 @@ impl MetricsLayerBuilder {
         }
         if default_dimensions.len() + usize::from(service.is_some()) > MAX_DIMENSIONS + 1 {
             return Err(Error::TooManyDimensions {
+                name: default_dimensions
+                    .last()
+                    .map(|(name, _)| name.clone())
+                    .unwrap_or_default(),
                 limit: MAX_DIMENSIONS,
             });
         }

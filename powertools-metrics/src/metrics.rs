@@ -519,6 +519,7 @@ impl Metrics {
         if !in_main_set {
             if state.dimension_sets[0].len() > MAX_DIMENSIONS {
                 return Err(Error::TooManyDimensions {
+                    name: name.to_owned(),
                     limit: MAX_DIMENSIONS,
                 });
             }
@@ -638,6 +639,7 @@ impl Metrics {
         }
         if set.len() > MAX_DIMENSIONS + 1 {
             return Err(Error::TooManyDimensions {
+                name: set.last().cloned().unwrap_or_default(),
                 limit: MAX_DIMENSIONS,
             });
         }
@@ -1043,7 +1045,12 @@ impl Metrics {
             .filter(|(name, _)| !defaults.iter().any(|(default, _)| default == name))
             .count();
         if defaults.len() + usize::from(settings.service.is_some()) + extra > MAX_DIMENSIONS + 1 {
+            let past = labels
+                .iter()
+                .filter(|(name, _)| !defaults.iter().any(|(default, _)| default == name))
+                .last();
             return Err(Error::TooManyDimensions {
+                name: past.map(|(name, _)| name.to_string()).unwrap_or_default(),
                 limit: MAX_DIMENSIONS,
             });
         }

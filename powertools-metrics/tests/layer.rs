@@ -103,7 +103,12 @@ async fn twenty_nine_dimensions_plus_service_are_accepted_and_the_thirtieth_refu
             powertools_metrics::add_dimension(&format!("d{index}"), "v")?;
         }
         let thirtieth = powertools_metrics::add_dimension("d29", "v").unwrap_err();
-        assert!(matches!(thirtieth, Error::TooManyDimensions { limit: 29 }));
+        assert!(matches!(
+            thirtieth,
+            Error::TooManyDimensions { limit: 29, .. }
+        ));
+        // The refused dimension is named, as Python names it ("Unable to add dimension d29").
+        assert!(thirtieth.to_string().contains("\"d29\""), "{thirtieth}");
         assert_eq!(thirtieth.error_type(), "SchemaValidationError");
         // Overwriting an existing dimension is not a new one.
         powertools_metrics::add_dimension("d0", "w")?;
