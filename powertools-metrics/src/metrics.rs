@@ -1047,8 +1047,7 @@ impl Metrics {
         if defaults.len() + usize::from(settings.service.is_some()) + extra > MAX_DIMENSIONS + 1 {
             let past = labels
                 .iter()
-                .filter(|(name, _)| !defaults.iter().any(|(default, _)| default == name))
-                .last();
+                .rfind(|(name, _)| !defaults.iter().any(|(default, _)| default == name));
             return Err(Error::TooManyDimensions {
                 name: past.map(|(name, _)| name.to_string()).unwrap_or_default(),
                 limit: MAX_DIMENSIONS,
