@@ -558,12 +558,17 @@ impl TracerBuilder {
                     .or(env.parse_with(OTEL_EXPORTER_OTLP_TIMEOUT, MILLISECONDS, milliseconds)?)
                     .unwrap_or(DEFAULT_EXPORT_TIMEOUT),
             };
+            // With where it came from, for the error of a file that does not load.
             let certificate = match self.certificate {
-                Some(path) => Some(path),
-                None => env
-                    .string(OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE)?
-                    .or(env.string(OTEL_EXPORTER_OTLP_CERTIFICATE)?)
-                    .map(PathBuf::from),
+                Some(path) => Some((path, "TracerBuilder::certificate")),
+                None => match env.string(OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE)? {
+                    Some(path) => {
+                        Some((PathBuf::from(path), OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE))
+                    }
+                    None => env
+                        .string(OTEL_EXPORTER_OTLP_CERTIFICATE)?
+                        .map(|path| (PathBuf::from(path), OTEL_EXPORTER_OTLP_CERTIFICATE)),
+                },
             };
             let roots = roots(&endpoint, certificate)?;
             check_protocol(&env)?;
@@ -632,20 +637,20 @@ impl TracerBuilder {
 
 /// The certificates an exporter to `endpoint` trusts: none for plain HTTP, the PEM file's if one
 /// is given, else the system's.
-fn roots(endpoint: &str, certificate: Option<PathBuf>) -> Result<Roots, Error> {
+fn roots(endpoint: &str, certificate: Option<(PathBuf, &str)>) -> Result<Roots, Error> {
     let https = endpoint
         .get(..8)
         .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
     if !https {
         return Ok(Roots::None);
     }
-    let Some(path) = certificate else {
+    let Some((path, from)) = certificate else {
         return Ok(Roots::Native);
     };
     use rustls_pki_types::{CertificateDer, pem::PemObject};
     let unreadable = |error: &dyn std::fmt::Display| {
         Error::Exporter(format!(
-            "the certificate file {} could not be read: {error}",
+            "the certificate file {} (from {from}) could not be read: {error}",
             path.display()
         ))
     };

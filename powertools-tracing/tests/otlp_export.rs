@@ -780,6 +780,13 @@ fn a_certificate_file_whose_certificate_is_corrupt_is_a_build_error_naming_the_f
         let message = error.to_string();
         assert!(message.contains(&*file.to_string_lossy()), "{message}");
         assert!(message.contains("certificate"), "{message}");
+        // And where the path came from, so that the right setting is fixed (found by an attack).
+        let from = if through_the_environment {
+            "OTEL_EXPORTER_OTLP_CERTIFICATE"
+        } else {
+            "TracerBuilder::certificate"
+        };
+        assert!(message.contains(from), "{message}");
     }
     std::fs::remove_dir_all(&directory).unwrap();
 }
