@@ -176,6 +176,8 @@ impl MetricTable {
         if metric.resolution != resolution {
             return Err(Error::ResolutionConflict {
                 name: name.to_owned(),
+                existing: metric.resolution,
+                requested: resolution,
             });
         }
         Ok(combine == Combine::Append && metric.values.len() >= MAX_VALUES_PER_METRIC)
@@ -866,15 +868,39 @@ mod tests {
             ),
             Err(Error::UnitConflict { .. })
         ));
-        assert!(matches!(
-            table.prepare(
+        let conflict = table
+            .prepare(
                 "m1",
                 Unit::Count,
                 Resolution::High,
                 Combine::Append,
-                Origin::AddMetric
-            ),
-            Err(Error::ResolutionConflict { .. })
-        ));
+                Origin::AddMetric,
+            )
+            .expect_err("another resolution");
+        assert!(matches!(conflict, Error::ResolutionConflict { .. }));
+        // Which resolutions clash, as the unit conflict says which units (found by an attack).
+        assert_eq!(
+            conflict.to_string(),
+            "metric \"m1\" was already added with storage resolution 60 (standard), not 1 (high)"
+        );
+    }
+
+    #[test]
+    fn an_invalid_unit_lists_the_units_cloudwatch_accepts() {
+        // As Python lists them: the message alone says what to write instead.
+        let message = "Counts"
+            .parse::<Unit>()
+            .expect_err("not a unit")
+            .to_string();
+        for unit in Unit::ALL {
+            assert!(
+                message.contains(unit.as_str()),
+                "{unit:?} is missing from {message}"
+            );
+        }
+        assert!(
+            message.starts_with("invalid metric unit \"Counts\""),
+            "{message}"
+        );
     }
 }

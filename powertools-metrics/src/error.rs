@@ -1,4 +1,4 @@
-use crate::Unit;
+use crate::{Resolution, Unit};
 
 /// Everything that can be wrong with a metric, a dimension, the metadata or the configuration.
 ///
@@ -23,7 +23,10 @@ pub enum Error {
         reason: &'static str,
     },
     /// Not one of the CloudWatch units.
-    #[error("invalid metric unit {unit:?}: expected one of the CloudWatch units, such as Count")]
+    #[error(
+        "invalid metric unit {unit:?}: expected one of the CloudWatch units: {}",
+        crate::unit::unit_names()
+    )]
     InvalidUnit {
         /// The unit given.
         unit: String,
@@ -65,10 +68,18 @@ pub enum Error {
         requested: Unit,
     },
     /// The metric was already added in this document with another storage resolution.
-    #[error("metric {name:?} was already added with another storage resolution")]
+    #[error(
+        "metric {name:?} was already added with storage resolution {}, not {}",
+        existing.described(),
+        requested.described()
+    )]
     ResolutionConflict {
         /// The metric name.
         name: String,
+        /// The resolution it has.
+        existing: Resolution,
+        /// The resolution now asked for.
+        requested: Resolution,
     },
     /// A dimension name or value CloudWatch would refuse.
     #[error("invalid dimension {name:?}: {reason}")]

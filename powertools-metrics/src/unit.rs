@@ -124,7 +124,24 @@ pub enum Resolution {
     High,
 }
 
+/// Every unit's CloudWatch spelling, separated by commas, for the error of a unit that is none.
+pub(crate) fn unit_names() -> String {
+    Unit::ALL
+        .iter()
+        .map(|unit| unit.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Resolution {
+    /// `60 (standard)` or `1 (high)`, for messages.
+    pub(crate) const fn described(self) -> &'static str {
+        match self {
+            Resolution::Standard => "60 (standard)",
+            Resolution::High => "1 (high)",
+        }
+    }
+
     /// The resolution in seconds, as EMF writes it.
     pub const fn seconds(self) -> u8 {
         match self {
