@@ -88,13 +88,15 @@ pub fn message_chain(error: &(dyn Error + 'static)) -> String {
 }
 
 /// Whether `chain` holds `message` as a part of its own: all of it, or where a part begins
-/// (its start, after `": "` or `(`) and ends (its end, before `:`, `)` or `,`).
-fn holds_part(chain: &str, message: &str) -> bool {
+/// (its start, after `": "` or `(`) and ends (its end, before `:`, `)`, `,` or a line break):
+/// a description that already says a cause need not repeat it, and one that holds its message
+/// only inside a word (`lock` in `waiting for lock`) does not say it.
+pub fn holds_part(chain: &str, message: &str) -> bool {
     chain.match_indices(message).any(|(at, _)| {
         let before = &chain[..at];
         let after = &chain[at + message.len()..];
         (before.is_empty() || before.ends_with(": ") || before.ends_with('('))
-            && (after.is_empty() || after.starts_with([':', ')', ',']))
+            && (after.is_empty() || after.starts_with([':', ')', ',', '\n']))
     })
 }
 

@@ -133,7 +133,7 @@ pub fn error_report(error: &(dyn std::error::Error + 'static)) -> String {
     // Bounded: an error that is its own source would otherwise be followed forever.
     for cause in error_chain::sources(error) {
         let cause_text = error_chain::display_text(&cause);
-        if !text.contains(&cause_text) {
+        if !error_chain::holds_part(&text, &cause_text) {
             text.push_str("\n  caused by: ");
             text.push_str(&cause_text);
         }
