@@ -903,6 +903,8 @@ pub(crate) fn write_error(
 pub(crate) struct FieldValue<'o, 'r> {
     pub(crate) out: &'o mut Vec<u8>,
     pub(crate) redactor: &'r Redactor,
+    /// Whether the line is the batch utility's (its `reason` is an error message).
+    pub(crate) batch_line: bool,
 }
 
 impl FieldValue<'_, '_> {
@@ -914,10 +916,10 @@ impl FieldValue<'_, '_> {
         match value {
             // The text of an `error` field, and of the failure line's `exception`, is an error
             // message, which fails closed.
-            Recorded::Str(text) if ERROR_MESSAGE_FIELDS.contains(&field.name()) => {
+            Recorded::Str(text) if is_error_message(field.name(), self.batch_line) => {
                 write_str(self.out, &redacted_message(text, self.redactor));
             }
-            Recorded::Debug(value) if ERROR_MESSAGE_FIELDS.contains(&field.name()) => {
+            Recorded::Debug(value) if is_error_message(field.name(), self.batch_line) => {
                 write_str(
                     self.out,
                     &redacted_message(&debug_text(value), self.redactor),
@@ -997,6 +999,8 @@ pub(crate) struct FieldCollector<'r> {
     pub(crate) failure_marker: bool,
     /// `exception_name` and `exception`, from a field named `error`.
     pub(crate) exception: Option<(Option<String>, String)>,
+    /// Whether the line is the batch utility's (see [`FieldValue::batch_line`]).
+    pub(crate) batch_line: bool,
 }
 
 pub(crate) const EVENT_MARKER: &str = "powertools_logging.invocation_event";
@@ -1006,9 +1010,17 @@ pub(crate) const FAILURE_MARKER: &str = "powertools_logging.failure";
 const ERROR_FIELD: &str = "error";
 
 /// The fields whose text is an error message, redacted as one ([`redacted_message`]): `err` is
-/// where the AWS SDK's warnings give their cause, `reason` where the batch utility's failure line
-/// gives a record's.
-const ERROR_MESSAGE_FIELDS: [&str; 4] = [ERROR_FIELD, "exception", "err", "reason"];
+/// where the AWS SDK's warnings give their cause.
+const ERROR_MESSAGE_FIELDS: [&str; 3] = [ERROR_FIELD, "exception", "err"];
+
+/// The batch utility's failure line gives a record's error message as `reason`: prose there, and
+/// only there (a caller's own `reason` is data, as any field).
+const BATCH_REASON_FIELD: &str = "reason";
+
+/// Whether `name` holds an error message on this line.
+fn is_error_message(name: &str, batch_line: bool) -> bool {
+    ERROR_MESSAGE_FIELDS.contains(&name) || (batch_line && name == BATCH_REASON_FIELD)
+}
 
 impl<'r> FieldCollector<'r> {
     pub(crate) fn new(redactor: &'r Redactor) -> Self {
@@ -1019,6 +1031,16 @@ impl<'r> FieldCollector<'r> {
             event_marker: false,
             failure_marker: false,
             exception: None,
+            batch_line: false,
+        }
+    }
+
+    /// The collector of a line of `target`'s: the batch utility's gives its `reason` as an
+    /// error message.
+    pub(crate) fn for_target(redactor: &'r Redactor, target: &str) -> Self {
+        FieldCollector {
+            batch_line: target.starts_with("powertools_batch"),
+            ..FieldCollector::new(redactor)
         }
     }
 
@@ -1047,6 +1069,7 @@ impl<'r> FieldCollector<'r> {
                         FieldValue {
                             out: &mut out,
                             redactor: self.redactor,
+                            batch_line: self.batch_line,
                         }
                         .write(field, other);
                         String::from_utf8_lossy(&out).into_owned()
@@ -1060,6 +1083,7 @@ impl<'r> FieldCollector<'r> {
                 FieldValue {
                     out: &mut out,
                     redactor: self.redactor,
+                    batch_line: self.batch_line,
                 }
                 .write(field, value);
                 match self

@@ -108,9 +108,9 @@ impl JsonLayer {
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         let shared = self.shared();
-        let mut fields = FieldCollector::new(&shared.redactor);
-        event.record(&mut fields);
         let metadata = event.metadata();
+        let mut fields = FieldCollector::for_target(&shared.redactor, metadata.target());
+        event.record(&mut fields);
         let invocation = scope.and_then(|scope| scope.invocation.as_deref());
         // One lock for the line: the correlation id now, the keys below.
         let keys = scope.map(Scope::keys);

@@ -3049,9 +3049,13 @@ fn the_sdk_s_err_field_and_a_failed_record_s_reason_keep_their_cause() {
             "failed to load region from IMDS"
         );
         tracing::warn!(
+            target: "powertools_batch::processor",
             reason = "charge of pay-token-1 failed: timeout",
             "a batch record failed"
         );
+        // A `reason` of the caller's own is data, as any field: a reason code that names a
+        // masked key stays (a review found `token_expired` written `token*****`).
+        tracing::info!(reason = "token_expired", "session ended");
     });
     let lines = check_default(&logs);
     assert_no_secret(&lines, "S3CR3T");
@@ -3062,6 +3066,8 @@ fn the_sdk_s_err_field_and_a_failed_record_s_reason_keep_their_cause() {
     );
     let record = with_message(&lines, "a batch record failed")[0];
     assert_eq!(record["reason"], "charge of pay-token*****", "{record}");
+    let ended = with_message(&lines, "session ended")[0];
+    assert_eq!(ended["reason"], "token_expired", "{ended}");
 }
 
 /// An error message that is JSON is masked by key, and its text values are error prose too: a

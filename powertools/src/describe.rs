@@ -52,14 +52,17 @@ pub(crate) fn powertools_diagnostic(error: &(dyn StdError + 'static)) -> Option<
 /// by the type inside the box (or the type or variant its `Debug` begins with), as the logging
 /// layer alone names it, with its message chain.
 pub(crate) fn boxed_error_diagnostic(boxed: &lambda_runtime::Error) -> Diagnostic {
-    powertools_diagnostic(boxed.as_ref()).unwrap_or_else(|| Diagnostic {
-        error_type: powertools_core::failure::error_type_name(
-            boxed.as_ref(),
-            &format!("{boxed:?}"),
-        )
-        .unwrap_or("Error")
-        .to_owned(),
-        error_message: message_chain(boxed.as_ref()),
+    error_diagnostic(boxed.as_ref())
+}
+
+/// An error by its Powertools name, or else by its type (or the type or variant its `Debug`
+/// begins with), with its message chain.
+pub(crate) fn error_diagnostic(error: &(dyn StdError + 'static)) -> Diagnostic {
+    powertools_diagnostic(error).unwrap_or_else(|| Diagnostic {
+        error_type: powertools_core::failure::error_type_name(error, &format!("{error:?}"))
+            .unwrap_or("Error")
+            .to_owned(),
+        error_message: message_chain(error),
     })
 }
 

@@ -169,6 +169,8 @@ pub mod idempotency;
 mod describe;
 mod error;
 #[cfg(feature = "logging")]
+mod init_error;
+#[cfg(feature = "logging")]
 mod read_event;
 #[cfg(feature = "logging")]
 mod run;
@@ -176,6 +178,9 @@ mod run;
 mod stack;
 
 pub use error::{Error, error_report};
+#[cfg(feature = "logging")]
+#[cfg_attr(docsrs, doc(cfg(feature = "logging")))]
+pub use init_error::init_failed;
 #[cfg(feature = "logging")]
 #[cfg_attr(docsrs, doc(cfg(feature = "logging")))]
 pub use run::run;

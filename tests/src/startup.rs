@@ -72,4 +72,65 @@ pub fn assert_bad_settings_are_named(binary: &str, table_variable: &str) {
         stderr.contains("template.yaml"),
         "says where it comes from: {stderr}"
     );
+
+    // Under Lambda, the error is also posted to the Runtime API's init error path, so that the
+    // invocation that started the function is answered with it, not `Runtime.ExitError`.
+    let (address, posted) = runtime_api_receiving_one_request();
+    let (code, stderr) = start(binary, &[("AWS_LAMBDA_RUNTIME_API", address.as_str())]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let request = posted
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("no init error was posted: {stderr}"));
+    assert!(
+        request.starts_with("POST /2018-06-01/runtime/init/error HTTP/1.1"),
+        "{request}"
+    );
+    let body: serde_json::Value = serde_json::from_str(
+        request
+            .split("\r\n\r\n")
+            .nth(1)
+            .expect("the request's body"),
+    )
+    .unwrap_or_else(|error| panic!("a JSON body: {error}: {request}"));
+    assert_eq!(body["errorType"], "SchemaValidationError", "{body}");
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .is_some_and(|message| message.contains("set POWERTOOLS_METRICS_NAMESPACE")),
+        "{body}"
+    );
+}
+
+/// A Runtime API on a local port that answers one request `202 Accepted` and hands it over
+/// (head and body) on the channel.
+fn runtime_api_receiving_one_request() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a local port");
+    let address = listener.local_addr().expect("its address").to_string();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut request = Vec::new();
+        let mut buffer = [0_u8; 4096];
+        while let Ok(read) = stream.read(&mut buffer) {
+            request.extend_from_slice(&buffer[..read]);
+            let text = String::from_utf8_lossy(&request).to_lowercase();
+            let complete = text.find("\r\n\r\n").is_some_and(|end| {
+                let length = text
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .and_then(|length| length.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                request.len() >= end + 4 + length
+            });
+            if read == 0 || complete {
+                break;
+            }
+        }
+        let _ = stream.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n");
+        let _ = sender.send(String::from_utf8_lossy(&request).into_owned());
+    });
+    (address, receiver)
 }

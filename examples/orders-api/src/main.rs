@@ -37,11 +37,9 @@ async fn main() -> ExitCode {
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            // The message, which names the setting and the fix, not a Debug dump.
-            eprintln!("{}", powertools::error_report(&*error));
-            ExitCode::FAILURE
-        }
+        // The message, which names the setting and the fix (not a Debug dump), in the log and,
+        // under Lambda, in the answer to the invocation that started the function.
+        Err(error) => powertools::init_failed(&*error).await,
     }
 }
 

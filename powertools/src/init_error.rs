@@ -1,0 +1,184 @@
+//! An error that stops the function before it serves an invocation, reported where the caller
+//! of that invocation sees it.
+
+use std::error::Error as StdError;
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use lambda_runtime::Diagnostic;
+use lambda_runtime_api_client::body::Body;
+
+/// How long the report may take: Lambda answers at once, and a Runtime API that does not must
+/// not hold a process that is ending.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The `errorType` of an init error whose type has no name to give (and the header's value when
+/// the name is not one).
+const INIT_ERROR: &str = "Runtime.InitError";
+
+/// Ends a function that could not start (a setting missing, a table that is not there): writes
+/// [`error_report`](crate::error_report) to stderr (the function's log), and, under Lambda
+/// (`AWS_LAMBDA_RUNTIME_API` set), reports the error to the Runtime API's init error path, so
+/// that the invocation that started the function is answered with the error's `errorType` and
+/// `errorMessage`, as Lambda's own runtimes report an exception raised at start (Powertools for
+/// Python's functions included), rather than `Runtime.ExitError` and an exit status. Returns
+/// [`ExitCode::FAILURE`], for `main` to return.
+///
+/// The `errorType` is a powertools-rs error's Powertools name (`SchemaValidationError` for a
+/// missing `POWERTOOLS_METRICS_NAMESPACE`), or the error's type (`std::io::Error`); the
+/// `errorMessage` is its message with its causes. A report that fails (a Runtime API that does
+/// not answer within 2 s) is written to stderr too.
+///
+/// ```no_run
+/// use std::process::ExitCode;
+///
+/// async fn start() -> Result<(), lambda_runtime::Error> {
+///     let powertools = powertools::Powertools::from_env()?;
+///     powertools.init()?;
+///     // … build the handler, then `powertools::run(handler).await`
+///     Ok(())
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> ExitCode {
+///     match start().await {
+///         Ok(()) => ExitCode::SUCCESS,
+///         Err(error) => powertools::init_failed(&*error).await,
+///     }
+/// }
+/// ```
+pub async fn init_failed(error: &(dyn StdError + 'static)) -> ExitCode {
+    let mut stderr = std::io::stderr().lock();
+    // The function's log is where its errors are read; a failing stderr has nowhere else to go.
+    let _ = writeln!(stderr, "{}", crate::error_report(error));
+    drop(stderr);
+    if let Some(runtime_api) = std::env::var("AWS_LAMBDA_RUNTIME_API")
+        .ok()
+        .filter(|address| !address.trim().is_empty())
+        && let Err(unreported) = report(&runtime_api, error).await
+    {
+        let _ = writeln!(
+            std::io::stderr(),
+            "the error could not be reported to the Lambda Runtime API at {runtime_api}: \
+             {unreported}"
+        );
+    }
+    ExitCode::FAILURE
+}
+
+/// Posts `error` to the init error path of the Runtime API at `runtime_api` (`host:port`).
+pub(crate) async fn report(
+    runtime_api: &str,
+    error: &(dyn StdError + 'static),
+) -> Result<(), String> {
+    let Diagnostic {
+        error_type,
+        error_message,
+    } = crate::describe::error_diagnostic(error);
+    let header_type = match http::HeaderValue::from_str(&error_type) {
+        Ok(value) => value,
+        Err(_) => http::HeaderValue::from_static(INIT_ERROR),
+    };
+    let endpoint = format!("http://{}", runtime_api.trim())
+        .parse::<http::Uri>()
+        .map_err(|_| format!("AWS_LAMBDA_RUNTIME_API={runtime_api:?} is not a host and port"))?;
+    let client = lambda_runtime_api_client::Client::builder()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|failure| failure.to_string())?;
+    let body = serde_json::json!({"errorType": error_type, "errorMessage": error_message});
+    let request = http::Request::post("/2018-06-01/runtime/init/error")
+        .header("Lambda-Runtime-Function-Error-Type", header_type)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .map_err(|failure| failure.to_string())?;
+    let response = tokio::time::timeout(REPORT_TIMEOUT, client.call(request))
+        .await
+        .map_err(|_| format!("no answer within {} s", REPORT_TIMEOUT.as_secs()))?
+        .map_err(|failure| powertools_core::error_chain::message_chain(failure.as_ref()))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("Lambda answered {}", response.status()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A Runtime API that answers one request with `status`, and gives back the request.
+    async fn runtime_api(status: &'static str) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let served = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buffer = [0_u8; 4096];
+            // The head, then the body its content-length announces.
+            loop {
+                let read = stream.read(&mut buffer).await.unwrap();
+                request.extend_from_slice(&buffer[..read]);
+                let text = String::from_utf8_lossy(&request).to_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text
+                        .lines()
+                        .find_map(|line| line.strip_prefix("content-length:"))
+                        .and_then(|length| length.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length || read == 0 {
+                        break;
+                    }
+                }
+            }
+            let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+            stream.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8(request).unwrap()
+        });
+        (address, served)
+    }
+
+    #[tokio::test]
+    async fn an_init_error_is_posted_to_the_runtime_api_with_its_type_and_message() {
+        let (address, served) = runtime_api("202 Accepted").await;
+        let error = crate::Error::from(powertools_core::Error::InvalidEnvVar {
+            name: "POWERTOOLS_LOG_LEVEL".to_owned(),
+            value: "loud".to_owned(),
+            expected: "TRACE, DEBUG, INFO, WARN or ERROR",
+        });
+        super::report(&address, &error).await.expect("reported");
+        let request = served.await.unwrap();
+        assert!(
+            request.starts_with("POST /2018-06-01/runtime/init/error HTTP/1.1"),
+            "{request}"
+        );
+        assert!(
+            request.to_lowercase().contains(&format!(
+                "lambda-runtime-function-error-type: {}",
+                error.error_type().to_lowercase()
+            )),
+            "{request}"
+        );
+        let body: serde_json::Value =
+            serde_json::from_str(request.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body["errorType"], error.error_type());
+        assert_eq!(body["errorMessage"], error.to_string());
+
+        // A refusal, or nothing listening, is an error to write, never a panic.
+        let (address, served) = runtime_api("403 Forbidden").await;
+        let refused = super::report(&address, &error).await.unwrap_err();
+        assert!(refused.contains("403"), "{refused}");
+        served.await.unwrap();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .unwrap();
+        let unreachable = super::report(&closed.to_string(), &error)
+            .await
+            .unwrap_err();
+        assert!(
+            unreachable.to_lowercase().contains("refused"),
+            "{unreachable}"
+        );
+    }
+}
