@@ -794,6 +794,11 @@ pub(crate) struct OtlpHttpClient {
     roots: Roots,
     timeout: Duration,
     failure: LastFailure,
+    /// The headers every export carries (`OTEL_EXPORTER_OTLP_HEADERS`, the endpoint's
+    /// credentials), as the tracer read them: set here, so that they are sent as read (the
+    /// exporter's own `with_headers` percent-decodes them again) and from the tracer's `Env`
+    /// alone (the exporter also reads the process environment).
+    headers: http::HeaderMap,
 }
 
 impl fmt::Debug for OtlpHttpClient {
@@ -824,12 +829,13 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl OtlpHttpClient {
-    pub(crate) fn new(roots: Roots, timeout: Duration) -> Self {
+    pub(crate) fn new(roots: Roots, timeout: Duration, headers: http::HeaderMap) -> Self {
         OtlpHttpClient {
             connector: OnceLock::new(),
             roots,
             timeout,
             failure: LastFailure::default(),
+            headers,
         }
     }
 
@@ -923,8 +929,31 @@ impl OtlpHttpClient {
 
 #[async_trait::async_trait]
 impl HttpClient for OtlpHttpClient {
-    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+    async fn send_bytes(&self, mut request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
         let endpoint = request.uri().to_string();
+        // The exporter's own headers (the body's type and encoding, its user agent), then the
+        // tracer's; any other came from the process environment, which the tracer's `Env`
+        // replaces.
+        let sent = request.headers_mut();
+        let from_elsewhere: Vec<http::HeaderName> = sent
+            .keys()
+            .filter(|name| {
+                ![
+                    http::header::CONTENT_TYPE,
+                    http::header::CONTENT_ENCODING,
+                    http::header::CONTENT_LENGTH,
+                    http::header::USER_AGENT,
+                ]
+                .contains(name)
+            })
+            .cloned()
+            .collect();
+        for name in from_elsewhere {
+            sent.remove(name);
+        }
+        for (name, value) in &self.headers {
+            sent.insert(name.clone(), value.clone());
+        }
         let keep = |cause: String| {
             *self
                 .failure

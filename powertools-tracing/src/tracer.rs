@@ -577,8 +577,21 @@ impl TracerBuilder {
             // `requests`, Go's `net/http`): the URL the exporter requests, and names in its
             // warnings, has none.
             let (endpoint, authorization) = split_credentials(&endpoint);
+            if let Some(value) = authorization {
+                headers.retain(|(name, _)| name != "authorization");
+                headers.push(("authorization".to_owned(), value));
+            }
+            let headers = headers
+                .into_iter()
+                .filter_map(|(name, value)| {
+                    Some((
+                        http::HeaderName::from_bytes(name.as_bytes()).ok()?,
+                        http::HeaderValue::from_str(&value).ok()?,
+                    ))
+                })
+                .collect();
             let resource = resource(&service, &config);
-            let client = OtlpHttpClient::new(roots, export_timeout);
+            let client = OtlpHttpClient::new(roots, export_timeout, headers);
             let failures = client.failures();
             let mut otlp = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
@@ -589,13 +602,6 @@ impl TracerBuilder {
                 // feature is off) past the flush timeout and the deadline; a failed export
                 // suspends export and the probe tries again, in the background.
                 .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled())
-                .with_headers({
-                    if let Some(value) = authorization {
-                        headers.retain(|(name, _)| name != "authorization");
-                        headers.push(("authorization".to_owned(), value));
-                    }
-                    headers.into_iter().collect()
-                })
                 .build()
                 .map_err(|error| Error::Exporter(error.to_string()))?;
             otlp.set_resource(&resource);
@@ -779,7 +785,10 @@ fn otlp_headers(env: &Env) -> Result<Vec<(String, String)>, Error> {
                 return Err(refused("has a value that is not a header value"));
             }
             headers.retain(|(kept, _)| *kept != name);
-            headers.push((name, value));
+            // An empty value sends no header, as opentelemetry-otlp skips it.
+            if !value.is_empty() {
+                headers.push((name, value));
+            }
         }
     }
     Ok(headers)
@@ -787,21 +796,27 @@ fn otlp_headers(env: &Env) -> Result<Vec<(String, String)>, Error> {
 
 /// Fails for an OTLP protocol other than the one spoken (`http/protobuf`): a function
 /// configured for gRPC or JSON would otherwise export nothing, with only a warning per flush.
+/// The traces' own variable wins over the general one, as the OTel specification says (gRPC for
+/// the other signals and OTLP/HTTP for traces is a valid set-up).
 fn check_protocol(env: &Env) -> Result<(), Error> {
     for variable in [
         OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
         OTEL_EXPORTER_OTLP_PROTOCOL,
     ] {
-        if let Some(protocol) = env.string(variable)?
-            && !protocol.trim().is_empty()
-            && protocol.trim() != "http/protobuf"
-        {
-            return Err(Error::Exporter(format!(
-                "{variable}={protocol:?}: powertools-tracing exports over OTLP/HTTP with \
-                 protobuf only; set it to http/protobuf (or leave it unset) and point the \
-                 endpoint at the collector's HTTP port (4318)"
-            )));
+        let Some(protocol) = env.string(variable)? else {
+            continue;
+        };
+        if protocol.trim().is_empty() {
+            continue;
         }
+        if protocol.trim() == "http/protobuf" {
+            return Ok(());
+        }
+        return Err(Error::Exporter(format!(
+            "{variable}={protocol:?}: powertools-tracing exports over OTLP/HTTP with protobuf \
+             only; set it to http/protobuf (or leave it unset) and point the endpoint at the \
+             collector's HTTP port (4318)"
+        )));
     }
     Ok(())
 }

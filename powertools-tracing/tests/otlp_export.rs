@@ -976,7 +976,7 @@ async fn otlp_headers_are_sent_and_a_malformed_one_fails_naming_its_variable() {
         .env(Env::from_pairs([
             (
                 "OTEL_EXPORTER_OTLP_HEADERS",
-                " x-honeycomb-team = k%201 ,x-tenant=general",
+                " x-honeycomb-team = k%201 ,x-tenant=general,x-encoded=a%2541b,x-empty=",
             ),
             ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-tenant=traces"),
         ]))
@@ -1005,6 +1005,15 @@ async fn otlp_headers_are_sent_and_a_malformed_one_fails_naming_its_variable() {
         "{}",
         heads[0]
     );
+    // Decoded once (`%25` is `%`; it was decoded twice, `a%2541b` sent as `aAb`; found by a
+    // review), and an empty value sends no header, as opentelemetry-otlp skips it.
+    assert_eq!(
+        header("x-encoded").as_deref(),
+        Some("a%41b"),
+        "{}",
+        heads[0]
+    );
+    assert_eq!(header("x-empty"), None, "{}", heads[0]);
 
     for (variable, value, place) in [
         ("OTEL_EXPORTER_OTLP_HEADERS", "x-honeycomb-team", "entry 1"),
@@ -1057,6 +1066,16 @@ async fn otlp_headers_are_sent_and_a_malformed_one_fails_naming_its_variable() {
             .build()
             .expect("the protocol it speaks");
     }
+    // The traces' own variable wins over the general one, as the OTel specification says:
+    // gRPC for the other signals, OTLP/HTTP for traces, is a valid set-up.
+    Tracer::builder()
+        .endpoint(format!("http://{address}/v1/traces"))
+        .env(Env::from_pairs([
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+        ]))
+        .build()
+        .expect("traces over http/protobuf");
 }
 
 #[tokio::test]
