@@ -87,16 +87,27 @@ pub fn message_chain(error: &(dyn Error + 'static)) -> String {
     chain
 }
 
-/// Whether `chain` holds `message` as a part of its own: all of it, or where a part begins
-/// (its start, after `": "` or `(`) and ends (its end, before `:`, `)`, `,` or a line break):
-/// a description that already says a cause need not repeat it, and one that holds its message
-/// only inside a word (`lock` in `waiting for lock`) does not say it.
+/// Whether `chain` holds `message` as a part of its own: all of it, or where a part begins and
+/// ends. A part begins at the start or after punctuation (`: `, `(`, ` - `, `"`, `; `, …) and ends
+/// at the end, before punctuation (`:`, `)`, `,`, `.`, `;`, `"`, a line break) or before ` (` or
+/// ` -`. A description that already says a cause need not repeat it; one that holds its message
+/// only inside a phrase (`lock` in `waiting for lock`) does not say it.
 pub fn holds_part(chain: &str, message: &str) -> bool {
+    const OPENING: &[char] = &[':', '(', '[', '-', '"', '\'', ';', ',', '\n', '='];
+    const CLOSING: &[char] = &[':', ')', ']', ',', '.', ';', '"', '\'', '\n'];
     chain.match_indices(message).any(|(at, _)| {
         let before = &chain[..at];
         let after = &chain[at + message.len()..];
-        (before.is_empty() || before.ends_with(": ") || before.ends_with('('))
-            && (after.is_empty() || after.starts_with([':', ')', ',', '\n']))
+        let begins = before.is_empty()
+            || before.ends_with(OPENING)
+            || before
+                .strip_suffix(' ')
+                .is_some_and(|before| before.ends_with(OPENING));
+        let ends = after.is_empty()
+            || after.starts_with(CLOSING)
+            || after.starts_with(" (")
+            || after.starts_with(" -");
+        begins && ends
     })
 }
 
@@ -397,5 +408,21 @@ mod tests {
             message_chain(&because(&["a: b: c", "b: c", "c"])),
             "a: b: c"
         );
+        // And after other punctuation, as a review found them repeated.
+        for (chain, cause) in [
+            ("connect failed - refused", "refused"),
+            (
+                "upload failed: connection reset (after 3 retries)",
+                "connection reset",
+            ),
+            ("upload failed: timed out.", "timed out"),
+            (
+                "read failed: permission denied; using defaults",
+                "permission denied",
+            ),
+            ("failed: \"refused\"", "refused"),
+        ] {
+            assert_eq!(message_chain(&because(&[chain, cause])), chain, "{chain}");
+        }
     }
 }
