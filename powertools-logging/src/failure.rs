@@ -56,6 +56,10 @@ pub(crate) fn describe_error<E: fmt::Debug + 'static>(
     if let Some(boxed) = any.downcast_ref::<Box<dyn StdError + Send + Sync>>() {
         return from_error(boxed.as_ref());
     }
+    // Not by its `Debug`, which begins with its private representation (`Custom { .. }`).
+    if let Some(io) = any.downcast_ref::<std::io::Error>() {
+        return from_error(io);
+    }
     if let Some(boxed) = any.downcast_ref::<Box<dyn StdError + Send>>() {
         return from_error(boxed.as_ref());
     }

@@ -54,6 +54,10 @@ pub(crate) fn describe<E: fmt::Debug + 'static>(
     if let Some(boxed) = any.downcast_ref::<Box<dyn StdError>>() {
         return boxed_error(boxed.as_ref());
     }
+    // As the logging layer names it: `std::io::Error`, not the path of its module.
+    if let Some(io) = any.downcast_ref::<std::io::Error>() {
+        return boxed_error(io);
+    }
     if let Some(text) = any.downcast_ref::<String>() {
         return message_only(text.clone());
     }

@@ -636,11 +636,21 @@ where
                 .catch_unwind()
                 .await;
             let invocation_span = span_context.span();
-            let mark_panicked = |message: &'static str| {
-                invocation_span.set_status(Status::error(message));
+            // Named as the failure line and Lambda name a panic (`Panic`), with its message when
+            // errors are captured and it has one.
+            let capture_error = tracer.inner.capture_error;
+            let mark_panicked = |status: &'static str, panic: &(dyn Any + Send)| {
+                invocation_span.set_status(Status::error(status));
+                let mut message = powertools_core::error_chain::panic_text(panic)
+                    .filter(|_| capture_error)
+                    .map_or_else(|| status.to_owned(), str::to_owned);
+                truncate_to_captured(&mut message);
                 invocation_span.add_event(
                     "exception",
-                    vec![KeyValue::new("exception.message", message)],
+                    vec![
+                        KeyValue::new("exception.type", "Panic"),
+                        KeyValue::new("exception.message", message),
+                    ],
                 );
             };
             // Recording the outcome serializes the response (for `powertools.response` and the
@@ -658,11 +668,11 @@ where
                         record_outcome(&invocation_span, &recording, result);
                     }));
                     if let Err(panic) = recorded {
-                        mark_panicked("serializing the response panicked");
+                        mark_panicked("serializing the response panicked", &*panic);
                         recording_panic = Some(panic);
                     }
                 }
-                Err(_) => mark_panicked("the handler panicked"),
+                Err(panic) => mark_panicked("the handler panicked", &**panic),
             }
             // End the span (with its annotations) before exporting. The extension exports after
             // the response (or, with concurrent invocations, the background exporter does);

@@ -1506,6 +1506,25 @@ async fn a_panicking_handler_span_is_marked_as_an_error() {
         "a panic left the span status {:?}",
         span.status
     );
+    // Its exception is named as the failure line and Lambda name it (`Panic`), with the panic's
+    // message: it had no type and said only "the handler panicked" (found by a review).
+    let exception = span
+        .events
+        .iter()
+        .find(|event| event.name == "exception")
+        .expect("an exception event");
+    let value = |key: &str| {
+        exception
+            .attributes
+            .iter()
+            .find(|attribute| attribute.key.as_str() == key)
+            .map(|attribute| attribute.value.to_string())
+    };
+    assert_eq!(value("exception.type").as_deref(), Some("Panic"));
+    assert_eq!(
+        value("exception.message").as_deref(),
+        Some("handler exploded")
+    );
 }
 
 /// A response whose `Serialize` panics: the handler returned, but the invocation fails (the

@@ -40,10 +40,28 @@ pub(crate) fn powertools_diagnostic(error: &(dyn StdError + 'static)) -> Option<
         return named(error.error_type());
     }
     #[cfg(feature = "idempotency")]
-    if let Some(error) =
-        error.downcast_ref::<powertools_idempotency::Error<std::convert::Infallible>>()
     {
-        return named(error.error_type());
+        // A function-level run's error boxed by `?`: its handler error type is the caller's, so
+        // only the usual ones can be named (`Handler(…)` as the error inside it is named).
+        use powertools_idempotency::Error as IdempotencyError;
+        if let Some(error) = error.downcast_ref::<IdempotencyError<std::convert::Infallible>>() {
+            return named(error.error_type());
+        }
+        if let Some(error) = error.downcast_ref::<IdempotencyError<lambda_runtime::Error>>() {
+            return Some(error.diagnostic_with(boxed_error_diagnostic));
+        }
+        if let Some(error) = error.downcast_ref::<IdempotencyError<std::io::Error>>() {
+            return Some(error.diagnostic_with(|inner| error_diagnostic(inner)));
+        }
+        if let Some(error) = error.downcast_ref::<IdempotencyError<String>>() {
+            return Some(error.diagnostic_with(|inner| Diagnostic {
+                error_type: "Error".to_owned(),
+                error_message: inner.clone(),
+            }));
+        }
+        if let Some(error) = error.downcast_ref::<IdempotencyError<crate::Error>>() {
+            return Some(error.diagnostic_with(|inner| error_diagnostic(inner)));
+        }
     }
     None
 }
@@ -75,11 +93,28 @@ pub(crate) fn lambda_diagnostic<E: Into<Diagnostic> + 'static>(error: E) -> Diag
     if let Some(boxed) = any.downcast_ref::<lambda_runtime::Error>() {
         return boxed_error_diagnostic(boxed);
     }
+    // As the line and the span name them, where `lambda_runtime` names their Rust type
+    // (`&std::io::error::Error`, `&alloc::string::String`).
+    if let Some(io) = any.downcast_ref::<std::io::Error>() {
+        return error_diagnostic(io);
+    }
+    if let Some(text) = any.downcast_ref::<String>() {
+        return Diagnostic {
+            error_type: "Error".to_owned(),
+            error_message: text.clone(),
+        };
+    }
     #[cfg(feature = "metrics")]
     if let Some(powertools_metrics::ServiceError::Handler(boxed)) =
         any.downcast_ref::<powertools_metrics::ServiceError<lambda_runtime::Error>>()
     {
         return boxed_error_diagnostic(boxed);
+    }
+    #[cfg(feature = "metrics")]
+    if let Some(powertools_metrics::ServiceError::Handler(io)) =
+        any.downcast_ref::<powertools_metrics::ServiceError<std::io::Error>>()
+    {
+        return error_diagnostic(io);
     }
     #[cfg(feature = "idempotency")]
     {

@@ -332,7 +332,18 @@ fn serialized<B: Serialize, St>(
                     );
                     Err(Early::Unmarshalable(reason))
                 }
-                Err(panic) => Err(Early::Panicked(panic_message(&*panic))),
+                Err(panic) => {
+                    let message = panic_message(&*panic);
+                    // The layers inside saw a response; its `Serialize` panicked only here.
+                    tracing::error!(
+                        target: "powertools_logging",
+                        exception_name = "Panic",
+                        exception = message.as_deref().unwrap_or("the response's Serialize panicked"),
+                        powertools_logging.failure = true,
+                        "Invocation failed"
+                    );
+                    Err(Early::Panicked(message))
+                }
             }
         }
         FunctionResponse::StreamingResponse(stream) => {
@@ -737,6 +748,49 @@ mod tests {
         assert_eq!(body(fine), r#"{"loaves":3}"#);
     }
 
+    /// A response whose `Serialize` panics (with the tracer not capturing responses, the first
+    /// to serialize it is `run`): the invocation fails as a panic, with a failure line (there was
+    /// none; found by a review).
+    #[tokio::test]
+    async fn a_response_whose_serialize_panics_fails_with_a_failure_line() {
+        use lambda_runtime::service_fn;
+        struct PanicsWhenSerialized;
+        impl Serialize for PanicsWhenSerialized {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                panic!("the oven's receipt cannot be written")
+            }
+        }
+        let logs = powertools_logging::MemoryLogs::new();
+        let logger = powertools_logging::Logger::builder()
+            .service("bakery")
+            .writer(logs.clone())
+            .env(powertools_core::env::Env::empty())
+            .build()
+            .unwrap();
+        let _guard = tracing::subscriber::set_default(logger.subscriber());
+        let error = ReadEvent::new(service_fn(|_: LambdaEvent<Value>| async {
+            Ok::<_, Diagnostic>(PanicsWhenSerialized)
+        }))
+        .call(empty_event())
+        .await
+        .failed();
+        let diagnostic = Diagnostic::from(error);
+        assert_eq!(diagnostic.error_type, "Panic");
+        assert_eq!(
+            diagnostic.error_message,
+            "Lambda panicked: the oven's receipt cannot be written"
+        );
+        let lines = logs.json();
+        assert!(
+            lines
+                .iter()
+                .any(|line| line["message"] == "Invocation failed"
+                    && line["exception_name"] == "Panic"
+                    && line["exception"] == "the oven's receipt cannot be written"),
+            "{lines:#?}"
+        );
+    }
+
     /// Lambda's `errorType` for a boxed error (the README's handler signature) is the type
     /// inside the box, or a powertools-rs error's Powertools name, as the failure line and the
     /// span name it: `lambda_runtime` reported
@@ -752,6 +806,23 @@ mod tests {
         .failed();
         let diagnostic = Diagnostic::from(io);
         assert_eq!(diagnostic.error_type, "std::io::Error");
+        assert_eq!(diagnostic.error_message, "card declined");
+        // Returned as it is, or as text: as the line and the span name them.
+        let io = ReadEvent::new(service_fn(|_: LambdaEvent<Value>| async {
+            Err::<(), _>(std::io::Error::other("card declined"))
+        }))
+        .call(empty_event())
+        .await
+        .failed();
+        assert_eq!(Diagnostic::from(io).error_type, "std::io::Error");
+        let text = ReadEvent::new(service_fn(|_: LambdaEvent<Value>| async {
+            Err::<(), _>("card declined".to_owned())
+        }))
+        .call(empty_event())
+        .await
+        .failed();
+        let diagnostic = Diagnostic::from(text);
+        assert_eq!(diagnostic.error_type, "Error");
         assert_eq!(diagnostic.error_message, "card declined");
         #[cfg(feature = "metrics")]
         {

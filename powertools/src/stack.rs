@@ -15,7 +15,7 @@ use tower::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 
 use crate::Error;
-use crate::describe::{boxed_error_diagnostic, powertools_diagnostic};
+use crate::describe::{boxed_error_diagnostic, error_diagnostic, powertools_diagnostic};
 
 /// The logger, the metrics layer and the tracer of a function, configured together.
 #[derive(Debug, Clone)]
@@ -126,6 +126,16 @@ impl Powertools {
         let tracing = TracingLayer::new(self.tracer.clone())
             .error_diagnostic(boxed_error_diagnostic)
             .error_diagnostic(facade_error_diagnostic);
+        // Each utility's own error returned as it is (`Result<_, powertools::metrics::Error>`):
+        // by its Powertools name and message, in the line and the span alike.
+        let (logging, tracing) = named_as_powertools::<powertools_core::Error>(logging, tracing);
+        let (logging, tracing) = named_as_powertools::<powertools_logging::Error>(logging, tracing);
+        let (logging, tracing) = named_as_powertools::<powertools_metrics::Error>(logging, tracing);
+        let (logging, tracing) = named_as_powertools::<powertools_tracing::Error>(logging, tracing);
+        #[cfg(feature = "batch")]
+        let (logging, tracing) = named_as_powertools::<powertools_batch::Error>(logging, tracing);
+        // And an I/O error returned as it is: `std::io::Error`, not its `Debug` (`Custom`).
+        let (logging, tracing) = named_as_powertools::<std::io::Error>(logging, tracing);
         // A boxed error with the idempotency layer inside the stack (as the crate docs order
         // them), whose error wraps the handler's: named as without it, in the line and the span;
         // the idempotency layer's own errors as Lambda reports them.
@@ -406,6 +416,21 @@ impl<S, C: Clone> Layer<S> for PowertoolsLayer<C> {
         self.logging
             .layer(self.metrics.layer(self.tracing.layer(inner)))
     }
+}
+
+/// The layers with `E` (a utility's own error, or an I/O error) named by its Powertools name (or
+/// its type) and message chain,
+/// in the failure line (under the stack, inside `StackError`) and on the span.
+fn named_as_powertools<E: std::error::Error + 'static>(
+    logging: LoggingLayer,
+    tracing: TracingLayer,
+) -> (LoggingLayer, TracingLayer) {
+    let logging = logging.error_diagnostic(|error: &StackError<E>| match error {
+        StackError::Handler(error) => error_diagnostic(error),
+        other => stack_error_diagnostic(other),
+    });
+    let tracing = tracing.error_diagnostic(|error: &E| error_diagnostic(error));
+    (logging, tracing)
 }
 
 /// The facade's own error as Lambda reports it: its Powertools name and its message chain.

@@ -859,6 +859,82 @@ async fn a_powertools_error_from_the_handler_is_named_as_powertools_names_it() {
     }
 }
 
+/// Every shape of a handler's error gets one name in the line and the span, the name Lambda
+/// gets through `powertools::run`: a utility's own error returned as it is (`MetricValueError`,
+/// not its variant `InvalidValue` and its `Debug` text), an `std::io::Error` returned as it is
+/// (not `Custom`), and a function-level idempotency error boxed by `?`
+/// (`IdempotencyKeyError`, not `KeyMissing`). Found by a review.
+#[tokio::test]
+async fn every_error_shape_has_one_name_in_the_line_and_the_span() {
+    use powertools::metrics::Unit;
+    let logs = MemoryLogs::new();
+    let spans = KeptSpans::default();
+    let powertools = stack(&logs, &spans);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let metric = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .service(service_fn(|_: LambdaEvent<Value>| async {
+            powertools::metrics::add_metric("Baked", f64::NAN, Unit::Count)?;
+            Ok::<Value, powertools::metrics::Error>(json!({}))
+        }));
+    metric
+        .oneshot(invocation("req-shape-metric", json!({})))
+        .await
+        .unwrap_err();
+    let io = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .service(service_fn(|_: LambdaEvent<Value>| async {
+            Err::<Value, _>(std::io::Error::other("disk full"))
+        }));
+    io.oneshot(invocation("req-shape-io", json!({})))
+        .await
+        .unwrap_err();
+    let keyed = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .service(service_fn(|event: LambdaEvent<Value>| async move {
+            let idempotency = idempotency();
+            let receipt = idempotency
+                .run(&event.context, "charge", Value::Null, |_| async {
+                    Ok::<_, std::io::Error>(json!({"charged": true}))
+                })
+                .await?;
+            Ok::<Value, lambda_runtime::Error>(receipt)
+        }));
+    keyed
+        .oneshot(invocation("req-shape-key", json!({})))
+        .await
+        .unwrap_err();
+    let exceptions = spans.exceptions();
+    for (request, name, message) in [
+        (
+            "req-shape-metric",
+            "MetricValueError",
+            "invalid value NaN for metric",
+        ),
+        ("req-shape-io", "std::io::Error", "disk full"),
+        (
+            "req-shape-key",
+            "IdempotencyKeyError",
+            "no data found to create",
+        ),
+    ] {
+        let line = failure_line(&logs, request);
+        assert_eq!(line["exception_name"], name, "{line}");
+        let text = line["exception"].as_str().expect("a message");
+        assert!(text.starts_with(message), "{line}");
+        let (_, kind, span_message) = exceptions
+            .iter()
+            .find(|(id, ..)| id.as_deref() == Some(request))
+            .expect("the span's exception event");
+        assert_eq!(kind.as_deref(), Some(name), "{request}: {exceptions:?}");
+        assert_eq!(
+            span_message.as_deref(),
+            Some(text),
+            "{request}: {exceptions:?}"
+        );
+    }
+}
+
 /// The quick start's handler (`lambda_runtime::Error`) with the idempotency layer inside the
 /// stack, as the crate docs order them: its error is named as without the idempotency layer,
 /// by the type inside the box and its message, in the line and in the span, not by the
