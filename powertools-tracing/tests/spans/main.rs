@@ -393,8 +393,11 @@ async fn events_of_queues_topics_streams_tables_buckets_and_schedules_name_their
         (rabbitmq, "pubsub"),
         (documentdb, "datasource"),
     ] {
-        let span = invocation_span(event.clone(), Value::Null).await;
-        assert_eq!(trigger_attributes(&span), trigger(expected), "{event}");
+        assert_eq!(
+            trigger_of(event.clone()).await,
+            trigger(expected),
+            "{event}"
+        );
     }
     for (event, expected) in [
         (sqs_event, sqs.clone()),
@@ -424,99 +427,113 @@ async fn events_of_queues_topics_streams_tables_buckets_and_schedules_name_their
         (json!("aws:sqs"), trigger("other")),
         (json!(null), trigger("other")),
     ] {
-        let span = invocation_span(event.clone(), Value::Null).await;
-        assert_eq!(trigger_attributes(&span), expected, "{event}");
+        assert_eq!(trigger_of(event.clone()).await, expected, "{event}");
     }
 
     // The typed events of `aws_lambda_events` say the same
     #[cfg(feature = "aws-lambda-events")]
     {
         use aws_lambda_events::{
-            dynamodb, eventbridge::EventBridgeEvent, kinesis::KinesisEvent, s3::S3Event,
-            sns::SnsEvent, sqs::SqsEvent,
-        };
-        let span = invocation_span(SqsEvent::default(), Value::Null).await;
-        assert_eq!(trigger_attributes(&span), sqs, "SqsEvent");
-        let span = invocation_span(SnsEvent::default(), Value::Null).await;
-        assert_eq!(trigger_attributes(&span), trigger("pubsub"), "SnsEvent");
-        let span = invocation_span(KinesisEvent::default(), Value::Null).await;
-        assert_eq!(trigger_attributes(&span), trigger("pubsub"), "KinesisEvent");
-        let span = invocation_span(dynamodb::Event::default(), Value::Null).await;
-        assert_eq!(
-            trigger_attributes(&span),
-            trigger("datasource"),
-            "dynamodb::Event"
-        );
-        let span = invocation_span(S3Event::default(), Value::Null).await;
-        assert_eq!(trigger_attributes(&span), trigger("datasource"), "S3Event");
-        let scheduled: EventBridgeEvent = serde_json::from_value(json!({
-            "version": "0", "id": "e-1", "detail-type": "Scheduled Event", "source": "aws.events",
-            "account": "123456789012", "time": "2026-12-04T05:00:00Z", "region": "eu-west-1",
-            "resources": [], "detail": {}}))
-        .expect("a scheduled event");
-        let span = invocation_span(scheduled, Value::Null).await;
-        assert_eq!(
-            trigger_attributes(&span),
-            trigger("timer"),
-            "EventBridgeEvent"
-        );
-        let custom: EventBridgeEvent = serde_json::from_value(json!({
-            "version": "0", "id": "e-2", "detail-type": "OrderPlaced", "source": "shop.orders",
-            "account": "123456789012", "time": "2026-12-04T05:00:00Z", "region": "eu-west-1",
-            "resources": [], "detail": {}}))
-        .expect("a custom event");
-        let span = invocation_span(custom, Value::Null).await;
-        assert_eq!(
-            trigger_attributes(&span),
-            trigger("other"),
-            "custom EventBridgeEvent"
-        );
-
-        use aws_lambda_events::{
             activemq::ActiveMqEvent, cloudwatch_events::CloudWatchEvent,
-            documentdb::DocumentDbEvent, kafka::KafkaEvent, rabbitmq::RabbitMqEvent,
-            sns::SnsEventObj, sqs::SqsEventObj,
+            documentdb::DocumentDbEvent, dynamodb, eventbridge::EventBridgeEvent,
+            kafka::KafkaEvent, kinesis::KinesisEvent, rabbitmq::RabbitMqEvent, s3::S3Event,
+            sns::SnsEvent, sns::SnsEventObj, sqs::SqsEvent, sqs::SqsEventObj,
         };
         #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
         struct Order {
             id: u32,
         }
-        let span = invocation_span(SqsEventObj::<Order>::default(), Value::Null).await;
-        assert_eq!(trigger_attributes(&span), sqs, "SqsEventObj");
-        let span = invocation_span(SnsEventObj::<Order>::default(), Value::Null).await;
-        assert_eq!(trigger_attributes(&span), trigger("pubsub"), "SnsEventObj");
-        let span = invocation_span(KafkaEvent::default(), Value::Null).await;
-        assert_eq!(trigger_attributes(&span), trigger("pubsub"), "KafkaEvent");
-        let span = invocation_span(ActiveMqEvent::default(), Value::Null).await;
-        assert_eq!(
-            trigger_attributes(&span),
-            trigger("pubsub"),
-            "ActiveMqEvent"
-        );
-        let span = invocation_span(RabbitMqEvent::default(), Value::Null).await;
-        assert_eq!(
-            trigger_attributes(&span),
-            trigger("pubsub"),
-            "RabbitMqEvent"
-        );
-        let span = invocation_span(DocumentDbEvent::default(), Value::Null).await;
-        assert_eq!(
-            trigger_attributes(&span),
-            trigger("datasource"),
-            "DocumentDbEvent"
-        );
-        let scheduled: CloudWatchEvent = serde_json::from_value(json!({
-            "version": "0", "id": "e-1", "detail-type": "Scheduled Event", "source": "aws.events",
-            "account": "123456789012", "time": "2026-12-04T05:00:00Z", "region": "eu-west-1",
-            "resources": [], "detail": {}}))
-        .expect("a scheduled event");
-        let span = invocation_span(scheduled, Value::Null).await;
-        assert_eq!(
-            trigger_attributes(&span),
-            trigger("timer"),
-            "CloudWatchEvent"
-        );
+        let bus_event = |detail_type: &str, source: &str| {
+            json!({"version": "0", "id": "e-1", "detail-type": detail_type, "source": source,
+                   "account": "123456789012", "time": "2026-12-04T05:00:00Z",
+                   "region": "eu-west-1", "resources": [], "detail": {}})
+        };
+        fn read<T: serde::de::DeserializeOwned>(event: Value) -> T {
+            serde_json::from_value(event).expect("an EventBridge event")
+        }
+        let scheduled: EventBridgeEvent = read(bus_event("Scheduled Event", "aws.events"));
+        let custom: EventBridgeEvent = read(bus_event("OrderPlaced", "shop.orders"));
+        let classic: CloudWatchEvent = read(bus_event("Scheduled Event", "aws.events"));
+        for (found, expected, what) in [
+            (
+                trigger_of(SqsEvent::default()).await,
+                sqs.clone(),
+                "SqsEvent",
+            ),
+            (
+                trigger_of(SqsEventObj::<Order>::default()).await,
+                sqs,
+                "SqsEventObj",
+            ),
+            (
+                trigger_of(SnsEvent::default()).await,
+                trigger("pubsub"),
+                "SnsEvent",
+            ),
+            (
+                trigger_of(SnsEventObj::<Order>::default()).await,
+                trigger("pubsub"),
+                "SnsEventObj",
+            ),
+            (
+                trigger_of(KinesisEvent::default()).await,
+                trigger("pubsub"),
+                "KinesisEvent",
+            ),
+            (
+                trigger_of(KafkaEvent::default()).await,
+                trigger("pubsub"),
+                "KafkaEvent",
+            ),
+            (
+                trigger_of(ActiveMqEvent::default()).await,
+                trigger("pubsub"),
+                "ActiveMqEvent",
+            ),
+            (
+                trigger_of(RabbitMqEvent::default()).await,
+                trigger("pubsub"),
+                "RabbitMqEvent",
+            ),
+            (
+                trigger_of(dynamodb::Event::default()).await,
+                trigger("datasource"),
+                "dynamodb::Event",
+            ),
+            (
+                trigger_of(S3Event::default()).await,
+                trigger("datasource"),
+                "S3Event",
+            ),
+            (
+                trigger_of(DocumentDbEvent::default()).await,
+                trigger("datasource"),
+                "DocumentDbEvent",
+            ),
+            (
+                trigger_of(scheduled).await,
+                trigger("timer"),
+                "EventBridgeEvent",
+            ),
+            (
+                trigger_of(custom).await,
+                trigger("other"),
+                "custom EventBridgeEvent",
+            ),
+            (
+                trigger_of(classic).await,
+                trigger("timer"),
+                "CloudWatchEvent",
+            ),
+        ] {
+            assert_eq!(found, expected, "{what}");
+        }
     }
+}
+
+/// The trigger attributes of an invocation of `event`.
+async fn trigger_of<T: Send + 'static>(event: T) -> Value {
+    trigger_attributes(&invocation_span(event, Value::Null).await)
 }
 
 #[tokio::test]
