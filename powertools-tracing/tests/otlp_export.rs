@@ -188,23 +188,10 @@ async fn the_warning_of_a_refused_connection_names_the_endpoint_and_the_cause() 
         .unwrap()
         .port();
     let endpoint = format!("http://127.0.0.1:{port}/v1/traces");
-    let tracer = Tracer::builder()
-        .service("orders")
-        .endpoint(&endpoint)
-        .env(Env::empty())
-        .build()
-        .unwrap();
-    let (warnings, _guard) = with_warnings(&tracer);
 
-    // When an invocation is traced, it still succeeds
-    invoke(&tracer, "req-refused").await;
-
-    // Then the warning names where it sent the spans and why they did not arrive
-    let warnings = warnings.all();
-    let warning = warnings
-        .iter()
-        .find(|warning| warning.contains("could not be exported"))
-        .unwrap_or_else(|| panic!("no export warning: {warnings:#?}"));
+    // When an invocation is traced (it still succeeds), the warning names where it sent the
+    // spans and why they did not arrive
+    let warning = export_warning(&endpoint, "req-refused").await;
     assert!(warning.contains(&endpoint), "{warning}");
     assert!(
         warning.to_lowercase().contains("connection refused"),
@@ -416,6 +403,24 @@ async fn the_annotations_survive_a_span_full_of_the_handler_s_attributes() {
     assert!(span.dropped_attributes_count > 0);
 }
 
+/// The export warning of an invocation traced to `endpoint` (which does not take its spans).
+async fn export_warning(endpoint: &str, request_id: &str) -> String {
+    let tracer = Tracer::builder()
+        .service("orders")
+        .endpoint(endpoint)
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let (warnings, _guard) = with_warnings(&tracer);
+    invoke(&tracer, request_id).await;
+    let warnings = warnings.all();
+    warnings
+        .iter()
+        .find(|warning| warning.contains("could not be exported"))
+        .unwrap_or_else(|| panic!("no export warning: {warnings:#?}"))
+        .clone()
+}
+
 /// A collector on a local port that answers every request with `answer`.
 async fn collector_answering(answer: &'static [u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -463,19 +468,7 @@ async fn a_collector_s_refusal_is_warned_with_the_endpoint_its_status_and_its_me
         (&text[..], ["503", "upstream unavailable"]),
     ] {
         let endpoint = collector_answering(answer).await;
-        let tracer = Tracer::builder()
-            .service("orders")
-            .endpoint(&endpoint)
-            .env(Env::empty())
-            .build()
-            .unwrap();
-        let (warnings, _guard) = with_warnings(&tracer);
-        invoke(&tracer, "req-refused-export").await;
-        let warnings = warnings.all();
-        let warning = warnings
-            .iter()
-            .find(|warning| warning.contains("could not be exported"))
-            .unwrap_or_else(|| panic!("no export warning: {warnings:#?}"));
+        let warning = export_warning(&endpoint, "req-refused-export").await;
         assert!(warning.contains(&endpoint), "{warning}");
         for part in expected {
             assert!(warning.contains(part), "{part} is missing from {warning}");
