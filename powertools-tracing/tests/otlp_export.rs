@@ -410,7 +410,7 @@ async fn export_warning(endpoint: &str, request_id: &str) -> String {
         .endpoint(endpoint)
         .env(Env::empty())
         .build()
-        .unwrap();
+        .expect("a tracer");
     let (warnings, _guard) = with_warnings(&tracer);
     invoke(&tracer, request_id).await;
     let warnings = warnings.all();
