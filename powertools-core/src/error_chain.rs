@@ -88,25 +88,31 @@ pub fn message_chain(error: &(dyn Error + 'static)) -> String {
 }
 
 /// Whether `chain` holds `message` as a part of its own: all of it, or where a part begins and
-/// ends. A part begins at the start or after punctuation (`: `, `(`, ` - `, `"`, `; `, …) and ends
-/// at the end, before punctuation (`:`, `)`, `,`, `.`, `;`, `"`, a line break) or before ` (` or
-/// ` -`. A description that already says a cause need not repeat it; one that holds its message
-/// only inside a phrase (`lock` in `waiting for lock`) does not say it.
+/// ends. A part begins at the start, after `: `, `; `, ` - `, `(`, a line break, or an opening
+/// `"` (after a space or at the start), and ends at the end, before `:`, `;`, `,`, `)`, `"`, a
+/// line break, ` (` or ` -`, or before a `.` that ends the text or a sentence. A description
+/// that already says a cause need not repeat it; one that holds its message only inside a phrase
+/// or a word (`lock` in `waiting for lock`, `west-1` in `eu-west-1`, `timeout` in `key=timeout`)
+/// does not say it.
 pub fn holds_part(chain: &str, message: &str) -> bool {
-    const OPENING: &[char] = &[':', '(', '[', '-', '"', '\'', ';', ',', '\n', '='];
-    const CLOSING: &[char] = &[':', ')', ']', ',', '.', ';', '"', '\'', '\n'];
     chain.match_indices(message).any(|(at, _)| {
         let before = &chain[..at];
         let after = &chain[at + message.len()..];
+        let opening_quote = before
+            .strip_suffix('"')
+            .is_some_and(|before| before.is_empty() || before.ends_with(' '));
         let begins = before.is_empty()
-            || before.ends_with(OPENING)
-            || before
-                .strip_suffix(' ')
-                .is_some_and(|before| before.ends_with(OPENING));
+            || [": ", "; ", " - ", "(", "\n"]
+                .iter()
+                .any(|opening| before.ends_with(opening))
+            || opening_quote;
         let ends = after.is_empty()
-            || after.starts_with(CLOSING)
+            || after.starts_with([':', ';', ',', ')', '"', '\n'])
             || after.starts_with(" (")
-            || after.starts_with(" -");
+            || after.starts_with(" -")
+            || after
+                .strip_prefix('.')
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace));
         begins && ends
     })
 }
@@ -423,6 +429,21 @@ mod tests {
             ("failed: \"refused\"", "refused"),
         ] {
             assert_eq!(message_chain(&because(&[chain, cause])), chain, "{chain}");
+        }
+        // But a piece of a word or of a value is not a part: the cause is kept (a review found
+        // these dropped).
+        for (chain, cause) in [
+            ("no route to eu-west-1", "west-1"),
+            ("invalid key=timeout", "timeout"),
+            ("lookup of 'db' failed: not found", "db"),
+            ("bad input: can't", "t"),
+            ("version 1.2 refused", "2"),
+        ] {
+            assert_eq!(
+                message_chain(&because(&[chain, cause])),
+                format!("{chain}: {cause}"),
+                "{chain}"
+            );
         }
     }
 }

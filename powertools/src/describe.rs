@@ -54,10 +54,7 @@ pub(crate) fn powertools_diagnostic(error: &(dyn StdError + 'static)) -> Option<
             return Some(error.diagnostic_with(|inner| error_diagnostic(inner)));
         }
         if let Some(error) = error.downcast_ref::<IdempotencyError<String>>() {
-            return Some(error.diagnostic_with(|inner| Diagnostic {
-                error_type: "Error".to_owned(),
-                error_message: inner.clone(),
-            }));
+            return Some(error.diagnostic_with(|inner| text_diagnostic(inner)));
         }
         if let Some(error) = error.downcast_ref::<IdempotencyError<crate::Error>>() {
             return Some(error.diagnostic_with(|inner| error_diagnostic(inner)));
@@ -84,6 +81,14 @@ pub(crate) fn error_diagnostic(error: &(dyn StdError + 'static)) -> Diagnostic {
     })
 }
 
+/// A text error, as the line and the span name it: `Error`, and the text.
+fn text_diagnostic(text: &str) -> Diagnostic {
+    Diagnostic {
+        error_type: "Error".to_owned(),
+        error_message: text.to_owned(),
+    }
+}
+
 /// What Lambda reports for a handler's error under [`run`](crate::run): a boxed error (alone,
 /// under the stack, behind the idempotency layer) named as the layers name it, not by the box's
 /// type (`&alloc::boxed::Box<dyn core::error::Error + Send + Sync>`, which `lambda_runtime`
@@ -98,11 +103,12 @@ pub(crate) fn lambda_diagnostic<E: Into<Diagnostic> + 'static>(error: E) -> Diag
     if let Some(io) = any.downcast_ref::<std::io::Error>() {
         return error_diagnostic(io);
     }
-    if let Some(text) = any.downcast_ref::<String>() {
-        return Diagnostic {
-            error_type: "Error".to_owned(),
-            error_message: text.clone(),
-        };
+    if let Some(text) = any
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| any.downcast_ref::<&'static str>().copied())
+    {
+        return text_diagnostic(text);
     }
     #[cfg(feature = "metrics")]
     if let Some(powertools_metrics::ServiceError::Handler(boxed)) =
@@ -116,11 +122,23 @@ pub(crate) fn lambda_diagnostic<E: Into<Diagnostic> + 'static>(error: E) -> Diag
     {
         return error_diagnostic(io);
     }
+    #[cfg(feature = "metrics")]
+    if let Some(powertools_metrics::ServiceError::Handler(text)) =
+        any.downcast_ref::<powertools_metrics::ServiceError<String>>()
+    {
+        return text_diagnostic(text);
+    }
     #[cfg(feature = "idempotency")]
     {
         use powertools_idempotency::Error as IdempotencyError;
         if let Some(error) = any.downcast_ref::<IdempotencyError<lambda_runtime::Error>>() {
             return error.diagnostic_with(boxed_error_diagnostic);
+        }
+        if let Some(error) = any.downcast_ref::<IdempotencyError<std::io::Error>>() {
+            return error.diagnostic_with(|io| error_diagnostic(io));
+        }
+        if let Some(error) = any.downcast_ref::<IdempotencyError<String>>() {
+            return error.diagnostic_with(|text| text_diagnostic(text));
         }
         #[cfg(feature = "metrics")]
         if let Some(powertools_metrics::ServiceError::Handler(error)) = any

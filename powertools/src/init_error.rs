@@ -13,6 +13,9 @@ use lambda_runtime_api_client::body::Body;
 /// not hold a process that is ending.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The most bytes of the message posted (the whole report is on stderr).
+const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+
 /// The `errorType` of an init error whose type has no name to give (and the header's value when
 /// the name is not one).
 const INIT_ERROR: &str = "Runtime.InitError";
@@ -74,12 +77,26 @@ pub(crate) async fn report(
 ) -> Result<(), String> {
     let Diagnostic {
         error_type,
-        error_message,
+        mut error_message,
     } = crate::describe::error_diagnostic(error);
-    let header_type = match http::HeaderValue::from_str(&error_type) {
-        Ok(value) => value,
-        Err(_) => http::HeaderValue::from_static(INIT_ERROR),
+    // The header and the body say the same: a type name a header cannot carry (not ASCII) is
+    // `Runtime.InitError` in both.
+    let (error_type, header_type) = match http::HeaderValue::from_str(&error_type) {
+        Ok(value) => (error_type, value),
+        Err(_) => (
+            INIT_ERROR.to_owned(),
+            http::HeaderValue::from_static(INIT_ERROR),
+        ),
     };
+    // A start-up error's message is a sentence or two; one of megabytes would be refused whole.
+    if error_message.len() > MAX_MESSAGE_BYTES {
+        let mut end = MAX_MESSAGE_BYTES;
+        while !error_message.is_char_boundary(end) {
+            end -= 1;
+        }
+        error_message.truncate(end);
+        error_message.push('…');
+    }
     let endpoint = format!("http://{}", runtime_api.trim())
         .parse::<http::Uri>()
         .map_err(|_| format!("AWS_LAMBDA_RUNTIME_API={runtime_api:?} is not a host and port"))?;
@@ -164,6 +181,21 @@ mod tests {
             serde_json::from_str(request.split("\r\n\r\n").nth(1).unwrap()).unwrap();
         assert_eq!(body["errorType"], error.error_type());
         assert_eq!(body["errorMessage"], error.to_string());
+
+        // A message of megabytes is cut (the Runtime API would refuse it whole).
+        let (address, served) = runtime_api("202 Accepted").await;
+        let huge = std::io::Error::other("é".repeat(100_000));
+        super::report(&address, &huge).await.expect("reported");
+        let request = served.await.unwrap();
+        let body: serde_json::Value =
+            serde_json::from_str(request.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        let message = body["errorMessage"].as_str().unwrap();
+        assert!(
+            message.len() <= super::MAX_MESSAGE_BYTES + 3,
+            "{}",
+            message.len()
+        );
+        assert_eq!(body["errorType"], "std::io::Error");
 
         // A refusal, or nothing listening, is an error to write, never a panic.
         let (address, served) = runtime_api("403 Forbidden").await;

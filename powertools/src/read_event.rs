@@ -824,6 +824,25 @@ mod tests {
         let diagnostic = Diagnostic::from(text);
         assert_eq!(diagnostic.error_type, "Error");
         assert_eq!(diagnostic.error_message, "card declined");
+        let text = ReadEvent::new(service_fn(|_: LambdaEvent<Value>| async {
+            Err::<(), &'static str>("card declined")
+        }))
+        .call(empty_event())
+        .await
+        .failed();
+        assert_eq!(Diagnostic::from(text).error_type, "Error");
+        #[cfg(feature = "idempotency")]
+        {
+            let io = ReadEvent::new(service_fn(|_: LambdaEvent<Value>| async {
+                Err::<(), _>(powertools_idempotency::Error::Handler(
+                    std::io::Error::other("card declined"),
+                ))
+            }))
+            .call(empty_event())
+            .await
+            .failed();
+            assert_eq!(Diagnostic::from(io).error_type, "std::io::Error");
+        }
         #[cfg(feature = "metrics")]
         {
             // Outside an invocation: `NoCurrentInvocation`, a metrics error of its own name.
