@@ -89,64 +89,69 @@ fn text_diagnostic(text: &str) -> Diagnostic {
     }
 }
 
-/// What Lambda reports for a handler's error under [`run`](crate::run): a boxed error (alone,
-/// under the stack, behind the idempotency layer) named as the layers name it, not by the box's
-/// type (`&alloc::boxed::Box<dyn core::error::Error + Send + Sync>`, which `lambda_runtime`
-/// reports); any other error as it converts itself.
+/// What Lambda reports for a handler's error under [`run`](crate::run): a boxed, I/O or text
+/// error (alone, under the stack, behind the idempotency layer) named as the layers name it, not
+/// by its Rust type (`&alloc::boxed::Box<dyn core::error::Error + Send + Sync>`, which
+/// `lambda_runtime` reports); any other error as it converts itself.
 pub(crate) fn lambda_diagnostic<E: Into<Diagnostic> + 'static>(error: E) -> Diagnostic {
     let any: &dyn Any = &error;
-    if let Some(boxed) = any.downcast_ref::<lambda_runtime::Error>() {
-        return boxed_error_diagnostic(boxed);
+    #[cfg(feature = "metrics")]
+    let any = handler_under_the_stack(any).unwrap_or(any);
+    handler_diagnostic(any).unwrap_or_else(|| error.into())
+}
+
+/// The handler's error inside the stack's [`StackError`](crate::StackError), for the error types
+/// [`handler_diagnostic`] names.
+#[cfg(feature = "metrics")]
+fn handler_under_the_stack(any: &dyn Any) -> Option<&dyn Any> {
+    fn inside<T: 'static>(any: &dyn Any) -> Option<&dyn Any> {
+        match any.downcast_ref::<powertools_metrics::ServiceError<T>>()? {
+            powertools_metrics::ServiceError::Handler(inner) => Some(inner),
+            _ => None,
+        }
     }
-    // As the line and the span name them, where `lambda_runtime` names their Rust type
-    // (`&std::io::error::Error`, `&alloc::string::String`).
+    let inner = inside::<lambda_runtime::Error>(any)
+        .or_else(|| inside::<std::io::Error>(any))
+        .or_else(|| inside::<String>(any))
+        .or_else(|| inside::<&'static str>(any));
+    #[cfg(feature = "idempotency")]
+    let inner = inner.or_else(|| {
+        use powertools_idempotency::Error as IdempotencyError;
+        inside::<IdempotencyError<lambda_runtime::Error>>(any)
+            .or_else(|| inside::<IdempotencyError<std::io::Error>>(any))
+            .or_else(|| inside::<IdempotencyError<String>>(any))
+    });
+    inner
+}
+
+/// A boxed, I/O or text error, or the idempotency layer's around one, as the layers name it;
+/// `None` for another type.
+fn handler_diagnostic(any: &dyn Any) -> Option<Diagnostic> {
+    if let Some(boxed) = any.downcast_ref::<lambda_runtime::Error>() {
+        return Some(boxed_error_diagnostic(boxed));
+    }
     if let Some(io) = any.downcast_ref::<std::io::Error>() {
-        return error_diagnostic(io);
+        return Some(error_diagnostic(io));
     }
     if let Some(text) = any
         .downcast_ref::<String>()
         .map(String::as_str)
         .or_else(|| any.downcast_ref::<&'static str>().copied())
     {
-        return text_diagnostic(text);
-    }
-    #[cfg(feature = "metrics")]
-    if let Some(powertools_metrics::ServiceError::Handler(boxed)) =
-        any.downcast_ref::<powertools_metrics::ServiceError<lambda_runtime::Error>>()
-    {
-        return boxed_error_diagnostic(boxed);
-    }
-    #[cfg(feature = "metrics")]
-    if let Some(powertools_metrics::ServiceError::Handler(io)) =
-        any.downcast_ref::<powertools_metrics::ServiceError<std::io::Error>>()
-    {
-        return error_diagnostic(io);
-    }
-    #[cfg(feature = "metrics")]
-    if let Some(powertools_metrics::ServiceError::Handler(text)) =
-        any.downcast_ref::<powertools_metrics::ServiceError<String>>()
-    {
-        return text_diagnostic(text);
+        return Some(text_diagnostic(text));
     }
     #[cfg(feature = "idempotency")]
     {
         use powertools_idempotency::Error as IdempotencyError;
         if let Some(error) = any.downcast_ref::<IdempotencyError<lambda_runtime::Error>>() {
-            return error.diagnostic_with(boxed_error_diagnostic);
+            return Some(error.diagnostic_with(boxed_error_diagnostic));
         }
         if let Some(error) = any.downcast_ref::<IdempotencyError<std::io::Error>>() {
-            return error.diagnostic_with(|io| error_diagnostic(io));
+            return Some(error.diagnostic_with(|io| error_diagnostic(io)));
         }
         if let Some(error) = any.downcast_ref::<IdempotencyError<String>>() {
-            return error.diagnostic_with(|text| text_diagnostic(text));
-        }
-        #[cfg(feature = "metrics")]
-        if let Some(powertools_metrics::ServiceError::Handler(error)) = any
-            .downcast_ref::<powertools_metrics::ServiceError<IdempotencyError<lambda_runtime::Error>>>(
-            )
-        {
-            return error.diagnostic_with(boxed_error_diagnostic);
+            return Some(error.diagnostic_with(|text| text_diagnostic(text)));
         }
     }
-    error.into()
+    None
 }

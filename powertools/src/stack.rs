@@ -15,7 +15,7 @@ use tower::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 
 use crate::Error;
-use crate::describe::{boxed_error_diagnostic, error_diagnostic, powertools_diagnostic};
+use crate::describe::{boxed_error_diagnostic, error_diagnostic};
 
 /// The logger, the metrics layer and the tracer of a function, configured together.
 #[derive(Debug, Clone)]
@@ -114,20 +114,15 @@ impl Powertools {
             .error_diagnostic(|error: &StackError<lambda_runtime::Error>| match error {
                 StackError::Handler(boxed) => boxed_error_diagnostic(boxed),
                 other => stack_error_diagnostic(other),
-            })
-            // The facade's own error, returned as it is: by its Powertools name and message, not
-            // by its variant's `Debug` text.
-            .error_diagnostic(|error: &StackError<Error>| match error {
-                StackError::Handler(error) => facade_error_diagnostic(error),
-                other => stack_error_diagnostic(other),
             });
         // The span names them as the line does (a boxed powertools-rs error by its Powertools
         // name, not by its variant).
-        let tracing = TracingLayer::new(self.tracer.clone())
-            .error_diagnostic(boxed_error_diagnostic)
-            .error_diagnostic(facade_error_diagnostic);
-        // Each utility's own error returned as it is (`Result<_, powertools::metrics::Error>`):
-        // by its Powertools name and message, in the line and the span alike.
+        let tracing =
+            TracingLayer::new(self.tracer.clone()).error_diagnostic(boxed_error_diagnostic);
+        // The facade's and each utility's own error returned as it is (`Result<_,
+        // powertools::metrics::Error>`): by its Powertools name and message, not its variant's
+        // `Debug` text, in the line and the span alike.
+        let (logging, tracing) = named_as_powertools::<Error>(logging, tracing);
         let (logging, tracing) = named_as_powertools::<powertools_core::Error>(logging, tracing);
         let (logging, tracing) = named_as_powertools::<powertools_logging::Error>(logging, tracing);
         let (logging, tracing) = named_as_powertools::<powertools_metrics::Error>(logging, tracing);
@@ -431,14 +426,6 @@ fn named_as_powertools<E: std::error::Error + 'static>(
     });
     let tracing = tracing.error_diagnostic(|error: &E| error_diagnostic(error));
     (logging, tracing)
-}
-
-/// The facade's own error as Lambda reports it: its Powertools name and its message chain.
-fn facade_error_diagnostic(error: &Error) -> Diagnostic {
-    powertools_diagnostic(error).unwrap_or_else(|| Diagnostic {
-        error_type: error.error_type().to_owned(),
-        error_message: error.to_string(),
-    })
 }
 
 /// What Lambda reports for a stack error that is not the handler's: the metrics flush's.
