@@ -1007,11 +1007,7 @@ fn refusal_message(body: &[u8]) -> Option<String> {
     if text.is_empty() {
         return None;
     }
-    let mut end = text.len().min(MAX_REFUSAL_BYTES);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    Some(text[..end].to_owned())
+    Some(text[..text.floor_char_boundary(MAX_REFUSAL_BYTES)].to_owned())
 }
 
 #[cfg(test)]

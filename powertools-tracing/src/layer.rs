@@ -485,11 +485,7 @@ struct Recording<'a> {
 
 /// How much of `text` is recorded: at most [`MAX_CAPTURED_BYTES`], cut on a character boundary.
 fn captured_len(text: &str) -> usize {
-    let mut end = text.len().min(MAX_CAPTURED_BYTES);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    end
+    text.floor_char_boundary(MAX_CAPTURED_BYTES)
 }
 
 /// Cuts `text` to at most [`MAX_CAPTURED_BYTES`], on a character boundary.

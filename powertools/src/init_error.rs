@@ -90,11 +90,7 @@ pub(crate) async fn report(
     };
     // A start-up error's message is a sentence or two; one of megabytes would be refused whole.
     if error_message.len() > MAX_MESSAGE_BYTES {
-        let mut end = MAX_MESSAGE_BYTES;
-        while !error_message.is_char_boundary(end) {
-            end -= 1;
-        }
-        error_message.truncate(end);
+        error_message.truncate(error_message.floor_char_boundary(MAX_MESSAGE_BYTES));
         error_message.push('…');
     }
     let endpoint = format!("http://{}", runtime_api.trim())
