@@ -65,6 +65,20 @@ pub enum Error {
     /// A global `tracing` subscriber is already installed.
     #[error("a global tracing subscriber is already installed")]
     SubscriberAlreadyInstalled,
+    /// [`run`](crate::run) or [`run_concurrent`](crate::run_concurrent) was called where the
+    /// variables Lambda sets for the runtime are missing or malformed: outside Lambda, or under
+    /// an emulator that leaves some out. `lambda_runtime` alone panics there.
+    #[error(
+        "{problems}: the Lambda runtime reads these variables, which Lambda sets; outside Lambda, \
+         start the function under an emulator (`cargo lambda watch`) or call the handler's \
+         service directly"
+    )]
+    LambdaEnvironment {
+        /// The variables that are missing or malformed, in the order the runtime reads them.
+        variables: Vec<&'static str>,
+        /// What is wrong with each of them, in one sentence.
+        problems: String,
+    },
 }
 
 impl Error {
@@ -89,6 +103,7 @@ impl Error {
             #[cfg(feature = "batch")]
             Error::Batch(error) => error.error_type(),
             Error::SubscriberAlreadyInstalled => "SubscriberAlreadyInstalled",
+            Error::LambdaEnvironment { .. } => "LambdaEnvironmentError",
         }
     }
 }

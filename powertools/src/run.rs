@@ -8,6 +8,7 @@ use lambda_runtime::layers::TracingLayer;
 use lambda_runtime::{Diagnostic, IntoFunctionResponse, LambdaEvent, Runtime, Service};
 use powertools_logging::RawEventLayer;
 
+use crate::Error;
 use crate::read_event::ReadEvent;
 use serde::{Deserialize, Serialize};
 
@@ -63,11 +64,11 @@ use serde::{Deserialize, Serialize};
 /// ```
 ///
 /// # Errors
-/// As [`lambda_runtime::Runtime::run`]: the Runtime API failed.
-///
-/// # Panics
-/// As [`lambda_runtime::Runtime::new`], when the variables Lambda sets
-/// (`AWS_LAMBDA_FUNCTION_NAME`, `AWS_LAMBDA_RUNTIME_API`, …) are missing: outside Lambda.
+/// [`Error::LambdaEnvironment`] before anything else when a variable Lambda sets for the runtime
+/// (`AWS_LAMBDA_FUNCTION_NAME`, `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, `AWS_LAMBDA_FUNCTION_VERSION`,
+/// `AWS_LAMBDA_RUNTIME_API`) is missing or malformed, as outside Lambda, where
+/// `lambda_runtime` alone panics; the message names each such variable. Then, as
+/// [`lambda_runtime::Runtime::run`]: the Runtime API failed.
 pub async fn run<A, F, R, B, S, D, E>(handler: F) -> Result<(), lambda_runtime::Error>
 where
     F: Service<LambdaEvent<A>, Response = R>,
@@ -80,6 +81,7 @@ where
     D: Into<bytes::Bytes> + Send,
     E: Into<lambda_runtime::Error> + Send + Debug,
 {
+    lambda_environment(|name| std::env::var(name))?;
     Runtime::new(ReadEvent::<F, B, S>::new(handler))
         .layer(TracingLayer::new())
         .layer(RawEventLayer::new())
@@ -114,10 +116,11 @@ where
 /// ```
 ///
 /// # Errors
-/// As [`lambda_runtime::Runtime::run_concurrent`]: the Runtime API failed.
+/// [`Error::LambdaEnvironment`] outside Lambda, as [`run`]; then, as
+/// [`lambda_runtime::Runtime::run_concurrent`]: the Runtime API failed.
 ///
 /// # Panics
-/// As [`lambda_runtime::Runtime::new`], outside Lambda; and outside a Tokio runtime.
+/// Outside a Tokio runtime.
 #[cfg(feature = "concurrency-tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "concurrency-tokio")))]
 pub async fn run_concurrent<A, F, R, B, S, D, E>(handler: F) -> Result<(), lambda_runtime::Error>
@@ -132,9 +135,236 @@ where
     D: Into<bytes::Bytes> + Send + 'static,
     E: Into<lambda_runtime::Error> + Send + Debug + 'static,
 {
+    lambda_environment(|name| std::env::var(name))?;
     Runtime::new(ReadEvent::<F, B, S>::new(handler))
         .layer(TracingLayer::new())
         .layer(RawEventLayer::new())
         .run_concurrent()
         .await
+}
+
+/// The variables `lambda_runtime` reads when it starts, each with the check that keeps its
+/// reading from panicking (`Config::from_env`, and the Runtime API client's base URI).
+const RUNTIME_VARIABLES: [(&str, Check); 4] = [
+    ("AWS_LAMBDA_FUNCTION_NAME", Check::Set),
+    ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", Check::Megabytes),
+    ("AWS_LAMBDA_FUNCTION_VERSION", Check::Set),
+    ("AWS_LAMBDA_RUNTIME_API", Check::HostAndPort),
+];
+
+#[derive(Clone, Copy)]
+enum Check {
+    Set,
+    Megabytes,
+    HostAndPort,
+}
+
+/// Checks, through `read` (`std::env::var` in [`run`]), that `lambda_runtime` finds the variables
+/// Lambda sets, so that a function started outside Lambda stops with an error that names them
+/// instead of the runtime's panic.
+fn lambda_environment(
+    read: impl Fn(&str) -> Result<String, std::env::VarError>,
+) -> Result<(), Error> {
+    let mut variables = Vec::new();
+    let mut unset = Vec::new();
+    let mut malformed = Vec::new();
+    for (name, check) in RUNTIME_VARIABLES {
+        let value = match read(name) {
+            Ok(value) => value,
+            Err(std::env::VarError::NotPresent) => {
+                variables.push(name);
+                unset.push(name);
+                continue;
+            }
+            Err(std::env::VarError::NotUnicode(_)) => {
+                variables.push(name);
+                malformed.push(format!("{name} is not valid Unicode"));
+                continue;
+            }
+        };
+        let expected = match check {
+            Check::Set => continue,
+            Check::Megabytes if value.parse::<i32>().is_ok() => continue,
+            Check::Megabytes => "a whole number of megabytes",
+            Check::HostAndPort
+                if value
+                    .parse::<http::Uri>()
+                    .is_ok_and(|uri| uri.authority().is_some()) =>
+            {
+                continue;
+            }
+            Check::HostAndPort => "a host and port",
+        };
+        // The value as found, cut: a hostile one could be megabytes.
+        let shown: String = value.chars().take(64).collect();
+        let cut = if shown.len() < value.len() { "…" } else { "" };
+        variables.push(name);
+        malformed.push(format!("{name}={shown:?}{cut} is not {expected}"));
+    }
+    if variables.is_empty() {
+        return Ok(());
+    }
+    let mut problems = Vec::new();
+    match unset.as_slice() {
+        [] => {}
+        [one] => problems.push(format!("{one} is not set")),
+        [many @ .., last] => problems.push(format!("{} and {last} are not set", many.join(", "))),
+    }
+    problems.extend(malformed);
+    Err(Error::LambdaEnvironment {
+        variables,
+        problems: problems.join("; "),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::env::VarError;
+
+    use super::*;
+
+    fn check(set: &[(&str, &str)]) -> Result<(), Error> {
+        let set: HashMap<&str, &str> = set.iter().copied().collect();
+        lambda_environment(|name| {
+            set.get(name)
+                .map(|value| (*value).to_owned())
+                .ok_or(VarError::NotPresent)
+        })
+    }
+
+    const LAMBDA: [(&str, &str); 4] = [
+        ("AWS_LAMBDA_FUNCTION_NAME", "orders"),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+        ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+    ];
+
+    #[test]
+    fn what_lambda_sets_is_enough() {
+        check(&LAMBDA).expect("Lambda's variables");
+        // Emulators may give the scheme; a version or name may be empty for the runtime.
+        let mut emulator = LAMBDA;
+        emulator[3].1 = "http://localhost:9001";
+        emulator[2].1 = "";
+        check(&emulator).expect("an emulator's variables");
+    }
+
+    #[test]
+    fn outside_lambda_every_missing_variable_is_named_at_once() {
+        let error = check(&[]).expect_err("nothing set");
+        assert_eq!(error.error_type(), "LambdaEnvironmentError");
+        let Error::LambdaEnvironment { variables, .. } = &error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(
+            variables,
+            &[
+                "AWS_LAMBDA_FUNCTION_NAME",
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                "AWS_LAMBDA_FUNCTION_VERSION",
+                "AWS_LAMBDA_RUNTIME_API"
+            ]
+        );
+        assert!(
+            error.to_string().starts_with(
+                "AWS_LAMBDA_FUNCTION_NAME, AWS_LAMBDA_FUNCTION_MEMORY_SIZE, \
+                 AWS_LAMBDA_FUNCTION_VERSION and AWS_LAMBDA_RUNTIME_API are not set: the Lambda \
+                 runtime reads these variables"
+            ),
+            "{error}"
+        );
+        assert!(error.to_string().contains("cargo lambda watch"), "{error}");
+
+        let mut one_missing = LAMBDA.to_vec();
+        one_missing.remove(2);
+        let error = check(&one_missing).expect_err("no version");
+        assert!(
+            error
+                .to_string()
+                .starts_with("AWS_LAMBDA_FUNCTION_VERSION is not set: "),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_malformed_variable_is_named_with_its_value_cut() {
+        for (index, value, expected) in [
+            (
+                1,
+                "",
+                r#"AWS_LAMBDA_FUNCTION_MEMORY_SIZE="" is not a whole number of megabytes"#,
+            ),
+            (
+                1,
+                "1.5",
+                r#"AWS_LAMBDA_FUNCTION_MEMORY_SIZE="1.5" is not a whole number of megabytes"#,
+            ),
+            (
+                1,
+                "99999999999",
+                r#"AWS_LAMBDA_FUNCTION_MEMORY_SIZE="99999999999" is not"#,
+            ),
+            (3, "", r#"AWS_LAMBDA_RUNTIME_API="" is not a host and port"#),
+            (
+                3,
+                "/2018-06-01",
+                r#"AWS_LAMBDA_RUNTIME_API="/2018-06-01" is not a host and port"#,
+            ),
+            (
+                3,
+                "host name",
+                r#"AWS_LAMBDA_RUNTIME_API="host name" is not a host and port"#,
+            ),
+        ] {
+            let mut set = LAMBDA;
+            set[index].1 = value;
+            let error = check(&set).expect_err(value).to_string();
+            assert!(error.starts_with(expected), "{value:?}: {error}");
+        }
+        let huge = "9".repeat(1 << 20);
+        let mut set = LAMBDA;
+        set[1].1 = &huge;
+        let error = check(&set).expect_err("a huge value").to_string();
+        assert!(error.len() < 400, "{}", error.len());
+        assert!(
+            error.contains(&format!("\"{}\"…", "9".repeat(64))),
+            "{error}"
+        );
+
+        let error = lambda_environment(|name| match name {
+            "AWS_LAMBDA_FUNCTION_NAME" => Err(VarError::NotUnicode("or\u{fffd}".into())),
+            _ => LAMBDA
+                .iter()
+                .find(|(set, _)| *set == name)
+                .map(|(_, value)| (*value).to_owned())
+                .ok_or(VarError::NotPresent),
+        })
+        .expect_err("a name that is not Unicode");
+        assert!(
+            error
+                .to_string()
+                .starts_with("AWS_LAMBDA_FUNCTION_NAME is not valid Unicode: "),
+            "{error}"
+        );
+    }
+
+    /// Each value the check lets through is one `lambda_runtime` starts with: its own readings,
+    /// which panic on what the check refuses.
+    #[test]
+    fn what_the_check_lets_through_the_runtime_reads_without_panicking() {
+        for address in [
+            "127.0.0.1:9001",
+            "localhost:9001",
+            "http://[::1]:9001",
+            "runtime",
+        ] {
+            let mut set = LAMBDA;
+            set[3].1 = address;
+            if check(&set).is_ok() {
+                let uri: http::Uri = address.try_into().expect("the client's conversion");
+                assert!(uri.authority().is_some(), "{address}");
+            }
+        }
+    }
 }

@@ -73,6 +73,26 @@ pub fn assert_bad_settings_are_named(binary: &str, table_variable: &str) {
         "says where it comes from: {stderr}"
     );
 
+    // Every setting of its own right, started outside Lambda (no Runtime API): the variables
+    // Lambda sets are named, where `lambda_runtime` alone panics.
+    let (code, stderr) = start(
+        binary,
+        &[
+            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
+            (table_variable, "bakery-table"),
+            ("AWS_REGION", "eu-west-1"),
+        ],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "Error: AWS_LAMBDA_FUNCTION_NAME, AWS_LAMBDA_FUNCTION_MEMORY_SIZE, \
+             AWS_LAMBDA_FUNCTION_VERSION and AWS_LAMBDA_RUNTIME_API are not set: "
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
     // Under Lambda, the error is also posted to the Runtime API's init error path, so that the
     // invocation that started the function is answered with it, not `Runtime.ExitError`.
     let (address, posted) = runtime_api_receiving_one_request();
