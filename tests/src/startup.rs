@@ -73,13 +73,15 @@ pub fn assert_bad_settings_are_named(binary: &str, table_variable: &str) {
         "says where it comes from: {stderr}"
     );
 
-    // Every setting of its own right, started outside Lambda (no Runtime API): the variables
-    // Lambda sets are named, where `lambda_runtime` alone panics.
+    // Every setting of its own right (the examples' tables), started outside Lambda (no Runtime
+    // API): the variables Lambda sets are named, where `lambda_runtime` alone panics.
     let (code, stderr) = start(
         binary,
         &[
             ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
             (table_variable, "bakery-table"),
+            ("ORDERS_TABLE", "orders"),
+            ("IDEMPOTENCY_TABLE", "idempotency"),
             ("AWS_REGION", "eu-west-1"),
         ],
     );
