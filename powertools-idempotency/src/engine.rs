@@ -438,8 +438,10 @@ impl<St: IdempotencyStore> Engine<St> {
         // Straight from the stored text into the response type, never through `Value`, which
         // cannot hold integers beyond 64 bits.
         let mut response: R =
-            serde_json::from_str(text).map_err(|source| Error::Serialization {
-                what: "stored response",
+            serde_json::from_str(text).map_err(|source| Error::StoredResponseUnreadable {
+                key: record.key.clone(),
+                response_type: std::any::type_name::<R>(),
+                expires_at: record.expiry_timestamp,
                 source,
             })?;
         for hook in self

@@ -68,6 +68,20 @@ pub enum Error<E = Infallible> {
         /// The serde error.
         source: serde_json::Error,
     },
+    /// A duplicate's stored response does not read as the handler's response type: the type
+    /// changed since the record was stored (a deploy, or the layer and `run` sharing an
+    /// operation), or the record was edited. The handler is not run again; duplicates get this
+    /// error until the record expires or is deleted.
+    StoredResponseUnreadable {
+        /// The idempotency key (the record's partition key value).
+        key: String,
+        /// The handler's response type, as Rust names it.
+        response_type: &'static str,
+        /// When the record expires (epoch seconds).
+        expires_at: i64,
+        /// The serde error.
+        source: serde_json::Error,
+    },
     /// A duplicate of a call that succeeded but whose response could not be stored: over the
     /// store's item limit (DynamoDB: 400 KB), or not representable as JSON (NaN, ±Infinity, a
     /// map with non-string keys). The handler's side effects happened once and are not run
@@ -168,6 +182,18 @@ impl<E> fmt::Debug for OwnDebug<'_, E> {
                 .field("what", what)
                 .field("source", source)
                 .finish(),
+            Error::StoredResponseUnreadable {
+                key,
+                response_type,
+                expires_at,
+                source,
+            } => f
+                .debug_struct("StoredResponseUnreadable")
+                .field("key", key)
+                .field("response_type", response_type)
+                .field("expires_at", expires_at)
+                .field("source", source)
+                .finish(),
             Error::ResponseNotStored { key, expires_at } => f
                 .debug_struct("ResponseNotStored")
                 .field("key", key)
@@ -242,6 +268,19 @@ impl<E> fmt::Display for OwnMessage<'_, E> {
                     "could not serialize or deserialize the {what} as JSON: {source}"
                 )
             }
+            Error::StoredResponseUnreadable {
+                key,
+                response_type,
+                expires_at,
+                source,
+            } => write!(
+                f,
+                "the stored response of idempotency key {key} does not read as \
+                 {response_type}: {source}; the handler does not run again, and duplicates get \
+                 this error until the record expires at {} (epoch {expires_at}) or is deleted \
+                 (was the response type changed since it was stored?)",
+                crate::record::rfc3339_seconds(*expires_at)
+            ),
             Error::ResponseNotStored { key, expires_at } => write!(
                 f,
                 "the first call with idempotency key {key} succeeded, but its response could not be \
@@ -284,7 +323,8 @@ impl<E: fmt::Debug + fmt::Display> std::error::Error for Error<E> {
             Error::Persistence { source, .. }
             | Error::DeleteFailed { source, .. }
             | Error::NotCompleted { source, .. } => Some(source.as_ref()),
-            Error::Serialization { source, .. } => Some(source),
+            Error::Serialization { source, .. }
+            | Error::StoredResponseUnreadable { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -302,7 +342,9 @@ impl<E> Error<E> {
             Error::Persistence { .. } => "IdempotencyPersistenceLayerError",
             Error::InconsistentState { .. } => "IdempotencyInconsistentStateError",
             Error::InvalidRecord { .. } => "IdempotencyInvalidStatusError",
-            Error::Serialization { .. } => "IdempotencySerializationError",
+            Error::Serialization { .. } | Error::StoredResponseUnreadable { .. } => {
+                "IdempotencySerializationError"
+            }
             Error::ResponseNotStored { .. } => "IdempotencyResponseNotStoredError",
             Error::NotCompleted { .. } => "IdempotencyPersistenceLayerError",
             Error::Config(_) => "IdempotencyConfigurationError",
@@ -343,6 +385,17 @@ impl<E> Error<E> {
             Error::InconsistentState { key } => Error::InconsistentState { key },
             Error::InvalidRecord { key, reason } => Error::InvalidRecord { key, reason },
             Error::Serialization { what, source } => Error::Serialization { what, source },
+            Error::StoredResponseUnreadable {
+                key,
+                response_type,
+                expires_at,
+                source,
+            } => Error::StoredResponseUnreadable {
+                key,
+                response_type,
+                expires_at,
+                source,
+            },
             Error::ResponseNotStored { key, expires_at } => {
                 Error::ResponseNotStored { key, expires_at }
             }
@@ -453,6 +506,12 @@ mod tests {
             },
             Error::Serialization {
                 what: "response",
+                source: json(),
+            },
+            Error::StoredResponseUnreadable {
+                key: "k".to_owned(),
+                response_type: "u8",
+                expires_at: 7,
                 source: json(),
             },
             Error::ResponseNotStored {

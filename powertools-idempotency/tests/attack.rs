@@ -893,6 +893,18 @@ async fn replay_into_wrong_type_is_serialization_error_not_reexecution() {
         message.contains("invalid type") || message.contains("expected"),
         "says why: {message}"
     );
+    // Which record, which type, and until when duplicates get this: what an operator needs
+    // to delete the record or wait it out.
+    let record = only_record(&store);
+    assert!(message.contains(&record.key), "names the key: {message}");
+    assert!(
+        message.contains("does not read as alloc::string::String"),
+        "names the type: {message}"
+    );
+    assert!(
+        message.contains(&format!("(epoch {})", record.expiry_timestamp)),
+        "names the expiry: {message}"
+    );
     assert_eq!(n.load(SeqCst), 1);
     let again: u32 = idem
         .run(&ctx(), "op", "k".to_owned(), counted!(n, 18u32))
