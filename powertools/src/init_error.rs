@@ -70,7 +70,8 @@ pub async fn init_failed(error: &(dyn StdError + 'static)) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Posts `error` to the init error path of the Runtime API at `runtime_api` (`host:port`).
+/// Posts `error` to the init error path of the Runtime API at `runtime_api` (`host:port`, or a
+/// URI with a scheme and a base path, as emulators give it).
 pub(crate) async fn report(
     runtime_api: &str,
     error: &(dyn StdError + 'static),
@@ -93,7 +94,15 @@ pub(crate) async fn report(
         error_message.truncate(error_message.floor_char_boundary(MAX_MESSAGE_BYTES));
         error_message.push('…');
     }
-    let endpoint = format!("http://{}", runtime_api.trim())
+    // Lambda sets a host and port; emulators may give the scheme and a base path, as the
+    // runtime's own client takes them.
+    let runtime_api = runtime_api.trim();
+    let endpoint = if runtime_api.contains("://") {
+        runtime_api.to_owned()
+    } else {
+        format!("http://{runtime_api}")
+    };
+    let endpoint = endpoint
         .parse::<http::Uri>()
         .map_err(|_| format!("AWS_LAMBDA_RUNTIME_API={runtime_api:?} is not a host and port"))?;
     let client = lambda_runtime_api_client::Client::builder()
@@ -192,6 +201,18 @@ mod tests {
             message.len()
         );
         assert_eq!(body["errorType"], "std::io::Error");
+
+        // An emulator's address with its scheme and a base path (`cargo lambda watch` sets
+        // `http://127.0.0.1:9000/.rt/<function>`), which the runtime's own client takes.
+        let (address, served) = runtime_api("202 Accepted").await;
+        super::report(&format!("http://{address}/.rt/orders"), &error)
+            .await
+            .expect("reported");
+        let request = served.await.unwrap();
+        assert!(
+            request.starts_with("POST /.rt/orders/2018-06-01/runtime/init/error HTTP/1.1"),
+            "{request}"
+        );
 
         // A refusal, or nothing listening, is an error to write, never a panic.
         let (address, served) = runtime_api("403 Forbidden").await;
