@@ -115,6 +115,21 @@ pub(crate) fn to_json<T: Serialize + ?Sized>(
     })
 }
 
+/// The error of an extractor used for validation data: extractors say "key data", their usual
+/// role.
+pub(crate) fn as_validation_error(error: Error) -> Error {
+    match error {
+        Error::Serialization {
+            what: "key data",
+            source,
+        } => Error::Serialization {
+            what: "validation data",
+            source,
+        },
+        other => other,
+    }
+}
+
 /// Whether extracted key data counts as missing, by Powertools for Python's rule: `null`, an
 /// empty string, an empty object, and an array that is empty or holds only `null`s (a JMESPath
 /// multi-select that matched nothing). Numbers and booleans, `0` and `false` included, never do.

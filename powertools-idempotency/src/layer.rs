@@ -192,7 +192,10 @@ where
         let validation = &self.layer.validation;
         let claim = self.layer.key.extract(&event.payload).and_then(|key_data| {
             let validation_data = if validation.is_enabled() {
-                Some(validation.extract(&event.payload)?.unwrap_or(Value::Null))
+                let data = validation
+                    .extract(&event.payload)
+                    .map_err(crate::key::as_validation_error)?;
+                Some(data.unwrap_or(Value::Null))
             } else {
                 None
             };

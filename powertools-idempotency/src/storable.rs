@@ -107,7 +107,7 @@ fn float(value: f64) -> Result<(), NotStorable> {
         Ok(())
     } else {
         Err(NotStorable(format!(
-            "the response holds {value}, which JSON cannot represent (serde_json would store null)"
+            "it holds {value}, which JSON cannot represent (serde_json would store null)"
         )))
     }
 }

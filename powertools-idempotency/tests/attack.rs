@@ -1691,6 +1691,53 @@ async fn validation_none_equals_explicit_null() {
     assert_eq!(variant(&explicit_null), "Ok");
 }
 
+/// A float JSON cannot hold is refused where it is, and the error says where: the argument, the
+/// key data or the validation data, never "the response" (which the handler never made).
+#[tokio::test]
+async fn a_nan_is_named_where_it_is_not_as_the_response() {
+    let (idem, _store) = fresh();
+    let n = counter();
+    let argument = idem
+        .run(&ctx(), "op", f64::NAN, counted!(n, 1u8))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        argument
+            .starts_with("could not serialize or deserialize the argument as JSON: it holds NaN"),
+        "{argument}"
+    );
+
+    let key = IdempotencyLayer::new(idem.clone())
+        .key_from(|e: &Value| e.get("id").map(|_| f64::INFINITY))
+        .layer(counting_service(n.clone()))
+        .oneshot(TestContext::new().event(json!({"id": 1})))
+        .await;
+    let key = key.unwrap_err().to_string();
+    assert!(
+        key.starts_with("could not serialize or deserialize the key data as JSON: it holds inf"),
+        "{key}"
+    );
+
+    let validation = IdempotencyLayer::new(idem)
+        .key_from(|e: &Value| e.get("id").cloned())
+        .validate_from(|_e: &Value| Some(f64::NAN))
+        .layer(counting_service(n.clone()))
+        .oneshot(TestContext::new().event(json!({"id": 1})))
+        .await;
+    let validation = validation.unwrap_err().to_string();
+    assert!(
+        validation.starts_with(
+            "could not serialize or deserialize the validation data as JSON: it holds NaN"
+        ),
+        "{validation}"
+    );
+    for message in [&argument, &key, &validation] {
+        assert!(!message.contains("response"), "{message}");
+    }
+    assert_eq!(n.load(SeqCst), 0, "no handler ran");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. Operation names
 // ---------------------------------------------------------------------------------------------
