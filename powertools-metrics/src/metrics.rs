@@ -334,16 +334,6 @@ impl State {
     }
 
     fn check_free_for_dimension(&self, name: &str) -> Result<(), Error> {
-        if name == SERVICE {
-            // `service` is the layer's; an added dimension cannot move or replace it.
-            if let Some((_, _)) = self
-                .dimensions
-                .iter()
-                .find(|(existing, _)| existing == SERVICE)
-            {
-                return Err(collision(name, "the service dimension"));
-            }
-        }
         if self.is_metric(name) {
             return Err(collision(name, "a metric"));
         }
@@ -488,7 +478,9 @@ impl Metrics {
     /// Adds a dimension to the main dimension set of this invocation's documents.
     ///
     /// An empty name or value is skipped with a warning (CloudWatch would drop the whole
-    /// document's dimensions); a new value for an existing dimension replaces it with a warning.
+    /// document's dimensions); a new value for an existing dimension replaces it with a warning,
+    /// for this invocation: `service` too, as in Powertools for Python (the next invocation has
+    /// the configured service again).
     /// A value CloudWatch refuses (not printable ASCII, such as `Zürich`, or over 1024
     /// characters) is kept as metadata under the same name instead, with a warning, so the
     /// invocation's metrics are still written: you never choose between the metric and the
@@ -624,6 +616,12 @@ impl Metrics {
             return Ok(());
         }
         let mut state = self.lock();
+        if self.shared.settings.service.is_some() && valid.iter().any(|(name, _)| *name == SERVICE)
+        {
+            // A set of its own would give the main set's `service` its value too (a document
+            // has one value per name): Python's sets never carry the service.
+            return Err(collision(SERVICE, "the service dimension"));
+        }
         let mut set: Vec<String> = self
             .shared
             .settings

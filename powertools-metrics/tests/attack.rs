@@ -386,6 +386,41 @@ fn default_dimension_named_service_plus_service() {
     }
 }
 
+async fn h_override_service(e: LambdaEvent<Value>) -> Result<(), lambda_runtime::Error> {
+    if let Some(service) = e.payload["service"].as_str() {
+        powertools_metrics::add_dimension("service", service)?;
+    }
+    powertools_metrics::add_metric("M", 1.0, Unit::Count)?;
+    Ok(())
+}
+
+/// Powertools for Python 3.37 lets `add_dimension("service", …)` replace the configured
+/// service for the invocation (with a warning): so does this crate, in the service's place in
+/// the set, and the next invocation has the configured one again.
+#[tokio::test]
+async fn add_dimension_named_service_replaces_it_for_the_invocation_as_in_python() {
+    let sink = CheckedSink::new();
+    let layer = builder(&sink)
+        .service("orders")
+        .default_dimension("environment", "prod")
+        .build()
+        .unwrap();
+    let handler = layer.layer(service_fn(h_override_service));
+    for event in [json!({"service": "refunds"}), json!({})] {
+        handler
+            .clone()
+            .oneshot(TestContext::new().with_cold_start(false).event(event))
+            .await
+            .unwrap();
+    }
+    let docs = checked(&sink);
+    assert_eq!(docs.len(), 2);
+    assert_eq!(docs[0]["service"], "refunds");
+    assert_eq!(dims(&docs[0]), json!([["environment", "service"]]));
+    assert_eq!(docs[1]["service"], "orders", "the next invocation's");
+    assert_eq!(dims(&docs[1]), json!([["environment", "service"]]));
+}
+
 #[test]
 fn add_dimension_named_service_keeps_one_service_last() {
     let sink = CheckedSink::new();
