@@ -126,7 +126,7 @@ impl<T: Serialize> KeyExtractor<T> for JmesPath {
 
     fn describe(&self) -> String {
         let expression = self.0.as_str();
-        match header_in_another_case(expression) {
+        match self.0.header_in_another_case() {
             Some((field, name)) => format!(
                 "the JMESPath expression `{expression}` (header names of typed API Gateway and \
                  ALB events are lowercase, as HTTP APIs send them: `{field}.\"{}\"`)",
@@ -135,47 +135,6 @@ impl<T: Serialize> KeyExtractor<T> for JmesPath {
             None => format!("the JMESPath expression `{expression}`"),
         }
     }
-}
-
-/// The first header `expression` names with a capital letter (`headers."Idempotency-Key"`), as
-/// its field (`headers`, `multiValueHeaders`) and name: a key that names it finds nothing in a
-/// typed event, whose `HeaderMap` writes names in lowercase.
-fn header_in_another_case(expression: &str) -> Option<(&'static str, &str)> {
-    ["multiValueHeaders.", "headers."]
-        .into_iter()
-        .flat_map(|field| {
-            expression
-                .match_indices(field)
-                // The event's own `headers`, not a field of that name inside another
-                // (`body.headers.X`, `myheaders.X`).
-                .filter(|&(at, _)| {
-                    // The character before, spaces skipped: none, or one that begins an
-                    // expression (`[`, `(`, `,`, `||`, `&&`, `!`, `{`, `:`), not a `.` (a field
-                    // inside another) or a `|` alone (a pipe searches the result before it).
-                    let before = expression[..at].trim_end();
-                    match before.chars().next_back() {
-                        None => true,
-                        Some('|') => before.ends_with("||"),
-                        Some(c) => !(c.is_alphanumeric() || c == '_' || c == '.' || c == '"'),
-                    }
-                })
-                .map(move |(at, _)| (field, &expression[at + field.len()..]))
-        })
-        .filter_map(|(field, rest)| {
-            let name = match rest.strip_prefix('"') {
-                Some(quoted) => &quoted[..quoted.find('"')?],
-                None => {
-                    let end = rest
-                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                        .unwrap_or(rest.len());
-                    &rest[..end]
-                }
-            };
-            name.bytes()
-                .any(|byte| byte.is_ascii_uppercase())
-                .then(|| (field.trim_end_matches('.'), name))
-        })
-        .next()
 }
 
 #[cfg(test)]

@@ -63,8 +63,13 @@ impl<T> CorrelationIdSource<T> for NoCorrelationId {
 /// A string is used as is; a number, a boolean, an object or an array as its JSON text (Python
 /// keeps the value's JSON type; the id is text here). Nothing found (`null`, `""`, `{}`, `[]`, a
 /// multi-select of `null`s) means no id.
+///
+/// Header names of typed API Gateway and ALB events are lowercase (their `HeaderMap` writes them
+/// as HTTP APIs send them): `headers."x-correlation-id"`, not `headers."X-Correlation-Id"`. A path
+/// that names a header with capitals and finds nothing says so once, in a warning that gives the
+/// lowercase path.
 #[derive(Debug, Clone)]
-pub struct CorrelationIdPath(JmesPath);
+pub struct CorrelationIdPath(JmesPath, std::sync::Arc<std::sync::atomic::AtomicBool>);
 
 #[cfg(feature = "jmespath")]
 impl CorrelationIdPath {
@@ -73,7 +78,10 @@ impl CorrelationIdPath {
     /// # Errors
     /// [`Error::Config`](crate::Error::Config) when it is not valid JMESPath.
     pub fn new(expression: &str) -> Result<Self, crate::Error> {
-        Ok(CorrelationIdPath(JmesPath::new(expression)?))
+        Ok(CorrelationIdPath(
+            JmesPath::new(expression)?,
+            Default::default(),
+        ))
     }
 }
 
@@ -82,10 +90,10 @@ impl<T: Serialize> CorrelationIdSource<T> for CorrelationIdPath {
     fn correlation_id(&self, event: &T) -> Option<String> {
         match self.0.search(event) {
             Ok(Value::String(id)) if !id.is_empty() => Some(id),
-            Ok(Value::Null | Value::String(_)) => None,
+            Ok(Value::Null | Value::String(_)) => self.nothing_found(),
             // Nothing found by a multi-select, or an empty object: no id.
-            Ok(Value::Array(items)) if items.iter().all(Value::is_null) => None,
-            Ok(Value::Object(members)) if members.is_empty() => None,
+            Ok(Value::Array(items)) if items.iter().all(Value::is_null) => self.nothing_found(),
+            Ok(Value::Object(members)) if members.is_empty() => self.nothing_found(),
             // Kept as its JSON text rather than dropped: a number, a boolean, or an object or
             // array (a path one level short, most likely, which the id then shows).
             Ok(other) => Some(other.to_string()),
@@ -94,6 +102,28 @@ impl<T: Serialize> CorrelationIdSource<T> for CorrelationIdPath {
                 None
             }
         }
+    }
+}
+
+#[cfg(feature = "jmespath")]
+impl CorrelationIdPath {
+    /// No id; the first time, for a path that names a header with capitals, a warning that
+    /// typed events' header names are lowercase.
+    fn nothing_found(&self) -> Option<String> {
+        use std::sync::atomic::Ordering;
+        if let Some((field, name)) = self.0.header_in_another_case()
+            && !self.1.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                target: "powertools_logging",
+                expression = self.0.as_str(),
+                "the correlation id expression found nothing: header names of typed API Gateway \
+                 and ALB events are lowercase, as HTTP APIs send them; name the header as \
+                 `{field}.\"{}\"` (said once)",
+                name.to_ascii_lowercase()
+            );
+        }
+        None
     }
 }
 
@@ -169,6 +199,40 @@ mod tests {
                 "{path}"
             );
         }
+    }
+
+    /// A header named with capitals finds nothing in a typed API Gateway or ALB event, whose
+    /// `HeaderMap` writes names in lowercase: the first miss says so, with the lowercase path
+    /// (a function written from the docs lost every correlation id without a word).
+    #[test]
+    fn a_header_named_with_capitals_that_finds_nothing_says_headers_are_lowercase() {
+        let logs = crate::MemoryLogs::new();
+        let logger = crate::Logger::builder()
+            .service("orders")
+            .writer(logs.clone())
+            .build()
+            .unwrap();
+        let mixed = CorrelationIdPath::new(r#"headers."X-Correlation-Id""#).unwrap();
+        let typed = json!({"headers": {"x-correlation-id": "c-1"}});
+        tracing::subscriber::with_default(logger.subscriber(), || {
+            assert_eq!(mixed.correlation_id(&typed), None);
+            // Once per path (its clones share it), not once per invocation.
+            assert_eq!(mixed.clone().correlation_id(&typed), None);
+            // As sent in a JSON event, it is found, and nothing is said.
+            let as_sent = json!({"headers": {"X-Correlation-Id": "c-2"}});
+            assert_eq!(mixed.correlation_id(&as_sent).as_deref(), Some("c-2"));
+            let lowercase = CorrelationIdPath::new(r#"headers."x-correlation-id""#).unwrap();
+            assert_eq!(lowercase.correlation_id(&json!({"headers": {}})), None);
+        });
+        let lines = logs.json();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["level"], "WARN");
+        let message = lines[0]["message"].as_str().unwrap();
+        assert!(message.contains("lowercase"), "{message}");
+        assert!(
+            message.contains(r#"headers."x-correlation-id""#),
+            "names the lowercase path: {message}"
+        );
     }
 
     #[test]

@@ -290,7 +290,9 @@ pub type StackError<E> = powertools_metrics::ServiceError<E>;
 
 impl<C> PowertoolsLayer<C> {
     /// Takes the logs' correlation id at a JMESPath expression in the event (see
-    /// [`correlation_paths`](powertools_logging::correlation_paths)).
+    /// [`correlation_paths`](powertools_logging::correlation_paths)). Name headers in lowercase
+    /// (`headers."x-correlation-id"`): typed API Gateway and ALB events hold them so, and a
+    /// path that names one with capitals finds nothing there (a warning says so, once).
     ///
     /// # Errors
     /// [`powertools_logging::Error::Config`] when it is not valid JMESPath.
