@@ -194,7 +194,10 @@ impl TestContext {
             .unwrap_or(Duration::ZERO);
         let deadline = match self.deadline {
             Deadline::In(remaining) => {
-                u64::try_from((now + remaining).as_millis()).unwrap_or(u64::MAX)
+                // `Duration::MAX` ("no deadline") is the latest one, not an overflow.
+                now.checked_add(remaining)
+                    .and_then(|deadline| u64::try_from(deadline.as_millis()).ok())
+                    .unwrap_or(u64::MAX)
             }
             Deadline::AtEpochMs(deadline_ms) => deadline_ms,
         };
@@ -300,6 +303,14 @@ mod tests {
         assert!(root.chars().all(|c| c.is_ascii_hexdigit() || c == '-'));
         assert_eq!(parts[1].strip_prefix("Parent=").unwrap().len(), 16);
         assert_eq!(parts[2], "Sampled=1");
+    }
+
+    #[test]
+    fn a_remaining_time_past_what_the_clock_holds_is_the_latest_deadline_not_a_panic() {
+        let context = TestContext::new()
+            .with_remaining_time(Duration::MAX)
+            .build();
+        assert_eq!(context.deadline, u64::MAX);
     }
 
     #[test]

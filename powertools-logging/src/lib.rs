@@ -145,6 +145,10 @@
 //! - `correlation_id` is always a string: an id found at a JMESPath expression that is a
 //!   number, a boolean, an object or an array is written as its JSON text, where Python writes
 //!   the value with its JSON type. A query that compares it with a number needs the text.
+//! - `sampling_rate` is always a number (`0.1`), where Python writes the variable's text when
+//!   the rate comes from `POWERTOOLS_LOGGER_SAMPLE_RATE` (`"0.1"`) and a number when it is set in
+//!   code: a query that compares it should compare numbers (`sampling_rate > 0`), which Logs
+//!   Insights does for both.
 //!
 //! # Feature flags
 //!
