@@ -147,8 +147,8 @@
 //!   the value with its JSON type. A query that compares it with a number needs the text.
 //! - `sampling_rate` is always a number (`0.1`), where Python writes the variable's text when
 //!   the rate comes from `POWERTOOLS_LOGGER_SAMPLE_RATE` (`"0.1"`) and a number when it is set in
-//!   code: a query that compares it should compare numbers (`sampling_rate > 0`), which Logs
-//!   Insights does for both.
+//!   code: a query that filters on its text (`sampling_rate = "0.1"`) matches only Python's
+//!   lines.
 //!
 //! # Feature flags
 //!
