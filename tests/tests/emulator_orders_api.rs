@@ -282,3 +282,102 @@ async fn the_deployed_function_places_each_order_once_and_reports_it_in_logs_met
     assert!(named("charge") >= 4);
     assert!(named("DynamoDB.PutItem") >= 4);
 }
+
+/// The function's own calls to its orders table, faulted through the fault proxy: a read refused
+/// (a missing permission) or stalled fails the invocation naming the call, the table and the
+/// cause, in a few seconds and with its failure line, not with a dump of the raw HTTP response
+/// nor by hanging until Lambda kills it with nothing logged (found by an attack: the SDK client
+/// had no timeout, and a refused read was reported as `OrderNotSaved`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orders_table_s_faults_fail_the_invocation_naming_the_call_and_its_cause() {
+    let Some(client) = powertools_tests::dynamodb_client().await else {
+        return;
+    };
+    let Some(proxy) = powertools_tests::FaultProxy::start().await else {
+        return;
+    };
+    let orders_table = powertools_tests::create_orders_table(&client).await;
+    let idempotency_table = powertools_tests::create_idempotency_table(&client).await;
+    let endpoint = proxy.endpoint();
+    let Some(function) = EmulatedFunction::start(
+        &orders_api_dir(),
+        "orders-api",
+        &[
+            ("ORDERS_TABLE", orders_table.as_str()),
+            ("IDEMPOTENCY_TABLE", idempotency_table.as_str()),
+            ("POWERTOOLS_SERVICE_NAME", "orders"),
+            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
+            ("POWERTOOLS_TRACE_DISABLED", "true"),
+            ("AWS_ENDPOINT_URL_DYNAMODB", endpoint.as_str()),
+        ],
+    ) else {
+        return;
+    };
+    let (status, _) = http(&function.invoke(&sample("missing-key.json")));
+    assert_eq!(status, 400, "warmed up without the table");
+
+    let failed = |result: &InvokeResult| -> (String, String) {
+        assert_ne!(result.status, 200, "the invocation failed: {}", result.body);
+        (
+            result.body["errorType"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            result.body["errorMessage"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    };
+
+    proxy.set(json!({"action": "error", "status": 400, "code": "AccessDeniedException", "target": "GetItem"}));
+    let (error_type, message) = failed(&function.invoke(&sample("first-order.json")));
+    assert_eq!(error_type, "OrderNotRead", "{message}");
+    assert!(
+        message.contains(&format!(
+            "DynamoDB GetItem on table {orders_table} failed: AccessDeniedException"
+        )),
+        "{message}"
+    );
+    assert!(
+        message.len() < 600 && !message.contains("raw") && !message.contains("SdkBody"),
+        "no dump of the HTTP response: {message}"
+    );
+
+    proxy.set(json!({"action": "hang", "target": "GetItem"}));
+    let mut event = sample("first-order.json");
+    event["headers"]["idempotency-key"] = json!("k-stalled-read");
+    let result = std::thread::scope(|scope| {
+        let call = scope.spawn(|| function.invoke(&event));
+        let started = std::time::Instant::now();
+        // A bound on hanging, not a timing: the client gives up within seconds.
+        while !call.is_finished() && started.elapsed() < std::time::Duration::from_secs(60) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let finished = call.is_finished();
+        proxy.set(json!({"action": "pass"}));
+        let result = call.join().expect("the invocation");
+        assert!(finished, "the stalled read hung the invocation: {result:?}");
+        result
+    });
+    let (error_type, message) = failed(&result);
+    assert_eq!(error_type, "OrderNotRead", "{message}");
+    assert!(
+        message.contains(&format!("DynamoDB GetItem on table {orders_table} failed")),
+        "{message}"
+    );
+    assert!(message.contains("timed out"), "{message}");
+
+    let lines = function.json_lines();
+    let failure_lines: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["exception_name"] == "OrderNotRead")
+        .collect();
+    assert_eq!(failure_lines.len(), 2, "a failure line each: {lines:?}");
+    assert!(failure_lines.iter().all(|line| line["level"] == "ERROR"));
+
+    // Nothing was charged or saved; with the table back the order is placed once.
+    let (status, placed) = http(&function.invoke(&sample("first-order.json")));
+    assert_eq!(status, 201, "{placed}");
+    assert_eq!(orders_in(&client, &orders_table).await, vec!["ord-1001"]);
+}

@@ -77,6 +77,7 @@ impl Failure {
             Failure::PaymentConflict { .. } => "PaymentConflict",
             Failure::PaymentInProgress { .. } => "PaymentInProgress",
             Failure::Save(SaveError::Conflict { .. }) => "OrderConflict",
+            Failure::Save(SaveError::Read(_)) => "OrderNotRead",
             Failure::Save(SaveError::Store(_)) => "OrderNotSaved",
             Failure::PaymentIdempotency(_) => "PaymentIdempotencyError",
         };

@@ -33,9 +33,12 @@ pub(crate) enum OrdersTable {
     InMemory(SavedOrders),
 }
 
-/// The order could not be saved.
+/// The order could not be read or saved.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SaveError {
+    /// The table could not be read: nothing was charged or saved yet.
+    #[error("the saved order could not be read: {0}")]
+    Read(String),
     /// Another order with the same id, with other contents, is saved already; it is kept.
     #[error("order {order_id} already exists with other contents; it was not replaced")]
     Conflict { order_id: String },
@@ -57,10 +60,7 @@ impl OrdersTable {
                     .consistent_read(true)
                     .send()
                     .await
-                    .map_err(|error| {
-                        let error = aws_sdk_dynamodb::error::DisplayErrorContext(&error);
-                        SaveError::Store(error.to_string())
-                    })?;
+                    .map_err(|error| SaveError::Read(failed_call("GetItem", table, &error)))?;
                 output
                     .item()
                     .map(|item| saved_order(order_id, item))
@@ -130,8 +130,7 @@ impl OrdersTable {
                         });
                     }
                     Err(error) => {
-                        let error = aws_sdk_dynamodb::error::DisplayErrorContext(&error);
-                        return Err(SaveError::Store(error.to_string()));
+                        return Err(SaveError::Store(failed_call("PutItem", table, &error)));
                     }
                 }
             }
@@ -154,6 +153,27 @@ impl OrdersTable {
         }
         Ok(())
     }
+}
+
+/// What a failed call says, as the idempotency store says it: the call, the table, DynamoDB's
+/// error code and message, or the cause of a call that got no answer (a timeout, a refused
+/// connection). Not the SDK's `Debug` text, which holds the whole HTTP response.
+fn failed_call<E, R>(
+    operation: &str,
+    table: &str,
+    error: &aws_sdk_dynamodb::error::SdkError<E, R>,
+) -> String
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+    let cause = match (error.code(), error.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_owned(),
+        _ => powertools::core::error_chain::message_chain(error),
+    };
+    format!("DynamoDB {operation} on table {table} failed: {cause}")
 }
 
 /// The order of a table item, as [`OrdersTable::save`] writes it.

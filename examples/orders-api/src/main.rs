@@ -20,6 +20,7 @@ mod order;
 mod request;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use powertools::Powertools;
 use powertools::idempotency::DynamoDbStore;
@@ -56,9 +57,19 @@ async fn run() -> Result<(), lambda_runtime::Error> {
     let orders_table = required_env("ORDERS_TABLE", "orders table")?;
     let idempotency_table = required_env("IDEMPOTENCY_TABLE", "idempotency table")?;
     let aws = aws_config::load_from_env().await;
+    // The SDK sets no timeout of its own: a stalled call would hold the invocation until Lambda
+    // kills it (after the charge, with nothing logged). DynamoDB answers in milliseconds; a
+    // call is given 1 s per attempt and 3 s with its retries, well within the function's 10 s
+    // (template.yaml), so that a failure is answered and logged. The idempotency store bounds
+    // its own calls as well.
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(Duration::from_secs(1))
+        .operation_timeout(Duration::from_secs(3))
+        .build();
     let dynamodb = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(&aws)
             .interceptor(AwsSdkSpans)
+            .timeout_config(timeouts)
             .build(),
     );
     let store = DynamoDbStore::new(dynamodb.clone(), idempotency_table)?;
