@@ -19,7 +19,9 @@ Control API (plain HTTP/JSON on the control port):
 
 A rule is {"action": A} plus, optionally, "target": "PutItem" (only requests whose
 X-Amz-Target header ends with ".PutItem"; other requests pass) and "times": N (only the next N
-matching requests, or connections for an untargeted "refuse"; then everything passes). Actions:
+matching requests, or connections for an untargeted "refuse"; then everything passes) and
+"skip": N (the first N matching requests pass, then the rule applies: the third PutItem of an
+invocation, say). Actions:
 
     pass     forward the request and stream the answer back
     refuse   reset new connections as soon as they are accepted and close the existing ones;
@@ -81,7 +83,7 @@ def check_rule(rule: object) -> dict:
     """The rule, validated; raises ValueError with what is wrong."""
     if not isinstance(rule, dict) or rule.get("action") not in ACTIONS:
         raise ValueError(f"a rule is an object with an action in {sorted(ACTIONS)}")
-    unknown = set(rule) - {"action", "target", "times", "ms", "status", "code"}
+    unknown = set(rule) - {"action", "target", "times", "skip", "ms", "status", "code"}
     if unknown:
         raise ValueError(f"unknown rule fields {sorted(unknown)}")
     if rule["action"] == "delay" and not isinstance(rule.get("ms"), int | float):
@@ -95,6 +97,8 @@ def check_rule(rule: object) -> dict:
         raise ValueError('an error rule needs "status" (400 to 599) and "code" (a name)')
     if "times" in rule and not (isinstance(rule["times"], int) and rule["times"] >= 0):
         raise ValueError('"times" is a count')
+    if "skip" in rule and not (isinstance(rule["skip"], int) and rule["skip"] >= 0):
+        raise ValueError('"skip" is a count')
     if "target" in rule and not isinstance(rule["target"], str):
         raise ValueError('"target" is an operation name such as "PutItem"')
     return dict(rule)
@@ -143,6 +147,9 @@ class Channel:
         if operation is None and "target" in rule:
             return {"action": "pass"}
         if operation is not None and rule.get("target", operation) != operation:
+            return {"action": "pass"}
+        if rule.get("skip", 0) > 0:
+            rule["skip"] -= 1
             return {"action": "pass"}
         if "times" in rule:
             if rule["times"] <= 0:

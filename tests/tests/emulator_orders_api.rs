@@ -376,8 +376,32 @@ async fn the_orders_table_s_faults_fail_the_invocation_naming_the_call_and_its_c
     assert_eq!(failure_lines.len(), 2, "a failure line each: {lines:?}");
     assert!(failure_lines.iter().all(|line| line["level"] == "ERROR"));
 
-    // Nothing was charged or saved; with the table back the order is placed once.
+    // The save stalls after the charge (the third PutItem of a placement: the order's claim,
+    // the charge's claim, the save): the invocation fails, and the retry replays the charge and
+    // saves the order, charged once.
+    proxy.set(json!({"action": "hang", "target": "PutItem", "skip": 2}));
+    let (error_type, message) = failed(&function.invoke(&sample("first-order.json")));
+    assert_eq!(error_type, "OrderNotSaved", "{message}");
+    assert!(
+        message.contains(&format!("DynamoDB PutItem on table {orders_table} failed")),
+        "{message}"
+    );
+    assert!(orders_in(&client, &orders_table).await.is_empty());
+    proxy.set(json!({"action": "pass"}));
     let (status, placed) = http(&function.invoke(&sample("first-order.json")));
     assert_eq!(status, 201, "{placed}");
     assert_eq!(orders_in(&client, &orders_table).await, vec!["ord-1001"]);
+    let charges = client
+        .scan()
+        .table_name(&idempotency_table)
+        .send()
+        .await
+        .expect("scan")
+        .items()
+        .iter()
+        .filter(
+            |item| matches!(item.get("id"), Some(AttributeValue::S(id)) if id.contains(".charge#")),
+        )
+        .count();
+    assert_eq!(charges, 1, "one charge record, replayed by the retry");
 }
