@@ -17,6 +17,17 @@ use serde_json::{Value, json};
 
 use crate::api::App;
 
+/// A span as the demo prints it.
+#[derive(serde::Serialize)]
+struct SpanLine<'a> {
+    span: &'a str,
+    trace_id: String,
+    span_id: String,
+    parent_span_id: String,
+    duration_us: u64,
+    status: String,
+}
+
 /// Prints each span as one JSON line when it ends.
 #[derive(Debug)]
 struct PrintSpans;
@@ -28,24 +39,30 @@ impl SpanExporter for PrintSpans {
                 .end_time
                 .duration_since(span.start_time)
                 .unwrap_or_default();
-            let line = json!({
-                "span": span.name,
-                "trace_id": span.span_context.trace_id().to_string(),
-                "span_id": span.span_context.span_id().to_string(),
-                "parent_span_id": span.parent_span_id.to_string(),
-                "duration_us": duration.as_micros() as u64,
-                "status": match &span.status {
+            // A struct, not `json!` (whose map sorts its keys): `span` first, as the banner says.
+            let line = SpanLine {
+                span: &span.name,
+                trace_id: span.span_context.trace_id().to_string(),
+                span_id: span.span_context.span_id().to_string(),
+                parent_span_id: span.parent_span_id.to_string(),
+                duration_us: duration.as_micros() as u64,
+                status: match &span.status {
                     opentelemetry::trace::Status::Unset => "Unset".to_owned(),
                     opentelemetry::trace::Status::Ok => "Ok".to_owned(),
                     // An HTTP 5xx has no description: the status code says it.
-                    opentelemetry::trace::Status::Error { description } if description.is_empty() => {
+                    opentelemetry::trace::Status::Error { description }
+                        if description.is_empty() =>
+                    {
                         "Error".to_owned()
                     }
                     opentelemetry::trace::Status::Error { description } => {
                         format!("Error: {description}")
                     }
                 },
-            });
+            };
+            let line = serde_json::to_string(&line).map_err(|error| {
+                opentelemetry_sdk::error::OTelSdkError::InternalFailure(error.to_string())
+            })?;
             println!("{line}");
         }
         Ok(())
