@@ -544,8 +544,10 @@ fn without_values(error: &serde_json::Error) -> String {
 
 /// The failure reason of a record whose handler panicked.
 fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
-    let message = powertools_core::error_chain::panic_text(panic).unwrap_or_default();
-    format!("the record's handler panicked: {message}")
+    match powertools_core::error_chain::panic_text(panic) {
+        Some(message) => format!("the record's handler panicked: {message}"),
+        None => "the record's handler panicked (with a payload that is not text)".to_owned(),
+    }
 }
 
 #[cfg(feature = "metrics")]
@@ -566,7 +568,21 @@ fn record_counts(_processed: usize, _failed: usize) {}
 
 #[cfg(test)]
 mod tests {
-    use super::without_values;
+    use super::{panicked, without_values};
+
+    /// A panic with a payload that is not text (`panic_any(42)`) says so, rather than ending
+    /// the reason with a colon and nothing after it.
+    #[test]
+    fn a_panic_without_text_says_so_in_the_reason() {
+        assert_eq!(
+            panicked(&"the oven caught fire"),
+            "the record's handler panicked: the oven caught fire"
+        );
+        assert_eq!(
+            panicked(&42_u32),
+            "the record's handler panicked (with a payload that is not text)"
+        );
+    }
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
