@@ -96,15 +96,8 @@ pub(crate) async fn report(
     }
     // Lambda sets a host and port; emulators may give the scheme and a base path, as the
     // runtime's own client takes them.
-    let runtime_api = runtime_api.trim();
-    let endpoint = if runtime_api.contains("://") {
-        runtime_api.to_owned()
-    } else {
-        format!("http://{runtime_api}")
-    };
-    let endpoint = endpoint
-        .parse::<http::Uri>()
-        .map_err(|_| format!("AWS_LAMBDA_RUNTIME_API={runtime_api:?} is not a host and port"))?;
+    let endpoint = crate::run::runtime_api_uri(runtime_api.trim())
+        .ok_or_else(|| format!("AWS_LAMBDA_RUNTIME_API={runtime_api:?} is not a host and port"))?;
     let client = lambda_runtime_api_client::Client::builder()
         .with_endpoint(endpoint)
         .build()
@@ -213,6 +206,12 @@ mod tests {
             request.starts_with("POST /.rt/orders/2018-06-01/runtime/init/error HTTP/1.1"),
             "{request}"
         );
+
+        // An address the runtime's client could not reach (no host: it would panic) is an error.
+        for unreachable in ["/x://y", "http://:9001", "127.0.0.1:abc"] {
+            let refused = super::report(unreachable, &error).await.unwrap_err();
+            assert!(refused.contains("is not a host and port"), "{refused}");
+        }
 
         // A refusal, or nothing listening, is an error to write, never a panic.
         let (address, served) = runtime_api("403 Forbidden").await;

@@ -186,13 +186,7 @@ fn lambda_environment(
             Check::Set => continue,
             Check::Megabytes if value.parse::<i32>().is_ok() => continue,
             Check::Megabytes => "a whole number of megabytes",
-            Check::HostAndPort
-                if value
-                    .parse::<http::Uri>()
-                    .is_ok_and(|uri| uri.authority().is_some()) =>
-            {
-                continue;
-            }
+            Check::HostAndPort if runtime_api_uri(&value).is_some() => continue,
             Check::HostAndPort => "a host and port",
         };
         // The value as found, cut: a hostile one could be megabytes.
@@ -215,6 +209,20 @@ fn lambda_environment(
         variables,
         problems: problems.join("; "),
     })
+}
+
+/// The Runtime API's address as `lambda_runtime`'s client takes it (the text as a URI: Lambda
+/// sets `127.0.0.1:9001`, emulators may add a scheme and a base path), if that client can reach
+/// it: it needs a host (it panics without one), and a port, when given, that is a number (it
+/// would connect to port 80 instead).
+pub(crate) fn runtime_api_uri(value: &str) -> Option<http::Uri> {
+    let uri = value.parse::<http::Uri>().ok()?;
+    let authority = uri.authority()?;
+    // The port is what follows the last `:` after any user info and IPv6 brackets.
+    let host_and_port = authority.as_str().rsplit('@').next().unwrap_or_default();
+    let after_host = host_and_port.rsplit(']').next().unwrap_or_default();
+    let port_given = after_host.contains(':');
+    (!authority.host().is_empty() && (!port_given || authority.port_u16().is_some())).then_some(uri)
 }
 
 #[cfg(test)]
@@ -349,22 +357,72 @@ mod tests {
         );
     }
 
-    /// Each value the check lets through is one `lambda_runtime` starts with: its own readings,
-    /// which panic on what the check refuses.
-    #[test]
-    fn what_the_check_lets_through_the_runtime_reads_without_panicking() {
-        for address in [
-            "127.0.0.1:9001",
-            "localhost:9001",
-            "http://[::1]:9001",
-            "runtime",
+    /// Differential, against the Runtime API client `lambda_runtime` starts with: each value the
+    /// check lets through reaches a Runtime API there (the client panics on one without a host,
+    /// and sends one with a port that is not a number to port 80), and each one it refuses is one
+    /// of those.
+    #[tokio::test]
+    async fn what_the_check_lets_through_the_runtime_s_client_reaches() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let served = tokio::spawn(async move {
+            let mut paths = Vec::new();
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buffer = vec![0_u8; 4096];
+                let read = stream.read(&mut buffer).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buffer[..read]).into_owned();
+                let _ = stream
+                    .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                    .await;
+                paths.push(head.split(' ').nth(1).unwrap_or_default().to_owned());
+                if paths.len() == 4 {
+                    break;
+                }
+            }
+            paths
+        });
+        let accepted = [
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("http://127.0.0.1:{port}"),
+            format!("http://127.0.0.1:{port}/.rt/orders"),
+        ];
+        for address in &accepted {
+            let mut set = LAMBDA.map(|(name, value)| (name, value.to_owned()));
+            set[3].1.clone_from(address);
+            let set: Vec<(&str, &str)> = set.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            check(&set).unwrap_or_else(|error| panic!("{address}: {error}"));
+            // As `lambda_runtime` builds its client: the variable's text as a URI.
+            let uri: http::Uri = address
+                .as_str()
+                .try_into()
+                .expect("the client's conversion");
+            let client = lambda_runtime_api_client::Client::builder()
+                .with_endpoint(uri)
+                .build()
+                .expect("a client");
+            let request = http::Request::get("/2018-06-01/runtime/invocation/next")
+                .body(lambda_runtime_api_client::body::Body::empty())
+                .unwrap();
+            let response = client.call(request).await.expect("the Runtime API answers");
+            assert_eq!(response.status(), 204, "{address}");
+        }
+        let paths = served.await.unwrap();
+        assert_eq!(paths[3], "/.rt/orders/2018-06-01/runtime/invocation/next");
+        for refused in [
+            "",
+            "/2018-06-01",
+            "/x://y",
+            "http://:9001",
+            "127.0.0.1:abc",
+            "127.0.0.1:99999",
+            "host name",
         ] {
             let mut set = LAMBDA;
-            set[3].1 = address;
-            if check(&set).is_ok() {
-                let uri: http::Uri = address.try_into().expect("the client's conversion");
-                assert!(uri.authority().is_some(), "{address}");
-            }
+            set[3].1 = refused;
+            assert!(check(&set).is_err(), "{refused:?} is let through");
+            assert!(runtime_api_uri(refused).is_none(), "{refused:?}");
         }
     }
 }
