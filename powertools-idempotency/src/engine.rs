@@ -437,13 +437,17 @@ impl<St: IdempotencyStore> Engine<St> {
         };
         // Straight from the stored text into the response type, never through `Value`, which
         // cannot hold integers beyond 64 bits.
-        let mut response: R =
-            serde_json::from_str(text).map_err(|source| Error::StoredResponseUnreadable {
+        let mut response: R = serde_json::from_str(text).map_err(|source| {
+            // Not kept in the local cache: the error says deleting the record from the store
+            // lets the next call run, which a cached copy would keep replaying.
+            self.uncache(&record.key);
+            Error::StoredResponseUnreadable {
                 key: record.key.clone(),
                 response_type: std::any::type_name::<R>(),
                 expires_at: record.expiry_timestamp,
                 source,
-            })?;
+            }
+        })?;
         for hook in self
             .settings
             .replay_hooks
@@ -455,14 +459,19 @@ impl<St: IdempotencyStore> Engine<St> {
         Ok(response)
     }
 
-    /// Deletes the claim of a failed handler, from the local cache and the store.
-    async fn release(&self, claim: &DataRecord, deadline: Deadline) -> Result<(), StoreError> {
+    /// Forgets `key` in the local cache.
+    fn uncache(&self, key: &str) {
         if let Some(cache) = &self.cache {
             cache
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .pop(&claim.key);
+                .pop(key);
         }
+    }
+
+    /// Deletes the claim of a failed handler, from the local cache and the store.
+    async fn release(&self, claim: &DataRecord, deadline: Deadline) -> Result<(), StoreError> {
+        self.uncache(&claim.key);
         self.bounded(deadline, StoreCall::Delete, self.store.delete(claim))
             .await
     }

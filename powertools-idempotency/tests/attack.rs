@@ -4062,6 +4062,38 @@ async fn two_layers_with_different_operations_do_not_mix() {
     assert_eq!(store.len(), 2);
 }
 
+/// The error for an unreadable stored response says duplicates get it until the record expires
+/// or is deleted: with the local cache on, the record is not kept there, so deleting it from
+/// the store is enough (found by a review: the cache replayed it until it expired).
+#[tokio::test]
+async fn an_unreadable_stored_response_is_not_kept_in_the_local_cache() {
+    let store = InMemoryStore::new();
+    let idem = Idempotency::builder(store.clone())
+        .key_prefix("atk")
+        .use_local_cache()
+        .build()
+        .unwrap();
+    let n = counter();
+    idem.run(&ctx(), "op", "k".to_owned(), counted!(n, 17u32))
+        .await
+        .unwrap();
+    let wrong = idem
+        .run(&ctx(), "op", "k".to_owned(), counted!(n, "x".to_owned()))
+        .await;
+    assert_eq!(variant(&wrong), "IdempotencySerializationError");
+    // The record goes from the store (here it expires there; an operator's delete is the
+    // same to the engine), as the error says: the next call runs.
+    let mut record = only_record(&store);
+    record.expiry_timestamp = 1;
+    store.insert(record);
+    let after: String = idem
+        .run(&ctx(), "op", "k".to_owned(), counted!(n, "y".to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(after, "y");
+    assert_eq!(n.load(SeqCst), 2);
+}
+
 /// A response type change between deploys (or layer vs run) on one key: an error that says
 /// why, never a second execution.
 #[tokio::test]
