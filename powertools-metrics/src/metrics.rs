@@ -479,8 +479,9 @@ impl Metrics {
     ///
     /// An empty name or value is skipped with a warning (CloudWatch would drop the whole
     /// document's dimensions); a new value for an existing dimension replaces it with a warning,
-    /// for this invocation: `service` too, as in Powertools for Python (the next invocation has
-    /// the configured service again).
+    /// until the invocation's metrics are flushed (at its end, or by [`flush`](Self::flush)):
+    /// `service` and the default dimensions too, in every document of the invocation, as in
+    /// Powertools for Python (the next invocation has the configured values again).
     /// A value CloudWatch refuses (not printable ASCII, such as `Zürich`, or over 1024
     /// characters) is kept as metadata under the same name instead, with a warning, so the
     /// invocation's metrics are still written: you never choose between the metric and the
@@ -1085,7 +1086,16 @@ impl Metrics {
         if settings.disabled || group.metrics.is_empty() {
             return Vec::new();
         }
-        let mut dimensions = settings.default_dimensions.clone();
+        // The default dimensions and the service with the values this invocation gave them
+        // (`add_dimension` may replace them), as in its other documents.
+        let current = |name: &str, configured: &str| {
+            state.dimension_value(name).unwrap_or(configured).to_owned()
+        };
+        let mut dimensions: Vec<(String, String)> = settings
+            .default_dimensions
+            .iter()
+            .map(|(name, value)| (name.clone(), current(name, value)))
+            .collect();
         for (name, value) in &group.labels {
             match dimensions.iter_mut().find(|(existing, _)| existing == name) {
                 Some((_, existing)) => existing.clone_from(value),
@@ -1093,7 +1103,7 @@ impl Metrics {
             }
         }
         if let Some(service) = &settings.service {
-            dimensions.push((SERVICE.to_owned(), service.clone()));
+            dimensions.push((SERVICE.to_owned(), current(SERVICE, service)));
         }
         let set = [dimensions.iter().map(|(name, _)| name.clone()).collect()];
         let (kept, left_out): (Vec<_>, Vec<_>) = state.metadata.iter().partition(|(key, _)| {

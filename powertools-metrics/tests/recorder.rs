@@ -450,3 +450,39 @@ async fn a_label_named_service_is_refused_with_a_warning_as_add_dimension_refuse
         "{warned}"
     );
 }
+
+/// A dimension the invocation replaced (the service, a default one) has its new value in every
+/// document of the invocation, the facade's labelled ones included (found by a review: those
+/// kept the configured values).
+#[tokio::test]
+async fn a_replaced_service_or_default_dimension_reaches_the_labelled_documents() {
+    install();
+    let sink = CheckedSink::new();
+    let layer = builder(&sink)
+        .default_dimension("environment", "prod")
+        .build()
+        .unwrap();
+    layer
+        .layer(service_fn(|_event: LambdaEvent<Value>| async {
+            powertools_metrics::add_dimension("service", "refunds")?;
+            powertools_metrics::add_dimension("environment", "staging")?;
+            powertools_metrics::add_metric("Main", 1.0, Unit::Count)?;
+            metrics::counter!("Unlabelled").increment(1);
+            metrics::counter!("Labelled", "shard" => "s1").increment(1);
+            Ok::<_, lambda_runtime::Error>(Value::Null)
+        }))
+        .oneshot(TestContext::new().with_cold_start(false).event(json!({})))
+        .await
+        .unwrap();
+    let documents = valid_documents(&sink);
+    assert_eq!(documents.len(), 2, "{documents:?}");
+    for document in &documents {
+        assert_eq!(document["service"], "refunds", "{document}");
+        assert_eq!(document["environment"], "staging", "{document}");
+    }
+    assert!(
+        documents
+            .iter()
+            .any(|document| metric_names(document) == ["Labelled"] && document["shard"] == "s1")
+    );
+}
