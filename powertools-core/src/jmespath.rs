@@ -262,45 +262,53 @@ impl JmesPath {
     /// let path = JmesPath::new(r#"headers."X-Correlation-Id""#)?;
     /// assert_eq!(path.header_in_another_case(), Some(("headers", "X-Correlation-Id")));
     /// assert_eq!(JmesPath::new("body.headers.Foo")?.header_in_another_case(), None);
+    /// // The field quoted, as JMESPath allows.
+    /// let quoted = JmesPath::new(r#""headers"."X-Id""#)?;
+    /// assert_eq!(quoted.header_in_another_case(), Some((r#""headers""#, "X-Id")));
     /// # Ok::<(), powertools_core::Error>(())
     /// ```
     pub fn header_in_another_case(&self) -> Option<(&'static str, &str)> {
         let expression = self.as_str();
-        ["multiValueHeaders.", "headers."]
-            .into_iter()
-            .flat_map(|field| {
-                expression
-                    .match_indices(field)
-                    // The event's own `headers`, not a field of that name inside another
-                    // (`body.headers.X`, `myheaders.X`).
-                    .filter(|&(at, _)| {
-                        // The character before, spaces skipped: none, or one that begins an
-                        // expression (`[`, `(`, `,`, `||`, `&&`, `!`, `{`, `:`), not a `.` (a field
-                        // inside another) or a `|` alone (a pipe searches the result before it).
-                        let before = expression[..at].trim_end();
-                        match before.chars().next_back() {
-                            None => true,
-                            Some('|') => before.ends_with("||"),
-                            Some(c) => !(c.is_alphanumeric() || c == '_' || c == '.' || c == '"'),
-                        }
-                    })
-                    .map(move |(at, _)| (field, &expression[at + field.len()..]))
-            })
-            .filter_map(|(field, rest)| {
-                let name = match rest.strip_prefix('"') {
-                    Some(quoted) => &quoted[..quoted.find('"')?],
-                    None => {
-                        let end = rest
-                            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                            .unwrap_or(rest.len());
-                        &rest[..end]
+        [
+            "multiValueHeaders.",
+            "headers.",
+            "\"multiValueHeaders\".",
+            "\"headers\".",
+        ]
+        .into_iter()
+        .flat_map(|field| {
+            expression
+                .match_indices(field)
+                // The event's own `headers`, not a field of that name inside another
+                // (`body.headers.X`, `myheaders.X`).
+                .filter(|&(at, _)| {
+                    // The character before, spaces skipped: none, or one that begins an
+                    // expression (`[`, `(`, `,`, `||`, `&&`, `!`, `{`, `:`), not a `.` (a field
+                    // inside another) or a `|` alone (a pipe searches the result before it).
+                    let before = expression[..at].trim_end();
+                    match before.chars().next_back() {
+                        None => true,
+                        Some('|') => before.ends_with("||"),
+                        Some(c) => !(c.is_alphanumeric() || c == '_' || c == '.' || c == '"'),
                     }
-                };
-                name.bytes()
-                    .any(|byte| byte.is_ascii_uppercase())
-                    .then(|| (field.trim_end_matches('.'), name))
-            })
-            .next()
+                })
+                .map(move |(at, _)| (field, &expression[at + field.len()..]))
+        })
+        .filter_map(|(field, rest)| {
+            let name = match rest.strip_prefix('"') {
+                Some(quoted) => &quoted[..quoted.find('"')?],
+                None => {
+                    let end = rest
+                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .unwrap_or(rest.len());
+                    &rest[..end]
+                }
+            };
+            name.bytes()
+                .any(|byte| byte.is_ascii_uppercase())
+                .then(|| (field.trim_end_matches('.'), name))
+        })
+        .next()
     }
 
     /// Evaluates the expression on `data`.

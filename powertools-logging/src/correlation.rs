@@ -66,10 +66,18 @@ impl<T> CorrelationIdSource<T> for NoCorrelationId {
 ///
 /// Header names of typed API Gateway and ALB events are lowercase (their `HeaderMap` writes them
 /// as HTTP APIs send them): `headers."x-correlation-id"`, not `headers."X-Correlation-Id"`. A path
-/// that names a header with capitals and finds nothing says so once, in a warning that gives the
-/// lowercase path.
+/// that names a header with capitals and finds nothing, where the same path in lowercase finds
+/// the id, says so once, in a warning that gives the lowercase path.
 #[derive(Debug, Clone)]
-pub struct CorrelationIdPath(JmesPath, std::sync::Arc<std::sync::atomic::AtomicBool>);
+pub struct CorrelationIdPath(JmesPath, Option<std::sync::Arc<LowercaseHeader>>);
+
+/// The same path with its header named in lowercase, for a path that names one with capitals.
+#[cfg(feature = "jmespath")]
+#[derive(Debug)]
+struct LowercaseHeader {
+    path: JmesPath,
+    said: std::sync::atomic::AtomicBool,
+}
 
 #[cfg(feature = "jmespath")]
 impl CorrelationIdPath {
@@ -78,10 +86,25 @@ impl CorrelationIdPath {
     /// # Errors
     /// [`Error::Config`](crate::Error::Config) when it is not valid JMESPath.
     pub fn new(expression: &str) -> Result<Self, crate::Error> {
-        Ok(CorrelationIdPath(
-            JmesPath::new(expression)?,
-            Default::default(),
-        ))
+        let path = JmesPath::new(expression)?;
+        let lowercase = path.header_in_another_case().and_then(|(_, name)| {
+            // Where the name is in the compiled expression's text (a slice of it).
+            let expression = path.as_str();
+            let at = (name.as_ptr() as usize).checked_sub(expression.as_ptr() as usize)?;
+            let end = at.checked_add(name.len())?;
+            let text = format!(
+                "{}{}{}",
+                expression.get(..at)?,
+                name.to_ascii_lowercase(),
+                expression.get(end..)?
+            );
+            let path = JmesPath::new(&text).ok()?;
+            Some(std::sync::Arc::new(LowercaseHeader {
+                path,
+                said: std::sync::atomic::AtomicBool::new(false),
+            }))
+        });
+        Ok(CorrelationIdPath(path, lowercase))
     }
 }
 
@@ -90,10 +113,12 @@ impl<T: Serialize> CorrelationIdSource<T> for CorrelationIdPath {
     fn correlation_id(&self, event: &T) -> Option<String> {
         match self.0.search(event) {
             Ok(Value::String(id)) if !id.is_empty() => Some(id),
-            Ok(Value::Null | Value::String(_)) => self.nothing_found(),
+            Ok(Value::Null | Value::String(_)) => self.nothing_found(event),
             // Nothing found by a multi-select, or an empty object: no id.
-            Ok(Value::Array(items)) if items.iter().all(Value::is_null) => self.nothing_found(),
-            Ok(Value::Object(members)) if members.is_empty() => self.nothing_found(),
+            Ok(Value::Array(items)) if items.iter().all(Value::is_null) => {
+                self.nothing_found(event)
+            }
+            Ok(Value::Object(members)) if members.is_empty() => self.nothing_found(event),
             // Kept as its JSON text rather than dropped: a number, a boolean, or an object or
             // array (a path one level short, most likely, which the id then shows).
             Ok(other) => Some(other.to_string()),
@@ -107,20 +132,25 @@ impl<T: Serialize> CorrelationIdSource<T> for CorrelationIdPath {
 
 #[cfg(feature = "jmespath")]
 impl CorrelationIdPath {
-    /// No id; the first time, for a path that names a header with capitals, a warning that
-    /// typed events' header names are lowercase.
-    fn nothing_found(&self) -> Option<String> {
+    /// No id; the first time the same path with its header in lowercase finds one (a typed
+    /// event, whose header names are lowercase), a warning that says so.
+    fn nothing_found<T: Serialize>(&self, event: &T) -> Option<String> {
         use std::sync::atomic::Ordering;
-        if let Some((field, name)) = self.0.header_in_another_case()
-            && !self.1.swap(true, Ordering::Relaxed)
-        {
+        let Some(lowercase) = &self.1 else {
+            return None;
+        };
+        if lowercase.said.load(Ordering::Relaxed) {
+            return None;
+        }
+        let found = matches!(lowercase.path.search(event), Ok(Value::String(id)) if !id.is_empty());
+        if found && !lowercase.said.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 target: "powertools_logging",
                 expression = self.0.as_str(),
-                "the correlation id expression found nothing: header names of typed API Gateway \
-                 and ALB events are lowercase, as HTTP APIs send them; name the header as \
-                 `{field}.\"{}\"` (said once)",
-                name.to_ascii_lowercase()
+                "the correlation id expression found nothing, but `{}` finds the id: header \
+                 names of typed API Gateway and ALB events are lowercase, as HTTP APIs send them \
+                 (said once)",
+                lowercase.path.as_str()
             );
         }
         None
@@ -223,9 +253,20 @@ mod tests {
             assert_eq!(mixed.correlation_id(&as_sent).as_deref(), Some("c-2"));
             let lowercase = CorrelationIdPath::new(r#"headers."x-correlation-id""#).unwrap();
             assert_eq!(lowercase.correlation_id(&json!({"headers": {}})), None);
+            // A request that did not send the header at all says nothing: the path is right
+            // for an event that keeps the case it was sent in (found by a review).
+            let absent = CorrelationIdPath::new(r#"headers."X-Request-Id""#).unwrap();
+            let without = json!({"headers": {"Host": "api.example.com"}});
+            assert_eq!(absent.correlation_id(&without), None);
+            // The field quoted, as JMESPath allows.
+            let quoted = CorrelationIdPath::new(r#""headers"."X-Trace""#).unwrap();
+            assert_eq!(
+                quoted.correlation_id(&json!({"headers": {"x-trace": "t"}})),
+                None
+            );
         });
         let lines = logs.json();
-        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines.len(), 2, "{lines:?}");
         assert_eq!(lines[0]["level"], "WARN");
         let message = lines[0]["message"].as_str().unwrap();
         assert!(message.contains("lowercase"), "{message}");

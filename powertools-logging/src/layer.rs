@@ -156,7 +156,8 @@ impl<C> LoggingLayer<C> {
     /// Takes the correlation id at a JMESPath expression in the event (see
     /// [`correlation_paths`](crate::correlation_paths)). Name headers in lowercase
     /// (`headers."x-correlation-id"`): typed API Gateway and ALB events hold them so, and a
-    /// path that names one with capitals finds nothing there (a warning says so, once).
+    /// path that names one with capitals finds nothing there (a warning says so, once, when the
+    /// lowercase path would have found the id).
     ///
     /// # Errors
     /// [`Error::Config`](crate::Error::Config) when `expression` is not valid JMESPath.

@@ -292,7 +292,8 @@ impl<C> PowertoolsLayer<C> {
     /// Takes the logs' correlation id at a JMESPath expression in the event (see
     /// [`correlation_paths`](powertools_logging::correlation_paths)). Name headers in lowercase
     /// (`headers."x-correlation-id"`): typed API Gateway and ALB events hold them so, and a
-    /// path that names one with capitals finds nothing there (a warning says so, once).
+    /// path that names one with capitals finds nothing there (a warning says so, once, when the
+    /// lowercase path would have found the id).
     ///
     /// # Errors
     /// [`powertools_logging::Error::Config`] when it is not valid JMESPath.
