@@ -99,6 +99,9 @@ def check_rule(rule: object) -> dict:
         raise ValueError('"times" is a count')
     if "skip" in rule and not (isinstance(rule["skip"], int) and rule["skip"] >= 0):
         raise ValueError('"skip" is a count')
+    if "skip" in rule and rule["action"] == "refuse" and "target" not in rule:
+        # An untargeted refuse acts on connections, before any request is read.
+        raise ValueError('"skip" counts requests: a "refuse" with "skip" needs a "target"')
     if "target" in rule and not isinstance(rule["target"], str):
         raise ValueError('"target" is an operation name such as "PutItem"')
     return dict(rule)

@@ -404,4 +404,13 @@ async fn the_orders_table_s_faults_fail_the_invocation_naming_the_call_and_its_c
         )
         .count();
     assert_eq!(charges, 1, "one charge record, replayed by the retry");
+    // The simulated provider numbers its charges: the first and only one of this process, and
+    // never a repeated charge answered with its first receipt.
+    assert_eq!(placed["payment"], "ch_0001", "{placed}");
+    assert!(
+        !function
+            .output()
+            .contains("the provider answered a repeated charge"),
+        "the charge ran once"
+    );
 }

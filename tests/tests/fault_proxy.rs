@@ -212,6 +212,31 @@ async fn times_applies_the_rule_to_the_next_requests_only() {
 }
 
 #[tokio::test]
+async fn skip_lets_the_first_requests_pass_then_applies_the_rule() {
+    let Some(setup) = setup().await else {
+        return;
+    };
+    setup
+        .proxy
+        .set(json!({"action": "drop", "target": "PutItem", "skip": 1, "times": 1}));
+    setup.put("a").await.expect("the first PutItem passes");
+    assert!(setup.get("a").await.expect("a GetItem passes, uncounted"));
+    setup
+        .put("b")
+        .await
+        .expect_err("the second PutItem is dropped");
+    assert!(!setup.stored("b").await);
+    setup.put("b").await.expect("the third PutItem passes");
+    assert!(setup.stored("b").await);
+    // An untargeted refuse acts on connections, before any request: `skip` cannot count
+    // requests there, so the rule is refused rather than applied early (found by a review).
+    let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        setup.proxy.set(json!({"action": "refuse", "skip": 1}));
+    }));
+    assert!(refused.is_err(), "the proxy refuses the rule");
+}
+
+#[tokio::test]
 async fn channels_are_isolated_from_each_other() {
     let Some(setup) = setup().await else {
         return;
