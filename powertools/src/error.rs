@@ -65,7 +65,7 @@ pub enum Error {
     /// A global `tracing` subscriber is already installed.
     #[error("a global tracing subscriber is already installed")]
     SubscriberAlreadyInstalled,
-    /// [`run`](crate::run) or [`run_concurrent`](crate::run_concurrent) was called where the
+    /// [`run`](crate::run) or `run_concurrent` was called where the
     /// variables Lambda sets for the runtime are missing or malformed: outside Lambda, or under
     /// an emulator that leaves some out. `lambda_runtime` alone panics there.
     #[error(

@@ -45,6 +45,11 @@ use serde::{Deserialize, Serialize};
 /// its invocation with `Runtime.MarshalError`, as Lambda's own runtimes report it, where
 /// `lambda_runtime` alone would stop the function's process.
 ///
+/// `run` is sequential. Where `AWS_LAMBDA_MAX_CONCURRENCY` is set (Lambda Managed Instances, and
+/// `cargo lambda watch`, which sets it to 1), `lambda_runtime` warns that "the concurrency-tokio
+/// feature is not enabled; running sequentially", whichever features are on: it means that `run`
+/// does not read the variable. `run_concurrent` does.
+///
 /// ```no_run
 /// use lambda_runtime::{LambdaEvent, service_fn, tower::ServiceBuilder};
 /// use powertools::Powertools;
