@@ -10,6 +10,9 @@ pub(crate) const MAX_LOCATION_CHARS: usize = 64;
 pub(crate) const MAX_ITEMS: usize = 50;
 /// The largest quantity on one line.
 pub(crate) const MAX_QUANTITY: u32 = 1_000;
+/// The largest total charged, in cents (1,000,000.00, the payment example's bound): every JSON
+/// reader holds it exactly (JavaScript's numbers stop at 2^53).
+pub(crate) const MAX_TOTAL_CENTS: u64 = 100_000_000;
 
 /// An order placed by a customer at one of the bakery's locations.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -35,7 +38,8 @@ pub(crate) enum OrderError {
     #[error("{field} must be 1 to {MAX_ID_CHARS} characters from A-Z, a-z, 0-9, '-' and '_'")]
     InvalidId { field: &'static str },
     #[error(
-        "location must be 1 to {MAX_LOCATION_CHARS} characters, none of them a control character"
+        "location must be 1 to {MAX_LOCATION_CHARS} characters, not all of them spaces, none of \
+         them a control or bidirectional formatting character"
     )]
     InvalidLocation,
     #[error("order {0} has an empty basket")]
@@ -46,8 +50,8 @@ pub(crate) enum OrderError {
     ZeroQuantity { order_id: String, sku: String },
     #[error("order {order_id}: {sku} has a quantity over {MAX_QUANTITY}")]
     QuantityTooLarge { order_id: String, sku: String },
-    #[error("order {0}: the total does not fit in 64 bits")]
-    TotalOverflow(String),
+    #[error("order {0}: the total is over {MAX_TOTAL_CENTS} cents")]
+    TotalTooLarge(String),
 }
 
 impl OrderError {
@@ -60,9 +64,15 @@ impl OrderError {
             OrderError::TooManyItems(_) => "TooManyItems",
             OrderError::ZeroQuantity { .. } => "ZeroQuantity",
             OrderError::QuantityTooLarge { .. } => "QuantityTooLarge",
-            OrderError::TotalOverflow(_) => "TotalOverflow",
+            OrderError::TotalTooLarge(_) => "TotalTooLarge",
         }
     }
+}
+
+/// The embeddings, overrides and isolates of Unicode's bidirectional algorithm (and its marks):
+/// they make a name display as another (`camden\u{202e}…`) in logs, consoles and receipts.
+fn is_bidirectional_formatting(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Whether `id` is 1 to [`MAX_ID_CHARS`] characters of `A-Z a-z 0-9 - _`.
@@ -87,7 +97,11 @@ impl Order {
         }
         let location_chars = self.location.chars().count();
         if !(1..=MAX_LOCATION_CHARS).contains(&location_chars)
-            || self.location.chars().any(char::is_control)
+            || self.location.trim().is_empty()
+            || self
+                .location
+                .chars()
+                .any(|c| c.is_control() || is_bidirectional_formatting(c))
         {
             return Err(OrderError::InvalidLocation);
         }
@@ -121,7 +135,8 @@ impl Order {
             item.unit_price_cents
                 .checked_mul(u64::from(item.quantity))
                 .and_then(|line| total.checked_add(line))
-                .ok_or_else(|| OrderError::TotalOverflow(self.order_id.clone()))
+                .filter(|total| *total <= MAX_TOTAL_CENTS)
+                .ok_or_else(|| OrderError::TotalTooLarge(self.order_id.clone()))
         })
     }
 }
@@ -168,7 +183,20 @@ mod tests {
                 .validate()
                 .unwrap_err()
                 .code(),
-            "TotalOverflow"
+            "TotalTooLarge"
+        );
+        // A total every JSON reader holds exactly (JavaScript's numbers stop at 2^53), and no
+        // more than the payment example charges (found by an attack: 10^18 cents were placed).
+        assert_eq!(
+            order(vec![item("loaf", 1, MAX_TOTAL_CENTS)]).validate(),
+            Ok(MAX_TOTAL_CENTS)
+        );
+        assert_eq!(
+            order(vec![item("loaf", 1, MAX_TOTAL_CENTS), item("bun", 1, 1)])
+                .validate()
+                .unwrap_err()
+                .code(),
+            "TotalTooLarge"
         );
     }
 
@@ -185,7 +213,17 @@ mod tests {
         let mut longest = valid.clone();
         longest.customer_id = "c".repeat(MAX_ID_CHARS);
         assert!(longest.validate().is_ok());
-        for location in ["", "camden\n", &"é".repeat(MAX_LOCATION_CHARS + 1)] {
+        // Blank, or with bidirectional controls that make a name read as another in logs and
+        // receipts (found by an attack).
+        for location in [
+            "",
+            "camden\n",
+            &"é".repeat(MAX_LOCATION_CHARS + 1),
+            "   ",
+            "\u{a0}",
+            "camden\u{202e}nedmac",
+            "\u{2066}camden",
+        ] {
             let mut bad = valid.clone();
             bad.location = location.to_owned();
             assert_eq!(code(bad), "InvalidLocation", "{location:?}");
