@@ -167,7 +167,7 @@ pub(crate) async fn run() -> Result<(), lambda_runtime::Error> {
         let response = function
             .ready()
             .await
-            .map_err(|e| format!("{e:?}"))?
+            .map_err(|e| e.to_string())?
             .call(event)
             .await;
         let (status, body) = match response {
@@ -178,7 +178,7 @@ pub(crate) async fn run() -> Result<(), lambda_runtime::Error> {
                 };
                 (response.status_code, body)
             }
-            Err(error) => (500, json!({"error": format!("{error:?}")})),
+            Err(error) => (500, json!({"error": error.to_string()})),
         };
         println!("<- {status} {body}\n");
         let ran = count(&saved) > orders_before;
