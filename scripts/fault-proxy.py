@@ -21,7 +21,8 @@ A rule is {"action": A} plus, optionally, "target": "PutItem" (only requests who
 X-Amz-Target header ends with ".PutItem"; other requests pass) and "times": N (only the next N
 matching requests, or connections for an untargeted "refuse"; then everything passes) and
 "skip": N (the first N matching requests pass, then the rule applies: the third PutItem of an
-invocation, say). Actions:
+invocation, say; a "refuse" with "skip" needs a "target", since an untargeted one acts on
+connections). Actions:
 
     pass     forward the request and stream the answer back
     refuse   reset new connections as soon as they are accepted and close the existing ones;
@@ -95,10 +96,11 @@ def check_rule(rule: object) -> dict:
         and rule["code"].isidentifier()
     ):
         raise ValueError('an error rule needs "status" (400 to 599) and "code" (a name)')
-    if "times" in rule and not (isinstance(rule["times"], int) and rule["times"] >= 0):
-        raise ValueError('"times" is a count')
-    if "skip" in rule and not (isinstance(rule["skip"], int) and rule["skip"] >= 0):
-        raise ValueError('"skip" is a count')
+    for count in ("times", "skip"):
+        # A bool is an int to Python: `true` is not a count.
+        value = rule.get(count, 0)
+        if isinstance(value, bool) or not (isinstance(value, int) and value >= 0):
+            raise ValueError(f'"{count}" is a count')
     if "skip" in rule and rule["action"] == "refuse" and "target" not in rule:
         # An untargeted refuse acts on connections, before any request is read.
         raise ValueError('"skip" counts requests: a "refuse" with "skip" needs a "target"')

@@ -545,6 +545,7 @@ fn without_values(error: &serde_json::Error) -> String {
 /// The failure reason of a record whose handler panicked.
 fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
     match powertools_core::error_chain::panic_text(panic) {
+        Some("") => "the record's handler panicked (with an empty message)".to_owned(),
         Some(message) => format!("the record's handler panicked: {message}"),
         None => "the record's handler panicked (with a payload that is not text)".to_owned(),
     }
@@ -581,6 +582,10 @@ mod tests {
         assert_eq!(
             panicked(&42_u32),
             "the record's handler panicked (with a payload that is not text)"
+        );
+        assert_eq!(
+            panicked(&String::new()),
+            "the record's handler panicked (with an empty message)"
         );
     }
 

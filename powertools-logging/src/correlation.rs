@@ -77,7 +77,14 @@ pub struct CorrelationIdPath(JmesPath, Option<std::sync::Arc<LowercaseHeader>>);
 struct LowercaseHeader {
     path: JmesPath,
     said: std::sync::atomic::AtomicBool,
+    /// Misses left to try the lowercase path on: it searches the event again, so only the
+    /// first few misses pay for it (requests without the header never make it say anything).
+    tries_left: std::sync::atomic::AtomicU8,
 }
+
+/// How many misses try the lowercase path.
+#[cfg(feature = "jmespath")]
+const LOWERCASE_TRIES: u8 = 16;
 
 #[cfg(feature = "jmespath")]
 impl CorrelationIdPath {
@@ -102,6 +109,7 @@ impl CorrelationIdPath {
             Some(std::sync::Arc::new(LowercaseHeader {
                 path,
                 said: std::sync::atomic::AtomicBool::new(false),
+                tries_left: std::sync::atomic::AtomicU8::new(LOWERCASE_TRIES),
             }))
         });
         Ok(CorrelationIdPath(path, lowercase))
@@ -133,13 +141,21 @@ impl<T: Serialize> CorrelationIdSource<T> for CorrelationIdPath {
 #[cfg(feature = "jmespath")]
 impl CorrelationIdPath {
     /// No id; the first time the same path with its header in lowercase finds one (a typed
-    /// event, whose header names are lowercase), a warning that says so.
+    /// event, whose header names are lowercase), a warning that says so. Only the first
+    /// [`LOWERCASE_TRIES`] misses try it.
     fn nothing_found<T: Serialize>(&self, event: &T) -> Option<String> {
         use std::sync::atomic::Ordering;
         let Some(lowercase) = &self.1 else {
             return None;
         };
-        if lowercase.said.load(Ordering::Relaxed) {
+        if lowercase.said.load(Ordering::Relaxed)
+            || lowercase
+                .tries_left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                    left.checked_sub(1)
+                })
+                .is_err()
+        {
             return None;
         }
         let found = matches!(lowercase.path.search(event), Ok(Value::String(id)) if !id.is_empty());
@@ -231,6 +247,16 @@ mod tests {
         }
     }
 
+    /// An event that counts how often it is serialized.
+    struct Counted<'a>(&'a Value, &'a std::sync::atomic::AtomicUsize);
+
+    impl Serialize for Counted<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0.serialize(serializer)
+        }
+    }
+
     /// A header named with capitals finds nothing in a typed API Gateway or ALB event, whose
     /// `HeaderMap` writes names in lowercase: the first miss says so, with the lowercase path
     /// (a function written from the docs lost every correlation id without a word).
@@ -258,6 +284,21 @@ mod tests {
             let absent = CorrelationIdPath::new(r#"headers."X-Request-Id""#).unwrap();
             let without = json!({"headers": {"Host": "api.example.com"}});
             assert_eq!(absent.correlation_id(&without), None);
+            // Only the first misses search again with the lowercase path (each search
+            // serializes the event): after them, a typed event is not searched twice (found by
+            // a review).
+            let late = CorrelationIdPath::new(r#"headers."X-Late""#).unwrap();
+            for _ in 0..LOWERCASE_TRIES {
+                assert_eq!(late.correlation_id(&without), None);
+            }
+            let serialized = std::sync::atomic::AtomicUsize::new(0);
+            let counted = Counted(&typed, &serialized);
+            assert_eq!(late.correlation_id(&counted), None);
+            assert_eq!(
+                serialized.load(std::sync::atomic::Ordering::Relaxed),
+                1,
+                "once"
+            );
             // The field quoted, as JMESPath allows.
             let quoted = CorrelationIdPath::new(r#""headers"."X-Trace""#).unwrap();
             assert_eq!(

@@ -218,10 +218,13 @@ fn lambda_environment(
 
 /// The Runtime API's address as `lambda_runtime`'s client takes it (the text as a URI: Lambda
 /// sets `127.0.0.1:9001`, emulators may add a scheme and a base path), if that client can reach
-/// it: it needs a host (it panics without one), and a port, when given, that is a number (it
-/// would connect to port 80 instead).
+/// it: it needs a host (it panics without one), a port, when given, that is a number (it
+/// would connect to port 80 instead), and no scheme but `http` (its connector refuses others).
 pub(crate) fn runtime_api_uri(value: &str) -> Option<http::Uri> {
     let uri = value.parse::<http::Uri>().ok()?;
+    if uri.scheme_str().is_some_and(|scheme| scheme != "http") {
+        return None;
+    }
     let authority = uri.authority()?;
     // The port is what follows the last `:` after any user info and IPv6 brackets.
     let host_and_port = authority.as_str().rsplit('@').next().unwrap_or_default();
@@ -423,6 +426,8 @@ mod tests {
             "127.0.0.1:abc",
             "127.0.0.1:99999",
             "host name",
+            "https://127.0.0.1:9001",
+            "unix://runtime",
         ] {
             let mut set = LAMBDA;
             set[3].1 = refused;
