@@ -46,6 +46,26 @@ async fn orders_in(client: &aws_sdk_dynamodb::Client, table: &str) -> Vec<String
     ids
 }
 
+/// A new orders table and idempotency table.
+async fn tables(client: &aws_sdk_dynamodb::Client) -> (String, String) {
+    (
+        powertools_tests::create_orders_table(client).await,
+        powertools_tests::create_idempotency_table(client).await,
+    )
+}
+
+/// The function under the emulator, with its tables and the template's settings, plus `extra`.
+fn start(orders: &str, idempotency: &str, extra: &[(&str, &str)]) -> Option<EmulatedFunction> {
+    let mut env = vec![
+        ("ORDERS_TABLE", orders),
+        ("IDEMPOTENCY_TABLE", idempotency),
+        ("POWERTOOLS_SERVICE_NAME", "orders"),
+        ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
+    ];
+    env.extend_from_slice(extra);
+    EmulatedFunction::start(&orders_api_dir(), "orders-api", &env)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_deployed_function_places_each_order_once_and_reports_it_in_logs_metrics_and_traces() {
     let Some(otlp) = powertools_tests::required_service("OTEL_EXPORTER_OTLP_ENDPOINT") else {
@@ -54,18 +74,11 @@ async fn the_deployed_function_places_each_order_once_and_reports_it_in_logs_met
     let Some(client) = powertools_tests::dynamodb_client().await else {
         return;
     };
-    let orders_table = powertools_tests::create_orders_table(&client).await;
-    let idempotency_table = powertools_tests::create_idempotency_table(&client).await;
-    let Some(function) = EmulatedFunction::start(
-        &orders_api_dir(),
-        "orders-api",
-        &[
-            ("ORDERS_TABLE", orders_table.as_str()),
-            ("IDEMPOTENCY_TABLE", idempotency_table.as_str()),
-            ("POWERTOOLS_SERVICE_NAME", "orders"),
-            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str()),
-        ],
+    let (orders_table, idempotency_table) = tables(&client).await;
+    let Some(function) = start(
+        &orders_table,
+        &idempotency_table,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str())],
     ) else {
         return;
     };
@@ -296,17 +309,12 @@ async fn the_orders_table_s_faults_fail_the_invocation_naming_the_call_and_its_c
     let Some(proxy) = powertools_tests::FaultProxy::start().await else {
         return;
     };
-    let orders_table = powertools_tests::create_orders_table(&client).await;
-    let idempotency_table = powertools_tests::create_idempotency_table(&client).await;
+    let (orders_table, idempotency_table) = tables(&client).await;
     let endpoint = proxy.endpoint();
-    let Some(function) = EmulatedFunction::start(
-        &orders_api_dir(),
-        "orders-api",
+    let Some(function) = start(
+        &orders_table,
+        &idempotency_table,
         &[
-            ("ORDERS_TABLE", orders_table.as_str()),
-            ("IDEMPOTENCY_TABLE", idempotency_table.as_str()),
-            ("POWERTOOLS_SERVICE_NAME", "orders"),
-            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
             ("POWERTOOLS_TRACE_DISABLED", "true"),
             ("AWS_ENDPOINT_URL_DYNAMODB", endpoint.as_str()),
         ],
