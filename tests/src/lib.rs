@@ -211,6 +211,15 @@ impl EmulatedFunction {
     /// as the function process exits (the emulator would wait for it until the timeout), with
     /// the end of its output.
     pub fn invoke(&self, payload: &serde_json::Value) -> InvokeResult {
+        self.invoke_text(&payload.to_string())
+    }
+
+    /// [`invoke`](Self::invoke) with the payload's text as it is: JSON a `Value` cannot hold
+    /// (a field given twice, a number past `f64`).
+    ///
+    /// # Panics
+    /// As [`invoke`](Self::invoke).
+    pub fn invoke_text(&self, payload: &str) -> InvokeResult {
         std::thread::scope(|scope| {
             let call = scope.spawn(|| self.invoke_blocking(payload));
             while !call.is_finished() {
@@ -250,7 +259,7 @@ impl EmulatedFunction {
         })
     }
 
-    fn invoke_blocking(&self, payload: &serde_json::Value) -> InvokeResult {
+    fn invoke_blocking(&self, payload: &str) -> InvokeResult {
         let url = format!(
             "http://{}/2015-03-31/functions/{}/invocations",
             self.address, self.function
@@ -259,7 +268,7 @@ impl EmulatedFunction {
             .agent
             .post(&url)
             .header("content-type", "application/json")
-            .send(payload.to_string())
+            .send(payload)
             .unwrap_or_else(|error| panic!("invoke {url}: {error}"));
         let status = response.status().as_u16();
         let text = response

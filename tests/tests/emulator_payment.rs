@@ -85,6 +85,26 @@ async fn a_payment_is_charged_once_through_failures_retries_and_duplicates() {
     assert_eq!(refused.body["errorType"], "InvalidPaymentRequest");
     assert!(refused.body.to_string().len() < 500, "{}", refused.body);
 
+    // A field given twice, sent as text (a `Value` cannot hold it): refused, never charged at
+    // either amount, whichever a validator in front kept.
+    let mut twice = sample("payment.json");
+    twice["payment_id"] = serde_json::json!("pay-twice");
+    let text = twice.to_string();
+    let text = format!("{},\"amount_cents\":1}}", &text[..text.len() - 1]);
+    let refused = function.invoke_text(&text);
+    assert_eq!(
+        refused.body["errorType"], "InvalidPaymentRequest",
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.body["errorMessage"]
+            .as_str()
+            .is_some_and(|message| message.contains("amount_cents")),
+        "{}",
+        refused.body
+    );
+
     let records = client.scan().table_name(&table).send().await.unwrap();
     assert_eq!(records.count(), 2, "one record per payment");
     for item in records.items() {

@@ -100,13 +100,101 @@ struct InvalidRequest {
     rule: &'static str,
 }
 
+/// The event as sent: its JSON, and the names of its fields given more than once. serde_json's
+/// `Value` keeps the last of them, where a validator in front of the function may keep the
+/// first: `{"amount_cents": 5, …, "amount_cents": 1250}` would be checked there as 5 and charged
+/// here as 1250. The function refuses such a request instead.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct PaymentEvent {
+    json: Value,
+    repeated: Vec<String>,
+}
+
+impl From<Value> for PaymentEvent {
+    fn from(json: Value) -> Self {
+        PaymentEvent {
+            json,
+            repeated: Vec::new(),
+        }
+    }
+}
+
+/// As its JSON (for the layers that log or search the event).
+impl Serialize for PaymentEvent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.json.serialize(serializer)
+    }
+}
+
+/// From the event's text, read twice: as JSON, and for the names of its top-level fields.
+impl<'de> Deserialize<'de> for PaymentEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+        let json = serde_json::from_str(text.get()).map_err(serde::de::Error::custom)?;
+        // Not an object: no names (the checks refuse it as it is).
+        let repeated = serde_json::from_str::<RepeatedNames>(text.get())
+            .map(|names| names.0)
+            .unwrap_or_default();
+        Ok(PaymentEvent { json, repeated })
+    }
+}
+
+/// The names an object gives more than once.
+struct RepeatedNames(Vec<String>);
+
+impl<'de> Deserialize<'de> for RepeatedNames {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Names;
+        impl<'de> serde::de::Visitor<'de> for Names {
+            type Value = RepeatedNames;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RepeatedNames, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                let mut repeated = Vec::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    if !seen.insert(name.clone()) && !repeated.contains(&name) {
+                        repeated.push(name);
+                    }
+                }
+                Ok(RepeatedNames(repeated))
+            }
+        }
+        deserializer.deserialize_map(Names)
+    }
+}
+
+/// The fields of a payment request.
+const FIELDS: [&str; 5] = [
+    "payment_id",
+    "order_id",
+    "customer_id",
+    "amount_cents",
+    "currency",
+];
+
 impl PaymentRequest {
     /// The request an event holds, read field by field so that a refusal names the field and
     /// the rule, never the value (serde's own errors quote it: a card number sent as an amount
-    /// would reach the error message and the logs). Then every field is checked against its
-    /// bounds.
-    fn from_event(event: &Value) -> Result<Self, InvalidRequest> {
+    /// would reach the error message and the logs). A field given twice is refused. Then every
+    /// field is checked against its bounds.
+    fn from_event(event: &PaymentEvent) -> Result<Self, InvalidRequest> {
         const ID_RULE: &str = "a string of 1 to 64 characters from A-Z, a-z, 0-9, '-' and '_'";
+        if let Some(field) = FIELDS
+            .into_iter()
+            .find(|field| event.repeated.iter().any(|name| name == field))
+        {
+            return Err(InvalidRequest {
+                field,
+                rule: "given once (the request repeats it)",
+            });
+        }
+        let event = &event.json;
         let Some(fields) = event.as_object() else {
             return Err(InvalidRequest {
                 field: "the request",
@@ -333,7 +421,7 @@ struct ValidateFirst<S> {
     inner: S,
 }
 
-impl<S> Service<LambdaEvent<Value>> for ValidateFirst<S>
+impl<S> Service<LambdaEvent<PaymentEvent>> for ValidateFirst<S>
 where
     S: Service<
             LambdaEvent<PaymentRequest>,
@@ -350,7 +438,7 @@ where
         self.inner.poll_ready(cx).map_err(StepError::Charge)
     }
 
-    fn call(&mut self, event: LambdaEvent<Value>) -> Self::Future {
+    fn call(&mut self, event: LambdaEvent<PaymentEvent>) -> Self::Future {
         // A refusal is an error of the invocation: the logging layer writes its ERROR line, with
         // the invocation's context.
         let request = match PaymentRequest::from_event(&event.payload) {
@@ -372,8 +460,11 @@ where
     }
 }
 
-type Step =
-    BoxCloneService<LambdaEvent<Value>, Receipt, powertools::metrics::ServiceError<StepError>>;
+type Step = BoxCloneService<
+    LambdaEvent<PaymentEvent>,
+    Receipt,
+    powertools::metrics::ServiceError<StepError>,
+>;
 
 /// The step: the Powertools stack, the checks of the request, then idempotency keyed on the
 /// payment id and validated on the amount, currency, customer and order (so the same payment id
@@ -487,8 +578,8 @@ mod tests {
 
     use super::*;
 
-    fn json(request: PaymentRequest) -> Value {
-        serde_json::to_value(request).unwrap()
+    fn json(request: PaymentRequest) -> PaymentEvent {
+        serde_json::to_value(request).unwrap().into()
     }
 
     fn sample(text: &str) -> PaymentRequest {
@@ -786,10 +877,51 @@ mod tests {
         assert_eq!(provider.charged.lock().unwrap().len(), 1);
     }
 
+    /// A field given twice (`{"amount_cents": 5, …, "amount_cents": 1250}`) is refused: a
+    /// validator in front of the function may have kept the first, and the charge would not be
+    /// the amount checked there (found by an attack). Read from the text, as the runtime reads
+    /// the event.
+    #[tokio::test]
+    async fn a_field_given_twice_is_an_invalid_request_never_charged() {
+        let (step, provider) = fixture();
+        let text = r#"{"payment_id": "pay-1", "order_id": "ord-1", "customer_id": "cust-1",
+            "currency": "EUR", "amount_cents": 5, "amount_cents": 1250}"#;
+        let event: PaymentEvent = serde_json::from_str(text).unwrap();
+        assert_eq!(event.repeated, ["amount_cents"]);
+        let error = step
+            .clone()
+            .oneshot(TestContext::new().event(event))
+            .await
+            .unwrap_err();
+        let diagnostic = Diagnostic::from(error);
+        assert_eq!(diagnostic.error_type, "InvalidPaymentRequest");
+        assert!(
+            diagnostic.error_message.contains("amount_cents")
+                && !diagnostic.error_message.contains("1250"),
+            "{}",
+            diagnostic.error_message
+        );
+        assert!(provider.charged.lock().unwrap().is_empty());
+        // A field of no meaning here given twice is no refusal; nor are names repeated inside
+        // a nested object, nor an event that is not an object (refused as it is).
+        let text = r#"{"payment_id": "pay-2", "order_id": "ord-2", "customer_id": "cust-2",
+            "currency": "EUR", "amount_cents": 1250, "note": 1, "note": 2,
+            "meta": {"a": 1, "a": 2}}"#;
+        let event: PaymentEvent = serde_json::from_str(text).unwrap();
+        assert_eq!(event.repeated, ["note"]);
+        step.clone()
+            .oneshot(TestContext::new().event(event))
+            .await
+            .expect("charged");
+        let array: PaymentEvent = serde_json::from_str("[1, 1]").unwrap();
+        assert!(array.repeated.is_empty());
+        assert_eq!(provider.charged.lock().unwrap().len(), 1);
+    }
+
     #[tokio::test]
     async fn wrongly_typed_fields_are_invalid_requests_that_never_show_the_value() {
         let (step, provider) = fixture();
-        let valid = json(sample(include_str!("../events/payment.json")));
+        let valid = json(sample(include_str!("../events/payment.json"))).json;
         let with = |field: &str, value: Value| {
             let mut event = valid.clone();
             event[field] = value;
@@ -817,7 +949,7 @@ mod tests {
         for (what, event) in cases {
             let error = step
                 .clone()
-                .oneshot(TestContext::new().event(event))
+                .oneshot(TestContext::new().event(PaymentEvent::from(event)))
                 .await
                 .unwrap_err();
             let diagnostic = Diagnostic::from(error);
@@ -839,7 +971,7 @@ mod tests {
         let (step, _, logs, powertools) = fixture_with_logs(InMemoryStore::new());
         let _guard = tracing::subscriber::set_default(powertools.subscriber());
         let mut invalid = json(sample(include_str!("../events/payment.json")));
-        invalid["amount_cents"] = json!(0);
+        invalid.json["amount_cents"] = json!(0);
         for (request_id, event) in [
             (
                 "flaky",
