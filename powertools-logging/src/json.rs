@@ -34,6 +34,10 @@ pub const DEFAULT_REDACTED_KEYS: &[&str] = &[
     "proxy_authorization",
     "cookie",
     "set_cookie",
+    // The session token of a SigV4-signed request, and the AWS credentials' own names.
+    "x_amz_security_token",
+    "aws_session_token",
+    "aws_secret_access_key",
     // HTTP API (v2) events and function URLs carry the request's cookies here, not in a header.
     "cookies",
     "card_number",
@@ -604,6 +608,11 @@ impl Serialize for Masked<'_> {
                         || (key == "body" && body_names_masked_key(fields, value, self.redactor))
                     {
                         map.serialize_entry(key, REDACTED)?;
+                    } else if key == "rawQueryString"
+                        && let Value::String(query) = value
+                        && let Some(masked) = masked_query(query, self.redactor)
+                    {
+                        map.serialize_entry(key, &masked)?;
                     } else {
                         map.serialize_entry(
                             key,
@@ -666,6 +675,37 @@ fn body_names_masked_key(
     // Not base64 (or not really): checked as text.
     let opens_as_json = matches!(text.trim_start().as_bytes().first(), Some(b'{' | b'['));
     !opens_as_json && mentions_redacted_key(text, redactor)
+}
+
+/// A query string as sent (`rawQueryString` of HTTP API events and function URLs) with the values
+/// of its masked keys masked; `None` when it has none. Each key is compared decoded
+/// (`API%5FKEY` is `api_key`); everything else stays as sent.
+fn masked_query(query: &str, redactor: &Redactor) -> Option<String> {
+    if redactor.keys.is_empty() {
+        return None;
+    }
+    let mut masked = String::with_capacity(query.len());
+    let mut changed = false;
+    for (n, pair) in query.split('&').enumerate() {
+        if n > 0 {
+            masked.push('&');
+        }
+        match pair.split_once('=') {
+            Some((key, value))
+                if !value.is_empty()
+                    && form_urlencoded::parse(key.as_bytes())
+                        .next()
+                        .is_some_and(|(name, _)| redactor.masks(&name)) =>
+            {
+                masked.push_str(key);
+                masked.push('=');
+                masked.push_str(REDACTED);
+                changed = true;
+            }
+            _ => masked.push_str(pair),
+        }
+    }
+    changed.then_some(masked)
 }
 
 /// `text` as base64 in any of the forms senders use: padded or not, the standard or the

@@ -1820,6 +1820,51 @@ fn cookies_and_base64_or_form_bodies_are_masked_in_the_logged_event() {
     assert_eq!(logged[3], &events[3], "nothing to mask: as sent");
 }
 
+/// HTTP API (v2) events and function URLs carry the query string twice: parsed in
+/// `queryStringParameters` (masked by key) and as sent in `rawQueryString`, where a masked key's
+/// value was logged in clear (`?access_token=…`, found attacking http-axum). Its masked keys'
+/// values are masked there too, however the key is encoded; the rest stays as sent. The session
+/// token of a signed request (`x-amz-security-token`) is masked like the other credentials.
+#[test]
+fn a_raw_query_string_and_the_security_token_header_are_masked_in_the_logged_event() {
+    let (logger, logs) = logger(Logger::builder().log_event(true));
+    let raw = "access_token=S3CR3T-q&x=1&API%5FKEY=S3CR3T-enc&password&token=&page=2";
+    let event = json!({
+        "rawQueryString": raw,
+        "queryStringParameters": {"access_token": "S3CR3T-q", "x": "1"},
+        "headers": {"x-amz-security-token": "S3CR3T-session", "host": "api.example.com"},
+    });
+    let plain = json!({"rawQueryString": "x=1&page=2&sort=name%20asc"});
+    run(&logger, async {
+        for (n, event) in [event, plain.clone()].into_iter().enumerate() {
+            invoke(
+                &logger,
+                TestContext::new().with_request_id(format!("r-{n}")),
+                event,
+                |_| async { Ok(json!({})) },
+            )
+            .await
+            .unwrap();
+        }
+    });
+    let lines = check_default(&logs);
+    assert_no_secret(&lines, "S3CR3T");
+    let logged: Vec<&Value> = event_lines(&lines)
+        .iter()
+        .map(|line| &line["message"])
+        .collect();
+    assert_eq!(logged.len(), 2, "{lines:?}");
+    assert_eq!(
+        logged[0]["rawQueryString"],
+        "access_token=*****&x=1&API%5FKEY=*****&password&token=&page=2",
+        "{}",
+        logged[0]
+    );
+    assert_eq!(logged[0]["headers"]["x-amz-security-token"], "*****");
+    assert_eq!(logged[0]["headers"]["host"], "api.example.com");
+    assert_eq!(logged[1], &plain, "nothing to mask: as sent");
+}
+
 /// A base64 body is checked whatever form of base64 it comes in (no padding, the URL-safe
 /// alphabet, lines), with `isBase64Encoded` a boolean or a string, and gzip inside it is
 /// inflated to be checked (API Gateway sends compressed bodies so). Each was logged in clear.
