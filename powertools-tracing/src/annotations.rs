@@ -23,6 +23,14 @@ pub(crate) const XRAY_ANNOTATIONS: &str = "aws.xray.annotations";
 /// two of them the layer's (`ColdStart`, `Service`); the annotations are added to the span past
 /// its attribute limit.
 pub(crate) const MAX_ANNOTATIONS: usize = 48;
+/// The longest key [`annotate`] records, in bytes. X-Ray keeps a trace's segments under 64 KB;
+/// 48 keys and values at these bounds (about 29 KB) leave room for the layer's own attributes
+/// and the captured response and error (16 KB each).
+pub(crate) const MAX_KEY_BYTES: usize = 100;
+/// The most bytes of a string value [`annotate`] records: a longer one is cut on a character
+/// boundary (an annotation is for filtering; a value taken from an event must not be able to
+/// push the invocation span past X-Ray's segment limit, which would lose the whole span).
+pub(crate) const MAX_VALUE_BYTES: usize = 500;
 /// The annotations the layer sets on every invocation span.
 pub(crate) const COLD_START: &str = "ColdStart";
 pub(crate) const SERVICE: &str = "Service";
@@ -50,7 +58,9 @@ const LAYER_KEYS: &[&str] = &[
     "powertools.response",
 ];
 
-/// A value X-Ray accepts for an annotation: a string, a number or a boolean.
+/// A value X-Ray accepts for an annotation: a string, a number or a boolean. [`annotate`]
+/// refuses a NaN or an infinite number (JSON, and so X-Ray, cannot hold them) and cuts a string
+/// to its first 500 bytes.
 ///
 /// ```
 /// use powertools_tracing::AnnotationValue;
@@ -144,7 +154,10 @@ impl Annotations {
 /// `aws.lambda.invoked_arn`, `http.*`, `url.path`, `messaging.system`,
 /// `messaging.operation.type`, `powertools.response`; each whatever the trigger), and for a new key past
 /// the 48th of the invocation: X-Ray indexes at most 50 annotations per trace, and `ColdStart`
-/// and `Service` are two. X-Ray only filters on keys of letters, digits and underscores (the AWS
+/// and `Service` are two. It also refuses an empty key, a key longer than 100 bytes and a NaN
+/// or infinite number (JSON cannot hold them), and records at most the first 500 bytes of a
+/// string (cut on a character boundary): a value taken from an event cannot push the span past
+/// X-Ray's 64 KB segment limit, which would lose the whole span. X-Ray only filters on keys of letters, digits and underscores (the AWS
 /// exporters replace other characters: `order.id` becomes `order_id`). In an invocation that
 /// Lambda did not sample (`Sampled=0`) it returns `true` (the invocation is traced) and nothing
 /// is exported, as for the span itself.
@@ -176,10 +189,24 @@ impl Annotations {
 /// ```
 pub fn annotate(key: impl Into<Key>, value: impl Into<AnnotationValue>) -> bool {
     let key = key.into();
-    if key.as_str().is_empty() || LAYER_KEYS.contains(&key.as_str()) {
+    if key.as_str().is_empty()
+        || key.as_str().len() > MAX_KEY_BYTES
+        || LAYER_KEYS.contains(&key.as_str())
+    {
         return false;
     }
-    let AnnotationValue(value) = value.into();
+    let value = match value.into() {
+        AnnotationValue(Value::F64(number)) if !number.is_finite() => return false,
+        AnnotationValue(Value::String(text)) if text.as_str().len() > MAX_VALUE_BYTES => {
+            let text = text.as_str();
+            Value::String(
+                text[..text.floor_char_boundary(MAX_VALUE_BYTES)]
+                    .to_owned()
+                    .into(),
+            )
+        }
+        AnnotationValue(value) => value,
+    };
     Context::map_current(|context| match context.get::<Annotations>() {
         Some(annotations) => annotations.set(key, value),
         None => false,
@@ -254,5 +281,43 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(annotations.len(), MAX_ANNOTATIONS);
         assert_eq!(annotations[0].value, Value::I64(2));
+    }
+
+    #[test]
+    fn keys_past_a_hundred_bytes_and_numbers_json_cannot_hold_are_refused_and_long_text_is_cut() {
+        let _attached = Context::new().with_value(Annotations::default()).attach();
+        assert!(!annotate("k".repeat(MAX_KEY_BYTES + 1), 1_i64));
+        assert!(annotate("k".repeat(MAX_KEY_BYTES), 1_i64));
+        for number in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert!(!annotate("amount", number), "{number}");
+        }
+        assert!(!annotate("ratio", f32::NAN));
+        assert!(annotate("amount", -0.5));
+        // 499 bytes of `a`, then a two-byte character across the bound: cut before it.
+        let long = format!(
+            "{}é{}",
+            "a".repeat(MAX_VALUE_BYTES - 1),
+            "b".repeat(1_000_000)
+        );
+        assert!(annotate("order_note", long));
+        assert!(annotate("short", "é".repeat(250)));
+        let annotations = Context::current()
+            .get::<Annotations>()
+            .map(Annotations::take)
+            .unwrap_or_default();
+        let value = |key: &str| {
+            annotations
+                .iter()
+                .find(|annotation| annotation.key.as_str() == key)
+                .map(|annotation| annotation.value.clone())
+        };
+        assert_eq!(value("amount"), Some(Value::F64(-0.5)));
+        assert_eq!(value("ratio"), None);
+        assert_eq!(
+            value("order_note"),
+            Some(Value::String("a".repeat(MAX_VALUE_BYTES - 1).into()))
+        );
+        assert_eq!(value("short"), Some(Value::String("é".repeat(250).into())));
+        assert_eq!(annotations.len(), 4);
     }
 }

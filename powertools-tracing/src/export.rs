@@ -80,6 +80,9 @@ pub(crate) struct Exporter {
     idle: tokio::sync::Notify,
     /// Calls of [`flush_all`](Self::flush_all) waiting for the flushes under way.
     draining: AtomicUsize,
+    /// Spans a collector took an export of and rejected (OTLP's partial success), counted by the
+    /// HTTP client that read its answer (and reported there).
+    rejected: Option<Arc<AtomicU64>>,
 }
 
 impl fmt::Debug for Exporter {
@@ -178,7 +181,22 @@ impl Exporter {
             spans_in_flight: AtomicU64::new(0),
             idle: tokio::sync::Notify::new(),
             draining: AtomicUsize::new(0),
+            rejected: None,
         }
+    }
+
+    /// Counts in [`rejected`](Self::rejected) the spans `rejected` counts (the HTTP client's
+    /// count of the spans its collector rejected).
+    pub(crate) fn counting_rejections(mut self, rejected: Arc<AtomicU64>) -> Self {
+        self.rejected = Some(rejected);
+        self
+    }
+
+    /// Spans the collector took an export of and rejected, since the process started.
+    pub(crate) fn rejected(&self) -> u64 {
+        self.rejected
+            .as_ref()
+            .map_or(0, |rejected| rejected.load(Ordering::Relaxed))
     }
 
     fn queue(&self) -> MutexGuard<'_, Vec<SpanData>> {
@@ -794,6 +812,8 @@ pub(crate) struct OtlpHttpClient {
     roots: Roots,
     timeout: Duration,
     failure: LastFailure,
+    /// Spans the collector rejected in answers that took the export (a partial success).
+    rejected: Arc<AtomicU64>,
     /// The headers every export carries (`OTEL_EXPORTER_OTLP_HEADERS`, the endpoint's
     /// credentials), as the tracer read them: set here, so that they are sent as read (the
     /// exporter's own `with_headers` percent-decodes them again) and from the tracer's `Env`
@@ -835,6 +855,7 @@ impl OtlpHttpClient {
             roots,
             timeout,
             failure: LastFailure::default(),
+            rejected: Arc::default(),
             headers,
         }
     }
@@ -871,6 +892,11 @@ impl OtlpHttpClient {
     /// Where the client leaves why its last request failed.
     pub(crate) fn failures(&self) -> LastFailure {
         Arc::clone(&self.failure)
+    }
+
+    /// Where the client counts the spans its collector rejected (see [`partial_success`]).
+    pub(crate) fn rejections(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.rejected)
     }
 
     /// Sends one export request, and reads its answer, within the export timeout.
@@ -964,7 +990,30 @@ impl HttpClient for OtlpHttpClient {
             Ok(response) => {
                 // The exporter says only the status of a refusal: the endpoint and the
                 // collector's own words go in the warning.
-                if !response.status().is_success() {
+                if response.status().is_success() {
+                    // The exporter reads nothing of an answer that took the export: the spans
+                    // it rejected would be lost without a word.
+                    if let Some((rejected, message)) = partial_success(response.body()) {
+                        self.rejected.fetch_add(rejected, Ordering::Relaxed);
+                        let cause = format!("{endpoint}: {message}");
+                        if rejected > 0 {
+                            tracing::warn!(
+                                target: "powertools_tracing",
+                                dropped_spans = rejected,
+                                error = %cause,
+                                "the collector took an export but rejected some of its spans \
+                                 (an OTLP partial success)"
+                            );
+                        } else {
+                            tracing::warn!(
+                                target: "powertools_tracing",
+                                warning = %cause,
+                                "the collector took an export with a warning (an OTLP partial \
+                                 success)"
+                            );
+                        }
+                    }
+                } else {
                     keep(format!(
                         "{endpoint}: the collector answered {}{}",
                         response.status(),
@@ -987,6 +1036,61 @@ impl HttpClient for OtlpHttpClient {
 /// The most bytes of a collector's refusal quoted in a warning.
 const MAX_REFUSAL_BYTES: usize = 512;
 
+/// What an answer that took an export says of the spans the collector rejected (its
+/// `partial_success`): how many, and its message (escaped, cut as a refusal's). `None` when it
+/// rejected nothing and said nothing, or the answer is not an OTLP one.
+fn partial_success(body: &[u8]) -> Option<(u64, String)> {
+    /// OTLP's `ExportTraceServiceResponse`, its `partial_success` alone.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ExportTraceServiceResponse {
+        #[prost(message, optional, tag = "1")]
+        partial_success: Option<ExportTracePartialSuccess>,
+    }
+    /// OTLP's `ExportTracePartialSuccess`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ExportTracePartialSuccess {
+        #[prost(int64, tag = "1")]
+        rejected_spans: i64,
+        #[prost(string, tag = "2")]
+        error_message: String,
+    }
+    let partial = <ExportTraceServiceResponse as prost::Message>::decode(body)
+        .ok()?
+        .partial_success?;
+    // A negative count is no count a collector can mean; it is read as none.
+    let rejected = u64::try_from(partial.rejected_spans).unwrap_or(0);
+    let message = quoted(&partial.error_message);
+    if rejected == 0 && message.is_none() {
+        return None;
+    }
+    Some((
+        rejected,
+        message.unwrap_or_else(|| "the collector gave no reason".to_owned()),
+    ))
+}
+
+/// A collector's words as a warning quotes them: trimmed, control characters escaped (a newline
+/// would split the warning's line, a terminal escape would act on the reader's terminal), cut at
+/// [`MAX_REFUSAL_BYTES`] on a character boundary; `None` when there are none.
+fn quoted(text: &str) -> Option<String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let mut escaped = String::with_capacity(text.len().min(MAX_REFUSAL_BYTES));
+    for character in text.chars() {
+        if escaped.len() >= MAX_REFUSAL_BYTES {
+            break;
+        }
+        if character.is_control() {
+            escaped.extend(character.escape_debug());
+        } else {
+            escaped.push(character);
+        }
+    }
+    Some(escaped[..escaped.floor_char_boundary(MAX_REFUSAL_BYTES)].to_owned())
+}
+
 /// What a collector said when it refused an export: the message of the OTLP `Status` it answers
 /// with (protobuf, `google.rpc.Status`), or its body when that is text; cut at
 /// [`MAX_REFUSAL_BYTES`].
@@ -999,15 +1103,10 @@ fn refusal_message(body: &[u8]) -> Option<String> {
         #[prost(string, tag = "2")]
         message: String,
     }
-    let text = match <RpcStatus as prost::Message>::decode(body) {
-        Ok(status) if !status.message.trim().is_empty() => status.message,
-        _ => std::str::from_utf8(body).ok()?.to_owned(),
-    };
-    let text = text.trim();
-    if text.is_empty() {
-        return None;
+    match <RpcStatus as prost::Message>::decode(body) {
+        Ok(status) if !status.message.trim().is_empty() => quoted(&status.message),
+        _ => quoted(std::str::from_utf8(body).ok()?),
     }
-    Some(text[..text.floor_char_boundary(MAX_REFUSAL_BYTES)].to_owned())
 }
 
 #[cfg(test)]

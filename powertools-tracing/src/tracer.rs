@@ -267,13 +267,14 @@ impl Tracer {
 
     /// How many spans were dropped since the process started: while export was suspended after a
     /// failed or timed-out flush, by a failed export, or because more ended between two flushes
-    /// than [`max_queued_spans`](TracerBuilder::max_queued_spans). Each drop is also reported in
-    /// a warning with its count.
+    /// than [`max_queued_spans`](TracerBuilder::max_queued_spans), or rejected by a collector that
+    /// took their export (an OTLP partial success). Each drop is also reported in a warning with
+    /// its count.
     pub fn dropped_spans(&self) -> u64 {
         self.inner
             .exporter
             .as_ref()
-            .map_or(0, |exporter| exporter.dropped())
+            .map_or(0, |exporter| exporter.dropped() + exporter.rejected())
     }
 }
 
@@ -342,7 +343,10 @@ impl TracerBuilder {
     }
 
     /// Records the handler's response as the `powertools.response` span attribute (default:
-    /// `POWERTOOLS_TRACER_CAPTURE_RESPONSE`, else on). Turn it off for sensitive responses.
+    /// `POWERTOOLS_TRACER_CAPTURE_RESPONSE`, else on). Turn it off for sensitive responses. Off, a
+    /// response that does not serialize (which the runtime cannot send) still sets the span status
+    /// to error: the response is serialized to nothing to find out, unless it is a
+    /// `serde_json::Value`.
     pub fn capture_response(mut self, capture: bool) -> Self {
         self.capture_response = Some(capture);
         self
@@ -549,14 +553,18 @@ impl TracerBuilder {
             };
             let export_timeout = match self.export_timeout {
                 Some(timeout) => timeout,
-                None => env
-                    .parse_with(
-                        OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
-                        MILLISECONDS,
-                        milliseconds,
-                    )?
-                    .or(env.parse_with(OTEL_EXPORTER_OTLP_TIMEOUT, MILLISECONDS, milliseconds)?)
-                    .unwrap_or(DEFAULT_EXPORT_TIMEOUT),
+                // The general variable is read only when the traces' own is unset, as the
+                // endpoint's, the certificate's and the protocol's are.
+                None => match env.parse_with(
+                    OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
+                    MILLISECONDS,
+                    milliseconds,
+                )? {
+                    Some(timeout) => timeout,
+                    None => env
+                        .parse_with(OTEL_EXPORTER_OTLP_TIMEOUT, MILLISECONDS, milliseconds)?
+                        .unwrap_or(DEFAULT_EXPORT_TIMEOUT),
+                },
             };
             // With where it came from, for the error of a file that does not load.
             let certificate = match self.certificate {
@@ -593,6 +601,7 @@ impl TracerBuilder {
             let resource = resource(&service, &config);
             let client = OtlpHttpClient::new(roots, export_timeout, headers);
             let failures = client.failures();
+            let rejections = client.rejections();
             let mut otlp = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .with_http_client(client)
@@ -605,11 +614,14 @@ impl TracerBuilder {
                 .build()
                 .map_err(|error| Error::Exporter(error.to_string()))?;
             otlp.set_resource(&resource);
-            let queue = Arc::new(Exporter::new(
-                OtlpExporter::new(otlp, failures),
-                self.max_queued_spans.unwrap_or(DEFAULT_MAX_QUEUED_SPANS),
-                flush_timeout,
-            ));
+            let queue = Arc::new(
+                Exporter::new(
+                    OtlpExporter::new(otlp, failures),
+                    self.max_queued_spans.unwrap_or(DEFAULT_MAX_QUEUED_SPANS),
+                    flush_timeout,
+                )
+                .counting_rejections(rejections),
+            );
             exporter = Some(Arc::clone(&queue));
             Some(
                 SdkTracerProvider::builder()
@@ -710,7 +722,7 @@ fn resource(service: &str, config: &PowertoolsConfig) -> Resource {
 
 /// What an OTLP endpoint variable must hold, for its error message.
 /// What an export timeout variable holds.
-const MILLISECONDS: &str = "a number of milliseconds above zero";
+const MILLISECONDS: &str = "a whole number of milliseconds from 1 to 18446744073709551615";
 
 /// An export timeout variable's value: zero would time every export out before it starts.
 fn milliseconds(value: &str) -> Option<Duration> {
@@ -748,10 +760,26 @@ fn http_url(value: &str) -> Option<String> {
     (scheme_ok && host_ok && port_ok).then(|| value.to_owned())
 }
 
+/// Headers that frame an export request or its connection: the exporter's and the HTTP
+/// client's, never the configuration's.
+const FRAMING_HEADERS: &[&str] = &[
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "te",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+    "trailer",
+];
+
 /// The headers of [`OTEL_EXPORTER_OTLP_HEADERS`] then [`OTEL_EXPORTER_OTLP_TRACES_HEADERS`] (whose
-/// keys win), read from `env`. An entry that is not `key=value`, a name that is not a header's
-/// or a value that is not one fails, naming the variable and the entry's place but never its
-/// value: a header is often an API key.
+/// keys win), read from `env`. An entry that is not `key=value`, a name that is not a header's,
+/// a value that is not one, or a header that frames the request ([`FRAMING_HEADERS`]) fails,
+/// naming the variable and the entry's place but never its value: a header is often an API key.
 fn otlp_headers(env: &Env) -> Result<Vec<(String, String)>, Error> {
     let mut headers: Vec<(String, String)> = Vec::new();
     for variable in [
@@ -776,6 +804,15 @@ fn otlp_headers(env: &Env) -> Result<Vec<(String, String)>, Error> {
             let name = name.trim().to_ascii_lowercase();
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 return Err(refused("has a key that is not a header name"));
+            }
+            // The headers that frame the request are the exporter's: `content-length=5` was
+            // sent in place of the body's length, and every export failed.
+            if FRAMING_HEADERS.contains(&name.as_str()) {
+                return Err(Error::Exporter(format!(
+                    "{variable}: entry {} sets {name}, which the exporter writes for each request \
+                     (it would break every export); remove it",
+                    place + 1
+                )));
             }
             let value = percent_encoding::percent_decode_str(value.trim())
                 .decode_utf8()

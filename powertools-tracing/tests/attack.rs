@@ -4065,6 +4065,30 @@ async fn a_response_that_cannot_serialize_never_fails_or_panics_the_layer() {
     assert!(is_error(&span), "{:?}", span.status);
 }
 
+/// With response capture off, a response the runtime cannot send still puts the span in error,
+/// as a handler's error does whatever error capture says: the span said success for an
+/// invocation Lambda reports as failed (found by an attack).
+#[tokio::test]
+async fn a_response_that_cannot_serialize_is_an_error_with_response_capture_off() {
+    let capture = Capture::default();
+    let tracer = Tracer::builder()
+        .env(env_with(&[]))
+        .capture_response(false)
+        .span_exporter(capture.clone())
+        .build()
+        .unwrap();
+    let service = TracingLayer::new(tracer).layer(service_fn(|_e: LambdaEvent<Json>| async {
+        let mut map = HashMap::new();
+        map.insert(vec![1_u8, 2], 3_u8); // serde_json: "key must be a string"
+        Ok::<_, lambda_runtime::Error>(map)
+    }));
+    let response = service.oneshot(ctx().event(json!({}))).await.unwrap();
+    assert_eq!(response.len(), 1);
+    let span = capture.one_invocation();
+    assert!(is_error(&span), "{:?}", span.status);
+    assert!(attr(&span, "powertools.response").is_none());
+}
+
 #[tokio::test]
 async fn status_code_is_read_from_a_response_larger_than_the_capture_and_without_capture() {
     let big = json!({"body": "x".repeat(100_000), "statusCode": 503});

@@ -215,6 +215,67 @@ fn an_export_timeout_of_zero_is_a_build_error_naming_the_variable() {
     }
 }
 
+/// The general timeout is not read when the traces' own is set, as the endpoint, certificate and
+/// protocol variables are not (`OTEL_EXPORTER_OTLP_TIMEOUT=10s` beside a valid traces timeout
+/// failed the build); a number too large for milliseconds says so (it said "above zero"; both
+/// found by an attack).
+#[test]
+fn the_general_timeout_is_not_read_when_the_traces_one_is_set() {
+    Tracer::builder()
+        .env(Env::from_pairs([
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "5000"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"),
+        ]))
+        .build()
+        .expect("the traces' timeout is the one read");
+    let error = Tracer::builder()
+        .env(Env::from_pairs([(
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+            "99999999999999999999",
+        )]))
+        .build()
+        .expect_err("a timeout past u64")
+        .to_string();
+    assert!(
+        error.contains("OTEL_EXPORTER_OTLP_TIMEOUT") && error.contains("18446744073709551615"),
+        "{error}"
+    );
+}
+
+/// Headers that frame the request are the exporter's: `content-length=5` in
+/// `OTEL_EXPORTER_OTLP_HEADERS` was sent in place of the body's length, and every export failed;
+/// `content-type` replaced protobuf's. Each is a build error naming the variable and the header
+/// (found by an attack).
+#[test]
+fn headers_that_frame_the_request_are_build_errors_naming_the_variable_and_the_header() {
+    for variable in [
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    ] {
+        for header in [
+            "content-length",
+            "Content-Type",
+            "content-encoding",
+            "host",
+            "transfer-encoding",
+            "connection",
+        ] {
+            let entry = format!("x-team=a,{header}=5");
+            let error = Tracer::builder()
+                .env(Env::from_pairs([(variable, entry.as_str())]))
+                .build()
+                .expect_err(&entry)
+                .to_string();
+            assert!(
+                error.contains(variable)
+                    && error.contains(&header.to_ascii_lowercase())
+                    && error.contains("entry 2"),
+                "{error}"
+            );
+        }
+    }
+}
+
 #[test]
 fn zero_timeouts_and_an_empty_queue_are_build_errors_naming_the_setting() {
     let cases = [
@@ -474,6 +535,109 @@ async fn a_collector_s_refusal_is_warned_with_the_endpoint_its_status_and_its_me
             assert!(warning.contains(part), "{part} is missing from {warning}");
         }
     }
+}
+
+/// An HTTP answer `status` with `body` (its type `content_type`), leaked for a collector that
+/// gives it to every request.
+fn answer(status: &str, content_type: &str, body: &[u8]) -> &'static [u8] {
+    let mut answer = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(body);
+    Box::leak(answer.into_boxed_slice())
+}
+
+/// A collector that takes an export but rejects some of its spans says so in the answer's
+/// `partial_success` (OTLP/HTTP answers 200 then): the rejected spans are reported in a warning
+/// with the endpoint, the count and the collector's message, and counted in `dropped_spans`.
+/// They were lost without a word (found by an attack).
+#[tokio::test]
+async fn a_partial_success_s_rejected_spans_are_warned_with_the_collector_s_message_and_counted() {
+    let message = b"span too big";
+    // ExportTraceServiceResponse { partial_success: { rejected_spans: 2, error_message } }
+    let mut partial = vec![0x08, 0x02, 0x12, message.len() as u8];
+    partial.extend_from_slice(message);
+    let mut body = vec![0x0a, partial.len() as u8];
+    body.extend_from_slice(&partial);
+    let endpoint = collector_answering(answer("200 OK", "application/x-protobuf", &body)).await;
+    let tracer = Tracer::builder()
+        .service("orders")
+        .endpoint(&endpoint)
+        .env(Env::empty())
+        .build()
+        .expect("a tracer");
+    let (warnings, _guard) = with_warnings(&tracer);
+    invoke(&tracer, "req-partial").await;
+    assert_eq!(tracer.dropped_spans(), 2);
+    let warnings = warnings.all();
+    let warning = warnings
+        .iter()
+        .find(|warning| warning.contains("rejected"))
+        .unwrap_or_else(|| panic!("no warning of the rejected spans: {warnings:#?}"));
+    for part in [endpoint.as_str(), "span too big", "dropped_spans=2"] {
+        assert!(warning.contains(part), "{part} is missing from {warning}");
+    }
+
+    // A partial success that rejects nothing but has a message is the collector's warning.
+    let message = b"attribute values truncated";
+    let mut partial = vec![0x12, message.len() as u8];
+    partial.extend_from_slice(message);
+    let mut body = vec![0x0a, partial.len() as u8];
+    body.extend_from_slice(&partial);
+    let endpoint = collector_answering(answer("200 OK", "application/x-protobuf", &body)).await;
+    let tracer = Tracer::builder()
+        .endpoint(&endpoint)
+        .env(Env::empty())
+        .build()
+        .expect("a tracer");
+    let (warnings, _guard) = with_warnings(&tracer);
+    invoke(&tracer, "req-partial-warning").await;
+    assert_eq!(tracer.dropped_spans(), 0);
+    let warnings = warnings.all();
+    assert!(
+        warnings
+            .iter()
+            .any(|warning| warning.contains("attribute values truncated")),
+        "{warnings:#?}"
+    );
+
+    // An empty answer, or an empty partial success, says nothing.
+    for body in [&b""[..], &[0x0a, 0x00][..]] {
+        let endpoint = collector_answering(answer("200 OK", "application/x-protobuf", body)).await;
+        let tracer = Tracer::builder()
+            .endpoint(&endpoint)
+            .env(Env::empty())
+            .build()
+            .expect("a tracer");
+        let (warnings, _guard) = with_warnings(&tracer);
+        invoke(&tracer, "req-accepted").await;
+        assert_eq!(tracer.dropped_spans(), 0);
+        assert_eq!(warnings.all(), Vec::<String>::new());
+    }
+}
+
+/// A collector's words reach the warning with their control characters escaped: a newline or a
+/// terminal escape in its answer split the warning over two log lines, or cleared a terminal
+/// (found by an attack).
+#[tokio::test]
+async fn a_collector_s_control_characters_are_escaped_in_the_warning() {
+    let endpoint = collector_answering(answer(
+        "500 Internal Server Error",
+        "text/plain",
+        b"internal\nerror \x1b[31m red",
+    ))
+    .await;
+    let warning = export_warning(&endpoint, "req-escaped").await;
+    assert!(
+        !warning.contains('\n') && !warning.contains('\u{1b}'),
+        "{warning:?}"
+    );
+    assert!(
+        warning.contains(r"internal\nerror \u{1b}[31m red"),
+        "{warning}"
+    );
 }
 
 #[tokio::test]
