@@ -337,6 +337,7 @@ impl<St: IdempotencyStore> Engine<St> {
                 left_before_deadline,
                 margin: margin_for(kind),
                 call: self.store.describe_call(kind),
+                last_answer: self.store.last_answer(kind, limit),
             }))),
         }
     }
@@ -627,9 +628,11 @@ fn warn_not_stored(key: &str, reason: &str) {
 /// An operation name is part of every key, `<prefix>.<operation>#<digest>`: without `.` or `#`
 /// the last `.` and the `#` separate the three parts unambiguously.
 pub(crate) fn check_operation(operation: &str) -> Result<(), Error> {
-    if operation.is_empty() || operation.contains(['#', '.']) {
+    // Whitespace alone is empty, as for the key prefix.
+    if operation.trim().is_empty() || operation.contains(['#', '.']) {
         return Err(Error::Config(format!(
-            "the idempotency operation name {operation:?} must be non-empty and without `#` or `.`"
+            "the idempotency operation name {operation:?} must be non-empty (not whitespace \
+             alone) and without `#` or `.`"
         )));
     }
     Ok(())
@@ -682,6 +685,9 @@ struct StoreTimedOut {
     margin: Duration,
     /// The call, as the store describes it.
     call: Option<String>,
+    /// What the store answered last to a call of this kind within the bound (a client retrying
+    /// throttled calls got answers, just no success).
+    last_answer: Option<String>,
 }
 
 impl std::fmt::Display for StoreTimedOut {
@@ -689,10 +695,16 @@ impl std::fmt::Display for StoreTimedOut {
         if let Some(call) = &self.call {
             write!(f, "{call}: ")?;
         }
+        // A call that got answers (each retried by the client) had no success, not no answer.
+        let outcome = if self.last_answer.is_some() {
+            "no success"
+        } else {
+            "no answer"
+        };
         match self.left_before_deadline {
             None => write!(
                 f,
-                "no answer within {} ms (the store timeout; see \
+                "{outcome} within {} ms (the store timeout; see \
                  IdempotencyBuilder::store_timeout)",
                 self.after.as_millis()
             ),
@@ -706,13 +718,17 @@ impl std::fmt::Display for StoreTimedOut {
             ),
             Some(left) => write!(
                 f,
-                "no answer within {} ms, all the invocation could give it: {} ms were left before \
+                "{outcome} within {} ms, all the invocation could give it: {} ms were left before \
                  its deadline, and this call ends {} ms before it, so that the invocation can \
                  still answer",
                 self.after.as_millis(),
                 left.as_millis(),
                 self.margin.as_millis()
             ),
+        }?;
+        match &self.last_answer {
+            Some(answer) => write!(f, "; {answer}"),
+            None => Ok(()),
         }
     }
 }

@@ -1747,7 +1747,8 @@ async fn a_nan_is_named_where_it_is_not_as_the_response() {
 async fn invalid_operation_names_are_config_errors() {
     let (idem, store) = fresh();
     let n = counter();
-    for bad in ["", "#", "a#b", "charge#"] {
+    // Whitespace alone is as empty as the key prefix's check says (found by an attack).
+    for bad in ["", "#", "a#b", "charge#", " ", "\t\n"] {
         let result = idem
             .run(&ctx(), bad, "k".to_owned(), counted!(n, 1u8))
             .await;

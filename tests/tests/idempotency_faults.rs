@@ -289,6 +289,84 @@ async fn a_store_hung_after_the_handler_fails_the_invocation_before_its_deadline
     assert_eq!(faulty.executions(), 1);
 }
 
+/// A store call the SDK retries until the store timeout ends it (throttling, a 5xx) got
+/// answers, each with DynamoDB's error code: the error said "no answer within …" and named no
+/// code, so that throttling or an outage read as a network hang (found by an attack). It names
+/// the last answer now, for the claim (`PutItem`) and for the delete of a failed invocation's
+/// claim (`DeleteItem`); a store that never answers still says "no answer".
+#[tokio::test]
+async fn a_call_retried_until_the_store_timeout_names_the_last_answer_dynamodb_gave() {
+    let Some(direct) = dynamodb_client().await else {
+        return;
+    };
+    let Some(proxy) = FaultProxy::start().await else {
+        return;
+    };
+    let table = create_idempotency_table(&direct).await;
+    let client = proxy
+        .client_retrying(
+            aws_sdk_dynamodb::config::retry::RetryConfig::standard().with_max_attempts(20),
+        )
+        .await;
+    let idempotency = Idempotency::builder(DynamoDbStore::new(client, &table).unwrap())
+        .store_timeout(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let context = TestContext::new().with_remaining_time(INVOCATION).build();
+
+    proxy.set(json!({
+        "action": "error", "status": 400, "code": "ProvisionedThroughputExceededException",
+        "target": "PutItem"
+    }));
+    let error = idempotency
+        .run(&context, "charge", "pay-throttled-long", |_| async {
+            Ok::<_, std::io::Error>(1)
+        })
+        .await
+        .unwrap_err();
+    assert!(proxy.requests("PutItem") >= 2, "the SDK retried");
+    let message = error.to_string();
+    assert!(
+        message.contains("PutItem")
+            && message.contains(&table)
+            && message.contains("ProvisionedThroughputExceededException")
+            && message.contains("1500 ms")
+            && !message.contains("no answer"),
+        "{message}"
+    );
+
+    proxy.set(json!({
+        "action": "error", "status": 500, "code": "InternalServerError", "target": "DeleteItem"
+    }));
+    let error = idempotency
+        .run(&context, "charge", "pay-delete-failing", |_| async {
+            Err::<u8, _>(std::io::Error::other("card declined"))
+        })
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("DeleteItem")
+            && message.contains("InternalServerError")
+            && message.contains("card declined")
+            && !message.contains("no answer"),
+        "{message}"
+    );
+
+    // A store that never answers: no answer to name.
+    proxy.set(json!({"action": "hang", "target": "PutItem"}));
+    let error = idempotency
+        .run(&context, "charge", "pay-hung", |_| async {
+            Ok::<_, std::io::Error>(1)
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("no answer within 1500 ms"),
+        "{error}"
+    );
+}
+
 #[tokio::test]
 async fn a_hung_store_with_no_deadline_to_go_by_is_bounded_by_the_store_timeout() {
     let Some(direct) = dynamodb_client().await else {

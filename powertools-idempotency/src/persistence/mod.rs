@@ -129,4 +129,17 @@ pub trait IdempotencyStore: Clone + Send + Sync + 'static {
         let _ = call;
         None
     }
+
+    /// What the store last answered to a call of this kind, if it answered within the last
+    /// `within`, for the engine's error about a call it ended at the store timeout: a client that
+    /// retries (the AWS SDK does, on throttling and 5xx answers) can be ended while it retries,
+    /// and "no answer" would then hide the store's own answer. [`DynamoDbStore`] says `the SDK
+    /// retried it; DynamoDB's last answer to a PutItem on this table, 180 ms before the bound,
+    /// was ProvisionedThroughputExceededException: …`. `None` (the default) adds nothing.
+    ///
+    /// [`DynamoDbStore`]: crate::DynamoDbStore
+    fn last_answer(&self, call: StoreCall, within: std::time::Duration) -> Option<String> {
+        let _ = (call, within);
+        None
+    }
 }
