@@ -103,18 +103,37 @@ annotation_value_from! {
 /// `None` once they are written on the span (the invocation ended: a task that outlives it
 /// records nothing, and is told so).
 #[derive(Debug)]
-pub(crate) struct Annotations(Mutex<Option<Vec<KeyValue>>>);
+pub(crate) struct Annotations {
+    annotations: Mutex<Option<Vec<KeyValue>>>,
+    /// How many attributes the layer started the span with: any after them but those it adds
+    /// as the invocation ends ([`LAYER_END_KEYS`]) are the handler's.
+    layer_attributes: usize,
+}
 
 impl Default for Annotations {
     fn default() -> Self {
-        Annotations(Mutex::new(Some(Vec::new())))
+        Annotations::new(0)
     }
 }
 
+/// The attributes the layer adds to the invocation span as it ends.
+const LAYER_END_KEYS: &[&str] = &["http.response.status_code", "powertools.response"];
+
 impl Annotations {
+    /// The annotations of a span the layer started with `layer_attributes` attributes.
+    pub(crate) fn new(layer_attributes: usize) -> Self {
+        Annotations {
+            annotations: Mutex::new(Some(Vec::new())),
+            layer_attributes,
+        }
+    }
+
     /// Sets `key`; annotating a key again replaces its value. `false` after the invocation ended.
     fn set(&self, key: Key, value: Value) -> bool {
-        let mut annotations = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut annotations = self
+            .annotations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let Some(annotations) = annotations.as_mut() else {
             return false;
         };
@@ -132,7 +151,7 @@ impl Annotations {
 
     /// The annotations, closing the set: later calls to `set` record nothing.
     fn take(&self) -> Vec<KeyValue> {
-        self.0
+        self.annotations
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
@@ -215,8 +234,48 @@ pub fn annotate(key: impl Into<Key>, value: impl Into<AnnotationValue>) -> bool 
 
 /// An invocation's annotations and the list of the keys X-Ray indexes, as the span ends.
 pub(crate) struct Ending {
-    pub(crate) annotations: Vec<KeyValue>,
-    pub(crate) list: KeyValue,
+    annotations: Vec<KeyValue>,
+    list: KeyValue,
+    /// How many attributes the layer started the span with.
+    layer_attributes: usize,
+}
+
+impl Ending {
+    /// Adds the annotations and their list to the ended invocation span's `attributes`. When
+    /// the handler set attributes of its own (`set_attribute` on the invocation span), a key set
+    /// twice keeps its last value only, as the OpenTelemetry specification says of
+    /// `set_attribute` (the SDK appends; OTLP requires unique keys): the handler's over the
+    /// layer's first attributes, the layer's last ones and annotation list over the handler's, an
+    /// annotation over an attribute. Without attributes of the handler's (most invocations: one
+    /// look at the few attributes past the layer's first ones) no key can repeat: the layer's
+    /// keys are distinct, and `annotate` refuses them.
+    pub(crate) fn add_to(self, attributes: &mut Vec<KeyValue>) {
+        let handler_set = attributes
+            .get(self.layer_attributes..)
+            .unwrap_or_default()
+            .iter()
+            .any(|attribute| !LAYER_END_KEYS.contains(&attribute.key.as_str()));
+        attributes.extend(self.annotations);
+        attributes.push(self.list);
+        if handler_set {
+            keep_last_of_each_key(attributes);
+        }
+    }
+}
+
+/// Removes every attribute whose key comes again later, keeping the order of the others.
+fn keep_last_of_each_key(attributes: &mut Vec<KeyValue>) {
+    let mut index = 0;
+    while index < attributes.len() {
+        let repeated = attributes[index + 1..]
+            .iter()
+            .any(|later| later.key == attributes[index].key);
+        if repeated {
+            attributes.remove(index);
+        } else {
+            index += 1;
+        }
+    }
 }
 
 thread_local! {
@@ -231,9 +290,9 @@ thread_local! {
 /// handler that sets more attributes than that does not push its indexed annotations off.
 pub(crate) fn write(context: &Context) {
     let span = context.span();
-    let annotations = context
+    let (annotations, layer_attributes) = context
         .get::<Annotations>()
-        .map(Annotations::take)
+        .map(|annotations| (annotations.take(), annotations.layer_attributes))
         .unwrap_or_default();
     let mut keys = Vec::with_capacity(2 + annotations.len());
     keys.push(StringValue::from(COLD_START));
@@ -243,7 +302,11 @@ pub(crate) fn write(context: &Context) {
     }
     let list = KeyValue::new(XRAY_ANNOTATIONS, Value::Array(Array::String(keys)));
     let span_id = span.span_context().span_id();
-    let ending = Ending { annotations, list };
+    let ending = Ending {
+        annotations,
+        list,
+        layer_attributes,
+    };
     ENDING.with(|slot| *slot.borrow_mut() = Some((span_id, ending)));
 }
 

@@ -786,8 +786,7 @@ fn add_annotations(span: &mut SpanData) {
     if span.span_kind == SpanKind::Server
         && let Some(ending) = crate::annotations::take_ending(span.span_context.span_id())
     {
-        span.attributes.extend(ending.annotations);
-        span.attributes.push(ending.list);
+        ending.add_to(&mut span.attributes);
     }
 }
 

@@ -384,6 +384,7 @@ fn invocation_context(
             attributes.push(KeyValue::new("http.route", route));
         }
     }
+    let layer_attributes = attributes.len();
     let builder = SpanBuilder::from_name(span_name(invocation.function_name()))
         .with_kind(SpanKind::Server)
         .with_attributes(attributes);
@@ -406,7 +407,7 @@ fn invocation_context(
             root.with_span(span)
         }
     };
-    Some(context.with_value(Annotations::default()))
+    Some(context.with_value(Annotations::new(layer_attributes)))
 }
 
 /// The invocation span's name: the function's name, the same for every invocation a process

@@ -4065,6 +4065,62 @@ async fn a_response_that_cannot_serialize_never_fails_or_panics_the_layer() {
     assert!(is_error(&span), "{:?}", span.status);
 }
 
+/// A handler's `set_attribute` with a key the span already has replaces its value, as the
+/// OpenTelemetry specification says, instead of adding a second one: the SDK appends, and the
+/// invocation span went out with two `ColdStart`, two `aws.xray.annotations`, two
+/// `faas.invocation_id` (OTLP requires unique keys; which one X-Ray indexes is undefined; found
+/// by an attack). The last value wins: the handler's over the layer's first attributes, the
+/// layer's response and annotation list over the handler's, an annotation over an attribute.
+#[tokio::test]
+async fn a_handler_s_attribute_with_a_key_the_span_has_replaces_it_instead_of_repeating_it() {
+    let capture = Capture::default();
+    let tracer = capture_tracer(&capture);
+    let service = TracingLayer::new(tracer).layer(service_fn(|_e: LambdaEvent<Json>| async {
+        let context = opentelemetry::Context::current();
+        let span = context.span();
+        for (key, value) in [
+            ("ColdStart", "hacked"),
+            ("faas.invocation_id", "not-the-id"),
+            ("aws.xray.annotations", "[]"),
+            ("powertools.response", "forged"),
+            ("order_id", "attribute"),
+            ("order_id", "attribute again"),
+            ("region", "eu"),
+        ] {
+            span.set_attribute(opentelemetry::KeyValue::new(key, value));
+        }
+        assert!(annotate("order_id", "o-42"));
+        Ok::<_, lambda_runtime::Error>(json!({"accepted": true}))
+    }));
+    service.oneshot(ctx().event(json!({}))).await.unwrap();
+    let span = capture.one_invocation();
+    let mut keys: Vec<&str> = span.attributes.iter().map(|kv| kv.key.as_str()).collect();
+    let count = keys.len();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), count, "a key twice: {:#?}", span.attributes);
+    assert_eq!(attr_str(&span, "ColdStart").as_deref(), Some("hacked"));
+    assert_eq!(
+        attr_str(&span, "faas.invocation_id").as_deref(),
+        Some("not-the-id")
+    );
+    assert_eq!(
+        attr_str(&span, "powertools.response").as_deref(),
+        Some(r#"{"accepted":true}"#)
+    );
+    assert_eq!(attr_str(&span, "order_id").as_deref(), Some("o-42"));
+    assert_eq!(attr_str(&span, "region").as_deref(), Some("eu"));
+    match attr(&span, "aws.xray.annotations") {
+        Some(Value::Array(Array::String(listed))) => {
+            assert!(
+                listed.iter().any(|key| key.as_str() == "order_id"),
+                "{listed:?}"
+            );
+        }
+        other => panic!("the layer's list of annotations, not {other:?}"),
+    }
+}
+
 /// With response capture off, a response the runtime cannot send still puts the span in error,
 /// as a handler's error does whatever error capture says: the span said success for an
 /// invocation Lambda reports as failed (found by an attack).
