@@ -19,7 +19,9 @@ use serde_json::Value;
 use crate::config::{MAX_ITEM_SIZE, Settings};
 use crate::error::Error;
 use crate::key::{hash, idempotency_key, is_missing};
-use crate::persistence::{IdempotencyStore, PutOutcome, StoreCall, StoreError};
+use crate::persistence::{
+    CALL_ANSWERS, CallAnswers, IdempotencyStore, PutOutcome, StoreCall, StoreError,
+};
 use crate::record::{DataRecord, RecordState, Status, epoch};
 use crate::storable::check_storable;
 
@@ -330,14 +332,17 @@ impl<St: IdempotencyStore> Engine<St> {
         let Some(limit_at) = started.checked_add(limit) else {
             return call.await;
         };
-        match tokio::time::timeout_at(limit_at, call).await {
+        // The call's own answers (a client retrying throttled calls gets answers, just no
+        // success), scoped to it: only a call that did not answer at once pays for the scope.
+        let answers = CallAnswers::default();
+        match tokio::time::timeout_at(limit_at, CALL_ANSWERS.scope(answers.clone(), call)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(StoreError::Backend(Box::new(StoreTimedOut {
                 after: limit,
                 left_before_deadline,
                 margin: margin_for(kind),
                 call: self.store.describe_call(kind),
-                last_answer: self.store.last_answer(kind, limit),
+                last_answer: answers.last(),
             }))),
         }
     }
@@ -685,9 +690,9 @@ struct StoreTimedOut {
     margin: Duration,
     /// The call, as the store describes it.
     call: Option<String>,
-    /// What the store answered last to a call of this kind within the bound (a client retrying
-    /// throttled calls got answers, just no success).
-    last_answer: Option<String>,
+    /// The call's last error answer and its age when the bound ended the call (a client
+    /// retrying throttled calls got answers, just no success).
+    last_answer: Option<(Duration, String)>,
 }
 
 impl std::fmt::Display for StoreTimedOut {
@@ -727,7 +732,11 @@ impl std::fmt::Display for StoreTimedOut {
             ),
         }?;
         match &self.last_answer {
-            Some(answer) => write!(f, "; {answer}"),
+            Some((age, answer)) => write!(
+                f,
+                "; its client retried it: the last answer, {} ms before the bound, was {answer}",
+                age.as_millis()
+            ),
             None => Ok(()),
         }
     }

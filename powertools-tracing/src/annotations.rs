@@ -23,9 +23,9 @@ pub(crate) const XRAY_ANNOTATIONS: &str = "aws.xray.annotations";
 /// two of them the layer's (`ColdStart`, `Service`); the annotations are added to the span past
 /// its attribute limit.
 pub(crate) const MAX_ANNOTATIONS: usize = 48;
-/// The longest key [`annotate`] records, in bytes. X-Ray keeps a trace's segments under 64 KB;
-/// 48 keys and values at these bounds (about 29 KB) leave room for the layer's own attributes
-/// and the captured response and error (16 KB each).
+/// The longest key [`annotate`] records, in bytes. X-Ray keeps a segment under 64 KB: a key and
+/// value at these bounds add about 700 bytes (the key twice, in `aws.xray.annotations` too),
+/// before JSON escaping, instead of whatever an event held.
 pub(crate) const MAX_KEY_BYTES: usize = 100;
 /// The most bytes of a string value [`annotate`] records: a longer one is cut on a character
 /// boundary (an annotation is for filtering; a value taken from an event must not be able to
@@ -175,8 +175,9 @@ impl Annotations {
 /// the 48th of the invocation: X-Ray indexes at most 50 annotations per trace, and `ColdStart`
 /// and `Service` are two. It also refuses an empty key, a key longer than 100 bytes and a NaN
 /// or infinite number (JSON cannot hold them), and records at most the first 500 bytes of a
-/// string (cut on a character boundary): a value taken from an event cannot push the span past
-/// X-Ray's 64 KB segment limit, which would lose the whole span. X-Ray only filters on keys of letters, digits and underscores (the AWS
+/// string (cut on a character boundary): a value taken from an event adds at most about 600
+/// bytes to the span, not megabytes past X-Ray's 64 KB segment limit, which would lose the whole
+/// span. X-Ray only filters on keys of letters, digits and underscores (the AWS
 /// exporters replace other characters: `order.id` becomes `order_id`). In an invocation that
 /// Lambda did not sample (`Sampled=0`) it returns `true` (the invocation is traced) and nothing
 /// is exported, as for the span itself.

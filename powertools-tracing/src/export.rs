@@ -1068,26 +1068,38 @@ fn partial_success(body: &[u8]) -> Option<(u64, String)> {
     ))
 }
 
-/// A collector's words as a warning quotes them: trimmed, control characters escaped (a newline
-/// would split the warning's line, a terminal escape would act on the reader's terminal), cut at
-/// [`MAX_REFUSAL_BYTES`] on a character boundary; `None` when there are none.
+/// A collector's words as a warning quotes them: trimmed; control characters, line and
+/// paragraph separators and bidirectional controls escaped (a newline would split the warning's
+/// line, a terminal escape would act on the reader's terminal, U+202E would reverse what
+/// follows); at most [`MAX_REFUSAL_BYTES`], never cutting a character or an escape; `None` when
+/// there are none.
 fn quoted(text: &str) -> Option<String> {
     let text = text.trim();
     if text.is_empty() {
         return None;
     }
     let mut escaped = String::with_capacity(text.len().min(MAX_REFUSAL_BYTES));
+    let mut piece = String::new();
     for character in text.chars() {
-        if escaped.len() >= MAX_REFUSAL_BYTES {
+        piece.clear();
+        if character.is_control()
+            || matches!(character, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        {
+            piece.extend(character.escape_unicode());
+            if character.is_ascii_control() {
+                // `\n`, `\t`: shorter and as readable.
+                piece.clear();
+                piece.extend(character.escape_debug());
+            }
+        } else {
+            piece.push(character);
+        }
+        if escaped.len() + piece.len() > MAX_REFUSAL_BYTES {
             break;
         }
-        if character.is_control() {
-            escaped.extend(character.escape_debug());
-        } else {
-            escaped.push(character);
-        }
+        escaped.push_str(&piece);
     }
-    Some(escaped[..escaped.floor_char_boundary(MAX_REFUSAL_BYTES)].to_owned())
+    Some(escaped)
 }
 
 /// What a collector said when it refused an export: the message of the OTLP `Status` it answers
@@ -1199,6 +1211,35 @@ mod tests {
         let start = tokio::time::Instant::now();
         exporter.flush().await;
         start.elapsed()
+    }
+
+    #[test]
+    fn a_quote_escapes_whole_and_stays_within_its_bound() {
+        // An escape that would cross the bound is left out whole, not cut.
+        let quote =
+            quoted(&format!("{}\u{1b}[31m", "a".repeat(MAX_REFUSAL_BYTES - 2))).unwrap_or_default();
+        assert_eq!(quote, "a".repeat(MAX_REFUSAL_BYTES - 2));
+        let quote =
+            quoted(&format!("{}\nmore", "a".repeat(MAX_REFUSAL_BYTES - 1))).unwrap_or_default();
+        assert_eq!(quote, "a".repeat(MAX_REFUSAL_BYTES - 1));
+        // A character that would cross it too.
+        let quote = quoted(&format!("{}é", "a".repeat(MAX_REFUSAL_BYTES - 1))).unwrap_or_default();
+        assert_eq!(quote, "a".repeat(MAX_REFUSAL_BYTES - 1));
+        assert_eq!(
+            quoted("bad\tspan\u{202e}txt\u{2028}end\u{7f}").as_deref(),
+            Some(r"bad\tspan\u{202e}txt\u{2028}end\u{7f}")
+        );
+        assert_eq!(quoted(" \n "), None);
+        for length in 0..700 {
+            let text = format!("{}\u{1b}é\n", "x".repeat(length));
+            let quote = quoted(&text).unwrap_or_default();
+            assert!(quote.len() <= MAX_REFUSAL_BYTES, "{length}");
+            assert!(!quote.contains(['\u{1b}', '\n']), "{length}");
+            assert!(
+                !quote.ends_with('\\') && !quote.ends_with("\\u"),
+                "{length}: {quote}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -535,29 +535,30 @@ fn record_outcome<R: Serialize + 'static, E: fmt::Debug + 'static>(
                     span.set_status(Status::error(""));
                 }
             }
-            let serialized = if inner.capture_response {
-                captured_json(response).map(|json| {
-                    if let Some(json) = json {
+            if inner.capture_response {
+                match captured_json(response) {
+                    Ok(Some(json)) => {
                         span.set_attribute(KeyValue::new("powertools.response", json));
                     }
-                })
-            } else if (response as &dyn std::any::Any).is::<serde_json::Value>() {
-                // A JSON value always serializes.
-                Ok(())
-            } else {
-                // Not captured, but the span must still say when the runtime cannot send it
-                // (as a handler's error is in error whatever error capture says): serialized
-                // to nothing, which allocates nothing.
-                serde_json::to_writer(std::io::sink(), response)
-            };
-            // The runtime cannot send it either: Lambda reports the invocation failed.
-            if let Err(error) = serialized {
-                let message = format!("the response does not serialize: {error}");
-                span.set_status(Status::error(message.clone()));
-                span.add_event(
-                    "exception",
-                    vec![KeyValue::new("exception.message", message)],
-                );
+                    Ok(None) => {}
+                    // The runtime cannot send it either: Lambda reports the invocation failed.
+                    Err(error) => {
+                        let message = format!("the response does not serialize: {error}");
+                        span.set_status(Status::error(message.clone()));
+                        span.add_event(
+                            "exception",
+                            vec![KeyValue::new("exception.message", message)],
+                        );
+                    }
+                }
+            } else if !(response as &dyn std::any::Any).is::<serde_json::Value>()
+                && serde_json::to_writer(std::io::sink(), response).is_err()
+            {
+                // Not captured, but the span must still say that the runtime cannot send it, as
+                // a handler's error is in error whatever error capture says: serialized to
+                // nothing (a JSON value always serializes), and only the status is set, without
+                // serde's words, which may quote the response.
+                span.set_status(Status::error("the response does not serialize"));
             }
         }
         Err(error) if inner.capture_error => {

@@ -78,7 +78,8 @@
 //! serde's reason. `POWERTOOLS_TRACER_CAPTURE_RESPONSE=false` and
 //! `POWERTOOLS_TRACER_CAPTURE_ERROR=false` turn the attribute and the event off; the status stays
 //! (a response that is not captured is still serialized, to nothing, to see whether it can be
-//! sent, unless it is a `serde_json::Value`); `POWERTOOLS_TRACE_DISABLED=true` (or
+//! sent, unless it is a `serde_json::Value`: turning capture off saves the copy, not the
+//! serialization); `POWERTOOLS_TRACE_DISABLED=true` (or
 //! `POWERTOOLS_DEV=true`) turns tracing off: the layer then passes the call straight through.
 //!
 //! # HTTP invocations

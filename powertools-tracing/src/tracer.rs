@@ -271,10 +271,9 @@ impl Tracer {
     /// took their export (an OTLP partial success). Each drop is also reported in a warning with
     /// its count.
     pub fn dropped_spans(&self) -> u64 {
-        self.inner
-            .exporter
-            .as_ref()
-            .map_or(0, |exporter| exporter.dropped() + exporter.rejected())
+        self.inner.exporter.as_ref().map_or(0, |exporter| {
+            exporter.dropped().saturating_add(exporter.rejected())
+        })
     }
 }
 
@@ -345,8 +344,9 @@ impl TracerBuilder {
     /// Records the handler's response as the `powertools.response` span attribute (default:
     /// `POWERTOOLS_TRACER_CAPTURE_RESPONSE`, else on). Turn it off for sensitive responses. Off, a
     /// response that does not serialize (which the runtime cannot send) still sets the span status
-    /// to error: the response is serialized to nothing to find out, unless it is a
-    /// `serde_json::Value`.
+    /// to error (without serde's message, which may quote it): the response is serialized to
+    /// nothing to find out, unless it is a `serde_json::Value`, so turning capture off saves the
+    /// copy into the attribute, not the serialization.
     pub fn capture_response(mut self, capture: bool) -> Self {
         self.capture_response = Some(capture);
         self
@@ -760,25 +760,26 @@ fn http_url(value: &str) -> Option<String> {
     (scheme_ok && host_ok && port_ok).then(|| value.to_owned())
 }
 
-/// Headers that frame an export request or its connection: the exporter's and the HTTP
-/// client's, never the configuration's.
+/// Headers that frame an export request's body: the exporter's, never the configuration's
+/// (`content-type` too, unless it says what the exporter sends). `host` and `connection` are
+/// left to the configuration: an endpoint given as an address behind a virtual host needs
+/// `host`, and neither breaks the request.
 const FRAMING_HEADERS: &[&str] = &[
     "content-length",
-    "content-type",
     "content-encoding",
     "transfer-encoding",
-    "host",
-    "connection",
     "te",
-    "upgrade",
-    "keep-alive",
-    "proxy-connection",
     "trailer",
+    "upgrade",
 ];
+
+/// The body's type the exporter sends.
+const PROTOBUF: &str = "application/x-protobuf";
 
 /// The headers of [`OTEL_EXPORTER_OTLP_HEADERS`] then [`OTEL_EXPORTER_OTLP_TRACES_HEADERS`] (whose
 /// keys win), read from `env`. An entry that is not `key=value`, a name that is not a header's,
-/// a value that is not one, or a header that frames the request ([`FRAMING_HEADERS`]) fails,
+/// a value that is not one, or a header that frames the body ([`FRAMING_HEADERS`], a
+/// `content-type` other than protobuf's) fails,
 /// naming the variable and the entry's place but never its value: a header is often an API key.
 fn otlp_headers(env: &Env) -> Result<Vec<(String, String)>, Error> {
     let mut headers: Vec<(String, String)> = Vec::new();
@@ -805,8 +806,15 @@ fn otlp_headers(env: &Env) -> Result<Vec<(String, String)>, Error> {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 return Err(refused("has a key that is not a header name"));
             }
-            // The headers that frame the request are the exporter's: `content-length=5` was
-            // sent in place of the body's length, and every export failed.
+            let value = percent_encoding::percent_decode_str(value.trim())
+                .decode_utf8()
+                .map_err(|_| refused("has a value that is not UTF-8 once percent-decoded"))?
+                .into_owned();
+            if http::HeaderValue::from_str(&value).is_err() {
+                return Err(refused("has a value that is not a header value"));
+            }
+            // The headers that frame the body are the exporter's: `content-length=5` was sent in
+            // place of the body's length, and every export failed.
             if FRAMING_HEADERS.contains(&name.as_str()) {
                 return Err(Error::Exporter(format!(
                     "{variable}: entry {} sets {name}, which the exporter writes for each request \
@@ -814,12 +822,13 @@ fn otlp_headers(env: &Env) -> Result<Vec<(String, String)>, Error> {
                     place + 1
                 )));
             }
-            let value = percent_encoding::percent_decode_str(value.trim())
-                .decode_utf8()
-                .map_err(|_| refused("has a value that is not UTF-8 once percent-decoded"))?
-                .into_owned();
-            if http::HeaderValue::from_str(&value).is_err() {
-                return Err(refused("has a value that is not a header value"));
+            if name == "content-type" && !value.trim().eq_ignore_ascii_case(PROTOBUF) {
+                return Err(Error::Exporter(format!(
+                    "{variable}: entry {} sets content-type to another type than {PROTOBUF}, \
+                     the only one the exporter sends (the collector would not read the body); \
+                     remove it",
+                    place + 1
+                )));
             }
             headers.retain(|(kept, _)| *kept != name);
             // An empty value sends no header, as opentelemetry-otlp skips it.

@@ -367,6 +367,82 @@ async fn a_call_retried_until_the_store_timeout_names_the_last_answer_dynamodb_g
     );
 }
 
+/// A store, a retrying client through the proxy, a 1.5 s store timeout.
+async fn retrying_store(proxy: &FaultProxy, table: &str) -> Idempotency<DynamoDbStore> {
+    let client = proxy
+        .client_retrying(
+            aws_sdk_dynamodb::config::retry::RetryConfig::standard()
+                .with_max_attempts(50)
+                .with_initial_backoff(Duration::from_millis(20)),
+        )
+        .await;
+    Idempotency::builder(DynamoDbStore::new(client, table).expect("valid store"))
+        .store_timeout(Duration::from_millis(1500))
+        .build()
+        .expect("valid settings")
+}
+
+/// Waits until `operation` has reached the proxy `count` times.
+async fn requests_reached(proxy: &FaultProxy, operation: &str, count: usize) {
+    let waited = Instant::now();
+    while proxy.requests(operation) < count {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "{operation} never reached the proxy {count} times"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A call names its own last answer, never a concurrent call's of the same store: a first
+/// version kept the last answer per store and operation, so that a claim whose request hung
+/// (no answer at all) named another claim's throttling as its own (and a throttled claim whose
+/// retry hung said "no answer" once another claim succeeded; found by a review). Each call that
+/// does not answer at once now has its own answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_each_name_their_own_last_answer() {
+    let Some(direct) = dynamodb_client().await else {
+        return;
+    };
+    let Some(proxy) = FaultProxy::start().await else {
+        return;
+    };
+    let table = create_idempotency_table(&direct).await;
+    let idempotency = retrying_store(&proxy, &table).await;
+    let context = TestContext::new().with_remaining_time(INVOCATION).build();
+
+    // The hung claim first (held past its bound: a `hang` would end when the rule changes),
+    // then a claim throttled throughout beside it.
+    proxy.set(json!({"action": "delay", "ms": 5000, "target": "PutItem", "times": 1}));
+    let (hung, throttled) = tokio::join!(
+        idempotency.run(&context, "charge", "pay-hung-beside", |_| async {
+            Ok::<_, std::io::Error>(1)
+        }),
+        async {
+            requests_reached(&proxy, "PutItem", 1).await;
+            proxy.set(json!({
+                "action": "error", "status": 400,
+                "code": "ProvisionedThroughputExceededException", "target": "PutItem"
+            }));
+            idempotency
+                .run(&context, "charge", "pay-throttled-beside", |_| async {
+                    Ok::<_, std::io::Error>(1)
+                })
+                .await
+        }
+    );
+    let hung = hung.unwrap_err().to_string();
+    let throttled = throttled.unwrap_err().to_string();
+    assert!(
+        hung.contains("no answer within 1500 ms") && !hung.contains("Throughput"),
+        "{hung}"
+    );
+    assert!(
+        throttled.contains("ProvisionedThroughputExceededException"),
+        "{throttled}"
+    );
+}
+
 #[tokio::test]
 async fn a_hung_store_with_no_deadline_to_go_by_is_bounded_by_the_store_timeout() {
     let Some(direct) = dynamodb_client().await else {

@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::http::HttpResponse;
@@ -10,14 +10,14 @@ use aws_sdk_dynamodb::config::interceptors::{
 };
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::operation::delete_item::{DeleteItemError, DeleteItemOutput};
-use aws_sdk_dynamodb::operation::get_item::{GetItemError, GetItemOutput};
-use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
-use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::operation::get_item::GetItemError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use powertools_core::error_chain;
 
-use super::{IdempotencyStore, PutOutcome, StoreCall, StoreError};
+use super::{CallAnswers, IdempotencyStore, PutOutcome, StoreCall, StoreError};
 use crate::record::{DataRecord, Status, epoch};
 use crate::{BoxError, Error};
 
@@ -73,7 +73,6 @@ pub struct DynamoDbStore {
     client: Client,
     settings: Arc<Settings>,
     endpoint: EndpointRecorder,
-    answers: AnswerRecorder,
 }
 
 #[derive(Debug)]
@@ -378,19 +377,17 @@ impl DynamoDbStoreBuilder {
         // The SDK's config does not tell which endpoint it sends to; the recorder sees it on the
         // first request, so that a connection error can name the host it could not reach.
         let endpoint = EndpointRecorder::default();
-        let answers = AnswerRecorder::default();
         let client = Client::from_conf(
             self.client
                 .config()
                 .to_builder()
                 .interceptor(endpoint.clone())
-                .interceptor(answers.clone())
+                .interceptor(AnswerRecorder)
                 .build(),
         );
         Ok(DynamoDbStore {
             client,
             endpoint,
-            answers,
             settings: Arc::new(Settings {
                 table_name: self.table_name,
                 key_attr: self.key_attr,
@@ -579,36 +576,16 @@ fn operation_of(call: StoreCall) -> &'static str {
     }
 }
 
-/// The operations the store calls, in the order of [`AnswerRecorder`]'s slots.
-const OPERATIONS: [&str; 4] = ["GetItem", "PutItem", "UpdateItem", "DeleteItem"];
-
 /// The most bytes of DynamoDB's message kept for an error.
 const MAX_ANSWER_BYTES: usize = 300;
 
-/// Remembers DynamoDB's last answer to each operation the store calls, when it was an error: the
-/// SDK retries throttling and 5xx answers, and a call the store timeout ends while it retries
-/// would otherwise be reported as one that got no answer. A success (or a failed condition,
-/// which is an answer the store expects) clears it.
-#[derive(Debug, Clone, Default)]
-struct AnswerRecorder(Arc<Mutex<[Option<Answer>; 4]>>);
-
-/// An error answer of DynamoDB's, and when it came.
-type Answer = (Instant, String);
-
-impl AnswerRecorder {
-    fn slot(operation: &str) -> Option<usize> {
-        OPERATIONS.iter().position(|known| *known == operation)
-    }
-
-    /// The last error answer to `operation`, with its age, if it is at most `within` old.
-    fn last(&self, operation: &str, within: Duration) -> Option<(Duration, String)> {
-        let slot = Self::slot(operation)?;
-        let answers = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let (at, answer) = answers[slot].as_ref()?;
-        let age = at.elapsed();
-        (age <= within).then(|| (age, answer.clone()))
-    }
-}
+/// Records DynamoDB's answer to each attempt in the answers of the call it belongs to
+/// ([`CallAnswers`]), for the error of a call the store timeout ends while the SDK retries:
+/// throttling or an outage would otherwise read as a call that got no answer. A success (or a
+/// failed condition, an answer the store expects) clears it; an attempt that got no answer (a
+/// connection cut) leaves it.
+#[derive(Debug, Clone, Copy, Default)]
+struct AnswerRecorder;
 
 impl Intercept for AnswerRecorder {
     fn name(&self) -> &'static str {
@@ -621,62 +598,42 @@ impl Intercept for AnswerRecorder {
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        // The operation is told by the type of its output or of its error (the request is gone
-        // by now). An attempt that got no answer (a connection cut) has neither, and is left out:
-        // it is not an answer.
-        let (slot, answer) = match context.output_or_error() {
+        let answer = match context.output_or_error() {
             None => return Ok(()),
-            Some(Ok(output)) => {
-                let slot = if output.downcast_ref::<GetItemOutput>().is_some() {
-                    0
-                } else if output.downcast_ref::<PutItemOutput>().is_some() {
-                    1
-                } else if output.downcast_ref::<UpdateItemOutput>().is_some() {
-                    2
-                } else if output.downcast_ref::<DeleteItemOutput>().is_some() {
-                    3
-                } else {
-                    return Ok(());
-                };
-                (slot, None)
-            }
+            Some(Ok(_)) => None,
             Some(Err(error)) => {
+                // An attempt that got no answer (a connection cut) is not an answer.
                 let Some(error) = error.as_operation_error() else {
                     return Ok(());
                 };
-                let metadata: Option<(usize, &dyn ProvideErrorMetadata)> =
+                let metadata: Option<&dyn ProvideErrorMetadata> =
                     if let Some(error) = error.downcast_ref::<GetItemError>() {
-                        Some((0, error))
+                        Some(error)
                     } else if let Some(error) = error.downcast_ref::<PutItemError>() {
-                        Some((1, error))
+                        Some(error)
                     } else if let Some(error) = error.downcast_ref::<UpdateItemError>() {
-                        Some((2, error))
+                        Some(error)
                     } else if let Some(error) = error.downcast_ref::<DeleteItemError>() {
-                        Some((3, error))
+                        Some(error)
                     } else {
                         None
                     };
-                let Some((slot, metadata)) = metadata else {
-                    return Ok(());
-                };
-                let answer = match (metadata.code(), metadata.message()) {
+                match metadata.map(|metadata| (metadata.code(), metadata.message())) {
                     // The answer a conditional write expects when the record is not its.
-                    (Some("ConditionalCheckFailedException"), _) => None,
-                    (Some(code), Some(message)) => Some(format!("{code}: {message}")),
-                    (Some(code), None) => Some(code.to_owned()),
-                    (None, _) => Some(match context.response() {
+                    Some((Some("ConditionalCheckFailedException"), _)) => None,
+                    Some((Some(code), Some(message))) => Some(format!("{code}: {message}")),
+                    Some((Some(code), None)) => Some(code.to_owned()),
+                    _ => Some(match context.response() {
                         Some(response) => format!("HTTP {}", response.status().as_u16()),
                         None => "an error without a code".to_owned(),
                     }),
-                };
-                (slot, answer)
+                }
             }
         };
-        let answer = answer.map(|mut answer| {
+        CallAnswers::record(answer.map(|mut answer| {
             answer.truncate(answer.floor_char_boundary(MAX_ANSWER_BYTES));
-            (Instant::now(), answer)
-        });
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)[slot] = answer;
+            answer
+        }));
         Ok(())
     }
 }
@@ -845,16 +802,6 @@ impl IdempotencyStore for DynamoDbStore {
                 Err(self.write_failure("UpdateItem", &record.key, error))
             }
         }
-    }
-
-    fn last_answer(&self, call: StoreCall, within: Duration) -> Option<String> {
-        let operation = operation_of(call);
-        let (age, answer) = self.answers.last(operation, within)?;
-        Some(format!(
-            "the SDK retried it; DynamoDB's last answer to a {operation} on this table, {} ms \
-             before the bound, was {answer}",
-            age.as_millis()
-        ))
     }
 
     fn describe_call(&self, call: StoreCall) -> Option<String> {

@@ -5,7 +5,8 @@ mod dynamodb;
 mod in_memory;
 
 use std::future::Future;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 #[cfg(feature = "dynamodb")]
 pub use dynamodb::{DynamoDbError, DynamoDbStore, DynamoDbStoreBuilder};
@@ -129,17 +130,39 @@ pub trait IdempotencyStore: Clone + Send + Sync + 'static {
         let _ = call;
         None
     }
+}
 
-    /// What the store last answered to a call of this kind, if it answered within the last
-    /// `within`, for the engine's error about a call it ended at the store timeout: a client that
-    /// retries (the AWS SDK does, on throttling and 5xx answers) can be ended while it retries,
-    /// and "no answer" would then hide the store's own answer. [`DynamoDbStore`] says `the SDK
-    /// retried it; DynamoDB's last answer to a PutItem on this table, 180 ms before the bound,
-    /// was ProvisionedThroughputExceededException: …`. `None` (the default) adds nothing.
-    ///
-    /// [`DynamoDbStore`]: crate::DynamoDbStore
-    fn last_answer(&self, call: StoreCall, within: std::time::Duration) -> Option<String> {
-        let _ = (call, within);
-        None
+/// The error answers one store call got, for the engine's error when the store timeout ends the
+/// call while its client retries (the AWS SDK retries throttling and 5xx answers): "no answer"
+/// would hide the store's own. The engine scopes each call that does not answer at once in its
+/// own ([`CALL_ANSWERS`]), so concurrent calls never see each other's; the DynamoDB store's
+/// interceptor records into the call's, as each attempt ends.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CallAnswers(Arc<Mutex<Option<(Instant, String)>>>);
+
+tokio::task_local! {
+    /// The answers of the store call being polled.
+    pub(crate) static CALL_ANSWERS: CallAnswers;
+}
+
+impl CallAnswers {
+    /// Records the answer the current call's last attempt got: an error's text, or `None` for
+    /// a success (or an answer the store expects, such as a failed condition). Outside a call
+    /// the engine scoped, nothing.
+    #[cfg(feature = "dynamodb")]
+    pub(crate) fn record(answer: Option<String>) {
+        let _ = CALL_ANSWERS.try_with(|answers| {
+            *answers.0.lock().unwrap_or_else(PoisonError::into_inner) =
+                answer.map(|answer| (Instant::now(), answer));
+        });
+    }
+
+    /// The last error answer and how long ago it came, unless a success came after it.
+    pub(crate) fn last(&self) -> Option<(Duration, String)> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|(at, answer)| (at.elapsed(), answer.clone()))
     }
 }
