@@ -350,7 +350,10 @@ mod tests {
             let env = Env::from_pairs([(name, std::ffi::OsString::from_vec(vec![0xc3, 0x28]))]);
             assert_eq!(
                 PowertoolsConfig::from_env_source(&env),
-                Err(Error::NonUnicodeEnvVar { name: name.into() })
+                Err(Error::NonUnicodeEnvVar {
+                    name: name.into(),
+                    value: r#""\xC3(""#.into(),
+                })
             );
         }
     }

@@ -93,9 +93,12 @@ impl Env {
     pub fn string(&self, name: &str) -> Result<Option<String>, Error> {
         self.raw(name)
             .map(|value| {
-                value.into_string().map_err(|_| Error::NonUnicodeEnvVar {
-                    name: name.to_owned(),
-                })
+                value
+                    .into_string()
+                    .map_err(|value| Error::NonUnicodeEnvVar {
+                        name: name.to_owned(),
+                        value: shown_os(&value),
+                    })
             })
             .transpose()
     }
@@ -155,6 +158,65 @@ impl Env {
     }
 }
 
+/// The most characters of a value that an error message shows: a mistaken or hostile value can
+/// be megabytes, and its start is enough to recognise it.
+pub const MAX_SHOWN_CHARS: usize = 64;
+
+/// `value` as an error message shows it: quoted and escaped as Rust's `Debug` writes a string
+/// (a tab is `\t`, so that an invisible character is visible), cut after
+/// [`MAX_SHOWN_CHARS`] characters, on a character boundary, with `…` after the closing quote.
+///
+/// ```
+/// use powertools_core::env::{MAX_SHOWN_CHARS, shown};
+///
+/// assert_eq!(shown("Zürich\t"), r#""Zürich\t""#);
+/// assert_eq!(shown(&"é".repeat(1000)), format!("\"{}\"…", "é".repeat(MAX_SHOWN_CHARS)));
+/// ```
+pub fn shown(value: &str) -> String {
+    match value.char_indices().nth(MAX_SHOWN_CHARS) {
+        Some((end, _)) => format!("{:?}…", &value[..end]),
+        None => format!("{value:?}"),
+    }
+}
+
+/// A value that is not valid UTF-8 as an error message shows it: as [`shown`] writes text, each
+/// byte that is not UTF-8 as `\xNN`, so that the user sees which bytes are wrong.
+fn shown_os(value: &std::ffi::OsStr) -> String {
+    let mut out = String::from("\"");
+    let mut left = MAX_SHOWN_CHARS;
+    let mut cut = false;
+    'chunks: for chunk in value.as_encoded_bytes().utf8_chunks() {
+        let valid = chunk.valid();
+        let end = match valid.char_indices().nth(left) {
+            Some((end, _)) => {
+                cut = true;
+                end
+            }
+            None => valid.len(),
+        };
+        let quoted = format!("{:?}", &valid[..end]);
+        // Without the quotes `Debug` puts around it.
+        out.push_str(&quoted[1..quoted.len() - 1]);
+        if cut {
+            break;
+        }
+        left -= valid.chars().count();
+        for byte in chunk.invalid() {
+            if left == 0 {
+                cut = true;
+                break 'chunks;
+            }
+            out.push_str(&format!("\\x{byte:02X}"));
+            left -= 1;
+        }
+    }
+    out.push('"');
+    if cut {
+        out.push('…');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,9 +266,29 @@ mod tests {
         assert_eq!(
             env.string("NAME"),
             Err(Error::NonUnicodeEnvVar {
-                name: "NAME".into()
+                name: "NAME".into(),
+                value: r#""f\xFF""#.into(),
             })
         );
+    }
+
+    // Found by an attack: the message named the variable only, not which bytes were wrong.
+    #[cfg(unix)]
+    #[test]
+    fn a_value_that_is_not_utf8_is_shown_with_its_bytes_escaped_and_cut() {
+        use std::os::unix::ffi::OsStringExt;
+        let env = Env::from_pairs([(
+            "NAME",
+            OsString::from_vec(b"caf\xc3\xa9\xff\xfe\tx".to_vec()),
+        )]);
+        assert_eq!(
+            env.string("NAME").unwrap_err().to_string(),
+            r#"environment variable NAME is not valid UTF-8: "café\xFF\xFE\tx""#
+        );
+        let long = Env::from_pairs([("NAME", OsString::from_vec(vec![0xff; 10_000]))]);
+        let error = long.string("NAME").unwrap_err().to_string();
+        assert!(error.ends_with("\"…"), "{error}");
+        assert!(error.len() < 400, "{error}");
     }
 
     #[test]

@@ -16,10 +16,15 @@ pub enum Error {
         expected: &'static str,
     },
     /// An environment variable holds bytes that are not valid UTF-8.
-    #[error("environment variable {name} is not valid UTF-8")]
+    #[error("environment variable {name} is not valid UTF-8: {value}")]
     NonUnicodeEnvVar {
         /// The variable's name.
         name: String,
+        /// The value as the message shows it, so that the user can see which bytes are wrong:
+        /// quoted, its text escaped as Rust's `Debug` writes a string, each byte that is not
+        /// UTF-8 as `\xNN`, cut after [`MAX_SHOWN_CHARS`](crate::env::MAX_SHOWN_CHARS)
+        /// characters (then followed by `…`).
+        value: String,
     },
     /// A JMESPath expression does not compile.
     #[error("invalid JMESPath expression `{expression}`: {reason}")]

@@ -82,10 +82,15 @@ pub enum Error {
         requested: Resolution,
     },
     /// A dimension name or value CloudWatch would refuse.
-    #[error("invalid dimension {name:?}: {reason}")]
+    #[error(
+        "invalid dimension {name:?} (value {}): {reason}",
+        powertools_core::env::shown(value)
+    )]
     InvalidDimension {
         /// The dimension name.
         name: String,
+        /// The dimension value (the message quotes its start: it can be long).
+        value: String,
         /// Which rule it breaks.
         reason: &'static str,
     },

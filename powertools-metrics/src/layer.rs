@@ -267,7 +267,11 @@ impl MetricsLayerBuilder {
             };
             if let Some(reason) = reason {
                 // Fixed at build time: refuse it now rather than on every document.
-                return Err(Error::InvalidDimension { name, reason });
+                return Err(Error::InvalidDimension {
+                    name,
+                    value,
+                    reason,
+                });
             }
             if name == "service" {
                 return Err(Error::NameCollision {
@@ -346,6 +350,7 @@ fn own_dimension(
     };
     let error = Error::InvalidDimension {
         name: name.to_owned(),
+        value,
         reason,
     };
     Err(match variable {

@@ -1035,6 +1035,7 @@ impl Metrics {
             };
             return Err(Error::InvalidDimension {
                 name: name.clone(),
+                value: value.clone(),
                 reason,
             });
         }

@@ -141,6 +141,7 @@ pub(crate) fn dimension(name: &str, value: &str) -> Result<DimensionCheck, Error
     let invalid = |reason| {
         Err(Error::InvalidDimension {
             name: name.to_owned(),
+            value: value.to_owned(),
             reason,
         })
     };

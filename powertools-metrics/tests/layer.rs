@@ -734,3 +734,40 @@ fn metrics_in_memory() -> (Metrics, powertools_metrics::MemorySink) {
         .expect("valid settings");
     (layer.new_metrics(), sink)
 }
+
+// Configuration from the environment against Powertools for Python 3.37 (found by an attack).
+
+#[test]
+fn a_refused_service_or_function_name_is_quoted_in_the_error() {
+    let long = "é".repeat(500);
+    for (variable, value, shown) in [
+        (
+            "POWERTOOLS_SERVICE_NAME",
+            "Zürich",
+            r#""Zürich""#.to_owned(),
+        ),
+        (
+            "POWERTOOLS_METRICS_FUNCTION_NAME",
+            "fünf",
+            r#""fünf""#.to_owned(),
+        ),
+        ("POWERTOOLS_SERVICE_NAME", "a\tb", r#""a\tb""#.to_owned()),
+        (
+            "POWERTOOLS_SERVICE_NAME",
+            &long,
+            format!("\"{}\"…", "é".repeat(64)),
+        ),
+    ] {
+        let error = MetricsLayer::builder()
+            .namespace("Bakery")
+            .env(Env::from_pairs([(variable, value)]))
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(variable) && error.contains(&shown),
+            "{shown} in {error}"
+        );
+        assert!(error.len() < 400, "cut: {error}");
+    }
+}

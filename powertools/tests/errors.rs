@@ -15,6 +15,7 @@ type Step = fn() -> Result<(), powertools::Error>;
 fn core() -> Result<(), powertools::Error> {
     let error = powertools::core::Error::NonUnicodeEnvVar {
         name: "POWERTOOLS_DEV".to_owned(),
+        value: r#""\xFF""#.to_owned(),
     };
     Err(error)?
 }
