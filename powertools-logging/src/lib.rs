@@ -85,7 +85,8 @@
 //!   that holds JSON (an API Gateway `body`).
 //! - `POWERTOOLS_LOGGER_LOG_EVENT` logs the event as Lambda sent it, with [`RawEventLayer`] on
 //!   the runtime (`powertools::run` adds it), or when the handler takes a `serde_json::Value`.
-//! - `POWERTOOLS_DEV=true` pretty-prints each line for reading in a terminal.
+//! - `POWERTOOLS_DEV=true` pretty-prints each line for reading in a terminal; the logger says so
+//!   in a warning when it is built, since it turns metrics and traces off too.
 //!
 //! # Every line is one line of valid JSON, small enough for CloudWatch
 //!

@@ -508,7 +508,8 @@ impl LoggerBuilder {
     }
 
     /// Checks the settings and builds the logger. A level more verbose than Lambda's
-    /// `AWS_LAMBDA_LOG_LEVEL` is logged as a warning (Lambda would drop those lines).
+    /// `AWS_LAMBDA_LOG_LEVEL` is logged as a warning (Lambda would drop those lines), and so is
+    /// `POWERTOOLS_DEV=true` (it turns metrics and traces off too).
     ///
     /// # Errors
     /// A malformed environment variable, a level that is not one, a sampling rate outside
@@ -609,6 +610,25 @@ impl LoggerBuilder {
             warned_no_raw_event: AtomicBool::new(false),
             checked_subscriber: AtomicBool::new(false),
         };
+        if config.dev_mode() {
+            // Left on in production, POWERTOOLS_DEV turns metrics and traces off without a word
+            // from them: say what it does, as Python's `UserWarning` does. Written by the logger
+            // itself, as its other notices, so that it is not lost when no subscriber is
+            // installed yet (or ever); once per logger.
+            let lines = if shared.dev_mode {
+                "log lines are pretty-printed"
+            } else {
+                "log lines stay JSON (dev_mode(false) in code)"
+            };
+            shared.notice(
+                Level::Warn,
+                &format!(
+                    "POWERTOOLS_DEV is on, for development only: {lines}, metrics are off unless \
+                     POWERTOOLS_METRICS_DISABLED=false, and traces are off unless \
+                     POWERTOOLS_TRACE_DISABLED=false."
+                ),
+            );
+        }
         if let Some(warning) = resolved.conflict {
             shared.notice(Level::Warn, &warning);
         }

@@ -609,7 +609,8 @@ async fn dev_mode_pretty_prints() {
     tracing::subscriber::with_default(logger.subscriber(), || tracing::info!(loaves = 2, "baked"));
     let text = logs.contents();
     assert!(text.lines().count() > 3, "{text}");
-    let parsed: Value = serde_json::from_str(&text).unwrap();
+    // After the warning that development mode is on.
+    let parsed = documents(&logs).pop().unwrap();
     assert_eq!(parsed["loaves"], 2);
 }
 
@@ -680,4 +681,51 @@ async fn redacting_event_still_hides_the_whole_logged_event() {
     .unwrap();
     assert!(!logs.contents().contains("o-secret"), "{}", logs.contents());
     assert_eq!(logs.json()[0]["message"], REDACTED);
+}
+
+// Configuration from the environment against Powertools for Python 3.37 (found by an attack).
+
+/// Every document `logs` holds, pretty-printed (development mode) or not.
+fn documents(logs: &MemoryLogs) -> Vec<Value> {
+    serde_json::Deserializer::from_str(&logs.contents())
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .expect("JSON documents")
+}
+
+#[test]
+fn dev_mode_from_the_environment_is_warned_about_once_with_what_it_turns_off() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs)
+        .env(Env::from_pairs([("POWERTOOLS_DEV", "true")]))
+        .build()
+        .expect("valid settings");
+    // Installed as a subscriber (as `init` does) and used: the warning is not repeated.
+    tracing::subscriber::with_default(logger.subscriber(), || tracing::info!("after"));
+    let documents = documents(&logs);
+    let warnings: Vec<&Value> = documents
+        .iter()
+        .filter(|line| line["level"] == "WARN")
+        .collect();
+    assert_eq!(warnings.len(), 1, "{documents:?}");
+    let warning = warnings[0]["message"].as_str().expect("a message");
+    for part in [
+        "POWERTOOLS_DEV",
+        "pretty-printed",
+        "POWERTOOLS_METRICS_DISABLED=false",
+        "POWERTOOLS_TRACE_DISABLED=false",
+    ] {
+        assert!(warning.contains(part), "{part} in {warning}");
+    }
+    assert_eq!(documents.last().expect("a line")["message"], "after");
+
+    // Off, or on only in code: no warning (the variable is what would be left on in production).
+    for logger in [
+        builder(&logs).env(Env::from_pairs([("POWERTOOLS_DEV", "false")])),
+        builder(&logs).dev_mode(true),
+    ] {
+        let logs = MemoryLogs::new();
+        logger.writer(logs.clone()).build().expect("valid settings");
+        assert!(logs.contents().is_empty(), "{}", logs.contents());
+    }
 }
