@@ -198,12 +198,16 @@ impl MetricsLayerBuilder {
 
     /// Checks the settings and builds the layer.
     ///
+    /// With metrics disabled nothing is written, so a namespace, service or function name
+    /// CloudWatch would refuse does not stop the build: the layer logs a warning naming it at
+    /// its first invocation (once), when the function's subscriber is installed.
+    ///
     /// # Errors
     /// [`Error::MissingNamespace`] or [`Error::InvalidNamespace`] (unless metrics are disabled),
     /// an invalid default dimension or one too many (29 besides `service`, 30 without it), a
     /// service or function name CloudWatch would refuse as a dimension value (blank, not
-    /// printable ASCII, over 1024 characters), or a malformed environment variable (the error
-    /// names it).
+    /// printable ASCII, over 1024 characters; unless metrics are disabled), or a malformed
+    /// environment variable (the error names it).
     pub fn build(self) -> Result<MetricsLayer, Error> {
         let env = self.env.unwrap_or_else(Env::process);
         let config = PowertoolsConfig::from_env_source(&env)?;
@@ -226,15 +230,26 @@ impl MetricsLayerBuilder {
             Some(namespace) => Some(namespace),
             None => env.string(POWERTOOLS_METRICS_NAMESPACE)?,
         };
+        // Disabled, nothing is written: a namespace, service or function name CloudWatch would
+        // refuse does not stop the function (Python runs), and is warned about at the first
+        // invocation instead, when a subscriber is installed (`main` builds the layer before).
+        let mut refused_while_disabled = Vec::new();
+        let mut unless_disabled = |checked: Result<(), Error>| match checked {
+            Err(error) if disabled => {
+                refused_while_disabled.push(error);
+                Ok(false)
+            }
+            checked => checked.map(|()| true),
+        };
         let namespace = match namespace {
             Some(namespace) => {
-                validate::namespace(&namespace).map_err(|error| {
+                unless_disabled(validate::namespace(&namespace).map_err(|error| {
                     if namespace_from_env {
                         from_env(POWERTOOLS_METRICS_NAMESPACE)(error)
                     } else {
                         error
                     }
-                })?;
+                }))?;
                 namespace
             }
             None if disabled => String::new(),
@@ -249,7 +264,12 @@ impl MetricsLayerBuilder {
             "service",
             service,
             service_from_env.then_some(powertools_core::env::vars::POWERTOOLS_SERVICE_NAME),
-        )?;
+        );
+        let service = match service {
+            Ok(service) => service,
+            // Nothing is written: no service dimension.
+            Err(error) => unless_disabled(Err(error)).map(|_| None)?,
+        };
         let log_level_filter = log_level_filter(&env)?;
         let mut default_dimensions: Vec<(String, String)> =
             Vec::with_capacity(self.default_dimensions.len());
@@ -308,11 +328,14 @@ impl MetricsLayerBuilder {
             None => env.string(POWERTOOLS_METRICS_FUNCTION_NAME)?,
         };
         // Empty: the function's own name, from the invocation's context.
-        let function_name = own_dimension(
+        let function_name = match own_dimension(
             "function_name",
             function_name,
             function_name_from_env.then_some(POWERTOOLS_METRICS_FUNCTION_NAME),
-        )?;
+        ) {
+            Ok(function_name) => function_name,
+            Err(error) => unless_disabled(Err(error)).map(|_| None)?,
+        };
         Ok(MetricsLayer {
             settings: Arc::new(Settings {
                 namespace,
@@ -325,6 +348,8 @@ impl MetricsLayerBuilder {
                 disabled,
                 sink: self.sink.unwrap_or_else(|| Arc::new(Stdout)),
                 warned_empty: AtomicBool::new(false),
+                refused_while_disabled,
+                warned_refused: AtomicBool::new(false),
             }),
             recycled: Arc::default(),
         })
@@ -465,6 +490,7 @@ where
     }
 
     fn call(&mut self, event: LambdaEvent<T>) -> Self::Future {
+        self.settings.warn_refused_while_disabled();
         let metrics = Metrics::for_invocation(&self.settings, &self.recycled);
         if self.settings.capture_cold_start_metric
             && is_cold_start(&event.context)

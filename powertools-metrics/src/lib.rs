@@ -99,7 +99,7 @@
 //! | [`namespace`](MetricsLayerBuilder::namespace) | `POWERTOOLS_METRICS_NAMESPACE` | required: building the layer fails without it |
 //! | [`service`](MetricsLayerBuilder::service) | `POWERTOOLS_SERVICE_NAME` | none: no `service` dimension |
 //! | [`function_name`](MetricsLayerBuilder::function_name) | `POWERTOOLS_METRICS_FUNCTION_NAME` | the invocation's function name |
-//! | [`disabled`](MetricsLayerBuilder::disabled) | `POWERTOOLS_METRICS_DISABLED` | `POWERTOOLS_DEV` |
+//! | [`disabled`](MetricsLayerBuilder::disabled) | `POWERTOOLS_METRICS_DISABLED` | `POWERTOOLS_DEV`; disabled, a namespace, service or function name CloudWatch would refuse is warned about at the first invocation instead of failing the build |
 //! | [`raise_on_empty_metrics`](MetricsLayerBuilder::raise_on_empty_metrics) | | off: a warning, the first time |
 //! | [`capture_cold_start_metric`](MetricsLayerBuilder::capture_cold_start_metric) | | off |
 //!

@@ -40,6 +40,30 @@ pub(crate) struct Settings {
     /// Whether the empty-metrics warning was logged: once per layer, as Python's `warnings`
     /// shows it once per process, so that every replayed invocation does not log it again.
     pub(crate) warned_empty: AtomicBool,
+    /// What the build would have refused had metrics been enabled (a namespace, service or
+    /// function name CloudWatch refuses), warned about at the first invocation.
+    pub(crate) refused_while_disabled: Vec<Error>,
+    /// Whether those warnings were logged: once per layer.
+    pub(crate) warned_refused: AtomicBool,
+}
+
+impl Settings {
+    /// Logs, once, what the build let through only because metrics are disabled: at build time
+    /// the function has usually not installed its subscriber yet, and the warning would be lost.
+    pub(crate) fn warn_refused_while_disabled(&self) {
+        if self.refused_while_disabled.is_empty()
+            || self.warned_refused.swap(true, Ordering::Relaxed)
+        {
+            return;
+        }
+        for error in &self.refused_while_disabled {
+            tracing::warn!(
+                %error,
+                "Metrics are disabled, so this value did not stop the start; it will once \
+                 metrics are enabled"
+            );
+        }
+    }
 }
 
 /// How many invocation states a layer keeps for reuse: one per invocation running at once, up to

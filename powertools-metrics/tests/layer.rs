@@ -737,6 +737,89 @@ fn metrics_in_memory() -> (Metrics, powertools_metrics::MemorySink) {
 
 // Configuration from the environment against Powertools for Python 3.37 (found by an attack).
 
+/// The WARN events (and above) logged while installed, each as its fields' `Debug` text.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Captured {
+    fn warnings(&self) -> Vec<String> {
+        self.0.lock().expect("not poisoned").clone()
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Captured {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!("{}={value:?} ", field.name()));
+            }
+        }
+        if *event.metadata().level() <= tracing::Level::WARN {
+            let mut fields = Fields(String::new());
+            event.record(&mut fields);
+            self.0.lock().expect("not poisoned").push(fields.0);
+        }
+    }
+}
+
+/// A subscriber recording its warnings in `captured`.
+fn capturing(captured: &Captured) -> impl tracing::Subscriber + Send + Sync + use<> {
+    tracing_subscriber::registry().with(captured.clone())
+}
+
+#[tokio::test]
+async fn disabled_metrics_start_with_a_value_they_would_refuse_and_warn_once_at_the_first_invocation()
+ {
+    let refused = [
+        ("POWERTOOLS_METRICS_NAMESPACE", "AWS/x"),
+        ("POWERTOOLS_METRICS_NAMESPACE", "Bäckerei"),
+        ("POWERTOOLS_SERVICE_NAME", "Zürich"),
+        ("POWERTOOLS_METRICS_FUNCTION_NAME", "fünf"),
+    ];
+    for (variable, value) in refused {
+        for disabling in [
+            ("POWERTOOLS_METRICS_DISABLED", "true"),
+            ("POWERTOOLS_DEV", "true"),
+        ] {
+            let sink = CheckedSink::new();
+            // Built before any subscriber is installed, as in `main`.
+            let layer = MetricsLayer::builder()
+                .capture_cold_start_metric(true)
+                .sink(sink.clone())
+                .env(Env::from_pairs([(variable, value), disabling]))
+                .build()
+                .unwrap_or_else(|error| panic!("{variable}={value} with {disabling:?}: {error}"));
+            let captured = Captured::default();
+            let _guard = tracing::subscriber::set_default(capturing(&captured));
+            for _ in 0..2 {
+                invoke(&layer, |_| async {
+                    powertools_metrics::add_metric("Orders", 1.0, Unit::Count)?;
+                    Ok(Value::Null)
+                })
+                .await
+                .unwrap();
+            }
+            assert!(sink.lines().is_empty(), "disabled: nothing written");
+            let warnings = captured.warnings();
+            assert_eq!(warnings.len(), 1, "one warning: {warnings:?}");
+            assert!(
+                warnings[0].contains(variable) && warnings[0].contains(value),
+                "{warnings:?}"
+            );
+
+            // Enabled, the same value stops the build.
+            let mut enabled = MetricsLayer::builder()
+                .sink(sink.clone())
+                .env(Env::from_pairs([(variable, value)]));
+            if variable != "POWERTOOLS_METRICS_NAMESPACE" {
+                enabled = enabled.namespace("Bakery");
+            }
+            assert!(enabled.build().is_err(), "{variable}={value}");
+        }
+    }
+}
+
 #[test]
 fn a_refused_service_or_function_name_is_quoted_in_the_error() {
     let long = "é".repeat(500);

@@ -211,3 +211,75 @@ async fn an_idempotency_error_is_logged_as_lambda_reports_it_and_a_handler_error
     assert_eq!(reported[1].error_type, "OvenCold");
     assert_eq!(failed["exception_name"], "OvenCold");
 }
+
+/// Every document `logs` holds, pretty-printed (development mode) or not.
+fn documents_in(logs: &MemoryLogs) -> Vec<Value> {
+    serde_json::Deserializer::from_str(&logs.contents())
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .expect("JSON documents")
+}
+
+// Found by an attack: with metrics disabled, a namespace or service name they would refuse
+// stopped start-up (Python runs), and POWERTOOLS_DEV turned metrics off without a word.
+#[tokio::test]
+async fn dev_mode_starts_with_values_disabled_metrics_would_refuse_and_says_what_it_does() {
+    for (variable, value) in [
+        ("POWERTOOLS_METRICS_NAMESPACE", "AWS/x"),
+        ("POWERTOOLS_METRICS_NAMESPACE", "Bäckerei"),
+        ("POWERTOOLS_SERVICE_NAME", "Zürich"),
+    ] {
+        for disabling in [
+            ("POWERTOOLS_DEV", "true"),
+            ("POWERTOOLS_METRICS_DISABLED", "true"),
+        ] {
+            let (logs, documents) = (MemoryLogs::new(), CheckedSink::new());
+            let powertools = Powertools::builder()
+                .env(Env::from_pairs([
+                    (variable, value),
+                    disabling,
+                    ("POWERTOOLS_TRACE_DISABLED", "true"),
+                ]))
+                .logger(|logger| logger.writer(logs.clone()))
+                .metrics(|metrics| metrics.sink(documents.clone()))
+                .build()
+                .unwrap_or_else(|error| panic!("{variable}={value} with {disabling:?}: {error}"));
+            let _guard = tracing::subscriber::set_default(powertools.subscriber());
+            let service = ServiceBuilder::new()
+                .layer(powertools.layer())
+                .service(service_fn(|_event: LambdaEvent<Value>| async {
+                    powertools::metrics::add_metric("Orders", 1.0, Unit::Count)?;
+                    Ok::<_, lambda_runtime::Error>(Value::Null)
+                }));
+            for _ in 0..2 {
+                service
+                    .clone()
+                    .oneshot(TestContext::new().event(json!({})))
+                    .await
+                    .unwrap();
+            }
+            assert!(documents.lines().is_empty(), "metrics are off");
+            let warnings: Vec<String> = documents_in(&logs)
+                .iter()
+                .filter(|line| line["level"] == "WARN")
+                .map(|line| line.to_string())
+                .collect();
+            let dev_mode = usize::from(disabling.0 == "POWERTOOLS_DEV");
+            assert_eq!(
+                warnings
+                    .iter()
+                    .filter(|line| line.contains("POWERTOOLS_DEV is on"))
+                    .count(),
+                dev_mode,
+                "{warnings:?}"
+            );
+            assert_eq!(warnings.len(), dev_mode + 1, "{warnings:?}");
+            assert!(
+                warnings
+                    .iter()
+                    .any(|line| line.contains(variable) && line.contains(value)),
+                "{warnings:?}"
+            );
+        }
+    }
+}
