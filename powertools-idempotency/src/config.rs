@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use crate::record::DataRecord;
 
-/// Name of the kill switch variable: when truthy, handlers run without idempotency.
+/// Name of the kill switch variable: when truthy, handlers run without idempotency, and the first
+/// invocation through each built [`Idempotency`](crate::Idempotency) logs a warning that says so.
 pub const POWERTOOLS_IDEMPOTENCY_DISABLED: &str = "POWERTOOLS_IDEMPOTENCY_DISABLED";
 
 /// The default idempotency window.

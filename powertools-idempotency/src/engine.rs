@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::config::{MAX_ITEM_SIZE, Settings};
+use crate::config::{MAX_ITEM_SIZE, POWERTOOLS_IDEMPOTENCY_DISABLED, Settings};
 use crate::error::Error;
 use crate::key::{hash, idempotency_key, is_missing};
 use crate::persistence::{
@@ -48,6 +48,8 @@ pub(crate) struct Engine<St> {
     pub(crate) store: St,
     pub(crate) settings: Settings,
     cache: Option<Mutex<LruCache<String, DataRecord>>>,
+    /// Whether the warning that idempotency is disabled was logged: once per built instance.
+    warned_disabled: AtomicBool,
 }
 
 /// What one invocation is keyed on, computed before the handler is called.
@@ -115,6 +117,7 @@ impl<St: IdempotencyStore> Engine<St> {
             store,
             settings,
             cache,
+            warned_disabled: AtomicBool::new(false),
         })
     }
 
@@ -128,6 +131,15 @@ impl<St: IdempotencyStore> Engine<St> {
         looked_in: impl FnOnce() -> String,
     ) -> Result<Prepared, Error<E>> {
         if self.settings.disabled {
+            // At the first invocation, when the function's subscriber is installed, as Python
+            // warns each time the decorated function is created.
+            if !self.warned_disabled.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "{POWERTOOLS_IDEMPOTENCY_DISABLED} is set: handlers run without idempotency. \
+                     This is intended for development environments only and should not be used \
+                     in production."
+                );
+            }
             return Ok(Prepared::Bypass);
         }
         check_operation(operation).map_err(Error::into_handler_error)?;

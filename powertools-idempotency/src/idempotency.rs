@@ -344,12 +344,8 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
             .bool(POWERTOOLS_IDEMPOTENCY_DISABLED)
             .map_err(|error| Error::Config(error.to_string()))?
             .unwrap_or(false);
-        if disabled {
-            tracing::warn!(
-                "{POWERTOOLS_IDEMPOTENCY_DISABLED} is set: handlers run without idempotency. \
-                 This is intended for development environments only."
-            );
-        }
+        // Warned about at the first invocation (`Engine::prepare`), not here: `main` builds this
+        // before it installs a subscriber, and the warning would reach no log.
         self.settings.disabled = disabled;
         // Both are used in whole milliseconds: less than one is zero.
         let store_timeout = self.settings.store_timeout;

@@ -614,3 +614,76 @@ async fn the_function_api_s_future_outlives_the_context_and_the_operation_name()
     assert_eq!(future.await.unwrap(), 3);
     assert_eq!(store.len(), 2);
 }
+
+/// The WARN events logged while installed, each as its fields' `Debug` text.
+#[derive(Clone, Default)]
+struct Warnings(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!("{}={value:?} ", field.name()));
+            }
+        }
+        if *event.metadata().level() == tracing::Level::WARN {
+            let mut fields = Fields(String::new());
+            event.record(&mut fields);
+            self.0.lock().unwrap().push(fields.0);
+        }
+    }
+}
+
+// Found by an attack: the warning was logged by `build`, before `main` installs a subscriber,
+// and so reached no log.
+#[tokio::test]
+async fn disabled_idempotency_is_warned_about_once_at_the_first_invocation_of_each_instance() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let disabled = || {
+        Idempotency::builder(InMemoryStore::new())
+            .env(Env::from_pairs([(
+                "POWERTOOLS_IDEMPOTENCY_DISABLED",
+                "true",
+            )]))
+            .build()
+            .unwrap()
+    };
+    // Built before any subscriber is installed, as in `main`.
+    let run_instance = disabled();
+    let layer_instance = disabled();
+    let warnings = Warnings::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(warnings.clone()));
+
+    let context = TestContext::new().build();
+    for key in 0..3 {
+        run_instance
+            .run(&context, "op", key, |_| async {
+                Ok::<_, std::io::Error>(())
+            })
+            .await
+            .unwrap();
+    }
+    let mut service =
+        IdempotencyLayer::new(layer_instance).layer(service_fn(|_: LambdaEvent<Value>| async {
+            Ok::<_, lambda_runtime::Error>(json!("ok"))
+        }));
+    for id in 0..3 {
+        service
+            .ready()
+            .await
+            .unwrap()
+            .call(TestContext::new().event(json!({ "id": id })))
+            .await
+            .unwrap();
+    }
+    let warnings = warnings.0.lock().unwrap().clone();
+    assert_eq!(warnings.len(), 2, "once per instance: {warnings:?}");
+    assert!(
+        warnings
+            .iter()
+            .all(|warning| warning.contains("POWERTOOLS_IDEMPOTENCY_DISABLED")),
+        "{warnings:?}"
+    );
+}
