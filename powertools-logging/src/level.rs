@@ -97,9 +97,9 @@ pub(crate) struct Resolved {
 }
 
 /// `AWS_LAMBDA_LOG_LEVEL` (Lambda's Advanced Logging Controls) wins, then the level set in code,
-/// then `POWERTOOLS_LOG_LEVEL`, then `INFO`, as in Powertools. Lambda drops the lines below its
-/// own level anyway, so a more verbose level in code or `POWERTOOLS_LOG_LEVEL` would only lose
-/// lines silently: say so.
+/// then `POWERTOOLS_LOG_LEVEL` (else the legacy `LOG_LEVEL`), then `INFO`, as in Powertools.
+/// Lambda drops the lines below its own level anyway, so a more verbose level in code or
+/// `POWERTOOLS_LOG_LEVEL` would only lose lines silently: say so.
 pub(crate) fn resolve(alc: Option<Level>, code: Option<Level>, env: Option<Level>) -> Resolved {
     let requested = code.or(env);
     match (alc, requested) {

@@ -74,8 +74,8 @@
 //!   (`#[instrument(fields(...))]`, `info_span!`) are keys on the lines written inside it, that
 //!   is, keys scoped to a block.
 //! - Levels: `AWS_LAMBDA_LOG_LEVEL` (Lambda's Advanced Logging Controls) wins, then the level set
-//!   in code, then `POWERTOOLS_LOG_LEVEL`, then `INFO`; a more verbose level than Lambda's is
-//!   warned about, since Lambda would drop those lines.
+//!   in code, then `POWERTOOLS_LOG_LEVEL`, then Python's legacy `LOG_LEVEL`, then `INFO`; a
+//!   more verbose level than Lambda's is warned about, since Lambda would drop those lines.
 //! - Errors recorded as `error = &err as &dyn std::error::Error` are written as
 //!   `{"type", "message", "sources"}`, the `source()` chain included, and as Powertools'
 //!   `exception_name` and `exception` (the message chain), which Logs Insights queries written
@@ -193,8 +193,9 @@ pub use json::{DEFAULT_REDACTED_KEYS, REDACTED, RESERVED_PREFIX};
 pub use layer::{LoggingLayer, LoggingService};
 pub use level::Level;
 pub use logger::{
-    AWS_LAMBDA_LOG_LEVEL, BufferConfig, Clock, DEFAULT_BUFFER_MAX_BYTES, Logger, LoggerBuilder,
-    MemoryLogs, POWERTOOLS_LOG_LEVEL, POWERTOOLS_LOGGER_LOG_EVENT, POWERTOOLS_LOGGER_SAMPLE_RATE,
+    AWS_LAMBDA_LOG_LEVEL, BufferConfig, Clock, DEFAULT_BUFFER_MAX_BYTES, LOG_LEVEL, Logger,
+    LoggerBuilder, MemoryLogs, POWERTOOLS_LOG_LEVEL, POWERTOOLS_LOGGER_LOG_EVENT,
+    POWERTOOLS_LOGGER_SAMPLE_RATE,
 };
 pub use raw_event::{RawEventLayer, RawEventService, received_body};
 pub use scope::key_scope;

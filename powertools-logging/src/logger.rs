@@ -23,6 +23,9 @@ use crate::{Error, key_value};
 
 /// `DEBUG`, `INFO`, … (`AWS_LAMBDA_LOG_LEVEL`, set by Lambda's Advanced Logging Controls, wins).
 pub const POWERTOOLS_LOG_LEVEL: &str = "POWERTOOLS_LOG_LEVEL";
+/// The level when [`POWERTOOLS_LOG_LEVEL`] is unset: the legacy name Powertools for Python still
+/// reads, so that a function ported from Python keeps its level.
+pub const LOG_LEVEL: &str = "LOG_LEVEL";
 /// The level Lambda's Advanced Logging Controls filter at; it wins over every other setting.
 pub const AWS_LAMBDA_LOG_LEVEL: &str = "AWS_LAMBDA_LOG_LEVEL";
 /// The share of invocations, 0.0 to 1.0, that log at `DEBUG` whatever the level.
@@ -403,7 +406,8 @@ impl LoggerBuilder {
         self
     }
 
-    /// The level (default: `POWERTOOLS_LOG_LEVEL`, else `INFO`; `AWS_LAMBDA_LOG_LEVEL` wins).
+    /// The level (default: `POWERTOOLS_LOG_LEVEL`, else the legacy `LOG_LEVEL`, else `INFO`;
+    /// `AWS_LAMBDA_LOG_LEVEL` wins).
     pub fn level(mut self, level: Level) -> Self {
         self.level = Some(level);
         self
@@ -527,10 +531,14 @@ impl LoggerBuilder {
                 })?,
             )
         };
-        // The variable is read only for a level not set in code, as every option's is.
+        // The variables are read only for a level not set in code, as every option's is; the
+        // legacy one only when the other is unset, as Python's `or` reads them.
         let from_env = match self.level {
             Some(_) => None,
-            None => parse_level(POWERTOOLS_LOG_LEVEL)?,
+            None => match parse_level(POWERTOOLS_LOG_LEVEL)? {
+                Some(level) => Some(level),
+                None => parse_level(LOG_LEVEL)?,
+            },
         };
         let resolved = level::resolve(parse_level(AWS_LAMBDA_LOG_LEVEL)?, self.level, from_env);
         let sample_rate = match self.sample_rate {

@@ -729,3 +729,44 @@ fn dev_mode_from_the_environment_is_warned_about_once_with_what_it_turns_off() {
         assert!(logs.contents().is_empty(), "{}", logs.contents());
     }
 }
+
+#[test]
+fn the_legacy_log_level_is_read_after_powertools_log_level_as_python_reads_it() {
+    let level = |pairs: Vec<(&str, &str)>| {
+        builder(&MemoryLogs::new())
+            .env(Env::from_pairs(pairs))
+            .build()
+            .map(|logger| logger.level())
+    };
+    assert_eq!(level(vec![("LOG_LEVEL", "DEBUG")]).unwrap(), Level::Debug);
+    assert_eq!(
+        level(vec![
+            ("LOG_LEVEL", "DEBUG"),
+            ("POWERTOOLS_LOG_LEVEL", "WARN")
+        ])
+        .unwrap(),
+        Level::Warn
+    );
+    assert_eq!(
+        level(vec![
+            ("LOG_LEVEL", "DEBUG"),
+            ("AWS_LAMBDA_LOG_LEVEL", "ERROR")
+        ])
+        .unwrap(),
+        Level::Error
+    );
+    // Not read when POWERTOOLS_LOG_LEVEL is set, as Python's `or` does not read it.
+    assert_eq!(
+        level(vec![
+            ("LOG_LEVEL", "loud"),
+            ("POWERTOOLS_LOG_LEVEL", "INFO")
+        ])
+        .unwrap(),
+        Level::Info
+    );
+    let bad = level(vec![("LOG_LEVEL", "loud")]).unwrap_err().to_string();
+    assert!(
+        bad.starts_with("environment variable LOG_LEVEL ") && bad.contains("\"loud\""),
+        "{bad}"
+    );
+}
