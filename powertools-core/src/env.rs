@@ -158,6 +158,12 @@ impl Env {
     }
 }
 
+/// The level names every crate accepts in a level variable (`POWERTOOLS_LOG_LEVEL`, `LOG_LEVEL`,
+/// `AWS_LAMBDA_LOG_LEVEL`), as an error message lists them: one list, so that the logger and the
+/// metrics layer refuse a value with the same words.
+pub const LOG_LEVEL_NAMES: &str =
+    "TRACE, DEBUG, INFO, WARN, WARNING, ERROR, FATAL or CRITICAL (any case)";
+
 /// The most characters of a value that an error message shows: a mistaken or hostile value can
 /// be megabytes, and its start is enough to recognise it.
 pub const MAX_SHOWN_CHARS: usize = 64;

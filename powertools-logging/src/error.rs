@@ -3,7 +3,10 @@
 #[non_exhaustive]
 pub enum Error {
     /// Not one of the level names.
-    #[error("invalid log level {level:?}: expected TRACE, DEBUG, INFO, WARN or ERROR")]
+    #[error(
+        "invalid log level {level:?}: expected {}",
+        powertools_core::env::LOG_LEVEL_NAMES
+    )]
     InvalidLevel {
         /// The level given.
         level: String,

@@ -526,7 +526,7 @@ impl LoggerBuilder {
         // levels, and the message must say which one to fix.
         let parse_level = |name: &str| -> Result<Option<Level>, Error> {
             Ok(
-                env.parse_with(name, "TRACE, DEBUG, INFO, WARN or ERROR", |text| {
+                env.parse_with(name, powertools_core::env::LOG_LEVEL_NAMES, |text| {
                     text.parse::<Level>().ok()
                 })?,
             )

@@ -332,7 +332,7 @@ async fn lambdas_level_wins_and_a_more_verbose_setting_is_warned_about() {
     assert!(matches!(bad, Error::Config(_)), "{bad:?}");
     assert_eq!(
         bad.to_string(),
-        r#"environment variable POWERTOOLS_LOG_LEVEL has the invalid value "loud": expected TRACE, DEBUG, INFO, WARN or ERROR"#
+        r#"environment variable POWERTOOLS_LOG_LEVEL has the invalid value "loud": expected TRACE, DEBUG, INFO, WARN, WARNING, ERROR, FATAL or CRITICAL (any case)"#
     );
     // A level set in code is never read from the variable, so its bad value fails nothing, as
     // the other options set in code (sample rate, log event) hide theirs (found by an attack).
@@ -769,4 +769,20 @@ fn the_legacy_log_level_is_read_after_powertools_log_level_as_python_reads_it() 
         bad.starts_with("environment variable LOG_LEVEL ") && bad.contains("\"loud\""),
         "{bad}"
     );
+}
+
+#[test]
+fn a_bad_level_is_refused_with_every_accepted_value_listed() {
+    for variable in ["POWERTOOLS_LOG_LEVEL", "AWS_LAMBDA_LOG_LEVEL"] {
+        let error = builder(&MemoryLogs::new())
+            .env(Env::from_pairs([(variable, "bogus")]))
+            .build()
+            .unwrap_err()
+            .to_string();
+        for accepted in [
+            "TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "FATAL", "CRITICAL",
+        ] {
+            assert!(error.contains(accepted), "{accepted} in {error}");
+        }
+    }
 }

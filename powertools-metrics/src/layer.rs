@@ -390,21 +390,23 @@ fn own_dimension(
 /// Lambda's application log level (`AWS_LAMBDA_LOG_LEVEL`, set by Advanced Logging Controls)
 /// when it drops INFO lines. Lambda reads a line without a valid `level` as INFO, so documents
 /// must then carry a level that passes the filter.
+///
+/// A value that is not a level is refused, as the logger refuses it: ignored, it would let
+/// Lambda's filter drop every document without a word, and Lambda itself only sets levels.
 fn log_level_filter(env: &Env) -> Result<Option<&'static str>, Error> {
-    let level = env.string("AWS_LAMBDA_LOG_LEVEL")?;
-    Ok(
+    let filter = env.parse_with(
+        "AWS_LAMBDA_LOG_LEVEL",
+        powertools_core::env::LOG_LEVEL_NAMES,
         // Trimmed, as the logger reads it.
-        match level
-            .as_deref()
-            .map(|level| level.trim().to_ascii_uppercase())
-            .as_deref()
-        {
-            Some("WARN" | "WARNING") => Some("WARN"),
-            Some("ERROR") => Some("ERROR"),
-            Some("FATAL" | "CRITICAL") => Some("FATAL"),
+        |level| match level.trim().to_ascii_uppercase().as_str() {
+            "TRACE" | "DEBUG" | "INFO" => Some(None),
+            "WARN" | "WARNING" => Some(Some("WARN")),
+            "ERROR" => Some(Some("ERROR")),
+            "FATAL" | "CRITICAL" => Some(Some("FATAL")),
             _ => None,
         },
-    )
+    )?;
+    Ok(filter.flatten())
 }
 
 /// The service built by [`MetricsLayer`].

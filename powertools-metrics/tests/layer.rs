@@ -854,3 +854,31 @@ fn a_refused_service_or_function_name_is_quoted_in_the_error() {
         assert!(error.len() < 400, "cut: {error}");
     }
 }
+
+#[test]
+fn an_alc_level_metrics_cannot_use_is_refused_as_the_logger_refuses_it() {
+    let error = MetricsLayer::builder()
+        .namespace("Bakery")
+        .env(Env::from_pairs([("AWS_LAMBDA_LOG_LEVEL", "bogus")]))
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("AWS_LAMBDA_LOG_LEVEL") && error.contains("\"bogus\""),
+        "{error}"
+    );
+    for accepted in [
+        "TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "FATAL", "CRITICAL",
+    ] {
+        assert!(error.contains(accepted), "{accepted} in {error}");
+    }
+    for level in [
+        "TRACE", "debug", "Info", "WARN", "error", "FATAL", "critical",
+    ] {
+        MetricsLayer::builder()
+            .namespace("Bakery")
+            .env(Env::from_pairs([("AWS_LAMBDA_LOG_LEVEL", level)]))
+            .build()
+            .unwrap_or_else(|error| panic!("{level}: {error}"));
+    }
+}

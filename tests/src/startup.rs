@@ -44,7 +44,7 @@ pub fn assert_bad_settings_are_named(binary: &str, table_variable: &str) {
     );
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        stderr.contains(r#"POWERTOOLS_LOG_LEVEL has the invalid value "verbose": expected TRACE, DEBUG, INFO, WARN or ERROR"#),
+        stderr.contains(r#"POWERTOOLS_LOG_LEVEL has the invalid value "verbose": expected TRACE, DEBUG, INFO, WARN, WARNING, ERROR, FATAL or CRITICAL (any case)"#),
         "{stderr}"
     );
     assert!(
