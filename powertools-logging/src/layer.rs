@@ -236,7 +236,7 @@ where
             report_missing_subscriber(&self.layer.logger);
         }
         let invocation = Invocation::new(&event.context);
-        let sampled = draw(shared.sample_rate, invocation.request_id());
+        let sampled = draw(shared.sample_rate.unwrap_or(0.0), invocation.request_id());
         let logged_event = if shared.log_event {
             received_event(&shared, invocation.request_id(), &event.payload)
         } else {

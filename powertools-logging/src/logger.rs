@@ -216,7 +216,9 @@ pub struct Logger {
 pub(crate) struct Shared {
     pub(crate) service: String,
     pub(crate) level: Level,
-    pub(crate) sample_rate: f64,
+    /// The rate when one is configured (in code or `POWERTOOLS_LOGGER_SAMPLE_RATE`), 0
+    /// included: every line then carries `sampling_rate`, as Python's lines do.
+    pub(crate) sample_rate: Option<f64>,
     pub(crate) log_event: bool,
     pub(crate) dev_mode: bool,
     pub(crate) redactor: Redactor,
@@ -414,7 +416,8 @@ impl LoggerBuilder {
     }
 
     /// The share of invocations that log at `DEBUG` (default: `POWERTOOLS_LOGGER_SAMPLE_RATE`,
-    /// else none), drawn per invocation.
+    /// else none), drawn per invocation. When set, 0 included, every line carries
+    /// `sampling_rate`, as in Powertools for Python.
     pub fn sample_rate(mut self, rate: f64) -> Self {
         self.sample_rate = Some(rate);
         self
@@ -542,23 +545,25 @@ impl LoggerBuilder {
         };
         let resolved = level::resolve(parse_level(AWS_LAMBDA_LOG_LEVEL)?, self.level, from_env);
         let sample_rate = match self.sample_rate {
-            Some(rate) => rate,
-            None => env
-                .parse_with(
-                    POWERTOOLS_LOGGER_SAMPLE_RATE,
-                    "a number from 0.0 to 1.0",
-                    |text| {
-                        text.trim()
-                            .parse::<f64>()
-                            .ok()
-                            .filter(|rate| (0.0..=1.0).contains(rate))
-                    },
-                )?
-                .unwrap_or(0.0),
+            Some(rate) => Some(rate),
+            None => env.parse_with(
+                POWERTOOLS_LOGGER_SAMPLE_RATE,
+                "a number from 0.0 to 1.0",
+                |text| {
+                    text.trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|rate| (0.0..=1.0).contains(rate))
+                },
+            )?,
         };
-        if !(0.0..=1.0).contains(&sample_rate) {
-            return Err(Error::InvalidSampleRate { rate: sample_rate });
+        if let Some(rate) = sample_rate
+            && !(0.0..=1.0).contains(&rate)
+        {
+            return Err(Error::InvalidSampleRate { rate });
         }
+        // `-0` is in range: written `0.0`, not `-0.0` (adding zero turns a negative zero positive).
+        let sample_rate = sample_rate.map(|rate| rate + 0.0);
         if let Some(buffer) = &self.buffer {
             if buffer.max_bytes == 0 {
                 return Err(Error::InvalidBuffer {

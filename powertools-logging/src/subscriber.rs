@@ -83,7 +83,7 @@ impl JsonLayer {
     pub(crate) fn new(logger: Logger) -> Self {
         let shared = &logger.shared;
         let mut max_level = shared.level;
-        if shared.sample_rate > 0.0 {
+        if shared.sample_rate.is_some_and(|rate| rate > 0.0) {
             max_level = max_level.min(Level::Debug);
         }
         if shared.buffer.is_some() {
@@ -149,9 +149,12 @@ impl JsonLayer {
         {
             line.str_member("correlation_id", correlation_id);
         }
-        if shared.sample_rate > 0.0 && line.key("sampling_rate") {
+        // Whenever a rate is configured, 0 included, as Python writes it (found by an attack).
+        if let Some(rate) = shared.sample_rate
+            && line.key("sampling_rate")
+        {
             // A finite f64 always serializes; straight into the line, no buffer of its own.
-            let _ = serde_json::to_writer(&mut line.out, &shared.sample_rate);
+            let _ = serde_json::to_writer(&mut line.out, &rate);
         }
         // The failure keys first, the line's own (from an `error` field, or the layer's failure
         // line): a field of the same name then moves to `extra_<name>` instead of replacing

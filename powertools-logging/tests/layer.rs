@@ -54,7 +54,8 @@ where
 #[tokio::test]
 async fn a_line_has_the_powertools_keys_with_their_json_types() {
     let logs = MemoryLogs::new();
-    let logger = builder(&logs).sample_rate(0.0).build().unwrap();
+    // No sample rate: no `sampling_rate` key (a rate of 0 is written, as Python writes it).
+    let logger = builder(&logs).build().unwrap();
     let _guard = tracing::subscriber::set_default(logger.subscriber());
     let context = TestContext::new()
         .with_request_id("req-1")
@@ -785,4 +786,28 @@ fn a_bad_level_is_refused_with_every_accepted_value_listed() {
             assert!(error.contains(accepted), "{accepted} in {error}");
         }
     }
+}
+
+#[test]
+fn a_sample_rate_of_zero_is_written_when_it_is_configured_and_not_when_it_is_not() {
+    let first_line = |builder: LoggerBuilder| {
+        let logs = MemoryLogs::new();
+        let logger = builder
+            .writer(logs.clone())
+            .build()
+            .expect("valid settings");
+        tracing::subscriber::with_default(logger.subscriber(), || tracing::info!("line"));
+        logs.lines().remove(0)
+    };
+    for value in ["0", "-0", "1e-400", "0.0"] {
+        let line = first_line(
+            builder(&MemoryLogs::new())
+                .env(Env::from_pairs([("POWERTOOLS_LOGGER_SAMPLE_RATE", value)])),
+        );
+        assert!(line.contains(r#","sampling_rate":0.0"#), "{value}: {line}");
+    }
+    let in_code = first_line(builder(&MemoryLogs::new()).sample_rate(0.0));
+    assert!(in_code.contains(r#","sampling_rate":0.0"#), "{in_code}");
+    let unset = first_line(builder(&MemoryLogs::new()));
+    assert!(!unset.contains("sampling_rate"), "{unset}");
 }
