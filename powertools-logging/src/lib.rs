@@ -150,6 +150,11 @@
 //!   the rate comes from `POWERTOOLS_LOGGER_SAMPLE_RATE` (`"0.1"`) and a number when it is set in
 //!   code: a query that filters on its text (`sampling_rate = "0.1"`) matches only Python's
 //!   lines.
+//! - In the configuration: a sample rate outside 0.0 to 1.0 (`1.5`, `-0.1`, `NaN`, `inf`) stops
+//!   the start, where Python runs (sampling always or never, without a word); `TRACE` is a level
+//!   (Python: `Unknown level`); levels and booleans are trimmed (Python refuses `" DEBUG"` and
+//!   `" true"`); an `AWS_LAMBDA_LOG_LEVEL` that is not a level stops the start (Python ignores
+//!   it). The README says why.
 //!
 //! # Feature flags
 //!
