@@ -143,8 +143,11 @@ impl PowertoolsConfig {
                 .unwrap_or_default(),
             max_concurrency: env.parse_with(
                 vars::AWS_LAMBDA_MAX_CONCURRENCY,
-                "a positive whole number",
-                |value| value.trim().parse().ok().filter(|n: &u32| *n > 0),
+                "a positive whole number, without spaces (as lambda_runtime reads it)",
+                // Read as `lambda_runtime` reads it (an untrimmed `u32`), so that the runtime and
+                // Powertools never disagree on whether invocations run at once: the runtime
+                // reads " 4" as unset and runs one at a time.
+                |value| value.parse().ok().filter(|n: &u32| *n > 0),
             )?,
         })
     }
@@ -317,6 +320,10 @@ mod tests {
             ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "-128"),
             ("AWS_LAMBDA_MAX_CONCURRENCY", "0"),
             ("AWS_LAMBDA_MAX_CONCURRENCY", "many"),
+            // `lambda_runtime` reads it untrimmed, and runs one invocation at a time for " 4":
+            // the tracer took it as 4 and exported in the background (found by an attack).
+            ("AWS_LAMBDA_MAX_CONCURRENCY", " 4"),
+            ("AWS_LAMBDA_MAX_CONCURRENCY", "4 "),
         ];
         for (name, value) in cases {
             let error =

@@ -22,6 +22,8 @@ const SPAN_MESSAGE: &str = "\0span_message";
 
 /// The target of `lambda_runtime`'s own line for a failed invocation.
 const RUNTIME_FAILURE_TARGET: &str = "lambda_runtime::layers::panic";
+/// The target of `lambda_runtime`'s lines about the event it received.
+const RUNTIME_RAW_EVENT_TARGET: &str = "lambda_runtime::layers::api_response";
 
 thread_local! {
     /// The `stack_trace` of the failure line being written on this thread.
@@ -261,6 +263,17 @@ impl JsonLayer {
     }
 }
 
+/// Whether the event is `lambda_runtime`'s TRACE line with each event's raw text (`raw JSON event
+/// received from Lambda`, its `body` the whole event, unmasked): an event the handler's type
+/// cannot hold, and every other, would reach the log at TRACE. `POWERTOOLS_LOGGER_LOG_EVENT`
+/// logs the event, masked.
+fn is_runtime_raw_event(metadata: &Metadata<'_>) -> bool {
+    *metadata.level() == tracing::Level::TRACE
+        && metadata.is_event()
+        && metadata.target() == RUNTIME_RAW_EVENT_TARGET
+        && metadata.fields().field("body").is_some()
+}
+
 /// The request id of `lambda_runtime`'s span around each invocation (`requestId`), for the lines
 /// written before the logging layer sees the invocation.
 #[derive(Debug, Default)]
@@ -315,7 +328,9 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn enabled(&self, metadata: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
-        Level::of(metadata.level()) >= self.max_level && !self.is_dropped_runtime_line(metadata)
+        Level::of(metadata.level()) >= self.max_level
+            && !self.is_dropped_runtime_line(metadata)
+            && !is_runtime_raw_event(metadata)
     }
 
     fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {

@@ -560,3 +560,40 @@ fn a_runtime_line_before_the_handler_carries_the_runtime_spans_request_id() {
     let outside = lines_with(&logs, "outside any invocation");
     assert!(outside[0].get("function_request_id").is_none());
 }
+
+/// `lambda_runtime` writes every event's raw text at TRACE (`raw JSON event received from
+/// Lambda`, `body` = the whole event): with `POWERTOOLS_LOG_LEVEL=TRACE` or Lambda's TRACE log
+/// level, an event the handler's type cannot hold, and every other, reached the log unmasked,
+/// though the facade promises it never does (found by an attack). The line is left out; the
+/// event is logged by `POWERTOOLS_LOGGER_LOG_EVENT`, masked. The runtime's other TRACE lines and
+/// its error for an event that is not text stay.
+#[test]
+fn the_runtime_s_raw_event_line_is_left_out_at_trace() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs)
+        .level(powertools_logging::Level::Trace)
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    tracing::trace!(
+        target: "lambda_runtime::layers::api_response",
+        body = r#"{"card":"4111111111111111"}"#,
+        "raw JSON event received from Lambda"
+    );
+    tracing::trace!(target: "lambda_runtime::layers::api_response", "another runtime line");
+    tracing::error!(
+        target: "lambda_runtime::layers::api_response",
+        "Failed to parse raw JSON event received from Lambda. The handler will not be called."
+    );
+    let text = logs.lines().join("\n");
+    assert!(!text.contains("4111111111111111"), "{text}");
+    assert!(lines_with(&logs, "raw JSON event received from Lambda").is_empty());
+    assert_eq!(lines_with(&logs, "another runtime line").len(), 1);
+    assert_eq!(
+        logs.json()
+            .iter()
+            .filter(|line| line["level"] == "ERROR")
+            .count(),
+        1
+    );
+}

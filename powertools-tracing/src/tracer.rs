@@ -490,12 +490,8 @@ impl TracerBuilder {
         let flush_timeout = self.flush_timeout.unwrap_or(DEFAULT_FLUSH_TIMEOUT);
         let lambda = LambdaEnv {
             runtime_api: env.string("AWS_LAMBDA_RUNTIME_API")?,
-            max_concurrency: env
-                .parse(
-                    "AWS_LAMBDA_MAX_CONCURRENCY",
-                    "a number of concurrent invocations",
-                )?
-                .unwrap_or(1),
+            // Read once, as the runtime reads it (`PowertoolsConfig`).
+            max_concurrency: config.max_concurrency().unwrap_or(1),
         };
         let mut exporter = None;
         let provider = if disabled {
