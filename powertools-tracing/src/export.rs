@@ -83,6 +83,9 @@ pub(crate) struct Exporter {
     /// Spans a collector took an export of and rejected (OTLP's partial success), counted by the
     /// HTTP client that read its answer (and reported there).
     rejected: Option<Arc<AtomicU64>>,
+    /// Where the spans go (the OTLP endpoint, without credentials), for the warnings whose
+    /// cause does not say it (a timeout, an exit, export resuming).
+    endpoint: Option<String>,
 }
 
 impl fmt::Debug for Exporter {
@@ -182,6 +185,22 @@ impl Exporter {
             idle: tokio::sync::Notify::new(),
             draining: AtomicUsize::new(0),
             rejected: None,
+            endpoint: None,
+        }
+    }
+
+    /// Names `endpoint` in every warning (the OTLP exporter's; a caller's exporter has none).
+    pub(crate) fn naming(mut self, endpoint: String) -> Self {
+        self.endpoint = Some(endpoint);
+        self
+    }
+
+    /// `cause`, with the endpoint in front when it does not say it already.
+    fn naming_cause(&self, cause: &dyn fmt::Display) -> String {
+        let cause = cause.to_string();
+        match &self.endpoint {
+            Some(endpoint) if !cause.contains(endpoint.as_str()) => format!("{endpoint}: {cause}"),
+            _ => cause,
         }
     }
 
@@ -391,7 +410,7 @@ impl Exporter {
             tracing::warn!(
                 target: "powertools_tracing",
                 dropped_spans = unreported,
-                error = %cause,
+                error = %self.naming_cause(cause),
                 "{message}"
             );
         }
@@ -577,6 +596,7 @@ impl Exporter {
             tracing::warn!(
                 target: "powertools_tracing",
                 dropped_spans = during_outage,
+                endpoint = exporter.endpoint.as_deref().unwrap_or("the span exporter"),
                 "the collector answers again: spans are exported again"
             );
         }

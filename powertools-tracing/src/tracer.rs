@@ -581,6 +581,7 @@ impl TracerBuilder {
             // `requests`, Go's `net/http`): the URL the exporter requests, and names in its
             // warnings, has none.
             let (endpoint, authorization) = split_credentials(&endpoint);
+            let endpoint_for_warnings = endpoint.clone();
             if let Some(value) = authorization {
                 headers.retain(|(name, _)| name != "authorization");
                 headers.push(("authorization".to_owned(), value));
@@ -616,7 +617,8 @@ impl TracerBuilder {
                     self.max_queued_spans.unwrap_or(DEFAULT_MAX_QUEUED_SPANS),
                     flush_timeout,
                 )
-                .counting_rejections(rejections),
+                .counting_rejections(rejections)
+                .naming(endpoint_for_warnings),
             );
             exporter = Some(Arc::clone(&queue));
             Some(

@@ -139,7 +139,7 @@ async fn a_collector_that_hangs_costs_one_flush_timeout_not_one_per_invocation()
         .env(Env::empty())
         .build()
         .unwrap();
-    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let (warnings, _guard) = with_warnings(&tracer);
 
     // When ten invocations are traced, one after the other
     let mut waits = Vec::new();
@@ -176,6 +176,24 @@ async fn a_collector_that_hangs_costs_one_flush_timeout_not_one_per_invocation()
         }
         assert!(Instant::now() < deadline, "export never resumed");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And every warning named the endpoint: the timeout's and the resumption's did not (found
+    // by an attack), only causes that quoted it (a refused connection, a collector's answer).
+    let warnings = warnings.all();
+    assert!(
+        warnings
+            .iter()
+            .any(|warning| warning.contains("within the flush timeout")),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|warning| warning.contains("answers again")),
+        "{warnings:#?}"
+    );
+    for warning in &warnings {
+        assert!(warning.contains(&receiver.endpoint), "{warning}");
     }
 }
 
