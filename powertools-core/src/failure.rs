@@ -58,6 +58,46 @@ std::thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+std::thread_local! {
+    /// Set while code runs whose panics' messages must not be printed (see [`quiet_panics`]).
+    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with this thread's panics quiet: a panic hook that honours it
+/// ([`panics_are_quiet`]; the logging layer's does) does not hand the panic to the hook before it
+/// (Rust's default prints the panic's message on stderr, the function's log). For code whose
+/// panic messages may quote data that must not reach the log, such as an event's `Deserialize`,
+/// whose panic the caller catches and reports without its message.
+///
+/// ```
+/// use powertools_core::failure::{panics_are_quiet, quiet_panics};
+///
+/// assert!(!panics_are_quiet());
+/// assert!(quiet_panics(panics_are_quiet));
+/// assert!(!panics_are_quiet());
+/// ```
+pub fn quiet_panics<R>(f: impl FnOnce() -> R) -> R {
+    /// Restores the flag when `f` returns or unwinds.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = QUIET_PANICS.try_with(|quiet| quiet.set(self.0));
+        }
+    }
+    let _restore = Restore(
+        QUIET_PANICS
+            .try_with(|quiet| quiet.replace(true))
+            .unwrap_or(false),
+    );
+    f()
+}
+
+/// Whether this thread runs code inside [`quiet_panics`]: a panic hook then keeps the panic's
+/// message to itself.
+pub fn panics_are_quiet() -> bool {
+    QUIET_PANICS.try_with(std::cell::Cell::get).unwrap_or(false)
+}
+
 /// Keeps what a panic hook captured of the panic under way on this thread (its location, its
 /// backtrace), with the panic's message (`None` for a payload that is not text), for the code
 /// that catches it: [`take_panic_capture`]. The logging layer's hook calls it.

@@ -156,7 +156,8 @@ fn panic_message(payload: &(dyn Any + Send)) -> Option<String> {
 }
 
 /// Chains a panic hook that keeps each panic's location and backtrace for the failure line, then
-/// runs the hook that was there (Rust's message on stderr, by default). Installed once, by the
+/// runs the hook that was there (Rust's message on stderr, by default), except for a panic inside
+/// `powertools_core::failure::quiet_panics`. Installed once, by the
 /// first [`LoggingLayer`](crate::LoggingLayer); a hook set later replaces it, and failure lines
 /// then have no `stack_trace`.
 pub(crate) fn install_panic_hook() {
@@ -178,7 +179,11 @@ pub(crate) fn install_panic_hook() {
                 captured.message.clone(),
                 Box::new(captured),
             );
-            previous(info);
+            // A panic the caller reports without its message (an event's `Deserialize`, whose
+            // message may quote the event) is not printed on stderr either.
+            if !powertools_core::failure::panics_are_quiet() {
+                previous(info);
+            }
         }));
     });
 }

@@ -45,7 +45,11 @@ impl<'de, A: Deserialize<'de>> Deserialize<'de> for EventOf<A> {
         // A `Deserialize` that panics (a hostile event meeting an `unwrap` in it) would stop the
         // whole function process inside the runtime: it fails this invocation instead.
         Ok(Self(
-            match std::panic::catch_unwind(AssertUnwindSafe(|| A::deserialize(deserializer))) {
+            // Quiet: its message, which may quote the event, is left out of the error and must
+            // not reach the log through the panic hook's print either.
+            match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                powertools_core::failure::quiet_panics(|| A::deserialize(deserializer))
+            })) {
                 Ok(read) => read.map_err(|error| InvalidEvent::new::<A>(None, &error.to_string())),
                 Err(_) => Err(InvalidEvent::panicked::<A>()),
             },
@@ -424,6 +428,23 @@ mod tests {
                 Err(error) => error,
             }
         }
+    }
+
+    /// The event is read with panics quiet, so that a `Deserialize` that panics with the
+    /// event's value in its message does not print it on stderr through the panic hook (the
+    /// error leaves the message out; found by an attack through the emulator).
+    #[test]
+    fn the_event_is_read_with_panics_quiet() {
+        struct Probe(bool);
+        impl<'de> Deserialize<'de> for Probe {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                serde::de::IgnoredAny::deserialize(deserializer)?;
+                Ok(Probe(powertools_core::failure::panics_are_quiet()))
+            }
+        }
+        let read: EventOf<Probe> = serde_json::from_str("{}").unwrap();
+        assert!(matches!(read.0, Ok(Probe(true))));
+        assert!(!powertools_core::failure::panics_are_quiet());
     }
 
     /// A buffered response's JSON.

@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
 /// cut at 64 characters; an unknown field's name is not. A message of a `Deserialize`
 /// implementation's own (`de::Error::custom`: chrono's, uuid's) is left out, since it may quote
 /// the value. A `Deserialize` implementation that panics fails the invocation the same way,
-/// where `lambda_runtime` alone would stop the function's process.
+/// where `lambda_runtime` alone would stop the function's process; its message is not printed
+/// on stderr either (the logging layer's panic hook keeps it from the hook before it).
 ///
 /// A handler that panics is reported to Lambda with `errorType` `Panic` (the failure line's
 /// `exception_name`) and `Lambda panicked: <message>`, where `lambda_runtime` alone names the
