@@ -6,11 +6,16 @@
 #[non_exhaustive]
 pub enum Error {
     /// An environment variable is set to a value that cannot be parsed.
-    #[error("environment variable {name} has the invalid value {value:?}: expected {expected}")]
+    #[error(
+        "environment variable {name} has the invalid value {}: expected {expected}",
+        crate::env::shown(value)
+    )]
     InvalidEnvVar {
         /// The variable's name, for example `POWERTOOLS_DEV`.
         name: String,
-        /// The value found in the environment.
+        /// The value found in the environment (the message shows it quoted, cut after
+        /// [`MAX_SHOWN_CHARS`](crate::env::MAX_SHOWN_CHARS) characters: a value can be
+        /// megabytes).
         value: String,
         /// What a valid value looks like.
         expected: &'static str,

@@ -131,8 +131,8 @@ impl<St: IdempotencyStore> Engine<St> {
         looked_in: impl FnOnce() -> String,
     ) -> Result<Prepared, Error<E>> {
         if self.settings.disabled {
-            // At the first invocation, when the function's subscriber is installed, as Python
-            // warns each time the decorated function is created.
+            // At the first invocation, when the function's subscriber is installed (Python
+            // warns on every call, and its `warnings` filter shows the warning once).
             if !self.warned_disabled.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     "{POWERTOOLS_IDEMPOTENCY_DISABLED} is set: handlers run without idempotency. \

@@ -536,11 +536,23 @@ impl LoggerBuilder {
         };
         // The variables are read only for a level not set in code, as every option's is; the
         // legacy one only when the other is unset, as Python's `or` reads them.
+        // Python's legacy name is generic (another runtime's logger may read it: `verbose`,
+        // `info,hyper=warn`): a value that is no level is ignored, with a warning once the logger
+        // can write it, never refused; `NOTSET` (Python: log everything) is its most verbose
+        // named level, DEBUG.
+        let mut legacy_ignored = None;
         let from_env = match self.level {
             Some(_) => None,
             None => match parse_level(POWERTOOLS_LOG_LEVEL)? {
                 Some(level) => Some(level),
-                None => parse_level(LOG_LEVEL)?,
+                None => match env.string(LOG_LEVEL).ok().flatten() {
+                    None => None,
+                    Some(text) if text.trim().eq_ignore_ascii_case("NOTSET") => Some(Level::Debug),
+                    Some(text) => text.parse::<Level>().ok().or_else(|| {
+                        legacy_ignored = Some(text);
+                        None
+                    }),
+                },
             },
         };
         let resolved = level::resolve(parse_level(AWS_LAMBDA_LOG_LEVEL)?, self.level, from_env);
@@ -637,13 +649,24 @@ impl LoggerBuilder {
                 Level::Warn,
                 &format!(
                     "POWERTOOLS_DEV is on, for development only: {lines}, metrics are off unless \
-                     POWERTOOLS_METRICS_DISABLED=false, and traces are off unless \
-                     POWERTOOLS_TRACE_DISABLED=false."
+                     POWERTOOLS_METRICS_DISABLED=false (or disabled(false) in code), and traces \
+                     are off unless POWERTOOLS_TRACE_DISABLED=false (or disabled(false) in code)."
                 ),
             );
         }
         if let Some(warning) = resolved.conflict {
             shared.notice(Level::Warn, &warning);
+        }
+        if let Some(text) = legacy_ignored {
+            shared.notice(
+                Level::Warn,
+                &format!(
+                    "LOG_LEVEL={} is not a level (expected {}): ignored; set POWERTOOLS_LOG_LEVEL \
+                     for this logger",
+                    powertools_core::env::shown(&text),
+                    powertools_core::env::LOG_LEVEL_NAMES
+                ),
+            );
         }
         if let Some(buffer) = &shared.buffer
             && buffer.level < shared.level

@@ -765,11 +765,29 @@ fn the_legacy_log_level_is_read_after_powertools_log_level_as_python_reads_it() 
         .unwrap(),
         Level::Info
     );
-    let bad = level(vec![("LOG_LEVEL", "loud")]).unwrap_err().to_string();
-    assert!(
-        bad.starts_with("environment variable LOG_LEVEL ") && bad.contains("\"loud\""),
-        "{bad}"
-    );
+    // Python's NOTSET (log everything) is its most verbose named level, DEBUG; and a value that
+    // is no level (the name is generic: `verbose`, `info,hyper=warn` for another runtime's
+    // logger) is ignored with a warning, not refused: the variable was ignored before it was
+    // read, and such a function must still start (found by a review).
+    assert_eq!(level(vec![("LOG_LEVEL", "notset")]).unwrap(), Level::Debug);
+    for other in ["loud", "verbose", "info,hyper=warn"] {
+        let logs = MemoryLogs::new();
+        let logger = builder(&logs)
+            .env(Env::from_pairs([("LOG_LEVEL", other)]))
+            .build()
+            .unwrap_or_else(|error| panic!("{other}: {error}"));
+        assert_eq!(logger.level(), Level::Info, "{other}");
+        let warnings: Vec<String> = logs
+            .lines()
+            .into_iter()
+            .filter(|line| line.contains("LOG_LEVEL"))
+            .collect();
+        assert_eq!(warnings.len(), 1, "{other}: {warnings:?}");
+        assert!(
+            warnings[0].contains("WARN") && warnings[0].contains("POWERTOOLS_LOG_LEVEL"),
+            "{warnings:?}"
+        );
+    }
 }
 
 #[test]

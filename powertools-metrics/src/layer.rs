@@ -270,7 +270,11 @@ impl MetricsLayerBuilder {
             // Nothing is written: no service dimension.
             Err(error) => unless_disabled(Err(error)).map(|_| None)?,
         };
-        let log_level_filter = log_level_filter(&env)?;
+        let log_level_filter = match log_level_filter(&env) {
+            Ok(filter) => filter,
+            // Disabled, nothing is written: the value is warned about, not refused.
+            Err(error) => unless_disabled(Err(error)).map(|_| None)?,
+        };
         let mut default_dimensions: Vec<(String, String)> =
             Vec::with_capacity(self.default_dimensions.len());
         for (name, value) in self.default_dimensions {

@@ -776,6 +776,9 @@ async fn disabled_metrics_start_with_a_value_they_would_refuse_and_warn_once_at_
         ("POWERTOOLS_METRICS_NAMESPACE", "Bäckerei"),
         ("POWERTOOLS_SERVICE_NAME", "Zürich"),
         ("POWERTOOLS_METRICS_FUNCTION_NAME", "fünf"),
+        // Refused when enabled, as the logger refuses it; disabled, it stopped the build (found
+        // by a review).
+        ("AWS_LAMBDA_LOG_LEVEL", "loud"),
     ];
     for (variable, value) in refused {
         for disabling in [

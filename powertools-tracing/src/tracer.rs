@@ -785,7 +785,17 @@ fn otlp_headers(env: &Env) -> Result<Vec<(String, String)>, Error> {
         OTEL_EXPORTER_OTLP_HEADERS,
         OTEL_EXPORTER_OTLP_TRACES_HEADERS,
     ] {
-        let Some(text) = env.string(variable)? else {
+        // A value that is not UTF-8 is not shown either: it may hold an API key.
+        let text = env.string(variable).map_err(|error| match error {
+            powertools_core::Error::NonUnicodeEnvVar { name, .. } => {
+                powertools_core::Error::NonUnicodeEnvVar {
+                    name,
+                    value: "(its value is left out: it may hold a secret)".to_owned(),
+                }
+            }
+            other => other,
+        })?;
+        let Some(text) = text else {
             continue;
         };
         let entries = text.split(',').filter(|entry| !entry.trim().is_empty());
@@ -884,6 +894,13 @@ fn endpoint_variable(
                 value: without_credentials(&value).into_owned(),
                 expected,
             },
+            // Shown, escaped, to see which bytes are wrong: without its credentials too.
+            powertools_core::Error::NonUnicodeEnvVar { name, value } => {
+                powertools_core::Error::NonUnicodeEnvVar {
+                    name,
+                    value: without_credentials(&value).into_owned(),
+                }
+            }
             other => other,
         })
     })
@@ -1026,6 +1043,43 @@ mod tests {
             ("http://collector:4318", "http://collector:4318"),
         ] {
             assert_eq!(without_credentials(value), shown);
+        }
+    }
+
+    /// A value that is not UTF-8 is shown in its error (to see which bytes are wrong), but an
+    /// OTLP header's value never (it may be an API key) and an endpoint's without its
+    /// credentials: one byte that is not UTF-8 put the secret in the start-up error, which goes
+    /// to the function's log (found by a review).
+    #[test]
+    fn a_secret_in_a_value_that_is_not_utf8_is_left_out_of_its_error() {
+        use std::os::unix::ffi::OsStringExt;
+        for (variable, bytes) in [
+            (
+                OTEL_EXPORTER_OTLP_HEADERS,
+                &b"authorization=Bearer sk-SECRET\xff"[..],
+            ),
+            (OTEL_EXPORTER_OTLP_TRACES_HEADERS, &b"x-key=SECRET\xff"[..]),
+            (
+                OTEL_EXPORTER_OTLP_ENDPOINT,
+                &b"http://user:SECRET@collector:4318\xff"[..],
+            ),
+            (
+                OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+                &b"http://user:SECRET@collector:4318/v1/traces\xff"[..],
+            ),
+        ] {
+            let error = Tracer::builder()
+                .env(Env::from_pairs([(
+                    variable,
+                    std::ffi::OsString::from_vec(bytes.to_vec()),
+                )]))
+                .build()
+                .expect_err(variable);
+            assert!(error.to_string().contains("UTF-8"), "{error}");
+            for shown in [error.to_string(), format!("{error:?}")] {
+                assert!(shown.contains(variable), "{shown}");
+                assert!(!shown.contains("SECRET"), "{shown}");
+            }
         }
     }
 
