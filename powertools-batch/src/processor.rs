@@ -142,6 +142,9 @@ type Outcomes = Vec<(String, Result<(), String>)>;
 impl BatchProcessor {
     /// A processor with the defaults: one record at a time, an error when all fail.
     pub fn new() -> Self {
+        // Records are read inside `quiet_panics`: a panicking `Deserialize`'s message, which
+        // may quote the record, is not printed by the panic hook.
+        powertools_core::failure::install_quiet_panic_hook();
         Self::default()
     }
 
@@ -586,6 +589,31 @@ mod tests {
         assert_eq!(
             panicked(&String::new()),
             "the record's handler panicked (with an empty message)"
+        );
+    }
+
+    /// A body whose `Deserialize` panics, quoting the body: read quietly (the panic hook does
+    /// not print the message) and failed as a body that does not read, without the message,
+    /// which was the reason's (`the record's handler panicked: …4111…`) and blamed the handler
+    /// (found by a review).
+    #[test]
+    fn a_body_whose_deserialize_panics_fails_without_the_panic_s_message() {
+        use crate::raw::RecordBody;
+        #[derive(Debug)]
+        struct Loud;
+        impl<'de> serde::Deserialize<'de> for Loud {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let body = String::deserialize(deserializer)?;
+                assert!(powertools_core::failure::panics_are_quiet(), "read quietly");
+                panic!("cannot read {body}");
+            }
+        }
+        let error = Loud::read(br#""card 4111111111111111""#).expect_err("it panicked");
+        assert!(error.to_string().contains("panicked"), "{error}");
+        let reason = without_values(&error);
+        assert!(
+            !reason.contains("4111") && !reason.contains("handler"),
+            "{reason}"
         );
     }
 

@@ -98,7 +98,17 @@ mod sealed {
 
 impl<T: DeserializeOwned> RecordBody for T {
     fn read(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        // A `Deserialize` that panics fails the record as a body that does not read, without
+        // the panic's message (it may quote the record), which the panic hook does not print
+        // either (`quiet_panics`; the processor installs the hook that honours it).
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            powertools_core::failure::quiet_panics(|| serde_json::from_slice(bytes))
+        }))
+        .unwrap_or_else(|_| {
+            Err(<serde_json::Error as serde::de::Error>::custom(
+                "reading it panicked (the panic's message is left out: it may quote the record)",
+            ))
+        })
     }
 }
 

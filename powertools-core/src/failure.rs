@@ -92,6 +92,32 @@ pub fn quiet_panics<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Installs, once per process, a panic hook that hands a panic to the hook before it (Rust's
+/// default prints its message on stderr) unless it happens inside [`quiet_panics`]. The facade
+/// installs it where it reads events, so that a function without the logging layer (whose own
+/// hook also honours [`quiet_panics`]) keeps quiet panics quiet too.
+pub fn install_quiet_panic_hook() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !panics_are_quiet() {
+                previous(info);
+            }
+        }));
+        QUIET_HOOK_INSTALLED.store(true, std::sync::atomic::Ordering::Release);
+    });
+}
+
+/// Set once [`install_quiet_panic_hook`] has run.
+static QUIET_HOOK_INSTALLED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`install_quiet_panic_hook`] has run in this process.
+pub fn quiet_panic_hook_installed() -> bool {
+    QUIET_HOOK_INSTALLED.load(std::sync::atomic::Ordering::Acquire)
+}
+
 /// Whether this thread runs code inside [`quiet_panics`]: a panic hook then keeps the panic's
 /// message to itself.
 pub fn panics_are_quiet() -> bool {

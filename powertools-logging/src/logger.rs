@@ -538,8 +538,7 @@ impl LoggerBuilder {
         // legacy one only when the other is unset, as Python's `or` reads them.
         // Python's legacy name is generic (another runtime's logger may read it: `verbose`,
         // `info,hyper=warn`): a value that is no level is ignored, with a warning once the logger
-        // can write it, never refused; `NOTSET` (Python: log everything) is its most verbose
-        // named level, DEBUG.
+        // can write it, never refused.
         let mut legacy_ignored = None;
         let from_env = match self.level {
             Some(_) => None,
@@ -547,7 +546,6 @@ impl LoggerBuilder {
                 Some(level) => Some(level),
                 None => match env.string(LOG_LEVEL).ok().flatten() {
                     None => None,
-                    Some(text) if text.trim().eq_ignore_ascii_case("NOTSET") => Some(Level::Debug),
                     Some(text) => text.parse::<Level>().ok().or_else(|| {
                         legacy_ignored = Some(text);
                         None

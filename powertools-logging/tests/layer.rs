@@ -765,11 +765,16 @@ fn the_legacy_log_level_is_read_after_powertools_log_level_as_python_reads_it() 
         .unwrap(),
         Level::Info
     );
-    // Python's NOTSET (log everything) is its most verbose named level, DEBUG; and a value that
-    // is no level (the name is generic: `verbose`, `info,hyper=warn` for another runtime's
-    // logger) is ignored with a warning, not refused: the variable was ignored before it was
-    // read, and such a function must still start (found by a review).
-    assert_eq!(level(vec![("LOG_LEVEL", "notset")]).unwrap(), Level::Debug);
+    // A value that is no level (the name is generic: `verbose`, `info,hyper=warn` for another
+    // runtime's logger) is ignored with a warning, not refused: the variable was ignored before
+    // it was read, and such a function must still start (Python refuses it; found by a review).
+    // NOTSET: Python's logger then takes the root logger's level, WARNING by default (a first
+    // version read it as DEBUG, and only in LOG_LEVEL; found by a review).
+    assert_eq!(level(vec![("LOG_LEVEL", "notset")]).unwrap(), Level::Warn);
+    assert_eq!(
+        level(vec![("POWERTOOLS_LOG_LEVEL", "NOTSET")]).unwrap(),
+        Level::Warn
+    );
     for other in ["loud", "verbose", "info,hyper=warn"] {
         let logs = MemoryLogs::new();
         let logger = builder(&logs)

@@ -251,11 +251,16 @@ impl Ending {
     /// look at the few attributes past the layer's first ones) no key can repeat: the layer's
     /// keys are distinct, and `annotate` refuses them.
     pub(crate) fn add_to(self, attributes: &mut Vec<KeyValue>) {
-        let handler_set = attributes
-            .get(self.layer_attributes..)
-            .unwrap_or_default()
-            .iter()
-            .any(|attribute| !LAYER_END_KEYS.contains(&attribute.key.as_str()));
+        // Past the layer's first attributes: the handler's, and the layer's last ones (each set
+        // once). A key of another name, or one of those twice (the handler's and the layer's),
+        // means the handler set some.
+        let tail = attributes.get(self.layer_attributes..).unwrap_or_default();
+        let handler_set = tail.iter().enumerate().any(|(index, attribute)| {
+            !LAYER_END_KEYS.contains(&attribute.key.as_str())
+                || tail[..index]
+                    .iter()
+                    .any(|before| before.key == attribute.key)
+        });
         attributes.extend(self.annotations);
         attributes.push(self.list);
         if handler_set {

@@ -867,9 +867,10 @@ fn check_protocol(env: &Env) -> Result<(), Error> {
             return Ok(());
         }
         return Err(Error::Exporter(format!(
-            "{variable}={protocol:?}: powertools-tracing exports over OTLP/HTTP with protobuf \
+            "{variable}={}: powertools-tracing exports over OTLP/HTTP with protobuf \
              only; set it to http/protobuf (or leave it unset) and point the endpoint at the \
-             collector's HTTP port (4318)"
+             collector's HTTP port (4318)",
+            powertools_core::env::shown(&protocol)
         )));
     }
     Ok(())
@@ -894,12 +895,20 @@ fn endpoint_variable(
                 value: without_credentials(&value).into_owned(),
                 expected,
             },
-            // Shown, escaped, to see which bytes are wrong: without its credentials too.
+            // Shown, escaped, to see which bytes are wrong: without its credentials too. The value
+            // is cut by then: one cut before its `@` shows no credentials to mask, only the start
+            // of a password, so all of it after the scheme is left out.
             powertools_core::Error::NonUnicodeEnvVar { name, value } => {
-                powertools_core::Error::NonUnicodeEnvVar {
-                    name,
-                    value: without_credentials(&value).into_owned(),
-                }
+                let masked = without_credentials(&value);
+                let value = if masked == value && value.ends_with('…') {
+                    match value.find("://") {
+                        Some(scheme_end) => format!("{}***…", &value[..scheme_end + 3]),
+                        None => "(left out: it may hold credentials)".to_owned(),
+                    }
+                } else {
+                    masked.into_owned()
+                };
+                powertools_core::Error::NonUnicodeEnvVar { name, value }
             }
             other => other,
         })
@@ -1066,6 +1075,12 @@ mod tests {
             (
                 OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
                 &b"http://user:SECRET@collector:4318/v1/traces\xff"[..],
+            ),
+            // The `@` past the 64 characters the error shows: the start of the password was
+            // shown (found by a review).
+            (
+                OTEL_EXPORTER_OTLP_ENDPOINT,
+                &b"https://user:SECRETSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS@collector:4318\xff"[..],
             ),
         ] {
             let error = Tracer::builder()

@@ -4121,6 +4121,42 @@ async fn a_handler_s_attribute_with_a_key_the_span_has_replaces_it_instead_of_re
     }
 }
 
+/// A handler that sets only a key the layer sets as the invocation ends (the status code, the
+/// captured response) still gets it once: a first version took every such key past the layer's
+/// first attributes for the layer's, and left the two values (found by a review).
+#[tokio::test]
+async fn a_handler_s_attribute_with_a_key_the_layer_sets_at_the_end_is_kept_once() {
+    for key in ["http.response.status_code", "powertools.response"] {
+        let capture = Capture::default();
+        let tracer = capture_tracer(&capture);
+        let service =
+            TracingLayer::new(tracer).layer(service_fn(move |_e: LambdaEvent<Json>| async move {
+                let context = opentelemetry::Context::current();
+                context
+                    .span()
+                    .set_attribute(opentelemetry::KeyValue::new(key, 418_i64));
+                Ok::<_, lambda_runtime::Error>(json!({"statusCode": 200}))
+            }));
+        service
+            .oneshot(ctx().event(
+                json!({"version": "2.0", "routeKey": "GET /x", "rawPath": "/x",
+               "requestContext": {"http": {"method": "GET", "path": "/x"}}}),
+            ))
+            .await
+            .unwrap();
+        let span = capture.one_invocation();
+        let values: Vec<&Value> = span
+            .attributes
+            .iter()
+            .filter(|kv| kv.key.as_str() == key)
+            .map(|kv| &kv.value)
+            .collect();
+        assert_eq!(values.len(), 1, "{key}: {:#?}", span.attributes);
+        // The layer's, set after the handler's: the last value.
+        assert_ne!(values[0], &Value::I64(418), "{key}");
+    }
+}
+
 /// With response capture off, a response the runtime cannot send still puts the span in error,
 /// as a handler's error does whatever error capture says: the span said success for an
 /// invocation Lambda reports as failed (found by an attack).

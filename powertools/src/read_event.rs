@@ -209,6 +209,10 @@ impl<S: Clone, B, St> Clone for ReadEvent<S, B, St> {
 
 impl<S, B, St> ReadEvent<S, B, St> {
     pub(crate) fn new(inner: S) -> Self {
+        // The events it reads are read inside `quiet_panics`: without the logging layer, whose
+        // hook honours it too, Rust's default hook would print a panicking `Deserialize`'s
+        // message, which may quote the event.
+        powertools_core::failure::install_quiet_panic_hook();
         Self {
             inner,
             response: PhantomData,
@@ -445,6 +449,10 @@ mod tests {
         let read: EventOf<Probe> = serde_json::from_str("{}").unwrap();
         assert!(matches!(read.0, Ok(Probe(true))));
         assert!(!powertools_core::failure::panics_are_quiet());
+        // And the hook that keeps quiet panics quiet is there without the logging layer's
+        // (`powertools::run` reads events through `ReadEvent`; found by a review).
+        let _service = ReadEvent::<_, Value, ()>::new(());
+        assert!(powertools_core::failure::quiet_panic_hook_installed());
     }
 
     /// A buffered response's JSON.
