@@ -142,9 +142,6 @@ type Outcomes = Vec<(String, Result<(), String>)>;
 impl BatchProcessor {
     /// A processor with the defaults: one record at a time, an error when all fail.
     pub fn new() -> Self {
-        // Records are read inside `quiet_panics`: a panicking `Deserialize`'s message, which
-        // may quote the record, is not printed by the panic hook.
-        powertools_core::failure::install_quiet_panic_hook();
         Self::default()
     }
 
@@ -500,6 +497,11 @@ where
 {
     let outcome = match std::panic::catch_unwind(AssertUnwindSafe(start)) {
         Err(panic) => Err(panicked(&*panic)),
+        // Its own words: `without_values` would leave out a message it does not know.
+        Ok(Err(error)) if error.to_string() == crate::raw::READ_PANICKED => Err(format!(
+            "the record's body (SQS) or data (Kinesis) could not be read: {}",
+            crate::raw::READ_PANICKED
+        )),
         Ok(Err(error)) => Err(format!(
             "the record's body (SQS) or data (Kinesis) is not the expected JSON: {}",
             without_values(&error)
@@ -572,7 +574,7 @@ fn record_counts(_processed: usize, _failed: usize) {}
 
 #[cfg(test)]
 mod tests {
-    use super::{panicked, without_values};
+    use super::{RecordId, guarded, panicked, without_values};
 
     /// A panic with a payload that is not text (`panic_any(42)`) says so, rather than ending
     /// the reason with a colon and nothing after it.
@@ -610,11 +612,26 @@ mod tests {
         }
         let error = Loud::read(br#""card 4111111111111111""#).expect_err("it panicked");
         assert!(error.to_string().contains("panicked"), "{error}");
-        let reason = without_values(&error);
+        // The record's reason says so, without the message and without blaming the handler
+        // (`without_values` left out the whole reason: found by a review).
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let (_, outcome) = runtime.block_on(guarded(RecordId::Message("m-1".to_owned()), || {
+            Loud::read(br#""card 4111111111111111""#)
+                .map(|_| async { Ok::<(), std::convert::Infallible>(()) })
+        }));
+        let reason = outcome.expect_err("the record failed");
+        assert!(
+            reason.contains("panicked") && reason.contains("body"),
+            "{reason}"
+        );
         assert!(
             !reason.contains("4111") && !reason.contains("handler"),
             "{reason}"
         );
+        // Without `BatchProcessor::new` (its `Default`, a copy): the hook is there all the same.
+        assert!(powertools_core::failure::quiet_panic_hook_installed());
     }
 
     #[derive(Debug, serde::Deserialize)]

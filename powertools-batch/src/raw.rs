@@ -96,17 +96,23 @@ mod sealed {
     impl Sealed for super::Raw {}
 }
 
+/// The error of a body whose `Deserialize` panicked (its message is left out).
+pub(crate) const READ_PANICKED: &str =
+    "reading it panicked (the panic's message is left out: it may quote the record)";
+
 impl<T: DeserializeOwned> RecordBody for T {
     fn read(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         // A `Deserialize` that panics fails the record as a body that does not read, without
         // the panic's message (it may quote the record), which the panic hook does not print
-        // either (`quiet_panics`; the processor installs the hook that honours it).
+        // either: read inside `quiet_panics`, with the hook that honours it installed here (a
+        // processor built with `Default` never runs `new`; one atomic load once installed).
+        powertools_core::failure::install_quiet_panic_hook();
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             powertools_core::failure::quiet_panics(|| serde_json::from_slice(bytes))
         }))
         .unwrap_or_else(|_| {
             Err(<serde_json::Error as serde::de::Error>::custom(
-                "reading it panicked (the panic's message is left out: it may quote the record)",
+                READ_PANICKED,
             ))
         })
     }

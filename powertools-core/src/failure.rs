@@ -103,10 +103,36 @@ pub fn install_quiet_panic_hook() {
         std::panic::set_hook(Box::new(move |info| {
             if !panics_are_quiet() {
                 previous(info);
+            } else {
+                note_quiet_panic(info);
             }
         }));
         QUIET_HOOK_INSTALLED.store(true, std::sync::atomic::Ordering::Release);
     });
+}
+
+/// What a panic hook writes, on stderr, of a panic inside [`quiet_panics`] when panics abort
+/// (`panic = "abort"`, as `cargo lambda build --release` sets unless the workspace says
+/// otherwise): nothing catches it then, the process is about to stop, and the location is the
+/// only clue left. Nothing when panics unwind: the caller catches the panic and reports it.
+pub fn note_quiet_panic(info: &std::panic::PanicHookInfo<'_>) {
+    if cfg!(panic = "abort") {
+        use std::io::Write as _;
+        let note = quiet_panic_note(info.location().map(|at| (at.file(), at.line())));
+        let _ = std::io::stderr().write_all(note.as_bytes());
+    }
+}
+
+/// The line [`note_quiet_panic`] writes.
+fn quiet_panic_note(location: Option<(&str, u32)>) -> String {
+    let at = location.map_or_else(
+        || "an unknown location".to_owned(),
+        |(file, line)| format!("{file}:{line}"),
+    );
+    format!(
+        "a panic at {at} (its message is left out: it may quote the data being read; panics \
+         abort in this build, so the process stops)\n"
+    )
 }
 
 /// Set once [`install_quiet_panic_hook`] has run.
@@ -346,6 +372,16 @@ pub fn error_type_name<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quiet_panic_s_note_names_its_location_and_not_its_message() {
+        assert_eq!(
+            quiet_panic_note(Some(("src/orders.rs", 42))),
+            "a panic at src/orders.rs:42 (its message is left out: it may quote the data being \
+             read; panics abort in this build, so the process stops)\n"
+        );
+        assert!(quiet_panic_note(None).starts_with("a panic at an unknown location"));
+    }
 
     #[test]
     fn a_name_is_read_off_a_derived_debug_only() {

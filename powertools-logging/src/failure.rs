@@ -183,6 +183,8 @@ pub(crate) fn install_panic_hook() {
             // message may quote the event) is not printed on stderr either.
             if !powertools_core::failure::panics_are_quiet() {
                 previous(info);
+            } else {
+                powertools_core::failure::note_quiet_panic(info);
             }
         }));
     });

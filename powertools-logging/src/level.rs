@@ -82,8 +82,6 @@ impl FromStr for Level {
             "INFO" => Ok(Level::Info),
             "WARN" | "WARNING" => Ok(Level::Warn),
             "ERROR" | "FATAL" | "CRITICAL" => Ok(Level::Error),
-            // Python's logger at NOTSET takes the root logger's level: WARNING by default.
-            "NOTSET" => Ok(Level::Warn),
             _ => Err(Error::InvalidLevel {
                 level: text.to_owned(),
             }),

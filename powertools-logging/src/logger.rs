@@ -534,6 +534,15 @@ impl LoggerBuilder {
                 })?,
             )
         };
+        // Python's level names (its variables only, not Lambda's): `NOTSET` too, with which
+        // Python's logger takes the root logger's level, WARNING by default.
+        let python_level = |text: &str| {
+            if text.trim().eq_ignore_ascii_case("NOTSET") {
+                Some(Level::Warn)
+            } else {
+                text.parse::<Level>().ok()
+            }
+        };
         // The variables are read only for a level not set in code, as every option's is; the
         // legacy one only when the other is unset, as Python's `or` reads them.
         // Python's legacy name is generic (another runtime's logger may read it: `verbose`,
@@ -542,11 +551,15 @@ impl LoggerBuilder {
         let mut legacy_ignored = None;
         let from_env = match self.level {
             Some(_) => None,
-            None => match parse_level(POWERTOOLS_LOG_LEVEL)? {
+            None => match env.parse_with(
+                POWERTOOLS_LOG_LEVEL,
+                powertools_core::env::LOG_LEVEL_NAMES,
+                python_level,
+            )? {
                 Some(level) => Some(level),
                 None => match env.string(LOG_LEVEL).ok().flatten() {
                     None => None,
-                    Some(text) => text.parse::<Level>().ok().or_else(|| {
+                    Some(text) => python_level(&text).or_else(|| {
                         legacy_ignored = Some(text);
                         None
                     }),

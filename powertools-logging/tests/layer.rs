@@ -775,6 +775,9 @@ fn the_legacy_log_level_is_read_after_powertools_log_level_as_python_reads_it() 
         level(vec![("POWERTOOLS_LOG_LEVEL", "NOTSET")]).unwrap(),
         Level::Warn
     );
+    // Lambda never sets it: refused there, as the metrics layer refuses it (a first version
+    // read it as WARN there too; found by a review).
+    assert!(level(vec![("AWS_LAMBDA_LOG_LEVEL", "NOTSET")]).is_err());
     for other in ["loud", "verbose", "info,hyper=warn"] {
         let logs = MemoryLogs::new();
         let logger = builder(&logs)

@@ -895,18 +895,17 @@ fn endpoint_variable(
                 value: without_credentials(&value).into_owned(),
                 expected,
             },
-            // Shown, escaped, to see which bytes are wrong: without its credentials too. The value
-            // is cut by then: one cut before its `@` shows no credentials to mask, only the start
-            // of a password, so all of it after the scheme is left out.
+            // Shown, escaped, to see which bytes are wrong: without its credentials too. A value
+            // cut (at 64 characters) may have lost the `@` that ends them, or kept another one
+            // (a user name that is an e-mail address): all of it after the scheme is left out.
             powertools_core::Error::NonUnicodeEnvVar { name, value } => {
-                let masked = without_credentials(&value);
-                let value = if masked == value && value.ends_with('…') {
+                let value = if value.ends_with('…') {
                     match value.find("://") {
-                        Some(scheme_end) => format!("{}***…", &value[..scheme_end + 3]),
+                        Some(scheme_end) => format!("{}***\"…", &value[..scheme_end + 3]),
                         None => "(left out: it may hold credentials)".to_owned(),
                     }
                 } else {
-                    masked.into_owned()
+                    without_credentials(&value).into_owned()
                 };
                 powertools_core::Error::NonUnicodeEnvVar { name, value }
             }
@@ -1077,10 +1076,14 @@ mod tests {
                 &b"http://user:SECRET@collector:4318/v1/traces\xff"[..],
             ),
             // The `@` past the 64 characters the error shows: the start of the password was
-            // shown (found by a review).
+            // shown; then with another `@` before the cut (found by reviews).
             (
                 OTEL_EXPORTER_OTLP_ENDPOINT,
                 &b"https://user:SECRETSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS@collector:4318\xff"[..],
+            ),
+            (
+                OTEL_EXPORTER_OTLP_ENDPOINT,
+                &b"https://alice@corp.example:SECRETSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS@collector:4318\xff"[..],
             ),
         ] {
             let error = Tracer::builder()
