@@ -574,19 +574,11 @@ fn answer(status: &str, content_type: &str, body: &[u8]) -> &'static [u8] {
     Box::leak(answer.into_boxed_slice())
 }
 
-/// A collector that takes an export but rejects some of its spans says so in the answer's
-/// `partial_success` (OTLP/HTTP answers 200 then): the rejected spans are reported in a warning
-/// with the endpoint, the count and the collector's message, and counted in `dropped_spans`.
-/// They were lost without a word (found by an attack).
-#[tokio::test]
-async fn a_partial_success_s_rejected_spans_are_warned_with_the_collector_s_message_and_counted() {
-    let message = b"span too big";
-    // ExportTraceServiceResponse { partial_success: { rejected_spans: 2, error_message } }
-    let mut partial = vec![0x08, 0x02, 0x12, message.len() as u8];
-    partial.extend_from_slice(message);
-    let mut body = vec![0x0a, partial.len() as u8];
-    body.extend_from_slice(&partial);
-    let endpoint = collector_answering(answer("200 OK", "application/x-protobuf", &body)).await;
+/// One invocation traced to a collector that answers every export 200 with `body` (an OTLP
+/// `ExportTraceServiceResponse`): its endpoint, the spans the tracer counted as dropped, and the
+/// warnings.
+async fn traced_to_a_collector_taking_exports_with(body: &[u8]) -> (String, u64, Vec<String>) {
+    let endpoint = collector_answering(answer("200 OK", "application/x-protobuf", body)).await;
     let tracer = Tracer::builder()
         .service("orders")
         .endpoint(&endpoint)
@@ -595,8 +587,29 @@ async fn a_partial_success_s_rejected_spans_are_warned_with_the_collector_s_mess
         .expect("a tracer");
     let (warnings, _guard) = with_warnings(&tracer);
     invoke(&tracer, "req-partial").await;
-    assert_eq!(tracer.dropped_spans(), 2);
-    let warnings = warnings.all();
+    (endpoint, tracer.dropped_spans(), warnings.all())
+}
+
+/// An `ExportTraceServiceResponse` whose `partial_success` holds `partial` (its fields, encoded).
+fn partial_success(partial: &[u8]) -> Vec<u8> {
+    let mut body = vec![0x0a, partial.len() as u8];
+    body.extend_from_slice(partial);
+    body
+}
+
+/// A collector that takes an export but rejects some of its spans says so in the answer's
+/// `partial_success` (OTLP/HTTP answers 200 then): the rejected spans are reported in a warning
+/// with the endpoint, the count and the collector's message, and counted in `dropped_spans`.
+/// They were lost without a word (found by an attack).
+#[tokio::test]
+async fn a_partial_success_s_rejected_spans_are_warned_with_the_collector_s_message_and_counted() {
+    // partial_success: { rejected_spans: 2, error_message: "span too big" }
+    let message = b"span too big";
+    let mut partial = vec![0x08, 0x02, 0x12, message.len() as u8];
+    partial.extend_from_slice(message);
+    let (endpoint, dropped, warnings) =
+        traced_to_a_collector_taking_exports_with(&partial_success(&partial)).await;
+    assert_eq!(dropped, 2);
     let warning = warnings
         .iter()
         .find(|warning| warning.contains("rejected"))
@@ -609,18 +622,9 @@ async fn a_partial_success_s_rejected_spans_are_warned_with_the_collector_s_mess
     let message = b"attribute values truncated";
     let mut partial = vec![0x12, message.len() as u8];
     partial.extend_from_slice(message);
-    let mut body = vec![0x0a, partial.len() as u8];
-    body.extend_from_slice(&partial);
-    let endpoint = collector_answering(answer("200 OK", "application/x-protobuf", &body)).await;
-    let tracer = Tracer::builder()
-        .endpoint(&endpoint)
-        .env(Env::empty())
-        .build()
-        .expect("a tracer");
-    let (warnings, _guard) = with_warnings(&tracer);
-    invoke(&tracer, "req-partial-warning").await;
-    assert_eq!(tracer.dropped_spans(), 0);
-    let warnings = warnings.all();
+    let (_, dropped, warnings) =
+        traced_to_a_collector_taking_exports_with(&partial_success(&partial)).await;
+    assert_eq!(dropped, 0);
     assert!(
         warnings
             .iter()
@@ -629,17 +633,10 @@ async fn a_partial_success_s_rejected_spans_are_warned_with_the_collector_s_mess
     );
 
     // An empty answer, or an empty partial success, says nothing.
-    for body in [&b""[..], &[0x0a, 0x00][..]] {
-        let endpoint = collector_answering(answer("200 OK", "application/x-protobuf", body)).await;
-        let tracer = Tracer::builder()
-            .endpoint(&endpoint)
-            .env(Env::empty())
-            .build()
-            .expect("a tracer");
-        let (warnings, _guard) = with_warnings(&tracer);
-        invoke(&tracer, "req-accepted").await;
-        assert_eq!(tracer.dropped_spans(), 0);
-        assert_eq!(warnings.all(), Vec::<String>::new());
+    for body in [Vec::new(), partial_success(&[])] {
+        let (_, dropped, warnings) = traced_to_a_collector_taking_exports_with(&body).await;
+        assert_eq!(dropped, 0);
+        assert_eq!(warnings, Vec::<String>::new());
     }
 }
 

@@ -296,14 +296,9 @@ async fn a_store_hung_after_the_handler_fails_the_invocation_before_its_deadline
 /// claim (`DeleteItem`); a store that never answers still says "no answer".
 #[tokio::test]
 async fn a_call_retried_until_the_store_timeout_names_the_last_answer_dynamodb_gave() {
-    let Some(direct) = dynamodb_client().await else {
+    let Some((proxy, table, idempotency)) = retrying_store().await else {
         return;
     };
-    let Some(proxy) = FaultProxy::start().await else {
-        return;
-    };
-    let table = create_idempotency_table(&direct).await;
-    let idempotency = retrying_store(&proxy, &table).await;
     let context = TestContext::new().with_remaining_time(INVOCATION).build();
 
     proxy.set(json!({
@@ -359,10 +354,13 @@ async fn a_call_retried_until_the_store_timeout_names_the_last_answer_dynamodb_g
     );
 }
 
-/// A store, a retrying client through the proxy (short backoffs: many attempts within the bound),
-/// a 3 s store timeout (the first answer comes well within it, even on a loaded machine: with
-/// 1.5 s, a CI run under load saw none).
-async fn retrying_store(proxy: &FaultProxy, table: &str) -> Idempotency<DynamoDbStore> {
+/// A proxy channel, a table on moto, and a store behind a retrying client through the channel
+/// (short backoffs: many attempts within the bound) with a 3 s store timeout (the first answer
+/// comes well within it, even on a loaded machine: with 1.5 s, a CI run under load saw none).
+async fn retrying_store() -> Option<(FaultProxy, String, Idempotency<DynamoDbStore>)> {
+    let direct = dynamodb_client().await?;
+    let proxy = FaultProxy::start().await?;
+    let table = create_idempotency_table(&direct).await;
     let client = proxy
         .client_retrying(
             aws_sdk_dynamodb::config::retry::RetryConfig::standard()
@@ -370,10 +368,12 @@ async fn retrying_store(proxy: &FaultProxy, table: &str) -> Idempotency<DynamoDb
                 .with_initial_backoff(Duration::from_millis(20)),
         )
         .await;
-    Idempotency::builder(DynamoDbStore::new(client, table).expect("valid store"))
-        .store_timeout(STORE_TIMEOUT)
-        .build()
-        .expect("valid settings")
+    let idempotency =
+        Idempotency::builder(DynamoDbStore::new(client, &table).expect("valid store"))
+            .store_timeout(STORE_TIMEOUT)
+            .build()
+            .expect("valid settings");
+    Some((proxy, table, idempotency))
 }
 
 const STORE_TIMEOUT: Duration = Duration::from_millis(3000);
@@ -397,14 +397,9 @@ async fn requests_reached(proxy: &FaultProxy, operation: &str, count: usize) {
 /// does not answer at once now has its own answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_each_name_their_own_last_answer() {
-    let Some(direct) = dynamodb_client().await else {
+    let Some((proxy, _table, idempotency)) = retrying_store().await else {
         return;
     };
-    let Some(proxy) = FaultProxy::start().await else {
-        return;
-    };
-    let table = create_idempotency_table(&direct).await;
-    let idempotency = retrying_store(&proxy, &table).await;
     let context = TestContext::new().with_remaining_time(INVOCATION).build();
 
     // The hung claim first (held past its bound: a `hang` would end when the rule changes),
