@@ -64,7 +64,8 @@ std::thread_local! {
 }
 
 /// Runs `f` with this thread's panics quiet: a panic hook that honours it
-/// ([`panics_are_quiet`]; the logging layer's does) does not hand the panic to the hook before it
+/// ([`panics_are_quiet`]; [`install_quiet_panic_hook`]'s, which the logging layer and the facade
+/// install) does not hand the panic to the hook before it
 /// (Rust's default prints the panic's message on stderr, the function's log). For code whose
 /// panic messages may quote data that must not reach the log, such as an event's `Deserialize`,
 /// whose panic the caller catches and reports without its message.
@@ -115,7 +116,7 @@ pub fn install_quiet_panic_hook() {
 /// (`panic = "abort"`, as `cargo lambda build --release` sets unless the workspace says
 /// otherwise): nothing catches it then, the process is about to stop, and the location is the
 /// only clue left. Nothing when panics unwind: the caller catches the panic and reports it.
-pub fn note_quiet_panic(info: &std::panic::PanicHookInfo<'_>) {
+fn note_quiet_panic(info: &std::panic::PanicHookInfo<'_>) {
     if cfg!(panic = "abort") {
         use std::io::Write as _;
         let note = quiet_panic_note(info.location().map(|at| (at.file(), at.line())));

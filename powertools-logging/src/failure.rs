@@ -156,13 +156,17 @@ fn panic_message(payload: &(dyn Any + Send)) -> Option<String> {
 }
 
 /// Chains a panic hook that keeps each panic's location and backtrace for the failure line, then
-/// runs the hook that was there (Rust's message on stderr, by default), except for a panic inside
+/// runs the hook that was there (Rust's message on stderr, by default), over core's
+/// `install_quiet_panic_hook`, which leaves out a panic inside
 /// `powertools_core::failure::quiet_panics`. Installed once, by the
 /// first [`LoggingLayer`](crate::LoggingLayer); a hook set later replaces it, and failure lines
 /// then have no `stack_trace`.
 pub(crate) fn install_panic_hook() {
     static INSTALLED: Once = Once::new();
     INSTALLED.call_once(|| {
+        // Chained over core's hook, which keeps a panic inside `quiet_panics` (an event's
+        // `Deserialize`, whose message may quote the event) from the hooks before it.
+        powertools_core::failure::install_quiet_panic_hook();
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             let captured = Captured {
@@ -179,13 +183,7 @@ pub(crate) fn install_panic_hook() {
                 captured.message.clone(),
                 Box::new(captured),
             );
-            // A panic the caller reports without its message (an event's `Deserialize`, whose
-            // message may quote the event) is not printed on stderr either.
-            if !powertools_core::failure::panics_are_quiet() {
-                previous(info);
-            } else {
-                powertools_core::failure::note_quiet_panic(info);
-            }
+            previous(info);
         }));
     });
 }

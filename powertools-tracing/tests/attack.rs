@@ -182,6 +182,12 @@ fn header(sampled: &str) -> String {
     format!("Root={ROOT};Parent={PARENT};Sampled={sampled}")
 }
 
+/// An HTTP API (v2) request for `GET /x`.
+fn get_x_event() -> Json {
+    json!({"version": "2.0", "routeKey": "GET /x", "rawPath": "/x",
+           "requestContext": {"http": {"method": "GET", "path": "/x"}}})
+}
+
 fn attr<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
     span.attributes
         .iter()
@@ -1907,12 +1913,7 @@ async fn alb_event_gets_http_server_attributes_and_5xx_is_an_error() {
 
 #[tokio::test]
 async fn a_4xx_response_is_not_a_server_error() {
-    let span = http_span(
-        json!({"version": "2.0", "routeKey": "GET /x", "rawPath": "/x",
-               "requestContext": {"http": {"method": "GET", "path": "/x"}}}),
-        json!({"statusCode": 404}),
-    )
-    .await;
+    let span = http_span(get_x_event(), json!({"statusCode": 404})).await;
     assert_eq!(
         attr(&span, "http.response.status_code"),
         Some(&Value::I64(404))
@@ -1959,19 +1960,9 @@ async fn hostile_http_fields_never_fail_the_invocation() {
     )
     .await;
     assert_eq!(attr_str(&span, "faas.trigger").as_deref(), Some("http"));
-    let span = http_span(
-        json!({"version": "2.0", "routeKey": "GET /x", "rawPath": "/x",
-               "requestContext": {"http": {"method": "GET", "path": "/x"}}}),
-        json!({"statusCode": 99_999_999_999_i64}),
-    )
-    .await;
+    let span = http_span(get_x_event(), json!({"statusCode": 99_999_999_999_i64})).await;
     assert_eq!(attr_str(&span, "faas.trigger").as_deref(), Some("http"));
-    let span = http_span(
-        json!({"version": "2.0", "routeKey": "GET /x", "rawPath": "/x",
-               "requestContext": {"http": {"method": "GET", "path": "/x"}}}),
-        json!({"statusCode": -1}),
-    )
-    .await;
+    let span = http_span(get_x_event(), json!({"statusCode": -1})).await;
     assert!(!is_error(&span), "statusCode -1 is not a 5xx");
 }
 
@@ -4137,13 +4128,7 @@ async fn a_handler_s_attribute_with_a_key_the_layer_sets_at_the_end_is_kept_once
                     .set_attribute(opentelemetry::KeyValue::new(key, 418_i64));
                 Ok::<_, lambda_runtime::Error>(json!({"statusCode": 200}))
             }));
-        service
-            .oneshot(ctx().event(
-                json!({"version": "2.0", "routeKey": "GET /x", "rawPath": "/x",
-               "requestContext": {"http": {"method": "GET", "path": "/x"}}}),
-            ))
-            .await
-            .unwrap();
+        service.oneshot(ctx().event(get_x_event())).await.unwrap();
         let span = capture.one_invocation();
         let values: Vec<&Value> = span
             .attributes
@@ -4189,12 +4174,7 @@ async fn a_response_that_cannot_serialize_is_an_error_with_response_capture_off(
 #[tokio::test]
 async fn status_code_is_read_from_a_response_larger_than_the_capture_and_without_capture() {
     let big = json!({"body": "x".repeat(100_000), "statusCode": 503});
-    let span = http_span(
-        json!({"version": "2.0", "routeKey": "GET /x", "rawPath": "/x",
-               "requestContext": {"http": {"method": "GET", "path": "/x"}}}),
-        big.clone(),
-    )
-    .await;
+    let span = http_span(get_x_event(), big.clone()).await;
     assert_eq!(
         attr(&span, "http.response.status_code"),
         Some(&Value::I64(503))
@@ -4214,10 +4194,7 @@ async fn status_code_is_read_from_a_response_larger_than_the_capture_and_without
             let response = response.clone();
             async move { Ok::<_, lambda_runtime::Error>((*response).clone()) }
         }))
-        .oneshot(ctx().event(
-            json!({"version": "2.0", "routeKey": "GET /x", "rawPath": "/x",
-               "requestContext": {"http": {"method": "GET", "path": "/x"}}}),
-        ))
+        .oneshot(ctx().event(get_x_event()))
         .await
         .unwrap();
     let span = capture.one_invocation();
