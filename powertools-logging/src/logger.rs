@@ -557,12 +557,19 @@ impl LoggerBuilder {
                 python_level,
             )? {
                 Some(level) => Some(level),
-                None => match env.string(LOG_LEVEL).ok().flatten() {
-                    None => None,
-                    Some(text) => python_level(&text).or_else(|| {
-                        legacy_ignored = Some(text);
+                None => match env.string(LOG_LEVEL) {
+                    Ok(None) => None,
+                    Ok(Some(text)) => python_level(&text).or_else(|| {
+                        legacy_ignored = Some(powertools_core::env::shown(&text));
                         None
                     }),
+                    // Not UTF-8: no level either, and the warning shows its bytes (a first
+                    // version ignored it without a word).
+                    Err(powertools_core::Error::NonUnicodeEnvVar { value, .. }) => {
+                        legacy_ignored = Some(value);
+                        None
+                    }
+                    Err(_) => None,
                 },
             },
         };
@@ -672,9 +679,8 @@ impl LoggerBuilder {
             shared.notice(
                 Level::Warn,
                 &format!(
-                    "LOG_LEVEL={} is not a level (expected {}): ignored; set POWERTOOLS_LOG_LEVEL \
-                     for this logger",
-                    powertools_core::env::shown(&text),
+                    "LOG_LEVEL={text} is not a level (expected {}): ignored; set \
+                     POWERTOOLS_LOG_LEVEL for this logger",
                     powertools_core::env::LOG_LEVEL_NAMES
                 ),
             );

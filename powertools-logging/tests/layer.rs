@@ -732,6 +732,30 @@ fn dev_mode_from_the_environment_is_warned_about_once_with_what_it_turns_off() {
 }
 
 #[test]
+fn a_legacy_log_level_that_is_not_utf8_is_ignored_with_a_warning_that_shows_its_bytes() {
+    use std::os::unix::ffi::OsStringExt;
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs)
+        .env(Env::from_pairs([(
+            "LOG_LEVEL",
+            std::ffi::OsString::from_vec(b"DEB\xffUG".to_vec()),
+        )]))
+        .build()
+        .expect("a generic variable another runtime may set does not stop the start");
+    assert_eq!(logger.level(), Level::Info);
+    let warnings: Vec<String> = logs
+        .lines()
+        .into_iter()
+        .filter(|line| line.contains("LOG_LEVEL"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", logs.contents());
+    assert!(
+        warnings[0].contains(r#"DEB\\xFFUG"#) && warnings[0].contains("POWERTOOLS_LOG_LEVEL"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
 fn the_legacy_log_level_is_read_after_powertools_log_level_as_python_reads_it() {
     let level = |pairs: Vec<(&str, &str)>| {
         builder(&MemoryLogs::new())
