@@ -833,6 +833,10 @@ pub(crate) struct OtlpHttpClient {
     failure: LastFailure,
     /// Spans the collector rejected in answers that took the export (a partial success).
     rejected: Arc<AtomicU64>,
+    /// The last warning a partial success without rejections gave (OTLP's way for a collector
+    /// to warn): the same one again is not logged again, as a collector repeats it on every
+    /// export.
+    last_warning: Mutex<Option<String>>,
     /// The headers every export carries (`OTEL_EXPORTER_OTLP_HEADERS`, the endpoint's
     /// credentials), as the tracer read them: set here, so that they are sent as read (the
     /// exporter's own `with_headers` percent-decodes them again) and from the tracer's `Env`
@@ -875,6 +879,7 @@ impl OtlpHttpClient {
             timeout,
             failure: LastFailure::default(),
             rejected: Arc::default(),
+            last_warning: Mutex::new(None),
             headers,
         }
     }
@@ -916,6 +921,20 @@ impl OtlpHttpClient {
     /// Where the client counts the spans its collector rejected (see [`partial_success`]).
     pub(crate) fn rejections(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.rejected)
+    }
+
+    /// Whether `message`, a collector's warning, differs from the last one it gave (and keeps
+    /// it as the last).
+    fn is_new_warning(&self, message: &str) -> bool {
+        let mut last = self
+            .last_warning
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.as_deref() == Some(message) {
+            return false;
+        }
+        *last = Some(message.to_owned());
+        true
     }
 
     /// Sends one export request, and reads its answer, within the export timeout.
@@ -975,7 +994,7 @@ impl OtlpHttpClient {
 #[async_trait::async_trait]
 impl HttpClient for OtlpHttpClient {
     async fn send_bytes(&self, mut request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
-        let endpoint = request.uri().to_string();
+        let endpoint = shown_endpoint(&request.uri().to_string());
         // The exporter's own headers (the body's type and encoding, its user agent), then the
         // tracer's; any other came from the process environment, which the tracer's `Env`
         // replaces.
@@ -1023,7 +1042,7 @@ impl HttpClient for OtlpHttpClient {
                                 "the collector took an export but rejected some of its spans \
                                  (an OTLP partial success)"
                             );
-                        } else {
+                        } else if self.is_new_warning(&message) {
                             tracing::warn!(
                                 target: "powertools_tracing",
                                 warning = %cause,
@@ -1049,6 +1068,15 @@ impl HttpClient for OtlpHttpClient {
                 Err(HttpError::from(cause))
             }
         }
+    }
+}
+
+/// `endpoint` as warnings name it: without its query string, which may carry a key
+/// (`?api_key=…`, as some vendors take one), shown as `?…`.
+pub(crate) fn shown_endpoint(endpoint: &str) -> String {
+    match endpoint.split_once('?') {
+        Some((without, _)) => format!("{without}?…"),
+        None => endpoint.to_owned(),
     }
 }
 

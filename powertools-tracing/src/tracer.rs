@@ -581,7 +581,8 @@ impl TracerBuilder {
             // `requests`, Go's `net/http`): the URL the exporter requests, and names in its
             // warnings, has none.
             let (endpoint, authorization) = split_credentials(&endpoint);
-            let endpoint_for_warnings = endpoint.clone();
+            // Nor its query string (a key, for some vendors).
+            let endpoint_for_warnings = crate::export::shown_endpoint(&endpoint);
             if let Some(value) = authorization {
                 headers.retain(|(name, _)| name != "authorization");
                 headers.push(("authorization".to_owned(), value));

@@ -578,6 +578,14 @@ fn answer(status: &str, content_type: &str, body: &[u8]) -> &'static [u8] {
 /// `ExportTraceServiceResponse`): its endpoint, the spans the tracer counted as dropped, and the
 /// warnings.
 async fn traced_to_a_collector_taking_exports_with(body: &[u8]) -> (String, u64, Vec<String>) {
+    invocations_traced_to_a_collector_taking_exports_with(body, 1).await
+}
+
+/// [`traced_to_a_collector_taking_exports_with`], `invocations` times with one tracer.
+async fn invocations_traced_to_a_collector_taking_exports_with(
+    body: &[u8],
+    invocations: usize,
+) -> (String, u64, Vec<String>) {
     let endpoint = collector_answering(answer("200 OK", "application/x-protobuf", body)).await;
     let tracer = Tracer::builder()
         .service("orders")
@@ -586,8 +594,55 @@ async fn traced_to_a_collector_taking_exports_with(body: &[u8]) -> (String, u64,
         .build()
         .expect("a tracer");
     let (warnings, _guard) = with_warnings(&tracer);
-    invoke(&tracer, "req-partial").await;
+    for invocation in 0..invocations {
+        invoke(&tracer, &format!("req-partial-{invocation}")).await;
+    }
     (endpoint, tracer.dropped_spans(), warnings.all())
+}
+
+/// A partial success is OTLP's way for a collector to warn: one that warns of the same thing on
+/// every export (a collector truncating an attribute every function sets) is warned about once,
+/// not once per invocation; spans it rejects are warned about every time, since they are lost.
+/// The same warning was logged after every invocation (found by a review).
+#[tokio::test]
+async fn a_collector_s_repeated_warning_is_logged_once_and_each_rejection_every_time() {
+    let message = b"attribute values truncated";
+    let mut partial = vec![0x12, message.len() as u8];
+    partial.extend_from_slice(message);
+    let (_, dropped, warnings) =
+        invocations_traced_to_a_collector_taking_exports_with(&partial_success(&partial), 3).await;
+    assert_eq!(dropped, 0);
+    let repeated = warnings
+        .iter()
+        .filter(|warning| warning.contains("attribute values truncated"))
+        .count();
+    assert_eq!(repeated, 1, "{warnings:#?}");
+
+    let message = b"span too big";
+    let mut partial = vec![0x08, 0x01, 0x12, message.len() as u8];
+    partial.extend_from_slice(message);
+    let (_, dropped, warnings) =
+        invocations_traced_to_a_collector_taking_exports_with(&partial_success(&partial), 3).await;
+    assert_eq!(dropped, 3);
+    let rejections = warnings
+        .iter()
+        .filter(|warning| warning.contains("span too big"))
+        .count();
+    assert_eq!(rejections, 3, "{warnings:#?}");
+}
+
+/// An endpoint's query string may carry a key (`?api_key=…`, as some vendors take it): export
+/// warnings name the endpoint without it, as they name it without the credentials of its
+/// user-info. The warnings logged it whole (found by a review).
+#[tokio::test]
+async fn export_warnings_leave_out_the_endpoint_s_query_string() {
+    let collector =
+        collector_answering(answer("400 Bad Request", "text/plain", b"no such tenant")).await;
+    let endpoint = format!("{collector}?api_key=s3cr3t-value&tenant=a");
+    let warning = export_warning(&endpoint, "req-query").await;
+    assert!(!warning.contains("s3cr3t"), "{warning}");
+    assert!(warning.contains(&format!("{collector}?…")), "{warning}");
+    assert!(warning.contains("no such tenant"), "{warning}");
 }
 
 /// An `ExportTraceServiceResponse` whose `partial_success` holds `partial` (its fields, encoded).
