@@ -119,10 +119,16 @@ impl InvalidEvent {
         if self.panicked {
             return self;
         }
-        let deserializer = &mut serde_json::Deserializer::from_slice(body);
-        match serde_path_to_error::deserialize::<_, A>(deserializer) {
-            Ok(_) => self,
-            Err(error) => Self::new::<A>(Some(error.path()), &error.inner().to_string()),
+        // As quiet and as contained as the first read: it runs the same `Deserialize`.
+        let again = std::panic::catch_unwind(|| {
+            powertools_core::failure::quiet_panics(|| {
+                let deserializer = &mut serde_json::Deserializer::from_slice(body);
+                serde_path_to_error::deserialize::<_, A>(deserializer).map(drop)
+            })
+        });
+        match again {
+            Ok(Err(error)) => Self::new::<A>(Some(error.path()), &error.inner().to_string()),
+            Ok(Ok(())) | Err(_) => self,
         }
     }
 
@@ -675,6 +681,41 @@ mod tests {
         assert!(!message.contains("4111"), "{message}");
         let order = read_as_the_runtime_does::<Order>(br#"{"id": "7"}"#).unwrap();
         assert!(matches!(order.id, Fragile));
+    }
+
+    /// The second read (for the path) runs the same `Deserialize`: one that fails on the first
+    /// read and panics on the second (it keeps state, or reads a clock) fails the event with
+    /// the first read's error, quietly, instead of panicking in the runtime's task (the second
+    /// read was outside `catch_unwind`; noticed in a review).
+    #[test]
+    fn a_deserializer_that_panics_only_on_the_second_read_keeps_the_first_error() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static READS: AtomicUsize = AtomicUsize::new(0);
+        #[derive(Debug)]
+        struct Moody;
+        impl<'de> Deserialize<'de> for Moody {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                serde::de::IgnoredAny::deserialize(deserializer)?;
+                if READS.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Err(serde::de::Error::custom("not today"))
+                } else {
+                    panic!("second read of {SECRET}")
+                }
+            }
+        }
+        #[derive(Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Order {
+            id: Moody,
+        }
+        let message = read_as_the_runtime_does::<Order>(br#"{"id": "7"}"#).failed();
+        assert_eq!(READS.load(Ordering::SeqCst), 2, "read twice");
+        assert!(
+            message.starts_with("the event does not read as")
+                && !message.contains("panicked")
+                && !message.contains("4111"),
+            "{message}"
+        );
     }
 
     #[test]
