@@ -143,7 +143,9 @@ impl MetricsLayerBuilder {
         self
     }
 
-    /// A dimension on every document of every invocation.
+    /// A dimension on every document of every invocation. One CloudWatch would refuse (an
+    /// empty or blank name or value, a value that is not printable ASCII) fails
+    /// [`build`](Self::build).
     pub fn default_dimension(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.default_dimensions.push((name.into(), value.into()));
         self
@@ -280,13 +282,9 @@ impl MetricsLayerBuilder {
         for (name, value) in self.default_dimensions {
             let reason = match validate::dimension(&name, &value)? {
                 DimensionCheck::Valid => None,
-                DimensionCheck::Skip => {
-                    tracing::warn!(
-                        dimension = %name,
-                        "The default dimension was not added: its name or value is empty"
-                    );
-                    continue;
-                }
+                // Fixed at build time, as a blank `service` is: a warning written here would
+                // be lost (no subscriber yet, in the order the docs show).
+                DimensionCheck::Skip => Some("its name or value is empty (or only whitespace)"),
                 DimensionCheck::RefusedValue(reason) => Some(reason),
             };
             if let Some(reason) = reason {

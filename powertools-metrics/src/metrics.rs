@@ -151,6 +151,9 @@ struct State {
     /// Dimension name lists; the first is the main set, which `add_dimension` grows.
     dimension_sets: Vec<Vec<String>>,
     metadata: Map<String, Value>,
+    /// The names whose metadata is a dimension value CloudWatch refused: a later valid value
+    /// makes them dimensions again.
+    refused_dimensions: std::collections::BTreeSet<String>,
     metrics: MetricTable,
     /// Facade metrics with labels, one document per label set.
     labelled: Vec<Labelled>,
@@ -209,6 +212,7 @@ impl State {
             dimensions,
             dimension_sets: vec![main],
             metadata: Map::new(),
+            refused_dimensions: std::collections::BTreeSet::new(),
             metrics: MetricTable::default(),
             labelled: Vec::new(),
             wrote_since_flush: false,
@@ -311,6 +315,7 @@ impl State {
         }
         self.metadata_bytes = 0;
         self.metadata.clear();
+        self.refused_dimensions.clear();
         self.metrics.reset();
         self.labelled.clear();
         self.wrote_since_flush = false;
@@ -354,6 +359,39 @@ impl State {
                 let entry = (self.owned(name), self.owned(value));
                 self.dimensions.push(entry);
             }
+        }
+    }
+
+    /// Removes a dimension added in this invocation (not a default one, nor `service`) from
+    /// every set, and its value, which it returns; a set left the same as an earlier one goes.
+    fn remove_added_dimension(&mut self, name: &str) -> Option<String> {
+        for set in &mut self.dimension_sets {
+            set.retain(|existing| existing != name);
+        }
+        let mut kept: Vec<Vec<String>> = Vec::with_capacity(self.dimension_sets.len());
+        for (index, set) in std::mem::take(&mut self.dimension_sets)
+            .into_iter()
+            .enumerate()
+        {
+            if index == 0 || !kept.contains(&set) {
+                kept.push(set);
+            }
+        }
+        self.dimension_sets = kept;
+        let at = self
+            .dimensions
+            .iter()
+            .position(|(existing, _)| existing == name)?;
+        Some(self.dimensions.remove(at).1)
+    }
+
+    /// A valid value for `name` after a refused one: the refused value's metadata goes, and
+    /// the name is free to be a dimension again.
+    fn forget_refused_dimension(&mut self, name: &str) {
+        if self.refused_dimensions.remove(name)
+            && let Some(value) = self.metadata.remove(name)
+        {
+            self.metadata_bytes = self.metadata_bytes.saturating_sub(json_len(name, &value));
         }
     }
 
@@ -509,11 +547,15 @@ impl Metrics {
     /// A value CloudWatch refuses (not printable ASCII, such as `Zürich`, or over 1024
     /// characters) is kept as metadata under the same name instead, with a warning, so the
     /// invocation's metrics are still written: you never choose between the metric and the
-    /// value.
+    /// value. Such a value for a dimension added in this invocation replaces it (the dimension
+    /// leaves its sets, the value is metadata), and a valid value after it makes the name a
+    /// dimension again.
     ///
     /// # Errors
-    /// An invalid name, a 31st dimension in the set (30 with `service`), or a name already used
-    /// by a metric or metadata.
+    /// An invalid name, a 31st dimension in the set (30 with `service`), a name already used
+    /// by a metric or metadata, or a value CloudWatch refuses for `service` or a default
+    /// dimension (set when the layer was built, they stay dimensions: `NameCollision`, "a
+    /// default dimension").
     pub fn add_dimension(&self, name: &str, value: &str) -> Result<(), Error> {
         match validate::dimension(name, value)? {
             DimensionCheck::Skip => {
@@ -527,6 +569,7 @@ impl Metrics {
         }
         check_log_level_keys(&self.shared.settings, name)?;
         let mut state = self.lock();
+        state.forget_refused_dimension(name);
         state.check_free_for_dimension(name)?;
         let in_main_set = state.dimension_sets[0].iter().any(|n| n == name);
         let replaced = state.dimension_value(name).map_or(0, str::len);
@@ -554,6 +597,16 @@ impl Metrics {
         Ok(())
     }
 
+    /// Whether `name` is a dimension every document has: a default one, or `service`.
+    fn is_configured_dimension(&self, name: &str) -> bool {
+        let settings = &self.shared.settings;
+        (name == SERVICE && settings.service.is_some())
+            || settings
+                .default_dimensions
+                .iter()
+                .any(|(default, _)| default == name)
+    }
+
     /// Keeps a dimension value CloudWatch would refuse as metadata, and says so.
     fn dimension_as_metadata(
         &self,
@@ -561,18 +614,41 @@ impl Metrics {
         value: &str,
         reason: &'static str,
     ) -> Result<(), Error> {
-        if self.lock().metadata.contains_key(name) {
-            return Err(collision(name, "metadata"));
+        let mut replaced = None;
+        {
+            let mut state = self.lock();
+            if state.metadata.contains_key(name) && !state.refused_dimensions.contains(name) {
+                return Err(collision(name, "metadata"));
+            }
+            if state.dimension_value(name).is_some() {
+                // A new value replaces a dimension's, and this one is kept as metadata: it
+                // replaces the dimension, except one set at build, which every document has.
+                if self.is_configured_dimension(name) {
+                    return Err(collision(name, "a default dimension"));
+                }
+                replaced = state.remove_added_dimension(name);
+            }
         }
         // Said only once it is true: metadata can be refused too (the name is a dimension).
         self.add_metadata(name, value)?;
-        tracing::warn!(
-            dimension = name,
-            value,
-            reason,
-            "CloudWatch refuses this dimension value: it is kept as metadata instead, and the \
-             metrics are written without this dimension"
-        );
+        self.lock().refused_dimensions.insert(name.to_owned());
+        match replaced {
+            Some(old) => tracing::warn!(
+                dimension = name,
+                old,
+                value,
+                reason,
+                "CloudWatch refuses this dimension value: it replaces the dimension's value as \
+                 metadata, and the metrics are written without this dimension"
+            ),
+            None => tracing::warn!(
+                dimension = name,
+                value,
+                reason,
+                "CloudWatch refuses this dimension value: it is kept as metadata instead, and the \
+                 metrics are written without this dimension"
+            ),
+        }
         Ok(())
     }
 
@@ -655,6 +731,7 @@ impl Metrics {
             .map(|(name, _)| name.clone())
             .collect();
         for (name, _) in &valid {
+            state.forget_refused_dimension(name);
             state.check_free_for_dimension(name)?;
             if !set.iter().any(|existing| existing == name) {
                 set.push((*name).to_owned());
@@ -720,6 +797,8 @@ impl Metrics {
         }
         state.metadata_bytes = state.metadata_bytes - replaced + added;
         state.metadata.insert(key.to_owned(), value);
+        // The caller's own metadata now, even if a refused dimension value was there.
+        state.refused_dimensions.remove(key);
         Ok(())
     }
 

@@ -1922,12 +1922,12 @@ fn demoted_set_value_for_a_main_set_dimension() {
     m.add_metric("M", 1.0, Unit::Count).unwrap();
     m.flush().unwrap();
     let docs = checked(&sink);
-    if r.is_ok() {
-        assert_eq!(
-            docs[0]["city"], "Lyon",
-            "main set's city changed by add_dimensions"
-        );
-    }
+    // A new value replaces a dimension's (a document has one value per name), and a refused
+    // one is kept as metadata: the main set loses `city`, the value is kept (it was refused as
+    // a collision, and Zürich lost).
+    r.unwrap();
+    assert_eq!(docs[0]["city"], "Zürich");
+    assert_eq!(dims(&docs[0]), json!([["service"], ["channel"]]));
 }
 
 #[test]

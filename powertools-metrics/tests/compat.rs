@@ -142,6 +142,60 @@ fn a_dimension_value_cloudwatch_refuses_keeps_the_metric_and_becomes_metadata() 
     assert_eq!(document["mood"], "🥐");
 }
 
+/// A dimension's new value replaces the old one, and a value CloudWatch refuses becomes
+/// metadata: together, the refused value replaces the dimension (the metrics are written without
+/// it, the value kept). It was an error (`NameCollision`) that kept the old value as the
+/// dimension and lost the new one; and a valid value after a refused one was refused against
+/// the metadata the refused one had become (found by an attack from the docs).
+#[test]
+fn a_refused_value_replaces_a_dimension_and_a_valid_value_replaces_a_refused_one() {
+    let sink = CheckedSink::new();
+    let layer = builder(&sink)
+        .default_dimension("environment", "prod")
+        .build()
+        .unwrap();
+    let metrics = layer.new_metrics();
+    metrics.add_dimension("city", "Paris").unwrap();
+    metrics.add_dimension("channel", "web").unwrap();
+    metrics
+        .add_dimension("city", "Zürich")
+        .expect("a refused value replaces the dimension as metadata");
+    metrics.add_dimension("mood", "🥐").unwrap();
+    metrics
+        .add_dimension("mood", "happy")
+        .expect("a valid value replaces the refused one as a dimension");
+    metrics
+        .add_metric("OrdersPlaced", 1.0, Unit::Count)
+        .unwrap();
+    metrics.flush().unwrap();
+    let document = &flushed(&sink)[0];
+    assert_eq!(
+        dimension_sets(document),
+        json!([["environment", "channel", "mood", "service"]])
+    );
+    assert_eq!(document["city"], "Zürich");
+    assert_eq!(document["mood"], "happy");
+    assert_eq!(document["channel"], "web");
+
+    // A default dimension (or the service) set at build keeps its value: refusing the new one
+    // says which it is, and the metrics are still written.
+    let metrics = layer.new_metrics();
+    for name in ["environment", "service"] {
+        let error = metrics.add_dimension(name, "Zürich").unwrap_err();
+        assert!(
+            error.to_string().contains(name) && error.to_string().contains("default dimension"),
+            "{error}"
+        );
+    }
+    metrics
+        .add_metric("OrdersPlaced", 1.0, Unit::Count)
+        .unwrap();
+    metrics.flush().unwrap();
+    let document = &flushed(&sink)[1];
+    assert_eq!(document["environment"], "prod");
+    assert_eq!(document["OrdersPlaced"], 1.0);
+}
+
 #[test]
 fn documents_survive_lambdas_log_level_filter() {
     // With an application log level above INFO, Lambda drops lines whose `level` is missing or
