@@ -58,6 +58,11 @@ const LAYER_KEYS: &[&str] = &[
     "powertools.response",
 ];
 
+/// The groups of semantic-convention keys the layer and the tracer's resource write, which
+/// [`annotate`] refuses whole (the resource's `faas.name` and `cloud.region` would be shadowed on
+/// the span, and a trigger's other keys are the layer's to set).
+const LAYER_GROUPS: &[&str] = &["faas.", "cloud.", "http."];
+
 /// A value X-Ray accepts for an annotation: a string, a number or a boolean. [`annotate`]
 /// refuses a NaN or an infinite number (JSON, and so X-Ray, cannot hold them) and cuts a string
 /// to its first 500 bytes.
@@ -212,6 +217,9 @@ pub fn annotate(key: impl Into<Key>, value: impl Into<AnnotationValue>) -> bool 
     if key.as_str().is_empty()
         || key.as_str().len() > MAX_KEY_BYTES
         || LAYER_KEYS.contains(&key.as_str())
+        || LAYER_GROUPS
+            .iter()
+            .any(|group| key.as_str().starts_with(group))
     {
         return false;
     }

@@ -1701,6 +1701,49 @@ async fn deeply_nested_and_unicode_events_and_responses_are_fine() {
 /// key an invocation span of each kind carries is checked, so a new one cannot be missed. And
 /// the layer's two annotations count towards X-Ray's 50 per trace. (Found by an attack from the
 /// docs.)
+/// The documented groups (`faas.*`, `cloud.*`, `http.*`) are refused whole, not only the keys
+/// this layer sets on this span: `faas.name` and `cloud.region` are on the resource, and a
+/// handler's annotation with their key would shadow them on its span (they were taken; found by
+/// an attack from the docs).
+#[tokio::test]
+async fn annotate_refuses_every_key_of_the_groups_the_layer_writes() {
+    let capture = Capture::default();
+    let tracer = capture_tracer(&capture);
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let accepted_in_handler = accepted.clone();
+    TracingLayer::new(tracer)
+        .layer(service_fn(move |_e: LambdaEvent<Json>| {
+            let accepted = accepted_in_handler.clone();
+            async move {
+                let mut accepted = accepted.lock().unwrap();
+                for key in [
+                    "faas.name",
+                    "faas.x",
+                    "cloud.region",
+                    "cloud.x",
+                    "http.x",
+                    "faas.",
+                ] {
+                    if annotate(key, "forged") {
+                        accepted.push(key);
+                    }
+                }
+                // Keys that only look alike are the handler's.
+                for key in ["faasx", "cloud_region", "httpx", "my.faas.name"] {
+                    assert!(annotate(key, "own"), "{key}");
+                }
+                Ok::<_, lambda_runtime::Error>(json!({}))
+            }
+        }))
+        .oneshot(ctx().with_request_id("groups").event(json!({})))
+        .await
+        .unwrap();
+    assert_eq!(*accepted.lock().unwrap(), Vec::<&str>::new());
+    let span = capture.one_invocation();
+    assert_eq!(attr_str(&span, "faas.x"), None);
+    assert_eq!(attr_str(&span, "cloud_region").as_deref(), Some("own"));
+}
+
 #[tokio::test]
 async fn annotate_refuses_every_key_the_layer_sets_and_keeps_within_fifty_annotations() {
     let event = json!({
