@@ -3,8 +3,8 @@
 //! OTLP/HTTP (TLS included) after the response is sent.
 //!
 //! Powertools traces with the X-Ray SDK, which AWS retires in 2027; this crate does the same job
-//! with OpenTelemetry, exporting in-process (to the ADOT / Application Signals Lambda layer, a
-//! collector, or any OTLP endpoint).
+//! with OpenTelemetry, exporting in-process (to a collector layer such as ADOT's in the
+//! function's environment, or any OTLP endpoint).
 //!
 //! # Example
 //!
@@ -155,8 +155,8 @@
 //! HTTP client, no exporter thread. `https://` endpoints are verified against the system's trust
 //! store (loaded once per process, for the SDK's clients and the exporter), or only against the
 //! certificates of `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE` / `OTEL_EXPORTER_OTLP_CERTIFICATE`
-//! ([`TracerBuilder::certificate`]). A plain `http://` endpoint (the ADOT / Application Signals
-//! layer on `localhost:4318`) loads no trust store at all. The
+//! ([`TracerBuilder::certificate`]). A plain `http://` endpoint (a collector layer on
+//! `localhost:4318`) loads no trust store at all. The
 //! first TLS handshake of a process pays AWS-LC's one-time entropy seeding; the crate's README
 //! says when to build with `AWS_LC_SYS_NO_JITTER_ENTROPY=1`.
 //!

@@ -58,8 +58,8 @@ pub const OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_TRACES_
 /// As [`OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`], for every signal.
 pub const OTEL_EXPORTER_OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
 
-/// Where spans go when no endpoint is configured: the ADOT / Application Signals Lambda layer
-/// and OpenTelemetry collectors listen here.
+/// Where spans go when no endpoint is configured: a collector layer in the function's
+/// environment (ADOT's, OpenTelemetry's) listens here.
 pub const DEFAULT_TRACES_ENDPOINT: &str = "http://localhost:4318/v1/traces";
 /// How long a flush may take before it gives up with a warning (and suspends export until the
 /// collector answers again).
