@@ -14,13 +14,18 @@ fn flushed(sink: &CheckedSink) -> Vec<Value> {
     valid_documents(sink)
 }
 
+/// The layer of `builder`, with the default dimension `environment=prod`.
+fn with_environment(sink: &CheckedSink) -> MetricsLayer {
+    builder(sink)
+        .default_dimension("environment", "prod")
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn the_main_set_is_the_defaults_the_added_dimensions_then_service_as_python_writes_it() {
     let sink = CheckedSink::new();
-    let layer = builder(&sink)
-        .default_dimension("environment", "prod")
-        .build()
-        .unwrap();
+    let layer = with_environment(&sink);
     let metrics = layer.new_metrics();
     metrics.add_dimension("location", "Lyon").unwrap();
     metrics
@@ -150,10 +155,7 @@ fn a_dimension_value_cloudwatch_refuses_keeps_the_metric_and_becomes_metadata() 
 #[test]
 fn a_refused_value_replaces_a_dimension_and_a_valid_value_replaces_a_refused_one() {
     let sink = CheckedSink::new();
-    let layer = builder(&sink)
-        .default_dimension("environment", "prod")
-        .build()
-        .unwrap();
+    let layer = with_environment(&sink);
     let metrics = layer.new_metrics();
     metrics.add_dimension("city", "Paris").unwrap();
     metrics.add_dimension("channel", "web").unwrap();
