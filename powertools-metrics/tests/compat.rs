@@ -19,7 +19,7 @@ fn with_environment(sink: &CheckedSink) -> MetricsLayer {
     builder(sink)
         .default_dimension("environment", "prod")
         .build()
-        .unwrap()
+        .expect("valid settings")
 }
 
 #[test]
