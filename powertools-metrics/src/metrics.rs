@@ -363,8 +363,13 @@ impl State {
     }
 
     /// Removes a dimension added in this invocation (not a default one, nor `service`) from
-    /// every set, and its value, which it returns; a set left the same as an earlier one goes.
-    fn remove_added_dimension(&mut self, name: &str) -> Option<String> {
+    /// every set, and its value, which it returns; a set left the same as an earlier one, or
+    /// with the default dimensions alone, goes.
+    fn remove_added_dimension(
+        &mut self,
+        name: &str,
+        defaults: &[(String, String)],
+    ) -> Option<String> {
         for set in &mut self.dimension_sets {
             set.retain(|existing| existing != name);
         }
@@ -373,7 +378,12 @@ impl State {
             .into_iter()
             .enumerate()
         {
-            if index == 0 || !kept.contains(&set) {
+            // A set of `add_dimensions` left with the defaults alone (or nothing) is one nobody
+            // asked for: every metric would be published under it too (found by a review).
+            let asked_for = set
+                .iter()
+                .any(|name| !defaults.iter().any(|(default, _)| default == name));
+            if index == 0 || (asked_for && !kept.contains(&set)) {
                 kept.push(set);
             }
         }
@@ -399,7 +409,8 @@ impl State {
         if self.is_metric(name) {
             return Err(collision(name, "a metric"));
         }
-        if self.metadata.contains_key(name) {
+        // A refused value's metadata gives way to a valid value of the same dimension.
+        if self.metadata.contains_key(name) && !self.refused_dimensions.contains(name) {
             return Err(collision(name, "metadata"));
         }
         Ok(())
@@ -569,20 +580,22 @@ impl Metrics {
         }
         check_log_level_keys(&self.shared.settings, name)?;
         let mut state = self.lock();
-        state.forget_refused_dimension(name);
         state.check_free_for_dimension(name)?;
         let in_main_set = state.dimension_sets[0].iter().any(|n| n == name);
         let replaced = state.dimension_value(name).map_or(0, str::len);
         let added =
             value.len().saturating_sub(replaced) + if in_main_set { 0 } else { 2 * name.len() + 9 };
         state.check_context_room(name, added)?;
+        if !in_main_set && state.dimension_sets[0].len() > MAX_DIMENSIONS {
+            return Err(Error::TooManyDimensions {
+                name: name.to_owned(),
+                limit: MAX_DIMENSIONS,
+            });
+        }
+        // Every check passed: a refused value's metadata goes only now (an error leaves it;
+        // found by a review).
+        state.forget_refused_dimension(name);
         if !in_main_set {
-            if state.dimension_sets[0].len() > MAX_DIMENSIONS {
-                return Err(Error::TooManyDimensions {
-                    name: name.to_owned(),
-                    limit: MAX_DIMENSIONS,
-                });
-            }
             let main = &mut state.dimension_sets[0];
             // `service` stays last, as Powertools for Python writes the set.
             let at = if self.shared.settings.service.is_some() {
@@ -614,24 +627,32 @@ impl Metrics {
         value: &str,
         reason: &'static str,
     ) -> Result<(), Error> {
-        let mut replaced = None;
-        {
+        let value_json = Value::from(value);
+        let replaced = {
+            // One lock from the checks to the change: an error leaves the invocation as it
+            // was (a first version removed the dimension, then found no room for the metadata;
+            // found by a review).
             let mut state = self.lock();
             if state.metadata.contains_key(name) && !state.refused_dimensions.contains(name) {
                 return Err(collision(name, "metadata"));
             }
-            if state.dimension_value(name).is_some() {
-                // A new value replaces a dimension's, and this one is kept as metadata: it
-                // replaces the dimension, except one set at build, which every document has.
-                if self.is_configured_dimension(name) {
-                    return Err(collision(name, "a default dimension"));
-                }
-                replaced = state.remove_added_dimension(name);
+            let is_dimension = state.dimension_value(name).is_some();
+            // A new value replaces a dimension's, and this one is kept as metadata: it replaces
+            // the dimension, except one set at build, which every document has.
+            if is_dimension && self.is_configured_dimension(name) {
+                return Err(collision(name, "a default dimension"));
             }
-        }
-        // Said only once it is true: metadata can be refused too (the name is a dimension).
-        self.add_metadata(name, value)?;
-        self.lock().refused_dimensions.insert(name.to_owned());
+            self.check_metadata(&state, name, &value_json)?;
+            let replaced = if is_dimension {
+                state.remove_added_dimension(name, &self.shared.settings.default_dimensions)
+            } else {
+                None
+            };
+            insert_metadata(&mut state, name, value_json);
+            state.refused_dimensions.insert(name.to_owned());
+            replaced
+        };
+        // Said only once it is true.
         match replaced {
             Some(old) => tracing::warn!(
                 dimension = name,
@@ -731,7 +752,6 @@ impl Metrics {
             .map(|(name, _)| name.clone())
             .collect();
         for (name, _) in &valid {
-            state.forget_refused_dimension(name);
             state.check_free_for_dimension(name)?;
             if !set.iter().any(|existing| existing == name) {
                 set.push((*name).to_owned());
@@ -752,6 +772,8 @@ impl Metrics {
             state.check_context_room(&set.join(","), added)?;
         }
         for (name, value) in valid {
+            // Every check passed: a refused value's metadata goes only now.
+            state.forget_refused_dimension(name);
             state.set_dimension_value(name, value);
         }
         if !state.dimension_sets.contains(&set) {
@@ -773,19 +795,30 @@ impl Metrics {
     /// [`Error::DocumentTooLarge`] when the dimensions and metadata would pass 192 KB, so that
     /// no document could hold them under CloudWatch Logs' 256 KB event limit.
     pub fn add_metadata(&self, key: &str, value: impl Into<Value>) -> Result<(), Error> {
+        let value = value.into();
+        let mut state = self.lock();
+        if state.dimension_value(key).is_some() {
+            return Err(collision(key, "a dimension"));
+        }
+        self.check_metadata(&state, key, &value)?;
+        insert_metadata(&mut state, key, value);
+        // The caller's own metadata now, even if a refused dimension value was there.
+        state.refused_dimensions.remove(key);
+        Ok(())
+    }
+
+    /// Whether `key` can hold `value` as metadata, whatever its dimension (the caller checks
+    /// that): not the envelope, a key Lambda's log-level filter reads, or a metric, and room
+    /// for it (its old value's bytes count as freed).
+    fn check_metadata(&self, state: &State, key: &str, value: &Value) -> Result<(), Error> {
         if key == ENVELOPE_KEY {
             return Err(collision(key, "the EMF envelope"));
         }
         check_log_level_keys(&self.shared.settings, key)?;
-        let value = value.into();
-        let mut state = self.lock();
         if state.is_metric(key) {
             return Err(collision(key, "a metric"));
         }
-        if state.dimension_value(key).is_some() {
-            return Err(collision(key, "a dimension"));
-        }
-        let added = json_len(key, &value);
+        let added = json_len(key, value);
         let replaced = state.metadata.get(key).map_or(0, |old| json_len(key, old));
         let size = state.context_bytes() - replaced + added;
         if size > MAX_CONTEXT_BYTES {
@@ -795,10 +828,6 @@ impl Metrics {
                 limit: MAX_CONTEXT_BYTES,
             });
         }
-        state.metadata_bytes = state.metadata_bytes - replaced + added;
-        state.metadata.insert(key.to_owned(), value);
-        // The caller's own metadata now, even if a refused dimension value was there.
-        state.refused_dimensions.remove(key);
         Ok(())
     }
 
@@ -1251,6 +1280,14 @@ fn warn_skipped_dimension(name: &str) {
 }
 
 /// The bytes `"key":value,` takes in a document.
+/// Inserts checked metadata, counting its bytes.
+fn insert_metadata(state: &mut State, key: &str, value: Value) {
+    let added = json_len(key, &value);
+    let replaced = state.metadata.get(key).map_or(0, |old| json_len(key, old));
+    state.metadata_bytes = state.metadata_bytes - replaced + added;
+    state.metadata.insert(key.to_owned(), value);
+}
+
 fn json_len(key: &str, value: &Value) -> usize {
     let value_len = serde_json::to_string(value).map_or(0, |text| text.len());
     key.len() + value_len + 4
