@@ -59,9 +59,9 @@ const LAYER_KEYS: &[&str] = &[
 ];
 
 /// The groups of semantic-convention keys the layer and the tracer's resource write, which
-/// [`annotate`] refuses whole (the resource's `faas.name` and `cloud.region` would be shadowed on
-/// the span, and a trigger's other keys are the layer's to set).
-const LAYER_GROUPS: &[&str] = &["faas.", "cloud.", "http."];
+/// [`annotate`] refuses whole (the resource's `faas.name`, `cloud.region` and `service.name`
+/// would be shadowed on the span, and a trigger's other keys are the layer's to set).
+const LAYER_GROUPS: &[&str] = &["faas.", "cloud.", "http.", "service.", "telemetry."];
 
 /// A value X-Ray accepts for an annotation: a string, a number or a boolean. [`annotate`]
 /// refuses a NaN or an infinite number (JSON, and so X-Ray, cannot hold them) and cuts a string
@@ -175,7 +175,8 @@ impl Annotations {
 /// invocation spawned without its context: see `opentelemetry::context::FutureExt`, or one that
 /// runs on after the invocation ended), for the keys of the attributes the layer sets
 /// (`ColdStart`, `Service`, `aws.xray.annotations`, `faas.*`, `cloud.*`,
-/// `aws.lambda.invoked_arn`, `http.*`, `url.path`, `messaging.system`,
+/// `aws.lambda.invoked_arn`, `http.*`, `url.path`, `messaging.system`, the resource's
+/// `service.*` and `telemetry.*`,
 /// `messaging.operation.type`, `powertools.response`; each whatever the trigger), and for a new key past
 /// the 48th of the invocation: X-Ray indexes at most 50 annotations per trace, and `ColdStart`
 /// and `Service` are two. It also refuses an empty key, a key longer than 100 bytes and a NaN

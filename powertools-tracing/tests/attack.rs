@@ -1695,16 +1695,11 @@ async fn deeply_nested_and_unicode_events_and_responses_are_fine() {
     assert_eq!(serde_json::from_str::<Json>(&recorded).unwrap(), nested);
 }
 
-/// `annotate` with the key of an attribute the layer sets (`faas.invocation_id`,
-/// `powertools.response`, …) added a second value beside the layer's, and listed the key as an
-/// annotation: it is refused, as `ColdStart` is, and the span keeps one value per key. Every
-/// key an invocation span of each kind carries is checked, so a new one cannot be missed. And
-/// the layer's two annotations count towards X-Ray's 50 per trace. (Found by an attack from the
-/// docs.)
-/// The documented groups (`faas.*`, `cloud.*`, `http.*`) are refused whole, not only the keys
-/// this layer sets on this span: `faas.name` and `cloud.region` are on the resource, and a
-/// handler's annotation with their key would shadow them on its span (they were taken; found by
-/// an attack from the docs).
+/// The documented groups (`faas.*`, `cloud.*`, `http.*`, and the resource's `service.*` and
+/// `telemetry.*`) are refused whole, not only the keys this layer sets on this span:
+/// `faas.name`, `cloud.region` and `service.name` are on the resource, and a handler's
+/// annotation with their key would shadow them on its span (they were taken; found by an attack
+/// from the docs, `service.*` by its review).
 #[tokio::test]
 async fn annotate_refuses_every_key_of_the_groups_the_layer_writes() {
     let capture = Capture::default();
@@ -1723,13 +1718,22 @@ async fn annotate_refuses_every_key_of_the_groups_the_layer_writes() {
                     "cloud.x",
                     "http.x",
                     "faas.",
+                    "service.name",
+                    "service.version",
+                    "telemetry.sdk.name",
                 ] {
                     if annotate(key, "forged") {
                         accepted.push(key);
                     }
                 }
                 // Keys that only look alike are the handler's.
-                for key in ["faasx", "cloud_region", "httpx", "my.faas.name"] {
+                for key in [
+                    "faasx",
+                    "cloud_region",
+                    "httpx",
+                    "my.faas.name",
+                    "service_tier",
+                ] {
                     assert!(annotate(key, "own"), "{key}");
                 }
                 Ok::<_, lambda_runtime::Error>(json!({}))
@@ -1744,6 +1748,12 @@ async fn annotate_refuses_every_key_of_the_groups_the_layer_writes() {
     assert_eq!(attr_str(&span, "cloud_region").as_deref(), Some("own"));
 }
 
+/// `annotate` with the key of an attribute the layer sets (`faas.invocation_id`,
+/// `powertools.response`, …) added a second value beside the layer's, and listed the key as an
+/// annotation: it is refused, as `ColdStart` is, and the span keeps one value per key. Every
+/// key an invocation span of each kind carries is checked, so a new one cannot be missed. And
+/// the layer's two annotations count towards X-Ray's 50 per trace. (Found by an attack from the
+/// docs.)
 #[tokio::test]
 async fn annotate_refuses_every_key_the_layer_sets_and_keeps_within_fifty_annotations() {
     let event = json!({
