@@ -92,7 +92,8 @@ impl<T> KinesisRecord<T> {
 ///   record's span (`let span = tracing::Span::current(); spawn_blocking(move || span.in_scope(||
 ///   …))`) so that its lines keep the record's id and keys (a blocking thread has no span of its
 ///   own).
-/// - **SQS FIFO queues** (a record's source ARN ends in `.fifo`): in order, one at a time. The first
+/// - **SQS FIFO queues** (a record's source ARN ends in `.fifo`, a record has the FIFO-only
+///   `SequenceNumber` attribute, or [`fifo`](Self::fifo) says so): in order, one at a time. The first
 ///   failure fails every remaining record, so ordering within a message group holds; with
 ///   [`skip_group_on_error`](Self::skip_group_on_error), only the rest of that record's message
 ///   group fails.
@@ -124,6 +125,7 @@ pub struct BatchProcessor {
     concurrency: usize,
     raise_on_all_failed: bool,
     skip_group_on_error: bool,
+    fifo: bool,
 }
 
 impl Default for BatchProcessor {
@@ -132,6 +134,7 @@ impl Default for BatchProcessor {
             concurrency: 1,
             raise_on_all_failed: true,
             skip_group_on_error: false,
+            fifo: false,
         }
     }
 }
@@ -156,6 +159,16 @@ impl BatchProcessor {
     /// the batch); if not, every record is reported as failed.
     pub fn raise_on_all_failed(mut self, raise: bool) -> Self {
         self.raise_on_all_failed = raise;
+        self
+    }
+
+    /// Processes every SQS batch as one of a FIFO queue (in order, one record at a time, the
+    /// rest failed after a failure), as Powertools for Python's `SqsFifoPartialProcessor` does
+    /// (default: a batch is FIFO when a record's source ARN ends in `.fifo` or a record has the
+    /// `SequenceNumber` attribute only FIFO queues set). For events built by hand or by a
+    /// transformation that leave both off.
+    pub fn fifo(mut self, fifo: bool) -> Self {
+        self.fifo = fifo;
         self
     }
 
@@ -186,12 +199,17 @@ impl BatchProcessor {
     {
         // Any record: Lambda sets every record's ARN, but an event built by hand or by a
         // transformation may leave it off some, and running FIFO records at once breaks order.
-        let fifo = event.records.iter().any(|message| {
-            message
-                .event_source_arn
-                .as_deref()
-                .is_some_and(|arn| arn.ends_with(".fifo"))
-        });
+        // A FIFO queue's records also carry a `SequenceNumber` attribute, which a standard
+        // queue's never do (its fair queues' carry a `MessageGroupId`, so that one tells
+        // nothing); and `fifo(true)` says it outright.
+        let fifo = self.fifo
+            || event.records.iter().any(|message| {
+                message
+                    .event_source_arn
+                    .as_deref()
+                    .is_some_and(|arn| arn.ends_with(".fifo"))
+                    || message.attributes.contains_key("SequenceNumber")
+            });
         let handler = &handler;
         let run = |message: &SqsMessage| {
             let message_id = message.message_id.clone().unwrap_or_default();
@@ -496,7 +514,7 @@ where
     E: Display + 'static,
 {
     let outcome = match std::panic::catch_unwind(AssertUnwindSafe(start)) {
-        Err(panic) => Err(panicked(&*panic)),
+        Err(panic) => Err(panicked_then_dropped(panic)),
         // Its own words: `without_values` would leave out a message it does not know.
         Ok(Err(error)) if error.to_string() == crate::raw::READ_PANICKED => Err(format!(
             "the record's body (SQS) or data (Kinesis) could not be read: {}",
@@ -510,13 +528,17 @@ where
             Ok(Ok(())) => Ok(()),
             // Not `to_string`, which panics when a `Display` fails: one record's error would
             // fail the whole batch, records already done included.
-            Ok(Err(error)) => Err(std::panic::catch_unwind(AssertUnwindSafe(|| {
-                // With its causes when it is a boxed error (`lambda_runtime::Error`): an SDK
-                // error's `Display` alone is `service error`.
-                powertools_core::error_chain::display_chain(&error)
-            }))
-            .unwrap_or_else(|_| "<the error's Display panicked>".to_owned())),
-            Err(panic) => Err(panicked(&*panic)),
+            Ok(Err(error)) => {
+                let reason = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    // With its causes when it is a boxed error (`lambda_runtime::Error`): an
+                    // SDK error's `Display` alone is `service error`.
+                    powertools_core::error_chain::display_chain(&error)
+                }))
+                .unwrap_or_else(|_| "<the error's Display panicked>".to_owned());
+                dropped_within_the_record(error);
+                Err(reason)
+            }
+            Err(panic) => Err(panicked_then_dropped(panic)),
         },
     };
     let outcome = outcome.map_err(capped);
@@ -536,6 +558,23 @@ where
     }
     let (RecordId::Message(id) | RecordId::Sequence(id)) = id;
     (id, outcome)
+}
+
+/// Drops what a failed record left (its error, its panic's payload) so that a `Drop` that panics
+/// fails nothing more than that record: it would otherwise unwind out of the batch, and Lambda
+/// would retry every record, those done included (found by an attack from the docs). The payload
+/// of such a panic is leaked, not dropped: it may panic again.
+fn dropped_within_the_record<T>(value: T) {
+    if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(move || drop(value))) {
+        std::mem::forget(payload);
+    }
+}
+
+/// The reason of a record whose handler panicked, the payload then dropped within the record.
+fn panicked_then_dropped(panic: Box<dyn std::any::Any + Send>) -> String {
+    let reason = panicked(&*panic);
+    dropped_within_the_record(panic);
+    reason
 }
 
 /// serde_json's message for a body that does not deserialize, without the value it quotes:

@@ -9,7 +9,7 @@ use aws_lambda_events::kinesis::KinesisEvent;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::tower::ServiceExt;
 use lambda_runtime::{LambdaEvent, service_fn};
-use powertools_batch::{BatchProcessor, Error, KinesisRecord, SqsRecord};
+use powertools_batch::{BatchProcessor, Error, KinesisRecord, Raw, SqsRecord};
 use powertools_core::testing::TestContext;
 use powertools_idempotency::{Idempotency, InMemoryStore};
 use powertools_logging::{Logger, LoggingLayer, MemoryLogs};
@@ -321,6 +321,93 @@ async fn a_fifo_batch_is_one_whose_any_record_comes_from_a_fifo_queue() {
         2,
         "nothing after the failure ran"
     );
+}
+
+/// Without any ARN (an event built by a transformation), a FIFO batch is known by the
+/// `SequenceNumber` attribute only FIFO queues set, or by `fifo(true)`, as Python's user picks
+/// `SqsFifoPartialProcessor`: its records ran at once and past a failure (found by an attack
+/// from the docs). A `MessageGroupId` alone tells nothing: a standard queue's fair queues set it.
+#[tokio::test]
+async fn a_fifo_batch_without_arns_is_known_by_its_sequence_numbers_or_by_being_told() {
+    logging();
+    let without_arns = || {
+        let mut event = sqs("fifo");
+        for record in &mut event.records {
+            record.event_source_arn = None;
+        }
+        event
+    };
+    let run = |processor: BatchProcessor, event: SqsEvent| async move {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counting = |record: SqsRecord<BakeOrder>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            bake(record)
+        };
+        let response = processor
+            .concurrency(8)
+            .process_sqs(&event, counting)
+            .await
+            .unwrap();
+        (failed_ids(&response), calls.load(Ordering::SeqCst))
+    };
+    let fifo = (
+        vec!["f-2".to_owned(), "f-3".to_owned(), "f-4".to_owned()],
+        2,
+    );
+    assert_eq!(run(BatchProcessor::new(), without_arns()).await, fifo);
+
+    let mut bare = without_arns();
+    for record in &mut bare.records {
+        record.attributes.remove("SequenceNumber");
+        record.attributes.remove("MessageDeduplicationId");
+    }
+    // Only group ids (a fair standard queue): independent records.
+    assert_eq!(
+        run(BatchProcessor::new(), bare.clone()).await,
+        (vec!["f-2".to_owned()], 4)
+    );
+    assert_eq!(run(BatchProcessor::new().fifo(true), bare).await, fifo);
+}
+
+/// A failed record's error, or its panic's payload, whose `Drop` panics fails that record only:
+/// the panic unwound out of the batch, and Lambda would have retried every record (found by an
+/// attack from the docs).
+#[tokio::test]
+async fn an_error_or_a_panic_payload_that_panics_when_dropped_fails_its_record_only() {
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("dropped");
+        }
+    }
+    impl std::fmt::Display for Bomb {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a bomb")
+        }
+    }
+    let event = sqs("mixed");
+    let first = event.records[0].message_id.clone().unwrap_or_default();
+    for panics in [false, true] {
+        let wanted = first.clone();
+        let first = first.clone();
+        let response = BatchProcessor::new()
+            .raise_on_all_failed(false)
+            .process_sqs(&event, move |record: SqsRecord<Raw>| {
+                let first = first.clone();
+                async move {
+                    if record.message_id != first {
+                        return Ok(());
+                    }
+                    if panics {
+                        std::panic::panic_any(Bomb);
+                    }
+                    Err(Bomb)
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(failed_ids(&response), [wanted], "panics: {panics}");
+    }
 }
 
 #[tokio::test]
