@@ -72,13 +72,15 @@
 //! document never holds more than 100 metrics or 100 values of one metric: the next value writes
 //! it and starts another with the same dimensions and metadata. A document that would pass
 //! 256 KB (CloudWatch Logs' event limit for Lambda's output) is split by metrics. An empty
-//! dimension value is skipped with a warning, as in Powertools (CloudWatch would drop every
-//! dimension of the document).
+//! dimension value added during an invocation is skipped with a warning, as in Powertools
+//! (CloudWatch would drop every dimension of the document); an empty default dimension, set in
+//! code, fails the build instead.
 //!
 //! A dimension *value* CloudWatch refuses (not printable ASCII, such as `Zürich`, `€` or an
 //! emoji, or over 1024 characters) comes from data, not code, so it never costs the metrics:
 //! it is kept as metadata under the dimension's name, with a warning, and the document is
-//! written without that dimension. (A `metrics` facade label is part of its metric's identity
+//! written without that dimension (replacing it, when the invocation had added it with another
+//! value: a document has one value per name). (A `metrics` facade label is part of its metric's identity
 //! instead: a value with such a label is not recorded, with a warning; see [`EmfRecorder`].)
 //!
 //! # Lambda's log-level filter
