@@ -524,7 +524,19 @@ where
             "the record's body (SQS) or data (Kinesis) is not the expected JSON: {}",
             without_values(&error)
         )),
-        Ok(Ok(future)) => match AssertUnwindSafe(future).catch_unwind().await {
+        Ok(Ok(future)) => {
+            // Boxed so that it can be dropped within the record too: a handler's future that is
+            // no `async` block (a struct, a combinator holding state) may panic in its `Drop`,
+            // which ran outside the `catch_unwind` (found by a review).
+            let mut running = Box::pin(AssertUnwindSafe(future).catch_unwind());
+            let ran = running.as_mut().await;
+            dropped_within_the_record(running);
+            Ok(ran)
+        }
+    };
+    let outcome = match outcome {
+        Err(reason) => Err(reason),
+        Ok(ran) => match ran {
             Ok(Ok(())) => Ok(()),
             // Not `to_string`, which panics when a `Display` fails: one record's error would
             // fail the whole batch, records already done included.
