@@ -264,10 +264,12 @@ impl State {
         dimensions + sets + self.metadata_bytes
     }
 
-    /// Refuses a dimension or set that would make the repeated part of every document larger
-    /// than a document can be: splitting by metrics could not make it fit.
-    fn check_context_room(&self, key: &str, added: usize) -> Result<(), Error> {
-        let size = self.context_bytes() + added;
+    /// Refuses a change (adding `added` bytes, freeing `freed`) that would make the repeated part
+    /// of every document larger than a document can be: splitting by metrics could not make it
+    /// fit.
+    fn check_context_room(&self, key: &str, added: usize, freed: usize) -> Result<(), Error> {
+        // What the change frees counts: a value replacing a larger one makes room.
+        let size = (self.context_bytes() + added).saturating_sub(freed);
         if size > MAX_CONTEXT_BYTES {
             return Err(Error::DocumentTooLarge {
                 key: key.to_owned(),
@@ -370,19 +372,20 @@ impl State {
         name: &str,
         defaults: &[(String, String)],
     ) -> Option<String> {
-        for set in &mut self.dimension_sets {
-            set.retain(|existing| existing != name);
-        }
         let mut kept: Vec<Vec<String>> = Vec::with_capacity(self.dimension_sets.len());
-        for (index, set) in std::mem::take(&mut self.dimension_sets)
+        for (index, mut set) in std::mem::take(&mut self.dimension_sets)
             .into_iter()
             .enumerate()
         {
-            // A set of `add_dimensions` left with the defaults alone (or nothing) is one nobody
-            // asked for: every metric would be published under it too (found by a review).
-            let asked_for = set
-                .iter()
-                .any(|name| !defaults.iter().any(|(default, _)| default == name));
+            let held = set.iter().any(|existing| existing == name);
+            set.retain(|existing| existing != name);
+            // A set of `add_dimensions` that held it and is left with the defaults alone (or
+            // nothing) is one nobody asked for: every metric would be published under it too
+            // (found by a review). A set asked for as it is stays.
+            let asked_for = !held
+                || set
+                    .iter()
+                    .any(|name| !defaults.iter().any(|(default, _)| default == name));
             if index == 0 || (asked_for && !kept.contains(&set)) {
                 kept.push(set);
             }
@@ -393,6 +396,32 @@ impl State {
             .iter()
             .position(|(existing, _)| existing == name)?;
         Some(self.dimensions.remove(at).1)
+    }
+
+    /// The bytes dimension `name` takes in every document: its value, and its name in each set.
+    fn dimension_bytes(&self, name: &str) -> usize {
+        let value = self
+            .dimensions
+            .iter()
+            .find(|(existing, _)| existing == name)
+            .map_or(0, |(name, value)| name.len() + value.len() + 6);
+        let in_sets = self
+            .dimension_sets
+            .iter()
+            .flatten()
+            .filter(|existing| *existing == name)
+            .count();
+        value + in_sets * (name.len() + 3)
+    }
+
+    /// The bytes the metadata of a refused value for `name` takes, which a valid value frees.
+    fn refused_bytes(&self, name: &str) -> usize {
+        if !self.refused_dimensions.contains(name) {
+            return 0;
+        }
+        self.metadata
+            .get(name)
+            .map_or(0, |value| json_len(name, value))
     }
 
     /// A valid value for `name` after a refused one: the refused value's metadata goes, and
@@ -585,7 +614,7 @@ impl Metrics {
         let replaced = state.dimension_value(name).map_or(0, str::len);
         let added =
             value.len().saturating_sub(replaced) + if in_main_set { 0 } else { 2 * name.len() + 9 };
-        state.check_context_room(name, added)?;
+        state.check_context_room(name, added, state.refused_bytes(name))?;
         if !in_main_set && state.dimension_sets[0].len() > MAX_DIMENSIONS {
             return Err(Error::TooManyDimensions {
                 name: name.to_owned(),
@@ -633,44 +662,56 @@ impl Metrics {
             // was (a first version removed the dimension, then found no room for the metadata;
             // found by a review).
             let mut state = self.lock();
-            if state.metadata.contains_key(name) && !state.refused_dimensions.contains(name) {
-                return Err(collision(name, "metadata"));
-            }
-            let is_dimension = state.dimension_value(name).is_some();
-            // A new value replaces a dimension's, and this one is kept as metadata: it replaces
-            // the dimension, except one set at build, which every document has.
-            if is_dimension && self.is_configured_dimension(name) {
-                return Err(collision(name, "a default dimension"));
-            }
-            self.check_metadata(&state, name, &value_json)?;
-            let replaced = if is_dimension {
-                state.remove_added_dimension(name, &self.shared.settings.default_dimensions)
-            } else {
-                None
-            };
-            insert_metadata(&mut state, name, value_json);
-            state.refused_dimensions.insert(name.to_owned());
-            replaced
+            let (added, freed) = self.check_refused(&state, name, &value_json)?;
+            state.check_context_room(name, added, freed)?;
+            self.apply_refused(&mut state, name, value_json)
         };
-        // Said only once it is true.
-        match replaced {
-            Some(old) => tracing::warn!(
-                dimension = name,
-                old,
-                value,
-                reason,
-                "CloudWatch refuses this dimension value: it replaces the dimension's value as \
-                 metadata, and the metrics are written without this dimension"
-            ),
-            None => tracing::warn!(
-                dimension = name,
-                value,
-                reason,
-                "CloudWatch refuses this dimension value: it is kept as metadata instead, and the \
-                 metrics are written without this dimension"
-            ),
-        }
+        warn_refused(name, value, reason, replaced.as_deref());
         Ok(())
+    }
+
+    /// Whether `name`'s refused value `value` can be kept as metadata, replacing the dimension
+    /// of that name if the invocation added one: the bytes it adds to every document, and the
+    /// bytes it frees (the dimension it replaces, an earlier refused value).
+    fn check_refused(
+        &self,
+        state: &State,
+        name: &str,
+        value: &Value,
+    ) -> Result<(usize, usize), Error> {
+        if state.metadata.contains_key(name) && !state.refused_dimensions.contains(name) {
+            return Err(collision(name, "metadata"));
+        }
+        let is_dimension = state.dimension_value(name).is_some();
+        // A new value replaces a dimension's, and this one is kept as metadata: it replaces
+        // the dimension, except one set at build, which every document has.
+        if is_dimension && self.is_configured_dimension(name) {
+            return Err(collision(name, "a default dimension"));
+        }
+        self.check_metadata_key(state, name)?;
+        let freed = state
+            .metadata
+            .get(name)
+            .map_or(0, |old| json_len(name, old))
+            + if is_dimension {
+                state.dimension_bytes(name)
+            } else {
+                0
+            };
+        Ok((json_len(name, value), freed))
+    }
+
+    /// Keeps `name`'s refused value as metadata (checked by [`check_refused`]), and returns
+    /// the value of the dimension it replaces.
+    fn apply_refused(&self, state: &mut State, name: &str, value: Value) -> Option<String> {
+        let replaced = if state.dimension_value(name).is_some() {
+            state.remove_added_dimension(name, &self.shared.settings.default_dimensions)
+        } else {
+            None
+        };
+        insert_metadata(state, name, value);
+        state.refused_dimensions.insert(name.to_owned());
+        replaced
     }
 
     /// Adds another dimension set: the default dimensions plus `dimensions` (without `service`,
@@ -731,53 +772,89 @@ impl Metrics {
                 }
             }
         }
-        for (name, value, reason) in refused {
-            self.dimension_as_metadata(name, value, reason)?;
-        }
-        if valid.is_empty() {
+        if valid.is_empty() && refused.is_empty() {
             return Ok(());
         }
-        let mut state = self.lock();
-        if self.shared.settings.service.is_some() && valid.iter().any(|(name, _)| *name == SERVICE)
+        let mut replaced = Vec::with_capacity(refused.len());
         {
-            // A set of its own would give the main set's `service` its value too (a document
-            // has one value per name): Python's sets never carry the service.
-            return Err(collision(SERVICE, "the service dimension"));
-        }
-        let mut set: Vec<String> = self
-            .shared
-            .settings
-            .default_dimensions
-            .iter()
-            .map(|(name, _)| name.clone())
-            .collect();
-        for (name, _) in &valid {
-            state.check_free_for_dimension(name)?;
-            if !set.iter().any(|existing| existing == name) {
-                set.push((*name).to_owned());
+            let mut state = self.lock();
+            // Every check, then every change: on an error nothing is added (the refused values
+            // were kept before the valid ones were checked; found by a review). The room counts
+            // what the call adds and what it frees, together.
+            let (mut added, mut freed) = (0, 0);
+            let mut refused_values = Vec::with_capacity(refused.len());
+            for (name, value, _) in &refused {
+                let value = Value::from(*value);
+                let (adds, frees) = self.check_refused(&state, name, &value)?;
+                added += adds;
+                freed += frees;
+                refused_values.push(value);
+            }
+            let set = if valid.is_empty() {
+                None
+            } else {
+                if self.shared.settings.service.is_some()
+                    && valid.iter().any(|(name, _)| *name == SERVICE)
+                {
+                    // A set of its own would give the main set's `service` its value too (a
+                    // document has one value per name): Python's sets never carry the service.
+                    return Err(collision(SERVICE, "the service dimension"));
+                }
+                let mut set: Vec<String> = self
+                    .shared
+                    .settings
+                    .default_dimensions
+                    .iter()
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                for (name, _) in &valid {
+                    state.check_free_for_dimension(name)?;
+                    if !set.iter().any(|existing| existing == name) {
+                        set.push((*name).to_owned());
+                    }
+                }
+                if set.len() > MAX_DIMENSIONS + 1 {
+                    return Err(Error::TooManyDimensions {
+                        name: set.last().cloned().unwrap_or_default(),
+                        limit: MAX_DIMENSIONS,
+                    });
+                }
+                // New values count for a set already there too (they were not checked then,
+                // and a document passed 256 KB; found by a review).
+                for (name, value) in &valid {
+                    added += match state.dimension_value(name) {
+                        Some(old) => value.len().saturating_sub(old.len()),
+                        None => name.len() + value.len() + 6,
+                    };
+                    freed += state.refused_bytes(name);
+                }
+                if !state.dimension_sets.contains(&set) {
+                    added += set.iter().map(|name| name.len() + 3).sum::<usize>();
+                }
+                Some(set)
+            };
+            let names: Vec<&str> = refused
+                .iter()
+                .map(|(name, _, _)| *name)
+                .chain(valid.iter().map(|(name, _)| *name))
+                .collect();
+            state.check_context_room(&names.join(","), added, freed)?;
+            for ((name, value, reason), json) in refused.iter().zip(refused_values) {
+                let old = self.apply_refused(&mut state, name, json);
+                replaced.push((*name, *value, *reason, old));
+            }
+            if let Some(set) = set {
+                for (name, value) in valid {
+                    state.forget_refused_dimension(name);
+                    state.set_dimension_value(name, value);
+                }
+                if !state.dimension_sets.contains(&set) {
+                    state.dimension_sets.push(set);
+                }
             }
         }
-        if set.len() > MAX_DIMENSIONS + 1 {
-            return Err(Error::TooManyDimensions {
-                name: set.last().cloned().unwrap_or_default(),
-                limit: MAX_DIMENSIONS,
-            });
-        }
-        if !state.dimension_sets.contains(&set) {
-            let added = set.iter().map(|name| name.len() + 3).sum::<usize>()
-                + valid
-                    .iter()
-                    .map(|(name, value)| name.len() + value.len() + 6)
-                    .sum::<usize>();
-            state.check_context_room(&set.join(","), added)?;
-        }
-        for (name, value) in valid {
-            // Every check passed: a refused value's metadata goes only now.
-            state.forget_refused_dimension(name);
-            state.set_dimension_value(name, value);
-        }
-        if !state.dimension_sets.contains(&set) {
-            state.dimension_sets.push(set);
+        for (name, value, reason, old) in replaced {
+            warn_refused(name, value, reason, old.as_deref());
         }
         Ok(())
     }
@@ -800,33 +877,24 @@ impl Metrics {
         if state.dimension_value(key).is_some() {
             return Err(collision(key, "a dimension"));
         }
-        self.check_metadata(&state, key, &value)?;
+        self.check_metadata_key(&state, key)?;
+        let replaced = state.metadata.get(key).map_or(0, |old| json_len(key, old));
+        state.check_context_room(key, json_len(key, &value), replaced)?;
         insert_metadata(&mut state, key, value);
         // The caller's own metadata now, even if a refused dimension value was there.
         state.refused_dimensions.remove(key);
         Ok(())
     }
 
-    /// Whether `key` can hold `value` as metadata, whatever its dimension (the caller checks
-    /// that): not the envelope, a key Lambda's log-level filter reads, or a metric, and room
-    /// for it (its old value's bytes count as freed).
-    fn check_metadata(&self, state: &State, key: &str, value: &Value) -> Result<(), Error> {
+    /// Whether `key` can name metadata, whatever its dimension (the caller checks that): not
+    /// the envelope, a key Lambda's log-level filter reads, or a metric.
+    fn check_metadata_key(&self, state: &State, key: &str) -> Result<(), Error> {
         if key == ENVELOPE_KEY {
             return Err(collision(key, "the EMF envelope"));
         }
         check_log_level_keys(&self.shared.settings, key)?;
         if state.is_metric(key) {
             return Err(collision(key, "a metric"));
-        }
-        let added = json_len(key, value);
-        let replaced = state.metadata.get(key).map_or(0, |old| json_len(key, old));
-        let size = state.context_bytes() - replaced + added;
-        if size > MAX_CONTEXT_BYTES {
-            return Err(Error::DocumentTooLarge {
-                key: key.to_owned(),
-                size,
-                limit: MAX_CONTEXT_BYTES,
-            });
         }
         Ok(())
     }
@@ -1279,7 +1347,28 @@ fn warn_skipped_dimension(name: &str) {
     );
 }
 
-/// The bytes `"key":value,` takes in a document.
+/// Says that a refused dimension value is kept as metadata (replacing the dimension's value
+/// `replaced`), once it is true.
+fn warn_refused(name: &str, value: &str, reason: &str, replaced: Option<&str>) {
+    match replaced {
+        Some(old) => tracing::warn!(
+            dimension = name,
+            old,
+            value,
+            reason,
+            "CloudWatch refuses this dimension value: it replaces the dimension's value as \
+             metadata, and the metrics are written without this dimension"
+        ),
+        None => tracing::warn!(
+            dimension = name,
+            value,
+            reason,
+            "CloudWatch refuses this dimension value: it is kept as metadata instead, and the \
+             metrics are written without this dimension"
+        ),
+    }
+}
+
 /// Inserts checked metadata, counting its bytes.
 fn insert_metadata(state: &mut State, key: &str, value: Value) {
     let added = json_len(key, &value);
@@ -1288,6 +1377,7 @@ fn insert_metadata(state: &mut State, key: &str, value: Value) {
     state.metadata.insert(key.to_owned(), value);
 }
 
+/// The bytes `"key":value,` takes in a document.
 fn json_len(key: &str, value: &Value) -> usize {
     let value_len = serde_json::to_string(value).map_or(0, |text| text.len());
     key.len() + value_len + 4
