@@ -1,65 +1,81 @@
 """A cfn-lint rule of this repository (`.cfnlintrc.yaml` adds it to every run of `cfn-lint`).
 
-A function whose tracer exports OTLP to its own environment (`localhost`, `127.0.0.1`, `[::1]`;
-the tracer's default endpoint when none is set) needs a collector there: a layer that runs one
-as an extension. Without it every export is refused and no span leaves the function. So a
-function's tracer may be on only when such a layer is attached: always, or under the same
+A function whose tracer exports OTLP to its own environment (`localhost`, `127.0.0.1`, `[::1]`,
+`0.0.0.0`; the tracer's default endpoint when none is set) needs a collector there: a layer that
+runs one as an extension. Without it every export is refused and no span leaves the function. So
+a function's tracer may be on only when such a layer is attached: always, or under the same
 condition. `cfn-lint-rules/check` runs the rule on the templates of `cfn-lint-rules/cases`.
+
+The variables are read as the tracer reads them (`powertools-tracing/src/tracer.rs`): an empty
+value is unset, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` wins over `OTEL_EXPORTER_OTLP_ENDPOINT`,
+booleans in every form `Env::bool` takes, `POWERTOOLS_DEV` turning the tracer off unless
+`POWERTOOLS_TRACE_DISABLED` says otherwise. cfn-lint merges SAM's Globals into each serverless
+function before rules run (honouring `IgnoreGlobals`), so a function's properties are read as
+they are.
 """
 
 from __future__ import annotations
 
 from cfnlint.rules import CloudFormationLintRule, RuleMatch
 
-LOCAL_HOSTS = ("localhost", "127.", "[::1]")
 NO_VALUE = {"Ref": "AWS::NoValue"}
-# The forms of a boolean the tracer reads (`Env::bool`), trimmed, any case.
 TRUE = {"true", "1", "yes", "y", "on", "t"}
 FALSE = {"false", "0", "no", "n", "off", "f"}
 # The tracer's endpoint when no variable names one (`DEFAULT_TRACES_ENDPOINT`).
 DEFAULT_ENDPOINT = "http://localhost:4318/v1/traces"
+# Not a boolean the tracer reads: it refuses to start, which is not this rule's to judge.
+BAD = "bad"
 
 # When something holds: always, never, or when a condition is true / false.
 ALWAYS = ("always",)
 NEVER = ("never",)
 
 
-def _boolean(value):
-    """True, False, or None for a value that is not one of the tracer's booleans."""
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in TRUE:
-            return True
-        if text in FALSE:
-            return False
+def _parameter_default(cfn, name):
+    parameter = (cfn.template.get("Parameters") or {}).get(name)
+    if isinstance(parameter, dict) and "Default" in parameter:
+        return str(parameter["Default"])
     return None
 
 
 def _resolved(cfn, value):
-    """A string value as deployed with the parameters' defaults (`Ref`, `Fn::Sub` of
-    parameters), or None when it cannot be told."""
-    parameters = cfn.template.get("Parameters", {}) or {}
-
-    def default(name):
-        parameter = parameters.get(name)
-        if isinstance(parameter, dict) and "Default" in parameter:
-            return str(parameter["Default"])
-        return None
-
+    """A string value as deployed with the parameters' defaults (`Ref`, both forms of
+    `Fn::Sub`), or None when it cannot be told or is unset (`AWS::NoValue`)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
     if isinstance(value, str):
         return value
-    if isinstance(value, dict) and list(value) == ["Ref"]:
-        return default(value["Ref"])
-    if isinstance(value, dict) and list(value) == ["Fn::Sub"] and isinstance(value["Fn::Sub"], str):
-        text = value["Fn::Sub"]
+    if not isinstance(value, dict) or len(value) != 1:
+        return None
+    if "Ref" in value:
+        if value["Ref"] == "AWS::NoValue":
+            return None
+        return _parameter_default(cfn, value["Ref"])
+    if "Fn::Sub" in value:
+        sub = value["Fn::Sub"]
+        variables = {}
+        if isinstance(sub, list) and len(sub) == 2 and isinstance(sub[1], dict):
+            sub, given = sub
+            for name, given_value in given.items():
+                variables[name] = _resolved(cfn, given_value)
+        if not isinstance(sub, str):
+            return None
+        text = sub
         while "${" in text:
             start = text.index("${")
             end = text.find("}", start)
             if end < 0:
                 return None
             name = text[start + 2 : end]
-            # A pseudo parameter (`${AWS::Region}`) stands for itself: its value is not needed.
-            replacement = name if name.startswith("AWS::") else default(name)
+            if name in variables:
+                replacement = variables[name]
+            elif name.startswith("AWS::"):
+                # A pseudo parameter stands for itself: its value is not needed.
+                replacement = name
+            else:
+                replacement = _parameter_default(cfn, name)
             if replacement is None:
                 return None
             text = text[:start] + replacement + text[end + 1 :]
@@ -67,78 +83,144 @@ def _resolved(cfn, value):
     return None
 
 
-def _is_local(endpoint) -> bool:
-    if not isinstance(endpoint, str):
+def _boolean(cfn, value):
+    """A variable as the tracer's `Env::bool` reads it: True, False, None (unset or empty), or
+    BAD."""
+    if value is None or value == NO_VALUE:
+        return None
+    text = _resolved(cfn, value)
+    if text is None:
+        return BAD
+    text = text.strip().lower()
+    if text == "":
+        return None
+    if text in TRUE:
+        return True
+    if text in FALSE:
         return False
-    rest = endpoint.strip().lower().split("://", 1)[-1]
-    return rest.startswith(LOCAL_HOSTS)
+    return BAD
 
 
-def _tracer_on(variables):
-    """When the tracer is on, from `POWERTOOLS_TRACE_DISABLED` and `POWERTOOLS_DEV` (on by
-    default; `POWERTOOLS_DEV` turns it off unless `POWERTOOLS_TRACE_DISABLED` says false)."""
-    disabled = variables.get("POWERTOOLS_TRACE_DISABLED")
-    if disabled is None:
-        return NEVER if _boolean(variables.get("POWERTOOLS_DEV")) is True else ALWAYS
-    value = _boolean(disabled)
-    if value is not None:
-        return NEVER if value else ALWAYS
-    if isinstance(disabled, dict) and list(disabled) == ["Fn::If"]:
-        condition, when_true, when_false = disabled["Fn::If"]
-        on_if_true, on_if_false = _boolean(when_true) is False, _boolean(when_false) is False
-        if on_if_true and on_if_false:
-            return ALWAYS
-        if on_if_true:
-            return ("if", condition, True)
-        if on_if_false:
-            return ("if", condition, False)
-        return NEVER
-    # Anything else: the tracer refuses it at start; not this rule's to judge.
+def _branches(cfn, value, read):
+    """`value` read by `read`: ("const", v) or ("if", condition, v_true, v_false)."""
+    if isinstance(value, dict) and list(value) == ["Fn::If"] and len(value["Fn::If"]) == 3:
+        condition, when_true, when_false = value["Fn::If"]
+        return ("if", condition, read(cfn, when_true), read(cfn, when_false))
+    return ("const", read(cfn, value))
+
+
+def _when(values, holds):
+    """When `holds(*resolved)` is true, for values that are constants or depend on one
+    condition; ALWAYS when they depend on several (the strict answer)."""
+    conditions = {value[1] for value in values if value[0] == "if"}
+    if len(conditions) > 1:
+        return ALWAYS
+
+    def under(truth):
+        return holds(
+            *[
+                value[1] if value[0] == "const" else (value[2] if truth else value[3])
+                for value in values
+            ]
+        )
+
+    if not conditions:
+        return ALWAYS if under(True) else NEVER
+    condition = conditions.pop()
+    on_true, on_false = under(True), under(False)
+    if on_true and on_false:
+        return ALWAYS
+    if on_true:
+        return ("if", condition, True)
+    if on_false:
+        return ("if", condition, False)
     return NEVER
+
+
+def _tracer_on(cfn, variables):
+    """When the tracer is on: `POWERTOOLS_TRACE_DISABLED` decides when set; unset, the tracer is
+    on unless `POWERTOOLS_DEV` is true."""
+
+    def on(disabled, dev):
+        if disabled is BAD:
+            return False
+        if disabled is not None:
+            return not disabled
+        return dev is not True
+
+    return _when(
+        [
+            _branches(cfn, variables.get("POWERTOOLS_TRACE_DISABLED"), _boolean),
+            _branches(cfn, variables.get("POWERTOOLS_DEV"), _boolean),
+        ],
+        on,
+    )
 
 
 def _is_collector(cfn, layer) -> bool:
     """Whether a layer entry names a collector: its ARN, or a parameter named for one."""
     if isinstance(layer, dict) and list(layer) == ["Ref"]:
-        if "collector" in layer["Ref"].lower():
+        if "collector" in str(layer["Ref"]).lower():
             return True
     arn = _resolved(cfn, layer)
     return isinstance(arn, str) and "collector" in arn.lower()
 
 
 def _collector_attached(cfn, layers):
-    """When `layers` attaches a collector."""
-    if isinstance(layers, list):
-        return ALWAYS if any(_is_collector(cfn, layer) for layer in layers) else NEVER
-    if isinstance(layers, dict) and list(layers) == ["Fn::If"]:
-        condition, when_true, when_false = layers["Fn::If"]
-        with_true = isinstance(when_true, list) and any(_is_collector(cfn, l) for l in when_true)
-        with_false = isinstance(when_false, list) and any(
-            _is_collector(cfn, l) for l in when_false
-        )
-        if with_true and with_false:
+    """When `layers` (a list, whose entries may be `Fn::If`, or an `Fn::If` of lists) attaches
+    a collector."""
+
+    def in_list(_cfn, entries):
+        return isinstance(entries, list) and any(_is_collector(cfn, entry) for entry in entries)
+
+    if layers is None or layers == NO_VALUE:
+        return NEVER
+    if isinstance(layers, dict):
+        return _when([_branches(cfn, layers, in_list)], bool)
+    if not isinstance(layers, list):
+        return NEVER
+    found = []
+    for entry in layers:
+        when = _when([_branches(cfn, entry, lambda _cfn, e: _is_collector(cfn, e))], bool)
+        if when == ALWAYS:
             return ALWAYS
-        if with_true:
-            return ("if", condition, True)
-        if with_false:
-            return ("if", condition, False)
-    return NEVER
+        if when != NEVER:
+            found.append(when)
+    if not found:
+        return NEVER
+    for when in found:
+        if ("if", when[1], not when[2]) in found:
+            return ALWAYS
+    return found[0]
 
 
-def _merged(common, properties):
-    """A serverless function's variables and layers as SAM merges its Globals into it:
-    variables by name (the function's win); layer lists joined, the global ones first, unless
-    either is an intrinsic function, which SAM cannot merge (the function's is kept)."""
-    variables = dict(((common.get("Environment") or {}).get("Variables")) or {})
-    variables.update(((properties.get("Environment") or {}).get("Variables")) or {})
-    own, shared = properties.get("Layers"), common.get("Layers")
-    if own is None:
-        layers = shared
-    elif isinstance(own, list) and isinstance(shared, list):
-        layers = shared + own
+def _is_local(endpoint) -> bool:
+    if not isinstance(endpoint, str):
+        return False
+    authority = endpoint.strip().lower().split("://", 1)[-1].split("/", 1)[0]
+    host = authority.rsplit("@", 1)[-1]
+    if host.startswith("["):
+        host = host[: host.find("]") + 1] if "]" in host else host
     else:
-        layers = own
-    return variables, layers
+        host = host.split(":", 1)[0]
+    if host in ("localhost", "0.0.0.0", "[::1]", "[::]"):
+        return True
+    parts = host.split(".")
+    return len(parts) == 4 and parts[0] == "127" and all(part.isdigit() for part in parts)
+
+
+def _endpoint(cfn, variables):
+    """The endpoint the tracer exports to, as deployed (None when it cannot be told)."""
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        value = variables.get(name)
+        if value is None or value == NO_VALUE:
+            continue
+        text = _resolved(cfn, value)
+        if text is None:
+            return None
+        if text.strip():
+            return text
+    return DEFAULT_ENDPOINT
 
 
 class LocalCollector(CloudFormationLintRule):
@@ -154,26 +236,17 @@ class LocalCollector(CloudFormationLintRule):
 
     def match(self, cfn):
         matches = []
-        # Rules read the template before SAM's transform: a serverless function takes what the
-        # template's Globals give every serverless function; a plain one takes nothing.
-        common = ((cfn.template.get("Globals") or {}).get("Function")) or {}
         for kind in ("AWS::Serverless::Function", "AWS::Lambda::Function"):
             for name, resource in cfn.get_resources(kind).items():
                 properties = resource.get("Properties") or {}
-                if kind == "AWS::Serverless::Function":
-                    variables, layers = _merged(common, properties)
-                else:
-                    variables = ((properties.get("Environment") or {}).get("Variables")) or {}
-                    layers = properties.get("Layers")
-                written = variables.get(
-                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-                    variables.get("OTEL_EXPORTER_OTLP_ENDPOINT", DEFAULT_ENDPOINT),
-                )
-                endpoint = _resolved(cfn, written)
+                variables = ((properties.get("Environment") or {}).get("Variables")) or {}
+                if not isinstance(variables, dict):
+                    continue
+                endpoint = _endpoint(cfn, variables)
                 if not _is_local(endpoint):
                     continue
-                on = _tracer_on(variables)
-                attached = _collector_attached(cfn, layers)
+                on = _tracer_on(cfn, variables)
+                attached = _collector_attached(cfn, properties.get("Layers"))
                 if on == NEVER or attached == ALWAYS or on == attached:
                     continue
                 matches.append(
