@@ -530,8 +530,13 @@ where
             // which ran outside the `catch_unwind` (found by a review).
             let mut running = Box::pin(AssertUnwindSafe(future).catch_unwind());
             let ran = running.as_mut().await;
-            dropped_within_the_record(running);
-            Ok(ran)
+            match (dropped_within_the_record(running), ran) {
+                // A panic as its future is dropped fails a record that had succeeded, as it
+                // does when an `async` block drops the same value within its poll (found by a
+                // review).
+                (Err(reason), Ok(Ok(()))) => Err(reason),
+                (_, ran) => Ok(ran),
+            }
         }
     };
     let outcome = match outcome {
@@ -547,7 +552,7 @@ where
                     powertools_core::error_chain::display_chain(&error)
                 }))
                 .unwrap_or_else(|_| "<the error's Display panicked>".to_owned());
-                dropped_within_the_record(error);
+                let _already_failed = dropped_within_the_record(error);
                 Err(reason)
             }
             Err(panic) => Err(panicked_then_dropped(panic)),
@@ -576,16 +581,18 @@ where
 /// fails nothing more than that record: it would otherwise unwind out of the batch, and Lambda
 /// would retry every record, those done included (found by an attack from the docs). The payload
 /// of such a panic is leaked, not dropped: it may panic again.
-fn dropped_within_the_record<T>(value: T) {
-    if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(move || drop(value))) {
+fn dropped_within_the_record<T>(value: T) -> Result<(), String> {
+    std::panic::catch_unwind(AssertUnwindSafe(move || drop(value))).map_err(|payload| {
+        let reason = panicked(&*payload);
         std::mem::forget(payload);
-    }
+        reason
+    })
 }
 
 /// The reason of a record whose handler panicked, the payload then dropped within the record.
 fn panicked_then_dropped(panic: Box<dyn std::any::Any + Send>) -> String {
     let reason = panicked(&*panic);
-    dropped_within_the_record(panic);
+    let _already_failed = dropped_within_the_record(panic);
     reason
 }
 
