@@ -16,6 +16,9 @@ they are.
 
 from __future__ import annotations
 
+import ipaddress
+from urllib.parse import urlsplit
+
 from cfnlint.rules import CloudFormationLintRule, RuleMatch
 
 NO_VALUE = {"Ref": "AWS::NoValue"}
@@ -25,6 +28,9 @@ FALSE = {"false", "0", "no", "n", "off", "f"}
 DEFAULT_ENDPOINT = "http://localhost:4318/v1/traces"
 # Not a boolean the tracer reads: it refuses to start, which is not this rule's to judge.
 BAD = "bad"
+# A value the template decides when deployed (a parameter without a default, an import): the
+# tracer may be on.
+UNKNOWN = "unknown"
 
 # When something holds: always, never, or when a condition is true / false.
 ALWAYS = ("always",)
@@ -62,13 +68,15 @@ def _resolved(cfn, value):
                 variables[name] = _resolved(cfn, given_value)
         if not isinstance(sub, str):
             return None
-        text = sub
-        while "${" in text:
-            start = text.index("${")
-            end = text.find("}", start)
+        # One pass, as CloudFormation substitutes: a value holding `${…}` is not read again
+        # (a loop that read it again never ended; found by a review).
+        parts, rest = [], sub
+        while "${" in rest:
+            start = rest.index("${")
+            end = rest.find("}", start)
             if end < 0:
                 return None
-            name = text[start + 2 : end]
+            name = rest[start + 2 : end]
             if name in variables:
                 replacement = variables[name]
             elif name.startswith("AWS::"):
@@ -78,8 +86,22 @@ def _resolved(cfn, value):
                 replacement = _parameter_default(cfn, name)
             if replacement is None:
                 return None
-            text = text[:start] + replacement + text[end + 1 :]
-        return text
+            parts.append(rest[:start])
+            parts.append(replacement)
+            rest = rest[end + 1 :]
+        parts.append(rest)
+        return "".join(parts)
+    if "Fn::FindInMap" in value:
+        keys = value["Fn::FindInMap"]
+        if not isinstance(keys, list) or len(keys) < 3:
+            return None
+        names = [_resolved(cfn, key) for key in keys[:3]]
+        if any(not isinstance(name, str) for name in names):
+            return None
+        found = ((cfn.template.get("Mappings") or {}).get(names[0]) or {})
+        found = (found.get(names[1]) or {}) if isinstance(found, dict) else {}
+        found = found.get(names[2]) if isinstance(found, dict) else None
+        return _resolved(cfn, found) if isinstance(found, (str, bool, int, float)) else None
     return None
 
 
@@ -90,10 +112,11 @@ def _boolean(cfn, value):
         return None
     text = _resolved(cfn, value)
     if text is None:
-        return BAD
-    text = text.strip().lower()
+        return UNKNOWN
     if text == "":
         return None
+    # The tracer trims a value, but refuses one of spaces alone.
+    text = text.strip().lower()
     if text in TRUE:
         return True
     if text in FALSE:
@@ -137,26 +160,6 @@ def _when(values, holds):
     return NEVER
 
 
-def _tracer_on(cfn, variables):
-    """When the tracer is on: `POWERTOOLS_TRACE_DISABLED` decides when set; unset, the tracer is
-    on unless `POWERTOOLS_DEV` is true."""
-
-    def on(disabled, dev):
-        if disabled is BAD:
-            return False
-        if disabled is not None:
-            return not disabled
-        return dev is not True
-
-    return _when(
-        [
-            _branches(cfn, variables.get("POWERTOOLS_TRACE_DISABLED"), _boolean),
-            _branches(cfn, variables.get("POWERTOOLS_DEV"), _boolean),
-        ],
-        on,
-    )
-
-
 def _is_collector(cfn, layer) -> bool:
     """Whether a layer entry names a collector: its ARN, or a parameter named for one."""
     if isinstance(layer, dict) and list(layer) == ["Ref"]:
@@ -195,32 +198,76 @@ def _collector_attached(cfn, layers):
 
 
 def _is_local(endpoint) -> bool:
+    """Whether `endpoint` names the function's own environment: `localhost`, a loopback or
+    unspecified address in any of its forms (`127.0.0.1`, `[::1]`, `[0:0:0:0:0:0:0:1]`,
+    `[::ffff:127.0.0.1]`, `0.0.0.0`)."""
     if not isinstance(endpoint, str):
         return False
-    authority = endpoint.strip().lower().split("://", 1)[-1].split("/", 1)[0]
-    host = authority.rsplit("@", 1)[-1]
-    if host.startswith("["):
-        host = host[: host.find("]") + 1] if "]" in host else host
-    else:
-        host = host.split(":", 1)[0]
-    if host in ("localhost", "0.0.0.0", "[::1]", "[::]"):
+    text = endpoint.strip()
+    if "://" not in text:
+        text = "http://" + text
+    try:
+        host = urlsplit(text).hostname
+    except ValueError:
+        return False
+    if not host:
+        return False
+    if host == "localhost":
         return True
-    parts = host.split(".")
-    return len(parts) == 4 and parts[0] == "127" and all(part.isdigit() for part in parts)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (
+        address.is_loopback
+        or address.is_unspecified
+        or (mapped is not None and (mapped.is_loopback or mapped.is_unspecified))
+    )
 
 
-def _endpoint(cfn, variables):
-    """The endpoint the tracer exports to, as deployed (None when it cannot be told)."""
-    for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
-        value = variables.get(name)
-        if value is None or value == NO_VALUE:
-            continue
-        text = _resolved(cfn, value)
-        if text is None:
-            return None
-        if text.strip():
-            return text
-    return DEFAULT_ENDPOINT
+def _endpoint_local(cfn, value, fallback):
+    """Whether an endpoint variable's value exports locally; `fallback` when it is unset or
+    empty (the next variable, or the tracer's default). A value that cannot be told (an import)
+    is read as remote."""
+    if value is None or value == NO_VALUE:
+        return fallback
+    text = _resolved(cfn, value)
+    if text is None:
+        return False
+    if not text.strip():
+        return fallback
+    return _is_local(text)
+
+
+def _exports_locally_when_on(cfn, variables):
+    """When the tracer is on and exports to its own environment: the traces endpoint, else the
+    general one, else the default; each may be an `Fn::If`."""
+    traces = variables.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    general = variables.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    values = [
+        _branches(cfn, variables.get("POWERTOOLS_TRACE_DISABLED"), _boolean),
+        _branches(cfn, variables.get("POWERTOOLS_DEV"), _boolean),
+        # None: unset, the general variable decides.
+        _branches(cfn, traces, lambda c, v: _endpoint_local(c, v, None)),
+        _branches(
+            cfn, general, lambda c, v: _endpoint_local(c, v, _is_local(DEFAULT_ENDPOINT))
+        ),
+    ]
+
+    def holds(disabled, dev, traces_local, general_local):
+        if disabled is BAD:
+            on = False
+        elif disabled is UNKNOWN:
+            on = True
+        elif disabled is not None:
+            on = not disabled
+        else:
+            on = dev is not True
+        local = general_local if traces_local is None else traces_local
+        return on and bool(local)
+
+    return _when(values, holds)
 
 
 class LocalCollector(CloudFormationLintRule):
@@ -238,25 +285,39 @@ class LocalCollector(CloudFormationLintRule):
         matches = []
         for kind in ("AWS::Serverless::Function", "AWS::Lambda::Function"):
             for name, resource in cfn.get_resources(kind).items():
-                properties = resource.get("Properties") or {}
-                variables = ((properties.get("Environment") or {}).get("Variables")) or {}
-                if not isinstance(variables, dict):
+                try:
+                    needed = self._needs_collector(cfn, resource)
+                except Exception:  # noqa: BLE001
+                    # A template this rule cannot read (a list where a map belongs, …): other
+                    # rules report what is wrong with it; a crash here would report nothing.
                     continue
-                endpoint = _endpoint(cfn, variables)
-                if not _is_local(endpoint):
-                    continue
-                on = _tracer_on(cfn, variables)
-                attached = _collector_attached(cfn, properties.get("Layers"))
-                if on == NEVER or attached == ALWAYS or on == attached:
+                if needed is None:
                     continue
                 matches.append(
                     RuleMatch(
                         ["Resources", name, "Properties"],
-                        f"{name} exports spans to {endpoint} with its tracer on, but no "
-                        "collector layer runs there whenever it is on: the spans go nowhere. "
-                        "Attach one (Layers: its ARN, or a parameter named for it), or turn the "
-                        "tracer off (POWERTOOLS_TRACE_DISABLED) under the condition that leaves "
-                        "it out.",
+                        f"{name} exports spans to its own environment ({needed}) with its "
+                        "tracer on, but no collector layer runs there whenever it is on: the "
+                        "spans go nowhere. Attach one (Layers: its ARN, or a parameter named "
+                        "for it), or turn the tracer off (POWERTOOLS_TRACE_DISABLED) under the "
+                        "condition that leaves it out.",
                     )
                 )
         return matches
+
+    @staticmethod
+    def _needs_collector(cfn, resource):
+        """The endpoint a function exports to locally without a collector, or None."""
+        properties = resource.get("Properties") or {}
+        variables = ((properties.get("Environment") or {}).get("Variables")) or {}
+        if not isinstance(variables, dict):
+            return None
+        need = _exports_locally_when_on(cfn, variables)
+        attached = _collector_attached(cfn, properties.get("Layers"))
+        if need == NEVER or attached == ALWAYS or need == attached:
+            return None
+        for variable in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+            written = _resolved(cfn, variables.get(variable))
+            if written and written.strip():
+                return written
+        return DEFAULT_ENDPOINT
