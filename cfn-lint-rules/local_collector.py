@@ -3,8 +3,11 @@
 A function whose tracer exports OTLP to its own environment (`localhost`, `127.0.0.1`, `[::1]`,
 `0.0.0.0`; the tracer's default endpoint when none is set) needs a collector there: a layer that
 runs one as an extension. Without it every export is refused and no span leaves the function. So
-a function's tracer may be on only when such a layer is attached: always, or under the same
-condition. `cfn-lint-rules/check` runs the rule on the templates of `cfn-lint-rules/cases`.
+a function's tracer may export there only when such a layer is attached: the rule checks every
+combination of the conditions its variables and layers name (each taken as independent of the
+others), and says which one leaves the spans nowhere. A function it cannot read (a list where a
+map belongs) is a finding too, not an exception that would hide one. `cfn-lint-rules/check`
+runs the rule on the templates of `cfn-lint-rules/cases`.
 
 The variables are read as the tracer reads them (`powertools-tracing/src/tracer.rs`): an empty
 value is unset, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` wins over `OTEL_EXPORTER_OTLP_ENDPOINT`,
@@ -17,6 +20,8 @@ they are.
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import socket
 from urllib.parse import urlsplit
 
 from cfnlint.rules import CloudFormationLintRule, RuleMatch
@@ -32,9 +37,6 @@ BAD = "bad"
 # tracer may be on.
 UNKNOWN = "unknown"
 
-# When something holds: always, never, or when a condition is true / false.
-ALWAYS = ("always",)
-NEVER = ("never",)
 
 
 def _parameter_default(cfn, name):
@@ -91,6 +93,14 @@ def _resolved(cfn, value):
             rest = rest[end + 1 :]
         parts.append(rest)
         return "".join(parts)
+    if "Fn::Join" in value:
+        joined = value["Fn::Join"]
+        if not isinstance(joined, list) or len(joined) != 2 or not isinstance(joined[1], list):
+            return None
+        parts = [_resolved(cfn, part) for part in joined[1]]
+        if not isinstance(joined[0], str) or any(part is None for part in parts):
+            return None
+        return joined[0].join(parts)
     if "Fn::FindInMap" in value:
         keys = value["Fn::FindInMap"]
         if not isinstance(keys, list) or len(keys) < 3:
@@ -124,40 +134,38 @@ def _boolean(cfn, value):
     return BAD
 
 
-def _branches(cfn, value, read):
-    """`value` read by `read`: ("const", v) or ("if", condition, v_true, v_false)."""
-    if isinstance(value, dict) and list(value) == ["Fn::If"] and len(value["Fn::If"]) == 3:
-        condition, when_true, when_false = value["Fn::If"]
-        return ("if", condition, read(cfn, when_true), read(cfn, when_false))
-    return ("const", read(cfn, value))
+def _conditions(value, found):
+    """The conditions of every `Fn::If` in `value`, nested ones too."""
+    if isinstance(value, dict):
+        if list(value) == ["Fn::If"] and isinstance(value["Fn::If"], list):
+            if len(value["Fn::If"]) == 3 and isinstance(value["Fn::If"][0], str):
+                found.add(value["Fn::If"][0])
+        for inner in value.values():
+            _conditions(inner, found)
+    elif isinstance(value, list):
+        for inner in value:
+            _conditions(inner, found)
+    return found
 
 
-def _when(values, holds):
-    """When `holds(*resolved)` is true, for values that are constants or depend on one
-    condition; ALWAYS when they depend on several (the strict answer)."""
-    conditions = {value[1] for value in values if value[0] == "if"}
-    if len(conditions) > 1:
-        return ALWAYS
-
-    def under(truth):
-        return holds(
-            *[
-                value[1] if value[0] == "const" else (value[2] if truth else value[3])
-                for value in values
-            ]
-        )
-
-    if not conditions:
-        return ALWAYS if under(True) else NEVER
-    condition = conditions.pop()
-    on_true, on_false = under(True), under(False)
-    if on_true and on_false:
-        return ALWAYS
-    if on_true:
-        return ("if", condition, True)
-    if on_false:
-        return ("if", condition, False)
-    return NEVER
+def _chosen(value, assignment):
+    """`value` with every `Fn::If` replaced by its branch under `assignment` (condition name to
+    truth), at any depth."""
+    if isinstance(value, dict):
+        if list(value) == ["Fn::If"] and isinstance(value["Fn::If"], list) and len(
+            value["Fn::If"]
+        ) == 3:
+            condition, when_true, when_false = value["Fn::If"]
+            return _chosen(when_true if assignment.get(condition) else when_false, assignment)
+        return {key: _chosen(inner, assignment) for key, inner in value.items()}
+    if isinstance(value, list):
+        # A list entry that is `AWS::NoValue` is left out, as CloudFormation leaves it out.
+        return [
+            chosen
+            for chosen in (_chosen(inner, assignment) for inner in value)
+            if chosen != NO_VALUE
+        ]
+    return value
 
 
 def _is_collector(cfn, layer) -> bool:
@@ -167,34 +175,6 @@ def _is_collector(cfn, layer) -> bool:
             return True
     arn = _resolved(cfn, layer)
     return isinstance(arn, str) and "collector" in arn.lower()
-
-
-def _collector_attached(cfn, layers):
-    """When `layers` (a list, whose entries may be `Fn::If`, or an `Fn::If` of lists) attaches
-    a collector."""
-
-    def in_list(_cfn, entries):
-        return isinstance(entries, list) and any(_is_collector(cfn, entry) for entry in entries)
-
-    if layers is None or layers == NO_VALUE:
-        return NEVER
-    if isinstance(layers, dict):
-        return _when([_branches(cfn, layers, in_list)], bool)
-    if not isinstance(layers, list):
-        return NEVER
-    found = []
-    for entry in layers:
-        when = _when([_branches(cfn, entry, lambda _cfn, e: _is_collector(cfn, e))], bool)
-        if when == ALWAYS:
-            return ALWAYS
-        if when != NEVER:
-            found.append(when)
-    if not found:
-        return NEVER
-    for when in found:
-        if ("if", when[1], not when[2]) in found:
-            return ALWAYS
-    return found[0]
 
 
 def _is_local(endpoint) -> bool:
@@ -217,7 +197,11 @@ def _is_local(endpoint) -> bool:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return False
+        # The short IPv4 forms a resolver takes (`127.1`, `0`, `2130706433`).
+        try:
+            address = ipaddress.ip_address(socket.inet_aton(host))
+        except (OSError, ValueError):
+            return False
     mapped = getattr(address, "ipv4_mapped", None)
     return (
         address.is_loopback
@@ -226,48 +210,46 @@ def _is_local(endpoint) -> bool:
     )
 
 
-def _endpoint_local(cfn, value, fallback):
-    """Whether an endpoint variable's value exports locally; `fallback` when it is unset or
-    empty (the next variable, or the tracer's default). A value that cannot be told (an import)
-    is read as remote."""
-    if value is None or value == NO_VALUE:
-        return fallback
-    text = _resolved(cfn, value)
-    if text is None:
+def _exports_locally(cfn, variables):
+    """Whether the tracer, with these variables (every `Fn::If` already chosen), is on and
+    exports to its own environment: the traces endpoint, else the general one, else the
+    default. A value the tracer refuses at start (whitespace alone, not a boolean) is not this
+    rule's to judge: no finding."""
+    disabled = _boolean(cfn, variables.get("POWERTOOLS_TRACE_DISABLED"))
+    dev = _boolean(cfn, variables.get("POWERTOOLS_DEV"))
+    if disabled is BAD or (disabled is None and dev is BAD):
+        return None
+    if disabled is None:
+        on = dev is not True
+    else:
+        on = disabled is UNKNOWN or not disabled
+    if not on:
+        return None
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        value = variables.get(name)
+        if value is None or value == NO_VALUE:
+            continue
+        text = _resolved(cfn, value)
+        if text is None:
+            # Decided at deploy (an import): read as remote.
+            return None
+        if text == "":
+            continue
+        if not text.strip():
+            return None
+        return text if _is_local(text) else None
+    return DEFAULT_ENDPOINT
+
+
+def _attaches_collector(cfn, layers) -> bool:
+    """Whether `layers` (every `Fn::If` already chosen) attaches a collector."""
+    if not isinstance(layers, list):
         return False
-    if not text.strip():
-        return fallback
-    return _is_local(text)
+    return any(_is_collector(cfn, layer) for layer in layers)
 
 
-def _exports_locally_when_on(cfn, variables):
-    """When the tracer is on and exports to its own environment: the traces endpoint, else the
-    general one, else the default; each may be an `Fn::If`."""
-    traces = variables.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    general = variables.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    values = [
-        _branches(cfn, variables.get("POWERTOOLS_TRACE_DISABLED"), _boolean),
-        _branches(cfn, variables.get("POWERTOOLS_DEV"), _boolean),
-        # None: unset, the general variable decides.
-        _branches(cfn, traces, lambda c, v: _endpoint_local(c, v, None)),
-        _branches(
-            cfn, general, lambda c, v: _endpoint_local(c, v, _is_local(DEFAULT_ENDPOINT))
-        ),
-    ]
-
-    def holds(disabled, dev, traces_local, general_local):
-        if disabled is BAD:
-            on = False
-        elif disabled is UNKNOWN:
-            on = True
-        elif disabled is not None:
-            on = not disabled
-        else:
-            on = dev is not True
-        local = general_local if traces_local is None else traces_local
-        return on and bool(local)
-
-    return _when(values, holds)
+# The most conditions whose every combination is checked (2^8 = 256 combinations).
+MAX_CONDITIONS = 8
 
 
 class LocalCollector(CloudFormationLintRule):
@@ -286,38 +268,46 @@ class LocalCollector(CloudFormationLintRule):
         for kind in ("AWS::Serverless::Function", "AWS::Lambda::Function"):
             for name, resource in cfn.get_resources(kind).items():
                 try:
-                    needed = self._needs_collector(cfn, resource)
-                except Exception:  # noqa: BLE001
-                    # A template this rule cannot read (a list where a map belongs, …): other
-                    # rules report what is wrong with it; a crash here would report nothing.
+                    finding = self._finding(cfn, resource)
+                except Exception as error:  # noqa: BLE001
+                    # Said, not skipped: a crash would otherwise hide a function that needs a
+                    # collector (other rules say what is wrong with such a template).
+                    finding = f"its environment and layers could not be read ({error!r})"
+                if finding is None:
                     continue
-                if needed is None:
-                    continue
-                matches.append(
-                    RuleMatch(
-                        ["Resources", name, "Properties"],
-                        f"{name} exports spans to its own environment ({needed}) with its "
-                        "tracer on, but no collector layer runs there whenever it is on: the "
-                        "spans go nowhere. Attach one (Layers: its ARN, or a parameter named "
-                        "for it), or turn the tracer off (POWERTOOLS_TRACE_DISABLED) under the "
-                        "condition that leaves it out.",
-                    )
-                )
+                matches.append(RuleMatch(["Resources", name, "Properties"], f"{name} {finding}"))
         return matches
 
     @staticmethod
-    def _needs_collector(cfn, resource):
-        """The endpoint a function exports to locally without a collector, or None."""
+    def _finding(cfn, resource):
+        """Why a function needs a collector it does not have, or None. Every combination of the
+        conditions its variables and layers name is checked, each condition taken as
+        independent of the others."""
         properties = resource.get("Properties") or {}
-        variables = ((properties.get("Environment") or {}).get("Variables")) or {}
+        if not isinstance(properties, dict):
+            return None
+        environment = properties.get("Environment") or {}
+        variables = environment.get("Variables") if isinstance(environment, dict) else None
+        if variables is None:
+            variables = {}
         if not isinstance(variables, dict):
             return None
-        need = _exports_locally_when_on(cfn, variables)
-        attached = _collector_attached(cfn, properties.get("Layers"))
-        if need == NEVER or attached == ALWAYS or need == attached:
-            return None
-        for variable in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
-            written = _resolved(cfn, variables.get(variable))
-            if written and written.strip():
-                return written
-        return DEFAULT_ENDPOINT
+        layers = properties.get("Layers")
+        conditions = sorted(_conditions([variables, layers], set()))[:MAX_CONDITIONS]
+        for truths in itertools.product([True, False], repeat=len(conditions)):
+            assignment = dict(zip(conditions, truths))
+            endpoint = _exports_locally(cfn, _chosen(variables, assignment))
+            if endpoint is None or _attaches_collector(cfn, _chosen(layers, assignment)):
+                continue
+            when = ", ".join(
+                f"{condition} {'true' if truth else 'false'}"
+                for condition, truth in assignment.items()
+            )
+            return (
+                f"exports spans to its own environment ({endpoint}) with its tracer on"
+                + (f" (when {when})" if when else "")
+                + ", but no collector layer runs there: the spans go nowhere. Attach one "
+                "(Layers: its ARN, or a parameter named for it), or turn the tracer off "
+                "(POWERTOOLS_TRACE_DISABLED) under the condition that leaves it out."
+            )
+        return None
