@@ -255,11 +255,12 @@ impl State {
             .iter()
             .map(|(name, value)| escaped_len(name) + escaped_len(value) + 6)
             .sum();
+        // Each set's `[`, `]` and the comma after it too (left out, accepted sets passed the
+        // bound in the document; found by a review).
         let sets: usize = self
             .dimension_sets
             .iter()
-            .flatten()
-            .map(|name| escaped_len(name) + 3)
+            .map(|set| set.iter().map(|name| escaped_len(name) + 3).sum::<usize>() + 3)
             .sum();
         dimensions + sets + self.metadata_bytes
     }
@@ -274,8 +275,7 @@ impl State {
         let sets: usize = self
             .dimension_sets
             .iter()
-            .flatten()
-            .map(|name| 6 * name.len() + 3)
+            .map(|set| set.iter().map(|name| 6 * name.len() + 3).sum::<usize>() + 3)
             .sum();
         dimensions + sets + self.metadata_bytes
     }
@@ -857,7 +857,7 @@ impl Metrics {
                     freed += state.refused_bytes(name);
                 }
                 if !state.dimension_sets.contains(&set) {
-                    added += set.iter().map(|name| escaped_len(name) + 3).sum::<usize>();
+                    added += set.iter().map(|name| escaped_len(name) + 3).sum::<usize>() + 3;
                 }
                 Some(set)
             };
