@@ -1,6 +1,6 @@
 //! A `Drop` that panics in what a record leaves behind (its handler's future here; its error and
-//! its panic's payload in `batch.rs`) fails that record only, on every kind of batch (found by a
-//! review).
+//! its panic's payload in `batch.rs`) fails that record, and that record only, on every kind of
+//! batch, whether the record had failed or succeeded (found by reviews).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -43,8 +43,8 @@ fn sqs() -> SqsEvent {
     .expect("an SQS event")
 }
 
-/// The record's future whose Drop panics must fail that record only (as its error's does):
-/// it is dropped after the catch_unwind, and the panic unwinds out of process_sqs.
+/// A failed record's future whose `Drop` panics fails that record only, as its error's does (it
+/// was dropped outside the `catch_unwind`, and the panic unwound out of `process_sqs`).
 #[tokio::test]
 async fn a_failed_records_future_that_panics_when_dropped_fails_its_record_only() {
     let event = sqs();
@@ -116,4 +116,56 @@ async fn dynamodb_a_records_future_that_panics_when_dropped_fails_its_record_onl
         .expect("a Drop panic unwound out of the batch")
         .unwrap();
     assert_eq!(response.batch_item_failures.len(), 1);
+}
+
+/// The SQS records of `response` reported as failed.
+fn failed(response: &aws_lambda_events::sqs::SqsBatchResponse) -> Vec<String> {
+    response
+        .batch_item_failures
+        .iter()
+        .map(|failure| failure.item_identifier.clone())
+        .collect()
+}
+
+/// A record that answered `Ok` and whose future panics as it is dropped fails, as it does when
+/// an `async` block drops the same value within its poll (it was reported processed).
+#[tokio::test]
+async fn a_succeeded_records_future_that_panics_when_dropped_fails_it_as_an_async_block_s_does() {
+    let event = sqs();
+    let as_async_block = BatchProcessor::new()
+        .raise_on_all_failed(false)
+        .process_sqs(&event, |record: SqsRecord<Raw>| {
+            // Only m-1's future holds a bomb (built for it alone: a bomb built and dropped here
+            // would fail m-2 too).
+            let held = if record.message_id == "m-1" {
+                Some(Bomb)
+            } else {
+                None
+            };
+            async move {
+                let _held = held;
+                Ok::<(), String>(())
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed(&as_async_block), ["m-1"], "async block");
+
+    let as_struct = BatchProcessor::new()
+        .raise_on_all_failed(false)
+        .process_sqs(&event, |record: SqsRecord<Raw>| {
+            // Only m-1 holds a live bomb: m-2's is forgotten up front.
+            let bomb = Bomb;
+            if record.message_id != "m-1" {
+                std::mem::forget(bomb);
+                return futures_util::future::Either::Left(async { Ok::<(), String>(()) });
+            }
+            futures_util::future::Either::Right(Answer {
+                _held: bomb,
+                fail: false,
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed(&as_struct), ["m-1"]);
 }

@@ -81,9 +81,9 @@ fn a_refused_value_that_does_not_fit_as_metadata_keeps_the_dimension() {
     assert_eq!(dimension_sets(document), json!([["city", "service"]]));
 }
 
-/// A set of `add_dimensions` emptied by the removal of its only dimension is kept as `[]`: the
-/// invocation's metrics are then also published with no dimension at all (a new metric
-/// nobody asked for). With a default dimension it becomes `[environment]`, ditto.
+/// A set of `add_dimensions` emptied by the removal of its only dimension goes (it was kept as
+/// `[]`, and every metric was also published with no dimension at all, a metric nobody asked
+/// for); so does one left with the default dimensions alone.
 #[test]
 fn a_set_emptied_by_a_refused_value_goes() {
     let sink = CheckedSink::new();
