@@ -577,10 +577,11 @@ where
     (id, outcome)
 }
 
-/// Drops what a failed record left (its error, its panic's payload) so that a `Drop` that panics
-/// fails nothing more than that record: it would otherwise unwind out of the batch, and Lambda
-/// would retry every record, those done included (found by an attack from the docs). The payload
-/// of such a panic is leaked, not dropped: it may panic again.
+/// Drops what a record left (its handler's future, its error, its panic's payload) so that a
+/// `Drop` that panics fails nothing more than that record: it would otherwise unwind out of the
+/// batch, and Lambda would retry every record, those done included (found by an attack from the
+/// docs and a review). Says why when it panicked; the payload of such a panic is leaked, not
+/// dropped: it may panic again.
 fn dropped_within_the_record<T>(value: T) -> Result<(), String> {
     std::panic::catch_unwind(AssertUnwindSafe(move || drop(value))).map_err(|payload| {
         let reason = panicked(&*payload);
