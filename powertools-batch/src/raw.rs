@@ -106,15 +106,12 @@ impl<T: DeserializeOwned> RecordBody for T {
         // the panic's message (it may quote the record), which the panic hook does not print
         // either: read inside `quiet_panics`, with the hook that honours it installed here (a
         // processor built with `Default` never runs `new`; one atomic load once installed).
-        powertools_core::failure::install_quiet_panic_hook();
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            powertools_core::failure::quiet_panics(|| serde_json::from_slice(bytes))
-        }))
-        .unwrap_or_else(|_| {
-            Err(<serde_json::Error as serde::de::Error>::custom(
-                READ_PANICKED,
-            ))
-        })
+        powertools_core::failure::catch_quiet_panic(|| serde_json::from_slice(bytes))
+            .unwrap_or_else(|_| {
+                Err(<serde_json::Error as serde::de::Error>::custom(
+                    READ_PANICKED,
+                ))
+            })
     }
 }
 

@@ -93,6 +93,24 @@ pub fn quiet_panics<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Runs `f` with this thread's panics quiet ([`quiet_panics`]) and caught: its result, or the
+/// panic's payload for the caller to report without its message. Installs the hook that keeps
+/// such panics off stderr ([`install_quiet_panic_hook`]) first, once per process. For code that
+/// reads data whose `Deserialize` may panic with the data in its message (an event, a record's
+/// body).
+///
+/// ```
+/// let read = powertools_core::failure::catch_quiet_panic(|| -> u32 { panic!("card 4111") });
+/// assert!(read.is_err());
+/// ```
+///
+/// # Errors
+/// The panic's payload, when `f` panicked.
+pub fn catch_quiet_panic<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
+    install_quiet_panic_hook();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| quiet_panics(f)))
+}
+
 /// Installs, once per process, a panic hook that hands a panic to the hook before it (Rust's
 /// default prints its message on stderr) unless it happens inside [`quiet_panics`]. The facade
 /// installs it where it reads events, so that a function without the logging layer (whose own

@@ -250,32 +250,28 @@ impl State {
     /// The serialized size of everything every document of the invocation repeats: the
     /// dimension sets in the directive, the dimension values and the metadata.
     fn context_bytes(&self) -> usize {
+        self.context_size(escaped_len)
+    }
+
+    /// An upper bound of [`context_bytes`](Self::context_bytes), without looking at the bytes
+    /// (escaping at most sextuples a name or value: `\u0001`).
+    fn context_bytes_at_most(&self) -> usize {
+        self.context_size(|text| 6 * text.len())
+    }
+
+    /// The repeated context's size, each name and value taking `written(text)` bytes.
+    fn context_size(&self, written: impl Fn(&str) -> usize) -> usize {
         let dimensions: usize = self
             .dimensions
             .iter()
-            .map(|(name, value)| escaped_len(name) + escaped_len(value) + 6)
+            .map(|(name, value)| written(name) + written(value) + 6)
             .sum();
         // Each set's `[`, `]` and the comma after it too (left out, accepted sets passed the
         // bound in the document; found by a review).
         let sets: usize = self
             .dimension_sets
             .iter()
-            .map(|set| set.iter().map(|name| escaped_len(name) + 3).sum::<usize>() + 3)
-            .sum();
-        dimensions + sets + self.metadata_bytes
-    }
-
-    /// An upper bound of [`context_bytes`](Self::context_bytes), without looking at the bytes.
-    fn context_bytes_at_most(&self) -> usize {
-        let dimensions: usize = self
-            .dimensions
-            .iter()
-            .map(|(name, value)| 6 * (name.len() + value.len()) + 6)
-            .sum();
-        let sets: usize = self
-            .dimension_sets
-            .iter()
-            .map(|set| set.iter().map(|name| 6 * name.len() + 3).sum::<usize>() + 3)
+            .map(|set| set.iter().map(|name| written(name) + 3).sum::<usize>() + 3)
             .sum();
         dimensions + sets + self.metadata_bytes
     }
@@ -426,9 +422,7 @@ impl State {
             .dimensions
             .iter()
             .find(|(existing, _)| existing == name)
-            .map_or(0, |(name, value)| {
-                escaped_len(name) + escaped_len(value) + 6
-            });
+            .map_or(0, |(name, value)| dimension_len(name, value));
         let in_sets = self
             .dimension_sets
             .iter()
@@ -852,7 +846,7 @@ impl Metrics {
                 for (name, value) in &valid {
                     added += match state.dimension_value(name) {
                         Some(old) => escaped_len(value).saturating_sub(escaped_len(old)),
-                        None => escaped_len(name) + escaped_len(value) + 6,
+                        None => dimension_len(name, value),
                     };
                     freed += state.refused_bytes(name);
                 }
@@ -1403,6 +1397,11 @@ fn insert_metadata(state: &mut State, key: &str, value: Value) {
     let replaced = state.metadata.get(key).map_or(0, |old| json_len(key, old));
     state.metadata_bytes = state.metadata_bytes - replaced + added;
     state.metadata.insert(key.to_owned(), value);
+}
+
+/// The bytes a dimension's `"name":"value",` takes in a document.
+fn dimension_len(name: &str, value: &str) -> usize {
+    escaped_len(name) + escaped_len(value) + 6
 }
 
 /// The bytes `"key":value,` takes in a document.

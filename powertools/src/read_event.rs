@@ -47,9 +47,7 @@ impl<'de, A: Deserialize<'de>> Deserialize<'de> for EventOf<A> {
         Ok(Self(
             // Quiet: its message, which may quote the event, is left out of the error and must
             // not reach the log through the panic hook's print either.
-            match std::panic::catch_unwind(AssertUnwindSafe(|| {
-                powertools_core::failure::quiet_panics(|| A::deserialize(deserializer))
-            })) {
+            match powertools_core::failure::catch_quiet_panic(|| A::deserialize(deserializer)) {
                 Ok(read) => read.map_err(|error| InvalidEvent::new::<A>(None, &error.to_string())),
                 Err(_) => Err(InvalidEvent::panicked::<A>()),
             },
@@ -120,11 +118,9 @@ impl InvalidEvent {
             return self;
         }
         // As quiet and as contained as the first read: it runs the same `Deserialize`.
-        let again = std::panic::catch_unwind(|| {
-            powertools_core::failure::quiet_panics(|| {
-                let deserializer = &mut serde_json::Deserializer::from_slice(body);
-                serde_path_to_error::deserialize::<_, A>(deserializer).map(drop)
-            })
+        let again = powertools_core::failure::catch_quiet_panic(|| {
+            let deserializer = &mut serde_json::Deserializer::from_slice(body);
+            serde_path_to_error::deserialize::<_, A>(deserializer).map(drop)
         });
         match again {
             Ok(Err(error)) => Self::new::<A>(Some(error.path()), &error.inner().to_string()),
