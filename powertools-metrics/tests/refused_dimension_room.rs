@@ -4,41 +4,10 @@
 
 mod support;
 
-use powertools_metrics::{Error, Metrics, MetricsLayer, Unit};
+use powertools_metrics::{Error, Unit};
 use powertools_tests::emf::CheckedSink;
-use serde_json::{Value, json};
-use support::{builder, dimension_sets, valid_documents};
-
-/// A layer writing to `sink`, and one invocation's metrics.
-fn metrics_of(sink: &CheckedSink) -> (MetricsLayer, Metrics) {
-    let layer = builder(sink).build().expect("valid settings");
-    let metrics = layer.new_metrics();
-    (layer, metrics)
-}
-
-/// Writes one metric and flushes: the invocation's document.
-fn flushed(metrics: &Metrics, sink: &CheckedSink) -> Value {
-    metrics
-        .add_metric("Orders", 1.0, Unit::Count)
-        .expect("a metric");
-    metrics.flush().expect("a flush");
-    valid_documents(sink)
-        .pop()
-        .expect("the invocation's document")
-}
-
-/// Fills the repeated context to its 192 KB bound exactly, with metadata.
-fn fill_to_the_bound(metrics: &Metrics) {
-    let probe = 192 * 1024;
-    let Err(Error::DocumentTooLarge { size, limit, .. }) =
-        metrics.add_metadata("blob", "x".repeat(probe))
-    else {
-        panic!("the probe fits")
-    };
-    metrics
-        .add_metadata("blob", "x".repeat(probe - (size - limit)))
-        .expect("the rest fits");
-}
+use serde_json::json;
+use support::{builder, dimension_sets, fill_to_the_bound, flushed, metrics_of};
 
 /// `add_dimensions` adds nothing when it fails, its refused values included: they were kept
 /// (replacing a dimension) before the valid part was checked.

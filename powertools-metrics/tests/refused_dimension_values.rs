@@ -7,15 +7,14 @@ mod support;
 use powertools_metrics::{Error, Unit};
 use powertools_tests::emf::CheckedSink;
 use serde_json::json;
-use support::{builder, dimension_sets, valid_documents};
+use support::{builder, dimension_sets, flushed, metrics_of};
 
 /// A valid value that is then refused (too many dimensions) must not have already thrown away
 /// the refused value's metadata: the error leaves the invocation as it was.
 #[test]
 fn a_valid_value_that_errors_keeps_the_refused_value_as_metadata() {
     let sink = CheckedSink::new();
-    let layer = builder(&sink).build().unwrap();
-    let metrics = layer.new_metrics();
+    let (_layer, metrics) = metrics_of(&sink);
     let mut index = 0;
     while metrics.add_dimension(&format!("d{index}"), "v").is_ok() {
         index += 1;
@@ -26,9 +25,7 @@ fn a_valid_value_that_errors_keeps_the_refused_value_as_metadata() {
         matches!(error, Error::TooManyDimensions { .. }),
         "{error:?}"
     );
-    metrics.add_metric("Orders", 1.0, Unit::Count).unwrap();
-    metrics.flush().unwrap();
-    let document = &valid_documents(&sink)[0];
+    let document = &flushed(&metrics, &sink);
     assert_eq!(
         document["city"], "Zürich",
         "the refused value was lost: {document}"
@@ -39,16 +36,14 @@ fn a_valid_value_that_errors_keeps_the_refused_value_as_metadata() {
 #[test]
 fn add_dimensions_that_errors_keeps_the_refused_value_as_metadata() {
     let sink = CheckedSink::new();
-    let layer = builder(&sink).build().unwrap();
-    let metrics = layer.new_metrics();
+    let (_layer, metrics) = metrics_of(&sink);
     metrics.add_dimension("city", "Zürich").unwrap();
     metrics.add_metric("Orders", 1.0, Unit::Count).unwrap();
     let error = metrics
         .add_dimensions([("city", "Paris"), ("Orders", "x")])
         .unwrap_err();
     assert!(matches!(error, Error::NameCollision { .. }), "{error:?}");
-    metrics.flush().unwrap();
-    let document = &valid_documents(&sink)[0];
+    let document = &flushed(&metrics, &sink);
     assert_eq!(
         document["city"], "Zürich",
         "the refused value was lost: {document}"
@@ -60,8 +55,7 @@ fn add_dimensions_that_errors_keeps_the_refused_value_as_metadata() {
 #[test]
 fn a_refused_value_that_does_not_fit_as_metadata_keeps_the_dimension() {
     let sink = CheckedSink::new();
-    let layer = builder(&sink).build().unwrap();
-    let metrics = layer.new_metrics();
+    let (_layer, metrics) = metrics_of(&sink);
     metrics.add_dimension("city", "Paris").unwrap();
     metrics
         .add_metadata("blob", "x".repeat(192 * 1024 - 1500))
@@ -69,9 +63,7 @@ fn a_refused_value_that_does_not_fit_as_metadata_keeps_the_dimension() {
     let long_refused = format!("Zürich{}", "x".repeat(2000));
     let error = metrics.add_dimension("city", &long_refused).unwrap_err();
     assert!(matches!(error, Error::DocumentTooLarge { .. }), "{error:?}");
-    metrics.add_metric("Orders", 1.0, Unit::Count).unwrap();
-    metrics.flush().unwrap();
-    let document = &valid_documents(&sink)[0];
+    let document = &flushed(&metrics, &sink);
     assert_eq!(
         document["city"],
         "Paris",
@@ -87,13 +79,10 @@ fn a_refused_value_that_does_not_fit_as_metadata_keeps_the_dimension() {
 #[test]
 fn a_set_emptied_by_a_refused_value_goes() {
     let sink = CheckedSink::new();
-    let layer = builder(&sink).build().unwrap();
-    let metrics = layer.new_metrics();
+    let (_layer, metrics) = metrics_of(&sink);
     metrics.add_dimensions([("city", "Paris")]).unwrap();
     metrics.add_dimension("city", "Zürich").unwrap();
-    metrics.add_metric("Orders", 1.0, Unit::Count).unwrap();
-    metrics.flush().unwrap();
-    let document = &valid_documents(&sink)[0];
+    let document = &flushed(&metrics, &sink);
     assert_eq!(dimension_sets(document), json!([["service"]]), "{document}");
 }
 
@@ -107,9 +96,7 @@ fn a_set_reduced_to_the_defaults_by_a_refused_value_goes() {
     let metrics = layer.new_metrics();
     metrics.add_dimensions([("city", "Paris")]).unwrap();
     metrics.add_dimension("city", "Zürich").unwrap();
-    metrics.add_metric("Orders", 1.0, Unit::Count).unwrap();
-    metrics.flush().unwrap();
-    let document = &valid_documents(&sink)[0];
+    let document = &flushed(&metrics, &sink);
     assert_eq!(
         dimension_sets(document),
         json!([["environment", "service"]]),

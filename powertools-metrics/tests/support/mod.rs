@@ -3,7 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)] // test support: a failed check is a test failure
 
 use powertools_core::env::Env;
-use powertools_metrics::{MetricsLayer, MetricsLayerBuilder};
+use powertools_metrics::{Error, Metrics, MetricsLayer, MetricsLayerBuilder, Unit};
 use powertools_tests::emf::CheckedSink;
 use serde_json::Value;
 
@@ -44,4 +44,35 @@ pub(crate) fn metric_names(document: &Value) -> Vec<String> {
 /// The dimension sets of a document.
 pub(crate) fn dimension_sets(document: &Value) -> Value {
     document["_aws"]["CloudWatchMetrics"][0]["Dimensions"].clone()
+}
+
+/// A layer writing to `sink`, and one invocation's metrics.
+pub(crate) fn metrics_of(sink: &CheckedSink) -> (MetricsLayer, Metrics) {
+    let layer = builder(sink).build().expect("valid settings");
+    let metrics = layer.new_metrics();
+    (layer, metrics)
+}
+
+/// Writes one metric and flushes: the invocation's document.
+pub(crate) fn flushed(metrics: &Metrics, sink: &CheckedSink) -> Value {
+    metrics
+        .add_metric("Orders", 1.0, Unit::Count)
+        .expect("a metric");
+    metrics.flush().expect("a flush");
+    valid_documents(sink)
+        .pop()
+        .expect("the invocation's document")
+}
+
+/// Fills the repeated context to its 192 KB bound exactly, with metadata.
+pub(crate) fn fill_to_the_bound(metrics: &Metrics) {
+    let probe = 192 * 1024;
+    let Err(Error::DocumentTooLarge { size, limit, .. }) =
+        metrics.add_metadata("blob", "x".repeat(probe))
+    else {
+        panic!("the probe fits")
+    };
+    metrics
+        .add_metadata("blob", "x".repeat(probe - (size - limit)))
+        .expect("the rest fits");
 }
