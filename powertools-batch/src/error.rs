@@ -11,13 +11,43 @@ pub enum Error {
         /// Why the first one failed.
         first_error: String,
     },
+    /// A record of the event given to
+    /// [`process_sqs`](crate::BatchProcessor::process_sqs) is not an SQS message: its
+    /// `eventSource` is another service's, or it has neither a `messageId` nor a `body` (an
+    /// SQS message always has both; an SNS record has neither). Every field of an SQS record
+    /// is optional, so another source's event reads as SQS messages without bodies; the batch
+    /// fails before any record runs rather than hand them over empty.
+    #[error("{}", not_an_sqs_event(*index, event_source.as_deref()))]
+    NotAnSqsEvent {
+        /// The position of the first such record in the batch.
+        index: usize,
+        /// Its `eventSource`, if it has one.
+        event_source: Option<String>,
+    },
 }
+
+fn not_an_sqs_event(index: usize, event_source: Option<&str>) -> String {
+    let why = match event_source {
+        Some(source) if source != SQS_EVENT_SOURCE => {
+            format!("its eventSource is {source:?}, not \"{SQS_EVENT_SOURCE}\"")
+        }
+        _ => "it has neither a messageId nor a body".to_owned(),
+    };
+    format!(
+        "record {index} of the batch is not an SQS message ({why}): is the function wired to \
+         another event source? No record of the batch was processed"
+    )
+}
+
+/// The `eventSource` of every record Lambda reads from SQS.
+pub(crate) const SQS_EVENT_SOURCE: &str = "aws:sqs";
 
 impl Error {
     /// A stable identifier of the error kind (Powertools' name).
     pub fn error_type(&self) -> &'static str {
         match self {
             Error::AllRecordsFailed { .. } => "BatchProcessingError",
+            Error::NotAnSqsEvent { .. } => "InvalidBatchEventError",
         }
     }
 }

@@ -185,7 +185,10 @@ impl BatchProcessor {
     ///
     /// # Errors
     /// [`Error::AllRecordsFailed`] when every record failed and
-    /// [`raise_on_all_failed`](Self::raise_on_all_failed) is on.
+    /// [`raise_on_all_failed`](Self::raise_on_all_failed) is on; [`Error::NotAnSqsEvent`],
+    /// before any record runs, when a record's `eventSource` is another service's (a Kinesis or
+    /// DynamoDB Streams event reads as an SQS event of empty messages) or it has neither a
+    /// `messageId` nor a `body`.
     pub async fn process_sqs<T, F, Fut, E>(
         &self,
         event: &SqsEvent,
@@ -197,6 +200,18 @@ impl BatchProcessor {
         Fut: Future<Output = Result<(), E>>,
         E: Display + 'static,
     {
+        if let Some((index, message)) = event.records.iter().enumerate().find(|(_, message)| {
+            message
+                .event_source
+                .as_deref()
+                .is_some_and(|source| source != crate::error::SQS_EVENT_SOURCE)
+                || (message.message_id.is_none() && message.body.is_none())
+        }) {
+            return Err(Error::NotAnSqsEvent {
+                index,
+                event_source: message.event_source.clone(),
+            });
+        }
         // Any record: Lambda sets every record's ARN, but an event built by hand or by a
         // transformation may leave it off some, and running FIFO records at once breaks order.
         // A FIFO queue's records also carry a `SequenceNumber` attribute, which a standard

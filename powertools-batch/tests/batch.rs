@@ -1103,3 +1103,49 @@ async fn failures_are_reported_in_batch_order_whichever_finished_first() {
         .collect();
     assert_eq!(failed_ids(&response), expected);
 }
+
+/// Every field of an SQS record is optional, so an event from another source given to the SQS
+/// processor (a function wired to a stream or a topic by mistake) reads as SQS messages without
+/// ids or bodies: its records ran as empty bodies, and a handler that accepts any body reported
+/// them processed, losing every one. The batch fails instead, naming what was sent, and no
+/// record runs.
+#[tokio::test]
+async fn another_source_s_event_given_to_the_sqs_processor_fails_naming_the_source() {
+    logging();
+    let sns = r#"{"Records": [{"EventSource": "aws:sns", "EventSubscriptionArn": "arn:aws:sns:eu-west-1:123456789012:bake:1",
+        "Sns": {"MessageId": "n-1", "Message": "{\"order_id\": \"o-1\", \"loaves\": 2}", "Type": "Notification"}}]}"#;
+    for (text, expected) in [
+        (include_str!("events/kinesis.json"), "\"aws:kinesis\""),
+        (include_str!("events/dynamodb.json"), "\"aws:dynamodb\""),
+        (sns, "neither a messageId nor a body"),
+    ] {
+        let event: SqsEvent = serde_json::from_str(text).expect("reads as an SQS event");
+        let calls = AtomicUsize::new(0);
+        let error = BatchProcessor::new()
+            .process_sqs(&event, |_: SqsRecord<Raw>| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<(), String>(()) }
+            })
+            .await
+            .expect_err("not an SQS event");
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "no record runs");
+        assert!(
+            matches!(error, Error::NotAnSqsEvent { index: 0, .. }),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(message.contains(expected), "{message}");
+        assert!(message.contains("record 0"), "{message}");
+        assert_eq!(error.error_type(), "InvalidBatchEventError");
+    }
+
+    // An SQS record as Lambda sends it, and one written by hand without `eventSource`, still run.
+    let mut event = sqs("mixed");
+    event.records.truncate(2);
+    event.records[1].event_source = None;
+    let response = BatchProcessor::new()
+        .process_sqs(&event, |_: SqsRecord<Raw>| async { Ok::<(), String>(()) })
+        .await
+        .expect("an SQS event");
+    assert!(response.batch_item_failures.is_empty());
+}
