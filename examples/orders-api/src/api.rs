@@ -10,6 +10,7 @@ use lambda_runtime::tower::util::BoxCloneService;
 use lambda_runtime::tower::{Layer, Service, ServiceBuilder};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use powertools::Powertools;
+use powertools::core::Invocation;
 use powertools::idempotency::{Idempotency, IdempotencyLayer, IdempotencyStore};
 use powertools::logging::correlation_paths;
 use powertools::metrics::Unit;
@@ -129,7 +130,9 @@ async fn place_order<St: IdempotencyStore>(
     // The order saved under this id, before any charge: the charge's idempotency record lasts
     // its window (an hour), the order for good, so an order placed long ago is never charged
     // again under a new key, nor another customer charged for a taken id.
-    if let Some(saved) = app.orders.find(&order.order_id).await? {
+    // The table's calls end before the invocation's deadline, so that a failure is answered.
+    let time_left = || Invocation::new(&event.context).trusted_remaining_time();
+    if let Some(saved) = app.orders.find(&order.order_id, time_left()).await? {
         let order_id = order.order_id.clone();
         let failure = if saved.order == order && saved.total_cents == total_cents {
             tracing::info!(
@@ -195,7 +198,12 @@ async fn place_order<St: IdempotencyStore>(
             _ => {}
         })?;
     app.orders
-        .save(&order, total_cents, &receipt.provider_reference)
+        .save(
+            &order,
+            total_cents,
+            &receipt.provider_reference,
+            time_left(),
+        )
         .await
         .inspect_err(|error| {
             // A store failure fails the invocation, and its failure line names it.
@@ -954,5 +962,68 @@ mod tests {
         assert_eq!(retry.status_code, 201);
         assert_eq!(payments.charges().len(), 1, "charged once");
         assert_eq!(saved.lock().unwrap().len(), 1);
+    }
+
+    /// A table that does not answer: each call is bounded (3 s with retries, in `main.rs`), but
+    /// calls in a row could outlast the invocation, which Lambda then ends with nothing logged
+    /// or answered. The table's calls end before the invocation's deadline, naming the call and
+    /// the table, so the failure is answered and its line written.
+    #[tokio::test]
+    async fn a_table_that_does_not_answer_fails_the_order_before_the_invocation_s_deadline() {
+        // A server that takes connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((connection, _)) = listener.accept().await {
+                held.push(connection);
+            }
+        });
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
+            .endpoint_url(format!("http://{address}"))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_timeout(std::time::Duration::from_secs(60))
+                    .build(),
+            )
+            .build();
+        let powertools = test_stack()
+            .metrics(|metrics| metrics.sink(CheckedSink::new()))
+            .build()
+            .unwrap();
+        let (orders, payment_idempotency) = idempotency(InMemoryStore::new()).unwrap();
+        let payments = PaymentProvider::default();
+        let app = App {
+            orders: OrdersTable::DynamoDb {
+                client: aws_sdk_dynamodb::Client::from_conf(config),
+                table: "orders-hung".to_owned(),
+            },
+            payments: payments.clone(),
+            payment_idempotency,
+        };
+        let function = service(&powertools, orders, app).unwrap();
+        let request: ApiGatewayV2httpRequest =
+            serde_json::from_str(include_str!("../events/first-order.json")).unwrap();
+
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            function.oneshot(
+                TestContext::new()
+                    .with_remaining_time(std::time::Duration::from_millis(600))
+                    .event(request),
+            ),
+        )
+        .await
+        .expect("answered before the test gives up");
+
+        let failure = Diagnostic::from(answer.expect_err("the order is not placed"));
+        assert_eq!(failure.error_type, "OrderNotRead");
+        for part in ["GetItem", "orders-hung", "deadline"] {
+            assert!(failure.error_message.contains(part), "{failure:?}");
+        }
+        assert!(payments.charges().is_empty(), "nothing charged");
     }
 }

@@ -50,16 +50,25 @@ pub(crate) enum SaveError {
 impl OrdersTable {
     /// The order saved under `order_id`, read with strong consistency.
     #[tracing::instrument(skip_all, fields(order_id = %order_id))]
-    pub(crate) async fn find(&self, order_id: &str) -> Result<Option<SavedOrder>, SaveError> {
+    ///
+    /// `time_left` is the invocation's (`None`: no deadline to keep): the call ends
+    /// [`DEADLINE_MARGIN`] before it.
+    pub(crate) async fn find(
+        &self,
+        order_id: &str,
+        time_left: Option<Duration>,
+    ) -> Result<Option<SavedOrder>, SaveError> {
         match self {
             OrdersTable::DynamoDb { client, table } => {
-                let output = client
+                let call = client
                     .get_item()
                     .table_name(table)
                     .key("order_id", AttributeValue::S(order_id.to_owned()))
                     .consistent_read(true)
-                    .send()
+                    .send();
+                let output = before_the_deadline(time_left, "GetItem", table, call)
                     .await
+                    .map_err(SaveError::Read)?
                     .map_err(|error| SaveError::Read(failed_call("GetItem", table, &error)))?;
                 output
                     .item()
@@ -82,13 +91,14 @@ impl OrdersTable {
     /// Saves the order with its payment, unless another order with the same id and other
     /// contents exists: saving the same order again (a retry after a lost answer) succeeds and
     /// changes nothing, while a different order under a taken id is a [`SaveError::Conflict`],
-    /// never an overwrite.
+    /// never an overwrite. `time_left` bounds the call as in [`find`](Self::find).
     #[tracing::instrument(skip_all, fields(order_id = %order.order_id))]
     pub(crate) async fn save(
         &self,
         order: &Order,
         total_cents: u64,
         payment: &str,
+        time_left: Option<Duration>,
     ) -> Result<(), SaveError> {
         match self {
             OrdersTable::DynamoDb { client, table } => {
@@ -118,7 +128,10 @@ impl OrdersTable {
                         .expression_attribute_names(format!("#{name}"), name)
                         .expression_attribute_values(format!(":{name}"), value);
                 }
-                match put.send().await {
+                match before_the_deadline(time_left, "PutItem", table, put.send())
+                    .await
+                    .map_err(SaveError::Store)?
+                {
                     Ok(_) => {}
                     Err(error)
                         if error
@@ -153,6 +166,35 @@ impl OrdersTable {
         }
         Ok(())
     }
+}
+
+/// How long before the invocation's deadline a call of the table gives up: time to log the
+/// failure and answer it (as the idempotency store's calls do).
+pub(crate) const DEADLINE_MARGIN: Duration = Duration::from_millis(100);
+
+/// `call`, ended [`DEADLINE_MARGIN`] before the invocation's deadline. The SDK bounds each call
+/// (3 s with its retries, `main.rs`), but calls in a row (the order read, the charge's records,
+/// the order saved) can outlast the invocation, which Lambda then ends with nothing logged and
+/// nothing answered.
+async fn before_the_deadline<F: Future>(
+    time_left: Option<Duration>,
+    operation: &str,
+    table: &str,
+    call: F,
+) -> Result<F::Output, String> {
+    let Some(time_left) = time_left else {
+        return Ok(call.await);
+    };
+    tokio::time::timeout(time_left.saturating_sub(DEADLINE_MARGIN), call)
+        .await
+        .map_err(|_| {
+            format!(
+                "DynamoDB {operation} on table {table} got no answer before the invocation's \
+                 deadline ({} ms left when it was sent, less {} ms to answer)",
+                time_left.as_millis(),
+                DEADLINE_MARGIN.as_millis()
+            )
+        })
 }
 
 /// What a failed call says, as the idempotency store says it: the call, the table, DynamoDB's
