@@ -1099,7 +1099,10 @@ impl<'r> FieldCollector<'r> {
             };
         }
         match field.name() {
-            "message" => {
+            // `tracing` records the format string first, as `message`: a field of that name
+            // beside it (`info!(message = …, "…")`) comes after, and is kept as any field named
+            // like a standard key (`extra_message`) instead of replacing it.
+            "message" if self.message.is_none() => {
                 self.message = Some(match value {
                     Recorded::Str(text) => text.to_owned(),
                     Recorded::Debug(value) => debug_text(value),

@@ -150,6 +150,28 @@
 //!   the rate comes from `POWERTOOLS_LOGGER_SAMPLE_RATE` (`"0.1"`) and a number when it is set in
 //!   code: a query that filters on its text (`sampling_rate = "0.1"`) matches only Python's
 //!   lines.
+//! - `function_memory_size` is a number (`128`), as Powertools' documentation shows it; on
+//!   Lambda, Python's lines carry the runtime's text (`"128"`: its context reads
+//!   `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` as a string, and Powertools copies it). A query that
+//!   compares it with text (`function_memory_size = "128"`) matches only Python's lines.
+//! - A field named `error` (Rust's name for an error value: `warn!(%error, "retrying")`) writes
+//!   `exception` (and `exception_name` for an `&dyn Error`) on a line of any level, as Python's
+//!   `exc_info=True` does at any level: count failures by `level = "ERROR"`, not by
+//!   `ispresent(exception)`.
+//! - `exception` is the error's message chain (`payment of o-1 failed: card declined`), not a
+//!   Python traceback, and `stack_trace` is written for a panic only (an error value carries no
+//!   stack); it has no `module` or `statement`.
+//! - `CRITICAL` and `FATAL` are read as `ERROR` (`tracing` has no level above it), so `ERROR`
+//!   lines are written under them where Python writes `CRITICAL` lines only.
+//! - A sampled invocation writes a `DEBUG` line, `Setting log level to DEBUG due to sampling
+//!   rate` (Python logs it to a logger of its own that writes nothing); the warnings about the
+//!   configuration (a level Lambda would drop, a log buffer evicting lines) are JSON lines, where
+//!   Python sends them to stderr as `UserWarning`s.
+//! - The log buffer's lines are written when the handler fails (`flush_on_handler_error`, on by
+//!   default: the lines kept for a failure are what a failure needs), where Python's
+//!   `flush_buffer_on_uncaught_error` is off by default.
+//! - `tenant_id` (Lambda's tenant isolation) is written as TypeScript writes it; Python 3.37
+//!   does not write it.
 //! - In the configuration: a sample rate outside 0.0 to 1.0 (`1.5`, `-0.1`, `NaN`, `inf`) stops
 //!   the start, where Python runs (sampling always or never, without a word); `TRACE` is a level
 //!   (Python: `Unknown level`); levels and booleans are trimmed (Python refuses `" DEBUG"` and

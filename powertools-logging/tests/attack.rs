@@ -752,6 +752,32 @@ fn reserved_field_and_its_extra_name_both_kept() {
     );
 }
 
+/// A field named `message` beside the format string: `tracing` records the format string first,
+/// as `message`, then the field of the same name. The field replaced the format string's text,
+/// which was lost; the format string is the line's message and the field is kept as
+/// `extra_message`, as any field named like a standard key. A `message` field alone is the
+/// message, as `tracing` means it.
+#[test]
+fn a_message_field_beside_the_format_string_is_kept_as_extra_message() {
+    let (logger, logs) = logger(Logger::builder());
+    run(&logger, async {
+        tracing::info!(message = "from the field", "from the format string");
+        tracing::info!(message = 5, "numbers {}", 6);
+        tracing::info!(message = "the field alone");
+        tracing::info!(message = "a password=hunter2 field", password = "x", "masked");
+    });
+    let lines = check_default(&logs);
+    let line = with_message(&lines, "from the format string")[0];
+    assert_eq!(line["extra_message"], "from the field", "{line}");
+    let line = with_message(&lines, "numbers 6")[0];
+    assert_eq!(line["extra_message"], 5, "{line}");
+    let line = with_message(&lines, "the field alone")[0];
+    assert!(line.get("extra_message").is_none(), "{line}");
+    let line = with_message(&lines, "masked")[0];
+    assert_eq!(line["password"], "*****", "{line}");
+    assert!(line.get("extra_message").is_some(), "{line}");
+}
+
 #[test]
 fn a_chain_of_extra_names_keeps_every_field() {
     // `level` is written as `extra_level`, which the real `extra_level` then moves past, into
