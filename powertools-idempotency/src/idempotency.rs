@@ -81,7 +81,8 @@ impl<St: IdempotencyStore> Idempotency<St> {
     ///
     /// The key is the operation and the argument's canonical JSON; `context` gives the
     /// in-progress deadline and the tenant. An argument that counts as missing (`()`, `null`,
-    /// `""`, `{}`, `[]`, see [`is_missing`](crate::is_missing)) follows the missing-key rule, as
+    /// `""`, `{}`, `[]`, a struct whose every field is `None`, see
+    /// [`is_missing`](crate::is_missing)) follows the missing-key rule, as
     /// Powertools for Python's `idempotent_function` does: by default the function runs without
     /// idempotency, with a warning; with
     /// [`raise_on_missing_key`](IdempotencyBuilder::raise_on_missing_key) the call is refused

@@ -131,14 +131,16 @@ pub(crate) fn as_validation_error(error: Error) -> Error {
 }
 
 /// Whether extracted key data counts as missing, by Powertools for Python's rule: `null`, an
-/// empty string, an empty object, and an array that is empty or holds only `null`s (a JMESPath
-/// multi-select that matched nothing). Numbers and booleans, `0` and `false` included, never do.
+/// empty string, and an array or an object that is empty or holds only `null`s (a JMESPath
+/// multi-select list or hash that matched nothing: `{order: body.order_id}` is
+/// `{"order": null}`; a typed argument whose every field is `None`). Numbers and booleans, `0`
+/// and `false` included, never do; nor does data with one value that is not `null`.
 pub fn is_missing(data: &Value) -> bool {
     match data {
         Value::Null => true,
         Value::String(text) => text.is_empty(),
         Value::Array(items) => items.iter().all(Value::is_null),
-        Value::Object(fields) => fields.is_empty(),
+        Value::Object(fields) => fields.values().all(Value::is_null),
         Value::Bool(_) | Value::Number(_) => false,
     }
 }
@@ -368,6 +370,8 @@ mod tests {
             json!([]),
             json!([null, null]),
             json!({}),
+            json!({"a": null}),
+            json!({"a": null, "b": null}),
         ] {
             assert!(is_missing(&missing), "{missing}");
         }
@@ -376,7 +380,9 @@ mod tests {
             json!(false),
             json!("x"),
             json!([null, 1]),
-            json!({"a": null}),
+            json!({"a": null, "b": 0}),
+            json!({"a": {"b": null}}),
+            json!([[]]),
         ] {
             assert!(!is_missing(&present), "{present}");
         }

@@ -1431,6 +1431,8 @@ fn is_missing_rule() {
         json!([]),
         json!([null]),
         json!([null, null]),
+        // A multi-select hash that matched nothing, as Powertools for Python counts it.
+        json!({"a": null}),
     ] {
         assert!(is_missing(&missing), "{missing} should be missing");
     }
@@ -1442,7 +1444,7 @@ fn is_missing_rule() {
         json!([{}]),
         json!([null, ""]),
         json!([""]),
-        json!({"a": null}),
+        json!({"a": null, "b": ""}),
         json!(-0.0),
         json!("null"),
     ] {

@@ -102,6 +102,86 @@ async fn a_missing_key_runs_the_handler_with_zero_store_calls() {
     assert_eq!(store.calls.load(Ordering::SeqCst), 2);
 }
 
+/// An object whose every value is `null` is a missing key, as Powertools for Python counts it:
+/// a JMESPath multi-select hash that matched nothing (`{order: body.order_id, …}`) keeps its
+/// keys. It was a key, the same for every event that lacked the fields: the second such event
+/// was answered with the first one's response, its handler never run.
+#[tokio::test]
+async fn a_multi_select_hash_that_matched_nothing_is_a_missing_key() {
+    let store = CountingStore::default();
+    let idempotency = Idempotency::builder(store.clone())
+        .env(no_env())
+        .build()
+        .unwrap();
+    let expression = "{order: body.order_id, customer: body.customer_id}";
+    let handler = ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::new(idempotency.clone())
+                .key(powertools_idempotency::JmesPath::new(expression).unwrap()),
+        )
+        .service(service_fn(|event: LambdaEvent<Value>| async move {
+            Ok::<_, lambda_runtime::Error>(event.payload["body"]["note"].clone())
+        }));
+    for note in ["first", "second"] {
+        let answer = handler
+            .clone()
+            .oneshot(TestContext::new().event(json!({"body": {"note": note}})))
+            .await
+            .unwrap();
+        assert_eq!(answer, note, "each event runs its handler");
+    }
+    assert_eq!(store.calls.load(Ordering::SeqCst), 0, "no key, no record");
+
+    // Required keys: refused, as Python refuses them (`IdempotencyKeyError`).
+    let required = requiring_keys(&store);
+    let error = ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::new(required.clone())
+                .key(powertools_idempotency::JmesPath::new(expression).unwrap()),
+        )
+        .service(service_fn(|event: LambdaEvent<Value>| async move {
+            Ok::<_, lambda_runtime::Error>(event.payload)
+        }))
+        .oneshot(TestContext::new().event(json!({"body": {}})))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::KeyMissing { .. }), "{error:?}");
+
+    // A typed argument whose every field is `None`, given to `run`.
+    #[derive(serde::Serialize)]
+    struct Charge {
+        order_id: Option<String>,
+        customer_id: Option<String>,
+    }
+    let charged = required
+        .run(
+            &TestContext::new().build(),
+            "charge",
+            Charge {
+                order_id: None,
+                customer_id: None,
+            },
+            |_| async { Ok::<_, std::io::Error>(100) },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(charged.error_type(), "IdempotencyKeyError");
+    // One field present: a key.
+    let charged = required
+        .run(
+            &TestContext::new().build(),
+            "charge",
+            Charge {
+                order_id: Some("o-1".into()),
+                customer_id: None,
+            },
+            |_| async { Ok::<_, std::io::Error>(100) },
+        )
+        .await
+        .unwrap();
+    assert_eq!(charged, 100);
+}
+
 #[tokio::test]
 async fn a_missing_key_is_an_error_when_required() {
     let store = CountingStore::default();
