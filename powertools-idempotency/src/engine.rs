@@ -616,12 +616,21 @@ fn storable_response<R: Serialize + DeserializeOwned>(
     // response costs no second pass.
     let shape = check_storable(response)?;
     let data = serde_json::to_string(response).map_err(|error| error.to_string())?;
-    if (shape.depth > MAX_JSON_DEPTH || shape.buffering_sensitive)
-        && let Err(error) = serde_json::from_str::<R>(&data)
-    {
-        return Err(format!(
-            "its JSON would not read back into the response type ({error})"
-        ));
+    if shape.depth > MAX_JSON_DEPTH || shape.buffering_sensitive || shape.f32_changed_if_buffered {
+        let read = serde_json::from_str::<R>(&data).map_err(|error| {
+            format!("its JSON would not read back into the response type ({error})")
+        })?;
+        // Whether that `f32` was buffered shows only in what reads back: compared with the
+        // response as values (an `f32` made an `f64` alike in both; a map's order not counted).
+        if shape.f32_changed_if_buffered
+            && serde_json::to_value(&read).ok() != serde_json::to_value(response).ok()
+        {
+            return Err(
+                "its JSON would read back as another value (an `f32` under `#[serde(flatten)]` \
+                 or in an internally tagged or untagged enum, which serde reads through an `f64`)"
+                    .to_owned(),
+            );
+        }
     }
     let size = estimated_item_size(record, &data);
     if size > MAX_ITEM_SIZE {

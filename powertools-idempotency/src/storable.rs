@@ -21,6 +21,11 @@ pub(crate) struct Shape {
     /// map key that is not a string (serde_json writes `7` as `"7"`, and a buffered value
     /// keeps it a string).
     pub(crate) buffering_sensitive: bool,
+    /// Whether it holds an `f32` that serde would read back as another `f32` where it buffers
+    /// values: buffered, serde_json reads a number as an `f64`, which the field narrows, a
+    /// double rounding that changes `7.038531e-26` (bits `0x15ae43fd`) and its negative by one
+    /// unit in the last place. Such a response is read back and compared.
+    pub(crate) f32_changed_if_buffered: bool,
 }
 
 /// Its [`Shape`] when every float in `value` is finite; otherwise why it cannot be stored.
@@ -35,13 +40,24 @@ pub(crate) fn check_storable<T: Serialize + ?Sized>(value: &T) -> Result<Shape, 
     Ok(Shape {
         depth: seen.depth.get(),
         buffering_sensitive: seen.buffering_sensitive.get(),
+        f32_changed_if_buffered: seen.f32_changed_if_buffered.get(),
     })
+}
+
+/// Whether `value`, written as serde_json writes an `f32` (its shortest text), read as an
+/// `f64` (as serde buffers a number) and narrowed to `f32`, is `value` again.
+fn f32_survives_buffering(value: f32) -> bool {
+    let mut text = ryu::Buffer::new();
+    text.format_finite(value)
+        .parse::<f64>()
+        .is_ok_and(|read| (read as f32).to_bits() == value.to_bits())
 }
 
 #[derive(Default)]
 struct Seen {
     depth: Cell<usize>,
     buffering_sensitive: Cell<bool>,
+    f32_changed_if_buffered: Cell<bool>,
     /// Set while a map key is serialized.
     in_key: Cell<bool>,
 }
@@ -158,6 +174,9 @@ impl ser::Serializer for FiniteCheck<'_> {
 
     fn serialize_f32(self, value: f32) -> Result<(), NotStorable> {
         float(f64::from(value))?;
+        if !f32_survives_buffering(value) {
+            self.seen.f32_changed_if_buffered.set(true);
+        }
         self.not_a_string()
     }
 

@@ -3466,6 +3466,86 @@ async fn a_response_that_would_not_read_back_is_not_stored_and_duplicates_are_to
     assert_eq!(duplicate.unwrap().id, first.id);
 }
 
+/// An `f32` that serde buffers (`#[serde(flatten)]`, an internally tagged enum) is read back as
+/// an `f64` and narrowed: a double rounding that changes one value (`7.038531e-26`, bits
+/// `0x15ae43fd`) and its negative by one unit in the last place. It replayed so, against the
+/// "bit for bit" promise (found by an attack, by scanning every `f32`): such a response is not
+/// stored, as any response that would read back as another value, while the same `f32` where
+/// serde does not buffer, and every other `f32` where it does, replay exactly.
+#[tokio::test]
+async fn an_f32_that_buffering_would_change_is_not_stored_and_others_replay_exactly() {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Reading {
+        value: f32,
+    }
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Flat {
+        id: String,
+        #[serde(flatten)]
+        reading: Reading,
+    }
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "kind")]
+    enum Tagged {
+        Sensor { value: f32 },
+    }
+    async fn twice<R>(value: R) -> (R, Result<R, Error<HE>>)
+    where
+        R: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let (idem, _store) = fresh();
+        let first = idem
+            .run(&ctx(), "x", 1, move |_| async move { Ok::<_, HE>(value) })
+            .await
+            .expect("the first caller gets its response");
+        let duplicate = idem
+            .run(&ctx(), "x", 1, |_| async { Ok::<R, HE>(unreachable!()) })
+            .await;
+        (first, duplicate)
+    }
+    let changed = f32::from_bits(0x15ae_43fd);
+    for value in [changed, -changed] {
+        let (_, duplicate) = twice(Flat {
+            id: "s-1".into(),
+            reading: Reading { value },
+        })
+        .await;
+        assert!(
+            matches!(duplicate, Err(Error::ResponseNotStored { .. })),
+            "{duplicate:?}"
+        );
+        let (_, duplicate) = twice(Tagged::Sensor { value }).await;
+        assert!(
+            matches!(duplicate, Err(Error::ResponseNotStored { .. })),
+            "{duplicate:?}"
+        );
+        // Not buffered: exact.
+        let (first, duplicate) = twice(Reading { value }).await;
+        assert_eq!(duplicate.unwrap().value.to_bits(), first.value.to_bits());
+    }
+    // Its neighbours and other awkward values, buffered: exact.
+    for value in [
+        f32::from_bits(0x15ae_43fc),
+        f32::from_bits(0x15ae_43fe),
+        f32::MIN_POSITIVE,
+        f32::from_bits(1),
+        f32::MAX,
+        0.1,
+        -0.0,
+    ] {
+        let (first, duplicate) = twice(Flat {
+            id: "s-2".into(),
+            reading: Reading { value },
+        })
+        .await;
+        assert_eq!(
+            duplicate.unwrap().reading.value.to_bits(),
+            first.reading.value.to_bits(),
+            "{value:e}"
+        );
+    }
+}
+
 /// The same through the layer (a 128-bit integer and floats in the response).
 #[tokio::test]
 async fn layer_replay_is_bit_for_bit() {

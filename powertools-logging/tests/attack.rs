@@ -764,7 +764,11 @@ fn a_message_field_beside_the_format_string_is_kept_as_extra_message() {
         tracing::info!(message = "from the field", "from the format string");
         tracing::info!(message = 5, "numbers {}", 6);
         tracing::info!(message = "the field alone");
-        tracing::info!(message = "a password=hunter2 field", password = "x", "masked");
+        tracing::info!(
+            message = "a password=hunter2 field",
+            password = "x",
+            "masked"
+        );
     });
     let lines = check_default(&logs);
     let line = with_message(&lines, "from the format string")[0];

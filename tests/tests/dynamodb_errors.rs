@@ -411,9 +411,12 @@ async fn a_call_that_times_out_before_any_request_went_out_says_so_instead_of_gu
 /// every claim wrote the one item keyed on the static partition value, so the first key's
 /// handler ran and failed its completion with DynamoDB's bare "key element does not match the
 /// schema", and every other key was told "already in progress" with its own key, from the first
-/// key's record, with its handler never run and nothing naming the cause. Now the completion's
-/// error names the store's key and the key schema, and a claim answered with another key's
-/// record fails naming both keys and the key schema.
+/// key's record, with its handler never run and nothing naming the cause. Then the first key's
+/// handler ran (a charge, once per deadline) before its completion named the cause (found by an
+/// attack: DynamoDB stores `sk` as an attribute, so the first claim cannot be told from a right
+/// one). Now a store with a sort key reads its key once before its first claim, which DynamoDB
+/// refuses on such a table: no handler runs, and the error names the store's key and the key
+/// schema.
 #[tokio::test]
 async fn a_sort_key_the_table_does_not_have_is_named_instead_of_blocking_other_keys() {
     let Some(client) = dynamodb_client().await else {
@@ -439,42 +442,98 @@ async fn a_sort_key_the_table_does_not_have_is_named_instead_of_blocking_other_k
         })
     };
 
-    // The first claim cannot be told from a right one (DynamoDB stores `sk` as an attribute);
-    // its completion can.
-    let error = charge("order-1").await.expect_err("the completion fails");
-    assert_mentions(
-        &error.to_string(),
-        &[
-            "UpdateItem",
-            &table,
-            "The provided key element does not match the schema",
-            "partition key id",
-            "sort key sk",
-            "key schema",
-        ],
-    );
-    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    for order in ["order-1", "order-1", "order-2"] {
+        let error = charge(order)
+            .await
+            .expect_err("the key schema does not match");
+        assert_eq!(
+            error.error_type(),
+            "IdempotencyPersistenceLayerError",
+            "{error}"
+        );
+        assert_mentions(
+            &error.to_string(),
+            &[
+                "GetItem",
+                &table,
+                "The provided key element does not match the schema",
+                "partition key id",
+                "sort key sk",
+                "key schema",
+            ],
+        );
+        assert_eq!(
+            runs.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "no handler runs"
+        );
+    }
+}
 
-    // Another key is answered with the first key's record: named, never "in progress".
-    let error = charge("order-2").await.expect_err("another key's record");
-    assert_eq!(
-        error.error_type(),
-        "IdempotencyPersistenceLayerError",
-        "{error}"
+/// The key read a store with a sort key makes before its first claim costs one request, once
+/// per store and its clones, on a table with the sort key: every claim after it is the usual
+/// one `PutItem`, and records are kept per key.
+#[tokio::test]
+async fn a_sort_key_store_reads_its_key_once_then_claims_as_usual() {
+    let Some((client, requests)) = powertools_tests::counted_dynamodb_client().await else {
+        return;
+    };
+    let table = unique_table_name("composite");
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .expect("complete attribute definition")
+    };
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .expect("complete key schema")
+    };
+    client
+        .create_table()
+        .table_name(&table)
+        .attribute_definitions(attribute("pk"))
+        .attribute_definitions(attribute("sk"))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("the test server creates the table");
+    let store = DynamoDbStore::builder(client, &table)
+        .key_attr("pk")
+        .sort_key_attr("sk")
+        .static_pk_value("idempotency#orders")
+        .build()
+        .expect("valid store settings");
+
+    let (first, first_requests) = requests
+        .during(store.put_in_progress(&in_progress("orders#1"), SystemTime::now()))
+        .await;
+    assert!(
+        matches!(first, Ok(powertools_idempotency::PutOutcome::Stored)),
+        "{first:?}"
     );
-    assert_mentions(
-        &error.to_string(),
-        &[
-            "another key",
-            "partition key id",
-            "sort key sk",
-            "key schema",
-            &table,
-        ],
+    assert_eq!(first_requests, 2, "the key read, then PutItem");
+    // A clone shares what the first claim learnt.
+    let clone = store.clone();
+    let (second, second_requests) = requests
+        .during(clone.put_in_progress(&in_progress("orders#2"), SystemTime::now()))
+        .await;
+    assert!(
+        matches!(second, Ok(powertools_idempotency::PutOutcome::Stored)),
+        "{second:?}"
     );
-    assert_eq!(
-        runs.load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "order-2's handler never runs"
+    assert_eq!(second_requests, 1, "PutItem alone");
+    let (again, _) = requests
+        .during(store.put_in_progress(&in_progress("orders#1"), SystemTime::now()))
+        .await;
+    assert!(
+        matches!(&again, Ok(powertools_idempotency::PutOutcome::Exists(Some(record))) if record.key == "orders#1"),
+        "{again:?}"
     );
 }

@@ -1,5 +1,6 @@
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
@@ -86,6 +87,9 @@ struct Settings {
     status_attr: String,
     data_attr: String,
     validation_key_attr: String,
+    /// Whether a read with the whole key succeeded (stores with a sort key only): see
+    /// [`DynamoDbStore::check_key_schema`].
+    key_schema_checked: AtomicBool,
 }
 
 /// Builder of a [`DynamoDbStore`]; invalid settings are rejected by [`build`](Self::build).
@@ -170,6 +174,28 @@ impl DynamoDbStore {
             ));
         }
         failure
+    }
+
+    /// Reads the store's whole key once, before the first claim of a store with a sort key (and
+    /// of its clones). On a table keyed on the partition key alone, DynamoDB keeps the sort key
+    /// as an attribute: the claim succeeds, the handler runs, and only the completion fails,
+    /// after the side effect (and again after each in-progress deadline). A read with both key
+    /// attributes is refused there (`ValidationException`, which [`failure`](Self::failure)
+    /// names with the store's key), so no handler runs. Any other failure of the read fails the
+    /// claim as its `PutItem` would, and the read is tried again on the next claim.
+    async fn check_key_schema(&self, key: &str) -> Result<(), StoreError> {
+        let settings = &*self.settings;
+        self.client
+            .get_item()
+            .table_name(&settings.table_name)
+            .set_key(Some(self.key(key)))
+            .projection_expression("#id")
+            .expression_attribute_names("#id", &settings.key_attr)
+            .send()
+            .await
+            .map_err(|error| StoreError::Backend(Box::new(self.failure("GetItem", error))))?;
+        settings.key_schema_checked.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// The key this store writes: `partition key id`, or `partition key pk (always …) and sort
@@ -279,7 +305,10 @@ impl DynamoDbStoreBuilder {
     }
 
     /// Stores the idempotency key in this sort key attribute, with the static partition value
-    /// below in the partition key (default: no sort key).
+    /// below in the partition key (default: no sort key). The store's first claim (and its
+    /// clones') is preceded by one `GetItem` of its key: on a table without this sort key,
+    /// DynamoDB would keep it as a plain attribute and take the claim, so the mistake would show
+    /// only after the handler ran; the read is refused there instead, naming the key schema.
     pub fn sort_key_attr(mut self, name: impl Into<String>) -> Self {
         self.sort_key_attr = Some(name.into());
         self
@@ -398,6 +427,7 @@ impl DynamoDbStoreBuilder {
                 status_attr: self.status_attr,
                 data_attr: self.data_attr,
                 validation_key_attr: self.validation_key_attr,
+                key_schema_checked: AtomicBool::new(false),
             }),
         })
     }
@@ -675,6 +705,10 @@ impl IdempotencyStore for DynamoDbStore {
         now: SystemTime,
     ) -> Result<PutOutcome, StoreError> {
         let settings = &*self.settings;
+        if settings.sort_key_attr.is_some() && !settings.key_schema_checked.load(Ordering::Acquire)
+        {
+            self.check_key_schema(&record.key).await?;
+        }
         let (now_s, now_ms) = epoch(now);
         let mut item = self.key(&record.key);
         item.insert(
