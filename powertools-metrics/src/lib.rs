@@ -118,14 +118,15 @@
 //! | ColdStart | own document, `[["function_name","service"]]`, value 1 | the same |
 //! | namespace, units, resolution | CloudWatch's | the same, checked when set |
 //! | non-ASCII dimension value, NaN | written; CloudWatch refuses the document | kept as metadata / refused with an error, so the document is valid |
-//! | one value | `[1.0]` | `1.0` (as TypeScript; CloudWatch reads both alike) |
-//! | metadata | converted to strings | JSON types kept |
+//! | one value | `[1.0]` | `1.0` (as TypeScript; CloudWatch reads both alike; Logs Insights reads Python's as `name.0`) |
+//! | metadata | keys made strings, JSON types kept | the same |
+//! | 29 added dimensions and `service` | the document is lost at the flush | written |
+//! | dimension name of 251 to 255 characters | written | refused, as AWS's EMF client libraries do |
 //! | `AWS_LAMBDA_LOG_LEVEL` above INFO | documents dropped by Lambda | `level` and `timestamp` added |
 //!
 //! # Differences from Powertools for Python and TypeScript
 //!
 //! - A metric with one value is written as a number, several as an array (as TypeScript does).
-//! - Metadata keeps its JSON type (Python converts it to a string).
 //! - A metric re-added with another unit, an invalid dimension and a timestamp out of range are
 //!   errors, not warnings (TypeScript's behaviour for units; Java's for the rest).
 //! - The cold-start document is written before the handler runs (as in TypeScript, Java and

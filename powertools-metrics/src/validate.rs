@@ -20,6 +20,8 @@ pub(crate) const MAX_CONTEXT_BYTES: usize = 192 * 1024;
 
 const MAX_NAMESPACE_LEN: usize = 255;
 const MAX_METRIC_NAME_LEN: usize = 255;
+/// AWS's EMF client libraries (Java, Node.js, .NET) refuse dimension names over 250 characters,
+/// though CloudWatch's API takes 255: the stricter bound, so that a name is kept everywhere.
 const MAX_DIMENSION_NAME_LEN: usize = 250;
 const MAX_DIMENSION_VALUE_LEN: usize = 1024;
 const MAX_PAST: Duration = Duration::from_secs(14 * 24 * 60 * 60);
