@@ -229,7 +229,27 @@ impl<St: IdempotencyStore> Engine<St> {
                     std::panic::resume_unwind(panic);
                 }
             };
-            let failure = match AssertUnwindSafe(future).catch_unwind().await {
+            let outcome = AssertUnwindSafe(future).catch_unwind();
+            // With a trusted deadline, the handler stops there: the claim's in-progress deadline
+            // is the invocation's, after which a retry takes the record over and runs the
+            // handler again, beside this one where nothing ends the invocation (Lambda Managed
+            // Instances answer a timeout and let the handler run on).
+            let outcome = match deadline {
+                Deadline::Trusted(at) => {
+                    let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+                    match tokio::time::timeout(left, outcome).await {
+                        Ok(outcome) => outcome,
+                        Err(_) => {
+                            return Err(Error::HandlerTimedOut {
+                                key: record.key,
+                                deadline_ms: epoch(at).1,
+                            });
+                        }
+                    }
+                }
+                Deadline::Untrusted => outcome.await,
+            };
+            let failure = match outcome {
                 Ok(Ok(response)) => {
                     // Serialized before any await, so the response need not be `Sync` for the
                     // future to be `Send`.

@@ -112,6 +112,17 @@ pub enum Error<E = Infallible> {
         /// The panic message.
         message: String,
     },
+    /// The handler was still running at the invocation's deadline, when its claim's
+    /// in-progress deadline passes and a retry may take the record over: it was stopped there
+    /// (dropped at its next `.await`), so that it never runs beside a retry. Lambda Managed
+    /// Instances do not stop an invocation that times out; a standard function's environment
+    /// ends with it. Lambda has answered the invoker with a timeout already.
+    HandlerTimedOut {
+        /// The idempotency key.
+        key: String,
+        /// The invocation's deadline, in epoch milliseconds.
+        deadline_ms: i64,
+    },
     /// The handler failed (or panicked) and deleting its
     /// in-progress record failed too: both errors are kept.
     DeleteFailed {
@@ -210,6 +221,11 @@ impl<E> fmt::Debug for OwnDebug<'_, E> {
                 .field("source", source)
                 .finish(),
             Error::Config(message) => f.debug_tuple("Config").field(message).finish(),
+            Error::HandlerTimedOut { key, deadline_ms } => f
+                .debug_struct("HandlerTimedOut")
+                .field("key", key)
+                .field("deadline_ms", deadline_ms)
+                .finish(),
             Error::HandlerPanicked { message } => f
                 .debug_struct("HandlerPanicked")
                 .field("message", message)
@@ -303,6 +319,14 @@ impl<E> fmt::Display for OwnMessage<'_, E> {
             ),
             Error::Config(message) => write!(f, "invalid idempotency configuration: {message}"),
             Error::HandlerPanicked { message } => write!(f, "the handler panicked: {message}"),
+            Error::HandlerTimedOut { key, deadline_ms } => write!(
+                f,
+                "the handler for idempotency key {key} was still running at the invocation's \
+                 deadline, {} (epoch ms {deadline_ms}), and was stopped there: a retry may take \
+                 its record over from then on, and must not run beside it (Lambda Managed \
+                 Instances do not stop an invocation that times out)",
+                crate::record::rfc3339_millis(*deadline_ms)
+            ),
             Error::DeleteFailed { error, source } => {
                 write!(
                     f,
@@ -349,6 +373,7 @@ impl<E> Error<E> {
             Error::NotCompleted { .. } => "IdempotencyPersistenceLayerError",
             Error::Config(_) => "IdempotencyConfigurationError",
             Error::HandlerPanicked { .. } => "HandlerPanicked",
+            Error::HandlerTimedOut { .. } => "IdempotencyHandlerTimeoutError",
             Error::DeleteFailed { .. } => "IdempotencyPersistenceLayerError",
             Error::Handler(_) => "Handler",
         }
@@ -410,6 +435,9 @@ impl<E> Error<E> {
             },
             Error::Config(message) => Error::Config(message),
             Error::HandlerPanicked { message } => Error::HandlerPanicked { message },
+            Error::HandlerTimedOut { key, deadline_ms } => {
+                Error::HandlerTimedOut { key, deadline_ms }
+            }
             Error::DeleteFailed { error, source } => Error::DeleteFailed {
                 error: Box::new(error.without_handler()?),
                 source,
@@ -526,6 +554,10 @@ mod tests {
             Error::Config("an empty table name".to_owned()),
             Error::HandlerPanicked {
                 message: "oven on fire".to_owned(),
+            },
+            Error::HandlerTimedOut {
+                key: "k".to_owned(),
+                deadline_ms: 7,
             },
             Error::DeleteFailed {
                 error: Box::new(Error::HandlerPanicked {

@@ -427,3 +427,71 @@ async fn a_missing_key_s_error_names_where_the_key_was_looked_for() {
     assert!(message.contains("the argument of `run`"), "{message}");
     assert_eq!(store.calls.load(Ordering::SeqCst), 0);
 }
+
+/// Lambda Managed Instances do not stop an invocation that times out: Lambda answers the
+/// invoker with a timeout and the handler goes on. Its claim's in-progress deadline is the
+/// invocation's, so a retry after it takes the record over and runs the handler again while
+/// the first still runs: two charges at once. The handler is stopped at the deadline (dropped
+/// at its next `.await`, as a timed-out invocation of a standard Lambda function is stopped by
+/// the end of its environment), and the caller is told so.
+#[tokio::test]
+async fn a_handler_still_running_at_the_deadline_is_stopped_so_a_retry_never_runs_beside_it() {
+    struct Running(Arc<AtomicUsize>);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let store = CountingStore::default();
+    let idempotency = Idempotency::builder(store.clone())
+        .env(no_env())
+        .build()
+        .unwrap();
+    let running = Arc::new(AtomicUsize::new(0));
+    let most_at_once = Arc::new(AtomicUsize::new(0));
+    let charges = Arc::new(AtomicUsize::new(0));
+    let charge = |remaining: Duration| {
+        let (idempotency, running, most_at_once, charges) = (
+            idempotency.clone(),
+            running.clone(),
+            most_at_once.clone(),
+            charges.clone(),
+        );
+        async move {
+            let context = TestContext::new().with_remaining_time(remaining).build();
+            idempotency
+                .run(&context, "charge", "order-1", move |_| async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    let _running = Running(running);
+                    most_at_once.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(900)).await;
+                    charges.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, std::io::Error>("charged".to_owned())
+                })
+                .await
+        }
+    };
+
+    // The first invocation has 300 ms; its handler takes 900.
+    let first = tokio::spawn(charge(Duration::from_millis(300)));
+    // The retry comes after the first one's deadline, and takes the record over.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let retry = charge(Duration::from_secs(5)).await;
+    let first = first.await.unwrap();
+
+    assert_eq!(retry.unwrap(), "charged");
+    let error = first.expect_err("stopped at its deadline");
+    assert_eq!(
+        error.error_type(),
+        "IdempotencyHandlerTimeoutError",
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("deadline") && message.contains("stopped"),
+        "{message}"
+    );
+    assert_eq!(charges.load(Ordering::SeqCst), 1, "charged once");
+    assert_eq!(most_at_once.load(Ordering::SeqCst), 1, "never two at once");
+    assert_eq!(running.load(Ordering::SeqCst), 0);
+}
