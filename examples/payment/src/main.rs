@@ -269,18 +269,33 @@ struct Receipt {
     provider_reference: String,
 }
 
-/// The provider failed; nothing was charged.
+/// The provider did not charge.
 #[derive(Debug, thiserror::Error)]
-#[error("the payment provider failed for {payment_id}: {reason}")]
-struct PaymentFailed {
-    payment_id: String,
-    reason: &'static str,
+enum PaymentFailed {
+    /// The provider failed (a timeout): nothing was charged, and a retry charges.
+    #[error("the payment provider failed for {payment_id}: {reason}")]
+    Provider {
+        payment_id: String,
+        reason: &'static str,
+    },
+    /// The provider refused the payment id, its idempotency key, used for a charge with other
+    /// details: the conflict the idempotency record refuses within its window, reached after it
+    /// expired. Never charged under this id, so a retry is no use.
+    #[error(
+        "the provider refused payment {payment_id}: its id was used for a charge with other \
+         details (amount, currency, customer or order), and it is never charged under it"
+    )]
+    Conflict { payment_id: String },
 }
 
 impl PaymentFailed {
     fn diagnostic(&self) -> Diagnostic {
+        let error_type = match self {
+            PaymentFailed::Provider { .. } => "PaymentFailed",
+            PaymentFailed::Conflict { .. } => "PaymentConflict",
+        };
         Diagnostic {
-            error_type: "PaymentFailed".to_owned(),
+            error_type: error_type.to_owned(),
             error_message: self.to_string(),
         }
     }
@@ -340,9 +355,20 @@ struct Provider {
     by_key: Arc<Mutex<HashMap<String, (PaymentRequest, Receipt)>>>,
 }
 
+/// What the provider answered a charge with.
+#[derive(Debug)]
+struct Charged {
+    receipt: Receipt,
+    /// The charge went through on an earlier attempt: the provider answered with its receipt
+    /// and charged nothing now.
+    repeated: bool,
+}
+
 impl Provider {
-    #[tracing::instrument(skip_all, fields(payment_id = %request.payment_id))]
-    async fn charge(&self, request: &PaymentRequest) -> Result<Receipt, PaymentFailed> {
+    // The payment id as text, as the appended key is: a `Display` value that names a masked
+    // key (`pay-token-1`) is masked whole, and would differ from the id on the other lines.
+    #[tracing::instrument(skip_all, fields(payment_id = request.payment_id.as_str()))]
+    async fn charge(&self, request: &PaymentRequest) -> Result<Charged, PaymentFailed> {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let attempt = {
             let mut attempts = self.attempts.lock().unwrap_or_else(PoisonError::into_inner);
@@ -352,7 +378,7 @@ impl Provider {
         };
         if request.payment_id.ends_with("-flaky") && attempt == 1 {
             tracing::warn!(attempt, "the provider timed out");
-            return Err(PaymentFailed {
+            return Err(PaymentFailed::Provider {
                 payment_id: request.payment_id.clone(),
                 reason: "timeout",
             });
@@ -360,17 +386,18 @@ impl Provider {
         let mut by_key = self.by_key.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((first, receipt)) = by_key.get(&request.payment_id) {
             if first != request {
-                return Err(PaymentFailed {
+                return Err(PaymentFailed::Conflict {
                     payment_id: request.payment_id.clone(),
-                    reason: "the provider refused the idempotency key: it was used for a charge \
-                             with other details",
                 });
             }
             tracing::warn!(
                 reference = %receipt.provider_reference,
                 "the provider answered a repeated charge with its first receipt: not charged again"
             );
-            return Ok(receipt.clone());
+            return Ok(Charged {
+                receipt: receipt.clone(),
+                repeated: true,
+            });
         }
         let mut charged = self.charged.lock().unwrap_or_else(PoisonError::into_inner);
         charged.push(request.payment_id.clone());
@@ -384,7 +411,10 @@ impl Provider {
             request.payment_id.clone(),
             (request.clone(), receipt.clone()),
         );
-        Ok(receipt)
+        Ok(Charged {
+            receipt,
+            repeated: false,
+        })
     }
 }
 
@@ -395,7 +425,12 @@ async fn pay(
     let request = event.payload;
     // A failure is the invocation's: the logging layer writes its one ERROR line, named as
     // Lambda reports it. Nothing was charged, so the retry charges.
-    let receipt = provider.charge(&request).await?;
+    let Charged { receipt, repeated } = provider.charge(&request).await?;
+    if repeated {
+        // Charged and counted by an earlier attempt, whose completion was lost: the receipt
+        // is the answer, and nothing is counted or logged as charged again.
+        return Ok(receipt);
+    }
     // Each call stands alone, so one refused value never costs the others (a currency
     // CloudWatch refuses as a dimension value is kept as metadata by the library).
     let outcomes = [
@@ -808,7 +843,15 @@ mod tests {
     fn fixture_with_logs<St: IdempotencyStore + Clone>(
         store: St,
     ) -> (Step, Provider, MemoryLogs, Powertools) {
+        let (step, provider, logs, powertools, _) = fixture_with_metrics(store);
+        (step, provider, logs, powertools)
+    }
+
+    fn fixture_with_metrics<St: IdempotencyStore + Clone>(
+        store: St,
+    ) -> (Step, Provider, MemoryLogs, Powertools, CheckedSink) {
         let logs = MemoryLogs::new();
+        let sink = CheckedSink::new();
         let powertools = Powertools::builder()
             .service("payments")
             .env(Env::from_pairs([
@@ -816,19 +859,20 @@ mod tests {
                 ("POWERTOOLS_TRACE_DISABLED", "true"),
             ]))
             .logger(|logger| logger.writer(logs.clone()))
-            .metrics(|metrics| metrics.sink(CheckedSink::new()))
+            .metrics(|metrics| metrics.sink(sink.clone()))
             .build()
             .unwrap();
         let provider = Provider::default();
         let step = step(&powertools, idempotency(store).unwrap(), provider.clone());
-        (step, provider, logs, powertools)
+        (step, provider, logs, powertools, sink)
     }
 
     #[tokio::test]
     async fn a_charge_whose_record_was_not_completed_is_not_charged_again_by_the_retry() {
         // Given a charge that goes through, then the store fails to complete its record
         let store = FailingCompletions::new(powertools::idempotency::DEFAULT_LAYER_OPERATION, 1);
-        let (step, provider, _, _) = fixture_with_logs(store.clone());
+        let (step, provider, logs, powertools, sink) = fixture_with_metrics(store.clone());
+        let _guard = tracing::subscriber::set_default(powertools.subscriber());
         let request = json(sample(include_str!("../events/payment.json")));
         let short = || TestContext::new().with_remaining_time(Duration::from_millis(200));
         let error = step
@@ -854,6 +898,85 @@ mod tests {
         assert_eq!(receipt.provider_reference, "ch_00001");
         assert_eq!(provider.charged.lock().unwrap().len(), 1, "charged once");
         assert_eq!(store.failures_left(), 0, "the completion did fail");
+
+        // And counted once: the retry's answer from the provider is no charge (found by an
+        // attack: both invocations counted `PaymentsCharged` and `AmountCharged`, doubling the
+        // revenue metric, and both logged "charged").
+        let counted: Vec<_> = sink
+            .documents()
+            .into_iter()
+            .filter(|document| document.get("PaymentsCharged").is_some())
+            .collect();
+        assert_eq!(counted.len(), 1, "{counted:?}");
+        let charged_lines = logs
+            .json()
+            .into_iter()
+            .filter(|line| line["message"] == "charged")
+            .count();
+        assert_eq!(charged_lines, 1);
+    }
+
+    /// After the idempotency window (the record expired), the same payment id with another
+    /// amount reaches the provider, which refuses its key: that is the same conflict the record
+    /// refused within the window, never to be retried. It was a `PaymentFailed`, which the
+    /// caller retries, forever (found by an attack).
+    #[tokio::test]
+    async fn another_amount_after_the_window_is_a_conflict_never_a_failure_to_retry() {
+        let (within_the_window, provider) = fixture();
+        let first = sample(include_str!("../events/payment.json"));
+        within_the_window
+            .oneshot(TestContext::new().event(json(first.clone())))
+            .await
+            .unwrap();
+        // The record expired: another step on a fresh store, the same provider.
+        let (_, _, _, powertools, _) = fixture_with_metrics(InMemoryStore::new());
+        let after_the_window = step(
+            &powertools,
+            idempotency(InMemoryStore::new()).unwrap(),
+            provider.clone(),
+        );
+        let mut other_amount = first;
+        other_amount.amount_cents += 1;
+        let error = after_the_window
+            .oneshot(TestContext::new().event(json(other_amount)))
+            .await
+            .unwrap_err();
+        let diagnostic = Diagnostic::from(error);
+        assert_eq!(diagnostic.error_type, "PaymentConflict", "{diagnostic:?}");
+        assert!(
+            diagnostic.error_message.contains("other details"),
+            "{diagnostic:?}"
+        );
+        assert_eq!(provider.charged.lock().unwrap().len(), 1);
+    }
+
+
+    /// A payment id that names a masked key (`pay-token-1-flaky`) is the same on every line:
+    /// the provider's span recorded it as a `Display` value, which the logger masks whole when
+    /// it names a masked key, so its lines said `"payment_id":"*****"` beside lines with the
+    /// id in clear (found by an attack): a search by payment id missed them, and the mask hid
+    /// nothing. It is recorded as text, as the appended key is.
+    #[tokio::test]
+    async fn a_payment_id_naming_a_masked_key_is_the_same_on_every_line() {
+        let (step, _, logs, powertools) = fixture_with_logs(InMemoryStore::new());
+        let _guard = tracing::subscriber::set_default(powertools.subscriber());
+        let request = with_payment_id("pay-token-1-flaky");
+        step.oneshot(
+            TestContext::new()
+                .with_request_id("req-token")
+                .event(json(request)),
+        )
+        .await
+        .unwrap_err();
+        let lines: Vec<Value> = logs
+            .json()
+            .into_iter()
+            .filter(|line| line["function_request_id"] == "req-token")
+            .collect();
+        assert!(lines.len() >= 2, "{lines:?}");
+        for line in &lines {
+            assert_eq!(line["payment_id"], "pay-token-1-flaky", "{line}");
+        }
     }
 
     #[tokio::test]
