@@ -16,7 +16,9 @@ use powertools::logging::correlation_paths;
 use powertools::metrics::Unit;
 use serde_json::{Value, json};
 
-use crate::backend::{Charge, OrdersTable, PaymentFailed, PaymentProvider, SaveError, SavedOrders};
+use crate::backend::{
+    Charge, ChargeRefused, OrdersTable, PaymentFailed, PaymentProvider, SaveError, SavedOrders,
+};
 use crate::order::Order;
 use crate::request::PlaceOrder;
 
@@ -181,7 +183,12 @@ async fn place_order<St: IdempotencyStore>(
             use powertools::idempotency::Error;
             let order_id = order.order_id.clone();
             match error {
-                Error::Handler(failed) => Failure::Payment(failed),
+                Error::Handler(ChargeRefused::Failed(failed)) => Failure::Payment(failed),
+                // Past the charge record's window, the provider's key refuses what the record
+                // refused within it.
+                Error::Handler(ChargeRefused::KeyReused { .. }) => {
+                    Failure::PaymentConflict { order_id }
+                }
                 Error::PayloadMismatch { .. } => Failure::PaymentConflict { order_id },
                 Error::AlreadyInProgress { .. } => Failure::PaymentInProgress { order_id },
                 other => Failure::PaymentIdempotency(other.to_string()),
@@ -822,6 +829,36 @@ mod tests {
         );
         assert_eq!(payments.charges(), [], "charged again");
         assert_eq!(fx.payments.charges().len(), 1);
+    }
+
+    /// An order charged, never saved (its save failed), whose charge record then ended its
+    /// window: the same order id with another total reaches the provider, which refuses the
+    /// payment id, its idempotency key. That is the conflict the charge record refuses within
+    /// its window: a 409, never a 502 with `"retry": true` that no retry can change (found by
+    /// an attack).
+    #[tokio::test]
+    async fn another_total_after_the_charge_record_s_window_is_a_conflict_not_a_retry() {
+        let fx = fixture();
+        fx.payments
+            .charge(Charge {
+                payment_id: "pay-ord-5".to_owned(),
+                customer_id: "cust-1".to_owned(),
+                amount_cents: 200,
+            })
+            .await
+            .expect("the earlier charge");
+        let loaf = json!([{"sku": "loaf", "quantity": 3, "unit_price_cents": 100}]);
+        let answer = send(
+            &fx.function,
+            request(Some("k-5"), Some(&order_body("ord-5", "cust-1", loaf))),
+            "req-5",
+        )
+        .await;
+        assert!(
+            matches!(&answer, Ok((409, body)) if body["error"] == "PaymentConflict"),
+            "{answer:?}"
+        );
+        assert_eq!(fx.payments.charges().len(), 1, "never charged again");
     }
 
     #[tokio::test]

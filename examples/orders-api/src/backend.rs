@@ -49,7 +49,7 @@ pub(crate) enum SaveError {
 
 impl OrdersTable {
     /// The order saved under `order_id`, read with strong consistency.
-    #[tracing::instrument(skip_all, fields(order_id = %order_id))]
+    #[tracing::instrument(skip_all, fields(order_id = order_id))]
     ///
     /// `time_left` is the invocation's (`None`: no deadline to keep): the call ends
     /// [`DEADLINE_MARGIN`] before it.
@@ -92,7 +92,7 @@ impl OrdersTable {
     /// contents exists: saving the same order again (a retry after a lost answer) succeeds and
     /// changes nothing, while a different order under a taken id is a [`SaveError::Conflict`],
     /// never an overwrite. `time_left` bounds the call as in [`find`](Self::find).
-    #[tracing::instrument(skip_all, fields(order_id = %order.order_id))]
+    #[tracing::instrument(skip_all, fields(order_id = order.order_id.as_str()))]
     pub(crate) async fn save(
         &self,
         order: &Order,
@@ -281,6 +281,21 @@ pub(crate) struct PaymentFailed {
     pub(crate) reason: &'static str,
 }
 
+/// Why the provider did not charge.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ChargeRefused {
+    /// It failed (a timeout): a retry charges.
+    #[error(transparent)]
+    Failed(#[from] PaymentFailed),
+    /// The payment id, its idempotency key, was used for a charge with other details: never
+    /// charged under it, so a retry is no use.
+    #[error(
+        "the provider refused payment {payment_id}: its id was used for a charge with other \
+         details"
+    )]
+    KeyReused { payment_id: String },
+}
+
 /// The card payment provider, simulated: every charge takes a while, and customers whose id ends
 /// in `-flaky` see their first attempt at each payment time out, as a real provider sometimes
 /// does. It counts the charges it makes, so that the demo and the tests can show that nobody is
@@ -299,8 +314,10 @@ pub(crate) struct PaymentProvider {
 }
 
 impl PaymentProvider {
-    #[tracing::instrument(skip_all, fields(payment_id = %charge.payment_id, amount_cents = charge.amount_cents))]
-    pub(crate) async fn charge(&self, charge: Charge) -> Result<Receipt, PaymentFailed> {
+    // Ids as text, as the appended keys are: a `Display` value that names a masked key
+    // (`ord-token-1`) is masked whole, and would differ from the id on the other lines.
+    #[tracing::instrument(skip_all, fields(payment_id = charge.payment_id.as_str(), amount_cents = charge.amount_cents))]
+    pub(crate) async fn charge(&self, charge: Charge) -> Result<Receipt, ChargeRefused> {
         tokio::time::sleep(Duration::from_millis(30)).await;
         let attempt = {
             let mut attempts = self.attempts.lock().unwrap_or_else(PoisonError::into_inner);
@@ -313,15 +330,14 @@ impl PaymentProvider {
             return Err(PaymentFailed {
                 payment_id: charge.payment_id,
                 reason: "timeout",
-            });
+            }
+            .into());
         }
         let mut by_key = self.by_key.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((first, receipt)) = by_key.get(&charge.payment_id) {
             if *first != charge {
-                return Err(PaymentFailed {
+                return Err(ChargeRefused::KeyReused {
                     payment_id: charge.payment_id,
-                    reason: "the provider refused the idempotency key: it was used for a charge \
-                             with other details",
                 });
             }
             tracing::warn!(

@@ -38,8 +38,8 @@ pub(crate) enum OrderError {
     #[error("{field} must be 1 to {MAX_ID_CHARS} characters from A-Z, a-z, 0-9, '-' and '_'")]
     InvalidId { field: &'static str },
     #[error(
-        "location must be 1 to {MAX_LOCATION_CHARS} characters, not all of them spaces, none of \
-         them a control or bidirectional formatting character"
+        "location must be 1 to {MAX_LOCATION_CHARS} characters, not all of them spaces or \
+         invisible, none of them a control, line break or bidirectional formatting character"
     )]
     InvalidLocation,
     #[error("order {0} has an empty basket")]
@@ -52,6 +52,8 @@ pub(crate) enum OrderError {
     QuantityTooLarge { order_id: String, sku: String },
     #[error("order {0}: the total is over {MAX_TOTAL_CENTS} cents")]
     TotalTooLarge(String),
+    #[error("order {0} totals 0 cents: there is nothing to charge")]
+    NothingToCharge(String),
 }
 
 impl OrderError {
@@ -65,14 +67,30 @@ impl OrderError {
             OrderError::ZeroQuantity { .. } => "ZeroQuantity",
             OrderError::QuantityTooLarge { .. } => "QuantityTooLarge",
             OrderError::TotalTooLarge(_) => "TotalTooLarge",
+            OrderError::NothingToCharge(_) => "NothingToCharge",
         }
     }
 }
 
-/// The embeddings, overrides and isolates of Unicode's bidirectional algorithm (and its marks):
-/// they make a name display as another (`camden\u{202e}…`) in logs, consoles and receipts.
+/// The embeddings, overrides and isolates of Unicode's bidirectional algorithm (and its marks,
+/// the Arabic letter mark too: every `Bidi_Control` character): they make a name display as
+/// another (`camden\u{202e}…`) in logs, consoles and receipts.
 fn is_bidirectional_formatting(c: char) -> bool {
-    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    matches!(
+        c,
+        '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
+/// Whitespace, and the characters that display as nothing (zero-width spaces and joiners, the
+/// word joiner and invisible operators, the byte order mark, the soft hyphen): a name made of
+/// them alone displays as empty.
+fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '\u{ad}' | '\u{180e}' | '\u{200b}'..='\u{200d}' | '\u{2060}'..='\u{2064}' | '\u{feff}'
+        )
 }
 
 /// Whether `id` is 1 to [`MAX_ID_CHARS`] characters of `A-Z a-z 0-9 - _`.
@@ -97,11 +115,13 @@ impl Order {
         }
         let location_chars = self.location.chars().count();
         if !(1..=MAX_LOCATION_CHARS).contains(&location_chars)
-            || self.location.trim().is_empty()
-            || self
-                .location
-                .chars()
-                .any(|c| c.is_control() || is_bidirectional_formatting(c))
+            || self.location.chars().all(is_invisible)
+            || self.location.chars().any(|c| {
+                // U+2028 and U+2029 break lines as `\n` does, though they are not controls.
+                c.is_control()
+                    || is_bidirectional_formatting(c)
+                    || matches!(c, '\u{2028}' | '\u{2029}')
+            })
         {
             return Err(OrderError::InvalidLocation);
         }
@@ -119,7 +139,7 @@ impl Order {
         if self.items.is_empty() {
             return Err(OrderError::EmptyBasket(self.order_id.clone()));
         }
-        self.items.iter().try_fold(0u64, |total, item| {
+        let total = self.items.iter().try_fold(0u64, |total, item| {
             if item.quantity == 0 {
                 return Err(OrderError::ZeroQuantity {
                     order_id: self.order_id.clone(),
@@ -137,7 +157,11 @@ impl Order {
                 .and_then(|line| total.checked_add(line))
                 .filter(|total| *total <= MAX_TOTAL_CENTS)
                 .ok_or_else(|| OrderError::TotalTooLarge(self.order_id.clone()))
-        })
+        })?;
+        if total == 0 {
+            return Err(OrderError::NothingToCharge(self.order_id.clone()));
+        }
+        Ok(total)
     }
 }
 
@@ -223,6 +247,14 @@ mod tests {
             "\u{a0}",
             "camden\u{202e}nedmac",
             "\u{2066}camden",
+            // Found by an attack: Arabic letter mark (a bidirectional control), names that
+            // display as nothing, and a line break.
+            "camden\u{61c}",
+            "\u{200b}",
+            "\u{feff}",
+            " \u{200d}\u{2060} ",
+            "camden\u{2028}x",
+            "camden\u{2029}",
         ] {
             let mut bad = valid.clone();
             bad.location = location.to_owned();
@@ -231,6 +263,22 @@ mod tests {
         let mut cafe = valid.clone();
         cafe.location = "Café Zürich".to_owned();
         assert!(cafe.validate().is_ok(), "any printable name");
+        let mut joined = valid.clone();
+        joined.location = "\u{1f469}\u{200d}\u{1f373} bakery".to_owned();
+        assert!(
+            joined.validate().is_ok(),
+            "a joiner between visible characters"
+        );
+        // Nothing to charge: a provider refuses a charge of 0 (found by an attack).
+        assert_eq!(
+            code(order(vec![item("loaf", 2, 0), item("bun", 1, 0)])),
+            "NothingToCharge"
+        );
+        assert!(
+            order(vec![item("loaf", 2, 0), item("bun", 1, 5)])
+                .validate()
+                .is_ok()
+        );
         assert_eq!(
             code(order(vec![item("loaf", 1, 1); MAX_ITEMS + 1])),
             "TooManyItems"

@@ -950,7 +950,6 @@ mod tests {
         assert_eq!(provider.charged.lock().unwrap().len(), 1);
     }
 
-
     /// A payment id that names a masked key (`pay-token-1-flaky`) is the same on every line:
     /// the provider's span recorded it as a `Display` value, which the logger masks whole when
     /// it names a masked key, so its lines said `"payment_id":"*****"` beside lines with the
