@@ -317,18 +317,24 @@ fn as_response(
     result: Result<ApiGatewayV2httpResponse, powertools::idempotency::Error<Failure>>,
 ) -> Result<ApiGatewayV2httpResponse, powertools::idempotency::Error<Failure>> {
     use powertools::idempotency::Error;
+    // The idempotency layer's refusals are logged here, inside the logging layer's scope (with
+    // the invocation's context and keys); the handler's own were logged where they happened.
+    let layer_refusal = |status, code, message: String| {
+        tracing::warn!(code, reason = message.as_str(), "the order was not placed");
+        (status, code, message)
+    };
     let (status, code, message) = match result {
-        Err(Error::PayloadMismatch { .. }) => (
+        Err(Error::PayloadMismatch { .. }) => layer_refusal(
             409,
             "IdempotencyKeyReused",
             "this Idempotency-Key was already used for a different order".to_owned(),
         ),
-        Err(Error::AlreadyInProgress { .. }) => (
+        Err(Error::AlreadyInProgress { .. }) => layer_refusal(
             409,
             "OrderInProgress",
             "the same order is being placed right now; retry in a moment".to_owned(),
         ),
-        Err(Error::KeyMissing { .. }) => (
+        Err(Error::KeyMissing { .. }) => layer_refusal(
             400,
             "MissingIdempotencyKey",
             "set the Idempotency-Key header so that a retry never places the order twice"
@@ -859,6 +865,46 @@ mod tests {
             "{answer:?}"
         );
         assert_eq!(fx.payments.charges().len(), 1, "never charged again");
+    }
+
+    /// The idempotency layer's refusals answered as 409s (a key reused for another order, the
+    /// same order being placed right now) are logged, as every other refusal is: they wrote no
+    /// line, so a client's 409 could not be found by its request or correlation id (found by an
+    /// attack).
+    #[tokio::test]
+    async fn the_idempotency_layer_s_refusals_are_logged_with_the_invocation_s_context() {
+        let fx = fixture();
+        let loaf = json!([{"sku": "loaf", "quantity": 1, "unit_price_cents": 100}]);
+        let bun = json!([{"sku": "bun", "quantity": 1, "unit_price_cents": 100}]);
+        let placed = send(
+            &fx.function,
+            request(Some("k-r"), Some(&order_body("ord-r", "cust-1", loaf))),
+            "req-r1",
+        )
+        .await;
+        assert!(matches!(&placed, Ok((201, _))), "{placed:?}");
+        let reused = send(
+            &fx.function,
+            request(Some("k-r"), Some(&order_body("ord-r2", "cust-1", bun))),
+            "req-r2",
+        )
+        .await;
+        assert!(
+            matches!(&reused, Ok((409, body)) if body["error"] == "IdempotencyKeyReused"),
+            "{reused:?}"
+        );
+        let lines: Vec<Value> = fx
+            .logs
+            .json()
+            .into_iter()
+            .filter(|line| line["function_request_id"] == "req-r2")
+            .collect();
+        assert!(
+            lines
+                .iter()
+                .any(|line| line["level"] == "WARN" && line["code"] == "IdempotencyKeyReused"),
+            "{lines:?}"
+        );
     }
 
     #[tokio::test]
