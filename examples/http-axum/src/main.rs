@@ -108,6 +108,18 @@ fn problem(status: StatusCode, error: &str, message: &str) -> Response {
     (status, Json(json!({"error": error, "message": message}))).into_response()
 }
 
+/// A refusal of the request, answered with [`problem`] and logged (a `WARN` line with the
+/// request's context and correlation id), so that a client's 4xx can be found by its ids.
+fn refused(status: StatusCode, code: &str, message: &str) -> Response {
+    tracing::warn!(
+        code,
+        status = status.as_u16(),
+        reason = message,
+        "the request was refused"
+    );
+    problem(status, code, message)
+}
+
 /// The routes, generic over the idempotency store (DynamoDB deployed, memory in tests).
 struct Orders<St> {
     idempotency: Idempotency<St>,
@@ -183,7 +195,7 @@ async fn place_order<St: IdempotencyStore + 'static>(
         .and_then(|value| value.to_str().ok())
         .filter(|key| is_id(key))
     else {
-        return problem(
+        return refused(
             StatusCode::BAD_REQUEST,
             "MissingIdempotencyKey",
             "send an Idempotency-Key header: 1 to 128 characters from A-Z, a-z, 0-9, '-' and '_'",
@@ -209,7 +221,7 @@ async fn place_order<St: IdempotencyStore + 'static>(
     };
     let total_cents = match order.total_cents() {
         Ok(total) => total,
-        Err(rule) => return problem(StatusCode::BAD_REQUEST, "InvalidOrder", rule),
+        Err(rule) => return refused(StatusCode::BAD_REQUEST, "InvalidOrder", rule),
     };
     if let Err(error) = powertools::logging::append_key("customer_id", &order.customer_id) {
         tracing::warn!(%error, "the customer id is not on the log lines");
@@ -227,12 +239,12 @@ async fn place_order<St: IdempotencyStore + 'static>(
         .await;
     match placed {
         Ok(placed) => (StatusCode::CREATED, Json(placed)).into_response(),
-        Err(IdempotencyError::PayloadMismatch { .. }) => problem(
+        Err(IdempotencyError::PayloadMismatch { .. }) => refused(
             StatusCode::UNPROCESSABLE_ENTITY,
             "IdempotencyKeyReused",
             "this Idempotency-Key was already used for a different order",
         ),
-        Err(IdempotencyError::AlreadyInProgress { .. }) => problem(
+        Err(IdempotencyError::AlreadyInProgress { .. }) => refused(
             StatusCode::CONFLICT,
             "RequestInProgress",
             "a request with this Idempotency-Key is still being processed: retry later",

@@ -159,6 +159,14 @@ async fn the_same_key_with_another_order_is_refused_and_never_placed() {
     assert_eq!(other.status, 422, "{:?}", other.body);
     assert_eq!(other.body["error"], "IdempotencyKeyReused");
     assert_eq!(metric_total(&fixture.documents, "OrdersPlaced"), 1.0);
+    // Logged with the request's context, as every refusal is (it wrote no line: found by an
+    // attack).
+    let refused = fixture.logs.json().into_iter().find(|line| {
+        line["function_request_id"] == "req-2" && line["code"] == "IdempotencyKeyReused"
+    });
+    let refused = refused.expect("a line for the refusal");
+    assert_eq!(refused["level"], "WARN");
+    assert!(refused.get("correlation_id").is_some(), "{refused}");
 }
 
 #[tokio::test]
@@ -172,6 +180,12 @@ async fn a_refused_request_records_nothing_so_the_fixed_request_can_use_its_key(
     .await;
     assert_eq!(no_key.status, 400);
     assert_eq!(no_key.body["error"], "MissingIdempotencyKey");
+    assert!(
+        fixture.logs.json().iter().any(|line| {
+            line["function_request_id"] == "req-1" && line["code"] == "MissingIdempotencyKey"
+        }),
+        "a line for the refusal"
+    );
 
     // A bad order under the sample's key, then the good one under the same key.
     let bad = with_body(r#"{"customer_id":"c-42","items":[]}"#);
