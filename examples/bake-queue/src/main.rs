@@ -4,7 +4,7 @@
 //! messages at once; a poison message (a body that is not an order) or an order that cannot be
 //! baked fails alone, and only the failed messages go back to the queue (`batchItemFailures`).
 //! Each message is baked once however often the queue delivers it: idempotency on the message
-//! id, through the function-level API, and ovens that bake a message id once (for a bake whose
+//! id (the order as validation data), through the function-level API, and ovens that bake a message id once (for a bake whose
 //! record the store failed to complete). Every log line of a message carries its `message_id`; the
 //! invocation's EMF document counts `LoavesBaked` and the batch's processed and failed records.
 //!
@@ -61,8 +61,23 @@ async fn bake<St: IdempotencyStore>(
     record: SqsRecord<BakeOrder>,
 ) -> Result<(), String> {
     let order = record.body;
+    let message_id = record.message_id;
+    // Keyed on the message id, as before; the order is validation data, so that an id seen
+    // before with another order (never from SQS, whose ids are unique: an edited replay) fails
+    // with `IdempotencyValidationError` instead of being answered as the first one's duplicate,
+    // reported processed and never baked.
+    let validation = serde_json::json!({
+        "order_id": order.order_id,
+        "shop": order.shop,
+        "loaves": order.loaves,
+    });
     idempotency
-        .run(context, "bake", record.message_id, |message_id| async move {
+        .run_keyed(
+            context,
+            "bake",
+            serde_json::json!(message_id),
+            Some(validation),
+            || async move {
             if order.loaves == 0 {
                 return Err(format!("order {} has nothing to bake", order.order_id));
             }
@@ -77,7 +92,8 @@ async fn bake<St: IdempotencyStore>(
                 tracing::warn!(%error, "loaves not counted");
             }
             Ok(())
-        })
+            },
+        )
         .await
         .map_err(|error| error.to_string())
 }
@@ -246,5 +262,45 @@ mod tests {
         // Then it succeeds without a second bake
         assert!(again.batch_item_failures.is_empty());
         assert_eq!(baked(&logs), 1, "baked once");
+    }
+
+    /// A message id seen before, with another order in its body (SQS's ids are unique: a
+    /// hand-written or replayed-and-edited event): it was answered as the first message's
+    /// duplicate, reported processed and never baked, without a word (found by an attack). The
+    /// body is the record's validation data: such a message fails, named, and goes back to the
+    /// queue, then to the dead-letter queue.
+    #[tokio::test]
+    async fn a_message_id_seen_before_with_another_order_fails_instead_of_vanishing() {
+        let logs = MemoryLogs::new();
+        let (powertools, _guard) = powertools(&logs);
+        let idempotency = Idempotency::builder(InMemoryStore::new())
+            .key_prefix("bake")
+            .build()
+            .unwrap();
+        let consumer = consumer(&powertools, idempotency, Ovens::default());
+        let mut batch: SqsEvent =
+            serde_json::from_str(include_str!("../events/bake-orders.json")).unwrap();
+        batch.records.truncate(1);
+        consumer
+            .clone()
+            .oneshot(TestContext::new().event(batch.clone()))
+            .await
+            .unwrap();
+        batch.records[0].body =
+            Some(r#"{"order_id": "o-99", "shop": "camden", "loaves": 5}"#.to_owned());
+        let again = consumer
+            .oneshot(TestContext::new().event(batch.clone()))
+            .await;
+        // The batch's one record failed: the whole batch goes back.
+        let error = again.expect_err("the record fails");
+        assert!(
+            error.to_string().contains("payload does not match the stored record"),
+            "{error}"
+        );
+        assert_eq!(
+            baked(&logs),
+            1,
+            "o-99 was not baked, and not claimed done either"
+        );
     }
 }
