@@ -168,9 +168,10 @@ impl OrdersTable {
     }
 }
 
-/// How long before the invocation's deadline a call of the table gives up: time to log the
-/// failure and answer it (as the idempotency store's calls do).
-pub(crate) const DEADLINE_MARGIN: Duration = Duration::from_millis(100);
+/// How long before the invocation's deadline a call of the table gives up: time for the
+/// idempotency layer to delete the order's claim (its calls end 100 ms before the deadline, so
+/// a `DeleteItem` round trip needs more than that), then to log the failure and answer it.
+pub(crate) const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 
 /// `call`, ended [`DEADLINE_MARGIN`] before the invocation's deadline. The SDK bounds each call
 /// (3 s with its retries, `main.rs`), but calls in a row (the order read, the charge's records,
