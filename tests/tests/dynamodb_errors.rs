@@ -470,14 +470,8 @@ async fn a_sort_key_the_table_does_not_have_is_named_instead_of_blocking_other_k
     }
 }
 
-/// The key read a store with a sort key makes before its first claim costs one request, once
-/// per store and its clones, on a table with the sort key: every claim after it is the usual
-/// one `PutItem`, and records are kept per key.
-#[tokio::test]
-async fn a_sort_key_store_reads_its_key_once_then_claims_as_usual() {
-    let Some((client, requests)) = powertools_tests::counted_dynamodb_client().await else {
-        return;
-    };
+/// A table keyed on `pk` and `sk` (strings); its name.
+async fn create_composite_table(client: &aws_sdk_dynamodb::Client) -> String {
     let table = unique_table_name("composite");
     let attribute = |name: &str| {
         AttributeDefinition::builder()
@@ -504,6 +498,18 @@ async fn a_sort_key_store_reads_its_key_once_then_claims_as_usual() {
         .send()
         .await
         .expect("the test server creates the table");
+    table
+}
+
+/// The key read a store with a sort key makes before its first claim costs one request, once
+/// per store and its clones, on a table with the sort key: every claim after it is the usual
+/// one `PutItem`, and records are kept per key.
+#[tokio::test]
+async fn a_sort_key_store_reads_its_key_once_then_claims_as_usual() {
+    let Some((client, requests)) = powertools_tests::counted_dynamodb_client().await else {
+        return;
+    };
+    let table = create_composite_table(&client).await;
     let store = DynamoDbStore::builder(client, &table)
         .key_attr("pk")
         .sort_key_attr("sk")
@@ -535,5 +541,56 @@ async fn a_sort_key_store_reads_its_key_once_then_claims_as_usual() {
     assert!(
         matches!(&again, Ok(powertools_idempotency::PutOutcome::Exists(Some(record))) if record.key == "orders#1"),
         "{again:?}"
+    );
+}
+
+/// The key read throttled until the store timeout ends the claim: the error names `GetItem`,
+/// the call DynamoDB throttled (it named `PutItem`, which the claim never reached: found by a
+/// review), and DynamoDB's answer.
+#[tokio::test]
+async fn a_key_read_throttled_past_the_store_timeout_is_named_as_the_read() {
+    let Some(direct) = dynamodb_client().await else {
+        return;
+    };
+    let Some(proxy) = FaultProxy::start().await else {
+        return;
+    };
+    let table = create_composite_table(&direct).await;
+    let client = proxy
+        .client_retrying(
+            aws_sdk_dynamodb::config::retry::RetryConfig::standard()
+                .with_max_attempts(50)
+                .with_initial_backoff(Duration::from_millis(20)),
+        )
+        .await;
+    let store = DynamoDbStore::builder(client, &table)
+        .key_attr("pk")
+        .sort_key_attr("sk")
+        .static_pk_value("idempotency#orders")
+        .build()
+        .expect("valid store settings");
+    let idempotency = Idempotency::builder(store)
+        .store_timeout(Duration::from_millis(1500))
+        .build()
+        .expect("valid settings");
+    proxy.set(json!({"action": "error", "status": 400, "code": "ThrottlingException", "target": "GetItem"}));
+    let context = TestContext::new()
+        .with_remaining_time(Duration::from_secs(30))
+        .build();
+    let error = idempotency
+        .run(&context, "charge", "pay-1", |_| async {
+            Ok::<_, std::io::Error>(1)
+        })
+        .await
+        .expect_err("the key read never succeeds");
+    assert_eq!(proxy.requests("PutItem"), 0);
+    assert_mentions(
+        &error.to_string(),
+        &[
+            "GetItem",
+            "before its first claim",
+            &table,
+            "ThrottlingException",
+        ],
     );
 }

@@ -294,7 +294,9 @@ mod tests {
         // The batch's one record failed: the whole batch goes back.
         let error = again.expect_err("the record fails");
         assert!(
-            error.to_string().contains("payload does not match the stored record"),
+            error
+                .to_string()
+                .contains("payload does not match the stored record"),
             "{error}"
         );
         assert_eq!(

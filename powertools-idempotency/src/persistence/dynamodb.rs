@@ -176,8 +176,9 @@ impl DynamoDbStore {
         failure
     }
 
-    /// Reads the store's whole key once, before the first claim of a store with a sort key (and
-    /// of its clones). On a table keyed on the partition key alone, DynamoDB keeps the sort key
+    /// Reads the store's whole key before a claim of a store with a sort key, until one such
+    /// read succeeded (for the store and its clones; claims that start before the first read
+    /// answers each read). On a table keyed on the partition key alone, DynamoDB keeps the sort key
     /// as an attribute: the claim succeeds, the handler runs, and only the completion fails,
     /// after the side effect (and again after each in-progress deadline). A read with both key
     /// attributes is refused there (`ValidationException`, which [`failure`](Self::failure)
@@ -305,10 +306,12 @@ impl DynamoDbStoreBuilder {
     }
 
     /// Stores the idempotency key in this sort key attribute, with the static partition value
-    /// below in the partition key (default: no sort key). The store's first claim (and its
-    /// clones') is preceded by one `GetItem` of its key: on a table without this sort key,
+    /// below in the partition key (default: no sort key). The store's claims (and its clones')
+    /// are preceded by a `GetItem` of their key until one such read succeeds (one, or one per
+    /// claim that starts before the first read answers): on a table without this sort key,
     /// DynamoDB would keep it as a plain attribute and take the claim, so the mistake would show
     /// only after the handler ran; the read is refused there instead, naming the key schema.
+    /// The role needs `dynamodb:GetItem` on the table (as Powertools' documented policy gives).
     pub fn sort_key_attr(mut self, name: impl Into<String>) -> Self {
         self.sort_key_attr = Some(name.into());
         self
@@ -839,7 +842,17 @@ impl IdempotencyStore for DynamoDbStore {
     }
 
     fn describe_call(&self, call: StoreCall) -> Option<String> {
-        let operation = operation_of(call);
+        let operation = match call {
+            // A claim whose store has not read its key yet was in that read: its `PutItem`
+            // comes only after the read succeeded, which marks the store.
+            StoreCall::PutInProgress
+                if self.settings.sort_key_attr.is_some()
+                    && !self.settings.key_schema_checked.load(Ordering::Acquire) =>
+            {
+                "GetItem (the read of the store's key before its first claim)"
+            }
+            call => operation_of(call),
+        };
         // Before any request went out, the endpoint is not known (a client built with
         // `endpoint_url` in code does not say which): the call is still waiting for what comes
         // before sending, credentials say, which names the cause better than a guessed endpoint.
