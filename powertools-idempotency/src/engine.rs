@@ -23,7 +23,7 @@ use crate::persistence::{
     CALL_ANSWERS, CallAnswers, IdempotencyStore, PutOutcome, StoreCall, StoreError,
 };
 use crate::record::{DataRecord, RecordState, Status, epoch};
-use crate::storable::check_storable;
+use crate::storable::{check_storable, f32_bits};
 
 /// `MAX_RETRIES` of Powertools: an inconsistent answer from the store is retried twice.
 const MAX_ATTEMPTS: usize = 3;
@@ -640,11 +640,16 @@ fn storable_response<R: Serialize + DeserializeOwned>(
         let read = serde_json::from_str::<R>(&data).map_err(|error| {
             format!("its JSON would not read back into the response type ({error})")
         })?;
-        // Whether that `f32` was buffered shows only in what reads back: compared with the
-        // response as values (an `f32` made an `f64` alike in both; a map's order not counted).
-        if shape.f32_changed_if_buffered
-            && serde_json::to_value(&read).ok() != serde_json::to_value(response).ok()
-        {
+        // Whether that `f32` was buffered shows only in what reads back: the `f32`s of both,
+        // compared as sets with their counts (a map or set may write its entries in another
+        // order), and nothing else, so that what the type does to its other values as it reads
+        // them back stays as it was.
+        if shape.f32_changed_if_buffered && {
+            let (mut read, mut written) = (f32_bits(&read), f32_bits(response));
+            read.sort_unstable();
+            written.sort_unstable();
+            read != written
+        } {
             return Err(
                 "its JSON would read back as another value (an `f32` under `#[serde(flatten)]` \
                  or in an internally tagged or untagged enum, which serde reads through an `f64`)"

@@ -3523,6 +3523,44 @@ async fn an_f32_that_buffering_would_change_is_not_stored_and_others_replay_exac
         let (first, duplicate) = twice(Reading { value }).await;
         assert_eq!(duplicate.unwrap().value.to_bits(), first.value.to_bits());
     }
+    // Found by a review: beside a 128-bit integer (which `serde_json::Value` cannot hold), the
+    // change still counts; and where serde does not buffer it, beside a set written in another
+    // order each time, the response is stored and replays (it was refused).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Wide {
+        big: u128,
+        #[serde(flatten)]
+        reading: Reading,
+    }
+    let (first, duplicate) = twice(Wide {
+        big: u128::MAX,
+        reading: Reading { value: changed },
+    })
+    .await;
+    match duplicate {
+        Ok(replayed) => assert_eq!(
+            replayed.reading.value.to_bits(),
+            first.reading.value.to_bits()
+        ),
+        Err(error) => assert!(
+            matches!(error, Error::ResponseNotStored { .. }),
+            "{error:?}"
+        ),
+    }
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Tagged2 {
+        value: f32,
+        tags: std::collections::HashSet<String>,
+    }
+    for _ in 0..5 {
+        let tags = (0..16).map(|i| format!("t{i}")).collect();
+        let (first, duplicate) = twice(Tagged2 {
+            value: changed,
+            tags,
+        })
+        .await;
+        assert_eq!(duplicate.expect("stored and replayed"), first);
+    }
     // Its neighbours and other awkward values, buffered: exact.
     for value in [
         f32::from_bits(0x15ae_43fc),
