@@ -47,7 +47,7 @@ impl Error {
     pub fn error_type(&self) -> &'static str {
         match self {
             Error::AllRecordsFailed { .. } => "BatchProcessingError",
-            Error::NotAnSqsEvent { .. } => "InvalidBatchEventError",
+            Error::NotAnSqsEvent { .. } => "UnexpectedBatchTypeError",
         }
     }
 }

@@ -1136,7 +1136,7 @@ async fn another_source_s_event_given_to_the_sqs_processor_fails_naming_the_sour
         let message = error.to_string();
         assert!(message.contains(expected), "{message}");
         assert!(message.contains("record 0"), "{message}");
-        assert_eq!(error.error_type(), "InvalidBatchEventError");
+        assert_eq!(error.error_type(), "UnexpectedBatchTypeError");
     }
 
     // An SQS record as Lambda sends it, and one written by hand without `eventSource`, still run.

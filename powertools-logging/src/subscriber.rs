@@ -20,6 +20,17 @@ use crate::scope::Scope;
 /// (a name no field can have: a real `span_message` field stays apart from it).
 const SPAN_MESSAGE: &str = "\0span_message";
 
+/// A span's fields as its lines write them, its `message` kept under [`SPAN_MESSAGE`].
+fn span_fields(fields: FieldCollector<'_>) -> Vec<(&'static str, Vec<u8>)> {
+    let mut written = fields.fields;
+    if let Some(message) = fields.message {
+        let mut json = Vec::new();
+        crate::json::write_str(&mut json, &message);
+        written.push((SPAN_MESSAGE, json));
+    }
+    written
+}
+
 /// The target of `lambda_runtime`'s own line for a failed invocation.
 const RUNTIME_FAILURE_TARGET: &str = "lambda_runtime::layers::panic";
 /// The target of `lambda_runtime`'s lines about the event it received.
@@ -371,13 +382,9 @@ where
         }
         let mut fields = FieldCollector::new(&self.shared().redactor);
         attrs.record(&mut fields);
-        if let Some(message) = fields.message {
-            let mut json = Vec::new();
-            crate::json::write_str(&mut json, &message);
-            fields.fields.push((SPAN_MESSAGE, json));
-        }
-        if !fields.fields.is_empty() {
-            span.extensions_mut().insert(SpanFields(fields.fields));
+        let fields = span_fields(fields);
+        if !fields.is_empty() {
+            span.extensions_mut().insert(SpanFields(fields));
         }
     }
 
@@ -390,17 +397,19 @@ where
         }
         let mut fields = FieldCollector::new(&self.shared().redactor);
         values.record(&mut fields);
+        // A `message` recorded later (`message = Empty`, then `Span::record`) too.
+        let fields = span_fields(fields);
         let mut extensions = span.extensions_mut();
         match extensions.get_mut::<SpanFields>() {
             Some(SpanFields(existing)) => {
-                for (name, json) in fields.fields {
+                for (name, json) in fields {
                     match existing.iter_mut().find(|(known, _)| *known == name) {
                         Some((_, value)) => *value = json,
                         None => existing.push((name, json)),
                     }
                 }
             }
-            None if !fields.fields.is_empty() => extensions.insert(SpanFields(fields.fields)),
+            None if !fields.is_empty() => extensions.insert(SpanFields(fields)),
             None => {}
         }
     }

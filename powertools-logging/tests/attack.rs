@@ -782,6 +782,23 @@ fn a_message_field_beside_the_format_string_is_kept_as_extra_message() {
     assert!(line.get("extra_message").is_some(), "{line}");
 }
 
+/// A span's `message` recorded after the span was made (`message = Empty`, then
+/// `Span::record`) is written as `span_message`, as one given when the span was made is: it was
+/// dropped (found by a review).
+#[test]
+fn a_span_message_recorded_later_is_written_as_span_message() {
+    let (logger, logs) = logger(Logger::builder());
+    run(&logger, async {
+        let span = tracing::info_span!("step", message = tracing::field::Empty);
+        span.record("message", "recorded later");
+        let _entered = span.enter();
+        tracing::info!("inside");
+    });
+    let lines = check_default(&logs);
+    let line = with_message(&lines, "inside")[0];
+    assert_eq!(line["span_message"], "recorded later", "{line}");
+}
+
 #[test]
 fn a_chain_of_extra_names_keeps_every_field() {
     // `level` is written as `extra_level`, which the real `extra_level` then moves past, into
