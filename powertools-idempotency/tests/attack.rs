@@ -3323,6 +3323,22 @@ async fn replay_is_bit_for_bit_on_every_path() {
     }
 }
 
+/// On a fresh store: the response a first call of `value` got, and what its duplicate got.
+async fn first_and_duplicate<R>(value: R) -> (R, Result<R, Error<HE>>)
+where
+    R: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    let (idem, _store) = fresh();
+    let first = idem
+        .run(&ctx(), "x", 1, move |_| async move { Ok::<_, HE>(value) })
+        .await
+        .expect("the first caller gets its response");
+    let duplicate = idem
+        .run(&ctx(), "x", 1, |_| async { Ok::<R, HE>(unreachable!()) })
+        .await;
+    (first, duplicate)
+}
+
 /// A response the first caller got, stored as JSON that serde_json cannot read back into the
 /// response type, blocked every duplicate with a serialization error for the whole window
 /// (found by an attack from the docs). It is not stored now, with a warning, and duplicates get
@@ -3348,21 +3364,6 @@ async fn a_response_that_would_not_read_back_is_not_stored_and_duplicates_are_to
         Receipt { id: u128 },
     }
 
-    async fn twice<R>(make: impl Fn() -> R) -> (R, Result<R, Error<HE>>)
-    where
-        R: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
-    {
-        let (idem, _store) = fresh();
-        let value = make();
-        let first = idem
-            .run(&ctx(), "x", 1, move |_| async move { Ok::<_, HE>(value) })
-            .await
-            .expect("the first caller gets its response");
-        let duplicate = idem
-            .run(&ctx(), "x", 1, |_| async { Ok::<R, HE>(unreachable!()) })
-            .await;
-        (first, duplicate)
-    }
     fn nested(depth: usize) -> Value {
         let mut value = json!(1);
         for _ in 0..depth {
@@ -3372,17 +3373,17 @@ async fn a_response_that_would_not_read_back_is_not_stored_and_duplicates_are_to
     }
 
     // 127 levels read back: replayed.
-    let (first, duplicate) = twice(|| nested(127)).await;
+    let (first, duplicate) = first_and_duplicate(nested(127)).await;
     assert_eq!(duplicate.unwrap(), first);
     for depth in [128, 129, 400] {
-        let (first, duplicate) = twice(|| nested(depth)).await;
+        let (first, duplicate) = first_and_duplicate(nested(depth)).await;
         assert_eq!(first, nested(depth));
         assert!(
             matches!(duplicate, Err(Error::ResponseNotStored { .. })),
             "{depth} levels: {duplicate:?}"
         );
     }
-    let (_, duplicate) = twice(|| Flat {
+    let (_, duplicate) = first_and_duplicate(Flat {
         name: "x".into(),
         inner: Inner { id: 5, amount: 1.5 },
     })
@@ -3391,7 +3392,7 @@ async fn a_response_that_would_not_read_back_is_not_stored_and_duplicates_are_to
         matches!(duplicate, Err(Error::ResponseNotStored { .. })),
         "{duplicate:?}"
     );
-    let (_, duplicate) = twice(|| Tagged::Receipt { id: u128::MAX }).await;
+    let (_, duplicate) = first_and_duplicate(Tagged::Receipt { id: u128::MAX }).await;
     assert!(
         matches!(duplicate, Err(Error::ResponseNotStored { .. })),
         "{duplicate:?}"
@@ -3412,12 +3413,12 @@ async fn a_response_that_would_not_read_back_is_not_stored_and_duplicates_are_to
         (0..levels).fold(Nest::Leaf(vec![1]), |inner, _| Nest::Deeper(vec![inner]))
     }
     // 63 × (an object and an array) + the leaf's object + its bytes: 128 levels.
-    let (_, duplicate) = twice(|| nest(63)).await;
+    let (_, duplicate) = first_and_duplicate(nest(63)).await;
     assert!(
         matches!(duplicate, Err(Error::ResponseNotStored { .. })),
         "{duplicate:?}"
     );
-    let (first, duplicate) = twice(|| nest(62)).await;
+    let (first, duplicate) = first_and_duplicate(nest(62)).await;
     assert_eq!(duplicate.unwrap(), first);
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -3425,7 +3426,7 @@ async fn a_response_that_would_not_read_back_is_not_stored_and_duplicates_are_to
     enum Counts {
         ByStore { by_store: BTreeMap<u32, u32> },
     }
-    let (_, duplicate) = twice(|| Counts::ByStore {
+    let (_, duplicate) = first_and_duplicate(Counts::ByStore {
         by_store: BTreeMap::from([(7, 1)]),
     })
     .await;
@@ -3434,7 +3435,7 @@ async fn a_response_that_would_not_read_back_is_not_stored_and_duplicates_are_to
         "{duplicate:?}"
     );
     // The same map outside a buffered value reads back: replayed.
-    let (first, duplicate) = twice(|| BTreeMap::from([(7_u32, 1_u32)])).await;
+    let (first, duplicate) = first_and_duplicate(BTreeMap::from([(7_u32, 1_u32)])).await;
     assert_eq!(duplicate.unwrap(), first);
 
     // An untagged enum replays as the first variant that reads its JSON (serde's rule), as
@@ -3446,7 +3447,7 @@ async fn a_response_that_would_not_read_back_is_not_stored_and_duplicates_are_to
         Exact(u128),
         Approx(f64),
     }
-    let (_, duplicate) = twice(|| Amount::Exact(u128::MAX)).await;
+    let (_, duplicate) = first_and_duplicate(Amount::Exact(u128::MAX)).await;
     assert!(
         matches!(duplicate, Ok(Amount::Approx(_))),
         "the README's example of the rule: {duplicate:?}"
@@ -3458,7 +3459,7 @@ async fn a_response_that_would_not_read_back_is_not_stored_and_duplicates_are_to
         #[serde(skip_deserializing)]
         trace: Value,
     }
-    let (first, duplicate) = twice(|| Skipped {
+    let (first, duplicate) = first_and_duplicate(Skipped {
         id: 7,
         trace: nested(200),
     })
@@ -3489,23 +3490,9 @@ async fn an_f32_that_buffering_would_change_is_not_stored_and_others_replay_exac
     enum Tagged {
         Sensor { value: f32 },
     }
-    async fn twice<R>(value: R) -> (R, Result<R, Error<HE>>)
-    where
-        R: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
-    {
-        let (idem, _store) = fresh();
-        let first = idem
-            .run(&ctx(), "x", 1, move |_| async move { Ok::<_, HE>(value) })
-            .await
-            .expect("the first caller gets its response");
-        let duplicate = idem
-            .run(&ctx(), "x", 1, |_| async { Ok::<R, HE>(unreachable!()) })
-            .await;
-        (first, duplicate)
-    }
     let changed = f32::from_bits(0x15ae_43fd);
     for value in [changed, -changed] {
-        let (_, duplicate) = twice(Flat {
+        let (_, duplicate) = first_and_duplicate(Flat {
             id: "s-1".into(),
             reading: Reading { value },
         })
@@ -3514,13 +3501,13 @@ async fn an_f32_that_buffering_would_change_is_not_stored_and_others_replay_exac
             matches!(duplicate, Err(Error::ResponseNotStored { .. })),
             "{duplicate:?}"
         );
-        let (_, duplicate) = twice(Tagged::Sensor { value }).await;
+        let (_, duplicate) = first_and_duplicate(Tagged::Sensor { value }).await;
         assert!(
             matches!(duplicate, Err(Error::ResponseNotStored { .. })),
             "{duplicate:?}"
         );
         // Not buffered: exact.
-        let (first, duplicate) = twice(Reading { value }).await;
+        let (first, duplicate) = first_and_duplicate(Reading { value }).await;
         assert_eq!(duplicate.unwrap().value.to_bits(), first.value.to_bits());
     }
     // Found by a review: beside a 128-bit integer (which `serde_json::Value` cannot hold), the
@@ -3532,7 +3519,7 @@ async fn an_f32_that_buffering_would_change_is_not_stored_and_others_replay_exac
         #[serde(flatten)]
         reading: Reading,
     }
-    let (first, duplicate) = twice(Wide {
+    let (first, duplicate) = first_and_duplicate(Wide {
         big: u128::MAX,
         reading: Reading { value: changed },
     })
@@ -3554,7 +3541,7 @@ async fn an_f32_that_buffering_would_change_is_not_stored_and_others_replay_exac
     }
     for _ in 0..5 {
         let tags = (0..16).map(|i| format!("t{i}")).collect();
-        let (first, duplicate) = twice(Tagged2 {
+        let (first, duplicate) = first_and_duplicate(Tagged2 {
             value: changed,
             tags,
         })
@@ -3571,7 +3558,7 @@ async fn an_f32_that_buffering_would_change_is_not_stored_and_others_replay_exac
         0.1,
         -0.0,
     ] {
-        let (first, duplicate) = twice(Flat {
+        let (first, duplicate) = first_and_duplicate(Flat {
             id: "s-2".into(),
             reading: Reading { value },
         })

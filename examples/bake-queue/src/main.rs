@@ -192,6 +192,22 @@ mod tests {
         (powertools, guard)
     }
 
+    /// The consumer on an in-memory store, its logs, and the thread's `tracing` default.
+    fn in_memory_consumer() -> (Consumer, MemoryLogs, tracing::subscriber::DefaultGuard) {
+        let logs = MemoryLogs::new();
+        let (powertools, guard) = powertools(&logs);
+        let idempotency = Idempotency::builder(InMemoryStore::new())
+            .key_prefix("bake")
+            .build()
+            .unwrap();
+        let consumer = consumer(&powertools, idempotency, Ovens::default());
+        (consumer, logs, guard)
+    }
+
+    fn sample_batch() -> SqsEvent {
+        serde_json::from_str(include_str!("../events/bake-orders.json")).unwrap()
+    }
+
     fn baked(logs: &MemoryLogs) -> usize {
         logs.json()
             .into_iter()
@@ -201,15 +217,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_redelivered_batch_bakes_nothing_twice_and_reports_the_same_failures() {
-        let logs = MemoryLogs::new();
-        let (powertools, _guard) = powertools(&logs);
-        let idempotency = Idempotency::builder(InMemoryStore::new())
-            .key_prefix("bake")
-            .build()
-            .unwrap();
-        let consumer = consumer(&powertools, idempotency, Ovens::default());
-        let batch: SqsEvent =
-            serde_json::from_str(include_str!("../events/bake-orders.json")).unwrap();
+        let (consumer, logs, _guard) = in_memory_consumer();
+        let batch = sample_batch();
         for _delivery in 0..2 {
             let response = consumer
                 .clone()
@@ -271,15 +280,8 @@ mod tests {
     /// queue, then to the dead-letter queue.
     #[tokio::test]
     async fn a_message_id_seen_before_with_another_order_fails_instead_of_vanishing() {
-        let logs = MemoryLogs::new();
-        let (powertools, _guard) = powertools(&logs);
-        let idempotency = Idempotency::builder(InMemoryStore::new())
-            .key_prefix("bake")
-            .build()
-            .unwrap();
-        let consumer = consumer(&powertools, idempotency, Ovens::default());
-        let mut batch: SqsEvent =
-            serde_json::from_str(include_str!("../events/bake-orders.json")).unwrap();
+        let (consumer, logs, _guard) = in_memory_consumer();
+        let mut batch = sample_batch();
         batch.records.truncate(1);
         consumer
             .clone()
