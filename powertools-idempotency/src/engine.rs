@@ -229,25 +229,28 @@ impl<St: IdempotencyStore> Engine<St> {
                     std::panic::resume_unwind(panic);
                 }
             };
-            let outcome = AssertUnwindSafe(future).catch_unwind();
             // With a trusted deadline, the handler stops there: the claim's in-progress deadline
             // is the invocation's, after which a retry takes the record over and runs the
             // handler again, beside this one where nothing ends the invocation (Lambda Managed
             // Instances answer a timeout and let the handler run on).
-            let outcome = match deadline {
-                Deadline::Trusted(at) => {
-                    let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-                    match tokio::time::timeout(left, outcome).await {
-                        Ok(outcome) => outcome,
-                        Err(_) => {
-                            return Err(Error::HandlerTimedOut {
-                                key: record.key,
-                                deadline_ms: epoch(at).1,
-                            });
-                        }
-                    }
+            let stop_at = match deadline {
+                Deadline::Trusted(at) => Some(at),
+                Deadline::Untrusted => None,
+            };
+            let outcome = match (StopAt {
+                future: AssertUnwindSafe(future).catch_unwind(),
+                deadline: stop_at,
+                timer: None,
+            })
+            .await
+            {
+                Some(outcome) => outcome,
+                None => {
+                    return Err(Error::HandlerTimedOut {
+                        key: record.key,
+                        deadline_ms: stop_at.map_or(0, |at| epoch(at).1),
+                    });
                 }
-                Deadline::Untrusted => outcome.await,
             };
             let failure = match outcome {
                 Ok(Ok(response)) => {
@@ -664,6 +667,49 @@ fn storable_response<R: Serialize + DeserializeOwned>(
         ));
     }
     Ok(data)
+}
+
+pin_project_lite::pin_project! {
+    /// `future`, stopped at `deadline` if it is still running then: its output, or `None` once
+    /// the deadline passed first. It is polled first on each wake, and its timer is made only
+    /// when it waits: a handler that answers at once needs no timer (nor a Tokio runtime with
+    /// timers, which the executor of a user's test may lack; without a Tokio runtime nothing is
+    /// stopped).
+    struct StopAt<F> {
+        #[pin]
+        future: F,
+        deadline: Option<SystemTime>,
+        #[pin]
+        timer: Option<tokio::time::Sleep>,
+    }
+}
+
+impl<F: Future> Future for StopAt<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(output) = this.future.poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        let Some(deadline) = *this.deadline else {
+            return Poll::Pending;
+        };
+        if this.timer.is_none() {
+            if tokio::runtime::Handle::try_current().is_err() {
+                *this.deadline = None;
+                return Poll::Pending;
+            }
+            let left = deadline
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            this.timer.set(Some(tokio::time::sleep(left)));
+        }
+        match this.timer.as_pin_mut().map(|timer| timer.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(None),
+            _ => Poll::Pending,
+        }
+    }
 }
 
 fn warn_not_stored(key: &str, reason: &str) {

@@ -495,3 +495,47 @@ async fn a_handler_still_running_at_the_deadline_is_stopped_so_a_retry_never_run
     assert_eq!(most_at_once.load(Ordering::SeqCst), 1, "never two at once");
     assert_eq!(running.load(Ordering::SeqCst), 0);
 }
+
+/// Outside a Tokio runtime (a test under another executor), a handler that answers at once
+/// runs and is remembered as before: the stop at the deadline makes its timer only for a
+/// handler that waits, and only in a Tokio runtime.
+#[test]
+fn a_handler_that_answers_at_once_needs_no_tokio_runtime() {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut context = std::task::Context::from_waker(&waker);
+        let mut future = std::pin::pin!(future);
+        loop {
+            if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+                return output;
+            }
+            std::thread::park();
+        }
+    }
+    let store = CountingStore::default();
+    let idempotency = Idempotency::builder(store.clone())
+        .env(no_env())
+        .build()
+        .unwrap();
+    let context = TestContext::new().build();
+    let runs = AtomicUsize::new(0);
+    for _ in 0..2 {
+        let answer = block_on(idempotency.run(&context, "charge", "order-1", |_| async {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(7_u32)
+        }))
+        .expect("no runtime needed");
+        assert_eq!(answer, 7);
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the second call is a replay"
+    );
+}
