@@ -83,7 +83,8 @@ pub struct EmulatedFunction {
 /// What the emulator's Invoke API answered.
 #[derive(Debug)]
 pub struct InvokeResult {
-    /// The HTTP status: 200 for a successful invocation, 500 when the handler returned an error.
+    /// The HTTP status: 200 for a successful invocation, 500 when the handler returned an error
+    /// (`cargo lambda watch` answers an init error it received with 200 and the error's body).
     pub status: u16,
     /// The response body: the handler's response, or Lambda's `{"errorType", "errorMessage"}`.
     pub body: serde_json::Value,
@@ -220,22 +221,24 @@ impl EmulatedFunction {
     /// # Panics
     /// As [`invoke`](Self::invoke).
     pub fn invoke_text(&self, payload: &str) -> InvokeResult {
-        std::thread::scope(|scope| {
-            let call = scope.spawn(|| self.invoke_blocking(payload));
-            while !call.is_finished() {
-                let output = self.output();
-                if let Some(exit) = output.find("command exited code=") {
-                    let start = output[..exit].len().saturating_sub(2000);
-                    panic!(
-                        "the function process exited while invoked; its output:\n{}",
-                        &output[output.floor_char_boundary(start)..]
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(100));
+        // The call runs on a thread of its own, not a scoped one: a scope would wait for it
+        // before the panic below left, and the emulator keeps an invocation of a process that
+        // exited open for ten minutes.
+        let (agent, url, payload) = (self.agent.clone(), self.invoke_url(), payload.to_owned());
+        let call = std::thread::spawn(move || invoke_blocking(&agent, &url, &payload));
+        while !call.is_finished() {
+            let output = self.output();
+            if let Some(exit) = output.find("command exited code=") {
+                let start = output[..exit].len().saturating_sub(2000);
+                panic!(
+                    "the function process exited while invoked; its output:\n{}",
+                    &output[output.floor_char_boundary(start)..]
+                );
             }
-            call.join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        call.join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 
     /// Invokes the function once per payload, all at once (a thread each); the results in the
@@ -259,27 +262,29 @@ impl EmulatedFunction {
         })
     }
 
-    fn invoke_blocking(&self, payload: &str) -> InvokeResult {
-        let url = format!(
+    fn invoke_url(&self) -> String {
+        format!(
             "http://{}/2015-03-31/functions/{}/invocations",
             self.address, self.function
-        );
-        let mut response = self
-            .agent
-            .post(&url)
-            .header("content-type", "application/json")
-            .send(payload)
-            .unwrap_or_else(|error| panic!("invoke {url}: {error}"));
-        let status = response.status().as_u16();
-        let text = response
-            .body_mut()
-            .read_to_string()
-            .expect("a readable invoke response");
-        let body = serde_json::from_str(&text).unwrap_or_else(|error| {
-            panic!("invoke answered {status} with non-JSON {text:?}: {error}")
-        });
-        InvokeResult { status, body }
+        )
     }
+}
+
+/// One invocation through the emulator's Invoke API, waiting for its answer.
+fn invoke_blocking(agent: &ureq::Agent, url: &str, payload: &str) -> InvokeResult {
+    let mut response = agent
+        .post(url)
+        .header("content-type", "application/json")
+        .send(payload)
+        .unwrap_or_else(|error| panic!("invoke {url}: {error}"));
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .read_to_string()
+        .expect("a readable invoke response");
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|error| panic!("invoke answered {status} with non-JSON {text:?}: {error}"));
+    InvokeResult { status, body }
 }
 
 /// Arguments for [`EmulatedFunction::start_with_watch_args`] that start the function with

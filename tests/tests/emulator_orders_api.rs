@@ -422,3 +422,43 @@ async fn the_orders_table_s_faults_fail_the_invocation_naming_the_call_and_its_c
         "the charge ran once"
     );
 }
+
+/// A function that cannot start (a setting it reads itself missing) stops the test's invocation
+/// at once with its output, naming the variable: the harness waited for the emulator's answer
+/// first, which for a process that exited came after ten minutes (found by a user writing a
+/// function from the docs).
+#[test]
+fn a_function_that_cannot_start_fails_the_invocation_at_once_naming_the_variable() {
+    let Some(function) = EmulatedFunction::start(
+        &orders_api_dir(),
+        "orders-api",
+        &[
+            ("ORDERS_TABLE", ""),
+            ("IDEMPOTENCY_TABLE", "idempotency"),
+            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
+        ],
+    ) else {
+        return;
+    };
+    let function = std::sync::Arc::new(function);
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let invoking = function.clone();
+    std::thread::spawn(move || {
+        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            invoking.invoke(&sample("first-order.json"))
+        }));
+        let panic = answer.err().map(|panic| {
+            powertools::core::error_chain::panic_text(panic.as_ref())
+                .unwrap_or_default()
+                .to_owned()
+        });
+        let _ = sender.send(panic);
+    });
+    // A bound on the wait, not a timing: the old harness left it to the emulator's ten minutes.
+    let panic = receiver
+        .recv_timeout(std::time::Duration::from_secs(300))
+        .expect("the invocation ends without waiting for the emulator's timeout")
+        .expect("the invocation fails");
+    assert!(panic.contains("exited while invoked"), "{panic}");
+    assert!(panic.contains("ORDERS_TABLE is not set"), "{panic}");
+}
