@@ -93,3 +93,7 @@ mod raw;
 pub use error::Error;
 pub use processor::{BatchProcessor, KinesisRecord, SqsRecord};
 pub use raw::{Raw, RecordBody};
+/// The `serde_dynamo` of the DynamoDB Streams records' keys and images
+/// (`record.change.new_image`), to read them into your own types:
+/// `serde_dynamo::from_item::<_, Order>(record.change.new_image)`.
+pub use serde_dynamo;
