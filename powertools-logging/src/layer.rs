@@ -299,8 +299,10 @@ where
                             error_hook.as_ref(),
                         )) {
                             Err(failure) => log_error(&failure),
-                            // A panic a layer inside caught: with its location and stack trace.
-                            Ok(report) => log_failure_report(report, "Invocation failed"),
+                            // A panic a layer inside caught: with its location and stack
+                            // trace, and said to be a panic as one this layer caught is, so
+                            // that one query finds every panic.
+                            Ok(report) => log_failure_report(report, "Invocation panicked"),
                         }
                     });
                 }),
