@@ -339,6 +339,11 @@ async fn the_namespace_is_required_from_code_or_the_environment() {
         .unwrap_err();
     assert!(matches!(missing, Error::MissingNamespace));
     assert_eq!(missing.error_type(), "SchemaValidationError");
+    // The fix in both ways a function is built (a facade user was told of `MetricsLayer`).
+    let message = missing.to_string();
+    for fix in ["POWERTOOLS_METRICS_NAMESPACE", "Powertools::builder().metrics("] {
+        assert!(message.contains(fix), "{message}");
+    }
 
     let invalid = MetricsLayer::builder()
         .namespace("AWS/Lambda")
