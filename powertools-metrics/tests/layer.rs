@@ -341,7 +341,10 @@ async fn the_namespace_is_required_from_code_or_the_environment() {
     assert_eq!(missing.error_type(), "SchemaValidationError");
     // The fix in both ways a function is built (a facade user was told of `MetricsLayer`).
     let message = missing.to_string();
-    for fix in ["POWERTOOLS_METRICS_NAMESPACE", "Powertools::builder().metrics("] {
+    for fix in [
+        "POWERTOOLS_METRICS_NAMESPACE",
+        "Powertools::builder().metrics(",
+    ] {
         assert!(message.contains(fix), "{message}");
     }
 
