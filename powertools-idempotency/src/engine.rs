@@ -672,9 +672,10 @@ fn storable_response<R: Serialize + DeserializeOwned>(
 pin_project_lite::pin_project! {
     /// `future`, stopped at `deadline` if it is still running then: its output, or `None` once
     /// the deadline passed first. It is polled first on each wake, and its timer is made only
-    /// when it waits: a handler that answers at once needs no timer (nor a Tokio runtime with
-    /// timers, which the executor of a user's test may lack; without a Tokio runtime nothing is
-    /// stopped).
+    /// when it waits: a handler that answers at once needs no timer. Without a Tokio runtime,
+    /// or in one without timers (the executor of a user's test), nothing is stopped. The timer
+    /// runs on Tokio's clock, which a test may pause and move on; the deadline is the wall
+    /// clock's, so a timer that fires before it is armed again for what is left.
     struct StopAt<F> {
         #[pin]
         future: F,
@@ -695,19 +696,33 @@ impl<F: Future> Future for StopAt<F> {
         let Some(deadline) = *this.deadline else {
             return Poll::Pending;
         };
-        if this.timer.is_none() {
-            if tokio::runtime::Handle::try_current().is_err() {
-                *this.deadline = None;
-                return Poll::Pending;
-            }
+        loop {
             let left = deadline
                 .duration_since(SystemTime::now())
                 .unwrap_or_default();
-            this.timer.set(Some(tokio::time::sleep(left)));
-        }
-        match this.timer.as_pin_mut().map(|timer| timer.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(None),
-            _ => Poll::Pending,
+            match this.timer.as_mut().as_pin_mut() {
+                None => {
+                    if tokio::runtime::Handle::try_current().is_err() {
+                        *this.deadline = None;
+                        return Poll::Pending;
+                    }
+                    // Tokio panics making a timer in a runtime built without them.
+                    match powertools_core::failure::catch_quiet_panic(|| tokio::time::sleep(left)) {
+                        Ok(timer) => this.timer.set(Some(timer)),
+                        Err(_) => {
+                            *this.deadline = None;
+                            return Poll::Pending;
+                        }
+                    }
+                }
+                Some(timer) => match timer.poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(()) if left.is_zero() => return Poll::Ready(None),
+                    // Fired early by Tokio's clock (paused and moved on in a test): again,
+                    // for what the wall clock says is left.
+                    Poll::Ready(()) => this.timer.set(None),
+                },
+            }
         }
     }
 }

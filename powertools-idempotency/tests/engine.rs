@@ -539,3 +539,50 @@ fn a_handler_that_answers_at_once_needs_no_tokio_runtime() {
         "the second call is a replay"
     );
 }
+
+/// In a Tokio runtime built without timers (a user's test), a handler that waits runs and is
+/// remembered as before: making the stop's timer panicked out of `run` and left the claim in
+/// progress (found by a review). Nothing is stopped there.
+#[test]
+fn a_handler_that_waits_in_a_runtime_without_timers_runs_and_is_remembered() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime without timers");
+    let idempotency = Idempotency::builder(CountingStore::default())
+        .env(no_env())
+        .build()
+        .unwrap();
+    let context = TestContext::new().build();
+    let first = runtime.block_on(idempotency.run(&context, "charge", "order-1", |_| async {
+        tokio::task::yield_now().await;
+        Ok::<_, std::io::Error>(7_u32)
+    }));
+    assert_eq!(first.expect("no panic"), 7);
+    let replay = runtime.block_on(idempotency.run(&context, "charge", "order-1", |_| async {
+        Ok::<_, std::io::Error>(8_u32)
+    }));
+    assert_eq!(replay.expect("a replay"), 7);
+}
+
+/// With Tokio's clock paused (a user's test), a handler waiting on something that is not a
+/// Tokio timer is not stopped when the paused clock moves on: the deadline is the wall clock's
+/// (it was stopped at once, told it ran past a deadline 30 s away: found by a review).
+#[tokio::test(start_paused = true)]
+async fn a_paused_clock_does_not_stop_a_handler_before_its_deadline() {
+    let idempotency = Idempotency::builder(CountingStore::default())
+        .env(no_env())
+        .build()
+        .unwrap();
+    let context = TestContext::new().build();
+    let answer = idempotency
+        .run(&context, "charge", "order-1", |_| async {
+            let (sender, receiver) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                let _ = sender.send(5_u32);
+            });
+            Ok::<_, std::io::Error>(receiver.await.expect("the thread answers"))
+        })
+        .await;
+    assert_eq!(answer.expect("not stopped"), 5);
+}
