@@ -207,6 +207,8 @@ async fn place_order<St: IdempotencyStore + 'static>(
             // Where and what kind, never serde's message: it quotes the value (a card number
             // in the wrong field, or a megabyte of it, would be copied into the logs).
             tracing::warn!(
+                code = "InvalidBody",
+                status = 400,
                 kind = ?error.classify(),
                 line = error.line(),
                 column = error.column(),

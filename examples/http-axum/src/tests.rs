@@ -261,6 +261,8 @@ async fn hostile_bodies_get_a_400_with_a_json_error_and_a_logged_context() {
         .collect::<Vec<_>>();
     assert!(!warned.is_empty());
     for line in warned {
+        // Found by its code, as every refusal (it had none: found by a review).
+        assert_eq!(line["code"], "InvalidBody", "{line}");
         assert!(
             line["function_request_id"]
                 .as_str()

@@ -82,14 +82,32 @@ fn is_bidirectional_formatting(c: char) -> bool {
     )
 }
 
-/// Whitespace, and the characters that display as nothing (zero-width spaces and joiners, the
-/// word joiner and invisible operators, the byte order mark, the soft hyphen): a name made of
-/// them alone displays as empty.
+/// Whitespace, Unicode's default-ignorable code points (zero-width spaces and joiners, the byte
+/// order mark, variation selectors, fillers, tags, …: what a renderer draws as nothing), and the
+/// blanks drawn as empty space (the braille blank, the interlinear annotation marks): a name
+/// made of them alone displays as empty.
 fn is_invisible(c: char) -> bool {
     c.is_whitespace()
         || matches!(
             c,
-            '\u{ad}' | '\u{180e}' | '\u{200b}'..='\u{200d}' | '\u{2060}'..='\u{2064}' | '\u{feff}'
+            '\u{ad}'
+                | '\u{34f}'
+                | '\u{61c}'
+                | '\u{115f}'..='\u{1160}'
+                | '\u{17b4}'..='\u{17b5}'
+                | '\u{180b}'..='\u{180f}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{2800}'
+                | '\u{3164}'
+                | '\u{fe00}'..='\u{fe0f}'
+                | '\u{feff}'
+                | '\u{ffa0}'
+                | '\u{fff0}'..='\u{fffb}'
+                | '\u{1bca0}'..='\u{1bca3}'
+                | '\u{1d173}'..='\u{1d17a}'
+                | '\u{e0000}'..='\u{e0fff}'
         )
 }
 
@@ -255,6 +273,17 @@ mod tests {
             " \u{200d}\u{2060} ",
             "camden\u{2028}x",
             "camden\u{2029}",
+            // Found by a review: fillers, blanks, selectors and tags that draw nothing.
+            "\u{3164}",
+            "\u{2800}",
+            "\u{115f}\u{1160}",
+            "\u{ffa0}",
+            "\u{34f}",
+            "\u{fe0f}",
+            "\u{e0020}\u{e0041}",
+            "\u{206a}",
+            "\u{180b}",
+            "\u{fff9}",
         ] {
             let mut bad = valid.clone();
             bad.location = location.to_owned();
