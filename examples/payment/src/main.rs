@@ -916,6 +916,44 @@ mod tests {
         assert_eq!(charged_lines, 1);
     }
 
+    /// The very same payment after the idempotency window (its record expired, an hour-late
+    /// redelivery): the provider answers with the first receipt, charging nothing, and nothing
+    /// is counted again (found by a review of a version that counted every completed record).
+    #[tokio::test]
+    async fn the_same_payment_after_the_window_is_not_counted_again() {
+        let (step, provider, logs, powertools, sink) = fixture_with_metrics(InMemoryStore::new());
+        let _guard = tracing::subscriber::set_default(powertools.subscriber());
+        let request = sample(include_str!("../events/payment.json"));
+        let first = step
+            .oneshot(TestContext::new().event(json(request.clone())))
+            .await
+            .unwrap();
+        // The record expired: another step on a fresh store, the same provider and metrics.
+        let after_the_window = super::step(
+            &powertools,
+            idempotency(InMemoryStore::new()).unwrap(),
+            provider.clone(),
+        );
+        let again = after_the_window
+            .oneshot(TestContext::new().event(json(request)))
+            .await
+            .unwrap();
+        assert_eq!(again, first);
+        assert_eq!(provider.charged.lock().unwrap().len(), 1);
+        let counted = sink
+            .documents()
+            .into_iter()
+            .filter(|document| document.get("PaymentsCharged").is_some())
+            .count();
+        assert_eq!(counted, 1);
+        let charged_lines = logs
+            .json()
+            .into_iter()
+            .filter(|line| line["message"] == "charged")
+            .count();
+        assert_eq!(charged_lines, 1);
+    }
+
     /// After the idempotency window (the record expired), the same payment id with another
     /// amount reaches the provider, which refuses its key: that is the same conflict the record
     /// refused within the window, never to be retried. It was a `PaymentFailed`, which the
