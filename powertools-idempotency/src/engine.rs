@@ -241,6 +241,7 @@ impl<St: IdempotencyStore> Engine<St> {
                 future: AssertUnwindSafe(future).catch_unwind(),
                 deadline: stop_at,
                 timer: None,
+                on_wall_clock: false,
             })
             .await
             {
@@ -674,14 +675,16 @@ pin_project_lite::pin_project! {
     /// the deadline passed first. It is polled first on each wake, and its timer is made only
     /// when it waits: a handler that answers at once needs no timer. Without a Tokio runtime,
     /// or in one without timers (the executor of a user's test), nothing is stopped. The timer
-    /// runs on Tokio's clock, which a test may pause and move on; the deadline is the wall
-    /// clock's, so a timer that fires before it is armed again for what is left.
+    /// runs on Tokio's clock, which a test may pause and move on at once; the deadline is the
+    /// wall clock's, so a timer that fires before it hands the wait to a thread that sleeps on
+    /// the wall clock (a Tokio timer would be moved on again at once, in a loop).
     struct StopAt<F> {
         #[pin]
         future: F,
         deadline: Option<SystemTime>,
         #[pin]
         timer: Option<tokio::time::Sleep>,
+        on_wall_clock: bool,
     }
 }
 
@@ -700,6 +703,14 @@ impl<F: Future> Future for StopAt<F> {
             let left = deadline
                 .duration_since(SystemTime::now())
                 .unwrap_or_default();
+            if *this.on_wall_clock {
+                // The thread wakes the task at the deadline.
+                return if left.is_zero() {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Pending
+                };
+            }
             match this.timer.as_mut().as_pin_mut() {
                 None => {
                     if tokio::runtime::Handle::try_current().is_err() {
@@ -718,9 +729,24 @@ impl<F: Future> Future for StopAt<F> {
                 Some(timer) => match timer.poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(()) if left.is_zero() => return Poll::Ready(None),
-                    // Fired early by Tokio's clock (paused and moved on in a test): again,
-                    // for what the wall clock says is left.
-                    Poll::Ready(()) => this.timer.set(None),
+                    // Fired early by Tokio's clock (paused and moved on in a test): the rest
+                    // of the wait on the wall clock, in a thread of its own. Without one,
+                    // nothing is stopped.
+                    Poll::Ready(()) => {
+                        this.timer.set(None);
+                        let waker = cx.waker().clone();
+                        let waiting = std::thread::Builder::new()
+                            .name("idempotency-deadline".to_owned())
+                            .spawn(move || {
+                                std::thread::sleep(left);
+                                waker.wake();
+                            });
+                        *this.on_wall_clock = waiting.is_ok();
+                        if waiting.is_err() {
+                            *this.deadline = None;
+                        }
+                        return Poll::Pending;
+                    }
                 },
             }
         }

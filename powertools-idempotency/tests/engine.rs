@@ -566,23 +566,60 @@ fn a_handler_that_waits_in_a_runtime_without_timers_runs_and_is_remembered() {
 
 /// With Tokio's clock paused (a user's test), a handler waiting on something that is not a
 /// Tokio timer is not stopped when the paused clock moves on: the deadline is the wall clock's
-/// (it was stopped at once, told it ran past a deadline 30 s away: found by a review).
+/// (it was stopped at once, told it ran past a deadline 30 s away: found by a review). Nor is
+/// it polled in a loop meanwhile (a timer armed again on the paused clock fired again at once:
+/// thousands of polls and days of Tokio's time, found by the next review), and it is still
+/// stopped at its wall-clock deadline.
 #[tokio::test(start_paused = true)]
-async fn a_paused_clock_does_not_stop_a_handler_before_its_deadline() {
+async fn a_paused_clock_neither_stops_a_handler_early_nor_spins_nor_misses_its_deadline() {
     let idempotency = Idempotency::builder(CountingStore::default())
         .env(no_env())
         .build()
         .unwrap();
-    let context = TestContext::new().build();
-    let answer = idempotency
-        .run(&context, "charge", "order-1", |_| async {
+    // Waits `wait` on another thread; counts its polls.
+    let waiting = |wait: Duration, polls: Arc<AtomicUsize>| {
+        move |_| async move {
             let (sender, receiver) = tokio::sync::oneshot::channel();
             std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(wait);
                 let _ = sender.send(5_u32);
             });
-            Ok::<_, std::io::Error>(receiver.await.expect("the thread answers"))
-        })
+            let mut receiver = std::pin::pin!(receiver);
+            let value = std::future::poll_fn(|cx| {
+                polls.fetch_add(1, Ordering::SeqCst);
+                receiver.as_mut().poll(cx)
+            })
+            .await
+            .expect("the thread answers");
+            Ok::<_, std::io::Error>(value)
+        }
+    };
+    let polls = Arc::new(AtomicUsize::new(0));
+    let context = TestContext::new().build();
+    let answer = idempotency
+        .run(
+            &context,
+            "charge",
+            "order-1",
+            waiting(Duration::from_millis(100), polls.clone()),
+        )
         .await;
     assert_eq!(answer.expect("not stopped"), 5);
+    assert!(polls.load(Ordering::SeqCst) <= 4, "polled {polls:?} times");
+
+    let context = TestContext::new()
+        .with_remaining_time(Duration::from_millis(300))
+        .build();
+    let late = idempotency
+        .run(
+            &context,
+            "charge",
+            "order-2",
+            waiting(Duration::from_secs(2), Arc::default()),
+        )
+        .await;
+    assert_eq!(
+        late.expect_err("stopped at its deadline").error_type(),
+        "IdempotencyHandlerTimeoutError"
+    );
 }
