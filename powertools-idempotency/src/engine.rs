@@ -241,7 +241,7 @@ impl<St: IdempotencyStore> Engine<St> {
                 future: AssertUnwindSafe(future).catch_unwind(),
                 deadline: stop_at,
                 timer: None,
-                on_wall_clock: false,
+                wall_clock_waker: None,
             })
             .await
             {
@@ -684,7 +684,8 @@ pin_project_lite::pin_project! {
         deadline: Option<SystemTime>,
         #[pin]
         timer: Option<tokio::time::Sleep>,
-        on_wall_clock: bool,
+        // The waker the wall-clock thread wakes at the deadline: the latest poll's.
+        wall_clock_waker: Option<Arc<Mutex<std::task::Waker>>>,
     }
 }
 
@@ -703,13 +704,17 @@ impl<F: Future> Future for StopAt<F> {
             let left = deadline
                 .duration_since(SystemTime::now())
                 .unwrap_or_default();
-            if *this.on_wall_clock {
-                // The thread wakes the task at the deadline.
-                return if left.is_zero() {
-                    Poll::Ready(None)
-                } else {
-                    Poll::Pending
-                };
+            if let Some(waker) = this.wall_clock_waker.as_ref() {
+                if left.is_zero() {
+                    return Poll::Ready(None);
+                }
+                // The thread wakes the task at the deadline: this poll's waker, as the future
+                // may have moved to another task since.
+                let mut waker = waker.lock().unwrap_or_else(PoisonError::into_inner);
+                if !waker.will_wake(cx.waker()) {
+                    waker.clone_from(cx.waker());
+                }
+                return Poll::Pending;
             }
             match this.timer.as_mut().as_pin_mut() {
                 None => {
@@ -734,16 +739,25 @@ impl<F: Future> Future for StopAt<F> {
                     // nothing is stopped.
                     Poll::Ready(()) => {
                         this.timer.set(None);
-                        let waker = cx.waker().clone();
+                        let waker = Arc::new(Mutex::new(cx.waker().clone()));
+                        let woken = waker.clone();
                         let waiting = std::thread::Builder::new()
                             .name("idempotency-deadline".to_owned())
                             .spawn(move || {
-                                std::thread::sleep(left);
-                                waker.wake();
+                                // Until the wall clock says so, whatever it did meanwhile.
+                                while let Ok(left) = deadline.duration_since(SystemTime::now())
+                                    && !left.is_zero()
+                                {
+                                    std::thread::sleep(left);
+                                }
+                                woken
+                                    .lock()
+                                    .unwrap_or_else(PoisonError::into_inner)
+                                    .wake_by_ref();
                             });
-                        *this.on_wall_clock = waiting.is_ok();
-                        if waiting.is_err() {
-                            *this.deadline = None;
+                        match waiting {
+                            Ok(_) => *this.wall_clock_waker = Some(waker),
+                            Err(_) => *this.deadline = None,
                         }
                         return Poll::Pending;
                     }

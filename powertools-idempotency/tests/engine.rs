@@ -623,3 +623,50 @@ async fn a_paused_clock_neither_stops_a_handler_early_nor_spins_nor_misses_its_d
         "IdempotencyHandlerTimeoutError"
     );
 }
+
+/// The stop's wall-clock wait (Tokio's clock paused) wakes the waker of the latest poll: a
+/// future polled under one waker, then awaited by another task, was never woken at its deadline
+/// and hung (found by a review).
+#[test]
+fn the_stop_wakes_the_latest_poll_s_waker_at_the_deadline() {
+    struct Noted(std::sync::atomic::AtomicBool);
+    impl std::task::Wake for Noted {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("a runtime");
+        let idempotency = Idempotency::builder(CountingStore::default())
+            .env(no_env())
+            .build()
+            .unwrap();
+        let context = TestContext::new()
+            .with_remaining_time(Duration::from_millis(300))
+            .build();
+        let outcome = runtime.block_on(async {
+            let mut charge = Box::pin(idempotency.run(&context, "charge", "order-1", |_| {
+                std::future::pending::<Result<u32, std::io::Error>>()
+            }));
+            let first = std::task::Waker::from(Arc::new(Noted(false.into())));
+            let mut first_context = std::task::Context::from_waker(&first);
+            assert!(charge.as_mut().poll(&mut first_context).is_pending());
+            // The stop's timer fires on the paused clock, long before the wall-clock deadline.
+            tokio::time::advance(Duration::from_secs(1)).await;
+            assert!(charge.as_mut().poll(&mut first_context).is_pending());
+            // Then another task awaits it.
+            charge.await
+        });
+        let _ = sender.send(outcome.map_err(|error| error.error_type()));
+    });
+    // A bound on the wait, not a timing: the stale waker left it pending for ever.
+    let outcome = receiver
+        .recv_timeout(Duration::from_secs(30))
+        .expect("stopped at its deadline, not left pending");
+    assert_eq!(outcome, Err("IdempotencyHandlerTimeoutError"));
+}
