@@ -6,7 +6,7 @@
 //! what the walk cannot settle alone: how deep the JSON nests (serde_json reads 127 levels) and
 //! whether it holds a 128-bit integer (which serde reads back only where it does not buffer).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 
 use serde::ser::{self, Serialize};
@@ -56,7 +56,7 @@ fn f32_changed_if_buffered(value: f32) -> bool {
 /// The bits of every `f32` in `value`, in the order serde writes them.
 pub(crate) fn f32_bits<T: Serialize + ?Sized>(value: &T) -> Vec<u32> {
     let seen = Seen {
-        f32s: Some(std::cell::RefCell::new(Vec::new())),
+        f32s: Some(RefCell::new(Vec::new())),
         ..Seen::default()
     };
     // Only storable values are read back, so the walk does not fail; were it to, the bits seen
@@ -65,9 +65,7 @@ pub(crate) fn f32_bits<T: Serialize + ?Sized>(value: &T) -> Vec<u32> {
         depth: 0,
         seen: &seen,
     });
-    seen.f32s
-        .map(std::cell::RefCell::into_inner)
-        .unwrap_or_default()
+    seen.f32s.map(RefCell::into_inner).unwrap_or_default()
 }
 
 #[derive(Default)]
@@ -76,7 +74,7 @@ struct Seen {
     buffering_sensitive: Cell<bool>,
     f32_changed_if_buffered: Cell<bool>,
     /// The bits of each `f32`, when collecting them ([`f32_bits`]).
-    f32s: Option<std::cell::RefCell<Vec<u32>>>,
+    f32s: Option<RefCell<Vec<u32>>>,
     /// Set while a map key is serialized.
     in_key: Cell<bool>,
 }

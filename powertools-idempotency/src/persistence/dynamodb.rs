@@ -199,6 +199,13 @@ impl DynamoDbStore {
         Ok(())
     }
 
+    /// Whether a claim reads the store's key first ([`check_key_schema`](Self::check_key_schema)):
+    /// a store with a sort key whose read has not succeeded yet.
+    fn key_read_pending(&self) -> bool {
+        self.settings.sort_key_attr.is_some()
+            && !self.settings.key_schema_checked.load(Ordering::Acquire)
+    }
+
     /// The key this store writes: `partition key id`, or `partition key pk (always …) and sort
     /// key sk`.
     fn describe_key(&self) -> String {
@@ -708,8 +715,7 @@ impl IdempotencyStore for DynamoDbStore {
         now: SystemTime,
     ) -> Result<PutOutcome, StoreError> {
         let settings = &*self.settings;
-        if settings.sort_key_attr.is_some() && !settings.key_schema_checked.load(Ordering::Acquire)
-        {
+        if self.key_read_pending() {
             self.check_key_schema(&record.key).await?;
         }
         let (now_s, now_ms) = epoch(now);
@@ -845,10 +851,7 @@ impl IdempotencyStore for DynamoDbStore {
         let operation = match call {
             // A claim whose store has not read its key yet was in that read: its `PutItem`
             // comes only after the read succeeded, which marks the store.
-            StoreCall::PutInProgress
-                if self.settings.sort_key_attr.is_some()
-                    && !self.settings.key_schema_checked.load(Ordering::Acquire) =>
-            {
+            StoreCall::PutInProgress if self.key_read_pending() => {
                 "GetItem (the read of the store's key before its first claim)"
             }
             call => operation_of(call),
