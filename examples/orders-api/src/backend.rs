@@ -49,10 +49,10 @@ pub(crate) enum SaveError {
 
 impl OrdersTable {
     /// The order saved under `order_id`, read with strong consistency.
-    #[tracing::instrument(skip_all, fields(order_id = order_id))]
     ///
     /// `time_left` is the invocation's (`None`: no deadline to keep): the call ends
     /// [`DEADLINE_MARGIN`] before it.
+    #[tracing::instrument(skip_all, fields(order_id = order_id))]
     pub(crate) async fn find(
         &self,
         order_id: &str,
@@ -191,7 +191,7 @@ async fn before_the_deadline<F: Future>(
         .map_err(|_| {
             format!(
                 "DynamoDB {operation} on table {table} got no answer before the invocation's \
-                 deadline ({} ms left when it was sent, less {} ms to answer)",
+                 deadline ({} ms left when it was sent, less {} ms to delete the order's claim and answer)",
                 time_left.as_millis(),
                 DEADLINE_MARGIN.as_millis()
             )
