@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use crate::backend::{
     Charge, ChargeRefused, OrdersTable, PaymentFailed, PaymentProvider, SaveError, SavedOrders,
+    within_the_deadline,
 };
 use crate::order::Order;
 use crate::request::PlaceOrder;
@@ -169,6 +170,12 @@ async fn place_order<St: IdempotencyStore>(
         "customer_id": charge.customer_id,
     });
     let payments = app.payments.clone();
+    // The charge ends before the invocation's deadline, as the table's calls do: a provider
+    // slower than the invocation is a payment failure the client retries (the provider is keyed
+    // on the payment id), and the charge's claim and the order's are deleted in the time left.
+    // Stopped at the deadline instead, with the order's layer, it left the charge's claim in
+    // progress and named the idempotency layer for the provider's slowness.
+    let time_left_to_charge = time_left();
     let receipt = app
         .payment_idempotency
         .run_keyed(
@@ -176,7 +183,18 @@ async fn place_order<St: IdempotencyStore>(
             "charge",
             key_data,
             Some(validation_data),
-            move || async move { payments.charge(charge).await },
+            move || async move {
+                let payment_id = charge.payment_id.clone();
+                within_the_deadline(time_left_to_charge, payments.charge(charge))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(PaymentFailed {
+                            payment_id,
+                            reason: "no answer before the invocation's deadline",
+                        }
+                        .into())
+                    })
+            },
         )
         .await
         .map_err(|error| {
@@ -1008,6 +1026,7 @@ mod tests {
     #[tokio::test]
     async fn a_charge_whose_record_was_not_completed_is_not_charged_again_by_the_retry() {
         // Given the charge goes through, then the store fails to complete the charge's record
+        // (in an invocation with 700 ms left: the charge ends 500 ms before its deadline)
         let store = FailingCompletions::new("charge", 1);
         let powertools = test_stack()
             .metrics(|metrics| metrics.sink(CheckedSink::new()))
@@ -1022,7 +1041,7 @@ mod tests {
             .clone()
             .oneshot(
                 TestContext::new()
-                    .with_remaining_time(std::time::Duration::from_millis(200))
+                    .with_remaining_time(std::time::Duration::from_millis(700))
                     .event(request.clone()),
             )
             .await;
@@ -1032,10 +1051,11 @@ mod tests {
                 .map_or(true, |response| response.status_code >= 500),
             "the first attempt fails: {first:?}"
         );
+        assert_eq!(payments.charges().len(), 1, "the first attempt charged");
 
         // When the client retries after the charge record's in-progress deadline, with the same
         // Idempotency-Key (the order's record was deleted: its handler failed)
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
         let retry = function
             .oneshot(TestContext::new().event(request))
             .await
@@ -1062,6 +1082,71 @@ mod tests {
             let store = powertools::idempotency::DynamoDbStore::new(moto, &table).unwrap();
             hung_table_fails_the_order(store).await;
         }
+    }
+
+    /// A payment provider slower than the invocation: the charge is bounded as the table's calls
+    /// are, so the order fails as a payment failure the client may retry (502, `"retry": true`)
+    /// and both claims (the order's and the charge's) are deleted before the deadline. Before,
+    /// the charge and the order layer stopped at the same deadline: the charge's claim was left
+    /// in progress and the failure named the idempotency layer, not the provider. With the
+    /// records on DynamoDB too (moto, when the test services run): the deletes need their round
+    /// trips.
+    #[tokio::test]
+    async fn a_provider_slower_than_the_invocation_fails_the_charge_before_the_deadline() {
+        slow_provider_fails_the_charge(InMemoryStore::new()).await;
+        if let Some(moto) = powertools_tests::dynamodb_client().await {
+            let table = powertools_tests::create_idempotency_table(&moto).await;
+            let store = powertools::idempotency::DynamoDbStore::new(moto, &table).unwrap();
+            slow_provider_fails_the_charge(store).await;
+        }
+    }
+
+    async fn slow_provider_fails_the_charge<St: IdempotencyStore + Clone + 'static>(store: St) {
+        let powertools = test_stack()
+            .metrics(|metrics| metrics.sink(CheckedSink::new()))
+            .build()
+            .unwrap();
+        let (orders, payment_idempotency) = idempotency(store).unwrap();
+        let (app, saved, payments) = App::in_memory(payment_idempotency);
+        payments.slow_down(std::time::Duration::from_secs(30));
+        let function = service(&powertools, orders, app).unwrap();
+        let request: ApiGatewayV2httpRequest =
+            serde_json::from_str(include_str!("../events/first-order.json")).unwrap();
+        let invoke = |request: ApiGatewayV2httpRequest| {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(20),
+                function.clone().oneshot(
+                    TestContext::new()
+                        .with_remaining_time(std::time::Duration::from_millis(1500))
+                        .event(request),
+                ),
+            )
+        };
+
+        let answer = invoke(request.clone())
+            .await
+            .expect("answered before the test gives up")
+            .expect("answered, not failed");
+        let Some(Body::Text(body)) = answer.body else {
+            panic!("a text body: {answer:?}");
+        };
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer.status_code, 502, "{body}");
+        assert_eq!(body["error"], "PaymentFailed", "{body}");
+        assert_eq!(body["retry"], true, "{body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("deadline"), "{body}");
+        assert!(payments.charges().is_empty(), "nothing charged");
+
+        // The client's retry (at once: both claims were deleted) charges, once.
+        payments.slow_down(std::time::Duration::ZERO);
+        let retry = invoke(request)
+            .await
+            .expect("answered before the test gives up")
+            .expect("answered, not failed");
+        assert_eq!(retry.status_code, 201, "{retry:?}");
+        assert_eq!(payments.charges().len(), 1, "charged once");
+        assert_eq!(saved.lock().unwrap().len(), 1);
     }
 
     async fn hung_table_fails_the_order<St: IdempotencyStore + Clone + 'static>(store: St) {

@@ -183,12 +183,9 @@ async fn before_the_deadline<F: Future>(
     table: &str,
     call: F,
 ) -> Result<F::Output, String> {
-    let Some(time_left) = time_left else {
-        return Ok(call.await);
-    };
-    tokio::time::timeout(time_left.saturating_sub(DEADLINE_MARGIN), call)
+    within_the_deadline(time_left, call)
         .await
-        .map_err(|_| {
+        .map_err(|time_left| {
             format!(
                 "DynamoDB {operation} on table {table} got no answer before the invocation's \
                  deadline ({} ms left when it was sent, less {} ms to delete the order's claim and answer)",
@@ -196,6 +193,20 @@ async fn before_the_deadline<F: Future>(
                 DEADLINE_MARGIN.as_millis()
             )
         })
+}
+
+/// `call`, ended [`DEADLINE_MARGIN`] before the invocation's deadline (`time_left`, the
+/// invocation's; `None`: no deadline to keep). `Err` holds the time that was left.
+pub(crate) async fn within_the_deadline<F: Future>(
+    time_left: Option<Duration>,
+    call: F,
+) -> Result<F::Output, Duration> {
+    let Some(time_left) = time_left else {
+        return Ok(call.await);
+    };
+    tokio::time::timeout(time_left.saturating_sub(DEADLINE_MARGIN), call)
+        .await
+        .map_err(|_| time_left)
 }
 
 /// What a failed call says, as the idempotency store says it: the call, the table, DynamoDB's
@@ -274,7 +285,8 @@ pub(crate) struct Receipt {
     pub(crate) provider_reference: String,
 }
 
-/// The provider failed; nothing was charged and the charge can be retried.
+/// The provider failed, or gave no answer before the invocation's deadline: the charge can be
+/// retried, and charges at most once (the provider is keyed on the payment id).
 #[derive(Debug, thiserror::Error)]
 #[error("the payment provider failed for {payment_id}: {reason}")]
 pub(crate) struct PaymentFailed {
@@ -285,7 +297,7 @@ pub(crate) struct PaymentFailed {
 /// Why the provider did not charge.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ChargeRefused {
-    /// It failed (a timeout): a retry charges.
+    /// It failed (a timeout): a retry charges, once.
     #[error(transparent)]
     Failed(#[from] PaymentFailed),
     /// The payment id, its idempotency key, was used for a charge with other details: never
@@ -312,6 +324,9 @@ pub(crate) struct PaymentProvider {
     attempts: Arc<Mutex<HashMap<String, u32>>>,
     charges: Arc<Mutex<Vec<Charge>>>,
     by_key: Arc<Mutex<HashMap<String, (Charge, Receipt)>>>,
+    /// How long a charge takes beyond the usual (tests: a provider slower than the invocation).
+    #[cfg(test)]
+    delay: Arc<Mutex<Duration>>,
 }
 
 impl PaymentProvider {
@@ -320,6 +335,11 @@ impl PaymentProvider {
     #[tracing::instrument(skip_all, fields(payment_id = charge.payment_id.as_str(), amount_cents = charge.amount_cents))]
     pub(crate) async fn charge(&self, charge: Charge) -> Result<Receipt, ChargeRefused> {
         tokio::time::sleep(Duration::from_millis(30)).await;
+        #[cfg(test)]
+        {
+            let delay = *self.delay.lock().unwrap_or_else(PoisonError::into_inner);
+            tokio::time::sleep(delay).await;
+        }
         let attempt = {
             let mut attempts = self.attempts.lock().unwrap_or_else(PoisonError::into_inner);
             let attempt = attempts.entry(charge.payment_id.clone()).or_insert(0);
@@ -356,6 +376,12 @@ impl PaymentProvider {
         };
         by_key.insert(charge.payment_id.clone(), (charge, receipt.clone()));
         Ok(receipt)
+    }
+
+    /// Makes every later charge take `delay` longer.
+    #[cfg(test)]
+    pub(crate) fn slow_down(&self, delay: Duration) {
+        *self.delay.lock().unwrap_or_else(PoisonError::into_inner) = delay;
     }
 
     /// The charges made so far.
