@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
+use std::time::SystemTime;
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
@@ -175,7 +176,7 @@ async fn place_order<St: IdempotencyStore>(
     // on the payment id), and the charge's claim and the order's are deleted in the time left.
     // Stopped at the deadline instead, with the order's layer, it left the charge's claim in
     // progress and named the idempotency layer for the provider's slowness.
-    let time_left_to_charge = time_left();
+    let deadline_ms = event.context.deadline;
     let receipt = app
         .payment_idempotency
         .run_keyed(
@@ -185,7 +186,9 @@ async fn place_order<St: IdempotencyStore>(
             Some(validation_data),
             move || async move {
                 let payment_id = charge.payment_id.clone();
-                within_the_deadline(time_left_to_charge, payments.charge(charge))
+                // From when the charge starts, after its claim.
+                let time_left = powertools::core::trusted_time_left(deadline_ms, SystemTime::now());
+                within_the_deadline(time_left, payments.charge(charge))
                     .await
                     .unwrap_or_else(|_| {
                         Err(PaymentFailed {
