@@ -116,7 +116,10 @@ impl<T> KinesisRecord<T> {
 ///   `WARN` (`a batch record failed`) with its id, its keys and why it failed (the error's
 ///   `Display`, with its causes for a boxed error such as `lambda_runtime::Error`: an AWS SDK
 ///   error's own `Display` is `service error`); so is each record of a FIFO batch failed
-///   without running, after an earlier failure.
+///   without running, after an earlier failure. The line's own fields (`message_id` or
+///   `sequence_number`, and `reason`) replace keys of those names on it, as any line's fields
+///   replace appended keys (Powertools for Python's `extra`): name business keys apart
+///   (`refund_reason`).
 /// - With the `metrics` feature the invocation's EMF document gets `BatchRecordsProcessed` (the
 ///   records processed successfully) and `BatchRecordsFailed` (the records reported as failed);
 ///   a stream's records after its first failure, which Lambda retries, are in neither.

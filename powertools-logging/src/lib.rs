@@ -116,6 +116,11 @@
 //! ([`Error::ReservedKey`]). `location` is not reserved: a business `location` replaces the code
 //! location.
 //!
+//! A field of an event or a span named like an appended or persistent key replaces that key on
+//! its line only (the event's field before the span's), as an `extra` key replaces an appended
+//! one in Powertools for Python: `warn!(reason = "the bank refused", …)` writes that `reason`,
+//! and the invocation's other lines keep the appended one.
+//!
 //! # Differences from Powertools for Python and TypeScript
 //!
 //! - Keys for the current invocation are per invocation automatically ([`append_key`]); there is
@@ -266,6 +271,12 @@ pub(crate) fn key_value(key: &str, value: impl Serialize) -> Result<Value, Error
 /// A value that serializes to `null` (`None`) leaves the key out of the lines, as Powertools for
 /// Python leaves out a key whose value is `None`; it also hides a persistent key of that name.
 /// Appending a value again brings the key back.
+///
+/// A field of a line (the event's or a span's) with the key's name replaces it on that line
+/// only, as an `extra` key replaces an appended one in Powertools for Python:
+/// `warn!(reason = "…", "…")` writes its own `reason`, and the invocation's other lines keep the
+/// appended one. Name business keys apart from the fields your lines (and the libraries' lines,
+/// such as `powertools-batch`'s `message_id` and `reason`) write.
 ///
 /// Inside a [`key_scope`] (each record of `powertools-batch` runs in one), the key is that
 /// scope's: on its lines only, gone when it ends.

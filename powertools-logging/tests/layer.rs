@@ -207,6 +207,57 @@ async fn charge() {
     tracing::info!(attempt = 2, "charging");
 }
 
+/// A field of the line (the event's, or a span's) named like an appended or persistent key
+/// replaces the key on that line only, as a Powertools for Python `extra` key replaces an
+/// appended one: `warn!(reason = …)` writes its own reason, and the other lines keep the
+/// appended `reason`. The event's field wins over the span's.
+#[tokio::test]
+async fn a_line_s_own_field_replaces_an_appended_key_of_its_name_on_that_line_only() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs)
+        .persistent_key("region_name", "eu")
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    invoke(&logger, TestContext::new(), json!({}), |_| async {
+        powertools_logging::append_key("reason", "refund requested")?;
+        powertools_logging::append_key("step", "appended")?;
+        tracing::info!("before");
+        tracing::warn!(reason = "the bank refused", region_name = "us", "failed");
+        async { tracing::info!("in the span") }
+            .instrument(tracing::info_span!("work", step = "span"))
+            .await;
+        async { tracing::info!(step = "event", "in the span, with the field") }
+            .instrument(tracing::info_span!("work", step = "span"))
+            .await;
+        tracing::info!("after");
+        Ok(Value::Null)
+    })
+    .await
+    .unwrap();
+    let lines = logs.json();
+    let line = |message: &str| {
+        lines
+            .iter()
+            .find(|line| line["message"] == message)
+            .unwrap_or_else(|| panic!("no line {message}"))
+            .clone()
+    };
+    for message in ["before", "after"] {
+        assert_eq!(line(message)["reason"], "refund requested", "{message}");
+        assert_eq!(line(message)["region_name"], "eu", "{message}");
+        assert_eq!(line(message)["step"], "appended", "{message}");
+    }
+    assert_eq!(line("failed")["reason"], "the bank refused");
+    assert_eq!(line("failed")["region_name"], "us");
+    assert_eq!(line("in the span")["step"], "span");
+    assert_eq!(line("in the span, with the field")["step"], "event");
+    for raw in logs.lines() {
+        let keys = raw.matches(r#""reason":"#).count() + raw.matches(r#""step":"#).count();
+        assert!(keys <= 2, "each key once: {raw}");
+    }
+}
+
 #[tokio::test]
 async fn outside_an_invocation_the_key_functions_say_so() {
     assert!(matches!(
