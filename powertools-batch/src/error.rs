@@ -24,6 +24,17 @@ pub enum Error {
         /// Its `eventSource`, if it has one.
         event_source: Option<String>,
     },
+    /// The event has no records (`{"Records": []}`): Lambda never sends an empty batch, so the
+    /// event was written by hand or for another function, and nothing is reported processed.
+    /// Powertools for Python refuses it the same way (`UnexpectedBatchTypeError`).
+    #[error(
+        "the {event_type} event has no records (`\"Records\": []`): Lambda never sends an empty batch; \
+         is the event written by hand or meant for another function?"
+    )]
+    EmptyBatch {
+        /// The event the processor reads: `SQS`, `Kinesis` or `DynamoDB Streams`.
+        event_type: &'static str,
+    },
 }
 
 fn not_an_sqs_event(index: usize, event_source: Option<&str>) -> String {
@@ -47,7 +58,7 @@ impl Error {
     pub fn error_type(&self) -> &'static str {
         match self {
             Error::AllRecordsFailed { .. } => "BatchProcessingError",
-            Error::NotAnSqsEvent { .. } => "UnexpectedBatchTypeError",
+            Error::NotAnSqsEvent { .. } | Error::EmptyBatch { .. } => "UnexpectedBatchTypeError",
         }
     }
 }

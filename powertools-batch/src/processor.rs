@@ -191,7 +191,7 @@ impl BatchProcessor {
     /// [`raise_on_all_failed`](Self::raise_on_all_failed) is on; [`Error::NotAnSqsEvent`],
     /// before any record runs, when a record's `eventSource` is another service's (a Kinesis or
     /// DynamoDB Streams event reads as an SQS event of empty messages) or it has neither a
-    /// `messageId` nor a `body`.
+    /// `messageId` nor a `body`; [`Error::EmptyBatch`] for an event without records.
     pub async fn process_sqs<T, F, Fut, E>(
         &self,
         event: &SqsEvent,
@@ -203,6 +203,7 @@ impl BatchProcessor {
         Fut: Future<Output = Result<(), E>>,
         E: Display + 'static,
     {
+        not_empty(&event.records, "SQS")?;
         if let Some((index, message)) = event.records.iter().enumerate().find(|(_, message)| {
             message
                 .event_source
@@ -309,7 +310,7 @@ impl BatchProcessor {
     ///
     /// # Errors
     /// [`Error::AllRecordsFailed`] when the batch's every record failed: as it stops at the first
-    /// failure, a batch of one record.
+    /// failure, a batch of one record. [`Error::EmptyBatch`] for an event without records.
     pub async fn process_kinesis<T, F, Fut, E>(
         &self,
         event: &KinesisEvent,
@@ -321,6 +322,7 @@ impl BatchProcessor {
         Fut: Future<Output = Result<(), E>>,
         E: Display + 'static,
     {
+        not_empty(&event.records, "Kinesis")?;
         let handler = &handler;
         let outcomes = in_order_until_failure(&event.records, |record| {
             let sequence_number = record.kinesis.sequence_number.clone();
@@ -362,7 +364,7 @@ impl BatchProcessor {
     ///
     /// # Errors
     /// [`Error::AllRecordsFailed`] when the batch's every record failed: as it stops at the first
-    /// failure, a batch of one record.
+    /// failure, a batch of one record. [`Error::EmptyBatch`] for an event without records.
     pub async fn process_dynamodb<F, Fut, E>(
         &self,
         event: &DynamoDbEvent,
@@ -373,6 +375,7 @@ impl BatchProcessor {
         Fut: Future<Output = Result<(), E>>,
         E: Display + 'static,
     {
+        not_empty(&event.records, "DynamoDB Streams")?;
         let handler = &handler;
         let outcomes = in_order_until_failure(&event.records, |record| {
             let sequence_number = record.change.sequence_number.clone().unwrap_or_default();
@@ -593,6 +596,15 @@ where
     }
     let (RecordId::Message(id) | RecordId::Sequence(id)) = id;
     (id, outcome)
+}
+
+/// [`Error::EmptyBatch`] for a batch without records, as Powertools for Python refuses one
+/// (Lambda never sends one: reporting it processed would hide an event meant for elsewhere).
+fn not_empty<R>(records: &[R], event_type: &'static str) -> Result<(), Error> {
+    if records.is_empty() {
+        return Err(Error::EmptyBatch { event_type });
+    }
+    Ok(())
 }
 
 /// Drops what a record left (its handler's future, its error, its panic's payload) so that a

@@ -478,16 +478,60 @@ async fn a_batch_that_fails_entirely_is_an_error_unless_configured() {
         .await
         .unwrap();
     assert_eq!(failed_ids(&reported), ["m-1", "m-2"]);
+}
 
-    let empty = SqsEvent::default();
-    let nothing = BatchProcessor::new()
-        .process_sqs(&empty, bake)
-        .await
-        .unwrap();
-    assert!(
-        nothing.batch_item_failures.is_empty(),
-        "an empty batch is not a failure"
-    );
+/// An event without records (`{"Records": []}`), which Lambda never sends, is refused as
+/// Powertools for Python refuses it (`UnexpectedBatchTypeError`), naming the source: reported
+/// processed, it hid an event written by hand or meant for another function (found by an
+/// attack from the docs; this test said "an empty batch is not a failure" before).
+#[tokio::test]
+async fn an_event_without_records_is_refused_as_python_refuses_it() {
+    logging();
+    let ran = AtomicUsize::new(0);
+    let records: Value = json!({"Records": []});
+    let outcomes = [
+        BatchProcessor::new()
+            .process_sqs(
+                &serde_json::from_value::<SqsEvent>(records.clone()).unwrap(),
+                |_: SqsRecord<Raw>| {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                    async { Ok::<(), String>(()) }
+                },
+            )
+            .await
+            .map(|_| ()),
+        BatchProcessor::new()
+            .process_kinesis(
+                &serde_json::from_value::<KinesisEvent>(records.clone()).unwrap(),
+                |_: KinesisRecord<Raw>| async { Ok::<(), String>(()) },
+            )
+            .await
+            .map(|_| ()),
+        BatchProcessor::new()
+            .raise_on_all_failed(false)
+            .process_dynamodb(
+                &serde_json::from_value::<DynamoDbEvent>(records).unwrap(),
+                |_| async { Ok::<(), String>(()) },
+            )
+            .await
+            .map(|_| ()),
+    ];
+    for (outcome, source) in outcomes
+        .into_iter()
+        .zip(["SQS", "Kinesis", "DynamoDB Streams"])
+    {
+        let error = outcome.expect_err(source);
+        assert!(matches!(error, Error::EmptyBatch { .. }), "{error:?}");
+        assert_eq!(error.error_type(), "UnexpectedBatchTypeError");
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("the {source} event has no records")),
+            "{message}"
+        );
+        let diagnostic = lambda_runtime::Diagnostic::from(error);
+        assert_eq!(diagnostic.error_type, "UnexpectedBatchTypeError");
+    }
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
