@@ -104,7 +104,7 @@ impl Env {
     }
 
     /// A boolean in the forms Powertools accepts (`true/false`, `1/0`, `yes/no`, `y/n`, `on/off`,
-    /// `t/f`, any case), `None` when unset.
+    /// `t/f`, any case, trimmed), `None` when unset, empty or whitespace only.
     ///
     /// # Errors
     /// [`Error::InvalidEnvVar`] for any other value.
@@ -120,7 +120,8 @@ impl Env {
         )
     }
 
-    /// Any value that implements [`FromStr`], `None` when unset.
+    /// Any value that implements [`FromStr`], trimmed; `None` when unset, empty or whitespace
+    /// only.
     ///
     /// `expected` describes a valid value for the error message, for example `"a number of seconds"`.
     ///
@@ -134,7 +135,9 @@ impl Env {
         self.parse_with(name, expected, |value| value.trim().parse().ok())
     }
 
-    /// A value parsed by `parse`, which returns `None` for an invalid value; `None` when unset.
+    /// A value parsed by `parse`, which returns `None` for an invalid value; `None` when unset,
+    /// empty or whitespace only (parsed values are trimmed, so spaces alone are the empty value,
+    /// as invisible in the Lambda console).
     ///
     /// # Errors
     /// [`Error::InvalidEnvVar`] when `parse` rejects the value.
@@ -147,6 +150,9 @@ impl Env {
         let Some(value) = self.string(name)? else {
             return Ok(None);
         };
+        if value.trim().is_empty() {
+            return Ok(None);
+        }
         match parse(&value) {
             Some(parsed) => Ok(Some(parsed)),
             None => Err(Error::InvalidEnvVar {
@@ -302,5 +308,27 @@ mod tests {
         let env = Env::from_pairs([("N", " 42 ")]);
         assert_eq!(env.parse::<u32>("N", "a number"), Ok(Some(42)));
         assert_eq!(env.parse::<u32>("MISSING", "a number"), Ok(None));
+    }
+
+    /// Spaces alone trim to the empty value, which counts as unset: `POWERTOOLS_DEV=" "` (a
+    /// template's blank parameter) stopped the function for what the console does not show
+    /// (found by an attack from the docs). A text variable keeps its value.
+    #[test]
+    fn a_parsed_value_of_whitespace_only_counts_as_unset() {
+        for blank in [" ", "\t", " \n "] {
+            let env = Env::from_pairs([("FLAG", blank), ("N", blank), ("TEXT", blank)]);
+            assert_eq!(env.bool("FLAG"), Ok(None), "{blank:?}");
+            assert_eq!(env.parse::<u32>("N", "a number"), Ok(None), "{blank:?}");
+            assert_eq!(env.string("TEXT"), Ok(Some(blank.to_owned())), "{blank:?}");
+        }
+        let config = crate::PowertoolsConfig::from_env_source(&Env::from_pairs([
+            ("POWERTOOLS_DEV", " "),
+            ("AWS_LAMBDA_MAX_CONCURRENCY", " "),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "  "),
+        ]))
+        .unwrap();
+        assert!(!config.dev_mode());
+        assert_eq!(config.max_concurrency(), None);
+        assert_eq!(config.function_memory_size(), None);
     }
 }
