@@ -1,6 +1,8 @@
 //! JMESPath expressions over events, with the Powertools functions, compiled once and shared by
 //! every utility that is configured with paths (idempotency keys, correlation ids).
 
+pub mod envelopes;
+
 use std::cell::Cell;
 use std::io::{self, Read};
 use std::sync::{Arc, LazyLock};
@@ -29,6 +31,9 @@ pub const DEFAULT_MAX_DECOMPRESSED_SIZE: usize = 10 * 1024 * 1024;
 
 /// The only Powertools function whose output can be much larger than the event.
 const BASE64_GZIP: &str = "powertools_base64_gzip";
+
+/// The two bytes every gzip member starts with (RFC 1952).
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 const POWERTOOLS_JSON: &str = "powertools_json";
 
@@ -102,7 +107,11 @@ thread_local! {
 ///   parses at most 500,000 values (about 45 MB once parsed; a larger text is refused before it
 ///   is parsed), and an integer beyond 64 bits is refused rather than rounded to a float (which
 ///   would make `100000000000000000000001` and `…002` one idempotency key; Python keeps it
-///   exact: send such ids as strings);
+///   exact: send such ids as strings). Python's `json.loads` reads a few texts that are
+///   refused here, each with an error naming it: nesting deeper than 127 levels (serde_json's
+///   bound, which keeps a hostile body from overflowing the stack), lone surrogate escapes
+///   (`"\ud800"`, not Unicode text), and `NaN`, `Infinity` or a number beyond `f64` (`1e400`),
+///   which are not JSON numbers. `-0` is the integer 0, as in Python;
 /// - `powertools_base64(s)`: decodes standard base64 to UTF-8 text, as Python's
 ///   `base64.b64decode` reads it: what is not in the alphabet (line breaks) is left out, a
 ///   complete padding ends the data, text that is not ASCII is refused;
@@ -125,8 +134,11 @@ thread_local! {
 /// but not `_` between digits, non-ASCII digits, `inf` or `nan` (null here, a number in
 /// Python).
 ///
-/// Two differences from Python's `jmespath` remain, both from the `jmespath` crate's
-/// interpreter: comparisons (`==`, `!=`, `<`, `>` in filters) and `sort`, `sort_by`, `max`,
+/// Three differences from Python's `jmespath` remain, from the `jmespath` crate's interpreter.
+/// `to_string` (and `keys`, `values`) see an object's keys sorted, where Python keeps the
+/// event's order, and `to_string` writes JSON as serde_json does: text unescaped (`é`, where
+/// Python writes `\u00e9`) and floats in their shortest form (`1e-7`, Python `1e-07`): a key
+/// built on `to_string` is not Python's text. Comparisons (`==`, `!=`, `<`, `>` in filters) and `sort`, `sort_by`, `max`,
 /// `min`, `max_by`, `min_by` and `contains` compare numbers as floats, with a relative tolerance
 /// for `==` (integers past 2^53 that differ compare equal, and so do `1` and
 /// `1.0000000000000002`): filter on such ids as strings. And `<`, `>`, `<=`, `>=` on strings
@@ -577,12 +589,35 @@ fn average(array: &Variable) -> Result<Variable, String> {
     if count == 0 {
         return Ok(Variable::Null);
     }
-    #[allow(clippy::cast_precision_loss)] // a count far below 2^53; the total as Python divides it
+    #[allow(clippy::cast_precision_loss)] // a count far below 2^53; a float total as Python's
     let mean = match total {
-        Total::Integer(total) => total as f64 / count as f64,
+        Total::Integer(total) => integer_ratio(total, count),
         Total::Float(total) => total / count as f64,
     };
     float_number(mean, "avg")
+}
+
+/// `total / count` rounded once to the nearest `f64` (ties to even), as Python's `int / int` is:
+/// rounding the total to a float first, then dividing, rounds twice (`avg([2^53 + 1, 0, 0])`
+/// was `3002399751580330.5`, Python's `3002399751580331.0`).
+#[allow(clippy::cast_precision_loss)] // each cast below is exact, or the one rounding
+fn integer_ratio(total: i128, count: usize) -> f64 {
+    const EXACT: u128 = 1 << 53;
+    let (numerator, denominator) = (total.unsigned_abs(), count as u128);
+    let magnitude = if numerator <= EXACT && denominator <= EXACT {
+        // Both exact as floats: one IEEE division, correctly rounded.
+        numerator as f64 / denominator as f64
+    } else {
+        // Scaled so that the quotient has at least 55 bits (the 53 kept, the rounding bit and
+        // one below it), with a remainder folded into its last bit: the quotient then rounds
+        // to a float as the exact ratio does. Scaled by at most 55 + 64 bits: no overflow.
+        let wanted = 55 + (u128::BITS - denominator.leading_zeros());
+        let shift = wanted.saturating_sub(u128::BITS - numerator.leading_zeros());
+        let scaled = numerator << shift;
+        let quotient = scaled / denominator | u128::from(scaled % denominator != 0);
+        quotient as f64 / (1_u128 << shift) as f64
+    };
+    if total < 0 { -magnitude } else { magnitude }
 }
 
 fn abs(number: &Variable) -> Result<Variable, String> {
@@ -648,7 +683,8 @@ fn string_function(decode: fn(&str) -> Result<Variable, String>) -> Box<dyn Func
 }
 
 fn parse_json(text: &str) -> Result<Variable, String> {
-    let values = count_json_values(text)?;
+    let mut minus_zeros = Vec::new();
+    let values = count_json_values(text, &mut minus_zeros)?;
     let left = JSON_BUDGET.get();
     if values > left {
         return Err(format!(
@@ -657,14 +693,28 @@ fn parse_json(text: &str) -> Result<Variable, String> {
         ));
     }
     JSON_BUDGET.set(left - values);
-    Variable::from_json(text).map_err(|error| format!("{POWERTOOLS_JSON}: invalid JSON: {error}"))
+    let parsed = if minus_zeros.is_empty() {
+        Variable::from_json(text)
+    } else {
+        // `-0` is the integer 0 in Python's `json.loads` (an `int` has no sign of zero), where
+        // serde_json reads the float `-0.0`: a key built on it would differ from Python's.
+        // Its sign becomes a space, which leaves every other token where it was.
+        let mut bytes = text.as_bytes().to_vec();
+        for at in minus_zeros {
+            bytes[at] = b' ';
+        }
+        Variable::from_json(&String::from_utf8_lossy(&bytes))
+    };
+    parsed.map_err(|error| format!("{POWERTOOLS_JSON}: invalid JSON: {error}"))
 }
 
 /// How many values `text` holds (strings, object keys included, numbers, literals, arrays and
 /// objects), counted in one pass without parsing; refuses an integer beyond 64 bits, which
 /// `serde_json` would round to a float (`100000000000000000000001` and `…002` both `1e23`: two
 /// orders, one idempotency key). Invalid JSON is left to the parser to describe.
-fn count_json_values(text: &str) -> Result<usize, String> {
+///
+/// Notes in `minus_zeros` where each integer literal `-0` starts (see [`parse_json`]).
+fn count_json_values(text: &str, minus_zeros: &mut Vec<usize>) -> Result<usize, String> {
     let bytes = text.as_bytes();
     let (mut values, mut index) = (0_usize, 0_usize);
     while let Some(&byte) = bytes.get(index) {
@@ -691,7 +741,11 @@ fn count_json_values(text: &str) -> Result<usize, String> {
                 {
                     index += 1;
                 }
-                check_integer(&text[start..index])?;
+                let number = &text[start..index];
+                check_integer(number)?;
+                if number == "-0" {
+                    minus_zeros.push(start);
+                }
                 continue;
             }
             b'[' | b'{' | b't' | b'f' | b'n' => values += 1,
@@ -748,6 +802,16 @@ fn decode_base64_gzip(text: &str) -> Result<Variable, String> {
         first = false;
         if rest.is_empty() {
             break;
+        }
+        // Not gzip at all (plain text, zlib): named so, as Python's `Not a gzipped file`,
+        // rather than as the end of a gzip file that came too soon.
+        if !rest.starts_with(&GZIP_MAGIC) {
+            let start: Vec<String> = rest.iter().take(2).map(|b| format!("{b:02x}")).collect();
+            return Err(format!(
+                "{BASE64_GZIP}: invalid gzip data: not gzip data (it starts with the bytes {}, \
+                 where gzip starts with 1f 8b)",
+                start.join(" ")
+            ));
         }
         // The slice is its own buffer: no copy through a `BufReader`; the decoder stops at the
         // member's end and gives back what follows.
@@ -1252,6 +1316,46 @@ mod tests {
         }
     }
 
+    /// `-0` is the integer 0, as Python's `json.loads` reads it (found by an attack from the
+    /// docs: serde_json reads the float `-0.0`, so a key built on it differed from Python's);
+    /// `-0.0` stays the float, and text in strings is left as it is.
+    #[test]
+    fn powertools_json_reads_minus_zero_as_the_integer_zero_as_python_does() {
+        let path = JmesPath::new("powertools_json(text)").unwrap();
+        let found = path.search(&json!({"text": "-0"})).unwrap();
+        assert!(found.is_u64() || found.is_i64(), "{found}");
+        assert_eq!(found, json!(0));
+        let found = path
+            .search(&json!({"text": r#"{"a": [-0, -0.0, 0, -0e0], "-0": "-0"}"#}))
+            .unwrap();
+        assert_eq!(found.to_string(), r#"{"-0":"-0","a":[0,-0.0,0,-0.0]}"#);
+    }
+
+    /// Data that is not gzip is named so, as Python's `Not a gzipped file` (found by an attack
+    /// from the docs: eight bytes of text were "unexpected end of file").
+    #[test]
+    fn data_that_is_not_gzip_is_named_so() {
+        let path = JmesPath::new("powertools_base64_gzip(data)").unwrap();
+        for data in [
+            b"not gzip".as_slice(),
+            b"x",
+            b"\x78\x9c\x03\x00\x00\x00\x00\x01",
+        ] {
+            let error = path
+                .search(&json!({ "data": base64(data) }))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("not gzip data"), "{error}");
+            assert!(error.contains("where gzip starts with 1f 8b"), "{error}");
+        }
+        let two_members_then_text = [gzip("a"), b"zz".to_vec()].concat();
+        let error = path
+            .search(&json!({ "data": base64(&two_members_then_text) }))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("starts with the bytes 7a 7a"), "{error}");
+    }
+
     #[test]
     fn every_gzip_member_is_decompressed_and_trailing_bytes_are_an_error() {
         // As Python's `gzip.decompress`: two members are one text; bytes after the last member
@@ -1506,6 +1610,48 @@ mod tests {
             error.to_string().contains("powertools_json: invalid JSON"),
             "{error}"
         );
+    }
+
+    /// `avg` of integers divides as Python's `int / int`: the exact ratio rounded once (found
+    /// by an attack from the docs: the total was rounded to a float first). The expected values
+    /// are Python 3's, `repr(total / count)`, each total spread over `count` integers.
+    #[test]
+    fn avg_of_integers_is_the_exact_ratio_rounded_once_as_in_python() {
+        let avg = JmesPath::new("avg(@)").unwrap();
+        let cases: [(i128, usize, f64); 10] = [
+            (9_007_199_254_740_993, 3, 3_002_399_751_580_331.0),
+            (1_152_921_504_606_846_983, 3, 3.843_071_682_022_823e17),
+            (-36_028_797_018_963_971, 7, -5_146_971_002_709_139.0),
+            (18_446_744_073_709_551_615, 3, 6.148_914_691_236_517e18),
+            (46_116_860_184_273_879_041, 11, 4.192_441_834_933_989e18),
+            (123_456_789_012_345_678, 1000, 123_456_789_012_345.67),
+            (9_007_199_254_740_995, 2, 4_503_599_627_370_498.0),
+            (-9_223_372_036_854_775_808, 3, -3.074_457_345_618_258_4e18),
+            (9_007_199_254_740_991, 7, 1_286_742_750_677_284.5),
+            (999_999_999_999_999_999, 500_000, 2_000_000_000_000.0),
+        ];
+        for (total, count, python) in cases {
+            // The total as one integer (within 64 bits, as JSON integers are) and zeros, or
+            // split over u64s when it is beyond them.
+            let mut items: Vec<Value> = Vec::with_capacity(count);
+            let mut left = total;
+            while left > i128::from(i64::MAX) {
+                items.push(json!(u64::MAX));
+                left -= i128::from(u64::MAX);
+            }
+            items.push(json!(i64::try_from(left).unwrap()));
+            items.resize(count, json!(0));
+            assert_eq!(
+                avg.search(&Value::Array(items)).unwrap(),
+                json!(python),
+                "{total} / {count}"
+            );
+            assert_eq!(
+                integer_ratio(total, count).to_bits(),
+                python.to_bits(),
+                "{total} / {count}"
+            );
+        }
     }
 
     #[test]
