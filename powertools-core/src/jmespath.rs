@@ -614,7 +614,7 @@ fn integer_ratio(total: i128, count: usize) -> f64 {
         let wanted = 55 + (u128::BITS - denominator.leading_zeros());
         let shift = wanted.saturating_sub(u128::BITS - numerator.leading_zeros());
         let scaled = numerator << shift;
-        let quotient = scaled / denominator | u128::from(scaled % denominator != 0);
+        let quotient = (scaled / denominator) | u128::from(scaled % denominator != 0);
         quotient as f64 / (1_u128 << shift) as f64
     };
     if total < 0 { -magnitude } else { magnitude }
