@@ -376,12 +376,21 @@ fn invocation_context(
         attributes.push(KeyValue::new("faas.tenant_id", tenant.to_owned()));
     }
     if let Some(request) = request {
-        attributes.push(KeyValue::new("http.request.method", request.method));
+        match known_method(&request.method) {
+            Some(method) => attributes.push(KeyValue::new("http.request.method", method)),
+            None => {
+                attributes.push(KeyValue::new("http.request.method", "_OTHER"));
+                attributes.push(KeyValue::new(
+                    "http.request.method_original",
+                    bounded_request_text(request.method),
+                ));
+            }
+        }
         if let Some(path) = request.path {
-            attributes.push(KeyValue::new("url.path", path));
+            attributes.push(KeyValue::new("url.path", bounded_request_text(path)));
         }
         if let Some(route) = request.route {
-            attributes.push(KeyValue::new("http.route", route));
+            attributes.push(KeyValue::new("http.route", bounded_request_text(route)));
         }
     }
     let layer_attributes = attributes.len();
@@ -414,6 +423,26 @@ fn invocation_context(
 /// serves. The first one is kept for the life of the process (one string, once) so that spans
 /// borrow it instead of copying it, one allocation per invocation less; another name (only tests
 /// change it) is copied.
+/// The most bytes of the request's path, route or unknown method a span records: a direct
+/// invoke can send megabytes, and a span past X-Ray's 64 KB segment is lost whole.
+const MAX_REQUEST_TEXT_BYTES: usize = 1024;
+
+/// The HTTP methods the OpenTelemetry HTTP conventions know (case-sensitive); any other is
+/// recorded as `_OTHER`, with the client's in `http.request.method_original`.
+const KNOWN_METHODS: [&str; 9] = [
+    "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE",
+];
+
+fn known_method(method: &str) -> Option<&'static str> {
+    KNOWN_METHODS.into_iter().find(|known| *known == method)
+}
+
+/// `text` cut to [`MAX_REQUEST_TEXT_BYTES`], on a character boundary.
+fn bounded_request_text(mut text: String) -> String {
+    text.truncate(text.floor_char_boundary(MAX_REQUEST_TEXT_BYTES));
+    text
+}
+
 fn span_name(function_name: &str) -> Cow<'static, str> {
     static FIRST: OnceLock<&'static str> = OnceLock::new();
     let first: &'static str = FIRST.get_or_init(|| Box::leak(function_name.into()));

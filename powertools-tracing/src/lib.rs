@@ -92,6 +92,9 @@
 //! `aws_lambda_events` request types (feature `aws-lambda-events`), and `lambda_http`'s event,
 //! what a `lambda_http::Adapter` (an axum `Router` under `lambda_http`) receives (feature
 //! `lambda-http`); for an event type of your own, see [`TracingLayer::http_request`]. Other events cost a type comparison or a map lookup.
+//! A method the conventions do not know (`PURGE`, `get`) is `_OTHER`, with the client's in
+//! `http.request.method_original`; the path, the route and such a method are cut at 1 KiB, as a
+//! direct invoke can send megabytes and a span past X-Ray's 64 KB segment is lost whole.
 //!
 //! # Other triggers
 //!

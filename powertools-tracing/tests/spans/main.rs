@@ -331,6 +331,66 @@ async fn http_invocations_get_the_http_server_attributes_from_the_events_json() 
     );
 }
 
+/// What the event says of the request is bounded, as annotations and the response are: a direct
+/// invoke can send a megabyte path, route and method, which made a span of 3 MB of attributes,
+/// past X-Ray's 64 KB segment (found by an attack from the docs). A method the OpenTelemetry
+/// HTTP conventions do not know (`get`, `PURGE`, a megabyte of `G`) is `_OTHER`, with the
+/// client's in `http.request.method_original`, as the conventions say.
+#[tokio::test]
+async fn http_attributes_from_the_event_are_bounded_and_unknown_methods_are_other() {
+    let long = "/é".repeat(300_000);
+    let event = json!({
+        "version": "2.0",
+        "routeKey": format!("GET {long}"),
+        "rawPath": long,
+        "requestContext": {"http": {"method": "G".repeat(1_000_000), "path": long}},
+    });
+    let span = invocation_span(event, json!({"statusCode": 200})).await;
+    assert_eq!(
+        text(&span, "http.request.method").as_deref(),
+        Some("_OTHER")
+    );
+    for key in ["url.path", "http.route", "http.request.method_original"] {
+        let value = text(&span, key).unwrap_or_else(|| panic!("{key} is recorded"));
+        assert!(
+            !value.is_empty() && value.len() <= 1024,
+            "{key}: {} bytes",
+            value.len()
+        );
+    }
+    assert!(text(&span, "url.path").unwrap().starts_with("/é/é"));
+    let total: usize = span
+        .attributes
+        .iter()
+        .map(|attribute| attribute.value.as_str().len())
+        .sum();
+    assert!(total < 16 * 1024, "{total} bytes of attributes");
+
+    for (method, recorded, original) in [
+        ("PATCH", "PATCH", None),
+        ("OPTIONS", "OPTIONS", None),
+        ("get", "_OTHER", Some("get")),
+        ("PURGE", "_OTHER", Some("PURGE")),
+    ] {
+        let event = json!({
+            "version": "2.0",
+            "rawPath": "/orders",
+            "requestContext": {"http": {"method": method, "path": "/orders"}},
+        });
+        let span = invocation_span(event, json!({"statusCode": 200})).await;
+        assert_eq!(
+            text(&span, "http.request.method").as_deref(),
+            Some(recorded),
+            "{method}"
+        );
+        assert_eq!(
+            text(&span, "http.request.method_original").as_deref(),
+            original,
+            "{method}"
+        );
+    }
+}
+
 fn trigger_attributes(span: &opentelemetry_sdk::trace::SpanData) -> Value {
     json!({
         "faas.trigger": text(span, "faas.trigger"),
