@@ -526,7 +526,7 @@ impl TracerBuilder {
                     Error::Exporter(format!(
                         "the endpoint {:?} given to TracerBuilder::endpoint is not an http:// or \
                          https:// URL with a host",
-                        without_credentials(&endpoint)
+                        shown_in_errors(&endpoint)
                     ))
                 })?,
                 None => match endpoint_variable(
@@ -893,7 +893,7 @@ fn endpoint_variable(
                 expected,
             } => powertools_core::Error::InvalidEnvVar {
                 name,
-                value: without_credentials(&value).into_owned(),
+                value: shown_in_errors(&value),
                 expected,
             },
             // Shown, escaped, to see which bytes are wrong: without its credentials too. A value
@@ -906,7 +906,7 @@ fn endpoint_variable(
                         None => "(left out: it may hold credentials)".to_owned(),
                     }
                 } else {
-                    without_credentials(&value).into_owned()
+                    shown_in_errors(&value)
                 };
                 powertools_core::Error::NonUnicodeEnvVar { name, value }
             }
@@ -939,6 +939,12 @@ fn without_credentials(url: &str) -> std::borrow::Cow<'_, str> {
         Some(at) => format!("{}***{}", &url[..start], &url[start + at..]).into(),
         None => url.into(),
     }
+}
+
+/// `url` as errors show it: without its credentials ([`without_credentials`]) nor its query
+/// string, which may carry a vendor's key (as warnings show it).
+fn shown_in_errors(url: &str) -> String {
+    crate::export::shown_endpoint(&without_credentials(url))
 }
 
 /// `url` without its credentials, and the `Authorization` header value (HTTP Basic) they stand
@@ -1132,6 +1138,54 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// An endpoint's query string may carry a vendor's key (`?api-key=…`): a refused endpoint's
+    /// error, which `powertools::init_failed` logs and posts to Lambda, leaves it out as the
+    /// export warnings do (found by an attack from the docs: the error quoted it whole).
+    #[test]
+    fn a_refused_endpoint_s_error_leaves_out_its_query_string() {
+        use std::os::unix::ffi::OsStringExt;
+        for (variable, value) in [
+            (
+                OTEL_EXPORTER_OTLP_ENDPOINT,
+                "https://otlp.vendor.example?api-key=s3cret",
+            ),
+            (OTEL_EXPORTER_OTLP_ENDPOINT, "http://host:4318?key=s3cret x"),
+            (
+                OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+                "http://host/v1/traces?key=s3cret x",
+            ),
+            (
+                OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+                "http://u:p@host:99999/v1/traces?key=s3cret",
+            ),
+        ] {
+            let error = Tracer::builder()
+                .env(Env::from_pairs([(variable, value)]))
+                .build()
+                .expect_err(value);
+            for shown in [error.to_string(), format!("{error:?}")] {
+                assert!(shown.contains(variable), "{shown}");
+                assert!(!shown.contains("s3cret"), "{shown}");
+                assert!(shown.contains("?…"), "{shown}");
+            }
+        }
+        let not_utf8 = std::ffi::OsString::from_vec(b"http://host/\xff?key=s3cret".to_vec());
+        let error = Tracer::builder()
+            .env(Env::from_pairs([(
+                OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+                not_utf8,
+            )]))
+            .build()
+            .expect_err("not UTF-8");
+        assert!(!error.to_string().contains("s3cret"), "{error}");
+        let error = Tracer::builder()
+            .endpoint("ftp://host/v1/traces?key=s3cret")
+            .env(Env::empty())
+            .build()
+            .expect_err("not http");
+        assert!(!error.to_string().contains("s3cret"), "{error}");
     }
 
     #[test]
