@@ -78,6 +78,29 @@ pub fn without_values(message: &str) -> String {
     out
 }
 
+/// What is said instead of the message of a `Serialize` implementation's own.
+pub const SERIALIZE_LEFT_OUT: &str =
+    "its Serialize implementation refused it (the message is left out: it may quote the value)";
+
+/// Why a value did not serialize, from serde_json's message, without what it may quote: serde_json's
+/// own reasons (`key must be a string`, `float key must be finite …`) are kept, and the message
+/// of a `Serialize` implementation's own (`ser::Error::custom`, which may quote the value: a
+/// card number) is [`SERIALIZE_LEFT_OUT`].
+///
+/// ```
+/// use powertools_core::serde_message::{SERIALIZE_LEFT_OUT, serialize_reason};
+///
+/// assert_eq!(serialize_reason("key must be a string"), "key must be a string");
+/// assert_eq!(serialize_reason("cannot serialize 4111 1111 1111 1111"), SERIALIZE_LEFT_OUT);
+/// ```
+pub fn serialize_reason(message: &str) -> &str {
+    if FIXED_MESSAGES.contains(&message) {
+        message
+    } else {
+        SERIALIZE_LEFT_OUT
+    }
+}
+
 /// serde's messages that quote the event, without what they quote; `None` for any other.
 fn quoting_nothing(text: &str) -> Option<String> {
     for (prefix, kind) in [

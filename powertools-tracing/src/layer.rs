@@ -571,8 +571,13 @@ fn record_outcome<R: Serialize + 'static, E: fmt::Debug + 'static>(
                     }
                     Ok(None) => {}
                     // The runtime cannot send it either: Lambda reports the invocation failed.
+                    // serde_json's own reason is kept; a `Serialize` implementation's own
+                    // message, which may quote the response (a card number), is left out.
                     Err(error) => {
-                        let message = format!("the response does not serialize: {error}");
+                        let message = format!(
+                            "the response does not serialize: {}",
+                            powertools_core::serde_message::serialize_reason(&error.to_string())
+                        );
                         span.set_status(Status::error(message.clone()));
                         span.add_event(
                             "exception",

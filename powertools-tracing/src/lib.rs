@@ -75,7 +75,8 @@
 //! yours) and whose `exception.message` is its message. The response is recorded as
 //! `powertools.response` (up to 16 KB); a response that does not serialize (which the runtime
 //! cannot send, so Lambda reports the invocation failed) sets the span status to error with
-//! serde's reason. `POWERTOOLS_TRACER_CAPTURE_RESPONSE=false` and
+//! serde_json's reason (`key must be a string`; a `Serialize` implementation's own message is
+//! left out, as it may quote the response). `POWERTOOLS_TRACER_CAPTURE_RESPONSE=false` and
 //! `POWERTOOLS_TRACER_CAPTURE_ERROR=false` turn the attribute and the event off; the status stays
 //! (a response that is not captured is still serialized, to nothing, to see whether it can be
 //! sent, unless it is a `serde_json::Value`: turning capture off saves the copy, not the

@@ -1577,22 +1577,15 @@ async fn a_response_whose_serialize_panics_marks_the_span_as_an_error() {
 /// A response whose `Serialize` fails (returns an error): the runtime cannot send it, and Lambda
 /// reports the invocation as failed, so its span must say so, with serde's reason. It ended as
 /// a success, with no response and no word. (Found by an attack from the docs.)
-#[derive(Debug)]
-struct FailsWhenSerialized;
-
-impl serde::Serialize for FailsWhenSerialized {
-    fn serialize<S: serde::Serializer>(&self, _serializer: S) -> Result<S::Ok, S::Error> {
-        Err(serde::ser::Error::custom("a map with non-string keys"))
-    }
-}
-
 #[tokio::test]
 async fn a_response_whose_serialize_fails_marks_the_span_as_an_error_with_the_reason() {
     let capture = Capture::default();
     let tracer = capture_tracer(&capture);
+    // serde_json's own reason is named; a `Serialize` implementation's own message is not
+    // (`a_response_s_own_serialize_refusal_is_not_quoted_on_the_span`).
     TracingLayer::new(tracer.clone())
         .layer(service_fn(|_e: LambdaEvent<Json>| async move {
-            Ok::<_, lambda_runtime::Error>(FailsWhenSerialized)
+            Ok::<_, lambda_runtime::Error>(HashMap::from([((1_u8, 2_u8), 3_u8)]))
         }))
         .oneshot(ctx().event(json!({})))
         .await
@@ -1607,9 +1600,9 @@ async fn a_response_whose_serialize_fails_marks_the_span_as_an_error_with_the_re
     let Status::Error { description } = &span.status else {
         unreachable!()
     };
-    assert!(
-        description.contains("a map with non-string keys"),
-        "{description}"
+    assert_eq!(
+        description.as_ref(),
+        "the response does not serialize: key must be a string"
     );
     assert!(exception(&span).is_some(), "with an exception event");
 }
@@ -4222,6 +4215,35 @@ async fn a_response_that_cannot_serialize_is_an_error_with_response_capture_off(
     );
     assert!(attr(&span, "powertools.response").is_none());
     assert!(span.events.is_empty(), "{:?}", span.events);
+}
+
+/// With response capture on, a response whose own `Serialize` refuses it puts the span in error
+/// naming serde_json's reason, but not the implementation's own message, which may quote the
+/// response (found by an attack from the docs: a card number went to the span's status).
+#[tokio::test]
+async fn a_response_s_own_serialize_refusal_is_not_quoted_on_the_span() {
+    struct Card;
+    impl serde::Serialize for Card {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom(
+                "cannot serialize 4111111111111111",
+            ))
+        }
+    }
+    let capture = Capture::default();
+    let tracer = capture_tracer(&capture);
+    let service = TracingLayer::new(tracer).layer(service_fn(|_e: LambdaEvent<Json>| async {
+        Ok::<_, lambda_runtime::Error>(Card)
+    }));
+    let _ = service.oneshot(ctx().event(json!({}))).await;
+    let span = capture.one_invocation();
+    let shown = format!("{:?} {:?}", span.status, span.events);
+    assert!(is_error(&span), "{shown}");
+    assert!(!shown.contains("4111"), "{shown}");
+    assert!(
+        shown.contains("the response does not serialize: its Serialize implementation"),
+        "{shown}"
+    );
 }
 
 #[tokio::test]

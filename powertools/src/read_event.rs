@@ -330,7 +330,7 @@ fn serialized<B: Serialize, St>(
             })) {
                 Ok(Ok(raw)) => Ok(FunctionResponse::BufferedResponse(raw)),
                 Ok(Err(error)) => {
-                    let reason = error.to_string();
+                    let reason = marshal_reason(&body, &error);
                     // In the runtime's span, as the invalid event's: the line carries the
                     // invocation's request id.
                     tracing::error!(
@@ -359,6 +359,25 @@ fn serialized<B: Serialize, St>(
         FunctionResponse::StreamingResponse(stream) => {
             Ok(FunctionResponse::StreamingResponse(stream))
         }
+    }
+}
+
+/// Why `body` did not serialize, as `Runtime.MarshalError` says it: where in the response (its
+/// path, map keys as an invalid event's are written) and serde_json's own reason (`key must be
+/// a string`), but not the message of a `Serialize` implementation's own (`ser::Error::custom`),
+/// which may quote the value. The path is found by serializing again, on this failure only.
+fn marshal_reason<B: Serialize>(body: &B, error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    let reason = powertools_core::serde_message::serialize_reason(&message);
+    let path = powertools_core::failure::catch_quiet_panic(|| {
+        let mut serializer = serde_json::Serializer::new(std::io::sink());
+        serde_path_to_error::serialize(body, &mut serializer)
+            .err()
+            .map(|error| path_without_long_keys(error.path(), false))
+    });
+    match path {
+        Ok(Some(path)) if !path.is_empty() && path != "." => format!("at {path}: {reason}"),
+        _ => reason.to_owned(),
     }
 }
 
@@ -812,6 +831,57 @@ mod tests {
         .await
         .expect("a response");
         assert_eq!(body(fine), r#"{"loaves":3}"#);
+    }
+
+    /// A response whose own `Serialize` refuses it (`ser::Error::custom`) may quote the value in
+    /// its message (a card number): `Runtime.MarshalError` names where in the response it
+    /// failed and leaves that message out, as an invalid event's is (found by an attack from
+    /// the docs: the message went to the log and to Lambda whole). serde_json's own reasons are
+    /// kept.
+    #[tokio::test]
+    async fn a_response_s_own_refusal_is_named_by_its_path_without_its_message() {
+        use lambda_runtime::service_fn;
+        use std::collections::HashMap;
+        struct Card(&'static str);
+        impl Serialize for Card {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom(format!(
+                    "cannot serialize {}",
+                    self.0
+                )))
+            }
+        }
+        #[derive(Serialize)]
+        struct Receipt {
+            lines: Vec<HashMap<&'static str, Card>>,
+        }
+        let error = ReadEvent::new(service_fn(|_: LambdaEvent<Value>| async {
+            Ok::<_, Diagnostic>(Receipt {
+                lines: vec![HashMap::from([("card", Card("4111111111111111"))])],
+            })
+        }))
+        .call(empty_event())
+        .await
+        .failed();
+        let diagnostic = Diagnostic::from(error);
+        assert_eq!(diagnostic.error_type, "Runtime.MarshalError");
+        assert!(
+            !diagnostic.error_message.contains("4111"),
+            "{}",
+            diagnostic.error_message
+        );
+        assert!(
+            diagnostic
+                .error_message
+                .starts_with("Unable to marshal response: at lines[0].card: "),
+            "{}",
+            diagnostic.error_message
+        );
+        assert!(
+            diagnostic.error_message.contains("left out"),
+            "{}",
+            diagnostic.error_message
+        );
     }
 
     /// A response whose `Serialize` panics (with the tracer not capturing responses, the first

@@ -44,7 +44,12 @@ use serde::{Deserialize, Serialize};
 /// other by the type inside the box (`std::io::Error`), where `lambda_runtime` alone names the
 /// box's Rust type. A response that does not serialize (a map whose keys are not strings) fails
 /// its invocation with `Runtime.MarshalError`, as Lambda's own runtimes report it, where
-/// `lambda_runtime` alone would stop the function's process.
+/// `lambda_runtime` alone would stop the function's process. Its message names where in the
+/// response it failed and serde_json's own reason, never a `Serialize` implementation's own
+/// message (it may quote the value). `run` finds it after the layers returned: its failure line
+/// carries the invocation's request id but not its appended keys, and its buffer of debug
+/// lines (`LoggerBuilder::buffer`) is not written for it; with the tracer on, the span is in
+/// error too.
 ///
 /// `run` is sequential. Where `AWS_LAMBDA_MAX_CONCURRENCY` is set (Lambda Managed Instances, and
 /// `cargo lambda watch`, which sets it to 1), `lambda_runtime` warns that "the concurrency-tokio
