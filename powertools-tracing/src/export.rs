@@ -75,6 +75,9 @@ pub(crate) struct Exporter {
     in_flight: AtomicUsize,
     /// The spans of the exports under way, counted as dropped if the process exits first.
     spans_in_flight: AtomicU64,
+    /// Invocations whose span has not ended: counted as dropped if the process exits first
+    /// (`SIGTERM` with invocations still running, under `run_concurrent`).
+    running: AtomicU64,
     /// Told when the last flush under way ends, if [`draining`](Self::draining) says anyone
     /// waits for that (most flushes end with no one waiting: no lock taken then).
     idle: tokio::sync::Notify,
@@ -182,6 +185,7 @@ impl Exporter {
             sampled: tokio::sync::Notify::new(),
             in_flight: AtomicUsize::new(0),
             spans_in_flight: AtomicU64::new(0),
+            running: AtomicU64::new(0),
             idle: tokio::sync::Notify::new(),
             draining: AtomicUsize::new(0),
             rejected: None,
@@ -257,6 +261,16 @@ impl Exporter {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Counts an invocation whose span was started, until [`invocation_ended`](Self::invocation_ended).
+    pub(crate) fn invocation_started(&self) {
+        self.running.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The invocation counted by [`invocation_started`](Self::invocation_started) ended its span.
+    pub(crate) fn invocation_ended(&self) {
+        self.running.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Whether export is suspended after a failed or timed-out flush.
     pub(crate) fn is_suspended(&self) -> bool {
         self.suspended.load(Ordering::Acquire)
@@ -324,6 +338,19 @@ impl Exporter {
                 &format_args!("no time left within the {} ms before exit", millis(limit)),
                 "spans were still queued when the process exited",
             );
+            // Invocations still running (their spans not ended, so in no queue): lost with the
+            // process, counted by their invocation spans (found by an attack from the docs: under
+            // `run_concurrent` they went without a word).
+            let running = self.running.load(Ordering::Relaxed);
+            if running > 0 {
+                self.dropped.fetch_add(running, Ordering::Relaxed);
+                self.warn_dropped(
+                    &format_args!("{running} invocations were still running"),
+                    "the spans of invocations still running when the process exited were dropped \
+                     (counted by their invocation spans; the spans they started are lost with \
+                     them)",
+                );
+            }
         }
     }
 
@@ -1498,6 +1525,25 @@ mod tests {
             .await;
         assert_eq!(start.elapsed(), Duration::from_millis(400));
         assert_eq!(exporter_without_flight.dropped(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flush_before_exit_counts_the_invocations_still_running() {
+        let collector = Arc::new(Collector::default());
+        let exporter = exporter(&collector, 100);
+        for _ in 0..3 {
+            exporter.invocation_started();
+        }
+        exporter.invocation_ended();
+        // Not at a flush that is not the last.
+        exporter
+            .flush_all_within(Duration::from_millis(400), false)
+            .await;
+        assert_eq!(exporter.dropped(), 0);
+        exporter
+            .flush_all_within(Duration::from_millis(400), true)
+            .await;
+        assert_eq!(exporter.dropped(), 2);
     }
 
     #[tokio::test(start_paused = true)]
