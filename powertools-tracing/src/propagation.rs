@@ -117,11 +117,20 @@ pub(crate) fn parse_xray_header(header: &str) -> Option<SpanContext> {
     let trace_state = others
         .into_iter()
         .rev()
+        .filter(|(_, value)| w3c_value(value))
         .fold(TraceState::NONE, |state, (key, value)| {
             state.insert(key, value.clone()).unwrap_or(state)
         });
     (trace_id != TraceId::INVALID)
         .then(|| SpanContext::new(trace_id, parent, flags, true, trace_state))
+}
+
+/// Whether W3C trace state can carry `value`: visible ASCII and spaces, not ending in a space
+/// (`,` and `=`, which it cannot hold either, `TraceState` refuses itself). The OpenTelemetry
+/// crate takes any other text (`é`), which a downstream SDK may answer by dropping the whole
+/// `tracestate` header (found by an attack from the docs).
+fn w3c_value(value: &str) -> bool {
+    value.bytes().all(|byte| (0x20..=0x7e).contains(&byte)) && !value.ends_with(' ')
 }
 
 /// The header in the one form Lambda sends it,
@@ -227,11 +236,11 @@ mod tests {
             .trim()
             .split_terminator(';')
             .filter(|pair| match pair.split_once('=') {
-                Some((key, value)) if !known.contains(&key) => TraceState::from_key_value([(
-                    key.to_ascii_lowercase(),
-                    value.trim_start_matches('='),
-                )])
-                .is_ok(),
+                Some((key, value)) if !known.contains(&key) => {
+                    let value = value.trim_start_matches('=');
+                    w3c_value(value)
+                        && TraceState::from_key_value([(key.to_ascii_lowercase(), value)]).is_ok()
+                }
                 _ => true,
             })
             .collect();
@@ -275,6 +284,10 @@ mod tests {
             "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1;Foo=a,b",
             "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Foo=a=b;Self=1-x",
             "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0;Bad Key=1",
+            // Text W3C trace state cannot carry, which `TraceState` takes: left out too
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1;Foo=é",
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Foo=a\tb;Bar=ok",
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Foo=a ;Bar=o k",
         ];
         // Lambda's own form is read at fixed offsets, the others by the general reader.
         assert!(parse_lambda_form(headers[0]).is_some());
@@ -291,6 +304,14 @@ mod tests {
         let theirs = XrayPropagator::default().extract(&carrier);
         assert!(!theirs.span().span_context().is_valid());
         assert!(parse_xray_header(with_comma).is_some_and(|ours| ours.is_valid()));
+        // What travels on is what W3C trace state can carry.
+        let mixed = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Foo=é;\
+                     Bar=o k;Baz=a ";
+        let state = parse_xray_header(mixed).unwrap().trace_state().header();
+        assert_eq!(
+            state, "bar=o k,baz=a",
+            "a space around a field is not its value"
+        );
     }
 
     #[test]
