@@ -1056,6 +1056,37 @@ impl HttpClient for OtlpHttpClient {
                 // The exporter says only the status of a refusal: the endpoint and the
                 // collector's own words go in the warning.
                 if response.status().is_success() {
+                    // An answer that is not OTLP's (a web page, from a wrong path or a proxy):
+                    // taken as a success, as OpenTelemetry's Go and Python exporters take it, but
+                    // said once, since the spans may have gone nowhere.
+                    let content_type = response
+                        .headers()
+                        .get(http::header::CONTENT_TYPE)
+                        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+                    let otlp = content_type.as_deref().is_some_and(|content_type| {
+                        content_type.split(';').next().is_some_and(|media| {
+                            media.trim().eq_ignore_ascii_case(crate::tracer::PROTOBUF)
+                        })
+                    });
+                    if !otlp && !response.body().is_empty() {
+                        let shown = content_type.as_deref().map_or_else(
+                            || "no content type".to_owned(),
+                            |content_type| quoted(content_type).unwrap_or_default(),
+                        );
+                        let warning = format!(
+                            "{endpoint}: the answer is {} with {shown}, not an OTLP answer",
+                            response.status()
+                        );
+                        if self.is_new_warning(&warning) {
+                            tracing::warn!(
+                                target: "powertools_tracing",
+                                warning = %warning,
+                                "the endpoint took an export with an answer that is not OTLP's: \
+                                 is it a collector's OTLP/HTTP traces endpoint (/v1/traces)? \
+                                 Spans sent there may be lost"
+                            );
+                        }
+                    }
                     // The exporter reads nothing of an answer that took the export: the spans
                     // it rejected would be lost without a word.
                     if let Some((rejected, message)) = partial_success(response.body()) {

@@ -773,7 +773,7 @@ const FRAMING_HEADERS: &[&str] = &[
 ];
 
 /// The body's type the exporter sends.
-const PROTOBUF: &str = "application/x-protobuf";
+pub(crate) const PROTOBUF: &str = "application/x-protobuf";
 
 /// The headers of [`OTEL_EXPORTER_OTLP_HEADERS`] then [`OTEL_EXPORTER_OTLP_TRACES_HEADERS`] (whose
 /// keys win), read from `env`. An entry that is not `key=value`, a name that is not a header's,

@@ -631,6 +631,48 @@ async fn a_collector_s_repeated_warning_is_logged_once_and_each_rejection_every_
     assert_eq!(rejections, 3, "{warnings:#?}");
 }
 
+/// An endpoint that takes exports with a web page (a wrong path, a proxy's page) answers `200`
+/// but is no collector: taken as a success, as OpenTelemetry's Go and Python exporters take it,
+/// and warned about once, since the spans may have gone nowhere (found by an attack from the
+/// docs: nothing was said). An OTLP answer, or an empty one, is not warned about.
+#[tokio::test]
+async fn an_answer_that_is_not_otlp_is_warned_about_once() {
+    let endpoint = collector_answering(answer(
+        "200 OK",
+        "text/html; charset=utf-8",
+        b"<html></html>",
+    ))
+    .await;
+    let tracer = Tracer::builder()
+        .service("orders")
+        .endpoint(&endpoint)
+        .env(Env::empty())
+        .build()
+        .expect("a tracer");
+    let (warnings, _guard) = with_warnings(&tracer);
+    for invocation in 0..3 {
+        invoke(&tracer, &format!("req-html-{invocation}")).await;
+    }
+    let warnings = warnings.all();
+    let not_otlp: Vec<&String> = warnings
+        .iter()
+        .filter(|warning| warning.contains("not an OTLP answer"))
+        .collect();
+    assert_eq!(not_otlp.len(), 1, "{warnings:#?}");
+    assert!(not_otlp[0].contains("text/html"), "{}", not_otlp[0]);
+    assert!(not_otlp[0].contains("/v1/traces"), "{}", not_otlp[0]);
+    assert_eq!(tracer.dropped_spans(), 0);
+
+    let (_, dropped, warnings) = traced_to_a_collector_taking_exports_with(b"").await;
+    assert_eq!(dropped, 0);
+    assert!(
+        !warnings
+            .iter()
+            .any(|warning| warning.contains("not an OTLP answer")),
+        "{warnings:#?}"
+    );
+}
+
 /// An endpoint's query string may carry a key (`?api_key=…`, as some vendors take it): export
 /// warnings name the endpoint without it, as they name it without the credentials of its
 /// user-info. The warnings logged it whole (found by a review).
