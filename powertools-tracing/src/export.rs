@@ -480,6 +480,20 @@ impl Exporter {
         if limit.is_zero() {
             return;
         }
+        // Export needs a Tokio runtime (its timers and IO): outside one (a service polled by
+        // another executor), what is queued is dropped, counted and said, where `timeout`
+        // panicked (found by an attack from the docs).
+        if tokio::runtime::Handle::try_current().is_err() {
+            let outside = std::mem::take(&mut *self.queue());
+            self.dropped
+                .fetch_add(count(outside.len()), Ordering::Relaxed);
+            self.warn_dropped(
+                &"no Tokio runtime",
+                "spans cannot be exported outside a Tokio runtime with its time and IO drivers \
+                 (lambda_runtime's, or #[tokio::main]): they were dropped",
+            );
+            return;
+        }
         let _under_way = UnderWay::new(self);
         // The next invocation's spans go into a buffer allocated here, after the response when
         // the extension flushes, sized like the batch it replaces: an invocation mostly ends as

@@ -411,8 +411,8 @@ impl Tracer {
     ///
     /// # Errors
     /// [`Error::Extension`] when Lambda refuses the registration (after the init phase, or a
-    /// second extension of this name), or does not answer it within 5 s; the layer then flushes
-    /// before returning, as without it.
+    /// second extension of this name), or does not answer it within 5 s, or when called outside
+    /// a Tokio runtime; the layer then flushes before returning, as without it.
     pub async fn register_extension(&self) -> Result<(), Error> {
         let inner = &self.inner;
         let Some(exporter) = inner.exporter.clone() else {
@@ -421,6 +421,14 @@ impl Tracer {
         let Some(runtime_api) = inner.lambda.runtime_api.as_deref() else {
             return Ok(());
         };
+        // Its tasks and timers are Tokio's: outside a runtime, an error rather than a panic.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Extension(
+                "the extension needs a Tokio runtime (lambda_runtime's, or #[tokio::main]): \
+                 register it from inside one; the layer flushes before returning meanwhile"
+                    .to_owned(),
+            ));
+        }
         if inner.flush_mode == FlushMode::BeforeReturn
             || inner.handoff.mode.load(Ordering::Acquire) != MODE_NONE
         {

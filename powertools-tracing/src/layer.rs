@@ -742,6 +742,46 @@ mod tests {
 
     use super::*;
 
+    /// Polls `future` to its end on this thread, without a Tokio runtime.
+    fn poll_outside_tokio<F: Future>(future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        let mut context = TaskContext::from_waker(std::task::Waker::noop());
+        loop {
+            if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+                return output;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// A service polled outside a Tokio runtime (another executor) cannot export: its spans are
+    /// dropped, counted and said, and registering the extension is an error, where both
+    /// panicked (`there is no reactor running`; found by an attack from the docs).
+    #[test]
+    fn outside_a_tokio_runtime_spans_are_dropped_counted_and_nothing_panics() {
+        use tower::ServiceExt as _;
+        let tracer = Tracer::builder()
+            .service("orders")
+            .endpoint("http://127.0.0.1:9")
+            .env(powertools_core::env::Env::from_pairs([(
+                "AWS_LAMBDA_RUNTIME_API",
+                "127.0.0.1:9",
+            )]))
+            .build()
+            .unwrap();
+        let service = TracingLayer::new(tracer.clone()).layer(tower::service_fn(
+            |_: LambdaEvent<serde_json::Value>| async {
+                Ok::<_, lambda_runtime::Error>(serde_json::Value::Null)
+            },
+        ));
+        let event = powertools_core::testing::TestContext::new().event(serde_json::json!({}));
+        let answered = poll_outside_tokio(service.oneshot(event));
+        assert!(answered.is_ok());
+        assert_eq!(tracer.dropped_spans(), 1);
+        let error = poll_outside_tokio(tracer.register_extension()).unwrap_err();
+        assert!(error.to_string().contains("Tokio runtime"), "{error}");
+    }
+
     /// An invocation still running when the process exits (`SIGTERM` under `run_concurrent`)
     /// has its spans in no queue: the flush before exit counts its invocation span as dropped,
     /// with a warning, rather than lose it without a word (found by an attack from the docs).
