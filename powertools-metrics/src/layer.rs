@@ -518,6 +518,11 @@ where
             }
         };
         let recycled = Arc::clone(&self.recycled);
+        // A MetricsLayer outside this one (the facade's stack around a user's own layer): the
+        // documents written here are the invocation's, and it must not report the invocation
+        // as one without metrics (it raised `EmptyMetrics` for a handler that added some; found
+        // by an attack from the docs).
+        let outer = Metrics::current();
         // Armed from here, not from the future's first poll: a future dropped before it runs
         // holds the metrics its handler's synchronous part added.
         let mut cancelled = FlushIfCancelled(Some(metrics.clone()));
@@ -526,20 +531,26 @@ where
                 .catch_unwind()
                 .await;
             cancelled.disarm();
+            let tell_outer = |wrote: bool| {
+                if let Some(outer) = outer.as_ref().filter(|_| wrote) {
+                    outer.note_nested_documents();
+                }
+            };
             match outcome {
                 Ok(Ok(response)) => {
                     let flushed = metrics.flush_and_end();
                     metrics.recycle(&recycled);
+                    tell_outer(flushed.as_ref().is_ok_and(|wrote| *wrote));
                     flushed.map_err(ServiceError::Metrics)?;
                     Ok(response)
                 }
                 Ok(Err(error)) => {
-                    flush_after_failure(&metrics);
+                    tell_outer(flush_after_failure(&metrics));
                     metrics.recycle(&recycled);
                     Err(ServiceError::Handler(error))
                 }
                 Err(panic) => {
-                    flush_after_failure(&metrics);
+                    tell_outer(flush_after_failure(&metrics));
                     std::panic::resume_unwind(panic)
                 }
             }
@@ -548,10 +559,14 @@ where
 }
 
 /// Flushes after the handler failed: its error is what the invocation reports, so an empty
-/// document is only logged.
-fn flush_after_failure(metrics: &Metrics) {
-    if let Err(error) = metrics.flush_and_end() {
-        tracing::warn!(%error, "metrics were not flushed after the handler failed");
+/// document is only logged. `true` when the invocation wrote a document.
+fn flush_after_failure(metrics: &Metrics) -> bool {
+    match metrics.flush_and_end() {
+        Ok(wrote) => wrote,
+        Err(error) => {
+            tracing::warn!(%error, "metrics were not flushed after the handler failed");
+            false
+        }
     }
 }
 

@@ -976,18 +976,26 @@ impl Metrics {
     /// # Errors
     /// [`Error::EmptyMetrics`], as above.
     pub fn flush(&self) -> Result<(), Error> {
-        self.flush_then(false)
+        self.flush_then(false).map(drop)
     }
 
     /// The layer's last flush of an invocation: flushes, and marks the invocation ended before
     /// it lets go of the state, so that a value a task adds meanwhile is either in this flush
     /// or written at once, never left behind in between. From then on each added value is
-    /// written at once, so a task that outlived its invocation never loses one.
-    pub(crate) fn flush_and_end(&self) -> Result<(), Error> {
+    /// written at once, so a task that outlived its invocation never loses one. `true` when the
+    /// invocation wrote a document (in this flush or before it).
+    pub(crate) fn flush_and_end(&self) -> Result<bool, Error> {
         self.flush_then(true)
     }
 
-    fn flush_then(&self, end: bool) -> Result<(), Error> {
+    /// A [`MetricsLayer`](crate::MetricsLayer) nested inside this invocation's (the facade's
+    /// stack around a layer of the caller's) wrote documents for it: this one's flush does not
+    /// report the invocation as one without metrics.
+    pub(crate) fn note_nested_documents(&self) {
+        self.lock().wrote_since_flush = true;
+    }
+
+    fn flush_then(&self, end: bool) -> Result<bool, Error> {
         let mut state = self.lock();
         let wrote_main = !state.metrics.is_empty();
         self.write_main(&mut state);
@@ -1021,19 +1029,19 @@ impl Metrics {
         drop(state);
         let settings = &self.shared.settings;
         if wrote_any || settings.disabled {
-            return Ok(());
+            return Ok(wrote_any);
         }
         if settings.raise_on_empty_metrics {
             return Err(Error::EmptyMetrics);
         }
         if settings.warned_empty.swap(true, Ordering::Relaxed) {
-            return Ok(());
+            return Ok(false);
         }
         tracing::warn!(
             "No application metrics to publish. The cold-start metric may be published if enabled. \
              If application metrics should never be empty, consider using raise_on_empty_metrics"
         );
-        Ok(())
+        Ok(false)
     }
 
     /// Writes the cold-start document: `ColdStart` = 1 (Count), with the dimensions

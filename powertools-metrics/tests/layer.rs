@@ -925,3 +925,66 @@ fn a_blank_default_dimension_is_refused_when_building() {
         assert!(error.to_string().contains("empty"), "{error}");
     }
 }
+
+/// A `MetricsLayer` inside another (the facade's stack around a layer of your own, or the stack
+/// applied twice): the inner one writes the handler's metrics, and the outer one must not
+/// report the invocation as one without metrics: with `raise_on_empty_metrics` it failed the
+/// invocation (`EmptyMetrics`), without it it warned "No application metrics to publish"
+/// (found by an attack from the docs). When nothing was published, the outer one still
+/// raises.
+#[tokio::test]
+async fn an_outer_layer_does_not_call_an_invocation_empty_when_an_inner_layer_wrote_its_metrics() {
+    let captured = Captured::default();
+    let _guard = tracing::subscriber::set_default(capturing(&captured));
+    let sink = CheckedSink::new();
+    let layer = |raise: bool| {
+        builder(&sink)
+            .raise_on_empty_metrics(raise)
+            .build()
+            .unwrap()
+    };
+    let handler = service_fn(|event: LambdaEvent<Value>| async move {
+        if event.payload["orders"] == true {
+            powertools_metrics::add_metric("Orders", 1.0, Unit::Count)?;
+        }
+        Ok::<_, lambda_runtime::Error>(Value::Null)
+    });
+    let event = |orders: bool| TestContext::new().event(json!({ "orders": orders }));
+
+    for raise in [true, false] {
+        let nested = layer(raise).layer(layer(false).layer(handler));
+        nested.clone().oneshot(event(true)).await.unwrap();
+        // Failed too: the inner layer's failure flush
+        let failing = layer(raise).layer(layer(false).layer(service_fn(
+            |_: LambdaEvent<Value>| async {
+                powertools_metrics::add_metric("Orders", 1.0, Unit::Count)?;
+                Err::<Value, lambda_runtime::Error>("refused".into())
+            },
+        )));
+        let error = failing.oneshot(event(true)).await.unwrap_err();
+        assert!(
+            matches!(error, ServiceError::Handler(ServiceError::Handler(_))),
+            "{error:?}"
+        );
+        if raise {
+            let empty = nested.oneshot(event(false)).await.unwrap_err();
+            assert!(
+                matches!(empty, ServiceError::Metrics(Error::EmptyMetrics)),
+                "{empty:?}"
+            );
+        }
+    }
+    let orders = valid_documents(&sink)
+        .iter()
+        .filter(|document| document.get("Orders").is_some())
+        .count();
+    assert_eq!(orders, 4);
+    let empty_warnings = captured
+        .warnings()
+        .into_iter()
+        .filter(|warning| warning.contains("No application metrics"))
+        .count();
+    // The inner layers of the raising outer one, with an invocation that added none: one
+    // warning per layer at most, never the outer ones for invocations that added metrics.
+    assert!(empty_warnings <= 1, "{:#?}", captured.warnings());
+}
