@@ -419,10 +419,6 @@ fn invocation_context(
     Some(context.with_value(Annotations::new(layer_attributes)))
 }
 
-/// The invocation span's name: the function's name, the same for every invocation a process
-/// serves. The first one is kept for the life of the process (one string, once) so that spans
-/// borrow it instead of copying it, one allocation per invocation less; another name (only tests
-/// change it) is copied.
 /// The most bytes of the request's path, route or unknown method a span records: a direct
 /// invoke can send megabytes, and a span past X-Ray's 64 KB segment is lost whole.
 const MAX_REQUEST_TEXT_BYTES: usize = 1024;
@@ -433,6 +429,7 @@ const KNOWN_METHODS: [&str; 9] = [
     "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE",
 ];
 
+/// `method` as the conventions spell it, if they know it.
 fn known_method(method: &str) -> Option<&'static str> {
     KNOWN_METHODS.into_iter().find(|known| *known == method)
 }
@@ -443,9 +440,15 @@ fn bounded_request_text(mut text: String) -> String {
     text
 }
 
+/// The first function name [`span_name`] saw in this process.
+static FIRST_SPAN_NAME: OnceLock<&'static str> = OnceLock::new();
+
+/// The invocation span's name: the function's name, the same for every invocation a process
+/// serves. The first one is kept for the life of the process (one string, once) so that spans
+/// borrow it instead of copying it, one allocation per invocation less; another name (only tests
+/// change it) is copied.
 fn span_name(function_name: &str) -> Cow<'static, str> {
-    static FIRST: OnceLock<&'static str> = OnceLock::new();
-    let first: &'static str = FIRST.get_or_init(|| Box::leak(function_name.into()));
+    let first: &'static str = FIRST_SPAN_NAME.get_or_init(|| Box::leak(function_name.into()));
     if first == function_name {
         Cow::Borrowed(first)
     } else {
@@ -634,7 +637,13 @@ where
     }
 
     fn call(&mut self, event: LambdaEvent<T>) -> Self::Future {
-        if !self.layer.tracer.is_enabled() {
+        // Off, or inside another TracingLayer's invocation (the facade's stack around a layer
+        // of the caller's, or applied twice): one invocation span, the outer one's. A second
+        // counted the cold start twice in X-Ray, and `annotate` reached the inner one only
+        // (found by an attack from the docs).
+        if !self.layer.tracer.is_enabled()
+            || OtelContext::map_current(|context| context.get::<Annotations>().is_some())
+        {
             return Box::pin(self.inner.call(event));
         }
         let invocation = Invocation::new(&event.context);
@@ -881,8 +890,10 @@ mod tests {
 
     #[test]
     fn the_span_name_is_the_function_name_borrowed_after_the_first() {
-        let first = span_name("orders");
-        let again = span_name(&first);
+        // Whichever name this process saw first (another test's invocation may come first).
+        span_name("orders");
+        let first: &str = FIRST_SPAN_NAME.get().expect("a name was seen");
+        let again = span_name(first);
         assert_eq!(again, *first);
         // Whichever name this process saw first is borrowed from then on, never copied.
         assert!(matches!(again, Cow::Borrowed(_)), "{again:?}");

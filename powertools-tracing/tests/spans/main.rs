@@ -997,3 +997,40 @@ async fn a_queued_exporter_gets_the_invocations_spans_in_one_batch_at_its_end() 
     assert_eq!(names(&spans), ["bake", "orders-api"]);
     assert_eq!(spans[0].parent_span_id, spans[1].span_context.span_id());
 }
+
+/// A `TracingLayer` inside another (the facade's stack around a layer of your own, or the stack
+/// applied twice) records no second invocation span: two counted the cold start twice in X-Ray,
+/// and `annotate` reached only the inner one (found by an attack from the docs). The handler's
+/// spans and annotations go to the one invocation span.
+#[tokio::test]
+async fn a_tracing_layer_inside_another_records_one_invocation_span() {
+    let recorder = Recorder::default();
+    let tracer = tracer(&recorder);
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let inner =
+        TracingLayer::new(tracer.clone()).layer(service_fn(|_: LambdaEvent<Value>| async {
+            assert!(powertools_tracing::annotate("order_id", "o-1"));
+            tracing::info_span!("charge").in_scope(|| {});
+            Ok::<_, lambda_runtime::Error>(json!({}))
+        }));
+    let service = TracingLayer::new(tracer).layer(inner);
+    let context = TestContext::new()
+        .with_function_name("orders-api")
+        .with_cold_start(true)
+        .build();
+    service
+        .oneshot(LambdaEvent::new(json!({}), context))
+        .await
+        .unwrap();
+    let spans = recorder.spans();
+    let invocations: Vec<&opentelemetry_sdk::trace::SpanData> = spans
+        .iter()
+        .filter(|span| span.name == "orders-api")
+        .collect();
+    assert_eq!(invocations.len(), 1, "{:?}", names(&spans));
+    let invocation = invocations[0];
+    assert_eq!(attribute_count(invocation, "ColdStart"), 1);
+    assert_eq!(text(invocation, "order_id").as_deref(), Some("o-1"));
+    let charge = recorder.span("charge");
+    assert_eq!(charge.parent_span_id, invocation.span_context.span_id());
+}
