@@ -67,7 +67,10 @@
 //! `cloud.region`) is on the resource, once per export, as the conventions place it. Spans carry
 //! no `code.*`, `thread.*`, `target` or busy/idle-time attributes, and log lines are not copied
 //! into them as span events: X-Ray shows none of these, and each costs allocations per span. The
-//! log lines carry the trace id instead.
+//! log lines carry the trace id instead: the `Root` of Lambda's trace header, which Lambda sends
+//! with every invocation. Without one, or with one the span cannot join (a malformed `Root`,
+//! only in local tests), the span begins a trace of its own that the lines do not name, as
+//! with Powertools for Python.
 //!
 //! A handler error sets the span status to error and adds an `exception` event whose
 //! `exception.type` is the error's own type (a `Diagnostic`'s `error_type`; the type inside a

@@ -51,35 +51,52 @@ const INIT_ERROR: &str = "Runtime.InitError";
 ///     }
 /// }
 /// ```
-pub async fn init_failed(error: &(dyn StdError + 'static)) -> ExitCode {
+///
+/// The error is read before the returned future first waits, which holds only what it read:
+/// the future is `Send` (it can be spawned) whatever the error is.
+pub fn init_failed(
+    error: &(dyn StdError + 'static),
+) -> impl Future<Output = ExitCode> + Send + 'static {
     let mut stderr = std::io::stderr().lock();
     // The function's log is where its errors are read; a failing stderr has nowhere else to go.
     let _ = writeln!(stderr, "{}", crate::error_report(error));
     drop(stderr);
-    if let Some(runtime_api) = std::env::var("AWS_LAMBDA_RUNTIME_API")
+    let runtime_api = std::env::var("AWS_LAMBDA_RUNTIME_API")
         .ok()
-        .filter(|address| !address.trim().is_empty())
-        && let Err(unreported) = report(&runtime_api, error).await
-    {
-        let _ = writeln!(
-            std::io::stderr(),
-            "the error could not be reported to the Lambda Runtime API at {runtime_api}: \
-             {unreported}"
-        );
+        .filter(|address| !address.trim().is_empty());
+    let diagnostic = runtime_api
+        .as_ref()
+        .map(|_| crate::describe::error_diagnostic(error));
+    async move {
+        if let (Some(runtime_api), Some(diagnostic)) = (runtime_api, diagnostic)
+            && let Err(unreported) = report_diagnostic(&runtime_api, diagnostic).await
+        {
+            let _ = writeln!(
+                std::io::stderr(),
+                "the error could not be reported to the Lambda Runtime API at {runtime_api}: \
+                 {unreported}"
+            );
+        }
+        ExitCode::FAILURE
     }
-    ExitCode::FAILURE
 }
 
 /// Posts `error` to the init error path of the Runtime API at `runtime_api` (`host:port`, or a
 /// URI with a scheme and a base path, as emulators give it).
+#[cfg(test)]
 pub(crate) async fn report(
     runtime_api: &str,
     error: &(dyn StdError + 'static),
 ) -> Result<(), String> {
+    report_diagnostic(runtime_api, crate::describe::error_diagnostic(error)).await
+}
+
+/// Posts `diagnostic` as [`report`] posts an error's.
+async fn report_diagnostic(runtime_api: &str, diagnostic: Diagnostic) -> Result<(), String> {
     let Diagnostic {
         error_type,
         mut error_message,
-    } = crate::describe::error_diagnostic(error);
+    } = diagnostic;
     // The header and the body say the same: a type name a header cannot carry (not ASCII) is
     // `Runtime.InitError` in both.
     let (error_type, header_type) = match http::HeaderValue::from_str(&error_type) {
@@ -122,6 +139,24 @@ pub(crate) async fn report(
 #[cfg(test)]
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The future of `init_failed` is `Send` whatever the error (it holds what it read of it, not
+    /// the error), so it can be spawned; it held the `&dyn Error` before, which is not `Send`
+    /// (found by an attack from the docs).
+    #[tokio::test]
+    async fn init_failed_can_be_spawned_with_an_error_that_is_not_sync() {
+        #[derive(Debug)]
+        struct NotSync(std::cell::Cell<u8>);
+        impl std::fmt::Display for NotSync {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "the oven is cold ({})", self.0.get())
+            }
+        }
+        impl std::error::Error for NotSync {}
+        let error = NotSync(std::cell::Cell::new(1));
+        let code = tokio::spawn(super::init_failed(&error)).await.unwrap();
+        assert_eq!(code, std::process::ExitCode::FAILURE);
+    }
 
     /// A Runtime API that answers one request with `status`, and gives back the request.
     async fn runtime_api(status: &'static str) -> (String, tokio::task::JoinHandle<String>) {

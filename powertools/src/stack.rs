@@ -260,7 +260,10 @@ pub type PowertoolsService<S, C = NoCorrelationId> =
 /// ([`StackError::Metrics`], only with
 /// [`raise_on_empty_metrics`](powertools_metrics::MetricsLayerBuilder::raise_on_empty_metrics)).
 /// Logging and tracing pass the handler's error through, so this is the stack's only error type;
-/// its `Display` is the inner error's, and its Lambda `errorType` the handler error's own.
+/// its `Display` is the inner error's. Under [`run`](crate::run) its Lambda `errorType` is the
+/// handler error's own, as the failure line and the span name it; `lambda_runtime::run` alone
+/// names a boxed error by the box's Rust type (`&alloc::boxed::Box<dyn core::error::Error + …>`),
+/// one reason to start the function with [`run`](crate::run).
 ///
 /// ```
 /// use lambda_runtime::{LambdaEvent, service_fn, tower::{ServiceBuilder, ServiceExt}};
