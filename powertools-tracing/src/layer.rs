@@ -791,6 +791,54 @@ mod tests {
         assert!(error.to_string().contains("Tokio runtime"), "{error}");
     }
 
+    /// Review: `Tracer::flush` (the flush the README tells users to call in their
+    /// graceful-shutdown hook) outside a Tokio runtime still panics: `flush_all_within` builds a
+    /// `tokio::time::timeout` before the guard in `flush_bounded` is reached. The changelog says
+    /// a flush outside a runtime drops its spans, counted, where it panicked.
+    #[test]
+    fn review_tracer_flush_outside_a_tokio_runtime_does_not_panic() {
+        let tracer = Tracer::builder()
+            .service("orders")
+            .endpoint("http://127.0.0.1:9")
+            .env(powertools_core::env::Env::empty())
+            .build()
+            .unwrap();
+        let flushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            poll_outside_tokio(tracer.flush());
+        }));
+        assert!(
+            flushed.is_ok(),
+            "Tracer::flush panicked outside a Tokio runtime"
+        );
+    }
+
+    /// Review: a Tokio runtime built without its time driver (`Builder::new_current_thread()`
+    /// without `enable_all`) passes the `Handle::try_current` guard, and the layer's flush then
+    /// panics in `tokio::time::timeout` ("timers are disabled"): the invocation fails for its
+    /// traces, where the guard's warning says such spans are dropped.
+    #[test]
+    fn review_a_runtime_without_timers_does_not_fail_the_invocation() {
+        use tower::ServiceExt as _;
+        let tracer = Tracer::builder()
+            .service("orders")
+            .endpoint("http://127.0.0.1:9")
+            .env(powertools_core::env::Env::empty())
+            .build()
+            .unwrap();
+        let service = TracingLayer::new(tracer.clone()).layer(tower::service_fn(
+            |_: LambdaEvent<serde_json::Value>| async {
+                Ok::<_, lambda_runtime::Error>(serde_json::Value::Null)
+            },
+        ));
+        let event = powertools_core::testing::TestContext::new().event(serde_json::json!({}));
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(service.oneshot(event))
+        }));
+        let answered = answered.expect("the invocation panicked in a runtime without timers");
+        assert!(answered.is_ok());
+    }
+
     /// An invocation still running when the process exits (`SIGTERM` under `run_concurrent`)
     /// has its spans in no queue: the flush before exit counts its invocation span as dropped,
     /// with a warning, rather than lose it without a word (found by an attack from the docs).

@@ -334,4 +334,18 @@ mod tests {
             "{fast_form} headers read at fixed offsets"
         );
     }
+
+    /// Review: W3C trace state's value is `0*255(chr) nblk-chr`: at least one character that is
+    /// not a space. `w3c_value("")` is true and `TraceState` takes an empty value, so an X-Ray
+    /// field without a value (`Foo=`) travels on as `foo=`, a list member a downstream SDK may
+    /// answer by dropping the whole `tracestate` header (what the filter was added against).
+    #[test]
+    fn review_an_empty_field_value_is_left_out_of_the_trace_state() {
+        let header =
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1;Foo=;Bar=ok";
+        let state = parse_xray_header(header).unwrap().trace_state().header();
+        assert_eq!(state, "bar=ok");
+        assert!(!w3c_value(""), "an empty value is not a W3C trace state value");
+    }
+
 }

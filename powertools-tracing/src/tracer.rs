@@ -1188,6 +1188,37 @@ mod tests {
         assert!(!error.to_string().contains("s3cret"), "{error}");
     }
 
+    /// Review: `shown_in_errors` removes the credentials first, with `without_credentials`,
+    /// which takes the last `@` of the whole URL for the end of the userinfo, even in the query
+    /// string: the `?` is then cut away with the host, and the rest of the query (a vendor's key
+    /// after an e-mail address) is quoted whole in the refused endpoint's error.
+    #[test]
+    fn review_a_refused_endpoint_s_error_leaves_out_a_query_string_with_an_at_sign() {
+        for (variable, value) in [
+            (
+                OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+                "http://host:99999/v1/traces?user=me@corp.example&api-key=s3cret",
+            ),
+            (
+                OTEL_EXPORTER_OTLP_ENDPOINT,
+                "https://otlp.vendor.example?user=me@corp.example&api-key=s3cret x",
+            ),
+        ] {
+            let error = Tracer::builder()
+                .env(Env::from_pairs([(variable, value)]))
+                .build()
+                .expect_err(value);
+            let shown = error.to_string();
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+        let error = Tracer::builder()
+            .endpoint("ftp://host/v1/traces?user=me@corp.example&api-key=s3cret")
+            .env(Env::empty())
+            .build()
+            .expect_err("not http");
+        assert!(!error.to_string().contains("s3cret"), "{error}");
+    }
+
     #[test]
     fn an_endpoint_s_port_is_checked_wherever_the_host_and_user_are() {
         for good in [
