@@ -988,3 +988,49 @@ async fn an_outer_layer_does_not_call_an_invocation_empty_when_an_inner_layer_wr
     // warning per layer at most, never the outer ones for invocations that added metrics.
     assert!(empty_warnings <= 1, "{:#?}", captured.warnings());
 }
+
+/// Review: a nested `MetricsLayer` whose invocation is cancelled (a timeout outside the stack)
+/// writes the handler's metrics from its `FlushIfCancelled`, but never tells the outer layer, whose
+/// own cancellation flush then reports the invocation as one without metrics: "No application
+/// metrics to publish", or with `raise_on_empty_metrics` "metrics were not flushed after the
+/// invocation was cancelled" with `EmptyMetrics`, for an invocation that published. The changelog
+/// says an inner layer's documents count as the invocation's for the outer one.
+#[tokio::test]
+async fn review_a_cancelled_nested_invocation_s_documents_count_for_the_outer_layer() {
+    for raise in [false, true] {
+        let captured = Captured::default();
+        let _guard = tracing::subscriber::set_default(capturing(&captured));
+        let sink = CheckedSink::new();
+        let layer = |raise: bool| {
+            builder(&sink)
+                .raise_on_empty_metrics(raise)
+                .build()
+                .unwrap()
+        };
+        let handler = service_fn(|_: LambdaEvent<Value>| async {
+            powertools_metrics::add_metric("Orders", 1.0, Unit::Count)?;
+            std::future::pending::<()>().await;
+            Ok::<_, lambda_runtime::Error>(Value::Null)
+        });
+        let nested = layer(raise).layer(layer(false).layer(handler));
+        let cancelled = tokio::time::timeout(
+            Duration::from_millis(20),
+            nested.oneshot(TestContext::new().event(json!({}))),
+        )
+        .await;
+        assert!(cancelled.is_err(), "the invocation is cancelled");
+        let orders = valid_documents(&sink)
+            .iter()
+            .filter(|document| document.get("Orders").is_some())
+            .count();
+        assert_eq!(orders, 1, "the inner layer published the handler's metric");
+        let empty: Vec<String> = captured
+            .warnings()
+            .into_iter()
+            .filter(|warning| {
+                warning.contains("No application metrics") || warning.contains("EmptyMetrics")
+            })
+            .collect();
+        assert!(empty.is_empty(), "raise_on_empty_metrics({raise}): {empty:#?}");
+    }
+}
