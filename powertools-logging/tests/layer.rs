@@ -912,3 +912,25 @@ fn a_sample_rate_of_zero_is_written_when_it_is_configured_and_not_when_it_is_not
     let unset = first_line(builder(&MemoryLogs::new()));
     assert!(!unset.contains("sampling_rate"), "{unset}");
 }
+
+/// Review: the core README now says a value of spaces only in a variable read as a level counts
+/// as unset, as an empty one. `POWERTOOLS_LOG_LEVEL=" "` does, but the legacy `LOG_LEVEL=" "`
+/// (read with `Env::string`, then parsed) is "not a level" and warned about, where
+/// `LOG_LEVEL=""` is silent.
+#[test]
+fn review_a_legacy_log_level_of_spaces_only_counts_as_unset() {
+    for blank in ["", " ", "\t"] {
+        let logs = MemoryLogs::new();
+        let logger = builder(&logs)
+            .env(Env::from_pairs([("LOG_LEVEL", blank)]))
+            .build()
+            .unwrap_or_else(|error| panic!("{blank:?}: {error}"));
+        assert_eq!(logger.level(), Level::Info, "{blank:?}");
+        let warnings: Vec<String> = logs
+            .lines()
+            .into_iter()
+            .filter(|line| line.contains("LOG_LEVEL"))
+            .collect();
+        assert!(warnings.is_empty(), "LOG_LEVEL={blank:?}: {warnings:?}");
+    }
+}
