@@ -558,7 +558,9 @@ impl LoggerBuilder {
             )? {
                 Some(level) => Some(level),
                 None => match env.string(LOG_LEVEL) {
+                    // Spaces alone are the empty value, which counts as unset.
                     Ok(None) => None,
+                    Ok(Some(text)) if text.trim().is_empty() => None,
                     Ok(Some(text)) => python_level(&text).or_else(|| {
                         legacy_ignored = Some(powertools_core::env::shown(&text));
                         None

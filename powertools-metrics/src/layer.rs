@@ -525,7 +525,10 @@ where
         let outer = Metrics::current();
         // Armed from here, not from the future's first poll: a future dropped before it runs
         // holds the metrics its handler's synchronous part added.
-        let mut cancelled = FlushIfCancelled(Some(metrics.clone()));
+        let mut cancelled = FlushIfCancelled {
+            metrics: Some(metrics.clone()),
+            outer: outer.clone(),
+        };
         Box::pin(async move {
             let outcome = AssertUnwindSafe(metrics.clone().scope(future))
                 .catch_unwind()
@@ -574,21 +577,35 @@ fn flush_after_failure(metrics: &Metrics) -> bool {
 /// or a `select!` around the service): its document is written then, and values its tasks add
 /// later are written at once, as after any invocation, instead of waiting for a flush that
 /// would never come.
-struct FlushIfCancelled(Option<Metrics>);
+struct FlushIfCancelled {
+    metrics: Option<Metrics>,
+    /// The invocation's handle in a `MetricsLayer` outside this one, told of the documents
+    /// written here (as the completed paths tell it; found by a review).
+    outer: Option<Metrics>,
+}
 
 impl FlushIfCancelled {
     /// The invocation ended: its own paths flush it.
     fn disarm(&mut self) {
-        self.0 = None;
+        self.metrics = None;
     }
 }
 
 impl Drop for FlushIfCancelled {
     fn drop(&mut self) {
-        if let Some(metrics) = self.0.take()
-            && let Err(error) = metrics.flush_and_end()
-        {
-            tracing::warn!(%error, "metrics were not flushed after the invocation was cancelled");
+        let Some(metrics) = self.metrics.take() else {
+            return;
+        };
+        match metrics.flush_and_end() {
+            Ok(true) => {
+                if let Some(outer) = &self.outer {
+                    outer.note_nested_documents();
+                }
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(%error, "metrics were not flushed after the invocation was cancelled");
+            }
         }
     }
 }

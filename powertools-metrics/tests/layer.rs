@@ -1031,6 +1031,9 @@ async fn review_a_cancelled_nested_invocation_s_documents_count_for_the_outer_la
                 warning.contains("No application metrics") || warning.contains("EmptyMetrics")
             })
             .collect();
-        assert!(empty.is_empty(), "raise_on_empty_metrics({raise}): {empty:#?}");
+        assert!(
+            empty.is_empty(),
+            "raise_on_empty_metrics({raise}): {empty:#?}"
+        );
     }
 }

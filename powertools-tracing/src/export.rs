@@ -271,6 +271,19 @@ impl Exporter {
         self.running.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Drops what is queued, counted and said: export cannot run outside a Tokio runtime with
+    /// its timers, where Tokio panicked (found by an attack from the docs and its review).
+    fn drop_queued_without_timers(&self) {
+        let queued = std::mem::take(&mut *self.queue());
+        self.dropped
+            .fetch_add(count(queued.len()), Ordering::Relaxed);
+        self.warn_dropped(
+            &"no Tokio runtime with timers here",
+            "spans cannot be exported outside a Tokio runtime with its time and IO drivers \
+             (lambda_runtime's, or #[tokio::main]): they were dropped",
+        );
+    }
+
     /// Whether export is suspended after a failed or timed-out flush.
     pub(crate) fn is_suspended(&self) -> bool {
         self.suspended.load(Ordering::Acquire)
@@ -302,7 +315,11 @@ impl Exporter {
     pub(crate) async fn flush_all_within(self: &Arc<Self>, limit: Duration, exiting: bool) {
         let start = tokio::time::Instant::now();
         let left = || limit.saturating_sub(start.elapsed());
-        let _ = tokio::time::timeout(self.timeout.min(left()), self.flushes_done()).await;
+        let Some(waiting) = timeout_here(self.timeout.min(left()), self.flushes_done()) else {
+            self.drop_queued_without_timers();
+            return;
+        };
+        let _ = waiting.await;
         if !self.is_suspended() {
             self.flush_bounded(left(), Bound::Exit).await;
         } else {
@@ -422,7 +439,10 @@ impl Exporter {
         timeout: Duration,
     ) -> Result<(), String> {
         let _in_flight = SpansInFlight::new(self, count(batch.len()));
-        match tokio::time::timeout(timeout, self.export_all(batch, bytes)).await {
+        let Some(exporting) = timeout_here(timeout, self.export_all(batch, bytes)) else {
+            return Err("no Tokio runtime with timers here".to_owned());
+        };
+        match exporting.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(error.to_string()),
             Err(_) => Err(format!("no answer within {} ms", millis(timeout))),
@@ -482,16 +502,10 @@ impl Exporter {
         }
         // Export needs a Tokio runtime (its timers and IO): outside one (a service polled by
         // another executor), what is queued is dropped, counted and said, where `timeout`
-        // panicked (found by an attack from the docs).
+        // panicked (found by an attack from the docs). A runtime without timers is found where
+        // the timer is made.
         if tokio::runtime::Handle::try_current().is_err() {
-            let outside = std::mem::take(&mut *self.queue());
-            self.dropped
-                .fetch_add(count(outside.len()), Ordering::Relaxed);
-            self.warn_dropped(
-                &"no Tokio runtime",
-                "spans cannot be exported outside a Tokio runtime with its time and IO drivers \
-                 (lambda_runtime's, or #[tokio::main]): they were dropped",
-            );
+            self.drop_queued_without_timers();
             return;
         }
         let _under_way = UnderWay::new(self);
@@ -538,7 +552,13 @@ impl Exporter {
             let spans = count(batch.len());
             let timeout = self.timeout.min(limit);
             let in_flight = SpansInFlight::new(self, spans);
-            let exported = tokio::time::timeout(timeout, self.export_all(batch, bytes)).await;
+            let Some(exporting) = timeout_here(timeout, self.export_all(batch, bytes)) else {
+                drop(in_flight);
+                self.dropped.fetch_add(spans, Ordering::Relaxed);
+                self.drop_queued_without_timers();
+                return;
+            };
+            let exported = exporting.await;
             drop(in_flight);
             let failure = match exported {
                 Ok(Ok(())) => None,
@@ -1141,6 +1161,17 @@ impl HttpClient for OtlpHttpClient {
             }
         }
     }
+}
+
+/// `tokio::time::timeout(duration, future)`, or `None` where Tokio cannot make its timer:
+/// outside a runtime, or in one built without timers (Tokio panics there; the panic is caught,
+/// quietly, and `future` dropped). Under `panic = "abort"` the process aborts there, as Tokio's
+/// own panic would abort it.
+pub(crate) fn timeout_here<F: Future>(
+    duration: Duration,
+    future: F,
+) -> Option<tokio::time::Timeout<F>> {
+    powertools_core::failure::catch_quiet_panic(|| tokio::time::timeout(duration, future)).ok()
 }
 
 /// `endpoint` as warnings name it: without its query string, which may carry a key

@@ -448,16 +448,25 @@ impl Tracer {
             let client = lambda_runtime_api_client::PooledClient::builder()
                 .with_endpoint(endpoint)
                 .build();
-            let id =
-                tokio::time::timeout(REGISTRATION_TIMEOUT, register(&client, runtime_api, events))
-                    .await
-                    .map_err(|_| {
-                        Error::Extension(format!(
-                            "the Runtime API at {runtime_api} did not answer the extension's \
+            let registering = crate::export::timeout_here(
+                REGISTRATION_TIMEOUT,
+                register(&client, runtime_api, events),
+            )
+            .ok_or_else(|| {
+                Error::Extension(
+                    "the extension needs a Tokio runtime with timers (lambda_runtime's, or \
+                     #[tokio::main]): register it from inside one; the layer flushes before \
+                     returning meanwhile"
+                        .to_owned(),
+                )
+            })?;
+            let id = registering.await.map_err(|_| {
+                Error::Extension(format!(
+                    "the Runtime API at {runtime_api} did not answer the extension's \
                          registration within {} s",
-                            REGISTRATION_TIMEOUT.as_secs()
-                        ))
-                    })??;
+                    REGISTRATION_TIMEOUT.as_secs()
+                ))
+            })??;
             Ok::<_, Error>((client, id))
         }
         .await;

@@ -831,7 +831,9 @@ mod tests {
             },
         ));
         let event = powertools_core::testing::TestContext::new().event(serde_json::json!({}));
-        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             runtime.block_on(service.oneshot(event))
         }));

@@ -125,12 +125,15 @@ pub(crate) fn parse_xray_header(header: &str) -> Option<SpanContext> {
         .then(|| SpanContext::new(trace_id, parent, flags, true, trace_state))
 }
 
-/// Whether W3C trace state can carry `value`: visible ASCII and spaces, not ending in a space
+/// Whether W3C trace state can carry `value`: visible ASCII and spaces, not empty nor ending in
+/// a space
 /// (`,` and `=`, which it cannot hold either, `TraceState` refuses itself). The OpenTelemetry
 /// crate takes any other text (`é`), which a downstream SDK may answer by dropping the whole
 /// `tracestate` header (found by an attack from the docs).
 fn w3c_value(value: &str) -> bool {
-    value.bytes().all(|byte| (0x20..=0x7e).contains(&byte)) && !value.ends_with(' ')
+    !value.is_empty()
+        && value.bytes().all(|byte| (0x20..=0x7e).contains(&byte))
+        && !value.ends_with(' ')
 }
 
 /// The header in the one form Lambda sends it,
@@ -341,11 +344,12 @@ mod tests {
     /// answer by dropping the whole `tracestate` header (what the filter was added against).
     #[test]
     fn review_an_empty_field_value_is_left_out_of_the_trace_state() {
-        let header =
-            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1;Foo=;Bar=ok";
+        let header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1;Foo=;Bar=ok";
         let state = parse_xray_header(header).unwrap().trace_state().header();
         assert_eq!(state, "bar=ok");
-        assert!(!w3c_value(""), "an empty value is not a W3C trace state value");
+        assert!(
+            !w3c_value(""),
+            "an empty value is not a W3C trace state value"
+        );
     }
-
 }

@@ -45,8 +45,9 @@ use serde::{Deserialize, Serialize};
 /// box's Rust type. A response that does not serialize (a map whose keys are not strings) fails
 /// its invocation with `Runtime.MarshalError`, as Lambda's own runtimes report it, where
 /// `lambda_runtime` alone would stop the function's process. Its message names where in the
-/// response it failed and serde_json's own reason, never a `Serialize` implementation's own
-/// message (it may quote the value). `run` finds it after the layers returned: its failure line
+/// response it failed (map keys as an invalid event's path writes them: cut at 64 characters,
+/// so a map keyed by what must not be logged should not be a response) and serde_json's own
+/// reason, never a `Serialize` implementation's own message (it may quote the value). `run` finds it after the layers returned: its failure line
 /// carries the invocation's request id but not its appended keys, and its buffer of debug
 /// lines (`LoggerBuilder::buffer`) is not written for it; with the tracer on, the span is in
 /// error too.
