@@ -28,6 +28,15 @@ use crate::storable::{check_storable, f32_bits};
 /// `MAX_RETRIES` of Powertools: an inconsistent answer from the store is retried twice.
 const MAX_ATTEMPTS: usize = 3;
 
+/// How the store's answers to a claim disagreed, for [`Error::InconsistentState`].
+#[derive(Clone, Copy)]
+enum Inconsistency {
+    /// The claim was refused as the record exists, then the read found none.
+    RefusedThenMissing,
+    /// The claim was refused, yet the record it found had expired.
+    RefusedYetExpired,
+}
+
 /// Time kept back from the invocation's remaining time to report a store failure before Lambda
 /// stops the function, and the least time a store call is given.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(100);
@@ -389,6 +398,9 @@ impl<St: IdempotencyStore> Engine<St> {
         deadline: Deadline,
         payload_hash: Option<String>,
     ) -> Result<Claimed<R>, Error> {
+        // What the store answered inconsistently, the last time, for the error after the last
+        // attempt.
+        let mut inconsistency = Inconsistency::RefusedThenMissing;
         // The key moves into each attempt's record and back out of it: one string per call.
         for _ in 0..MAX_ATTEMPTS {
             let now = SystemTime::now();
@@ -429,6 +441,7 @@ impl<St: IdempotencyStore> Engine<St> {
                         Ok(Some(existing)) => existing,
                         Ok(None) => {
                             key = record.key;
+                            inconsistency = Inconsistency::RefusedThenMissing;
                             continue;
                         }
                         Err(error) => return Err(store_error(error, "read the existing record")),
@@ -440,7 +453,10 @@ impl<St: IdempotencyStore> Engine<St> {
             self.validate(&existing, payload_hash.as_deref())?;
             match existing.state_at(SystemTime::now()) {
                 // The claim should have succeeded: the record changed in between. Try again.
-                RecordState::Expired | RecordState::InProgressTimedOut => continue,
+                RecordState::Expired | RecordState::InProgressTimedOut => {
+                    inconsistency = Inconsistency::RefusedYetExpired;
+                    continue;
+                }
                 RecordState::InProgress => return Err(Error::AlreadyInProgress { key }),
                 RecordState::Completed => {
                     self.cache(&existing);
@@ -448,7 +464,24 @@ impl<St: IdempotencyStore> Engine<St> {
                 }
             }
         }
-        Err(Error::InconsistentState { key })
+        let describe = |call: StoreCall, generic: &str| match self.store.describe_call(call) {
+            Some(call) => format!("{generic} ({call})"),
+            None => generic.to_owned(),
+        };
+        let claim = describe(StoreCall::PutInProgress, "the claim");
+        let answers = match inconsistency {
+            Inconsistency::RefusedThenMissing => format!(
+                "{claim} was refused as the record exists, then {} found no record, {MAX_ATTEMPTS} \
+                 times in a row",
+                describe(StoreCall::Get, "the read")
+            ),
+            Inconsistency::RefusedYetExpired => format!(
+                "{claim} was refused as the record exists, yet the record it found had expired \
+                 (or its in-progress deadline had passed), {MAX_ATTEMPTS} times in a row: are the \
+                 clocks of the store and this function far apart?"
+            ),
+        };
+        Err(Error::InconsistentState { key, answers })
     }
 
     /// A call with validation on matches only a record with the same validation hash: a record

@@ -53,6 +53,9 @@ pub enum Error<E = Infallible> {
     InconsistentState {
         /// The idempotency key.
         key: String,
+        /// What the store answered the last time: which calls (the table, for DynamoDB), and
+        /// how their answers disagree.
+        answers: String,
     },
     /// A stored record is malformed: a missing attribute, a wrong type, an unknown status.
     InvalidRecord {
@@ -179,9 +182,10 @@ impl<E> fmt::Debug for OwnDebug<'_, E> {
                 .field("operation", operation)
                 .field("source", source)
                 .finish(),
-            Error::InconsistentState { key } => f
+            Error::InconsistentState { key, answers } => f
                 .debug_struct("InconsistentState")
                 .field("key", key)
+                .field("answers", answers)
                 .finish(),
             Error::InvalidRecord { key, reason } => f
                 .debug_struct("InvalidRecord")
@@ -269,10 +273,10 @@ impl<E> fmt::Display for OwnMessage<'_, E> {
             Error::Persistence { operation, source } => {
                 write!(f, "idempotency store failed to {operation}: {source}")
             }
-            Error::InconsistentState { key } => {
+            Error::InconsistentState { key, answers } => {
                 write!(
                     f,
-                    "the idempotency store returned inconsistent results for key {key}"
+                    "the idempotency store returned inconsistent results for key {key}: {answers}"
                 )
             }
             Error::InvalidRecord { key, reason } => {
@@ -407,7 +411,7 @@ impl<E> Error<E> {
                 Error::KeyExpression { expression, reason }
             }
             Error::Persistence { operation, source } => Error::Persistence { operation, source },
-            Error::InconsistentState { key } => Error::InconsistentState { key },
+            Error::InconsistentState { key, answers } => Error::InconsistentState { key, answers },
             Error::InvalidRecord { key, reason } => Error::InvalidRecord { key, reason },
             Error::Serialization { what, source } => Error::Serialization { what, source },
             Error::StoredResponseUnreadable {
@@ -527,6 +531,7 @@ mod tests {
             },
             Error::InconsistentState {
                 key: "k".to_owned(),
+                answers: "the claim was refused, then no record was found".to_owned(),
             },
             Error::InvalidRecord {
                 key: "k".to_owned(),

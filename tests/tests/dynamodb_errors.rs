@@ -9,13 +9,15 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::get_item::GetItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType,
 };
 use lambda_runtime::tower::{ServiceBuilder, ServiceExt};
 use lambda_runtime::{LambdaEvent, service_fn};
 use powertools_core::testing::TestContext;
 use powertools_idempotency::{
-    DataRecord, DynamoDbStore, Idempotency, IdempotencyLayer, IdempotencyStore, Status, StoreError,
+    DataRecord, DynamoDbStore, Error, Idempotency, IdempotencyLayer, IdempotencyStore, Status,
+    StoreError,
 };
 use powertools_tests::{FaultProxy, create_idempotency_table, dynamodb_client, unique_table_name};
 use serde_json::{Value, json};
@@ -593,4 +595,85 @@ async fn a_key_read_throttled_past_the_store_timeout_is_named_as_the_read() {
             "ThrottlingException",
         ],
     );
+}
+
+/// A stored record this crate cannot read (a status Powertools for Python defines, `EXPIRED`)
+/// blocks its key until it expires: the error names the table it lives in, as every store
+/// error does (found by an attack from the docs: it named the key alone).
+#[tokio::test]
+async fn an_unreadable_record_s_error_names_its_table() {
+    let Some(client) = dynamodb_client().await else {
+        return;
+    };
+    let table = create_idempotency_table(&client).await;
+    let store = DynamoDbStore::new(client.clone(), &table).unwrap();
+    let idempotency = Idempotency::builder(store)
+        .key_prefix("errors")
+        .build()
+        .unwrap();
+    let context = TestContext::new().build();
+    let key = idempotency.key_for(&context, "charge", &json!("order-4"));
+    let in_an_hour = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    client
+        .put_item()
+        .table_name(&table)
+        .item("id", AttributeValue::S(key))
+        .item("expiration", AttributeValue::N(in_an_hour.to_string()))
+        .item("status", AttributeValue::S("EXPIRED".into()))
+        .send()
+        .await
+        .unwrap();
+    let error = idempotency
+        .run(
+            &context,
+            "charge",
+            "order-4".to_owned(),
+            |order: String| async move { Ok::<_, std::io::Error>(order) },
+        )
+        .await
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(matches!(error, Error::InvalidRecord { .. }), "{text}");
+    for part in [table.as_str(), "EXPIRED"] {
+        assert!(text.contains(part), "{part} missing from: {text}");
+    }
+}
+
+/// A store that answers every claim "the record exists" without the record, and then has no
+/// record: after its retries the claim fails as inconsistent, naming the table, the calls and
+/// what they answered (found by an attack from the docs: it named the key alone).
+#[tokio::test]
+async fn an_inconsistent_store_s_error_names_the_table_and_what_it_answered() {
+    let Some(proxy) = FaultProxy::start().await else {
+        return;
+    };
+    let Some(admin) = dynamodb_client().await else {
+        return;
+    };
+    let table = create_idempotency_table(&admin).await;
+    let store = DynamoDbStore::new(proxy.client().await, &table).unwrap();
+    let idempotency = Idempotency::builder(store)
+        .key_prefix("errors")
+        .build()
+        .unwrap();
+    proxy.set(json!({"action": "error", "status": 400, "code": "ConditionalCheckFailedException", "target": "PutItem"}));
+    let context = TestContext::new().build();
+    let error = idempotency
+        .run(
+            &context,
+            "charge",
+            "order-7".to_owned(),
+            |order: String| async move { Ok::<_, std::io::Error>(order) },
+        )
+        .await
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(matches!(error, Error::InconsistentState { .. }), "{text}");
+    for part in [table.as_str(), "PutItem", "GetItem", "no record"] {
+        assert!(text.contains(part), "{part} missing from: {text}");
+    }
 }

@@ -252,18 +252,22 @@ impl DynamoDbStore {
             .sort_key_attr
             .as_ref()
             .unwrap_or(&settings.key_attr);
+        let table = &settings.table_name;
         let key = match item.get(key_attr) {
             Some(AttributeValue::S(key)) => key.clone(),
             _ => {
                 return Err(StoreError::InvalidRecord {
                     key: "<unknown>".into(),
-                    reason: format!("attribute {key_attr} is missing or not a string"),
+                    reason: format!(
+                        "attribute {key_attr} is missing or not a string (in table {table})"
+                    ),
                 });
             }
         };
+        // The table too, as every store error names it (found by an attack from the docs).
         let invalid = |reason: String| StoreError::InvalidRecord {
             key: key.clone(),
-            reason,
+            reason: format!("{reason} (in table {table})"),
         };
         let string = |name: &str| -> Result<Option<String>, StoreError> {
             match item.get(name) {
