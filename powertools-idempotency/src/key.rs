@@ -101,7 +101,8 @@ pub(crate) fn to_json<T: Serialize + ?Sized>(
             source: <serde_json::Error as serde::ser::Error>::custom(reason),
         });
     }
-    serde_json::to_value(value).map_err(|source| {
+    // A hash set's elements sorted: the same set keys the same way, whatever its order.
+    crate::sets::to_value(value).map_err(|source| {
         // serde_json's `Value` holds integers of 64 bits at most: say what to do instead.
         let source = if source.to_string() == "number out of range" {
             <serde_json::Error as serde::ser::Error>::custom(
@@ -157,7 +158,9 @@ pub fn is_missing(data: &Value) -> bool {
 /// one key. The format is part of the stored records: it changes only with a CHANGELOG entry.
 ///
 /// The same data always gives the same text, whatever order its fields were written in and
-/// however its numbers were spelled, so it hashes to the same key. Keys are not portable to
+/// however its numbers were spelled, so it hashes to the same key. (Typed key data is made a
+/// `Value` with the elements of every `HashSet` sorted, so that two sets of the same elements,
+/// which iterate in orders of their own, give one key.) Keys are not portable to
 /// other Powertools runtimes, which hash their own JSON spellings with MD5. Integers beyond 64
 /// bits in a `serde_json::Value` event were already read as `f64` by serde_json before this
 /// crate sees them (two such ids can collapse into one key): key on the id as a string for ids

@@ -181,6 +181,7 @@ mod key;
 mod layer;
 mod persistence;
 mod record;
+mod sets;
 mod storable;
 
 pub use config::{

@@ -1,0 +1,107 @@
+//! Key data holding hash sets, which serialize in an order of their own per set: the same data
+//! keys the same way (found by an attack from the docs: five copies of one event ran five times).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use lambda_runtime::LambdaEvent;
+use lambda_runtime::tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use powertools_core::testing::TestContext;
+use powertools_idempotency::{Idempotency, IdempotencyLayer, InMemoryStore};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Order {
+    order_id: String,
+    /// Coupon codes: a set, as the handler only asks whether one is present.
+    coupons: HashSet<String>,
+}
+
+fn the_event() -> serde_json::Value {
+    json!({
+        "order_id": "o-1",
+        "coupons": ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p"]
+    })
+}
+
+/// The same event delivered twice (SQS at-least-once, a client retry), keyed on the whole event
+/// (the default): the runtime deserializes each delivery into its own `Order`, whose set
+/// iterates in its own order.
+#[tokio::test]
+async fn a_duplicate_event_with_a_set_field_is_a_duplicate() {
+    let idempotency = Idempotency::builder(InMemoryStore::new()).build().unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    let mut handler = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(idempotency))
+        .service(service_fn(move |event: LambdaEvent<Order>| {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, lambda_runtime::Error>(format!("charged {}", event.payload.order_id))
+            }
+        }));
+    for _ in 0..5 {
+        let order: Order = serde_json::from_value(the_event()).unwrap();
+        handler
+            .ready()
+            .await
+            .unwrap()
+            .call(TestContext::new().event(order))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the same order was charged more than once"
+    );
+}
+
+/// `run` promises "at most once per argument value": two equal sets are one value.
+#[tokio::test]
+async fn run_on_equal_sets_runs_once() {
+    let idempotency = Idempotency::builder(InMemoryStore::new()).build().unwrap();
+    let context = TestContext::new().build();
+    let runs = AtomicUsize::new(0);
+    for _ in 0..5 {
+        let tags: HashSet<String> = (0..16).map(|i| format!("tag-{i}")).collect();
+        let _: u32 = idempotency
+            .run(&context, "tag-order", tags, |_| async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(1)
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// Validation data holding a set: a genuine duplicate (same order, same coupons) is refused as
+/// a payload mismatch.
+#[tokio::test]
+async fn a_genuine_duplicate_with_set_validation_data_is_not_refused() {
+    let idempotency = Idempotency::builder(InMemoryStore::new()).build().unwrap();
+    let mut handler = ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::new(idempotency)
+                .key_from(|order: &Order| Some(order.order_id.clone()))
+                .validate_from(|order: &Order| Some(order.coupons.clone())),
+        )
+        .service(service_fn(|event: LambdaEvent<Order>| async move {
+            Ok::<_, lambda_runtime::Error>(format!("charged {}", event.payload.order_id))
+        }));
+    for attempt in 0..5 {
+        let order: Order = serde_json::from_value(the_event()).unwrap();
+        let result = handler
+            .ready()
+            .await
+            .unwrap()
+            .call(TestContext::new().event(order))
+            .await;
+        assert!(result.is_ok(), "attempt {attempt}: {}", result.unwrap_err());
+    }
+}
