@@ -1,5 +1,6 @@
 //! The protocol shared by the layer and the function-level API: claim, run, complete or delete.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::ops::Deref;
 use std::panic::AssertUnwindSafe;
@@ -27,6 +28,31 @@ use crate::storable::{check_storable, f32_bits};
 
 /// `MAX_RETRIES` of Powertools: an inconsistent answer from the store is retried twice.
 const MAX_ATTEMPTS: usize = 3;
+
+thread_local! {
+    /// The key whose claim's handler is being built on this thread (a service's `call`, the
+    /// closure given to `run`): empty otherwise. Reused, so it allocates once per thread.
+    static BUILDING_FOR: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Sets [`BUILDING_FOR`] for as long as it lives (unwinding included).
+struct BuildingFor;
+
+impl BuildingFor {
+    fn set(key: &str) -> Self {
+        BUILDING_FOR.with_borrow_mut(|held| {
+            held.clear();
+            held.push_str(key);
+        });
+        BuildingFor
+    }
+}
+
+impl Drop for BuildingFor {
+    fn drop(&mut self) {
+        BUILDING_FOR.with_borrow_mut(String::clear);
+    }
+}
 
 /// How the store's answers to a claim disagreed, for [`Error::InconsistentState`].
 #[derive(Clone, Copy)]
@@ -167,8 +193,16 @@ impl<St: IdempotencyStore> Engine<St> {
                 return Ok(Prepared::Bypass);
             }
         };
+        let key = self.key_for(context, operation, key_data);
+        // Inside the `call` of a layer that holds this very key (one layer applied twice, with
+        // one operation name): that claim covers this call too. Claiming it again found the
+        // outer claim and refused every invocation as already in progress (found by an attack
+        // from the docs).
+        if BUILDING_FOR.with_borrow(|held| *held == key) {
+            return Ok(Prepared::Bypass);
+        }
         Ok(Prepared::Keyed {
-            key: self.key_for(context, operation, key_data),
+            key,
             // Validation on with no data hashes `null`: missing compares like any value.
             payload_hash: claim.validation_data.as_ref().map(hash),
             deadline_ms: Invocation::new(context).deadline_ms(),
@@ -220,7 +254,10 @@ impl<St: IdempotencyStore> Engine<St> {
             // A panic while the handler builds its future (in a service's `call`, or in the
             // closure given to `run`) must not leave the claim behind: delete it, then let the
             // panic go on.
-            let future = match std::panic::catch_unwind(AssertUnwindSafe(handler)) {
+            let future = match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let _building = BuildingFor::set(&record.key);
+                handler()
+            })) {
                 Ok(future) => future,
                 Err(panic) => {
                     // Resumed after the release: the logging layer then finds its capture in

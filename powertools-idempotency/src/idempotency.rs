@@ -239,6 +239,12 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
     /// Sets the key prefix explicitly, so that renaming or redeploying the function under another
     /// name never changes the keys (default: the function name). Keys are
     /// `<prefix>.<operation>#<digest>`.
+    ///
+    /// The prefix names whose records they are: two functions on one table with one prefix and
+    /// one operation (the layer's default, `handler`, in both) share their records, so one
+    /// replays the other's response for the same key data. Give each function its own prefix
+    /// (or each layer its own [`operation`](crate::IdempotencyLayer::operation)), unless they
+    /// are meant to share (a function renamed, both versions live).
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.settings.key_prefix = Some(prefix.into());
         self

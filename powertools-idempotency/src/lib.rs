@@ -137,7 +137,12 @@
 //!   not collide).
 //! - Python's key includes the function's module and name; ours an explicit operation name, so
 //!   a refactor keeps its keys. With `key_prefix` set, Python drops the function name and two
-//!   functions share records; ours keep the operation.
+//!   functions share records; ours keep the operation, which is the same default (`handler`)
+//!   for every layer: two functions with one prefix share records here too unless their
+//!   layers name their operations apart.
+//! - A layer inside another on the same key (one layer applied twice with one operation name,
+//!   by a shared middleware stack and by the function) runs the handler under the outer layer's
+//!   claim, once.
 //! - A replay returns the handler's response type, deserialized straight from the stored JSON
 //!   (floats bit for bit, 128-bit integers included), including `()`, `false`, `0`, `""` and
 //!   `null`. A replay is what the JSON reads as: `Some(None)` is stored as `null` and replays
