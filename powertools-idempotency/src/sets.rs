@@ -468,4 +468,86 @@ mod tests {
         let set: HashSet<i32> = HashSet::from([3, 1, 2]);
         assert_eq!(to_value(&set).unwrap(), json!([1, 2, 3]));
     }
+
+    /// Fifty codes, each set built in its own order (and with its own random hasher).
+    fn codes(reversed: bool) -> HashSet<String> {
+        let mut codes: Vec<String> = (0..50).map(|n| format!("c-{n:02}")).collect();
+        if reversed {
+            codes.reverse();
+        }
+        codes.into_iter().collect()
+    }
+
+    fn sorted_codes() -> Value {
+        json!((0..50).map(|n| format!("c-{n:02}")).collect::<Vec<_>>())
+    }
+
+    /// Review: `is_hash_set` asks whether the *collection's* type name contains `HashSet<`, and
+    /// a `Vec<HashSet<_>>` (or `&[Option<HashSet<_>>]`, `VecDeque<(u8, HashSet<_>)>`…) has it in
+    /// its element type: the list itself is sorted. Two lists in different orders then key
+    /// alike (one event replays another's response), and lists whose sets were all `None` or
+    /// single elements, which keyed stably before, now key differently (orphaned records).
+    #[test]
+    fn review_a_list_of_hash_sets_keeps_its_order() {
+        let lines: Vec<HashSet<&str>> = vec![HashSet::from(["b"]), HashSet::from(["a"])];
+        assert_eq!(to_value(&lines).unwrap(), json!([["b"], ["a"]]));
+        let optional: Vec<Option<HashSet<u8>>> = vec![Some(HashSet::from([2])), None];
+        assert_eq!(
+            to_value(&optional).unwrap(),
+            serde_json::to_value(&optional).unwrap(),
+            "no set with two elements here: the value must be serde_json's"
+        );
+    }
+
+    /// Review: serde buffers the fields of an enum's struct (or tuple) variant into its private
+    /// `Content` when the enum is `#[serde(flatten)]`ed (`FlatMapSerializeStructVariantAsMapValue`):
+    /// the set's `collect_seq` goes to serde's `ContentSerializer`, never to this adapter, and the
+    /// buffered `Content::Seq` is replayed through `serialize_seq`. The set keeps its iteration
+    /// order: the README's "at any depth" does not hold.
+    #[test]
+    fn review_a_hash_set_in_a_flattened_enum_is_sorted() {
+        #[derive(Serialize)]
+        enum Discount {
+            Coupons { codes: HashSet<String> },
+        }
+        #[derive(Serialize)]
+        struct Order {
+            id: u8,
+            #[serde(flatten)]
+            discount: Discount,
+        }
+        for reversed in [false, true] {
+            let order = Order {
+                id: 1,
+                discount: Discount::Coupons {
+                    codes: codes(reversed),
+                },
+            };
+            assert_eq!(
+                to_value(&order).unwrap()["Coupons"]["codes"],
+                sorted_codes()
+            );
+        }
+    }
+
+    /// Review: the same buffering in an internally tagged enum whose newtype variant holds an
+    /// enum with a struct variant (`SerializeStructVariantAsMapValue`): the set is not sorted.
+    #[test]
+    fn review_a_hash_set_under_an_internally_tagged_enum_is_sorted() {
+        #[derive(Serialize)]
+        enum Payment {
+            Card { tags: HashSet<String> },
+        }
+        #[derive(Serialize)]
+        #[serde(tag = "kind")]
+        enum Event {
+            Order(Payment),
+        }
+        for reversed in [false, true] {
+            let event = Event::Order(Payment::Card {
+                tags: codes(reversed),
+            });
+            assert_eq!(to_value(&event).unwrap()["Card"]["tags"], sorted_codes());
+        }
+    }
 }

@@ -105,3 +105,31 @@ async fn a_genuine_duplicate_with_set_validation_data_is_not_refused() {
         assert!(result.is_ok(), "attempt {attempt}: {}", result.unwrap_err());
     }
 }
+
+/// Review: a list of sets (`Vec<HashSet<_>>`: an order's lines, each with its options) is
+/// sorted as a whole, as its type's name holds `HashSet<`: two orders whose lines differ only in
+/// their order key alike, and the second replays the first's response without running.
+#[tokio::test]
+async fn review_lists_of_sets_in_other_orders_are_other_arguments() {
+    let idempotency = Idempotency::builder(InMemoryStore::new()).build().unwrap();
+    let context = TestContext::new().build();
+    let first: Vec<HashSet<String>> = vec![
+        HashSet::from(["gift-wrap".to_owned()]),
+        HashSet::from(["express".to_owned()]),
+    ];
+    let second: Vec<HashSet<String>> = first.iter().rev().cloned().collect();
+    let mut answers = Vec::new();
+    for lines in [first, second] {
+        let answer: String = idempotency
+            .run(&context, "ship-lines", lines, |lines| async move {
+                Ok::<_, std::io::Error>(format!("{lines:?}"))
+            })
+            .await
+            .unwrap();
+        answers.push(answer);
+    }
+    assert_ne!(
+        answers[0], answers[1],
+        "the second order got the first one's response"
+    );
+}

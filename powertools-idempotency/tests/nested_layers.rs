@@ -51,3 +51,121 @@ async fn a_layer_inside_another_on_the_same_key_runs_the_handler_once() {
         assert_eq!(runs.load(Ordering::SeqCst), 1, "{inner_operation}");
     }
 }
+
+/// Review: `BUILDING_FOR` is set only while the outer layer's inner `call` runs synchronously.
+/// A layer between the two that calls its inner service after an await (an authorizer that
+/// looks something up first, tower's `AsyncFilter` or `Buffer`, or another `IdempotencyLayer`
+/// with its own operation, which claims before calling in) makes the inner layer claim the key
+/// the outer one holds: every invocation is refused as already in progress, where lib.rs says
+/// "a layer inside another on the same key ... runs the handler under the outer layer's claim,
+/// once".
+#[tokio::test]
+async fn review_a_same_key_layer_behind_an_async_layer_runs_the_handler() {
+    let idempotency = Idempotency::builder(InMemoryStore::new())
+        .key_prefix("nested")
+        .build()
+        .unwrap();
+    // Outer "handler" → a layer that awaits before calling in → inner "handler".
+    let deferring = lambda_runtime::tower::layer::layer_fn(|inner| {
+        let inner: lambda_runtime::tower::util::BoxCloneService<
+            LambdaEvent<Value>,
+            Value,
+            powertools_idempotency::Error<lambda_runtime::Error>,
+        > = lambda_runtime::tower::util::BoxCloneService::new(inner);
+        service_fn(move |event: LambdaEvent<Value>| {
+            let mut inner = inner.clone();
+            async move {
+                tokio::task::yield_now().await;
+                inner.ready().await?.call(event).await
+            }
+        })
+    });
+    let mut handler = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(idempotency.clone()))
+        .layer(deferring)
+        .layer(IdempotencyLayer::new(idempotency.clone()))
+        .service(service_fn(|event: LambdaEvent<Value>| async move {
+            Ok::<_, lambda_runtime::Error>(event.payload)
+        }));
+    let event = json!({"order": 1});
+    let answer = handler
+        .ready()
+        .await
+        .unwrap()
+        .call(TestContext::new().event(event.clone()))
+        .await;
+    assert_eq!(answer.map_err(|error| error.to_string()), Ok(event));
+}
+
+/// Review: the same with three idempotency layers, the middle one with its own operation: the
+/// middle one claims before it calls in, so the innermost (same key as the outermost) claims
+/// again and finds the outer claim.
+#[tokio::test]
+async fn review_a_same_key_layer_behind_another_operation_s_layer_runs_the_handler() {
+    let idempotency = Idempotency::builder(InMemoryStore::new())
+        .key_prefix("nested")
+        .build()
+        .unwrap();
+    let mut handler = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(idempotency.clone()))
+        .layer(IdempotencyLayer::new(idempotency.clone()).operation("charge"))
+        .layer(IdempotencyLayer::new(idempotency.clone()))
+        .service(service_fn(|event: LambdaEvent<Value>| async move {
+            Ok::<_, lambda_runtime::Error>(event.payload)
+        }));
+    let event = json!({"order": 2});
+    let answer = handler
+        .ready()
+        .await
+        .unwrap()
+        .call(TestContext::new().event(event.clone()))
+        .await;
+    assert_eq!(answer.map_err(|error| error.to_string()), Ok(event));
+}
+
+/// Review: the bypass compares keys only (`<prefix>.<operation>#<digest>`), not stores. A
+/// shared stack's cheap per-container layer (in memory) outside the function's durable one
+/// (DynamoDB; here a second store shared by two "containers"), both with the default prefix and
+/// operation, worked before: each claimed in its own store. Now the durable layer is always
+/// bypassed under the in-memory claim, so a duplicate delivered to another container runs the
+/// handler again, and the durable store never holds a record.
+#[tokio::test]
+async fn review_a_nested_layer_on_another_store_still_claims_in_it() {
+    let durable = Idempotency::builder(InMemoryStore::new())
+        .key_prefix("orders")
+        .build()
+        .unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let container = || {
+        let counted = runs.clone();
+        let local = Idempotency::builder(InMemoryStore::new())
+            .key_prefix("orders")
+            .build()
+            .unwrap();
+        ServiceBuilder::new()
+            .layer(IdempotencyLayer::new(local))
+            .layer(IdempotencyLayer::new(durable.clone()))
+            .service(service_fn(move |event: LambdaEvent<Value>| {
+                let counted = counted.clone();
+                async move {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, lambda_runtime::Error>(event.payload)
+                }
+            }))
+    };
+    let event = json!({"order": 3});
+    for mut handler in [container(), container()] {
+        handler
+            .ready()
+            .await
+            .unwrap()
+            .call(TestContext::new().event(event.clone()))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the duplicate ran again in the second container: the durable layer was bypassed"
+    );
+}
