@@ -1037,3 +1037,55 @@ async fn review_a_cancelled_nested_invocation_s_documents_count_for_the_outer_la
         );
     }
 }
+
+/// Review: the third way a nested `MetricsLayer`'s invocation ends, a panic in the handler's
+/// synchronous part (its service's `call`, before any future exists), still does not tell the
+/// outer layer: the inner one writes the metric from its `call`'s `catch_unwind`
+/// (`flush_after_failure`, whose `bool` is dropped there), and the outer one's own flush
+/// after the panic then reports the invocation as one without metrics.
+#[tokio::test]
+async fn review_a_nested_invocation_that_panics_in_call_counts_for_the_outer_layer() {
+    for raise in [false, true] {
+        let captured = Captured::default();
+        let _guard = tracing::subscriber::set_default(capturing(&captured));
+        let sink = CheckedSink::new();
+        let layer = |raise: bool| {
+            builder(&sink)
+                .raise_on_empty_metrics(raise)
+                .build()
+                .unwrap()
+        };
+        let handler = service_fn(
+            |_: LambdaEvent<Value>| -> std::future::Ready<Result<Value, lambda_runtime::Error>> {
+                powertools_metrics::add_metric("Orders", 1.0, Unit::Count).unwrap();
+                panic!("the handler's synchronous part panicked")
+            },
+        );
+        let mut nested = layer(raise).layer(layer(false).layer(handler));
+        lambda_runtime::tower::ServiceExt::<LambdaEvent<Value>>::ready(&mut nested)
+            .await
+            .unwrap();
+        let event = TestContext::new().event(json!({}));
+        let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            lambda_runtime::tower::Service::call(&mut nested, event)
+        }));
+        assert!(called.is_err(), "the panic goes on");
+        let orders = valid_documents(&sink)
+            .iter()
+            .filter(|document| document.get("Orders").is_some())
+            .count();
+        assert_eq!(orders, 1, "the inner layer published the handler's metric");
+        let empty: Vec<String> = captured
+            .warnings()
+            .into_iter()
+            .filter(|warning| {
+                warning.contains("No application metrics") || warning.contains("EmptyMetrics")
+                    || warning.contains("empty")
+            })
+            .collect();
+        assert!(
+            empty.is_empty(),
+            "raise_on_empty_metrics({raise}): {empty:#?}"
+        );
+    }
+}
