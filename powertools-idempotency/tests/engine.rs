@@ -670,3 +670,64 @@ fn the_stop_wakes_the_latest_poll_s_waker_at_the_deadline() {
         .expect("stopped at its deadline, not left pending");
     assert_eq!(outcome, Err("IdempotencyHandlerTimeoutError"));
 }
+
+/// A store whose claims are refused every time: the first time with no record to be read back,
+/// then with a record that had expired (a custom store's claim and read that disagree).
+#[derive(Debug, Clone, Default)]
+struct DisagreeingStore {
+    puts: Arc<AtomicUsize>,
+}
+
+impl IdempotencyStore for DisagreeingStore {
+    async fn get(&self, _key: &str) -> Result<Option<DataRecord>, StoreError> {
+        Ok(None)
+    }
+
+    async fn put_in_progress(
+        &self,
+        record: &DataRecord,
+        _now: SystemTime,
+    ) -> Result<PutOutcome, StoreError> {
+        if self.puts.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Ok(PutOutcome::Exists(None));
+        }
+        Ok(PutOutcome::Exists(Some(DataRecord::new(
+            record.key.clone(),
+            Status::Completed,
+            1,
+        ))))
+    }
+
+    async fn update(&self, _record: &DataRecord) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn delete(&self, _record: &DataRecord) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Review: `InconsistentState`'s new `answers` describe only the last attempt's disagreement
+/// but always say it happened "3 times in a row": here the first attempt's claim was refused
+/// and the read found nothing, the next two found an expired record, and the error says the
+/// record "had expired ... 3 times in a row", blaming clocks.
+#[tokio::test]
+async fn review_inconsistent_state_says_what_each_attempt_found() {
+    let idempotency = Idempotency::builder(DisagreeingStore::default())
+        .env(no_env())
+        .build()
+        .unwrap();
+    let context = TestContext::new().build();
+    let error = idempotency
+        .run(&context, "charge", "order-1", |_| async {
+            Ok::<_, std::io::Error>(1_u8)
+        })
+        .await
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(matches!(error, Error::InconsistentState { .. }), "{text}");
+    assert!(
+        !text.contains("3 times in a row"),
+        "one attempt of three found no record, two an expired one: {text}"
+    );
+}
