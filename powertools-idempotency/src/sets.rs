@@ -491,7 +491,15 @@ mod tests {
     fn review_a_list_of_hash_sets_keeps_its_order() {
         let lines: Vec<HashSet<&str>> = vec![HashSet::from(["b"]), HashSet::from(["a"])];
         assert_eq!(to_value(&lines).unwrap(), json!([["b"], ["a"]]));
-        let optional: Vec<Option<HashSet<u8>>> = vec![Some(HashSet::from([2])), None];
+    }
+
+    /// Review: the same, for data whose key was stable before (no set of two elements): its
+    /// key changes, so records stored before this change are orphaned (the CHANGELOG says keys
+    /// of data without hash sets do not change; this list's sets are never more than one
+    /// element, which serialized the same way every time).
+    #[test]
+    fn review_a_list_of_optional_singleton_sets_keys_as_before() {
+        let optional: Vec<Option<HashSet<u8>>> = vec![None, Some(HashSet::from([2]))];
         assert_eq!(
             to_value(&optional).unwrap(),
             serde_json::to_value(&optional).unwrap(),
