@@ -30,32 +30,58 @@ use crate::storable::{check_storable, f32_bits};
 const MAX_ATTEMPTS: usize = 3;
 
 thread_local! {
-    /// The key whose claim's handler is being built on this thread (a service's `call`, the
-    /// closure given to `run`): empty otherwise. Reused, so it allocates once per thread.
-    static BUILDING_FOR: RefCell<String> = const { RefCell::new(String::new()) };
+    /// The claims whose handlers run on this thread now, innermost last (each while its
+    /// service's `call` builds the handler's future, and during each poll of that future): the
+    /// engine's address and the key. The keys move in and out, never copied; the stack keeps
+    /// its capacity from one invocation to the next.
+    static HOLDING: RefCell<Vec<(usize, String)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Sets [`BUILDING_FOR`] for as long as it lives (unwinding included).
-struct BuildingFor;
+/// Holds a claim's key on [`HOLDING`] until dropped (unwinding included), then moves it back to
+/// the claim (whose `key` is empty meanwhile). Holdings nest as polls and calls do.
+struct Holding<'k> {
+    key: &'k mut String,
+}
 
-impl BuildingFor {
-    fn set(key: &str) -> Self {
-        BUILDING_FOR.with_borrow_mut(|held| {
-            held.clear();
-            held.push_str(key);
-        });
-        BuildingFor
+impl<'k> Holding<'k> {
+    fn enter(engine: usize, key: &'k mut String) -> Self {
+        let moved = std::mem::take(key);
+        HOLDING.with_borrow_mut(|held| held.push((engine, moved)));
+        Holding { key }
     }
 }
 
-impl Drop for BuildingFor {
+impl Drop for Holding<'_> {
     fn drop(&mut self) {
-        BUILDING_FOR.with_borrow_mut(String::clear);
+        if let Some((_, key)) = HOLDING.with_borrow_mut(Vec::pop) {
+            *self.key = key;
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The handler's future, polled with its claim held ([`Holding`]): a layer inside on the
+    /// same key and engine, called only after an `await` of a layer between, sees it too.
+    struct Held<'k, F> {
+        #[pin]
+        future: F,
+        engine: usize,
+        key: &'k mut String,
+    }
+}
+
+impl<F: Future> Future for Held<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _holding = Holding::enter(*this.engine, this.key);
+        this.future.poll(cx)
     }
 }
 
 /// How the store's answers to a claim disagreed, for [`Error::InconsistentState`].
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Inconsistency {
     /// The claim was refused as the record exists, then the read found none.
     RefusedThenMissing,
@@ -198,7 +224,11 @@ impl<St: IdempotencyStore> Engine<St> {
         // one operation name): that claim covers this call too. Claiming it again found the
         // outer claim and refused every invocation as already in progress (found by an attack
         // from the docs).
-        if BUILDING_FOR.with_borrow(|held| *held == key) {
+        let engine = std::ptr::from_ref(self) as usize;
+        if HOLDING.with_borrow(|held| {
+            held.iter()
+                .any(|(holder, held)| *holder == engine && *held == key)
+        }) {
             return Ok(Prepared::Bypass);
         }
         Ok(Prepared::Keyed {
@@ -246,7 +276,9 @@ impl<St: IdempotencyStore> Engine<St> {
                 } => (key, payload_hash, deadline_ms),
             };
             let deadline = Deadline::at(deadline, SystemTime::now());
-            let record = match engine.claim(key, deadline, payload_hash).await {
+            // Who holds the claim, for a layer inside on the same key ([`Holding`]).
+            let engine_id = std::ptr::from_ref::<Self>(&engine) as usize;
+            let mut record = match engine.claim(key, deadline, payload_hash).await {
                 Ok(Claimed::Run(record)) => record,
                 Ok(Claimed::Replay(response)) => return Ok(response),
                 Err(error) => return Err(error.into_handler_error()),
@@ -255,7 +287,7 @@ impl<St: IdempotencyStore> Engine<St> {
             // closure given to `run`) must not leave the claim behind: delete it, then let the
             // panic go on.
             let future = match std::panic::catch_unwind(AssertUnwindSafe(|| {
-                let _building = BuildingFor::set(&record.key);
+                let _holding = Holding::enter(engine_id, &mut record.key);
                 handler()
             })) {
                 Ok(future) => future,
@@ -284,7 +316,11 @@ impl<St: IdempotencyStore> Engine<St> {
                 Deadline::Untrusted => None,
             };
             let outcome = match (StopAt {
-                future: AssertUnwindSafe(future).catch_unwind(),
+                future: Held {
+                    future: AssertUnwindSafe(future).catch_unwind(),
+                    engine: engine_id,
+                    key: &mut record.key,
+                },
                 deadline: stop_at,
                 timer: None,
                 wall_clock_waker: None,
@@ -435,9 +471,9 @@ impl<St: IdempotencyStore> Engine<St> {
         deadline: Deadline,
         payload_hash: Option<String>,
     ) -> Result<Claimed<R>, Error> {
-        // What the store answered inconsistently, the last time, for the error after the last
-        // attempt.
-        let mut inconsistency = Inconsistency::RefusedThenMissing;
+        // What the store answered inconsistently at each attempt, for the error after the last.
+        let mut inconsistencies = [Inconsistency::RefusedThenMissing; MAX_ATTEMPTS];
+        let mut attempt = 0;
         // The key moves into each attempt's record and back out of it: one string per call.
         for _ in 0..MAX_ATTEMPTS {
             let now = SystemTime::now();
@@ -478,7 +514,8 @@ impl<St: IdempotencyStore> Engine<St> {
                         Ok(Some(existing)) => existing,
                         Ok(None) => {
                             key = record.key;
-                            inconsistency = Inconsistency::RefusedThenMissing;
+                            inconsistencies[attempt] = Inconsistency::RefusedThenMissing;
+                            attempt += 1;
                             continue;
                         }
                         Err(error) => return Err(store_error(error, "read the existing record")),
@@ -491,7 +528,8 @@ impl<St: IdempotencyStore> Engine<St> {
             match existing.state_at(SystemTime::now()) {
                 // The claim should have succeeded: the record changed in between. Try again.
                 RecordState::Expired | RecordState::InProgressTimedOut => {
-                    inconsistency = Inconsistency::RefusedYetExpired;
+                    inconsistencies[attempt] = Inconsistency::RefusedYetExpired;
+                    attempt += 1;
                     continue;
                 }
                 RecordState::InProgress => return Err(Error::AlreadyInProgress { key }),
@@ -505,18 +543,31 @@ impl<St: IdempotencyStore> Engine<St> {
             Some(call) => format!("{generic} ({call})"),
             None => generic.to_owned(),
         };
-        let claim = describe(StoreCall::PutInProgress, "the claim");
-        let answers = match inconsistency {
+        let what = |inconsistency: Inconsistency| match inconsistency {
             Inconsistency::RefusedThenMissing => format!(
-                "{claim} was refused as the record exists, then {} found no record, {MAX_ATTEMPTS} \
-                 times in a row",
+                "the claim was refused as the record exists, then {} found no record",
                 describe(StoreCall::Get, "the read")
             ),
-            Inconsistency::RefusedYetExpired => format!(
-                "{claim} was refused as the record exists, yet the record it found had expired \
-                 (or its in-progress deadline had passed), {MAX_ATTEMPTS} times in a row: are the \
-                 clocks of the store and this function far apart?"
-            ),
+            Inconsistency::RefusedYetExpired => "the claim was refused as the record exists, yet \
+                 the record it found had expired (or its in-progress deadline had passed)"
+                .to_owned(),
+        };
+        let claim = describe(StoreCall::PutInProgress, "each claim");
+        let answers = if inconsistencies
+            .iter()
+            .all(|kind| *kind == inconsistencies[0])
+        {
+            format!(
+                "{claim}: {}, {MAX_ATTEMPTS} times in a row",
+                what(inconsistencies[0])
+            )
+        } else {
+            let each: Vec<String> = inconsistencies
+                .iter()
+                .enumerate()
+                .map(|(index, kind)| format!("attempt {}: {}", index + 1, what(*kind)))
+                .collect();
+            format!("{claim}: {}", each.join("; "))
         };
         Err(Error::InconsistentState { key, answers })
     }

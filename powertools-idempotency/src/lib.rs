@@ -140,9 +140,12 @@
 //!   functions share records; ours keep the operation, which is the same default (`handler`)
 //!   for every layer: two functions with one prefix share records here too unless their
 //!   layers name their operations apart.
-//! - A layer inside another on the same key (one layer applied twice with one operation name,
-//!   by a shared middleware stack and by the function) runs the handler under the outer layer's
-//!   claim, once.
+//! - A layer inside another on the same key and the same `Idempotency` (one layer applied
+//!   twice with one operation name, by a shared middleware stack and by the function, with any
+//!   layers between) runs the handler under the outer layer's claim, once. Layers on two
+//!   `Idempotency` values each claim in their own store (one in memory around one on
+//!   DynamoDB, say); on one table, the inner finds the outer's claim
+//!   (`IdempotencyAlreadyInProgressError`): give one of them its own operation.
 //! - A replay returns the handler's response type, deserialized straight from the stored JSON
 //!   (floats bit for bit, 128-bit integers included), including `()`, `false`, `0`, `""` and
 //!   `null`. A replay is what the JSON reads as: `Some(None)` is stored as `null` and replays

@@ -707,7 +707,7 @@ impl IdempotencyStore for DisagreeingStore {
     }
 }
 
-/// Review: `InconsistentState`'s new `answers` describe only the last attempt's disagreement
+/// (Found by a review.) `InconsistentState`'s new `answers` describe only the last attempt's disagreement
 /// but always say it happened "3 times in a row": here the first attempt's claim was refused
 /// and the read found nothing, the next two found an expired record, and the error says the
 /// record "had expired ... 3 times in a row", blaming clocks.

@@ -106,7 +106,7 @@ async fn a_genuine_duplicate_with_set_validation_data_is_not_refused() {
     }
 }
 
-/// Review: a list of sets (`Vec<HashSet<_>>`: an order's lines, each with its options) is
+/// (Found by a review.) a list of sets (`Vec<HashSet<_>>`: an order's lines, each with its options) is
 /// sorted as a whole, as its type's name holds `HashSet<`: two orders whose lines differ only in
 /// their order key alike, and the second replays the first's response without running.
 #[tokio::test]

@@ -52,7 +52,7 @@ async fn a_layer_inside_another_on_the_same_key_runs_the_handler_once() {
     }
 }
 
-/// Review: `BUILDING_FOR` is set only while the outer layer's inner `call` runs synchronously.
+/// (Found by a review.) `BUILDING_FOR` is set only while the outer layer's inner `call` runs synchronously.
 /// A layer between the two that calls its inner service after an await (an authorizer that
 /// looks something up first, tower's `AsyncFilter` or `Buffer`, or another `IdempotencyLayer`
 /// with its own operation, which claims before calling in) makes the inner layer claim the key
@@ -97,7 +97,7 @@ async fn review_a_same_key_layer_behind_an_async_layer_runs_the_handler() {
     assert_eq!(answer.map_err(|error| error.to_string()), Ok(event));
 }
 
-/// Review: the same with three idempotency layers, the middle one with its own operation: the
+/// (Found by a review.) the same with three idempotency layers, the middle one with its own operation: the
 /// middle one claims before it calls in, so the innermost (same key as the outermost) claims
 /// again and finds the outer claim.
 #[tokio::test]
@@ -123,7 +123,7 @@ async fn review_a_same_key_layer_behind_another_operation_s_layer_runs_the_handl
     assert_eq!(answer.map_err(|error| error.to_string()), Ok(event));
 }
 
-/// Review: the bypass compares keys only (`<prefix>.<operation>#<digest>`), not stores. A
+/// (Found by a review.) the bypass compares keys only (`<prefix>.<operation>#<digest>`), not stores. A
 /// shared stack's cheap per-container layer (in memory) outside the function's durable one
 /// (DynamoDB; here a second store shared by two "containers"), both with the default prefix and
 /// operation, worked before: each claimed in its own store. Now the durable layer is always

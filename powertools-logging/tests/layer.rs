@@ -913,7 +913,7 @@ fn a_sample_rate_of_zero_is_written_when_it_is_configured_and_not_when_it_is_not
     assert!(!unset.contains("sampling_rate"), "{unset}");
 }
 
-/// Review: the core README now says a value of spaces only in a variable read as a level counts
+/// (Found by a review.) the core README now says a value of spaces only in a variable read as a level counts
 /// as unset, as an empty one. `POWERTOOLS_LOG_LEVEL=" "` does, but the legacy `LOG_LEVEL=" "`
 /// (read with `Env::string`, then parsed) is "not a level" and warned about, where
 /// `LOG_LEVEL=""` is silent.

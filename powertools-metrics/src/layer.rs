@@ -506,6 +506,11 @@ where
         {
             metrics.write_cold_start(Invocation::new(&event.context).function_name());
         }
+        // A MetricsLayer outside this one (the facade's stack around a user's own layer): the
+        // documents written here are the invocation's, and it must not report the invocation
+        // as one without metrics (it raised `EmptyMetrics` for a handler that added some; found
+        // by an attack from the docs).
+        let outer = Metrics::current();
         let inner = &mut self.inner;
         // The handler's synchronous part runs in the invocation's scope too.
         let called =
@@ -513,16 +518,15 @@ where
         let future = match called {
             Ok(future) => future,
             Err(panic) => {
-                flush_after_failure(&metrics);
+                if flush_after_failure(&metrics)
+                    && let Some(outer) = &outer
+                {
+                    outer.note_nested_documents();
+                }
                 std::panic::resume_unwind(panic)
             }
         };
         let recycled = Arc::clone(&self.recycled);
-        // A MetricsLayer outside this one (the facade's stack around a user's own layer): the
-        // documents written here are the invocation's, and it must not report the invocation
-        // as one without metrics (it raised `EmptyMetrics` for a handler that added some; found
-        // by an attack from the docs).
-        let outer = Metrics::current();
         // Armed from here, not from the future's first poll: a future dropped before it runs
         // holds the metrics its handler's synchronous part added.
         let mut cancelled = FlushIfCancelled {

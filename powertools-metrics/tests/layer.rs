@@ -989,7 +989,7 @@ async fn an_outer_layer_does_not_call_an_invocation_empty_when_an_inner_layer_wr
     assert!(empty_warnings <= 1, "{:#?}", captured.warnings());
 }
 
-/// Review: a nested `MetricsLayer` whose invocation is cancelled (a timeout outside the stack)
+/// (Found by a review.) a nested `MetricsLayer` whose invocation is cancelled (a timeout outside the stack)
 /// writes the handler's metrics from its `FlushIfCancelled`, but never tells the outer layer, whose
 /// own cancellation flush then reports the invocation as one without metrics: "No application
 /// metrics to publish", or with `raise_on_empty_metrics` "metrics were not flushed after the
@@ -1038,7 +1038,7 @@ async fn review_a_cancelled_nested_invocation_s_documents_count_for_the_outer_la
     }
 }
 
-/// Review: the third way a nested `MetricsLayer`'s invocation ends, a panic in the handler's
+/// (Found by a review.) the third way a nested `MetricsLayer`'s invocation ends, a panic in the handler's
 /// synchronous part (its service's `call`, before any future exists), still does not tell the
 /// outer layer: the inner one writes the metric from its `call`'s `catch_unwind`
 /// (`flush_after_failure`, whose `bool` is dropped there), and the outer one's own flush
@@ -1079,7 +1079,8 @@ async fn review_a_nested_invocation_that_panics_in_call_counts_for_the_outer_lay
             .warnings()
             .into_iter()
             .filter(|warning| {
-                warning.contains("No application metrics") || warning.contains("EmptyMetrics")
+                warning.contains("No application metrics")
+                    || warning.contains("EmptyMetrics")
                     || warning.contains("empty")
             })
             .collect();

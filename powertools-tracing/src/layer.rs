@@ -791,7 +791,7 @@ mod tests {
         assert!(error.to_string().contains("Tokio runtime"), "{error}");
     }
 
-    /// Review: `Tracer::flush` (the flush the README tells users to call in their
+    /// (Found by a review.) `Tracer::flush` (the flush the README tells users to call in their
     /// graceful-shutdown hook) outside a Tokio runtime still panics: `flush_all_within` builds a
     /// `tokio::time::timeout` before the guard in `flush_bounded` is reached. The changelog says
     /// a flush outside a runtime drops its spans, counted, where it panicked.
@@ -812,7 +812,7 @@ mod tests {
         );
     }
 
-    /// Review: a Tokio runtime built without its time driver (`Builder::new_current_thread()`
+    /// (Found by a review.) a Tokio runtime built without its time driver (`Builder::new_current_thread()`
     /// without `enable_all`) passes the `Handle::try_current` guard, and the layer's flush then
     /// panics in `tokio::time::timeout` ("timers are disabled"): the invocation fails for its
     /// traces, where the guard's warning says such spans are dropped.

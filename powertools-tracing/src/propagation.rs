@@ -338,7 +338,7 @@ mod tests {
         );
     }
 
-    /// Review: W3C trace state's value is `0*255(chr) nblk-chr`: at least one character that is
+    /// (Found by a review.) W3C trace state's value is `0*255(chr) nblk-chr`: at least one character that is
     /// not a space. `w3c_value("")` is true and `TraceState` takes an empty value, so an X-Ray
     /// field without a value (`Foo=`) travels on as `foo=`, a list member a downstream SDK may
     /// answer by dropping the whole `tracestate` header (what the filter was added against).

@@ -1201,7 +1201,7 @@ mod tests {
         assert!(!error.to_string().contains("s3cret"), "{error}");
     }
 
-    /// Review: `shown_in_errors` removes the credentials first, with `without_credentials`,
+    /// (Found by a review.) `shown_in_errors` removes the credentials first, with `without_credentials`,
     /// which takes the last `@` of the whole URL for the end of the userinfo, even in the query
     /// string: the `?` is then cut away with the host, and the rest of the query (a vendor's key
     /// after an e-mail address) is quoted whole in the refused endpoint's error.
