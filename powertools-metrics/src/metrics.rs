@@ -1,5 +1,6 @@
 //! The metrics of one invocation: the handle, its state, and the current invocation.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -548,6 +549,13 @@ impl Metrics {
         let name = validate::metric_name(name)?;
         validate::value(name, value)?;
         check_log_level_keys(&self.shared.settings, name)?;
+        if self.locked_here() {
+            let name = name.to_owned();
+            self.defer(move |metrics| {
+                metrics.add_metric_with_resolution(&name, value, unit, resolution)
+            });
+            return Ok(());
+        }
         let mut state = self.lock();
         self.add_to_main(
             &mut state,
@@ -615,6 +623,11 @@ impl Metrics {
     /// dimension (set when the layer was built, they stay dimensions: `NameCollision`, "a
     /// default dimension").
     pub fn add_dimension(&self, name: &str, value: &str) -> Result<(), Error> {
+        if self.locked_here() {
+            let (name, value) = (name.to_owned(), value.to_owned());
+            self.defer(move |metrics| metrics.add_dimension(&name, &value));
+            return Ok(());
+        }
         match validate::dimension(name, value)? {
             DimensionCheck::Skip => {
                 warn_skipped_dimension(name);
@@ -763,6 +776,20 @@ impl Metrics {
         &self,
         dimensions: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<(), Error> {
+        if self.locked_here() {
+            let owned: Vec<(String, String)> = dimensions
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect();
+            self.defer(move |metrics| {
+                metrics.add_dimensions(
+                    owned
+                        .iter()
+                        .map(|(name, value)| (name.as_str(), value.as_str())),
+                )
+            });
+            return Ok(());
+        }
         // A name given twice takes its last value, as `add_dimension` called twice keeps (and
         // says), before anything is checked or applied.
         let mut given: Vec<(&str, &str)> = Vec::new();
@@ -895,6 +922,11 @@ impl Metrics {
     /// no document could hold them under CloudWatch Logs' 256 KB event limit.
     pub fn add_metadata(&self, key: &str, value: impl Into<Value>) -> Result<(), Error> {
         let value = value.into();
+        if self.locked_here() {
+            let key = key.to_owned();
+            self.defer(move |metrics| metrics.add_metadata(&key, value));
+            return Ok(());
+        }
         let mut state = self.lock();
         if state.dimension_value(key).is_some() {
             return Err(collision(key, "a dimension"));
@@ -928,6 +960,10 @@ impl Metrics {
     /// CloudWatch would drop.
     pub fn set_timestamp(&self, timestamp: SystemTime) -> Result<(), Error> {
         validate::timestamp(timestamp, SystemTime::now())?;
+        if self.locked_here() {
+            self.defer(move |metrics| metrics.set_timestamp(timestamp));
+            return Ok(());
+        }
         self.lock().timestamp = Some(timestamp);
         Ok(())
     }
@@ -976,6 +1012,10 @@ impl Metrics {
     /// # Errors
     /// [`Error::EmptyMetrics`], as above.
     pub fn flush(&self) -> Result<(), Error> {
+        if self.locked_here() {
+            self.defer(Metrics::flush);
+            return Ok(());
+        }
         self.flush_then(false).map(drop)
     }
 
@@ -1171,6 +1211,13 @@ impl Metrics {
         let name = validate::metric_name(name)?;
         validate::value(name, value)?;
         check_log_level_keys(&self.shared.settings, name)?;
+        if self.locked_here() {
+            let (name, labels) = (name.to_owned(), labels.to_vec());
+            self.defer(move |metrics| {
+                metrics.record_facade(&name, &labels, unit, value, combine, origin)
+            });
+            return Ok(());
+        }
         let mut state = self.lock();
         if labels.is_empty() {
             self.add_to_main(
@@ -1359,13 +1406,94 @@ impl Metrics {
         left_out.into_iter().map(|(key, _)| key.clone()).collect()
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic in a handler cannot happen while the lock is held (no user code runs under
-        // it), and the state stays consistent between statements; recover rather than panic.
-        self.shared
+    fn lock(&self) -> Locked<'_> {
+        // The state stays consistent between statements; recover rather than panic.
+        let guard = self
+            .shared
             .state
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner);
+        LOCKED.with_borrow_mut(|locked| locked.push(self.address()));
+        Locked {
+            guard,
+            _after: AfterUnlock,
+        }
+    }
+
+    /// The address of the state this handle shares, which tells invocations apart.
+    fn address(&self) -> usize {
+        Arc::as_ptr(&self.shared) as usize
+    }
+
+    /// Whether this thread holds this invocation's lock now: a warning logged under it reached
+    /// a subscriber that adds a value (a layer counting warnings with `metrics::counter!`), or
+    /// the sink did. Locking again would wait for ever on this thread (found by an attack from
+    /// the docs): the call is deferred instead ([`defer`]).
+    fn locked_here(&self) -> bool {
+        let address = self.address();
+        LOCKED.with_borrow(|locked| locked.contains(&address))
+    }
+
+    /// Runs `call` on a clone of this handle once this thread lets go of every metrics lock it
+    /// holds; an error it returns is logged then.
+    fn defer(&self, call: impl FnOnce(&Metrics) -> Result<(), Error> + 'static) {
+        let metrics = self.clone();
+        DEFERRED.with_borrow_mut(|deferred| {
+            deferred.push(Box::new(move || {
+                if let Err(error) = call(&metrics) {
+                    tracing::warn!(
+                        %error,
+                        "a metric added while the invocation's metrics were being written \
+                         (from a log subscriber or the sink) was refused"
+                    );
+                }
+            }));
+        });
+    }
+}
+
+thread_local! {
+    /// The invocations whose lock this thread holds, innermost last.
+    static LOCKED: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// Calls made on this thread to an invocation whose lock it held, run once it holds none.
+    static DEFERRED: RefCell<Vec<Box<dyn FnOnce()>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An invocation's state, locked: lets go of the lock when dropped, then ([`AfterUnlock`]) runs
+/// the calls deferred meanwhile ([`Metrics::defer`]) once this thread holds no metrics lock.
+struct Locked<'a> {
+    // Dropped first (fields drop in order): the lock goes before the deferred calls run.
+    guard: MutexGuard<'a, State>,
+    _after: AfterUnlock,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
+/// Marks a lock let go on this thread, and runs the deferred calls after the outermost.
+struct AfterUnlock;
+
+impl Drop for AfterUnlock {
+    fn drop(&mut self) {
+        let outermost = LOCKED.with_borrow_mut(|locked| {
+            locked.pop();
+            locked.is_empty()
+        });
+        if outermost {
+            while let Some(call) = DEFERRED.with_borrow_mut(Vec::pop) {
+                call();
+            }
+        }
     }
 }
 
