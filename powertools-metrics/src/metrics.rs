@@ -781,13 +781,7 @@ impl Metrics {
                 .into_iter()
                 .map(|(name, value)| (name.to_owned(), value.to_owned()))
                 .collect();
-            self.defer(move |metrics| {
-                metrics.add_dimensions(
-                    owned
-                        .iter()
-                        .map(|(name, value)| (name.as_str(), value.as_str())),
-                )
-            });
+            self.defer(move |metrics| metrics.add_owned_dimensions(&owned));
             return Ok(());
         }
         // A name given twice takes its last value, as `add_dimension` called twice keeps (and
@@ -1423,6 +1417,16 @@ impl Metrics {
     /// The address of the state this handle shares, which tells invocations apart.
     fn address(&self) -> usize {
         Arc::as_ptr(&self.shared) as usize
+    }
+
+    /// [`add_dimensions`](Self::add_dimensions) of owned pairs, for a deferred call: not
+    /// generic, so that the deferred call does not make another `add_dimensions` to compile.
+    fn add_owned_dimensions(&self, dimensions: &[(String, String)]) -> Result<(), Error> {
+        self.add_dimensions(
+            dimensions
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str())),
+        )
     }
 
     /// Whether this thread holds this invocation's lock now: a warning logged under it reached

@@ -11,11 +11,14 @@ macro_rules! units {
         /// (a value without a unit) among them.
         ///
         /// Parses from and displays as the CloudWatch spelling (`"Bytes/Second"`), as Powertools
-        /// for Python and TypeScript accept it.
+        /// for Python and TypeScript accept it; parses from Python's `MetricUnit` member names
+        /// too (`"BytesPerSecond"`, `"NoUnit"`), as Python's `add_metric` takes them.
         ///
         /// ```
         /// use powertools_metrics::Unit;
         /// assert_eq!("Bytes/Second".parse::<Unit>()?, Unit::BytesPerSecond);
+        /// assert_eq!("BytesPerSecond".parse::<Unit>()?, Unit::BytesPerSecond);
+        /// assert_eq!("NoUnit".parse::<Unit>()?, Unit::None);
         /// assert_eq!(Unit::Milliseconds.as_str(), "Milliseconds");
         /// assert!("Furlongs".parse::<Unit>().is_err());
         /// # Ok::<(), powertools_metrics::Error>(())
@@ -44,7 +47,25 @@ macro_rules! units {
             fn from_str(text: &str) -> Result<Self, Error> {
                 match text {
                     $($wire => Ok(Unit::$variant),)*
-                    _ => Err(Error::InvalidUnit { unit: text.to_owned() }),
+                    // Powertools for Python's `MetricUnit` member names too (`CountPerSecond`,
+                    // `NoUnit`), which its `add_metric` takes as well (found by an attack from
+                    // the docs).
+                    "NoUnit" => Ok(Unit::None),
+                    _ => Unit::ALL
+                        .iter()
+                        .copied()
+                        .find(|unit| unit.member_name() == text)
+                        .ok_or_else(|| Error::InvalidUnit { unit: text.to_owned() }),
+                }
+            }
+        }
+
+        impl Unit {
+            /// The variant's name, as Powertools for Python names its `MetricUnit` member
+            /// (`None` aside, which Python calls `NoUnit`).
+            const fn member_name(self) -> &'static str {
+                match self {
+                    $(Unit::$variant => stringify!($variant),)*
                 }
             }
         }
@@ -175,6 +196,46 @@ mod tests {
         for unit in Unit::ALL {
             assert_eq!(unit.as_str().parse::<Unit>().unwrap(), *unit);
         }
+    }
+
+    /// Every `MetricUnit` member name of Powertools for Python 3.37 parses to the unit its
+    /// value names (Python's `add_metric` takes both): `CountPerSecond` was refused (found by
+    /// an attack from the docs).
+    #[test]
+    fn python_s_member_names_parse_to_their_units() {
+        let python = [
+            ("Seconds", "Seconds"),
+            ("Microseconds", "Microseconds"),
+            ("Milliseconds", "Milliseconds"),
+            ("Bytes", "Bytes"),
+            ("Kilobytes", "Kilobytes"),
+            ("Megabytes", "Megabytes"),
+            ("Gigabytes", "Gigabytes"),
+            ("Terabytes", "Terabytes"),
+            ("Bits", "Bits"),
+            ("Kilobits", "Kilobits"),
+            ("Megabits", "Megabits"),
+            ("Gigabits", "Gigabits"),
+            ("Terabits", "Terabits"),
+            ("Percent", "Percent"),
+            ("Count", "Count"),
+            ("BytesPerSecond", "Bytes/Second"),
+            ("KilobytesPerSecond", "Kilobytes/Second"),
+            ("MegabytesPerSecond", "Megabytes/Second"),
+            ("GigabytesPerSecond", "Gigabytes/Second"),
+            ("TerabytesPerSecond", "Terabytes/Second"),
+            ("BitsPerSecond", "Bits/Second"),
+            ("KilobitsPerSecond", "Kilobits/Second"),
+            ("MegabitsPerSecond", "Megabits/Second"),
+            ("GigabitsPerSecond", "Gigabits/Second"),
+            ("TerabitsPerSecond", "Terabits/Second"),
+            ("CountPerSecond", "Count/Second"),
+            ("NoUnit", "None"),
+        ];
+        for (name, value) in python {
+            assert_eq!(name.parse::<Unit>().unwrap().as_str(), value, "{name}");
+        }
+        assert!("countpersecond".parse::<Unit>().is_err());
     }
 
     #[test]
