@@ -137,7 +137,10 @@ pub enum Error {
         limit: usize,
     },
     /// A flush found no metric and `raise_on_empty_metrics` is set.
-    #[error("no metrics to publish: the invocation added none and raise_on_empty_metrics is set")]
+    #[error(
+        "no metrics to publish: none were added since the last flush (a handler's own flush \
+         publishes what it added) and raise_on_empty_metrics is set"
+    )]
     EmptyMetrics,
     /// The call was made outside an invocation of a [`MetricsLayer`](crate::MetricsLayer) (or a
     /// [`Metrics::scope`](crate::Metrics::scope)), so there is no document to add to.
