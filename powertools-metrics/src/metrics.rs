@@ -144,6 +144,39 @@ struct Shared {
     ended: AtomicBool,
 }
 
+impl Drop for Shared {
+    /// The last handle of an invocation's metrics went away with values never written (a
+    /// handle of [`MetricsLayer::new_metrics`](crate::MetricsLayer::new_metrics) dropped
+    /// without [`Metrics::flush`]): said, not lost in silence (found by an attack from the
+    /// docs). The layer's own handles are always flushed first.
+    fn drop(&mut self) {
+        let Ok(state) = self.state.get_mut() else {
+            return;
+        };
+        if self.settings.disabled || (state.metrics.is_empty() && state.labelled.is_empty()) {
+            return;
+        }
+        let names: Vec<&str> = state
+            .metrics
+            .metrics()
+            .iter()
+            .chain(
+                state
+                    .labelled
+                    .iter()
+                    .flat_map(|group| group.metrics.metrics()),
+            )
+            .map(|metric| metric.name.as_str())
+            .collect();
+        tracing::warn!(
+            metrics = ?names,
+            "metrics were dropped without being written: the last handle of their invocation \
+             went away before Metrics::flush (the layer flushes each invocation's; a handle of \
+             MetricsLayer::new_metrics is flushed by its caller)"
+        );
+    }
+}
+
 #[derive(Debug)]
 struct State {
     timestamp: Option<SystemTime>,
