@@ -538,7 +538,10 @@ impl Metrics {
     /// [`MetricsLayer`](crate::MetricsLayer) or a [`scope`](Self::scope).
     ///
     /// A task spawned with `tokio::spawn` is not inside its parent's invocation: move the handle
-    /// into it, or run it in [`scope`](Self::scope).
+    /// into it, or run it in [`scope`](Self::scope). A value such a task adds after the
+    /// invocation ended is written at once, in a document of its own, with the default
+    /// dimensions only (the invocation's own dimensions and metadata were written and cleared
+    /// with its last document): await the task in the handler when its values must carry them.
     pub fn current() -> Option<Metrics> {
         CURRENT.try_with(Clone::clone).ok()
     }
