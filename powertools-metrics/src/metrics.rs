@@ -1039,6 +1039,11 @@ impl Metrics {
     /// With no metric since the last flush it writes nothing and warns (the layer's first such
     /// flush only), or returns [`Error::EmptyMetrics`] if `raise_on_empty_metrics` is set.
     ///
+    /// A value added while the flush writes (by the sink, or by a log subscriber that records
+    /// metrics, for a warning the flush logs) is added once the flush has let go of the
+    /// invocation's state: it goes into the next flush, or, after the layer's last one, is
+    /// written at once.
+    ///
     /// # Errors
     /// [`Error::EmptyMetrics`], as above.
     pub fn flush(&self) -> Result<(), Error> {
@@ -1479,7 +1484,7 @@ impl Metrics {
     fn defer(&self, call: impl FnOnce(&Metrics) -> Result<(), Error> + 'static) {
         let metrics = self.clone();
         DEFERRED.with_borrow_mut(|deferred| {
-            deferred.push(Box::new(move || {
+            deferred.push_back(Box::new(move || {
                 if let Err(error) = call(&metrics) {
                     tracing::warn!(
                         %error,
@@ -1496,7 +1501,8 @@ thread_local! {
     /// The invocations whose lock this thread holds, innermost last.
     static LOCKED: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
     /// Calls made on this thread to an invocation whose lock it held, run once it holds none.
-    static DEFERRED: RefCell<Vec<Box<dyn FnOnce()>>> = const { RefCell::new(Vec::new()) };
+    static DEFERRED: RefCell<std::collections::VecDeque<Box<dyn FnOnce()>>> =
+        const { RefCell::new(std::collections::VecDeque::new()) };
 }
 
 /// An invocation's state, locked: lets go of the lock when dropped, then ([`AfterUnlock`]) runs
@@ -1530,7 +1536,9 @@ impl Drop for AfterUnlock {
             locked.is_empty()
         });
         if outermost {
-            while let Some(call) = DEFERRED.with_borrow_mut(Vec::pop) {
+            // In the order they were made: a gauge set twice keeps its last value (a review
+            // found them run newest first).
+            while let Some(call) = DEFERRED.with_borrow_mut(std::collections::VecDeque::pop_front) {
                 call();
             }
         }
