@@ -86,6 +86,41 @@ pub(crate) struct MetricTable {
     /// The last value of each gauge in a document written at a limit: a gauge is a level, and
     /// an increment in the next document goes on from it. Dropped by [`reset`](Self::reset).
     levels: Vec<(String, f64)>,
+    /// The name, unit, resolution and origin of each metric in a document written at a limit:
+    /// the invocation's later values of that name keep them, as within one document (a unit
+    /// changed after the write at 100 metrics was taken; found by an attack from the docs).
+    /// Dropped by [`reset`](Self::reset).
+    written: Vec<(String, Unit, Resolution, Origin)>,
+}
+
+/// Refuses a value for `name` with another origin, unit or resolution than the metric `name`
+/// has in this invocation (`existing`), until its metrics are flushed.
+fn check_same(
+    name: &str,
+    (existing_unit, existing_resolution, existing_origin): (Unit, Resolution, Origin),
+    (unit, resolution, origin): (Unit, Resolution, Origin),
+) -> Result<(), Error> {
+    if existing_origin != origin {
+        return Err(Error::NameCollision {
+            name: name.to_owned(),
+            used_as: existing_origin.described(),
+        });
+    }
+    if existing_unit != unit {
+        return Err(Error::UnitConflict {
+            name: name.to_owned(),
+            existing: existing_unit,
+            requested: unit,
+        });
+    }
+    if existing_resolution != resolution {
+        return Err(Error::ResolutionConflict {
+            name: name.to_owned(),
+            existing: existing_resolution,
+            requested: resolution,
+        });
+    }
+    Ok(())
 }
 
 impl MetricTable {
@@ -110,6 +145,14 @@ impl MetricTable {
     /// next document of the invocation.
     pub(crate) fn clear(&mut self) {
         for metric in &self.metrics {
+            if !self.written.iter().any(|(name, ..)| *name == metric.name) {
+                self.written.push((
+                    metric.name.clone(),
+                    metric.unit,
+                    metric.resolution,
+                    metric.origin,
+                ));
+            }
             if let (Origin::Gauge, Some(&level)) = (metric.origin, metric.values.last()) {
                 match self
                     .levels
@@ -127,6 +170,7 @@ impl MetricTable {
     /// Empties the table and forgets the gauges' levels: the invocation's last flush.
     pub(crate) fn reset(&mut self) {
         self.levels.clear();
+        self.written.clear();
         if self.levels.capacity() > SPARE_METRICS {
             // A reused state would keep it at its largest.
             self.levels = Vec::new();
@@ -157,29 +201,23 @@ impl MetricTable {
         origin: Origin,
     ) -> Result<bool, Error> {
         let Some(index) = self.find(name) else {
+            if let Some(&(_, existing_unit, existing_resolution, existing_origin)) =
+                self.written.iter().find(|(written, ..)| written == name)
+            {
+                check_same(
+                    name,
+                    (existing_unit, existing_resolution, existing_origin),
+                    (unit, resolution, origin),
+                )?;
+            }
             return Ok(self.metrics.len() >= MAX_METRICS);
         };
         let metric = &self.metrics[index];
-        if metric.origin != origin {
-            return Err(Error::NameCollision {
-                name: name.to_owned(),
-                used_as: metric.origin.described(),
-            });
-        }
-        if metric.unit != unit {
-            return Err(Error::UnitConflict {
-                name: name.to_owned(),
-                existing: metric.unit,
-                requested: unit,
-            });
-        }
-        if metric.resolution != resolution {
-            return Err(Error::ResolutionConflict {
-                name: name.to_owned(),
-                existing: metric.resolution,
-                requested: resolution,
-            });
-        }
+        check_same(
+            name,
+            (metric.unit, metric.resolution, metric.origin),
+            (unit, resolution, origin),
+        )?;
         Ok(combine == Combine::Append && metric.values.len() >= MAX_VALUES_PER_METRIC)
     }
 
