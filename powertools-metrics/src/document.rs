@@ -145,14 +145,6 @@ impl MetricTable {
     /// next document of the invocation.
     pub(crate) fn clear(&mut self) {
         for metric in &self.metrics {
-            if !self.written.iter().any(|(name, ..)| *name == metric.name) {
-                self.written.push((
-                    metric.name.clone(),
-                    metric.unit,
-                    metric.resolution,
-                    metric.origin,
-                ));
-            }
             if let (Origin::Gauge, Some(&level)) = (metric.origin, metric.values.last()) {
                 match self
                     .levels
@@ -165,6 +157,23 @@ impl MetricTable {
             }
         }
         self.empty();
+    }
+
+    /// Notes the name, unit, resolution and kind of each metric before a write at a limit,
+    /// which [`clear`](Self::clear)s the table mid-invocation: the invocation's later values of
+    /// those names must keep them. (Not at a flush, which [`reset`](Self::reset)s the table:
+    /// no copy of the names per invocation.)
+    pub(crate) fn remember_kinds(&mut self) {
+        for metric in &self.metrics {
+            if !self.written.iter().any(|(name, ..)| *name == metric.name) {
+                self.written.push((
+                    metric.name.clone(),
+                    metric.unit,
+                    metric.resolution,
+                    metric.origin,
+                ));
+            }
+        }
     }
 
     /// Empties the table and forgets the gauges' levels: the invocation's last flush.

@@ -631,6 +631,7 @@ impl Metrics {
             .metrics
             .prepare(name, unit, resolution, combine, origin)?
         {
+            state.metrics.remember_kinds();
             self.write_main(state);
         }
         state
