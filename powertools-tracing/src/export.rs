@@ -503,7 +503,9 @@ impl Exporter {
         // Export needs a Tokio runtime (its timers and IO): outside one (a service polled by
         // another executor), what is queued is dropped, counted and said, where `timeout`
         // panicked (found by an attack from the docs). A runtime without timers is found where
-        // the timer is made.
+        // the timer is made. `timeout_here` would catch a missing runtime too, but by catching
+        // Tokio's panic, which aborts the process under `panic = "abort"` (a common release
+        // profile for Lambda): this check keeps that case from panicking at all.
         if tokio::runtime::Handle::try_current().is_err() {
             self.drop_queued_without_timers();
             return;
