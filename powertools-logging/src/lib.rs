@@ -98,7 +98,9 @@
 //!
 //! A line is at most [`DEFAULT_MAX_LINE_BYTES`] long (just under the 256 KB CloudWatch Logs
 //! takes per event; [`LoggerBuilder::max_line_bytes`] changes it). A longer line has its largest
-//! values cut, each ending in `...[truncated N bytes]`, and names them in `truncated_keys`:
+//! values cut, each ending in `...[truncated N bytes]`, and names them in `truncated_keys`; the
+//! standard keys are cut last and never below 128 bytes, so the ids that join a line to its
+//! invocation and trace stay whole:
 //!
 //! ```json
 //! {"level":"INFO","message":"document received",…,"order_id":"o-1",

@@ -180,11 +180,28 @@ fn render(members: &[(String, Value)], truncated: &[String]) -> Vec<u8> {
     out
 }
 
-/// Whether a member's value may be cut: not `level` or `timestamp` (Lambda reads them), and a
-/// string or a structure.
+/// Whether a member's value may be cut: not `level` or `timestamp` (Lambda reads them), a
+/// string or a structure, and longer than its [`floor`].
 fn cuttable(key: &str, value: &Value) -> bool {
     !matches!(key, "level" | "timestamp")
         && matches!(value, Value::String(_) | Value::Object(_) | Value::Array(_))
+        && value_len(value) > floor(key)
+}
+
+/// The JSON length a standard key's value is never cut below (other than `message`'s): the
+/// 128 bytes the last resort keeps of it, and its quotes. A line's business values are cut to
+/// their markers before the ids that join it to its invocation and trace are touched (found by an
+/// attack: thousands of appended keys had the request id cut to one character).
+const STANDARD_FLOOR: usize = 128 + 2;
+
+/// How short a member's value may be cut, as JSON: [`STANDARD_FLOOR`] for a standard key other
+/// than `message`, nothing for the others.
+fn floor(key: &str) -> usize {
+    if key != "message" && is_standard(key) {
+        STANDARD_FLOOR
+    } else {
+        0
+    }
 }
 
 /// The size every cuttable value is cut to so that the line fits, sharing the room fairly: values
@@ -255,6 +272,7 @@ fn shrink(line: &[u8], max: usize) -> Vec<u8> {
     if let Some(cap) = fair_cap(&members, &sizes, max) {
         for ((key, value), size) in members.iter_mut().zip(sizes.iter_mut()) {
             let value_size = *size - member_len(key, 0);
+            let cap = cap.max(floor(key));
             if cuttable(key, value) && value_size > cap && shorten(value, value_size - cap) {
                 truncated.push(key.clone());
                 *size = member_len(key, value_len(value));
@@ -281,8 +299,10 @@ fn shrink(line: &[u8], max: usize) -> Vec<u8> {
             break;
         };
         let (key, value) = &mut members[index];
-        // The marker and the key's name in `truncated_keys` take room too.
-        let excess = total.saturating_sub(max).max(1) + json_len(key) + 1;
+        // The marker and the key's name in `truncated_keys` take room too; a standard key is cut
+        // no shorter than its floor (the next round takes the next largest value).
+        let excess = (total.saturating_sub(max).max(1) + json_len(key) + 1)
+            .min(value_len(value).saturating_sub(floor(key)));
         if !shorten(value, excess) {
             break;
         }
@@ -606,6 +626,40 @@ mod tests {
             if max > 1024 {
                 assert_eq!(value["function_arn"], arn);
             }
+        }
+    }
+
+    #[test]
+    fn the_rounds_cut_business_values_not_the_invocation_s_ids() {
+        // (Found by an attack from the docs.) 6,000 appended keys of 100 bytes: cutting every
+        // value to its marker fits the line, and the rounds cut the request id, the trace id and
+        // the ARN to one character with them, so the line no longer joined its invocation
+        let request_id = "4ac1a1d3-6b0e-4c63-a8f0-4e4d0c1a8b7e";
+        let trace_id = "1-67a8f0e1-3f0c2b9d8e7a6b5c4d3e2f1a";
+        let arn = "arn:aws:lambda:eu-west-1:123456789012:function:orders";
+        for keys in [1_500, 3_000, 6_000] {
+            let mut members = vec![
+                ("level".to_owned(), json!("INFO")),
+                ("message".to_owned(), json!("many keys")),
+                ("service".to_owned(), json!("orders")),
+                ("function_arn".to_owned(), json!(arn)),
+                ("function_request_id".to_owned(), json!(request_id)),
+                ("xray_trace_id".to_owned(), json!(trace_id)),
+                ("correlation_id".to_owned(), json!("c".repeat(5_000))),
+            ];
+            members.extend((0..keys).map(|index| (format!("k{index}"), json!("v".repeat(100)))));
+            let line = render(&members, &[]);
+            let out = bound(&line, DEFAULT_MAX_LINE_BYTES);
+            assert!(out.len() <= DEFAULT_MAX_LINE_BYTES);
+            let value = parsed(&out);
+            assert_eq!(value["function_request_id"], request_id, "{keys} keys");
+            assert_eq!(value["xray_trace_id"], trace_id, "{keys} keys");
+            assert_eq!(value["function_arn"], arn, "{keys} keys");
+            assert_eq!(value["service"], "orders", "{keys} keys");
+            assert_eq!(value["message"], "many keys", "{keys} keys");
+            // A long standard value is cut no shorter than the last resort keeps it
+            let correlation = value["correlation_id"].as_str().unwrap();
+            assert!(correlation.starts_with(&"c".repeat(100)), "{keys} keys: {correlation}");
         }
     }
 
