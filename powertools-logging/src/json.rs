@@ -110,7 +110,18 @@ impl Redactor {
         }
     }
 
+    /// Whether `key`'s value is masked: `key` is a masked key in any spelling, or a dotted name
+    /// (`tracing`'s nesting, OpenTelemetry's conventions: `db.password`,
+    /// `http.request.header.authorization`) whose last part is one.
     pub(crate) fn masks(&self, key: &str) -> bool {
+        self.masks_whole(key)
+            || key
+                .rsplit_once('.')
+                .is_some_and(|(_, last)| self.masks_whole(last))
+    }
+
+    /// Whether `key`, its dots read as separators, is a masked key in any spelling.
+    fn masks_whole(&self, key: &str) -> bool {
         !self.keys.is_empty()
             && (self.masks_ascii_spelling(key.as_bytes())
                 // A key that is not ASCII, in Unicode's lowercase: `contraseña` for a masked
@@ -127,7 +138,7 @@ impl Redactor {
     /// stack and compared whole with each masked key (most differ in length), a longer one
     /// compared letter by letter.
     fn masks_ascii_spelling(&self, key: &[u8]) -> bool {
-        let first = key.iter().copied().find(|&byte| !is_separator(byte));
+        let first = key.iter().copied().find(|&byte| !is_key_separator(byte));
         if first
             .is_some_and(|byte| self.first_bytes & first_byte_bit(byte.to_ascii_lowercase()) == 0)
         {
@@ -143,7 +154,7 @@ impl Redactor {
         let mut len = 0;
         for &byte in key {
             folded[len] = byte.to_ascii_lowercase();
-            len += usize::from(!is_separator(byte));
+            len += usize::from(!is_key_separator(byte));
         }
         let folded = &folded[..len];
         self.keys.iter().any(|masked| masked.as_bytes() == folded)
@@ -173,7 +184,7 @@ impl Redactor {
 fn normalize(key: &str) -> String {
     key.chars()
         .flat_map(char::to_lowercase)
-        .filter(|&c| c != '-' && c != '_')
+        .filter(|&c| c != '-' && c != '_' && c != '.')
         .collect()
 }
 
@@ -185,6 +196,12 @@ fn first_byte_bit(byte: u8) -> u64 {
 
 fn is_separator(byte: u8) -> bool {
     byte == b'-' || byte == b'_'
+}
+
+/// A separator between a key's words as keys are compared: `-`, `_`, and the dots of a dotted
+/// name (`aws.session_token` is `aws_session_token`). Text is searched with [`is_separator`].
+fn is_key_separator(byte: u8) -> bool {
+    is_separator(byte) || byte == b'.'
 }
 
 /// A key as text is searched for it: lowercase (Unicode's), its words parted by `_` where it
@@ -249,7 +266,7 @@ fn same_key(normalized: &[u8], key: &[u8]) -> bool {
     }
     let mut letters = key
         .iter()
-        .filter(|&&byte| !is_separator(byte))
+        .filter(|&&byte| !is_key_separator(byte))
         .map(u8::to_ascii_lowercase);
     normalized
         .iter()
@@ -755,7 +772,19 @@ const MAX_ENCODED_DEPTH: usize = 4;
 /// When `text` is JSON (an API Gateway `body`, a queue message) holding a key that is masked,
 /// its text with those values masked; `None` when there is nothing to mask in it.
 pub(crate) fn masked_json_text(text: &str, redactor: &Redactor) -> Option<String> {
-    masked_json_text_at(text, redactor, 0, Strings::Data)
+    masked_json_text_at(text, redactor, 0, Strings::Data).or_else(|| masked_url(text, redactor))
+}
+
+/// When `text` holds a URL whose query string has a masked key (`…/cb?access_token=…&page=2`),
+/// its text with those values masked, as an event's `rawQueryString` is; `None` otherwise. The
+/// query is what follows the first `?`, up to a `#` or white space.
+fn masked_url(text: &str, redactor: &Redactor) -> Option<String> {
+    let (before, rest) = text.split_once('?')?;
+    let end = rest
+        .find(|c: char| c == '#' || c.is_whitespace())
+        .unwrap_or(rest.len());
+    let masked = masked_query(&rest[..end], redactor)?;
+    Some(format!("{before}?{masked}{}", &rest[end..]))
 }
 
 /// What the text values of opened JSON are.
@@ -1434,6 +1463,57 @@ mod tests {
         assert_eq!(parsed["request"]["headers"]["X-Api-Key"], REDACTED);
         assert_eq!(parsed["request"]["payment"][0]["card_number"], REDACTED);
         assert_eq!(parsed["request"]["payment"][0]["amount"], 5);
+    }
+
+    /// `tracing` spells nested names with dots, as OpenTelemetry's conventions do
+    /// (`http.request.header.authorization`, `db.password`): a dotted name is masked when its
+    /// last part is a masked key, or when it is one with its dots as separators
+    /// (`aws.session_token`). Found by an attack from the docs: they were written in clear.
+    #[test]
+    fn dotted_names_are_masked_by_their_last_part_or_whole() {
+        let redactor = Redactor::new(DEFAULT_REDACTED_KEYS);
+        for key in [
+            "db.password",
+            "http.request.header.authorization",
+            "http.response.header.set-cookie",
+            "aws.session_token",
+            "aws.secret.access.key",
+            "user.cardNumber",
+            ".password",
+        ] {
+            assert!(redactor.masks(key), "{key}");
+        }
+        for key in ["password.hint", "db.name", "token.count", "db.", "."] {
+            assert!(!redactor.masks(key), "{key}");
+        }
+    }
+
+    /// A URL in a field keeps its query string's masked values out, as an event's
+    /// `rawQueryString` does (found by an attack: written in clear as a plain string, masked
+    /// whole as `%Display`).
+    #[test]
+    fn a_url_s_query_string_has_its_masked_values_masked() {
+        let redactor = Redactor::new(DEFAULT_REDACTED_KEYS);
+        assert_eq!(
+            masked_json_text(
+                "https://api.example.com/cb?access_token=s3cr3t&page=2#top",
+                &redactor
+            )
+            .as_deref(),
+            Some("https://api.example.com/cb?access_token=*****&page=2#top")
+        );
+        assert_eq!(
+            masked_json_text("/login?user=ann&Password=hunter2 sent", &redactor).as_deref(),
+            Some("/login?user=ann&Password=***** sent")
+        );
+        for clear in [
+            "https://api.example.com/cb?page=2",
+            "what is a token?",
+            "reset your password? yes=1",
+            "no query",
+        ] {
+            assert_eq!(masked_json_text(clear, &redactor), None, "{clear}");
+        }
     }
 
     /// JSON APIs name keys in camelCase (`cardNumber`, `accessToken`, `apiKey`): the same

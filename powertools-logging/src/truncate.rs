@@ -659,7 +659,10 @@ mod tests {
             assert_eq!(value["message"], "many keys", "{keys} keys");
             // A long standard value is cut no shorter than the last resort keeps it
             let correlation = value["correlation_id"].as_str().unwrap();
-            assert!(correlation.starts_with(&"c".repeat(100)), "{keys} keys: {correlation}");
+            assert!(
+                correlation.starts_with(&"c".repeat(100)),
+                "{keys} keys: {correlation}"
+            );
         }
     }
 

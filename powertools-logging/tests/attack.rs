@@ -3222,3 +3222,32 @@ fn the_runtime_s_own_failure_line_is_masked_as_an_error_message() {
     assert_no_secret(&lines, "S3CR3T");
     assert_eq!(lines[1]["message"], "\"connection reset\"");
 }
+
+/// Dotted field names (`tracing`'s nesting, OpenTelemetry's conventions) are masked by their last
+/// part, and a URL's query string in a plain string field as in a `%Display` one (found by an
+/// attack from the docs: both were written in clear).
+#[test]
+fn dotted_names_and_a_url_s_query_string_are_masked() {
+    let (logger, logs) = logger(Logger::builder());
+    run(&logger, async {
+        tracing::info!(
+            http.request.header.authorization = "Bearer S3CR3T-bearer",
+            db.password = "S3CR3T-db",
+            db.name = "orders",
+            "calling"
+        );
+        let url = "https://api.example.com/cb?access_token=S3CR3T-url&page=2";
+        tracing::info!(url, "plain");
+        tracing::info!(url = %url, "display");
+        tracing::info!(callback = json!({"url": url}).to_string(), "nested");
+    });
+    let lines = check_default(&logs);
+    assert_no_secret(&lines, "S3CR3T");
+    assert_eq!(lines[0]["db.password"], "*****");
+    assert_eq!(lines[0]["http.request.header.authorization"], "*****");
+    assert_eq!(lines[0]["db.name"], "orders");
+    assert_eq!(
+        lines[1]["url"],
+        "https://api.example.com/cb?access_token=*****&page=2"
+    );
+}
