@@ -129,7 +129,12 @@
 //!   no process-wide `append_keys` to clear, and concurrent work gets its own with [`key_scope`]
 //!   (Python's `thread_safe_append_keys`). A task spawned with `tokio::spawn` logs with the
 //!   context of the scope it was spawned in when it runs in a span created there
-//!   (`.in_current_span()`); to append keys from it, append them before spawning.
+//!   (`.in_current_span()`); to append keys from it, append them before spawning. A span
+//!   belongs to the invocation it was created in: one kept and reused across invocations (a
+//!   client's span made on first use, held in a `static` or a shared struct) gives lines logged
+//!   under it later, from a task or thread with no invocation of its own, the first
+//!   invocation's request id and keys, and keeps that invocation's keys and buffer alive. Make
+//!   such spans per invocation, or attach spawned work with `.in_current_span()`.
 //! - `timestamp` is RFC 3339 UTC with milliseconds (TypeScript's format), which Lambda accepts.
 //! - The debug sampling decision is drawn per invocation, including the first.
 //! - Redaction is built in.
