@@ -14,6 +14,9 @@ use crate::json::write_str;
 pub(crate) struct InvocationState {
     /// The Lambda context keys, rendered once as JSON members (`"key":value,…`).
     pub(crate) lambda_members: Vec<u8>,
+    /// Where the request id's text is in `lambda_members` (escaped, without its quotes), for
+    /// [`is_for`](Self::is_for) without a copy of it.
+    request_id: std::ops::Range<usize>,
     /// Whether this invocation was drawn for `DEBUG` by the sampling rate.
     pub(crate) debug_sampled: bool,
     pub(crate) buffer: Option<Mutex<LogBuffer>>,
@@ -69,7 +72,11 @@ impl InvocationState {
             members.raw("function_memory_size", itoa::Buffer::new().format(memory));
         }
         members.text("function_arn", invocation.function_arn());
-        members.text("function_request_id", invocation.request_id());
+        members.raw("function_request_id", "");
+        // The id's text, between the quotes `write_str` puts around it.
+        let id_start = members.0.len() + 1;
+        write_str(&mut members.0, invocation.request_id());
+        let request_id = id_start..members.0.len() - 1;
         members.text("function_version", invocation.function_version());
         if let Some(trace_id) = invocation.xray_root_trace_id() {
             members.text("xray_trace_id", trace_id);
@@ -80,10 +87,17 @@ impl InvocationState {
         let lambda_members = members.0;
         InvocationState {
             lambda_members,
+            request_id,
             debug_sampled,
             buffer: buffer_bytes.map(|bytes| Mutex::new(LogBuffer::new(bytes))),
             event,
         }
+    }
+
+    /// Whether this is the invocation of `request_id` (a request id that needs escaping in JSON,
+    /// which Lambda's never do, is never found).
+    pub(crate) fn is_for(&self, request_id: &str) -> bool {
+        self.lambda_members.get(self.request_id.clone()) == Some(request_id.as_bytes())
     }
 
     pub(crate) fn buffer(&self) -> Option<MutexGuard<'_, LogBuffer>> {

@@ -229,6 +229,22 @@ where
     }
 
     fn call(&mut self, event: LambdaEvent<T>) -> Self::Future {
+        // Inside another logging layer's invocation of this request (the facade's stack around
+        // a function's own layer): that layer writes its lines and its failure line; this one
+        // adds the correlation id it finds. A second invocation here would drop the outer one's
+        // keys and correlation id and write a second failure line.
+        if Scope::with_current(|scope| {
+            scope
+                .invocation
+                .as_ref()
+                .is_some_and(|invocation| invocation.is_for(&event.context.request_id))
+        }) == Some(true)
+        {
+            if let Some(id) = self.layer.correlation.correlation_id(&event.payload) {
+                Scope::with_current(|scope| scope.keys().correlation_id = Some(id));
+            }
+            return Box::pin(self.inner.call(event));
+        }
         let shared = self.layer.logger.shared.clone();
         if !shared.checked_subscriber.load(Ordering::Relaxed)
             && !shared.checked_subscriber.swap(true, Ordering::Relaxed)

@@ -934,3 +934,51 @@ fn review_a_legacy_log_level_of_spaces_only_counts_as_unset() {
         assert!(warnings.is_empty(), "LOG_LEVEL={blank:?}: {warnings:?}");
     }
 }
+
+/// Two logging layers on one invocation (the facade's and a function's own, which reads a
+/// correlation id the facade does not): the inner one leaves the invocation to the outer one and
+/// adds its correlation id. Found by an attack from the docs: the inner one made a second
+/// invocation that dropped the outer's correlation id and appended keys, and each wrote its own
+/// failure line.
+#[tokio::test]
+async fn a_logging_layer_inside_another_adds_to_its_invocation() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).build().unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    // The outer layer reads the correlation id from `outer`, the inner one from `inner`.
+    let inner = LoggingLayer::new(logger.clone())
+        .correlation_id_from(|event: &Value| event["inner"].as_str().map(str::to_owned))
+        .layer(service_fn(|_: LambdaEvent<Value>| async {
+            tracing::info!("inside");
+            Err::<Value, lambda_runtime::Error>("card declined".into())
+        }));
+    let outer = LoggingLayer::new(logger.clone())
+        .correlation_id_from(|event: &Value| event["outer"].as_str().map(str::to_owned))
+        .layer(lambda_runtime::tower::service_fn(
+            move |event: LambdaEvent<Value>| {
+                powertools_logging::append_key("order_id", "o-1").unwrap();
+                inner.clone().oneshot(event)
+            },
+        ));
+    let result = outer
+        .oneshot(
+            TestContext::new()
+                .with_request_id("req-nested")
+                .event(json!({"outer": "c-outer", "inner": "c-inner"})),
+        )
+        .await;
+    assert!(result.is_err());
+    let lines = logs.json();
+    let inside: Vec<&Value> = lines.iter().filter(|l| l["message"] == "inside").collect();
+    assert_eq!(inside.len(), 1, "{lines:#?}");
+    assert_eq!(inside[0]["order_id"], "o-1", "{lines:#?}");
+    assert_eq!(inside[0]["correlation_id"], "c-inner", "{lines:#?}");
+    assert_eq!(inside[0]["function_request_id"], "req-nested");
+    let failures: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "Invocation failed")
+        .collect();
+    assert_eq!(failures.len(), 1, "one failure line: {lines:#?}");
+    assert_eq!(failures[0]["order_id"], "o-1");
+    assert_eq!(failures[0]["correlation_id"], "c-inner");
+}
