@@ -1,7 +1,6 @@
 //! The batch processor: one handler call per record, failures reported per record.
 
 use std::collections::HashSet;
-use std::fmt::Display;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
@@ -114,8 +113,8 @@ impl<T> KinesisRecord<T> {
 ///   batch started, and keys the handler appends (`append_key("refund_id", …)`) are on that
 ///   record's lines only, even with records running at once. A failed record is logged at
 ///   `WARN` (`a batch record failed`) with its id, its keys and why it failed (the error's
-///   `Display`, with its causes for a boxed error such as `lambda_runtime::Error`: an AWS SDK
-///   error's own `Display` is `service error`); so is each record of a FIFO batch failed
+///   message with its causes' messages: the error is boxed as `?` boxes it, and an AWS SDK
+///   error's own `Display` is only `service error`); so is each record of a FIFO batch failed
 ///   without running, after an earlier failure. The line's own fields (`message_id` or
 ///   `sequence_number`, and `reason`) replace keys of those names on it, as any line's fields
 ///   replace appended keys (Powertools for Python's `extra`): name business keys apart
@@ -201,7 +200,7 @@ impl BatchProcessor {
         T: RecordBody,
         F: Fn(SqsRecord<T>) -> Fut,
         Fut: Future<Output = Result<(), E>>,
-        E: Display + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         not_empty(&event.records, "SQS")?;
         if let Some((index, message)) = event.records.iter().enumerate().find(|(_, message)| {
@@ -320,7 +319,7 @@ impl BatchProcessor {
         T: RecordBody,
         F: Fn(KinesisRecord<T>) -> Fut,
         Fut: Future<Output = Result<(), E>>,
-        E: Display + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         not_empty(&event.records, "Kinesis")?;
         let handler = &handler;
@@ -373,7 +372,7 @@ impl BatchProcessor {
     where
         F: Fn(EventRecord) -> Fut,
         Fut: Future<Output = Result<(), E>>,
-        E: Display + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         not_empty(&event.records, "DynamoDB Streams")?;
         let handler = &handler;
@@ -532,7 +531,7 @@ async fn guarded<Fut, E>(
 ) -> (String, Result<(), String>)
 where
     Fut: Future<Output = Result<(), E>>,
-    E: Display + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let outcome = match std::panic::catch_unwind(AssertUnwindSafe(start)) {
         Err(panic) => Err(panicked_then_dropped(panic)),
@@ -567,10 +566,12 @@ where
             // Not `to_string`, which panics when a `Display` fails: one record's error would
             // fail the whole batch, records already done included.
             Ok(Err(error)) => {
+                // Boxed, as `?` boxes it (any `std::error::Error`, a `String`, an `anyhow`
+                // error), for its causes: an AWS SDK error's `Display` alone is `unhandled
+                // error`, `dispatch failure` or `service error` (found by an attack).
+                let error: Box<dyn std::error::Error + Send + Sync> = error.into();
                 let reason = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    // With its causes when it is a boxed error (`lambda_runtime::Error`): an
-                    // SDK error's `Display` alone is `service error`.
-                    powertools_core::error_chain::display_chain(&error)
+                    powertools_core::error_chain::message_chain(error.as_ref())
                 }))
                 .unwrap_or_else(|_| "<the error's Display panicked>".to_owned());
                 let _already_failed = dropped_within_the_record(error);
@@ -638,10 +639,13 @@ fn without_values(error: &serde_json::Error) -> String {
 
 /// The failure reason of a record whose handler panicked.
 fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
-    match powertools_core::error_chain::panic_text(panic) {
+    match powertools_core::error_chain::panic_description(panic).as_deref() {
         Some("") => "the record's handler panicked (with an empty message)".to_owned(),
         Some(message) => format!("the record's handler panicked: {message}"),
-        None => "the record's handler panicked (with a payload that is not text)".to_owned(),
+        None => format!(
+            "the record's handler panicked (with {})",
+            powertools_core::error_chain::UNREADABLE_PANIC
+        ),
     }
 }
 
@@ -675,7 +679,11 @@ mod tests {
         );
         assert_eq!(
             panicked(&42_u32),
-            "the record's handler panicked (with a payload that is not text)"
+            "the record's handler panicked (with a payload that is neither text nor an error)"
+        );
+        assert_eq!(
+            panicked(&std::io::Error::other("disk full")),
+            "the record's handler panicked: disk full"
         );
         assert_eq!(
             panicked(&String::new()),

@@ -111,6 +111,8 @@ async fn only_the_failed_records_are_reported_whatever_made_them_fail() {
 #[derive(Debug)]
 struct UnprintableError;
 
+impl std::error::Error for UnprintableError {}
+
 impl std::fmt::Display for UnprintableError {
     fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         Err(std::fmt::Error)
@@ -232,6 +234,8 @@ async fn a_failed_record_s_reason_is_cut_at_16_kib() {
 /// A record handler's error whose `Display` panics.
 #[derive(Debug)]
 struct PanickingDisplay;
+
+impl std::error::Error for PanickingDisplay {}
 
 impl std::fmt::Display for PanickingDisplay {
     fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -374,7 +378,9 @@ async fn a_fifo_batch_without_arns_is_known_by_its_sequence_numbers_or_by_being_
 /// attack from the docs).
 #[tokio::test]
 async fn an_error_or_a_panic_payload_that_panics_when_dropped_fails_its_record_only() {
+    #[derive(Debug)]
     struct Bomb;
+    impl std::error::Error for Bomb {}
     impl Drop for Bomb {
         fn drop(&mut self) {
             panic!("dropped");

@@ -58,6 +58,35 @@ pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
 }
 
+/// What a panic's payload says: its text, or, for a payload that is an error
+/// (`panic_any(io_error)`, a boxed error such as `lambda_runtime::Error`), its [`message_chain`];
+/// `None` for any other payload, which cannot be read.
+///
+/// ```
+/// use powertools_core::error_chain::panic_description;
+///
+/// assert_eq!(panic_description(&"oven on fire").as_deref(), Some("oven on fire"));
+/// assert_eq!(panic_description(&std::io::Error::other("disk full")).as_deref(), Some("disk full"));
+/// assert_eq!(panic_description(&42_u8), None);
+/// ```
+pub fn panic_description(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    if let Some(text) = panic_text(payload) {
+        return Some(text.to_owned());
+    }
+    if let Some(boxed) = payload.downcast_ref::<Box<dyn Error + Send + Sync>>() {
+        return Some(message_chain(boxed.as_ref()));
+    }
+    if let Some(boxed) = payload.downcast_ref::<Box<dyn Error + Send>>() {
+        return Some(message_chain(boxed.as_ref()));
+    }
+    payload
+        .downcast_ref::<std::io::Error>()
+        .map(|io| message_chain(io))
+}
+
+/// What a panic whose payload [`panic_description`] cannot read is described as.
+pub const UNREADABLE_PANIC: &str = "a payload that is neither text nor an error";
+
 /// `value`'s `Display`, or what it wrote and `<formatting failed>` when it returned `Err`
 /// (where `to_string` would panic).
 pub fn display_text(value: &dyn fmt::Display) -> String {
@@ -68,7 +97,9 @@ pub fn display_text(value: &dyn fmt::Display) -> String {
     text
 }
 
-/// The error's message, then each source's, joined by `": "` (`charge failed: timed out`). A
+/// The error's message, then each source's, joined by `": "` (`charge failed: timed out`); when
+/// none has a message, its `Debug`, cut (`the error has no message (its Debug: Declined { code:
+/// 402 })`). A
 /// source with an empty message, or one the chain already holds as a part of its own (a
 /// `Display` that prints its source: `connect failed: refused`, `failed (refused)`), is left
 /// out; a message that is only a word of the chain's (`lock` in `timed out waiting for lock`)
@@ -84,8 +115,26 @@ pub fn message_chain(error: &(dyn Error + 'static)) -> String {
             chain.push_str(&message);
         }
     }
+    if chain.trim().is_empty() {
+        // Nothing to read: its `Debug` names the type and what it holds (`Declined { code:
+        // 402 }`), where `""` named nothing.
+        // Not `format!`, which panics when a `Debug` returns `Err`.
+        let mut debug = String::new();
+        if write!(debug, "{error:?}").is_err() {
+            debug.push_str("<formatting failed>");
+        }
+        let mut shown: String = debug.chars().take(MAX_DEBUG_CHARS).collect();
+        if shown.len() < debug.len() {
+            shown.push('…');
+        }
+        return format!("the error has no message (its Debug: {shown})");
+    }
     chain
 }
+
+/// The most characters of an error's `Debug` that [`message_chain`] shows for an error without a
+/// message.
+const MAX_DEBUG_CHARS: usize = 256;
 
 /// Whether `chain` holds `message` as a part of its own: all of it, or where a part begins and
 /// ends. A part begins at the start, after `: `, `; `, ` - `, `(`, a line break, or an opening
@@ -118,8 +167,8 @@ pub fn holds_part(chain: &str, message: &str) -> bool {
 }
 
 /// The message of an error known only by its `Display`, with its causes when it is a boxed
-/// error (`lambda_runtime::Error`, `Box<dyn Error + Send>`, `Box<dyn Error>`), whose sources
-/// can be walked: [`message_chain`] then, else [`display_text`]. (A generic `E: Display` cannot
+/// error (`lambda_runtime::Error`, `Box<dyn Error + Send>`, `Box<dyn Error>`) or an I/O error,
+/// whose sources can be walked: [`message_chain`] then, else [`display_text`]. (A generic `E: Display` cannot
 /// reach `source()` of a concrete error type; a boxed one names its type at run time.)
 ///
 /// ```
@@ -140,6 +189,9 @@ pub fn display_chain<E: fmt::Display + 'static>(error: &E) -> String {
     }
     if let Some(boxed) = any.downcast_ref::<Box<dyn Error>>() {
         return message_chain(boxed.as_ref());
+    }
+    if let Some(io) = any.downcast_ref::<std::io::Error>() {
+        return message_chain(io);
     }
     display_text(error)
 }
@@ -364,7 +416,36 @@ mod tests {
         let outer = std::io::Error::other(inner);
         // io::Error's Display prints its inner error: the source's message is already there.
         assert_eq!(message_chain(&outer), "timed out");
-        assert_eq!(message_chain(&std::io::Error::other("")), "");
+    }
+
+    /// An error whose chain says nothing is described by its `Debug` (found by an attack: an
+    /// error with an empty `Display` was reported as `""` to Lambda and on the failure line).
+    #[test]
+    fn a_chain_with_no_message_is_described_by_its_debug() {
+        #[derive(Debug)]
+        struct Declined {
+            #[allow(dead_code)]
+            code: u16,
+        }
+        impl fmt::Display for Declined {
+            fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+                Ok(())
+            }
+        }
+        impl Error for Declined {}
+        assert_eq!(
+            message_chain(&Declined { code: 402 }),
+            "the error has no message (its Debug: Declined { code: 402 })"
+        );
+        assert_eq!(
+            message_chain(&std::io::Error::other(" ")),
+            r#"the error has no message (its Debug: Custom { kind: Other, error: " " })"#
+        );
+        // A long `Debug` is cut
+        let long = std::io::Error::other(format!("{}\n", " ".repeat(10_000)));
+        let described = message_chain(&long);
+        assert!(described.len() < 400, "{described}");
+        assert!(described.ends_with("…)"), "{described}");
     }
 
     /// An error with a message and a source of its own.

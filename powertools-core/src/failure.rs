@@ -236,6 +236,10 @@ pub struct Reported {
     pub error_type: &'static str,
     /// Lambda's `errorMessage`.
     pub message: String,
+    /// Whether the error is, or holds, the handler's panic that the layer caught and handed on
+    /// with [`report_caught_panic`] (`HandlerPanicked`, or a failed delete after it): a reader
+    /// writes it as a panic, with that capture's location and stack trace.
+    pub panicked: bool,
 }
 
 /// Runs `future` in a scope where layers inside it can [`report`]; polled inside an open scope
@@ -467,6 +471,7 @@ mod tests {
             debug: r#"AlreadyInProgress { key: "k" }"#.to_owned(),
             error_type: "IdempotencyAlreadyInProgressError",
             message: "execution already in progress".to_owned(),
+            panicked: false,
         }
     }
 

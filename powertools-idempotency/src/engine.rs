@@ -596,6 +596,7 @@ impl<St: IdempotencyStore> Engine<St> {
             return Err(Error::ResponseNotStored {
                 key: record.key.clone(),
                 expires_at: record.expiry_timestamp,
+                store: self.store.describe_store(),
             });
         };
         // Straight from the stored text into the response type, never through `Value`, which
@@ -609,6 +610,7 @@ impl<St: IdempotencyStore> Engine<St> {
                 response_type: std::any::type_name::<R>(),
                 expires_at: record.expiry_timestamp,
                 source,
+                store: self.store.describe_store(),
             }
         })?;
         for hook in self
@@ -1046,9 +1048,12 @@ fn store_error(error: StoreError, operation: &'static str) -> Error {
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    powertools_core::error_chain::panic_text(panic)
-        .unwrap_or("a panic with a non-string payload")
-        .to_owned()
+    powertools_core::error_chain::panic_description(panic).unwrap_or_else(|| {
+        format!(
+            "a panic with {}",
+            powertools_core::error_chain::UNREADABLE_PANIC
+        )
+    })
 }
 
 #[cfg(test)]

@@ -84,6 +84,10 @@ pub enum Error<E = Infallible> {
         expires_at: i64,
         /// The serde error.
         source: serde_json::Error,
+        /// The store that holds the record, as it names itself (`DynamoDB table
+        /// orders-idempotency`); `None` for a store that does not
+        /// ([`IdempotencyStore::describe_store`](crate::IdempotencyStore::describe_store)).
+        store: Option<String>,
     },
     /// A duplicate of a call that succeeded but whose response could not be stored: over the
     /// store's item limit (DynamoDB: 400 KB), or not representable as JSON (NaN, ±Infinity, a
@@ -94,6 +98,9 @@ pub enum Error<E = Infallible> {
         key: String,
         /// End of the idempotency window, in epoch seconds.
         expires_at: i64,
+        /// The store that holds the record, as it names itself; `None` for a store that does
+        /// not.
+        store: Option<String>,
     },
     /// The handler succeeded but the store failed to record its completion. The in-progress
     /// record stays until `in_progress_until`: duplicates until then get
@@ -138,13 +145,21 @@ pub enum Error<E = Infallible> {
     Handler(E),
 }
 
-impl<E: fmt::Display> fmt::Display for Error<E> {
+// `'static` so that a failed delete can write the handler's boxed error with its causes.
+impl<E: fmt::Display + 'static> fmt::Display for Error<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::DeleteFailed { error, source } => {
+                // The handler's error with its causes, where they can be walked (a boxed or I/O
+                // error): this message is all that is reported of it (found by an attack: a
+                // `lambda_runtime::Error` chain was cut to its first message).
+                let handler = match &**error {
+                    Error::Handler(handler) => powertools_core::error_chain::display_chain(handler),
+                    own => own.to_string(),
+                };
                 write!(
                     f,
-                    "{error}; deleting the in-progress record then failed too: {source}"
+                    "{handler}; deleting the in-progress record then failed too: {source}"
                 )
             }
             Error::Handler(error) => error.fmt(f),
@@ -202,17 +217,24 @@ impl<E> fmt::Debug for OwnDebug<'_, E> {
                 response_type,
                 expires_at,
                 source,
+                store,
             } => f
                 .debug_struct("StoredResponseUnreadable")
                 .field("key", key)
                 .field("response_type", response_type)
                 .field("expires_at", expires_at)
                 .field("source", source)
+                .field("store", store)
                 .finish(),
-            Error::ResponseNotStored { key, expires_at } => f
+            Error::ResponseNotStored {
+                key,
+                expires_at,
+                store,
+            } => f
                 .debug_struct("ResponseNotStored")
                 .field("key", key)
                 .field("expires_at", expires_at)
+                .field("store", store)
                 .finish(),
             Error::NotCompleted {
                 key,
@@ -241,6 +263,18 @@ impl<E> fmt::Debug for OwnDebug<'_, E> {
                 .finish(),
             // Not an error of the layer's own: `reported` leaves it out.
             Error::Handler(_) => f.write_str("Handler(..)"),
+        }
+    }
+}
+
+/// ` (in DynamoDB table orders-idempotency)`: where a record is, when its store says.
+struct InStore<'a>(&'a Option<String>);
+
+impl fmt::Display for InStore<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(store) => write!(f, " (in {store})"),
+            None => Ok(()),
         }
     }
 }
@@ -293,19 +327,37 @@ impl<E> fmt::Display for OwnMessage<'_, E> {
                 response_type,
                 expires_at,
                 source,
+                store,
+            } => {
+                // Text that is not JSON at all was not written by this crate's serializer (a
+                // record written by hand or by another tool); JSON of another shape was, for
+                // another response type.
+                let hint = match source.classify() {
+                    serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                        "the stored text is not JSON: was the record written by something else?"
+                    }
+                    _ => "was the response type changed since it was stored?",
+                };
+                write!(
+                    f,
+                    "the stored response of idempotency key {key}{} does not read as \
+                     {response_type}: {source}; the handler does not run again, and duplicates \
+                     get this error until the record expires at {} (epoch {expires_at}) or is \
+                     deleted ({hint})",
+                    InStore(store),
+                    crate::record::rfc3339_seconds(*expires_at)
+                )
+            }
+            Error::ResponseNotStored {
+                key,
+                expires_at,
+                store,
             } => write!(
                 f,
-                "the stored response of idempotency key {key} does not read as \
-                 {response_type}: {source}; the handler does not run again, and duplicates get \
-                 this error until the record expires at {} (epoch {expires_at}) or is deleted \
-                 (was the response type changed since it was stored?)",
-                crate::record::rfc3339_seconds(*expires_at)
-            ),
-            Error::ResponseNotStored { key, expires_at } => write!(
-                f,
-                "the first call with idempotency key {key} succeeded, but its response could not be \
-                 stored (over the item size limit, or not valid JSON); the handler does not run \
-                 again before the record expires at {} (epoch {expires_at})",
+                "the first call with idempotency key {key}{} succeeded, but its response could \
+                 not be stored (over the item size limit, or not valid JSON); the handler does \
+                 not run again before the record expires at {} (epoch {expires_at})",
+                InStore(store),
                 crate::record::rfc3339_seconds(*expires_at)
             ),
             Error::NotCompleted {
@@ -345,7 +397,7 @@ impl<E> fmt::Display for OwnMessage<'_, E> {
 
 // Bounded on `Display`, not `Error`, so that handlers returning `lambda_runtime::Error` (a boxed
 // error, which is not itself `Error`) get an idempotency error that is.
-impl<E: fmt::Debug + fmt::Display> std::error::Error for Error<E> {
+impl<E: fmt::Debug + fmt::Display + 'static> std::error::Error for Error<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Persistence { source, .. }
@@ -398,7 +450,17 @@ impl<E> Error<E> {
             debug: format!("{:?}", OwnDebug(self)),
             error_type: self.error_type(),
             message: OwnMessage(self).to_string(),
+            panicked: self.holds_panic(),
         })
+    }
+
+    /// Whether this is the handler's panic, or a failed delete after it.
+    fn holds_panic(&self) -> bool {
+        match self {
+            Error::HandlerPanicked { .. } => true,
+            Error::DeleteFailed { error, .. } => error.holds_panic(),
+            _ => false,
+        }
     }
 
     /// The same error for a handler with another error type; `None` for [`Error::Handler`].
@@ -419,15 +481,23 @@ impl<E> Error<E> {
                 response_type,
                 expires_at,
                 source,
+                store,
             } => Error::StoredResponseUnreadable {
                 key,
                 response_type,
                 expires_at,
                 source,
+                store,
             },
-            Error::ResponseNotStored { key, expires_at } => {
-                Error::ResponseNotStored { key, expires_at }
-            }
+            Error::ResponseNotStored {
+                key,
+                expires_at,
+                store,
+            } => Error::ResponseNotStored {
+                key,
+                expires_at,
+                store,
+            },
             Error::NotCompleted {
                 key,
                 in_progress_until,
@@ -461,7 +531,7 @@ impl Error<Infallible> {
     }
 }
 
-impl<E: fmt::Display> Error<E> {
+impl<E: fmt::Display + 'static> Error<E> {
     /// What Lambda reports for this error, as its `Into<Diagnostic>` says, but by reference:
     /// `handler` describes the handler's own error. For the layers that name a failure without
     /// consuming it (`PowertoolsLayer::error_diagnostic`, `LoggingLayer::error_diagnostic`).
@@ -492,7 +562,7 @@ impl<E: fmt::Display> Error<E> {
     }
 }
 
-impl<E: Into<Diagnostic> + std::fmt::Display> From<Error<E>> for Diagnostic {
+impl<E: Into<Diagnostic> + std::fmt::Display + 'static> From<Error<E>> for Diagnostic {
     fn from(error: Error<E>) -> Self {
         match error {
             Error::Handler(inner) => inner.into(),
@@ -546,10 +616,12 @@ mod tests {
                 response_type: "u8",
                 expires_at: 7,
                 source: json(),
+                store: Some("DynamoDB table orders".to_owned()),
             },
             Error::ResponseNotStored {
                 key: "k".to_owned(),
                 expires_at: -1,
+                store: None,
             },
             Error::NotCompleted {
                 key: "k".to_owned(),

@@ -20,6 +20,19 @@ pub(crate) struct Failure {
     pub(crate) name: String,
     /// `exception`: the message, then the messages of its sources.
     pub(crate) message: String,
+    /// Whether a layer inside reported it as (or as holding) its handler's panic, which it
+    /// caught: written as a panic, with the capture it handed on.
+    pub(crate) panicked: bool,
+}
+
+impl Failure {
+    fn new(name: String, message: String) -> Self {
+        Failure {
+            name,
+            message,
+            panicked: false,
+        }
+    }
 }
 
 /// The name written for an error that is only a message (`"card declined".into()`, a `String`):
@@ -48,7 +61,15 @@ pub(crate) fn describe_error<E: fmt::Debug + 'static>(
 ) -> Failure {
     let any: &dyn Any = error;
     if let Some(diagnostic) = hook.and_then(|hook| hook.describe(any)) {
-        return from_diagnostic(diagnostic);
+        // Described by the function's own words (the facade's, for the idempotency layer's
+        // errors), and still a panic when a layer inside reported it as one.
+        let mut failure = from_diagnostic(diagnostic);
+        let debug = text_of(format_args!("{error:?}"));
+        failure.panicked = powertools_core::failure::reported(
+            powertools_core::failure::inside_handler_wrappers(&debug),
+        )
+        .is_some_and(|reported| reported.panicked);
+        return failure;
     }
     if let Some(diagnostic) = any.downcast_ref::<Diagnostic>() {
         return from_diagnostic(diagnostic.clone());
@@ -77,50 +98,44 @@ pub(crate) fn describe_error<E: fmt::Debug + 'static>(
         return Failure {
             name: reported.error_type.to_owned(),
             message: reported.message,
+            panicked: reported.panicked,
         };
     }
     if inner.len() < debug.len() {
         return match unquoted(inner) {
             Some(message) => message_only(message),
-            None => Failure {
-                name: debug_type_name(inner).unwrap_or(MESSAGE_ONLY).to_owned(),
-                message: inner.to_owned(),
-            },
+            None => Failure::new(
+                debug_type_name(inner).unwrap_or(MESSAGE_ONLY).to_owned(),
+                inner.to_owned(),
+            ),
         };
     }
     let path = type_name::<E>();
-    Failure {
-        name: path
-            .split_once('<')
+    Failure::new(
+        path.split_once('<')
             .map_or(path, |(path, _)| path)
             .to_owned(),
-        message: debug,
-    }
+        debug,
+    )
 }
 
 /// Describes an error recorded as a `tracing` field (`error = &err as &dyn Error`).
 pub(crate) fn from_error(error: &(dyn StdError + 'static)) -> Failure {
     let debug = text_of(format_args!("{error:?}"));
-    Failure {
-        name: error_type_name(error, &debug)
+    Failure::new(
+        error_type_name(error, &debug)
             .unwrap_or(MESSAGE_ONLY)
             .to_owned(),
-        message: message_chain(error),
-    }
+        message_chain(error),
+    )
 }
 
 fn from_diagnostic(diagnostic: Diagnostic) -> Failure {
-    Failure {
-        name: diagnostic.error_type,
-        message: diagnostic.error_message,
-    }
+    Failure::new(diagnostic.error_type, diagnostic.error_message)
 }
 
 fn message_only(message: String) -> Failure {
-    Failure {
-        name: MESSAGE_ONLY.to_owned(),
-        message,
-    }
+    Failure::new(MESSAGE_ONLY.to_owned(), message)
 }
 
 /// The text of a `Debug`-quoted string (`"card declined"`), if that is what `debug` is.
@@ -228,12 +243,13 @@ impl StackTrace {
 /// the claim, and returns this error (`the handler panicked: <message>`).
 const HANDLER_PANICKED: &str = "HandlerPanicked";
 
-/// A failure that a layer inside reported as its handler's panic (`HandlerPanicked`), with the
+/// A failure that a layer inside reported as its handler's panic (`HandlerPanicked`, or a failed
+/// delete after it: found by an attack, it was written as `Invocation failed` without either), with the
 /// panic's location and `stack_trace` from the capture that layer handed on in the invocation's
 /// scope (taken where it caught the panic, so it is this invocation's); `Err` for any other
 /// failure, or without a capture.
 pub(crate) fn caught_panic(failure: Failure) -> Result<PanicReport, Failure> {
-    if failure.name != HANDLER_PANICKED {
+    if failure.name != HANDLER_PANICKED && !failure.panicked {
         return Err(failure);
     }
     let Some(captured) = powertools_core::failure::take_caught_panic().and_then(hook_capture)
@@ -281,11 +297,16 @@ pub(crate) fn describe_panic(payload: &(dyn Any + Send)) -> PanicReport {
         .and_then(hook_capture)
         .filter(|captured| captured.message == message)
         .or_else(|| powertools_core::failure::take_panic_capture(payload).and_then(hook_capture));
-    let value = message.unwrap_or_else(|| "the handler panicked".to_owned());
-    let failure = Failure {
-        name: PANIC.to_owned(),
-        message: value.clone(),
-    };
+    // Text is what the hook captured and is compared with; an error payload is described too.
+    let value = message
+        .or_else(|| powertools_core::error_chain::panic_description(payload))
+        .unwrap_or_else(|| {
+            format!(
+                "the handler panicked with {}",
+                powertools_core::error_chain::UNREADABLE_PANIC
+            )
+        });
+    let failure = Failure::new(PANIC.to_owned(), value.clone());
     PanicReport::with_capture(failure, captured, value)
 }
 
@@ -428,10 +449,10 @@ mod tests {
         let error: lambda_runtime::Error = Box::new(PaymentFailed { order_id: "o-1" });
         assert_eq!(
             describe_error(&error, None),
-            Failure {
-                name: "PaymentFailed".to_owned(),
-                message: "payment failed: provider timed out".to_owned()
-            }
+            Failure::new(
+                "PaymentFailed".to_owned(),
+                "payment failed: provider timed out".to_owned()
+            )
         );
         let message: lambda_runtime::Error = "card declined".into();
         assert_eq!(describe_error(&message, None).name, "Error");
@@ -447,10 +468,7 @@ mod tests {
         let boxed: Wrapper<lambda_runtime::Error> = Wrapper::Handler("card \"x\" declined".into());
         assert_eq!(
             describe_error(&boxed, None),
-            Failure {
-                name: "Error".to_owned(),
-                message: "card \"x\" declined".to_owned()
-            }
+            Failure::new("Error".to_owned(), "card \"x\" declined".to_owned())
         );
     }
 

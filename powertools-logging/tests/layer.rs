@@ -982,3 +982,41 @@ async fn a_logging_layer_inside_another_adds_to_its_invocation() {
     assert_eq!(failures[0]["order_id"], "o-1");
     assert_eq!(failures[0]["correlation_id"], "c-inner");
 }
+
+/// A panic whose payload is an error says the error's message on its failure line, and one that
+/// is neither text nor an error says so (found by an attack: both were `the handler panicked`).
+#[tokio::test]
+async fn a_panic_with_an_error_or_another_payload_is_described() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).build().unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    for payload in [
+        (|| Box::new(std::io::Error::other("disk full")) as Box<dyn std::any::Any + Send>)
+            as fn() -> Box<dyn std::any::Any + Send>,
+        || Box::new(42_u8),
+    ] {
+        let panicked = std::panic::AssertUnwindSafe(invoke(
+            &logger,
+            TestContext::new(),
+            json!({}),
+            move |_| async move { std::panic::resume_unwind(payload()) },
+        ))
+        .catch_unwind()
+        .await;
+        assert!(panicked.is_err());
+    }
+    let lines = logs.json();
+    let exceptions: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["message"] == "Invocation panicked")
+        .map(|line| &line["exception"])
+        .collect();
+    assert_eq!(
+        exceptions,
+        [
+            "disk full",
+            "the handler panicked with a payload that is neither text nor an error"
+        ],
+        "{lines:#?}"
+    );
+}

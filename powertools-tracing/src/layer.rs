@@ -695,9 +695,9 @@ where
             let capture_error = tracer.inner.capture_error;
             let mark_panicked = |status: &'static str, panic: &(dyn Any + Send)| {
                 invocation_span.set_status(Status::error(status));
-                let mut message = powertools_core::error_chain::panic_text(panic)
+                let mut message = powertools_core::error_chain::panic_description(panic)
                     .filter(|_| capture_error)
-                    .map_or_else(|| status.to_owned(), str::to_owned);
+                    .unwrap_or_else(|| status.to_owned());
                 truncate_to_captured(&mut message);
                 invocation_span.add_event(
                     "exception",

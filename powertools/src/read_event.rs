@@ -299,7 +299,10 @@ impl<E: Into<Diagnostic> + 'static> From<ReadEventError<E>> for Diagnostic {
                 error_type: "Panic".to_owned(),
                 error_message: match message {
                     Some(message) => format!("Lambda panicked: {message}"),
-                    None => "Lambda panicked".to_owned(),
+                    None => format!(
+                        "Lambda panicked with {}",
+                        powertools_core::error_chain::UNREADABLE_PANIC
+                    ),
                 },
             },
         }
@@ -381,9 +384,9 @@ fn marshal_reason<B: Serialize>(body: &B, error: &serde_json::Error) -> String {
     }
 }
 
-/// A panic's message, when it is text.
+/// A panic's message, when it is text or an error.
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> Option<String> {
-    powertools_core::error_chain::panic_text(panic).map(str::to_owned)
+    powertools_core::error_chain::panic_description(panic)
 }
 
 pin_project_lite::pin_project! {
@@ -1088,6 +1091,45 @@ mod tests {
         assert_eq!(
             Diagnostic::from(error).error_message,
             "Lambda panicked: no oven"
+        );
+    }
+
+    /// A panic whose payload is an error (`panic_any(io_error)`, a boxed error) says its message,
+    /// and one that is neither text nor an error says so (found by an attack: both were `Lambda
+    /// panicked`).
+    #[tokio::test]
+    async fn a_panic_s_payload_that_is_an_error_or_neither_is_described() {
+        let panicking = |payload: fn() -> Box<dyn std::any::Any + Send>| {
+            ReadEvent::new(lambda_runtime::service_fn(
+                move |_: LambdaEvent<Value>| async move {
+                    if true {
+                        std::panic::resume_unwind(payload());
+                    }
+                    Ok::<(), Diagnostic>(())
+                },
+            ))
+        };
+        let message = |error: ReadEventError<Diagnostic>| Diagnostic::from(error).error_message;
+        let io = panicking(|| Box::new(std::io::Error::other("disk full")))
+            .call(empty_event())
+            .await
+            .failed();
+        assert_eq!(message(io), "Lambda panicked: disk full");
+        let boxed = panicking(|| {
+            let error: lambda_runtime::Error = "oven on fire".into();
+            Box::new(error)
+        })
+        .call(empty_event())
+        .await
+        .failed();
+        assert_eq!(message(boxed), "Lambda panicked: oven on fire");
+        let number = panicking(|| Box::new(42_u8))
+            .call(empty_event())
+            .await
+            .failed();
+        assert_eq!(
+            message(number),
+            "Lambda panicked with a payload that is neither text nor an error"
         );
     }
 }

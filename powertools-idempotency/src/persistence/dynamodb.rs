@@ -519,11 +519,7 @@ impl DynamoDbError {
             SdkError::ServiceError(context) => match (error.code(), error.message()) {
                 (Some(code), Some(message)) => format!("{code}: {message}"),
                 (Some(code), None) => code.to_owned(),
-                (None, _) => format!(
-                    "HTTP {} without an error code: {}",
-                    context.raw().status(),
-                    innermost_cause(&error)
-                ),
+                (None, _) => answer_without_code(context.raw(), endpoint),
             },
             SdkError::DispatchFailure(_) => format!(
                 "could not send the request to {endpoint}: {}",
@@ -551,6 +547,58 @@ impl DynamoDbError {
             source: Box::new(error),
         }
     }
+}
+
+/// An answer without DynamoDB's error code, which is not DynamoDB's JSON error (a proxy's, a
+/// gateway's or a firewall's): its status, where it came from, its content type and the start of
+/// its body, which say whose it is. The SDK's own description is its JSON parser's complaint
+/// (`unexpected token 'R'`), or `Error` for an empty body.
+fn answer_without_code(raw: &HttpResponse, endpoint: &str) -> String {
+    use std::fmt::Write as _;
+    let mut text = format!(
+        "HTTP {} without an error code, from {endpoint}",
+        raw.status()
+    );
+    if let Some(content_type) = raw.headers().get("content-type") {
+        let _ = write!(text, " ({})", excerpt(content_type, MAX_CONTENT_TYPE_CHARS));
+    }
+    let body = String::from_utf8_lossy(raw.body().bytes().unwrap_or_default());
+    if body.trim().is_empty() {
+        text.push_str(", with an empty body");
+    } else {
+        let _ = write!(text, ": {:?}", excerpt(&body, MAX_BODY_CHARS));
+    }
+    text
+}
+
+/// The most characters of an answer's body an error shows.
+const MAX_BODY_CHARS: usize = 160;
+
+/// The most characters of an answer's content type an error shows.
+const MAX_CONTENT_TYPE_CHARS: usize = 64;
+
+/// `text` with its runs of white space as one space, cut to `max` characters and `…`.
+fn excerpt(text: &str, max: usize) -> String {
+    let mut words = text.split_whitespace();
+    let mut shown = String::new();
+    let mut chars = 0;
+    if let Some(first) = words.next() {
+        shown.push_str(first);
+        chars += first.chars().count();
+    }
+    for word in words {
+        if chars >= max {
+            break;
+        }
+        shown.push(' ');
+        shown.push_str(word);
+        chars += 1 + word.chars().count();
+    }
+    if chars > max {
+        shown = shown.chars().take(max).collect();
+        shown.push('…');
+    }
+    shown
 }
 
 /// The message of the last error in `error`'s source chain that has one: the SDK wraps an I/O
@@ -876,6 +924,10 @@ impl IdempotencyStore for DynamoDbStore {
         ))
     }
 
+    fn describe_store(&self) -> Option<String> {
+        Some(format!("DynamoDB table {}", self.settings.table_name))
+    }
+
     async fn delete(&self, record: &DataRecord) -> Result<(), StoreError> {
         let settings = &*self.settings;
         let request = self
@@ -1033,6 +1085,51 @@ mod tests {
             "{error}"
         );
         assert_eq!(error.code(), None);
+    }
+
+    /// A proxy's, a gateway's or a firewall's answer is not DynamoDB's JSON: what it said, not
+    /// the SDK's JSON parser's complaint about it (found by an attack: `Rate exceeded` was
+    /// `Error at offset 0: unexpected token 'R'`, an empty body `Error`).
+    #[test]
+    fn an_answer_that_is_not_dynamodb_s_json_is_shown_as_it_came() {
+        let answer = |status: u16, content_type: Option<&str>, body: &str| {
+            let mut response = HttpResponse::new(
+                status.try_into().expect("a valid status"),
+                body.to_owned().into(),
+            );
+            if let Some(content_type) = content_type {
+                response
+                    .headers_mut()
+                    .insert("content-type", content_type.to_owned());
+            }
+            let unparsed =
+                PutItemError::generic(aws_sdk_dynamodb::error::ErrorMetadata::builder().build());
+            described(SdkError::service_error(unparsed, response)).to_string()
+        };
+        assert_eq!(
+            answer(429, Some("text/plain"), "Rate exceeded"),
+            "DynamoDB PutItem on table orders failed: HTTP 429 without an error code, from \
+             127.0.0.1:8000 (text/plain): \"Rate exceeded\""
+        );
+        assert_eq!(
+            answer(403, None, ""),
+            "DynamoDB PutItem on table orders failed: HTTP 403 without an error code, from \
+             127.0.0.1:8000, with an empty body"
+        );
+        let html = format!(
+            "<html>\n<head><title>502 Bad Gateway</title></head>\n<body>{}</body></html>",
+            "x".repeat(1_000)
+        );
+        let shown = answer(502, Some("text/html"), &html);
+        assert!(
+            shown.starts_with(
+                "DynamoDB PutItem on table orders failed: HTTP 502 without an error code, from \
+                 127.0.0.1:8000 (text/html): \"<html> <head><title>502 Bad Gateway</title></head>"
+            ),
+            "{shown}"
+        );
+        assert!(shown.len() < 400, "{shown}");
+        assert!(shown.ends_with("…\""), "{shown}");
     }
 
     #[test]

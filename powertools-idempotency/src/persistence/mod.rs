@@ -130,6 +130,15 @@ pub trait IdempotencyStore: Clone + Send + Sync + 'static {
         let _ = call;
         None
     }
+
+    /// The store as the errors about its records name it, so that the one who reads them knows
+    /// where to look (or which record to delete): [`DynamoDbStore`] says `DynamoDB table
+    /// orders-idempotency`. `None` (the default) adds nothing.
+    ///
+    /// [`DynamoDbStore`]: crate::DynamoDbStore
+    fn describe_store(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The error answers one store call got, for the engine's error when the store timeout ends the
