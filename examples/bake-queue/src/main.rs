@@ -3,15 +3,16 @@
 //! Each message asks to bake an order. A batch is processed with `powertools-batch`: up to five
 //! messages at once; a poison message (a body that is not an order) or an order that cannot be
 //! baked fails alone, and only the failed messages go back to the queue (`batchItemFailures`).
-//! Each message is baked once however often the queue delivers it: idempotency on the message
-//! id (the order as validation data), through the function-level API, and ovens that bake a message id once (for a bake whose
-//! record the store failed to complete). Every log line of a message carries its `message_id`; the
+//! Each order is baked once however often the queue delivers it, and however often its producer
+//! sends it: idempotency on the order id (the order as validation data), through the
+//! function-level API, and ovens that bake an order once (for a bake whose record the store
+//! failed to complete, or an order sent again after the record's window). Every log line of a message carries its `message_id`; the
 //! invocation's EMF document counts `LoavesBaked` and the batch's processed and failed records.
 //!
 //! Deployed, it needs `IDEMPOTENCY_TABLE`; `template.yaml` shows the queue, its dead-letter queue
 //! and the event source mapping.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -26,34 +27,43 @@ use powertools_batch::{BatchProcessor, SqsRecord};
 use serde::Deserialize;
 
 /// What a message asks for.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 struct BakeOrder {
     order_id: String,
     shop: String,
     loaves: u32,
 }
 
-/// The ovens, simulated: they keep the ids of the messages they baked. A real function records
-/// a bake with a conditional write keyed on the message id: the guard for the one case the
-/// idempotency record cannot cover, a bake that happened before the store failed to complete
-/// its record (the record stays in progress until the invocation's deadline, and SQS's
-/// redelivery after it runs the bake again).
+/// The ovens, simulated: they keep the orders they baked. A real function records a bake with a
+/// conditional write keyed on the order id that holds the order: the guard for the cases the
+/// idempotency record cannot cover, a bake that happened before the store failed to complete its
+/// record (the record stays in progress until the invocation's deadline, and SQS's redelivery
+/// after it runs the bake again), and an order sent again after the record's window.
 #[derive(Debug, Clone, Default)]
 struct Ovens {
-    baked: Arc<Mutex<HashSet<String>>>,
+    baked: Arc<Mutex<HashMap<String, BakeOrder>>>,
 }
 
 impl Ovens {
-    /// Whether `message_id` is new to the ovens; it is theirs from now on.
-    fn start(&self, message_id: &str) -> bool {
-        self.baked
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(message_id.to_owned())
+    /// Whether `order` is new to the ovens (it is theirs from now on), or was baked already;
+    /// an error when its id was baked with other contents.
+    fn start(&self, order: &BakeOrder) -> Result<bool, String> {
+        let mut baked = self.baked.lock().unwrap_or_else(PoisonError::into_inner);
+        match baked.get(&order.order_id) {
+            None => {
+                baked.insert(order.order_id.clone(), order.clone());
+                Ok(true)
+            }
+            Some(before) if before == order => Ok(false),
+            Some(_) => Err(format!(
+                "order {} was baked before with other contents: not baked again",
+                order.order_id
+            )),
+        }
     }
 }
 
-/// Bakes one order, once per message id.
+/// Bakes one order, once per order.
 async fn bake<St: IdempotencyStore>(
     idempotency: &Idempotency<St>,
     ovens: &Ovens,
@@ -61,11 +71,11 @@ async fn bake<St: IdempotencyStore>(
     record: SqsRecord<BakeOrder>,
 ) -> Result<(), String> {
     let order = record.body;
-    let message_id = record.message_id;
-    // Keyed on the message id, as before; the order is validation data, so that an id seen
-    // before with another order (never from SQS, whose ids are unique: an edited replay) fails
-    // with `IdempotencyValidationError` instead of being answered as the first one's duplicate,
-    // reported processed and never baked.
+    // Keyed on the order, not on the message id: a producer that sends an order again (its
+    // `SendMessage` answer lost) makes a second message with an id of its own, which must not
+    // bake it twice (found by an attack). The order is validation data, so that one order id
+    // with other contents fails with `IdempotencyValidationError` instead of being answered as
+    // the first one's duplicate, reported processed and never baked.
     let validation = serde_json::json!({
         "order_id": order.order_id,
         "shop": order.shop,
@@ -75,23 +85,25 @@ async fn bake<St: IdempotencyStore>(
         .run_keyed(
             context,
             "bake",
-            serde_json::json!(message_id),
+            serde_json::json!(order.order_id),
             Some(validation),
             || async move {
-            if order.loaves == 0 {
-                return Err(format!("order {} has nothing to bake", order.order_id));
-            }
-            if !ovens.start(&message_id) {
-                tracing::warn!(order_id = %order.order_id, "baked already: not baked again");
-                return Ok(());
-            }
-            tracing::info!(order_id = %order.order_id, shop = %order.shop, loaves = order.loaves, "baked");
-            if let Err(error) =
-                powertools::metrics::add_metric("LoavesBaked", f64::from(order.loaves), Unit::Count)
-            {
-                tracing::warn!(%error, "loaves not counted");
-            }
-            Ok(())
+                if order.loaves == 0 {
+                    return Err(format!("order {} has nothing to bake", order.order_id));
+                }
+                if !ovens.start(&order)? {
+                    tracing::warn!(order_id = %order.order_id, "baked already: not baked again");
+                    return Ok(());
+                }
+                tracing::info!(order_id = %order.order_id, shop = %order.shop, loaves = order.loaves, "baked");
+                if let Err(error) = powertools::metrics::add_metric(
+                    "LoavesBaked",
+                    f64::from(order.loaves),
+                    Unit::Count,
+                ) {
+                    tracing::warn!(%error, "loaves not counted");
+                }
+                Ok(())
             },
         )
         .await
@@ -273,13 +285,32 @@ mod tests {
         assert_eq!(baked(&logs), 1, "baked once");
     }
 
-    /// A message id seen before, with another order in its body (SQS's ids are unique: a
-    /// hand-written or replayed-and-edited event): it was answered as the first message's
-    /// duplicate, reported processed and never baked, without a word (found by an attack). The
-    /// body is the record's validation data: such a message fails, named, and goes back to the
-    /// queue, then to the dead-letter queue.
+    /// A producer whose `SendMessage` answer was lost sends the order again: SQS makes a second
+    /// message, with an id of its own. Found by an attack: keyed on the message id, the order
+    /// was baked twice. Keyed on the order, the second message is its duplicate.
     #[tokio::test]
-    async fn a_message_id_seen_before_with_another_order_fails_instead_of_vanishing() {
+    async fn an_order_sent_twice_by_its_producer_is_baked_once() {
+        let (consumer, logs, _guard) = in_memory_consumer();
+        let mut batch = sample_batch();
+        batch.records.truncate(1);
+        for message_id in ["m-first-send", "m-retried-send"] {
+            batch.records[0].message_id = Some(message_id.to_owned());
+            let response = consumer
+                .clone()
+                .oneshot(TestContext::new().event(batch.clone()))
+                .await
+                .unwrap();
+            assert!(response.batch_item_failures.is_empty(), "{message_id}");
+        }
+        assert_eq!(baked(&logs), 1, "ord-1001 baked once");
+    }
+
+    /// A message id seen before carrying another order (SQS's ids are unique: a hand-written
+    /// or replayed-and-edited event): that order is baked, not answered as the first one's
+    /// duplicate and dropped (found by an attack, after the first one's record had expired:
+    /// the ovens' guard on the message id said "baked already").
+    #[tokio::test]
+    async fn a_message_id_seen_before_with_another_order_bakes_that_order() {
         let (consumer, logs, _guard) = in_memory_consumer();
         let mut batch = sample_batch();
         batch.records.truncate(1);
@@ -292,19 +323,64 @@ mod tests {
             Some(r#"{"order_id": "o-99", "shop": "camden", "loaves": 5}"#.to_owned());
         let again = consumer
             .oneshot(TestContext::new().event(batch.clone()))
-            .await;
-        // The batch's one record failed: the whole batch goes back.
-        let error = again.expect_err("the record fails");
+            .await
+            .unwrap();
+        assert!(again.batch_item_failures.is_empty());
+        let orders: Vec<serde_json::Value> = logs
+            .json()
+            .into_iter()
+            .filter(|line| line["message"] == "baked")
+            .map(|line| line["order_id"].clone())
+            .collect();
+        assert_eq!(orders, ["ord-1001", "o-99"]);
+    }
+
+    /// One order id with other contents (another shop, another number of loaves) is not the
+    /// same order: it fails, named, goes back to the queue, then to the dead-letter queue,
+    /// within the record's window (validation data) and after it (the ovens compare the order
+    /// they baked), instead of being answered as the first one and never baked.
+    #[tokio::test]
+    async fn an_order_id_with_other_contents_fails_within_the_window_and_after_it() {
+        let (consumer, logs, _guard) = in_memory_consumer();
+        let mut batch = sample_batch();
+        batch.records.truncate(1);
+        consumer
+            .clone()
+            .oneshot(TestContext::new().event(batch.clone()))
+            .await
+            .unwrap();
+        batch.records[0].message_id = Some("m-edited".to_owned());
+        batch.records[0].body =
+            Some(r#"{"order_id": "ord-1001", "shop": "camden", "loaves": 9}"#.to_owned());
+        let error = consumer
+            .oneshot(TestContext::new().event(batch.clone()))
+            .await
+            .expect_err("the record fails");
         assert!(
             error
                 .to_string()
                 .contains("payload does not match the stored record"),
             "{error}"
         );
-        assert_eq!(
-            baked(&logs),
-            1,
-            "o-99 was not baked, and not claimed done either"
+        assert_eq!(baked(&logs), 1);
+
+        // After the window: the ovens remember what they baked for the order
+        let ovens = Ovens::default();
+        let first = BakeOrder {
+            order_id: "ord-1001".to_owned(),
+            shop: "camden".to_owned(),
+            loaves: 2,
+        };
+        assert_eq!(ovens.start(&first), Ok(true));
+        assert_eq!(ovens.start(&first), Ok(false), "baked already");
+        let edited = BakeOrder {
+            loaves: 9,
+            ..first.clone()
+        };
+        let conflict = ovens.start(&edited).unwrap_err();
+        assert!(
+            conflict.contains("ord-1001") && conflict.contains("other contents"),
+            "{conflict}"
         );
     }
 }
