@@ -158,6 +158,9 @@ impl<'de> Deserialize<'de> for RepeatedNames {
                 let mut repeated = Vec::new();
                 while let Some(name) = map.next_key::<String>()? {
                     map.next_value::<serde::de::IgnoredAny>()?;
+                    // A payment field in another spelling is that field to a reader that
+                    // ignores case (Go's `encoding/json`, Jackson or System.Text.Json set so).
+                    let name = payment_field_spelled(&name).map_or(name, str::to_owned);
                     if !seen.insert(name.clone()) && !repeated.contains(&name) {
                         repeated.push(name);
                     }
@@ -167,6 +170,19 @@ impl<'de> Deserialize<'de> for RepeatedNames {
         }
         deserializer.deserialize_map(Names)
     }
+}
+
+/// The payment field `name` spells in any case, with `_`, `-` or no separators between its
+/// words (`Amount_Cents`, `amountCents`), if it spells one.
+fn payment_field_spelled(name: &str) -> Option<&'static str> {
+    let letters = |text: &str| -> String {
+        text.chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let name = letters(name);
+    FIELDS.into_iter().find(|field| letters(field) == name)
 }
 
 /// The fields of a payment request.
@@ -1070,6 +1086,42 @@ mod tests {
         let array: PaymentEvent = serde_json::from_str("[1, 1]").unwrap();
         assert!(array.repeated.is_empty());
         assert_eq!(provider.charged.lock().unwrap().len(), 1);
+    }
+
+    /// A payment field spelled in another case or with other separators (`Amount_Cents`,
+    /// `amountCents`) is that field to a reader that ignores case (Go's `encoding/json`,
+    /// Jackson or System.Text.Json set so), which keeps the last: given beside the field, the
+    /// validator in front may have checked it and not the amount charged. Refused as a field
+    /// given twice (found by an attack: charged 1250 with `"Amount_Cents": 5` after it).
+    #[tokio::test]
+    async fn a_payment_field_in_another_spelling_beside_it_is_refused() {
+        let (step, provider) = fixture();
+        for spelling in [
+            "Amount_Cents",
+            "AMOUNT_CENTS",
+            "amountCents",
+            "amount-cents",
+        ] {
+            let text = format!(
+                r#"{{"payment_id": "pay-1", "order_id": "ord-1", "customer_id": "cust-1",
+                "currency": "EUR", "amount_cents": 1250, "{spelling}": 5}}"#
+            );
+            let event: PaymentEvent = serde_json::from_str(&text).unwrap();
+            assert_eq!(event.repeated, ["amount_cents"], "{spelling}");
+            let error = step
+                .clone()
+                .oneshot(TestContext::new().event(event))
+                .await
+                .unwrap_err();
+            let diagnostic = Diagnostic::from(error);
+            assert_eq!(diagnostic.error_type, "InvalidPaymentRequest", "{spelling}");
+        }
+        assert!(provider.charged.lock().unwrap().is_empty());
+        // Names that are no payment field's, in any spelling, are no refusal.
+        let text = r#"{"payment_id": "pay-2", "order_id": "ord-2", "customer_id": "cust-2",
+            "currency": "EUR", "amount_cents": 1250, "Note": 1, "note": 2}"#;
+        let event: PaymentEvent = serde_json::from_str(text).unwrap();
+        assert!(event.repeated.is_empty(), "{:?}", event.repeated);
     }
 
     #[tokio::test]
