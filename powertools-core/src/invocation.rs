@@ -4,14 +4,17 @@ use lambda_runtime::Context;
 
 use crate::cold_start::is_cold_start;
 
-/// How long an invocation can last: Lambda's longest timeout.
-const LONGEST_INVOCATION: Duration = Duration::from_secs(15 * 60);
+/// How long an invocation can last: Lambda's longest timeout, 15 minutes, and 90 for the
+/// asynchronous and event-source-mapping invocations of Lambda Managed Instances (5,400 s), with
+/// a minute for the clocks of Lambda and of the instance to differ.
+const LONGEST_INVOCATION: Duration = Duration::from_secs(90 * 60 + 60);
 /// How long ago a deadline may have passed and still be the invocation's own (a slow handler).
 const PASSED_DEADLINE_GRACE: Duration = Duration::from_secs(1);
 
 /// The time left at `now` before `deadline_ms` (milliseconds since the Unix epoch, as Lambda
 /// sends it), when Lambda could have sent that deadline; `None` when it is missing (0), passed
-/// more than a second ago, or further ahead than any invocation lasts (15 minutes), as
+/// more than a second ago, or further ahead than any invocation lasts (90 minutes, under Lambda
+/// Managed Instances), as
 /// `Context::default()` and emulators that send a relative deadline give. A deadline passed
 /// within the second counts as no time left.
 ///
@@ -24,6 +27,10 @@ const PASSED_DEADLINE_GRACE: Duration = Duration::from_secs(1);
 /// assert_eq!(trusted_time_left(in_three_seconds, now), Some(Duration::from_secs(3)));
 /// assert_eq!(trusted_time_left(0, now), None);
 /// assert_eq!(trusted_time_left(3_000, now), None, "a relative deadline");
+/// // Lambda Managed Instances run asynchronous invocations for up to 90 minutes
+/// let in_an_hour = 1_800_003_600_000;
+/// assert_eq!(trusted_time_left(in_an_hour, now), Some(Duration::from_secs(3_600)));
+/// assert_eq!(trusted_time_left(1_800_086_400_000, now), None, "a day ahead");
 /// ```
 pub fn trusted_time_left(deadline_ms: u64, now: SystemTime) -> Option<Duration> {
     if deadline_ms == 0 {

@@ -148,7 +148,7 @@ enum Deadline {
 impl Deadline {
     /// The deadline `deadline_ms` as seen at `now`: trusted when Lambda could have sent it
     /// (`powertools_core::trusted_time_left`: missing, passed more than a second ago, or more
-    /// than 15 minutes ahead is not). A deadline passed within the second counts as "0 ms left"
+    /// than 90 minutes ahead is not). A deadline passed within the second counts as "0 ms left"
     /// (Powertools for Python #4759): the time it takes to get from the runtime to the claim.
     fn at(deadline_ms: u64, now: SystemTime) -> Self {
         match powertools_core::trusted_time_left(deadline_ms, now) {
@@ -399,7 +399,7 @@ impl<St: IdempotencyStore> Engine<St> {
                 if !UNTRUSTED_DEADLINE_WARNED.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         fallback_secs = self.settings.in_progress_fallback.as_secs(),
-                        "The invocation's deadline is missing, long past or more than 15 minutes \
+                        "The invocation's deadline is missing, long past or more than 90 minutes \
                          ahead (Context::default(), or an emulator's relative deadline), so \
                          in-progress idempotency records expire after the fallback window \
                          instead (logged once per process)."

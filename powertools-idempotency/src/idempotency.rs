@@ -252,11 +252,11 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
 
     /// How long an in-progress record blocks duplicates when the invocation's deadline cannot be
     /// trusted (default [`DEFAULT_IN_PROGRESS_FALLBACK`](crate::DEFAULT_IN_PROGRESS_FALLBACK),
-    /// 15 minutes: Lambda's longest timeout).
+    /// 15 minutes: Lambda's longest timeout, outside Lambda Managed Instances).
     ///
     /// The in-progress record normally expires at the invocation's deadline, so a retry after a
     /// timeout runs again. A deadline that is missing (`Context::default()`), already more than
-    /// a second past when the claim is written, or more than 15 minutes ahead (an emulator's
+    /// a second past when the claim is written, or more than 90 minutes ahead (an emulator's
     /// relative value such as `600000`) would make it expire at once and let concurrent
     /// duplicates all run; this window is used instead, and a warning is logged once per process.
     /// [`build`](Self::build) refuses less than a millisecond.

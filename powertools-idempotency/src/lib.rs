@@ -101,7 +101,7 @@
 //! ends 10 ms before it instead, since failing it means the handler runs again), so a hung store fails the invocation with a typed error
 //! before Lambda stops it, however many store calls the invocation makes (the records of a
 //! batch). A deadline that can't be trusted (missing, more than a second past, or more than
-//! 15 minutes ahead: `Context::default()`, an emulator) bounds nothing: the store timeout
+//! 90 minutes ahead: `Context::default()`, an emulator) bounds nothing: the store timeout
 //! alone does.
 //! Store errors name the DynamoDB operation, the table and the service's error code and message
 //! ([`DynamoDbError`]); a call that gets no answer within the bound names the operation, the
@@ -111,10 +111,13 @@
 //!
 //! The in-progress record normally expires at the invocation's deadline. A deadline that is
 //! missing (`Context::default()`), more than a second past when the claim is written, or more
-//! than 15 minutes ahead (emulators such as cargo-lambda 1.9 send a relative `600000`, which
-//! reads as 1970) would expire the claim at once and let concurrent duplicates all run. Those
+//! than 90 minutes ahead (emulators such as cargo-lambda 1.9 send a relative `600000`, which
+//! reads as 1970) would expire the claim at once and let concurrent duplicates all run. (Lambda's
+//! longest timeout is 15 minutes, and 90 for the asynchronous and event-source invocations of
+//! Lambda Managed Instances: such a deadline is the claim's.) Those
 //! get [`in_progress_fallback`](IdempotencyBuilder::in_progress_fallback) instead (default
-//! [15 minutes](DEFAULT_IN_PROGRESS_FALLBACK), Lambda's longest timeout), with one warning per
+//! [15 minutes](DEFAULT_IN_PROGRESS_FALLBACK), Lambda's longest timeout outside Lambda Managed
+//! Instances), with one warning per
 //! process. A real deadline with 0 ms left, or passed less than a second before the claim, counts
 //! as "now" (Powertools for Python #4759): the claim expires at once.
 //!

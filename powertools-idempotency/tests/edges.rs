@@ -358,6 +358,28 @@ async fn concurrent_duplicates_execute_once_whatever_the_deadline_says() {
     }
 }
 
+/// Lambda Managed Instances run asynchronous and event-source invocations for up to 90 minutes:
+/// such a deadline is the claim's, not the 15-minute fallback, which would let a duplicate
+/// claim the key and run beside the first before its deadline (found by an attack: a deadline
+/// 20 minutes ahead was not trusted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deadline_up_to_ninety_minutes_ahead_is_the_claim_s() {
+    for minutes in [20, 60, 89] {
+        let deadline = now_ms() + minutes * 60 * 1000;
+        let context = TestContext::new().with_deadline_ms(deadline as u64).build();
+        let (executions, store) = concurrent_duplicates(context, 20).await;
+        assert_eq!(executions, 1, "{minutes} minutes");
+        let record = store
+            .record(&store_key(&store))
+            .expect("the completed record");
+        assert_eq!(
+            record.in_progress_expiry_timestamp,
+            Some(deadline),
+            "{minutes} minutes: the claim lasts until the deadline"
+        );
+    }
+}
+
 fn store_key(store: &InMemoryStore) -> String {
     assert_eq!(store.len(), 1);
     // The only record's key, found through a seeded lookup on the prefix.
