@@ -124,7 +124,12 @@ const INTERNAL_CRATES: &[&str] = &[
     "tower_http",
     "rustls",
     "tokio_rustls",
+    // The AWS SDK's support crates: configuration, credentials, signing.
     "aws_config",
+    "aws_runtime",
+    "aws_types",
+    "aws_credential_types",
+    "aws_sigv4",
 ];
 
 /// Families of crates that AWS publishes under one prefix, too many to list: the service clients
@@ -1299,6 +1304,13 @@ mod tests {
             "tonic::transport",
             "aws_smithy_runtime::client::orchestrator",
             "aws_sdk_dynamodb::operation::put_item",
+            // The AWS SDK's support crates (found by a user: `load_config_file` from
+            // `aws_runtime` was exported as a trace of its own under `DEBUG`).
+            "aws_runtime::env_config::source",
+            "aws_types::sdk_config",
+            "aws_credential_types::provider",
+            "aws_sigv4::http_request::sign",
+            "aws_config::default_provider",
         ] {
             assert!(is_internal(internal), "{internal}");
         }
