@@ -107,7 +107,9 @@ impl<T> KinesisRecord<T> {
 ///   failure, so for a stream that is a batch of one record that failed; a longer stream batch
 ///   reports its first failed record (Lambda resumes there).
 /// - Each record runs in a `batch_record` span with its id (`message_id` or `sequence_number`),
-///   so `powertools-logging` puts the id on every line the handler writes for it. With the
+///   so `powertools-logging` puts the id on every line the handler writes for it; a record that
+///   failed has its span's status an error (`otel.status_code`, which `powertools-tracing`
+///   exports). With the
 ///   `logging` feature (default) each record also runs in a log-key scope of its own
 ///   (`powertools_logging::key_scope`): it starts with the keys the invocation had when the
 ///   batch started, and keys the handler appends (`append_key("refund_id", …)`) are on that
@@ -233,7 +235,11 @@ impl BatchProcessor {
             let message_id = message.message_id.clone().unwrap_or_default();
             let message = message.clone();
             in_record_scope(async move {
-                let span = tracing::info_span!("batch_record", message_id = %message_id);
+                let span = tracing::info_span!(
+                    "batch_record",
+                    message_id = %message_id,
+                    otel.status_code = tracing::field::Empty
+                );
                 // Deserialized in `guarded` too: a `Deserialize` that panics fails its record.
                 let start = || {
                     let parsed = T::read(message.body.as_deref().unwrap_or("").as_bytes());
@@ -327,7 +333,11 @@ impl BatchProcessor {
             let sequence_number = record.kinesis.sequence_number.clone();
             let record = record.clone();
             in_record_scope(async move {
-                let span = tracing::info_span!("batch_record", sequence_number = %sequence_number);
+                let span = tracing::info_span!(
+                    "batch_record",
+                    sequence_number = %sequence_number,
+                    otel.status_code = tracing::field::Empty
+                );
                 // Deserialized in `guarded` too: a `Deserialize` that panics fails its record.
                 let start = || {
                     let parsed = T::read(&record.kinesis.data.0);
@@ -380,7 +390,11 @@ impl BatchProcessor {
             let sequence_number = record.change.sequence_number.clone().unwrap_or_default();
             let record = record.clone();
             in_record_scope(async move {
-                let span = tracing::info_span!("batch_record", sequence_number = %sequence_number);
+                let span = tracing::info_span!(
+                    "batch_record",
+                    sequence_number = %sequence_number,
+                    otel.status_code = tracing::field::Empty
+                );
                 let start = || Ok::<_, serde_json::Error>(handler(record));
                 guarded(RecordId::Sequence(sequence_number), start)
                     .instrument(span)
@@ -594,6 +608,12 @@ where
             );
         }
         (_, Ok(())) => {}
+    }
+    if outcome.is_err() {
+        // The record's span is an error, as a failed invocation's is (its traces showed every
+        // record as a success). After the failure line, which would carry it as a key; the
+        // reason stays on that line, masked, and off the span.
+        tracing::Span::current().record("otel.status_code", "ERROR");
     }
     let (RecordId::Message(id) | RecordId::Sequence(id)) = id;
     (id, outcome)

@@ -1303,3 +1303,72 @@ async fn chained_or_panicking_descriptions_name_the_error_alike_in_the_line_and_
         );
     }
 }
+
+/// A batch record that failed has its `batch_record` span's status an error, as the failed
+/// invocation's span has; one that succeeded keeps it unset (found by a user writing a function
+/// from the docs: every record's span looked successful in the traces). The status is set after
+/// the record's failure line, which has no key of it.
+#[cfg(feature = "batch")]
+#[tokio::test]
+async fn a_failed_batch_record_s_span_is_an_error() {
+    use powertools::batch::{BatchProcessor, SqsRecord};
+    let (logs, spans) = (MemoryLogs::new(), KeptSpans::default());
+    let powertools = stack(&logs, &spans);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let service = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .service(service_fn(
+            |event: LambdaEvent<powertools::events::sqs::SqsEvent>| async move {
+                BatchProcessor::new()
+                    .process_sqs(&event.payload, |record: SqsRecord<Value>| async move {
+                        if record.body["fail"] == true {
+                            Err("the oven is cold".to_owned())
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .await
+            },
+        ));
+    let event: powertools::events::sqs::SqsEvent = serde_json::from_value(json!({"Records": [
+        {"messageId": "m-ok", "body": "{\"fail\": false}", "eventSource": "aws:sqs"},
+        {"messageId": "m-bad", "body": "{\"fail\": true}", "eventSource": "aws:sqs"},
+    ]}))
+    .unwrap();
+    let response = service
+        .oneshot(TestContext::new().event(event))
+        .await
+        .unwrap();
+    assert_eq!(response.batch_item_failures.len(), 1);
+    powertools.tracer().flush().await;
+    let kept = spans.0.lock().unwrap().clone();
+    let status = |message_id: &str| {
+        kept.iter()
+            .find(|span| {
+                span.name == "batch_record"
+                    && span.attributes.iter().any(|a| {
+                        a.key.as_str() == "message_id" && a.value.to_string() == message_id
+                    })
+            })
+            .map(|span| span.status.clone())
+            .unwrap_or_else(|| panic!("the span of {message_id}: {kept:#?}"))
+    };
+    assert!(
+        matches!(
+            status("m-bad"),
+            powertools::tracing::opentelemetry::trace::Status::Error { .. }
+        ),
+        "{:?}",
+        status("m-bad")
+    );
+    assert_eq!(
+        status("m-ok"),
+        powertools::tracing::opentelemetry::trace::Status::Unset
+    );
+    let failure = logs
+        .json()
+        .into_iter()
+        .find(|line| line["message"] == "a batch record failed")
+        .unwrap();
+    assert!(failure.get("otel.status_code").is_none(), "{failure}");
+}
