@@ -242,7 +242,8 @@ impl BatchProcessor {
                 );
                 // Deserialized in `guarded` too: a `Deserialize` that panics fails its record.
                 let start = || {
-                    let parsed = T::read(message.body.as_deref().unwrap_or("").as_bytes());
+                    let bytes = message.body.as_deref().unwrap_or("").as_bytes();
+                    let parsed = T::read(bytes).map_err(|error| (error, T::failure_path(bytes)));
                     parsed.map(|body| {
                         handler(SqsRecord {
                             message_id: message_id.clone(),
@@ -340,7 +341,8 @@ impl BatchProcessor {
                 );
                 // Deserialized in `guarded` too: a `Deserialize` that panics fails its record.
                 let start = || {
-                    let parsed = T::read(&record.kinesis.data.0);
+                    let bytes = &record.kinesis.data.0;
+                    let parsed = T::read(bytes).map_err(|error| (error, T::failure_path(bytes)));
                     parsed.map(|data| {
                         handler(KinesisRecord {
                             sequence_number: sequence_number.clone(),
@@ -395,7 +397,7 @@ impl BatchProcessor {
                     sequence_number = %sequence_number,
                     otel.status_code = tracing::field::Empty
                 );
-                let start = || Ok::<_, serde_json::Error>(handler(record));
+                let start = || Ok::<_, (serde_json::Error, Option<String>)>(handler(record));
                 guarded(RecordId::Sequence(sequence_number), start)
                     .instrument(span)
                     .await
@@ -541,7 +543,7 @@ fn capped(mut reason: String) -> String {
 /// returns its future, or an error whose `Display` panics, fails its record only too.
 async fn guarded<Fut, E>(
     id: RecordId,
-    start: impl FnOnce() -> Result<Fut, serde_json::Error>,
+    start: impl FnOnce() -> Result<Fut, (serde_json::Error, Option<String>)>,
 ) -> (String, Result<(), String>)
 where
     Fut: Future<Output = Result<(), E>>,
@@ -550,12 +552,13 @@ where
     let outcome = match std::panic::catch_unwind(AssertUnwindSafe(start)) {
         Err(panic) => Err(panicked_then_dropped(panic)),
         // Its own words: `without_values` would leave out a message it does not know.
-        Ok(Err(error)) if error.to_string() == crate::raw::READ_PANICKED => Err(format!(
+        Ok(Err((error, _))) if error.to_string() == crate::raw::READ_PANICKED => Err(format!(
             "the record's body (SQS) or data (Kinesis) could not be read: {}",
             crate::raw::READ_PANICKED
         )),
-        Ok(Err(error)) => Err(format!(
-            "the record's body (SQS) or data (Kinesis) is not the expected JSON: {}",
+        Ok(Err((error, path))) => Err(format!(
+            "the record's body (SQS) or data (Kinesis) is not the expected JSON{}: {}",
+            path.map(|path| format!(" at {path}")).unwrap_or_default(),
             without_values(&error)
         )),
         Ok(Ok(future)) => {
@@ -737,6 +740,7 @@ mod tests {
         let (_, outcome) = runtime.block_on(guarded(RecordId::Message("m-1".to_owned()), || {
             Loud::read(br#""card 4111111111111111""#)
                 .map(|_| async { Ok::<(), std::convert::Infallible>(()) })
+                .map_err(|error| (error, None))
         }));
         let reason = outcome.expect_err("the record failed");
         assert!(

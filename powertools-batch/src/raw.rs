@@ -88,6 +88,14 @@ pub trait RecordBody: Sized + sealed::Sealed {
     /// Reads the bytes of a record.
     #[doc(hidden)]
     fn read(bytes: &[u8]) -> Result<Self, serde_json::Error>;
+
+    /// Where `bytes`, which did not [`read`](Self::read), went wrong (`lines[1].qty`), as the
+    /// facade's invalid events name it; `None` when it cannot say.
+    #[doc(hidden)]
+    fn failure_path(bytes: &[u8]) -> Option<String> {
+        let _ = bytes;
+        None
+    }
 }
 
 mod sealed {
@@ -112,6 +120,25 @@ impl<T: DeserializeOwned> RecordBody for T {
                     READ_PANICKED,
                 ))
             })
+    }
+
+    fn failure_path(bytes: &[u8]) -> Option<String> {
+        // Read again, tracking the path (tracking on every record would cost each one), as
+        // quietly and as contained as the first read: it runs the same `Deserialize`.
+        let again = powertools_core::failure::catch_quiet_panic(|| {
+            let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+            serde_path_to_error::deserialize::<_, T>(deserializer).map(drop)
+        });
+        let Ok(Err(error)) = again else {
+            return None;
+        };
+        // An unknown field's name is the path's last key, and comes from the body.
+        let unknown_field = error.inner().to_string().starts_with("unknown field `");
+        Some(powertools_core::serde_message::shown_path(
+            error.path(),
+            unknown_field,
+        ))
+        .filter(|path| !path.is_empty())
     }
 }
 

@@ -1199,3 +1199,73 @@ async fn another_source_s_event_given_to_the_sqs_processor_fails_naming_the_sour
         .expect("an SQS event");
     assert!(response.batch_item_failures.is_empty());
 }
+
+/// A body that does not read as the record's type names where it went wrong, as the facade's
+/// `InvalidEvent` does (found by a user writing a function from the docs: line and column only),
+/// never the value, nor a map key longer than 64 characters.
+#[tokio::test]
+async fn a_body_that_does_not_read_names_the_path_where_it_went_wrong() {
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Line {
+        sku: String,
+        qty: u8,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Order {
+        order_id: String,
+        lines: Vec<Line>,
+        notes: std::collections::HashMap<String, u8>,
+    }
+    let long_key = "k".repeat(100);
+    let bodies = [
+        r#"{"order_id":"o-1","lines":[{"sku":"a","qty":1},{"sku":"b","qty":300}],"notes":{}}"#
+            .to_owned(),
+        format!(r#"{{"order_id":"o-1","lines":[],"notes":{{"{long_key}":"4111111111111111"}}}}"#),
+    ];
+    let records: Vec<serde_json::Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(index, body)| {
+            serde_json::json!({"messageId": format!("m-{index}"), "body": body, "eventSource": "aws:sqs"})
+        })
+        .collect();
+    let event: SqsEvent =
+        serde_json::from_value(serde_json::json!({ "Records": records })).unwrap();
+    let error = BatchProcessor::new()
+        .process_sqs(&event, |_: SqsRecord<Order>| async { Ok::<(), String>(()) })
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("at lines[1].qty: invalid value (the value is left out), expected u8"),
+        "{message}"
+    );
+    let (logger, logs) = logging();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    let _ = BatchProcessor::new()
+        .raise_on_all_failed(false)
+        .process_sqs(&event, |_: SqsRecord<Order>| async { Ok::<(), String>(()) })
+        .await
+        .unwrap();
+    let reasons: Vec<String> = logs
+        .json()
+        .into_iter()
+        .filter(|line| line["message"] == "a batch record failed")
+        .filter_map(|line| line["reason"].as_str().map(str::to_owned))
+        .filter(|reason| reason.contains("expected u8"))
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|reason| reason.contains(&format!("at notes.{}…", "k".repeat(64)))),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .all(|reason| !reason.contains("4111") && !reason.contains(&long_key)),
+        "{reasons:?}"
+    );
+}

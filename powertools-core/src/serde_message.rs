@@ -154,6 +154,64 @@ fn without_position(message: &str) -> (&str, &str) {
     (message, "")
 }
 
+use std::fmt::Write as _;
+
+use serde_path_to_error::{Path, Segment};
+
+/// The longest map key or variant name written into a path; longer ones are cut (a key comes from
+/// the input, and a hostile one can be megabytes).
+pub const MAX_SEGMENT_CHARS: usize = 64;
+/// The longest path written; a longer one keeps its end, where the input went wrong.
+pub const MAX_PATH_BYTES: usize = 256;
+
+/// `path` as `serde_path_to_error` writes it (`Records[0].body`), each map key and variant cut
+/// at [`MAX_SEGMENT_CHARS`], the whole at [`MAX_PATH_BYTES`] from its end, where a segment
+/// begins; empty at the root. Without its last key when `without_last_key`.
+pub fn shown_path(path: &Path, without_last_key: bool) -> String {
+    let mut segments: Vec<&Segment> = path.iter().collect();
+    if without_last_key && matches!(segments.last(), Some(Segment::Map { .. })) {
+        segments.pop();
+    }
+    let mut out = String::new();
+    for segment in segments {
+        match segment {
+            Segment::Seq { index } => {
+                let _ = write!(out, "[{index}]");
+            }
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                match key.char_indices().nth(MAX_SEGMENT_CHARS) {
+                    Some((cut, _)) => {
+                        out.push_str(&key[..cut]);
+                        out.push('…');
+                    }
+                    None => out.push_str(key),
+                }
+            }
+            Segment::Unknown => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push('?');
+            }
+        }
+    }
+    if out.len() > MAX_PATH_BYTES {
+        let mut start = out.len() - MAX_PATH_BYTES;
+        while !out.is_char_boundary(start) {
+            start += 1;
+        }
+        // From the next segment's start: `[` or the character after `.`.
+        if let Some(next) = out[start..].find(['[', '.']) {
+            start += next + usize::from(out[start + next..].starts_with('.'));
+        }
+        out = format!("…{}", &out[start..]);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

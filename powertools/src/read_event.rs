@@ -17,7 +17,7 @@
 //! [`run_concurrent`]: crate::run_concurrent
 
 use std::error::Error as StdError;
-use std::fmt::{self, Debug, Display, Write as _};
+use std::fmt::{self, Debug, Display};
 use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
@@ -27,13 +27,7 @@ use std::task::{Context, Poll};
 use lambda_runtime::{Diagnostic, FunctionResponse, IntoFunctionResponse, LambdaEvent, Service};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
-use serde_path_to_error::{Path, Segment};
-
-/// The longest map key or variant name written into a path; longer ones are cut (a key comes from
-/// the event, and a hostile one can be megabytes).
-const MAX_SEGMENT_CHARS: usize = 64;
-/// The longest path written; a longer one keeps its end, where the event went wrong.
-const MAX_PATH_BYTES: usize = 256;
+use serde_path_to_error::Path;
 
 /// The event as the runtime hands it to [`ReadEvent`]: the handler's event, or why the event is
 /// not one. Deserializing it never fails, so `lambda_runtime` never answers with serde's message.
@@ -82,7 +76,7 @@ impl InvalidEvent {
         // An unknown field's name is the path's last key, and comes from the event.
         let unknown_field = serde_message.starts_with("unknown field `");
         let path = path
-            .map(|path| path_without_long_keys(path, unknown_field))
+            .map(|path| powertools_core::serde_message::shown_path(path, unknown_field))
             .unwrap_or_default();
         if !path.is_empty() {
             message.push_str(" at ");
@@ -144,54 +138,6 @@ impl Display for InvalidEvent {
 }
 
 impl StdError for InvalidEvent {}
-
-/// `path` as `serde_path_to_error` writes it (`Records[0].body`), each map key and variant cut
-/// at [`MAX_SEGMENT_CHARS`], the whole at [`MAX_PATH_BYTES`] from its end, where a segment
-/// begins; empty at the root. Without its last key when `without_last_key`.
-fn path_without_long_keys(path: &Path, without_last_key: bool) -> String {
-    let mut segments: Vec<&Segment> = path.iter().collect();
-    if without_last_key && matches!(segments.last(), Some(Segment::Map { .. })) {
-        segments.pop();
-    }
-    let mut out = String::new();
-    for segment in segments {
-        match segment {
-            Segment::Seq { index } => {
-                let _ = write!(out, "[{index}]");
-            }
-            Segment::Map { key } | Segment::Enum { variant: key } => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                match key.char_indices().nth(MAX_SEGMENT_CHARS) {
-                    Some((cut, _)) => {
-                        out.push_str(&key[..cut]);
-                        out.push('…');
-                    }
-                    None => out.push_str(key),
-                }
-            }
-            Segment::Unknown => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push('?');
-            }
-        }
-    }
-    if out.len() > MAX_PATH_BYTES {
-        let mut start = out.len() - MAX_PATH_BYTES;
-        while !out.is_char_boundary(start) {
-            start += 1;
-        }
-        // From the next segment's start: `[` or the character after `.`.
-        if let Some(next) = out[start..].find(['[', '.']) {
-            start += next + usize::from(out[start + next..].starts_with('.'));
-        }
-        out = format!("…{}", &out[start..]);
-    }
-    out
-}
 
 /// The handler under the runtime: calls it with the event when the event read as its type, and
 /// fails the invocation with [`InvalidEvent`] (and one `ERROR` line) when it did not.
@@ -376,7 +322,7 @@ fn marshal_reason<B: Serialize>(body: &B, error: &serde_json::Error) -> String {
         let mut serializer = serde_json::Serializer::new(std::io::sink());
         serde_path_to_error::serialize(body, &mut serializer)
             .err()
-            .map(|error| path_without_long_keys(error.path(), false))
+            .map(|error| powertools_core::serde_message::shown_path(error.path(), false))
     });
     match path {
         Ok(Some(path)) if !path.is_empty() && path != "." => format!("at {path}: {reason}"),
@@ -637,7 +583,10 @@ mod tests {
             .and_then(|rest| rest.split(": ").next())
             .unwrap();
         assert!(path.starts_with('…'), "{message}");
-        assert!(path.len() <= MAX_PATH_BYTES + '…'.len_utf8(), "{message}");
+        assert!(
+            path.len() <= powertools_core::serde_message::MAX_PATH_BYTES + '…'.len_utf8(),
+            "{message}"
+        );
         assert!(
             path.ends_with(&format!("00{}", "n".repeat(58))),
             "{message}"
