@@ -209,6 +209,20 @@ pub fn add_dimensions<'a>(
     current(|metrics| metrics.add_dimensions(dimensions))
 }
 
+/// Writes one metric at once in a document of its own, with `dimensions` beside the default
+/// ones; see [`Metrics::single_metric`] (Powertools for Python's `single_metric`).
+///
+/// # Errors
+/// [`Error::NoCurrentInvocation`] outside an invocation, or as [`Metrics::single_metric`].
+pub fn single_metric<'a>(
+    name: &str,
+    value: f64,
+    unit: Unit,
+    dimensions: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), Error> {
+    current(|metrics| metrics.single_metric(name, value, unit, dimensions))
+}
+
 /// Adds metadata to the current invocation's document; see [`Metrics::add_metadata`].
 ///
 /// # Errors

@@ -1055,6 +1055,50 @@ impl Metrics {
         self.flush_then(false).map(drop)
     }
 
+    /// Writes one metric at once, in a document of its own with the default dimensions (and
+    /// `service`) and `dimensions`, leaving this invocation's metrics and dimensions as they are:
+    /// Powertools for Python's `single_metric`, for a value whose dimension differs from the
+    /// invocation's (a batch record's tenant, where `add_dimension` would give every metric of
+    /// the invocation the last record's). Unlike Python's, the default dimensions are on it
+    /// without being passed, as they are on every document the layer writes.
+    ///
+    /// ```
+    /// # use powertools_metrics::{MemorySink, MetricsLayer, Unit};
+    /// # let sink = MemorySink::new();
+    /// # let layer = MetricsLayer::builder().namespace("Bakery").service("orders").sink(sink.clone()).build()?;
+    /// let metrics = layer.new_metrics();
+    /// for tenant in ["acme", "globex"] {
+    ///     metrics.single_metric("OrderProcessed", 1.0, Unit::Count, [("tenant", tenant)])?;
+    /// }
+    /// metrics.add_metric("BatchSize", 2.0, Unit::Count)?;
+    /// metrics.flush()?;
+    /// let documents = sink.documents();
+    /// assert_eq!(documents[0]["tenant"], "acme");
+    /// assert_eq!(documents[1]["tenant"], "globex");
+    /// // The invocation's own document has no tenant
+    /// assert!(documents[2].get("tenant").is_none());
+    /// assert_eq!(documents[2]["BatchSize"], 2.0);
+    /// # Ok::<(), powertools_metrics::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`add_dimension`](Self::add_dimension) for each dimension and
+    /// [`add_metric`](Self::add_metric) for the value; nothing is written then.
+    pub fn single_metric<'a>(
+        &self,
+        name: &str,
+        value: f64,
+        unit: Unit,
+        dimensions: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), Error> {
+        let single = Metrics::new(Arc::clone(&self.shared.settings));
+        for (dimension, dimension_value) in dimensions {
+            single.add_dimension(dimension, dimension_value)?;
+        }
+        single.add_metric(name, value, unit)?;
+        single.flush()
+    }
+
     /// The layer's last flush of an invocation: flushes, and marks the invocation ended before
     /// it lets go of the state, so that a value a task adds meanwhile is either in this flush
     /// or written at once, never left behind in between. From then on each added value is

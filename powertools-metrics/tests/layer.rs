@@ -1090,3 +1090,70 @@ async fn review_a_nested_invocation_that_panics_in_call_counts_for_the_outer_lay
         );
     }
 }
+
+/// A value per batch record with the record's own dimension (its tenant), from records running
+/// at once: each in a valid document of its own with its tenant and the default dimensions, the
+/// invocation's document without a tenant (found by a user writing a function from the docs:
+/// `add_dimension` per record gave every metric of the invocation the last record's tenant, and
+/// Python's `single_metric` had no equivalent).
+#[tokio::test]
+async fn single_metrics_carry_their_own_dimensions_beside_the_invocation_s() {
+    let sink = CheckedSink::new();
+    let layer = builder(&sink)
+        .default_dimension("environment", "prod")
+        .build()
+        .unwrap();
+    invoke(&layer, |_| async {
+        let record = |tenant: &'static str| async move {
+            tokio::task::yield_now().await;
+            powertools_metrics::single_metric(
+                "OrderProcessed",
+                1.0,
+                Unit::Count,
+                [("tenant", tenant)],
+            )
+        };
+        let (first, second, third) = tokio::join!(record("acme"), record("globex"), record("acme"));
+        first?;
+        second?;
+        third?;
+        // A refused value writes nothing.
+        assert!(
+            powertools_metrics::single_metric(
+                "OrderProcessed",
+                f64::NAN,
+                Unit::Count,
+                [("tenant", "x")]
+            )
+            .is_err()
+        );
+        powertools_metrics::add_metric("BatchSize", 3.0, Unit::Count)?;
+        Ok(Value::Null)
+    })
+    .await
+    .unwrap();
+    let documents = valid_documents(&sink);
+    assert_eq!(documents.len(), 4, "{documents:#?}");
+    let mut tenants: Vec<&str> = documents[..3]
+        .iter()
+        .filter_map(|d| d["tenant"].as_str())
+        .collect();
+    tenants.sort_unstable();
+    assert_eq!(tenants, ["acme", "acme", "globex"]);
+    for single in &documents[..3] {
+        assert_eq!(single["environment"], "prod");
+        assert_eq!(single["service"], "orders");
+        assert_eq!(single["OrderProcessed"], 1.0);
+        assert_eq!(
+            single["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["environment", "tenant", "service"]])
+        );
+    }
+    assert!(documents[3].get("tenant").is_none(), "{}", documents[3]);
+    assert_eq!(documents[3]["BatchSize"], 3.0);
+    // Outside an invocation
+    assert!(matches!(
+        powertools_metrics::single_metric("X", 1.0, Unit::Count, []),
+        Err(Error::NoCurrentInvocation)
+    ));
+}
