@@ -11,7 +11,7 @@ pub enum Error {
     /// No namespace: set `POWERTOOLS_METRICS_NAMESPACE` or call
     /// [`namespace`](crate::MetricsLayerBuilder::namespace). Reported when the layer is built.
     #[error(
-        "no metrics namespace: set POWERTOOLS_METRICS_NAMESPACE (it is unset, empty or blank), or the namespace in code (the metrics builder's namespace(..), with the facade Powertools::builder().metrics(|metrics| metrics.namespace(..)))"
+        "no metrics namespace: set POWERTOOLS_METRICS_NAMESPACE (it is unset or empty), or the namespace in code (the metrics builder's namespace(..), with the facade Powertools::builder().metrics(|metrics| metrics.namespace(..)))"
     )]
     MissingNamespace,
     /// The namespace breaks CloudWatch's rules.
