@@ -521,7 +521,32 @@ impl<St: IdempotencyStore> Engine<St> {
                         Err(error) => return Err(store_error(error, "read the existing record")),
                     }
                 }
-                Err(error) => return Err(store_error(error, "save the in-progress record")),
+                Err(error) => {
+                    // No answer (a timeout, a connection cut once the request was out): the
+                    // claim may be stored, and would hold the key in progress until the deadline
+                    // though the handler never ran (found by an attack: retries got
+                    // `AlreadyInProgress` for the function's whole timeout). It is taken back,
+                    // only while it is this claim (its id). A refusal with the service's error
+                    // code stored nothing.
+                    // Bounded apart: a store that hung on the write likely hangs on this too,
+                    // and the caller has waited for the write already.
+                    if outcome_unknown(&error) {
+                        let taken_back = tokio::time::timeout(
+                            TAKE_BACK_TIMEOUT,
+                            self.release(&record, deadline),
+                        )
+                        .await;
+                        if !matches!(taken_back, Ok(Ok(()))) {
+                            tracing::warn!(
+                                key = %record.key,
+                                "The in-progress record may be stored though its write went \
+                                 unanswered, and taking it back failed too: duplicates get \
+                                 AlreadyInProgress until the invocation's deadline."
+                            );
+                        }
+                    }
+                    return Err(store_error(error, "save the in-progress record"));
+                }
             };
             key = record.key;
             self.validate(&existing, payload_hash.as_deref())?;
@@ -946,6 +971,24 @@ fn margin_for(call: StoreCall) -> Duration {
     match call {
         StoreCall::Update => COMPLETION_MARGIN,
         _ => DEADLINE_MARGIN,
+    }
+}
+
+/// The most a claim whose write went unanswered waits to be taken back.
+const TAKE_BACK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Whether a failed write may have been stored all the same: no answer came (the store timeout,
+/// a connection cut, an answer that did not read), as opposed to the service's refusal, which
+/// has an error code (a DynamoDB `ValidationException`, `AccessDeniedException`, throttling).
+/// A store of another kind cannot tell: its failure may have been stored.
+fn outcome_unknown(error: &StoreError) -> bool {
+    match error {
+        StoreError::Backend(source) => source
+            .downcast_ref::<crate::DynamoDbError>()
+            .is_none_or(|dynamodb| dynamodb.code().is_none()),
+        StoreError::ItemTooLarge { .. }
+        | StoreError::ClaimReplaced { .. }
+        | StoreError::InvalidRecord { .. } => false,
     }
 }
 

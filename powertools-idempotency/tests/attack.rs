@@ -2757,12 +2757,33 @@ async fn handler_panic_and_delete_failure() {
     );
 }
 
-/// The put lands but its answer is lost: Persistence; a duplicate is blocked until the
-/// deadline; the handler never ran.
+/// The put lands but its answer is lost: Persistence, the handler never ran, and the claim is
+/// taken back (only if it is this claim), so that a retry runs at once instead of getting
+/// `AlreadyInProgress` until the deadline (found by an attack on the examples: up to the
+/// function's timeout of 409s). When taking it back fails too, the duplicate is blocked until
+/// the deadline, as before.
 #[tokio::test]
 async fn put_answer_lost() {
     let store = FaultStore::new();
     store.set("put", Fault::LoseAnswer);
+    let idem = fault_idem(&store, Duration::from_millis(200));
+    let n = counter();
+    let result = idem
+        .run(&ctx(), "op", "k".to_owned(), counted!(n, 1u8))
+        .await;
+    assert_eq!(variant(&result), "IdempotencyPersistenceLayerError");
+    assert_eq!(store.inner.len(), 0, "the lost claim was taken back");
+    store.set("put", Fault::None);
+    let retry = idem
+        .run(&ctx(), "op", "k".to_owned(), counted!(n, 2u8))
+        .await;
+    assert_eq!(retry.unwrap(), 2);
+    assert_eq!(n.load(SeqCst), 1);
+
+    // Taking it back fails too: the claim holds the key until the deadline.
+    let store = FaultStore::new();
+    store.set("put", Fault::LoseAnswer);
+    store.set("delete", Fault::Fail);
     let idem = fault_idem(&store, Duration::from_millis(200));
     let n = counter();
     let result = idem

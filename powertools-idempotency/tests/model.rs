@@ -38,7 +38,8 @@
 //! 1. While a successful completion is recorded, the handler never runs again for that key.
 //! 2. Every replay returns exactly the first successful response (compared by `f64` bits).
 //! 3. After a handler error, or a panic whose claim was deleted, the next call runs again.
-//! 4. A store failure on the claim means the handler did not run (`Error::Persistence`).
+//! 4. A store failure on the claim means the handler did not run (`Error::Persistence`), and
+//!    the claim is taken back: one that landed before its reply was lost leaves no record.
 //! 5. A store failure on the completion gives `Error::NotCompleted`, after which duplicates get
 //!    `Error::AlreadyInProgress` (or, when the update landed before its reply was lost, the
 //!    stored response).
@@ -596,19 +597,15 @@ impl Model {
 
         let mut calls = vec![Primitive::PutInProgress];
         if let Some(fault) = fault_on(Primitive::PutInProgress) {
-            // Promise 4: the handler does not run. A claim that landed before its reply was
-            // lost leaves an in-progress record behind.
-            let next = match state {
-                KeyState::Absent if fault.applied => KeyState::Orphaned {
-                    in_progress_until: deadline_ms,
-                },
-                _ => state.clone(),
-            };
+            // Promise 4: the handler does not run. The claim, which may have landed before its
+            // reply was lost, is taken back (deleted only while it is this claim), so the key
+            // is as it was: a claim that landed leaves nothing behind.
+            calls.push(Primitive::Delete);
             let outcome = Outcome::Persistence {
                 operation: SAVE_CLAIM,
                 cause: fault.cause(),
             };
-            return not_run(outcome, calls, next);
+            return not_run(outcome, calls, state.clone());
         }
 
         match state {
