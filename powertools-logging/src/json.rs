@@ -112,12 +112,12 @@ impl Redactor {
 
     /// Whether `key`'s value is masked: `key` is a masked key in any spelling, or a dotted name
     /// (`tracing`'s nesting, OpenTelemetry's conventions: `db.password`,
-    /// `http.request.header.authorization`) whose last part is one.
+    /// `http.request.header.authorization`, `payment.card.number`) whose last parts are one.
     pub(crate) fn masks(&self, key: &str) -> bool {
         self.masks_whole(key)
             || key
-                .rsplit_once('.')
-                .is_some_and(|(_, last)| self.masks_whole(last))
+                .match_indices('.')
+                .any(|(dot, _)| self.masks_whole(&key[dot + 1..]))
     }
 
     /// Whether `key`, its dots read as separators, is a masked key in any spelling.
@@ -772,19 +772,79 @@ const MAX_ENCODED_DEPTH: usize = 4;
 /// When `text` is JSON (an API Gateway `body`, a queue message) holding a key that is masked,
 /// its text with those values masked; `None` when there is nothing to mask in it.
 pub(crate) fn masked_json_text(text: &str, redactor: &Redactor) -> Option<String> {
-    masked_json_text_at(text, redactor, 0, Strings::Data).or_else(|| masked_url(text, redactor))
+    masked_json_text_at(text, redactor, 0, Strings::Data).or_else(|| {
+        // JSON text is masked from its parsed form, where its strings' pairs are found: never
+        // as a whole, which would take the rest of the text for a pair's value.
+        let opens_as_json = matches!(text.trim_start().as_bytes().first(), Some(b'{' | b'['));
+        (!opens_as_json)
+            .then(|| masked_pairs(text, redactor))
+            .flatten()
+    })
 }
 
-/// When `text` holds a URL whose query string has a masked key (`…/cb?access_token=…&page=2`),
-/// its text with those values masked, as an event's `rawQueryString` is; `None` otherwise. The
-/// query is what follows the first `?`, up to a `#` or white space.
-fn masked_url(text: &str, redactor: &Redactor) -> Option<String> {
-    let (before, rest) = text.split_once('?')?;
-    let end = rest
-        .find(|c: char| c == '#' || c.is_whitespace())
-        .unwrap_or(rest.len());
-    let masked = masked_query(&rest[..end], redactor)?;
-    Some(format!("{before}?{masked}{}", &rest[end..]))
+/// `text` with the value of each `key=value` pair whose key is a masked key masked, wherever
+/// the pair is (a URL's query string or fragment, a form body, `a=1;b=2`); `None` when it has
+/// none. A pair begins at the start of the text or after white space, `?`, `&`, `#`, `;`, a
+/// quote, `,` or `(`; its key is compared decoded (`API%5FKEY`), the last `[…]` of a bracketed
+/// one (`user[password]`); its value ends at `&`, `#`, `;`, white space, a quote or `,`.
+fn masked_pairs(text: &str, redactor: &Redactor) -> Option<String> {
+    if redactor.keys.is_empty() || !text.contains('=') {
+        return None;
+    }
+    let is_key_char =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '%' | '[' | ']');
+    let begins_a_pair =
+        |c: char| c.is_whitespace() || matches!(c, '?' | '&' | '#' | ';' | '"' | '\'' | ',' | '(');
+    let ends_a_value =
+        |c: char| c.is_whitespace() || matches!(c, '&' | '#' | ';' | '"' | '\'' | ',');
+    let mut masked = String::with_capacity(text.len());
+    let mut written = 0;
+    for (equals, _) in text.match_indices('=') {
+        if equals < written {
+            continue;
+        }
+        let name_start = text[..equals]
+            .char_indices()
+            .rev()
+            .take_while(|(_, c)| is_key_char(*c))
+            .last()
+            .map_or(equals, |(at, _)| at);
+        let at_boundary = text[..name_start]
+            .chars()
+            .next_back()
+            .is_none_or(begins_a_pair);
+        let name = &text[name_start..equals];
+        if name.is_empty() || !at_boundary {
+            continue;
+        }
+        // `user[password]` names `password`; the name as sent may be percent-encoded.
+        let inner = name
+            .rsplit_once('[')
+            .and_then(|(_, rest)| rest.strip_suffix(']'))
+            .unwrap_or(name);
+        let decoded = form_urlencoded::parse(inner.as_bytes())
+            .next()
+            .map(|(decoded, _)| decoded.into_owned())
+            .unwrap_or_default();
+        if !redactor.masks(&decoded) {
+            continue;
+        }
+        let value_start = equals + 1;
+        let value_end = text[value_start..]
+            .find(ends_a_value)
+            .map_or(text.len(), |end| value_start + end);
+        if value_end == value_start {
+            continue;
+        }
+        masked.push_str(&text[written..value_start]);
+        masked.push_str(REDACTED);
+        written = value_end;
+    }
+    if written == 0 {
+        return None;
+    }
+    masked.push_str(&text[written..]);
+    Some(masked)
 }
 
 /// What the text values of opened JSON are.
@@ -904,10 +964,16 @@ fn mask_in_place(value: &mut Value, redactor: &Redactor, depth: usize, strings: 
             let masked = masked_json_text_at(text, redactor, depth + 1, strings).or_else(|| {
                 let opens_as_json =
                     matches!(text.trim_start().as_bytes().first(), Some(b'{' | b'['));
-                (strings == Strings::Prose && !opens_as_json)
-                    .then(|| clear_until(text, redactor))
-                    .flatten()
-                    .map(|end| format!("{}{REDACTED}", &text[..end]))
+                if opens_as_json {
+                    return None;
+                }
+                match strings {
+                    Strings::Prose => {
+                        clear_until(text, redactor).map(|end| format!("{}{REDACTED}", &text[..end]))
+                    }
+                    // A URL or a form in a value of JSON text: its pairs, as a field's.
+                    Strings::Data => masked_pairs(text, redactor),
+                }
             });
             match masked {
                 Some(masked) => {

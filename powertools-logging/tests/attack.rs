@@ -3251,3 +3251,83 @@ fn dotted_names_and_a_url_s_query_string_are_masked() {
         "https://api.example.com/cb?access_token=*****&page=2"
     );
 }
+
+/// A masked key's value in `key=value` pairs anywhere in a string value: a second URL, a `?` in
+/// prose before it, an OAuth fragment, `&amp;`, `user[password]=`, `;` as the separator, a URL
+/// inside JSON text (found by a review of the first URL masking, which saw only what followed the
+/// first `?`, and which replaced the rest of JSON text holding a URL with its masked value: the
+/// other keys were lost).
+#[test]
+fn key_value_pairs_anywhere_in_a_string_are_masked_and_json_text_stays_whole() {
+    let (logger, logs) = logger(Logger::builder());
+    run(&logger, async {
+        tracing::info!(
+            note = "retry? GET https://api.example.com/cb?access_token=S3CR3T-a",
+            "a"
+        );
+        tracing::info!(
+            note = "from https://a.example/?page=1 to https://b.example/?token=S3CR3T-b",
+            "b"
+        );
+        tracing::info!(
+            redirect = "https://app.example/cb#access_token=S3CR3T-c&token_type=bearer",
+            "c"
+        );
+        tracing::info!(
+            href = "https://api.example.com/cb?page=2&amp;access_token=S3CR3T-d",
+            "d"
+        );
+        tracing::info!(
+            url = "https://api.example.com/login?user[password]=S3CR3T-e",
+            "e"
+        );
+        tracing::info!(
+            body = r#"{"password":"p","callback":"https://x.example/?token=S3CR3T-f"}"#,
+            "f"
+        );
+        tracing::info!(
+            body = r#"{"a":"https://x.example/?page=1","b":"https://y.example/?token=S3CR3T-g"}"#,
+            "g"
+        );
+        tracing::info!(
+            url = "https://api.example.com/cb?page=2;token=S3CR3T-h",
+            "h"
+        );
+        tracing::info!(form = "user=ann&password=S3CR3T-i", "i");
+        let body = json!({"callback": "https://x.example/cb?token=S3CR3T-j", "order_id": "o-1", "amount": 5}).to_string();
+        tracing::info!(body = body.as_str(), "j");
+        // Pairs of other keys, and `=` in prose, are left as they are
+        tracing::info!(note = "page=2&sort=asc, 2+2=4, a == b", "k");
+    });
+    let lines = check_default(&logs);
+    assert_no_secret(&lines, "S3CR3T");
+    let json_text: Value = serde_json::from_str(lines[9]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(json_text["order_id"], "o-1");
+    assert_eq!(json_text["amount"], 5);
+    assert_eq!(json_text["callback"], "https://x.example/cb?token=*****");
+    assert_eq!(
+        lines[0]["note"],
+        "retry? GET https://api.example.com/cb?access_token=*****"
+    );
+    assert_eq!(lines[10]["note"], "page=2&sort=asc, 2+2=4, a == b");
+}
+
+/// A masked key split over the last parts of a dotted name, after a prefix
+/// (`payment.card.number`), is masked too (found by a review: only the whole name and its last
+/// part were compared).
+#[test]
+fn dotted_names_ending_in_a_masked_key_of_several_parts_are_masked() {
+    let (logger, logs) = logger(Logger::builder());
+    run(&logger, async {
+        tracing::info!(
+            payment.card.number = "S3CR3T-1",
+            user.api.key = "S3CR3T-2",
+            config.aws.secret.access.key = "S3CR3T-3",
+            card.number.hint = "last four",
+            "x"
+        );
+    });
+    let lines = check_default(&logs);
+    assert_no_secret(&lines, "S3CR3T");
+    assert_eq!(lines[0]["card.number.hint"], "last four");
+}
