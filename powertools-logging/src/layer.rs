@@ -233,17 +233,19 @@ where
         // a function's own layer): that layer writes its lines and its failure line; this one
         // adds the correlation id it finds. A second invocation here would drop the outer one's
         // keys and correlation id and write a second failure line.
-        if Scope::with_current(|scope| {
+        let outer = Scope::current().filter(|scope| {
             scope
                 .invocation
                 .as_ref()
                 .is_some_and(|invocation| invocation.is_for(&event.context.request_id))
-        }) == Some(true)
-        {
+        });
+        if let Some(outer) = outer {
             if let Some(id) = self.layer.correlation.correlation_id(&event.payload) {
-                Scope::with_current(|scope| scope.keys().correlation_id = Some(id));
+                outer.keys().correlation_id = Some(id);
             }
-            return Box::pin(self.inner.call(event));
+            // In the outer one's scope and span wherever it is polled (a task of its own, say).
+            let future = self.inner.call(event).instrument(tracing::Span::current());
+            return Box::pin(outer.run(future));
         }
         let shared = self.layer.logger.shared.clone();
         if !shared.checked_subscriber.load(Ordering::Relaxed)

@@ -1020,3 +1020,47 @@ async fn a_panic_with_an_error_or_another_payload_is_described() {
         "{lines:#?}"
     );
 }
+
+/// The inner layer's future, made in the outer one's invocation and polled in another task
+/// (`tokio::spawn(service.call(event))`), logs in that invocation (found by a review: its lines
+/// had no request id, where before the inner layer made an invocation of its own).
+#[tokio::test]
+async fn an_inner_logging_layer_s_future_polled_elsewhere_keeps_the_invocation() {
+    use lambda_runtime::tower::Service;
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).build().unwrap();
+    let dispatch = tracing::Dispatch::new(logger.subscriber());
+    let _guard = tracing::dispatcher::set_default(&dispatch);
+    let inner =
+        LoggingLayer::new(logger.clone()).layer(service_fn(|_: LambdaEvent<Value>| async {
+            tracing::info!("inner handler");
+            Ok::<Value, lambda_runtime::Error>(Value::Null)
+        }));
+    let outer =
+        LoggingLayer::new(logger.clone()).layer(service_fn(move |event: LambdaEvent<Value>| {
+            let mut inner = inner.clone();
+            let dispatch = dispatch.clone();
+            async move {
+                let future = inner.ready().await?.call(event);
+                tokio::spawn(tracing::instrument::WithSubscriber::with_subscriber(
+                    future, dispatch,
+                ))
+                .await
+                .unwrap()
+            }
+        }));
+    outer
+        .oneshot(
+            TestContext::new()
+                .with_request_id("req-spawn")
+                .event(json!({})),
+        )
+        .await
+        .unwrap();
+    let lines = logs.json();
+    let line = lines
+        .iter()
+        .find(|l| l["message"] == "inner handler")
+        .unwrap();
+    assert_eq!(line["function_request_id"], "req-spawn", "{line}");
+}
