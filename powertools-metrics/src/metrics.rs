@@ -1082,8 +1082,11 @@ impl Metrics {
     /// ```
     ///
     /// # Errors
-    /// As [`add_dimension`](Self::add_dimension) for each dimension and
-    /// [`add_metric`](Self::add_metric) for the value; nothing is written then.
+    /// As [`add_dimension`](Self::add_dimension) for each dimension, and
+    /// [`Error::InvalidDimension`] for a dimension `add_dimension` would keep as metadata (a
+    /// value that is not printable ASCII, or over 1024 characters) or skip (an empty name or
+    /// value): the dimension is the point of a single metric. As [`add_metric`](Self::add_metric)
+    /// for the value. Nothing is written then.
     pub fn single_metric<'a>(
         &self,
         name: &str,
@@ -1093,10 +1096,41 @@ impl Metrics {
     ) -> Result<(), Error> {
         let single = Metrics::new(Arc::clone(&self.shared.settings));
         for (dimension, dimension_value) in dimensions {
+            // The dimension is the point of a single metric: one CloudWatch would not take is
+            // refused, where `add_dimension` keeps it as metadata or skips it with a warning and
+            // the value would count for the series without it (found by a review).
+            match crate::validate::dimension(dimension, dimension_value)? {
+                crate::validate::DimensionCheck::Valid => {}
+                crate::validate::DimensionCheck::Skip => {
+                    return Err(Error::InvalidDimension {
+                        name: dimension.to_owned(),
+                        value: dimension_value.to_owned(),
+                        reason: "a single metric's dimension needs a name and a value",
+                    });
+                }
+                crate::validate::DimensionCheck::RefusedValue(reason) => {
+                    return Err(Error::InvalidDimension {
+                        name: dimension.to_owned(),
+                        value: dimension_value.to_owned(),
+                        reason,
+                    });
+                }
+            }
             single.add_dimension(dimension, dimension_value)?;
         }
         single.add_metric(name, value, unit)?;
-        single.flush()
+        single.flush()?;
+        // The invocation published a metric: not one without metrics at its end (found by a
+        // review: `raise_on_empty_metrics` failed an invocation of single metrics only).
+        if self.locked_here() {
+            self.defer(|metrics| {
+                metrics.note_nested_documents();
+                Ok(())
+            });
+        } else {
+            self.note_nested_documents();
+        }
+        Ok(())
     }
 
     /// The layer's last flush of an invocation: flushes, and marks the invocation ended before

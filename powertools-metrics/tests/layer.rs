@@ -1164,3 +1164,37 @@ async fn single_metrics_carry_their_own_dimensions_beside_the_invocation_s() {
         Err(Error::NoCurrentInvocation)
     ));
 }
+
+/// An invocation whose only metrics are single metrics published them: no `EmptyMetrics` error
+/// with `raise_on_empty_metrics`, no "no application metrics" warning (found by a review).
+#[tokio::test]
+async fn an_invocation_of_single_metrics_only_is_not_empty() {
+    let sink = CheckedSink::new();
+    let layer = builder(&sink).raise_on_empty_metrics(true).build().unwrap();
+    let result = invoke(&layer, |_| async {
+        for tenant in ["acme", "globex"] {
+            powertools_metrics::single_metric(
+                "OrderProcessed",
+                1.0,
+                Unit::Count,
+                [("tenant", tenant)],
+            )?;
+        }
+        Ok(Value::Null)
+    })
+    .await;
+    assert_eq!(valid_documents(&sink).len(), 2);
+    assert!(result.is_ok(), "{:?}", result.err());
+    // A dimension CloudWatch would not take is refused, not kept as metadata or skipped.
+    let metrics = builder(&sink).build().unwrap().new_metrics();
+    for (name, value) in [("tenant", "Zürich"), ("tenant", ""), ("", "acme")] {
+        assert!(
+            matches!(
+                metrics.single_metric("OrderProcessed", 1.0, Unit::Count, [(name, value)]),
+                Err(Error::InvalidDimension { .. })
+            ),
+            "{name:?}={value:?}"
+        );
+    }
+    assert_eq!(valid_documents(&sink).len(), 2, "nothing more written");
+}
