@@ -1202,7 +1202,7 @@ async fn another_source_s_event_given_to_the_sqs_processor_fails_naming_the_sour
 
 /// A body that does not read as the record's type names where it went wrong, as the facade's
 /// `InvalidEvent` does (found by a user writing a function from the docs: line and column only),
-/// never the value, nor a map key longer than 64 characters.
+/// never the value, nor a map key that does not read as a field's name (`<key>`).
 #[tokio::test]
 async fn a_body_that_does_not_read_names_the_path_where_it_went_wrong() {
     #[derive(Debug, serde::Deserialize)]
@@ -1223,6 +1223,8 @@ async fn a_body_that_does_not_read_names_the_path_where_it_went_wrong() {
         r#"{"order_id":"o-1","lines":[{"sku":"a","qty":1},{"sku":"b","qty":300}],"notes":{}}"#
             .to_owned(),
         format!(r#"{{"order_id":"o-1","lines":[],"notes":{{"{long_key}":"4111111111111111"}}}}"#),
+        // A map keyed by a card number (a review found it written whole in the path)
+        r#"{"order_id":"o-1","lines":[],"notes":{"4111111111111111":"x"}}"#.to_owned(),
     ];
     let records: Vec<serde_json::Value> = bodies
         .iter()
@@ -1259,7 +1261,7 @@ async fn a_body_that_does_not_read_names_the_path_where_it_went_wrong() {
     assert!(
         reasons
             .iter()
-            .any(|reason| reason.contains(&format!("at notes.{}…", "k".repeat(64)))),
+            .any(|reason| reason.contains("at notes.<key>:")),
         "{reasons:?}"
     );
     assert!(

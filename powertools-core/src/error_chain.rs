@@ -73,15 +73,21 @@ pub fn panic_description(payload: &(dyn std::any::Any + Send)) -> Option<String>
     if let Some(text) = panic_text(payload) {
         return Some(text.to_owned());
     }
-    if let Some(boxed) = payload.downcast_ref::<Box<dyn Error + Send + Sync>>() {
-        return Some(message_chain(boxed.as_ref()));
-    }
-    if let Some(boxed) = payload.downcast_ref::<Box<dyn Error + Send>>() {
-        return Some(message_chain(boxed.as_ref()));
-    }
-    payload
-        .downcast_ref::<std::io::Error>()
-        .map(|io| message_chain(io))
+    let error: &(dyn Error + 'static) =
+        if let Some(boxed) = payload.downcast_ref::<Box<dyn Error + Send + Sync>>() {
+            boxed.as_ref()
+        } else if let Some(boxed) = payload.downcast_ref::<Box<dyn Error + Send>>() {
+            boxed.as_ref()
+        } else {
+            payload.downcast_ref::<std::io::Error>()?
+        };
+    // The error's own `Display` runs here, where a layer describes a panic it caught before it
+    // cleans up (the idempotency layer frees its claim after): one that panics must not stop
+    // that (found by a review: the claim stayed in progress).
+    Some(
+        crate::failure::catch_quiet_panic(|| message_chain(error))
+            .unwrap_or_else(|_| "an error whose Display panicked".to_owned()),
+    )
 }
 
 /// What a panic whose payload [`panic_description`] cannot read is described as.
@@ -98,8 +104,8 @@ pub fn display_text(value: &dyn fmt::Display) -> String {
 }
 
 /// The error's message, then each source's, joined by `": "` (`charge failed: timed out`); when
-/// none has a message, its `Debug`, cut (`the error has no message (its Debug: Declined { code:
-/// 402 })`). A
+/// none has a message, its type, read off its `Debug` (`the error has no message (its type:
+/// Declined)`). A
 /// source with an empty message, or one the chain already holds as a part of its own (a
 /// `Display` that prints its source: `connect failed: refused`, `failed (refused)`), is left
 /// out; a message that is only a word of the chain's (`lock` in `timed out waiting for lock`)
@@ -116,24 +122,44 @@ pub fn message_chain(error: &(dyn Error + 'static)) -> String {
         }
     }
     if chain.trim().is_empty() {
-        // Nothing to read: its `Debug` names the type and what it holds (`Declined { code:
-        // 402 }`), where `""` named nothing.
-        // Not `format!`, which panics when a `Debug` returns `Err`.
-        let mut debug = String::new();
-        if write!(debug, "{error:?}").is_err() {
-            debug.push_str("<formatting failed>");
-        }
-        let mut shown: String = debug.chars().take(MAX_DEBUG_CHARS).collect();
-        if shown.len() < debug.len() {
-            shown.push('…');
-        }
-        return format!("the error has no message (its Debug: {shown})");
+        // Nothing to read: its type says what it is (`Declined`), where `""` said nothing. Not
+        // its whole `Debug`, which holds what its `Display` held back (a card number in a
+        // field: found by a review), and is written only as far as the type's name.
+        let mut debug = BoundedText::default();
+        let _ = write!(debug, "{error:?}");
+        return match crate::failure::error_type_name(error, &debug.text) {
+            Some(name) => format!("the error has no message (its type: {name})"),
+            None => "the error has no message".to_owned(),
+        };
     }
     chain
 }
 
-/// The most characters of an error's `Debug` that [`message_chain`] shows for an error without a
-/// message.
+/// Text written up to [`MAX_DEBUG_CHARS`] bytes, then refused (`Err`), so that a `Debug` of
+/// megabytes stops there.
+#[derive(Default)]
+struct BoundedText {
+    text: String,
+}
+
+impl fmt::Write for BoundedText {
+    fn write_str(&mut self, part: &str) -> fmt::Result {
+        let room = MAX_DEBUG_CHARS.saturating_sub(self.text.len());
+        if part.len() <= room {
+            self.text.push_str(part);
+            return Ok(());
+        }
+        let mut end = room;
+        while !part.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.text.push_str(&part[..end]);
+        Err(fmt::Error)
+    }
+}
+
+/// The most bytes of an error's `Debug` that [`message_chain`] reads for the type of an error
+/// without a message.
 const MAX_DEBUG_CHARS: usize = 256;
 
 /// Whether `chain` holds `message` as a part of its own: all of it, or where a part begins and
@@ -435,17 +461,31 @@ mod tests {
         impl Error for Declined {}
         assert_eq!(
             message_chain(&Declined { code: 402 }),
-            "the error has no message (its Debug: Declined { code: 402 })"
+            "the error has no message (its type: Declined)"
         );
         assert_eq!(
             message_chain(&std::io::Error::other(" ")),
-            r#"the error has no message (its Debug: Custom { kind: Other, error: " " })"#
+            "the error has no message (its type: std::io::Error)"
         );
-        // A long `Debug` is cut
-        let long = std::io::Error::other(format!("{}\n", " ".repeat(10_000)));
-        let described = message_chain(&long);
-        assert!(described.len() < 400, "{described}");
-        assert!(described.ends_with("…)"), "{described}");
+        // Not the values its `Debug` holds (a review found a card number written so)
+        #[derive(Debug)]
+        struct Card {
+            #[allow(dead_code)]
+            number: String,
+        }
+        impl fmt::Display for Card {
+            fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+                Ok(())
+            }
+        }
+        impl Error for Card {}
+        let card = Card {
+            number: "4111111111111111".repeat(100_000),
+        };
+        assert_eq!(
+            message_chain(&card),
+            "the error has no message (its type: Card)"
+        );
     }
 
     /// An error with a message and a source of its own.

@@ -158,15 +158,30 @@ use std::fmt::Write as _;
 
 use serde_path_to_error::{Path, Segment};
 
-/// The longest map key or variant name written into a path; longer ones are cut (a key comes from
-/// the input, and a hostile one can be megabytes).
+/// The longest map key or variant name written into a path; a longer one is `<key>` (a key comes
+/// from the input, and a hostile one can be megabytes).
 pub const MAX_SEGMENT_CHARS: usize = 64;
 /// The longest path written; a longer one keeps its end, where the input went wrong.
 pub const MAX_PATH_BYTES: usize = 256;
 
-/// `path` as `serde_path_to_error` writes it (`Records[0].body`), each map key and variant cut
-/// at [`MAX_SEGMENT_CHARS`], the whole at [`MAX_PATH_BYTES`] from its end, where a segment
-/// begins; empty at the root. Without its last key when `without_last_key`.
+/// Whether `key` reads as a field's name (`order_id`, `x-request-id`), which a path may show.
+fn reads_as_a_name(key: &str) -> bool {
+    key.len() <= MAX_SEGMENT_CHARS
+        && key
+            .bytes()
+            .next()
+            .is_some_and(|first| first.is_ascii_alphabetic() || first == b'_')
+        && key
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-')
+}
+
+/// `path` as `serde_path_to_error` writes it (`Records[0].body`), the whole cut at
+/// [`MAX_PATH_BYTES`] from its end, where a segment begins; empty at the root. Without its last
+/// key when `without_last_key`. A key or variant is written when it reads as a field's name (up
+/// to [`MAX_SEGMENT_CHARS`] ASCII letters, digits, `_` and `-`, not starting with a digit or
+/// `-`), else as `<key>`: a map's keys are data (a card number, an e-mail address, a token, which
+/// a review found written so), and serde's path does not tell them from a struct's fields.
 pub fn shown_path(path: &Path, without_last_key: bool) -> String {
     let mut segments: Vec<&Segment> = path.iter().collect();
     if without_last_key && matches!(segments.last(), Some(Segment::Map { .. })) {
@@ -182,12 +197,10 @@ pub fn shown_path(path: &Path, without_last_key: bool) -> String {
                 if !out.is_empty() {
                     out.push('.');
                 }
-                match key.char_indices().nth(MAX_SEGMENT_CHARS) {
-                    Some((cut, _)) => {
-                        out.push_str(&key[..cut]);
-                        out.push('…');
-                    }
-                    None => out.push_str(key),
+                if reads_as_a_name(key) {
+                    out.push_str(key);
+                } else {
+                    out.push_str("<key>");
                 }
             }
             Segment::Unknown => {

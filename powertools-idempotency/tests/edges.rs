@@ -709,3 +709,45 @@ async fn disabled_idempotency_is_warned_about_once_at_the_first_invocation_of_ea
         "{warnings:?}"
     );
 }
+
+/// A handler that panics with an error whose `Display` panics too: the claim is still freed and
+/// the panic reported as `HandlerPanicked`, not a second panic out of `run` leaving the key in
+/// progress until the deadline (found by a review: describing the payload ran its `Display`
+/// before the claim was freed).
+#[tokio::test]
+async fn a_panic_payload_whose_display_panics_still_frees_the_claim() {
+    #[derive(Debug)]
+    struct Exploding;
+    impl std::fmt::Display for Exploding {
+        fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            panic!("Display of the payload exploded")
+        }
+    }
+    impl std::error::Error for Exploding {}
+    let store = InMemoryStore::new();
+    let idempotency = idempotency(&store);
+    let context = TestContext::new()
+        .with_remaining_time(Duration::from_secs(3600))
+        .build();
+    let outcome = AssertUnwindSafe(idempotency.run(&context, "op", 1, |_| async {
+        if true {
+            let payload: Box<dyn std::error::Error + Send + Sync> = Box::new(Exploding);
+            std::panic::panic_any(payload);
+        }
+        Ok::<u8, String>(1)
+    }))
+    .catch_unwind()
+    .await
+    .expect("no second panic out of run");
+    match outcome {
+        Err(Error::HandlerPanicked { message }) => {
+            assert_eq!(message, "an error whose Display panicked");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.len(), 0, "the claim was freed");
+    let again = idempotency
+        .run(&context, "op", 1, |_| async { Ok::<u8, String>(2) })
+        .await;
+    assert_eq!(again.unwrap(), 2);
+}

@@ -58,9 +58,10 @@ impl<'de, A: Deserialize<'de>> Deserialize<'de> for EventOf<A> {
 /// 33`), but not the value found: serde's own messages quote it, and an event sent by a direct
 /// invoke can carry anything.
 /// Map keys in the path (a `HashMap`'s keys, not a struct's field names) and enum variant names
-/// (which a `#[serde(other)]` variant takes from the event) are written as the event spells them,
-/// cut at 64 characters, the path at 256 bytes (its end kept); an unknown field's name is left
-/// out. A message of a `Deserialize` implementation's own (`de::Error::custom`:
+/// (which a `#[serde(other)]` variant takes from the event) are written as the event spells them
+/// when they read as a field's name (up to 64 ASCII letters, digits, `_` and `-`, not starting
+/// with a digit), else as `<key>` (a card number, an e-mail address); the path is cut at 256
+/// bytes (its end kept); an unknown field's name is left out. A message of a `Deserialize` implementation's own (`de::Error::custom`:
 /// chrono's, uuid's, some of `aws_lambda_events`') is left out too, since it may quote the
 /// value: the path and serde_json's position say where.
 #[derive(Debug)]
@@ -553,16 +554,13 @@ mod tests {
     }
 
     #[test]
-    fn keys_from_the_event_are_cut_and_a_long_path_keeps_its_end() {
+    fn keys_from_the_event_are_left_out_and_a_long_path_keeps_its_end() {
         let key = format!("{}ZZKEY", "k".repeat(100));
         let body = format!(
             r#"{{"id":"o-1","paid":true,"quantity":1,"kind":"cake","tags":{{"{key}":"{SECRET}"}}}}"#
         );
         let message = read_as_the_runtime_does::<Order>(body.as_bytes()).failed();
-        assert!(
-            message.contains(&format!("at tags.{}…: invalid type", "k".repeat(64))),
-            "{message}"
-        );
+        assert!(message.contains("at tags.<key>: invalid type"), "{message}");
         assert!(
             !message.contains("ZZKEY") && !message.contains("4111"),
             "{message}"
@@ -587,10 +585,7 @@ mod tests {
             path.len() <= powertools_core::serde_message::MAX_PATH_BYTES + '…'.len_utf8(),
             "{message}"
         );
-        assert!(
-            path.ends_with(&format!("00{}", "n".repeat(58))),
-            "{message}"
-        );
+        assert!(path.ends_with("<key>.<key>"), "{message}");
         assert!(!message.contains("4111"), "{message}");
     }
 

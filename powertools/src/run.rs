@@ -25,8 +25,9 @@ use serde::{Deserialize, Serialize};
 /// `the event does not read as aws_lambda_events::event::sqs::SqsEvent at Records[0].body:
 /// invalid type (the value is left out), expected a string at line 1 column 33`. One `ERROR`
 /// line says the same, with the invocation's request id (and only that: the logging layer never saw the invocation). Map keys
-/// in the path (a `HashMap`'s, not a struct's field names) come from the event and are written,
-/// cut at 64 characters; an unknown field's name is not. A message of a `Deserialize`
+/// in the path (a `HashMap`'s, not a struct's field names) come from the event and are written
+/// when they read as a field's name (up to 64 ASCII letters, digits, `_` and `-`), else as
+/// `<key>`; an unknown field's name is not. A message of a `Deserialize`
 /// implementation's own (`de::Error::custom`: chrono's, uuid's) is left out, since it may quote
 /// the value. A `Deserialize` implementation that panics fails the invocation the same way,
 /// where `lambda_runtime` alone would stop the function's process; its message is not printed
@@ -45,8 +46,8 @@ use serde::{Deserialize, Serialize};
 /// box's Rust type. A response that does not serialize (a map whose keys are not strings) fails
 /// its invocation with `Runtime.MarshalError`, as Lambda's own runtimes report it, where
 /// `lambda_runtime` alone would stop the function's process. Its message names where in the
-/// response it failed (map keys as an invalid event's path writes them: cut at 64 characters,
-/// so a map keyed by what must not be logged should not be a response) and serde_json's own
+/// response it failed (map keys as an invalid event's path writes them: a key that does not
+/// read as a field's name is `<key>`) and serde_json's own
 /// reason, never a `Serialize` implementation's own message (it may quote the value). `run` finds it after the layers returned: its failure line
 /// carries the invocation's request id but not its appended keys, and its buffer of debug
 /// lines (`LoggerBuilder::buffer`) is not written for it; with the tracer on, the span is in
