@@ -175,9 +175,12 @@ impl<'de> Deserialize<'de> for RepeatedNames {
 /// The payment field `name` spells in any case, with `_`, `-` or no separators between its
 /// words (`Amount_Cents`, `amountCents`), if it spells one.
 fn payment_field_spelled(name: &str) -> Option<&'static str> {
+    // Folded as Go's `strings.EqualFold` folds (Unicode's simple case folding): the long s `ſ`
+    // and the Kelvin sign are `s` and `k` to it (found by a review: `amount_centſ` passed).
     let letters = |text: &str| -> String {
         text.chars()
             .filter(|c| *c != '_' && *c != '-')
+            .flat_map(char::to_uppercase)
             .flat_map(char::to_lowercase)
             .collect()
     };
@@ -1101,6 +1104,9 @@ mod tests {
             "AMOUNT_CENTS",
             "amountCents",
             "amount-cents",
+            // Go folds the long s as `s` (a review found it passed)
+            "amount_centſ",
+            "AMOUNT_CENTſ",
         ] {
             let text = format!(
                 r#"{{"payment_id": "pay-1", "order_id": "ord-1", "customer_id": "cust-1",
