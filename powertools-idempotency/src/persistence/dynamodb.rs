@@ -560,16 +560,41 @@ fn answer_without_code(raw: &HttpResponse, endpoint: &str) -> String {
         raw.status()
     );
     if let Some(content_type) = raw.headers().get("content-type") {
-        let _ = write!(text, " ({})", excerpt(content_type, MAX_CONTENT_TYPE_CHARS));
+        let _ = write!(
+            text,
+            " (content-type {:?})",
+            excerpt(content_type, MAX_CONTENT_TYPE_CHARS)
+        );
     }
     let body = String::from_utf8_lossy(raw.body().bytes().unwrap_or_default());
+    // A block page may echo the request, its signature and session token with it: what follows
+    // the first mention of one is left out (found by a review).
+    let folded = body.to_ascii_lowercase();
+    let clear = ECHOED_CREDENTIALS
+        .iter()
+        .filter_map(|marker| folded.find(marker))
+        .min()
+        .map_or(&body[..], |at| &body[..at]);
     if body.trim().is_empty() {
         text.push_str(", with an empty body");
     } else {
-        let _ = write!(text, ": {:?}", excerpt(&body, MAX_BODY_CHARS));
+        let mut shown = excerpt(clear, MAX_BODY_CHARS);
+        if clear.len() < body.len() && !shown.ends_with('…') {
+            shown.push('…');
+        }
+        let _ = write!(text, ": {shown:?}");
     }
     text
 }
+
+/// What begins a credential an answer may echo from its request, lowercase.
+const ECHOED_CREDENTIALS: &[&str] = &[
+    "authorization",
+    "credential=",
+    "signature=",
+    "x-amz-security-token",
+    "x-amz-signature",
+];
 
 /// The most characters of an answer's body an error shows.
 const MAX_BODY_CHARS: usize = 160;
@@ -579,22 +604,25 @@ const MAX_CONTENT_TYPE_CHARS: usize = 64;
 
 /// `text` with its runs of white space as one space, cut to `max` characters and `…`.
 fn excerpt(text: &str, max: usize) -> String {
-    let mut words = text.split_whitespace();
+    let mut words = text.split_whitespace().peekable();
     let mut shown = String::new();
     let mut chars = 0;
     if let Some(first) = words.next() {
         shown.push_str(first);
         chars += first.chars().count();
     }
-    for word in words {
+    while let Some(word) = words.peek() {
         if chars >= max {
             break;
         }
         shown.push(' ');
         shown.push_str(word);
         chars += 1 + word.chars().count();
+        words.next();
     }
-    if chars > max {
+    // Cut: longer than `max`, or words left (a review found an excerpt of exactly `max`
+    // characters with more after it unmarked).
+    if chars > max || words.peek().is_some() {
         shown = shown.chars().take(max).collect();
         shown.push('…');
     }
@@ -1109,7 +1137,7 @@ mod tests {
         assert_eq!(
             answer(429, Some("text/plain"), "Rate exceeded"),
             "DynamoDB PutItem on table orders failed: HTTP 429 without an error code, from \
-             127.0.0.1:8000 (text/plain): \"Rate exceeded\""
+             127.0.0.1:8000 (content-type \"text/plain\"): \"Rate exceeded\""
         );
         assert_eq!(
             answer(403, None, ""),
@@ -1124,12 +1152,56 @@ mod tests {
         assert!(
             shown.starts_with(
                 "DynamoDB PutItem on table orders failed: HTTP 502 without an error code, from \
-                 127.0.0.1:8000 (text/html): \"<html> <head><title>502 Bad Gateway</title></head>"
+                 127.0.0.1:8000 (content-type \"text/html\"): \"<html> <head><title>502 Bad Gateway</title></head>"
             ),
             "{shown}"
         );
         assert!(shown.len() < 400, "{shown}");
         assert!(shown.ends_with("…\""), "{shown}");
+    }
+
+    /// The excerpt says when it was cut, leaves out what follows a credential the answer echoes
+    /// (an egress proxy's block page quoting the request's `Authorization` or session token),
+    /// and quotes the content type (found by a review).
+    #[test]
+    fn an_answer_s_excerpt_is_marked_when_cut_and_leaves_out_echoed_credentials() {
+        let answer = |status: u16, content_type: Option<&str>, body: &str| {
+            let mut response = HttpResponse::new(
+                status.try_into().expect("a valid status"),
+                body.to_owned().into(),
+            );
+            if let Some(content_type) = content_type {
+                response
+                    .headers_mut()
+                    .insert("content-type", content_type.to_owned());
+            }
+            let unparsed =
+                PutItemError::generic(aws_sdk_dynamodb::error::ErrorMetadata::builder().build());
+            described(SdkError::service_error(unparsed, response)).to_string()
+        };
+        let shown = answer(
+            502,
+            Some("text/plain"),
+            &format!("{} and the rest of the page", "x".repeat(160)),
+        );
+        assert!(shown.ends_with("…\""), "{shown}");
+        let shown = answer(
+            403,
+            Some("text/plain"),
+            "Blocked by egress proxy. Authorization: AWS4-HMAC-SHA256 \
+             Credential=AKIAIOSFODNN7EXAMPLE/20261205/eu-west-1/dynamodb/aws4_request, \
+             x-amz-security-token: IQoJb3JpZ2luX2Vj",
+        );
+        assert!(shown.contains("Blocked by egress proxy."), "{shown}");
+        assert!(
+            !shown.contains("AKIAIOSFODNN7EXAMPLE") && !shown.contains("IQoJb3JpZ2luX2Vj"),
+            "{shown}"
+        );
+        let shown = answer(403, Some(r#"text/plain): "no error" (x"#), "");
+        assert!(
+            shown.contains(r#"(content-type "text/plain): \"no error\" (x")"#),
+            "{shown}"
+        );
     }
 
     #[test]
