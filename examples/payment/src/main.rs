@@ -893,7 +893,9 @@ mod tests {
         let (step, provider, logs, powertools, sink) = fixture_with_metrics(store.clone());
         let _guard = tracing::subscriber::set_default(powertools.subscriber());
         let request = json(sample(include_str!("../events/payment.json")));
-        let short = || TestContext::new().with_remaining_time(Duration::from_millis(200));
+        // Long enough for the charge on a loaded machine (at 200 ms a busy CI run reached the
+        // deadline inside the charge once, before its "charged" line).
+        let short = || TestContext::new().with_remaining_time(Duration::from_millis(1_000));
         let error = step
             .clone()
             .oneshot(short().event(request.clone()))
@@ -906,7 +908,7 @@ mod tests {
 
         // When the workflow retries after the record's in-progress deadline (the retry runs the
         // handler again, as the library documents)
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
         let receipt = step
             .oneshot(TestContext::new().event(request))
             .await
