@@ -89,6 +89,9 @@ pub(crate) struct Redactor {
     /// The first bytes of the keys, one bit per byte value's low six bits: a key whose first
     /// letter has no bit is no masked key, which most of a line's keys are told by one test.
     first_bytes: u64,
+    /// The longest masked key, in bytes as compared (`awssecretaccesskey`): a dotted name's
+    /// trailing parts are compared only up to a few times this long.
+    longest: usize,
 }
 
 impl Redactor {
@@ -103,10 +106,12 @@ impl Redactor {
             .iter()
             .filter_map(|key| key.bytes().next())
             .fold(0, |bits, byte| bits | first_byte_bit(byte));
+        let longest = keys.iter().map(String::len).max().unwrap_or(0);
         Redactor {
             keys,
             spelled,
             first_bytes,
+            longest,
         }
     }
 
@@ -115,9 +120,20 @@ impl Redactor {
     /// `http.request.header.authorization`, `payment.card.number`) whose last parts are one.
     pub(crate) fn masks(&self, key: &str) -> bool {
         self.masks_whole(key)
-            || key
-                .match_indices('.')
-                .any(|(dot, _)| self.masks_whole(&key[dot + 1..]))
+            || self
+                .trailing_parts(key)
+                .any(|parts| self.masks_whole(parts))
+    }
+
+    /// The trailing parts of a dotted name that could spell a masked key (`card.number` of
+    /// `payment.card.number`): after each dot, from the last, while no longer than twice the
+    /// longest masked key and its separators. A name of thousands of dots (an attacker's JSON
+    /// key) is not compared suffix by suffix in full (found by a review: 100 KB took 23 s).
+    fn trailing_parts<'k>(&self, key: &'k str) -> impl Iterator<Item = &'k str> {
+        let bound = 2 * self.longest + 8;
+        key.rmatch_indices('.')
+            .map(move |(dot, _)| &key[dot + 1..])
+            .take_while(move |parts| parts.len() <= bound)
     }
 
     /// Whether `key`, its dots read as separators, is a masked key in any spelling.
@@ -1552,6 +1568,18 @@ mod tests {
         for key in ["password.hint", "db.name", "token.count", "db.", "."] {
             assert!(!redactor.masks(key), "{key}");
         }
+    }
+
+    /// A dotted name's trailing parts are compared only while they could spell a masked key:
+    /// a name of 50,000 dots is not compared 50,000 times (found by a review: quadratic).
+    #[test]
+    fn only_short_trailing_parts_of_a_dotted_name_are_compared() {
+        let redactor = Redactor::new(DEFAULT_REDACTED_KEYS);
+        let long = format!("{}password", "p.".repeat(50_000));
+        assert!(redactor.trailing_parts(&long).count() <= redactor.longest + 8);
+        assert!(redactor.masks(&long));
+        assert!(redactor.masks("config.aws.secret.access.key"));
+        assert!(!redactor.masks(&format!("{}é", "p.".repeat(50_000))));
     }
 
     /// A URL in a field keeps its query string's masked values out, as an event's
