@@ -799,68 +799,143 @@ pub(crate) fn masked_json_text(text: &str, redactor: &Redactor) -> Option<String
 }
 
 /// `text` with the value of each `key=value` pair whose key is a masked key masked, wherever
-/// the pair is (a URL's query string or fragment, a form body, `a=1;b=2`); `None` when it has
-/// none. A pair begins at the start of the text or after white space, `?`, `&`, `#`, `;`, a
-/// quote, `,` or `(`; its key is compared decoded (`API%5FKEY`), the last `[…]` of a bracketed
-/// one (`user[password]`); its value ends at `&`, `#`, `;`, white space, a quote or `,`.
+/// the pair is (a URL's query string or fragment, a form, `a=1;b=2`); `None` when it has none.
+/// A pair begins at the start of the text or after white space or one of ``?&#;"',(<>|:/[{``;
+/// white space may stand around its `=`. Its key is compared percent-decoded, a bracketed one by
+/// its last named brackets (`user[password]`, `user%5Bpassword%5D`; `password[]` and
+/// `password[0]` by the name before them). Its value ends at `&`, `#`, `;`, white space, a quote
+/// or `,`; a header's (`authorization`, `cookie`) runs to `&`, a quote or the end of the line, as
+/// it holds spaces and `;`. A value of another key that is itself percent-encoded pairs (a URL in
+/// a `next=` parameter) is masked whole when one of those is a masked key's.
 fn masked_pairs(text: &str, redactor: &Redactor) -> Option<String> {
+    masked_pairs_at(text, redactor, 0)
+}
+
+/// Whether `c` may be part of a pair's key.
+fn is_pair_key_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '%' | '[' | ']' | '+')
+}
+
+/// Whether a pair may begin after `c`.
+fn begins_a_pair(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '?' | '&'
+                | '#'
+                | ';'
+                | '"'
+                | '\''
+                | ','
+                | '('
+                | '<'
+                | '>'
+                | '|'
+                | ':'
+                | '/'
+                | '['
+                | '{'
+        )
+}
+
+/// Whether `c` ends a pair's value.
+fn ends_a_value(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '&' | '#' | ';' | '"' | '\'' | ',')
+}
+
+/// [`masked_pairs`], `depth` levels of percent-encoding down.
+fn masked_pairs_at(text: &str, redactor: &Redactor, depth: usize) -> Option<String> {
     if redactor.keys.is_empty() || !text.contains('=') {
         return None;
     }
-    let is_key_char =
-        |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '%' | '[' | ']');
-    let begins_a_pair =
-        |c: char| c.is_whitespace() || matches!(c, '?' | '&' | '#' | ';' | '"' | '\'' | ',' | '(');
-    let ends_a_value =
-        |c: char| c.is_whitespace() || matches!(c, '&' | '#' | ';' | '"' | '\'' | ',');
     let mut masked = String::with_capacity(text.len());
     let mut written = 0;
     for (equals, _) in text.match_indices('=') {
         if equals < written {
             continue;
         }
-        let name_start = text[..equals]
+        // The key, before any spaces in front of the `=`.
+        let name_end = text[..equals].trim_end_matches([' ', '\t']).len();
+        let name_start = text[..name_end]
             .char_indices()
             .rev()
-            .take_while(|(_, c)| is_key_char(*c))
+            .take_while(|(_, c)| is_pair_key_char(*c))
             .last()
-            .map_or(equals, |(at, _)| at);
+            .map_or(name_end, |(at, _)| at);
         let at_boundary = text[..name_start]
             .chars()
             .next_back()
             .is_none_or(begins_a_pair);
-        let name = &text[name_start..equals];
-        if name.is_empty() || !at_boundary {
+        if name_start == name_end || !at_boundary {
             continue;
         }
-        // `user[password]` names `password`; the name as sent may be percent-encoded.
-        let inner = name
-            .rsplit_once('[')
-            .and_then(|(_, rest)| rest.strip_suffix(']'))
-            .unwrap_or(name);
-        let decoded = form_urlencoded::parse(inner.as_bytes())
-            .next()
-            .map(|(decoded, _)| decoded.into_owned())
-            .unwrap_or_default();
-        if !redactor.masks(&decoded) {
-            continue;
-        }
-        let value_start = equals + 1;
-        let value_end = text[value_start..]
-            .find(ends_a_value)
-            .map_or(text.len(), |end| value_start + end);
-        if value_end == value_start {
+        let decoded = percent_decoded(&text[name_start..name_end]);
+        let key = pair_key(&decoded);
+        let after = &text[equals + 1..];
+        let value_start = equals + 1 + (after.len() - after.trim_start_matches([' ', '\t']).len());
+        let rest = &text[value_start..];
+        let value_len = if redactor.masks(key) {
+            let header = matches!(
+                normalize(key).as_str(),
+                "authorization" | "proxyauthorization" | "cookie" | "setcookie" | "cookies"
+            );
+            if header {
+                rest.find(['&', '"', '\'', '\n', '\r'])
+                    .unwrap_or(rest.len())
+            } else {
+                rest.find(ends_a_value).unwrap_or(rest.len())
+            }
+        } else {
+            // Another key's value: masked whole when it is percent-encoded pairs holding one.
+            // Read up to the next `=` too, which percent-encoded pairs hold as `%3D`: each
+            // stretch of the text is read once (`a=a=a=…` stays linear).
+            let plain_len = rest
+                .find(|c: char| ends_a_value(c) || c == '=')
+                .unwrap_or(rest.len());
+            let value = &rest[..plain_len];
+            let encoded_pairs = depth < MAX_ENCODED_DEPTH
+                && (value.contains("%3D") || value.contains("%3d"))
+                && masked_pairs_at(&percent_decoded(value), redactor, depth + 1).is_some();
+            if !encoded_pairs {
+                continue;
+            }
+            plain_len
+        };
+        if value_len == 0 {
             continue;
         }
         masked.push_str(&text[written..value_start]);
         masked.push_str(REDACTED);
-        written = value_end;
+        written = value_start + value_len;
     }
     if written == 0 {
         return None;
     }
     masked.push_str(&text[written..]);
     Some(masked)
+}
+
+/// `text` percent-decoded as a form decodes it (`+` as a space), invalid UTF-8 replaced.
+fn percent_decoded(text: &str) -> String {
+    form_urlencoded::parse(text.as_bytes())
+        .next()
+        .map(|(decoded, _)| decoded.into_owned())
+        .unwrap_or_default()
+}
+
+/// The key a form's field name stands for: the last named brackets (`user[password]` is
+/// `password`), after leaving out empty and numeric ones (`password[]`, `password[0]`).
+fn pair_key(name: &str) -> &str {
+    let mut base = name;
+    while let Some(open) = base.strip_suffix(']').and_then(|inside| inside.rfind('[')) {
+        let inner = &base[open + 1..base.len() - 1];
+        if inner.is_empty() || inner.bytes().all(|byte| byte.is_ascii_digit()) {
+            base = &base[..open];
+        } else {
+            return inner;
+        }
+    }
+    base
 }
 
 /// What the text values of opened JSON are.

@@ -3331,3 +3331,41 @@ fn dotted_names_ending_in_a_masked_key_of_several_parts_are_masked() {
     assert_no_secret(&lines, "S3CR3T");
     assert_eq!(lines[0]["card.number.hint"], "last four");
 }
+
+/// Forms of `key=value` pairs a second review found written in clear: array and indexed keys,
+/// percent-encoded brackets, spaces around `=`, other characters before the key, a URL encoded in
+/// a parameter, and header values holding spaces or `;` (`authorization=Bearer …`,
+/// `cookie=lang=en; session=…`).
+#[test]
+fn more_forms_of_pairs_are_masked() {
+    let (logger, logs) = logger(Logger::builder());
+    let cases = [
+        "https://x.example/?password[]=S3CR3T-1",
+        "?password[0]=S3CR3T-2",
+        "user%5Bpassword%5D=S3CR3T-3&x=1",
+        "password = S3CR3T-4",
+        "<password=S3CR3T-5>",
+        "a|password=S3CR3T-6",
+        "db:password=S3CR3T-7",
+        "next=https%3A%2F%2Fx.example%2Fcb%3Ftoken%3DS3CR3T-8",
+        "authorization=Bearer S3CR3T-9",
+        "cookie=lang=en; session=S3CR3T-10",
+    ];
+    run(&logger, async {
+        for case in cases {
+            tracing::info!(note = case, "m");
+        }
+        // Still clear: pairs of other keys
+        tracing::info!(
+            note = "next=https%3A%2F%2Fx.example%2Fcb%3Fpage%3D2",
+            "clear"
+        );
+    });
+    let lines = check_default(&logs);
+    assert_no_secret(&lines, "S3CR3T");
+    assert_eq!(
+        lines[cases.len()]["note"],
+        "next=https%3A%2F%2Fx.example%2Fcb%3Fpage%3D2"
+    );
+    assert_eq!(lines[0]["note"], "https://x.example/?password[]=*****");
+}
