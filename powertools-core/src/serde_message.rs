@@ -161,12 +161,18 @@ use serde_path_to_error::{Path, Segment};
 /// The longest map key or variant name written into a path; a longer one is `<key>` (a key comes
 /// from the input, and a hostile one can be megabytes).
 pub const MAX_SEGMENT_CHARS: usize = 64;
+/// The longest key with digits that a path shows (`address2`); a longer one is `<key>`.
+const MAX_NAME_WITH_DIGITS: usize = 12;
 /// The longest path written; a longer one keeps its end, where the input went wrong.
 pub const MAX_PATH_BYTES: usize = 256;
 
-/// Whether `key` reads as a field's name (`order_id`, `x-request-id`), which a path may show.
+/// Whether `key` reads as a field's name (`order_id`, `x-request-id`, `line2`), which a path may
+/// show: not a token's shape, long with digits among its letters (`sk_live_4eC39Hq…`,
+/// `AKIAIOSFODNN7EXAMPLE`: a review found them written).
 fn reads_as_a_name(key: &str) -> bool {
+    let digits = key.bytes().any(|byte| byte.is_ascii_digit());
     key.len() <= MAX_SEGMENT_CHARS
+        && (!digits || key.len() <= MAX_NAME_WITH_DIGITS)
         && key
             .bytes()
             .next()
@@ -227,6 +233,37 @@ pub fn shown_path(path: &Path, without_last_key: bool) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    /// Map keys shaped like tokens are left out of a path; field names stay (found by a review:
+    /// `api_keys.sk_live_4eC39HqLyjWDarjtT1zdp7dc.limit` was written).
+    #[test]
+    fn a_path_shows_field_names_and_leaves_out_token_shaped_keys() {
+        type Keys = std::collections::HashMap<
+            String,
+            std::collections::HashMap<String, std::collections::HashMap<String, u32>>,
+        >;
+        let shown = |text: &str| {
+            let deserializer = &mut serde_json::Deserializer::from_str(text);
+            let error = serde_path_to_error::deserialize::<_, Keys>(deserializer).unwrap_err();
+            shown_path(error.path(), false)
+        };
+        assert_eq!(
+            shown(r#"{"api_keys":{"sk_live_4eC39HqLyjWDarjtT1zdp7dc":{"limit":"x"}}}"#),
+            "api_keys.<key>.limit"
+        );
+        assert_eq!(
+            shown(r#"{"keys":{"AKIAIOSFODNN7EXAMPLE":{"line2":"x"}}}"#),
+            "keys.<key>.line2"
+        );
+        assert_eq!(
+            shown(r#"{"tags":{"x-request-id":{"limit":"x"}}}"#),
+            "tags.x-request-id.limit"
+        );
+        assert_eq!(
+            shown(r#"{"cards":{"4111111111111111":{"a":"x"}}}"#),
+            "cards.<key>.a"
+        );
+    }
     use super::*;
 
     #[test]

@@ -176,12 +176,21 @@ impl<'de> Deserialize<'de> for RepeatedNames {
 /// words (`Amount_Cents`, `amountCents`), if it spells one.
 fn payment_field_spelled(name: &str) -> Option<&'static str> {
     // Folded as Go's `strings.EqualFold` folds (Unicode's simple case folding): the long s `ſ`
-    // and the Kelvin sign are `s` and `k` to it (found by a review: `amount_centſ` passed).
+    // and the Kelvin sign are `s` and `k` to it (found by a review: `amount_centſ` passed), but
+    // not the dotless `ı`, nor a ligature whose capital is two letters (`ﬆ`: a second review).
+    let fold = |c: char| -> char {
+        let mut upper = c.to_uppercase();
+        match (upper.next(), upper.next()) {
+            (Some(single), None) if !matches!(c, 'ı' | 'İ') => {
+                single.to_lowercase().next().unwrap_or(c)
+            }
+            _ => c,
+        }
+    };
     let letters = |text: &str| -> String {
         text.chars()
             .filter(|c| *c != '_' && *c != '-')
-            .flat_map(char::to_uppercase)
-            .flat_map(char::to_lowercase)
+            .map(fold)
             .collect()
     };
     let name = letters(name);
@@ -1125,6 +1134,10 @@ mod tests {
             assert_eq!(diagnostic.error_type, "InvalidPaymentRequest", "{spelling}");
         }
         assert!(provider.charged.lock().unwrap().is_empty());
+        // Go does not fold the dotless ı or a ligature into a field's letters: no refusal.
+        assert_eq!(payment_field_spelled("payment_ıd"), None);
+        assert_eq!(payment_field_spelled("cuﬆomer_id"), None);
+        assert_eq!(payment_field_spelled("amount_centſ"), Some("amount_cents"));
         // Names that are no payment field's, in any spelling, are no refusal.
         let text = r#"{"payment_id": "pay-2", "order_id": "ord-2", "customer_id": "cust-2",
             "currency": "EUR", "amount_cents": 1250, "Note": 1, "note": 2}"#;
