@@ -1115,25 +1115,28 @@ mod tests {
         assert_eq!(error.code(), None);
     }
 
+    /// How an answer of `status` without DynamoDB's error code, with `content_type` and `body`,
+    /// is described.
+    fn answer(status: u16, content_type: Option<&str>, body: &str) -> String {
+        let mut response = HttpResponse::new(
+            status.try_into().expect("a valid status"),
+            body.to_owned().into(),
+        );
+        if let Some(content_type) = content_type {
+            response
+                .headers_mut()
+                .insert("content-type", content_type.to_owned());
+        }
+        let unparsed =
+            PutItemError::generic(aws_sdk_dynamodb::error::ErrorMetadata::builder().build());
+        described(SdkError::service_error(unparsed, response)).to_string()
+    }
+
     /// A proxy's, a gateway's or a firewall's answer is not DynamoDB's JSON: what it said, not
     /// the SDK's JSON parser's complaint about it (found by an attack: `Rate exceeded` was
     /// `Error at offset 0: unexpected token 'R'`, an empty body `Error`).
     #[test]
     fn an_answer_that_is_not_dynamodb_s_json_is_shown_as_it_came() {
-        let answer = |status: u16, content_type: Option<&str>, body: &str| {
-            let mut response = HttpResponse::new(
-                status.try_into().expect("a valid status"),
-                body.to_owned().into(),
-            );
-            if let Some(content_type) = content_type {
-                response
-                    .headers_mut()
-                    .insert("content-type", content_type.to_owned());
-            }
-            let unparsed =
-                PutItemError::generic(aws_sdk_dynamodb::error::ErrorMetadata::builder().build());
-            described(SdkError::service_error(unparsed, response)).to_string()
-        };
         assert_eq!(
             answer(429, Some("text/plain"), "Rate exceeded"),
             "DynamoDB PutItem on table orders failed: HTTP 429 without an error code, from \
@@ -1165,20 +1168,6 @@ mod tests {
     /// and quotes the content type (found by a review).
     #[test]
     fn an_answer_s_excerpt_is_marked_when_cut_and_leaves_out_echoed_credentials() {
-        let answer = |status: u16, content_type: Option<&str>, body: &str| {
-            let mut response = HttpResponse::new(
-                status.try_into().expect("a valid status"),
-                body.to_owned().into(),
-            );
-            if let Some(content_type) = content_type {
-                response
-                    .headers_mut()
-                    .insert("content-type", content_type.to_owned());
-            }
-            let unparsed =
-                PutItemError::generic(aws_sdk_dynamodb::error::ErrorMetadata::builder().build());
-            described(SdkError::service_error(unparsed, response)).to_string()
-        };
         let shown = answer(
             502,
             Some("text/plain"),
