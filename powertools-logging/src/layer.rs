@@ -312,10 +312,13 @@ where
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => scope.in_scope(|| {
                     span.in_scope(|| {
-                        match failure::caught_panic(failure::describe_error(
-                            error,
-                            error_hook.as_ref(),
-                        )) {
+                        // The error's own `Display` and `Debug` run here: one that panics is
+                        // described as such, not a panic of the layer's.
+                        let described = powertools_core::failure::catch_quiet_panic(|| {
+                            failure::describe_error(error, error_hook.as_ref())
+                        })
+                        .unwrap_or_else(|_| failure::undescribable::<S::Error>());
+                        match failure::caught_panic(described) {
                             Err(failure) => log_error(&failure),
                             // A panic a layer inside caught: with its location and stack
                             // trace, and said to be a panic as one this layer caught is, so

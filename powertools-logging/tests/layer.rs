@@ -1064,3 +1064,43 @@ async fn an_inner_logging_layer_s_future_polled_elsewhere_keeps_the_invocation()
         .unwrap();
     assert_eq!(line["function_request_id"], "req-spawn", "{line}");
 }
+
+/// A handler's error whose `Display` panics: the layer describes it without panicking, writes
+/// one failure line, and hands the error on (noticed in a review: the description ran the
+/// error's `Display` unguarded, and the invocation panicked in the layer instead).
+#[tokio::test]
+async fn an_error_whose_display_panics_is_still_a_failure_line() {
+    #[derive(Debug)]
+    struct Exploding;
+    impl std::fmt::Display for Exploding {
+        fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            panic!("Display exploded")
+        }
+    }
+    impl std::error::Error for Exploding {}
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).build().unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    let outcome =
+        std::panic::AssertUnwindSafe(invoke(&logger, TestContext::new(), json!({}), |_| async {
+            Err::<Value, lambda_runtime::Error>(Box::new(Exploding))
+        }))
+        .catch_unwind()
+        .await
+        .expect("no panic out of the layer");
+    assert!(outcome.is_err());
+    let lines = logs.json();
+    let failures: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["message"] == "Invocation failed")
+        .collect();
+    assert_eq!(failures.len(), 1, "{lines:#?}");
+    assert!(
+        failures[0]["exception"]
+            .as_str()
+            .unwrap()
+            .contains("panicked"),
+        "{}",
+        failures[0]
+    );
+}

@@ -602,7 +602,12 @@ fn record_outcome<R: Serialize + 'static, E: fmt::Debug + 'static>(
             }
         }
         Err(error) if inner.capture_error => {
-            let mut exception = exception::describe(error, recording.error_hook);
+            // The error's own `Display` and `Debug` run here: one that panics is described as
+            // such, not a panic of the layer's.
+            let mut exception = powertools_core::failure::catch_quiet_panic(|| {
+                exception::describe(error, recording.error_hook)
+            })
+            .unwrap_or_else(|_| exception::undescribable::<E>());
             // A huge error message would push the segment past X-Ray's 64 KB limit, as a huge
             // response would.
             truncate_to_captured(&mut exception.message);

@@ -1416,6 +1416,28 @@ async fn an_error_whose_display_fails_never_panics_the_layer() {
     assert!(is_error(&span));
 }
 
+/// An error whose `Display` and `Debug` panic (not merely fail): the span is still an error,
+/// its exception names the error's type and says the description panicked, and the layer
+/// hands the error on rather than panicking itself (found in a review).
+#[tokio::test]
+async fn an_error_whose_display_panics_never_panics_the_layer() {
+    struct Exploding;
+    impl fmt::Debug for Exploding {
+        fn fmt(&self, _f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            panic!("Debug exploded")
+        }
+    }
+    let task = tokio::spawn(failing(Exploding, true));
+    let (span, result) = task
+        .await
+        .expect("the layer must not panic on a panicking Debug");
+    assert!(result.is_err());
+    assert!(is_error(&span));
+    let (kind, message) = exception(&span).expect("exception event");
+    assert!(kind.ends_with("::Exploding"), "{kind}");
+    assert!(message.contains("panicked"), "{message}");
+}
+
 #[tokio::test]
 async fn capture_error_false_keeps_the_error_status_but_records_no_error() {
     let (span, _) = failing::<lambda_runtime::Error>("secret card 4111".into(), false).await;
