@@ -357,6 +357,23 @@ impl std::fmt::Debug for ErrorDescriptions {
     }
 }
 
+/// What is said of an error whose `Display` or `Debug` panicked while a layer described it.
+pub const UNDESCRIBABLE: &str = "the error's Display or Debug panicked";
+
+/// The path of type `E` without its generic arguments (`alloc::boxed::Box`), which names an
+/// error whose `Display` or `Debug` panicked: the failure line, the span and Lambda's error
+/// response all call it so.
+///
+/// ```
+/// use powertools_core::failure::type_path;
+///
+/// assert_eq!(type_path::<Vec<u8>>(), "alloc::vec::Vec");
+/// ```
+pub fn type_path<E: ?Sized>() -> &'static str {
+    let path = std::any::type_name::<E>();
+    path.split_once('<').map_or(path, |(path, _)| path)
+}
+
 /// The type or variant name a derived `Debug` text begins with (`OrderRejected { order: 7 }`
 /// gives `OrderRejected`, `Declined("card")` gives `Declined`); `None` for a text that is not
 /// one (a quoted string, an OS error's message).

@@ -122,13 +122,8 @@ pub(crate) fn describe_error<E: fmt::Debug + 'static>(
 /// An error of type `E` whose description panicked (its `Display` or `Debug`): named by its
 /// type, and said so.
 pub(crate) fn undescribable<E>() -> Failure {
-    let path = type_name::<E>();
-    Failure::new(
-        path.split_once('<')
-            .map_or(path, |(path, _)| path)
-            .to_owned(),
-        "the error's Display or Debug panicked".to_owned(),
-    )
+    use powertools_core::failure::{UNDESCRIBABLE, type_path};
+    Failure::new(type_path::<E>().to_owned(), UNDESCRIBABLE.to_owned())
 }
 
 /// Describes an error recorded as a `tracing` field (`error = &err as &dyn Error`).

@@ -92,14 +92,10 @@ fn from_diagnostic(diagnostic: Diagnostic) -> Exception {
 /// An error of type `E` whose description panicked (its `Display` or `Debug`): named by its
 /// type, and said so.
 pub(crate) fn undescribable<E>() -> Exception {
-    let path = std::any::type_name::<E>();
+    use powertools_core::failure::{UNDESCRIBABLE, type_path};
     Exception {
-        kind: Cow::Owned(
-            path.split_once('<')
-                .map_or(path, |(path, _)| path)
-                .to_owned(),
-        ),
-        message: "the error's Display or Debug panicked".to_owned(),
+        kind: Cow::Borrowed(type_path::<E>()),
+        message: UNDESCRIBABLE.to_owned(),
     }
 }
 

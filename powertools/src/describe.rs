@@ -94,6 +94,17 @@ fn text_diagnostic(text: &str) -> Diagnostic {
 /// by its Rust type (`&alloc::boxed::Box<dyn core::error::Error + Send + Sync>`, which
 /// `lambda_runtime` reports); any other error as it converts itself.
 pub(crate) fn lambda_diagnostic<E: Into<Diagnostic> + 'static>(error: E) -> Diagnostic {
+    // The error's own `Display` and `Debug` run here, in the runtime's loop: one that panics is
+    // reported as such (as the failure line and the span report it), not a panic of the runtime.
+    use powertools_core::failure::{UNDESCRIBABLE, catch_quiet_panic, type_path};
+    catch_quiet_panic(|| described_for_lambda(error)).unwrap_or_else(|_| Diagnostic {
+        error_type: type_path::<E>().to_owned(),
+        error_message: UNDESCRIBABLE.to_owned(),
+    })
+}
+
+/// [`lambda_diagnostic`], unguarded.
+fn described_for_lambda<E: Into<Diagnostic> + 'static>(error: E) -> Diagnostic {
     let any: &dyn Any = &error;
     #[cfg(feature = "metrics")]
     let any = handler_under_the_stack(any).unwrap_or(any);

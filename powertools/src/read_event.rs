@@ -405,6 +405,31 @@ mod tests {
         }
     }
 
+    /// A handler's error whose `Display` panics: what Lambda is told names its type and says
+    /// its description panicked, where the runtime panicked while it converted the error (found
+    /// in a review; the logging and tracing layers already described it as such).
+    #[test]
+    fn an_error_whose_display_panics_is_still_reported_to_lambda() {
+        #[derive(Debug)]
+        struct Exploding;
+        impl std::fmt::Display for Exploding {
+            fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                panic!("Display exploded")
+            }
+        }
+        impl std::error::Error for Exploding {}
+        let error: ReadEventError<lambda_runtime::Error> =
+            ReadEventError::Handler(Box::new(Exploding));
+        let diagnostic =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Diagnostic::from(error)))
+                .expect("the conversion must not panic");
+        assert!(
+            diagnostic.error_message.contains("panicked"),
+            "{diagnostic:?}"
+        );
+        assert!(!diagnostic.error_type.is_empty(), "{diagnostic:?}");
+    }
+
     /// The event is read with panics quiet, so that a `Deserialize` that panics with the
     /// event's value in its message does not print it on stderr through the panic hook (the
     /// error leaves the message out; found by an attack through the emulator).
