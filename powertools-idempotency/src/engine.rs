@@ -533,7 +533,7 @@ impl<St: IdempotencyStore> Engine<St> {
                     if outcome_unknown(&error) {
                         let taken_back = tokio::time::timeout(
                             TAKE_BACK_TIMEOUT,
-                            self.release(&record, deadline),
+                            self.take_back(&record, now, deadline),
                         )
                         .await;
                         if !matches!(taken_back, Ok(Ok(()))) {
@@ -660,6 +660,70 @@ impl<St: IdempotencyStore> Engine<St> {
     }
 
     /// Deletes the claim of a failed handler, from the local cache and the store.
+    /// Takes back `claim`, whose write (sent at `sent_at`) went unanswered: it may have landed,
+    /// or may still land later (a slow network, an SDK retry in flight when the bound ran out).
+    /// A delete alone finds nothing of a write still on its way, which then holds the key in
+    /// progress until the deadline though the handler never ran (found by an attack). So a fence
+    /// is written first: a record whose in-progress deadline is the moment the claim was sent,
+    /// which the late write's condition (evaluated with that moment) cannot replace, and any
+    /// later claim can. A claim of this invocation's found there is deleted, and the fence
+    /// written after it (a second copy of the write may be on its way too).
+    async fn take_back(
+        &self,
+        claim: &DataRecord,
+        sent_at: SystemTime,
+        deadline: Deadline,
+    ) -> Result<(), StoreError> {
+        let (_, sent_ms) = epoch(sent_at);
+        let fence = DataRecord {
+            key: claim.key.clone(),
+            status: Status::InProgress,
+            // As long as the claim would have held the key: a late write compares its expiry
+            // with the moment it was sent too.
+            expiry_timestamp: claim.expiry_timestamp,
+            in_progress_expiry_timestamp: Some(sent_ms),
+            response_data: None,
+            payload_hash: None,
+            claim_id: Some(new_claim_id()),
+        };
+        for _ in 0..FENCE_ATTEMPTS {
+            let now = SystemTime::now();
+            let put = self.store.put_in_progress(&fence, now);
+            let written = match self.bounded(deadline, StoreCall::PutInProgress, put).await {
+                Ok(written) => written,
+                // The store refused or lost the fence too (a store that loses every write's
+                // answer): the claim, if it landed, is deleted as far as a delete can.
+                Err(_) => return self.release(claim, deadline).await,
+            };
+            match written {
+                PutOutcome::Stored => {
+                    self.uncache(&claim.key);
+                    // A claim made in the millisecond the claim was sent would not replace the
+                    // fence (its condition is strict): the caller's retry comes after that
+                    // millisecond. Yielding, not a timer, which a paused clock (tests) would
+                    // skip; bounded in real time, for a clock set back meanwhile.
+                    let waiting = std::time::Instant::now();
+                    while epoch(SystemTime::now()).1 <= sent_ms
+                        && waiting.elapsed() < Duration::from_millis(2)
+                    {
+                        tokio::task::yield_now().await;
+                    }
+                    return Ok(());
+                }
+                PutOutcome::Exists(Some(existing)) if existing.is_written_by(claim) => {
+                    self.release(claim, deadline).await?;
+                }
+                // Another invocation's live claim or completed record: the late write's
+                // condition cannot replace it either.
+                PutOutcome::Exists(Some(_)) => return Ok(()),
+                // A store that does not say what holds the key: delete it only if it is this
+                // claim.
+                PutOutcome::Exists(None) => return self.release(claim, deadline).await,
+            }
+        }
+        Ok(())
+    }
+
     async fn release(&self, claim: &DataRecord, deadline: Deadline) -> Result<(), StoreError> {
         self.uncache(&claim.key);
         self.bounded(deadline, StoreCall::Delete, self.store.delete(claim))
@@ -976,6 +1040,10 @@ fn margin_for(call: StoreCall) -> Duration {
 
 /// The most a claim whose write went unanswered waits to be taken back.
 const TAKE_BACK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How many times taking a claim back writes its fence, deleting a copy of the claim found in
+/// its place each time before the last.
+const FENCE_ATTEMPTS: usize = 3;
 
 /// Whether a failed write may have been stored all the same: no answer came (the store timeout,
 /// a connection cut, an answer that did not read), as opposed to the service's refusal, which

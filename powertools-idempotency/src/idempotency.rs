@@ -271,7 +271,7 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
     /// time left than that fails at once; the completion after the handler succeeded, 10 ms, as
     /// failing it means the handler runs again), so a hung store fails the invocation with a typed
     /// error before Lambda stops it, however many store calls it makes (the records of a
-    /// batch); a deadline that can't be trusted (missing, more than a second past, more than 15
+    /// batch); a deadline that can't be trusted (missing, more than a second past, more than 90
     /// minutes ahead) bounds nothing. Applies to any store, including a
     /// [`DynamoDbStore`](crate::DynamoDbStore) on a client you configured yourself.
     /// [`build`](Self::build) refuses less than a millisecond.

@@ -139,6 +139,9 @@ enum Fault {
     /// put: writes the record, its answer is lost, and the client's retry sends it again (what
     /// the AWS SDK does): the retry finds the record the first write left.
     AnswerLostThenRetried,
+    /// put: never answers, and writes the record this many milliseconds later (a write the
+    /// store applies after the caller gave up on it).
+    LandsLate(u64),
     /// put: reports `Exists(None)` without writing.
     ExistsNone,
     /// put: reports `Exists(Some(expired record))` without writing.
@@ -157,6 +160,8 @@ enum Fault {
 struct FaultStore {
     inner: InMemoryStore,
     faults: Arc<Mutex<HashMap<&'static str, Fault>>>,
+    /// Faults for the next call of an operation only, before those of `faults`.
+    next_faults: Arc<Mutex<HashMap<&'static str, Fault>>>,
     calls: Arc<Mutex<Vec<String>>>,
 }
 
@@ -165,14 +170,21 @@ impl FaultStore {
         Self {
             inner: InMemoryStore::new(),
             faults: Arc::default(),
+            next_faults: Arc::default(),
             calls: Arc::default(),
         }
+    }
+    fn set_next(&self, op: &'static str, fault: Fault) {
+        self.next_faults.lock().unwrap().insert(op, fault);
     }
     fn set(&self, op: &'static str, fault: Fault) {
         self.faults.lock().unwrap().insert(op, fault);
     }
     fn fault(&self, op: &'static str) -> Fault {
         self.calls.lock().unwrap().push(op.to_owned());
+        if let Some(fault) = self.next_faults.lock().unwrap().remove(op) {
+            return fault;
+        }
         *self.faults.lock().unwrap().get(op).unwrap_or(&Fault::None)
     }
     fn calls(&self) -> Vec<String> {
@@ -230,6 +242,14 @@ impl IdempotencyStore for FaultStore {
             Fault::AnswerLostThenRetried => {
                 let _ = self.inner.put_in_progress(record, now).await;
                 self.inner.put_in_progress(record, now).await
+            }
+            Fault::LandsLate(ms) => {
+                let (inner, record) = (self.inner.clone(), record.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    let _ = inner.put_in_progress(&record, now).await;
+                });
+                std::future::pending().await
             }
             Fault::ExistsNone => Ok(PutOutcome::Exists(None)),
             Fault::ExistsExpired => Ok(PutOutcome::Exists(Some(
@@ -2419,7 +2439,9 @@ async fn store_call_bounded_by_remaining_time() {
 #[tokio::test]
 async fn a_store_call_that_blocks_in_its_first_poll_counts_that_time() {
     let store = FaultStore::new();
-    store.set("put", Fault::BlockThenHang(1000));
+    // The claim's put only: the take-back's own put (the fence) would block its thread for as
+    // long again, which no timeout can cut short.
+    store.set_next("put", Fault::BlockThenHang(1000));
     let idem = fault_idem(&store, Duration::from_millis(500));
     let (result, elapsed) = timed_run(&idem, &Context::default()).await;
     assert_eq!(variant(&result), "IdempotencyPersistenceLayerError");
@@ -2762,6 +2784,36 @@ async fn handler_panic_and_delete_failure() {
 /// `AlreadyInProgress` until the deadline (found by an attack on the examples: up to the
 /// function's timeout of 409s). When taking it back fails too, the duplicate is blocked until
 /// the deadline, as before.
+/// A claim the store applies only after the caller gave up on it: taking it back found nothing
+/// to delete, and the write landed a moment later, holding the key in progress until the
+/// deadline though the handler never ran (found by an attack through the fault proxy). The
+/// take-back leaves a fence the late write cannot replace, and a retry runs, once.
+#[tokio::test]
+async fn a_claim_that_lands_after_it_was_taken_back_never_holds_the_key() {
+    let store = FaultStore::new();
+    store.set_next("put", Fault::LandsLate(400));
+    let idem = fault_idem(&store, Duration::from_millis(100));
+    let n = counter();
+    let context = TestContext::new()
+        .with_remaining_time(Duration::from_secs(60))
+        .build();
+    let result = idem
+        .run(&context, "op", "k".to_owned(), counted!(n, 1u8))
+        .await;
+    assert_eq!(variant(&result), "IdempotencyPersistenceLayerError");
+    // The late write has landed (or been refused) by now.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let retry = idem
+        .run(&context, "op", "k".to_owned(), counted!(n, 2u8))
+        .await;
+    assert_eq!(retry.map_err(|error| error.to_string()), Ok(2));
+    let duplicate = idem
+        .run(&context, "op", "k".to_owned(), counted!(n, 3u8))
+        .await;
+    assert_eq!(duplicate.map_err(|error| error.to_string()), Ok(2));
+    assert_eq!(n.load(SeqCst), 1, "ran once");
+}
+
 #[tokio::test]
 async fn put_answer_lost() {
     let store = FaultStore::new();

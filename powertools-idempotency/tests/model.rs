@@ -39,7 +39,8 @@
 //! 2. Every replay returns exactly the first successful response (compared by `f64` bits).
 //! 3. After a handler error, or a panic whose claim was deleted, the next call runs again.
 //! 4. A store failure on the claim means the handler did not run (`Error::Persistence`), and
-//!    the claim is taken back: one that landed before its reply was lost leaves no record.
+//!    the claim is taken back: one that landed before its reply was lost leaves no record (a
+//!    fence that any later claim replaces, counted as none).
 //! 5. A store failure on the completion gives `Error::NotCompleted`, after which duplicates get
 //!    `Error::AlreadyInProgress` (or, when the update landed before its reply was lost, the
 //!    stored response).
@@ -598,9 +599,20 @@ impl Model {
         let mut calls = vec![Primitive::PutInProgress];
         if let Some(fault) = fault_on(Primitive::PutInProgress) {
             // Promise 4: the handler does not run. The claim, which may have landed before its
-            // reply was lost, is taken back (deleted only while it is this claim), so the key
-            // is as it was: a claim that landed leaves nothing behind.
-            calls.push(Primitive::Delete);
+            // reply was lost (or may land later), is taken back: a fence is written in its
+            // place (a record any later claim replaces, which the model counts as absent), and
+            // the claim, found there when it landed, is deleted (only while it is this claim)
+            // and fenced after, so the key is as it was: a claim that landed leaves nothing
+            // behind. A store that hides the record it found gets the delete instead.
+            calls.push(Primitive::PutInProgress);
+            let absent = matches!(state, KeyState::Absent);
+            let landed = fault.applied && absent;
+            if landed || self.store_hides_existing && !absent {
+                calls.push(Primitive::Delete);
+            }
+            if landed && !self.store_hides_existing {
+                calls.push(Primitive::PutInProgress);
+            }
             let outcome = Outcome::Persistence {
                 operation: SAVE_CLAIM,
                 cause: fault.cause(),
@@ -729,6 +741,20 @@ impl Model {
             })?;
             let matches = match (state, &record) {
                 (KeyState::Absent, None) => true,
+                // A taken-back claim's fence: in progress, already past its deadline, so that any
+                // claim replaces it.
+                (KeyState::Absent, Some(record)) => {
+                    let now_ms = SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |since| {
+                            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+                        });
+                    record.status == Status::InProgress
+                        && record.response_data.is_none()
+                        && record
+                            .in_progress_expiry_timestamp
+                            .is_some_and(|deadline| deadline < now_ms)
+                }
                 (KeyState::Orphaned { in_progress_until }, Some(record)) => {
                     record.status == Status::InProgress
                         && record.in_progress_expiry_timestamp == Some(*in_progress_until)

@@ -499,6 +499,56 @@ async fn a_lost_claim_answer_is_taken_back_and_a_retry_charges_once() {
     assert_eq!(faulty.executions(), 1, "charged once");
 }
 
+/// A claim write DynamoDB applies only after the caller gave up on it (a slow network; an SDK
+/// retry still in flight when the bound ran out): taking it back found nothing to delete yet,
+/// and the write landed a moment later, holding the key `INPROGRESS` until the deadline though
+/// the handler never ran, with no warning (found by an attack: the retry got
+/// `AlreadyInProgress`). The take-back leaves a fence the late write cannot replace.
+#[tokio::test]
+async fn a_claim_write_that_lands_after_it_was_taken_back_never_holds_the_key() {
+    let Some(faulty) = faulty().await else {
+        return;
+    };
+    let idempotency = Idempotency::builder(
+        DynamoDbStore::new(faulty.proxy.client().await, &faulty.table).expect("valid store"),
+    )
+    .store_timeout(Duration::from_millis(300))
+    .build()
+    .expect("valid settings");
+    const LATE: Duration = Duration::from_millis(1500);
+    faulty.proxy.set(
+        json!({"action": "delay", "ms": LATE.as_millis() as u64, "target": "PutItem", "times": 1}),
+    );
+    let runs = AtomicUsize::new(0);
+    let charge = |charge: u8| {
+        let runs = &runs;
+        let context = TestContext::new().with_remaining_time(INVOCATION).build();
+        let idempotency = idempotency.clone();
+        async move {
+            idempotency
+                .run(&context, "charge", "pay-late-claim", |_| async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, std::io::Error>(charge)
+                })
+                .await
+        }
+    };
+    let sent = Instant::now();
+    let first = charge(1).await;
+    assert!(matches!(first, Err(Error::Persistence { .. })), "{first:?}");
+    // The late write has reached moto (the proxy holds it 1.5 s, then sends it on).
+    tokio::time::sleep((LATE + Duration::from_millis(1500)).saturating_sub(sent.elapsed())).await;
+    let retry = charge(2).await.map_err(|error| error.to_string());
+    assert_eq!(retry, Ok(2), "the retry ran");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        charge(3).await.ok(),
+        Some(2),
+        "a duplicate replays the retry"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "charged once");
+}
+
 #[tokio::test]
 async fn a_slow_store_still_works() {
     let Some(faulty) = faulty().await else {

@@ -370,7 +370,8 @@ impl DynamoDbStoreBuilder {
     /// # Errors
     /// [`Error::Config`] for an empty table or attribute name, a sort key equal to the partition
     /// key, two attributes with the same name, a sort key without a static partition value when
-    /// `AWS_LAMBDA_FUNCTION_NAME` is not set, or a malformed `AWS_LAMBDA_FUNCTION_NAME`.
+    /// `AWS_LAMBDA_FUNCTION_NAME` is not set, an empty static partition value, or a malformed
+    /// `AWS_LAMBDA_FUNCTION_NAME`.
     pub fn build(self) -> Result<DynamoDbStore, Error> {
         if self.table_name.trim().is_empty() {
             return Err(Error::Config("the table name is empty".into()));
@@ -402,6 +403,13 @@ impl DynamoDbStoreBuilder {
             }
         }
         let static_pk_value = match (&self.sort_key_attr, self.static_pk_value) {
+            // DynamoDB refuses an empty string as a key's value: every call would fail.
+            (Some(_), Some(value)) if value.is_empty() => {
+                return Err(Error::Config(
+                    "static_pk_value is empty: DynamoDB refuses an empty string as a key's value"
+                        .into(),
+                ));
+            }
             (_, Some(value)) => value,
             (None, None) => String::new(),
             (Some(_), None) => {
@@ -1318,6 +1326,21 @@ mod tests {
             .unwrap_err();
         assert!(
             matches!(error, Error::Config(message) if message.contains("sort_key_attr and key_attr"))
+        );
+    }
+
+    /// Found by an attack: the store built, and every call failed with DynamoDB's
+    /// `ValidationException`, reported as a failure to save the in-progress record.
+    #[test]
+    fn an_empty_static_partition_value_is_rejected_at_build() {
+        let error = DynamoDbStore::builder(client(), "t")
+            .sort_key_attr("sk")
+            .static_pk_value("")
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::Config(message) if message.contains("static_pk_value is empty")),
+            "{error}"
         );
     }
 
