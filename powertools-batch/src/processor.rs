@@ -123,7 +123,9 @@ impl<T> KinesisRecord<T> {
 ///   (`refund_reason`).
 /// - With the `metrics` feature the invocation's EMF document gets `BatchRecordsProcessed` (the
 ///   records processed successfully) and `BatchRecordsFailed` (the records reported as failed);
-///   a stream's records after its first failure, which Lambda retries, are in neither.
+///   a stream's records after its first failure, which Lambda retries, are in neither. Without
+///   a `MetricsLayer` around the handler there is no document: a warning says so, once per
+///   process.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchProcessor {
     concurrency: usize,
@@ -675,13 +677,24 @@ fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
 #[cfg(feature = "metrics")]
 fn record_counts(processed: usize, failed: usize) {
     use powertools_metrics::{Metrics, Unit};
-    if let Some(metrics) = Metrics::current() {
-        let counted = metrics
-            .add_metric("BatchRecordsProcessed", processed as f64, Unit::Count)
-            .and_then(|()| metrics.add_metric("BatchRecordsFailed", failed as f64, Unit::Count));
-        if let Err(error) = counted {
-            tracing::warn!(%error, "batch counts not recorded");
-        }
+    let Some(metrics) = Metrics::current() else {
+        // Said once per process, not per batch: a function without metrics would otherwise
+        // warn on every invocation (found by an attack: the counts went without a word).
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::warn!(
+                "The batch's counts (BatchRecordsProcessed, BatchRecordsFailed) are not \
+                 recorded: no MetricsLayer runs around this handler. Add one, or turn off \
+                 powertools-batch's default `metrics` feature (said once per process)."
+            );
+        });
+        return;
+    };
+    let counted = metrics
+        .add_metric("BatchRecordsProcessed", processed as f64, Unit::Count)
+        .and_then(|()| metrics.add_metric("BatchRecordsFailed", failed as f64, Unit::Count));
+    if let Err(error) = counted {
+        tracing::warn!(%error, "batch counts not recorded");
     }
 }
 

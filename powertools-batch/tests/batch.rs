@@ -1271,3 +1271,51 @@ async fn a_body_that_does_not_read_names_the_path_where_it_went_wrong() {
         "{reasons:?}"
     );
 }
+
+/// Without a `MetricsLayer` the batch's counts have no document to go to: a warning says so,
+/// once per process, not once per batch (found by an attack: they went without a word).
+#[cfg(feature = "metrics")]
+#[tokio::test]
+async fn counts_without_a_metrics_layer_are_said_to_be_lost_once() {
+    logging();
+    let (logger, _) = logging();
+    for n in 0..3 {
+        let function = LoggingLayer::new(logger.clone()).layer(service_fn(
+            |event: LambdaEvent<SqsEvent>| async move {
+                BatchProcessor::new()
+                    .process_sqs(&event.payload, |record: SqsRecord<BakeOrder>| async move {
+                        bake(record).await
+                    })
+                    .await
+            },
+        ));
+        function
+            .oneshot(
+                TestContext::new()
+                    .with_request_id(format!("req-no-metrics-{n}"))
+                    .event(sqs("mixed")),
+            )
+            .await
+            .unwrap();
+    }
+    let warnings: Vec<Value> = logging()
+        .1
+        .json()
+        .into_iter()
+        .filter(|line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|message| message.contains("BatchRecordsProcessed"))
+        })
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert_eq!(warnings[0]["level"], "WARN");
+    assert!(
+        warnings[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no MetricsLayer"),
+        "{}",
+        warnings[0]
+    );
+}

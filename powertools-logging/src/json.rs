@@ -706,7 +706,7 @@ fn body_names_masked_key(
         };
     }
     // Not base64 (or not really): checked as text.
-    let opens_as_json = matches!(text.trim_start().as_bytes().first(), Some(b'{' | b'['));
+    let opens_as_json = matches!(json_start(text).as_bytes().first(), Some(b'{' | b'['));
     !opens_as_json && mentions_redacted_key(text, redactor)
 }
 
@@ -791,7 +791,7 @@ pub(crate) fn masked_json_text(text: &str, redactor: &Redactor) -> Option<String
     masked_json_text_at(text, redactor, 0, Strings::Data).or_else(|| {
         // JSON text is masked from its parsed form, where its strings' pairs are found: never
         // as a whole, which would take the rest of the text for a pair's value.
-        let opens_as_json = matches!(text.trim_start().as_bytes().first(), Some(b'{' | b'['));
+        let opens_as_json = matches!(json_start(text).as_bytes().first(), Some(b'{' | b'['));
         (!opens_as_json)
             .then(|| masked_pairs(text, redactor))
             .flatten()
@@ -872,18 +872,27 @@ fn masked_pairs_at(text: &str, redactor: &Redactor, depth: usize) -> Option<Stri
         let decoded = percent_decoded(&text[name_start..name_end]);
         let key = pair_key(&decoded);
         let after = &text[equals + 1..];
-        let value_start = equals + 1 + (after.len() - after.trim_start_matches([' ', '\t']).len());
-        let rest = &text[value_start..];
+        let mut value_start =
+            equals + 1 + (after.len() - after.trim_start_matches([' ', '\t']).len());
+        let mut rest = &text[value_start..];
         let value_len = if redactor.masks(key) {
-            let header = matches!(
-                normalize(key).as_str(),
-                "authorization" | "proxyauthorization" | "cookie" | "setcookie" | "cookies"
-            );
-            if header {
-                rest.find(['&', '"', '\'', '\n', '\r'])
-                    .unwrap_or(rest.len())
+            // A quoted value (logfmt, `--password="…"`): what the quotes hold, masked inside
+            // them, to the end of the text when the quote is not closed.
+            if let Some(quote) = rest.chars().next().filter(|c| matches!(c, '"' | '\'')) {
+                value_start += 1;
+                rest = &text[value_start..];
+                quoted_len(rest, quote)
             } else {
-                rest.find(ends_a_value).unwrap_or(rest.len())
+                let header = matches!(
+                    normalize(key).as_str(),
+                    "authorization" | "proxyauthorization" | "cookie" | "setcookie" | "cookies"
+                );
+                if header {
+                    rest.find(['&', '"', '\'', '\n', '\r'])
+                        .unwrap_or(rest.len())
+                } else {
+                    rest.find(ends_a_value).unwrap_or(rest.len())
+                }
             }
         } else {
             // Another key's value: masked whole when it is percent-encoded pairs holding one.
@@ -913,6 +922,21 @@ fn masked_pairs_at(text: &str, redactor: &Redactor, depth: usize) -> Option<Stri
     }
     masked.push_str(&text[written..]);
     Some(masked)
+}
+
+/// The length of a quoted value after its opening `quote`, up to its closing one (a quote after
+/// a backslash is part of the value); all of `rest` when it is not closed.
+fn quoted_len(rest: &str, quote: char) -> usize {
+    let mut escaped = false;
+    for (at, c) in rest.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            _ if c == quote => return at,
+            _ => {}
+        }
+    }
+    rest.len()
 }
 
 /// `text` percent-decoded as a form decodes it (`+` as a space), invalid UTF-8 replaced.
@@ -957,7 +981,7 @@ fn masked_json_text_at(
     if redactor.keys.is_empty() {
         return None;
     }
-    let first = text.trim_start().as_bytes().first()?;
+    let first = json_start(text).as_bytes().first()?;
     if !matches!(first, b'{' | b'[') {
         return None;
     }
@@ -967,10 +991,19 @@ fn masked_json_text_at(
     if depth >= MAX_ENCODED_DEPTH {
         return mentions_redacted_key(text, redactor).then(|| REDACTED.to_owned());
     }
-    let Ok(mut value) = serde_json::from_str::<Value>(text) else {
+    let Ok(mut value) = serde_json::from_str::<Value>(json_start(text)) else {
         return mentions_redacted_key(text, redactor).then(|| REDACTED.to_owned());
     };
     mask_in_place(&mut value, redactor, depth, strings).then(|| value.to_string())
+}
+
+/// Where JSON text in `text` would begin: after white space and a byte order mark, which bodies
+/// from some Windows and .NET clients begin with (found by an attack: such text was neither
+/// opened nor masked whole).
+fn json_start(text: &str) -> &str {
+    text.trim_start()
+        .trim_start_matches('\u{feff}')
+        .trim_start()
 }
 
 /// Whether `text` holds a redacted key's name anywhere, spelled in any case, with or without
@@ -1054,7 +1087,7 @@ fn mask_in_place(value: &mut Value, redactor: &Redactor, depth: usize, strings: 
         Value::String(text) => {
             let masked = masked_json_text_at(text, redactor, depth + 1, strings).or_else(|| {
                 let opens_as_json =
-                    matches!(text.trim_start().as_bytes().first(), Some(b'{' | b'['));
+                    matches!(json_start(text).as_bytes().first(), Some(b'{' | b'['));
                 if opens_as_json {
                     return None;
                 }
