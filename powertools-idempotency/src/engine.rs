@@ -992,11 +992,22 @@ fn warn_not_stored(key: &str, reason: &str) {
 /// An operation name is part of every key, `<prefix>.<operation>#<digest>`: without `.` or `#`
 /// the last `.` and the `#` separate the three parts unambiguously.
 pub(crate) fn check_operation(operation: &str) -> Result<(), Error> {
-    // Whitespace alone is empty, as for the key prefix.
-    if operation.trim().is_empty() || operation.contains(['#', '.']) {
+    // Whitespace alone is empty, as for the key prefix; so are the invisible characters that
+    // are not white space to Rust (zero-width spaces, joiners, a byte order mark).
+    let invisible = |c: char| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                '\u{00ad}' | '\u{200b}'..='\u{200f}' | '\u{2060}' | '\u{feff}'
+            )
+    };
+    if operation.chars().all(invisible)
+        || operation.contains(['#', '.'])
+        || operation.chars().any(char::is_control)
+    {
         return Err(Error::Config(format!(
-            "the idempotency operation name {operation:?} must be non-empty (not whitespace \
-             alone) and without `#` or `.`"
+            "the idempotency operation name {operation:?} must be non-empty (not whitespace or \
+             invisible characters alone), without control characters, and without `#` or `.`"
         )));
     }
     Ok(())

@@ -76,8 +76,8 @@ impl<St: IdempotencyStore> Idempotency<St> {
     /// [`DEFAULT_LAYER_OPERATION`](crate::DEFAULT_LAYER_OPERATION) unless renamed). The name is a
     /// string you write, not one derived from the call site or the function's path, so moving or
     /// renaming code never changes keys; change it only to start a new set of records. It must be
-    /// non-empty (not whitespace alone), must not contain `#` or `.`, and must not be the layer's
-    /// default `"handler"`.
+    /// non-empty (not white space or invisible characters alone), must hold no control
+    /// characters, `#` or `.`, and must not be the layer's default `"handler"`.
     ///
     /// The key is the operation and the argument's canonical JSON; `context` gives the
     /// in-progress deadline and the tenant. An argument that counts as missing (`()`, `null`,

@@ -129,9 +129,9 @@
 //! renames it). Names are strings you write, never derived from the call site or a function's
 //! path, so moving or renaming code never changes keys by accident. Changing a name (or the key
 //! prefix) starts a new set of records: a duplicate of a call made under the old name runs
-//! again. A name is non-empty (not whitespace alone) and holds no `.` or `#`, so that
-//! `<prefix>.<operation>#<digest>` splits one way only; `run` refuses the layer's default name,
-//! `handler`.
+//! again. A name is non-empty (not white space or invisible characters alone) and holds no
+//! control characters, `.` or `#`, so that `<prefix>.<operation>#<digest>` splits one way only;
+//! `run` refuses the layer's default name, `handler`.
 //!
 //! # Differences from Powertools for Python and TypeScript
 //!

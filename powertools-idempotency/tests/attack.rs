@@ -1769,8 +1769,21 @@ async fn a_nan_is_named_where_it_is_not_as_the_response() {
 async fn invalid_operation_names_are_config_errors() {
     let (idem, store) = fresh();
     let n = counter();
-    // Whitespace alone is as empty as the key prefix's check says (found by an attack).
-    for bad in ["", "#", "a#b", "charge#", " ", "\t\n"] {
+    // Whitespace alone is as empty as the key prefix's check says (found by an attack); so is a
+    // name of invisible characters alone, and a control character makes a name no one can read
+    // back from a log (found by a later attack).
+    for bad in [
+        "",
+        "#",
+        "a#b",
+        "charge#",
+        " ",
+        "\t\n",
+        "\u{200b}",
+        " \u{feff}\u{2060} ",
+        "op\n",
+        "a\u{0}b",
+    ] {
         let result = idem
             .run(&ctx(), bad, "k".to_owned(), counted!(n, 1u8))
             .await;
@@ -1806,7 +1819,8 @@ async fn invalid_operation_names_are_config_errors() {
     assert_eq!(n.load(SeqCst), 0);
 }
 
-/// Unicode, whitespace, long names: accepted, and distinct from each other.
+/// Unicode, white space around a name, invisible characters beside visible ones, long names:
+/// accepted, and distinct from each other.
 #[tokio::test]
 async fn odd_operation_names_are_distinct() {
     let (idem, store) = fresh();
@@ -1820,7 +1834,7 @@ async fn odd_operation_names_are_distinct() {
         "charge\u{200b}",
         "ch-arge",
         long.as_str(),
-        "\u{0}",
+        // (A control character, `"\u{0}"`, is refused: see invalid_operation_names_are_config_errors.)
     ];
     for (i, name) in names.iter().enumerate() {
         let r: usize = idem
