@@ -423,6 +423,70 @@ async fn the_orders_table_s_faults_fail_the_invocation_naming_the_call_and_its_c
     );
 }
 
+/// The same order under two keys at once (a client that mints a key per attempt, two tabs):
+/// the second request read the orders table before the first's save landed, replayed the
+/// charge and saved the very same order; both counted it, so `OrdersPlaced` and the "order
+/// placed" line came twice for one order, charged once (found by an attack through the
+/// emulator). Only the invocation whose write saved the order counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_placed_under_two_keys_at_once_is_counted_once() {
+    let Some(client) = powertools_tests::dynamodb_client().await else {
+        return;
+    };
+    let Some(proxy) = powertools_tests::FaultProxy::start().await else {
+        return;
+    };
+    let (orders_table, idempotency_table) = tables(&client).await;
+    let endpoint = proxy.endpoint();
+    let Some(function) = EmulatedFunction::start_with_watch_args(
+        &orders_api_dir(),
+        "orders-api",
+        &[
+            ("ORDERS_TABLE", orders_table.as_str()),
+            ("IDEMPOTENCY_TABLE", idempotency_table.as_str()),
+            ("POWERTOOLS_SERVICE_NAME", "orders"),
+            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
+            ("POWERTOOLS_TRACE_DISABLED", "true"),
+            ("AWS_ENDPOINT_URL_DYNAMODB", endpoint.as_str()),
+        ],
+        &powertools_tests::runner_env("AWS_LAMBDA_MAX_CONCURRENCY", "2"),
+    ) else {
+        return;
+    };
+    let (status, _) = http(&function.invoke(&sample("missing-key.json")));
+    assert_eq!(status, 400, "warmed up");
+
+    // The first request's save (its third PutItem: the order's claim, the charge's claim, the
+    // save) reaches moto 800 ms late, within the SDK's 1 s attempt; the second request, under
+    // another key, runs meanwhile.
+    proxy.set(json!({"action": "delay", "ms": 800, "target": "PutItem", "skip": 2, "times": 1}));
+    let first = sample("first-order.json");
+    let mut second = first.clone();
+    second["headers"]["idempotency-key"] = json!("k-second-tab");
+    let (first, second) = std::thread::scope(|scope| {
+        let first = scope.spawn(|| function.invoke(&first));
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let second = function.invoke(&second);
+        (first.join().expect("the first request"), second)
+    });
+    let (first, second) = (http(&first), http(&second));
+    assert_eq!((first.0, second.0), (201, 201), "{first:?} {second:?}");
+    assert_eq!(first.1["payment"], second.1["payment"], "one charge");
+    assert_eq!(orders_in(&client, &orders_table).await, vec!["ord-1001"]);
+
+    let lines = function.json_lines();
+    let placed = lines
+        .iter()
+        .filter(|line| line["message"] == "order placed" && line["order_id"] == "ord-1001")
+        .count();
+    let counted: f64 = lines
+        .iter()
+        .filter(|line| line.get("_aws").is_some() && line["order_id"] == "ord-1001")
+        .filter_map(|line| line["OrdersPlaced"].as_f64())
+        .sum();
+    assert_eq!((placed, counted), (1, 1.0), "{lines:#?}");
+}
+
 /// A function that cannot start (a setting it reads itself missing) ends the test's invocation
 /// at once, naming the variable: with the init error, when the emulator takes the report, or
 /// with the process's output once it exits. The harness waited for the emulator's answer first,

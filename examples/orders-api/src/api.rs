@@ -18,8 +18,8 @@ use powertools::metrics::Unit;
 use serde_json::{Value, json};
 
 use crate::backend::{
-    Charge, ChargeRefused, OrdersTable, PaymentFailed, PaymentProvider, SaveError, SavedOrders,
-    within_the_deadline,
+    Charge, ChargeRefused, OrdersTable, PaymentFailed, PaymentProvider, SaveError, Saved,
+    SavedOrders, within_the_deadline,
 };
 use crate::order::Order;
 use crate::request::PlaceOrder;
@@ -83,7 +83,7 @@ impl Failure {
             Failure::PaymentInProgress { .. } => "PaymentInProgress",
             Failure::Save(SaveError::Conflict { .. }) => "OrderConflict",
             Failure::Save(SaveError::Read(_)) => "OrderNotRead",
-            Failure::Save(SaveError::Store(_)) => "OrderNotSaved",
+            Failure::Save(SaveError::Store(_) | SaveError::Unanswered(_)) => "OrderNotSaved",
             Failure::PaymentIdempotency(_) => "PaymentIdempotencyError",
         };
         Diagnostic {
@@ -225,11 +225,13 @@ async fn place_order<St: IdempotencyStore>(
             // The invocation fails: the logging layer's failure line names it, once.
             _ => {}
         })?;
-    app.orders
+    let saved = app
+        .orders
         .save(
             &order,
             total_cents,
             &receipt.provider_reference,
+            &event.context.request_id,
             time_left(),
         )
         .await
@@ -240,12 +242,23 @@ async fn place_order<St: IdempotencyStore>(
             }
         })?;
 
-    record_metrics(&order, total_cents);
-    tracing::info!(
-        total_cents,
-        payment = %receipt.provider_reference,
-        "order placed"
-    );
+    // Counted by the request whose write saved the order, once: the same order under another
+    // key at the same moment replays the charge and finds it saved.
+    match saved {
+        Saved::Placed => {
+            record_metrics(&order, total_cents);
+            tracing::info!(
+                total_cents,
+                payment = %receipt.provider_reference,
+                "order placed"
+            );
+        }
+        Saved::Already => tracing::info!(
+            payment = %receipt.provider_reference,
+            "the order was placed by another request meanwhile: answered as it was, not counted \
+             again"
+        ),
+    }
     let body = accepted(
         &order.order_id,
         total_cents,

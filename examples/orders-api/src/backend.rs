@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use serde::{Deserialize, Serialize};
 
 use crate::order::Order;
@@ -45,6 +47,24 @@ pub(crate) enum SaveError {
     /// The table could not be written.
     #[error("the order could not be saved: {0}")]
     Store(String),
+    /// The save got no answer (a timeout, a lost connection): it may have landed. A retry
+    /// answers the order as placed, and it is counted by no invocation.
+    #[error(
+        "the order's save got no answer, so it may have been saved (a retry answers it as \
+         placed, not counted in OrdersPlaced): {0}"
+    )]
+    Unanswered(String),
+}
+
+/// What saving an order did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Saved {
+    /// This request's write saved it (its first attempt, or the SDK's retry of it after a lost
+    /// answer): this request counts it.
+    Placed,
+    /// The very same order was saved already, by another request (the same order under
+    /// another key, at the same moment): nothing was written, and that request counts it.
+    Already,
 }
 
 impl OrdersTable {
@@ -88,18 +108,20 @@ impl OrdersTable {
         }
     }
 
-    /// Saves the order with its payment, unless another order with the same id and other
-    /// contents exists: saving the same order again (a retry after a lost answer) succeeds and
-    /// changes nothing, while a different order under a taken id is a [`SaveError::Conflict`],
-    /// never an overwrite. `time_left` bounds the call as in [`find`](Self::find).
+    /// Saves the order with its payment and `placed_by` (the saving request's id), unless an
+    /// order with the same id exists, which is never overwritten: the very same order is
+    /// [`Saved::Already`] (or [`Saved::Placed`] when its `placed_by` is this request's: the
+    /// SDK's retry of this write after its answer was lost), a different one a
+    /// [`SaveError::Conflict`]. `time_left` bounds the call as in [`find`](Self::find).
     #[tracing::instrument(skip_all, fields(order_id = order.order_id.as_str()))]
     pub(crate) async fn save(
         &self,
         order: &Order,
         total_cents: u64,
         payment: &str,
+        placed_by: &str,
         time_left: Option<Duration>,
-    ) -> Result<(), SaveError> {
+    ) -> Result<Saved, SaveError> {
         match self {
             OrdersTable::DynamoDb { client, table } => {
                 let items = serde_json::to_string(&order.items)
@@ -110,61 +132,79 @@ impl OrdersTable {
                     ("items", AttributeValue::S(items)),
                     ("total_cents", AttributeValue::N(total_cents.to_string())),
                 ];
-                // One conditional write: a new id, or the very same order.
-                let same = fields
-                    .iter()
-                    .map(|(name, _)| format!("#{name} = :{name}"))
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
+                // One conditional write of a new id; what holds the id already comes back with
+                // the refusal, to be compared. (A write that let the very same order through
+                // could not tell which request saved it: two requests of one order under two
+                // keys both counted it, found by an attack.)
                 let mut put = client
                     .put_item()
                     .table_name(table)
                     .item("order_id", AttributeValue::S(order.order_id.clone()))
                     .item("payment", AttributeValue::S(payment.to_owned()))
-                    .condition_expression(format!("attribute_not_exists(order_id) OR ({same})"));
+                    .item("placed_by", AttributeValue::S(placed_by.to_owned()))
+                    .condition_expression("attribute_not_exists(order_id)")
+                    .return_values_on_condition_check_failure(
+                        ReturnValuesOnConditionCheckFailure::AllOld,
+                    );
                 for (name, value) in fields {
-                    put = put
-                        .item(name, value.clone())
-                        .expression_attribute_names(format!("#{name}"), name)
-                        .expression_attribute_values(format!(":{name}"), value);
+                    put = put.item(name, value);
                 }
-                match before_the_deadline(time_left, "PutItem", table, put.send())
+                let answer = before_the_deadline(time_left, "PutItem", table, put.send())
                     .await
-                    .map_err(SaveError::Store)?
-                {
-                    Ok(_) => {}
-                    Err(error)
-                        if error
-                            .as_service_error()
-                            .is_some_and(|error| error.is_conditional_check_failed_exception()) =>
-                    {
-                        return Err(SaveError::Conflict {
-                            order_id: order.order_id.clone(),
-                        });
-                    }
-                    Err(error) => {
-                        return Err(SaveError::Store(failed_call("PutItem", table, &error)));
-                    }
+                    .map_err(SaveError::Unanswered)?;
+                let error = match answer {
+                    Ok(_) => return Ok(Saved::Placed),
+                    Err(error) => error,
+                };
+                let Some(PutItemError::ConditionalCheckFailedException(refused)) =
+                    error.as_service_error()
+                else {
+                    let described = failed_call("PutItem", table, &error);
+                    return Err(match error {
+                        SdkError::ServiceError(_) | SdkError::ConstructionFailure(_) => {
+                            SaveError::Store(described)
+                        }
+                        _ => SaveError::Unanswered(described),
+                    });
+                };
+                let Some(item) = refused.item() else {
+                    return Err(SaveError::Conflict {
+                        order_id: order.order_id.clone(),
+                    });
+                };
+                let saved = saved_order(&order.order_id, item)?;
+                if saved.order != *order || saved.total_cents != total_cents {
+                    return Err(SaveError::Conflict {
+                        order_id: order.order_id.clone(),
+                    });
                 }
+                return Ok(match item.get("placed_by") {
+                    Some(AttributeValue::S(by)) if by == placed_by => Saved::Placed,
+                    _ => Saved::Already,
+                });
             }
             OrdersTable::InMemory(orders) => {
                 let mut orders = orders.lock().unwrap_or_else(PoisonError::into_inner);
+                // In memory no answer is lost: a write is placed or refused.
                 match orders
                     .iter()
                     .find(|(saved, _, _)| saved.order_id == order.order_id)
                 {
                     Some((saved, saved_total, _))
-                        if saved == order && *saved_total == total_cents => {}
-                    Some(_) => {
-                        return Err(SaveError::Conflict {
-                            order_id: order.order_id.clone(),
-                        });
+                        if saved == order && *saved_total == total_cents =>
+                    {
+                        Ok(Saved::Already)
                     }
-                    None => orders.push((order.clone(), total_cents, payment.to_owned())),
+                    Some(_) => Err(SaveError::Conflict {
+                        order_id: order.order_id.clone(),
+                    }),
+                    None => {
+                        orders.push((order.clone(), total_cents, payment.to_owned()));
+                        Ok(Saved::Placed)
+                    }
                 }
             }
         }
-        Ok(())
     }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! `POST /orders` with an `Idempotency-Key` header places an order: it is priced, the card is
 //! charged (once, whatever the retries), and the order is saved. Every log line carries the
-//! order, customer and location; each invocation writes `OrdersPlaced` and `OrderValue` by
-//! location; the invocation is traced with its DynamoDB calls.
+//! order, customer and location; the invocation that saved an order writes `OrdersPlaced` and
+//! `OrderValue` by location, once per order; the invocation is traced with its DynamoDB calls.
 //!
 //! Deployed, it runs under the Lambda Runtime API with the tables named by `ORDERS_TABLE` and
 //! `IDEMPOTENCY_TABLE`. With the argument `demo` it runs offline, with in-memory stores, over the
