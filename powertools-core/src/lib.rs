@@ -84,6 +84,7 @@ pub mod serde_message;
 #[cfg(any(test, feature = "testing"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+pub mod text;
 #[doc(hidden)]
 pub mod thread_buffer;
 

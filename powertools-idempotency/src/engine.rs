@@ -992,16 +992,9 @@ fn warn_not_stored(key: &str, reason: &str) {
 /// An operation name is part of every key, `<prefix>.<operation>#<digest>`: without `.` or `#`
 /// the last `.` and the `#` separate the three parts unambiguously.
 pub(crate) fn check_operation(operation: &str) -> Result<(), Error> {
-    // Whitespace alone is empty, as for the key prefix; so are the invisible characters that
-    // are not white space to Rust (zero-width spaces, joiners, a byte order mark).
-    let invisible = |c: char| {
-        c.is_whitespace()
-            || matches!(
-                c,
-                '\u{00ad}' | '\u{200b}'..='\u{200f}' | '\u{2060}' | '\u{feff}'
-            )
-    };
-    if operation.chars().all(invisible)
+    // Whitespace alone is empty, as for the key prefix; so is what displays as nothing
+    // (zero-width spaces, fillers, a byte order mark, tags, …).
+    if powertools_core::text::displays_as_empty(operation)
         || operation.contains(['#', '.'])
         || operation.chars().any(char::is_control)
     {

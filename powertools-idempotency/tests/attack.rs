@@ -1781,6 +1781,14 @@ async fn invalid_operation_names_are_config_errors() {
         "\t\n",
         "\u{200b}",
         " \u{feff}\u{2060} ",
+        // What displays as nothing though Rust's white space misses it (a review found these
+        // accepted): fillers, the braille blank, separators, invisible operators, tags.
+        "\u{3164}",
+        "\u{2800}",
+        "\u{180e}",
+        "\u{2061}\u{fe0f}",
+        "\u{e0020}",
+        "\u{115f}\u{34f}",
         "op\n",
         "a\u{0}b",
     ] {

@@ -82,35 +82,6 @@ fn is_bidirectional_formatting(c: char) -> bool {
     )
 }
 
-/// Whitespace, Unicode's default-ignorable code points (zero-width spaces and joiners, the byte
-/// order mark, variation selectors, fillers, tags, …: what a renderer draws as nothing), and the
-/// blanks drawn as empty space (the braille blank, the interlinear annotation marks): a name
-/// made of them alone displays as empty.
-fn is_invisible(c: char) -> bool {
-    c.is_whitespace()
-        || matches!(
-            c,
-            '\u{ad}'
-                | '\u{34f}'
-                | '\u{61c}'
-                | '\u{115f}'..='\u{1160}'
-                | '\u{17b4}'..='\u{17b5}'
-                | '\u{180b}'..='\u{180f}'
-                | '\u{200b}'..='\u{200f}'
-                | '\u{202a}'..='\u{202e}'
-                | '\u{2060}'..='\u{206f}'
-                | '\u{2800}'
-                | '\u{3164}'
-                | '\u{fe00}'..='\u{fe0f}'
-                | '\u{feff}'
-                | '\u{ffa0}'
-                | '\u{fff0}'..='\u{fffb}'
-                | '\u{1bca0}'..='\u{1bca3}'
-                | '\u{1d173}'..='\u{1d17a}'
-                | '\u{e0000}'..='\u{e0fff}'
-        )
-}
-
 /// Whether `id` is 1 to [`MAX_ID_CHARS`] characters of `A-Z a-z 0-9 - _`.
 pub(crate) fn is_valid_id(id: &str) -> bool {
     (1..=MAX_ID_CHARS).contains(&id.len())
@@ -133,7 +104,7 @@ impl Order {
         }
         let location_chars = self.location.chars().count();
         if !(1..=MAX_LOCATION_CHARS).contains(&location_chars)
-            || self.location.chars().all(is_invisible)
+            || powertools::core::text::displays_as_empty(&self.location)
             || self.location.chars().any(|c| {
                 // U+2028 and U+2029 break lines as `\n` does, though they are not controls.
                 c.is_control()
