@@ -549,16 +549,23 @@ impl<St: IdempotencyStore> Engine<St> {
                 }
             };
             key = record.key;
-            self.validate(&existing, payload_hash.as_deref())?;
             match existing.state_at(SystemTime::now()) {
-                // The claim should have succeeded: the record changed in between. Try again.
+                // The claim should have succeeded: the record changed in between (or is a
+                // taken-back claim's fence, which a claim sent before it was written cannot
+                // replace). Try again, without validating against a record that holds nothing of
+                // a payload (a fence has no hash: a review found a same-payload duplicate
+                // refused).
                 RecordState::Expired | RecordState::InProgressTimedOut => {
                     inconsistencies[attempt] = Inconsistency::RefusedYetExpired;
                     attempt += 1;
                     continue;
                 }
-                RecordState::InProgress => return Err(Error::AlreadyInProgress { key }),
+                RecordState::InProgress => {
+                    self.validate(&existing, payload_hash.as_deref())?;
+                    return Err(Error::AlreadyInProgress { key });
+                }
                 RecordState::Completed => {
+                    self.validate(&existing, payload_hash.as_deref())?;
                     self.cache(&existing);
                     return self.replay(existing, None).map(Claimed::Replay);
                 }
@@ -659,14 +666,15 @@ impl<St: IdempotencyStore> Engine<St> {
         }
     }
 
-    /// Deletes the claim of a failed handler, from the local cache and the store.
     /// Takes back `claim`, whose write (sent at `sent_at`) went unanswered: it may have landed,
     /// or may still land later (a slow network, an SDK retry in flight when the bound ran out).
     /// A delete alone finds nothing of a write still on its way, which then holds the key in
     /// progress until the deadline though the handler never ran (found by an attack). So a fence
-    /// is written first: a record whose in-progress deadline is the moment the claim was sent,
-    /// which the late write's condition (evaluated with that moment) cannot replace, and any
-    /// later claim can. A claim of this invocation's found there is deleted, and the fence
+    /// is written first: a record whose in-progress deadline is the moment it is written, which
+    /// the late write's condition (evaluated with the moment the claim was sent, earlier) cannot
+    /// replace, and any later claim can. Never the moment the claim was sent: a fence written
+    /// later but sent earlier would lower the one a later claim left, and let its late write in
+    /// (found by a review). A claim of this invocation's found there is deleted, and the fence
     /// written after it (a second copy of the write may be on its way too).
     async fn take_back(
         &self,
@@ -674,20 +682,22 @@ impl<St: IdempotencyStore> Engine<St> {
         sent_at: SystemTime,
         deadline: Deadline,
     ) -> Result<(), StoreError> {
-        let (_, sent_ms) = epoch(sent_at);
-        let fence = DataRecord {
+        let mut fence = DataRecord {
             key: claim.key.clone(),
             status: Status::InProgress,
             // As long as the claim would have held the key: a late write compares its expiry
             // with the moment it was sent too.
             expiry_timestamp: claim.expiry_timestamp,
-            in_progress_expiry_timestamp: Some(sent_ms),
+            in_progress_expiry_timestamp: None,
             response_data: None,
             payload_hash: None,
             claim_id: Some(new_claim_id()),
         };
         for _ in 0..FENCE_ATTEMPTS {
-            let now = SystemTime::now();
+            // Never before the claim was sent, should the clock have been set back meanwhile.
+            let now = SystemTime::now().max(sent_at);
+            let fenced_ms = epoch(now).1;
+            fence.in_progress_expiry_timestamp = Some(fenced_ms);
             let put = self.store.put_in_progress(&fence, now);
             let written = match self.bounded(deadline, StoreCall::PutInProgress, put).await {
                 Ok(written) => written,
@@ -698,12 +708,12 @@ impl<St: IdempotencyStore> Engine<St> {
             match written {
                 PutOutcome::Stored => {
                     self.uncache(&claim.key);
-                    // A claim made in the millisecond the claim was sent would not replace the
-                    // fence (its condition is strict): the caller's retry comes after that
+                    // A claim made in the millisecond the fence was written would not replace
+                    // it (its condition is strict): the caller's retry comes after that
                     // millisecond. Yielding, not a timer, which a paused clock (tests) would
                     // skip; bounded in real time, for a clock set back meanwhile.
                     let waiting = std::time::Instant::now();
-                    while epoch(SystemTime::now()).1 <= sent_ms
+                    while epoch(SystemTime::now()).1 <= fenced_ms
                         && waiting.elapsed() < Duration::from_millis(2)
                     {
                         tokio::task::yield_now().await;
@@ -724,6 +734,7 @@ impl<St: IdempotencyStore> Engine<St> {
         Ok(())
     }
 
+    /// Deletes the claim of a failed handler, from the local cache and the store.
     async fn release(&self, claim: &DataRecord, deadline: Deadline) -> Result<(), StoreError> {
         self.uncache(&claim.key);
         self.bounded(deadline, StoreCall::Delete, self.store.delete(claim))

@@ -549,6 +549,110 @@ async fn a_claim_write_that_lands_after_it_was_taken_back_never_holds_the_key() 
     assert_eq!(runs.load(Ordering::SeqCst), 1, "charged once");
 }
 
+/// An `Idempotency` on `proxy`'s channel to `table`, with `store_timeout`.
+async fn idempotency_through(
+    proxy: &FaultProxy,
+    table: &str,
+    store_timeout: Duration,
+) -> Idempotency<DynamoDbStore> {
+    Idempotency::builder(DynamoDbStore::new(proxy.client().await, table).expect("valid store"))
+        .store_timeout(store_timeout)
+        .build()
+        .expect("valid settings")
+}
+
+/// One charge of `payment` through `idempotency`, with `validation` data: the handler's run
+/// number, counted in `runs`.
+async fn charge_once(
+    idempotency: &Idempotency<DynamoDbStore>,
+    runs: &AtomicUsize,
+    payment: &str,
+    validation: Option<Value>,
+) -> Result<usize, String> {
+    let context = TestContext::new().with_remaining_time(INVOCATION).build();
+    idempotency
+        .run_keyed(&context, "charge", json!(payment), validation, || async {
+            Ok::<_, std::io::Error>(runs.fetch_add(1, Ordering::SeqCst) + 1)
+        })
+        .await
+        .map_err(|error| format!("{error:?}"))
+}
+
+/// Two duplicates whose claims both land late, each taken back behind a fence: the fence
+/// written later but whose claim was sent earlier replaced the other one with a lower
+/// in-progress deadline, which the other claim's late write could then replace, holding the key
+/// (found by a review). A fence's deadline is the moment it is written, never lowered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fences_of_two_late_claims_never_let_either_claim_in() {
+    let Some(direct) = dynamodb_client().await else {
+        return;
+    };
+    let (Some(proxy_a), Some(proxy_c)) = (FaultProxy::start().await, FaultProxy::start().await)
+    else {
+        return;
+    };
+    let table = create_idempotency_table(&direct).await;
+    let a = idempotency_through(&proxy_a, &table, Duration::from_millis(300)).await;
+    let c = idempotency_through(&proxy_c, &table, Duration::from_millis(300)).await;
+    let runs = AtomicUsize::new(0);
+    proxy_a.set(json!({"action": "delay", "ms": 2500, "target": "PutItem", "times": 1}));
+    proxy_c.set(json!({"action": "delay", "ms": 3000, "target": "PutItem", "times": 1}));
+    let start = Instant::now();
+    let at =
+        |ms: u64| tokio::time::sleep(Duration::from_millis(ms).saturating_sub(start.elapsed()));
+    let (first, second, ()) = tokio::join!(
+        charge_once(&a, &runs, "pay-two-fences", None),
+        async {
+            at(100).await;
+            charge_once(&c, &runs, "pay-two-fences", None).await
+        },
+        async {
+            // A's fence (its next PutItem) reaches moto after C's, within its store timeout.
+            at(150).await;
+            proxy_a.set(json!({"action": "delay", "ms": 200, "target": "PutItem", "times": 1}));
+        }
+    );
+    assert!(first.is_err() && second.is_err(), "{first:?} {second:?}");
+    // Both late claims have reached moto by now.
+    at(3800).await;
+    let retry = charge_once(&a, &runs, "pay-two-fences", None).await;
+    assert_eq!(retry, Ok(1), "the retry ran, once");
+}
+
+/// A claim sent before a duplicate's fence was written reaches the store after it, is refused,
+/// and gets the fence back: it was validated against the fence (which holds no payload hash)
+/// and refused as another payload, though it was the same (found by a review). A record past
+/// its deadline is claimed again, not validated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_refused_by_a_fence_is_not_validated_against_it() {
+    let Some(direct) = dynamodb_client().await else {
+        return;
+    };
+    let (Some(proxy_a), Some(proxy_b)) = (FaultProxy::start().await, FaultProxy::start().await)
+    else {
+        return;
+    };
+    let table = create_idempotency_table(&direct).await;
+    let a = idempotency_through(&proxy_a, &table, Duration::from_secs(10)).await;
+    let b = idempotency_through(&proxy_b, &table, Duration::from_secs(10)).await;
+    let runs = AtomicUsize::new(0);
+    // B's claim is slow, within its store timeout; A's claim loses its connection at once, so
+    // A fences while B's claim is on its way.
+    proxy_b.set(json!({"action": "delay", "ms": 1500, "target": "PutItem", "times": 1}));
+    proxy_a.set(json!({"action": "drop", "target": "PutItem", "times": 1}));
+    let start = Instant::now();
+    let payload = Some(json!({"amount_cents": 1000}));
+    let (slow, dropped) = tokio::join!(
+        charge_once(&b, &runs, "pay-fenced", payload.clone()),
+        async {
+            tokio::time::sleep(Duration::from_millis(20).saturating_sub(start.elapsed())).await;
+            charge_once(&a, &runs, "pay-fenced", payload.clone()).await
+        }
+    );
+    assert!(dropped.is_err(), "{dropped:?}");
+    assert_eq!(slow, Ok(1), "the same payload ran");
+}
+
 #[tokio::test]
 async fn a_slow_store_still_works() {
     let Some(faulty) = faulty().await else {
