@@ -803,8 +803,9 @@ pub(crate) fn masked_json_text(text: &str, redactor: &Redactor) -> Option<String
 /// A pair begins at the start of the text or after white space or one of ``?&#;"',(<>|:/[{``;
 /// white space may stand around its `=`. Its key is compared percent-decoded, a bracketed one by
 /// its last named brackets (`user[password]`, `user%5Bpassword%5D`; `password[]` and
-/// `password[0]` by the name before them). Its value ends at `&`, `#`, `;`, white space, a quote
-/// or `,`; a header's (`authorization`, `cookie`) runs to `&`, a quote or the end of the line, as
+/// `password[0]` by the name before them; a quoted key by what its quotes hold). A value that
+/// opens with a quote is the whole quoted word ([`quoted_word_len`]); another ends at `&`, `#`,
+/// `;`, white space, a quote or `,`; a header's (`authorization`, `cookie`) runs to `&`, a quote or the end of the line, as
 /// it holds spaces and `;`. A value of another key that is itself percent-encoded pairs (a URL in
 /// a `next=` parameter) is masked whole when one of those is a masked key's.
 fn masked_pairs(text: &str, redactor: &Redactor) -> Option<String> {
@@ -854,34 +855,38 @@ fn masked_pairs_at(text: &str, redactor: &Redactor, depth: usize) -> Option<Stri
         if equals < written {
             continue;
         }
-        // The key, before any spaces in front of the `=`.
-        let name_end = text[..equals].trim_end_matches([' ', '\t']).len();
-        let name_start = text[..name_end]
-            .char_indices()
-            .rev()
-            .take_while(|(_, c)| is_pair_key_char(*c))
-            .last()
-            .map_or(name_end, |(at, _)| at);
+        // The key, before any spaces in front of the `=`; a quoted one (`"password"=…`, found
+        // by a review) by what its quotes hold.
+        let before = text[..equals].trim_end_matches([' ', '\t']);
+        let (name_start, key_start, key_end) = match quoted_key(before) {
+            Some((open, inner)) => (open, inner, before.len() - 1),
+            None => {
+                let name_start = before
+                    .char_indices()
+                    .rev()
+                    .take_while(|(_, c)| is_pair_key_char(*c))
+                    .last()
+                    .map_or(before.len(), |(at, _)| at);
+                (name_start, name_start, before.len())
+            }
+        };
         let at_boundary = text[..name_start]
             .chars()
             .next_back()
             .is_none_or(begins_a_pair);
-        if name_start == name_end || !at_boundary {
+        if key_start == key_end || !at_boundary {
             continue;
         }
-        let decoded = percent_decoded(&text[name_start..name_end]);
+        let decoded = percent_decoded(&text[key_start..key_end]);
         let key = pair_key(&decoded);
         let after = &text[equals + 1..];
-        let mut value_start =
-            equals + 1 + (after.len() - after.trim_start_matches([' ', '\t']).len());
-        let mut rest = &text[value_start..];
+        let value_start = equals + 1 + (after.len() - after.trim_start_matches([' ', '\t']).len());
+        let rest = &text[value_start..];
         let value_len = if redactor.masks(key) {
-            // A quoted value (logfmt, `--password="…"`): what the quotes hold, masked inside
-            // them, to the end of the text when the quote is not closed.
-            if let Some(quote) = rest.chars().next().filter(|c| matches!(c, '"' | '\'')) {
-                value_start += 1;
-                rest = &text[value_start..];
-                quoted_len(rest, quote)
+            // A quoted value (logfmt, `--password="…"`, `authorization="Bearer …"`): the whole
+            // word, its quoted parts and what a shell joins to them, masked with its quotes.
+            if opens_a_quote(rest) {
+                quoted_word_len(rest)
             } else {
                 let header = matches!(
                     normalize(key).as_str(),
@@ -924,19 +929,92 @@ fn masked_pairs_at(text: &str, redactor: &Redactor, depth: usize) -> Option<Stri
     Some(masked)
 }
 
-/// The length of a quoted value after its opening `quote`, up to its closing one (a quote after
-/// a backslash is part of the value); all of `rest` when it is not closed.
-fn quoted_len(rest: &str, quote: char) -> usize {
-    let mut escaped = false;
-    for (at, c) in rest.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' => escaped = true,
-            _ if c == quote => return at,
-            _ => {}
+/// The closing quote of a value that opens with `open`; `None` when `open` is not a quote.
+fn closing_quote(open: char) -> Option<char> {
+    match open {
+        '"' | '\'' | '`' => Some(open),
+        '\u{201c}' => Some('\u{201d}'),
+        '\u{2018}' => Some('\u{2019}'),
+        '\u{ab}' => Some('\u{bb}'),
+        '\u{2039}' => Some('\u{203a}'),
+        _ => None,
+    }
+}
+
+/// Whether `rest`, a pair's value, opens with a quote, or with a quote after a backslash (JSON
+/// text written into a string: `--password=\"…\"`).
+fn opens_a_quote(rest: &str) -> bool {
+    let mut chars = rest.chars();
+    match chars.next() {
+        Some('\\') => matches!(chars.next(), Some('"' | '\'')),
+        Some(c) => closing_quote(c).is_some(),
+        None => false,
+    }
+}
+
+/// The length of a value that opens with a quote: the whole word, its quoted parts and what is
+/// joined to them (`""secret`, `"a"b`, `'it''s'`, as a shell joins them: found by a review),
+/// each quoted part up to its closing quote (not one after a backslash), one opened with an
+/// escaped quote (`\"…\"`) up to the next escaped quote; all of `rest` when a quote is not
+/// closed. Each character is read once.
+fn quoted_word_len(rest: &str) -> usize {
+    let mut at = 0;
+    while let Some(c) = rest[at..].chars().next() {
+        let tail = &rest[at..];
+        if c == '\\' && matches!(tail[1..].chars().next(), Some('"' | '\'')) {
+            let escaped_quote = &tail[..2];
+            match tail[2..].find(escaped_quote) {
+                Some(end) => at += 2 + end + 2,
+                None => return rest.len(),
+            }
+        } else if let Some(close) = closing_quote(c) {
+            let inner = &tail[c.len_utf8()..];
+            match unescaped(inner, close) {
+                Some(end) => at += c.len_utf8() + end + close.len_utf8(),
+                None => return rest.len(),
+            }
+        } else if ends_a_value(c) {
+            return at;
+        } else {
+            // An unquoted part joined to the word, up to its end or the next quote.
+            let len = tail[c.len_utf8()..]
+                .find(|c: char| ends_a_value(c) || closing_quote(c).is_some() || c == '\\')
+                .map_or(tail.len(), |end| c.len_utf8() + end);
+            at += len;
         }
     }
     rest.len()
+}
+
+/// Where `quote` first stands in `text` not after a backslash.
+fn unescaped(text: &str, quote: char) -> Option<usize> {
+    let mut escaped = false;
+    for (at, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            _ if c == quote => return Some(at),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A quoted key before a pair's `=` (`"password"` in `"password"="…"`): where its opening quote
+/// stands and where what it holds begins; `None` for an unquoted key. Looked for within the 256
+/// bytes before the `=`, which any key's name fits in, so that the search stays linear.
+fn quoted_key(before: &str) -> Option<(usize, usize)> {
+    let quote = before
+        .chars()
+        .next_back()
+        .filter(|c| matches!(c, '"' | '\''))?;
+    let inner_end = before.len() - 1;
+    let mut window = inner_end.saturating_sub(256);
+    while !before.is_char_boundary(window) {
+        window += 1;
+    }
+    let open = window + before[window..inner_end].rfind(quote)?;
+    Some((open, open + 1))
 }
 
 /// `text` percent-decoded as a form decodes it (`+` as a space), invalid UTF-8 replaced.

@@ -3372,8 +3372,8 @@ fn more_forms_of_pairs_are_masked() {
 
 /// A quoted value in a `key=value` pair (logfmt, a command line's `--password="…"`, a header
 /// quoted whole) was written in clear, in fields, appended keys and strings inside JSON text
-/// (found by an attack from the docs: only unquoted values were masked). The quotes stay, the
-/// value inside them is masked, escaped quotes included; an unclosed quote masks to the end.
+/// (found by an attack from the docs: only unquoted values were masked). The whole word is
+/// masked with its quotes, escaped quotes included; an unclosed quote masks to the end.
 #[test]
 fn quoted_values_of_pairs_are_masked() {
     let (logger, logs) = logger(Logger::builder());
@@ -3383,6 +3383,15 @@ fn quoted_values_of_pairs_are_masked() {
         r#"authorization="Bearer S3CR3T-3.x""#,
         r#"password="S3CR3T-4 \" escaped quote" user=ann"#,
         r#"password = "S3CR3T-5"#,
+        // Found by a review: quoted parts joined to others, as a shell joins them; an escaped
+        // quote (JSON text written into a string); SQL's doubled quote; a quoted key; other
+        // quotes.
+        r#"--password=""S3CR3T-8"#,
+        r#"--password="S3CR3T-9a"S3CR3T-9b"#,
+        r#"cmd=run --password=\"my S3CR3T-10 phrase\""#,
+        "password='it''s S3CR3T-11'",
+        r#""password"="my S3CR3T-12" 'token' = 'S3CR3T-13 x'"#,
+        "password=\u{201c}my S3CR3T-14\u{201d} password=\u{ab}S3CR3T-15 x\u{bb} password=`S3CR3T-16 y`",
     ];
     run(&logger, async {
         for case in cases {
@@ -3400,10 +3409,11 @@ fn quoted_values_of_pairs_are_masked() {
     let lines = check_default(&logs);
     assert_no_secret(&lines, "S3CR3T");
     assert_eq!(
-        lines[1]["note"], "level=info password='*****' user=ann",
+        lines[1]["note"], "level=info password=***** user=ann",
         "the pairs after a quoted value are read as before"
     );
-    assert_eq!(lines[3]["note"], r#"password="*****" user=ann"#);
+    assert_eq!(lines[3]["note"], "password=***** user=ann");
+    assert_eq!(lines[9]["note"], r#""password"=***** 'token' = *****"#);
 }
 
 /// JSON text that begins with a byte order mark (bodies from some Windows and .NET clients) was
