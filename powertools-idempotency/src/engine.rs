@@ -549,6 +549,24 @@ impl<St: IdempotencyStore> Engine<St> {
                 }
             };
             key = record.key;
+            if existing.status == Status::InProgress
+                && existing
+                    .claim_id
+                    .as_deref()
+                    .is_some_and(|id| id.starts_with(FENCE_ID_PREFIX))
+            {
+                // A taken-back claim's fence, written after this claim was sent (or this clock
+                // is behind the fencing one's): claimed again once this clock has passed its
+                // deadline, never validated against it, which holds no payload (found by a
+                // review: a same-payload duplicate got `PayloadMismatch`).
+                let fenced_ms = existing.in_progress_expiry_timestamp.unwrap_or_default();
+                if !clock_passed(fenced_ms).await {
+                    return Err(Error::AlreadyInProgress { key });
+                }
+                inconsistencies[attempt] = Inconsistency::RefusedYetExpired;
+                attempt += 1;
+                continue;
+            }
             match existing.state_at(SystemTime::now()) {
                 // The claim should have succeeded: the record changed in between (or is a
                 // taken-back claim's fence, which a claim sent before it was written cannot
@@ -691,8 +709,13 @@ impl<St: IdempotencyStore> Engine<St> {
             in_progress_expiry_timestamp: None,
             response_data: None,
             payload_hash: None,
-            claim_id: Some(new_claim_id()),
+            // Marked, so that a claim refused by it is never validated against it, nor told the
+            // key is in progress while its clock has not passed the fence's deadline.
+            claim_id: Some(format!("{FENCE_ID_PREFIX}{}", new_claim_id())),
         };
+        // The last fence write that failed: a late claim may still land, which the caller is
+        // told (found by a review: a fence that went unanswered too was taken for a success).
+        let mut unfenced = None;
         for _ in 0..FENCE_ATTEMPTS {
             // Never before the claim was sent, should the clock have been set back meanwhile.
             let now = SystemTime::now().max(sent_at);
@@ -701,9 +724,12 @@ impl<St: IdempotencyStore> Engine<St> {
             let put = self.store.put_in_progress(&fence, now);
             let written = match self.bounded(deadline, StoreCall::PutInProgress, put).await {
                 Ok(written) => written,
-                // The store refused or lost the fence too (a store that loses every write's
-                // answer): the claim, if it landed, is deleted as far as a delete can.
-                Err(_) => return self.release(claim, deadline).await,
+                // The store refused or lost the fence too: tried again, within the take-back's
+                // bound.
+                Err(error) => {
+                    unfenced = Some(error);
+                    continue;
+                }
             };
             match written {
                 PutOutcome::Stored => {
@@ -712,12 +738,7 @@ impl<St: IdempotencyStore> Engine<St> {
                     // it (its condition is strict): the caller's retry comes after that
                     // millisecond. Yielding, not a timer, which a paused clock (tests) would
                     // skip; bounded in real time, for a clock set back meanwhile.
-                    let waiting = std::time::Instant::now();
-                    while epoch(SystemTime::now()).1 <= fenced_ms
-                        && waiting.elapsed() < Duration::from_millis(2)
-                    {
-                        tokio::task::yield_now().await;
-                    }
+                    clock_passed(fenced_ms).await;
                     return Ok(());
                 }
                 PutOutcome::Exists(Some(existing)) if existing.is_written_by(claim) => {
@@ -731,7 +752,15 @@ impl<St: IdempotencyStore> Engine<St> {
                 PutOutcome::Exists(None) => return self.release(claim, deadline).await,
             }
         }
-        Ok(())
+        match unfenced {
+            // No fence stands: the claim, if it landed, is deleted as far as a delete can, and
+            // the caller warns that it may still land.
+            Some(error) => {
+                self.release(claim, deadline).await?;
+                Err(error)
+            }
+            None => Ok(()),
+        }
     }
 
     /// Deletes the claim of a failed handler, from the local cache and the store.
@@ -1059,6 +1088,26 @@ const TAKE_BACK_TIMEOUT: Duration = Duration::from_secs(1);
 /// How many times taking a claim back writes its fence, deleting a copy of the claim found in
 /// its place each time before the last.
 const FENCE_ATTEMPTS: usize = 3;
+
+/// How the claim id of a taken-back claim's fence begins (a claim's own is hex).
+const FENCE_ID_PREFIX: &str = "fence-";
+
+/// Waits until this clock has passed `deadline_ms` (epoch milliseconds), for at most 2 ms of real
+/// time: a fence's deadline is the millisecond it was written, which a claim in that millisecond
+/// cannot replace (its condition is strict). Yielding, not a timer, which a paused clock (tests)
+/// would skip without time passing. Whether it passed.
+async fn clock_passed(deadline_ms: i64) -> bool {
+    let waiting = std::time::Instant::now();
+    loop {
+        if epoch(SystemTime::now()).1 > deadline_ms {
+            return true;
+        }
+        if waiting.elapsed() >= Duration::from_millis(2) {
+            return false;
+        }
+        tokio::task::yield_now().await;
+    }
+}
 
 /// Whether a failed write may have been stored all the same: no answer came (the store timeout,
 /// a connection cut, an answer that did not read), as opposed to the service's refusal, which

@@ -638,8 +638,9 @@ async fn a_retry_that_returns_its_first_error_has_it_named_as_lambda_reports_it(
     let (logs, spans) = (MemoryLogs::new(), KeptSpans::default());
     let powertools = stack(&logs, &spans);
     let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    // Every write fails: the claims, and the fences that take each unanswered claim back.
     let store = ThrottledClaims {
-        failures_left: Arc::new(std::sync::atomic::AtomicUsize::new(2)),
+        failures_left: Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX)),
         ..ThrottledClaims::default()
     };
     let inner = ServiceBuilder::new()
