@@ -859,7 +859,7 @@ fn masked_pairs_at(text: &str, redactor: &Redactor, depth: usize) -> Option<Stri
         // by a review) by what its quotes hold.
         let before = text[..equals].trim_end_matches([' ', '\t']);
         let (name_start, key_start, key_end) = match quoted_key(before) {
-            Some((open, inner)) => (open, inner, before.len() - 1),
+            Some(found) => found,
             None => {
                 let name_start = before
                     .char_indices()
@@ -941,13 +941,13 @@ fn closing_quote(open: char) -> Option<char> {
     }
 }
 
-/// Whether `rest`, a pair's value, opens with a quote, or with a quote after a backslash (JSON
-/// text written into a string: `--password=\"…\"`).
+/// Whether `rest`, a pair's value, opens with a quote, or with a quote after backslashes (JSON
+/// text written into a string, once or more: `--password=\"…\"`, `\\\"…`).
 fn opens_a_quote(rest: &str) -> bool {
-    let mut chars = rest.chars();
-    match chars.next() {
-        Some('\\') => matches!(chars.next(), Some('"' | '\'')),
-        Some(c) => closing_quote(c).is_some(),
+    let unescaped = rest.trim_start_matches('\\');
+    match unescaped.chars().next() {
+        Some('"' | '\'') if unescaped.len() < rest.len() => true,
+        Some(c) => unescaped.len() == rest.len() && closing_quote(c).is_some(),
         None => false,
     }
 }
@@ -955,16 +955,20 @@ fn opens_a_quote(rest: &str) -> bool {
 /// The length of a value that opens with a quote: the whole word, its quoted parts and what is
 /// joined to them (`""secret`, `"a"b`, `'it''s'`, as a shell joins them: found by a review),
 /// each quoted part up to its closing quote (not one after a backslash), one opened with an
-/// escaped quote (`\"…\"`) up to the next escaped quote; all of `rest` when a quote is not
-/// closed. Each character is read once.
+/// escaped quote (`\"…\"`, `\\\"…\\\"`) up to the next quote of its kind; all of `rest` when
+/// a quote is not closed. Each character is read once.
 fn quoted_word_len(rest: &str) -> usize {
     let mut at = 0;
     while let Some(c) = rest[at..].chars().next() {
         let tail = &rest[at..];
-        if c == '\\' && matches!(tail[1..].chars().next(), Some('"' | '\'')) {
-            let escaped_quote = &tail[..2];
-            match tail[2..].find(escaped_quote) {
-                Some(end) => at += 2 + end + 2,
+        let backslashes = tail.len() - tail.trim_start_matches('\\').len();
+        let escaped_quote = tail[backslashes..]
+            .chars()
+            .next()
+            .filter(|q| backslashes > 0 && matches!(q, '"' | '\''));
+        if let Some(quote) = escaped_quote {
+            match tail[backslashes + 1..].find(quote) {
+                Some(end) => at += backslashes + 1 + end + 1,
                 None => return rest.len(),
             }
         } else if let Some(close) = closing_quote(c) {
@@ -980,7 +984,7 @@ fn quoted_word_len(rest: &str) -> usize {
             let len = tail[c.len_utf8()..]
                 .find(|c: char| ends_a_value(c) || closing_quote(c).is_some() || c == '\\')
                 .map_or(tail.len(), |end| c.len_utf8() + end);
-            at += len;
+            at += len.max(backslashes);
         }
     }
     rest.len()
@@ -1000,21 +1004,36 @@ fn unescaped(text: &str, quote: char) -> Option<usize> {
     None
 }
 
-/// A quoted key before a pair's `=` (`"password"` in `"password"="…"`): where its opening quote
-/// stands and where what it holds begins; `None` for an unquoted key. Looked for within the 256
-/// bytes before the `=`, which any key's name fits in, so that the search stays linear.
-fn quoted_key(before: &str) -> Option<(usize, usize)> {
-    let quote = before
-        .chars()
-        .next_back()
-        .filter(|c| matches!(c, '"' | '\''))?;
-    let inner_end = before.len() - 1;
+/// The opening quote of a key that `close` ends; `None` when `close` is not a closing quote.
+fn opening_quote(close: char) -> Option<char> {
+    match close {
+        '"' | '\'' | '`' => Some(close),
+        '\u{201d}' => Some('\u{201c}'),
+        '\u{2019}' => Some('\u{2018}'),
+        '\u{bb}' => Some('\u{ab}'),
+        '\u{203a}' => Some('\u{2039}'),
+        _ => None,
+    }
+}
+
+/// A quoted key before a pair's `=` (`"password"` in `"password"="…"`, also in escaped,
+/// typographic, angle or backtick quotes: found by reviews): where the key begins (its opening
+/// quote, or the backslashes before it), and where what its quotes hold begins and ends; `None`
+/// for an unquoted key. Looked for within the 256 bytes before the `=`, which any key's name
+/// fits in, so that the search stays linear.
+fn quoted_key(before: &str) -> Option<(usize, usize, usize)> {
+    let close = before.chars().next_back()?;
+    let open = opening_quote(close)?;
+    let inner_end = before[..before.len() - close.len_utf8()]
+        .trim_end_matches('\\')
+        .len();
     let mut window = inner_end.saturating_sub(256);
     while !before.is_char_boundary(window) {
         window += 1;
     }
-    let open = window + before[window..inner_end].rfind(quote)?;
-    Some((open, open + 1))
+    let opening = window + before[window..inner_end].rfind(open)?;
+    let name_start = before[..opening].trim_end_matches('\\').len();
+    Some((name_start, opening + open.len_utf8(), inner_end))
 }
 
 /// `text` percent-decoded as a form decodes it (`+` as a space), invalid UTF-8 replaced.

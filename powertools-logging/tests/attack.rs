@@ -3392,6 +3392,15 @@ fn quoted_values_of_pairs_are_masked() {
         "password='it''s S3CR3T-11'",
         r#""password"="my S3CR3T-12" 'token' = 'S3CR3T-13 x'"#,
         "password=\u{201c}my S3CR3T-14\u{201d} password=\u{ab}S3CR3T-15 x\u{bb} password=`S3CR3T-16 y`",
+        // Found by a second review: keys in escaped, typographic and backtick quotes; values in
+        // quotes escaped twice (JSON text in a string in a string).
+        r#"\"password\"=\"S3CR3T-17\""#,
+        r#"cmd: \"password\"=\"S3CR3T-18 z\""#,
+        r#"args=[\"--token\"=\"S3CR3T-19\"]"#,
+        "\u{201c}password\u{201d}=S3CR3T-20 `password`=S3CR3T-21",
+        r#"password=\\\"S3CR3T-22 x\\\""#,
+        r#"body={\"user\":\"ann\", \"cmd\":\"login --password=\\\"S3CR3T-23 y\\\"\"}"#,
+        r#"password=\\"S3CR3T-24 n""#,
     ];
     run(&logger, async {
         for case in cases {
@@ -3414,6 +3423,30 @@ fn quoted_values_of_pairs_are_masked() {
     );
     assert_eq!(lines[3]["note"], "password=***** user=ann");
     assert_eq!(lines[9]["note"], r#""password"=***** 'token' = *****"#);
+}
+
+/// Quotes and `=` in text without a masked key before them are written as they are (a review's
+/// cases, beside the forms that are masked).
+#[test]
+fn quotes_without_a_masked_key_are_left_as_they_are() {
+    let (logger, logs) = logger(Logger::builder());
+    let cases = [
+        r#"say "hello"=greeting and more text"#,
+        r#"title="a" b="c d" e=f"#,
+        r#"x="password" y=z"#,
+        r#"label="my password"=ignored tail words"#,
+        r#"the "password" field = required, see docs"#,
+        r#"k="v" "x" 'password'"=q rest"#,
+    ];
+    run(&logger, async {
+        for case in cases {
+            tracing::info!(note = case, "m");
+        }
+    });
+    let lines = check_default(&logs);
+    for (line, case) in lines.iter().zip(cases) {
+        assert_eq!(line["note"], case);
+    }
 }
 
 /// JSON text that begins with a byte order mark (bodies from some Windows and .NET clients) was
