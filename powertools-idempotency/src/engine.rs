@@ -87,6 +87,8 @@ enum Inconsistency {
     RefusedThenMissing,
     /// The claim was refused, yet the record it found had expired.
     RefusedYetExpired,
+    /// The claim was refused by a fence written after it was sent (another claim taken back).
+    RefusedByFence,
 }
 
 /// Time kept back from the invocation's remaining time to report a store failure before Lambda
@@ -563,7 +565,7 @@ impl<St: IdempotencyStore> Engine<St> {
                 if !clock_passed(fenced_ms).await {
                     return Err(Error::AlreadyInProgress { key });
                 }
-                inconsistencies[attempt] = Inconsistency::RefusedYetExpired;
+                inconsistencies[attempt] = Inconsistency::RefusedByFence;
                 attempt += 1;
                 continue;
             }
@@ -600,6 +602,10 @@ impl<St: IdempotencyStore> Engine<St> {
             ),
             Inconsistency::RefusedYetExpired => "the claim was refused as the record exists, yet \
                  the record it found had expired (or its in-progress deadline had passed)"
+                .to_owned(),
+            Inconsistency::RefusedByFence => "the claim was refused by a fence: the record of \
+                 another claim of the key taken back after its write went unanswered, written \
+                 after this claim was sent"
                 .to_owned(),
         };
         let claim = describe(StoreCall::PutInProgress, "each claim");
@@ -752,15 +758,18 @@ impl<St: IdempotencyStore> Engine<St> {
                 PutOutcome::Exists(None) => return self.release(claim, deadline).await,
             }
         }
-        match unfenced {
-            // No fence stands: the claim, if it landed, is deleted as far as a delete can, and
-            // the caller warns that it may still land.
-            Some(error) => {
-                self.release(claim, deadline).await?;
-                Err(error)
-            }
-            None => Ok(()),
-        }
+        // No fence stands: the claim, if it landed, is deleted as far as a delete can, and the
+        // caller warns that it may still land.
+        self.release(claim, deadline).await?;
+        Err(unfenced.unwrap_or_else(|| {
+            StoreError::Backend(
+                format!(
+                    "a copy of the claim stood at each of {FENCE_ATTEMPTS} fence writes, and was \
+                     deleted: no fence stands"
+                )
+                .into(),
+            )
+        }))
     }
 
     /// Deletes the claim of a failed handler, from the local cache and the store.
@@ -1086,7 +1095,7 @@ fn margin_for(call: StoreCall) -> Duration {
 const TAKE_BACK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How many times taking a claim back writes its fence, deleting a copy of the claim found in
-/// its place each time before the last.
+/// its place each time (and once more after the last, when no fence stands: the caller warns).
 const FENCE_ATTEMPTS: usize = 3;
 
 /// How the claim id of a taken-back claim's fence begins (a claim's own is hex).

@@ -929,52 +929,74 @@ fn masked_pairs_at(text: &str, redactor: &Redactor, depth: usize) -> Option<Stri
     Some(masked)
 }
 
-/// The closing quote of a value that opens with `open`; `None` when `open` is not a quote.
-fn closing_quote(open: char) -> Option<char> {
-    match open {
-        '"' | '\'' | '`' => Some(open),
-        '\u{201c}' => Some('\u{201d}'),
-        '\u{2018}' => Some('\u{2019}'),
-        '\u{ab}' => Some('\u{bb}'),
-        '\u{2039}' => Some('\u{203a}'),
-        _ => None,
-    }
+/// The quotes that may close a value opened with `open`, in the styles languages write them
+/// (`"…"`, `“…”`, German `„…“`, Swedish `”…”`, `«…»`, `»…«`, …); `None` when `open` is not a
+/// quote.
+fn closing_quotes(open: char) -> Option<&'static [char]> {
+    Some(match open {
+        '"' => &['"'],
+        '\'' => &['\''],
+        '`' => &['`'],
+        '\u{201c}' => &['\u{201d}', '\u{201c}'],
+        '\u{201e}' => &['\u{201c}', '\u{201d}'],
+        '\u{201d}' => &['\u{201d}'],
+        '\u{2018}' => &['\u{2019}', '\u{2018}'],
+        '\u{201a}' => &['\u{2018}', '\u{2019}'],
+        '\u{2019}' => &['\u{2019}'],
+        '\u{ab}' => &['\u{bb}'],
+        '\u{bb}' => &['\u{ab}', '\u{bb}'],
+        '\u{2039}' => &['\u{203a}'],
+        '\u{203a}' => &['\u{2039}', '\u{203a}'],
+        _ => return None,
+    })
 }
 
-/// Whether `rest`, a pair's value, opens with a quote, or with a quote after backslashes (JSON
-/// text written into a string, once or more: `--password=\"…\"`, `\\\"…`).
+/// The quotes that may open a key that `close` ends (the pairs of [`closing_quotes`] read
+/// backwards); `None` when `close` is not a quote.
+fn opening_quotes(close: char) -> Option<&'static [char]> {
+    Some(match close {
+        '"' => &['"'],
+        '\'' => &['\''],
+        '`' => &['`'],
+        '\u{201d}' => &['\u{201c}', '\u{201e}', '\u{201d}'],
+        '\u{201c}' => &['\u{201e}', '\u{201c}'],
+        '\u{2019}' => &['\u{2018}', '\u{201a}', '\u{2019}'],
+        '\u{2018}' => &['\u{201a}', '\u{2018}'],
+        '\u{bb}' => &['\u{ab}', '\u{bb}'],
+        '\u{ab}' => &['\u{bb}'],
+        '\u{203a}' => &['\u{2039}', '\u{203a}'],
+        '\u{2039}' => &['\u{203a}'],
+        _ => return None,
+    })
+}
+
+/// Whether `rest`, a pair's value, opens with a quote, after backslashes or not (JSON text
+/// written into a string, once or more: `--password=\"…\"`, `\\\"…`).
 fn opens_a_quote(rest: &str) -> bool {
-    let unescaped = rest.trim_start_matches('\\');
-    match unescaped.chars().next() {
-        Some('"' | '\'') if unescaped.len() < rest.len() => true,
-        Some(c) => unescaped.len() == rest.len() && closing_quote(c).is_some(),
-        None => false,
-    }
+    rest.trim_start_matches('\\')
+        .chars()
+        .next()
+        .is_some_and(|c| closing_quotes(c).is_some())
 }
 
 /// The length of a value that opens with a quote: the whole word, its quoted parts and what is
 /// joined to them (`""secret`, `"a"b`, `'it''s'`, as a shell joins them: found by a review),
-/// each quoted part up to its closing quote (not one after a backslash), one opened with an
-/// escaped quote (`\"…\"`, `\\\"…\\\"`) up to the next quote of its kind; all of `rest` when
-/// a quote is not closed. Each character is read once.
+/// each quoted part up to its closing quote behind as many backslashes as its opening one
+/// (`\"a\\\"b\"` is one part: a quote escaped deeper is inside it); all of `rest` when a
+/// quote is not closed. Each character is read once.
 fn quoted_word_len(rest: &str) -> usize {
     let mut at = 0;
     while let Some(c) = rest[at..].chars().next() {
         let tail = &rest[at..];
-        let backslashes = tail.len() - tail.trim_start_matches('\\').len();
-        let escaped_quote = tail[backslashes..]
+        let depth = tail.len() - tail.trim_start_matches('\\').len();
+        let quoted = tail[depth..]
             .chars()
             .next()
-            .filter(|q| backslashes > 0 && matches!(q, '"' | '\''));
-        if let Some(quote) = escaped_quote {
-            match tail[backslashes + 1..].find(quote) {
-                Some(end) => at += backslashes + 1 + end + 1,
-                None => return rest.len(),
-            }
-        } else if let Some(close) = closing_quote(c) {
-            let inner = &tail[c.len_utf8()..];
-            match unescaped(inner, close) {
-                Some(end) => at += c.len_utf8() + end + close.len_utf8(),
+            .and_then(|open| Some((open, closing_quotes(open)?)));
+        if let Some((open, closes)) = quoted {
+            let inner_start = depth + open.len_utf8();
+            match closing_at_depth(&tail[inner_start..], closes, depth) {
+                Some(after) => at += inner_start + after,
                 None => return rest.len(),
             }
         } else if ends_a_value(c) {
@@ -982,38 +1004,29 @@ fn quoted_word_len(rest: &str) -> usize {
         } else {
             // An unquoted part joined to the word, up to its end or the next quote.
             let len = tail[c.len_utf8()..]
-                .find(|c: char| ends_a_value(c) || closing_quote(c).is_some() || c == '\\')
+                .find(|c: char| ends_a_value(c) || closing_quotes(c).is_some() || c == '\\')
                 .map_or(tail.len(), |end| c.len_utf8() + end);
-            at += len.max(backslashes);
+            at += len.max(depth);
         }
     }
     rest.len()
 }
 
-/// Where `quote` first stands in `text` not after a backslash.
-fn unescaped(text: &str, quote: char) -> Option<usize> {
-    let mut escaped = false;
-    for (at, c) in text.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' => escaped = true,
-            _ if c == quote => return Some(at),
-            _ => {}
+/// Where, in `inner`, a quoted part ends just after its closing quote: the first of `closes`
+/// behind exactly `depth` backslashes; `None` when none does.
+fn closing_at_depth(inner: &str, closes: &[char], depth: usize) -> Option<usize> {
+    let mut backslashes = 0;
+    for (at, c) in inner.char_indices() {
+        if c == '\\' {
+            backslashes += 1;
+            continue;
         }
+        if backslashes == depth && closes.contains(&c) {
+            return Some(at + c.len_utf8());
+        }
+        backslashes = 0;
     }
     None
-}
-
-/// The opening quote of a key that `close` ends; `None` when `close` is not a closing quote.
-fn opening_quote(close: char) -> Option<char> {
-    match close {
-        '"' | '\'' | '`' => Some(close),
-        '\u{201d}' => Some('\u{201c}'),
-        '\u{2019}' => Some('\u{2018}'),
-        '\u{bb}' => Some('\u{ab}'),
-        '\u{203a}' => Some('\u{2039}'),
-        _ => None,
-    }
 }
 
 /// A quoted key before a pair's `=` (`"password"` in `"password"="…"`, also in escaped,
@@ -1023,7 +1036,7 @@ fn opening_quote(close: char) -> Option<char> {
 /// fits in, so that the search stays linear.
 fn quoted_key(before: &str) -> Option<(usize, usize, usize)> {
     let close = before.chars().next_back()?;
-    let open = opening_quote(close)?;
+    let opens = opening_quotes(close)?;
     let inner_end = before[..before.len() - close.len_utf8()]
         .trim_end_matches('\\')
         .len();
@@ -1031,9 +1044,10 @@ fn quoted_key(before: &str) -> Option<(usize, usize, usize)> {
     while !before.is_char_boundary(window) {
         window += 1;
     }
-    let opening = window + before[window..inner_end].rfind(open)?;
+    let opening = window + before[window..inner_end].rfind(opens)?;
+    let open_len = before[opening..].chars().next().map_or(1, char::len_utf8);
     let name_start = before[..opening].trim_end_matches('\\').len();
-    Some((name_start, opening + open.len_utf8(), inner_end))
+    Some((name_start, opening + open_len, inner_end))
 }
 
 /// `text` percent-decoded as a form decodes it (`+` as a space), invalid UTF-8 replaced.

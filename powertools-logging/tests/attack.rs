@@ -3401,6 +3401,14 @@ fn quoted_values_of_pairs_are_masked() {
         r#"password=\\\"S3CR3T-22 x\\\""#,
         r#"body={\"user\":\"ann\", \"cmd\":\"login --password=\\\"S3CR3T-23 y\\\"\"}"#,
         r#"password=\\"S3CR3T-24 n""#,
+        // Found by a third review: a quote escaped deeper inside an escaped value; German,
+        // Swedish and reversed angle quotes; an escaped typographic quote or backtick.
+        r#"--password=\"a\\\"b S3CR3T-25\""#,
+        r#"x \"password\"=\"a\\\"b S3CR3T-26\" y"#,
+        "\u{201e}password\u{201c}=\u{201e}geheim S3CR3T-27\u{201c}",
+        "\u{201d}password\u{201d}=\u{201d}hemligt S3CR3T-28\u{201d}",
+        "\u{bb}password\u{ab}=\u{bb}x S3CR3T-29\u{ab}",
+        "password=\\\u{201c}x S3CR3T-30\\\u{201d} password=\\`x S3CR3T-31\\`",
     ];
     run(&logger, async {
         for case in cases {
