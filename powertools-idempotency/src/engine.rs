@@ -84,11 +84,11 @@ impl<F: Future> Future for Held<'_, F> {
 #[derive(Clone, Copy, PartialEq)]
 enum Inconsistency {
     /// The claim was refused as the record exists, then the read found none.
-    RefusedThenMissing,
+    Missing,
     /// The claim was refused, yet the record it found had expired.
-    RefusedYetExpired,
+    Expired,
     /// The claim was refused by a fence written after it was sent (another claim taken back).
-    RefusedByFence,
+    Fenced,
 }
 
 /// Time kept back from the invocation's remaining time to report a store failure before Lambda
@@ -474,7 +474,7 @@ impl<St: IdempotencyStore> Engine<St> {
         payload_hash: Option<String>,
     ) -> Result<Claimed<R>, Error> {
         // What the store answered inconsistently at each attempt, for the error after the last.
-        let mut inconsistencies = [Inconsistency::RefusedThenMissing; MAX_ATTEMPTS];
+        let mut inconsistencies = [Inconsistency::Missing; MAX_ATTEMPTS];
         let mut attempt = 0;
         // The key moves into each attempt's record and back out of it: one string per call.
         for _ in 0..MAX_ATTEMPTS {
@@ -516,7 +516,7 @@ impl<St: IdempotencyStore> Engine<St> {
                         Ok(Some(existing)) => existing,
                         Ok(None) => {
                             key = record.key;
-                            inconsistencies[attempt] = Inconsistency::RefusedThenMissing;
+                            inconsistencies[attempt] = Inconsistency::Missing;
                             attempt += 1;
                             continue;
                         }
@@ -565,7 +565,7 @@ impl<St: IdempotencyStore> Engine<St> {
                 if !clock_passed(fenced_ms).await {
                     return Err(Error::AlreadyInProgress { key });
                 }
-                inconsistencies[attempt] = Inconsistency::RefusedByFence;
+                inconsistencies[attempt] = Inconsistency::Fenced;
                 attempt += 1;
                 continue;
             }
@@ -576,7 +576,7 @@ impl<St: IdempotencyStore> Engine<St> {
                 // a payload (a fence has no hash: a review found a same-payload duplicate
                 // refused).
                 RecordState::Expired | RecordState::InProgressTimedOut => {
-                    inconsistencies[attempt] = Inconsistency::RefusedYetExpired;
+                    inconsistencies[attempt] = Inconsistency::Expired;
                     attempt += 1;
                     continue;
                 }
@@ -596,14 +596,14 @@ impl<St: IdempotencyStore> Engine<St> {
             None => generic.to_owned(),
         };
         let what = |inconsistency: Inconsistency| match inconsistency {
-            Inconsistency::RefusedThenMissing => format!(
+            Inconsistency::Missing => format!(
                 "the claim was refused as the record exists, then {} found no record",
                 describe(StoreCall::Get, "the read")
             ),
-            Inconsistency::RefusedYetExpired => "the claim was refused as the record exists, yet \
+            Inconsistency::Expired => "the claim was refused as the record exists, yet \
                  the record it found had expired (or its in-progress deadline had passed)"
                 .to_owned(),
-            Inconsistency::RefusedByFence => "the claim was refused by a fence: the record of \
+            Inconsistency::Fenced => "the claim was refused by a fence: the record of \
                  another claim of the key taken back after its write went unanswered, written \
                  after this claim was sent"
                 .to_owned(),
