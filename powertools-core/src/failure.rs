@@ -414,6 +414,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn generic_arguments_are_dropped_from_a_type_name() {
+        assert_eq!(
+            type_path::<std::vec::IntoIter<Box<dyn std::error::Error>>>(),
+            "alloc::vec::into_iter::IntoIter"
+        );
+        assert_eq!(type_path::<std::io::Error>(), "std::io::error::Error");
+    }
+
+    #[test]
     fn a_quiet_panic_s_note_names_its_location_and_not_its_message() {
         assert_eq!(
             quiet_panic_note(Some(("src/orders.rs", 42))),

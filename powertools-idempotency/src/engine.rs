@@ -570,11 +570,8 @@ impl<St: IdempotencyStore> Engine<St> {
                 continue;
             }
             match existing.state_at(SystemTime::now()) {
-                // The claim should have succeeded: the record changed in between (or is a
-                // taken-back claim's fence, which a claim sent before it was written cannot
-                // replace). Try again, without validating against a record that holds nothing of
-                // a payload (a fence has no hash: a review found a same-payload duplicate
-                // refused).
+                // The claim should have succeeded: the record changed in between. Try again,
+                // without validating against a record that no longer counts.
                 RecordState::Expired | RecordState::InProgressTimedOut => {
                     inconsistencies[attempt] = Inconsistency::Expired;
                     attempt += 1;

@@ -1,7 +1,7 @@
 //! What the failure line of an invocation says: `exception_name`, `exception` (the message chain)
 //! and, for a panic, `stack_trace`, the keys Powertools for Python writes for an exception.
 
-use std::any::{Any, type_name};
+use std::any::Any;
 use std::backtrace::{Backtrace, BacktraceStatus};
 use std::error::Error as StdError;
 use std::fmt::{self, Write as _};
@@ -110,13 +110,7 @@ pub(crate) fn describe_error<E: fmt::Debug + 'static>(
             ),
         };
     }
-    let path = type_name::<E>();
-    Failure::new(
-        path.split_once('<')
-            .map_or(path, |(path, _)| path)
-            .to_owned(),
-        debug,
-    )
+    Failure::new(powertools_core::failure::type_path::<E>().to_owned(), debug)
 }
 
 /// An error of type `E` whose description panicked (its `Display` or `Debug`): named by its

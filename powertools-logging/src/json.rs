@@ -706,8 +706,7 @@ fn body_names_masked_key(
         };
     }
     // Not base64 (or not really): checked as text.
-    let opens_as_json = matches!(json_start(text).as_bytes().first(), Some(b'{' | b'['));
-    !opens_as_json && mentions_redacted_key(text, redactor)
+    !opens_as_json(text) && mentions_redacted_key(text, redactor)
 }
 
 /// A query string as sent (`rawQueryString` of HTTP API events and function URLs) with the values
@@ -791,8 +790,7 @@ pub(crate) fn masked_json_text(text: &str, redactor: &Redactor) -> Option<String
     masked_json_text_at(text, redactor, 0, Strings::Data).or_else(|| {
         // JSON text is masked from its parsed form, where its strings' pairs are found: never
         // as a whole, which would take the rest of the text for a pair's value.
-        let opens_as_json = matches!(json_start(text).as_bytes().first(), Some(b'{' | b'['));
-        (!opens_as_json)
+        (!opens_as_json(text))
             .then(|| masked_pairs(text, redactor))
             .flatten()
     })
@@ -805,8 +803,8 @@ pub(crate) fn masked_json_text(text: &str, redactor: &Redactor) -> Option<String
 /// its last named brackets (`user[password]`, `user%5Bpassword%5D`; `password[]` and
 /// `password[0]` by the name before them; a quoted key by what its quotes hold). A value that
 /// opens with a quote is the whole quoted word ([`quoted_word_len`]); another ends at `&`, `#`,
-/// `;`, white space, a quote or `,`; a header's (`authorization`, `cookie`) runs to `&`, a quote or the end of the line, as
-/// it holds spaces and `;`. A value of another key that is itself percent-encoded pairs (a URL in
+/// `;`, white space, a quote or `,`; a header's (`authorization`, `cookie`) runs to `&`, a quote
+/// or the end of the line, as it holds spaces and `;`. A value of another key that is itself percent-encoded pairs (a URL in
 /// a `next=` parameter) is masked whole when one of those is a masked key's.
 fn masked_pairs(text: &str, redactor: &Redactor) -> Option<String> {
     masked_pairs_at(text, redactor, 0)
@@ -1092,8 +1090,8 @@ fn masked_json_text_at(
     if redactor.keys.is_empty() {
         return None;
     }
-    let first = json_start(text).as_bytes().first()?;
-    if !matches!(first, b'{' | b'[') {
+    let json = json_start(text);
+    if !matches!(json.as_bytes().first(), Some(b'{' | b'[')) {
         return None;
     }
     // Fail closed: JSON-looking text that can't be opened (nested deeper than the limit, or
@@ -1102,7 +1100,7 @@ fn masked_json_text_at(
     if depth >= MAX_ENCODED_DEPTH {
         return mentions_redacted_key(text, redactor).then(|| REDACTED.to_owned());
     }
-    let Ok(mut value) = serde_json::from_str::<Value>(json_start(text)) else {
+    let Ok(mut value) = serde_json::from_str::<Value>(json) else {
         return mentions_redacted_key(text, redactor).then(|| REDACTED.to_owned());
     };
     mask_in_place(&mut value, redactor, depth, strings).then(|| value.to_string())
@@ -1115,6 +1113,11 @@ fn json_start(text: &str) -> &str {
     text.trim_start()
         .trim_start_matches('\u{feff}')
         .trim_start()
+}
+
+/// Whether `text` opens as JSON text does (an object or an array, after [`json_start`]).
+fn opens_as_json(text: &str) -> bool {
+    matches!(json_start(text).as_bytes().first(), Some(b'{' | b'['))
 }
 
 /// Whether `text` holds a redacted key's name anywhere, spelled in any case, with or without
@@ -1197,9 +1200,7 @@ fn mask_in_place(value: &mut Value, redactor: &Redactor, depth: usize, strings: 
         }),
         Value::String(text) => {
             let masked = masked_json_text_at(text, redactor, depth + 1, strings).or_else(|| {
-                let opens_as_json =
-                    matches!(json_start(text).as_bytes().first(), Some(b'{' | b'['));
-                if opens_as_json {
+                if opens_as_json(text) {
                     return None;
                 }
                 match strings {

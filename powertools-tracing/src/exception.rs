@@ -4,7 +4,7 @@
 //! consumes the error, and the layer must hand the error back unchanged; so the type is found from
 //! a reference, by the error's own type where Rust knows it.
 
-use std::any::{Any, type_name};
+use std::any::Any;
 use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::fmt::{self, Write as _};
@@ -77,7 +77,7 @@ pub(crate) fn describe<E: fmt::Debug + 'static>(
         };
     }
     Exception {
-        kind: Cow::Borrowed(without_generics(type_name::<E>())),
+        kind: Cow::Borrowed(powertools_core::failure::type_path::<E>()),
         message: debug,
     }
 }
@@ -136,23 +136,9 @@ fn text_of(arguments: fmt::Arguments<'_>) -> String {
     text
 }
 
-/// `a::B<c::D>` without its generic arguments: `a::B`.
-fn without_generics(name: &'static str) -> &'static str {
-    name.split_once('<').map_or(name, |(path, _)| path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn generic_arguments_are_dropped_from_a_type_name() {
-        assert_eq!(
-            without_generics(type_name::<std::vec::IntoIter<Box<dyn StdError>>>()),
-            "alloc::vec::into_iter::IntoIter"
-        );
-        assert_eq!(without_generics("orders::OrderError"), "orders::OrderError");
-    }
 
     #[test]
     fn a_hook_of_another_type_is_passed_over() {

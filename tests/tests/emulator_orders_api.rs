@@ -56,6 +56,16 @@ async fn tables(client: &aws_sdk_dynamodb::Client) -> (String, String) {
 
 /// The function under the emulator, with its tables and the template's settings, plus `extra`.
 fn start(orders: &str, idempotency: &str, extra: &[(&str, &str)]) -> Option<EmulatedFunction> {
+    start_with_watch_args(orders, idempotency, extra, &[])
+}
+
+/// [`start`], with arguments for `cargo lambda watch` (`runner_env`).
+fn start_with_watch_args(
+    orders: &str,
+    idempotency: &str,
+    extra: &[(&str, &str)],
+    watch_args: &[String],
+) -> Option<EmulatedFunction> {
     let mut env = vec![
         ("ORDERS_TABLE", orders),
         ("IDEMPOTENCY_TABLE", idempotency),
@@ -63,7 +73,7 @@ fn start(orders: &str, idempotency: &str, extra: &[(&str, &str)]) -> Option<Emul
         ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
     ];
     env.extend_from_slice(extra);
-    EmulatedFunction::start(&orders_api_dir(), "orders-api", &env)
+    EmulatedFunction::start_with_watch_args(&orders_api_dir(), "orders-api", &env, watch_args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -438,14 +448,10 @@ async fn an_order_placed_under_two_keys_at_once_is_counted_once() {
     };
     let (orders_table, idempotency_table) = tables(&client).await;
     let endpoint = proxy.endpoint();
-    let Some(function) = EmulatedFunction::start_with_watch_args(
-        &orders_api_dir(),
-        "orders-api",
+    let Some(function) = start_with_watch_args(
+        &orders_table,
+        &idempotency_table,
         &[
-            ("ORDERS_TABLE", orders_table.as_str()),
-            ("IDEMPOTENCY_TABLE", idempotency_table.as_str()),
-            ("POWERTOOLS_SERVICE_NAME", "orders"),
-            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
             ("POWERTOOLS_TRACE_DISABLED", "true"),
             ("AWS_ENDPOINT_URL_DYNAMODB", endpoint.as_str()),
         ],

@@ -509,12 +509,8 @@ async fn a_claim_write_that_lands_after_it_was_taken_back_never_holds_the_key() 
     let Some(faulty) = faulty().await else {
         return;
     };
-    let idempotency = Idempotency::builder(
-        DynamoDbStore::new(faulty.proxy.client().await, &faulty.table).expect("valid store"),
-    )
-    .store_timeout(Duration::from_millis(300))
-    .build()
-    .expect("valid settings");
+    let idempotency =
+        idempotency_through(&faulty.proxy, &faulty.table, Duration::from_millis(300)).await;
     const LATE: Duration = Duration::from_millis(1500);
     faulty.proxy.set(
         json!({"action": "delay", "ms": LATE.as_millis() as u64, "target": "PutItem", "times": 1}),
@@ -561,6 +557,19 @@ async fn idempotency_through(
         .expect("valid settings")
 }
 
+/// Two invocations claiming through their own proxy channels to one new table, with
+/// `store_timeout`; `None` without the test servers.
+async fn claimants(
+    store_timeout: Duration,
+) -> Option<[(FaultProxy, Idempotency<DynamoDbStore>); 2]> {
+    let direct = dynamodb_client().await?;
+    let (first, second) = (FaultProxy::start().await?, FaultProxy::start().await?);
+    let table = create_idempotency_table(&direct).await;
+    let first_idempotency = idempotency_through(&first, &table, store_timeout).await;
+    let second_idempotency = idempotency_through(&second, &table, store_timeout).await;
+    Some([(first, first_idempotency), (second, second_idempotency)])
+}
+
 /// One charge of `payment` through `idempotency`, with `validation` data: the handler's run
 /// number, counted in `runs`.
 async fn charge_once(
@@ -584,16 +593,9 @@ async fn charge_once(
 /// (found by a review). A fence's deadline is the moment it is written, never lowered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fences_of_two_late_claims_never_let_either_claim_in() {
-    let Some(direct) = dynamodb_client().await else {
+    let Some([(proxy_a, a), (proxy_c, c)]) = claimants(Duration::from_millis(300)).await else {
         return;
     };
-    let (Some(proxy_a), Some(proxy_c)) = (FaultProxy::start().await, FaultProxy::start().await)
-    else {
-        return;
-    };
-    let table = create_idempotency_table(&direct).await;
-    let a = idempotency_through(&proxy_a, &table, Duration::from_millis(300)).await;
-    let c = idempotency_through(&proxy_c, &table, Duration::from_millis(300)).await;
     let runs = AtomicUsize::new(0);
     proxy_a.set(json!({"action": "delay", "ms": 2500, "target": "PutItem", "times": 1}));
     proxy_c.set(json!({"action": "delay", "ms": 3000, "target": "PutItem", "times": 1}));
@@ -625,16 +627,9 @@ async fn fences_of_two_late_claims_never_let_either_claim_in() {
 /// its deadline is claimed again, not validated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_refused_by_a_fence_is_not_validated_against_it() {
-    let Some(direct) = dynamodb_client().await else {
+    let Some([(proxy_a, a), (proxy_b, b)]) = claimants(Duration::from_secs(10)).await else {
         return;
     };
-    let (Some(proxy_a), Some(proxy_b)) = (FaultProxy::start().await, FaultProxy::start().await)
-    else {
-        return;
-    };
-    let table = create_idempotency_table(&direct).await;
-    let a = idempotency_through(&proxy_a, &table, Duration::from_secs(10)).await;
-    let b = idempotency_through(&proxy_b, &table, Duration::from_secs(10)).await;
     let runs = AtomicUsize::new(0);
     // B's claim is slow, within its store timeout; A's claim loses its connection at once, so
     // A fences while B's claim is on its way.
