@@ -59,6 +59,40 @@ fn start(orders: &str, idempotency: &str, extra: &[(&str, &str)]) -> Option<Emul
     start_with_watch_args(orders, idempotency, extra, &[])
 }
 
+/// The function with its DynamoDB calls through a fault proxy, tracing off.
+struct BehindAProxy {
+    client: aws_sdk_dynamodb::Client,
+    proxy: powertools_tests::FaultProxy,
+    orders_table: String,
+    idempotency_table: String,
+    function: EmulatedFunction,
+}
+
+/// [`BehindAProxy`] on new tables, with `watch_args` for `cargo lambda watch`; `None` without
+/// the test servers.
+async fn behind_a_proxy(watch_args: &[String]) -> Option<BehindAProxy> {
+    let client = powertools_tests::dynamodb_client().await?;
+    let proxy = powertools_tests::FaultProxy::start().await?;
+    let (orders_table, idempotency_table) = tables(&client).await;
+    let endpoint = proxy.endpoint();
+    let function = start_with_watch_args(
+        &orders_table,
+        &idempotency_table,
+        &[
+            ("POWERTOOLS_TRACE_DISABLED", "true"),
+            ("AWS_ENDPOINT_URL_DYNAMODB", endpoint.as_str()),
+        ],
+        watch_args,
+    )?;
+    Some(BehindAProxy {
+        client,
+        proxy,
+        orders_table,
+        idempotency_table,
+        function,
+    })
+}
+
 /// [`start`], with arguments for `cargo lambda watch` (`runner_env`).
 fn start_with_watch_args(
     orders: &str,
@@ -313,22 +347,14 @@ async fn the_deployed_function_places_each_order_once_and_reports_it_in_logs_met
 /// had no timeout, and a refused read was reported as `OrderNotSaved`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_orders_table_s_faults_fail_the_invocation_naming_the_call_and_its_cause() {
-    let Some(client) = powertools_tests::dynamodb_client().await else {
-        return;
-    };
-    let Some(proxy) = powertools_tests::FaultProxy::start().await else {
-        return;
-    };
-    let (orders_table, idempotency_table) = tables(&client).await;
-    let endpoint = proxy.endpoint();
-    let Some(function) = start(
-        &orders_table,
-        &idempotency_table,
-        &[
-            ("POWERTOOLS_TRACE_DISABLED", "true"),
-            ("AWS_ENDPOINT_URL_DYNAMODB", endpoint.as_str()),
-        ],
-    ) else {
+    let Some(BehindAProxy {
+        client,
+        proxy,
+        orders_table,
+        idempotency_table,
+        function,
+    }) = behind_a_proxy(&[]).await
+    else {
         return;
     };
     let (status, _) = http(&function.invoke(&sample("missing-key.json")));
@@ -440,23 +466,18 @@ async fn the_orders_table_s_faults_fail_the_invocation_naming_the_call_and_its_c
 /// emulator). Only the invocation whose write saved the order counts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_placed_under_two_keys_at_once_is_counted_once() {
-    let Some(client) = powertools_tests::dynamodb_client().await else {
-        return;
-    };
-    let Some(proxy) = powertools_tests::FaultProxy::start().await else {
-        return;
-    };
-    let (orders_table, idempotency_table) = tables(&client).await;
-    let endpoint = proxy.endpoint();
-    let Some(function) = start_with_watch_args(
-        &orders_table,
-        &idempotency_table,
-        &[
-            ("POWERTOOLS_TRACE_DISABLED", "true"),
-            ("AWS_ENDPOINT_URL_DYNAMODB", endpoint.as_str()),
-        ],
-        &powertools_tests::runner_env("AWS_LAMBDA_MAX_CONCURRENCY", "2"),
-    ) else {
+    let Some(BehindAProxy {
+        client,
+        proxy,
+        orders_table,
+        function,
+        ..
+    }) = behind_a_proxy(&powertools_tests::runner_env(
+        "AWS_LAMBDA_MAX_CONCURRENCY",
+        "2",
+    ))
+    .await
+    else {
         return;
     };
     let (status, _) = http(&function.invoke(&sample("missing-key.json")));
