@@ -12,6 +12,27 @@ pub mod startup;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+/// `tracing::subscriber::set_default(subscriber)`, for a test that reads the lines its own
+/// subscriber wrote while other tests of the binary run beside it, some without a subscriber.
+///
+/// `tracing` caches whether a callsite is enabled for the whole process, and while a single
+/// subscriber is registered it asks only the thread that reaches the callsite first: a test
+/// without a subscriber reaching `tracing::info!("charged")` first disabled it for the test whose
+/// subscriber was the only one alive, which then lost that line (now and then, under load; the
+/// payment example's tests, 1 run in 4 with the machine busy). A global subscriber that keeps
+/// nothing (a bare `Registry`, installed once per binary, unless the binary has a global one
+/// already) keeps two registered from then on, so each callsite asks every live subscriber.
+pub fn set_test_default(
+    subscriber: impl Into<tracing::Dispatch>,
+) -> tracing::subscriber::DefaultGuard {
+    static FALLBACK: std::sync::Once = std::sync::Once::new();
+    FALLBACK.call_once(|| {
+        // A binary that has a global subscriber already keeps two registered with it.
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
+    });
+    tracing::dispatcher::set_default(&subscriber.into())
+}
+
 /// The variable that holds the DynamoDB-compatible endpoint (moto in our runs).
 pub const DYNAMODB_ENDPOINT_VAR: &str = "AWS_ENDPOINT_URL_DYNAMODB";
 

@@ -200,7 +200,7 @@ mod tests {
             .metrics(|metrics| metrics.sink(CheckedSink::new()))
             .build()
             .unwrap();
-        let guard = tracing::subscriber::set_default(powertools.subscriber());
+        let guard = powertools_tests::set_test_default(powertools.subscriber());
         (powertools, guard)
     }
 

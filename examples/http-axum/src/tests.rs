@@ -48,7 +48,7 @@ fn fixture_on<St: IdempotencyStore + Clone + 'static>(store: St) -> Fixture<St> 
         .metrics(|metrics| metrics.sink(documents.clone()))
         .build()
         .unwrap();
-    let guard = tracing::subscriber::set_default(powertools.subscriber());
+    let guard = powertools_tests::set_test_default(powertools.subscriber());
     let function: Adapter<'static, HttpResponse, BufferedRouter> =
         Adapter::from(buffered(router(idempotency(store.clone()).unwrap())));
     let service = ServiceBuilder::new()

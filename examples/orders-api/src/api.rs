@@ -542,7 +542,7 @@ mod tests {
             .metrics(|metrics| metrics.sink(CheckedSink::new()))
             .build()
             .unwrap();
-        let guard = tracing::subscriber::set_default(powertools.subscriber());
+        let guard = powertools_tests::set_test_default(powertools.subscriber());
         let (orders, payment_idempotency) = idempotency(store).unwrap();
         let (app, saved, payments) = App::in_memory(payment_idempotency);
         Fixture {

@@ -900,7 +900,7 @@ mod tests {
         // Given a charge that goes through, then the store fails to complete its record
         let store = FailingCompletions::new(powertools::idempotency::DEFAULT_LAYER_OPERATION, 1);
         let (step, provider, logs, powertools, sink) = fixture_with_metrics(store.clone());
-        let _guard = tracing::subscriber::set_default(powertools.subscriber());
+        let _guard = powertools_tests::set_test_default(powertools.subscriber());
         let request = json(sample(include_str!("../events/payment.json")));
         // Long enough for the charge on a loaded machine (at 200 ms a busy CI run reached the
         // deadline inside the charge once, before its "charged" line).
@@ -941,7 +941,7 @@ mod tests {
     #[tokio::test]
     async fn the_same_payment_after_the_window_is_not_counted_again() {
         let (step, provider, logs, powertools, sink) = fixture_with_metrics(InMemoryStore::new());
-        let _guard = tracing::subscriber::set_default(powertools.subscriber());
+        let _guard = powertools_tests::set_test_default(powertools.subscriber());
         let request = sample(include_str!("../events/payment.json"));
         let first = step
             .oneshot(TestContext::new().event(json(request.clone())))
@@ -1020,7 +1020,7 @@ mod tests {
     #[tokio::test]
     async fn a_payment_id_naming_a_masked_key_is_the_same_on_every_line() {
         let (step, _, logs, powertools) = fixture_with_logs(InMemoryStore::new());
-        let _guard = tracing::subscriber::set_default(powertools.subscriber());
+        let _guard = powertools_tests::set_test_default(powertools.subscriber());
         let request = with_payment_id("pay-token-1-flaky");
         step.oneshot(
             TestContext::new()
@@ -1196,7 +1196,7 @@ mod tests {
     #[tokio::test]
     async fn a_failure_line_names_the_error_as_lambda_reports_it_once() {
         let (step, _, logs, powertools) = fixture_with_logs(InMemoryStore::new());
-        let _guard = tracing::subscriber::set_default(powertools.subscriber());
+        let _guard = powertools_tests::set_test_default(powertools.subscriber());
         let mut invalid = json(sample(include_str!("../events/payment.json")));
         invalid.json["amount_cents"] = json!(0);
         for (request_id, event) in [
@@ -1246,7 +1246,7 @@ mod tests {
     #[tokio::test]
     async fn every_log_line_of_a_refused_duplicate_names_the_payment() {
         let (step, _, logs, powertools) = fixture_with_logs(InMemoryStore::new());
-        let _guard = tracing::subscriber::set_default(powertools.subscriber());
+        let _guard = powertools_tests::set_test_default(powertools.subscriber());
         step.clone()
             .oneshot(TestContext::new().event(json(sample(include_str!("../events/payment.json")))))
             .await
