@@ -23,7 +23,7 @@ use crate::key::{hash, idempotency_key, is_missing};
 use crate::persistence::{
     CALL_ANSWERS, CallAnswers, IdempotencyStore, PutOutcome, StoreCall, StoreError,
 };
-use crate::record::{DataRecord, RecordState, Status, epoch};
+use crate::record::{DataRecord, FENCE_ID_PREFIX, RecordState, Status, epoch};
 use crate::storable::{check_storable, f32_bits};
 
 /// `MAX_RETRIES` of Powertools: an inconsistent answer from the store is retried twice.
@@ -87,7 +87,7 @@ enum Inconsistency {
     Missing,
     /// The claim was refused, yet the record it found had expired.
     Expired,
-    /// The claim was refused by a fence written after it was sent (another claim taken back).
+    /// The claim was refused by a fence written after it was sent (another claim taken back, or a failed handler's).
     Fenced,
 }
 
@@ -297,11 +297,11 @@ impl<St: IdempotencyStore> Engine<St> {
                     // Resumed after the release: the logging layer then finds its capture in
                     // the scope, not on whatever thread runs the task after the await.
                     hand_on_panic_capture(panic.as_ref());
-                    if let Err(error) = engine.release(&record, deadline).await {
+                    if let Err(error) = engine.release_failed(&record, deadline).await {
                         tracing::error!(
                             key = %record.key,
                             error = %error,
-                            "the handler panicked before it started and deleting its \
+                            "the handler panicked before it started and releasing its \
                              in-progress idempotency record failed: duplicates get \
                              AlreadyInProgress until it expires"
                         );
@@ -364,7 +364,7 @@ impl<St: IdempotencyStore> Engine<St> {
                 Err(panic) => handler_panicked(panic.as_ref()),
             };
             // The handler failed: remove its claim so that a retry runs it again.
-            match engine.release(&record, deadline).await {
+            match engine.release_failed(&record, deadline).await {
                 Ok(()) => Err(failure),
                 Err(delete_error) => Err(Error::DeleteFailed {
                     error: Box::new(failure),
@@ -551,16 +551,11 @@ impl<St: IdempotencyStore> Engine<St> {
                 }
             };
             key = record.key;
-            if existing.status == Status::InProgress
-                && existing
-                    .claim_id
-                    .as_deref()
-                    .is_some_and(|id| id.starts_with(FENCE_ID_PREFIX))
-            {
-                // A taken-back claim's fence, written after this claim was sent (or this clock
-                // is behind the fencing one's): claimed again once this clock has passed its
-                // deadline, never validated against it, which holds no payload (found by a
-                // review: a same-payload duplicate got `PayloadMismatch`).
+            if existing.is_fence() {
+                // A fence (a taken-back claim's, or a failed handler's), written after this
+                // claim was sent (or this clock is behind the fencing one's): claimed again once
+                // this clock has passed its deadline, never validated against it, which holds no
+                // payload (found by a review: a same-payload duplicate got `PayloadMismatch`).
                 let fenced_ms = existing.in_progress_expiry_timestamp.unwrap_or_default();
                 if !clock_passed(fenced_ms).await {
                     return Err(Error::AlreadyInProgress { key });
@@ -600,9 +595,9 @@ impl<St: IdempotencyStore> Engine<St> {
             Inconsistency::Expired => "the claim was refused as the record exists, yet \
                  the record it found had expired (or its in-progress deadline had passed)"
                 .to_owned(),
-            Inconsistency::Fenced => "the claim was refused by a fence: the record of \
-                 another claim of the key taken back after its write went unanswered, written \
-                 after this claim was sent"
+            Inconsistency::Fenced => "the claim was refused by a fence (what another \
+                 claim of the key leaves when it is taken back after its write went unanswered, \
+                 or when its handler failed), written after this claim was sent"
                 .to_owned(),
         };
         let claim = describe(StoreCall::PutInProgress, "each claim");
@@ -703,19 +698,7 @@ impl<St: IdempotencyStore> Engine<St> {
         sent_at: SystemTime,
         deadline: Deadline,
     ) -> Result<(), StoreError> {
-        let mut fence = DataRecord {
-            key: claim.key.clone(),
-            status: Status::InProgress,
-            // As long as the claim would have held the key: a late write compares its expiry
-            // with the moment it was sent too.
-            expiry_timestamp: claim.expiry_timestamp,
-            in_progress_expiry_timestamp: None,
-            response_data: None,
-            payload_hash: None,
-            // Marked, so that a claim refused by it is never validated against it, nor told the
-            // key is in progress while its clock has not passed the fence's deadline.
-            claim_id: Some(format!("{FENCE_ID_PREFIX}{}", new_claim_id())),
-        };
+        let mut fence = fence_for(claim, 0);
         // The last fence write that failed: a late claim may still land, which the caller is
         // told (found by a review: a fence that went unanswered too was taken for a success).
         let mut unfenced = None;
@@ -769,7 +752,31 @@ impl<St: IdempotencyStore> Engine<St> {
         }))
     }
 
-    /// Deletes the claim of a failed handler, from the local cache and the store.
+    /// Releases the claim of a failed handler, so that a retry runs it again: forgotten in the
+    /// local cache, and replaced in the store with a fence (see [`take_back`](Self::take_back)),
+    /// not deleted. A delete freed the key for a claim write sent earlier and still on its way
+    /// (one whose answer was lost, taken back behind a fence that this claim then replaced),
+    /// which then held the key in progress until its own deadline, though its handler never ran
+    /// (the fence's known limit, found by a review).
+    async fn release_failed(
+        &self,
+        claim: &DataRecord,
+        deadline: Deadline,
+    ) -> Result<(), StoreError> {
+        self.uncache(&claim.key);
+        // A millisecond before now, unlike a take-back's fence: a claim in this millisecond
+        // (the next record of a batch, a retry at once) replaces it without waiting for the
+        // clock, and no earlier claim's late write gets in. Such a write was sent before its
+        // own take-back's fence was written, and this claim replaced that fence in a later
+        // millisecond than it was written (the put's condition is strict), so it was sent before
+        // this deadline too; one whose take-back comes after this fences it itself.
+        let fence = fence_for(claim, epoch(SystemTime::now()).1.saturating_sub(1));
+        let replaced = self.store.replace_with_fence(claim, &fence);
+        self.bounded(deadline, StoreCall::ReplaceWithFence, replaced)
+            .await
+    }
+
+    /// Deletes a claim, from the local cache and the store.
     async fn release(&self, claim: &DataRecord, deadline: Deadline) -> Result<(), StoreError> {
         self.uncache(&claim.key);
         self.bounded(deadline, StoreCall::Delete, self.store.delete(claim))
@@ -1095,8 +1102,24 @@ const TAKE_BACK_TIMEOUT: Duration = Duration::from_secs(1);
 /// its place each time (and once more after the last, when no fence stands: the caller warns).
 const FENCE_ATTEMPTS: usize = 3;
 
-/// How the claim id of a taken-back claim's fence begins (a claim's own is hex).
-const FENCE_ID_PREFIX: &str = "fence-";
+/// The fence that takes `claim`'s place: an in-progress record whose deadline is `fenced_at_ms`
+/// (the moment it is written, never earlier: see [`Engine::take_back`]), which any later claim
+/// replaces and a claim write sent before it cannot.
+fn fence_for(claim: &DataRecord, fenced_at_ms: i64) -> DataRecord {
+    DataRecord {
+        key: claim.key.clone(),
+        status: Status::InProgress,
+        // As long as the claim would have held the key: a late write compares its expiry with
+        // the moment it was sent too.
+        expiry_timestamp: claim.expiry_timestamp,
+        in_progress_expiry_timestamp: Some(fenced_at_ms),
+        response_data: None,
+        payload_hash: None,
+        // Marked, so that a claim refused by it is never validated against it, nor told the key
+        // is in progress while its clock has not passed the fence's deadline.
+        claim_id: Some(format!("{FENCE_ID_PREFIX}{}", new_claim_id())),
+    }
+}
 
 /// Waits until this clock has passed `deadline_ms` (epoch milliseconds), for at most 2 ms of real
 /// time: a fence's deadline is the millisecond it was written, which a claim in that millisecond

@@ -117,7 +117,7 @@ pub enum Error<E = Infallible> {
     /// The configuration is invalid: reported when the layer or store is built, or by a call
     /// that names an invalid operation.
     Config(String),
-    /// The handler panicked. The record was deleted so that a retry runs it again.
+    /// The handler panicked. Its claim was released so that a retry runs it again.
     HandlerPanicked {
         /// The panic message.
         message: String,
@@ -133,12 +133,15 @@ pub enum Error<E = Infallible> {
         /// The invocation's deadline, in epoch milliseconds.
         deadline_ms: i64,
     },
-    /// The handler failed (or panicked) and deleting its
-    /// in-progress record failed too: both errors are kept.
+    /// The handler failed (or panicked) and releasing its in-progress record (replacing it with
+    /// a record any retry claims, see [`IdempotencyStore::replace_with_fence`]) failed too: both
+    /// errors are kept. The name is from when the record was deleted.
+    ///
+    /// [`IdempotencyStore::replace_with_fence`]: crate::IdempotencyStore::replace_with_fence
     DeleteFailed {
         /// The handler's failure.
         error: Box<Error<E>>,
-        /// Why the delete failed.
+        /// Why the release failed.
         source: BoxError,
     },
     /// The handler's own error, unchanged.
@@ -159,7 +162,7 @@ impl<E: fmt::Display + 'static> fmt::Display for Error<E> {
                 };
                 write!(
                     f,
-                    "{handler}; deleting the in-progress record then failed too: {source}"
+                    "{handler}; releasing the in-progress record then failed too: {source}"
                 )
             }
             Error::Handler(error) => error.fmt(f),
@@ -386,7 +389,7 @@ impl<E> fmt::Display for OwnMessage<'_, E> {
             Error::DeleteFailed { error, source } => {
                 write!(
                     f,
-                    "{}; deleting the in-progress record then failed too: {source}",
+                    "{}; releasing the in-progress record then failed too: {source}",
                     OwnMessage(&**error)
                 )
             }

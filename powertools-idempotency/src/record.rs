@@ -192,6 +192,27 @@ impl DataRecord {
             }
     }
 
+    /// Whether this stored record is a fence: what a failed handler's claim, or a claim whose
+    /// write went unanswered, leaves in its place (in progress, already past its deadline, with a
+    /// claim id beginning `fence-`). Any later claim takes it; it holds nothing, and blocks no
+    /// retry. For tests that look into a store after a failure.
+    ///
+    /// ```
+    /// use powertools_idempotency::{DataRecord, Status};
+    /// let mut record = DataRecord::new("orders.charge#4b08", Status::InProgress, 1_796_160_000)
+    ///     .with_in_progress_expiry(1_796_156_400_000);
+    /// assert!(!record.is_fence());
+    /// record.claim_id = Some("fence-5f0c".to_owned());
+    /// assert!(record.is_fence());
+    /// ```
+    pub fn is_fence(&self) -> bool {
+        self.status == Status::InProgress
+            && self
+                .claim_id
+                .as_deref()
+                .is_some_and(|id| id.starts_with(FENCE_ID_PREFIX))
+    }
+
     /// Whether this stored record was written by the claim `claim` itself (in progress, with its
     /// claim id): its answer was lost and the client sent it again.
     pub fn is_written_by(&self, claim: &DataRecord) -> bool {
@@ -200,6 +221,9 @@ impl DataRecord {
             && self.claim_id == claim.claim_id
     }
 }
+
+/// How the claim id of a fence begins (a claim's own is hex).
+pub(crate) const FENCE_ID_PREFIX: &str = "fence-";
 
 /// `(epoch seconds, epoch milliseconds)` of `time`, zero before 1970.
 pub(crate) fn epoch(time: SystemTime) -> (i64, i64) {

@@ -12,7 +12,8 @@
 //! the closure given to `run`, or in a service's `call()`). At most one store fault is scripted
 //! per call, on one storage primitive: the claim (`put_in_progress`), the read of the existing
 //! record (`get`, reached only when the store does not return the existing record with its
-//! failed put), the completion (`update`) or the delete. A fault is an error, or a hang that the
+//! failed put), the completion (`update`) or the release of a failed handler's claim
+//! (`replace_with_fence`). A fault is an error, or a hang that the
 //! engine's store timeout (50 ms in memory, 2 s on moto) cuts off; and the call it interrupts was
 //! either applied by the backend before the reply was lost (as a DynamoDB timeout may be: the
 //! wrapper makes the real call, then drops its answer), or not.
@@ -21,8 +22,9 @@
 //!
 //! Per key, the model knows what the store holds:
 //!
-//! - `Absent`: no record; the next call claims the key and runs the handler.
-//! - `Orphaned`: an in-progress record nobody will finish (a completion or a delete failed). It
+//! - `Absent`: no record, or a fence (a taken-back claim's, a failed handler's); the next call
+//!   claims the key and runs the handler.
+//! - `Orphaned`: an in-progress record nobody will finish (a completion or a release failed). It
 //!   blocks duplicates until the deadline of the invocation that wrote it, 30 s away, longer
 //!   than any case runs.
 //! - `Completed(response)`: the first successful response, replayed to every later call; with
@@ -37,15 +39,15 @@
 //!
 //! 1. While a successful completion is recorded, the handler never runs again for that key.
 //! 2. Every replay returns exactly the first successful response (compared by `f64` bits).
-//! 3. After a handler error, or a panic whose claim was deleted, the next call runs again.
+//! 3. After a handler error, or a panic whose claim was released, the next call runs again.
 //! 4. A store failure on the claim means the handler did not run (`Error::Persistence`), and
 //!    the claim is taken back: one that landed before its reply was lost leaves no record (a
 //!    fence that any later claim replaces, counted as none).
 //! 5. A store failure on the completion gives `Error::NotCompleted`, after which duplicates get
 //!    `Error::AlreadyInProgress` (or, when the update landed before its reply was lost, the
 //!    stored response).
-//! 6. A failed delete after a handler error gives `Error::DeleteFailed`, after which duplicates
-//!    get `Error::AlreadyInProgress` (unless the delete landed before its reply was lost).
+//! 6. A failed release after a handler error gives `Error::DeleteFailed`, after which duplicates
+//!    get `Error::AlreadyInProgress` (unless the release landed before its reply was lost).
 
 use std::any::Any;
 use std::future::Future;
@@ -128,7 +130,9 @@ enum Primitive {
     PutInProgress,
     Get,
     Update,
+    /// Only in a take-back (a claim's fault is the call's one fault, so never faulted itself).
     Delete,
+    ReplaceWithFence,
 }
 
 /// How a faulty store call answers.
@@ -184,7 +188,7 @@ fn fault(one_hang_in: u32) -> impl Strategy<Value = Fault> {
         Just(Primitive::PutInProgress),
         Just(Primitive::Get),
         Just(Primitive::Update),
-        Just(Primitive::Delete),
+        Just(Primitive::ReplaceWithFence),
     ];
     let reply = prop_oneof![
         one_hang_in - 1 => Just(Reply::Error),
@@ -334,6 +338,15 @@ impl<S: IdempotencyStore> IdempotencyStore for FaultyStore<S> {
     async fn delete(&self, record: &DataRecord) -> Result<(), StoreError> {
         self.call(Primitive::Delete, self.inner.delete(record))
             .await
+    }
+
+    async fn replace_with_fence(
+        &self,
+        claim: &DataRecord,
+        fence: &DataRecord,
+    ) -> Result<(), StoreError> {
+        let replaced = self.inner.replace_with_fence(claim, fence);
+        self.call(Primitive::ReplaceWithFence, replaced).await
     }
 }
 
@@ -700,13 +713,14 @@ impl Model {
             }
             Behaviour::Fail => (Outcome::Handler(HandlerFailed(n)), Ran::Executed),
             Behaviour::PanicInFuture => (Outcome::HandlerPanicked(message), Ran::Executed),
-            // The panic goes on to the caller, whether the delete failed or not.
+            // The panic goes on to the caller, whether the release failed or not.
             Behaviour::PanicBeforeFuture => (Outcome::PanicResumed(message), Ran::CalledOnly),
         };
 
-        // Promises 3 and 6: a failure deletes the claim, so that the next call runs again.
-        calls.push(Primitive::Delete);
-        let delete_fault = fault_on(Primitive::Delete);
+        // Promises 3 and 6: a failure releases the claim (replaced with a fence, which the model
+        // counts as absent), so that the next call runs again.
+        calls.push(Primitive::ReplaceWithFence);
+        let delete_fault = fault_on(Primitive::ReplaceWithFence);
         let outcome = match delete_fault {
             Some(fault) if ran == Ran::Executed => Outcome::DeleteFailed {
                 error: Box::new(failure),
@@ -741,8 +755,8 @@ impl Model {
             })?;
             let matches = match (state, &record) {
                 (KeyState::Absent, None) => true,
-                // A taken-back claim's fence: in progress, already past its deadline, so that any
-                // claim replaces it.
+                // A fence (a taken-back claim's, or a failed handler's): in progress, known by its
+                // claim id, already past its deadline, so that any claim replaces it.
                 (KeyState::Absent, Some(record)) => {
                     let now_ms = SystemTime::now()
                         .duration_since(SystemTime::UNIX_EPOCH)
@@ -751,6 +765,11 @@ impl Model {
                         });
                     record.status == Status::InProgress
                         && record.response_data.is_none()
+                        && record.payload_hash.is_none()
+                        && record
+                            .claim_id
+                            .as_deref()
+                            .is_some_and(|id| id.starts_with("fence-"))
                         && record
                             .in_progress_expiry_timestamp
                             .is_some_and(|deadline| deadline < now_ms)

@@ -86,12 +86,21 @@ async fn a_missing_table_names_the_operation_the_table_and_dynamodbs_answer() {
         .await
         .expect_err("no table");
     let delete = store.delete(&record).await.expect_err("no table");
+    let mut claim = record.clone();
+    claim.claim_id = Some("0123456789abcdef0123456789abcdef".to_owned());
+    let mut fence = record.clone().with_in_progress_expiry(0);
+    fence.claim_id = Some("fence-0123456789abcdef0123456789abcdef".to_owned());
+    let release = store
+        .replace_with_fence(&claim, &fence)
+        .await
+        .expect_err("no table");
 
     for (error, operation) in [
         (&put, "PutItem"),
         (&get, "GetItem"),
         (&update, "UpdateItem"),
         (&delete, "DeleteItem"),
+        (&release, "UpdateItem"),
     ] {
         let message = error.to_string();
         assert_mentions(
@@ -543,6 +552,28 @@ async fn a_sort_key_store_reads_its_key_once_then_claims_as_usual() {
     assert!(
         matches!(&again, Ok(powertools_idempotency::PutOutcome::Exists(Some(record))) if record.key == "orders#1"),
         "{again:?}"
+    );
+    // A failed handler's release writes its fence under the composite key, in place of the claim
+    let mut claim = in_progress("orders#3");
+    claim.claim_id = Some("c3".to_owned());
+    let mut fence = claim.clone().with_in_progress_expiry(0);
+    fence.claim_id = Some("fence-3".to_owned());
+    store
+        .put_in_progress(&claim, SystemTime::now())
+        .await
+        .expect("the claim");
+    store
+        .replace_with_fence(&claim, &fence)
+        .await
+        .expect("the release");
+    assert_eq!(store.get("orders#3").await.expect("the read"), Some(fence));
+    assert!(
+        store
+            .get("orders#1")
+            .await
+            .expect("the read")
+            .is_some_and(|record| !record.is_fence()),
+        "another key's record is left as it is"
     );
 }
 

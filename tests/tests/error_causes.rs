@@ -76,7 +76,7 @@ async fn delete_failed_keeps_the_handler_errors_causes() {
     };
     let store = DynamoDbStore::new(proxy.client().await, &table).unwrap();
     let idempotency = Idempotency::builder(store).build().unwrap();
-    proxy.set(json!({"action": "error", "status": 400, "code": "AccessDeniedException", "target": "DeleteItem"}));
+    proxy.set(json!({"action": "error", "status": 400, "code": "AccessDeniedException", "target": "UpdateItem"}));
     let context = TestContext::new().build();
     let error = idempotency
         .run(&context, "charge", "order-1", |_| async {
@@ -86,7 +86,7 @@ async fn delete_failed_keeps_the_handler_errors_causes() {
         .unwrap_err();
     assert!(matches!(error, Error::DeleteFailed { .. }), "{error}");
     let diagnostic = lambda_runtime::Diagnostic::from(error);
-    // Today: "charging the order failed; deleting the in-progress record then failed too: DynamoDB DeleteItem …"
+    // Today: "charging the order failed; releasing the in-progress record then failed too: DynamoDB UpdateItem …"
     assert!(
         diagnostic
             .error_message
@@ -110,7 +110,7 @@ async fn delete_failed_after_a_panic_keeps_the_panic_location() {
     };
     let store = DynamoDbStore::new(proxy.client().await, &table).unwrap();
     let idempotency = Idempotency::builder(store).build().unwrap();
-    proxy.set(json!({"action": "error", "status": 400, "code": "AccessDeniedException", "target": "DeleteItem"}));
+    proxy.set(json!({"action": "error", "status": 400, "code": "AccessDeniedException", "target": "UpdateItem"}));
     let logs = powertools::logging::MemoryLogs::new();
     let powertools = stack(&logs);
     let _guard = tracing::subscriber::set_default(powertools.subscriber());

@@ -12,7 +12,8 @@ use lambda_runtime::tower::{Service, ServiceBuilder, ServiceExt};
 use lambda_runtime::{LambdaEvent, service_fn};
 use powertools_core::testing::TestContext;
 use powertools_idempotency::{
-    DynamoDbStore, Error, FromFn, Idempotency, IdempotencyLayer, IdempotencyStore, JmesPath, Status,
+    DataRecord, DynamoDbStore, Error, FromFn, Idempotency, IdempotencyLayer, IdempotencyStore,
+    JmesPath, Status,
 };
 use powertools_tests::{RequestCounter, counted_dynamodb_client, create_idempotency_table};
 use serde::{Deserialize, Serialize};
@@ -330,12 +331,22 @@ async fn a_handler_error_deletes_the_record_so_the_retry_executes() {
     assert!(
         matches!(&error, Error::Handler(inner) if inner.to_string() == "payment provider timed out")
     );
+    // No record blocks the retry: the claim was replaced with a fence, already past its deadline
+    let fence = stored_item(&fixture, &key_of(&fixture, "pay-3"))
+        .await
+        .expect("the fence");
     assert!(
-        stored_item(&fixture, &key_of(&fixture, "pay-3"))
-            .await
-            .is_none(),
-        "no record blocks the retry"
+        matches!(&fence["claim_id"], AttributeValue::S(id) if id.starts_with("fence-")),
+        "{fence:?}"
     );
+    let AttributeValue::N(deadline_ms) = &fence["in_progress_expiration"] else {
+        panic!("no in-progress deadline: {fence:?}");
+    };
+    assert!(
+        deadline_ms.parse::<i64>().unwrap() < now().1 + 1,
+        "{fence:?}"
+    );
+    assert!(!fence.contains_key("validation"), "{fence:?}");
 
     let retried = invoke(&mut service, TestContext::new().event(payment("pay-3", 1)))
         .await
@@ -372,10 +383,15 @@ async fn a_panicking_handler_is_reported_and_the_retry_executes() {
         lambda_runtime::Diagnostic::from(error).error_type,
         "HandlerPanicked"
     );
+    let released = fixture
+        .idempotency
+        .store()
+        .get(&key_of(&fixture, "pay-4"))
+        .await
+        .unwrap();
     assert!(
-        stored_item(&fixture, &key_of(&fixture, "pay-4"))
-            .await
-            .is_none()
+        released.as_ref().is_some_and(DataRecord::is_fence),
+        "the claim was released: {released:?}"
     );
 
     let retried = invoke(&mut service, TestContext::new().event(payment("pay-4", 1)))
@@ -824,6 +840,63 @@ async fn the_store_primitives_round_trip_a_record() {
         .unwrap();
     store.delete(&record).await.unwrap();
     assert_eq!(store.get(&record.key).await.unwrap(), None);
+}
+
+/// A failed handler's release: its claim replaced with a fence, only while the stored record is
+/// that claim (its claim id), as the delete it replaced; the fence reads back with its deadline
+/// and claim id and without the claim's payload hash, and any later claim takes it.
+#[tokio::test]
+async fn a_claim_is_replaced_with_a_fence_only_while_it_is_its_own() {
+    let Some(fixture) = fixture(|builder| builder).await else {
+        return;
+    };
+    let store = fixture.idempotency.store();
+    let (now_s, now_ms) = now();
+    let claimed_by = |id: &str, record: &DataRecord| {
+        let mut record = record.clone();
+        record.claim_id = Some(id.to_owned());
+        record
+    };
+    let claim = claimed_by(
+        "c1",
+        &DataRecord::new("payments.fence#1", Status::InProgress, now_s + 60)
+            .with_in_progress_expiry(now_ms + 30_000)
+            .with_payload_hash("abc"),
+    );
+    let mut fence = claimed_by("fence-1", &claim).with_in_progress_expiry(now_ms - 1);
+    fence.payload_hash = None;
+    store
+        .put_in_progress(&claim, SystemTime::now())
+        .await
+        .unwrap();
+    // Another claim's release (another claim id) leaves it
+    store
+        .replace_with_fence(&claimed_by("c0", &claim), &fence)
+        .await
+        .unwrap();
+    assert_eq!(store.get(&claim.key).await.unwrap(), Some(claim.clone()));
+    // Its own is replaced
+    store.replace_with_fence(&claim, &fence).await.unwrap();
+    assert_eq!(store.get(&claim.key).await.unwrap(), Some(fence.clone()));
+    // The same release again (an SDK retry whose answer was lost) finds the fence: left as it is
+    store.replace_with_fence(&claim, &fence).await.unwrap();
+    assert_eq!(store.get(&claim.key).await.unwrap(), Some(fence.clone()));
+    // Any later claim takes the fence
+    let retry = claimed_by("c2", &claim);
+    assert_eq!(
+        store
+            .put_in_progress(&retry, SystemTime::now())
+            .await
+            .unwrap(),
+        powertools_idempotency::PutOutcome::Stored
+    );
+    // A completed record is never replaced
+    let mut completed = retry.clone();
+    completed.status = Status::Completed;
+    completed.response_data = Some("{}".to_owned());
+    store.update(&completed).await.unwrap();
+    store.replace_with_fence(&retry, &fence).await.unwrap();
+    assert_eq!(store.get(&claim.key).await.unwrap(), Some(completed));
 }
 
 #[tokio::test]

@@ -292,8 +292,8 @@ async fn a_store_hung_after_the_handler_fails_the_invocation_before_its_deadline
 /// A store call the SDK retries until the store timeout ends it (throttling, a 5xx) got
 /// answers, each with DynamoDB's error code: the error said "no answer within …" and named no
 /// code, so that throttling or an outage read as a network hang (found by an attack). It names
-/// the last answer now, for the claim (`PutItem`) and for the delete of a failed invocation's
-/// claim (`DeleteItem`); a store that never answers still says "no answer".
+/// the last answer now, for the claim (`PutItem`) and for the release of a failed invocation's
+/// claim (`UpdateItem`); a store that never answers still says "no answer".
 #[tokio::test]
 async fn a_call_retried_until_the_store_timeout_names_the_last_answer_dynamodb_gave() {
     let Some((proxy, table, idempotency)) = retrying_store().await else {
@@ -323,7 +323,7 @@ async fn a_call_retried_until_the_store_timeout_names_the_last_answer_dynamodb_g
     );
 
     proxy.set(json!({
-        "action": "error", "status": 500, "code": "InternalServerError", "target": "DeleteItem"
+        "action": "error", "status": 500, "code": "InternalServerError", "target": "UpdateItem"
     }));
     let error = idempotency
         .run(&context, "charge", "pay-delete-failing", |_| async {
@@ -333,7 +333,7 @@ async fn a_call_retried_until_the_store_timeout_names_the_last_answer_dynamodb_g
         .unwrap_err();
     let message = error.to_string();
     assert!(
-        message.contains("DeleteItem")
+        message.contains("UpdateItem")
             && message.contains("InternalServerError")
             && message.contains("card declined")
             && !message.contains("no answer"),
@@ -545,6 +545,66 @@ async fn a_claim_write_that_lands_after_it_was_taken_back_never_holds_the_key() 
     assert_eq!(runs.load(Ordering::SeqCst), 1, "charged once");
 }
 
+/// A claim write that lands late, after its take-back's fence and after a retry that claimed the
+/// key over the fence and whose handler failed: the retry's delete left no record, so the late
+/// write landed and held the key `INPROGRESS` until its deadline (the known limit of the fence).
+/// A failed handler's claim is replaced with a fence instead of deleted, and the next retry runs.
+#[tokio::test]
+async fn a_late_claim_write_never_holds_the_key_after_a_retry_that_failed() {
+    let Some(faulty) = faulty().await else {
+        return;
+    };
+    let idempotency =
+        idempotency_through(&faulty.proxy, &faulty.table, Duration::from_millis(300)).await;
+    const LATE: Duration = Duration::from_millis(1500);
+    faulty.proxy.set(
+        json!({"action": "delay", "ms": LATE.as_millis() as u64, "target": "PutItem", "times": 1}),
+    );
+    let runs = AtomicUsize::new(0);
+    let charge = |charge: u8, fails: bool| {
+        let runs = &runs;
+        let context = TestContext::new().with_remaining_time(INVOCATION).build();
+        let idempotency = idempotency.clone();
+        async move {
+            idempotency
+                .run(
+                    &context,
+                    "charge",
+                    "pay-late-after-failure",
+                    |_| async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        if fails {
+                            return Err(std::io::Error::other("card network unreachable"));
+                        }
+                        Ok(charge)
+                    },
+                )
+                .await
+        }
+    };
+    let sent = Instant::now();
+    let first = charge(1, false).await;
+    assert!(matches!(first, Err(Error::Persistence { .. })), "{first:?}");
+    // A retry while the late write is still on its way: it runs, and fails.
+    let failed = charge(2, true).await;
+    assert!(matches!(failed, Err(Error::Handler(_))), "{failed:?}");
+    assert!(
+        sent.elapsed() < LATE,
+        "the retry failed before the late write landed"
+    );
+    // The late write has reached moto (the proxy holds it 1.5 s, then sends it on).
+    tokio::time::sleep((LATE + Duration::from_millis(1500)).saturating_sub(sent.elapsed())).await;
+    let retry = charge(3, false).await.map_err(|error| error.to_string());
+    assert_eq!(retry, Ok(3), "the next retry ran");
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        charge(4, false).await.ok(),
+        Some(3),
+        "a duplicate replays it"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "charged once");
+}
+
 /// An `Idempotency` on `proxy`'s channel to `table`, with `store_timeout`.
 async fn idempotency_through(
     proxy: &FaultProxy,
@@ -680,11 +740,11 @@ async fn a_lost_completion_answer_still_replays_to_duplicates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_failed_invocation_s_late_delete_never_removes_a_later_claim() {
+async fn a_failed_invocation_s_late_release_never_replaces_a_later_claim() {
     let Some(faulty) = faulty().await else {
         return;
     };
-    // A: the handler fails; deleting its claim reaches DynamoDB only after A's deadline, when A
+    // A: the handler fails; releasing its claim reaches DynamoDB only after A's deadline, when A
     // has long given up on it (DeleteFailed). A has 10 s: its claim must land first, and the
     // proxy and moto, loaded by the suite's concurrency storms, took up to 1.9 s to answer it in
     // CI runs, and once more than 4.9 s (with 5 s, the claim itself timed out). The delete lands
@@ -695,7 +755,7 @@ async fn a_failed_invocation_s_late_delete_never_removes_a_later_claim() {
     const DELETE_DELAY: Duration = Duration::from_secs(14);
     faulty
         .proxy
-        .set(json!({"action": "delay", "ms": DELETE_DELAY.as_millis() as u64, "target": "DeleteItem", "times": 1}));
+        .set(json!({"action": "delay", "ms": DELETE_DELAY.as_millis() as u64, "target": "UpdateItem", "times": 1}));
     let started = Instant::now();
     let failed_at = Arc::new(std::sync::OnceLock::new());
     let a: Result<u8, _> = faulty
@@ -759,9 +819,9 @@ async fn a_failed_invocation_s_late_delete_never_removes_a_later_claim() {
     assert!(matches!(c, Err(Error::AlreadyInProgress { .. })), "{c:?}");
     assert_eq!(b.await.expect("B's task").expect("B's run"), 2);
     assert_eq!(
-        faulty.proxy.requests("DeleteItem"),
-        1,
-        "A's delete was sent"
+        faulty.proxy.requests("UpdateItem"),
+        2,
+        "A's release was sent, and B's completion"
     );
 }
 

@@ -52,7 +52,7 @@ impl<St> App<St> {
     }
 }
 
-/// A failure that must not be remembered: the idempotency record is deleted, and the client's
+/// A failure that must not be remembered: the idempotency record is released, and the client's
 /// retry (same key) runs the order again.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Failure {
@@ -173,7 +173,7 @@ async fn place_order<St: IdempotencyStore>(
     let payments = app.payments.clone();
     // The charge ends before the invocation's deadline, as the table's calls do: a provider
     // slower than the invocation is a payment failure the client retries (the provider is keyed
-    // on the payment id), and the charge's claim and the order's are deleted in the time left.
+    // on the payment id), and the charge's claim and the order's are released in the time left.
     // Stopped at the deadline instead, with the order's layer, it left the charge's claim in
     // progress and named the idempotency layer for the provider's slowness.
     let deadline_ms = event.context.deadline;
@@ -375,7 +375,7 @@ fn as_response(
                 .to_owned(),
         ),
         Err(Error::Handler(Failure::Payment(failed))) => {
-            // The record was deleted: the same request, retried, charges again.
+            // The record was released: the same request, retried, charges again.
             let body =
                 json!({"error": "PaymentFailed", "message": failed.to_string(), "retry": true});
             return Ok(json_response(502, &body));
@@ -1070,7 +1070,7 @@ mod tests {
         assert_eq!(payments.charges().len(), 1, "the first attempt charged");
 
         // When the client retries after the charge record's in-progress deadline, with the same
-        // Idempotency-Key (the order's record was deleted: its handler failed)
+        // Idempotency-Key (the order's record was released: its handler failed)
         tokio::time::sleep(std::time::Duration::from_millis(800)).await;
         let retry = function
             .oneshot(TestContext::new().event(request))
@@ -1102,10 +1102,10 @@ mod tests {
 
     /// A payment provider slower than the invocation: the charge is bounded as the table's calls
     /// are, so the order fails as a payment failure the client may retry (502, `"retry": true`)
-    /// and both claims (the order's and the charge's) are deleted before the deadline. Before,
+    /// and both claims (the order's and the charge's) are released before the deadline. Before,
     /// the charge and the order layer stopped at the same deadline: the charge's claim was left
     /// in progress and the failure named the idempotency layer, not the provider. With the
-    /// records on DynamoDB too (moto, when the test services run): the deletes need their round
+    /// records on DynamoDB too (moto, when the test services run): the releases need their round
     /// trips.
     #[tokio::test]
     async fn a_provider_slower_than_the_invocation_fails_the_charge_before_the_deadline() {
@@ -1154,7 +1154,7 @@ mod tests {
         assert!(message.contains("deadline"), "{body}");
         assert!(payments.charges().is_empty(), "nothing charged");
 
-        // The client's retry (at once: both claims were deleted) charges, once.
+        // The client's retry (at once: both claims were released) charges, once.
         payments.slow_down(std::time::Duration::ZERO);
         let retry = invoke(request)
             .await

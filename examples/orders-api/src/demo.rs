@@ -222,7 +222,7 @@ fn explain(step: usize, what: &str, status: i64, body: &Value, ran: bool, charge
                 .to_owned()
         }
         (502, Some("PaymentFailed")) => {
-            "the provider timed out; the idempotency record was deleted so that a retry can run"
+            "the provider timed out; the idempotency record was released so that a retry can run"
                 .to_owned()
         }
         (400, Some(code)) => format!(

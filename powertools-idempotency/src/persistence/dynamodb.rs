@@ -33,6 +33,10 @@ pub(crate) const DELETE_CONDITION_WITHOUT_CLAIM_ID: &str =
 /// later invocation's claim of the key. The same completion again (the SDK retrying a write
 /// whose answer was lost) still matches.
 pub(crate) const UPDATE_CONDITION: &str = "#claim_id = :claim_id";
+/// A failed handler's claim replaced with a fence: the fence's status, deadline and claim id set,
+/// its payload hash removed (a fence is never validated against); the expiry stays the claim's.
+pub(crate) const FENCE_UPDATE: &str = "SET #status = :inprogress, \
+     #in_progress_expiry = :fenced_at, #claim_id = :fence_id REMOVE #validation_key";
 /// As [`DELETE_CONDITION_WITHOUT_CLAIM_ID`], for a claim written without an in-progress expiry.
 pub(crate) const DELETE_CONDITION_WITHOUT_EXPIRY: &str =
     "#status = :inprogress AND attribute_not_exists(#in_progress_expiry)";
@@ -701,6 +705,7 @@ fn operation_of(call: StoreCall) -> &'static str {
         StoreCall::PutInProgress => "PutItem",
         StoreCall::Update => "UpdateItem",
         StoreCall::Delete => "DeleteItem",
+        StoreCall::ReplaceWithFence => "UpdateItem",
     }
 }
 
@@ -1010,6 +1015,60 @@ impl IdempotencyStore for DynamoDbStore {
                 }
                 Err(StoreError::Backend(Box::new(
                     self.failure("DeleteItem", error),
+                )))
+            }
+        }
+    }
+
+    async fn replace_with_fence(
+        &self,
+        claim: &DataRecord,
+        fence: &DataRecord,
+    ) -> Result<(), StoreError> {
+        // The engine's claims all have an id; a record of the user's own without one is deleted,
+        // by the delete's own condition for it.
+        let (Some(claim_id), Some(fence_id), Some(fenced_at)) = (
+            &claim.claim_id,
+            &fence.claim_id,
+            fence.in_progress_expiry_timestamp,
+        ) else {
+            return self.delete(claim).await;
+        };
+        let settings = &*self.settings;
+        let request = self
+            .client
+            .update_item()
+            .table_name(&settings.table_name)
+            .set_key(Some(self.key(&claim.key)))
+            .update_expression(FENCE_UPDATE)
+            .condition_expression(DELETE_CONDITION)
+            .expression_attribute_names("#status", &settings.status_attr)
+            .expression_attribute_names("#in_progress_expiry", &settings.in_progress_expiry_attr)
+            .expression_attribute_names("#claim_id", CLAIM_ID_ATTR)
+            .expression_attribute_names("#validation_key", &settings.validation_key_attr)
+            .expression_attribute_values(
+                ":inprogress",
+                AttributeValue::S(Status::InProgress.as_str().to_owned()),
+            )
+            .expression_attribute_values(":fenced_at", AttributeValue::N(fenced_at.to_string()))
+            .expression_attribute_values(":fence_id", AttributeValue::S(fence_id.clone()))
+            .expression_attribute_values(":claim_id", AttributeValue::S(claim_id.clone()));
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                if let Some(UpdateItemError::ConditionalCheckFailedException(_)) =
+                    error.as_service_error()
+                {
+                    // Not this claim any more (completed, or claimed again after its deadline):
+                    // left as it is, as a delete leaves it.
+                    tracing::debug!(
+                        key = %claim.key,
+                        "the failed invocation's claim was already replaced: left as it is"
+                    );
+                    return Ok(());
+                }
+                Err(StoreError::Backend(Box::new(
+                    self.failure("UpdateItem", error),
                 )))
             }
         }

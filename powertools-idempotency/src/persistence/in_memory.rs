@@ -39,6 +39,38 @@ impl InMemoryStore {
         keys
     }
 
+    /// The keys of every record but fences (what a failed handler's claim leaves: see
+    /// [`DataRecord::is_fence`]), sorted: after a failure, a test asserts this is empty where it
+    /// asserted [`is_empty`](Self::is_empty) when failed claims were deleted.
+    ///
+    /// ```
+    /// # use powertools_core::testing::TestContext;
+    /// # use powertools_idempotency::{Idempotency, InMemoryStore};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let store = InMemoryStore::new();
+    /// let idempotency = Idempotency::builder(store.clone()).build().unwrap();
+    /// let failed = idempotency
+    ///     .run(&TestContext::new().build(), "charge", "order-7", |_| async {
+    ///         Err::<u8, _>(std::io::Error::other("card declined"))
+    ///     })
+    ///     .await;
+    /// assert!(failed.is_err());
+    /// assert_eq!(store.len(), 1, "a fence");
+    /// assert!(store.keys_without_fences().is_empty(), "nothing blocks the retry");
+    /// # }
+    /// ```
+    pub fn keys_without_fences(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .lock()
+            .values()
+            .filter(|record| !record.is_fence())
+            .map(|record| record.key.clone())
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
     /// How many records the store holds.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -121,6 +153,21 @@ impl IdempotencyStore for InMemoryStore {
             .is_some_and(|stored| stored.is_claim_of(record))
         {
             records.remove(&record.key);
+        }
+        Ok(())
+    }
+
+    async fn replace_with_fence(
+        &self,
+        claim: &DataRecord,
+        fence: &DataRecord,
+    ) -> Result<(), StoreError> {
+        let mut records = self.lock();
+        if let Some(stored) = records
+            .get_mut(&claim.key)
+            .filter(|stored| stored.is_claim_of(claim))
+        {
+            stored.clone_from(fence);
         }
         Ok(())
     }

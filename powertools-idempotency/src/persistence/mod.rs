@@ -1,4 +1,4 @@
-//! Where records live: the four storage primitives, and the stores that implement them.
+//! Where records live: the storage primitives, and the stores that implement them.
 
 #[cfg(feature = "dynamodb")]
 mod dynamodb;
@@ -65,7 +65,7 @@ pub enum StoreError {
     },
 }
 
-/// One of the four storage primitives, named in the errors the engine raises itself about a call
+/// One of the storage primitives, named in the errors the engine raises itself about a call
 /// (see [`IdempotencyStore::describe_call`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -78,9 +78,12 @@ pub enum StoreCall {
     Update,
     /// [`IdempotencyStore::delete`].
     Delete,
+    /// [`IdempotencyStore::replace_with_fence`].
+    ReplaceWithFence,
 }
 
-/// The four storage primitives of idempotency.
+/// The storage primitives of idempotency: four, and a fifth with a default
+/// ([`replace_with_fence`](Self::replace_with_fence)).
 ///
 /// Hashing, expiry, payload validation, the local cache and the retries on inconsistent state
 /// live in the engine, not here, so a store is only storage. The rules a store must enforce
@@ -118,6 +121,31 @@ pub trait IdempotencyStore: Clone + Send + Sync + 'static {
     /// of one batch) must never remove a later invocation's claim: a record that is no longer
     /// `record`'s claim is left as it is, and that is `Ok`.
     fn delete(&self, record: &DataRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Replaces the in-progress claim `claim` of a failed handler with `fence`, so that a retry
+    /// runs it again: **only while** the stored record is still that claim, as
+    /// [`delete`](Self::delete) matches it, atomically; a record that is no longer `claim`'s is
+    /// left as it is, and that is `Ok`. The fence is an in-progress record of the same key whose
+    /// deadline ([`in_progress_expiry_timestamp`](DataRecord::in_progress_expiry_timestamp)) is
+    /// the moment it is written, under a claim id of its own: any later claim replaces it, while
+    /// a claim write sent before it (one whose answer was lost, still on its way) cannot, as its
+    /// condition compares that deadline with the moment it was sent. A store must write the
+    /// fence's status, expiry, in-progress deadline and claim id, and leave no payload hash or
+    /// response.
+    ///
+    /// The default deletes the claim, as stores did before fences: a claim write of the key sent
+    /// earlier and still on its way may then land after the delete, and hold the key in progress
+    /// until its own deadline. [`DynamoDbStore`] and [`InMemoryStore`] write the fence.
+    ///
+    /// [`DynamoDbStore`]: crate::DynamoDbStore
+    fn replace_with_fence(
+        &self,
+        claim: &DataRecord,
+        fence: &DataRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = fence;
+        self.delete(claim)
+    }
 
     /// What a call is, in the store's own words, for the errors the engine raises itself about
     /// it (a call with no answer within the store timeout): [`DynamoDbStore`] says `DynamoDB
