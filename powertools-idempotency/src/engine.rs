@@ -87,7 +87,8 @@ enum Inconsistency {
     Missing,
     /// The claim was refused, yet the record it found had expired.
     Expired,
-    /// The claim was refused by a fence written after it was sent (another claim taken back, or a failed handler's).
+    /// The claim found a fence (another claim's, taken back or released after its handler
+    /// failed), which the next attempt claims over by its id.
     Fenced,
 }
 
@@ -476,6 +477,8 @@ impl<St: IdempotencyStore> Engine<St> {
         // What the store answered inconsistently at each attempt, for the error after the last.
         let mut inconsistencies = [Inconsistency::Missing; MAX_ATTEMPTS];
         let mut attempt = 0;
+        // A fence the last attempt found: this attempt claims over it by its id.
+        let mut over_fence: Option<DataRecord> = None;
         // The key moves into each attempt's record and back out of it: one string per call.
         for _ in 0..MAX_ATTEMPTS {
             let now = SystemTime::now();
@@ -500,8 +503,17 @@ impl<St: IdempotencyStore> Engine<St> {
                 payload_hash: payload_hash.clone(),
                 claim_id: Some(new_claim_id()),
             };
-            let put = self.store.put_in_progress(&record, now);
-            let existing = match self.bounded(deadline, StoreCall::PutInProgress, put).await {
+            let written = match over_fence.take() {
+                Some(fence) => {
+                    let put = self.store.put_over_fence(&record, &fence);
+                    self.bounded(deadline, StoreCall::PutOverFence, put).await
+                }
+                None => {
+                    let put = self.store.put_in_progress(&record, now);
+                    self.bounded(deadline, StoreCall::PutInProgress, put).await
+                }
+            };
+            let existing = match written {
                 Ok(PutOutcome::Stored) => return Ok(Claimed::Run(record)),
                 // This claim's own write: its answer was lost and the client sent it again.
                 Ok(PutOutcome::Exists(Some(existing))) if existing.is_written_by(&record) => {
@@ -552,14 +564,12 @@ impl<St: IdempotencyStore> Engine<St> {
             };
             key = record.key;
             if existing.is_fence() {
-                // A fence (a taken-back claim's, or a failed handler's), written after this
-                // claim was sent (or this clock is behind the fencing one's): claimed again once
-                // this clock has passed its deadline, never validated against it, which holds no
-                // payload (found by a review: a same-payload duplicate got `PayloadMismatch`).
-                let fenced_ms = existing.in_progress_expiry_timestamp.unwrap_or_default();
-                if !clock_passed(fenced_ms).await {
-                    return Err(Error::AlreadyInProgress { key });
-                }
+                // A fence (a failed handler's, whose deadline is its claim's; or a taken-back
+                // claim's, written after this claim was sent): claimed over by its id at the next
+                // attempt, whatever its deadline and this clock, and never validated against, as
+                // it holds no payload (found by a review: a same-payload duplicate got
+                // `PayloadMismatch`).
+                over_fence = Some(existing);
                 inconsistencies[attempt] = Inconsistency::Fenced;
                 attempt += 1;
                 continue;
@@ -595,9 +605,9 @@ impl<St: IdempotencyStore> Engine<St> {
             Inconsistency::Expired => "the claim was refused as the record exists, yet \
                  the record it found had expired (or its in-progress deadline had passed)"
                 .to_owned(),
-            Inconsistency::Fenced => "the claim was refused by a fence (what another \
-                 claim of the key leaves when it is taken back after its write went unanswered, \
-                 or when its handler failed), written after this claim was sent"
+            Inconsistency::Fenced => "the claim found a fence in the way (what another \
+                 claim of the key leaves when its handler fails, or when it is taken back after \
+                 its write went unanswered)"
                 .to_owned(),
         };
         let claim = describe(StoreCall::PutInProgress, "each claim");
@@ -702,13 +712,24 @@ impl<St: IdempotencyStore> Engine<St> {
         // The last fence write that failed: a late claim may still land, which the caller is
         // told (found by a review: a fence that went unanswered too was taken for a success).
         let mut unfenced = None;
+        // Another claim's fence found at the last attempt: replaced with this one by its id.
+        let mut over_fence: Option<DataRecord> = None;
         for _ in 0..FENCE_ATTEMPTS {
             // Never before the claim was sent, should the clock have been set back meanwhile.
             let now = SystemTime::now().max(sent_at);
             let fenced_ms = epoch(now).1;
             fence.in_progress_expiry_timestamp = Some(fenced_ms);
-            let put = self.store.put_in_progress(&fence, now);
-            let written = match self.bounded(deadline, StoreCall::PutInProgress, put).await {
+            let written = match over_fence.take() {
+                Some(other) => {
+                    let put = self.store.put_over_fence(&fence, &other);
+                    self.bounded(deadline, StoreCall::PutOverFence, put).await
+                }
+                None => {
+                    let put = self.store.put_in_progress(&fence, now);
+                    self.bounded(deadline, StoreCall::PutInProgress, put).await
+                }
+            };
+            let written = match written {
                 Ok(written) => written,
                 // The store refused or lost the fence too: tried again, within the take-back's
                 // bound.
@@ -730,8 +751,16 @@ impl<St: IdempotencyStore> Engine<St> {
                 PutOutcome::Exists(Some(existing)) if existing.is_written_by(claim) => {
                     self.release(claim, deadline).await?;
                 }
-                // Another invocation's live claim or completed record: the late write's
-                // condition cannot replace it either.
+                // Another claim's fence, whose deadline is still ahead (a failed handler's: its
+                // claim's) or this very millisecond: replaced with this fence, which this claim's
+                // late write cannot pass either way, and which refuses a late claim over that
+                // fence by its id (this claim's own, when it was one).
+                PutOutcome::Exists(Some(existing)) if existing.is_fence() => {
+                    over_fence = Some(existing);
+                }
+                // Another invocation's live claim (whose release, should its handler fail, leaves
+                // a fence with its deadline, past the moment this claim was sent) or completed
+                // record: the late write's condition cannot replace it either.
                 PutOutcome::Exists(Some(_)) => return Ok(()),
                 // A store that does not say what holds the key: delete it only if it is this
                 // claim.
@@ -764,13 +793,15 @@ impl<St: IdempotencyStore> Engine<St> {
         deadline: Deadline,
     ) -> Result<(), StoreError> {
         self.uncache(&claim.key);
-        // A millisecond before now, unlike a take-back's fence: a claim in this millisecond
-        // (the next record of a batch, a retry at once) replaces it without waiting for the
-        // clock, and no earlier claim's late write gets in. Such a write was sent before its
-        // own take-back's fence was written, and this claim replaced that fence in a later
-        // millisecond than it was written (the put's condition is strict), so it was sent before
-        // this deadline too; one whose take-back comes after this fences it itself.
-        let fence = fence_for(claim, epoch(SystemTime::now()).1.saturating_sub(1));
+        // The claim's own deadline (a millisecond before now, should it have passed): a claim
+        // write sent earlier that is still on its way, whose take-back found this claim holding
+        // the key (and so wrote no fence), was sent before it; so was one taken back behind a
+        // fence this claim replaced. Now, when the release is sent, is not enough: the release
+        // may reach the store after such a write was sent (found by a review: the write then
+        // landed on the fence and held the key). Later claims take the fence by its id.
+        let deadline_ms = claim.in_progress_expiry_timestamp.unwrap_or_default();
+        let fenced_at = deadline_ms.max(epoch(SystemTime::now()).1.saturating_sub(1));
+        let fence = fence_for(claim, fenced_at);
         let replaced = self.store.replace_with_fence(claim, &fence);
         self.bounded(deadline, StoreCall::ReplaceWithFence, replaced)
             .await
@@ -1103,8 +1134,9 @@ const TAKE_BACK_TIMEOUT: Duration = Duration::from_secs(1);
 const FENCE_ATTEMPTS: usize = 3;
 
 /// The fence that takes `claim`'s place: an in-progress record whose deadline is `fenced_at_ms`
-/// (the moment it is written, never earlier: see [`Engine::take_back`]), which any later claim
-/// replaces and a claim write sent before it cannot.
+/// (a taken-back claim's: the moment it is written, see [`Engine::take_back`]; a failed handler's:
+/// its claim's deadline, see [`Engine::release_failed`]), which any later claim replaces by its
+/// id and a claim write sent before it cannot.
 fn fence_for(claim: &DataRecord, fenced_at_ms: i64) -> DataRecord {
     DataRecord {
         key: claim.key.clone(),

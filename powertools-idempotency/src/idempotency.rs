@@ -104,8 +104,8 @@ impl<St: IdempotencyStore> Idempotency<St> {
     /// (already in progress, store failure, …); [`Error::Config`] for an invalid operation name.
     ///
     /// # Panics
-    /// A panic in `function` (while it builds its future or while that future runs) deletes the
-    /// in-progress record first, so a retry runs it again. A panic inside the future is returned
+    /// A panic in `function` (while it builds its future or while that future runs) releases
+    /// the in-progress record first, so a retry runs it again. A panic inside the future is returned
     /// as [`Error::HandlerPanicked`]; a panic in the closure itself, before any future exists, is
     /// resumed.
     pub fn run<'a, A, R, E, F, Fut>(

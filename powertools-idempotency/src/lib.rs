@@ -86,13 +86,13 @@
 //! | outcome of the first call | its record | that caller gets | a duplicate or retry gets |
 //! | --- | --- | --- | --- |
 //! | handler returns `Ok` | `COMPLETED` with the response, until the window ends | the response | the same response, bit for bit (until the window ends) |
-//! | handler returns `Err` | released: replaced with a fence, an `INPROGRESS` record with a `fence-…` claim id whose in-progress deadline is the moment it was written (Powertools deletes it; see the row of a store hung before the claim for why), left to TTL | [`Error::Handler`] (its own error) | runs the handler again |
+//! | handler returns `Err` | released: replaced with a fence, an `INPROGRESS` record with a `fence-…` claim id that keeps the claim's in-progress deadline, which a later claim takes at once by its id (Powertools deletes it; see the row of a store hung before the claim for why), left to TTL | [`Error::Handler`] (its own error) | runs the handler again |
 //! | handler panics inside its future | released, as above | [`Error::HandlerPanicked`] (also when nothing was claimed: idempotency off, or a missing key allowed) | runs the handler again |
 //! | handler panics before its future exists (in a service's `call`, or in the closure given to `run`) | released, as above | the panic, resumed | runs the handler again |
 //! | response can't be stored (over [`MAX_ITEM_SIZE`], NaN or ±Infinity, refused by serde_json, or JSON that does not read back into the response type) | `COMPLETED` without a response; a warning is logged | the response | [`Error::ResponseNotStored`] until the window ends: the side effects never run twice |
 //! | handler still running at the invocation's deadline (its future is dropped there, at its next `.await`; Lambda Managed Instances do not stop a timed-out invocation; work it spawned runs on) | stays `INPROGRESS`, its deadline passed | [`Error::HandlerTimedOut`] (Lambda has answered its invoker with a timeout) | runs the handler again, without this one beside it |
 //! | invocation times out, the process dies, or the future is dropped after the claim (a `tokio::time::timeout` or `select!` around `run`, say) | stays `INPROGRESS` until the invocation's deadline | Lambda's timeout (or nothing: the future is gone) | [`Error::AlreadyInProgress`] until the deadline, then runs again |
-//! | store down or hung before the claim | none: a write that went unanswered (a timeout, a cut connection; not a refusal with the service's error code) may have landed, or may land later (a slow network, an SDK retry in flight), and is taken back within a second: a fence is written in its place, a record whose in-progress deadline is the moment it is written, which the late write (whose condition compares with the moment it was sent) cannot replace and any later claim can, and the claim if it landed is deleted, only while it is this claim (if that fails too, `INPROGRESS` until the deadline); a retry that claims the key over the fence and fails leaves a fence of its own in turn, never a free key the late write could take | [`Error::Persistence`], the handler never ran; when the SDK's own retry of the write found the one that landed, the claim knows it for its own by its id ([`DataRecord::claim_id`]) and the handler runs, once | runs (or [`Error::AlreadyInProgress`] until the deadline, when taking the claim back failed too) |
+//! | store down or hung before the claim | none: a write that went unanswered (a timeout, a cut connection; not a refusal with the service's error code) may have landed, or may land later (a slow network, an SDK retry in flight), and is taken back within a second: a fence is written in its place, a record whose in-progress deadline is the moment it is written, which the late write (whose condition compares with the moment it was sent) cannot replace and any later claim can, and the claim if it landed is deleted, only while it is this claim (if that fails too, `INPROGRESS` until the deadline); a retry that claims the key over the fence and fails leaves a fence of its own in turn, with its claim's deadline, never a free key the late write could take; and when another invocation's claim holds the key, the take-back leaves it there: its completion, its fence should its handler fail, or its deadline, all later than the moment the write was sent, refuse the write too | [`Error::Persistence`], the handler never ran; when the SDK's own retry of the write found the one that landed, the claim knows it for its own by its id ([`DataRecord::claim_id`]) and the handler runs, once | runs (or [`Error::AlreadyInProgress`] until the deadline, when taking the claim back failed too) |
 //! | store down or hung after the handler succeeded | stays `INPROGRESS` until the invocation's deadline | [`Error::NotCompleted`], naming that time | [`Error::AlreadyInProgress`] until then, then runs again |
 //! | handler failed and releasing its claim failed too | stays `INPROGRESS` until the invocation's deadline | [`Error::DeleteFailed`] with both errors | [`Error::AlreadyInProgress`] until then, then runs again; a release that reaches the store after that (sent, then timed out) replaces only its own claim, never a retry's |
 //! | duplicate whose validation data differs (missing data counts as `null`) | unchanged | — | [`Error::PayloadMismatch`] |
@@ -165,11 +165,13 @@
 //! - An untrusted deadline gets a 15-minute in-progress window; Python writes whatever the
 //!   context says.
 //! - A failed handler's claim is released by replacing it with a fence (one conditional
-//!   `UpdateItem`, an `INPROGRESS` record past its deadline under a `fence-…` claim id), where
-//!   Powertools deletes it (`DeleteItem`): a retry claims either at once, and a claim write sent
-//!   earlier that lands late cannot take a fence, where it takes the free key. A Python function
-//!   on the same table reads a fence as an expired claim. A claim whose write went unanswered is
-//!   taken back behind a fence too (Powertools leaves it in progress until the deadline).
+//!   `UpdateItem`, an `INPROGRESS` record that keeps the claim's deadline under a `fence-…` claim
+//!   id), where Powertools deletes it (`DeleteItem`): a retry claims either at once (over a fence,
+//!   by its id: one more `PutItem`), and a claim write sent earlier that lands late cannot take a
+//!   fence, where it takes the free key. Powertools for Python, or an earlier version of this
+//!   crate, would read a fence as a claim in progress until its deadline (their keys differ
+//!   from ours, so they never meet one). A claim whose write went unanswered is taken back
+//!   behind a fence too (Powertools leaves it in progress until the deadline).
 //! - If releasing the record after a handler error fails, the error keeps both
 //!   ([`Error::DeleteFailed`]); a panic is caught, the claim released, and the panic reported as
 //!   [`Error::HandlerPanicked`].

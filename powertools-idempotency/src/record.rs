@@ -193,9 +193,10 @@ impl DataRecord {
     }
 
     /// Whether this stored record is a fence: what a failed handler's claim, or a claim whose
-    /// write went unanswered, leaves in its place (in progress, already past its deadline, with a
-    /// claim id beginning `fence-`). Any later claim takes it; it holds nothing, and blocks no
-    /// retry. For tests that look into a store after a failure.
+    /// write went unanswered, leaves in its place (in progress, with a claim id beginning
+    /// `fence-`; a failed handler's keeps its claim's deadline, a taken-back claim's has the
+    /// moment it was written). Any later claim takes it, by its id; it holds nothing, and blocks
+    /// no retry. For tests that look into a store after a failure.
     ///
     /// ```
     /// use powertools_idempotency::{DataRecord, Status};

@@ -292,6 +292,20 @@ impl IdempotencyStore for FaultStore {
         }
     }
 
+    /// A claim over a fence: faulted as the claim's other write ("put").
+    async fn put_over_fence(
+        &self,
+        record: &DataRecord,
+        fence: &DataRecord,
+    ) -> Result<PutOutcome, StoreError> {
+        let fault = self.fault("put");
+        delay_or_hang(fault).await;
+        match fault {
+            Fault::Fail => Err(backend("put")),
+            _ => self.inner.put_over_fence(record, fence).await,
+        }
+    }
+
     /// The failed handler's release, faulted as the delete it replaced.
     async fn replace_with_fence(
         &self,
@@ -2890,6 +2904,51 @@ async fn a_late_claim_never_holds_the_key_after_a_retry_that_failed() {
     assert_eq!(n.load(SeqCst), 1, "ran once");
 }
 
+/// A duplicate's claim write that went unanswered while a failing invocation still held the key:
+/// its take-back found that claim and wrote no fence, and the failed invocation's release, sent
+/// before the duplicate's claim but applied after it, left a fence whose deadline (a millisecond
+/// before the release was sent) the late write passed: it landed and held the key until its
+/// deadline (found by a review). A failed handler's fence keeps its claim's deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_claim_never_lands_on_a_release_sent_before_it() {
+    let store = FaultStore::new();
+    let failing = fault_idem(&store, Duration::from_secs(5));
+    let duplicate = fault_idem(&store, Duration::from_millis(100));
+    let context = TestContext::new()
+        .with_remaining_time(Duration::from_secs(60))
+        .build();
+    let n = counter();
+    // The failed invocation's release reaches the store 300 ms after it was sent.
+    store.set_next("delete", Fault::Delay(300));
+    let failed = tokio::spawn({
+        let (context, n) = (context.clone(), n.clone());
+        async move {
+            failing
+                .run(&context, "op", "k".to_owned(), |_| async move {
+                    n.fetch_add(1, SeqCst);
+                    Err::<u8, _>(io::Error::other("card declined"))
+                })
+                .await
+        }
+    });
+    // The duplicate, while the release is on its way: its claim lands 600 ms later.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    store.set_next("put", Fault::LandsLate(600));
+    let result = duplicate
+        .run(&context, "op", "k".to_owned(), counted!(n, 2u8))
+        .await;
+    assert_eq!(variant(&result), "IdempotencyPersistenceLayerError");
+    let failed = failed.await.expect("the failing invocation's task");
+    assert!(matches!(failed, Err(Error::Handler(_))), "{failed:?}");
+    // The late write has landed (or been refused) by now.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let retry = duplicate
+        .run(&context, "op", "k".to_owned(), counted!(n, 3u8))
+        .await;
+    assert_eq!(retry.map_err(|error| error.to_string()), Ok(3));
+    assert_eq!(n.load(SeqCst), 2, "the failed run, and the retry's");
+}
+
 /// Claims of `B` (with a payload hash) wait until the first fence has landed, then go on with
 /// their own `now`, from before the fence; the second hashed claim (`A`'s) never answers.
 #[derive(Clone)]
@@ -2927,6 +2986,22 @@ impl IdempotencyStore for FenceRaceStore {
     }
     async fn delete(&self, record: &DataRecord) -> Result<(), StoreError> {
         self.inner.delete(record).await
+    }
+
+    async fn replace_with_fence(
+        &self,
+        claim: &DataRecord,
+        fence: &DataRecord,
+    ) -> Result<(), StoreError> {
+        self.inner.replace_with_fence(claim, fence).await
+    }
+
+    async fn put_over_fence(
+        &self,
+        record: &DataRecord,
+        fence: &DataRecord,
+    ) -> Result<PutOutcome, StoreError> {
+        self.inner.put_over_fence(record, fence).await
     }
 }
 

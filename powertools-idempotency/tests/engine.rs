@@ -50,6 +50,27 @@ impl IdempotencyStore for CountingStore {
         }
         self.inner.delete(record).await
     }
+
+    async fn replace_with_fence(
+        &self,
+        claim: &DataRecord,
+        fence: &DataRecord,
+    ) -> Result<(), StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.fail_deletes {
+            return Err(StoreError::Backend("throttled".into()));
+        }
+        self.inner.replace_with_fence(claim, fence).await
+    }
+
+    async fn put_over_fence(
+        &self,
+        record: &DataRecord,
+        fence: &DataRecord,
+    ) -> Result<PutOutcome, StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.put_over_fence(record, fence).await
+    }
 }
 
 fn no_env() -> Env {
@@ -704,6 +725,22 @@ impl IdempotencyStore for DisagreeingStore {
 
     async fn delete(&self, _record: &DataRecord) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn replace_with_fence(
+        &self,
+        _claim: &DataRecord,
+        _fence: &DataRecord,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn put_over_fence(
+        &self,
+        _record: &DataRecord,
+        _fence: &DataRecord,
+    ) -> Result<PutOutcome, StoreError> {
+        Ok(PutOutcome::Exists(None))
     }
 }
 

@@ -133,6 +133,8 @@ enum Primitive {
     /// Only in a take-back (a claim's fault is the call's one fault, so never faulted itself).
     Delete,
     ReplaceWithFence,
+    /// A claim over a fence (never faulted: a claim's one fault is on its first write).
+    PutOverFence,
 }
 
 /// How a faulty store call answers.
@@ -348,6 +350,18 @@ impl<S: IdempotencyStore> IdempotencyStore for FaultyStore<S> {
         let replaced = self.inner.replace_with_fence(claim, fence);
         self.call(Primitive::ReplaceWithFence, replaced).await
     }
+
+    async fn put_over_fence(
+        &self,
+        record: &DataRecord,
+        fence: &DataRecord,
+    ) -> Result<PutOutcome, StoreError> {
+        let put = self.inner.put_over_fence(record, fence);
+        Ok(match self.call(Primitive::PutOverFence, put).await? {
+            PutOutcome::Exists(_) if self.hides_existing => PutOutcome::Exists(None),
+            outcome => outcome,
+        })
+    }
 }
 
 // The handler.
@@ -536,6 +550,11 @@ impl Outcome {
 #[derive(Debug, Clone)]
 enum KeyState {
     Absent,
+    /// A failed handler's fence: in progress until its claim's deadline `in_progress_until`
+    /// (epoch ms), which no claim write sent before it passes; the next claim takes it by its id.
+    Fenced {
+        in_progress_until: i64,
+    },
     /// An in-progress record that blocks duplicates until `in_progress_until` (epoch ms).
     Orphaned {
         in_progress_until: i64,
@@ -619,6 +638,7 @@ impl Model {
             // behind. A store that hides the record it found gets the delete instead.
             calls.push(Primitive::PutInProgress);
             let absent = matches!(state, KeyState::Absent);
+            let fenced = matches!(state, KeyState::Fenced { .. });
             let landed = fault.applied && absent;
             if landed || self.store_hides_existing && !absent {
                 calls.push(Primitive::Delete);
@@ -626,15 +646,38 @@ impl Model {
             if landed && !self.store_hides_existing {
                 calls.push(Primitive::PutInProgress);
             }
+            // A failed handler's fence found by the take-back's fence: replaced with it, by its
+            // id, and the key is free for the next claim.
+            let next = if fenced && !self.store_hides_existing {
+                calls.push(Primitive::PutOverFence);
+                KeyState::Absent
+            } else {
+                state.clone()
+            };
             let outcome = Outcome::Persistence {
                 operation: SAVE_CLAIM,
                 cause: fault.cause(),
             };
-            return not_run(outcome, calls, state.clone());
+            return not_run(outcome, calls, next);
         }
 
         match state {
             KeyState::Absent => self.claimed(op, n, deadline_ms, calls),
+            // Promise 3: the claim finds the fence, and takes it by its id.
+            KeyState::Fenced { .. } => {
+                if self.store_hides_existing {
+                    calls.push(Primitive::Get);
+                    if let Some(fault) = fault_on(Primitive::Get) {
+                        let outcome = Outcome::Persistence {
+                            operation: READ_EXISTING,
+                            cause: fault.cause(),
+                        };
+                        return not_run(outcome, calls, state.clone());
+                    }
+                }
+                calls.push(Primitive::PutOverFence);
+                self.claimed(op, n, deadline_ms, calls)
+            }
             KeyState::Orphaned { .. } | KeyState::Completed { .. } => {
                 if self.store_hides_existing {
                     calls.push(Primitive::Get);
@@ -717,8 +760,8 @@ impl Model {
             Behaviour::PanicBeforeFuture => (Outcome::PanicResumed(message), Ran::CalledOnly),
         };
 
-        // Promises 3 and 6: a failure releases the claim (replaced with a fence, which the model
-        // counts as absent), so that the next call runs again.
+        // Promises 3 and 6: a failure releases the claim (replaced with a fence that keeps its
+        // deadline and that the next call takes by its id), so that the next call runs again.
         calls.push(Primitive::ReplaceWithFence);
         let delete_fault = fault_on(Primitive::ReplaceWithFence);
         let outcome = match delete_fault {
@@ -730,7 +773,9 @@ impl Model {
         };
         let next = match delete_fault {
             Some(fault) if !fault.applied => orphaned,
-            _ => KeyState::Absent,
+            _ => KeyState::Fenced {
+                in_progress_until: deadline_ms,
+            },
         };
         Prediction {
             outcome,
@@ -773,6 +818,12 @@ impl Model {
                         && record
                             .in_progress_expiry_timestamp
                             .is_some_and(|deadline| deadline < now_ms)
+                }
+                (KeyState::Fenced { in_progress_until }, Some(record)) => {
+                    record.is_fence()
+                        && record.response_data.is_none()
+                        && record.payload_hash.is_none()
+                        && record.in_progress_expiry_timestamp == Some(*in_progress_until)
                 }
                 (KeyState::Orphaned { in_progress_until }, Some(record)) => {
                     record.status == Status::InProgress

@@ -629,6 +629,22 @@ impl powertools::idempotency::IdempotencyStore for ThrottledClaims {
     ) -> Result<(), powertools::idempotency::StoreError> {
         self.inner.delete(record).await
     }
+
+    async fn replace_with_fence(
+        &self,
+        claim: &powertools::idempotency::DataRecord,
+        fence: &powertools::idempotency::DataRecord,
+    ) -> Result<(), powertools::idempotency::StoreError> {
+        self.inner.replace_with_fence(claim, fence).await
+    }
+
+    async fn put_over_fence(
+        &self,
+        record: &powertools::idempotency::DataRecord,
+        fence: &powertools::idempotency::DataRecord,
+    ) -> Result<powertools::idempotency::PutOutcome, powertools::idempotency::StoreError> {
+        self.inner.put_over_fence(record, fence).await
+    }
 }
 
 /// A retrying layer between that returns its first attempt's error after a second attempt
@@ -1061,6 +1077,27 @@ impl IdempotencyStore for SlowDeletes {
             tokio::task::yield_now().await;
         }
         self.0.delete(record).await
+    }
+
+    async fn replace_with_fence(
+        &self,
+        claim: &DataRecord,
+        fence: &DataRecord,
+    ) -> Result<(), StoreError> {
+        // The release of a failed handler's claim: as slow as the delete it replaced.
+        let call = self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..if call.is_multiple_of(2) { 2 } else { 8 } {
+            tokio::task::yield_now().await;
+        }
+        self.0.replace_with_fence(claim, fence).await
+    }
+
+    async fn put_over_fence(
+        &self,
+        record: &DataRecord,
+        fence: &DataRecord,
+    ) -> Result<PutOutcome, StoreError> {
+        self.0.put_over_fence(record, fence).await
     }
 }
 

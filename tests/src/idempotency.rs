@@ -67,4 +67,20 @@ impl IdempotencyStore for FailingCompletions {
     async fn delete(&self, record: &DataRecord) -> Result<(), StoreError> {
         self.inner.delete(record).await
     }
+
+    async fn replace_with_fence(
+        &self,
+        claim: &DataRecord,
+        fence: &DataRecord,
+    ) -> Result<(), StoreError> {
+        self.inner.replace_with_fence(claim, fence).await
+    }
+
+    async fn put_over_fence(
+        &self,
+        record: &DataRecord,
+        fence: &DataRecord,
+    ) -> Result<PutOutcome, StoreError> {
+        self.inner.put_over_fence(record, fence).await
+    }
 }

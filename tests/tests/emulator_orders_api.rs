@@ -420,10 +420,11 @@ async fn the_orders_table_s_faults_fail_the_invocation_naming_the_call_and_its_c
     assert_eq!(failure_lines.len(), 2, "a failure line each: {lines:?}");
     assert!(failure_lines.iter().all(|line| line["level"] == "ERROR"));
 
-    // The save stalls after the charge (the third PutItem of a placement: the order's claim,
+    // The save stalls after the charge (the fourth PutItem of this placement: the order's claim,
+    // refused by the fence the failed read above left, then the order's claim over that fence,
     // the charge's claim, the save): the invocation fails, and the retry replays the charge and
     // saves the order, charged once.
-    proxy.set(json!({"action": "hang", "target": "PutItem", "skip": 2}));
+    proxy.set(json!({"action": "hang", "target": "PutItem", "skip": 3}));
     let (error_type, message) = failed(&function.invoke(&sample("first-order.json")));
     assert_eq!(error_type, "OrderNotSaved", "{message}");
     assert!(

@@ -605,6 +605,68 @@ async fn a_late_claim_write_never_holds_the_key_after_a_retry_that_failed() {
     assert_eq!(runs.load(Ordering::SeqCst), 2, "charged once");
 }
 
+/// A duplicate's claim write that went unanswered while a failing invocation held the key (its
+/// take-back found that claim, and wrote no fence), and the failing invocation's release, sent
+/// before the duplicate's claim, reaching DynamoDB after it: the release's fence had the moment it
+/// was sent for its deadline, the late write passed it and held the key until its own deadline
+/// (found by a review). A failed handler's fence keeps its claim's deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_claim_write_never_lands_on_a_release_sent_before_it() {
+    let Some(direct) = dynamodb_client().await else {
+        return;
+    };
+    let (Some(proxy_failing), Some(proxy_duplicate)) =
+        (FaultProxy::start().await, FaultProxy::start().await)
+    else {
+        return;
+    };
+    let table = create_idempotency_table(&direct).await;
+    let failing = idempotency_through(&proxy_failing, &table, Duration::from_secs(5)).await;
+    let duplicate = idempotency_through(&proxy_duplicate, &table, Duration::from_millis(300)).await;
+    proxy_failing.set(json!({"action": "delay", "ms": 1500, "target": "UpdateItem", "times": 1}));
+    proxy_duplicate.set(json!({"action": "delay", "ms": 3000, "target": "PutItem", "times": 1}));
+    let runs = AtomicUsize::new(0);
+    let context = || TestContext::new().with_remaining_time(INVOCATION).build();
+    let failed = async {
+        failing
+            .run(&context(), "charge", "pay-slow-release", |_| async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Err::<u8, _>(std::io::Error::other("card declined"))
+            })
+            .await
+    };
+    let lost = async {
+        // Sent once the failed invocation's release is on its way.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let sent = Instant::now();
+        let lost = duplicate
+            .run(&context(), "charge", "pay-slow-release", |_| async {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(2u8)
+            })
+            .await;
+        (lost, sent)
+    };
+    let (failed, (lost, sent)) = tokio::join!(failed, lost);
+    assert!(matches!(failed, Err(Error::Handler(_))), "{failed:?}");
+    assert!(matches!(lost, Err(Error::Persistence { .. })), "{lost:?}");
+    // The late write has reached moto (the proxy holds it 3 s, then sends it on).
+    tokio::time::sleep(Duration::from_millis(4500).saturating_sub(sent.elapsed())).await;
+    let retry = duplicate
+        .run(&context(), "charge", "pay-slow-release", |_| async {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(3u8)
+        })
+        .await
+        .map_err(|error| error.to_string());
+    assert_eq!(retry, Ok(3), "the retry ran");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "the failed run, and the retry's"
+    );
+}
+
 /// An `Idempotency` on `proxy`'s channel to `table`, with `store_timeout`.
 async fn idempotency_through(
     proxy: &FaultProxy,

@@ -37,6 +37,8 @@ pub(crate) const UPDATE_CONDITION: &str = "#claim_id = :claim_id";
 /// its payload hash removed (a fence is never validated against); the expiry stays the claim's.
 pub(crate) const FENCE_UPDATE: &str = "SET #status = :inprogress, \
      #in_progress_expiry = :fenced_at, #claim_id = :fence_id REMOVE #validation_key";
+/// A claim in place of a fence, whatever the fence's deadline: only while it is that fence.
+pub(crate) const OVER_FENCE_CONDITION: &str = "#status = :inprogress AND #claim_id = :fence_id";
 /// As [`DELETE_CONDITION_WITHOUT_CLAIM_ID`], for a claim written without an in-progress expiry.
 pub(crate) const DELETE_CONDITION_WITHOUT_EXPIRY: &str =
     "#status = :inprogress AND attribute_not_exists(#in_progress_expiry)";
@@ -248,6 +250,39 @@ impl DynamoDbStore {
         } else {
             StoreError::Backend(Box::new(error))
         }
+    }
+
+    /// `record` as the item DynamoDB stores, under the store's key and attribute names.
+    fn item_of(&self, record: &DataRecord) -> HashMap<String, AttributeValue> {
+        let settings = &*self.settings;
+        let mut item = self.key(&record.key);
+        item.insert(
+            settings.expiry_attr.clone(),
+            AttributeValue::N(record.expiry_timestamp.to_string()),
+        );
+        item.insert(
+            settings.status_attr.clone(),
+            AttributeValue::S(record.status.as_str().to_owned()),
+        );
+        if let Some(deadline_ms) = record.in_progress_expiry_timestamp {
+            item.insert(
+                settings.in_progress_expiry_attr.clone(),
+                AttributeValue::N(deadline_ms.to_string()),
+            );
+        }
+        if let Some(hash) = &record.payload_hash {
+            item.insert(
+                settings.validation_key_attr.clone(),
+                AttributeValue::S(hash.clone()),
+            );
+        }
+        if let Some(claim_id) = &record.claim_id {
+            item.insert(
+                CLAIM_ID_ATTR.to_owned(),
+                AttributeValue::S(claim_id.clone()),
+            );
+        }
+        item
     }
 
     fn parse(&self, item: &HashMap<String, AttributeValue>) -> Result<DataRecord, StoreError> {
@@ -706,6 +741,7 @@ fn operation_of(call: StoreCall) -> &'static str {
         StoreCall::Update => "UpdateItem",
         StoreCall::Delete => "DeleteItem",
         StoreCall::ReplaceWithFence => "UpdateItem",
+        StoreCall::PutOverFence => "PutItem",
     }
 }
 
@@ -812,38 +848,11 @@ impl IdempotencyStore for DynamoDbStore {
             self.check_key_schema(&record.key).await?;
         }
         let (now_s, now_ms) = epoch(now);
-        let mut item = self.key(&record.key);
-        item.insert(
-            settings.expiry_attr.clone(),
-            AttributeValue::N(record.expiry_timestamp.to_string()),
-        );
-        item.insert(
-            settings.status_attr.clone(),
-            AttributeValue::S(record.status.as_str().to_owned()),
-        );
-        if let Some(deadline_ms) = record.in_progress_expiry_timestamp {
-            item.insert(
-                settings.in_progress_expiry_attr.clone(),
-                AttributeValue::N(deadline_ms.to_string()),
-            );
-        }
-        if let Some(hash) = &record.payload_hash {
-            item.insert(
-                settings.validation_key_attr.clone(),
-                AttributeValue::S(hash.clone()),
-            );
-        }
-        if let Some(claim_id) = &record.claim_id {
-            item.insert(
-                CLAIM_ID_ATTR.to_owned(),
-                AttributeValue::S(claim_id.clone()),
-            );
-        }
         let result = self
             .client
             .put_item()
             .table_name(&settings.table_name)
-            .set_item(Some(item))
+            .set_item(Some(self.item_of(record)))
             .condition_expression(PUT_CONDITION)
             .expression_attribute_names("#id", &settings.key_attr)
             .expression_attribute_names("#expiry", &settings.expiry_attr)
@@ -882,6 +891,46 @@ impl IdempotencyStore for DynamoDbStore {
                             .into(),
                         ));
                     }
+                    return Ok(PutOutcome::Exists(existing));
+                }
+                Err(self.write_failure("PutItem", &record.key, error))
+            }
+        }
+    }
+
+    async fn put_over_fence(
+        &self,
+        record: &DataRecord,
+        fence: &DataRecord,
+    ) -> Result<PutOutcome, StoreError> {
+        let settings = &*self.settings;
+        let Some(fence_id) = &fence.claim_id else {
+            return Ok(PutOutcome::Exists(None));
+        };
+        let result = self
+            .client
+            .put_item()
+            .table_name(&settings.table_name)
+            .set_item(Some(self.item_of(record)))
+            .condition_expression(OVER_FENCE_CONDITION)
+            .expression_attribute_names("#status", &settings.status_attr)
+            .expression_attribute_names("#claim_id", CLAIM_ID_ATTR)
+            .expression_attribute_values(
+                ":inprogress",
+                AttributeValue::S(Status::InProgress.as_str().to_owned()),
+            )
+            .expression_attribute_values(":fence_id", AttributeValue::S(fence_id.clone()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(PutOutcome::Stored),
+            Err(error) => {
+                if let Some(PutItemError::ConditionalCheckFailedException(failure)) =
+                    error.as_service_error()
+                {
+                    // The fence was replaced meanwhile (by another claim), or went with the TTL.
+                    let existing = failure.item().map(|item| self.parse(item)).transpose()?;
                     return Ok(PutOutcome::Exists(existing));
                 }
                 Err(self.write_failure("PutItem", &record.key, error))

@@ -171,6 +171,22 @@ impl IdempotencyStore for InMemoryStore {
         }
         Ok(())
     }
+
+    async fn put_over_fence(
+        &self,
+        record: &DataRecord,
+        fence: &DataRecord,
+    ) -> Result<PutOutcome, StoreError> {
+        let mut records = self.lock();
+        match records.get_mut(&record.key) {
+            Some(stored) if stored.is_fence() && stored.claim_id == fence.claim_id => {
+                stored.clone_from(record);
+                Ok(PutOutcome::Stored)
+            }
+            Some(stored) => Ok(PutOutcome::Exists(Some(stored.clone()))),
+            None => Ok(PutOutcome::Exists(None)),
+        }
+    }
 }
 
 #[cfg(test)]

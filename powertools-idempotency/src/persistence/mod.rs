@@ -80,17 +80,23 @@ pub enum StoreCall {
     Delete,
     /// [`IdempotencyStore::replace_with_fence`].
     ReplaceWithFence,
+    /// [`IdempotencyStore::put_over_fence`].
+    PutOverFence,
 }
 
-/// The storage primitives of idempotency: four, and a fifth with a default
-/// ([`replace_with_fence`](Self::replace_with_fence)).
+/// The storage primitives of idempotency.
 ///
 /// Hashing, expiry, payload validation, the local cache and the retries on inconsistent state
 /// live in the engine, not here, so a store is only storage. The rules a store must enforce
 /// itself are the atomic claim in [`put_in_progress`](Self::put_in_progress), and the claim
-/// checks of [`update`](Self::update) and [`delete`](Self::delete), which match a record by its
-/// [`claim_id`](DataRecord::claim_id): a store must keep that attribute
-/// ([`DataRecord::is_claim_of`] is the delete's condition, evaluated in memory).
+/// checks of [`update`](Self::update), [`delete`](Self::delete),
+/// [`replace_with_fence`](Self::replace_with_fence) and [`put_over_fence`](Self::put_over_fence),
+/// which match a record by its [`claim_id`](DataRecord::claim_id): a store must keep that
+/// attribute ([`DataRecord::is_claim_of`] is the delete's condition, evaluated in memory).
+///
+/// A store that wraps another (to count, log or inject faults) forwards every method, the
+/// provided ones ([`describe_call`](Self::describe_call), [`describe_store`](Self::describe_store))
+/// included.
 pub trait IdempotencyStore: Clone + Send + Sync + 'static {
     /// The record stored under `key`, read with strong consistency; `None` if there is none.
     fn get(&self, key: &str)
@@ -125,27 +131,34 @@ pub trait IdempotencyStore: Clone + Send + Sync + 'static {
     /// Replaces the in-progress claim `claim` of a failed handler with `fence`, so that a retry
     /// runs it again: **only while** the stored record is still that claim, as
     /// [`delete`](Self::delete) matches it, atomically; a record that is no longer `claim`'s is
-    /// left as it is, and that is `Ok`. The fence is an in-progress record of the same key whose
-    /// deadline ([`in_progress_expiry_timestamp`](DataRecord::in_progress_expiry_timestamp)) is
-    /// the moment it is written, under a claim id of its own: any later claim replaces it, while
-    /// a claim write sent before it (one whose answer was lost, still on its way) cannot, as its
-    /// condition compares that deadline with the moment it was sent. A store must write the
-    /// fence's status, expiry, in-progress deadline and claim id, and leave no payload hash or
-    /// response.
+    /// left as it is, and that is `Ok`. A store writes the fence's status, expiry, in-progress
+    /// deadline and claim id, and leaves no payload hash or response.
     ///
-    /// The default deletes the claim, as stores did before fences: a claim write of the key sent
-    /// earlier and still on its way may then land after the delete, and hold the key in progress
-    /// until its own deadline. [`DynamoDbStore`] and [`InMemoryStore`] write the fence.
-    ///
-    /// [`DynamoDbStore`]: crate::DynamoDbStore
+    /// A fence is an in-progress record known by its claim id (`fence-…`, see
+    /// [`DataRecord::is_fence`]), whose in-progress deadline (here the claim's own) a claim write
+    /// sent before it cannot pass: one whose answer was lost and that is still on its way
+    /// compares that deadline with the moment it was sent, and is refused. Every later claim
+    /// takes the fence at once with [`put_over_fence`](Self::put_over_fence). Deleting the
+    /// claim instead freed the key for such a write, which then held it in progress until its
+    /// own deadline, though its handler never ran; a store that cannot write a fence may still
+    /// delete, with that gap.
     fn replace_with_fence(
         &self,
         claim: &DataRecord,
         fence: &DataRecord,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let _ = fence;
-        self.delete(claim)
-    }
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores the claim `record` in place of the fence `fence` (see
+    /// [`replace_with_fence`](Self::replace_with_fence)): **only while** the stored record is
+    /// still that fence (in progress, with its [`claim_id`](DataRecord::claim_id)), whatever its
+    /// deadline, atomically; otherwise [`PutOutcome::Exists`] with the record that holds the key
+    /// when the store gets it back with the failed write (`None` when there is none, or the store
+    /// does not say), as [`put_in_progress`](Self::put_in_progress) answers.
+    fn put_over_fence(
+        &self,
+        record: &DataRecord,
+        fence: &DataRecord,
+    ) -> impl Future<Output = Result<PutOutcome, StoreError>> + Send;
 
     /// What a call is, in the store's own words, for the errors the engine raises itself about
     /// it (a call with no answer within the store timeout): [`DynamoDbStore`] says `DynamoDB
