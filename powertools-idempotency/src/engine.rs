@@ -700,8 +700,8 @@ impl<St: IdempotencyStore> Engine<St> {
     /// the late write's condition (evaluated with the moment the claim was sent, earlier) cannot
     /// replace, and any later claim can. Never the moment the claim was sent: a fence written
     /// later but sent earlier would lower the one a later claim left, and let its late write in
-    /// (found by a review). A claim of this invocation's found there is deleted, and the fence
-    /// written after it (a second copy of the write may be on its way too).
+    /// (found by a review). A claim of this invocation's found there is replaced with a fence
+    /// that keeps its deadline, in one write (a delete freed the key for another late write).
     async fn take_back(
         &self,
         claim: &DataRecord,
@@ -738,7 +738,7 @@ impl<St: IdempotencyStore> Engine<St> {
                     continue;
                 }
             };
-            match written {
+            let found = match written {
                 PutOutcome::Stored => {
                     self.uncache(&claim.key);
                     // A claim made in the millisecond the fence was written would not replace
@@ -748,23 +748,57 @@ impl<St: IdempotencyStore> Engine<St> {
                     clock_passed(fenced_ms).await;
                     return Ok(());
                 }
-                PutOutcome::Exists(Some(existing)) if existing.is_written_by(claim) => {
-                    self.release(claim, deadline).await?;
+                PutOutcome::Exists(Some(existing)) => existing,
+                // A store that does not say what holds the key: read.
+                PutOutcome::Exists(None) => {
+                    let read = self.store.get(&claim.key);
+                    match self.bounded(deadline, StoreCall::Get, read).await {
+                        Ok(Some(existing)) => existing,
+                        // Nothing holds it now: the fence is written at the next attempt.
+                        Ok(None) => continue,
+                        Err(error) => {
+                            unfenced = Some(error);
+                            continue;
+                        }
+                    }
                 }
+            };
+            if found.is_written_by(claim) {
+                // This claim landed: replaced with a fence in one write, keeping its deadline,
+                // never deleted. A delete freed the key for another claim's write still on its
+                // way, whose take-back had found this claim holding the key and so wrote no fence
+                // (found by a review: it landed, and held the key until its deadline); every such
+                // write was sent before this claim's deadline.
+                let mut own = fence.clone();
+                own.in_progress_expiry_timestamp = Some(
+                    claim
+                        .in_progress_expiry_timestamp
+                        .unwrap_or_default()
+                        .max(fenced_ms),
+                );
+                let replaced = self.store.replace_with_fence(claim, &own);
+                match self
+                    .bounded(deadline, StoreCall::ReplaceWithFence, replaced)
+                    .await
+                {
+                    Ok(()) => {
+                        self.uncache(&claim.key);
+                        return Ok(());
+                    }
+                    Err(error) => unfenced = Some(error),
+                }
+            } else if found.is_fence() {
                 // Another claim's fence, whose deadline is still ahead (a failed handler's: its
                 // claim's) or this very millisecond: replaced with this fence, which this claim's
                 // late write cannot pass either way, and which refuses a late claim over that
                 // fence by its id (this claim's own, when it was one).
-                PutOutcome::Exists(Some(existing)) if existing.is_fence() => {
-                    over_fence = Some(existing);
-                }
-                // Another invocation's live claim (whose release, should its handler fail, leaves
-                // a fence with its deadline, past the moment this claim was sent) or completed
-                // record: the late write's condition cannot replace it either.
-                PutOutcome::Exists(Some(_)) => return Ok(()),
-                // A store that does not say what holds the key: delete it only if it is this
-                // claim.
-                PutOutcome::Exists(None) => return self.release(claim, deadline).await,
+                over_fence = Some(found);
+            } else {
+                // Another invocation's live claim or completed record, which the late write's
+                // condition cannot replace; nor what comes after it: its completion, its fence
+                // (should its handler fail, or its write be taken back: its deadline), or a claim
+                // after its deadline, all past the moment this claim was sent.
+                return Ok(());
             }
         }
         // No fence stands: the claim, if it landed, is deleted as far as a delete can, and the
@@ -773,8 +807,8 @@ impl<St: IdempotencyStore> Engine<St> {
         Err(unfenced.unwrap_or_else(|| {
             StoreError::Backend(
                 format!(
-                    "a copy of the claim stood at each of {FENCE_ATTEMPTS} fence writes, and was \
-                     deleted: no fence stands"
+                    "no fence stood after {FENCE_ATTEMPTS} fence writes (each found another \
+                     fence in the way, or the key empty when read back)"
                 )
                 .into(),
             )
@@ -1129,8 +1163,9 @@ fn margin_for(call: StoreCall) -> Duration {
 /// The most a claim whose write went unanswered waits to be taken back.
 const TAKE_BACK_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How many times taking a claim back writes its fence, deleting a copy of the claim found in
-/// its place each time (and once more after the last, when no fence stands: the caller warns).
+/// How many times taking a claim back writes its fence (replacing a copy of the claim found in its
+/// place, or another claim's fence); when none stands after the last, the claim is deleted as far
+/// as a delete can, and the caller warns.
 const FENCE_ATTEMPTS: usize = 3;
 
 /// The fence that takes `claim`'s place: an in-progress record whose deadline is `fenced_at_ms`

@@ -2949,6 +2949,202 @@ async fn a_late_claim_never_lands_on_a_release_sent_before_it() {
     assert_eq!(n.load(SeqCst), 2, "the failed run, and the retry's");
 }
 
+/// A gate one task opens and others wait for.
+#[derive(Clone, Default)]
+struct Gate(Arc<tokio::sync::Notify>, Arc<std::sync::atomic::AtomicBool>);
+
+impl Gate {
+    fn open(&self) {
+        self.1.store(true, SeqCst);
+        self.0.notify_waiters();
+    }
+    async fn wait(&self) {
+        loop {
+            let notified = self.0.notified();
+            if self.1.load(SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// What one store call of a script does: wait for a gate, open one after, never answer (applied
+/// at once), or never answer and be applied later, in the background, after its gate.
+#[derive(Clone, Default)]
+struct Step {
+    before: Option<Gate>,
+    after: Option<Gate>,
+    lost: bool,
+    late: bool,
+}
+
+/// An in-memory store whose calls follow a script, one step per call in order (then plain calls).
+#[derive(Clone)]
+struct Scripted {
+    inner: InMemoryStore,
+    steps: Arc<Mutex<std::collections::VecDeque<Step>>>,
+}
+
+impl Scripted {
+    fn new(inner: &InMemoryStore, steps: Vec<Step>) -> Self {
+        Scripted {
+            inner: inner.clone(),
+            steps: Arc::new(Mutex::new(steps.into())),
+        }
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let step = self.steps.lock().unwrap().pop_front().unwrap_or_default();
+        let (lost, late) = (step.lost, step.late);
+        let body = async move {
+            if let Some(gate) = &step.before {
+                gate.wait().await;
+            }
+            let outcome = call.await;
+            if let Some(gate) = &step.after {
+                gate.open();
+            }
+            outcome
+        };
+        if late {
+            tokio::spawn(body);
+            return std::future::pending().await;
+        }
+        let outcome = body.await;
+        if lost {
+            return std::future::pending().await;
+        }
+        outcome
+    }
+}
+
+impl IdempotencyStore for Scripted {
+    async fn get(&self, key: &str) -> Result<Option<DataRecord>, StoreError> {
+        let (inner, key) = (self.inner.clone(), key.to_owned());
+        self.run(async move { inner.get(&key).await }).await
+    }
+    async fn put_in_progress(
+        &self,
+        record: &DataRecord,
+        now: SystemTime,
+    ) -> Result<PutOutcome, StoreError> {
+        let (inner, record) = (self.inner.clone(), record.clone());
+        self.run(async move { inner.put_in_progress(&record, now).await })
+            .await
+    }
+    async fn update(&self, record: &DataRecord) -> Result<(), StoreError> {
+        let (inner, record) = (self.inner.clone(), record.clone());
+        self.run(async move { inner.update(&record).await }).await
+    }
+    async fn delete(&self, record: &DataRecord) -> Result<(), StoreError> {
+        let (inner, record) = (self.inner.clone(), record.clone());
+        self.run(async move { inner.delete(&record).await }).await
+    }
+    async fn replace_with_fence(
+        &self,
+        claim: &DataRecord,
+        fence: &DataRecord,
+    ) -> Result<(), StoreError> {
+        let (inner, claim, fence) = (self.inner.clone(), claim.clone(), fence.clone());
+        self.run(async move { inner.replace_with_fence(&claim, &fence).await })
+            .await
+    }
+    async fn put_over_fence(
+        &self,
+        record: &DataRecord,
+        fence: &DataRecord,
+    ) -> Result<PutOutcome, StoreError> {
+        let (inner, record, fence) = (self.inner.clone(), record.clone(), fence.clone());
+        self.run(async move { inner.put_over_fence(&record, &fence).await })
+            .await
+    }
+}
+
+/// Two claims whose writes both went unanswered: Y's landed, X's was sent while Y held the key
+/// and lands later. X's take-back found Y's claim holding the key and wrote no fence; Y's
+/// take-back found its own claim, deleted it and fenced after, and X's write landed in between:
+/// it held the key until its deadline, though no handler ran, and nobody warned (found by a
+/// review). A take-back replaces its own claim with a fence that keeps its deadline, in one write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_claim_never_lands_between_another_take_back_s_delete_and_its_fence() {
+    let store = InMemoryStore::new();
+    let (x_taken_back, y_released, x_landed) = (Gate::default(), Gate::default(), Gate::default());
+    let x = fault_idem_on(
+        Scripted::new(
+            &store,
+            vec![
+                // X's claim: lands once Y's take-back has released Y's claim, never answers
+                Step {
+                    before: Some(y_released.clone()),
+                    after: Some(x_landed.clone()),
+                    late: true,
+                    ..Step::default()
+                },
+                // X's take-back's fence: finds Y's claim
+                Step {
+                    after: Some(x_taken_back.clone()),
+                    ..Step::default()
+                },
+            ],
+        ),
+        Duration::from_millis(300),
+    );
+    let y = fault_idem_on(
+        Scripted::new(
+            &store,
+            vec![
+                // Y's claim: applied, its answer lost
+                Step {
+                    lost: true,
+                    ..Step::default()
+                },
+                // Y's take-back's fence: finds Y's own claim
+                Step::default(),
+                // Y's release of its own claim, once X's take-back is done
+                Step {
+                    before: Some(x_taken_back.clone()),
+                    after: Some(y_released.clone()),
+                    ..Step::default()
+                },
+                // Y's fence again (a delete's), after X's write landed
+                Step {
+                    before: Some(x_landed.clone()),
+                    ..Step::default()
+                },
+            ],
+        ),
+        Duration::from_millis(300),
+    );
+    let context = TestContext::new()
+        .with_remaining_time(Duration::from_secs(60))
+        .build();
+    let n = counter();
+    let (x_result, y_result) = tokio::join!(
+        x.run(&context, "op", "k".to_owned(), counted!(n, 1u8)),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            y.run(&context, "op", "k".to_owned(), counted!(n, 2u8))
+                .await
+        }
+    );
+    assert_eq!(variant(&x_result), "IdempotencyPersistenceLayerError");
+    assert_eq!(variant(&y_result), "IdempotencyPersistenceLayerError");
+    // X's late write has landed, or been refused, by now.
+    tokio::time::timeout(Duration::from_secs(5), y_released.wait())
+        .await
+        .expect("Y released its claim");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let retry = fault_idem_on(store.clone(), Duration::from_millis(300))
+        .run(&context, "op", "k".to_owned(), counted!(n, 3u8))
+        .await;
+    assert_eq!(retry.map_err(|error| error.to_string()), Ok(3));
+    assert_eq!(n.load(SeqCst), 1, "the retry alone ran");
+}
+
 /// Claims of `B` (with a payload hash) wait until the first fence has landed, then go on with
 /// their own `now`, from before the fence; the second hashed claim (`A`'s) never answers.
 #[derive(Clone)]

@@ -41,8 +41,9 @@
 //! 2. Every replay returns exactly the first successful response (compared by `f64` bits).
 //! 3. After a handler error, or a panic whose claim was released, the next call runs again.
 //! 4. A store failure on the claim means the handler did not run (`Error::Persistence`), and
-//!    the claim is taken back: one that landed before its reply was lost leaves no record (a
-//!    fence that any later claim replaces, counted as none).
+//!    the claim is taken back: one that landed before its reply was lost leaves a fence that
+//!    keeps its deadline, which the next call takes by its id (one that did not land, a fence
+//!    any later claim replaces, counted as no record).
 //! 5. A store failure on the completion gives `Error::NotCompleted`, after which duplicates get
 //!    `Error::AlreadyInProgress` (or, when the update landed before its reply was lost, the
 //!    stored response).
@@ -632,27 +633,37 @@ impl Model {
         if let Some(fault) = fault_on(Primitive::PutInProgress) {
             // Promise 4: the handler does not run. The claim, which may have landed before its
             // reply was lost (or may land later), is taken back: a fence is written in its
-            // place (a record any later claim replaces, which the model counts as absent), and
-            // the claim, found there when it landed, is deleted (only while it is this claim)
-            // and fenced after, so the key is as it was: a claim that landed leaves nothing
-            // behind. A store that hides the record it found gets the delete instead.
+            // place (a record any later claim replaces, which the model counts as absent); a
+            // claim that landed is found there and replaced with a fence that keeps its deadline
+            // (taken by the next claim by its id), and a failed handler's fence found there is
+            // replaced with the take-back's, by its id. A store that hides the record it found
+            // gets it read.
             calls.push(Primitive::PutInProgress);
-            let absent = matches!(state, KeyState::Absent);
-            let fenced = matches!(state, KeyState::Fenced { .. });
-            let landed = fault.applied && absent;
-            if landed || self.store_hides_existing && !absent {
-                calls.push(Primitive::Delete);
-            }
-            if landed && !self.store_hides_existing {
-                calls.push(Primitive::PutInProgress);
-            }
-            // A failed handler's fence found by the take-back's fence: replaced with it, by its
-            // id, and the key is free for the next claim.
-            let next = if fenced && !self.store_hides_existing {
-                calls.push(Primitive::PutOverFence);
-                KeyState::Absent
-            } else {
-                state.clone()
+            let hides = self.store_hides_existing;
+            let next = match state {
+                KeyState::Absent if fault.applied => {
+                    if hides {
+                        calls.push(Primitive::Get);
+                    }
+                    calls.push(Primitive::ReplaceWithFence);
+                    KeyState::Fenced {
+                        in_progress_until: deadline_ms,
+                    }
+                }
+                KeyState::Absent => KeyState::Absent,
+                KeyState::Fenced { .. } => {
+                    if hides {
+                        calls.push(Primitive::Get);
+                    }
+                    calls.push(Primitive::PutOverFence);
+                    KeyState::Absent
+                }
+                KeyState::Orphaned { .. } | KeyState::Completed { .. } => {
+                    if hides {
+                        calls.push(Primitive::Get);
+                    }
+                    state.clone()
+                }
             };
             let outcome = Outcome::Persistence {
                 operation: SAVE_CLAIM,

@@ -465,8 +465,8 @@ async fn a_hung_store_with_no_deadline_to_go_by_is_bounded_by_the_store_timeout(
     );
 }
 
-/// moto applies the claim and the proxy cuts its answer: the claim is taken back (deleted only
-/// while it is this claim), so a retry runs at once, once, instead of getting
+/// moto applies the claim and the proxy cuts its answer: the claim is taken back (replaced with a
+/// fence, only while it is this claim), so a retry runs at once, once, instead of getting
 /// `AlreadyInProgress` until the deadline (found by an attack on the examples); a duplicate after
 /// it gets the same response, never a second charge.
 #[tokio::test]
@@ -482,9 +482,13 @@ async fn a_lost_claim_answer_is_taken_back_and_a_retry_charges_once() {
     let error = faulty.charge(payment, window).await.unwrap_err();
     assert!(matches!(error, Error::Persistence { .. }), "{error:?}");
     assert_eq!(faulty.executions(), 0);
-    assert!(
-        faulty.proxy.requests("DeleteItem") >= 1,
-        "the claim was taken back"
+    assert_eq!(
+        (
+            faulty.proxy.requests("UpdateItem"),
+            faulty.proxy.requests("DeleteItem")
+        ),
+        (1, 0),
+        "the claim was taken back: replaced with a fence, never deleted"
     );
     // The retry runs at once, well inside the lost claim's window.
     let retried = Instant::now();

@@ -128,14 +128,14 @@ pub trait IdempotencyStore: Clone + Send + Sync + 'static {
     /// `record`'s claim is left as it is, and that is `Ok`.
     fn delete(&self, record: &DataRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Replaces the in-progress claim `claim` of a failed handler with `fence`, so that a retry
-    /// runs it again: **only while** the stored record is still that claim, as
+    /// Replaces the in-progress claim `claim` with `fence` (its handler failed, or its write went
+    /// unanswered and it is taken back), so that a retry runs it again: **only while** the stored record is still that claim, as
     /// [`delete`](Self::delete) matches it, atomically; a record that is no longer `claim`'s is
     /// left as it is, and that is `Ok`. A store writes the fence's status, expiry, in-progress
     /// deadline and claim id, and leaves no payload hash or response.
     ///
     /// A fence is an in-progress record known by its claim id (`fence-…`, see
-    /// [`DataRecord::is_fence`]), whose in-progress deadline (here the claim's own) a claim write
+    /// [`DataRecord::is_fence`]), whose in-progress deadline (the claim's own) a claim write
     /// sent before it cannot pass: one whose answer was lost and that is still on its way
     /// compares that deadline with the moment it was sent, and is refused. Every later claim
     /// takes the fence at once with [`put_over_fence`](Self::put_over_fence). Deleting the
