@@ -540,8 +540,9 @@ impl<St: IdempotencyStore> Engine<St> {
                     // claim may be stored, and would hold the key in progress until the deadline
                     // though the handler never ran (found by an attack: retries got
                     // `AlreadyInProgress` for the function's whole timeout). It is taken back,
-                    // only while it is this claim (its id). A refusal with the service's error
-                    // code stored nothing.
+                    // only while it is this claim (its id); so is one the SDK retried after an
+                    // attempt that may have landed (throttling, HTTP 5xx). A refusal with the
+                    // service's error code (`AccessDeniedException`) stored nothing.
                     // Bounded apart: a store that hung on the write likely hangs on this too,
                     // and the caller has waited for the write already.
                     if outcome_unknown(&error) {
@@ -554,8 +555,9 @@ impl<St: IdempotencyStore> Engine<St> {
                             tracing::warn!(
                                 key = %record.key,
                                 "The in-progress record may be stored though its write went \
-                                 unanswered, and taking it back failed too: duplicates get \
-                                 AlreadyInProgress until the invocation's deadline."
+                                 unanswered (or was answered only after the SDK's retries), and \
+                                 taking it back failed too: duplicates get AlreadyInProgress \
+                                 until the invocation's deadline."
                             );
                         }
                     }
@@ -793,6 +795,11 @@ impl<St: IdempotencyStore> Engine<St> {
                 // late write cannot pass either way, and which refuses a late claim over that
                 // fence by its id (this claim's own, when it was one).
                 over_fence = Some(found);
+            } else if found.replaceable_at(sent_at) {
+                // A record the late write could replace (a claim over a fence whose deadline
+                // passed before this claim was sent, found by a refused claim over a fence; found
+                // by a review): the next attempt's fence, conditioned on the time, replaces it.
+                continue;
             } else {
                 // Another invocation's live claim or completed record, which the late write's
                 // condition cannot replace; nor what comes after it: its completion, its fence
@@ -1206,14 +1213,15 @@ async fn clock_passed(deadline_ms: i64) -> bool {
 }
 
 /// Whether a failed write may have been stored all the same: no answer came (the store timeout,
-/// a connection cut, an answer that did not read), as opposed to the service's refusal, which
-/// has an error code (a DynamoDB `ValidationException`, `AccessDeniedException`, throttling).
-/// A store of another kind cannot tell: its failure may have been stored.
+/// a connection cut, an answer that did not read), or the answer is one the SDK retries
+/// (throttling, HTTP 5xx: an earlier attempt may have landed), as opposed to the service's
+/// refusal (a DynamoDB `ValidationException`, `AccessDeniedException`). A store of another kind
+/// cannot tell: its failure may have been stored.
 fn outcome_unknown(error: &StoreError) -> bool {
     match error {
         StoreError::Backend(source) => source
             .downcast_ref::<crate::DynamoDbError>()
-            .is_none_or(|dynamodb| dynamodb.code().is_none()),
+            .is_none_or(crate::DynamoDbError::may_have_landed),
         StoreError::ItemTooLarge { .. }
         | StoreError::ClaimReplaced { .. }
         | StoreError::InvalidRecord { .. } => false,

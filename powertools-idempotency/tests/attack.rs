@@ -3145,6 +3145,99 @@ async fn a_late_claim_never_lands_between_another_take_back_s_delete_and_its_fen
     assert_eq!(n.load(SeqCst), 1, "the retry alone ran");
 }
 
+/// A take-back that found, by a refused claim over a fence, another claim whose deadline had
+/// passed before this claim was sent, trusted it to keep the late write out, and wrote no fence:
+/// the late write replaced it and held the key for its own deadline (found by a review). Such a
+/// record is replaced with the take-back's fence, conditioned on the time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_take_back_never_trusts_a_claim_whose_deadline_passed_before_its_write() {
+    let store = InMemoryStore::new();
+    let (w_refused, x_landed, w_done) = (Gate::default(), Gate::default(), Gate::default());
+    // A failed handler's fence, with its claim's deadline five minutes ahead.
+    let now_ms = now_ms();
+    let key = fault_idem_on(store.clone(), Duration::from_secs(1)).key_for(
+        &TestContext::new().build(),
+        "op",
+        &json!("k"),
+    );
+    let mut fence = DataRecord::new(key.clone(), Status::InProgress, now_ms / 1000 + 3600)
+        .with_in_progress_expiry(now_ms + 300_000);
+    fence.claim_id = Some("fence-g".to_owned());
+    store.insert(fence);
+    let lost = || Step {
+        lost: true,
+        ..Step::default()
+    };
+    // X, 150 ms from its deadline: its claim over the fence lands once W's take-back was refused by
+    // the fence, and its own take-back never gets an answer (X warns).
+    let x = fault_idem_on(
+        Scripted::new(
+            &store,
+            vec![
+                Step::default(),
+                Step {
+                    before: Some(w_refused.clone()),
+                    after: Some(x_landed.clone()),
+                    late: true,
+                    ..Step::default()
+                },
+                lost(),
+                lost(),
+                lost(),
+                lost(),
+            ],
+        ),
+        Duration::from_secs(5),
+    );
+    // W, after X's deadline: its claim lands at the end; its take-back's fence is refused by the
+    // fence, and its claim over the fence finds X's claim.
+    let w = fault_idem_on(
+        Scripted::new(
+            &store,
+            vec![
+                Step {
+                    before: Some(w_done.clone()),
+                    late: true,
+                    ..Step::default()
+                },
+                Step {
+                    after: Some(w_refused.clone()),
+                    ..Step::default()
+                },
+                Step {
+                    before: Some(x_landed.clone()),
+                    ..Step::default()
+                },
+            ],
+        ),
+        Duration::from_millis(100),
+    );
+    let n = counter();
+    let x_context = TestContext::new()
+        .with_remaining_time(Duration::from_millis(150))
+        .build();
+    let x_result = x
+        .run(&x_context, "op", "k".to_owned(), counted!(n, 1u8))
+        .await;
+    assert_eq!(variant(&x_result), "IdempotencyPersistenceLayerError");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let context = TestContext::new()
+        .with_remaining_time(Duration::from_secs(300))
+        .build();
+    let w_result = w
+        .run(&context, "op", "k".to_owned(), counted!(n, 2u8))
+        .await;
+    assert_eq!(variant(&w_result), "IdempotencyPersistenceLayerError");
+    // W's late claim write lands now, or is refused.
+    w_done.open();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let retry = fault_idem_on(store.clone(), Duration::from_secs(1))
+        .run(&context, "op", "k".to_owned(), counted!(n, 3u8))
+        .await;
+    assert_eq!(retry.map_err(|error| error.to_string()), Ok(3));
+    assert_eq!(n.load(SeqCst), 1, "the retry alone ran");
+}
+
 /// Claims of `B` (with a payload hash) wait until the first fence has landed, then go on with
 /// their own `now`, from before the fence; the second hashed claim (`A`'s) never answers.
 #[derive(Clone)]

@@ -672,34 +672,28 @@ impl Model {
             return not_run(outcome, calls, next);
         }
 
+        if matches!(state, KeyState::Absent) {
+            return self.claimed(op, n, deadline_ms, calls);
+        }
+        // The claim was refused: a store that hides what it found has it read.
+        if self.store_hides_existing {
+            calls.push(Primitive::Get);
+            if let Some(fault) = fault_on(Primitive::Get) {
+                let outcome = Outcome::Persistence {
+                    operation: READ_EXISTING,
+                    cause: fault.cause(),
+                };
+                return not_run(outcome, calls, state.clone());
+            }
+        }
         match state {
-            KeyState::Absent => self.claimed(op, n, deadline_ms, calls),
+            KeyState::Absent => unreachable!("claimed above"),
             // Promise 3: the claim finds the fence, and takes it by its id.
             KeyState::Fenced { .. } => {
-                if self.store_hides_existing {
-                    calls.push(Primitive::Get);
-                    if let Some(fault) = fault_on(Primitive::Get) {
-                        let outcome = Outcome::Persistence {
-                            operation: READ_EXISTING,
-                            cause: fault.cause(),
-                        };
-                        return not_run(outcome, calls, state.clone());
-                    }
-                }
                 calls.push(Primitive::PutOverFence);
                 self.claimed(op, n, deadline_ms, calls)
             }
             KeyState::Orphaned { .. } | KeyState::Completed { .. } => {
-                if self.store_hides_existing {
-                    calls.push(Primitive::Get);
-                    if let Some(fault) = fault_on(Primitive::Get) {
-                        let outcome = Outcome::Persistence {
-                            operation: READ_EXISTING,
-                            cause: fault.cause(),
-                        };
-                        return not_run(outcome, calls, state.clone());
-                    }
-                }
                 match state {
                     // Promises 1 and 2: the first successful response, and no execution.
                     KeyState::Completed { response, .. } => not_run(

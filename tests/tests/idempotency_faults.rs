@@ -671,6 +671,79 @@ async fn a_late_claim_write_never_lands_on_a_release_sent_before_it() {
     );
 }
 
+/// A claim whose first attempt landed with its answer lost (the proxy cuts it), and whose SDK
+/// retries were throttled: the error has DynamoDB's code, which read as a refusal that stored
+/// nothing, so the claim was never taken back and held the key until its deadline, without a
+/// warning (found by a review). An answer the SDK retries may follow a landed attempt: the claim
+/// is taken back, and a retry runs.
+#[tokio::test]
+async fn a_landed_claim_whose_retries_were_throttled_is_taken_back() {
+    let Some(direct) = dynamodb_client().await else {
+        return;
+    };
+    let Some(proxy) = FaultProxy::start().await else {
+        return;
+    };
+    let table = create_idempotency_table(&direct).await;
+    // Three attempts, 500 ms apart at first (no jitter): time to change the rule between them.
+    let client = proxy
+        .client_retrying(
+            aws_sdk_dynamodb::config::retry::RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(500))
+                .with_use_static_exponential_base(true),
+        )
+        .await;
+    let idempotency =
+        Idempotency::builder(DynamoDbStore::new(client, &table).expect("valid store"))
+            .store_timeout(STORE_TIMEOUT)
+            .build()
+            .expect("valid settings");
+    let runs = AtomicUsize::new(0);
+    let charge = |charge: u8| {
+        let (runs, idempotency) = (&runs, idempotency.clone());
+        let context = TestContext::new().with_remaining_time(INVOCATION).build();
+        async move {
+            idempotency
+                .run(
+                    &context,
+                    "charge",
+                    "pay-throttled-retries",
+                    |_| async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, std::io::Error>(charge)
+                    },
+                )
+                .await
+        }
+    };
+    proxy.set(json!({"action": "cut", "target": "PutItem", "times": 1}));
+    let first = charge(1);
+    let throttle_the_retries = async {
+        requests_reached(&proxy, "PutItem", 1).await;
+        proxy.set(json!({
+            "action": "error", "status": 400, "code": "ProvisionedThroughputExceededException",
+            "target": "PutItem", "times": 2
+        }));
+    };
+    let (first, ()) = tokio::join!(first, throttle_the_retries);
+    let first = first.unwrap_err();
+    assert!(
+        first
+            .to_string()
+            .contains("ProvisionedThroughputExceededException"),
+        "{first}"
+    );
+    assert_eq!(
+        proxy.requests("PutItem"),
+        4,
+        "three attempts, and the take-back's fence"
+    );
+    let retry = charge(2).await.map_err(|error| error.to_string());
+    assert_eq!(retry, Ok(2), "the retry ran");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
 /// An `Idempotency` on `proxy`'s channel to `table`, with `store_timeout`.
 async fn idempotency_through(
     proxy: &FaultProxy,

@@ -252,6 +252,31 @@ impl DynamoDbStore {
         }
     }
 
+    /// The failure of a write conditional on a claim (its release: a delete, or its fence): `Ok`
+    /// when the condition failed, as the record is no longer that claim (completed, or claimed
+    /// again after its deadline) and is left as it is; otherwise the error, naming `operation`.
+    fn unless_claim_replaced<E>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        error: SdkError<E, HttpResponse>,
+    ) -> Result<(), StoreError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        if error
+            .as_service_error()
+            .and_then(ProvideErrorMetadata::code)
+            == Some("ConditionalCheckFailedException")
+        {
+            tracing::debug!(key = %key, "the claim was already replaced: left as it is");
+            return Ok(());
+        }
+        Err(StoreError::Backend(Box::new(
+            self.failure(operation, error),
+        )))
+    }
+
     /// `record` as the item DynamoDB stores, under the store's key and attribute names.
     fn item_of(&self, record: &DataRecord) -> HashMap<String, AttributeValue> {
         let settings = &*self.settings;
@@ -514,6 +539,9 @@ pub struct DynamoDbError {
     operation: &'static str,
     table: String,
     code: Option<String>,
+    /// An answer the SDK retries (throttling, a transient error, HTTP 5xx): a write whose first
+    /// attempt went unanswered may have landed before the retries got it.
+    retried_answer: bool,
     cause: String,
     source: BoxError,
 }
@@ -534,7 +562,39 @@ impl DynamoDbError {
     pub fn code(&self) -> Option<&str> {
         self.code.as_deref()
     }
+
+    /// Whether the write may have been stored all the same: no answer came (a timeout, a cut
+    /// connection), or the answer is one the SDK retries (throttling, a transient error, HTTP
+    /// 5xx), which the SDK gives for its last attempt only, while an earlier attempt of the same
+    /// write may have landed with its answer lost (found by a review: a claim that landed, then
+    /// was throttled on its retries, was never taken back).
+    pub(crate) fn may_have_landed(&self) -> bool {
+        self.code.is_none() || self.retried_answer
+    }
 }
+
+/// The error codes of answers the SDK's standard retry classifier retries (its throttling and
+/// transient errors), besides any HTTP 5xx.
+const RETRIED_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "LimitExceededException",
+    "RequestThrottled",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalServerError",
+    "ServiceUnavailable",
+];
 
 impl fmt::Display for DynamoDbError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -586,10 +646,20 @@ impl DynamoDbError {
             }
             other => format!("{other} ({endpoint}): {}", innermost_cause(&error)),
         };
+        let retried_answer = match &error {
+            SdkError::ServiceError(context) => {
+                context.raw().status().is_server_error()
+                    || error
+                        .code()
+                        .is_some_and(|code| RETRIED_CODES.contains(&code))
+            }
+            _ => false,
+        };
         DynamoDbError {
             operation,
             table: table.to_owned(),
             code: error.code().map(str::to_owned),
+            retried_answer,
             cause,
             source: Box::new(error),
         }
@@ -1050,22 +1120,7 @@ impl IdempotencyStore for DynamoDbStore {
         };
         match request.send().await {
             Ok(_) => Ok(()),
-            Err(error) => {
-                if let Some(DeleteItemError::ConditionalCheckFailedException(_)) =
-                    error.as_service_error()
-                {
-                    // Not this claim any more (completed, or claimed again after its deadline):
-                    // nothing of it to delete.
-                    tracing::debug!(
-                        key = %record.key,
-                        "the failed invocation's claim was already replaced: left as it is"
-                    );
-                    return Ok(());
-                }
-                Err(StoreError::Backend(Box::new(
-                    self.failure("DeleteItem", error),
-                )))
-            }
+            Err(error) => self.unless_claim_replaced("DeleteItem", &record.key, error),
         }
     }
 
@@ -1104,22 +1159,7 @@ impl IdempotencyStore for DynamoDbStore {
             .expression_attribute_values(":claim_id", AttributeValue::S(claim_id.clone()));
         match request.send().await {
             Ok(_) => Ok(()),
-            Err(error) => {
-                if let Some(UpdateItemError::ConditionalCheckFailedException(_)) =
-                    error.as_service_error()
-                {
-                    // Not this claim any more (completed, or claimed again after its deadline):
-                    // left as it is, as a delete leaves it.
-                    tracing::debug!(
-                        key = %claim.key,
-                        "the failed invocation's claim was already replaced: left as it is"
-                    );
-                    return Ok(());
-                }
-                Err(StoreError::Backend(Box::new(
-                    self.failure("UpdateItem", error),
-                )))
-            }
+            Err(error) => self.unless_claim_replaced("UpdateItem", &claim.key, error),
         }
     }
 }

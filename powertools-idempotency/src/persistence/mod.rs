@@ -135,7 +135,8 @@ pub trait IdempotencyStore: Clone + Send + Sync + 'static {
     /// deadline and claim id, and leaves no payload hash or response.
     ///
     /// A fence is an in-progress record known by its claim id (`fence-…`, see
-    /// [`DataRecord::is_fence`]), whose in-progress deadline (the claim's own) a claim write
+    /// [`DataRecord::is_fence`]), whose in-progress deadline (here the claim's own; a fence
+    /// written in place of nothing has the moment it is written) a claim write
     /// sent before it cannot pass: one whose answer was lost and that is still on its way
     /// compares that deadline with the moment it was sent, and is refused. Every later claim
     /// takes the fence at once with [`put_over_fence`](Self::put_over_fence). Deleting the
