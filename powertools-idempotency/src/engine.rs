@@ -525,6 +525,11 @@ impl<St: IdempotencyStore> Engine<St> {
                         .bounded(deadline, StoreCall::Get, self.store.get(&record.key))
                         .await
                     {
+                        // This claim's own write, read back: as above (found by a review: it
+                        // got `AlreadyInProgress`, the key held with no handler running).
+                        Ok(Some(existing)) if existing.is_written_by(&record) => {
+                            return Ok(Claimed::Run(record));
+                        }
                         Ok(Some(existing)) => existing,
                         Ok(None) => {
                             key = record.key;

@@ -3238,6 +3238,83 @@ async fn a_take_back_never_trusts_a_claim_whose_deadline_passed_before_its_write
     assert_eq!(n.load(SeqCst), 1, "the retry alone ran");
 }
 
+/// A store that never returns the record a refused write found (`Exists(None)`), whose client
+/// sends the first claim again after its answer was lost: the resend is refused by the claim's
+/// own record.
+#[derive(Clone, Default)]
+struct HidingResend {
+    inner: InMemoryStore,
+    resent: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HidingResend {
+    fn hide(outcome: PutOutcome) -> PutOutcome {
+        match outcome {
+            PutOutcome::Exists(_) => PutOutcome::Exists(None),
+            stored => stored,
+        }
+    }
+}
+
+impl IdempotencyStore for HidingResend {
+    async fn get(&self, key: &str) -> Result<Option<DataRecord>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn put_in_progress(
+        &self,
+        record: &DataRecord,
+        now: SystemTime,
+    ) -> Result<PutOutcome, StoreError> {
+        if !self.resent.swap(true, SeqCst) {
+            // The first attempt lands, its answer is lost, and the client sends it again.
+            let _lost = self.inner.put_in_progress(record, now).await?;
+        }
+        self.inner
+            .put_in_progress(record, now)
+            .await
+            .map(Self::hide)
+    }
+    async fn update(&self, record: &DataRecord) -> Result<(), StoreError> {
+        self.inner.update(record).await
+    }
+    async fn delete(&self, record: &DataRecord) -> Result<(), StoreError> {
+        self.inner.delete(record).await
+    }
+    async fn replace_with_fence(
+        &self,
+        claim: &DataRecord,
+        fence: &DataRecord,
+    ) -> Result<(), StoreError> {
+        self.inner.replace_with_fence(claim, fence).await
+    }
+    async fn put_over_fence(
+        &self,
+        record: &DataRecord,
+        fence: &DataRecord,
+    ) -> Result<PutOutcome, StoreError> {
+        self.inner
+            .put_over_fence(record, fence)
+            .await
+            .map(Self::hide)
+    }
+}
+
+/// A claim whose resend (its answer lost) was refused by its own record, on a store that does
+/// not return what it found: the record read back was not known for the claim's own, and the
+/// call got `AlreadyInProgress`, the key held until the deadline with no handler running (found
+/// by a review; DynamoDB returns the record, custom stores and emulators may not).
+#[tokio::test]
+async fn a_resent_claim_read_back_on_a_store_that_hides_it_is_known_for_its_own() {
+    let store = HidingResend::default();
+    let idem = fault_idem_on(store.clone(), Duration::from_secs(1));
+    let n = counter();
+    let first = idem
+        .run(&ctx(), "op", "k".to_owned(), counted!(n, 1u8))
+        .await;
+    assert_eq!(first.map_err(|error| error.to_string()), Ok(1));
+    assert_eq!(n.load(SeqCst), 1, "ran once");
+}
+
 /// Claims of `B` (with a payload hash) wait until the first fence has landed, then go on with
 /// their own `now`, from before the fence; the second hashed claim (`A`'s) never answers.
 #[derive(Clone)]
