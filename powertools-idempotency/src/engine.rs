@@ -503,16 +503,9 @@ impl<St: IdempotencyStore> Engine<St> {
                 payload_hash: payload_hash.clone(),
                 claim_id: Some(new_claim_id()),
             };
-            let written = match over_fence.take() {
-                Some(fence) => {
-                    let put = self.store.put_over_fence(&record, &fence);
-                    self.bounded(deadline, StoreCall::PutOverFence, put).await
-                }
-                None => {
-                    let put = self.store.put_in_progress(&record, now);
-                    self.bounded(deadline, StoreCall::PutInProgress, put).await
-                }
-            };
+            let written = self
+                .write_claim(&record, over_fence.take(), now, deadline)
+                .await;
             let existing = match written {
                 Ok(PutOutcome::Stored) => return Ok(Claimed::Run(record)),
                 // This claim's own write: its answer was lost and the client sent it again.
@@ -726,17 +719,10 @@ impl<St: IdempotencyStore> Engine<St> {
             let now = SystemTime::now().max(sent_at);
             let fenced_ms = epoch(now).1;
             fence.in_progress_expiry_timestamp = Some(fenced_ms);
-            let written = match over_fence.take() {
-                Some(other) => {
-                    let put = self.store.put_over_fence(&fence, &other);
-                    self.bounded(deadline, StoreCall::PutOverFence, put).await
-                }
-                None => {
-                    let put = self.store.put_in_progress(&fence, now);
-                    self.bounded(deadline, StoreCall::PutInProgress, put).await
-                }
-            };
-            let written = match written {
+            let written = match self
+                .write_claim(&fence, over_fence.take(), now, deadline)
+                .await
+            {
                 Ok(written) => written,
                 // The store refused or lost the fence too: tried again, within the take-back's
                 // bound.
@@ -851,6 +837,27 @@ impl<St: IdempotencyStore> Engine<St> {
         let replaced = self.store.replace_with_fence(claim, &fence);
         self.bounded(deadline, StoreCall::ReplaceWithFence, replaced)
             .await
+    }
+
+    /// Writes `record` (a claim, or a take-back's fence) in place of `over_fence` by its id, or,
+    /// without one, where no live record holds the key at `now`.
+    async fn write_claim(
+        &self,
+        record: &DataRecord,
+        over_fence: Option<DataRecord>,
+        now: SystemTime,
+        deadline: Deadline,
+    ) -> Result<PutOutcome, StoreError> {
+        match over_fence {
+            Some(fence) => {
+                let put = self.store.put_over_fence(record, &fence);
+                self.bounded(deadline, StoreCall::PutOverFence, put).await
+            }
+            None => {
+                let put = self.store.put_in_progress(record, now);
+                self.bounded(deadline, StoreCall::PutInProgress, put).await
+            }
+        }
     }
 
     /// Deletes a claim, from the local cache and the store.

@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::get_item::GetItemError;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use powertools_core::error_chain;
@@ -275,6 +275,46 @@ impl DynamoDbStore {
         Err(StoreError::Backend(Box::new(
             self.failure(operation, error),
         )))
+    }
+
+    /// What a claim's conditional `PutItem` (`put_in_progress`, `put_over_fence`) answered:
+    /// stored, or refused with the record that holds the key (DynamoDB returns it with the
+    /// refusal); a record of another key is the table's key schema, not a claim in the way.
+    fn claim_answer(
+        &self,
+        record: &DataRecord,
+        result: Result<PutItemOutput, SdkError<PutItemError, HttpResponse>>,
+    ) -> Result<PutOutcome, StoreError> {
+        let settings = &*self.settings;
+        match result {
+            Ok(_) => Ok(PutOutcome::Stored),
+            Err(error) => {
+                if let Some(PutItemError::ConditionalCheckFailedException(failure)) =
+                    error.as_service_error()
+                {
+                    let existing = failure.item().map(|item| self.parse(item)).transpose()?;
+                    if let Some(other) = existing.as_ref().filter(|other| other.key != record.key) {
+                        // The item DynamoDB holds under this key is another key's: the table
+                        // is keyed on less than the store writes (a sort key it does not have),
+                        // so every key shares one item. Not "in progress": a misconfiguration.
+                        return Err(StoreError::Backend(
+                            format!(
+                                "DynamoDB PutItem on table {} answered the claim of {} with \
+                                 another key's record ({}): {}, which the table's key schema \
+                                 must match",
+                                settings.table_name,
+                                record.key,
+                                other.key,
+                                self.describe_key()
+                            )
+                            .into(),
+                        ));
+                    }
+                    return Ok(PutOutcome::Exists(existing));
+                }
+                Err(self.write_failure("PutItem", &record.key, error))
+            }
+        }
     }
 
     /// `record` as the item DynamoDB stores, under the store's key and attribute names.
@@ -937,35 +977,7 @@ impl IdempotencyStore for DynamoDbStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(PutOutcome::Stored),
-            Err(error) => {
-                if let Some(PutItemError::ConditionalCheckFailedException(failure)) =
-                    error.as_service_error()
-                {
-                    let existing = failure.item().map(|item| self.parse(item)).transpose()?;
-                    if let Some(other) = existing.as_ref().filter(|other| other.key != record.key) {
-                        // The item DynamoDB holds under this key is another key's: the table
-                        // is keyed on less than the store writes (a sort key it does not have),
-                        // so every key shares one item. Not "in progress": a misconfiguration.
-                        return Err(StoreError::Backend(
-                            format!(
-                                "DynamoDB PutItem on table {} answered the claim of {} with \
-                                 another key's record ({}): {}, which the table's key schema \
-                                 must match",
-                                settings.table_name,
-                                record.key,
-                                other.key,
-                                self.describe_key()
-                            )
-                            .into(),
-                        ));
-                    }
-                    return Ok(PutOutcome::Exists(existing));
-                }
-                Err(self.write_failure("PutItem", &record.key, error))
-            }
-        }
+        self.claim_answer(record, result)
     }
 
     async fn put_over_fence(
@@ -993,19 +1005,8 @@ impl IdempotencyStore for DynamoDbStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(PutOutcome::Stored),
-            Err(error) => {
-                if let Some(PutItemError::ConditionalCheckFailedException(failure)) =
-                    error.as_service_error()
-                {
-                    // The fence was replaced meanwhile (by another claim), or went with the TTL.
-                    let existing = failure.item().map(|item| self.parse(item)).transpose()?;
-                    return Ok(PutOutcome::Exists(existing));
-                }
-                Err(self.write_failure("PutItem", &record.key, error))
-            }
-        }
+        // Refused: the fence was replaced meanwhile (by another claim), or went with the TTL.
+        self.claim_answer(record, result)
     }
 
     async fn update(&self, record: &DataRecord) -> Result<(), StoreError> {
