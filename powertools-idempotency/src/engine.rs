@@ -539,8 +539,9 @@ impl<St: IdempotencyStore> Engine<St> {
                     // though the handler never ran (found by an attack: retries got
                     // `AlreadyInProgress` for the function's whole timeout). It is taken back,
                     // only while it is this claim (its id); so is one the SDK retried after an
-                    // attempt that may have landed (throttling, HTTP 5xx). A refusal with the
-                    // service's error code (`AccessDeniedException`) stored nothing.
+                    // attempt that may have landed (throttling, HTTP 5xx, or any answer to a
+                    // second attempt). A single attempt's refusal with the service's error code
+                    // (`AccessDeniedException`) stored nothing.
                     // Bounded apart: a store that hung on the write likely hangs on this too,
                     // and the caller has waited for the write already.
                     if outcome_unknown(&error) {
@@ -1225,9 +1226,11 @@ async fn clock_passed(deadline_ms: i64) -> bool {
 }
 
 /// Whether a failed write may have been stored all the same: no answer came (the store timeout,
-/// a connection cut, an answer that did not read), or the answer is one the SDK retries
-/// (throttling, HTTP 5xx: an earlier attempt may have landed), as opposed to the service's
-/// refusal (a DynamoDB `ValidationException`, `AccessDeniedException`). A store of another kind
+/// a connection cut, an answer that did not read), the answer is one the SDK retries
+/// (throttling, HTTP 5xx: an earlier attempt may have landed), or the SDK sent the write more
+/// than once (an earlier attempt may have landed, whatever the last answer), as opposed to the
+/// service's refusal of a single attempt (a DynamoDB `ValidationException`,
+/// `AccessDeniedException`). A store of another kind
 /// cannot tell: its failure may have been stored.
 fn outcome_unknown(error: &StoreError) -> bool {
     match error {

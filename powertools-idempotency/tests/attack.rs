@@ -2081,7 +2081,10 @@ async fn short_window_does_not_release_a_running_claim() {
 }
 
 /// The same with `expires_after(Duration::ZERO)`: duplicates arriving while the first call
-/// runs (past the next second boundary) must get AlreadyInProgress.
+/// runs (past the next second boundary) must get AlreadyInProgress. The last duplicate arrives
+/// 1.5 s in, a second before the first call ends: with the run as long as the arrivals (as it
+/// was), a loaded machine let the first call end before the last duplicate claimed, which then
+/// ran, rightly, after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn zero_window_concurrent_duplicates_execute_once() {
     let idem = Idempotency::builder(InMemoryStore::new())
@@ -2096,7 +2099,7 @@ async fn zero_window_concurrent_duplicates_execute_once() {
         tasks.push(tokio::spawn(async move {
             idem.run(&ctx(), "charge", "p".to_owned(), move |_| async move {
                 n.fetch_add(1, SeqCst);
-                tokio::time::sleep(Duration::from_millis(1500)).await;
+                tokio::time::sleep(Duration::from_millis(2500)).await;
                 Ok::<_, HE>(1u8)
             })
             .await

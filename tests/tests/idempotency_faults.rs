@@ -744,6 +744,115 @@ async fn a_landed_claim_whose_retries_were_throttled_is_taken_back() {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
+/// A claim whose first attempt landed with its answer lost (the proxy cuts it), and whose SDK
+/// retry was refused with a code the SDK does not retry (`AccessDeniedException`: a credential
+/// that expired, a policy changed between the attempts): the error read as a refusal that stored
+/// nothing, as only the last attempt's answer counted, so the landed claim was never taken back
+/// and held the key until its deadline. A claim the SDK sent more than once may have landed,
+/// whatever its last answer.
+#[tokio::test]
+async fn a_landed_claim_whose_retry_was_refused_is_taken_back() {
+    let Some(direct) = dynamodb_client().await else {
+        return;
+    };
+    let Some(proxy) = FaultProxy::start().await else {
+        return;
+    };
+    let table = create_idempotency_table(&direct).await;
+    let client = proxy
+        .client_retrying(
+            aws_sdk_dynamodb::config::retry::RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(500))
+                .with_use_static_exponential_base(true),
+        )
+        .await;
+    let idempotency =
+        Idempotency::builder(DynamoDbStore::new(client, &table).expect("valid store"))
+            .store_timeout(STORE_TIMEOUT)
+            .build()
+            .expect("valid settings");
+    let runs = AtomicUsize::new(0);
+    let charge = |charge: u8| {
+        let (runs, idempotency) = (&runs, idempotency.clone());
+        let context = TestContext::new().with_remaining_time(INVOCATION).build();
+        async move {
+            idempotency
+                .run(&context, "charge", "pay-refused-retry", |_| async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, std::io::Error>(charge)
+                })
+                .await
+        }
+    };
+    proxy.set(json!({"action": "cut", "target": "PutItem", "times": 1}));
+    let first = charge(1);
+    let refuse_the_retry = async {
+        requests_reached(&proxy, "PutItem", 1).await;
+        proxy.set(json!({
+            "action": "error", "status": 400, "code": "AccessDeniedException",
+            "target": "PutItem", "times": 1
+        }));
+    };
+    let (first, ()) = tokio::join!(first, refuse_the_retry);
+    let first = first.unwrap_err();
+    assert!(
+        first.to_string().contains("AccessDeniedException"),
+        "{first}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "no handler ran");
+    let retry = charge(2).await.map_err(|error| error.to_string());
+    assert_eq!(retry, Ok(2), "the retry ran");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        charge(3).await.map_err(|error| error.to_string()),
+        Ok(2),
+        "a duplicate replays it"
+    );
+}
+
+/// The other side of the test above: a claim refused on its only attempt, with a code the SDK
+/// does not retry, stored nothing and is not taken back (no write follows it).
+#[tokio::test]
+async fn a_claim_refused_on_its_only_attempt_is_not_taken_back() {
+    let Some(direct) = dynamodb_client().await else {
+        return;
+    };
+    let Some(proxy) = FaultProxy::start().await else {
+        return;
+    };
+    let table = create_idempotency_table(&direct).await;
+    let client = proxy
+        .client_retrying(aws_sdk_dynamodb::config::retry::RetryConfig::standard())
+        .await;
+    let idempotency =
+        Idempotency::builder(DynamoDbStore::new(client, &table).expect("valid store"))
+            .store_timeout(STORE_TIMEOUT)
+            .build()
+            .expect("valid settings");
+    proxy.set(json!({
+        "action": "error", "status": 400, "code": "AccessDeniedException",
+        "target": "PutItem", "times": 1
+    }));
+    let context = TestContext::new().with_remaining_time(INVOCATION).build();
+    let refused = idempotency
+        .run(&context, "charge", "pay-refused-once", |_| async {
+            Ok::<_, std::io::Error>(1u8)
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("AccessDeniedException"),
+        "{refused}"
+    );
+    let stats = proxy.stats();
+    assert_eq!(
+        stats["requests"],
+        json!({"PutItem": 1}),
+        "one attempt, and no take-back: {stats}"
+    );
+}
+
 /// An `Idempotency` on `proxy`'s channel to `table`, with `store_timeout`.
 async fn idempotency_through(
     proxy: &FaultProxy,

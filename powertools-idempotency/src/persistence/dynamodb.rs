@@ -1,3 +1,4 @@
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -284,6 +285,7 @@ impl DynamoDbStore {
         &self,
         record: &DataRecord,
         result: Result<PutItemOutput, SdkError<PutItemError, HttpResponse>>,
+        sent: u32,
     ) -> Result<PutOutcome, StoreError> {
         let settings = &*self.settings;
         match result {
@@ -312,7 +314,17 @@ impl DynamoDbStore {
                     }
                     return Ok(PutOutcome::Exists(existing));
                 }
-                Err(self.write_failure("PutItem", &record.key, error))
+                match self.write_failure("PutItem", &record.key, error) {
+                    // Sent more than once: an earlier attempt (unanswered, or answered with
+                    // an error the SDK retries) may have landed, whatever the last one's answer.
+                    StoreError::Backend(mut backend) if sent > 1 => {
+                        if let Some(failure) = backend.downcast_mut::<DynamoDbError>() {
+                            failure.resent = true;
+                        }
+                        Err(StoreError::Backend(backend))
+                    }
+                    other => Err(other),
+                }
             }
         }
     }
@@ -582,6 +594,9 @@ pub struct DynamoDbError {
     /// An answer the SDK retries (throttling, a transient error, HTTP 5xx): a write whose first
     /// attempt went unanswered may have landed before the retries got it.
     retried_answer: bool,
+    /// A claim's write the SDK sent more than once: an earlier attempt may have landed, whatever
+    /// the last one's answer (a code the SDK does not retry, such as an expired credential's).
+    resent: bool,
     cause: String,
     source: BoxError,
 }
@@ -608,8 +623,11 @@ impl DynamoDbError {
     /// 5xx), which the SDK gives for its last attempt only, while an earlier attempt of the same
     /// write may have landed with its answer lost (found by a review: a claim that landed, then
     /// was throttled on its retries, was never taken back).
+    /// A claim's write the SDK sent more than once may have landed too, whatever its last answer
+    /// (found by a review: an attempt that landed with its answer lost, then a retry refused
+    /// with `AccessDeniedException`).
     pub(crate) fn may_have_landed(&self) -> bool {
-        self.code.is_none() || self.retried_answer
+        self.code.is_none() || self.retried_answer || self.resent
     }
 }
 
@@ -700,6 +718,7 @@ impl DynamoDbError {
             table: table.to_owned(),
             code: error.code().map(str::to_owned),
             retried_answer,
+            resent: false,
             cause,
             source: Box::new(error),
         }
@@ -855,11 +874,28 @@ fn operation_of(call: StoreCall) -> &'static str {
     }
 }
 
+tokio::task_local! {
+    /// How many times the SDK has sent the claim write being polled ([`counting_sends`]).
+    static SENT_ATTEMPTS: Cell<u32>;
+}
+
+/// Awaits `send` (an SDK request's future) and counts the attempts the SDK sent on the wire for
+/// it (counted by [`AnswerRecorder`]): the SDK's error is its last attempt's, while an earlier
+/// attempt may have been applied with its answer lost.
+async fn counting_sends<T>(send: impl Future<Output = T>) -> (T, u32) {
+    SENT_ATTEMPTS
+        .scope(Cell::new(0), async {
+            let output = send.await;
+            (output, SENT_ATTEMPTS.with(Cell::get))
+        })
+        .await
+}
+
 /// The most bytes of DynamoDB's message kept for an error.
 const MAX_ANSWER_BYTES: usize = 300;
 
-/// Records DynamoDB's answer to each attempt in the answers of the call it belongs to
-/// ([`CallAnswers`]), for the error of a call the store timeout ends while the SDK retries:
+/// Counts the attempts a claim's write sent ([`counting_sends`]), and records DynamoDB's answer
+/// to each attempt in the answers of the call it belongs to ([`CallAnswers`]), for the error of a call the store timeout ends while the SDK retries:
 /// throttling or an outage would otherwise read as a call that got no answer. A success (or a
 /// failed condition, an answer the store expects) clears it; an attempt that got no answer (a
 /// connection cut) leaves it.
@@ -869,6 +905,17 @@ struct AnswerRecorder;
 impl Intercept for AnswerRecorder {
     fn name(&self) -> &'static str {
         "powertools-idempotency answers"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        // Outside a claim's write (`counting_sends`), nothing.
+        let _ = SENT_ATTEMPTS.try_with(|sent| sent.set(sent.get().saturating_add(1)));
+        Ok(())
     }
 
     fn read_after_attempt(
@@ -975,9 +1022,9 @@ impl IdempotencyStore for DynamoDbStore {
                 AttributeValue::S(Status::InProgress.as_str().to_owned()),
             )
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        self.claim_answer(record, result)
+            .send();
+        let (result, sent) = counting_sends(result).await;
+        self.claim_answer(record, result, sent)
     }
 
     async fn put_over_fence(
@@ -1003,10 +1050,10 @@ impl IdempotencyStore for DynamoDbStore {
             )
             .expression_attribute_values(":fence_id", AttributeValue::S(fence_id.clone()))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
+            .send();
+        let (result, sent) = counting_sends(result).await;
         // Refused: the fence was replaced meanwhile (by another claim), or went with the TTL.
-        self.claim_answer(record, result)
+        self.claim_answer(record, result, sent)
     }
 
     async fn update(&self, record: &DataRecord) -> Result<(), StoreError> {
