@@ -135,7 +135,10 @@ pub enum Error<E = Infallible> {
     },
     /// The handler failed (or panicked) and releasing its in-progress record (replacing it with
     /// a record any retry claims, see [`IdempotencyStore::replace_with_fence`]) failed too: both
-    /// errors are kept. The name is from when the record was deleted.
+    /// errors are kept. The name is from when the record was deleted. Its `Display` says what
+    /// follows: unless the release landed and only its answer was lost, duplicates get
+    /// [`Error::AlreadyInProgress`] until the record's in-progress deadline (the invocation's),
+    /// and a retry after it runs the handler again.
     ///
     /// [`IdempotencyStore::replace_with_fence`]: crate::IdempotencyStore::replace_with_fence
     DeleteFailed {
@@ -162,7 +165,7 @@ impl<E: fmt::Display + 'static> fmt::Display for Error<E> {
                 };
                 write!(
                     f,
-                    "{handler}; releasing the in-progress record then failed too: {source}"
+                    "{handler}; releasing the in-progress record then failed too: {source}{RELEASE_FAILED_CONSEQUENCE}"
                 )
             }
             Error::Handler(error) => error.fmt(f),
@@ -269,6 +272,11 @@ impl<E> fmt::Debug for OwnDebug<'_, E> {
         }
     }
 }
+
+/// What a failed release means for the callers after it, as [`Error::NotCompleted`] says it.
+const RELEASE_FAILED_CONSEQUENCE: &str = "; unless the release landed and only its answer was \
+     lost, duplicates get IdempotencyAlreadyInProgressError until the record's in-progress \
+     deadline (the invocation's), and a retry after it runs the handler again";
 
 /// ` (in DynamoDB table orders-idempotency)`: where a record is, when its store says.
 struct InStore<'a>(&'a Option<String>);
@@ -389,7 +397,8 @@ impl<E> fmt::Display for OwnMessage<'_, E> {
             Error::DeleteFailed { error, source } => {
                 write!(
                     f,
-                    "{}; releasing the in-progress record then failed too: {source}",
+                    "{}; releasing the in-progress record then failed too: \
+                     {source}{RELEASE_FAILED_CONSEQUENCE}",
                     OwnMessage(&**error)
                 )
             }
@@ -646,6 +655,38 @@ mod tests {
                 source: source(),
             },
         ]
+    }
+
+    #[test]
+    fn a_failed_release_says_what_duplicates_get_until_when() {
+        let error = Error::DeleteFailed {
+            error: Box::new(Error::Handler("card declined".to_owned())),
+            source: BoxError::from("DynamoDB UpdateItem on table t failed: AccessDeniedException"),
+        };
+        let message = error.to_string();
+        assert!(message.starts_with("card declined; releasing"), "{message}");
+        assert!(
+            message.contains(
+                "duplicates get IdempotencyAlreadyInProgressError until the record's in-progress \
+                 deadline"
+            ),
+            "{message}"
+        );
+        let own = Error::<String>::DeleteFailed {
+            error: Box::new(Error::HandlerPanicked {
+                message: "oven on fire".to_owned(),
+            }),
+            source: BoxError::from("throttled"),
+        };
+        let reported = own.reported().expect("an error of the layer's own");
+        assert_eq!(reported.message, own.to_string());
+        assert!(
+            reported
+                .message
+                .contains("IdempotencyAlreadyInProgressError"),
+            "{}",
+            reported.message
+        );
     }
 
     #[test]
