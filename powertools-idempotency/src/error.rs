@@ -165,7 +165,8 @@ impl<E: fmt::Display + 'static> fmt::Display for Error<E> {
                 };
                 write!(
                     f,
-                    "{handler}; releasing the in-progress record then failed too: {source}{RELEASE_FAILED_CONSEQUENCE}"
+                    "{handler}; releasing the in-progress record then failed too: \
+                     {source}{RELEASE_FAILED_CONSEQUENCE}"
                 )
             }
             Error::Handler(error) => error.fmt(f),

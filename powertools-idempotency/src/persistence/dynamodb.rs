@@ -622,10 +622,9 @@ impl DynamoDbError {
     /// connection), or the answer is one the SDK retries (throttling, a transient error, HTTP
     /// 5xx), which the SDK gives for its last attempt only, while an earlier attempt of the same
     /// write may have landed with its answer lost (found by a review: a claim that landed, then
-    /// was throttled on its retries, was never taken back).
-    /// A claim's write the SDK sent more than once may have landed too, whatever its last answer
-    /// (found by a review: an attempt that landed with its answer lost, then a retry refused
-    /// with `AccessDeniedException`).
+    /// was throttled on its retries, was never taken back). A claim's write the SDK sent more
+    /// than once may have landed too, whatever its last answer (an attempt that landed with its
+    /// answer lost, then a retry refused with `AccessDeniedException`).
     pub(crate) fn may_have_landed(&self) -> bool {
         self.code.is_none() || self.retried_answer || self.resent
     }
@@ -895,10 +894,10 @@ async fn counting_sends<T>(send: impl Future<Output = T>) -> (T, u32) {
 const MAX_ANSWER_BYTES: usize = 300;
 
 /// Counts the attempts a claim's write sent ([`counting_sends`]), and records DynamoDB's answer
-/// to each attempt in the answers of the call it belongs to ([`CallAnswers`]), for the error of a call the store timeout ends while the SDK retries:
-/// throttling or an outage would otherwise read as a call that got no answer. A success (or a
-/// failed condition, an answer the store expects) clears it; an attempt that got no answer (a
-/// connection cut) leaves it.
+/// to each attempt in the answers of the call it belongs to ([`CallAnswers`]), for the error of
+/// a call the store timeout ends while the SDK retries: throttling or an outage would otherwise
+/// read as a call that got no answer. A success (or a failed condition, an answer the store
+/// expects) clears it; an attempt that got no answer (a connection cut) leaves it.
 #[derive(Debug, Clone, Copy, Default)]
 struct AnswerRecorder;
 
