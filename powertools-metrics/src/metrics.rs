@@ -986,6 +986,11 @@ impl Metrics {
 
     /// Sets the timestamp of this invocation's documents (by default, the time each is written).
     ///
+    /// It is checked again as each document is written: one that has left CloudWatch's window
+    /// by then (a long invocation, a handle flushed late) would have the document dropped, so
+    /// that document is written at the moment of writing instead, with a warning. (Powertools
+    /// for Python checks only here.)
+    ///
     /// # Errors
     /// [`Error::InvalidTimestamp`] more than 14 days in the past or 2 hours in the future, which
     /// CloudWatch would drop.
@@ -1390,6 +1395,10 @@ impl Metrics {
                     metrics: MetricTable::default(),
                 },
             );
+            // Its names keep their kind and unit for the rest of the invocation, as the main
+            // document's do (found by an attack: a histogram's name took a gauge's value after
+            // the write).
+            group.metrics.remember_kinds();
             self.write_labelled(&state, &group);
             group.metrics.clear();
             state.labelled[index] = group;
@@ -1456,7 +1465,7 @@ impl Metrics {
         let settings = &self.shared.settings;
         if !settings.disabled {
             self.write_document(&Document {
-                timestamp_ms: epoch_ms(state.timestamp.unwrap_or_else(SystemTime::now)),
+                timestamp_ms: document_timestamp_ms(state.timestamp),
                 namespace: &settings.namespace,
                 log_level: self.log_level_keys(),
                 dimension_sets: &state.dimension_sets,
@@ -1506,7 +1515,7 @@ impl Metrics {
             .map(|(key, value)| (key.clone(), value.clone()))
             .collect();
         let without_metadata = self.write_document(&Document {
-            timestamp_ms: epoch_ms(state.timestamp.unwrap_or_else(SystemTime::now)),
+            timestamp_ms: document_timestamp_ms(state.timestamp),
             namespace: &settings.namespace,
             log_level: self.log_level_keys(),
             dimension_sets: &set,
@@ -1694,6 +1703,31 @@ fn escaped_len(text: &str) -> usize {
         .count();
     // `\n` and the like take two bytes, the other control characters six (`\u0001`).
     bytes.len() + quoted + short + 5 * (control - short)
+}
+
+/// The timestamp of a document written now, in epoch milliseconds: the invocation's own
+/// ([`Metrics::set_timestamp`]), unless it has left CloudWatch's window since it was set (a long
+/// invocation, a handle flushed late), which would have the document dropped: then the moment of
+/// writing, with a warning (found by an attack: a document went out 300 ms past 14 days without
+/// a word). Otherwise the moment of writing.
+fn document_timestamp_ms(timestamp: Option<SystemTime>) -> u64 {
+    let now = SystemTime::now();
+    let Some(timestamp) = timestamp else {
+        return epoch_ms(now);
+    };
+    match validate::timestamp(timestamp, now) {
+        Ok(()) => epoch_ms(timestamp),
+        Err(error) => {
+            tracing::warn!(
+                set_timestamp = epoch_ms(timestamp),
+                written_at = epoch_ms(now),
+                "the timestamp given to set_timestamp was refused when the document was written \
+                 ({error}), which CloudWatch would drop: its metrics are written at the moment of \
+                 writing instead"
+            );
+            epoch_ms(now)
+        }
+    }
 }
 
 fn epoch_ms(time: SystemTime) -> u64 {

@@ -419,6 +419,64 @@ async fn a_gauge_goes_on_from_its_level_after_a_document_is_written_at_the_limit
     assert_eq!(values("C0"), vec![json!(1.0)]);
 }
 
+/// A labelled metric keeps its kind and unit across the documents the 100-value limit splits an
+/// invocation into, as an unlabelled one does (found by an attack from the docs: after the write
+/// at the limit, a labelled histogram's name took a gauge's value, and a unit described in
+/// between changed its unit within one invocation).
+#[tokio::test]
+async fn a_labelled_metric_keeps_its_kind_and_unit_after_a_document_is_written_at_the_limit() {
+    // Given labelled histograms, then 101 samples of another: its document is written at the
+    // 100-value limit
+    install();
+    let sink = CheckedSink::new();
+    let layer = builder(&sink).build().unwrap();
+    let handler = layer.layer(service_fn(|_event: LambdaEvent<Value>| async {
+        metrics::histogram!("OvenLatency", "tenant" => "acme").record(7.0);
+        metrics::histogram!("LoafSize", "tenant" => "acme").record(1.0);
+        for sample in 0..101 {
+            metrics::histogram!("Samples", "tenant" => "acme").record(f64::from(sample));
+        }
+        // When the same names come back as a gauge, and with a unit described in between
+        metrics::gauge!("OvenLatency", "tenant" => "acme").set(-5.0);
+        metrics::describe_histogram!("LoafSize", metrics::Unit::Bytes, "loaf size");
+        metrics::histogram!("LoafSize", "tenant" => "acme").record(2.0);
+        Ok::<_, lambda_runtime::Error>(Value::Null)
+    }));
+    let logs = warnings_of(async {
+        handler
+            .oneshot(TestContext::new().event(json!({})))
+            .await
+            .unwrap();
+    })
+    .await;
+
+    // Then the gauge's value is refused with a warning, and so is the size's under another unit
+    let documents = valid_documents(&sink);
+    let values = |name: &str| {
+        documents
+            .iter()
+            .filter_map(|document| document.get(name).cloned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(values("OvenLatency"), vec![json!(7.0)], "{documents:#?}");
+    assert!(logs.contains("OvenLatency"), "no warning: {logs}");
+    let units: Vec<Value> = documents
+        .iter()
+        .flat_map(|document| {
+            document["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|metric| metric["Name"] == "LoafSize")
+                .map(|metric| metric["Unit"].clone())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    // (the later value under another unit is refused, as an unlabelled one's is)
+    assert_eq!(units, vec![json!("None")], "{documents:#?}");
+    assert!(logs.contains("LoafSize"), "no warning: {logs}");
+}
+
 #[tokio::test]
 async fn a_label_named_service_is_refused_with_a_warning_as_add_dimension_refuses_it() {
     // Given a layer with the service `orders`, and a facade counter labelled `service`

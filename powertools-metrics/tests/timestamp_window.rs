@@ -1,0 +1,94 @@
+//! A timestamp CloudWatch would take when it was set, but no longer when its document is written
+//! (a long invocation, a handle flushed late): CloudWatch drops a document over 14 days old, so
+//! it is written at the moment of writing instead, with a warning (found by an attack from the
+//! docs: the document went out 300 ms past the window, without a word).
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use powertools_metrics::Unit;
+use powertools_tests::emf::CheckedSink;
+use support::{metrics_of, valid_documents};
+
+const FOURTEEN_DAYS: Duration = Duration::from_secs(14 * 86_400);
+
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Buffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn epoch_ms(time: SystemTime) -> u64 {
+    u64::try_from(time.duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
+}
+
+#[test]
+fn a_timestamp_that_left_cloudwatch_s_window_before_the_write_is_replaced_with_a_warning() {
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    // Given a timestamp 200 ms inside CloudWatch's 14 days, taken, and a metric
+    let sink = CheckedSink::new();
+    let (_layer, metrics) = metrics_of(&sink);
+    let set = SystemTime::now() - FOURTEEN_DAYS + Duration::from_millis(200);
+    metrics
+        .set_timestamp(set)
+        .expect("inside the window when set");
+    metrics.add_metric("Orders", 1.0, Unit::Count).unwrap();
+    // When the document is written after the timestamp has left the window
+    std::thread::sleep(Duration::from_millis(400));
+    let before_write = SystemTime::now();
+    metrics.flush().unwrap();
+
+    // Then it is written with a timestamp CloudWatch takes (the moment of writing), and a
+    // warning says so
+    let documents = valid_documents(&sink);
+    assert_eq!(documents.len(), 1);
+    let written = documents[0]["_aws"]["Timestamp"].as_u64().unwrap();
+    assert!(
+        written >= epoch_ms(before_write),
+        "written at {written}, set at {}, the window's start {}",
+        epoch_ms(set),
+        epoch_ms(before_write - FOURTEEN_DAYS)
+    );
+    assert_eq!(documents[0]["Orders"], 1.0);
+    let warnings = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        warnings.contains("more than 14 days in the past") && warnings.contains("set_timestamp"),
+        "no warning: {warnings:?}"
+    );
+}
+
+/// A timestamp still inside the window when written is kept as it was set.
+#[test]
+fn a_timestamp_inside_the_window_is_kept() {
+    let sink = CheckedSink::new();
+    let (_layer, metrics) = metrics_of(&sink);
+    let set = SystemTime::now() - FOURTEEN_DAYS + Duration::from_secs(60);
+    metrics.set_timestamp(set).unwrap();
+    metrics.add_metric("Orders", 1.0, Unit::Count).unwrap();
+    metrics.flush().unwrap();
+    let documents = valid_documents(&sink);
+    assert_eq!(
+        documents[0]["_aws"]["Timestamp"].as_u64(),
+        Some(epoch_ms(set))
+    );
+}
