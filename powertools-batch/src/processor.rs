@@ -111,8 +111,10 @@ impl<T> KinesisRecord<T> {
 ///   failed has its span's status an error (`otel.status_code`, which `powertools-tracing`
 ///   exports). With the
 ///   `logging` feature (default) each record also runs in a log-key scope of its own
-///   (`powertools_logging::key_scope`): it starts with the keys the invocation had when the
-///   batch started, and keys the handler appends (`append_key("refund_id", …)`) are on that
+///   (`powertools_logging::key_scope`): it starts with the keys the invocation has as the
+///   record starts (those appended before the batch started are on every record; one appended
+///   to the invocation while the batch runs, beside it, only on the records started after),
+///   and keys the handler appends (`append_key("refund_id", …)`) are on that
 ///   record's lines only, even with records running at once. A failed record is logged at
 ///   `WARN` (`a batch record failed`) with its id, its keys and why it failed (the error's
 ///   message with its causes' messages: the error is boxed as `?` boxes it, and an AWS SDK

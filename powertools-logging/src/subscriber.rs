@@ -304,6 +304,17 @@ impl tracing::field::Visit for RuntimeRequestId {
     }
 }
 
+/// The least level of the spans the layer lets exist at log level `max_level`: `INFO` and above
+/// whatever the level of the lines. A layer that disables a span disables it for every layer of
+/// the registry, so a `WARN` log level filtering spans as it filters lines took away every
+/// `info_span!`: batch records' spans and their `message_id` on the lines inside, the handler's
+/// own spans, the AWS SDK's, from the logs and from the traces alike (found by an attack from the
+/// docs). `DEBUG` and `TRACE` spans still follow the log level, as they did: libraries (the AWS
+/// SDK) open many, which would cost every call and fill the traces.
+fn span_level(max_level: Level) -> Level {
+    max_level.min(Level::Info)
+}
+
 /// Spans whose fields describe the invocation for another tool, not the business: the tracing
 /// layer's invocation and AWS SDK spans (`faas.*`, `rpc.*`, `otel.*`) and the runtime's own span
 /// (`requestId`, already `function_request_id`). Their fields are not log keys.
@@ -339,13 +350,18 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn enabled(&self, metadata: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
-        Level::of(metadata.level()) >= self.max_level
+        let least = if metadata.is_span() {
+            span_level(self.max_level)
+        } else {
+            self.max_level
+        };
+        Level::of(metadata.level()) >= least
             && !self.is_dropped_runtime_line(metadata)
             && !is_runtime_raw_event(metadata)
     }
 
     fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
-        Some(self.max_level.to_tracing().into())
+        Some(span_level(self.max_level).to_tracing().into())
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {

@@ -3,6 +3,8 @@
 //! it is written at the moment of writing instead, with a warning (found by an attack from the
 //! docs: the document went out 300 ms past the window, without a word).
 
+#![allow(clippy::unwrap_used, missing_docs)]
+
 mod support;
 
 use std::sync::{Arc, Mutex};

@@ -1342,6 +1342,75 @@ async fn chained_or_panicking_descriptions_name_the_error_alike_in_the_line_and_
     }
 }
 
+/// At `POWERTOOLS_LOG_LEVEL=WARN` (a common production setting) the spans below it still exist:
+/// the log level filtered spans as it filters lines, and a layer that disables a span disables it
+/// for every layer of the registry, so each `batch_record` span, the user's own `info_span!`s and
+/// the AWS SDK's spans were never created: no record reached the traces, and the warnings a
+/// record's handler wrote lost its `message_id` (found by an attack from the docs).
+#[cfg(feature = "batch")]
+#[tokio::test]
+async fn at_log_level_warn_info_spans_still_reach_the_traces_and_carry_their_keys() {
+    use powertools::batch::{BatchProcessor, SqsRecord};
+    use tracing::Instrument as _;
+    let (logs, spans) = (MemoryLogs::new(), KeptSpans::default());
+    let powertools = Powertools::builder()
+        .service("orders")
+        .env(Env::from_pairs([
+            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
+            ("POWERTOOLS_LOG_LEVEL", "WARN"),
+        ]))
+        .logger(|logger| logger.writer(logs.clone()))
+        .metrics(|metrics| metrics.sink(CheckedSink::new()))
+        .tracer(|tracer| tracer.span_exporter(spans.clone()))
+        .build()
+        .expect("valid settings");
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let service = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .service(service_fn(
+            |event: LambdaEvent<powertools::events::sqs::SqsEvent>| async move {
+                BatchProcessor::new()
+                    .process_sqs(&event.payload, |_record: SqsRecord<Value>| async move {
+                        async {
+                            tracing::info!("an INFO line, below the level: not written");
+                            tracing::warn!("stock is low");
+                        }
+                        .instrument(tracing::info_span!("charge_card"))
+                        .await;
+                        Ok::<(), String>(())
+                    })
+                    .await
+            },
+        ));
+    let event: powertools::events::sqs::SqsEvent = serde_json::from_value(json!({"Records": [
+        {"messageId": "m-1", "body": "{}", "eventSource": "aws:sqs"},
+        {"messageId": "m-2", "body": "{}", "eventSource": "aws:sqs"},
+    ]}))
+    .unwrap();
+    service
+        .oneshot(TestContext::new().event(event))
+        .await
+        .unwrap();
+    powertools.tracer().flush().await;
+    let lines = logs.json();
+    let warnings: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["message"] == "stock is low")
+        .collect();
+    assert_eq!(warnings.len(), 2, "{lines:#?}");
+    for warning in &warnings {
+        assert!(warning["message_id"].is_string(), "{warning}");
+    }
+    assert!(
+        !lines.iter().any(|line| line["level"] == "INFO"),
+        "the level still filters lines: {lines:#?}"
+    );
+    let kept = spans.0.lock().unwrap().clone();
+    let named = |name: &str| kept.iter().filter(|span| span.name == name).count();
+    assert_eq!(named("batch_record"), 2, "{kept:#?}");
+    assert_eq!(named("charge_card"), 2, "{kept:#?}");
+}
+
 /// A batch record that failed has its `batch_record` span's status an error, as the failed
 /// invocation's span has; one that succeeded keeps it unset (found by a user writing a function
 /// from the docs: every record's span looked successful in the traces). The status is set after
