@@ -137,8 +137,9 @@ pub enum Error<E = Infallible> {
     /// a record any retry claims, see [`IdempotencyStore::replace_with_fence`]) failed too: both
     /// errors are kept. The name is from when the record was deleted. Its `Display` says what
     /// follows: unless the release landed and only its answer was lost, duplicates get
-    /// [`Error::AlreadyInProgress`] until the record's in-progress deadline (the invocation's),
-    /// and a retry after it runs the handler again.
+    /// [`Error::AlreadyInProgress`] until the record's in-progress deadline (the invocation's
+    /// deadline, or the in-progress fallback window without a trusted one), and a retry after it
+    /// runs the handler again.
     ///
     /// [`IdempotencyStore::replace_with_fence`]: crate::IdempotencyStore::replace_with_fence
     DeleteFailed {
@@ -277,7 +278,7 @@ impl<E> fmt::Debug for OwnDebug<'_, E> {
 /// What a failed release means for the callers after it, as [`Error::NotCompleted`] says it.
 const RELEASE_FAILED_CONSEQUENCE: &str = "; unless the release landed and only its answer was \
      lost, duplicates get IdempotencyAlreadyInProgressError until the record's in-progress \
-     deadline (the invocation's), and a retry after it runs the handler again";
+     deadline, and a retry after it runs the handler again";
 
 /// ` (in DynamoDB table orders-idempotency)`: where a record is, when its store says.
 struct InStore<'a>(&'a Option<String>);

@@ -180,6 +180,9 @@ impl Drop for Shared {
 #[derive(Debug)]
 struct State {
     timestamp: Option<SystemTime>,
+    /// Whether a document has been written at the moment of writing because `timestamp` had
+    /// left CloudWatch's window: warned once per invocation, not once per document.
+    stale_timestamp_warned: AtomicBool,
     /// The value of every dimension in any set.
     dimensions: Vec<(String, String)>,
     /// Dimension name lists; the first is the main set, which `add_dimension` grows.
@@ -243,6 +246,7 @@ impl State {
         }
         State {
             timestamp: None,
+            stale_timestamp_warned: AtomicBool::new(false),
             dimensions,
             dimension_sets: vec![main],
             metadata: Map::new(),
@@ -338,6 +342,7 @@ impl State {
         let defaults = &settings.default_dimensions;
         let fixed = defaults.len() + usize::from(settings.service.is_some());
         self.timestamp = None;
+        *self.stale_timestamp_warned.get_mut() = false;
         for (name, value) in self.dimensions.drain(fixed.min(self.dimensions.len())..) {
             keep_spare(&mut self.spare, name);
             keep_spare(&mut self.spare, value);
@@ -1465,7 +1470,7 @@ impl Metrics {
         let settings = &self.shared.settings;
         if !settings.disabled {
             self.write_document(&Document {
-                timestamp_ms: document_timestamp_ms(state.timestamp),
+                timestamp_ms: document_timestamp_ms(state),
                 namespace: &settings.namespace,
                 log_level: self.log_level_keys(),
                 dimension_sets: &state.dimension_sets,
@@ -1515,7 +1520,7 @@ impl Metrics {
             .map(|(key, value)| (key.clone(), value.clone()))
             .collect();
         let without_metadata = self.write_document(&Document {
-            timestamp_ms: document_timestamp_ms(state.timestamp),
+            timestamp_ms: document_timestamp_ms(state),
             namespace: &settings.namespace,
             log_level: self.log_level_keys(),
             dimension_sets: &set,
@@ -1708,15 +1713,16 @@ fn escaped_len(text: &str) -> usize {
 /// The timestamp of a document written now, in epoch milliseconds: the invocation's own
 /// ([`Metrics::set_timestamp`]), unless it has left CloudWatch's window since it was set (a long
 /// invocation, a handle flushed late), which would have the document dropped: then the moment of
-/// writing, with a warning (found by an attack: a document went out 300 ms past 14 days without
-/// a word). Otherwise the moment of writing.
-fn document_timestamp_ms(timestamp: Option<SystemTime>) -> u64 {
+/// writing, with a warning (once per invocation; found by an attack: a document went out 300 ms
+/// past 14 days without a word). Otherwise the moment of writing.
+fn document_timestamp_ms(state: &State) -> u64 {
     let now = SystemTime::now();
-    let Some(timestamp) = timestamp else {
+    let Some(timestamp) = state.timestamp else {
         return epoch_ms(now);
     };
     match validate::timestamp(timestamp, now) {
         Ok(()) => epoch_ms(timestamp),
+        Err(_) if state.stale_timestamp_warned.swap(true, Ordering::Relaxed) => epoch_ms(now),
         Err(error) => {
             tracing::warn!(
                 set_timestamp = epoch_ms(timestamp),

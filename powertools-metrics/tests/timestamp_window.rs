@@ -55,27 +55,37 @@ fn a_timestamp_that_left_cloudwatch_s_window_before_the_write_is_replaced_with_a
         .set_timestamp(set)
         .expect("inside the window when set");
     metrics.add_metric("Orders", 1.0, Unit::Count).unwrap();
-    // When the document is written after the timestamp has left the window
+    // When its documents are written after the timestamp has left the window: three, split at
+    // CloudWatch's 100 values per metric
     std::thread::sleep(Duration::from_millis(400));
     let before_write = SystemTime::now();
+    for _ in 0..200 {
+        metrics.add_metric("Orders", 1.0, Unit::Count).unwrap();
+    }
     metrics.flush().unwrap();
 
-    // Then it is written with a timestamp CloudWatch takes (the moment of writing), and a
+    // Then each is written with a timestamp CloudWatch takes (the moment of writing), and one
     // warning says so
     let documents = valid_documents(&sink);
-    assert_eq!(documents.len(), 1);
-    let written = documents[0]["_aws"]["Timestamp"].as_u64().unwrap();
-    assert!(
-        written >= epoch_ms(before_write),
-        "written at {written}, set at {}, the window's start {}",
-        epoch_ms(set),
-        epoch_ms(before_write - FOURTEEN_DAYS)
-    );
-    assert_eq!(documents[0]["Orders"], 1.0);
+    assert_eq!(documents.len(), 3);
+    for document in &documents {
+        let written = document["_aws"]["Timestamp"].as_u64().unwrap();
+        assert!(
+            written >= epoch_ms(before_write),
+            "written at {written}, set at {}, the window's start {}",
+            epoch_ms(set),
+            epoch_ms(before_write - FOURTEEN_DAYS)
+        );
+    }
     let warnings = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
     assert!(
         warnings.contains("more than 14 days in the past") && warnings.contains("set_timestamp"),
         "no warning: {warnings:?}"
+    );
+    assert_eq!(
+        warnings.matches("more than 14 days").count(),
+        1,
+        "one warning per invocation: {warnings}"
     );
 }
 
