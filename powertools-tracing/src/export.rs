@@ -896,6 +896,9 @@ pub(crate) struct OtlpHttpClient {
     failure: LastFailure,
     /// Spans the collector rejected in answers that took the export (a partial success).
     rejected: Arc<AtomicU64>,
+    /// The most spans one request can carry (the queue's capacity: a batch is taken from it):
+    /// the most one answer's rejection counts.
+    most_spans_per_request: u64,
     /// The last warning a partial success without rejections gave (OTLP's way for a collector
     /// to warn): the same one again is not logged again, as a collector repeats it on every
     /// export.
@@ -935,13 +938,20 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl OtlpHttpClient {
-    pub(crate) fn new(roots: Roots, timeout: Duration, headers: http::HeaderMap) -> Self {
+    /// A client for requests of at most `most_spans_per_request` spans.
+    pub(crate) fn new(
+        roots: Roots,
+        timeout: Duration,
+        headers: http::HeaderMap,
+        most_spans_per_request: usize,
+    ) -> Self {
         OtlpHttpClient {
             connector: OnceLock::new(),
             roots,
             timeout,
             failure: LastFailure::default(),
             rejected: Arc::default(),
+            most_spans_per_request: count(most_spans_per_request),
             last_warning: Mutex::new(None),
             headers,
         }
@@ -1087,6 +1097,8 @@ impl HttpClient for OtlpHttpClient {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cause);
         };
+        // A reference to the body (no copy), to count its spans should the answer reject some.
+        let sent_body = request.body().clone();
         match self.send(request).await {
             Ok(response) => {
                 // The exporter says only the status of a refusal: the endpoint and the
@@ -1126,7 +1138,15 @@ impl HttpClient for OtlpHttpClient {
                     // The exporter reads nothing of an answer that took the export: the spans
                     // it rejected would be lost without a word.
                     if let Some((rejected, message)) = partial_success(response.body()) {
-                        self.rejected.fetch_add(rejected, Ordering::Relaxed);
+                        // No more than the request carried, whatever the collector claims
+                        // (found by an attack: one answer claimed a million), and never wrapping.
+                        let rejected = rejected
+                            .min(spans_in(&sent_body).unwrap_or(self.most_spans_per_request));
+                        let _ = self.rejected.fetch_update(
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                            |counted| Some(counted.saturating_add(rejected)),
+                        );
                         let cause = format!("{endpoint}: {message}");
                         if rejected > 0 {
                             tracing::warn!(
@@ -1219,6 +1239,34 @@ fn partial_success(body: &[u8]) -> Option<(u64, String)> {
         rejected,
         message.unwrap_or_else(|| "the collector gave no reason".to_owned()),
     ))
+}
+
+/// How many spans an OTLP/HTTP request body (an `ExportTraceServiceRequest`, not compressed: the
+/// exporter is built without compression) carries; `None` when it does not read as one.
+fn spans_in(body: &[u8]) -> Option<u64> {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ExportTraceServiceRequest {
+        #[prost(message, repeated, tag = "1")]
+        resource_spans: Vec<ResourceSpans>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ResourceSpans {
+        #[prost(message, repeated, tag = "2")]
+        scope_spans: Vec<ScopeSpans>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ScopeSpans {
+        #[prost(bytes = "bytes", repeated, tag = "2")]
+        spans: Vec<Bytes>,
+    }
+    let request = <ExportTraceServiceRequest as prost::Message>::decode(body).ok()?;
+    let spans = request
+        .resource_spans
+        .iter()
+        .flat_map(|resource| &resource.scope_spans)
+        .map(|scope| scope.spans.len())
+        .sum();
+    Some(count(spans))
 }
 
 /// A collector's words as a warning quotes them: trimmed; control characters, line and

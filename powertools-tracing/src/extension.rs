@@ -288,18 +288,70 @@ impl Handoff {
 }
 
 /// An event of the Extensions API.
-#[derive(Debug, serde::Deserialize)]
-#[serde(
-    tag = "eventType",
-    rename_all = "UPPERCASE",
-    rename_all_fields = "camelCase"
-)]
+#[derive(Debug)]
 enum Event {
     Invoke {
         request_id: String,
-        deadline_ms: u64,
+        /// `None` when it is missing or not a number (Lambda always sends one).
+        deadline_ms: Option<u64>,
     },
-    Shutdown {},
+    Shutdown,
+    /// An event the extension does not know (a type Lambda added, an emulator's own), or one it
+    /// cannot read: asked past, never a reason to stop.
+    Other(String),
+}
+
+impl Event {
+    /// Reads an event loosely: only an `INVOKE` without a request id, among the events the
+    /// extension knows, does not read.
+    fn read(body: &[u8]) -> Event {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Fields {
+            event_type: Option<serde_json::Value>,
+            request_id: Option<serde_json::Value>,
+            deadline_ms: Option<serde_json::Value>,
+        }
+        let Ok(fields) = serde_json::from_slice::<Fields>(body) else {
+            return Event::Other(format!(
+                "a body that is not a JSON object ({} bytes)",
+                body.len()
+            ));
+        };
+        match fields
+            .event_type
+            .as_ref()
+            .and_then(serde_json::Value::as_str)
+        {
+            Some("INVOKE") => match fields
+                .request_id
+                .as_ref()
+                .and_then(serde_json::Value::as_str)
+            {
+                Some(request_id) => Event::Invoke {
+                    request_id: request_id.to_owned(),
+                    deadline_ms: fields
+                        .deadline_ms
+                        .as_ref()
+                        .and_then(serde_json::Value::as_u64),
+                },
+                None => Event::Other("an INVOKE event without a requestId".to_owned()),
+            },
+            Some("SHUTDOWN") => Event::Shutdown,
+            Some(other) => Event::Other(format!(
+                "an event of type {:?}",
+                other.chars().take(64).collect::<String>()
+            )),
+            None => Event::Other("an event without an eventType".to_owned()),
+        }
+    }
+}
+
+/// The pause before the extension polls again after `failures` polls in a row failed: from
+/// 10 ms, doubling, at most 1 s.
+fn poll_pause(failures: u32) -> Duration {
+    Duration::from_millis(10u64.saturating_mul(1 << failures.saturating_sub(1).min(7)))
+        .min(Duration::from_secs(1))
 }
 
 /// Registers the internal extension for `events` with the Extensions API, through the runtime's
@@ -357,13 +409,13 @@ async fn next_event(
         return Err(format!("Lambda answered {}", response.status()).into());
     }
     let body = response.into_body().collect().await?.to_bytes();
-    Ok(serde_json::from_slice(&body)?)
+    Ok(Event::read(&body))
 }
 
 /// The invocation's deadline (epoch milliseconds) on tokio's clock; `None` for one Lambda could
 /// not have sent (`powertools_core::trusted_time_left`).
-fn deadline(deadline_ms: u64) -> Option<Instant> {
-    powertools_core::trusted_time_left(deadline_ms, SystemTime::now())
+fn deadline(deadline_ms: Option<u64>) -> Option<Instant> {
+    powertools_core::trusted_time_left(deadline_ms?, SystemTime::now())
         .map(|left| Instant::now() + left)
 }
 
@@ -499,36 +551,82 @@ impl Tracer {
     }
 
     /// The extension's loop: ask for the next event, export after each invocation.
+    ///
+    /// A poll that fails (no answer, an error status) is made again, after a pause that grows to
+    /// a second, for as long as it takes: Lambda ends an invocation only once every extension
+    /// subscribed to `INVOKE` has asked for its next event, so an extension that stopped asking
+    /// would hold the next invocation until its timeout (found by an attack: one answer of 500
+    /// ended the loop). Meanwhile the layer flushes before returning. An event the extension
+    /// cannot read is asked past.
     async fn run_extension(self, client: PooledClient, id: String) {
         let handoff = &self.inner.handoff;
-        let outcome = loop {
-            match next_event(&client, &id).await {
-                Ok(Event::Invoke {
+        let mode = handoff.mode.load(Ordering::Acquire);
+        let mut failures: u32 = 0;
+        loop {
+            let event = match next_event(&client, &id).await {
+                Ok(event) => event,
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    if failures == 1 {
+                        // The layer exports itself while the extension cannot say when.
+                        if mode == MODE_AFTER_RESPONSE {
+                            handoff.mode.store(MODE_NONE, Ordering::Release);
+                        }
+                    }
+                    if failures.is_power_of_two() {
+                        tracing::warn!(
+                            target: "powertools_tracing",
+                            %error,
+                            failures,
+                            "the tracer's extension could not get its next event from the \
+                             Extensions API: it asks again, and the layer flushes before each \
+                             invocation returns until it gets one (warned at the 1st, 2nd, 4th, \
+                             … failure in a row)"
+                        );
+                    }
+                    tokio::time::sleep(poll_pause(failures)).await;
+                    continue;
+                }
+            };
+            if failures > 0 {
+                failures = 0;
+                handoff.mode.store(mode, Ordering::Release);
+                tracing::warn!(
+                    target: "powertools_tracing",
+                    "the tracer's extension got its next event again: spans are exported after \
+                     the response again"
+                );
+            }
+            match event {
+                Event::Invoke {
                     request_id,
                     deadline_ms,
-                }) => {
+                } => {
                     handoff
                         .after_invocation(&self, &request_id, deadline(deadline_ms))
                         .await;
                 }
                 // Only external extensions get it; exported all the same.
-                Ok(Event::Shutdown {}) => {
+                Event::Shutdown => {
                     self.flush().await;
-                    break Ok(());
+                    break;
                 }
-                Err(error) => break Err(error),
+                Event::Other(what) => {
+                    static UNREAD: std::sync::Once = std::sync::Once::new();
+                    UNREAD.call_once(|| {
+                        tracing::warn!(
+                            target: "powertools_tracing",
+                            event = %what,
+                            "the tracer's extension got an event it does not read: it asks for \
+                             the next one (warned once)"
+                        );
+                    });
+                }
             }
-        };
+        }
         // Without its extension, the layer flushes before returning again.
         handoff.mode.store(MODE_NONE, Ordering::Release);
         handoff.registering.store(false, Ordering::Release);
-        if let Err(error) = outcome {
-            tracing::warn!(
-                target: "powertools_tracing",
-                %error,
-                "the tracer's extension stopped: spans are flushed before each invocation returns"
-            );
-        }
     }
 
     #[cfg(unix)]
@@ -548,6 +646,51 @@ impl Tracer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_are_read_loosely() {
+        let read = |body: &str| Event::read(body.as_bytes());
+        assert!(matches!(
+            read(r#"{"eventType":"INVOKE","requestId":"r-1","deadlineMs":1700000000000,"new":1}"#),
+            Event::Invoke { request_id, deadline_ms: Some(1_700_000_000_000) } if request_id == "r-1"
+        ));
+        assert!(matches!(
+            read(r#"{"eventType":"INVOKE","requestId":"r-1","deadlineMs":"soon"}"#),
+            Event::Invoke {
+                deadline_ms: None,
+                ..
+            }
+        ));
+        assert!(matches!(
+            read(r#"{"eventType":"SHUTDOWN","shutdownReason":"SPINDOWN"}"#),
+            Event::Shutdown
+        ));
+        for unread in [
+            r#"{"eventType":"RESTORE"}"#,
+            r#"{"eventType":"INVOKE"}"#,
+            r#"{"eventType":7}"#,
+            "{}",
+            "[]",
+            "",
+            "not json",
+        ] {
+            assert!(matches!(read(unread), Event::Other(_)), "{unread:?}");
+        }
+        let Event::Other(what) = read(&format!(r#"{{"eventType":"{}"}}"#, "X".repeat(10_000)))
+        else {
+            panic!("an unknown type");
+        };
+        assert!(what.len() < 100, "{what}");
+    }
+
+    #[test]
+    fn polls_that_fail_pause_from_10_ms_doubling_up_to_a_second() {
+        let pauses: Vec<u128> = [1, 2, 3, 7, 8, 9, 100, u32::MAX]
+            .into_iter()
+            .map(|failures| poll_pause(failures).as_millis())
+            .collect();
+        assert_eq!(pauses, [10, 20, 40, 640, 1000, 1000, 1000, 1000]);
+    }
 
     #[test]
     fn the_runtime_api_is_a_host_and_port_with_or_without_a_scheme() {
@@ -758,14 +901,14 @@ mod tests {
     fn a_deadline_lambda_could_not_have_sent_is_no_deadline() {
         // `cargo lambda watch` sends a deadline relative to its start, years in the past:
         // taken as is, the extension would leave every invocation at once
-        assert_eq!(deadline(3_000), None);
-        assert_eq!(deadline(0), None);
+        assert_eq!(deadline(Some(3_000)), None);
+        assert_eq!(deadline(Some(0)), None);
         let now_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap()
             .as_millis();
         let in_three_seconds = u64::try_from(now_ms).unwrap() + 3_000;
-        let left = deadline(in_three_seconds).unwrap() - Instant::now();
+        let left = deadline(Some(in_three_seconds)).unwrap() - Instant::now();
         assert!(
             left <= Duration::from_secs(3) && left > Duration::from_secs(2),
             "{left:?}"

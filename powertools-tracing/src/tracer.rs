@@ -602,7 +602,8 @@ impl TracerBuilder {
                 })
                 .collect();
             let resource = resource(&service, &config);
-            let client = OtlpHttpClient::new(roots, export_timeout, headers);
+            let max_queued_spans = self.max_queued_spans.unwrap_or(DEFAULT_MAX_QUEUED_SPANS);
+            let client = OtlpHttpClient::new(roots, export_timeout, headers, max_queued_spans);
             let failures = client.failures();
             let rejections = client.rejections();
             let mut otlp = opentelemetry_otlp::SpanExporter::builder()
@@ -620,7 +621,7 @@ impl TracerBuilder {
             let queue = Arc::new(
                 Exporter::new(
                     OtlpExporter::new(otlp, failures),
-                    self.max_queued_spans.unwrap_or(DEFAULT_MAX_QUEUED_SPANS),
+                    max_queued_spans,
                     flush_timeout,
                 )
                 .counting_rejections(rejections)

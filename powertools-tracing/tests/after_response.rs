@@ -148,6 +148,57 @@ async fn the_response_is_sent_before_the_export_and_the_next_invocation_waits_fo
     assert!(status.is_some_and(|status| status.success()), "{status:?}");
 }
 
+/// A poll of `/extension/event/next` that failed (an answer of 500), or whose event did not read,
+/// ended the extension for good: it never asked again, and Lambda, which ends an invocation only
+/// once every extension subscribed to `INVOKE` is back, would have held the next one until its
+/// timeout (found by an attack from the docs). The extension asks again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_extension_asks_again_after_a_failed_or_unreadable_poll() {
+    // Given an Extensions API whose first two answers to the extension are a failure and an
+    // event it cannot read
+    let timeline = Timeline::default();
+    let receiver = Receiver::start(Behaviour::Answer, &timeline).await;
+    let lambda = LambdaApi::start(&timeline).await;
+    lambda.answer_next_extension_polls(vec![
+        (
+            hyper::StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"errorType": "Extension.Unknown", "errorMessage": "a moment's failure"}),
+        ),
+        (
+            hyper::StatusCode::OK,
+            json!({"eventType": "RESTORE", "deadlineMs": "soon"}),
+        ),
+    ]);
+    let mut function = lambda.spawn_function(
+        FUNCTION,
+        &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &receiver.endpoint)],
+    );
+    assert!(lambda.wait_for_init(LIMIT).await, "the function started");
+
+    // When two orders are invoked, one after the other
+    let mut first = lambda.invoke(json!({"order_id": "o-1"}), Duration::from_secs(600));
+    assert_eq!(accepted(first.outcome(LIMIT).await.as_ref()), Some("o-1"));
+    let mut second = lambda.invoke(json!({"order_id": "o-2"}), Duration::from_secs(600));
+
+    // Then the extension came back after each, so the second ran, and both were exported
+    let outcome = second.outcome(LIMIT).await;
+    assert_eq!(
+        accepted(outcome.as_ref()),
+        Some("o-2"),
+        "{outcome:?} {:#?}",
+        timeline.events()
+    );
+    assert!(lambda.wait_idle(LIMIT).await, "{:#?}", timeline.events());
+    let spans = receiver.wait_for("orders-api", 2, LIMIT).await;
+    let invocations: Vec<&str> = spans
+        .iter()
+        .map(|span| span.attributes["faas.invocation_id"].as_str())
+        .collect();
+    assert_eq!(invocations, [&first.request_id, &second.request_id]);
+    let status = lambda.shutdown(&mut function, LIMIT).await;
+    assert!(status.is_some_and(|status| status.success()), "{status:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_concurrent_invocations_a_shutdown_exports_what_is_left() {
     // Given a function running invocations concurrently (Lambda Managed Instances), which

@@ -631,6 +631,19 @@ async fn a_collector_s_repeated_warning_is_logged_once_and_each_rejection_every_
     assert_eq!(rejections, 3, "{warnings:#?}");
 }
 
+/// A collector's count of rejected spans is no more than the spans the request carried: one that
+/// claimed a million for one span made `dropped_spans` a million, and a few such claims wrapped
+/// the counter (found by an attack from the docs).
+#[tokio::test]
+async fn a_collector_never_counts_more_rejected_spans_than_it_was_sent() {
+    let mut partial = vec![0x08];
+    partial.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
+    let (_, dropped, warnings) =
+        invocations_traced_to_a_collector_taking_exports_with(&partial_success(&partial), 3).await;
+    // Two spans per invocation: its own and `bake`
+    assert_eq!(dropped, 6, "{warnings:#?}");
+}
+
 /// An endpoint that takes exports with a web page (a wrong path, a proxy's page) answers `200`
 /// but is no collector: taken as a success, as OpenTelemetry's Go and Python exporters take it,
 /// and warned about once, since the spans may have gone nowhere (found by an attack from the

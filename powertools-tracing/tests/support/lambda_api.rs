@@ -65,6 +65,8 @@ struct State {
     extensions: HashMap<String, Extension>,
     callers: HashMap<String, oneshot::Sender<Outcome>>,
     next_id: usize,
+    /// Answers for the extensions' next polls of `/extension/event/next`, before any event.
+    canned_polls: VecDeque<(StatusCode, Value)>,
 }
 
 impl State {
@@ -164,6 +166,12 @@ impl LambdaApi {
             request_id,
             outcome,
         }
+    }
+
+    /// Answers the extensions' next polls of `/extension/event/next` with these, one each, before
+    /// any event: a failure of the API, or an event the extension cannot read.
+    pub fn answer_next_extension_polls(&self, answers: Vec<(StatusCode, Value)>) {
+        self.shared.state().canned_polls.extend(answers);
     }
 
     /// Whether the invocation has been handed to the runtime.
@@ -490,6 +498,13 @@ async fn next_event(shared: &Shared, extension_id: &str) -> Response<Full<Bytes>
                 .record(&format!("extension {name} done with {request_id}"));
             shared.changed.notify_waiters();
         }
+    }
+    let canned = shared.state().canned_polls.pop_front();
+    if let Some((status, body)) = canned {
+        shared
+            .timeline
+            .record(&format!("extension poll answered {status}"));
+        return respond(status, body);
     }
     loop {
         let changed = shared.changed.notified();
