@@ -163,13 +163,17 @@ impl<'a> Invocation<'a> {
             .filter(|header| !header.is_empty())
     }
 
-    /// The X-Ray trace id (the header's `Root` value), as Powertools logs it.
+    /// The X-Ray trace id (the header's `Root` value), as Powertools logs it: the trace the
+    /// invocation joins. The header is read as the X-Ray SDKs and OpenTelemetry's X-Ray
+    /// propagator read it (fields split on `;`, keys as they are, the last `Root` wins, a `Root`
+    /// that does not read as a trace id refuses the whole header, which then starts a trace of
+    /// its own), and the id is given only in the form Lambda sends (`1-` then 8 and 24
+    /// lower-case hex digits, not all zero). On any other header it is `None`, rather than the
+    /// id of a trace that holds none of the invocation's spans (found by an attack: a repeated
+    /// `Root`, or spaces around the fields, made the two disagree). On Lambda's headers it is
+    /// the `Root` value, as Powertools for Python logs it.
     pub fn xray_root_trace_id(&self) -> Option<&'a str> {
-        let header = self.xray_trace_header()?;
-        header
-            .split(';')
-            .find_map(|part| part.trim().strip_prefix("Root="))
-            .filter(|root| !root.is_empty())
+        xray_joined_root(self.xray_trace_header()?)
     }
 
     /// Whether X-Ray sampled this invocation (`Sampled=1`), when the header says.
@@ -205,6 +209,60 @@ pub(crate) fn arn_part(arn: &str, index: usize) -> Option<&str> {
         return None;
     }
     arn.split(':').nth(index).filter(|part| !part.is_empty())
+}
+
+/// The `Root` an X-Ray trace header joins, in Lambda's form: see
+/// [`Invocation::xray_root_trace_id`].
+fn xray_joined_root(header: &str) -> Option<&str> {
+    // Lambda's own form: `Root=` first, its value up to the first `;`, and no other `Root=`.
+    let lambda_form = header.starts_with("Root=")
+        && matches!(header.as_bytes().get(40), None | Some(b';'))
+        && header.get(40..).is_some_and(|rest| !rest.contains("Root="));
+    if lambda_form {
+        return header.get(5..40).filter(|root| in_lambda_form(root));
+    }
+    let mut joined = None;
+    for pair in header.trim().split_terminator(';') {
+        let Some((key, value)) = pair.split_once('=') else {
+            continue;
+        };
+        if key == "Root" {
+            let value = value.trim_start_matches('=');
+            if !reads_as_trace_id(value) {
+                return None;
+            }
+            joined = Some(value);
+        }
+    }
+    joined.filter(|root| in_lambda_form(root))
+}
+
+/// `1-{8 hex}-{24 hex}`, lower case, not all zero: an X-Ray trace id as Lambda sends it.
+fn in_lambda_form(root: &str) -> bool {
+    let bytes = root.as_bytes();
+    let lower_hex = |byte: &u8| byte.is_ascii_digit() || (b'a'..=b'f').contains(byte);
+    bytes.len() == 35
+        && bytes.starts_with(b"1-")
+        && bytes[10] == b'-'
+        && bytes[2..10].iter().all(lower_hex)
+        && bytes[11..].iter().all(lower_hex)
+        && bytes[2..10]
+            .iter()
+            .chain(&bytes[11..])
+            .any(|byte| *byte != b'0')
+}
+
+/// Whether a `Root` value reads as a trace id the way OpenTelemetry's X-Ray propagator reads
+/// it (and so powertools-tracing's reader): three `-`-separated parts, the last two one non-zero
+/// hexadecimal number of at most 128 bits.
+fn reads_as_trace_id(root: &str) -> bool {
+    let mut parts = root.split_terminator('-');
+    let (Some(_version), Some(epoch), Some(unique), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    u128::from_str_radix(&format!("{epoch}{unique}"), 16).is_ok_and(|id| id != 0)
 }
 
 #[cfg(test)]
@@ -245,6 +303,50 @@ mod tests {
         );
         assert_eq!(invocation.xray_sampled(), Some(true));
         assert_eq!(invocation.tenant_id(), Some("shop-42"));
+    }
+
+    #[test]
+    fn the_root_is_the_one_the_header_joins_in_lambda_s_form() {
+        let a = "1-5759e988-bd862e3fe1be46a994272793";
+        let b = "1-6759e988-cd862e3fe1be46a994272794";
+        let cases = [
+            (
+                format!("Root={a};Parent=53995c3f42cd8ad8;Sampled=1"),
+                Some(a),
+            ),
+            (format!("Root={a}"), Some(a)),
+            (format!("  Root={a};Sampled=1  "), Some(a)),
+            (
+                format!("Parent=53995c3f42cd8ad8;Root={a};Sampled=1"),
+                Some(a),
+            ),
+            (format!("Root={a};Root={b};Sampled=1"), Some(b)),
+            (format!("Root={b};Sampled=1;Root=1-x"), None),
+            (format!("Root={a};Foo=xRoot=1;Sampled=1"), Some(a)),
+            (format!("Parent=53995c3f42cd8ad8; Root={a}"), None),
+            // The propagator reads past the `=`s: the trace is joined, and named
+            (format!("Root=={a}"), Some(a)),
+            (format!("Root={a}x;Sampled=1"), None),
+            ("Root=1-5759e988-bd86;Sampled=1".to_owned(), None),
+            ("Root=7-5759e988-bd862e3fe1be46a994272793".to_owned(), None),
+            ("Root=1-5759E988-BD862E3FE1BE46A994272793".to_owned(), None),
+            ("Root=1-00000000-000000000000000000000000".to_owned(), None),
+            (format!("root={a}"), None),
+            (
+                "Root=1-5759e988-bd862e3fe1be46a99427279é;Sampled=1".to_owned(),
+                None,
+            ),
+            ("Root=".to_owned(), None),
+            ("garbage".to_owned(), None),
+        ];
+        for (header, expected) in cases {
+            let context = TestContext::new().with_trace_id(header.clone()).build();
+            assert_eq!(
+                Invocation::new(&context).xray_root_trace_id(),
+                expected,
+                "{header:?}"
+            );
+        }
     }
 
     #[test]

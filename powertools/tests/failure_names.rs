@@ -1479,3 +1479,74 @@ async fn a_failed_batch_record_s_span_is_an_error() {
         .unwrap();
     assert!(failure.get("otel.status_code").is_none(), "{failure}");
 }
+
+/// The log lines' `xray_trace_id` names the trace the invocation's span joins, or none: the two
+/// read Lambda's trace header with two readers, so on a header in another form than Lambda's (a
+/// repeated `Root`, spaces around fields, a `Root` that is not an X-Ray trace id in its one
+/// form) the lines named a trace that held none of the function's spans (found by an attack
+/// from the docs).
+#[tokio::test]
+async fn the_lines_name_the_trace_the_span_joins_or_none() {
+    let (logs, spans) = (MemoryLogs::new(), KeptSpans::default());
+    let powertools = stack(&logs, &spans);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let service = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .service(service_fn(|_event: LambdaEvent<Value>| async {
+            tracing::info!("baking");
+            Ok::<_, lambda_runtime::Error>(json!({}))
+        }));
+    let a = "1-5759e988-bd862e3fe1be46a994272793";
+    let b = "1-6759e988-cd862e3fe1be46a994272794";
+    let headers = [
+        format!("Root={a};Parent=53995c3f42cd8ad8;Sampled=1"),
+        format!("Root={a};Root={b};Parent=53995c3f42cd8ad8;Sampled=1"),
+        format!("Root={b};Parent=53995c3f42cd8ad8;Sampled=1;Root=1-x"),
+        format!("Parent=53995c3f42cd8ad8; Root={a}; Sampled=1"),
+        format!("Root=={a};Parent=53995c3f42cd8ad8;Sampled=1"),
+        "Root=1-5759e988-bd86;Parent=53995c3f42cd8ad8;Sampled=1".to_owned(),
+        "Root=7-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1".to_owned(),
+        "Root=1-5759E988-BD862E3FE1BE46A994272793;Parent=53995c3f42cd8ad8;Sampled=1".to_owned(),
+        format!("root={a};parent=53995c3f42cd8ad8;sampled=1"),
+        format!("Root={a};Parent=53995c3f42cd8ad8;Sampled=1;Lineage=a87bd80c:1|68fd508a:5"),
+    ];
+    let mut differences = Vec::new();
+    for (index, header) in headers.iter().enumerate() {
+        spans.0.lock().unwrap().clear();
+        let request = format!("req-trace-{index}");
+        let context = TestContext::new()
+            .with_function_name("orders-api")
+            .with_request_id(&request)
+            .with_trace_id(header.clone());
+        service
+            .clone()
+            .oneshot(context.event(json!({})))
+            .await
+            .unwrap();
+        powertools.tracer().flush().await;
+        let line = logs
+            .json()
+            .into_iter()
+            .find(|line| line["function_request_id"] == request.as_str())
+            .unwrap();
+        let logged = line["xray_trace_id"].as_str().map(str::to_owned);
+        let joined = spans
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|span| span.name == "orders-api")
+            .map(|span| {
+                let id = span.span_context.trace_id().to_string();
+                format!("1-{}-{}", &id[..8], &id[8..])
+            });
+        if logged.is_some() && logged != joined {
+            differences.push(format!("{header:?}: lines {logged:?}, span {joined:?}"));
+        }
+        if index == 0 {
+            assert_eq!(logged.as_deref(), Some(a), "Lambda's own form");
+            assert_eq!(joined.as_deref(), Some(a));
+        }
+    }
+    assert!(differences.is_empty(), "{differences:#?}");
+}
