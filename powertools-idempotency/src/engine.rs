@@ -503,9 +503,15 @@ impl<St: IdempotencyStore> Engine<St> {
                 payload_hash: payload_hash.clone(),
                 claim_id: Some(new_claim_id()),
             };
-            let written = self
-                .write_claim(&record, over_fence.take(), now, deadline)
-                .await;
+            // Boxed, as the take-back below: a claim's futures are many deep (the store
+            // timeout, the store's own, a store of the user's wrapping another), and a function
+            // composing the layers as the bake-queue example does (an idempotent call per record
+            // of a batch, inside the stack's layer) passed the compiler's depth limit computing
+            // its future's layout (`queries overflow the depth limit!`; 8 levels were to spare).
+            // One allocation per claim (about 150 instructions); `tests/tests/future_depth.rs`
+            // keeps 28 levels to spare.
+            let written =
+                Box::pin(self.write_claim(&record, over_fence.take(), now, deadline)).await;
             let existing = match written {
                 Ok(PutOutcome::Stored) => return Ok(Claimed::Run(record)),
                 // This claim's own write: its answer was lost and the client sent it again.
@@ -547,7 +553,7 @@ impl<St: IdempotencyStore> Engine<St> {
                     if outcome_unknown(&error) {
                         let taken_back = tokio::time::timeout(
                             TAKE_BACK_TIMEOUT,
-                            self.take_back(&record, now, deadline),
+                            Box::pin(self.take_back(&record, now, deadline)),
                         )
                         .await;
                         if !matches!(taken_back, Ok(Ok(()))) {

@@ -200,6 +200,7 @@ impl DynamoDbStore {
             .projection_expression("#id")
             .expression_attribute_names("#id", &settings.key_attr)
             .send()
+            .boxed()
             .await
             .map_err(|error| StoreError::Backend(Box::new(self.failure("GetItem", error))))?;
         settings.key_schema_checked.store(true, Ordering::Release);
@@ -878,15 +879,30 @@ tokio::task_local! {
     static SENT_ATTEMPTS: Cell<u32>;
 }
 
+/// An SDK request's future on the heap: it is many futures deep, and the functions that compose
+/// the layers (an idempotent handler inside a batch inside the stack's layer) otherwise passed
+/// the compiler's depth limit computing their future's layout (`queries overflow the depth
+/// limit!` building the bake-queue example's tests, found when a claim's send gained one more
+/// level). One allocation per DynamoDB call, beside its network round trip.
+trait Boxed: Future + Sized {
+    fn boxed(self) -> std::pin::Pin<Box<Self>> {
+        Box::pin(self)
+    }
+}
+
+impl<F: Future> Boxed for F {}
+
 /// Awaits `send` (an SDK request's future) and counts the attempts the SDK sent on the wire for
 /// it (counted by [`AnswerRecorder`]): the SDK's error is its last attempt's, while an earlier
 /// attempt may have been applied with its answer lost.
-async fn counting_sends<T>(send: impl Future<Output = T>) -> (T, u32) {
+/// Boxed, as every SDK call of the store is ([`Boxed`]).
+async fn counting_sends<T>(send: impl Future<Output = T> + Send) -> (T, u32) {
     SENT_ATTEMPTS
         .scope(Cell::new(0), async {
             let output = send.await;
             (output, SENT_ATTEMPTS.with(Cell::get))
         })
+        .boxed()
         .await
 }
 
@@ -989,6 +1005,7 @@ impl IdempotencyStore for DynamoDbStore {
             .set_key(Some(self.key(key)))
             .consistent_read(true)
             .send()
+            .boxed()
             .await
             .map_err(|error| StoreError::Backend(Box::new(self.failure("GetItem", error))))?;
         output.item().map(|item| self.parse(item)).transpose()
@@ -1091,7 +1108,7 @@ impl IdempotencyStore for DynamoDbStore {
                 .expression_attribute_names("#claim_id", CLAIM_ID_ATTR)
                 .expression_attribute_values(":claim_id", AttributeValue::S(claim_id.clone()));
         }
-        match update.update_expression(expression).send().await {
+        match update.update_expression(expression).send().boxed().await {
             Ok(_) => Ok(()),
             Err(error) => {
                 if let Some(UpdateItemError::ConditionalCheckFailedException(_)) =
@@ -1165,7 +1182,7 @@ impl IdempotencyStore for DynamoDbStore {
                 .condition_expression(DELETE_CONDITION_WITHOUT_EXPIRY)
                 .expression_attribute_names(expiry_name.0, expiry_name.1),
         };
-        match request.send().await {
+        match request.send().boxed().await {
             Ok(_) => Ok(()),
             Err(error) => self.unless_claim_replaced("DeleteItem", &record.key, error),
         }
@@ -1204,7 +1221,7 @@ impl IdempotencyStore for DynamoDbStore {
             .expression_attribute_values(":fenced_at", AttributeValue::N(fenced_at.to_string()))
             .expression_attribute_values(":fence_id", AttributeValue::S(fence_id.clone()))
             .expression_attribute_values(":claim_id", AttributeValue::S(claim_id.clone()));
-        match request.send().await {
+        match request.send().boxed().await {
             Ok(_) => Ok(()),
             Err(error) => self.unless_claim_replaced("UpdateItem", &claim.key, error),
         }
