@@ -214,11 +214,16 @@ pub(crate) fn arn_part(arn: &str, index: usize) -> Option<&str> {
 /// The `Root` an X-Ray trace header joins, in Lambda's form: see
 /// [`Invocation::xray_root_trace_id`].
 fn xray_joined_root(header: &str) -> Option<&str> {
-    // Lambda's own form: `Root=` first, its value up to the first `;`, and no other `Root=`.
-    let lambda_form = header.starts_with("Root=")
-        && matches!(header.as_bytes().get(40), None | Some(b';'))
-        && header.get(40..).is_some_and(|rest| !rest.contains("Root="));
-    if lambda_form {
+    // Lambda's own form, `Root=…;Parent=…;Sampled=…` at fixed offsets, with no `;` in the
+    // parent to hide another field: its one `Root`, without a scan. This runs on every
+    // invocation.
+    let bytes = header.as_bytes();
+    if bytes.len() == 74
+        && bytes.starts_with(b"Root=")
+        && &bytes[40..48] == b";Parent="
+        && !bytes[48..64].contains(&b';')
+        && &bytes[64..73] == b";Sampled="
+    {
         return header.get(5..40).filter(|root| in_lambda_form(root));
     }
     let mut joined = None;
@@ -240,16 +245,29 @@ fn xray_joined_root(header: &str) -> Option<&str> {
 /// `1-{8 hex}-{24 hex}`, lower case, not all zero: an X-Ray trace id as Lambda sends it.
 fn in_lambda_form(root: &str) -> bool {
     let bytes = root.as_bytes();
-    let lower_hex = |byte: &u8| byte.is_ascii_digit() || (b'a'..=b'f').contains(byte);
     bytes.len() == 35
         && bytes.starts_with(b"1-")
         && bytes[10] == b'-'
-        && bytes[2..10].iter().all(lower_hex)
-        && bytes[11..].iter().all(lower_hex)
-        && bytes[2..10]
-            .iter()
-            .chain(&bytes[11..])
-            .any(|byte| *byte != b'0')
+        && lower_hex(&bytes[2..10])
+        && lower_hex(&bytes[11..])
+        && (bytes[2..10] != [b'0'; 8] || bytes[11..] != [b'0'; 24])
+}
+
+/// Whether every byte is a lower-case hexadecimal digit: a table, as this runs on every
+/// invocation (a comparison per byte cost three times as much).
+fn lower_hex(bytes: &[u8]) -> bool {
+    const LOWER_HEX: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut byte = 0;
+        while byte < 256 {
+            table[byte] = matches!(byte as u8, b'0'..=b'9' | b'a'..=b'f');
+            byte += 1;
+        }
+        table
+    };
+    bytes
+        .iter()
+        .fold(true, |all, byte| all & LOWER_HEX[usize::from(*byte)])
 }
 
 /// Whether a `Root` value reads as a trace id the way OpenTelemetry's X-Ray propagator reads
@@ -262,7 +280,20 @@ fn reads_as_trace_id(root: &str) -> bool {
     else {
         return false;
     };
-    u128::from_str_radix(&format!("{epoch}{unique}"), 16).is_ok_and(|id| id != 0)
+    // Read from a stack buffer: one without a `Root` in Lambda's form (a `Lineage` field, which
+    // Lambda adds at times) comes here on every invocation.
+    let mut buffer = [0_u8; 64];
+    let length = epoch.len() + unique.len();
+    let joined = if length <= buffer.len() {
+        buffer[..epoch.len()].copy_from_slice(epoch.as_bytes());
+        buffer[epoch.len()..length].copy_from_slice(unique.as_bytes());
+        std::str::from_utf8(&buffer[..length])
+            .ok()
+            .map(std::borrow::Cow::Borrowed)
+    } else {
+        Some(std::borrow::Cow::Owned(format!("{epoch}{unique}")))
+    };
+    joined.is_some_and(|hex| u128::from_str_radix(&hex, 16).is_ok_and(|id| id != 0))
 }
 
 #[cfg(test)]
@@ -337,6 +368,12 @@ mod tests {
                 None,
             ),
             ("Root=".to_owned(), None),
+            // Lambda's length and separators, another `Root` hidden in the parent
+            (format!("Root={a};Parent=;Root=1-5759e988;Sampled=1"), None),
+            (
+                format!("Root={a};Parent=53995c3f42cd8ad8;Sampled=1;Lineage=a87bd80c:1"),
+                Some(a),
+            ),
             ("garbage".to_owned(), None),
         ];
         for (header, expected) in cases {
