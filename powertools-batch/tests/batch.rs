@@ -378,6 +378,9 @@ async fn a_fifo_batch_without_arns_is_known_by_its_sequence_numbers_or_by_being_
 /// attack from the docs).
 #[tokio::test]
 async fn an_error_or_a_panic_payload_that_panics_when_dropped_fails_its_record_only() {
+    // The global subscriber first: the batch's once-per-process warnings would otherwise go to
+    // none, and `counts_without_a_metrics_layer_are_said_to_be_lost_once` would miss its own.
+    logging();
     #[derive(Debug)]
     struct Bomb;
     impl std::error::Error for Bomb {}
@@ -1205,6 +1208,9 @@ async fn another_source_s_event_given_to_the_sqs_processor_fails_naming_the_sour
 /// never the value, nor a map key that does not read as a field's name (`<key>`).
 #[tokio::test]
 async fn a_body_that_does_not_read_names_the_path_where_it_went_wrong() {
+    // The global subscriber first: the batch's once-per-process warnings would otherwise go to
+    // none, and `counts_without_a_metrics_layer_are_said_to_be_lost_once` would miss its own.
+    logging();
     #[derive(Debug, serde::Deserialize)]
     #[allow(dead_code)]
     struct Line {

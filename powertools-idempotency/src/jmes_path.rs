@@ -25,13 +25,16 @@ use powertools_core::jmespath::DEFAULT_MAX_DECOMPRESSED_SIZE;
 /// gzip bomb in an event fails the invocation with [`Error::KeyExpression`] instead of
 /// exhausting the function's memory.
 ///
+/// Header names are lowercase in a typed API Gateway or ALB event (as
+/// [`IdempotencyLayer::key`](crate::IdempotencyLayer::key) says), as in this one:
+///
 /// ```
 /// use powertools_idempotency::{JmesPath, KeyExtractor};
 /// use serde_json::json;
 ///
-/// let key = JmesPath::new(r#"[headers."Idempotency-Key", powertools_json(body).customer_id]"#)?;
+/// let key = JmesPath::new(r#"[headers."idempotency-key", powertools_json(body).customer_id]"#)?;
 /// let event = json!({
-///     "headers": {"Idempotency-Key": "k-1"},
+///     "headers": {"idempotency-key": "k-1"},
 ///     "body": "{\"customer_id\": \"c-7\", \"items\": []}",
 /// });
 /// assert_eq!(key.extract(&event)?, Some(json!(["k-1", "c-7"])));
