@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use aws_lambda_events::dynamodb::Event as DynamoDbEvent;
 use aws_lambda_events::sqs::SqsEvent;
 use powertools_batch::BatchProcessor;
-use serde_json::json;
 
 #[derive(Clone, Default)]
 struct Buffer(Arc<Mutex<Vec<u8>>>);
