@@ -59,6 +59,10 @@ const MAX_TRACKED: usize = 64;
 /// Lambda's longest timeout: how long the extension waits for the layer without a deadline.
 const LONGEST_INVOCATION: Duration = Duration::from_secs(15 * 60);
 
+/// How long after a warning about a failed poll the first failure of the next streak is not
+/// warned about.
+const QUIET_AFTER_WARNING: Duration = Duration::from_secs(60);
+
 /// How long the registration may take. Lambda answers it at once; a Runtime API that accepts
 /// the connection and never answers would otherwise hold the function's init phase (10 s) until
 /// Lambda fails it. Half of it leaves the init time to the function.
@@ -557,31 +561,45 @@ impl Tracer {
     /// subscribed to `INVOKE` has asked for its next event, so an extension that stopped asking
     /// would hold the next invocation until its timeout (found by an attack: one answer of 500
     /// ended the loop). Meanwhile the layer flushes before returning. An event the extension
-    /// cannot read is asked past.
+    /// cannot read is asked past, paced as failed polls are.
     async fn run_extension(self, client: PooledClient, id: String) {
         let handoff = &self.inner.handoff;
         let mode = handoff.mode.load(Ordering::Acquire);
-        let mut failures: u32 = 0;
+        // Polls in a row that failed, and that were answered with an event the extension does
+        // not read: both paced, so that an API that answers at once is never polled in a tight
+        // loop (found by a review: 5,533 unreadable answers in 2 s).
+        let (mut failures, mut unread): (u32, u32) = (0, 0);
+        // When a failed poll was last warned about: a streak's first failure is warned about
+        // at most once a minute, so that an API failing a poll per invocation does not write a
+        // warning per invocation.
+        let mut last_warned: Option<Instant> = None;
         loop {
             let event = match next_event(&client, &id).await {
                 Ok(event) => event,
                 Err(error) => {
                     failures = failures.saturating_add(1);
-                    if failures == 1 {
-                        // The layer exports itself while the extension cannot say when.
-                        if mode == MODE_AFTER_RESPONSE {
-                            handoff.mode.store(MODE_NONE, Ordering::Release);
-                        }
+                    // The layer exports itself while the extension cannot say when (in the
+                    // background mode, the background export goes on).
+                    if failures == 1 && mode == MODE_AFTER_RESPONSE {
+                        handoff.mode.store(MODE_NONE, Ordering::Release);
                     }
-                    if failures.is_power_of_two() {
+                    let quiet = failures == 1
+                        && last_warned.is_some_and(|at| at.elapsed() < QUIET_AFTER_WARNING);
+                    if failures.is_power_of_two() && !quiet {
+                        last_warned = Some(Instant::now());
                         tracing::warn!(
                             target: "powertools_tracing",
                             %error,
                             failures,
                             "the tracer's extension could not get its next event from the \
-                             Extensions API: it asks again, and the layer flushes before each \
-                             invocation returns until it gets one (warned at the 1st, 2nd, 4th, \
-                             … failure in a row)"
+                             Extensions API: it asks again{} (warned at the 1st, 2nd, 4th, … \
+                             failure in a row)",
+                            if mode == MODE_AFTER_RESPONSE {
+                                ", and the layer flushes before each invocation returns until it \
+                                 gets one"
+                            } else {
+                                ""
+                            }
                         );
                     }
                     tokio::time::sleep(poll_pause(failures)).await;
@@ -589,19 +607,22 @@ impl Tracer {
                 }
             };
             if failures > 0 {
-                failures = 0;
                 handoff.mode.store(mode, Ordering::Release);
-                tracing::warn!(
-                    target: "powertools_tracing",
-                    "the tracer's extension got its next event again: spans are exported after \
-                     the response again"
-                );
+                if failures > 1 {
+                    tracing::warn!(
+                        target: "powertools_tracing",
+                        failures,
+                        "the tracer's extension got its next event again after failed polls"
+                    );
+                }
+                failures = 0;
             }
             match event {
                 Event::Invoke {
                     request_id,
                     deadline_ms,
                 } => {
+                    unread = 0;
                     handoff
                         .after_invocation(&self, &request_id, deadline(deadline_ms))
                         .await;
@@ -621,6 +642,8 @@ impl Tracer {
                              the next one (warned once)"
                         );
                     });
+                    unread = unread.saturating_add(1);
+                    tokio::time::sleep(poll_pause(unread)).await;
                 }
             }
         }

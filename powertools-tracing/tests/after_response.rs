@@ -199,6 +199,34 @@ async fn the_extension_asks_again_after_a_failed_or_unreadable_poll() {
     assert!(status.is_some_and(|status| status.success()), "{status:?}");
 }
 
+/// An Extensions API that answers every poll at once with an event the extension cannot read
+/// made it poll in a tight loop, a core's worth of requests (5,533 in 2 s, found by a review):
+/// such polls are paced as failed ones are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_answered_with_events_the_extension_cannot_read_are_paced() {
+    let timeline = Timeline::default();
+    let receiver = Receiver::start(Behaviour::Answer, &timeline).await;
+    let lambda = LambdaApi::start(&timeline).await;
+    let unreadable = vec![(hyper::StatusCode::OK, json!({"eventType": "RESTORE"})); 1000];
+    lambda.answer_next_extension_polls(unreadable);
+    let mut function = lambda.spawn_function(
+        FUNCTION,
+        &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &receiver.endpoint)],
+    );
+    assert!(lambda.wait_for_init(LIMIT).await, "the function started");
+    // Paced from 10 ms, doubling to a second: about ten polls in the first two seconds, where a
+    // tight loop makes thousands.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let polled = 1000 - lambda.extension_poll_answers_left();
+    assert!(
+        (1..=50).contains(&polled),
+        "{polled} polls in 2 s {:#?}",
+        timeline.events().len()
+    );
+    let status = lambda.shutdown(&mut function, LIMIT).await;
+    assert!(status.is_some(), "the function exited");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_concurrent_invocations_a_shutdown_exports_what_is_left() {
     // Given a function running invocations concurrently (Lambda Managed Instances), which

@@ -174,6 +174,11 @@ impl LambdaApi {
         self.shared.state().canned_polls.extend(answers);
     }
 
+    /// How many of the answers given to [`answer_next_extension_polls`] are still to be given.
+    pub fn extension_poll_answers_left(&self) -> usize {
+        self.shared.state().canned_polls.len()
+    }
+
     /// Whether the invocation has been handed to the runtime.
     pub fn dispatched(&self, request_id: &str) -> bool {
         let state = self.shared.state();
