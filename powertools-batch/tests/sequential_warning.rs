@@ -3,38 +3,14 @@
 //! writing a function from the docs: 20 stream records of 50 ms took a second, with
 //! `concurrency(10)`). In a test binary of its own: the warning is once per process.
 
-use std::sync::{Arc, Mutex};
-
 use aws_lambda_events::dynamodb::Event as DynamoDbEvent;
 use aws_lambda_events::sqs::SqsEvent;
 use powertools_batch::BatchProcessor;
 
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Buffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .expect("not poisoned")
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn concurrency_on_records_that_run_one_at_a_time_is_warned_about_once() {
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let warnings = powertools_tests::CapturedWarnings::default();
+    let _guard = tracing::subscriber::set_default(warnings.subscriber());
     let stream: DynamoDbEvent =
         serde_json::from_str(include_str!("events/dynamodb.json")).expect("a stream event");
     let fifo: SqsEvent =
@@ -60,7 +36,7 @@ async fn concurrency_on_records_that_run_one_at_a_time_is_warned_about_once() {
         .process_dynamodb(&stream, |_record| async { Ok::<(), String>(()) })
         .await
         .expect("processed");
-    let warnings = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let warnings = warnings.text();
     assert_eq!(
         warnings.matches("does not apply").count(),
         1,

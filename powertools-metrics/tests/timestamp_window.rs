@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use powertools_metrics::Unit;
@@ -16,36 +15,14 @@ use support::{metrics_of, valid_documents};
 
 const FOURTEEN_DAYS: Duration = Duration::from_secs(14 * 86_400);
 
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Buffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .expect("not poisoned")
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn epoch_ms(time: SystemTime) -> u64 {
     u64::try_from(time.duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
 }
 
 #[test]
 fn a_timestamp_that_left_cloudwatch_s_window_before_the_write_is_replaced_with_a_warning() {
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let warnings = powertools_tests::CapturedWarnings::default();
+    let _guard = tracing::subscriber::set_default(warnings.subscriber());
 
     // Given a timestamp 200 ms inside CloudWatch's 14 days, taken, and a metric
     let sink = CheckedSink::new();
@@ -77,7 +54,7 @@ fn a_timestamp_that_left_cloudwatch_s_window_before_the_write_is_replaced_with_a
             epoch_ms(before_write - FOURTEEN_DAYS)
         );
     }
-    let warnings = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let warnings = warnings.text();
     assert!(
         warnings.contains("more than 14 days in the past") && warnings.contains("set_timestamp"),
         "no warning: {warnings:?}"

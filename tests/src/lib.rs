@@ -12,6 +12,54 @@ pub mod startup;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+/// The warnings a test's own `tracing` subscriber wrote, kept as text: for tests that check what
+/// a call warned about.
+///
+/// ```
+/// let warnings = powertools_tests::CapturedWarnings::default();
+/// let _guard = tracing::subscriber::set_default(warnings.subscriber());
+/// tracing::warn!("the oven is cold");
+/// assert!(warnings.text().contains("the oven is cold"));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct CapturedWarnings(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedWarnings {
+    /// A subscriber that writes `WARN` and `ERROR` events here, as text lines.
+    pub fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + use<> {
+        let writer = self.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish()
+    }
+
+    /// What was written so far.
+    pub fn text(&self) -> String {
+        let bytes = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedWarnings {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// `tracing::subscriber::set_default(subscriber)`, for a test that reads the lines its own
 /// subscriber wrote while other tests of the binary run beside it, some without a subscriber.
 ///

@@ -362,18 +362,14 @@ async fn retrying_store() -> Option<(FaultProxy, String, Idempotency<DynamoDbSto
     let direct = dynamodb_client().await?;
     let proxy = FaultProxy::start().await?;
     let table = create_idempotency_table(&direct).await;
-    let client = proxy
-        .client_retrying(
-            aws_sdk_dynamodb::config::retry::RetryConfig::standard()
-                .with_max_attempts(50)
-                .with_initial_backoff(Duration::from_millis(20)),
-        )
-        .await;
-    let idempotency =
-        Idempotency::builder(DynamoDbStore::new(client, &table).expect("valid store"))
-            .store_timeout(STORE_TIMEOUT)
-            .build()
-            .expect("valid settings");
+    let idempotency = idempotency_retrying(
+        &proxy,
+        &table,
+        aws_sdk_dynamodb::config::retry::RetryConfig::standard()
+            .with_max_attempts(50)
+            .with_initial_backoff(Duration::from_millis(20)),
+    )
+    .await;
     Some((proxy, table, idempotency))
 }
 
@@ -685,20 +681,7 @@ async fn a_landed_claim_whose_retries_were_throttled_is_taken_back() {
         return;
     };
     let table = create_idempotency_table(&direct).await;
-    // Three attempts, 500 ms apart at first (no jitter): time to change the rule between them.
-    let client = proxy
-        .client_retrying(
-            aws_sdk_dynamodb::config::retry::RetryConfig::standard()
-                .with_max_attempts(3)
-                .with_initial_backoff(Duration::from_millis(500))
-                .with_use_static_exponential_base(true),
-        )
-        .await;
-    let idempotency =
-        Idempotency::builder(DynamoDbStore::new(client, &table).expect("valid store"))
-            .store_timeout(STORE_TIMEOUT)
-            .build()
-            .expect("valid settings");
+    let idempotency = idempotency_retrying(&proxy, &table, three_slow_attempts()).await;
     let runs = AtomicUsize::new(0);
     let charge = |charge: u8| {
         let (runs, idempotency) = (&runs, idempotency.clone());
@@ -759,19 +742,7 @@ async fn a_landed_claim_whose_retry_was_refused_is_taken_back() {
         return;
     };
     let table = create_idempotency_table(&direct).await;
-    let client = proxy
-        .client_retrying(
-            aws_sdk_dynamodb::config::retry::RetryConfig::standard()
-                .with_max_attempts(3)
-                .with_initial_backoff(Duration::from_millis(500))
-                .with_use_static_exponential_base(true),
-        )
-        .await;
-    let idempotency =
-        Idempotency::builder(DynamoDbStore::new(client, &table).expect("valid store"))
-            .store_timeout(STORE_TIMEOUT)
-            .build()
-            .expect("valid settings");
+    let idempotency = idempotency_retrying(&proxy, &table, three_slow_attempts()).await;
     let runs = AtomicUsize::new(0);
     let charge = |charge: u8| {
         let (runs, idempotency) = (&runs, idempotency.clone());
@@ -822,14 +793,12 @@ async fn a_claim_refused_on_its_only_attempt_is_not_taken_back() {
         return;
     };
     let table = create_idempotency_table(&direct).await;
-    let client = proxy
-        .client_retrying(aws_sdk_dynamodb::config::retry::RetryConfig::standard())
-        .await;
-    let idempotency =
-        Idempotency::builder(DynamoDbStore::new(client, &table).expect("valid store"))
-            .store_timeout(STORE_TIMEOUT)
-            .build()
-            .expect("valid settings");
+    let idempotency = idempotency_retrying(
+        &proxy,
+        &table,
+        aws_sdk_dynamodb::config::retry::RetryConfig::standard(),
+    )
+    .await;
     proxy.set(json!({
         "action": "error", "status": 400, "code": "AccessDeniedException",
         "target": "PutItem", "times": 1
@@ -851,6 +820,29 @@ async fn a_claim_refused_on_its_only_attempt_is_not_taken_back() {
         json!({"PutItem": 1}),
         "one attempt, and no take-back: {stats}"
     );
+}
+
+/// An `Idempotency` on `proxy`'s channel to `table` with the SDK's retries as `retry` says, and
+/// [`STORE_TIMEOUT`].
+async fn idempotency_retrying(
+    proxy: &FaultProxy,
+    table: &str,
+    retry: aws_sdk_dynamodb::config::retry::RetryConfig,
+) -> Idempotency<DynamoDbStore> {
+    let client = proxy.client_retrying(retry).await;
+    Idempotency::builder(DynamoDbStore::new(client, table).expect("valid store"))
+        .store_timeout(STORE_TIMEOUT)
+        .build()
+        .expect("valid settings")
+}
+
+/// Three attempts, 500 ms apart at first (no jitter): time for a test to change the proxy's
+/// rule between them.
+fn three_slow_attempts() -> aws_sdk_dynamodb::config::retry::RetryConfig {
+    aws_sdk_dynamodb::config::retry::RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(500))
+        .with_use_static_exponential_base(true)
 }
 
 /// An `Idempotency` on `proxy`'s channel to `table`, with `store_timeout`.
