@@ -270,30 +270,45 @@ fn lower_hex(bytes: &[u8]) -> bool {
         .fold(true, |all, byte| all & LOWER_HEX[usize::from(*byte)])
 }
 
-/// Whether a `Root` value reads as a trace id the way OpenTelemetry's X-Ray propagator reads
-/// it (and so powertools-tracing's reader): three `-`-separated parts, the last two one non-zero
-/// hexadecimal number of at most 128 bits.
+/// Whether a `Root` value reads as a trace id, as [`xray_trace_id`] reads it.
 fn reads_as_trace_id(root: &str) -> bool {
+    xray_trace_id(root).is_some()
+}
+
+/// An X-Ray trace id (a trace header's `Root`, `1-5759e988-bd862e3fe1be46a994272793`) as a
+/// 128-bit OpenTelemetry trace id, read as OpenTelemetry's X-Ray propagator reads it: three
+/// `-`-separated parts, the last two one hexadecimal number, not zero. powertools-tracing's span
+/// and [`Invocation::xray_root_trace_id`] (the log lines' `xray_trace_id`) both read it here, so
+/// that they never disagree.
+///
+/// ```
+/// use powertools_core::xray_trace_id;
+///
+/// assert_eq!(
+///     xray_trace_id("1-5759e988-bd862e3fe1be46a994272793"),
+///     Some(0x5759e988_bd862e3fe1be46a994272793)
+/// );
+/// assert_eq!(xray_trace_id("1-00000000-000000000000000000000000"), None);
+/// assert_eq!(xray_trace_id("garbage"), None);
+/// ```
+pub fn xray_trace_id(root: &str) -> Option<u128> {
     let mut parts = root.split_terminator('-');
     let (Some(_version), Some(epoch), Some(unique), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return false;
+        return None;
     };
-    // Read from a stack buffer: one without a `Root` in Lambda's form (a `Lineage` field, which
-    // Lambda adds at times) comes here on every invocation.
+    // Read from a stack buffer: this runs on every invocation.
     let mut buffer = [0_u8; 64];
     let length = epoch.len() + unique.len();
-    let joined = if length <= buffer.len() {
+    let id = if length <= buffer.len() {
         buffer[..epoch.len()].copy_from_slice(epoch.as_bytes());
         buffer[epoch.len()..length].copy_from_slice(unique.as_bytes());
-        std::str::from_utf8(&buffer[..length])
-            .ok()
-            .map(std::borrow::Cow::Borrowed)
+        u128::from_str_radix(std::str::from_utf8(&buffer[..length]).ok()?, 16)
     } else {
-        Some(std::borrow::Cow::Owned(format!("{epoch}{unique}")))
+        u128::from_str_radix(&format!("{epoch}{unique}"), 16)
     };
-    joined.is_some_and(|hex| u128::from_str_radix(&hex, 16).is_ok_and(|id| id != 0))
+    id.ok().filter(|id| *id != 0)
 }
 
 #[cfg(test)]

@@ -96,7 +96,7 @@ mod invocation;
 pub use cold_start::{ColdStart, is_cold_start};
 pub use config::{DEFAULT_SERVICE_NAME, InitializationType, PowertoolsConfig};
 pub use error::Error;
-pub use invocation::{Invocation, trusted_time_left};
+pub use invocation::{Invocation, trusted_time_left, xray_trace_id};
 
 /// Writes the `get_ref`, `get_mut` and `into_inner` methods of a middleware service that keeps
 /// the service it wraps in its `inner` field, as tower-http's services do. Used inside the

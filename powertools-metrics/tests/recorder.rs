@@ -252,6 +252,14 @@ async fn a_labelled_document_that_would_pass_256_kb_with_the_metadata_is_written
     assert!(documents[1].get("blob").is_none());
 }
 
+/// The values `name` has in `documents`, document by document.
+fn values_of(documents: &[Value], name: &str) -> Vec<Value> {
+    documents
+        .iter()
+        .filter_map(|document| document.get(name).cloned())
+        .collect()
+}
+
 /// What the warnings logged while `f` runs (on this thread) say.
 async fn warnings_of<F: std::future::Future<Output = ()>>(f: F) -> String {
     use std::sync::{Arc, Mutex};
@@ -407,12 +415,7 @@ async fn a_gauge_goes_on_from_its_level_after_a_document_is_written_at_the_limit
 
     // Then their later documents hold where they went (11 and 2), not the steps from zero
     let documents = valid_documents(&sink);
-    let values = |name: &str| {
-        documents
-            .iter()
-            .filter_map(|document| document.get(name).cloned())
-            .collect::<Vec<_>>()
-    };
+    let values = |name: &str| values_of(&documents, name);
     assert_eq!(values("InFlight"), vec![json!(10.0), json!(11.0)]);
     assert_eq!(values("Workers"), vec![json!(3.0), json!(2.0)]);
     // And counters still count per document (CloudWatch sums them)
@@ -452,12 +455,7 @@ async fn a_labelled_metric_keeps_its_kind_and_unit_after_a_document_is_written_a
 
     // Then the gauge's value is refused with a warning, and so is the size's under another unit
     let documents = valid_documents(&sink);
-    let values = |name: &str| {
-        documents
-            .iter()
-            .filter_map(|document| document.get(name).cloned())
-            .collect::<Vec<_>>()
-    };
+    let values = |name: &str| values_of(&documents, name);
     assert_eq!(values("OvenLatency"), vec![json!(7.0)], "{documents:#?}");
     assert!(logs.contains("OvenLatency"), "no warning: {logs}");
     let units: Vec<Value> = documents

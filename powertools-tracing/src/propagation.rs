@@ -201,25 +201,11 @@ fn hex(digits: &[u8]) -> Option<u64> {
     (invalid & 0xf0 == 0).then_some(value)
 }
 
-/// `1-<epoch>-<unique>` as one 128-bit id; the two parts are parsed as one hex number, as the
-/// propagator does, from a stack buffer.
+/// `1-<epoch>-<unique>` as one 128-bit id, as the propagator reads it: read by
+/// `powertools_core::xray_trace_id`, as the log lines' `xray_trace_id` is, so that the two
+/// never name different traces.
 fn xray_trace_id(root: &str) -> Option<TraceId> {
-    let mut parts = root.split_terminator('-');
-    let (Some(_version), Some(epoch), Some(unique), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return None;
-    };
-    let mut buffer = [0_u8; 64];
-    let length = epoch.len() + unique.len();
-    let id = if length <= buffer.len() {
-        buffer[..epoch.len()].copy_from_slice(epoch.as_bytes());
-        buffer[epoch.len()..length].copy_from_slice(unique.as_bytes());
-        TraceId::from_hex(std::str::from_utf8(&buffer[..length]).ok()?)
-    } else {
-        TraceId::from_hex(&format!("{epoch}{unique}"))
-    };
-    id.ok().filter(|id| *id != TraceId::INVALID)
+    powertools_core::xray_trace_id(root).map(TraceId::from)
 }
 
 #[cfg(test)]

@@ -101,12 +101,16 @@ impl KeptSpans {
 }
 
 fn stack(logs: &MemoryLogs, spans: &KeptSpans) -> Powertools {
+    stack_with(logs, spans, &[])
+}
+
+/// [`stack`], with more environment variables.
+fn stack_with(logs: &MemoryLogs, spans: &KeptSpans, env: &[(&str, &str)]) -> Powertools {
+    let env =
+        std::iter::once(("POWERTOOLS_METRICS_NAMESPACE", "Bakery")).chain(env.iter().copied());
     Powertools::builder()
         .service("orders")
-        .env(Env::from_pairs([(
-            "POWERTOOLS_METRICS_NAMESPACE",
-            "Bakery",
-        )]))
+        .env(Env::from_pairs(env))
         .logger(|logger| logger.writer(logs.clone()))
         .metrics(|metrics| metrics.sink(CheckedSink::new()))
         .tracer(|tracer| tracer.span_exporter(spans.clone()))
@@ -1353,17 +1357,7 @@ async fn at_log_level_warn_info_spans_still_reach_the_traces_and_carry_their_key
     use powertools::batch::{BatchProcessor, SqsRecord};
     use tracing::Instrument as _;
     let (logs, spans) = (MemoryLogs::new(), KeptSpans::default());
-    let powertools = Powertools::builder()
-        .service("orders")
-        .env(Env::from_pairs([
-            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
-            ("POWERTOOLS_LOG_LEVEL", "WARN"),
-        ]))
-        .logger(|logger| logger.writer(logs.clone()))
-        .metrics(|metrics| metrics.sink(CheckedSink::new()))
-        .tracer(|tracer| tracer.span_exporter(spans.clone()))
-        .build()
-        .expect("valid settings");
+    let powertools = stack_with(&logs, &spans, &[("POWERTOOLS_LOG_LEVEL", "WARN")]);
     let _guard = tracing::subscriber::set_default(powertools.subscriber());
     let service = ServiceBuilder::new()
         .layer(powertools.layer())

@@ -674,57 +674,28 @@ async fn a_late_claim_write_never_lands_on_a_release_sent_before_it() {
 /// is taken back, and a retry runs.
 #[tokio::test]
 async fn a_landed_claim_whose_retries_were_throttled_is_taken_back() {
-    let Some(direct) = dynamodb_client().await else {
+    let Some(landed) = landed_claim_whose_retries_are_answered(
+        "ProvisionedThroughputExceededException",
+        2,
+        "pay-throttled-retries",
+    )
+    .await
+    else {
         return;
     };
-    let Some(proxy) = FaultProxy::start().await else {
-        return;
-    };
-    let table = create_idempotency_table(&direct).await;
-    let idempotency = idempotency_retrying(&proxy, &table, three_slow_attempts()).await;
-    let runs = AtomicUsize::new(0);
-    let charge = |charge: u8| {
-        let (runs, idempotency) = (&runs, idempotency.clone());
-        let context = TestContext::new().with_remaining_time(INVOCATION).build();
-        async move {
-            idempotency
-                .run(
-                    &context,
-                    "charge",
-                    "pay-throttled-retries",
-                    |_| async move {
-                        runs.fetch_add(1, Ordering::SeqCst);
-                        Ok::<_, std::io::Error>(charge)
-                    },
-                )
-                .await
-        }
-    };
-    proxy.set(json!({"action": "cut", "target": "PutItem", "times": 1}));
-    let first = charge(1);
-    let throttle_the_retries = async {
-        requests_reached(&proxy, "PutItem", 1).await;
-        proxy.set(json!({
-            "action": "error", "status": 400, "code": "ProvisionedThroughputExceededException",
-            "target": "PutItem", "times": 2
-        }));
-    };
-    let (first, ()) = tokio::join!(first, throttle_the_retries);
-    let first = first.unwrap_err();
     assert!(
-        first
-            .to_string()
+        landed
+            .first_error
             .contains("ProvisionedThroughputExceededException"),
-        "{first}"
+        "{}",
+        landed.first_error
     );
     assert_eq!(
-        proxy.requests("PutItem"),
-        4,
+        landed.put_items_after_first, 4,
         "three attempts, and the take-back's fence"
     );
-    let retry = charge(2).await.map_err(|error| error.to_string());
-    assert_eq!(retry, Ok(2), "the retry ran");
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(landed.retry, Ok(2), "the retry ran");
+    assert_eq!(landed.runs, 1);
 }
 
 /// A claim whose first attempt landed with its answer lost (the proxy cuts it), and whose SDK
@@ -735,12 +706,48 @@ async fn a_landed_claim_whose_retries_were_throttled_is_taken_back() {
 /// whatever its last answer.
 #[tokio::test]
 async fn a_landed_claim_whose_retry_was_refused_is_taken_back() {
-    let Some(direct) = dynamodb_client().await else {
+    let Some(landed) =
+        landed_claim_whose_retries_are_answered("AccessDeniedException", 1, "pay-refused-retry")
+            .await
+    else {
         return;
     };
-    let Some(proxy) = FaultProxy::start().await else {
-        return;
-    };
+    assert!(
+        landed.first_error.contains("AccessDeniedException"),
+        "{}",
+        landed.first_error
+    );
+    assert_eq!(landed.runs_after_first, 0, "no handler ran");
+    assert_eq!(landed.retry, Ok(2), "the retry ran");
+    assert_eq!(landed.runs, 1);
+    assert_eq!(landed.replay, Ok(2), "a duplicate replays it");
+}
+
+/// What [`landed_claim_whose_retries_are_answered`] saw.
+struct Landed {
+    /// The first claim's error.
+    first_error: String,
+    /// The `PutItem`s the proxy saw by the end of the first claim (its take-back's included).
+    put_items_after_first: usize,
+    /// Handlers run by then.
+    runs_after_first: usize,
+    /// The next call's outcome, then a duplicate's after it.
+    retry: Result<u8, String>,
+    replay: Result<u8, String>,
+    /// Handlers run in all.
+    runs: usize,
+}
+
+/// A claim (of `payment`) whose first attempt lands with its answer cut by the proxy, and whose
+/// SDK retries (three attempts, 500 ms apart) are answered with DynamoDB's error `code`, `times`
+/// of them; then the next call, and a duplicate of it. `None` without the test servers.
+async fn landed_claim_whose_retries_are_answered(
+    code: &str,
+    times: usize,
+    payment: &str,
+) -> Option<Landed> {
+    let direct = dynamodb_client().await?;
+    let proxy = FaultProxy::start().await?;
     let table = create_idempotency_table(&direct).await;
     let idempotency = idempotency_retrying(&proxy, &table, three_slow_attempts()).await;
     let runs = AtomicUsize::new(0);
@@ -749,37 +756,35 @@ async fn a_landed_claim_whose_retry_was_refused_is_taken_back() {
         let context = TestContext::new().with_remaining_time(INVOCATION).build();
         async move {
             idempotency
-                .run(&context, "charge", "pay-refused-retry", |_| async move {
+                .run(&context, "charge", payment, |_| async move {
                     runs.fetch_add(1, Ordering::SeqCst);
                     Ok::<_, std::io::Error>(charge)
                 })
                 .await
+                .map_err(|error| error.to_string())
         }
     };
     proxy.set(json!({"action": "cut", "target": "PutItem", "times": 1}));
-    let first = charge(1);
-    let refuse_the_retry = async {
+    let answer_the_retries = async {
         requests_reached(&proxy, "PutItem", 1).await;
         proxy.set(json!({
-            "action": "error", "status": 400, "code": "AccessDeniedException",
-            "target": "PutItem", "times": 1
+            "action": "error", "status": 400, "code": code, "target": "PutItem", "times": times
         }));
     };
-    let (first, ()) = tokio::join!(first, refuse_the_retry);
-    let first = first.unwrap_err();
-    assert!(
-        first.to_string().contains("AccessDeniedException"),
-        "{first}"
-    );
-    assert_eq!(runs.load(Ordering::SeqCst), 0, "no handler ran");
-    let retry = charge(2).await.map_err(|error| error.to_string());
-    assert_eq!(retry, Ok(2), "the retry ran");
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
-    assert_eq!(
-        charge(3).await.map_err(|error| error.to_string()),
-        Ok(2),
-        "a duplicate replays it"
-    );
+    let (first, ()) = tokio::join!(charge(1), answer_the_retries);
+    let first_error = first.expect_err("the first claim fails");
+    let (put_items_after_first, runs_after_first) =
+        (proxy.requests("PutItem"), runs.load(Ordering::SeqCst));
+    let retry = charge(2).await;
+    let replay = charge(3).await;
+    Some(Landed {
+        first_error,
+        put_items_after_first,
+        runs_after_first,
+        retry,
+        replay,
+        runs: runs.load(Ordering::SeqCst),
+    })
 }
 
 /// The other side of the test above: a claim refused on its only attempt, with a code the SDK
