@@ -60,8 +60,12 @@ pub(crate) struct Exporter {
     timeout: Duration,
     /// Spans dropped since the process started: queue full, export failed, export suspended.
     dropped: AtomicU64,
-    /// The part of `dropped` already reported in a warning.
+    /// The part of `dropped` already reported in a warning: never more than `dropped`.
     reported: AtomicU64,
+    /// Held while `reported` moves, so that concurrent reporters each report other drops
+    /// (read and set apart, one could set it below another's value, or subtract a larger one
+    /// from its smaller `dropped`: an overflow found by CI under 20 concurrent invocations).
+    reporting: Mutex<()>,
     suspended: AtomicBool,
     /// Wakes the background exporter early when the queue fills.
     pub(crate) filling: tokio::sync::Notify,
@@ -179,6 +183,7 @@ impl Exporter {
             timeout,
             dropped: AtomicU64::new(0),
             reported: AtomicU64::new(0),
+            reporting: Mutex::new(()),
             suspended: AtomicBool::new(false),
             filling: tokio::sync::Notify::new(),
             sample: Mutex::new(Vec::new()),
@@ -387,8 +392,7 @@ impl Exporter {
         });
         let too_large = count(before - batch.len());
         if too_large > 0 {
-            self.dropped.fetch_add(too_large, Ordering::Relaxed);
-            self.reported.fetch_add(too_large, Ordering::Relaxed);
+            self.count_reported_drops(too_large);
             tracing::warn!(
                 target: "powertools_tracing",
                 dropped_spans = too_large,
@@ -449,10 +453,38 @@ impl Exporter {
         }
     }
 
+    /// The drops no warning has reported yet, now counted as reported: each drop goes to one
+    /// caller, however many ask at once.
+    fn take_unreported(&self) -> u64 {
+        // Every flush asks, and mostly nothing was dropped: no lock taken then.
+        if self.dropped() == self.reported.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let _reporting = self
+            .reporting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let dropped = self.dropped();
+        let reported = self.reported.swap(dropped, Ordering::Relaxed);
+        // Under the lock, `reported` only takes values `dropped` had: it cannot be larger.
+        dropped.saturating_sub(reported)
+    }
+
+    /// Counts `spans` as dropped and as reported, by a warning of the caller's own.
+    fn count_reported_drops(&self, spans: u64) {
+        let _reporting = self
+            .reporting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // `dropped` first: a reporter that reads it in between, without the lock, finds
+        // `reported` behind and waits for the lock.
+        self.dropped.fetch_add(spans, Ordering::Relaxed);
+        self.reported.fetch_add(spans, Ordering::Relaxed);
+    }
+
     /// Reports the drops no warning has reported yet, if any, with `cause`.
     fn warn_dropped(&self, cause: &dyn fmt::Display, message: &'static str) {
-        let dropped = self.dropped();
-        let unreported = dropped - self.reported.swap(dropped, Ordering::Relaxed);
+        let unreported = self.take_unreported();
         if unreported > 0 {
             tracing::warn!(
                 target: "powertools_tracing",
@@ -607,12 +639,11 @@ impl Exporter {
                 return;
             }
         }
-        let dropped = self.dropped();
-        let reported = self.reported.swap(dropped, Ordering::Relaxed);
-        if dropped > reported {
+        let unreported = self.take_unreported();
+        if unreported > 0 {
             tracing::warn!(
                 target: "powertools_tracing",
-                dropped_spans = dropped - reported,
+                dropped_spans = unreported,
                 max_queued_spans = self.capacity,
                 "spans were dropped: more ended between two flushes than the queue holds"
             );
@@ -654,8 +685,7 @@ impl Exporter {
             resume.0.probe_until_an_export_gets_through().await;
             let exporter = Arc::clone(&resume.0);
             drop(resume);
-            let dropped = exporter.dropped();
-            let during_outage = dropped - exporter.reported.swap(dropped, Ordering::Relaxed);
+            let during_outage = exporter.take_unreported();
             tracing::warn!(
                 target: "powertools_tracing",
                 dropped_spans = during_outage,
@@ -1412,6 +1442,36 @@ mod tests {
         let start = tokio::time::Instant::now();
         exporter.flush().await;
         start.elapsed()
+    }
+
+    /// Found by CI: 20 invocations flushing at once against a hung collector, two reporters
+    /// between reading `dropped` and setting `reported`; one subtracted the other's larger
+    /// value (an overflow, a panic in a debug build) or set `reported` back (drops reported
+    /// twice).
+    #[test]
+    fn concurrent_reporters_report_each_drop_exactly_once() {
+        let exporter = exporter(&Arc::new(Collector::default()), 16);
+        let reported = AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            for thread in 0..8_u64 {
+                let (exporter, reported) = (&exporter, &reported);
+                scope.spawn(move || {
+                    for i in 0..20_000_u64 {
+                        if (i + thread) % 7 == 0 {
+                            // Spans too large for a request: dropped with their own warning.
+                            exporter.count_reported_drops(2);
+                            reported.fetch_add(2, Ordering::SeqCst);
+                        } else {
+                            exporter.dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                        reported.fetch_add(exporter.take_unreported(), Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        reported.fetch_add(exporter.take_unreported(), Ordering::SeqCst);
+        assert!(exporter.dropped() > 160_000);
+        assert_eq!(reported.load(Ordering::SeqCst), exporter.dropped());
     }
 
     #[test]
