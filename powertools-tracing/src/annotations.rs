@@ -322,23 +322,29 @@ pub(crate) fn write(context: &Context) {
         list,
         layer_attributes,
     };
-    ENDING.with(|slot| *slot.borrow_mut() = Some((span_id, ending)));
+    // `try_with`: an invocation's future may be dropped as its thread exits, this thread-local
+    // gone (a panic in a thread-local's destructor aborts the process); the span then ends
+    // without its annotations.
+    let _ = ENDING.try_with(|slot| *slot.borrow_mut() = Some((span_id, ending)));
 }
 
 /// The annotations [`write`] left for the span `span_id`, which is ending on this thread.
 pub(crate) fn take_ending(span_id: SpanId) -> Option<Ending> {
-    ENDING.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        match &*slot {
-            Some((id, _)) if *id == span_id => slot.take().map(|(_, ending)| ending),
-            _ => None,
-        }
-    })
+    ENDING
+        .try_with(|slot| {
+            let mut slot = slot.borrow_mut();
+            match &*slot {
+                Some((id, _)) if *id == span_id => slot.take().map(|(_, ending)| ending),
+                _ => None,
+            }
+        })
+        .ok()
+        .flatten()
 }
 
 /// Forgets what [`write`] left, once the span has ended (an unsampled span reaches no queue).
 pub(crate) fn forget_ending() {
-    ENDING.with(|slot| slot.borrow_mut().take());
+    let _ = ENDING.try_with(|slot| slot.borrow_mut().take());
 }
 
 #[cfg(test)]

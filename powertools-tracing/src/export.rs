@@ -254,7 +254,9 @@ impl Exporter {
             return;
         }
         queue.push(span);
-        let full_batch = queue.len() == BACKGROUND_BATCH;
+        // A queue smaller than a batch is a batch when full (a review: it never reached 512, and
+        // spans over its size were dropped every interval).
+        let full_batch = queue.len() == self.capacity.min(BACKGROUND_BATCH);
         drop(queue);
         if full_batch {
             self.filling.notify_one();
@@ -280,9 +282,8 @@ impl Exporter {
     /// its timers, where Tokio panicked (found by an attack from the docs and its review).
     fn drop_queued_without_timers(&self) {
         let queued = std::mem::take(&mut *self.queue());
-        self.dropped
-            .fetch_add(count(queued.len()), Ordering::Relaxed);
         self.warn_dropped(
+            count(queued.len()),
             &"no Tokio runtime with timers here",
             "spans cannot be exported outside a Tokio runtime with its time and IO drivers \
              (lambda_runtime's, or #[tokio::main]): they were dropped",
@@ -340,11 +341,15 @@ impl Exporter {
                     .try_export(batch, bytes, self.timeout.min(left()))
                     .await
                 {
-                    self.dropped.fetch_add(spans, Ordering::Relaxed);
-                    self.warn_dropped(&cause, "spans could not be exported at the final flush");
+                    self.warn_dropped(
+                        spans,
+                        &cause,
+                        "spans could not be exported at the final flush",
+                    );
                 }
             }
             self.warn_dropped(
+                0,
                 &"export suspended",
                 "spans were dropped while the collector did not take them",
             );
@@ -354,9 +359,8 @@ impl Exporter {
             left_behind.append(&mut self.queue());
             // With those of exports still under way (a background export, the probe's).
             let in_flight = self.spans_in_flight.load(Ordering::SeqCst);
-            self.dropped
-                .fetch_add(count(left_behind.len()) + in_flight, Ordering::Relaxed);
             self.warn_dropped(
+                count(left_behind.len()) + in_flight,
                 &format_args!("no time left within the {} ms before exit", millis(limit)),
                 "spans were still queued when the process exited",
             );
@@ -365,8 +369,8 @@ impl Exporter {
             // `run_concurrent` they went without a word).
             let running = self.running.load(Ordering::Relaxed);
             if running > 0 {
-                self.dropped.fetch_add(running, Ordering::Relaxed);
                 self.warn_dropped(
+                    running,
                     &format_args!("{running} invocations were still running"),
                     "the spans of invocations still running when the process exited were dropped \
                      (counted by their invocation spans; the spans they started are lost with \
@@ -453,18 +457,21 @@ impl Exporter {
         }
     }
 
-    /// The drops no warning has reported yet, now counted as reported: each drop goes to one
-    /// caller, however many ask at once.
-    fn take_unreported(&self) -> u64 {
+    /// Counts `spans` as dropped, and returns them with every drop no warning has reported
+    /// yet, now counted as reported: each drop goes to one caller, however many ask at once.
+    /// Counted and taken in one hold of the lock, so that a concurrent flush cannot report a
+    /// failed export's spans in between, under its own message (a review found a successful
+    /// flush's "queue full" warning taking them, and the failure's cause never said).
+    fn count_and_take_unreported(&self, spans: u64) -> u64 {
         // Every flush asks, and mostly nothing was dropped: no lock taken then.
-        if self.dropped() == self.reported.load(Ordering::Relaxed) {
+        if spans == 0 && self.dropped() == self.reported.load(Ordering::Relaxed) {
             return 0;
         }
         let _reporting = self
             .reporting
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let dropped = self.dropped();
+        let dropped = self.dropped.fetch_add(spans, Ordering::Relaxed) + spans;
         let reported = self.reported.swap(dropped, Ordering::Relaxed);
         // Under the lock, `reported` only takes values `dropped` had: it cannot be larger.
         dropped.saturating_sub(reported)
@@ -482,9 +489,10 @@ impl Exporter {
         self.reported.fetch_add(spans, Ordering::Relaxed);
     }
 
-    /// Reports the drops no warning has reported yet, if any, with `cause`.
-    fn warn_dropped(&self, cause: &dyn fmt::Display, message: &'static str) {
-        let unreported = self.take_unreported();
+    /// Counts `spans` as dropped and reports them with the drops no warning has reported yet,
+    /// if any, with `cause`.
+    fn warn_dropped(&self, spans: u64, cause: &dyn fmt::Display, message: &'static str) {
+        let unreported = self.count_and_take_unreported(spans);
         if unreported > 0 {
             tracing::warn!(
                 target: "powertools_tracing",
@@ -631,15 +639,14 @@ impl Exporter {
                 )),
             };
             if let Some((cause, message)) = failure {
-                self.dropped.fetch_add(spans, Ordering::Relaxed);
                 self.suspend();
-                // Every drop not reported yet: this batch's, a full queue's before it, a
-                // concurrent flush's.
-                self.warn_dropped(&cause, message);
+                // With every drop not reported yet: a full queue's before it, a concurrent
+                // flush's.
+                self.warn_dropped(spans, &cause, message);
                 return;
             }
         }
-        let unreported = self.take_unreported();
+        let unreported = self.count_and_take_unreported(0);
         if unreported > 0 {
             tracing::warn!(
                 target: "powertools_tracing",
@@ -685,7 +692,7 @@ impl Exporter {
             resume.0.probe_until_an_export_gets_through().await;
             let exporter = Arc::clone(&resume.0);
             drop(resume);
-            let during_outage = exporter.take_unreported();
+            let during_outage = exporter.count_and_take_unreported(0);
             tracing::warn!(
                 target: "powertools_tracing",
                 dropped_spans = during_outage,
@@ -707,9 +714,8 @@ impl Exporter {
             match self.try_export(batch, bytes, self.timeout).await {
                 Ok(()) => break,
                 Err(cause) => {
-                    self.dropped.fetch_add(spans, Ordering::Relaxed);
                     // Once per probe, with growing pauses: what the outage dropped so far.
-                    self.warn_dropped(&cause, "the collector still does not take spans");
+                    self.warn_dropped(spans, &cause, "the collector still does not take spans");
                 }
             }
             delay = (delay * 2).min(MAX_PROBE_DELAY);
@@ -1464,14 +1470,66 @@ mod tests {
                         } else {
                             exporter.dropped.fetch_add(1, Ordering::Relaxed);
                         }
-                        reported.fetch_add(exporter.take_unreported(), Ordering::SeqCst);
+                        let unreported = exporter.count_and_take_unreported(0);
+                        reported.fetch_add(unreported, Ordering::SeqCst);
                     }
                 });
             }
         });
-        reported.fetch_add(exporter.take_unreported(), Ordering::SeqCst);
+        reported.fetch_add(exporter.count_and_take_unreported(0), Ordering::SeqCst);
         assert!(exporter.dropped() > 160_000);
         assert_eq!(reported.load(Ordering::SeqCst), exporter.dropped());
+    }
+
+    /// A review: a failed export counted its spans, then reported them; a successful flush in
+    /// between took them for its "queue full" warning, and the failure's cause went unsaid.
+    #[test]
+    fn a_failure_reports_its_own_drops_whatever_other_flushes_report_meanwhile() {
+        let exporter = exporter(&Arc::new(Collector::default()), 16);
+        let stolen = AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                let exporter = &exporter;
+                scope.spawn(move || {
+                    for _ in 0..20_000 {
+                        assert!(exporter.count_and_take_unreported(3) >= 3);
+                    }
+                });
+            }
+            for _ in 0..4 {
+                let (exporter, stolen) = (&exporter, &stolen);
+                scope.spawn(move || {
+                    for _ in 0..20_000 {
+                        let unreported = exporter.count_and_take_unreported(0);
+                        stolen.fetch_add(unreported, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(exporter.dropped(), 4 * 20_000 * 3);
+        assert_eq!(stolen.load(Ordering::SeqCst), 0, "no queue was full");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_smaller_than_a_batch_wakes_the_background_export() {
+        for capacity in [8, BACKGROUND_BATCH, 4 * BACKGROUND_BATCH] {
+            let exporter = exporter(&Arc::new(Collector::default()), capacity);
+            let processor = QueueProcessor(Arc::clone(&exporter));
+            let batch = capacity.min(BACKGROUND_BATCH);
+            for _ in 0..batch - 1 {
+                processor.on_end(span());
+            }
+            let woken =
+                tokio::time::timeout(Duration::from_millis(50), exporter.filling.notified());
+            assert!(woken.await.is_err(), "woken before a batch was queued");
+            processor.on_end(span());
+            let woken =
+                tokio::time::timeout(Duration::from_millis(50), exporter.filling.notified());
+            assert!(
+                woken.await.is_ok(),
+                "not woken with {batch} spans queued of {capacity}"
+            );
+        }
     }
 
     #[test]

@@ -402,7 +402,8 @@ impl TracerBuilder {
     }
 
     /// How often spans are exported in the background with concurrent invocations (default 1 s;
-    /// a full batch of 512 goes at once).
+    /// a full batch of 512, or a full queue when [`max_queued_spans`](Self::max_queued_spans)
+    /// is smaller, goes at once).
     pub fn export_interval(mut self, interval: Duration) -> Self {
         self.export_interval = Some(interval);
         self
