@@ -456,9 +456,9 @@ impl<St: IdempotencyStore> Engine<St> {
         // The call's own answers (a client retrying throttled calls gets answers, just no
         // success), scoped to it: only a call that did not answer at once pays for the scope.
         let answers = CallAnswers::default();
-        match tokio::time::timeout_at(limit_at, CALL_ANSWERS.scope(answers.clone(), call)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(StoreError::Backend(Box::new(StoreTimedOut {
+        match until(limit_at, CALL_ANSWERS.scope(answers.clone(), call)).await {
+            Some(outcome) => outcome,
+            None => Err(StoreError::Backend(Box::new(StoreTimedOut {
                 after: limit,
                 left_before_deadline,
                 margin: margin_for(kind),
@@ -551,12 +551,12 @@ impl<St: IdempotencyStore> Engine<St> {
                     // Bounded apart: a store that hung on the write likely hangs on this too,
                     // and the caller has waited for the write already.
                     if outcome_unknown(&error) {
-                        let taken_back = tokio::time::timeout(
-                            TAKE_BACK_TIMEOUT,
+                        let taken_back = until(
+                            tokio::time::Instant::now() + TAKE_BACK_TIMEOUT,
                             Box::pin(self.take_back(&record, now, deadline)),
                         )
                         .await;
-                        if !matches!(taken_back, Ok(Ok(()))) {
+                        if !matches!(taken_back, Some(Ok(()))) {
                             tracing::warn!(
                                 key = %record.key,
                                 "The in-progress record may be stored though its write went \
@@ -1073,20 +1073,13 @@ impl<F: Future> Future for StopAt<F> {
                 return Poll::Pending;
             }
             match this.timer.as_mut().as_pin_mut() {
-                None => {
-                    if tokio::runtime::Handle::try_current().is_err() {
+                None => match timer_after(left) {
+                    Some(timer) => this.timer.set(Some(timer)),
+                    None => {
                         *this.deadline = None;
                         return Poll::Pending;
                     }
-                    // Tokio panics making a timer in a runtime built without them.
-                    match powertools_core::failure::catch_quiet_panic(|| tokio::time::sleep(left)) {
-                        Ok(timer) => this.timer.set(Some(timer)),
-                        Err(_) => {
-                            *this.deadline = None;
-                            return Poll::Pending;
-                        }
-                    }
-                }
+                },
                 Some(timer) => match timer.poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(()) if left.is_zero() => return Poll::Ready(None),
@@ -1120,6 +1113,29 @@ impl<F: Future> Future for StopAt<F> {
                 },
             }
         }
+    }
+}
+
+/// A Tokio timer of `wait`, or `None` where Tokio can make none: outside a Tokio runtime, or in
+/// one built without timers (the executor of a user's test), where making one panics.
+fn timer_after(wait: Duration) -> Option<tokio::time::Sleep> {
+    // Checked first: outside a runtime, no panic at all (a caught panic aborts the process
+    // under `panic = "abort"`).
+    tokio::runtime::Handle::try_current().ok()?;
+    powertools_core::failure::catch_quiet_panic(|| tokio::time::sleep(wait)).ok()
+}
+
+/// `future`'s output, or `None` once `at` passed first, as `tokio::time::timeout_at`; where
+/// Tokio can make no timer ([`timer_after`]), `future` runs unbounded instead of panicking (a
+/// review found a store that waits, or a claim taken back, panicking under another executor).
+async fn until<F: Future>(at: tokio::time::Instant, future: F) -> Option<F::Output> {
+    let Some(timer) = timer_after(at.saturating_duration_since(tokio::time::Instant::now())) else {
+        return Some(future.await);
+    };
+    let (future, timer) = (std::pin::pin!(future), std::pin::pin!(timer));
+    match futures_util::future::select(future, timer).await {
+        futures_util::future::Either::Left((output, _)) => Some(output),
+        futures_util::future::Either::Right(_) => None,
     }
 }
 

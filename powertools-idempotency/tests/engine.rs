@@ -15,17 +15,38 @@ use powertools_idempotency::{
 };
 use serde_json::{Value, json};
 
-/// Counts every storage primitive called, and can fail deletes.
+/// Counts every storage primitive called, and can fail deletes, fail a claim's write after it
+/// landed, and make every call wait once (answering on the next poll) as a network call does.
 #[derive(Debug, Clone, Default)]
 struct CountingStore {
     inner: InMemoryStore,
     calls: Arc<AtomicUsize>,
     fail_deletes: bool,
+    fail_claims_after_landing: bool,
+    waits: bool,
+}
+
+impl CountingStore {
+    /// Counts the call; waits once if the store waits.
+    async fn call(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.waits {
+            let mut waited = false;
+            std::future::poll_fn(|cx| {
+                if std::mem::replace(&mut waited, true) {
+                    return std::task::Poll::Ready(());
+                }
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            })
+            .await;
+        }
+    }
 }
 
 impl IdempotencyStore for CountingStore {
     async fn get(&self, key: &str) -> Result<Option<DataRecord>, StoreError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.call().await;
         self.inner.get(key).await
     }
 
@@ -34,17 +55,21 @@ impl IdempotencyStore for CountingStore {
         record: &DataRecord,
         now: SystemTime,
     ) -> Result<PutOutcome, StoreError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.put_in_progress(record, now).await
+        self.call().await;
+        let outcome = self.inner.put_in_progress(record, now).await;
+        if self.fail_claims_after_landing {
+            return Err(StoreError::Backend("connection reset".into()));
+        }
+        outcome
     }
 
     async fn update(&self, record: &DataRecord) -> Result<(), StoreError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.call().await;
         self.inner.update(record).await
     }
 
     async fn delete(&self, record: &DataRecord) -> Result<(), StoreError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.call().await;
         if self.fail_deletes {
             return Err(StoreError::Backend("throttled".into()));
         }
@@ -56,7 +81,7 @@ impl IdempotencyStore for CountingStore {
         claim: &DataRecord,
         fence: &DataRecord,
     ) -> Result<(), StoreError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.call().await;
         if self.fail_deletes {
             return Err(StoreError::Backend("throttled".into()));
         }
@@ -68,7 +93,7 @@ impl IdempotencyStore for CountingStore {
         record: &DataRecord,
         fence: &DataRecord,
     ) -> Result<PutOutcome, StoreError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.call().await;
         self.inner.put_over_fence(record, fence).await
     }
 }
@@ -559,6 +584,83 @@ fn a_handler_that_answers_at_once_needs_no_tokio_runtime() {
         1,
         "the second call is a replay"
     );
+}
+
+/// A store that waits (as every network call does), and a claim whose write failed after it
+/// landed (taken back), outside a Tokio runtime and in one without timers (a user's test under
+/// another executor): the store calls run, unbounded there, where making their timeout
+/// panicked (found by a review).
+#[test]
+fn a_store_that_waits_or_fails_needs_no_tokio_timers() {
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut future = std::pin::pin!(future);
+        loop {
+            if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+                return output;
+            }
+        }
+    }
+    let without_timers = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime without timers");
+    /// Runs a test's future to its end on an executor.
+    type Executor<'e> = &'e dyn Fn(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>);
+    let executors: [Executor<'_>; 2] = [&|future| block_on(future), &|future| {
+        without_timers.block_on(future)
+    }];
+    for run in executors {
+        let store = CountingStore {
+            waits: true,
+            ..CountingStore::default()
+        };
+        let idempotency = Idempotency::builder(store.clone())
+            .env(no_env())
+            .build()
+            .unwrap();
+        let context = TestContext::new().build();
+        run(Box::pin(async {
+            for answer in [7_u32, 8] {
+                let stored = idempotency
+                    .run(&context, "charge", "order-1", |_| async move {
+                        Ok::<_, std::io::Error>(answer)
+                    })
+                    .await;
+                assert_eq!(stored.expect("no panic"), 7, "run, then a replay");
+            }
+        }));
+        assert!(store.calls.load(Ordering::SeqCst) >= 2);
+        let failing = CountingStore {
+            fail_claims_after_landing: true,
+            ..CountingStore::default()
+        };
+        let idempotency = Idempotency::builder(failing.clone())
+            .env(no_env())
+            .build()
+            .unwrap();
+        run(Box::pin(async {
+            let refused = idempotency
+                .run(&context, "charge", "order-2", |_| async {
+                    Ok::<_, std::io::Error>(1_u32)
+                })
+                .await;
+            assert!(refused.is_err(), "the claim's write failed");
+        }));
+        // Taken back: a retry runs the handler (not `AlreadyInProgress`).
+        let working = CountingStore {
+            inner: failing.inner.clone(),
+            ..CountingStore::default()
+        };
+        let idempotency = Idempotency::builder(working).env(no_env()).build().unwrap();
+        run(Box::pin(async {
+            let retried = idempotency
+                .run(&context, "charge", "order-2", |_| async {
+                    Ok::<_, std::io::Error>(2_u32)
+                })
+                .await;
+            assert_eq!(retried.expect("the claim was taken back"), 2);
+        }));
+    }
 }
 
 /// In a Tokio runtime built without timers (a user's test), a handler that waits runs and is
