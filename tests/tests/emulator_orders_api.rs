@@ -458,6 +458,37 @@ async fn the_orders_table_s_faults_fail_the_invocation_naming_the_call_and_its_c
             .contains("the provider answered a repeated charge"),
         "the charge ran once"
     );
+
+    // A saved order the function cannot read (no `location`, written by hand or by an older
+    // version) is a read failure, found before the charge: `OrderNotRead` (it was
+    // `OrderNotSaved`, which says a save failed: found by an attack).
+    client
+        .put_item()
+        .table_name(&orders_table)
+        .item("order_id", AttributeValue::S("ord-unreadable".into()))
+        .item("customer_id", AttributeValue::S("cust-5".into()))
+        .item("total_cents", AttributeValue::N("180".into()))
+        .item(
+            "items",
+            AttributeValue::S(r#"[{"sku":"baguette","quantity":1,"unit_price_cents":180}]"#.into()),
+        )
+        .send()
+        .await
+        .expect("put an unreadable order");
+    let mut unreadable = sample("first-order.json");
+    unreadable["headers"]["idempotency-key"] = json!("k-unreadable");
+    unreadable["body"] = json!(
+        json!({"order_id": "ord-unreadable", "customer_id": "cust-5", "location": "camden",
+               "items": [{"sku": "baguette", "quantity": 1, "unit_price_cents": 180}]})
+        .to_string()
+    );
+    let (error_type, message) = failed(&function.invoke(&unreadable));
+    assert_eq!(error_type, "OrderNotRead", "{message}");
+    assert!(
+        message.contains("ord-unreadable") && message.contains("`location`"),
+        "{message}"
+    );
+    assert!(!function.output().contains("ch_0002"), "nothing charged");
 }
 
 /// The same order under two keys at once (a client that mints a key per attempt, two tabs):

@@ -722,6 +722,41 @@ mod tests {
         assert!(matches!(&placed, Ok((201, _))), "{placed:?}");
     }
 
+    /// Two tabs, two keys, one order: the tab that arrives while the first one's charge runs
+    /// gets 409 `OrderInProgress` (the README promised it the 201: found by an attack), and its
+    /// retry the first one's 201 and payment reference; one charge, one order.
+    #[tokio::test]
+    async fn a_second_tab_during_the_charge_gets_order_in_progress_then_the_same_201() {
+        let fx = fixture();
+        fx.payments.slow_down(std::time::Duration::from_millis(300));
+        let body = order_body(
+            "ord-tabs",
+            "cust-1",
+            json!([{"sku": "loaf", "quantity": 2, "unit_price_cents": 450}]),
+        );
+        let first = send(&fx.function, request(Some("k-tab-1"), Some(&body)), "req-1");
+        let second = async {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            send(&fx.function, request(Some("k-tab-2"), Some(&body)), "req-2").await
+        };
+        let (first, second) = tokio::join!(first, second);
+        let Ok((201, first)) = first else {
+            panic!("{first:?}")
+        };
+        assert!(
+            matches!(&second, Ok((409, busy)) if busy["error"] == "OrderInProgress"),
+            "{second:?}"
+        );
+        let retry = send(&fx.function, request(Some("k-tab-2"), Some(&body)), "req-3").await;
+        let Ok((201, retry)) = retry else {
+            panic!("{retry:?}")
+        };
+        assert_eq!(retry["payment"], first["payment"]);
+        assert!(first["payment"].is_string() || first["payment"].is_object());
+        assert_eq!(fx.payments.charges().len(), 1, "one charge");
+        assert_eq!(fx.saved.lock().unwrap().len(), 1, "one order");
+    }
+
     #[tokio::test]
     async fn an_order_id_is_charged_once_whatever_the_idempotency_key() {
         let fx = fixture();

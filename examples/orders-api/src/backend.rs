@@ -92,7 +92,8 @@ impl OrdersTable {
                     .map_err(|error| SaveError::Read(failed_call("GetItem", table, &error)))?;
                 output
                     .item()
-                    .map(|item| saved_order(order_id, item))
+                    // An item the function cannot read is a failed read, before any charge.
+                    .map(|item| saved_order(order_id, item).map_err(SaveError::Read))
                     .transpose()
             }
             OrdersTable::InMemory(orders) => Ok(orders
@@ -172,7 +173,7 @@ impl OrdersTable {
                         order_id: order.order_id.clone(),
                     });
                 };
-                let saved = saved_order(&order.order_id, item)?;
+                let saved = saved_order(&order.order_id, item).map_err(SaveError::Store)?;
                 if saved.order != *order || saved.total_cents != total_cents {
                     return Err(SaveError::Conflict {
                         order_id: order.order_id.clone(),
@@ -270,29 +271,24 @@ where
     format!("DynamoDB {operation} on table {table} failed: {cause}")
 }
 
-/// The order of a table item, as [`OrdersTable::save`] writes it.
+/// The order of a table item, as [`OrdersTable::save`] writes it, or what the item lacks.
 fn saved_order(
     order_id: &str,
     item: &std::collections::HashMap<String, AttributeValue>,
-) -> Result<SavedOrder, SaveError> {
+) -> Result<SavedOrder, String> {
     let text = |name: &str| match item.get(name) {
         Some(AttributeValue::S(text)) => Ok(text.clone()),
-        _ => Err(SaveError::Store(format!(
+        _ => Err(format!(
             "the saved order {order_id} has no text attribute `{name}`"
-        ))),
+        )),
     };
     let total_cents = match item.get("total_cents") {
         Some(AttributeValue::N(number)) => number.parse().ok(),
         _ => None,
     }
-    .ok_or_else(|| {
-        SaveError::Store(format!(
-            "the saved order {order_id} has no total_cents number"
-        ))
-    })?;
-    let items = serde_json::from_str(&text("items")?).map_err(|error| {
-        SaveError::Store(format!("the saved order {order_id}'s items: {error}"))
-    })?;
+    .ok_or_else(|| format!("the saved order {order_id} has no total_cents number"))?;
+    let items = serde_json::from_str(&text("items")?)
+        .map_err(|error| format!("the saved order {order_id}'s items: {error}"))?;
     Ok(SavedOrder {
         order: Order {
             order_id: order_id.to_owned(),
