@@ -1038,8 +1038,10 @@ pin_project_lite::pin_project! {
         #[pin]
         future: F,
         deadline: Option<SystemTime>,
+        // Polled outside the cooperative budget, as `tokio::time::timeout` polls its timer: a
+        // handler that uses the budget up on every poll is still stopped.
         #[pin]
-        timer: Option<tokio::time::Sleep>,
+        timer: Option<tokio::task::Unconstrained<tokio::time::Sleep>>,
         // The waker the wall-clock thread wakes at the deadline: the latest poll's.
         wall_clock_waker: Option<Arc<Mutex<std::task::Waker>>>,
     }
@@ -1074,7 +1076,7 @@ impl<F: Future> Future for StopAt<F> {
             }
             match this.timer.as_mut().as_pin_mut() {
                 None => match timer_after(left) {
-                    Some(timer) => this.timer.set(Some(timer)),
+                    Some(timer) => this.timer.set(Some(tokio::task::unconstrained(timer))),
                     None => {
                         *this.deadline = None;
                         return Poll::Pending;
@@ -1129,14 +1131,13 @@ fn timer_after(wait: Duration) -> Option<tokio::time::Sleep> {
 /// Tokio can make no timer ([`timer_after`]), `future` runs unbounded instead of panicking (a
 /// review found a store that waits, or a claim taken back, panicking under another executor).
 async fn until<F: Future>(at: tokio::time::Instant, future: F) -> Option<F::Output> {
-    let Some(timer) = timer_after(at.saturating_duration_since(tokio::time::Instant::now())) else {
+    if timer_after(Duration::ZERO).is_none() {
         return Some(future.await);
-    };
-    let (future, timer) = (std::pin::pin!(future), std::pin::pin!(timer));
-    match futures_util::future::select(future, timer).await {
-        futures_util::future::Either::Left((output, _)) => Some(output),
-        futures_util::future::Either::Right(_) => None,
     }
+    // Tokio's own: it polls its timer outside the cooperative budget, so a call that uses the
+    // budget up on every poll (a client that keeps finding work ready) still times out (a
+    // review: a timer polled after it, within the budget, never fired).
+    tokio::time::timeout_at(at, future).await.ok()
 }
 
 fn warn_not_stored(key: &str, reason: &str) {

@@ -273,7 +273,9 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
     /// error before Lambda stops it, however many store calls it makes (the records of a
     /// batch); a deadline that can't be trusted (missing, more than a second past, more than 90
     /// minutes ahead) bounds nothing. Applies to any store, including a
-    /// [`DynamoDbStore`](crate::DynamoDbStore) on a client you configured yourself.
+    /// [`DynamoDbStore`](crate::DynamoDbStore) on a client you configured yourself; not outside
+    /// a Tokio runtime or in one built without timers, where calls run unbounded rather than
+    /// panic.
     /// [`build`](Self::build) refuses less than a millisecond.
     pub fn store_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.settings.store_timeout = timeout;

@@ -105,7 +105,8 @@
 //! before Lambda stops it, however many store calls the invocation makes (the records of a
 //! batch). A deadline that can't be trusted (missing, more than a second past, or more than
 //! 90 minutes ahead: `Context::default()`, an emulator) bounds nothing: the store timeout
-//! alone does.
+//! alone does. Without a Tokio runtime, or in one built without timers (a test under another
+//! executor), nothing bounds a call: it runs unbounded there rather than panic.
 //! Store errors name the DynamoDB operation, the table and the service's error code and message
 //! ([`DynamoDbError`]); a call that gets no answer within the bound names the operation, the
 //! table and the endpoint too ([`IdempotencyStore::describe_call`]).

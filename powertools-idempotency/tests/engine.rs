@@ -663,6 +663,88 @@ fn a_store_that_waits_or_fails_needs_no_tokio_timers() {
     }
 }
 
+/// A store client, or a handler, that keeps finding work ready uses up Tokio's cooperative
+/// budget on every poll: the store timeout and the stop at the deadline still come (a review: a
+/// timer polled after such a future, within the budget, never fired).
+#[tokio::test]
+async fn a_store_call_or_a_handler_that_uses_up_tokio_s_budget_is_still_bounded() {
+    #[derive(Debug, Clone, Default)]
+    struct Spinning(CountingStore);
+    impl IdempotencyStore for Spinning {
+        async fn get(&self, key: &str) -> Result<Option<DataRecord>, StoreError> {
+            self.0.get(key).await
+        }
+        async fn put_in_progress(
+            &self,
+            _record: &DataRecord,
+            _now: SystemTime,
+        ) -> Result<PutOutcome, StoreError> {
+            loop {
+                tokio::task::consume_budget().await;
+            }
+        }
+        async fn update(&self, record: &DataRecord) -> Result<(), StoreError> {
+            self.0.update(record).await
+        }
+        async fn delete(&self, record: &DataRecord) -> Result<(), StoreError> {
+            self.0.delete(record).await
+        }
+        async fn replace_with_fence(
+            &self,
+            claim: &DataRecord,
+            fence: &DataRecord,
+        ) -> Result<(), StoreError> {
+            self.0.replace_with_fence(claim, fence).await
+        }
+        async fn put_over_fence(
+            &self,
+            record: &DataRecord,
+            fence: &DataRecord,
+        ) -> Result<PutOutcome, StoreError> {
+            self.0.put_over_fence(record, fence).await
+        }
+    }
+    let idempotency = Idempotency::builder(Spinning::default())
+        .env(no_env())
+        .store_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let claim = tokio::time::timeout(
+        Duration::from_secs(10),
+        idempotency.run(
+            &TestContext::new().build(),
+            "charge",
+            "order-1",
+            |_| async { Ok::<_, std::io::Error>(1_u32) },
+        ),
+    )
+    .await;
+    let error = claim
+        .expect("the store timeout came")
+        .expect_err("timed out");
+    assert!(matches!(error, Error::Persistence { .. }), "{error:?}");
+
+    let idempotency = Idempotency::builder(CountingStore::default())
+        .env(no_env())
+        .build()
+        .unwrap();
+    let context = TestContext::new()
+        .with_remaining_time(Duration::from_millis(1500))
+        .build();
+    let run = tokio::time::timeout(
+        Duration::from_secs(10),
+        idempotency.run(&context, "charge", "order-2", |_| async {
+            loop {
+                tokio::task::consume_budget().await;
+            }
+            #[allow(unreachable_code)]
+            Ok::<_, std::io::Error>(1_u32)
+        }),
+    )
+    .await;
+    assert!(run.expect("stopped at its deadline").is_err());
+}
+
 /// In a Tokio runtime built without timers (a user's test), a handler that waits runs and is
 /// remembered as before: making the stop's timer panicked out of `run` and left the claim in
 /// progress (found by a review). Nothing is stopped there.

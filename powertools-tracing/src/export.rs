@@ -33,8 +33,8 @@ use powertools_core::error_chain;
 
 /// How many ended spans may wait for a flush before new ones are dropped (counted).
 pub const DEFAULT_MAX_QUEUED_SPANS: usize = 2048;
-/// In the background mode (concurrent invocations), a queue this long is exported without
-/// waiting for the next interval.
+/// In the background mode (concurrent invocations), a queue this long (or half full, when that
+/// is shorter) is exported without waiting for the next interval.
 const BACKGROUND_BATCH: usize = 512;
 /// The first pause before probing a suspended collector, doubled after each failed probe.
 const FIRST_PROBE_DELAY: Duration = Duration::from_millis(500);
@@ -111,6 +111,12 @@ fn lock(spans: &Mutex<Vec<SpanData>>) -> MutexGuard<'_, Vec<SpanData>> {
     spans
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How many queued spans wake the background export: [`BACKGROUND_BATCH`], or half a queue of
+/// `capacity` when that is fewer.
+fn wake_at(capacity: usize) -> usize {
+    (capacity / 2).clamp(1, BACKGROUND_BATCH)
 }
 
 fn count(spans: usize) -> u64 {
@@ -254,9 +260,10 @@ impl Exporter {
             return;
         }
         queue.push(span);
-        // A queue smaller than a batch is a batch when full (a review: it never reached 512, and
-        // spans over its size were dropped every interval).
-        let full_batch = queue.len() == self.capacity.min(BACKGROUND_BATCH);
+        // A small queue goes when half full, so that the spans ending while the export starts
+        // still fit (a review: it never reached 512, and spans over its size were dropped every
+        // interval).
+        let full_batch = queue.len() == wake_at(self.capacity);
         drop(queue);
         if full_batch {
             self.filling.notify_one();
@@ -281,9 +288,15 @@ impl Exporter {
     /// Drops what is queued, counted and said: export cannot run outside a Tokio runtime with
     /// its timers, where Tokio panicked (found by an attack from the docs and its review).
     fn drop_queued_without_timers(&self) {
+        self.drop_queued_without_timers_with(0);
+    }
+
+    /// [`drop_queued_without_timers`](Self::drop_queued_without_timers), with `taken` spans
+    /// taken from the queue already, counted with them.
+    fn drop_queued_without_timers_with(&self, taken: u64) {
         let queued = std::mem::take(&mut *self.queue());
         self.warn_dropped(
-            count(queued.len()),
+            taken + count(queued.len()),
             &"no Tokio runtime with timers here",
             "spans cannot be exported outside a Tokio runtime with its time and IO drivers \
              (lambda_runtime's, or #[tokio::main]): they were dropped",
@@ -463,16 +476,22 @@ impl Exporter {
     /// failed export's spans in between, under its own message (a review found a successful
     /// flush's "queue full" warning taking them, and the failure's cause never said).
     fn count_and_take_unreported(&self, spans: u64) -> u64 {
-        // Every flush asks, and mostly nothing was dropped: no lock taken then.
-        if spans == 0 && self.dropped() == self.reported.load(Ordering::Relaxed) {
-            return 0;
+        // Every flush asks, and mostly nothing was dropped: no lock taken then. `reported` read
+        // first (`Acquire`, its writes `Release`): the `dropped` read after it is at least the
+        // count it reports, so equal values mean nothing was left unreported (read the other
+        // way round, drops counted and reported in between could hide others).
+        if spans == 0 {
+            let reported = self.reported.load(Ordering::Acquire);
+            if self.dropped() == reported {
+                return 0;
+            }
         }
         let _reporting = self
             .reporting
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let dropped = self.dropped.fetch_add(spans, Ordering::Relaxed) + spans;
-        let reported = self.reported.swap(dropped, Ordering::Relaxed);
+        let reported = self.reported.swap(dropped, Ordering::Release);
         // Under the lock, `reported` only takes values `dropped` had: it cannot be larger.
         dropped.saturating_sub(reported)
     }
@@ -483,10 +502,9 @@ impl Exporter {
             .reporting
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // `dropped` first: a reporter that reads it in between, without the lock, finds
-        // `reported` behind and waits for the lock.
+        // `dropped` first, so that `reported` is never ahead of it.
         self.dropped.fetch_add(spans, Ordering::Relaxed);
-        self.reported.fetch_add(spans, Ordering::Relaxed);
+        self.reported.fetch_add(spans, Ordering::Release);
     }
 
     /// Counts `spans` as dropped and reports them with the drops no warning has reported yet,
@@ -574,9 +592,11 @@ impl Exporter {
             // left here is either taken by the probe or found by a flush after it.
             if self.is_suspended() {
                 let replaced = std::mem::replace(&mut *sample, batch);
-                drop(sample);
+                // Counted under the sample's lock: the probe resumes under it, then reports the
+                // outage's drops, these among them.
                 self.dropped
                     .fetch_add(count(replaced.len()), Ordering::Relaxed);
+                drop(sample);
                 self.sampled.notify_one();
                 return;
             }
@@ -596,8 +616,7 @@ impl Exporter {
             let in_flight = SpansInFlight::new(self, spans);
             let Some(exporting) = timeout_here(timeout, self.export_all(batch, bytes)) else {
                 drop(in_flight);
-                self.dropped.fetch_add(spans, Ordering::Relaxed);
-                self.drop_queued_without_timers();
+                self.drop_queued_without_timers_with(spans);
                 return;
             };
             let exported = exporting.await;
@@ -1511,11 +1530,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_queue_smaller_than_a_batch_wakes_the_background_export() {
-        for capacity in [8, BACKGROUND_BATCH, 4 * BACKGROUND_BATCH] {
+    async fn a_queue_smaller_than_two_batches_wakes_the_background_export_half_full() {
+        for (capacity, batch) in [
+            (8, 4),
+            (BACKGROUND_BATCH, 256),
+            (DEFAULT_MAX_QUEUED_SPANS, 512),
+        ] {
             let exporter = exporter(&Arc::new(Collector::default()), capacity);
             let processor = QueueProcessor(Arc::clone(&exporter));
-            let batch = capacity.min(BACKGROUND_BATCH);
+            assert_eq!(wake_at(capacity), batch);
             for _ in 0..batch - 1 {
                 processor.on_end(span());
             }

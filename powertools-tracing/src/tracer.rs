@@ -402,8 +402,8 @@ impl TracerBuilder {
     }
 
     /// How often spans are exported in the background with concurrent invocations (default 1 s;
-    /// a full batch of 512, or a full queue when [`max_queued_spans`](Self::max_queued_spans)
-    /// is smaller, goes at once).
+    /// 512 queued spans go at once, or half the queue when
+    /// [`max_queued_spans`](Self::max_queued_spans) is under 1024).
     pub fn export_interval(mut self, interval: Duration) -> Self {
         self.export_interval = Some(interval);
         self

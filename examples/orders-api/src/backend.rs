@@ -173,7 +173,8 @@ impl OrdersTable {
                         order_id: order.order_id.clone(),
                     });
                 };
-                let saved = saved_order(&order.order_id, item).map_err(SaveError::Store)?;
+                // Written meanwhile, and unreadable: a read failure too.
+                let saved = saved_order(&order.order_id, item).map_err(SaveError::Read)?;
                 if saved.order != *order || saved.total_cents != total_cents {
                     return Err(SaveError::Conflict {
                         order_id: order.order_id.clone(),
