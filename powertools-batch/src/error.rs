@@ -4,7 +4,7 @@
 pub enum Error {
     /// Every record of the batch failed, so Lambda should retry the whole batch (as Powertools
     /// does); turn it off with [`raise_on_all_failed`](crate::BatchProcessor::raise_on_all_failed).
-    #[error("all {count} records of the batch failed; the first: {first_error}")]
+    #[error("{}", all_failed(*count, first_error))]
     AllRecordsFailed {
         /// How many records the batch had.
         count: usize,
@@ -35,6 +35,16 @@ pub enum Error {
         /// The event the processor reads: `SQS`, `Kinesis` or `DynamoDB Streams`.
         event_type: &'static str,
     },
+}
+
+/// "all 3 records of the batch failed; the first: …", or, for a batch of one, "the batch's only
+/// record failed: …" (a user read "all 1 records").
+fn all_failed(count: usize, first_error: &str) -> String {
+    if count == 1 {
+        format!("the batch's only record failed: {first_error}")
+    } else {
+        format!("all {count} records of the batch failed; the first: {first_error}")
+    }
 }
 
 fn not_an_sqs_event(index: usize, event_source: Option<&str>) -> String {

@@ -611,7 +611,7 @@ async fn a_stream_whose_first_record_fails_reports_it_and_is_not_all_failed() {
     assert!(
         error
             .to_string()
-            .starts_with("all 1 records of the batch failed"),
+            .starts_with("the batch's only record failed: "),
         "{error}"
     );
 }

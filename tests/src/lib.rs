@@ -153,7 +153,10 @@ pub struct EmulatedFunction {
 #[derive(Debug)]
 pub struct InvokeResult {
     /// The HTTP status: 200 for a successful invocation, 500 when the handler returned an error
-    /// (`cargo lambda watch` answers an init error it received with 200 and the error's body).
+    /// (`cargo lambda watch` 1.9 answers an init error it received with 200 and the error's body
+    /// when it answers at all: its init-error handler may wait on another function's queue, and
+    /// the function then reports "the error could not be reported", the invoke getting no
+    /// answer; a test of init errors accepts either).
     pub status: u16,
     /// The response body: the handler's response, or Lambda's `{"errorType", "errorMessage"}`.
     pub body: serde_json::Value,

@@ -178,7 +178,7 @@ async fn batch_record_with_an_sdk_error_names_its_cause() {
         })
         .await
         .unwrap_err();
-    // Today: "all 1 records of the batch failed; the first: unhandled error" (and the
+    // It was: "all 1 records of the batch failed; the first: unhandled error" (and the
     // record's `a batch record failed` line has reason "unhandled error").
     assert!(error.to_string().contains("Connection refused"), "{error}");
 }

@@ -318,9 +318,13 @@ impl DynamoDbStore {
                 match self.write_failure("PutItem", &record.key, error) {
                     // Sent more than once: an earlier attempt (unanswered, or answered with
                     // an error the SDK retries) may have landed, whatever the last one's answer.
-                    StoreError::Backend(mut backend) if sent > 1 => {
+                    // Never sent (it failed before its first attempt went out): it stored
+                    // nothing, and is not taken back (found by a user: a warning said it may
+                    // be stored, over an empty table).
+                    StoreError::Backend(mut backend) if sent != 1 => {
                         if let Some(failure) = backend.downcast_mut::<DynamoDbError>() {
-                            failure.resent = true;
+                            failure.resent = sent > 1;
+                            failure.unsent = sent == 0;
                         }
                         Err(StoreError::Backend(backend))
                     }
@@ -491,7 +495,24 @@ impl DynamoDbStoreBuilder {
     /// `AWS_LAMBDA_FUNCTION_NAME`.
     pub fn build(self) -> Result<DynamoDbStore, Error> {
         if self.table_name.trim().is_empty() {
-            return Err(Error::Config("the table name is empty".into()));
+            return Err(Error::Config(format!(
+                "the table name is empty ({:?})",
+                self.table_name
+            )));
+        }
+        // Refused here, at init, rather than at every call, where the SDK says "Missing Region:
+        // dispatch failure" or "invalid value for field: `region`" (found by a user).
+        if self
+            .client
+            .config()
+            .region()
+            .is_none_or(|region| region.as_ref().trim().is_empty())
+        {
+            return Err(Error::Config(
+                "the DynamoDB client has no region: set AWS_REGION (Lambda sets it), or give \
+                 the client one (aws_config::from_env().region(...))"
+                    .into(),
+            ));
         }
         let mut names = vec![
             ("key_attr", &self.key_attr),
@@ -598,6 +619,9 @@ pub struct DynamoDbError {
     /// A claim's write the SDK sent more than once: an earlier attempt may have landed, whatever
     /// the last one's answer (a code the SDK does not retry, such as an expired credential's).
     resent: bool,
+    /// A claim's write the SDK never sent (no credentials to sign it with, say): it stored
+    /// nothing, whatever its error.
+    unsent: bool,
     cause: String,
     source: BoxError,
 }
@@ -627,7 +651,7 @@ impl DynamoDbError {
     /// than once may have landed too, whatever its last answer (an attempt that landed with its
     /// answer lost, then a retry refused with `AccessDeniedException`).
     pub(crate) fn may_have_landed(&self) -> bool {
-        self.code.is_none() || self.retried_answer || self.resent
+        !self.unsent && (self.code.is_none() || self.retried_answer || self.resent)
     }
 }
 
@@ -719,6 +743,7 @@ impl DynamoDbError {
             code: error.code().map(str::to_owned),
             retried_answer,
             resent: false,
+            unsent: false,
             cause,
             source: Box::new(error),
         }
@@ -1508,16 +1533,8 @@ mod tests {
             store.endpoint.describe(&store.client),
             "the DynamoDB endpoint of us-east-1"
         );
-        let no_region = Client::from_conf(
-            aws_sdk_dynamodb::Config::builder()
-                .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-                .build(),
-        );
-        let store = DynamoDbStore::new(no_region, "t").unwrap();
-        assert_eq!(
-            store.endpoint.describe(&store.client),
-            "the DynamoDB endpoint (no region is configured)"
-        );
+        // A client without a region is refused when the store is built
+        // (`a_client_without_a_region_is_refused_naming_aws_region`).
     }
 
     #[test]

@@ -1,0 +1,100 @@
+//! A claim whose request the SDK could not even build (no region: `AWS_REGION` unset or empty)
+//! sent nothing: it is not taken back, and no warning says a record may be stored (found by a
+//! user writing a function from the docs: the warning said duplicates would get
+//! `AlreadyInProgress` until the deadline, over an empty table). Its error says what to set.
+
+#![cfg(feature = "dynamodb")]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use powertools_core::env::Env;
+use powertools_core::testing::TestContext;
+use powertools_idempotency::{DynamoDbStore, Error, Idempotency};
+
+/// Collects what the subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A client without a region (`AWS_REGION` unset, or empty) is refused when the store is built,
+/// naming the variable, not at the first call (where the SDK said "Missing Region: dispatch
+/// failure" or "invalid value for field: `region`").
+#[test]
+fn a_client_without_a_region_is_refused_naming_aws_region() {
+    for region in [None, Some(""), Some(" ")] {
+        let mut config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests());
+        if let Some(region) = region {
+            config = config.region(aws_sdk_dynamodb::config::Region::new(region));
+        }
+        let client = aws_sdk_dynamodb::Client::from_conf(config.build());
+        let refused = DynamoDbStore::new(client, "idempotency").expect_err("no region");
+        assert!(
+            matches!(&refused, Error::Config(_)) && refused.to_string().contains("AWS_REGION"),
+            "{region:?}: {refused}"
+        );
+    }
+}
+
+/// A claim whose request was never sent (no credentials to sign it with) is not taken back,
+/// and no warning says a record may be stored.
+#[tokio::test]
+async fn a_claim_never_sent_is_not_taken_back_nor_said_to_be_maybe_stored() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+        .endpoint_url("http://127.0.0.1:9")
+        .build();
+    let client = aws_sdk_dynamodb::Client::from_conf(config);
+    let store = DynamoDbStore::new(client, "idempotency").expect("a store");
+    let idempotency = Idempotency::builder(store)
+        .env(Env::from_pairs::<_, &str, &str>([]))
+        .build()
+        .expect("valid settings");
+    let ran = std::sync::atomic::AtomicBool::new(false);
+    let error = idempotency
+        .run(
+            &TestContext::new().build(),
+            "charge",
+            "order-1",
+            |_| async {
+                ran.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, std::io::Error>(1_u32)
+            },
+        )
+        .await
+        .expect_err("no request could be signed");
+    assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(matches!(error, Error::Persistence { .. }), "{error:?}");
+    let message = powertools_core::error_chain::message_chain(&error);
+    assert!(message.contains("PutItem"), "{message}");
+    let warnings =
+        String::from_utf8(captured.0.lock().expect("not poisoned").clone()).expect("UTF-8");
+    assert!(
+        !warnings.contains("may be stored"),
+        "a request never sent stored nothing: {warnings}\n{message}"
+    );
+}
