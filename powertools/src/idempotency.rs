@@ -36,7 +36,8 @@ pub use powertools_idempotency::*;
 /// ```
 ///
 /// # Errors
-/// [`Error::Config`] when `table` is empty.
+/// [`Error::Config`] when `table` is empty, or the environment gives no region (`AWS_REGION`,
+/// which Lambda sets, unset or empty).
 #[cfg(feature = "dynamodb")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dynamodb")))]
 pub async fn dynamodb_store(table: impl Into<String>) -> Result<DynamoDbStore, Error> {

@@ -69,11 +69,11 @@ async fn the_dynamodb_store_needs_no_sdk_crate_of_its_own() {
         .await
         .expect_err("an empty table name");
     assert_eq!(error.error_type(), "IdempotencyConfigurationError");
-    assert!(
-        powertools::idempotency::dynamodb_store("idempotency")
-            .await
-            .is_ok()
-    );
+    // Built with the environment's region (the test servers' scripts set `AWS_REGION`), or
+    // refused naming the variable without one.
+    if let Err(no_region) = powertools::idempotency::dynamodb_store("idempotency").await {
+        assert!(no_region.to_string().contains("AWS_REGION"), "{no_region}");
+    }
 
     // And a client of one's own, from the re-exported SDK crates.
     let config =

@@ -119,7 +119,8 @@ impl DynamoDbStore {
     /// A store on `table_name` with the default attribute names.
     ///
     /// # Errors
-    /// [`Error::Config`] when the table name is empty.
+    /// [`Error::Config`] when the table name is empty, or the client has no region (`AWS_REGION`
+    /// unset or empty).
     pub fn new(client: Client, table_name: impl Into<String>) -> Result<Self, Error> {
         Self::builder(client, table_name).build()
     }
@@ -202,7 +203,12 @@ impl DynamoDbStore {
             .send()
             .boxed()
             .await
-            .map_err(|error| StoreError::Backend(Box::new(self.failure("GetItem", error))))?;
+            .map_err(|error| {
+                // A read before the claim's PutItem: the claim was never sent.
+                let mut failure = self.failure("GetItem", error);
+                failure.unsent = true;
+                StoreError::Backend(Box::new(failure))
+            })?;
         settings.key_schema_checked.store(true, Ordering::Release);
         Ok(())
     }
@@ -489,7 +495,8 @@ impl DynamoDbStoreBuilder {
     /// Checks the settings and builds the store.
     ///
     /// # Errors
-    /// [`Error::Config`] for an empty table or attribute name, a sort key equal to the partition
+    /// [`Error::Config`] for a client without a region (`AWS_REGION` unset or empty), an empty
+    /// table or attribute name, a sort key equal to the partition
     /// key, two attributes with the same name, a sort key without a static partition value when
     /// `AWS_LAMBDA_FUNCTION_NAME` is not set, an empty static partition value, or a malformed
     /// `AWS_LAMBDA_FUNCTION_NAME`.
