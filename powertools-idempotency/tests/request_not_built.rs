@@ -1,34 +1,17 @@
-//! A claim whose request the SDK could not even build (no region: `AWS_REGION` unset or empty)
-//! sent nothing: it is not taken back, and no warning says a record may be stored (found by a
-//! user writing a function from the docs: the warning said duplicates would get
-//! `AlreadyInProgress` until the deadline, over an empty table). Its error says what to set.
+//! Requests the SDK never sends: a client without a region is refused when the store is built,
+//! naming `AWS_REGION`; a claim whose request never went out (no credentials to sign it with)
+//! is not taken back, and no warning says a record may be stored (found by a user writing a
+//! function from the docs: the warning said duplicates would get `AlreadyInProgress` until the
+//! deadline, over an empty table).
 
 #![cfg(feature = "dynamodb")]
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod support;
 
 use powertools_core::env::Env;
 use powertools_core::testing::TestContext;
 use powertools_idempotency::{DynamoDbStore, Error, Idempotency};
-
-/// Collects what the subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .expect("not poisoned")
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use support::CapturedWarnings;
 
 /// A client without a region (`AWS_REGION` unset, or empty) is refused when the store is built,
 /// naming the variable, not at the first call (where the SDK said "Missing Region: dispatch
@@ -63,14 +46,8 @@ async fn a_claim_never_sent_is_not_taken_back_nor_said_to_be_maybe_stored() {
 }
 
 async fn claim_never_sent(sort_key: bool) {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = CapturedWarnings::default();
+    let _guard = tracing::subscriber::set_default(captured.subscriber());
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
         .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
@@ -108,8 +85,7 @@ async fn claim_never_sent(sort_key: bool) {
         message.contains(if sort_key { "GetItem" } else { "PutItem" }),
         "{message}"
     );
-    let warnings =
-        String::from_utf8(captured.0.lock().expect("not poisoned").clone()).expect("UTF-8");
+    let warnings = captured.text();
     assert!(
         !warnings.contains("may be stored"),
         "sort key {sort_key}: a request never sent stored nothing: {warnings}\n{message}"
