@@ -5,11 +5,11 @@ use std::sync::{Arc, Mutex};
 
 /// Keeps what a subscriber writes at `WARN` and above, as text.
 #[derive(Clone, Default)]
-pub struct CapturedWarnings(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct CapturedWarnings(Arc<Mutex<Vec<u8>>>);
 
 impl CapturedWarnings {
     /// A subscriber writing here.
-    pub fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + use<> {
+    pub(crate) fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + use<> {
         let writer = self.clone();
         tracing_subscriber::fmt()
             .with_writer(move || writer.clone())
@@ -19,7 +19,7 @@ impl CapturedWarnings {
     }
 
     /// What was written so far.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8(self.0.lock().expect("not poisoned").clone()).expect("UTF-8")
     }
 }
