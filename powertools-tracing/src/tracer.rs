@@ -605,7 +605,6 @@ impl TracerBuilder {
             let resource = resource(&service, &config);
             let max_queued_spans = self.max_queued_spans.unwrap_or(DEFAULT_MAX_QUEUED_SPANS);
             let client = OtlpHttpClient::new(roots, export_timeout, headers, max_queued_spans);
-            let failures = client.failures();
             let rejections = client.rejections();
             let mut otlp = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
@@ -620,13 +619,9 @@ impl TracerBuilder {
                 .map_err(|error| Error::Exporter(error.to_string()))?;
             otlp.set_resource(&resource);
             let queue = Arc::new(
-                Exporter::new(
-                    OtlpExporter::new(otlp, failures),
-                    max_queued_spans,
-                    flush_timeout,
-                )
-                .counting_rejections(rejections)
-                .naming(endpoint_for_warnings),
+                Exporter::new(OtlpExporter::new(otlp), max_queued_spans, flush_timeout)
+                    .counting_rejections(rejections)
+                    .naming(endpoint_for_warnings),
             );
             exporter = Some(Arc::clone(&queue));
             Some(

@@ -38,6 +38,26 @@ async fn invoke(tracer: &Tracer, request_id: &str) -> Value {
     .expect("the invocation succeeds")
 }
 
+/// [`invoke`] for `tokio::spawn`: the service's call made before the future is (the future of
+/// an `async fn` borrowing the tracer is not `Send` for every lifetime, as spawning needs).
+fn invoke_owned(
+    tracer: Tracer,
+    request_id: &str,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    let mut service =
+        TracingLayer::new(tracer).layer(service_fn(|_event: LambdaEvent<Value>| async {
+            tracing::info_span!("bake").in_scope(|| {});
+            Ok::<_, lambda_runtime::Error>(json!({"accepted": true}))
+        }));
+    let context = TestContext::new()
+        .with_function_name("orders-api")
+        .with_request_id(request_id);
+    let call = lambda_runtime::tower::Service::call(&mut service, context.event(json!({})));
+    Box::pin(async move {
+        call.await.expect("the invocation succeeds");
+    })
+}
+
 /// Sets a subscriber for `tracer` that also keeps the warnings, for as long as the guard lives.
 fn with_warnings(tracer: &Tracer) -> (Warnings, tracing::subscriber::DefaultGuard) {
     let warnings = Warnings::default();
@@ -1591,4 +1611,64 @@ async fn a_span_too_large_for_any_request_is_dropped_counted_and_reported_and_th
     );
     assert!(spans.iter().any(|span| span.name == "bake"));
     assert!(!spans.iter().any(|span| span.name == "chunk"));
+}
+
+/// Exports at once that fail in two ways (a `500`, a connection closed without an answer): each
+/// warning names its own export's cause. The cause was kept in one slot for every export, and
+/// 20 of 497 warnings named another export's cause or none (found by an attack from the docs).
+#[test]
+fn exports_failing_at_once_each_name_their_own_cause() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(8)
+        .enable_all()
+        .build()
+        .unwrap();
+    let timeline = Timeline::default();
+    let receiver = runtime.block_on(Receiver::start(Behaviour::RefuseOrClose, &timeline));
+    let tracer = Tracer::builder()
+        .endpoint(&receiver.endpoint)
+        .flush_timeout(Duration::from_secs(20))
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let warnings = Warnings::default();
+    let dispatch = tracing::Dispatch::new(
+        tracing_subscriber::registry()
+            .with(tracer.otel_layer())
+            .with(warnings.clone()),
+    );
+    // Flushing before returning, hundreds at once: the first wave's exports are under way
+    // together, until the first failure suspends export.
+    runtime.block_on(async {
+        let tasks: Vec<_> = (0..300)
+            .map(|n| {
+                let tracer = tracer.clone();
+                let dispatch = dispatch.clone();
+                tokio::spawn(async move {
+                    use tracing::instrument::WithSubscriber as _;
+                    invoke_owned(tracer, &format!("req-{n}"))
+                        .with_subscriber(dispatch)
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    let failures: Vec<String> = warnings
+        .all()
+        .into_iter()
+        .filter(|warning| warning.contains("status code: 500") || warning.contains("network"))
+        .collect();
+    assert!(!failures.is_empty());
+    for warning in &failures {
+        let refused = warning.contains("status code: 500");
+        let names_refusal = warning.contains("answered 500 Internal Server Error");
+        assert_eq!(refused, names_refusal, "another export's cause: {warning}");
+        assert!(
+            warning.contains(&receiver.endpoint),
+            "no cause named: {warning}"
+        );
+    }
 }

@@ -29,6 +29,9 @@ pub enum Behaviour {
     Hang,
     /// Decodes the spans, then holds the answer until [`Receiver::release`].
     Hold,
+    /// Answers its even requests `500` with a body of its own, and closes the connection on its
+    /// odd ones without an answer: two causes, for warnings to name their own.
+    RefuseOrClose,
 }
 
 /// A span as the receiver decoded it.
@@ -212,10 +215,19 @@ fn uuid_like() -> u128 {
 async fn handle(
     state: Arc<State>,
     request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, hyper::Error> {
+) -> Result<Response<Full<Bytes>>, Box<dyn std::error::Error + Send + Sync>> {
     let body = request.into_body().collect().await?.to_bytes();
-    state.requests.fetch_add(1, Ordering::SeqCst);
+    let request_number = state.requests.fetch_add(1, Ordering::SeqCst);
     let behaviour = *lock(&state.behaviour);
+    if behaviour == Behaviour::RefuseOrClose {
+        if request_number % 2 == 1 {
+            // An error from the service: hyper closes the connection without an answer.
+            return Err("closed without an answer".into());
+        }
+        return Ok(Response::builder()
+            .status(500)
+            .body(Full::new(Bytes::from_static(b"refused by the test")))?);
+    }
     if behaviour == Behaviour::Hang {
         state.timeline.record("export held forever by the receiver");
         std::future::pending::<()>().await;
