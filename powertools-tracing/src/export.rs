@@ -87,6 +87,10 @@ pub(crate) struct Exporter {
     idle: tokio::sync::Notify,
     /// Calls of [`flush_all`](Self::flush_all) waiting for the flushes under way.
     draining: AtomicUsize,
+    /// Whether a flush before exit counted what the process leaves with (the spans in flight,
+    /// the invocations still running): once, though the extension's `SIGTERM` handler and the
+    /// function's shutdown hook ([`Tracer::shutdown`](crate::Tracer::shutdown)) both flush.
+    exit_counted: AtomicBool,
     /// Spans a collector took an export of and rejected (OTLP's partial success), counted by the
     /// HTTP client that read its answer (and reported there).
     rejected: Option<Arc<AtomicU64>>,
@@ -199,6 +203,7 @@ impl Exporter {
             running: AtomicU64::new(0),
             idle: tokio::sync::Notify::new(),
             draining: AtomicUsize::new(0),
+            exit_counted: AtomicBool::new(false),
             rejected: None,
             endpoint: None,
         }
@@ -341,6 +346,12 @@ impl Exporter {
         let _ = waiting.await;
         if !self.is_suspended() {
             self.flush_bounded(left(), Bound::Exit).await;
+            // Before exit, the spans that ended while that flush ran (invocations finishing) go
+            // too, while time is left: they were counted as left behind with time to spare
+            // (found by an attack from the docs).
+            while exiting && !self.is_suspended() && !left().is_zero() && !self.queue().is_empty() {
+                self.flush_bounded(left(), Bound::Exit).await;
+            }
         } else {
             // Suspended: the probe's batch and the queue go now, in one try, whether the
             // collector is back or not; what does not get through is counted and reported.
@@ -370,8 +381,14 @@ impl Exporter {
         if exiting {
             let mut left_behind = std::mem::take(&mut *lock(&self.sample));
             left_behind.append(&mut self.queue());
-            // With those of exports still under way (a background export, the probe's).
-            let in_flight = self.spans_in_flight.load(Ordering::SeqCst);
+            // With those of exports still under way (a background export, the probe's), and
+            // the invocations still running, counted by the first flush before exit only.
+            let first = !self.exit_counted.swap(true, Ordering::AcqRel);
+            let in_flight = if first {
+                self.spans_in_flight.load(Ordering::SeqCst)
+            } else {
+                0
+            };
             self.warn_dropped(
                 count(left_behind.len()) + in_flight,
                 &format_args!("no time left within the {} ms before exit", millis(limit)),
@@ -380,7 +397,11 @@ impl Exporter {
             // Invocations still running (their spans not ended, so in no queue): lost with the
             // process, counted by their invocation spans (found by an attack from the docs: under
             // `run_concurrent` they went without a word).
-            let running = self.running.load(Ordering::Relaxed);
+            let running = if first {
+                self.running.load(Ordering::Relaxed)
+            } else {
+                0
+            };
             if running > 0 {
                 self.warn_dropped(
                     running,
@@ -1595,6 +1616,43 @@ mod tests {
         assert!(cut.is_err(), "the flush was cut short");
         assert_eq!(exporter.dropped(), 3);
         assert_eq!(exporter.spans_in_flight.load(Ordering::SeqCst), 0);
+    }
+
+    /// Spans that end while the flush before exit runs are exported too, while time is left
+    /// (they were counted as left behind, "no time left", with 300 ms to spare).
+    #[tokio::test]
+    async fn a_flush_before_exit_exports_the_spans_that_end_while_it_runs() {
+        let collector = Arc::new(Collector::default());
+        collector.slow_ms.store(100, Ordering::SeqCst);
+        let exporter = exporter(&collector, 16);
+        let processor = QueueProcessor(Arc::clone(&exporter));
+        for _ in 0..3 {
+            processor.on_end(span());
+        }
+        let late = async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            processor.on_end(span());
+        };
+        tokio::join!(
+            exporter.flush_all_within(Duration::from_millis(400), true),
+            late
+        );
+        assert_eq!(collector.exported.load(Ordering::SeqCst), 4);
+        assert_eq!(exporter.dropped(), 0);
+    }
+
+    /// The extension's `SIGTERM` handler and the function's shutdown hook both flush before
+    /// exit: the invocations still running are counted once.
+    #[tokio::test]
+    async fn two_flushes_before_exit_count_the_invocations_still_running_once() {
+        let exporter = exporter(&Arc::new(Collector::default()), 16);
+        exporter.invocation_started();
+        exporter.invocation_started();
+        tokio::join!(
+            exporter.flush_all_within(Duration::from_millis(400), true),
+            exporter.flush_all_within(Duration::from_millis(400), true)
+        );
+        assert_eq!(exporter.dropped(), 2);
     }
 
     #[test]

@@ -254,6 +254,24 @@ impl Tracer {
         }
     }
 
+    /// For a shutdown hook (`lambda_runtime::spawn_graceful_shutdown_handler`'s, which exits
+    /// the process when it returns): [`flush`](Self::flush) within 400 ms, as the extension
+    /// flushes on `SIGTERM`, then counts and reports what the process leaves with: spans not
+    /// exported in time, and the invocations still running (their spans never end).
+    /// [`flush`](Self::flush) does not count those (an attack from the docs found a hook that
+    /// flushed and exited leaving running invocations without a word). Counted once, when the
+    /// extension's handler flushes too.
+    ///
+    /// ```no_run
+    /// # async fn hook(tracer: powertools_tracing::Tracer) {
+    /// // In `lambda_runtime::spawn_graceful_shutdown_handler(move || async move { ... })`:
+    /// tracer.shutdown().await;
+    /// # }
+    /// ```
+    pub async fn shutdown(&self) {
+        self.flush_before_exit(crate::extension::EXIT_BUDGET).await;
+    }
+
     /// [`flush`](Self::flush) within `limit` in all, before the process exits: what cannot be
     /// exported in time is counted as dropped and reported, instead of leaving with the process.
     pub(crate) async fn flush_before_exit(&self, limit: Duration) {

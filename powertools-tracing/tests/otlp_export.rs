@@ -1672,3 +1672,46 @@ fn exports_failing_at_once_each_name_their_own_cause() {
         );
     }
 }
+
+/// A shutdown hook that calls `Tracer::shutdown` (as the README says) counts the invocations
+/// still running, whose spans leave with the process; `flush` in a hook that then exited left
+/// them without a word (found by an attack from the docs).
+#[tokio::test]
+async fn shutdown_counts_the_invocations_still_running() {
+    let timeline = Timeline::default();
+    let receiver = Receiver::start(Behaviour::Answer, &timeline).await;
+    let tracer = Tracer::builder()
+        .endpoint(&receiver.endpoint)
+        .flush_timeout(Duration::from_secs(20))
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let (warnings, _guard) = with_warnings(&tracer);
+    let started = Arc::new(tokio::sync::Notify::new());
+    let told = Arc::clone(&started);
+    let service =
+        TracingLayer::new(tracer.clone()).layer(service_fn(move |_event: LambdaEvent<Value>| {
+            let told = Arc::clone(&told);
+            async move {
+                told.notify_one();
+                std::future::pending::<()>().await;
+                Ok::<_, lambda_runtime::Error>(json!({}))
+            }
+        }));
+    let running = service.oneshot(TestContext::new().event(json!({})));
+    tokio::pin!(running);
+    tokio::select! {
+        _ = &mut running => unreachable!("the handler never returns"),
+        () = started.notified() => {}
+    }
+    tracer.shutdown().await;
+    assert_eq!(tracer.dropped_spans(), 1, "{:?}", warnings.all());
+    assert!(
+        warnings
+            .all()
+            .iter()
+            .any(|warning| warning.contains("invocations still running")),
+        "{:?}",
+        warnings.all()
+    );
+}
