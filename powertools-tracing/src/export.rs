@@ -91,6 +91,11 @@ pub(crate) struct Exporter {
     /// the invocations still running): once, though the extension's `SIGTERM` handler and the
     /// function's shutdown hook ([`Tracer::shutdown`](crate::Tracer::shutdown)) both flush.
     exit_counted: AtomicBool,
+    /// Held by a flush before exit for its whole run: the extension's `SIGTERM` handler and a
+    /// shutdown hook flush one after the other, so that neither counts the other's export under
+    /// way as left behind (counted twice when it then failed: a review), and the hook does not
+    /// exit the process in the middle of the extension's export.
+    exit_lock: tokio::sync::Mutex<()>,
     /// Spans a collector took an export of and rejected (OTLP's partial success), counted by the
     /// HTTP client that read its answer (and reported there).
     rejected: Option<Arc<AtomicU64>>,
@@ -204,6 +209,7 @@ impl Exporter {
             idle: tokio::sync::Notify::new(),
             draining: AtomicUsize::new(0),
             exit_counted: AtomicBool::new(false),
+            exit_lock: tokio::sync::Mutex::const_new(()),
             rejected: None,
             endpoint: None,
         }
@@ -339,6 +345,11 @@ impl Exporter {
     pub(crate) async fn flush_all_within(self: &Arc<Self>, limit: Duration, exiting: bool) {
         let start = tokio::time::Instant::now();
         let left = || limit.saturating_sub(start.elapsed());
+        // Within this one's limit too: the other holds it for its own at most.
+        let _one_exit_at_a_time = match exiting {
+            true => Some(self.exit_lock.lock().await),
+            false => None,
+        };
         let Some(waiting) = timeout_here(self.timeout.min(left()), self.flushes_done()) else {
             self.drop_queued_without_timers();
             return;
@@ -806,8 +817,6 @@ impl Exporter {
     }
 }
 
-/// A flush under way, counted in [`Exporter::in_flight`] until it ends or is dropped.
-/// Counts a batch's spans in `spans_in_flight` while it is being exported.
 /// The spans of an export under way, until [`answered`](Self::answered). Dropped before that,
 /// the export was cancelled (the future of the flush carrying it dropped: an outer timeout, a
 /// runtime shutting down) and its spans are counted as dropped, with a warning (they went
@@ -839,12 +848,14 @@ impl Drop for SpansInFlight<'_> {
         self.exporter
             .spans_in_flight
             .fetch_sub(self.spans, Ordering::SeqCst);
-        if !self.answered {
+        // Not when a flush before exit counted it already, as in flight (the process's
+        // runtime ending after it: counted twice, a review).
+        if !self.answered && !self.exporter.exit_counted.load(Ordering::Acquire) {
             self.exporter.warn_dropped(
                 self.spans,
-                &"the flush's future was dropped before the collector answered",
+                &"the export's future was dropped before the collector answered",
                 "spans were dropped: the export carrying them was cancelled (the future of the \
-                 flush was dropped, by a timeout around it, say)",
+                 flush was dropped, by a timeout around it, say, or its runtime ended)",
             );
         }
     }
@@ -1620,7 +1631,7 @@ mod tests {
 
     /// Spans that end while the flush before exit runs are exported too, while time is left
     /// (they were counted as left behind, "no time left", with 300 ms to spare).
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_flush_before_exit_exports_the_spans_that_end_while_it_runs() {
         let collector = Arc::new(Collector::default());
         collector.slow_ms.store(100, Ordering::SeqCst);
@@ -1653,6 +1664,48 @@ mod tests {
             exporter.flush_all_within(Duration::from_millis(400), true)
         );
         assert_eq!(exporter.dropped(), 2);
+    }
+
+    /// A shutdown hook's flush before exit and the extension's, at once, against a collector
+    /// that hangs: each span counted once (the second counted the first's export under way as
+    /// left behind, and the first counted it again when it timed out: 6 of 3, a review).
+    #[tokio::test(start_paused = true)]
+    async fn two_flushes_before_exit_against_a_hung_collector_count_each_span_once() {
+        let collector = Arc::new(Collector::default());
+        collector.hangs.store(true, Ordering::SeqCst);
+        let exporter = exporter(&collector, 16);
+        let processor = QueueProcessor(Arc::clone(&exporter));
+        for _ in 0..3 {
+            processor.on_end(span());
+        }
+        tokio::join!(
+            exporter.flush_all_within(Duration::from_millis(400), true),
+            exporter.flush_all_within(Duration::from_millis(400), true)
+        );
+        assert_eq!(exporter.dropped(), 3);
+    }
+
+    /// An export counted at exit as in flight, whose future its runtime then drops: counted
+    /// once (a review: twice).
+    #[tokio::test(start_paused = true)]
+    async fn an_export_counted_at_exit_then_cancelled_is_counted_once() {
+        let collector = Arc::new(Collector::default());
+        collector.hangs.store(true, Ordering::SeqCst);
+        let exporter = exporter(&collector, 16);
+        QueueProcessor(Arc::clone(&exporter)).on_end(span());
+        let flushing = tokio::spawn({
+            let exporter = Arc::clone(&exporter);
+            async move { exporter.flush().await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(exporter.spans_in_flight.load(Ordering::SeqCst), 1);
+        exporter
+            .flush_all_within(Duration::from_millis(400), true)
+            .await;
+        assert_eq!(exporter.dropped(), 1, "counted at exit");
+        flushing.abort();
+        assert!(flushing.await.is_err(), "cancelled");
+        assert_eq!(exporter.dropped(), 1);
     }
 
     #[test]

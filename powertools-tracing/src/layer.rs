@@ -796,8 +796,8 @@ mod tests {
         assert!(error.to_string().contains("Tokio runtime"), "{error}");
     }
 
-    /// (Found by a review.) `Tracer::flush` (the flush the README tells users to call in their
-    /// graceful-shutdown hook) outside a Tokio runtime still panics: `flush_all_within` builds a
+    /// (Found by a review.) `Tracer::flush` (the flush the README told users to call in their
+    /// graceful-shutdown hook, before `Tracer::shutdown`) outside a Tokio runtime still panics: `flush_all_within` builds a
     /// `tokio::time::timeout` before the guard in `flush_bounded` is reached. The changelog says
     /// a flush outside a runtime drops its spans, counted, where it panicked.
     #[test]

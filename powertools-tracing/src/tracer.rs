@@ -247,7 +247,8 @@ impl Tracer {
     /// not fail for its traces. After a flush fails or times out, flushes return at once: their
     /// spans go to a background probe, which sends the latest batch until one gets through and
     /// then resumes export (earlier batches, and those it could not send, are counted in
-    /// [`dropped_spans`](Self::dropped_spans)).
+    /// [`dropped_spans`](Self::dropped_spans)). In a shutdown hook, call
+    /// [`shutdown`](Self::shutdown) instead.
     pub async fn flush(&self) {
         if let Some(exporter) = &self.inner.exporter {
             exporter.flush_all().await;
@@ -259,8 +260,12 @@ impl Tracer {
     /// flushes on `SIGTERM`, then counts and reports what the process leaves with: spans not
     /// exported in time, and the invocations still running (their spans never end).
     /// [`flush`](Self::flush) does not count those (an attack from the docs found a hook that
-    /// flushed and exited leaving running invocations without a word). Counted once, when the
-    /// extension's handler flushes too.
+    /// flushed and exited leaving running invocations without a word). When the extension's
+    /// `SIGTERM` handler flushes too, the two run one after the other, within the same 400 ms,
+    /// and count each span once; the exit is counted once per process (a second call counts
+    /// only what ended since). With tracing off or a caller's own exporter
+    /// ([`span_exporter`](TracerBuilder::span_exporter), which exports each span as it ends)
+    /// there is no queue, and it does nothing, as [`flush`](Self::flush).
     ///
     /// ```no_run
     /// # async fn hook(tracer: powertools_tracing::Tracer) {

@@ -3942,7 +3942,7 @@ fn sigterm_exports_what_is_left_and_exits_the_process() {
 #[test]
 fn sigterm_leaves_the_function_s_own_shutdown_hook_time_to_finish() {
     // The README's way to combine the tracer with `lambda_runtime`'s graceful shutdown: the
-    // function's hook (registered as `spawn_graceful_shutdown_handler` does) flushes the tracer,
+    // function's hook (registered as `spawn_graceful_shutdown_handler` does) shuts the tracer down,
     // does its own cleanup, then exits. The tracer's own SIGTERM handler exited the process as
     // soon as its flush was done, cutting the hook short (found by a reviewer: 5 runs of 5).
     const NAME: &str = "sigterm_leaves_the_function_s_own_shutdown_hook_time_to_finish";
@@ -3956,7 +3956,7 @@ fn sigterm_leaves_the_function_s_own_shutdown_hook_time_to_finish() {
             tokio::spawn(async move {
                 terminate.recv().await;
                 std::fs::write(&out, "hook started\n").unwrap();
-                hook_tracer.flush().await;
+                hook_tracer.shutdown().await;
                 // The function's own cleanup (closing connections, say)
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 std::fs::write(&out, "hook started\nhook finished\n").unwrap();

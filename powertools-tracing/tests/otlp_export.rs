@@ -1667,7 +1667,7 @@ fn exports_failing_at_once_each_name_their_own_cause() {
         let names_refusal = warning.contains("answered 500 Internal Server Error");
         assert_eq!(refused, names_refusal, "another export's cause: {warning}");
         assert!(
-            warning.contains(&receiver.endpoint),
+            refused || warning.contains("connection closed"),
             "no cause named: {warning}"
         );
     }
