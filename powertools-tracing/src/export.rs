@@ -296,15 +296,10 @@ impl Exporter {
         self.running.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Drops what is queued, counted and said: export cannot run outside a Tokio runtime with
-    /// its timers, where Tokio panicked (found by an attack from the docs and its review).
-    fn drop_queued_without_timers(&self) {
-        self.drop_queued_without_timers_with(0);
-    }
-
-    /// [`drop_queued_without_timers`](Self::drop_queued_without_timers), with `taken` spans
-    /// taken from the queue already, counted with them.
-    fn drop_queued_without_timers_with(&self, taken: u64) {
+    /// Drops what is queued, counted and said, with `taken` spans taken from the queue already:
+    /// export cannot run outside a Tokio runtime with its timers, where Tokio panicked (found by
+    /// an attack from the docs and its review).
+    fn drop_queued_without_timers(&self, taken: u64) {
         let queued = std::mem::take(&mut *self.queue());
         self.warn_dropped(
             taken + count(queued.len()),
@@ -351,7 +346,7 @@ impl Exporter {
             false => None,
         };
         let Some(waiting) = timeout_here(self.timeout.min(left()), self.flushes_done()) else {
-            self.drop_queued_without_timers();
+            self.drop_queued_without_timers(0);
             return;
         };
         let _ = waiting.await;
@@ -394,11 +389,13 @@ impl Exporter {
             left_behind.append(&mut self.queue());
             // With those of exports still under way (a background export, the probe's), and
             // the invocations still running, counted by the first flush before exit only.
-            let first = !self.exit_counted.swap(true, Ordering::AcqRel);
-            let in_flight = if first {
-                self.spans_in_flight.load(Ordering::SeqCst)
+            let (in_flight, running) = if self.exit_counted.swap(true, Ordering::AcqRel) {
+                (0, 0)
             } else {
-                0
+                (
+                    self.spans_in_flight.load(Ordering::SeqCst),
+                    self.running.load(Ordering::Relaxed),
+                )
             };
             self.warn_dropped(
                 count(left_behind.len()) + in_flight,
@@ -408,11 +405,6 @@ impl Exporter {
             // Invocations still running (their spans not ended, so in no queue): lost with the
             // process, counted by their invocation spans (found by an attack from the docs: under
             // `run_concurrent` they went without a word).
-            let running = if first {
-                self.running.load(Ordering::Relaxed)
-            } else {
-                0
-            };
             if running > 0 {
                 self.warn_dropped(
                     running,
@@ -600,7 +592,7 @@ impl Exporter {
         // Tokio's panic, which aborts the process under `panic = "abort"` (a common release
         // profile for Lambda): this check keeps that case from panicking at all.
         if tokio::runtime::Handle::try_current().is_err() {
-            self.drop_queued_without_timers();
+            self.drop_queued_without_timers(0);
             return;
         }
         let _under_way = UnderWay::new(self);
@@ -651,7 +643,7 @@ impl Exporter {
             let in_flight = SpansInFlight::new(self, spans);
             let Some(exporting) = timeout_here(timeout, self.export_all(batch, bytes)) else {
                 in_flight.answered();
-                self.drop_queued_without_timers_with(spans);
+                self.drop_queued_without_timers(spans);
                 return;
             };
             let exported = exporting.await;
@@ -1514,6 +1506,18 @@ mod tests {
         ))
     }
 
+    /// A collector that never answers, and an exporter to it with `spans` spans queued.
+    fn hung_with_queued(spans: usize) -> Arc<Exporter> {
+        let collector = Arc::new(Collector::default());
+        collector.hangs.store(true, Ordering::SeqCst);
+        let exporter = exporter(&collector, 16);
+        let processor = QueueProcessor(Arc::clone(&exporter));
+        for _ in 0..spans {
+            processor.on_end(span());
+        }
+        exporter
+    }
+
     /// One invocation's worth: three spans end, then the flush.
     async fn invocation(exporter: &Arc<Exporter>) -> Duration {
         let processor = QueueProcessor(Arc::clone(exporter));
@@ -1616,13 +1620,7 @@ mod tests {
     /// without a word (found by an attack from the docs).
     #[tokio::test]
     async fn a_flush_cancelled_before_the_collector_answered_counts_its_spans() {
-        let collector = Arc::new(Collector::default());
-        collector.hangs.store(true, Ordering::SeqCst);
-        let exporter = exporter(&collector, 16);
-        let processor = QueueProcessor(Arc::clone(&exporter));
-        for _ in 0..3 {
-            processor.on_end(span());
-        }
+        let exporter = hung_with_queued(3);
         let cut = tokio::time::timeout(Duration::from_millis(100), exporter.flush()).await;
         assert!(cut.is_err(), "the flush was cut short");
         assert_eq!(exporter.dropped(), 3);
@@ -1658,13 +1656,7 @@ mod tests {
     /// counted it again when it timed out: 6 of 3, a review).
     #[tokio::test(start_paused = true)]
     async fn two_flushes_before_exit_against_a_hung_collector_count_each_span_once() {
-        let collector = Arc::new(Collector::default());
-        collector.hangs.store(true, Ordering::SeqCst);
-        let exporter = exporter(&collector, 16);
-        let processor = QueueProcessor(Arc::clone(&exporter));
-        for _ in 0..3 {
-            processor.on_end(span());
-        }
+        let exporter = hung_with_queued(3);
         exporter.invocation_started();
         exporter.invocation_started();
         tokio::join!(
@@ -1678,10 +1670,7 @@ mod tests {
     /// once (a review: twice).
     #[tokio::test(start_paused = true)]
     async fn an_export_counted_at_exit_then_cancelled_is_counted_once() {
-        let collector = Arc::new(Collector::default());
-        collector.hangs.store(true, Ordering::SeqCst);
-        let exporter = exporter(&collector, 16);
-        QueueProcessor(Arc::clone(&exporter)).on_end(span());
+        let exporter = hung_with_queued(1);
         let flushing = tokio::spawn({
             let exporter = Arc::clone(&exporter);
             async move { exporter.flush().await }
