@@ -31,7 +31,9 @@ const INIT_ERROR: &str = "Runtime.InitError";
 /// The `errorType` is a powertools-rs error's Powertools name (`SchemaValidationError` for a
 /// missing `POWERTOOLS_METRICS_NAMESPACE`), or the error's type (`std::io::Error`); the
 /// `errorMessage` is its message with its causes. A report that fails (a Runtime API that does
-/// not answer within 2 s) is written to stderr too.
+/// not answer within 2 s, or a future awaited outside a Tokio runtime, where the Runtime API
+/// client cannot run) is written to stderr too. In a Tokio runtime built without timers the
+/// report waits for the answer without that bound.
 ///
 /// ```no_run
 /// use std::process::ExitCode;
@@ -125,10 +127,30 @@ async fn report_diagnostic(runtime_api: &str, diagnostic: Diagnostic) -> Result<
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(Body::from(body.to_string()))
         .map_err(|failure| failure.to_string())?;
-    let response = tokio::time::timeout(REPORT_TIMEOUT, client.call(request))
-        .await
-        .map_err(|_| format!("no answer within {} s", REPORT_TIMEOUT.as_secs()))?
-        .map_err(|failure| powertools_core::error_chain::message_chain(failure.as_ref()))?;
+    // The Runtime API client is hyper on Tokio: outside a Tokio runtime it would panic, so the
+    // report is refused in words instead (the error itself is on stderr already).
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(
+            "not in a Tokio runtime (`init_failed` must be awaited in one, as \
+                    `#[tokio::main]` gives)"
+                .to_owned(),
+        );
+    }
+    // A runtime built without timers (`enable_time`) cannot make one (making one panics): the
+    // report then waits for the answer without a bound.
+    let timers = powertools_core::failure::catch_quiet_panic(|| {
+        drop(tokio::time::sleep(Duration::ZERO));
+    })
+    .is_ok();
+    let answer = if timers {
+        tokio::time::timeout(REPORT_TIMEOUT, client.call(request))
+            .await
+            .map_err(|_| format!("no answer within {} s", REPORT_TIMEOUT.as_secs()))?
+    } else {
+        client.call(request).await
+    };
+    let response =
+        answer.map_err(|failure| powertools_core::error_chain::message_chain(failure.as_ref()))?;
     if response.status().is_success() {
         Ok(())
     } else {
@@ -263,5 +285,30 @@ mod tests {
             unreachable.to_lowercase().contains("refused"),
             "{unreachable}"
         );
+    }
+
+    /// Outside a Tokio runtime the report is an error that says so, and in one built without
+    /// timers it is still posted: both panicked (the Runtime API client, the report's timeout).
+    #[test]
+    fn a_report_outside_tokio_or_without_its_timers_is_no_panic() {
+        let error = std::io::Error::other("the oven is cold");
+        let mut outside = std::pin::pin!(super::report("127.0.0.1:9", &error));
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        let std::task::Poll::Ready(refused) = outside.as_mut().poll(&mut context) else {
+            panic!("the report outside Tokio waited");
+        };
+        let refused = refused.unwrap_err();
+        assert!(refused.contains("not in a Tokio runtime"), "{refused}");
+
+        let without_timers = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        without_timers.block_on(async {
+            let (address, served) = runtime_api("202 Accepted").await;
+            super::report(&address, &error).await.expect("reported");
+            let request = served.await.unwrap();
+            assert!(request.contains("the oven is cold"), "{request}");
+        });
     }
 }
