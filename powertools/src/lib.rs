@@ -99,6 +99,28 @@
 //! `powertools::run(ServiceBuilder::new().layer(powertools.layer()).service(lambda_http::Adapter::from(service_fn(handler))))`.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// The crate docs link to items of every feature; with some off (`cargo doc
+// --no-default-features`) those links have nothing to point to. Checked with every feature on
+// (`scripts/test`'s workspace build, docs.rs).
+#![cfg_attr(
+    not(all(
+        feature = "logging",
+        feature = "metrics",
+        feature = "recorder",
+        feature = "tracing",
+        feature = "aws-sdk",
+        feature = "aws-lambda-events",
+        feature = "lambda-http",
+        feature = "idempotency",
+        feature = "dynamodb",
+        feature = "jmespath",
+        feature = "testing",
+        feature = "batch",
+        feature = "concurrency-tokio",
+        feature = "events"
+    )),
+    allow(rustdoc::broken_intra_doc_links)
+)]
 
 /// The README's examples, run as doc tests so that they stay true.
 #[doc = include_str!("../README.md")]
