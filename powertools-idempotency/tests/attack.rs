@@ -5439,26 +5439,26 @@ mod dynamo {
         let c = client(1);
         assert!(DynamoDbStore::new(c.clone(), "").is_err());
         assert!(
-            DynamoDbStore::builder(c.clone(), "t")
+            DynamoDbStore::builder(c.clone(), "orders")
                 .key_attr("")
                 .build()
                 .is_err()
         );
         assert!(
-            DynamoDbStore::builder(c.clone(), "t")
+            DynamoDbStore::builder(c.clone(), "orders")
                 .sort_key_attr("id")
                 .static_pk_value("x")
                 .build()
                 .is_err()
         );
         assert!(
-            DynamoDbStore::builder(c.clone(), "t")
+            DynamoDbStore::builder(c.clone(), "orders")
                 .status_attr("data")
                 .build()
                 .is_err()
         );
         assert!(
-            DynamoDbStore::builder(c.clone(), "t")
+            DynamoDbStore::builder(c.clone(), "orders")
                 .expiry_attr("id")
                 .build()
                 .is_err()

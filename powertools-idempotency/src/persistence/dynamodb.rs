@@ -115,12 +115,41 @@ pub struct DynamoDbStoreBuilder {
     validation_key_attr: String,
 }
 
+/// Whether DynamoDB accepts `name` as a `TableName`: 3 to 255 of `[A-Za-z0-9_.-]`, or a table's
+/// ARN (`arn:<partition>:dynamodb:<region>:<account>:table/<name>`, at most 1024 bytes).
+fn is_table_name(name: &str) -> bool {
+    let is_name = |name: &str| {
+        (3..=255).contains(&name.len())
+            && name
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.'))
+    };
+    if name.len() > 1024 {
+        return false;
+    }
+    let mut parts = name.splitn(6, ':');
+    match std::array::from_fn::<_, 6, _>(|_| parts.next()) {
+        [
+            Some("arn"),
+            Some(partition),
+            Some("dynamodb"),
+            Some(region),
+            Some(account),
+            Some(resource),
+        ] if !partition.is_empty() && !region.is_empty() && !account.is_empty() => {
+            resource.strip_prefix("table/").is_some_and(is_name)
+        }
+        _ => is_name(name),
+    }
+}
+
 impl DynamoDbStore {
     /// A store on `table_name` with the default attribute names.
     ///
     /// # Errors
-    /// [`Error::Config`] when the table name is empty, or the client has no region (`AWS_REGION`
-    /// unset or empty).
+    /// [`Error::Config`] when the table name is empty or not one DynamoDB accepts (3 to 255
+    /// letters, digits, `_`, `-` and `.`, or a table's ARN), or the client has no region
+    /// (`AWS_REGION` unset or empty).
     pub fn new(client: Client, table_name: impl Into<String>) -> Result<Self, Error> {
         Self::builder(client, table_name).build()
     }
@@ -495,8 +524,9 @@ impl DynamoDbStoreBuilder {
     /// Checks the settings and builds the store.
     ///
     /// # Errors
-    /// [`Error::Config`] for a client without a region (`AWS_REGION` unset or empty), an empty
-    /// table or attribute name, a sort key equal to the partition
+    /// [`Error::Config`] for a client without a region (`AWS_REGION` unset or empty), a table
+    /// name that is empty or that DynamoDB refuses (3 to 255 letters, digits, `_`, `-` and `.`,
+    /// or a table's ARN), an empty attribute name, a sort key equal to the partition
     /// key, two attributes with the same name, a sort key without a static partition value when
     /// `AWS_LAMBDA_FUNCTION_NAME` is not set, an empty static partition value, or a malformed
     /// `AWS_LAMBDA_FUNCTION_NAME`.
@@ -504,6 +534,15 @@ impl DynamoDbStoreBuilder {
         if self.table_name.trim().is_empty() {
             return Err(Error::Config(format!(
                 "the table name is empty ({:?})",
+                self.table_name
+            )));
+        }
+        // Refused here, at init, rather than by DynamoDB's `ValidationException` at the first
+        // invocation (a name read from a variable with a typo or a trailing newline).
+        if !is_table_name(&self.table_name) {
+            return Err(Error::Config(format!(
+                "the table name {:?} is not one DynamoDB accepts: 3 to 255 letters, digits, \
+                 '_', '-' and '.', or a table's ARN",
                 self.table_name
             )));
         }
@@ -1535,7 +1574,7 @@ mod tests {
 
     #[test]
     fn before_any_request_the_endpoint_is_described_by_the_region() {
-        let store = DynamoDbStore::new(client(), "t").unwrap();
+        let store = DynamoDbStore::new(client(), "orders").unwrap();
         assert_eq!(
             store.endpoint.describe(&store.client),
             "the DynamoDB endpoint of us-east-1"
@@ -1555,7 +1594,7 @@ mod tests {
 
     #[test]
     fn a_sort_key_equal_to_the_partition_key_is_rejected_at_build() {
-        let error = DynamoDbStore::builder(client(), "t")
+        let error = DynamoDbStore::builder(client(), "orders")
             .sort_key_attr("id")
             .static_pk_value("p")
             .build()
@@ -1569,7 +1608,7 @@ mod tests {
     /// `ValidationException`, reported as a failure to save the in-progress record.
     #[test]
     fn an_empty_static_partition_value_is_rejected_at_build() {
-        let error = DynamoDbStore::builder(client(), "t")
+        let error = DynamoDbStore::builder(client(), "orders")
             .sort_key_attr("sk")
             .static_pk_value("")
             .build()
@@ -1589,8 +1628,46 @@ mod tests {
     }
 
     #[test]
+    fn a_table_name_dynamodb_refuses_is_rejected_at_build_naming_it() {
+        let long = "t".repeat(256);
+        for refused in [
+            "t",
+            "ab",
+            "orders\n",
+            " orders",
+            "bad name!",
+            "orders/idempotency",
+            "commandes-é",
+            long.as_str(),
+            "arn:aws:dynamodb:eu-west-1:123456789012:table/",
+            "arn:aws:dynamodb:eu-west-1:123456789012:stream/orders",
+            "arn:aws:s3:eu-west-1:123456789012:table/orders",
+            "arn::dynamodb:eu-west-1:123456789012:table/orders",
+        ] {
+            let error = DynamoDbStore::new(client(), refused).unwrap_err();
+            assert!(
+                matches!(&error, Error::Config(message)
+                    if message.contains(&format!("{refused:?}"))
+                        && message.contains("not one DynamoDB accepts")),
+                "{refused:?}: {error}"
+            );
+        }
+        let longest = "t".repeat(255);
+        for accepted in [
+            "ord",
+            "Orders_v2.idempotency-table",
+            longest.as_str(),
+            "arn:aws:dynamodb:eu-west-1:123456789012:table/orders",
+            "arn:aws-cn:dynamodb:cn-north-1:123456789012:table/orders.v2",
+        ] {
+            let store = DynamoDbStore::new(client(), accepted);
+            assert!(store.is_ok(), "{accepted:?}: {:?}", store.err());
+        }
+    }
+
+    #[test]
     fn a_composite_key_puts_the_idempotency_key_in_the_sort_key() {
-        let store = DynamoDbStore::builder(client(), "t")
+        let store = DynamoDbStore::builder(client(), "orders")
             .sort_key_attr("sk")
             .static_pk_value("idempotency#orders")
             .build()
@@ -1609,7 +1686,7 @@ mod tests {
 
     #[test]
     fn a_stored_record_is_parsed_with_every_attribute() {
-        let store = DynamoDbStore::new(client(), "t").unwrap();
+        let store = DynamoDbStore::new(client(), "orders").unwrap();
         let record = store
             .parse(&item(&[
                 ("id", AttributeValue::S("f#1".into())),
@@ -1639,7 +1716,7 @@ mod tests {
 
     #[test]
     fn a_malformed_stored_record_is_a_typed_error() {
-        let store = DynamoDbStore::new(client(), "t").unwrap();
+        let store = DynamoDbStore::new(client(), "orders").unwrap();
         let cases = [
             item(&[("status", AttributeValue::S("COMPLETED".into()))]),
             item(&[
