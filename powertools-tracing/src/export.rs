@@ -408,7 +408,10 @@ impl Exporter {
             if running > 0 {
                 self.warn_dropped(
                     running,
-                    &format_args!("{running} invocations were still running"),
+                    &format_args!(
+                        "{running} invocation{} still running",
+                        if running == 1 { " was" } else { "s were" }
+                    ),
                     "the spans of invocations still running when the process exited were dropped \
                      (counted by their invocation spans; the spans they started are lost with \
                      them)",

@@ -487,6 +487,8 @@ struct InvocationEnd {
     span: Option<InvocationSpan>,
     tracer: Tracer,
     handed_over: Option<String>,
+    /// Whether the exporter counts this invocation as running (its span will be exported).
+    counted_running: bool,
 }
 
 impl InvocationEnd {
@@ -494,7 +496,9 @@ impl InvocationEnd {
     /// exports it, `false` when the layer must flush.
     fn end(&mut self) -> bool {
         drop(self.span.take());
-        if let Some(exporter) = &self.tracer.inner.exporter {
+        if let Some(exporter) = &self.tracer.inner.exporter
+            && self.counted_running
+        {
             exporter.invocation_ended();
         }
         let handed_over = self.handed_over.take();
@@ -675,13 +679,22 @@ where
         // Built before the inner call, so that even a panic there ends the span and tells the
         // extension.
         let span_context = context.clone();
-        if let Some(exporter) = &tracer.inner.exporter {
+        // Counted only for a span that will be exported: an unsampled invocation still running
+        // at exit loses no span (it was counted as a dropped one).
+        let counted_running = {
+            let span = context.span();
+            span.is_recording() && span.span_context().is_sampled()
+        };
+        if let Some(exporter) = &tracer.inner.exporter
+            && counted_running
+        {
             exporter.invocation_started();
         }
         let mut end = InvocationEnd {
             span: Some(InvocationSpan(context.clone())),
             tracer: tracer.clone(),
             handed_over,
+            counted_running,
         };
         let error_hook = self.layer.error.clone();
         let future = {
