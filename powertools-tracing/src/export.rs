@@ -58,10 +58,17 @@ pub(crate) struct Exporter {
     capacity: usize,
     /// The bound on one flush (and on one probe).
     timeout: Duration,
-    /// Spans dropped since the process started: queue full, export failed, export suspended.
+    /// Spans dropped since the process started, but for a full queue's: export failed, export
+    /// suspended, the process exiting.
     dropped: AtomicU64,
     /// The part of `dropped` already reported in a warning: never more than `dropped`.
     reported: AtomicU64,
+    /// Spans a full queue dropped since the process started: counted apart, so that they are
+    /// reported under their own cause (`max_queued_spans`), not a failed export's that happens
+    /// to report first (which told users to fix the collector when the queue was too small).
+    queue_full: AtomicU64,
+    /// The part of `queue_full` already reported in a warning: never more than `queue_full`.
+    queue_full_reported: AtomicU64,
     /// Held while `reported` moves, so that concurrent reporters each report other drops
     /// (read and set apart, one could set it below another's value, or subtract a larger one
     /// from its smaller `dropped`: an overflow found by CI under 20 concurrent invocations).
@@ -198,6 +205,8 @@ impl Exporter {
             timeout,
             dropped: AtomicU64::new(0),
             reported: AtomicU64::new(0),
+            queue_full: AtomicU64::new(0),
+            queue_full_reported: AtomicU64::new(0),
             reporting: Mutex::new(()),
             suspended: AtomicBool::new(false),
             filling: tokio::sync::Notify::new(),
@@ -264,7 +273,7 @@ impl Exporter {
                         .rposition(|queued| queued.span_kind != SpanKind::Server)
                 })
                 .flatten();
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.queue_full.fetch_add(1, Ordering::Relaxed);
             if let Some(child) = child {
                 queue[child] = span;
             }
@@ -283,7 +292,7 @@ impl Exporter {
 
     /// Spans dropped since the process started.
     pub(crate) fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.dropped.load(Ordering::Relaxed) + self.queue_full.load(Ordering::Relaxed)
     }
 
     /// Counts an invocation whose span was started, until [`invocation_ended`](Self::invocation_ended).
@@ -512,7 +521,7 @@ impl Exporter {
         // way round, drops counted and reported in between could hide others).
         if spans == 0 {
             let reported = self.reported.load(Ordering::Acquire);
-            if self.dropped() == reported {
+            if self.dropped.load(Ordering::Relaxed) == reported {
                 return 0;
             }
         }
@@ -538,7 +547,7 @@ impl Exporter {
     }
 
     /// Counts `spans` as dropped and reports them with the drops no warning has reported yet,
-    /// if any, with `cause`.
+    /// if any, with `cause`; a full queue's drops not reported yet in a warning of their own.
     fn warn_dropped(&self, spans: u64, cause: &dyn fmt::Display, message: &'static str) {
         let unreported = self.count_and_take_unreported(spans);
         if unreported > 0 {
@@ -547,6 +556,33 @@ impl Exporter {
                 dropped_spans = unreported,
                 error = %self.naming_cause(cause),
                 "{message}"
+            );
+        }
+        self.warn_queue_full();
+    }
+
+    /// Reports the spans a full queue dropped that no warning has reported yet: each to one
+    /// caller, as [`count_and_take_unreported`](Self::count_and_take_unreported) does.
+    fn warn_queue_full(&self) {
+        // Mostly none: no lock taken then (`Acquire`, as in `count_and_take_unreported`).
+        let reported = self.queue_full_reported.load(Ordering::Acquire);
+        if self.queue_full.load(Ordering::Relaxed) == reported {
+            return;
+        }
+        let unreported = {
+            let _reporting = self
+                .reporting
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let dropped = self.queue_full.load(Ordering::Relaxed);
+            dropped.saturating_sub(self.queue_full_reported.swap(dropped, Ordering::Release))
+        };
+        if unreported > 0 {
+            tracing::warn!(
+                target: "powertools_tracing",
+                dropped_spans = unreported,
+                max_queued_spans = self.capacity,
+                "spans were dropped: more ended between two flushes than the queue holds"
             );
         }
     }
@@ -695,15 +731,13 @@ impl Exporter {
                 return;
             }
         }
-        let unreported = self.count_and_take_unreported(0);
-        if unreported > 0 {
-            tracing::warn!(
-                target: "powertools_tracing",
-                dropped_spans = unreported,
-                max_queued_spans = self.capacity,
-                "spans were dropped: more ended between two flushes than the queue holds"
-            );
-        }
+        // A full queue's drops, and any of an outage that no warning took (the probe reports
+        // those it resumes after).
+        self.warn_dropped(
+            0,
+            &"export suspended",
+            "spans were dropped while the collector did not take them",
+        );
     }
 
     /// Suspends export and starts the probe, once per outage.
@@ -748,6 +782,7 @@ impl Exporter {
                 endpoint = exporter.endpoint.as_deref().unwrap_or("the span exporter"),
                 "the collector answers again: spans are exported again"
             );
+            exporter.warn_queue_full();
         }
     }
 

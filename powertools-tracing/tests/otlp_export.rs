@@ -1055,9 +1055,23 @@ async fn drops_of_a_full_queue_before_a_failed_export_are_reported_too() {
         .unwrap();
     tracer.flush().await;
 
-    // Then the warnings report all six
+    // Then the warnings report all six, each under its own cause: the queue's four with
+    // `max_queued_spans` (they were the collector's, which told users to fix the collector
+    // when the queue was too small), the export's two with the collector's failure
     assert_eq!(tracer.dropped_spans(), 6);
-    assert_eq!(reported_drops(&warnings.all()), 6, "{:#?}", warnings.all());
+    let all = warnings.all();
+    assert_eq!(reported_drops(&all), 6, "{all:#?}");
+    let (queue_full, failed): (Vec<String>, Vec<String>) = all
+        .iter()
+        .filter(|warning| warning.contains("dropped_spans="))
+        .cloned()
+        .partition(|warning| warning.contains("max_queued_spans=2"));
+    assert_eq!(reported_drops(&queue_full), 4, "{all:#?}");
+    assert_eq!(reported_drops(&failed), 2, "{all:#?}");
+    assert!(
+        failed.iter().all(|warning| warning.contains("error=")),
+        "{all:#?}"
+    );
 }
 
 #[test]
