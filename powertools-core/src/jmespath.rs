@@ -147,7 +147,10 @@ thread_local! {
 /// `starts_with`. An expression is checked
 /// when it is compiled, more than Python checks it: a function that does not exist is refused
 /// then, not when a search reaches it, and so is an expression of more than 64 operators (each
-/// can nest it a level deeper; a few thousand overflowed the stack and aborted the process).
+/// can nest it a level deeper; a few thousand overflowed the stack and aborted the process), and
+/// one that may copy a part of the data more than 16 times (`[@,@] | [@,@] | …` doubles it at
+/// each stage: 22 stages ran a 1 KiB event out of memory; a real expression copies each part
+/// once or twice).
 ///
 /// Clones share the compiled expression.
 ///
@@ -207,6 +210,26 @@ impl JmesPath {
                 reason: format!(
                     "unknown function `{name}`: the JMESPath functions and powertools_json, \
                      powertools_base64 and powertools_base64_gzip are available"
+                ),
+            });
+        }
+        // A short expression can copy the data exponentially (`[@,@] | [@,@] | …`: shared while
+        // the search runs, copied whole into the result, `to_string` or a flatten), which ran
+        // out of memory and aborted the process at 22 such stages on a 1 KiB event (found by an
+        // attack).
+        let repeated = Footprint::of(compiled.as_ast()).worst;
+        if repeated > MAX_REPETITION {
+            return Err(Error::InvalidJmesPath {
+                expression: expression.to_owned(),
+                reason: format!(
+                    "it may copy one part of the data {} times (multi-selects or function \
+                     arguments that select the same data, piped or projected into each other): \
+                     at most {MAX_REPETITION} are accepted, as a search builds every copy",
+                    if repeated == u64::MAX {
+                        "more than 2^64".to_owned()
+                    } else {
+                        repeated.to_string()
+                    }
                 ),
             });
         }
@@ -452,6 +475,203 @@ fn operators(expression: &str) -> usize {
         previous = byte;
     }
     operators
+}
+
+/// The most times an expression may copy one part of the data it searches, in its result or
+/// while it runs (see [`Footprint`]). Real expressions copy each part once (`[a, b.c]`,
+/// `Records[*].powertools_json(body)`), or twice (`{raw: @, id: id}`); each `[@, @]` piped into
+/// another doubles it, and 32 of them fit in [`MAX_EXPRESSION_OPERATORS`].
+const MAX_REPETITION: u64 = 16;
+
+/// The most parts a [`Footprint`] tells apart; past it they are merged into one part at the
+/// data's root (counts added: never fewer), so that an expression of thousands of fields is
+/// checked in bounded time.
+const MAX_FOOTPRINT_PARTS: usize = 1024;
+
+/// A step of a path into the data: a field, or an element of an array (indexes, negative ones
+/// included, and a projection's elements are not told apart: they may be the same one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step<'a> {
+    Field(&'a str),
+    Element,
+}
+
+/// What an expression's result holds of its input, as an upper bound: the parts of the input
+/// it copies (each a path, and how many times), so that a part and a part inside it add up,
+/// and two parts side by side (`[a, b]`) do not. The `jmespath` interpreter shares values while
+/// it runs (`[@, @]` holds the input twice for the price of two pointers), but what walks them
+/// copies each: the result's conversion, `to_string`, comparisons, a flatten. Unlike the
+/// operator count, this bounds work that doubles at each of a few operators.
+#[derive(Debug)]
+struct Footprint<'a> {
+    parts: Vec<(Vec<Step<'a>>, u64)>,
+    /// The result is the input's value at the one part's path (fields and indexes only), so
+    /// that what follows it continues the path rather than copying the part again.
+    is_path: bool,
+    /// The most copies of one part of the input any value built while evaluating holds, the
+    /// result included (see [`Footprint::repetition`]).
+    worst: u64,
+}
+
+impl<'a> Footprint<'a> {
+    fn path(steps: Vec<Step<'a>>) -> Self {
+        Self {
+            parts: vec![(steps, 1)],
+            is_path: true,
+            worst: 1,
+        }
+    }
+
+    /// A value built from `parts` (an array, an object, a function's result).
+    fn built(parts: Vec<(Vec<Step<'a>>, u64)>, worst: u64) -> Self {
+        let mut built = Self {
+            parts,
+            is_path: false,
+            worst,
+        };
+        if built.parts.len() > MAX_FOOTPRINT_PARTS {
+            let copies = built
+                .parts
+                .iter()
+                .fold(0_u64, |sum, (_, count)| sum.saturating_add(*count));
+            built.parts = vec![(Vec::new(), copies)];
+        }
+        built.worst = built.worst.max(built.repetition());
+        built
+    }
+
+    /// Every part of `children` (each copied once), and the worst of their evaluations.
+    fn union(children: impl IntoIterator<Item = Self>) -> Self {
+        let mut parts = Vec::new();
+        let mut worst = 0;
+        for child in children {
+            worst = worst.max(child.worst);
+            parts.extend(child.parts);
+        }
+        Self::built(parts, worst)
+    }
+
+    /// The result of `a || b` or `a && b`: one or the other, so each part as many times as the
+    /// one that copies it more.
+    fn either(a: Self, b: Self) -> Self {
+        let worst = a.worst.max(b.worst);
+        let mut parts: Vec<(Vec<Step<'a>>, u64)> = Vec::new();
+        for (steps, count) in a.parts.into_iter().chain(b.parts) {
+            match parts.iter_mut().find(|(known, _)| *known == steps) {
+                Some((_, known)) => *known = (*known).max(count),
+                None => parts.push((steps, count)),
+            }
+        }
+        Self::built(parts, worst)
+    }
+
+    /// A value computed from `inputs` that holds none of them (a comparison's `true`), but walks
+    /// each (comparing them).
+    fn walked(inputs: impl IntoIterator<Item = Self>) -> Self {
+        let walked = Self::union(inputs);
+        Self::built(Vec::new(), walked.worst)
+    }
+
+    /// The most copies of one part of the input the result holds: for each part, the copies of
+    /// the parts that hold it (itself included, paths that are its prefixes).
+    fn repetition(&self) -> u64 {
+        fn holds(outer: &[Step<'_>], inner: &[Step<'_>]) -> bool {
+            outer.len() <= inner.len() && outer.iter().zip(inner).all(|(a, b)| a == b)
+        }
+        self.parts
+            .iter()
+            .map(|(inner, _)| {
+                self.parts
+                    .iter()
+                    .filter(|(outer, _)| holds(outer, inner))
+                    .fold(0_u64, |sum, (_, count)| sum.saturating_add(*count))
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// `next` evaluated on this footprint's result (`a.b`, `a | b`), or on each of its elements
+    /// (`a[*].b`, a projection).
+    fn then(self, next: Self, projection: bool) -> Self {
+        if self.is_path {
+            if let [(prefix, 1)] = self.parts.as_slice() {
+                let mut prefix = prefix.clone();
+                if projection {
+                    prefix.push(Step::Element);
+                }
+                let parts = next
+                    .parts
+                    .into_iter()
+                    .map(|(steps, count)| {
+                        let mut path = prefix.clone();
+                        path.extend(steps);
+                        (path, count)
+                    })
+                    .collect();
+                let is_path = next.is_path && !projection;
+                let worst = self.worst.max(next.worst);
+                let mut continued = Self::built(parts, worst);
+                continued.is_path = is_path;
+                return continued;
+            }
+        }
+        // Built data: `next` may copy each of its parts as often as it copies its input.
+        let factor = next.repetition().max(1);
+        let worst = self.worst.max(self.repetition().saturating_mul(next.worst));
+        let parts = self
+            .parts
+            .into_iter()
+            .map(|(steps, count)| (steps, count.saturating_mul(factor)))
+            .collect();
+        Self::built(parts, worst)
+    }
+
+    /// The footprint of `ast` on its input. Recursive: the operator limit, checked before the
+    /// expression is compiled, bounds the depth.
+    fn of(ast: &'a Ast) -> Self {
+        match ast {
+            Ast::Identity { .. } => Self::path(Vec::new()),
+            Ast::Field { name, .. } => Self::path(vec![Step::Field(name)]),
+            Ast::Index { .. } => Self::path(vec![Step::Element]),
+            // A new array of the input's elements.
+            Ast::Slice { .. } => Self::built(vec![(Vec::new(), 1)], 1),
+            Ast::Literal { .. } => Self::built(Vec::new(), 0),
+            Ast::Subexpr { lhs, rhs, .. } => Self::of(lhs).then(Self::of(rhs), false),
+            Ast::Projection { lhs, rhs, .. } => Self::of(lhs).then(Self::of(rhs), true),
+            Ast::Flatten { node, .. }
+            | Ast::ObjectValues { node, .. }
+            | Ast::Expref { ast: node, .. } => Self::union([Self::of(node)]),
+            Ast::Not { node, .. } => Self::walked([Self::of(node)]),
+            Ast::Comparison { lhs, rhs, .. } => Self::walked([Self::of(lhs), Self::of(rhs)]),
+            Ast::And { lhs, rhs, .. } | Ast::Or { lhs, rhs, .. } => {
+                Self::either(Self::of(lhs), Self::of(rhs))
+            }
+            // `then` where `predicate` holds, evaluated first.
+            Ast::Condition {
+                predicate, then, ..
+            } => {
+                let predicate = Self::of(predicate);
+                let mut then = Self::of(then);
+                then.worst = then.worst.max(predicate.worst);
+                then
+            }
+            Ast::MultiList { elements, .. } => Self::union(elements.iter().map(Self::of)),
+            Ast::MultiHash { elements, .. } => {
+                Self::union(elements.iter().map(|pair| Self::of(&pair.value)))
+            }
+            Ast::Function { args, .. } => {
+                // An expression argument (`sort_by(a, &b)`, `map(&b, a)`) runs on each element
+                // of the others: it multiplies what they hold.
+                let (expressions, values): (Vec<&Ast>, Vec<&Ast>) = args
+                    .iter()
+                    .partition(|arg| matches!(arg, Ast::Expref { .. }));
+                expressions.into_iter().fold(
+                    Self::union(values.into_iter().map(Self::of)),
+                    |found, expression| found.then(Self::of(expression), true),
+                )
+            }
+        }
+    }
 }
 
 /// The first function `ast` calls that the runtime does not have, walked without recursion.
@@ -955,6 +1175,83 @@ mod tests {
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         encoder.write_all(text.as_bytes()).unwrap();
         base64::engine::general_purpose::STANDARD.encode(encoder.finish().unwrap())
+    }
+
+    /// `[@,@] | [@,@] | …` doubles what a search builds at each stage, within the operator
+    /// limit: 22 stages on a 1 KiB event ran out of memory and aborted the process (found by an
+    /// attack). Refused when compiled, with the copies counted; so is a flatten's doubling piped
+    /// into a literal, a function's, and an expression argument's.
+    #[test]
+    fn an_expression_that_copies_the_data_exponentially_is_refused_when_compiled() {
+        let stages = |count: usize| vec!["[@,@]"; count].join(" | ");
+        let refused = |expression: &str, copies: &str| {
+            let error = JmesPath::new(expression).expect_err(expression);
+            let message = error.to_string();
+            assert!(
+                matches!(error, Error::InvalidJmesPath { .. })
+                    && message.contains(&format!("copy one part of the data {copies} times"))
+                    && message.contains("at most 16"),
+                "{expression}: {message}"
+            );
+        };
+        let four = JmesPath::new(&stages(4)).unwrap();
+        assert_eq!(
+            serde_json::to_string(&four.search(&json!(1)).unwrap())
+                .unwrap()
+                .matches('1')
+                .count(),
+            16
+        );
+        refused(&stages(5), "32");
+        refused(&stages(32), "4294967296");
+        refused(&format!("{} | `1`", ["[@,@][]"; 5].join(" | ")), "32");
+        refused(&format!("to_string({})", stages(5)), "32");
+        refused(&format!("length({}) == `1`", stages(5)), "32");
+        refused(&format!("a || {}", stages(5)), "32");
+        refused(&format!("Records[?{} == `1`].id", stages(5)), "32");
+        refused("map(&[@,@,@,@], [@,@,@,@,@])", "20");
+        refused("sort_by([@,@,@,@,@], &to_string([@,@,@,@]))", "20");
+        refused("a.[b, b, b, b, b] | [@, @, @, @]", "20");
+        refused(
+            "{x: @, y: @, z: [a, a, a, a, a, a, a, a, a, a, a, a, a, a, a]}",
+            "17",
+        );
+    }
+
+    /// What real expressions copy: each part once, or a part and one inside it.
+    #[test]
+    fn real_expressions_copy_each_part_once_or_twice() {
+        let wide = format!(
+            "{{{}}}",
+            (0..300)
+                .map(|field| format!("f{field}: f{field}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for expression in [
+            envelopes::API_GATEWAY_REST,
+            envelopes::SQS,
+            envelopes::SNS,
+            envelopes::KINESIS_DATA_STREAM,
+            envelopes::CLOUDWATCH_LOGS,
+            envelopes::S3_SNS_SQS,
+            envelopes::S3_SNS_KINESIS_FIREHOSE,
+            envelopes::S3_KINESIS_FIREHOSE,
+            envelopes::S3_EVENTBRIDGE_SQS,
+            r#"[headers."idempotency-key", powertools_json(body).customer_id]"#,
+            "Records[*].{id: messageId, order: powertools_json(body).{id: id, total: total}}",
+            "{raw: @, id: id}",
+            "sort_by(Records, &attributes.SentTimestamp)[*].messageId",
+            "map(&[id, total], orders)",
+            "Records[?eventName == 'INSERT'].dynamodb.NewImage.[id.S, total.N]",
+            "a || a || a || a || a || a || a || a || a || a || a || a || a || a || a || a || a",
+            "[a, b] == [a, b] && [a, b] == [a, b] && [a, b] == [a, b] && !([a, b] == [a, b])",
+            "[order.id, order.customer, order.items[*].sku, order.items[0]]",
+            &wide,
+        ] {
+            let compiled = JmesPath::new(expression);
+            assert!(compiled.is_ok(), "{expression}: {:?}", compiled.err());
+        }
     }
 
     #[test]

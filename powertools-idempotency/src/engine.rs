@@ -1257,9 +1257,12 @@ async fn clock_passed(deadline_ms: i64) -> bool {
 /// cannot tell: its failure may have been stored.
 fn outcome_unknown(error: &StoreError) -> bool {
     match error {
+        #[cfg(feature = "dynamodb")]
         StoreError::Backend(source) => source
             .downcast_ref::<crate::DynamoDbError>()
             .is_none_or(crate::DynamoDbError::may_have_landed),
+        #[cfg(not(feature = "dynamodb"))]
+        StoreError::Backend(_) => true,
         StoreError::ItemTooLarge { .. }
         | StoreError::ClaimReplaced { .. }
         | StoreError::InvalidRecord { .. } => false,
