@@ -185,6 +185,7 @@ where
     }
 
     fn call(&mut self, event: LambdaEvent<EventOf<A>>) -> Self::Future {
+        crate::run::invocation_received();
         match event.payload.0 {
             Ok(payload) => {
                 let event = LambdaEvent::new(payload, event.context);
@@ -204,6 +205,11 @@ where
                     Some(body) => invalid.with_path::<A>(&body),
                     None => invalid,
                 };
+                // The layers never see this invocation: it claims the process's cold start
+                // here, or the next one, warm, was the cold start in the logs, metrics and span
+                // (found by two attacks; Powertools for Python counts a first invocation that
+                // fails as the cold start too).
+                let cold_start = powertools_core::is_cold_start(&event.context);
                 // In the runtime's span: the line carries the invocation's request id.
                 // The logging layer's failure line, as it writes one (its marker field says so:
                 // `exception` fails closed on masked keys, and is not repeated as a field).
@@ -211,6 +217,7 @@ where
                     target: "powertools_logging",
                     exception_name = "InvalidEvent",
                     exception = %invalid,
+                    cold_start,
                     powertools_logging.failure = true,
                     "Invocation failed"
                 );

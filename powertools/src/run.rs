@@ -2,6 +2,7 @@
 
 use std::fmt::Debug;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_core::Stream;
 use lambda_runtime::layers::TracingLayer;
@@ -24,7 +25,9 @@ use serde::{Deserialize, Serialize};
 /// `lambda_runtime`'s own message quotes (a card number, or megabytes of a hostile event):
 /// `the event does not read as aws_lambda_events::event::sqs::SqsEvent at Records[0].body:
 /// invalid type (the value is left out), expected a string at line 1 column 33`. One `ERROR`
-/// line says the same, with the invocation's request id (and only that: the logging layer never saw the invocation). Map keys
+/// line says the same, with the invocation's request id and `cold_start` (and only those: the
+/// logging layer never saw the invocation; the invocation claims the cold start, so the next one
+/// is warm in the logs, metrics and span, as in Powertools for Python). Map keys
 /// in the path (a `HashMap`'s, not a struct's field names) come from the event and are written
 /// when they read as a field's name (up to 64 ASCII letters, digits, `_` and `-`), else as
 /// `<key>`; an unknown field's name is not. A message of a `Deserialize`
@@ -81,7 +84,13 @@ use serde::{Deserialize, Serialize};
 /// (`AWS_LAMBDA_FUNCTION_NAME`, `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, `AWS_LAMBDA_FUNCTION_VERSION`,
 /// `AWS_LAMBDA_RUNTIME_API`) is missing or malformed, as outside Lambda, where
 /// `lambda_runtime` alone panics; the message names each such variable. Then, as
-/// [`lambda_runtime::Runtime::run`]: the Runtime API failed.
+/// [`lambda_runtime::Runtime::run`]: the Runtime API failed, or an invocation's client context
+/// or Cognito identity (headers its caller sets) did not read as `lambda_runtime`'s types, where
+/// `lambda_runtime` stops without answering it (aws-lambda-rust-runtime#559; Lambda reports
+/// that invocation as `Runtime.ExitError` and starts a new environment for the next): the error
+/// names the two headers and leaves out the value, which `lambda_runtime`'s own message quotes.
+/// Under [`run_concurrent`], such an invocation ends one worker (`lambda_runtime` logs it, with
+/// its message), and the runtime stops when none is left.
 pub async fn run<A, F, R, B, S, D, E>(handler: F) -> Result<(), lambda_runtime::Error>
 where
     F: Service<LambdaEvent<A>, Response = R>,
@@ -100,6 +109,7 @@ where
         .layer(RawEventLayer::new())
         .run()
         .await
+        .map_err(runtime_stopped)
 }
 
 /// [`run`] for Lambda Managed Instances: as many invocations at once as
@@ -154,7 +164,58 @@ where
         .layer(RawEventLayer::new())
         .run_concurrent()
         .await
+        .map_err(runtime_stopped)
 }
+
+/// Whether this process received an invocation: an error after that is not an init error
+/// ([`init_failed`](crate::init_failed)).
+static INVOCATION_RECEIVED: AtomicBool = AtomicBool::new(false);
+
+/// Notes that the runtime handed over an invocation.
+pub(crate) fn invocation_received() {
+    // Read first: after the first invocation, no write (and no cache line bouncing between the
+    // workers of `run_concurrent`).
+    if !INVOCATION_RECEIVED.load(Ordering::Relaxed) {
+        INVOCATION_RECEIVED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Whether [`run`] or [`run_concurrent`] received an invocation in this process.
+pub(crate) fn has_received_an_invocation() -> bool {
+    INVOCATION_RECEIVED.load(Ordering::Relaxed)
+}
+
+/// The error `lambda_runtime` stopped with, with what its own does not say. It reads each
+/// invocation's client context and Cognito identity (headers the caller of a direct invoke, or a
+/// mobile client, sets) into its types before any layer sees the invocation, and stops at one
+/// that does not read (aws-lambda-rust-runtime#559), with serde's message, which quotes the
+/// value (found by an attack: a card number in a client context reached the log and Lambda's
+/// answer). The value is left out, and the headers named.
+fn runtime_stopped(error: lambda_runtime::Error) -> lambda_runtime::Error {
+    match error.downcast::<serde_json::Error>() {
+        Ok(unread) => Box::new(RuntimeStopped(format!(
+            "lambda_runtime stopped: an invocation's client context or Cognito identity (the \
+             Lambda-Runtime-Client-Context or Lambda-Runtime-Cognito-Identity header, which its \
+             caller sets) does not read as lambda_runtime's ClientContext or CognitoIdentity: \
+             {} (aws-lambda-rust-runtime#559: the invocation is not answered, and Lambda \
+             reports it as Runtime.ExitError)",
+            powertools_core::serde_message::without_values(&unread.to_string())
+        ))),
+        Err(error) => error,
+    }
+}
+
+/// `lambda_runtime` stopped, said without what the caller sent.
+#[derive(Debug)]
+struct RuntimeStopped(String);
+
+impl std::fmt::Display for RuntimeStopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RuntimeStopped {}
 
 /// The variables `lambda_runtime` reads when it starts, each with the check that keeps its
 /// reading from panicking (`Config::from_env`, and the Runtime API client's base URI).

@@ -1,0 +1,220 @@
+//! `powertools::run` against a Runtime API of the test's own, which hands out what Lambda's can
+//! and `cargo lambda watch` does not: a client context set by the caller. The function runs in a
+//! child process of the test, whose environment `run` reads.
+
+// The Runtime API's helpers run outside the test functions.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Debug, Deserialize)]
+struct Order {
+    #[allow(dead_code)]
+    order_id: String,
+}
+
+/// One invocation the Runtime API hands out: its request id, extra headers and event.
+struct Invocation {
+    request_id: &'static str,
+    headers: &'static str,
+    event: Value,
+}
+
+/// A request the function made: its method and path, and its body.
+type Request = (String, String);
+
+/// Serves `invocations` one per `/next`, then answers nothing more to `/next` (the test ends
+/// before), and records every request, one per connection (`connection: close`).
+async fn runtime_api(invocations: Vec<Invocation>) -> (String, Arc<Mutex<Vec<Request>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&requests);
+    tokio::spawn(async move {
+        let mut invocations = invocations.into_iter();
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let (line, body) = read_request(&mut stream).await;
+            recorded.lock().unwrap().push((line.clone(), body));
+            if line.ends_with("/runtime/invocation/next") {
+                let Some(invocation) = invocations.next() else {
+                    // Held open: the runtime waits, as Lambda's would between invocations.
+                    tokio::spawn(async move {
+                        let _held = stream;
+                        std::future::pending::<()>().await;
+                    });
+                    continue;
+                };
+                let body = invocation.event.to_string();
+                let deadline = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis()
+                    + 60_000;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                     lambda-runtime-aws-request-id: {}\r\nlambda-runtime-deadline-ms: {deadline}\r\n\
+                     lambda-runtime-invoked-function-arn: \
+                     arn:aws:lambda:eu-west-1:123456789012:function:orders\r\n{}\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    invocation.request_id,
+                    invocation.headers,
+                    body.len()
+                );
+                stream.write_all(answer.as_bytes()).await.unwrap();
+            } else {
+                stream
+                    .write_all(
+                        b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    (address, requests)
+}
+
+/// The request line's method and path, and the body its content-length announces.
+async fn read_request(stream: &mut TcpStream) -> (String, String) {
+    let mut request = Vec::new();
+    let mut buffer = [0_u8; 4096];
+    loop {
+        let read = stream.read(&mut buffer).await.unwrap();
+        request.extend_from_slice(&buffer[..read]);
+        let text = String::from_utf8_lossy(&request).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if request.len() >= end + 4 + length || read == 0 {
+                let line = text.lines().next().unwrap_or_default();
+                let line = line.rsplit_once(' ').map_or(line, |(line, _)| line);
+                return (line.to_owned(), text[end + 4..].to_owned());
+            }
+        }
+        if read == 0 {
+            return (String::new(), String::new());
+        }
+    }
+}
+
+/// Set in the child process the test runs the function in.
+const CHILD: &str = "POWERTOOLS_TEST_RUNTIME_API_CHILD";
+
+/// An invalid first event claims the cold start (the next invocation is warm), a client context
+/// that does not read stops `run` with an error that names the header and not the value (a card
+/// number), and `init_failed` then posts no init error: the function had started. Each failed
+/// first (found by two attacks: the warm invocation was the cold start; `run`'s error quoted the
+/// card number; it was posted to `/init/error` after invocations).
+///
+/// The function runs in a child process of this test binary, with the variables `run` reads set
+/// there (the workspace forbids the `unsafe` that setting them here takes); the Runtime API runs
+/// here and records what the function sent.
+#[tokio::test]
+async fn the_runtime_api_s_edges_are_said_without_quoting_the_caller() {
+    if std::env::var_os(CHILD).is_some() {
+        return function().await;
+    }
+    let (address, requests) = runtime_api(vec![
+        Invocation {
+            request_id: "invalid-first",
+            headers: "",
+            event: json!({"order_id": 5}),
+        },
+        Invocation {
+            request_id: "warm",
+            headers: "",
+            event: json!({"order_id": "o-1"}),
+        },
+        Invocation {
+            request_id: "client-context",
+            headers: "lambda-runtime-client-context: {\"custom\":{\"card\":4111111111111111}}\r\n",
+            event: json!({"order_id": "o-2"}),
+        },
+    ])
+    .await;
+    let child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "the_runtime_api_s_edges_are_said_without_quoting_the_caller",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .env("AWS_LAMBDA_RUNTIME_API", &address)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "orders")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+        .env_remove("AWS_LAMBDA_MAX_CONCURRENCY")
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), child)
+        .await
+        .expect("the function ends")
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{printed}");
+
+    let recorded = requests.lock().unwrap().clone();
+    let answer_of = |request_id: &str| {
+        recorded
+            .iter()
+            .find(|(line, _)| line.contains(&format!("/invocation/{request_id}/")))
+            .cloned()
+    };
+    let (line, body) = answer_of("invalid-first").expect("the invalid event is answered");
+    assert!(line.ends_with("/error"), "{line}: {body}");
+    assert!(body.contains("InvalidEvent"), "{body}");
+    let (line, body) = answer_of("warm").expect("the second invocation is answered");
+    assert!(line.ends_with("/response"), "{line}: {body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"cold_start": false}),
+        "the second invocation was the cold start"
+    );
+    assert!(answer_of("client-context").is_none(), "{recorded:?}");
+    assert!(
+        recorded
+            .iter()
+            .all(|(line, _)| !line.contains("/init/error")),
+        "an error after invocations was posted as an init error: {recorded:?}\n{printed}"
+    );
+    assert!(!printed.contains("4111"), "{printed}");
+}
+
+/// The function, in the child process: `run` until it stops, then `init_failed`, as a function's
+/// `main` does.
+async fn function() {
+    let handler = service_fn(|event: LambdaEvent<Order>| async move {
+        Ok::<_, lambda_runtime::Error>(
+            json!({"cold_start": powertools_core::is_cold_start(&event.context)}),
+        )
+    });
+    let stopped = powertools::run(handler)
+        .await
+        .expect_err("a client context that does not read stops the runtime");
+    let message = stopped.to_string();
+    assert!(
+        message.contains("Lambda-Runtime-Client-Context")
+            && message.contains("aws-lambda-rust-runtime#559"),
+        "{message}"
+    );
+    assert!(!message.contains("4111"), "{message}");
+    let code = powertools::init_failed(&*stopped).await;
+    assert_eq!(code, std::process::ExitCode::FAILURE);
+}
