@@ -96,11 +96,33 @@ fn text_diagnostic(text: &str) -> Diagnostic {
 pub(crate) fn lambda_diagnostic<E: Into<Diagnostic> + 'static>(error: E) -> Diagnostic {
     // The error's own `Display` and `Debug` run here, in the runtime's loop: one that panics is
     // reported as such (as the failure line and the span report it), not a panic of the runtime.
-    use powertools_core::failure::{UNDESCRIBABLE, catch_quiet_panic, type_path};
+    use powertools_core::failure::{UNDESCRIBABLE, catch_quiet_panic};
+    let error_type = catch_quiet_panic(|| undescribable_type(&error));
     catch_quiet_panic(|| described_for_lambda(error)).unwrap_or_else(|_| Diagnostic {
-        error_type: type_path::<E>().to_owned(),
+        error_type: error_type
+            .unwrap_or_else(|_| powertools_core::failure::type_path::<E>().to_owned()),
         error_message: UNDESCRIBABLE.to_owned(),
     })
+}
+
+/// The `errorType` of an error whose description panics: a boxed error's by its `Debug`, as the
+/// failure line names it (`ExplodingError`; a review found Lambda told
+/// `powertools_metrics::layer::ServiceError`, the stack's wrapper, for the same invocation),
+/// else its type's. Computed before describing it, which consumes it.
+fn undescribable_type<E: 'static>(error: &E) -> String {
+    let any: &dyn Any = error;
+    #[cfg(feature = "metrics")]
+    let any = handler_under_the_stack(any).unwrap_or(any);
+    #[cfg(feature = "idempotency")]
+    let any = match any.downcast_ref::<powertools_idempotency::Error<lambda_runtime::Error>>() {
+        Some(powertools_idempotency::Error::Handler(inner)) => inner as &dyn Any,
+        _ => any,
+    };
+    any.downcast_ref::<lambda_runtime::Error>()
+        .and_then(|boxed| {
+            powertools_core::failure::debug_type_name(&format!("{boxed:?}")).map(str::to_owned)
+        })
+        .unwrap_or_else(|| powertools_core::failure::type_path::<E>().to_owned())
 }
 
 /// [`lambda_diagnostic`], unguarded.
@@ -165,4 +187,51 @@ fn handler_diagnostic(any: &dyn Any) -> Option<Diagnostic> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use lambda_runtime::Diagnostic;
+
+    #[derive(Debug)]
+    struct ExplodingError;
+
+    impl std::fmt::Display for ExplodingError {
+        fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            panic!("no words for this one")
+        }
+    }
+
+    impl std::error::Error for ExplodingError {}
+
+    /// An error whose `Display` panics is named by its own type, as the failure line names it,
+    /// alone and under the stack (the stack's wrapper was Lambda's `errorType`: an attack).
+    #[test]
+    fn an_error_whose_display_panics_is_named_by_its_own_type() {
+        let assert_named = |diagnostic: Diagnostic| {
+            assert_eq!(diagnostic.error_type, "ExplodingError", "{diagnostic:?}");
+            assert_eq!(
+                diagnostic.error_message,
+                powertools_core::failure::UNDESCRIBABLE
+            );
+        };
+        let boxed: lambda_runtime::Error = Box::new(ExplodingError);
+        assert_named(super::lambda_diagnostic(boxed));
+        #[cfg(feature = "metrics")]
+        {
+            let boxed: lambda_runtime::Error = Box::new(ExplodingError);
+            assert_named(super::lambda_diagnostic(
+                powertools_metrics::ServiceError::Handler(boxed),
+            ));
+        }
+        #[cfg(all(feature = "metrics", feature = "idempotency"))]
+        {
+            let boxed: lambda_runtime::Error = Box::new(ExplodingError);
+            assert_named(super::lambda_diagnostic(
+                powertools_metrics::ServiceError::Handler(powertools_idempotency::Error::Handler(
+                    boxed,
+                )),
+            ));
+        }
+    }
 }
