@@ -996,9 +996,24 @@ fn storable_response<R: Serialize + DeserializeOwned>(
     // response costs no second pass.
     let shape = check_storable(response)?;
     let data = serde_json::to_string(response).map_err(|error| error.to_string())?;
-    if shape.depth > MAX_JSON_DEPTH || shape.buffering_sensitive || shape.f32_changed_if_buffered {
+    // With `arbitrary_precision`, serde reads a float where it buffers values as a map, which
+    // no float field takes: every response is read back (found by an attack: a float under
+    // `#[serde(flatten)]` was stored, and every duplicate failed until the record expired).
+    let kept_as_written = crate::storable::numbers_kept_as_written();
+    if shape.depth > MAX_JSON_DEPTH
+        || shape.buffering_sensitive
+        || shape.f32_changed_if_buffered
+        || kept_as_written
+    {
         let read = serde_json::from_str::<R>(&data).map_err(|error| {
-            format!("its JSON would not read back into the response type ({error})")
+            let build = if kept_as_written {
+                "; serde_json's `arbitrary_precision` feature is on in this build, and serde \
+                 reads a float under `#[serde(flatten)]` or in an internally tagged or untagged \
+                 enum as a map then"
+            } else {
+                ""
+            };
+            format!("its JSON would not read back into the response type ({error}){build}")
         })?;
         // Whether that `f32` was buffered shows only in what reads back: the `f32`s of both,
         // compared as sets with their counts (a map or set may write its entries in another

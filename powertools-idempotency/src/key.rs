@@ -216,15 +216,20 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
 const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
 
 /// Writes a number by value: integral floats below 2^64 in magnitude as integer digits, so that
-/// `-0`, `0`, `0.0` and `1.0`, `1` give the same key.
+/// `-0`, `0`, `0.0` and `1.0`, `1` give the same key, and other floats in their shortest form,
+/// so that `1.5`, `1.50` and `15e-1` do too. (The float itself, not the `Number`: where a crate
+/// in the build turns on serde_json's `arbitrary_precision`, a `Number` writes its digits as
+/// they came, and `1.5` and `1.50` gave two keys: found by an attack.)
 fn write_number(number: &serde_json::Number, out: &mut Vec<u8>) {
     if let Some(float) = number.as_f64().filter(|_| number.is_f64()) {
         // `as` is exact here: the value is integral and within the target type's range.
         #[allow(clippy::cast_possible_truncation)]
         if float.fract() == 0.0 && float.abs() < TWO_POW_64 {
             write_scalar(&(float as i128), out);
-            return;
+        } else {
+            write_scalar(&float, out);
         }
+        return;
     }
     write_scalar(number, out);
 }

@@ -28,6 +28,17 @@ pub(crate) struct Shape {
     pub(crate) f32_changed_if_buffered: bool,
 }
 
+/// Whether serde_json keeps numbers as they were written (its `arbitrary_precision` feature,
+/// which any crate in the build can turn on: features unify): asked of serde_json once.
+pub(crate) fn numbers_kept_as_written() -> bool {
+    static KEPT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *KEPT.get_or_init(|| {
+        serde_json::from_str::<serde_json::Value>("1.50")
+            .and_then(|number| serde_json::to_string(&number))
+            .is_ok_and(|written| written == "1.50")
+    })
+}
+
 /// Its [`Shape`] when every float in `value` is finite; otherwise why it cannot be stored.
 pub(crate) fn check_storable<T: Serialize + ?Sized>(value: &T) -> Result<Shape, String> {
     let seen = Seen::default();
