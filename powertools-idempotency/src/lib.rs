@@ -149,7 +149,12 @@
 //!   layers name their operations apart.
 //! - A layer inside another on the same key and the same `Idempotency` (one layer applied
 //!   twice with one operation name, by a shared middleware stack and by the function, with any
-//!   layers between) runs the handler under the outer layer's claim, once. Layers on two
+//!   layers between that call the inner service on the same task) runs the handler under the
+//!   outer layer's claim, once. The outer claim is known to the task that polls it: between
+//!   two such layers, a layer that calls the inner service on another task (tower's `Buffer`,
+//!   or one that spawns) makes the inner layer find the outer's claim, and every call fails
+//!   with `IdempotencyAlreadyInProgressError` (loudly, never running the handler twice): put
+//!   such a layer outside both, or give the layers their own operations. Layers on two
 //!   `Idempotency` values each claim in their own store (one in memory around one on
 //!   DynamoDB, say); on one table, the inner finds the outer's claim
 //!   (`IdempotencyAlreadyInProgressError`): give one of them its own operation.

@@ -169,3 +169,58 @@ async fn review_a_nested_layer_on_another_store_still_claims_in_it() {
         "the duplicate ran again in the second container: the durable layer was bypassed"
     );
 }
+
+/// The outer claim is known to the task that polls it: a layer between two on the same key that
+/// calls the inner service on another task (tower's `Buffer`, a layer that spawns) makes the
+/// inner layer find the outer's claim. lib.rs says what follows, and this holds it to it: every
+/// call fails, as `AlreadyInProgress`, and the handler never runs (found by an attack: lib.rs
+/// promised "any layers between").
+#[tokio::test]
+async fn a_same_key_layer_behind_a_layer_that_calls_it_on_another_task_fails_loudly() {
+    let idempotency = Idempotency::builder(InMemoryStore::new())
+        .key_prefix("nested")
+        .build()
+        .unwrap();
+    let spawning = lambda_runtime::tower::layer::layer_fn(|inner| {
+        let inner: lambda_runtime::tower::util::BoxCloneService<
+            LambdaEvent<Value>,
+            Value,
+            powertools_idempotency::Error<lambda_runtime::Error>,
+        > = lambda_runtime::tower::util::BoxCloneService::new(inner);
+        service_fn(move |event: LambdaEvent<Value>| {
+            let mut inner = inner.clone();
+            async move {
+                tokio::spawn(async move { inner.ready().await?.call(event).await })
+                    .await
+                    .expect("the spawned call")
+            }
+        })
+    });
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    let mut handler = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(idempotency.clone()))
+        .layer(spawning)
+        .layer(IdempotencyLayer::new(idempotency.clone()))
+        .service(service_fn(move |event: LambdaEvent<Value>| {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, lambda_runtime::Error>(event.payload)
+            }
+        }));
+    for _ in 0..3 {
+        let answer = handler
+            .ready()
+            .await
+            .unwrap()
+            .call(TestContext::new().event(json!({"order": 3})))
+            .await
+            .expect_err("the inner layer finds the outer claim");
+        assert!(
+            answer.to_string().to_lowercase().contains("in progress"),
+            "{answer}"
+        );
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+}
