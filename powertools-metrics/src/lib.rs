@@ -117,7 +117,7 @@
 //! | no service configured | `[[]]`, no `service` key | the same |
 //! | ColdStart | own document, `[["function_name","service"]]`, value 1 | the same |
 //! | namespace, units, resolution | CloudWatch's | the same, checked when set |
-//! | non-ASCII dimension value, NaN | written; CloudWatch refuses the document | kept as metadata / refused with an error, so the document is valid |
+//! | non-ASCII dimension value, NaN | written; CloudWatch refuses the document | kept as metadata (`add_dimension`) / refused with an error (`single_metric`'s dimension, NaN), so the document is valid |
 //! | one value | `[1.0]` | `1.0` (as TypeScript; CloudWatch reads both alike; Logs Insights reads Python's as `name.0`) |
 //! | metadata | keys made strings, JSON types kept | the same |
 //! | 29 added dimensions and `service` | the document is lost at the flush | written |
