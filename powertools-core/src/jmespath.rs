@@ -111,7 +111,12 @@ thread_local! {
 ///   refused here, each with an error naming it: nesting deeper than 127 levels (serde_json's
 ///   bound, which keeps a hostile body from overflowing the stack), lone surrogate escapes
 ///   (`"\ud800"`, not Unicode text), and `NaN`, `Infinity` or a number beyond `f64` (`1e400`),
-///   which are not JSON numbers. `-0` is the integer 0, as in Python;
+///   which are not JSON numbers. `-0` is the integer 0, as in Python. (A literal in the
+///   expression itself is read by the `jmespath` crate, not by this function: `` `-0` `` is the
+///   float `-0.0` there, and an integer literal beyond 64 bits is rounded to a float; write such
+///   ids as string literals, `'100000000000000000000001'`. An index or slice bound beyond 32
+///   bits, `a[2147483648]`, is refused when the expression is compiled, `Expected valid
+///   number`, where Python takes any integer);
 /// - `powertools_base64(s)`: decodes standard base64 to UTF-8 text, as Python's
 ///   `base64.b64decode` reads it: what is not in the alphabet (line breaks) is left out, a
 ///   complete padding ends the data, text that is not ASCII is refused;
@@ -375,7 +380,13 @@ impl JmesPath {
             // The Powertools functions' own messages, which say which function and why;
             // `jmespath` files them as parse errors, which they are not.
             ErrorReason::Parse(message) => self.failed(message),
-            other => self.failed(other.to_string()),
+            // A runtime error points at its function's opening parenthesis: named, so that one
+            // of several nested functions is told apart (`powertools_json(powertools_base64(
+            // data))` on a record without `data`: found by an attack), as Python names it.
+            other => match function_at(self.as_str(), error.offset) {
+                Some(function) => self.failed(format!("in function {function}(): {other}")),
+                None => self.failed(other.to_string()),
+            },
         })?;
         serde_json::to_value(&*found).map_err(|error| self.failed(error.to_string()))
     }
@@ -925,7 +936,56 @@ fn parse_json(text: &str) -> Result<Variable, String> {
         }
         Variable::from_json(&String::from_utf8_lossy(&bytes))
     };
-    parsed.map_err(|error| format!("{POWERTOOLS_JSON}: invalid JSON: {error}"))
+    parsed.map_err(|error| {
+        format!(
+            "{POWERTOOLS_JSON}: invalid JSON: {error}{}",
+            python_reads_it(text, &error)
+        )
+    })
+}
+
+/// The name of the function whose opening parenthesis is at `offset` in `expression`, if one is.
+fn function_at(expression: &str, offset: usize) -> Option<&str> {
+    if expression.as_bytes().get(offset) != Some(&b'(') {
+        return None;
+    }
+    let before = expression.get(..offset)?.trim_end();
+    let start = before
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .map_or(0, |at| at + 1);
+    Some(&before[start..]).filter(|name| !name.is_empty())
+}
+
+/// What to add to serde_json's message when `text` holds what Python's `json.loads` reads and
+/// JSON does not, which serde_json's words do not name (`expected value` for `NaN`, `unexpected
+/// end of hex escape` for `"\ud800"`).
+fn python_reads_it(text: &str, error: &str) -> &'static str {
+    if error.contains("surrogate") || error.contains("hex escape") {
+        return " (a lone surrogate escape, such as `\\ud800` alone, is not Unicode text; \
+                 Python's json.loads reads it)";
+    }
+    // The token where serde_json stopped: `… at line L column C`, C counted in bytes from 1.
+    let stopped_at = error
+        .rsplit_once(" at line ")
+        .and_then(|(_, at)| at.split_once(" column "))
+        .and_then(|(line, column)| {
+            Some((line.parse::<usize>().ok()?, column.parse::<usize>().ok()?))
+        })
+        .and_then(|(line, column)| {
+            text.split('\n')
+                .nth(line.checked_sub(1)?)?
+                .get(column.checked_sub(1)?..)
+        });
+    match stopped_at {
+        Some(rest)
+            if ["NaN", "Infinity", "-Infinity"]
+                .iter()
+                .any(|token| rest.starts_with(token)) =>
+        {
+            " (`NaN` and `Infinity` are not JSON numbers; Python's json.loads reads them)"
+        }
+        _ => "",
+    }
 }
 
 /// How many values `text` holds (strings, object keys included, numbers, literals, arrays and
@@ -1616,6 +1676,79 @@ mod tests {
     /// `-0` is the integer 0, as Python's `json.loads` reads it (found by an attack from the
     /// docs: serde_json reads the float `-0.0`, so a key built on it differed from Python's);
     /// `-0.0` stays the float, and text in strings is left as it is.
+    /// The texts Python's `json.loads` reads and JSON does not are refused naming what they are
+    /// (serde_json's words alone said `expected value` for `NaN`: found by an attack).
+    #[test]
+    fn texts_python_reads_and_json_does_not_are_refused_naming_them() {
+        let path = JmesPath::new("powertools_json(body)").unwrap();
+        for (body, named) in [
+            ("NaN", "`NaN` and `Infinity` are not JSON numbers"),
+            ("Infinity", "`NaN` and `Infinity` are not JSON numbers"),
+            ("-Infinity", "`NaN` and `Infinity` are not JSON numbers"),
+            (
+                "{\"a\":\n [1, NaN]}",
+                "`NaN` and `Infinity` are not JSON numbers",
+            ),
+            (r#""\ud800""#, "lone surrogate escape"),
+            (r#""\udc00""#, "lone surrogate escape"),
+            (r#"{"a": "\ud800 and more"}"#, "lone surrogate escape"),
+        ] {
+            let error = path
+                .search(&json!({ "body": body }))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(named) && error.contains("Python's json.loads reads"),
+                "{body}: {error}"
+            );
+        }
+        // Other invalid JSON is said in serde_json's words alone.
+        let error = path
+            .search(&json!({"body": "{nope"}))
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("Python"), "{error}");
+    }
+
+    /// A function given the wrong type is named, as Python names it: one of several nested
+    /// functions was not told apart (found by an attack).
+    #[test]
+    fn a_function_given_the_wrong_type_is_named() {
+        for (expression, event, function) in [
+            (
+                "Records[*].kinesis.powertools_json(powertools_base64(data))",
+                json!({"Records": [{"kinesis": {}}]}),
+                "powertools_base64",
+            ),
+            (
+                "Records[*].kinesis.powertools_json(powertools_base64(data))",
+                json!({"Records": [{"kinesis": {"data": "bnVsbA=="}}], "x": 1}),
+                "",
+            ),
+            (
+                "length(a) == `1` && abs(b)",
+                json!({"a": "x", "b": "y"}),
+                "abs",
+            ),
+            (
+                "sort_by(a, &b)",
+                json!({"a": [{"b": 1}, {"b": "x"}]}),
+                "sort_by",
+            ),
+        ] {
+            let found = JmesPath::new(expression).unwrap().search(&event);
+            if function.is_empty() {
+                assert!(found.is_ok(), "{found:?}");
+                continue;
+            }
+            let error = found.unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("in function {function}(): ")),
+                "{expression}: {error}"
+            );
+        }
+    }
+
     #[test]
     fn powertools_json_reads_minus_zero_as_the_integer_zero_as_python_does() {
         let path = JmesPath::new("powertools_json(text)").unwrap();
