@@ -78,6 +78,31 @@ pub fn without_values(message: &str) -> String {
     out
 }
 
+/// `message` without the value it quotes when it is one of serde's messages that quote one
+/// (`invalid type: integer `4111…`, expected a string` becomes `invalid type (the value is left
+/// out), expected a string`), else as it is: for an error that may or may not come from serde
+/// (a runtime's), whose other messages say their cause and quote nothing of the input.
+///
+/// ```
+/// use powertools_core::serde_message::without_quoted_values;
+///
+/// assert_eq!(
+///     without_quoted_values("invalid type: integer `4111`, expected a string at line 1 column 9"),
+///     "invalid type (the value is left out), expected a string at line 1 column 9"
+/// );
+/// assert_eq!(without_quoted_values("connection refused"), "connection refused");
+/// ```
+pub fn without_quoted_values(message: &str) -> std::borrow::Cow<'_, str> {
+    let (text, position) = without_position(message);
+    match quoting_nothing(text) {
+        Some(mut cleared) => {
+            cleared.push_str(position);
+            std::borrow::Cow::Owned(cleared)
+        }
+        None => std::borrow::Cow::Borrowed(message),
+    }
+}
+
 /// What is said instead of the message of a `Serialize` implementation's own.
 pub const SERIALIZE_LEFT_OUT: &str =
     "its Serialize implementation refused it (the message is left out: it may quote the value)";

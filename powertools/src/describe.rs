@@ -120,7 +120,9 @@ fn undescribable_type<E: 'static>(error: &E) -> String {
     };
     any.downcast_ref::<lambda_runtime::Error>()
         .and_then(|boxed| {
-            powertools_core::failure::debug_type_name(&format!("{boxed:?}")).map(str::to_owned)
+            // An I/O error by its type, not its `Debug`'s private representation (`Custom`).
+            let debug = format!("{boxed:?}");
+            powertools_core::failure::error_type_name(boxed.as_ref(), &debug).map(str::to_owned)
         })
         .unwrap_or_else(|| powertools_core::failure::type_path::<E>().to_owned())
 }
@@ -217,6 +219,9 @@ mod tests {
         };
         let boxed: lambda_runtime::Error = Box::new(ExplodingError);
         assert_named(super::lambda_diagnostic(boxed));
+        // An I/O error around it, by its type (not `Custom`, its `Debug`'s first word).
+        let boxed: lambda_runtime::Error = Box::new(std::io::Error::other(ExplodingError));
+        assert_eq!(super::lambda_diagnostic(boxed).error_type, "std::io::Error");
         #[cfg(feature = "metrics")]
         {
             let boxed: lambda_runtime::Error = Box::new(ExplodingError);

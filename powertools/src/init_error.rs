@@ -23,7 +23,7 @@ const INIT_ERROR: &str = "Runtime.InitError";
 /// Ends a function that could not start (a setting missing, a table that is not there): writes
 /// [`error_report`](crate::error_report) to stderr (the function's log), and, under Lambda
 /// (`AWS_LAMBDA_RUNTIME_API` set) and before [`run`](crate::run) or
-/// [`run_concurrent`](crate::run_concurrent) received an invocation, reports the error to the
+/// [`run_concurrent`](crate::run_concurrent) started the runtime, reports the error to the
 /// Runtime API's init error path, so
 /// that the invocation that started the function is answered with the error's `errorType` and
 /// `errorMessage`, as Lambda's own runtimes report an exception raised at start (Powertools for
@@ -65,14 +65,15 @@ pub fn init_failed(
     // The function's log is where its errors are read; a failing stderr has nowhere else to go.
     let _ = writeln!(stderr, "{}", crate::error_report(error));
     drop(stderr);
-    // After an invocation, the function has started: an error then (the Runtime API failing,
-    // `run` stopping) is not an init error, and Lambda answers the invocation in flight with
-    // `Runtime.ExitError` when the process exits (found by an attack: errors after many
-    // invocations were posted as init errors).
+    // Once the runtime asks for an invocation, init is over: an error then (the Runtime API
+    // failing, `run` stopping at an invocation) is not an init error, and Lambda answers the
+    // invocation in flight with `Runtime.ExitError` when the process exits (found by an attack:
+    // errors after many invocations were posted as init errors, then by its review: so was one
+    // at an invocation the runtime stopped at before any layer saw it).
     let runtime_api = std::env::var("AWS_LAMBDA_RUNTIME_API")
         .ok()
         .filter(|address| !address.trim().is_empty())
-        .filter(|_| !crate::run::has_received_an_invocation());
+        .filter(|_| !crate::run::runtime_started());
     let diagnostic = runtime_api
         .as_ref()
         .map(|_| crate::describe::error_diagnostic(error));

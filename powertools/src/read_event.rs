@@ -185,7 +185,6 @@ where
     }
 
     fn call(&mut self, event: LambdaEvent<EventOf<A>>) -> Self::Future {
-        crate::run::invocation_received();
         match event.payload.0 {
             Ok(payload) => {
                 let event = LambdaEvent::new(payload, event.context);

@@ -104,12 +104,11 @@ where
     E: Into<lambda_runtime::Error> + Send + Debug,
 {
     lambda_environment(|name| std::env::var(name))?;
-    Runtime::new(ReadEvent::<F, B, S>::new(handler))
+    let runtime = Runtime::new(ReadEvent::<F, B, S>::new(handler))
         .layer(TracingLayer::new())
-        .layer(RawEventLayer::new())
-        .run()
-        .await
-        .map_err(runtime_stopped)
+        .layer(RawEventLayer::new());
+    RUNTIME_STARTED.store(true, Ordering::Relaxed);
+    runtime.run().await.map_err(runtime_stopped)
 }
 
 /// [`run`] for Lambda Managed Instances: as many invocations at once as
@@ -140,7 +139,10 @@ where
 ///
 /// # Errors
 /// [`Error::LambdaEnvironment`] outside Lambda, as [`run`]; then, as
-/// [`lambda_runtime::Runtime::run_concurrent`]: the Runtime API failed.
+/// [`lambda_runtime::Runtime::run_concurrent`]: every worker ended (the Runtime API failed, or
+/// each met an invocation whose client context or Cognito identity did not read, as under
+/// [`run`]): the error lists each worker's, a client context's value left out and the headers
+/// named.
 ///
 /// # Panics
 /// Outside a Tokio runtime.
@@ -159,30 +161,21 @@ where
     E: Into<lambda_runtime::Error> + Send + Debug + 'static,
 {
     lambda_environment(|name| std::env::var(name))?;
-    Runtime::new(ReadEvent::<F, B, S>::new(handler))
+    let runtime = Runtime::new(ReadEvent::<F, B, S>::new(handler))
         .layer(TracingLayer::new())
-        .layer(RawEventLayer::new())
-        .run_concurrent()
-        .await
-        .map_err(runtime_stopped)
+        .layer(RawEventLayer::new());
+    RUNTIME_STARTED.store(true, Ordering::Relaxed);
+    runtime.run_concurrent().await.map_err(runtime_stopped)
 }
 
-/// Whether this process received an invocation: an error after that is not an init error
+/// Whether [`run`] or [`run_concurrent`] started the runtime in this process: init is over once
+/// it asks for an invocation, and an error after that is not an init error
 /// ([`init_failed`](crate::init_failed)).
-static INVOCATION_RECEIVED: AtomicBool = AtomicBool::new(false);
+static RUNTIME_STARTED: AtomicBool = AtomicBool::new(false);
 
-/// Notes that the runtime handed over an invocation.
-pub(crate) fn invocation_received() {
-    // Read first: after the first invocation, no write (and no cache line bouncing between the
-    // workers of `run_concurrent`).
-    if !INVOCATION_RECEIVED.load(Ordering::Relaxed) {
-        INVOCATION_RECEIVED.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Whether [`run`] or [`run_concurrent`] received an invocation in this process.
-pub(crate) fn has_received_an_invocation() -> bool {
-    INVOCATION_RECEIVED.load(Ordering::Relaxed)
+/// Whether [`run`] or [`run_concurrent`] started the runtime in this process.
+pub(crate) fn runtime_started() -> bool {
+    RUNTIME_STARTED.load(Ordering::Relaxed)
 }
 
 /// The error `lambda_runtime` stopped with, with what its own does not say. It reads each
@@ -190,18 +183,68 @@ pub(crate) fn has_received_an_invocation() -> bool {
 /// mobile client, sets) into its types before any layer sees the invocation, and stops at one
 /// that does not read (aws-lambda-rust-runtime#559), with serde's message, which quotes the
 /// value (found by an attack: a card number in a client context reached the log and Lambda's
-/// answer). The value is left out, and the headers named.
+/// answer; then by its review: under `run_concurrent` too, in the workers' errors). The value is
+/// left out, and the headers named.
 fn runtime_stopped(error: lambda_runtime::Error) -> lambda_runtime::Error {
-    match error.downcast::<serde_json::Error>() {
-        Ok(unread) => Box::new(RuntimeStopped(format!(
-            "lambda_runtime stopped: an invocation's client context or Cognito identity (the \
-             Lambda-Runtime-Client-Context or Lambda-Runtime-Cognito-Identity header, which its \
-             caller sets) does not read as lambda_runtime's ClientContext or CognitoIdentity: \
-             {} (aws-lambda-rust-runtime#559: the invocation is not answered, and Lambda \
-             reports it as Runtime.ExitError)",
-            powertools_core::serde_message::without_values(&unread.to_string())
-        ))),
+    const HEADERS: &str = "an invocation's client context or Cognito identity (the \
+         Lambda-Runtime-Client-Context or Lambda-Runtime-Cognito-Identity header, which its \
+         caller sets)";
+    const UNANSWERED: &str = "aws-lambda-rust-runtime#559: lambda_runtime stops at such an \
+         invocation without answering it, and Lambda reports it as Runtime.ExitError";
+    let error = match error.downcast::<serde_json::Error>() {
+        Ok(unread) => {
+            return Box::new(RuntimeStopped(format!(
+                "lambda_runtime stopped: {HEADERS} does not read as lambda_runtime's \
+                 ClientContext or CognitoIdentity: {} ({UNANSWERED})",
+                powertools_core::serde_message::without_values(&unread.to_string())
+            )));
+        }
         Err(error) => error,
+    };
+    if error.is::<http::header::ToStrError>() {
+        return Box::new(RuntimeStopped(format!(
+            "lambda_runtime stopped: a header of an invocation is not visible ASCII, such as \
+             {HEADERS} ({UNANSWERED})"
+        )));
+    }
+    // `run_concurrent`'s: every worker ended, each with its error, in a JSON text
+    // (`ConcurrentWorkerErrors`, a private type), where serde's messages quote the values.
+    let text = error.to_string();
+    let Ok(mut workers) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return error;
+    };
+    let Some(failures) = workers
+        .get_mut("failures")
+        .and_then(serde_json::Value::as_array_mut)
+    else {
+        return error;
+    };
+    // `http`'s words for a header that is not visible ASCII (its error has no other name).
+    let not_ascii = http::HeaderValue::from_bytes(&[0xff])
+        .ok()
+        .and_then(|value| value.to_str().err())
+        .map(|error| error.to_string());
+    let mut cleared = false;
+    for failure in failures {
+        let Some(serde_json::Value::String(message)) = failure.get_mut("err") else {
+            continue;
+        };
+        if let std::borrow::Cow::Owned(without) =
+            powertools_core::serde_message::without_quoted_values(message)
+        {
+            *message = format!("{without}: {HEADERS} does not read ({UNANSWERED})");
+            cleared = true;
+        } else if not_ascii.as_deref() == Some(message.as_str()) {
+            *message = format!(
+                "{message}: a header that is not visible ASCII, such as {HEADERS} ({UNANSWERED})"
+            );
+            cleared = true;
+        }
+    }
+    if cleared {
+        Box::new(RuntimeStopped(format!("lambda_runtime stopped: {workers}")))
+    } else {
+        error
     }
 }
 

@@ -110,8 +110,59 @@ async fn read_request(stream: &mut TcpStream) -> (String, String) {
     }
 }
 
-/// Set in the child process the test runs the function in.
+/// Set in the child process the test runs the function in: the scenario it runs.
 const CHILD: &str = "POWERTOOLS_TEST_RUNTIME_API_CHILD";
+
+/// The card number a caller puts in a client context.
+const CARD_CONTEXT: &str =
+    "lambda-runtime-client-context: {\"custom\":{\"card\":4111111111111111}}\r\n";
+
+/// Runs `test` (this binary's test of that name) in a child process as the function, with the
+/// variables `run` reads set there (the workspace forbids the `unsafe` that setting them here
+/// takes), against the Runtime API at `address`; what it printed, after asserting it passed.
+async fn function_process(test: &str, address: &str, concurrency: Option<&str>) -> String {
+    let mut command = tokio::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD, test)
+        .env("AWS_LAMBDA_RUNTIME_API", address)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "orders")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+        .env_remove("AWS_LAMBDA_MAX_CONCURRENCY");
+    if let Some(concurrency) = concurrency {
+        command.env("AWS_LAMBDA_MAX_CONCURRENCY", concurrency);
+    }
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), command.output())
+        .await
+        .expect("the function ends")
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{printed}");
+    printed
+}
+
+/// The answer the function posted for `request_id`, if any: its request line and body.
+fn answer_of(recorded: &[Request], request_id: &str) -> Option<Request> {
+    recorded
+        .iter()
+        .find(|(line, _)| line.contains(&format!("/invocation/{request_id}/")))
+        .cloned()
+}
+
+/// Asserts that nothing was posted as an init error: the runtime had started.
+fn assert_no_init_error(recorded: &[Request], printed: &str) {
+    assert!(
+        recorded
+            .iter()
+            .all(|(line, _)| !line.contains("/init/error")),
+        "an error after the runtime started was posted as an init error: {recorded:?}\n{printed}"
+    );
+}
 
 /// An invalid first event claims the cold start (the next invocation is warm), a client context
 /// that does not read stops `run` with an error that names the header and not the value (a card
@@ -119,13 +170,17 @@ const CHILD: &str = "POWERTOOLS_TEST_RUNTIME_API_CHILD";
 /// first (found by two attacks: the warm invocation was the cold start; `run`'s error quoted the
 /// card number; it was posted to `/init/error` after invocations).
 ///
-/// The function runs in a child process of this test binary, with the variables `run` reads set
-/// there (the workspace forbids the `unsafe` that setting them here takes); the Runtime API runs
-/// here and records what the function sent.
+/// The function runs in a child process of this test binary; the Runtime API runs here and
+/// records what the function sent.
 #[tokio::test]
 async fn the_runtime_api_s_edges_are_said_without_quoting_the_caller() {
+    const TEST: &str = "the_runtime_api_s_edges_are_said_without_quoting_the_caller";
     if std::env::var_os(CHILD).is_some() {
-        return function().await;
+        return function(&[
+            "Lambda-Runtime-Client-Context",
+            "aws-lambda-rust-runtime#559",
+        ])
+        .await;
     }
     let (address, requests) = runtime_api(vec![
         Invocation {
@@ -140,80 +195,81 @@ async fn the_runtime_api_s_edges_are_said_without_quoting_the_caller() {
         },
         Invocation {
             request_id: "client-context",
-            headers: "lambda-runtime-client-context: {\"custom\":{\"card\":4111111111111111}}\r\n",
+            headers: CARD_CONTEXT,
             event: json!({"order_id": "o-2"}),
         },
     ])
     .await;
-    let child = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "the_runtime_api_s_edges_are_said_without_quoting_the_caller",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .env("AWS_LAMBDA_RUNTIME_API", &address)
-        .env("AWS_LAMBDA_FUNCTION_NAME", "orders")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-        .env_remove("AWS_LAMBDA_MAX_CONCURRENCY")
-        .output();
-    let output = tokio::time::timeout(std::time::Duration::from_secs(60), child)
-        .await
-        .expect("the function ends")
-        .unwrap();
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "{printed}");
+    let printed = function_process(TEST, &address, None).await;
 
     let recorded = requests.lock().unwrap().clone();
-    let answer_of = |request_id: &str| {
-        recorded
-            .iter()
-            .find(|(line, _)| line.contains(&format!("/invocation/{request_id}/")))
-            .cloned()
-    };
-    let (line, body) = answer_of("invalid-first").expect("the invalid event is answered");
+    let (line, body) =
+        answer_of(&recorded, "invalid-first").expect("the invalid event is answered");
     assert!(line.ends_with("/error"), "{line}: {body}");
     assert!(body.contains("InvalidEvent"), "{body}");
-    let (line, body) = answer_of("warm").expect("the second invocation is answered");
+    let (line, body) = answer_of(&recorded, "warm").expect("the second invocation is answered");
     assert!(line.ends_with("/response"), "{line}: {body}");
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap(),
         json!({"cold_start": false}),
         "the second invocation was the cold start"
     );
-    assert!(answer_of("client-context").is_none(), "{recorded:?}");
     assert!(
-        recorded
-            .iter()
-            .all(|(line, _)| !line.contains("/init/error")),
-        "an error after invocations was posted as an init error: {recorded:?}\n{printed}"
+        answer_of(&recorded, "client-context").is_none(),
+        "{recorded:?}"
     );
+    assert_no_init_error(&recorded, &printed);
     assert!(!printed.contains("4111"), "{printed}");
 }
 
-/// The function, in the child process: `run` until it stops, then `init_failed`, as a function's
-/// `main` does.
-async fn function() {
+/// Under `run_concurrent`, each worker that such an invocation ends says so in
+/// `lambda_runtime`'s error, which quoted the card number (and `init_failed` posted it as the
+/// function's init error, the caller's answer: found by a review); a client context that is
+/// not ASCII is named too. The first invocations are the bad ones: no init error all the same.
+#[tokio::test]
+async fn a_client_context_that_ends_run_concurrent_s_workers_is_said_without_its_value() {
+    const TEST: &str =
+        "a_client_context_that_ends_run_concurrent_s_workers_is_said_without_its_value";
+    if std::env::var_os(CHILD).is_some() {
+        return function(&["Lambda-Runtime-Client-Context", "not visible ASCII"]).await;
+    }
+    let (address, requests) = runtime_api(vec![
+        Invocation {
+            request_id: "card",
+            headers: CARD_CONTEXT,
+            event: json!({"order_id": "o-1"}),
+        },
+        Invocation {
+            request_id: "not-ascii",
+            headers: "lambda-runtime-client-context: {\"custom\":{\"name\":\"José\"}}\r\n",
+            event: json!({"order_id": "o-2"}),
+        },
+    ])
+    .await;
+    let printed = function_process(TEST, &address, Some("2")).await;
+    let recorded = requests.lock().unwrap().clone();
+    assert_no_init_error(&recorded, &printed);
+    assert!(!printed.contains("4111"), "{printed}");
+}
+
+/// The function, in the child process: `run` (or `run_concurrent`, as the environment says)
+/// until it stops, then `init_failed`, as a function's `main` does; the error names `named`.
+async fn function(named: &[&str]) {
     let handler = service_fn(|event: LambdaEvent<Order>| async move {
         Ok::<_, lambda_runtime::Error>(
             json!({"cold_start": powertools_core::is_cold_start(&event.context)}),
         )
     });
-    let stopped = powertools::run(handler)
-        .await
-        .expect_err("a client context that does not read stops the runtime");
+    let stopped = if std::env::var_os("AWS_LAMBDA_MAX_CONCURRENCY").is_some() {
+        powertools::run_concurrent(handler).await
+    } else {
+        powertools::run(handler).await
+    }
+    .expect_err("a client context that does not read stops the runtime");
     let message = stopped.to_string();
-    assert!(
-        message.contains("Lambda-Runtime-Client-Context")
-            && message.contains("aws-lambda-rust-runtime#559"),
-        "{message}"
-    );
+    for named in named {
+        assert!(message.contains(named), "{named}: {message}");
+    }
     assert!(!message.contains("4111"), "{message}");
     let code = powertools::init_failed(&*stopped).await;
     assert_eq!(code, std::process::ExitCode::FAILURE);
