@@ -215,13 +215,21 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
 /// 2^64 as `f64`, exactly.
 const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
 
-/// Writes a number by value: integral floats below 2^64 in magnitude as integer digits, so that
-/// `-0`, `0`, `0.0` and `1.0`, `1` give the same key, and other floats in their shortest form,
-/// so that `1.5`, `1.50` and `15e-1` do too. (The float itself, not the `Number`: where a crate
-/// in the build turns on serde_json's `arbitrary_precision`, a `Number` writes its digits as
-/// they came, and `1.5` and `1.50` gave two keys: found by an attack.)
+/// Writes a number by value: integers as their digits, integral floats below 2^64 in magnitude
+/// as integer digits, so that `-0`, `0`, `0.0` and `1.0`, `1` give the same key, and other
+/// floats in their shortest form, so that `1.5`, `1.50` and `15e-1` do too. Each as its
+/// integer or float, not as the `Number`: where a crate in the build turns on serde_json's
+/// `arbitrary_precision`, a `Number` writes its digits as they came, and `1.5` and `1.50`, or
+/// `-0` and `0`, gave two keys (found by an attack and its review). There, an integer beyond 64
+/// bits is read as the float a build without it reads (`18446744073709551616` and
+/// `18446744073709551616.0` key alike), and only a number beyond the range of `f64` (`1e400`,
+/// which such a build alone keeps) is written as it came.
 fn write_number(number: &serde_json::Number, out: &mut Vec<u8>) {
-    if let Some(float) = number.as_f64().filter(|_| number.is_f64()) {
+    if let Some(integer) = number.as_i64() {
+        write_scalar(&integer, out);
+    } else if let Some(integer) = number.as_u64() {
+        write_scalar(&integer, out);
+    } else if let Some(float) = number.as_f64().filter(|float| float.is_finite()) {
         // `as` is exact here: the value is integral and within the target type's range.
         #[allow(clippy::cast_possible_truncation)]
         if float.fract() == 0.0 && float.abs() < TWO_POW_64 {
@@ -229,9 +237,9 @@ fn write_number(number: &serde_json::Number, out: &mut Vec<u8>) {
         } else {
             write_scalar(&float, out);
         }
-        return;
+    } else {
+        write_scalar(number, out);
     }
-    write_scalar(number, out);
 }
 
 /// Appends a string, number, bool or null as `serde_json` writes it, with no allocation.
