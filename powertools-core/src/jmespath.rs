@@ -79,6 +79,46 @@ static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
     runtime.register_function("to_number", function_of_one(ArgumentType::Any, to_number));
     runtime.register_function("powertools_base64", string_function(decode_base64));
     runtime.register_function(BASE64_GZIP, string_function(decode_base64_gzip));
+    // Within the search's text budget (`JmesPath::max_result_bytes`), where the `jmespath`
+    // crate's own build any length.
+    runtime.register_function(
+        "to_string",
+        function_of_one(
+            ArgumentType::Union(vec![
+                ArgumentType::Object,
+                ArgumentType::Array,
+                ArgumentType::Bool,
+                ArgumentType::Number,
+                ArgumentType::String,
+                ArgumentType::Null,
+            ]),
+            to_string_within,
+        ),
+    );
+    runtime.register_function(
+        "join",
+        Box::new(CustomFunction::new(
+            Signature::new(
+                vec![
+                    ArgumentType::String,
+                    ArgumentType::TypedArray(Box::new(ArgumentType::String)),
+                ],
+                None,
+            ),
+            Box::new(|args: &[Rcvar], ctx: &mut Context<'_>| {
+                // The signature has checked the two arguments' types.
+                let joined = match (args.first().map(|glue| &**glue), args.get(1).map(|v| &**v)) {
+                    (Some(Variable::String(glue)), Some(Variable::Array(values))) => {
+                        join_within(glue, values)
+                    }
+                    _ => Err("join: expected a string and an array of strings".to_owned()),
+                };
+                joined
+                    .map(Rcvar::new)
+                    .map_err(|message| JmespathError::from_ctx(ctx, ErrorReason::Parse(message)))
+            }),
+        )),
+    );
     runtime
 });
 
@@ -94,7 +134,22 @@ thread_local! {
     /// How many values `powertools_json` may still build in the search running on this thread
     /// (see [`MAX_JSON_VALUES`]), set like [`GZIP_BUDGET`].
     static JSON_BUDGET: Cell<usize> = const { Cell::new(MAX_JSON_VALUES) };
+
+    /// How many bytes `to_string` and `join` may still build in the search running on this
+    /// thread (see [`JmesPath::max_result_bytes`]), set like [`GZIP_BUDGET`].
+    static TEXT_BUDGET: Cell<usize> = const { Cell::new(MIN_MAX_RESULT_BYTES) };
 }
+
+/// The least of what one search may build: its result (as JSON text would take it), and
+/// separately the text `to_string` and `join` build (see [`JmesPath::max_result_bytes`]).
+/// Lambda's largest event is 6 MB; 64 MiB leaves ten times that, and keeps what a few operators
+/// can multiply (a literal per element of an array, `join` with a separator from the event,
+/// `to_string` of `to_string`, each found by an attack) from running a function out of memory.
+const MIN_MAX_RESULT_BYTES: usize = 64 * 1024 * 1024;
+
+/// The largest slice step accepted: the `jmespath` crate adds the step to an `i32` index, which
+/// overflows (a panic) for a step near `i32::MAX` (`a[1::2147483647]`, found by an attack).
+const MAX_SLICE_STEP: i32 = 1 << 30;
 
 /// A compiled JMESPath expression over an event's JSON.
 ///
@@ -155,7 +210,10 @@ thread_local! {
 /// can nest it a level deeper; a few thousand overflowed the stack and aborted the process), and
 /// one that may copy a part of the data more than 16 times (`[@,@] | [@,@] | …` doubles it at
 /// each stage: 22 stages ran a 1 KiB event out of memory; a real expression copies each part
-/// once or twice).
+/// once or twice), and a slice step beyond 2^30. What that count cannot see is bounded while
+/// searching: the text `to_string` and `join` build, and the result, each to
+/// [`max_result_bytes`](Self::max_result_bytes) (64 MiB by default), past which the search
+/// fails.
 ///
 /// Clones share the compiled expression.
 ///
@@ -215,6 +273,14 @@ impl JmesPath {
                 reason: format!(
                     "unknown function `{name}`: the JMESPath functions and powertools_json, \
                      powertools_base64 and powertools_base64_gzip are available"
+                ),
+            });
+        }
+        if let Some(step) = slice_step_over_limit(compiled.as_ast()) {
+            return Err(Error::InvalidJmesPath {
+                expression: expression.to_owned(),
+                reason: format!(
+                    "a slice step of {step}: at most {MAX_SLICE_STEP} in magnitude is accepted"
                 ),
             });
         }
@@ -363,9 +429,10 @@ impl JmesPath {
         let _json_budget = self
             .parses_json
             .then(|| JsonBudgetScope(JSON_BUDGET.replace(MAX_JSON_VALUES)));
+        let _text_budget = TextBudgetScope(TEXT_BUDGET.replace(self.max_result_bytes()));
         let found = if self.decompresses {
             let budget = BudgetScope::enter(self.max_decompressed_size);
-            let found = self.expression.search(data);
+            let found = self.evaluate(data);
             if found.is_err() && budget.exceeded() {
                 return Err(Error::DecompressedSizeExceeded {
                     expression: self.as_str().to_owned(),
@@ -374,7 +441,7 @@ impl JmesPath {
             }
             found
         } else {
-            self.expression.search(data)
+            self.evaluate(data)
         }
         .map_err(|error| match error.reason {
             // The Powertools functions' own messages, which say which function and why;
@@ -383,12 +450,51 @@ impl JmesPath {
             // A runtime error points at its function's opening parenthesis: named, so that one
             // of several nested functions is told apart (`powertools_json(powertools_base64(
             // data))` on a record without `data`: found by an attack), as Python names it.
-            other => match function_at(self.as_str(), error.offset) {
-                Some(function) => self.failed(format!("in function {function}(): {other}")),
-                None => self.failed(other.to_string()),
-            },
+            other => {
+                match failing_function(self.expression.as_ast(), error.offset, &other.to_string()) {
+                    Some(function) => self.failed(format!("in function {function}(): {other}")),
+                    None => self.failed(other.to_string()),
+                }
+            }
         })?;
-        serde_json::to_value(&*found).map_err(|error| self.failed(error.to_string()))
+        let mut left = self.max_result_bytes();
+        to_value_within(&found, &mut left).ok_or_else(|| {
+            self.failed(format!(
+                "the result would take more than {} bytes as JSON (see \
+                 `JmesPath::max_result_bytes`)",
+                self.max_result_bytes()
+            ))
+        })
+    }
+
+    /// The most one search may build: its result, as JSON text would take it, and apart from
+    /// it the text `to_string` and `join` build; past either the search fails. 64 MiB, or
+    /// three times [`max_decompressed_size`](Self::max_decompressed_size) when that is larger.
+    ///
+    /// ```
+    /// use powertools_core::jmespath::JmesPath;
+    /// use serde_json::json;
+    ///
+    /// // A 100-byte separator between 1,000,000 empty strings: 100 MB of text.
+    /// let path = JmesPath::new("join(separator, items)")?;
+    /// let event = json!({"separator": "-".repeat(100), "items": vec![""; 1_000_000]});
+    /// assert!(path.search(&event).is_err());
+    /// # Ok::<(), powertools_core::Error>(())
+    /// ```
+    pub fn max_result_bytes(&self) -> usize {
+        MIN_MAX_RESULT_BYTES.max(self.max_decompressed_size.saturating_mul(3))
+    }
+
+    /// The `jmespath` crate's search, a panic of its own (a bug, such as the slice arithmetic
+    /// that overflowed) an error rather than the invocation's end.
+    fn evaluate<T: Serialize + ?Sized>(&self, data: &T) -> Result<Rcvar, JmespathError> {
+        crate::failure::catch_quiet_panic(|| self.expression.search(data)).unwrap_or_else(|_| {
+            Err(JmespathError::new(
+                self.as_str(),
+                0,
+                ErrorReason::Parse("the jmespath crate panicked evaluating it".to_owned()),
+            ))
+        })
     }
 
     fn failed(&self, reason: String) -> Error {
@@ -444,6 +550,169 @@ impl Drop for BudgetScope {
     fn drop(&mut self) {
         GZIP_BUDGET.set(self.previous);
     }
+}
+
+/// The previous text budget of this thread, restored when a search ends.
+struct TextBudgetScope(usize);
+
+impl Drop for TextBudgetScope {
+    fn drop(&mut self) {
+        TEXT_BUDGET.set(self.0);
+    }
+}
+
+/// Takes `bytes` of the search's text budget, or says why not, for `function`.
+fn take_text(function: &str, bytes: usize) -> Result<(), String> {
+    let left = TEXT_BUDGET.get();
+    if bytes > left {
+        return Err(format!(
+            "{function}: its text would be {bytes} bytes, more than the {left} left of what one \
+             search may build (see `JmesPath::max_result_bytes`)"
+        ));
+    }
+    TEXT_BUDGET.set(left - bytes);
+    Ok(())
+}
+
+/// `to_string`, as the `jmespath` crate's, within the search's text budget: nested, each level
+/// escapes the quotes of the one inside, doubling the text (found by an attack).
+fn to_string_within(value: &Variable) -> Result<Variable, String> {
+    /// A writer that refuses to grow past `limit`.
+    struct Bounded {
+        text: Vec<u8>,
+        limit: usize,
+    }
+    impl io::Write for Bounded {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            if self.text.len() + bytes.len() > self.limit {
+                return Err(io::Error::other("over the limit"));
+            }
+            self.text.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    if let Variable::String(_) = value {
+        return Ok(value.clone());
+    }
+    let mut writer = Bounded {
+        text: Vec::new(),
+        limit: TEXT_BUDGET.get(),
+    };
+    if serde_json::to_writer(&mut writer, value).is_err() {
+        // Over the budget (a variable always serializes otherwise).
+        return Err(format!(
+            "to_string: its text would be more than the {} bytes left of what one search may \
+             build (see `JmesPath::max_result_bytes`)",
+            writer.limit
+        ));
+    }
+    take_text("to_string", writer.text.len())?;
+    String::from_utf8(writer.text)
+        .map(Variable::String)
+        .map_err(|_| "to_string: the text is not UTF-8".to_owned())
+}
+
+/// `join`, as the `jmespath` crate's, within the search's text budget: a separator from the
+/// event between a million empty strings is megabytes per byte of it (found by an attack).
+fn join_within(glue: &str, values: &[Rcvar]) -> Result<Variable, String> {
+    let mut parts = Vec::with_capacity(values.len());
+    let mut bytes = glue.len().saturating_mul(values.len().saturating_sub(1));
+    for value in values {
+        let part = value
+            .as_string()
+            .ok_or_else(|| "join: expected an array of strings".to_owned())?;
+        bytes = bytes.saturating_add(part.len());
+        parts.push(part.as_str());
+    }
+    take_text("join", bytes)?;
+    Ok(Variable::String(parts.join(glue)))
+}
+
+/// `value` as a JSON value, or `None` once it would take more than `left` bytes as JSON text:
+/// a result shares values while the search runs (a literal per element of an array is one
+/// value), and is copied whole here.
+fn to_value_within(value: &Variable, left: &mut usize) -> Option<Value> {
+    // Each value at least a few bytes of text (`0,`), strings and keys their length too.
+    const PER_VALUE: usize = 2;
+    fn take(left: &mut usize, bytes: usize) -> Option<()> {
+        *left = left.checked_sub(bytes.saturating_add(PER_VALUE))?;
+        Some(())
+    }
+    Some(match value {
+        Variable::Null => {
+            take(left, 4)?;
+            Value::Null
+        }
+        Variable::Bool(flag) => {
+            take(left, 5)?;
+            Value::Bool(*flag)
+        }
+        Variable::Number(number) => {
+            take(left, 8)?;
+            Value::Number(number.clone())
+        }
+        Variable::String(text) => {
+            take(left, text.len())?;
+            Value::String(text.clone())
+        }
+        Variable::Array(items) => {
+            take(left, 0)?;
+            Value::Array(
+                items
+                    .iter()
+                    .map(|item| to_value_within(item, left))
+                    .collect::<Option<_>>()?,
+            )
+        }
+        Variable::Object(entries) => {
+            take(left, 0)?;
+            let mut object = serde_json::Map::new();
+            for (key, item) in entries {
+                take(left, key.len())?;
+                object.insert(key.clone(), to_value_within(item, left)?);
+            }
+            Value::Object(object)
+        }
+        Variable::Expref(_) => serde_json::to_value(value).ok()?,
+    })
+}
+
+/// A slice step in `ast` beyond [`MAX_SLICE_STEP`] in magnitude, if there is one.
+fn slice_step_over_limit(ast: &Ast) -> Option<i32> {
+    let mut pending = vec![ast];
+    while let Some(node) = pending.pop() {
+        match node {
+            Ast::Slice { step, .. } if step.unsigned_abs() > MAX_SLICE_STEP.unsigned_abs() => {
+                return Some(*step);
+            }
+            Ast::Function { args, .. } => pending.extend(args),
+            Ast::Comparison { lhs, rhs, .. }
+            | Ast::Projection { lhs, rhs, .. }
+            | Ast::And { lhs, rhs, .. }
+            | Ast::Or { lhs, rhs, .. }
+            | Ast::Subexpr { lhs, rhs, .. } => pending.extend([&**lhs, &**rhs]),
+            Ast::Condition {
+                predicate, then, ..
+            } => pending.extend([&**predicate, &**then]),
+            Ast::Expref { ast: node, .. }
+            | Ast::Flatten { node, .. }
+            | Ast::Not { node, .. }
+            | Ast::ObjectValues { node, .. } => pending.push(node),
+            Ast::MultiList { elements, .. } => pending.extend(elements),
+            Ast::MultiHash { elements, .. } => {
+                pending.extend(elements.iter().map(|pair| &pair.value));
+            }
+            Ast::Identity { .. }
+            | Ast::Field { .. }
+            | Ast::Index { .. }
+            | Ast::Literal { .. }
+            | Ast::Slice { .. } => {}
+        }
+    }
+    None
 }
 
 /// The previous JSON budget of this thread, restored when a search ends.
@@ -565,9 +834,22 @@ impl<'a> Footprint<'a> {
     /// The result of `a || b` or `a && b`: one or the other, so each part as many times as the
     /// one that copies it more.
     fn either(a: Self, b: Self) -> Self {
+        /// The parts with the copies of each path added up (`[@, @]` copies `@` twice).
+        fn summed(parts: Vec<(Vec<Step<'_>>, u64)>) -> Vec<(Vec<Step<'_>>, u64)> {
+            let mut summed: Vec<(Vec<Step<'_>>, u64)> = Vec::new();
+            for (steps, count) in parts {
+                match summed.iter_mut().find(|(known, _)| *known == steps) {
+                    Some((_, known)) => *known = known.saturating_add(count),
+                    None => summed.push((steps, count)),
+                }
+            }
+            summed
+        }
         let worst = a.worst.max(b.worst);
-        let mut parts: Vec<(Vec<Step<'a>>, u64)> = Vec::new();
-        for (steps, count) in a.parts.into_iter().chain(b.parts) {
+        // Within one side copies add up; between the two, the result is one side's (a review
+        // found `@ && [@,@]` counted once, by taking the larger of `[@,@]`'s own two).
+        let mut parts = summed(a.parts);
+        for (steps, count) in summed(b.parts) {
             match parts.iter_mut().find(|(known, _)| *known == steps) {
                 Some((_, known)) => *known = (*known).max(count),
                 None => parts.push((steps, count)),
@@ -576,11 +858,19 @@ impl<'a> Footprint<'a> {
         Self::built(parts, worst)
     }
 
+    /// A small value of the expression's own (a literal, a comparison's `true`), counted as a
+    /// copy of the whole input: piped into `[@, @]` stages or made for each element of an
+    /// array, it multiplies as the data would (an attack built gigabytes from `` `"x"` `` and
+    /// from `!a`, counted as nothing).
+    fn constant(worst: u64) -> Self {
+        Self::built(vec![(Vec::new(), 1)], worst.max(1))
+    }
+
     /// A value computed from `inputs` that holds none of them (a comparison's `true`), but walks
     /// each (comparing them).
     fn walked(inputs: impl IntoIterator<Item = Self>) -> Self {
         let walked = Self::union(inputs);
-        Self::built(Vec::new(), walked.worst)
+        Self::constant(walked.worst)
     }
 
     /// The most copies of one part of the input the result holds: for each part, the copies of
@@ -646,7 +936,7 @@ impl<'a> Footprint<'a> {
             Ast::Index { .. } => Self::path(vec![Step::Element]),
             // A new array of the input's elements.
             Ast::Slice { .. } => Self::built(vec![(Vec::new(), 1)], 1),
-            Ast::Literal { .. } => Self::built(Vec::new(), 0),
+            Ast::Literal { .. } => Self::constant(1),
             Ast::Subexpr { lhs, rhs, .. } => Self::of(lhs).then(Self::of(rhs), false),
             Ast::Projection { lhs, rhs, .. } => Self::of(lhs).then(Self::of(rhs), true),
             Ast::Flatten { node, .. }
@@ -944,16 +1234,67 @@ fn parse_json(text: &str) -> Result<Variable, String> {
     })
 }
 
-/// The name of the function whose opening parenthesis is at `offset` in `expression`, if one is.
-fn function_at(expression: &str, offset: usize) -> Option<&str> {
-    if expression.as_bytes().get(offset) != Some(&b'(') {
-        return None;
+/// The function a runtime error pointing at `offset` came from: the one whose call is there, or,
+/// for an error about what an expression argument returned (`sort_by`'s keys), the function
+/// that took that argument. The `jmespath` crate points at the last function it started, which
+/// may be one inside that argument (a review found `max_by(@, &not_null(@))`'s error named
+/// `not_null`).
+fn failing_function<'e>(ast: &'e Ast, offset: usize, reason: &str) -> Option<&'e str> {
+    /// The function called at `offset`, and the innermost function whose expression argument
+    /// holds it (`taking`, as far as the walk knows).
+    fn find<'e>(
+        node: &'e Ast,
+        offset: usize,
+        taking: Option<&'e str>,
+    ) -> Option<(&'e str, Option<&'e str>)> {
+        match node {
+            Ast::Function {
+                name,
+                args,
+                offset: at,
+            } => {
+                if *at == offset {
+                    return Some((name, taking));
+                }
+                args.iter().find_map(|arg| {
+                    let taking = match arg {
+                        Ast::Expref { .. } => Some(name.as_str()),
+                        _ => taking,
+                    };
+                    find(arg, offset, taking)
+                })
+            }
+            Ast::Comparison { lhs, rhs, .. }
+            | Ast::Projection { lhs, rhs, .. }
+            | Ast::And { lhs, rhs, .. }
+            | Ast::Or { lhs, rhs, .. }
+            | Ast::Subexpr { lhs, rhs, .. } => {
+                find(lhs, offset, taking).or_else(|| find(rhs, offset, taking))
+            }
+            Ast::Condition {
+                predicate, then, ..
+            } => find(predicate, offset, taking).or_else(|| find(then, offset, taking)),
+            Ast::Expref { ast: node, .. }
+            | Ast::Flatten { node, .. }
+            | Ast::Not { node, .. }
+            | Ast::ObjectValues { node, .. } => find(node, offset, taking),
+            Ast::MultiList { elements, .. } => elements
+                .iter()
+                .find_map(|element| find(element, offset, taking)),
+            Ast::MultiHash { elements, .. } => elements
+                .iter()
+                .find_map(|pair| find(&pair.value, offset, taking)),
+            Ast::Identity { .. }
+            | Ast::Field { .. }
+            | Ast::Index { .. }
+            | Ast::Literal { .. }
+            | Ast::Slice { .. } => None,
+        }
     }
-    let before = expression.get(..offset)?.trim_end();
-    let start = before
-        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .map_or(0, |at| at + 1);
-    Some(&before[start..]).filter(|name| !name.is_empty())
+    match find(ast, offset, None)? {
+        (_, Some(taking)) if reason.contains("must return expression") => Some(taking),
+        (called, _) => Some(called),
+    }
 }
 
 /// What to add to serde_json's message when `text` holds what Python's `json.loads` reads and
@@ -1266,9 +1607,14 @@ mod tests {
         refused(&stages(32), "4294967296");
         refused(&format!("{} | `1`", ["[@,@][]"; 5].join(" | ")), "32");
         refused(&format!("to_string({})", stages(5)), "32");
-        refused(&format!("length({}) == `1`", stages(5)), "32");
-        refused(&format!("a || {}", stages(5)), "32");
-        refused(&format!("Records[?{} == `1`].id", stages(5)), "32");
+        refused(&format!("length({}) == `1`", stages(5)), "33");
+        // Found by an attack on the first version of the check: a side of `&&` counted its
+        // own copies once, and a literal or a comparison counted as no data at all.
+        refused(&["@ && [@,@]"; 5].join(" | "), "32");
+        refused(&format!("`\"x\"` | {}", stages(5)), "32");
+        refused(&format!("!a | {}", stages(5)), "32");
+        refused(&format!("a || {}", stages(5)), "48");
+        refused(&format!("Records[?{} == `1`].id", stages(5)), "48");
         refused("map(&[@,@,@,@], [@,@,@,@,@])", "20");
         refused("sort_by([@,@,@,@,@], &to_string([@,@,@,@]))", "20");
         refused("a.[b, b, b, b, b] | [@, @, @, @]", "20");
@@ -1276,6 +1622,66 @@ mod tests {
             "{x: @, y: @, z: [a, a, a, a, a, a, a, a, a, a, a, a, a, a, a]}",
             "17",
         );
+    }
+
+    /// What the copies counted when compiled cannot see is bounded while searching: the text
+    /// `to_string` and `join` build, and the result as JSON would take it (each found by an
+    /// attack: gigabytes from a few operators, or an abort); and a slice step the `jmespath`
+    /// crate's index arithmetic overflows on (a panic) is refused when compiled.
+    #[test]
+    fn what_a_search_builds_is_bounded() {
+        let over = |expression: &str, event: Value, what: &str| {
+            let error = JmesPath::new(expression)
+                .unwrap()
+                .search(&event)
+                .expect_err(expression)
+                .to_string();
+            assert!(
+                error.contains(what) && error.contains("max_result_bytes"),
+                "{expression}: {error}"
+            );
+        };
+        // Each level escapes the quotes of the one inside: 2^27 bytes at 27 levels.
+        let nested = (0..27).fold("@".to_owned(), |inner, _| format!("to_string([{inner}])"));
+        over(&nested, json!({}), "to_string: its text would be more than");
+        // A 1,000-byte separator between 100,000 empty strings.
+        over(
+            "join(separator, items)",
+            json!({"separator": "-".repeat(1000), "items": vec![""; 100_000]}),
+            "join: its text would be 99999000 bytes",
+        );
+        // A 10,000-byte literal for each of 7,000 elements: one shared value while searching.
+        over(
+            &format!("items[*].[`\"{}\"`]", "x".repeat(10_000)),
+            json!({"items": vec![0; 7_000]}),
+            "the result would take more than 67108864 bytes",
+        );
+        // Within the budget, as before.
+        let joined = JmesPath::new("join(', ', names)")
+            .unwrap()
+            .search(&json!({"names": ["a", "b"]}))
+            .unwrap();
+        assert_eq!(joined, json!("a, b"));
+        let text = JmesPath::new("to_string(order)")
+            .unwrap()
+            .search(&json!({"order": {"id": "o-1", "total": 3}}))
+            .unwrap();
+        assert_eq!(text, json!(r#"{"id":"o-1","total":3}"#));
+        assert_eq!(
+            JmesPath::new("to_string(id)")
+                .unwrap()
+                .search(&json!({"id": "o-1"}))
+                .unwrap(),
+            json!("o-1")
+        );
+        // The step the `jmespath` crate adds to an `i32` index.
+        let error = JmesPath::new("a[1::2147483647]").unwrap_err().to_string();
+        assert!(error.contains("slice step of 2147483647"), "{error}");
+        let stepped = JmesPath::new("a[1::1073741824]")
+            .unwrap()
+            .search(&json!({"a": [1, 2, 3]}))
+            .unwrap();
+        assert_eq!(stepped, json!([2]));
     }
 
     /// What real expressions copy: each part once, or a part and one inside it.
@@ -1735,6 +2141,10 @@ mod tests {
                 json!({"a": [{"b": 1}, {"b": "x"}]}),
                 "sort_by",
             ),
+            // The crate points at the last function it started, inside the argument (a review).
+            ("max_by(@, &not_null(@))", json!([[1], [2]]), "max_by"),
+            ("sort_by(@, &to_number(@))", json!(["1", "x"]), "sort_by"),
+            ("sort_by(@, &abs(@))", json!([1, "x"]), "abs"),
         ] {
             let found = JmesPath::new(expression).unwrap().search(&event);
             if function.is_empty() {
