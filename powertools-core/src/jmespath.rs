@@ -147,6 +147,15 @@ thread_local! {
 /// `to_string` of `to_string`, each found by an attack) from running a function out of memory.
 const MIN_MAX_RESULT_BYTES: usize = 64 * 1024 * 1024;
 
+/// The most parts of an expression evaluated for each element it projects over (`[*]`, `[]`,
+/// `*`, a filter, or a function's `&` argument): each builds or walks a value per element, and
+/// an event's arrays can hold a million elements (a 1 MiB `[0,0,…]` holds half a million). A
+/// real projection evaluates a handful (`Records[*].powertools_json(body).order_id`, 4; a
+/// multi-select of six fields, about 14); an attack built an object nested 56 levels deep, or
+/// 200 keys wide, per element, and ran a 1 MiB event out of memory, and called a function of
+/// a thousand arguments per element for 18 s.
+const MAX_WORK_PER_ELEMENT: u64 = 64;
+
 /// The largest slice step accepted: the `jmespath` crate adds the step to an `i32` index, which
 /// overflows (a panic) for a step near `i32::MAX` (`a[1::2147483647]`, found by an attack).
 const MAX_SLICE_STEP: i32 = 1 << 30;
@@ -210,10 +219,17 @@ const MAX_SLICE_STEP: i32 = 1 << 30;
 /// can nest it a level deeper; a few thousand overflowed the stack and aborted the process), and
 /// one that may copy a part of the data more than 16 times (`[@,@] | [@,@] | …` doubles it at
 /// each stage: 22 stages ran a 1 KiB event out of memory; a real expression copies each part
-/// once or twice), and a slice step beyond 2^30. What that count cannot see is bounded while
-/// searching: the text `to_string` and `join` build, and the result, each to
+/// once or twice), a slice step beyond 2^30, an expression reference (`&…`) anywhere but as a
+/// function's argument, and one that evaluates more than 64 parts of itself for each element
+/// it projects over (`[*]`, `[]`, `*`, a filter, a function's `&` argument; a real projection
+/// evaluates a handful). What those counts cannot see is bounded while searching: the text
+/// `to_string` and `join` build, and the result, each to
 /// [`max_result_bytes`](Self::max_result_bytes) (64 MiB by default), past which the search
-/// fails.
+/// fails. A projection still builds its values for each element of the array it projects
+/// over, as in every JMESPath implementation: an event from a caller that holds an array of a
+/// million elements costs a million times what the expression builds for one (up to those 64
+/// parts) before the result's bound applies. Where such events can come, read the key from a
+/// typed event instead (`key_from` in the idempotency utility).
 ///
 /// Clones share the compiled expression.
 ///
@@ -276,13 +292,35 @@ impl JmesPath {
                 ),
             });
         }
-        if let Some(step) = slice_step_over_limit(compiled.as_ast()) {
-            return Err(Error::InvalidJmesPath {
-                expression: expression.to_owned(),
-                reason: format!(
-                    "a slice step of {step}: at most {MAX_SLICE_STEP} in magnitude is accepted"
-                ),
-            });
+        let shape = Shape::of(compiled.as_ast());
+        // By the functions the compiled expression calls, not its text, where a quoted name
+        // with an escape (`("powertools_\u006Ason")(body)`) hid the call, and with it the
+        // search's budget (found by an attack).
+        let (decompresses, parses_json) = (shape.calls(BASE64_GZIP), shape.calls(POWERTOOLS_JSON));
+        let refused = |reason: String| Error::InvalidJmesPath {
+            expression: expression.to_owned(),
+            reason,
+        };
+        if let Some(step) = shape.slice_step_over_limit {
+            return Err(refused(format!(
+                "a slice step of {step}: at most {MAX_SLICE_STEP} in magnitude is accepted"
+            )));
+        }
+        if shape.misplaced_expression_reference {
+            return Err(refused(
+                "an expression reference (`&…`) is a function's argument only (`sort_by(a, \
+                 &b)`), as the JMESPath specification says"
+                    .to_owned(),
+            ));
+        }
+        if shape.per_element > MAX_WORK_PER_ELEMENT {
+            return Err(refused(format!(
+                "it evaluates {} parts of itself for each element it projects over (`[*]`, `[]`, \
+                 `*`, a filter, or a function's `&` argument): at most {MAX_WORK_PER_ELEMENT} \
+                 are accepted, as each builds or walks a value per element, and an event's \
+                 arrays can hold a million",
+                shape.per_element
+            )));
         }
         // A short expression can copy the data exponentially (`[@,@] | [@,@] | …`: shared while
         // the search runs, copied whole into the result, `to_string` or a flatten), which ran
@@ -306,8 +344,8 @@ impl JmesPath {
         }
         Ok(Self {
             expression: Arc::new(compiled),
-            decompresses: expression.contains(BASE64_GZIP),
-            parses_json: expression.contains(POWERTOOLS_JSON),
+            decompresses,
+            parses_json,
             max_decompressed_size: DEFAULT_MAX_DECOMPRESSED_SIZE,
         })
     }
@@ -680,39 +718,110 @@ fn to_value_within(value: &Variable, left: &mut usize) -> Option<Value> {
     })
 }
 
-/// A slice step in `ast` beyond [`MAX_SLICE_STEP`] in magnitude, if there is one.
-fn slice_step_over_limit(ast: &Ast) -> Option<i32> {
-    let mut pending = vec![ast];
-    while let Some(node) = pending.pop() {
+/// What [`JmesPath::new`] checks in a compiled expression besides its copies ([`Footprint`]).
+#[derive(Debug, Default)]
+struct Shape<'a> {
+    /// A slice step beyond [`MAX_SLICE_STEP`] in magnitude.
+    slice_step_over_limit: Option<i32>,
+    /// An expression reference (`&…`) anywhere but as a function's argument.
+    misplaced_expression_reference: bool,
+    /// The functions it calls.
+    functions: Vec<&'a str>,
+    /// The most parts of the expression evaluated for one element of a projection (or of a
+    /// function's expression argument): see [`MAX_WORK_PER_ELEMENT`].
+    per_element: u64,
+}
+
+impl<'a> Shape<'a> {
+    fn of(ast: &'a Ast) -> Self {
+        let mut shape = Self::default();
+        shape.work(ast, false);
+        shape
+    }
+
+    fn calls(&self, function: &str) -> bool {
+        self.functions.contains(&function)
+    }
+
+    /// How many parts of the expression one evaluation of `node` runs (a literal's values
+    /// included), noting what [`Shape`] records on the way. Recursive: the operator limit,
+    /// checked first, bounds the depth.
+    fn work(&mut self, node: &'a Ast, function_argument: bool) -> u64 {
+        let sum = |shape: &mut Self, nodes: &mut dyn Iterator<Item = &'a Ast>| {
+            nodes.fold(1_u64, |work, node| {
+                work.saturating_add(shape.work(node, false))
+            })
+        };
         match node {
-            Ast::Slice { step, .. } if step.unsigned_abs() > MAX_SLICE_STEP.unsigned_abs() => {
-                return Some(*step);
+            Ast::Slice { step, .. } => {
+                if step.unsigned_abs() > MAX_SLICE_STEP.unsigned_abs() {
+                    self.slice_step_over_limit = Some(*step);
+                }
+                1
             }
-            Ast::Function { args, .. } => pending.extend(args),
+            Ast::Literal { value, .. } => values_in(value),
+            Ast::Identity { .. } | Ast::Field { .. } | Ast::Index { .. } => 1,
+            Ast::Function { name, args, .. } => {
+                self.functions.push(name);
+                args.iter()
+                    .fold(1_u64, |work, arg| work.saturating_add(self.work(arg, true)))
+            }
+            Ast::Expref { ast, .. } => {
+                if !function_argument {
+                    self.misplaced_expression_reference = true;
+                }
+                // Evaluated for each element of the function's array (`sort_by`, `map`): bounded
+                // per element, not counted in the work of one evaluation.
+                let each = self.work(ast, false);
+                self.per_element = self.per_element.max(each);
+                1
+            }
+            // `rhs` runs once per element of `lhs`'s result: bounded per element, not counted in
+            // the work of one evaluation (elements of nested projections are parts of the
+            // outer one's, so the whole stays within the elements the data holds times the
+            // bound).
+            Ast::Projection { lhs, rhs, .. } => {
+                let before = self.work(lhs, false);
+                let each = self.work(rhs, false);
+                self.per_element = self.per_element.max(each);
+                before.saturating_add(1)
+            }
             Ast::Comparison { lhs, rhs, .. }
-            | Ast::Projection { lhs, rhs, .. }
             | Ast::And { lhs, rhs, .. }
             | Ast::Or { lhs, rhs, .. }
-            | Ast::Subexpr { lhs, rhs, .. } => pending.extend([&**lhs, &**rhs]),
+            | Ast::Subexpr { lhs, rhs, .. } => sum(self, &mut [&**lhs, &**rhs].into_iter()),
             Ast::Condition {
                 predicate, then, ..
-            } => pending.extend([&**predicate, &**then]),
-            Ast::Expref { ast: node, .. }
-            | Ast::Flatten { node, .. }
-            | Ast::Not { node, .. }
-            | Ast::ObjectValues { node, .. } => pending.push(node),
-            Ast::MultiList { elements, .. } => pending.extend(elements),
-            Ast::MultiHash { elements, .. } => {
-                pending.extend(elements.iter().map(|pair| &pair.value));
+            } => sum(self, &mut [&**predicate, &**then].into_iter()),
+            Ast::Flatten { node, .. } | Ast::Not { node, .. } | Ast::ObjectValues { node, .. } => {
+                sum(self, &mut std::iter::once(&**node))
             }
-            Ast::Identity { .. }
-            | Ast::Field { .. }
-            | Ast::Index { .. }
-            | Ast::Literal { .. }
-            | Ast::Slice { .. } => {}
+            Ast::MultiList { elements, .. } => sum(self, &mut elements.iter()),
+            // Each key is a value built too.
+            Ast::MultiHash { elements, .. } => {
+                sum(self, &mut elements.iter().map(|pair| &pair.value))
+                    .saturating_add(count(elements.len()))
+            }
         }
     }
-    None
+}
+
+/// How many values `value` holds, itself included (an object's keys too).
+fn values_in(value: &Variable) -> u64 {
+    match value {
+        Variable::Array(items) => items
+            .iter()
+            .fold(1_u64, |sum, item| sum.saturating_add(values_in(item))),
+        Variable::Object(entries) => entries.values().fold(1_u64, |sum, item| {
+            sum.saturating_add(1).saturating_add(values_in(item))
+        }),
+        _ => 1,
+    }
+}
+
+/// `n` as a `u64` (a `usize` always fits on the targets Lambda runs).
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 /// The previous JSON budget of this thread, restored when a search ends.
@@ -1682,6 +1791,72 @@ mod tests {
             .search(&json!({"a": [1, 2, 3]}))
             .unwrap();
         assert_eq!(stepped, json!([2]));
+    }
+
+    /// What an expression evaluates for each element it projects over is bounded when it is
+    /// compiled; an expression reference is a function's argument only; and a Powertools
+    /// function hidden behind a quoted, escaped name still gets the search's budget (each
+    /// found by an attack: an object nested 56 levels or 200 keys wide per element, a literal
+    /// of 2,000 values per element, ran a 1 MiB event out of memory; a thousand arguments per
+    /// element took 18 s; `[*].&{…}` built past the result bound; the hidden name spent a
+    /// budget that was never reset).
+    #[test]
+    fn what_an_expression_does_per_element_is_bounded_when_compiled() {
+        let refused = |expression: &str, what: &str| {
+            let error = JmesPath::new(expression).expect_err(expression).to_string();
+            assert!(error.contains(what), "{expression}: {error}");
+        };
+        let nested = (0..56).fold("@".to_owned(), |inner, _| format!("{{a: {inner}}}"));
+        refused(
+            &format!("length([*].{nested})"),
+            "for each element it projects over",
+        );
+        let wide = (0..200)
+            .map(|key| format!("k{key}: f{key}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        refused(
+            &format!("[*].{{{wide}}}"),
+            "for each element it projects over",
+        );
+        refused(
+            &format!("[?!{{{wide}}}]"),
+            "for each element it projects over",
+        );
+        let arguments = (0..1000)
+            .map(|field| format!("f{field}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        refused(
+            &format!("[*].not_null({arguments})"),
+            "for each element it projects over",
+        );
+        refused(
+            &format!("[*].[`[{}]`][] | []", vec!["0"; 2000].join(",")),
+            "for each element it projects over",
+        );
+        refused(
+            &format!("sort_by(@, &{{{wide}}})"),
+            "for each element it projects over",
+        );
+        refused("[*].&a", "an expression reference");
+        refused("&a", "an expression reference");
+        // A projection of real size.
+        let six = JmesPath::new(
+            "Records[*].{id: messageId, order: powertools_json(body).{id: id, total: total, \
+             lines: lines[*].[sku, quantity]}}",
+        );
+        assert!(six.is_ok(), "{six:?}");
+
+        // A hidden `powertools_json` gets the budget of each search, as a visible one does.
+        let hidden = JmesPath::new(r#"length(("powertools_\u006Ason")(body))"#).unwrap();
+        let body = format!("[{}]", vec!["0"; 300_000].join(","));
+        for _ in 0..3 {
+            assert_eq!(
+                hidden.search(&json!({ "body": body })).unwrap(),
+                json!(300_000)
+            );
+        }
     }
 
     /// What real expressions copy: each part once, or a part and one inside it.
