@@ -156,6 +156,13 @@ const MIN_MAX_RESULT_BYTES: usize = 64 * 1024 * 1024;
 /// a thousand arguments per element for 18 s.
 const MAX_WORK_PER_ELEMENT: u64 = 64;
 
+/// The most parts of an expression one search evaluates, but for those it evaluates per
+/// element of the data's arrays ([`MAX_WORK_PER_ELEMENT`]): a literal's values, and the work of
+/// a projection over a literal times its size. Real expressions evaluate their own length's
+/// worth; an attack nested projections over a 61-value literal four deep (61^4 arrays) and ran
+/// out of memory.
+const MAX_WORK_PER_SEARCH: u64 = 100_000;
+
 /// The largest slice step accepted: the `jmespath` crate adds the step to an `i32` index, which
 /// overflows (a panic) for a step near `i32::MAX` (`a[1::2147483647]`, found by an attack).
 const MAX_SLICE_STEP: i32 = 1 << 30;
@@ -222,7 +229,8 @@ const MAX_SLICE_STEP: i32 = 1 << 30;
 /// once or twice), a slice step beyond 2^30, an expression reference (`&…`) anywhere but as a
 /// function's argument, and one that evaluates more than 64 parts of itself for each element
 /// it projects over (`[*]`, `[]`, `*`, a filter, a function's `&` argument; a real projection
-/// evaluates a handful). What those counts cannot see is bounded while searching: the text
+/// evaluates a handful) or 100,000 in one search (a literal's values, and projections over a
+/// literal for each of its elements). What those counts cannot see is bounded while searching: the text
 /// `to_string` and `join` build, and the result, each to
 /// [`max_result_bytes`](Self::max_result_bytes) (64 MiB by default), past which the search
 /// fails. A projection still builds its values for each element of the array it projects
@@ -312,6 +320,14 @@ impl JmesPath {
                  &b)`), as the JMESPath specification says"
                     .to_owned(),
             ));
+        }
+        if shape.per_search > MAX_WORK_PER_SEARCH {
+            return Err(refused(format!(
+                "it evaluates {} parts of itself in one search (its literals' values, and \
+                 projections over them for each of their elements): at most \
+                 {MAX_WORK_PER_SEARCH} are accepted",
+                shape.per_search
+            )));
         }
         if shape.per_element > MAX_WORK_PER_ELEMENT {
             return Err(refused(format!(
@@ -505,9 +521,10 @@ impl JmesPath {
         })
     }
 
-    /// The most one search may build: its result, as JSON text would take it, and apart from
-    /// it the text `to_string` and `join` build; past either the search fails. 64 MiB, or
-    /// three times [`max_decompressed_size`](Self::max_decompressed_size) when that is larger.
+    /// The most one search may build: its result (each value counted as its JSON text, or as
+    /// the 32 bytes it takes in memory when that is more), and apart from it the text
+    /// `to_string` and `join` build; past either the search fails. 64 MiB, or three times
+    /// [`max_decompressed_size`](Self::max_decompressed_size) when that is larger.
     ///
     /// ```
     /// use powertools_core::jmespath::JmesPath;
@@ -669,14 +686,17 @@ fn join_within(glue: &str, values: &[Rcvar]) -> Result<Variable, String> {
     Ok(Variable::String(parts.join(glue)))
 }
 
-/// `value` as a JSON value, or `None` once it would take more than `left` bytes as JSON text:
+/// `value` as a JSON value, or `None` once it would take more than `left` bytes (each value
+/// its JSON text, or its size in memory when that is more):
 /// a result shares values while the search runs (a literal per element of an array is one
 /// value), and is copied whole here.
 fn to_value_within(value: &Variable, left: &mut usize) -> Option<Value> {
-    // Each value at least a few bytes of text (`0,`), strings and keys their length too.
-    const PER_VALUE: usize = 2;
+    // Each value counted as its text and a separator, or as what it takes in memory (a
+    // `serde_json::Value`, 32 bytes), whichever is more: a million empty arrays are 3 MB of
+    // text but 32 MB in memory (an attack passed the bound by 16 times in memory).
+    const IN_MEMORY: usize = std::mem::size_of::<Value>();
     fn take(left: &mut usize, bytes: usize) -> Option<()> {
-        *left = left.checked_sub(bytes.saturating_add(PER_VALUE))?;
+        *left = left.checked_sub(bytes.saturating_add(1).max(IN_MEMORY))?;
         Some(())
     }
     Some(match value {
@@ -730,12 +750,16 @@ struct Shape<'a> {
     /// The most parts of the expression evaluated for one element of a projection (or of a
     /// function's expression argument): see [`MAX_WORK_PER_ELEMENT`].
     per_element: u64,
+    /// The parts of the expression one search evaluates, but for those per element of the
+    /// data's arrays: see [`MAX_WORK_PER_SEARCH`].
+    per_search: u64,
 }
 
 impl<'a> Shape<'a> {
     fn of(ast: &'a Ast) -> Self {
         let mut shape = Self::default();
-        shape.work(ast, false);
+        let (work, _) = shape.work(ast, None, false);
+        shape.per_search = work;
         shape
     }
 
@@ -744,63 +768,139 @@ impl<'a> Shape<'a> {
     }
 
     /// How many parts of the expression one evaluation of `node` runs (a literal's values
-    /// included), noting what [`Shape`] records on the way. Recursive: the operator limit,
-    /// checked first, bounds the depth.
-    fn work(&mut self, node: &'a Ast, function_argument: bool) -> u64 {
-        let sum = |shape: &mut Self, nodes: &mut dyn Iterator<Item = &'a Ast>| {
-            nodes.fold(1_u64, |work, node| {
-                work.saturating_add(shape.work(node, false))
-            })
+    /// included), and, when its value is built from the expression's own literals alone, an
+    /// upper bound of how many values it holds; `input` is that bound for the value `node`
+    /// runs on (`None` for the data). A projection over the data's elements is bounded per
+    /// element ([`Shape::per_element`]: they are parts of the data, so nested ones stay within
+    /// the values the data holds); one over the expression's own literal multiplies the work of
+    /// its evaluation by the literal's size (an attack nested projections over a literal of 61
+    /// values, 61^k, and ran out of memory). Recursive: the operator limit, checked first,
+    /// bounds the depth.
+    fn work(
+        &mut self,
+        node: &'a Ast,
+        input: Option<u64>,
+        function_argument: bool,
+    ) -> (u64, Option<u64>) {
+        let all = |shape: &mut Self, nodes: &[&'a Ast]| {
+            let mut work = 1_u64;
+            let mut size = Some(1_u64);
+            for node in nodes {
+                let (more, held) = shape.work(node, input, false);
+                work = work.saturating_add(more);
+                size = size.zip(held).map(|(size, held)| size.saturating_add(held));
+            }
+            (work, size)
         };
         match node {
             Ast::Slice { step, .. } => {
                 if step.unsigned_abs() > MAX_SLICE_STEP.unsigned_abs() {
                     self.slice_step_over_limit = Some(*step);
                 }
-                1
+                (1, input)
             }
-            Ast::Literal { value, .. } => values_in(value),
-            Ast::Identity { .. } | Ast::Field { .. } | Ast::Index { .. } => 1,
+            Ast::Literal { value, .. } => {
+                let values = values_in(value);
+                (values, Some(values))
+            }
+            Ast::Identity { .. } | Ast::Field { .. } | Ast::Index { .. } => (1, input),
             Ast::Function { name, args, .. } => {
                 self.functions.push(name);
-                args.iter()
-                    .fold(1_u64, |work, arg| work.saturating_add(self.work(arg, true)))
+                let mut work = 1_u64;
+                let mut size = Some(1_u64);
+                let mut elements = Some(0_u64);
+                for arg in args.iter().filter(|arg| !matches!(arg, Ast::Expref { .. })) {
+                    let (more, held) = self.work(arg, input, true);
+                    work = work.saturating_add(more);
+                    size = size.zip(held).map(|(size, held)| size.saturating_add(held));
+                    elements = elements.zip(held).map(|(most, held)| most.max(held));
+                }
+                // An expression argument runs on each element of the function's array
+                // (`sort_by`, `map`).
+                for arg in args.iter().filter(|arg| matches!(arg, Ast::Expref { .. })) {
+                    let Ast::Expref { ast, .. } = arg else {
+                        continue;
+                    };
+                    let (each, _) = self.work(ast, elements, false);
+                    match elements {
+                        Some(elements) => work = work.saturating_add(elements.saturating_mul(each)),
+                        None => self.per_element = self.per_element.max(each),
+                    }
+                }
+                (work, size)
             }
             Ast::Expref { ast, .. } => {
                 if !function_argument {
                     self.misplaced_expression_reference = true;
                 }
-                // Evaluated for each element of the function's array (`sort_by`, `map`): bounded
-                // per element, not counted in the work of one evaluation.
-                let each = self.work(ast, false);
-                self.per_element = self.per_element.max(each);
-                1
+                self.work(ast, input, false)
             }
-            // `rhs` runs once per element of `lhs`'s result: bounded per element, not counted in
-            // the work of one evaluation (elements of nested projections are parts of the
-            // outer one's, so the whole stays within the elements the data holds times the
-            // bound).
             Ast::Projection { lhs, rhs, .. } => {
-                let before = self.work(lhs, false);
-                let each = self.work(rhs, false);
-                self.per_element = self.per_element.max(each);
-                before.saturating_add(1)
+                let (before, elements) = self.work(lhs, input, false);
+                let (each, held) = self.work(rhs, elements, false);
+                match elements {
+                    Some(elements) => (
+                        before
+                            .saturating_add(elements.saturating_mul(each))
+                            .saturating_add(1),
+                        Some(
+                            elements
+                                .saturating_mul(held.unwrap_or(elements))
+                                .saturating_add(1),
+                        ),
+                    ),
+                    None => {
+                        self.per_element = self.per_element.max(each);
+                        (before.saturating_add(1), None)
+                    }
+                }
             }
-            Ast::Comparison { lhs, rhs, .. }
-            | Ast::And { lhs, rhs, .. }
-            | Ast::Or { lhs, rhs, .. }
-            | Ast::Subexpr { lhs, rhs, .. } => sum(self, &mut [&**lhs, &**rhs].into_iter()),
+            Ast::Subexpr { lhs, rhs, .. } => {
+                let (before, held) = self.work(lhs, input, false);
+                let (after, result) = self.work(rhs, held, false);
+                (before.saturating_add(after), result)
+            }
+            Ast::Comparison { lhs, rhs, .. } => {
+                let (left, _) = self.work(lhs, input, false);
+                let (right, _) = self.work(rhs, input, false);
+                (left.saturating_add(right).saturating_add(1), Some(1))
+            }
+            Ast::Not { node, .. } => {
+                let (work, _) = self.work(node, input, false);
+                (work.saturating_add(1), Some(1))
+            }
+            // One side or the other.
+            Ast::And { lhs, rhs, .. } | Ast::Or { lhs, rhs, .. } => {
+                let (left, left_size) = self.work(lhs, input, false);
+                let (right, right_size) = self.work(rhs, input, false);
+                (
+                    left.saturating_add(right).saturating_add(1),
+                    left_size
+                        .zip(right_size)
+                        .map(|(left, right)| left.max(right)),
+                )
+            }
             Ast::Condition {
                 predicate, then, ..
-            } => sum(self, &mut [&**predicate, &**then].into_iter()),
-            Ast::Flatten { node, .. } | Ast::Not { node, .. } | Ast::ObjectValues { node, .. } => {
-                sum(self, &mut std::iter::once(&**node))
+            } => {
+                let (test, _) = self.work(predicate, input, false);
+                let (work, held) = self.work(then, input, false);
+                (test.saturating_add(work).saturating_add(1), held)
             }
-            Ast::MultiList { elements, .. } => sum(self, &mut elements.iter()),
+            Ast::Flatten { node, .. } | Ast::ObjectValues { node, .. } => all(self, &[node]),
+            Ast::MultiList { elements, .. } => {
+                let elements: Vec<&Ast> = elements.iter().collect();
+                all(self, &elements)
+            }
             // Each key is a value built too.
             Ast::MultiHash { elements, .. } => {
-                sum(self, &mut elements.iter().map(|pair| &pair.value))
-                    .saturating_add(count(elements.len()))
+                let values: Vec<&Ast> = elements.iter().map(|pair| &pair.value).collect();
+                let (work, size) = all(self, &values);
+                let keys = count(elements.len());
+                (
+                    work.saturating_add(keys),
+                    size.map(|size| size.saturating_add(keys)),
+                )
             }
         }
     }
@@ -1765,6 +1865,13 @@ mod tests {
             json!({"items": vec![0; 7_000]}),
             "the result would take more than 67108864 bytes",
         );
+        // Each value counted as at least what it takes in memory: 40,000 elements of 62 empty
+        // arrays are 7 MB of text but 80 MB as values (a third attack passed 64 MiB this way).
+        over(
+            &format!("items[*].not_null(`[{}]`)", vec!["[]"; 61].join(",")),
+            json!({"items": vec![0; 40_000]}),
+            "the result would take more than 67108864 bytes",
+        );
         // Within the budget, as before.
         let joined = JmesPath::new("join(', ', names)")
             .unwrap()
@@ -1840,6 +1947,22 @@ mod tests {
             "for each element it projects over",
         );
         refused("[*].&a", "an expression reference");
+        // Projections over the expression's own literal multiply (a third attack: 61^4 arrays
+        // from a 61-value literal, out of memory; 61^5 length calls, seconds of CPU each level).
+        let literal = format!("`[{}]`", vec!["0"; 61].join(","));
+        let over_literal = |stage: &str| format!("{literal}[*]{}", stage.repeat(4));
+        refused(
+            &over_literal(&format!(".not_null({literal})[*]")),
+            "in one search",
+        );
+        let lengths = (0..4).fold(format!("{literal}[*]"), |inner, _| {
+            format!("{literal}[*].length({inner})")
+        });
+        refused(&lengths, "in one search");
+        refused(
+            &format!("Records[*].not_null({literal})[*].not_null({literal})[*]"),
+            "for each element it projects over",
+        );
         refused("&a", "an expression reference");
         // A projection of real size.
         let six = JmesPath::new(
