@@ -236,8 +236,11 @@ const MAX_SLICE_STEP: i32 = 1 << 30;
 /// fails. A projection still builds its values for each element of the array it projects
 /// over, as in every JMESPath implementation: an event from a caller that holds an array of a
 /// million elements costs a million times what the expression builds for one (up to those 64
-/// parts) before the result's bound applies. Where such events can come, read the key from a
-/// typed event instead (`key_from` in the idempotency utility).
+/// parts) before the result's bound applies; so do the elements `powertools_json` parses (up to
+/// 500,000, from a few KiB of gzip through `powertools_base64_gzip`): a projection building 16
+/// values for each of 500,000 parsed zeros takes about 800 MB. Where such events can come, read
+/// the key from a typed event instead (`key_from` in the idempotency utility), or keep
+/// projections over decoded data narrow.
 ///
 /// Clones share the compiled expression.
 ///
@@ -821,11 +824,26 @@ impl<'a> Shape<'a> {
                     let Ast::Expref { ast, .. } = arg else {
                         continue;
                     };
-                    let (each, _) = self.work(ast, elements, false);
+                    let (each, held) = self.work(ast, elements, false);
                     match elements {
-                        Some(elements) => work = work.saturating_add(elements.saturating_mul(each)),
+                        Some(elements) => {
+                            work = work.saturating_add(elements.saturating_mul(each));
+                            // `map` holds what the expression returns for each element (an
+                            // attack: `map(&L2, L1)` counted as L1 alone).
+                            size = size.map(|size| {
+                                size.saturating_add(
+                                    elements.saturating_mul(held.unwrap_or(elements)),
+                                )
+                            });
+                        }
                         None => self.per_element = self.per_element.max(each),
                     }
+                }
+                // What the Powertools functions decode is data, however small the text it came
+                // from (a literal of a few bytes of gzip is 500,000 values): projections over it
+                // are bounded per element, as over the event's (an attack).
+                if [POWERTOOLS_JSON, "powertools_base64", BASE64_GZIP].contains(&name.as_str()) {
+                    size = None;
                 }
                 (work, size)
             }
@@ -1962,6 +1980,25 @@ mod tests {
         refused(
             &format!("Records[*].not_null({literal})[*].not_null({literal})[*]"),
             "for each element it projects over",
+        );
+        // What `powertools_json` decodes from a literal is data (a fourth attack: counted as two
+        // values, 500,000 parsed ones projected over without a bound); so is what `map` returns
+        // for each element (counted as its array alone).
+        let fields = (0..100)
+            .map(|field| format!("f{field}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let zeros = vec!["0"; 100].join(",");
+        refused(
+            &format!("powertools_json('[{zeros}]')[*].[{fields}]"),
+            "for each element it projects over",
+        );
+        refused(
+            &format!(
+                "map(&`[{}]`, `[1,2,3,4,5]`)[].[{fields}]",
+                vec!["0"; 15_000].join(",")
+            ),
+            "in one search",
         );
         refused("&a", "an expression reference");
         // A projection of real size.
