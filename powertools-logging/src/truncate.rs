@@ -30,8 +30,13 @@ const MAX_ROUNDS: usize = 16;
 /// A member of a line: its key and value.
 type Member = (String, Value);
 
-/// The members of a line, in order.
-struct Members(Vec<Member>);
+/// The members of a line, in order, and the keys of those whose value nests deeper than
+/// serde_json reads into a value (128 levels): each such value is its JSON text instead, as a
+/// structure that is cut becomes. Each member is read apart from the others (a raw value is
+/// scanned without a depth limit), so that one deep member does not take the line's other
+/// members with it: the whole line failed to read, and was written as `{}`, every standard key
+/// lost (found by an attack: a logged event 127 levels deep and over the line limit).
+struct Members(Vec<Member>, Vec<String>);
 
 impl<'de> serde::Deserialize<'de> for Members {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -43,10 +48,17 @@ impl<'de> serde::Deserialize<'de> for Members {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
                 let mut members = Vec::with_capacity(map.size_hint().unwrap_or(24));
-                while let Some(member) = map.next_entry::<String, Value>()? {
-                    members.push(member);
+                let mut as_text = Vec::new();
+                while let Some((key, raw)) =
+                    map.next_entry::<String, Box<serde_json::value::RawValue>>()?
+                {
+                    let value = serde_json::from_str::<Value>(raw.get()).unwrap_or_else(|_| {
+                        as_text.push(key.clone());
+                        Value::String(raw.get().to_owned())
+                    });
+                    members.push((key, value));
                 }
-                Ok(Members(members))
+                Ok(Members(members, as_text))
             }
         }
         deserializer.deserialize_map(InOrder)
@@ -236,9 +248,9 @@ fn fair_cap(members: &[(String, Value)], sizes: &[usize], max: usize) -> Option<
 }
 
 fn shrink(line: &[u8], max: usize) -> Vec<u8> {
-    let mut members = match serde_json::from_slice::<Members>(line) {
-        Ok(Members(members)) => members,
-        Err(_) => Vec::new(),
+    let (mut members, as_text) = match serde_json::from_slice::<Members>(line) {
+        Ok(Members(members, as_text)) => (members, as_text),
+        Err(_) => (Vec::new(), Vec::new()),
     };
     // The members the last resort keeps, as they are before any is cut: a round may cut the
     // invocation's ids to nothing when thousands of members share the room, and the last resort
@@ -266,7 +278,8 @@ fn shrink(line: &[u8], max: usize) -> Vec<u8> {
             }
         })
         .collect();
-    let mut truncated: Vec<String> = Vec::new();
+    // A value written as its text has been changed already: named, as a cut one is.
+    let mut truncated: Vec<String> = as_text;
     // First every value over the fair share is cut to it; then, since structures turned into
     // text and markers are only estimated, the largest value is cut again until the line fits.
     if let Some(cap) = fair_cap(&members, &sizes, max) {
@@ -274,7 +287,9 @@ fn shrink(line: &[u8], max: usize) -> Vec<u8> {
             let value_size = *size - member_len(key, 0);
             let cap = cap.max(floor(key));
             if cuttable(key, value) && value_size > cap && shorten(value, value_size - cap) {
-                truncated.push(key.clone());
+                if !truncated.contains(key) {
+                    truncated.push(key.clone());
+                }
                 *size = member_len(key, value_len(value));
             }
         }
@@ -447,6 +462,34 @@ mod tests {
 
     fn parsed(bytes: &[u8]) -> Value {
         serde_json::from_slice(bytes).expect("valid JSON")
+    }
+
+    /// A member nested deeper than serde_json reads into a value (a logged event 127 levels
+    /// deep is one level deeper in the line) no longer takes the line with it when the line is
+    /// cut: it was written as `{}`, every standard key lost (found by an attack). Its value is
+    /// its text, cut and named, and the other members are kept.
+    #[test]
+    fn a_member_nested_too_deep_to_read_back_keeps_the_line_s_keys() {
+        let deep = format!("{}\"leaf\"{}", "[".repeat(140), "]".repeat(140));
+        let line = format!(
+            "{{\"level\":\"INFO\",\"timestamp\":\"2026-12-06T08:00:00.000Z\",\
+             \"message\":\"order received\",\"function_request_id\":\"r-1\",\
+             \"event\":{{\"deep\":{deep},\"note\":\"{}\"}},\"order_id\":\"o-1\"}}\n",
+            "n".repeat(300_000)
+        );
+        let out = bound(line.as_bytes(), 4096);
+        assert!(out.len() <= 4096, "{}", out.len());
+        let value = parsed(&out);
+        for (key, expected) in [
+            ("level", "INFO"),
+            ("message", "order received"),
+            ("function_request_id", "r-1"),
+            ("order_id", "o-1"),
+        ] {
+            assert_eq!(value[key], expected, "{value}");
+        }
+        assert!(value["event"].is_string(), "{value}");
+        assert_eq!(value["truncated_keys"], json!(["event"]), "{value}");
     }
 
     #[test]
