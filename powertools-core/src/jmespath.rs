@@ -163,6 +163,10 @@ const MAX_WORK_PER_ELEMENT: u64 = 64;
 /// out of memory.
 const MAX_WORK_PER_SEARCH: u64 = 100_000;
 
+/// The functions that take an expression reference (`&…`) and run it; anywhere else one is
+/// refused when compiled.
+const EXPRESSION_FUNCTIONS: [&str; 4] = ["map", "max_by", "min_by", "sort_by"];
+
 /// The largest slice step accepted: the `jmespath` crate adds the step to an `i32` index, which
 /// overflows (a panic) for a step near `i32::MAX` (`a[1::2147483647]`, found by an attack).
 const MAX_SLICE_STEP: i32 = 1 << 30;
@@ -226,8 +230,9 @@ const MAX_SLICE_STEP: i32 = 1 << 30;
 /// can nest it a level deeper; a few thousand overflowed the stack and aborted the process), and
 /// one that may copy a part of the data more than 16 times (`[@,@] | [@,@] | …` doubles it at
 /// each stage: 22 stages ran a 1 KiB event out of memory; a real expression copies each part
-/// once or twice), a slice step beyond 2^30, an expression reference (`&…`) anywhere but as a
-/// function's argument, and one that evaluates more than 64 parts of itself for each element
+/// once or twice), a slice step beyond 2^30, an expression reference (`&…`) anywhere but as the
+/// argument of a function that runs it (`map`, `sort_by`, `max_by`, `min_by`), and one that
+/// evaluates more than 64 parts of itself for each element
 /// it projects over (`[*]`, `[]`, `*`, a filter, a function's `&` argument; a real projection
 /// evaluates a handful) or 100,000 in one search (a literal's values, and projections over a
 /// literal for each of its elements). What those counts cannot see is bounded while searching: the text
@@ -737,7 +742,9 @@ fn to_value_within(value: &Variable, left: &mut usize) -> Option<Value> {
             }
             Value::Object(object)
         }
-        Variable::Expref(_) => serde_json::to_value(value).ok()?,
+        // Refused when compiled (an expression reference is run by the functions that take
+        // one, never a value).
+        Variable::Expref(_) => return None,
     })
 }
 
@@ -824,16 +831,21 @@ impl<'a> Shape<'a> {
                     let Ast::Expref { ast, .. } = arg else {
                         continue;
                     };
+                    // Only the functions that take one run it; any other would hand the
+                    // reference on as a value (`not_null(&…)`, whose text is the expression's
+                    // whole tree, per element: a fifth attack).
+                    if !EXPRESSION_FUNCTIONS.contains(&name.as_str()) {
+                        self.misplaced_expression_reference = true;
+                    }
                     let (each, held) = self.work(ast, elements, false);
                     match elements {
                         Some(elements) => {
                             work = work.saturating_add(elements.saturating_mul(each));
                             // `map` holds what the expression returns for each element (an
-                            // attack: `map(&L2, L1)` counted as L1 alone).
-                            size = size.map(|size| {
-                                size.saturating_add(
-                                    elements.saturating_mul(held.unwrap_or(elements)),
-                                )
+                            // attack: `map(&L2, L1)` counted as L1 alone); what it decodes is
+                            // data (a fifth attack).
+                            size = size.zip(held).map(|(size, held)| {
+                                size.saturating_add(elements.saturating_mul(held))
                             });
                         }
                         None => self.per_element = self.per_element.max(each),
@@ -857,15 +869,13 @@ impl<'a> Shape<'a> {
                 let (before, elements) = self.work(lhs, input, false);
                 let (each, held) = self.work(rhs, elements, false);
                 match elements {
+                    // What each element's evaluation decodes is data (a fifth attack: it was
+                    // counted as the literal's size).
                     Some(elements) => (
                         before
                             .saturating_add(elements.saturating_mul(each))
                             .saturating_add(1),
-                        Some(
-                            elements
-                                .saturating_mul(held.unwrap_or(elements))
-                                .saturating_add(1),
-                        ),
+                        held.map(|held| elements.saturating_mul(held).saturating_add(1)),
                     ),
                     None => {
                         self.per_element = self.per_element.max(each);
@@ -914,7 +924,9 @@ impl<'a> Shape<'a> {
             Ast::MultiHash { elements, .. } => {
                 let values: Vec<&Ast> = elements.iter().map(|pair| &pair.value).collect();
                 let (work, size) = all(self, &values);
-                let keys = count(elements.len());
+                let keys = elements
+                    .iter()
+                    .fold(0_u64, |sum, pair| sum.saturating_add(text_parts(&pair.key)));
                 (
                     work.saturating_add(keys),
                     size.map(|size| size.saturating_add(keys)),
@@ -933,8 +945,16 @@ fn values_in(value: &Variable) -> u64 {
         Variable::Object(entries) => entries.values().fold(1_u64, |sum, item| {
             sum.saturating_add(1).saturating_add(values_in(item))
         }),
+        Variable::String(text) => text_parts(text),
         _ => 1,
     }
+}
+
+/// A text as parts of an expression: one per 64 bytes, so that a long key copied for each
+/// element counts as what it costs (a fifth attack: a 4 KiB key per element of a million,
+/// counted as one part).
+fn text_parts(text: &str) -> u64 {
+    count(text.len() / 64).saturating_add(1)
 }
 
 /// `n` as a `u64` (a `usize` always fits on the targets Lambda runs).
@@ -1877,10 +1897,10 @@ mod tests {
             json!({"separator": "-".repeat(1000), "items": vec![""; 100_000]}),
             "join: its text would be 99999000 bytes",
         );
-        // A 10,000-byte literal for each of 7,000 elements: one shared value while searching.
+        // A 1,000-byte literal for each of 70,000 elements: one shared value while searching.
         over(
-            &format!("items[*].[`\"{}\"`]", "x".repeat(10_000)),
-            json!({"items": vec![0; 7_000]}),
+            &format!("items[*].[`\"{}\"`]", "x".repeat(1_000)),
+            json!({"items": vec![0; 70_000]}),
             "the result would take more than 67108864 bytes",
         );
         // Each value counted as at least what it takes in memory: 40,000 elements of 62 empty
@@ -1965,6 +1985,28 @@ mod tests {
             "for each element it projects over",
         );
         refused("[*].&a", "an expression reference");
+        refused(
+            &format!("items[*].not_null(&'{}')", "k".repeat(100)),
+            "an expression reference",
+        );
+        refused("to_array(&a)", "an expression reference");
+        // A long key is copied for each element (a fifth attack).
+        refused(
+            &format!("items[*].{{\"{}\": @}}", "k".repeat(4096)),
+            "for each element it projects over",
+        );
+        // What a projection over a literal decodes for each of its elements is data.
+        refused(
+            &format!(
+                "`[0]`[*].powertools_json('[0]')[].to_array(`[{}]`)[*].{{a: @, b: @, c: @, d: @, \
+                 e: @, f: @, g: @, h: @}}",
+                (0..100)
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            "for each element it projects over",
+        );
         // Projections over the expression's own literal multiply (a third attack: 61^4 arrays
         // from a 61-value literal, out of memory; 61^5 length calls, seconds of CPU each level).
         let literal = format!("`[{}]`", vec!["0"; 61].join(","));
