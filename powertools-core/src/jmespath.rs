@@ -265,7 +265,7 @@ const MAX_SLICE_STEP: i32 = 1 << 30;
 #[derive(Clone)]
 pub struct JmesPath {
     expression: Arc<Expression<'static>>,
-    /// Whether the expression may call `powertools_base64_gzip` (its text names it), the only
+    /// Whether the expression calls `powertools_base64_gzip` (by its compiled tree), the only
     /// searches that need a decompression budget.
     decompresses: bool,
     /// Whether it may call `powertools_json`, the only searches that need a value budget.
@@ -297,9 +297,14 @@ impl JmesPath {
                 expression: expression.to_owned(),
                 reason: error.reason.to_string(),
             })?;
+        let shape = Shape::of(compiled.as_ast());
         // `jmespath` looks functions up only when a search reaches them: a misspelt name would
         // fail only on the events that take that branch.
-        if let Some(name) = unknown_function(compiled.as_ast()) {
+        if let Some(name) = shape
+            .functions
+            .iter()
+            .find(|name| RUNTIME.get_function(name).is_none())
+        {
             return Err(Error::InvalidJmesPath {
                 expression: expression.to_owned(),
                 reason: format!(
@@ -308,7 +313,6 @@ impl JmesPath {
                 ),
             });
         }
-        let shape = Shape::of(compiled.as_ast());
         // By the functions the compiled expression calls, not its text, where a quoted name
         // with an escape (`("powertools_\u006Ason")(body)`) hid the call, and with it the
         // search's budget (found by an attack).
@@ -1220,43 +1224,6 @@ impl<'a> Footprint<'a> {
             }
         }
     }
-}
-
-/// The first function `ast` calls that the runtime does not have, walked without recursion.
-fn unknown_function(ast: &Ast) -> Option<&str> {
-    let mut pending = vec![ast];
-    while let Some(node) = pending.pop() {
-        match node {
-            Ast::Function { name, args, .. } => {
-                if RUNTIME.get_function(name).is_none() {
-                    return Some(name);
-                }
-                pending.extend(args);
-            }
-            Ast::Comparison { lhs, rhs, .. }
-            | Ast::Projection { lhs, rhs, .. }
-            | Ast::And { lhs, rhs, .. }
-            | Ast::Or { lhs, rhs, .. }
-            | Ast::Subexpr { lhs, rhs, .. } => pending.extend([&**lhs, &**rhs]),
-            Ast::Condition {
-                predicate, then, ..
-            } => pending.extend([&**predicate, &**then]),
-            Ast::Expref { ast: node, .. }
-            | Ast::Flatten { node, .. }
-            | Ast::Not { node, .. }
-            | Ast::ObjectValues { node, .. } => pending.push(node),
-            Ast::MultiList { elements, .. } => pending.extend(elements),
-            Ast::MultiHash { elements, .. } => {
-                pending.extend(elements.iter().map(|pair| &pair.value));
-            }
-            Ast::Identity { .. }
-            | Ast::Field { .. }
-            | Ast::Index { .. }
-            | Ast::Literal { .. }
-            | Ast::Slice { .. } => {}
-        }
-    }
-    None
 }
 
 /// A function of one argument of type `argument`, computed by `compute`; its error message is
