@@ -3,6 +3,7 @@
 
 pub mod envelopes;
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::io::{self, Read};
 use std::sync::{Arc, LazyLock};
@@ -224,7 +225,10 @@ const MAX_SLICE_STEP: i32 = 1 << 30;
 /// `1.0000000000000002`): filter on such ids as strings. And `<`, `>`, `<=`, `>=` on strings
 /// give null, as the JMESPath specification says, where Python 1.1 orders strings (a filter on
 /// ISO dates as `created > '2026-01-01'` matches nothing here): compare numbers, or select with
-/// `starts_with`. An expression is checked
+/// `starts_with`; a string compared with a number (`` Date > `2014` ``) is null too, where
+/// Python raises a `TypeError`. A backtick literal that is not JSON (`` `INSERT` ``, the form
+/// of AWS CLI examples) is a string, as Python reads it (without its deprecation warning);
+/// `'INSERT'` is the standard spelling. An expression is checked
 /// when it is compiled, more than Python checks it: a function that does not exist is refused
 /// then, not when a search reaches it, and so is an expression of more than 64 operators (each
 /// can nest it a level deeper; a few thousand overflowed the stack and aborted the process), and
@@ -241,11 +245,12 @@ const MAX_SLICE_STEP: i32 = 1 << 30;
 /// fails. A projection still builds its values for each element of the array it projects
 /// over, as in every JMESPath implementation: an event from a caller that holds an array of a
 /// million elements costs a million times what the expression builds for one (up to those 64
-/// parts) before the result's bound applies; so do the elements `powertools_json` parses (up to
-/// 500,000, from a few KiB of gzip through `powertools_base64_gzip`): a projection building 16
-/// values for each of 500,000 parsed zeros takes about 800 MB. Where such events can come, read
-/// the key from a typed event instead (`key_from` in the idempotency utility), or keep
-/// projections over decoded data narrow.
+/// parts, a part about 100 bytes of values, a built object 8 parts) before the result's bound
+/// applies; so do the elements `powertools_json` parses (up to 500,000, from a few KiB of gzip
+/// through `powertools_base64_gzip`): a projection building 16 values for each of 500,000 parsed
+/// zeros takes about 800 MB, and one building 64 parts' worth, about 3 GB. Where such events can
+/// come, read the key from a typed event instead (`key_from` in the idempotency utility), or
+/// keep projections over the event's arrays and decoded data narrow.
 ///
 /// Clones share the compiled expression.
 ///
@@ -265,6 +270,8 @@ const MAX_SLICE_STEP: i32 = 1 << 30;
 #[derive(Clone)]
 pub struct JmesPath {
     expression: Arc<Expression<'static>>,
+    /// The expression as written, when the compiled one differs (its legacy literals quoted).
+    written: Option<Arc<str>>,
     /// Whether the expression calls `powertools_base64_gzip` (by its compiled tree), the only
     /// searches that need a decompression budget.
     decompresses: bool,
@@ -291,8 +298,9 @@ impl JmesPath {
                 ),
             });
         }
+        let quoted = quote_legacy_literals(expression);
         let compiled = RUNTIME
-            .compile(expression)
+            .compile(&quoted)
             .map_err(|error| Error::InvalidJmesPath {
                 expression: expression.to_owned(),
                 reason: error.reason.to_string(),
@@ -371,6 +379,7 @@ impl JmesPath {
             });
         }
         Ok(Self {
+            written: matches!(quoted, Cow::Owned(_)).then(|| Arc::from(expression)),
             expression: Arc::new(compiled),
             decompresses,
             parses_json,
@@ -420,7 +429,9 @@ impl JmesPath {
 
     /// The expression, as written.
     pub fn as_str(&self) -> &str {
-        self.expression.as_str()
+        self.written
+            .as_deref()
+            .unwrap_or_else(|| self.expression.as_str())
     }
 
     /// The first header the expression names with a capital letter (`headers."Idempotency-Key"`),
@@ -728,8 +739,9 @@ fn to_value_within(value: &Variable, left: &mut usize) -> Option<Value> {
             take(left, text.len())?;
             Value::String(text.clone())
         }
+        // A `Value::Array` or `Value::Object` takes more than its text: its vector or map.
         Variable::Array(items) => {
-            take(left, 0)?;
+            take(left, 64)?;
             Value::Array(
                 items
                     .iter()
@@ -738,10 +750,10 @@ fn to_value_within(value: &Variable, left: &mut usize) -> Option<Value> {
             )
         }
         Variable::Object(entries) => {
-            take(left, 0)?;
+            take(left, 96)?;
             let mut object = serde_json::Map::new();
             for (key, item) in entries {
-                take(left, key.len())?;
+                take(left, key.len().saturating_add(48))?;
                 object.insert(key.clone(), to_value_within(item, left)?);
             }
             Value::Object(object)
@@ -920,14 +932,20 @@ impl<'a> Shape<'a> {
                 (test.saturating_add(work).saturating_add(1), held)
             }
             Ast::Flatten { node, .. } | Ast::ObjectValues { node, .. } => all(self, &[node]),
+            // A built array and object cost more than a part: counted as 2 and 8 (each about
+            // what 100 bytes of values cost), so that a projection building small objects per
+            // element is counted as what it takes (a sixth attack: 16 one-key objects per
+            // element of a 917 KB event took 1.2 GB).
             Ast::MultiList { elements, .. } => {
                 let elements: Vec<&Ast> = elements.iter().collect();
-                all(self, &elements)
+                let (work, size) = all(self, &elements);
+                (work.saturating_add(1), size)
             }
             // Each key is a value built too.
             Ast::MultiHash { elements, .. } => {
                 let values: Vec<&Ast> = elements.iter().map(|pair| &pair.value).collect();
                 let (work, size) = all(self, &values);
+                let work = work.saturating_add(7);
                 let keys = elements
                     .iter()
                     .fold(0_u64, |sum, pair| sum.saturating_add(text_parts(&pair.key)));
@@ -973,6 +991,75 @@ impl Drop for JsonBudgetScope {
     fn drop(&mut self) {
         JSON_BUDGET.set(self.0);
     }
+}
+
+/// `expression` with each backtick literal that is not JSON read as a string, as Python's
+/// `jmespath` reads it (with a deprecation warning): `` Records[?eventName == `INSERT`] ``,
+/// common in AWS CLI examples and older expressions, which the `jmespath` crate refuses
+/// (found by a user porting expressions: "Unable to parse literal JSON INSERT"). As Python:
+/// the text, leading whitespace left out, read as the inside of a JSON string.
+fn quote_legacy_literals(expression: &str) -> Cow<'_, str> {
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut chars = expression.char_indices();
+    while let Some((at, c)) = chars.next() {
+        if let Some(open) = quote {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                _ if c == open => quote = None,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '\'' | '"' => quote = Some(c),
+            '`' => {
+                // The literal runs to the next backtick that is not escaped.
+                let mut end = None;
+                let mut escaping = false;
+                for (inner_at, inner) in chars.by_ref() {
+                    match inner {
+                        _ if escaping => escaping = false,
+                        '\\' => escaping = true,
+                        '`' => {
+                            end = Some(inner_at);
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                let Some(end) = end else {
+                    break;
+                };
+                let lexeme = expression[at + 1..end].replace("\\`", "`");
+                if serde_json::from_str::<Value>(&lexeme).is_ok() {
+                    continue;
+                }
+                let Ok(text) =
+                    serde_json::from_str::<String>(&format!("\"{}\"", lexeme.trim_start()))
+                else {
+                    continue;
+                };
+                let Ok(json) = serde_json::to_string(&text) else {
+                    continue;
+                };
+                out.push_str(&expression[copied..at]);
+                out.push('`');
+                out.push_str(&json.replace('`', "\\`"));
+                out.push('`');
+                copied = end + 1;
+            }
+            _ => {}
+        }
+    }
+    if copied == 0 {
+        return Cow::Borrowed(expression);
+    }
+    out.push_str(&expression[copied..]);
+    Cow::Owned(out)
 }
 
 /// How many operators `expression` has outside its quoted parts (see
@@ -1957,6 +2044,11 @@ mod tests {
             "an expression reference",
         );
         refused("to_array(&a)", "an expression reference");
+        // Sixteen one-key objects per element (a sixth attack: 1.2 GB from a 917 KB event).
+        refused(
+            &format!("length(a[*].[{}])", vec!["{x: @}"; 16].join(", ")),
+            "for each element it projects over",
+        );
         // A long key is copied for each element (a fifth attack).
         refused(
             &format!("items[*].{{\"{}\": @}}", "k".repeat(4096)),
@@ -2026,6 +2118,54 @@ mod tests {
                 json!(300_000)
             );
         }
+    }
+
+    /// A backtick literal that is not JSON is a string, as Python's `jmespath` reads it: the
+    /// form of AWS CLI examples and older expressions, which the `jmespath` crate refused
+    /// (found by a helper porting real expressions).
+    #[test]
+    fn a_legacy_backtick_literal_is_read_as_a_string_as_python_reads_it() {
+        let stream = json!({"Records": [
+            {"eventName": "INSERT", "dynamodb": {"NewImage": {"Message": {"S": "New item!"}}}},
+            {"eventName": "MODIFY", "dynamodb": {"NewImage": {"Message": {"S": "Changed"}}}},
+        ]});
+        for (expression, event, found) in [
+            (
+                "Records[?eventName == `INSERT`].dynamodb.NewImage.Message.S",
+                &stream,
+                json!(["New item!"]),
+            ),
+            (
+                "machines[?state == `running`].name",
+                &json!({"machines": [{"name": "a", "state": "running"}, {"name": "b", "state": "stopped"}]}),
+                json!(["a"]),
+            ),
+            (
+                "myarray[?contains(@, `foo`)]",
+                &json!({"myarray": ["foo", "bar", "food"]}),
+                json!(["foo", "food"]),
+            ),
+            // A backtick inside, escaped, and JSON escapes, as Python reads them.
+            (
+                r"[`a\`b`, `tab\there`, ` spaced`]",
+                &json!({}),
+                json!(["a`b", "tab\there", "spaced"]),
+            ),
+            // JSON literals are as they were.
+            (
+                "[`1`, `\"x\"`, `[1, 2]`, `{\"a\": true}`]",
+                &json!({}),
+                json!([1, "x", [1, 2], {"a": true}]),
+            ),
+        ] {
+            let path =
+                JmesPath::new(expression).unwrap_or_else(|error| panic!("{expression}: {error}"));
+            assert_eq!(path.search(event).unwrap(), found, "{expression}");
+            assert_eq!(path.as_str(), expression);
+        }
+        // Backticks inside quoted parts are not literals.
+        let quoted = JmesPath::new(r#""a`b" || 'c`d'"#).unwrap();
+        assert_eq!(quoted.search(&json!({"a`b": 1})).unwrap(), json!(1));
     }
 
     /// What real expressions copy: each part once, or a part and one inside it.
