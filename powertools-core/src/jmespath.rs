@@ -1035,12 +1035,17 @@ fn quote_legacy_literals(expression: &str) -> Cow<'_, str> {
                     break;
                 };
                 let lexeme = expression[at + 1..end].replace("\\`", "`");
-                if serde_json::from_str::<Value>(&lexeme).is_ok() {
+                // JSON at any depth, without building it (a JSON literal nested deeper than
+                // serde_json builds a value of is refused when compiled, as before, not made
+                // a string: a review).
+                if serde_json::from_str::<serde::de::IgnoredAny>(&lexeme).is_ok() {
                     continue;
                 }
-                let Ok(text) =
-                    serde_json::from_str::<String>(&format!("\"{}\"", lexeme.trim_start()))
-                else {
+                // Python's `lstrip`: whitespace, and the separators `\x1c` to `\x1f` too.
+                let unpadded = lexeme.trim_start_matches(|c: char| {
+                    c.is_whitespace() || ('\x1c'..='\x1f').contains(&c)
+                });
+                let Ok(text) = serde_json::from_str::<String>(&format!("\"{unpadded}\"")) else {
                     continue;
                 };
                 let Ok(json) = serde_json::to_string(&text) else {
@@ -2163,6 +2168,18 @@ mod tests {
             assert_eq!(path.search(event).unwrap(), found, "{expression}");
             assert_eq!(path.as_str(), expression);
         }
+        // JSON nested deeper than serde_json builds stays a JSON literal, refused when compiled
+        // as before (a review: it was made a string, 400 characters long).
+        let deep = format!("length(`{}1{}`)", "[".repeat(200), "]".repeat(200));
+        assert!(JmesPath::new(&deep).is_err());
+        // Python's `lstrip` takes the separators `\x1c` to `\x1f` too.
+        assert_eq!(
+            JmesPath::new("`\u{1c} foo`")
+                .unwrap()
+                .search(&json!({}))
+                .unwrap(),
+            json!("foo")
+        );
         // Backticks inside quoted parts are not literals.
         let quoted = JmesPath::new(r#""a`b" || 'c`d'"#).unwrap();
         assert_eq!(quoted.search(&json!({"a`b": 1})).unwrap(), json!(1));

@@ -21,8 +21,35 @@ pub(crate) fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, serde_
 /// A value serialized with its non-finite floats as text.
 struct Finite<'a, T: ?Sized>(&'a T);
 
+/// The deepest nesting an appended value may have: what serde_json reads back (a line nested
+/// deeper is unreadable to the tools that read logs). Refused past it, before the recursion of
+/// serializing it (and of writing and dropping the copy) overflows the stack: a value built in
+/// code 10,000 levels deep aborted the process on a Tokio worker's 2 MiB stack (found by a
+/// review).
+pub(crate) const MAX_DEPTH: usize = 128;
+
+thread_local! {
+    /// How deep the value being serialized on this thread is, at the element serialized now.
+    static DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 impl<T: Serialize + ?Sized> Serialize for Finite<'_, T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        /// Leaves a level when the element is serialized (or its serializer unwinds).
+        struct Level;
+        impl Drop for Level {
+            fn drop(&mut self) {
+                DEPTH.set(DEPTH.get().saturating_sub(1));
+            }
+        }
+        let depth = DEPTH.get() + 1;
+        if depth > MAX_DEPTH {
+            return Err(serde::ser::Error::custom(format_args!(
+                "the value nests deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        DEPTH.set(depth);
+        let _level = Level;
         self.0.serialize(AsText(serializer))
     }
 }
@@ -384,6 +411,38 @@ mod tests {
                 "{x} {y}"
             );
         }
+    }
+
+    #[test]
+    fn a_value_nested_deeper_than_json_reads_is_refused_without_overflowing_the_stack() {
+        // Built without recursion; 10,000 levels overflowed a 2 MiB stack (a Tokio worker's).
+        let mut deep = Value::Null;
+        for _ in 0..10_000 {
+            deep = Value::Array(vec![deep]);
+        }
+        let refused = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || {
+                let refused = to_value(&deep).map_err(|error| error.to_string());
+                // Dropped without recursion too, so that only `to_value` is measured.
+                let mut deep = deep;
+                while let Value::Array(mut items) = deep {
+                    deep = items.pop().unwrap_or(Value::Null);
+                }
+                refused
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let error = refused.unwrap_err();
+        assert!(error.contains("deeper than 128 levels"), "{error}");
+        // 128 levels are kept, and the counter starts again at zero for the next value.
+        let mut kept = Value::Null;
+        for _ in 0..127 {
+            kept = Value::Array(vec![kept]);
+        }
+        assert_eq!(to_value(&kept).unwrap(), kept);
+        assert_eq!(to_value(&kept).unwrap(), kept);
     }
 
     #[test]

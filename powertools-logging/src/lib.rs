@@ -290,7 +290,8 @@ pub(crate) fn key_value(key: &str, value: impl Serialize) -> Result<Value, Error
 ///
 /// # Errors
 /// [`Error::NoCurrentInvocation`] outside an invocation of a [`LoggingLayer`] and outside a
-/// [`key_scope`], [`Error::ReservedKey`], or [`Error::Serialization`].
+/// [`key_scope`], [`Error::ReservedKey`], or [`Error::Serialization`] (a value that does not
+/// serialize, or that nests deeper than the 128 levels JSON readers take).
 pub fn append_key(key: &str, value: impl Serialize) -> Result<(), Error> {
     let value = key_value(key, value)?;
     Scope::with_current(|scope| {
