@@ -141,8 +141,9 @@ thread_local! {
     static TEXT_BUDGET: Cell<usize> = const { Cell::new(MIN_MAX_RESULT_BYTES) };
 }
 
-/// The least of what one search may build: its result (as JSON text would take it), and
-/// separately the text `to_string` and `join` build (see [`JmesPath::max_result_bytes`]).
+/// The least of what one search may build: its result (its values as JSON text, or as what
+/// they take in memory when that is more), and separately the text `to_string` and `join` build
+/// (see [`JmesPath::max_result_bytes`]).
 /// Lambda's largest event is 6 MB; 64 MiB leaves ten times that, and keeps what a few operators
 /// can multiply (a literal per element of an array, `join` with a separator from the event,
 /// `to_string` of `to_string`, each found by an attack) from running a function out of memory.
@@ -236,11 +237,11 @@ const MAX_SLICE_STEP: i32 = 1 << 30;
 /// each stage: 22 stages ran a 1 KiB event out of memory; a real expression copies each part
 /// once or twice), a slice step beyond 2^30, an expression reference (`&…`) anywhere but as the
 /// argument of a function that runs it (`map`, `sort_by`, `max_by`, `min_by`), and one that
-/// evaluates more than 64 parts of itself for each element
-/// it projects over (`[*]`, `[]`, `*`, a filter, a function's `&` argument; a real projection
-/// evaluates a handful) or 100,000 in one search (a literal's values, and projections over a
-/// literal for each of its elements). What those counts cannot see is bounded while searching: the text
-/// `to_string` and `join` build, and the result, each to
+/// evaluates more than 64 parts of itself for each element it projects over (`[*]`, `[]`, `*`,
+/// a filter, a function's `&` argument; a real projection evaluates a handful) or 100,000 in
+/// one search (a literal's values, and projections over a literal for each of its elements).
+/// What those counts cannot see is bounded while searching: the text `to_string` and `join`
+/// build, and the result, each to
 /// [`max_result_bytes`](Self::max_result_bytes) (64 MiB by default), past which the search
 /// fails. A projection still builds its values for each element of the array it projects
 /// over, as in every JMESPath implementation: an event from a caller that holds an array of a
