@@ -1134,7 +1134,9 @@ fn appended_non_finite_floats_log_as_their_text_as_event_fields_do() {
 
 #[test]
 fn deeply_nested_value() {
-    // Built by hand (serde_json's parser would refuse it); the line must stay one bounded line.
+    // Built by hand (serde_json's parser would refuse it). Refused by `append_key` with a typed
+    // error (deeper than the 128 levels JSON readers take; 10,000 levels overflowed a Tokio
+    // worker's stack), and the invocation's lines stay bounded, balanced and written.
     let (logger, logs) = logger(Logger::builder());
     let mut v = json!("bottom");
     for i in 0..2_000 {
@@ -1153,7 +1155,11 @@ fn deeply_nested_value() {
                     TestContext::new(),
                     json!({}),
                     move |_| async move {
-                        powertools_logging::append_key("deep", v)?;
+                        let refused = powertools_logging::append_key("deep", v).unwrap_err();
+                        assert!(
+                            refused.to_string().contains("deeper than 128 levels"),
+                            "{refused}"
+                        );
                         tracing::info!("deep line");
                         Ok(json!({}))
                     },
@@ -1199,6 +1205,7 @@ fn deeply_nested_value() {
         assert_eq!(depth, 0, "unbalanced line");
     }
     assert!(contents.contains("deep line"));
+    assert!(!contents.contains("\"deep\":"), "{}", preview(&contents));
 }
 
 // ------------------------------------------------------------------------------------------
