@@ -278,6 +278,8 @@ pub struct JmesPath {
     decompresses: bool,
     /// Whether it may call `powertools_json`, the only searches that need a value budget.
     parses_json: bool,
+    /// Whether it calls `to_string` or `join`, the only searches that need a text budget.
+    builds_text: bool,
     max_decompressed_size: usize,
 }
 
@@ -326,6 +328,7 @@ impl JmesPath {
         // with an escape (`("powertools_\u006Ason")(body)`) hid the call, and with it the
         // search's budget (found by an attack).
         let (decompresses, parses_json) = (shape.calls(BASE64_GZIP), shape.calls(POWERTOOLS_JSON));
+        let builds_text = shape.calls("to_string") || shape.calls("join");
         let refused = |reason: String| Error::InvalidJmesPath {
             expression: expression.to_owned(),
             reason,
@@ -384,6 +387,7 @@ impl JmesPath {
             expression: Arc::new(compiled),
             decompresses,
             parses_json,
+            builds_text,
             max_decompressed_size: DEFAULT_MAX_DECOMPRESSED_SIZE,
         })
     }
@@ -507,7 +511,9 @@ impl JmesPath {
         let _json_budget = self
             .parses_json
             .then(|| JsonBudgetScope(JSON_BUDGET.replace(MAX_JSON_VALUES)));
-        let _text_budget = TextBudgetScope(TEXT_BUDGET.replace(self.max_result_bytes()));
+        let _text_budget = self
+            .builds_text
+            .then(|| TextBudgetScope(TEXT_BUDGET.replace(self.max_result_bytes())));
         let found = if self.decompresses {
             let budget = BudgetScope::enter(self.max_decompressed_size);
             let found = self.evaluate(data);

@@ -96,19 +96,27 @@ fn text_diagnostic(text: &str) -> Diagnostic {
 pub(crate) fn lambda_diagnostic<E: Into<Diagnostic> + 'static>(error: E) -> Diagnostic {
     // The error's own `Display` and `Debug` run here, in the runtime's loop: one that panics is
     // reported as such (as the failure line and the span report it), not a panic of the runtime.
-    use powertools_core::failure::{UNDESCRIBABLE, catch_quiet_panic};
-    let error_type = catch_quiet_panic(|| undescribable_type(&error));
-    catch_quiet_panic(|| described_for_lambda(error)).unwrap_or_else(|_| Diagnostic {
-        error_type: error_type
-            .unwrap_or_else(|_| powertools_core::failure::type_path::<E>().to_owned()),
+    use powertools_core::failure::{UNDESCRIBABLE, catch_quiet_panic, type_path};
+    let undescribable = |error_type: String| Diagnostic {
+        error_type,
         error_message: UNDESCRIBABLE.to_owned(),
-    })
+    };
+    // Described in place first, so that the error is still there to be named when that panics.
+    match catch_quiet_panic(|| described_in_place(&error)) {
+        Ok(Some(diagnostic)) => diagnostic,
+        Ok(None) => catch_quiet_panic(|| error.into())
+            .unwrap_or_else(|_| undescribable(type_path::<E>().to_owned())),
+        Err(_) => undescribable(
+            catch_quiet_panic(|| undescribable_type(&error))
+                .unwrap_or_else(|_| type_path::<E>().to_owned()),
+        ),
+    }
 }
 
 /// The `errorType` of an error whose description panics: a boxed error's by its `Debug`, as the
 /// failure line names it (`ExplodingError`; a review found Lambda told
 /// `powertools_metrics::layer::ServiceError`, the stack's wrapper, for the same invocation),
-/// else its type's. Computed before describing it, which consumes it.
+/// else its type's.
 fn undescribable_type<E: 'static>(error: &E) -> String {
     let any: &dyn Any = error;
     #[cfg(feature = "metrics")]
@@ -127,12 +135,13 @@ fn undescribable_type<E: 'static>(error: &E) -> String {
         .unwrap_or_else(|| powertools_core::failure::type_path::<E>().to_owned())
 }
 
-/// [`lambda_diagnostic`], unguarded.
-fn described_for_lambda<E: Into<Diagnostic> + 'static>(error: E) -> Diagnostic {
-    let any: &dyn Any = &error;
+/// [`lambda_diagnostic`] for the error types the layers name (alone or under the stack),
+/// unguarded; `None` for another, which converts itself.
+fn described_in_place<E: 'static>(error: &E) -> Option<Diagnostic> {
+    let any: &dyn Any = error;
     #[cfg(feature = "metrics")]
     let any = handler_under_the_stack(any).unwrap_or(any);
-    handler_diagnostic(any).unwrap_or_else(|| error.into())
+    handler_diagnostic(any)
 }
 
 /// The handler's error inside the stack's [`StackError`](crate::StackError), for the error types
