@@ -952,6 +952,10 @@ impl Metrics {
     /// before it gets here (serde_json's `From<f64>`): pass `x.to_string()` for a float that
     /// may be NaN or infinite.
     ///
+    /// Adding a key again replaces its value, as a dict does in Powertools for Python; replacing
+    /// a dimension value CloudWatch refused (which [`add_dimension`](Self::add_dimension) kept
+    /// as metadata under the dimension's name) is warned about, with both values.
+    ///
     /// # Errors
     /// [`Error::NameCollision`] when `key` is `_aws`, a metric or a dimension;
     /// [`Error::DocumentTooLarge`] when the dimensions and metadata would pass 192 KB, so that
@@ -963,16 +967,34 @@ impl Metrics {
             self.defer(move |metrics| metrics.add_metadata(&key, value));
             return Ok(());
         }
-        let mut state = self.lock();
-        if state.dimension_value(key).is_some() {
-            return Err(collision(key, "a dimension"));
+        let refused = {
+            let mut state = self.lock();
+            if state.dimension_value(key).is_some() {
+                return Err(collision(key, "a dimension"));
+            }
+            self.check_metadata_key(&state, key)?;
+            let replaced = state.metadata.get(key).map_or(0, |old| json_len(key, old));
+            state.check_context_room(key, json_len(key, &value), replaced)?;
+            // The caller's own metadata now: a refused dimension value there is replaced, which
+            // the caller never set as metadata, so it is said (after the lock).
+            let refused = state
+                .refused_dimensions
+                .remove(key)
+                .then(|| state.metadata.get(key).cloned())
+                .flatten()
+                .map(|old| (old, value.clone()));
+            insert_metadata(&mut state, key, value);
+            refused
+        };
+        if let Some((old, value)) = refused {
+            tracing::warn!(
+                dimension = key,
+                old = %old,
+                value = %value,
+                "add_metadata replaces the value of this dimension that CloudWatch refused and \
+                 that was kept as metadata: the documents carry the new value only"
+            );
         }
-        self.check_metadata_key(&state, key)?;
-        let replaced = state.metadata.get(key).map_or(0, |old| json_len(key, old));
-        state.check_context_room(key, json_len(key, &value), replaced)?;
-        insert_metadata(&mut state, key, value);
-        // The caller's own metadata now, even if a refused dimension value was there.
-        state.refused_dimensions.remove(key);
         Ok(())
     }
 

@@ -721,6 +721,50 @@ fn dimension_values_are_never_dropped_or_misreported_without_a_true_warning() {
     );
 }
 
+/// `add_metadata` under the name of a dimension value CloudWatch refused (kept as metadata, with
+/// a warning) replaces that value with a warning naming both: it was replaced without a word,
+/// the refused value lost though the caller never set it as metadata. Replacing the caller's own
+/// metadata stays silent, as Python's dict assignment is.
+#[test]
+fn metadata_that_replaces_a_refused_dimension_value_is_warned_about() {
+    let captured = Captured::default();
+    let _guard = tracing::subscriber::set_default(capturing(&captured));
+    let (metrics, sink) = metrics_in_memory();
+    metrics.add_dimension("city", "Zürich").unwrap();
+    assert_eq!(
+        captured.warnings().len(),
+        1,
+        "the refused value is warned about"
+    );
+    metrics.add_metadata("city", "Lyon").unwrap();
+    let warnings = captured.warnings();
+    assert_eq!(
+        warnings.len(),
+        2,
+        "the replacement is warned about: {warnings:?}"
+    );
+    assert!(
+        warnings[1].contains("Zürich") && warnings[1].contains("Lyon"),
+        "the warning names the replaced value and the new one: {warnings:?}"
+    );
+    metrics.add_metadata("order_id", "o-1").unwrap();
+    metrics.add_metadata("order_id", "o-2").unwrap();
+    metrics.add_metadata("city", "Paris").unwrap();
+    assert_eq!(
+        captured.warnings().len(),
+        2,
+        "the caller's own metadata is replaced silently: {:?}",
+        captured.warnings()
+    );
+    metrics
+        .add_metric("OrdersPlaced", 1.0, Unit::Count)
+        .unwrap();
+    metrics.flush().unwrap();
+    let document = &sink.documents()[0];
+    assert_eq!(document["city"], "Paris", "{document}");
+    assert_eq!(document["order_id"], "o-2", "{document}");
+}
+
 /// A name repeated in `add_dimensions` whose first value CloudWatch refuses: the last value wins
 /// before anything is checked, so the call neither fails half-applied (the refused value kept as
 /// metadata, then a collision) nor keeps the first.
