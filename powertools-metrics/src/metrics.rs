@@ -547,6 +547,9 @@ impl Metrics {
     /// invocation ended is written at once, in a document of its own, with the default
     /// dimensions only (the invocation's own dimensions and metadata were written and cleared
     /// with its last document): await the task in the handler when its values must carry them.
+    /// Dimensions and metadata such a task adds then are on the documents of the metrics it
+    /// adds after them, and on none if none follows: each is warned about, with its name. Its
+    /// [`flush`](Self::flush) has nothing left to publish and writes nothing.
     pub fn current() -> Option<Metrics> {
         CURRENT.try_with(Clone::clone).ok()
     }
@@ -713,6 +716,11 @@ impl Metrics {
             state.dimension_sets[0].insert(at, name_owned);
         }
         state.set_dimension_value(name, value);
+        let late = self.ended();
+        drop(state);
+        if late {
+            warn_added_after_end("dimension", name);
+        }
         Ok(())
     }
 
@@ -741,9 +749,16 @@ impl Metrics {
             let mut state = self.lock();
             let (added, freed) = self.check_refused(&state, name, &value_json)?;
             state.check_context_room(name, added, freed)?;
-            self.apply_refused(&mut state, name, value_json)
+            (
+                self.apply_refused(&mut state, name, value_json),
+                self.ended(),
+            )
         };
+        let (replaced, late) = replaced;
         warn_refused(name, value, reason, replaced.as_deref());
+        if late {
+            warn_added_after_end("dimension", name);
+        }
         Ok(())
     }
 
@@ -861,7 +876,7 @@ impl Metrics {
             return Ok(());
         }
         let mut replaced = Vec::with_capacity(refused.len());
-        {
+        let late = {
             let mut state = self.lock();
             // Every check, then every change: on an error nothing is added (the refused values
             // were kept before the valid ones were checked; found by a review). The room counts
@@ -937,9 +952,13 @@ impl Metrics {
                     state.dimension_sets.push(set);
                 }
             }
-        }
+            self.ended().then(|| names.join(","))
+        };
         for (name, value, reason, old) in replaced {
             warn_refused(name, value, reason, old.as_deref());
+        }
+        if let Some(names) = late {
+            warn_added_after_end("dimension", &names);
         }
         Ok(())
     }
@@ -984,8 +1003,12 @@ impl Metrics {
                 .flatten()
                 .map(|old| (old, value.clone()));
             insert_metadata(&mut state, key, value);
-            refused
+            (refused, self.ended())
         };
+        let (refused, late) = refused;
+        if late {
+            warn_added_after_end("metadata", key);
+        }
         if let Some((old, value)) = refused {
             tracing::warn!(
                 dimension = key,
@@ -1047,6 +1070,12 @@ impl Metrics {
         }
         *shared.ended.get_mut() = false;
         recycled.put(self.shared);
+    }
+
+    /// Whether the layer's last flush of the invocation has run: read with the state locked, so
+    /// that what was just added is in that flush (`false`) or after it (`true`), never both.
+    fn ended(&self) -> bool {
+        self.shared.ended.load(Ordering::Acquire)
     }
 
     /// After the invocation ended, writes what was just added instead of waiting for a flush
@@ -1183,6 +1212,14 @@ impl Metrics {
 
     fn flush_then(&self, end: bool) -> Result<bool, Error> {
         let mut state = self.lock();
+        // A flush after the invocation ended (a task's, with a handle that outlived it): the
+        // metrics it adds are written at once, so there is nothing of the invocation's to
+        // publish, and no empty invocation to warn about (nor to use up the layer's one
+        // warning, which the next invocation without metrics should get). The dimensions and
+        // metadata it added stay for the metrics it adds next, as `add_dimension` says.
+        if !end && self.ended() {
+            return Ok(false);
+        }
         let wrote_main = !state.metrics.is_empty();
         self.write_main(&mut state);
         let labelled = std::mem::take(&mut state.labelled);
@@ -1658,6 +1695,18 @@ impl Drop for AfterUnlock {
             }
         }
     }
+}
+
+/// Says that a dimension or metadata was added after its invocation ended: it is only in the
+/// documents of the metrics added after it (each written at once), none if none follows.
+fn warn_added_after_end(kind: &str, key: &str) {
+    tracing::warn!(
+        kind,
+        key,
+        "a dimension or metadata was added after its invocation ended (from a task that \
+         outlived it): it goes only into the documents of metrics added after it, none if none \
+         follows"
+    );
 }
 
 fn warn_skipped_dimension(name: &str) {

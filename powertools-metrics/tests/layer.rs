@@ -1242,3 +1242,78 @@ async fn an_invocation_of_single_metrics_only_is_not_empty() {
     }
     assert_eq!(valid_documents(&sink).len(), 2, "nothing more written");
 }
+
+/// Dimensions and metadata a task adds after its invocation ended go only into the documents of
+/// metrics it adds after them: each is said, with its key (they returned `Ok` and were in no
+/// document, without a word; found by an attack from the docs). A late `flush` has nothing of
+/// the invocation's to publish: it neither warns about empty metrics nor uses up the layer's one
+/// warning, which the next invocation without metrics still gets.
+#[tokio::test]
+async fn dimensions_and_metadata_added_after_the_invocation_ended_are_said() {
+    let captured = Captured::default();
+    let _guard = tracing::subscriber::set_default(capturing(&captured));
+    let sink = powertools_metrics::MemorySink::new();
+    let layer = MetricsLayer::builder()
+        .namespace("Bakery")
+        .service("orders")
+        .sink(sink.clone())
+        .env(Env::empty())
+        .build()
+        .expect("valid settings");
+    let kept = Arc::new(std::sync::Mutex::new(None));
+    let keep = kept.clone();
+    layer
+        .layer(service_fn(move |_: LambdaEvent<serde_json::Value>| {
+            let keep = keep.clone();
+            async move {
+                let metrics = Metrics::current().expect("inside the invocation");
+                metrics.add_metric("OrdersPlaced", 1.0, Unit::Count)?;
+                *keep.lock().expect("not poisoned") = Some(metrics);
+                Ok::<_, lambda_runtime::Error>(serde_json::Value::Null)
+            }
+        }))
+        .oneshot(TestContext::new().with_cold_start(false).event(json!({})))
+        .await
+        .expect("the invocation succeeds");
+    let late = kept.lock().expect("not poisoned").take().expect("kept");
+    assert_eq!(sink.documents().len(), 1);
+    assert!(captured.warnings().is_empty(), "{:?}", captured.warnings());
+
+    late.add_metadata("order_total", 18.5).unwrap();
+    late.add_dimension("region", "eu").unwrap();
+    let warnings = captured.warnings();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].contains("order_total"), "{warnings:?}");
+    assert!(warnings[1].contains("region"), "{warnings:?}");
+    late.flush().unwrap();
+    assert_eq!(
+        captured.warnings().len(),
+        2,
+        "a late flush has nothing of the invocation's to publish: {:?}",
+        captured.warnings()
+    );
+    // As the docs say: a metric added later carries them, in a document of its own.
+    late.add_metric("Late", 1.0, Unit::Count).unwrap();
+    let documents = sink.documents();
+    assert_eq!(documents.len(), 2);
+    assert_eq!(documents[1]["order_total"], 18.5, "{}", documents[1]);
+    assert_eq!(documents[1]["region"], "eu", "{}", documents[1]);
+    drop(late);
+
+    // The next invocation without metrics still gets the layer's one empty-metrics warning.
+    let before = captured.warnings().len();
+    layer
+        .layer(service_fn(|_: LambdaEvent<serde_json::Value>| async {
+            Ok::<_, lambda_runtime::Error>(serde_json::Value::Null)
+        }))
+        .oneshot(TestContext::new().with_cold_start(false).event(json!({})))
+        .await
+        .expect("the invocation succeeds");
+    let warnings = captured.warnings();
+    assert!(
+        warnings[before..]
+            .iter()
+            .any(|warning| warning.contains("No application metrics")),
+        "{warnings:?}"
+    );
+}
