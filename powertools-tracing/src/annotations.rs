@@ -133,14 +133,18 @@ impl Annotations {
         }
     }
 
-    /// Sets `key`; annotating a key again replaces its value. `false` after the invocation ended.
-    fn set(&self, key: Key, value: Value) -> bool {
+    /// Sets `key`; annotating a key again replaces its value. Why not, when it is refused: the
+    /// invocation ended, or it has its 48 keys.
+    fn set(&self, key: Key, value: Value) -> Result<(), (Key, &'static str)> {
         let mut annotations = self
             .annotations
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let Some(annotations) = annotations.as_mut() else {
-            return false;
+            return Err((
+                key,
+                "the invocation ended (a task that outlived it): its span was exported",
+            ));
         };
         let full = annotations.len() >= MAX_ANNOTATIONS;
         match annotations
@@ -148,10 +152,16 @@ impl Annotations {
             .find(|annotation| annotation.key == key)
         {
             Some(annotation) => annotation.value = value,
-            None if full => return false,
+            None if full => {
+                return Err((
+                    key,
+                    "the invocation has 48 annotations already (X-Ray indexes 50 per trace, \
+                     ColdStart and Service are two)",
+                ));
+            }
             None => annotations.push(KeyValue::new(key, value)),
         }
-        true
+        Ok(())
     }
 
     /// The annotations, closing the set: later calls to `set` record nothing.
@@ -188,6 +198,11 @@ impl Annotations {
 /// Lambda did not sample (`Sampled=0`) it returns `true` (the invocation is traced) and nothing
 /// is exported, as for the span itself.
 ///
+/// Each refusal inside a traced invocation is also logged as a warning (target
+/// `powertools_tracing`) with the key, cut to 100 bytes, and why, as Powertools for Python logs
+/// a key it cannot index; outside one (tracing off, say) only at debug level, which is not a
+/// mistake to warn about in every invocation.
+///
 /// ```
 /// use lambda_runtime::{LambdaEvent, service_fn, tower::{Layer, ServiceExt}};
 /// use powertools_core::testing::TestContext;
@@ -215,17 +230,26 @@ impl Annotations {
 /// ```
 pub fn annotate(key: impl Into<Key>, value: impl Into<AnnotationValue>) -> bool {
     let key = key.into();
-    if key.as_str().is_empty()
-        || key.as_str().len() > MAX_KEY_BYTES
-        || LAYER_KEYS.contains(&key.as_str())
+    if key.as_str().is_empty() {
+        return refused(&key, "an empty key");
+    }
+    if key.as_str().len() > MAX_KEY_BYTES {
+        return refused(&key, "a key longer than 100 bytes");
+    }
+    if LAYER_KEYS.contains(&key.as_str())
         || LAYER_GROUPS
             .iter()
             .any(|group| key.as_str().starts_with(group))
     {
-        return false;
+        return refused(
+            &key,
+            "a key of the layer's own attributes (ColdStart, Service, faas.*, cloud.*, http.*, …)",
+        );
     }
     let value = match value.into() {
-        AnnotationValue(Value::F64(number)) if !number.is_finite() => return false,
+        AnnotationValue(Value::F64(number)) if !number.is_finite() => {
+            return refused(&key, "a NaN or infinite number, which JSON cannot hold");
+        }
         AnnotationValue(Value::String(text)) if text.as_str().len() > MAX_VALUE_BYTES => {
             let text = text.as_str();
             Value::String(
@@ -236,10 +260,48 @@ pub fn annotate(key: impl Into<Key>, value: impl Into<AnnotationValue>) -> bool 
         }
         AnnotationValue(value) => value,
     };
-    Context::map_current(|context| match context.get::<Annotations>() {
-        Some(annotations) => annotations.set(key, value),
-        None => false,
-    })
+    let set = Context::map_current(|context| match context.get::<Annotations>() {
+        Some(annotations) => annotations
+            .set(key, value)
+            .map_err(|(key, reason)| (key, Some(reason))),
+        None => Err((key, None)),
+    });
+    match set {
+        Ok(()) => true,
+        Err((key, Some(reason))) => refused(&key, reason),
+        // Tracing is off (`POWERTOOLS_TRACE_DISABLED`), or no `TracingLayer` runs the code: not
+        // a mistake to warn about in every invocation; a task spawned without the invocation's
+        // context looks the same, hence the debug line.
+        Err((key, None)) => {
+            tracing::debug!(
+                target: "powertools_tracing",
+                annotation = %bounded_key(&key),
+                "annotate: no traced invocation here (tracing off, outside a TracingLayer, or a \
+                 task spawned without the invocation's OpenTelemetry context): not recorded"
+            );
+            false
+        }
+    }
+}
+
+/// Says that `key` was not recorded, and why; `false`, for [`annotate`] to return. Said, as
+/// Python's Tracer logs a key it cannot index: the caller's `false` is easy to ignore, and the
+/// annotation would be missing from X-Ray's filters without a word.
+fn refused(key: &Key, reason: &'static str) -> bool {
+    tracing::warn!(
+        target: "powertools_tracing",
+        annotation = %bounded_key(key),
+        reason,
+        "annotate: the annotation was not recorded"
+    );
+    false
+}
+
+/// `key` as a warning quotes it: at most its first 100 bytes (a key taken from an event may be
+/// megabytes).
+fn bounded_key(key: &Key) -> &str {
+    let key = key.as_str();
+    &key[..key.floor_char_boundary(MAX_KEY_BYTES)]
 }
 
 /// An invocation's annotations and the list of the keys X-Ray indexes, as the span ends.
@@ -349,7 +411,105 @@ pub(crate) fn forget_ending() {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use tracing_subscriber::layer::SubscriberExt;
+
     use super::*;
+
+    /// The level and fields of each event logged while installed.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<(tracing::Level, String)>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Captured {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            struct Fields(String);
+            impl tracing::field::Visit for Fields {
+                fn record_debug(
+                    &mut self,
+                    field: &tracing::field::Field,
+                    value: &dyn std::fmt::Debug,
+                ) {
+                    self.0.push_str(&format!("{}={value:?} ", field.name()));
+                }
+            }
+            let mut fields = Fields(String::new());
+            event.record(&mut fields);
+            self.0
+                .lock()
+                .expect("not poisoned")
+                .push((*event.metadata().level(), fields.0));
+        }
+    }
+
+    /// Every annotation `annotate` refuses inside a traced invocation is said in a warning with
+    /// its key and why (it returned `false` without a word, easy to ignore: the README's own
+    /// example did; found by an attack from the docs). Outside one (tracing off) only a debug
+    /// line: not a mistake to warn about in every invocation.
+    #[test]
+    fn a_refused_annotation_is_warned_about_with_its_key_and_why() {
+        let captured = Captured::default();
+        let _subscriber =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
+        let warnings = || {
+            captured
+                .0
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .filter(|(level, _)| *level == tracing::Level::WARN)
+                .map(|(_, fields)| fields.clone())
+                .collect::<Vec<_>>()
+        };
+        assert!(!annotate("order_id", "o-1"));
+        assert!(
+            warnings().is_empty(),
+            "outside an invocation: {:?}",
+            warnings()
+        );
+        let context = Context::new().with_value(Annotations::default());
+        let _attached = context.clone().attach();
+        let long_key = "k".repeat(MAX_KEY_BYTES + 1);
+        let refusals: [(bool, &str, &str); 4] = [
+            (annotate("", 1_i64), "annotation= ", "empty"),
+            (
+                annotate(long_key.clone(), 1_i64),
+                "kkkk",
+                "longer than 100 bytes",
+            ),
+            (annotate(COLD_START, true), "ColdStart", "layer's own"),
+            (annotate("amount", f64::NAN), "amount", "NaN"),
+        ];
+        for key in 0..MAX_ANNOTATIONS {
+            assert!(annotate(format!("key_{key}"), 1_i64));
+        }
+        assert!(!annotate("one_more", 1_i64));
+        context
+            .get::<Annotations>()
+            .map(Annotations::take)
+            .unwrap_or_default();
+        assert!(!annotate("late", 1_i64));
+        let warnings = warnings();
+        assert_eq!(warnings.len(), 6, "{warnings:#?}");
+        for ((recorded, key, reason), warning) in refusals.iter().zip(&warnings) {
+            assert!(!recorded);
+            assert!(
+                warning.contains(key) && warning.contains(reason),
+                "{key} {reason}: {warning}"
+            );
+        }
+        assert!(
+            !warnings[1].contains(&long_key),
+            "a long key is quoted cut: {}",
+            warnings[1]
+        );
+        assert!(warnings[4].contains("one_more") && warnings[4].contains("48"));
+        assert!(warnings[5].contains("late") && warnings[5].contains("ended"));
+    }
 
     #[test]
     fn an_invocation_records_forty_eight_keys_and_replaces_their_values_after_that() {
