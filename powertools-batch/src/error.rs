@@ -3,7 +3,7 @@
 #[non_exhaustive]
 pub enum Error {
     /// Every record of the batch failed, so Lambda should retry the whole batch (as Powertools
-    /// does); turn it off with [`raise_on_all_failed`](crate::BatchProcessor::raise_on_all_failed).
+    /// does); turn it off with [`raise_on_entire_batch_failure`](crate::BatchProcessor::raise_on_entire_batch_failure).
     #[error("{}", all_failed(*count, first_error))]
     AllRecordsFailed {
         /// How many records the batch had.

@@ -131,7 +131,7 @@ impl<T> KinesisRecord<T> {
 #[derive(Debug, Clone, Copy)]
 pub struct BatchProcessor {
     concurrency: usize,
-    raise_on_all_failed: bool,
+    raise_on_entire_batch_failure: bool,
     skip_group_on_error: bool,
     fifo: bool,
 }
@@ -140,7 +140,7 @@ impl Default for BatchProcessor {
     fn default() -> Self {
         BatchProcessor {
             concurrency: 1,
-            raise_on_all_failed: true,
+            raise_on_entire_batch_failure: true,
             skip_group_on_error: false,
             fifo: false,
         }
@@ -165,9 +165,10 @@ impl BatchProcessor {
     }
 
     /// Whether a batch in which every record failed is an error (default: yes, so Lambda retries
-    /// the batch); if not, every record is reported as failed.
-    pub fn raise_on_all_failed(mut self, raise: bool) -> Self {
-        self.raise_on_all_failed = raise;
+    /// the batch); if not, every record is reported as failed. Powertools for Python's
+    /// `raise_on_entire_batch_failure` (TypeScript's `throwOnFullBatchFailure`).
+    pub fn raise_on_entire_batch_failure(mut self, raise: bool) -> Self {
+        self.raise_on_entire_batch_failure = raise;
         self
     }
 
@@ -194,7 +195,7 @@ impl BatchProcessor {
     ///
     /// # Errors
     /// [`Error::AllRecordsFailed`] when every record failed and
-    /// [`raise_on_all_failed`](Self::raise_on_all_failed) is on; [`Error::NotAnSqsEvent`],
+    /// [`raise_on_entire_batch_failure`](Self::raise_on_entire_batch_failure) is on; [`Error::NotAnSqsEvent`],
     /// before any record runs, when a record's `eventSource` is another service's (a Kinesis or
     /// DynamoDB Streams event reads as an SQS event of empty messages) or it has neither a
     /// `messageId` nor a `body`; [`Error::EmptyBatch`] for an event without records.
@@ -466,7 +467,7 @@ impl BatchProcessor {
                  so every record of the batch will be retried, those that succeeded too"
             );
         }
-        if batch_size > 0 && failed.len() == batch_size && self.raise_on_all_failed {
+        if batch_size > 0 && failed.len() == batch_size && self.raise_on_entire_batch_failure {
             let first_error = failed
                 .first()
                 .map(|(_, reason)| reason.clone())

@@ -400,7 +400,7 @@ async fn an_error_or_a_panic_payload_that_panics_when_dropped_fails_its_record_o
         let wanted = first.clone();
         let first = first.clone();
         let response = BatchProcessor::new()
-            .raise_on_all_failed(false)
+            .raise_on_entire_batch_failure(false)
             .process_sqs(&event, move |record: SqsRecord<Raw>| {
                 let first = first.clone();
                 async move {
@@ -482,7 +482,7 @@ async fn a_batch_that_fails_entirely_is_an_error_unless_configured() {
     );
 
     let reported = BatchProcessor::new()
-        .raise_on_all_failed(false)
+        .raise_on_entire_batch_failure(false)
         .process_sqs(&event, always_fails)
         .await
         .unwrap();
@@ -517,7 +517,7 @@ async fn an_event_without_records_is_refused_as_python_refuses_it() {
             .await
             .map(|_| ()),
         BatchProcessor::new()
-            .raise_on_all_failed(false)
+            .raise_on_entire_batch_failure(false)
             .process_dynamodb(
                 &serde_json::from_value::<DynamoDbEvent>(records).unwrap(),
                 |_| async { Ok::<(), String>(()) },
@@ -805,7 +805,7 @@ async fn fifty_records_ten_at_a_time_each_log_only_their_own_keys() {
             powertools_logging::append_key("queue", "refunds")?;
             let response = BatchProcessor::new()
                 .concurrency(10)
-                .raise_on_all_failed(false)
+                .raise_on_entire_batch_failure(false)
                 .process_sqs(&event.payload, |record: SqsRecord<Refund>| async move {
                     powertools_logging::append_key("refund_id", &record.body.refund_id)
                         .map_err(|error| error.to_string())?;
@@ -1139,7 +1139,7 @@ async fn failures_are_reported_in_batch_order_whichever_finished_first() {
     assert!(count >= 3, "the sample has {count} records");
     let response = BatchProcessor::new()
         .concurrency(count)
-        .raise_on_all_failed(false)
+        .raise_on_entire_batch_failure(false)
         .process_sqs(&event, |record: SqsRecord<usize>| async move {
             // The earlier records finish last.
             for _ in 0..(count - record.body) * 3 {
@@ -1253,7 +1253,7 @@ async fn a_body_that_does_not_read_names_the_path_where_it_went_wrong() {
     let (logger, logs) = logging();
     let _guard = tracing::subscriber::set_default(logger.subscriber());
     let _ = BatchProcessor::new()
-        .raise_on_all_failed(false)
+        .raise_on_entire_batch_failure(false)
         .process_sqs(&event, |_: SqsRecord<Order>| async { Ok::<(), String>(()) })
         .await
         .unwrap();

@@ -50,7 +50,7 @@ async fn a_failed_records_future_that_panics_when_dropped_fails_its_record_only(
     let event = sqs();
     let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
         BatchProcessor::new()
-            .raise_on_all_failed(false)
+            .raise_on_entire_batch_failure(false)
             .process_sqs(&event, |record: SqsRecord<Raw>| Answer {
                 _held: Bomb,
                 fail: record.message_id == "m-1",
@@ -80,7 +80,7 @@ async fn kinesis_a_records_future_that_panics_when_dropped_fails_its_record_only
     .unwrap();
     let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
         BatchProcessor::new()
-            .raise_on_all_failed(false)
+            .raise_on_entire_batch_failure(false)
             .process_kinesis(&event, |_: KinesisRecord<Raw>| Answer {
                 _held: Bomb,
                 fail: true,
@@ -105,7 +105,7 @@ async fn dynamodb_a_records_future_that_panics_when_dropped_fails_its_record_onl
     .unwrap();
     let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
         BatchProcessor::new()
-            .raise_on_all_failed(false)
+            .raise_on_entire_batch_failure(false)
             .process_dynamodb(&event, |_| Answer {
                 _held: Bomb,
                 fail: true,
@@ -133,7 +133,7 @@ fn failed(response: &aws_lambda_events::sqs::SqsBatchResponse) -> Vec<String> {
 async fn a_succeeded_records_future_that_panics_when_dropped_fails_it_as_an_async_block_s_does() {
     let event = sqs();
     let as_async_block = BatchProcessor::new()
-        .raise_on_all_failed(false)
+        .raise_on_entire_batch_failure(false)
         .process_sqs(&event, |record: SqsRecord<Raw>| {
             // Only m-1's future holds a bomb (built for it alone: a bomb built and dropped here
             // would fail m-2 too).
@@ -152,7 +152,7 @@ async fn a_succeeded_records_future_that_panics_when_dropped_fails_it_as_an_asyn
     assert_eq!(failed(&as_async_block), ["m-1"], "async block");
 
     let as_struct = BatchProcessor::new()
-        .raise_on_all_failed(false)
+        .raise_on_entire_batch_failure(false)
         .process_sqs(&event, |record: SqsRecord<Raw>| {
             // Only m-1 holds a live bomb: m-2's is forgotten up front.
             let bomb = Bomb;

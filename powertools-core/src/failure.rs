@@ -316,6 +316,81 @@ pub fn inside_handler_wrappers(debug: &str) -> &str {
     inner
 }
 
+/// The [`Diagnostic`](lambda_runtime::Diagnostic) whose derived `Debug` text `debug` is
+/// (`Diagnostic { error_type: "…", error_message: "…" }`): what a layer that passes a handler's
+/// `Diagnostic` on inside its `Handler(…)` shows of it (see [`inside_handler_wrappers`]), read
+/// back so that the layers outside name it as Lambda reports it. `None` for any other text.
+///
+/// ```
+/// use lambda_runtime::Diagnostic;
+/// use powertools_core::failure::diagnostic_in_debug;
+///
+/// let diagnostic = Diagnostic {
+///     error_type: "BatchProcessingError".into(),
+///     error_message: "all \"3\" records failed\n".into(),
+/// };
+/// assert_eq!(diagnostic_in_debug(&format!("{diagnostic:?}")), Some(diagnostic));
+/// assert_eq!(diagnostic_in_debug("Declined(\"card\")"), None);
+/// ```
+pub fn diagnostic_in_debug(debug: &str) -> Option<lambda_runtime::Diagnostic> {
+    let rest = debug.strip_prefix("Diagnostic { error_type: ")?;
+    let (error_type, rest) = debug_string(rest)?;
+    let rest = rest.strip_prefix(", error_message: ")?;
+    let (error_message, rest) = debug_string(rest)?;
+    (rest == " }").then_some(lambda_runtime::Diagnostic {
+        error_type,
+        error_message,
+    })
+}
+
+/// The string whose `Debug` text (`str::escape_debug` between quotes) `text` begins with, and
+/// what follows it; `None` when `text` does not begin with one.
+fn debug_string(text: &str) -> Option<(String, &str)> {
+    let mut chars = text.strip_prefix('"')?.char_indices();
+    let mut string = String::new();
+    let quoted = &text[1..];
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '"' => return Some((string, &quoted[at + 1..])),
+            '\\' => {
+                let escaped = match chars.next()?.1 {
+                    't' => '\t',
+                    'r' => '\r',
+                    'n' => '\n',
+                    '0' => '\0',
+                    'u' => {
+                        if chars.next()?.1 != '{' {
+                            return None;
+                        }
+                        let mut code = 0_u32;
+                        let mut digits = 0;
+                        loop {
+                            let digit = chars.next()?.1;
+                            if digit == '}' {
+                                break;
+                            }
+                            digits += 1;
+                            if digits > 6 {
+                                return None;
+                            }
+                            code = code * 16 + digit.to_digit(16)?;
+                        }
+                        if digits == 0 {
+                            return None;
+                        }
+                        char::from_u32(code)?
+                    }
+                    other @ ('\\' | '"' | '\'') => other,
+                    _ => return None,
+                };
+                string.push(escaped);
+            }
+            c => string.push(c),
+        }
+    }
+    None
+}
+
 /// Describes an error of the caller's type: `Some` when the error is of that type.
 type Describe = dyn Fn(&dyn std::any::Any) -> Option<lambda_runtime::Diagnostic> + Send + Sync;
 
@@ -430,6 +505,44 @@ mod tests {
              read; panics abort in this build, so the process stops)\n"
         );
         assert!(quiet_panic_note(None).starts_with("a panic at an unknown location"));
+    }
+
+    /// Read back exactly, whatever the strings hold (quotes, backslashes, control and
+    /// zero-width characters, which `Debug` escapes as `\u{…}`, the field separator itself):
+    /// against `Debug` itself, the writer it reads.
+    #[test]
+    fn a_diagnostic_is_read_back_from_its_debug_text_exactly() {
+        let texts = [
+            "",
+            "BatchProcessingError",
+            "\"quoted\" \\ back\\slash",
+            "line\nbreak\ttab\rreturn\0nul",
+            "\u{1}\u{7f}\u{200b}\u{feff}\u{10ffff}",
+            "é🥐 Zürich ' apostrophe",
+            "\", error_message: \"injected\" }",
+        ];
+        for error_type in texts {
+            for error_message in texts {
+                let diagnostic = lambda_runtime::Diagnostic {
+                    error_type: error_type.to_owned(),
+                    error_message: error_message.to_owned(),
+                };
+                let debug = format!("{diagnostic:?}");
+                assert_eq!(diagnostic_in_debug(&debug), Some(diagnostic), "{debug}");
+            }
+        }
+        for other in [
+            "Diagnostic",
+            "Diagnostic { error_type: \"a\" }",
+            "Diagnostic { error_type: \"a\", error_message: \"b\" } trailing",
+            "Diagnostic { error_type: \"a\", error_message: \"unterminated }",
+            "Diagnostic { error_type: \"\\q\", error_message: \"b\" }",
+            "Diagnostic { error_type: \"\\u{110000}\", error_message: \"b\" }",
+            "Diagnostic { error_type: \"\\u{}\", error_message: \"b\" }",
+            "Declined(\"card\")",
+        ] {
+            assert_eq!(diagnostic_in_debug(other), None, "{other}");
+        }
     }
 
     #[test]

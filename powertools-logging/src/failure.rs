@@ -50,9 +50,9 @@ pub(crate) const PANIC: &str = "Panic";
 ///    with (`else Error`), and its message chain;
 /// 4. a `String` or `&str`: `Error`, and the text;
 /// 5. an error wrapped by a powertools-rs layer (`Handler(…)` in its `Debug`, as the metrics and
-///    idempotency layers pass the handler's own error on): what is inside, named as in 3, or,
-///    for an error of the idempotency layer's own, by Powertools' name and message, as Lambda
-///    reports it;
+///    idempotency layers pass the handler's own error on): what is inside, a `Diagnostic` as in
+///    2, another error named as in 3, or, for an error of the idempotency layer's own, by
+///    Powertools' name and message, as Lambda reports it;
 /// 6. any other type: its path without generic arguments, and its `Debug` text (the layer has
 ///    no `Display` bound, since Lambda accepts a `Diagnostic`, which has none).
 pub(crate) fn describe_error<E: fmt::Debug + 'static>(
@@ -102,6 +102,10 @@ pub(crate) fn describe_error<E: fmt::Debug + 'static>(
         };
     }
     if inner.len() < debug.len() {
+        // The handler's `Diagnostic`, which the layer between passed on.
+        if let Some(diagnostic) = powertools_core::failure::diagnostic_in_debug(inner) {
+            return from_diagnostic(diagnostic);
+        }
         return match unquoted(inner) {
             Some(message) => message_only(message),
             None => Failure::new(

@@ -31,7 +31,8 @@ const MESSAGE_ONLY: &str = "Error";
 ///    `OrderRejected`), else `Error` for a message only; the message is its `Display`;
 /// 3. a `String` or `&str`: `Error`, and the text;
 /// 4. an error of the idempotency layer's own: Powertools' name and the message, as Lambda
-///    reports them (that layer says so, see `powertools_core::failure`);
+///    reports them (that layer says so, see `powertools_core::failure`), and a handler's
+///    `Diagnostic` that a powertools-rs layer between passed on in its `Handler(…)`, as in 1;
 /// 5. any other type: its path without generic arguments (`orders_api::OrderError`), and its
 ///    `Debug` text (the layer has no `Display` bound: `Diagnostic` has none).
 pub(crate) fn describe<E: fmt::Debug + 'static>(
@@ -65,16 +66,21 @@ pub(crate) fn describe<E: fmt::Debug + 'static>(
         return message_only((*text).to_owned());
     }
     let debug = text_of(format_args!("{error:?}"));
+    let inner = powertools_core::failure::inside_handler_wrappers(&debug);
     // An error of a powertools-rs layer inside (the idempotency layer's, within the `Handler(…)`
     // of the layers between, nested idempotency layers): what Lambda reports for it, as that
     // layer said (see `powertools_core::failure`).
-    if let Some(reported) = powertools_core::failure::reported(
-        powertools_core::failure::inside_handler_wrappers(&debug),
-    ) {
+    if let Some(reported) = powertools_core::failure::reported(inner) {
         return Exception {
             kind: Cow::Borrowed(reported.error_type),
             message: reported.message,
         };
+    }
+    // The handler's `Diagnostic`, which a layer between (metrics, idempotency) passed on.
+    if inner.len() < debug.len()
+        && let Some(diagnostic) = powertools_core::failure::diagnostic_in_debug(inner)
+    {
+        return from_diagnostic(diagnostic);
     }
     Exception {
         kind: Cow::Borrowed(powertools_core::failure::type_path::<E>()),

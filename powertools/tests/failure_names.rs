@@ -1544,3 +1544,61 @@ async fn the_lines_name_the_trace_the_span_joins_or_none() {
     }
     assert!(differences.is_empty(), "{differences:#?}");
 }
+
+/// The logging and tracing layers used one by one outside a layer that passes the handler's
+/// error on in its `Handler(…)` (the metrics layer, the idempotency layer), with a handler that
+/// returns a `Diagnostic` (the batch README's shape): the line and the span name it by its
+/// `error_type` and message, as Lambda reports it, as they do without the layer between. The
+/// line said `Diagnostic` and the struct's `Debug` text, the span the wrapper's type path and
+/// its `Debug` text (found by an attack from the batch docs).
+#[tokio::test]
+async fn a_diagnostic_passed_on_by_a_layer_between_is_named_as_lambda_reports_it() {
+    use powertools::logging::LoggingLayer;
+    use powertools::tracing::TracingLayer;
+    let logs = MemoryLogs::new();
+    let spans = KeptSpans::default();
+    let powertools = stack(&logs, &spans);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    // Quotes, a backslash, a new line and a character Rust's `Debug` escapes.
+    let message = "all 3 records failed: \"oven\" \\ broken\nretry\u{1}é";
+    let handler = service_fn(move |_: LambdaEvent<Value>| async move {
+        Err::<Value, _>(Diagnostic {
+            error_type: "BatchProcessingError".to_owned(),
+            error_message: message.to_owned(),
+        })
+    });
+    let metrics_between = ServiceBuilder::new()
+        .layer(LoggingLayer::new(powertools.logger().clone()))
+        .layer(TracingLayer::new(powertools.tracer().clone()))
+        .layer(powertools.metrics().clone())
+        .service(handler.clone());
+    metrics_between
+        .oneshot(invocation("req-metrics-between", json!({})))
+        .await
+        .unwrap_err();
+    let idempotency_between = ServiceBuilder::new()
+        .layer(LoggingLayer::new(powertools.logger().clone()))
+        .layer(TracingLayer::new(powertools.tracer().clone()))
+        .layer(IdempotencyLayer::new(idempotency()).key_from(|_: &Value| Some(json!("k"))))
+        .service(handler);
+    idempotency_between
+        .oneshot(invocation("req-idempotency-between", json!({})))
+        .await
+        .unwrap_err();
+    let exceptions = spans.exceptions();
+    for request in ["req-metrics-between", "req-idempotency-between"] {
+        let line = failure_line(&logs, request);
+        assert_eq!(line["exception_name"], "BatchProcessingError", "{line}");
+        assert_eq!(line["exception"], message, "{line}");
+        let (_, kind, span_message) = exceptions
+            .iter()
+            .find(|(id, ..)| id.as_deref() == Some(request))
+            .expect("the span's exception event");
+        assert_eq!(
+            kind.as_deref(),
+            Some("BatchProcessingError"),
+            "{exceptions:?}"
+        );
+        assert_eq!(span_message.as_deref(), Some(message), "{exceptions:?}");
+    }
+}
