@@ -605,26 +605,37 @@ fn record_outcome<R: Serialize + 'static, E: fmt::Debug + 'static>(
                 span.set_status(Status::error("the response does not serialize"));
             }
         }
-        Err(error) if inner.capture_error => {
+        Err(error) => {
             // The error's own `Display` and `Debug` run here: one that panics is described as
             // such, not a panic of the layer's.
             let mut exception = powertools_core::failure::catch_quiet_panic(|| {
                 exception::describe(error, recording.error_hook)
             })
             .unwrap_or_else(|_| exception::undescribable::<E>());
-            // A huge error message would push the segment past X-Ray's 64 KB limit, as a huge
-            // response would.
-            truncate_to_captured(&mut exception.message);
-            span.set_status(Status::error(exception.message.clone()));
-            span.add_event(
-                "exception",
-                vec![
-                    KeyValue::new("exception.type", exception.kind),
-                    KeyValue::new("exception.message", exception.message),
-                ],
-            );
+            if inner.capture_error {
+                // A huge error message would push the segment past X-Ray's 64 KB limit, as a
+                // huge response would.
+                truncate_to_captured(&mut exception.message);
+                span.set_status(Status::error(exception.message.clone()));
+                span.add_event(
+                    "exception",
+                    vec![
+                        KeyValue::new("exception.type", exception.kind),
+                        KeyValue::new("exception.message", exception.message),
+                    ],
+                );
+            } else {
+                // Capture off keeps what the error says (it may quote data) out of the trace,
+                // and still names it: X-Ray's view of the exception, as Python's X-Ray SDK
+                // records the exception whatever `capture_error` says (with its message, which
+                // is what turning capture off is for).
+                span.set_status(Status::error("handler error"));
+                span.add_event(
+                    "exception",
+                    vec![KeyValue::new("exception.type", exception.kind)],
+                );
+            }
         }
-        Err(_) => span.set_status(Status::error("handler error")),
     }
 }
 
