@@ -1571,7 +1571,7 @@ async fn a_diagnostic_passed_on_by_a_layer_between_is_named_as_lambda_reports_it
         .layer(LoggingLayer::new(powertools.logger().clone()))
         .layer(TracingLayer::new(powertools.tracer().clone()))
         .layer(powertools.metrics().clone())
-        .service(handler.clone());
+        .service(handler);
     metrics_between
         .oneshot(invocation("req-metrics-between", json!({})))
         .await
