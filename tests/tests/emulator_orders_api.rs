@@ -489,6 +489,55 @@ async fn the_orders_table_s_faults_fail_the_invocation_naming_the_call_and_its_c
         "{message}"
     );
     assert!(!function.output().contains("ch_0002"), "nothing charged");
+
+    // The charge goes through, then the idempotency table refuses to complete the charge's
+    // record (once: the order's claim is then released): `PaymentIdempotencyError`, as the
+    // README names it. When the release of the order's claim fails too (every UpdateItem
+    // refused), the invocation is `IdempotencyPersistenceLayerError` (as Powertools for Python
+    // names a failed release), its message naming both, and the README's row for it says what
+    // follows (a new key was said to get the order at once; found by an attack through the
+    // emulator).
+    let order = |key: &str, order_id: &str| {
+        let mut event = sample("first-order.json");
+        event["headers"]["idempotency-key"] = json!(key);
+        event["body"] = json!(
+            json!({"order_id": order_id, "customer_id": "cust-6", "location": "camden",
+                   "items": [{"sku": "baguette", "quantity": 1, "unit_price_cents": 180}]})
+            .to_string()
+        );
+        event
+    };
+    proxy.set(
+        json!({"action": "error", "status": 400, "code": "ValidationException",
+                     "target": "UpdateItem", "times": 1}),
+    );
+    let (error_type, message) =
+        failed(&function.invoke(&order("k-charge-kept", "ord-charge-kept")));
+    proxy.set(json!({"action": "pass"}));
+    assert_eq!(error_type, "PaymentIdempotencyError", "{message}");
+    assert!(message.contains("ValidationException"), "{message}");
+    proxy.set(
+        json!({"action": "error", "status": 400, "code": "ValidationException",
+                     "target": "UpdateItem"}),
+    );
+    let (error_type, message) = failed(&function.invoke(&order("k-both-kept", "ord-both-kept")));
+    proxy.set(json!({"action": "pass"}));
+    assert_eq!(error_type, "IdempotencyPersistenceLayerError", "{message}");
+    assert!(
+        message.starts_with("the payment could not be made idempotent")
+            && message.contains("releasing the in-progress record then failed too"),
+        "{message}"
+    );
+    let lines = function.json_lines();
+    for name in [
+        "PaymentIdempotencyError",
+        "IdempotencyPersistenceLayerError",
+    ] {
+        assert!(
+            lines.iter().any(|line| line["exception_name"] == name),
+            "a failure line names {name}: {lines:?}"
+        );
+    }
 }
 
 /// The same order under two keys at once (a client that mints a key per attempt, two tabs):

@@ -1054,6 +1054,13 @@ mod tests {
             .await
             .unwrap_err();
         let diagnostic = Diagnostic::from(error);
+        // The charge's record not completed: the name the README gives it, not the
+        // idempotency layer's own (which its README row describes as the order's record, with
+        // other advice; found by an attack through the emulator).
+        assert_eq!(
+            diagnostic.error_type, "PaymentIdempotencyError",
+            "{diagnostic:?}"
+        );
         let failures: Vec<Value> = fx
             .logs
             .json()
