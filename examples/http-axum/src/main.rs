@@ -49,6 +49,8 @@ const CORRELATION_ID_HEADER: &str = "x-correlation-id";
 const MAX_ID_BYTES: usize = 128;
 /// The most items an order may have.
 const MAX_ITEMS: usize = 50;
+/// The largest total an order may have, in cents.
+const MAX_TOTAL_CENTS: u64 = 100_000_000;
 
 /// What a client posts.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -89,6 +91,11 @@ impl OrderRequest {
                 return Err("each item needs a valid sku and a quantity from 1 to 1000");
             }
             total += u64::from(item.quantity) * u64::from(item.unit_price_cents);
+        }
+        // As the orders-api example bounds it: a provider refuses a charge of 0, and a total
+        // past this is no bakery's (and stays exact in every JSON reader).
+        if !(1..=MAX_TOTAL_CENTS).contains(&total) {
+            return Err("the order's total must be 1 to 100,000,000 cents");
         }
         Ok(total)
     }
@@ -190,15 +197,21 @@ async fn place_order<St: IdempotencyStore + 'static>(
 ) -> Response {
     // Refused before the claim: a request without a usable key, or with a bad body, records
     // nothing, so the client can fix it and retry with the same key.
-    let Some(key) = headers
-        .get(IDEMPOTENCY_KEY_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .filter(|key| is_id(key))
-    else {
+    let Some(key) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
         return refused(
             StatusCode::BAD_REQUEST,
             "MissingIdempotencyKey",
             "send an Idempotency-Key header: 1 to 128 characters from A-Z, a-z, 0-9, '-' and '_'",
+        );
+    };
+    // There but unusable (two headers, which HTTP APIs join with a comma; too long; not ASCII):
+    // said so, without echoing it.
+    let Some(key) = key.to_str().ok().filter(|key| is_id(key)) else {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "InvalidIdempotencyKey",
+            "the Idempotency-Key header must be one key of 1 to 128 characters from A-Z, a-z, \
+             0-9, '-' and '_'",
         );
     };
     let order: OrderRequest = match serde_json::from_slice(&body) {

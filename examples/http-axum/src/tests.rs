@@ -461,3 +461,46 @@ async fn a_body_larger_than_axum_s_default_limit_is_read_as_any_other() {
     assert_eq!(refused.status, 400, "{:?}", refused.body);
     assert_eq!(refused.body["error"], "InvalidBody", "{:?}", refused.body);
 }
+
+/// A key that is there but unusable is `InvalidIdempotencyKey`, not "missing" (HTTP APIs join two
+/// `Idempotency-Key` headers with a comma); an order that totals 0 cents or more than
+/// 100,000,000 is `InvalidOrder`, as the orders-api example refuses them (both were answered as
+/// a missing key and a placed order; found by an attack through the emulator).
+#[tokio::test]
+async fn an_unusable_key_and_a_total_out_of_bounds_are_refused_by_name() {
+    let fixture = fixture();
+    for key in ["a,b", &"k".repeat(129), "k é"] {
+        let mut event = sample("place-order.json");
+        event["headers"]["idempotency-key"] = json!(key);
+        let answer = invoke(fixture.function.clone(), "req-key".to_owned(), event).await;
+        assert_eq!(answer.status, 400, "{key}");
+        assert_eq!(answer.body["error"], "InvalidIdempotencyKey", "{key}");
+        assert!(
+            !answer.body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(key),
+            "the key is not echoed: {}",
+            answer.body
+        );
+    }
+    for body in [
+        r#"{"customer_id":"c-8","items":[{"sku":"a","quantity":1,"unit_price_cents":0}]}"#
+            .to_owned(),
+        format!(
+            r#"{{"customer_id":"c-8","items":[{}]}}"#,
+            vec![r#"{"sku":"a","quantity":1000,"unit_price_cents":4294967295}"#; 50].join(",")
+        ),
+    ] {
+        let answer = invoke(
+            fixture.function.clone(),
+            "req-total".to_owned(),
+            with_body(&body),
+        )
+        .await;
+        assert_eq!(answer.status, 400, "{}", answer.body);
+        assert_eq!(answer.body["error"], "InvalidOrder", "{}", answer.body);
+    }
+    assert!(fixture.store.is_empty(), "nothing recorded");
+    assert_eq!(metric_total(&fixture.documents, "OrderValue"), 0.0);
+}
