@@ -110,6 +110,8 @@ annotation_value_from! {
 #[derive(Debug)]
 pub(crate) struct Annotations {
     annotations: Mutex<Option<Vec<KeyValue>>>,
+    /// The kinds of refusal [`annotate`] warned about in this invocation, a bit each.
+    warned: std::sync::atomic::AtomicU8,
     /// How many attributes the layer started the span with: any after them but those it adds
     /// as the invocation ends ([`LAYER_END_KEYS`]) are the handler's.
     layer_attributes: usize,
@@ -129,22 +131,29 @@ impl Annotations {
     pub(crate) fn new(layer_attributes: usize) -> Self {
         Annotations {
             annotations: Mutex::new(Some(Vec::new())),
+            warned: std::sync::atomic::AtomicU8::new(0),
             layer_attributes,
         }
     }
 
+    /// Whether `refusal` is the first of its kind in this invocation (then marked, so that the
+    /// next is not).
+    fn first_of_its_kind(&self, refusal: Refusal) -> bool {
+        self.warned
+            .fetch_or(refusal.bit(), std::sync::atomic::Ordering::Relaxed)
+            & refusal.bit()
+            == 0
+    }
+
     /// Sets `key`; annotating a key again replaces its value. Why not, when it is refused: the
     /// invocation ended, or it has its 48 keys.
-    fn set(&self, key: Key, value: Value) -> Result<(), (Key, &'static str)> {
+    fn set(&self, key: Key, value: Value) -> Result<(), (Key, Refusal)> {
         let mut annotations = self
             .annotations
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let Some(annotations) = annotations.as_mut() else {
-            return Err((
-                key,
-                "the invocation ended (a task that outlived it): its span was exported",
-            ));
+            return Err((key, Refusal::Ended));
         };
         let full = annotations.len() >= MAX_ANNOTATIONS;
         match annotations
@@ -152,13 +161,7 @@ impl Annotations {
             .find(|annotation| annotation.key == key)
         {
             Some(annotation) => annotation.value = value,
-            None if full => {
-                return Err((
-                    key,
-                    "the invocation has 48 annotations already (X-Ray indexes 50 per trace, \
-                     ColdStart and Service are two)",
-                ));
-            }
+            None if full => return Err((key, Refusal::Full)),
             None => annotations.push(KeyValue::new(key, value)),
         }
         Ok(())
@@ -198,10 +201,12 @@ impl Annotations {
 /// Lambda did not sample (`Sampled=0`) it returns `true` (the invocation is traced) and nothing
 /// is exported, as for the span itself.
 ///
-/// Each refusal inside a traced invocation is also logged as a warning (target
+/// The first refusal of each kind in a traced invocation is also logged as a warning (target
 /// `powertools_tracing`) with the key, cut to 100 bytes, and why, as Powertools for Python logs
-/// a key it cannot index; outside one (tracing off, say) only at debug level, which is not a
-/// mistake to warn about in every invocation.
+/// a key it cannot index (later ones of that kind in the invocation are not: a loop is one
+/// line); outside one (tracing off, say) a refusal is a debug line, which is not a mistake to
+/// warn about in every invocation. A refusal inside a subscriber that is recording one of
+/// these lines is not logged.
 ///
 /// ```
 /// use lambda_runtime::{LambdaEvent, service_fn, tower::{Layer, ServiceExt}};
@@ -230,25 +235,81 @@ impl Annotations {
 /// ```
 pub fn annotate(key: impl Into<Key>, value: impl Into<AnnotationValue>) -> bool {
     let key = key.into();
-    if key.as_str().is_empty() {
-        return refused(&key, "an empty key");
+    let checked = checked(&key, value.into());
+    let outcome = Context::map_current(|context| {
+        let Some(annotations) = context.get::<Annotations>() else {
+            return Err((key, None));
+        };
+        let (key, refusal) = match checked {
+            Ok(value) => match annotations.set(key, value) {
+                Ok(()) => return Ok(()),
+                Err(refused) => refused,
+            },
+            Err(refusal) => (key, refusal),
+        };
+        let first = annotations.first_of_its_kind(refusal);
+        Err((key, Some((refusal, first))))
+    });
+    match outcome {
+        Ok(()) => true,
+        Err((key, refusal)) => {
+            say_refused(&key, refusal);
+            false
+        }
     }
-    if key.as_str().len() > MAX_KEY_BYTES {
-        return refused(&key, "a key longer than 100 bytes");
+}
+
+/// Why [`annotate`] did not record an annotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    EmptyKey,
+    LongKey,
+    LayerKey,
+    NotFinite,
+    Full,
+    Ended,
+}
+
+impl Refusal {
+    fn reason(self) -> &'static str {
+        match self {
+            Refusal::EmptyKey => "an empty key",
+            Refusal::LongKey => "a key longer than 100 bytes",
+            Refusal::LayerKey => {
+                "a key of the layer's own attributes (ColdStart, Service, faas.*, cloud.*, http.*, …)"
+            }
+            Refusal::NotFinite => "a NaN or infinite number, which JSON cannot hold",
+            Refusal::Full => {
+                "the invocation has 48 annotations already (X-Ray indexes 50 per trace, ColdStart \
+                 and Service are two)"
+            }
+            Refusal::Ended => {
+                "the invocation ended (a task that outlived it): its span was exported"
+            }
+        }
     }
-    if LAYER_KEYS.contains(&key.as_str())
-        || LAYER_GROUPS
-            .iter()
-            .any(|group| key.as_str().starts_with(group))
-    {
-        return refused(
-            &key,
-            "a key of the layer's own attributes (ColdStart, Service, faas.*, cloud.*, http.*, …)",
-        );
+
+    /// Its bit in [`Annotations`]' record of the kinds it warned about.
+    fn bit(self) -> u8 {
+        1 << (self as u8)
     }
-    let value = match value.into() {
+}
+
+/// `value` as recorded for `key` (a long string cut), or why neither can be.
+fn checked(key: &Key, value: AnnotationValue) -> Result<Value, Refusal> {
+    let key = key.as_str();
+    if key.is_empty() {
+        return Err(Refusal::EmptyKey);
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(Refusal::LongKey);
+    }
+    if LAYER_KEYS.contains(&key) || LAYER_GROUPS.iter().any(|group| key.starts_with(group)) {
+        return Err(Refusal::LayerKey);
+    }
+    Ok(match value {
         AnnotationValue(Value::F64(number)) if !number.is_finite() => {
-            return refused(&key, "a NaN or infinite number, which JSON cannot hold");
+            return Err(Refusal::NotFinite);
         }
         AnnotationValue(Value::String(text)) if text.as_str().len() > MAX_VALUE_BYTES => {
             let text = text.as_str();
@@ -259,42 +320,53 @@ pub fn annotate(key: impl Into<Key>, value: impl Into<AnnotationValue>) -> bool 
             )
         }
         AnnotationValue(value) => value,
-    };
-    let set = Context::map_current(|context| match context.get::<Annotations>() {
-        Some(annotations) => annotations
-            .set(key, value)
-            .map_err(|(key, reason)| (key, Some(reason))),
-        None => Err((key, None)),
-    });
-    match set {
-        Ok(()) => true,
-        Err((key, Some(reason))) => refused(&key, reason),
-        // Tracing is off (`POWERTOOLS_TRACE_DISABLED`), or no `TracingLayer` runs the code: not
-        // a mistake to warn about in every invocation; a task spawned without the invocation's
-        // context looks the same, hence the debug line.
-        Err((key, None)) => {
-            tracing::debug!(
-                target: "powertools_tracing",
-                annotation = %bounded_key(&key),
-                "annotate: no traced invocation here (tracing off, outside a TracingLayer, or a \
-                 task spawned without the invocation's OpenTelemetry context): not recorded"
-            );
-            false
-        }
-    }
+    })
 }
 
-/// Says that `key` was not recorded, and why; `false`, for [`annotate`] to return. Said, as
-/// Python's Tracer logs a key it cannot index: the caller's `false` is easy to ignore, and the
-/// annotation would be missing from X-Ray's filters without a word.
-fn refused(key: &Key, reason: &'static str) -> bool {
-    tracing::warn!(
-        target: "powertools_tracing",
-        annotation = %bounded_key(key),
-        reason,
-        "annotate: the annotation was not recorded"
-    );
-    false
+thread_local! {
+    /// Set while this thread logs a refusal: a subscriber that annotates as it records events
+    /// (to mark the traces that logged a warning, say) is refused in silence there, instead of
+    /// logging again, and again, until the stack overflows (found by a review).
+    static SAYING_REFUSAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Says that `key` was not recorded: `refusal` inside a traced invocation, with whether it is
+/// the first of its kind there; `None` outside one. As Python's Tracer logs a key it cannot
+/// index: the caller's `false` is easy to ignore, and the annotation would be missing from
+/// X-Ray's filters without a word. A warning for the first refusal of each kind in an
+/// invocation, so that a loop refused 10,000 times logs once; a debug line outside one
+/// (tracing off, or no `TracingLayer`: not a mistake to warn about in every invocation).
+fn say_refused(key: &Key, refusal: Option<(Refusal, bool)>) {
+    /// Clears the flag when the line is written (or its subscriber unwinds).
+    struct Said;
+    impl Drop for Said {
+        fn drop(&mut self) {
+            let _ = SAYING_REFUSAL.try_with(|saying| saying.set(false));
+        }
+    }
+    if refusal.is_some_and(|(_, first)| !first)
+        || SAYING_REFUSAL
+            .try_with(|saying| saying.replace(true))
+            .unwrap_or(true)
+    {
+        return;
+    }
+    let _said = Said;
+    match refusal {
+        Some((refusal, _)) => tracing::warn!(
+            target: "powertools_tracing",
+            annotation = %bounded_key(key),
+            reason = refusal.reason(),
+            "annotate: the annotation was not recorded (later refusals of this kind in this \
+             invocation are not logged)"
+        ),
+        None => tracing::debug!(
+            target: "powertools_tracing",
+            annotation = %bounded_key(key),
+            "annotate: no traced invocation here (tracing off, outside a TracingLayer, or a task \
+             spawned without the invocation's OpenTelemetry context): not recorded"
+        ),
+    }
 }
 
 /// `key` as a warning quotes it: at most its first 100 bytes (a key taken from an event may be
@@ -509,6 +581,47 @@ mod tests {
         );
         assert!(warnings[4].contains("one_more") && warnings[4].contains("48"));
         assert!(warnings[5].contains("late") && warnings[5].contains("ended"));
+    }
+
+    /// A refusal of a kind the invocation warned about already is not logged again (a loop of
+    /// 10,000 refused keys logged 10,000 warnings), and one outside a traced invocation (tracing
+    /// off) is a debug line, whatever its kind (an empty key was a warning there too). Found by
+    /// a review.
+    #[test]
+    fn each_kind_of_refusal_warns_once_per_invocation_and_outside_one_only_at_debug() {
+        let captured = Captured::default();
+        let _subscriber =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
+        let levels = || {
+            captured
+                .0
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .map(|(level, _)| *level)
+                .collect::<Vec<_>>()
+        };
+        assert!(!annotate("", 1_i64));
+        assert!(!annotate(COLD_START, true));
+        assert_eq!(
+            levels(),
+            [tracing::Level::DEBUG; 2],
+            "outside an invocation"
+        );
+        let _attached = Context::new().with_value(Annotations::default()).attach();
+        for key in 0..MAX_ANNOTATIONS {
+            assert!(annotate(format!("key_{key}"), 1_i64));
+        }
+        for extra in 0..10_000 {
+            assert!(!annotate(format!("extra_{extra}"), 1_i64));
+            assert!(!annotate("", 1_i64));
+        }
+        assert_eq!(
+            levels()[2..],
+            [tracing::Level::WARN; 2],
+            "one warning per kind: {:?}",
+            captured.0.lock().expect("not poisoned")
+        );
     }
 
     #[test]
