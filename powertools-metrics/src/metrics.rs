@@ -999,9 +999,10 @@ impl Metrics {
             let refused = state
                 .refused_dimensions
                 .remove(key)
-                .then(|| state.metadata.get(key).cloned())
+                .then(|| state.metadata.get(key))
                 .flatten()
-                .map(|old| (old, value.clone()));
+                .filter(|old| **old != value)
+                .map(|old| (shown_value(old), shown_value(&value)));
             insert_metadata(&mut state, key, value);
             (refused, self.ended())
         };
@@ -1012,8 +1013,8 @@ impl Metrics {
         if let Some((old, value)) = refused {
             tracing::warn!(
                 dimension = key,
-                old = %old,
-                value = %value,
+                old,
+                value,
                 "add_metadata replaces the value of this dimension that CloudWatch refused and \
                  that was kept as metadata: the documents carry the new value only"
             );
@@ -1082,10 +1083,12 @@ impl Metrics {
     /// that will not come.
     fn write_if_ended(&self) {
         if self.shared.ended.load(Ordering::Acquire) {
-            tracing::warn!(
-                "a metric was added after its invocation ended (from a task that outlived it): \
-                 it is written in a document of its own"
-            );
+            say_late(|| {
+                tracing::warn!(
+                    "a metric was added after its invocation ended (from a task that outlived \
+                     it): it is written in a document of its own"
+                );
+            });
             let mut state = self.lock();
             self.write_main(&mut state);
             let labelled = std::mem::take(&mut state.labelled);
@@ -1096,7 +1099,10 @@ impl Metrics {
     }
 
     /// Writes the documents, then clears metrics, dimensions (back to the defaults), metadata
-    /// and the timestamp. The layer calls it at the end of every invocation.
+    /// and the timestamp. The layer calls it at the end of every invocation. On a handle that
+    /// outlived its invocation it does nothing (the metrics such a handle adds are written at
+    /// once, so there is nothing to publish; what it added stays for its next metrics, and there
+    /// is no empty invocation to warn about or fail), see [`current`](Self::current).
     ///
     /// With no metric since the last flush it writes nothing and warns (the layer's first such
     /// flush only), or returns [`Error::EmptyMetrics`] if `raise_on_empty_metrics` is set.
@@ -1697,16 +1703,66 @@ impl Drop for AfterUnlock {
     }
 }
 
+/// The most bytes of a value a warning quotes: a metadata value may be up to 192 KB, and two of
+/// them in one line would pass CloudWatch Logs' 256 KB event limit.
+const SHOWN_VALUE_BYTES: usize = 256;
+
+/// `value`'s JSON, cut to [`SHOWN_VALUE_BYTES`] on a character boundary (with `…`), for a
+/// warning.
+fn shown_value(value: &Value) -> String {
+    let mut text = value.to_string();
+    if text.len() > SHOWN_VALUE_BYTES {
+        // `floor_char_boundary` is newer than this crate's oldest Rust.
+        let mut end = SHOWN_VALUE_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
 /// Says that a dimension or metadata was added after its invocation ended: it is only in the
 /// documents of the metrics added after it (each written at once), none if none follows.
 fn warn_added_after_end(kind: &str, key: &str) {
-    tracing::warn!(
-        kind,
-        key,
-        "a dimension or metadata was added after its invocation ended (from a task that \
-         outlived it): it goes only into the documents of metrics added after it, none if none \
-         follows"
-    );
+    say_late(|| {
+        tracing::warn!(
+            kind,
+            key,
+            "a dimension or metadata was added after its invocation ended (from a task that \
+             outlived it): it goes only into the documents of metrics added after it, none if \
+             none follows"
+        );
+    });
+}
+
+thread_local! {
+    /// Set while this thread logs a warning about a value added after its invocation ended.
+    static SAYING_LATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Logs a warning about a value added after its invocation ended (`say`), unless this thread is
+/// logging one already: a subscriber that records a metric for each warning it sees (a
+/// `metrics::counter!` of warnings, through a handle that outlived its invocation) adds a late
+/// value there, whose warning reached it again, until the stack overflowed (a global subscriber
+/// has no reentry guard; found by a review). The value is still written.
+fn say_late(say: impl FnOnce()) {
+    /// Clears the flag when the line is written (or its subscriber unwinds).
+    struct Said;
+    impl Drop for Said {
+        fn drop(&mut self) {
+            let _ = SAYING_LATE.try_with(|saying| saying.set(false));
+        }
+    }
+    if SAYING_LATE
+        .try_with(|saying| saying.replace(true))
+        .unwrap_or(true)
+    {
+        return;
+    }
+    let _said = Said;
+    say();
 }
 
 fn warn_skipped_dimension(name: &str) {
