@@ -88,6 +88,16 @@ pub(crate) fn describe<E: fmt::Debug + 'static>(
     }
 }
 
+impl Exception {
+    /// Cuts the type to at most `bytes`, on a character boundary.
+    pub(crate) fn bound_kind(&mut self, bytes: usize) {
+        if self.kind.len() > bytes {
+            let end = self.kind.floor_char_boundary(bytes);
+            self.kind = Cow::Owned(self.kind[..end].to_owned());
+        }
+    }
+}
+
 fn from_diagnostic(diagnostic: Diagnostic) -> Exception {
     Exception {
         kind: Cow::Owned(diagnostic.error_type),

@@ -32,6 +32,8 @@ use powertools_core::failure::ErrorDescriptions;
 /// The most bytes of a response, or of an error message, recorded on a span (X-Ray's segment
 /// limit is 64 KB).
 const MAX_CAPTURED_BYTES: usize = 16 * 1024;
+/// The most bytes of an `exception.type` a span records.
+const MAX_EXCEPTION_TYPE_BYTES: usize = 1024;
 
 /// One OpenTelemetry span per invocation, joined to the X-Ray trace Lambda started, with the
 /// FaaS semantic conventions and the Powertools `ColdStart` and `Service` X-Ray annotations; the
@@ -612,6 +614,9 @@ fn record_outcome<R: Serialize + 'static, E: fmt::Debug + 'static>(
                 exception::describe(error, recording.error_hook)
             })
             .unwrap_or_else(|_| exception::undescribable::<E>());
+            // A `Diagnostic`'s `error_type` is any text, a megabyte too: a span past X-Ray's
+            // 64 KB segment limit is lost whole (found by a review).
+            exception.bound_kind(MAX_EXCEPTION_TYPE_BYTES);
             if inner.capture_error {
                 // A huge error message would push the segment past X-Ray's 64 KB limit, as a
                 // huge response would.

@@ -82,11 +82,13 @@
 //! `powertools.response` (up to 16 KB); a response that does not serialize (which the runtime
 //! cannot send, so Lambda reports the invocation failed) sets the span status to error with
 //! serde_json's reason (`key must be a string`; a `Serialize` implementation's own message is
-//! left out, as it may quote the response). `POWERTOOLS_TRACER_CAPTURE_RESPONSE=false` and
-//! `POWERTOOLS_TRACER_CAPTURE_ERROR=false` turn the attribute and the event off; the status stays
+//! left out, as it may quote the response). `POWERTOOLS_TRACER_CAPTURE_RESPONSE=false` turns the
+//! attribute off and `POWERTOOLS_TRACER_CAPTURE_ERROR=false` the error's message (the event
+//! keeps `exception.type` alone, the status says `handler error`); the status stays either way
 //! (a response that is not captured is still serialized, to nothing, to see whether it can be
 //! sent, unless it is a `serde_json::Value`: turning capture off saves the copy, not the
-//! serialization); `POWERTOOLS_TRACE_DISABLED=true` (or
+//! serialization). An `exception.type` is cut to 1 KB (a `Diagnostic`'s `error_type` is any
+//! text); `POWERTOOLS_TRACE_DISABLED=true` (or
 //! `POWERTOOLS_DEV=true`) turns tracing off: the layer then passes the call straight through.
 //!
 //! # HTTP invocations

@@ -384,7 +384,8 @@ impl TracerBuilder {
     /// on): its type and message on an `exception` event and its message as the span status's.
     /// Off, the error's words stay out of the trace (they may quote data): the status is an
     /// error described as `handler error`, and the `exception` event names the error's type
-    /// only. (Python's X-Ray SDK records the exception's message whatever `capture_error` says;
+    /// only (for a `Diagnostic`, its `error_type`, recorded as it is given, cut to 1 KB: keep
+    /// data out of it). (Python's X-Ray SDK records the exception's message whatever `capture_error` says;
     /// the option exists to keep it out.)
     pub fn capture_error(mut self, capture: bool) -> Self {
         self.capture_error = Some(capture);

@@ -5147,3 +5147,27 @@ fn the_extension_works_on_a_current_thread_runtime() {
         }
     });
 }
+
+/// A `Diagnostic` whose `error_type` is a megabyte: the span's `exception.type` is cut to 1 KB on
+/// a character boundary, with error capture on and off (it was recorded whole: a span past
+/// X-Ray's 64 KB segment limit is lost; found by a review).
+#[tokio::test]
+async fn an_exception_type_is_cut_to_a_kilobyte() {
+    for capture_error in [true, false] {
+        let error_type = format!("é{}", "T".repeat(1024 * 1024));
+        let (span, _) = failing(
+            Diagnostic {
+                error_type: error_type.clone(),
+                error_message: "declined".to_owned(),
+            },
+            capture_error,
+        )
+        .await;
+        let (kind, _) = exception(&span).expect("an exception event");
+        assert!(
+            kind.len() <= 1024 && error_type.starts_with(&kind) && kind.len() > 1000,
+            "capture {capture_error}: {} bytes",
+            kind.len()
+        );
+    }
+}
