@@ -63,6 +63,26 @@ impl Ovens {
     }
 }
 
+/// The longest order id, as the orders-api example bounds it.
+const MAX_ORDER_ID: usize = 64;
+/// The longest shop name.
+const MAX_SHOP: usize = 64;
+
+/// An order id: 1 to 64 characters of `A-Z a-z 0-9 - _`.
+fn is_order_id(id: &str) -> bool {
+    (1..=MAX_ORDER_ID).contains(&id.len())
+        && id
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+}
+
+/// A shop name: 1 to 64 characters, none of them a control character.
+fn is_shop(shop: &str) -> bool {
+    (1..=MAX_SHOP).contains(&shop.chars().count())
+        && !shop.trim().is_empty()
+        && !shop.chars().any(char::is_control)
+}
+
 /// Bakes one order, once per order.
 async fn bake<St: IdempotencyStore>(
     idempotency: &Idempotency<St>,
@@ -71,6 +91,25 @@ async fn bake<St: IdempotencyStore>(
     record: SqsRecord<BakeOrder>,
 ) -> Result<(), String> {
     let order = record.body;
+    // Bounded before anything is claimed, baked or logged: an id is the order's identity, so
+    // spellings of one id (a trailing space, another case or Unicode form) would bake it twice,
+    // and it is on every line (a 200 KB id made a 200 KB line). A message refused here fails on
+    // every delivery, until the queue's redrive policy moves it to its dead-letter queue; its
+    // reason does not quote it.
+    if !is_order_id(&order.order_id) {
+        return Err(format!(
+            "the order_id is not 1 to {MAX_ORDER_ID} characters of A-Z a-z 0-9 - _ \
+             (its {} bytes are left out)",
+            order.order_id.len()
+        ));
+    }
+    if !is_shop(&order.shop) {
+        return Err(format!(
+            "the shop is not 1 to {MAX_SHOP} characters without control characters (its {} \
+             bytes are left out)",
+            order.shop.len()
+        ));
+    }
     // Keyed on the order, not on the message id: a producer that sends an order again (its
     // `SendMessage` answer lost) makes a second message with an id of its own, which must not
     // bake it twice (found by an attack). The order is validation data, so that one order id
@@ -303,6 +342,51 @@ mod tests {
             assert!(response.batch_item_failures.is_empty(), "{message_id}");
         }
         assert_eq!(baked(&logs), 1, "ord-1001 baked once");
+    }
+
+    /// An order id out of bounds (spaces, case or Unicode variants of one id, which would bake
+    /// one order twice; 200 KB, which made a 200 KB log line; a line break) fails its record
+    /// before anything is claimed or baked, without the id in its reason or any line (every id
+    /// was baked, and logged whole; found by an attack through the emulator).
+    #[tokio::test]
+    async fn an_order_id_out_of_bounds_fails_its_record_unbaked_and_unquoted() {
+        let (consumer, logs, _guard) = in_memory_consumer();
+        let mut batch = sample_batch();
+        batch.records.truncate(1);
+        let template = batch.records.remove(0);
+        let ids = [
+            "b-3 ".to_owned(),
+            r"b-e\u0301".to_owned(),
+            "ｂ-4".to_owned(),
+            "x".repeat(200_000),
+            r#"b-5\n{\"level\":\"ERROR\"}"#.to_owned(),
+            String::new(),
+        ];
+        batch.records = ids
+            .iter()
+            .enumerate()
+            .map(|(index, id)| {
+                let mut record = template.clone();
+                record.message_id = Some(format!("m-{index}"));
+                record.body = Some(format!(
+                    r#"{{"order_id": "{id}", "shop": "camden", "loaves": 2}}"#
+                ));
+                record
+            })
+            .chain(std::iter::once(template.clone()))
+            .collect();
+        let response = consumer
+            .oneshot(TestContext::new().event(batch))
+            .await
+            .expect("the batch is answered");
+        assert_eq!(response.batch_item_failures.len(), ids.len());
+        assert_eq!(baked(&logs), 1, "the good order only");
+        let text = logs.lines().concat();
+        assert!(text.len() < 100_000, "{} bytes of logs", text.len());
+        assert!(
+            !text.contains("xxxxxxxxxx") && !text.contains("b-3 "),
+            "an id quoted"
+        );
     }
 
     /// A message id seen before carrying another order (SQS's ids are unique: a hand-written
