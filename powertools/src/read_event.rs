@@ -106,6 +106,21 @@ impl InvalidEvent {
         }
     }
 
+    /// What follows the event's JSON value at byte `end` of `body`: the value is the event, the
+    /// rest is refused, unquoted (it may be anything).
+    fn trailing<A>(end: usize, body: &[u8]) -> Self {
+        let (line, column) = position(&body[..end]);
+        Self {
+            message: format!(
+                "the event does not read as {}: trailing characters after its JSON value, at \
+                 line {line} column {column} ({} bytes, left out)",
+                std::any::type_name::<A>(),
+                body.len() - end
+            ),
+            panicked: false,
+        }
+    }
+
     /// The same failure, found again in `body` (the bytes the event was read from) with the path
     /// to where it went wrong; `self` when `body` now reads as `A`, which it cannot.
     fn with_path<A: for<'de> Deserialize<'de>>(self, body: &[u8]) -> Self {
@@ -130,6 +145,68 @@ impl InvalidEvent {
             error_message: self.message.clone(),
         }
     }
+}
+
+/// The line and column (both from 1, the column in bytes) just after `text`, as serde_json
+/// counts them.
+fn position(text: &[u8]) -> (usize, usize) {
+    let line = memchr::memchr_iter(b'\n', text).count() + 1;
+    let line_start = memchr::memrchr(b'\n', text).map_or(0, |newline| newline + 1);
+    (line, text.len() - line_start + 1)
+}
+
+/// Where the JSON value that `body` begins with ends, with the whitespace after it: `body.len()`
+/// when nothing else follows. `body` is known to begin with a valid JSON value (the event was
+/// read from it), so only strings, escapes and brackets are followed. `None` when `body` does
+/// not begin with one after all.
+fn json_value_end(body: &[u8]) -> Option<usize> {
+    let is_space = |byte: &u8| matches!(byte, b' ' | b'\t' | b'\n' | b'\r');
+    let start = body.iter().position(|byte| !is_space(byte))?;
+    let mut at = start;
+    let mut depth = 0_usize;
+    let end = loop {
+        match *body.get(at)? {
+            b'"' => {
+                // To the closing quote: past each escaped character.
+                let mut inside = at + 1;
+                loop {
+                    inside += memchr::memchr2(b'"', b'\\', body.get(inside..)?)?;
+                    if body[inside] == b'"' {
+                        break;
+                    }
+                    inside += 2;
+                }
+                at = inside + 1;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                at += 1;
+            }
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                at += 1;
+            }
+            // `true`, `false` or `null` at the top: as long as its word.
+            b't' | b'n' if depth == 0 => at += 4,
+            b'f' if depth == 0 => at += 5,
+            // A number at the top: to its last digit, sign, point or exponent.
+            _ if depth == 0 => {
+                at += body[at..]
+                    .iter()
+                    .position(|byte| {
+                        !matches!(byte, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                    })
+                    .unwrap_or(body.len() - at);
+            }
+            // Inside a container: a number, a word, a separator or whitespace.
+            _ => at += 1,
+        }
+        if depth == 0 {
+            break at;
+        }
+    };
+    let rest = body[end..].iter().position(|byte| !is_space(byte));
+    Some(rest.map_or(body.len(), |first| end + first))
 }
 
 impl Display for InvalidEvent {
@@ -185,7 +262,20 @@ where
     }
 
     fn call(&mut self, event: LambdaEvent<EventOf<A>>) -> Self::Future {
-        match event.payload.0 {
+        // `lambda_runtime` reads the body's first JSON value and ignores what follows it: an
+        // event with a second document after it (`{"amount_cents":5}{"amount_cents":99999}`)
+        // was handled as the first, where a reader in front of the function may have kept the
+        // other (found by an attack through the emulator). Refused as serde_json refuses it.
+        let payload = event.payload.0.and_then(|payload| {
+            match powertools_logging::received_body(&event.context.request_id) {
+                Some(body) => match json_value_end(&body) {
+                    Some(end) if end < body.len() => Err(InvalidEvent::trailing::<A>(end, &body)),
+                    _ => Ok(payload),
+                },
+                None => Ok(payload),
+            }
+        });
+        match payload {
             Ok(payload) => {
                 let event = LambdaEvent::new(payload, event.context);
                 match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(event))) {
@@ -394,6 +484,74 @@ where
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    /// Any JSON value, strings with escapes and characters past ASCII included.
+    fn json_values() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |number| number.is_finite())
+                .prop_map(Value::from),
+            "(\\PC|[\"\\\\/\n\t\u{0}-\u{1f}]){0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                prop::collection::btree_map("(\\PC|[\"\\\\]){0,6}", inner, 0..6)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Where the event's value ends, against serde_json on the same bytes: read as
+        /// `lambda_runtime` reads an event (the first value), what follows is trailing exactly
+        /// when serde_json's `end` says so.
+        #[test]
+        fn the_end_of_the_event_s_value_is_where_serde_json_finds_it(
+            value in json_values(),
+            pretty in any::<bool>(),
+            before in "[ \t\n\r]{0,3}",
+            after in prop_oneof![
+                Just(String::new()),
+                "[ \t\n\r]{1,3}",
+                Just("{}".to_owned()),
+                Just("x".to_owned()),
+                Just(" 5".to_owned()),
+                Just("5".to_owned()),
+                Just("\"s\"".to_owned()),
+                Just(" {\"amount_cents\":99999}".to_owned()),
+                Just("]".to_owned()),
+                Just("e5".to_owned()),
+                Just("true".to_owned()),
+            ],
+        ) {
+            let text = if pretty {
+                serde_json::to_string_pretty(&value)
+            } else {
+                serde_json::to_string(&value)
+            }
+            .expect("a value serializes");
+            let body = format!("{before}{text}{after}");
+            let mut deserializer = serde_json::Deserializer::from_slice(body.as_bytes());
+            // Only what the runtime reads: its first value parsed.
+            if serde::de::IgnoredAny::deserialize(&mut deserializer).is_ok() {
+                let trailing = deserializer.end().is_err();
+                let end = super::json_value_end(body.as_bytes());
+                prop_assert_eq!(
+                    end.is_some_and(|end| end < body.len()),
+                    trailing,
+                    "{:?} ends at {:?}",
+                    body,
+                    end
+                );
+            }
+        }
+    }
+
     use super::*;
     use serde_json::Value;
 

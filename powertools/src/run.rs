@@ -19,8 +19,11 @@ use serde::{Deserialize, Serialize};
 /// type. Use it in place of `lambda_runtime::run`, and, for an HTTP function, in place of
 /// `lambda_http::run`: `powertools::run(stack.layer(lambda_http::Adapter::from(service)))`.
 ///
-/// An event that does not deserialize into `A` (a direct invoke can send any JSON) fails its
-/// invocation with `errorType` `InvalidEvent`, without calling the handler. The message names
+/// An event that does not deserialize into `A` (a direct invoke can send any JSON), or whose
+/// JSON value is followed by anything but whitespace (`lambda_runtime` alone reads the first
+/// value and ignores a second document after it, which a reader in front of the function may
+/// have read instead), fails its invocation with `errorType` `InvalidEvent`, without calling the
+/// handler. The message names
 /// `A`, the path in the event and what `A` expected there, never the value found, which
 /// `lambda_runtime`'s own message quotes (a card number, or megabytes of a hostile event):
 /// `the event does not read as aws_lambda_events::event::sqs::SqsEvent at Records[0].body:

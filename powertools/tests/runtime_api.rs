@@ -23,7 +23,8 @@ struct Order {
 struct Invocation {
     request_id: &'static str,
     headers: &'static str,
-    event: Value,
+    /// The event's body, as sent.
+    body: String,
 }
 
 /// A request the function made: its method and path, and its body.
@@ -51,7 +52,7 @@ async fn runtime_api(invocations: Vec<Invocation>) -> (String, Arc<Mutex<Vec<Req
                     });
                     continue;
                 };
-                let body = invocation.event.to_string();
+                let body = invocation.body;
                 let deadline = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap()
@@ -186,17 +187,25 @@ async fn the_runtime_api_s_edges_are_said_without_quoting_the_caller() {
         Invocation {
             request_id: "invalid-first",
             headers: "",
-            event: json!({"order_id": 5}),
+            body: json!({"order_id": 5}).to_string(),
         },
         Invocation {
             request_id: "warm",
             headers: "",
-            event: json!({"order_id": "o-1"}),
+            body: json!({"order_id": "o-1"}).to_string(),
+        },
+        // A second document after the event's (`lambda_runtime` reads the first and ignores
+        // the rest, where a reader in front may have kept the other; found by an attack
+        // through the emulator): refused, the rest unquoted.
+        Invocation {
+            request_id: "trailing",
+            headers: "",
+            body: r#"{"order_id": "o-3"} {"order_id": "4111111111111111"}"#.to_owned(),
         },
         Invocation {
             request_id: "client-context",
             headers: CARD_CONTEXT,
-            event: json!({"order_id": "o-2"}),
+            body: json!({"order_id": "o-2"}).to_string(),
         },
     ])
     .await;
@@ -214,6 +223,13 @@ async fn the_runtime_api_s_edges_are_said_without_quoting_the_caller() {
         json!({"cold_start": false}),
         "the second invocation was the cold start"
     );
+    let (line, body) = answer_of(&recorded, "trailing").expect("the event is answered");
+    assert!(line.ends_with("/error"), "{line}: {body}");
+    assert!(
+        body.contains("InvalidEvent") && body.contains("trailing characters"),
+        "{body}"
+    );
+    assert!(!body.contains("4111"), "{body}");
     assert!(
         answer_of(&recorded, "client-context").is_none(),
         "{recorded:?}"
@@ -237,12 +253,12 @@ async fn a_client_context_that_ends_run_concurrent_s_workers_is_said_without_its
         Invocation {
             request_id: "card",
             headers: CARD_CONTEXT,
-            event: json!({"order_id": "o-1"}),
+            body: json!({"order_id": "o-1"}).to_string(),
         },
         Invocation {
             request_id: "not-ascii",
             headers: "lambda-runtime-client-context: {\"custom\":{\"name\":\"José\"}}\r\n",
-            event: json!({"order_id": "o-2"}),
+            body: json!({"order_id": "o-2"}).to_string(),
         },
     ])
     .await;
