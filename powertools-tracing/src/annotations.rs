@@ -247,7 +247,9 @@ pub fn annotate(key: impl Into<Key>, value: impl Into<AnnotationValue>) -> bool 
             },
             Err(refusal) => (key, refusal),
         };
-        let first = annotations.first_of_its_kind(refusal);
+        // Marked only when it is logged: one made in silence while another is logged (a
+        // subscriber's) must not use up the kind's warning (found by a review).
+        let first = !saying_refusal() && annotations.first_of_its_kind(refusal);
         Err((key, Some((refusal, first))))
     });
     match outcome {
@@ -328,6 +330,13 @@ thread_local! {
     /// (to mark the traces that logged a warning, say) is refused in silence there, instead of
     /// logging again, and again, until the stack overflows (found by a review).
     static SAYING_REFUSAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is logging a refusal now (or cannot tell).
+fn saying_refusal() -> bool {
+    SAYING_REFUSAL
+        .try_with(std::cell::Cell::get)
+        .unwrap_or(true)
 }
 
 /// Says that `key` was not recorded: `refusal` inside a traced invocation, with whether it is

@@ -4,8 +4,8 @@
 //! global one, so this binary installs one of its own: the refusals recursed until the stack
 //! overflowed and the process aborted (found by a review).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lambda_runtime::tower::{Layer, ServiceExt};
@@ -16,11 +16,26 @@ use powertools_tracing::{Tracer, TracingLayer, annotate};
 use serde_json::{Value, json};
 use tracing_subscriber::layer::SubscriberExt;
 
-/// Counts the events it records, and annotates on each.
-struct Annotating(Arc<AtomicUsize>);
+/// Counts the events it records, keeps the fields of the warnings, and annotates on each.
+struct Annotating(Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>);
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Annotating {
-    fn on_event(&self, _: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() == tracing::Level::WARN {
+            struct Fields(String);
+            impl tracing::field::Visit for Fields {
+                fn record_debug(
+                    &mut self,
+                    field: &tracing::field::Field,
+                    value: &dyn std::fmt::Debug,
+                ) {
+                    self.0.push_str(&format!("{}={value:?} ", field.name()));
+                }
+            }
+            let mut fields = Fields(String::new());
+            event.record(&mut fields);
+            self.1.lock().expect("not poisoned").push(fields.0);
+        }
         if self.0.fetch_add(1, Ordering::Relaxed) > 1_000 {
             // Bounded here, so that a recursion fails the test instead of aborting it.
             return;
@@ -32,8 +47,9 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Annotating {
 #[tokio::test]
 async fn a_subscriber_that_annotates_on_every_event_does_not_recurse() {
     let events = Arc::new(AtomicUsize::new(0));
+    let warnings = Arc::new(Mutex::new(Vec::new()));
     tracing::subscriber::set_global_default(
-        tracing_subscriber::registry().with(Annotating(events.clone())),
+        tracing_subscriber::registry().with(Annotating(events.clone(), warnings.clone())),
     )
     .expect("the only global subscriber of this binary");
 
@@ -71,4 +87,35 @@ async fn a_subscriber_that_annotates_on_every_event_does_not_recurse() {
         .await
         .expect("the invocation succeeds");
     assert!(recorded <= 6, "{recorded} events for three lines");
+
+    // The subscriber's annotation refused in silence (the invocation full) while the handler's
+    // first empty key is logged does not use up the warning of its kind: the handler's own
+    // refusal of that kind after it is still said (found by a review).
+    let tracer = Tracer::builder()
+        .service("orders")
+        .env(Env::empty())
+        .endpoint("http://127.0.0.1:9")
+        .flush_timeout(Duration::from_millis(100))
+        .build()
+        .expect("valid tracer settings");
+    warnings.lock().expect("not poisoned").clear();
+    TracingLayer::new(tracer)
+        .layer(service_fn(|_: LambdaEvent<Value>| async {
+            for key in 0..48 {
+                annotate(format!("key_{key}"), 1_i64);
+            }
+            assert!(!annotate("", 1_i64));
+            assert!(!annotate("order_id", "o-1"));
+            Ok::<_, Diagnostic>(Value::Null)
+        }))
+        .oneshot(TestContext::new().event(json!({})))
+        .await
+        .expect("the invocation succeeds");
+    let warnings = warnings.lock().expect("not poisoned").clone();
+    assert!(
+        warnings
+            .iter()
+            .any(|warning| warning.contains("order_id") && warning.contains("48")),
+        "{warnings:#?}"
+    );
 }

@@ -92,7 +92,7 @@ async fn bake<St: IdempotencyStore>(
 ) -> Result<(), String> {
     let order = record.body;
     // Bounded before anything is claimed, baked or logged: an id is the order's identity, so
-    // spellings of one id (a trailing space, another case or Unicode form) would bake it twice,
+    // spellings of one id (a trailing space, another Unicode form) would bake it twice,
     // and it is on every line (a 200 KB id made a 200 KB line). A message refused here fails on
     // every delivery, until the queue's redrive policy moves it to its dead-letter queue; its
     // reason does not quote it.
