@@ -44,6 +44,17 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Annotating {
     }
 }
 
+/// A tracer whose exports go nowhere (nothing listens on port 9), given up within 100 ms.
+fn tracer() -> Tracer {
+    Tracer::builder()
+        .service("orders")
+        .env(Env::empty())
+        .endpoint("http://127.0.0.1:9")
+        .flush_timeout(Duration::from_millis(100))
+        .build()
+        .expect("valid tracer settings")
+}
+
 #[tokio::test]
 async fn a_subscriber_that_annotates_on_every_event_does_not_recurse() {
     let events = Arc::new(AtomicUsize::new(0));
@@ -58,15 +69,8 @@ async fn a_subscriber_that_annotates_on_every_event_does_not_recurse() {
     tracing::info!("a line before any invocation");
     assert!(events.load(Ordering::Relaxed) <= 2, "{events:?}");
 
-    let tracer = Tracer::builder()
-        .service("orders")
-        .env(Env::empty())
-        .endpoint("http://127.0.0.1:9")
-        .flush_timeout(Duration::from_millis(100))
-        .build()
-        .expect("valid tracer settings");
     let counted = events.clone();
-    let recorded = TracingLayer::new(tracer)
+    let recorded = TracingLayer::new(tracer())
         .layer(service_fn(move |_: LambdaEvent<Value>| {
             let events = counted.clone();
             async move {
@@ -91,15 +95,8 @@ async fn a_subscriber_that_annotates_on_every_event_does_not_recurse() {
     // The subscriber's annotation refused in silence (the invocation full) while the handler's
     // first empty key is logged does not use up the warning of its kind: the handler's own
     // refusal of that kind after it is still said (found by a review).
-    let tracer = Tracer::builder()
-        .service("orders")
-        .env(Env::empty())
-        .endpoint("http://127.0.0.1:9")
-        .flush_timeout(Duration::from_millis(100))
-        .build()
-        .expect("valid tracer settings");
     warnings.lock().expect("not poisoned").clear();
-    TracingLayer::new(tracer)
+    TracingLayer::new(tracer())
         .layer(service_fn(|_: LambdaEvent<Value>| async {
             for key in 0..48 {
                 annotate(format!("key_{key}"), 1_i64);

@@ -229,6 +229,14 @@ fn exception(span: &SpanData) -> Option<(String, String)> {
     Some((get("exception.type"), get("exception.message")))
 }
 
+/// The span's `exception` event, which it must have.
+fn exception_event(span: &SpanData) -> &opentelemetry::trace::Event {
+    span.events
+        .iter()
+        .find(|event| event.name == "exception")
+        .expect("an exception event")
+}
+
 fn is_error(span: &SpanData) -> bool {
     matches!(span.status, Status::Error { .. })
 }
@@ -1449,11 +1457,7 @@ async fn capture_error_false_keeps_the_error_status_and_type_but_not_its_words()
         is_error(&span),
         "the span status is set to error either way"
     );
-    let event = span
-        .events
-        .iter()
-        .find(|event| event.name == "exception")
-        .expect("an exception event");
+    let event = exception_event(&span);
     assert_eq!(
         event
             .attributes
@@ -1473,11 +1477,7 @@ async fn capture_error_false_keeps_the_error_status_and_type_but_not_its_words()
     #[derive(Debug)]
     struct CardDeclined(#[allow(dead_code)] &'static str);
     let (span, _) = failing(CardDeclined("4111"), false).await;
-    let event = span
-        .events
-        .iter()
-        .find(|event| event.name == "exception")
-        .expect("an exception event");
+    let event = exception_event(&span);
     assert!(
         event.attributes[0]
             .value
