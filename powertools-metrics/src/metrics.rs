@@ -742,7 +742,7 @@ impl Metrics {
         reason: &'static str,
     ) -> Result<(), Error> {
         let value_json = Value::from(value);
-        let replaced = {
+        let (replaced, late) = {
             // One lock from the checks to the change: an error leaves the invocation as it
             // was (a first version removed the dimension, then found no room for the metadata;
             // found by a review).
@@ -754,7 +754,6 @@ impl Metrics {
                 self.ended(),
             )
         };
-        let (replaced, late) = replaced;
         warn_refused(name, value, reason, replaced.as_deref());
         if late {
             warn_added_after_end("dimension", name);
@@ -986,7 +985,7 @@ impl Metrics {
             self.defer(move |metrics| metrics.add_metadata(&key, value));
             return Ok(());
         }
-        let refused = {
+        let (refused, late) = {
             let mut state = self.lock();
             if state.dimension_value(key).is_some() {
                 return Err(collision(key, "a dimension"));
@@ -1006,7 +1005,6 @@ impl Metrics {
             insert_metadata(&mut state, key, value);
             (refused, self.ended())
         };
-        let (refused, late) = refused;
         if late {
             warn_added_after_end("metadata", key);
         }
