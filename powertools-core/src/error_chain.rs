@@ -149,11 +149,8 @@ impl fmt::Write for BoundedText {
             self.text.push_str(part);
             return Ok(());
         }
-        let mut end = room;
-        while !part.is_char_boundary(end) {
-            end -= 1;
-        }
-        self.text.push_str(&part[..end]);
+        self.text
+            .push_str(&part[..crate::text::floor_char_boundary(part, room)]);
         Err(fmt::Error)
     }
 }

@@ -80,6 +80,8 @@ pub mod jmespath;
 #[doc(hidden)]
 pub mod json_escape;
 #[doc(hidden)]
+pub mod reentry;
+#[doc(hidden)]
 pub mod serde_message;
 #[cfg(any(test, feature = "testing"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]

@@ -1,5 +1,5 @@
 //! Text that displays as nothing: names that must be seen (an idempotency operation, an order's
-//! location) are refused when made of it alone.
+//! location) are refused when made of it alone; and text cut on a character boundary.
 
 /// Whether `c` is white space, one of Unicode's default-ignorable code points (zero-width spaces
 /// and joiners, the byte order mark, variation selectors, fillers, tags, …: what a renderer draws
@@ -47,4 +47,26 @@ pub fn is_invisible(c: char) -> bool {
 /// ```
 pub fn displays_as_empty(text: &str) -> bool {
     text.chars().all(is_invisible)
+}
+
+/// The largest index at most `index` that is a character boundary of `text` (`text.len()` past
+/// its end): where to cut it to at most `index` bytes. `str::floor_char_boundary`, which is newer
+/// than this crate's oldest Rust.
+///
+/// ```
+/// use powertools_core::text::floor_char_boundary;
+///
+/// assert_eq!(floor_char_boundary("Zürich", 2), 1);
+/// assert_eq!(floor_char_boundary("Zürich", 3), 3);
+/// assert_eq!(floor_char_boundary("Zürich", 99), 7);
+/// ```
+pub fn floor_char_boundary(text: &str, index: usize) -> usize {
+    if index >= text.len() {
+        return text.len();
+    }
+    let mut end = index;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
 }

@@ -441,14 +441,7 @@ enum Other {
 
 /// `name` cut at a character boundary to at most `bytes` bytes.
 fn name_cut(name: &str, bytes: usize) -> String {
-    if name.len() <= bytes {
-        return name.to_owned();
-    }
-    let mut end = bytes;
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
-    name[..end].to_owned()
+    name[..powertools_core::text::floor_char_boundary(name, bytes)].to_owned()
 }
 
 /// A `truncated_keys` value naming every member: the line kept only its standard keys.

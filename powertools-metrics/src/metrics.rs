@@ -1710,12 +1710,10 @@ const SHOWN_VALUE_BYTES: usize = 256;
 fn shown_value(value: &Value) -> String {
     let mut text = value.to_string();
     if text.len() > SHOWN_VALUE_BYTES {
-        // `floor_char_boundary` is newer than this crate's oldest Rust.
-        let mut end = SHOWN_VALUE_BYTES;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
+        text.truncate(powertools_core::text::floor_char_boundary(
+            &text,
+            SHOWN_VALUE_BYTES,
+        ));
         text.push('…');
     }
     text
@@ -1746,21 +1744,7 @@ thread_local! {
 /// value there, whose warning reached it again, until the stack overflowed (a global subscriber
 /// has no reentry guard; found by a review). The value is still written.
 fn say_late(say: impl FnOnce()) {
-    /// Clears the flag when the line is written (or its subscriber unwinds).
-    struct Said;
-    impl Drop for Said {
-        fn drop(&mut self) {
-            let _ = SAYING_LATE.try_with(|saying| saying.set(false));
-        }
-    }
-    if SAYING_LATE
-        .try_with(|saying| saying.replace(true))
-        .unwrap_or(true)
-    {
-        return;
-    }
-    let _said = Said;
-    say();
+    let _ = powertools_core::reentry::unless_reentered(&SAYING_LATE, say);
 }
 
 fn warn_skipped_dimension(name: &str) {

@@ -728,7 +728,7 @@ fn dimension_values_are_never_dropped_or_misreported_without_a_true_warning() {
 #[test]
 fn metadata_that_replaces_a_refused_dimension_value_is_warned_about() {
     let captured = Captured::default();
-    let _guard = tracing::subscriber::set_default(capturing(&captured));
+    let _guard = powertools_tests::set_test_default(capturing(&captured));
     let (metrics, sink) = metrics_in_memory();
     metrics.add_dimension("city", "Zürich").unwrap();
     assert_eq!(
@@ -869,7 +869,7 @@ async fn disabled_metrics_start_with_a_value_they_would_refuse_and_warn_once_at_
                 .build()
                 .unwrap_or_else(|error| panic!("{variable}={value} with {disabling:?}: {error}"));
             let captured = Captured::default();
-            let _guard = tracing::subscriber::set_default(capturing(&captured));
+            let _guard = powertools_tests::set_test_default(capturing(&captured));
             for _ in 0..2 {
                 invoke(&layer, |_| async {
                     powertools_metrics::add_metric("Orders", 1.0, Unit::Count)?;
@@ -998,7 +998,7 @@ fn a_blank_default_dimension_is_refused_when_building() {
 #[tokio::test]
 async fn an_outer_layer_does_not_call_an_invocation_empty_when_an_inner_layer_wrote_its_metrics() {
     let captured = Captured::default();
-    let _guard = tracing::subscriber::set_default(capturing(&captured));
+    let _guard = powertools_tests::set_test_default(capturing(&captured));
     let sink = CheckedSink::new();
     let layer = |raise: bool| {
         builder(&sink)
@@ -1062,7 +1062,7 @@ async fn an_outer_layer_does_not_call_an_invocation_empty_when_an_inner_layer_wr
 async fn review_a_cancelled_nested_invocation_s_documents_count_for_the_outer_layer() {
     for raise in [false, true] {
         let captured = Captured::default();
-        let _guard = tracing::subscriber::set_default(capturing(&captured));
+        let _guard = powertools_tests::set_test_default(capturing(&captured));
         let sink = CheckedSink::new();
         let layer = |raise: bool| {
             builder(&sink)
@@ -1110,7 +1110,7 @@ async fn review_a_cancelled_nested_invocation_s_documents_count_for_the_outer_la
 async fn review_a_nested_invocation_that_panics_in_call_counts_for_the_outer_layer() {
     for raise in [false, true] {
         let captured = Captured::default();
-        let _guard = tracing::subscriber::set_default(capturing(&captured));
+        let _guard = powertools_tests::set_test_default(capturing(&captured));
         let sink = CheckedSink::new();
         let layer = |raise: bool| {
             builder(&sink)
@@ -1263,7 +1263,7 @@ async fn an_invocation_of_single_metrics_only_is_not_empty() {
 #[tokio::test]
 async fn dimensions_and_metadata_added_after_the_invocation_ended_are_said() {
     let captured = Captured::default();
-    let _guard = tracing::subscriber::set_default(capturing(&captured));
+    let _guard = powertools_tests::set_test_default(capturing(&captured));
     let sink = powertools_metrics::MemorySink::new();
     let layer = MetricsLayer::builder()
         .namespace("Bakery")

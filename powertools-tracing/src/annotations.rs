@@ -249,7 +249,8 @@ pub fn annotate(key: impl Into<Key>, value: impl Into<AnnotationValue>) -> bool 
         };
         // Marked only when it is logged: one made in silence while another is logged (a
         // subscriber's) must not use up the kind's warning (found by a review).
-        let first = !saying_refusal() && annotations.first_of_its_kind(refusal);
+        let first = !powertools_core::reentry::is_entered(&SAYING_REFUSAL)
+            && annotations.first_of_its_kind(refusal);
         Err((key, Some((refusal, first))))
     });
     match outcome {
@@ -332,13 +333,6 @@ thread_local! {
     static SAYING_REFUSAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Whether this thread is logging a refusal now (or cannot tell).
-fn saying_refusal() -> bool {
-    SAYING_REFUSAL
-        .try_with(std::cell::Cell::get)
-        .unwrap_or(true)
-}
-
 /// Says that `key` was not recorded: `refusal` inside a traced invocation, with whether it is
 /// the first of its kind there; `None` outside one. As Python's Tracer logs a key it cannot
 /// index: the caller's `false` is easy to ignore, and the annotation would be missing from
@@ -346,22 +340,10 @@ fn saying_refusal() -> bool {
 /// invocation, so that a loop refused 10,000 times logs once; a debug line outside one
 /// (tracing off, or no `TracingLayer`: not a mistake to warn about in every invocation).
 fn say_refused(key: &Key, refusal: Option<(Refusal, bool)>) {
-    /// Clears the flag when the line is written (or its subscriber unwinds).
-    struct Said;
-    impl Drop for Said {
-        fn drop(&mut self) {
-            let _ = SAYING_REFUSAL.try_with(|saying| saying.set(false));
-        }
-    }
-    if refusal.is_some_and(|(_, first)| !first)
-        || SAYING_REFUSAL
-            .try_with(|saying| saying.replace(true))
-            .unwrap_or(true)
-    {
+    if refusal.is_some_and(|(_, first)| !first) {
         return;
     }
-    let _said = Said;
-    match refusal {
+    let _ = powertools_core::reentry::unless_reentered(&SAYING_REFUSAL, || match refusal {
         Some((refusal, _)) => tracing::warn!(
             target: "powertools_tracing",
             annotation = %bounded_key(key),
@@ -375,7 +357,7 @@ fn say_refused(key: &Key, refusal: Option<(Refusal, bool)>) {
             "annotate: no traced invocation here (tracing off, outside a TracingLayer, or a task \
              spawned without the invocation's OpenTelemetry context): not recorded"
         ),
-    }
+    });
 }
 
 /// `key` as a warning quotes it: at most its first 100 bytes (a key taken from an event may be
@@ -534,8 +516,9 @@ mod tests {
     #[test]
     fn a_refused_annotation_is_warned_about_with_its_key_and_why() {
         let captured = Captured::default();
-        let _subscriber =
-            tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
+        let _subscriber = powertools_tests::set_test_default(
+            tracing_subscriber::registry().with(captured.clone()),
+        );
         let warnings = || {
             captured
                 .0
@@ -599,8 +582,9 @@ mod tests {
     #[test]
     fn each_kind_of_refusal_warns_once_per_invocation_and_outside_one_only_at_debug() {
         let captured = Captured::default();
-        let _subscriber =
-            tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
+        let _subscriber = powertools_tests::set_test_default(
+            tracing_subscriber::registry().with(captured.clone()),
+        );
         let levels = || {
             captured
                 .0

@@ -550,6 +550,18 @@ mod tests {
         })
     }
 
+    /// A body that is no JSON value after all (outside what the runtime hands over: its first
+    /// value parsed) is `None` or an end within it, never a panic.
+    #[test]
+    fn a_body_that_is_no_json_value_is_no_panic() {
+        for body in [
+            "", " ", "1e", "1.", "-", "1e+", "t", "fals", "\"open", "{\"a\":", "]",
+        ] {
+            let end = super::json_value_end(body.as_bytes());
+            assert!(end.is_none_or(|end| end <= body.len()), "{body:?}: {end:?}");
+        }
+    }
+
     proptest! {
         /// Where the event's value ends, against serde_json on the same bytes: read as
         /// `lambda_runtime` reads an event (the first value), what follows is trailing exactly
