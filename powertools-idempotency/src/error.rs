@@ -90,9 +90,11 @@ pub enum Error<E = Infallible> {
         store: Option<String>,
     },
     /// A duplicate of a call that succeeded but whose response could not be stored: over the
-    /// store's item limit (DynamoDB: 400 KB), or not representable as JSON (NaN, ±Infinity, a
-    /// map with non-string keys). The handler's side effects happened once and are not run
-    /// again until the record expires; the first caller got the response.
+    /// store's item limit (DynamoDB: 400 KB), not representable as JSON (NaN, ±Infinity, a
+    /// map with non-string keys), or its `Serialize` failed or panicked. The handler's side
+    /// effects happened once and are not run again until the record expires; the first caller
+    /// got the response. The record does not keep the reason: the warning the first call
+    /// logged names it.
     ResponseNotStored {
         /// The idempotency key.
         key: String,
@@ -368,8 +370,9 @@ impl<E> fmt::Display for OwnMessage<'_, E> {
             } => write!(
                 f,
                 "the first call with idempotency key {key}{} succeeded, but its response could \
-                 not be stored (over the item size limit, or not valid JSON); the handler does \
-                 not run again before the record expires at {} (epoch {expires_at})",
+                 not be stored (over the item size limit, not valid JSON, or its serialization \
+                 failed: the warning that call logged says which); the handler does not run \
+                 again before the record expires at {} (epoch {expires_at})",
                 InStore(store),
                 crate::record::rfc3339_seconds(*expires_at)
             ),

@@ -3582,6 +3582,13 @@ async fn store_item_too_large_on_update_completes_without_response() {
         .await;
     assert_eq!(variant(&duplicate), "IdempotencyResponseNotStoredError");
     assert_eq!(n.load(SeqCst), 1);
+    // The record does not keep why: the message says where to find it (it named two of the
+    // three causes, not a `Serialize` that failed; found by an attack from the docs).
+    let message = duplicate.expect_err("not stored").to_string();
+    assert!(
+        message.contains("its serialization failed: the warning that call logged says which"),
+        "{message}"
+    );
 }
 
 /// ItemTooLarge even without a response: the record stays in progress (NotCompleted), the
