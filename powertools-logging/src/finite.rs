@@ -13,9 +13,60 @@ use serde::ser::{
 };
 use serde_json::Value;
 
-/// `value` as a JSON value, a non-finite float as its text.
+/// `value` as a JSON value, a non-finite float as its text; refused when it nests deeper than
+/// [`MAX_VALUE_DEPTH`].
 pub(crate) fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, serde_json::Error> {
-    serde_json::to_value(Finite(value))
+    let value = serde_json::to_value(Finite(value))?;
+    if nests_deeper_than(&value, MAX_VALUE_DEPTH) {
+        return Err(serde::ser::Error::custom(format_args!(
+            "the value nests deeper than {MAX_VALUE_DEPTH} levels: its line would be deeper than \
+             JSON readers take"
+        )));
+    }
+    Ok(value)
+}
+
+/// The deepest a value in a line may nest: serde_json reads documents nested at most 127 levels
+/// deep (`recursion limit exceeded` at 128), and the line's own object is one of them. An
+/// appended value nested 127 levels made a line that `serde_json` (and every tool built on it)
+/// could not read (found by an attack from the docs: the limit was 128, counted with the line
+/// left out).
+pub(crate) const MAX_VALUE_DEPTH: usize = 126;
+
+/// Whether `value` nests arrays and objects more than `limit` levels deep (an empty one counts:
+/// `[[]]` is two). Walked without recursion.
+pub(crate) fn nests_deeper_than(value: &Value, limit: usize) -> bool {
+    fn children(value: &Value) -> Option<Box<dyn Iterator<Item = &Value> + '_>> {
+        match value {
+            Value::Array(items) => Some(Box::new(items.iter())),
+            Value::Object(members) => Some(Box::new(members.values())),
+            _ => None,
+        }
+    }
+    let Some(top) = children(value) else {
+        return false;
+    };
+    if limit == 0 {
+        return true;
+    }
+    // One iterator per open level: the stack's length is the depth of the values it yields.
+    let mut open = vec![top];
+    while let Some(level) = open.last_mut() {
+        match level.next() {
+            Some(child) => {
+                if let Some(grandchildren) = children(child) {
+                    if open.len() >= limit {
+                        return true;
+                    }
+                    open.push(grandchildren);
+                }
+            }
+            None => {
+                open.pop();
+            }
+        }
+    }
+    false
 }
 
 /// A value serialized with its non-finite floats as text.
@@ -83,17 +134,32 @@ impl<S: Serializer> Serializer for AsText<S> {
         serialize_i16(i16),
         serialize_i32(i32),
         serialize_i64(i64),
-        serialize_i128(i128),
         serialize_u8(u8),
         serialize_u16(u16),
         serialize_u32(u32),
         serialize_u64(u64),
-        serialize_u128(u128),
         serialize_char(char),
         serialize_str(&str),
         serialize_bytes(&[u8]),
         serialize_unit_struct(&'static str),
     );
+
+    // serde_json's values hold 64-bit integers only, and refused the rest ("number out of
+    // range"), where a `tracing` field writes the number and Python writes any integer: beyond
+    // 64 bits, the exact digits, as text (found by an attack from the docs).
+    fn serialize_i128(self, value: i128) -> Result<S::Ok, S::Error> {
+        match i64::try_from(value) {
+            Ok(small) => self.0.serialize_i64(small),
+            Err(_) => self.0.serialize_str(&value.to_string()),
+        }
+    }
+
+    fn serialize_u128(self, value: u128) -> Result<S::Ok, S::Error> {
+        match u64::try_from(value) {
+            Ok(small) => self.0.serialize_u64(small),
+            Err(_) => self.0.serialize_str(&value.to_string()),
+        }
+    }
 
     fn serialize_f32(self, value: f32) -> Result<S::Ok, S::Error> {
         if value.is_finite() {
@@ -298,7 +364,7 @@ mod tests {
     use serde::Serialize;
     use serde_json::{Value, json};
 
-    use super::to_value;
+    use super::{MAX_VALUE_DEPTH, nests_deeper_than, to_value};
 
     #[derive(Serialize)]
     struct Unit;
@@ -436,13 +502,64 @@ mod tests {
             .unwrap();
         let error = refused.unwrap_err();
         assert!(error.contains("deeper than 128 levels"), "{error}");
-        // 128 levels are kept, and the counter starts again at zero for the next value.
-        let mut kept = Value::Null;
-        for _ in 0..127 {
-            kept = Value::Array(vec![kept]);
+        // 126 levels are kept (with the line's own object, the 127 serde_json reads), and the
+        // counter starts again at zero for the next value.
+        let kept = nested(126, Value::Null);
+        assert_eq!(to_value(&kept).unwrap(), kept);
+        assert_eq!(to_value(&kept).unwrap(), kept);
+        let error = to_value(&nested(127, Value::Null)).unwrap_err().to_string();
+        assert!(error.contains("deeper than 126 levels"), "{error}");
+    }
+
+    /// `inner` in `levels` arrays, built without recursion.
+    fn nested(levels: usize, inner: Value) -> Value {
+        (0..levels).fold(inner, |value, _| Value::Array(vec![value]))
+    }
+
+    /// The depth is counted as serde_json counts it when it reads: every array and object, an
+    /// empty one too, whichever member holds the deepest, an enum variant's object included.
+    #[test]
+    fn the_depth_is_counted_as_json_readers_count_it() {
+        #[derive(Serialize)]
+        enum Wrapped {
+            Tuple(Value, u8),
         }
-        assert_eq!(to_value(&kept).unwrap(), kept);
-        assert_eq!(to_value(&kept).unwrap(), kept);
+        for (value, depth) in [
+            (json!(1), 0),
+            (json!([]), 1),
+            (json!({}), 1),
+            (nested(3, json!([])), 4),
+            (json!({"a": 1, "b": {"c": [[], [{}]]}, "d": []}), 5),
+            (json!([1, [2, [3]], [[[[]]]], {}]), 5),
+            (
+                serde_json::to_value(Wrapped::Tuple(nested(2, json!(1)), 0)).unwrap(),
+                4,
+            ),
+        ] {
+            assert!(!nests_deeper_than(&value, depth), "{value} within {depth}");
+            if depth > 0 {
+                assert!(
+                    nests_deeper_than(&value, depth - 1),
+                    "{value} deeper than {}",
+                    depth - 1
+                );
+            }
+            // What serde_json reads back: a document 127 deep, not 128.
+            let text = value.to_string();
+            for (wrap, reads) in [(127 - depth, true), (128 - depth, false)] {
+                let line = format!("{}{text}{}", "[".repeat(wrap), "]".repeat(wrap));
+                assert_eq!(
+                    serde_json::from_str::<Value>(&line).is_ok(),
+                    reads,
+                    "{value} in {wrap} arrays"
+                );
+            }
+        }
+        // An enum variant's object is a level: refused past the limit like an array.
+        let deep = Wrapped::Tuple(nested(MAX_VALUE_DEPTH - 1, json!(1)), 0);
+        assert!(to_value(&deep).is_err());
+        let fits = Wrapped::Tuple(nested(MAX_VALUE_DEPTH - 2, json!(1)), 0);
+        assert!(to_value(&fits).is_ok());
     }
 
     #[test]
@@ -466,7 +583,25 @@ mod tests {
         assert_eq!(to_value(&f32::NAN).expect("serializes"), "NaN");
         // What serde_json refuses, this refuses too.
         assert!(to_value(&BTreeMap::from([(vec![1], 1)])).is_err());
-        assert!(to_value(&u128::MAX).is_err());
+    }
+
+    /// A 128-bit integer is written exactly: as a number within 64 bits (what serde_json's
+    /// values hold), as its digits beyond them, where serde_json refused it and the key was not
+    /// written at all (found by an attack from the docs: a `tracing` field writes it, and Python
+    /// writes any integer).
+    #[test]
+    fn a_128_bit_integer_is_written_exactly() {
+        assert_eq!(to_value(&u128::MAX).unwrap(), json!(u128::MAX.to_string()));
+        assert_eq!(to_value(&i128::MIN).unwrap(), json!(i128::MIN.to_string()));
+        let just_past = u128::from(u64::MAX) + 1;
+        assert_eq!(to_value(&just_past).unwrap(), json!("18446744073709551616"));
+        assert_eq!(to_value(&u128::from(u64::MAX)).unwrap(), json!(u64::MAX));
+        assert_eq!(to_value(&i128::from(i64::MIN)).unwrap(), json!(i64::MIN));
+        assert_eq!(to_value(&-1_i128).unwrap(), json!(-1));
+        assert_eq!(
+            to_value(&[Some(u128::MAX), None]).unwrap(),
+            json!([u128::MAX.to_string(), null])
+        );
     }
 
     fn values() -> impl Strategy<Value = Value> {

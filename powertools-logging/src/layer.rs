@@ -18,11 +18,12 @@ use tracing::Instrument;
 use crate::correlation::CorrelationIdPath;
 use crate::correlation::{CorrelationIdFn, CorrelationIdSource, NoCorrelationId};
 use crate::failure::{self, Failure};
+use crate::finite::{MAX_VALUE_DEPTH, nests_deeper_than};
 use crate::invocation::InvocationState;
 use crate::level::Level;
 use crate::logger::{Logger, Shared};
 use crate::scope::Scope;
-use crate::subscriber::{flush_buffer, with_stack_trace};
+use crate::subscriber::{JsonLayer, flush_buffer, with_stack_trace};
 use powertools_core::failure::ErrorDescriptions;
 
 /// Scopes each invocation: every line it writes, from any function it awaits, carries the
@@ -251,7 +252,7 @@ where
         if !shared.checked_subscriber.load(Ordering::Relaxed)
             && !shared.checked_subscriber.swap(true, Ordering::Relaxed)
         {
-            report_missing_subscriber(&self.layer.logger);
+            check_installed_subscriber(&self.layer.logger);
         }
         let invocation = Invocation::new(&event.context);
         let sampled = draw(shared.sample_rate.unwrap_or(0.0), invocation.request_id());
@@ -341,14 +342,23 @@ where
 /// [`RawEventLayer`](crate::RawEventLayer) kept it, else the event itself when it is a
 /// `serde_json::Value` (which holds every field it was sent with). Otherwise `None`, with a
 /// warning the first time.
+///
+/// An event nested deeper than a line can hold ([`MAX_VALUE_DEPTH`]) is its JSON text: under
+/// `message` it made a line that serde_json, and the tools built on it, could not read (found by
+/// an attack from the docs; Lambda sends events nested up to 127 levels).
 fn received_event<T: 'static>(shared: &Shared, request_id: &str, payload: &T) -> Option<Value> {
     if let Some(body) = crate::raw_event::take(request_id) {
-        return Some(serde_json::from_slice(&body).unwrap_or_else(|_| {
+        let text = || Value::String(String::from_utf8_lossy(&body).into_owned());
+        return Some(match serde_json::from_slice(&body) {
+            Ok(value) if !nests_deeper_than(&value, MAX_VALUE_DEPTH) => value,
             // Lambda sends JSON; keep whatever it was as text rather than nothing.
-            Value::String(String::from_utf8_lossy(&body).into_owned())
-        }));
+            _ => text(),
+        });
     }
     if let Some(value) = (payload as &dyn Any).downcast_ref::<Value>() {
+        if nests_deeper_than(value, MAX_VALUE_DEPTH) {
+            return Some(Value::String(value.to_string()));
+        }
         return Some(value.clone());
     }
     if !shared.warned_no_raw_event.swap(true, Ordering::Relaxed) {
@@ -373,22 +383,71 @@ fn log_error(failure: &Failure) {
     );
 }
 
-/// Says, in the logger's own output, that no `tracing` subscriber is installed: every line of
-/// the function, its failure lines included, would be lost without a word (`init()` forgotten).
-fn report_missing_subscriber(logger: &Logger) {
-    let none = tracing::dispatcher::get_default(|dispatch| {
-        dispatch.is::<tracing::subscriber::NoSubscriber>()
+/// The subscriber the layer's lines reach, as far as the layer is concerned.
+enum Installed {
+    /// None: every line is lost.
+    Nothing,
+    /// A logger other than the layer's writes the lines, with its own settings.
+    OtherLogger(Logger),
+    /// The layer's logger, or a subscriber that is not a logger's (the caller's own).
+    Fine,
+}
+
+/// Says, once, what the installed `tracing` subscriber changes about the lines: that there is
+/// none (every line of the function, its failure lines included, would be lost without a word:
+/// `init()` forgotten), in the layer's logger's own output; or that it is another logger's,
+/// whose settings the lines then follow (a second `Logger` built for the layer: its service,
+/// keys, redaction and writer were not used, and a key it was told to redact was written in
+/// clear, without a word; found by an attack from the docs), in that logger's output, where the
+/// lines go.
+fn check_installed_subscriber(logger: &Logger) {
+    let installed = tracing::dispatcher::get_default(|dispatch| {
+        if dispatch.is::<tracing::subscriber::NoSubscriber>() {
+            return Installed::Nothing;
+        }
+        match dispatch.downcast_ref::<JsonLayer>() {
+            Some(json) if !Arc::ptr_eq(&json.logger().shared, &logger.shared) => {
+                Installed::OtherLogger(json.logger().clone())
+            }
+            _ => Installed::Fine,
+        }
     });
-    if none {
-        // At ERROR: every line is lost, and a logger at `POWERTOOLS_LOG_LEVEL=ERROR` must say so.
-        tracing::subscriber::with_default(logger.subscriber(), || {
-            tracing::error!(
-                target: "powertools_logging",
-                "no tracing subscriber is installed, so this function's log lines are dropped: \
-                 call init() on the Logger (or on Powertools) in main, before the runtime starts"
+    match installed {
+        Installed::Nothing => report_missing_subscriber(logger),
+        Installed::OtherLogger(installed) => {
+            /// The most of a service name the warning quotes.
+            const SERVICE_BYTES: usize = 64;
+            let service = |logger: &Logger| {
+                let name = &logger.shared.service;
+                name[..powertools_core::text::floor_char_boundary(name, SERVICE_BYTES)].to_owned()
+            };
+            installed.shared.notice(
+                Level::Warn,
+                &format!(
+                    "this LoggingLayer was given a Logger other than the one installed as the \
+                     tracing subscriber: its lines are written by the installed one (service \
+                     {:?}), with that logger's keys, redaction, level and writer, and this \
+                     layer's logger's (service {:?}) are not used. Give the layer the Logger \
+                     you installed (a clone of it), or install the layer's",
+                    service(&installed),
+                    service(logger),
+                ),
             );
-        });
+        }
+        Installed::Fine => {}
     }
+}
+
+/// Says, in the logger's own output, that no `tracing` subscriber is installed.
+fn report_missing_subscriber(logger: &Logger) {
+    // At ERROR: every line is lost, and a logger at `POWERTOOLS_LOG_LEVEL=ERROR` must say so.
+    tracing::subscriber::with_default(logger.subscriber(), || {
+        tracing::error!(
+            target: "powertools_logging",
+            "no tracing subscriber is installed, so this function's log lines are dropped: \
+             call init() on the Logger (or on Powertools) in main, before the runtime starts"
+        );
+    });
 }
 
 /// Writes the failure line of an invocation whose handler panicked.

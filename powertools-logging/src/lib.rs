@@ -155,6 +155,10 @@
 //!   persistent key's value, is written as its text (`"NaN"`, `"inf"`, `"-inf"`), where Python's
 //!   `json.dumps` writes a bare `NaN` or `Infinity` that makes the line invalid JSON (Logs
 //!   Insights then reads none of its keys), and serde_json alone would write `null`.
+//! - An integer beyond 64 bits (`u128`, `i128`) in an appended or persistent key's value is
+//!   written as its digits in a string (`"340282366920938463463374607431768211455"`), where
+//!   Python writes the number: serde_json's values, which hold the keys, have 64-bit integers
+//!   (a field of an event writes the number).
 //! - `correlation_id` is always a string: an id found at a JMESPath expression that is a
 //!   number, a boolean, an object or an array is written as its JSON text, where Python writes
 //!   the value with its JSON type. A query that compares it with a number needs the text.
@@ -291,7 +295,8 @@ pub(crate) fn key_value(key: &str, value: impl Serialize) -> Result<Value, Error
 /// # Errors
 /// [`Error::NoCurrentInvocation`] outside an invocation of a [`LoggingLayer`] and outside a
 /// [`key_scope`], [`Error::ReservedKey`], or [`Error::Serialization`] (a value that does not
-/// serialize, or that nests deeper than the 128 levels JSON readers take).
+/// serialize, or that nests deeper than 126 levels: its line, one more, would be deeper than the
+/// 127 that serde_json reads).
 pub fn append_key(key: &str, value: impl Serialize) -> Result<(), Error> {
     let value = key_value(key, value)?;
     Scope::with_current(|scope| {

@@ -371,6 +371,28 @@ impl Logger {
     }
 }
 
+/// `text` without the underscores Python's `float` reads between digits (`0.0_5` is `0.05`, PEP
+/// 515); an underscore anywhere else is kept, for the parse to refuse (`_0.5`, `0__5`, `0._5`),
+/// as Python does. Rust's `f64` reads none of them, and a rate Python takes stopped the start
+/// (found by an attack from the docs).
+fn python_float_digits(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains('_') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let bytes = text.as_bytes();
+    let between_digits = |at: usize| {
+        at > 0
+            && bytes[at - 1].is_ascii_digit()
+            && bytes.get(at + 1).is_some_and(u8::is_ascii_digit)
+    };
+    std::borrow::Cow::Owned(
+        text.char_indices()
+            .filter(|&(at, c)| c != '_' || !between_digits(at))
+            .map(|(_, c)| c)
+            .collect(),
+    )
+}
+
 /// Builds a [`Logger`]. Options set here win over the environment, except that Lambda's own
 /// level (`AWS_LAMBDA_LOG_LEVEL`) wins over every level.
 #[derive(Default)]
@@ -583,7 +605,7 @@ impl LoggerBuilder {
                 POWERTOOLS_LOGGER_SAMPLE_RATE,
                 "a number from 0.0 to 1.0",
                 |text| {
-                    text.trim()
+                    python_float_digits(text.trim())
                         .parse::<f64>()
                         .ok()
                         .filter(|rate| (0.0..=1.0).contains(rate))

@@ -106,6 +106,11 @@ impl JsonLayer {
         JsonLayer { logger, max_level }
     }
 
+    /// The logger whose settings the lines follow.
+    pub(crate) fn logger(&self) -> &Logger {
+        &self.logger
+    }
+
     fn shared(&self) -> &Shared {
         &self.logger.shared
     }

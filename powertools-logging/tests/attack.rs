@@ -2041,6 +2041,81 @@ fn huge_event_is_bounded() {
     assert_eq!(with_message(&lines, "handled").len(), 1);
 }
 
+/// `inner` in `levels` arrays, built without recursion.
+fn nested(levels: usize, inner: Value) -> Value {
+    (0..levels).fold(inner, |value, _| Value::Array(vec![value]))
+}
+
+/// serde_json reads a document nested at most 127 levels deep, and a line's own object is one:
+/// a value appended or logged as the event takes at most 126. An appended value 127 deep and an
+/// event 127 deep (which Lambda sends: its runtime reads 127) made lines that did not parse
+/// (found by an attack from the docs; the README says such a value is refused, such an event cut
+/// as its text).
+#[test]
+fn no_line_nests_deeper_than_json_readers_take() {
+    let (logger, logs) = logger(Logger::builder().log_event(true));
+    let deep_event = nested(127, json!("floor"));
+    let fitting_event = nested(126, json!("floor"));
+    run(&logger, async {
+        for event in [deep_event.clone(), fitting_event.clone()] {
+            invoke(&logger, TestContext::new(), event, |_| async {
+                powertools_logging::append_key("fits", nested(126, json!(1)))?;
+                let refused = powertools_logging::append_key("deep", nested(127, json!(1)));
+                assert!(
+                    matches!(
+                        refused,
+                        Err(powertools_logging::Error::Serialization { .. })
+                    ),
+                    "{refused:?}"
+                );
+                let refused = powertools_logging::append_key("empty", nested(127, json!([])));
+                assert!(refused.is_err(), "an empty array is a level too");
+                tracing::info!("handled");
+                Ok(json!({}))
+            })
+            .await
+            .unwrap();
+        }
+        // As Lambda sends it, through RawEventLayer: the body is read, 127 deep.
+        let mut body =
+            serde_json::to_value(aws_lambda_events::apigw::ApiGatewayV2httpRequest::default())
+                .unwrap();
+        body["unknownField"] = nested(126, json!("floor"));
+        assert!(serde_json::from_str::<Value>(&body.to_string()).is_ok());
+        raw_stack(&logger)
+            .oneshot(raw_invocation("r-deep", serde_json::to_vec(&body).unwrap()))
+            .await
+            .unwrap();
+    });
+    // Every line parses (`check` reads each with serde_json).
+    let lines = check_default(&logs);
+    let events: Vec<&Value> = lines
+        .iter()
+        .filter(|line| !matches!(line["message"].as_str(), Some("handled" | "typed handler")))
+        .collect();
+    assert_eq!(events.len(), 3, "{lines:?}");
+    assert_eq!(
+        events[0]["message"].as_str(),
+        Some(deep_event.to_string().as_str()),
+        "too deep: its text"
+    );
+    assert_eq!(
+        events[1]["message"], fitting_event,
+        "fits: the event itself"
+    );
+    let raw = events[2]["message"].as_str().expect("too deep: its text");
+    assert!(raw.contains("unknownField"), "{raw}");
+    let handled = with_message(&lines, "handled");
+    assert_eq!(handled.len(), 2);
+    for line in handled {
+        assert_eq!(line["fits"], nested(126, json!(1)));
+        assert!(
+            line.get("deep").is_none() && line.get("empty").is_none(),
+            "{line}"
+        );
+    }
+}
+
 /// What the runtime does: deserializes the body, then calls the handler's service, in `call`.
 #[derive(Clone)]
 struct Deserialize<S>(S);

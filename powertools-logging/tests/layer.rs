@@ -430,6 +430,34 @@ async fn lambdas_level_wins_and_a_more_verbose_setting_is_warned_about() {
             .to_string()
             .contains("POWERTOOLS_LOGGER_SAMPLE_RATE")
     );
+    // Read as Python's `float` reads it: underscores between digits (PEP 515) are separators
+    // (`0.0_5` stopped the start; found by an attack from the docs), and anywhere else refused;
+    // `0_5` is 5, out of range.
+    for (text, rate) in [
+        ("0.0_5", Some(0.05)),
+        ("1_0e-1", Some(1.0)),
+        (" 0.2_5 ", Some(0.25)),
+    ] {
+        let logger = builder(&MemoryLogs::new())
+            .env(Env::from_pairs([("POWERTOOLS_LOGGER_SAMPLE_RATE", text)]))
+            .build()
+            .unwrap_or_else(|error| panic!("{text:?}: {error}"));
+        assert!(
+            format!("{logger:?}").contains(&format!("sample_rate: {rate:?}")),
+            "{text:?}: {logger:?}"
+        );
+    }
+    for text in ["0_5", "_0.5", "0.5_", "0__5", "0._5", "0.5e_1"] {
+        let refused = builder(&MemoryLogs::new())
+            .env(Env::from_pairs([("POWERTOOLS_LOGGER_SAMPLE_RATE", text)]))
+            .build()
+            .expect_err(text)
+            .to_string();
+        assert!(
+            refused.contains("POWERTOOLS_LOGGER_SAMPLE_RATE"),
+            "{refused}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -1103,4 +1131,65 @@ async fn an_error_whose_display_panics_is_still_a_failure_line() {
         "{}",
         failures[0]
     );
+}
+
+/// A layer given a `Logger` other than the one installed as the subscriber (a second one built
+/// for the layer, after `init()` of the first): the lines follow the installed one's settings,
+/// and the layer's (its service, a key to redact, its writer) were not used, without a word
+/// (found by an attack from the docs: the key the layer's logger redacts was written in clear).
+/// The layer says so once, where the lines go; the same logger, or a subscriber of the
+/// caller's own, is not warned about.
+#[tokio::test(flavor = "current_thread")]
+async fn a_layer_whose_logger_is_not_the_installed_one_says_so_once() {
+    let build = |service: &str, logs: &MemoryLogs| {
+        Logger::builder()
+            .service(service)
+            .redact_key("card_number")
+            .writer(logs.clone())
+            .env(Env::empty())
+            .build()
+            .unwrap()
+    };
+    let installed_logs = MemoryLogs::new();
+    let installed = build("subscriber-logger", &installed_logs);
+    let layer_logs = MemoryLogs::new();
+    let layer_logger = build("layer-logger", &layer_logs);
+    let warnings = |logs: &MemoryLogs| -> Vec<String> {
+        logs.json()
+            .iter()
+            .filter(|line| line["level"] == "WARN")
+            .filter_map(|line| line["message"].as_str().map(str::to_owned))
+            .filter(|message| message.contains("other than the one installed"))
+            .collect()
+    };
+    let invoke_twice = |layer: LoggingLayer| async move {
+        for request in ["req-1", "req-2"] {
+            layer
+                .layer(service_fn(|_: LambdaEvent<Value>| async {
+                    Ok::<_, lambda_runtime::Error>(json!({}))
+                }))
+                .oneshot(TestContext::new().with_request_id(request).event(json!({})))
+                .await
+                .unwrap();
+        }
+    };
+    {
+        let _installed = tracing::subscriber::set_default(installed.subscriber());
+        invoke_twice(LoggingLayer::new(layer_logger.clone())).await;
+        let said = warnings(&installed_logs);
+        assert_eq!(said.len(), 1, "once, where the lines go: {said:?}");
+        for named in ["\"subscriber-logger\"", "\"layer-logger\"", "a clone of it"] {
+            assert!(said[0].contains(named), "{named}: {}", said[0]);
+        }
+        // The installed logger's own layer: nothing to say.
+        invoke_twice(LoggingLayer::new(installed.clone())).await;
+        assert_eq!(warnings(&installed_logs).len(), 1);
+    }
+    // A subscriber of the caller's own (no powertools logger in it): the caller chose it.
+    let other_logs = MemoryLogs::new();
+    let other = build("other", &other_logs);
+    let _foreign = tracing::subscriber::set_default(tracing_subscriber::registry());
+    invoke_twice(LoggingLayer::new(other)).await;
+    assert!(warnings(&other_logs).is_empty());
+    assert!(warnings(&layer_logs).is_empty());
 }
