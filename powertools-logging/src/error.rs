@@ -4,11 +4,12 @@
 pub enum Error {
     /// Not one of the level names.
     #[error(
-        "invalid log level {level:?}: expected {}",
+        "invalid log level {}: expected {}",
+        powertools_core::env::shown(level),
         powertools_core::env::LOG_LEVEL_NAMES
     )]
     InvalidLevel {
-        /// The level given.
+        /// The level given (the message quotes its start: it can be long).
         level: String,
     },
     /// A sampling rate outside 0.0..=1.0.

@@ -124,6 +124,22 @@ pub(crate) fn resolve(alc: Option<Level>, code: Option<Level>, env: Option<Level
 
 #[cfg(test)]
 mod tests {
+    /// A long level in code is quoted by its start, as one from a variable is (found by an
+    /// attack from the docs, on the metrics namespace's message).
+    #[test]
+    fn a_long_level_is_quoted_by_its_start() {
+        let message = "LOUD"
+            .repeat(50_000)
+            .parse::<Level>()
+            .unwrap_err()
+            .to_string();
+        assert!(message.len() < 300, "{}", message.len());
+        assert!(
+            message.contains(&format!("\"{}\"…", "LOUD".repeat(16))),
+            "{message}"
+        );
+    }
+
     use super::*;
 
     #[test]

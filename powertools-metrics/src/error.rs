@@ -15,20 +15,24 @@ pub enum Error {
     )]
     MissingNamespace,
     /// The namespace breaks CloudWatch's rules.
-    #[error("invalid metrics namespace {namespace:?}: {reason}")]
+    #[error(
+        "invalid metrics namespace {}: {reason}",
+        powertools_core::env::shown(namespace)
+    )]
     InvalidNamespace {
-        /// The namespace.
+        /// The namespace (the message quotes its start: it can be long).
         namespace: String,
         /// Which rule it breaks.
         reason: &'static str,
     },
     /// Not one of the CloudWatch units.
     #[error(
-        "invalid metric unit {unit:?}: expected one of the CloudWatch units: {}",
+        "invalid metric unit {}: expected one of the CloudWatch units: {}",
+        powertools_core::env::shown(unit),
         crate::unit::unit_names()
     )]
     InvalidUnit {
-        /// The unit given.
+        /// The unit given (the message quotes its start: it can be long).
         unit: String,
     },
     /// A storage resolution other than 60 or 1 second.
@@ -38,9 +42,9 @@ pub enum Error {
         seconds: u64,
     },
     /// A metric name CloudWatch would refuse.
-    #[error("invalid metric name {name:?}: {reason}")]
+    #[error("invalid metric name {}: {reason}", powertools_core::env::shown(name))]
     InvalidMetricName {
-        /// The name.
+        /// The name (the message quotes its start: it can be long).
         name: String,
         /// Which rule it breaks.
         reason: &'static str,
@@ -83,11 +87,12 @@ pub enum Error {
     },
     /// A dimension name or value CloudWatch would refuse.
     #[error(
-        "invalid dimension {name:?} (value {}): {reason}",
+        "invalid dimension {} (value {}): {reason}",
+        powertools_core::env::shown(name),
         powertools_core::env::shown(value)
     )]
     InvalidDimension {
-        /// The dimension name.
+        /// The dimension name (the message quotes its start: it can be long).
         name: String,
         /// The dimension value (the message quotes its start: it can be long).
         value: String,
@@ -124,12 +129,13 @@ pub enum Error {
     /// Metadata (with the dimensions) that would make a document larger than a CloudWatch Logs
     /// event can be, so that no document holding it could be written whole.
     #[error(
-        "{key:?} would make this invocation's documents about {size} bytes of dimensions and \
+        "{} would make this invocation's documents about {size} bytes of dimensions and \
          metadata, over the {limit}-byte budget that keeps each document under CloudWatch Logs' \
-         256 KB event limit"
+         256 KB event limit",
+        powertools_core::env::shown(key)
     )]
     DocumentTooLarge {
-        /// The metadata key that was refused.
+        /// The metadata key that was refused (the message quotes its start: it can be long).
         key: String,
         /// The size the dimensions and metadata would have had, in bytes.
         size: usize,

@@ -1329,3 +1329,46 @@ async fn dimensions_and_metadata_added_after_the_invocation_ended_are_said() {
         "{warnings:?}"
     );
 }
+
+/// A value a rule refuses because of its length (a namespace, a metric or dimension name, a
+/// metadata key, a unit) is quoted by its start, as every error from a variable is: the whole of
+/// a 200 KB namespace was in the message (found by an attack from the docs; `init_failed` sends
+/// the message to Lambda).
+#[test]
+fn errors_quote_the_start_of_a_long_value() {
+    let huge = "N".repeat(200_000);
+    let start = format!("\"{}\"…", "N".repeat(powertools_core::env::MAX_SHOWN_CHARS));
+    let namespace = MetricsLayer::builder()
+        .env(Env::from_pairs([(
+            "POWERTOOLS_METRICS_NAMESPACE",
+            huge.as_str(),
+        )]))
+        .build()
+        .unwrap_err();
+    let in_code = MetricsLayer::builder()
+        .namespace(huge.clone())
+        .env(Env::empty())
+        .build()
+        .unwrap_err();
+    let metrics = MetricsLayer::builder()
+        .namespace("Bakery")
+        .sink(powertools_metrics::MemorySink::new())
+        .env(Env::empty())
+        .build()
+        .unwrap()
+        .new_metrics();
+    let name = metrics.add_metric(&huge, 1.0, Unit::Count).unwrap_err();
+    let dimension = metrics.add_dimension(&huge, "eu").unwrap_err();
+    let key = metrics.add_metadata(&huge, 1).unwrap_err();
+    let unit = huge.parse::<Unit>().unwrap_err();
+    for error in [namespace, in_code, name, dimension, key, unit] {
+        let message = error.to_string();
+        assert!(
+            message.len() < 700,
+            "{} bytes: {}",
+            message.len(),
+            &message[..300]
+        );
+        assert!(message.contains(&start), "{message}");
+    }
+}
