@@ -1195,6 +1195,39 @@ mod tests {
         }
     }
 
+    /// The failure line of an event the handler's type cannot hold says `cold_start`, as every
+    /// line of an invocation does: it said `extra_cold_start`, the name a field takes beside a
+    /// standard key, which a Logs Insights query on `cold_start` misses (found by an attack on
+    /// the facade from the docs).
+    #[cfg(feature = "logging")]
+    #[tokio::test]
+    async fn an_invalid_event_s_failure_line_says_cold_start() {
+        use lambda_runtime::{Context as LambdaContext, service_fn};
+        let logs = powertools_logging::MemoryLogs::new();
+        let logger = powertools_logging::Logger::builder()
+            .service("orders")
+            .writer(logs.clone())
+            .env(powertools_core::env::Env::empty())
+            .build()
+            .unwrap();
+        let _subscriber = powertools_tests::set_test_default(logger.subscriber());
+        let mut service = ReadEvent::new(service_fn(|event: LambdaEvent<Order>| async move {
+            Ok::<_, Diagnostic>(event.payload.id)
+        }));
+        let invalid: EventOf<Order> = serde_json::from_str(r#"{"id":1}"#).unwrap();
+        service
+            .call(LambdaEvent::new(invalid, LambdaContext::default()))
+            .await
+            .failed();
+        let lines = logs.json();
+        let failure = lines
+            .iter()
+            .find(|line| line["exception_name"] == "InvalidEvent")
+            .unwrap_or_else(|| panic!("{lines:?}"));
+        assert!(failure["cold_start"].is_boolean(), "{failure}");
+        assert!(failure.get("extra_cold_start").is_none(), "{failure}");
+    }
+
     #[tokio::test]
     async fn an_invalid_event_fails_with_invalid_event_without_calling_the_handler() {
         use lambda_runtime::{Context as LambdaContext, service_fn};

@@ -92,6 +92,8 @@ use serde::{Deserialize, Serialize};
 /// `lambda_runtime` stops without answering it (aws-lambda-rust-runtime#559; Lambda reports
 /// that invocation as `Runtime.ExitError` and starts a new environment for the next): the error
 /// names the two headers and leaves out the value, which `lambda_runtime`'s own message quotes.
+/// A `Lambda-Runtime-Deadline-Ms` that is not a number (Lambda always sends one; an emulator or
+/// a proxy in front may not) stops it the same way, and the error names that header.
 /// Under [`run_concurrent`], such an invocation ends one worker (`lambda_runtime` logs it, with
 /// its message), and the runtime stops when none is left.
 pub async fn run<A, F, R, B, S, D, E>(handler: F) -> Result<(), lambda_runtime::Error>
@@ -194,6 +196,11 @@ fn runtime_stopped(error: lambda_runtime::Error) -> lambda_runtime::Error {
          caller sets)";
     const UNANSWERED: &str = "aws-lambda-rust-runtime#559: lambda_runtime stops at such an \
          invocation without answering it, and Lambda reports it as Runtime.ExitError";
+    const DEADLINE: &str = "an invocation's Lambda-Runtime-Deadline-Ms header is not a number \
+         of milliseconds";
+    const DEADLINE_UNANSWERED: &str = "Lambda always sends one: an emulator or a proxy in \
+         front of the Runtime API sent this; lambda_runtime stops at such an invocation without \
+         answering it";
     let error = match error.downcast::<serde_json::Error>() {
         Ok(unread) => {
             return Box::new(RuntimeStopped(format!(
@@ -204,6 +211,14 @@ fn runtime_stopped(error: lambda_runtime::Error) -> lambda_runtime::Error {
         }
         Err(error) => error,
     };
+    // Lambda always sends a deadline; an emulator or a proxy in front may send one that is not
+    // a number, and the runtime's error said only `invalid digit found in string` (found by an
+    // attack on the facade from the docs).
+    if let Some(unread) = error.downcast_ref::<std::num::ParseIntError>() {
+        return Box::new(RuntimeStopped(format!(
+            "lambda_runtime stopped: {DEADLINE}: {unread} ({DEADLINE_UNANSWERED})"
+        )));
+    }
     if error.is::<http::header::ToStrError>() {
         return Box::new(RuntimeStopped(format!(
             "lambda_runtime stopped: a header of an invocation is not visible ASCII, such as \
@@ -227,6 +242,12 @@ fn runtime_stopped(error: lambda_runtime::Error) -> lambda_runtime::Error {
         .ok()
         .and_then(|value| value.to_str().err())
         .map(|error| error.to_string());
+    // The standard library's words for a deadline that is not a number.
+    let not_a_number: Vec<String> = ["", "soon", "99999999999999999999999"]
+        .into_iter()
+        .filter_map(|text| text.parse::<u64>().err())
+        .map(|error| error.to_string())
+        .collect();
     let mut cleared = false;
     for failure in failures {
         let Some(serde_json::Value::String(message)) = failure.get_mut("err") else {
@@ -236,6 +257,9 @@ fn runtime_stopped(error: lambda_runtime::Error) -> lambda_runtime::Error {
             powertools_core::serde_message::without_quoted_values(message)
         {
             *message = format!("{without}: {HEADERS} does not read ({UNANSWERED})");
+            cleared = true;
+        } else if not_a_number.contains(message) {
+            *message = format!("{message}: {DEADLINE} ({DEADLINE_UNANSWERED})");
             cleared = true;
         } else if not_ascii.as_deref() == Some(message.as_str()) {
             *message = format!(

@@ -53,14 +53,20 @@ async fn runtime_api(invocations: Vec<Invocation>) -> (String, Arc<Mutex<Vec<Req
                     continue;
                 };
                 let body = invocation.body;
-                let deadline = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_millis()
-                    + 60_000;
+                // Unless the invocation sets its own.
+                let deadline = if invocation.headers.contains("lambda-runtime-deadline-ms") {
+                    String::new()
+                } else {
+                    let at = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_millis()
+                        + 60_000;
+                    format!("lambda-runtime-deadline-ms: {at}\r\n")
+                };
                 let answer = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
-                     lambda-runtime-aws-request-id: {}\r\nlambda-runtime-deadline-ms: {deadline}\r\n\
+                     lambda-runtime-aws-request-id: {}\r\n{deadline}\
                      lambda-runtime-invoked-function-arn: \
                      arn:aws:lambda:eu-west-1:123456789012:function:orders\r\n{}\
                      content-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -266,6 +272,39 @@ async fn a_client_context_that_ends_run_concurrent_s_workers_is_said_without_its
     let recorded = requests.lock().unwrap().clone();
     assert_no_init_error(&recorded, &printed);
     assert!(!printed.contains("4111"), "{printed}");
+}
+
+/// A `Lambda-Runtime-Deadline-Ms` that is not a number stops `lambda_runtime` (Lambda always
+/// sends one; an emulator or a proxy in front may not): the error names the header, under `run`
+/// and in each `run_concurrent` worker's, where it said only "invalid digit found in string"
+/// (found by an attack on the facade from the docs).
+#[tokio::test]
+async fn a_deadline_that_does_not_read_is_named() {
+    const TEST: &str = "a_deadline_that_does_not_read_is_named";
+    if std::env::var_os(CHILD).is_some() {
+        return function(&["Lambda-Runtime-Deadline-Ms", "invalid digit"]).await;
+    }
+    for (concurrency, deadlines) in [
+        (None, ["soon", ""]),
+        (Some("2"), ["-5", "99999999999999999999999"]),
+    ] {
+        let invocations = deadlines
+            .iter()
+            .zip(["first", "second"])
+            .filter(|(deadline, _)| !deadline.is_empty())
+            .map(|(deadline, request_id)| Invocation {
+                request_id,
+                headers: Box::leak(
+                    format!("lambda-runtime-deadline-ms: {deadline}\r\n").into_boxed_str(),
+                ),
+                body: json!({"order_id": "o-1"}).to_string(),
+            })
+            .collect();
+        let (address, requests) = runtime_api(invocations).await;
+        let printed = function_process(TEST, &address, concurrency).await;
+        let recorded = requests.lock().unwrap().clone();
+        assert_no_init_error(&recorded, &printed);
+    }
 }
 
 /// The function, in the child process: `run` (or `run_concurrent`, as the environment says)
