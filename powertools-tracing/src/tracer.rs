@@ -417,7 +417,8 @@ impl TracerBuilder {
     /// A PEM file of the certificates to trust for an `https://` endpoint, instead of the
     /// system's trust store (default: `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`, else
     /// `OTEL_EXPORTER_OTLP_CERTIFICATE`, else the system's). [`build`](Self::build) fails,
-    /// naming the file, when it cannot be read or a certificate in it is not valid.
+    /// naming the file, when it cannot be read or a certificate in it is not valid. With a
+    /// plain `http://` endpoint it is not used, nor read.
     pub fn certificate(mut self, pem_file: impl Into<PathBuf>) -> Self {
         self.certificate = Some(pem_file.into());
         self

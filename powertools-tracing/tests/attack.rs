@@ -2961,6 +2961,14 @@ fn a_missing_certificate_file_is_an_error_naming_it() {
             text.contains(var) || text.contains("/nonexistent/ca.pem"),
             "{var}: {text}"
         );
+        // With a plain `http://` endpoint nothing would use it: not read, as the README says
+        // (and as the OpenTelemetry SDKs do), so a platform-wide variable does not stop a
+        // function exporting to a local collector.
+        Tracer::builder()
+            .env(env_with(&[(var, "/nonexistent/ca.pem")]))
+            .endpoint("http://127.0.0.1:4318/v1/traces")
+            .build()
+            .unwrap_or_else(|error| panic!("{var} with http://: {error}"));
     }
 }
 
