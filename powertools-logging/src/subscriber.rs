@@ -192,9 +192,9 @@ impl JsonLayer {
             // handler's type cannot hold, which no layer saw) gives the invocation's
             // `cold_start` as a field: the standard key, as every invocation line has it, not
             // `extra_cold_start` (found by an attack on the facade from the docs).
-            let standard =
-                FAILURE_KEYS.contains(name) || (invocation.is_none() && *name == "cold_start");
-            let written = if fields.failure_marker && standard {
+            let written = if fields.failure_marker
+                && (FAILURE_KEYS.contains(name) || (invocation.is_none() && *name == "cold_start"))
+            {
                 line.own_key(name)
             } else {
                 line.user_key(name)
