@@ -9,14 +9,21 @@ pub(crate) struct LogBuffer {
     bytes: usize,
     max_bytes: usize,
     evicted: usize,
+    /// Whether a line over the budget was handed back in this invocation already.
+    refused_one: bool,
 }
 
 /// What [`LogBuffer::push`] did.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Pushed {
     Buffered,
-    /// The line alone is over the budget: the caller writes it directly.
-    TooLarge(Vec<u8>),
+    /// The line alone is over the budget: the caller writes it directly, saying so for the
+    /// invocation's first such line (`first`), with the budget (`max_bytes`).
+    TooLarge {
+        line: Vec<u8>,
+        first: bool,
+        max_bytes: usize,
+    },
 }
 
 impl LogBuffer {
@@ -26,13 +33,18 @@ impl LogBuffer {
             bytes: 0,
             max_bytes,
             evicted: 0,
+            refused_one: false,
         }
     }
 
     /// Keeps `line`, evicting the oldest lines until it fits.
     pub(crate) fn push(&mut self, line: Vec<u8>) -> Pushed {
         if line.len() > self.max_bytes {
-            return Pushed::TooLarge(line);
+            return Pushed::TooLarge {
+                line,
+                first: !std::mem::replace(&mut self.refused_one, true),
+                max_bytes: self.max_bytes,
+            };
         }
         while self.bytes + line.len() > self.max_bytes {
             match self.lines.pop_front() {
@@ -62,6 +74,7 @@ impl LogBuffer {
         self.lines.clear();
         self.bytes = 0;
         self.evicted = 0;
+        self.refused_one = false;
     }
 }
 
@@ -86,8 +99,16 @@ mod tests {
         let mut buffer = LogBuffer::new(4);
         assert_eq!(
             buffer.push(b"too long".to_vec()),
-            Pushed::TooLarge(b"too long".to_vec())
+            Pushed::TooLarge {
+                line: b"too long".to_vec(),
+                first: true,
+                max_bytes: 4
+            }
         );
+        assert!(matches!(
+            buffer.push(b"again".to_vec()),
+            Pushed::TooLarge { first: false, .. }
+        ));
         assert!(buffer.take().0.is_empty());
     }
 }

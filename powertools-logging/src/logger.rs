@@ -293,9 +293,25 @@ impl Shared {
         self.sink.write_line(line);
     }
 
-    /// A line of the logger's own (a configuration warning, a buffer notice).
+    /// A line of the logger's own (a configuration warning).
     pub(crate) fn notice(&self, level: Level, message: &str) {
         let line = self.open_line(level, message).finish();
+        self.write(&line);
+        crate::json::recycle_line(line);
+    }
+
+    /// A line of the logger's own about one invocation (a buffer notice), with its Lambda
+    /// context (`function_request_id`, `cold_start`, …): under concurrent invocations it says
+    /// which one (found by an attack from the docs: it had none).
+    pub(crate) fn invocation_notice(
+        &self,
+        invocation: &crate::invocation::InvocationState,
+        level: Level,
+        message: &str,
+    ) {
+        let mut line = self.open_line(level, message);
+        line.reserved_members(&invocation.lambda_members);
+        let line = line.finish();
         self.write(&line);
         crate::json::recycle_line(line);
     }

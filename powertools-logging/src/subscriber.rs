@@ -11,7 +11,9 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::buffer::Pushed;
 use crate::failure::StackTrace;
 use crate::invocation::InvocationState;
-use crate::json::{FAILURE_KEYS, FieldCollector, redacted_message, write_str};
+use crate::json::{
+    FAILURE_KEYS, FieldCollector, REDACTED, masked_json_text, redacted_message, write_str,
+};
 use crate::level::Level;
 use crate::logger::{Logger, Shared};
 use crate::scope::Scope;
@@ -165,7 +167,17 @@ impl JsonLayer {
             .as_ref()
             .and_then(|keys| keys.correlation_id.as_deref())
         {
-            line.str_member("correlation_id", correlation_id);
+            // Masked as a string field is: an id taken at a path one level short (the
+            // `headers` object, as its JSON text) or set from a caller's value can hold a
+            // masked key (it was written as it was; found by an attack from the docs).
+            if shared.redactor.masks("correlation_id") {
+                line.str_member("correlation_id", REDACTED);
+            } else {
+                match masked_json_text(correlation_id, &shared.redactor) {
+                    Some(masked) => line.str_member("correlation_id", &masked),
+                    None => line.str_member("correlation_id", correlation_id),
+                }
+            }
         }
         // Whenever a rate is configured, 0 included, as Python writes it (found by an attack).
         if let Some(rate) = shared.sample_rate
@@ -346,7 +358,8 @@ pub(crate) fn flush_buffer(shared: &Shared, invocation: &InvocationState) {
         shared.write(&line);
     }
     if evicted > 0 {
-        shared.notice(
+        shared.invocation_notice(
+            invocation,
             Level::Warn,
             &format!(
                 "Some logs are not displayed because they were evicted from the buffer \
@@ -462,11 +475,26 @@ where
             let line = crate::json::keep_line(line);
             let pushed = state.buffer().map(|mut buffer| buffer.push(line));
             match pushed {
-                Some(Pushed::TooLarge(line)) => {
-                    shared.notice(
-                        Level::Warn,
-                        "A log line is larger than the log buffer: it is written directly",
-                    );
+                Some(Pushed::TooLarge {
+                    line,
+                    first,
+                    max_bytes,
+                }) => {
+                    // Once per invocation, with the budget: a warning per line doubled the
+                    // volume of a function whose lines are all over it (found by an attack from
+                    // the docs; Python warns once).
+                    if first {
+                        shared.invocation_notice(
+                            state,
+                            Level::Warn,
+                            &format!(
+                                "A log line of {} bytes is larger than the log buffer's \
+                                 max_bytes ({max_bytes}): it is written directly, as are the \
+                                 invocation's other such lines (warned once per invocation)",
+                                line.len()
+                            ),
+                        );
+                    }
                     shared.write(&line);
                 }
                 Some(Pushed::Buffered) | None => {}

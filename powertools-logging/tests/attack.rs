@@ -450,6 +450,63 @@ fn assert_no_secret(lines: &[Value], secret: &str) {
     }
 }
 
+/// The correlation id is masked as a string field is: an id taken one level short of the
+/// request id (the `headers` object, as its JSON text) or set from a caller's text can hold a
+/// masked key, and was written as it was, beside the same text masked in a field (found by an
+/// attack from the docs: "masked wherever they appear").
+#[test]
+fn the_correlation_id_is_masked_as_a_field_is() {
+    let (plain, logs) = logger(Logger::builder());
+    let event =
+        json!({"headers": {"authorization": "Bearer S3CR3T-header", "x-request-id": "r-1"}});
+    run(&plain, async {
+        let layer = LoggingLayer::new(plain.clone())
+            .correlation_id_from(|event: &Value| Some(event["headers"].to_string()));
+        layer
+            .layer(service_fn(|_: LambdaEvent<Value>| async {
+                tracing::info!("from the event");
+                powertools_logging::set_correlation_id("password=S3CR3T-pair&id=7")?;
+                tracing::info!("set as pairs");
+                powertools_logging::set_correlation_id(r#"{"password":"S3CR3T-json","id":7}"#)?;
+                tracing::info!("set as JSON");
+                powertools_logging::set_correlation_id("c-42")?;
+                tracing::info!("plain");
+                Ok::<_, BoxError>(json!({}))
+            }))
+            .oneshot(TestContext::new().event(event.clone()))
+            .await
+            .unwrap();
+    });
+    let lines = check_default(&logs);
+    assert_no_secret(&lines, "S3CR3T");
+    let id = |message: &str| with_message(&lines, message)[0]["correlation_id"].clone();
+    assert!(
+        id("from the event").as_str().unwrap().contains("r-1"),
+        "{lines:?}"
+    );
+    assert!(
+        id("set as pairs").as_str().unwrap().contains("id=7"),
+        "{lines:?}"
+    );
+    assert_eq!(id("plain"), "c-42");
+    // The key itself redacted: masked whole.
+    let (masking, logs) = logger(Logger::builder().redact_key("correlation_id"));
+    run(&masking, async {
+        invoke(&masking, TestContext::new(), json!({}), |_| async {
+            powertools_logging::set_correlation_id("c-42")?;
+            tracing::info!("plain");
+            Ok(json!({}))
+        })
+        .await
+        .unwrap();
+    });
+    let lines = check_default(&logs);
+    assert_eq!(
+        with_message(&lines, "plain")[0]["correlation_id"],
+        powertools_logging::REDACTED
+    );
+}
+
 #[test]
 fn redaction_key_spellings() {
     let (logger, logs) = logger(Logger::builder());

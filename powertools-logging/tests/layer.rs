@@ -606,19 +606,37 @@ async fn a_full_buffer_evicts_the_oldest_lines_and_says_so() {
             tracing::debug!(index, "detail");
         }
         tracing::debug!(blob = "x".repeat(2_000), "too big for the buffer");
+        tracing::debug!(blob = "y".repeat(2_000), "too big again");
         tracing::error!("failed");
         Ok(Value::Null)
     })
     .await
     .unwrap();
     let lines = logs.json();
+    let too_large = lines[0]["message"].as_str().unwrap();
     assert!(
-        lines[0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("larger than the log buffer")
+        too_large.contains("larger than the log buffer"),
+        "{too_large}"
     );
+    // With the budget, and once per invocation (a warning per line doubled the volume; found by
+    // an attack from the docs).
+    assert!(too_large.contains("max_bytes (1000)"), "{too_large}");
     assert_eq!(lines[1]["message"], "too big for the buffer");
+    assert_eq!(lines[2]["message"], "too big again");
+    // The buffer's notices say which invocation they are about, as its lines do (they had no
+    // Lambda context: under concurrent invocations, no way to tell whose lines were lost).
+    for notice in lines.iter().filter(|line| line["level"] == "WARN") {
+        assert_eq!(
+            notice["function_request_id"],
+            lines[1]["function_request_id"]
+        );
+        assert!(notice["cold_start"].is_boolean(), "{notice}");
+    }
+    assert_eq!(
+        lines.iter().filter(|line| line["level"] == "WARN").count(),
+        2,
+        "one too-large warning, one eviction warning: {lines:#?}"
+    );
     let kept: Vec<u64> = lines
         .iter()
         .filter(|l| l["message"] == "detail")
