@@ -34,9 +34,12 @@ pub enum Error {
         bytes: usize,
     },
     /// A key's value could not be serialized as JSON.
-    #[error("the value of key {key:?} cannot be written as JSON: {source}")]
+    #[error(
+        "the value of key {} cannot be written as JSON: {source}",
+        powertools_core::env::shown(key)
+    )]
     Serialization {
-        /// The key.
+        /// The key (the message quotes its start: it can be long).
         key: String,
         /// The serde error.
         source: serde_json::Error,

@@ -108,6 +108,13 @@ impl<T: Serialize + ?Sized> Serialize for Finite<'_, T> {
 /// The wrapped serializer, with non-finite floats written as strings.
 struct AsText<S>(S);
 
+/// Whether serde_json's values hold integers beyond 64 bits: only where a crate in the build
+/// turned on its `arbitrary_precision` (features unify across a build).
+fn values_hold_128_bits() -> bool {
+    static HOLD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HOLD.get_or_init(|| serde_json::to_value(u128::MAX).is_ok())
+}
+
 /// One of the wrapped serializer's compound serializers, its elements wrapped in [`Finite`].
 struct Compound<C>(C);
 
@@ -146,10 +153,12 @@ impl<S: Serializer> Serializer for AsText<S> {
 
     // serde_json's values hold 64-bit integers only, and refused the rest ("number out of
     // range"), where a `tracing` field writes the number and Python writes any integer: beyond
-    // 64 bits, the exact digits, as text (found by an attack from the docs).
+    // 64 bits, the exact digits, as text (found by an attack from the docs), unless a crate in
+    // the build turned on serde_json's `arbitrary_precision`, whose values hold the number.
     fn serialize_i128(self, value: i128) -> Result<S::Ok, S::Error> {
         match i64::try_from(value) {
             Ok(small) => self.0.serialize_i64(small),
+            Err(_) if values_hold_128_bits() => self.0.serialize_i128(value),
             Err(_) => self.0.serialize_str(&value.to_string()),
         }
     }
@@ -157,6 +166,7 @@ impl<S: Serializer> Serializer for AsText<S> {
     fn serialize_u128(self, value: u128) -> Result<S::Ok, S::Error> {
         match u64::try_from(value) {
             Ok(small) => self.0.serialize_u64(small),
+            Err(_) if values_hold_128_bits() => self.0.serialize_u128(value),
             Err(_) => self.0.serialize_str(&value.to_string()),
         }
     }

@@ -20,6 +20,7 @@ use crate::correlation::{CorrelationIdFn, CorrelationIdSource, NoCorrelationId};
 use crate::failure::{self, Failure};
 use crate::finite::{MAX_VALUE_DEPTH, nests_deeper_than};
 use crate::invocation::InvocationState;
+use crate::json::masked_event_text;
 use crate::level::Level;
 use crate::logger::{Logger, Shared};
 use crate::scope::Scope;
@@ -347,17 +348,19 @@ where
 /// `message` it made a line that serde_json, and the tools built on it, could not read (found by
 /// an attack from the docs; Lambda sends events nested up to 127 levels).
 fn received_event<T: 'static>(shared: &Shared, request_id: &str, payload: &T) -> Option<Value> {
+    // Its text, masked as the event would be.
+    let too_deep = |event: &Value| Value::String(masked_event_text(event, &shared.redactor));
     if let Some(body) = crate::raw_event::take(request_id) {
-        let text = || Value::String(String::from_utf8_lossy(&body).into_owned());
         return Some(match serde_json::from_slice(&body) {
-            Ok(value) if !nests_deeper_than(&value, MAX_VALUE_DEPTH) => value,
+            Ok(value) if nests_deeper_than(&value, MAX_VALUE_DEPTH) => too_deep(&value),
+            Ok(value) => value,
             // Lambda sends JSON; keep whatever it was as text rather than nothing.
-            _ => text(),
+            Err(_) => Value::String(String::from_utf8_lossy(&body).into_owned()),
         });
     }
     if let Some(value) = (payload as &dyn Any).downcast_ref::<Value>() {
         if nests_deeper_than(value, MAX_VALUE_DEPTH) {
-            return Some(Value::String(value.to_string()));
+            return Some(too_deep(value));
         }
         return Some(value.clone());
     }
@@ -426,9 +429,10 @@ fn check_installed_subscriber(logger: &Logger) {
                 &format!(
                     "this LoggingLayer was given a Logger other than the one installed as the \
                      tracing subscriber: its lines are written by the installed one (service \
-                     {:?}), with that logger's keys, redaction, level and writer, and this \
-                     layer's logger's (service {:?}) are not used. Give the layer the Logger \
-                     you installed (a clone of it), or install the layer's",
+                     {:?}), with that logger's service, keys, redaction, level and writer; this \
+                     layer's logger (service {:?}) gives only its sample rate, event logging and \
+                     log buffer. Give the layer the Logger you installed (a clone of it), or \
+                     install the layer's",
                     service(&installed),
                     service(logger),
                 ),

@@ -138,6 +138,15 @@ mod tests {
             message.contains(&format!("\"{}\"…", "LOUD".repeat(16))),
             "{message}"
         );
+        // So is the key of a value that does not serialize (a persistent key's error comes back
+        // from `build`, and `init_failed` sends it to Lambda; found by a review).
+        let deep = (0..200).fold(serde_json::json!(1), |value, _| {
+            serde_json::Value::Array(vec![value])
+        });
+        let message = crate::key_value(&"k".repeat(200_000), deep)
+            .unwrap_err()
+            .to_string();
+        assert!(message.len() < 400, "{}", message.len());
     }
 
     use super::*;

@@ -158,7 +158,8 @@
 //! - An integer beyond 64 bits (`u128`, `i128`) in an appended or persistent key's value is
 //!   written as its digits in a string (`"340282366920938463463374607431768211455"`), where
 //!   Python writes the number: serde_json's values, which hold the keys, have 64-bit integers
-//!   (a field of an event writes the number).
+//!   (a field of an event writes the number; so does an appended key where a crate in the build
+//!   turns on serde_json's `arbitrary_precision`).
 //! - `correlation_id` is always a string: an id found at a JMESPath expression that is a
 //!   number, a boolean, an object or an array is written as its JSON text, where Python writes
 //!   the value with its JSON type. A query that compares it with a number needs the text.

@@ -2173,6 +2173,45 @@ fn no_line_nests_deeper_than_json_readers_take() {
     }
 }
 
+/// An event too deep for a line, written as its text, is masked by the rules the event itself
+/// is: a base64 `body` (`isBase64Encoded`) naming a masked key is masked whole in an event 10
+/// levels deep and was written in clear (as base64) in one 127 deep, masked only as a string
+/// (found by a review).
+#[test]
+fn a_deep_event_written_as_text_is_masked_as_the_event_is() {
+    // base64("card_number=4111111111111111&amount=3")
+    let body = "Y2FyZF9udW1iZXI9NDExMTExMTExMTExMTExMSZhbW91bnQ9Mw==";
+    for levels in [10, 127] {
+        let (masking, logs) = logger(Logger::builder().log_event(true).redact_key("card_number"));
+        let event = json!({
+            "isBase64Encoded": true,
+            "body": body,
+            "rawQueryString": "card_number=4111111111111111&x=1",
+            "deep": nested(levels - 1, json!(1)),
+        });
+        run(&masking, async {
+            invoke(&masking, TestContext::new(), event, |_| async {
+                Ok(json!({}))
+            })
+            .await
+            .unwrap();
+        });
+        let lines = check_default(&logs);
+        assert_no_secret(&lines, body);
+        assert_no_secret(&lines, "4111111111111111");
+        let logged = &lines[0]["message"];
+        let text = match logged {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        assert_eq!(logged.is_string(), levels == 127, "{levels} levels");
+        assert!(
+            text.contains("rawQueryString") && text.contains("x=1"),
+            "{text:.300}"
+        );
+    }
+}
+
 /// What the runtime does: deserializes the body, then calls the handler's service, in `call`.
 #[derive(Clone)]
 struct Deserialize<S>(S);

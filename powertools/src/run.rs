@@ -92,8 +92,9 @@ use serde::{Deserialize, Serialize};
 /// `lambda_runtime` stops without answering it (aws-lambda-rust-runtime#559; Lambda reports
 /// that invocation as `Runtime.ExitError` and starts a new environment for the next): the error
 /// names the two headers and leaves out the value, which `lambda_runtime`'s own message quotes.
-/// A `Lambda-Runtime-Deadline-Ms` that is not a number (Lambda always sends one; an emulator or
-/// a proxy in front may not) stops it the same way, and the error names that header.
+/// A `Lambda-Runtime-Deadline-Ms` that is not a number (Lambda always sends a number; an
+/// emulator or a proxy in front may not) stops it the same way, and the error names that header
+/// (one left out entirely makes `lambda_runtime` panic).
 /// Under [`run_concurrent`], such an invocation ends one worker (`lambda_runtime` logs it, with
 /// its message), and the runtime stops when none is left.
 pub async fn run<A, F, R, B, S, D, E>(handler: F) -> Result<(), lambda_runtime::Error>
