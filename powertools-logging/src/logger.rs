@@ -39,13 +39,28 @@ pub const DEFAULT_BUFFER_MAX_BYTES: usize = 20_480;
 
 /// Buffering of verbose lines: held per invocation, written only if something goes wrong.
 ///
-/// Lines at `level` and more verbose (default `DEBUG`, so `DEBUG` and `TRACE`) are kept in a
-/// buffer of `max_bytes` (default 20480) instead of being written. When an `ERROR` line is
-/// logged (`flush_on_error_log`, default on) or the handler fails or panics
-/// (`flush_on_handler_error`, default on) the buffered lines are written first, each with its own
-/// timestamp; otherwise they are dropped when the invocation ends. When full, the oldest line is
-/// evicted and a warning says so at the flush; a single line larger than the buffer is written
-/// directly. Nothing is buffered outside an invocation.
+/// Lines at `level` and more verbose down to `DEBUG` (default `DEBUG`: `DEBUG` lines only) are
+/// kept in a buffer of `max_bytes` (default 20480) instead of being written; `TRACE` lines only
+/// with `level` `TRACE` (then only they are), since Python has no `TRACE` and the crates a
+/// function links write many (the AWS SDK's and hyper's, hundreds for a few DynamoDB calls),
+/// which filled the buffer, evicting the function's own lines, and cost their formatting (found
+/// by an attack from the docs). When an `ERROR` line is logged (`flush_on_error_log`, default
+/// on) or the handler fails or panics (`flush_on_handler_error`, default on) the buffered lines
+/// are written first, each with its own timestamp and the keys it was logged with; otherwise
+/// they are dropped when the invocation ends. When full, the oldest line is evicted and a
+/// warning says so at the flush; a single line larger than the buffer is written directly (with
+/// a warning, once per invocation). Nothing is buffered outside an invocation, nor in an
+/// invocation the sample rate drew (its `DEBUG` lines are written, which is what sampling is
+/// for).
+///
+/// Compared with Powertools for Python's `LoggerBufferConfig`: the logger is the process's
+/// `tracing` subscriber, so other crates' lines at the buffered levels are buffered too (keep
+/// them out with a filter by target: the README's "`DEBUG` is every crate's"); `max_bytes`
+/// counts each line as written, Lambda context included (about 400 bytes for a short message),
+/// where Python counts the record's text without it, so the same budget holds about half as many
+/// lines; a buffered line keeps the keys it was logged with, where Python's takes the keys at
+/// the flush; and the buffer is written by an `ERROR` line or a failed invocation only (Python
+/// also has `flush_buffer()` and `clear_buffer()`).
 ///
 /// Start from [`BufferConfig::default`] and change what differs (the type is
 /// `#[non_exhaustive]`, so that later options are not breaking changes):
@@ -73,6 +88,20 @@ pub struct BufferConfig {
 }
 
 impl BufferConfig {
+    /// The most verbose level the buffer holds: `DEBUG`, or `TRACE` for a `TRACE` buffer.
+    pub(crate) fn lowest_level(&self) -> Level {
+        if self.level == Level::Trace {
+            Level::Trace
+        } else {
+            Level::Debug
+        }
+    }
+
+    /// Whether a line at `level` is buffered.
+    pub(crate) fn holds(&self, level: Level) -> bool {
+        level <= self.level && level >= self.lowest_level()
+    }
+
     /// The byte budget (serialized lines).
     #[must_use]
     pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
@@ -80,7 +109,8 @@ impl BufferConfig {
         self
     }
 
-    /// The least verbose level that is buffered: `Trace`, `Debug`, `Info` or `Warn`.
+    /// The least verbose level that is buffered: `Trace`, `Debug`, `Info` or `Warn` (down to
+    /// `DEBUG`; `TRACE` only at `Trace`).
     #[must_use]
     pub fn with_level(mut self, level: Level) -> Self {
         self.level = level;

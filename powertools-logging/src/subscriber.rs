@@ -101,9 +101,10 @@ impl JsonLayer {
         if shared.sample_rate.is_some_and(|rate| rate > 0.0) {
             max_level = max_level.min(Level::Debug);
         }
-        if shared.buffer.is_some() {
-            // Everything at the buffer level and more verbose may be buffered, down to TRACE.
-            max_level = Level::Trace;
+        if let Some(buffer) = &shared.buffer {
+            // Everything at the buffer level and more verbose may be buffered, down to DEBUG
+            // (TRACE at a TRACE buffer only).
+            max_level = max_level.min(buffer.lowest_level());
         }
         JsonLayer { logger, max_level }
     }
@@ -465,7 +466,7 @@ where
             && invocation
                 .as_ref()
                 .is_some_and(|state| state.buffer.is_some())
-            && shared.buffer.is_some_and(|buffer| level <= buffer.level);
+            && shared.buffer.is_some_and(|buffer| buffer.holds(level));
         let written = level >= shared.level || (sampled && level >= Level::Debug);
         if !buffered && !written {
             return;

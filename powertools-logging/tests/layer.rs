@@ -539,10 +539,10 @@ async fn an_error_line_writes_the_buffer_first_with_the_original_timestamps() {
         .iter()
         .map(|l| l["message"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        messages,
-        ["working", "detail 1", "detail 2", "charge failed"]
-    );
+    // `detail 2` is at TRACE: not buffered at the default DEBUG (the crates a function links
+    // write many; found by an attack from the docs, an SDK's TRACE lines evicted the function's
+    // own DEBUG line).
+    assert_eq!(messages, ["working", "detail 1", "charge failed"]);
     let stamps: Vec<&str> = lines
         .iter()
         .map(|l| l["timestamp"].as_str().unwrap())
@@ -550,17 +550,46 @@ async fn an_error_line_writes_the_buffer_first_with_the_original_timestamps() {
     assert_eq!(
         stamps,
         [
-            "2026-11-27T09:15:02.129Z",
-            "2026-11-27T09:15:02.127Z",
             "2026-11-27T09:15:02.128Z",
-            "2026-11-27T09:15:02.130Z"
+            "2026-11-27T09:15:02.127Z",
+            "2026-11-27T09:15:02.129Z"
         ],
         "buffered lines keep the time they were logged"
     );
     assert_eq!(
-        lines[3]["error"],
+        lines[2]["error"],
         json!({"type": "std::io::Error", "message": "provider timed out", "sources": []})
     );
+}
+
+/// A `TRACE` buffer holds `TRACE` lines, and only them; another crate's `TRACE` lines never
+/// reach a `DEBUG` buffer (`BufferConfig`'s docs).
+#[tokio::test]
+async fn trace_lines_are_buffered_by_a_trace_buffer_only() {
+    for (level, expected) in [
+        (Level::Debug, vec!["ours at debug", "failed"]),
+        (
+            Level::Trace,
+            vec!["ours at trace", "the SDK's at trace", "failed"],
+        ),
+    ] {
+        let logs = MemoryLogs::new();
+        let logger = builder(&logs)
+            .buffer(BufferConfig::default().with_level(level))
+            .build()
+            .expect("valid settings");
+        let _guard = tracing::subscriber::set_default(logger.subscriber());
+        invoke(&logger, TestContext::new(), json!({}), |_| async {
+            tracing::trace!("ours at trace");
+            tracing::trace!(target: "aws_smithy_runtime::client", "the SDK's at trace");
+            tracing::debug!("ours at debug");
+            tracing::error!("failed");
+            Ok(Value::Null)
+        })
+        .await
+        .unwrap();
+        assert_eq!(messages(&logs), expected, "{level:?}");
+    }
 }
 
 #[tokio::test]
@@ -1210,4 +1239,46 @@ async fn a_layer_whose_logger_is_not_the_installed_one_says_so_once() {
     invoke_twice(LoggingLayer::new(other)).await;
     assert!(warnings(&other_logs).is_empty());
     assert!(warnings(&layer_logs).is_empty());
+}
+
+/// What `key_scope`'s docs give a task spawned inside a scope: the scope is a task-local, so the
+/// task needs a scope of its own (with the keys appended in it) and the invocation's span
+/// (`.in_current_span()`) for the invocation's context (found by an attack from the docs: a task
+/// spawned with `.in_current_span()` alone lost the scope's key, which nothing said).
+#[tokio::test]
+async fn a_task_spawned_in_a_key_scope_logs_with_a_scope_of_its_own() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).build().expect("valid settings");
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    invoke(
+        &logger,
+        TestContext::new().with_request_id("req-spawn"),
+        json!({}),
+        |_| async {
+            powertools_logging::key_scope(async {
+                powertools_logging::append_key("order_id", "o-1")?;
+                let id = "o-1".to_owned();
+                tokio::spawn(
+                    powertools_logging::key_scope(async move {
+                        powertools_logging::append_key("order_id", id)?;
+                        tracing::info!("from the task");
+                        Ok::<_, powertools_logging::Error>(())
+                    })
+                    .in_current_span(),
+                )
+                .await??;
+                Ok::<_, lambda_runtime::Error>(Value::Null)
+            })
+            .await
+        },
+    )
+    .await
+    .unwrap();
+    let lines = logs.json();
+    let line = lines
+        .iter()
+        .find(|line| line["message"] == "from the task")
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(line["order_id"], "o-1", "{line}");
+    assert_eq!(line["function_request_id"], "req-spawn", "{line}");
 }
