@@ -336,3 +336,73 @@ pub fn set_correlation_id(id: impl Into<String>) -> Result<(), Error> {
 pub fn correlation_id() -> Option<String> {
     Scope::with_current(|scope| scope.keys().correlation_id.clone()).flatten()
 }
+
+/// Writes the lines the current invocation's log buffer holds now, oldest first (then the
+/// warning that some were evicted, if any were), as an `ERROR` line or a failed invocation
+/// writes them: for a failure the handler deals with without an `ERROR` line. Powertools for
+/// Python's `Logger.flush_buffer()`. Without a buffer ([`LoggerBuilder::buffer`]) it does
+/// nothing.
+///
+/// ```
+/// use lambda_runtime::{LambdaEvent, service_fn, tower::{Layer, ServiceExt}};
+/// use powertools_core::testing::TestContext;
+/// use powertools_logging::{BufferConfig, Logger, LoggingLayer, MemoryLogs};
+/// use serde_json::{Value, json};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), lambda_runtime::Error> {
+/// let logs = MemoryLogs::new();
+/// let logger = Logger::builder()
+///     .service("payments")
+///     .buffer(BufferConfig::default())
+///     .writer(logs.clone())
+///     .build()?;
+/// let _guard = tracing::subscriber::set_default(logger.subscriber());
+/// let handler = LoggingLayer::new(logger).layer(service_fn(|_: LambdaEvent<Value>| async {
+///     tracing::debug!("asked the bank");
+///     // The bank said no, and the handler answers without failing: keep the story anyway.
+///     powertools_logging::flush_buffer()?;
+///     tracing::debug!("answered");
+///     Ok::<_, lambda_runtime::Error>(json!({"paid": false}))
+/// }));
+/// handler.oneshot(TestContext::new().event(json!({}))).await?;
+/// let messages: Vec<Value> = logs.json().iter().map(|line| line["message"].clone()).collect();
+/// assert_eq!(messages, [json!("asked the bank")]);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+/// [`Error::NoCurrentInvocation`] outside an invocation of a [`LoggingLayer`] (and outside a
+/// [`key_scope`] within one).
+pub fn flush_buffer() -> Result<(), Error> {
+    let invocation = current_invocation()?;
+    // Written by the installed logger, which writes the invocation's lines.
+    tracing::dispatcher::get_default(|dispatch| {
+        if let Some(json) = dispatch.downcast_ref::<subscriber::JsonLayer>() {
+            subscriber::flush_buffer(&json.logger().shared, &invocation);
+        }
+    });
+    Ok(())
+}
+
+/// Drops the lines the current invocation's log buffer holds: a failure later in the invocation
+/// no longer writes them. Powertools for Python's `Logger.clear_buffer()`. Without a buffer it
+/// does nothing.
+///
+/// # Errors
+/// [`Error::NoCurrentInvocation`] outside an invocation of a [`LoggingLayer`] (and outside a
+/// [`key_scope`] within one).
+pub fn clear_buffer() -> Result<(), Error> {
+    if let Some(mut buffer) = current_invocation()?.buffer() {
+        buffer.clear();
+    }
+    Ok(())
+}
+
+/// The current invocation's state, for the buffer functions.
+fn current_invocation() -> Result<std::sync::Arc<invocation::InvocationState>, Error> {
+    Scope::with_current(|scope| scope.invocation.clone())
+        .flatten()
+        .ok_or(Error::NoCurrentInvocation)
+}

@@ -58,9 +58,10 @@ pub const DEFAULT_BUFFER_MAX_BYTES: usize = 20_480;
 /// them out with a filter by target: the README's "`DEBUG` is every crate's"); `max_bytes`
 /// counts each line as written, Lambda context included (about 400 bytes for a short message),
 /// where Python counts the record's text without it, so the same budget holds about half as many
-/// lines; a buffered line keeps the keys it was logged with, where Python's takes the keys at
-/// the flush; and the buffer is written by an `ERROR` line or a failed invocation only (Python
-/// also has `flush_buffer()` and `clear_buffer()`).
+/// lines; and a buffered line keeps the keys it was logged with, where Python's takes the keys at
+/// the flush. Besides an `ERROR` line and a failed invocation, [`flush_buffer`](crate::flush_buffer)
+/// writes the buffer and [`clear_buffer`](crate::clear_buffer) drops it, as Python's
+/// `Logger.flush_buffer()` and `clear_buffer()` do.
 ///
 /// Start from [`BufferConfig::default`] and change what differs (the type is
 /// `#[non_exhaustive]`, so that later options are not breaking changes):

@@ -1282,3 +1282,36 @@ async fn a_task_spawned_in_a_key_scope_logs_with_a_scope_of_its_own() {
     assert_eq!(line["order_id"], "o-1", "{line}");
     assert_eq!(line["function_request_id"], "req-spawn", "{line}");
 }
+
+/// `flush_buffer()` writes the buffered lines at once and `clear_buffer()` drops them, as
+/// Powertools for Python's `Logger.flush_buffer()` and `clear_buffer()` do (there was no way to
+/// write them for a failure handled without an `ERROR` line; found by an attack from the docs).
+#[tokio::test]
+async fn the_buffer_is_flushed_or_cleared_on_demand() {
+    let logs = MemoryLogs::new();
+    let logger = buffered_logger(&logs, 20_480);
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    let failed = invoke(&logger, TestContext::new(), json!({}), |_| async {
+        tracing::debug!("asked the bank");
+        powertools_logging::flush_buffer()?;
+        tracing::info!("declined");
+        tracing::debug!("retried");
+        powertools_logging::clear_buffer()?;
+        Err::<Value, _>("card declined".into())
+    })
+    .await;
+    assert!(failed.is_err());
+    assert_eq!(
+        messages(&logs),
+        ["asked the bank", "declined", "Invocation failed"],
+        "flushed at once; the cleared line is not written by the failure"
+    );
+    assert!(matches!(
+        powertools_logging::flush_buffer(),
+        Err(Error::NoCurrentInvocation)
+    ));
+    assert!(matches!(
+        powertools_logging::clear_buffer(),
+        Err(Error::NoCurrentInvocation)
+    ));
+}
