@@ -2,8 +2,10 @@
 
 use std::collections::VecDeque;
 
+use crate::logger::Logger;
+
 /// Lines held back during one invocation, oldest first, within a byte budget.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct LogBuffer {
     lines: VecDeque<Vec<u8>>,
     bytes: usize,
@@ -11,6 +13,11 @@ pub(crate) struct LogBuffer {
     evicted: usize,
     /// Whether a line over the budget was handed back in this invocation already.
     refused_one: bool,
+    /// The logger that formatted the lines, which writes them: the installed one, which writes
+    /// the invocation's other lines (a flush found it by a downcast the subscriber may not
+    /// allow, behind `tracing_subscriber::reload`, and a failed invocation wrote with the
+    /// layer's logger, another writer; found by a review).
+    writer: Option<Logger>,
 }
 
 /// What [`LogBuffer::push`] did.
@@ -29,16 +36,16 @@ pub(crate) enum Pushed {
 impl LogBuffer {
     pub(crate) fn new(max_bytes: usize) -> Self {
         LogBuffer {
-            lines: VecDeque::new(),
-            bytes: 0,
             max_bytes,
-            evicted: 0,
-            refused_one: false,
+            ..LogBuffer::default()
         }
     }
 
-    /// Keeps `line`, evicting the oldest lines until it fits.
-    pub(crate) fn push(&mut self, line: Vec<u8>) -> Pushed {
+    /// Keeps `line`, formatted by `writer`, evicting the oldest lines until it fits.
+    pub(crate) fn push(&mut self, line: Vec<u8>, writer: &Logger) -> Pushed {
+        if self.writer.is_none() {
+            self.writer = Some(writer.clone());
+        }
         if line.len() > self.max_bytes {
             return Pushed::TooLarge {
                 line,
@@ -69,12 +76,16 @@ impl LogBuffer {
         )
     }
 
-    /// Forgets everything.
+    /// The logger that formatted the buffered lines, if any were buffered.
+    pub(crate) fn writer(&self) -> Option<Logger> {
+        self.writer.clone()
+    }
+
+    /// Forgets the lines (not that a line too large was warned about: once per invocation).
     pub(crate) fn clear(&mut self) {
         self.lines.clear();
         self.bytes = 0;
         self.evicted = 0;
-        self.refused_one = false;
     }
 }
 
@@ -82,11 +93,21 @@ impl LogBuffer {
 mod tests {
     use super::*;
 
+    fn writer() -> Logger {
+        Logger::builder()
+            .env(powertools_core::env::Env::empty())
+            .build()
+            .expect("valid settings")
+    }
+
     #[test]
     fn the_oldest_lines_are_evicted_to_stay_within_the_budget() {
         let mut buffer = LogBuffer::new(10);
         for line in ["aaaa", "bbbb", "cccc"] {
-            assert_eq!(buffer.push(line.as_bytes().to_vec()), Pushed::Buffered);
+            assert_eq!(
+                buffer.push(line.as_bytes().to_vec(), &writer()),
+                Pushed::Buffered
+            );
         }
         let (lines, evicted) = buffer.take();
         assert_eq!(lines, [b"bbbb".to_vec(), b"cccc".to_vec()]);
@@ -98,7 +119,7 @@ mod tests {
     fn a_line_over_the_budget_is_handed_back() {
         let mut buffer = LogBuffer::new(4);
         assert_eq!(
-            buffer.push(b"too long".to_vec()),
+            buffer.push(b"too long".to_vec(), &writer()),
             Pushed::TooLarge {
                 line: b"too long".to_vec(),
                 first: true,
@@ -106,7 +127,7 @@ mod tests {
             }
         );
         assert!(matches!(
-            buffer.push(b"again".to_vec()),
+            buffer.push(b"again".to_vec(), &writer()),
             Pushed::TooLarge { first: false, .. }
         ));
         assert!(buffer.take().0.is_empty());

@@ -488,7 +488,7 @@ fn end_invocation(shared: &Shared, state: &InvocationState, failed: bool) {
             .buffer
             .is_some_and(|buffer| buffer.flush_on_handler_error);
     if flush {
-        flush_buffer(shared, state);
+        flush_buffer(state);
     } else if let Some(mut buffer) = state.buffer() {
         buffer.clear();
     }

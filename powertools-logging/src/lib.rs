@@ -73,6 +73,9 @@
 //!   key to every line of every invocation; the fields of a `tracing` span
 //!   (`#[instrument(fields(...))]`, `info_span!`) are keys on the lines written inside it, that
 //!   is, keys scoped to a block.
+//! - The log buffer ([`LoggerBuilder::buffer`], [`BufferConfig`]) holds an invocation's verbose
+//!   lines and writes them only when something goes wrong: an `ERROR` line, a failed invocation,
+//!   or [`flush_buffer`] (and [`clear_buffer`] drops them), as Powertools for Python's buffer.
 //! - Levels: `AWS_LAMBDA_LOG_LEVEL` (Lambda's Advanced Logging Controls) wins, then the level set
 //!   in code, then `POWERTOOLS_LOG_LEVEL`, then Python's legacy `LOG_LEVEL`, then `INFO`; a
 //!   more verbose level than Lambda's is warned about, since Lambda would drop those lines.
@@ -373,16 +376,11 @@ pub fn correlation_id() -> Option<String> {
 /// ```
 ///
 /// # Errors
-/// [`Error::NoCurrentInvocation`] outside an invocation of a [`LoggingLayer`] (and outside a
-/// [`key_scope`] within one).
+/// [`Error::NoCurrentInvocation`] outside an invocation of a [`LoggingLayer`]: not in its task
+/// (or a [`key_scope`] within it) nor in one of its spans (a task spawned with
+/// `.in_current_span()`).
 pub fn flush_buffer() -> Result<(), Error> {
-    let invocation = current_invocation()?;
-    // Written by the installed logger, which writes the invocation's lines.
-    tracing::dispatcher::get_default(|dispatch| {
-        if let Some(json) = dispatch.downcast_ref::<subscriber::JsonLayer>() {
-            subscriber::flush_buffer(&json.logger().shared, &invocation);
-        }
-    });
+    subscriber::flush_buffer(&*current_invocation()?);
     Ok(())
 }
 
@@ -391,8 +389,8 @@ pub fn flush_buffer() -> Result<(), Error> {
 /// does nothing.
 ///
 /// # Errors
-/// [`Error::NoCurrentInvocation`] outside an invocation of a [`LoggingLayer`] (and outside a
-/// [`key_scope`] within one).
+/// [`Error::NoCurrentInvocation`] outside an invocation of a [`LoggingLayer`], as
+/// [`flush_buffer`].
 pub fn clear_buffer() -> Result<(), Error> {
     if let Some(mut buffer) = current_invocation()?.buffer() {
         buffer.clear();
@@ -400,9 +398,11 @@ pub fn clear_buffer() -> Result<(), Error> {
     Ok(())
 }
 
-/// The current invocation's state, for the buffer functions.
+/// The current invocation's state, for the buffer functions: its task's scope's, or the one
+/// the current span keeps (a task spawned with `.in_current_span()`, whose lines go to the
+/// invocation's buffer; found by a review).
 fn current_invocation() -> Result<std::sync::Arc<invocation::InvocationState>, Error> {
-    Scope::with_current(|scope| scope.invocation.clone())
-        .flatten()
+    subscriber::current_scope()
+        .and_then(|scope| scope.invocation)
         .ok_or(Error::NoCurrentInvocation)
 }

@@ -41,10 +41,10 @@ pub const DEFAULT_BUFFER_MAX_BYTES: usize = 20_480;
 ///
 /// Lines at `level` and more verbose down to `DEBUG` (default `DEBUG`: `DEBUG` lines only) are
 /// kept in a buffer of `max_bytes` (default 20480) instead of being written; `TRACE` lines only
-/// with `level` `TRACE` (then only they are), since Python has no `TRACE` and the crates a
-/// function links write many (the AWS SDK's and hyper's, hundreds for a few DynamoDB calls),
-/// which filled the buffer, evicting the function's own lines, and cost their formatting (found
-/// by an attack from the docs). When an `ERROR` line is logged (`flush_on_error_log`, default
+/// with `level` `TRACE` (then only they are) or with the logger's level at `TRACE` (then with
+/// the rest), since Python has no `TRACE` and the crates a function links write many (the AWS
+/// SDK's and hyper's, hundreds for a few DynamoDB calls), which filled the buffer, evicting the
+/// function's own lines, and cost their formatting (found by an attack from the docs). When an `ERROR` line is logged (`flush_on_error_log`, default
 /// on) or the handler fails or panics (`flush_on_handler_error`, default on) the buffered lines
 /// are written first, each with its own timestamp and the keys it was logged with; otherwise
 /// they are dropped when the invocation ends. When full, the oldest line is evicted and a
@@ -89,18 +89,20 @@ pub struct BufferConfig {
 }
 
 impl BufferConfig {
-    /// The most verbose level the buffer holds: `DEBUG`, or `TRACE` for a `TRACE` buffer.
-    pub(crate) fn lowest_level(&self) -> Level {
-        if self.level == Level::Trace {
+    /// The most verbose level the buffer holds under a logger at `logger_level`: `DEBUG`, or
+    /// `TRACE` for a `TRACE` buffer or a logger at `TRACE` (whose `TRACE` lines were otherwise
+    /// written at once, ahead of the `DEBUG` lines held before them; found by a review).
+    pub(crate) fn lowest_level(&self, logger_level: Level) -> Level {
+        if self.level == Level::Trace || logger_level == Level::Trace {
             Level::Trace
         } else {
             Level::Debug
         }
     }
 
-    /// Whether a line at `level` is buffered.
-    pub(crate) fn holds(&self, level: Level) -> bool {
-        level <= self.level && level >= self.lowest_level()
+    /// Whether a line at `level` is buffered under a logger at `logger_level`.
+    pub(crate) fn holds(&self, level: Level, logger_level: Level) -> bool {
+        level <= self.level && level >= self.lowest_level(logger_level)
     }
 
     /// The byte budget (serialized lines).

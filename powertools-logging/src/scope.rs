@@ -93,9 +93,11 @@ impl Scope {
 /// two records processed at once never write each other's keys. Outside an invocation it starts
 /// empty, and keys appended inside it still reach its lines.
 ///
-/// A task spawned inside it (`tokio::spawn`) is outside it: the scope is a task-local, not a
-/// span, so `.in_current_span()` gives the task the invocation's context and keys and not the
-/// scope's. Give the task a scope of its own, appending what it needs in it, and the span:
+/// A task spawned inside it (`tokio::spawn`) is outside it: the scope is a task-local, and
+/// `.in_current_span()` gives the task the current span's context, which has the scope's keys
+/// only when that span was opened inside the scope (a batch record's span, an
+/// `#[instrument]`ed function's), and the invocation's otherwise. To be sure, give the task a
+/// scope of its own, appending what it needs in it, and the span:
 /// `tokio::spawn(key_scope(async move { append_key("order_id", id)?; … }).in_current_span())`.
 ///
 /// `powertools-batch` runs every record in one; wrap anything else that runs concurrently

@@ -104,7 +104,7 @@ impl JsonLayer {
         if let Some(buffer) = &shared.buffer {
             // Everything at the buffer level and more verbose may be buffered, down to DEBUG
             // (TRACE at a TRACE buffer only).
-            max_level = max_level.min(buffer.lowest_level());
+            max_level = max_level.min(buffer.lowest_level(shared.level));
         }
         JsonLayer { logger, max_level }
     }
@@ -348,13 +348,34 @@ fn is_instrumentation(target: &str) -> bool {
         .any(|prefix| target.starts_with(prefix))
 }
 
-/// Writes the buffered lines of `invocation`, oldest first, then a warning if some were evicted.
-pub(crate) fn flush_buffer(shared: &Shared, invocation: &InvocationState) {
+/// The scope the current code logs in, as its lines find it: its task's, or the one the current
+/// span keeps (a task spawned with `.in_current_span()`).
+pub(crate) fn current_scope() -> Option<Scope> {
+    Scope::current().or_else(|| {
+        tracing::Span::current()
+            .with_subscriber(|(id, dispatch)| {
+                let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+                let span = registry.span(id)?;
+                span.scope()
+                    .find_map(|span| span.extensions().get::<Scope>().cloned())
+            })
+            .flatten()
+    })
+}
+
+/// Writes the buffered lines of `invocation`, oldest first, then a warning if some were evicted,
+/// with the logger that formatted them (else nothing was buffered).
+pub(crate) fn flush_buffer(invocation: &InvocationState) {
     let Some(mut buffer) = invocation.buffer() else {
         return;
     };
     let (lines, evicted) = buffer.take();
+    let writer = buffer.writer();
     drop(buffer);
+    let Some(writer) = writer else {
+        return;
+    };
+    let shared = &*writer.shared;
     for line in lines {
         shared.write(&line);
     }
@@ -466,7 +487,9 @@ where
             && invocation
                 .as_ref()
                 .is_some_and(|state| state.buffer.is_some())
-            && shared.buffer.is_some_and(|buffer| buffer.holds(level));
+            && shared
+                .buffer
+                .is_some_and(|buffer| buffer.holds(level, shared.level));
         let written = level >= shared.level || (sampled && level >= Level::Debug);
         if !buffered && !written {
             return;
@@ -474,7 +497,9 @@ where
         let line = self.format(event, &ctx, scope.as_ref(), level);
         if buffered && let Some(state) = invocation {
             let line = crate::json::keep_line(line);
-            let pushed = state.buffer().map(|mut buffer| buffer.push(line));
+            let pushed = state
+                .buffer()
+                .map(|mut buffer| buffer.push(line, &self.logger));
             match pushed {
                 Some(Pushed::TooLarge {
                     line,
@@ -508,7 +533,7 @@ where
                 .is_some_and(|buffer| buffer.flush_on_error_log)
             && let Some(state) = invocation
         {
-            flush_buffer(shared, state);
+            flush_buffer(state);
         }
         shared.write(&line);
         crate::json::recycle_line(line);

@@ -1,0 +1,291 @@
+//! The log buffer's and the correlation id's edges, found by a review of the change that added
+//! `flush_buffer`/`clear_buffer`, the `TRACE` rule and the correlation id's masking. Five failed
+//! before their fixes (behind `reload`, at a `TRACE` logger, after `clear_buffer`, in a spawned
+//! task, and the one writer); the others pin what held, and what `key_scope`'s docs now say.
+
+use lambda_runtime::tower::{Layer, ServiceExt};
+use lambda_runtime::{LambdaEvent, service_fn};
+use powertools_core::env::Env;
+use powertools_core::testing::TestContext;
+use powertools_logging::{BufferConfig, Level, Logger, LoggerBuilder, LoggingLayer, MemoryLogs};
+use serde_json::{Value, json};
+use tracing::Instrument;
+use tracing_subscriber::layer::SubscriberExt;
+
+type HandlerResult = Result<Value, lambda_runtime::Error>;
+
+fn builder(logs: &MemoryLogs) -> LoggerBuilder {
+    Logger::builder()
+        .service("orders")
+        .writer(logs.clone())
+        .env(Env::empty())
+}
+
+async fn invoke<F, Fut>(logger: &Logger, context: TestContext, handler: F) -> HandlerResult
+where
+    F: Fn(LambdaEvent<Value>) -> Fut + Send + 'static,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    LoggingLayer::new(logger.clone())
+        .layer(service_fn(handler))
+        .oneshot(context.event(json!({})))
+        .await
+}
+
+fn messages(logs: &MemoryLogs) -> Vec<String> {
+    logs.json()
+        .iter()
+        .map(|line| line["message"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// though the layer behind the reload buffered the line (and an ERROR line would flush it).
+#[tokio::test]
+async fn flush_buffer_behind_reload_writes_the_buffer() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs)
+        .buffer(BufferConfig::default())
+        .build()
+        .unwrap();
+    let (reloadable, _handle) = tracing_subscriber::reload::Layer::new(logger.json_layer());
+    let subscriber = tracing_subscriber::registry().with(reloadable);
+    let _guard = tracing::subscriber::set_default(subscriber);
+    invoke(&logger, TestContext::new(), |_| async {
+        tracing::debug!("asked the bank");
+        powertools_logging::flush_buffer()?;
+        Ok(Value::Null)
+    })
+    .await
+    .unwrap();
+    assert_eq!(messages(&logs), ["asked the bank"]);
+}
+
+/// a successful invocation writes the TRACE noise and drops the function's own DEBUG line.
+#[tokio::test]
+async fn at_trace_level_a_debug_buffer_does_not_write_trace_lines_directly() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs)
+        .level(Level::Trace)
+        .buffer(BufferConfig::default())
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    invoke(&logger, TestContext::new(), |_| async {
+        tracing::trace!(target: "aws_smithy_runtime::client", "the SDK's at trace");
+        tracing::debug!("ours at debug");
+        Ok(Value::Null)
+    })
+    .await
+    .unwrap();
+    let written = messages(&logs);
+    assert!(
+        !written.iter().any(|m| m == "the SDK's at trace"),
+        "a TRACE line, more verbose than the buffered DEBUG, bypassed the buffer: {written:?}"
+    );
+}
+
+/// the flag, so the same invocation warns again.
+#[tokio::test]
+async fn the_too_large_warning_is_once_per_invocation_even_after_clear_buffer() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs)
+        .buffer(BufferConfig::default().with_max_bytes(600))
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    invoke(&logger, TestContext::new(), |_| async {
+        tracing::debug!(blob = "x".repeat(1_000), "big 1");
+        powertools_logging::clear_buffer()?;
+        tracing::debug!(blob = "y".repeat(1_000), "big 2");
+        Ok(Value::Null)
+    })
+    .await
+    .unwrap();
+    let warnings = logs
+        .json()
+        .iter()
+        .filter(|line| line["level"] == "WARN")
+        .count();
+    assert_eq!(warnings, 1, "{:?}", messages(&logs));
+}
+
+/// invocation's buffer), but `flush_buffer()` there says there is no invocation.
+#[tokio::test]
+async fn flush_buffer_works_in_a_task_that_logs_into_the_invocation() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs)
+        .buffer(BufferConfig::default())
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    let flushed = invoke(&logger, TestContext::new(), |_| async {
+        let flushed = tokio::spawn(
+            async {
+                tracing::debug!("in the task");
+                powertools_logging::flush_buffer()
+            }
+            .in_current_span(),
+        )
+        .await
+        .unwrap();
+        Ok(json!(flushed.is_ok()))
+    })
+    .await
+    .unwrap();
+    assert_eq!(flushed, json!(true), "{:?}", messages(&logs));
+}
+
+/// one: the same buffer goes to two different writers depending on how it is flushed.
+#[tokio::test]
+async fn a_failure_and_flush_buffer_write_the_buffer_to_the_same_logger() {
+    let installed_logs = MemoryLogs::new();
+    let layer_logs = MemoryLogs::new();
+    let installed = builder(&installed_logs)
+        .buffer(BufferConfig::default())
+        .build()
+        .unwrap();
+    let layer_logger = builder(&layer_logs)
+        .buffer(BufferConfig::default())
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(installed.subscriber());
+    let _ = invoke(&layer_logger, TestContext::new(), |_| async {
+        tracing::debug!("flushed on demand");
+        powertools_logging::flush_buffer()?;
+        tracing::debug!("flushed by the failure");
+        Err::<Value, _>("declined".into())
+    })
+    .await;
+    let installed_messages = messages(&installed_logs);
+    assert!(
+        installed_messages.contains(&"flushed on demand".to_owned())
+            && installed_messages.contains(&"flushed by the failure".to_owned()),
+        "installed: {installed_messages:?}; layer's: {:?}",
+        messages(&layer_logs)
+    );
+}
+
+/// `#[instrument]`ed function's) the task does get the scope's keys.
+#[tokio::test]
+async fn a_task_spawned_in_a_span_opened_inside_a_scope_has_its_keys() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).build().unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    invoke(&logger, TestContext::new(), |_| async {
+        powertools_logging::key_scope(async {
+            powertools_logging::append_key("order_id", "o-1")?;
+            async {
+                tokio::spawn(async { tracing::info!("from the task") }.in_current_span())
+                    .await
+                    .unwrap();
+            }
+            .instrument(tracing::info_span!("record"))
+            .await;
+            Ok::<_, lambda_runtime::Error>(Value::Null)
+        })
+        .await
+    })
+    .await
+    .unwrap();
+    let line = logs.json()[0].clone();
+    assert_eq!(line["order_id"], "o-1", "{line}");
+}
+
+/// inside JSON text, whole when `correlation_id` is redacted.
+#[tokio::test]
+async fn correlation_ids_are_masked_and_not_mangled() {
+    for (redact, id, expected) in [
+        (None, "c-1", json!("c-1")),
+        (None, "password-reset-42", json!("password-reset-42")),
+        (
+            None,
+            "12345678901234567890123",
+            json!("12345678901234567890123"),
+        ),
+        (None, "[1, 2]", json!("[1, 2]")),
+        (None, "{\"a\": 1.0}", json!("{\"a\": 1.0}")),
+        (Some("id"), "c-1", json!("c-1")),
+        (Some("correlation-id"), "c-1", json!("*****")),
+        (Some("CorrelationId"), "c-1", json!("*****")),
+    ] {
+        let logs = MemoryLogs::new();
+        let mut b = builder(&logs);
+        if let Some(key) = redact {
+            b = b.redact_key(key);
+        }
+        let logger = b.build().unwrap();
+        let _guard = tracing::subscriber::set_default(logger.subscriber());
+        let id = id.to_owned();
+        LoggingLayer::new(logger.clone())
+            .correlation_id_from(move |_: &Value| Some(id.clone()))
+            .layer(service_fn(|_: LambdaEvent<Value>| async {
+                tracing::info!("x");
+                Ok::<_, lambda_runtime::Error>(Value::Null)
+            }))
+            .oneshot(TestContext::new().event(json!({})))
+            .await
+            .unwrap();
+        let line = logs.json()[0].clone();
+        assert_eq!(line["correlation_id"], expected, "{redact:?} {line}");
+    }
+}
+
+/// `flush_buffer()` find the logger.
+#[tokio::test]
+async fn flush_buffer_through_a_per_layer_filter() {
+    use tracing_subscriber::Layer as _;
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs)
+        .buffer(BufferConfig::default())
+        .build()
+        .unwrap();
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(tracing::Level::INFO)
+        .with_target("buffer_edges", tracing::Level::TRACE);
+    let subscriber = tracing_subscriber::registry().with(logger.json_layer().with_filter(filter));
+    let _guard = tracing::subscriber::set_default(subscriber);
+    invoke(&logger, TestContext::new(), |_| async {
+        tracing::debug!(target: "aws_smithy_runtime", "the SDK's");
+        tracing::debug!("asked the bank");
+        powertools_logging::flush_buffer()?;
+        powertools_logging::flush_buffer()?;
+        Ok(Value::Null)
+    })
+    .await
+    .unwrap();
+    assert_eq!(messages(&logs), ["asked the bank"]);
+}
+
+/// A field whose `Display` calls the buffer functions, as its line is formatted.
+struct Reenters;
+impl std::fmt::Display for Reenters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let _ = powertools_logging::clear_buffer();
+        let flushed = powertools_logging::flush_buffer();
+        write!(f, "reentered {}", flushed.is_ok())
+    }
+}
+
+/// `clear_buffer()`/`flush_buffer()` from inside a line's formatting (a field's `Display`):
+/// no deadlock on the buffer's mutex, at a buffered and at an ERROR (flushing) line.
+#[tokio::test]
+async fn buffer_functions_inside_an_event_callback_do_not_deadlock() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs)
+        .buffer(BufferConfig::default())
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    let run = invoke(&logger, TestContext::new(), |_| async {
+        tracing::debug!("before");
+        tracing::debug!(x = %Reenters, "buffered");
+        tracing::error!(x = %Reenters, "failed");
+        Ok(Value::Null)
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(5), run)
+        .await
+        .expect("no deadlock")
+        .unwrap();
+    let written = messages(&logs);
+    assert!(written.iter().any(|m| m == "failed"), "{written:?}");
+}
