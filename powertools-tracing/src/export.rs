@@ -109,6 +109,10 @@ pub(crate) struct Exporter {
     /// Where the spans go (the OTLP endpoint, without credentials), for the warnings whose
     /// cause does not say it (a timeout, an exit, export resuming).
     endpoint: Option<String>,
+    /// Flushes that found a span over X-Ray's segment limit, and one that lost attributes or
+    /// events to the span limits: each warned about at the 1st, 2nd, 4th, … such flush.
+    oversized_flushes: AtomicU64,
+    limited_flushes: AtomicU64,
 }
 
 impl fmt::Debug for Exporter {
@@ -192,6 +196,41 @@ fn estimated_bytes(span: &SpanData) -> usize {
             .sum::<usize>()
 }
 
+/// X-Ray's limit on one segment document: a span over it is dropped whole.
+const X_RAY_SEGMENT_BYTES: usize = 64 * 1024;
+
+/// The most of a span's name a warning quotes.
+const SHOWN_NAME_BYTES: usize = 100;
+
+/// What one flush found past a limit the spans are exported with anyway: the first such span's
+/// name (cut) and figures, and how many there were.
+#[derive(Default)]
+struct SpanLimitsMet {
+    oversized: Option<(String, usize)>,
+    oversized_spans: usize,
+    limited: Option<(String, u32, u32)>,
+    limited_spans: usize,
+}
+
+impl SpanLimitsMet {
+    fn note(&mut self, span: &SpanData, bytes: usize) {
+        let name = || {
+            let name = span.name.as_ref();
+            name[..powertools_core::text::floor_char_boundary(name, SHOWN_NAME_BYTES)].to_owned()
+        };
+        if bytes > X_RAY_SEGMENT_BYTES {
+            self.oversized_spans += 1;
+            self.oversized.get_or_insert_with(|| (name(), bytes));
+        }
+        let (attributes, events) = (span.dropped_attributes_count, span.events.dropped_count);
+        if attributes > 0 || events > 0 {
+            self.limited_spans += 1;
+            self.limited
+                .get_or_insert_with(|| (name(), attributes, events));
+        }
+    }
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -221,6 +260,8 @@ impl Exporter {
             exit_lock: tokio::sync::Mutex::const_new(()),
             rejected: None,
             endpoint: None,
+            oversized_flushes: AtomicU64::new(0),
+            limited_flushes: AtomicU64::new(0),
         }
     }
 
@@ -435,14 +476,17 @@ impl Exporter {
     fn sendable(&self, mut batch: Vec<SpanData>) -> (Vec<SpanData>, usize) {
         let before = batch.len();
         let mut total = 0;
+        let mut limits = SpanLimitsMet::default();
         batch.retain(|span| {
             let bytes = estimated_bytes(span);
+            limits.note(span, bytes);
             let fits = bytes <= MAX_SPAN_BYTES;
             if fits {
                 total += bytes;
             }
             fits
         });
+        self.report_limits(&limits);
         let too_large = count(before - batch.len());
         if too_large > 0 {
             self.count_reported_drops(too_large);
@@ -455,6 +499,41 @@ impl Exporter {
             );
         }
         (batch, total)
+    }
+
+    /// Warns about the spans X-Ray will not take whole, and the attributes and events the span
+    /// limits dropped, at the 1st, 2nd, 4th, … flush that finds each: they were exported without
+    /// a word (found by an attack from the docs), and a function whose every invocation has one
+    /// would otherwise write a warning per invocation.
+    fn report_limits(&self, limits: &SpanLimitsMet) {
+        let due =
+            |flushes: &AtomicU64| (flushes.fetch_add(1, Ordering::Relaxed) + 1).is_power_of_two();
+        if let Some((name, bytes)) = &limits.oversized
+            && due(&self.oversized_flushes)
+        {
+            tracing::warn!(
+                target: "powertools_tracing",
+                span = %name,
+                estimated_bytes = bytes,
+                spans = limits.oversized_spans,
+                "a span is larger than X-Ray's 64 KB segment limit: X-Ray drops such a segment \
+                 whole (other backends take it); bound the attributes and events that make it \
+                 large (warned at the 1st, 2nd, 4th, … flush that finds one)"
+            );
+        }
+        if let Some((name, attributes, events)) = &limits.limited
+            && due(&self.limited_flushes)
+        {
+            tracing::warn!(
+                target: "powertools_tracing",
+                span = %name,
+                dropped_attributes = attributes,
+                dropped_events = events,
+                spans = limits.limited_spans,
+                "a span reached OpenTelemetry's span limits (128 attributes, 128 events): the \
+                 rest were dropped (warned at the 1st, 2nd, 4th, … flush that finds one)"
+            );
+        }
     }
 
     /// Exports `batch` (`bytes` in all, as [`sendable`](Self::sendable) estimated) in one

@@ -1,0 +1,125 @@
+//! Spans exported past a limit a backend or the SDK applies say so: one over X-Ray's 64 KB
+//! segment limit (X-Ray drops it whole), and one that lost attributes or events to
+//! OpenTelemetry's span limits (128 each). Both were exported without a word (found by an
+//! audit from the docs); the warnings come at the 1st, 2nd, 4th, … flush that finds one.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use lambda_runtime::tower::{Layer, ServiceExt};
+use lambda_runtime::{LambdaEvent, service_fn};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use powertools_core::env::Env;
+use powertools_core::testing::TestContext;
+use powertools_tracing::{Tracer, TracingLayer};
+use serde_json::{Value, json};
+use support::warnings::Warnings;
+use tracing_subscriber::layer::SubscriberExt;
+
+/// Keeps what it is given.
+#[derive(Clone, Default, Debug)]
+struct Kept(Arc<Mutex<Vec<SpanData>>>);
+
+impl SpanExporter for Kept {
+    async fn export(&self, batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.lock().unwrap().extend(batch);
+        Ok(())
+    }
+}
+
+/// Runs `handler` `times` times behind a tracer that keeps its spans; the spans and the
+/// warnings.
+async fn traced<F, Fut>(times: usize, handler: F) -> (Vec<SpanData>, Vec<String>)
+where
+    F: Fn(LambdaEvent<Value>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<Value, lambda_runtime::Error>> + Send + 'static,
+{
+    let kept = Kept::default();
+    let tracer = Tracer::builder()
+        .queued_exporter(kept.clone())
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let warnings = Warnings::default();
+    let _guard = powertools_tests::set_test_default(
+        tracing_subscriber::registry()
+            .with(tracer.otel_layer())
+            .with(warnings.clone()),
+    );
+    for _ in 0..times {
+        TracingLayer::new(tracer.clone())
+            .layer(service_fn(handler.clone()))
+            .oneshot(
+                TestContext::new()
+                    .with_function_name("orders-api")
+                    .event(json!({})),
+            )
+            .await
+            .unwrap();
+    }
+    tracer.flush().await;
+    let spans = kept.0.lock().unwrap().clone();
+    (spans, warnings.all())
+}
+
+#[tokio::test]
+async fn attributes_and_events_past_the_span_limits_are_warned_about() {
+    let (spans, warnings) = traced(3, |_| async {
+        use opentelemetry::trace::TraceContextExt;
+        let context = opentelemetry::Context::current();
+        for step in 0..200 {
+            context
+                .span()
+                .set_attribute(opentelemetry::KeyValue::new(format!("step.{step}"), step));
+        }
+        for event in 0..150 {
+            context.span().add_event(format!("retry {event}"), vec![]);
+        }
+        Ok(json!({}))
+    })
+    .await;
+    let invocation = spans.iter().find(|span| span.name == "orders-api").unwrap();
+    assert!(invocation.dropped_attributes_count > 0 && invocation.events.dropped_count == 22);
+    let said: Vec<&String> = warnings
+        .iter()
+        .filter(|warning| warning.contains("span limits"))
+        .collect();
+    // Three invocations, each flushed before it returned: warned at the 1st and 2nd flush.
+    assert_eq!(said.len(), 2, "{warnings:#?}");
+    for named in ["orders-api", "dropped_attributes=", "dropped_events=22"] {
+        assert!(said[0].contains(named), "{named}: {}", said[0]);
+    }
+}
+
+#[tokio::test]
+async fn a_span_over_x_ray_s_segment_limit_is_warned_about() {
+    let (spans, warnings) = traced(1, |_| async {
+        let payload = "x".repeat(100 * 1024);
+        tracing::info_span!("bake", payload = payload.as_str()).in_scope(|| {});
+        tracing::info_span!("small", payload = "x".repeat(1024).as_str()).in_scope(|| {});
+        Ok(json!({}))
+    })
+    .await;
+    assert!(
+        spans.iter().any(|span| span.name == "bake"),
+        "still exported"
+    );
+    let said: Vec<&String> = warnings
+        .iter()
+        .filter(|warning| warning.contains("64 KB"))
+        .collect();
+    assert_eq!(said.len(), 1, "{warnings:#?}");
+    assert!(
+        said[0].contains("bake") && said[0].contains("spans=1"),
+        "{}",
+        said[0]
+    );
+    // The ordinary spans of an invocation say nothing.
+    let (_, warnings) = traced(2, |_| async {
+        tracing::info_span!("small", payload = "x".repeat(1024).as_str()).in_scope(|| {});
+        Ok(json!({}))
+    })
+    .await;
+    assert!(warnings.is_empty(), "{warnings:#?}");
+}
