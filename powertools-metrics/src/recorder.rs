@@ -33,8 +33,9 @@ use crate::{Error, Metrics, Unit};
 /// - units given with `describe_*!` (after [`install`](Self::install)) are mapped to CloudWatch units (`Kibibytes` → `Kilobytes`,
 ///   …; `Nanoseconds` has no CloudWatch unit and is written as `None`).
 ///
-/// A value recorded outside any invocation, or one CloudWatch would refuse, is not written; a
-/// warning says why.
+/// A value recorded outside any invocation (at init, or in a task spawned without
+/// [`Metrics::scope`](crate::Metrics::scope)), or one CloudWatch would refuse, is not written; a
+/// warning says why, once per metric name.
 ///
 /// ```
 /// use lambda_runtime::{LambdaEvent, service_fn, tower::{Layer, ServiceExt}};
@@ -169,14 +170,40 @@ impl FacadeMetric {
     }
 }
 
+/// The most metric names [`warn_outside_invocation`] names; past them, one more warning says
+/// that further ones are not named.
+const MAX_NAMED_OUTSIDE: usize = 64;
+
+/// Says that a facade value recorded outside an invocation was not written, once per metric
+/// name (a library recording at init time would otherwise warn on every call). It was once per
+/// process: a counter at init used the one warning up, and a later one in a task spawned
+/// outside the invocation's scope vanished without a word (found by an audit from the docs).
 fn warn_outside_invocation(name: &str) {
-    // Once per process: a library recording at init time would otherwise warn on every call.
-    static WARNED: AtomicBool = AtomicBool::new(false);
-    if !WARNED.swap(true, Ordering::Relaxed) {
+    static WARNED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    static WARNED_TOO_MANY: AtomicBool = AtomicBool::new(false);
+    let mut warned = WARNED.lock().unwrap_or_else(PoisonError::into_inner);
+    if warned.contains(name) {
+        return;
+    }
+    let named = warned.len() < MAX_NAMED_OUTSIDE;
+    if named {
+        warned.insert(name.to_owned());
+    }
+    // Let go first: a subscriber that records metrics for warnings comes back here.
+    drop(warned);
+    if named {
         tracing::warn!(
             metric = name,
             "a `metrics` facade value was recorded outside an invocation wrapped by MetricsLayer \
-             and was not written (this warning is shown once)"
+             (at init, or in a spawned task: run it in `Metrics::scope` with the invocation's \
+             `Metrics::current()`) and was not written (warned once per metric name)"
+        );
+    } else if !WARNED_TOO_MANY.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            named = MAX_NAMED_OUTSIDE,
+            "more `metrics` facade metrics were recorded outside an invocation and not written \
+             than the warnings name: further ones are not named"
         );
     }
 }
