@@ -68,7 +68,8 @@ pub enum Error<E = Infallible> {
     Serialization {
         /// What was being (de)serialized.
         what: &'static str,
-        /// The serde error.
+        /// The serde error (not chained as the error's `source()`: its message may quote the
+        /// value).
         source: serde_json::Error,
     },
     /// A duplicate's stored response does not read as the handler's response type: the type
@@ -82,7 +83,8 @@ pub enum Error<E = Infallible> {
         response_type: &'static str,
         /// When the record expires (epoch seconds).
         expires_at: i64,
-        /// The serde error.
+        /// The serde error (not chained as the error's `source()`: its message may quote the
+        /// stored response).
         source: serde_json::Error,
         /// The store that holds the record, as it names itself (`DynamoDB table
         /// orders-idempotency`); `None` for a store that does not
@@ -331,10 +333,12 @@ impl<E> fmt::Display for OwnMessage<'_, E> {
             Error::InvalidRecord { key, reason } => {
                 write!(f, "stored idempotency record {key} is invalid: {reason}")
             }
+            // serde's words without the value they may quote (the event's, the response's).
             Error::Serialization { what, source } => {
                 write!(
                     f,
-                    "could not serialize or deserialize the {what} as JSON: {source}"
+                    "could not serialize or deserialize the {what} as JSON: {}",
+                    powertools_core::serde_message::without_values(&source.to_string())
                 )
             }
             Error::StoredResponseUnreadable {
@@ -353,13 +357,16 @@ impl<E> fmt::Display for OwnMessage<'_, E> {
                     }
                     _ => "was the response type changed since it was stored?",
                 };
+                // serde's words without the stored value they quote (a card number in the
+                // response; found by an audit from the docs).
                 write!(
                     f,
                     "the stored response of idempotency key {key}{} does not read as \
-                     {response_type}: {source}; the handler does not run again, and duplicates \
+                     {response_type}: {}; the handler does not run again, and duplicates \
                      get this error until the record expires at {} (epoch {expires_at}) or is \
                      deleted ({hint})",
                     InStore(store),
+                    powertools_core::serde_message::without_values(&source.to_string()),
                     crate::record::rfc3339_seconds(*expires_at)
                 )
             }
@@ -420,8 +427,9 @@ impl<E: fmt::Debug + fmt::Display + 'static> std::error::Error for Error<E> {
             Error::Persistence { source, .. }
             | Error::DeleteFailed { source, .. }
             | Error::NotCompleted { source, .. } => Some(source.as_ref()),
-            Error::Serialization { source, .. }
-            | Error::StoredResponseUnreadable { source, .. } => Some(source),
+            // Not the serde errors: their messages quote the value (the stored response's, the
+            // event's), which the message above leaves out, and a chain printed whole (a
+            // failure line's `exception`) would bring it back. They stay in the fields.
             _ => None,
         }
     }

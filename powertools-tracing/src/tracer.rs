@@ -697,9 +697,11 @@ fn roots(endpoint: &str, certificate: Option<(PathBuf, &str)>) -> Result<Roots, 
     };
     use rustls_pki_types::{CertificateDer, pem::PemObject};
     let unreadable = |error: &dyn std::fmt::Display| {
+        // Cut as a variable's value is: a path can be as long as a mistake makes it (found by
+        // an audit of the errors from the docs: 100 KB in Lambda's `errorMessage`).
         Error::Exporter(format!(
             "the certificate file {} (from {from}) could not be read: {error}",
-            path.display()
+            powertools_core::env::shown(&path.display().to_string())
         ))
     };
     let pem = std::fs::read(&path).map_err(|error| unreadable(&error))?;

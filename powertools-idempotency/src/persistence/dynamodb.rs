@@ -430,7 +430,8 @@ impl DynamoDbStore {
                 None => Ok(None),
                 Some(AttributeValue::S(value)) => Ok(Some(value.clone())),
                 Some(other) => Err(invalid(format!(
-                    "attribute {name} should be a string, found {other:?}"
+                    "attribute {name} should be a string (S), found {}",
+                    attribute_type(other)
                 ))),
             }
         };
@@ -441,16 +442,26 @@ impl DynamoDbStore {
                     .parse::<i64>()
                     .or_else(|_| value.parse::<f64>().map(|float| float as i64))
                     .map(Some)
-                    .map_err(|_| invalid(format!("attribute {name} is not a number: {value:?}"))),
+                    .map_err(|_| {
+                        invalid(format!(
+                            "attribute {name} is not a number: {}",
+                            powertools_core::env::shown(value)
+                        ))
+                    }),
                 Some(other) => Err(invalid(format!(
-                    "attribute {name} should be a number, found {other:?}"
+                    "attribute {name} should be a number (N), found {}",
+                    attribute_type(other)
                 ))),
             }
         };
         let status_text = string(&settings.status_attr)?
             .ok_or_else(|| invalid(format!("attribute {} is missing", settings.status_attr)))?;
-        let status = Status::from_wire(&status_text)
-            .ok_or_else(|| invalid(format!("unknown status {status_text:?}")))?;
+        let status = Status::from_wire(&status_text).ok_or_else(|| {
+            invalid(format!(
+                "unknown status {}",
+                powertools_core::env::shown(&status_text)
+            ))
+        })?;
         let expiry_timestamp = number(&settings.expiry_attr)?
             .ok_or_else(|| invalid(format!("attribute {} is missing", settings.expiry_attr)))?;
         Ok(DataRecord {
@@ -533,17 +544,17 @@ impl DynamoDbStoreBuilder {
     pub fn build(self) -> Result<DynamoDbStore, Error> {
         if self.table_name.trim().is_empty() {
             return Err(Error::Config(format!(
-                "the table name is empty ({:?})",
-                self.table_name
+                "the table name is empty ({})",
+                powertools_core::env::shown(&self.table_name)
             )));
         }
         // Refused here, at init, rather than by DynamoDB's `ValidationException` at the first
         // invocation (a name read from a variable with a typo or a trailing newline).
         if !is_table_name(&self.table_name) {
             return Err(Error::Config(format!(
-                "the table name {:?} is not one DynamoDB accepts: 3 to 255 letters, digits, \
+                "the table name {} is not one DynamoDB accepts: 3 to 255 letters, digits, \
                  '_', '-' and '.', or a table's ARN",
-                self.table_name
+                powertools_core::env::shown(&self.table_name)
             )));
         }
         // Refused here, at init, rather than at every call, where the SDK says "Missing Region:
@@ -577,7 +588,8 @@ impl DynamoDbStoreBuilder {
             }
             if let Some((other, _)) = names[..index].iter().find(|(_, earlier)| earlier == name) {
                 return Err(Error::Config(format!(
-                    "{setting} and {other} are both {name:?}"
+                    "{setting} and {other} are both {}",
+                    powertools_core::env::shown(name)
                 )));
             }
             if name.as_str() == CLAIM_ID_ATTR {
@@ -1299,6 +1311,25 @@ impl IdempotencyStore for DynamoDbStore {
     }
 }
 
+/// A DynamoDB attribute's type, as DynamoDB names it, without its value: a record's values may
+/// hold what a response held (a card number), and megabytes of it (found by an audit from the
+/// docs: the whole attribute was quoted).
+fn attribute_type(value: &AttributeValue) -> &'static str {
+    match value {
+        AttributeValue::B(_) => "a binary (B)",
+        AttributeValue::Bool(_) => "a boolean (BOOL)",
+        AttributeValue::Bs(_) => "a binary set (BS)",
+        AttributeValue::L(_) => "a list (L)",
+        AttributeValue::M(_) => "a map (M)",
+        AttributeValue::N(_) => "a number (N)",
+        AttributeValue::Ns(_) => "a number set (NS)",
+        AttributeValue::Null(_) => "null (NULL)",
+        AttributeValue::S(_) => "a string (S)",
+        AttributeValue::Ss(_) => "a string set (SS)",
+        _ => "an attribute type this crate does not know",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use powertools_core::error_chain::fixtures::{FailingDisplay, OwnSource};
@@ -1647,7 +1678,7 @@ mod tests {
             let error = DynamoDbStore::new(client(), refused).unwrap_err();
             assert!(
                 matches!(&error, Error::Config(message)
-                    if message.contains(&format!("{refused:?}"))
+                    if message.contains(&powertools_core::env::shown(refused))
                         && message.contains("not one DynamoDB accepts")),
                 "{refused:?}: {error}"
             );
