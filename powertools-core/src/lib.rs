@@ -73,6 +73,8 @@ pub mod env;
 #[doc(hidden)]
 pub mod error_chain;
 #[doc(hidden)]
+pub mod exit;
+#[doc(hidden)]
 pub mod failure;
 #[cfg(feature = "jmespath")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jmespath")))]

@@ -529,10 +529,7 @@ where
         let recycled = Arc::clone(&self.recycled);
         // Armed from here, not from the future's first poll: a future dropped before it runs
         // holds the metrics its handler's synchronous part added.
-        let mut cancelled = FlushIfCancelled {
-            metrics: Some(metrics.clone()),
-            outer: outer.clone(),
-        };
+        let mut cancelled = FlushIfCancelled::new(&metrics, outer.clone());
         Box::pin(async move {
             let outcome = AssertUnwindSafe(metrics.clone().scope(future))
                 .catch_unwind()
@@ -586,12 +583,24 @@ struct FlushIfCancelled {
     /// The invocation's handle in a `MetricsLayer` outside this one, told of the documents
     /// written here (as the completed paths tell it; found by a review).
     outer: Option<Metrics>,
+    /// Its place among the invocations running ([`running`]).
+    running: u64,
 }
 
 impl FlushIfCancelled {
+    fn new(metrics: &Metrics, outer: Option<Metrics>) -> Self {
+        FlushIfCancelled {
+            metrics: Some(metrics.clone()),
+            outer,
+            running: running::started(metrics),
+        }
+    }
+
     /// The invocation ended: its own paths flush it.
     fn disarm(&mut self) {
-        self.metrics = None;
+        if self.metrics.take().is_some() {
+            running::ended(self.running);
+        }
     }
 }
 
@@ -600,6 +609,7 @@ impl Drop for FlushIfCancelled {
         let Some(metrics) = self.metrics.take() else {
             return;
         };
+        running::ended(self.running);
         match metrics.flush_and_end() {
             Ok(true) => {
                 if let Some(outer) = &self.outer {
@@ -611,5 +621,59 @@ impl Drop for FlushIfCancelled {
                 tracing::warn!(%error, "metrics were not flushed after the invocation was cancelled");
             }
         }
+    }
+}
+
+/// The invocations running in this process, for the exit: Lambda's `SIGTERM` at shutdown (the
+/// tracer's extension handles it) exits the process with invocations still running under
+/// `run_concurrent`, and no destructor runs then, so the metrics they had added were lost
+/// without a word (found by an audit from the docs). Before the exit their documents are
+/// written, with a warning.
+mod running {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Mutex, Once, PoisonError};
+
+    use crate::Metrics;
+
+    static RUNNING: Mutex<Vec<(u64, Metrics)>> = Mutex::new(Vec::new());
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static ON_EXIT: Once = Once::new();
+
+    fn running() -> std::sync::MutexGuard<'static, Vec<(u64, Metrics)>> {
+        RUNNING.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `metrics`' invocation started; its number, for [`ended`].
+    pub(super) fn started(metrics: &Metrics) -> u64 {
+        ON_EXIT.call_once(|| powertools_core::exit::on_exit(write_running));
+        let number = NEXT.fetch_add(1, Ordering::Relaxed);
+        running().push((number, metrics.clone()));
+        number
+    }
+
+    /// The invocation `number` ended (its own paths write its metrics).
+    pub(super) fn ended(number: u64) {
+        let mut running = running();
+        if let Some(at) = running.iter().position(|(each, _)| *each == number) {
+            running.swap_remove(at);
+        }
+    }
+
+    /// Writes what the invocations still running added, and says so.
+    fn write_running() {
+        let running = std::mem::take(&mut *running());
+        if running.is_empty() {
+            return;
+        }
+        let written = running
+            .iter()
+            .filter(|(_, metrics)| matches!(metrics.flush_and_end(), Ok(true)))
+            .count();
+        tracing::warn!(
+            invocations = running.len(),
+            with_metrics = written,
+            "invocations were still running when the process exited: the metrics they had \
+             added are written now, and what they would have added after is lost"
+        );
     }
 }

@@ -265,7 +265,9 @@ impl Tracer {
     /// and count each span once; the exit is counted once per process (a second call counts
     /// only what ended since). With tracing off or a caller's own exporter
     /// ([`span_exporter`](TracerBuilder::span_exporter), which exports each span as it ends)
-    /// there is no queue, and it does nothing, as [`flush`](Self::flush).
+    /// there is no queue, and it exports nothing, as [`flush`](Self::flush). Either way it first
+    /// runs the other utilities' steps before an exit, once per process: powertools-metrics
+    /// writes the metrics the invocations still running had added, with a warning.
     ///
     /// ```no_run
     /// # async fn hook(tracer: powertools_tracing::Tracer) {
@@ -280,6 +282,9 @@ impl Tracer {
     /// [`flush`](Self::flush) within `limit` in all, before the process exits: what cannot be
     /// exported in time is counted as dropped and reported, instead of leaving with the process.
     pub(crate) async fn flush_before_exit(&self, limit: Duration) {
+        // What the other utilities do before the exit (the metrics of invocations still
+        // running are written), first: the export may take the whole budget.
+        powertools_core::exit::before_exit();
         if let Some(exporter) = &self.inner.exporter {
             exporter.flush_all_within(limit, true).await;
         }
