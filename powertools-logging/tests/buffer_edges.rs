@@ -3,6 +3,8 @@
 //! before their fixes (behind `reload`, at a `TRACE` logger, after `clear_buffer`, in a spawned
 //! task, and the one writer); the others pin what held, and what `key_scope`'s docs now say.
 
+#![allow(clippy::unwrap_used)]
+
 use lambda_runtime::tower::{Layer, ServiceExt};
 use lambda_runtime::{LambdaEvent, service_fn};
 use powertools_core::env::Env;

@@ -3,6 +3,8 @@
 //! they had added are written, with a warning. They were lost without a word (found by an audit
 //! from the docs). A binary of its own: the exit hooks run once per process.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::sync::Arc;

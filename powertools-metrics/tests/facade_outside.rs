@@ -3,6 +3,8 @@
 //! task spawned outside the invocation's scope vanished without a word (found by an audit from
 //! the docs). A binary of its own: it installs the global recorder and subscriber.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::sync::{Arc, Mutex};

@@ -4,6 +4,8 @@
 //! were neither written nor mentioned (found by an audit from the docs). A binary of its own:
 //! the exit hooks run once per process.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
