@@ -18,12 +18,18 @@ pub(crate) struct LogBuffer {
     /// allow, behind `tracing_subscriber::reload`, and a failed invocation wrote with the
     /// layer's logger, another writer; found by a review).
     writer: Option<Logger>,
+    /// The invocation ended: a line a task logs after it is not held for a flush that will not
+    /// come (found by an audit from the docs: lost without a word).
+    closed: bool,
 }
 
 /// What [`LogBuffer::push`] did.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Pushed {
     Buffered,
+    /// The invocation ended: the caller writes the line if its level is written, as for a line
+    /// outside any buffer.
+    Closed(Vec<u8>),
     /// The line alone is over the budget: the caller writes it directly, saying so for the
     /// invocation's first such line (`first`), with the budget (`max_bytes`).
     TooLarge {
@@ -43,6 +49,9 @@ impl LogBuffer {
 
     /// Keeps `line`, formatted by `writer`, evicting the oldest lines until it fits.
     pub(crate) fn push(&mut self, line: Vec<u8>, writer: &Logger) -> Pushed {
+        if self.closed {
+            return Pushed::Closed(line);
+        }
         if self.writer.is_none() {
             self.writer = Some(writer.clone());
         }
@@ -79,6 +88,12 @@ impl LogBuffer {
     /// The logger that formatted the buffered lines, if any were buffered.
     pub(crate) fn writer(&self) -> Option<Logger> {
         self.writer.clone()
+    }
+
+    /// Forgets everything, for good: the invocation ended.
+    pub(crate) fn close(&mut self) {
+        self.clear();
+        self.closed = true;
     }
 
     /// Forgets the lines (not that a line too large was warned about: once per invocation).

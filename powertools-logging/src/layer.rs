@@ -24,7 +24,7 @@ use crate::json::masked_event_text;
 use crate::level::Level;
 use crate::logger::{Logger, Shared};
 use crate::scope::Scope;
-use crate::subscriber::{JsonLayer, flush_buffer, with_stack_trace};
+use crate::subscriber::{JsonLayer, flush_buffer_then, with_stack_trace};
 use powertools_core::failure::ErrorDescriptions;
 
 /// Scopes each invocation: every line it writes, from any function it awaits, carries the
@@ -488,9 +488,9 @@ fn end_invocation(shared: &Shared, state: &InvocationState, failed: bool) {
             .buffer
             .is_some_and(|buffer| buffer.flush_on_handler_error);
     if flush {
-        flush_buffer(state);
+        flush_buffer_then(state, true);
     } else if let Some(mut buffer) = state.buffer() {
-        buffer.clear();
+        buffer.close();
     }
 }
 

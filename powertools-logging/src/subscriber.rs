@@ -366,11 +366,20 @@ pub(crate) fn current_scope() -> Option<Scope> {
 /// Writes the buffered lines of `invocation`, oldest first, then a warning if some were evicted,
 /// with the logger that formatted them (else nothing was buffered).
 pub(crate) fn flush_buffer(invocation: &InvocationState) {
+    flush_buffer_then(invocation, false);
+}
+
+/// [`flush_buffer`], closing the buffer in the same hold of its lock when `close` (the
+/// invocation ended): a line a task logs meanwhile is written at its level, never left in it.
+pub(crate) fn flush_buffer_then(invocation: &InvocationState, close: bool) {
     let Some(mut buffer) = invocation.buffer() else {
         return;
     };
     let (lines, evicted) = buffer.take();
     let writer = buffer.writer();
+    if close {
+        buffer.close();
+    }
     drop(buffer);
     let Some(writer) = writer else {
         return;
@@ -523,7 +532,10 @@ where
                     }
                     shared.write(&line);
                 }
-                Some(Pushed::Buffered) | None => {}
+                // Logged after the invocation ended (a task that outlived it): written as any
+                // line at its level, else dropped as one would be without a buffer.
+                Some(Pushed::Closed(line)) if written => shared.write(&line),
+                Some(Pushed::Buffered | Pushed::Closed(_)) | None => {}
             }
             return;
         }

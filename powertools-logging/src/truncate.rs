@@ -365,7 +365,12 @@ fn last_resort(standard: Vec<Member>, others: Vec<Other>, max: usize) -> Vec<u8>
             };
         } else if key != TRUNCATED_KEYS {
             let value = match value {
-                Value::String(text) if text.len() > 128 => Value::String(cut(&text, 128)),
+                // Named as every cut value is (a 600-byte `service` was cut without a word;
+                // found by an audit from the docs).
+                Value::String(text) if text.len() > 128 => {
+                    left_out.push(name_cut(&key, NAME_BYTES));
+                    Value::String(cut(&text, 128))
+                }
                 other => other,
             };
             kept.push((key, value));
@@ -569,6 +574,31 @@ mod tests {
     /// line keep its standard keys alone: the business keys and `location` went, and
     /// `truncated_keys` said `["*"]`, naming nothing. The small members are kept now, and what
     /// was left out is named.
+    /// A standard value the last resort cuts (to 128 bytes) is named in `truncated_keys`, as
+    /// every cut value is: a 600-byte `service` and a long `correlation_id` were cut without a
+    /// word (found by an audit from the docs).
+    #[test]
+    fn the_last_resort_names_the_standard_values_it_cuts() {
+        let members = vec![
+            ("level".to_owned(), json!("INFO")),
+            ("message".to_owned(), json!("order received")),
+            ("service".to_owned(), json!("s".repeat(600))),
+            ("correlation_id".to_owned(), json!("c".repeat(300))),
+            ("function_name".to_owned(), json!("orders")),
+            ("n".repeat(5_000), json!(1)),
+        ];
+        let line = render(&members, &[]);
+        let out = bound(&line, 4_096);
+        assert!(out.len() <= 4_096);
+        let value = parsed(&out);
+        let named = value[TRUNCATED_KEYS].as_array().expect("names").clone();
+        for cut in ["service", "correlation_id"] {
+            assert!(named.contains(&json!(cut)), "{cut}: {value}");
+        }
+        assert!(!named.contains(&json!("function_name")), "{value}");
+        assert_eq!(value["function_name"], "orders");
+    }
+
     #[test]
     fn the_last_resort_keeps_the_small_members_and_names_what_it_left_out() {
         let huge_name = "n".repeat(270_000);
