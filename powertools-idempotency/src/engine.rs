@@ -1175,8 +1175,9 @@ pub(crate) fn check_operation(operation: &str) -> Result<(), Error> {
         || operation.chars().any(char::is_control)
     {
         return Err(Error::Config(format!(
-            "the idempotency operation name {operation:?} must be non-empty (not whitespace or \
-             invisible characters alone), without control characters, and without `#` or `.`"
+            "the idempotency operation name {} must be non-empty (not whitespace or invisible \
+             characters alone), without control characters, and without `#` or `.`",
+            powertools_core::env::shown(operation)
         )));
     }
     Ok(())

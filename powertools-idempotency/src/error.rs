@@ -12,7 +12,6 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// `E` is the handler's own error, passed through unchanged as [`Error::Handler`]. The
 /// `error_type` of each variant in a Lambda [`Diagnostic`] is the Powertools exception name, so
 /// dashboards and retries written for Powertools keep working.
-#[derive(Debug)]
 #[non_exhaustive]
 pub enum Error<E = Infallible> {
     /// Another invocation with the same key is running; retry later.
@@ -180,7 +179,38 @@ impl<E: fmt::Display + 'static> fmt::Display for Error<E> {
     }
 }
 
-/// The `Debug` text of an error of the layer's own, as `#[derive(Debug)]` writes it but without
+/// As `#[derive(Debug)]` would write it, but for the serde errors, written without the value
+/// their message quotes (the stored response's: a card number reached the failure line and the
+/// trace through `Debug`; found by a review).
+impl<E: fmt::Debug> fmt::Debug for Error<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Handler(error) => f.debug_tuple("Handler").field(error).finish(),
+            own => OwnDebug(own).fmt(f),
+        }
+    }
+}
+
+/// A serde error as its `Debug` writes it (`Error("…", line: 1, column: 26)`), its message
+/// without the value it quotes.
+struct SerdeDebug<'e>(&'e serde_json::Error);
+
+impl fmt::Debug for SerdeDebug<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let error = self.0;
+        let message = powertools_core::serde_message::without_values(&error.to_string());
+        // `Display` ends with the position, which `Debug` gives as fields.
+        let position = format!(" at line {} column {}", error.line(), error.column());
+        let message = message.strip_suffix(&position).unwrap_or(&message);
+        f.debug_tuple("Error")
+            .field(&message)
+            .field(&format_args!("line: {}", error.line()))
+            .field(&format_args!("column: {}", error.column()))
+            .finish()
+    }
+}
+
+/// The `Debug` text of an error of the layer's own, as [`Error`]'s `Debug` writes it but without
 /// a `Debug` bound on the handler's error (which such an error does not hold), for the layers
 /// outside to recognise it by (`error::tests::the_own_debug_text_is_the_derived_one`).
 struct OwnDebug<'e, E>(&'e Error<E>);
@@ -222,7 +252,7 @@ impl<E> fmt::Debug for OwnDebug<'_, E> {
             Error::Serialization { what, source } => f
                 .debug_struct("Serialization")
                 .field("what", what)
-                .field("source", source)
+                .field("source", &SerdeDebug(source))
                 .finish(),
             Error::StoredResponseUnreadable {
                 key,
@@ -235,7 +265,7 @@ impl<E> fmt::Debug for OwnDebug<'_, E> {
                 .field("key", key)
                 .field("response_type", response_type)
                 .field("expires_at", expires_at)
-                .field("source", source)
+                .field("source", &SerdeDebug(source))
                 .field("store", store)
                 .finish(),
             Error::ResponseNotStored {
@@ -333,12 +363,13 @@ impl<E> fmt::Display for OwnMessage<'_, E> {
             Error::InvalidRecord { key, reason } => {
                 write!(f, "stored idempotency record {key} is invalid: {reason}")
             }
-            // serde's words without the value they may quote (the event's, the response's).
+            // serde's words without the value they quote; the crate's own reasons (a NaN, an
+            // integer beyond 64 bits, with what to do) kept (a review found them left out).
             Error::Serialization { what, source } => {
                 write!(
                     f,
                     "could not serialize or deserialize the {what} as JSON: {}",
-                    powertools_core::serde_message::without_values(&source.to_string())
+                    powertools_core::serde_message::without_quoted_values(&source.to_string())
                 )
             }
             Error::StoredResponseUnreadable {

@@ -35,7 +35,7 @@ use crate::{Error, Metrics, Unit};
 ///
 /// A value recorded outside any invocation (at init, or in a task spawned without
 /// [`Metrics::scope`](crate::Metrics::scope)), or one CloudWatch would refuse, is not written; a
-/// warning says why, once per metric name.
+/// warning says why: once per metric name for the first, at each call for the second.
 ///
 /// ```
 /// use lambda_runtime::{LambdaEvent, service_fn, tower::{Layer, ServiceExt}};
@@ -163,7 +163,11 @@ impl FacadeMetric {
         match recorded {
             Some(Ok(())) => {}
             Some(Err(error)) => {
-                tracing::warn!(metric = %self.name, %error, "a `metrics` facade value was not recorded");
+                tracing::warn!(
+                    metric = %powertools_core::env::shown(&self.name),
+                    %error,
+                    "a `metrics` facade value was not recorded"
+                );
             }
             None => warn_outside_invocation(&self.name),
         }
@@ -182,19 +186,25 @@ fn warn_outside_invocation(name: &str) {
     static WARNED: std::sync::Mutex<std::collections::BTreeSet<String>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
     static WARNED_TOO_MANY: AtomicBool = AtomicBool::new(false);
+    // Everything said: no lock on every call (a review).
+    if WARNED_TOO_MANY.load(Ordering::Relaxed) {
+        return;
+    }
+    // Kept and shown by its start: a name made at run time can be a megabyte (a review).
+    let name = powertools_core::env::shown(name);
     let mut warned = WARNED.lock().unwrap_or_else(PoisonError::into_inner);
-    if warned.contains(name) {
+    if warned.contains(&name) {
         return;
     }
     let named = warned.len() < MAX_NAMED_OUTSIDE;
     if named {
-        warned.insert(name.to_owned());
+        warned.insert(name.clone());
     }
     // Let go first: a subscriber that records metrics for warnings comes back here.
     drop(warned);
     if named {
         tracing::warn!(
-            metric = name,
+            metric = %name,
             "a `metrics` facade value was recorded outside an invocation wrapped by MetricsLayer \
              (at init, or in a spawned task: run it in `Metrics::scope` with the invocation's \
              `Metrics::current()`) and was not written (warned once per metric name)"

@@ -95,6 +95,17 @@ async fn each_facade_metric_recorded_outside_an_invocation_is_named_once() {
     );
     assert!(warnings.contains("Metrics::scope"), "{warnings}");
 
+    // A name made at run time, a megabyte long: quoted by its start (found by a review).
+    let before = warnings.len();
+    metrics::counter!("M".repeat(1_000_000)).increment(1);
+    let after = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        after.len() - before < 2_000,
+        "{} bytes",
+        after.len() - before
+    );
+    assert!(after.contains(&"M".repeat(64)), "{}", &after[before..]);
+
     // Past the names a warning names, one more warning says so, and then nothing.
     for index in 0..70 {
         metrics::counter!(format!("Outside{index}")).increment(1);

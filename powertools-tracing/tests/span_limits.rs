@@ -89,7 +89,11 @@ async fn attributes_and_events_past_the_span_limits_are_warned_about() {
         .collect();
     // Three invocations, each flushed before it returned: warned at the 1st and 2nd flush.
     assert_eq!(said.len(), 2, "{warnings:#?}");
-    for named in ["orders-api", "dropped_attributes=", "dropped_events=22"] {
+    for named in [
+        "orders-api",
+        "dropped_attributes=",
+        "dropped_events_and_links=22",
+    ] {
         assert!(said[0].contains(named), "{named}: {}", said[0]);
     }
 }
@@ -116,6 +120,26 @@ async fn a_span_over_x_ray_s_segment_limit_is_warned_about() {
         said[0].contains("bake") && said[0].contains("spans=1"),
         "{}",
         said[0]
+    );
+    // Nor a span of many small attributes, about 18 KB as JSON, which the request-size estimate
+    // (64 bytes an attribute) put at 71 KB (found by a review).
+    let (_, warnings) = traced(1, |_| async {
+        use opentelemetry::trace::TraceContextExt;
+        let context = opentelemetry::Context::current();
+        for event in 0..128_i64 {
+            context.span().add_event(
+                format!("e{event}"),
+                (0..8)
+                    .map(|key| opentelemetry::KeyValue::new(format!("k{key}"), event))
+                    .collect(),
+            );
+        }
+        Ok(json!({}))
+    })
+    .await;
+    assert!(
+        !warnings.iter().any(|warning| warning.contains("64 KB")),
+        "{warnings:#?}"
     );
     // The ordinary spans of an invocation say nothing.
     let (_, warnings) = traced(2, |_| async {
