@@ -186,7 +186,35 @@ impl<E: fmt::Debug> fmt::Debug for Error<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Handler(error) => f.debug_tuple("Handler").field(error).finish(),
+            // With the handler's error, which the report's `Debug` leaves out (a review).
+            Error::DeleteFailed { error, source } => f
+                .debug_struct("DeleteFailed")
+                .field("error", &**error)
+                .field("source", source)
+                .finish(),
             own => OwnDebug(own).fmt(f),
+        }
+    }
+}
+
+/// The reasons this crate gives in a [`Error::Serialization`] (a float JSON cannot hold, an
+/// integer beyond 64 bits, with what to do), which quote nothing of the value but the float.
+const OWN_SERIALIZATION_REASONS: [&str; 2] = ["it holds ", "an integer beyond 64 bits"];
+
+/// Why the key or validation data did not serialize, without what a `Serialize`
+/// implementation's own message may quote (a card number): the crate's own reasons and serde's
+/// are kept (a review found the first left out, then the second quoted).
+fn serialization_reason(message: &str) -> std::borrow::Cow<'_, str> {
+    if OWN_SERIALIZATION_REASONS
+        .iter()
+        .any(|own| message.starts_with(own))
+    {
+        return std::borrow::Cow::Borrowed(message);
+    }
+    match powertools_core::serde_message::without_quoted_values(message) {
+        std::borrow::Cow::Owned(without) => std::borrow::Cow::Owned(without),
+        std::borrow::Cow::Borrowed(_) => {
+            std::borrow::Cow::Borrowed(powertools_core::serde_message::serialize_reason(message))
         }
     }
 }
@@ -202,11 +230,13 @@ impl fmt::Debug for SerdeDebug<'_> {
         // `Display` ends with the position, which `Debug` gives as fields.
         let position = format!(" at line {} column {}", error.line(), error.column());
         let message = message.strip_suffix(&position).unwrap_or(&message);
-        f.debug_tuple("Error")
-            .field(&message)
-            .field(&format_args!("line: {}", error.line()))
-            .field(&format_args!("column: {}", error.column()))
-            .finish()
+        // On one line in both modes, as serde_json writes it.
+        write!(
+            f,
+            "Error({message:?}, line: {}, column: {})",
+            error.line(),
+            error.column()
+        )
     }
 }
 
@@ -369,7 +399,7 @@ impl<E> fmt::Display for OwnMessage<'_, E> {
                 write!(
                     f,
                     "could not serialize or deserialize the {what} as JSON: {}",
-                    powertools_core::serde_message::without_quoted_values(&source.to_string())
+                    serialization_reason(&source.to_string())
                 )
             }
             Error::StoredResponseUnreadable {

@@ -102,8 +102,12 @@ impl fmt::Display for NotStorable {
 impl std::error::Error for NotStorable {}
 
 impl ser::Error for NotStorable {
+    /// A `Serialize` implementation's own message may quote the value (a card number): only
+    /// serde_json's own reasons are kept (a review found one in the key data's error).
     fn custom<T: fmt::Display>(message: T) -> Self {
-        NotStorable(message.to_string())
+        NotStorable(
+            powertools_core::serde_message::serialize_reason(&message.to_string()).to_owned(),
+        )
     }
 }
 

@@ -339,8 +339,8 @@ fn is_standard(key: &str) -> bool {
 /// The last resort: the standard keys, each short, then the line's other small members whole, in
 /// order, within a quarter of the limit (a business key such as `order_id` survives thousands of
 /// others, or one key with a huge name), and as much of the message as fits. `truncated_keys`
-/// names the members left out (names cut to 64 bytes) and `message` if it was cut, or is `["*"]`
-/// when they are too many to name.
+/// names the members left out (names cut to 64 bytes), the standard values cut to 128 bytes, and
+/// `message` if it was cut, or is `["*"]` when they are too many to name.
 fn last_resort(standard: Vec<Member>, others: Vec<Other>, max: usize) -> Vec<u8> {
     let mut extra: Vec<Member> = Vec::new();
     let mut left_out: Vec<String> = Vec::new();
@@ -570,10 +570,6 @@ mod tests {
         assert_eq!(value[TRUNCATED_KEYS], json!(["event"]));
     }
 
-    /// One member with a huge name (which no cut can shorten) or thousands of members made the
-    /// line keep its standard keys alone: the business keys and `location` went, and
-    /// `truncated_keys` said `["*"]`, naming nothing. The small members are kept now, and what
-    /// was left out is named.
     /// A standard value the last resort cuts (to 128 bytes) is named in `truncated_keys`, as
     /// every cut value is: a 600-byte `service` and a long `correlation_id` were cut without a
     /// word (found by an audit from the docs).
@@ -599,6 +595,10 @@ mod tests {
         assert_eq!(value["function_name"], "orders");
     }
 
+    /// One member with a huge name (which no cut can shorten) or thousands of members made the
+    /// line keep its standard keys alone: the business keys and `location` went, and
+    /// `truncated_keys` said `["*"]`, naming nothing. The small members are kept now, and what
+    /// was left out is named.
     #[test]
     fn the_last_resort_keeps_the_small_members_and_names_what_it_left_out() {
         let huge_name = "n".repeat(270_000);

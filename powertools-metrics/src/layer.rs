@@ -589,10 +589,11 @@ struct FlushIfCancelled {
 
 impl FlushIfCancelled {
     fn new(metrics: &Metrics, outer: Option<Metrics>) -> Self {
+        let running = running::started(metrics, outer.as_ref());
         FlushIfCancelled {
             metrics: Some(metrics.clone()),
             outer,
-            running: running::started(metrics),
+            running,
         }
     }
 
@@ -635,42 +636,60 @@ mod running {
 
     use crate::Metrics;
 
-    static RUNNING: Mutex<Vec<(u64, Metrics)>> = Mutex::new(Vec::new());
+    /// Each running invocation's number, handle, and the handle of a `MetricsLayer` outside
+    /// this one in the same invocation (the facade's stack around a caller's own layer).
+    static RUNNING: Mutex<Vec<Running>> = Mutex::new(Vec::new());
+
+    type Running = (u64, Metrics, Option<Metrics>);
     static NEXT: AtomicU64 = AtomicU64::new(0);
     static ON_EXIT: Once = Once::new();
 
-    fn running() -> std::sync::MutexGuard<'static, Vec<(u64, Metrics)>> {
+    fn running() -> std::sync::MutexGuard<'static, Vec<Running>> {
         RUNNING.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// `metrics`' invocation started; its number, for [`ended`].
-    pub(super) fn started(metrics: &Metrics) -> u64 {
+    pub(super) fn started(metrics: &Metrics, outer: Option<&Metrics>) -> u64 {
         ON_EXIT.call_once(|| powertools_core::exit::on_exit(write_running));
         let number = NEXT.fetch_add(1, Ordering::Relaxed);
-        running().push((number, metrics.clone()));
+        running().push((number, metrics.clone(), outer.cloned()));
         number
     }
 
     /// The invocation `number` ended (its own paths write its metrics).
     pub(super) fn ended(number: u64) {
         let mut running = running();
-        if let Some(at) = running.iter().position(|(each, _)| *each == number) {
+        if let Some(at) = running.iter().position(|(each, _, _)| *each == number) {
             running.swap_remove(at);
         }
     }
 
-    /// Writes what the invocations still running added, and says so.
+    /// Writes what the invocations still running added, and says so. A layer inside another
+    /// in the same invocation is written first and tells the outer one, which is what counts
+    /// (one invocation was counted twice, and its outer layer said it had no metrics; found by
+    /// a review).
     fn write_running() {
-        let running = std::mem::take(&mut *running());
+        let mut running = std::mem::take(&mut *running());
         if running.is_empty() {
             return;
         }
-        let written = running
-            .iter()
-            .filter(|(_, metrics)| matches!(metrics.flush_and_end(), Ok(true)))
-            .count();
+        // The inner layers first (they join before their outer ones return, but a layer's
+        // place in the list is not what says it is inner: its outer handle is).
+        running.sort_by_key(|(_, _, outer)| outer.is_none());
+        let (mut invocations, mut written) = (0, 0);
+        for (_, metrics, outer) in &running {
+            let wrote = matches!(metrics.flush_and_end(), Ok(true));
+            match outer {
+                Some(outer) if wrote => outer.note_nested_documents(),
+                Some(_) => {}
+                None => {
+                    invocations += 1;
+                    written += usize::from(wrote);
+                }
+            }
+        }
         tracing::warn!(
-            invocations = running.len(),
+            invocations,
             with_metrics = written,
             "invocations were still running when the process exited: the metrics they had \
              added are written now, and what they would have added after is lost"

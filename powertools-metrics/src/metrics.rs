@@ -1224,6 +1224,12 @@ impl Metrics {
         if !end && self.ended() {
             return Ok(false);
         }
+        // Ended already by the exit step (`SIGTERM` with the invocation running), which wrote
+        // what it had: not an invocation without metrics (it warned, or failed with
+        // `raise_on_empty_metrics`; found by a review).
+        if end && self.ended() {
+            return Ok(true);
+        }
         let wrote_main = !state.metrics.is_empty();
         self.write_main(&mut state);
         let labelled = std::mem::take(&mut state.labelled);

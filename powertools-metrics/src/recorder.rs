@@ -164,13 +164,25 @@ impl FacadeMetric {
             Some(Ok(())) => {}
             Some(Err(error)) => {
                 tracing::warn!(
-                    metric = %powertools_core::env::shown(&self.name),
+                    metric = %cut_name(&self.name),
                     %error,
                     "a `metrics` facade value was not recorded"
                 );
             }
             None => warn_outside_invocation(&self.name),
         }
+    }
+}
+
+/// `name` cut to 64 characters for a warning's field, without quotes (a query filters on
+/// `metric = "OrdersAccepted"`): a name made at run time can be a megabyte.
+fn cut_name(name: &str) -> std::borrow::Cow<'_, str> {
+    match name
+        .char_indices()
+        .nth(powertools_core::env::MAX_SHOWN_CHARS)
+    {
+        Some((end, _)) => std::borrow::Cow::Owned(format!("{}…", &name[..end])),
+        None => std::borrow::Cow::Borrowed(name),
     }
 }
 
@@ -191,14 +203,14 @@ fn warn_outside_invocation(name: &str) {
         return;
     }
     // Kept and shown by its start: a name made at run time can be a megabyte (a review).
-    let name = powertools_core::env::shown(name);
+    let name = cut_name(name);
     let mut warned = WARNED.lock().unwrap_or_else(PoisonError::into_inner);
-    if warned.contains(&name) {
+    if warned.contains(name.as_ref()) {
         return;
     }
     let named = warned.len() < MAX_NAMED_OUTSIDE;
     if named {
-        warned.insert(name.clone());
+        warned.insert(name.clone().into_owned());
     }
     // Let go first: a subscriber that records metrics for warnings comes back here.
     drop(warned);

@@ -93,6 +93,11 @@ async fn each_facade_metric_recorded_outside_an_invocation_is_named_once() {
         1,
         "{warnings}"
     );
+    // The name as it is, without quotes: a query filters on `metric = "OrdersInSpawnedTask"`.
+    assert!(
+        warnings.contains("metric=OrdersInSpawnedTask\n"),
+        "{warnings}"
+    );
     assert!(warnings.contains("Metrics::scope"), "{warnings}");
 
     // A name made at run time, a megabyte long: quoted by its start (found by a review).
