@@ -185,10 +185,34 @@ pub const MAX_SHOWN_CHARS: usize = 64;
 /// assert_eq!(shown(&"é".repeat(1000)), format!("\"{}\"…", "é".repeat(MAX_SHOWN_CHARS)));
 /// ```
 pub fn shown(value: &str) -> String {
-    match value.char_indices().nth(MAX_SHOWN_CHARS) {
-        Some((end, _)) => format!("{:?}…", &value[..end]),
+    match shown_end(value) {
+        Some(end) => format!("{:?}…", &value[..end]),
         None => format!("{value:?}"),
     }
+}
+
+/// `value` cut as [`shown`] cuts it, without the quotes and escapes: for a log line's field,
+/// which a query compares with the text itself (`metric = "OrdersAccepted"`).
+///
+/// ```
+/// use powertools_core::env::{MAX_SHOWN_CHARS, shown_bare};
+///
+/// assert_eq!(shown_bare("Orders\t"), "Orders\t");
+/// assert_eq!(shown_bare(&"é".repeat(1000)), format!("{}…", "é".repeat(MAX_SHOWN_CHARS)));
+/// ```
+pub fn shown_bare(value: &str) -> std::borrow::Cow<'_, str> {
+    match shown_end(value) {
+        Some(end) => std::borrow::Cow::Owned(format!("{}…", &value[..end])),
+        None => std::borrow::Cow::Borrowed(value),
+    }
+}
+
+/// Where [`shown`] cuts `value`, when it is longer than [`MAX_SHOWN_CHARS`] characters.
+fn shown_end(value: &str) -> Option<usize> {
+    value
+        .char_indices()
+        .nth(MAX_SHOWN_CHARS)
+        .map(|(end, _)| end)
 }
 
 /// A value that is not valid UTF-8 as an error message shows it: as [`shown`] writes text, each

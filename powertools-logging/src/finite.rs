@@ -36,10 +36,25 @@ pub(crate) const MAX_VALUE_DEPTH: usize = 126;
 /// Whether `value` nests arrays and objects more than `limit` levels deep (an empty one counts:
 /// `[[]]` is two). Walked without recursion.
 pub(crate) fn nests_deeper_than(value: &Value, limit: usize) -> bool {
-    fn children(value: &Value) -> Option<Box<dyn Iterator<Item = &Value> + '_>> {
+    /// The values an array or an object holds, without an allocation per level (the walk runs
+    /// on each logged event).
+    enum Children<'v> {
+        Array(std::slice::Iter<'v, Value>),
+        Object(serde_json::map::Values<'v>),
+    }
+    impl<'v> Iterator for Children<'v> {
+        type Item = &'v Value;
+        fn next(&mut self) -> Option<&'v Value> {
+            match self {
+                Children::Array(items) => items.next(),
+                Children::Object(members) => members.next(),
+            }
+        }
+    }
+    fn children(value: &Value) -> Option<Children<'_>> {
         match value {
-            Value::Array(items) => Some(Box::new(items.iter())),
-            Value::Object(members) => Some(Box::new(members.values())),
+            Value::Array(items) => Some(Children::Array(items.iter())),
+            Value::Object(members) => Some(Children::Object(members.values())),
             _ => None,
         }
     }

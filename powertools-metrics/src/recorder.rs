@@ -164,25 +164,13 @@ impl FacadeMetric {
             Some(Ok(())) => {}
             Some(Err(error)) => {
                 tracing::warn!(
-                    metric = %cut_name(&self.name),
+                    metric = %powertools_core::env::shown_bare(&self.name),
                     %error,
                     "a `metrics` facade value was not recorded"
                 );
             }
             None => warn_outside_invocation(&self.name),
         }
-    }
-}
-
-/// `name` cut to 64 characters for a warning's field, without quotes (a query filters on
-/// `metric = "OrdersAccepted"`): a name made at run time can be a megabyte.
-fn cut_name(name: &str) -> std::borrow::Cow<'_, str> {
-    match name
-        .char_indices()
-        .nth(powertools_core::env::MAX_SHOWN_CHARS)
-    {
-        Some((end, _)) => std::borrow::Cow::Owned(format!("{}…", &name[..end])),
-        None => std::borrow::Cow::Borrowed(name),
     }
 }
 
@@ -203,7 +191,7 @@ fn warn_outside_invocation(name: &str) {
         return;
     }
     // Kept and shown by its start: a name made at run time can be a megabyte (a review).
-    let name = cut_name(name);
+    let name = powertools_core::env::shown_bare(name);
     let mut warned = WARNED.lock().unwrap_or_else(PoisonError::into_inner);
     if warned.contains(name.as_ref()) {
         return;

@@ -158,12 +158,6 @@ const MAX_SPAN_BYTES: usize = MAX_REQUEST_BYTES - 1024 * 1024;
 /// and fixed in the code), and 128 for the fixed fields. Every flush computes it for each span,
 /// so it reads only what can be large.
 fn estimated_bytes(span: &SpanData) -> usize {
-    fn attributes(attributes: &[opentelemetry::KeyValue]) -> usize {
-        attributes
-            .iter()
-            .map(|attribute| 64 + value_bytes(&attribute.value))
-            .sum()
-    }
     fn value_bytes(value: &opentelemetry::Value) -> usize {
         use opentelemetry::{Array, Value};
         match value {
@@ -181,19 +175,41 @@ fn estimated_bytes(span: &SpanData) -> usize {
         opentelemetry::trace::Status::Error { description } => description.len(),
         _ => 0,
     };
-    128 + span.name.len()
-        + status
+    128 + status
+        + measured(
+            span,
+            |attribute| 64 + value_bytes(&attribute.value),
+            32,
+            Some(64),
+        )
+}
+
+/// `span`'s name, its attributes by `attribute`, and each event's name and attributes with
+/// `per_event` more, and each link's attributes with `per_link` more (`None`: links left out):
+/// the walk [`estimated_bytes`] and [`segment_bytes`] share, each with its own measure.
+fn measured(
+    span: &SpanData,
+    attribute: impl Fn(&opentelemetry::KeyValue) -> usize,
+    per_event: usize,
+    per_link: Option<usize>,
+) -> usize {
+    let attributes = |attributes: &[opentelemetry::KeyValue]| -> usize {
+        attributes.iter().map(&attribute).sum()
+    };
+    let links = per_link.map_or(0, |per_link| {
+        span.links
+            .iter()
+            .map(|link| per_link + attributes(&link.attributes))
+            .sum()
+    });
+    span.name.len()
         + attributes(&span.attributes)
         + span
             .events
             .iter()
-            .map(|event| 32 + event.name.len() + attributes(&event.attributes))
+            .map(|event| per_event + event.name.len() + attributes(&event.attributes))
             .sum::<usize>()
-        + span
-            .links
-            .iter()
-            .map(|link| 64 + attributes(&link.attributes))
-            .sum::<usize>()
+        + links
 }
 
 /// X-Ray's limit on one segment document: a span over it is dropped whole.
@@ -247,32 +263,25 @@ impl SpanLimitsMet {
 /// attribute put a span of 128 events of 8 numbers at 71 KB, about 18 KB as JSON; found by a
 /// review): each attribute's key and value as text, and a few bytes of quotes and separators.
 fn segment_bytes(span: &SpanData) -> usize {
-    fn attributes(attributes: &[opentelemetry::KeyValue]) -> usize {
-        attributes
-            .iter()
-            .map(|attribute| {
-                use opentelemetry::{Array, Value};
-                let value = match &attribute.value {
-                    Value::String(text) => text.as_str().len(),
-                    Value::Array(Array::String(texts)) => {
-                        texts.iter().map(|text| text.as_str().len() + 3).sum()
-                    }
-                    Value::Array(Array::Bool(values)) => values.len() * 5,
-                    Value::Array(Array::I64(values)) => values.len() * 2,
-                    Value::Array(Array::F64(values)) => values.len() * 2,
-                    _ => 1,
-                };
-                attribute.key.as_str().len() + value + 4
-            })
-            .sum()
+    fn value_text(value: &opentelemetry::Value) -> usize {
+        use opentelemetry::{Array, Value};
+        match value {
+            Value::String(text) => text.as_str().len(),
+            Value::Array(Array::String(texts)) => {
+                texts.iter().map(|text| text.as_str().len() + 3).sum()
+            }
+            Value::Array(Array::Bool(values)) => values.len() * 5,
+            Value::Array(Array::I64(values)) => values.len() * 2,
+            Value::Array(Array::F64(values)) => values.len() * 2,
+            _ => 1,
+        }
     }
-    span.name.len()
-        + attributes(&span.attributes)
-        + span
-            .events
-            .iter()
-            .map(|event| event.name.len() + attributes(&event.attributes))
-            .sum::<usize>()
+    measured(
+        span,
+        |attribute| attribute.key.as_str().len() + value_text(&attribute.value) + 4,
+        0,
+        None,
+    )
 }
 
 fn millis(duration: Duration) -> u64 {
