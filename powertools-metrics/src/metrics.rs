@@ -808,7 +808,10 @@ impl Metrics {
     /// Adds another dimension set: the default dimensions plus `dimensions` (without `service`,
     /// as Powertools for Python writes it), so that the same metrics are also aggregated by this
     /// combination. Values CloudWatch refuses are kept as metadata, as in
-    /// [`add_dimension`](Self::add_dimension).
+    /// [`add_dimension`](Self::add_dimension). CloudWatch's limit of 30 dimensions holds per
+    /// set, not across the sets of a document: Powertools for Python refuses a set that brings
+    /// the names of all its sets past 29, and this writes it (see the README's compatibility
+    /// table).
     ///
     /// ```
     /// # use powertools_metrics::{MemorySink, MetricsLayer, Unit};
@@ -1439,6 +1442,7 @@ impl Metrics {
             Some(index) => index,
             None => {
                 self.check_labels(labels)?;
+                warn_replaced_labels(name, labels, &self.shared.settings.default_dimensions);
                 state.labelled.push(Labelled {
                     labels: labels.to_vec(),
                     metrics: MetricTable::default(),
@@ -1855,6 +1859,40 @@ fn epoch_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// Says which labels of a `metrics` facade key replace another value: a label given twice (the
+/// last value is written) or one named as a default dimension (the label's value is written),
+/// as `add_dimensions` says it of a name given twice (found by an attack: the first value
+/// vanished without a word). Once per label set and invocation, when the set first appears.
+#[cfg_attr(not(feature = "recorder"), allow(dead_code))]
+fn warn_replaced_labels(metric: &str, labels: &[(String, String)], defaults: &[(String, String)]) {
+    for (index, (name, value)) in labels.iter().enumerate() {
+        let replaced = labels[index + 1..]
+            .iter()
+            .find(|(later, _)| later == name)
+            .map(|(_, later_value)| (value, later_value))
+            .or_else(|| {
+                // A default replaced by a label: by its last value, reported at that label.
+                let last = !labels[index + 1..].iter().any(|(later, _)| later == name);
+                defaults
+                    .iter()
+                    .find(|(default, _)| last && default == name)
+                    .map(|(_, default_value)| (default_value, value))
+            });
+        let Some((old, new)) = replaced else {
+            continue;
+        };
+        if old != new {
+            tracing::warn!(
+                metric = %powertools_core::env::shown_bare(metric),
+                dimension = %powertools_core::env::shown_bare(name),
+                old = %powertools_core::env::shown_bare(old),
+                new = %powertools_core::env::shown_bare(new),
+                "Dimension is being overwritten"
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -542,3 +542,65 @@ async fn a_replaced_service_or_default_dimension_reaches_the_labelled_documents(
             .any(|document| metric_names(document) == ["Labelled"] && document["shard"] == "s1")
     );
 }
+
+/// A label given twice in one key keeps its last value, as `add_dimensions` keeps a name given
+/// twice, and says so as it does (found by an attack from the docs: the first value vanished
+/// without a word); a label named as a default dimension replaces its value, and says so too.
+#[tokio::test]
+async fn a_label_given_twice_keeps_its_last_value_and_says_so() {
+    install();
+    let sink = CheckedSink::new();
+    let layer = builder(&sink)
+        .default_dimension("environment", "prod")
+        .build()
+        .unwrap();
+    let handler = layer.layer(service_fn(|_event: LambdaEvent<Value>| async {
+        metrics::counter!("Shared", "tenant" => "a", "tenant" => "b").increment(1);
+        metrics::counter!("Shared", "tenant" => "a", "tenant" => "b").increment(1);
+        metrics::counter!("Same", "tenant" => "c", "tenant" => "c").increment(1);
+        metrics::counter!("Staged", "environment" => "staging").increment(1);
+        metrics::counter!("Produced", "environment" => "prod").increment(1);
+        Ok::<_, lambda_runtime::Error>(Value::Null)
+    }));
+    let warned = warnings_of(async {
+        handler
+            .oneshot(TestContext::new().with_cold_start(false).event(json!({})))
+            .await
+            .unwrap();
+    })
+    .await;
+    let documents = valid_documents(&sink);
+    let shared = documents
+        .iter()
+        .find(|document| metric_names(document) == ["Shared"])
+        .expect("the labelled document");
+    assert_eq!(shared["tenant"], "b", "{shared}");
+    assert_eq!(shared["Shared"], 2.0, "{shared}");
+    assert_eq!(
+        dimension_sets(shared),
+        json!([["environment", "tenant", "service"]]),
+        "{shared}"
+    );
+    let staged = documents
+        .iter()
+        .find(|document| metric_names(document) == ["Staged"])
+        .expect("the labelled document");
+    assert_eq!(staged["environment"], "staging", "{staged}");
+    let warnings: Vec<&str> = warned
+        .lines()
+        .filter(|line| line.contains("Dimension is being overwritten"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        2,
+        "once per label set and invocation, not for the same value given twice: {warned}"
+    );
+    assert!(
+        warnings[0].contains("Shared") && warnings[0].contains("tenant"),
+        "{warned}"
+    );
+    assert!(
+        warnings[1].contains("Staged") && warnings[1].contains("prod"),
+        "{warned}"
+    );
+}
