@@ -70,6 +70,11 @@ impl std::io::Write for CapturedWarnings {
 /// payment example's tests, 1 run in 4 with the machine busy). A global subscriber that keeps
 /// nothing (a bare `Registry`, installed once per binary, unless the binary has a global one
 /// already) keeps two registered from then on, so each callsite asks every live subscriber.
+///
+/// Like `set_default`, it reaches this thread only: lines written on a `multi_thread` runtime's
+/// workers or in `spawn_blocking` go to the global subscriber, not here, and a test of spawned
+/// work that reads them needs a global subscriber in a binary of its own (a test of an attack
+/// passed while checking nothing that way).
 pub fn set_test_default(
     subscriber: impl Into<tracing::Dispatch>,
 ) -> tracing::subscriber::DefaultGuard {
