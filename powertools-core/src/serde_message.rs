@@ -165,18 +165,23 @@ fn is_invalid_length(text: &str) -> bool {
 
 /// `message` without serde_json's ` at line L column C`, and that position.
 fn without_position(message: &str) -> (&str, &str) {
-    if let Some(at) = message.rfind(" at line ")
-        && let Some((line, column)) = message[at + " at line ".len()..].split_once(" column ")
-        && !line.is_empty()
-        && !column.is_empty()
-        && line
-            .bytes()
-            .chain(column.bytes())
-            .all(|byte| byte.is_ascii_digit())
-    {
-        return (&message[..at], &message[at..]);
+    // Without let-chains: this crate builds with Rust 1.85.
+    let Some(at) = message.rfind(" at line ") else {
+        return (message, "");
+    };
+    match message[at + " at line ".len()..].split_once(" column ") {
+        Some((line, column))
+            if !line.is_empty()
+                && !column.is_empty()
+                && line
+                    .bytes()
+                    .chain(column.bytes())
+                    .all(|byte| byte.is_ascii_digit()) =>
+        {
+            (&message[..at], &message[at..])
+        }
+        _ => (message, ""),
     }
-    (message, "")
 }
 
 use std::fmt::Write as _;

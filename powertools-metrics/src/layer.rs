@@ -518,10 +518,11 @@ where
         let future = match called {
             Ok(future) => future,
             Err(panic) => {
-                if flush_after_failure(&metrics)
-                    && let Some(outer) = &outer
-                {
-                    outer.note_nested_documents();
+                // Without let-chains: this crate builds with Rust 1.85.
+                if flush_after_failure(&metrics) {
+                    if let Some(outer) = &outer {
+                        outer.note_nested_documents();
+                    }
                 }
                 std::panic::resume_unwind(panic)
             }

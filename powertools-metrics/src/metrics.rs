@@ -484,9 +484,11 @@ impl State {
     /// A valid value for `name` after a refused one: the refused value's metadata goes, and
     /// the name is free to be a dimension again.
     fn forget_refused_dimension(&mut self, name: &str) {
-        if self.refused_dimensions.remove(name)
-            && let Some(value) = self.metadata.remove(name)
-        {
+        // Without let-chains: this crate builds with Rust 1.85.
+        if !self.refused_dimensions.remove(name) {
+            return;
+        }
+        if let Some(value) = self.metadata.remove(name) {
             self.metadata_bytes = self.metadata_bytes.saturating_sub(json_len(name, &value));
         }
     }
@@ -1246,8 +1248,8 @@ impl Metrics {
                 None => left_out = Some(left),
             }
         }
-        if let Some(keys) = left_out.filter(|keys| !keys.is_empty())
-            && !state.wrote_main_since_flush
+        if let Some(keys) =
+            left_out.filter(|keys| !keys.is_empty() && !state.wrote_main_since_flush)
         {
             tracing::warn!(
                 metadata_keys = ?keys,
@@ -1442,7 +1444,16 @@ impl Metrics {
             Some(index) => index,
             None => {
                 self.check_labels(labels)?;
-                warn_replaced_labels(name, labels, &self.shared.settings.default_dimensions);
+                // Not for a value added after the invocation ended: each is written alone, and
+                // warned about, at once, and would say it again at each value (a review).
+                if !self.ended() {
+                    let state = &*state;
+                    warn_replaced_labels(name, labels, |label| {
+                        defaults.iter().find(|(default, _)| default == label).map(
+                            |(_, configured)| state.dimension_value(label).unwrap_or(configured),
+                        )
+                    });
+                }
                 state.labelled.push(Labelled {
                     labels: labels.to_vec(),
                     metrics: MetricTable::default(),
@@ -1497,10 +1508,19 @@ impl Metrics {
 
     fn check_labels(&self, labels: &[(String, String)]) -> Result<(), Error> {
         let settings = &self.shared.settings;
-        for (name, value) in labels {
+        // A label given twice is written with its last value: that one is checked, and the
+        // name counted once (a review: a refused first value refused the key, and a name
+        // given twice counted twice against the dimension limit).
+        let is_last =
+            |index: usize, name: &str| !labels[index + 1..].iter().any(|(later, _)| later == name);
+        for (index, (name, value)) in labels.iter().enumerate() {
+            if !is_last(index, name) {
+                continue;
+            }
             if name == SERVICE && settings.service.is_some() {
-                // As `add_dimension` refuses it: the value would go to the layer's service's
-                // series, as if it had no label.
+                // A labelled document carries the layer's service (or the one `add_dimension`
+                // gave the invocation): a label cannot replace it, and its value would go to
+                // that service's series as if it had no label.
                 return Err(collision(name, "the service dimension"));
             }
             let reason = match validate::dimension(name, value)? {
@@ -1520,7 +1540,10 @@ impl Metrics {
         let defaults = &settings.default_dimensions;
         let extra = labels
             .iter()
-            .filter(|(name, _)| !defaults.iter().any(|(default, _)| default == name))
+            .enumerate()
+            .filter(|(index, (name, _))| {
+                is_last(*index, name) && !defaults.iter().any(|(default, _)| default == name)
+            })
             .count();
         if defaults.len() + usize::from(settings.service.is_some()) + extra > MAX_DIMENSIONS + 1 {
             let past = labels
@@ -1862,33 +1885,36 @@ fn epoch_ms(time: SystemTime) -> u64 {
 }
 
 /// Says which labels of a `metrics` facade key replace another value: a label given twice (the
-/// last value is written) or one named as a default dimension (the label's value is written),
-/// as `add_dimensions` says it of a name given twice (found by an attack: the first value
-/// vanished without a word). Once per label set and invocation, when the set first appears.
+/// last value is written) or one named as a default dimension (the label's value is written
+/// over the one the invocation's documents carry), as `add_dimensions` says it of a name given
+/// twice (found by an attack: the first value vanished without a word). Once per label set and
+/// invocation, when the set first appears. `current_default` is the value a default dimension
+/// has in this invocation (`add_dimension` may have replaced it), `None` for another name.
 #[cfg_attr(not(feature = "recorder"), allow(dead_code))]
-fn warn_replaced_labels(metric: &str, labels: &[(String, String)], defaults: &[(String, String)]) {
+fn warn_replaced_labels<'a>(
+    metric: &str,
+    labels: &'a [(String, String)],
+    current_default: impl Fn(&str) -> Option<&'a str>,
+) {
     for (index, (name, value)) in labels.iter().enumerate() {
-        let replaced = labels[index + 1..]
-            .iter()
-            .find(|(later, _)| later == name)
-            .map(|(_, later_value)| (value, later_value))
-            .or_else(|| {
-                // A default replaced by a label: by its last value, reported at that label.
-                let last = !labels[index + 1..].iter().any(|(later, _)| later == name);
-                defaults
-                    .iter()
-                    .find(|(default, _)| last && default == name)
-                    .map(|(_, default_value)| (default_value, value))
-            });
+        let later = labels[index + 1..].iter().find(|(later, _)| later == name);
+        let replaced = match later {
+            Some((_, later_value)) => Some((value.as_str(), later_value.as_str())),
+            // A default replaced by a label: by its last value, reported at that label.
+            None => current_default(name).map(|default| (default, value.as_str())),
+        };
         let Some((old, new)) = replaced else {
             continue;
         };
         if old != new {
+            // Values as `str` fields, which `tracing`'s formatters quote, as `add_dimension`'s
+            // warning has them: a value holding ` new=…` cannot pass for another field (a
+            // review).
             tracing::warn!(
-                metric = %powertools_core::env::shown_bare(metric),
-                dimension = %powertools_core::env::shown_bare(name),
-                old = %powertools_core::env::shown_bare(old),
-                new = %powertools_core::env::shown_bare(new),
+                metric = powertools_core::env::shown_bare(metric).as_ref(),
+                dimension = powertools_core::env::shown_bare(name).as_ref(),
+                old = powertools_core::env::shown_bare(old).as_ref(),
+                new = powertools_core::env::shown_bare(new).as_ref(),
                 "Dimension is being overwritten"
             );
         }

@@ -29,9 +29,12 @@ use crate::{Error, Metrics, Unit};
 ///   it (mixing them would replace the samples, or add a gauge's step to a count);
 /// - labels become dimensions, in a document of their own per label set, so that they never
 ///   change the dimensions of the invocation's other metrics; a label named `service` when the
-///   layer has a service is refused, as `add_dimension` refuses it; a label given twice keeps
-///   its last value, and one named as a default dimension replaces its value there, each with a
-///   warning (`Dimension is being overwritten`, as `add_dimensions` says it);
+///   layer has a service is refused with a warning (use `add_dimension("service", …)`, which
+///   replaces it for the whole invocation); a label given twice keeps its last value (only that
+///   one is checked), and one named as a default dimension replaces the value the invocation's
+///   documents carry, each with a warning (`Dimension is being overwritten`, as
+///   `add_dimensions` says it) when its label set first appears in the invocation (a default
+///   replaced by `add_dimension` after that is not checked again);
 /// - units given with `describe_*!` (after [`install`](Self::install)) are mapped to CloudWatch units (`Kibibytes` → `Kilobytes`,
 ///   …; `Nanoseconds` has no CloudWatch unit and is written as `None`).
 ///

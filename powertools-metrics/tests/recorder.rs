@@ -604,3 +604,170 @@ async fn a_label_given_twice_keeps_its_last_value_and_says_so() {
         "{warned}"
     );
 }
+
+/// The warnings (`Dimension is being overwritten`) about `metric` in `warned`.
+fn overwritten<'a>(warned: &'a str, metric: &str) -> Vec<&'a str> {
+    warned
+        .lines()
+        .filter(|line| line.contains("Dimension is being overwritten"))
+        .filter(|line| line.contains(&format!("metric=\"{metric}\"")))
+        .collect()
+}
+
+/// Runs `handler` once through a new layer (with `layer_defaults` as default dimensions) and
+/// returns the documents and the warnings.
+async fn run_labelled<F, Fut>(layer_defaults: &[(&str, &str)], handler: F) -> (Vec<Value>, String)
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), lambda_runtime::Error>> + Send,
+{
+    install();
+    let sink = CheckedSink::new();
+    let mut builder = builder(&sink);
+    for (name, value) in layer_defaults {
+        builder = builder.default_dimension(*name, *value);
+    }
+    let layer = builder.build().unwrap();
+    let warned = warnings_of(async move {
+        layer
+            .layer(service_fn(move |_event: LambdaEvent<Value>| {
+                let handler = handler.clone();
+                async move {
+                    handler().await?;
+                    Ok::<_, lambda_runtime::Error>(Value::Null)
+                }
+            }))
+            .oneshot(TestContext::new().with_cold_start(false).event(json!({})))
+            .await
+            .unwrap();
+    })
+    .await;
+    (valid_documents(&sink), warned)
+}
+
+/// A label named as a default dimension is compared with the value the invocation's documents
+/// carry, which `add_dimension` may have replaced, not the configured one (found by a review:
+/// the same value was said to replace the configured one, and the configured one put back went
+/// unsaid).
+#[tokio::test]
+async fn a_label_is_compared_with_the_invocation_s_value_of_a_default() {
+    let (documents, warned) = run_labelled(&[("environment", "prod")], || async {
+        powertools_metrics::add_dimension("environment", "staging")?;
+        metrics::counter!("Same", "environment" => "staging").increment(1);
+        metrics::counter!("Back", "environment" => "prod").increment(1);
+        Ok(())
+    })
+    .await;
+    let document = |name: &str| {
+        documents
+            .iter()
+            .find(|document| metric_names(document) == [name])
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {documents:?}"))
+    };
+    assert_eq!(document("Same")["environment"], "staging");
+    assert_eq!(document("Back")["environment"], "prod");
+    assert!(overwritten(&warned, "Same").is_empty(), "{warned}");
+    let back = overwritten(&warned, "Back");
+    assert_eq!(back.len(), 1, "{warned}");
+    assert!(
+        back[0].contains("old=\"staging\"") && back[0].contains("new=\"prod\""),
+        "{warned}"
+    );
+}
+
+/// A label given twice is written with its last value: only that one is checked, and the name
+/// counts once against the dimension limit (found by a review: a refused first value refused
+/// the key, and 28 defaults, the service and one label given twice were too many).
+#[tokio::test]
+async fn a_label_given_twice_is_its_last_value_for_the_checks_too() {
+    let defaults: Vec<(String, String)> = (0..28)
+        .map(|index| (format!("d{index}"), "v".to_owned()))
+        .collect();
+    let defaults: Vec<(&str, &str)> = defaults
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    let (documents, warned) = run_labelled(&defaults, || async {
+        metrics::counter!("Edge", "t" => "a", "t" => "b").increment(1);
+        metrics::counter!("Refused", "city" => "Zürich", "city" => "Zurich").increment(1);
+        Ok(())
+    })
+    .await;
+    let edge = documents
+        .iter()
+        .find(|document| metric_names(document) == ["Edge"]);
+    assert!(edge.is_some_and(|edge| edge["t"] == "b"), "{warned}");
+    let refused = documents
+        .iter()
+        .find(|document| metric_names(document) == ["Refused"]);
+    assert!(
+        refused.is_some_and(|refused| refused["city"] == "Zurich"),
+        "{warned}"
+    );
+    assert!(!warned.contains("was not recorded"), "{warned}");
+}
+
+/// The warning's values are quoted, as `add_dimension`'s are: a value cannot pass for another
+/// field (found by a review: `old=a new=evil new=b`).
+#[tokio::test]
+async fn the_replaced_label_warning_quotes_its_values() {
+    let (_, warned) = run_labelled(&[], || async {
+        metrics::counter!("Forged", "t" => "a new=evil", "t" => "b").increment(1);
+        Ok(())
+    })
+    .await;
+    let lines = overwritten(&warned, "Forged");
+    assert_eq!(lines.len(), 1, "{warned}");
+    assert!(
+        lines[0].contains("old=\"a new=evil\"") && lines[0].contains("new=\"b\""),
+        "{warned}"
+    );
+}
+
+/// A value added after its invocation ended is written alone, with a warning of its own per
+/// value; a label given twice in it does not add another warning at each value (found by a
+/// review: three increments, three more warnings).
+#[tokio::test]
+async fn late_values_do_not_repeat_the_replaced_label_warning() {
+    install();
+    let sink = CheckedSink::new();
+    let layer = builder(&sink).build().unwrap();
+    let kept: std::sync::Arc<std::sync::Mutex<Option<powertools_metrics::Metrics>>> =
+        std::sync::Arc::default();
+    let keep = kept.clone();
+    let warned = warnings_of(async move {
+        layer
+            .layer(service_fn(move |_event: LambdaEvent<Value>| {
+                let keep = keep.clone();
+                async move {
+                    *keep.lock().unwrap() = powertools_metrics::Metrics::current();
+                    Ok::<_, lambda_runtime::Error>(Value::Null)
+                }
+            }))
+            .oneshot(TestContext::new().with_cold_start(false).event(json!({})))
+            .await
+            .unwrap();
+        let metrics = kept.lock().unwrap().take().unwrap();
+        for _ in 0..3 {
+            metrics.in_scope(|| metrics::counter!("Late", "t" => "a", "t" => "b").increment(1));
+        }
+    })
+    .await;
+    let documents = valid_documents(&sink);
+    let late: Vec<&Value> = documents
+        .iter()
+        .filter(|document| metric_names(document) == ["Late"])
+        .collect();
+    assert_eq!(late.len(), 3, "{documents:?}");
+    assert!(late.iter().all(|document| document["t"] == "b"));
+    assert!(
+        !warned.contains("Dimension is being overwritten"),
+        "{warned}"
+    );
+    assert_eq!(
+        warned.matches("after its invocation ended").count(),
+        3,
+        "{warned}"
+    );
+}
