@@ -627,7 +627,7 @@ where
     for (name, value) in layer_defaults {
         builder = builder.default_dimension(*name, *value);
     }
-    let layer = builder.build().unwrap();
+    let layer = builder.build().expect("valid settings");
     let warned = warnings_of(async move {
         layer
             .layer(service_fn(move |_event: LambdaEvent<Value>| {
@@ -639,7 +639,7 @@ where
             }))
             .oneshot(TestContext::new().with_cold_start(false).event(json!({})))
             .await
-            .unwrap();
+            .expect("the handler succeeds");
     })
     .await;
     (valid_documents(&sink), warned)
