@@ -230,8 +230,18 @@ tokio::task_local! {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reported {
     /// The error's `Debug` text: a reader applies the report to the error it sees only when its
-    /// `Debug` text is this one.
+    /// `Debug` text is this one; with [`handler_within`](Self::handler_within), its start.
     pub debug: String,
+    /// With [`handler_within`](Self::handler_within), the end of the error's `Debug` text, the
+    /// handler's error between the two; empty otherwise.
+    pub debug_end: String,
+    /// Whether the error holds the handler's own error, which the reporting layer cannot
+    /// write (it has no `Debug` or `Display` bound on it): the idempotency layer's failed
+    /// release after a handler error. Its `Debug` text is [`debug`](Self::debug), the handler
+    /// error's, then [`debug_end`](Self::debug_end); [`message`](Self::message) is what Lambda's
+    /// message says after the handler error's own words (a reader puts its description of the
+    /// handler's error first).
+    pub handler_within: bool,
     /// Lambda's `errorType`.
     pub error_type: &'static str,
     /// Lambda's `errorMessage`.
@@ -296,11 +306,52 @@ pub fn reported(debug: &str) -> Option<Reported> {
                 .list
                 .iter()
                 .rev()
-                .find(|reported| reported.debug == debug)
+                .find(|reported| reported.describes(debug))
                 .cloned()
         })
         .ok()
         .flatten()
+}
+
+impl Reported {
+    /// Whether this report is of the error whose `Debug` text is `debug`.
+    fn describes(&self, debug: &str) -> bool {
+        if !self.handler_within {
+            return self.debug == debug;
+        }
+        debug.len() >= self.debug.len() + self.debug_end.len()
+            && debug.starts_with(&self.debug)
+            && debug.ends_with(&self.debug_end)
+    }
+
+    /// The `Debug` text of the handler's error inside `debug` (the text this report
+    /// [`describes`](reported)), when the report is [`handler_within`](Self::handler_within).
+    pub fn handler_debug<'d>(&self, debug: &'d str) -> Option<&'d str> {
+        if !self.handler_within || !self.describes(debug) {
+            return None;
+        }
+        debug.get(self.debug.len()..debug.len() - self.debug_end.len())
+    }
+}
+
+/// What a layer outside says of a handler's error it knows by its `Debug` text only, inside a
+/// report [`handler_within`](Reported::handler_within): a `Diagnostic`'s message, or the `Debug`
+/// text itself.
+///
+/// ```
+/// use powertools_core::failure::handler_words;
+///
+/// assert_eq!(
+///     handler_words(r#"Diagnostic { error_type: "Declined", error_message: "card 51" }"#),
+///     "card 51"
+/// );
+/// assert_eq!(handler_words("Declined { code: 51 }"), "Declined { code: 51 }");
+/// ```
+pub fn handler_words(debug: &str) -> String {
+    match diagnostic_in_debug(debug) {
+        Some(diagnostic) => diagnostic.error_message,
+        None => debug.to_owned(),
+    }
 }
 
 /// The error inside the `Handler(…)` variants with which powertools-rs layers pass an inner
@@ -608,10 +659,49 @@ mod tests {
     fn in_progress() -> Reported {
         Reported {
             debug: r#"AlreadyInProgress { key: "k" }"#.to_owned(),
+            debug_end: String::new(),
+            handler_within: false,
             error_type: "IdempotencyAlreadyInProgressError",
             message: "execution already in progress".to_owned(),
             panicked: false,
         }
+    }
+
+    #[tokio::test]
+    async fn a_report_around_the_handler_s_error_is_read_for_any_error_between() {
+        let around = Reported {
+            debug: "DeleteFailed { error: Handler(".to_owned(),
+            debug_end: "), source: Timeout }".to_owned(),
+            handler_within: true,
+            error_type: "IdempotencyPersistenceLayerError",
+            message: "; releasing the in-progress record then failed too: timeout".to_owned(),
+            panicked: false,
+        };
+        scope(async {
+            report(around.clone());
+            let debug = "DeleteFailed { error: Handler(Declined { code: 51 }), source: Timeout }";
+            assert_eq!(reported(debug), Some(around.clone()));
+            assert_eq!(around.handler_debug(debug), Some("Declined { code: 51 }"));
+            // Another source, or a text that only starts alike, is not this error
+            assert_eq!(
+                reported("DeleteFailed { error: Handler(Declined), source: Other }"),
+                None
+            );
+            assert_eq!(
+                reported("DeleteFailed { error: Handler(), source: Timeout"),
+                None
+            );
+            // An empty handler text between the two still is; fewer bytes than both is not
+            assert_eq!(
+                around.handler_debug("DeleteFailed { error: Handler(), source: Timeout }"),
+                Some("")
+            );
+            assert_eq!(
+                reported("DeleteFailed { error: Handler), source: Timeout }"),
+                None
+            );
+        })
+        .await;
     }
 
     #[tokio::test]

@@ -522,8 +522,13 @@ impl<E> Error<E> {
     }
 
     /// What Lambda reports for this error (its `Diagnostic`), for the layers outside the
-    /// idempotency layer that describe the failure; `None` for the handler's own error, and for
-    /// one that holds it, which those layers describe themselves.
+    /// idempotency layer that describe the failure; `None` for the handler's own error. A failed
+    /// release after the handler's own error is reported around it
+    /// ([`handler_within`](powertools_core::failure::Reported::handler_within)): this layer
+    /// cannot write that error (no `Debug` or `Display` bound on it), and the layers outside
+    /// describe it and put it first (found in session 30: they named it `DeleteFailed`, and
+    /// wrote the store error's whole `Debug`, where Lambda reports
+    /// `IdempotencyPersistenceLayerError`).
     pub(crate) fn reported(&self) -> Option<powertools_core::failure::Reported> {
         fn own<E>(error: &Error<E>) -> bool {
             match error {
@@ -532,8 +537,27 @@ impl<E> Error<E> {
                 _ => true,
             }
         }
+        if let Error::DeleteFailed { error, source } = self
+            && matches!(**error, Error::Handler(_))
+        {
+            // As `Debug` writes it: `DeleteFailed { error: Handler(…), source: … }`, and as
+            // `Display` writes what follows the handler's words.
+            return Some(powertools_core::failure::Reported {
+                debug: "DeleteFailed { error: Handler(".to_owned(),
+                debug_end: format!("), source: {source:?} }}"),
+                handler_within: true,
+                error_type: self.error_type(),
+                message: format!(
+                    "; releasing the in-progress record then failed too: \
+                     {source}{RELEASE_FAILED_CONSEQUENCE}"
+                ),
+                panicked: false,
+            });
+        }
         own(self).then(|| powertools_core::failure::Reported {
             debug: format!("{:?}", OwnDebug(self)),
+            debug_end: String::new(),
+            handler_within: false,
             error_type: self.error_type(),
             message: OwnMessage(self).to_string(),
             panicked: self.holds_panic(),
@@ -776,12 +800,28 @@ mod tests {
             assert_eq!(reported.message, error.to_string());
             assert_eq!(reported.error_type, error.error_type());
         }
-        // The handler's error, and one that holds it, are the handler's to describe.
+        // The handler's error is the handler's to describe; a failed release after it is
+        // reported around it: its `Debug` text found, the handler's between, and Lambda's
+        // message after the handler's words.
         assert!(Error::Handler("declined".to_owned()).reported().is_none());
         let holds_it = Error::DeleteFailed {
             error: Box::new(Error::Handler("declined".to_owned())),
             source: BoxError::from("throttled"),
         };
-        assert!(holds_it.reported().is_none());
+        let reported = holds_it
+            .reported()
+            .expect("reported around the handler's error");
+        let debug = format!("{holds_it:?}");
+        assert!(reported.handler_within);
+        assert_eq!(
+            reported.handler_debug(&debug),
+            Some("\"declined\""),
+            "{debug}"
+        );
+        assert_eq!(
+            format!("declined{}", reported.message),
+            holds_it.to_string()
+        );
+        assert_eq!(reported.error_type, "IdempotencyPersistenceLayerError");
     }
 }

@@ -95,9 +95,14 @@ pub(crate) fn describe_error<E: fmt::Debug + 'static>(
     // An error of a powertools-rs layer inside (the idempotency layer's): what Lambda reports
     // for it, as that layer said (see `powertools_core::failure`).
     if let Some(reported) = powertools_core::failure::reported(inner) {
+        // Around the handler's own error (a failed release after it): its words first, as
+        // Lambda's message has them.
+        let handler = reported.handler_debug(inner).map(|handler| {
+            unquoted(handler).unwrap_or_else(|| powertools_core::failure::handler_words(handler))
+        });
         return Failure {
             name: reported.error_type.to_owned(),
-            message: reported.message,
+            message: handler.unwrap_or_default() + &reported.message,
             panicked: reported.panicked,
         };
     }

@@ -71,9 +71,14 @@ pub(crate) fn describe<E: fmt::Debug + 'static>(
     // of the layers between, nested idempotency layers): what Lambda reports for it, as that
     // layer said (see `powertools_core::failure`).
     if let Some(reported) = powertools_core::failure::reported(inner) {
+        // Around the handler's own error (a failed release after it): its words first, as
+        // Lambda's message has them.
+        let handler = reported
+            .handler_debug(inner)
+            .map(powertools_core::failure::handler_words);
         return Exception {
             kind: Cow::Borrowed(reported.error_type),
-            message: reported.message,
+            message: handler.unwrap_or_default() + &reported.message,
         };
     }
     // The handler's `Diagnostic`, which a layer between (metrics, idempotency) passed on.

@@ -323,3 +323,84 @@ async fn an_error_with_an_empty_message_still_says_something() {
         .unwrap();
     assert_ne!(failure["exception"], "", "{failure}");
 }
+
+/// The handler's own typed error, then the release of its claim failing: the failure line
+/// names the error as Lambda reports it (`errorType`), with the handler's error in the
+/// message, as every other idempotency error's line does (noticed in session 30: the outer
+/// layers looked for the report by `Debug` text and did not find this one).
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_release_after_a_typed_handler_error_is_named_as_lambda_reports_it() {
+    use powertools::idempotency::IdempotencyLayer;
+    #[derive(Debug)]
+    enum PaymentError {
+        Declined { code: u16 },
+    }
+    impl std::fmt::Display for PaymentError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                PaymentError::Declined { code } => write!(f, "the card was declined ({code})"),
+            }
+        }
+    }
+    impl std::error::Error for PaymentError {}
+    impl From<PaymentError> for lambda_runtime::Diagnostic {
+        fn from(error: PaymentError) -> Self {
+            lambda_runtime::Diagnostic {
+                error_type: "PaymentDeclined".to_owned(),
+                error_message: error.to_string(),
+            }
+        }
+    }
+    let Some(client) = dynamodb_client().await else {
+        return;
+    };
+    let table = create_idempotency_table(&client).await;
+    let Some(proxy) = FaultProxy::start().await else {
+        return;
+    };
+    let store = DynamoDbStore::new(proxy.client().await, &table).unwrap();
+    let idempotency = Idempotency::builder(store).build().unwrap();
+    proxy.set(json!({"action": "error", "status": 400, "code": "AccessDeniedException", "target": "UpdateItem"}));
+    let logs = powertools::logging::MemoryLogs::new();
+    let powertools = stack(&logs);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let service = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .layer(
+            IdempotencyLayer::new(idempotency)
+                .key_from(|event: &Value| Some(event["order_id"].clone())),
+        )
+        .service(service_fn(|_event: LambdaEvent<Value>| async {
+            Err::<Value, PaymentError>(PaymentError::Declined { code: 51 })
+        }));
+    let error = service
+        .oneshot(TestContext::new().event(json!({"order_id": "o-1"})))
+        .await
+        .unwrap_err();
+    let diagnostic = lambda_runtime::Diagnostic::from(error);
+    let failure = logs
+        .json()
+        .into_iter()
+        .find(|line| line["level"] == "ERROR")
+        .unwrap();
+    assert_eq!(
+        failure["exception_name"], diagnostic.error_type,
+        "{failure} against {diagnostic:?}"
+    );
+    // The handler's error by what the layer outside can know of it (its `Debug`), then
+    // Lambda's words; not the store error's whole `Debug` (the SDK's raw response).
+    let exception = failure["exception"].as_str().unwrap();
+    assert!(
+        exception.starts_with("Declined { code: 51 }; releasing the in-progress record")
+            && exception.contains("AccessDeniedException")
+            && !exception.contains("SdkBody"),
+        "{exception}"
+    );
+    assert!(
+        diagnostic
+            .error_message
+            .contains("the card was declined (51)")
+            && diagnostic.error_message.contains("AccessDeniedException"),
+        "{diagnostic:?}"
+    );
+}
