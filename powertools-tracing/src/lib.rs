@@ -72,8 +72,9 @@
 //! only in local tests), the span begins a trace of its own that the lines do not name, as
 //! with Powertools for Python. Both read the header the same way
 //! (`powertools_core::Invocation::xray_root_trace_id`), so the lines never name another trace
-//! than the span's: on a header in another form than Lambda's (a repeated `Root`, spaces
-//! around its fields, an id not in Lambda's form) they name none.
+//! than the span's: a repeated `Root` is read as the X-Ray SDKs read it (the last one wins, for
+//! the span and the lines alike), and on a header in another form than Lambda's (spaces around
+//! its fields, an id not in Lambda's form) they name none.
 //!
 //! A handler error sets the span status to error and adds an `exception` event whose
 //! `exception.type` is the error's own type (a `Diagnostic`'s `error_type`; the type inside a

@@ -1741,3 +1741,114 @@ async fn shutdown_counts_the_invocations_still_running() {
         warnings.all()
     );
 }
+
+/// Invocations still running when the exit flush begins, that end within its 400 ms, have their
+/// spans exported and are not counted as dropped: counted as running the moment the flush had
+/// nothing left to send, those that then ended in the time before the exit had their spans
+/// neither exported nor counted (found by an attack under `run_concurrent`: 7 of 16).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_invocations_that_end_within_its_time() {
+    let timeline = Timeline::default();
+    let receiver = Receiver::start(Behaviour::Answer, &timeline).await;
+    let tracer = Tracer::builder()
+        .endpoint(&receiver.endpoint)
+        .flush_timeout(Duration::from_secs(20))
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let (warnings, _guard) = with_warnings(&tracer);
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let started = Arc::new(tokio::sync::Semaphore::new(0));
+    let service = {
+        let (release, started) = (Arc::clone(&release), Arc::clone(&started));
+        TracingLayer::new(tracer.clone()).layer(service_fn(move |_event: LambdaEvent<Value>| {
+            let (release, started) = (Arc::clone(&release), Arc::clone(&started));
+            async move {
+                started.add_permits(1);
+                release.acquire_owned().await.unwrap().forget();
+                Ok::<_, lambda_runtime::Error>(json!({}))
+            }
+        }))
+    };
+    let invoke = || service.clone().oneshot(TestContext::new().event(json!({})));
+    let shutdown = async {
+        started.acquire_many(3).await.unwrap().forget();
+        tracer.shutdown().await;
+    };
+    // They end one after the other, 30 ms apart, while the exit flush runs.
+    let ending = async {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        for _ in 0..3 {
+            release.add_permits(1);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    };
+    let (first, second, third, (), ()) =
+        tokio::join!(invoke(), invoke(), invoke(), shutdown, ending);
+    for answer in [first, second, third] {
+        answer.unwrap();
+    }
+    assert_eq!(tracer.dropped_spans(), 0, "{:?}", warnings.all());
+    assert_eq!(
+        receiver.spans().len(),
+        3,
+        "every ended invocation's span exported: {:?}",
+        warnings.all()
+    );
+    assert!(
+        !warnings
+            .all()
+            .iter()
+            .any(|warning| warning.contains("still running")),
+        "{:?}",
+        warnings.all()
+    );
+}
+
+/// Invocations flushing at once into a collector that hangs: one warning for the outage, not one
+/// per invocation, and every span still counted and reported (found by an attack: 50 at once
+/// wrote 50 identical warnings, where the docs promise one per pause).
+#[tokio::test(flavor = "current_thread")]
+async fn invocations_flushing_at_once_into_a_hung_collector_warn_once() {
+    const INVOCATIONS: usize = 12;
+    let timeline = Timeline::default();
+    let receiver = Receiver::start(Behaviour::Hang, &timeline).await;
+    let tracer = Tracer::builder()
+        .endpoint(&receiver.endpoint)
+        .flush_timeout(Duration::from_millis(300))
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let (warnings, _guard) = with_warnings(&tracer);
+    let mut calls = tokio::task::JoinSet::new();
+    for n in 0..INVOCATIONS {
+        calls.spawn(invoke_owned(tracer.clone(), &format!("req-{n}")));
+    }
+    while let Some(call) = calls.join_next().await {
+        call.unwrap();
+    }
+    let timed_out = |warnings: &[String]| {
+        warnings
+            .iter()
+            .filter(|warning| warning.contains("within the flush timeout"))
+            .count()
+    };
+    assert_eq!(timed_out(&warnings.all()), 1, "{:?}", warnings.all());
+    // Every span counted (an invocation span and its child each), and said by the end: the
+    // collector never answered, so none was exported.
+    tracer.shutdown().await;
+    let said: u64 = warnings
+        .all()
+        .iter()
+        .filter_map(|warning| {
+            let count = warning.split("dropped_spans=").nth(1)?;
+            count
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert_eq!(tracer.dropped_spans(), 2 * INVOCATIONS as u64);
+    assert_eq!(said, tracer.dropped_spans(), "{:?}", warnings.all());
+}
