@@ -257,8 +257,9 @@ impl Tracer {
 
     /// For a shutdown hook (`lambda_runtime::spawn_graceful_shutdown_handler`'s, which exits
     /// the process when it returns): [`flush`](Self::flush) within 400 ms, as the extension
-    /// flushes on `SIGTERM`, then counts and reports what the process leaves with: spans not
-    /// exported in time, and the invocations still running (their spans never end).
+    /// flushes on `SIGTERM`, waiting in that time for the invocations still running and
+    /// exporting the spans they end, then counts and reports what the process leaves with:
+    /// spans not exported in time, and the invocations still running (their spans never end).
     /// [`flush`](Self::flush) does not count those (an attack from the docs found a hook that
     /// flushed and exited leaving running invocations without a word). When the extension's
     /// `SIGTERM` handler flushes too, the two run one after the other, within the same 400 ms,
