@@ -335,8 +335,8 @@ impl Reported {
 }
 
 /// What a layer outside says of a handler's error it knows by its `Debug` text only, inside a
-/// report [`handler_within`](Reported::handler_within): a `Diagnostic`'s message, or the `Debug`
-/// text itself.
+/// report [`handler_within`](Reported::handler_within): inside the `Handler(…)` wrappers of the
+/// layers between, a `Diagnostic`'s message, a string's text, or the `Debug` text itself.
 ///
 /// ```
 /// use powertools_core::failure::handler_words;
@@ -345,13 +345,40 @@ impl Reported {
 ///     handler_words(r#"Diagnostic { error_type: "Declined", error_message: "card 51" }"#),
 ///     "card 51"
 /// );
+/// assert_eq!(handler_words(r#"Handler("card \"51\" declined")"#), r#"card "51" declined"#);
 /// assert_eq!(handler_words("Declined { code: 51 }"), "Declined { code: 51 }");
 /// ```
 pub fn handler_words(debug: &str) -> String {
-    match diagnostic_in_debug(debug) {
-        Some(diagnostic) => diagnostic.error_message,
-        None => debug.to_owned(),
+    let debug = inside_handler_wrappers(debug);
+    if let Some(diagnostic) = diagnostic_in_debug(debug) {
+        return diagnostic.error_message;
     }
+    match debug_string(debug) {
+        Some((text, "")) => text,
+        _ => debug.to_owned(),
+    }
+}
+
+/// What Lambda reports for the error whose `Debug` text is `debug`, when a layer inside
+/// [`report`]ed it in this scope: the report, and the message. For a report around the
+/// handler's error ([`handler_within`](Reported::handler_within)), the message begins with the
+/// handler's error in [`handler_words`], or with what Lambda reports for it when a layer
+/// further inside reported that too (nested idempotency layers whose releases both failed: the
+/// inner one's text is its report's, not its `Debug`, which holds the store's raw answer).
+pub fn reported_with_message(debug: &str) -> Option<(Reported, String)> {
+    let reported = reported(debug)?;
+    let message = match reported.handler_debug(debug) {
+        Some(handler) => {
+            let handler = inside_handler_wrappers(handler);
+            let words = match reported_with_message(handler) {
+                Some((_, inner)) => inner,
+                None => handler_words(handler),
+            };
+            words + &reported.message
+        }
+        None => reported.message.clone(),
+    };
+    Some((reported, message))
 }
 
 /// The error inside the `Handler(…)` variants with which powertools-rs layers pass an inner

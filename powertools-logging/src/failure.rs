@@ -94,15 +94,10 @@ pub(crate) fn describe_error<E: fmt::Debug + 'static>(
     let inner = powertools_core::failure::inside_handler_wrappers(&debug);
     // An error of a powertools-rs layer inside (the idempotency layer's): what Lambda reports
     // for it, as that layer said (see `powertools_core::failure`).
-    if let Some(reported) = powertools_core::failure::reported(inner) {
-        // Around the handler's own error (a failed release after it): its words first, as
-        // Lambda's message has them.
-        let handler = reported.handler_debug(inner).map(|handler| {
-            unquoted(handler).unwrap_or_else(|| powertools_core::failure::handler_words(handler))
-        });
+    if let Some((reported, message)) = powertools_core::failure::reported_with_message(inner) {
         return Failure {
             name: reported.error_type.to_owned(),
-            message: handler.unwrap_or_default() + &reported.message,
+            message,
             panicked: reported.panicked,
         };
     }
@@ -555,6 +550,82 @@ mod tests {
                     line: None
                 },
             ]
+        );
+    }
+    /// The report `powertools_idempotency::Error::reported` builds for `DeleteFailed { error:
+    /// Handler(…), source }`, `source_debug` and `source_display` its source's.
+    fn around(source_debug: &str, source_display: &str) -> powertools_core::failure::Reported {
+        powertools_core::failure::Reported {
+            debug: "DeleteFailed { error: Handler(".to_owned(),
+            debug_end: format!("), source: {source_debug} }}"),
+            handler_within: true,
+            error_type: "IdempotencyPersistenceLayerError",
+            message: format!(
+                "; releasing the in-progress record then failed too: {source_display}"
+            ),
+            panicked: false,
+        }
+    }
+
+    /// An error whose `Debug` is the given text.
+    struct DebugText(&'static str);
+    impl fmt::Debug for DebugText {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    /// Nested layers around a failed release (an inner idempotency layer whose release
+    /// succeeded, or a metrics layer, passing the handler's error on as `Handler(…)`): the
+    /// handler's error is written as a single layer writes it, without the wrapper (found by a
+    /// review).
+    #[tokio::test]
+    async fn a_failed_release_in_nested_layers_writes_the_handler_s_error_unwrapped() {
+        let failure = powertools_core::failure::scope(async {
+            powertools_core::failure::report(around(r#""throttled""#, "throttled"));
+            describe_error(
+                &DebugText(
+                    r#"DeleteFailed { error: Handler(Handler(Declined { code: 51 })), source: "throttled" }"#,
+                ),
+                None,
+            )
+        })
+        .await;
+        assert_eq!(failure.name, "IdempotencyPersistenceLayerError");
+        assert!(
+            failure
+                .message
+                .starts_with("Declined { code: 51 }; releasing"),
+            "{}",
+            failure.message
+        );
+    }
+
+    /// Nested idempotency layers whose releases both failed: the inner failed release is
+    /// written by its report (the handler's error, then its release's words), not by its
+    /// `Debug`, which holds the store's raw answer (found by a review).
+    #[tokio::test]
+    async fn two_failed_releases_in_nested_layers_are_written_by_their_reports() {
+        let failure = powertools_core::failure::scope(async {
+            // The inner layer reports first, then the outer one.
+            powertools_core::failure::report(around(
+                r#"Custom { kind: Other, error: "raw response: SdkBody" }"#,
+                "throttled",
+            ));
+            powertools_core::failure::report(around(r#""refused""#, "refused"));
+            describe_error(
+                &DebugText(
+                    r#"DeleteFailed { error: Handler(DeleteFailed { error: Handler(Declined { code: 51 }), source: Custom { kind: Other, error: "raw response: SdkBody" } }), source: "refused" }"#,
+                ),
+                None,
+            )
+        })
+        .await;
+        assert_eq!(failure.name, "IdempotencyPersistenceLayerError");
+        assert_eq!(
+            failure.message,
+            "Declined { code: 51 }; releasing the in-progress record then failed too: \
+             throttled; releasing the in-progress record then failed too: refused"
         );
     }
 }

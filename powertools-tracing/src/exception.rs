@@ -70,15 +70,10 @@ pub(crate) fn describe<E: fmt::Debug + 'static>(
     // An error of a powertools-rs layer inside (the idempotency layer's, within the `Handler(…)`
     // of the layers between, nested idempotency layers): what Lambda reports for it, as that
     // layer said (see `powertools_core::failure`).
-    if let Some(reported) = powertools_core::failure::reported(inner) {
-        // Around the handler's own error (a failed release after it): its words first, as
-        // Lambda's message has them.
-        let handler = reported
-            .handler_debug(inner)
-            .map(powertools_core::failure::handler_words);
+    if let Some((reported, message)) = powertools_core::failure::reported_with_message(inner) {
         return Exception {
             kind: Cow::Borrowed(reported.error_type),
-            message: handler.unwrap_or_default() + &reported.message,
+            message,
         };
     }
     // The handler's `Diagnostic`, which a layer between (metrics, idempotency) passed on.
@@ -225,6 +220,36 @@ mod tests {
                 kind: "Error".into(),
                 message: "late".to_owned()
             }
+        );
+    }
+    /// A failed release after a handler error that is a string (`"declined".into()`): the span
+    /// says `declined; releasing …`, as Lambda does, not the `Debug` text with its quotes (found
+    /// by a review).
+    #[tokio::test]
+    async fn a_string_handler_error_around_a_failed_release_is_written_as_text() {
+        struct DeleteFailedLike;
+        impl fmt::Debug for DeleteFailedLike {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"DeleteFailed { error: Handler("declined"), source: "throttled" }"#)
+            }
+        }
+        let exception = powertools_core::failure::scope(async {
+            powertools_core::failure::report(powertools_core::failure::Reported {
+                debug: "DeleteFailed { error: Handler(".to_owned(),
+                debug_end: r#"), source: "throttled" }"#.to_owned(),
+                handler_within: true,
+                error_type: "IdempotencyPersistenceLayerError",
+                message: "; releasing the in-progress record then failed too: throttled".to_owned(),
+                panicked: false,
+            });
+            describe(&DeleteFailedLike, None)
+        })
+        .await;
+        assert_eq!(exception.kind, "IdempotencyPersistenceLayerError");
+        assert!(
+            exception.message.starts_with("declined; releasing"),
+            "{}",
+            exception.message
         );
     }
 }

@@ -1805,9 +1805,9 @@ async fn shutdown_waits_for_invocations_that_end_within_its_time() {
     );
 }
 
-/// Invocations flushing at once into a collector that hangs: one warning for the outage, not one
-/// per invocation, and every span still counted and reported (found by an attack: 50 at once
-/// wrote 50 identical warnings, where the docs promise one per pause).
+/// Invocations flushing at once into a collector that hangs: a warning or two for the outage,
+/// not one per invocation, and every span counted and reported at once (found by an attack: 50
+/// at once wrote 50 identical warnings, where the docs promise one per pause).
 #[tokio::test(flavor = "current_thread")]
 async fn invocations_flushing_at_once_into_a_hung_collector_warn_once() {
     const INVOCATIONS: usize = 12;
@@ -1833,22 +1833,32 @@ async fn invocations_flushing_at_once_into_a_hung_collector_warn_once() {
             .filter(|warning| warning.contains("within the flush timeout"))
             .count()
     };
-    assert_eq!(timed_out(&warnings.all()), 1, "{:?}", warnings.all());
-    // Every span counted (an invocation span and its child each), and said by the end: the
-    // collector never answered, so none was exported.
-    tracer.shutdown().await;
-    let said: u64 = warnings
-        .all()
-        .iter()
-        .filter_map(|warning| {
-            let count = warning.split("dropped_spans=").nth(1)?;
-            count
-                .split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum();
+    // The export that suspended says it, and the last one to end says the rest (nothing may
+    // come after it: no flush, no exit; found by a review, when the others' drops waited for a
+    // probe that waited for spans).
+    assert!(
+        (1..=2).contains(&timed_out(&warnings.all())),
+        "{:?}",
+        warnings.all()
+    );
+    // Every span counted (an invocation span and its child each) and said, with no flush or
+    // exit after them: the collector never answered, so none was exported.
+    let said = || -> u64 {
+        warnings
+            .all()
+            .iter()
+            .filter_map(|warning| {
+                let count = warning.split("dropped_spans=").nth(1)?;
+                count
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
     assert_eq!(tracer.dropped_spans(), 2 * INVOCATIONS as u64);
-    assert_eq!(said, tracer.dropped_spans(), "{:?}", warnings.all());
+    assert_eq!(said(), tracer.dropped_spans(), "{:?}", warnings.all());
+    tracer.shutdown().await;
+    assert_eq!(said(), tracer.dropped_spans(), "{:?}", warnings.all());
 }
