@@ -366,11 +366,22 @@ pub fn handler_words(debug: &str) -> String {
 /// further inside reported that too (nested idempotency layers whose releases both failed: the
 /// inner one's text is its report's, not its `Debug`, which holds the store's raw answer).
 pub fn reported_with_message(debug: &str) -> Option<(Reported, String)> {
+    reported_within(debug, KEPT_REPORTS)
+}
+
+/// [`reported_with_message`], following at most `depth` reports: no more can be kept, and a
+/// handler's own `Debug` text can repeat a report's shape as deep as it likes (a stack overflow,
+/// one level per repeat).
+fn reported_within(debug: &str, depth: usize) -> Option<(Reported, String)> {
     let reported = reported(debug)?;
     let message = match reported.handler_debug(debug) {
         Some(handler) => {
             let handler = inside_handler_wrappers(handler);
-            let words = match reported_with_message(handler) {
+            let inner = match depth.checked_sub(1) {
+                Some(depth) => reported_within(handler, depth),
+                None => None,
+            };
+            let words = match inner {
                 Some((_, inner)) => inner,
                 None => handler_words(handler),
             };
@@ -692,6 +703,34 @@ mod tests {
             message: "execution already in progress".to_owned(),
             panicked: false,
         }
+    }
+
+    /// A handler error whose `Debug` text repeats a report's shape a million levels deep is
+    /// followed a few levels, not to a stack overflow.
+    #[tokio::test]
+    async fn a_report_s_shape_repeated_deep_is_followed_a_few_levels() {
+        let around = Reported {
+            debug: "DeleteFailed { error: Handler(".to_owned(),
+            debug_end: "), source: S }".to_owned(),
+            handler_within: true,
+            error_type: "IdempotencyPersistenceLayerError",
+            message: "; then S".to_owned(),
+            panicked: false,
+        };
+        let levels = 1_000_000;
+        let debug = format!(
+            "{}x{}",
+            around.debug.repeat(levels),
+            around.debug_end.repeat(levels)
+        );
+        let (reported, message) = scope(async {
+            report(around.clone());
+            reported_with_message(&debug)
+        })
+        .await
+        .expect("reported");
+        assert_eq!(reported, around);
+        assert_eq!(message.matches("; then S").count(), KEPT_REPORTS + 1);
     }
 
     #[tokio::test]
