@@ -364,32 +364,57 @@ pub fn handler_words(debug: &str) -> String {
 /// handler's error ([`handler_within`](Reported::handler_within)), the message begins with the
 /// handler's error in [`handler_words`], or with what Lambda reports for it when a layer
 /// further inside reported that too (nested idempotency layers whose releases both failed: the
-/// inner one's text is its report's, not its `Debug`, which holds the store's raw answer).
+/// inner one's text is its report's, not its `Debug`, which holds the store's raw answer), and
+/// the report is a panic when that one is. Each report is applied once: a handler's own `Debug`
+/// text that repeats a report's shape is the handler's (found by a review: one report was
+/// applied at every level, and a million levels overflowed the stack).
 pub fn reported_with_message(debug: &str) -> Option<(Reported, String)> {
-    reported_within(debug, KEPT_REPORTS)
+    let reports = REPORTED
+        .try_with(|slot| {
+            slot.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .list
+                .clone()
+        })
+        .ok()?;
+    let mut used = vec![false; reports.len()];
+    reported_within(&reports, &mut used, debug)
 }
 
-/// [`reported_with_message`], following at most `depth` reports: no more can be kept, and a
-/// handler's own `Debug` text can repeat a report's shape as deep as it likes (a stack overflow,
-/// one level per repeat).
-fn reported_within(debug: &str, depth: usize) -> Option<(Reported, String)> {
-    let reported = reported(debug)?;
+/// [`reported_with_message`] with `reports` (the scope's), those `used` already left out: at
+/// most one level per report.
+fn reported_within(
+    reports: &[Reported],
+    used: &mut [bool],
+    debug: &str,
+) -> Option<(Reported, String)> {
+    let index = (0..reports.len())
+        .rev()
+        .find(|&index| !used[index] && reports[index].describes(debug))?;
+    used[index] = true;
+    let reported = &reports[index];
+    let mut panicked = reported.panicked;
     let message = match reported.handler_debug(debug) {
         Some(handler) => {
             let handler = inside_handler_wrappers(handler);
-            let inner = match depth.checked_sub(1) {
-                Some(depth) => reported_within(handler, depth),
-                None => None,
-            };
-            let words = match inner {
-                Some((_, inner)) => inner,
+            let words = match reported_within(reports, used, handler) {
+                Some((inner, words)) => {
+                    panicked |= inner.panicked;
+                    words
+                }
                 None => handler_words(handler),
             };
             words + &reported.message
         }
         None => reported.message.clone(),
     };
-    Some((reported, message))
+    Some((
+        Reported {
+            panicked,
+            ..reported.clone()
+        },
+        message,
+    ))
 }
 
 /// The error inside the `Handler(…)` variants with which powertools-rs layers pass an inner
@@ -705,8 +730,9 @@ mod tests {
         }
     }
 
-    /// A handler error whose `Debug` text repeats a report's shape a million levels deep is
-    /// followed a few levels, not to a stack overflow.
+    /// A handler error whose `Debug` text repeats a report's shape a million levels deep: each
+    /// report is applied once (the rest is the handler's text), not at every level to a stack
+    /// overflow (found by a review).
     #[tokio::test]
     async fn a_report_s_shape_repeated_deep_is_followed_a_few_levels() {
         let around = Reported {
@@ -730,7 +756,16 @@ mod tests {
         .await
         .expect("reported");
         assert_eq!(reported, around);
-        assert_eq!(message.matches("; then S").count(), KEPT_REPORTS + 1);
+        assert_eq!(message.matches("; then S").count(), 1, "applied once");
+        // Two reports of the same shape (two nested layers): each applied once
+        let (_, message) = scope(async {
+            report(around.clone());
+            report(around.clone());
+            reported_with_message(&debug)
+        })
+        .await
+        .expect("reported");
+        assert_eq!(message.matches("; then S").count(), 2);
     }
 
     #[tokio::test]

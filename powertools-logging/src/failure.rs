@@ -628,4 +628,37 @@ mod tests {
              throttled; releasing the in-progress record then failed too: refused"
         );
     }
+    /// Nested idempotency layers: the inner one's handler panicked and its release failed, then
+    /// the outer one's release failed too: still the handler's panic (found by a review: the
+    /// inner report's message was kept, its panic dropped).
+    #[tokio::test]
+    async fn a_failed_release_around_an_inner_layer_s_panic_is_still_a_panic() {
+        let failure = powertools_core::failure::scope(async {
+            powertools_core::failure::report(powertools_core::failure::Reported {
+                debug: r#"DeleteFailed { error: HandlerPanicked { message: "boom" }, source: "throttled" }"#
+                    .to_owned(),
+                debug_end: String::new(),
+                handler_within: false,
+                error_type: "IdempotencyPersistenceLayerError",
+                message: "the handler panicked: boom; releasing the in-progress record then \
+                          failed too: throttled"
+                    .to_owned(),
+                panicked: true,
+            });
+            powertools_core::failure::report(around(r#""refused""#, "refused"));
+            describe_error(
+                &DebugText(
+                    r#"DeleteFailed { error: Handler(DeleteFailed { error: HandlerPanicked { message: "boom" }, source: "throttled" }), source: "refused" }"#,
+                ),
+                None,
+            )
+        })
+        .await;
+        assert!(
+            failure.message.starts_with("the handler panicked: boom"),
+            "{}",
+            failure.message
+        );
+        assert!(failure.panicked, "the inner report's panic is lost");
+    }
 }
