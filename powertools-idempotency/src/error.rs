@@ -187,11 +187,7 @@ impl<E: fmt::Debug> fmt::Debug for Error<E> {
         match self {
             Error::Handler(error) => f.debug_tuple("Handler").field(error).finish(),
             // With the handler's error, which the report's `Debug` leaves out (a review).
-            Error::DeleteFailed { error, source } => f
-                .debug_struct("DeleteFailed")
-                .field("error", &**error)
-                .field("source", source)
-                .finish(),
+            Error::DeleteFailed { error, source } => delete_failed_debug(f, &**error, source),
             own => OwnDebug(own).fmt(f),
         }
     }
@@ -328,15 +324,27 @@ impl<E> fmt::Debug for OwnDebug<'_, E> {
                 .debug_struct("HandlerPanicked")
                 .field("message", message)
                 .finish(),
-            Error::DeleteFailed { error, source } => f
-                .debug_struct("DeleteFailed")
-                .field("error", &OwnDebug(&**error))
-                .field("source", source)
-                .finish(),
+            Error::DeleteFailed { error, source } => {
+                delete_failed_debug(f, &OwnDebug(&**error), source)
+            }
             // Not an error of the layer's own: `reported` leaves it out.
             Error::Handler(_) => f.write_str("Handler(..)"),
         }
     }
+}
+
+/// [`Error::DeleteFailed`]'s `Debug` text with `error` as the error it holds: one writer for
+/// [`Error`]'s `Debug`, [`OwnDebug`] and the report around the handler's error, which the
+/// layers outside find by that text.
+fn delete_failed_debug(
+    f: &mut fmt::Formatter<'_>,
+    error: &dyn fmt::Debug,
+    source: &BoxError,
+) -> fmt::Result {
+    f.debug_struct("DeleteFailed")
+        .field("error", error)
+        .field("source", source)
+        .finish()
 }
 
 /// What a failed release means for the callers after it, as [`Error::NotCompleted`] says it.
@@ -540,11 +548,27 @@ impl<E> Error<E> {
         if let Error::DeleteFailed { error, source } = self
             && matches!(**error, Error::Handler(_))
         {
-            // As `Debug` writes it: `DeleteFailed { error: Handler(…), source: … }`, and as
-            // `Display` writes what follows the handler's words.
+            // Its `Debug` text as `Debug` writes it, split where the handler's error goes
+            // (`DeleteFailed { error: Handler(` … `), source: … }`), and what `Display` writes
+            // after the handler's words.
+            const HANDLER: &str = "\u{0}handler\u{0}";
+            struct Placeholder;
+            impl fmt::Debug for Placeholder {
+                fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str(HANDLER)
+                }
+            }
+            struct Around<'s>(&'s BoxError);
+            impl fmt::Debug for Around<'_> {
+                fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    delete_failed_debug(f, &Error::<Placeholder>::Handler(Placeholder), self.0)
+                }
+            }
+            let text = format!("{:?}", Around(source));
+            let (debug, debug_end) = text.split_once(HANDLER)?;
             return Some(powertools_core::failure::Reported {
-                debug: "DeleteFailed { error: Handler(".to_owned(),
-                debug_end: format!("), source: {source:?} }}"),
+                debug: debug.to_owned(),
+                debug_end: debug_end.to_owned(),
                 handler_within: true,
                 error_type: self.error_type(),
                 message: format!(

@@ -134,8 +134,8 @@ impl fmt::Debug for Exporter {
 }
 
 /// Locks a vector of spans: a panic while the lock was held cannot leave it inconsistent.
-fn lock(spans: &Mutex<Vec<SpanData>>) -> MutexGuard<'_, Vec<SpanData>> {
-    spans
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -1064,17 +1064,11 @@ struct ExitWindow<'e> {
 
 impl<'e> ExitWindow<'e> {
     fn enter(exporter: &'e Exporter, now: tokio::time::Instant) -> Self {
-        let mut window = exporter
-            .exit_window
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut window = lock(&exporter.exit_window);
         let (started, under_way) = &mut *window;
-        let start = match (*under_way, *started) {
-            (0, _) | (_, None) => {
-                *started = Some(now);
-                now
-            }
-            (_, Some(first)) => first,
+        let start = match *started {
+            Some(first) if *under_way > 0 => first,
+            _ => *started.insert(now),
         };
         *under_way += 1;
         Self { exporter, start }
@@ -1083,11 +1077,7 @@ impl<'e> ExitWindow<'e> {
 
 impl Drop for ExitWindow<'_> {
     fn drop(&mut self) {
-        let mut window = self
-            .exporter
-            .exit_window
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut window = lock(&self.exporter.exit_window);
         window.1 = window.1.saturating_sub(1);
     }
 }
