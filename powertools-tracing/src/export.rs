@@ -500,18 +500,16 @@ impl Exporter {
             let mut batch = std::mem::take(&mut *lock(&self.sample));
             batch.append(&mut self.queue());
             let (batch, bytes) = self.sendable(batch);
-            if !batch.is_empty() {
-                let spans = count(batch.len());
-                if let Err(cause) = self
+            if !batch.is_empty()
+                && let Err((cause, spans)) = self
                     .try_export(batch, bytes, self.timeout.min(left()))
                     .await
-                {
-                    self.warn_dropped(
-                        spans,
-                        &cause,
-                        "spans could not be exported at the final flush",
-                    );
-                }
+            {
+                self.warn_dropped(
+                    spans,
+                    &cause,
+                    "spans could not be exported at the final flush",
+                );
             }
             self.warn_dropped(
                 0,
@@ -525,7 +523,7 @@ impl Exporter {
             // running ones counted before the queue is taken: an invocation queues its span,
             // then stops counting as running, so one ending meanwhile is counted twice at worst,
             // never in neither (taken the other way round, it could be missed).
-            let (in_flight, running) = if self.exit_counted.swap(true, Ordering::AcqRel) {
+            let (in_flight, running) = if self.exit_counted.swap(true, Ordering::SeqCst) {
                 (0, 0)
             } else {
                 (
@@ -657,24 +655,28 @@ impl Exporter {
         self.export.export(request).await
     }
 
-    /// One export within `timeout`; the cause when it fails.
+    /// One export within `timeout`; when it fails, the cause and how many of its spans to
+    /// count as dropped (those a flush before exit counted meanwhile are not).
     async fn try_export(
         &self,
         batch: Vec<SpanData>,
         bytes: usize,
         timeout: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), (String, u64)> {
         let in_flight = SpansInFlight::new(self, count(batch.len()));
         let Some(exporting) = timeout_here(timeout, self.export_all(batch, bytes)) else {
-            in_flight.answered();
-            return Err("no Tokio runtime with timers here".to_owned());
+            let uncounted = in_flight.answered();
+            return Err(("no Tokio runtime with timers here".to_owned(), uncounted));
         };
         let exported = exporting.await;
-        in_flight.answered();
+        let uncounted = in_flight.answered();
         match exported {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err(format!("no answer within {} ms", millis(timeout))),
+            Ok(Err(error)) => Err((error.to_string(), uncounted)),
+            Err(_) => Err((
+                format!("no answer within {} ms", millis(timeout)),
+                uncounted,
+            )),
         }
     }
 
@@ -850,12 +852,13 @@ impl Exporter {
             let timeout = self.timeout.min(limit);
             let in_flight = SpansInFlight::new(self, spans);
             let Some(exporting) = timeout_here(timeout, self.export_all(batch, bytes)) else {
-                in_flight.answered();
+                let spans = in_flight.answered();
                 self.drop_queued_without_timers(spans);
                 return;
             };
             let exported = exporting.await;
-            in_flight.answered();
+            // Those a flush before exit counted as in flight meanwhile are not counted again.
+            let spans = in_flight.answered();
             let failure = match exported {
                 Ok(Ok(())) => None,
                 // Suspended too: the next invocation's deadline may be as near, and a hung
@@ -976,10 +979,9 @@ impl Exporter {
             let (batch, bytes) = self.sendable(self.next_sample().await);
             // Counted as under way, so that a final flush waits for it.
             let _under_way = UnderWay::new(self);
-            let spans = count(batch.len());
             match self.try_export(batch, bytes, self.timeout).await {
                 Ok(()) => break,
-                Err(cause) => {
+                Err((cause, spans)) => {
                     // Once per probe, with growing pauses: what the outage dropped so far.
                     self.warn_dropped(spans, &cause, "the collector still does not take spans");
                 }
@@ -1037,21 +1039,41 @@ struct SpansInFlight<'e> {
     exporter: &'e Exporter,
     spans: u64,
     answered: bool,
+    /// Whether a flush before exit had counted what was in flight before this export began:
+    /// then these spans may not be among them.
+    began_after_exit_count: bool,
 }
 
 impl<'e> SpansInFlight<'e> {
     fn new(exporter: &'e Exporter, spans: u64) -> Self {
         exporter.spans_in_flight.fetch_add(spans, Ordering::SeqCst);
+        // Read after the spans are added, both `SeqCst` as is the exit's swap-then-read: read
+        // `false`, the exit's count comes later and includes them. Read `true`, it may or may
+        // not: these are counted again if they fail, twice at worst, never missed.
+        let began_after_exit_count = exporter.exit_counted.load(Ordering::SeqCst);
         SpansInFlight {
             exporter,
             spans,
             answered: false,
+            began_after_exit_count,
         }
     }
 
-    /// The export ended (its outcome is the caller's to count).
-    fn answered(mut self) {
+    /// The export ended: returns how many of its spans to count as dropped if it failed, `0`
+    /// when a flush before exit counted them already as in flight (counted again, a failure
+    /// reported 6 spans of 3: noticed by a review).
+    fn answered(mut self) -> u64 {
         self.answered = true;
+        if self.counted_at_exit() {
+            0
+        } else {
+            self.spans
+        }
+    }
+
+    /// Whether a flush before exit counted this export's spans, as in flight.
+    fn counted_at_exit(&self) -> bool {
+        !self.began_after_exit_count && self.exporter.exit_counted.load(Ordering::SeqCst)
     }
 }
 
@@ -1089,7 +1111,7 @@ impl Drop for SpansInFlight<'_> {
             .fetch_sub(self.spans, Ordering::SeqCst);
         // Not when a flush before exit counted it already, as in flight (the process's
         // runtime ending after it: counted twice, a review).
-        if !self.answered && !self.exporter.exit_counted.load(Ordering::Acquire) {
+        if !self.answered && !self.counted_at_exit() {
             self.exporter.warn_dropped(
                 self.spans,
                 &"the export's future was dropped before the collector answered",
@@ -1931,6 +1953,57 @@ mod tests {
         flushing.abort();
         assert!(flushing.await.is_err(), "cancelled");
         assert_eq!(exporter.dropped(), 1);
+    }
+
+    /// An export counted at exit as in flight, which then fails: counted once (it was counted
+    /// again by the failure, 2 of 1; noticed by a review).
+    #[tokio::test(start_paused = true)]
+    async fn an_export_counted_at_exit_then_failing_is_counted_once() {
+        let collector = Arc::new(Collector::default());
+        collector.slow_ms.store(1000, Ordering::SeqCst);
+        collector.fails.store(true, Ordering::SeqCst);
+        let exporter = exporter(&collector, 16);
+        let flushing = tokio::spawn({
+            let exporter = Arc::clone(&exporter);
+            async move { invocation(&exporter).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(exporter.spans_in_flight.load(Ordering::SeqCst), 3);
+        exporter
+            .flush_all_within(Duration::from_millis(400), true)
+            .await;
+        assert_eq!(exporter.dropped(), 3, "counted at exit");
+        flushing.await.expect("the flush ends");
+        assert_eq!(collector.calls.load(Ordering::SeqCst), 1, "and failed");
+        assert_eq!(exporter.dropped(), 3);
+    }
+
+    /// The probe's export, counted at exit as in flight, which then fails: counted once.
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_s_export_counted_at_exit_then_failing_is_counted_once() {
+        // Given export suspended by a failure (3 spans dropped), and the probe's export of
+        // the next invocation's 3 spans under way, slow, to fail
+        let collector = Arc::new(Collector::default());
+        collector.fails.store(true, Ordering::SeqCst);
+        let exporter = exporter(&collector, 16);
+        invocation(&exporter).await;
+        assert!(exporter.is_suspended());
+        assert_eq!(exporter.dropped(), 3);
+        collector.slow_ms.store(1000, Ordering::SeqCst);
+        invocation(&exporter).await;
+        tokio::time::sleep(FIRST_PROBE_DELAY + Duration::from_millis(10)).await;
+        assert_eq!(exporter.spans_in_flight.load(Ordering::SeqCst), 3);
+
+        // When the process exits, then the probe's export fails
+        exporter
+            .flush_all_within(Duration::from_millis(400), true)
+            .await;
+        assert_eq!(exporter.dropped(), 6, "counted at exit");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(collector.calls.load(Ordering::SeqCst), 2, "and failed");
+
+        // Then each span is counted once
+        assert_eq!(exporter.dropped(), 6);
     }
 
     #[test]
