@@ -573,3 +573,91 @@ async fn a_failed_sdk_call_names_the_service_error_in_its_span_status() {
         "a message, not a Debug dump of the SDK error: {message}"
     );
 }
+
+/// The handler's own typed error, then the release of its claim failing: the exported
+/// invocation span names the error as Lambda reports it (`IdempotencyPersistenceLayerError`),
+/// the handler's error first, with the store's error code and not the SDK's raw response
+/// (unit-tested in `exception::tests` only until now; noticed in session 31).
+#[tokio::test]
+async fn a_failed_release_after_a_handler_error_is_named_on_the_exported_span() {
+    #[derive(Debug)]
+    enum PaymentError {
+        Declined { code: u16 },
+    }
+    impl std::fmt::Display for PaymentError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                PaymentError::Declined { code } => write!(f, "the card was declined ({code})"),
+            }
+        }
+    }
+    impl std::error::Error for PaymentError {}
+    impl From<PaymentError> for lambda_runtime::Diagnostic {
+        fn from(error: PaymentError) -> Self {
+            lambda_runtime::Diagnostic {
+                error_type: "PaymentDeclined".to_owned(),
+                error_message: error.to_string(),
+            }
+        }
+    }
+    let Some(endpoint) = powertools_tests::required_service(OTLP_ENDPOINT_VAR) else {
+        return;
+    };
+    let Some(client) = powertools_tests::dynamodb_client().await else {
+        return;
+    };
+    let table = powertools_tests::create_idempotency_table(&client).await;
+    let Some(proxy) = powertools_tests::FaultProxy::start().await else {
+        return;
+    };
+    let store = DynamoDbStore::new(proxy.client().await, &table).unwrap();
+    proxy.set(json!({"action": "error", "status": 400, "code": "AccessDeniedException", "target": "UpdateItem"}));
+
+    let tracer = tracer(&endpoint);
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service = ServiceBuilder::new()
+        .layer(TracingLayer::new(tracer))
+        .layer(
+            IdempotencyLayer::new(Idempotency::builder(store).build().unwrap())
+                .key_from(|event: &Value| Some(event["order_id"].clone())),
+        )
+        .service(service_fn(|_event: LambdaEvent<Value>| async {
+            Err::<Value, PaymentError>(PaymentError::Declined { code: 51 })
+        }));
+    let (header, trace_id, _) = xray_trace(true);
+    let context = TestContext::new()
+        .with_function_name("payments")
+        .with_trace_id(header);
+    let error = service
+        .oneshot(context.event(json!({"order_id": "o-1"})))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        lambda_runtime::Diagnostic::from(error).error_type,
+        "IdempotencyPersistenceLayerError"
+    );
+
+    let spans = spans_of(&trace_id, 1);
+    let invocation = named(&spans, "payments");
+    assert_eq!(
+        invocation["status"]["code"], 2,
+        "error status: {invocation}"
+    );
+    let event = invocation["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|event| event["name"] == "exception")
+        .unwrap_or_else(|| panic!("no exception event: {invocation}"));
+    assert_eq!(
+        attribute_text(event, "exception.type"),
+        "IdempotencyPersistenceLayerError"
+    );
+    let message = attribute_text(event, "exception.message");
+    assert!(
+        message.starts_with("Declined { code: 51 }; releasing the in-progress record")
+            && message.contains("AccessDeniedException")
+            && !message.contains("SdkBody"),
+        "{message}"
+    );
+}
