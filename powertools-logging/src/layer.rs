@@ -44,7 +44,8 @@ use powertools_core::failure::ErrorDescriptions;
 /// ```
 ///
 /// A panic is `"message":"Invocation panicked"`, `"exception_name":"Panic"`, the panic's message
-/// as `exception`, its `location`, and a `stack_trace` in the shape Powertools for Python writes
+/// as `exception`, its `location` (the `panic!`'s `file:line`, unless a business `location`
+/// replaces it as it replaces the code location), and a `stack_trace` in the shape Powertools for Python writes
 /// (`{"type","value","frames":[{"file","line","function"}]}`, the panicking function last; the
 /// frames have names only in a binary that keeps its symbols). See
 /// [`error_diagnostic`](Self::error_diagnostic) for how an error is named, and

@@ -153,7 +153,8 @@
 //!   `INFO` and `ERROR` are the same.
 //! - `location` is the Rust module path and line (`orders_api::api:142`), where Python writes
 //!   the function name and line (`handler:59`): Rust's `tracing` records the module, not the
-//!   function.
+//!   function. A panic's failure line has the `panic!`'s file and line (`src/oven.rs:42`): a
+//!   panic knows its file, not its module. A business `location` replaces either.
 //! - A float JSON cannot hold (NaN, ±infinity), in a field or anywhere in an appended or
 //!   persistent key's value, is written as its text (`"NaN"`, `"inf"`, `"-inf"`), where Python's
 //!   `json.dumps` writes a bare `NaN` or `Infinity` that makes the line invalid JSON (Logs

@@ -200,7 +200,16 @@ impl JsonLayer {
                 write_str(&mut line.out, message);
             }
         }
+        // A panic's failure line gives the panic's `file:line` as its `location` field: written
+        // where the code location is, so that a business `location` replaces it as it replaces
+        // the code location on every other line (written first, it took the name and the
+        // business value was dropped without a word: found by an attack from the docs).
+        let mut panic_location = None;
         for (name, json) in &fields.fields {
+            if fields.failure_marker && *name == "location" {
+                panic_location = Some(json);
+                continue;
+            }
             // A failure line outside any invocation's scope (`powertools::run`'s for an event the
             // handler's type cannot hold, which no layer saw) gives the invocation's
             // `cold_start` as a field: the standard key, as every invocation line has it, not
@@ -269,10 +278,13 @@ impl JsonLayer {
         // Last, so that a business `location` (a shop, a region) wins over the code location;
         // `location` appended as `None` leaves it out, as Python's `append_keys(location=None)`.
         if !hidden.iter().any(|key| key == "location") {
-            line.location_member(
-                metadata.module_path().unwrap_or(metadata.target()),
-                metadata.line().unwrap_or(0),
-            );
+            match panic_location {
+                Some(json) => line.raw_member("location", json),
+                None => line.location_member(
+                    metadata.module_path().unwrap_or(metadata.target()),
+                    metadata.line().unwrap_or(0),
+                ),
+            }
         }
         line.finish()
     }

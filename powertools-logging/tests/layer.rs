@@ -1315,3 +1315,47 @@ async fn the_buffer_is_flushed_or_cleared_on_demand() {
         Err(Error::NoCurrentInvocation)
     ));
 }
+
+/// A business `location` replaces the code location on every line, the panic's failure line
+/// included (it wrote the panic's `file:line` there and dropped the business value without a
+/// word: found by an attack from the docs, 2026-12-06); without one, that line has the panic's
+/// `file:line`.
+#[tokio::test]
+async fn a_business_location_replaces_the_panic_s_location_too() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).build().unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    for business in [Some("Lyon"), None] {
+        let panicked = std::panic::AssertUnwindSafe(invoke(
+            &logger,
+            TestContext::new(),
+            json!({}),
+            move |_| async move {
+                if let Some(shop) = business {
+                    powertools_logging::append_key("location", shop).unwrap();
+                }
+                tracing::info!("baking");
+                panic!("oven on fire");
+            },
+        ))
+        .catch_unwind()
+        .await;
+        assert!(panicked.is_err());
+    }
+    let lines = logs.json();
+    let panics: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["message"] == "Invocation panicked")
+        .collect();
+    assert_eq!(panics.len(), 2, "{lines:?}");
+    assert_eq!(panics[0]["location"], "Lyon", "{}", panics[0]);
+    let own = panics[1]["location"].as_str().unwrap();
+    assert!(
+        own.starts_with("powertools-logging/tests/layer.rs:"),
+        "the panic's file and line: {own}"
+    );
+    for line in &lines {
+        let text = line.to_string();
+        assert_eq!(text.matches("\"location\"").count(), 1, "{text}");
+    }
+}
