@@ -254,7 +254,7 @@ impl JsonLayer {
         // key of its name, as Python's one set of keys would.
         let mut hidden = Vec::new();
         if let Some(keys) = &keys {
-            for (key, value) in &keys.keys {
+            for (key, value) in keys.keys() {
                 if value.is_null() {
                     hidden.push(key.clone());
                 } else {
