@@ -71,8 +71,8 @@ pub(crate) const RESERVED_KEYS: &[&str] = &[
 /// The keys of an invocation's failure line (`exception_name`, `exception`, `stack_trace`):
 /// refused as appended and persistent keys, which would put them on every line (a Logs Insights
 /// query for failures, `ispresent(exception)`, would match them all) and hide the real exception
-/// on the failure line. A `tracing` field of that name is written as it is (`error!(exception =
-/// …)` is how a handler logs one).
+/// on the failure line. An event's field of that name is written as it is (`error!(exception =
+/// …)` is how a handler logs one); a span's is prefixed, as it is on every line in the span.
 pub(crate) const FAILURE_KEYS: &[&str] = &["exception_name", "exception", "stack_trace"];
 
 /// What a field named like a standard key is written under: `level` becomes `extra_level`.
@@ -552,12 +552,26 @@ impl<'r> Line<'r> {
     /// took is moved on in turn, one prefix at a time until a free name: no field is lost
     /// (`level`, `extra_level`, `extra_extra_level` in any order all stay).
     pub(crate) fn user_key(&mut self, name: &str) -> bool {
+        self.user_key_moving(name, false)
+    }
+
+    /// [`user_key`](Self::user_key) for a span's field: the failure keys are reserved too, since
+    /// a span's field is on every line in the span, as an appended key (which may not take
+    /// them) would be (found by an attack from the docs: every line in a span with an
+    /// `exception` field posed as an exception).
+    pub(crate) fn span_key(&mut self, name: &str) -> bool {
+        self.user_key_moving(name, FAILURE_KEYS.contains(&name))
+    }
+
+    /// [`user_key`](Self::user_key), moving the name whatever it is when `reserved`.
+    fn user_key_moving(&mut self, name: &str, reserved: bool) -> bool {
         // This name was written already, under another name: the first wins.
         if self.moved.iter().any(|(original, _)| original == name) {
             return false;
         }
-        let moves =
-            RESERVED_KEYS.contains(&name) || self.moved.iter().any(|(_, written)| written == name);
+        let moves = reserved
+            || RESERVED_KEYS.contains(&name)
+            || self.moved.iter().any(|(_, written)| written == name);
         if !moves {
             return self.key(name);
         }

@@ -119,7 +119,11 @@
 //! `"level":"INFO"`. [`append_key`] and persistent keys refuse those names, and the
 //! failure line's `exception_name`, `exception` and `stack_trace`, which would be on every line
 //! ([`Error::ReservedKey`]). `location` is not reserved: a business `location` replaces the code
-//! location.
+//! location. A span's field named like one of the failure keys is prefixed too
+//! (`extra_exception`), since it is on every line in the span, as an appended key would be; an
+//! event's field of that name is its line's own (`error!(exception = %reason, "charge failed")`
+//! writes `exception`). For the same reason a span's `error` field is written as `error`, where
+//! an event's also writes `exception` (below).
 //!
 //! A field of an event or a span named like an appended or persistent key replaces that key on
 //! its line only (the event's field before the span's), as an `extra` key replaces an appended
@@ -175,7 +179,12 @@
 //!   Lambda, Python's lines carry the runtime's text (`"128"`: its context reads
 //!   `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` as a string, and Powertools copies it). A query that
 //!   compares it with text (`function_memory_size = "128"`) matches only Python's lines.
-//! - A field named `error` (Rust's name for an error value: `warn!(%error, "retrying")`) writes
+//! - A message that is JSON text (`info!("{{\"order_id\":1}}")`) is written as that text, a
+//!   string, where Python decodes it (`"message":{"order_id":1}`; `"123"` becomes a number):
+//!   `message` is text on every line but the event's (`POWERTOOLS_LOGGER_LOG_EVENT`), so that a
+//!   query on it reads every line alike. Log structure as fields (`info!(order_id = 1, …)`) or
+//!   with [`append_key`].
+//! - An event's field named `error` (Rust's name for an error value: `warn!(%error, …)`) writes
 //!   `exception` (and `exception_name` for an `&dyn Error`) on a line of any level, as Python's
 //!   `exc_info=True` does at any level: count failures by `level = "ERROR"`, not by
 //!   `ispresent(exception)`.

@@ -240,7 +240,7 @@ impl JsonLayer {
                         let written = if *name == SPAN_MESSAGE {
                             line.own_key("span_message")
                         } else {
-                            line.user_key(name)
+                            line.span_key(name)
                         };
                         if written {
                             line.out.extend_from_slice(json);

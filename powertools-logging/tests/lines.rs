@@ -494,6 +494,40 @@ async fn fields_named_like_standard_keys_are_kept_under_a_prefix() {
     ));
 }
 
+/// A span's field named like a failure key (`exception`, `exception_name`, `stack_trace`) is
+/// on every line in the span, as an appended key would be (which is refused for that reason):
+/// it is kept under the prefix, and no line in the span poses as an exception (it wrote
+/// `"exception":"…"` on each line without an error of its own: found by an attack from the
+/// docs). An event's own field of that name is the line's, as before.
+#[tokio::test]
+async fn a_span_field_named_like_a_failure_key_is_kept_under_a_prefix() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).build().unwrap();
+    tracing::subscriber::with_default(logger.subscriber(), || {
+        let span = tracing::info_span!(
+            "retry",
+            exception = "timeout",
+            exception_name = "Timeout",
+            stack_trace = "none"
+        );
+        let _entered = span.enter();
+        tracing::info!("retrying");
+        tracing::error!(exception = "card declined", "charge failed");
+    });
+    let lines = logs.json();
+    let retrying = &lines[0];
+    for key in ["exception", "exception_name", "stack_trace"] {
+        assert!(retrying.get(key).is_none(), "{key}: {retrying}");
+    }
+    assert_eq!(retrying["extra_exception"], "timeout");
+    assert_eq!(retrying["extra_exception_name"], "Timeout");
+    assert_eq!(retrying["extra_stack_trace"], "none");
+    let failed = &lines[1];
+    assert_eq!(failed["exception"], "card declined", "{failed}");
+    assert_eq!(failed["extra_exception"], "timeout", "{failed}");
+    assert!(failed.get("exception_name").is_none(), "{failed}");
+}
+
 // Item 6: the layer wraps a service whose event type is not `Serialize`.
 
 /// An event type of an adapter (as `lambda_http`'s `LambdaRequest`): `Deserialize` only.
