@@ -1126,3 +1126,62 @@ async fn a_lost_claim_answer_retried_by_the_sdk_finds_its_own_claim_and_runs_onc
     assert_eq!(charge().await.unwrap(), 1);
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
+
+/// A claim whose every attempt failed to connect (a port nothing listens on, a TLS handshake
+/// with a plain-HTTP server) stored nothing: it is not taken back, and no warning says it may be
+/// stored (one did, at each invocation, with "taking it back failed too": both false, found by
+/// an attack from the docs).
+#[tokio::test]
+async fn a_claim_that_never_connected_is_not_said_to_be_stored() {
+    let Some(direct) = dynamodb_client().await else {
+        return;
+    };
+    let moto = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").expect("the test servers set it");
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for endpoint in [
+        format!("http://127.0.0.1:{closed_port}"),
+        moto.replacen("http://", "https://", 1),
+    ] {
+        let config = direct
+            .config()
+            .to_builder()
+            .endpoint_url(&endpoint)
+            .retry_config(
+                aws_sdk_dynamodb::config::retry::RetryConfig::standard()
+                    .with_max_attempts(3)
+                    .with_initial_backoff(Duration::from_millis(1)),
+            )
+            .build();
+        let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), "payments")
+            .expect("valid store");
+        let idempotency = Idempotency::builder(store)
+            .store_timeout(STORE_TIMEOUT)
+            .build()
+            .expect("valid settings");
+        let warnings = powertools_tests::CapturedWarnings::default();
+        let _guard = tracing::subscriber::set_default(warnings.subscriber());
+        let context = TestContext::new().with_remaining_time(INVOCATION).build();
+        let ran = AtomicUsize::new(0);
+        let error = idempotency
+            .run(&context, "charge", "pay-never-connected", |_| async {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(1u8)
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+        assert!(
+            error.to_string().contains("could not send the request"),
+            "{endpoint}: {error}"
+        );
+        let warned = warnings.text();
+        assert!(
+            !warned.contains("may be stored"),
+            "{endpoint}: nothing was sent, nothing may be stored: {warned}"
+        );
+    }
+}

@@ -1026,6 +1026,13 @@ impl Intercept for AnswerRecorder {
             None => return Ok(()),
             Some(Ok(_)) => None,
             Some(Err(error)) => {
+                if error.as_connector_error().is_some_and(never_connected) {
+                    // Its request never went out: not a sent attempt, which may have landed
+                    // (found by an attack from the docs: a refused connection's claim was
+                    // taken back, and a warning said it may be stored).
+                    let _ = SENT_ATTEMPTS.try_with(|sent| sent.set(sent.get().saturating_sub(1)));
+                    return Ok(());
+                }
                 // An attempt that got no answer (a connection cut) is not an answer.
                 let Some(error) = error.as_operation_error() else {
                     return Ok(());
@@ -1060,6 +1067,21 @@ impl Intercept for AnswerRecorder {
         }));
         Ok(())
     }
+}
+
+/// Whether a connector error is the SDK's HTTP client failing to connect (the TCP connection
+/// refused or unreachable, the name unresolved, the TLS handshake failed): the request was
+/// never written. Told by the client's own error (`hyper_util`'s, which the SDK's default HTTP
+/// client uses); with another client, `false`, and the attempt counts as sent.
+fn never_connected(error: &aws_sdk_dynamodb::error::ConnectorError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(error) = cause {
+        if let Some(client) = error.downcast_ref::<hyper_util::client::legacy::Error>() {
+            return client.is_connect();
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// `host:port` of a URL, with the scheme's default port when it has none.
