@@ -1729,7 +1729,8 @@ fn decode_base64_gzip(text: &str) -> Result<Variable, String> {
     let mut fits = true;
     let mut first = true;
     loop {
-        if !first {
+        let after_a_member = !first;
+        if after_a_member {
             let padding = rest.iter().take_while(|&&byte| byte == 0).count();
             rest = &rest[padding..];
         }
@@ -1741,11 +1742,21 @@ fn decode_base64_gzip(text: &str) -> Result<Variable, String> {
         // rather than as the end of a gzip file that came too soon.
         if !rest.starts_with(&GZIP_MAGIC) {
             let start: Vec<String> = rest.iter().take(2).map(|b| format!("{b:02x}")).collect();
-            return Err(format!(
-                "{BASE64_GZIP}: invalid gzip data: not gzip data (it starts with the bytes {}, \
-                 where gzip starts with 1f 8b)",
-                start.join(" ")
-            ));
+            let start = start.join(" ");
+            // After a member, what follows is named, not the data, which starts as gzip does.
+            return Err(if after_a_member {
+                format!(
+                    "{BASE64_GZIP}: invalid gzip data: the {} bytes after the end of the gzip \
+                     data are not gzip (they start with the bytes {start}, where gzip starts \
+                     with 1f 8b)",
+                    rest.len()
+                )
+            } else {
+                format!(
+                    "{BASE64_GZIP}: invalid gzip data: not gzip data (it starts with the bytes \
+                     {start}, where gzip starts with 1f 8b)"
+                )
+            });
         }
         // The slice is its own buffer: no copy through a `BufReader`; the decoder stops at the
         // member's end and gives back what follows.
@@ -2701,7 +2712,13 @@ mod tests {
             .search(&json!({ "data": base64(&two_members_then_text) }))
             .unwrap_err()
             .to_string();
-        assert!(error.contains("starts with the bytes 7a 7a"), "{error}");
+        assert!(error.contains("start with the bytes 7a 7a"), "{error}");
+        // Said as what follows the gzip data, which itself starts as gzip does (it said "not
+        // gzip data (it starts with the bytes 7a 7a…)": found by an attack from the docs).
+        assert!(
+            error.contains("the 2 bytes after the end of the gzip data are not gzip"),
+            "{error}"
+        );
     }
 
     #[test]

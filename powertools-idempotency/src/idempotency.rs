@@ -386,6 +386,20 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
                     .to_owned(),
             ));
         }
+        if let Some(prefix) = self
+            .settings
+            .key_prefix
+            .as_deref()
+            .filter(|prefix| prefix.chars().any(char::is_control))
+        {
+            // Part of every key and of the lines that name one, as an operation name is, which
+            // may not hold one either (found by an attack from the docs: `a\nb` was taken).
+            return Err(Error::Config(format!(
+                "key_prefix {} holds a control character: it is part of every key, and of every \
+                 log line that names one; use printable characters",
+                powertools_core::env::shown(prefix)
+            )));
+        }
         Ok(Idempotency {
             engine: Engine::new(self.store, self.settings),
         })

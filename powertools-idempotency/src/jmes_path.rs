@@ -16,8 +16,8 @@ use powertools_core::jmespath::DEFAULT_MAX_DECOMPRESSED_SIZE;
 /// Besides the standard JMESPath functions, the Powertools functions are available, as in
 /// Powertools for Python and TypeScript (see [`powertools_core::jmespath::JmesPath`]):
 /// `powertools_json(body).order_id` keys on a field of a JSON body whatever the client's
-/// whitespace; `powertools_base64` and `powertools_base64_gzip` decode. Unlike Powertools for
-/// Python, validation expressions get the Powertools functions too.
+/// whitespace; `powertools_base64` and `powertools_base64_gzip` decode. Validation expressions
+/// get them too, as in Powertools for Python 3.
 ///
 /// What `powertools_base64_gzip` may decompress for one event is limited, to
 /// [`DEFAULT_MAX_DECOMPRESSED_SIZE`] unless

@@ -166,8 +166,15 @@
 //! - A response that can't be stored completes the record without it ([`Error::ResponseNotStored`]
 //!   for duplicates). Python fails the caller after the side effects happened and leaves the
 //!   record in progress, so a retry runs them again.
-//! - Missing validation data is validated as `null`; Python (and this crate before 0.1) skipped
-//!   validation when either side had none.
+//! - The stored response (`data`) is compact JSON with UTF-8 as it is, in the response type's
+//!   field order, where Python writes `json.dumps(sort_keys=True)` (`", "` between members,
+//!   `\u00e9` escapes); records also hold a `claim_id` attribute (see fences below). Each runtime
+//!   reads only its own records (their keys differ), so nothing reads the other's text.
+//! - Without a function name (`Context::default()`, a local run) the key prefix is `test-func`,
+//!   as in Python: every nameless context shares it; set `key_prefix`, or name the test context.
+//! - The key prefix may not hold a control character (refused by `build`), and a key over
+//!   DynamoDB's limit for its attribute (2048 bytes for a partition key, 1024 for a sort key) is
+//!   refused before any request, naming the prefix and the operation; Python sends both.
 //! - An untrusted deadline gets a 15-minute in-progress window; Python writes whatever the
 //!   context says.
 //! - A failed handler's claim is released by replacing it with a fence (one conditional

@@ -708,3 +708,87 @@ async fn an_inconsistent_store_s_error_names_the_table_and_what_it_answered() {
         assert!(text.contains(part), "{part} missing from: {text}");
     }
 }
+
+/// A key over DynamoDB's size limit for its attribute (2048 bytes for a partition key, 1024 for
+/// a sort key) is refused before any request, naming the settings that make it long, the limit
+/// and the table; nothing is taken back or said to be stored. It was sent, and DynamoDB's
+/// `ValidationException` named neither `key_prefix` nor the operation, at every invocation
+/// (found by an attack from the docs). A prefix with a control character is refused at build,
+/// as an operation name with one is.
+#[tokio::test]
+async fn a_key_over_dynamodb_s_limit_names_the_settings_that_make_it() {
+    let Some(client) = dynamodb_client().await else {
+        return;
+    };
+    let table = create_idempotency_table(&client).await;
+    for (sort_key, prefix_bytes, limit) in [(false, 1990, "2048"), (true, 1000, "1024")] {
+        let mut store = DynamoDbStore::builder(client.clone(), &table);
+        if sort_key {
+            store = store
+                .sort_key_attr("sk")
+                .static_pk_value("idempotency#orders");
+        }
+        let idempotency = Idempotency::builder(store.build().expect("valid store settings"))
+            .key_prefix("p".repeat(prefix_bytes))
+            .build()
+            .expect("valid settings");
+        let warnings = powertools_tests::CapturedWarnings::default();
+        let _guard = tracing::subscriber::set_default(warnings.subscriber());
+        let context = TestContext::new().build();
+        let runs = std::sync::atomic::AtomicUsize::new(0);
+        let error = idempotency
+            .run(&context, "charge", "order-1", |_| async {
+                runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, std::io::Error>(1u8)
+            })
+            .await
+            .expect_err("the key is too long");
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_mentions(
+            &error.to_string(),
+            &["key_prefix", "operation", limit, &table],
+        );
+        let warned = warnings.text();
+        assert!(!warned.contains("may be stored"), "{warned}");
+    }
+    let store = DynamoDbStore::new(client, &table).expect("valid store");
+    let refused = Idempotency::builder(store)
+        .key_prefix("orders\nadmin")
+        .build()
+        .expect_err("a control character in the prefix");
+    assert_mentions(&refused.to_string(), &["key_prefix", "control"]);
+}
+
+/// An attribute name with a control character, or white space at an end (`"ttl "`), is refused
+/// when the store is built, naming the setting: DynamoDB takes it, and a table whose TTL is on
+/// `ttl` never deleted the records (found by an attack from the docs). White space inside a
+/// name is DynamoDB's to take.
+#[test]
+fn an_attribute_name_with_a_control_character_or_white_space_at_an_end_is_refused() {
+    let client = client_for("http://127.0.0.1:9");
+    type Setting = fn(
+        powertools_idempotency::DynamoDbStoreBuilder,
+        &str,
+    ) -> powertools_idempotency::DynamoDbStoreBuilder;
+    let settings: [(&str, Setting); 3] = [
+        ("expiry_attr", |store, name| store.expiry_attr(name)),
+        ("status_attr", |store, name| store.status_attr(name)),
+        ("key_attr", |store, name| store.key_attr(name)),
+    ];
+    for (setting, set) in settings {
+        for name in ["ttl ", " ttl", "s\n", "a\u{7}b"] {
+            let error = set(DynamoDbStore::builder(client.clone(), "orders"), name)
+                .build()
+                .err()
+                .unwrap_or_else(|| panic!("{setting} {name:?} is refused"));
+            assert_eq!(error.error_type(), "IdempotencyConfigurationError");
+            assert_mentions(&error.to_string(), &[setting, &format!("{name:?}")]);
+        }
+        set(
+            DynamoDbStore::builder(client.clone(), "orders"),
+            "time to live",
+        )
+        .build()
+        .expect("white space inside a name is DynamoDB's to take");
+    }
+}

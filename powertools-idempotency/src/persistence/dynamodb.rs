@@ -191,6 +191,35 @@ impl DynamoDbStore {
         }
     }
 
+    /// Refuses, before any request, a key over DynamoDB's size limit for the attribute that
+    /// holds it (2048 bytes for a partition key, 1024 for a sort key), naming what makes it
+    /// long: sent, every invocation failed with DynamoDB's `ValidationException`, which names
+    /// neither the prefix nor the operation (found by an attack from the docs). Such a request
+    /// is never sent, so nothing is taken back.
+    fn check_key_size(&self, operation: &'static str, key: &str) -> Result<(), StoreError> {
+        let (limit, attribute) = match self.settings.sort_key_attr {
+            None => (MAX_PARTITION_KEY_BYTES, "partition"),
+            Some(_) => (MAX_SORT_KEY_BYTES, "sort"),
+        };
+        if key.len() <= limit {
+            return Ok(());
+        }
+        // `<prefix>.<operation>#<digest>`: all but the digest and `#` is the caller's.
+        let named = key.rfind('#').unwrap_or(key.len());
+        let cause = format!(
+            "the idempotency key is {} bytes, over DynamoDB's limit of {limit} bytes for a \
+             {attribute} key: its prefix (key_prefix, else the function's name) and operation \
+             name make {named} of them; shorten them (the key starts {})",
+            key.len(),
+            powertools_core::env::shown(key)
+        );
+        Err(StoreError::Backend(Box::new(DynamoDbError::unsent(
+            operation,
+            &self.settings.table_name,
+            cause,
+        ))))
+    }
+
     /// `error` of `operation` as a [`DynamoDbError`].
     fn failure<E>(&self, operation: &'static str, error: SdkError<E, HttpResponse>) -> DynamoDbError
     where
@@ -586,6 +615,15 @@ impl DynamoDbStoreBuilder {
             if name.is_empty() {
                 return Err(Error::Config(format!("{setting} is empty")));
             }
+            // DynamoDB takes either, and a table whose TTL is on `ttl` never deletes records
+            // written under `ttl ` (found by an attack from the docs).
+            if name.chars().any(char::is_control) || name.trim() != name.as_str() {
+                return Err(Error::Config(format!(
+                    "{setting} {} has a control character, or white space at an end: attribute \
+                     names are matched exactly (a table's TTL attribute, say)",
+                    powertools_core::env::shown(name)
+                )));
+            }
             if let Some((other, _)) = names[..index].iter().find(|(_, earlier)| earlier == name) {
                 return Err(Error::Config(format!(
                     "{setting} and {other} are both {}",
@@ -752,7 +790,38 @@ impl std::error::Error for DynamoDbError {
     }
 }
 
+/// The most bytes DynamoDB takes in a partition key's value.
+const MAX_PARTITION_KEY_BYTES: usize = 2048;
+/// The most bytes DynamoDB takes in a sort key's value.
+const MAX_SORT_KEY_BYTES: usize = 1024;
+
+/// Why a request of the store was not sent: [`DynamoDbError`]'s `source`.
+#[derive(Debug)]
+struct NotSent(String);
+
+impl fmt::Display for NotSent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotSent {}
+
 impl DynamoDbError {
+    /// A request the store refused to send, for `cause`: it stored nothing.
+    fn unsent(operation: &'static str, table: &str, cause: String) -> Self {
+        DynamoDbError {
+            operation,
+            table: table.to_owned(),
+            code: None,
+            retried_answer: false,
+            resent: false,
+            unsent: true,
+            source: Box::new(NotSent(cause.clone())),
+            cause,
+        }
+    }
+
     fn new<E>(
         operation: &'static str,
         table: &str,
@@ -1103,6 +1172,7 @@ fn authority(url: &str) -> String {
 
 impl IdempotencyStore for DynamoDbStore {
     async fn get(&self, key: &str) -> Result<Option<DataRecord>, StoreError> {
+        self.check_key_size("GetItem", key)?;
         let output = self
             .client
             .get_item()
@@ -1122,6 +1192,7 @@ impl IdempotencyStore for DynamoDbStore {
         now: SystemTime,
     ) -> Result<PutOutcome, StoreError> {
         let settings = &*self.settings;
+        self.check_key_size("PutItem", &record.key)?;
         if self.key_read_pending() {
             self.check_key_schema(&record.key).await?;
         }
