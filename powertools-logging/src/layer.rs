@@ -296,7 +296,7 @@ where
         let future = match called {
             Ok(future) => future,
             Err(panic) => {
-                end_invocation(&shared, &state, true);
+                scope.in_scope(|| end_invocation(&shared, &state, true));
                 scope.in_scope(|| span.in_scope(|| log_panic(&*panic)));
                 std::panic::resume_unwind(panic)
             }
@@ -308,7 +308,13 @@ where
             let outcome = AssertUnwindSafe(scope.clone().run(future.instrument(span.clone())))
                 .catch_unwind()
                 .await;
-            end_invocation(&shared, &state, !matches!(outcome, Ok(Ok(_))));
+            // A failure's, in the invocation's scope, where the buffer's notice finds its keys;
+            // a success writes nothing, and does not enter it.
+            if matches!(outcome, Ok(Ok(_))) {
+                end_invocation(&shared, &state, false);
+            } else {
+                scope.in_scope(|| end_invocation(&shared, &state, true));
+            }
             // The failure line is written in the invocation's scope and span; a success writes
             // nothing, and enters neither (about 400 instructions per invocation).
             match &outcome {

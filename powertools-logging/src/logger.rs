@@ -332,22 +332,6 @@ impl Shared {
         self.write(&line);
         crate::json::recycle_line(line);
     }
-
-    /// A line of the logger's own about one invocation (a buffer notice), with its Lambda
-    /// context (`function_request_id`, `cold_start`, …): under concurrent invocations it says
-    /// which one (found by an attack from the docs: it had none).
-    pub(crate) fn invocation_notice(
-        &self,
-        invocation: &crate::invocation::InvocationState,
-        level: Level,
-        message: &str,
-    ) {
-        let mut line = self.open_line(level, message);
-        line.reserved_members(&invocation.lambda_members);
-        let line = line.finish();
-        self.write(&line);
-        crate::json::recycle_line(line);
-    }
 }
 
 impl Logger {

@@ -11,12 +11,13 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::buffer::Pushed;
 use crate::failure::StackTrace;
 use crate::invocation::InvocationState;
+use crate::json::Line;
 use crate::json::{
     FAILURE_KEYS, FieldCollector, REDACTED, masked_json_text, redacted_message, write_str,
 };
 use crate::level::Level;
 use crate::logger::{Logger, Shared};
-use crate::scope::Scope;
+use crate::scope::{Scope, ScopeKeys};
 
 /// The name a span's `message` field is kept under until a line writes it as `span_message`
 /// (a name no field can have: a real `span_message` field stays apart from it).
@@ -164,21 +165,8 @@ impl JsonLayer {
             // handler's type cannot hold): its invocation is the runtime span's.
             line.str_member("function_request_id", &request_id);
         }
-        if let Some(correlation_id) = keys
-            .as_ref()
-            .and_then(|keys| keys.correlation_id.as_deref())
-        {
-            // Masked as a string field is: an id taken at a path one level short (the
-            // `headers` object, as its JSON text) or set from a caller's value can hold a
-            // masked key (it was written as it was; found by an attack from the docs).
-            if shared.redactor.masks("correlation_id") {
-                line.str_member("correlation_id", REDACTED);
-            } else {
-                match masked_json_text(correlation_id, &shared.redactor) {
-                    Some(masked) => line.str_member("correlation_id", &masked),
-                    None => line.str_member("correlation_id", correlation_id),
-                }
-            }
+        if let Some(keys) = &keys {
+            correlation_member(&mut line, keys, shared);
         }
         // Whenever a rate is configured, 0 included, as Python writes it (found by an attack).
         if let Some(rate) = shared.sample_rate
@@ -249,35 +237,11 @@ impl JsonLayer {
                 }
             }
         }
-        // A key whose value is `null` (an `Option` appended as `None`) is left out, as
-        // Powertools for Python leaves out every top-level `None`; it still hides a persistent
-        // key of its name, as Python's one set of keys would.
-        let mut hidden = Vec::new();
-        if let Some(keys) = &keys {
-            for (key, value) in keys.keys() {
-                if value.is_null() {
-                    hidden.push(key.clone());
-                } else {
-                    line.value_member(key, value);
-                }
-            }
-        }
+        let location_hidden = business_members(&mut line, keys.as_deref(), shared);
         drop(keys);
-        for (key, value) in shared
-            .persistent_keys
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
-            if value.is_null() {
-                hidden.push(key.clone());
-            } else if !hidden.contains(key) {
-                line.value_member(key, value);
-            }
-        }
         // Last, so that a business `location` (a shop, a region) wins over the code location;
         // `location` appended as `None` leaves it out, as Python's `append_keys(location=None)`.
-        if !hidden.iter().any(|key| key == "location") {
+        if !location_hidden {
             match panic_location {
                 Some(json) => line.raw_member("location", json),
                 None => line.location_member(
@@ -375,6 +339,79 @@ pub(crate) fn current_scope() -> Option<Scope> {
     })
 }
 
+/// Writes the correlation id of `keys`, if it has one.
+fn correlation_member(line: &mut Line<'_>, keys: &ScopeKeys, shared: &Shared) {
+    let Some(correlation_id) = keys.correlation_id.as_deref() else {
+        return;
+    };
+    // Masked as a string field is: an id taken at a path one level short (the `headers`
+    // object, as its JSON text) or set from a caller's value can hold a masked key (it was
+    // written as it was; found by an attack from the docs).
+    if shared.redactor.masks("correlation_id") {
+        line.str_member("correlation_id", REDACTED);
+    } else {
+        match masked_json_text(correlation_id, &shared.redactor) {
+            Some(masked) => line.str_member("correlation_id", &masked),
+            None => line.str_member("correlation_id", correlation_id),
+        }
+    }
+}
+
+/// Writes the appended keys of `keys`, then the persistent keys; whether `location` was
+/// appended as `None` (which leaves the code location out).
+fn business_members(line: &mut Line<'_>, keys: Option<&ScopeKeys>, shared: &Shared) -> bool {
+    // A key whose value is `null` (an `Option` appended as `None`) is left out, as Powertools
+    // for Python leaves out every top-level `None`; it still hides a persistent key of its
+    // name, as Python's one set of keys would.
+    let mut hidden = Vec::new();
+    if let Some(keys) = keys {
+        for (key, value) in keys.keys() {
+            if value.is_null() {
+                hidden.push(key.clone());
+            } else {
+                line.value_member(key, value);
+            }
+        }
+    }
+    for (key, value) in shared
+        .persistent_keys
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+    {
+        if value.is_null() {
+            hidden.push(key.clone());
+        } else if !hidden.contains(key) {
+            line.value_member(key, value);
+        }
+    }
+    hidden.iter().any(|key| key == "location")
+}
+
+/// A line of the logger's own about one invocation (a buffer notice): with its Lambda context
+/// (`function_request_id`, `cold_start`, …) and the correlation id and keys of `scope`, as the
+/// invocation's lines have them, so that a query for either finds the notice too (found by an
+/// attack from the docs: it had no Lambda context; then none of the keys).
+fn invocation_notice(
+    shared: &Shared,
+    invocation: &InvocationState,
+    scope: Option<&Scope>,
+    level: Level,
+    message: &str,
+) {
+    let mut line = shared.open_line(level, message);
+    line.reserved_members(&invocation.lambda_members);
+    let keys = scope.map(Scope::keys);
+    if let Some(keys) = &keys {
+        correlation_member(&mut line, keys, shared);
+    }
+    business_members(&mut line, keys.as_deref(), shared);
+    drop(keys);
+    let line = line.finish();
+    shared.write(&line);
+    crate::json::recycle_line(line);
+}
+
 /// Writes the buffered lines of `invocation`, oldest first, then a warning if some were evicted,
 /// with the logger that formatted them (else nothing was buffered).
 pub(crate) fn flush_buffer(invocation: &InvocationState) {
@@ -401,8 +438,18 @@ pub(crate) fn flush_buffer_then(invocation: &InvocationState, close: bool) {
         shared.write(&line);
     }
     if evicted > 0 {
-        shared.invocation_notice(
+        // The scope of the code that flushes: the invocation's (the layer flushes in it, and
+        // `flush_buffer` is called from the handler), or one inside it (`key_scope`).
+        let scope = Scope::current().filter(|scope| {
+            scope
+                .invocation
+                .as_deref()
+                .is_some_and(|current| std::ptr::eq(current, invocation))
+        });
+        invocation_notice(
+            shared,
             invocation,
+            scope.as_ref(),
             Level::Warn,
             &format!(
                 "Some logs are not displayed because they were evicted from the buffer \
@@ -531,8 +578,10 @@ where
                     // volume of a function whose lines are all over it (found by an attack from
                     // the docs; Python warns once).
                     if first {
-                        shared.invocation_notice(
+                        invocation_notice(
+                            shared,
                             state,
+                            scope.as_ref(),
                             Level::Warn,
                             &format!(
                                 "A log line of {} bytes is larger than the log buffer's \
