@@ -1,3 +1,5 @@
+//! Which invocation of a process is its cold start, as every powertools-rs layer reports it.
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -145,6 +147,40 @@ pub fn is_cold_start(context: &Context) -> bool {
             std::env::var_os(vars::AWS_LAMBDA_INITIALIZATION_TYPE)
                 .is_none_or(|value| value != "provisioned-concurrency")
         })
+}
+
+/// Set when the cold start's invocation ended before any layer saw it, until a metrics layer
+/// writes its `ColdStart` metric ([`take_unseen_cold_start`]).
+static UNSEEN_COLD_START: AtomicBool = AtomicBool::new(false);
+
+/// Whether `context`'s invocation is the cold start ([`is_cold_start`]), noting, when it is,
+/// that it ended before any powertools-rs layer saw it: its event did not read as the
+/// handler's type, and `powertools::run` answered it. The next invocation a metrics layer that
+/// captures the cold start sees then writes its `ColdStart` metric
+/// ([`take_unseen_cold_start`]), as Powertools for Python's next invocation does; without
+/// this, no invocation wrote it (found by an attack from the docs).
+///
+/// ```
+/// use powertools_core::testing::TestContext;
+/// use powertools_core::cold_start::{note_unseen_invocation, take_unseen_cold_start};
+///
+/// let cold = TestContext::new().with_cold_start(true).build();
+/// assert!(note_unseen_invocation(&cold));
+/// assert!(take_unseen_cold_start(), "the next invocation writes the metric");
+/// assert!(!take_unseen_cold_start(), "once");
+/// ```
+pub fn note_unseen_invocation(context: &Context) -> bool {
+    let cold = is_cold_start(context);
+    if cold {
+        UNSEEN_COLD_START.store(true, Ordering::Release);
+    }
+    cold
+}
+
+/// Whether the cold start's invocation ended before any layer saw it and no metrics layer has
+/// written its `ColdStart` metric yet ([`note_unseen_invocation`]); `true` once.
+pub fn take_unseen_cold_start() -> bool {
+    UNSEEN_COLD_START.load(Ordering::Acquire) && UNSEEN_COLD_START.swap(false, Ordering::AcqRel)
 }
 
 #[cfg(test)]

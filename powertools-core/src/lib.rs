@@ -92,7 +92,7 @@ pub mod text;
 #[doc(hidden)]
 pub mod thread_buffer;
 
-mod cold_start;
+pub mod cold_start;
 mod config;
 mod error;
 mod invocation;

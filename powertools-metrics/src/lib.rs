@@ -58,7 +58,9 @@
 //! - With [`capture_cold_start_metric`](MetricsLayerBuilder::capture_cold_start_metric), the cold
 //!   start writes `ColdStart` = 1 in a document of its own, with the dimensions `function_name`
 //!   and `service` only, as Powertools for Python does, so it does not split the series of the
-//!   other metrics and one ColdStart alarm sees functions in every language.
+//!   other metrics and one ColdStart alarm sees functions in every language. A cold start whose
+//!   event did not read as the handler's type (`powertools::run` answered it before any layer)
+//!   is written by the next invocation the layer sees.
 //! - [`EmfRecorder`] (feature `recorder`, default) sends the `metrics` facade's `counter!`,
 //!   `gauge!` and `histogram!` to the current invocation's document.
 //!

@@ -342,7 +342,9 @@ where
                 // here, or the next one, warm, was the cold start in the logs, metrics and span
                 // (found by two attacks; Powertools for Python counts a first invocation that
                 // fails as the cold start too).
-                let cold_start = powertools_core::is_cold_start(&event.context);
+                // Its ColdStart metric is the next invocation's to write.
+                let cold_start =
+                    powertools_core::cold_start::note_unseen_invocation(&event.context);
                 // In the runtime's span: the line carries the invocation's request id.
                 // The logging layer's failure line, as it writes one (its marker field says so:
                 // `exception` fails closed on masked keys, and is not repeated as a field).

@@ -329,3 +329,66 @@ async fn function(named: &[&str]) {
     let code = powertools::init_failed(&*stopped).await;
     assert_eq!(code, std::process::ExitCode::FAILURE);
 }
+
+/// A first event that does not read as the handler's type ends its invocation before the
+/// layers see it: it is the cold start all the same, and its `ColdStart` metric is written by
+/// the next invocation the metrics layer sees (as Powertools for Python's next invocation
+/// writes it). It was never written: the warm invocation is not the cold start, and the metrics
+/// layer never saw the cold one (found by an attack from the docs).
+#[tokio::test]
+async fn the_cold_start_of_an_invalid_first_event_is_counted_by_the_next_invocation() {
+    const TEST: &str = "the_cold_start_of_an_invalid_first_event_is_counted_by_the_next_invocation";
+    if std::env::var_os(CHILD).is_some() {
+        let metrics = powertools::metrics::MetricsLayer::builder()
+            .namespace("Orders")
+            .service("orders")
+            .capture_cold_start_metric(true)
+            .build()
+            .unwrap();
+        let handler = lambda_runtime::tower::ServiceBuilder::new()
+            .layer(metrics)
+            .service(service_fn(|_: LambdaEvent<Order>| async move {
+                Ok::<_, lambda_runtime::Error>(json!({"ok": true}))
+            }));
+        powertools::run(handler)
+            .await
+            .expect_err("a client context that does not read stops the runtime");
+        return;
+    }
+    let (address, requests) = runtime_api(vec![
+        Invocation {
+            request_id: "invalid-first",
+            headers: "",
+            body: json!({"order_id": 5}).to_string(),
+        },
+        Invocation {
+            request_id: "warm-1",
+            headers: "",
+            body: json!({"order_id": "o-1"}).to_string(),
+        },
+        Invocation {
+            request_id: "warm-2",
+            headers: "",
+            body: json!({"order_id": "o-2"}).to_string(),
+        },
+        Invocation {
+            request_id: "client-context",
+            headers: CARD_CONTEXT,
+            body: json!({"order_id": "o-3"}).to_string(),
+        },
+    ])
+    .await;
+    let printed = function_process(TEST, &address, None).await;
+    let recorded = requests.lock().unwrap().clone();
+    let (line, _) = answer_of(&recorded, "warm-2").expect("the invocations are answered");
+    assert!(line.ends_with("/response"), "{line}");
+    // The test harness's `test … ` is on the first document's line.
+    let cold_starts: Vec<Value> = printed
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(&line[line.find('{')?..]).ok())
+        .filter(|document| document.get("ColdStart").is_some())
+        .collect();
+    assert_eq!(cold_starts.len(), 1, "one ColdStart: {printed}");
+    assert_eq!(cold_starts[0]["ColdStart"], 1.0);
+    assert_eq!(cold_starts[0]["function_name"], "orders");
+}
