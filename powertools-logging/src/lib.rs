@@ -313,12 +313,13 @@ pub(crate) fn key_value(key: &str, value: impl Serialize) -> Result<Value, Error
 /// 127 that serde_json reads).
 pub fn append_key(key: &str, value: impl Serialize) -> Result<(), Error> {
     let value = key_value(key, value)?;
-    Scope::with_current(|scope| scope.keys().append(key, value)).ok_or(Error::NoCurrentInvocation)
+    Scope::with_current(|scope| scope.keys().keys.append(key, value))
+        .ok_or(Error::NoCurrentInvocation)
 }
 
 /// Removes a key appended to the current invocation (or [`key_scope`]); `false` if it had none.
 pub fn remove_key(key: &str) -> bool {
-    Scope::with_current(|scope| scope.keys().remove(key)).unwrap_or(false)
+    Scope::with_current(|scope| scope.keys().keys.remove(key)).unwrap_or(false)
 }
 
 /// Sets the current invocation's `correlation_id` (inside a [`key_scope`], that scope's).

@@ -256,7 +256,7 @@ pub(crate) struct Shared {
     pub(crate) dev_mode: bool,
     pub(crate) redactor: Redactor,
     pub(crate) buffer: Option<BufferConfig>,
-    pub(crate) persistent_keys: RwLock<Vec<(String, Value)>>,
+    pub(crate) persistent_keys: RwLock<crate::scope::OrderedKeys>,
     pub(crate) sink: Box<dyn LineSink>,
     pub(crate) clock: Option<Clock>,
     pub(crate) max_line_bytes: usize,
@@ -382,15 +382,11 @@ impl Logger {
     /// [`Error::ReservedKey`] or [`Error::Serialization`].
     pub fn append_persistent_key(&self, key: &str, value: impl Serialize) -> Result<(), Error> {
         let value = key_value(key, value)?;
-        let mut keys = self
-            .shared
+        self.shared
             .persistent_keys
             .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        match keys.iter_mut().find(|(existing, _)| existing == key) {
-            Some((_, existing)) => *existing = value,
-            None => keys.push((key.to_owned(), value)),
-        }
+            .unwrap_or_else(PoisonError::into_inner)
+            .append(key, value);
         Ok(())
     }
 
@@ -400,7 +396,7 @@ impl Logger {
             .persistent_keys
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|(existing, _)| existing != key);
+            .remove(key);
     }
 }
 
@@ -670,13 +666,14 @@ impl LoggerBuilder {
                 bytes: max_line_bytes,
             });
         }
-        let mut persistent_keys = Vec::with_capacity(self.persistent_keys.len());
+        let mut persistent_keys = crate::scope::OrderedKeys::default();
         for (key, value) in self.persistent_keys {
             if RESERVED_KEYS.contains(&key.as_str()) || FAILURE_KEYS.contains(&key.as_str()) {
                 return Err(Error::ReservedKey { key });
             }
             match value {
-                Ok(value) => persistent_keys.push((key, value)),
+                // A key given twice: the last value, as `append_persistent_key` sets it.
+                Ok(value) => persistent_keys.append(&key, value),
                 Err(source) => return Err(Error::Serialization { key, source }),
             }
         }

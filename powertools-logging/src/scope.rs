@@ -17,31 +17,43 @@ tokio::task_local! {
 /// [`set_correlation_id`](crate::set_correlation_id) change: one per scope.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ScopeKeys {
-    /// In the order they were first appended, which is the order lines write them.
-    keys: Vec<(String, Value)>,
-    /// Past [`INDEXED_KEYS`] keys, where each is in `keys`: appending thousands (from a
-    /// caller's map) looked each up among all the others, time growing with the square of
-    /// their number (found by an attack from the docs: 7.7 s for 40,000 in a debug build).
-    index: Option<HashMap<String, usize>>,
+    pub(crate) keys: OrderedKeys,
     pub(crate) correlation_id: Option<String>,
 }
 
-/// How many keys a scope looks through one by one before it indexes them: mostly a handful.
+/// Keys and their values in the order they were first set (the order lines write them): a
+/// scope's appended keys, and the logger's persistent keys.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct OrderedKeys {
+    keys: Vec<(String, Value)>,
+    /// Past [`INDEXED_KEYS`] keys, where each is in `keys`: setting thousands (from a caller's
+    /// map) looked each up among all the others, time growing with the square of their number
+    /// (found by an attack from the docs: 7.7 s for 40,000 appended keys in a debug build;
+    /// then by a review, for persistent keys).
+    index: Option<HashMap<String, usize>>,
+}
+
+/// How many keys are looked through one by one before they are indexed: mostly a handful.
 const INDEXED_KEYS: usize = 64;
 
 #[cfg(test)]
 thread_local! {
-    /// How many keys [`ScopeKeys::append`] compared a key with, on this thread.
-    static KEYS_COMPARED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// How many keys [`OrderedKeys::append`] compared a key with, on this thread.
+    pub(crate) static KEYS_COMPARED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-impl ScopeKeys {
+impl OrderedKeys {
     /// The keys, in the order they were first appended.
     pub(crate) fn keys(&self) -> &[(String, Value)] {
         &self.keys
     }
 
-    /// Sets `key`, in its place if it was appended already, else after the others.
+    /// Whether there are none.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Sets `key`, in its place if it was set already, else after the others.
     pub(crate) fn append(&mut self, key: &str, value: Value) {
         let position = match &self.index {
             Some(index) => index.get(key).copied(),
@@ -73,7 +85,7 @@ impl ScopeKeys {
         }
     }
 
-    /// Removes `key`; `false` if it was not appended.
+    /// Removes `key`; `false` if it was not set.
     pub(crate) fn remove(&mut self, key: &str) -> bool {
         let position = match &mut self.index {
             Some(index) => index.remove(key),
@@ -229,7 +241,7 @@ mod tests {
     /// growing with the square of their number); order, replacement and removal are kept.
     #[test]
     fn many_appended_keys_are_looked_up_without_comparing_each_with_all() {
-        let mut keys = ScopeKeys::default();
+        let mut keys = OrderedKeys::default();
         let count = 5_000;
         for index in 0..count {
             keys.append(&format!("key_{index}"), json!(index));
