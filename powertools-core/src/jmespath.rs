@@ -1730,8 +1730,10 @@ fn decode_base64_gzip(text: &str) -> Result<Variable, String> {
     let mut first = true;
     loop {
         let after_a_member = !first;
+        let mut padded = false;
         if after_a_member {
             let padding = rest.iter().take_while(|&&byte| byte == 0).count();
+            padded = padding > 0;
             rest = &rest[padding..];
         }
         first = false;
@@ -1745,12 +1747,23 @@ fn decode_base64_gzip(text: &str) -> Result<Variable, String> {
             let start = start.join(" ");
             // After a member, what follows is named, not the data, which starts as gzip does.
             return Err(if after_a_member {
-                format!(
-                    "{BASE64_GZIP}: invalid gzip data: the {} bytes after the end of the gzip \
-                     data are not gzip (they start with the bytes {start}, where gzip starts \
-                     with 1f 8b)",
-                    rest.len()
-                )
+                let padding = if padded {
+                    " (and its zero padding)"
+                } else {
+                    ""
+                };
+                match rest {
+                    [byte] => format!(
+                        "{BASE64_GZIP}: invalid gzip data: the byte {byte:02x} after the end of \
+                         the gzip data{padding} is not gzip (gzip starts with 1f 8b)"
+                    ),
+                    _ => format!(
+                        "{BASE64_GZIP}: invalid gzip data: the {} bytes after the end of the \
+                         gzip data{padding} are not gzip (they start with the bytes {start}, \
+                         where gzip starts with 1f 8b)",
+                        rest.len()
+                    ),
+                }
             } else {
                 format!(
                     "{BASE64_GZIP}: invalid gzip data: not gzip data (it starts with the bytes \
@@ -2717,6 +2730,19 @@ mod tests {
         // gzip data (it starts with the bytes 7a 7a…)": found by an attack from the docs).
         assert!(
             error.contains("the 2 bytes after the end of the gzip data are not gzip"),
+            "{error}"
+        );
+        // One byte, after zero padding: counted without the padding, in the singular, and
+        // not said to start as gzip does when it is only the first half of the magic number.
+        let padded_then_one = [gzip("a"), vec![0, 0, 0x1f]].concat();
+        let error = path
+            .search(&json!({ "data": base64(&padded_then_one) }))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(
+                "the byte 1f after the end of the gzip data (and its zero padding) is not gzip"
+            ),
             "{error}"
         );
     }

@@ -751,6 +751,19 @@ async fn a_key_over_dynamodb_s_limit_names_the_settings_that_make_it() {
         let warned = warnings.text();
         assert!(!warned.contains("may be stored"), "{warned}");
     }
+    // The static partition key of a table with a sort key: refused when the store is built
+    // (it was sent, a review found).
+    let refused = DynamoDbStore::builder(client.clone(), &table)
+        .sort_key_attr("sk")
+        .static_pk_value("p".repeat(2049))
+        .build()
+        .expect_err("a static partition key over the limit");
+    assert_mentions(&refused.to_string(), &["static_pk_value", "2049", "2048"]);
+    DynamoDbStore::builder(client.clone(), &table)
+        .sort_key_attr("sk")
+        .static_pk_value("é".repeat(1024))
+        .build()
+        .expect("2048 bytes is within the limit");
     let store = DynamoDbStore::new(client, &table).expect("valid store");
     let refused = Idempotency::builder(store)
         .key_prefix("orders\nadmin")

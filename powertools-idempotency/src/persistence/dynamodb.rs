@@ -644,6 +644,16 @@ impl DynamoDbStoreBuilder {
                         .into(),
                 ));
             }
+            // Every request's partition key: over DynamoDB's limit, each would be refused (it
+            // was sent: a review).
+            (Some(_), Some(value)) if value.len() > MAX_PARTITION_KEY_BYTES => {
+                return Err(Error::Config(format!(
+                    "static_pk_value is {} bytes, over DynamoDB's limit of \
+                     {MAX_PARTITION_KEY_BYTES} bytes for a partition key (it starts {})",
+                    value.len(),
+                    powertools_core::env::shown(&value)
+                )));
+            }
             (_, Some(value)) => value,
             (None, None) => String::new(),
             (Some(_), None) => {
