@@ -106,6 +106,10 @@ impl Default for PowertoolsConfig {
     }
 }
 
+/// The most invocations Lambda runs at once in one execution environment (Lambda Managed
+/// Instances' `PerExecutionEnvironmentMaxConcurrency`).
+const MAX_CONCURRENCY: u32 = 1600;
+
 impl PowertoolsConfig {
     /// Reads the process environment.
     ///
@@ -143,11 +147,19 @@ impl PowertoolsConfig {
                 .unwrap_or_default(),
             max_concurrency: env.parse_with(
                 vars::AWS_LAMBDA_MAX_CONCURRENCY,
-                "a positive whole number, without spaces (as lambda_runtime reads it)",
+                "a whole number from 1 to 1600 (Lambda's maximum), without spaces (as \
+                 lambda_runtime reads it)",
                 // Read as `lambda_runtime` reads it (an untrimmed `u32`), so that the runtime and
                 // Powertools never disagree on whether invocations run at once: the runtime
-                // reads " 4" as unset and runs one at a time.
-                |value| value.parse().ok().filter(|n: &u32| *n > 0),
+                // reads " 4" as unset and runs one at a time. Above Lambda's maximum, the
+                // runtime started that many workers, each asking for the next invocation, and
+                // stopped answering (found by an attack from the docs: 99999999).
+                |value| {
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|n: &u32| (1..=MAX_CONCURRENCY).contains(n))
+                },
             )?,
         })
     }
@@ -187,7 +199,8 @@ impl PowertoolsConfig {
         &self.initialization_type
     }
 
-    /// How many invocations the runtime may run at once (`AWS_LAMBDA_MAX_CONCURRENCY`), if set.
+    /// How many invocations the runtime may run at once (`AWS_LAMBDA_MAX_CONCURRENCY`, 1 to
+    /// 1600), if set.
     pub fn max_concurrency(&self) -> Option<u32> {
         self.max_concurrency
     }
@@ -324,6 +337,10 @@ mod tests {
             // the tracer took it as 4 and exported in the background (found by an attack).
             ("AWS_LAMBDA_MAX_CONCURRENCY", " 4"),
             ("AWS_LAMBDA_MAX_CONCURRENCY", "4 "),
+            // Over Lambda's maximum (1600): `lambda_runtime` started that many workers, each
+            // asking for the next invocation, and stopped answering (found by an attack).
+            ("AWS_LAMBDA_MAX_CONCURRENCY", "1601"),
+            ("AWS_LAMBDA_MAX_CONCURRENCY", "99999999"),
         ];
         for (name, value) in cases {
             let error =

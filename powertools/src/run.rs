@@ -144,7 +144,9 @@ where
 /// ```
 ///
 /// # Errors
-/// [`Error::LambdaEnvironment`] outside Lambda, as [`run`]; then, as
+/// [`Error::LambdaEnvironment`] outside Lambda, as [`run`]; a Powertools variable that does not
+/// read ([`PowertoolsConfig::from_env`](powertools_core::PowertoolsConfig::from_env)), such as
+/// an `AWS_LAMBDA_MAX_CONCURRENCY` over Lambda's maximum of 1600; then, as
 /// [`lambda_runtime::Runtime::run_concurrent`]: every worker ended (the Runtime API failed, or
 /// each met an invocation whose client context or Cognito identity did not read, as under
 /// [`run`]): the error lists each worker's, a client context's value left out and the headers
@@ -167,6 +169,11 @@ where
     E: Into<lambda_runtime::Error> + Send + Debug + 'static,
 {
     lambda_environment(|name| std::env::var(name))?;
+    // `AWS_LAMBDA_MAX_CONCURRENCY` as Powertools reads it (1 to 1600, Lambda's maximum), before
+    // `lambda_runtime` starts a worker per invocation it allows: 99999999 workers flooded the
+    // log asking for invocations and the function stopped answering (found by an attack from
+    // the docs).
+    powertools_core::PowertoolsConfig::from_env()?;
     let runtime = Runtime::new(ReadEvent::<F, B, S>::new(handler))
         .layer(TracingLayer::new())
         .layer(RawEventLayer::new());

@@ -392,3 +392,38 @@ async fn the_cold_start_of_an_invalid_first_event_is_counted_by_the_next_invocat
     assert_eq!(cold_starts[0]["ColdStart"], 1.0);
     assert_eq!(cold_starts[0]["function_name"], "orders");
 }
+
+/// `AWS_LAMBDA_MAX_CONCURRENCY` over Lambda's maximum (1600) stops `run_concurrent` before it
+/// asks for any invocation, naming the variable: `lambda_runtime` started that many workers,
+/// each asking for the next invocation, flooded the log and stopped answering (found by an
+/// attack from the docs: 99999999).
+#[tokio::test]
+async fn a_concurrency_over_lambda_s_maximum_is_refused_before_any_invocation() {
+    const TEST: &str = "a_concurrency_over_lambda_s_maximum_is_refused_before_any_invocation";
+    if std::env::var_os(CHILD).is_some() {
+        let handler = service_fn(|_: LambdaEvent<Order>| async move {
+            Ok::<_, lambda_runtime::Error>(json!({"ok": true}))
+        });
+        let stopped = powertools::run_concurrent(handler)
+            .await
+            .expect_err("refused");
+        let message = stopped.to_string();
+        assert!(
+            message.contains("AWS_LAMBDA_MAX_CONCURRENCY") && message.contains("1600"),
+            "{message}"
+        );
+        return;
+    }
+    let (address, requests) = runtime_api(vec![Invocation {
+        request_id: "never-asked-for",
+        headers: "",
+        body: json!({"order_id": "o-1"}).to_string(),
+    }])
+    .await;
+    function_process(TEST, &address, Some("99999999")).await;
+    let recorded = requests.lock().unwrap().clone();
+    assert!(
+        recorded.iter().all(|(line, _)| !line.contains("/next")),
+        "{recorded:?}"
+    );
+}
