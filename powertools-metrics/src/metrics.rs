@@ -831,6 +831,8 @@ impl Metrics {
     /// # Ok::<(), powertools_metrics::Error>(())
     /// ```
     ///
+    /// No dimensions at all add no set, with a warning, as in Powertools for Python.
+    ///
     /// # Errors
     /// As [`add_dimension`](Self::add_dimension), for each dimension; nothing is added then.
     pub fn add_dimensions<'a>(
@@ -863,6 +865,11 @@ impl Metrics {
                 }
                 None => given.push((name, value)),
             }
+        }
+        if given.is_empty() {
+            // Python's words (it was silent: found by an attack from the docs).
+            tracing::warn!("Empty dimensions dictionary provided");
+            return Ok(());
         }
         let mut valid = Vec::new();
         let mut refused = Vec::new();

@@ -47,6 +47,32 @@ fn the_main_set_is_the_defaults_the_added_dimensions_then_service_as_python_writ
     assert_eq!(document["service"], "orders");
 }
 
+/// No dimensions at all add no set, and say so, as Powertools for Python 3.37 warns
+/// `Empty dimensions dictionary provided` (it was silent: found by an attack from the docs).
+#[test]
+fn empty_dimensions_add_no_set_and_say_so_as_python_does() {
+    let warnings = powertools_tests::CapturedWarnings::default();
+    let _guard = tracing::subscriber::set_default(warnings.subscriber());
+    let sink = CheckedSink::new();
+    let layer = with_environment(&sink);
+    let metrics = layer.new_metrics();
+    metrics.add_dimensions([]).unwrap();
+    metrics
+        .add_metric("OrdersPlaced", 1.0, Unit::Count)
+        .unwrap();
+    metrics.flush().unwrap();
+    assert_eq!(
+        dimension_sets(&flushed(&sink)[0]),
+        json!([["environment", "service"]])
+    );
+    let warned = warnings.text();
+    assert_eq!(
+        warned.matches("Empty dimensions dictionary provided").count(),
+        1,
+        "{warned}"
+    );
+}
+
 #[test]
 fn without_a_service_there_is_no_service_dimension_and_one_empty_set() {
     let sink = CheckedSink::new();

@@ -124,6 +124,11 @@ where
 /// `lambda_http::run_concurrent`). The feature `concurrency-tokio`. An event that does not read
 /// as `A` fails with `InvalidEvent`, as under [`run`].
 ///
+/// Locally, `cargo lambda watch` (1.9.2) sets `AWS_LAMBDA_MAX_CONCURRENCY=1` for the function
+/// it starts; give the function a cargo runner that sets it last to run several at once in one
+/// process (`--config "target.'cfg(all())'.runner=['env', 'AWS_LAMBDA_MAX_CONCURRENCY=8']"`, as
+/// the orders-api example's README shows).
+///
 /// ```no_run
 /// use lambda_runtime::{LambdaEvent, service_fn, tower::ServiceBuilder};
 /// use powertools::Powertools;
