@@ -67,7 +67,9 @@ fn empty_dimensions_add_no_set_and_say_so_as_python_does() {
     );
     let warned = warnings.text();
     assert_eq!(
-        warned.matches("Empty dimensions dictionary provided").count(),
+        warned
+            .matches("Empty dimensions dictionary provided")
+            .count(),
         1,
         "{warned}"
     );
