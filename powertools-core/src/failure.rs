@@ -121,14 +121,15 @@ pub fn install_quiet_panic_hook() {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             if !panics_are_quiet() {
-                // Rust's default hook writes its report to stderr in several writes: holding
-                // stdout's lock meanwhile, a log line or an EMF document (one locked write to
-                // stdout each) written by another invocation waits for it, where stdout and
-                // stderr share one pipe (Lambda's log capture, an emulator), instead of landing
-                // inside one of its lines, which CloudWatch then cannot read (found by an attack
-                // from the docs: 8 of 379 documents began with a fragment of a backtrace). The
-                // lock is reentrant: a hook that logs on this thread still writes.
-                let _stdout = std::io::stdout().lock();
+                // Rust's default hook writes its report to stderr in several writes: marked as
+                // under way meanwhile, so that the log lines and EMF documents of other
+                // invocations wait for it ([`wait_for_panic_reports`]) where stdout and stderr
+                // share one pipe (Lambda's log capture, an emulator), instead of landing inside
+                // one of its lines, which CloudWatch then cannot read (found by an attack from
+                // the docs: 8 of 379 documents began with a fragment of a backtrace). No lock is
+                // held: holding stdout's deadlocked a process whose panicking thread fed a thread
+                // that held it (a review).
+                let _reporting = PanicReport::start();
                 previous(info);
             } else {
                 note_quiet_panic(info);
@@ -160,6 +161,61 @@ fn quiet_panic_note(location: Option<(&str, u32)>) -> String {
         "a panic at {at} (its message is left out: it may quote the data being read; panics \
          abort in this build, so the process stops)\n"
     )
+}
+
+/// Panic reports under way ([`install_quiet_panic_hook`]'s hook handing a panic on).
+static PANIC_REPORTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+thread_local! {
+    /// Whether this thread is writing a panic report: its own lines do not wait for it.
+    static REPORTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The longest a line waits for panic reports under way ([`wait_for_panic_reports`]).
+const PANIC_REPORT_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A panic report under way, from [`start`](Self::start) until dropped.
+struct PanicReport;
+
+impl PanicReport {
+    fn start() -> Self {
+        PANIC_REPORTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _ = REPORTING.try_with(|reporting| reporting.set(true));
+        PanicReport
+    }
+}
+
+impl Drop for PanicReport {
+    fn drop(&mut self) {
+        let _ = REPORTING.try_with(|reporting| reporting.set(false));
+        PANIC_REPORTS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Waits, at most 250 ms, while another thread hands a panic to the hook before
+/// [`install_quiet_panic_hook`]'s (Rust's default writes its report to stderr in several
+/// writes): the stdout sinks of the logging and metrics crates call it before each line, so
+/// that a line does not land inside the report's where stdout and stderr share one pipe
+/// (Lambda's log capture). Bounded, so that no hook, however it waits, can hold a line for
+/// good; at once when no report is under way (one atomic load), or on the reporting thread.
+///
+/// ```
+/// use std::io::Write as _;
+/// powertools_core::failure::wait_for_panic_reports();
+/// let _ = std::io::stdout().lock().write_all(b"{\"level\":\"INFO\"}\n");
+/// ```
+pub fn wait_for_panic_reports() {
+    if PANIC_REPORTS.load(std::sync::atomic::Ordering::Acquire) == 0
+        || REPORTING.try_with(std::cell::Cell::get).unwrap_or(true)
+    {
+        return;
+    }
+    let until = std::time::Instant::now() + PANIC_REPORT_WAIT;
+    while PANIC_REPORTS.load(std::sync::atomic::Ordering::Acquire) > 0
+        && std::time::Instant::now() < until
+    {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 /// Set once [`install_quiet_panic_hook`] has run.

@@ -1,59 +1,128 @@
-//! The panic hook the logging layer and the facade install hands a panic on to the hook before
-//! it (Rust's default writes its report to stderr, in several writes) while holding stdout's
-//! lock: a log line or an EMF document (one locked write to stdout each) written meanwhile by
-//! another invocation waits for the report, where stdout and stderr share one pipe (Lambda's
-//! log capture, an emulator), instead of landing inside one of its lines, which CloudWatch then
-//! cannot read (found by an attack from the docs: 8 of 379 EMF documents began with a fragment
-//! of a backtrace). Its own binary: panic hooks are global.
+//! The panic hook the logging layer and the facade install marks a panic's report as under way
+//! while the hook before it writes it (Rust's default writes it to stderr, in several writes):
+//! the stdout sinks' lines wait for it ([`wait_for_panic_reports`], at most 250 ms), where
+//! stdout and stderr share one pipe (Lambda's log capture, an emulator), instead of landing
+//! inside one of its lines, which CloudWatch then cannot read (found by an attack from the docs:
+//! 8 of 379 EMF documents began with a fragment of a backtrace). No lock is held, so that no
+//! hook or writer can deadlock it (holding stdout's did: a review). Its own binary: panic hooks
+//! are global, and the tests run one after the other in it.
 
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use powertools_core::failure::install_quiet_panic_hook;
+use powertools_core::failure::{install_quiet_panic_hook, wait_for_panic_reports};
 
-#[test]
-fn a_line_written_to_stdout_waits_for_the_panic_report_being_written() {
-    let reporting = Arc::new(AtomicBool::new(false));
-    let release = Arc::new(AtomicBool::new(false));
-    {
-        let (reporting, release) = (Arc::clone(&reporting), Arc::clone(&release));
-        // The hook before: a report that takes a while to write.
-        std::panic::set_hook(Box::new(move |_| {
-            reporting.store(true, Ordering::SeqCst);
-            while !release.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(5));
+/// What the hook before does, per test.
+type Previous = Box<dyn Fn() + Send + Sync>;
+static PREVIOUS: Mutex<Option<Previous>> = Mutex::new(None);
+
+/// One test at a time: the hook is the process's.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn with_previous_hook(previous: Previous) -> std::sync::MutexGuard<'static, ()> {
+    let serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        std::panic::set_hook(Box::new(|_| {
+            if let Some(previous) = PREVIOUS.lock().unwrap().as_ref() {
+                previous();
             }
         }));
-    }
-    install_quiet_panic_hook();
+        install_quiet_panic_hook();
+    });
+    *PREVIOUS.lock().unwrap() = Some(previous);
+    serial
+}
 
+#[test]
+fn a_line_waits_for_the_panic_report_being_written() {
+    let reporting = Arc::new(AtomicBool::new(false));
+    let release = Arc::new(AtomicBool::new(false));
+    let _serial = with_previous_hook({
+        let (reporting, release) = (Arc::clone(&reporting), Arc::clone(&release));
+        // A report that takes a while to write.
+        Box::new(move || {
+            reporting.store(true, Ordering::SeqCst);
+            while !release.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    });
     let panicking = std::thread::spawn(|| std::panic::catch_unwind(|| panic!("oven on fire")));
     while !reporting.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(1));
     }
+    let waiting = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicBool::new(false));
     let writer = {
-        let written = Arc::clone(&written);
+        let (waiting, written) = (Arc::clone(&waiting), Arc::clone(&written));
         std::thread::spawn(move || {
             // As the metrics sink writes a document.
+            waiting.store(true, Ordering::SeqCst);
+            wait_for_panic_reports();
             let _ = std::io::stdout().lock().write_all(b"{\"document\":1}\n");
             written.store(true, Ordering::SeqCst);
         })
     };
-    // Given the time to: it does not, while the report is being written.
-    std::thread::sleep(Duration::from_millis(200));
+    while !waiting.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(20));
     let written_during_the_report = written.load(Ordering::SeqCst);
-    // Released before asserting: this thread's own panic would wait in that hook too.
+    // Released before asserting: a panic here would wait in that hook too.
     release.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    assert!(panicking.join().unwrap().is_err());
     assert!(
         !written_during_the_report,
         "a line was written in the middle of the panic's report"
     );
-    writer.join().unwrap();
     assert!(written.load(Ordering::SeqCst));
-    assert!(panicking.join().unwrap().is_err());
+}
+
+/// A thread that holds stdout's lock while it waits for the thread that panics (a writer fed by
+/// a channel): the panic is reported and the writer ends (the hook held stdout's lock, and the
+/// process hung for good: a review).
+#[test]
+fn a_panic_on_a_thread_feeding_a_writer_that_holds_stdout_does_not_deadlock() {
+    let _serial = with_previous_hook(Box::new(|| {
+        let _ = std::io::stderr().write_all(b"a report\n");
+    }));
+    let (lines, received) = mpsc::channel::<String>();
+    let writer = std::thread::spawn(move || {
+        let mut stdout = std::io::stdout().lock();
+        for line in received {
+            let _ = stdout.write_all(line.as_bytes());
+        }
+    });
+    let worker = std::thread::spawn(move || {
+        lines.send("{\"line\":1}\n".to_owned()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        panic!("the worker failed");
+    });
+    assert!(worker.join().is_err());
+    writer.join().unwrap();
+}
+
+/// A hook before that has another thread write a line and joins it: the line is written (at
+/// most 250 ms late) and the report ends (it deadlocked: a review).
+#[test]
+fn a_previous_hook_that_waits_for_a_thread_writing_a_line_does_not_deadlock() {
+    let _serial = with_previous_hook(Box::new(|| {
+        std::thread::spawn(|| {
+            wait_for_panic_reports();
+            let _ = std::io::stdout()
+                .lock()
+                .write_all(b"{\"from_the_hook\":1}\n");
+        })
+        .join()
+        .unwrap();
+    }));
+    assert!(std::thread::spawn(|| panic!("reported")).join().is_err());
 }

@@ -167,6 +167,18 @@ where
     }
 }
 
+/// The default sink: stdout, one write per line, not inside a panic's report on stderr
+/// ([`wait_for_panic_reports`](powertools_core::failure::wait_for_panic_reports)), where both
+/// share one pipe (Lambda's log capture).
+struct StdoutSink;
+
+impl LineSink for StdoutSink {
+    fn write_line(&self, line: &[u8]) {
+        powertools_core::failure::wait_for_panic_reports();
+        let _ = std::io::stdout().write_all(line);
+    }
+}
+
 /// Collects lines in memory, for tests and the offline demo (a deployed function writes to
 /// stdout, the default). Clones share the lines.
 ///
@@ -699,9 +711,7 @@ impl LoggerBuilder {
             redactor: Redactor::new(redacted),
             buffer: self.buffer,
             persistent_keys: RwLock::new(persistent_keys),
-            sink: self
-                .sink
-                .unwrap_or_else(|| Box::new(MakeWriterSink(std::io::stdout))),
+            sink: self.sink.unwrap_or_else(|| Box::new(StdoutSink)),
             clock: self.clock,
             max_line_bytes,
             runtime_failure_lines: self.runtime_failure_lines.unwrap_or(true),

@@ -26,6 +26,8 @@ impl Sink for Stdout {
         let mut text = String::with_capacity(line.len() + 1);
         text.push_str(line);
         text.push('\n');
+        // Not inside a panic's report on stderr, where both share one pipe.
+        powertools_core::failure::wait_for_panic_reports();
         // Nothing useful can be done if stdout is gone: the Lambda runtime would be gone too.
         let _ = std::io::stdout().lock().write_all(text.as_bytes());
     }
