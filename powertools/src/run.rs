@@ -149,9 +149,8 @@ where
 /// ```
 ///
 /// # Errors
-/// [`Error::LambdaEnvironment`] outside Lambda, as [`run`]; a Powertools variable that does not
-/// read ([`PowertoolsConfig::from_env`](powertools_core::PowertoolsConfig::from_env)), such as
-/// an `AWS_LAMBDA_MAX_CONCURRENCY` over Lambda's maximum of 1600; then, as
+/// [`Error::LambdaEnvironment`] outside Lambda, as [`run`]; an `AWS_LAMBDA_MAX_CONCURRENCY` over
+/// Lambda's maximum of 1600 (`InvalidEnvironmentVariable`); then, as
 /// [`lambda_runtime::Runtime::run_concurrent`]: every worker ended (the Runtime API failed, or
 /// each met an invocation whose client context or Cognito identity did not read, as under
 /// [`run`]): the error lists each worker's, a client context's value left out and the headers
@@ -174,16 +173,38 @@ where
     E: Into<lambda_runtime::Error> + Send + Debug + 'static,
 {
     lambda_environment(|name| std::env::var(name))?;
-    // `AWS_LAMBDA_MAX_CONCURRENCY` as Powertools reads it (1 to 1600, Lambda's maximum), before
-    // `lambda_runtime` starts a worker per invocation it allows: 99999999 workers flooded the
-    // log asking for invocations and the function stopped answering (found by an attack from
-    // the docs).
-    powertools_core::PowertoolsConfig::from_env()?;
+    // Over Lambda's maximum, before `lambda_runtime` starts a worker per invocation it allows:
+    // 99999999 workers flooded the log asking for invocations and the function stopped
+    // answering (found by an attack from the docs). Only that: the values `lambda_runtime`
+    // reads as one at a time (`0`, `" 4"`) and the other variables are not `run_concurrent`'s
+    // to refuse (checking the whole configuration refused a function over a variable it never
+    // read: a review).
+    over_lambda_s_maximum_concurrency(std::env::var(
+        powertools_core::env::vars::AWS_LAMBDA_MAX_CONCURRENCY,
+    ))?;
     let runtime = Runtime::new(ReadEvent::<F, B, S>::new(handler))
         .layer(TracingLayer::new())
         .layer(RawEventLayer::new());
     RUNTIME_STARTED.store(true, Ordering::Relaxed);
     runtime.run_concurrent().await.map_err(runtime_stopped)
+}
+
+/// Refuses an `AWS_LAMBDA_MAX_CONCURRENCY` that `lambda_runtime` reads as a number over
+/// Lambda's maximum of 1600 invocations at once.
+#[cfg(feature = "concurrency-tokio")]
+fn over_lambda_s_maximum_concurrency(
+    value: Result<String, std::env::VarError>,
+) -> Result<(), powertools_core::Error> {
+    match value {
+        Ok(value) if value.parse::<u32>().is_ok_and(|n| n > 1600) => {
+            Err(powertools_core::Error::InvalidEnvVar {
+                name: powertools_core::env::vars::AWS_LAMBDA_MAX_CONCURRENCY.to_owned(),
+                value,
+                expected: "a whole number from 1 to 1600 (Lambda's maximum)",
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Whether [`run`] or [`run_concurrent`] started the runtime in this process: init is over once
@@ -586,5 +607,26 @@ mod tests {
             assert!(check(&set).is_err(), "{refused:?} is let through");
             assert!(runtime_api_uri(refused).is_none(), "{refused:?}");
         }
+    }
+
+    /// Only a number over Lambda's maximum stops `run_concurrent`: what `lambda_runtime` reads
+    /// as one at a time (`0`, `" 4"`, text) is its own to read, as before (a review found the
+    /// whole configuration checked, and a function stopped over a variable it never read).
+    #[cfg(feature = "concurrency-tokio")]
+    #[test]
+    fn only_a_concurrency_over_lambda_s_maximum_stops_run_concurrent() {
+        let refused = over_lambda_s_maximum_concurrency(Ok("99999999".to_owned())).unwrap_err();
+        assert!(
+            refused.to_string().contains("AWS_LAMBDA_MAX_CONCURRENCY"),
+            "{refused}"
+        );
+        assert!(over_lambda_s_maximum_concurrency(Ok("1601".to_owned())).is_err());
+        for value in ["1600", "1", "0", " 4", "many", ""] {
+            assert!(
+                over_lambda_s_maximum_concurrency(Ok(value.to_owned())).is_ok(),
+                "{value:?}"
+            );
+        }
+        assert!(over_lambda_s_maximum_concurrency(Err(std::env::VarError::NotPresent)).is_ok());
     }
 }
