@@ -149,38 +149,61 @@ pub fn is_cold_start(context: &Context) -> bool {
         })
 }
 
-/// Set when the cold start's invocation ended before any layer saw it, until a metrics layer
-/// writes its `ColdStart` metric ([`take_unseen_cold_start`]).
-static UNSEEN_COLD_START: AtomicBool = AtomicBool::new(false);
+/// The cold start whose invocation ended before any layer saw it: `Some(None)` until an
+/// invocation claims it ([`writes_unseen_cold_start`]), then that invocation's.
+static UNSEEN_COLD_START: Mutex<Option<Option<InvocationKey>>> = Mutex::new(None);
+
+/// Set with [`UNSEEN_COLD_START`]: a deployed function whose first event read pays this load.
+static ANY_UNSEEN_COLD_START: AtomicBool = AtomicBool::new(false);
 
 /// Whether `context`'s invocation is the cold start ([`is_cold_start`]), noting, when it is,
 /// that it ended before any powertools-rs layer saw it: its event did not read as the
-/// handler's type, and `powertools::run` answered it. The next invocation a metrics layer that
-/// captures the cold start sees then writes its `ColdStart` metric
-/// ([`take_unseen_cold_start`]), as Powertools for Python's next invocation does; without
-/// this, no invocation wrote it (found by an attack from the docs).
+/// handler's type, and `powertools::run` answered it. The next invocation the metrics layers see
+/// then writes its `ColdStart` metric ([`writes_unseen_cold_start`]), as Powertools for
+/// Python's next invocation does; without this, no invocation wrote it (found by an attack from
+/// the docs).
 ///
 /// ```
 /// use powertools_core::testing::TestContext;
-/// use powertools_core::cold_start::{note_unseen_invocation, take_unseen_cold_start};
+/// use powertools_core::cold_start::{note_unseen_invocation, writes_unseen_cold_start};
 ///
 /// let cold = TestContext::new().with_cold_start(true).build();
 /// assert!(note_unseen_invocation(&cold));
-/// assert!(take_unseen_cold_start(), "the next invocation writes the metric");
-/// assert!(!take_unseen_cold_start(), "once");
+/// let next = TestContext::new().with_request_id("next").build();
+/// let later = TestContext::new().with_request_id("later").build();
+/// assert!(writes_unseen_cold_start(&next), "the next invocation writes the metric");
+/// assert!(writes_unseen_cold_start(&next), "in each of its metrics layers");
+/// assert!(!writes_unseen_cold_start(&later), "and no other");
 /// ```
 pub fn note_unseen_invocation(context: &Context) -> bool {
     let cold = is_cold_start(context);
     if cold {
-        UNSEEN_COLD_START.store(true, Ordering::Release);
+        *UNSEEN_COLD_START
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(None);
+        ANY_UNSEEN_COLD_START.store(true, Ordering::Release);
     }
     cold
 }
 
-/// Whether the cold start's invocation ended before any layer saw it and no metrics layer has
-/// written its `ColdStart` metric yet ([`note_unseen_invocation`]); `true` once.
-pub fn take_unseen_cold_start() -> bool {
-    UNSEEN_COLD_START.load(Ordering::Acquire) && UNSEEN_COLD_START.swap(false, Ordering::AcqRel)
+/// Whether `context`'s invocation writes the `ColdStart` metric of a cold start no layer saw
+/// ([`note_unseen_invocation`]): the first invocation to ask after it claims it, and every later
+/// question about that invocation gets the same answer, so that each of its metrics layers
+/// writes it as they would for a cold start they saw (a flag taken once gave it to the outermost
+/// layer only, a disabled one included: a review).
+pub fn writes_unseen_cold_start(context: &Context) -> bool {
+    if !ANY_UNSEEN_COLD_START.load(Ordering::Acquire) {
+        return false;
+    }
+    match &mut *UNSEEN_COLD_START
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+    {
+        None => false,
+        Some(claim) => claim
+            .get_or_insert_with(|| InvocationKey::of(context))
+            .is(context),
+    }
 }
 
 #[cfg(test)]

@@ -500,7 +500,7 @@ where
             // Or the cold start's invocation ended before any layer saw it (an event its
             // handler's type cannot hold): this one writes its metric, once.
             && (is_cold_start(&event.context)
-                || powertools_core::cold_start::take_unseen_cold_start())
+                || powertools_core::cold_start::writes_unseen_cold_start(&event.context))
             // A MetricsLayer outside this one (the facade's stack around a user's own layer)
             // already wrote this invocation's ColdStart to the same metric: a second would make
             // a ColdStart alarm count the cold start twice.

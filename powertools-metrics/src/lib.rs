@@ -60,7 +60,7 @@
 //!   and `service` only, as Powertools for Python does, so it does not split the series of the
 //!   other metrics and one ColdStart alarm sees functions in every language. A cold start whose
 //!   event did not read as the handler's type (`powertools::run` answered it before any layer)
-//!   is written by the next invocation the layer sees.
+//!   is written by the next invocation the layers see, as a cold start they saw would be.
 //! - [`EmfRecorder`] (feature `recorder`, default) sends the `metrics` facade's `counter!`,
 //!   `gauge!` and `histogram!` to the current invocation's document.
 //!
