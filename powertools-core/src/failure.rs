@@ -171,15 +171,33 @@ thread_local! {
     static REPORTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// The longest a line waits for panic reports under way ([`wait_for_panic_reports`]).
+/// How long lines wait for panic reports under way, from the first of them
+/// ([`wait_for_panic_reports`]).
 const PANIC_REPORT_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Until when lines wait, in milliseconds from [`panic_clock`]'s start: set by the report that
+/// finds none under way, so that reports following each other (a thread panicking in a loop, a
+/// hook that never returns) hold lines 250 ms in all, not 250 ms each line (a review: 8 lines
+/// took 2 s during one slow report).
+static PANIC_REPORTS_UNTIL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Milliseconds since the first call.
+fn panic_clock() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
 
 /// A panic report under way, from [`start`](Self::start) until dropped.
 struct PanicReport;
 
 impl PanicReport {
     fn start() -> Self {
-        PANIC_REPORTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let until = panic_clock()
+            .saturating_add(u64::try_from(PANIC_REPORT_WAIT.as_millis()).unwrap_or(u64::MAX));
+        if PANIC_REPORTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            PANIC_REPORTS_UNTIL.store(until, std::sync::atomic::Ordering::SeqCst);
+        }
         let _ = REPORTING.try_with(|reporting| reporting.set(true));
         PanicReport
     }
@@ -192,12 +210,14 @@ impl Drop for PanicReport {
     }
 }
 
-/// Waits, at most 250 ms, while another thread hands a panic to the hook before
-/// [`install_quiet_panic_hook`]'s (Rust's default writes its report to stderr in several
-/// writes): the stdout sinks of the logging and metrics crates call it before each line, so
-/// that a line does not land inside the report's where stdout and stderr share one pipe
-/// (Lambda's log capture). Bounded, so that no hook, however it waits, can hold a line for
-/// good; at once when no report is under way (one atomic load), or on the reporting thread.
+/// Waits while another thread hands a panic to the hook before [`install_quiet_panic_hook`]'s
+/// (Rust's default writes its report to stderr in several writes), until 250 ms after the first
+/// of the reports under way began: the stdout sinks of the logging and metrics crates call it
+/// before each line, so that a line does not land inside the report's where stdout and stderr
+/// share one pipe (Lambda's log capture). Bounded per run of reports, not per line, so that no
+/// hook, however long it takes, holds lines for more than 250 ms in all; at once when no report
+/// is under way (one atomic load), or on the reporting thread. It sleeps the thread (a Tokio
+/// worker too): lines wait only while a panic is being reported.
 ///
 /// ```
 /// use std::io::Write as _;
@@ -210,9 +230,8 @@ pub fn wait_for_panic_reports() {
     {
         return;
     }
-    let until = std::time::Instant::now() + PANIC_REPORT_WAIT;
     while PANIC_REPORTS.load(std::sync::atomic::Ordering::Acquire) > 0
-        && std::time::Instant::now() < until
+        && panic_clock() < PANIC_REPORTS_UNTIL.load(std::sync::atomic::Ordering::SeqCst)
     {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }

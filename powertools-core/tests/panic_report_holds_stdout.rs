@@ -126,3 +126,49 @@ fn a_previous_hook_that_waits_for_a_thread_writing_a_line_does_not_deadlock() {
     }));
     assert!(std::thread::spawn(|| panic!("reported")).join().is_err());
 }
+
+/// Lines wait 250 ms in all for a run of reports, not 250 ms each: eight lines written during
+/// one report that takes long are all written while it is still under way (each waited its own
+/// 250 ms: 2 s for eight, a review).
+#[test]
+fn lines_wait_for_a_long_report_a_quarter_second_in_all_not_each() {
+    let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reporting = Arc::new(AtomicBool::new(false));
+    let _serial = with_previous_hook({
+        let (written, reporting) = (Arc::clone(&written), Arc::clone(&reporting));
+        // A slow report: until the eight lines are written, or 1.5 s.
+        Box::new(move || {
+            reporting.store(true, Ordering::SeqCst);
+            let until = std::time::Instant::now() + Duration::from_millis(1500);
+            while written.load(Ordering::SeqCst) < 8 && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    });
+    let report_ended = Arc::new(AtomicBool::new(false));
+    let panicking = {
+        let report_ended = Arc::clone(&report_ended);
+        std::thread::spawn(move || {
+            let caught = std::panic::catch_unwind(|| panic!("slow report"));
+            report_ended.store(true, Ordering::SeqCst);
+            caught
+        })
+    };
+    while !reporting.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut during_the_report = 0;
+    for _ in 0..8 {
+        wait_for_panic_reports();
+        let _ = std::io::stdout().lock().write_all(b"{\"line\":1}\n");
+        if !report_ended.load(Ordering::SeqCst) {
+            during_the_report += 1;
+        }
+        written.fetch_add(1, Ordering::SeqCst);
+    }
+    assert!(panicking.join().unwrap().is_err());
+    assert_eq!(
+        during_the_report, 8,
+        "lines waited for the report one after the other"
+    );
+}
