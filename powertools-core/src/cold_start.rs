@@ -149,61 +149,64 @@ pub fn is_cold_start(context: &Context) -> bool {
         })
 }
 
-/// The cold start whose invocation ended before any layer saw it: `Some(None)` until an
-/// invocation claims it ([`writes_unseen_cold_start`]), then that invocation's.
-static UNSEEN_COLD_START: Mutex<Option<Option<InvocationKey>>> = Mutex::new(None);
-
-/// Set with [`UNSEEN_COLD_START`]: a deployed function whose first event read pays this load.
+/// Set when the cold start's invocation ended before any layer saw it
+/// ([`note_unseen_invocation`]): a deployed function whose first event read pays this load.
 static ANY_UNSEEN_COLD_START: AtomicBool = AtomicBool::new(false);
+
+/// The invocation that writes the `ColdStart` metric of a cold start no layer saw
+/// ([`claim_unseen_cold_start`]).
+static UNSEEN_COLD_START_CLAIMANT: OnceLock<InvocationKey> = OnceLock::new();
 
 /// Whether `context`'s invocation is the cold start ([`is_cold_start`]), noting, when it is,
 /// that it ended before any powertools-rs layer saw it: its event did not read as the
-/// handler's type, and `powertools::run` answered it. The next invocation the metrics layers see
-/// then writes its `ColdStart` metric ([`writes_unseen_cold_start`]), as Powertools for
-/// Python's next invocation does; without this, no invocation wrote it (found by an attack from
-/// the docs).
+/// handler's type, and `powertools::run` answered it. The next invocation that reaches the
+/// layers then writes its `ColdStart` metric ([`claim_unseen_cold_start`],
+/// [`writes_unseen_cold_start`]), as Powertools for Python's next invocation does; without
+/// this, no invocation wrote it (found by an attack from the docs).
 ///
 /// ```
 /// use powertools_core::testing::TestContext;
-/// use powertools_core::cold_start::{note_unseen_invocation, writes_unseen_cold_start};
+/// use powertools_core::cold_start::{
+///     claim_unseen_cold_start, note_unseen_invocation, writes_unseen_cold_start,
+/// };
 ///
 /// let cold = TestContext::new().with_cold_start(true).build();
 /// assert!(note_unseen_invocation(&cold));
 /// let next = TestContext::new().with_request_id("next").build();
 /// let later = TestContext::new().with_request_id("later").build();
-/// assert!(writes_unseen_cold_start(&next), "the next invocation writes the metric");
+/// claim_unseen_cold_start(&next); // before its layers
 /// assert!(writes_unseen_cold_start(&next), "in each of its metrics layers");
-/// assert!(!writes_unseen_cold_start(&later), "and no other");
+/// claim_unseen_cold_start(&later);
+/// assert!(!writes_unseen_cold_start(&later), "and in no later invocation");
 /// ```
 pub fn note_unseen_invocation(context: &Context) -> bool {
     let cold = is_cold_start(context);
     if cold {
-        *UNSEEN_COLD_START
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(None);
         ANY_UNSEEN_COLD_START.store(true, Ordering::Release);
     }
     cold
 }
 
+/// Claims the `ColdStart` metric of a cold start no layer saw ([`note_unseen_invocation`]) for
+/// `context`'s invocation if it is the first to come after it: called for each invocation
+/// before any layer sees it (`powertools::run`'s event reader does), so that every metrics
+/// layer of one invocation gives the same answer (a claim made by the first layer to ask could
+/// fall between two layers of one invocation and give it to the inner one only: a review).
+pub fn claim_unseen_cold_start(context: &Context) {
+    if ANY_UNSEEN_COLD_START.load(Ordering::Acquire) {
+        UNSEEN_COLD_START_CLAIMANT.get_or_init(|| InvocationKey::of(context));
+    }
+}
+
 /// Whether `context`'s invocation writes the `ColdStart` metric of a cold start no layer saw
-/// ([`note_unseen_invocation`]): the first invocation to ask after it claims it, and every later
-/// question about that invocation gets the same answer, so that each of its metrics layers
-/// writes it as they would for a cold start they saw (a flag taken once gave it to the outermost
-/// layer only, a disabled one included: a review).
+/// ([`claim_unseen_cold_start`]): a metrics layer that captures the cold start asks, for each
+/// invocation, besides [`is_cold_start`]. No lock is taken (one atomic load for a function
+/// whose first event read).
 pub fn writes_unseen_cold_start(context: &Context) -> bool {
-    if !ANY_UNSEEN_COLD_START.load(Ordering::Acquire) {
-        return false;
-    }
-    match &mut *UNSEEN_COLD_START
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-    {
-        None => false,
-        Some(claim) => claim
-            .get_or_insert_with(|| InvocationKey::of(context))
-            .is(context),
-    }
+    ANY_UNSEEN_COLD_START.load(Ordering::Acquire)
+        && UNSEEN_COLD_START_CLAIMANT
+            .get()
+            .is_some_and(|claimant| claimant.is(context))
 }
 
 #[cfg(test)]
@@ -275,5 +278,29 @@ mod tests {
         assert!(tracker.claim(&first));
         assert!(tracker.is_claimed());
         assert!(!tracker.claim(&retry));
+    }
+
+    /// An invocation that reached the layers before the cold start was noted unseen is not the
+    /// one that writes its metric, in any of its layers; the next one is, in all of them (a
+    /// claim by the first layer to ask gave it to an inner layer only: a review). The only test
+    /// of this binary that claims: the claimant is the process's.
+    #[test]
+    fn the_invocation_after_an_unseen_cold_start_writes_its_metric_in_every_layer() {
+        let earlier = TestContext::new().with_request_id("earlier").build();
+        let cold = TestContext::new()
+            .with_request_id("cold")
+            .with_cold_start(true)
+            .build();
+        let next = TestContext::new().with_request_id("next").build();
+        claim_unseen_cold_start(&earlier);
+        assert!(note_unseen_invocation(&cold));
+        // The earlier invocation's layers, asking after the note: none writes it.
+        assert!(!writes_unseen_cold_start(&earlier));
+        assert!(!writes_unseen_cold_start(&earlier));
+        claim_unseen_cold_start(&next);
+        assert!(writes_unseen_cold_start(&next));
+        assert!(writes_unseen_cold_start(&next));
+        claim_unseen_cold_start(&earlier);
+        assert!(!writes_unseen_cold_start(&earlier), "claimed once");
     }
 }

@@ -321,6 +321,9 @@ where
         });
         match payload {
             Ok(payload) => {
+                // The next invocation after a cold start no layer saw writes its metric: claimed
+                // here, before any layer asks.
+                powertools_core::cold_start::claim_unseen_cold_start(&event.context);
                 let event = LambdaEvent::new(payload, event.context);
                 match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(event))) {
                     Ok(future) => ReadEventFuture::Handler {
