@@ -7,48 +7,16 @@
 #![allow(clippy::unwrap_used)]
 
 mod support;
+#[path = "support/unseen.rs"]
+mod unseen;
 
 use lambda_runtime::tower::{Layer, ServiceExt};
-use lambda_runtime::{LambdaEvent, service_fn};
-use powertools_core::cold_start::{claim_unseen_cold_start, note_unseen_invocation};
+use powertools_core::cold_start::claim_unseen_cold_start;
 use powertools_core::testing::TestContext;
-use powertools_metrics::Unit;
 use powertools_tests::emf::CheckedSink;
-use serde_json::{Value, json};
-use support::{builder, valid_documents};
-
-fn handler() -> impl lambda_runtime::tower::Service<
-    LambdaEvent<Value>,
-    Response = Value,
-    Error = lambda_runtime::Error,
-    Future = impl Future<Output = Result<Value, lambda_runtime::Error>> + Send,
-> + Clone {
-    service_fn(|_: LambdaEvent<Value>| async {
-        powertools_metrics::add_metric("Orders", 1.0, Unit::Count)?;
-        Ok::<_, lambda_runtime::Error>(Value::Null)
-    })
-}
-
-/// The next invocation after a cold start no layer saw, claimed as `powertools::run` claims it.
-fn next_after_an_unseen_cold_start(request_id: &str) -> TestContext {
-    assert!(note_unseen_invocation(
-        &TestContext::new().with_cold_start(true).build()
-    ));
-    let next = TestContext::new()
-        .with_request_id(request_id)
-        .with_cold_start(false);
-    claim_unseen_cold_start(&next.clone().build());
-    next
-}
-
-/// The namespaces of the `ColdStart` documents `sink` has.
-fn cold_starts(sink: &CheckedSink) -> Vec<Value> {
-    valid_documents(sink)
-        .into_iter()
-        .filter(|document| document.get("ColdStart").is_some())
-        .map(|document| document["_aws"]["CloudWatchMetrics"][0]["Namespace"].clone())
-        .collect()
-}
+use serde_json::json;
+use support::builder;
+use unseen::{cold_starts, handler, next_after_an_unseen_cold_start};
 
 #[tokio::test]
 async fn a_cold_start_no_layer_saw_is_written_by_each_layer_as_one_they_saw_is() {
