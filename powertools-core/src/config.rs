@@ -107,8 +107,13 @@ impl Default for PowertoolsConfig {
 }
 
 /// The most invocations Lambda runs at once in one execution environment (Lambda Managed
-/// Instances' `PerExecutionEnvironmentMaxConcurrency`).
-const MAX_CONCURRENCY: u32 = 1600;
+/// Instances' `PerExecutionEnvironmentMaxConcurrency`): a larger `AWS_LAMBDA_MAX_CONCURRENCY`
+/// is refused.
+///
+/// ```
+/// assert_eq!(powertools_core::MAX_CONCURRENCY, 1600);
+/// ```
+pub const MAX_CONCURRENCY: u32 = 1600;
 
 impl PowertoolsConfig {
     /// Reads the process environment.

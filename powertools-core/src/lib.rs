@@ -98,7 +98,7 @@ mod error;
 mod invocation;
 
 pub use cold_start::{ColdStart, is_cold_start};
-pub use config::{DEFAULT_SERVICE_NAME, InitializationType, PowertoolsConfig};
+pub use config::{DEFAULT_SERVICE_NAME, InitializationType, MAX_CONCURRENCY, PowertoolsConfig};
 pub use error::Error;
 pub use invocation::{Invocation, trusted_time_left, xray_trace_id};
 

@@ -420,12 +420,6 @@ pub(crate) struct Line<'r> {
     redactor: &'r Redactor,
 }
 
-#[cfg(test)]
-thread_local! {
-    /// How many keys [`Line::key`] compared a new key with, on this thread.
-    static KEYS_COMPARED: Cell<usize> = const { Cell::new(0) };
-}
-
 thread_local! {
     /// The buffer of the last line this thread wrote, emptied, for its next line: a line is
     /// written and dropped at once, so each line then allocates nothing for its text.
@@ -486,7 +480,7 @@ impl<'r> Line<'r> {
             Some(index) => !index.insert(candidate.into()),
             None => self.keys.iter().any(|&(seen, written, until)| {
                 #[cfg(test)]
-                KEYS_COMPARED.with(|compared| compared.set(compared.get() + 1));
+                crate::scope::KEYS_COMPARED.with(|compared| compared.set(compared.get() + 1));
                 seen == hash && &self.out[written..until] == candidate
             }),
         };
@@ -1663,7 +1657,7 @@ mod tests {
             }
             let written: Value = serde_json::from_slice(&line.finish()).unwrap();
             assert_eq!(written.as_object().unwrap().len(), keys);
-            let compared = KEYS_COMPARED.with(Cell::take);
+            let compared = crate::scope::KEYS_COMPARED.with(Cell::take);
             assert!(
                 compared < 8 * keys,
                 "{compared} keys compared for {} checks",

@@ -44,7 +44,9 @@ const INDEXED_KEYS: usize = 64;
 
 #[cfg(test)]
 thread_local! {
-    /// How many keys [`OrderedKeys::append`] compared a key with, on this thread.
+    /// How many keys the crate's key lookups (a line's duplicate check, [`OrderedKeys`], the
+    /// keys appended as `None`) compared or moved, on this thread: what the tests of their
+    /// indexes count.
     pub(crate) static KEYS_COMPARED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 

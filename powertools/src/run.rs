@@ -196,7 +196,11 @@ fn over_lambda_s_maximum_concurrency(
     value: Result<String, std::env::VarError>,
 ) -> Result<(), powertools_core::Error> {
     match value {
-        Ok(value) if value.parse::<u32>().is_ok_and(|n| n > 1600) => {
+        Ok(value)
+            if value
+                .parse::<u32>()
+                .is_ok_and(|n| n > powertools_core::MAX_CONCURRENCY) =>
+        {
             Err(powertools_core::Error::InvalidEnvVar {
                 name: powertools_core::env::vars::AWS_LAMBDA_MAX_CONCURRENCY.to_owned(),
                 value,

@@ -762,3 +762,55 @@ mod build_settings {
         assert!(checked > 10, "{checked} files");
     }
 }
+
+/// An `Idempotency` on a new table, through a fault proxy that refuses every `UpdateItem` (the
+/// release of a failed handler's claim) with `AccessDeniedException`: a handler error is then
+/// followed by a failed release. `None` without the test servers (outside CI); the proxy lives
+/// as long as the returned one.
+pub async fn idempotency_whose_release_is_refused() -> Option<(
+    FaultProxy,
+    powertools_idempotency::Idempotency<powertools_idempotency::DynamoDbStore>,
+)> {
+    let client = dynamodb_client().await?;
+    let table = create_idempotency_table(&client).await;
+    let proxy = FaultProxy::start().await?;
+    let store = powertools_idempotency::DynamoDbStore::new(proxy.client().await, &table)
+        .expect("a valid store");
+    let idempotency = powertools_idempotency::Idempotency::builder(store)
+        .build()
+        .expect("valid settings");
+    proxy.set(serde_json::json!({
+        "action": "error", "status": 400, "code": "AccessDeniedException", "target": "UpdateItem"
+    }));
+    Some((proxy, idempotency))
+}
+
+/// A handler's own typed error, with the `Diagnostic` a function gives it
+/// (`errorType` `PaymentDeclined`).
+#[derive(Debug)]
+pub enum PaymentError {
+    /// The card was declined, with the bank's code.
+    Declined {
+        /// The bank's code.
+        code: u16,
+    },
+}
+
+impl std::fmt::Display for PaymentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PaymentError::Declined { code } => write!(f, "the card was declined ({code})"),
+        }
+    }
+}
+
+impl std::error::Error for PaymentError {}
+
+impl From<PaymentError> for lambda_runtime::Diagnostic {
+    fn from(error: PaymentError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: "PaymentDeclined".to_owned(),
+            error_message: error.to_string(),
+        }
+    }
+}

@@ -12,7 +12,9 @@ use powertools::Powertools;
 use powertools::core::env::Env;
 use powertools_core::testing::TestContext;
 use powertools_idempotency::{DynamoDbStore, Error, Idempotency};
-use powertools_tests::{FaultProxy, create_idempotency_table, dynamodb_client};
+use powertools_tests::{
+    create_idempotency_table, dynamodb_client, idempotency_whose_release_is_refused,
+};
 use serde_json::{Value, json};
 
 /// `charging the order failed` ← `HTTP request to the payment provider failed` ← io error.
@@ -67,16 +69,9 @@ fn stack(logs: &powertools::logging::MemoryLogs) -> Powertools {
 /// from Display, from source() and from what Lambda gets (errorMessage is this Display).
 #[tokio::test]
 async fn delete_failed_keeps_the_handler_errors_causes() {
-    let Some(client) = dynamodb_client().await else {
+    let Some((_proxy, idempotency)) = idempotency_whose_release_is_refused().await else {
         return;
     };
-    let table = create_idempotency_table(&client).await;
-    let Some(proxy) = FaultProxy::start().await else {
-        return;
-    };
-    let store = DynamoDbStore::new(proxy.client().await, &table).unwrap();
-    let idempotency = Idempotency::builder(store).build().unwrap();
-    proxy.set(json!({"action": "error", "status": 400, "code": "AccessDeniedException", "target": "UpdateItem"}));
     let context = TestContext::new().build();
     let error = idempotency
         .run(&context, "charge", "order-1", |_| async {
@@ -101,16 +96,9 @@ async fn delete_failed_keeps_the_handler_errors_causes() {
 #[tokio::test(flavor = "current_thread")]
 async fn delete_failed_after_a_panic_keeps_the_panic_location() {
     use powertools::idempotency::IdempotencyLayer;
-    let Some(client) = dynamodb_client().await else {
+    let Some((_proxy, idempotency)) = idempotency_whose_release_is_refused().await else {
         return;
     };
-    let table = create_idempotency_table(&client).await;
-    let Some(proxy) = FaultProxy::start().await else {
-        return;
-    };
-    let store = DynamoDbStore::new(proxy.client().await, &table).unwrap();
-    let idempotency = Idempotency::builder(store).build().unwrap();
-    proxy.set(json!({"action": "error", "status": 400, "code": "AccessDeniedException", "target": "UpdateItem"}));
     let logs = powertools::logging::MemoryLogs::new();
     let powertools = stack(&logs);
     let _guard = tracing::subscriber::set_default(powertools.subscriber());
@@ -331,36 +319,10 @@ async fn an_error_with_an_empty_message_still_says_something() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_failed_release_after_a_typed_handler_error_is_named_as_lambda_reports_it() {
     use powertools::idempotency::IdempotencyLayer;
-    #[derive(Debug)]
-    enum PaymentError {
-        Declined { code: u16 },
-    }
-    impl std::fmt::Display for PaymentError {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            match self {
-                PaymentError::Declined { code } => write!(f, "the card was declined ({code})"),
-            }
-        }
-    }
-    impl std::error::Error for PaymentError {}
-    impl From<PaymentError> for lambda_runtime::Diagnostic {
-        fn from(error: PaymentError) -> Self {
-            lambda_runtime::Diagnostic {
-                error_type: "PaymentDeclined".to_owned(),
-                error_message: error.to_string(),
-            }
-        }
-    }
-    let Some(client) = dynamodb_client().await else {
+    use powertools_tests::PaymentError;
+    let Some((_proxy, idempotency)) = idempotency_whose_release_is_refused().await else {
         return;
     };
-    let table = create_idempotency_table(&client).await;
-    let Some(proxy) = FaultProxy::start().await else {
-        return;
-    };
-    let store = DynamoDbStore::new(proxy.client().await, &table).unwrap();
-    let idempotency = Idempotency::builder(store).build().unwrap();
-    proxy.set(json!({"action": "error", "status": 400, "code": "AccessDeniedException", "target": "UpdateItem"}));
     let logs = powertools::logging::MemoryLogs::new();
     let powertools = stack(&logs);
     let _guard = tracing::subscriber::set_default(powertools.subscriber());

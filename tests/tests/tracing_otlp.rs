@@ -580,45 +580,22 @@ async fn a_failed_sdk_call_names_the_service_error_in_its_span_status() {
 /// (unit-tested in `exception::tests` only until now; noticed in session 31).
 #[tokio::test]
 async fn a_failed_release_after_a_handler_error_is_named_on_the_exported_span() {
-    #[derive(Debug)]
-    enum PaymentError {
-        Declined { code: u16 },
-    }
-    impl std::fmt::Display for PaymentError {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            match self {
-                PaymentError::Declined { code } => write!(f, "the card was declined ({code})"),
-            }
-        }
-    }
-    impl std::error::Error for PaymentError {}
-    impl From<PaymentError> for lambda_runtime::Diagnostic {
-        fn from(error: PaymentError) -> Self {
-            lambda_runtime::Diagnostic {
-                error_type: "PaymentDeclined".to_owned(),
-                error_message: error.to_string(),
-            }
-        }
-    }
+    use powertools_tests::PaymentError;
     let Some(endpoint) = powertools_tests::required_service(OTLP_ENDPOINT_VAR) else {
         return;
     };
-    let Some(client) = powertools_tests::dynamodb_client().await else {
+    let Some((_proxy, idempotency)) =
+        powertools_tests::idempotency_whose_release_is_refused().await
+    else {
         return;
     };
-    let table = powertools_tests::create_idempotency_table(&client).await;
-    let Some(proxy) = powertools_tests::FaultProxy::start().await else {
-        return;
-    };
-    let store = DynamoDbStore::new(proxy.client().await, &table).unwrap();
-    proxy.set(json!({"action": "error", "status": 400, "code": "AccessDeniedException", "target": "UpdateItem"}));
 
     let tracer = tracer(&endpoint);
     let _guard = tracing::subscriber::set_default(tracer.subscriber());
     let service = ServiceBuilder::new()
         .layer(TracingLayer::new(tracer))
         .layer(
-            IdempotencyLayer::new(Idempotency::builder(store).build().unwrap())
+            IdempotencyLayer::new(idempotency)
                 .key_from(|event: &Value| Some(event["order_id"].clone())),
         )
         .service(service_fn(|_event: LambdaEvent<Value>| async {

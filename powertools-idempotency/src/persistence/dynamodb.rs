@@ -805,18 +805,6 @@ const MAX_PARTITION_KEY_BYTES: usize = 2048;
 /// The most bytes DynamoDB takes in a sort key's value.
 const MAX_SORT_KEY_BYTES: usize = 1024;
 
-/// Why a request of the store was not sent: [`DynamoDbError`]'s `source`.
-#[derive(Debug)]
-struct NotSent(String);
-
-impl fmt::Display for NotSent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for NotSent {}
-
 impl DynamoDbError {
     /// A request the store refused to send, for `cause`: it stored nothing.
     fn unsent(operation: &'static str, table: &str, cause: String) -> Self {
@@ -827,7 +815,7 @@ impl DynamoDbError {
             retried_answer: false,
             resent: false,
             unsent: true,
-            source: Box::new(NotSent(cause.clone())),
+            source: cause.clone().into(),
             cause,
         }
     }
