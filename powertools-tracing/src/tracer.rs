@@ -9,7 +9,8 @@ use opentelemetry::{KeyValue, StringValue};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{
-    Sampler, SdkTracer, SdkTracerProvider, SimpleSpanProcessor, SpanExporter, TracerProviderBuilder,
+    Sampler, SdkTracer, SdkTracerProvider, SimpleSpanProcessor, SpanExporter, SpanLimits,
+    TracerProviderBuilder,
 };
 use powertools_core::PowertoolsConfig;
 use powertools_core::env::Env;
@@ -534,12 +535,13 @@ impl TracerBuilder {
             // Read once, as the runtime reads it (`PowertoolsConfig`).
             max_concurrency: config.max_concurrency().unwrap_or(1),
         };
+        let span_limits = span_limits(&env)?;
         let mut exporter = None;
         let provider = if disabled {
             None
         } else if let Some(hook) = self.exporter {
             Some(
-                hook(SdkTracerProvider::builder())
+                hook(SdkTracerProvider::builder().with_span_limits(span_limits))
                     .with_id_generator(HeaderTraceIds::default())
                     .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
                     .with_resource(resource(&service, &config))
@@ -555,6 +557,7 @@ impl TracerBuilder {
             exporter = Some(Arc::clone(&queue));
             Some(
                 SdkTracerProvider::builder()
+                    .with_span_limits(span_limits)
                     .with_span_processor(QueueProcessor(queue))
                     .with_id_generator(HeaderTraceIds::default())
                     .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
@@ -661,6 +664,7 @@ impl TracerBuilder {
             exporter = Some(Arc::clone(&queue));
             Some(
                 SdkTracerProvider::builder()
+                    .with_span_limits(span_limits)
                     .with_span_processor(QueueProcessor(queue))
                     .with_id_generator(HeaderTraceIds::default())
                     .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
@@ -758,7 +762,32 @@ fn resource(service: &str, config: &PowertoolsConfig) -> Resource {
         .build()
 }
 
-/// What an OTLP endpoint variable must hold, for its error message.
+/// OpenTelemetry's span limits, with the limit variables of `env` over the SDK's defaults.
+///
+/// Read here, as every other variable is: the SDK reads them from the process, untrimmed,
+/// and drops a value it cannot parse without a word (its default of 128 then applies), so a
+/// limit of `1k` or ` 2` was lost silently.
+fn span_limits(env: &Env) -> Result<SpanLimits, Error> {
+    const COUNT: &str = "a whole number from 0 to 4294967295";
+    let mut limits = SpanLimits::default();
+    for (name, limit) in [
+        (
+            "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+            &mut limits.max_attributes_per_span,
+        ),
+        (
+            "OTEL_SPAN_EVENT_COUNT_LIMIT",
+            &mut limits.max_events_per_span,
+        ),
+        ("OTEL_SPAN_LINK_COUNT_LIMIT", &mut limits.max_links_per_span),
+    ] {
+        if let Some(count) = env.parse::<u32>(name, COUNT)? {
+            *limit = count;
+        }
+    }
+    Ok(limits)
+}
+
 /// What an export timeout variable holds.
 const MILLISECONDS: &str = "a whole number of milliseconds from 1 to 18446744073709551615";
 
@@ -772,6 +801,7 @@ fn milliseconds(value: &str) -> Option<Duration> {
         .map(Duration::from_millis)
 }
 
+/// What an OTLP endpoint variable must hold, for its error message.
 const ENDPOINT_EXPECTED: &str =
     "an http:// or https:// URL with a host, such as http://localhost:4318";
 const BASE_EXPECTED: &str = "an http:// or https:// URL with a host and no query, such as \

@@ -149,3 +149,75 @@ async fn a_span_over_x_ray_s_segment_limit_is_warned_about() {
     .await;
     assert!(warnings.is_empty(), "{warnings:#?}");
 }
+
+/// The span limit variables (`OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`, `OTEL_SPAN_EVENT_COUNT_LIMIT`,
+/// `OTEL_SPAN_LINK_COUNT_LIMIT`) are read from the tracer's environment, as every other variable
+/// is, trimmed; a value that is not a count is refused at build, naming the variable. The SDK
+/// read them from the process itself and dropped a value it could not parse without a word
+/// (`1k`, or ` 2` with a space): its default of 128 applied instead.
+#[tokio::test]
+async fn the_span_limit_variables_are_read_from_the_tracer_s_environment_or_refused() {
+    for (name, value) in [
+        ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "1k"),
+        ("OTEL_SPAN_EVENT_COUNT_LIMIT", "-1"),
+        ("OTEL_SPAN_LINK_COUNT_LIMIT", "4294967296"),
+    ] {
+        let error = Tracer::builder()
+            .queued_exporter(Kept::default())
+            .env(Env::from_pairs([(name, value)]))
+            .build()
+            .err()
+            .unwrap();
+        let message = error.to_string();
+        assert!(
+            message.contains(name) && message.contains(value),
+            "{message}"
+        );
+        assert_eq!(error.error_type(), "InvalidEnvironmentVariable");
+    }
+
+    let kept = Kept::default();
+    let tracer = Tracer::builder()
+        .queued_exporter(kept.clone())
+        .env(Env::from_pairs([
+            ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", " 40 "),
+            ("OTEL_SPAN_EVENT_COUNT_LIMIT", "2"),
+        ]))
+        .build()
+        .unwrap();
+    let _guard = powertools_tests::set_test_default(
+        tracing_subscriber::registry().with(tracer.otel_layer()),
+    );
+    TracingLayer::new(tracer.clone())
+        .layer(service_fn(|_: LambdaEvent<Value>| async {
+            use opentelemetry::trace::TraceContextExt;
+            let context = opentelemetry::Context::current();
+            for step in 0..60 {
+                context
+                    .span()
+                    .set_attribute(opentelemetry::KeyValue::new(format!("step.{step}"), step));
+            }
+            for event in 0..5 {
+                context.span().add_event(format!("retry {event}"), vec![]);
+            }
+            Ok::<_, lambda_runtime::Error>(json!({}))
+        }))
+        .oneshot(
+            TestContext::new()
+                .with_function_name("orders-api")
+                .event(json!({})),
+        )
+        .await
+        .unwrap();
+    tracer.flush().await;
+    let spans = kept.0.lock().unwrap().clone();
+    let invocation = spans.iter().find(|span| span.name == "orders-api").unwrap();
+    // 40 set while the span runs (the layer's own, then the handler's 60), and the annotations'
+    // list the layer adds at its end, past the limit.
+    assert!(invocation.attributes.len() <= 41, "{invocation:?}");
+    assert!(invocation.dropped_attributes_count >= 20, "{invocation:?}");
+    assert_eq!(
+        (invocation.events.len(), invocation.events.dropped_count),
+        (2, 3)
+    );
+}
