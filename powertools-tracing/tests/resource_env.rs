@@ -1,0 +1,77 @@
+//! The resource's `service.name` is the Powertools service, whatever `OTEL_SERVICE_NAME` says,
+//! and `OTEL_RESOURCE_ATTRIBUTES` (read by the OpenTelemetry SDK from the process) adds its
+//! keys under the tracer's own, as the README says. The SDK reads the process's environment,
+//! which a test cannot set without `unsafe`: the test runs itself again as a child process with
+//! the variables set.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+
+use opentelemetry::{Key, Value};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use powertools_tracing::Tracer;
+
+/// Keeps the resource it is given.
+#[derive(Clone, Default, Debug)]
+struct KeepsResource(Arc<Mutex<Option<Resource>>>);
+
+impl SpanExporter for KeepsResource {
+    async fn export(&self, _batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+        Ok(())
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        *self.0.lock().unwrap() = Some(resource.clone());
+    }
+}
+
+const CHILD: &str = "POWERTOOLS_TEST_RESOURCE_CHILD";
+
+#[test]
+fn the_service_is_powertools_and_otel_resource_attributes_add_under_the_tracer_s_keys() {
+    if std::env::var_os(CHILD).is_none() {
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "the_service_is_powertools_and_otel_resource_attributes_add_under_the_tracer_s_keys",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .env("POWERTOOLS_SERVICE_NAME", "orders")
+            .env("OTEL_SERVICE_NAME", "otel-orders")
+            .env("AWS_REGION", "eu-west-1")
+            .env("AWS_LAMBDA_FUNCTION_NAME", "orders-api")
+            .env(
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=prod,team=bakery,service.name=attr-orders,\
+                 cloud.region=us-east-1,faas.name=other",
+            )
+            .env_remove("POWERTOOLS_TRACE_DISABLED")
+            .env_remove("POWERTOOLS_DEV")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("1 passed"),
+            "the child failed ({:?}):\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return;
+    }
+    let kept = KeepsResource::default();
+    let _tracer = Tracer::builder()
+        .queued_exporter(kept.clone())
+        .build()
+        .unwrap();
+    let resource = kept.0.lock().unwrap().clone().unwrap();
+    let value = |key: &'static str| resource.get(&Key::from_static_str(key));
+    assert_eq!(value("service.name"), Some(Value::from("orders")));
+    assert_eq!(value("cloud.region"), Some(Value::from("eu-west-1")));
+    assert_eq!(value("faas.name"), Some(Value::from("orders-api")));
+    assert_eq!(value("deployment.environment"), Some(Value::from("prod")));
+    assert_eq!(value("team"), Some(Value::from("bakery")));
+}
