@@ -37,6 +37,24 @@ pub fn is_invisible(c: char) -> bool {
         )
 }
 
+/// Whether `c` is one of Unicode's bidirectional formatting characters (the embeddings,
+/// overrides and isolates, U+202A–U+202E and U+2066–U+2069, and the marks U+200E, U+200F and
+/// U+061C): invisible themselves, they reorder the text around them on screen, so that a name
+/// holding one reads as another in a log line (the "Trojan Source" characters).
+///
+/// ```
+/// use powertools_core::text::is_bidi_control;
+///
+/// assert!(is_bidi_control('\u{202e}') && is_bidi_control('\u{2066}'));
+/// assert!(!is_bidi_control('\u{200b}') && !is_bidi_control('a'));
+/// ```
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
 /// Whether `text` displays as empty: every character [`is_invisible`] (the empty text too).
 ///
 /// ```

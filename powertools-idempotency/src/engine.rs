@@ -1172,15 +1172,26 @@ pub(crate) fn check_operation(operation: &str) -> Result<(), Error> {
     // (zero-width spaces, fillers, a byte order mark, tags, …).
     if powertools_core::text::displays_as_empty(operation)
         || operation.contains(['#', '.'])
-        || operation.chars().any(char::is_control)
+        || !readable_in_logs(operation)
     {
         return Err(Error::Config(format!(
             "the idempotency operation name {} must be non-empty (not whitespace or invisible \
-             characters alone), without control characters, and without `#` or `.`",
+             characters alone), without control or bidirectional formatting characters, and \
+             without `#` or `.`",
             powertools_core::env::shown(operation)
         )));
     }
     Ok(())
+}
+
+/// Whether a part of every key (the prefix, an operation name) reads back from a log line as
+/// it is: no control character (a line break splits the line) and no bidirectional formatting
+/// character (an override shows the rest of the key reversed: found by an attack from the
+/// docs).
+pub(crate) fn readable_in_logs(name: &str) -> bool {
+    !name
+        .chars()
+        .any(|c| c.is_control() || powertools_core::text::is_bidi_control(c))
 }
 
 /// A new claim's id: 128 bits in hex, unique, not secret. Each thread draws 128 random bits

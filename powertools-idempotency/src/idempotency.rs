@@ -76,8 +76,9 @@ impl<St: IdempotencyStore> Idempotency<St> {
     /// [`DEFAULT_LAYER_OPERATION`](crate::DEFAULT_LAYER_OPERATION) unless renamed). The name is a
     /// string you write, not one derived from the call site or the function's path, so moving or
     /// renaming code never changes keys; change it only to start a new set of records. It must be
-    /// non-empty (not white space or invisible characters alone), must hold no control
-    /// characters, `#` or `.`, and must not be the layer's default `"handler"`.
+    /// non-empty (not white space or invisible characters alone), must hold no control or
+    /// bidirectional formatting characters, `#` or `.`, and must not be the layer's default
+    /// `"handler"`.
     ///
     /// The key is the operation and the argument's canonical JSON; `context` gives the
     /// in-progress deadline and the tenant. An argument that counts as missing (`()`, `null`,
@@ -245,6 +246,10 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
     /// replays the other's response for the same key data. Give each function its own prefix
     /// (or each layer its own [`operation`](crate::IdempotencyLayer::operation)), unless they
     /// are meant to share (a function renamed, both versions live).
+    ///
+    /// [`build`](Self::build) refuses a prefix of white space or invisible characters alone, and
+    /// one holding a control or bidirectional formatting character, as it refuses such an
+    /// operation name.
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.settings.key_prefix = Some(prefix.into());
         self
@@ -378,11 +383,14 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
             .settings
             .key_prefix
             .as_deref()
-            .is_some_and(|prefix| prefix.trim().is_empty())
+            // Invisible characters alone are empty too, as for an operation name (found by an
+            // attack from the docs: a zero-width space was taken).
+            .is_some_and(powertools_core::text::displays_as_empty)
         {
             return Err(Error::Config(
-                "key_prefix is empty: keys would start with `.`, shared by every function with an \
-                 empty prefix in the table; set a name, or leave it unset for the function's name"
+                "key_prefix is empty (or white space and invisible characters alone): keys would \
+                 start with `.`, shared by every function with such a prefix in the table; set a \
+                 name, or leave it unset for the function's name"
                     .to_owned(),
             ));
         }
@@ -390,13 +398,14 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
             .settings
             .key_prefix
             .as_deref()
-            .filter(|prefix| prefix.chars().any(char::is_control))
+            .filter(|prefix| !crate::engine::readable_in_logs(prefix))
         {
             // Part of every key and of the lines that name one, as an operation name is, which
-            // may not hold one either (found by an attack from the docs: `a\nb` was taken).
+            // may not hold one either (found by attacks from the docs: `a\nb` was taken, and a
+            // bidirectional override).
             return Err(Error::Config(format!(
-                "key_prefix {} holds a control character: it is part of every key, and of every \
-                 log line that names one; use printable characters",
+                "key_prefix {} holds a control or bidirectional formatting character: it is part \
+                 of every key, and of every log line that names one; use printable characters",
                 powertools_core::env::shown(prefix)
             )));
         }

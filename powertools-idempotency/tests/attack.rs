@@ -1823,6 +1823,12 @@ async fn invalid_operation_names_are_config_errors() {
         "\u{115f}\u{34f}",
         "op\n",
         "a\u{0}b",
+        // Bidirectional formatting characters reorder the text around them on screen: a key
+        // in a log line would read as another (found by an attack from the docs).
+        "\u{202e}evil",
+        "charge\u{2067}",
+        "a\u{200f}b",
+        "\u{61c}x",
     ] {
         let result = idem
             .run(&ctx(), bad, "k".to_owned(), counted!(n, 1u8))
@@ -2672,7 +2678,17 @@ fn a_zero_store_timeout_or_an_empty_key_prefix_is_refused_when_building() {
         .unwrap();
     assert!(matches!(error, Error::Config(_)), "{error:?}");
     assert!(error.to_string().contains("store_timeout"), "{error}");
-    for prefix in ["", "  "] {
+    // Invisible characters alone are as empty as white space, as for an operation name (found
+    // by an attack from the docs: a zero-width space was taken); a bidirectional override
+    // reorders every log line that shows a key after it.
+    for prefix in [
+        "",
+        "  ",
+        "\u{200b}",
+        " \u{feff}\u{3164}",
+        "orders\u{202e}",
+        "a\u{2066}b",
+    ] {
         let error = Idempotency::builder(FaultStore::new())
             .key_prefix(prefix)
             .build()
