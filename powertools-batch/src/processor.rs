@@ -211,6 +211,7 @@ impl BatchProcessor {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         not_empty(&event.records, "SQS")?;
+        powertools_core::failure::notice_if_panics_abort(|warning| tracing::warn!("{warning}"));
         if let Some((index, message)) = event.records.iter().enumerate().find(|(_, message)| {
             message
                 .event_source
@@ -338,6 +339,7 @@ impl BatchProcessor {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         not_empty(&event.records, "Kinesis")?;
+        powertools_core::failure::notice_if_panics_abort(|warning| tracing::warn!("{warning}"));
         self.warn_if_concurrent("a Kinesis stream's");
         let handler = &handler;
         let outcomes = in_order_until_failure(&event.records, |record| {
@@ -397,6 +399,7 @@ impl BatchProcessor {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         not_empty(&event.records, "DynamoDB Streams")?;
+        powertools_core::failure::notice_if_panics_abort(|warning| tracing::warn!("{warning}"));
         self.warn_if_concurrent("a DynamoDB stream's");
         let handler = &handler;
         let outcomes = in_order_until_failure(&event.records, |record| {

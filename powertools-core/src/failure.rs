@@ -237,6 +237,39 @@ pub fn wait_for_panic_reports() {
     }
 }
 
+/// What [`notice_if_panics_abort`] says: the promises about panics that a build whose panics
+/// abort cannot keep, and the setting that keeps them.
+pub const PANICS_ABORT_WARNING: &str = "this function is built with panic = \"abort\": a \
+     panic ends the process, so a panicking batch record fails its whole batch (Lambda retries \
+     every record), an idempotency claim stays in progress until the invocation's deadline, and \
+     the invocation's buffered logs and metrics are lost; set panic = \"unwind\" in \
+     [profile.release] (cargo lambda build --release sets \"abort\" when the project has no \
+     release profile)";
+
+/// Hands [`PANICS_ABORT_WARNING`] to `warn`, once per process, when this build's panics abort
+/// (`panic = "abort"`): the facade's `run`, the batch processor and the idempotency layer call
+/// it, so that a function built that way says so in its log, whichever of them it uses first
+/// (found by a new function written from the docs: its batch aborted at a panicking record,
+/// where the docs promise that record alone fails). Nothing at all in a build whose panics
+/// unwind.
+///
+/// ```
+/// let mut said = Vec::new();
+/// powertools_core::failure::notice_if_panics_abort(|warning| said.push(warning));
+/// assert_eq!(said.is_empty(), !cfg!(panic = "abort"));
+/// ```
+pub fn notice_if_panics_abort(warn: impl FnOnce(&'static str)) {
+    if first_notice(cfg!(panic = "abort")) {
+        warn(PANICS_ABORT_WARNING);
+    }
+}
+
+/// Whether this is the process's first notice that panics abort: `aborts`, the first time.
+fn first_notice(aborts: bool) -> bool {
+    static NOTICED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    aborts && !NOTICED.swap(true, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Set once [`install_quiet_panic_hook`] has run.
 static QUIET_HOOK_INSTALLED: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
@@ -692,6 +725,21 @@ mod tests {
             "alloc::vec::into_iter::IntoIter"
         );
         assert_eq!(type_path::<std::io::Error>(), "std::io::error::Error");
+    }
+
+    #[test]
+    fn a_build_whose_panics_abort_is_noticed_once_and_one_that_unwinds_never() {
+        assert!(!first_notice(false));
+        assert!(first_notice(true));
+        assert!(!first_notice(true) && !first_notice(false));
+        for named in [
+            "panic = \"unwind\"",
+            "[profile.release]",
+            "whole batch",
+            "in progress",
+        ] {
+            assert!(PANICS_ABORT_WARNING.contains(named), "{named}");
+        }
     }
 
     #[test]

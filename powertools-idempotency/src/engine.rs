@@ -263,6 +263,7 @@ impl<St: IdempotencyStore> Engine<St> {
         Fut: Future<Output = Result<R, E>>,
     {
         async move {
+            powertools_core::failure::notice_if_panics_abort(|warning| tracing::warn!("{warning}"));
             let (key, payload_hash, deadline) = match prepared? {
                 // Nothing to claim, but a panic in the future is still the documented error.
                 Prepared::Bypass => {

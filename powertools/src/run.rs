@@ -110,6 +110,7 @@ where
     E: Into<lambda_runtime::Error> + Send + Debug,
 {
     lambda_environment(|name| std::env::var(name))?;
+    powertools_core::failure::notice_if_panics_abort(|warning| tracing::warn!("{warning}"));
     let runtime = Runtime::new(ReadEvent::<F, B, S>::new(handler))
         .layer(TracingLayer::new())
         .layer(RawEventLayer::new());
@@ -173,6 +174,7 @@ where
     E: Into<lambda_runtime::Error> + Send + Debug + 'static,
 {
     lambda_environment(|name| std::env::var(name))?;
+    powertools_core::failure::notice_if_panics_abort(|warning| tracing::warn!("{warning}"));
     // Over Lambda's maximum, before `lambda_runtime` starts a worker per invocation it allows:
     // 99999999 workers flooded the log asking for invocations and the function stopped
     // answering (found by an attack from the docs). Only that: the values `lambda_runtime`
