@@ -504,3 +504,47 @@ async fn an_unusable_key_and_a_total_out_of_bounds_are_refused_by_name() {
     assert!(fixture.store.is_empty(), "nothing recorded");
     assert_eq!(metric_total(&fixture.documents, "OrderValue"), 0.0);
 }
+
+/// A key sent twice is as unusable as two keys joined by a comma: two values of an ALB's
+/// multi-value header. The first value was taken, so one request whose headers arrived in the
+/// other order placed a second order (found by an attack through the emulator). (An HTTP API
+/// joins two headers with a comma itself, refused above; an event holding two spellings of the
+/// name, which API Gateway never sends, reads as its last one: `lambda_http` keeps one.)
+#[tokio::test]
+async fn a_key_sent_twice_is_refused_whichever_comes_first() {
+    let fixture = fixture();
+    let body = sample("place-order.json")["body"].clone();
+    let alb = |keys: &[&str]| {
+        json!({
+            "requestContext": {"elb": {
+                "targetGroupArn": "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/orders/1"
+            }},
+            "httpMethod": "POST",
+            "path": "/orders",
+            "queryStringParameters": {},
+            "multiValueQueryStringParameters": {},
+            "multiValueHeaders": {
+                "content-type": ["application/json"],
+                "idempotency-key": keys,
+                "host": ["orders.example.com"]
+            },
+            "body": body,
+            "isBase64Encoded": false
+        })
+    };
+    // One value is a key as any other: the ALB event itself is fine.
+    let placed = invoke(
+        fixture.function.clone(),
+        "req-alb-1".to_owned(),
+        alb(&["k-alb"]),
+    )
+    .await;
+    assert_eq!(placed.status, 201, "{:?}", placed.body);
+    for keys in [["k-alb", "k-other"], ["k-other", "k-alb"]] {
+        let answer = invoke(fixture.function.clone(), "req-alb-2".to_owned(), alb(&keys)).await;
+        assert_eq!(answer.status, 400, "{keys:?}: {:?}", answer.body);
+        assert_eq!(answer.body["error"], "InvalidIdempotencyKey", "{keys:?}");
+    }
+    assert_eq!(metric_total(&fixture.documents, "OrdersPlaced"), 1.0);
+    assert_eq!(fixture.store.len(), 1);
+}
