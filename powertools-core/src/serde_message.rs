@@ -196,10 +196,27 @@ const MAX_NAME_WITH_DIGITS: usize = 12;
 /// The longest path written; a longer one keeps its end, where the input went wrong.
 pub const MAX_PATH_BYTES: usize = 256;
 
+/// The field names of AWS's events (as `aws_lambda_events` reads them) longer than
+/// [`MAX_NAME_WITH_DIGITS`] with digits, which [`reads_as_a_name`] would otherwise take for tokens
+/// (found by an attack through the emulator: `isBase64Encoded` was written `<key>`).
+const AWS_NAMES_WITH_DIGITS: &[&str] = &[
+    "ec2-instance-id",
+    "isBase64Encoded",
+    "listObjectsV2Context",
+    "md5OfMessageAttributes",
+    "s3SchemaVersion",
+    "x509CertificatePem",
+    "x509SanNameCn",
+    "x509SubjectCn",
+];
+
 /// Whether `key` reads as a field's name (`order_id`, `x-request-id`, `line2`), which a path may
 /// show: not a token's shape, long with digits among its letters (`sk_live_4eC39Hq…`,
 /// `AKIAIOSFODNN7EXAMPLE`: a review found them written).
 fn reads_as_a_name(key: &str) -> bool {
+    if AWS_NAMES_WITH_DIGITS.contains(&key) {
+        return true;
+    }
     let digits = key.bytes().any(|byte| byte.is_ascii_digit());
     key.len() <= MAX_SEGMENT_CHARS
         && (!digits || key.len() <= MAX_NAME_WITH_DIGITS)
@@ -220,6 +237,12 @@ fn reads_as_a_name(key: &str) -> bool {
 /// a review found written so), and serde's path does not tell them from a struct's fields.
 pub fn shown_path(path: &Path, without_last_key: bool) -> String {
     let mut segments: Vec<&Segment> = path.iter().collect();
+    // A key serde_path_to_error does not know (the input ended or broke before one): the path
+    // ends at the object it was reading, where `?` said nothing (found by an attack through the
+    // emulator: an event of `{` was "at ?").
+    while matches!(segments.last(), Some(Segment::Unknown)) {
+        segments.pop();
+    }
     if without_last_key && matches!(segments.last(), Some(Segment::Map { .. })) {
         segments.pop();
     }
@@ -293,6 +316,18 @@ mod tests {
             shown(r#"{"cards":{"4111111111111111":{"a":"x"}}}"#),
             "cards.<key>.a"
         );
+        // The event fields of AWS's own with digits in a long name are names (found by an
+        // attack through the emulator: `isBase64Encoded` was written `<key>`).
+        assert_eq!(
+            shown(r#"{"isBase64Encoded":{"s3SchemaVersion":{"a":"x"}}}"#),
+            "isBase64Encoded.s3SchemaVersion.a"
+        );
+        // Where serde_path_to_error does not know the key (the input ended, or broke, before
+        // one), the path ends at the object it was reading: `?` said nothing (found by the same
+        // attack: an event of `{` was "at ?").
+        assert_eq!(shown("{"), "");
+        assert_eq!(shown(r#"{"orders":{"#), "orders");
+        assert_eq!(shown(r#"{"orders":{"a":{"b":1,"#), "orders.a");
     }
     use super::*;
 
