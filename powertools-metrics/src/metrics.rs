@@ -183,6 +183,10 @@ struct State {
     /// Whether a document has been written at the moment of writing because `timestamp` had
     /// left CloudWatch's window: warned once per invocation, not once per document.
     stale_timestamp_warned: AtomicBool,
+    /// The dimensions whose value was replaced in this invocation, warned about once each: a
+    /// batch's records replacing the tenant one after the other wrote a warning for each (999
+    /// lines for 1,000 records, where Python's `warnings.warn` shows its warning once).
+    overwrites_warned: Vec<String>,
     /// The value of every dimension in any set.
     dimensions: Vec<(String, String)>,
     /// Dimension name lists; the first is the main set, which `add_dimension` grows.
@@ -247,6 +251,7 @@ impl State {
         State {
             timestamp: None,
             stale_timestamp_warned: AtomicBool::new(false),
+            overwrites_warned: Vec::new(),
             dimensions,
             dimension_sets: vec![main],
             metadata: Map::new(),
@@ -343,6 +348,7 @@ impl State {
         let fixed = defaults.len() + usize::from(settings.service.is_some());
         self.timestamp = None;
         *self.stale_timestamp_warned.get_mut() = false;
+        self.overwrites_warned.clear();
         for (name, value) in self.dimensions.drain(fixed.min(self.dimensions.len())..) {
             keep_spare(&mut self.spare, name);
             keep_spare(&mut self.spare, value);
@@ -404,12 +410,16 @@ impl State {
             .find(|(existing, _)| existing == name)
         {
             Some((_, existing)) if existing != value => {
-                tracing::warn!(
-                    dimension = name,
-                    old = %existing,
-                    new = value,
-                    "Dimension is being overwritten"
-                );
+                if !self.overwrites_warned.iter().any(|warned| warned == name) {
+                    tracing::warn!(
+                        dimension = name,
+                        old = %existing,
+                        new = value,
+                        "Dimension is being overwritten (said once per invocation for each \
+                         dimension; the last value is the one written)"
+                    );
+                    self.overwrites_warned.push(name.to_owned());
+                }
                 existing.clear();
                 existing.push_str(value);
             }
