@@ -185,7 +185,9 @@ impl BatchProcessor {
     /// For SQS FIFO queues: after a failure, fail only the rest of that message group and go on
     /// with the other groups (default: fail every remaining record). A record without a
     /// `MessageGroupId`, or with an empty one (only hand-written events lack it), belongs to no
-    /// group: its failure skips no other record, as in Powertools for Python.
+    /// group: its failure skips no other record, as in Powertools for Python. On a batch that is
+    /// not a FIFO queue's (see [`fifo`](Self::fifo)) it does not apply, and a warning says so,
+    /// once per process.
     pub fn skip_group_on_error(mut self, skip: bool) -> Self {
         self.skip_group_on_error = skip;
         self
@@ -239,6 +241,8 @@ impl BatchProcessor {
             });
         if fifo {
             self.warn_if_concurrent("an SQS FIFO queue's");
+        } else if self.skip_group_on_error {
+            warn_skip_group_not_fifo();
         }
         let handler = &handler;
         let run = |message: &SqsMessage| {
@@ -732,6 +736,21 @@ fn record_counts(processed: usize, failed: usize) {
 #[cfg(not(feature = "metrics"))]
 fn record_counts(_processed: usize, _failed: usize) {}
 
+/// Says once per process that [`BatchProcessor::skip_group_on_error`] does not apply to a batch
+/// that is not a FIFO queue's: it was ignored without a word, where Python's option belongs to
+/// the FIFO processor the user chose, and applies (found by a new function written from the
+/// docs, on an event built by hand).
+fn warn_skip_group_not_fifo() {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        tracing::warn!(
+            "BatchProcessor::skip_group_on_error(true) applies to an SQS FIFO queue's records, \
+             and this batch is not one (no record's source ARN ends in .fifo, none has the \
+             SequenceNumber attribute): its records ran as a standard queue's; for an event built \
+             by hand, set fifo(true) (said once per process)"
+        );
+    });
+}
 #[cfg(test)]
 mod tests {
     use super::{RecordId, guarded, panicked, without_values};

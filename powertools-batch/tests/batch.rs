@@ -1325,3 +1325,39 @@ async fn counts_without_a_metrics_layer_are_said_to_be_lost_once() {
         warnings[0]
     );
 }
+
+/// What the README says of JSON that Python's `json.loads` reads and serde_json does not: `NaN`
+/// and `Infinity` fail their record, whatever the type; a field given twice fails a record type
+/// with named fields (`duplicate field`) and reads as its last value in a `serde_json::Value`.
+#[tokio::test]
+async fn json_python_reads_and_serde_json_does_not_fails_as_the_readme_says() {
+    let event = |bodies: &[&str]| -> SqsEvent {
+        let records: Vec<Value> = bodies
+            .iter()
+            .enumerate()
+            .map(|(index, body)| json!({"messageId": format!("j-{index}"), "body": body}))
+            .collect();
+        serde_json::from_value(json!({ "Records": records })).unwrap()
+    };
+    let bodies = [
+        r#"{"order_id": "o-1", "loaves": 2, "weight": NaN}"#,
+        r#"{"order_id": "o-1", "loaves": 2, "weight": -Infinity}"#,
+        r#"{"order_id": "o-1", "loaves": 2, "loaves": 3}"#,
+        r#"{"order_id": "o-1", "loaves": 2}"#,
+    ];
+    let typed = BatchProcessor::new()
+        .process_sqs(&event(&bodies), bake)
+        .await
+        .unwrap();
+    assert_eq!(failed_ids(&typed), ["j-0", "j-1", "j-2"]);
+    let seen = std::sync::Mutex::new(Vec::new());
+    let untyped = BatchProcessor::new()
+        .process_sqs(&event(&bodies), |record: SqsRecord<Value>| {
+            seen.lock().unwrap().push(record.body["loaves"].clone());
+            async { Ok::<(), String>(()) }
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed_ids(&untyped), ["j-0", "j-1"]);
+    assert_eq!(*seen.lock().unwrap(), [json!(3), json!(2)]);
+}

@@ -47,3 +47,42 @@ async fn concurrency_on_records_that_run_one_at_a_time_is_warned_about_once() {
         "{warnings}"
     );
 }
+
+/// `skip_group_on_error(true)` on a batch that is not a FIFO queue's (no source ARN ending in
+/// `.fifo`, no `SequenceNumber`: an event built by hand) is said once, in a warning naming
+/// `fifo(true)`, instead of being ignored without a word: Python's option belongs to the FIFO
+/// processor the user chose, and applies (found by a new function written from the docs).
+#[tokio::test(flavor = "current_thread")]
+async fn skipping_groups_on_a_batch_that_is_not_fifo_is_warned_about_once() {
+    let warnings = powertools_tests::CapturedWarnings::default();
+    let _guard = tracing::subscriber::set_default(warnings.subscriber());
+    let fifo: SqsEvent =
+        serde_json::from_str(include_str!("events/sqs-fifo.json")).expect("an SQS event");
+    let standard: SqsEvent =
+        serde_json::from_str(include_str!("events/sqs-mixed.json")).expect("an SQS event");
+    let processor = BatchProcessor::new().skip_group_on_error(true);
+    let handler =
+        |_record: powertools_batch::SqsRecord<serde_json::Value>| async { Ok::<(), String>(()) };
+    processor
+        .process_sqs(&fifo, handler)
+        .await
+        .expect("processed");
+    assert!(
+        !warnings.text().contains("skip_group_on_error"),
+        "{}",
+        warnings.text()
+    );
+    for _ in 0..3 {
+        processor
+            .process_sqs(&standard, handler)
+            .await
+            .expect("processed");
+    }
+    let warnings = warnings.text();
+    assert_eq!(
+        warnings.matches("skip_group_on_error").count(),
+        1,
+        "one warning for the process: {warnings}"
+    );
+    assert!(warnings.contains("fifo(true)"), "{warnings}");
+}
