@@ -176,6 +176,23 @@ impl MetricTable {
         }
     }
 
+    /// Empties the table, keeping only the gauges' levels (of the documents written, and of the
+    /// metrics still in it): the invocation's last flush, after which a task that outlived it
+    /// may still change a gauge, written at once, going on from its level (it started again
+    /// from 0; found by an attack from the docs). The state is [`reset`](Self::reset) before a
+    /// later invocation reuses it.
+    pub(crate) fn end_keeping_levels(&mut self) {
+        self.clear();
+        let levels = std::mem::take(&mut self.levels);
+        self.reset();
+        self.levels = levels;
+    }
+
+    /// Whether the table keeps a gauge's level.
+    pub(crate) fn has_levels(&self) -> bool {
+        !self.levels.is_empty()
+    }
+
     /// Empties the table and forgets the gauges' levels: the invocation's last flush.
     pub(crate) fn reset(&mut self) {
         self.levels.clear();

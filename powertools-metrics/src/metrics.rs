@@ -1,6 +1,6 @@
 //! The metrics of one invocation: the handle, its state, and the current invocation.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -153,7 +153,10 @@ impl Drop for Shared {
         let Ok(state) = self.state.get_mut() else {
             return;
         };
-        if self.settings.disabled || (state.metrics.is_empty() && state.labelled.is_empty()) {
+        if self.settings.disabled
+            || (state.metrics.is_empty()
+                && state.labelled.iter().all(|group| group.metrics.is_empty()))
+        {
             return;
         }
         let names: Vec<&str> = state
@@ -665,8 +668,10 @@ impl Metrics {
     /// An empty name or value is skipped with a warning (CloudWatch would drop the whole
     /// document's dimensions); a new value for an existing dimension replaces it with a warning,
     /// until the invocation's metrics are flushed (at its end, or by [`flush`](Self::flush)):
-    /// `service` and the default dimensions too, in every document of the invocation, as in
-    /// Powertools for Python (the next invocation has the configured values again).
+    /// `service` and the default dimensions too, in every document of the invocation (the
+    /// `metrics` facade's labelled ones included) but a [`single_metric`](Self::single_metric)'s,
+    /// which carries the layer's configured values, as Python's `single_metric` carries its
+    /// configured service (the next invocation has the configured values again).
     /// A value CloudWatch refuses (not printable ASCII, such as `Zürich`, or over 1024
     /// characters) is kept as metadata under the same name instead, with a warning, so the
     /// invocation's metrics are still written: you never choose between the metric and the
@@ -1102,19 +1107,59 @@ impl Metrics {
     /// After the invocation ended, writes what was just added instead of waiting for a flush
     /// that will not come.
     fn write_if_ended(&self) {
-        if self.shared.ended.load(Ordering::Acquire) {
-            say_late(|| {
-                tracing::warn!(
-                    "a metric was added after its invocation ended (from a task that outlived \
-                     it): it is written in a document of its own"
-                );
-            });
+        if !self.shared.ended.load(Ordering::Acquire) {
+            return;
+        }
+        // Re-entered from the sink (or a subscriber) while this thread writes a late value's
+        // documents: the value is left to the write under way, which writes it after its own.
+        // A sink that records a metric for each document it writes otherwise made each late
+        // write add another, written at once in turn, until the stack overflowed and the
+        // process aborted (found by an attack from the docs).
+        if WRITING_LATE.with(Cell::get) {
+            return;
+        }
+        let _writing = WritingLate::start();
+        say_late(|| {
+            tracing::warn!(
+                "a metric was added after its invocation ended (from a task that outlived it): \
+                 it is written in a document of its own"
+            );
+        });
+        for _ in 0..LATE_WRITE_ROUNDS {
             let mut state = self.lock();
+            if state.metrics.is_empty()
+                && state.labelled.iter().all(|group| group.metrics.is_empty())
+            {
+                return;
+            }
             self.write_main(&mut state);
-            let labelled = std::mem::take(&mut state.labelled);
+            let mut labelled = std::mem::take(&mut state.labelled);
             for group in &labelled {
                 self.write_labelled(&state, group);
             }
+            // Emptied, each keeping its gauges' levels for the next late value.
+            labelled.retain_mut(|group| {
+                group.metrics.clear();
+                group.metrics.has_levels()
+            });
+            state.labelled = labelled;
+            // Letting go runs the calls deferred while the documents were written: the values
+            // the sink added, written in the next round.
+            drop(state);
+        }
+        let waiting = {
+            let state = self.lock();
+            !state.metrics.is_empty() || state.labelled.iter().any(|g| !g.metrics.is_empty())
+        };
+        if waiting {
+            say_late(|| {
+                tracing::warn!(
+                    "a metric added while the documents of a value added after the invocation \
+                     ended were written (by the sink, for each document it writes) is written \
+                     with the next value added after the invocation ended: writing it at once \
+                     would make the sink add another, without end"
+                );
+            });
         }
     }
 
@@ -1130,7 +1175,10 @@ impl Metrics {
     /// A value added while the flush writes (by the sink, or by a log subscriber that records
     /// metrics, for a warning the flush logs) is added once the flush has let go of the
     /// invocation's state: it goes into the next flush, or, after the layer's last one, is
-    /// written at once.
+    /// written at once. A value the sink adds while it writes such a late value's document is
+    /// written right after it; one it adds while writing that one is written with the next
+    /// value added late, with a warning (a sink that records a metric for each document it
+    /// writes would otherwise write without end).
     ///
     /// # Errors
     /// [`Error::EmptyMetrics`], as above.
@@ -1277,9 +1325,24 @@ impl Metrics {
             );
         }
         let wrote_any = state.wrote_since_flush || wrote_main || !labelled.is_empty();
-        state.reset(&self.shared.settings);
         if end {
+            // The gauges' levels stay for what a task that outlived the invocation changes
+            // (written at once, going on from them); a later invocation's `reset` drops them.
+            let mut levels = std::mem::take(&mut state.metrics);
+            levels.end_keeping_levels();
+            let groups: Vec<Labelled> = labelled
+                .into_iter()
+                .filter_map(|mut group| {
+                    group.metrics.end_keeping_levels();
+                    group.metrics.has_levels().then_some(group)
+                })
+                .collect();
+            state.reset(&self.shared.settings);
+            state.metrics = levels;
+            state.labelled = groups;
             self.shared.ended.store(true, Ordering::Release);
+        } else {
+            state.reset(&self.shared.settings);
         }
         drop(state);
         let settings = &self.shared.settings;
@@ -1703,7 +1766,30 @@ impl Metrics {
     }
 }
 
+/// How many times [`Metrics::write_if_ended`] writes in one call: the late value's documents,
+/// then what the sink added while it wrote them.
+const LATE_WRITE_ROUNDS: usize = 2;
+
+/// Marks this thread as writing a late value's documents ([`Metrics::write_if_ended`]) while it
+/// lives, even through a panic of the sink.
+struct WritingLate;
+
+impl WritingLate {
+    fn start() -> Self {
+        WRITING_LATE.with(|writing| writing.set(true));
+        WritingLate
+    }
+}
+
+impl Drop for WritingLate {
+    fn drop(&mut self) {
+        WRITING_LATE.with(|writing| writing.set(false));
+    }
+}
+
 thread_local! {
+    /// Set while this thread writes a late value's documents ([`WritingLate`]).
+    static WRITING_LATE: Cell<bool> = const { Cell::new(false) };
     /// The invocations whose lock this thread holds, innermost last.
     static LOCKED: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
     /// Calls made on this thread to an invocation whose lock it held, run once it holds none.

@@ -22,7 +22,8 @@ use crate::{Error, Metrics, Unit};
 ///
 /// - a counter is the sum of its increments in the invocation (`Count`);
 /// - a gauge is its last value (`None` unit unless described), and an increment after the
-///   invocation's document was written at CloudWatch's 100-metric limit goes on from that value;
+///   invocation's document was written at CloudWatch's 100-metric limit, or after the
+///   invocation ended (from a task that outlived it, written at once), goes on from that value;
 /// - a histogram keeps every sample (up to 100 per document, then a new document);
 /// - a name holds one kind in a document: a gauge's value for a name a histogram (or counter, or
 ///   `add_metric`) already holds there is not recorded, and a warning names the kind that holds

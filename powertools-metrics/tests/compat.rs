@@ -376,27 +376,35 @@ fn metric_names_are_trimmed_of_whitespace_as_python_trims_them() {
 /// A dimension overwritten record after record (a batch's tenant) is warned about once per
 /// invocation and name, as Python's `warnings.warn` shows its warning once: a batch of 1,000
 /// records wrote 999 warning lines (found by a new function written from the docs). The next
-/// invocation that overwrites it is warned again, and the last value is still the one written.
-#[test]
-fn an_overwritten_dimension_is_warned_about_once_per_invocation_and_name() {
+/// invocation of the same layer (whose state is recycled: a review found the test could not
+/// fail with the flag never reset) that overwrites it is warned again, and the last value is
+/// still the one written.
+#[tokio::test(flavor = "current_thread")]
+async fn an_overwritten_dimension_is_warned_about_once_per_invocation_and_name() {
+    use lambda_runtime::tower::{Layer, ServiceExt};
     let warnings = powertools_tests::CapturedWarnings::default();
     let _guard = tracing::subscriber::set_default(warnings.subscriber());
     let sink = CheckedSink::new();
-    let layer = with_environment(&sink);
-    for invocation in 0..2 {
-        let metrics = layer.new_metrics();
-        for record in 0..1_000 {
-            metrics
-                .add_dimension("tenant", &format!("t-{record}"))
-                .unwrap();
-            metrics
-                .add_dimension("channel", &format!("c-{}", record % 2))
-                .unwrap();
-            metrics
-                .add_metric("OrderProcessed", 1.0, Unit::Count)
-                .unwrap();
-        }
-        metrics.flush().unwrap();
+    let service = with_environment(&sink).layer(lambda_runtime::service_fn(
+        |_: lambda_runtime::LambdaEvent<serde_json::Value>| async {
+            for record in 0..1_000 {
+                powertools_metrics::add_dimension("tenant", &format!("t-{record}"))?;
+                powertools_metrics::add_dimension("channel", &format!("c-{}", record % 2))?;
+                powertools_metrics::add_metric("OrderProcessed", 1.0, Unit::Count)?;
+            }
+            Ok::<(), lambda_runtime::Error>(())
+        },
+    ));
+    for invocation in 0..3 {
+        service
+            .clone()
+            .oneshot(
+                powertools_core::testing::TestContext::new()
+                    .with_cold_start(false)
+                    .event(json!({})),
+            )
+            .await
+            .unwrap();
         let documents = flushed(&sink);
         let last = documents.last().unwrap();
         assert_eq!(

@@ -525,13 +525,22 @@ async fn a_replaced_service_or_default_dimension_reaches_the_labelled_documents(
             powertools_metrics::add_metric("Main", 1.0, Unit::Count)?;
             metrics::counter!("Unlabelled").increment(1);
             metrics::counter!("Labelled", "shard" => "s1").increment(1);
+            powertools_metrics::single_metric("Single", 1.0, Unit::Count, [("tenant", "t-1")])?;
             Ok::<_, lambda_runtime::Error>(Value::Null)
         }))
         .oneshot(TestContext::new().with_cold_start(false).event(json!({})))
         .await
         .unwrap();
-    let documents = valid_documents(&sink);
-    assert_eq!(documents.len(), 2, "{documents:?}");
+    let mut documents = valid_documents(&sink);
+    assert_eq!(documents.len(), 3, "{documents:?}");
+    // A single metric carries the configured values, as Python's `single_metric` carries its
+    // configured service (the docs say so: an attack found them promising otherwise).
+    let single = documents.remove(0);
+    assert_eq!(metric_names(&single), ["Single"]);
+    assert_eq!(
+        (&single["service"], &single["environment"]),
+        (&json!("orders"), &json!("prod"))
+    );
     for document in &documents {
         assert_eq!(document["service"], "refunds", "{document}");
         assert_eq!(document["environment"], "staging", "{document}");
