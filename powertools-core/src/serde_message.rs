@@ -241,6 +241,7 @@ pub const MAX_PATH_BYTES: usize = 256;
 /// (found by an attack through the emulator: `isBase64Encoded` was written `<key>`).
 const AWS_NAMES_WITH_DIGITS: &[&str] = &[
     "ec2-instance-id",
+    "ec2RoleDelivery",
     "isBase64Encoded",
     "listObjectsV2Context",
     "md5OfMessageAttributes",
@@ -361,6 +362,10 @@ mod tests {
         assert_eq!(
             shown(r#"{"isBase64Encoded":{"s3SchemaVersion":{"a":"x"}}}"#),
             "isBase64Encoded.s3SchemaVersion.a"
+        );
+        assert_eq!(
+            shown(r#"{"ec2RoleDelivery":{"md5OfMessageAttributes":{"a":"x"}}}"#),
+            "ec2RoleDelivery.md5OfMessageAttributes.a"
         );
         // Where serde_path_to_error does not know the key (the input ended, or broke, before
         // one), the path ends at the object it was reading: `?` said nothing (found by the same

@@ -1177,8 +1177,8 @@ pub(crate) fn check_operation(operation: &str) -> Result<(), Error> {
     {
         return Err(Error::Config(format!(
             "the idempotency operation name {} must be non-empty (not whitespace or invisible \
-             characters alone), without control or bidirectional formatting characters, and \
-             without `#` or `.`",
+             characters alone), without control characters, line separators (U+2028, U+2029) or \
+             bidirectional formatting characters, and without `#` or `.`",
             powertools_core::env::shown(operation)
         )));
     }
@@ -1186,13 +1186,16 @@ pub(crate) fn check_operation(operation: &str) -> Result<(), Error> {
 }
 
 /// Whether a part of every key (the prefix, an operation name) reads back from a log line as
-/// it is: no control character (a line break splits the line) and no bidirectional formatting
-/// character (an override shows the rest of the key reversed: found by an attack from the
-/// docs).
+/// it is: no control character nor Unicode's line and paragraph separators (a line break
+/// splits the line; U+2028 and U+2029 are one in many log viewers: a review found them taken)
+/// and no bidirectional formatting character (an override shows the rest of the key reversed:
+/// found by an attack from the docs).
 pub(crate) fn readable_in_logs(name: &str) -> bool {
-    !name
-        .chars()
-        .any(|c| c.is_control() || powertools_core::text::is_bidi_control(c))
+    !name.chars().any(|c| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}')
+            || powertools_core::text::is_bidi_control(c)
+    })
 }
 
 /// A new claim's id: 128 bits in hex, unique, not secret. Each thread draws 128 random bits

@@ -76,9 +76,9 @@ impl<St: IdempotencyStore> Idempotency<St> {
     /// [`DEFAULT_LAYER_OPERATION`](crate::DEFAULT_LAYER_OPERATION) unless renamed). The name is a
     /// string you write, not one derived from the call site or the function's path, so moving or
     /// renaming code never changes keys; change it only to start a new set of records. It must be
-    /// non-empty (not white space or invisible characters alone), must hold no control or
-    /// bidirectional formatting characters, `#` or `.`, and must not be the layer's default
-    /// `"handler"`.
+    /// non-empty (not white space or invisible characters alone), must hold no control
+    /// characters, line separators (U+2028, U+2029) or bidirectional formatting characters, `#`
+    /// or `.`, and must not be the layer's default `"handler"`.
     ///
     /// The key is the operation and the argument's canonical JSON; `context` gives the
     /// in-progress deadline and the tenant. An argument that counts as missing (`()`, `null`,
@@ -248,8 +248,8 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
     /// are meant to share (a function renamed, both versions live).
     ///
     /// [`build`](Self::build) refuses a prefix of white space or invisible characters alone, and
-    /// one holding a control or bidirectional formatting character, as it refuses such an
-    /// operation name.
+    /// one holding a control character, a line separator (U+2028, U+2029) or a bidirectional
+    /// formatting character, as it refuses such an operation name.
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.settings.key_prefix = Some(prefix.into());
         self
@@ -404,8 +404,8 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
             // may not hold one either (found by attacks from the docs: `a\nb` was taken, and a
             // bidirectional override).
             return Err(Error::Config(format!(
-                "key_prefix {} holds a control or bidirectional formatting character: it is part \
-                 of every key, and of every log line that names one; use printable characters",
+                "key_prefix {} holds a control character, a line separator or a bidirectional \
+                 formatting character: it is part of every key, and of every log line that names one; use printable characters",
                 powertools_core::env::shown(prefix)
             )));
         }

@@ -95,7 +95,8 @@ impl<St, K, V> IdempotencyLayer<St, K, V> {
     /// part of every key, as the operation name of [`Idempotency::run`] is, so records of this
     /// layer and of `run` calls on the same [`Idempotency`] never mix unless given the same
     /// name (and `run` refuses the default `"handler"`). Non-empty (not white space or invisible
-    /// characters alone), without control or bidirectional formatting characters, `#` or `.`
+    /// characters alone), without control characters, line separators (U+2028, U+2029) or
+    /// bidirectional formatting characters, `#` or `.`
     /// (checked on each call:
     /// [`Error::Config`]).
     pub fn operation(mut self, name: impl Into<String>) -> Self {

@@ -135,8 +135,9 @@
 //! path, so moving or renaming code never changes keys by accident. Changing a name (or the key
 //! prefix) starts a new set of records: a duplicate of a call made under the old name runs
 //! again. A name is non-empty (not white space or invisible characters alone) and holds no
-//! control characters, no bidirectional formatting characters (U+202E and the like, which would
-//! show a key reversed in a log line), `.` or `#`, so that `<prefix>.<operation>#<digest>`
+//! control characters nor line separators (U+2028, U+2029), no bidirectional formatting
+//! characters (U+202E and the like, which would show a key reversed in a log line), `.` or `#`,
+//! so that `<prefix>.<operation>#<digest>`
 //! splits one way only;
 //! `run` refuses the layer's default name, `handler`.
 //!
@@ -175,8 +176,8 @@
 //!   reads only its own records (their keys differ), so nothing reads the other's text.
 //! - Without a function name (`Context::default()`, a local run) the key prefix is `test-func`,
 //!   as in Python: every nameless context shares it; set `key_prefix`, or name the test context.
-//! - The key prefix may not be invisible characters alone, nor hold a control or bidirectional
-//!   formatting character (refused by `build`), and a key over
+//! - The key prefix may not be invisible characters alone, nor hold a control character, a line
+//!   separator or a bidirectional formatting character (refused by `build`), and a key over
 //!   DynamoDB's limit for its attribute (2048 bytes for a partition key, 1024 for a sort key) is
 //!   refused before any request, naming the prefix and the operation; Python sends both.
 //! - An untrusted deadline gets a 15-minute in-progress window; Python writes whatever the

@@ -1829,6 +1829,8 @@ async fn invalid_operation_names_are_config_errors() {
         "charge\u{2067}",
         "a\u{200f}b",
         "\u{61c}x",
+        "line\u{2028}break",
+        "para\u{2029}graph",
     ] {
         let result = idem
             .run(&ctx(), bad, "k".to_owned(), counted!(n, 1u8))
@@ -2688,6 +2690,10 @@ fn a_zero_store_timeout_or_an_empty_key_prefix_is_refused_when_building() {
         " \u{feff}\u{3164}",
         "orders\u{202e}",
         "a\u{2066}b",
+        // U+2028 and U+2029 break the line in many log viewers, as a control character does
+        // (a review found them taken).
+        "a\u{2028}b",
+        "a\u{2029}b",
     ] {
         let error = Idempotency::builder(FaultStore::new())
             .key_prefix(prefix)
