@@ -1,6 +1,6 @@
 //! The metrics of one invocation: the handle, its state, and the current invocation.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -171,6 +171,16 @@ impl Drop for Shared {
             )
             .map(|metric| metric.name.as_str())
             .collect();
+        if *self.ended.get_mut() {
+            // Only what a sink added while it wrote late documents waits after the end.
+            tracing::warn!(
+                metrics = ?names,
+                "a metric was never written: the sink added it while it wrote the documents of \
+                 values added after their invocation ended, and no value came after it (a sink \
+                 that records a metric for each document it writes leaves the last one)"
+            );
+            return;
+        }
         tracing::warn!(
             metrics = ?names,
             "metrics were dropped without being written: the last handle of their invocation \
@@ -1104,6 +1114,13 @@ impl Metrics {
         self.shared.ended.load(Ordering::Acquire)
     }
 
+    /// Whether the state holds no value to write (labelled groups kept for their gauges' levels
+    /// only hold none).
+    fn nothing_waits(&self) -> bool {
+        let state = self.lock();
+        state.metrics.is_empty() && state.labelled.iter().all(|group| group.metrics.is_empty())
+    }
+
     /// After the invocation ended, writes what was just added instead of waiting for a flush
     /// that will not come.
     fn write_if_ended(&self) {
@@ -1115,10 +1132,15 @@ impl Metrics {
         // A sink that records a metric for each document it writes otherwise made each late
         // write add another, written at once in turn, until the stack overflowed and the
         // process aborted (found by an attack from the docs).
-        if WRITING_LATE.with(Cell::get) {
+        // The mark is the invocation's: another invocation's late value, added meanwhile (by a
+        // sink that records in the invocation current where it writes), is written as any is
+        // (a review found it left behind, unsaid, under a mark of the thread's).
+        let Some(_writing) = WritingLate::start(self.address()) else {
+            return;
+        };
+        if self.nothing_waits() {
             return;
         }
-        let _writing = WritingLate::start();
         say_late(|| {
             tracing::warn!(
                 "a metric was added after its invocation ended (from a task that outlived it): \
@@ -1147,11 +1169,7 @@ impl Metrics {
             // the sink added, written in the next round.
             drop(state);
         }
-        let waiting = {
-            let state = self.lock();
-            !state.metrics.is_empty() || state.labelled.iter().any(|g| !g.metrics.is_empty())
-        };
-        if waiting {
+        if !self.nothing_waits() {
             say_late(|| {
                 tracing::warn!(
                     "a metric added while the documents of a value added after the invocation \
@@ -1165,9 +1183,10 @@ impl Metrics {
 
     /// Writes the documents, then clears metrics, dimensions (back to the defaults), metadata
     /// and the timestamp. The layer calls it at the end of every invocation. On a handle that
-    /// outlived its invocation it does nothing (the metrics such a handle adds are written at
-    /// once, so there is nothing to publish; what it added stays for its next metrics, and there
-    /// is no empty invocation to warn about or fail), see [`current`](Self::current).
+    /// outlived its invocation it writes only what waits (the metrics such a handle adds are
+    /// written at once, but for what a sink adds while it writes them, below; what it added
+    /// stays for its next metrics, and there is no empty invocation to warn about or fail), see
+    /// [`current`](Self::current).
     ///
     /// With no metric since the last flush it writes nothing and warns (the layer's first such
     /// flush only), or returns [`Error::EmptyMetrics`] if `raise_on_empty_metrics` is set.
@@ -1292,6 +1311,10 @@ impl Metrics {
         // warning, which the next invocation without metrics should get). The dimensions and
         // metadata it added stay for the metrics it adds next, as `add_dimension` says.
         if !end && self.ended() {
+            // What waits (a value a sink added while it wrote late documents) is written, as
+            // a late value is.
+            drop(state);
+            self.write_if_ended();
             return Ok(false);
         }
         // Ended already by the exit step (`SIGTERM` with the invocation running), which wrote
@@ -1330,13 +1353,15 @@ impl Metrics {
             // (written at once, going on from them); a later invocation's `reset` drops them.
             let mut levels = std::mem::take(&mut state.metrics);
             levels.end_keeping_levels();
-            let groups: Vec<Labelled> = labelled
-                .into_iter()
-                .filter_map(|mut group| {
-                    group.metrics.end_keeping_levels();
-                    group.metrics.has_levels().then_some(group)
-                })
-                .collect();
+            // Pushed into a new list: collected from `labelled`, the list would keep its
+            // capacity, and a state past 128 label sets is not recycled (found by a review).
+            let mut groups: Vec<Labelled> = Vec::new();
+            for mut group in labelled {
+                group.metrics.end_keeping_levels();
+                if group.metrics.has_levels() {
+                    groups.push(group);
+                }
+            }
             state.reset(&self.shared.settings);
             state.metrics = levels;
             state.labelled = groups;
@@ -1770,26 +1795,32 @@ impl Metrics {
 /// then what the sink added while it wrote them.
 const LATE_WRITE_ROUNDS: usize = 2;
 
-/// Marks this thread as writing a late value's documents ([`Metrics::write_if_ended`]) while it
-/// lives, even through a panic of the sink.
-struct WritingLate;
+/// Marks this thread as writing the late values' documents of one invocation (its state's
+/// address; [`Metrics::write_if_ended`]) while it lives, even through a panic of the sink.
+struct WritingLate(usize);
 
 impl WritingLate {
-    fn start() -> Self {
-        WRITING_LATE.with(|writing| writing.set(true));
-        WritingLate
+    /// The mark, or `None` when this thread is writing that invocation's late values already.
+    fn start(invocation: usize) -> Option<Self> {
+        WRITING_LATE.with_borrow_mut(|writing| {
+            if writing.contains(&invocation) {
+                return None;
+            }
+            writing.push(invocation);
+            Some(WritingLate(invocation))
+        })
     }
 }
 
 impl Drop for WritingLate {
     fn drop(&mut self) {
-        WRITING_LATE.with(|writing| writing.set(false));
+        WRITING_LATE.with_borrow_mut(|writing| writing.retain(|&invocation| invocation != self.0));
     }
 }
 
 thread_local! {
-    /// Set while this thread writes a late value's documents ([`WritingLate`]).
-    static WRITING_LATE: Cell<bool> = const { Cell::new(false) };
+    /// The invocations whose late values this thread is writing ([`WritingLate`]).
+    static WRITING_LATE: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
     /// The invocations whose lock this thread holds, innermost last.
     static LOCKED: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
     /// Calls made on this thread to an invocation whose lock it held, run once it holds none.
