@@ -37,10 +37,19 @@ where
     F: Fn(LambdaEvent<Value>) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<Value, lambda_runtime::Error>> + Send + 'static,
 {
+    traced_in(Env::empty(), times, handler).await
+}
+
+/// [`traced`], with the tracer reading `env`.
+async fn traced_in<F, Fut>(env: Env, times: usize, handler: F) -> (Vec<SpanData>, Vec<String>)
+where
+    F: Fn(LambdaEvent<Value>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<Value, lambda_runtime::Error>> + Send + 'static,
+{
     let kept = Kept::default();
     let tracer = Tracer::builder()
         .queued_exporter(kept.clone())
-        .env(Env::empty())
+        .env(env)
         .build()
         .unwrap();
     let warnings = Warnings::default();
@@ -176,41 +185,24 @@ async fn the_span_limit_variables_are_read_from_the_tracer_s_environment_or_refu
         assert_eq!(error.error_type(), "InvalidEnvironmentVariable");
     }
 
-    let kept = Kept::default();
-    let tracer = Tracer::builder()
-        .queued_exporter(kept.clone())
-        .env(Env::from_pairs([
-            ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", " 40 "),
-            ("OTEL_SPAN_EVENT_COUNT_LIMIT", "2"),
-        ]))
-        .build()
-        .unwrap();
-    let _guard = powertools_tests::set_test_default(
-        tracing_subscriber::registry().with(tracer.otel_layer()),
-    );
-    TracingLayer::new(tracer.clone())
-        .layer(service_fn(|_: LambdaEvent<Value>| async {
-            use opentelemetry::trace::TraceContextExt;
-            let context = opentelemetry::Context::current();
-            for step in 0..60 {
-                context
-                    .span()
-                    .set_attribute(opentelemetry::KeyValue::new(format!("step.{step}"), step));
-            }
-            for event in 0..5 {
-                context.span().add_event(format!("retry {event}"), vec![]);
-            }
-            Ok::<_, lambda_runtime::Error>(json!({}))
-        }))
-        .oneshot(
-            TestContext::new()
-                .with_function_name("orders-api")
-                .event(json!({})),
-        )
-        .await
-        .unwrap();
-    tracer.flush().await;
-    let spans = kept.0.lock().unwrap().clone();
+    let env = Env::from_pairs([
+        ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", " 40 "),
+        ("OTEL_SPAN_EVENT_COUNT_LIMIT", "2"),
+    ]);
+    let (spans, _) = traced_in(env, 1, |_| async {
+        use opentelemetry::trace::TraceContextExt;
+        let context = opentelemetry::Context::current();
+        for step in 0..60 {
+            context
+                .span()
+                .set_attribute(opentelemetry::KeyValue::new(format!("step.{step}"), step));
+        }
+        for event in 0..5 {
+            context.span().add_event(format!("retry {event}"), vec![]);
+        }
+        Ok(json!({}))
+    })
+    .await;
     let invocation = spans.iter().find(|span| span.name == "orders-api").unwrap();
     // 40 set while the span runs (the layer's own, then the handler's 60), and the annotations'
     // list the layer adds at its end, past the limit.
