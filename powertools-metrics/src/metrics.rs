@@ -153,10 +153,7 @@ impl Drop for Shared {
         let Ok(state) = self.state.get_mut() else {
             return;
         };
-        if self.settings.disabled
-            || (state.metrics.is_empty()
-                && state.labelled.iter().all(|group| group.metrics.is_empty()))
-        {
+        if self.settings.disabled || state.holds_no_value() {
             return;
         }
         let names: Vec<&str> = state
@@ -398,6 +395,12 @@ impl State {
         self.labelled.clear();
         self.wrote_since_flush = false;
         self.wrote_main_since_flush = false;
+    }
+
+    /// Whether no value waits to be written (labelled groups kept for their gauges' levels
+    /// after the invocation ended hold none).
+    fn holds_no_value(&self) -> bool {
+        self.metrics.is_empty() && self.labelled.iter().all(|group| group.metrics.is_empty())
     }
 
     fn dimension_value(&self, name: &str) -> Option<&str> {
@@ -1114,11 +1117,9 @@ impl Metrics {
         self.shared.ended.load(Ordering::Acquire)
     }
 
-    /// Whether the state holds no value to write (labelled groups kept for their gauges' levels
-    /// only hold none).
+    /// Whether the state holds no value to write ([`State::holds_no_value`]).
     fn nothing_waits(&self) -> bool {
-        let state = self.lock();
-        state.metrics.is_empty() && state.labelled.iter().all(|group| group.metrics.is_empty())
+        self.lock().holds_no_value()
     }
 
     /// After the invocation ended, writes what was just added instead of waiting for a flush
@@ -1149,9 +1150,7 @@ impl Metrics {
         });
         for _ in 0..LATE_WRITE_ROUNDS {
             let mut state = self.lock();
-            if state.metrics.is_empty()
-                && state.labelled.iter().all(|group| group.metrics.is_empty())
-            {
+            if state.holds_no_value() {
                 return;
             }
             self.write_main(&mut state);
