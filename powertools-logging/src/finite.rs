@@ -18,12 +18,19 @@ use serde_json::Value;
 pub(crate) fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, serde_json::Error> {
     let value = serde_json::to_value(Finite(value))?;
     if nests_deeper_than(&value, MAX_VALUE_DEPTH) {
-        return Err(serde::ser::Error::custom(format_args!(
-            "the value nests deeper than {MAX_VALUE_DEPTH} levels: its line would be deeper than \
-             JSON readers take"
-        )));
+        return Err(too_deep());
     }
     Ok(value)
+}
+
+/// The error of a value nested deeper than [`MAX_VALUE_DEPTH`], whichever check finds it (the
+/// serializer's stack guard stops deeper values sooner, and named its own limit: found by an
+/// attack from the docs).
+fn too_deep<E: serde::ser::Error>() -> E {
+    E::custom(format_args!(
+        "the value nests deeper than {MAX_VALUE_DEPTH} levels: its line would be deeper than \
+         JSON readers take"
+    ))
 }
 
 /// The deepest a value in a line may nest: serde_json reads documents nested at most 127 levels
@@ -110,9 +117,7 @@ impl<T: Serialize + ?Sized> Serialize for Finite<'_, T> {
         }
         let depth = DEPTH.get() + 1;
         if depth > MAX_DEPTH {
-            return Err(serde::ser::Error::custom(format_args!(
-                "the value nests deeper than {MAX_DEPTH} levels"
-            )));
+            return Err(too_deep());
         }
         DEPTH.set(depth);
         let _level = Level;
@@ -525,8 +530,12 @@ mod tests {
             .unwrap()
             .join()
             .unwrap();
+        // The limit the docs give, whichever check stops it (the serializer's stack guard said
+        // 128: found by an attack from the docs).
         let error = refused.unwrap_err();
-        assert!(error.contains("deeper than 128 levels"), "{error}");
+        assert!(error.contains("deeper than 126 levels"), "{error}");
+        let error = to_value(&nested(128, Value::Null)).unwrap_err().to_string();
+        assert!(error.contains("deeper than 126 levels"), "{error}");
         // 126 levels are kept (with the line's own object, the 127 serde_json reads), and the
         // counter starts again at zero for the next value.
         let kept = nested(126, Value::Null);

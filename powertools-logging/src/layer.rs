@@ -250,12 +250,17 @@ where
             let future = self.inner.call(event).instrument(tracing::Span::current());
             return Box::pin(outer.run(future));
         }
-        let shared = self.layer.logger.shared.clone();
-        if !shared.checked_subscriber.load(Ordering::Relaxed)
-            && !shared.checked_subscriber.swap(true, Ordering::Relaxed)
+        let own = &self.layer.logger;
+        // Checked once, at the first invocation; concurrent first invocations wait for it, so
+        // that none follows the wrong logger's settings.
+        let shared = match own
+            .shared
+            .installed_instead
+            .get_or_init(|| check_installed_subscriber(own))
         {
-            check_installed_subscriber(&self.layer.logger);
-        }
+            Some(installed) => installed.clone(),
+            None => own.shared.clone(),
+        };
         let invocation = Invocation::new(&event.context);
         let sampled = draw(shared.sample_rate.unwrap_or(0.0), invocation.request_id());
         let logged_event = if shared.log_event {
@@ -409,8 +414,8 @@ enum Installed {
 /// whose settings the lines then follow (a second `Logger` built for the layer: its service,
 /// keys, redaction and writer were not used, and a key it was told to redact was written in
 /// clear, without a word; found by an attack from the docs), in that logger's output, where the
-/// lines go.
-fn check_installed_subscriber(logger: &Logger) {
+/// lines go. Returns that other logger's settings, which the layer then follows.
+fn check_installed_subscriber(logger: &Logger) -> Option<Arc<Shared>> {
     let installed = tracing::dispatcher::get_default(|dispatch| {
         if dispatch.is::<tracing::subscriber::NoSubscriber>() {
             return Installed::Nothing;
@@ -423,7 +428,10 @@ fn check_installed_subscriber(logger: &Logger) {
         }
     });
     match installed {
-        Installed::Nothing => report_missing_subscriber(logger),
+        Installed::Nothing => {
+            report_missing_subscriber(logger);
+            None
+        }
         Installed::OtherLogger(installed) => {
             /// The most of a service name the warning quotes.
             const SERVICE_BYTES: usize = 64;
@@ -436,16 +444,17 @@ fn check_installed_subscriber(logger: &Logger) {
                 &format!(
                     "this LoggingLayer was given a Logger other than the one installed as the \
                      tracing subscriber: its lines are written by the installed one (service \
-                     {:?}), with that logger's service, keys, redaction, level and writer; this \
-                     layer's logger (service {:?}) gives only its sample rate, event logging and \
-                     log buffer. Give the layer the Logger you installed (a clone of it), or \
-                     install the layer's",
+                     {:?}), with all of that logger's settings (its service, keys, redaction, \
+                     level, sample rate, event logging, log buffer and writer); this layer's \
+                     logger (service {:?}) is not used. Give the layer the Logger you installed \
+                     (a clone of it), or install the layer's",
                     service(&installed),
                     service(logger),
                 ),
             );
+            Some(installed.shared)
         }
-        Installed::Fine => {}
+        Installed::Fine => None,
     }
 }
 

@@ -331,9 +331,12 @@ fn shrink(line: &[u8], max: usize) -> Vec<u8> {
 
 /// Whether the last resort keeps `key`: the message and the standard keys, `location` among
 /// them (a standard key of Powertools' too; it comes after the fields, and thousands of them
-/// pushed it out: found by an attack).
+/// pushed it out: found by an attack), and what a failure line says failed, `exception_name` and
+/// `exception` (hundreds of appended keys left a failure line without them: found by an attack
+/// from the docs). `stack_trace`, which can be long, is cut as the business values are.
 fn is_standard(key: &str) -> bool {
-    key == "message" || key == "location" || (RESERVED_KEYS.contains(&key) && key != TRUNCATED_KEYS)
+    matches!(key, "message" | "location" | "exception_name" | "exception")
+        || (RESERVED_KEYS.contains(&key) && key != TRUNCATED_KEYS)
 }
 
 /// The last resort: the standard keys, each short, then the line's other small members whole, in
@@ -645,6 +648,43 @@ mod tests {
             json!([ALL_KEYS_TRUNCATED]),
             "too many to name"
         );
+    }
+
+    /// A failure line that needs the last resort keeps what failed: `exception_name` and
+    /// `exception` (cut to 128 bytes) come with the standard keys, before the business keys (500
+    /// appended keys left a failure line of 1,207 bytes under a 2,048-byte limit without its
+    /// `exception` while `key0`..`key13` were kept: found by an attack from the docs).
+    #[test]
+    fn a_failure_line_in_the_last_resort_keeps_what_failed() {
+        for max in [MIN_MAX_LINE_BYTES, 2_048, 4_096] {
+            let mut members = vec![
+                ("level".to_owned(), json!("ERROR")),
+                ("message".to_owned(), json!("Invocation failed")),
+                ("timestamp".to_owned(), json!("2026-11-27T09:15:02.127Z")),
+                ("service".to_owned(), json!("orders")),
+                ("function_request_id".to_owned(), json!("req-1")),
+            ];
+            members.extend((0..500).map(|index| (format!("key{index}"), json!("value-value"))));
+            members.push(("exception_name".to_owned(), json!("PaymentDeclined")));
+            members.push((
+                "exception".to_owned(),
+                json!(format!("card declined: {}", "d".repeat(5_000))),
+            ));
+            members.push(("location".to_owned(), json!("payment::charge:42")));
+            let line = render(&members, &[]);
+            let out = bound(&line, max);
+            assert!(out.len() <= max, "{max}: {}", out.len());
+            let value = parsed(&out);
+            assert_eq!(value["exception_name"], "PaymentDeclined", "{max}: {value}");
+            let exception = value["exception"].as_str().expect("exception kept");
+            assert!(
+                exception.starts_with("card declined: ddd"),
+                "{max}: {value}"
+            );
+            assert_eq!(value["message"], "Invocation failed");
+            assert_eq!(value["function_request_id"], "req-1");
+            assert_eq!(value["location"], "payment::charge:42", "{max}: {value}");
+        }
     }
 
     #[test]

@@ -1241,6 +1241,105 @@ async fn a_layer_whose_logger_is_not_the_installed_one_says_so_once() {
     assert!(warnings(&layer_logs).is_empty());
 }
 
+/// A layer given another logger than the installed one follows the installed one's sample rate,
+/// event logging and log buffer, as its lines follow its level: the installed logger decides
+/// which lines reach it (found by an attack from the docs: the layer's `sample_rate(1.0)` under
+/// an installed logger at INFO wrote no DEBUG line, and its buffer was never filled, while the
+/// docs said the layer's logger gave them).
+#[tokio::test(flavor = "current_thread")]
+async fn a_layer_given_another_logger_follows_the_installed_one_s_sampling_event_and_buffer() {
+    let installed_logs = MemoryLogs::new();
+    let installed = Logger::builder()
+        .service("installed")
+        .level(Level::Info)
+        .sample_rate(1.0)
+        .log_event(true)
+        .writer(installed_logs.clone())
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let layer_logs = MemoryLogs::new();
+    let layer_logger = Logger::builder()
+        .service("layer")
+        .level(Level::Info)
+        .writer(layer_logs.clone())
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let _installed = tracing::subscriber::set_default(installed.subscriber());
+    LoggingLayer::new(layer_logger)
+        .layer(service_fn(|_: LambdaEvent<Value>| async {
+            tracing::debug!("sampled detail");
+            Ok::<_, lambda_runtime::Error>(json!({}))
+        }))
+        .oneshot(
+            TestContext::new()
+                .with_request_id("req-sampled")
+                .event(json!({"order": 1})),
+        )
+        .await
+        .unwrap();
+    let lines = installed_logs.json();
+    let messages: Vec<&str> = lines
+        .iter()
+        .filter_map(|line| line["message"].as_str())
+        .collect();
+    assert!(
+        messages.contains(&"sampled detail"),
+        "the installed logger's sample rate 1.0 writes DEBUG lines: {messages:?}"
+    );
+    assert!(
+        lines.iter().any(|line| line["message"]["order"] == 1),
+        "the installed logger logs the event: {messages:?}"
+    );
+    assert!(
+        layer_logs.json().is_empty(),
+        "the lines go where the installed logger writes"
+    );
+
+    // The installed logger's buffer: DEBUG lines held, and written when the invocation fails.
+    let buffered_logs = MemoryLogs::new();
+    let buffering = Logger::builder()
+        .service("installed")
+        .level(Level::Info)
+        .buffer(BufferConfig::default())
+        .writer(buffered_logs.clone())
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let plain = Logger::builder()
+        .service("layer")
+        .writer(MemoryLogs::new())
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let _buffering = tracing::subscriber::set_default(buffering.subscriber());
+    let failed = LoggingLayer::new(plain)
+        .layer(service_fn(|_: LambdaEvent<Value>| async {
+            tracing::debug!("held until the failure");
+            tracing::error!("charge failed");
+            Ok::<_, lambda_runtime::Error>(json!({}))
+        }))
+        .oneshot(
+            TestContext::new()
+                .with_request_id("req-buffered")
+                .event(json!({})),
+        )
+        .await;
+    assert!(failed.is_ok());
+    let messages: Vec<String> = buffered_logs
+        .json()
+        .iter()
+        .filter_map(|line| line["message"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|message| message == "held until the failure"),
+        "the installed logger's buffer holds the DEBUG line and the ERROR writes it: {messages:?}"
+    );
+}
+
 /// What `key_scope`'s docs give a task spawned inside a scope: the scope is a task-local, so the
 /// task needs a scope of its own (with the keys appended in it) and the invocation's span
 /// (`.in_current_span()`) for the invocation's context (found by an attack from the docs: a task
