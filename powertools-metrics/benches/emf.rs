@@ -162,6 +162,45 @@ fn emf(criterion: &mut Criterion) {
         );
     });
     group.finish();
+
+    // Thousands of sets in one invocation: a label per customer of a batch, or `add_dimensions`
+    // per record. The time grew with the square of their number (10,000 label sets: 0.86 s,
+    // 40,000: 26 s, before 2026-12-07); it grows with their number now.
+    let mut group = criterion.benchmark_group("sets_per_invocation");
+    group.sample_size(10);
+    for sets in [1_000_usize, 10_000] {
+        group.bench_function(format!("facade_label_sets_{sets}"), |bencher| {
+            let customers: Vec<String> = (0..sets).map(|index| format!("c-{index}")).collect();
+            bencher.iter(|| {
+                let metrics = ours.new_metrics();
+                metrics.in_scope(|| {
+                    metrics::with_local_recorder(&our_recorder, || {
+                        for customer in &customers {
+                            metrics::counter!("Orders", "customer" => customer.clone())
+                                .increment(1);
+                        }
+                    });
+                });
+                metrics.flush().expect("has metrics");
+            });
+        });
+    }
+    group.bench_function("add_dimensions_sets_5000", |bencher| {
+        let names: Vec<String> = (0..5_000).map(|index| format!("d{index}")).collect();
+        bencher.iter(|| {
+            let metrics = ours.new_metrics();
+            for name in &names {
+                metrics
+                    .add_dimensions([(name.as_str(), "v")])
+                    .expect("within the limits");
+            }
+            metrics
+                .add_metric("OrdersPlaced", 1.0, Unit::Count)
+                .expect("valid");
+            metrics.flush().expect("has metrics");
+        });
+    });
+    group.finish();
 }
 
 criterion_group!(benches, emf);

@@ -142,6 +142,7 @@
 // (`scripts/test`'s workspace build, docs.rs).
 #![cfg_attr(not(feature = "recorder"), allow(rustdoc::broken_intra_doc_links))]
 
+mod dimension_sets;
 mod document;
 mod error;
 mod layer;
