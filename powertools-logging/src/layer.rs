@@ -251,16 +251,25 @@ where
             return Box::pin(outer.run(future));
         }
         let own = &self.layer.logger;
-        // Checked once, at the first invocation; concurrent first invocations wait for it, so
-        // that none follows the wrong logger's settings.
-        let shared = match own
-            .shared
-            .installed_instead
-            .get_or_init(|| check_installed_subscriber(own))
+        if !own.shared.checked_subscriber.load(Ordering::Relaxed)
+            && !own.shared.checked_subscriber.swap(true, Ordering::Relaxed)
         {
-            Some(installed) => installed.clone(),
-            None => own.shared.clone(),
-        };
+            check_installed_subscriber(own);
+        }
+        // The logger installed where the invocation starts writes its lines and decides which
+        // reach it (its level, sample rate and buffer): the layer draws sampling, logs the event
+        // and buffers by its settings too. Looked up at each invocation, not once: a thread may
+        // have a subscriber of its own (`set_default`; a first version decided once, for every
+        // thread, by the first invocation's: found by a review).
+        let shared = tracing::dispatcher::get_default(|dispatch| {
+            match dispatch.downcast_ref::<JsonLayer>() {
+                Some(json) if !Arc::ptr_eq(&json.logger().shared, &own.shared) => {
+                    Some(json.logger().shared.clone())
+                }
+                _ => None,
+            }
+        })
+        .unwrap_or_else(|| own.shared.clone());
         let invocation = Invocation::new(&event.context);
         let sampled = draw(shared.sample_rate.unwrap_or(0.0), invocation.request_id());
         let logged_event = if shared.log_event {
@@ -414,8 +423,8 @@ enum Installed {
 /// whose settings the lines then follow (a second `Logger` built for the layer: its service,
 /// keys, redaction and writer were not used, and a key it was told to redact was written in
 /// clear, without a word; found by an attack from the docs), in that logger's output, where the
-/// lines go. Returns that other logger's settings, which the layer then follows.
-fn check_installed_subscriber(logger: &Logger) -> Option<Arc<Shared>> {
+/// lines go.
+fn check_installed_subscriber(logger: &Logger) {
     let installed = tracing::dispatcher::get_default(|dispatch| {
         if dispatch.is::<tracing::subscriber::NoSubscriber>() {
             return Installed::Nothing;
@@ -428,10 +437,7 @@ fn check_installed_subscriber(logger: &Logger) -> Option<Arc<Shared>> {
         }
     });
     match installed {
-        Installed::Nothing => {
-            report_missing_subscriber(logger);
-            None
-        }
+        Installed::Nothing => report_missing_subscriber(logger),
         Installed::OtherLogger(installed) => {
             /// The most of a service name the warning quotes.
             const SERVICE_BYTES: usize = 64;
@@ -452,9 +458,8 @@ fn check_installed_subscriber(logger: &Logger) -> Option<Arc<Shared>> {
                     service(logger),
                 ),
             );
-            Some(installed.shared)
         }
-        Installed::Fine => None,
+        Installed::Fine => {}
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use chrono::{DateTime, Utc};
 use powertools_core::PowertoolsConfig;
@@ -275,11 +275,8 @@ pub(crate) struct Shared {
     pub(crate) runtime_failure_lines: bool,
     /// Whether the warning that the event as received is not available was written.
     pub(crate) warned_no_raw_event: AtomicBool,
-    /// What the layer found installed at its first invocation: `Some` with another logger's
-    /// settings when the installed subscriber is another logger's. That logger decides which
-    /// lines reach it (its level, sample rate and buffer) and writes them, so the layer follows
-    /// its sample rate, event logging and buffer too.
-    pub(crate) installed_instead: OnceLock<Option<Arc<Shared>>>,
+    /// Whether the layer checked, at its first invocation, that a subscriber is installed.
+    pub(crate) checked_subscriber: AtomicBool,
 }
 
 impl std::fmt::Debug for Logger {
@@ -719,7 +716,7 @@ impl LoggerBuilder {
             max_line_bytes,
             runtime_failure_lines: self.runtime_failure_lines.unwrap_or(true),
             warned_no_raw_event: AtomicBool::new(false),
-            installed_instead: OnceLock::new(),
+            checked_subscriber: AtomicBool::new(false),
         };
         if config.dev_mode() {
             // Left on in production, POWERTOOLS_DEV turns metrics and traces off without a word

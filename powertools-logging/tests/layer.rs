@@ -1340,6 +1340,64 @@ async fn a_layer_given_another_logger_follows_the_installed_one_s_sampling_event
     );
 }
 
+/// Which logger's settings the layer follows is decided where each invocation starts: a thread
+/// may have a subscriber of its own (`set_default`). A first version decided once, by the first
+/// invocation's thread, for every thread after it (found by a review): an invocation under the
+/// layer's own logger, sampled at 1.0, wrote no DEBUG line after one under another logger.
+#[tokio::test(flavor = "current_thread")]
+async fn the_logger_the_layer_follows_is_the_one_installed_where_each_invocation_starts() {
+    let own_logs = MemoryLogs::new();
+    let own = Logger::builder()
+        .service("own")
+        .level(Level::Info)
+        .sample_rate(1.0)
+        .writer(own_logs.clone())
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let other_logs = MemoryLogs::new();
+    let other = Logger::builder()
+        .service("other")
+        .level(Level::Info)
+        .writer(other_logs.clone())
+        .env(Env::empty())
+        .build()
+        .unwrap();
+    let layer = LoggingLayer::new(own.clone());
+    let invoke = |request: &'static str| {
+        layer
+            .layer(service_fn(|_: LambdaEvent<Value>| async {
+                tracing::debug!("sampled detail");
+                Ok::<_, lambda_runtime::Error>(json!({}))
+            }))
+            .oneshot(TestContext::new().with_request_id(request).event(json!({})))
+    };
+    let debug_lines = |logs: &MemoryLogs| {
+        logs.json()
+            .iter()
+            .filter(|line| line["message"] == "sampled detail")
+            .count()
+    };
+    {
+        let _other = tracing::subscriber::set_default(other.subscriber());
+        invoke("req-under-other").await.unwrap();
+    }
+    assert_eq!(
+        debug_lines(&other_logs),
+        0,
+        "the other logger does not sample"
+    );
+    {
+        let _own = tracing::subscriber::set_default(own.subscriber());
+        invoke("req-under-own").await.unwrap();
+    }
+    assert_eq!(
+        debug_lines(&own_logs),
+        1,
+        "under its own logger, the layer samples by its own rate"
+    );
+}
+
 /// What `key_scope`'s docs give a task spawned inside a scope: the scope is a task-local, so the
 /// task needs a scope of its own (with the keys appended in it) and the invocation's span
 /// (`.in_current_span()`) for the invocation's context (found by an attack from the docs: a task

@@ -383,7 +383,9 @@ impl State {
         self.metadata.clear();
         self.refused_dimensions.clear();
         self.metrics.reset();
-        self.labelled.clear();
+        if !self.labelled.is_empty() {
+            self.labelled.clear();
+        }
         self.wrote_since_flush = false;
         self.wrote_main_since_flush = false;
     }
