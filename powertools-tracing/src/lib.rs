@@ -89,7 +89,7 @@
 //! (a response that is not captured is still serialized, to nothing, to see whether it can be
 //! sent, unless it is a `serde_json::Value`: turning capture off saves the copy, not the
 //! serialization). An `exception.type` is cut to 1 KB (a `Diagnostic`'s `error_type` is any
-//! text); `POWERTOOLS_TRACE_DISABLED=true` (or
+//! text); `POWERTOOLS_TRACE_DISABLED=true` (or OpenTelemetry's `OTEL_SDK_DISABLED=true`, or
 //! `POWERTOOLS_DEV=true`) turns tracing off: the layer then passes the call straight through.
 //!
 //! # HTTP invocations
@@ -250,7 +250,7 @@ pub use tracer::{
     OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_HEADERS, OTEL_EXPORTER_OTLP_PROTOCOL,
     OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE,
     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_HEADERS,
-    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
+    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_EXPORTER_OTLP_TRACES_TIMEOUT, OTEL_SDK_DISABLED,
     POWERTOOLS_TRACE_DISABLED, POWERTOOLS_TRACER_CAPTURE_ERROR, POWERTOOLS_TRACER_CAPTURE_RESPONSE,
     Tracer, TracerBuilder,
 };

@@ -30,6 +30,9 @@ use crate::propagation::HeaderTraceIds;
 
 /// `true` turns tracing off: no span, no export, no flush.
 pub const POWERTOOLS_TRACE_DISABLED: &str = "POWERTOOLS_TRACE_DISABLED";
+/// OpenTelemetry's switch for its SDK: `true` turns tracing off as
+/// [`POWERTOOLS_TRACE_DISABLED`] does, which wins when both are set.
+pub const OTEL_SDK_DISABLED: &str = "OTEL_SDK_DISABLED";
 /// `false` stops the handler's response being recorded on the invocation span (default `true`).
 pub const POWERTOOLS_TRACER_CAPTURE_RESPONSE: &str = "POWERTOOLS_TRACER_CAPTURE_RESPONSE";
 /// `false` stops the handler's error being recorded on the invocation span (default `true`).
@@ -370,7 +373,8 @@ impl TracerBuilder {
         self
     }
 
-    /// Turns tracing off (default: `POWERTOOLS_TRACE_DISABLED`, else `POWERTOOLS_DEV`, else on).
+    /// Turns tracing off (default: `POWERTOOLS_TRACE_DISABLED`, else `OTEL_SDK_DISABLED`, else
+    /// `POWERTOOLS_DEV`, else on).
     pub fn disabled(mut self, disabled: bool) -> Self {
         self.disabled = Some(disabled);
         self
@@ -493,9 +497,10 @@ impl TracerBuilder {
             .unwrap_or_else(|| config.service_name().to_owned());
         let disabled = match self.disabled {
             Some(disabled) => disabled,
-            None => env
-                .bool(POWERTOOLS_TRACE_DISABLED)?
-                .unwrap_or(config.dev_mode()),
+            None => match env.bool(POWERTOOLS_TRACE_DISABLED)? {
+                Some(disabled) => disabled,
+                None => env.bool(OTEL_SDK_DISABLED)?.unwrap_or(config.dev_mode()),
+            },
         };
         let capture_response = match self.capture_response {
             Some(capture) => capture,
@@ -1355,6 +1360,30 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(malformed.to_string().contains(POWERTOOLS_TRACE_DISABLED));
+    }
+
+    /// `OTEL_SDK_DISABLED=true`, OpenTelemetry's switch for its SDK, turns tracing off as
+    /// `POWERTOOLS_TRACE_DISABLED` does (it was not read: tracing stayed on and exported, found
+    /// by an attack from the docs); Powertools' own variable wins, and a value that is not a
+    /// boolean fails the build naming the variable.
+    #[test]
+    fn otel_sdk_disabled_turns_tracing_off() {
+        assert!(!tracer(&[(OTEL_SDK_DISABLED, "true")]).is_enabled());
+        assert!(tracer(&[(OTEL_SDK_DISABLED, "false")]).is_enabled());
+        assert!(
+            tracer(&[
+                (OTEL_SDK_DISABLED, "true"),
+                (POWERTOOLS_TRACE_DISABLED, "false")
+            ])
+            .is_enabled(),
+            "Powertools' own setting wins"
+        );
+        assert!(!tracer(&[(OTEL_SDK_DISABLED, "true"), ("POWERTOOLS_DEV", "false")]).is_enabled());
+        let malformed = Tracer::builder()
+            .env(Env::from_pairs([(OTEL_SDK_DISABLED, "perhaps")]))
+            .build()
+            .unwrap_err();
+        assert!(malformed.to_string().contains(OTEL_SDK_DISABLED));
     }
 
     #[test]
