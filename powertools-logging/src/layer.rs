@@ -254,22 +254,34 @@ where
         if !own.shared.checked_subscriber.load(Ordering::Relaxed)
             && !own.shared.checked_subscriber.swap(true, Ordering::Relaxed)
         {
-            check_installed_subscriber(own);
+            check_subscriber_installed(own);
         }
         // The logger installed where the invocation starts writes its lines and decides which
         // reach it (its level, sample rate and buffer): the layer draws sampling, logs the event
         // and buffers by its settings too. Looked up at each invocation, not once: a thread may
         // have a subscriber of its own (`set_default`; a first version decided once, for every
         // thread, by the first invocation's: found by a review).
-        let shared = tracing::dispatcher::get_default(|dispatch| {
+        let other = tracing::dispatcher::get_default(|dispatch| {
             match dispatch.downcast_ref::<JsonLayer>() {
                 Some(json) if !Arc::ptr_eq(&json.logger().shared, &own.shared) => {
                     Some(json.logger().shared.clone())
                 }
                 _ => None,
             }
-        })
-        .unwrap_or_else(|| own.shared.clone());
+        });
+        let shared = match other {
+            Some(other) => {
+                // Said the first time, at whichever invocation (a review found it said only
+                // when the first invocation's was another logger).
+                if !own.shared.warned_other_logger.load(Ordering::Relaxed)
+                    && !own.shared.warned_other_logger.swap(true, Ordering::Relaxed)
+                {
+                    warn_other_logger(own, &other);
+                }
+                other
+            }
+            None => own.shared.clone(),
+        };
         let invocation = Invocation::new(&event.context);
         let sampled = draw(shared.sample_rate.unwrap_or(0.0), invocation.request_id());
         let logged_event = if shared.log_event {
@@ -407,60 +419,42 @@ fn log_error(failure: &Failure) {
     );
 }
 
-/// The subscriber the layer's lines reach, as far as the layer is concerned.
-enum Installed {
-    /// None: every line is lost.
-    Nothing,
-    /// A logger other than the layer's writes the lines, with its own settings.
-    OtherLogger(Logger),
-    /// The layer's logger, or a subscriber that is not a logger's (the caller's own).
-    Fine,
+/// Says, once, that no `tracing` subscriber is installed (every line of the function, its
+/// failure lines included, would be lost without a word: `init()` forgotten), in the layer's
+/// logger's own output.
+fn check_subscriber_installed(logger: &Logger) {
+    let nothing = tracing::dispatcher::get_default(|dispatch| {
+        dispatch.is::<tracing::subscriber::NoSubscriber>()
+    });
+    if nothing {
+        report_missing_subscriber(logger);
+    }
 }
 
-/// Says, once, what the installed `tracing` subscriber changes about the lines: that there is
-/// none (every line of the function, its failure lines included, would be lost without a word:
-/// `init()` forgotten), in the layer's logger's own output; or that it is another logger's,
-/// whose settings the lines then follow (a second `Logger` built for the layer: its service,
-/// keys, redaction and writer were not used, and a key it was told to redact was written in
-/// clear, without a word; found by an attack from the docs), in that logger's output, where the
-/// lines go.
-fn check_installed_subscriber(logger: &Logger) {
-    let installed = tracing::dispatcher::get_default(|dispatch| {
-        if dispatch.is::<tracing::subscriber::NoSubscriber>() {
-            return Installed::Nothing;
-        }
-        match dispatch.downcast_ref::<JsonLayer>() {
-            Some(json) if !Arc::ptr_eq(&json.logger().shared, &logger.shared) => {
-                Installed::OtherLogger(json.logger().clone())
-            }
-            _ => Installed::Fine,
-        }
-    });
-    match installed {
-        Installed::Nothing => report_missing_subscriber(logger),
-        Installed::OtherLogger(installed) => {
-            /// The most of a service name the warning quotes.
-            const SERVICE_BYTES: usize = 64;
-            let service = |logger: &Logger| {
-                let name = &logger.shared.service;
-                name[..powertools_core::text::floor_char_boundary(name, SERVICE_BYTES)].to_owned()
-            };
-            installed.shared.notice(
-                Level::Warn,
-                &format!(
-                    "this LoggingLayer was given a Logger other than the one installed as the \
+/// Says that the installed subscriber is another logger's, whose settings the lines then follow
+/// (a second `Logger` built for the layer: its service, keys, redaction and writer were not
+/// used, and a key it was told to redact was written in clear, without a word; found by an
+/// attack from the docs), in that logger's output, where the lines go.
+fn warn_other_logger(logger: &Logger, installed: &Shared) {
+    /// The most of a service name the warning quotes.
+    const SERVICE_BYTES: usize = 64;
+    let service = |shared: &Shared| {
+        let name = &shared.service;
+        name[..powertools_core::text::floor_char_boundary(name, SERVICE_BYTES)].to_owned()
+    };
+    installed.notice(
+        Level::Warn,
+        &format!(
+            "this LoggingLayer was given a Logger other than the one installed as the \
                      tracing subscriber: its lines are written by the installed one (service \
                      {:?}), with all of that logger's settings (its service, keys, redaction, \
                      level, sample rate, event logging, log buffer and writer); this layer's \
                      logger (service {:?}) is not used. Give the layer the Logger you installed \
                      (a clone of it), or install the layer's",
-                    service(&installed),
-                    service(logger),
-                ),
-            );
-        }
-        Installed::Fine => {}
-    }
+            service(installed),
+            service(&logger.shared),
+        ),
+    );
 }
 
 /// Says, in the logger's own output, that no `tracing` subscriber is installed.

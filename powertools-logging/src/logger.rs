@@ -277,6 +277,8 @@ pub(crate) struct Shared {
     pub(crate) warned_no_raw_event: AtomicBool,
     /// Whether the layer checked, at its first invocation, that a subscriber is installed.
     pub(crate) checked_subscriber: AtomicBool,
+    /// Whether the layer said that another logger is installed, whose settings its lines follow.
+    pub(crate) warned_other_logger: AtomicBool,
 }
 
 impl std::fmt::Debug for Logger {
@@ -717,6 +719,7 @@ impl LoggerBuilder {
             runtime_failure_lines: self.runtime_failure_lines.unwrap_or(true),
             warned_no_raw_event: AtomicBool::new(false),
             checked_subscriber: AtomicBool::new(false),
+            warned_other_logger: AtomicBool::new(false),
         };
         if config.dev_mode() {
             // Left on in production, POWERTOOLS_DEV turns metrics and traces off without a word

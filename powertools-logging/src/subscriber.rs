@@ -537,7 +537,9 @@ where
                 })
                 .unwrap_or(false);
             if !inherited {
-                span.extensions_mut().insert(scope);
+                // `replace`, not `insert` (which panics on a second value): a registry with two
+                // loggers' layers sees each span twice (found by a review).
+                span.extensions_mut().replace(scope);
             }
         }
         if is_instrumentation(metadata.target()) {
@@ -545,7 +547,7 @@ where
                 let mut request_id = RuntimeRequestId::default();
                 attrs.record(&mut request_id);
                 if !request_id.0.is_empty() {
-                    span.extensions_mut().insert(request_id);
+                    span.extensions_mut().replace(request_id);
                 }
             }
             return;
@@ -554,7 +556,7 @@ where
         attrs.record(&mut fields);
         let fields = span_fields(fields);
         if !fields.is_empty() {
-            span.extensions_mut().insert(SpanFields(fields));
+            span.extensions_mut().replace(SpanFields(fields));
         }
     }
 

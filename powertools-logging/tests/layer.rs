@@ -1398,6 +1398,83 @@ async fn the_logger_the_layer_follows_is_the_one_installed_where_each_invocation
     );
 }
 
+/// Another logger installed at a later invocation, not the first, is said once too (a review
+/// found the layer followed it without a word: the check ran at the first invocation only).
+#[tokio::test(flavor = "current_thread")]
+async fn another_logger_installed_after_the_first_invocation_is_said_once() {
+    let build = |service: &str, logs: &MemoryLogs| {
+        Logger::builder()
+            .service(service)
+            .writer(logs.clone())
+            .env(Env::empty())
+            .build()
+            .unwrap()
+    };
+    let (own_logs, other_logs) = (MemoryLogs::new(), MemoryLogs::new());
+    let own = build("own", &own_logs);
+    let other = build("other", &other_logs);
+    let layer = LoggingLayer::new(own.clone());
+    for (logger, request) in [(&own, "req-1"), (&other, "req-2"), (&other, "req-3")] {
+        let _installed = tracing::subscriber::set_default(logger.subscriber());
+        layer
+            .layer(service_fn(|_: LambdaEvent<Value>| async {
+                Ok::<_, lambda_runtime::Error>(json!({}))
+            }))
+            .oneshot(TestContext::new().with_request_id(request).event(json!({})))
+            .await
+            .unwrap();
+    }
+    let warned = |logs: &MemoryLogs| {
+        logs.json()
+            .iter()
+            .filter(|line| {
+                line["message"]
+                    .as_str()
+                    .is_some_and(|message| message.contains("other than the one installed"))
+            })
+            .count()
+    };
+    assert_eq!(warned(&other_logs), 1, "said once, where the lines go");
+    assert_eq!(warned(&own_logs), 0);
+}
+
+/// Two loggers' layers in one registry (a user's own composition): each writes its lines, and
+/// neither panics (the second layer's span data panicked in `tracing-subscriber`'s extensions,
+/// which take one value of a type: found by a review).
+#[tokio::test(flavor = "current_thread")]
+async fn two_loggers_layers_in_one_registry_do_not_panic() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let (first_logs, second_logs) = (MemoryLogs::new(), MemoryLogs::new());
+    let first = builder(&first_logs).build().unwrap();
+    let second = builder(&second_logs).build().unwrap();
+    let registry = tracing_subscriber::registry()
+        .with(first.json_layer())
+        .with(second.json_layer());
+    let _installed = tracing::subscriber::set_default(registry);
+    LoggingLayer::new(first.clone())
+        .layer(service_fn(|_: LambdaEvent<Value>| async {
+            let span = tracing::info_span!("charge", order_id = "o-1");
+            span.in_scope(|| tracing::info!("charged"));
+            Ok::<_, lambda_runtime::Error>(json!({}))
+        }))
+        .oneshot(
+            TestContext::new()
+                .with_request_id("req-two")
+                .event(json!({})),
+        )
+        .await
+        .unwrap();
+    for logs in [&first_logs, &second_logs] {
+        let charged: Vec<Value> = logs
+            .json()
+            .into_iter()
+            .filter(|line| line["message"] == "charged")
+            .collect();
+        assert_eq!(charged.len(), 1, "each logger writes the line once");
+        assert_eq!(charged[0]["order_id"], "o-1");
+    }
+}
+
 /// What `key_scope`'s docs give a task spawned inside a scope: the scope is a task-local, so the
 /// task needs a scope of its own (with the keys appended in it) and the invocation's span
 /// (`.in_current_span()`) for the invocation's context (found by an attack from the docs: a task

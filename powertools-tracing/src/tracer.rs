@@ -30,8 +30,9 @@ use crate::propagation::HeaderTraceIds;
 
 /// `true` turns tracing off: no span, no export, no flush.
 pub const POWERTOOLS_TRACE_DISABLED: &str = "POWERTOOLS_TRACE_DISABLED";
-/// OpenTelemetry's switch for its SDK: `true` turns tracing off as
-/// [`POWERTOOLS_TRACE_DISABLED`] does, which wins when both are set.
+/// OpenTelemetry's switch for its SDK: `true` (any case) turns tracing off as
+/// [`POWERTOOLS_TRACE_DISABLED`] does, which wins when both are set; `false` leaves the decision
+/// to `POWERTOOLS_DEV`; any other value fails the build.
 pub const OTEL_SDK_DISABLED: &str = "OTEL_SDK_DISABLED";
 /// `false` stops the handler's response being recorded on the invocation span (default `true`).
 pub const POWERTOOLS_TRACER_CAPTURE_RESPONSE: &str = "POWERTOOLS_TRACER_CAPTURE_RESPONSE";
@@ -373,8 +374,8 @@ impl TracerBuilder {
         self
     }
 
-    /// Turns tracing off (default: `POWERTOOLS_TRACE_DISABLED`, else `OTEL_SDK_DISABLED`, else
-    /// `POWERTOOLS_DEV`, else on).
+    /// Turns tracing off (default: `POWERTOOLS_TRACE_DISABLED`, else off when
+    /// `OTEL_SDK_DISABLED` is `true` or `POWERTOOLS_DEV` is, else on).
     pub fn disabled(mut self, disabled: bool) -> Self {
         self.disabled = Some(disabled);
         self
@@ -499,7 +500,7 @@ impl TracerBuilder {
             Some(disabled) => disabled,
             None => match env.bool(POWERTOOLS_TRACE_DISABLED)? {
                 Some(disabled) => disabled,
-                None => env.bool(OTEL_SDK_DISABLED)?.unwrap_or(config.dev_mode()),
+                None => otel_sdk_disabled(&env)? || config.dev_mode(),
             },
         };
         let capture_response = match self.capture_response {
@@ -765,6 +766,24 @@ fn resource(service: &str, config: &PowertoolsConfig) -> Resource {
         .with_service_name(service.to_owned())
         .with_attributes(attributes)
         .build()
+}
+
+/// Whether `OTEL_SDK_DISABLED` is `true`: only that (any case, trimmed) is true, as OpenTelemetry
+/// reads it, and `false` (its default, which templates set) is only not turning tracing off.
+/// Another value is refused where the specification reads it as `false` with a warning: `1` or
+/// `yes` meant to turn tracing off would leave it on, and a warning at build time reaches no
+/// subscriber yet.
+fn otel_sdk_disabled(env: &Env) -> Result<bool, Error> {
+    let disabled = env.parse_with(
+        OTEL_SDK_DISABLED,
+        "true or false (OpenTelemetry reads no other value as true)",
+        |value| match value.trim().to_ascii_lowercase().as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        },
+    )?;
+    Ok(disabled.unwrap_or(false))
 }
 
 /// OpenTelemetry's span limits, with the limit variables of `env` over the SDK's defaults.
@@ -1364,12 +1383,16 @@ mod tests {
 
     /// `OTEL_SDK_DISABLED=true`, OpenTelemetry's switch for its SDK, turns tracing off as
     /// `POWERTOOLS_TRACE_DISABLED` does (it was not read: tracing stayed on and exported, found
-    /// by an attack from the docs); Powertools' own variable wins, and a value that is not a
-    /// boolean fails the build naming the variable.
+    /// by an attack from the docs); Powertools' own variable wins. As OpenTelemetry reads it,
+    /// only `true` (any case) is true: `false`, its default, which templates set, does not turn
+    /// development mode's tracing back on, and `1` or `yes` are refused naming the variable
+    /// rather than read as `false` as the specification says (its review).
     #[test]
     fn otel_sdk_disabled_turns_tracing_off() {
         assert!(!tracer(&[(OTEL_SDK_DISABLED, "true")]).is_enabled());
+        assert!(!tracer(&[(OTEL_SDK_DISABLED, " TRUE ")]).is_enabled());
         assert!(tracer(&[(OTEL_SDK_DISABLED, "false")]).is_enabled());
+        assert!(tracer(&[(OTEL_SDK_DISABLED, "")]).is_enabled());
         assert!(
             tracer(&[
                 (OTEL_SDK_DISABLED, "true"),
@@ -1379,11 +1402,21 @@ mod tests {
             "Powertools' own setting wins"
         );
         assert!(!tracer(&[(OTEL_SDK_DISABLED, "true"), ("POWERTOOLS_DEV", "false")]).is_enabled());
-        let malformed = Tracer::builder()
-            .env(Env::from_pairs([(OTEL_SDK_DISABLED, "perhaps")]))
-            .build()
-            .unwrap_err();
-        assert!(malformed.to_string().contains(OTEL_SDK_DISABLED));
+        assert!(
+            !tracer(&[(OTEL_SDK_DISABLED, "false"), ("POWERTOOLS_DEV", "true")]).is_enabled(),
+            "OpenTelemetry's default does not keep tracing on in development mode"
+        );
+        for malformed in ["perhaps", "1", "yes", "on"] {
+            let error = Tracer::builder()
+                .env(Env::from_pairs([(OTEL_SDK_DISABLED, malformed)]))
+                .build()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(OTEL_SDK_DISABLED) && error.contains("true or false"),
+                "{error}"
+            );
+        }
     }
 
     #[test]
