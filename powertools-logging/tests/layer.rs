@@ -1249,21 +1249,17 @@ async fn a_layer_whose_logger_is_not_the_installed_one_says_so_once() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_layer_given_another_logger_follows_the_installed_one_s_sampling_event_and_buffer() {
     let installed_logs = MemoryLogs::new();
-    let installed = Logger::builder()
+    let installed = builder(&installed_logs)
         .service("installed")
         .level(Level::Info)
         .sample_rate(1.0)
         .log_event(true)
-        .writer(installed_logs.clone())
-        .env(Env::empty())
         .build()
         .unwrap();
     let layer_logs = MemoryLogs::new();
-    let layer_logger = Logger::builder()
+    let layer_logger = builder(&layer_logs)
         .service("layer")
         .level(Level::Info)
-        .writer(layer_logs.clone())
-        .env(Env::empty())
         .build()
         .unwrap();
     let _installed = tracing::subscriber::set_default(installed.subscriber());
@@ -1299,18 +1295,14 @@ async fn a_layer_given_another_logger_follows_the_installed_one_s_sampling_event
 
     // The installed logger's buffer: DEBUG lines held, and written when the invocation fails.
     let buffered_logs = MemoryLogs::new();
-    let buffering = Logger::builder()
+    let buffering = builder(&buffered_logs)
         .service("installed")
         .level(Level::Info)
         .buffer(BufferConfig::default())
-        .writer(buffered_logs.clone())
-        .env(Env::empty())
         .build()
         .unwrap();
-    let plain = Logger::builder()
+    let plain = builder(&MemoryLogs::new())
         .service("layer")
-        .writer(MemoryLogs::new())
-        .env(Env::empty())
         .build()
         .unwrap();
     let _buffering = tracing::subscriber::set_default(buffering.subscriber());
@@ -1347,20 +1339,16 @@ async fn a_layer_given_another_logger_follows_the_installed_one_s_sampling_event
 #[tokio::test(flavor = "current_thread")]
 async fn the_logger_the_layer_follows_is_the_one_installed_where_each_invocation_starts() {
     let own_logs = MemoryLogs::new();
-    let own = Logger::builder()
+    let own = builder(&own_logs)
         .service("own")
         .level(Level::Info)
         .sample_rate(1.0)
-        .writer(own_logs.clone())
-        .env(Env::empty())
         .build()
         .unwrap();
     let other_logs = MemoryLogs::new();
-    let other = Logger::builder()
+    let other = builder(&other_logs)
         .service("other")
         .level(Level::Info)
-        .writer(other_logs.clone())
-        .env(Env::empty())
         .build()
         .unwrap();
     let layer = LoggingLayer::new(own.clone());
@@ -1402,14 +1390,7 @@ async fn the_logger_the_layer_follows_is_the_one_installed_where_each_invocation
 /// found the layer followed it without a word: the check ran at the first invocation only).
 #[tokio::test(flavor = "current_thread")]
 async fn another_logger_installed_after_the_first_invocation_is_said_once() {
-    let build = |service: &str, logs: &MemoryLogs| {
-        Logger::builder()
-            .service(service)
-            .writer(logs.clone())
-            .env(Env::empty())
-            .build()
-            .unwrap()
-    };
+    let build = |service: &str, logs: &MemoryLogs| builder(logs).service(service).build().unwrap();
     let (own_logs, other_logs) = (MemoryLogs::new(), MemoryLogs::new());
     let own = build("own", &own_logs);
     let other = build("other", &other_logs);
