@@ -11,7 +11,7 @@
 use std::cell::Cell;
 use std::collections::HashSet;
 
-use crate::metrics::escaped_len;
+use crate::metrics::{Written, escaped_len};
 
 /// Dimension name lists: the first is the main set, which `add_dimension` grows; the others are
 /// `add_dimensions`'s, each once.
@@ -83,11 +83,8 @@ impl DimensionSets {
             self.sets.truncate(1);
             self.others.clear();
         }
-        let main = &mut self.sets[0];
-        change(main);
-        self.bytes = main.iter().map(String::len).sum();
-        self.names = main.len();
-        self.escaped_bytes.set(None);
+        change(&mut self.sets[0]);
+        self.measure();
     }
 
     /// Replaces every set with what `change` makes of them (the main set first), then indexes
@@ -104,11 +101,10 @@ impl DimensionSets {
     }
 
     /// The bytes the sets take in a document (each name quoted and followed by a comma, each
-    /// set's brackets and the comma after it), each name taking `escaped` bytes when true, else
-    /// six times its length (the most escaping can make of it).
-    pub(crate) fn written_bytes(&self, escaped: bool) -> usize {
-        let names = if escaped {
-            match self.escaped_bytes.get() {
+    /// set's brackets and the comma after it), each name counted as `written` says.
+    pub(crate) fn written_bytes(&self, written: Written) -> usize {
+        let names = match written {
+            Written::Escaped => match self.escaped_bytes.get() {
                 Some(bytes) => bytes,
                 None => {
                     let bytes = self
@@ -120,9 +116,8 @@ impl DimensionSets {
                     self.escaped_bytes.set(Some(bytes));
                     bytes
                 }
-            }
-        } else {
-            6 * self.bytes
+            },
+            Written::AtMost => 6 * self.bytes,
         };
         names + 3 * self.names + 3 * self.sets.len()
     }
@@ -171,16 +166,15 @@ mod tests {
     use super::*;
 
     /// The sizes kept as the sets change are what walking every set gives.
-    fn walked(sets: &DimensionSets, escaped: bool) -> usize {
+    fn walked(sets: &DimensionSets, written: Written) -> usize {
         sets.all()
             .iter()
             .map(|set| {
                 set.iter()
                     .map(|name| {
-                        let len = if escaped {
-                            crate::metrics::escaped_len(name)
-                        } else {
-                            6 * name.len()
+                        let len = match written {
+                            Written::Escaped => escaped_len(name),
+                            Written::AtMost => 6 * name.len(),
                         };
                         len + 3
                     })
@@ -195,8 +189,8 @@ mod tests {
     }
 
     fn assert_measured(sets: &DimensionSets) {
-        for escaped in [true, false] {
-            assert_eq!(sets.written_bytes(escaped), walked(sets, escaped));
+        for written in [Written::Escaped, Written::AtMost] {
+            assert_eq!(sets.written_bytes(written), walked(sets, written));
         }
         // Counted once asked for, then kept as the sets change.
         assert!(sets.escaped_bytes.get().is_some());

@@ -298,26 +298,25 @@ impl State {
     /// The serialized size of everything every document of the invocation repeats: the
     /// dimension sets in the directive, the dimension values and the metadata.
     fn context_bytes(&self) -> usize {
-        self.context_size(escaped_len, true)
+        self.context_size(Written::Escaped)
     }
 
     /// An upper bound of [`context_bytes`](Self::context_bytes), without looking at the bytes
     /// (escaping at most sextuples a name or value: `\u0001`).
     fn context_bytes_at_most(&self) -> usize {
-        self.context_size(|text| 6 * text.len(), false)
+        self.context_size(Written::AtMost)
     }
 
-    /// The repeated context's size, each name and value taking `written(text)` bytes (the sets'
-    /// names their escaped length when `escaped`, else six times their length).
-    fn context_size(&self, written: impl Fn(&str) -> usize, escaped: bool) -> usize {
+    /// The repeated context's size, each name and value counted as `written` says.
+    fn context_size(&self, written: Written) -> usize {
         let dimensions: usize = self
             .dimensions
             .iter()
-            .map(|(name, value)| written(name) + written(value) + 6)
+            .map(|(name, value)| written.len(name) + written.len(value) + 6)
             .sum();
         // Each set's `[`, `]` and the comma after it too (left out, accepted sets passed the
         // bound in the document; found by a review).
-        dimensions + self.dimension_sets.written_bytes(escaped) + self.metadata_bytes
+        dimensions + self.dimension_sets.written_bytes(written) + self.metadata_bytes
     }
 
     /// Refuses a change (adding `added` bytes, freeing `freed`) that would make the repeated part
@@ -1928,6 +1927,26 @@ fn dimension_len(name: &str, value: &str) -> usize {
 fn json_len(key: &str, value: &Value) -> usize {
     let value_len = serde_json::to_string(value).map_or(0, |text| text.len());
     escaped_len(key) + value_len + 4
+}
+
+/// How a name or value is counted when measuring a document's repeated context.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Written {
+    /// As serde_json writes it ([`escaped_len`]).
+    Escaped,
+    /// The most escaping can make of it, six times its length (`\u0001`), without looking at
+    /// its bytes.
+    AtMost,
+}
+
+impl Written {
+    /// The bytes `text` is counted as.
+    pub(crate) fn len(self, text: &str) -> usize {
+        match self {
+            Written::Escaped => escaped_len(text),
+            Written::AtMost => 6 * text.len(),
+        }
+    }
 }
 
 /// The bytes `text` takes inside a JSON string as serde_json writes it: `"` and `\` escaped,
