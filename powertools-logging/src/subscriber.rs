@@ -34,6 +34,19 @@ fn span_fields(fields: FieldCollector<'_>) -> Vec<(&'static str, Vec<u8>)> {
     written
 }
 
+/// The standard keys a failure line written outside any invocation's scope gives as fields
+/// (`powertools::run`'s for an event the handler's type cannot hold): the invocation's, written
+/// under their own names. `function_request_id` comes from the runtime's span.
+const OUTSIDE_INVOCATION_KEYS: [&str; 7] = [
+    "cold_start",
+    "function_name",
+    "function_memory_size",
+    "function_arn",
+    "function_version",
+    "xray_trace_id",
+    "tenant_id",
+];
+
 /// The target of `lambda_runtime`'s own line for a failed invocation.
 const RUNTIME_FAILURE_TARGET: &str = "lambda_runtime::layers::panic";
 /// The target of `lambda_runtime`'s lines about the event it received.
@@ -200,10 +213,12 @@ impl JsonLayer {
             }
             // A failure line outside any invocation's scope (`powertools::run`'s for an event the
             // handler's type cannot hold, which no layer saw) gives the invocation's
-            // `cold_start` as a field: the standard key, as every invocation line has it, not
-            // `extra_cold_start` (found by an attack on the facade from the docs).
+            // `cold_start` and Lambda context as fields: the standard keys, as every invocation
+            // line has them, not `extra_cold_start` (found by an attack on the facade from the
+            // docs).
             let written = if fields.failure_marker
-                && (FAILURE_KEYS.contains(name) || (invocation.is_none() && *name == "cold_start"))
+                && (FAILURE_KEYS.contains(name)
+                    || (invocation.is_none() && OUTSIDE_INVOCATION_KEYS.contains(name)))
             {
                 line.own_key(name)
             } else {

@@ -351,12 +351,21 @@ where
                     powertools_core::cold_start::note_unseen_invocation(&event.context);
                 // In the runtime's span: the line carries the invocation's request id.
                 // The logging layer's failure line, as it writes one (its marker field says so:
-                // `exception` fails closed on masked keys, and is not repeated as a field).
+                // `exception` fails closed on masked keys, and is not repeated as a field), with
+                // the Lambda context keys every line of the function has (a query on
+                // `function_name` missed these lines; found by reading the notes of an attack).
+                let invocation = powertools_core::Invocation::new(&event.context);
                 tracing::error!(
                     target: "powertools_logging",
                     exception_name = "InvalidEvent",
                     exception = %invalid,
                     cold_start,
+                    function_name = invocation.function_name(),
+                    function_memory_size = invocation.memory_size_mb(),
+                    function_arn = invocation.function_arn(),
+                    function_version = invocation.function_version(),
+                    xray_trace_id = invocation.xray_root_trace_id(),
+                    tenant_id = invocation.tenant_id(),
                     powertools_logging.failure = true,
                     "Invocation failed"
                 );
@@ -1263,6 +1272,67 @@ mod tests {
             .unwrap_or_else(|| panic!("{lines:?}"));
         assert!(failure["cold_start"].is_boolean(), "{failure}");
         assert!(failure.get("extra_cold_start").is_none(), "{failure}");
+    }
+
+    /// The failure line of an event the handler's type cannot hold carries the Lambda context
+    /// keys every other line of the function has: a Logs Insights query or a dashboard that
+    /// filters on `function_name` (one log group per platform, many functions) found every
+    /// failure of the function but these (they had the request id and `cold_start` only).
+    #[cfg(feature = "logging")]
+    #[tokio::test]
+    async fn an_invalid_event_s_failure_line_carries_the_lambda_context_keys() {
+        use lambda_runtime::service_fn;
+        let logs = powertools_logging::MemoryLogs::new();
+        let logger = powertools_logging::Logger::builder()
+            .service("orders")
+            .writer(logs.clone())
+            .env(powertools_core::env::Env::empty())
+            .build()
+            .unwrap();
+        let _subscriber = powertools_tests::set_test_default(logger.subscriber());
+        let mut service = ReadEvent::new(service_fn(|event: LambdaEvent<Order>| async move {
+            Ok::<_, Diagnostic>(event.payload.id)
+        }));
+        let invalid: EventOf<Order> = serde_json::from_str(r#"{"id":1}"#).unwrap();
+        let header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+        let context = powertools_core::testing::TestContext::new()
+            .with_request_id("req-invalid")
+            .with_function_name("orders-api")
+            .with_function_arn("arn:aws:lambda:eu-west-1:123456789012:function:orders-api")
+            .with_function_version("7")
+            .with_memory_size_mb(256)
+            .with_trace_id(header)
+            .with_tenant_id("tenant-9")
+            .build();
+        service
+            .call(LambdaEvent::new(invalid, context))
+            .await
+            .failed();
+        let lines = logs.json();
+        let failure = lines
+            .iter()
+            .find(|line| line["exception_name"] == "InvalidEvent")
+            .unwrap_or_else(|| panic!("{lines:?}"));
+        assert_eq!(failure["function_name"], "orders-api", "{failure}");
+        assert_eq!(failure["function_memory_size"], 256, "{failure}");
+        assert_eq!(
+            failure["function_arn"], "arn:aws:lambda:eu-west-1:123456789012:function:orders-api",
+            "{failure}"
+        );
+        assert_eq!(failure["function_version"], "7", "{failure}");
+        assert_eq!(
+            failure["xray_trace_id"], "1-5759e988-bd862e3fe1be46a994272793",
+            "{failure}"
+        );
+        assert_eq!(failure["tenant_id"], "tenant-9", "{failure}");
+        assert!(
+            failure
+                .as_object()
+                .unwrap()
+                .keys()
+                .all(|key| !key.starts_with("extra_")),
+            "{failure}"
+        );
     }
 
     #[tokio::test]

@@ -165,7 +165,8 @@ impl Powertools {
 /// ([`LoggerBuilder::runtime_failure_lines`]): [`PowertoolsLayer`] puts logging outermost, so its
 /// failure line, with the invocation's context, covers every failure of the handler. An event
 /// that does not fit the handler's type never reaches the stack: under [`run`](crate::run) it
-/// gets a failure line of its own (`InvalidEvent`), with the request id only.
+/// gets a failure line of its own (`InvalidEvent`), with the request id and the Lambda context
+/// keys, but no appended key.
 #[derive(Debug)]
 #[must_use]
 pub struct PowertoolsBuilder {

@@ -199,6 +199,9 @@ async fn an_event_that_is_not_an_sqs_event_fails_naming_where_never_quoting_the_
                 .is_some_and(|id| !id.is_empty()),
             "the line carries the invocation's request id: {line}"
         );
+        // And the function's name, as every line of the function: a query on it found every
+        // failure but these.
+        assert_eq!(line["function_name"], "bake-queue", "{line}");
         assert_eq!(line["message"], "Invocation failed", "{line}");
         assert_eq!(line["exception_name"], "InvalidEvent", "{line}");
         assert!(
