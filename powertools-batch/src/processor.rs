@@ -176,7 +176,8 @@ impl BatchProcessor {
     /// rest failed after a failure), as Powertools for Python's `SqsFifoPartialProcessor` does
     /// (default: a batch is FIFO when a record's source ARN ends in `.fifo` or a record has the
     /// `SequenceNumber` attribute only FIFO queues set). For events built by hand or by a
-    /// transformation that leave both off.
+    /// transformation that leave both off. `fifo(false)` is that default: it never makes a FIFO
+    /// queue's batch run as a standard queue's.
     pub fn fifo(mut self, fifo: bool) -> Self {
         self.fifo = fifo;
         self
@@ -725,11 +726,16 @@ fn record_counts(processed: usize, failed: usize) {
         });
         return;
     };
-    let counted = metrics
-        .add_metric("BatchRecordsProcessed", processed as f64, Unit::Count)
-        .and_then(|()| metrics.add_metric("BatchRecordsFailed", failed as f64, Unit::Count));
-    if let Err(error) = counted {
-        tracing::warn!(%error, "batch counts not recorded");
+    // Each on its own: a handler's metric of one of these names (another unit) refuses that
+    // count only, and the warning names it (chained, a clash on the first lost both, with a
+    // warning naming neither; found by an attack from the docs).
+    for (name, count) in [
+        ("BatchRecordsProcessed", processed),
+        ("BatchRecordsFailed", failed),
+    ] {
+        if let Err(error) = metrics.add_metric(name, count as f64, Unit::Count) {
+            tracing::warn!(%error, "the batch's {name} count ({count}) is not recorded");
+        }
     }
 }
 

@@ -732,6 +732,64 @@ async fn each_record_logs_with_its_message_id_and_the_counts_are_metrics() {
     assert_eq!(document["BatchRecordsFailed"], 3.0);
 }
 
+/// A handler's own metric named like one of the processor's counts (with another unit) is
+/// refused to the processor: the other count is still recorded, and the warning names the count
+/// it lost. The two were recorded as one chain: a clash on `BatchRecordsProcessed` lost
+/// `BatchRecordsFailed` too, and the warning said "batch counts" (found by an attack on the
+/// batch crate from the docs).
+#[tokio::test]
+async fn a_handler_metric_named_like_one_count_loses_that_count_only_and_says_which() {
+    use powertools_metrics::MetricsLayer;
+    use powertools_tests::emf::CheckedSink;
+
+    logging();
+    let sink = CheckedSink::new();
+    let metrics = MetricsLayer::builder()
+        .namespace("Bakery")
+        .sink(sink.clone())
+        .env(powertools_core::env::Env::empty())
+        .build()
+        .unwrap();
+    let function = LoggingLayer::new(logging().0.clone()).layer(metrics.layer(service_fn(
+        |event: LambdaEvent<SqsEvent>| async move {
+            BatchProcessor::new()
+                .process_sqs(&event.payload, |record: SqsRecord<BakeOrder>| async move {
+                    if let Some(metrics) = powertools_metrics::Metrics::current() {
+                        metrics
+                            .add_metric(
+                                "BatchRecordsProcessed",
+                                250.0,
+                                powertools_metrics::Unit::Milliseconds,
+                            )
+                            .unwrap();
+                    }
+                    bake(record).await
+                })
+                .await
+        },
+    )));
+    let response = function
+        .oneshot(
+            TestContext::new()
+                .with_request_id("req-clash")
+                .event(sqs("mixed")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed_ids(&response), ["m-2", "m-3", "m-5"]);
+    let document = &powertools_tests::emf::valid_lines(&sink.lines())[0];
+    assert_eq!(document["BatchRecordsFailed"], 3.0, "{document}");
+    let warnings: Vec<Value> = lines_of("req-clash")
+        .into_iter()
+        .filter(|line| line["level"] == "WARN" && line["message"] != "a batch record failed")
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].to_string().contains("BatchRecordsProcessed"),
+        "{warnings:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_redelivered_record_is_not_processed_twice() {
     logging();
@@ -1309,9 +1367,11 @@ async fn counts_without_a_metrics_layer_are_said_to_be_lost_once() {
         .json()
         .into_iter()
         .filter(|line| {
-            line["message"]
-                .as_str()
-                .is_some_and(|message| message.contains("BatchRecordsProcessed"))
+            // Not the warning of a count refused to the processor (another test's).
+            line["function_request_id"] != "req-clash"
+                && line["message"]
+                    .as_str()
+                    .is_some_and(|message| message.contains("BatchRecordsProcessed"))
         })
         .collect();
     assert_eq!(warnings.len(), 1, "{warnings:#?}");
