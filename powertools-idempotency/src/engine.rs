@@ -558,12 +558,26 @@ impl<St: IdempotencyStore> Engine<St> {
                         )
                         .await;
                         if !matches!(taken_back, Some(Ok(()))) {
+                            // The time the claim holds the key until: an untrusted deadline's
+                            // is the fallback window's end, not the deadline (found by an attack
+                            // under an emulator, whose deadline is not trusted).
+                            let until = record
+                                .in_progress_expiry_timestamp
+                                .map(crate::record::rfc3339_millis)
+                                .unwrap_or_default();
+                            let which = match deadline {
+                                Deadline::Trusted(_) => "the invocation's deadline",
+                                Deadline::Untrusted => {
+                                    "the in-progress fallback window's end: the invocation's \
+                                     deadline can't be trusted"
+                                }
+                            };
                             tracing::warn!(
                                 key = %record.key,
                                 "The in-progress record may be stored though its write went \
                                  unanswered (or was answered only after the SDK's retries), and \
                                  taking it back failed too: duplicates get AlreadyInProgress \
-                                 until the invocation's deadline."
+                                 until {until} ({which})."
                             );
                         }
                     }

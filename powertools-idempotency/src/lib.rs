@@ -101,7 +101,8 @@
 //! Every store call is bounded by [`store_timeout`](IdempotencyBuilder::store_timeout) (default
 //! 10 s, SDK retries included) and ends at least 100 ms before the invocation's deadline (a
 //! call with less time left than that fails at once, unless the store answers when first
-//! polled, as `InMemoryStore` does; the completion of a record after the handler succeeded
+//! polled, as `InMemoryStore` does: a claim's write is sent all the same, and may land, holding
+//! the key until the deadline, which is then passed or all but passed; the completion of a record after the handler succeeded
 //! ends 10 ms before it instead, since failing it means the handler runs again), so a hung store fails the invocation with a typed error
 //! before Lambda stops it, however many store calls the invocation makes (the records of a
 //! batch). A deadline that can't be trusted (missing, more than a second past, or more than
@@ -179,7 +180,11 @@
 //! - The key prefix may not be invisible characters alone, nor hold a control character, a line
 //!   separator or a bidirectional formatting character (refused by `build`), and a key over
 //!   DynamoDB's limit for its attribute (2048 bytes for a partition key, 1024 for a sort key) is
-//!   refused before any request, naming the prefix and the operation; Python sends both.
+//!   refused before any request, naming the prefix and the operation; Python sends both. It is
+//!   an [`Error::Persistence`] (`IdempotencyPersistenceLayerError`), as the store reports it
+//!   at the call, not at `build`: a caller that retries store errors as passing retries this
+//!   one for ever. Keep a custom prefix well under the limit (the key adds `.`, the operation's
+//!   name, `#` and a 64-digit hash).
 //! - An untrusted deadline gets a 15-minute in-progress window; Python writes whatever the
 //!   context says.
 //! - A failed handler's claim is released by replacing it with a fence (one conditional

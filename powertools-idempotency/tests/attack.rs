@@ -8,6 +8,8 @@
 // replay never runs the function.
 #![allow(clippy::unwrap_used, unreachable_code)]
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io;
@@ -3505,6 +3507,56 @@ async fn put_answer_lost() {
         .await;
     assert_eq!(variant(&duplicate), "IdempotencyAlreadyInProgressError");
     assert_eq!(n.load(SeqCst), 0);
+}
+
+/// The time the take-back's warning gives, parsed.
+fn warned_until(warnings: &str) -> i64 {
+    let (_, after) = warnings
+        .split_once("AlreadyInProgress until ")
+        .unwrap_or_else(|| panic!("{warnings}"));
+    let time = after.split_whitespace().next().unwrap();
+    chrono::DateTime::parse_from_rfc3339(time)
+        .unwrap_or_else(|error| panic!("{time}: {error}"))
+        .timestamp_millis()
+}
+
+/// When taking back an unanswered claim fails too, the warning gives the time the claim holds
+/// the key until: the invocation's deadline, or, when that can't be trusted (an emulator's), the
+/// in-progress fallback, 15 minutes. It said "until the invocation's deadline" for both (found
+/// by an attack under `cargo lambda watch`, whose deadline is not trusted).
+#[tokio::test]
+async fn a_failed_take_back_warns_with_the_time_the_claim_holds_the_key_until() {
+    let captured = support::CapturedWarnings::default();
+    let _subscriber = tracing::subscriber::set_default(captured.subscriber());
+    let deadline_ms = now_ms() + 60_000;
+    let trusted = TestContext::new()
+        .with_deadline_ms(deadline_ms as u64)
+        .build();
+    let before = now_ms();
+    for (key, context) in [("trusted", trusted), ("untrusted", Context::default())] {
+        let store = FaultStore::new();
+        store.set("put", Fault::LoseAnswer);
+        store.set("delete", Fault::Fail);
+        let idem = fault_idem(&store, Duration::from_millis(200));
+        let n = counter();
+        let result = idem
+            .run(&context, "op", key.to_owned(), counted!(n, 1u8))
+            .await;
+        assert_eq!(variant(&result), "IdempotencyPersistenceLayerError");
+        assert_eq!(n.load(SeqCst), 0);
+    }
+    let warnings = captured.text();
+    let (trusted, untrusted) = warnings
+        .split_once("taking it back failed too")
+        .and_then(|(_, rest)| rest.split_once("taking it back failed too"))
+        .unwrap_or_else(|| panic!("two warnings: {warnings}"));
+    assert_eq!(warned_until(trusted), deadline_ms, "{warnings}");
+    let fallback = warned_until(untrusted) - before;
+    assert!(
+        (900_000..905_000).contains(&fallback),
+        "15 minutes from the call: {fallback} ms; {warnings}"
+    );
+    assert!(untrusted.contains("can't be trusted"), "{warnings}");
 }
 
 /// Inconsistent stores: reported after bounded retries, the handler never runs.
