@@ -139,7 +139,7 @@ async fn the_deployed_function_places_each_order_once_and_reports_it_in_logs_met
     let (status, conflict) = http(&function.invoke(&sample("same-key-other-basket.json")));
     assert_eq!(
         (status, conflict["error"].clone()),
-        (409, json!("IdempotencyKeyReused"))
+        (422, json!("IdempotencyKeyReused"))
     );
 
     // A payment that fails leaves nothing behind; the retry places the order.

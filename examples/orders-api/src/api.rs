@@ -358,8 +358,10 @@ fn as_response(
         (status, code, message)
     };
     let (status, code, message) = match result {
+        // 422, as the IETF's Idempotency-Key draft answers a key reused with another payload
+        // (409 is for a request still in progress), and as the http-axum example does.
         Err(Error::PayloadMismatch { .. }) => layer_refusal(
-            409,
+            422,
             "IdempotencyKeyReused",
             "this Idempotency-Key was already used for a different order".to_owned(),
         ),
@@ -936,7 +938,7 @@ mod tests {
         assert_eq!(fx.payments.charges().len(), 1, "never charged again");
     }
 
-    /// The idempotency layer's refusals answered as 409s (a key reused for another order, the
+    /// The idempotency layer's refusals (422 for a key reused for another order, 409 for the
     /// same order being placed right now) are logged, as every other refusal is: they wrote no
     /// line, so a client's 409 could not be found by its request or correlation id (found by an
     /// attack).
@@ -959,7 +961,7 @@ mod tests {
         )
         .await;
         assert!(
-            matches!(&reused, Ok((409, body)) if body["error"] == "IdempotencyKeyReused"),
+            matches!(&reused, Ok((422, body)) if body["error"] == "IdempotencyKeyReused"),
             "{reused:?}"
         );
         let lines: Vec<Value> = fx
@@ -993,7 +995,7 @@ mod tests {
         .await;
         assert_eq!(
             (reused.0, reused.1["error"].as_str()),
-            (409, Some("IdempotencyKeyReused"))
+            (422, Some("IdempotencyKeyReused"))
         );
         assert_eq!(saved.lock().unwrap().len(), 1);
         assert_eq!(payments.charges().len(), 1);

@@ -213,12 +213,12 @@ fn explain(step: usize, what: &str, status: i64, body: &Value, ran: bool, charge
             "replayed from the idempotency record: same answer ({}), handler not run, nobody charged again",
             body["payment"]
         ),
-        (409, Some("IdempotencyKeyReused")) => {
+        (422, Some("IdempotencyKeyReused")) => {
             "refused: the key's stored payload differs (payload validation), nothing ran".to_owned()
         }
         (409, Some("PaymentConflict")) => {
-            "refused: the charge is keyed on the order's payment id, which was charged another \
-             amount; nobody charged again, the saved order untouched"
+            "refused: the order id is saved already, with another total, read before any \
+             charge; nobody charged again, the saved order untouched"
                 .to_owned()
         }
         (502, Some("PaymentFailed")) => {
