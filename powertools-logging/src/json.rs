@@ -96,6 +96,11 @@ pub(crate) struct Redactor {
 }
 
 impl Redactor {
+    /// The redactor that masks nothing.
+    pub(crate) fn none() -> Self {
+        Redactor::new(std::iter::empty::<&str>())
+    }
+
     pub(crate) fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(keys: I) -> Self {
         // A key of separators alone would match every key of separators alone: left out.
         let (keys, spelled): (Vec<String>, Vec<String>) = keys
@@ -1428,7 +1433,29 @@ pub(crate) struct FieldCollector<'r> {
     pub(crate) exception: Option<(Option<String>, String)>,
     /// Whether the line is the batch utility's (see [`FieldValue::batch_line`]).
     pub(crate) batch_line: bool,
+    /// Whether the line is the library's own ([`LIBRARY_TARGET`]).
+    library_line: bool,
 }
+
+/// The standard keys a failure line written outside any invocation's scope gives as fields
+/// (`powertools::run`'s for an event the handler's type cannot hold): the invocation's, written
+/// under their own names and never masked, as on every other line. `function_request_id` comes
+/// from the runtime's span.
+pub(crate) const OUTSIDE_INVOCATION_KEYS: [&str; 7] = [
+    "cold_start",
+    "function_name",
+    "function_memory_size",
+    "function_arn",
+    "function_version",
+    "xray_trace_id",
+    "tenant_id",
+];
+
+/// The target of the library's own lines (the failure line; the invocation-event line's is its
+/// module's, below it): only they carry the markers (another target's marker field is a field
+/// as any other, so that a line of the application's cannot pass for a failure line and write
+/// the standard keys).
+pub(crate) const LIBRARY_TARGET: &str = "powertools_logging";
 
 pub(crate) const EVENT_MARKER: &str = "powertools_logging.invocation_event";
 pub(crate) const FAILURE_MARKER: &str = "powertools_logging.failure";
@@ -1459,6 +1486,7 @@ impl<'r> FieldCollector<'r> {
             failure_marker: false,
             exception: None,
             batch_line: false,
+            library_line: false,
         }
     }
 
@@ -1467,6 +1495,9 @@ impl<'r> FieldCollector<'r> {
     pub(crate) fn for_target(redactor: &'r Redactor, target: &str) -> Self {
         FieldCollector {
             batch_line: target.starts_with("powertools_batch"),
+            library_line: target
+                .strip_prefix(LIBRARY_TARGET)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with("::")),
             ..FieldCollector::new(redactor)
         }
     }
@@ -1506,13 +1537,23 @@ impl<'r> FieldCollector<'r> {
                     }
                 });
             }
-            EVENT_MARKER => self.event_marker = true,
-            FAILURE_MARKER => self.failure_marker = true,
+            EVENT_MARKER if self.library_line => self.event_marker = true,
+            FAILURE_MARKER if self.library_line => self.failure_marker = true,
             name => {
                 let mut out = Vec::new();
+                // The Lambda context keys of the library's failure line are never masked, as on
+                // every other line (masked there only, a query on one missed the line; found by
+                // a review).
+                let unmasked;
+                let redactor = if self.library_line && OUTSIDE_INVOCATION_KEYS.contains(&name) {
+                    unmasked = Redactor::none();
+                    &unmasked
+                } else {
+                    self.redactor
+                };
                 FieldValue {
                     out: &mut out,
-                    redactor: self.redactor,
+                    redactor,
                     batch_line: self.batch_line,
                 }
                 .write(field, value);

@@ -13,7 +13,8 @@ use crate::failure::StackTrace;
 use crate::invocation::InvocationState;
 use crate::json::Line;
 use crate::json::{
-    FAILURE_KEYS, FieldCollector, REDACTED, masked_json_text, redacted_message, write_str,
+    FAILURE_KEYS, FieldCollector, OUTSIDE_INVOCATION_KEYS, REDACTED, masked_json_text,
+    redacted_message, write_str,
 };
 use crate::level::Level;
 use crate::logger::{Logger, Shared};
@@ -33,19 +34,6 @@ fn span_fields(fields: FieldCollector<'_>) -> Vec<(&'static str, Vec<u8>)> {
     }
     written
 }
-
-/// The standard keys a failure line written outside any invocation's scope gives as fields
-/// (`powertools::run`'s for an event the handler's type cannot hold): the invocation's, written
-/// under their own names. `function_request_id` comes from the runtime's span.
-const OUTSIDE_INVOCATION_KEYS: [&str; 7] = [
-    "cold_start",
-    "function_name",
-    "function_memory_size",
-    "function_arn",
-    "function_version",
-    "xray_trace_id",
-    "tenant_id",
-];
 
 /// The target of `lambda_runtime`'s own line for a failed invocation.
 const RUNTIME_FAILURE_TARGET: &str = "lambda_runtime::layers::panic";
@@ -726,5 +714,62 @@ mod tests {
         assert_eq!(persistent, keys - 2);
         assert!(written.values().all(|value| !value.is_null()));
         let _: &Value = line;
+    }
+
+    /// A failure line outside any invocation (`powertools::run`'s for an event the handler's
+    /// type cannot hold) writes the Lambda context keys as every line does, unmasked: masked
+    /// there only (a user's `redact_key("tenant_id")`), a query on the key missed it again (found
+    /// by a review).
+    #[test]
+    fn the_failure_line_s_lambda_context_keys_are_never_masked() {
+        let logs = MemoryLogs::new();
+        let logger = Logger::builder()
+            .service("orders")
+            .redact_key("tenant_id")
+            .redact_key("function_name")
+            .writer(logs.clone())
+            .build()
+            .unwrap();
+        let _guard = tracing::subscriber::set_default(logger.subscriber());
+        tracing::error!(
+            target: "powertools_logging",
+            exception_name = "InvalidEvent",
+            exception = "the event does not read as Order",
+            function_name = "orders-api",
+            tenant_id = "tenant-9",
+            powertools_logging.failure = true,
+            "Invocation failed"
+        );
+        let line = &logs.json()[0];
+        assert_eq!(line["tenant_id"], "tenant-9", "{line}");
+        assert_eq!(line["function_name"], "orders-api", "{line}");
+    }
+
+    /// Only the library's own lines are failure lines: another target's line that carries the
+    /// marker cannot write the standard keys (`function_name = "forged"` outside an invocation
+    /// wrote `"function_name":"forged"`; found by a review). Its fields are kept under the
+    /// prefixed names, as any line's.
+    #[test]
+    fn another_target_s_line_cannot_pass_for_a_failure_line() {
+        let logs = MemoryLogs::new();
+        let logger = Logger::builder()
+            .service("orders")
+            .writer(logs.clone())
+            .build()
+            .unwrap();
+        let _guard = tracing::subscriber::set_default(logger.subscriber());
+        tracing::error!(
+            target: "my_app",
+            function_name = "forged",
+            cold_start = true,
+            exception = "mine",
+            powertools_logging.failure = true,
+            "not a failure line"
+        );
+        let line = &logs.json()[0];
+        assert!(line.get("function_name").is_none(), "{line}");
+        assert_eq!(line["extra_function_name"], "forged", "{line}");
+        assert!(line.get("cold_start").is_none(), "{line}");
+        assert_eq!(line["exception"], "mine", "{line}");
     }
 }

@@ -940,7 +940,7 @@ mod tests {
 
     /// The idempotency layer's refusals (422 for a key reused for another order, 409 for the
     /// same order being placed right now) are logged, as every other refusal is: they wrote no
-    /// line, so a client's 409 could not be found by its request or correlation id (found by an
+    /// line, so a client's 409 or 422 could not be found by its request or correlation id (found by an
     /// attack).
     #[tokio::test]
     async fn the_idempotency_layer_s_refusals_are_logged_with_the_invocation_s_context() {

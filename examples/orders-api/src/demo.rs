@@ -217,8 +217,8 @@ fn explain(step: usize, what: &str, status: i64, body: &Value, ran: bool, charge
             "refused: the key's stored payload differs (payload validation), nothing ran".to_owned()
         }
         (409, Some("PaymentConflict")) => {
-            "refused: the order id is saved already, with another total, read before any \
-             charge; nobody charged again, the saved order untouched"
+            "refused: the order id was used already, for another total or customer (the saved \
+             order is read before any charge); nobody charged again, the saved order untouched"
                 .to_owned()
         }
         (502, Some("PaymentFailed")) => {
