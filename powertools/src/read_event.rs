@@ -1241,46 +1241,10 @@ mod tests {
         }
     }
 
-    /// The failure line of an event the handler's type cannot hold says `cold_start`, as every
-    /// line of an invocation does: it said `extra_cold_start`, the name a field takes beside a
-    /// standard key, which a Logs Insights query on `cold_start` misses (found by an attack on
-    /// the facade from the docs).
+    /// The `InvalidEvent` failure line an event the handler's type cannot hold writes, invoked
+    /// with `context`.
     #[cfg(feature = "logging")]
-    #[tokio::test]
-    async fn an_invalid_event_s_failure_line_says_cold_start() {
-        use lambda_runtime::{Context as LambdaContext, service_fn};
-        let logs = powertools_logging::MemoryLogs::new();
-        let logger = powertools_logging::Logger::builder()
-            .service("orders")
-            .writer(logs.clone())
-            .env(powertools_core::env::Env::empty())
-            .build()
-            .unwrap();
-        let _subscriber = powertools_tests::set_test_default(logger.subscriber());
-        let mut service = ReadEvent::new(service_fn(|event: LambdaEvent<Order>| async move {
-            Ok::<_, Diagnostic>(event.payload.id)
-        }));
-        let invalid: EventOf<Order> = serde_json::from_str(r#"{"id":1}"#).unwrap();
-        service
-            .call(LambdaEvent::new(invalid, LambdaContext::default()))
-            .await
-            .failed();
-        let lines = logs.json();
-        let failure = lines
-            .iter()
-            .find(|line| line["exception_name"] == "InvalidEvent")
-            .unwrap_or_else(|| panic!("{lines:?}"));
-        assert!(failure["cold_start"].is_boolean(), "{failure}");
-        assert!(failure.get("extra_cold_start").is_none(), "{failure}");
-    }
-
-    /// The failure line of an event the handler's type cannot hold carries the Lambda context
-    /// keys every other line of the function has: a Logs Insights query or a dashboard that
-    /// filters on `function_name` (one log group per platform, many functions) found every
-    /// failure of the function but these (they had the request id and `cold_start` only).
-    #[cfg(feature = "logging")]
-    #[tokio::test]
-    async fn an_invalid_event_s_failure_line_carries_the_lambda_context_keys() {
+    async fn invalid_event_failure_line(context: lambda_runtime::Context) -> Value {
         use lambda_runtime::service_fn;
         let logs = powertools_logging::MemoryLogs::new();
         let logger = powertools_logging::Logger::builder()
@@ -1294,6 +1258,37 @@ mod tests {
             Ok::<_, Diagnostic>(event.payload.id)
         }));
         let invalid: EventOf<Order> = serde_json::from_str(r#"{"id":1}"#).unwrap();
+        service
+            .call(LambdaEvent::new(invalid, context))
+            .await
+            .failed();
+        let lines = logs.json();
+        lines
+            .iter()
+            .find(|line| line["exception_name"] == "InvalidEvent")
+            .cloned()
+            .unwrap_or_else(|| panic!("{lines:?}"))
+    }
+
+    /// The failure line of an event the handler's type cannot hold says `cold_start`, as every
+    /// line of an invocation does: it said `extra_cold_start`, the name a field takes beside a
+    /// standard key, which a Logs Insights query on `cold_start` misses (found by an attack on
+    /// the facade from the docs).
+    #[cfg(feature = "logging")]
+    #[tokio::test]
+    async fn an_invalid_event_s_failure_line_says_cold_start() {
+        let failure = invalid_event_failure_line(lambda_runtime::Context::default()).await;
+        assert!(failure["cold_start"].is_boolean(), "{failure}");
+        assert!(failure.get("extra_cold_start").is_none(), "{failure}");
+    }
+
+    /// The failure line of an event the handler's type cannot hold carries the Lambda context
+    /// keys every other line of the function has: a Logs Insights query or a dashboard that
+    /// filters on `function_name` (one log group per platform, many functions) found every
+    /// failure of the function but these (they had the request id and `cold_start` only).
+    #[cfg(feature = "logging")]
+    #[tokio::test]
+    async fn an_invalid_event_s_failure_line_carries_the_lambda_context_keys() {
         let header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
         let context = powertools_core::testing::TestContext::new()
             .with_request_id("req-invalid")
@@ -1304,15 +1299,7 @@ mod tests {
             .with_trace_id(header)
             .with_tenant_id("tenant-9")
             .build();
-        service
-            .call(LambdaEvent::new(invalid, context))
-            .await
-            .failed();
-        let lines = logs.json();
-        let failure = lines
-            .iter()
-            .find(|line| line["exception_name"] == "InvalidEvent")
-            .unwrap_or_else(|| panic!("{lines:?}"));
+        let failure = invalid_event_failure_line(context).await;
         assert_eq!(failure["function_name"], "orders-api", "{failure}");
         assert_eq!(failure["function_memory_size"], 256, "{failure}");
         assert_eq!(
