@@ -176,6 +176,13 @@ impl TestContext {
     }
 
     /// Builds the context.
+    ///
+    /// Each build is its own invocation: the deadline of
+    /// [`with_remaining_time`](Self::with_remaining_time) (and the default 30 seconds) counts
+    /// from the build, and a fresh request id is drawn unless one was set. Two builds of one
+    /// `TestContext` can therefore differ by a millisecond, and the layers key the cold start by
+    /// request id and deadline: where one invocation must be seen twice, build once and clone the
+    /// [`Context`].
     pub fn build(self) -> Context {
         let function_name = self
             .function_name

@@ -10,6 +10,7 @@ mod support;
 #[path = "support/unseen.rs"]
 mod unseen;
 
+use lambda_runtime::LambdaEvent;
 use lambda_runtime::tower::{Layer, ServiceExt};
 use powertools_core::cold_start::claim_unseen_cold_start;
 use powertools_core::testing::TestContext;
@@ -31,13 +32,21 @@ async fn a_cold_start_no_layer_saw_is_written_by_each_layer_as_one_they_saw_is()
     let sink = CheckedSink::new();
     let stack = layer(&sink, "Bakery").layer(layer(&sink, "Shop").layer(handler()));
     let next = next_after_an_unseen_cold_start("next");
-    stack.clone().oneshot(next.event(json!({}))).await.unwrap();
+    stack
+        .clone()
+        .oneshot(LambdaEvent::new(json!({}), next))
+        .await
+        .unwrap();
     assert_eq!(cold_starts(&sink), [json!("Bakery"), json!("Shop")]);
     // And no later invocation.
     let later = TestContext::new()
         .with_request_id("later")
-        .with_cold_start(false);
-    claim_unseen_cold_start(&later.clone().build());
-    stack.oneshot(later.event(json!({}))).await.unwrap();
+        .with_cold_start(false)
+        .build();
+    claim_unseen_cold_start(&later);
+    stack
+        .oneshot(LambdaEvent::new(json!({}), later))
+        .await
+        .unwrap();
     assert_eq!(cold_starts(&sink).len(), 2);
 }

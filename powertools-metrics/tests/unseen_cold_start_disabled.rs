@@ -10,6 +10,7 @@ mod support;
 #[path = "support/unseen.rs"]
 mod unseen;
 
+use lambda_runtime::LambdaEvent;
 use lambda_runtime::tower::{Layer, ServiceExt};
 use powertools_core::testing::TestContext;
 use powertools_tests::emf::CheckedSink;
@@ -49,6 +50,9 @@ async fn under_a_disabled_layer_the_enabled_one_writes_it() {
     let sink = CheckedSink::new();
     let stack = outer(&sink).layer(layer(&sink).layer(handler()));
     let next = next_after_an_unseen_cold_start("after-disabled");
-    stack.oneshot(next.event(json!({}))).await.unwrap();
+    stack
+        .oneshot(LambdaEvent::new(json!({}), next))
+        .await
+        .unwrap();
     assert_eq!(cold_starts(&sink), cold_starts(&seen_sink));
 }
