@@ -52,6 +52,14 @@ const MAX_ITEMS: usize = 50;
 /// The largest total an order may have, in cents.
 const MAX_TOTAL_CENTS: u64 = 100_000_000;
 
+/// What the bakery sells, and the price of one, in cents: an order is charged these prices,
+/// never a price from the request (deployed: a table or a price service).
+const CATALOGUE: &[(&str, u32)] = &[
+    ("croissant", 225),
+    ("sourdough", 650),
+    ("wedding-cake", 45_000),
+];
+
 /// What a client posts.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -65,7 +73,25 @@ struct OrderRequest {
 struct Item {
     sku: String,
     quantity: u32,
-    unit_price_cents: u32,
+    /// The price the client showed the customer, if it sends one: refused when it is not the
+    /// catalogue's (`PriceChanged`), never charged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unit_price_cents: Option<u32>,
+}
+
+/// Why an order is refused (before any claim: nothing recorded): the answer's code and message.
+struct OrderRefusal {
+    code: &'static str,
+    message: String,
+}
+
+impl OrderRefusal {
+    fn invalid(rule: &str) -> Self {
+        OrderRefusal {
+            code: "InvalidOrder",
+            message: rule.to_owned(),
+        }
+    }
 }
 
 /// What the function answers for a placed order (and replays to a retry).
@@ -77,25 +103,48 @@ struct PlacedOrder {
 }
 
 impl OrderRequest {
-    /// The order's total, or why the order is refused (before any claim: nothing recorded).
-    fn total_cents(&self) -> Result<u64, &'static str> {
+    /// The order's total at the catalogue's prices, or why the order is refused.
+    fn total_cents(&self) -> Result<u64, OrderRefusal> {
         if !is_id(&self.customer_id) {
-            return Err("customer_id must be 1 to 128 characters from A-Z, a-z, 0-9, '-' and '_'");
+            return Err(OrderRefusal::invalid(
+                "customer_id must be 1 to 128 characters from A-Z, a-z, 0-9, '-' and '_'",
+            ));
         }
         if self.items.is_empty() || self.items.len() > MAX_ITEMS {
-            return Err("items must hold 1 to 50 items");
+            return Err(OrderRefusal::invalid("items must hold 1 to 50 items"));
         }
         let mut total: u64 = 0;
         for item in &self.items {
             if !is_id(&item.sku) || !(1..=1000).contains(&item.quantity) {
-                return Err("each item needs a valid sku and a quantity from 1 to 1000");
+                return Err(OrderRefusal::invalid(
+                    "each item needs a valid sku and a quantity from 1 to 1000",
+                ));
             }
-            total += u64::from(item.quantity) * u64::from(item.unit_price_cents);
+            // The sku passed `is_id`: quoting it never echoes unbounded input.
+            let Some(&(_, price)) = CATALOGUE.iter().find(|(sku, _)| *sku == item.sku) else {
+                return Err(OrderRefusal {
+                    code: "UnknownSku",
+                    message: format!("the bakery does not sell {}", item.sku),
+                });
+            };
+            if item.unit_price_cents.is_some_and(|sent| sent != price) {
+                return Err(OrderRefusal {
+                    code: "PriceChanged",
+                    message: format!(
+                        "{} costs {price} cents, not the price sent; show the customer the new \
+                         price and send the order again",
+                        item.sku
+                    ),
+                });
+            }
+            total += u64::from(item.quantity) * u64::from(price);
         }
-        // As the orders-api example bounds it: a provider refuses a charge of 0, and a total
-        // past this is no bakery's (and stays exact in every JSON reader).
-        if !(1..=MAX_TOTAL_CENTS).contains(&total) {
-            return Err("the order's total must be 1 to 100,000,000 cents");
+        // As the orders-api example bounds it: a total past this is no bakery's (and stays
+        // exact in every JSON reader).
+        if total > MAX_TOTAL_CENTS {
+            return Err(OrderRefusal::invalid(
+                "the order's total must be at most 100,000,000 cents",
+            ));
         }
         Ok(total)
     }
@@ -237,13 +286,15 @@ async fn place_order<St: IdempotencyStore + 'static>(
             return problem(
                 StatusCode::BAD_REQUEST,
                 "InvalidBody",
-                "the body must be a JSON order: {\"customer_id\", \"items\": [{\"sku\", \"quantity\", \"unit_price_cents\"}]}",
+                "the body must be a JSON order: {\"customer_id\", \"items\": [{\"sku\", \"quantity\", and optionally \"unit_price_cents\"}]}",
             );
         }
     };
     let total_cents = match order.total_cents() {
         Ok(total) => total,
-        Err(rule) => return refused(StatusCode::BAD_REQUEST, "InvalidOrder", rule),
+        Err(refusal) => {
+            return refused(StatusCode::BAD_REQUEST, refusal.code, &refusal.message);
+        }
     };
     if let Err(error) = powertools::logging::append_key("customer_id", &order.customer_id) {
         tracing::warn!(%error, "the customer id is not on the log lines");

@@ -463,9 +463,11 @@ async fn a_body_larger_than_axum_s_default_limit_is_read_as_any_other() {
 }
 
 /// A key that is there but unusable is `InvalidIdempotencyKey`, not "missing" (HTTP APIs join two
-/// `Idempotency-Key` headers with a comma); an order that totals 0 cents or more than
-/// 100,000,000 is `InvalidOrder`, as the orders-api example refuses them (both were answered as
-/// a missing key and a placed order; found by an attack through the emulator).
+/// `Idempotency-Key` headers with a comma); an order that totals more than 100,000,000 cents is
+/// `InvalidOrder`, as the orders-api example refuses it (both were answered as a missing key and
+/// a placed order; found by an attack through the emulator). A price of the client's own, or a
+/// sku the bakery does not sell, is refused by name: the example charged the body's price (a
+/// sourdough loaf for a cent).
 #[tokio::test]
 async fn an_unusable_key_and_a_total_out_of_bounds_are_refused_by_name() {
     let fixture = fixture();
@@ -484,12 +486,28 @@ async fn an_unusable_key_and_a_total_out_of_bounds_are_refused_by_name() {
             answer.body
         );
     }
-    for body in [
-        r#"{"customer_id":"c-8","items":[{"sku":"a","quantity":1,"unit_price_cents":0}]}"#
-            .to_owned(),
-        format!(
-            r#"{{"customer_id":"c-8","items":[{}]}}"#,
-            vec![r#"{"sku":"a","quantity":1000,"unit_price_cents":4294967295}"#; 50].join(",")
+    for (body, code) in [
+        (
+            r#"{"customer_id":"c-8","items":[{"sku":"sourdough","quantity":1,"unit_price_cents":1}]}"#
+                .to_owned(),
+            "PriceChanged",
+        ),
+        (
+            r#"{"customer_id":"c-8","items":[{"sku":"sourdough","quantity":1,"unit_price_cents":0}]}"#
+                .to_owned(),
+            "PriceChanged",
+        ),
+        (
+            r#"{"customer_id":"c-8","items":[{"sku":"sourdough","quantity":1},{"sku":"a","quantity":1}]}"#
+                .to_owned(),
+            "UnknownSku",
+        ),
+        (
+            format!(
+                r#"{{"customer_id":"c-8","items":[{}]}}"#,
+                [r#"{"sku":"wedding-cake","quantity":1000}"#; 3].join(",")
+            ),
+            "InvalidOrder",
         ),
     ] {
         let answer = invoke(
@@ -499,10 +517,33 @@ async fn an_unusable_key_and_a_total_out_of_bounds_are_refused_by_name() {
         )
         .await;
         assert_eq!(answer.status, 400, "{}", answer.body);
-        assert_eq!(answer.body["error"], "InvalidOrder", "{}", answer.body);
+        assert_eq!(answer.body["error"], code, "{}", answer.body);
     }
+    // The message gives the price to show.
+    let answer = invoke(
+        fixture.function.clone(),
+        "req-price".to_owned(),
+        with_body(r#"{"customer_id":"c-8","items":[{"sku":"sourdough","quantity":1,"unit_price_cents":1}]}"#),
+    )
+    .await;
+    assert!(
+        answer.body["message"]
+            .as_str()
+            .is_some_and(|message| message.starts_with("sourdough costs 650 cents")),
+        "{}",
+        answer.body
+    );
     assert!(fixture.store.is_empty(), "nothing recorded");
     assert_eq!(metric_total(&fixture.documents, "OrderValue"), 0.0);
+    // Without prices, the catalogue's are charged.
+    let answer = invoke(
+        fixture.function.clone(),
+        "req-unpriced".to_owned(),
+        with_body(r#"{"customer_id":"c-8","items":[{"sku":"sourdough","quantity":2},{"sku":"croissant","quantity":4}]}"#),
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    assert_eq!(answer.body["total_cents"], 2 * 650 + 4 * 225);
 }
 
 /// A key sent twice is as unusable as two keys joined by a comma: two values of an ALB's

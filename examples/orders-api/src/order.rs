@@ -14,6 +14,28 @@ pub(crate) const MAX_QUANTITY: u32 = 1_000;
 /// reader holds it exactly (JavaScript's numbers stop at 2^53).
 pub(crate) const MAX_TOTAL_CENTS: u64 = 100_000_000;
 
+/// What the bakery sells, and the price of one, in cents. An order is always charged these
+/// prices, never a price from the request: a client that named its own could buy a wedding cake
+/// for a cent (deployed, this is a table or a price service).
+const CATALOGUE: &[(&str, u64)] = &[
+    ("baguette", 180),
+    ("bun", 100),
+    ("cinnamon-bun", 275),
+    ("croissant", 220),
+    ("loaf", 450),
+    ("rye", 300),
+    ("rye-loaf", 2550),
+    ("sourdough-loaf", 450),
+];
+
+/// The catalogue's price of one `sku`, in cents, or `None` for one the bakery does not sell.
+pub(crate) fn catalogue_price_cents(sku: &str) -> Option<u64> {
+    CATALOGUE
+        .iter()
+        .find(|(listed, _)| *listed == sku)
+        .map(|(_, price)| *price)
+}
+
 /// An order placed by a customer at one of the bakery's locations.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub(crate) struct Order {
@@ -28,7 +50,12 @@ pub(crate) struct Order {
 pub(crate) struct LineItem {
     pub(crate) sku: String,
     pub(crate) quantity: u32,
-    pub(crate) unit_price_cents: u64,
+    /// The price of one, in cents: the catalogue's once the order is priced
+    /// ([`Order::validate`]), and so in every saved order. A request may leave it out, or send
+    /// the price it showed the customer: one that is not the catalogue's is refused
+    /// (`PriceChanged`), never charged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) unit_price_cents: Option<u64>,
 }
 
 /// Why an order cannot be accepted; the API answers 400 with the message. Messages quote only
@@ -50,10 +77,19 @@ pub(crate) enum OrderError {
     ZeroQuantity { order_id: String, sku: String },
     #[error("order {order_id}: {sku} has a quantity over {MAX_QUANTITY}")]
     QuantityTooLarge { order_id: String, sku: String },
+    #[error("order {order_id}: the bakery does not sell {sku}")]
+    UnknownSku { order_id: String, sku: String },
+    #[error(
+        "order {order_id}: {sku} costs {price_cents} cents, not the price sent; show the \
+         customer the new price and send the order again"
+    )]
+    PriceChanged {
+        order_id: String,
+        sku: String,
+        price_cents: u64,
+    },
     #[error("order {0}: the total is over {MAX_TOTAL_CENTS} cents")]
     TotalTooLarge(String),
-    #[error("order {0} totals 0 cents: there is nothing to charge")]
-    NothingToCharge(String),
 }
 
 impl OrderError {
@@ -66,8 +102,9 @@ impl OrderError {
             OrderError::TooManyItems(_) => "TooManyItems",
             OrderError::ZeroQuantity { .. } => "ZeroQuantity",
             OrderError::QuantityTooLarge { .. } => "QuantityTooLarge",
+            OrderError::UnknownSku { .. } => "UnknownSku",
+            OrderError::PriceChanged { .. } => "PriceChanged",
             OrderError::TotalTooLarge(_) => "TotalTooLarge",
-            OrderError::NothingToCharge(_) => "NothingToCharge",
         }
     }
 }
@@ -91,9 +128,10 @@ pub(crate) fn is_valid_id(id: &str) -> bool {
 }
 
 impl Order {
-    /// Checks every field against its bounds and prices the basket: the total in cents, or why
-    /// the order cannot be accepted.
-    pub(crate) fn validate(&self) -> Result<u64, OrderError> {
+    /// Checks every field against its bounds and prices the basket from the catalogue (each
+    /// line's `unit_price_cents` is the catalogue's after it): the total in cents, or why the
+    /// order cannot be accepted.
+    pub(crate) fn validate(&mut self) -> Result<u64, OrderError> {
         for (field, id) in [
             ("order_id", &self.order_id),
             ("customer_id", &self.customer_id),
@@ -120,35 +158,52 @@ impl Order {
         if self.items.iter().any(|item| !is_valid_id(&item.sku)) {
             return Err(OrderError::InvalidId { field: "sku" });
         }
-        self.total_cents()
+        self.price()
     }
 
-    /// The total in cents, or why the basket cannot be priced.
-    fn total_cents(&self) -> Result<u64, OrderError> {
+    /// Prices the basket from the catalogue (each line's `unit_price_cents` is the catalogue's
+    /// after it): the total in cents, or why the basket cannot be priced.
+    fn price(&mut self) -> Result<u64, OrderError> {
         if self.items.is_empty() {
             return Err(OrderError::EmptyBasket(self.order_id.clone()));
         }
-        let total = self.items.iter().try_fold(0u64, |total, item| {
+        let order_id = &self.order_id;
+        let mut total = 0u64;
+        for item in &mut self.items {
             if item.quantity == 0 {
                 return Err(OrderError::ZeroQuantity {
-                    order_id: self.order_id.clone(),
+                    order_id: order_id.clone(),
                     sku: item.sku.clone(),
                 });
             }
             if item.quantity > MAX_QUANTITY {
                 return Err(OrderError::QuantityTooLarge {
-                    order_id: self.order_id.clone(),
+                    order_id: order_id.clone(),
                     sku: item.sku.clone(),
                 });
             }
-            item.unit_price_cents
+            let Some(price_cents) = catalogue_price_cents(&item.sku) else {
+                return Err(OrderError::UnknownSku {
+                    order_id: order_id.clone(),
+                    sku: item.sku.clone(),
+                });
+            };
+            if item
+                .unit_price_cents
+                .is_some_and(|sent| sent != price_cents)
+            {
+                return Err(OrderError::PriceChanged {
+                    order_id: order_id.clone(),
+                    sku: item.sku.clone(),
+                    price_cents,
+                });
+            }
+            item.unit_price_cents = Some(price_cents);
+            total = price_cents
                 .checked_mul(u64::from(item.quantity))
                 .and_then(|line| total.checked_add(line))
                 .filter(|total| *total <= MAX_TOTAL_CENTS)
-                .ok_or_else(|| OrderError::TotalTooLarge(self.order_id.clone()))
-        })?;
-        if total == 0 {
-            return Err(OrderError::NothingToCharge(self.order_id.clone()));
+                .ok_or_else(|| OrderError::TotalTooLarge(order_id.clone()))?;
         }
         Ok(total)
     }
@@ -167,57 +222,81 @@ mod tests {
         }
     }
 
-    fn item(sku: &str, quantity: u32, unit_price_cents: u64) -> LineItem {
+    /// A line without a price, as a client may send it.
+    fn item(sku: &str, quantity: u32) -> LineItem {
         LineItem {
             sku: sku.into(),
             quantity,
-            unit_price_cents,
+            unit_price_cents: None,
+        }
+    }
+
+    /// A line with the price the client showed.
+    fn priced(sku: &str, quantity: u32, unit_price_cents: u64) -> LineItem {
+        LineItem {
+            unit_price_cents: Some(unit_price_cents),
+            ..item(sku, quantity)
         }
     }
 
     #[test]
-    fn the_total_is_the_sum_of_the_lines() {
-        let basket = order(vec![item("loaf", 2, 450), item("bun", 6, 275)]);
+    fn the_total_is_the_sum_of_the_lines_at_the_catalogue_s_prices() {
+        let mut basket = order(vec![item("loaf", 2), priced("cinnamon-bun", 6, 275)]);
         assert_eq!(basket.validate(), Ok(2 * 450 + 6 * 275));
+        // Every line carries the price charged, as the order is saved.
+        assert_eq!(basket.items[0].unit_price_cents, Some(450));
+        assert_eq!(basket.items[1].unit_price_cents, Some(275));
+    }
+
+    /// The price charged is the catalogue's, never the request's (the example took each line's
+    /// price from the body: a 0-cent wedding cake beside a 1-cent bun was a 1-cent charge).
+    #[test]
+    fn a_price_that_is_not_the_catalogue_s_or_a_sku_it_lacks_is_refused() {
+        let refused = |items| order(items).validate().unwrap_err();
+        for sent in [0, 1, 449, 451, u64::MAX] {
+            let error = refused(vec![item("bun", 1), priced("loaf", 2, sent)]);
+            assert_eq!(error.code(), "PriceChanged", "{sent}");
+            assert_eq!(
+                error.to_string(),
+                "order ord-1: loaf costs 450 cents, not the price sent; show the customer the \
+                 new price and send the order again"
+            );
+        }
+        let error = refused(vec![item("loaf", 1), item("wedding-cake", 1)]);
+        assert_eq!(error.code(), "UnknownSku");
+        assert_eq!(
+            error.to_string(),
+            "order ord-1: the bakery does not sell wedding-cake"
+        );
+        // A catalogue price is never free, and never over the most one order is charged: a
+        // valid basket always has something to charge.
+        for (sku, price) in CATALOGUE {
+            assert!((1..=MAX_TOTAL_CENTS).contains(price), "{sku}");
+            assert_eq!(catalogue_price_cents(sku), Some(*price));
+        }
     }
 
     #[test]
     fn an_empty_basket_a_zero_quantity_and_an_overflow_are_refused() {
         assert_eq!(order(vec![]).validate().unwrap_err().code(), "EmptyBasket");
         assert_eq!(
-            order(vec![item("loaf", 0, 450)])
-                .validate()
-                .unwrap_err()
-                .code(),
+            order(vec![item("loaf", 0)]).validate().unwrap_err().code(),
             "ZeroQuantity"
-        );
-        assert_eq!(
-            order(vec![item("loaf", 2, u64::MAX)])
-                .validate()
-                .unwrap_err()
-                .code(),
-            "TotalTooLarge"
         );
         // A total every JSON reader holds exactly (JavaScript's numbers stop at 2^53), and no
         // more than the payment example charges (found by an attack: 10^18 cents were placed).
-        assert_eq!(
-            order(vec![item("loaf", 1, MAX_TOTAL_CENTS)]).validate(),
-            Ok(MAX_TOTAL_CENTS)
-        );
-        assert_eq!(
-            order(vec![item("loaf", 1, MAX_TOTAL_CENTS), item("bun", 1, 1)])
-                .validate()
-                .unwrap_err()
-                .code(),
-            "TotalTooLarge"
-        );
+        let most = vec![item("rye-loaf", MAX_QUANTITY); 39];
+        assert_eq!(order(most.clone()).validate(), Ok(39 * 1_000 * 2_550));
+        let over = [most, vec![item("rye-loaf", 1_000)]].concat();
+        const { assert!(40 * 1_000 * 2_550 > MAX_TOTAL_CENTS) };
+        assert_eq!(order(over).validate().unwrap_err().code(), "TotalTooLarge");
     }
 
     #[test]
     fn ids_locations_and_baskets_are_bounded() {
-        let valid = order(vec![item("loaf", 1, 450)]);
-        assert_eq!(valid.validate(), Ok(450));
-        let code = |order: Order| order.validate().unwrap_err().code();
+        let valid = order(vec![item("loaf", 1)]);
+        assert_eq!(valid.clone().validate(), Ok(450));
+        let code = |mut order: Order| order.validate().unwrap_err().code();
         for id in ["", "ord 1", "ord/1", "órd-1", &"o".repeat(MAX_ID_CHARS + 1)] {
             let mut bad = valid.clone();
             bad.order_id = id.to_owned();
@@ -269,25 +348,15 @@ mod tests {
             joined.validate().is_ok(),
             "a joiner between visible characters"
         );
-        // Nothing to charge: a provider refuses a charge of 0 (found by an attack).
         assert_eq!(
-            code(order(vec![item("loaf", 2, 0), item("bun", 1, 0)])),
-            "NothingToCharge"
-        );
-        assert!(
-            order(vec![item("loaf", 2, 0), item("bun", 1, 5)])
-                .validate()
-                .is_ok()
-        );
-        assert_eq!(
-            code(order(vec![item("loaf", 1, 1); MAX_ITEMS + 1])),
+            code(order(vec![item("loaf", 1); MAX_ITEMS + 1])),
             "TooManyItems"
         );
         assert_eq!(
-            code(order(vec![item("loaf", MAX_QUANTITY + 1, 1)])),
+            code(order(vec![item("loaf", MAX_QUANTITY + 1)])),
             "QuantityTooLarge"
         );
-        assert_eq!(code(order(vec![item("", 1, 1)])), "InvalidId");
+        assert_eq!(code(order(vec![item("", 1)])), "InvalidId");
         // A refusal quotes no unbounded value.
         let mut huge = valid;
         huge.order_id = "o".repeat(100_000);

@@ -90,7 +90,7 @@ impl PlaceOrder {
         // the wrong field would be answered and logged). The facade's helpers write the path
         // (a key that looks like data is `<key>`) and the message without the value.
         let deserializer = &mut serde_json::Deserializer::from_slice(json);
-        let order: Order = serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let mut order: Order = serde_path_to_error::deserialize(deserializer).map_err(|error| {
             let path = serde_message::shown_path(error.path(), false);
             let error = error.into_inner();
             let code = if error.is_data() {
