@@ -67,6 +67,8 @@ impl Ovens {
 const MAX_ORDER_ID: usize = 64;
 /// The longest shop name.
 const MAX_SHOP: usize = 64;
+/// The most loaves one order bakes (as the orders-api example bounds a line's quantity).
+const MAX_LOAVES: u32 = 1_000;
 
 /// An order id: 1 to 64 characters of `A-Z a-z 0-9 - _`.
 fn is_order_id(id: &str) -> bool {
@@ -76,11 +78,18 @@ fn is_order_id(id: &str) -> bool {
             .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
 }
 
-/// A shop name: 1 to 64 characters, none of them a control character.
+/// A shop name: 1 to 64 characters, not all of them spaces or invisible, none of them a control
+/// character, a line separator or a bidirectional formatting character (a name that displays as
+/// another in logs and on the ovens' tickets), as the orders-api example bounds a location (a
+/// shop of zero-width spaces, or `camden` with a right-to-left override, was baked: found by an
+/// attack).
 fn is_shop(shop: &str) -> bool {
+    use powertools::core::text::{displays_as_empty, is_bidi_control};
     (1..=MAX_SHOP).contains(&shop.chars().count())
-        && !shop.trim().is_empty()
-        && !shop.chars().any(char::is_control)
+        && !displays_as_empty(shop)
+        && !shop
+            .chars()
+            .any(|c| c.is_control() || is_bidi_control(c) || matches!(c, '\u{2028}' | '\u{2029}'))
 }
 
 /// Bakes one order, once per order.
@@ -105,9 +114,17 @@ async fn bake<St: IdempotencyStore>(
     }
     if !is_shop(&order.shop) {
         return Err(format!(
-            "the shop is not 1 to {MAX_SHOP} characters without control characters (its {} \
-             bytes are left out)",
+            "the shop is not 1 to {MAX_SHOP} visible characters without control, line \
+             separator or bidirectional formatting characters (its {} bytes are left out)",
             order.shop.len()
+        ));
+    }
+    // Before the claim too: a refused order leaves no record, so the fixed one, sent again
+    // under the same id, is baked.
+    if !(1..=MAX_LOAVES).contains(&order.loaves) {
+        return Err(format!(
+            "order {} asks for {} loaves: an order bakes 1 to {MAX_LOAVES}",
+            order.order_id, order.loaves
         ));
     }
     // Keyed on the order, not on the message id: a producer that sends an order again (its
@@ -127,9 +144,6 @@ async fn bake<St: IdempotencyStore>(
             serde_json::json!(order.order_id),
             Some(validation),
             || async move {
-                if order.loaves == 0 {
-                    return Err(format!("order {} has nothing to bake", order.order_id));
-                }
                 if !ovens.start(&order)? {
                     tracing::warn!(order_id = %order.order_id, "baked already: not baked again");
                     return Ok(());
@@ -142,7 +156,7 @@ async fn bake<St: IdempotencyStore>(
                 ) {
                     tracing::warn!(%error, "loaves not counted");
                 }
-                Ok(())
+                Ok::<(), String>(())
             },
         )
         .await
@@ -387,6 +401,64 @@ mod tests {
             !text.contains("xxxxxxxxxx") && !text.contains("b-3 "),
             "an id quoted"
         );
+    }
+
+    /// A shop name that displays as nothing or as another name, and a number of loaves out of
+    /// bounds, fail their record before anything is claimed or baked, without the name in the
+    /// reason (zero-width spaces, a right-to-left override and 4 billion loaves were baked:
+    /// found by an attack); the corrected order, under the same id, is baked.
+    #[tokio::test]
+    async fn a_shop_that_displays_as_another_or_a_count_out_of_bounds_fails_unbaked() {
+        let (consumer, logs, _guard) = in_memory_consumer();
+        let mut batch = sample_batch();
+        batch.records.truncate(1);
+        let template = batch.records.remove(0);
+        let bodies = [
+            r#"{"order_id": "s-1", "shop": "\u200b\u200b", "loaves": 2}"#,
+            r#"{"order_id": "s-2", "shop": "camden\u202enedmac", "loaves": 2}"#,
+            r#"{"order_id": "s-3", "shop": "\u2066camden", "loaves": 2}"#,
+            r#"{"order_id": "s-4", "shop": "camden\u2028x", "loaves": 2}"#,
+            r#"{"order_id": "s-5", "shop": "\u3164", "loaves": 2}"#,
+            r#"{"order_id": "s-6", "shop": "camden", "loaves": 0}"#,
+            r#"{"order_id": "s-7", "shop": "camden", "loaves": 1001}"#,
+            r#"{"order_id": "s-8", "shop": "camden", "loaves": 4294967295}"#,
+        ];
+        let records = |bodies: &[&str]| {
+            bodies
+                .iter()
+                .enumerate()
+                .map(|(index, body)| {
+                    let mut record = template.clone();
+                    record.message_id = Some(format!("m-{index}"));
+                    record.body = Some((*body).to_owned());
+                    record
+                })
+                .collect::<Vec<_>>()
+        };
+        // And one good order: a batch whose every record fails is an error of its own.
+        batch.records = records(&bodies);
+        batch.records.push(template.clone());
+        let response = consumer
+            .clone()
+            .oneshot(TestContext::new().event(batch.clone()))
+            .await
+            .expect("the batch is answered");
+        assert_eq!(response.batch_item_failures.len(), bodies.len());
+        assert_eq!(baked(&logs), 1, "the good order only");
+        let text = logs.lines().concat();
+        assert!(!text.contains("nedmac"), "a shop name quoted");
+        // Fixed, under the same ids: baked (nothing was claimed).
+        batch.records = records(&[
+            r#"{"order_id": "s-1", "shop": "camden", "loaves": 2}"#,
+            r#"{"order_id": "s-6", "shop": "camden", "loaves": 1000}"#,
+            r#"{"order_id": "s-7", "shop": "Café Zürich", "loaves": 1}"#,
+        ]);
+        let response = consumer
+            .oneshot(TestContext::new().event(batch))
+            .await
+            .expect("the batch is answered");
+        assert!(response.batch_item_failures.is_empty(), "{response:?}");
+        assert_eq!(baked(&logs), 4);
     }
 
     /// A message id seen before carrying another order (SQS's ids are unique: a hand-written
