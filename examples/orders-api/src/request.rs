@@ -34,6 +34,8 @@ pub(crate) struct PlaceOrder {
 /// Why a request is refused before anything is claimed, charged or saved.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Refusal {
+    /// The HTTP status: 400, or 405 for a method other than `POST`.
+    pub(crate) status: i64,
     /// A stable code for API clients.
     pub(crate) code: &'static str,
     /// What is wrong: at most [`MAX_MESSAGE_CHARS`] characters, then `…` if it was cut.
@@ -47,12 +49,25 @@ impl Refusal {
             Some((end, _)) => format!("{}…", &message[..end]),
             None => message,
         };
-        Refusal { code, message }
+        Refusal {
+            status: 400,
+            code,
+            message,
+        }
     }
 
-    /// The 400 answer.
+    /// The answer: its status, and `{"error", "message"}`.
     pub(crate) fn response(&self) -> ApiGatewayV2httpResponse {
-        crate::api::json_response(400, &json!({"error": self.code, "message": self.message}))
+        let mut response = crate::api::json_response(
+            self.status,
+            &json!({"error": self.code, "message": self.message}),
+        );
+        if self.status == 405 {
+            response
+                .headers
+                .insert("allow", http::HeaderValue::from_static("POST"));
+        }
+        response
     }
 }
 
@@ -62,6 +77,15 @@ impl PlaceOrder {
     /// The body may be base64-encoded: API Gateway encodes a body whose content type it does
     /// not treat as text (`isBase64Encoded`).
     pub(crate) fn from_request(request: &ApiGatewayV2httpRequest) -> Result<Self, Refusal> {
+        // The template routes only `POST /orders` here; a route for any method (`ANY`, a
+        // `$default` route, a function URL) would otherwise let a `GET`, which no client or
+        // proxy expects to change anything, place an order.
+        if request.request_context.http.method != http::Method::POST {
+            return Err(Refusal {
+                status: 405,
+                ..Refusal::new("MethodNotAllowed", "orders are placed with POST")
+            });
+        }
         let idempotency_key = idempotency_key(request)?;
         let Some(body) = request.body.as_deref() else {
             return Err(Refusal::new(
@@ -167,6 +191,24 @@ mod tests {
 
     fn refusal(request: &ApiGatewayV2httpRequest) -> Refusal {
         PlaceOrder::from_request(request).unwrap_err()
+    }
+
+    /// A method other than `POST` (a route for any method, a function URL) places nothing: a
+    /// `GET` with the sample order's body was placed as a `POST` is.
+    #[test]
+    fn a_method_other_than_post_is_a_405_that_allows_post() {
+        let body = include_str!("../events/first-order.json");
+        for method in ["GET", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"] {
+            let mut request = request(Some("k-1"), None);
+            let sample: ApiGatewayV2httpRequest = serde_json::from_str(body).unwrap();
+            request.body = sample.body;
+            request.request_context.http.method = method.parse().unwrap();
+            let refused = refusal(&request);
+            assert_eq!((refused.status, refused.code), (405, "MethodNotAllowed"));
+            let response = refused.response();
+            assert_eq!(response.status_code, 405);
+            assert_eq!(response.headers["allow"], "POST");
+        }
     }
 
     #[test]
