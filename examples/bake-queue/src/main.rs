@@ -79,10 +79,11 @@ fn is_order_id(id: &str) -> bool {
 }
 
 /// A shop name: 1 to 64 characters, not all of them spaces or invisible, none of them a control
-/// character, a line separator or a bidirectional formatting character (a name that displays as
-/// another in logs and on the ovens' tickets), as the orders-api example bounds a location (a
-/// shop of zero-width spaces, or `camden` with a right-to-left override, was baked: found by an
-/// attack).
+/// character, a line separator or a bidirectional formatting character (which break a log line
+/// or display a name reversed), as the orders-api example bounds a location (a shop of
+/// zero-width spaces, or `camden` with a right-to-left override, was baked: found by an
+/// attack). Look-alikes (a zero-width space inside, another script's letters) pass: the README
+/// says so.
 fn is_shop(shop: &str) -> bool {
     use powertools::core::text::{displays_as_empty, is_bidi_control};
     (1..=MAX_SHOP).contains(&shop.chars().count())
@@ -403,8 +404,8 @@ mod tests {
         );
     }
 
-    /// A shop name that displays as nothing or as another name, and a number of loaves out of
-    /// bounds, fail their record before anything is claimed or baked, without the name in the
+    /// A shop name that displays as nothing or reversed, or breaks a line, and a number of
+    /// loaves out of bounds, fail their record before anything is claimed or baked, without the name in the
     /// reason (zero-width spaces, a right-to-left override and 4 billion loaves were baked:
     /// found by an attack); the corrected order, under the same id, is baked.
     #[tokio::test]

@@ -103,8 +103,10 @@ struct PlacedOrder {
 }
 
 impl OrderRequest {
-    /// The order's total at the catalogue's prices, or why the order is refused.
-    fn total_cents(&self) -> Result<u64, OrderRefusal> {
+    /// Prices the order from the catalogue (each item's `unit_price_cents` is the catalogue's
+    /// after it, so the same order with or without the prices is one order to the key and the
+    /// order id): its total, or why the order is refused.
+    fn price(&mut self) -> Result<u64, OrderRefusal> {
         if !is_id(&self.customer_id) {
             return Err(OrderRefusal::invalid(
                 "customer_id must be 1 to 128 characters from A-Z, a-z, 0-9, '-' and '_'",
@@ -114,7 +116,7 @@ impl OrderRequest {
             return Err(OrderRefusal::invalid("items must hold 1 to 50 items"));
         }
         let mut total: u64 = 0;
-        for item in &self.items {
+        for item in &mut self.items {
             if !is_id(&item.sku) || !(1..=1000).contains(&item.quantity) {
                 return Err(OrderRefusal::invalid(
                     "each item needs a valid sku and a quantity from 1 to 1000",
@@ -137,6 +139,7 @@ impl OrderRequest {
                     ),
                 });
             }
+            item.unit_price_cents = Some(price);
             total += u64::from(item.quantity) * u64::from(price);
         }
         // As the orders-api example bounds it: a total past this is no bakery's (and stays
@@ -270,7 +273,7 @@ async fn place_order<St: IdempotencyStore + 'static>(
              0-9, '-' and '_'",
         );
     };
-    let order: OrderRequest = match serde_json::from_slice(&body) {
+    let mut order: OrderRequest = match serde_json::from_slice(&body) {
         Ok(order) => order,
         Err(error) => {
             // Where and what kind, never serde's message: it quotes the value (a card number
@@ -290,7 +293,7 @@ async fn place_order<St: IdempotencyStore + 'static>(
             );
         }
     };
-    let total_cents = match order.total_cents() {
+    let total_cents = match order.price() {
         Ok(total) => total,
         Err(refusal) => {
             return refused(StatusCode::BAD_REQUEST, refusal.code, &refusal.message);

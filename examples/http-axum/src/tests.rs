@@ -544,6 +544,16 @@ async fn an_unusable_key_and_a_total_out_of_bounds_are_refused_by_name() {
     .await;
     assert_eq!(answer.status, 201, "{}", answer.body);
     assert_eq!(answer.body["total_cents"], 2 * 650 + 4 * 225);
+    // The same order with the prices shown, under the same key: the same order, replayed (it
+    // was 422 `IdempotencyKeyReused`, and after the key's window a second order: found by an
+    // attack from the docs).
+    let priced = invoke(
+        fixture.function.clone(),
+        "req-priced".to_owned(),
+        with_body(r#"{"customer_id":"c-8","items":[{"sku":"sourdough","quantity":2,"unit_price_cents":650},{"sku":"croissant","quantity":4,"unit_price_cents":225}]}"#),
+    )
+    .await;
+    assert_eq!((priced.status, priced.body), (201, answer.body));
 }
 
 /// A key sent twice is as unusable as two keys joined by a comma: two values of an ALB's

@@ -734,6 +734,11 @@ mod tests {
                 json!([{"sku": "loaf", "quantity": 2}, {"sku": "wedding-cake", "quantity": 1}]),
                 "UnknownSku",
             ),
+            // A price under another name would go unchecked.
+            (
+                json!([{"sku": "loaf", "quantity": 2, "unitPriceCents": 1}]),
+                "InvalidOrder",
+            ),
         ] {
             let body = order_body("ord-price", "cust-1", items);
             let refused = send(

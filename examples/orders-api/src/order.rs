@@ -45,8 +45,11 @@ pub(crate) struct Order {
     pub(crate) items: Vec<LineItem>,
 }
 
-/// One line of the basket.
+/// One line of the basket. A field a line does not have is refused, unlike the order's: a price
+/// sent under another name (`unitPriceCents`) would go unchecked, and the customer charged a
+/// price other than the one shown (found by an attack from the docs).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct LineItem {
     pub(crate) sku: String,
     pub(crate) quantity: u32,
