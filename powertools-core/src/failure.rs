@@ -38,6 +38,9 @@ type Slot = Arc<Mutex<Reports>>;
 struct Reports {
     list: Vec<Reported>,
     caught_panic: Option<Box<dyn std::any::Any + Send>>,
+    /// An idempotent call of the invocation answered with a stored response
+    /// ([`note_replayed_response`]).
+    replayed: bool,
 }
 
 impl std::fmt::Debug for Reports {
@@ -45,6 +48,7 @@ impl std::fmt::Debug for Reports {
         f.debug_struct("Reports")
             .field("list", &self.list)
             .field("caught_panic", &self.caught_panic.is_some())
+            .field("replayed", &self.replayed)
             .finish()
     }
 }
@@ -411,6 +415,41 @@ pub fn report(reported: Reported) {
         }
         reports.push(reported);
     });
+}
+
+/// Notes that an idempotent call of this invocation answered with the response it stored
+/// before, without running its handler (the idempotency crate calls it); nothing outside a
+/// [`scope`]. A metrics layer asks ([`response_replayed`]) before it fails an invocation for
+/// adding no metric: a replay adds none, and failing it would fail every retry of a call that
+/// succeeded.
+///
+/// ```
+/// use powertools_core::failure::{note_replayed_response, response_replayed, scope};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let replayed = scope(async {
+///     note_replayed_response();
+///     response_replayed()
+/// })
+/// .await;
+/// assert!(replayed);
+/// assert!(!scope(async { response_replayed() }).await, "each scope is its own invocation");
+/// note_replayed_response(); // outside a scope: nothing to note it in
+/// assert!(!response_replayed());
+/// # });
+/// ```
+pub fn note_replayed_response() {
+    let _ = REPORTED.try_with(|slot| {
+        slot.lock().unwrap_or_else(PoisonError::into_inner).replayed = true;
+    });
+}
+
+/// Whether an idempotent call of this invocation replayed a stored response
+/// ([`note_replayed_response`]); `false` outside a [`scope`].
+pub fn response_replayed() -> bool {
+    REPORTED
+        .try_with(|slot| slot.lock().unwrap_or_else(PoisonError::into_inner).replayed)
+        .unwrap_or(false)
 }
 
 /// The report for an error whose `Debug` text is `debug`, if one was made in this scope.

@@ -284,7 +284,12 @@ impl<St: IdempotencyStore> Engine<St> {
             let engine_id = std::ptr::from_ref::<Self>(&engine) as usize;
             let mut record = match engine.claim(key, deadline, payload_hash).await {
                 Ok(Claimed::Run(record)) => record,
-                Ok(Claimed::Replay(response)) => return Ok(response),
+                Ok(Claimed::Replay(response)) => {
+                    // So that a metrics layer around does not fail the invocation for adding
+                    // no metric (`raise_on_empty_metrics`): the handler did not run again.
+                    powertools_core::failure::note_replayed_response();
+                    return Ok(response);
+                }
                 Err(error) => return Err(error.into_handler_error()),
             };
             // A panic while the handler builds its future (in a service's `call`, or in the

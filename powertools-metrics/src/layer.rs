@@ -171,6 +171,12 @@ impl MetricsLayerBuilder {
     /// logging a warning (default: off). The warning is logged for the first such invocation
     /// only, as Python's `warnings` module shows it once per process: a function that replays
     /// idempotent responses would otherwise log it on every replay.
+    ///
+    /// An invocation whose idempotent call replayed a stored response (the idempotency layer, or
+    /// `Idempotency::run` and `run_keyed`) is never failed for it, only warned about as above:
+    /// its handler did not run again, so it added nothing, and failing it would fail every
+    /// retry of a call that succeeded. Powertools for Python's `log_metrics` raises
+    /// `SchemaValidationError` there.
     pub fn raise_on_empty_metrics(mut self, raise: bool) -> Self {
         self.raise_on_empty_metrics = raise;
         self
@@ -534,7 +540,10 @@ where
         // Armed from here, not from the future's first poll: a future dropped before it runs
         // holds the metrics its handler's synchronous part added.
         let mut cancelled = FlushIfCancelled::new(&metrics, outer.clone());
-        Box::pin(async move {
+        // In the invocation's scope (the logging or tracing layer's, else one of its own), where
+        // an idempotency layer inside notes a replayed response, which is never failed for
+        // adding no metric.
+        Box::pin(powertools_core::failure::scope(async move {
             let outcome = AssertUnwindSafe(metrics.clone().scope(future))
                 .catch_unwind()
                 .await;
@@ -562,7 +571,7 @@ where
                     std::panic::resume_unwind(panic)
                 }
             }
-        })
+        }))
     }
 }
 

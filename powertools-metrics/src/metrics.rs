@@ -1356,7 +1356,10 @@ impl Metrics {
         if wrote_any || settings.disabled {
             return Ok(wrote_any);
         }
-        if settings.raise_on_empty_metrics {
+        // Not for a replay: the handler did not run again, so it added nothing, and failing it
+        // would fail every retry of a call that succeeded (an API client's 502 for good; an SQS
+        // message retried into its dead-letter queue). Python's `log_metrics` raises there.
+        if settings.raise_on_empty_metrics && !powertools_core::failure::response_replayed() {
             return Err(Error::EmptyMetrics);
         }
         if settings.warned_empty.swap(true, Ordering::Relaxed) {

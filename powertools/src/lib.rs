@@ -67,7 +67,7 @@
 //! - **Idempotency per handler**, innermost: a replayed response is still logged and traced as
 //!   an invocation, but the handler does not run again, so neither do its side effects nor its
 //!   metrics (the metrics layer warns that the invocation added none, as Powertools for Python
-//!   does). Add it with
+//!   does; with `raise_on_empty_metrics` too, where Python fails the replay). Add it with
 //!   `powertools::idempotency::IdempotencyLayer` (feature `idempotency`) inside
 //!   `powertools.layer()`.
 //!

@@ -134,6 +134,95 @@ async fn idempotency_inside_the_stack_replays_without_running_the_handler_again(
 }
 
 /// A handler error with a message, as the idempotency layer's `Diagnostic` needs.
+/// With `raise_on_empty_metrics`, a replayed duplicate is answered, not failed: its handler did
+/// not run again, so it added no metric, and the metrics layer failed every retry of an
+/// invocation that succeeded with `EmptyMetrics` (an API client's 502 for good; found by an
+/// attack from the docs). Under the whole stack, and under the metrics layer alone (no other
+/// layer's invocation scope); an invocation that ran and added nothing still fails.
+#[tokio::test]
+async fn a_replay_is_not_failed_for_empty_metrics_but_an_empty_run_still_is() {
+    let (logs, documents) = (MemoryLogs::new(), CheckedSink::new());
+    let strict = Powertools::builder()
+        .service("orders")
+        .env(Env::from_pairs([
+            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
+            ("POWERTOOLS_TRACE_DISABLED", "true"),
+        ]))
+        .logger(|logger| logger.writer(logs.clone()))
+        .metrics(|metrics| metrics.sink(documents.clone()).raise_on_empty_metrics(true))
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(strict.subscriber());
+    let handler = |runs: Arc<AtomicUsize>| {
+        service_fn(move |event: LambdaEvent<Value>| {
+            let runs = runs.clone();
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                if event.payload["count"] == true {
+                    powertools::metrics::add_metric("OrdersPlaced", 1.0, Unit::Count)?;
+                }
+                Ok::<_, lambda_runtime::Error>(json!({"order_id": event.payload["order_id"]}))
+            }
+        })
+    };
+    let idempotency = || {
+        Idempotency::builder(InMemoryStore::new())
+            .key_prefix("orders")
+            .build()
+            .unwrap()
+    };
+    let runs = Arc::new(AtomicUsize::new(0));
+    let whole = ServiceBuilder::new()
+        .layer(strict.layer())
+        .layer(IdempotencyLayer::new(idempotency()))
+        .service(handler(runs.clone()));
+    let alone = ServiceBuilder::new()
+        .layer(
+            powertools::metrics::MetricsLayer::builder()
+                .namespace("Bakery")
+                .sink(documents.clone())
+                .env(Env::empty())
+                .raise_on_empty_metrics(true)
+                .build()
+                .unwrap(),
+        )
+        .layer(IdempotencyLayer::new(idempotency()))
+        .service(handler(runs.clone()));
+    let event = |request: &str| {
+        TestContext::new()
+            .with_request_id(request)
+            .event(json!({"order_id": "o-1", "count": true}))
+    };
+    for request in ["req-1", "req-2", "req-3"] {
+        let response = whole.clone().oneshot(event(request)).await;
+        assert_eq!(response.unwrap(), json!({"order_id": "o-1"}), "{request}");
+        let response = alone.clone().oneshot(event(request)).await;
+        assert_eq!(response.unwrap(), json!({"order_id": "o-1"}), "{request}");
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "each stack ran the handler once"
+    );
+    assert!(
+        logs.json()
+            .iter()
+            .all(|line| line["message"] != "Invocation failed"),
+        "{:?}",
+        logs.json()
+    );
+    // A run that adds nothing still fails, in both.
+    let empty = || {
+        TestContext::new()
+            .with_request_id("req-empty")
+            .event(json!({"order_id": "o-2", "count": false}))
+    };
+    let error = whole.oneshot(empty()).await.unwrap_err();
+    assert!(format!("{error:?}").contains("EmptyMetrics"), "{error:?}");
+    let error = alone.oneshot(empty()).await.unwrap_err();
+    assert!(format!("{error:?}").contains("EmptyMetrics"), "{error:?}");
+}
+
 #[derive(Debug)]
 struct OvenCold;
 
