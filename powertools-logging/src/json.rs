@@ -93,6 +93,9 @@ pub(crate) struct Redactor {
     /// The longest masked key, in bytes as compared (`awssecretaccesskey`): a dotted name's
     /// trailing parts are compared only up to a few times this long.
     longest: usize,
+    /// The masked keys among [`DEFAULT_REDACTED_KEYS`], which also mask a name whose last words
+    /// they are ([`masks`](Self::masks)); `None` when there are none.
+    by_last_words: Option<Box<Redactor>>,
 }
 
 impl Redactor {
@@ -102,6 +105,20 @@ impl Redactor {
     }
 
     pub(crate) fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(keys: I) -> Self {
+        let mut redactor = Redactor::matching(keys);
+        let defaults: Vec<&str> = DEFAULT_REDACTED_KEYS
+            .iter()
+            .copied()
+            .filter(|default| redactor.keys.contains(&normalize(default)))
+            .collect();
+        if !defaults.is_empty() {
+            redactor.by_last_words = Some(Box::new(Redactor::matching(defaults)));
+        }
+        redactor
+    }
+
+    /// A redactor of `keys`, none of which masks by last words.
+    fn matching<I: IntoIterator<Item = S>, S: AsRef<str>>(keys: I) -> Self {
         // A key of separators alone would match every key of separators alone: left out.
         let (keys, spelled): (Vec<String>, Vec<String>) = keys
             .into_iter()
@@ -118,17 +135,26 @@ impl Redactor {
             spelled,
             first_bytes,
             longest,
+            by_last_words: None,
         }
     }
 
     /// Whether `key`'s value is masked: `key` is a masked key in any spelling, or a dotted name
     /// (`tracing`'s nesting, OpenTelemetry's conventions: `db.password`,
-    /// `http.request.header.authorization`, `payment.card.number`) whose last parts are one.
+    /// `http.request.header.authorization`, `payment.card.number`) whose last parts are one, or a
+    /// name whose last words, joined by `_`, `-` or a capital, are one of the default keys
+    /// (`db_password`, `stripe_api_key`, `userPassword`: found by an attack from the docs,
+    /// written in clear). Not a key the caller added: `id` would mask every `order_id`.
     pub(crate) fn masks(&self, key: &str) -> bool {
         self.masks_whole(key)
             || self
                 .trailing_parts(key)
                 .any(|parts| self.masks_whole(parts))
+            || self.by_last_words.as_deref().is_some_and(|defaults| {
+                defaults
+                    .trailing_words(key)
+                    .any(|words| defaults.masks_whole(words))
+            })
     }
 
     /// The trailing parts of a dotted name that could spell a masked key (`card.number` of
@@ -140,6 +166,25 @@ impl Redactor {
         key.rmatch_indices('.')
             .map(move |(dot, _)| &key[dot + 1..])
             .take_while(move |parts| parts.len() <= bound)
+    }
+
+    /// The trailing words of a name that could spell a masked key (`api_key` of
+    /// `stripe_api_key`, `Password` of `userPassword`): from each word's start (after a `.`,
+    /// `_` or `-`, or a capital after a small letter or a digit), from the last, while no longer
+    /// than twice the longest masked key and its separators, as [`trailing_parts`](Self::trailing_parts).
+    fn trailing_words<'k>(&self, key: &'k str) -> impl Iterator<Item = &'k str> {
+        let bytes = key.as_bytes();
+        let lowest = bytes.len().saturating_sub(2 * self.longest + 8).max(1);
+        (lowest..bytes.len())
+            .rev()
+            .filter(move |&start| {
+                let (before, at) = (bytes[start - 1], bytes[start]);
+                // Both ASCII, or `start` follows an ASCII byte: a character boundary either way.
+                matches!(before, b'.' | b'_' | b'-')
+                    || (at.is_ascii_uppercase()
+                        && (before.is_ascii_lowercase() || before.is_ascii_digit()))
+            })
+            .map(move |start| &key[start..])
     }
 
     /// Whether `key`, its dots read as separators, is a masked key in any spelling.
@@ -1918,6 +1963,54 @@ mod tests {
         for key in ["password.hint", "db.name", "token.count", "db.", "."] {
             assert!(!redactor.masks(key), "{key}");
         }
+    }
+
+    /// A name whose last words, joined by `_`, `-` or a capital, are a masked key is masked as a
+    /// dotted one is (found by an attack from the docs: `db_password`, `stripe_api_key` and
+    /// `userPassword` were written in clear); words before or inside a masked key are not.
+    #[test]
+    fn names_whose_last_words_are_a_masked_key_are_masked() {
+        let redactor = Redactor::new(DEFAULT_REDACTED_KEYS);
+        for key in [
+            "db_password",
+            "userPassword",
+            "new-password",
+            "stripe_api_key",
+            "stripeApiKey",
+            "session_token",
+            "auth_token",
+            "csrfToken",
+            "card_cvv",
+            "billing_card_number",
+            "DB_PASSWORD",
+            "v2Password",
+            "app.db_password",
+        ] {
+            assert!(redactor.masks(key), "{key}");
+        }
+        for key in [
+            "password_hint",
+            "token_count",
+            "tokens",
+            "order_id",
+            "recv_count",
+            "passwords_changed",
+            "secretary",
+            "DBPASSWORD_hint",
+            "é_name",
+            "",
+        ] {
+            assert!(!redactor.masks(key), "{key}");
+        }
+        // Bounded as a dotted name is: 50,000 words are not compared one by one.
+        let long = format!("{}password", "p_".repeat(50_000));
+        assert!(redactor.trailing_words(&long).count() <= redactor.longest + 8);
+        assert!(redactor.masks(&long));
+        assert!(redactor.masks(&format!("{}é_password", "é".repeat(10_000))));
+        // A key the caller added masks itself and dotted names only: `id` masks no `order_id`.
+        let added = Redactor::new(["id", "password"]);
+        assert!(added.masks("id") && added.masks("db.id") && added.masks("db_password"));
+        assert!(!added.masks("order_id") && !added.masks("correlationId"));
     }
 
     /// A dotted name's trailing parts are compared only while they could spell a masked key:

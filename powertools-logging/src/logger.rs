@@ -506,7 +506,9 @@ impl LoggerBuilder {
     /// Replaces the masked keys (default: [`DEFAULT_REDACTED_KEYS`]); an empty list masks
     /// nothing. Keys are compared without case and without `-` and `_`: `"iban_code"` masks
     /// `ibanCode` and `IBAN-CODE` too; a dotted name (`customer.iban_code`) by its last part or
-    /// its dots read as separators.
+    /// its dots read as separators. A key of the default list also masks a name whose last
+    /// words it is (`password` masks `db_password` and `userPassword`); another key does not
+    /// (`id` masks no `order_id`).
     pub fn redacted_keys<I: IntoIterator<Item = S>, S: Into<String>>(mut self, keys: I) -> Self {
         self.redacted_keys = Some(keys.into_iter().map(Into::into).collect());
         self
