@@ -131,11 +131,19 @@ pub(crate) fn as_validation_error(error: Error) -> Error {
     }
 }
 
-/// Whether extracted key data counts as missing, by Powertools for Python's rule: `null`, an
-/// empty string, and an array or an object that is empty or holds only `null`s (a JMESPath
-/// multi-select list or hash that matched nothing: `{order: body.order_id}` is
-/// `{"order": null}`; a typed argument whose every field is `None`). Numbers and booleans, `0`
-/// and `false` included, never do; nor does data with one value that is not `null`.
+/// Whether extracted key data counts as missing: `null`, an empty string, and an array or an
+/// object that is empty or holds only `null`s (a JMESPath multi-select list or hash that matched
+/// nothing: `{order: body.order_id}` is `{"order": null}`; a typed argument whose every field is
+/// `None`). Numbers and booleans, `0` and `false` included, never do; nor does data with one
+/// value that is not `null`.
+///
+/// Powertools for Python's rule (`all(x is None for x in data)`) is the same for `null`, a
+/// string, a number and an array, and Java's too; for an object Python looks at its *keys*,
+/// never `None`, so `{"order": null}` is not missing there: every event without an order id
+/// shares that one key, and all but the first are answered as its duplicates. Here it is
+/// missing, as in Java and TypeScript (which also count `0`, `false` and `""` as missing
+/// values): with `raise_on_missing_key` the call fails with `KeyMissing`, without it the
+/// handler runs without idempotency and a warning says so.
 pub fn is_missing(data: &Value) -> bool {
     match data {
         Value::Null => true,

@@ -168,6 +168,10 @@
 //!   `null`. A replay is what the JSON reads as: `Some(None)` is stored as `null` and replays
 //!   as `None` (the README's "What it promises" has the other shapes JSON does not hold whole).
 //! - The replay hook takes the typed response, not its JSON.
+//! - Key data that is an object of `null`s alone (`{order: body.order_id}` matching nothing is
+//!   `{"order": null}`) is missing ([`is_missing`]), as in Java and TypeScript; Python looks at
+//!   the object's keys, so every such event shares one key there and all but the first are
+//!   answered as duplicates.
 //! - A response that can't be stored completes the record without it ([`Error::ResponseNotStored`]
 //!   for duplicates). Python fails the caller after the side effects happened and leaves the
 //!   record in progress, so a retry runs them again.
@@ -180,7 +184,9 @@
 //! - The key prefix may not be invisible characters alone, nor hold a control character, a line
 //!   separator or a bidirectional formatting character (refused by `build`), and a key over
 //!   DynamoDB's limit for its attribute (2048 bytes for a partition key, 1024 for a sort key) is
-//!   refused before any request, naming the prefix and the operation; Python sends both. It is
+//!   refused before any request, naming the prefix and the operation; Python sends both.
+//!   [`InMemoryStore`] refuses a key over 2048 bytes the same way, so that a unit test catches
+//!   a prefix or an operation name too long for DynamoDB. It is
 //!   an [`Error::Persistence`] (`IdempotencyPersistenceLayerError`), as the store reports it
 //!   at the call, not at `build`: a caller that retries store errors as passing retries this
 //!   one for ever. Keep a custom prefix well under the limit (the key adds `.`, the operation's

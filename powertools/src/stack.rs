@@ -261,7 +261,10 @@ pub type PowertoolsService<S, C = NoCorrelationId> =
 /// ([`StackError::Metrics`], only with
 /// [`raise_on_empty_metrics`](powertools_metrics::MetricsLayerBuilder::raise_on_empty_metrics)).
 /// Logging and tracing pass the handler's error through, so this is the stack's only error type;
-/// its `Display` is the inner error's. Under [`run`](crate::run) its Lambda `errorType` is the
+/// its `Display` is the inner error's, for an `E` that has one. A `lambda_runtime::Diagnostic`
+/// (the batch README's handler error) has none: read a `StackError<Diagnostic>` as Lambda will,
+/// through `Diagnostic::from(error)` (its `error_type` and `error_message`), or match
+/// [`StackError::Handler`]. Under [`run`](crate::run) its Lambda `errorType` is the
 /// handler error's own, as the failure line and the span name it; `lambda_runtime::run` alone
 /// names a boxed error by the box's Rust type (`&alloc::boxed::Box<dyn core::error::Error + …>`),
 /// one reason to start the function with [`run`](crate::run).

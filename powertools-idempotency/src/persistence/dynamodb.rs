@@ -198,21 +198,12 @@ impl DynamoDbStore {
     /// is never sent, so nothing is taken back.
     fn check_key_size(&self, operation: &'static str, key: &str) -> Result<(), StoreError> {
         let (limit, attribute) = match self.settings.sort_key_attr {
-            None => (MAX_PARTITION_KEY_BYTES, "partition"),
+            None => (super::MAX_PARTITION_KEY_BYTES, "partition"),
             Some(_) => (MAX_SORT_KEY_BYTES, "sort"),
         };
-        if key.len() <= limit {
+        let Some(cause) = super::key_over_limit(key, limit, attribute) else {
             return Ok(());
-        }
-        // `<prefix>.<operation>#<digest>`: all but the digest and `#` is the caller's.
-        let named = key.rfind('#').unwrap_or(key.len());
-        let cause = format!(
-            "the idempotency key is {} bytes, over DynamoDB's limit of {limit} bytes for a \
-             {attribute} key: its prefix (key_prefix, else the function's name) and operation \
-             name make {named} of them; shorten them (the key starts {})",
-            key.len(),
-            powertools_core::env::shown(key)
-        );
+        };
         Err(StoreError::Backend(Box::new(DynamoDbError::unsent(
             operation,
             &self.settings.table_name,
@@ -646,11 +637,12 @@ impl DynamoDbStoreBuilder {
             }
             // Every request's partition key: over DynamoDB's limit, each would be refused (it
             // was sent: a review).
-            (Some(_), Some(value)) if value.len() > MAX_PARTITION_KEY_BYTES => {
+            (Some(_), Some(value)) if value.len() > super::MAX_PARTITION_KEY_BYTES => {
                 return Err(Error::Config(format!(
                     "static_pk_value is {} bytes, over DynamoDB's limit of \
-                     {MAX_PARTITION_KEY_BYTES} bytes for a partition key (it starts {})",
+                     {} bytes for a partition key (it starts {})",
                     value.len(),
+                    super::MAX_PARTITION_KEY_BYTES,
                     powertools_core::env::shown(&value)
                 )));
             }
@@ -800,8 +792,6 @@ impl std::error::Error for DynamoDbError {
     }
 }
 
-/// The most bytes DynamoDB takes in a partition key's value.
-const MAX_PARTITION_KEY_BYTES: usize = 2048;
 /// The most bytes DynamoDB takes in a sort key's value.
 const MAX_SORT_KEY_BYTES: usize = 1024;
 

@@ -13,6 +13,10 @@ type Records = HashMap<String, DataRecord, RandomState>;
 /// tests and offline demos, **not** for deployed functions (each execution environment would
 /// have its own records).
 ///
+/// It refuses what DynamoDB refuses, so that a test catches it: a record over 400 KB (as the
+/// engine does for every store), and a key over DynamoDB's 2048 bytes for a partition key (a
+/// long `key_prefix` or operation name, which failed every call only once deployed).
+///
 /// Clones share the same records.
 ///
 /// [`DynamoDbStore`]: crate::DynamoDbStore
@@ -93,8 +97,18 @@ impl InMemoryStore {
     }
 }
 
+/// Refuses a key DynamoDB would refuse as a partition key (found by an attack from the docs: the
+/// in-memory store took a 3,000-byte key that fails every call on DynamoDB).
+fn check_key_size(key: &str) -> Result<(), StoreError> {
+    match super::key_over_limit(key, super::MAX_PARTITION_KEY_BYTES, "partition") {
+        None => Ok(()),
+        Some(cause) => Err(StoreError::Backend(cause.into())),
+    }
+}
+
 impl IdempotencyStore for InMemoryStore {
     async fn get(&self, key: &str) -> Result<Option<DataRecord>, StoreError> {
+        check_key_size(key)?;
         Ok(self.record(key))
     }
 
@@ -103,6 +117,7 @@ impl IdempotencyStore for InMemoryStore {
         record: &DataRecord,
         now: SystemTime,
     ) -> Result<PutOutcome, StoreError> {
+        check_key_size(&record.key)?;
         let mut records = self.lock();
         match records.get_mut(&record.key) {
             Some(existing) if !existing.replaceable_at(now) => {
@@ -195,6 +210,48 @@ mod tests {
 
     use super::*;
     use crate::record::{Status, epoch};
+
+    /// A key DynamoDB refuses is refused here too, at the call, naming why and what makes it
+    /// long; one at the limit is taken (found by an attack from the docs: a 3,000-byte key was
+    /// taken here, and failed every call on DynamoDB).
+    #[tokio::test]
+    async fn a_key_over_dynamodb_s_partition_key_limit_is_refused_as_dynamodb_would() {
+        use powertools_core::testing::TestContext;
+        let context = TestContext::new().with_function_name("orders").build();
+        // `<prefix>.charge#<64 hex digits>`: 72 bytes besides the prefix.
+        let call = |prefix_bytes: usize| {
+            let store = InMemoryStore::new();
+            let idempotency = crate::Idempotency::builder(store.clone())
+                .key_prefix("p".repeat(prefix_bytes))
+                .build()
+                .unwrap();
+            let context = context.clone();
+            async move {
+                let outcome = idempotency
+                    .run(&context, "charge", "order-7", |_| async {
+                        Ok::<_, std::io::Error>(7)
+                    })
+                    .await;
+                (outcome, store)
+            }
+        };
+        let (at_limit, store) = call(2048 - 72).await;
+        assert_eq!(at_limit.unwrap(), 7);
+        assert_eq!(store.keys()[0].len(), 2048);
+        let (over, store) = call(2048 - 71).await;
+        let error = over.unwrap_err();
+        assert!(
+            matches!(error, crate::Error::Persistence { .. }),
+            "{error:?}"
+        );
+        let message = format!("{error} {:?}", std::error::Error::source(&error));
+        assert!(
+            message.contains("2049 bytes, over DynamoDB's limit of 2048 bytes for a partition key")
+                && message.contains("key_prefix"),
+            "{message}"
+        );
+        assert!(store.is_empty(), "nothing stored");
+    }
 
     #[tokio::test]
     async fn a_delete_removes_its_own_claim_only() {

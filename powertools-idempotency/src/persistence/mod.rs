@@ -217,3 +217,23 @@ impl CallAnswers {
             .map(|(at, answer)| (at.elapsed(), answer.clone()))
     }
 }
+
+/// The most bytes DynamoDB takes in a partition key's value.
+pub(crate) const MAX_PARTITION_KEY_BYTES: usize = 2048;
+
+/// Why `key` cannot be stored under a key attribute of at most `limit` bytes (DynamoDB's
+/// `attribute` key, `partition` or `sort`), naming what makes it long; `None` when it fits.
+pub(crate) fn key_over_limit(key: &str, limit: usize, attribute: &str) -> Option<String> {
+    if key.len() <= limit {
+        return None;
+    }
+    // `<prefix>.<operation>#<digest>`: all but the digest and `#` is the caller's.
+    let named = key.rfind('#').unwrap_or(key.len());
+    Some(format!(
+        "the idempotency key is {} bytes, over DynamoDB's limit of {limit} bytes for a \
+         {attribute} key: its prefix (key_prefix, else the function's name) and operation name \
+         make {named} of them; shorten them (the key starts {})",
+        key.len(),
+        powertools_core::env::shown(key)
+    ))
+}
