@@ -101,8 +101,9 @@ pub enum Error {
     },
     /// More dimensions in one dimension set than CloudWatch accepts.
     #[error(
-        "too many dimensions: cannot add {name:?}, a dimension set holds at most {limit} \
-         dimensions plus `service`"
+        "too many dimensions: cannot add {name:?}: CloudWatch takes at most {} dimensions in a \
+         set, and the main set keeps one of them for `service`",
+        .limit + 1
     )]
     TooManyDimensions {
         /// The dimension that went past the limit.

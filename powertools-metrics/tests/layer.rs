@@ -109,6 +109,15 @@ async fn twenty_nine_dimensions_plus_service_are_accepted_and_the_thirtieth_refu
         ));
         // The refused dimension is named, as Python names it ("Unable to add dimension d29").
         assert!(thirtieth.to_string().contains("\"d29\""), "{thirtieth}");
+        // The limit as CloudWatch counts it: a set from `add_dimensions`, without `service`,
+        // holds 30 (the message said "at most 29 dimensions plus `service`" for those too;
+        // found by an attack from the docs).
+        assert!(
+            thirtieth.to_string().contains(
+                "at most 30 dimensions in a set, and the main set keeps one of them for `service`"
+            ),
+            "{thirtieth}"
+        );
         assert_eq!(thirtieth.error_type(), "SchemaValidationError");
         // Overwriting an existing dimension is not a new one.
         powertools_metrics::add_dimension("d0", "w")?;

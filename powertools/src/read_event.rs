@@ -355,10 +355,10 @@ where
                 // the Lambda context keys every line of the function has (a query on
                 // `function_name` missed these lines; found by reading the notes of an attack).
                 let invocation = powertools_core::Invocation::new(&event.context);
+                // The standard keys first, as on every line (they came after `exception`: found
+                // by an attack from the docs).
                 tracing::error!(
                     target: "powertools_logging",
-                    exception_name = "InvalidEvent",
-                    exception = %invalid,
                     cold_start,
                     function_name = invocation.function_name(),
                     function_memory_size = invocation.memory_size_mb(),
@@ -366,6 +366,8 @@ where
                     function_version = invocation.function_version(),
                     xray_trace_id = invocation.xray_root_trace_id(),
                     tenant_id = invocation.tenant_id(),
+                    exception_name = "InvalidEvent",
+                    exception = %invalid,
                     powertools_logging.failure = true,
                     "Invocation failed"
                 );
@@ -1262,12 +1264,20 @@ mod tests {
             .call(LambdaEvent::new(invalid, context))
             .await
             .failed();
-        let lines = logs.json();
-        lines
+        let lines = logs.lines();
+        let line = lines
             .iter()
-            .find(|line| line["exception_name"] == "InvalidEvent")
-            .cloned()
-            .unwrap_or_else(|| panic!("{lines:?}"))
+            .find(|line| line.contains(r#""exception_name":"InvalidEvent""#))
+            .unwrap_or_else(|| panic!("{lines:?}"));
+        // The standard keys first, as on every line: then `exception_name` and `exception`.
+        let at = |key: &str| line.find(&format!("\"{key}\":"));
+        for key in ["cold_start", "function_name", "function_arn"] {
+            assert!(
+                at(key).is_some_and(|position| at("exception_name").is_some_and(|e| position < e)),
+                "{key} after exception_name: {line}"
+            );
+        }
+        serde_json::from_str(line).unwrap()
     }
 
     /// The failure line of an event the handler's type cannot hold says `cold_start`, as every
