@@ -1307,6 +1307,8 @@ async fn clock_passed(deadline_ms: i64) -> bool {
 /// cannot tell: its failure may have been stored.
 fn outcome_unknown(error: &StoreError) -> bool {
     match error {
+        // Refused before anything was stored (the in-memory store's key size check).
+        StoreError::Backend(source) if source.is::<crate::persistence::KeyTooLong>() => false,
         #[cfg(feature = "dynamodb")]
         StoreError::Backend(source) => source
             .downcast_ref::<crate::DynamoDbError>()

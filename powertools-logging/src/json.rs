@@ -169,9 +169,11 @@ impl Redactor {
     }
 
     /// The trailing words of a name that could spell a masked key (`api_key` of
-    /// `stripe_api_key`, `Password` of `userPassword`): from each word's start (after a `.`,
-    /// `_` or `-`, or a capital after a small letter or a digit), from the last, while no longer
-    /// than twice the longest masked key and its separators, as [`trailing_parts`](Self::trailing_parts).
+    /// `stripe_api_key`, `Password` of `userPassword` and of `DBPassword`): from each word's
+    /// start (after a `.`, `_` or `-`; a capital after a small letter, a digit or a letter
+    /// beyond ASCII; the last capital of a run of them before a small letter), from the last,
+    /// while no longer than twice the longest masked key and its separators, as
+    /// [`trailing_parts`](Self::trailing_parts).
     fn trailing_words<'k>(&self, key: &'k str) -> impl Iterator<Item = &'k str> {
         let bytes = key.as_bytes();
         let lowest = bytes.len().saturating_sub(2 * self.longest + 8).max(1);
@@ -179,10 +181,17 @@ impl Redactor {
             .rev()
             .filter(move |&start| {
                 let (before, at) = (bytes[start - 1], bytes[start]);
-                // Both ASCII, or `start` follows an ASCII byte: a character boundary either way.
+                // `start` follows an ASCII byte or is one: a character boundary either way.
                 matches!(before, b'.' | b'_' | b'-')
                     || (at.is_ascii_uppercase()
-                        && (before.is_ascii_lowercase() || before.is_ascii_digit()))
+                        && (before.is_ascii_lowercase()
+                            || before.is_ascii_digit()
+                            || !before.is_ascii()
+                            // `DBPassword`, `CSRFToken` (found by a review).
+                            || (before.is_ascii_uppercase()
+                                && bytes
+                                    .get(start + 1)
+                                    .is_some_and(u8::is_ascii_lowercase))))
             })
             .map(move |start| &key[start..])
     }
@@ -1985,6 +1994,14 @@ mod tests {
             "DB_PASSWORD",
             "v2Password",
             "app.db_password",
+            // Capitals in a run, and after a letter beyond ASCII (found by a review).
+            "DBPassword",
+            "SMTPPassword",
+            "MySQLPassword",
+            "JWTToken",
+            "CSRFToken",
+            "éPassword",
+            "ÉPassword",
         ] {
             assert!(redactor.masks(key), "{key}");
         }
@@ -1997,6 +2014,8 @@ mod tests {
             "passwords_changed",
             "secretary",
             "DBPASSWORD_hint",
+            "PASSWORDHint",
+            "TOKENCount",
             "é_name",
             "",
         ] {

@@ -102,7 +102,7 @@ pub enum Error {
     /// More dimensions in one dimension set than CloudWatch accepts.
     #[error(
         "too many dimensions: cannot add {name:?}: CloudWatch takes at most {} dimensions in a \
-         set, and the main set keeps one of them for `service`",
+         set, `service` among the main set's when there is one",
         .limit + 1
     )]
     TooManyDimensions {

@@ -114,7 +114,7 @@ async fn twenty_nine_dimensions_plus_service_are_accepted_and_the_thirtieth_refu
         // found by an attack from the docs).
         assert!(
             thirtieth.to_string().contains(
-                "at most 30 dimensions in a set, and the main set keeps one of them for `service`"
+                "at most 30 dimensions in a set, `service` among the main set's when there is one"
             ),
             "{thirtieth}"
         );

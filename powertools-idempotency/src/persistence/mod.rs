@@ -221,6 +221,20 @@ impl CallAnswers {
 /// The most bytes DynamoDB takes in a partition key's value.
 pub(crate) const MAX_PARTITION_KEY_BYTES: usize = 2048;
 
+/// A key the store refused before storing anything, for its size ([`key_over_limit`]): the
+/// engine reads it as a write that did not land, so it takes nothing back and warns of nothing
+/// that may be stored.
+#[derive(Debug)]
+pub(crate) struct KeyTooLong(pub(crate) String);
+
+impl std::fmt::Display for KeyTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for KeyTooLong {}
+
 /// Why `key` cannot be stored under a key attribute of at most `limit` bytes (DynamoDB's
 /// `attribute` key, `partition` or `sort`), naming what makes it long; `None` when it fits.
 pub(crate) fn key_over_limit(key: &str, limit: usize, attribute: &str) -> Option<String> {
