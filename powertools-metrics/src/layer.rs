@@ -540,10 +540,7 @@ where
         // Armed from here, not from the future's first poll: a future dropped before it runs
         // holds the metrics its handler's synchronous part added.
         let mut cancelled = FlushIfCancelled::new(&metrics, outer.clone());
-        // In the invocation's scope (the logging or tracing layer's, else one of its own), where
-        // an idempotency layer inside notes a replayed response, which is never failed for
-        // adding no metric.
-        Box::pin(powertools_core::failure::scope(async move {
+        let invocation = async move {
             let outcome = AssertUnwindSafe(metrics.clone().scope(future))
                 .catch_unwind()
                 .await;
@@ -571,7 +568,16 @@ where
                     std::panic::resume_unwind(panic)
                 }
             }
-        }))
+        };
+        // With `raise_on_empty_metrics` only, in the invocation's scope (the logging or tracing
+        // layer's, else one of its own), where an idempotency layer inside notes a replayed
+        // response, which is never failed for adding no metric. Without it, nothing asks, and
+        // the scope's lookup on every poll is saved.
+        if self.settings.raise_on_empty_metrics {
+            Box::pin(powertools_core::failure::scope(invocation))
+        } else {
+            Box::pin(invocation)
+        }
     }
 }
 

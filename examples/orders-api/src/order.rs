@@ -112,16 +112,6 @@ impl OrderError {
     }
 }
 
-/// The embeddings, overrides and isolates of Unicode's bidirectional algorithm (and its marks,
-/// the Arabic letter mark too: every `Bidi_Control` character): they make a name display as
-/// another (`camden\u{202e}…`) in logs, consoles and receipts.
-fn is_bidirectional_formatting(c: char) -> bool {
-    matches!(
-        c,
-        '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
-    )
-}
-
 /// Whether `id` is 1 to [`MAX_ID_CHARS`] characters of `A-Z a-z 0-9 - _`.
 pub(crate) fn is_valid_id(id: &str) -> bool {
     (1..=MAX_ID_CHARS).contains(&id.len())
@@ -149,7 +139,7 @@ impl Order {
             || self.location.chars().any(|c| {
                 // U+2028 and U+2029 break lines as `\n` does, though they are not controls.
                 c.is_control()
-                    || is_bidirectional_formatting(c)
+                    || powertools::core::text::is_bidi_control(c)
                     || matches!(c, '\u{2028}' | '\u{2029}')
             })
         {
