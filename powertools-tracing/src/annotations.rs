@@ -67,10 +67,17 @@ const LAYER_GROUPS: &[&str] = &["faas.", "cloud.", "http.", "service.", "telemet
 /// refuses a NaN or an infinite number (JSON, and so X-Ray, cannot hold them) and cuts a string
 /// to its first 500 bytes.
 ///
+/// It converts from `bool`, every integer type up to 64 bits (`usize` too; one past `i64::MAX`
+/// is written as a double, as X-Ray reads every number), `f32`, `f64`, `String`, `&String`,
+/// `&str` and `Cow<str>`.
+///
 /// ```
 /// use powertools_tracing::AnnotationValue;
 ///
-/// let values: [AnnotationValue; 4] = ["o-42".into(), 3_u32.into(), 9.5.into(), true.into()];
+/// let order_id = String::from("o-42");
+/// let items = vec!["loaf", "bun"];
+/// let values: [AnnotationValue; 5] =
+///     [(&order_id).into(), items.len().into(), 3_u64.into(), 9.5.into(), true.into()];
 /// # drop(values);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
@@ -100,8 +107,14 @@ annotation_value_from! {
     u8 => |value| Value::I64(value.into()),
     f64 => Value::F64,
     f32 => |value| Value::F64(value.into()),
+    // An integer past `i64` is still a number: a double, as X-Ray reads every number.
+    u64 => |value| i64::try_from(value).map_or(Value::F64(value as f64), Value::I64),
+    usize => |value| i64::try_from(value).map_or(Value::F64(value as f64), Value::I64),
+    isize => |value| i64::try_from(value).map_or(Value::F64(value as f64), Value::I64),
     String => |value| Value::String(value.into()),
+    &String => |value| Value::String(value.clone().into()),
     &str => |value| Value::String(value.to_owned().into()),
+    std::borrow::Cow<'_, str> => |value| Value::String(value.into_owned().into()),
 }
 
 /// The annotations given to [`annotate`] during one invocation, in the invocation's context;
@@ -479,6 +492,34 @@ mod tests {
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
+
+    /// What a handler has at hand converts as it reads: a borrowed `String` (`&order.id`), a
+    /// count (`items.len()`), a `u64` (which did not compile: found by a new user writing from
+    /// the docs). An integer past `i64` is a number still, as X-Ray reads numbers: a double.
+    #[test]
+    fn a_borrowed_string_a_length_and_any_integer_are_values() {
+        let id = String::from("o-42");
+        let cases: [(AnnotationValue, Value); 9] = [
+            ((&id).into(), Value::String("o-42".into())),
+            (
+                std::borrow::Cow::Borrowed("o-42").into(),
+                Value::String("o-42".into()),
+            ),
+            (3_usize.into(), Value::I64(3)),
+            ((-3_isize).into(), Value::I64(-3)),
+            (u64::from(u32::MAX).into(), Value::I64(4_294_967_295)),
+            ((i64::MAX as u64).into(), Value::I64(i64::MAX)),
+            (
+                (i64::MAX as u64 + 1).into(),
+                Value::F64(9_223_372_036_854_775_808.0),
+            ),
+            (u64::MAX.into(), Value::F64(18_446_744_073_709_551_615.0)),
+            (usize::MAX.into(), Value::F64(usize::MAX as f64)),
+        ];
+        for (converted, expected) in cases {
+            assert_eq!(converted.0, expected);
+        }
+    }
 
     /// The level and fields of each event logged while installed.
     #[derive(Clone, Default)]

@@ -13,7 +13,7 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::{
     SpanBuilder, SpanContext, SpanId, SpanKind, SpanRef, Status, TraceContextExt, TraceFlags,
-    TraceId, Tracer as _,
+    TraceId, TraceState, Tracer as _,
 };
 use opentelemetry::{Context as OtelContext, KeyValue, StringValue};
 use opentelemetry_sdk::trace::{IdGenerator as _, RandomIdGenerator};
@@ -222,7 +222,7 @@ enum Start {
     /// (`Sampled=?`, or none) is taken here: sampled, as the tracer samples a trace it begins.
     Child(OtelContext),
     /// Beginning the header's trace: a `Root` without a `Parent` (`Sampled=1`, `?` or none).
-    Begin(TraceId),
+    Begin(TraceId, TraceState),
     /// In the header's trace, not sampled, with no parent segment (`Root=…;Sampled=0`): nothing
     /// is recorded, and the handler's calls propagate the trace and the decision.
     Unsampled(SpanContext),
@@ -245,7 +245,7 @@ fn start_of(trace_header: Option<&str>) -> Start {
                 header.trace_state().clone(),
             ))
         } else {
-            Start::Begin(header.trace_id())
+            Start::Begin(header.trace_id(), header.trace_state().clone())
         };
     }
     let parent = if flags == crate::propagation::DEFERRED {
@@ -404,9 +404,9 @@ fn invocation_context(
             let span = tracer.build_with_context(builder, &parent);
             parent.with_span(span)
         }
-        Start::Begin(trace) => {
+        Start::Begin(trace, state) => {
             let root = OtelContext::new();
-            let span = crate::propagation::beginning_trace(trace, || {
+            let span = crate::propagation::beginning_trace(trace, state, || {
                 tracer.build_with_context(builder, &root)
             });
             root.with_span(span)

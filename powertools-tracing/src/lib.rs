@@ -55,8 +55,9 @@
 //! and follows its sampling decision. A `Root` without a `Parent` is joined too (the span begins
 //! that trace, with no parent; with `Sampled=0` nothing is recorded, and the handler's calls
 //! carry the trace and the decision on); a decision left open (`Sampled=?`, or none) is taken
-//! here: sampled, as a trace the tracer begins. Other fields travel on as trace state, and one
-//! that W3C trace state cannot hold (a `,` in its value) is left out, never the whole header
+//! here: sampled, as a trace the tracer begins. Other fields travel on as trace state in every
+//! one of these forms (`Lineage`, which Lambda's recursive-loop detection reads, reaches the
+//! services [`inject_trace_headers`] calls), and one that W3C trace state cannot hold (a `,` in its value) is left out, never the whole header
 //! (`XrayPropagator` would ignore it and begin another trace). Trace ids are X-Ray compatible.
 //! The handler runs in the
 //! span's OpenTelemetry context: its `tracing` spans nest under it, and

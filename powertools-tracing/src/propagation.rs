@@ -1,9 +1,11 @@
 //! Propagating the current trace to the services a handler calls.
 
+use opentelemetry::KeyValue;
 use opentelemetry::propagation::{Injector, TextMapPropagator};
-use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+use opentelemetry::trace::{Link, SpanContext, SpanId, SpanKind, TraceFlags, TraceId, TraceState};
 use opentelemetry_aws::trace::XrayPropagator;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SamplingResult, ShouldSample};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 struct HeaderInjector<'a>(&'a mut http::HeaderMap);
@@ -54,6 +56,8 @@ thread_local! {
     /// The trace id the next span without a parent starts, when the invocation's header names a
     /// trace but no parent segment: set just before the span is built, on the same thread.
     static NEXT_ROOT: std::cell::Cell<Option<TraceId>> = const { std::cell::Cell::new(None) };
+    /// That header's other fields (`Lineage`), for the same span's trace state.
+    static NEXT_ROOT_STATE: std::cell::Cell<Option<TraceState>> = const { std::cell::Cell::new(None) };
 }
 
 /// X-Ray's ids (`XrayIdGenerator`: a trace id begins with its time), except that a span which
@@ -73,12 +77,53 @@ impl opentelemetry_sdk::trace::IdGenerator for HeaderTraceIds {
     }
 }
 
-/// Runs `build` (which builds one span without a parent) so that its span begins `trace`.
-pub(crate) fn beginning_trace<R>(trace: TraceId, build: impl FnOnce() -> R) -> R {
+/// The sampler of every tracer: `ParentBased(AlwaysOn)`, except that a span which begins a
+/// trace named by the invocation's header takes the header's other fields (`Lineage`, which
+/// Lambda's recursive-loop detection reads) as its trace state, so that they travel on with the
+/// trace as they do under a parent segment: the SDK gives a span without a parent the sampler's
+/// trace state, which is empty.
+#[derive(Debug, Clone)]
+pub(crate) struct HeaderSampler(Sampler);
+
+impl Default for HeaderSampler {
+    fn default() -> Self {
+        Self(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+    }
+}
+
+impl ShouldSample for HeaderSampler {
+    fn should_sample(
+        &self,
+        parent_context: Option<&opentelemetry::Context>,
+        trace_id: TraceId,
+        name: &str,
+        span_kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult {
+        let mut result =
+            self.0
+                .should_sample(parent_context, trace_id, name, span_kind, attributes, links);
+        if let Some(state) = NEXT_ROOT_STATE.take() {
+            result.trace_state = state;
+        }
+        result
+    }
+}
+
+/// Runs `build` (which builds one span without a parent) so that its span begins `trace`, with
+/// `state` (the header's other fields) as its trace state.
+pub(crate) fn beginning_trace<R>(
+    trace: TraceId,
+    state: TraceState,
+    build: impl FnOnce() -> R,
+) -> R {
     NEXT_ROOT.set(Some(trace));
+    NEXT_ROOT_STATE.set(Some(state));
     let built = build();
     // Not taken if the SDK built no span (a provider shut down): never left for another.
     NEXT_ROOT.set(None);
+    NEXT_ROOT_STATE.set(None);
     built
 }
 

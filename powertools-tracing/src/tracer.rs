@@ -9,7 +9,7 @@ use opentelemetry::{KeyValue, StringValue};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{
-    Sampler, SdkTracer, SdkTracerProvider, SimpleSpanProcessor, SpanExporter, SpanLimits,
+    SdkTracer, SdkTracerProvider, SimpleSpanProcessor, SpanExporter, SpanLimits,
     TracerProviderBuilder,
 };
 use powertools_core::PowertoolsConfig;
@@ -26,7 +26,7 @@ use crate::export::{
     Roots,
 };
 use crate::extension::Handoff;
-use crate::propagation::HeaderTraceIds;
+use crate::propagation::{HeaderSampler, HeaderTraceIds};
 
 /// `true` turns tracing off: no span, no export, no flush.
 pub const POWERTOOLS_TRACE_DISABLED: &str = "POWERTOOLS_TRACE_DISABLED";
@@ -549,7 +549,7 @@ impl TracerBuilder {
             Some(
                 hook(SdkTracerProvider::builder().with_span_limits(span_limits))
                     .with_id_generator(HeaderTraceIds::default())
-                    .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+                    .with_sampler(HeaderSampler::default())
                     .with_resource(resource(&service, &config))
                     .build(),
             )
@@ -566,7 +566,7 @@ impl TracerBuilder {
                     .with_span_limits(span_limits)
                     .with_span_processor(QueueProcessor(queue))
                     .with_id_generator(HeaderTraceIds::default())
-                    .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+                    .with_sampler(HeaderSampler::default())
                     .with_resource(resource)
                     .build(),
             )
@@ -673,7 +673,7 @@ impl TracerBuilder {
                     .with_span_limits(span_limits)
                     .with_span_processor(QueueProcessor(queue))
                     .with_id_generator(HeaderTraceIds::default())
-                    .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+                    .with_sampler(HeaderSampler::default())
                     .with_resource(resource)
                     .build(),
             )

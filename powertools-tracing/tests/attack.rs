@@ -717,6 +717,72 @@ async fn every_header_that_names_a_trace_joins_it_and_follows_its_decision() {
     }
 }
 
+/// The header's other fields (`Lineage`, which Lambda's recursive-loop detection reads) travel
+/// on with the trace whatever its form: they were dropped when the invocation began the header's
+/// trace (a `Root` without a `Parent`, sampled or undecided), so the services the handler called
+/// saw no `Lineage` and the exported span no trace state. (Found by an attack from the docs.)
+#[tokio::test]
+async fn the_header_s_lineage_travels_on_in_every_form_that_joins_its_trace() {
+    let lineage = "Lineage=1:a9bc3c2f:0";
+    for (raw, exported) in [
+        (
+            format!("Root={ROOT};Parent={PARENT};Sampled=1;{lineage}"),
+            true,
+        ),
+        (
+            format!("Root={ROOT};Parent={PARENT};Sampled=0;{lineage}"),
+            false,
+        ),
+        (format!("Root={ROOT};Parent={PARENT};{lineage}"), true),
+        (format!("Root={ROOT};Sampled=0;{lineage}"), false),
+        (format!("Root={ROOT};Sampled=1;{lineage}"), true),
+        (format!("Root={ROOT};Sampled=?;{lineage}"), true),
+        (format!("Root={ROOT};{lineage}"), true),
+    ] {
+        let capture = Capture::default();
+        let tracer = capture_tracer(&capture);
+        let _guard = install(&tracer);
+        let seen = Arc::new(Mutex::new(None));
+        let seen_in_handler = seen.clone();
+        TracingLayer::new(tracer.clone())
+            .layer(service_fn(move |_e: LambdaEvent<Json>| {
+                let seen = seen_in_handler.clone();
+                async move {
+                    let mut headers = http::HeaderMap::new();
+                    inject_trace_headers(&mut headers);
+                    let header = |name: &str| {
+                        headers
+                            .get(name)
+                            .map(|value| value.to_str().unwrap().to_owned())
+                            .unwrap_or_default()
+                    };
+                    *seen.lock().unwrap() = Some((header("x-amzn-trace-id"), header("tracestate")));
+                    Ok::<_, lambda_runtime::Error>(json!(1))
+                }
+            }))
+            .oneshot(ctx().with_trace_id(raw.clone()).event(json!({})))
+            .await
+            .unwrap();
+        tracer.flush().await;
+        let (xray, trace_state) = seen.lock().unwrap().clone().unwrap();
+        assert!(
+            xray.starts_with(&format!("Root={ROOT};")) && xray.ends_with(&format!(";{lineage}")),
+            "header {raw}: the handler propagates {xray:?}"
+        );
+        assert_eq!(trace_state, "lineage=1:a9bc3c2f:0", "header {raw}");
+        if exported {
+            let span = capture.one_invocation();
+            assert_eq!(
+                span.span_context.trace_state().get("lineage"),
+                Some("1:a9bc3c2f:0"),
+                "header {raw}: the exported span's trace state"
+            );
+        } else {
+            assert!(capture.spans().is_empty(), "header {raw}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn malformed_or_oversized_trace_headers_never_fail_and_never_give_an_invalid_trace() {
     let huge = format!(
