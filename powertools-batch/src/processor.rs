@@ -1,5 +1,6 @@
 //! The batch processor: one handler call per record, failures reported per record.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -115,14 +116,18 @@ impl<T> KinesisRecord<T> {
 ///   record starts (those appended before the batch started are on every record; one appended
 ///   to the invocation while the batch runs, beside it, only on the records started after),
 ///   and keys the handler appends (`append_key("refund_id", …)`) are on that
-///   record's lines only, even with records running at once. A failed record is logged at
-///   `WARN` (`a batch record failed`) with its id, its keys and why it failed (the error's
+///   record's lines only, even with records running at once. A failed record is logged as
+///   Powertools for Python logs it (`BatchProcessor(logger=…)`): a `WARN`, `Record processing
+///   exception; skipping this record`, with its id, its keys, `exception_name` (the error's
+///   type or variant as the logging layer names an invocation's, `Error` for a message only,
+///   `Panic`, `serde_json::Error` for a body that did not read) and `exception` (the error's
 ///   message with its causes' messages: the error is boxed as `?` boxes it, and an AWS SDK
 ///   error's own `Display` is only `service error`); so is each record of a FIFO batch failed
-///   without running, after an earlier failure. The line's own fields (`message_id` or
-///   `sequence_number`, and `reason`) replace keys of those names on it, as any line's fields
-///   replace appended keys (Powertools for Python's `extra`): name business keys apart
-///   (`refund_reason`).
+///   without running, after an earlier failure (`SQSFifoCircuitBreakerError`, or
+///   `SQSFifoMessageGroupCircuitBreakerError` with `skip_group_on_error`, Python's names). The
+///   line's own fields (`message_id` or `sequence_number`, `exception_name`, `exception`)
+///   replace keys of those names on it, as any line's fields replace appended keys
+///   (Powertools for Python's `extra`).
 /// - With the `metrics` feature the invocation's EMF document gets `BatchRecordsProcessed` (the
 ///   records processed successfully) and `BatchRecordsFailed` (the records reported as failed);
 ///   a stream's records after its first failure, which Lambda retries, are in neither. Without
@@ -286,17 +291,20 @@ impl BatchProcessor {
                     .filter(|group| !group.is_empty());
                 let skipped = stop || group.is_some_and(|group| failed_groups.contains(group));
                 if skipped {
-                    let reason = if stop {
-                        "an earlier record of the FIFO batch failed"
+                    // Python's circuit breakers' names and our words.
+                    let (name, reason) = if stop {
+                        (
+                            "SQSFifoCircuitBreakerError",
+                            "an earlier record of the FIFO batch failed",
+                        )
                     } else {
-                        "an earlier record of its message group failed"
+                        (
+                            "SQSFifoMessageGroupCircuitBreakerError",
+                            "an earlier record of its message group failed",
+                        )
                     };
                     // Reported to Lambda as failed, so logged as failed, as a record that ran.
-                    tracing::warn!(
-                        message_id = message_id.as_str(),
-                        reason,
-                        "a batch record failed"
-                    );
+                    message_failure_line(&message_id, name, reason);
                     outcomes.push((message_id, Err(reason.into())));
                     continue;
                 }
@@ -587,17 +595,24 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // `Err((exception_name, exception))`, as the failure line writes them.
     let outcome = match std::panic::catch_unwind(AssertUnwindSafe(start)) {
-        Err(panic) => Err(panicked_then_dropped(panic)),
+        Err(panic) => Err((PANIC.into(), panicked_then_dropped(panic))),
         // Its own words: `without_values` would leave out a message it does not know.
-        Ok(Err((error, _))) if error.to_string() == crate::raw::READ_PANICKED => Err(format!(
-            "the record's body (SQS) or data (Kinesis) could not be read: {}",
-            crate::raw::READ_PANICKED
+        Ok(Err((error, _))) if error.to_string() == crate::raw::READ_PANICKED => Err((
+            PANIC.into(),
+            format!(
+                "the record's body (SQS) or data (Kinesis) could not be read: {}",
+                crate::raw::READ_PANICKED
+            ),
         )),
-        Ok(Err((error, path))) => Err(format!(
-            "the record's body (SQS) or data (Kinesis) is not the expected JSON{}: {}",
-            path.map(|path| format!(" at {path}")).unwrap_or_default(),
-            without_values(&error)
+        Ok(Err((error, path))) => Err((
+            UNREADABLE_BODY.into(),
+            format!(
+                "the record's body (SQS) or data (Kinesis) is not the expected JSON{}: {}",
+                path.map(|path| format!(" at {path}")).unwrap_or_default(),
+                without_values(&error)
+            ),
         )),
         Ok(Ok(future)) => {
             // Boxed so that it can be dropped within the record too: a handler's future that is
@@ -609,7 +624,7 @@ where
                 // A panic as its future is dropped fails a record that had succeeded, as it
                 // does when an `async` block drops the same value within its poll (found by a
                 // review).
-                (Err(reason), Ok(Ok(()))) => Err(reason),
+                (Err(reason), Ok(Ok(()))) => Err((PANIC.into(), reason)),
                 (_, ran) => Ok(ran),
             }
         }
@@ -629,26 +644,20 @@ where
                     powertools_core::error_chain::message_chain(error.as_ref())
                 }))
                 .unwrap_or_else(|_| "<the error's Display panicked>".to_owned());
+                // Named as the logging layer names an invocation's error: its type or variant,
+                // `Error` for a message only (a `String`, whose boxed `Debug` is quoted text).
+                let name = powertools_core::error_chain::type_name(error.as_ref())
+                    .map_or(Cow::Borrowed(MESSAGE_ONLY), Cow::Owned);
                 let _already_failed = dropped_within_the_record(error);
-                Err(reason)
+                Err((name, reason))
             }
-            Err(panic) => Err(panicked_then_dropped(panic)),
+            Err(panic) => Err((PANIC.into(), panicked_then_dropped(panic))),
         },
     };
-    let outcome = outcome.map_err(capped);
+    let outcome = outcome.map_err(|(name, reason)| (name, capped(reason)));
     // Inside the record's scope: its keys are on the line.
-    match (&id, &outcome) {
-        (RecordId::Message(message_id), Err(reason)) => {
-            tracing::warn!(message_id = message_id.as_str(), %reason, "a batch record failed");
-        }
-        (RecordId::Sequence(sequence_number), Err(reason)) => {
-            tracing::warn!(
-                sequence_number = sequence_number.as_str(),
-                %reason,
-                "a batch record failed"
-            );
-        }
-        (_, Ok(())) => {}
+    if let Err((name, reason)) = &outcome {
+        failure_line(&id, name, reason);
     }
     if outcome.is_err() {
         // The record's span is an error, as a failed invocation's is (its traces showed every
@@ -657,7 +666,41 @@ where
         tracing::Span::current().record("otel.status_code", "ERROR");
     }
     let (RecordId::Message(id) | RecordId::Sequence(id)) = id;
-    (id, outcome)
+    (id, outcome.map_err(|(_, reason)| reason))
+}
+
+/// [`failure_line`] of the SQS message `message_id`.
+fn message_failure_line(message_id: &str, name: &str, reason: &str) {
+    tracing::warn!(
+        message_id,
+        exception_name = name,
+        exception = reason,
+        "{FAILURE_MESSAGE}"
+    );
+}
+
+/// `exception_name` of a record whose handler panicked, as the logging layer names a panic.
+const PANIC: &str = "Panic";
+/// `exception_name` of a record whose body did not deserialize.
+const UNREADABLE_BODY: &str = "serde_json::Error";
+/// `exception_name` of an error that is only a message (a `String`): it has no type to name.
+const MESSAGE_ONLY: &str = "Error";
+/// The message of a failed record's line: Powertools for Python's (`BatchProcessor(logger=…)`),
+/// which Logs Insights queries written for it filter on.
+const FAILURE_MESSAGE: &str = "Record processing exception; skipping this record";
+
+/// Logs that the record `id` failed, as Powertools for Python does: a `WARN` with Python's
+/// message, `exception_name` and `exception`, and the record's id.
+fn failure_line(id: &RecordId, name: &str, reason: &str) {
+    match id {
+        RecordId::Message(message_id) => message_failure_line(message_id, name, reason),
+        RecordId::Sequence(sequence_number) => tracing::warn!(
+            sequence_number = sequence_number.as_str(),
+            exception_name = name,
+            exception = reason,
+            "{FAILURE_MESSAGE}"
+        ),
+    }
 }
 
 /// [`Error::EmptyBatch`] for a batch without records, as Powertools for Python refuses one

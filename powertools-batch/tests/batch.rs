@@ -43,6 +43,9 @@ fn logging() -> &'static (Logger, MemoryLogs) {
     })
 }
 
+/// The message of a failed record's line (Powertools for Python's).
+const FAILURE_LINE: &str = "Record processing exception; skipping this record";
+
 /// The lines of the invocation `request_id`.
 fn lines_of(request_id: &str) -> Vec<Value> {
     logging()
@@ -181,8 +184,8 @@ async fn a_failed_record_s_reason_names_its_error_s_causes() {
         .1
         .json()
         .into_iter()
-        .find(|line| line["message_id"] == "chain-1" && line["message"] == "a batch record failed")
-        .expect("chain-1's failure line")["reason"]
+        .find(|line| line["message_id"] == "chain-1" && line["message"] == FAILURE_LINE)
+        .expect("chain-1's failure line")["exception"]
         .clone();
     assert_eq!(reason, "oven failed: the door is jammed");
 }
@@ -212,8 +215,8 @@ async fn a_failed_record_s_reason_is_cut_at_16_kib() {
         .1
         .json()
         .into_iter()
-        .find(|line| line["message_id"] == "huge-1" && line["message"] == "a batch record failed")
-        .expect("huge-1's failure line")["reason"]
+        .find(|line| line["message_id"] == "huge-1" && line["message"] == FAILURE_LINE)
+        .expect("huge-1's failure line")["exception"]
         .as_str()
         .expect("a reason")
         .to_owned();
@@ -442,13 +445,11 @@ async fn a_fifo_failure_fails_every_later_record_or_only_its_group() {
     let lines = logging().1.json();
     for skipped in ["f-3", "f-4"] {
         assert!(
-            lines
-                .iter()
-                .any(|line| line["message"] == "a batch record failed"
-                    && line["message_id"] == skipped
-                    && line["reason"]
-                        .as_str()
-                        .is_some_and(|reason| reason.contains("earlier record"))),
+            lines.iter().any(|line| line["message"] == FAILURE_LINE
+                && line["message_id"] == skipped
+                && line["exception"]
+                    .as_str()
+                    .is_some_and(|reason| reason.contains("earlier record"))),
             "{skipped} is not logged: {lines:#?}"
         );
     }
@@ -647,12 +648,12 @@ async fn a_stream_stops_at_its_first_failure() {
         .json()
         .into_iter()
         .find(|line| {
-            line["message"] == "a batch record failed"
+            line["message"] == FAILURE_LINE
                 && line["sequence_number"]
                     == "49590338271490256608559692538361571095921575989136588802"
         })
         .expect("the failure is logged with the record's sequence number");
-    assert_eq!(failure_line["reason"], "implausible reading 999");
+    assert_eq!(failure_line["exception"], "implausible reading 999");
     assert_eq!(
         calls.load(Ordering::SeqCst),
         2,
@@ -781,7 +782,7 @@ async fn a_handler_metric_named_like_one_count_loses_that_count_only_and_says_wh
     assert_eq!(document["BatchRecordsFailed"], 3.0, "{document}");
     let warnings: Vec<Value> = lines_of("req-clash")
         .into_iter()
-        .filter(|line| line["level"] == "WARN" && line["message"] != "a batch record failed")
+        .filter(|line| line["level"] == "WARN" && line["message"] != FAILURE_LINE)
         .collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
@@ -900,7 +901,7 @@ async fn fifty_records_ten_at_a_time_each_log_only_their_own_keys() {
     let mut failed = Vec::new();
     for line in &lines {
         let message = line["message"].as_str().unwrap();
-        if message == "refund issued" || message == "a batch record failed" {
+        if message == "refund issued" || message == FAILURE_LINE {
             let message_id = line["message_id"]
                 .as_str()
                 .unwrap_or_else(|| panic!("{line}"));
@@ -976,7 +977,7 @@ async fn a_poison_body_s_values_are_not_copied_into_the_failure() {
     assert!(message.contains("expected u32"), "{message}");
     let failures: Vec<String> = lines_of("req-poison-values")
         .iter()
-        .filter(|line| line["message"] == "a batch record failed")
+        .filter(|line| line["message"] == FAILURE_LINE)
         .map(Value::to_string)
         .collect();
     assert_eq!(failures.len(), bodies.len(), "{failures:?}");
@@ -1318,8 +1319,8 @@ async fn a_body_that_does_not_read_names_the_path_where_it_went_wrong() {
     let reasons: Vec<String> = logs
         .json()
         .into_iter()
-        .filter(|line| line["message"] == "a batch record failed")
-        .filter_map(|line| line["reason"].as_str().map(str::to_owned))
+        .filter(|line| line["message"] == FAILURE_LINE)
+        .filter_map(|line| line["exception"].as_str().map(str::to_owned))
         .filter(|reason| reason.contains("expected u8"))
         .collect();
     assert!(
@@ -1420,4 +1421,145 @@ async fn json_python_reads_and_serde_json_does_not_fails_as_the_readme_says() {
         .unwrap();
     assert_eq!(failed_ids(&untyped), ["j-0", "j-1"]);
     assert_eq!(*seen.lock().unwrap(), [json!(3), json!(2)]);
+}
+
+/// A failed record's line reads as Powertools for Python's (`BatchProcessor(logger=…)`): a
+/// `WARN` "Record processing exception; skipping this record" with `exception_name` and
+/// `exception`, which Logs Insights queries written for Python filter and group by. It was "a
+/// batch record failed" with the error in `reason` (found by comparing the two side by side).
+/// The name is the error's type or variant (`Error` for a message only), `Panic`, the serde
+/// error of a body that did not read, and Python's circuit breakers for the FIFO records that
+/// did not run.
+#[tokio::test]
+async fn a_failed_record_s_line_has_python_s_message_exception_name_and_exception() {
+    #[derive(Debug)]
+    enum Refused {
+        Declined(&'static str),
+    }
+    impl std::fmt::Display for Refused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let Refused::Declined(why) = self;
+            write!(f, "declined: {why}")
+        }
+    }
+    impl std::error::Error for Refused {}
+
+    logging();
+    let record = |id: &str, order: &str, group: &str| {
+        json!({
+            "messageId": id,
+            "body": format!("{{\"order_id\": \"{order}\", \"loaves\": 1}}"),
+            "attributes": {"MessageGroupId": group},
+        })
+    };
+    let mut not_json = record("py-not-json", "-", "g-1");
+    not_json["body"] = json!("not json");
+    let event: SqsEvent = serde_json::from_value(json!({"Records": [
+        record("py-ok", "ok", "g-1"),
+        record("py-typed", "typed", "g-1"),
+        record("py-text", "text", "g-2"),
+        record("py-panic", "panic", "g-3"),
+        not_json,
+    ]}))
+    .unwrap();
+    let handler = |record: SqsRecord<BakeOrder>| async move {
+        match record.body.order_id.as_str() {
+            "typed" => Err(lambda_runtime::Error::from(Refused::Declined("card"))),
+            "text" => Err("out of flour".into()),
+            "panic" => panic!("oven on fire"),
+            _ => Ok(()),
+        }
+    };
+    let response = BatchProcessor::new()
+        .process_sqs(&event, handler)
+        .await
+        .unwrap();
+    assert_eq!(
+        failed_ids(&response),
+        ["py-typed", "py-text", "py-panic", "py-not-json"]
+    );
+    // The same records as one FIFO group after another: `py-typed` fails and stops the batch,
+    // or, skipping its group only, the rest of `g-1`.
+    let fifo = |id: &str| {
+        let mut renamed = event.clone();
+        for message in &mut renamed.records {
+            message.message_id = message.message_id.take().map(|own| format!("{id}-{own}"));
+        }
+        renamed
+    };
+    let stopped = BatchProcessor::new()
+        .fifo(true)
+        .process_sqs(&fifo("stop"), handler)
+        .await
+        .unwrap();
+    assert_eq!(failed_ids(&stopped).len(), 4);
+    let skipped = BatchProcessor::new()
+        .fifo(true)
+        .skip_group_on_error(true)
+        .process_sqs(&fifo("group"), handler)
+        .await
+        .unwrap();
+    assert_eq!(failed_ids(&skipped).len(), 4);
+
+    let lines = logging().1.json();
+    let line_of = |id: &str| {
+        let mut of_record = lines
+            .iter()
+            .filter(|line| line["message_id"] == id && line["level"] == "WARN");
+        let line = of_record
+            .next()
+            .unwrap_or_else(|| panic!("no line for {id}"));
+        assert!(of_record.next().is_none(), "{id}: one failure line");
+        assert_eq!(line["message"], FAILURE_LINE, "{line}");
+        assert!(line.get("reason").is_none(), "{line}");
+        (
+            line["exception_name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            line["exception"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    assert_eq!(
+        line_of("py-typed"),
+        ("Declined".to_owned(), "declined: card".to_owned())
+    );
+    assert_eq!(
+        line_of("py-text"),
+        ("Error".to_owned(), "out of flour".to_owned())
+    );
+    assert_eq!(
+        line_of("py-panic"),
+        (
+            "Panic".to_owned(),
+            "the record's handler panicked: oven on fire".to_owned()
+        )
+    );
+    let (name, message) = line_of("py-not-json");
+    assert_eq!(name, "serde_json::Error");
+    assert!(message.contains("not the expected JSON"), "{message}");
+    assert_eq!(line_of("stop-py-typed").0, "Declined");
+    for id in ["stop-py-text", "stop-py-panic", "stop-py-not-json"] {
+        assert_eq!(
+            line_of(id),
+            (
+                "SQSFifoCircuitBreakerError".to_owned(),
+                "an earlier record of the FIFO batch failed".to_owned()
+            ),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        line_of("group-py-not-json"),
+        (
+            "SQSFifoMessageGroupCircuitBreakerError".to_owned(),
+            "an earlier record of its message group failed".to_owned()
+        )
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|line| line["message_id"] != "py-ok" || line["level"] != "WARN"),
+        "the record that succeeded has no failure line"
+    );
 }

@@ -125,14 +125,39 @@ pub fn message_chain(error: &(dyn Error + 'static)) -> String {
         // Nothing to read: its type says what it is (`Declined`), where `""` said nothing. Not
         // its whole `Debug`, which holds what its `Display` held back (a card number in a
         // field: found by a review), and is written only as far as the type's name.
-        let mut debug = BoundedText::default();
-        let _ = write!(debug, "{error:?}");
-        return match crate::failure::error_type_name(error, &debug.text) {
+        return match type_name(error) {
             Some(name) => format!("the error has no message (its type: {name})"),
             None => "the error has no message".to_owned(),
         };
     }
     chain
+}
+
+/// The name of `error`'s type or variant, as [`error_type_name`](crate::failure::error_type_name)
+/// reads it (`Declined` for `Declined("card")`, `std::io::Error`); `None` for an error whose
+/// `Debug` names none (a boxed `String`'s is the quoted text). Only the first
+/// [`MAX_DEBUG_CHARS`] bytes of its `Debug` are written (it may hold megabytes, or what its
+/// `Display` held back); a `Debug` that panics names nothing (its payload is leaked, not dropped).
+///
+/// ```
+/// use powertools_core::error_chain::type_name;
+///
+/// let boxed: Box<dyn std::error::Error + Send + Sync> = "card declined".into();
+/// assert_eq!(type_name(boxed.as_ref()), None);
+/// let io = std::io::Error::other("disk full");
+/// assert_eq!(type_name(&io).as_deref(), Some("std::io::Error"));
+/// ```
+pub fn type_name(error: &(dyn Error + 'static)) -> Option<String> {
+    let mut debug = BoundedText::default();
+    let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = write!(debug, "{error:?}");
+    }));
+    if let Err(payload) = written {
+        // Leaked, not dropped: a payload whose `Drop` panics would unwind from here.
+        std::mem::forget(payload);
+        return None;
+    }
+    crate::failure::error_type_name(error, &debug.text).map(str::to_owned)
 }
 
 /// Text written up to [`MAX_DEBUG_CHARS`] bytes, then refused (`Err`), so that a `Debug` of

@@ -1450,8 +1450,6 @@ pub(crate) fn write_error(
 pub(crate) struct FieldValue<'o, 'r> {
     pub(crate) out: &'o mut Vec<u8>,
     pub(crate) redactor: &'r Redactor,
-    /// Whether the line is the batch utility's (its `reason` is an error message).
-    pub(crate) batch_line: bool,
 }
 
 impl FieldValue<'_, '_> {
@@ -1463,10 +1461,10 @@ impl FieldValue<'_, '_> {
         match value {
             // The text of an `error` field, and of the failure line's `exception`, is an error
             // message, which fails closed.
-            Recorded::Str(text) if is_error_message(field.name(), self.batch_line) => {
+            Recorded::Str(text) if is_error_message(field.name()) => {
                 write_str(self.out, &redacted_message(text, self.redactor));
             }
-            Recorded::Debug(value) if is_error_message(field.name(), self.batch_line) => {
+            Recorded::Debug(value) if is_error_message(field.name()) => {
                 write_str(
                     self.out,
                     &redacted_message(&debug_text(value), self.redactor),
@@ -1546,8 +1544,6 @@ pub(crate) struct FieldCollector<'r> {
     pub(crate) failure_marker: bool,
     /// `exception_name` and `exception`, from a field named `error`.
     pub(crate) exception: Option<(Option<String>, String)>,
-    /// Whether the line is the batch utility's (see [`FieldValue::batch_line`]).
-    pub(crate) batch_line: bool,
     /// Whether the line is the library's own ([`LIBRARY_TARGET`]).
     library_line: bool,
 }
@@ -1582,13 +1578,11 @@ const ERROR_FIELD: &str = "error";
 /// where the AWS SDK's warnings give their cause.
 const ERROR_MESSAGE_FIELDS: [&str; 3] = [ERROR_FIELD, "exception", "err"];
 
-/// The batch utility's failure line gives a record's error message as `reason`: prose there, and
-/// only there (a caller's own `reason` is data, as any field).
-const BATCH_REASON_FIELD: &str = "reason";
-
-/// Whether `name` holds an error message on this line.
-fn is_error_message(name: &str, batch_line: bool) -> bool {
-    ERROR_MESSAGE_FIELDS.contains(&name) || (batch_line && name == BATCH_REASON_FIELD)
+/// Whether `name` holds an error message (the batch utility's failure line gives a record's
+/// error as `exception`, as Powertools for Python does; a caller's own `reason` is data, as any
+/// field).
+fn is_error_message(name: &str) -> bool {
+    ERROR_MESSAGE_FIELDS.contains(&name)
 }
 
 impl<'r> FieldCollector<'r> {
@@ -1600,16 +1594,13 @@ impl<'r> FieldCollector<'r> {
             event_marker: false,
             failure_marker: false,
             exception: None,
-            batch_line: false,
             library_line: false,
         }
     }
 
-    /// The collector of a line of `target`'s: the batch utility's gives its `reason` as an
-    /// error message.
+    /// The collector of a line of `target`'s: the library's own lines may carry its markers.
     pub(crate) fn for_target(redactor: &'r Redactor, target: &str) -> Self {
         FieldCollector {
-            batch_line: target.starts_with("powertools_batch"),
             library_line: target
                 .strip_prefix(LIBRARY_TARGET)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with("::")),
@@ -1645,7 +1636,6 @@ impl<'r> FieldCollector<'r> {
                         FieldValue {
                             out: &mut out,
                             redactor: self.redactor,
-                            batch_line: self.batch_line,
                         }
                         .write(field, other);
                         String::from_utf8_lossy(&out).into_owned()
@@ -1669,7 +1659,6 @@ impl<'r> FieldCollector<'r> {
                 FieldValue {
                     out: &mut out,
                     redactor,
-                    batch_line: self.batch_line,
                 }
                 .write(field, value);
                 match self

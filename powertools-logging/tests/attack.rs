@@ -3296,7 +3296,7 @@ fn an_error_message_naming_a_masked_key_keeps_its_cause_and_masks_what_follows()
 }
 
 /// The AWS SDK's warnings carry their cause in an `err` field (`warn!(err = %e, "failed to load
-/// region from IMDS")`), and the batch utility's failure line in `reason`: error prose, masked
+/// region from IMDS")`), and the batch utility's failure line in `exception`: error prose, masked
 /// after the word that names a masked key as an `error` field is. (They were masked whole: the
 /// cause of an IMDS or credentials failure was `*****`; found by an attack.)
 #[test]
@@ -3309,8 +3309,9 @@ fn the_sdk_s_err_field_and_a_failed_record_s_reason_keep_their_cause() {
         );
         tracing::warn!(
             target: "powertools_batch::processor",
-            reason = "charge of pay-token-1 failed: timeout",
-            "a batch record failed"
+            exception_name = "Error",
+            exception = "charge of pay-token-1 failed: timeout",
+            "Record processing exception; skipping this record"
         );
         // A `reason` of the caller's own is data, as any field: a reason code that names a
         // masked key stays (a review found `token_expired` written `token*****`).
@@ -3323,8 +3324,8 @@ fn the_sdk_s_err_field_and_a_failed_record_s_reason_keep_their_cause() {
         imds["err"], "failed to load IMDS session token*****",
         "{imds}"
     );
-    let record = with_message(&lines, "a batch record failed")[0];
-    assert_eq!(record["reason"], "charge of pay-token*****", "{record}");
+    let record = with_message(&lines, "Record processing exception; skipping this record")[0];
+    assert_eq!(record["exception"], "charge of pay-token*****", "{record}");
     let ended = with_message(&lines, "session ended")[0];
     assert_eq!(ended["reason"], "token_expired", "{ended}");
 }
