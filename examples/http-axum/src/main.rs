@@ -8,12 +8,14 @@
 //!   header, else API Gateway's request id), puts it on every log line and returns it as a
 //!   header.
 //! - `POST /orders` is idempotent on its `Idempotency-Key` header: the route calls
-//!   [`Idempotency::run_keyed`] with the header as the key and the body as validation data, so
-//!   a retry gets the first answer without placing the order again, and the same key with
-//!   another body is refused (422). Other routes (`GET /health`) are not idempotent: the
+//!   [`Idempotency::run_keyed`] with the header as the key and the basket (the body without
+//!   the prices it shows) as validation data, so a retry gets the first answer without placing
+//!   the order again, after a price change too, and the same key with another basket is
+//!   refused (422). Other routes (`GET /health`) are not idempotent: the
 //!   idempotency sits on the route, not around the whole function.
-//! - A request refused by validation (no key, a bad body) is answered 400 before the claim:
-//!   nothing is recorded, so the fixed request can use the same key.
+//! - A request refused by validation (no key, a bad body) is answered 400 before the claim,
+//!   one the catalogue refuses (a price changed) inside it, which is released: the key stays
+//!   free, so the fixed request can use it.
 //!
 //! Deployed, it runs under the Lambda Runtime API with the idempotency table named by
 //! `IDEMPOTENCY_TABLE`.
@@ -60,6 +62,40 @@ const CATALOGUE: &[(&str, u32)] = &[
     ("wedding-cake", 45_000),
 ];
 
+/// The catalogue an order is priced from (deployed: a table or a price service, whose prices
+/// change while keys are live; here the bakery's list, which tests change).
+struct Catalogue(Mutex<HashMap<String, u32>>);
+
+impl Catalogue {
+    /// The bakery's list.
+    fn bakery() -> Self {
+        Catalogue(Mutex::new(
+            CATALOGUE
+                .iter()
+                .map(|&(sku, price)| (sku.to_owned(), price))
+                .collect(),
+        ))
+    }
+
+    /// The price of one `sku`, in cents, if the bakery sells it.
+    fn price_of(&self, sku: &str) -> Option<u32> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(sku)
+            .copied()
+    }
+
+    /// Sets the price of `sku` (a price change, in tests).
+    #[cfg(test)]
+    fn set_price(&self, sku: &str, price: u32) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(sku.to_owned(), price);
+    }
+}
+
 /// What a client posts.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -79,7 +115,8 @@ struct Item {
     unit_price_cents: Option<u32>,
 }
 
-/// Why an order is refused (before any claim: nothing recorded): the answer's code and message.
+/// Why an order is refused (nothing recorded): the answer's code and message.
+#[derive(Debug)]
 struct OrderRefusal {
     code: &'static str,
     message: String,
@@ -103,10 +140,9 @@ struct PlacedOrder {
 }
 
 impl OrderRequest {
-    /// Prices the order from the catalogue (each item's `unit_price_cents` is the catalogue's
-    /// after it, so the same order with or without the prices is one order to the key and the
-    /// order id): its total, or why the order is refused.
-    fn price(&mut self) -> Result<u64, OrderRefusal> {
+    /// The rules that do not depend on the catalogue, checked before the claim (a request
+    /// refused here records nothing, so its fixed version can use the same key).
+    fn check(&self) -> Result<(), OrderRefusal> {
         if !is_id(&self.customer_id) {
             return Err(OrderRefusal::invalid(
                 "customer_id must be 1 to 128 characters from A-Z, a-z, 0-9, '-' and '_'",
@@ -115,15 +151,45 @@ impl OrderRequest {
         if self.items.is_empty() || self.items.len() > MAX_ITEMS {
             return Err(OrderRefusal::invalid("items must hold 1 to 50 items"));
         }
+        if self
+            .items
+            .iter()
+            .any(|item| !is_id(&item.sku) || !(1..=1000).contains(&item.quantity))
+        {
+            return Err(OrderRefusal::invalid(
+                "each item needs a valid sku and a quantity from 1 to 1000",
+            ));
+        }
+        Ok(())
+    }
+
+    /// What the client asked for, without the prices it showed: the validation data and the
+    /// order id's. The same basket with or without its prices is one order, and a retry is the
+    /// same request after a price change too (priced, it was another order then: refused as
+    /// the key reused, and a client that took a new key was charged twice; found by an attack
+    /// from the docs).
+    fn basket(&self) -> OrderRequest {
+        OrderRequest {
+            customer_id: self.customer_id.clone(),
+            items: self
+                .items
+                .iter()
+                .map(|item| Item {
+                    unit_price_cents: None,
+                    ..item.clone()
+                })
+                .collect(),
+        }
+    }
+
+    /// Prices the order from the catalogue, inside the claim (a retry of a placed order is
+    /// answered with it whatever the catalogue says now): its total, or why the order is
+    /// refused. Each item's `unit_price_cents` is the catalogue's after it.
+    fn price(&mut self, catalogue: &Catalogue) -> Result<u64, OrderRefusal> {
         let mut total: u64 = 0;
         for item in &mut self.items {
-            if !is_id(&item.sku) || !(1..=1000).contains(&item.quantity) {
-                return Err(OrderRefusal::invalid(
-                    "each item needs a valid sku and a quantity from 1 to 1000",
-                ));
-            }
-            // The sku passed `is_id`: quoting it never echoes unbounded input.
-            let Some(&(_, price)) = CATALOGUE.iter().find(|(sku, _)| *sku == item.sku) else {
+            // The sku passed `check`'s `is_id`: quoting it never echoes unbounded input.
+            let Some(price) = catalogue.price_of(&item.sku) else {
                 return Err(OrderRefusal {
                     code: "UnknownSku",
                     message: format!("the bakery does not sell {}", item.sku),
@@ -182,6 +248,7 @@ fn refused(status: StatusCode, code: &str, message: &str) -> Response {
 /// The routes, generic over the idempotency store (DynamoDB deployed, memory in tests).
 struct Orders<St> {
     idempotency: Idempotency<St>,
+    catalogue: Arc<Catalogue>,
     /// The orders placed, by order id: the orders table, simulated. A real function writes the
     /// order with a conditional put on its id (as the orders-api example does), so that placing
     /// an order twice (see [`place`]) stores it once.
@@ -193,7 +260,10 @@ const LAMBDA_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 
 /// The router: `POST /orders` (idempotent on its key), `GET /health`, and the correlation id on
 /// every route.
-fn router<St: IdempotencyStore + 'static>(idempotency: Idempotency<St>) -> Router {
+fn router<St: IdempotencyStore + 'static>(
+    idempotency: Idempotency<St>,
+    catalogue: Arc<Catalogue>,
+) -> Router {
     Router::new()
         .route("/orders", post(place_order::<St>))
         .route("/health", get(health))
@@ -203,6 +273,7 @@ fn router<St: IdempotencyStore + 'static>(idempotency: Idempotency<St>) -> Route
         .layer(middleware::from_fn(correlation_id))
         .with_state(Arc::new(Orders {
             idempotency,
+            catalogue,
             table: Mutex::default(),
         }))
 }
@@ -273,7 +344,7 @@ async fn place_order<St: IdempotencyStore + 'static>(
              0-9, '-' and '_'",
         );
     };
-    let mut order: OrderRequest = match serde_json::from_slice(&body) {
+    let order: OrderRequest = match serde_json::from_slice(&body) {
         Ok(order) => order,
         Err(error) => {
             // Where and what kind, never serde's message: it quotes the value (a card number
@@ -293,28 +364,30 @@ async fn place_order<St: IdempotencyStore + 'static>(
             );
         }
     };
-    let total_cents = match order.price() {
-        Ok(total) => total,
-        Err(refusal) => {
-            return refused(StatusCode::BAD_REQUEST, refusal.code, &refusal.message);
-        }
-    };
+    if let Err(refusal) = order.check() {
+        return refused(StatusCode::BAD_REQUEST, refusal.code, &refusal.message);
+    }
     if let Err(error) = powertools::logging::append_key("customer_id", &order.customer_id) {
         tracing::warn!(%error, "the customer id is not on the log lines");
     }
 
-    // The key is the header; the body is validation data, so the same key with another order
+    // The key is the header; the basket is validation data, so the same key with another order
     // is refused instead of answered with the first order's result.
-    let validation = serde_json::to_value(&order).ok();
+    let validation = serde_json::to_value(order.basket()).ok();
     let order_id = order_id(&orders.idempotency, &context, key, validation.as_ref());
     let placed = orders
         .idempotency
         .run_keyed(&context, "place-order", json!(key), validation, || {
-            place(&orders, order_id, order, total_cents)
+            price_and_place(&orders, order_id, order)
         })
         .await;
     match placed {
         Ok(placed) => (StatusCode::CREATED, Json(placed)).into_response(),
+        // Refused by the catalogue: the claim is released (a handler error is not stored), so
+        // the corrected order can use the same key.
+        Err(IdempotencyError::Handler(PlaceError::Refused(refusal))) => {
+            refused(StatusCode::BAD_REQUEST, refusal.code, &refusal.message)
+        }
         Err(IdempotencyError::PayloadMismatch { .. }) => refused(
             StatusCode::UNPROCESSABLE_ENTITY,
             "IdempotencyKeyReused",
@@ -349,7 +422,7 @@ async fn place_order<St: IdempotencyStore + 'static>(
     }
 }
 
-/// The order id of `key` and the order: the same for a retry of the request (`ord-` and 24 hex
+/// The order id of `key` and the basket: the same for a retry of the request (`ord-` and 24 hex
 /// digits of the idempotency key's digest), so that an order placed by an attempt whose record
 /// the store failed to complete is found, not placed again, by the retry that runs after the
 /// record's in-progress deadline. Another order under the same key (after the window, when the
@@ -363,6 +436,39 @@ fn order_id<St: IdempotencyStore>(
     let key = idempotency.key_for(context, "order-id", &json!([key, order]));
     let digest = key.rsplit('#').next().unwrap_or(&key);
     format!("ord-{}", &digest[..digest.len().min(24)])
+}
+
+/// Why an order was not placed, inside its claim.
+#[derive(Debug)]
+enum PlaceError {
+    /// The catalogue refused it (a sku it does not sell, a price that is not its own, a total
+    /// out of bounds).
+    Refused(OrderRefusal),
+    /// The order could not be stored.
+    NotStored(std::io::Error),
+}
+
+impl std::fmt::Display for PlaceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlaceError::Refused(refusal) => write!(f, "{}: {}", refusal.code, refusal.message),
+            PlaceError::NotStored(error) => write!(f, "the order could not be stored: {error}"),
+        }
+    }
+}
+
+/// Prices the order from the catalogue as it is now, then places it.
+async fn price_and_place<St>(
+    orders: &Orders<St>,
+    order_id: String,
+    mut order: OrderRequest,
+) -> Result<PlacedOrder, PlaceError> {
+    let total_cents = order
+        .price(&orders.catalogue)
+        .map_err(PlaceError::Refused)?;
+    place(orders, order_id, order, total_cents)
+        .await
+        .map_err(PlaceError::NotStored)
 }
 
 /// Places the order: the side effect that must happen once per key (here the order stored in
@@ -487,7 +593,10 @@ async fn run() -> Result<(), lambda_runtime::Error> {
     let store = powertools::idempotency::dynamodb_store(table).await?;
     let service = ServiceBuilder::new()
         .layer(powertools.layer())
-        .service(Adapter::from(buffered(router(idempotency(store)?))));
+        .service(Adapter::from(buffered(router(
+            idempotency(store)?,
+            Arc::new(Catalogue::bakery()),
+        ))));
     // Sequential by default; with `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda Managed Instances) as
     // many invocations at once as it says, each with its own logs, metrics, span and records.
     powertools::run_concurrent(service).await
