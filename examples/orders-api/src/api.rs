@@ -21,7 +21,7 @@ use crate::backend::{
     Charge, ChargeRefused, OrdersTable, PaymentFailed, PaymentProvider, SaveError, Saved,
     SavedOrders, within_the_deadline,
 };
-use crate::order::Order;
+use crate::order::{Catalogue, Order, OrderError};
 use crate::request::PlaceOrder;
 
 /// What the handler works with.
@@ -33,6 +33,8 @@ pub(crate) struct App<St> {
     /// new idempotency key never charges an order twice, and a different amount or customer
     /// under the same payment id is refused instead of charged.
     pub(crate) payment_idempotency: Idempotency<St>,
+    /// The prices orders are charged, read inside the order's claim.
+    pub(crate) catalogue: Catalogue,
 }
 
 impl<St> App<St> {
@@ -47,6 +49,7 @@ impl<St> App<St> {
             orders: OrdersTable::InMemory(saved.clone()),
             payments: payments.clone(),
             payment_idempotency,
+            catalogue: Catalogue::bakery(),
         };
         (app, saved, payments)
     }
@@ -56,6 +59,10 @@ impl<St> App<St> {
 /// retry (same key) runs the order again.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Failure {
+    /// The catalogue refused the order (a sku it does not sell, a price that is not its own, a
+    /// total out of bounds): answered 400, its claim released.
+    #[error(transparent)]
+    Refused(OrderError),
     #[error(transparent)]
     Payment(#[from] PaymentFailed),
     /// The order's payment id was charged already with another amount or for another customer.
@@ -78,6 +85,7 @@ impl Failure {
     /// so too (`PowertoolsLayer::error_diagnostic`), not by the variant's name.
     fn diagnostic(&self) -> Diagnostic {
         let error_type = match self {
+            Failure::Refused(refused) => refused.code(),
             Failure::Payment(_) => "PaymentFailed",
             Failure::PaymentConflict { .. } => "PaymentConflict",
             Failure::PaymentInProgress { .. } => "PaymentInProgress",
@@ -115,9 +123,7 @@ async fn place_order<St: IdempotencyStore>(
     app: App<St>,
     event: LambdaEvent<PlaceOrder>,
 ) -> Result<ApiGatewayV2httpResponse, Failure> {
-    let PlaceOrder {
-        order, total_cents, ..
-    } = event.payload;
+    let PlaceOrder { mut order, .. } = event.payload;
     // Business context on every log line of this invocation, from here on. The order's location
     // is `shop`: `location` is Powertools' key for where in the code a line was written, and a
     // key of ours would replace it.
@@ -136,23 +142,38 @@ async fn place_order<St: IdempotencyStore>(
     // again under a new key, nor another customer charged for a taken id.
     // The table's calls end before the invocation's deadline, so that a failure is answered.
     let time_left = || Invocation::new(&event.context).trusted_remaining_time();
-    if let Some(saved) = app.orders.find(&order.order_id, time_left()).await? {
+    let saved = app.orders.find(&order.order_id, time_left()).await?;
+    // The same basket is the same order whatever the catalogue says now: answered with the
+    // total it was charged, before pricing (a retry after a price change, of an order whose
+    // claim was never completed, was a conflict).
+    if let Some(saved) = saved
+        .as_ref()
+        .filter(|saved| saved.order.basket() == order.basket())
+    {
+        tracing::info!(
+            payment = saved.payment.as_deref(),
+            "the order was placed already: answered as it was, not charged again"
+        );
+        return Ok(json_response(
+            201,
+            &accepted(&order.order_id, saved.total_cents, saved.payment.as_deref()),
+        ));
+    }
+    // Priced from the catalogue as it is now, inside the claim: a refusal releases it (a
+    // handler error is not stored), so the corrected order can use the same key.
+    let total_cents = order.price(&app.catalogue).map_err(|refused| {
+        tracing::warn!(code = refused.code(), reason = %refused, "the order was not placed");
+        Failure::Refused(refused)
+    })?;
+    if let Some(saved) = saved {
         let order_id = order.order_id.clone();
-        let failure = if saved.order == order && saved.total_cents == total_cents {
-            tracing::info!(
-                payment = saved.payment.as_deref(),
-                "the order was placed already: answered as it was, not charged again"
-            );
-            return Ok(json_response(
-                201,
-                &accepted(&order.order_id, total_cents, saved.payment.as_deref()),
-            ));
-        } else if saved.order.customer_id != order.customer_id || saved.total_cents != total_cents {
-            // As the charge record refuses another amount or customer for the payment id.
-            Failure::PaymentConflict { order_id }
-        } else {
-            Failure::Save(SaveError::Conflict { order_id })
-        };
+        let failure =
+            if saved.order.customer_id != order.customer_id || saved.total_cents != total_cents {
+                // As the charge record refuses another amount or customer for the payment id.
+                Failure::PaymentConflict { order_id }
+            } else {
+                Failure::Save(SaveError::Conflict { order_id })
+            };
         tracing::warn!(%failure, "the order was not placed");
         return Err(failure);
     }
@@ -376,6 +397,9 @@ fn as_response(
             "set the Idempotency-Key header so that a retry never places the order twice"
                 .to_owned(),
         ),
+        Err(Error::Handler(Failure::Refused(refused))) => {
+            (400, refused.code(), refused.to_string())
+        }
         Err(Error::Handler(Failure::Payment(failed))) => {
             // The record was released: the same request, retried, charges again.
             let body =
@@ -457,7 +481,7 @@ where
                 IdempotencyLayer::new(order_idempotency)
                     .operation("place_order")
                     .key_from(|command: &PlaceOrder| Some(command.idempotency_key.clone()))
-                    .validate_from(|command: &PlaceOrder| Some(command.order.clone())),
+                    .validate_from(|command: &PlaceOrder| Some(command.order.basket())),
             )
             .service(service_fn(move |event| place_order(app.clone(), event))),
     ))
@@ -924,6 +948,7 @@ mod tests {
             orders: OrdersTable::InMemory(fx.saved.clone()),
             payments: payments.clone(),
             payment_idempotency,
+            catalogue: Catalogue::bakery(),
         };
         let powertools = test_stack()
             .metrics(|metrics| metrics.sink(CheckedSink::new()))
@@ -1178,6 +1203,92 @@ mod tests {
         assert_eq!(saved.lock().unwrap().len(), 1);
     }
 
+    /// A retry is the same request after a price change too (deployed, the catalogue is a table
+    /// or a price service): answered with the order placed, with or without the prices the
+    /// client showed, charged once; also when the order's record was never completed (the
+    /// retry runs the handler, which finds the order saved). The priced order was the validation
+    /// data, so the retry was 422 `IdempotencyKeyReused`, and the same order under a new key
+    /// 409 `PaymentConflict`: the client could never get its order back (found by an attack
+    /// from the docs). A new order with the old price is told the new one.
+    #[tokio::test]
+    async fn a_retry_after_a_price_change_is_answered_with_the_order_placed() {
+        for completion_lost in [false, true] {
+            let store = FailingCompletions::new("place_order", usize::from(completion_lost));
+            let powertools = test_stack()
+                .metrics(|metrics| metrics.sink(CheckedSink::new()))
+                .build()
+                .unwrap();
+            let (orders, payment_idempotency) = idempotency(store).unwrap();
+            let (app, saved, payments) = App::in_memory(payment_idempotency);
+            let catalogue = app.catalogue.clone();
+            let function = service(&powertools, orders, app).unwrap();
+            let sample: Value =
+                serde_json::from_str(include_str!("../events/first-order.json")).unwrap();
+            let unpriced = request(
+                Some("k-7f3a-1001"),
+                Some(&order_body(
+                    "ord-1001",
+                    "cust-77",
+                    json!([{"sku": "sourdough-loaf", "quantity": 2}, {"sku": "cinnamon-bun", "quantity": 6}]),
+                )),
+            );
+            let first = function
+                .clone()
+                .oneshot(
+                    TestContext::new()
+                        // The charge ends 500 ms before the deadline.
+                        .with_remaining_time(std::time::Duration::from_millis(800))
+                        .event(serde_json::from_value(sample.clone()).unwrap()),
+                )
+                .await;
+            let placed = json!({"order_id": "ord-1001", "status": "accepted", "total_cents": 2550, "payment": "ch_0001"});
+            if completion_lost {
+                assert!(first.is_err(), "{first:?}");
+                // After the record's in-progress deadline.
+                tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+            } else {
+                assert_eq!(first.unwrap().status_code, 201);
+            }
+
+            catalogue.set_price("sourdough-loaf", 500);
+            for (what, event) in [
+                ("with its prices", sample.clone()),
+                ("without", unpriced.clone()),
+            ] {
+                let retry = send(&function, event, "req-retry").await;
+                assert_eq!(
+                    retry,
+                    Ok((201, placed.clone())),
+                    "{what}, lost: {completion_lost}"
+                );
+            }
+            assert_eq!(payments.charges().len(), 1, "charged once");
+            assert_eq!(saved.lock().unwrap().len(), 1);
+
+            let mut stale = sample.clone();
+            stale["headers"]["idempotency-key"] = json!("k-new");
+            stale["body"] = json!(
+                sample["body"]
+                    .as_str()
+                    .unwrap()
+                    .replace("ord-1001", "ord-1002")
+            );
+            let (status, body) = send(&function, stale, "req-stale").await.unwrap();
+            assert_eq!(
+                (status, &body["error"]),
+                (400, &json!("PriceChanged")),
+                "{body}"
+            );
+            assert!(
+                body["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("costs 500 cents"),
+                "{body}"
+            );
+        }
+    }
+
     /// A table that does not answer: each call is bounded (3 s with retries, in `main.rs`), but
     /// calls in a row could outlast the invocation, which Lambda then ends with nothing logged
     /// or answered. The table's calls end before the invocation's deadline, naming the call and
@@ -1294,6 +1405,7 @@ mod tests {
             },
             payments: payments.clone(),
             payment_idempotency,
+            catalogue: Catalogue::bakery(),
         };
         let function = service(&powertools, orders, app).unwrap();
         let request: ApiGatewayV2httpRequest =

@@ -28,6 +28,7 @@ use powertools::tracing::AwsSdkSpans;
 
 use crate::api::App;
 use crate::backend::{OrdersTable, PaymentProvider};
+use crate::order::Catalogue;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -81,6 +82,7 @@ async fn run() -> Result<(), lambda_runtime::Error> {
         },
         payments: PaymentProvider::default(),
         payment_idempotency,
+        catalogue: Catalogue::bakery(),
     };
     // Sequential by default; with `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda Managed Instances) as
     // many invocations at once as it says, each with its own logs, metrics, span and records.

@@ -1,5 +1,8 @@
 //! The bakery's domain: an order, its basket, its price, and the bounds every field must keep.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use serde::{Deserialize, Serialize};
 
 /// The longest order id, customer id or SKU accepted, in characters.
@@ -28,12 +31,40 @@ const CATALOGUE: &[(&str, u64)] = &[
     ("sourdough-loaf", 450),
 ];
 
-/// The catalogue's price of one `sku`, in cents, or `None` for one the bakery does not sell.
-pub(crate) fn catalogue_price_cents(sku: &str) -> Option<u64> {
-    CATALOGUE
-        .iter()
-        .find(|(listed, _)| *listed == sku)
-        .map(|(_, price)| *price)
+/// The prices an order is charged (deployed: a table or a price service, whose prices change
+/// while idempotency keys are live; here the bakery's list, which tests change). Shared by the
+/// clones of the app.
+#[derive(Debug, Clone)]
+pub(crate) struct Catalogue(Arc<Mutex<HashMap<String, u64>>>);
+
+impl Catalogue {
+    /// The bakery's list.
+    pub(crate) fn bakery() -> Self {
+        Catalogue(Arc::new(Mutex::new(
+            CATALOGUE
+                .iter()
+                .map(|&(sku, price)| (sku.to_owned(), price))
+                .collect(),
+        )))
+    }
+
+    /// The price of one `sku`, in cents, or `None` for one the bakery does not sell.
+    pub(crate) fn price_cents(&self, sku: &str) -> Option<u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(sku)
+            .copied()
+    }
+
+    /// Sets the price of `sku` (a price change, in tests).
+    #[cfg(test)]
+    pub(crate) fn set_price(&self, sku: &str, price_cents: u64) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(sku.to_owned(), price_cents);
+    }
 }
 
 /// An order placed by a customer at one of the bakery's locations.
@@ -54,7 +85,7 @@ pub(crate) struct LineItem {
     pub(crate) sku: String,
     pub(crate) quantity: u32,
     /// The price of one, in cents: the catalogue's once the order is priced
-    /// ([`Order::validate`]), and so in every saved order. A request may leave it out, or send
+    /// ([`Order::price`]), and so in every saved order. A request may leave it out, or send
     /// the price it showed the customer: one that is not the catalogue's is refused
     /// (`PriceChanged`), never charged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,10 +152,10 @@ pub(crate) fn is_valid_id(id: &str) -> bool {
 }
 
 impl Order {
-    /// Checks every field against its bounds and prices the basket from the catalogue (each
-    /// line's `unit_price_cents` is the catalogue's after it): the total in cents, or why the
-    /// order cannot be accepted.
-    pub(crate) fn validate(&mut self) -> Result<u64, OrderError> {
+    /// Checks every field against its bounds, before the idempotency claim (these rules do not
+    /// change, so a retry refused by one was refused the first time too): why the order cannot
+    /// be accepted, if it cannot.
+    pub(crate) fn check(&self) -> Result<(), OrderError> {
         for (field, id) in [
             ("order_id", &self.order_id),
             ("customer_id", &self.customer_id),
@@ -151,31 +182,52 @@ impl Order {
         if self.items.iter().any(|item| !is_valid_id(&item.sku)) {
             return Err(OrderError::InvalidId { field: "sku" });
         }
-        self.price()
-    }
-
-    /// Prices the basket from the catalogue (each line's `unit_price_cents` is the catalogue's
-    /// after it): the total in cents, or why the basket cannot be priced.
-    fn price(&mut self) -> Result<u64, OrderError> {
         if self.items.is_empty() {
             return Err(OrderError::EmptyBasket(self.order_id.clone()));
         }
-        let order_id = &self.order_id;
-        let mut total = 0u64;
-        for item in &mut self.items {
+        for item in &self.items {
             if item.quantity == 0 {
                 return Err(OrderError::ZeroQuantity {
-                    order_id: order_id.clone(),
+                    order_id: self.order_id.clone(),
                     sku: item.sku.clone(),
                 });
             }
             if item.quantity > MAX_QUANTITY {
                 return Err(OrderError::QuantityTooLarge {
-                    order_id: order_id.clone(),
+                    order_id: self.order_id.clone(),
                     sku: item.sku.clone(),
                 });
             }
-            let Some(price_cents) = catalogue_price_cents(&item.sku) else {
+        }
+        Ok(())
+    }
+
+    /// What the customer asked for, without the prices the client showed: the idempotency
+    /// claim's validation data, so that a retry is the same request with or without them and
+    /// after a price change (priced, a retry after one was refused as the key reused; found by
+    /// an attack from the docs).
+    pub(crate) fn basket(&self) -> Order {
+        Order {
+            items: self
+                .items
+                .iter()
+                .map(|item| LineItem {
+                    unit_price_cents: None,
+                    ..item.clone()
+                })
+                .collect(),
+            ..self.clone()
+        }
+    }
+
+    /// Prices a checked basket from the catalogue as it is now, inside the claim (each line's
+    /// `unit_price_cents` is the catalogue's after it): the total in cents, or why the basket
+    /// cannot be priced.
+    pub(crate) fn price(&mut self, catalogue: &Catalogue) -> Result<u64, OrderError> {
+        let order_id = &self.order_id;
+        let mut total = 0u64;
+        for item in &mut self.items {
+            let Some(price_cents) = catalogue.price_cents(&item.sku) else {
                 return Err(OrderError::UnknownSku {
                     order_id: order_id.clone(),
                     sku: item.sku.clone(),
@@ -205,6 +257,15 @@ impl Order {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Order {
+        /// Checked and priced from the bakery's list, as a request is (before the claim, then
+        /// in it).
+        fn validate(&mut self) -> Result<u64, OrderError> {
+            self.check()?;
+            self.price(&Catalogue::bakery())
+        }
+    }
 
     fn order(items: Vec<LineItem>) -> Order {
         Order {
@@ -265,7 +326,7 @@ mod tests {
         // valid basket always has something to charge.
         for (sku, price) in CATALOGUE {
             assert!((1..=MAX_TOTAL_CENTS).contains(price), "{sku}");
-            assert_eq!(catalogue_price_cents(sku), Some(*price));
+            assert_eq!(Catalogue::bakery().price_cents(sku), Some(*price));
         }
     }
 

@@ -1,8 +1,10 @@
 //! From an HTTP request to an order the function can place, or a 400 that says why not.
 //!
-//! Every check runs here, before the idempotency claim: a refused request leaves no record, so
-//! the client who fixes it can retry with the same `Idempotency-Key` (as with Stripe: a request
-//! refused by validation before any side effect is not remembered).
+//! Every check that does not depend on the catalogue runs here, before the idempotency claim: a
+//! refused request leaves no record, so the client who fixes it can retry with the same
+//! `Idempotency-Key` (as with Stripe: a request refused by validation before any side effect is
+//! not remembered). The catalogue prices the order inside the claim, which a refusal there
+//! releases (`api::place_order`).
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use base64::Engine as _;
@@ -26,9 +28,8 @@ const MAX_MESSAGE_CHARS: usize = 200;
 pub(crate) struct PlaceOrder {
     /// The client's `Idempotency-Key`.
     pub(crate) idempotency_key: String,
+    /// The order as sent: checked, not priced.
     pub(crate) order: Order,
-    /// The order's total, priced once here.
-    pub(crate) total_cents: u64,
 }
 
 /// Why a request is refused before anything is claimed, charged or saved.
@@ -114,7 +115,7 @@ impl PlaceOrder {
         // the wrong field would be answered and logged). The facade's helpers write the path
         // (a key that looks like data is `<key>`) and the message without the value.
         let deserializer = &mut serde_json::Deserializer::from_slice(json);
-        let mut order: Order = serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let order: Order = serde_path_to_error::deserialize(deserializer).map_err(|error| {
             let path = serde_message::shown_path(error.path(), false);
             let error = error.into_inner();
             let code = if error.is_data() {
@@ -135,13 +136,12 @@ impl PlaceOrder {
                 ),
             )
         })?;
-        let total_cents = order
-            .validate()
+        order
+            .check()
             .map_err(|refused| Refusal::new(refused.code(), refused.to_string()))?;
         Ok(PlaceOrder {
             idempotency_key,
             order,
-            total_cents,
         })
     }
 }
@@ -214,9 +214,13 @@ mod tests {
     #[test]
     fn the_sample_order_passes_with_its_key_and_total() {
         let sample = serde_json::from_str(include_str!("../events/first-order.json")).unwrap();
-        let placed = PlaceOrder::from_request(&sample).unwrap();
+        let mut placed = PlaceOrder::from_request(&sample).unwrap();
+        let total_cents = placed
+            .order
+            .price(&crate::order::Catalogue::bakery())
+            .unwrap();
         assert_eq!(
-            (placed.idempotency_key.as_str(), placed.total_cents),
+            (placed.idempotency_key.as_str(), total_cents),
             ("k-7f3a-1001", 2550)
         );
     }
