@@ -1371,6 +1371,116 @@ mod tests {
         assert_eq!(saved.lock().unwrap().len(), 1);
     }
 
+    /// A save DynamoDB answers with a 500 (`InternalServerError`: the request may or may not
+    /// have been processed) or throttling, after the SDK's retries (an earlier attempt's answer
+    /// may have been lost after it landed): the failure says the order may have been saved,
+    /// never that it could not be (it said "the order could not be saved" of an order the
+    /// table held; found by an attack through the fault proxy). A refusal that leaves nothing
+    /// written (a missing table) still says it was not saved.
+    #[tokio::test]
+    async fn a_save_answered_with_a_5xx_or_throttling_says_it_may_have_landed() {
+        for (status, code, may_have_landed) in [
+            (500, "InternalServerError", true),
+            (503, "ServiceUnavailable", true),
+            (400, "ProvisionedThroughputExceededException", true),
+            (400, "ThrottlingException", true),
+            (400, "ResourceNotFoundException", false),
+        ] {
+            // GetItem finds no order; PutItem gets `status` and `code`.
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                while let Ok((mut connection, _)) = listener.accept().await {
+                    tokio::spawn(async move {
+                        let mut request = Vec::new();
+                        let mut buffer = [0_u8; 4096];
+                        loop {
+                            let Ok(read) = connection.read(&mut buffer).await else {
+                                return;
+                            };
+                            if read == 0 {
+                                return;
+                            }
+                            request.extend_from_slice(&buffer[..read]);
+                            let text = String::from_utf8_lossy(&request).to_lowercase();
+                            let Some(end) = text.find("\r\n\r\n") else {
+                                continue;
+                            };
+                            let length = text
+                                .lines()
+                                .find_map(|line| line.strip_prefix("content-length:"))
+                                .and_then(|length| length.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            if request.len() < end + 4 + length {
+                                continue;
+                            }
+                            let (answer_status, body) = if text
+                                .contains("dynamodb_20120810.getitem")
+                            {
+                                (200, "{}".to_owned())
+                            } else {
+                                (
+                                    status,
+                                    format!(
+                                        r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"injected"}}"#
+                                    ),
+                                )
+                            };
+                            let answer = format!(
+                                "HTTP/1.1 {answer_status} X\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{body}",
+                                body.len()
+                            );
+                            if connection.write_all(answer.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            request.clear();
+                        }
+                    });
+                }
+            });
+            let config = aws_sdk_dynamodb::Config::builder()
+                .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+                .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+                .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
+                .endpoint_url(format!("http://{address}"))
+                .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
+                .build();
+            let powertools = test_stack()
+                .metrics(|metrics| metrics.sink(CheckedSink::new()))
+                .build()
+                .unwrap();
+            let (orders, payment_idempotency) = idempotency(InMemoryStore::new()).unwrap();
+            let app = App {
+                orders: OrdersTable::DynamoDb {
+                    client: aws_sdk_dynamodb::Client::from_conf(config),
+                    table: "orders-5xx".to_owned(),
+                },
+                payments: PaymentProvider::default(),
+                payment_idempotency,
+                catalogue: Catalogue::bakery(),
+            };
+            let function = service(&powertools, orders, app).unwrap();
+            let request: ApiGatewayV2httpRequest =
+                serde_json::from_str(include_str!("../events/first-order.json")).unwrap();
+            let error = function
+                .oneshot(
+                    TestContext::new()
+                        .with_remaining_time(std::time::Duration::from_secs(20))
+                        .event(request),
+                )
+                .await
+                .expect_err("the save failed");
+            let message = format!("{error}");
+            assert_eq!(
+                message.contains("may have been saved"),
+                may_have_landed,
+                "{code}: {message}"
+            );
+            assert!(message.contains(code), "{code}: {message}");
+        }
+    }
+
     async fn hung_table_fails_the_order<St: IdempotencyStore + Clone + 'static>(store: St) {
         // A server that takes connections and never answers.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

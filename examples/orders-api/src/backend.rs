@@ -47,11 +47,12 @@ pub(crate) enum SaveError {
     /// The table could not be written.
     #[error("the order could not be saved: {0}")]
     Store(String),
-    /// The save got no answer (a timeout, a lost connection): it may have landed. A retry
-    /// answers the order as placed, and it is counted by no invocation.
+    /// The save's outcome is unknown (no answer: a timeout, a lost connection; or DynamoDB's
+    /// 5xx or throttling, after attempts whose answers may have been lost): it may have landed.
+    /// A retry answers the order as placed, and it is counted by no invocation.
     #[error(
-        "the order's save got no answer, so it may have been saved (a retry answers it as \
-         placed, not counted in OrdersPlaced): {0}"
+        "the order's save got no answer it can be sure of, so it may have been saved (a retry \
+         answers it as placed, not counted in OrdersPlaced): {0}"
     )]
     Unanswered(String),
 }
@@ -162,6 +163,9 @@ impl OrdersTable {
                 else {
                     let described = failed_call("PutItem", table, &error);
                     return Err(match error {
+                        SdkError::ServiceError(_) if outcome_unknown(&error) => {
+                            SaveError::Unanswered(described)
+                        }
                         SdkError::ServiceError(_) | SdkError::ConstructionFailure(_) => {
                             SaveError::Store(described)
                         }
@@ -270,6 +274,27 @@ where
         _ => powertools::core::error_chain::message_chain(error),
     };
     format!("DynamoDB {operation} on table {table} failed: {cause}")
+}
+
+/// Whether a write DynamoDB answered with `error` may have landed all the same: a 5xx (an
+/// `InternalServerError` may or may not have been processed, DynamoDB's documentation says), or
+/// throttling, which the SDK retries, so an earlier attempt whose answer was lost may have landed
+/// (found by an attack: a save cut after it landed, then answered 500, said "could not be saved"
+/// of an order the table held). Any other refusal (a missing table, a validation error) wrote
+/// nothing.
+fn outcome_unknown(
+    error: &SdkError<PutItemError, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> bool {
+    use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+    const THROTTLING: [&str; 4] = [
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "LimitExceededException",
+    ];
+    let server_error = matches!(error, SdkError::ServiceError(service)
+        if service.raw().status().is_server_error());
+    server_error || error.code().is_some_and(|code| THROTTLING.contains(&code))
 }
 
 /// The order of a table item, as [`OrdersTable::save`] writes it, or what the item lacks.
