@@ -700,8 +700,9 @@ impl DynamoDbStoreBuilder {
 /// - `DynamoDB PutItem on table idempotency failed: ResourceNotFoundException: Requested resource
 ///   not found` for an error answer from DynamoDB (its code and message);
 /// - `DynamoDB GetItem on table idempotency failed: could not send the request to 127.0.0.1:8000:
-///   Connection refused (os error 111)` when no answer came: the endpoint the client sends to
-///   and the innermost cause.
+///   Connection refused (os error 111)` when the request never went out, and `got no answer
+///   from 127.0.0.1:8000 (the request may have reached it): …` when the connection failed
+///   after it may have been written: the endpoint the client sends to and the innermost cause.
 ///
 /// It reaches callers boxed in [`StoreError::Backend`] (and from there in
 /// [`Error::Persistence`]); its `source` is the SDK's `SdkError` for the operation, for example
@@ -825,8 +826,19 @@ impl DynamoDbError {
                 (Some(code), None) => code.to_owned(),
                 (None, _) => answer_without_code(context.raw(), endpoint),
             },
+            // Refused or unreachable: nothing was sent. Any other dispatch failure (a
+            // connection closed before the answer) may come after the request was written: it
+            // said "could not send" of a write that had landed (found by an attack).
+            SdkError::DispatchFailure(failure)
+                if failure.as_connector_error().is_some_and(never_sent) =>
+            {
+                format!(
+                    "could not send the request to {endpoint}: {}",
+                    innermost_cause(&error)
+                )
+            }
             SdkError::DispatchFailure(_) => format!(
-                "could not send the request to {endpoint}: {}",
+                "got no answer from {endpoint} (the request may have reached it): {}",
                 innermost_cause(&error)
             ),
             SdkError::TimeoutError(_) => format!(
@@ -1135,6 +1147,33 @@ fn never_connected(error: &aws_sdk_dynamodb::error::ConnectorError) -> bool {
     while let Some(error) = cause {
         if let Some(client) = error.downcast_ref::<hyper_util::client::legacy::Error>() {
             return client.is_connect();
+        }
+        cause = error.source();
+    }
+    false
+}
+
+/// Whether a connector error shows the request was never written: [`never_connected`], or an
+/// I/O error of connecting in its chain (refused, unreachable: what another HTTP client, or a
+/// connector that wraps the OS error itself, gives).
+fn never_sent(error: &aws_sdk_dynamodb::error::ConnectorError) -> bool {
+    use std::io::ErrorKind;
+    if never_connected(error) {
+        return true;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        let refused = error.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+                    | ErrorKind::AddrNotAvailable
+            )
+        });
+        if refused {
+            return true;
         }
         cause = error.source();
     }
@@ -1611,6 +1650,34 @@ mod tests {
              127.0.0.1:8000: connection refused"
         );
         assert_eq!(error.code(), None);
+    }
+
+    /// A connection closed after the request was written is no proof it was not sent: the
+    /// write may have landed (it said "could not send the request" of a claim DynamoDB held;
+    /// found by an attack through the fault proxy).
+    #[test]
+    fn a_connection_closed_before_the_answer_says_the_request_may_have_reached_it() {
+        for kind in [
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::UnexpectedEof,
+            std::io::ErrorKind::BrokenPipe,
+        ] {
+            let closed = Layer(
+                "connection closed before message completed",
+                std::io::Error::from(kind),
+            );
+            let error = described(SdkError::dispatch_failure(
+                aws_sdk_dynamodb::error::ConnectorError::io(Box::new(closed)),
+            ));
+            let shown = error.to_string();
+            assert!(
+                shown.starts_with(
+                    "DynamoDB PutItem on table orders failed: got no answer from 127.0.0.1:8000 \
+                     (the request may have reached it): "
+                ),
+                "{kind:?}: {shown}"
+            );
+        }
     }
 
     #[test]
