@@ -80,6 +80,8 @@ pub mod failure;
 #[cfg_attr(docsrs, doc(cfg(feature = "jmespath")))]
 pub mod jmespath;
 #[doc(hidden)]
+pub mod json_depth;
+#[doc(hidden)]
 pub mod json_escape;
 #[doc(hidden)]
 pub mod reentry;

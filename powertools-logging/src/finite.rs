@@ -33,63 +33,7 @@ fn too_deep<E: serde::ser::Error>() -> E {
     ))
 }
 
-/// The deepest a value in a line may nest: serde_json reads documents nested at most 127 levels
-/// deep (`recursion limit exceeded` at 128), and the line's own object is one of them. An
-/// appended value nested 127 levels made a line that `serde_json` (and every tool built on it)
-/// could not read (found by an attack from the docs: the limit was 128, counted with the line
-/// left out).
-pub(crate) const MAX_VALUE_DEPTH: usize = 126;
-
-/// Whether `value` nests arrays and objects more than `limit` levels deep (an empty one counts:
-/// `[[]]` is two). Walked without recursion.
-pub(crate) fn nests_deeper_than(value: &Value, limit: usize) -> bool {
-    /// The values an array or an object holds, without an allocation per level (the walk runs
-    /// on each logged event).
-    enum Children<'v> {
-        Array(std::slice::Iter<'v, Value>),
-        Object(serde_json::map::Values<'v>),
-    }
-    impl<'v> Iterator for Children<'v> {
-        type Item = &'v Value;
-        fn next(&mut self) -> Option<&'v Value> {
-            match self {
-                Children::Array(items) => items.next(),
-                Children::Object(members) => members.next(),
-            }
-        }
-    }
-    fn children(value: &Value) -> Option<Children<'_>> {
-        match value {
-            Value::Array(items) => Some(Children::Array(items.iter())),
-            Value::Object(members) => Some(Children::Object(members.values())),
-            _ => None,
-        }
-    }
-    let Some(top) = children(value) else {
-        return false;
-    };
-    if limit == 0 {
-        return true;
-    }
-    // One iterator per open level: the stack's length is the depth of the values it yields.
-    let mut open = vec![top];
-    while let Some(level) = open.last_mut() {
-        match level.next() {
-            Some(child) => {
-                if let Some(grandchildren) = children(child) {
-                    if open.len() >= limit {
-                        return true;
-                    }
-                    open.push(grandchildren);
-                }
-            }
-            None => {
-                open.pop();
-            }
-        }
-    }
-    false
-}
+pub(crate) use powertools_core::json_depth::{MAX_VALUE_DEPTH, nests_deeper_than};
 
 /// A value serialized with its non-finite floats as text.
 struct Finite<'a, T: ?Sized>(&'a T);

@@ -143,6 +143,19 @@ pub enum Error {
         /// The budget, in bytes.
         limit: usize,
     },
+    /// Metadata nested deeper than JSON readers take within a document: serde_json reads 127
+    /// levels, the document's own object among them, so a value may nest `limit` (126).
+    #[error(
+        "metadata {} nests deeper than {limit} levels: the document would be deeper than JSON \
+         readers take (serde_json stops at 128), and its metrics lost with it",
+        powertools_core::env::shown(key)
+    )]
+    MetadataTooDeep {
+        /// The metadata key that was refused (the message quotes its start: it can be long).
+        key: String,
+        /// The deepest a value may nest.
+        limit: usize,
+    },
     /// A flush found no metric and `raise_on_empty_metrics` is set.
     #[error(
         "no metrics to publish: none were added since the last flush (a handler's own flush \
@@ -193,6 +206,7 @@ impl Error {
             | Error::NameCollision { .. }
             | Error::InvalidTimestamp { .. }
             | Error::DocumentTooLarge { .. }
+            | Error::MetadataTooDeep { .. }
             | Error::EmptyMetrics => "SchemaValidationError",
             Error::NoCurrentInvocation => "NoCurrentInvocation",
             Error::RecorderAlreadyInstalled => "RecorderAlreadyInstalled",

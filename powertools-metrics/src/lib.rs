@@ -122,6 +122,7 @@
 //! | non-ASCII dimension value, NaN | written; CloudWatch refuses the document | kept as metadata (`add_dimension`) / refused with an error (`single_metric`'s dimension, NaN), so the document is valid |
 //! | one value | `[1.0]` | `1.0` (as TypeScript; CloudWatch reads both alike; Logs Insights reads Python's as `name.0`) |
 //! | metadata | keys made strings, JSON types kept | the same |
+//! | metadata nested past 126 levels | written; serde_json (and the tools built on it) cannot read the document back | refused ([`Error::MetadataTooDeep`]), as the logger refuses such a key |
 //! | 29 added dimensions and `service` | the document is lost at the flush | written |
 //! | dimension name of 251 to 255 characters | written | refused, as AWS's EMF client libraries do |
 //! | `AWS_LAMBDA_LOG_LEVEL` above INFO | documents dropped by Lambda | `level` and `timestamp` added |

@@ -1000,9 +1000,20 @@ impl Metrics {
     /// # Errors
     /// [`Error::NameCollision`] when `key` is `_aws`, a metric or a dimension;
     /// [`Error::DocumentTooLarge`] when the dimensions and metadata would pass 192 KB, so that
-    /// no document could hold them under CloudWatch Logs' 256 KB event limit.
+    /// no document could hold them under CloudWatch Logs' 256 KB event limit;
+    /// [`Error::MetadataTooDeep`] when `value` nests deeper than 126 levels, so that the
+    /// document would be deeper than JSON readers take (as the logger refuses such a key).
     pub fn add_metadata(&self, key: &str, value: impl Into<Value>) -> Result<(), Error> {
         let value = value.into();
+        if powertools_core::json_depth::nests_deeper_than(
+            &value,
+            powertools_core::json_depth::MAX_VALUE_DEPTH,
+        ) {
+            return Err(Error::MetadataTooDeep {
+                key: key.to_owned(),
+                limit: powertools_core::json_depth::MAX_VALUE_DEPTH,
+            });
+        }
         if self.locked_here() {
             let key = key.to_owned();
             self.defer(move |metrics| metrics.add_metadata(&key, value));

@@ -1309,6 +1309,40 @@ fn metadata_single_huge_value() {
     checked(&sink);
 }
 
+/// Metadata nested past what JSON readers take is refused, as the logger refuses such a key: a
+/// value 127 levels deep made a document serde_json (and the tools built on it) cannot read
+/// back, `recursion limit exceeded`, so its metrics were lost with it (found by comparing with
+/// Python, which writes it too). 126 levels, with the document's own object the 127 readers
+/// take, are kept.
+#[test]
+fn metadata_nested_past_what_json_readers_take_is_refused() {
+    let nested = |levels: usize| (0..levels).fold(json!(1), |value, _| json!([value]));
+    let sink = CheckedSink::new();
+    let m = layer_with_service(&sink).new_metrics();
+    m.add_metadata("kept", nested(126)).unwrap();
+    for levels in [127, 1_000] {
+        let error = m.add_metadata("deep", nested(levels)).unwrap_err();
+        assert!(
+            matches!(&error, Error::MetadataTooDeep { key, limit: 126 } if key == "deep"),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "metadata \"deep\" nests deeper than 126 levels: the document would be deeper than \
+             JSON readers take (serde_json stops at 128), and its metrics lost with it"
+        );
+    }
+    m.add_metric("M", 1.0, Unit::Count).unwrap();
+    m.flush().unwrap();
+    let docs = checked(&sink);
+    for line in sink.lines() {
+        serde_json::from_str::<Value>(&line).expect("every document reads back");
+    }
+    assert_eq!(docs.len(), 1);
+    assert!(docs[0].get("deep").is_none());
+    assert!(docs[0].get("kept").is_some());
+}
+
 #[test]
 fn metadata_nested_object_with_escapes_size() {
     let sink = CheckedSink::new();
