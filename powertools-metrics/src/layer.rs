@@ -278,11 +278,15 @@ impl MetricsLayerBuilder {
             // Nothing is written: no service dimension.
             Err(error) => unless_disabled(Err(error)).map(|_| None)?,
         };
-        let log_level_filter = match log_level_filter(&env) {
+        let log_level = match log_level_filter(&env) {
             Ok(filter) => filter,
             // Disabled, nothing is written: the value is warned about, not refused.
             Err(error) => unless_disabled(Err(error)).map(|_| None)?,
         };
+        // Lambda's filter reads `level` (and `timestamp`) at any level it is set to; documents
+        // carry them above INFO only.
+        let log_level_keys_read = log_level.is_some();
+        let log_level_filter = log_level.flatten();
         let mut default_dimensions: Vec<(String, String)> =
             Vec::with_capacity(self.default_dimensions.len());
         for (name, value) in self.default_dimensions {
@@ -307,7 +311,7 @@ impl MetricsLayerBuilder {
                     used_as: "the service dimension (set it with `service`)",
                 });
             }
-            if log_level_filter.is_some() && ["level", "timestamp"].contains(&name.as_str()) {
+            if log_level_keys_read && ["level", "timestamp"].contains(&name.as_str()) {
                 return Err(Error::NameCollision {
                     name,
                     used_as: "a key Lambda's log-level filter reads",
@@ -350,6 +354,7 @@ impl MetricsLayerBuilder {
                 default_dimensions,
                 service,
                 log_level_filter,
+                log_level_keys_read,
                 function_name,
                 capture_cold_start_metric: self.capture_cold_start_metric,
                 raise_on_empty_metrics: self.raise_on_empty_metrics,
@@ -395,13 +400,14 @@ fn own_dimension(
     })
 }
 
-/// Lambda's application log level (`AWS_LAMBDA_LOG_LEVEL`, set by Advanced Logging Controls)
-/// when it drops INFO lines. Lambda reads a line without a valid `level` as INFO, so documents
-/// must then carry a level that passes the filter.
+/// Lambda's application log level (`AWS_LAMBDA_LOG_LEVEL`, set by Advanced Logging Controls):
+/// `None` when it is not set, `Some(None)` at INFO and below, `Some(level)` when it drops INFO
+/// lines. Lambda reads a line without a valid `level` as INFO, so documents must then carry a
+/// level that passes the filter.
 ///
 /// A value that is not a level is refused, as the logger refuses it: ignored, it would let
 /// Lambda's filter drop every document without a word, and Lambda itself only sets levels.
-fn log_level_filter(env: &Env) -> Result<Option<&'static str>, Error> {
+fn log_level_filter(env: &Env) -> Result<Option<Option<&'static str>>, Error> {
     let filter = env.parse_with(
         "AWS_LAMBDA_LOG_LEVEL",
         powertools_core::env::LOG_LEVEL_NAMES,
@@ -414,7 +420,7 @@ fn log_level_filter(env: &Env) -> Result<Option<&'static str>, Error> {
             _ => None,
         },
     )?;
-    Ok(filter.flatten())
+    Ok(filter)
 }
 
 /// The service built by [`MetricsLayer`].

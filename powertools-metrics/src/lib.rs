@@ -92,9 +92,11 @@
 //! document has neither, so at `WARN`, `ERROR` or `FATAL` every metric would vanish. When
 //! `AWS_LAMBDA_LOG_LEVEL` is one of those, each document carries `"level"` set to that level
 //! and an RFC 3339 `"timestamp"`, so Lambda keeps it (CloudWatch ignores members it does not
-//! reference), and `level` and `timestamp` are refused as metric, dimension and metadata names.
-//! At `INFO` and below, or without the setting, documents are exactly Powertools for Python's.
-//! A Logs Insights query on `level` then also finds these lines at that level.
+//! reference). At `INFO` and below, or without the setting, documents are exactly Powertools
+//! for Python's. Whenever `AWS_LAMBDA_LOG_LEVEL` is set (at any level: Lambda reads a document's
+//! `level` then, and drops one whose metadata says `"level": "DEBUG"` under `INFO`), `level` and
+//! `timestamp` are refused as metric, dimension and metadata names, where Python writes them. A
+//! Logs Insights query on `level` then also finds these lines at that level.
 //!
 //! # Configuration
 //!

@@ -36,6 +36,10 @@ pub(crate) struct Settings {
     /// `FATAL`): documents then carry it as `level`, with an RFC 3339 `timestamp`, so that
     /// Lambda keeps them.
     pub(crate) log_level_filter: Option<&'static str>,
+    /// Whether Lambda's log-level filter is on at all (`AWS_LAMBDA_LOG_LEVEL` set): it reads a
+    /// document's `level` at any level (a `DEBUG` one is dropped under INFO), so the names
+    /// `level` and `timestamp` are refused.
+    pub(crate) log_level_keys_read: bool,
     pub(crate) function_name: Option<String>,
     pub(crate) capture_cold_start_metric: bool,
     pub(crate) raise_on_empty_metrics: bool,
@@ -518,7 +522,7 @@ impl State {
 
 /// Refuses `level` and `timestamp` while Lambda's log-level filter reads them.
 fn check_log_level_keys(settings: &Settings, name: &str) -> Result<(), Error> {
-    if settings.log_level_filter.is_some() && LOG_LEVEL_KEYS.contains(&name) {
+    if settings.log_level_keys_read && LOG_LEVEL_KEYS.contains(&name) {
         return Err(collision(name, "a key Lambda's log-level filter reads"));
     }
     Ok(())

@@ -280,6 +280,41 @@ fn documents_survive_lambdas_log_level_filter() {
     }
 }
 
+/// At INFO and below Lambda's filter still reads `level`: a document whose metadata (or
+/// dimension) `level` is `DEBUG` is dropped under `AWS_LAMBDA_LOG_LEVEL=INFO`, with its
+/// metrics, without a word. The names are refused whenever the filter is on, as above WARN
+/// (they were taken at INFO and below; found by comparing with Python, which writes them).
+/// Without the filter they are the caller's.
+#[test]
+fn level_and_timestamp_are_refused_whenever_lambda_s_filter_reads_them() {
+    for (env, refused) in [
+        (Env::from_pairs([("AWS_LAMBDA_LOG_LEVEL", "INFO")]), true),
+        (Env::from_pairs([("AWS_LAMBDA_LOG_LEVEL", "debug")]), true),
+        (Env::from_pairs([("AWS_LAMBDA_LOG_LEVEL", "TRACE")]), true),
+        (Env::empty(), false),
+    ] {
+        let sink = CheckedSink::new();
+        let layer = builder(&sink).env(env.clone()).build().unwrap();
+        for name in ["level", "timestamp"] {
+            let metadata = layer.new_metrics().add_metadata(name, "DEBUG");
+            let dimension = layer.new_metrics().add_dimension(name, "DEBUG");
+            assert_eq!(
+                (
+                    matches!(metadata, Err(Error::NameCollision { .. })),
+                    matches!(dimension, Err(Error::NameCollision { .. })),
+                ),
+                (refused, refused),
+                "{name} under {env:?}: {metadata:?} {dimension:?}"
+            );
+        }
+        let default_dimension = builder(&CheckedSink::new())
+            .env(env.clone())
+            .default_dimension("level", "DEBUG")
+            .build();
+        assert_eq!(default_dimension.is_err(), refused, "{env:?}");
+    }
+}
+
 #[test]
 fn no_document_exceeds_the_log_event_limit() {
     // A hundred long-named metrics with a hundred values each, and large metadata: split, never cut.
