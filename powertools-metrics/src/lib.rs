@@ -132,8 +132,9 @@
 //! # Differences from Powertools for Python and TypeScript
 //!
 //! - A metric with one value is written as a number, several as an array (as TypeScript does).
-//! - A metric re-added with another unit, an invalid dimension and a timestamp out of range are
-//!   errors, not warnings (TypeScript's behaviour for units; Java's for the rest).
+//! - A metric re-added with another unit or another storage resolution, an invalid dimension
+//!   and a timestamp out of range are errors, not warnings (TypeScript's behaviour for units;
+//!   Java's for the rest). Python takes the last unit and resolution and keeps every value.
 //! - The cold-start document is written before the handler runs (as in TypeScript, Java and
 //!   .NET), so a handler that fails or panics still counts its cold start.
 //! - A task spawned with `tokio::spawn` is outside its parent's invocation; move the handle into
