@@ -94,6 +94,15 @@ impl Catalogue {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(sku.to_owned(), price);
     }
+
+    /// Withdraws `sku` (in tests).
+    #[cfg(test)]
+    fn remove(&self, sku: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(sku);
+    }
 }
 
 /// What a client posts.
@@ -457,18 +466,35 @@ impl std::fmt::Display for PlaceError {
     }
 }
 
-/// Prices the order from the catalogue as it is now, then places it.
+/// Answers with the order the table holds under `order_id`, else prices the order from the
+/// catalogue as it is now and places it. The table first: an order placed by an attempt whose
+/// record the store failed to complete is its retry's answer whatever the catalogue says now
+/// (priced first, the retry was refused `PriceChanged` or `UnknownSku` after a change, for an
+/// order placed; found by a review).
 async fn price_and_place<St>(
     orders: &Orders<St>,
     order_id: String,
     mut order: OrderRequest,
 ) -> Result<PlacedOrder, PlaceError> {
+    if let Some(placed) = placed_already(orders, &order_id) {
+        return Ok(placed);
+    }
     let total_cents = order
         .price(&orders.catalogue)
         .map_err(PlaceError::Refused)?;
     place(orders, order_id, order, total_cents)
         .await
         .map_err(PlaceError::NotStored)
+}
+
+/// The order the table holds under `order_id`, if any (logged: the answer is that order).
+fn placed_already<St>(orders: &Orders<St>, order_id: &str) -> Option<PlacedOrder> {
+    let table = orders.table.lock().unwrap_or_else(PoisonError::into_inner);
+    let placed = table.get(order_id).cloned();
+    if placed.is_some() {
+        tracing::warn!(order_id, "the order was placed already: answered with it");
+    }
+    placed
 }
 
 /// Places the order: the side effect that must happen once per key (here the order stored in
