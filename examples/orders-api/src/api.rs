@@ -159,12 +159,30 @@ async fn place_order<St: IdempotencyStore>(
             &accepted(&order.order_id, saved.total_cents, saved.payment.as_deref()),
         ));
     }
-    // Priced from the catalogue as it is now, inside the claim: a refusal releases it (a
-    // handler error is not stored), so the corrected order can use the same key.
-    let total_cents = order.price(&app.catalogue).map_err(|refused| {
-        tracing::warn!(code = refused.code(), reason = %refused, "the order was not placed");
-        Failure::Refused(refused)
-    })?;
+    // Charged already, not saved (the save failed, or the charge's record was not completed):
+    // saved as it was charged, its amount replayed by the charge's record or the provider's
+    // key. Priced again, a retry after a price change was refused `PriceChanged`, then
+    // `PaymentConflict` on every retry: charged, and never an order (found by a review).
+    let payment_id = format!("pay-{}", order.order_id);
+    let charged = app.payments.charged(&payment_id).filter(|charge| {
+        charge.customer_id == order.customer_id && charge.order.basket() == order.basket()
+    });
+    let total_cents = match charged {
+        Some(charge) => {
+            tracing::info!(
+                payment_id,
+                "the order was charged already: saved as it was charged"
+            );
+            order = charge.order;
+            charge.amount_cents
+        }
+        // Priced from the catalogue as it is now, inside the claim: a refusal releases it (a
+        // handler error is not stored), so the corrected order can use the same key.
+        None => order.price(&app.catalogue).map_err(|refused| {
+            tracing::warn!(code = refused.code(), reason = %refused, "the order was not placed");
+            Failure::Refused(refused)
+        })?,
+    };
     if let Some(saved) = saved {
         let order_id = order.order_id.clone();
         let failure =
@@ -179,9 +197,10 @@ async fn place_order<St: IdempotencyStore>(
     }
 
     let charge = Charge {
-        payment_id: format!("pay-{}", order.order_id),
+        payment_id,
         customer_id: order.customer_id.clone(),
         amount_cents: total_cents,
+        order: order.clone(),
     };
     // Keyed on the payment id alone; the amount and the customer are validation data, so the
     // same payment id with another amount or customer is refused, never charged again and never
@@ -997,6 +1016,12 @@ mod tests {
                 payment_id: "pay-ord-5".to_owned(),
                 customer_id: "cust-1".to_owned(),
                 amount_cents: 200,
+                // Two buns: another basket than the loaves below.
+                order: serde_json::from_value(json!({
+                    "order_id": "ord-5", "customer_id": "cust-1", "location": "camden",
+                    "items": [{"sku": "bun", "quantity": 2, "unit_price_cents": 100}],
+                }))
+                .unwrap(),
             })
             .await
             .expect("the earlier charge");
@@ -1369,6 +1394,72 @@ mod tests {
         assert_eq!(retry.status_code, 201, "{retry:?}");
         assert_eq!(payments.charges().len(), 1, "charged once");
         assert_eq!(saved.lock().unwrap().len(), 1);
+    }
+
+    /// An order charged but not saved (the charge's record not completed, so the retry runs
+    /// the handler after its deadline) is the retry's order after a price change too: charged
+    /// the amount of the first attempt, once, and saved at the prices charged. The retry was
+    /// priced from today's catalogue, so it was refused `PriceChanged`, then `PaymentConflict`
+    /// ("nothing was charged") on every retry: charged, and never an order (found by a review).
+    #[tokio::test]
+    async fn a_charged_order_s_retry_after_a_price_change_is_saved_at_the_amount_charged() {
+        for with_prices in [true, false] {
+            let store = FailingCompletions::new("charge", 1);
+            let powertools = test_stack()
+                .metrics(|metrics| metrics.sink(CheckedSink::new()))
+                .build()
+                .unwrap();
+            let (orders, payment_idempotency) = idempotency(store).unwrap();
+            let (app, saved, payments) = App::in_memory(payment_idempotency);
+            let catalogue = app.catalogue.clone();
+            let function = service(&powertools, orders, app).unwrap();
+            let sample: Value =
+                serde_json::from_str(include_str!("../events/first-order.json")).unwrap();
+            let first = function
+                .clone()
+                .oneshot(
+                    TestContext::new()
+                        .with_remaining_time(std::time::Duration::from_millis(700))
+                        .event(serde_json::from_value(sample.clone()).unwrap()),
+                )
+                .await;
+            assert!(first.is_err(), "{first:?}");
+            assert_eq!(payments.charges().len(), 1, "the first attempt charged");
+            tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+
+            catalogue.set_price("sourdough-loaf", 500);
+            catalogue.set_price("cinnamon-bun", 1);
+            let event = if with_prices {
+                sample.clone()
+            } else {
+                request(
+                    Some("k-7f3a-1001"),
+                    Some(&order_body(
+                        "ord-1001",
+                        "cust-77",
+                        json!([{"sku": "sourdough-loaf", "quantity": 2}, {"sku": "cinnamon-bun", "quantity": 6}]),
+                    )),
+                )
+            };
+            let retry = send(&function, event, "req-retry").await;
+            assert_eq!(
+                retry,
+                Ok((
+                    201,
+                    json!({"order_id": "ord-1001", "status": "accepted", "total_cents": 2550, "payment": "ch_0001"})
+                )),
+                "with prices: {with_prices}"
+            );
+            assert_eq!(payments.charges().len(), 1, "charged once");
+            let saved = saved.lock().unwrap().clone();
+            assert_eq!(saved.len(), 1);
+            assert_eq!(saved[0].1, 2550);
+            assert_eq!(
+                saved[0].0.items[0].unit_price_cents,
+                Some(450),
+                "the price charged"
+            );
+        }
     }
 
     /// A save DynamoDB answers with a 500 (`InternalServerError`: the request may or may not

@@ -337,6 +337,10 @@ pub(crate) struct Charge {
     pub(crate) payment_id: String,
     pub(crate) customer_id: String,
     pub(crate) amount_cents: u64,
+    /// What is charged for, priced (a provider's description or metadata): a retry of an
+    /// order charged but not saved is saved as it was charged, whatever the catalogue says by
+    /// then ([`PaymentProvider::charged`]).
+    pub(crate) order: Order,
 }
 
 /// What the provider answers for a successful charge.
@@ -438,6 +442,16 @@ impl PaymentProvider {
         };
         by_key.insert(charge.payment_id.clone(), (charge, receipt.clone()));
         Ok(receipt)
+    }
+
+    /// The charge made under `payment_id`, if any, as a provider answers a lookup by the id a
+    /// payment was made with (its idempotency key, a merchant reference).
+    pub(crate) fn charged(&self, payment_id: &str) -> Option<Charge> {
+        self.by_key
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(payment_id)
+            .map(|(charge, _)| charge.clone())
     }
 
     /// Makes every later charge take `delay` longer.
