@@ -153,6 +153,12 @@ pub(crate) fn parse_xray_header(header: &str) -> Option<SpanContext> {
                     _ => DEFERRED,
                 }
             }
+            // Named like X-Ray's own in another case: never trace state, which the propagator
+            // writes back capitalised, a second `Root` (or `Parent`, `Sampled`) that a service
+            // downstream, reading the last, would join instead (found by a review).
+            _ if ["root", "parent", "sampled"]
+                .iter()
+                .any(|own| key.eq_ignore_ascii_case(own)) => {}
             _ => others.push((key.to_ascii_lowercase(), value.to_owned())),
         }
     }
@@ -263,13 +269,21 @@ mod tests {
 
     /// The span context `XrayPropagator` reads from `header`, less the unknown fields W3C trace
     /// state cannot hold: the propagator ignores the whole header for one of them, where the
-    /// reader here leaves out only that field (so that the invocation still joins the trace).
+    /// reader here leaves out only that field (so that the invocation still joins the trace);
+    /// and less the fields named like X-Ray's own in another case (`sampled`), which the
+    /// propagator keeps as trace state and writes back as a second `Sampled`.
     fn as_the_propagator_reads(header: &str) -> Option<SpanContext> {
         let known = ["Root", "Parent", "Sampled"];
         let kept: Vec<&str> = header
             .trim()
             .split_terminator(';')
             .filter(|pair| match pair.split_once('=') {
+                Some((key, _))
+                    if !known.contains(&key)
+                        && known.iter().any(|own| key.eq_ignore_ascii_case(own)) =>
+                {
+                    false
+                }
                 Some((key, value)) if !known.contains(&key) => {
                     let value = value.trim_start_matches('=');
                     w3c_value(value)

@@ -783,6 +783,61 @@ async fn the_header_s_lineage_travels_on_in_every_form_that_joins_its_trace() {
     }
 }
 
+/// Fields named like X-Ray's own in another case (`root`, `parent`, `sampled`) are not carried
+/// on as trace state: the propagator writes trace state's keys back capitalised, so the header
+/// sent on held a second `Root`, `Parent` and `Sampled=0`, and a downstream function, which
+/// reads the last `Root`, joined another trace unsampled (found by a review). `Lineage` stays.
+#[tokio::test]
+async fn fields_named_like_x_ray_s_own_are_not_sent_on_as_a_second_root() {
+    for raw in [
+        format!(
+            "Root={ROOT};root=1-5759e988-00000000000000000000dead;parent=1111111111111111;sampled=0;Lineage=1:a9bc3c2f:0"
+        ),
+        format!(
+            "Root={ROOT};Parent={PARENT};Sampled=1;ROOT=1-5759e988-00000000000000000000dead;PARENT=1111111111111111;SAMPLED=0;Lineage=1:a9bc3c2f:0"
+        ),
+    ] {
+        let capture = Capture::default();
+        let tracer = capture_tracer(&capture);
+        let _guard = install(&tracer);
+        let seen = Arc::new(Mutex::new(None));
+        let seen_in_handler = seen.clone();
+        TracingLayer::new(tracer.clone())
+            .layer(service_fn(move |_e: LambdaEvent<Json>| {
+                let seen = seen_in_handler.clone();
+                async move {
+                    let mut headers = http::HeaderMap::new();
+                    inject_trace_headers(&mut headers);
+                    *seen.lock().unwrap() = headers
+                        .get("x-amzn-trace-id")
+                        .map(|value| value.to_str().unwrap().to_owned());
+                    Ok::<_, lambda_runtime::Error>(json!(1))
+                }
+            }))
+            .oneshot(ctx().with_trace_id(raw.clone()).event(json!({})))
+            .await
+            .unwrap();
+        let sent = seen.lock().unwrap().clone().unwrap();
+        let fields: Vec<&str> = sent.split(';').collect();
+        for name in ["root", "parent", "sampled"] {
+            assert_eq!(
+                fields
+                    .iter()
+                    .filter(|field| field
+                        .split('=')
+                        .next()
+                        .is_some_and(|key| key.eq_ignore_ascii_case(name)))
+                    .count(),
+                1,
+                "{raw}: one {name} in {sent}"
+            );
+        }
+        assert!(sent.starts_with(&format!("Root={ROOT};")), "{sent}");
+        assert!(sent.contains(";Sampled=1"), "{sent}");
+        assert!(sent.ends_with(";Lineage=1:a9bc3c2f:0"), "{sent}");
+    }
+}
+
 #[tokio::test]
 async fn malformed_or_oversized_trace_headers_never_fail_and_never_give_an_invalid_trace() {
     let huge = format!(
