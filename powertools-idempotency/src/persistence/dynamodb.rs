@@ -1142,15 +1142,13 @@ impl Intercept for AnswerRecorder {
 /// refused or unreachable, the name unresolved, the TLS handshake failed): the request was
 /// never written. Told by the client's own error (`hyper_util`'s, which the SDK's default HTTP
 /// client uses); with another client, `false`, and the attempt counts as sent.
+///
+/// The chain is walked as far as [`error_chain::sources`] goes: a custom client's error whose
+/// `source()` loops hung the description (found by a review).
 fn never_connected(error: &aws_sdk_dynamodb::error::ConnectorError) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
-    while let Some(error) = cause {
-        if let Some(client) = error.downcast_ref::<hyper_util::client::legacy::Error>() {
-            return client.is_connect();
-        }
-        cause = error.source();
-    }
-    false
+    error_chain::sources(error)
+        .find_map(|cause| cause.downcast_ref::<hyper_util::client::legacy::Error>())
+        .is_some_and(hyper_util::client::legacy::Error::is_connect)
 }
 
 /// Whether a connector error shows the request was never written: [`never_connected`], or an
@@ -1161,9 +1159,11 @@ fn never_sent(error: &aws_sdk_dynamodb::error::ConnectorError) -> bool {
     if never_connected(error) {
         return true;
     }
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(error) = cause {
-        let refused = error.downcast_ref::<std::io::Error>().is_some_and(|io| {
+    let error: &(dyn std::error::Error + 'static) = error;
+    std::iter::once(error)
+        .chain(error_chain::sources(error))
+        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .any(|io| {
             matches!(
                 io.kind(),
                 ErrorKind::ConnectionRefused
@@ -1171,13 +1171,7 @@ fn never_sent(error: &aws_sdk_dynamodb::error::ConnectorError) -> bool {
                     | ErrorKind::NetworkUnreachable
                     | ErrorKind::AddrNotAvailable
             )
-        });
-        if refused {
-            return true;
-        }
-        cause = error.source();
-    }
-    false
+        })
 }
 
 /// `host:port` of a URL, with the scheme's default port when it has none.
@@ -1650,6 +1644,39 @@ mod tests {
              127.0.0.1:8000: connection refused"
         );
         assert_eq!(error.code(), None);
+    }
+
+    /// A connector error whose chain loops (a custom HTTP client's) is described, not walked
+    /// forever: the walks that tell a request never sent stop where every other chain walk of
+    /// the library stops (found by a review: the description hung).
+    #[test]
+    fn a_connector_error_whose_chain_loops_is_described() {
+        #[derive(Debug)]
+        struct Looping;
+        impl fmt::Display for Looping {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the client's own error")
+            }
+        }
+        impl std::error::Error for Looping {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(self)
+            }
+        }
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let error = described(SdkError::dispatch_failure(
+                aws_sdk_dynamodb::error::ConnectorError::other(Box::new(Looping), None),
+            ));
+            let _ = done.send(error.to_string());
+        });
+        let shown = finished
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("described within 10 s");
+        assert!(
+            shown.contains("got no answer from 127.0.0.1:8000"),
+            "{shown}"
+        );
     }
 
     /// A connection closed after the request was written is no proof it was not sent: the
