@@ -640,10 +640,15 @@ where
                 // error), for its causes: an AWS SDK error's `Display` alone is `unhandled
                 // error`, `dispatch failure` or `service error` (found by an attack).
                 let error: Box<dyn std::error::Error + Send + Sync> = error.into();
-                let reason = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                // Quiet: the panic's message may quote what the `Display` was writing.
+                let reason = powertools_core::failure::catch_quiet_panic(|| {
                     powertools_core::error_chain::message_chain(error.as_ref())
-                }))
-                .unwrap_or_else(|_| "<the error's Display panicked>".to_owned());
+                })
+                .unwrap_or_else(|payload| {
+                    // Leaked, not dropped: a payload whose `Drop` panics would unwind here.
+                    std::mem::forget(payload);
+                    "<the error's Display panicked>".to_owned()
+                });
                 // Named as the logging layer names an invocation's error: its type or variant,
                 // `Error` for a message only (a `String`, whose boxed `Debug` is quoted text).
                 let name = powertools_core::error_chain::type_name(error.as_ref())

@@ -149,9 +149,10 @@ pub fn message_chain(error: &(dyn Error + 'static)) -> String {
 /// ```
 pub fn type_name(error: &(dyn Error + 'static)) -> Option<String> {
     let mut debug = BoundedText::default();
-    let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    // Quiet: the panic's message may quote what the `Debug` was writing.
+    let written = crate::failure::catch_quiet_panic(|| {
         let _ = write!(debug, "{error:?}");
-    }));
+    });
     if let Err(payload) = written {
         // Leaked, not dropped: a payload whose `Drop` panics would unwind from here.
         std::mem::forget(payload);
@@ -321,6 +322,30 @@ pub mod fixtures {
 mod tests {
     use super::fixtures::{FailingDisplay, OwnSource};
     use super::*;
+
+    /// A `Debug` that panics names nothing, quietly: its message may quote what it was writing
+    /// (a plain `catch_unwind` let the panic hook print it; found by a review).
+    #[test]
+    fn a_debug_that_panics_names_nothing_and_its_panic_is_quiet() {
+        struct Loud;
+        impl fmt::Debug for Loud {
+            fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+                QUIET.set(crate::failure::panics_are_quiet());
+                panic!("card 4111");
+            }
+        }
+        impl fmt::Display for Loud {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("loud")
+            }
+        }
+        impl Error for Loud {}
+        std::thread_local! {
+            static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        }
+        assert_eq!(type_name(&Loud), None);
+        assert!(QUIET.get(), "the panic was not quiet");
+    }
 
     /// A chain `depth` errors deep, each with its own message.
     #[derive(Debug)]

@@ -719,15 +719,29 @@ pub fn type_path<E: ?Sized>() -> &'static str {
 }
 
 /// The type or variant name a derived `Debug` text begins with (`OrderRejected { order: 7 }`
-/// gives `OrderRejected`, `Declined("card")` gives `Declined`); `None` for a text that is not
-/// one (a quoted string, an OS error's message).
+/// gives `OrderRejected`, `Declined("card")` gives `Declined`, `Timeout` itself, and a path
+/// its path: `reqwest::Error { kind: Request }` gives `reqwest::Error`); `None` for a text that
+/// is not one (a quoted string, an OS error's message, a message such as `anyhow`'s `Debug`:
+/// `Card declined` names no type `Card`).
 pub fn debug_type_name(debug: &str) -> Option<&str> {
     let end = debug
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
         .unwrap_or(debug.len());
     let (name, rest) = debug.split_at(end);
-    let named = name.starts_with(|c: char| c.is_ascii_uppercase())
-        && (rest.is_empty() || rest.starts_with([' ', '(', '{']));
+    let last = name.rsplit("::").next()?;
+    let mut segments = name.split("::");
+    let identifier = |segment: &str| {
+        !segment.is_empty()
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    // What a derived `Debug` puts after the name: nothing (a unit variant), ` {` (fields), `(`
+    // (a tuple).
+    let named = identifier(last)
+        && last.starts_with(|c: char| c.is_ascii_uppercase())
+        && segments.all(identifier)
+        && (rest.is_empty() || rest.starts_with(" {") || rest.starts_with('('));
     named.then_some(name)
 }
 
@@ -841,6 +855,40 @@ mod tests {
         assert_eq!(debug_type_name("connection refused (os error 111)"), None);
         assert_eq!(debug_type_name("Connection: refused"), None);
         assert_eq!(debug_type_name(""), None);
+    }
+
+    /// A message is no name: `anyhow`'s `Debug` is its message (`Card declined for refund
+    /// rf-4`), which gave `Card` (and `No` for `No such bucket`), so a Logs Insights `stats by
+    /// exception_name` grouped failures by their first word (found by a review). A struct's
+    /// `Debug` has ` {` after its name. A path names its type (`reqwest::Error { kind: Request
+    /// }` was `Error`, the name alone).
+    #[test]
+    fn a_message_is_no_name_and_a_path_is_the_type_s() {
+        for message in [
+            "Card declined for refund rf-4",
+            "No such bucket",
+            "Timeout after 3 s",
+            "Declined (card)",
+            "Error: the bank said no",
+            "Order{order: 7}",
+        ] {
+            assert_eq!(debug_type_name(message), None, "{message}");
+        }
+        assert_eq!(
+            debug_type_name("reqwest::Error { kind: Request }"),
+            Some("reqwest::Error")
+        );
+        assert_eq!(
+            debug_type_name("bank::Refused(\"card\")"),
+            Some("bank::Refused")
+        );
+        for not_a_type in [
+            "reqwest::error { kind: Request }",
+            "::Error { .. }",
+            "a::::B(1)",
+        ] {
+            assert_eq!(debug_type_name(not_a_type), None, "{not_a_type}");
+        }
     }
 
     /// An I/O error's `Debug` begins with its private representation (`Os`, `Custom`, `Kind`,
