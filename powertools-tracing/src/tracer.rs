@@ -549,7 +549,7 @@ impl TracerBuilder {
             Some(
                 hook(SdkTracerProvider::builder().with_span_limits(span_limits))
                     .with_id_generator(HeaderTraceIds::default())
-                    .with_sampler(HeaderSampler::default())
+                    .with_sampler(HeaderSampler)
                     .with_resource(resource(&service, &config))
                     .build(),
             )
@@ -566,7 +566,7 @@ impl TracerBuilder {
                     .with_span_limits(span_limits)
                     .with_span_processor(QueueProcessor(queue))
                     .with_id_generator(HeaderTraceIds::default())
-                    .with_sampler(HeaderSampler::default())
+                    .with_sampler(HeaderSampler)
                     .with_resource(resource)
                     .build(),
             )
@@ -673,7 +673,7 @@ impl TracerBuilder {
                     .with_span_limits(span_limits)
                     .with_span_processor(QueueProcessor(queue))
                     .with_id_generator(HeaderTraceIds::default())
-                    .with_sampler(HeaderSampler::default())
+                    .with_sampler(HeaderSampler)
                     .with_resource(resource)
                     .build(),
             )
