@@ -136,7 +136,7 @@ pub fn message_chain(error: &(dyn Error + 'static)) -> String {
 /// The name of `error`'s type or variant, as [`error_type_name`](crate::failure::error_type_name)
 /// reads it (`Declined` for `Declined("card")`, `std::io::Error`); `None` for an error whose
 /// `Debug` names none (a boxed `String`'s is the quoted text). Only the first
-/// [`MAX_DEBUG_CHARS`] bytes of its `Debug` are written (it may hold megabytes, or what its
+/// 256 bytes of its `Debug` are written (it may hold megabytes, or what its
 /// `Display` held back); a `Debug` that panics names nothing (its payload is leaked, not dropped).
 ///
 /// ```
