@@ -65,10 +65,11 @@ pub(crate) enum Failure {
     Refused(OrderError),
     #[error(transparent)]
     Payment(#[from] PaymentFailed),
-    /// The order's payment id was charged already with another amount or for another customer.
+    /// The order's payment id was charged already for other goods, with another amount or for
+    /// another customer.
     #[error(
-        "order {order_id} was already charged with another amount or for another customer; \
-         nothing was charged"
+        "order {order_id} was already charged for other goods, with another amount or for \
+         another customer; nothing was charged"
     )]
     PaymentConflict { order_id: String },
     /// The order's payment is being made by another request right now.
@@ -202,13 +203,16 @@ async fn place_order<St: IdempotencyStore>(
         amount_cents: total_cents,
         order: order.clone(),
     };
-    // Keyed on the payment id alone; the amount and the customer are validation data, so the
-    // same payment id with another amount or customer is refused, never charged again and never
-    // answered with the first customer's receipt.
+    // Keyed on the payment id alone; the amount, the customer and the goods are validation
+    // data, so the same payment id with another amount, customer or basket is refused, never
+    // charged again and never answered with the first customer's receipt, nor paying for goods
+    // it was not made for (with the amount and customer only, a charge for two loaves paid for
+    // nine buns of the same total under a new key; found by a review).
     let key_data = json!(charge.payment_id);
     let validation_data = json!({
         "amount_cents": charge.amount_cents,
         "customer_id": charge.customer_id,
+        "basket": charge.order.basket(),
     });
     let payments = app.payments.clone();
     // The charge ends before the invocation's deadline, as the table's calls do: a provider
@@ -1462,6 +1466,168 @@ mod tests {
         }
     }
 
+    /// An orders table on a local HTTP server, in DynamoDB's protocol: `GetItem` answers with
+    /// the item stored (or none), each `PutItem` with the next of `put_answers` (an HTTP status
+    /// and an error code) while there are any, then stores the item as a conditional put on a
+    /// new id does. Its address and the item stored.
+    async fn fake_orders_table(
+        put_answers: Vec<(u16, &'static str)>,
+    ) -> (
+        std::net::SocketAddr,
+        std::sync::Arc<std::sync::Mutex<Option<Value>>>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let stored = std::sync::Arc::new(std::sync::Mutex::new(None::<Value>));
+        let answers = std::sync::Arc::new(std::sync::Mutex::new(
+            put_answers
+                .into_iter()
+                .collect::<std::collections::VecDeque<_>>(),
+        ));
+        let table = stored.clone();
+        tokio::spawn(async move {
+            while let Ok((mut connection, _)) = listener.accept().await {
+                let (stored, answers) = (table.clone(), answers.clone());
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buffer = [0_u8; 4096];
+                    loop {
+                        let Ok(read) = connection.read(&mut buffer).await else {
+                            return;
+                        };
+                        if read == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buffer[..read]);
+                        let text = String::from_utf8_lossy(&request).into_owned();
+                        let lower = text.to_lowercase();
+                        let Some(end) = lower.find("\r\n\r\n") else {
+                            continue;
+                        };
+                        let length = lower
+                            .lines()
+                            .find_map(|line| line.strip_prefix("content-length:"))
+                            .and_then(|length| length.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if request.len() < end + 4 + length {
+                            continue;
+                        }
+                        let body: Value = serde_json::from_str(&text[end + 4..end + 4 + length])
+                            .unwrap_or_default();
+                        let error = |status: u16, code: &str| {
+                            (
+                                status,
+                                json!({"__type": format!("com.amazonaws.dynamodb.v20120810#{code}"), "message": "injected"}),
+                            )
+                        };
+                        let (status, answer) = if lower.contains("dynamodb_20120810.getitem") {
+                            let item = stored.lock().unwrap().clone();
+                            (
+                                200,
+                                item.map_or_else(|| json!({}), |item| json!({"Item": item})),
+                            )
+                        } else if let Some((status, code)) = answers.lock().unwrap().pop_front() {
+                            error(status, code)
+                        } else {
+                            let mut stored = stored.lock().unwrap();
+                            match stored.clone() {
+                                Some(item) => {
+                                    let (status, mut refused) =
+                                        error(400, "ConditionalCheckFailedException");
+                                    refused["Item"] = item;
+                                    (status, refused)
+                                }
+                                None => {
+                                    *stored = Some(body["Item"].clone());
+                                    (200, json!({}))
+                                }
+                            }
+                        };
+                        let answer = answer.to_string();
+                        let out = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{answer}",
+                            answer.len()
+                        );
+                        if connection.write_all(out.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        request.clear();
+                    }
+                });
+            }
+        });
+        (address, stored)
+    }
+
+    /// The charge's record checks the goods too: an order charged for one basket and not saved
+    /// (its save refused) paid for another basket of the same order id, customer and total
+    /// sent under a new key (a loaf pair and nine buns, 900 cents each), which was saved
+    /// against that charge; the first basket's retry was then refused `OrderConflict` forever
+    /// (found by a review). The other basket is refused; the first one's retry saves it as
+    /// charged.
+    #[tokio::test]
+    async fn a_charge_never_pays_for_other_goods_of_the_same_total() {
+        let (address, stored) = fake_orders_table(vec![(400, "ResourceNotFoundException")]).await;
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
+            .endpoint_url(format!("http://{address}"))
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+            .build();
+        let powertools = test_stack()
+            .metrics(|metrics| metrics.sink(CheckedSink::new()))
+            .build()
+            .unwrap();
+        let (orders, payment_idempotency) = idempotency(InMemoryStore::new()).unwrap();
+        let payments = PaymentProvider::default();
+        let app = App {
+            orders: OrdersTable::DynamoDb {
+                client: aws_sdk_dynamodb::Client::from_conf(config),
+                table: "orders".to_owned(),
+            },
+            payments: payments.clone(),
+            payment_idempotency,
+            catalogue: Catalogue::bakery(),
+        };
+        let function = service(&powertools, orders, app).unwrap();
+        let loaves = order_body("ord-d1", "cust-1", json!([{"sku": "loaf", "quantity": 2}]));
+        let buns = order_body("ord-d1", "cust-1", json!([{"sku": "bun", "quantity": 9}]));
+        let call = |key: &str, body: &str| {
+            let event: ApiGatewayV2httpRequest =
+                serde_json::from_value(request(Some(key), Some(body))).unwrap();
+            let function = function.clone();
+            async move {
+                function
+                    .oneshot(
+                        TestContext::new()
+                            .with_remaining_time(std::time::Duration::from_secs(20))
+                            .event(event),
+                    )
+                    .await
+                    .map(|response| response.status_code)
+                    .map_err(|error| Diagnostic::from(error).error_type)
+            }
+        };
+        assert_eq!(call("k-1", &loaves).await, Err("OrderNotSaved".to_owned()));
+        assert_eq!(payments.charges().len(), 1);
+        assert_eq!(
+            call("k-2", &buns).await,
+            Ok(409),
+            "the buns are not paid by the loaves"
+        );
+        assert!(stored.lock().unwrap().is_none(), "nothing saved");
+        assert_eq!(call("k-1", &loaves).await, Ok(201), "the loaves' retry");
+        let saved = stored.lock().unwrap().clone().unwrap();
+        assert_eq!(saved["total_cents"]["N"], "900");
+        assert!(
+            saved["items"]["S"].as_str().unwrap().contains("loaf"),
+            "{saved}"
+        );
+        assert_eq!(payments.charges().len(), 1, "charged once");
+    }
+
     /// A save DynamoDB answers with a 500 (`InternalServerError`: the request may or may not
     /// have been processed) or throttling, after the SDK's retries (an earlier attempt's answer
     /// may have been lost after it landed): the failure says the order may have been saved,
@@ -1478,58 +1644,7 @@ mod tests {
             (400, "ResourceNotFoundException", false),
         ] {
             // GetItem finds no order; PutItem gets `status` and `code`.
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let address = listener.local_addr().unwrap();
-            tokio::spawn(async move {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                while let Ok((mut connection, _)) = listener.accept().await {
-                    tokio::spawn(async move {
-                        let mut request = Vec::new();
-                        let mut buffer = [0_u8; 4096];
-                        loop {
-                            let Ok(read) = connection.read(&mut buffer).await else {
-                                return;
-                            };
-                            if read == 0 {
-                                return;
-                            }
-                            request.extend_from_slice(&buffer[..read]);
-                            let text = String::from_utf8_lossy(&request).to_lowercase();
-                            let Some(end) = text.find("\r\n\r\n") else {
-                                continue;
-                            };
-                            let length = text
-                                .lines()
-                                .find_map(|line| line.strip_prefix("content-length:"))
-                                .and_then(|length| length.trim().parse::<usize>().ok())
-                                .unwrap_or(0);
-                            if request.len() < end + 4 + length {
-                                continue;
-                            }
-                            let (answer_status, body) = if text
-                                .contains("dynamodb_20120810.getitem")
-                            {
-                                (200, "{}".to_owned())
-                            } else {
-                                (
-                                    status,
-                                    format!(
-                                        r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"injected"}}"#
-                                    ),
-                                )
-                            };
-                            let answer = format!(
-                                "HTTP/1.1 {answer_status} X\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{body}",
-                                body.len()
-                            );
-                            if connection.write_all(answer.as_bytes()).await.is_err() {
-                                return;
-                            }
-                            request.clear();
-                        }
-                    });
-                }
-            });
+            let (address, _) = fake_orders_table(vec![(status, code); 10]).await;
             let config = aws_sdk_dynamodb::Config::builder()
                 .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
                 .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
