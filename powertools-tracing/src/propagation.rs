@@ -46,7 +46,42 @@ pub fn inject_trace_headers(headers: &mut http::HeaderMap) {
         }
     }
     TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
-    XrayPropagator::default().inject_context(&context, &mut HeaderInjector(headers));
+    XrayPropagator::default().inject_context(
+        &without_x_ray_s_own_fields(context),
+        &mut HeaderInjector(headers),
+    );
+}
+
+/// The trace state keys named like X-Ray's own header fields, which `XrayPropagator` would write
+/// back capitalised after its own: a second `Root` (or `Parent`, `Sampled`), which a service
+/// downstream, reading the last, would join instead.
+const X_RAY_S_OWN_FIELDS: [&str; 3] = ["root", "parent", "sampled"];
+
+/// `context`, its span's trace state without [`X_RAY_S_OWN_FIELDS`]: the X-Ray header's reader
+/// here never keeps them, but trace state can come from elsewhere (an upstream W3C
+/// `tracestate` a handler continues; found by a review).
+fn without_x_ray_s_own_fields(context: opentelemetry::Context) -> opentelemetry::Context {
+    use opentelemetry::trace::TraceContextExt as _;
+    let span_context = context.span().span_context().clone();
+    let state = span_context.trace_state();
+    if X_RAY_S_OWN_FIELDS
+        .iter()
+        .all(|field| state.get(field).is_none())
+    {
+        return context;
+    }
+    let kept = X_RAY_S_OWN_FIELDS
+        .iter()
+        .fold(state.clone(), |kept, field| {
+            kept.delete(*field).unwrap_or(kept)
+        });
+    opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+        span_context.trace_id(),
+        span_context.span_id(),
+        span_context.trace_flags(),
+        span_context.is_remote(),
+        kept,
+    ))
 }
 
 /// The flag `XrayPropagator` gives a trace whose sampling is not decided (`Sampled=?` or none).
@@ -169,7 +204,7 @@ pub(crate) fn parse_xray_header(header: &str) -> Option<SpanContext> {
             // Named like X-Ray's own in another case: never trace state, which the propagator
             // writes back capitalised, a second `Root` (or `Parent`, `Sampled`) that a service
             // downstream, reading the last, would join instead (found by a review).
-            _ if ["root", "parent", "sampled"]
+            _ if X_RAY_S_OWN_FIELDS
                 .iter()
                 .any(|own| key.eq_ignore_ascii_case(own)) => {}
             _ => others.push((key.to_ascii_lowercase(), value.to_owned())),

@@ -838,6 +838,35 @@ async fn fields_named_like_x_ray_s_own_are_not_sent_on_as_a_second_root() {
     }
 }
 
+/// Trace state from elsewhere (a handler continuing an upstream W3C trace, whose `tracestate`
+/// holds `root`, `parent`, `sampled`) is not written into the X-Ray header as a second `Root`
+/// either (found by a review of the test above's fix, which only covered the X-Ray header).
+#[test]
+fn trace_state_from_a_w3c_parent_is_not_sent_on_as_a_second_root() {
+    use opentelemetry::propagation::TextMapPropagator;
+    let carrier = HashMap::from([
+        (
+            "traceparent".to_owned(),
+            format!("00-{TRACE_HEX}-{PARENT}-01"),
+        ),
+        (
+            "tracestate".to_owned(),
+            "root=1-66666666-666666666666666666666666,parent=6666666666666666,sampled=0,lineage=1:a:0"
+                .to_owned(),
+        ),
+    ]);
+    let context = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
+    let _attached = context.attach();
+    let mut headers = http::HeaderMap::new();
+    inject_trace_headers(&mut headers);
+    let sent = headers["x-amzn-trace-id"].to_str().unwrap();
+    assert_eq!(
+        sent,
+        format!("Root={ROOT};Parent={PARENT};Sampled=1;Lineage=1:a:0"),
+        "{headers:?}"
+    );
+}
+
 #[tokio::test]
 async fn malformed_or_oversized_trace_headers_never_fail_and_never_give_an_invalid_trace() {
     let huge = format!(
