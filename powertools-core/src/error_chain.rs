@@ -158,7 +158,12 @@ pub fn type_name(error: &(dyn Error + 'static)) -> Option<String> {
         std::mem::forget(payload);
         return None;
     }
-    crate::failure::error_type_name(error, &debug.text).map(str::to_owned)
+    match crate::failure::error_type_name(error, &debug.text) {
+        Some(name) => Some(name.to_owned()),
+        // Cut short: its close is past what was read.
+        None if debug.cut => crate::failure::cut_debug_type_name(&debug.text).map(str::to_owned),
+        None => None,
+    }
 }
 
 /// Text written up to [`MAX_DEBUG_CHARS`] bytes, then refused (`Err`), so that a `Debug` of
@@ -166,6 +171,8 @@ pub fn type_name(error: &(dyn Error + 'static)) -> Option<String> {
 #[derive(Default)]
 struct BoundedText {
     text: String,
+    /// Whether writing went past the bound.
+    cut: bool,
 }
 
 impl fmt::Write for BoundedText {
@@ -177,6 +184,7 @@ impl fmt::Write for BoundedText {
         }
         self.text
             .push_str(&part[..crate::text::floor_char_boundary(part, room)]);
+        self.cut = true;
         Err(fmt::Error)
     }
 }

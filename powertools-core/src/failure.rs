@@ -724,6 +724,18 @@ pub fn type_path<E: ?Sized>() -> &'static str {
 /// is not one (a quoted string, an OS error's message, a message such as `anyhow`'s `Debug`:
 /// `Card declined` names no type `Card`).
 pub fn debug_type_name(debug: &str) -> Option<&str> {
+    type_name_in(debug, true)
+}
+
+/// [`debug_type_name`] of a `Debug` text that was cut short (its first bytes only): what it
+/// opens after the name is not checked for its close.
+pub fn cut_debug_type_name(debug: &str) -> Option<&str> {
+    type_name_in(debug, false)
+}
+
+/// The name `debug` begins with; `whole` when `debug` is the whole `Debug` text, whose end must
+/// close what it opens after the name.
+fn type_name_in(debug: &str, whole: bool) -> Option<&str> {
     let end = debug
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
         .unwrap_or(debug.len());
@@ -736,14 +748,22 @@ pub fn debug_type_name(debug: &str) -> Option<&str> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_')
     };
-    // What a derived `Debug` puts after the name: nothing (a unit variant), ` {` (fields), `(`
-    // (a tuple).
-    let named = identifier(last)
+    // What a derived `Debug` puts after the name: nothing (a unit variant), ` { … }` (fields),
+    // `(…)` (a tuple), closed at the end.
+    let derived_shape = rest.is_empty()
+        || (rest.starts_with(" {") && (!whole || rest.ends_with('}')))
+        || (rest.starts_with('(') && (!whole || rest.ends_with(')')));
+    let named = name.len() <= MAX_TYPE_NAME_BYTES
+        && identifier(last)
         && last.starts_with(|c: char| c.is_ascii_uppercase())
         && segments.all(identifier)
-        && (rest.is_empty() || rest.starts_with(" {") || rest.starts_with('('));
+        && derived_shape;
     named.then_some(name)
 }
+
+/// The longest name [`debug_type_name`] reads, in bytes: longer than any type's path, and a
+/// word of a message past it is no name (it would be a log key's whole value).
+pub const MAX_TYPE_NAME_BYTES: usize = 256;
 
 /// The name of `error`'s type, `debug` being its `Debug` text: `std::io::Error` for an I/O
 /// error (found by its type: its `Debug` begins with its private representation, `Os`,
@@ -889,6 +909,23 @@ mod tests {
         ] {
             assert_eq!(debug_type_name(not_a_type), None, "{not_a_type}");
         }
+        // A derived `Debug` closes what it opens, at the end; a message that only begins like
+        // one is not one (`Timeout(30s) waiting for the lock` was `Timeout`; found by a review).
+        for message in [
+            "Timeout(30s) waiting for the lock",
+            "HTTP(S) proxy refused",
+            "Invalid { at line 3 } in the body",
+        ] {
+            assert_eq!(debug_type_name(message), None, "{message}");
+        }
+        // Nor is a name longer than any type's: a word of 200,000 letters was the whole
+        // `exception_name`, a line of 260 KB.
+        let word = format!("X{}", "x".repeat(MAX_TYPE_NAME_BYTES));
+        assert_eq!(debug_type_name(&word), None);
+        assert_eq!(
+            debug_type_name(&word[..MAX_TYPE_NAME_BYTES]),
+            Some(&word[..MAX_TYPE_NAME_BYTES])
+        );
     }
 
     /// An I/O error's `Debug` begins with its private representation (`Os`, `Custom`, `Kind`,
