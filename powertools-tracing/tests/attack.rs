@@ -633,6 +633,30 @@ async fn lineage_and_reordered_headers_still_join_the_trace() {
     }
 }
 
+/// The headers a handler invoked with the X-Ray header `raw` sends on (`inject_trace_headers`),
+/// by name.
+async fn propagated(tracer: &Tracer, raw: &str) -> HashMap<String, String> {
+    let seen = Arc::new(Mutex::new(HashMap::new()));
+    let seen_in_handler = seen.clone();
+    TracingLayer::new(tracer.clone())
+        .layer(service_fn(move |_e: LambdaEvent<Json>| {
+            let seen = seen_in_handler.clone();
+            async move {
+                let mut headers = http::HeaderMap::new();
+                inject_trace_headers(&mut headers);
+                *seen.lock().unwrap() = headers
+                    .iter()
+                    .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+                    .collect();
+                Ok::<_, lambda_runtime::Error>(json!(1))
+            }
+        }))
+        .oneshot(ctx().with_trace_id(raw.to_owned()).event(json!({})))
+        .await
+        .unwrap();
+    seen.lock().unwrap().clone()
+}
+
 /// Header forms that name a trace but were not joined: a `Root` without a `Parent` (X-Ray's
 /// documented form for a trace begun upstream without a segment) started a new trace, its
 /// `Sampled=0` ignored; an undecided `Sampled=?` (or none) exported nothing; an unknown field
@@ -673,26 +697,9 @@ async fn every_header_that_names_a_trace_joins_it_and_follows_its_decision() {
         let capture = Capture::default();
         let tracer = capture_tracer(&capture);
         let _guard = install(&tracer);
-        let seen = Arc::new(Mutex::new(None));
-        let seen_in_handler = seen.clone();
-        TracingLayer::new(tracer.clone())
-            .layer(service_fn(move |_e: LambdaEvent<Json>| {
-                let seen = seen_in_handler.clone();
-                async move {
-                    // What the handler propagates to the services it calls
-                    let mut headers = http::HeaderMap::new();
-                    inject_trace_headers(&mut headers);
-                    *seen.lock().unwrap() = headers
-                        .get("x-amzn-trace-id")
-                        .map(|value| value.to_str().unwrap().to_owned());
-                    Ok::<_, lambda_runtime::Error>(json!(1))
-                }
-            }))
-            .oneshot(ctx().with_trace_id(raw.clone()).event(json!({})))
-            .await
-            .unwrap();
+        // What the handler propagates to the services it calls
+        let propagated = propagated(&tracer, &raw).await["x-amzn-trace-id"].clone();
         tracer.flush().await;
-        let propagated = seen.lock().unwrap().clone().unwrap_or_default();
         assert!(
             propagated.starts_with(&format!("Root={ROOT};")),
             "header {raw}: the handler propagates {propagated:?}"
@@ -742,29 +749,12 @@ async fn the_header_s_lineage_travels_on_in_every_form_that_joins_its_trace() {
         let capture = Capture::default();
         let tracer = capture_tracer(&capture);
         let _guard = install(&tracer);
-        let seen = Arc::new(Mutex::new(None));
-        let seen_in_handler = seen.clone();
-        TracingLayer::new(tracer.clone())
-            .layer(service_fn(move |_e: LambdaEvent<Json>| {
-                let seen = seen_in_handler.clone();
-                async move {
-                    let mut headers = http::HeaderMap::new();
-                    inject_trace_headers(&mut headers);
-                    let header = |name: &str| {
-                        headers
-                            .get(name)
-                            .map(|value| value.to_str().unwrap().to_owned())
-                            .unwrap_or_default()
-                    };
-                    *seen.lock().unwrap() = Some((header("x-amzn-trace-id"), header("tracestate")));
-                    Ok::<_, lambda_runtime::Error>(json!(1))
-                }
-            }))
-            .oneshot(ctx().with_trace_id(raw.clone()).event(json!({})))
-            .await
-            .unwrap();
+        let headers = propagated(&tracer, &raw).await;
+        let (xray, trace_state) = (
+            headers["x-amzn-trace-id"].clone(),
+            headers.get("tracestate").cloned().unwrap_or_default(),
+        );
         tracer.flush().await;
-        let (xray, trace_state) = seen.lock().unwrap().clone().unwrap();
         assert!(
             xray.starts_with(&format!("Root={ROOT};")) && xray.ends_with(&format!(";{lineage}")),
             "header {raw}: the handler propagates {xray:?}"
@@ -800,24 +790,7 @@ async fn fields_named_like_x_ray_s_own_are_not_sent_on_as_a_second_root() {
         let capture = Capture::default();
         let tracer = capture_tracer(&capture);
         let _guard = install(&tracer);
-        let seen = Arc::new(Mutex::new(None));
-        let seen_in_handler = seen.clone();
-        TracingLayer::new(tracer.clone())
-            .layer(service_fn(move |_e: LambdaEvent<Json>| {
-                let seen = seen_in_handler.clone();
-                async move {
-                    let mut headers = http::HeaderMap::new();
-                    inject_trace_headers(&mut headers);
-                    *seen.lock().unwrap() = headers
-                        .get("x-amzn-trace-id")
-                        .map(|value| value.to_str().unwrap().to_owned());
-                    Ok::<_, lambda_runtime::Error>(json!(1))
-                }
-            }))
-            .oneshot(ctx().with_trace_id(raw.clone()).event(json!({})))
-            .await
-            .unwrap();
-        let sent = seen.lock().unwrap().clone().unwrap();
+        let sent = propagated(&tracer, &raw).await["x-amzn-trace-id"].clone();
         let fields: Vec<&str> = sent.split(';').collect();
         for name in ["root", "parent", "sampled"] {
             assert_eq!(

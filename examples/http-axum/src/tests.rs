@@ -96,6 +96,23 @@ fn answer(response: &impl Serialize) -> Answer {
     }
 }
 
+/// The sample order, in an invocation with 200 ms left (`req-1`), as the runtime would invoke
+/// `function`: a record that cannot be completed stays in progress until then.
+async fn sample_order_with_200_ms_left(function: &Function) -> Answer {
+    let request: LambdaRequest = serde_json::from_value(sample("place-order.json")).unwrap();
+    let response = function
+        .clone()
+        .oneshot(
+            TestContext::new()
+                .with_request_id("req-1")
+                .with_remaining_time(std::time::Duration::from_millis(200))
+                .event(request),
+        )
+        .await
+        .unwrap();
+    answer(&response)
+}
+
 fn sample(name: &str) -> Value {
     let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -211,19 +228,8 @@ async fn a_retry_after_a_price_change_gets_the_first_order_and_places_nothing() 
 async fn an_unconfirmed_order_s_retry_after_a_price_change_gets_that_order() {
     for withdraw in [false, true] {
         let fixture = fixture_on(FailingCompletions::new("place-order", 1));
-        let request: LambdaRequest = serde_json::from_value(sample("place-order.json")).unwrap();
-        let first = fixture
-            .function
-            .clone()
-            .oneshot(
-                TestContext::new()
-                    .with_request_id("req-1")
-                    .with_remaining_time(std::time::Duration::from_millis(200))
-                    .event(request),
-            )
-            .await
-            .unwrap();
-        assert_eq!(answer(&first).status, 503);
+        let first = sample_order_with_200_ms_left(&fixture.function).await;
+        assert_eq!(first.status, 503);
         assert_eq!(metric_total(&fixture.documents, "OrdersPlaced"), 1.0);
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         if withdraw {
@@ -469,19 +475,7 @@ async fn futures_join<R: Serialize, E: std::fmt::Debug>(
 async fn an_order_placed_but_not_recorded_is_said_so_and_its_retry_places_nothing_more() {
     // Given the order is placed, then the store fails to complete its record
     let fixture = fixture_on(FailingCompletions::new("place-order", 1));
-    let request: LambdaRequest = serde_json::from_value(sample("place-order.json")).unwrap();
-    let first = fixture
-        .function
-        .clone()
-        .oneshot(
-            TestContext::new()
-                .with_request_id("req-1")
-                .with_remaining_time(std::time::Duration::from_millis(200))
-                .event(request),
-        )
-        .await
-        .unwrap();
-    let first = answer(&first);
+    let first = sample_order_with_200_ms_left(&fixture.function).await;
 
     // Then the answer does not say it was not placed
     assert_eq!(first.status, 503, "{:?}", first.body);

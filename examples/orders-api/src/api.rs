@@ -1560,21 +1560,15 @@ mod tests {
         (address, stored)
     }
 
-    /// The charge's record checks the goods too: an order charged for one basket and not saved
-    /// (its save refused) paid for another basket of the same order id, customer and total
-    /// sent under a new key (a loaf pair and nine buns, 900 cents each), which was saved
-    /// against that charge; the first basket's retry was then refused `OrderConflict` forever
-    /// (found by a review). The other basket is refused; the first one's retry saves it as
-    /// charged.
-    #[tokio::test]
-    async fn a_charge_never_pays_for_other_goods_of_the_same_total() {
-        let (address, stored) = fake_orders_table(vec![(400, "ResourceNotFoundException")]).await;
+    /// The function on the orders table at `address` ([`fake_orders_table`]), its SDK client
+    /// making at most `attempts` attempts a call, and its payment provider.
+    fn on_fake_table(address: std::net::SocketAddr, attempts: u32) -> (Function, PaymentProvider) {
         let config = aws_sdk_dynamodb::Config::builder()
             .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
             .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
             .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
             .endpoint_url(format!("http://{address}"))
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(attempts))
             .build();
         let powertools = test_stack()
             .metrics(|metrics| metrics.sink(CheckedSink::new()))
@@ -1591,7 +1585,19 @@ mod tests {
             payment_idempotency,
             catalogue: Catalogue::bakery(),
         };
-        let function = service(&powertools, orders, app).unwrap();
+        (service(&powertools, orders, app).unwrap(), payments)
+    }
+
+    /// The charge's record checks the goods too: an order charged for one basket and not saved
+    /// (its save refused) paid for another basket of the same order id, customer and total
+    /// sent under a new key (a loaf pair and nine buns, 900 cents each), which was saved
+    /// against that charge; the first basket's retry was then refused `OrderConflict` forever
+    /// (found by a review). The other basket is refused; the first one's retry saves it as
+    /// charged.
+    #[tokio::test]
+    async fn a_charge_never_pays_for_other_goods_of_the_same_total() {
+        let (address, stored) = fake_orders_table(vec![(400, "ResourceNotFoundException")]).await;
+        let (function, payments) = on_fake_table(address, 1);
         let loaves = order_body("ord-d1", "cust-1", json!([{"sku": "loaf", "quantity": 2}]));
         let buns = order_body("ord-d1", "cust-1", json!([{"sku": "bun", "quantity": 9}]));
         let call = |key: &str, body: &str| {
@@ -1645,28 +1651,7 @@ mod tests {
         ] {
             // GetItem finds no order; PutItem gets `status` and `code`.
             let (address, _) = fake_orders_table(vec![(status, code); 10]).await;
-            let config = aws_sdk_dynamodb::Config::builder()
-                .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-                .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
-                .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
-                .endpoint_url(format!("http://{address}"))
-                .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
-                .build();
-            let powertools = test_stack()
-                .metrics(|metrics| metrics.sink(CheckedSink::new()))
-                .build()
-                .unwrap();
-            let (orders, payment_idempotency) = idempotency(InMemoryStore::new()).unwrap();
-            let app = App {
-                orders: OrdersTable::DynamoDb {
-                    client: aws_sdk_dynamodb::Client::from_conf(config),
-                    table: "orders-5xx".to_owned(),
-                },
-                payments: PaymentProvider::default(),
-                payment_idempotency,
-                catalogue: Catalogue::bakery(),
-            };
-            let function = service(&powertools, orders, app).unwrap();
+            let (function, _) = on_fake_table(address, 2);
             let request: ApiGatewayV2httpRequest =
                 serde_json::from_str(include_str!("../events/first-order.json")).unwrap();
             let error = function
