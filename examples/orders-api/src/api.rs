@@ -1232,6 +1232,38 @@ mod tests {
         assert_eq!(saved.lock().unwrap().len(), 1);
     }
 
+    /// The sample first order (its key, ids and goods) without the prices it shows.
+    fn unpriced_sample() -> Value {
+        request(
+            Some("k-7f3a-1001"),
+            Some(&order_body(
+                "ord-1001",
+                "cust-77",
+                json!([{"sku": "sourdough-loaf", "quantity": 2}, {"sku": "cinnamon-bun", "quantity": 6}]),
+            )),
+        )
+    }
+
+    /// The function on orders in memory and idempotency records in `store`, with what the tests
+    /// look at or change: the saved orders, the provider, the catalogue.
+    fn in_memory_on<St: IdempotencyStore + Clone + 'static>(
+        store: St,
+    ) -> (Function, SavedOrders, PaymentProvider, Catalogue) {
+        let powertools = test_stack()
+            .metrics(|metrics| metrics.sink(CheckedSink::new()))
+            .build()
+            .unwrap();
+        let (orders, payment_idempotency) = idempotency(store).unwrap();
+        let (app, saved, payments) = App::in_memory(payment_idempotency);
+        let catalogue = app.catalogue.clone();
+        (
+            service(&powertools, orders, app).unwrap(),
+            saved,
+            payments,
+            catalogue,
+        )
+    }
+
     /// A retry is the same request after a price change too (deployed, the catalogue is a table
     /// or a price service): answered with the order placed, with or without the prices the
     /// client showed, charged once; also when the order's record was never completed (the
@@ -1243,24 +1275,10 @@ mod tests {
     async fn a_retry_after_a_price_change_is_answered_with_the_order_placed() {
         for completion_lost in [false, true] {
             let store = FailingCompletions::new("place_order", usize::from(completion_lost));
-            let powertools = test_stack()
-                .metrics(|metrics| metrics.sink(CheckedSink::new()))
-                .build()
-                .unwrap();
-            let (orders, payment_idempotency) = idempotency(store).unwrap();
-            let (app, saved, payments) = App::in_memory(payment_idempotency);
-            let catalogue = app.catalogue.clone();
-            let function = service(&powertools, orders, app).unwrap();
+            let (function, saved, payments, catalogue) = in_memory_on(store);
             let sample: Value =
                 serde_json::from_str(include_str!("../events/first-order.json")).unwrap();
-            let unpriced = request(
-                Some("k-7f3a-1001"),
-                Some(&order_body(
-                    "ord-1001",
-                    "cust-77",
-                    json!([{"sku": "sourdough-loaf", "quantity": 2}, {"sku": "cinnamon-bun", "quantity": 6}]),
-                )),
-            );
+            let unpriced = unpriced_sample();
             let first = function
                 .clone()
                 .oneshot(
@@ -1409,14 +1427,7 @@ mod tests {
     async fn a_charged_order_s_retry_after_a_price_change_is_saved_at_the_amount_charged() {
         for with_prices in [true, false] {
             let store = FailingCompletions::new("charge", 1);
-            let powertools = test_stack()
-                .metrics(|metrics| metrics.sink(CheckedSink::new()))
-                .build()
-                .unwrap();
-            let (orders, payment_idempotency) = idempotency(store).unwrap();
-            let (app, saved, payments) = App::in_memory(payment_idempotency);
-            let catalogue = app.catalogue.clone();
-            let function = service(&powertools, orders, app).unwrap();
+            let (function, saved, payments, catalogue) = in_memory_on(store);
             let sample: Value =
                 serde_json::from_str(include_str!("../events/first-order.json")).unwrap();
             let first = function
@@ -1436,14 +1447,7 @@ mod tests {
             let event = if with_prices {
                 sample.clone()
             } else {
-                request(
-                    Some("k-7f3a-1001"),
-                    Some(&order_body(
-                        "ord-1001",
-                        "cust-77",
-                        json!([{"sku": "sourdough-loaf", "quantity": 2}, {"sku": "cinnamon-bun", "quantity": 6}]),
-                    )),
-                )
+                unpriced_sample()
             };
             let retry = send(&function, event, "req-retry").await;
             assert_eq!(
