@@ -749,16 +749,69 @@ fn type_name_in(debug: &str, whole: bool) -> Option<&str> {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_')
     };
     // What a derived `Debug` puts after the name: nothing (a unit variant), ` { … }` (fields),
-    // `(…)` (a tuple), closed at the end.
-    let derived_shape = rest.is_empty()
-        || (rest.starts_with(" {") && (!whole || rest.ends_with('}')))
-        || (rest.starts_with('(') && (!whole || rest.ends_with(')')));
+    // `(…)` (a tuple), closed at the very end. Cut short, only a struct's start (` { field: `)
+    // tells: a message can begin `Word(` or `Word {` too, and its close is past the cut.
+    let derived_shape = if whole {
+        rest.is_empty()
+            || rest
+                .strip_prefix(' ')
+                .filter(|fields| fields.starts_with('{'))
+                .is_some_and(closes_at_its_end)
+            || (rest.starts_with('(') && closes_at_its_end(rest))
+    } else {
+        rest.strip_prefix(" { ").is_some_and(|fields| {
+            let field_end = fields
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(fields.len());
+            field_end > 0 && fields[field_end..].starts_with(": ")
+        })
+    };
     let named = name.len() <= MAX_TYPE_NAME_BYTES
         && identifier(last)
         && last.starts_with(|c: char| c.is_ascii_uppercase())
         && segments.all(identifier)
         && derived_shape;
     named.then_some(name)
+}
+
+/// Whether `text`, which opens with `(`, `[` or `{`, closes what it opens at its last
+/// character and not before, skipping string and character literals as `Debug` writes them
+/// (quoted, with `\` escapes).
+fn closes_at_its_end(text: &str) -> bool {
+    let mut depth = 0_usize;
+    let mut chars = text.char_indices();
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => {
+                depth = match depth.checked_sub(1) {
+                    Some(depth) => depth,
+                    None => return false,
+                };
+                if depth == 0 {
+                    return at + c.len_utf8() == text.len();
+                }
+            }
+            '"' | '\'' => {
+                // To the literal's closing quote, past escaped characters.
+                let closed = loop {
+                    match chars.next() {
+                        Some((_, '\\')) => {
+                            chars.next();
+                        }
+                        Some((_, quote)) if quote == c => break true,
+                        Some(_) => {}
+                        None => break false,
+                    }
+                };
+                if !closed {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// The longest name [`debug_type_name`] reads, in bytes: longer than any type's path, and a
@@ -780,7 +833,9 @@ pub fn error_type_name<'a>(
     error: &(dyn std::error::Error + 'static),
     debug: &'a str,
 ) -> Option<&'a str> {
-    if error.is::<std::io::Error>() {
+    // Boxed too: `#[source] Box<io::Error>` (thiserror's) is an error of its own type, whose
+    // `Debug` is the I/O error's.
+    if error.is::<std::io::Error>() || error.is::<Box<std::io::Error>>() {
         Some("std::io::Error")
     } else {
         debug_type_name(debug)
@@ -925,6 +980,64 @@ mod tests {
         assert_eq!(
             debug_type_name(&word[..MAX_TYPE_NAME_BYTES]),
             Some(&word[..MAX_TYPE_NAME_BYTES])
+        );
+        // What the name opens closes at the very end, not at the first `)` (a review found
+        // these named `Timeout` and `Card`); string and character literals are skipped.
+        for message in [
+            "Timeout(30s) waiting for the lock (attempt 3)",
+            "Card(4111111111111111) declined for user (bob)",
+            "Refused { reason: 1 } and { more }",
+            "Error(can't connect)",
+        ] {
+            assert_eq!(debug_type_name(message), None, "{message}");
+        }
+        for (derived, name) in [
+            ("Gen(Some(Gen([1])))", "Gen"),
+            ("Refused { reason: \"a)b}\" }", "Refused"),
+            ("Quoted('(')", "Quoted"),
+            ("Escaped(\"say \\\"hi)\\\"\")", "Escaped"),
+            (
+                "Nested { inner: Some(Inner { a: [1, 2] }), b: () }",
+                "Nested",
+            ),
+        ] {
+            assert_eq!(debug_type_name(derived), Some(name), "{derived}");
+        }
+    }
+
+    /// A `Debug` cut at a bound (its close unseen) is named only by a derived struct's start
+    /// (` { field: `): a message longer than the bound that begins `Word(` or `Word {` (an
+    /// `anyhow` error's `Debug` with its backtrace is kilobytes) was named `Word`, and a word
+    /// running up to the cut was named by its first 256 bytes (found by a review).
+    #[test]
+    fn a_cut_debug_is_named_by_a_derived_struct_s_start_only() {
+        assert_eq!(
+            cut_debug_type_name("Declined { reason: \"xxxxxxxx"),
+            Some("Declined")
+        );
+        assert_eq!(
+            cut_debug_type_name("bank::Declined { code: 4"),
+            Some("bank::Declined")
+        );
+        for cut in [
+            "Timeout(30s) waiting for the lock\n\nStack backtrace:\n   0: anyh",
+            "Charge(card ending 4242) declined; retr",
+            "Invalid { at line 3 } in the bo",
+            "Declined(\"xxxxxxxxxxxxx",
+            "Xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        ] {
+            assert_eq!(cut_debug_type_name(cut), None, "{cut}");
+        }
+    }
+
+    /// A boxed I/O error is named as one (thiserror's `#[source] Box<io::Error>` gave
+    /// `Custom`, its representation).
+    #[test]
+    fn a_boxed_io_error_is_named_as_one() {
+        let boxed = Box::new(std::io::Error::other("disk full"));
+        assert_eq!(
+            error_type_name(&boxed, &format!("{boxed:?}")),
+            Some("std::io::Error")
         );
     }
 

@@ -70,11 +70,17 @@ fn without_x_ray_s_own_fields(context: opentelemetry::Context) -> opentelemetry:
     {
         return context;
     }
-    let kept = X_RAY_S_OWN_FIELDS
-        .iter()
-        .fold(state.clone(), |kept, field| {
-            kept.delete(*field).unwrap_or(kept)
-        });
+    // Every entry of each: `delete` removes the first, and a W3C `tracestate` may repeat a key
+    // (found by a review: the second `root` went on).
+    let mut kept = state.clone();
+    for field in X_RAY_S_OWN_FIELDS {
+        while kept.get(field).is_some() {
+            match kept.delete(field) {
+                Ok(without) => kept = without,
+                Err(_) => break,
+            }
+        }
+    }
     opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
         span_context.trace_id(),
         span_context.span_id(),
