@@ -727,8 +727,8 @@ pub fn debug_type_name(debug: &str) -> Option<&str> {
     type_name_in(debug, true)
 }
 
-/// [`debug_type_name`] of a `Debug` text that was cut short (its first bytes only): what it
-/// opens after the name is not checked for its close.
+/// [`debug_type_name`] of a `Debug` text that was cut short (its first bytes only), whose close
+/// is unseen: named only when a derived struct's fields begin after the name (` { field: `).
 pub fn cut_debug_type_name(debug: &str) -> Option<&str> {
     type_name_in(debug, false)
 }
@@ -759,12 +759,9 @@ fn type_name_in(debug: &str, whole: bool) -> Option<&str> {
                 .is_some_and(closes_at_its_end)
             || (rest.starts_with('(') && closes_at_its_end(rest))
     } else {
-        rest.strip_prefix(" { ").is_some_and(|fields| {
-            let field_end = fields
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(fields.len());
-            field_end > 0 && fields[field_end..].starts_with(": ")
-        })
+        rest.strip_prefix(" { ")
+            .and_then(|fields| fields.split_once(": "))
+            .is_some_and(|(field, _)| identifier(field))
     };
     let named = name.len() <= MAX_TYPE_NAME_BYTES
         && identifier(last)

@@ -174,7 +174,7 @@ impl Redactor {
     /// a whole key is compared, in Unicode's lowercase.
     fn masks_last_words(&self, key: &str) -> bool {
         let bytes = key.as_bytes();
-        let lowest = bytes.len().saturating_sub(2 * self.longest + 8).max(1);
+        let lowest = self.lowest_word_start(bytes);
         let mut reversed = [0_u8; 64];
         if bytes.len() <= lowest
             || bytes.len() - lowest > reversed.len()
@@ -221,10 +221,23 @@ impl Redactor {
     /// longest masked key and its separators. A name of thousands of dots (an attacker's JSON
     /// key) is not compared suffix by suffix in full (found by a review: 100 KB took 23 s).
     fn trailing_parts<'k>(&self, key: &'k str) -> impl Iterator<Item = &'k str> {
-        let bound = 2 * self.longest + 8;
+        let bound = self.longest_suffix();
         key.rmatch_indices('.')
             .map(move |(dot, _)| &key[dot + 1..])
             .take_while(move |parts| parts.len() <= bound)
+    }
+
+    /// The most bytes a trailing part or word that could spell a masked key has: twice the
+    /// longest masked key and its separators.
+    fn longest_suffix(&self) -> usize {
+        2 * self.longest + 8
+    }
+
+    /// Where in `bytes` (a name) the last words that could spell a masked key may start: within
+    /// [`longest_suffix`](Self::longest_suffix) of its end, and never at its first byte (a
+    /// word's start is told by the byte before it).
+    fn lowest_word_start(&self, bytes: &[u8]) -> usize {
+        bytes.len().saturating_sub(self.longest_suffix()).max(1)
     }
 
     /// The trailing words of a name that could spell a masked key (`api_key` of
@@ -235,7 +248,7 @@ impl Redactor {
     /// [`trailing_parts`](Self::trailing_parts).
     fn trailing_words<'k>(&self, key: &'k str) -> impl Iterator<Item = &'k str> {
         let bytes = key.as_bytes();
-        let lowest = bytes.len().saturating_sub(2 * self.longest + 8).max(1);
+        let lowest = self.lowest_word_start(bytes);
         (lowest..bytes.len())
             .rev()
             .filter(move |&start| is_word_start(bytes, start))

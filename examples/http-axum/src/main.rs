@@ -387,14 +387,14 @@ async fn place_order<St: IdempotencyStore + 'static>(
     let placed = orders
         .idempotency
         .run_keyed(&context, "place-order", json!(key), validation, || {
-            price_and_place(&orders, order_id, order)
+            place(&orders, order_id, order)
         })
         .await;
     match placed {
         Ok(placed) => (StatusCode::CREATED, Json(placed)).into_response(),
         // Refused by the catalogue: the claim is released (a handler error is not stored), so
         // the corrected order can use the same key.
-        Err(IdempotencyError::Handler(PlaceError::Refused(refusal))) => {
+        Err(IdempotencyError::Handler(refusal)) => {
             refused(StatusCode::BAD_REQUEST, refusal.code, &refusal.message)
         }
         Err(IdempotencyError::PayloadMismatch { .. }) => refused(
@@ -447,74 +447,32 @@ fn order_id<St: IdempotencyStore>(
     format!("ord-{}", &digest[..digest.len().min(24)])
 }
 
-/// Why an order was not placed, inside its claim.
-#[derive(Debug)]
-enum PlaceError {
-    /// The catalogue refused it (a sku it does not sell, a price that is not its own, a total
-    /// out of bounds).
-    Refused(OrderRefusal),
-    /// The order could not be stored.
-    NotStored(std::io::Error),
-}
-
-impl std::fmt::Display for PlaceError {
+impl std::fmt::Display for OrderRefusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PlaceError::Refused(refusal) => write!(f, "{}: {}", refusal.code, refusal.message),
-            PlaceError::NotStored(error) => write!(f, "the order could not be stored: {error}"),
-        }
+        write!(f, "{}: {}", self.code, self.message)
     }
-}
-
-/// Answers with the order the table holds under `order_id`, else prices the order from the
-/// catalogue as it is now and places it. The table first: an order placed by an attempt whose
-/// record the store failed to complete is its retry's answer whatever the catalogue says now
-/// (priced first, the retry was refused `PriceChanged` or `UnknownSku` after a change, for an
-/// order placed; found by a review).
-async fn price_and_place<St>(
-    orders: &Orders<St>,
-    order_id: String,
-    mut order: OrderRequest,
-) -> Result<PlacedOrder, PlaceError> {
-    if let Some(placed) = placed_already(orders, &order_id) {
-        return Ok(placed);
-    }
-    let total_cents = order
-        .price(&orders.catalogue)
-        .map_err(PlaceError::Refused)?;
-    place(orders, order_id, order, total_cents)
-        .await
-        .map_err(PlaceError::NotStored)
-}
-
-/// The order the table holds under `order_id`, if any (logged: the answer is that order).
-fn placed_already<St>(orders: &Orders<St>, order_id: &str) -> Option<PlacedOrder> {
-    let table = orders.table.lock().unwrap_or_else(PoisonError::into_inner);
-    let placed = table.get(order_id).cloned();
-    if placed.is_some() {
-        tracing::warn!(order_id, "the order was placed already: answered with it");
-    }
-    placed
 }
 
 /// Places the order: the side effect that must happen once per key (here the order stored in
 /// the simulated table and the `OrdersPlaced` metric; a real function would write the order and
-/// charge for it).
+/// charge for it), priced from the catalogue as it is now; or why the catalogue refuses it.
 ///
-/// An order id already in the table is answered with the order it holds, not placed again: the
-/// case idempotency records cannot cover, an attempt that placed the order and whose record the
-/// store then failed to complete (its retry runs this again after the record's deadline).
+/// An order id already in the table is answered with the order it holds, not placed again nor
+/// priced: the case idempotency records cannot cover, an attempt that placed the order and
+/// whose record the store then failed to complete (its retry runs this again after the record's
+/// deadline), whatever the catalogue says by then (priced first, that retry was refused
+/// `PriceChanged` or `UnknownSku` after a change, for an order placed; found by a review).
 async fn place<St>(
     orders: &Orders<St>,
     order_id: String,
-    order: OrderRequest,
-    total_cents: u64,
-) -> Result<PlacedOrder, std::io::Error> {
+    mut order: OrderRequest,
+) -> Result<PlacedOrder, OrderRefusal> {
     let mut table = orders.table.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(placed) = table.get(&order_id) {
         tracing::warn!(order_id, "the order was placed already: answered with it");
         return Ok(placed.clone());
     }
+    let total_cents = order.price(&orders.catalogue)?;
     let placed = PlacedOrder {
         order_id: order_id.clone(),
         customer_id: order.customer_id,

@@ -144,12 +144,14 @@ async fn place_order<St: IdempotencyStore>(
     // The table's calls end before the invocation's deadline, so that a failure is answered.
     let time_left = || Invocation::new(&event.context).trusted_remaining_time();
     let saved = app.orders.find(&order.order_id, time_left()).await?;
+    // The order without its prices: its ids (the customer's too), location and goods.
+    let basket = order.basket();
     // The same basket is the same order whatever the catalogue says now: answered with the
     // total it was charged, before pricing (a retry after a price change, of an order whose
     // claim was never completed, was a conflict).
     if let Some(saved) = saved
         .as_ref()
-        .filter(|saved| saved.order.basket() == order.basket())
+        .filter(|saved| saved.order.basket() == basket)
     {
         tracing::info!(
             payment = saved.payment.as_deref(),
@@ -165,9 +167,10 @@ async fn place_order<St: IdempotencyStore>(
     // key. Priced again, a retry after a price change was refused `PriceChanged`, then
     // `PaymentConflict` on every retry: charged, and never an order (found by a review).
     let payment_id = format!("pay-{}", order.order_id);
-    let charged = app.payments.charged(&payment_id).filter(|charge| {
-        charge.customer_id == order.customer_id && charge.order.basket() == order.basket()
-    });
+    let charged = app
+        .payments
+        .charged(&payment_id)
+        .filter(|charge| charge.order.basket() == basket);
     let total_cents = match charged {
         Some(charge) => {
             tracing::info!(
@@ -203,16 +206,15 @@ async fn place_order<St: IdempotencyStore>(
         amount_cents: total_cents,
         order: order.clone(),
     };
-    // Keyed on the payment id alone; the amount, the customer and the goods are validation
-    // data, so the same payment id with another amount, customer or basket is refused, never
-    // charged again and never answered with the first customer's receipt, nor paying for goods
-    // it was not made for (with the amount and customer only, a charge for two loaves paid for
-    // nine buns of the same total under a new key; found by a review).
+    // Keyed on the payment id alone; the amount and the basket (the customer among its ids)
+    // are validation data, so the same payment id with another amount, customer or goods is
+    // refused, never charged again and never answered with the first customer's receipt, nor
+    // paying for goods it was not made for (with the amount and customer only, a charge for two
+    // loaves paid for nine buns of the same total under a new key; found by a review).
     let key_data = json!(charge.payment_id);
     let validation_data = json!({
         "amount_cents": charge.amount_cents,
-        "customer_id": charge.customer_id,
-        "basket": charge.order.basket(),
+        "basket": basket,
     });
     let payments = app.payments.clone();
     // The charge ends before the invocation's deadline, as the table's calls do: a provider
