@@ -817,7 +817,8 @@ pub const MAX_TYPE_NAME_BYTES: usize = 256;
 
 /// The name of `error`'s type, `debug` being its `Debug` text: `std::io::Error` for an I/O
 /// error (found by its type: its `Debug` begins with its private representation, `Os`,
-/// `Custom`, `Kind` or `Error`, which names no type a reader knows), else as
+/// `Custom`, `Kind` or `Error`, which names no type a reader knows), `serde_json::Error` for a
+/// serde_json error (whose `Debug` begins `Error(`), each alone or boxed, else as
 /// [`debug_type_name`] reads `debug`.
 ///
 /// ```
@@ -834,6 +835,9 @@ pub fn error_type_name<'a>(
     // `Debug` is the I/O error's.
     if error.is::<std::io::Error>() || error.is::<Box<std::io::Error>>() {
         Some("std::io::Error")
+    } else if error.is::<serde_json::Error>() || error.is::<Box<serde_json::Error>>() {
+        // Its `Debug` begins `Error(`: named as a batch record whose body did not read is.
+        Some("serde_json::Error")
     } else {
         debug_type_name(debug)
     }
@@ -1035,6 +1039,28 @@ mod tests {
         assert_eq!(
             error_type_name(&boxed, &format!("{boxed:?}")),
             Some("std::io::Error")
+        );
+    }
+
+    /// A serde_json error's `Debug` is `Error("…", line: 1, column: 2)`, which read as a type
+    /// named `Error`; a batch record whose body did not read says `serde_json::Error`, and a
+    /// handler's own `?` on `serde_json::from_str` said `Error` (noted by a review).
+    #[test]
+    fn a_json_error_is_named_by_its_type_alone_or_boxed() {
+        let error = serde_json::from_str::<u8>("[").unwrap_err();
+        let debug = format!("{error:?}");
+        assert!(debug.starts_with("Error("), "{debug}");
+        assert_eq!(error_type_name(&error, &debug), Some("serde_json::Error"));
+        let boxed = Box::new(serde_json::from_str::<u8>("x").unwrap_err());
+        assert_eq!(
+            error_type_name(&boxed, &format!("{boxed:?}")),
+            Some("serde_json::Error")
+        );
+        let handler_error: Box<dyn std::error::Error + Send + Sync> =
+            serde_json::from_str::<u8>("\"nan\"").unwrap_err().into();
+        assert_eq!(
+            crate::error_chain::type_name(handler_error.as_ref()).as_deref(),
+            Some("serde_json::Error")
         );
     }
 
