@@ -120,7 +120,9 @@ impl<T> KinesisRecord<T> {
 ///   Powertools for Python logs it (`BatchProcessor(logger=…)`): a `WARN`, `Record processing
 ///   exception; skipping this record`, with its id, its keys, `exception_name` (the error's
 ///   type or variant as the logging layer names an invocation's, `Error` for a message only,
-///   `Panic`, `serde_json::Error` for a body that did not read) and `exception` (the error's
+///   `Panic`, `serde_json::Error` for a body that did not read; an `Idempotency::run` result
+///   returned as it is by the error inside, `Panic` for a panic it caught, and Powertools' names
+///   for its own refusals, `IdempotencyAlreadyInProgressError`) and `exception` (the error's
 ///   message with its causes' messages: the error is boxed as `?` boxes it, and an AWS SDK
 ///   error's own `Display` is only `service error`); so is each record of a FIFO batch failed
 ///   without running, after an earlier failure (`SQSFifoCircuitBreakerError`, or
@@ -587,7 +589,23 @@ fn capped(mut reason: String) -> String {
 /// Runs one record's handler, turning a body that did not deserialize, an error and a panic
 /// into that record's failure. `start` calls the handler: a handler that panics before it
 /// returns its future, or an error whose `Display` panics, fails its record only too.
-async fn guarded<Fut, E>(
+///
+/// In the invocation's failure scope (`powertools_core::failure::scope`), or one of the record's
+/// own without a layer that opens it: where `Idempotency::run` reports what its own errors are
+/// called (`IdempotencyAlreadyInProgressError`), read back to name the record's failure.
+fn guarded<Fut, E>(
+    id: RecordId,
+    start: impl FnOnce() -> Result<Fut, (serde_json::Error, Option<String>)>,
+) -> impl Future<Output = (String, Result<(), String>)>
+where
+    Fut: Future<Output = Result<(), E>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    powertools_core::failure::scope(guarded_in_scope(id, start))
+}
+
+/// [`guarded`], in a failure scope.
+async fn guarded_in_scope<Fut, E>(
     id: RecordId,
     start: impl FnOnce() -> Result<Fut, (serde_json::Error, Option<String>)>,
 ) -> (String, Result<(), String>)
@@ -640,19 +658,31 @@ where
                 // error), for its causes: an AWS SDK error's `Display` alone is `unhandled
                 // error`, `dispatch failure` or `service error` (found by an attack).
                 let error: Box<dyn std::error::Error + Send + Sync> = error.into();
-                // Quiet: the panic's message may quote what the `Display` was writing.
-                let reason = powertools_core::failure::catch_quiet_panic(|| {
-                    powertools_core::error_chain::message_chain(error.as_ref())
-                })
-                .unwrap_or_else(|payload| {
-                    // Leaked, not dropped: a payload whose `Drop` panics would unwind here.
-                    std::mem::forget(payload);
-                    "<the error's Display panicked>".to_owned()
-                });
-                // Named as the logging layer names an invocation's error: its type or variant,
-                // `Error` for a message only (a `String`, whose boxed `Debug` is quoted text).
-                let name = powertools_core::error_chain::type_name(error.as_ref())
-                    .map_or(Cow::Borrowed(MESSAGE_ONLY), Cow::Owned);
+                // An idempotent call's own error (`Idempotency::run`'s result returned as it
+                // is), by the name Powertools gives it and its message, a panic it caught as a
+                // panic: it was named by its Rust variant (`AlreadyInProgress`,
+                // `HandlerPanicked`; found by an attack from the docs).
+                let (name, reason) = match powertools_core::failure::reported_for(error.as_ref()) {
+                    Some((reported, message)) if reported.panicked => (PANIC.into(), message),
+                    Some((reported, message)) => (Cow::Borrowed(reported.error_type), message),
+                    None => (
+                        // Named as the logging layer names an invocation's error: its type or
+                        // variant, `Error` for a message only (a `String`, whose boxed `Debug`
+                        // is quoted text).
+                        powertools_core::error_chain::type_name(error.as_ref())
+                            .map_or(Cow::Borrowed(MESSAGE_ONLY), Cow::Owned),
+                        // Quiet: the panic's message may quote what the `Display` was writing.
+                        powertools_core::failure::catch_quiet_panic(|| {
+                            powertools_core::error_chain::message_chain(error.as_ref())
+                        })
+                        .unwrap_or_else(|payload| {
+                            // Leaked, not dropped: a payload whose `Drop` panics would unwind
+                            // here.
+                            std::mem::forget(payload);
+                            "<the error's Display panicked>".to_owned()
+                        }),
+                    ),
+                };
                 let _already_failed = dropped_within_the_record(error);
                 Err((name, reason))
             }

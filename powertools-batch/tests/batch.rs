@@ -829,6 +829,134 @@ async fn a_redelivered_record_is_not_processed_twice() {
     assert_eq!(baked.load(Ordering::SeqCst), 1 + 3);
 }
 
+/// The failure lines of the records `message_ids`, by message id.
+fn failure_lines_of(message_ids: &[&str]) -> Vec<(String, String, String)> {
+    let mut lines: Vec<(String, String, String)> = logging()
+        .1
+        .json()
+        .into_iter()
+        .filter(|line| line["message"] == FAILURE_LINE)
+        .filter_map(|line| {
+            let id = line["message_id"].as_str()?;
+            message_ids.contains(&id).then(|| {
+                (
+                    id.to_owned(),
+                    line["exception_name"].as_str().unwrap_or("").to_owned(),
+                    line["exception"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// A record handler that returns `Idempotency::run`'s result as it is (the README's "Idempotent
+/// records"): its failure line names the handler's error inside (`std::io::Error`, `Error` for a
+/// message only), a panic `Panic`, and the idempotency crate's own refusals by Powertools' names
+/// (`IdempotencyAlreadyInProgressError`). They were the wrapper's variants (`Handler`,
+/// `HandlerPanicked`, `AlreadyInProgress`), which queries counting Python's names miss (found by
+/// an attack from the docs). Under the logging layer and without any layer alike.
+#[tokio::test]
+async fn an_idempotent_record_s_failure_is_named_as_the_error_inside_or_as_powertools_names_it() {
+    #[derive(Deserialize)]
+    struct Job {
+        key: String,
+        outcome: String,
+    }
+    let (logger, _) = logging();
+    for under_the_layer in [false, true] {
+        let idempotency = Idempotency::builder(InMemoryStore::new()).build().unwrap();
+        let prefix = if under_the_layer { "layer" } else { "bare" };
+        let mut event = SqsEvent::default();
+        event.records = [
+            ("io", "io"),
+            ("text", "text"),
+            ("panic", "panic"),
+            ("busy", "slow"),
+            ("busy", "ok"),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(index, (key, outcome))| {
+            let mut message = SqsMessage::default();
+            message.message_id = Some(format!("{prefix}-{index}"));
+            message.body = Some(json!({"key": key, "outcome": outcome}).to_string());
+            message
+        })
+        .collect();
+        let process = move |event: SqsEvent, context: lambda_runtime::Context| {
+            let idempotency = idempotency.clone();
+            async move {
+                BatchProcessor::new()
+                    .concurrency(5)
+                    .process_sqs(&event, |record: SqsRecord<Job>| {
+                        let (idempotency, context) = (&idempotency, &context);
+                        async move {
+                            let Job { key, outcome } = record.body;
+                            idempotency
+                                .run(context, "job", key, |_| async move {
+                                    match outcome.as_str() {
+                                        "io" => Err(std::io::Error::other("disk full").into()),
+                                        "text" => Err("card declined".into()),
+                                        "panic" => panic!("the oven caught fire"),
+                                        "slow" => {
+                                            tokio::time::sleep(Duration::from_millis(200)).await;
+                                            Ok(())
+                                        }
+                                        _ => Ok::<(), lambda_runtime::Error>(()),
+                                    }
+                                })
+                                .await
+                        }
+                    })
+                    .await
+            }
+        };
+        let response = if under_the_layer {
+            let function = LoggingLayer::new(logger.clone()).layer(service_fn(
+                move |event: LambdaEvent<SqsEvent>| {
+                    let process = process.clone();
+                    async move { process(event.payload, event.context).await }
+                },
+            ));
+            function
+                .oneshot(TestContext::new().event(event))
+                .await
+                .unwrap()
+        } else {
+            process(event, TestContext::new().build()).await.unwrap()
+        };
+        let ids: Vec<String> = (0..5).map(|index| format!("{prefix}-{index}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        // The second "busy" finds the first still running.
+        assert_eq!(
+            failed_ids(&response),
+            [ids[0], ids[1], ids[2], ids[4]],
+            "{prefix}"
+        );
+        let lines = failure_lines_of(&ids);
+        let named: Vec<(&str, &str)> = lines
+            .iter()
+            .map(|(id, name, _)| (id.as_str(), name.as_str()))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                (ids[0], "std::io::Error"),
+                (ids[1], "Error"),
+                (ids[2], "Panic"),
+                (ids[4], "IdempotencyAlreadyInProgressError"),
+            ],
+            "{prefix}: {lines:?}"
+        );
+        assert_eq!(lines[0].2, "disk full", "{prefix}");
+        assert_eq!(lines[1].2, "card declined", "{prefix}");
+        assert!(lines[2].2.contains("the oven caught fire"), "{lines:?}");
+        assert!(lines[3].2.contains("already in progress"), "{lines:?}");
+    }
+}
+
 /// Whether record `index` of the refund batch fails, and how.
 fn refund_outcome(index: usize) -> Result<(), String> {
     match index % 7 {

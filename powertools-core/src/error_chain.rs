@@ -148,36 +148,46 @@ pub fn message_chain(error: &(dyn Error + 'static)) -> String {
 /// assert_eq!(type_name(&io).as_deref(), Some("std::io::Error"));
 /// ```
 pub fn type_name(error: &(dyn Error + 'static)) -> Option<String> {
-    let mut debug = BoundedText::default();
-    // Quiet: the panic's message may quote what the `Debug` was writing.
-    let written = crate::failure::catch_quiet_panic(|| {
-        let _ = write!(debug, "{error:?}");
-    });
-    if let Err(payload) = written {
-        // Leaked, not dropped: a payload whose `Drop` panics would unwind from here.
-        std::mem::forget(payload);
-        return None;
-    }
+    let debug = bounded_debug(error, MAX_DEBUG_CHARS)?;
     match crate::failure::error_type_name(error, &debug.text) {
         Some(name) => Some(name.to_owned()),
         // Cut short: its close is past what was read.
-        None if debug.cut => crate::failure::cut_debug_type_name(&debug.text).map(str::to_owned),
+        None if debug.cut => crate::failure::cut_error_type_name(&debug.text).map(str::to_owned),
         None => None,
     }
 }
 
-/// Text written up to [`MAX_DEBUG_CHARS`] bytes, then refused (`Err`), so that a `Debug` of
-/// megabytes stops there.
-#[derive(Default)]
-struct BoundedText {
-    text: String,
+/// `error`'s `Debug` text, at most `limit` bytes of it (cut short: [`BoundedText::cut`]); `None`
+/// when that `Debug` panics, quietly (the panic's message may quote what it was writing; its
+/// payload is leaked, not dropped: a payload whose `Drop` panics would unwind from here).
+pub(crate) fn bounded_debug(error: &(dyn Error + 'static), limit: usize) -> Option<BoundedText> {
+    let mut debug = BoundedText {
+        text: String::new(),
+        cut: false,
+        limit,
+    };
+    let written = crate::failure::catch_quiet_panic(|| {
+        let _ = write!(debug, "{error:?}");
+    });
+    if let Err(payload) = written {
+        std::mem::forget(payload);
+        return None;
+    }
+    Some(debug)
+}
+
+/// Text written up to `limit` bytes, then refused (`Err`), so that a `Debug` of megabytes stops
+/// there.
+pub(crate) struct BoundedText {
+    pub(crate) text: String,
     /// Whether writing went past the bound.
-    cut: bool,
+    pub(crate) cut: bool,
+    limit: usize,
 }
 
 impl fmt::Write for BoundedText {
     fn write_str(&mut self, part: &str) -> fmt::Result {
-        let room = MAX_DEBUG_CHARS.saturating_sub(self.text.len());
+        let room = self.limit.saturating_sub(self.text.len());
         if part.len() <= room {
             self.text.push_str(part);
             return Ok(());
@@ -189,8 +199,7 @@ impl fmt::Write for BoundedText {
     }
 }
 
-/// The most bytes of an error's `Debug` that [`message_chain`] reads for the type of an error
-/// without a message.
+/// The most bytes of an error's `Debug` that [`type_name`] reads.
 const MAX_DEBUG_CHARS: usize = 256;
 
 /// Whether `chain` holds `message` as a part of its own: all of it, or where a part begins and

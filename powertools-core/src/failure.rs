@@ -572,6 +572,91 @@ fn reported_within(
     ))
 }
 
+/// What Lambda is told of a handler's error that a powertools-rs error passes on (the
+/// idempotency crate's `Error::Handler`, the metrics layer's `ServiceError::Handler`): a
+/// `String` or `&str` as `Error` and its text, a boxed or I/O error by its type or variant
+/// ([`error_chain::type_name`](crate::error_chain::type_name)) and its message chain, as the
+/// failure line and the span name them; any other error as it converts itself. `lambda_runtime`
+/// alone names a string `&alloc::string::String` and a box by the box's type. An error whose
+/// `Display` or `Debug` panics here is named by its type and said so ([`UNDESCRIBABLE`]).
+///
+/// ```
+/// use powertools_core::failure::handler_diagnostic;
+///
+/// let text = handler_diagnostic("card declined".to_owned());
+/// assert_eq!((text.error_type.as_str(), text.error_message.as_str()), ("Error", "card declined"));
+/// let boxed: lambda_runtime::Error = std::io::Error::other("disk full").into();
+/// assert_eq!(handler_diagnostic(boxed).error_type, "std::io::Error");
+/// ```
+pub fn handler_diagnostic<E: Into<lambda_runtime::Diagnostic> + 'static>(
+    error: E,
+) -> lambda_runtime::Diagnostic {
+    use lambda_runtime::Diagnostic;
+    use std::any::Any;
+    let described = catch_quiet_panic(|| {
+        let any: &dyn Any = &error;
+        if let Some(text) = any
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| any.downcast_ref::<&'static str>().copied())
+        {
+            return Some(Diagnostic {
+                error_type: "Error".to_owned(),
+                error_message: text.to_owned(),
+            });
+        }
+        let error: &(dyn std::error::Error + 'static) =
+            if let Some(boxed) = any.downcast_ref::<Box<dyn std::error::Error + Send + Sync>>() {
+                boxed.as_ref()
+            } else if let Some(boxed) = any.downcast_ref::<Box<dyn std::error::Error>>() {
+                boxed.as_ref()
+            } else {
+                any.downcast_ref::<std::io::Error>()?
+            };
+        Some(Diagnostic {
+            error_type: crate::error_chain::type_name(error).unwrap_or_else(|| "Error".to_owned()),
+            error_message: crate::error_chain::message_chain(error),
+        })
+    });
+    match described {
+        Ok(Some(diagnostic)) => diagnostic,
+        Ok(None) => error.into(),
+        Err(payload) => {
+            // Leaked, not dropped: a payload whose `Drop` panics would unwind from here.
+            std::mem::forget(payload);
+            Diagnostic {
+                error_type: type_path::<E>().to_owned(),
+                error_message: UNDESCRIBABLE.to_owned(),
+            }
+        }
+    }
+}
+
+/// What Lambda reports for `error`, when a layer or a call inside [`report`]ed it in this scope
+/// (the idempotency crate's own errors: `IdempotencyAlreadyInProgressError`, a panic it caught):
+/// [`reported_with_message`] of its `Debug` text, which is written only as far as the longest
+/// report's (a handler error's `Debug` may be megabytes) and quietly (a `Debug` that panics
+/// matches nothing).
+pub fn reported_for(error: &(dyn std::error::Error + 'static)) -> Option<(Reported, String)> {
+    let longest = REPORTED
+        .try_with(|slot| {
+            slot.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .list
+                .iter()
+                .filter(|reported| !reported.handler_within)
+                .map(|reported| reported.debug.len())
+                .max()
+        })
+        .ok()
+        .flatten()?;
+    let debug = crate::error_chain::bounded_debug(error, longest)?;
+    if debug.cut {
+        return None;
+    }
+    reported_with_message(&debug.text)
+}
+
 /// The error inside the `Handler(…)` variants with which powertools-rs layers pass an inner
 /// error on, in a `Debug` text: `Handler(Handler(KeyMissing))` gives `KeyMissing`.
 pub fn inside_handler_wrappers(debug: &str) -> &str {
@@ -818,7 +903,9 @@ pub const MAX_TYPE_NAME_BYTES: usize = 256;
 /// The name of `error`'s type, `debug` being its `Debug` text: `std::io::Error` for an I/O
 /// error (found by its type: its `Debug` begins with its private representation, `Os`,
 /// `Custom`, `Kind` or `Error`, which names no type a reader knows), `serde_json::Error` for a
-/// serde_json error (whose `Debug` begins `Error(`), each alone or boxed, else as
+/// serde_json error (whose `Debug` begins `Error(`), each alone or boxed; a handler's error
+/// passed on inside the `Handler(…)` of a powertools-rs error (the idempotency crate's, the
+/// metrics layer's) by [`handler_debug_type_name`] of what is inside; else as
 /// [`debug_type_name`] reads `debug`.
 ///
 /// ```
@@ -839,8 +926,71 @@ pub fn error_type_name<'a>(
         // Its `Debug` begins `Error(`: named as a batch record whose body did not read is.
         Some("serde_json::Error")
     } else {
+        let inner = inside_handler_wrappers(debug);
+        if inner.len() < debug.len() {
+            handler_debug_type_name(inner)
+        } else {
+            debug_type_name(debug)
+        }
+    }
+}
+
+/// [`cut_debug_type_name`] of a `Debug` text cut short, read inside the `Handler(` wrappers
+/// it begins with, as [`error_type_name`] reads a whole one.
+pub fn cut_error_type_name(debug: &str) -> Option<&str> {
+    let mut inner = debug;
+    while let Some(rest) = inner.strip_prefix("Handler(") {
+        inner = rest;
+    }
+    if inner.len() < debug.len() && io_error_debug(inner, false) {
+        return Some("std::io::Error");
+    }
+    cut_debug_type_name(inner)
+}
+
+/// The name of the handler's error whose `Debug` text, inside the `Handler(…)` of the
+/// powertools-rs errors that pass it on (the idempotency crate's, the metrics layer's), is
+/// `debug`: `std::io::Error` for an I/O error's `Debug` (which begins with its private
+/// representation: the error's type is not known there), `None` for a quoted string (a message
+/// only), else as [`debug_type_name`] reads it.
+///
+/// ```
+/// use powertools_core::failure::handler_debug_type_name;
+///
+/// let io = std::io::Error::other("disk full");
+/// assert_eq!(handler_debug_type_name(&format!("{io:?}")), Some("std::io::Error"));
+/// assert_eq!(handler_debug_type_name("Declined { code: 51 }"), Some("Declined"));
+/// assert_eq!(handler_debug_type_name("\"card declined\""), None);
+/// ```
+pub fn handler_debug_type_name(debug: &str) -> Option<&str> {
+    if io_error_debug(debug, true) {
+        Some("std::io::Error")
+    } else {
         debug_type_name(debug)
     }
+}
+
+/// Whether `debug` is what `std::io::Error`'s `Debug` writes (`Os { code: 2, kind: NotFound,
+/// message: "…" }`, `Custom { kind: Other, error: … }`, `Kind(TimedOut)`, `Error { kind:
+/// UnexpectedEof, message: "…" }`); `whole` when `debug` is the whole text, else its start.
+fn io_error_debug(debug: &str, whole: bool) -> bool {
+    let closed = |text: &str, close: char| !whole || text.ends_with(close);
+    if let Some(rest) = debug.strip_prefix("Os { code: ") {
+        return rest.contains(", kind: ") && closed(rest, '}');
+    }
+    if debug.starts_with("Custom { kind: ") {
+        return !whole || (debug.contains(", error: ") && closed(debug, '}'));
+    }
+    if let Some(rest) = debug.strip_prefix("Error { kind: ") {
+        return !whole || (rest.contains(", message: ") && closed(rest, '}'));
+    }
+    if let Some(kind) = debug.strip_prefix("Kind(") {
+        let kind = kind.strip_suffix(')').unwrap_or(kind);
+        return closed(debug, ')')
+            && !kind.is_empty()
+            && kind.bytes().all(|b| b.is_ascii_alphanumeric());
+    }
+    false
 }
 
 #[cfg(test)]
@@ -1040,6 +1190,98 @@ mod tests {
             error_type_name(&boxed, &format!("{boxed:?}")),
             Some("std::io::Error")
         );
+    }
+
+    /// A handler's error passed on inside `Handler(…)` (the idempotency crate's `Error<E>`, the
+    /// metrics layer's) is named by what is inside, an I/O error by its type in each form the
+    /// standard library writes, a message as none; cut short too. A batch record returning
+    /// `Idempotency::run`'s error was named `Handler` (found by an attack from the docs).
+    #[test]
+    fn a_handler_error_inside_its_wrappers_is_named_by_what_is_inside() {
+        use std::io::Read as _;
+        #[derive(Debug)]
+        struct Wrapped(String);
+        impl std::fmt::Display for Wrapped {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("wrapped")
+            }
+        }
+        impl std::error::Error for Wrapped {}
+        let name = |debug: String| {
+            let error = Wrapped(debug.clone());
+            error_type_name(&error, &debug).map(str::to_owned)
+        };
+        let simple_message = (&[1_u8][..]).read_exact(&mut [0_u8; 4]).unwrap_err();
+        for io in [
+            std::io::Error::from_raw_os_error(2),
+            std::io::Error::other("disk full"),
+            std::io::Error::from(std::io::ErrorKind::TimedOut),
+            simple_message,
+        ] {
+            assert_eq!(
+                name(format!("Handler({io:?})")).as_deref(),
+                Some("std::io::Error"),
+                "{io:?}"
+            );
+            assert_eq!(
+                name(format!("Handler(Handler({io:?}))")).as_deref(),
+                Some("std::io::Error")
+            );
+        }
+        assert_eq!(
+            name("Handler(Declined { code: 51 })".into()).as_deref(),
+            Some("Declined")
+        );
+        assert_eq!(name("Handler(\"card declined\")".into()), None);
+        // Not an I/O error's shape (its kind is one word): a variant of the user's named so.
+        assert_eq!(
+            name("Handler(Kind(\"a b\"))".into()).as_deref(),
+            Some("Kind")
+        );
+        assert_eq!(
+            cut_error_type_name("Handler(Custom { kind: Other, error: \"xxxx"),
+            Some("std::io::Error")
+        );
+        assert_eq!(
+            cut_error_type_name("Handler(Declined { reason: \"xxxx"),
+            Some("Declined")
+        );
+        assert_eq!(cut_error_type_name("Handler(\"xxxx"), None);
+    }
+
+    /// What a call reported for its own error is found by the error's `Debug` text, which is
+    /// written only as far as the longest report's; a longer one, or one outside a scope, is
+    /// not looked up.
+    #[tokio::test]
+    async fn a_reported_error_is_found_by_its_debug_text_read_only_as_far_as_needed() {
+        #[derive(Debug)]
+        struct Busy(&'static str);
+        impl std::fmt::Display for Busy {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("busy")
+            }
+        }
+        impl std::error::Error for Busy {}
+        let busy = Busy("k");
+        assert_eq!(reported_for(&busy), None, "outside a scope");
+        let (found, longer) = scope(async {
+            report(Reported {
+                debug: format!("{busy:?}"),
+                debug_end: String::new(),
+                handler_within: false,
+                error_type: "IdempotencyAlreadyInProgressError",
+                message: "already in progress".to_owned(),
+                panicked: false,
+            });
+            (reported_for(&busy), reported_for(&Busy("k-but-longer")))
+        })
+        .await;
+        let (reported, message) = found.expect("reported");
+        assert_eq!(
+            (reported.error_type, message.as_str()),
+            ("IdempotencyAlreadyInProgressError", "already in progress")
+        );
+        assert_eq!(longer, None);
     }
 
     /// A serde_json error's `Debug` is `Error("…", line: 1, column: 2)`, which read as a type

@@ -699,7 +699,10 @@ impl<E: fmt::Display + 'static> Error<E> {
 impl<E: Into<Diagnostic> + std::fmt::Display + 'static> From<Error<E>> for Diagnostic {
     fn from(error: Error<E>) -> Self {
         match error {
-            Error::Handler(inner) => inner.into(),
+            // A string as `Error`, a box by the error inside, as the layers name them
+            // (`lambda_runtime` names a `String` `&alloc::string::String`; found by an attack
+            // from the docs).
+            Error::Handler(inner) => powertools_core::failure::handler_diagnostic(inner),
             other => Diagnostic {
                 error_type: other.error_type().to_owned(),
                 error_message: other.to_string(),
@@ -777,6 +780,35 @@ mod tests {
                 source: source(),
             },
         ]
+    }
+
+    /// The handler's own error converted with `?` into a `Diagnostic` (a handler returning
+    /// `Result<_, Diagnostic>` around `run`): a string is `Error` and a box is named by the error
+    /// inside, as the failure line names them; `lambda_runtime` alone names them by their Rust
+    /// types (`&alloc::string::String`; found by an attack from the docs).
+    #[test]
+    fn a_handler_error_converts_into_the_diagnostic_the_layers_name() {
+        let text = Diagnostic::from(Error::Handler("zero charge".to_owned()));
+        assert_eq!(
+            (text.error_type.as_str(), text.error_message.as_str()),
+            ("Error", "zero charge")
+        );
+        assert_eq!(
+            Diagnostic::from(Error::<&'static str>::Handler("zero")).error_type,
+            "Error"
+        );
+        let boxed: lambda_runtime::Error = std::io::Error::other("disk full").into();
+        let boxed = Diagnostic::from(Error::Handler(boxed));
+        assert_eq!(
+            (boxed.error_type.as_str(), boxed.error_message.as_str()),
+            ("std::io::Error", "disk full")
+        );
+        let io = Diagnostic::from(Error::Handler(std::io::Error::other("disk full")));
+        assert_eq!(io.error_type, "std::io::Error");
+        let own = Diagnostic::from(Error::<String>::AlreadyInProgress {
+            key: "k".to_owned(),
+        });
+        assert_eq!(own.error_type, "IdempotencyAlreadyInProgressError");
     }
 
     #[test]

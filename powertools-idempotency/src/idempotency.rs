@@ -2,6 +2,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use lambda_runtime::Context;
 use powertools_core::env::Env;
 use serde::Serialize;
@@ -129,7 +130,7 @@ impl<St: IdempotencyStore> Idempotency<St> {
             .and_then(|key_data| {
                 self.prepare_keyed(context, operation, key_data, None, "the argument of `run`")
             });
-        Engine::execute(&*self.engine, prepared, move || function(argument))
+        Engine::execute(&*self.engine, prepared, move || function(argument)).inspect(report_own)
     }
 
     fn check_run_operation(operation: &str) -> Result<(), Error> {
@@ -171,7 +172,7 @@ impl<St: IdempotencyStore> Idempotency<St> {
             validation_data,
             "the key data given to `run_keyed`",
         );
-        Engine::execute(&*self.engine, prepared, function)
+        Engine::execute(&*self.engine, prepared, function).inspect(report_own)
     }
 
     /// What [`run_keyed`](Self::run_keyed) claims, computed when it is called, so that the future
@@ -412,5 +413,17 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
         Ok(Idempotency {
             engine: Engine::new(self.store, self.settings),
         })
+    }
+}
+
+/// Reports what an own error of a call is called (`IdempotencyAlreadyInProgressError`, a panic
+/// caught), for what describes it outside without knowing its type: a batch processor whose
+/// record handler returns the call's result as it is, a layer whose handler does
+/// (`powertools_core::failure::report`). Nothing for a success or the function's own error.
+fn report_own<R, E>(result: &Result<R, Error<E>>) {
+    if let Err(error) = result
+        && let Some(reported) = error.reported()
+    {
+        powertools_core::failure::report(reported);
     }
 }

@@ -126,6 +126,15 @@ pub(crate) fn undescribable<E>() -> Failure {
 
 /// Describes an error recorded as a `tracing` field (`error = &err as &dyn Error`).
 pub(crate) fn from_error(error: &(dyn StdError + 'static)) -> Failure {
+    // An idempotent call's own error returned boxed (`Idempotency::run`'s, whose handler error
+    // type is the caller's): by the name the call reported for it, as Lambda reports it.
+    if let Some((reported, message)) = powertools_core::failure::reported_for(error) {
+        return Failure {
+            name: reported.error_type.to_owned(),
+            message,
+            panicked: reported.panicked,
+        };
+    }
     let debug = text_of(format_args!("{error:?}"));
     Failure::new(
         error_type_name(error, &debug)

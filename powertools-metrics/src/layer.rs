@@ -480,10 +480,14 @@ impl<E: std::fmt::Debug + std::fmt::Display> std::error::Error for ServiceError<
     }
 }
 
-impl<E: Into<lambda_runtime::Diagnostic>> From<ServiceError<E>> for lambda_runtime::Diagnostic {
+impl<E: Into<lambda_runtime::Diagnostic> + 'static> From<ServiceError<E>>
+    for lambda_runtime::Diagnostic
+{
     fn from(error: ServiceError<E>) -> Self {
         match error {
-            ServiceError::Handler(error) => error.into(),
+            // A string as `Error`, a box by the error inside, as the layers name them
+            // (`lambda_runtime` names a `String` `&alloc::string::String`).
+            ServiceError::Handler(error) => powertools_core::failure::handler_diagnostic(error),
             ServiceError::Metrics(error) => error.into(),
         }
     }

@@ -1381,3 +1381,26 @@ fn errors_quote_the_start_of_a_long_value() {
         assert!(message.contains(&start), "{message}");
     }
 }
+
+/// The handler's own error under the metrics layer converted into a `Diagnostic` (a function
+/// that builds its Lambda error from the layer's): a string is `Error` and a box is named by the
+/// error inside, as the failure line names them; `lambda_runtime` alone names them by their Rust
+/// types (`&alloc::string::String`; found by an attack from the docs on the idempotency crate's
+/// conversion, which this one shared).
+#[test]
+fn a_handler_error_converts_into_the_diagnostic_the_layers_name() {
+    use lambda_runtime::Diagnostic;
+    let text = Diagnostic::from(ServiceError::Handler("zero charge".to_owned()));
+    assert_eq!(
+        (text.error_type.as_str(), text.error_message.as_str()),
+        ("Error", "zero charge")
+    );
+    let boxed: lambda_runtime::Error = std::io::Error::other("disk full").into();
+    let boxed = Diagnostic::from(ServiceError::Handler(boxed));
+    assert_eq!(
+        (boxed.error_type.as_str(), boxed.error_message.as_str()),
+        ("std::io::Error", "disk full")
+    );
+    let own = Diagnostic::from(ServiceError::<String>::Metrics(Error::MissingNamespace));
+    assert_eq!(own.error_type, "SchemaValidationError");
+}

@@ -123,6 +123,14 @@ fn message_only(message: String) -> Exception {
 }
 
 fn boxed_error(error: &(dyn StdError + 'static)) -> Exception {
+    // An idempotent call's own error returned boxed (`Idempotency::run`'s, whose handler error
+    // type is the caller's): by the name the call reported for it, as Lambda reports it.
+    if let Some((reported, message)) = powertools_core::failure::reported_for(error) {
+        return Exception {
+            kind: Cow::Borrowed(reported.error_type),
+            message,
+        };
+    }
     let message = text_of(format_args!("{error}"));
     // The powertools-rs errors this crate can name: their Diagnostic's error_type.
     let known = error

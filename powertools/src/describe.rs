@@ -73,12 +73,22 @@ pub(crate) fn boxed_error_diagnostic(boxed: &lambda_runtime::Error) -> Diagnosti
 /// An error by its Powertools name, or else by its type (or the type or variant its `Debug`
 /// begins with), with its message chain.
 pub(crate) fn error_diagnostic(error: &(dyn StdError + 'static)) -> Diagnostic {
-    powertools_diagnostic(error).unwrap_or_else(|| Diagnostic {
-        error_type: powertools_core::failure::error_type_name(error, &format!("{error:?}"))
-            .unwrap_or("Error")
-            .to_owned(),
-        error_message: message_chain(error),
-    })
+    // An idempotent call's own error of a handler error type not named below: by the name the
+    // call reported for it (`Idempotency::run` reports its own errors).
+    let reported = || {
+        powertools_core::failure::reported_for(error).map(|(reported, message)| Diagnostic {
+            error_type: reported.error_type.to_owned(),
+            error_message: message,
+        })
+    };
+    powertools_diagnostic(error)
+        .or_else(reported)
+        .unwrap_or_else(|| Diagnostic {
+            error_type: powertools_core::failure::error_type_name(error, &format!("{error:?}"))
+                .unwrap_or("Error")
+                .to_owned(),
+            error_message: message_chain(error),
+        })
 }
 
 /// A text error, as the line and the span name it: `Error`, and the text.

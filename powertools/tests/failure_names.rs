@@ -452,6 +452,80 @@ async fn handler_calling_run_and_returning_another_error_keeps_its_name() {
     );
 }
 
+/// A handler that returns `Idempotency::run`'s error boxed (`?` into `lambda_runtime::Error`),
+/// its own error type being the function's: the call's refusal is named as Powertools names it
+/// in the line and the span (`IdempotencyAlreadyInProgressError`, reported by the call), and
+/// the function's error inside by its variant. They were the wrapper's variants
+/// (`AlreadyInProgress`, `Handler`; found by an attack from the docs on batch records).
+#[tokio::test]
+async fn a_boxed_run_error_of_the_function_s_own_type_is_named_as_powertools_names_it() {
+    let (logs, spans) = (MemoryLogs::new(), KeptSpans::default());
+    let powertools = stack(&logs, &spans);
+    let _guard = tracing::subscriber::set_default(powertools.subscriber());
+    let idempotency = Arc::new(idempotency());
+    let service = ServiceBuilder::new()
+        .layer(powertools.layer())
+        .service(service_fn(move |event: LambdaEvent<Value>| {
+            let idempotency = idempotency.clone();
+            async move {
+                let context = event.context.clone();
+                if event.payload["decline"] == true {
+                    idempotency
+                        .run(&context, "charge", "c-2", |_| async {
+                            Err::<u8, _>(AppError::Declined)
+                        })
+                        .await?;
+                }
+                let one = idempotency.run(&context, "charge", "c-1", |_| async {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok::<_, AppError>(1)
+                });
+                let two = idempotency.run(&context, "charge", "c-1", |_| async {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok::<_, AppError>(2)
+                });
+                let (one, two) = tokio::join!(one, two);
+                Ok::<_, lambda_runtime::Error>(json!(one? + two?))
+            }
+        }));
+    service
+        .clone()
+        .oneshot(invocation("req-run-boxed", json!({})))
+        .await
+        .unwrap_err();
+    let line = failure_line(&logs, "req-run-boxed");
+    assert_eq!(
+        line["exception_name"], "IdempotencyAlreadyInProgressError",
+        "{line}"
+    );
+    assert!(
+        line["exception"]
+            .as_str()
+            .is_some_and(|text| text.contains("already in progress")),
+        "{line}"
+    );
+    service
+        .oneshot(invocation("req-run-declined", json!({"decline": true})))
+        .await
+        .unwrap_err();
+    let line = failure_line(&logs, "req-run-declined");
+    assert_eq!(line["exception_name"], "Declined", "{line}");
+    assert_eq!(line["exception"], "card declined", "{line}");
+    let exceptions = spans.exceptions();
+    let kind = |request: &str| {
+        exceptions
+            .iter()
+            .find(|(id, ..)| id.as_deref() == Some(request))
+            .and_then(|(_, kind, _)| kind.clone())
+    };
+    assert_eq!(
+        kind("req-run-boxed").as_deref(),
+        Some("IdempotencyAlreadyInProgressError"),
+        "{exceptions:?}"
+    );
+    assert_eq!(kind("req-run-declined").as_deref(), Some("Declined"));
+}
+
 /// Nested idempotency layers: the inner one's error reaches the outer as `Handler(..)`.
 #[tokio::test]
 async fn nested_layers_name_the_inner_error_as_lambda_reports_it() {
