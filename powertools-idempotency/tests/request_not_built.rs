@@ -85,6 +85,12 @@ async fn claim_never_sent(sort_key: bool) {
         message.contains(if sort_key { "GetItem" } else { "PutItem" }),
         "{message}"
     );
+    // Said so: it said "got no answer from … (the request may have reached it)" of a request
+    // that never went out (found by an attack from the docs).
+    assert!(
+        message.contains("could not send the request to") && !message.contains("may have reached"),
+        "{message}"
+    );
     let warnings = captured.text();
     assert!(
         !warnings.contains("may be stored"),

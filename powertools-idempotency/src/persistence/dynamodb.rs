@@ -243,21 +243,24 @@ impl DynamoDbStore {
     /// claim as its `PutItem` would, and the read is tried again on the next claim.
     async fn check_key_schema(&self, key: &str) -> Result<(), StoreError> {
         let settings = &*self.settings;
-        self.client
+        let read = self
+            .client
             .get_item()
             .table_name(&settings.table_name)
             .set_key(Some(self.key(key)))
             .projection_expression("#id")
             .expression_attribute_names("#id", &settings.key_attr)
-            .send()
-            .boxed()
-            .await
-            .map_err(|error| {
-                // A read before the claim's PutItem: the claim was never sent.
-                let mut failure = self.failure("GetItem", error);
-                failure.unsent = true;
-                StoreError::Backend(Box::new(failure))
-            })?;
+            .send();
+        let (read, sent) = counting_sends(read).await;
+        read.map_err(|error| {
+            // A read before the claim's PutItem: the claim was never sent.
+            let mut failure = self.failure("GetItem", error);
+            failure.unsent = true;
+            if sent == 0 {
+                failure.never_went_out();
+            }
+            StoreError::Backend(Box::new(failure))
+        })?;
         settings.key_schema_checked.store(true, Ordering::Release);
         Ok(())
     }
@@ -380,6 +383,9 @@ impl DynamoDbStore {
                         if let Some(failure) = backend.downcast_mut::<DynamoDbError>() {
                             failure.resent = sent > 1;
                             failure.unsent = sent == 0;
+                            if sent == 0 {
+                                failure.never_went_out();
+                            }
                         }
                         Err(StoreError::Backend(backend))
                     }
@@ -721,6 +727,10 @@ pub struct DynamoDbError {
     /// A claim's write the SDK never sent (no credentials to sign it with, say): it stored
     /// nothing, whatever its error.
     unsent: bool,
+    /// For a dispatch failure described as unanswered: the endpoint and the innermost cause,
+    /// to say instead that the request never went out when its attempts are known to be none
+    /// ([`never_went_out`](Self::never_went_out)).
+    unanswered: Option<(String, String)>,
     cause: String,
     source: BoxError,
 }
@@ -806,6 +816,7 @@ impl DynamoDbError {
             retried_answer: false,
             resent: false,
             unsent: true,
+            unanswered: None,
             source: cause.clone().into(),
             cause,
         }
@@ -820,6 +831,7 @@ impl DynamoDbError {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
+        let mut unanswered = None;
         let cause = match &error {
             SdkError::ServiceError(context) => match (error.code(), error.message()) {
                 (Some(code), Some(message)) => format!("{code}: {message}"),
@@ -837,10 +849,13 @@ impl DynamoDbError {
                     innermost_cause(&error)
                 )
             }
-            SdkError::DispatchFailure(_) => format!(
-                "got no answer from {endpoint} (the request may have reached it): {}",
-                innermost_cause(&error)
-            ),
+            SdkError::DispatchFailure(_) => {
+                unanswered = Some((endpoint.to_owned(), innermost_cause(&error)));
+                format!(
+                    "got no answer from {endpoint} (the request may have reached it): {}",
+                    innermost_cause(&error)
+                )
+            }
             SdkError::TimeoutError(_) => format!(
                 "timed out talking to {endpoint}: {}",
                 innermost_cause(&error)
@@ -871,8 +886,19 @@ impl DynamoDbError {
             retried_answer,
             resent: false,
             unsent: false,
+            unanswered,
             cause,
             source: Box::new(error),
+        }
+    }
+
+    /// Notes that no attempt of the request went out (counted by [`AnswerRecorder`]): a dispatch
+    /// failure before it (no credentials to sign it with, an endpoint that is not a URL) is said
+    /// so, not "got no answer … (the request may have reached it)" (found by an attack from the
+    /// docs).
+    fn never_went_out(&mut self) {
+        if let Some((endpoint, detail)) = self.unanswered.take() {
+            self.cause = format!("could not send the request to {endpoint}: {detail}");
         }
     }
 }
@@ -990,10 +1016,38 @@ impl EndpointRecorder {
     fn describe(&self, client: &Client) -> String {
         match (self.0.get(), client.config().region()) {
             (Some(endpoint), _) => endpoint.clone(),
+            // Set by the SDK's shared config from these variables, which the client's config
+            // does not show: named, so that a value that is not a URL is found.
+            (None, _) if let Some((name, value)) = endpoint_variable() => {
+                format!(
+                    "the endpoint in {name} ({})",
+                    powertools_core::env::shown(&value)
+                )
+            }
             (None, Some(region)) => format!("the DynamoDB endpoint of {region}"),
             (None, None) => "the DynamoDB endpoint (no region is configured)".to_owned(),
         }
     }
+}
+
+/// The variable that sets DynamoDB's endpoint for the SDK's shared config, and its value:
+/// `AWS_ENDPOINT_URL_DYNAMODB`, else `AWS_ENDPOINT_URL`, unless
+/// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS` turns them off.
+fn endpoint_variable() -> Option<(&'static str, String)> {
+    endpoint_variable_in(|name| std::env::var(name).ok())
+}
+
+/// [`endpoint_variable`] with the variables `lookup` gives.
+fn endpoint_variable_in(lookup: impl Fn(&str) -> Option<String>) -> Option<(&'static str, String)> {
+    let set = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+    if set("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+        .is_some_and(|value| value.eq_ignore_ascii_case("true"))
+    {
+        return None;
+    }
+    ["AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"]
+        .into_iter()
+        .find_map(|name| set(name).map(|value| (name, value)))
 }
 
 impl Intercept for EndpointRecorder {
@@ -1626,6 +1680,44 @@ mod tests {
         assert!(
             shown.contains(r#"(content-type "text/plain): \"no error\" (x")"#),
             "{shown}"
+        );
+    }
+
+    /// Before its first request the client's endpoint is unknown (its config does not show
+    /// one set by the SDK's shared config): the variable that sets it is named, so that a value
+    /// that is not a URL is found (it said "the DynamoDB endpoint of us-east-1"; found by an
+    /// attack from the docs).
+    #[test]
+    fn the_endpoint_variable_is_named_before_the_first_request() {
+        let lookup = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| (*value).to_owned())
+            }
+        };
+        assert_eq!(
+            endpoint_variable_in(lookup(&[
+                ("AWS_ENDPOINT_URL", "http://a"),
+                ("AWS_ENDPOINT_URL_DYNAMODB", "not a url")
+            ])),
+            Some(("AWS_ENDPOINT_URL_DYNAMODB", "not a url".to_owned()))
+        );
+        assert_eq!(
+            endpoint_variable_in(lookup(&[("AWS_ENDPOINT_URL", "http://a")])),
+            Some(("AWS_ENDPOINT_URL", "http://a".to_owned()))
+        );
+        assert_eq!(
+            endpoint_variable_in(lookup(&[
+                ("AWS_ENDPOINT_URL", "http://a"),
+                ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
+            ])),
+            None
+        );
+        assert_eq!(
+            endpoint_variable_in(lookup(&[("AWS_ENDPOINT_URL_DYNAMODB", " ")])),
+            None
         );
     }
 
