@@ -62,6 +62,10 @@ pub const OTEL_EXPORTER_OTLP_HEADERS: &str = "OTEL_EXPORTER_OTLP_HEADERS";
 pub const OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
 /// As [`OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`], for every signal.
 pub const OTEL_EXPORTER_OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
+/// Resource attributes to add (`deployment.environment=prod,team=orders`): `key=value` pairs
+/// separated by commas, values percent-encoded. Read and checked by the builder; the keys the
+/// tracer sets itself (`service.name`, `cloud.*`, `faas.*`) win.
+pub const OTEL_RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
 
 /// Where spans go when no endpoint is configured: a collector layer in the function's
 /// environment (ADOT's, OpenTelemetry's) listens here.
@@ -542,6 +546,7 @@ impl TracerBuilder {
             max_concurrency: config.max_concurrency().unwrap_or(1),
         };
         let span_limits = span_limits(&env)?;
+        let resource_attributes = resource_attributes(&env)?;
         let mut exporter = None;
         let provider = if disabled {
             None
@@ -550,11 +555,11 @@ impl TracerBuilder {
                 hook(SdkTracerProvider::builder().with_span_limits(span_limits))
                     .with_id_generator(HeaderTraceIds::default())
                     .with_sampler(HeaderSampler)
-                    .with_resource(resource(&service, &config))
+                    .with_resource(resource(&service, &config, &resource_attributes))
                     .build(),
             )
         } else if let Some(hook) = self.queued_exporter {
-            let resource = resource(&service, &config);
+            let resource = resource(&service, &config, &resource_attributes);
             let queue = Arc::new(hook(
                 self.max_queued_spans.unwrap_or(DEFAULT_MAX_QUEUED_SPANS),
                 flush_timeout,
@@ -646,7 +651,7 @@ impl TracerBuilder {
                     ))
                 })
                 .collect();
-            let resource = resource(&service, &config);
+            let resource = resource(&service, &config, &resource_attributes);
             let max_queued_spans = self.max_queued_spans.unwrap_or(DEFAULT_MAX_QUEUED_SPANS);
             let client = OtlpHttpClient::new(roots, export_timeout, headers, max_queued_spans);
             let rejections = client.rejections();
@@ -743,9 +748,56 @@ fn roots(endpoint: &str, certificate: Option<(PathBuf, &str)>) -> Result<Roots, 
     Ok(Roots::Pem(pem))
 }
 
-/// The resource attributes Lambda's environment gives (OTel semantic conventions for FaaS).
-fn resource(service: &str, config: &PowertoolsConfig) -> Resource {
-    let mut attributes = vec![KeyValue::new("cloud.provider", "aws")];
+/// The attributes of [`OTEL_RESOURCE_ATTRIBUTES`] in `env`, percent-decoded. The SDK reads the
+/// variable itself, from the process's environment, and dropped a value that is not UTF-8, an
+/// entry that is not `key=value`, and sent an empty key or an escape that is not one (`%zz`)
+/// as it was, each without a word (found by an attack from the docs): such a value fails the
+/// build here, naming the variable and the entry's place; the decoded attributes replace the
+/// SDK's undecoded ones.
+fn resource_attributes(env: &Env) -> Result<Vec<KeyValue>, Error> {
+    let Some(text) = env.string(OTEL_RESOURCE_ATTRIBUTES)? else {
+        return Ok(Vec::new());
+    };
+    let mut attributes = Vec::new();
+    let entries = text.split(',').filter(|entry| !entry.trim().is_empty());
+    for (place, entry) in entries.enumerate() {
+        let refused = |what: &str| {
+            Error::Exporter(format!(
+                "{OTEL_RESOURCE_ATTRIBUTES}: entry {} ({}) {what}; expected key=value pairs \
+                 separated by commas, values percent-encoded (deployment.environment=prod)",
+                place + 1,
+                powertools_core::env::shown(entry.trim()),
+            ))
+        };
+        let (key, value) = entry
+            .split_once('=')
+            .ok_or_else(|| refused("is not a key=value pair"))?;
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(refused("has an empty key"));
+        }
+        let value = value.trim();
+        let mut escapes = value.split('%').skip(1);
+        if escapes.any(|after| {
+            after.len() < 2 || !after.as_bytes()[..2].iter().all(u8::is_ascii_hexdigit)
+        }) {
+            return Err(refused(
+                "has a % that does not begin an escape (%20; write a % as %25)",
+            ));
+        }
+        let value = percent_encoding::percent_decode_str(value)
+            .decode_utf8()
+            .map_err(|_| refused("has a value that is not UTF-8 once percent-decoded"))?;
+        attributes.push(KeyValue::new(key.to_owned(), value.into_owned()));
+    }
+    Ok(attributes)
+}
+
+/// The resource attributes Lambda's environment gives (OTel semantic conventions for FaaS),
+/// over those of [`OTEL_RESOURCE_ATTRIBUTES`] (`from_variable`).
+fn resource(service: &str, config: &PowertoolsConfig, from_variable: &[KeyValue]) -> Resource {
+    let mut attributes = from_variable.to_vec();
+    attributes.push(KeyValue::new("cloud.provider", "aws"));
     attributes.push(KeyValue::new("cloud.platform", "aws_lambda"));
     if let Some(region) = config.region() {
         attributes.push(KeyValue::new("cloud.region", region.to_owned()));
@@ -1511,7 +1563,12 @@ mod tests {
             ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
         ]))
         .unwrap();
-        let resource = resource("orders", &config);
+        let from_variable = resource_attributes(&Env::from_pairs([(
+            OTEL_RESOURCE_ATTRIBUTES,
+            "team=orders%20and%20payments, cloud.region=us-east-1,",
+        )]))
+        .unwrap();
+        let resource = resource("orders", &config, &from_variable);
         let get = |key: &'static str| {
             resource
                 .get(&opentelemetry::Key::from_static_str(key))
@@ -1523,6 +1580,40 @@ mod tests {
         assert_eq!(get("faas.name").as_deref(), Some("orders-api"));
         assert_eq!(get("faas.version").as_deref(), Some("7"));
         assert_eq!(get("faas.max_memory").as_deref(), Some("268435456"));
+        // The variable's attributes, percent-decoded; the tracer's own keys win.
+        assert_eq!(get("team").as_deref(), Some("orders and payments"));
+    }
+
+    /// `OTEL_RESOURCE_ATTRIBUTES` that the SDK would drop or send wrong without a word (an entry
+    /// that is not `key=value`, an empty key, an escape that is not one, a value not UTF-8 once
+    /// decoded, the variable not UTF-8) fails the build naming the variable and the entry
+    /// (found by an attack from the docs).
+    #[test]
+    fn resource_attributes_the_sdk_would_drop_fail_the_build() {
+        for (value, reason) in [
+            ("a", "is not a key=value pair"),
+            ("team=orders,=b", "has an empty key"),
+            ("a=%zz", "does not begin an escape"),
+            ("a=50%", "does not begin an escape"),
+            ("a=%ff", "not UTF-8 once percent-decoded"),
+        ] {
+            let error = Tracer::builder()
+                .service("orders")
+                .env(Env::from_pairs([(OTEL_RESOURCE_ATTRIBUTES, value)]))
+                .build()
+                .expect_err(value)
+                .to_string();
+            assert!(
+                error.contains(OTEL_RESOURCE_ATTRIBUTES) && error.contains(reason),
+                "{value}: {error}"
+            );
+        }
+        for fine in ["", " ", "a=", "k=v%2C%20w", "deployment.environment=prod,"] {
+            assert!(
+                resource_attributes(&Env::from_pairs([(OTEL_RESOURCE_ATTRIBUTES, fine)])).is_ok(),
+                "{fine:?}"
+            );
+        }
     }
 
     #[test]
