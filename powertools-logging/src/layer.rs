@@ -331,9 +331,19 @@ where
         // In the scope where a powertools-rs layer inside says what Lambda reports for its own
         // errors, for the failure line.
         Box::pin(powertools_core::failure::scope(async move {
+            // Dropped before it completes (a timeout outside the layer): said so, in the
+            // invocation's scope and span, and its buffer written as a failure's is (it wrote
+            // nothing, as a success does; found by an attack from the docs).
+            let mut cancelled = OnDrop(Some(|| {
+                scope.in_scope(|| {
+                    end_invocation(&shared, &state, true);
+                    span.in_scope(log_cancelled);
+                });
+            }));
             let outcome = AssertUnwindSafe(scope.clone().run(future.instrument(span.clone())))
                 .catch_unwind()
                 .await;
+            cancelled.0 = None;
             // A failure's, in the invocation's scope, where the buffer's notice finds its keys;
             // a success writes nothing, and does not enter it.
             if matches!(outcome, Ok(Ok(_))) {
@@ -406,6 +416,30 @@ fn received_event<T: 'static>(shared: &Shared, request_id: &str, payload: &T) ->
         );
     }
     None
+}
+
+/// Runs its function when dropped, unless taken out first.
+struct OnDrop<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(function) = self.0.take() {
+            // Quiet, and caught: a drop may run while a panic unwinds, where a second one
+            // aborts the process. The payload is leaked, not dropped: its own `Drop` may panic.
+            if let Err(payload) = powertools_core::failure::catch_quiet_panic(function) {
+                std::mem::forget(payload);
+            }
+        }
+    }
+}
+
+/// Writes the line of an invocation whose future was dropped before it completed.
+fn log_cancelled() {
+    tracing::warn!(
+        target: "powertools_logging",
+        "Invocation cancelled: its future was dropped before it completed (a timeout outside the \
+         layer, say), so its outcome is unknown"
+    );
 }
 
 /// Writes the failure line of an invocation whose handler returned an error.

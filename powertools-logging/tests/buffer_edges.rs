@@ -344,3 +344,48 @@ async fn a_line_logged_after_the_invocation_ended_is_not_held() {
     assert_eq!(late["function_request_id"], "req-late");
     assert_eq!(messages(&logs), ["late info"]);
 }
+
+/// An invocation whose future is dropped before it completes (a timeout outside the layer)
+/// says so in a line of its own, with the invocation's keys, and writes its buffered lines as a
+/// failure does: it wrote nothing and dropped the buffer, as though it had succeeded (found by an
+/// attack from the docs: "nothing is dropped without a word").
+#[tokio::test]
+async fn an_invocation_cancelled_from_outside_says_so_and_writes_its_buffer() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs)
+        .buffer(BufferConfig::default())
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    let cancelled = tokio::time::timeout(
+        std::time::Duration::from_millis(50),
+        invoke(
+            &logger,
+            TestContext::new().with_request_id("req-cancelled"),
+            |_| async {
+                powertools_logging::append_key("order_id", "o-7")?;
+                tracing::debug!("asked the bank");
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                Ok(Value::Null)
+            },
+        ),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the timeout fired");
+    let lines = logs.json();
+    assert!(
+        lines.iter().any(|line| line["message"] == "asked the bank"),
+        "{lines:?}"
+    );
+    let line = lines
+        .iter()
+        .find(|line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|text| text.starts_with("Invocation cancelled"))
+        })
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(line["level"], "WARN", "{line}");
+    assert_eq!(line["function_request_id"], "req-cancelled", "{line}");
+    assert_eq!(line["order_id"], "o-7", "{line}");
+}

@@ -510,13 +510,19 @@ impl InvocationEnd {
 
 impl Drop for InvocationEnd {
     fn drop(&mut self) {
-        if self.span.is_some() {
-            // Dropped mid-flight: nothing can be awaited here, so without the extension the
-            // span leaves with the next flush.
+        if let Some(span) = &self.span {
+            // Dropped mid-flight: in error, said so (it ended `Unset`, read as a success; found
+            // by an attack from the docs). Nothing can be awaited here, so without the
+            // extension the span leaves with the next flush.
+            span.0.span().set_status(Status::error(CANCELLED));
             self.end();
         }
     }
 }
+
+/// The status description of an invocation whose future was dropped before it completed.
+const CANCELLED: &str = "the invocation was cancelled: its future was dropped before it \
+                         completed (a timeout outside the layer, say), so its outcome is unknown";
 
 /// What the outcome is recorded with.
 struct Recording<'a> {

@@ -1034,3 +1034,36 @@ async fn a_tracing_layer_inside_another_records_one_invocation_span() {
     let charge = recorder.span("charge");
     assert_eq!(charge.parent_span_id, invocation.span_context.span_id());
 }
+
+/// An invocation whose future is dropped before it completes (a timeout outside the layer):
+/// its span ends in error, saying so, where it ended `Unset`, as a success reads in a trace
+/// (found by an attack from the docs: "nothing is dropped without a word").
+#[tokio::test]
+async fn an_invocation_cancelled_from_outside_ends_its_span_in_error() {
+    let recorder = Recorder::default();
+    let tracer = tracer(&recorder);
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service =
+        TracingLayer::new(tracer.clone()).layer(service_fn(|_event: LambdaEvent<Value>| async {
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            Ok::<_, lambda_runtime::Error>(Value::Null)
+        }));
+    let cancelled = tokio::time::timeout(
+        std::time::Duration::from_millis(50),
+        service.oneshot(
+            TestContext::new()
+                .with_function_name("orders")
+                .event(Value::Null),
+        ),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the timeout fired");
+    tracer.flush().await;
+    let span = recorder.span("orders");
+    match &span.status {
+        Status::Error { description } => {
+            assert!(description.contains("cancelled"), "{description}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
