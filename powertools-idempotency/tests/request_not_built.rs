@@ -97,3 +97,37 @@ async fn claim_never_sent(sort_key: bool) {
         "sort key {sort_key}: a request never sent stored nothing: {warnings}\n{message}"
     );
 }
+
+/// A region that is no host label (`AWS_REGION='not a region!'`) is refused when the store is
+/// built, naming the variable: every call failed with "could not build the request: invalid
+/// value for field: region", naming none (found by an attack from the docs).
+#[test]
+fn a_region_that_is_not_one_is_refused_naming_aws_region() {
+    for region in ["not a region!", "eu_west_1", "-eu-west-1"] {
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
+            .region(aws_sdk_dynamodb::config::Region::new(region))
+            .build();
+        let client = aws_sdk_dynamodb::Client::from_conf(config);
+        let refused = DynamoDbStore::new(client, "idempotency").expect_err(region);
+        assert!(
+            matches!(&refused, Error::Config(_))
+                && refused.to_string().contains("AWS_REGION")
+                && refused.to_string().contains(region),
+            "{region:?}: {refused}"
+        );
+    }
+    for region in ["eu-west-1", "us-gov-west-1", "cn-north-1"] {
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
+            .region(aws_sdk_dynamodb::config::Region::new(region))
+            .build();
+        let client = aws_sdk_dynamodb::Client::from_conf(config);
+        assert!(
+            DynamoDbStore::new(client, "idempotency").is_ok(),
+            "{region}"
+        );
+    }
+}

@@ -597,6 +597,18 @@ impl DynamoDbStoreBuilder {
                     .into(),
             ));
         }
+        // A region that is no host label fails every call with "could not build the request:
+        // invalid value for field: region", naming no variable (found by an attack from the
+        // docs).
+        if let Some(region) = self.client.config().region()
+            && !is_host_label(region.as_ref())
+        {
+            return Err(Error::Config(format!(
+                "the DynamoDB client's region {} is not a region (letters, digits and hyphens, \
+                 such as eu-west-1): check AWS_REGION, or the region given to the client",
+                powertools_core::env::shown(region.as_ref())
+            )));
+        }
         let mut names = vec![
             ("key_attr", &self.key_attr),
             ("expiry_attr", &self.expiry_attr),
@@ -703,8 +715,11 @@ impl DynamoDbStoreBuilder {
 /// levels down [`source`](std::error::Error::source), where a Lambda error response (built from
 /// `Display`) never looks. This error's `Display` says it all on one line:
 ///
-/// - `DynamoDB PutItem on table idempotency failed: ResourceNotFoundException: Requested resource
-///   not found` for an error answer from DynamoDB (its code and message);
+/// - `DynamoDB PutItem on table idempotency failed: ThrottlingException: Rate of requests
+///   exceeds the allowed throughput` for an error answer from DynamoDB (its code and message;
+///   for `ResourceNotFoundException`, the endpoint it looked at and what to check: `Requested
+///   resource not found (no table idempotency at dynamodb.eu-west-1.amazonaws.com: check the
+///   table's name, and the region, AWS_REGION)`);
 /// - `DynamoDB GetItem on table idempotency failed: could not send the request to 127.0.0.1:8000:
 ///   Connection refused (os error 111)` when the request never went out, and `got no answer
 ///   from 127.0.0.1:8000 (the request may have reached it): …` when the connection failed
@@ -833,6 +848,15 @@ impl DynamoDbError {
     {
         let mut unanswered = None;
         let cause = match &error {
+            // DynamoDB's message names neither the table nor where it looked (found by an attack
+            // from the docs: a table in another region read as a missing one).
+            SdkError::ServiceError(_) if error.code() == Some("ResourceNotFoundException") => {
+                format!(
+                    "ResourceNotFoundException: {} (no table {table} at {endpoint}: check the \
+                     table's name, and the region, AWS_REGION)",
+                    error.message().unwrap_or("Requested resource not found")
+                )
+            }
             SdkError::ServiceError(context) => match (error.code(), error.message()) {
                 (Some(code), Some(message)) => format!("{code}: {message}"),
                 (Some(code), None) => code.to_owned(),
@@ -1028,6 +1052,16 @@ impl EndpointRecorder {
             (None, None) => "the DynamoDB endpoint (no region is configured)".to_owned(),
         }
     }
+}
+
+/// Whether `region` is a host label, as the SDK's endpoint rules require of a region: 1 to 63
+/// letters, digits and hyphens, not beginning with a hyphen.
+fn is_host_label(region: &str) -> bool {
+    (1..=63).contains(&region.len())
+        && !region.starts_with('-')
+        && region
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
 }
 
 /// The variable that sets DynamoDB's endpoint for the SDK's shared config, and its value:
@@ -1565,10 +1599,13 @@ mod tests {
                 .build(),
         );
         let error = described(SdkError::service_error(modeled, response(400)));
+        // Where it looked, and what to check: a table in another region read as a missing one,
+        // naming neither (found by an attack from the docs).
         assert_eq!(
             error.to_string(),
             "DynamoDB PutItem on table orders failed: ResourceNotFoundException: Requested \
-             resource not found"
+             resource not found (no table orders at 127.0.0.1:8000: check the table's name, and \
+             the region, AWS_REGION)"
         );
         assert_eq!(error.operation(), "PutItem");
         assert_eq!(error.table(), "orders");
