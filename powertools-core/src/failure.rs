@@ -41,6 +41,9 @@ struct Reports {
     /// An idempotent call of the invocation answered with a stored response
     /// ([`note_replayed_response`]).
     replayed: bool,
+    /// The scope was opened by the idempotency layer ([`idempotency_scope`]): no layer outside
+    /// it had opened one.
+    opened_by_idempotency: bool,
 }
 
 impl std::fmt::Debug for Reports {
@@ -378,7 +381,34 @@ pub struct Reported {
 /// The future holds `future` once, beside one pointer: a layer boxes its future, and one over
 /// 1 KiB costs glibc a consolidation of its fast bins on every invocation.
 pub fn scope<F: Future>(future: F) -> Scoped<F> {
-    Scoped { future, slot: None }
+    Scoped {
+        future,
+        slot: None,
+        by_idempotency: false,
+    }
+}
+
+/// [`scope`], for the idempotency layer: a scope it opens (no layer outside it opened one) is
+/// marked, so that a logging layer inside it can tell that it is inside
+/// ([`opened_by_idempotency`]) and say that replays then write nothing.
+pub fn idempotency_scope<F: Future>(future: F) -> Scoped<F> {
+    Scoped {
+        future,
+        slot: None,
+        by_idempotency: true,
+    }
+}
+
+/// Whether this scope was opened by the idempotency layer ([`idempotency_scope`]): the layer
+/// asking runs inside it, where a replay never reaches it; `false` outside a scope.
+pub fn opened_by_idempotency() -> bool {
+    REPORTED
+        .try_with(|slot| {
+            slot.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .opened_by_idempotency
+        })
+        .unwrap_or(false)
 }
 
 pin_project_lite::pin_project! {
@@ -389,6 +419,8 @@ pin_project_lite::pin_project! {
         future: F,
         // Created on the first poll outside an open scope.
         slot: Option<Slot>,
+        // Opened by the idempotency layer ([`idempotency_scope`]).
+        by_idempotency: bool,
     }
 }
 
@@ -400,7 +432,13 @@ impl<F: Future> Future for Scoped<F> {
         if this.slot.is_none() && REPORTED.try_with(|_| ()).is_ok() {
             return this.future.poll(cx);
         }
-        let slot = Arc::clone(this.slot.get_or_insert_with(Slot::default));
+        let by_idempotency = *this.by_idempotency;
+        let slot = Arc::clone(this.slot.get_or_insert_with(|| {
+            Arc::new(Mutex::new(Reports {
+                opened_by_idempotency: by_idempotency,
+                ..Reports::default()
+            }))
+        }));
         let future = this.future;
         REPORTED.sync_scope(slot, || future.poll(cx))
     }

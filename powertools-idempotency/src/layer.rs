@@ -214,7 +214,9 @@ where
         });
         // `inspect`, not an `async` block around it, which would hold the execution twice (as
         // its argument and as what it awaits).
-        Box::pin(
+        // In the invocation's failure scope; opened here when no layer outside did, marked so,
+        // for a logging layer inside to say that replays then write nothing.
+        Box::pin(powertools_core::failure::idempotency_scope(
             Engine::execute(engine, prepared, move || inner.call(event)).inspect(|result| {
                 // For the logging and tracing layers outside: what Lambda reports for the
                 // layer's own errors (they see the error as a type they can only `Debug`).
@@ -224,6 +226,6 @@ where
                     powertools_core::failure::report(reported);
                 }
             }),
-        )
+        ))
     }
 }

@@ -331,6 +331,15 @@ where
         // In the scope where a powertools-rs layer inside says what Lambda reports for its own
         // errors, for the failure line.
         Box::pin(powertools_core::failure::scope(async move {
+            // Inside the idempotency layer (it opened the scope), a replay never reaches this
+            // layer: said once, at the first invocation (the order is the function's, fixed;
+            // found by an attack from the docs: the wrong order was accepted without a word).
+            if !shared.checked_layer_order.load(Ordering::Relaxed)
+                && !shared.checked_layer_order.swap(true, Ordering::Relaxed)
+                && powertools_core::failure::opened_by_idempotency()
+            {
+                shared.notice(Level::Warn, INSIDE_IDEMPOTENCY_WARNING);
+            }
             // Dropped before it completes (a timeout outside the layer): said so, in the
             // invocation's scope and span, and its buffer written as a failure's is (it wrote
             // nothing, as a success does; found by an attack from the docs).
@@ -417,6 +426,12 @@ fn received_event<T: 'static>(shared: &Shared, request_id: &str, payload: &T) ->
     }
     None
 }
+
+/// What the layer says, once, when it runs inside the idempotency layer.
+const INSIDE_IDEMPOTENCY_WARNING: &str = "LoggingLayer runs inside IdempotencyLayer: a replayed \
+     invocation writes no log line (nor metrics or a span, from layers inside it too), and the \
+     idempotency layer's refusals no failure line. Put IdempotencyLayer innermost, inside the \
+     logging layer (inside powertools.layer() with the facade).";
 
 /// Runs its function when dropped, unless taken out first.
 struct OnDrop<F: FnOnce()>(Option<F>);

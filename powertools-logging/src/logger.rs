@@ -279,6 +279,9 @@ pub(crate) struct Shared {
     pub(crate) checked_subscriber: AtomicBool,
     /// Whether the layer said that another logger is installed, whose settings its lines follow.
     pub(crate) warned_other_logger: AtomicBool,
+    /// Whether the layer checked, at its first invocation, that it is not inside the
+    /// idempotency layer.
+    pub(crate) checked_layer_order: AtomicBool,
 }
 
 impl std::fmt::Debug for Logger {
@@ -722,6 +725,7 @@ impl LoggerBuilder {
             warned_no_raw_event: AtomicBool::new(false),
             checked_subscriber: AtomicBool::new(false),
             warned_other_logger: AtomicBool::new(false),
+            checked_layer_order: AtomicBool::new(false),
         };
         if config.dev_mode() {
             // Left on in production, POWERTOOLS_DEV turns metrics and traces off without a word

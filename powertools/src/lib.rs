@@ -69,7 +69,9 @@
 //!   metrics (the metrics layer warns that the invocation added none, as Powertools for Python
 //!   does; with `raise_on_empty_metrics` too, where Python fails the replay). Add it with
 //!   `powertools::idempotency::IdempotencyLayer` (feature `idempotency`) inside
-//!   `powertools.layer()`.
+//!   `powertools.layer()`. Put outside it, a replay writes no line, metrics or span, and the
+//!   logging layer says so once, at the first invocation (`LoggingLayer runs inside
+//!   IdempotencyLayer: …`).
 //!
 //! # Features
 //!

@@ -526,6 +526,61 @@ async fn a_boxed_run_error_of_the_function_s_own_type_is_named_as_powertools_nam
     assert_eq!(kind("req-run-declined").as_deref(), Some("Declined"));
 }
 
+/// The idempotency layer put outside the stack (the order the docs warn against): the logging
+/// layer says so, once, at the first invocation, since a replay then writes no line, metrics or
+/// span; in the right order, nothing is said. It was accepted without a word (found by an
+/// attack from the docs).
+#[tokio::test]
+async fn the_idempotency_layer_outside_the_stack_is_said_once() {
+    const WARNING: &str = "LoggingLayer runs inside IdempotencyLayer";
+    for outside in [true, false] {
+        let (logs, spans) = (MemoryLogs::new(), KeptSpans::default());
+        let powertools = stack(&logs, &spans);
+        let _guard = tracing::subscriber::set_default(powertools.subscriber());
+        let handler = service_fn(|event: LambdaEvent<Value>| async move {
+            Ok::<_, lambda_runtime::Error>(event.payload)
+        });
+        let idempotency = IdempotencyLayer::new(idempotency())
+            .key_from(|event: &Value| event.get("order_id").cloned());
+        let requests = ["req-1", "req-2", "req-3"];
+        if outside {
+            let service = ServiceBuilder::new()
+                .layer(idempotency)
+                .layer(powertools.layer())
+                .service(handler);
+            for request in requests {
+                service
+                    .clone()
+                    .oneshot(invocation(request, json!({"order_id": "o-1"})))
+                    .await
+                    .unwrap();
+            }
+        } else {
+            let service = ServiceBuilder::new()
+                .layer(powertools.layer())
+                .layer(idempotency)
+                .service(handler);
+            for request in requests {
+                service
+                    .clone()
+                    .oneshot(invocation(request, json!({"order_id": "o-1"})))
+                    .await
+                    .unwrap();
+            }
+        }
+        let warnings = logs
+            .json()
+            .into_iter()
+            .filter(|line| {
+                line["message"]
+                    .as_str()
+                    .is_some_and(|text| text.starts_with(WARNING))
+            })
+            .count();
+        assert_eq!(warnings, usize::from(outside), "outside: {outside}");
+    }
+}
+
 /// Nested idempotency layers: the inner one's error reaches the outer as `Handler(..)`.
 #[tokio::test]
 async fn nested_layers_name_the_inner_error_as_lambda_reports_it() {
