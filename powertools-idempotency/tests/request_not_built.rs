@@ -103,14 +103,16 @@ async fn claim_never_sent(sort_key: bool) {
 /// value for field: region", naming none (found by an attack from the docs).
 #[test]
 fn a_region_that_is_not_one_is_refused_naming_aws_region() {
-    for region in ["not a region!", "eu_west_1", "-eu-west-1"] {
+    let store_in = |region: &'static str| {
         let config = aws_sdk_dynamodb::Config::builder()
             .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
             .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
             .region(aws_sdk_dynamodb::config::Region::new(region))
             .build();
-        let client = aws_sdk_dynamodb::Client::from_conf(config);
-        let refused = DynamoDbStore::new(client, "idempotency").expect_err(region);
+        DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), "idempotency")
+    };
+    for region in ["not a region!", "eu_west_1", "-eu-west-1"] {
+        let refused = store_in(region).expect_err(region);
         assert!(
             matches!(&refused, Error::Config(_))
                 && refused.to_string().contains("AWS_REGION")
@@ -118,16 +120,7 @@ fn a_region_that_is_not_one_is_refused_naming_aws_region() {
             "{region:?}: {refused}"
         );
     }
-    for region in ["eu-west-1", "us-gov-west-1", "cn-north-1"] {
-        let config = aws_sdk_dynamodb::Config::builder()
-            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
-            .region(aws_sdk_dynamodb::config::Region::new(region))
-            .build();
-        let client = aws_sdk_dynamodb::Client::from_conf(config);
-        assert!(
-            DynamoDbStore::new(client, "idempotency").is_ok(),
-            "{region}"
-        );
+    for region in ["eu-west-1", "us-gov-west-1", "cn-north-1", "local"] {
+        assert!(store_in(region).is_ok(), "{region}");
     }
 }

@@ -542,30 +542,18 @@ async fn the_idempotency_layer_outside_the_stack_is_said_once() {
         });
         let idempotency = IdempotencyLayer::new(idempotency())
             .key_from(|event: &Value| event.get("order_id").cloned());
-        let requests = ["req-1", "req-2", "req-3"];
-        if outside {
-            let service = ServiceBuilder::new()
-                .layer(idempotency)
-                .layer(powertools.layer())
-                .service(handler);
-            for request in requests {
-                service
-                    .clone()
-                    .oneshot(invocation(request, json!({"order_id": "o-1"})))
-                    .await
-                    .unwrap();
-            }
-        } else {
-            let service = ServiceBuilder::new()
-                .layer(powertools.layer())
-                .layer(idempotency)
-                .service(handler);
-            for request in requests {
-                service
-                    .clone()
-                    .oneshot(invocation(request, json!({"order_id": "o-1"})))
-                    .await
-                    .unwrap();
+        for request in ["req-1", "req-2", "req-3"] {
+            let event = invocation(request, json!({"order_id": "o-1"}));
+            if outside {
+                let service = ServiceBuilder::new()
+                    .layer(idempotency.clone())
+                    .layer(powertools.layer());
+                service.service(handler).oneshot(event).await.unwrap();
+            } else {
+                let service = ServiceBuilder::new()
+                    .layer(powertools.layer())
+                    .layer(idempotency.clone());
+                service.service(handler).oneshot(event).await.unwrap();
             }
         }
         let warnings = logs
