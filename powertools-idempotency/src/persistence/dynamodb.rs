@@ -1038,18 +1038,32 @@ struct EndpointRecorder(Arc<OnceLock<String>>);
 impl EndpointRecorder {
     /// The endpoint, or what is known of it before the first request went out.
     fn describe(&self, client: &Client) -> String {
-        match (self.0.get(), client.config().region()) {
-            (Some(endpoint), _) => endpoint.clone(),
-            // Set by the SDK's shared config from these variables, which the client's config
-            // does not show: named, so that a value that is not a URL is found.
-            (None, _) if let Some((name, value)) = endpoint_variable() => {
-                format!(
-                    "the endpoint in {name} ({})",
-                    powertools_core::env::shown(&value)
-                )
-            }
-            (None, Some(region)) => format!("the DynamoDB endpoint of {region}"),
-            (None, None) => "the DynamoDB endpoint (no region is configured)".to_owned(),
+        self.describe_with(client, endpoint_variable)
+    }
+
+    /// [`describe`](Self::describe), `variable` giving the variable that sets the endpoint.
+    fn describe_with(
+        &self,
+        client: &Client,
+        variable: impl FnOnce() -> Option<(&'static str, String)>,
+    ) -> String {
+        if let Some(endpoint) = self.0.get() {
+            return endpoint.clone();
+        }
+        let endpoint = match client.config().region() {
+            Some(region) => format!("the DynamoDB endpoint of {region}"),
+            None => "the DynamoDB endpoint (no region is configured)".to_owned(),
+        };
+        // A client loaded from the environment (`aws_config`) sends to the endpoint these
+        // variables set, which its config does not show: the value is named, so that one that is
+        // not a URL is found (found by an attack from the docs). A client given its own
+        // endpoint in code ignores them, hence "or".
+        match variable() {
+            Some((name, value)) => format!(
+                "{endpoint} or the client's own ({name} is {})",
+                powertools_core::env::shown(&value)
+            ),
+            None => endpoint,
         }
     }
 }
@@ -1911,8 +1925,17 @@ mod tests {
     fn before_any_request_the_endpoint_is_described_by_the_region() {
         let store = DynamoDbStore::new(client(), "orders").unwrap();
         assert_eq!(
-            store.endpoint.describe(&store.client),
+            store.endpoint.describe_with(&store.client, || None),
             "the DynamoDB endpoint of us-east-1"
+        );
+        // With a variable that sets the endpoint (which the client may follow), its value.
+        assert_eq!(
+            store.endpoint.describe_with(&store.client, || Some((
+                "AWS_ENDPOINT_URL_DYNAMODB",
+                "not a url".to_owned()
+            ))),
+            "the DynamoDB endpoint of us-east-1 or the client's own \
+             (AWS_ENDPOINT_URL_DYNAMODB is \"not a url\")"
         );
         // A client without a region is refused when the store is built
         // (`a_client_without_a_region_is_refused_naming_aws_region`).
