@@ -546,7 +546,12 @@ impl TracerBuilder {
             max_concurrency: config.max_concurrency().unwrap_or(1),
         };
         let span_limits = span_limits(&env)?;
-        let resource_attributes = resource_attributes(&env)?;
+        // Read only for a tracer that exports: turned off, a function starts whatever it holds.
+        let resource_attributes = if disabled {
+            Vec::new()
+        } else {
+            resource_attributes(&env)?
+        };
         let mut exporter = None;
         let provider = if disabled {
             None
@@ -759,35 +764,31 @@ fn resource_attributes(env: &Env) -> Result<Vec<KeyValue>, Error> {
         return Ok(Vec::new());
     };
     let mut attributes = Vec::new();
-    let entries = text.split(',').filter(|entry| !entry.trim().is_empty());
-    for (place, entry) in entries.enumerate() {
-        let refused = |what: &str| {
-            Error::Exporter(format!(
-                "{OTEL_RESOURCE_ATTRIBUTES}: entry {} ({}) {what}; expected key=value pairs \
-                 separated by commas, values percent-encoded (deployment.environment=prod)",
-                place + 1,
-                powertools_core::env::shown(entry.trim()),
-            ))
+    for entry in text.split(',').filter(|entry| !entry.trim().is_empty()) {
+        let refused = || {
+            Error::Config(powertools_core::Error::InvalidEnvVar {
+                name: OTEL_RESOURCE_ATTRIBUTES.to_owned(),
+                value: entry.trim().to_owned(),
+                expected: "key=value pairs separated by commas (this entry is not one), each key \
+                           non-empty, each value percent-encoded: a % begins an escape (%20, \
+                           a % itself as %25) and the decoded value is UTF-8",
+            })
         };
-        let (key, value) = entry
-            .split_once('=')
-            .ok_or_else(|| refused("is not a key=value pair"))?;
+        let (key, value) = entry.split_once('=').ok_or_else(refused)?;
         let key = key.trim();
         if key.is_empty() {
-            return Err(refused("has an empty key"));
+            return Err(refused());
         }
         let value = value.trim();
         let mut escapes = value.split('%').skip(1);
         if escapes.any(|after| {
             after.len() < 2 || !after.as_bytes()[..2].iter().all(u8::is_ascii_hexdigit)
         }) {
-            return Err(refused(
-                "has a % that does not begin an escape (%20; write a % as %25)",
-            ));
+            return Err(refused());
         }
         let value = percent_encoding::percent_decode_str(value)
             .decode_utf8()
-            .map_err(|_| refused("has a value that is not UTF-8 once percent-decoded"))?;
+            .map_err(|_| refused())?;
         attributes.push(KeyValue::new(key.to_owned(), value.into_owned()));
     }
     Ok(attributes)
@@ -814,9 +815,10 @@ fn resource(service: &str, config: &PowertoolsConfig, from_variable: &[KeyValue]
             i64::from(memory) * 1024 * 1024,
         ));
     }
+    // The service last: `service.name` in the variable would replace it (found by an attack).
     Resource::builder()
-        .with_service_name(service.to_owned())
         .with_attributes(attributes)
+        .with_service_name(service.to_owned())
         .build()
 }
 
@@ -1565,7 +1567,7 @@ mod tests {
         .unwrap();
         let from_variable = resource_attributes(&Env::from_pairs([(
             OTEL_RESOURCE_ATTRIBUTES,
-            "team=orders%20and%20payments, cloud.region=us-east-1,",
+            "team=orders%20and%20payments, cloud.region=us-east-1,service.name=other,",
         )]))
         .unwrap();
         let resource = resource("orders", &config, &from_variable);
@@ -1590,12 +1592,12 @@ mod tests {
     /// (found by an attack from the docs).
     #[test]
     fn resource_attributes_the_sdk_would_drop_fail_the_build() {
-        for (value, reason) in [
-            ("a", "is not a key=value pair"),
-            ("team=orders,=b", "has an empty key"),
-            ("a=%zz", "does not begin an escape"),
-            ("a=50%", "does not begin an escape"),
-            ("a=%ff", "not UTF-8 once percent-decoded"),
+        for (value, entry) in [
+            ("a", "a"),
+            ("team=orders,=b", "=b"),
+            ("a=%zz", "a=%zz"),
+            ("a=50%", "a=50%"),
+            ("a=%ff", "a=%ff"),
         ] {
             let error = Tracer::builder()
                 .service("orders")
@@ -1604,9 +1606,18 @@ mod tests {
                 .expect_err(value)
                 .to_string();
             assert!(
-                error.contains(OTEL_RESOURCE_ATTRIBUTES) && error.contains(reason),
+                error.contains(OTEL_RESOURCE_ATTRIBUTES)
+                    && error.contains(&format!("{entry:?}"))
+                    && !error.contains("exporter"),
                 "{value}: {error}"
             );
+            // Turned off, the tracer does not read it: the function starts.
+            Tracer::builder()
+                .service("orders")
+                .disabled(true)
+                .env(Env::from_pairs([(OTEL_RESOURCE_ATTRIBUTES, value)]))
+                .build()
+                .expect(value);
         }
         for fine in ["", " ", "a=", "k=v%2C%20w", "deployment.environment=prod,"] {
             assert!(
