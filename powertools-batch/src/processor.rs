@@ -590,9 +590,10 @@ fn capped(mut reason: String) -> String {
 /// into that record's failure. `start` calls the handler: a handler that panics before it
 /// returns its future, or an error whose `Display` panics, fails its record only too.
 ///
-/// In the invocation's failure scope (`powertools_core::failure::scope`), or one of the record's
-/// own without a layer that opens it: where `Idempotency::run` reports what its own errors are
-/// called (`IdempotencyAlreadyInProgressError`), read back to name the record's failure.
+/// In a failure scope of the record's own (`powertools_core::failure::record_scope`): where
+/// `Idempotency::run` reports what its own errors are called (`IdempotencyAlreadyInProgressError`),
+/// read back to name the record's failure, never another record's (in the invocation's scope,
+/// past 8 failed records at once the first ones' reports were gone; found by a review).
 fn guarded<Fut, E>(
     id: RecordId,
     start: impl FnOnce() -> Result<Fut, (serde_json::Error, Option<String>)>,
@@ -601,7 +602,7 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    powertools_core::failure::scope(guarded_in_scope(id, start))
+    powertools_core::failure::record_scope(guarded_in_scope(id, start))
 }
 
 /// [`guarded`], in a failure scope.

@@ -1691,3 +1691,67 @@ async fn a_failed_record_s_line_has_python_s_message_exception_name_and_exceptio
         "the record that succeeded has no failure line"
     );
 }
+
+/// Twenty records refused at once under the logging layer, each awaiting a little after the
+/// call before it returns the refusal: every line names it as Powertools does. The records
+/// shared the invocation's failure scope, which kept 8 reports: the first ones' were gone and
+/// they were named `AlreadyInProgress` (found by a review).
+#[tokio::test]
+async fn twenty_refusals_at_once_are_each_named_as_powertools_names_them() {
+    #[derive(Deserialize)]
+    struct Job {
+        key: String,
+        hold: bool,
+    }
+    let (logger, _) = logging();
+    let idempotency = Idempotency::builder(InMemoryStore::new()).build().unwrap();
+    let mut event = SqsEvent::default();
+    event.records = (0..40)
+        .map(|index| {
+            let mut message = SqsMessage::default();
+            message.message_id = Some(format!("storm-{index}"));
+            // Each key twice: the first copy holds it, the second is refused.
+            message.body =
+                Some(json!({"key": format!("k-{}", index % 20), "hold": index < 20}).to_string());
+            message
+        })
+        .collect();
+    let function =
+        LoggingLayer::new(logger.clone()).layer(service_fn(move |event: LambdaEvent<SqsEvent>| {
+            let idempotency = idempotency.clone();
+            async move {
+                BatchProcessor::new()
+                    .concurrency(40)
+                    .process_sqs(&event.payload, |record: SqsRecord<Job>| {
+                        let (idempotency, context) = (&idempotency, &event.context);
+                        async move {
+                            let Job { key, hold } = record.body;
+                            let outcome = idempotency
+                                .run(context, "storm", key, |_| async move {
+                                    if hold {
+                                        tokio::time::sleep(Duration::from_millis(300)).await;
+                                    }
+                                    Ok::<(), lambda_runtime::Error>(())
+                                })
+                                .await;
+                            // Other records report meanwhile.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            outcome
+                        }
+                    })
+                    .await
+            }
+        }));
+    let response = function
+        .oneshot(TestContext::new().with_request_id("req-storm").event(event))
+        .await
+        .unwrap();
+    assert_eq!(failed_ids(&response).len(), 20);
+    let ids: Vec<String> = (20..40).map(|index| format!("storm-{index}")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let lines = failure_lines_of(&ids);
+    assert_eq!(lines.len(), 20, "{lines:?}");
+    for (id, name, _) in &lines {
+        assert_eq!(name, "IdempotencyAlreadyInProgressError", "{id}: {lines:?}");
+    }
+}

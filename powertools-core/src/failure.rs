@@ -41,9 +41,11 @@ struct Reports {
     /// An idempotent call of the invocation answered with a stored response
     /// ([`note_replayed_response`]).
     replayed: bool,
-    /// The scope was opened by the idempotency layer ([`idempotency_scope`]): no layer outside
-    /// it had opened one.
-    opened_by_idempotency: bool,
+    /// The idempotency layer was entered in this scope ([`idempotency_scope`]).
+    idempotency_entered: bool,
+    /// A record's scope ([`record_scope`]): the scope open around it, where its replay is noted
+    /// too when it ends.
+    outer: Option<Slot>,
 }
 
 impl std::fmt::Debug for Reports {
@@ -342,8 +344,9 @@ pub fn take_caught_panic() -> Option<Box<dyn std::any::Any + Send>> {
         .flatten()
 }
 
-/// How many reports an invocation keeps (the oldest goes first).
-const KEPT_REPORTS: usize = 8;
+/// How many reports an invocation keeps (the oldest goes first): a handler may make many
+/// idempotent calls before it returns the first one's refusal (found by a review, at 8).
+const KEPT_REPORTS: usize = 64;
 
 tokio::task_local! {
     static REPORTED: Slot;
@@ -384,31 +387,58 @@ pub fn scope<F: Future>(future: F) -> Scoped<F> {
     Scoped {
         future,
         slot: None,
-        by_idempotency: false,
+        kind: ScopeKind::Invocation,
+        entered: false,
     }
 }
 
-/// [`scope`], for the idempotency layer: a scope it opens (no layer outside it opened one) is
-/// marked, so that a logging layer inside it can tell that it is inside
-/// ([`opened_by_idempotency`]) and say that replays then write nothing.
+/// [`scope`], for the idempotency layer: entering it is noted in the scope (the one it opens,
+/// or one a layer outside opened), so that a logging layer polled inside it can tell
+/// ([`idempotency_layer_entered`]) and say that replays then write nothing.
 pub fn idempotency_scope<F: Future>(future: F) -> Scoped<F> {
     Scoped {
         future,
         slot: None,
-        by_idempotency: true,
+        kind: ScopeKind::Idempotency,
+        entered: false,
     }
 }
 
-/// Whether this scope was opened by the idempotency layer ([`idempotency_scope`]): the layer
-/// asking runs inside it, where a replay never reaches it; `false` outside a scope.
-pub fn opened_by_idempotency() -> bool {
+/// A scope of its own for one batch record, even inside an open scope: its reports are read
+/// back for its own failure, never another record's or lost among them (the invocation's scope
+/// keeps [`KEPT_REPORTS`]; found by a review), and a replay it notes
+/// ([`note_replayed_response`]) is noted in the scope around it too when it ends.
+pub fn record_scope<F: Future>(future: F) -> Scoped<F> {
+    Scoped {
+        future,
+        slot: None,
+        kind: ScopeKind::Record,
+        entered: false,
+    }
+}
+
+/// Whether the idempotency layer was entered in this scope ([`idempotency_scope`]) before the
+/// layer asking was polled: that layer runs inside it, where a replay never reaches it; `false`
+/// outside a scope.
+pub fn idempotency_layer_entered() -> bool {
     REPORTED
         .try_with(|slot| {
             slot.lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .opened_by_idempotency
+                .idempotency_entered
         })
         .unwrap_or(false)
+}
+
+/// Which layer or call a [`Scoped`] is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScopeKind {
+    /// A layer's, for its invocation: the open scope, or a new one.
+    Invocation,
+    /// The idempotency layer's: as [`Invocation`](Self::Invocation), noting it was entered.
+    Idempotency,
+    /// A batch record's: always a new one ([`record_scope`]).
+    Record,
 }
 
 pin_project_lite::pin_project! {
@@ -417,10 +447,11 @@ pin_project_lite::pin_project! {
     pub struct Scoped<F> {
         #[pin]
         future: F,
-        // Created on the first poll outside an open scope.
+        // Created on the first poll outside an open scope (always, for a record).
         slot: Option<Slot>,
-        // Opened by the idempotency layer ([`idempotency_scope`]).
-        by_idempotency: bool,
+        kind: ScopeKind,
+        // The idempotency layer's: whether its entering was noted.
+        entered: bool,
     }
 }
 
@@ -429,18 +460,48 @@ impl<F: Future> Future for Scoped<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        if this.slot.is_none() && REPORTED.try_with(|_| ()).is_ok() {
-            return this.future.poll(cx);
+        let kind = *this.kind;
+        if this.slot.is_none() && kind != ScopeKind::Record {
+            let open = REPORTED.try_with(|slot| {
+                if kind == ScopeKind::Idempotency && !*this.entered {
+                    slot.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .idempotency_entered = true;
+                }
+            });
+            *this.entered = true;
+            if open.is_ok() {
+                return this.future.poll(cx);
+            }
         }
-        let by_idempotency = *this.by_idempotency;
         let slot = Arc::clone(this.slot.get_or_insert_with(|| {
             Arc::new(Mutex::new(Reports {
-                opened_by_idempotency: by_idempotency,
+                idempotency_entered: kind == ScopeKind::Idempotency,
+                outer: match kind {
+                    ScopeKind::Record => REPORTED.try_with(Arc::clone).ok(),
+                    _ => None,
+                },
                 ..Reports::default()
             }))
         }));
         let future = this.future;
-        REPORTED.sync_scope(slot, || future.poll(cx))
+        let poll = REPORTED.sync_scope(Arc::clone(&slot), || future.poll(cx));
+        if kind == ScopeKind::Record && poll.is_ready() {
+            let (outer, replayed) = {
+                let mut reports = slot.lock().unwrap_or_else(PoisonError::into_inner);
+                (reports.outer.take(), reports.replayed)
+            };
+            // No let chain: this crate declares Rust 1.85.
+            if let Some(outer) = outer {
+                if replayed {
+                    outer
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .replayed = true;
+                }
+            }
+        }
+        poll
     }
 }
 
@@ -688,12 +749,17 @@ pub fn reported_for(error: &(dyn std::error::Error + 'static)) -> Option<(Report
         })
         .ok()
         .flatten()?;
-    let debug = crate::error_chain::bounded_debug(error, longest)?;
+    // Room for the `Handler(…)` wrappers of calls around the one that reported (a `run` whose
+    // closure returns another `run`'s refusal; found by a review).
+    let debug = crate::error_chain::bounded_debug(error, longest + MAX_WRAPPER_BYTES)?;
     if debug.cut {
         return None;
     }
-    reported_with_message(&debug.text)
+    reported_with_message(inside_handler_wrappers(&debug.text))
 }
+
+/// The most bytes of `Handler(…)` wrappers [`reported_for`] reads around a reported error.
+const MAX_WRAPPER_BYTES: usize = 16 * "Handler()".len();
 
 /// The error inside the `Handler(…)` variants with which powertools-rs layers pass an inner
 /// error on, in a `Debug` text: `Handler(Handler(KeyMissing))` gives `KeyMissing`.
@@ -1011,26 +1077,51 @@ pub fn handler_debug_type_name(debug: &str) -> Option<&str> {
 
 /// Whether `debug` is what `std::io::Error`'s `Debug` writes (`Os { code: 2, kind: NotFound,
 /// message: "…" }`, `Custom { kind: Other, error: … }`, `Kind(TimedOut)`, `Error { kind:
-/// UnexpectedEof, message: "…" }`); `whole` when `debug` is the whole text, else its start.
+/// UnexpectedEof, message: "…" }`), its kind an unquoted `ErrorKind` variant (a type of the
+/// user's with a quoted `kind` is not one; found by a review); `whole` when `debug` is the
+/// whole text, else its start (cut short).
 fn io_error_debug(debug: &str, whole: bool) -> bool {
-    let closed = |text: &str, close: char| !whole || text.ends_with(close);
-    if let Some(rest) = debug.strip_prefix("Os { code: ") {
-        return rest.contains(", kind: ") && closed(rest, '}');
+    // `text` begins with an `ErrorKind` variant's name, then `then`: what follows them, or
+    // `Some("")` when a text cut short ends within them.
+    fn kind_then<'t>(text: &'t str, then: &str, whole: bool) -> Option<&'t str> {
+        let end = text
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(text.len());
+        let (kind, rest) = text.split_at(end);
+        if !kind.starts_with(|c: char| c.is_ascii_uppercase()) {
+            return (!whole && kind.is_empty() && rest.is_empty()).then_some("");
+        }
+        match rest.strip_prefix(then) {
+            Some(after) => Some(after),
+            None if !whole && then.starts_with(rest) => Some(""),
+            None => None,
+        }
     }
-    if debug.starts_with("Custom { kind: ") {
-        return !whole || (debug.contains(", error: ") && closed(debug, '}'));
+    let message_closes = |rest: &str| !whole || (rest.starts_with('"') && rest.ends_with("\" }"));
+    if let Some(rest) = debug.strip_prefix("Os { code: ") {
+        let rest = rest.strip_prefix('-').unwrap_or(rest);
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return !whole && rest.is_empty();
+        }
+        let rest = &rest[digits..];
+        return match rest.strip_prefix(", kind: ") {
+            Some(kind) => kind_then(kind, ", message: ", whole).is_some_and(message_closes),
+            None => !whole && ", kind: ".starts_with(rest),
+        };
+    }
+    if let Some(rest) = debug.strip_prefix("Custom { kind: ") {
+        return kind_then(rest, ", error: ", whole)
+            .is_some_and(|error| !whole || error.ends_with(" }"));
     }
     if let Some(rest) = debug.strip_prefix("Error { kind: ") {
-        return !whole || (rest.contains(", message: ") && closed(rest, '}'));
+        return kind_then(rest, ", message: ", whole).is_some_and(message_closes);
     }
-    // Named: a `(` inside a literal reads as an open call to the
-    // let-chain check of the crates that declare Rust 1.85.
+    // Named: a `(` inside a literal reads as an open call to the let-chain check of the crates
+    // that declare Rust 1.85.
     const KIND: &str = "Kind(";
-    if let Some(kind) = debug.strip_prefix(KIND) {
-        let kind = kind.strip_suffix(')').unwrap_or(kind);
-        return closed(debug, ')')
-            && !kind.is_empty()
-            && kind.bytes().all(|b| b.is_ascii_alphanumeric());
+    if let Some(rest) = debug.strip_prefix(KIND) {
+        return kind_then(rest, ")", whole).is_some_and(|after| after.is_empty());
     }
     false
 }
@@ -1275,6 +1366,22 @@ mod tests {
             Some("Declined")
         );
         assert_eq!(name("Handler(\"card declined\")".into()), None);
+        // A type of the user's named like a representation, its kind quoted: its own name.
+        for (user, named) in [
+            (
+                "Os { code: 2, kind: \"NotFound\", message: \"gone\" }",
+                "Os",
+            ),
+            ("Custom { kind: \"Other\", error: \"bad\" }", "Custom"),
+            ("Kind(\"TimedOut\")", "Kind"),
+            ("Error { kind: 3, message: \"x\" }", "Error"),
+        ] {
+            assert_eq!(
+                name(format!("Handler({user})")).as_deref(),
+                Some(named),
+                "{user}"
+            );
+        }
         // Not an I/O error's shape (its kind is one word): a variant of the user's named so.
         assert_eq!(
             name("Handler(Kind(\"a b\"))".into()).as_deref(),
@@ -1306,7 +1413,7 @@ mod tests {
         impl std::error::Error for Busy {}
         let busy = Busy("k");
         assert_eq!(reported_for(&busy), None, "outside a scope");
-        let (found, longer) = scope(async {
+        let (found, longer, wrapped, ()) = scope(async {
             report(Reported {
                 debug: format!("{busy:?}"),
                 debug_end: String::new(),
@@ -1315,7 +1422,27 @@ mod tests {
                 message: "already in progress".to_owned(),
                 panicked: false,
             });
-            (reported_for(&busy), reported_for(&Busy("k-but-longer")))
+            (
+                reported_for(&busy),
+                reported_for(&Busy("k-but-longer")),
+                reported_for(&Handler(Handler(Busy("k")))),
+                {
+                    // Kept among as many reports as a handler may make before it returns the
+                    // first call's refusal; the oldest goes past that.
+                    let other = || Reported {
+                        debug: "Other".to_owned(),
+                        debug_end: String::new(),
+                        handler_within: false,
+                        error_type: "Other",
+                        message: String::new(),
+                        panicked: false,
+                    };
+                    (1..KEPT_REPORTS).for_each(|_| report(other()));
+                    assert!(reported_for(&busy).is_some(), "kept among {KEPT_REPORTS}");
+                    report(other());
+                    assert!(reported_for(&busy).is_none(), "the oldest goes");
+                },
+            )
         })
         .await;
         let (reported, message) = found.expect("reported");
@@ -1324,7 +1451,75 @@ mod tests {
             ("IdempotencyAlreadyInProgressError", "already in progress")
         );
         assert_eq!(longer, None);
+        // Inside the wrappers of calls around the one that reported (a `run` returning another
+        // `run`'s refusal).
+        assert_eq!(
+            wrapped.map(|(reported, _)| reported.error_type),
+            Some("IdempotencyAlreadyInProgressError")
+        );
     }
+
+    /// A record's scope is its own inside the invocation's: its reports are not the
+    /// invocation's (nor the invocation's its), and a replay it notes is noted around it when it
+    /// ends. The idempotency layer's entering is noted in the scope it finds open too.
+    #[tokio::test]
+    async fn a_record_s_scope_is_its_own_and_its_replay_is_noted_around_it() {
+        let reported = |debug: &str| Reported {
+            debug: debug.to_owned(),
+            debug_end: String::new(),
+            handler_within: false,
+            error_type: "IdempotencyAlreadyInProgressError",
+            message: String::new(),
+            panicked: false,
+        };
+        let (inside, outside, replayed_inside, replayed) = scope(async {
+            report(reported("invocation's"));
+            let (inside, replayed_inside) = record_scope(async {
+                report(reported("record's"));
+                note_replayed_response();
+                (
+                    reported("invocation's").describes("invocation's")
+                        && super::reported("invocation's").is_some(),
+                    response_replayed(),
+                )
+            })
+            .await;
+            (
+                inside,
+                super::reported("record's").is_some(),
+                replayed_inside,
+                response_replayed(),
+            )
+        })
+        .await;
+        assert!(!inside, "the invocation's report is not the record's");
+        assert!(!outside, "the record's report is not the invocation's");
+        assert!(
+            replayed_inside && replayed,
+            "the replay is noted around the record"
+        );
+
+        let entered = scope(async {
+            let before = idempotency_layer_entered();
+            let within = idempotency_scope(async { idempotency_layer_entered() }).await;
+            (before, within)
+        })
+        .await;
+        assert_eq!(entered, (false, true));
+        assert!(idempotency_scope(async { idempotency_layer_entered() }).await);
+    }
+
+    /// A `Handler(…)` wrapper, as the idempotency crate's `Error::Handler` writes its `Debug`.
+    #[derive(Debug)]
+    struct Handler<E>(E);
+
+    impl<E: std::fmt::Display> std::fmt::Display for Handler<E> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            self.0.fmt(f)
+        }
+    }
+
+    impl<E: std::fmt::Debug + std::fmt::Display> std::error::Error for Handler<E> {}
 
     /// A serde_json error's `Debug` is `Error("…", line: 1, column: 2)`, which read as a type
     /// named `Error`; a batch record whose body did not read says `serde_json::Error`, and a

@@ -331,12 +331,12 @@ where
         // In the scope where a powertools-rs layer inside says what Lambda reports for its own
         // errors, for the failure line.
         Box::pin(powertools_core::failure::scope(async move {
-            // Inside the idempotency layer (it opened the scope), a replay never reaches this
+            // Inside the idempotency layer (entered before this layer), a replay never reaches this
             // layer: said once, at the first invocation (the order is the function's, fixed;
             // found by an attack from the docs: the wrong order was accepted without a word).
             if !shared.checked_layer_order.load(Ordering::Relaxed)
                 && !shared.checked_layer_order.swap(true, Ordering::Relaxed)
-                && powertools_core::failure::opened_by_idempotency()
+                && powertools_core::failure::idempotency_layer_entered()
             {
                 shared.notice(Level::Warn, INSIDE_IDEMPOTENCY_WARNING);
             }

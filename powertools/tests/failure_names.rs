@@ -533,7 +533,10 @@ async fn a_boxed_run_error_of_the_function_s_own_type_is_named_as_powertools_nam
 #[tokio::test]
 async fn the_idempotency_layer_outside_the_stack_is_said_once() {
     const WARNING: &str = "LoggingLayer runs inside IdempotencyLayer";
-    for outside in [true, false] {
+    // The idempotency layer outside the stack; the same under a layer that opens the failure
+    // scope first (a tracing layer outermost: the warning was missed, found by a review); and
+    // inside it, as the docs order them.
+    for (outside, under_a_scope) in [(true, false), (true, true), (false, false), (false, true)] {
         let (logs, spans) = (MemoryLogs::new(), KeptSpans::default());
         let powertools = stack(&logs, &spans);
         let _guard = tracing::subscriber::set_default(powertools.subscriber());
@@ -544,16 +547,23 @@ async fn the_idempotency_layer_outside_the_stack_is_said_once() {
             .key_from(|event: &Value| event.get("order_id").cloned());
         for request in ["req-1", "req-2", "req-3"] {
             let event = invocation(request, json!({"order_id": "o-1"}));
-            if outside {
-                let service = ServiceBuilder::new()
-                    .layer(idempotency.clone())
-                    .layer(powertools.layer());
-                service.service(handler).oneshot(event).await.unwrap();
+            let call = async {
+                if outside {
+                    let service = ServiceBuilder::new()
+                        .layer(idempotency.clone())
+                        .layer(powertools.layer());
+                    service.service(handler).oneshot(event).await.unwrap();
+                } else {
+                    let service = ServiceBuilder::new()
+                        .layer(powertools.layer())
+                        .layer(idempotency.clone());
+                    service.service(handler).oneshot(event).await.unwrap();
+                }
+            };
+            if under_a_scope {
+                powertools::core::failure::scope(call).await;
             } else {
-                let service = ServiceBuilder::new()
-                    .layer(powertools.layer())
-                    .layer(idempotency.clone());
-                service.service(handler).oneshot(event).await.unwrap();
+                call.await;
             }
         }
         let warnings = logs
@@ -565,7 +575,11 @@ async fn the_idempotency_layer_outside_the_stack_is_said_once() {
                     .is_some_and(|text| text.starts_with(WARNING))
             })
             .count();
-        assert_eq!(warnings, usize::from(outside), "outside: {outside}");
+        assert_eq!(
+            warnings,
+            usize::from(outside),
+            "outside: {outside}, under a scope: {under_a_scope}"
+        );
     }
 }
 
