@@ -111,7 +111,13 @@ fn a_region_that_is_not_one_is_refused_naming_aws_region() {
             .build();
         DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), "idempotency")
     };
-    for region in ["not a region!", "eu_west_1", "-eu-west-1"] {
+    for region in [
+        "not a region!",
+        "eu_west_1",
+        "-eu-west-1",
+        "eu-west-1.",
+        ".local",
+    ] {
         let refused = store_in(region).expect_err(region);
         assert!(
             matches!(&refused, Error::Config(_))
@@ -120,7 +126,13 @@ fn a_region_that_is_not_one_is_refused_naming_aws_region() {
             "{region:?}: {refused}"
         );
     }
-    for region in ["eu-west-1", "us-gov-west-1", "cn-north-1", "local"] {
+    for region in [
+        "eu-west-1",
+        "us-gov-west-1",
+        "cn-north-1",
+        "local",
+        "local.test",
+    ] {
         assert!(store_in(region).is_ok(), "{region}");
     }
 }

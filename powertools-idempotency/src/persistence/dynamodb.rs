@@ -212,13 +212,19 @@ impl DynamoDbStore {
     }
 
     /// `error` of `operation` as a [`DynamoDbError`].
-    fn failure<E>(&self, operation: &'static str, error: SdkError<E, HttpResponse>) -> DynamoDbError
+    fn failure<E>(
+        &self,
+        operation: &'static str,
+        error: SdkError<E, HttpResponse>,
+        sent: u32,
+    ) -> DynamoDbError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let endpoint = self.endpoint.describe(&self.client);
         let mut failure =
             DynamoDbError::new(operation, &self.settings.table_name, &endpoint, error);
+        failure.worded_for(sent);
         // DynamoDB's message names no attribute: say what the store sends as the key.
         if failure.code.as_deref() == Some("ValidationException")
             && failure
@@ -254,11 +260,8 @@ impl DynamoDbStore {
         let (read, sent) = counting_sends(read).await;
         read.map_err(|error| {
             // A read before the claim's PutItem: the claim was never sent.
-            let mut failure = self.failure("GetItem", error);
+            let mut failure = self.failure("GetItem", error, sent);
             failure.unsent = true;
-            if sent == 0 {
-                failure.never_went_out();
-            }
             StoreError::Backend(Box::new(failure))
         })?;
         settings.key_schema_checked.store(true, Ordering::Release);
@@ -296,12 +299,13 @@ impl DynamoDbStore {
         operation: &'static str,
         key: &str,
         error: SdkError<E, HttpResponse>,
+        sent: u32,
     ) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let too_large = is_item_too_large(&error);
-        let error = self.failure(operation, error);
+        let error = self.failure(operation, error, sent);
         if too_large {
             StoreError::ItemTooLarge {
                 key: key.to_owned(),
@@ -320,6 +324,7 @@ impl DynamoDbStore {
         operation: &'static str,
         key: &str,
         error: SdkError<E, HttpResponse>,
+        sent: u32,
     ) -> Result<(), StoreError>
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -333,7 +338,7 @@ impl DynamoDbStore {
             return Ok(());
         }
         Err(StoreError::Backend(Box::new(
-            self.failure(operation, error),
+            self.failure(operation, error, sent),
         )))
     }
 
@@ -373,7 +378,7 @@ impl DynamoDbStore {
                     }
                     return Ok(PutOutcome::Exists(existing));
                 }
-                match self.write_failure("PutItem", &record.key, error) {
+                match self.write_failure("PutItem", &record.key, error, sent) {
                     // Sent more than once: an earlier attempt (unanswered, or answered with
                     // an error the SDK retries) may have landed, whatever the last one's answer.
                     // Never sent (it failed before its first attempt went out): it stored
@@ -383,9 +388,6 @@ impl DynamoDbStore {
                         if let Some(failure) = backend.downcast_mut::<DynamoDbError>() {
                             failure.resent = sent > 1;
                             failure.unsent = sent == 0;
-                            if sent == 0 {
-                                failure.never_went_out();
-                            }
                         }
                         Err(StoreError::Backend(backend))
                     }
@@ -718,12 +720,14 @@ impl DynamoDbStoreBuilder {
 /// - `DynamoDB PutItem on table idempotency failed: ThrottlingException: Rate of requests
 ///   exceeds the allowed throughput` for an error answer from DynamoDB (its code and message;
 ///   for `ResourceNotFoundException`, the endpoint it looked at and what to check: `Requested
-///   resource not found (no table idempotency at dynamodb.eu-west-1.amazonaws.com: check the
-///   table's name, and the region, AWS_REGION)`);
+///   resource not found (no table idempotency at dynamodb.eu-west-1.amazonaws.com:443: check
+///   the table's name, and the region, AWS_REGION)`);
 /// - `DynamoDB GetItem on table idempotency failed: could not send the request to 127.0.0.1:8000:
-///   Connection refused (os error 111)` when the request never went out, and `got no answer
-///   from 127.0.0.1:8000 (the request may have reached it): …` when the connection failed
-///   after it may have been written: the endpoint the client sends to and the innermost cause.
+///   Connection refused (os error 111)` when no attempt of the request went out (refused, no
+///   credentials to sign it with), and `got no answer from 127.0.0.1:8000 (the request may
+///   have reached it): …` when one may have been written (its connection failed after, or an
+///   earlier attempt's did while the last could not connect): the endpoint the client sends to
+///   and the innermost cause, on one line.
 ///
 /// It reaches callers boxed in [`StoreError::Backend`] (and from there in
 /// [`Error::Persistence`]); its `source` is the SDK's `SdkError` for the operation, for example
@@ -742,12 +746,55 @@ pub struct DynamoDbError {
     /// A claim's write the SDK never sent (no credentials to sign it with, say): it stored
     /// nothing, whatever its error.
     unsent: bool,
-    /// For a dispatch failure described as unanswered: the endpoint and the innermost cause,
-    /// to say instead that the request never went out when its attempts are known to be none
-    /// ([`never_went_out`](Self::never_went_out)).
-    unanswered: Option<(String, String)>,
+    /// For a dispatch failure: what its wording needs once the attempts that went out are
+    /// counted ([`worded_for`](Self::worded_for)).
+    dispatch: Option<Dispatch>,
     cause: String,
     source: BoxError,
+}
+
+/// `text` on one line: the SDK's "no credentials found in chain" lists each provider on a line
+/// of its own, and this error's `Display` is one line (a Lambda error message, a log key).
+fn one_line(text: String) -> String {
+    if !text.contains(['\n', '\r']) {
+        return text;
+    }
+    text.split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A dispatch failure's facts, worded once the attempts that went out are known.
+#[derive(Debug)]
+struct Dispatch {
+    endpoint: String,
+    /// The innermost cause.
+    detail: String,
+    /// Whether the last attempt never connected (refused, unreachable).
+    last_never_sent: bool,
+}
+
+impl Dispatch {
+    /// The cause, given how many attempts went out (`None`: not counted, as the last one's).
+    fn worded(&self, sent: Option<u32>) -> String {
+        let Dispatch {
+            endpoint, detail, ..
+        } = self;
+        match (sent, self.last_never_sent) {
+            (Some(0), _) | (None, true) => {
+                format!("could not send the request to {endpoint}: {detail}")
+            }
+            (Some(_), true) => format!(
+                "got no answer from {endpoint} (an earlier attempt may have reached it; the last \
+                 could not connect): {detail}"
+            ),
+            (_, false) => {
+                format!("got no answer from {endpoint} (the request may have reached it): {detail}")
+            }
+        }
+    }
 }
 
 impl DynamoDbError {
@@ -831,7 +878,7 @@ impl DynamoDbError {
             retried_answer: false,
             resent: false,
             unsent: true,
-            unanswered: None,
+            dispatch: None,
             source: cause.clone().into(),
             cause,
         }
@@ -846,7 +893,7 @@ impl DynamoDbError {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let mut unanswered = None;
+        let mut dispatch = None;
         let cause = match &error {
             // DynamoDB's message names neither the table nor where it looked (found by an attack
             // from the docs: a table in another region read as a missing one).
@@ -865,20 +912,15 @@ impl DynamoDbError {
             // Refused or unreachable: nothing was sent. Any other dispatch failure (a
             // connection closed before the answer) may come after the request was written: it
             // said "could not send" of a write that had landed (found by an attack).
-            SdkError::DispatchFailure(failure)
-                if failure.as_connector_error().is_some_and(never_sent) =>
-            {
-                format!(
-                    "could not send the request to {endpoint}: {}",
-                    innermost_cause(&error)
-                )
-            }
-            SdkError::DispatchFailure(_) => {
-                unanswered = Some((endpoint.to_owned(), innermost_cause(&error)));
-                format!(
-                    "got no answer from {endpoint} (the request may have reached it): {}",
-                    innermost_cause(&error)
-                )
+            SdkError::DispatchFailure(failure) => {
+                let described = Dispatch {
+                    endpoint: endpoint.to_owned(),
+                    detail: one_line(innermost_cause(&error)),
+                    last_never_sent: failure.as_connector_error().is_some_and(never_sent),
+                };
+                let cause = described.worded(None);
+                dispatch = Some(described);
+                cause
             }
             SdkError::TimeoutError(_) => format!(
                 "timed out talking to {endpoint}: {}",
@@ -910,19 +952,21 @@ impl DynamoDbError {
             retried_answer,
             resent: false,
             unsent: false,
-            unanswered,
-            cause,
+            dispatch,
+            cause: one_line(cause),
             source: Box::new(error),
         }
     }
 
-    /// Notes that no attempt of the request went out (counted by [`AnswerRecorder`]): a dispatch
-    /// failure before it (no credentials to sign it with, an endpoint that is not a URL) is said
-    /// so, not "got no answer … (the request may have reached it)" (found by an attack from the
-    /// docs).
-    fn never_went_out(&mut self) {
-        if let Some((endpoint, detail)) = self.unanswered.take() {
-            self.cause = format!("could not send the request to {endpoint}: {detail}");
+    /// Words a dispatch failure by the attempts that went out (`sent`, counted by
+    /// [`AnswerRecorder`]): none, "could not send the request" (no credentials to sign it with,
+    /// an endpoint that is not a URL: it said "got no answer … (the request may have reached
+    /// it)"); some, "may have reached it" even when the last could not connect (an earlier one,
+    /// cut after it was written, may have landed: it said "could not send" of a write the table
+    /// held). Both found by attacks from the docs.
+    fn worded_for(&mut self, sent: u32) {
+        if let Some(dispatch) = &self.dispatch {
+            self.cause = dispatch.worded(Some(sent));
         }
     }
 }
@@ -1068,14 +1112,17 @@ impl EndpointRecorder {
     }
 }
 
-/// Whether `region` is a host label, as the SDK's endpoint rules require of a region: 1 to 63
-/// letters, digits and hyphens, not beginning with a hyphen.
+/// Whether `region` is what the SDK's endpoint rules take for a region: host labels (1 to 63
+/// letters, digits and hyphens, not beginning with a hyphen) separated by dots (`local.test`, a
+/// local endpoint's; found by a review: dotted regions were refused).
 fn is_host_label(region: &str) -> bool {
-    (1..=63).contains(&region.len())
-        && !region.starts_with('-')
-        && region
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+    region.split('.').all(|label| {
+        (1..=63).contains(&label.len())
+            && !label.starts_with('-')
+            && label
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+    })
 }
 
 /// The variable that sets DynamoDB's endpoint for the SDK's shared config, and its value:
@@ -1087,7 +1134,8 @@ fn endpoint_variable() -> Option<(&'static str, String)> {
 
 /// [`endpoint_variable`] with the variables `lookup` gives.
 fn endpoint_variable_in(lookup: impl Fn(&str) -> Option<String>) -> Option<(&'static str, String)> {
-    let set = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+    // Set but blank counts, as the SDK reads it (it fails every request on it).
+    let set = |name: &str| lookup(name);
     if set("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
         .is_some_and(|value| value.eq_ignore_ascii_case("true"))
     {
@@ -1129,7 +1177,7 @@ fn operation_of(call: StoreCall) -> &'static str {
 }
 
 tokio::task_local! {
-    /// How many times the SDK has sent the claim write being polled ([`counting_sends`]).
+    /// How many times the SDK has sent the request being polled ([`counting_sends`]).
     static SENT_ATTEMPTS: Cell<u32>;
 }
 
@@ -1163,7 +1211,7 @@ async fn counting_sends<T>(send: impl Future<Output = T> + Send) -> (T, u32) {
 /// The most bytes of DynamoDB's message kept for an error.
 const MAX_ANSWER_BYTES: usize = 300;
 
-/// Counts the attempts a claim's write sent ([`counting_sends`]), and records DynamoDB's answer
+/// Counts the attempts a request sent ([`counting_sends`]), and records DynamoDB's answer
 /// to each attempt in the answers of the call it belongs to ([`CallAnswers`]), for the error of
 /// a call the store timeout ends while the SDK retries: throttling or an outage would otherwise
 /// read as a call that got no answer. A success (or a failed condition, an answer the store
@@ -1302,10 +1350,10 @@ impl IdempotencyStore for DynamoDbStore {
             .table_name(&self.settings.table_name)
             .set_key(Some(self.key(key)))
             .consistent_read(true)
-            .send()
-            .boxed()
-            .await
-            .map_err(|error| StoreError::Backend(Box::new(self.failure("GetItem", error))))?;
+            .send();
+        let (output, sent) = counting_sends(output).await;
+        let output = output
+            .map_err(|error| StoreError::Backend(Box::new(self.failure("GetItem", error, sent))))?;
         output.item().map(|item| self.parse(item)).transpose()
     }
 
@@ -1407,7 +1455,8 @@ impl IdempotencyStore for DynamoDbStore {
                 .expression_attribute_names("#claim_id", CLAIM_ID_ATTR)
                 .expression_attribute_values(":claim_id", AttributeValue::S(claim_id.clone()));
         }
-        match update.update_expression(expression).send().boxed().await {
+        let (result, sent) = counting_sends(update.update_expression(expression).send()).await;
+        match result {
             Ok(_) => Ok(()),
             Err(error) => {
                 if let Some(UpdateItemError::ConditionalCheckFailedException(_)) =
@@ -1417,7 +1466,7 @@ impl IdempotencyStore for DynamoDbStore {
                         key: record.key.clone(),
                     });
                 }
-                Err(self.write_failure("UpdateItem", &record.key, error))
+                Err(self.write_failure("UpdateItem", &record.key, error, sent))
             }
         }
     }
@@ -1481,9 +1530,11 @@ impl IdempotencyStore for DynamoDbStore {
                 .condition_expression(DELETE_CONDITION_WITHOUT_EXPIRY)
                 .expression_attribute_names(expiry_name.0, expiry_name.1),
         };
-        match request.send().boxed().await {
-            Ok(_) => Ok(()),
-            Err(error) => self.unless_claim_replaced("DeleteItem", &record.key, error),
+        match counting_sends(request.send()).await {
+            (Ok(_), _) => Ok(()),
+            (Err(error), sent) => {
+                self.unless_claim_replaced("DeleteItem", &record.key, error, sent)
+            }
         }
     }
 
@@ -1520,9 +1571,9 @@ impl IdempotencyStore for DynamoDbStore {
             .expression_attribute_values(":fenced_at", AttributeValue::N(fenced_at.to_string()))
             .expression_attribute_values(":fence_id", AttributeValue::S(fence_id.clone()))
             .expression_attribute_values(":claim_id", AttributeValue::S(claim_id.clone()));
-        match request.send().boxed().await {
-            Ok(_) => Ok(()),
-            Err(error) => self.unless_claim_replaced("UpdateItem", &claim.key, error),
+        match counting_sends(request.send()).await {
+            (Ok(_), _) => Ok(()),
+            (Err(error), sent) => self.unless_claim_replaced("UpdateItem", &claim.key, error, sent),
         }
     }
 }
@@ -1766,9 +1817,73 @@ mod tests {
             ])),
             None
         );
+        // Blank, it is still the one the SDK reads (and fails on): named, not the next.
         assert_eq!(
-            endpoint_variable_in(lookup(&[("AWS_ENDPOINT_URL_DYNAMODB", " ")])),
-            None
+            endpoint_variable_in(lookup(&[
+                ("AWS_ENDPOINT_URL_DYNAMODB", " "),
+                ("AWS_ENDPOINT_URL", "http://a")
+            ])),
+            Some(("AWS_ENDPOINT_URL_DYNAMODB", " ".to_owned()))
+        );
+    }
+
+    /// A dispatch failure is worded by the attempts that went out: none, "could not send" (a
+    /// request never signed said "got no answer … may have reached it"); some, "may have reached
+    /// it" even when the last could not connect (an earlier attempt, cut after it was written,
+    /// may have landed: it said "could not send" of a write the table held). Found by attacks
+    /// from the docs, with the fault proxy and credentials that failed after the claim.
+    #[test]
+    fn a_dispatch_failure_is_worded_by_the_attempts_that_went_out() {
+        let refused = || {
+            SdkError::dispatch_failure(aws_sdk_dynamodb::error::ConnectorError::io(Box::new(
+                Layer(
+                    "client error (Connect)",
+                    std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+                ),
+            )))
+        };
+        let unsigned = || {
+            SdkError::dispatch_failure(aws_sdk_dynamodb::error::ConnectorError::other(
+                "the session's credentials expired and their refresh failed".into(),
+                None,
+            ))
+        };
+        let worded = |error, sent| {
+            let mut failure = described(error);
+            failure.worded_for(sent);
+            failure.to_string()
+        };
+        assert_eq!(
+            worded(refused(), 1),
+            "DynamoDB PutItem on table orders failed: got no answer from 127.0.0.1:8000 (an \
+             earlier attempt may have reached it; the last could not connect): connection refused"
+        );
+        assert!(
+            worded(refused(), 0).contains("could not send the request to 127.0.0.1:8000"),
+            "{}",
+            worded(refused(), 0)
+        );
+        assert_eq!(
+            worded(unsigned(), 0),
+            "DynamoDB PutItem on table orders failed: could not send the request to \
+             127.0.0.1:8000: the session's credentials expired and their refresh failed"
+        );
+        assert!(
+            worded(unsigned(), 2).contains("(the request may have reached it)"),
+            "{}",
+            worded(unsigned(), 2)
+        );
+        // On one line, as the SDK's list of credential providers is not.
+        let listed = SdkError::dispatch_failure(aws_sdk_dynamodb::error::ConnectorError::other(
+            "no credentials found in chain. Attempted:\n  Environment: missing\n  Profile: none"
+                .into(),
+            None,
+        ));
+        assert_eq!(
+            worded(listed, 0),
+            "DynamoDB PutItem on table orders failed: could not send the request to \
+             127.0.0.1:8000: no credentials found in chain. Attempted: Environment: missing \
+             Profile: none"
         );
     }
 
