@@ -406,7 +406,7 @@ pub fn idempotency_scope<F: Future>(future: F) -> Scoped<F> {
 
 /// A scope of its own for one batch record, even inside an open scope: its reports are read
 /// back for its own failure, never another record's or lost among them (the invocation's scope
-/// keeps [`KEPT_REPORTS`]; found by a review), and a replay it notes
+/// keeps 64; found by a review), and a replay it notes
 /// ([`note_replayed_response`]) is noted in the scope around it too when it ends.
 pub fn record_scope<F: Future>(future: F) -> Scoped<F> {
     Scoped {
