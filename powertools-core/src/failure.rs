@@ -1070,9 +1070,36 @@ pub fn cut_error_type_name(debug: &str) -> Option<&str> {
 pub fn handler_debug_type_name(debug: &str) -> Option<&str> {
     if io_error_debug(debug, true) {
         Some("std::io::Error")
+    } else if json_error_debug(debug) {
+        Some("serde_json::Error")
     } else {
         debug_type_name(debug)
     }
+}
+
+/// Whether `debug` is what `serde_json::Error`'s `Debug` writes: `Error("…", line: 1, column:
+/// 2)` (inside `Handler(…)` its type is not known; it was named `Error`, found by a review).
+fn json_error_debug(debug: &str) -> bool {
+    // Named: a `(` inside a literal reads as an open call to the let-chain check.
+    const OPENING: &str = "Error(\"";
+    let Some(rest) = debug.strip_prefix(OPENING) else {
+        return false;
+    };
+    let Some(rest) = rest.strip_suffix(')') else {
+        return false;
+    };
+    // The message's closing quote is the last one: `", line: N, column: M` follows it.
+    let Some((_, position)) = rest.rsplit_once('"') else {
+        return false;
+    };
+    let Some(position) = position.strip_prefix(", line: ") else {
+        return false;
+    };
+    let Some((line, column)) = position.split_once(", column: ") else {
+        return false;
+    };
+    let number = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    number(line) && number(column)
 }
 
 /// Whether `debug` is what `std::io::Error`'s `Debug` writes (`Os { code: 2, kind: NotFound,
@@ -1364,6 +1391,17 @@ mod tests {
         assert_eq!(
             name("Handler(Declined { code: 51 })".into()).as_deref(),
             Some("Declined")
+        );
+        // A serde_json error inside (`run` over `serde_json::from_str`; found by a review).
+        let json = serde_json::from_str::<u8>("{").unwrap_err();
+        assert_eq!(
+            name(format!("Handler({json:?})")).as_deref(),
+            Some("serde_json::Error"),
+            "{json:?}"
+        );
+        assert_eq!(
+            name("Handler(Error(\"x\", line: one))".into()).as_deref(),
+            Some("Error")
         );
         assert_eq!(name("Handler(\"card declined\")".into()), None);
         // A type of the user's named like a representation, its kind quoted: its own name.

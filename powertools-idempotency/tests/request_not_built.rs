@@ -136,3 +136,45 @@ fn a_region_that_is_not_one_is_refused_naming_aws_region() {
         assert!(store_in(region).is_ok(), "{region}");
     }
 }
+
+/// A claim whose connections are refused while the store timeout runs out (the client waiting
+/// to retry) says that it got no connection: "no answer within …" alone pointed at the store's
+/// latency, where the cause is the network (a function in a VPC without a route to DynamoDB;
+/// found by a review).
+#[tokio::test]
+async fn a_store_timeout_after_refused_connections_says_there_was_no_connection() {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
+        .endpoint_url("http://127.0.0.1:9")
+        // The retry waits past the store timeout: the bound ends the call between attempts.
+        .retry_config(
+            aws_sdk_dynamodb::config::retry::RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(std::time::Duration::from_secs(20))
+                .with_use_static_exponential_base(true),
+        )
+        .build();
+    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), "idempotency")
+        .expect("a store");
+    let idempotency = Idempotency::builder(store)
+        .store_timeout(std::time::Duration::from_millis(500))
+        .env(Env::from_pairs::<_, &str, &str>([]))
+        .build()
+        .expect("valid settings");
+    let error = idempotency
+        .run(
+            &TestContext::new().build(),
+            "charge",
+            "order-1",
+            |_| async { Ok::<_, std::io::Error>(1_u32) },
+        )
+        .await
+        .expect_err("no connection");
+    let message = powertools_core::error_chain::message_chain(&error);
+    assert!(
+        message.contains("within 500 ms") && message.contains("no connection ("),
+        "{message}"
+    );
+}

@@ -815,8 +815,14 @@ fn resource(service: &str, config: &PowertoolsConfig, from_variable: &[KeyValue]
             i64::from(memory) * 1024 * 1024,
         ));
     }
-    // The service last: `service.name` in the variable would replace it (found by an attack).
-    Resource::builder()
+    // The SDK's telemetry attributes, but not its reading of the process's environment
+    // (`OTEL_RESOURCE_ATTRIBUTES` undecoded and unchecked, whatever `env` the builder was
+    // given; found by a review). The service last: `service.name` in the variable would
+    // replace it (found by an attack).
+    Resource::builder_empty()
+        .with_detector(Box::new(
+            opentelemetry_sdk::resource::TelemetryResourceDetector,
+        ))
         .with_attributes(attributes)
         .with_service_name(service.to_owned())
         .build()

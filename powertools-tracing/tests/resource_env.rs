@@ -1,6 +1,6 @@
 //! The resource's `service.name` is the Powertools service, whatever `OTEL_SERVICE_NAME` says,
-//! and `OTEL_RESOURCE_ATTRIBUTES` (read by the OpenTelemetry SDK from the process) adds its
-//! keys under the tracer's own, as the README says. The SDK reads the process's environment,
+//! and `OTEL_RESOURCE_ATTRIBUTES` (read by the tracer's builder, from the process or the `Env`
+//! it is given) adds its keys, percent-decoded, under the tracer's own, as the README says. The SDK reads the process's environment,
 //! which a test cannot set without `unsafe`: the test runs itself again as a child process with
 //! the variables set.
 
@@ -74,4 +74,53 @@ fn the_service_is_powertools_and_otel_resource_attributes_add_under_the_tracer_s
     assert_eq!(value("faas.name"), Some(Value::from("orders-api")));
     assert_eq!(value("deployment.environment"), Some(Value::from("prod")));
     assert_eq!(value("team"), Some(Value::from("bakery")));
+}
+
+const ENV_CHILD: &str = "POWERTOOLS_TEST_RESOURCE_ENV_CHILD";
+
+/// A tracer given an `Env` of its own reads `OTEL_RESOURCE_ATTRIBUTES` from it alone: the SDK
+/// read the process's too, undecoded and unchecked (`leak=raw%20v` exported as it was, `c`
+/// dropped without a word; found by a review).
+#[test]
+fn a_tracer_given_its_own_env_reads_no_resource_attributes_from_the_process() {
+    if std::env::var_os(ENV_CHILD).is_none() {
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "a_tracer_given_its_own_env_reads_no_resource_attributes_from_the_process",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(ENV_CHILD, "1")
+            .env("OTEL_RESOURCE_ATTRIBUTES", "leak=raw%20v,c")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("1 passed"),
+            "the child failed ({:?}):\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return;
+    }
+    let kept = KeepsResource::default();
+    let _tracer = Tracer::builder()
+        .service("orders")
+        .env(powertools_core::env::Env::from_pairs([(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "team=bakery%20one",
+        )]))
+        .queued_exporter(kept.clone())
+        .build()
+        .unwrap();
+    let resource = kept.0.lock().unwrap().clone().unwrap();
+    let value = |key: &'static str| resource.get(&Key::from_static_str(key));
+    assert_eq!(value("leak"), None);
+    assert_eq!(value("team"), Some(Value::from("bakery one")));
+    assert_eq!(value("service.name"), Some(Value::from("orders")));
+    assert!(
+        value("telemetry.sdk.name").is_some(),
+        "the SDK's own attributes stay"
+    );
 }

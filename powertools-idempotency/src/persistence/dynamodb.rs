@@ -1245,11 +1245,21 @@ impl Intercept for AnswerRecorder {
             None => return Ok(()),
             Some(Ok(_)) => None,
             Some(Err(error)) => {
-                if error.as_connector_error().is_some_and(never_connected) {
+                if let Some(connector) = error
+                    .as_connector_error()
+                    .filter(|connector| never_connected(connector))
+                {
                     // Its request never went out: not a sent attempt, which may have landed
                     // (found by an attack from the docs: a refused connection's claim was
                     // taken back, and a warning said it may be stored).
                     let _ = SENT_ATTEMPTS.try_with(|sent| sent.set(sent.get().saturating_sub(1)));
+                    // Kept as the call's last answer, for the store timeout's error should it end
+                    // the call while the client retries: "no answer" alone pointed at the
+                    // store's latency, where the cause is the connection (a function in a VPC
+                    // without a route to DynamoDB; found by a review).
+                    let mut answer = format!("no connection ({})", innermost_cause(connector));
+                    answer.truncate(answer.floor_char_boundary(MAX_ANSWER_BYTES));
+                    CallAnswers::record(Some(answer));
                     return Ok(());
                 }
                 // An attempt that got no answer (a connection cut) is not an answer.
