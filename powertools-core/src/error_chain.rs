@@ -151,9 +151,63 @@ pub fn type_name(error: &(dyn Error + 'static)) -> Option<String> {
     let debug = bounded_debug(error, MAX_DEBUG_CHARS)?;
     match crate::failure::error_type_name(error, &debug.text) {
         Some(name) => Some(name.to_owned()),
-        // Cut short: its close is past what was read.
-        None if debug.cut => crate::failure::cut_error_type_name(&debug.text).map(str::to_owned),
+        // Cut short: its close is past what was read. A serde_json error's message can be long:
+        // its end is read apart, as far as [`MAX_TAIL_READ`].
+        None if debug.cut => match crate::failure::json_error_wrappers(&debug.text) {
+            Some(wrappers)
+                if debug_tail(error)
+                    .is_some_and(|tail| crate::failure::json_error_tail(&tail, wrappers)) =>
+            {
+                Some("serde_json::Error".to_owned())
+            }
+            _ => crate::failure::cut_error_type_name(&debug.text).map(str::to_owned),
+        },
         None => None,
+    }
+}
+
+/// The most bytes of a `Debug` text [`debug_tail`] goes through for its end.
+const MAX_TAIL_READ: usize = 1 << 20;
+
+/// The bytes an end read by [`debug_tail`] keeps.
+const TAIL_BYTES: usize = 128;
+
+/// The last bytes of `error`'s `Debug` text (about [`TAIL_BYTES`]), when the text is at most
+/// [`MAX_TAIL_READ`] bytes and its `Debug` does not panic (quietly, its payload leaked).
+fn debug_tail(error: &(dyn Error + 'static)) -> Option<String> {
+    struct Tail {
+        kept: String,
+        read: usize,
+    }
+    impl fmt::Write for Tail {
+        fn write_str(&mut self, part: &str) -> fmt::Result {
+            self.read += part.len();
+            if self.read > MAX_TAIL_READ {
+                return Err(fmt::Error);
+            }
+            self.kept.push_str(part);
+            if self.kept.len() > 2 * TAIL_BYTES {
+                let mut from = self.kept.len() - TAIL_BYTES;
+                while !self.kept.is_char_boundary(from) {
+                    from += 1;
+                }
+                self.kept.drain(..from);
+            }
+            Ok(())
+        }
+    }
+    let mut tail = Tail {
+        kept: String::new(),
+        read: 0,
+    };
+    let written = crate::failure::catch_quiet_panic(|| write!(tail, "{error:?}"));
+    match written {
+        Ok(Ok(())) => Some(tail.kept),
+        Ok(Err(_)) => None,
+        Err(payload) => {
+            std::mem::forget(payload);
+            None
+        }
     }
 }
 

@@ -1077,15 +1077,19 @@ pub fn handler_debug_type_name(debug: &str) -> Option<&str> {
     }
 }
 
+/// The opening of `serde_json::Error`'s `Debug` text. Named: a `(` inside a literal reads as an
+/// open call to the let-chain check of the crates that declare Rust 1.85.
+const JSON_ERROR_OPENING: &str = "Error(\"";
+
 /// Whether `debug` is what `serde_json::Error`'s `Debug` writes: `Error("…", line: 1, column:
 /// 2)` (inside `Handler(…)` its type is not known; it was named `Error`, found by a review).
 fn json_error_debug(debug: &str) -> bool {
-    // Named: a `(` inside a literal reads as an open call to the let-chain check.
-    const OPENING: &str = "Error(\"";
-    let Some(rest) = debug.strip_prefix(OPENING) else {
-        return false;
-    };
-    let Some(rest) = rest.strip_suffix(')') else {
+    debug.starts_with(JSON_ERROR_OPENING) && ends_as_json_error(debug)
+}
+
+/// Whether `text` ends as `serde_json::Error`'s `Debug` text does: `", line: 1, column: 2)`.
+fn ends_as_json_error(text: &str) -> bool {
+    let Some(rest) = text.strip_suffix(')') else {
         return false;
     };
     // The message's closing quote is the last one: `", line: N, column: M` follows it.
@@ -1100,6 +1104,34 @@ fn json_error_debug(debug: &str) -> bool {
     };
     let number = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
     number(line) && number(column)
+}
+
+/// How many `Handler(` wrappers a `Debug` text cut short (`head`) opens before a serde_json
+/// error's opening, if it is one's; its end (`tail`, read apart) must then close them after
+/// serde_json's own end. A serde_json error's message can be long (`invalid type: string
+/// "…"` quotes the input): past the bound it was named `Error` (found by a review).
+pub(crate) fn json_error_wrappers(head: &str) -> Option<usize> {
+    const OPENING: &str = "Handler(";
+    let mut inner = head;
+    let mut wrappers = 0;
+    while inner.starts_with(OPENING) {
+        inner = &inner[OPENING.len()..];
+        wrappers += 1;
+    }
+    inner.starts_with(JSON_ERROR_OPENING).then_some(wrappers)
+}
+
+/// Whether `tail`, the end of a `Debug` text whose start [`json_error_wrappers`] read, closes a
+/// serde_json error and then its `wrappers`.
+pub(crate) fn json_error_tail(tail: &str, wrappers: usize) -> bool {
+    let mut inner = tail;
+    for _ in 0..wrappers {
+        let Some(rest) = inner.strip_suffix(')') else {
+            return false;
+        };
+        inner = rest;
+    }
+    ends_as_json_error(inner)
 }
 
 /// Whether `debug` is what `std::io::Error`'s `Debug` writes (`Os { code: 2, kind: NotFound,
@@ -1545,6 +1577,35 @@ mod tests {
         .await;
         assert_eq!(entered, (false, true));
         assert!(idempotency_scope(async { idempotency_layer_entered() }).await);
+    }
+
+    /// A serde_json error inside `Handler(…)` whose message takes its `Debug` past the bound read
+    /// for a name (`invalid type: string "…"` quotes the input) is still named so: its end is
+    /// read apart. It was `Error` (found by a review).
+    #[test]
+    fn a_long_json_error_inside_its_wrappers_is_named_by_its_type() {
+        use serde::de::Error as _;
+        let long = || serde_json::Error::custom("y".repeat(300));
+        assert_eq!(
+            crate::error_chain::type_name(&Handler(long())).as_deref(),
+            Some("serde_json::Error")
+        );
+        assert_eq!(
+            crate::error_chain::type_name(&Handler(Handler(long()))).as_deref(),
+            Some("serde_json::Error")
+        );
+        // A type of the user's that begins alike but does not end as one.
+        #[derive(Debug)]
+        struct Error(String, u8);
+        impl std::fmt::Display for Error {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{} {}", self.0, self.1)
+            }
+        }
+        assert_ne!(
+            crate::error_chain::type_name(&Handler(Error("y".repeat(300), 1))).as_deref(),
+            Some("serde_json::Error")
+        );
     }
 
     /// A `Handler(…)` wrapper, as the idempotency crate's `Error::Handler` writes its `Debug`.

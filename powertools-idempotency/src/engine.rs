@@ -434,11 +434,15 @@ impl<St: IdempotencyStore> Engine<St> {
         // waits. The limit still runs from before that poll, as `timeout` alone would.
         let started = tokio::time::Instant::now();
         let mut call = std::pin::pin!(call);
+        CallAnswers::forget_unscoped();
         if let Poll::Ready(outcome) =
             std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await
         {
             return outcome;
         }
+        // What an attempt that ended within that poll answered (it was not yet scoped).
+        let answers = CallAnswers::default();
+        answers.adopt_unscoped();
         let mut limit = self.settings.store_timeout;
         let mut left_before_deadline = None;
         if let Deadline::Trusted(deadline) = deadline {
@@ -461,7 +465,6 @@ impl<St: IdempotencyStore> Engine<St> {
         };
         // The call's own answers (a client retrying throttled calls gets answers, just no
         // success), scoped to it: only a call that did not answer at once pays for the scope.
-        let answers = CallAnswers::default();
         match until(limit_at, CALL_ANSWERS.scope(answers.clone(), call)).await {
             Some(outcome) => outcome,
             None => Err(StoreError::Backend(Box::new(StoreTimedOut {

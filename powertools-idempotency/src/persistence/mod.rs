@@ -196,16 +196,43 @@ tokio::task_local! {
     pub(crate) static CALL_ANSWERS: CallAnswers;
 }
 
+std::thread_local! {
+    /// An answer recorded outside a scoped call: during a call's first poll, which the engine
+    /// makes before it scopes a call that waits ([`forget_unscoped`](CallAnswers::forget_unscoped),
+    /// [`adopt_unscoped`](CallAnswers::adopt_unscoped)). An attempt that ended within that poll
+    /// (a refused connection on loopback, an answer at once) was lost (found by a review).
+    static UNSCOPED: std::cell::RefCell<Option<Option<(Instant, String)>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 impl CallAnswers {
     /// Records the answer the current call's last attempt got: an error's text, or `None` for
     /// a success (or an answer the store expects, such as a failed condition). Outside a call
-    /// the engine scoped, nothing.
+    /// the engine scoped, kept on the thread for the call whose first poll this is.
     #[cfg(feature = "dynamodb")]
     pub(crate) fn record(answer: Option<String>) {
+        let answer = answer.map(|answer| (Instant::now(), answer));
+        let mut answer = Some(answer);
         let _ = CALL_ANSWERS.try_with(|answers| {
-            *answers.0.lock().unwrap_or_else(PoisonError::into_inner) =
-                answer.map(|answer| (Instant::now(), answer));
+            if let Some(answer) = answer.take() {
+                *answers.0.lock().unwrap_or_else(PoisonError::into_inner) = answer;
+            }
         });
+        if let Some(answer) = answer {
+            UNSCOPED.with(|unscoped| *unscoped.borrow_mut() = Some(answer));
+        }
+    }
+
+    /// Forgets what was recorded outside a scoped call, before a call's first poll.
+    pub(crate) fn forget_unscoped() {
+        UNSCOPED.with(|unscoped| unscoped.borrow_mut().take());
+    }
+
+    /// Takes over what was recorded outside a scoped call, after the call's first poll.
+    pub(crate) fn adopt_unscoped(&self) {
+        if let Some(answer) = UNSCOPED.with(|unscoped| unscoped.borrow_mut().take()) {
+            *self.0.lock().unwrap_or_else(PoisonError::into_inner) = answer;
+        }
     }
 
     /// The last error answer and how long ago it came, unless a success came after it.
@@ -250,4 +277,35 @@ pub(crate) fn key_over_limit(key: &str, limit: usize, attribute: &str) -> Option
         key.len(),
         powertools_core::env::shown(key)
     ))
+}
+
+#[cfg(all(test, feature = "dynamodb"))]
+mod tests {
+    use super::*;
+
+    /// An attempt that ends within a call's first poll, before the engine scopes the call,
+    /// is the call's answer once it is scoped (a refused connection on loopback was lost, and
+    /// the store timeout's error said "no answer"; found by a review); one from before the call
+    /// is forgotten.
+    #[test]
+    fn an_answer_of_the_first_poll_is_the_scoped_call_s() {
+        CallAnswers::record(Some("an earlier call's answer".to_owned()));
+        CallAnswers::forget_unscoped();
+        let answers = CallAnswers::default();
+        answers.adopt_unscoped();
+        assert_eq!(answers.last(), None);
+
+        CallAnswers::forget_unscoped();
+        CallAnswers::record(Some("no connection (Connection refused)".to_owned()));
+        let answers = CallAnswers::default();
+        answers.adopt_unscoped();
+        assert_eq!(
+            answers.last().map(|(_, answer)| answer).as_deref(),
+            Some("no connection (Connection refused)")
+        );
+        // Taken over once: the next call does not see it.
+        let next = CallAnswers::default();
+        next.adopt_unscoped();
+        assert_eq!(next.last(), None);
+    }
 }
