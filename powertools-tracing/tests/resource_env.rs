@@ -29,37 +29,47 @@ impl SpanExporter for KeepsResource {
 
 const CHILD: &str = "POWERTOOLS_TEST_RESOURCE_CHILD";
 
+/// Whether this is the child process of the test `name`; in the parent, runs that test again
+/// as a child with `variables` set (and the variables that turn tracing off removed), and
+/// checks that it passed.
+fn in_child_of(name: &str, variables: &[(&str, &str)]) -> bool {
+    if std::env::var_os(CHILD).is_some() {
+        return true;
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .envs(variables.iter().copied())
+        .env_remove("POWERTOOLS_TRACE_DISABLED")
+        .env_remove("POWERTOOLS_DEV")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "the child failed ({:?}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    false
+}
+
 #[test]
 fn the_service_is_powertools_and_otel_resource_attributes_add_under_the_tracer_s_keys() {
-    if std::env::var_os(CHILD).is_none() {
-        let output = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "the_service_is_powertools_and_otel_resource_attributes_add_under_the_tracer_s_keys",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD, "1")
-            .env("POWERTOOLS_SERVICE_NAME", "orders")
-            .env("OTEL_SERVICE_NAME", "otel-orders")
-            .env("AWS_REGION", "eu-west-1")
-            .env("AWS_LAMBDA_FUNCTION_NAME", "orders-api")
-            .env(
+    if !in_child_of(
+        "the_service_is_powertools_and_otel_resource_attributes_add_under_the_tracer_s_keys",
+        &[
+            ("POWERTOOLS_SERVICE_NAME", "orders"),
+            ("OTEL_SERVICE_NAME", "otel-orders"),
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "orders-api"),
+            (
                 "OTEL_RESOURCE_ATTRIBUTES",
                 "deployment.environment=prod,team=bakery,service.name=attr-orders,\
                  cloud.region=us-east-1,faas.name=other",
-            )
-            .env_remove("POWERTOOLS_TRACE_DISABLED")
-            .env_remove("POWERTOOLS_DEV")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success() && stdout.contains("1 passed"),
-            "the child failed ({:?}):\n{stdout}\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
+            ),
+        ],
+    ) {
         return;
     }
     let kept = KeepsResource::default();
@@ -76,32 +86,15 @@ fn the_service_is_powertools_and_otel_resource_attributes_add_under_the_tracer_s
     assert_eq!(value("team"), Some(Value::from("bakery")));
 }
 
-const ENV_CHILD: &str = "POWERTOOLS_TEST_RESOURCE_ENV_CHILD";
-
 /// A tracer given an `Env` of its own reads `OTEL_RESOURCE_ATTRIBUTES` from it alone: the SDK
 /// read the process's too, undecoded and unchecked (`leak=raw%20v` exported as it was, `c`
 /// dropped without a word; found by a review).
 #[test]
 fn a_tracer_given_its_own_env_reads_no_resource_attributes_from_the_process() {
-    if std::env::var_os(ENV_CHILD).is_none() {
-        let output = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "a_tracer_given_its_own_env_reads_no_resource_attributes_from_the_process",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(ENV_CHILD, "1")
-            .env("OTEL_RESOURCE_ATTRIBUTES", "leak=raw%20v,c")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success() && stdout.contains("1 passed"),
-            "the child failed ({:?}):\n{stdout}\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
+    if !in_child_of(
+        "a_tracer_given_its_own_env_reads_no_resource_attributes_from_the_process",
+        &[("OTEL_RESOURCE_ATTRIBUTES", "leak=raw%20v,c")],
+    ) {
         return;
     }
     let kept = KeepsResource::default();

@@ -402,6 +402,24 @@ async fn retry_layer_a_stale_report_is_not_applied_to_the_handler_error() {
     );
 }
 
+/// Two overlapping runs of the operation `charge` on one argument, each 20 ms long: one finds
+/// the other in progress.
+async fn overlapping_runs(
+    idempotency: &Idempotency<InMemoryStore>,
+    context: &lambda_runtime::Context,
+) -> (
+    Result<u8, IdemError<AppError>>,
+    Result<u8, IdemError<AppError>>,
+) {
+    let run = |value: u8| {
+        idempotency.run(context, "charge", "c-1", move |_| async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok::<_, AppError>(value)
+        })
+    };
+    tokio::join!(run(1), run(2))
+}
+
 /// A handler that calls `Idempotency::run` (gets AlreadyInProgress) and returns a different error.
 #[tokio::test]
 async fn handler_calling_run_and_returning_another_error_keeps_its_name() {
@@ -421,16 +439,7 @@ async fn handler_calling_run_and_returning_another_error_keeps_its_name() {
             async move {
                 let context = event.context.clone();
                 // Two overlapping runs of one operation with one argument: one is in progress
-                let one = idempotency.run(&context, "charge", "c-1", |_| async {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    Ok::<_, AppError>(1)
-                });
-                let two = idempotency.run(&context, "charge", "c-1", |_| async {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    Ok::<_, AppError>(2)
-                });
-                let (one, two) = tokio::join!(one, two);
-                match (one, two) {
+                match overlapping_runs(&idempotency, &context).await {
                     (Err(IdemError::AlreadyInProgress { .. }), _)
                     | (_, Err(IdemError::AlreadyInProgress { .. })) => {
                         Err::<Value, _>(AppError::AlreadyInProgress("charge c-1".into()))
@@ -476,15 +485,7 @@ async fn a_boxed_run_error_of_the_function_s_own_type_is_named_as_powertools_nam
                         })
                         .await?;
                 }
-                let one = idempotency.run(&context, "charge", "c-1", |_| async {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    Ok::<_, AppError>(1)
-                });
-                let two = idempotency.run(&context, "charge", "c-1", |_| async {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    Ok::<_, AppError>(2)
-                });
-                let (one, two) = tokio::join!(one, two);
+                let (one, two) = overlapping_runs(&idempotency, &context).await;
                 Ok::<_, lambda_runtime::Error>(json!(one? + two?))
             }
         }));
