@@ -640,7 +640,7 @@ impl Drop for FlushIfCancelled {
             return;
         };
         running::ended(self.running);
-        match metrics.flush_and_end() {
+        match metrics.flush_and_end_cancelled() {
             Ok(true) => {
                 if let Some(outer) = &self.outer {
                     outer.note_nested_documents();

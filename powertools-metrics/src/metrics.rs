@@ -1203,7 +1203,7 @@ impl Metrics {
             self.defer(Metrics::flush);
             return Ok(());
         }
-        self.flush_then(false).map(drop)
+        self.flush_then(false, false).map(drop)
     }
 
     /// Writes one metric at once, in a document of its own with the default dimensions (and
@@ -1290,7 +1290,15 @@ impl Metrics {
     /// written at once, so a task that outlived its invocation never loses one. `true` when the
     /// invocation wrote a document (in this flush or before it).
     pub(crate) fn flush_and_end(&self) -> Result<bool, Error> {
-        self.flush_then(true)
+        self.flush_then(true, false)
+    }
+
+    /// [`flush_and_end`](Self::flush_and_end) of an invocation cancelled before its handler
+    /// ended (its future dropped): not one without metrics, whatever it added. It warned "No
+    /// application metrics to publish", or failed with `EmptyMetrics` under
+    /// `raise_on_empty_metrics` (found by a review).
+    pub(crate) fn flush_and_end_cancelled(&self) -> Result<bool, Error> {
+        self.flush_then(true, true)
     }
 
     /// A [`MetricsLayer`](crate::MetricsLayer) nested inside this invocation's (the facade's
@@ -1300,7 +1308,7 @@ impl Metrics {
         self.lock().wrote_since_flush = true;
     }
 
-    fn flush_then(&self, end: bool) -> Result<bool, Error> {
+    fn flush_then(&self, end: bool, cancelled: bool) -> Result<bool, Error> {
         let mut state = self.lock();
         // A flush after the invocation ended (a task's, with a handle that outlived it): the
         // metrics it adds are written at once, so there is nothing of the invocation's to
@@ -1368,7 +1376,7 @@ impl Metrics {
         }
         drop(state);
         let settings = &self.shared.settings;
-        if wrote_any || settings.disabled {
+        if wrote_any || settings.disabled || cancelled {
             return Ok(wrote_any);
         }
         // Not for a replay: the handler did not run again, so it added nothing, and failing it

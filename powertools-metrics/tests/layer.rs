@@ -1061,6 +1061,46 @@ async fn an_outer_layer_does_not_call_an_invocation_empty_when_an_inner_layer_wr
     assert!(empty_warnings <= 1, "{:#?}", captured.warnings());
 }
 
+/// An invocation cancelled before it added a metric (a timeout outside the layer) is not one
+/// "without metrics": its handler did not end. Its flush warned "No application metrics to
+/// publish", or with `raise_on_empty_metrics` "metrics were not flushed after the invocation was
+/// cancelled" with `EmptyMetrics` (found by a review; the logging layer says it was cancelled).
+#[tokio::test]
+async fn an_invocation_cancelled_before_its_metrics_is_not_one_without_metrics() {
+    for raise in [false, true] {
+        let captured = Captured::default();
+        let _guard = powertools_tests::set_test_default(capturing(&captured));
+        let sink = CheckedSink::new();
+        let layer = builder(&sink)
+            .raise_on_empty_metrics(raise)
+            .build()
+            .unwrap();
+        let handler = service_fn(|_: LambdaEvent<Value>| async {
+            std::future::pending::<()>().await;
+            Ok::<_, lambda_runtime::Error>(Value::Null)
+        });
+        let cancelled = tokio::time::timeout(
+            Duration::from_millis(20),
+            layer
+                .layer(handler)
+                .oneshot(TestContext::new().event(json!({}))),
+        )
+        .await;
+        assert!(cancelled.is_err(), "the invocation is cancelled");
+        let empty: Vec<String> = captured
+            .warnings()
+            .into_iter()
+            .filter(|warning| {
+                warning.contains("No application metrics") || warning.contains("EmptyMetrics")
+            })
+            .collect();
+        assert!(
+            empty.is_empty(),
+            "raise_on_empty_metrics({raise}): {empty:#?}"
+        );
+    }
+}
+
 /// (Found by a review.) a nested `MetricsLayer` whose invocation is cancelled (a timeout outside the stack)
 /// writes the handler's metrics from its `FlushIfCancelled`, but never tells the outer layer, whose
 /// own cancellation flush then reports the invocation as one without metrics: "No application
