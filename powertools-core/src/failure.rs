@@ -1042,12 +1042,8 @@ pub fn error_type_name<'a>(
 /// [`cut_debug_type_name`] of a `Debug` text cut short, read inside the `Handler(` wrappers
 /// it begins with, as [`error_type_name`] reads a whole one.
 pub fn cut_error_type_name(debug: &str) -> Option<&str> {
-    const OPENING: &str = "Handler(";
-    let mut inner = debug;
-    while inner.starts_with(OPENING) {
-        inner = &inner[OPENING.len()..];
-    }
-    if inner.len() < debug.len() && io_error_debug(inner, false) {
+    let (inner, wrappers) = after_handler_openings(debug);
+    if wrappers > 0 && io_error_debug(inner, false) {
         return Some("std::io::Error");
     }
     cut_debug_type_name(inner)
@@ -1111,14 +1107,22 @@ fn ends_as_json_error(text: &str) -> bool {
 /// serde_json's own end. A serde_json error's message can be long (`invalid type: string
 /// "…"` quotes the input): past the bound it was named `Error` (found by a review).
 pub(crate) fn json_error_wrappers(head: &str) -> Option<usize> {
-    const OPENING: &str = "Handler(";
-    let mut inner = head;
-    let mut wrappers = 0;
-    while inner.starts_with(OPENING) {
-        inner = &inner[OPENING.len()..];
-        wrappers += 1;
-    }
+    let (inner, wrappers) = after_handler_openings(head);
     inner.starts_with(JSON_ERROR_OPENING).then_some(wrappers)
+}
+
+/// What `debug` holds after the `Handler(` openings it begins with, and how many there are
+/// (their closes are not looked for: the text may be cut short).
+fn after_handler_openings(debug: &str) -> (&str, usize) {
+    // Named: a `(` inside a literal reads as an open call to the let-chain check.
+    const OPENING: &str = "Handler(";
+    let mut inner = debug;
+    let mut openings = 0;
+    while let Some(rest) = inner.strip_prefix(OPENING) {
+        inner = rest;
+        openings += 1;
+    }
+    (inner, openings)
 }
 
 /// Whether `tail`, the end of a `Debug` text whose start [`json_error_wrappers`] read, closes a
