@@ -420,7 +420,8 @@ impl<St: IdempotencyStore> IdempotencyBuilder<St> {
 /// caught), for what describes it outside without knowing its type: a batch processor whose
 /// record handler returns the call's result as it is, a layer whose handler does
 /// (`powertools_core::failure::report`). Nothing for a success or the function's own error.
-fn report_own<R, E>(result: &Result<R, Error<E>>) {
+/// [`IdempotencyLayer`](crate::IdempotencyLayer) reports its own the same way.
+pub(crate) fn report_own<R, E>(result: &Result<R, Error<E>>) {
     if let Err(error) = result
         && let Some(reported) = error.reported()
     {

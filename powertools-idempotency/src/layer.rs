@@ -212,20 +212,14 @@ where
                 self.layer.key.describe()
             })
         });
-        // `inspect`, not an `async` block around it, which would hold the execution twice (as
-        // its argument and as what it awaits).
         // In the invocation's failure scope; opened here when no layer outside did, marked so,
-        // for a logging layer inside to say that replays then write nothing.
+        // for a logging layer inside to say that replays then write nothing. `inspect`, not an
+        // `async` block around it, which would hold the execution twice (as its argument and as
+        // what it awaits): for the logging and tracing layers outside, what Lambda reports for
+        // the layer's own errors (they see the error as a type they can only `Debug`).
         Box::pin(powertools_core::failure::idempotency_scope(
-            Engine::execute(engine, prepared, move || inner.call(event)).inspect(|result| {
-                // For the logging and tracing layers outside: what Lambda reports for the
-                // layer's own errors (they see the error as a type they can only `Debug`).
-                if let Err(error) = result
-                    && let Some(reported) = error.reported()
-                {
-                    powertools_core::failure::report(reported);
-                }
-            }),
+            Engine::execute(engine, prepared, move || inner.call(event))
+                .inspect(crate::idempotency::report_own),
         ))
     }
 }
