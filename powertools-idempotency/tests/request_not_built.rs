@@ -178,3 +178,128 @@ async fn a_store_timeout_after_refused_connections_says_there_was_no_connection(
         "{message}"
     );
 }
+
+/// A client whose endpoint URL is empty fails each call with a typed error that says so: the
+/// SDK panicked resolving it ("URL was unset"), taking the invocation down with a panic that
+/// named no setting (found by an attack from the docs: `AWS_ENDPOINT_URL_DYNAMODB=`).
+#[tokio::test]
+async fn an_empty_endpoint_url_is_a_typed_error_not_a_panic() {
+    for endpoint in ["", " "] {
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
+            .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+            .endpoint_url(endpoint)
+            .build();
+        let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), "idempotency")
+            .expect("the client's own endpoint is not seen when the store is built");
+        let idempotency = Idempotency::builder(store)
+            .env(Env::from_pairs::<_, &str, &str>([]))
+            .build()
+            .expect("valid settings");
+        let ran = std::sync::atomic::AtomicBool::new(false);
+        let error = idempotency
+            .run(
+                &TestContext::new().build(),
+                "charge",
+                "order-1",
+                |_| async {
+                    ran.store(true, std::sync::atomic::Ordering::SeqCst);
+                    Ok::<_, std::io::Error>(1_u32)
+                },
+            )
+            .await
+            .expect_err("no request can go to an empty endpoint");
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(matches!(error, Error::Persistence { .. }), "{error:?}");
+        let message = powertools_core::error_chain::message_chain(&error);
+        assert!(
+            message.contains("the DynamoDB client's endpoint URL is empty")
+                && message.contains("could not build the request"),
+            "{endpoint:?}: {message}"
+        );
+    }
+}
+
+/// Set in a child process: the variables of [`in_child_of`].
+const CHILD: &str = "POWERTOOLS_IDEMPOTENCY_TEST_CHILD";
+
+/// Runs the test `name` again in a child process with `variables` set (the workspace forbids
+/// the `unsafe` of `std::env::set_var`), and whether this is that child.
+fn in_child_of(name: &str, variables: &[(&str, &str)]) -> bool {
+    if std::env::var_os(CHILD).is_some() {
+        return true;
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_ENDPOINT_URL_DYNAMODB")
+        .env_remove("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+        .envs(variables.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "the child failed ({:?}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    false
+}
+
+/// `AWS_ENDPOINT_URL_DYNAMODB` (or `AWS_ENDPOINT_URL`) set but empty is refused when the store
+/// is built, naming the variable: a client loaded from the environment sends to it, and the SDK
+/// panicked at the first request. `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true` turns both off.
+#[tokio::test]
+async fn an_empty_endpoint_variable_is_refused_when_the_store_is_built() {
+    const NAME: &str = "an_empty_endpoint_variable_is_refused_when_the_store_is_built";
+    if !in_child_of(NAME, &[]) {
+        for (variable, other) in [
+            (
+                "AWS_ENDPOINT_URL_DYNAMODB",
+                ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+            ),
+            ("AWS_ENDPOINT_URL", ("POWERTOOLS_TEST_UNUSED", "")),
+        ] {
+            in_child_of(
+                NAME,
+                &[
+                    (variable, ""),
+                    other,
+                    ("POWERTOOLS_TEST_EXPECTED_VARIABLE", variable),
+                ],
+            );
+        }
+        in_child_of(
+            NAME,
+            &[
+                ("AWS_ENDPOINT_URL_DYNAMODB", ""),
+                ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
+            ],
+        );
+        return;
+    }
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
+        .load()
+        .await;
+    let built = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&config), "idempotency");
+    match std::env::var("POWERTOOLS_TEST_EXPECTED_VARIABLE") {
+        Ok(variable) => {
+            let refused = built.expect_err("an empty endpoint variable");
+            assert!(
+                matches!(&refused, Error::Config(_))
+                    && refused
+                        .to_string()
+                        .contains(&format!("{variable} is set but empty")),
+                "{variable}: {refused}"
+            );
+        }
+        Err(_) => {
+            built.expect("the endpoint variables are ignored");
+        }
+    }
+}

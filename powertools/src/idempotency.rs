@@ -36,8 +36,9 @@ pub use powertools_idempotency::*;
 /// ```
 ///
 /// # Errors
-/// [`Error::Config`] when `table` is empty, or the environment gives no region (`AWS_REGION`,
-/// which Lambda sets, unset or empty).
+/// [`Error::Config`] when `table` is empty, the environment gives no region (`AWS_REGION`,
+/// which Lambda sets, unset or empty), or sets an empty endpoint (`AWS_ENDPOINT_URL_DYNAMODB` or
+/// `AWS_ENDPOINT_URL` set but empty).
 #[cfg(feature = "dynamodb")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dynamodb")))]
 pub async fn dynamodb_store(table: impl Into<String>) -> Result<DynamoDbStore, Error> {

@@ -8,7 +8,8 @@ use std::time::SystemTime;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::config::interceptors::{
-    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+    FinalizerInterceptorContextRef,
 };
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -563,7 +564,10 @@ impl DynamoDbStoreBuilder {
     /// Checks the settings and builds the store.
     ///
     /// # Errors
-    /// [`Error::Config`] for a client without a region (`AWS_REGION` unset or empty), a table
+    /// [`Error::Config`] for a client without a region (`AWS_REGION` unset or empty), or with
+    /// one that is no region, `AWS_ENDPOINT_URL_DYNAMODB` or `AWS_ENDPOINT_URL` set but empty
+    /// (the SDK panics on it at the first request; a client given an empty endpoint URL in code
+    /// fails each call with an error that says so), a table
     /// name that is empty or that DynamoDB refuses (3 to 255 letters, digits, `_`, `-` and `.`,
     /// or a table's ARN), an empty attribute name, a sort key equal to the partition
     /// key, two attributes with the same name, a sort key without a static partition value when
@@ -609,6 +613,19 @@ impl DynamoDbStoreBuilder {
                 "the DynamoDB client's region {} is not a region (letters, digits and hyphens, \
                  such as eu-west-1): check AWS_REGION, or the region given to the client",
                 powertools_core::env::shown(region.as_ref())
+            )));
+        }
+        // A client loaded from the environment (`aws_config`) sends to the endpoint these
+        // variables set, and the SDK panics at the first request on an empty one: refused here,
+        // naming it (each call would fail, see `EndpointRecorder::read_before_execution`). A
+        // client given its own endpoint ignores them; an empty one is no setting either way.
+        if let Some((name, value)) = endpoint_variable()
+            && value.trim().is_empty()
+        {
+            return Err(Error::Config(format!(
+                "{name} is set but empty ({}): a DynamoDB client loaded from the environment \
+                 sends its requests to it. Unset it, or set the endpoint's URL",
+                powertools_core::env::shown(&value)
             )));
         }
         let mut names = vec![
@@ -1149,6 +1166,28 @@ fn endpoint_variable_in(lookup: impl Fn(&str) -> Option<String>) -> Option<(&'st
 impl Intercept for EndpointRecorder {
     fn name(&self) -> &'static str {
         "powertools-idempotency endpoint"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        // The SDK panics resolving an empty endpoint URL ("URL was unset"), which took the
+        // invocation down naming no setting (found by an attack from the docs:
+        // `AWS_ENDPOINT_URL_DYNAMODB=`). Refused here, before it resolves it: the call fails
+        // with an error that says so. A blank one is refused too: it is no URL either.
+        match cfg.load::<aws_types::endpoint_config::EndpointUrl>() {
+            Some(aws_types::endpoint_config::EndpointUrl(url)) if url.trim().is_empty() => {
+                Err(format!(
+                    "the DynamoDB client's endpoint URL is empty ({}): give it a URL, or none \
+                     for the region's",
+                    powertools_core::env::shown(url)
+                )
+                .into())
+            }
+            _ => Ok(()),
+        }
     }
 
     fn read_before_transmit(
