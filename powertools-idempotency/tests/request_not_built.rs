@@ -230,7 +230,7 @@ fn in_child_of(name: &str, variables: &[(&str, &str)]) -> bool {
     if std::env::var_os(CHILD).is_some() {
         return true;
     }
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
+    let output = std::process::Command::new(std::env::current_exe().expect("the test binary"))
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD, "1")
         .env_remove("AWS_ENDPOINT_URL")
@@ -238,7 +238,7 @@ fn in_child_of(name: &str, variables: &[(&str, &str)]) -> bool {
         .env_remove("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
         .envs(variables.iter().copied())
         .output()
-        .unwrap();
+        .expect("the child runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success() && stdout.contains("1 passed"),
