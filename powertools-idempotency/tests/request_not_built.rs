@@ -303,3 +303,38 @@ async fn an_empty_endpoint_variable_is_refused_when_the_store_is_built() {
         }
     }
 }
+
+/// A client given an endpoint URL in code that is no URL fails each call naming that URL: the
+/// error named the region's endpoint, where the client never sends (a client's own endpoint,
+/// or one its profile sets, is not in its config's public view; found by a review of the
+/// endpoint wording).
+#[tokio::test]
+async fn a_client_s_own_endpoint_that_is_no_url_is_named_by_the_error() {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
+        .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+        .endpoint_url("not a url")
+        .build();
+    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), "idempotency")
+        .expect("a store");
+    let idempotency = Idempotency::builder(store)
+        .env(Env::from_pairs::<_, &str, &str>([]))
+        .build()
+        .expect("valid settings");
+    let error = idempotency
+        .run(
+            &TestContext::new().build(),
+            "charge",
+            "order-1",
+            |_| async { Ok::<_, std::io::Error>(1_u32) },
+        )
+        .await
+        .expect_err("no request can go to it");
+    let message = error.to_string();
+    assert!(
+        message.contains(r#"the client's endpoint URL "not a url""#)
+            && !message.contains("endpoint of eu-west-1"),
+        "{message}"
+    );
+}

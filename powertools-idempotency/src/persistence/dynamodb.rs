@@ -1091,10 +1091,20 @@ fn is_item_too_large(error: &impl ProvideErrorMetadata) -> bool {
         })
 }
 
-/// Remembers the endpoint (`host:port`) the client sends its requests to, as the SDK's config
-/// does not tell it.
+/// Remembers the endpoint the client sends its requests to, as the SDK's config does not tell
+/// it.
 #[derive(Debug, Clone, Default)]
-struct EndpointRecorder(Arc<OnceLock<String>>);
+struct EndpointRecorder(Arc<Endpoints>);
+
+/// What [`EndpointRecorder`] has seen.
+#[derive(Debug, Default)]
+struct Endpoints {
+    /// The first request's `host:port`.
+    sent: OnceLock<String>,
+    /// The endpoint URL the client's config sets, in code, by a variable or in a profile
+    /// (`None`: the region's), read from the first call's config before its request is built.
+    configured: OnceLock<Option<String>>,
+}
 
 impl EndpointRecorder {
     /// The endpoint, or what is known of it before the first request went out.
@@ -1108,13 +1118,29 @@ impl EndpointRecorder {
         client: &Client,
         variable: impl FnOnce() -> Option<(&'static str, String)>,
     ) -> String {
-        if let Some(endpoint) = self.0.get() {
+        if let Some(endpoint) = self.0.sent.get() {
             return endpoint.clone();
         }
         let endpoint = match client.config().region() {
             Some(region) => format!("the DynamoDB endpoint of {region}"),
             None => "the DynamoDB endpoint (no region is configured)".to_owned(),
         };
+        // Known once a call began: the URL is named, wherever it was set (the region's
+        // endpoint was named of a client given one in code that is no URL; found by a review).
+        match self.0.configured.get() {
+            Some(Some(url)) => {
+                let by = match variable() {
+                    Some((name, value)) if value == *url => format!(" ({name})"),
+                    _ => String::new(),
+                };
+                return format!(
+                    "the client's endpoint URL {}{by}",
+                    powertools_core::env::shown(url)
+                );
+            }
+            Some(None) => return endpoint,
+            None => {}
+        }
         // A client loaded from the environment (`aws_config`) sends to the endpoint these
         // variables set, which its config does not show: the value is named, so that one that is
         // not a URL is found (found by an attack from the docs). A client given its own
@@ -1177,7 +1203,14 @@ impl Intercept for EndpointRecorder {
         // invocation down naming no setting (found by an attack from the docs:
         // `AWS_ENDPOINT_URL_DYNAMODB=`). Refused here, before it resolves it: the call fails
         // with an error that says so. A blank one is refused too: it is no URL either.
-        match cfg.load::<aws_types::endpoint_config::EndpointUrl>() {
+        let configured = cfg.load::<aws_types::endpoint_config::EndpointUrl>();
+        if self.0.configured.get().is_none() {
+            let _ = self
+                .0
+                .configured
+                .set(configured.map(|configured| configured.0.clone()));
+        }
+        match configured {
             Some(aws_types::endpoint_config::EndpointUrl(url)) if url.trim().is_empty() => {
                 Err(format!(
                     "the DynamoDB client's endpoint URL is empty ({}): give it a URL, or none \
@@ -1196,8 +1229,8 @@ impl Intercept for EndpointRecorder {
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        if self.0.get().is_none() {
-            let _ = self.0.set(authority(context.request().uri()));
+        if self.0.sent.get().is_none() {
+            let _ = self.0.sent.set(authority(context.request().uri()));
         }
         Ok(())
     }
@@ -1532,7 +1565,7 @@ impl IdempotencyStore for DynamoDbStore {
         // Before any request went out, the endpoint is not known (a client built with
         // `endpoint_url` in code does not say which): the call is still waiting for what comes
         // before sending, credentials say, which names the cause better than a guessed endpoint.
-        let target = match self.endpoint.0.get() {
+        let target = match self.endpoint.0.sent.get() {
             Some(endpoint) => format!("at {endpoint}"),
             None => match self.client.config().region() {
                 Some(region) => format!("before any request was sent (region {region})"),
@@ -2103,6 +2136,38 @@ mod tests {
         );
         // A client without a region is refused when the store is built
         // (`a_client_without_a_region_is_refused_naming_aws_region`).
+    }
+
+    /// Once a call began, the endpoint URL the client's config sets is named, with the
+    /// variable that set it when it is that variable's value.
+    #[test]
+    fn once_a_call_began_the_configured_endpoint_is_named() {
+        let variable = || Some(("AWS_ENDPOINT_URL_DYNAMODB", "not a url".to_owned()));
+        let store = DynamoDbStore::new(client(), "orders").unwrap();
+        store.endpoint.0.configured.set(None).unwrap();
+        assert_eq!(
+            store.endpoint.describe_with(&store.client, variable),
+            "the DynamoDB endpoint of us-east-1"
+        );
+        for (configured, described) in [
+            (
+                "not a url",
+                "the client's endpoint URL \"not a url\" (AWS_ENDPOINT_URL_DYNAMODB)",
+            ),
+            ("http://[::1", "the client's endpoint URL \"http://[::1\""),
+        ] {
+            let store = DynamoDbStore::new(client(), "orders").unwrap();
+            store
+                .endpoint
+                .0
+                .configured
+                .set(Some(configured.to_owned()))
+                .unwrap();
+            assert_eq!(
+                store.endpoint.describe_with(&store.client, variable),
+                described
+            );
+        }
     }
 
     #[test]
