@@ -1,4 +1,4 @@
-/// Why a batch as a whole failed.
+/// Why a batch as a whole failed, or a DynamoDB Streams record's image did not read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -35,6 +35,28 @@ pub enum Error {
         /// The event the processor reads: `SQS`, `Kinesis` or `DynamoDB Streams`.
         event_type: &'static str,
     },
+    /// A DynamoDB Streams record's image (or keys) does not read as the type asked of
+    /// [`read_image`](crate::read_image): which type, where (`at lines[0].qty`) and why,
+    /// without the value, which may be a card number in the wrong attribute. A record's
+    /// error, for its handler to return: only that record fails.
+    #[error("the image does not read as {type_name}{}: {reason}", at(path))]
+    InvalidImage {
+        /// The type asked for.
+        type_name: &'static str,
+        /// Where in the image (`lines[0].qty`); empty at its top (a missing attribute).
+        path: String,
+        /// Why, without the value.
+        reason: String,
+    },
+}
+
+/// " at lines[0].qty", or nothing at the top.
+fn at(path: &str) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!(" at {path}")
+    }
 }
 
 /// "all 3 records of the batch failed; the first: …", or, for a batch of one, "the batch's only
@@ -69,6 +91,7 @@ impl Error {
         match self {
             Error::AllRecordsFailed { .. } => "BatchProcessingError",
             Error::NotAnSqsEvent { .. } | Error::EmptyBatch { .. } => "UnexpectedBatchTypeError",
+            Error::InvalidImage { .. } => "InvalidImage",
         }
     }
 }

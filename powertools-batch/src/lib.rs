@@ -87,13 +87,15 @@
 pub struct ReadmeDoctests;
 
 mod error;
+mod image;
 mod processor;
 mod raw;
 
 pub use error::Error;
+pub use image::read_image;
 pub use processor::{BatchProcessor, KinesisRecord, SqsRecord};
 pub use raw::{Raw, RecordBody};
 /// The `serde_dynamo` of the DynamoDB Streams records' keys and images
-/// (`record.change.new_image`), to read them into your own types:
-/// `serde_dynamo::from_item::<_, Order>(record.change.new_image)`.
+/// (`record.change.new_image`). [`read_image`] reads one into your own type with an error fit
+/// for a failure line; `serde_dynamo::from_item`'s quotes a number it cannot read.
 pub use serde_dynamo;
