@@ -289,7 +289,8 @@ fn is_runtime_raw_event(metadata: &Metadata<'_>) -> bool {
 }
 
 /// The request id of `lambda_runtime`'s span around each invocation (`requestId`), for the lines
-/// written before the logging layer sees the invocation.
+/// written before the logging layer sees the invocation; so of the tracing extension's span
+/// around its lines about an invocation.
 #[derive(Debug, Default)]
 struct RuntimeRequestId(String);
 
@@ -546,12 +547,13 @@ where
             }
         }
         if is_instrumentation(metadata.target()) {
-            if metadata.target().starts_with("lambda_runtime") {
-                let mut request_id = RuntimeRequestId::default();
-                attrs.record(&mut request_id);
-                if !request_id.0.is_empty() {
-                    span.extensions_mut().replace(request_id);
-                }
+            // `lambda_runtime`'s span around an invocation, and the tracing extension's, which
+            // writes about an invocation from its own task (found by a new user: its line had
+            // the id as `request_id`).
+            let mut request_id = RuntimeRequestId::default();
+            attrs.record(&mut request_id);
+            if !request_id.0.is_empty() {
+                span.extensions_mut().replace(request_id);
             }
             return;
         }

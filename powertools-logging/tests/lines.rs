@@ -595,6 +595,34 @@ fn a_runtime_line_before_the_handler_carries_the_runtime_spans_request_id() {
     assert!(outside[0].get("function_request_id").is_none());
 }
 
+/// The tracing extension's line about an invocation (one that never reached `TracingLayer`),
+/// written from the extension's own task, outside the invocation: it carries the invocation's
+/// `function_request_id`, under its span's `requestId` as the runtime's lines do. It wrote the
+/// id as `request_id`, a key no query on Powertools' keys finds (found by a new user).
+#[test]
+fn a_tracing_extension_line_carries_its_invocation_s_request_id() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).build().unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    let span = tracing::info_span!(
+        target: "powertools_tracing::extension",
+        "invocation",
+        requestId = "req-never-reached"
+    );
+    span.in_scope(|| {
+        tracing::warn!(
+            target: "powertools_tracing",
+            "an invocation did not reach TracingLayer within the grace"
+        );
+    });
+    let line = &lines_with(
+        &logs,
+        "an invocation did not reach TracingLayer within the grace",
+    )[0];
+    assert_eq!(line["function_request_id"], "req-never-reached");
+    assert!(line.get("requestId").is_none() && line.get("request_id").is_none());
+}
+
 /// `lambda_runtime` writes every event's raw text at TRACE (`raw JSON event received from
 /// Lambda`, `body` = the whole event): with `POWERTOOLS_LOG_LEVEL=TRACE` or Lambda's TRACE log
 /// level, an event the handler's type cannot hold, and every other, reached the log unmasked,

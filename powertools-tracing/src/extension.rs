@@ -247,9 +247,17 @@ impl Handoff {
                     drop(invocations);
                     static NEVER_REACHED: std::sync::Once = std::sync::Once::new();
                     NEVER_REACHED.call_once(|| {
+                        // The invocation's id under the name of `lambda_runtime`'s span, which
+                        // the logging layer writes as `function_request_id`, as on the
+                        // invocation's own lines (a field of the line's own was `request_id`).
+                        let _invocation = tracing::warn_span!(
+                            target: "powertools_tracing::extension",
+                            "invocation",
+                            requestId = request_id
+                        )
+                        .entered();
                         tracing::warn!(
                             target: "powertools_tracing",
-                            request_id,
                             grace_ms = START_GRACE.as_millis(),
                             "an invocation did not reach TracingLayer within the grace: the \
                              extension waited for it, then let it go (its spans leave with the \
