@@ -120,6 +120,65 @@ pub fn catch_quiet_panic<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| quiet_panics(f)))
 }
 
+/// Polls `future` as [`catch_quiet_panic`] runs a closure: each poll's panic quiet and caught,
+/// the future's output or the panic's payload. For a library's future whose panic must become
+/// an error rather than the invocation's (the AWS SDK's, which panics on some settings: an
+/// access key id with a control character, `aws_config`'s invalid retry settings). Once it
+/// panicked, the future is dropped, never polled again.
+///
+/// ```
+/// use powertools_core::failure::catch_quiet_panics;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// assert_eq!(catch_quiet_panics(async { 7 }).await.ok(), Some(7));
+/// let failed = catch_quiet_panics(async {
+///     if true {
+///         panic!("no retry mode 'legacy'");
+///     }
+/// })
+/// .await;
+/// assert!(failed.is_err());
+/// # }
+/// ```
+pub fn catch_quiet_panics<F: Future>(future: F) -> CaughtPanics<F> {
+    CaughtPanics {
+        future: Some(Box::pin(future)),
+    }
+}
+
+/// The future of [`catch_quiet_panics`].
+pub struct CaughtPanics<F> {
+    // Boxed, so that the future stays `Unpin` without unsafe code; `None` once it panicked.
+    future: Option<Pin<Box<F>>>,
+}
+
+impl<F> std::fmt::Debug for CaughtPanics<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaughtPanics")
+            .field("panicked", &self.future.is_none())
+            .finish()
+    }
+}
+
+impl<F: Future> Future for CaughtPanics<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(future) = self.future.as_mut() else {
+            return Poll::Pending;
+        };
+        match catch_quiet_panic(|| future.as_mut().poll(cx)) {
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => {
+                self.future = None;
+                Poll::Ready(Err(payload))
+            }
+        }
+    }
+}
+
 /// Installs, once per process, a panic hook that hands a panic to the hook before it (Rust's
 /// default prints its message on stderr) unless it happens inside [`quiet_panics`]. The facade
 /// installs it where it reads events, so that a function without the logging layer (whose own

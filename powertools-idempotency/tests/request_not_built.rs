@@ -338,3 +338,95 @@ async fn a_client_s_own_endpoint_that_is_no_url_is_named_by_the_error() {
         "{message}"
     );
 }
+
+/// A panic of the AWS SDK inside a store call is the call's error, not the invocation's panic:
+/// an access key id with a control character (`AWS_ACCESS_KEY_ID` read with its trailing
+/// newline) made the SDK's signer panic at the first request (`InvalidHeaderValue`; found by an
+/// attack from the docs).
+#[tokio::test]
+async fn a_panic_of_the_sdk_is_the_call_s_error() {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "AKIDEXAMPLE\n",
+            "secret",
+            None,
+            None,
+            "test",
+        ))
+        .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+        .endpoint_url("http://127.0.0.1:9")
+        .build();
+    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), "idempotency")
+        .expect("a store");
+    let idempotency = Idempotency::builder(store)
+        .env(Env::from_pairs::<_, &str, &str>([]))
+        .build()
+        .expect("valid settings");
+    let ran = std::sync::atomic::AtomicBool::new(false);
+    let error = idempotency
+        .run(
+            &TestContext::new().build(),
+            "charge",
+            "order-1",
+            |_| async {
+                ran.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, std::io::Error>(1_u32)
+            },
+        )
+        .await
+        .expect_err("the request cannot be signed");
+    assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(matches!(error, Error::Persistence { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains("DynamoDB PutItem on table idempotency failed")
+            && message.contains("the AWS SDK panicked"),
+        "{message}"
+    );
+}
+
+/// `AWS_ACCESS_KEY_ID` with a control character (read with its trailing newline) is refused
+/// when the store is built, naming the variable: the SDK cannot sign with it.
+#[tokio::test]
+async fn an_access_key_id_with_a_control_character_is_refused_when_the_store_is_built() {
+    const NAME: &str =
+        "an_access_key_id_with_a_control_character_is_refused_when_the_store_is_built";
+    if !in_child_of(NAME, &[]) {
+        in_child_of(
+            NAME,
+            &[
+                ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE\n"),
+                ("AWS_SECRET_ACCESS_KEY", "secret"),
+                ("POWERTOOLS_TEST_EXPECTED_VARIABLE", "AWS_ACCESS_KEY_ID"),
+            ],
+        );
+        in_child_of(
+            NAME,
+            &[
+                ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+                ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ],
+        );
+        return;
+    }
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+        .load()
+        .await;
+    let built = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&config), "idempotency");
+    match std::env::var("POWERTOOLS_TEST_EXPECTED_VARIABLE") {
+        Ok(variable) => {
+            let refused = built.expect_err("a key id with a newline");
+            assert!(
+                matches!(&refused, Error::Config(_))
+                    && refused.to_string().contains(&variable)
+                    && !refused.to_string().contains("AKIDEXAMPLE"),
+                "{variable}: {refused}"
+            );
+        }
+        Err(_) => {
+            built.expect("a key id without one");
+        }
+    }
+}

@@ -62,6 +62,16 @@ pub enum Error {
     #[cfg_attr(docsrs, doc(cfg(feature = "batch")))]
     #[error(transparent)]
     Batch(#[from] powertools_batch::Error),
+    /// The AWS SDK's shared config does not load from the environment
+    /// ([`load_aws_config`](crate::load_aws_config)): `aws_config`'s message, which names the
+    /// setting (`AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`, or the profile's).
+    #[cfg(feature = "dynamodb")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dynamodb")))]
+    #[error("the AWS SDK's configuration from the environment is invalid: {message}")]
+    AwsConfig {
+        /// `aws_config`'s message.
+        message: String,
+    },
     /// A global `tracing` subscriber is already installed.
     #[error("a global tracing subscriber is already installed")]
     SubscriberAlreadyInstalled,
@@ -102,6 +112,8 @@ impl Error {
             Error::Idempotency(error) => error.error_type(),
             #[cfg(feature = "batch")]
             Error::Batch(error) => error.error_type(),
+            #[cfg(feature = "dynamodb")]
+            Error::AwsConfig { .. } => "AwsConfigError",
             Error::SubscriberAlreadyInstalled => "SubscriberAlreadyInstalled",
             Error::LambdaEnvironment { .. } => "LambdaEnvironmentError",
         }

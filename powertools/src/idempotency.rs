@@ -12,15 +12,15 @@ pub use powertools_idempotency::*;
 ///
 /// For another client (a custom endpoint, retries, an SDK interceptor such as
 /// `powertools::tracing::AwsSdkSpans`) or other attribute names, use
-/// [`DynamoDbStore::builder`] with [`crate::aws_config`] and [`crate::aws_sdk_dynamodb`]:
+/// [`DynamoDbStore::builder`] with [`crate::load_aws_config`] and [`crate::aws_sdk_dynamodb`]:
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), powertools::Error> {
-/// use powertools::aws_config::{self, BehaviorVersion};
 /// use powertools::aws_sdk_dynamodb::Client;
 /// use powertools::idempotency::DynamoDbStore;
 ///
-/// let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
+/// // `aws_config::defaults(BehaviorVersion::latest()).load()`, with an error where it panics.
+/// let config = powertools::load_aws_config().await?;
 /// let store = DynamoDbStore::builder(Client::new(&config), "idempotency").key_attr("pk").build()?;
 /// # Ok(())
 /// # }
@@ -36,15 +36,19 @@ pub use powertools_idempotency::*;
 /// ```
 ///
 /// # Errors
-/// [`Error::Config`] when `table` is empty, the environment gives no region (`AWS_REGION`,
+/// [`Error::Config`] when `aws_config` refuses a setting (`AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`:
+/// see [`crate::load_aws_config`]), `table` is empty, the environment gives no region (`AWS_REGION`,
 /// which Lambda sets, unset or empty), or sets an empty endpoint (`AWS_ENDPOINT_URL_DYNAMODB` or
 /// `AWS_ENDPOINT_URL` set but empty).
 #[cfg(feature = "dynamodb")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dynamodb")))]
 pub async fn dynamodb_store(table: impl Into<String>) -> Result<DynamoDbStore, Error> {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await;
+    // `aws_config` panics on some settings (`AWS_MAX_ATTEMPTS=0`): an error that names them.
+    let config = crate::aws::loaded().await.map_err(|message| {
+        Error::Config(format!(
+            "the AWS SDK's configuration from the environment is invalid: {message}"
+        ))
+    })?;
     DynamoDbStore::new(client(&config), table)
 }
 

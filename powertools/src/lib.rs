@@ -82,7 +82,7 @@
 //! | feature | gives |
 //! | --- | --- |
 //! | `idempotency` | `powertools::idempotency` with `InMemoryStore` |
-//! | `dynamodb` | `idempotency` plus `DynamoDbStore`, `powertools::idempotency::dynamodb_store(table)`, and `powertools::aws_config` / `powertools::aws_sdk_dynamodb` |
+//! | `dynamodb` | `idempotency` plus `DynamoDbStore`, `powertools::idempotency::dynamodb_store(table)`, `powertools::load_aws_config()`, and `powertools::aws_config` / `powertools::aws_sdk_dynamodb` |
 //! | `jmespath` | JMESPath idempotency keys and validation, and log correlation ids at a JMESPath expression |
 //! | `batch` | `powertools::batch` (per-record log keys and counts with `logging` and `metrics`) |
 //! | `events` | `powertools::events`: API Gateway, ALB, function URL, SQS, SNS, Kinesis, DynamoDB Streams, S3 and EventBridge types (`events-all`: every type) |
@@ -184,6 +184,11 @@ pub use aws_config;
 #[cfg(feature = "dynamodb")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dynamodb")))]
 pub use aws_sdk_dynamodb;
+#[cfg(feature = "dynamodb")]
+mod aws;
+#[cfg(feature = "dynamodb")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dynamodb")))]
+pub use aws::load_aws_config;
 
 #[cfg(feature = "idempotency")]
 #[cfg_attr(docsrs, doc(cfg(feature = "idempotency")))]

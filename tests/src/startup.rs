@@ -121,6 +121,33 @@ pub fn assert_bad_settings_are_named(binary: &str, table_variable: &str) {
             .is_some_and(|message| message.contains("set POWERTOOLS_METRICS_NAMESPACE")),
         "{body}"
     );
+
+    // A retry setting `aws_config` panics on: the start's error names it, posted to Lambda, not
+    // a panic (found by an attack from the docs). The tracer is off, so that no extension
+    // registers with the one-request Runtime API.
+    let (address, posted) = runtime_api_receiving_one_request();
+    let (code, stderr) = start(
+        binary,
+        &[
+            ("AWS_LAMBDA_RUNTIME_API", address.as_str()),
+            ("POWERTOOLS_METRICS_NAMESPACE", "Bakery"),
+            ("POWERTOOLS_TRACE_DISABLED", "true"),
+            (table_variable, "bakery-table"),
+            ("ORDERS_TABLE", "orders"),
+            ("IDEMPOTENCY_TABLE", "idempotency"),
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_MAX_ATTEMPTS", "zero"),
+        ],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let request = posted
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("no init error was posted: {stderr}"));
+    assert!(
+        request.contains("/runtime/init/error") && request.contains("AWS_MAX_ATTEMPTS"),
+        "{request}"
+    );
 }
 
 /// A Runtime API on a local port that answers one request `202 Accepted` and hands it over

@@ -57,7 +57,9 @@ async fn run() -> Result<(), lambda_runtime::Error> {
     powertools.register_extension().await?;
     let orders_table = required_env("ORDERS_TABLE", "orders table")?;
     let idempotency_table = required_env("IDEMPOTENCY_TABLE", "idempotency table")?;
-    let aws = aws_config::load_from_env().await;
+    // Not `aws_config::load_from_env()`, which panics on an invalid `AWS_MAX_ATTEMPTS` or
+    // `AWS_RETRY_MODE`: an error naming it, which Lambda reports as the start's.
+    let aws = powertools::load_aws_config().await?;
     // The SDK sets no timeout of its own: a stalled call would hold the invocation until Lambda
     // kills it (after the charge, with nothing logged). DynamoDB answers in milliseconds; a
     // call is given 1 s per attempt and 3 s with its retries, well within the function's 10 s

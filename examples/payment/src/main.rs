@@ -595,7 +595,9 @@ async fn run() -> Result<(), lambda_runtime::Error> {
             "IDEMPOTENCY_TABLE is not set: set it to the name of the idempotency table \
              (template.yaml sets it for the deployed function)",
         )?;
-    let aws = aws_config::load_from_env().await;
+    // Not `aws_config::load_from_env()`, which panics on an invalid `AWS_MAX_ATTEMPTS` or
+    // `AWS_RETRY_MODE`: an error naming it, which Lambda reports as the start's.
+    let aws = powertools::load_aws_config().await?;
     let dynamodb = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(&aws)
             .interceptor(powertools::tracing::AwsSdkSpans)

@@ -619,6 +619,19 @@ impl DynamoDbStoreBuilder {
         // variables set, and the SDK panics at the first request on an empty one: refused here,
         // naming it (each call would fail, see `EndpointRecorder::read_before_execution`). A
         // client given its own endpoint ignores them; an empty one is no setting either way.
+        // The SDK's signer panics on an access key id with a character no header value takes
+        // (read with its trailing newline; found by an attack from the docs). The value is not
+        // written.
+        if std::env::var(ACCESS_KEY_ID_VARIABLE).is_ok_and(|key_id| {
+            key_id
+                .bytes()
+                .any(|byte| (byte < b' ' && byte != b'\t') || byte == 0x7f)
+        }) {
+            return Err(Error::Config(format!(
+                "{ACCESS_KEY_ID_VARIABLE} has a control character (a trailing newline?): the AWS \
+                 SDK cannot sign a request with it. Set it without"
+            )));
+        }
         if let Some((name, value)) = endpoint_variable()
             && value.trim().is_empty()
         {
@@ -1168,6 +1181,9 @@ fn is_host_label(region: &str) -> bool {
     })
 }
 
+/// The variable of the access key id the SDK's shared config reads first.
+const ACCESS_KEY_ID_VARIABLE: &str = "AWS_ACCESS_KEY_ID";
+
 /// The variable that sets DynamoDB's endpoint for the SDK's shared config, and its value:
 /// `AWS_ENDPOINT_URL_DYNAMODB`, else `AWS_ENDPOINT_URL`, unless
 /// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS` turns them off.
@@ -1269,16 +1285,33 @@ impl<F: Future> Boxed for F {}
 /// Awaits `send` (an SDK request's future) and counts the attempts the SDK sent on the wire for
 /// it (counted by [`AnswerRecorder`]): the SDK's error is its last attempt's, while an earlier
 /// attempt may have been applied with its answer lost.
-/// Boxed, as every SDK call of the store is ([`Boxed`]).
-async fn counting_sends<T>(send: impl Future<Output = T> + Send) -> (T, u32) {
+/// Boxed, as every SDK call of the store is ([`Boxed`]). A panic of the SDK's is the call's
+/// error ([`SdkPanicked`]), not the invocation's: its signer panics on an access key id with a
+/// control character (found by an attack from the docs).
+async fn counting_sends<O, E>(
+    send: impl Future<Output = Result<O, SdkError<E, HttpResponse>>> + Send,
+) -> (Result<O, SdkError<E, HttpResponse>>, u32) {
     SENT_ATTEMPTS
         .scope(Cell::new(0), async {
-            let output = send.await;
+            let output = match powertools_core::failure::catch_quiet_panics(send).await {
+                Ok(output) => output,
+                Err(payload) => Err(SdkError::construction_failure(SdkPanicked(
+                    powertools_core::error_chain::panic_description(payload.as_ref())
+                        .unwrap_or_else(|| {
+                            powertools_core::error_chain::UNREADABLE_PANIC.to_owned()
+                        }),
+                ))),
+            };
             (output, SENT_ATTEMPTS.with(Cell::get))
         })
         .boxed()
         .await
 }
+
+/// The AWS SDK panicked inside a store call, with this message.
+#[derive(Debug, thiserror::Error)]
+#[error("the AWS SDK panicked: {0}")]
+struct SdkPanicked(String);
 
 /// The most bytes of DynamoDB's message kept for an error.
 const MAX_ANSWER_BYTES: usize = 300;

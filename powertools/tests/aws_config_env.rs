@@ -1,0 +1,91 @@
+//! The AWS SDK's shared config loaded from the environment (`powertools::load_aws_config`,
+//! `powertools::idempotency::dynamodb_store`): a setting `aws_config` panics on is an error
+//! that names it (found by an attack from the docs: `AWS_MAX_ATTEMPTS=` or
+//! `AWS_RETRY_MODE=legacy` panicked at start, before `init_failed` could report it).
+
+use powertools::Error;
+
+/// Set in a child process: the variables of [`in_child_of`].
+const CHILD: &str = "POWERTOOLS_FACADE_TEST_CHILD";
+
+/// Runs the test `name` again in a child process with `variables` set (the workspace forbids
+/// the `unsafe` of `std::env::set_var`), and whether this is that child.
+fn in_child_of(name: &str, variables: &[(&str, &str)]) -> bool {
+    if std::env::var_os(CHILD).is_some() {
+        return true;
+    }
+    let output = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .env_remove("AWS_MAX_ATTEMPTS")
+        .env_remove("AWS_RETRY_MODE")
+        .env("AWS_REGION", "eu-west-1")
+        .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+        .envs(variables.iter().copied())
+        .output()
+        .expect("the child runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "the child failed ({:?}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    // The panic is the error's, not printed as the process's.
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    false
+}
+
+#[tokio::test]
+async fn a_setting_aws_config_panics_on_is_an_error_naming_it() {
+    const NAME: &str = "a_setting_aws_config_panics_on_is_an_error_naming_it";
+    if !in_child_of(NAME, &[]) {
+        for (variable, value) in [
+            ("AWS_MAX_ATTEMPTS", ""),
+            ("AWS_MAX_ATTEMPTS", "0"),
+            ("AWS_MAX_ATTEMPTS", "zzz"),
+            ("AWS_RETRY_MODE", "legacy"),
+        ] {
+            in_child_of(
+                NAME,
+                &[
+                    (variable, value),
+                    ("POWERTOOLS_TEST_EXPECTED_VARIABLE", variable),
+                ],
+            );
+        }
+        in_child_of(
+            NAME,
+            &[("AWS_MAX_ATTEMPTS", "3"), ("AWS_RETRY_MODE", "adaptive")],
+        );
+        return;
+    }
+    let loaded = powertools::load_aws_config().await;
+    let store = powertools::idempotency::dynamodb_store("idempotency").await;
+    match std::env::var("POWERTOOLS_TEST_EXPECTED_VARIABLE") {
+        Ok(variable) => {
+            let refused = loaded.expect_err("an invalid setting");
+            assert!(
+                matches!(&refused, Error::AwsConfig { .. })
+                    && refused.error_type() == "AwsConfigError"
+                    && refused.to_string().contains(&variable),
+                "{variable}: {refused}"
+            );
+            let refused = store.expect_err("an invalid setting");
+            assert!(
+                matches!(&refused, powertools::idempotency::Error::Config(_))
+                    && refused.to_string().contains(&variable),
+                "{variable}: {refused}"
+            );
+        }
+        Err(_) => {
+            let config = loaded.expect("valid settings");
+            assert_eq!(
+                config.retry_config().map(|retry| retry.max_attempts()),
+                Some(3)
+            );
+            store.expect("valid settings");
+        }
+    }
+}
