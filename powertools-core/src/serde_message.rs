@@ -472,3 +472,264 @@ mod tests {
         );
     }
 }
+
+/// Where `value` holds a float JSON cannot hold (NaN, ±Infinity), which serde_json writes as
+/// `null`, and which: its path as [`shown_path`] writes it (empty at the top) and the float
+/// (`NaN`, `inf`, `-inf`); `None` when it holds none, or when its `Serialize` fails or panics
+/// first (its serialization reports that). Walks `value` through serde once, writing nothing.
+///
+/// ```
+/// use powertools_core::serde_message::non_finite_float;
+///
+/// #[derive(serde::Serialize)]
+/// struct Reading { samples: Vec<f64> }
+///
+/// let reading = Reading { samples: vec![1.5, f64::NAN] };
+/// assert_eq!(non_finite_float(&reading), Some(("samples[1]".to_owned(), "NaN".to_owned())));
+/// assert_eq!(non_finite_float(&Reading { samples: vec![1.5] }), None);
+/// ```
+pub fn non_finite_float<T: serde::Serialize + ?Sized>(value: &T) -> Option<(String, String)> {
+    let found = crate::failure::catch_quiet_panic(|| {
+        serde_path_to_error::serialize(value, FindNonFinite).err()
+    })
+    .ok()
+    .flatten()?;
+    let float = found.inner().0.clone()?;
+    Some((shown_path(found.path(), false), float))
+}
+
+/// A serializer that writes nothing and fails at the first float JSON cannot hold
+/// ([`non_finite_float`]).
+struct FindNonFinite;
+
+/// [`FindNonFinite`]'s error: the float found, or `None` for a `Serialize`'s own error.
+#[derive(Debug)]
+struct NonFinite(Option<String>);
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.as_deref().unwrap_or("the value does not serialize"))
+    }
+}
+
+impl std::error::Error for NonFinite {}
+
+impl serde::ser::Error for NonFinite {
+    fn custom<T: std::fmt::Display>(_message: T) -> Self {
+        NonFinite(None)
+    }
+}
+
+fn finite(value: f64) -> Result<(), NonFinite> {
+    if value.is_finite() {
+        Ok(())
+    } else {
+        Err(NonFinite(Some(value.to_string())))
+    }
+}
+
+/// Serializer methods that accept their value and write nothing.
+macro_rules! accepted {
+    ($($method:ident($type:ty)),* $(,)?) => {
+        $(fn $method(self, _value: $type) -> Result<(), NonFinite> { Ok(()) })*
+    };
+}
+
+impl serde::Serializer for FindNonFinite {
+    type Ok = ();
+    type Error = NonFinite;
+    type SerializeSeq = Self;
+    type SerializeTuple = Self;
+    type SerializeTupleStruct = Self;
+    type SerializeTupleVariant = Self;
+    type SerializeMap = Self;
+    type SerializeStruct = Self;
+    type SerializeStructVariant = Self;
+
+    accepted!(
+        serialize_bool(bool),
+        serialize_i8(i8),
+        serialize_i16(i16),
+        serialize_i32(i32),
+        serialize_i64(i64),
+        serialize_i128(i128),
+        serialize_u8(u8),
+        serialize_u16(u16),
+        serialize_u32(u32),
+        serialize_u64(u64),
+        serialize_u128(u128),
+        serialize_char(char),
+        serialize_str(&str),
+        serialize_bytes(&[u8]),
+        serialize_unit_struct(&'static str),
+    );
+
+    fn serialize_f32(self, value: f32) -> Result<(), NonFinite> {
+        finite(f64::from(value))
+    }
+
+    fn serialize_f64(self, value: f64) -> Result<(), NonFinite> {
+        finite(value)
+    }
+
+    fn serialize_none(self) -> Result<(), NonFinite> {
+        Ok(())
+    }
+
+    fn serialize_some<T: serde::Serialize + ?Sized>(self, value: &T) -> Result<(), NonFinite> {
+        value.serialize(self)
+    }
+
+    fn serialize_unit(self) -> Result<(), NonFinite> {
+        Ok(())
+    }
+
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+    ) -> Result<(), NonFinite> {
+        Ok(())
+    }
+
+    fn serialize_newtype_struct<T: serde::Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<(), NonFinite> {
+        value.serialize(self)
+    }
+
+    fn serialize_newtype_variant<T: serde::Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        value: &T,
+    ) -> Result<(), NonFinite> {
+        value.serialize(self)
+    }
+
+    fn serialize_seq(self, _len: Option<usize>) -> Result<Self, NonFinite> {
+        Ok(self)
+    }
+
+    fn serialize_tuple(self, _len: usize) -> Result<Self, NonFinite> {
+        Ok(self)
+    }
+
+    fn serialize_tuple_struct(self, _name: &'static str, _len: usize) -> Result<Self, NonFinite> {
+        Ok(self)
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> Result<Self, NonFinite> {
+        Ok(self)
+    }
+
+    fn serialize_map(self, _len: Option<usize>) -> Result<Self, NonFinite> {
+        Ok(self)
+    }
+
+    fn serialize_struct(self, _name: &'static str, _len: usize) -> Result<Self, NonFinite> {
+        Ok(self)
+    }
+
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> Result<Self, NonFinite> {
+        Ok(self)
+    }
+}
+
+/// The compound serializers of [`FindNonFinite`]: each element walked the same way.
+macro_rules! walked {
+    ($($trait:ident :: $method:ident),* $(,)?) => {
+        $(impl serde::ser::$trait for FindNonFinite {
+            type Ok = ();
+            type Error = NonFinite;
+
+            fn $method<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<(), NonFinite> {
+                value.serialize(FindNonFinite)
+            }
+
+            fn end(self) -> Result<(), NonFinite> {
+                Ok(())
+            }
+        })*
+    };
+}
+
+walked!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field,
+);
+
+impl serde::ser::SerializeMap for FindNonFinite {
+    type Ok = ();
+    type Error = NonFinite;
+
+    fn serialize_key<T: serde::Serialize + ?Sized>(&mut self, key: &T) -> Result<(), NonFinite> {
+        // serde_json refuses a float key that is not finite (`float key must be finite`): the
+        // serialization fails, and says so.
+        let _ = key;
+        Ok(())
+    }
+
+    fn serialize_value<T: serde::Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+    ) -> Result<(), NonFinite> {
+        value.serialize(FindNonFinite)
+    }
+
+    fn end(self) -> Result<(), NonFinite> {
+        Ok(())
+    }
+}
+
+impl serde::ser::SerializeStruct for FindNonFinite {
+    type Ok = ();
+    type Error = NonFinite;
+
+    fn serialize_field<T: serde::Serialize + ?Sized>(
+        &mut self,
+        _key: &'static str,
+        value: &T,
+    ) -> Result<(), NonFinite> {
+        value.serialize(FindNonFinite)
+    }
+
+    fn end(self) -> Result<(), NonFinite> {
+        Ok(())
+    }
+}
+
+impl serde::ser::SerializeStructVariant for FindNonFinite {
+    type Ok = ();
+    type Error = NonFinite;
+
+    fn serialize_field<T: serde::Serialize + ?Sized>(
+        &mut self,
+        _key: &'static str,
+        value: &T,
+    ) -> Result<(), NonFinite> {
+        value.serialize(FindNonFinite)
+    }
+
+    fn end(self) -> Result<(), NonFinite> {
+        Ok(())
+    }
+}

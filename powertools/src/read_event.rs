@@ -435,7 +435,15 @@ fn serialized<B: Serialize, St>(
             match std::panic::catch_unwind(AssertUnwindSafe(|| {
                 serde_json::value::to_raw_value(&body)
             })) {
-                Ok(Ok(raw)) => Ok(FunctionResponse::BufferedResponse(raw)),
+                Ok(Ok(raw)) => {
+                    // serde_json writes NaN and ±Infinity as `null`: a response holding one is
+                    // sent so, with a warning, not without a word (found by an attack from the
+                    // docs). Looked for only in a response with a `null`, once.
+                    if raw.get().contains("null") {
+                        warn_of_non_finite_floats(&body);
+                    }
+                    Ok(FunctionResponse::BufferedResponse(raw))
+                }
                 Ok(Err(error)) => {
                     let reason = marshal_reason(&body, &error);
                     // In the runtime's span, as the invalid event's: the line carries the
@@ -466,6 +474,22 @@ fn serialized<B: Serialize, St>(
         FunctionResponse::StreamingResponse(stream) => {
             Ok(FunctionResponse::StreamingResponse(stream))
         }
+    }
+}
+
+/// Warns when `body` holds a float JSON cannot hold, which serde_json wrote as `null`.
+fn warn_of_non_finite_floats<B: Serialize>(body: &B) {
+    if let Some((path, float)) = powertools_core::serde_message::non_finite_float(body) {
+        let at = if path.is_empty() {
+            String::new()
+        } else {
+            format!(" at {path}")
+        };
+        tracing::warn!(
+            target: "powertools",
+            "the response holds {float}{at}, which JSON cannot hold: it is sent as null, as \
+             serde_json writes it (send such a value as text to keep it)"
+        );
     }
 }
 
@@ -1127,6 +1151,55 @@ mod tests {
     /// A response whose `Serialize` panics (with the tracer not capturing responses, the first
     /// to serialize it is `run`): the invocation fails as a panic, with a failure line (there was
     /// none; found by a review).
+    /// A response holding NaN or ±Infinity, which JSON cannot hold, is sent as serde_json
+    /// writes it (`null`), with a warning that names where (found by an attack from the docs:
+    /// the values were lost without a word).
+    #[tokio::test]
+    async fn a_response_with_a_float_json_cannot_hold_is_sent_with_a_warning() {
+        use lambda_runtime::service_fn;
+        #[derive(Serialize)]
+        struct Reading {
+            label: Option<&'static str>,
+            value: f64,
+            samples: Vec<f32>,
+        }
+        let warnings = powertools_tests::CapturedWarnings::default();
+        let _guard = tracing::subscriber::set_default(warnings.subscriber());
+        let sent = ReadEvent::new(service_fn(|_: LambdaEvent<Value>| async {
+            Ok::<_, Diagnostic>(Reading {
+                label: None,
+                value: 1.5,
+                samples: vec![2.0, f32::NAN, f32::INFINITY],
+            })
+        }))
+        .call(empty_event())
+        .await
+        .expect("a response");
+        assert_eq!(
+            body(sent),
+            r#"{"label":null,"value":1.5,"samples":[2.0,null,null]}"#
+        );
+        let text = warnings.text();
+        assert!(
+            text.contains("at samples[1]") && text.contains("NaN") && text.contains("null"),
+            "{text}"
+        );
+        // A response whose nulls are its own is sent without one.
+        let warnings = powertools_tests::CapturedWarnings::default();
+        let _guard = tracing::subscriber::set_default(warnings.subscriber());
+        ReadEvent::new(service_fn(|_: LambdaEvent<Value>| async {
+            Ok::<_, Diagnostic>(Reading {
+                label: None,
+                value: f64::MAX,
+                samples: vec![],
+            })
+        }))
+        .call(empty_event())
+        .await
+        .expect("a response");
+        assert_eq!(warnings.text(), "");
+    }
+
     #[tokio::test]
     async fn a_response_whose_serialize_panics_fails_with_a_failure_line() {
         use lambda_runtime::service_fn;

@@ -54,7 +54,9 @@ use serde::{Deserialize, Serialize};
 /// `lambda_runtime` alone would stop the function's process. Its message names where in the
 /// response it failed (map keys as an invalid event's path writes them: a key that does not
 /// read as a field's name is `<key>`) and serde_json's own
-/// reason, never a `Serialize` implementation's own message (it may quote the value). `run` finds it after the layers returned: its failure line
+/// reason, never a `Serialize` implementation's own message (it may quote the value). A
+/// response holding NaN or ±Infinity, which JSON cannot hold, is sent as serde_json writes it
+/// (`null`), with a warning that names where. `run` finds it after the layers returned: its failure line
 /// carries the invocation's request id but not its appended keys, and its buffer of debug
 /// lines (`LoggerBuilder::buffer`) is not written for it; with the tracer on, the span is in
 /// error too.
