@@ -249,58 +249,66 @@ fn in_child_of(name: &str, variables: &[(&str, &str)]) -> bool {
     false
 }
 
-/// `AWS_ENDPOINT_URL_DYNAMODB` (or `AWS_ENDPOINT_URL`) set but empty is refused when the store
-/// is built, naming the variable: a client loaded from the environment sends to it, and the SDK
-/// panicked at the first request. `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true` turns both off.
+/// `AWS_ENDPOINT_URL_DYNAMODB` (or `AWS_ENDPOINT_URL`) set but empty fails each call of a client
+/// that follows it with a typed error naming it (the SDK panicked, "URL was unset"). A client
+/// given its own endpoint, or told to ignore the variables, is not refused for it: a review
+/// found such stores refused when they were built, where the variable was read alone.
 #[tokio::test]
-async fn an_empty_endpoint_variable_is_refused_when_the_store_is_built() {
-    const NAME: &str = "an_empty_endpoint_variable_is_refused_when_the_store_is_built";
-    if !in_child_of(NAME, &[]) {
-        for (variable, other) in [
-            (
-                "AWS_ENDPOINT_URL_DYNAMODB",
-                ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
-            ),
-            ("AWS_ENDPOINT_URL", ("POWERTOOLS_TEST_UNUSED", "")),
-        ] {
-            in_child_of(
-                NAME,
-                &[
-                    (variable, ""),
-                    other,
-                    ("POWERTOOLS_TEST_EXPECTED_VARIABLE", variable),
-                ],
-            );
+async fn an_empty_endpoint_variable_fails_the_calls_of_a_client_that_follows_it() {
+    const NAME: &str = "an_empty_endpoint_variable_fails_the_calls_of_a_client_that_follows_it";
+    if std::env::var_os(CHILD).is_none() {
+        for variable in ["AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"] {
+            in_child_of(NAME, &[(variable, "")]);
         }
         in_child_of(
             NAME,
             &[
                 ("AWS_ENDPOINT_URL_DYNAMODB", ""),
                 ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
+                ("POWERTOOLS_TEST_IGNORED", "1"),
             ],
         );
         return;
     }
+    let variable = ["AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"]
+        .into_iter()
+        .find(|name| std::env::var_os(name).is_some())
+        .expect("an endpoint variable");
+    let ignored = std::env::var_os("POWERTOOLS_TEST_IGNORED").is_some();
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
         .load()
         .await;
-    let built = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&config), "idempotency");
-    match std::env::var("POWERTOOLS_TEST_EXPECTED_VARIABLE") {
-        Ok(variable) => {
-            let refused = built.expect_err("an empty endpoint variable");
-            assert!(
-                matches!(&refused, Error::Config(_))
-                    && refused
-                        .to_string()
-                        .contains(&format!("{variable} is set but empty")),
-                "{variable}: {refused}"
-            );
-        }
-        Err(_) => {
-            built.expect("the endpoint variables are ignored");
-        }
+    let from_environment = aws_sdk_dynamodb::Client::new(&config);
+    let own_endpoint = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&config)
+            .endpoint_url("http://127.0.0.1:9")
+            .build(),
+    );
+    for (client, follows) in [(from_environment, !ignored), (own_endpoint, false)] {
+        let store = DynamoDbStore::new(client, "idempotency").expect("a store");
+        let idempotency = Idempotency::builder(store)
+            .env(Env::from_pairs::<_, &str, &str>([]))
+            .build()
+            .expect("valid settings");
+        let error = idempotency
+            .run(
+                &TestContext::new().build(),
+                "charge",
+                "order-1",
+                |_| async { Ok::<_, std::io::Error>(1_u32) },
+            )
+            .await
+            .expect_err("nothing answers");
+        let message = error.to_string();
+        assert_eq!(
+            message.contains(&format!(
+                "the DynamoDB client's endpoint URL is empty (\"\", set by {variable})"
+            )),
+            follows,
+            "{variable}, follows {follows}: {message}"
+        );
     }
 }
 
@@ -386,25 +394,17 @@ async fn a_panic_of_the_sdk_is_the_call_s_error() {
     );
 }
 
-/// `AWS_ACCESS_KEY_ID` with a control character (read with its trailing newline) is refused
-/// when the store is built, naming the variable: the SDK cannot sign with it.
+/// `AWS_ACCESS_KEY_ID` with a control character (read with its trailing newline) fails each call
+/// with the SDK's panic as its error, naming the variable, without its value. Not refused when
+/// the store is built: the client may have other credentials.
 #[tokio::test]
-async fn an_access_key_id_with_a_control_character_is_refused_when_the_store_is_built() {
-    const NAME: &str =
-        "an_access_key_id_with_a_control_character_is_refused_when_the_store_is_built";
-    if !in_child_of(NAME, &[]) {
+async fn an_access_key_id_with_a_control_character_is_named_by_the_call_s_error() {
+    const NAME: &str = "an_access_key_id_with_a_control_character_is_named_by_the_call_s_error";
+    if std::env::var_os(CHILD).is_none() {
         in_child_of(
             NAME,
             &[
                 ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE\n"),
-                ("AWS_SECRET_ACCESS_KEY", "secret"),
-                ("POWERTOOLS_TEST_EXPECTED_VARIABLE", "AWS_ACCESS_KEY_ID"),
-            ],
-        );
-        in_child_of(
-            NAME,
-            &[
-                ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
                 ("AWS_SECRET_ACCESS_KEY", "secret"),
             ],
         );
@@ -412,21 +412,87 @@ async fn an_access_key_id_with_a_control_character_is_refused_when_the_store_is_
     }
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+        .endpoint_url("http://127.0.0.1:9")
         .load()
         .await;
-    let built = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&config), "idempotency");
-    match std::env::var("POWERTOOLS_TEST_EXPECTED_VARIABLE") {
-        Ok(variable) => {
-            let refused = built.expect_err("a key id with a newline");
-            assert!(
-                matches!(&refused, Error::Config(_))
-                    && refused.to_string().contains(&variable)
-                    && !refused.to_string().contains("AKIDEXAMPLE"),
-                "{variable}: {refused}"
-            );
+    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&config), "idempotency")
+        .expect("built: the client may have other credentials");
+    let idempotency = Idempotency::builder(store)
+        .env(Env::from_pairs::<_, &str, &str>([]))
+        .build()
+        .expect("valid settings");
+    let error = idempotency
+        .run(
+            &TestContext::new().build(),
+            "charge",
+            "order-1",
+            |_| async { Ok::<_, std::io::Error>(1_u32) },
+        )
+        .await
+        .expect_err("no request can be signed");
+    let message = error.to_string();
+    assert!(
+        message.contains("the AWS SDK panicked")
+            && message.contains("AWS_ACCESS_KEY_ID has a control character")
+            && !message.contains("AKIDEXAMPLE"),
+        "{message}"
+    );
+}
+
+/// Before any request went out, a store error names the client's own endpoint without what may
+/// be secret in it (user-info, query), and a store timeout names it rather than the region
+/// (found by a review).
+#[tokio::test]
+async fn before_any_request_the_error_names_the_endpoint_without_its_secrets() {
+    #[derive(Debug)]
+    struct NeverAnswers;
+    impl aws_sdk_dynamodb::config::ProvideCredentials for NeverAnswers {
+        fn provide_credentials<'a>(
+            &'a self,
+        ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            aws_credential_types::provider::future::ProvideCredentials::new(std::future::pending())
         }
-        Err(_) => {
-            built.expect("a key id without one");
-        }
+    }
+    let endpoint = "http://admin:hunter2@127.0.0.1:9/p?token=s3cr3t";
+    let without_credentials = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+        .endpoint_url(endpoint)
+        .build();
+    let hanging_credentials = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+        .credentials_provider(NeverAnswers)
+        .endpoint_url(endpoint)
+        .build();
+    for config in [without_credentials, hanging_credentials] {
+        let store = DynamoDbStore::builder(aws_sdk_dynamodb::Client::from_conf(config), "idem")
+            .build()
+            .expect("a store");
+        let idempotency = Idempotency::builder(store)
+            .store_timeout(std::time::Duration::from_millis(300))
+            .env(Env::from_pairs::<_, &str, &str>([]))
+            .build()
+            .expect("valid settings");
+        let error = idempotency
+            .run(
+                &TestContext::new().build(),
+                "charge",
+                "order-1",
+                |_| async { Ok::<_, std::io::Error>(1_u32) },
+            )
+            .await
+            .expect_err("no request went out");
+        let message = error.to_string();
+        assert!(
+            message.contains("http://127.0.0.1:9/p")
+                && !message.contains("hunter2")
+                && !message.contains("s3cr3t")
+                && !message.contains("region eu-west-1"),
+            "{message}"
+        );
     }
 }

@@ -323,9 +323,16 @@ fn span_level(max_level: Level) -> Level {
 /// layer's invocation and AWS SDK spans (`faas.*`, `rpc.*`, `otel.*`) and the runtime's own span
 /// (`requestId`, already `function_request_id`). Their fields are not log keys.
 fn is_instrumentation(target: &str) -> bool {
-    ["powertools_tracing", "lambda_runtime"]
-        .iter()
-        .any(|prefix| target.starts_with(prefix))
+    // The crates themselves and their modules, not another crate whose name begins with
+    // theirs (`powertools_tracing_extras`, whose `requestId` became `function_request_id`;
+    // found by a review).
+    let krate = target.split_once("::").map_or(target, |(krate, _)| krate);
+    [
+        "powertools_tracing",
+        "lambda_runtime",
+        "lambda_runtime_api_client",
+    ]
+    .contains(&krate)
 }
 
 /// The scope the current code logs in, as its lines find it: its task's, or the one the current

@@ -605,7 +605,7 @@ fn a_tracing_extension_line_carries_its_invocation_s_request_id() {
     let logger = builder(&logs).build().unwrap();
     let _guard = tracing::subscriber::set_default(logger.subscriber());
     let span = tracing::info_span!(
-        target: "powertools_tracing::extension",
+        target: "powertools_tracing::log_scope",
         "invocation",
         requestId = "req-never-reached"
     );
@@ -621,6 +621,38 @@ fn a_tracing_extension_line_carries_its_invocation_s_request_id() {
     )[0];
     assert_eq!(line["function_request_id"], "req-never-reached");
     assert!(line.get("requestId").is_none() && line.get("request_id").is_none());
+}
+
+/// A span of another crate whose name begins with `powertools_tracing` or `lambda_runtime` is
+/// the function's own: its `requestId` is a log key, not the invocation's id (found by a
+/// review).
+#[test]
+fn a_span_of_a_crate_named_like_the_runtime_s_is_the_function_s_own() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs).build().unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    for target in [
+        "powertools_tracing_extras::orders",
+        "lambda_runtime_helpers",
+    ] {
+        let span = match target {
+            "lambda_runtime_helpers" => {
+                tracing::info_span!(target: "lambda_runtime_helpers", "mine", requestId = "own-1")
+            }
+            _ => tracing::info_span!(
+                target: "powertools_tracing_extras::orders",
+                "mine",
+                requestId = "own-1"
+            ),
+        };
+        span.in_scope(|| tracing::info!("inside the extras' span"));
+    }
+    let lines = lines_with(&logs, "inside the extras' span");
+    assert_eq!(lines.len(), 2);
+    for line in lines {
+        assert!(line.get("function_request_id").is_none(), "{line}");
+        assert_eq!(line["requestId"], "own-1", "{line}");
+    }
 }
 
 /// `lambda_runtime` writes every event's raw text at TRACE (`raw JSON event received from

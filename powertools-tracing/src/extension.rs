@@ -250,8 +250,9 @@ impl Handoff {
                         // The invocation's id under the name of `lambda_runtime`'s span, which
                         // the logging layer writes as `function_request_id`, as on the
                         // invocation's own lines (a field of the line's own was `request_id`).
+                        // Not exported: a span for the log line, not a unit of work.
                         let _invocation = tracing::warn_span!(
-                            target: "powertools_tracing::extension",
+                            target: crate::tracer::LOG_SCOPE_TARGET,
                             "invocation",
                             requestId = request_id
                         )

@@ -154,6 +154,18 @@ fn is_own_target(target: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
 }
 
+/// The target of this crate's spans that only carry an invocation's id to the log lines
+/// written in them, from a task of the crate's own (the extension's): not units of work, never
+/// exported (found by a review: the extension's line about an invocation became a trace of its
+/// own).
+pub(crate) const LOG_SCOPE_TARGET: &str = "powertools_tracing::log_scope";
+
+/// Whether a span of `target` is exported: not a dependency's internals, nor a log scope of
+/// this crate's ([`LOG_SCOPE_TARGET`]).
+fn is_exported_span_target(target: &str) -> bool {
+    !is_internal(target) && target != LOG_SCOPE_TARGET
+}
+
 fn is_internal(target: &str) -> bool {
     let krate = target.split_once("::").map_or(target, |(krate, _)| krate);
     INTERNAL_CRATES.contains(&krate)
@@ -226,7 +238,7 @@ impl Tracer {
                 // Log lines are not span events: they are in the logs, with the trace id, as
                 // Powertools' Tracer leaves them; copying each into its span costs per line.
                 .with_filter(FilterFn::new(|metadata| {
-                    metadata.is_span() && !is_internal(metadata.target())
+                    metadata.is_span() && is_exported_span_target(metadata.target())
                 })),
         )
     }
@@ -1137,6 +1149,19 @@ fn base_url(value: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    /// The OTel layer exports the function's spans and the AWS SDK client spans, not a
+    /// dependency's internals, nor the extension's span that carries an invocation's id to its
+    /// log line (a review found it exported as a trace of its own).
+    #[test]
+    fn the_spans_exported_are_units_of_work() {
+        assert!(!super::is_exported_span_target(super::LOG_SCOPE_TARGET));
+        assert!(super::is_exported_span_target(
+            "powertools_tracing::aws_sdk"
+        ));
+        assert!(super::is_exported_span_target("orders"));
+        assert!(!super::is_exported_span_target("lambda_runtime::layers"));
+    }
+
     /// `Tracer::subscriber` writes this crate's warnings only: another crate whose name begins
     /// with this one's is not this crate.
     #[test]

@@ -38,8 +38,7 @@ pub use powertools_idempotency::*;
 /// # Errors
 /// [`Error::Config`] when `aws_config` refuses a setting (`AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`:
 /// see [`crate::load_aws_config`]), `table` is empty, the environment gives no region (`AWS_REGION`,
-/// which Lambda sets, unset or empty), or sets an empty endpoint (`AWS_ENDPOINT_URL_DYNAMODB` or
-/// `AWS_ENDPOINT_URL` set but empty).
+/// which Lambda sets, unset or empty).
 #[cfg(feature = "dynamodb")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dynamodb")))]
 pub async fn dynamodb_store(table: impl Into<String>) -> Result<DynamoDbStore, Error> {

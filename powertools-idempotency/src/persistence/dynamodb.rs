@@ -565,9 +565,7 @@ impl DynamoDbStoreBuilder {
     ///
     /// # Errors
     /// [`Error::Config`] for a client without a region (`AWS_REGION` unset or empty), or with
-    /// one that is no region, `AWS_ENDPOINT_URL_DYNAMODB` or `AWS_ENDPOINT_URL` set but empty
-    /// (the SDK panics on it at the first request; a client given an empty endpoint URL in code
-    /// fails each call with an error that says so), a table
+    /// one that is no region, a table
     /// name that is empty or that DynamoDB refuses (3 to 255 letters, digits, `_`, `-` and `.`,
     /// or a table's ARN), an empty attribute name, a sort key equal to the partition
     /// key, two attributes with the same name, a sort key without a static partition value when
@@ -613,32 +611,6 @@ impl DynamoDbStoreBuilder {
                 "the DynamoDB client's region {} is not a region (letters, digits and hyphens, \
                  such as eu-west-1): check AWS_REGION, or the region given to the client",
                 powertools_core::env::shown(region.as_ref())
-            )));
-        }
-        // A client loaded from the environment (`aws_config`) sends to the endpoint these
-        // variables set, and the SDK panics at the first request on an empty one: refused here,
-        // naming it (each call would fail, see `EndpointRecorder::read_before_execution`). A
-        // client given its own endpoint ignores them; an empty one is no setting either way.
-        // The SDK's signer panics on an access key id with a character no header value takes
-        // (read with its trailing newline; found by an attack from the docs). The value is not
-        // written.
-        if std::env::var(ACCESS_KEY_ID_VARIABLE).is_ok_and(|key_id| {
-            key_id
-                .bytes()
-                .any(|byte| (byte < b' ' && byte != b'\t') || byte == 0x7f)
-        }) {
-            return Err(Error::Config(format!(
-                "{ACCESS_KEY_ID_VARIABLE} has a control character (a trailing newline?): the AWS \
-                 SDK cannot sign a request with it. Set it without"
-            )));
-        }
-        if let Some((name, value)) = endpoint_variable()
-            && value.trim().is_empty()
-        {
-            return Err(Error::Config(format!(
-                "{name} is set but empty ({}): a DynamoDB client loaded from the environment \
-                 sends its requests to it. Unset it, or set the endpoint's URL",
-                powertools_core::env::shown(&value)
             )));
         }
         let mut names = vec![
@@ -1148,7 +1120,7 @@ impl EndpointRecorder {
                 };
                 return format!(
                     "the client's endpoint URL {}{by}",
-                    powertools_core::env::shown(url)
+                    powertools_core::env::shown(&without_credentials(url))
                 );
             }
             Some(None) => return endpoint,
@@ -1226,11 +1198,18 @@ impl Intercept for EndpointRecorder {
                 .configured
                 .set(configured.map(|configured| configured.0.clone()));
         }
+        // Refused per call, not when the store is built: only the call's config tells whether
+        // the client follows the variables (one given its own endpoint, or a profile's
+        // `ignore_configured_endpoint_urls`, does not; a review found such stores refused).
         match configured {
             Some(aws_types::endpoint_config::EndpointUrl(url)) if url.trim().is_empty() => {
+                let by = match endpoint_variable() {
+                    Some((name, value)) if value == *url => format!(", set by {name}"),
+                    _ => String::new(),
+                };
                 Err(format!(
-                    "the DynamoDB client's endpoint URL is empty ({}): give it a URL, or none \
-                     for the region's",
+                    "the DynamoDB client's endpoint URL is empty ({}{by}): give it a URL, or \
+                     none for the region's",
                     powertools_core::env::shown(url)
                 )
                 .into())
@@ -1310,8 +1289,28 @@ async fn counting_sends<O, E>(
 
 /// The AWS SDK panicked inside a store call, with this message.
 #[derive(Debug, thiserror::Error)]
-#[error("the AWS SDK panicked: {0}")]
+#[error("the AWS SDK panicked: {message}{hint}", message = .0, hint = access_key_id_hint())]
 struct SdkPanicked(String);
+
+/// What to check when the SDK panicked: its signer panics on an access key id with a character
+/// no header value takes, which `AWS_ACCESS_KEY_ID` read with its trailing newline has (the
+/// value is not written). Said only when the variable has one: the client may have other
+/// credentials.
+fn access_key_id_hint() -> String {
+    let control = std::env::var(ACCESS_KEY_ID_VARIABLE).is_ok_and(|key_id| {
+        key_id
+            .bytes()
+            .any(|byte| (byte < b' ' && byte != b'\t') || byte == 0x7f)
+    });
+    if control {
+        format!(
+            " ({ACCESS_KEY_ID_VARIABLE} has a control character, a trailing newline say, which \
+             no request can be signed with)"
+        )
+    } else {
+        String::new()
+    }
+}
 
 /// The most bytes of DynamoDB's message kept for an error.
 const MAX_ANSWER_BYTES: usize = 300;
@@ -1440,6 +1439,22 @@ fn never_sent(error: &aws_sdk_dynamodb::error::ConnectorError) -> bool {
 }
 
 /// `host:port` of a URL, with the scheme's default port when it has none.
+/// `url` without what may be secret in it: the user-info (`admin:password@`), the query and the
+/// fragment (`?token=…`). Written into errors, where the endpoint is named (found by a review).
+fn without_credentials(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or(url);
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    match scheme {
+        Some(scheme) => format!("{scheme}://{host}{path}"),
+        None => format!("{host}{path}"),
+    }
+}
+
 fn authority(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
     let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
@@ -1598,9 +1613,14 @@ impl IdempotencyStore for DynamoDbStore {
         // Before any request went out, the endpoint is not known (a client built with
         // `endpoint_url` in code does not say which): the call is still waiting for what comes
         // before sending, credentials say, which names the cause better than a guessed endpoint.
-        let target = match self.endpoint.0.sent.get() {
-            Some(endpoint) => format!("at {endpoint}"),
-            None => match self.client.config().region() {
+        let target = match (self.endpoint.0.sent.get(), self.endpoint.0.configured.get()) {
+            (Some(endpoint), _) => format!("at {endpoint}"),
+            // Its own endpoint, once a call began (found by a review: the region was named).
+            (None, Some(Some(url))) => format!(
+                "before any request was sent (endpoint URL {})",
+                powertools_core::env::shown(&without_credentials(url))
+            ),
+            (None, _) => match self.client.config().region() {
                 Some(region) => format!("before any request was sent (region {region})"),
                 None => "before any request was sent (no region is configured)".to_owned(),
             },
