@@ -319,6 +319,22 @@ fn span_level(max_level: Level) -> Level {
     max_level.min(Level::Info)
 }
 
+/// Whether `target` is one of powertools-rs's crates or their modules (not another crate whose
+/// name begins with `powertools`).
+fn is_powertools_target(target: &str) -> bool {
+    let krate = target.split_once("::").map_or(target, |(krate, _)| krate);
+    [
+        "powertools",
+        "powertools_core",
+        "powertools_logging",
+        "powertools_metrics",
+        "powertools_tracing",
+        "powertools_idempotency",
+        "powertools_batch",
+    ]
+    .contains(&krate)
+}
+
 /// Spans whose fields describe the invocation for another tool, not the business: the tracing
 /// layer's invocation and AWS SDK spans (`faas.*`, `rpc.*`, `otel.*`) and the runtime's own span
 /// (`requestId`, already `function_request_id`). Their fields are not log keys.
@@ -611,7 +627,11 @@ where
                 .is_some_and(|state| state.buffer.is_some())
             && shared
                 .buffer
-                .is_some_and(|buffer| buffer.holds(level, shared.level));
+                .is_some_and(|buffer| buffer.holds(level, shared.level))
+            // The library's warnings report data lost (a metric refused, a record failed): a
+            // buffer discarded with a successful invocation would hide them (found by an attack
+            // from the docs). Powertools for Python's own lines never reach the user's buffer.
+            && !(level >= Level::Warn && is_powertools_target(event.metadata().target()));
         let written = level >= shared.level || (sampled && level >= Level::Debug);
         if !buffered && !written {
             return;

@@ -389,3 +389,37 @@ async fn an_invocation_cancelled_from_outside_says_so_and_writes_its_buffer() {
     assert_eq!(line["function_request_id"], "req-cancelled", "{line}");
     assert_eq!(line["order_id"], "o-7", "{line}");
 }
+
+/// A buffer that holds warnings (`with_level(Level::Warn)`) holds the function's, and not the
+/// library's own: they report data lost (a metric refused, a batch record failed, a dimension
+/// overwritten), which the buffer, discarded with a successful invocation, would hide (found by
+/// an attack from the docs). The library's lines below `WARN` are buffered as any. A crate
+/// whose name only begins with `powertools` is the function's own.
+#[tokio::test]
+async fn a_warning_buffer_holds_the_function_s_warnings_not_the_library_s() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs)
+        .buffer(BufferConfig::default().with_level(Level::Warn))
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    invoke(&logger, TestContext::new(), |_| async {
+        tracing::warn!("the function's own warning");
+        tracing::warn!(target: "powertools_metrics", "a metric was refused");
+        tracing::warn!(target: "powertools_batch::processor", "a record failed");
+        tracing::warn!(target: "powertools", "the response holds NaN");
+        tracing::warn!(target: "powertools_extras", "a crate of the function's");
+        tracing::info!(target: "powertools_metrics", "the library's info line");
+        Ok(Value::Null)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        messages(&logs),
+        [
+            "a metric was refused",
+            "a record failed",
+            "the response holds NaN"
+        ]
+    );
+}
