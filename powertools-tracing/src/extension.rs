@@ -113,6 +113,33 @@ pub(crate) struct Handoff {
     changed: Notify,
 }
 
+/// Hands the export back to the layer when the extension's loop ends, or when its task is
+/// dropped before it ends: the runtime it was registered on was dropped (registered in a runtime
+/// of its own, the function run in another), and the layer went on handing it spans that were
+/// neither exported nor counted, without a word (found by an attack from the docs).
+struct Stopped {
+    tracer: Tracer,
+    /// The loop ended (a `SHUTDOWN`): nothing to warn about.
+    ended: bool,
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let handoff = &self.tracer.inner.handoff;
+        handoff.mode.store(MODE_NONE, Ordering::Release);
+        handoff.registering.store(false, Ordering::Release);
+        if !self.ended {
+            tracing::warn!(
+                target: "powertools_tracing",
+                "the tracer's extension stopped: its task was dropped (the Tokio runtime it was \
+                 registered on was dropped?). The layer exports before each invocation returns \
+                 from now on. Under Lambda, register the extension on the runtime that runs the \
+                 function: Lambda waits for a registered extension before each invocation"
+            );
+        }
+    }
+}
+
 impl Handoff {
     fn invocations(&self) -> std::sync::MutexGuard<'_, VecDeque<(String, Stage)>> {
         self.invocations
@@ -474,6 +501,10 @@ impl Tracer {
     /// [`span_exporter`](crate::TracerBuilder::span_exporter), or with
     /// [`FlushMode::BeforeReturn`]. Calling it again does nothing.
     ///
+    /// Register it on the Tokio runtime that runs the function: its tasks run there. Should
+    /// that runtime be dropped (the extension registered in a runtime of its own), the layer
+    /// exports before returning again, with a warning.
+    ///
     /// # Errors
     /// [`Error::Extension`] when Lambda refuses the registration (after the init phase, or a
     /// second extension of this name), or does not answer it within 5 s, or when called outside
@@ -551,7 +582,13 @@ impl Tracer {
                 .mode
                 .store(MODE_AFTER_RESPONSE, Ordering::Release);
         }
-        tokio::spawn(self.clone().run_extension(client, id));
+        // Made here, not in the task: a task never polled before its runtime was dropped drops
+        // it too.
+        let stopped = Stopped {
+            tracer: self.clone(),
+            ended: false,
+        };
+        tokio::spawn(self.clone().run_extension(client, id, stopped));
         #[cfg(unix)]
         {
             let tracer = self.clone();
@@ -571,7 +608,7 @@ impl Tracer {
     /// would hold the next invocation until its timeout (found by an attack: one answer of 500
     /// ended the loop). Meanwhile the layer flushes before returning. An event the extension
     /// cannot read is asked past, paced as failed polls are.
-    async fn run_extension(self, client: PooledClient, id: String) {
+    async fn run_extension(self, client: PooledClient, id: String, mut stopped: Stopped) {
         let handoff = &self.inner.handoff;
         let mode = handoff.mode.load(Ordering::Acquire);
         // Polls in a row that failed, and that were answered with an event the extension does
@@ -656,9 +693,8 @@ impl Tracer {
                 }
             }
         }
-        // Without its extension, the layer flushes before returning again.
-        handoff.mode.store(MODE_NONE, Ordering::Release);
-        handoff.registering.store(false, Ordering::Release);
+        // Without its extension, the layer flushes before returning again (`Stopped`).
+        stopped.ended = true;
     }
 
     #[cfg(unix)]
