@@ -109,6 +109,10 @@ pub(crate) struct Handoff {
     /// Set while an extension is registered or being registered: `register_extension` called
     /// twice at once registers once.
     registering: AtomicBool,
+    /// The extension's task was dropped before its loop ended ([`Stopped`]): said at the next
+    /// invocation the layer flushes itself, not when it happened, which is also how a process
+    /// that ends its runtime ends (a test's, or `main` returning).
+    stopped_unexpectedly: AtomicBool,
     invocations: Mutex<VecDeque<(String, Stage)>>,
     changed: Notify,
 }
@@ -116,7 +120,8 @@ pub(crate) struct Handoff {
 /// Hands the export back to the layer when the extension's loop ends, or when its task is
 /// dropped before it ends: the runtime it was registered on was dropped (registered in a runtime
 /// of its own, the function run in another), and the layer went on handing it spans that were
-/// neither exported nor counted, without a word (found by an attack from the docs).
+/// neither exported nor counted, without a word (found by an attack from the docs). The next
+/// invocation says so ([`Handoff::finish`]).
 struct Stopped {
     tracer: Tracer,
     /// The loop ended (a `SHUTDOWN`): nothing to warn about.
@@ -129,13 +134,7 @@ impl Drop for Stopped {
         handoff.mode.store(MODE_NONE, Ordering::Release);
         handoff.registering.store(false, Ordering::Release);
         if !self.ended {
-            tracing::warn!(
-                target: "powertools_tracing",
-                "the tracer's extension stopped: its task was dropped (the Tokio runtime it was \
-                 registered on was dropped?). The layer exports before each invocation returns \
-                 from now on. Under Lambda, register the extension on the runtime that runs the \
-                 function: Lambda waits for a registered extension before each invocation"
-            );
+            handoff.stopped_unexpectedly.store(true, Ordering::Release);
         }
     }
 }
@@ -220,7 +219,19 @@ impl Handoff {
                 }
                 true
             }
-            _ => false,
+            _ => {
+                if self.stopped_unexpectedly.swap(false, Ordering::AcqRel) {
+                    tracing::warn!(
+                        target: "powertools_tracing",
+                        "the tracer's extension stopped: its task was dropped (the Tokio runtime \
+                         it was registered on was dropped?). The layer exports before each \
+                         invocation returns from now on. Under Lambda, register the extension on \
+                         the runtime that runs the function: Lambda waits for a registered \
+                         extension before each invocation"
+                    );
+                }
+                false
+            }
         }
     }
 
