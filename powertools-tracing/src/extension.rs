@@ -220,7 +220,10 @@ impl Handoff {
                 true
             }
             _ => {
-                if self.stopped_unexpectedly.swap(false, Ordering::AcqRel) {
+                // A load first: the swap's write would cost every invocation that flushes.
+                if self.stopped_unexpectedly.load(Ordering::Acquire)
+                    && self.stopped_unexpectedly.swap(false, Ordering::AcqRel)
+                {
                     tracing::warn!(
                         target: "powertools_tracing",
                         "the tracer's extension stopped: its task was dropped (the Tokio runtime \
