@@ -124,7 +124,8 @@ pub fn catch_quiet_panic<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
 /// the future's output or the panic's payload. For a library's future whose panic must become
 /// an error rather than the invocation's (the AWS SDK's, which panics on some settings: an
 /// access key id with a control character, `aws_config`'s invalid retry settings). Once it
-/// panicked, the future is dropped, never polled again.
+/// completed or panicked, the future is dropped and never polled again: polled after that, this
+/// one stays pending.
 ///
 /// ```
 /// use powertools_core::failure::catch_quiet_panics;
@@ -149,7 +150,7 @@ pub fn catch_quiet_panics<F: Future>(future: F) -> CaughtPanics<F> {
 
 /// The future of [`catch_quiet_panics`].
 pub struct CaughtPanics<F> {
-    // Boxed, so that the future stays `Unpin` without unsafe code; `None` once it panicked.
+    // Boxed, so that the future stays `Unpin` without unsafe code; `None` once it completed.
     future: Option<Pin<Box<F>>>,
 }
 
@@ -168,14 +169,15 @@ impl<F: Future> Future for CaughtPanics<F> {
         let Some(future) = self.future.as_mut() else {
             return Poll::Pending;
         };
-        match catch_quiet_panic(|| future.as_mut().poll(cx)) {
-            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(payload) => {
-                self.future = None;
-                Poll::Ready(Err(payload))
-            }
-        }
+        let poll = match catch_quiet_panic(|| future.as_mut().poll(cx)) {
+            Ok(Poll::Ready(output)) => Ok(output),
+            Ok(Poll::Pending) => return Poll::Pending,
+            Err(payload) => Err(payload),
+        };
+        // Fused: never polled again once it completed or panicked (a review found a finished
+        // future polled again).
+        self.future = None;
+        Poll::Ready(poll)
     }
 }
 

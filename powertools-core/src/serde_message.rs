@@ -475,7 +475,7 @@ mod tests {
 
 /// Where `value` holds a float JSON cannot hold (NaN, ±Infinity), which serde_json writes as
 /// `null`, and which: its path as [`shown_path`] writes it (empty at the top) and the float
-/// (`NaN`, `inf`, `-inf`); `None` when it holds none, or when its `Serialize` fails or panics
+/// (`NaN`, `Infinity`, `-Infinity`); `None` when it holds none, or when its `Serialize` fails or panics
 /// first (its serialization reports that). Walks `value` through serde once, writing nothing.
 ///
 /// ```
@@ -487,6 +487,20 @@ mod tests {
 /// let reading = Reading { samples: vec![1.5, f64::NAN] };
 /// assert_eq!(non_finite_float(&reading), Some(("samples[1]".to_owned(), "NaN".to_owned())));
 /// assert_eq!(non_finite_float(&Reading { samples: vec![1.5] }), None);
+/// // Through a map, its key as a path writes it: `<key>` when it is data (a card number).
+/// let by_customer = std::collections::BTreeMap::from([
+///     ("john_smith", vec![1.0, f64::INFINITY]),
+///     ("4111111111111111", vec![f64::NEG_INFINITY]),
+/// ]);
+/// assert_eq!(
+///     non_finite_float(&by_customer),
+///     Some(("<key>[0]".to_owned(), "-Infinity".to_owned()))
+/// );
+/// let by_customer = std::collections::BTreeMap::from([("john_smith", vec![1.0, f64::INFINITY])]);
+/// assert_eq!(
+///     non_finite_float(&by_customer),
+///     Some(("john_smith[1]".to_owned(), "Infinity".to_owned()))
+/// );
 /// ```
 pub fn non_finite_float<T: serde::Serialize + ?Sized>(value: &T) -> Option<(String, String)> {
     let found = crate::failure::catch_quiet_panic(|| {
@@ -523,8 +537,12 @@ impl serde::ser::Error for NonFinite {
 fn finite(value: f64) -> Result<(), NonFinite> {
     if value.is_finite() {
         Ok(())
+    } else if value.is_nan() {
+        Err(NonFinite(Some("NaN".to_owned())))
+    } else if value > 0.0 {
+        Err(NonFinite(Some("Infinity".to_owned())))
     } else {
-        Err(NonFinite(Some(value.to_string())))
+        Err(NonFinite(Some("-Infinity".to_owned())))
     }
 }
 
@@ -682,10 +700,10 @@ impl serde::ser::SerializeMap for FindNonFinite {
     type Error = NonFinite;
 
     fn serialize_key<T: serde::Serialize + ?Sized>(&mut self, key: &T) -> Result<(), NonFinite> {
-        // serde_json refuses a float key that is not finite (`float key must be finite`): the
-        // serialization fails, and says so.
-        let _ = key;
-        Ok(())
+        // Walked, so that the path records it (found by a review: the path said `?`). serde_json
+        // refuses a float key that is not finite (`float key must be finite`): a response
+        // walked here has none.
+        key.serialize(FindNonFinite)
     }
 
     fn serialize_value<T: serde::Serialize + ?Sized>(

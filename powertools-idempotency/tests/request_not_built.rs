@@ -496,3 +496,76 @@ async fn before_any_request_the_error_names_the_endpoint_without_its_secrets() {
         );
     }
 }
+
+/// A panic of the SDK after an attempt went out (an interceptor of the client's that panics on
+/// the answer) is worded as a request that may have reached the table, not as one that "could
+/// not be built" (found by a review: the claim had landed).
+#[tokio::test]
+async fn a_panic_after_the_request_went_out_may_have_reached_the_table() {
+    #[derive(Debug)]
+    struct PanicsOnTheAnswer;
+    impl aws_sdk_dynamodb::config::Intercept for PanicsOnTheAnswer {
+        fn name(&self) -> &'static str {
+            "panics on the answer"
+        }
+        fn read_after_transmit(
+            &self,
+            _context: &aws_sdk_dynamodb::config::interceptors::BeforeDeserializationInterceptorContextRef<'_>,
+            _runtime_components: &aws_sdk_dynamodb::config::RuntimeComponents,
+            _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+        ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+            panic!("an interceptor's bug, after the request went out")
+        }
+    }
+    // A table that answers every request with an empty JSON object.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let address = listener.local_addr().expect("its address");
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = vec![0_u8; 64 * 1024];
+                let _ = stream.read(&mut buffer).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: 2\r\n\r\n{}")
+                    .await;
+            });
+        }
+    });
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
+        .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+        .endpoint_url(format!("http://{address}"))
+        .interceptor(PanicsOnTheAnswer)
+        .build();
+    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), "idempotency")
+        .expect("a store");
+    let idempotency = Idempotency::builder(store)
+        .env(Env::from_pairs::<_, &str, &str>([]))
+        .build()
+        .expect("valid settings");
+    let ran = std::sync::atomic::AtomicBool::new(false);
+    let error = idempotency
+        .run(
+            &TestContext::new().build(),
+            "charge",
+            "order-1",
+            |_| async {
+                ran.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, std::io::Error>(1_u32)
+            },
+        )
+        .await
+        .expect_err("the claim's answer was lost to the panic");
+    assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+    let message = powertools_core::error_chain::message_chain(&error);
+    assert!(
+        message.contains("the AWS SDK panicked")
+            && message.contains("may have reached")
+            && !message.contains("could not build"),
+        "{message}"
+    );
+}

@@ -631,7 +631,11 @@ where
             // The library's warnings report data lost (a metric refused, a record failed): a
             // buffer discarded with a successful invocation would hide them (found by an attack
             // from the docs). Powertools for Python's own lines never reach the user's buffer.
-            && !(level >= Level::Warn && is_powertools_target(event.metadata().target()));
+            // One the logger's level would not write is buffered still, as it was: written when
+            // the invocation fails (found by a review: at an ERROR logger they were lost).
+            && !(level >= Level::Warn
+                && level >= shared.level
+                && is_powertools_target(event.metadata().target()));
         let written = level >= shared.level || (sampled && level >= Level::Debug);
         if !buffered && !written {
             return;

@@ -423,3 +423,32 @@ async fn a_warning_buffer_holds_the_function_s_warnings_not_the_library_s() {
         ]
     );
 }
+
+/// At a logger level that would not write them (`ERROR`), the library's warnings are buffered
+/// as before, and written with the buffer when the invocation fails: bypassing the buffer there
+/// lost them (found by a review).
+#[tokio::test]
+async fn at_an_error_logger_the_library_s_warnings_are_buffered_and_written_on_failure() {
+    let logs = MemoryLogs::new();
+    let logger = builder(&logs)
+        .level(Level::Error)
+        .buffer(BufferConfig::default().with_level(Level::Warn))
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(logger.subscriber());
+    let failed = invoke(&logger, TestContext::new(), |_| async {
+        tracing::warn!("the function's own warning");
+        tracing::warn!(target: "powertools_metrics", "a metric was refused");
+        Err::<Value, _>("the oven is cold".into())
+    })
+    .await;
+    assert!(failed.is_err());
+    let written = messages(&logs);
+    assert!(
+        written.starts_with(&[
+            "the function's own warning".to_owned(),
+            "a metric was refused".to_owned()
+        ]),
+        "{written:?}"
+    );
+}

@@ -1274,12 +1274,26 @@ async fn counting_sends<O, E>(
         .scope(Cell::new(0), async {
             let output = match powertools_core::failure::catch_quiet_panics(send).await {
                 Ok(output) => output,
-                Err(payload) => Err(SdkError::construction_failure(SdkPanicked(
-                    powertools_core::error_chain::panic_description(payload.as_ref())
-                        .unwrap_or_else(|| {
-                            powertools_core::error_chain::UNREADABLE_PANIC.to_owned()
-                        }),
-                ))),
+                Err(payload) => {
+                    let panicked = SdkPanicked(
+                        powertools_core::error_chain::panic_description(payload.as_ref())
+                            .unwrap_or_else(|| {
+                                powertools_core::error_chain::UNREADABLE_PANIC.to_owned()
+                            }),
+                    );
+                    // After an attempt went out, the request may have been applied: a dispatch
+                    // failure, worded so, not "could not build the request" (found by a review).
+                    if SENT_ATTEMPTS.with(Cell::get) == 0 {
+                        Err(SdkError::construction_failure(panicked))
+                    } else {
+                        Err(SdkError::dispatch_failure(
+                            aws_sdk_dynamodb::error::ConnectorError::other(
+                                Box::new(panicked),
+                                None,
+                            ),
+                        ))
+                    }
+                }
             };
             (output, SENT_ATTEMPTS.with(Cell::get))
         })
@@ -1442,13 +1456,16 @@ fn never_sent(error: &aws_sdk_dynamodb::error::ConnectorError) -> bool {
 /// `url` without what may be secret in it: the user-info (`admin:password@`), the query and the
 /// fragment (`?token=…`). Written into errors, where the endpoint is named (found by a review).
 fn without_credentials(url: &str) -> String {
-    let url = url.split(['?', '#']).next().unwrap_or(url);
     let (scheme, rest) = match url.split_once("://") {
         Some((scheme, rest)) => (Some(scheme), rest),
         None => (None, url),
     };
+    // The user-info first, to its last `@` before the path: a password may hold a `?` or a
+    // `#` (found by a review: part of one was written as the host).
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let host = authority.rsplit('@').next().unwrap_or(authority);
+    let host = host.split(['?', '#']).next().unwrap_or(host);
+    let path = path.split(['?', '#']).next().unwrap_or(path);
     match scheme {
         Some(scheme) => format!("{scheme}://{host}{path}"),
         None => format!("{host}{path}"),
@@ -2189,6 +2206,29 @@ mod tests {
         );
         // A client without a region is refused when the store is built
         // (`a_client_without_a_region_is_refused_naming_aws_region`).
+    }
+
+    /// What may be secret in an endpoint URL is left out of errors: the user-info (a password
+    /// with a `?`, `#` or `@` in it too), the query and the fragment (found by a review).
+    #[test]
+    fn an_endpoint_url_is_written_without_its_credentials() {
+        for (url, written) in [
+            (
+                "http://admin:hunter2@127.0.0.1:1/p?token=s3cr3t",
+                "http://127.0.0.1:1/p",
+            ),
+            ("http://admin:hun?ter2@127.0.0.1:1/", "http://127.0.0.1:1/"),
+            ("http://admin:hun#ter@2@127.0.0.1:1", "http://127.0.0.1:1"),
+            (
+                "https://dynamodb.local/?X-Amz-Signature=abc#frag",
+                "https://dynamodb.local/",
+            ),
+            ("user:pw@host:8000", "host:8000"),
+            ("not a url", "not a url"),
+            ("http://host/p?email=a@b", "http://host/p"),
+        ] {
+            assert_eq!(without_credentials(url), written, "{url}");
+        }
     }
 
     /// Once a call began, the endpoint URL the client's config sets is named, with the
