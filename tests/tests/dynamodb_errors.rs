@@ -406,12 +406,14 @@ async fn a_call_that_times_out_before_any_request_went_out_says_so_instead_of_gu
         .expect_err("no credentials, no claim");
 
     // Then the error names the operation and the table, and says no request went out (the SDK
-    // was still getting ready to send: credentials, here), rather than an endpoint it guessed
+    // was still getting ready to send: credentials, here), with the endpoint the client was
+    // given, which the call's config shows (it named the region's, where the client never
+    // sends; found by a review)
     let message = error.to_string();
     assert!(
         message.contains(
-            "DynamoDB PutItem on table orders before any request was sent (region eu-west-1): \
-             no answer within 300 ms"
+            "DynamoDB PutItem on table orders before any request was sent (endpoint URL \
+             \"http://127.0.0.1:8000\"): no answer within 300 ms"
         ),
         "{message}"
     );
