@@ -718,36 +718,26 @@ impl serde::ser::SerializeMap for FindNonFinite {
     }
 }
 
-impl serde::ser::SerializeStruct for FindNonFinite {
-    type Ok = ();
-    type Error = NonFinite;
+/// The struct serializers of [`FindNonFinite`]: each field walked the same way.
+macro_rules! walked_fields {
+    ($($trait:ident),* $(,)?) => {
+        $(impl serde::ser::$trait for FindNonFinite {
+            type Ok = ();
+            type Error = NonFinite;
 
-    fn serialize_field<T: serde::Serialize + ?Sized>(
-        &mut self,
-        _key: &'static str,
-        value: &T,
-    ) -> Result<(), NonFinite> {
-        value.serialize(FindNonFinite)
-    }
+            fn serialize_field<T: serde::Serialize + ?Sized>(
+                &mut self,
+                _key: &'static str,
+                value: &T,
+            ) -> Result<(), NonFinite> {
+                value.serialize(FindNonFinite)
+            }
 
-    fn end(self) -> Result<(), NonFinite> {
-        Ok(())
-    }
+            fn end(self) -> Result<(), NonFinite> {
+                Ok(())
+            }
+        })*
+    };
 }
 
-impl serde::ser::SerializeStructVariant for FindNonFinite {
-    type Ok = ();
-    type Error = NonFinite;
-
-    fn serialize_field<T: serde::Serialize + ?Sized>(
-        &mut self,
-        _key: &'static str,
-        value: &T,
-    ) -> Result<(), NonFinite> {
-        value.serialize(FindNonFinite)
-    }
-
-    fn end(self) -> Result<(), NonFinite> {
-        Ok(())
-    }
-}
+walked_fields!(SerializeStruct, SerializeStructVariant);
