@@ -7,7 +7,7 @@ use powertools_core::error_chain::{UNREADABLE_PANIC, panic_description};
 /// `AWS_ENDPOINT_URL_*`, retries, the profile), with a setting it panics on as an error that
 /// names it. `aws_config` panics on an invalid `AWS_MAX_ATTEMPTS` or `AWS_RETRY_MODE` (or
 /// `max_attempts`, `retry_mode` in the profile), which took a function down at start, before
-/// [`Powertools::init_failed`](crate::Powertools::init_failed) could report it to Lambda.
+/// `powertools::init_failed` (feature `logging`) could report it to Lambda.
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), powertools::Error> {
