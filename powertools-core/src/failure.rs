@@ -157,7 +157,7 @@ pub struct CaughtPanics<F> {
 impl<F> std::fmt::Debug for CaughtPanics<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CaughtPanics")
-            .field("panicked", &self.future.is_none())
+            .field("done", &self.future.is_none())
             .finish()
     }
 }

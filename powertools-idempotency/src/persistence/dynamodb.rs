@@ -1452,7 +1452,6 @@ fn never_sent(error: &aws_sdk_dynamodb::error::ConnectorError) -> bool {
         })
 }
 
-/// `host:port` of a URL, with the scheme's default port when it has none.
 /// `url` without what may be secret in it: the user-info (`admin:password@`), the query and the
 /// fragment (`?token=…`). Written into errors, where the endpoint is named (found by a review).
 fn without_credentials(url: &str) -> String {
@@ -1472,6 +1471,7 @@ fn without_credentials(url: &str) -> String {
     }
 }
 
+/// `host:port` of a URL, with the scheme's default port when it has none.
 fn authority(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
     let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
@@ -1627,9 +1627,9 @@ impl IdempotencyStore for DynamoDbStore {
             }
             call => operation_of(call),
         };
-        // Before any request went out, the endpoint is not known (a client built with
-        // `endpoint_url` in code does not say which): the call is still waiting for what comes
-        // before sending, credentials say, which names the cause better than a guessed endpoint.
+        // Before any request went out, no endpoint was reached: the call is still waiting for
+        // what comes before sending, credentials say. The endpoint the client was given is named
+        // once a call began (the call's config shows it), else the region, never a guess.
         let target = match (self.endpoint.0.sent.get(), self.endpoint.0.configured.get()) {
             (Some(endpoint), _) => format!("at {endpoint}"),
             // Its own endpoint, once a call began (found by a review: the region was named).
