@@ -113,9 +113,9 @@ impl BufferConfig {
     }
 
     /// The least verbose level that is buffered: `Trace`, `Debug`, `Info` or `Warn` (down to
-    /// `DEBUG`; `TRACE` only at `Trace`). powertools-rs's own warnings are never buffered: they
-    /// report data lost (a metric refused, a batch record failed), which a buffer discarded with
-    /// a successful invocation would hide.
+    /// `DEBUG`; `TRACE` only at `Trace`). powertools-rs's own warnings are written at once, not
+    /// buffered, when the logger's level writes them: they report data lost (a metric refused, a
+    /// batch record failed), which a buffer discarded with a successful invocation would hide.
     #[must_use]
     pub fn with_level(mut self, level: Level) -> Self {
         self.level = level;
