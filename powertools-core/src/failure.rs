@@ -124,8 +124,8 @@ pub fn catch_quiet_panic<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
 /// the future's output or the panic's payload. For a library's future whose panic must become
 /// an error rather than the invocation's (the AWS SDK's, which panics on some settings: an
 /// access key id with a control character, `aws_config`'s invalid retry settings). Once it
-/// completed or panicked, the future is dropped and never polled again: polled after that, this
-/// one stays pending.
+/// completed or panicked, the future is never polled again: polled after that, this one stays
+/// pending.
 ///
 /// ```
 /// use powertools_core::failure::catch_quiet_panics;
@@ -144,20 +144,27 @@ pub fn catch_quiet_panic<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
 /// ```
 pub fn catch_quiet_panics<F: Future>(future: F) -> CaughtPanics<F> {
     CaughtPanics {
-        future: Some(Box::pin(future)),
+        future,
+        done: false,
     }
 }
 
-/// The future of [`catch_quiet_panics`].
-pub struct CaughtPanics<F> {
-    // Boxed, so that the future stays `Unpin` without unsafe code; `None` once it completed.
-    future: Option<Pin<Box<F>>>,
+pin_project_lite::pin_project! {
+    /// The future of [`catch_quiet_panics`].
+    pub struct CaughtPanics<F> {
+        // Held in place, not boxed: one allocation fewer for each DynamoDB call it wraps.
+        #[pin]
+        future: F,
+        // Completed or panicked: never polled again (a review found a finished future polled
+        // again).
+        done: bool,
+    }
 }
 
 impl<F> std::fmt::Debug for CaughtPanics<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CaughtPanics")
-            .field("done", &self.future.is_none())
+            .field("done", &self.done)
             .finish()
     }
 }
@@ -165,18 +172,18 @@ impl<F> std::fmt::Debug for CaughtPanics<F> {
 impl<F: Future> Future for CaughtPanics<F> {
     type Output = std::thread::Result<F::Output>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some(future) = self.future.as_mut() else {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if *this.done {
             return Poll::Pending;
-        };
-        let poll = match catch_quiet_panic(|| future.as_mut().poll(cx)) {
+        }
+        let future = this.future;
+        let poll = match catch_quiet_panic(|| future.poll(cx)) {
             Ok(Poll::Ready(output)) => Ok(output),
             Ok(Poll::Pending) => return Poll::Pending,
             Err(payload) => Err(payload),
         };
-        // Fused: never polled again once it completed or panicked (a review found a finished
-        // future polled again).
-        self.future = None;
+        *this.done = true;
         Poll::Ready(poll)
     }
 }
@@ -1252,6 +1259,29 @@ fn io_error_debug(debug: &str, whole: bool) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// Polled again after it completed or panicked, the future it wraps is not polled again:
+    /// an async block would panic "resumed after completion" (found by a review).
+    #[test]
+    fn caught_panics_is_fused() {
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut done = std::pin::pin!(super::catch_quiet_panics(async { 7 }));
+        assert!(matches!(
+            done.as_mut().poll(&mut context),
+            Poll::Ready(Ok(7))
+        ));
+        assert!(done.as_mut().poll(&mut context).is_pending());
+        let mut panicked = std::pin::pin!(super::catch_quiet_panics(async {
+            if true {
+                panic!("the SDK's");
+            }
+        }));
+        assert!(matches!(
+            panicked.as_mut().poll(&mut context),
+            Poll::Ready(Err(_))
+        ));
+        assert!(panicked.as_mut().poll(&mut context).is_pending());
+    }
+
     use super::*;
 
     #[test]
