@@ -179,6 +179,37 @@ async fn a_store_timeout_after_refused_connections_says_there_was_no_connection(
     );
 }
 
+/// The error of a first `run` on `store` (with its store timeout, if one is given), checking that
+/// its handler did not run: the claim failed.
+async fn failed_first_run(
+    store: DynamoDbStore,
+    store_timeout: Option<std::time::Duration>,
+) -> Error<std::io::Error> {
+    let mut builder = Idempotency::builder(store).env(Env::from_pairs::<_, &str, &str>([]));
+    if let Some(timeout) = store_timeout {
+        builder = builder.store_timeout(timeout);
+    }
+    let idempotency = builder.build().expect("valid settings");
+    let ran = std::sync::atomic::AtomicBool::new(false);
+    let error = idempotency
+        .run(
+            &TestContext::new().build(),
+            "charge",
+            "order-1",
+            |_| async {
+                ran.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, std::io::Error>(1_u32)
+            },
+        )
+        .await
+        .expect_err("the claim failed");
+    assert!(
+        !ran.load(std::sync::atomic::Ordering::SeqCst),
+        "the handler ran"
+    );
+    error
+}
+
 /// A client whose endpoint URL is empty fails each call with a typed error that says so: the
 /// SDK panicked resolving it ("URL was unset"), taking the invocation down with a panic that
 /// named no setting (found by an attack from the docs: `AWS_ENDPOINT_URL_DYNAMODB=`).
@@ -193,24 +224,7 @@ async fn an_empty_endpoint_url_is_a_typed_error_not_a_panic() {
             .build();
         let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), "idempotency")
             .expect("the client's own endpoint is not seen when the store is built");
-        let idempotency = Idempotency::builder(store)
-            .env(Env::from_pairs::<_, &str, &str>([]))
-            .build()
-            .expect("valid settings");
-        let ran = std::sync::atomic::AtomicBool::new(false);
-        let error = idempotency
-            .run(
-                &TestContext::new().build(),
-                "charge",
-                "order-1",
-                |_| async {
-                    ran.store(true, std::sync::atomic::Ordering::SeqCst);
-                    Ok::<_, std::io::Error>(1_u32)
-                },
-            )
-            .await
-            .expect_err("no request can go to an empty endpoint");
-        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+        let error = failed_first_run(store, None).await;
         assert!(matches!(error, Error::Persistence { .. }), "{error:?}");
         let message = powertools_core::error_chain::message_chain(&error);
         assert!(
@@ -288,19 +302,7 @@ async fn an_empty_endpoint_variable_fails_the_calls_of_a_client_that_follows_it(
     );
     for (client, follows) in [(from_environment, !ignored), (own_endpoint, false)] {
         let store = DynamoDbStore::new(client, "idempotency").expect("a store");
-        let idempotency = Idempotency::builder(store)
-            .env(Env::from_pairs::<_, &str, &str>([]))
-            .build()
-            .expect("valid settings");
-        let error = idempotency
-            .run(
-                &TestContext::new().build(),
-                "charge",
-                "order-1",
-                |_| async { Ok::<_, std::io::Error>(1_u32) },
-            )
-            .await
-            .expect_err("nothing answers");
+        let error = failed_first_run(store, None).await;
         let message = error.to_string();
         assert_eq!(
             message.contains(&format!(
@@ -326,19 +328,7 @@ async fn a_client_s_own_endpoint_that_is_no_url_is_named_by_the_error() {
         .build();
     let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), "idempotency")
         .expect("a store");
-    let idempotency = Idempotency::builder(store)
-        .env(Env::from_pairs::<_, &str, &str>([]))
-        .build()
-        .expect("valid settings");
-    let error = idempotency
-        .run(
-            &TestContext::new().build(),
-            "charge",
-            "order-1",
-            |_| async { Ok::<_, std::io::Error>(1_u32) },
-        )
-        .await
-        .expect_err("no request can go to it");
+    let error = failed_first_run(store, None).await;
     let message = error.to_string();
     assert!(
         message.contains(r#"the client's endpoint URL "not a url""#)
@@ -367,24 +357,7 @@ async fn a_panic_of_the_sdk_is_the_call_s_error() {
         .build();
     let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), "idempotency")
         .expect("a store");
-    let idempotency = Idempotency::builder(store)
-        .env(Env::from_pairs::<_, &str, &str>([]))
-        .build()
-        .expect("valid settings");
-    let ran = std::sync::atomic::AtomicBool::new(false);
-    let error = idempotency
-        .run(
-            &TestContext::new().build(),
-            "charge",
-            "order-1",
-            |_| async {
-                ran.store(true, std::sync::atomic::Ordering::SeqCst);
-                Ok::<_, std::io::Error>(1_u32)
-            },
-        )
-        .await
-        .expect_err("the request cannot be signed");
-    assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+    let error = failed_first_run(store, None).await;
     assert!(matches!(error, Error::Persistence { .. }), "{error:?}");
     let message = error.to_string();
     assert!(
@@ -417,19 +390,7 @@ async fn an_access_key_id_with_a_control_character_is_named_by_the_call_s_error(
         .await;
     let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&config), "idempotency")
         .expect("built: the client may have other credentials");
-    let idempotency = Idempotency::builder(store)
-        .env(Env::from_pairs::<_, &str, &str>([]))
-        .build()
-        .expect("valid settings");
-    let error = idempotency
-        .run(
-            &TestContext::new().build(),
-            "charge",
-            "order-1",
-            |_| async { Ok::<_, std::io::Error>(1_u32) },
-        )
-        .await
-        .expect_err("no request can be signed");
+    let error = failed_first_run(store, None).await;
     let message = error.to_string();
     assert!(
         message.contains("the AWS SDK panicked")
@@ -472,20 +433,7 @@ async fn before_any_request_the_error_names_the_endpoint_without_its_secrets() {
         let store = DynamoDbStore::builder(aws_sdk_dynamodb::Client::from_conf(config), "idem")
             .build()
             .expect("a store");
-        let idempotency = Idempotency::builder(store)
-            .store_timeout(std::time::Duration::from_millis(300))
-            .env(Env::from_pairs::<_, &str, &str>([]))
-            .build()
-            .expect("valid settings");
-        let error = idempotency
-            .run(
-                &TestContext::new().build(),
-                "charge",
-                "order-1",
-                |_| async { Ok::<_, std::io::Error>(1_u32) },
-            )
-            .await
-            .expect_err("no request went out");
+        let error = failed_first_run(store, Some(std::time::Duration::from_millis(300))).await;
         let message = error.to_string();
         assert!(
             message.contains("http://127.0.0.1:9/p")
@@ -543,24 +491,7 @@ async fn a_panic_after_the_request_went_out_may_have_reached_the_table() {
         .build();
     let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), "idempotency")
         .expect("a store");
-    let idempotency = Idempotency::builder(store)
-        .env(Env::from_pairs::<_, &str, &str>([]))
-        .build()
-        .expect("valid settings");
-    let ran = std::sync::atomic::AtomicBool::new(false);
-    let error = idempotency
-        .run(
-            &TestContext::new().build(),
-            "charge",
-            "order-1",
-            |_| async {
-                ran.store(true, std::sync::atomic::Ordering::SeqCst);
-                Ok::<_, std::io::Error>(1_u32)
-            },
-        )
-        .await
-        .expect_err("the claim's answer was lost to the panic");
-    assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+    let error = failed_first_run(store, None).await;
     let message = powertools_core::error_chain::message_chain(&error);
     assert!(
         message.contains("the AWS SDK panicked")
