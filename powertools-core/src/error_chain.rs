@@ -93,6 +93,28 @@ pub fn panic_description(payload: &(dyn std::any::Any + Send)) -> Option<String>
 /// What a panic whose payload [`panic_description`] cannot read is described as.
 pub const UNREADABLE_PANIC: &str = "a payload that is neither text nor an error";
 
+/// `text` on one line, each line trimmed and joined to the next by a space: an error's
+/// `Display` is read as one line (Lambda's `errorMessage`, a log line's `message`), where the
+/// AWS SDK's "no credentials found in chain" lists each provider on a line of its own and
+/// `aws_config`'s retry-mode message lists its options in `{:#?}`.
+///
+/// ```
+/// use powertools_core::error_chain::one_line;
+///
+/// assert_eq!(one_line("valid options are: [\n    Standard,\n]".into()), "valid options are: [ Standard, ]");
+/// assert_eq!(one_line("already one line".into()), "already one line");
+/// ```
+pub fn one_line(text: String) -> String {
+    if !text.contains(['\n', '\r']) {
+        return text;
+    }
+    text.split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// `value`'s `Display`, or what it wrote and `<formatting failed>` when it returned `Err`
 /// (where `to_string` would panic).
 pub fn display_text(value: &dyn fmt::Display) -> String {

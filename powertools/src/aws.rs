@@ -1,6 +1,6 @@
 //! The AWS SDK's shared config from the environment, with `aws_config`'s panics as errors.
 
-use powertools_core::error_chain::{UNREADABLE_PANIC, panic_description};
+use powertools_core::error_chain::{UNREADABLE_PANIC, one_line, panic_description};
 
 /// Loads the AWS SDK's shared config from the environment as
 /// `aws_config::defaults(BehaviorVersion::latest()).load()` does (the region, credentials,
@@ -26,13 +26,13 @@ pub async fn load_aws_config() -> Result<aws_config::SdkConfig, crate::Error> {
         .map_err(|message| crate::Error::AwsConfig { message })
 }
 
-/// [`load_aws_config`], its error `aws_config`'s message.
+/// [`load_aws_config`], its error `aws_config`'s message on one line.
 pub(crate) async fn loaded() -> Result<aws_config::SdkConfig, String> {
     powertools_core::failure::catch_quiet_panics(
         aws_config::defaults(aws_config::BehaviorVersion::latest()).load(),
     )
     .await
     .map_err(|payload| {
-        panic_description(payload.as_ref()).unwrap_or_else(|| UNREADABLE_PANIC.to_owned())
+        one_line(panic_description(payload.as_ref()).unwrap_or_else(|| UNREADABLE_PANIC.to_owned()))
     })
 }

@@ -69,13 +69,17 @@ async fn a_setting_aws_config_panics_on_is_an_error_naming_it() {
             assert!(
                 matches!(&refused, Error::AwsConfig { .. })
                     && refused.error_type() == "AwsConfigError"
-                    && refused.to_string().contains(&variable),
+                    && refused.to_string().contains(&variable)
+                    // One line, as Lambda's `errorMessage` and a log's `message` are read:
+                    // `aws_config`'s retry-mode message listed its options over four.
+                    && !refused.to_string().contains('\n'),
                 "{variable}: {refused}"
             );
             let refused = store.expect_err("an invalid setting");
             assert!(
                 matches!(&refused, powertools::idempotency::Error::Config(_))
-                    && refused.to_string().contains(&variable),
+                    && refused.to_string().contains(&variable)
+                    && !refused.to_string().contains('\n'),
                 "{variable}: {refused}"
             );
         }

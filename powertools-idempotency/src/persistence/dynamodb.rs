@@ -755,19 +755,6 @@ pub struct DynamoDbError {
     source: BoxError,
 }
 
-/// `text` on one line: the SDK's "no credentials found in chain" lists each provider on a line
-/// of its own, and this error's `Display` is one line (a Lambda error message, a log key).
-fn one_line(text: String) -> String {
-    if !text.contains(['\n', '\r']) {
-        return text;
-    }
-    text.split(['\n', '\r'])
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// A dispatch failure's facts, worded once the attempts that went out are known.
 #[derive(Debug)]
 struct Dispatch {
@@ -917,7 +904,7 @@ impl DynamoDbError {
             SdkError::DispatchFailure(failure) => {
                 let described = Dispatch {
                     endpoint: endpoint.to_owned(),
-                    detail: one_line(innermost_cause(&error)),
+                    detail: error_chain::one_line(innermost_cause(&error)),
                     last_never_sent: failure.as_connector_error().is_some_and(never_sent),
                 };
                 let cause = described.worded(None);
@@ -955,7 +942,7 @@ impl DynamoDbError {
             resent: false,
             unsent: false,
             dispatch,
-            cause: one_line(cause),
+            cause: error_chain::one_line(cause),
             source: Box::new(error),
         }
     }
