@@ -314,6 +314,50 @@ async fn an_empty_endpoint_variable_fails_the_calls_of_a_client_that_follows_it(
     }
 }
 
+/// An empty `endpoint_url` in the client's profile fails each call with an error that says
+/// where to look: the profile and the file the variables name (it named neither, only the
+/// endpoint variables, which did not set it; found by an attack from the docs). A client given
+/// the empty URL in code is told the same places.
+#[tokio::test]
+async fn an_empty_endpoint_url_from_a_profile_names_the_profile_and_its_file() {
+    const NAME: &str = "an_empty_endpoint_url_from_a_profile_names_the_profile_and_its_file";
+    if std::env::var_os(CHILD).is_none() {
+        let file = std::env::temp_dir().join(format!("powertools-profile-{}", std::process::id()));
+        std::fs::write(
+            &file,
+            "[profile edge]\nregion = eu-west-1\nendpoint_url =\n",
+        )
+        .expect("the config file is written");
+        let path = file.to_str().expect("a UTF-8 temporary path");
+        in_child_of(
+            NAME,
+            &[
+                ("AWS_CONFIG_FILE", path),
+                ("AWS_PROFILE", "edge"),
+                ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+            ],
+        );
+        std::fs::remove_file(&file).expect("the config file is removed");
+        return;
+    }
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
+        .load()
+        .await;
+    let path = std::env::var("AWS_CONFIG_FILE").expect("the child's config file");
+    let store =
+        DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&config), "idempotency").expect("a store");
+    let error = failed_first_run(store, None).await;
+    let message = error.to_string();
+    assert!(
+        message.contains("the DynamoDB client's endpoint URL is empty")
+            && message.contains(r#"AWS_PROFILE "edge""#)
+            && message.contains(&format!("AWS_CONFIG_FILE {path:?}"))
+            && !message.contains('\n'),
+        "{message}"
+    );
+}
+
 /// A client given an endpoint URL in code that is no URL fails each call naming that URL: the
 /// error named the region's endpoint, where the client never sends (a client's own endpoint,
 /// or one its profile sets, is not in its config's public view; found by a review of the

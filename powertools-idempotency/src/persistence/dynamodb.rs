@@ -1164,6 +1164,22 @@ fn endpoint_variable_in(lookup: impl Fn(&str) -> Option<String>) -> Option<(&'st
         .find_map(|name| set(name).map(|value| (name, value)))
 }
 
+/// Where an endpoint URL the variables did not set came from: the client's code, or the
+/// `endpoint_url` of its profile (or the profile's `services` section), in the file and profile
+/// the variables name. An empty one in a profile was reported naming neither.
+fn not_from_the_variables() -> String {
+    let variable = |name: &str, unset: &str| match std::env::var(name) {
+        Ok(value) => format!("{name} {}", powertools_core::env::shown(&value)),
+        Err(_) => format!("{name} unset: {unset}"),
+    };
+    format!(
+        "; not from AWS_ENDPOINT_URL_DYNAMODB or AWS_ENDPOINT_URL: given in code, or by \
+         endpoint_url in the client's profile or its services section ({}; {})",
+        variable("AWS_PROFILE", "default"),
+        variable("AWS_CONFIG_FILE", "~/.aws/config"),
+    )
+}
+
 impl Intercept for EndpointRecorder {
     fn name(&self) -> &'static str {
         "powertools-idempotency endpoint"
@@ -1192,7 +1208,7 @@ impl Intercept for EndpointRecorder {
             Some(aws_types::endpoint_config::EndpointUrl(url)) if url.trim().is_empty() => {
                 let by = match endpoint_variable() {
                     Some((name, value)) if value == *url => format!(", set by {name}"),
-                    _ => String::new(),
+                    _ => not_from_the_variables(),
                 };
                 Err(format!(
                     "the DynamoDB client's endpoint URL is empty ({}{by}): give it a URL, or \
