@@ -199,6 +199,9 @@ impl<St: IdempotencyStore> Idempotency<St> {
     /// inspecting or seeding records; the layer and [`run`](Self::run) compute it themselves).
     /// The layer's operation is [`DEFAULT_LAYER_OPERATION`](crate::DEFAULT_LAYER_OPERATION)
     /// unless renamed.
+    ///
+    /// The operation name is not checked here: one that [`run`](Self::run) refuses (empty, or
+    /// with `#` or `.`) still gets a key, under which no call ever stores or reads a record.
     pub fn key_for(&self, context: &Context, operation: &str, key_data: &Value) -> String {
         self.engine.key_for(context, operation, key_data.clone())
     }
