@@ -411,6 +411,64 @@ async fn a_panic_of_the_sdk_is_the_call_s_error() {
     );
 }
 
+/// The SDK's panic is each call's own error when many calls on one store panic at once, on
+/// one key and on many: every call fails with it, no task panics and no handler runs. A review
+/// checked this by hand; now a test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sdk_s_panics_in_concurrent_calls_are_each_call_s_own_error() {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "AKIDEXAMPLE\n",
+            "secret",
+            None,
+            None,
+            "test",
+        ))
+        .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+        .endpoint_url("http://127.0.0.1:9")
+        .build();
+    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), "idempotency")
+        .expect("a store");
+    let idempotency = std::sync::Arc::new(
+        Idempotency::builder(store)
+            .env(Env::from_pairs::<_, &str, &str>([]))
+            .build()
+            .expect("valid settings"),
+    );
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let calls = (0..64).map(|call| {
+        let (idempotency, ran) = (idempotency.clone(), ran.clone());
+        tokio::spawn(async move {
+            // Half the calls share one key; the others have one each.
+            let key = if call % 2 == 0 {
+                "order-1".to_owned()
+            } else {
+                format!("order-{call}")
+            };
+            idempotency
+                .run(&TestContext::new().build(), "charge", key, |_| async {
+                    ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Ok::<_, std::io::Error>(1_u32)
+                })
+                .await
+        })
+    });
+    for result in futures_util::future::join_all(calls).await {
+        let error = result
+            .expect("the task did not panic")
+            .expect_err("no request can be signed");
+        let message = powertools_core::error_chain::message_chain(&error);
+        assert!(
+            matches!(error, Error::Persistence { .. })
+                && message.contains("the AWS SDK panicked")
+                && message.contains("DynamoDB PutItem on table idempotency failed"),
+            "{message}"
+        );
+    }
+    assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
 /// `AWS_ACCESS_KEY_ID` with a control character (read with its trailing newline) fails each call
 /// with the SDK's panic as its error, naming the variable, without its value. Not refused when
 /// the store is built: the client may have other credentials.
