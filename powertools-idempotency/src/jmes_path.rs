@@ -127,6 +127,10 @@ impl<T: Serialize> KeyExtractor<T> for JmesPath {
         self.search(event).map(Some)
     }
 
+    fn warns_when_validation_finds_nothing(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         let expression = self.0.as_str();
         match self.0.header_in_another_case() {

@@ -27,9 +27,19 @@ pub trait KeyExtractor<T>: Clone + Send + Sync + 'static {
         true
     }
 
+    /// Whether payload validation warns when this extractor finds nothing in an event (once per
+    /// layer; default: no). `true` for `JmesPath`, whose expression may match nothing in any
+    /// event (a misspelt field, a header in another case): validation would then compare
+    /// `null` with `null` and pass every duplicate without a word. A closure's `None` is
+    /// deliberate.
+    fn warns_when_validation_finds_nothing(&self) -> bool {
+        false
+    }
+
     /// Where the key is looked for, as [`Error::KeyMissing`] and the missing key's warning name
     /// it: "the JMESPath expression \`body.order_id\`", "the \`key_from\` closure". Called only
-    /// when a key is missing.
+    /// when a key is missing, or validation data is (see
+    /// [`warns_when_validation_finds_nothing`](Self::warns_when_validation_finds_nothing)).
     fn describe(&self) -> String {
         String::from("the key extractor")
     }

@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context as TaskContext, Poll};
 
 use futures_util::FutureExt as _;
@@ -63,6 +64,9 @@ pub struct IdempotencyLayer<St, K = WholeEvent, V = NoValidation> {
     operation: Arc<str>,
     key: K,
     validation: V,
+    /// Whether this layer's validation said it found nothing in an event (once per layer, its
+    /// clones included).
+    warned_validation_found_nothing: Arc<AtomicBool>,
 }
 
 impl<St, K: Clone, V: Clone> Clone for IdempotencyLayer<St, K, V> {
@@ -72,6 +76,7 @@ impl<St, K: Clone, V: Clone> Clone for IdempotencyLayer<St, K, V> {
             operation: self.operation.clone(),
             key: self.key.clone(),
             validation: self.validation.clone(),
+            warned_validation_found_nothing: self.warned_validation_found_nothing.clone(),
         }
     }
 }
@@ -85,6 +90,7 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
             operation: Arc::from(crate::DEFAULT_LAYER_OPERATION),
             key: WholeEvent,
             validation: NoValidation,
+            warned_validation_found_nothing: Arc::default(),
         }
     }
 }
@@ -118,6 +124,7 @@ impl<St, K, V> IdempotencyLayer<St, K, V> {
             operation: self.operation,
             key: extractor,
             validation: self.validation,
+            warned_validation_found_nothing: self.warned_validation_found_nothing,
         }
     }
 
@@ -133,6 +140,8 @@ impl<St, K, V> IdempotencyLayer<St, K, V> {
             operation: self.operation,
             key: self.key,
             validation: extractor,
+            // A new extractor warns afresh.
+            warned_validation_found_nothing: Arc::default(),
         }
     }
 
@@ -153,6 +162,17 @@ impl<S, St: Clone, K: Clone, V: Clone> Layer<S> for IdempotencyLayer<St, K, V> {
             inner,
             layer: self.clone(),
         }
+    }
+}
+
+/// Whether validation data is nothing found: `null`, or a list or object of `null`s alone (a
+/// multi-select of fields that are all absent). An empty string is data.
+fn found_nothing(data: &Value) -> bool {
+    match data {
+        Value::Null => true,
+        Value::Array(items) => items.iter().all(Value::is_null),
+        Value::Object(fields) => fields.values().all(Value::is_null),
+        Value::Bool(_) | Value::Number(_) | Value::String(_) => false,
     }
 }
 
@@ -197,8 +217,24 @@ where
             let validation_data = if validation.is_enabled() {
                 let data = validation
                     .extract(&event.payload)
-                    .map_err(crate::key::as_validation_error)?;
-                Some(data.unwrap_or(Value::Null))
+                    .map_err(crate::key::as_validation_error)?
+                    .unwrap_or(Value::Null);
+                if validation.warns_when_validation_finds_nothing()
+                    && found_nothing(&data)
+                    && !self
+                        .layer
+                        .warned_validation_found_nothing
+                        .swap(true, Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        looked_in = validation.describe(),
+                        "payload validation found nothing in this event: it and its duplicates \
+                         are validated as null, so a duplicate whose payload differs passes \
+                         when nothing is found in it either. Check the expression against your \
+                         events (said once per layer)"
+                    );
+                }
+                Some(data)
             } else {
                 None
             };
