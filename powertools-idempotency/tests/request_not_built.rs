@@ -381,12 +381,9 @@ async fn a_client_s_own_endpoint_that_is_no_url_is_named_by_the_error() {
     );
 }
 
-/// A panic of the AWS SDK inside a store call is the call's error, not the invocation's panic:
-/// an access key id with a control character (`AWS_ACCESS_KEY_ID` read with its trailing
-/// newline) made the SDK's signer panic at the first request (`InvalidHeaderValue`; found by an
-/// attack from the docs).
-#[tokio::test]
-async fn a_panic_of_the_sdk_is_the_call_s_error() {
+/// A store whose client's access key id has a control character: the SDK's signer panics at
+/// each call's first request (`InvalidHeaderValue`).
+fn store_whose_signer_panics() -> DynamoDbStore {
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
@@ -399,8 +396,16 @@ async fn a_panic_of_the_sdk_is_the_call_s_error() {
         .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
         .endpoint_url("http://127.0.0.1:9")
         .build();
-    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), "idempotency")
-        .expect("a store");
+    DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), "idempotency").expect("a store")
+}
+
+/// A panic of the AWS SDK inside a store call is the call's error, not the invocation's panic:
+/// an access key id with a control character (`AWS_ACCESS_KEY_ID` read with its trailing
+/// newline) made the SDK's signer panic at the first request (`InvalidHeaderValue`; found by an
+/// attack from the docs).
+#[tokio::test]
+async fn a_panic_of_the_sdk_is_the_call_s_error() {
+    let store = store_whose_signer_panics();
     let error = failed_first_run(store, None).await;
     assert!(matches!(error, Error::Persistence { .. }), "{error:?}");
     let message = error.to_string();
@@ -416,20 +421,7 @@ async fn a_panic_of_the_sdk_is_the_call_s_error() {
 /// checked this by hand; now a test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_sdk_s_panics_in_concurrent_calls_are_each_call_s_own_error() {
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "AKIDEXAMPLE\n",
-            "secret",
-            None,
-            None,
-            "test",
-        ))
-        .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
-        .endpoint_url("http://127.0.0.1:9")
-        .build();
-    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), "idempotency")
-        .expect("a store");
+    let store = store_whose_signer_panics();
     let idempotency = std::sync::Arc::new(
         Idempotency::builder(store)
             .env(Env::from_pairs::<_, &str, &str>([]))
