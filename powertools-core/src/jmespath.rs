@@ -508,6 +508,35 @@ impl JmesPath {
     ///   type, text that is not JSON for `powertools_json`, invalid base64 or gzip, data that
     ///   does not serialize.
     pub fn search<T: Serialize + ?Sized>(&self, data: &T) -> Result<Value, Error> {
+        // As serde_json writes the data, as JSON the expression reads: the `jmespath` crate's
+        // own serializer refused any `u128` or `i128` (`5` included) and any map whose keys
+        // are not strings, wherever they were in the event (found by an attack from the docs).
+        let data = serde_json::to_value(data).map_err(|error| {
+            self.failed(format!(
+                "the data cannot be written as JSON to search it: {error}"
+            ))
+        })?;
+        self.search_value(data)
+    }
+
+    /// Evaluates the expression on `data`, JSON already: [`search`](Self::search) without
+    /// writing it again.
+    ///
+    /// ```
+    /// use powertools_core::jmespath::JmesPath;
+    /// use serde_json::json;
+    ///
+    /// let path = JmesPath::new("powertools_json(body).order_id")?;
+    /// let event = json!({"body": "{\"order_id\": \"o-1\"}"});
+    /// assert_eq!(path.search_value(event)?, json!("o-1"));
+    /// # Ok::<(), powertools_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`search`](Self::search).
+    pub fn search_value(&self, data: Value) -> Result<Value, Error> {
+        let data = Rcvar::new(variable_of(data));
+        let data = &data;
         let _json_budget = self
             .parses_json
             .then(|| JsonBudgetScope(JSON_BUDGET.replace(MAX_JSON_VALUES)));
@@ -572,8 +601,12 @@ impl JmesPath {
 
     /// The `jmespath` crate's search, a panic of its own (a bug, such as the slice arithmetic
     /// that overflowed) an error rather than the invocation's end.
-    fn evaluate<T: Serialize + ?Sized>(&self, data: &T) -> Result<Rcvar, JmespathError> {
-        crate::failure::catch_quiet_panic(|| self.expression.search(data)).unwrap_or_else(|_| {
+    fn evaluate(&self, data: &Rcvar) -> Result<Rcvar, JmespathError> {
+        let search = || {
+            let mut context = Context::new(self.expression.as_str(), &RUNTIME);
+            ::jmespath::interpret(data, self.expression.as_ast(), &mut context)
+        };
+        crate::failure::catch_quiet_panic(search).unwrap_or_else(|_| {
             Err(JmespathError::new(
                 self.as_str(),
                 0,
@@ -593,6 +626,32 @@ impl JmesPath {
 impl std::fmt::Debug for JmesPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("JmesPath").field(&self.as_str()).finish()
+    }
+}
+
+/// `value` as the `jmespath` crate's data, built from it directly. Through `Serialize` (the
+/// crate's own way), a number of a build with serde_json's `arbitrary_precision` became the map
+/// serde_json writes it through (`{"$serde_json::private::Number": "1.50"}`), so that numbers
+/// were compared and keyed by their text (found by an attack from the docs: `1.5` and `1.50`
+/// gave two idempotency keys).
+fn variable_of(value: Value) -> Variable {
+    match value {
+        Value::Null => Variable::Null,
+        Value::Bool(flag) => Variable::Bool(flag),
+        Value::Number(number) => Variable::Number(number),
+        Value::String(text) => Variable::String(text),
+        Value::Array(items) => Variable::Array(
+            items
+                .into_iter()
+                .map(|item| Rcvar::new(variable_of(item)))
+                .collect(),
+        ),
+        Value::Object(members) => Variable::Object(
+            members
+                .into_iter()
+                .map(|(name, member)| (name, Rcvar::new(variable_of(member))))
+                .collect(),
+        ),
     }
 }
 
@@ -1527,8 +1586,10 @@ fn parse_json(text: &str) -> Result<Variable, String> {
         ));
     }
     JSON_BUDGET.set(left - values);
+    // Read as a `Value`, then made the crate's data: read as its own `Variable`, a number of
+    // an `arbitrary_precision` build was an object (see `variable_of`).
     let parsed = if minus_zeros.is_empty() {
-        Variable::from_json(text)
+        json_variable(text)
     } else {
         // `-0` is the integer 0 in Python's `json.loads` (an `int` has no sign of zero), where
         // serde_json reads the float `-0.0`: a key built on it would differ from Python's.
@@ -1537,7 +1598,7 @@ fn parse_json(text: &str) -> Result<Variable, String> {
         for at in minus_zeros {
             bytes[at] = b' ';
         }
-        Variable::from_json(&String::from_utf8_lossy(&bytes))
+        json_variable(&String::from_utf8_lossy(&bytes))
     };
     parsed.map_err(|error| {
         format!(
@@ -1545,6 +1606,13 @@ fn parse_json(text: &str) -> Result<Variable, String> {
             python_reads_it(text, &error)
         )
     })
+}
+
+/// `text` read as JSON, as the `jmespath` crate's data; serde_json's error as text.
+fn json_variable(text: &str) -> Result<Variable, String> {
+    serde_json::from_str::<Value>(text)
+        .map(variable_of)
+        .map_err(|error| error.to_string())
 }
 
 /// The function a runtime error pointing at `offset` came from: the one whose call is there, or,
@@ -3145,5 +3213,38 @@ mod tests {
         assert_eq!(search(json!(2.5)).unwrap(), json!(2.5));
         assert_eq!(search(json!([1])).unwrap(), Value::Null);
         assert_eq!(search(json!(false)).unwrap(), Value::Null);
+    }
+
+    /// A typed event is searched as serde_json writes it: a `u128` or `i128` and a map keyed by
+    /// integers, anywhere in it, failed every search with the `jmespath` crate's serializer
+    /// ("u128 is not supported", "KeyMustBeAString"), whatever the expression read (found by an
+    /// attack from the docs).
+    #[test]
+    fn a_typed_event_is_searched_as_serde_json_writes_it() {
+        #[derive(Serialize)]
+        struct Transfer {
+            id: &'static str,
+            amount: u128,
+            fee: i128,
+            lines: std::collections::BTreeMap<i64, &'static str>,
+        }
+        let event = Transfer {
+            id: "t-1",
+            amount: 5,
+            fee: -1,
+            lines: std::collections::BTreeMap::from([(-3, "rent")]),
+        };
+        let path = JmesPath::new(r#"[id, amount, fee, lines."-3"]"#).unwrap();
+        assert_eq!(path.search(&event).unwrap(), json!(["t-1", 5, -1, "rent"]));
+        // Beyond 64 bits, JSON's `Value` cannot hold it: a failed search that says so.
+        let huge = Transfer {
+            amount: u128::MAX,
+            ..event
+        };
+        let error = path.search(&huge).unwrap_err();
+        assert!(
+            error.to_string().contains("cannot be written as JSON"),
+            "{error}"
+        );
     }
 }

@@ -93,14 +93,22 @@ impl JmesPath {
         self.0.as_str()
     }
 
-    /// Evaluates the expression on `data`.
+    /// Evaluates the expression on `data`, as serde_json writes it, with the elements of every
+    /// hash set sorted (as key data's are: two copies of one event key alike).
     ///
     /// # Errors
-    /// [`Error::KeyExpression`] when evaluation fails: a function given the wrong type, text
-    /// that is not JSON for `powertools_json`, invalid base64 or gzip, more decompressed data
-    /// than [`max_decompressed_size`](Self::max_decompressed_size).
+    /// - [`Error::KeyExpression`] when evaluation fails: a function given the wrong type, text
+    ///   that is not JSON for `powertools_json`, invalid base64 or gzip, more decompressed data
+    ///   than [`max_decompressed_size`](Self::max_decompressed_size);
+    /// - [`Error::Serialization`] when `data` cannot be written as JSON: an integer beyond 64
+    ///   bits (`u128`, `i128`) anywhere in it, or a `Serialize` that fails.
     pub fn search<T: Serialize + ?Sized>(&self, data: &T) -> Result<Value, Error> {
-        self.0.search(data).map_err(|error| match error {
+        // Searched as JSON written here, not as the `jmespath` crate serializes the data: that
+        // kept each hash set in its own order (five copies of one event ran five times), and
+        // refused any 128-bit integer and any map not keyed by strings (found by an attack from
+        // the docs).
+        let data = crate::key::sorted_json(data, "event")?;
+        self.0.search_value(data).map_err(|error| match error {
             powertools_core::Error::JmesPathFailed { expression, reason } => {
                 Error::KeyExpression { expression, reason }
             }

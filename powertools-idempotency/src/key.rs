@@ -111,7 +111,15 @@ pub(crate) fn to_json<T: Serialize + ?Sized>(
             source: <serde_json::Error as serde::ser::Error>::custom(reason),
         });
     }
-    // A hash set's elements sorted: the same set keys the same way, whatever its order.
+    sorted_json(value, what)
+}
+
+/// `value` as JSON with the elements of every hash set sorted: the same set keys the same way,
+/// whatever its order. An integer beyond 64 bits is an error that says what to do.
+pub(crate) fn sorted_json<T: Serialize + ?Sized>(
+    value: &T,
+    what: &'static str,
+) -> Result<Value, Error> {
     crate::sets::to_value(value).map_err(|source| {
         // serde_json's `Value` holds integers of 64 bits at most: say what to do instead.
         let source = if source.to_string() == "number out of range" {

@@ -133,3 +133,52 @@ async fn review_lists_of_sets_in_other_orders_are_other_arguments() {
         "the second order got the first one's response"
     );
 }
+
+/// A `JmesPath` key or validation expression on a typed event reads its sets sorted too: the
+/// expression searched the event as the `jmespath` crate serialized it, with each set in its
+/// own order, and five copies of one event ran the handler five times (found by an attack from
+/// the docs; `sort(coupons)` was the way round).
+#[cfg(feature = "jmespath")]
+#[tokio::test]
+async fn a_jmespath_key_or_validation_on_a_set_field_reads_it_sorted() {
+    use powertools_idempotency::{JmesPath, KeyExtractor};
+    for expression in ["[order_id, coupons]", "coupons", "@"] {
+        let path = JmesPath::new(expression).unwrap();
+        let keys: HashSet<String> = (0..20)
+            .map(|_| {
+                let order: Order = serde_json::from_value(the_event()).unwrap();
+                let found = path.extract(&order).unwrap().unwrap();
+                powertools_idempotency::key_json(&found)
+            })
+            .collect();
+        assert_eq!(keys.len(), 1, "{expression}: {keys:?}");
+    }
+    // Through the layer, keyed and validated by expressions.
+    let idempotency = Idempotency::builder(InMemoryStore::new()).build().unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    let mut handler = ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::new(idempotency)
+                .key(JmesPath::new("[order_id, coupons]").unwrap())
+                .validation(JmesPath::new("coupons").unwrap()),
+        )
+        .service(service_fn(move |event: LambdaEvent<Order>| {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, lambda_runtime::Error>(format!("charged {}", event.payload.order_id))
+            }
+        }));
+    for _ in 0..5 {
+        let order: Order = serde_json::from_value(the_event()).unwrap();
+        handler
+            .ready()
+            .await
+            .unwrap()
+            .call(TestContext::new().event(order))
+            .await
+            .expect("a duplicate is replayed, never refused as a mismatch");
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "charged more than once");
+}
