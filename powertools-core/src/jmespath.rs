@@ -439,6 +439,48 @@ impl JmesPath {
             .unwrap_or_else(|| self.expression.as_str())
     }
 
+    /// The same expression with each header it names with a capital letter (see
+    /// [`header_in_another_case`](Self::header_in_another_case)) named in lowercase, as a typed
+    /// API Gateway or ALB event has them, and the same decompression limit; `None` when it
+    /// names none. For telling an expression that finds nothing only because of a header's case.
+    ///
+    /// ```
+    /// use powertools_core::jmespath::JmesPath;
+    ///
+    /// let path = JmesPath::new(r#"[headers."Idempotency-Key", headers."X-Tenant", body]"#)?;
+    /// let lowercase = path.with_headers_in_lowercase().expect("two headers with capitals");
+    /// assert_eq!(lowercase.as_str(), r#"[headers."idempotency-key", headers."x-tenant", body]"#);
+    /// assert!(JmesPath::new("headers.id")?.with_headers_in_lowercase().is_none());
+    /// # Ok::<(), powertools_core::Error>(())
+    /// ```
+    pub fn with_headers_in_lowercase(&self) -> Option<JmesPath> {
+        // Bounded: each round lowers one name, and a name once lowered is not found again.
+        const MOST_HEADERS: usize = 16;
+        let mut lowered: Option<JmesPath> = None;
+        for _ in 0..MOST_HEADERS {
+            let current = lowered.as_ref().unwrap_or(self);
+            let Some((_, name)) = current.header_in_another_case() else {
+                break;
+            };
+            // Where the name is in the expression's text (a slice of it).
+            let text = current.as_str();
+            let at = (name.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+            let end = at.checked_add(name.len())?;
+            let next = format!(
+                "{}{}{}",
+                text.get(..at)?,
+                name.to_ascii_lowercase(),
+                text.get(end..)?
+            );
+            lowered = Some(
+                JmesPath::new(&next)
+                    .ok()?
+                    .with_max_decompressed_size(self.max_decompressed_size),
+            );
+        }
+        lowered
+    }
+
     /// The first header the expression names with a capital letter (`headers."Idempotency-Key"`),
     /// as its field (`headers`, `multiValueHeaders`) and name. Such a path finds nothing in a
     /// typed API Gateway or ALB event, whose `HeaderMap` writes names in lowercase, as HTTP APIs

@@ -41,7 +41,12 @@ use powertools_core::jmespath::DEFAULT_MAX_DECOMPRESSED_SIZE;
 /// # Ok::<(), powertools_idempotency::Error>(())
 /// ```
 #[derive(Debug, Clone)]
-pub struct JmesPath(powertools_core::jmespath::JmesPath);
+pub struct JmesPath {
+    path: powertools_core::jmespath::JmesPath,
+    /// The same expression with its headers in lowercase, when it names one with capitals: a
+    /// multi-select that finds such a header only in lowercase is missing the key's header.
+    in_lowercase: Option<std::sync::Arc<powertools_core::jmespath::JmesPath>>,
+}
 
 impl JmesPath {
     /// Compiles `expression`, with the default decompression limit,
@@ -51,8 +56,13 @@ impl JmesPath {
     /// [`Error::Config`] when it is not valid JMESPath.
     pub fn new(expression: &str) -> Result<Self, Error> {
         powertools_core::jmespath::JmesPath::new(expression)
-            .map(JmesPath)
+            .map(JmesPath::of)
             .map_err(|error| Error::Config(error.to_string()))
+    }
+
+    fn of(path: powertools_core::jmespath::JmesPath) -> Self {
+        let in_lowercase = path.with_headers_in_lowercase().map(std::sync::Arc::new);
+        JmesPath { path, in_lowercase }
     }
 
     /// Limits what `powertools_base64_gzip` may decompress for one event to `bytes` (in total,
@@ -80,17 +90,17 @@ impl JmesPath {
     /// ```
     #[must_use]
     pub fn with_max_decompressed_size(self, bytes: usize) -> Self {
-        JmesPath(self.0.with_max_decompressed_size(bytes))
+        JmesPath::of(self.path.with_max_decompressed_size(bytes))
     }
 
     /// The most `powertools_base64_gzip` may decompress for one event, in bytes.
     pub fn max_decompressed_size(&self) -> usize {
-        self.0.max_decompressed_size()
+        self.path.max_decompressed_size()
     }
 
     /// The expression, as written.
     pub fn as_str(&self) -> &str {
-        self.0.as_str()
+        self.path.as_str()
     }
 
     /// Evaluates the expression on `data`, as serde_json writes it, with the elements of every
@@ -108,7 +118,16 @@ impl JmesPath {
         // refused any 128-bit integer and any map not keyed by strings (found by an attack from
         // the docs).
         let data = crate::key::sorted_json(data, "event")?;
-        self.0.search_value(data).map_err(|error| match error {
+        self.search_json(&self.path, data)
+    }
+
+    /// `path`'s search of `data`, its error this crate's.
+    fn search_json(
+        &self,
+        path: &powertools_core::jmespath::JmesPath,
+        data: Value,
+    ) -> Result<Value, Error> {
+        path.search_value(data).map_err(|error| match error {
             powertools_core::Error::JmesPathFailed { expression, reason } => {
                 Error::KeyExpression { expression, reason }
             }
@@ -132,7 +151,20 @@ impl JmesPath {
 impl<T: Serialize> KeyExtractor<T> for JmesPath {
     fn extract(&self, event: &T) -> Result<Option<Value>, Error> {
         // `null` (nothing matched) is left to the engine's missing-key rule, like any other data.
-        self.search(event).map(Some)
+        let Some(in_lowercase) = &self.in_lowercase else {
+            return self.search(event).map(Some);
+        };
+        let data = crate::key::sorted_json(event, "event")?;
+        let found = self.search_json(&self.path, data.clone())?;
+        // A header the expression names with capitals that the event has only in lowercase (a
+        // typed API Gateway or ALB event's): the data is missing that header, whatever else it
+        // found. A multi-select keyed `[null, "o-80"]` on it, so requests with different
+        // idempotency keys for one order shared one record (found by a user writing a
+        // function from the docs); the single path already found nothing.
+        match self.search_json(in_lowercase, data) {
+            Ok(lowercase) if finds_more(&found, &lowercase) => Ok(None),
+            _ => Ok(Some(found)),
+        }
     }
 
     fn warns_when_validation_finds_nothing(&self) -> bool {
@@ -140,8 +172,8 @@ impl<T: Serialize> KeyExtractor<T> for JmesPath {
     }
 
     fn describe(&self) -> String {
-        let expression = self.0.as_str();
-        match self.0.header_in_another_case() {
+        let expression = self.path.as_str();
+        match self.path.header_in_another_case() {
             Some((field, name)) => format!(
                 "the JMESPath expression `{expression}` (header names of typed API Gateway and \
                  ALB events are lowercase, as HTTP APIs send them: `{field}.\"{}\"`)",
@@ -149,6 +181,22 @@ impl<T: Serialize> KeyExtractor<T> for JmesPath {
             ),
             None => format!("the JMESPath expression `{expression}`"),
         }
+    }
+}
+
+/// Whether `lowercase` (the search with the headers in lowercase) found something where `found`
+/// found `null`: as a whole, or as an item of a multi-select list or hash.
+fn finds_more(found: &Value, lowercase: &Value) -> bool {
+    match (found, lowercase) {
+        (Value::Null, other) => !other.is_null(),
+        (Value::Array(found), Value::Array(lowercase)) => found
+            .iter()
+            .zip(lowercase)
+            .any(|(found, lowercase)| found.is_null() && !lowercase.is_null()),
+        (Value::Object(found), Value::Object(lowercase)) => found.iter().any(|(name, found)| {
+            found.is_null() && lowercase.get(name).is_some_and(|value| !value.is_null())
+        }),
+        _ => false,
     }
 }
 

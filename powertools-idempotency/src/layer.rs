@@ -117,7 +117,9 @@ impl<St, K, V> IdempotencyLayer<St, K, V> {
     /// API Gateway or ALB event (`ApiGatewayV2httpRequest`, `ApiGatewayProxyRequest`,
     /// `AlbTargetGroupRequest`) writes header names in lowercase, whatever case the client
     /// sent, so name headers in lowercase: `headers."idempotency-key"`. (A header named with
-    /// a capital letter finds nothing there; the missing key's warning says so.)
+    /// a capital letter finds nothing there; the missing key's warning says so. Inside a
+    /// multi-select, such a header that the event has in lowercase makes the whole key
+    /// missing.)
     pub fn key<K2>(self, extractor: K2) -> IdempotencyLayer<St, K2, V> {
         IdempotencyLayer {
             idempotency: self.idempotency,

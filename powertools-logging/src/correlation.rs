@@ -94,23 +94,12 @@ impl CorrelationIdPath {
     /// [`Error::Config`](crate::Error::Config) when it is not valid JMESPath.
     pub fn new(expression: &str) -> Result<Self, crate::Error> {
         let path = JmesPath::new(expression)?;
-        let lowercase = path.header_in_another_case().and_then(|(_, name)| {
-            // Where the name is in the compiled expression's text (a slice of it).
-            let expression = path.as_str();
-            let at = (name.as_ptr() as usize).checked_sub(expression.as_ptr() as usize)?;
-            let end = at.checked_add(name.len())?;
-            let text = format!(
-                "{}{}{}",
-                expression.get(..at)?,
-                name.to_ascii_lowercase(),
-                expression.get(end..)?
-            );
-            let path = JmesPath::new(&text).ok()?;
-            Some(std::sync::Arc::new(LowercaseHeader {
+        let lowercase = path.with_headers_in_lowercase().map(|path| {
+            std::sync::Arc::new(LowercaseHeader {
                 path,
                 said: std::sync::atomic::AtomicBool::new(false),
                 tries_left: std::sync::atomic::AtomicU8::new(LOWERCASE_TRIES),
-            }))
+            })
         });
         Ok(CorrelationIdPath(path, lowercase))
     }
