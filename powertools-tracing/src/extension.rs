@@ -302,9 +302,10 @@ impl Handoff {
                             target: "powertools_tracing",
                             grace_ms = START_GRACE.as_millis(),
                             "an invocation did not reach TracingLayer within the grace: the \
-                             extension waited for it, then let it go (its spans leave with the \
-                             next export). An event the runtime cannot read does that, and so \
-                             does one that takes the runtime longer than the grace to read (a \
+                             extension waited for it, then let it go (should it reach the \
+                             layer after all, its spans leave with the next export). An event \
+                             the runtime cannot read does that (it has no span); so does \
+                             one that takes the runtime longer than the grace to read (a \
                              large event, a debug build); a handler that is not behind \
                              TracingLayer does it on every invocation, each held that long: \
                              register the extension only with the layer (warned once)"
