@@ -226,14 +226,17 @@ impl DynamoDbStore {
         let mut failure =
             DynamoDbError::new(operation, &self.settings.table_name, &endpoint, error);
         failure.worded_for(sent);
-        // DynamoDB's message names no attribute: say what the store sends as the key.
+        // DynamoDB's message names no attribute of the store's (only, for a write, the table's
+        // key it missed): say what the store sends as the key, and how to change it.
         if failure.code.as_deref() == Some("ValidationException")
-            && failure
+            && (failure
                 .cause
                 .contains("key element does not match the schema")
+                || failure.cause.contains("Missing the key"))
         {
             failure.cause.push_str(&format!(
-                " ({}, which the table's key schema must match)",
+                " ({}, which the table's key schema must match: key_attr and sort_key_attr \
+                 name the store's)",
                 self.describe_key()
             ));
         }
