@@ -1,5 +1,7 @@
 //! JMESPath key and validation expressions (the engine lives in `powertools-core`).
 
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
 use serde::Serialize;
 use serde_json::Value;
 
@@ -43,10 +45,23 @@ use powertools_core::jmespath::DEFAULT_MAX_DECOMPRESSED_SIZE;
 #[derive(Debug, Clone)]
 pub struct JmesPath {
     path: powertools_core::jmespath::JmesPath,
-    /// The same expression with its headers in lowercase, when it names one with capitals: a
-    /// multi-select that finds such a header only in lowercase is missing the key's header.
-    in_lowercase: Option<std::sync::Arc<powertools_core::jmespath::JmesPath>>,
+    /// The same expression with its headers in lowercase, when it names one with capitals.
+    in_lowercase: Option<std::sync::Arc<LowercaseHeaders>>,
 }
+
+/// An expression's headers in lowercase, and whether it said that they find what the expression
+/// does not (shared by the expression's clones).
+#[derive(Debug)]
+struct LowercaseHeaders {
+    path: powertools_core::jmespath::JmesPath,
+    said: AtomicBool,
+    /// Partial results left to check: each check searches the event again, so only the first
+    /// few pay for it (requests without the header never make it say anything).
+    tries_left: AtomicU8,
+}
+
+/// How many partial results are checked against the headers in lowercase.
+const LOWERCASE_TRIES: u8 = 16;
 
 impl JmesPath {
     /// Compiles `expression`, with the default decompression limit,
@@ -61,7 +76,13 @@ impl JmesPath {
     }
 
     fn of(path: powertools_core::jmespath::JmesPath) -> Self {
-        let in_lowercase = path.with_headers_in_lowercase().map(std::sync::Arc::new);
+        let in_lowercase = path.with_headers_in_lowercase().map(|path| {
+            std::sync::Arc::new(LowercaseHeaders {
+                path,
+                said: AtomicBool::new(false),
+                tries_left: AtomicU8::new(LOWERCASE_TRIES),
+            })
+        });
         JmesPath { path, in_lowercase }
     }
 
@@ -151,20 +172,11 @@ impl JmesPath {
 impl<T: Serialize> KeyExtractor<T> for JmesPath {
     fn extract(&self, event: &T) -> Result<Option<Value>, Error> {
         // `null` (nothing matched) is left to the engine's missing-key rule, like any other data.
-        let Some(in_lowercase) = &self.in_lowercase else {
-            return self.search(event).map(Some);
-        };
-        let data = crate::key::sorted_json(event, "event")?;
-        let found = self.search_json(&self.path, data.clone())?;
-        // A header the expression names with capitals that the event has only in lowercase (a
-        // typed API Gateway or ALB event's): the data is missing that header, whatever else it
-        // found. A multi-select keyed `[null, "o-80"]` on it, so requests with different
-        // idempotency keys for one order shared one record (found by a user writing a
-        // function from the docs); the single path already found nothing.
-        match self.search_json(in_lowercase, data) {
-            Ok(lowercase) if finds_more(&found, &lowercase) => Ok(None),
-            _ => Ok(Some(found)),
+        let found = self.search(event)?;
+        if let Some(lowercase) = &self.in_lowercase {
+            self.check_header_case(lowercase, event, &found);
         }
+        Ok(Some(found))
     }
 
     fn warns_when_validation_finds_nothing(&self) -> bool {
@@ -180,6 +192,67 @@ impl<T: Serialize> KeyExtractor<T> for JmesPath {
                 name.to_ascii_lowercase()
             ),
             None => format!("the JMESPath expression `{expression}`"),
+        }
+    }
+}
+
+impl JmesPath {
+    /// Says, once, that the expression found part of what it asks for and missed a header it
+    /// names with capitals, which the event has in lowercase (a typed API Gateway or ALB
+    /// event's). A multi-select key then reads that header as `null` in every event (`[null,
+    /// "o-80"]`), so requests with different idempotency keys for one order shared one record,
+    /// without a word (found by a user writing a function from the docs; Powertools for Python
+    /// keys the same way on such an event). The data is left as it is: treated as missing, a
+    /// key would turn idempotency off (a review). A result that found nothing at all is not
+    /// checked: the missing key's warning and `KeyMissing`, and validation's warning, give the
+    /// lowercase path already.
+    fn check_header_case<T: Serialize>(
+        &self,
+        lowercase: &LowercaseHeaders,
+        event: &T,
+        found: &Value,
+    ) {
+        let partly = |items: &mut dyn Iterator<Item = &Value>| {
+            let (mut nulls, mut values) = (false, false);
+            for item in items {
+                if item.is_null() {
+                    nulls = true;
+                } else {
+                    values = true;
+                }
+            }
+            nulls && values
+        };
+        let partly_found = match found {
+            Value::Array(items) => partly(&mut items.iter()),
+            Value::Object(members) => partly(&mut members.values()),
+            _ => false,
+        };
+        if !partly_found
+            || lowercase.said.load(Ordering::Relaxed)
+            || lowercase
+                .tries_left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                    left.checked_sub(1)
+                })
+                .is_err()
+        {
+            return;
+        }
+        let in_lowercase = crate::key::sorted_json(event, "event")
+            .and_then(|data| self.search_json(&lowercase.path, data));
+        if in_lowercase.is_ok_and(|in_lowercase| finds_more(found, &in_lowercase))
+            && !lowercase.said.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                expression = self.as_str(),
+                "a JMESPath expression found nothing at a header it names with capitals, which \
+                 this event has in lowercase: `{}` finds it. Header names of typed API Gateway \
+                 and ALB events are lowercase, as HTTP APIs send them; as written, the \
+                 expression reads that header as null in every such event, so events that \
+                 differ only in it are not told apart (said once)",
+                lowercase.path.as_str()
+            );
         }
     }
 }

@@ -118,8 +118,7 @@ impl<St, K, V> IdempotencyLayer<St, K, V> {
     /// `AlbTargetGroupRequest`) writes header names in lowercase, whatever case the client
     /// sent, so name headers in lowercase: `headers."idempotency-key"`. (A header named with
     /// a capital letter finds nothing there; the missing key's warning says so. Inside a
-    /// multi-select, such a header that the event has in lowercase makes the whole key
-    /// missing.)
+    /// multi-select it reads as `null`, and a warning says so, once.)
     pub fn key<K2>(self, extractor: K2) -> IdempotencyLayer<St, K2, V> {
         IdempotencyLayer {
             idempotency: self.idempotency,
@@ -168,12 +167,12 @@ impl<S, St: Clone, K: Clone, V: Clone> Layer<S> for IdempotencyLayer<St, K, V> {
 }
 
 /// Whether validation data is nothing found: `null`, or a list or object of `null`s alone (a
-/// multi-select of fields that are all absent). An empty string is data.
+/// multi-select of fields that are all absent). An empty string, list or object is data.
 fn found_nothing(data: &Value) -> bool {
     match data {
         Value::Null => true,
-        Value::Array(items) => items.iter().all(Value::is_null),
-        Value::Object(fields) => fields.values().all(Value::is_null),
+        Value::Array(items) => !items.is_empty() && items.iter().all(Value::is_null),
+        Value::Object(fields) => !fields.is_empty() && fields.values().all(Value::is_null),
         Value::Bool(_) | Value::Number(_) | Value::String(_) => false,
     }
 }

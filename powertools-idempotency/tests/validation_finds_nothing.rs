@@ -99,4 +99,44 @@ async fn validation_that_finds_data_or_a_closure_s_none_says_nothing() {
     assert_eq!((warnings.as_str(), ran), ("", 1));
     let (warnings, ran) = warnings_of(FromFn(|_: &Value| None::<u32>), &events).await;
     assert_eq!((warnings.as_str(), ran), ("", 1));
+    // An empty list or object is data, which a duplicate's other data does not match (a
+    // review found them said to be nothing).
+    for expression in ["coupons", "metadata", "[coupons, metadata]"] {
+        let (warnings, _) = warnings_of(
+            JmesPath::new(expression).expect("an expression"),
+            &[json!({"coupons": [], "metadata": {}})],
+        )
+        .await;
+        assert_eq!(warnings, "", "{expression}");
+    }
+}
+
+/// A validation multi-select that names a header with capitals, on events that have it in
+/// lowercase, still validates what it does find: a first fix of the header's case made such
+/// data `null` as a whole, so a duplicate with another amount replayed the first response
+/// (found by a review).
+#[tokio::test]
+async fn a_validation_multi_select_with_a_header_in_another_case_still_validates_the_rest() {
+    let idempotency = Idempotency::builder(InMemoryStore::new())
+        .env(Env::from_pairs::<_, &str, &str>([]))
+        .build()
+        .expect("valid settings");
+    let service = IdempotencyLayer::new(idempotency)
+        .key(JmesPath::new("order").expect("an expression"))
+        .validation(JmesPath::new(r#"[headers."X-Signature", amount]"#).expect("an expression"))
+        .layer(service_fn(|event: LambdaEvent<Value>| async move {
+            Ok::<_, lambda_runtime::Error>(event.payload)
+        }));
+    let event =
+        |amount: u32| json!({"order": "o-1", "amount": amount, "headers": {"x-signature": "s"}});
+    service
+        .clone()
+        .oneshot(TestContext::new().event(event(10)))
+        .await
+        .expect("the first call");
+    let refused = service
+        .oneshot(TestContext::new().event(event(99_999)))
+        .await
+        .expect_err("another amount");
+    assert_eq!(refused.error_type(), "IdempotencyValidationError");
 }

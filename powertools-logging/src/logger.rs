@@ -536,9 +536,9 @@ impl LoggerBuilder {
     /// [`MIN_MAX_LINE_BYTES`]). A longer line has its largest values cut, each ending in
     /// `...[truncated N bytes]`, and lists them in `truncated_keys`.
     ///
-    /// There is no ceiling, for a [`writer`](Self::writer) other than Lambda's stdout: on
-    /// stdout, Lambda splits a line longer than CloudWatch's 256 KB into events that are not
-    /// JSON each.
+    /// There is no ceiling, on stdout either: a limit above CloudWatch's 256 KB is for a
+    /// [`writer`](Self::writer) of your own, since on stdout Lambda splits a longer line into
+    /// events that are not JSON each.
     pub fn max_line_bytes(mut self, bytes: usize) -> Self {
         self.max_line_bytes = Some(bytes);
         self
