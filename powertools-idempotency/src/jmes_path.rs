@@ -132,7 +132,8 @@ impl JmesPath {
     ///   that is not JSON for `powertools_json`, invalid base64 or gzip, more decompressed data
     ///   than [`max_decompressed_size`](Self::max_decompressed_size);
     /// - [`Error::Serialization`] when `data` cannot be written as JSON: an integer beyond 64
-    ///   bits (`u128`, `i128`) anywhere in it, or a `Serialize` that fails.
+    ///   bits (`u128`, `i128`) anywhere in it (unless serde_json's `arbitrary_precision` is on
+    ///   in the build, where it is a number), or a `Serialize` that fails.
     pub fn search<T: Serialize + ?Sized>(&self, data: &T) -> Result<Value, Error> {
         // Searched as JSON written here, not as the `jmespath` crate serializes the data: that
         // kept each hash set in its own order (five copies of one event ran five times), and
@@ -258,19 +259,23 @@ impl JmesPath {
 }
 
 /// Whether `lowercase` (the search with the headers in lowercase) found something where `found`
-/// found `null`: as a whole, or as an item of a multi-select list or hash.
+/// found `null`, as an item of a multi-select list or hash, that `found` does not hold already:
+/// an expression that names the header in both cases (`[headers."Idempotency-Key",
+/// headers."idempotency-key", …]`) tells events apart by it (a review found it warned).
 fn finds_more(found: &Value, lowercase: &Value) -> bool {
-    match (found, lowercase) {
-        (Value::Null, other) => !other.is_null(),
-        (Value::Array(found), Value::Array(lowercase)) => found
+    let items: Vec<(&Value, &Value)> = match (found, lowercase) {
+        (Value::Array(found), Value::Array(lowercase)) => found.iter().zip(lowercase).collect(),
+        (Value::Object(found), Value::Object(lowercase)) => found
             .iter()
-            .zip(lowercase)
-            .any(|(found, lowercase)| found.is_null() && !lowercase.is_null()),
-        (Value::Object(found), Value::Object(lowercase)) => found.iter().any(|(name, found)| {
-            found.is_null() && lowercase.get(name).is_some_and(|value| !value.is_null())
-        }),
-        _ => false,
-    }
+            .filter_map(|(name, found)| Some((found, lowercase.get(name)?)))
+            .collect(),
+        _ => return false,
+    };
+    items.iter().any(|(found_item, lowercase_item)| {
+        found_item.is_null()
+            && !lowercase_item.is_null()
+            && !items.iter().any(|(other, _)| other == lowercase_item)
+    })
 }
 
 #[cfg(test)]

@@ -191,7 +191,8 @@ pub fn is_missing(data: &Value) -> bool {
 /// bits in a `serde_json::Value` event were already read as `f64` by serde_json before this
 /// crate sees them (two such ids can collapse into one key): key on the id as a string for ids
 /// that large (a typed `u128` or `i128` beyond 64 bits is refused as key data, with an error
-/// that says so).
+/// that says so, unless serde_json's `arbitrary_precision` is on in the build: there it keys
+/// as the float it rounds to).
 ///
 /// ```
 /// use powertools_idempotency::key_json;

@@ -89,6 +89,16 @@ fn a_header_in_another_case_in_a_multi_select_is_said_once() {
         Some(json!(["k-1", "o-80"]))
     );
     assert_eq!(path.extract(&without).unwrap(), Some(json!([null, "o-80"])));
+    // An expression that names the header in both cases tells the events apart already (a
+    // review found it warned).
+    let either = JmesPath::new(
+        r#"[headers."Idempotency-Key", headers."idempotency-key", powertools_json(body).order_id]"#,
+    )
+    .unwrap();
+    assert_eq!(
+        either.extract(&request("k-1")).unwrap(),
+        Some(json!([null, "k-1", "o-80"]))
+    );
     assert_eq!(captured.text(), "");
     // The header in lowercase: the same data as before, and the warning, once (a clone of the
     // expression shares it).
