@@ -270,6 +270,54 @@ fn generated_trace_header(now: Duration) -> String {
     )
 }
 
+/// Runs the test `name` of the running test binary again, alone, in a child process whose
+/// environment `configure` adds to (`.env(…)`, `.env_remove(…)`), with `child` set to `1` so
+/// that the test can tell it is the child (`std::env::var_os(child).is_some()`), and checks that
+/// it passed. For a test that needs environment variables: setting them in the test's own
+/// process is `unsafe` (`std::env::set_var`) and races its other tests. Returns the child's
+/// output, for more checks (its stderr).
+///
+/// ```no_run
+/// use powertools_core::testing::rerun_in_child;
+///
+/// const CHILD: &str = "MY_TEST_CHILD";
+///
+/// #[test]
+/// fn reads_the_region() {
+///     if std::env::var_os(CHILD).is_none() {
+///         rerun_in_child("reads_the_region", CHILD, |command| command.env("AWS_REGION", "eu-west-1"));
+///         return;
+///     }
+///     assert_eq!(std::env::var("AWS_REGION").as_deref(), Ok("eu-west-1"));
+/// }
+/// ```
+///
+/// # Panics
+/// When the test binary cannot be run again, or the child did not pass (with its output).
+pub fn rerun_in_child(
+    name: &str,
+    child: &str,
+    configure: impl FnOnce(&mut std::process::Command) -> &mut std::process::Command,
+) -> std::process::Output {
+    let binary =
+        std::env::current_exe().unwrap_or_else(|error| panic!("the test binary's path: {error}"));
+    let mut command = std::process::Command::new(binary);
+    command
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(child, "1");
+    let output = configure(&mut command)
+        .output()
+        .unwrap_or_else(|error| panic!("the child process of {name} did not start: {error}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "the child process of {name} failed ({:?}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

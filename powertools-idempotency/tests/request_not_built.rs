@@ -61,24 +61,8 @@ async fn claim_never_sent(sort_key: bool) {
             .sort_key_attr("sk")
             .static_pk_value("fn");
     }
-    let idempotency = Idempotency::builder(store.build().expect("a store"))
-        .env(Env::from_pairs::<_, &str, &str>([]))
-        .build()
-        .expect("valid settings");
-    let ran = std::sync::atomic::AtomicBool::new(false);
-    let error = idempotency
-        .run(
-            &TestContext::new().build(),
-            "charge",
-            "order-1",
-            |_| async {
-                ran.store(true, std::sync::atomic::Ordering::SeqCst);
-                Ok::<_, std::io::Error>(1_u32)
-            },
-        )
-        .await
-        .expect_err("no request could be signed");
-    assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+    // No request could be signed.
+    let error = failed_first_run(store.build().expect("a store"), None).await;
     assert!(matches!(error, Error::Persistence { .. }), "{error:?}");
     let message = powertools_core::error_chain::message_chain(&error);
     assert!(
@@ -244,22 +228,13 @@ fn in_child_of(name: &str, variables: &[(&str, &str)]) -> bool {
     if std::env::var_os(CHILD).is_some() {
         return true;
     }
-    let output = std::process::Command::new(std::env::current_exe().expect("the test binary"))
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env_remove("AWS_ENDPOINT_URL_DYNAMODB")
-        .env_remove("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
-        .envs(variables.iter().copied())
-        .output()
-        .expect("the child runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("1 passed"),
-        "the child failed ({:?}):\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    powertools_core::testing::rerun_in_child(name, CHILD, |command| {
+        command
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_ENDPOINT_URL_DYNAMODB")
+            .env_remove("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+            .envs(variables.iter().copied())
+    });
     false
 }
 

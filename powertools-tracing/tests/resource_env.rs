@@ -36,21 +36,12 @@ fn in_child_of(name: &str, variables: &[(&str, &str)]) -> bool {
     if std::env::var_os(CHILD).is_some() {
         return true;
     }
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .envs(variables.iter().copied())
-        .env_remove("POWERTOOLS_TRACE_DISABLED")
-        .env_remove("POWERTOOLS_DEV")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("1 passed"),
-        "the child failed ({:?}):\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    powertools_core::testing::rerun_in_child(name, CHILD, |command| {
+        command
+            .envs(variables.iter().copied())
+            .env_remove("POWERTOOLS_TRACE_DISABLED")
+            .env_remove("POWERTOOLS_DEV")
+    });
     false
 }
 

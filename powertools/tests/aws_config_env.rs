@@ -14,25 +14,17 @@ fn in_child_of(name: &str, variables: &[(&str, &str)]) -> bool {
     if std::env::var_os(CHILD).is_some() {
         return true;
     }
-    let output = std::process::Command::new(std::env::current_exe().expect("the test binary"))
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .env_remove("AWS_MAX_ATTEMPTS")
-        .env_remove("AWS_RETRY_MODE")
-        .env("AWS_REGION", "eu-west-1")
-        .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-        .env("AWS_SECRET_ACCESS_KEY", "secret")
-        .envs(variables.iter().copied())
-        .output()
-        .expect("the child runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains("1 passed"),
-        "the child failed ({:?}):\n{stdout}\n{stderr}",
-        output.status
-    );
+    let output = powertools_core::testing::rerun_in_child(name, CHILD, |command| {
+        command
+            .env_remove("AWS_MAX_ATTEMPTS")
+            .env_remove("AWS_RETRY_MODE")
+            .env("AWS_REGION", "eu-west-1")
+            .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+            .env("AWS_SECRET_ACCESS_KEY", "secret")
+            .envs(variables.iter().copied())
+    });
     // The panic is the error's, not printed as the process's.
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     false
 }
