@@ -20,6 +20,14 @@ use serde_json::{Value, json};
 use support::CapturedWarnings;
 use tower::{Layer, ServiceExt};
 
+/// Idempotency on an in-memory store, its settings not read from the process's environment.
+fn in_memory() -> Idempotency<InMemoryStore> {
+    Idempotency::builder(InMemoryStore::new())
+        .env(Env::from_pairs::<_, &str, &str>([]))
+        .build()
+        .expect("valid settings")
+}
+
 /// Runs `events` through one layer validating with `validation`, under a subscriber that keeps
 /// the warnings: the warnings, and how often the handler ran.
 async fn warnings_of<V>(validation: V, events: &[Value]) -> (String, usize)
@@ -28,10 +36,7 @@ where
 {
     let captured = CapturedWarnings::default();
     let _guard = tracing::subscriber::set_default(captured.subscriber());
-    let idempotency = Idempotency::builder(InMemoryStore::new())
-        .env(Env::from_pairs::<_, &str, &str>([]))
-        .build()
-        .expect("valid settings");
+    let idempotency = in_memory();
     let ran = Arc::new(AtomicUsize::new(0));
     let counted = ran.clone();
     let service = IdempotencyLayer::new(idempotency)
@@ -117,10 +122,7 @@ async fn validation_that_finds_data_or_a_closure_s_none_says_nothing() {
 /// (found by a review).
 #[tokio::test]
 async fn a_validation_multi_select_with_a_header_in_another_case_still_validates_the_rest() {
-    let idempotency = Idempotency::builder(InMemoryStore::new())
-        .env(Env::from_pairs::<_, &str, &str>([]))
-        .build()
-        .expect("valid settings");
+    let idempotency = in_memory();
     let service = IdempotencyLayer::new(idempotency)
         .key(JmesPath::new("order").expect("an expression"))
         .validation(JmesPath::new(r#"[headers."X-Signature", amount]"#).expect("an expression"))
