@@ -671,6 +671,73 @@ impl std::fmt::Debug for JmesPath {
     }
 }
 
+/// An expression's headers named in lowercase ([`JmesPath::with_headers_in_lowercase`]), for
+/// telling whether it missed what it looked for only because of a header's case, and saying so
+/// once. Each check searches the event again, so only the first [`HEADER_CASE_TRIES`] are made
+/// (events without the header never make it say anything). Shared through an `Arc` by the
+/// clones of what holds it.
+///
+/// ```
+/// use powertools_core::jmespath::{HeaderCaseCheck, JmesPath};
+/// use serde_json::json;
+///
+/// let path = JmesPath::new(r#"headers."X-Correlation-Id""#)?;
+/// let check = HeaderCaseCheck::of(&path).expect("a header with capitals");
+/// let typed = json!({"headers": {"x-correlation-id": "c-1"}});
+/// assert_eq!(path.search(&typed)?, json!(null));
+/// assert!(check.try_again());
+/// assert_eq!(check.lowercase().search(&typed)?, json!("c-1"));
+/// assert!(check.first_to_say());
+/// // Said: no more searches, nothing said again.
+/// assert!(!check.try_again() && !check.first_to_say());
+/// # Ok::<(), powertools_core::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct HeaderCaseCheck {
+    lowercase: JmesPath,
+    said: std::sync::atomic::AtomicBool,
+    tries_left: std::sync::atomic::AtomicU8,
+}
+
+/// How many checks a [`HeaderCaseCheck`] makes at most.
+pub const HEADER_CASE_TRIES: u8 = 16;
+
+impl HeaderCaseCheck {
+    /// The check of `path`, when it names a header with capitals; `None` otherwise.
+    pub fn of(path: &JmesPath) -> Option<Self> {
+        path.with_headers_in_lowercase()
+            .map(|lowercase| HeaderCaseCheck {
+                lowercase,
+                said: std::sync::atomic::AtomicBool::new(false),
+                tries_left: std::sync::atomic::AtomicU8::new(HEADER_CASE_TRIES),
+            })
+    }
+
+    /// The expression with its headers in lowercase.
+    pub fn lowercase(&self) -> &JmesPath {
+        &self.lowercase
+    }
+
+    /// Whether to search again with [`lowercase`](Self::lowercase): nothing said yet, and a try
+    /// left (this takes it).
+    pub fn try_again(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        !self.said.load(Ordering::Relaxed)
+            && self
+                .tries_left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                    left.checked_sub(1)
+                })
+                .is_ok()
+    }
+
+    /// Whether the caller is the first to say that the lowercase search found more: then it
+    /// warns; never again after.
+    pub fn first_to_say(&self) -> bool {
+        !self.said.swap(true, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// `value` as the `jmespath` crate's data, built from it directly. Through `Serialize` (the
 /// crate's own way), a number of a build with serde_json's `arbitrary_precision` became the map
 /// serde_json writes it through (`{"$serde_json::private::Number": "1.50"}`), so that numbers

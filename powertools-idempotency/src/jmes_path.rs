@@ -1,7 +1,6 @@
 //! JMESPath key and validation expressions (the engine lives in `powertools-core`).
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-
+use powertools_core::jmespath::HeaderCaseCheck;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -46,22 +45,8 @@ use powertools_core::jmespath::DEFAULT_MAX_DECOMPRESSED_SIZE;
 pub struct JmesPath {
     path: powertools_core::jmespath::JmesPath,
     /// The same expression with its headers in lowercase, when it names one with capitals.
-    in_lowercase: Option<std::sync::Arc<LowercaseHeaders>>,
+    in_lowercase: Option<std::sync::Arc<HeaderCaseCheck>>,
 }
-
-/// An expression's headers in lowercase, and whether it said that they find what the expression
-/// does not (shared by the expression's clones).
-#[derive(Debug)]
-struct LowercaseHeaders {
-    path: powertools_core::jmespath::JmesPath,
-    said: AtomicBool,
-    /// Partial results left to check: each check searches the event again, so only the first
-    /// few pay for it (requests without the header never make it say anything).
-    tries_left: AtomicU8,
-}
-
-/// How many partial results are checked against the headers in lowercase.
-const LOWERCASE_TRIES: u8 = 16;
 
 impl JmesPath {
     /// Compiles `expression`, with the default decompression limit,
@@ -76,13 +61,7 @@ impl JmesPath {
     }
 
     fn of(path: powertools_core::jmespath::JmesPath) -> Self {
-        let in_lowercase = path.with_headers_in_lowercase().map(|path| {
-            std::sync::Arc::new(LowercaseHeaders {
-                path,
-                said: AtomicBool::new(false),
-                tries_left: AtomicU8::new(LOWERCASE_TRIES),
-            })
-        });
+        let in_lowercase = HeaderCaseCheck::of(&path).map(std::sync::Arc::new);
         JmesPath { path, in_lowercase }
     }
 
@@ -209,7 +188,7 @@ impl JmesPath {
     /// lowercase path already.
     fn check_header_case<T: Serialize>(
         &self,
-        lowercase: &LowercaseHeaders,
+        lowercase: &HeaderCaseCheck,
         event: &T,
         found: &Value,
     ) {
@@ -229,21 +208,13 @@ impl JmesPath {
             Value::Object(members) => partly(&mut members.values()),
             _ => false,
         };
-        if !partly_found
-            || lowercase.said.load(Ordering::Relaxed)
-            || lowercase
-                .tries_left
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
-                    left.checked_sub(1)
-                })
-                .is_err()
-        {
+        if !partly_found || !lowercase.try_again() {
             return;
         }
         let in_lowercase = crate::key::sorted_json(event, "event")
-            .and_then(|data| self.search_json(&lowercase.path, data));
+            .and_then(|data| self.search_json(lowercase.lowercase(), data));
         if in_lowercase.is_ok_and(|in_lowercase| finds_more(found, &in_lowercase))
-            && !lowercase.said.swap(true, Ordering::Relaxed)
+            && lowercase.first_to_say()
         {
             tracing::warn!(
                 expression = self.as_str(),
@@ -252,7 +223,7 @@ impl JmesPath {
                  and ALB events are lowercase, as HTTP APIs send them; as written, the \
                  expression reads that header as null in every such event, so events that \
                  differ only in it are not told apart (said once)",
-                lowercase.path.as_str()
+                lowercase.lowercase().as_str()
             );
         }
     }

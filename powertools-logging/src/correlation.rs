@@ -1,7 +1,7 @@
 //! Where an invocation's correlation id comes from.
 
 #[cfg(feature = "jmespath")]
-use powertools_core::jmespath::JmesPath;
+use powertools_core::jmespath::{HeaderCaseCheck, JmesPath};
 #[cfg(feature = "jmespath")]
 use serde::Serialize;
 #[cfg(feature = "jmespath")]
@@ -69,22 +69,7 @@ impl<T> CorrelationIdSource<T> for NoCorrelationId {
 /// that names a header with capitals and finds nothing, where the same path in lowercase finds
 /// the id, says so once, in a warning that gives the lowercase path.
 #[derive(Debug, Clone)]
-pub struct CorrelationIdPath(JmesPath, Option<std::sync::Arc<LowercaseHeader>>);
-
-/// The same path with its header named in lowercase, for a path that names one with capitals.
-#[cfg(feature = "jmespath")]
-#[derive(Debug)]
-struct LowercaseHeader {
-    path: JmesPath,
-    said: std::sync::atomic::AtomicBool,
-    /// Misses left to try the lowercase path on: it searches the event again, so only the
-    /// first few misses pay for it (requests without the header never make it say anything).
-    tries_left: std::sync::atomic::AtomicU8,
-}
-
-/// How many misses try the lowercase path.
-#[cfg(feature = "jmespath")]
-const LOWERCASE_TRIES: u8 = 16;
+pub struct CorrelationIdPath(JmesPath, Option<std::sync::Arc<HeaderCaseCheck>>);
 
 #[cfg(feature = "jmespath")]
 impl CorrelationIdPath {
@@ -94,13 +79,7 @@ impl CorrelationIdPath {
     /// [`Error::Config`](crate::Error::Config) when it is not valid JMESPath.
     pub fn new(expression: &str) -> Result<Self, crate::Error> {
         let path = JmesPath::new(expression)?;
-        let lowercase = path.with_headers_in_lowercase().map(|path| {
-            std::sync::Arc::new(LowercaseHeader {
-                path,
-                said: std::sync::atomic::AtomicBool::new(false),
-                tries_left: std::sync::atomic::AtomicU8::new(LOWERCASE_TRIES),
-            })
-        });
+        let lowercase = HeaderCaseCheck::of(&path).map(std::sync::Arc::new);
         Ok(CorrelationIdPath(path, lowercase))
     }
 }
@@ -131,31 +110,22 @@ impl<T: Serialize> CorrelationIdSource<T> for CorrelationIdPath {
 impl CorrelationIdPath {
     /// No id; the first time the same path with its header in lowercase finds one (a typed
     /// event, whose header names are lowercase), a warning that says so. Only the first
-    /// [`LOWERCASE_TRIES`] misses try it.
+    /// [`HEADER_CASE_TRIES`](powertools_core::jmespath::HEADER_CASE_TRIES) misses try it.
     fn nothing_found<T: Serialize>(&self, event: &T) -> Option<String> {
-        use std::sync::atomic::Ordering;
-        let Some(lowercase) = &self.1 else {
-            return None;
-        };
-        if lowercase.said.load(Ordering::Relaxed)
-            || lowercase
-                .tries_left
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
-                    left.checked_sub(1)
-                })
-                .is_err()
-        {
+        let check = self.1.as_ref()?;
+        if !check.try_again() {
             return None;
         }
-        let found = matches!(lowercase.path.search(event), Ok(Value::String(id)) if !id.is_empty());
-        if found && !lowercase.said.swap(true, Ordering::Relaxed) {
+        let found =
+            matches!(check.lowercase().search(event), Ok(Value::String(id)) if !id.is_empty());
+        if found && check.first_to_say() {
             tracing::warn!(
                 target: "powertools_logging",
                 expression = self.0.as_str(),
                 "the correlation id expression found nothing, but `{}` finds the id: header \
                  names of typed API Gateway and ALB events are lowercase, as HTTP APIs send them \
                  (said once)",
-                lowercase.path.as_str()
+                check.lowercase().as_str()
             );
         }
         None
@@ -277,7 +247,7 @@ mod tests {
             // serializes the event): after them, a typed event is not searched twice (found by
             // a review).
             let late = CorrelationIdPath::new(r#"headers."X-Late""#).unwrap();
-            for _ in 0..LOWERCASE_TRIES {
+            for _ in 0..powertools_core::jmespath::HEADER_CASE_TRIES {
                 assert_eq!(late.correlation_id(&without), None);
             }
             let serialized = std::sync::atomic::AtomicUsize::new(0);
