@@ -122,3 +122,37 @@ fn a_header_in_another_case_in_a_multi_select_is_said_once() {
         "{warnings}"
     );
 }
+
+/// The header-case warning is said once however many invocations meet it at once, through one
+/// layer's clones: 64 concurrent tasks, one warning, and every task keyed as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_header_case_warning_is_said_once_under_concurrency() {
+    let captured = CapturedWarnings::default();
+    // Set for every worker thread: the warning may come from any of them.
+    let _guard = tracing::dispatcher::set_default(&tracing::Dispatch::new(captured.subscriber()));
+    let path = JmesPath::new(r#"[headers."Idempotency-Key", body.order_id]"#).unwrap();
+    let tasks = (0..64).map(|task| {
+        let path = path.clone();
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        tokio::spawn(async move {
+            tracing::dispatcher::with_default(&dispatch, || {
+                let event = json!({
+                    "headers": {"idempotency-key": format!("k-{task}")},
+                    "body": {"order_id": "o-1"}
+                });
+                path.extract(&event).unwrap()
+            })
+        })
+    });
+    for found in futures_util::future::join_all(tasks).await {
+        assert_eq!(found.unwrap(), Some(json!([null, "o-1"])));
+    }
+    let warnings = captured.text();
+    assert_eq!(
+        warnings
+            .matches("found nothing at a header it names with capitals")
+            .count(),
+        1,
+        "{warnings}"
+    );
+}
