@@ -87,6 +87,7 @@ pub mod json_escape;
 pub mod reentry;
 #[doc(hidden)]
 pub mod serde_message;
+pub mod stdout;
 #[cfg(any(test, feature = "testing"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;

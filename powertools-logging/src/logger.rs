@@ -169,15 +169,14 @@ where
     }
 }
 
-/// The default sink: stdout, one write per line, not inside a panic's report on stderr
-/// ([`wait_for_panic_reports`](powertools_core::failure::wait_for_panic_reports)), where both
-/// share one pipe (Lambda's log capture).
+/// The default sink: stdout, one write per line, not inside a panic's report on stderr, where
+/// both share one pipe (Lambda's log capture); a line that cannot be written is counted and the
+/// first said on stderr ([`powertools_core::stdout::write_line`]).
 struct StdoutSink;
 
 impl LineSink for StdoutSink {
     fn write_line(&self, line: &[u8]) {
-        powertools_core::failure::wait_for_panic_reports();
-        let _ = std::io::stdout().write_all(line);
+        powertools_core::stdout::write_line(line, "log line");
     }
 }
 
@@ -567,7 +566,10 @@ impl LoggerBuilder {
         self
     }
 
-    /// Where lines go (default: stdout), one write per line.
+    /// Where lines go (default: stdout), one write per line. On stdout, a line that cannot be
+    /// written (stdout closed, or on a full disk in a local run) is counted
+    /// ([`powertools_core::stdout::lost_lines`]), and the first is said on stderr with its error;
+    /// a writer of your own handles its own errors.
     pub fn writer<M>(mut self, writer: M) -> Self
     where
         M: for<'a> MakeWriter<'a> + Send + Sync + 'static,

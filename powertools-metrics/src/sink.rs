@@ -1,7 +1,6 @@
 //! Where EMF documents go: stdout in a function, memory in tests and demos.
 
 use std::fmt;
-use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::Value;
@@ -17,7 +16,9 @@ pub trait Sink: fmt::Debug + Send + Sync + 'static {
 }
 
 /// Writes each document to stdout as one line, in one write, so that lines from concurrent
-/// invocations never interleave.
+/// invocations never interleave. A document that cannot be written (stdout closed, or on a full
+/// disk in a local run) is counted ([`powertools_core::stdout::lost_lines`]), and the first is
+/// said on stderr with its error.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Stdout;
 
@@ -26,10 +27,9 @@ impl Sink for Stdout {
         let mut text = String::with_capacity(line.len() + 1);
         text.push_str(line);
         text.push('\n');
-        // Not inside a panic's report on stderr, where both share one pipe.
-        powertools_core::failure::wait_for_panic_reports();
-        // Nothing useful can be done if stdout is gone: the Lambda runtime would be gone too.
-        let _ = std::io::stdout().lock().write_all(text.as_bytes());
+        // Not inside a panic's report on stderr, where both share one pipe; a document that
+        // cannot be written is counted and the first said on stderr.
+        powertools_core::stdout::write_line(text.as_bytes(), "EMF document");
     }
 }
 
