@@ -2,8 +2,8 @@
 //!
 //! The logging and metrics crates' default sinks write each line (a log line, an EMF document)
 //! with [`write_line`]: in one write, so that lines of concurrent invocations never interleave;
-//! after any panic report under way
-//! ([`wait_for_panic_reports`](crate::failure::wait_for_panic_reports)); and, when the write fails
+//! outside any panic report ([`outside_panic_reports`](crate::failure::outside_panic_reports));
+//! and, when the write fails
 //! (stdout closed, or redirected to a full disk in a local run), with a warning on stderr the
 //! first time, since the failing stream cannot carry its own warning, and a count of the lines
 //! lost ([`lost_lines`]). Logging must not fail an invocation, so the line itself is dropped.
@@ -25,15 +25,16 @@ static SAID: AtomicBool = AtomicBool::new(false);
 /// assert_eq!(powertools_core::stdout::lost_lines(), 0);
 /// ```
 pub fn write_line(line: &[u8], what: &str) {
-    crate::failure::wait_for_panic_reports();
-    write_or_say(
-        &mut std::io::stdout().lock(),
-        &mut std::io::stderr(),
-        line,
-        what,
-        &LOST_LINES,
-        &SAID,
-    );
+    crate::failure::outside_panic_reports(|| {
+        write_or_say(
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr(),
+            line,
+            what,
+            &LOST_LINES,
+            &SAID,
+        );
+    });
 }
 
 /// How many lines [`write_line`] could not write to stdout in this process (all of them counted,

@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use powertools_core::failure::{install_quiet_panic_hook, wait_for_panic_reports};
+use powertools_core::failure::{
+    install_quiet_panic_hook, outside_panic_reports, wait_for_panic_reports,
+};
 
 /// What the hook before does, per test.
 type Previous = Box<dyn Fn() + Send + Sync>;
@@ -170,5 +172,44 @@ fn lines_wait_for_a_long_report_a_quarter_second_in_all_not_each() {
     assert_eq!(
         during_the_report, 8,
         "lines waited for the report one after the other"
+    );
+}
+
+/// A report that begins while a line is being written waits for the line to end: the line had
+/// checked for reports before the report began, and was then written in the middle of it (found
+/// by an attack from the docs: a JSON line inside a backtrace's line, 2 runs in 5).
+#[test]
+fn a_report_that_begins_during_a_line_waits_for_the_line() {
+    let events = Arc::new(Mutex::new(Vec::<&str>::new()));
+    let _serial = with_previous_hook({
+        let events = Arc::clone(&events);
+        Box::new(move || events.lock().unwrap().push("report"))
+    });
+    let (begun, line_begun) = mpsc::channel();
+    let writer = {
+        let events = Arc::clone(&events);
+        std::thread::spawn(move || {
+            // As the sinks write a line: a write that takes a while (a busy pipe).
+            outside_panic_reports(|| {
+                events.lock().unwrap().push("line begins");
+                begun.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+                events.lock().unwrap().push("line ends");
+            });
+        })
+    };
+    line_begun.recv().unwrap();
+    assert!(
+        std::thread::spawn(|| panic!("during a line"))
+            .join()
+            .is_err()
+    );
+    writer.join().unwrap();
+    // Copied out first: the assertion's own panic goes through the hook, which takes the lock.
+    let events = events.lock().unwrap().clone();
+    assert_eq!(
+        events,
+        ["line begins", "line ends", "report"],
+        "the report was written in the middle of a line"
     );
 }
