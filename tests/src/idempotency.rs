@@ -1,31 +1,50 @@
 //! Idempotency stores that fail on purpose, for the examples' handler tests.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use powertools_idempotency::{DataRecord, IdempotencyStore, InMemoryStore, PutOutcome, StoreError};
 
-/// An [`InMemoryStore`] whose next completions (`update`) of records of one operation fail, as
-/// DynamoDB throttled or unreachable right after the handler's side effect happened: the
-/// invocation then fails with `IdempotencyPersistenceLayerError` and the record stays in
-/// progress until its deadline.
+/// An [`InMemoryStore`] whose next completions or releases of records of one operation fail, as
+/// DynamoDB throttled or unreachable right after the handler ran.
 #[derive(Debug, Clone)]
-pub struct FailingCompletions {
+pub struct FailingStore {
     inner: InMemoryStore,
     /// `.<operation>#`: the part of a key that names its operation.
     operation: String,
+    /// Releases (a failed handler's claim replaced with a fence, then deleted) fail, rather than
+    /// completions.
+    releases: bool,
     left: Arc<AtomicUsize>,
+    /// The keys whose release's fence failed: their delete fails too.
+    fences_failed: Arc<Mutex<HashSet<String>>>,
 }
 
-impl FailingCompletions {
-    /// Fails the next `times` completions of records of `operation` (the operation name given to
-    /// `run`/`run_keyed`, or the layer's).
-    pub fn new(operation: &str, times: usize) -> Self {
-        FailingCompletions {
+impl FailingStore {
+    /// Fails the next `times` completions (`update`) of records of `operation` (the operation
+    /// name given to `run`/`run_keyed`, or the layer's), as after the handler's side effect
+    /// happened: the invocation then fails with `IdempotencyPersistenceLayerError` and the
+    /// record stays in progress until its deadline.
+    pub fn completions(operation: &str, times: usize) -> Self {
+        FailingStore {
             inner: InMemoryStore::new(),
             operation: format!(".{operation}#"),
+            releases: false,
             left: Arc::new(AtomicUsize::new(times)),
+            fences_failed: Arc::default(),
+        }
+    }
+
+    /// Fails the next `times` releases of records of `operation` (both the fence that replaces a
+    /// failed handler's claim and the delete tried after it, one failure counted): the
+    /// invocation then fails with `Error::DeleteFailed` holding the handler's error, and the
+    /// record stays in progress until its deadline.
+    pub fn releases(operation: &str, times: usize) -> Self {
+        FailingStore {
+            releases: true,
+            ..FailingStore::completions(operation, times)
         }
     }
 
@@ -35,7 +54,20 @@ impl FailingCompletions {
     }
 }
 
-impl IdempotencyStore for FailingCompletions {
+impl FailingStore {
+    /// Whether this write of `record` fails: one of `operation`'s, while failures are left.
+    fn fails(&self, record: &DataRecord) -> bool {
+        record.key.contains(&self.operation)
+            && self
+                .left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                    left.checked_sub(1)
+                })
+                .is_ok()
+    }
+}
+
+impl IdempotencyStore for FailingStore {
     async fn get(&self, key: &str) -> Result<Option<DataRecord>, StoreError> {
         self.inner.get(key).await
     }
@@ -49,14 +81,7 @@ impl IdempotencyStore for FailingCompletions {
     }
 
     async fn update(&self, record: &DataRecord) -> Result<(), StoreError> {
-        let fails = record.key.contains(&self.operation)
-            && self
-                .left
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
-                    left.checked_sub(1)
-                })
-                .is_ok();
-        if fails {
+        if !self.releases && self.fails(record) {
             return Err(StoreError::Backend(
                 "ProvisionedThroughputExceededException: the completion failed on purpose".into(),
             ));
@@ -65,6 +90,17 @@ impl IdempotencyStore for FailingCompletions {
     }
 
     async fn delete(&self, record: &DataRecord) -> Result<(), StoreError> {
+        // The delete tried after a failed fence: the same release, counted once.
+        let fence_failed = self
+            .fences_failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&record.key);
+        if fence_failed {
+            return Err(StoreError::Backend(
+                "ProvisionedThroughputExceededException: the delete failed on purpose".into(),
+            ));
+        }
         self.inner.delete(record).await
     }
 
@@ -73,6 +109,15 @@ impl IdempotencyStore for FailingCompletions {
         claim: &DataRecord,
         fence: &DataRecord,
     ) -> Result<(), StoreError> {
+        if self.releases && self.fails(claim) {
+            self.fences_failed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(claim.key.clone());
+            return Err(StoreError::Backend(
+                "ProvisionedThroughputExceededException: the release failed on purpose".into(),
+            ));
+        }
         self.inner.replace_with_fence(claim, fence).await
     }
 

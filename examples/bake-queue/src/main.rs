@@ -240,7 +240,7 @@ mod tests {
     use powertools::idempotency::InMemoryStore;
     use powertools::logging::MemoryLogs;
     use powertools_tests::emf::CheckedSink;
-    use powertools_tests::idempotency::FailingCompletions;
+    use powertools_tests::idempotency::FailingStore;
 
     use super::*;
 
@@ -308,7 +308,7 @@ mod tests {
         // Given a message is baked, then the store fails to complete its record
         let logs = MemoryLogs::new();
         let (powertools, _guard) = powertools(&logs);
-        let store = FailingCompletions::new("bake", 1);
+        let store = FailingStore::completions("bake", 1);
         let idempotency = Idempotency::builder(store.clone())
             .key_prefix("bake")
             .build()

@@ -416,19 +416,50 @@ async fn place_order<St: IdempotencyStore + 'static>(
                 "the order could not be placed: retry with the same Idempotency-Key",
             )
         }
-        Err(error) => {
-            // The order may have been placed (the store failed to record it, or to read its
-            // record back): say so. The retry places nothing twice: the order id is the key's
-            // and the order's, and the table stores an order id once.
-            tracing::error!(error = %error, "the order's outcome was not recorded");
-            problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "OrderNotConfirmed",
-                "the order may have been placed, but it could not be confirmed: retry with the \
-                 same Idempotency-Key (a retry answers with the same order, never a second one)",
-            )
-        }
+        // Refused by the catalogue (nothing placed), and releasing the claim failed too: the
+        // refusal is the answer, never "may have been placed" (found by an attack through the
+        // fault proxy). The key stays claimed until the request's in-progress deadline, so a
+        // corrected order under it gets 409 until then.
+        Err(IdempotencyError::DeleteFailed { error, source }) => match *error {
+            IdempotencyError::Handler(refusal) => {
+                tracing::error!(
+                    code = refusal.code,
+                    release_error = %source,
+                    "the order was refused, and releasing its Idempotency-Key failed: the key \
+                     is held until the request's in-progress deadline"
+                );
+                refused(
+                    StatusCode::BAD_REQUEST,
+                    refusal.code,
+                    &format!(
+                        "{} (this Idempotency-Key is still held for a while: send the corrected \
+                         order with a new key, or retry later)",
+                        refusal.message
+                    ),
+                )
+            }
+            // A panic or the deadline: the order may have been placed.
+            error => not_confirmed(&IdempotencyError::DeleteFailed {
+                error: Box::new(error),
+                source,
+            }),
+        },
+        Err(error) => not_confirmed(&error),
     }
+}
+
+/// The answer when the order may have been placed but its outcome was not recorded.
+fn not_confirmed(error: &IdempotencyError<OrderRefusal>) -> Response {
+    // The order may have been placed (the store failed to record it, or to read its record
+    // back): say so. The retry places nothing twice: the order id is the key's and the order's,
+    // and the table stores an order id once.
+    tracing::error!(error = %error, "the order's outcome was not recorded");
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "OrderNotConfirmed",
+        "the order may have been placed, but it could not be confirmed: retry with the same \
+         Idempotency-Key (a retry answers with the same order, never a second one)",
+    )
 }
 
 /// The order id of `key` and the basket: the same for a retry of the request (`ord-` and 24 hex

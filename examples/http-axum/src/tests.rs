@@ -10,7 +10,7 @@ use powertools::core::testing::TestContext;
 use powertools::idempotency::InMemoryStore;
 use powertools::logging::MemoryLogs;
 use powertools_tests::emf::CheckedSink;
-use powertools_tests::idempotency::FailingCompletions;
+use powertools_tests::idempotency::FailingStore;
 
 use super::*;
 
@@ -227,7 +227,7 @@ async fn a_retry_after_a_price_change_gets_the_first_order_and_places_nothing() 
 #[tokio::test]
 async fn an_unconfirmed_order_s_retry_after_a_price_change_gets_that_order() {
     for withdraw in [false, true] {
-        let fixture = fixture_on(FailingCompletions::new("place-order", 1));
+        let fixture = fixture_on(FailingStore::completions("place-order", 1));
         let first = sample_order_with_200_ms_left(&fixture.function).await;
         assert_eq!(first.status, 503);
         assert_eq!(metric_total(&fixture.documents, "OrdersPlaced"), 1.0);
@@ -474,7 +474,7 @@ async fn futures_join<R: Serialize, E: std::fmt::Debug>(
 #[tokio::test]
 async fn an_order_placed_but_not_recorded_is_said_so_and_its_retry_places_nothing_more() {
     // Given the order is placed, then the store fails to complete its record
-    let fixture = fixture_on(FailingCompletions::new("place-order", 1));
+    let fixture = fixture_on(FailingStore::completions("place-order", 1));
     let first = sample_order_with_200_ms_left(&fixture.function).await;
 
     // Then the answer does not say it was not placed
@@ -697,4 +697,51 @@ async fn a_key_sent_twice_is_refused_whichever_comes_first() {
     }
     assert_eq!(metric_total(&fixture.documents, "OrdersPlaced"), 1.0);
     assert_eq!(fixture.store.len(), 1);
+}
+
+/// An order the catalogue refuses, whose claim the store then fails to release, was placed by
+/// nobody: the answer is the refusal, saying the key stays in use a while, never "may have been
+/// placed" (found by an attack through the fault proxy: a 503 `OrderNotConfirmed` for an
+/// unknown sku, and the client was told to retry for "the same order").
+#[tokio::test]
+async fn a_refused_order_whose_release_fails_is_answered_with_the_refusal() {
+    // Given the store fails to release the next claim
+    let fixture = fixture_on(FailingStore::releases("place-order", 1));
+    fixture.catalogue.remove("croissant");
+
+    // When the order names a sku the bakery does not sell
+    let refused = invoke(
+        fixture.function.clone(),
+        "req-1".to_owned(),
+        sample("place-order.json"),
+    )
+    .await;
+
+    // Then the answer is the catalogue's refusal, and says the key is held for now
+    assert_eq!(fixture.store.failures_left(), 0, "the release failed");
+    assert_eq!(
+        (refused.status, &refused.body["error"]),
+        (400, &json!("UnknownSku")),
+        "{:?}",
+        refused.body
+    );
+    let message = refused.body["message"].as_str().unwrap();
+    assert!(
+        message.contains("croissant") && message.contains("Idempotency-Key is still held"),
+        "{message}"
+    );
+    assert_eq!(metric_total(&fixture.documents, "OrdersPlaced"), 0.0);
+    // And the release's failure is logged with its cause, for whoever looks for the held key
+    let logged = fixture
+        .logs
+        .json()
+        .into_iter()
+        .find(|line| line["level"] == "ERROR")
+        .expect("an ERROR line");
+    assert!(
+        logged
+            .to_string()
+            .contains("ProvisionedThroughputExceededException"),
+        "{logged}"
+    );
 }

@@ -521,7 +521,7 @@ mod tests {
     use powertools::core::testing::TestContext;
     use powertools::idempotency::InMemoryStore;
     use powertools_tests::emf::CheckedSink;
-    use powertools_tests::idempotency::FailingCompletions;
+    use powertools_tests::idempotency::FailingStore;
 
     use base64::Engine as _;
 
@@ -1154,7 +1154,7 @@ mod tests {
     /// `errorMessage`), not by the Rust variant that carries it.
     #[tokio::test]
     async fn a_failure_line_names_the_error_as_lambda_reports_it() {
-        let fx = fixture_on(FailingCompletions::new("charge", 1));
+        let fx = fixture_on(FailingStore::completions("charge", 1));
         let request: ApiGatewayV2httpRequest =
             serde_json::from_str(include_str!("../events/first-order.json")).unwrap();
         let error = fx
@@ -1194,7 +1194,7 @@ mod tests {
     async fn a_charge_whose_record_was_not_completed_is_not_charged_again_by_the_retry() {
         // Given the charge goes through, then the store fails to complete the charge's record
         // (in an invocation with 700 ms left: the charge ends 500 ms before its deadline)
-        let store = FailingCompletions::new("charge", 1);
+        let store = FailingStore::completions("charge", 1);
         let powertools = test_stack()
             .metrics(|metrics| metrics.sink(CheckedSink::new()))
             .build()
@@ -1276,7 +1276,7 @@ mod tests {
     #[tokio::test]
     async fn a_retry_after_a_price_change_is_answered_with_the_order_placed() {
         for completion_lost in [false, true] {
-            let store = FailingCompletions::new("place_order", usize::from(completion_lost));
+            let store = FailingStore::completions("place_order", usize::from(completion_lost));
             let (function, saved, payments, catalogue) = in_memory_on(store);
             let sample: Value =
                 serde_json::from_str(include_str!("../events/first-order.json")).unwrap();
@@ -1428,7 +1428,7 @@ mod tests {
     #[tokio::test]
     async fn a_charged_order_s_retry_after_a_price_change_is_saved_at_the_amount_charged() {
         for with_prices in [true, false] {
-            let store = FailingCompletions::new("charge", 1);
+            let store = FailingStore::completions("charge", 1);
             let (function, saved, payments, catalogue) = in_memory_on(store);
             let sample: Value =
                 serde_json::from_str(include_str!("../events/first-order.json")).unwrap();

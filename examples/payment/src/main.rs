@@ -638,7 +638,7 @@ mod tests {
     use powertools::logging::MemoryLogs;
     use powertools::metrics::ServiceError;
     use powertools_tests::emf::CheckedSink;
-    use powertools_tests::idempotency::FailingCompletions;
+    use powertools_tests::idempotency::FailingStore;
     use serde_json::json;
 
     use super::*;
@@ -900,7 +900,7 @@ mod tests {
     #[tokio::test]
     async fn a_charge_whose_record_was_not_completed_is_not_charged_again_by_the_retry() {
         // Given a charge that goes through, then the store fails to complete its record
-        let store = FailingCompletions::new(powertools::idempotency::DEFAULT_LAYER_OPERATION, 1);
+        let store = FailingStore::completions(powertools::idempotency::DEFAULT_LAYER_OPERATION, 1);
         let (step, provider, logs, powertools, sink) = fixture_with_metrics(store.clone());
         let _guard = powertools_tests::set_test_default(powertools.subscriber());
         let request = json(sample(include_str!("../events/payment.json")));
