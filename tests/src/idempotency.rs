@@ -20,6 +20,8 @@ pub struct FailingStore {
     left: Arc<AtomicUsize>,
     /// The keys whose release's fence failed: their delete fails too.
     fences_failed: Arc<Mutex<HashSet<String>>>,
+    /// How many times a completion lets other tasks run first.
+    late_completions: usize,
 }
 
 impl FailingStore {
@@ -34,6 +36,18 @@ impl FailingStore {
             releases: false,
             left: Arc::new(AtomicUsize::new(times)),
             fences_failed: Arc::default(),
+            late_completions: 0,
+        }
+    }
+
+    /// Fails nothing, but lets other tasks run 16 times before each completion, as a completion
+    /// that waits for DynamoDB does: copies of one key run side by side find its claim still in
+    /// progress (with the in-memory store alone, a handler that never awaits completes before
+    /// the next copy claims).
+    pub fn late_completions() -> Self {
+        FailingStore {
+            late_completions: 16,
+            ..FailingStore::completions("", 0)
         }
     }
 
@@ -81,6 +95,9 @@ impl IdempotencyStore for FailingStore {
     }
 
     async fn update(&self, record: &DataRecord) -> Result<(), StoreError> {
+        for _ in 0..self.late_completions {
+            YieldOnce(false).await;
+        }
         if !self.releases && self.fails(record) {
             return Err(StoreError::Backend(
                 "ProvisionedThroughputExceededException: the completion failed on purpose".into(),
@@ -127,5 +144,24 @@ impl IdempotencyStore for FailingStore {
         fence: &DataRecord,
     ) -> Result<PutOutcome, StoreError> {
         self.inner.put_over_fence(record, fence).await
+    }
+}
+
+/// Pending once (waking itself), then ready: lets the executor run the other tasks.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }

@@ -99,7 +99,7 @@ async fn bake<St: IdempotencyStore>(
     ovens: &Ovens,
     context: &Context,
     record: SqsRecord<BakeOrder>,
-) -> Result<(), String> {
+) -> Result<(), BoxError> {
     let order = record.body;
     // Bounded before anything is claimed, baked or logged: an id is the order's identity, so
     // spellings of one id (a trailing space, another Unicode form) would bake it twice,
@@ -111,14 +111,20 @@ async fn bake<St: IdempotencyStore>(
             "the order_id is not 1 to {MAX_ORDER_ID} characters of A-Z a-z 0-9 - _ \
              (its {} bytes are left out)",
             order.order_id.len()
-        ));
+        )
+        .into());
+    }
+    // On the record's lines, its failure line included: a failed order is found by its id.
+    if let Err(error) = powertools::logging::append_key("order_id", &order.order_id) {
+        tracing::warn!(%error, "the order id is not on the record's lines");
     }
     if !is_shop(&order.shop) {
         return Err(format!(
             "the shop is not 1 to {MAX_SHOP} visible characters without control, line \
              separator or bidirectional formatting characters (its {} bytes are left out)",
             order.shop.len()
-        ));
+        )
+        .into());
     }
     // Before the claim too: a refused order leaves no record, so the fixed one, sent again
     // under the same id, is baked.
@@ -126,7 +132,8 @@ async fn bake<St: IdempotencyStore>(
         return Err(format!(
             "order {} asks for {} loaves: an order bakes 1 to {MAX_LOAVES}",
             order.order_id, order.loaves
-        ));
+        )
+        .into());
     }
     // Keyed on the order, not on the message id: a producer that sends an order again (its
     // `SendMessage` answer lost) makes a second message with an id of its own, which must not
@@ -160,9 +167,15 @@ async fn bake<St: IdempotencyStore>(
                 Ok::<(), String>(())
             },
         )
-        .await
-        .map_err(|error| error.to_string())
+        .await?;
+    // The call's error as it is, boxed (not its message alone): the failure line names it as
+    // Powertools does (`IdempotencyAlreadyInProgressError` for a copy that found the order still
+    // baking, `IdempotencyValidationError`, `IdempotencyPersistenceLayerError`), where a string
+    // made every failed record `Error` (found by an attack).
+    Ok(())
 }
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 type Consumer = BoxCloneService<
     LambdaEvent<SqsEvent>,
@@ -361,6 +374,52 @@ mod tests {
         assert_eq!(baked(&logs), 1, "ord-1001 baked once");
     }
 
+    /// Copies of one order in one batch, run side by side: the ones that find the first still
+    /// baking fail, named `IdempotencyAlreadyInProgressError` (they were `Error`, like an invalid
+    /// order; found by an attack), so that they can be told from orders bound for the
+    /// dead-letter queue.
+    #[tokio::test]
+    async fn copies_that_find_their_order_baking_are_named_as_powertools_names_them() {
+        let logs = MemoryLogs::new();
+        let (powertools, _guard) = powertools(&logs);
+        let idempotency = Idempotency::builder(FailingStore::late_completions())
+            .key_prefix("bake")
+            .build()
+            .unwrap();
+        let consumer = consumer(&powertools, idempotency, Ovens::default());
+        let mut batch = sample_batch();
+        batch.records.truncate(1);
+        let copies = (0..10).map(|copy| {
+            let mut record = batch.records[0].clone();
+            record.message_id = Some(format!("m-copy-{copy}"));
+            record
+        });
+        batch.records = copies.collect();
+        let response = consumer
+            .oneshot(TestContext::new().event(batch))
+            .await
+            .unwrap();
+
+        assert_eq!(baked(&logs), 1, "baked once");
+        let failed = failure_lines(&logs);
+        assert_eq!(failed.len(), response.batch_item_failures.len());
+        assert!(!failed.is_empty(), "copies ran side by side");
+        for line in &failed {
+            assert_eq!(
+                (line["exception_name"].as_str(), line["order_id"].as_str()),
+                (Some("IdempotencyAlreadyInProgressError"), Some("ord-1001")),
+                "{line}"
+            );
+        }
+    }
+
+    fn failure_lines(logs: &MemoryLogs) -> Vec<serde_json::Value> {
+        logs.json()
+            .into_iter()
+            .filter(|line| line["message"] == "Record processing exception; skipping this record")
+            .collect()
+    }
+
     /// An order id out of bounds (spaces, case or Unicode variants of one id, which would bake
     /// one order twice; 200 KB, which made a 200 KB log line; a line break) fails its record
     /// before anything is claimed or baked, without the id in its reason or any line (every id
@@ -522,6 +581,19 @@ mod tests {
             "{error}"
         );
         assert_eq!(baked(&logs), 1);
+        // Named as Powertools names it, with the order on the line (found by an attack: every
+        // failed record was `Error`, so a Logs Insights count could not tell a conflicting order
+        // from a duplicate still baking or a store outage)
+        let failed = failure_lines(&logs);
+        assert_eq!(
+            (
+                failed[0]["exception_name"].as_str(),
+                failed[0]["order_id"].as_str()
+            ),
+            (Some("IdempotencyValidationError"), Some("ord-1001")),
+            "{}",
+            failed[0]
+        );
 
         // After the window: the ovens remember what they baked for the order
         let ovens = Ovens::default();
