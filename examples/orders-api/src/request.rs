@@ -148,7 +148,8 @@ impl PlaceOrder {
 
 /// The `Idempotency-Key` header: present, 1 to 255 bytes of visible ASCII but a comma.
 fn idempotency_key(request: &ApiGatewayV2httpRequest) -> Result<String, Refusal> {
-    let Some(value) = request.headers.get(IDEMPOTENCY_KEY_HEADER) else {
+    let mut values = request.headers.get_all(IDEMPOTENCY_KEY_HEADER).iter();
+    let Some(value) = values.next() else {
         return Err(Refusal::new(
             "MissingIdempotencyKey",
             "set the Idempotency-Key header so that a retry never places the order twice",
@@ -156,11 +157,13 @@ fn idempotency_key(request: &ApiGatewayV2httpRequest) -> Result<String, Refusal>
     };
     let bytes = value.as_bytes();
     // A comma is two headers, which an HTTP API joins with one: taken as one key, the same two
-    // in the other order would be another (found by a review).
+    // in the other order would be another (found by a review). So is a second value, which a
+    // direct invoke can send as a list (found by an attack).
     let visible = bytes
         .iter()
         .all(|&byte| byte.is_ascii_graphic() && byte != b',');
-    if bytes.is_empty() || bytes.len() > MAX_IDEMPOTENCY_KEY_BYTES || !visible {
+    let one = values.next().is_none();
+    if bytes.is_empty() || bytes.len() > MAX_IDEMPOTENCY_KEY_BYTES || !visible || !one {
         return Err(Refusal::new(
             "InvalidIdempotencyKey",
             format!(
@@ -249,6 +252,21 @@ mod tests {
         }
         let longest = "k".repeat(MAX_IDEMPOTENCY_KEY_BYTES);
         assert!(PlaceOrder::from_request(&request(Some(&longest), body)).is_ok());
+    }
+
+    /// Two values of the header as a list (a direct invoke can send one; the typed event keeps
+    /// both) are two keys, refused as the joined ones are: the first was taken, so the same two
+    /// in the other order were another key (found by an attack through the emulator).
+    #[test]
+    fn a_header_with_two_values_is_refused() {
+        let mut event: serde_json::Value =
+            serde_json::from_str(include_str!("../events/first-order.json")).unwrap();
+        for values in [json!(["k-a", "k-c"]), json!(["k-c", "k-a"])] {
+            event["headers"] = json!({ IDEMPOTENCY_KEY_HEADER: values });
+            let request: ApiGatewayV2httpRequest = serde_json::from_value(event.clone()).unwrap();
+            let refused = refusal(&request);
+            assert_eq!(refused.code, "InvalidIdempotencyKey", "{values}");
+        }
     }
 
     /// A value of the wrong type or out of range is refused naming its field and what it must
