@@ -13,12 +13,22 @@ use std::collections::HashSet;
 
 use crate::metrics::{Written, escaped_len};
 
+/// `set`'s names in order, for comparing sets whatever the order they were given in.
+fn sorted(set: &[String]) -> Vec<String> {
+    let mut names = set.to_vec();
+    names.sort_unstable();
+    names
+}
+
 /// Dimension name lists: the first is the main set, which `add_dimension` grows; the others are
 /// `add_dimensions`'s, each once.
 #[derive(Debug)]
 pub(crate) struct DimensionSets {
     sets: Vec<Vec<String>>,
-    /// The sets after the main one (which changes in place, so it is compared as it is).
+    /// The sets after the main one (which changes in place, so it is compared as it is), each
+    /// with its names sorted: one set of names in another order is the same set, since
+    /// CloudWatch's metric identity ignores the order, and written twice it would publish each
+    /// value twice to one metric (found by an attack from the docs).
     others: HashSet<Vec<String>>,
     /// The escaped length of every name of every set, summed: counted when first asked for,
     /// then kept as the sets grow, until they are replaced.
@@ -53,18 +63,19 @@ impl DimensionSets {
         &self.sets[0]
     }
 
-    /// Whether `set` is one of the sets, the main one included.
+    /// Whether `set` is one of the sets, the main one included, in any order.
     pub(crate) fn contains(&self, set: &[String]) -> bool {
-        self.sets[0] == set || self.others.contains(set)
+        let set = sorted(set);
+        sorted(&self.sets[0]) == set || self.others.contains(&set)
     }
 
-    /// Adds `set` after the others, unless it is there already.
+    /// Adds `set` after the others, unless it is there already, in any order.
     pub(crate) fn push(&mut self, set: Vec<String>) {
         if self.contains(&set) {
             return;
         }
         self.count(&set);
-        self.others.insert(set.clone());
+        self.others.insert(sorted(&set));
         self.sets.push(set);
     }
 
@@ -96,7 +107,7 @@ impl DimensionSets {
         } else {
             sets
         };
-        self.others = self.sets[1..].iter().cloned().collect();
+        self.others = self.sets[1..].iter().map(|set| sorted(set)).collect();
         self.measure();
     }
 
@@ -194,7 +205,7 @@ mod tests {
         }
         // Counted once asked for, then kept as the sets change.
         assert!(sets.escaped_bytes.get().is_some());
-        let others: HashSet<Vec<String>> = sets.all()[1..].iter().cloned().collect();
+        let others: HashSet<Vec<String>> = sets.all()[1..].iter().map(|set| sorted(set)).collect();
         assert_eq!(sets.others, others);
     }
 
@@ -210,7 +221,11 @@ mod tests {
         assert_eq!(sets.all().len(), 3);
         assert_measured(&sets);
         assert!(sets.contains(&names(&["env", "tenant"])));
-        assert!(!sets.contains(&names(&["tenant", "env"])));
+        // In another order, the same set (CloudWatch's metric identity ignores the order).
+        assert!(sets.contains(&names(&["tenant", "env"])));
+        sets.push(names(&["tenant", "env"]));
+        sets.push(names(&["service", "env"]));
+        assert_eq!(sets.all().len(), 3);
         sets.insert_into_main(1, "région".to_owned());
         assert_eq!(sets.main(), names(&["env", "région", "service"]));
         assert!(sets.contains(&names(&["env", "région", "service"])));

@@ -848,7 +848,10 @@ impl Metrics {
     /// # Ok::<(), powertools_metrics::Error>(())
     /// ```
     ///
-    /// No dimensions at all add no set, with a warning, as in Powertools for Python.
+    /// No dimensions at all add no set, with a warning, as in Powertools for Python. A set given
+    /// again, in the same or another order, is written once (Python writes each copy; to
+    /// CloudWatch, whose metric identity ignores the order, each copy publishes every value to
+    /// the same metric again).
     ///
     /// # Errors
     /// As [`add_dimension`](Self::add_dimension), for each dimension; nothing is added then.

@@ -2266,3 +2266,28 @@ fn a_blank_service_or_function_name_is_refused_naming_the_setting() {
         }
     }
 }
+
+/// One set of names in another order is the same set: CloudWatch's metric identity ignores the
+/// dimensions' order, so a second set of the same names would publish each value twice to one
+/// metric (its Sum and SampleCount doubled). Written once, in the order first given (found by
+/// an attack from the docs: `["b","c"]` and `["c","b"]` were both written; the same order was
+/// written once).
+#[test]
+fn a_set_given_again_in_another_order_is_written_once() {
+    let sink = CheckedSink::new();
+    let m = builder(&sink)
+        .service("orders")
+        .build()
+        .unwrap()
+        .new_metrics();
+    m.add_dimensions([("b", "1"), ("c", "1")]).unwrap();
+    m.add_dimensions([("c", "1"), ("b", "1")]).unwrap();
+    m.add_dimensions([("b", "1"), ("c", "1")]).unwrap();
+    m.add_metric("M", 1.0, Unit::Count).unwrap();
+    m.flush().unwrap();
+    let documents = checked(&sink);
+    assert_eq!(
+        documents[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+        json!([["service"], ["b", "c"]])
+    );
+}
