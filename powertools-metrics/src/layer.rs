@@ -172,6 +172,11 @@ impl MetricsLayerBuilder {
     /// only, as Python's `warnings` module shows it once per process: a function that replays
     /// idempotent responses would otherwise log it on every replay.
     ///
+    /// An invocation whose handler published its metrics with its own
+    /// [`Metrics::flush`](crate::Metrics::flush) added metrics: its end, finding nothing more,
+    /// neither fails nor warns (Python's `log_metrics` raises there). The handler's own flush
+    /// that finds nothing since the one before still returns [`Error::EmptyMetrics`].
+    ///
     /// An invocation whose idempotent call replayed a stored response (the idempotency layer, or
     /// `Idempotency::run` and `run_keyed`) is never failed for it, only warned about as above:
     /// its handler did not run again, so it added nothing, and failing it would fail every

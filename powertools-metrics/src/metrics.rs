@@ -222,6 +222,11 @@ struct State {
     /// Whether the invocation's own document (which holds the metadata) was written since the
     /// last full flush.
     wrote_main_since_flush: bool,
+    /// Whether a document of this invocation was written by a flush before its last (the
+    /// handler's own): the last flush, finding nothing more, does not take the invocation for
+    /// one without metrics (it failed under `raise_on_empty_metrics` after its metrics were
+    /// published; found by an attack from the docs).
+    flushed_before: bool,
     /// The serialized size of `metadata`, kept under [`MAX_CONTEXT_BYTES`] with the dimensions.
     metadata_bytes: usize,
     /// Emptied dimension names and values whose buffers a new dimension reuses (the state is
@@ -273,6 +278,7 @@ impl State {
             labelled: IndexMap::new(),
             wrote_since_flush: false,
             wrote_main_since_flush: false,
+            flushed_before: false,
             metadata_bytes: 0,
             spare: Vec::new(),
         }
@@ -1356,6 +1362,9 @@ impl Metrics {
             );
         }
         let wrote_any = state.wrote_since_flush || wrote_main || !labelled.is_empty();
+        // Kept across the handler's own flushes (`reset` leaves it), taken by the last.
+        let flushed_before = state.flushed_before;
+        state.flushed_before = !end && (flushed_before || wrote_any);
         if end {
             // The gauges' levels stay for what a task that outlived the invocation changes
             // (written at once, going on from them); a later invocation's `reset` drops them.
@@ -1381,6 +1390,9 @@ impl Metrics {
         let settings = &self.shared.settings;
         if wrote_any || settings.disabled || cancelled {
             return Ok(wrote_any);
+        }
+        if end && flushed_before {
+            return Ok(true);
         }
         // Not for a replay: the handler did not run again, so it added nothing, and failing it
         // would fail every retry of a call that succeeded (an API client's 502 for good; an SQS

@@ -306,6 +306,41 @@ async fn an_empty_invocation_warns_once_by_default_and_fails_when_configured() {
     assert!(sink.lines().is_empty());
 }
 
+/// A handler that published its metrics with its own flush (before a long wait, say) added
+/// metrics: its invocation neither fails under `raise_on_empty_metrics` nor is warned about as
+/// one without metrics (it failed with `EmptyMetrics` after its document was written; found by
+/// an attack from the docs, which say "an invocation that added no metric"). Python's
+/// `log_metrics` raises there.
+#[tokio::test]
+async fn an_invocation_that_flushed_its_own_metrics_is_not_one_without_metrics() {
+    let sink = CheckedSink::new();
+    let strict = builder(&sink).raise_on_empty_metrics(true).build().unwrap();
+    let response = invoke(&strict, |_| async {
+        powertools_metrics::add_metric("Baked", 1.0, Unit::Count).unwrap();
+        powertools_metrics::Metrics::current()
+            .unwrap()
+            .flush()
+            .unwrap();
+        // The handler's own second flush found nothing since the first: its call says so.
+        let again = powertools_metrics::Metrics::current().unwrap().flush();
+        assert!(matches!(again, Err(Error::EmptyMetrics)), "{again:?}");
+        Ok(json!("ok"))
+    })
+    .await;
+    assert!(response.is_ok(), "{response:?}");
+    assert_eq!(sink.documents().len(), 1);
+    assert_eq!(sink.documents()[0]["Baked"], 1.0);
+
+    // And the next invocation, which adds nothing, still fails
+    let error = invoke(&strict, |_| async { Ok(json!("ok")) })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ServiceError::Metrics(Error::EmptyMetrics)),
+        "{error:?}"
+    );
+}
+
 #[tokio::test]
 async fn disabled_metrics_write_nothing_but_still_check_values() {
     let cases = [
