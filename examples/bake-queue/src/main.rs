@@ -275,9 +275,16 @@ mod tests {
 
     /// The consumer on an in-memory store, its logs, and the thread's `tracing` default.
     fn in_memory_consumer() -> (Consumer, MemoryLogs, tracing::subscriber::DefaultGuard) {
+        consumer_on(InMemoryStore::new())
+    }
+
+    /// The consumer on `store`, its logs, and the thread's `tracing` default.
+    fn consumer_on<St: IdempotencyStore + Clone + 'static>(
+        store: St,
+    ) -> (Consumer, MemoryLogs, tracing::subscriber::DefaultGuard) {
         let logs = MemoryLogs::new();
         let (powertools, guard) = powertools(&logs);
-        let idempotency = Idempotency::builder(InMemoryStore::new())
+        let idempotency = Idempotency::builder(store)
             .key_prefix("bake")
             .build()
             .unwrap();
@@ -319,14 +326,8 @@ mod tests {
     #[tokio::test]
     async fn a_message_baked_but_not_recorded_is_not_baked_again_on_redelivery() {
         // Given a message is baked, then the store fails to complete its record
-        let logs = MemoryLogs::new();
-        let (powertools, _guard) = powertools(&logs);
         let store = FailingStore::completions("bake", 1);
-        let idempotency = Idempotency::builder(store.clone())
-            .key_prefix("bake")
-            .build()
-            .unwrap();
-        let consumer = consumer(&powertools, idempotency, Ovens::default());
+        let (consumer, logs, _guard) = consumer_on(store.clone());
         let mut batch: SqsEvent =
             serde_json::from_str(include_str!("../events/bake-orders.json")).unwrap();
         batch.records.truncate(1);
@@ -380,13 +381,7 @@ mod tests {
     /// dead-letter queue.
     #[tokio::test]
     async fn copies_that_find_their_order_baking_are_named_as_powertools_names_them() {
-        let logs = MemoryLogs::new();
-        let (powertools, _guard) = powertools(&logs);
-        let idempotency = Idempotency::builder(FailingStore::late_completions())
-            .key_prefix("bake")
-            .build()
-            .unwrap();
-        let consumer = consumer(&powertools, idempotency, Ovens::default());
+        let (consumer, logs, _guard) = consumer_on(FailingStore::late_completions());
         let mut batch = sample_batch();
         batch.records.truncate(1);
         let copies = (0..10).map(|copy| {
