@@ -248,10 +248,6 @@ thread_local! {
     static REPORTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// How long lines wait for panic reports under way, from the first of them
-/// ([`wait_for_panic_reports`]).
-const PANIC_REPORT_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
-
 /// Until when lines wait, in milliseconds from [`panic_clock`]'s start: set by the report that
 /// finds none under way, so that reports following each other (a thread panicking in a loop, a
 /// hook that never returns) hold lines 250 ms in all, not 250 ms each line (a review: 8 lines
@@ -270,22 +266,26 @@ struct PanicReport;
 
 impl PanicReport {
     fn start() -> Self {
-        let until = panic_clock()
-            .saturating_add(u64::try_from(PANIC_REPORT_WAIT.as_millis()).unwrap_or(u64::MAX));
-        if PANIC_REPORTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-            PANIC_REPORTS_UNTIL.store(until, std::sync::atomic::Ordering::SeqCst);
+        use std::sync::atomic::Ordering::SeqCst;
+        let until = panic_clock().saturating_add(PANIC_REPORT_WAIT_MS);
+        // The run's deadline stored before the report is counted: a line that sees the count
+        // sees this deadline, never the last run's, long passed (found by a review).
+        if PANIC_REPORTS.load(SeqCst) == 0 {
+            PANIC_REPORTS_UNTIL.store(until, SeqCst);
         }
+        PANIC_REPORTS.fetch_add(1, SeqCst);
         let _ = REPORTING.try_with(|reporting| reporting.set(true));
-        // A line that checked for reports before this one was counted ([`outside_panic_reports`])
-        // is written first: the report would land in its middle, or it in the report's (found by
-        // an attack from the docs: a JSON line inside a backtrace's line, 2 runs in 5 of 300
-        // concurrent invocations with 30 panics). Each such line is one write; bounded by the
-        // same deadline as the lines' wait, so that a write blocked for good (a full pipe, a
-        // lock another thread holds) cannot hold the report either.
+        // A line that checked for reports before this one was counted
+        // ([`outside_panic_reports_with`]) is written first: the report would land in its
+        // middle, or it in the report's (found by an attack from the docs: a JSON line inside a
+        // backtrace's line, 2 runs in 5 of 300 concurrent invocations with 30 panics). A line is
+        // counted only while it holds what it writes to (stdout's lock) and writes, so this
+        // waits for one write at most; not for this thread's own line (a panic inside one); and
+        // never more than 250 ms, so that a write blocked for good (a full pipe) cannot hold the
+        // report either.
+        let own = WRITING_HERE.try_with(std::cell::Cell::get).unwrap_or(0);
         let mut tries = 0_u32;
-        while LINES_BEING_WRITTEN.load(std::sync::atomic::Ordering::SeqCst) > 0
-            && panic_clock() < PANIC_REPORTS_UNTIL.load(std::sync::atomic::Ordering::SeqCst)
-        {
+        while LINES_BEING_WRITTEN.load(SeqCst) > own && panic_clock() < until {
             if tries < 64 {
                 std::thread::yield_now();
                 tries += 1;
@@ -297,14 +297,22 @@ impl PanicReport {
     }
 }
 
-/// Lines that [`outside_panic_reports`] is writing: a panic report that begins waits for them.
+/// How long lines wait for panic reports under way, from the first of them
+/// ([`wait_for_panic_reports`]). In milliseconds.
+const PANIC_REPORT_WAIT_MS: u64 = 250;
+
+/// Lines that [`outside_panic_reports_with`] is writing: a panic report that begins waits for
+/// them.
 static LINES_BEING_WRITTEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Runs `write` (one line's write to stdout) outside any panic report: after the reports under
-/// way ([`wait_for_panic_reports`], at most 250 ms from the first), and counted while it runs,
-/// so that a report beginning meanwhile waits for it to end (within the same bound) instead of
-/// interleaving with it. [`stdout::write_line`](crate::stdout::write_line) writes through it.
-/// On the reporting thread, `write` runs at once.
+thread_local! {
+    /// The lines this thread is writing (counted in [`LINES_BEING_WRITTEN`]): the report of a
+    /// panic inside one does not wait for it.
+    static WRITING_HERE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `write` (one line's write) outside any panic report, as
+/// [`outside_panic_reports_with`] does, with nothing to acquire first.
 ///
 /// ```
 /// use std::io::Write as _;
@@ -313,30 +321,71 @@ static LINES_BEING_WRITTEN: std::sync::atomic::AtomicUsize = std::sync::atomic::
 /// });
 /// ```
 pub fn outside_panic_reports<R>(write: impl FnOnce() -> R) -> R {
+    outside_panic_reports_with(|| (), |()| write())
+}
+
+/// Acquires what a line is written to (`acquire`: stdout's lock), then runs `write` with it,
+/// outside any panic report: after the reports under way (at most 250 ms from the first of a
+/// run of them, and at most 250 ms for this line however many runs follow each other), and
+/// counted while it writes, so that a report beginning meanwhile waits for the write to end (at
+/// most 250 ms) instead of interleaving with it. Acquired before it is counted, so that a line
+/// waiting for a lock the panicking thread holds (a panic inside `println!`) does not hold that
+/// thread's report; released while the line waits. On the reporting thread, `write` runs at
+/// once. [`stdout::write_line`](crate::stdout::write_line) writes through it.
+///
+/// The waits are bounded, and that is the trade-off: under panics that follow each other for
+/// longer than 250 ms, lines are written meanwhile, and may land inside a report.
+///
+/// ```
+/// use std::io::Write as _;
+/// powertools_core::failure::outside_panic_reports_with(
+///     || std::io::stdout().lock(),
+///     |mut stdout| stdout.write_all(b"{\"level\":\"INFO\"}\n"),
+/// )?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn outside_panic_reports_with<G, R>(
+    mut acquire: impl FnMut() -> G,
+    write: impl FnOnce(G) -> R,
+) -> R {
     use std::sync::atomic::Ordering::SeqCst;
-    if REPORTING.try_with(std::cell::Cell::get).unwrap_or(true) {
-        return write();
-    }
     /// Ends the count, whatever `write` does.
-    struct Written;
-    impl Drop for Written {
+    struct Counted;
+    impl Drop for Counted {
         fn drop(&mut self) {
+            let _ = WRITING_HERE.try_with(|here| here.set(here.get().saturating_sub(1)));
             LINES_BEING_WRITTEN.fetch_sub(1, SeqCst);
         }
     }
+    if REPORTING.try_with(std::cell::Cell::get).unwrap_or(true) {
+        return write(acquire());
+    }
+    // This line's own deadline, from when it first waits: the run's deadline moves on with each
+    // new run of reports, and a line that never saw a gap between them waited seconds (found by
+    // a review).
+    let mut line_until: Option<u64> = None;
     loop {
+        let target = acquire();
         // Counted before looking, and the report counts itself before looking at the lines
         // (both sequentially consistent): either this line sees the report and waits, or the
         // report sees this line and waits for it.
         LINES_BEING_WRITTEN.fetch_add(1, SeqCst);
-        let written = Written;
-        if PANIC_REPORTS.load(SeqCst) == 0 || panic_clock() >= PANIC_REPORTS_UNTIL.load(SeqCst) {
-            let result = write();
-            drop(written);
+        let _ = WRITING_HERE.try_with(|here| here.set(here.get() + 1));
+        let counted = Counted;
+        let clear = PANIC_REPORTS.load(SeqCst) == 0 || {
+            let now = panic_clock();
+            now >= PANIC_REPORTS_UNTIL.load(SeqCst) || line_until.is_some_and(|until| now >= until)
+        };
+        if clear {
+            let result = write(target);
+            drop(counted);
             return result;
         }
-        drop(written);
-        wait_for_panic_reports();
+        drop(counted);
+        drop(target);
+        let until =
+            *line_until.get_or_insert_with(|| panic_clock().saturating_add(PANIC_REPORT_WAIT_MS));
+        wait_for_panic_reports_until(until);
     }
 }
 
@@ -367,9 +416,15 @@ pub fn wait_for_panic_reports() {
     {
         return;
     }
-    while PANIC_REPORTS.load(std::sync::atomic::Ordering::Acquire) > 0
-        && panic_clock() < PANIC_REPORTS_UNTIL.load(std::sync::atomic::Ordering::SeqCst)
-    {
+    wait_for_panic_reports_until(panic_clock().saturating_add(PANIC_REPORT_WAIT_MS));
+}
+
+/// Sleeps while reports are under way, until the run's deadline or `until`, whichever is first.
+fn wait_for_panic_reports_until(until: u64) {
+    while PANIC_REPORTS.load(std::sync::atomic::Ordering::Acquire) > 0 && {
+        let now = panic_clock();
+        now < PANIC_REPORTS_UNTIL.load(std::sync::atomic::Ordering::SeqCst) && now < until
+    } {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }

@@ -2,11 +2,13 @@
 //!
 //! The logging and metrics crates' default sinks write each line (a log line, an EMF document)
 //! with [`write_line`]: in one write, so that lines of concurrent invocations never interleave;
-//! outside any panic report ([`outside_panic_reports`](crate::failure::outside_panic_reports));
-//! and, when the write fails
-//! (stdout closed, or redirected to a full disk in a local run), with a warning on stderr the
-//! first time, since the failing stream cannot carry its own warning, and a count of the lines
-//! lost ([`lost_lines`]). Logging must not fail an invocation, so the line itself is dropped.
+//! outside any panic report
+//! ([`outside_panic_reports_with`](crate::failure::outside_panic_reports_with)); and, when the
+//! write fails (a pipe whose reader is gone, a full disk in a local run), with a warning on
+//! stderr the first time, since the failing stream cannot carry its own warning, and a count of
+//! the lines lost ([`lost_lines`]). Logging must not fail an invocation, so the line itself is
+//! dropped. A stdout that was closed before the process started is not seen: Rust's standard
+//! library takes writes to it for written.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,16 +27,21 @@ static SAID: AtomicBool = AtomicBool::new(false);
 /// assert_eq!(powertools_core::stdout::lost_lines(), 0);
 /// ```
 pub fn write_line(line: &[u8], what: &str) {
-    crate::failure::outside_panic_reports(|| {
-        write_or_say(
-            &mut std::io::stdout().lock(),
-            &mut std::io::stderr(),
-            line,
-            what,
-            &LOST_LINES,
-            &SAID,
-        );
-    });
+    // Stdout's lock taken before the line is counted as being written: see
+    // `outside_panic_reports_with`.
+    crate::failure::outside_panic_reports_with(
+        || std::io::stdout().lock(),
+        |mut stdout| {
+            write_or_say(
+                &mut stdout,
+                &mut std::io::stderr(),
+                line,
+                what,
+                &LOST_LINES,
+                &SAID,
+            );
+        },
+    );
 }
 
 /// How many lines [`write_line`] could not write to stdout in this process (all of them counted,

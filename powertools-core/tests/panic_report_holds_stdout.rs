@@ -213,3 +213,93 @@ fn a_report_that_begins_during_a_line_waits_for_the_line() {
         "the report was written in the middle of a line"
     );
 }
+
+/// Panics that follow each other without a gap a waiting line can see (each report begins a new
+/// run, with a deadline of its own) hold a line 250 ms, not until they stop: the run's deadline
+/// moved on with each report, and a line waited seconds (found by a review: 1.7 s).
+#[test]
+fn a_line_waits_a_quarter_second_for_reports_that_follow_each_other() {
+    let reports = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let _serial = with_previous_hook({
+        let reports = Arc::clone(&reports);
+        Box::new(move || {
+            reports.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(50));
+        })
+    });
+    let panicking = std::thread::spawn(move || {
+        for _ in 0..30 {
+            let _ = std::panic::catch_unwind(|| panic!("again"));
+        }
+    });
+    // Once the second report is under way
+    while reports.load(Ordering::SeqCst) < 2 {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    let waiting = std::time::Instant::now();
+    outside_panic_reports(|| ());
+    let waited = waiting.elapsed();
+    let storm_left = !panicking.is_finished();
+    panicking.join().unwrap();
+    assert!(storm_left, "the reports ended before the line was written");
+    // 250 ms, with room for a busy machine; the 30 reports take 1.5 s.
+    assert!(waited < Duration::from_millis(900), "waited {waited:?}");
+}
+
+/// A panic inside a line's own write (its closure) is reported at once: the report waited 250 ms
+/// for the line being written, its own (found by a review).
+#[test]
+fn a_panic_inside_a_line_s_write_is_reported_without_waiting_for_it() {
+    let reported_at = Arc::new(Mutex::new(None));
+    let _serial = with_previous_hook({
+        let reported_at = Arc::clone(&reported_at);
+        Box::new(move || *reported_at.lock().unwrap() = Some(std::time::Instant::now()))
+    });
+    let panicked_at = std::time::Instant::now();
+    let caught = std::panic::catch_unwind(|| outside_panic_reports(|| panic!("in the write")));
+    assert!(caught.is_err());
+    let delay = reported_at.lock().unwrap().unwrap() - panicked_at;
+    assert!(
+        delay < Duration::from_millis(200),
+        "reported after {delay:?}"
+    );
+}
+
+/// A thread that panics while it holds stdout's lock (inside `println!`, a `Display` that
+/// panics) is reported at once while another thread's line waits for the lock: the line was
+/// counted as being written before it had the lock, and the report waited 250 ms for a line the
+/// panicking thread itself kept from being written (found by a review).
+#[test]
+fn a_line_waiting_for_stdout_s_lock_does_not_hold_the_report_of_its_holder() {
+    let reported_at = Arc::new(Mutex::new(None));
+    let _serial = with_previous_hook({
+        let reported_at = Arc::clone(&reported_at);
+        Box::new(move || *reported_at.lock().unwrap() = Some(std::time::Instant::now()))
+    });
+    let panicked_at = Arc::new(Mutex::new(None));
+    let (locked, stdout_held) = mpsc::channel();
+    let holder = {
+        let panicked_at = Arc::clone(&panicked_at);
+        std::thread::spawn(move || {
+            std::panic::catch_unwind(move || {
+                let _stdout = std::io::stdout().lock();
+                locked.send(()).unwrap();
+                // Long enough for the line below to be waiting for the lock.
+                std::thread::sleep(Duration::from_millis(50));
+                *panicked_at.lock().unwrap() = Some(std::time::Instant::now());
+                panic!("inside println!");
+            })
+        })
+    };
+    stdout_held.recv().unwrap();
+    let writer = std::thread::spawn(|| {
+        powertools_core::stdout::write_line(b"{\"waiting\":1}\n", "log line");
+    });
+    assert!(holder.join().unwrap().is_err());
+    writer.join().unwrap();
+    let delay = reported_at.lock().unwrap().unwrap() - panicked_at.lock().unwrap().unwrap();
+    assert!(
+        delay < Duration::from_millis(200),
+        "reported after {delay:?}"
+    );
+}

@@ -567,7 +567,7 @@ impl LoggerBuilder {
     }
 
     /// Where lines go (default: stdout), one write per line. On stdout, a line that cannot be
-    /// written (stdout closed, or on a full disk in a local run) is counted
+    /// written (a pipe whose reader is gone, a full disk in a local run) is counted
     /// ([`powertools_core::stdout::lost_lines`]), and the first is said on stderr with its error;
     /// a writer of your own handles its own errors.
     pub fn writer<M>(mut self, writer: M) -> Self

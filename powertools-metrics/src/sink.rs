@@ -16,9 +16,9 @@ pub trait Sink: fmt::Debug + Send + Sync + 'static {
 }
 
 /// Writes each document to stdout as one line, in one write, so that lines from concurrent
-/// invocations never interleave. A document that cannot be written (stdout closed, or on a full
-/// disk in a local run) is counted ([`powertools_core::stdout::lost_lines`]), and the first is
-/// said on stderr with its error.
+/// invocations never interleave. A document that cannot be written (a pipe whose reader is
+/// gone, a full disk in a local run) is counted ([`powertools_core::stdout::lost_lines`]), and
+/// the first is said on stderr with its error.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Stdout;
 

@@ -731,6 +731,26 @@ async fn a_refused_order_whose_release_fails_is_answered_with_the_refusal() {
         "{message}"
     );
     assert_eq!(metric_total(&fixture.documents, "OrdersPlaced"), 0.0);
+    // And until the claim's deadline the key answers as the README says: 409 for the same
+    // basket, 422 for a corrected one (the claim holds the refused basket)
+    let again = invoke(
+        fixture.function.clone(),
+        "req-2".to_owned(),
+        sample("place-order.json"),
+    )
+    .await;
+    assert_eq!(
+        (again.status, &again.body["error"]),
+        (409, &json!("RequestInProgress"))
+    );
+    let corrected = with_body(
+        r#"{"customer_id":"c-42","items":[{"sku":"sourdough","quantity":2,"unit_price_cents":650}]}"#,
+    );
+    let corrected = invoke(fixture.function.clone(), "req-3".to_owned(), corrected).await;
+    assert_eq!(
+        (corrected.status, &corrected.body["error"]),
+        (422, &json!("IdempotencyKeyReused"))
+    );
     // And the release's failure is logged with its cause, for whoever looks for the held key
     let logged = fixture
         .logs
