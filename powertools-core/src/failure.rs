@@ -200,7 +200,7 @@ pub fn install_quiet_panic_hook() {
             if !panics_are_quiet() {
                 // Rust's default hook writes its report to stderr in several writes: marked as
                 // under way meanwhile, so that the log lines and EMF documents of other
-                // invocations wait for it ([`wait_for_panic_reports`]) where stdout and stderr
+                // invocations wait for it ([`outside_panic_reports_with`]) where stdout and stderr
                 // share one pipe (Lambda's log capture, an emulator), instead of landing inside
                 // one of its lines, which CloudWatch then cannot read (found by an attack from
                 // the docs: 8 of 379 documents began with a fragment of a backtrace). No lock is
@@ -244,8 +244,17 @@ fn quiet_panic_note(location: Option<(&str, u32)>) -> String {
 static PANIC_REPORTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 thread_local! {
-    /// Whether this thread is writing a panic report: its own lines do not wait for it.
-    static REPORTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The panic reports this thread is writing (more than one when a hook panics): its own
+    /// lines do not wait for them, and wait for the other threads' reports.
+    static REPORTING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// This thread's reports under way (see [`REPORTING`]); as many as there are, should its
+/// thread-local be gone (a line from a thread-local's destructor), so that nothing waits.
+fn own_reports() -> usize {
+    REPORTING
+        .try_with(std::cell::Cell::get)
+        .unwrap_or(usize::MAX)
 }
 
 /// Until when lines wait, in milliseconds from [`panic_clock`]'s start: set by the report that
@@ -267,25 +276,36 @@ struct PanicReport;
 impl PanicReport {
     fn start() -> Self {
         use std::sync::atomic::Ordering::SeqCst;
-        let until = panic_clock().saturating_add(PANIC_REPORT_WAIT_MS);
-        // The run's deadline stored before the report is counted: a line that sees the count
-        // sees this deadline, never the last run's, long passed (found by a review).
+        let now = panic_clock();
+        let until = now.saturating_add(PANIC_REPORT_WAIT_MS);
+        // The run's deadline stored before the report is counted, so that a line that sees the
+        // count sees this deadline, never the last run's, long passed (found by a review); and
+        // again if the count was 0 after all (a run that ended in between). Only ever moved
+        // forward: a report whose thread paused between the two steps cannot shorten a newer
+        // run's deadline with its older one.
         if PANIC_REPORTS.load(SeqCst) == 0 {
-            PANIC_REPORTS_UNTIL.store(until, SeqCst);
+            PANIC_REPORTS_UNTIL.fetch_max(until, SeqCst);
         }
-        PANIC_REPORTS.fetch_add(1, SeqCst);
-        let _ = REPORTING.try_with(|reporting| reporting.set(true));
+        if PANIC_REPORTS.fetch_add(1, SeqCst) == 0 {
+            PANIC_REPORTS_UNTIL.fetch_max(until, SeqCst);
+        }
+        let _ = REPORTING.try_with(|reporting| reporting.set(reporting.get() + 1));
         // A line that checked for reports before this one was counted
         // ([`outside_panic_reports_with`]) is written first: the report would land in its
         // middle, or it in the report's (found by an attack from the docs: a JSON line inside a
         // backtrace's line, 2 runs in 5 of 300 concurrent invocations with 30 panics). A line is
         // counted only while it holds what it writes to (stdout's lock) and writes, so this
         // waits for one write at most; not for this thread's own line (a panic inside one); and
-        // never more than 250 ms, so that a write blocked for good (a full pipe) cannot hold the
-        // report either.
-        let own = WRITING_HERE.try_with(std::cell::Cell::get).unwrap_or(0);
+        // at most 50 ms, within the run's deadline: a write that takes longer is blocked (a pipe
+        // nobody reads), and each panic waited 250 ms for it (found by a review).
+        let own = WRITING_HERE
+            .try_with(std::cell::Cell::get)
+            .unwrap_or(usize::MAX);
+        let lines_until = now
+            .saturating_add(REPORT_WAITS_FOR_LINES_MS)
+            .min(PANIC_REPORTS_UNTIL.load(SeqCst));
         let mut tries = 0_u32;
-        while LINES_BEING_WRITTEN.load(SeqCst) > own && panic_clock() < until {
+        while LINES_BEING_WRITTEN.load(SeqCst) > own && panic_clock() < lines_until {
             if tries < 64 {
                 std::thread::yield_now();
                 tries += 1;
@@ -300,6 +320,10 @@ impl PanicReport {
 /// How long lines wait for panic reports under way, from the first of them
 /// ([`wait_for_panic_reports`]). In milliseconds.
 const PANIC_REPORT_WAIT_MS: u64 = 250;
+
+/// How long a panic report waits for the lines being written when it begins, in milliseconds:
+/// one write each, which takes longer only when stdout is blocked.
+const REPORT_WAITS_FOR_LINES_MS: u64 = 50;
 
 /// Lines that [`outside_panic_reports_with`] is writing: a panic report that begins waits for
 /// them.
@@ -357,9 +381,11 @@ pub fn outside_panic_reports_with<G, R>(
             LINES_BEING_WRITTEN.fetch_sub(1, SeqCst);
         }
     }
-    if REPORTING.try_with(std::cell::Cell::get).unwrap_or(true) {
-        return write(acquire());
-    }
+    // On a thread writing a report (a hook of the function's that logs, before the report it
+    // hands on), the line waits for the other threads' reports, not its own, and is counted as
+    // any line is: it skipped both, and landed inside another thread's backtrace (found by a
+    // review: 9 of 80 such lines).
+    let own_reports = own_reports();
     // This line's own deadline, from when it first waits: the run's deadline moves on with each
     // new run of reports, and a line that never saw a gap between them waited seconds (found by
     // a review).
@@ -372,7 +398,7 @@ pub fn outside_panic_reports_with<G, R>(
         LINES_BEING_WRITTEN.fetch_add(1, SeqCst);
         let _ = WRITING_HERE.try_with(|here| here.set(here.get() + 1));
         let counted = Counted;
-        let clear = PANIC_REPORTS.load(SeqCst) == 0 || {
+        let clear = PANIC_REPORTS.load(SeqCst) <= own_reports || {
             let now = panic_clock();
             now >= PANIC_REPORTS_UNTIL.load(SeqCst) || line_until.is_some_and(|until| now >= until)
         };
@@ -385,43 +411,35 @@ pub fn outside_panic_reports_with<G, R>(
         drop(target);
         let until =
             *line_until.get_or_insert_with(|| panic_clock().saturating_add(PANIC_REPORT_WAIT_MS));
-        wait_for_panic_reports_until(until);
+        wait_for_panic_reports_until(until, own_reports);
     }
 }
 
 impl Drop for PanicReport {
     fn drop(&mut self) {
-        let _ = REPORTING.try_with(|reporting| reporting.set(false));
+        let _ = REPORTING.try_with(|reporting| reporting.set(reporting.get().saturating_sub(1)));
         PANIC_REPORTS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
 /// Waits while another thread hands a panic to the hook before [`install_quiet_panic_hook`]'s
 /// (Rust's default writes its report to stderr in several writes), until 250 ms after the first
-/// of the reports under way began: the stdout sinks of the logging and metrics crates call it
-/// before each line, so that a line does not land inside the report's where stdout and stderr
-/// share one pipe (Lambda's log capture). Bounded per run of reports, not per line, so that no
-/// hook, however long it takes, holds lines for more than 250 ms in all; at once when no report
-/// is under way (one atomic load), or on the reporting thread. It sleeps the thread (a Tokio
-/// worker too): lines wait only while a panic is being reported.
-///
-/// ```
-/// use std::io::Write as _;
-/// powertools_core::failure::wait_for_panic_reports();
-/// let _ = std::io::stdout().lock().write_all(b"{\"level\":\"INFO\"}\n");
-/// ```
+/// of the reports under way began, and at most 250 ms: at once when no other thread's report is
+/// under way (one atomic load). It sleeps the thread (a Tokio worker too). A line written after
+/// it may still meet a report that begins in between: the stdout sinks write through
+/// [`outside_panic_reports_with`], which waits and writes without that gap.
 pub fn wait_for_panic_reports() {
-    if PANIC_REPORTS.load(std::sync::atomic::Ordering::Acquire) == 0
-        || REPORTING.try_with(std::cell::Cell::get).unwrap_or(true)
-    {
+    let own = own_reports();
+    if PANIC_REPORTS.load(std::sync::atomic::Ordering::Acquire) <= own {
         return;
     }
-    wait_for_panic_reports_until(panic_clock().saturating_add(PANIC_REPORT_WAIT_MS));
+    wait_for_panic_reports_until(panic_clock().saturating_add(PANIC_REPORT_WAIT_MS), own);
 }
 
-/// Sleeps while reports are under way, until the run's deadline or `until`, whichever is first.
-fn wait_for_panic_reports_until(until: u64) {
-    while PANIC_REPORTS.load(std::sync::atomic::Ordering::Acquire) > 0 && {
+/// Sleeps while other threads' reports are under way (more than this thread's `own`), until the
+/// run's deadline or `until`, whichever is first.
+fn wait_for_panic_reports_until(until: u64, own: usize) {
+    while PANIC_REPORTS.load(std::sync::atomic::Ordering::Acquire) > own && {
         let now = panic_clock();
         now < PANIC_REPORTS_UNTIL.load(std::sync::atomic::Ordering::SeqCst) && now < until
     } {
