@@ -324,7 +324,8 @@ fn a_line_from_a_reporting_thread_waits_for_another_thread_s_report() {
                 if let Some(begun) = other_reporting.lock().unwrap().take() {
                     begun.send(()).unwrap();
                 }
-                std::thread::sleep(Duration::from_millis(100));
+                // Within the 50 ms a hook's line waits for other threads' reports.
+                std::thread::sleep(Duration::from_millis(20));
                 events.lock().unwrap().push("other report ends");
             } else {
                 // The function's hook, logging before the report it hands on.
