@@ -353,10 +353,11 @@ pub fn outside_panic_reports<R>(write: impl FnOnce() -> R) -> R {
 /// outside any panic report: after the reports under way (at most 250 ms from the first of a
 /// run of them, and at most 250 ms for this line however many runs follow each other), and
 /// counted while it writes, so that a report beginning meanwhile waits for the write to end (at
-/// most 250 ms) instead of interleaving with it. Acquired before it is counted, so that a line
+/// most 50 ms) instead of interleaving with it. Acquired before it is counted, so that a line
 /// waiting for a lock the panicking thread holds (a panic inside `println!`) does not hold that
-/// thread's report; released while the line waits. On the reporting thread, `write` runs at
-/// once. [`stdout::write_line`](crate::stdout::write_line) writes through it.
+/// thread's report; released while the line waits. On a thread reporting its own panic (a hook
+/// that logs), the line waits for the other threads' reports only, at most 50 ms.
+/// [`stdout::write_line`](crate::stdout::write_line) writes through it.
 ///
 /// The waits are bounded, and that is the trade-off: under panics that follow each other for
 /// longer than 250 ms, lines are written meanwhile, and may land inside a report.
@@ -437,6 +438,11 @@ impl Drop for PanicReport {
 /// under way (one atomic load). It sleeps the thread (a Tokio worker too). A line written after
 /// it may still meet a report that begins in between: the stdout sinks write through
 /// [`outside_panic_reports_with`], which waits and writes without that gap.
+///
+/// ```
+/// // No panic is being reported: back at once.
+/// powertools_core::failure::wait_for_panic_reports();
+/// ```
 pub fn wait_for_panic_reports() {
     let own = own_reports();
     if PANIC_REPORTS.load(std::sync::atomic::Ordering::Acquire) <= own {
