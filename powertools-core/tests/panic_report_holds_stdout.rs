@@ -253,15 +253,11 @@ fn a_line_waits_a_quarter_second_for_reports_that_follow_each_other() {
 /// for the line being written, its own (found by a review).
 #[test]
 fn a_panic_inside_a_line_s_write_is_reported_without_waiting_for_it() {
-    let reported_at = Arc::new(Mutex::new(None));
-    let _serial = with_previous_hook({
-        let reported_at = Arc::clone(&reported_at);
-        Box::new(move || *reported_at.lock().unwrap() = Some(std::time::Instant::now()))
-    });
+    let (reported_at, _serial) = recording_when_reported();
     let panicked_at = std::time::Instant::now();
     let caught = std::panic::catch_unwind(|| outside_panic_reports(|| panic!("in the write")));
     assert!(caught.is_err());
-    let delay = reported_at.lock().unwrap().unwrap() - panicked_at;
+    let delay = when(&reported_at) - panicked_at;
     assert!(
         delay < Duration::from_millis(200),
         "reported after {delay:?}"
@@ -274,11 +270,7 @@ fn a_panic_inside_a_line_s_write_is_reported_without_waiting_for_it() {
 /// panicking thread itself kept from being written (found by a review).
 #[test]
 fn a_line_waiting_for_stdout_s_lock_does_not_hold_the_report_of_its_holder() {
-    let reported_at = Arc::new(Mutex::new(None));
-    let _serial = with_previous_hook({
-        let reported_at = Arc::clone(&reported_at);
-        Box::new(move || *reported_at.lock().unwrap() = Some(std::time::Instant::now()))
-    });
+    let (reported_at, _serial) = recording_when_reported();
     let panicked_at = Arc::new(Mutex::new(None));
     let (locked, stdout_held) = mpsc::channel();
     let holder = {
@@ -300,7 +292,7 @@ fn a_line_waiting_for_stdout_s_lock_does_not_hold_the_report_of_its_holder() {
     });
     assert!(holder.join().unwrap().is_err());
     writer.join().unwrap();
-    let delay = reported_at.lock().unwrap().unwrap() - panicked_at.lock().unwrap().unwrap();
+    let delay = when(&reported_at) - panicked_at.lock().unwrap().unwrap();
     assert!(
         delay < Duration::from_millis(200),
         "reported after {delay:?}"
@@ -356,11 +348,7 @@ fn a_line_from_a_reporting_thread_waits_for_another_thread_s_report() {
 /// and every panic paid it (found by a review: 48 panics in 3 s where 1,168 went through).
 #[test]
 fn a_report_waits_briefly_for_a_line_that_does_not_end() {
-    let reported_at = Arc::new(Mutex::new(None));
-    let _serial = with_previous_hook({
-        let reported_at = Arc::clone(&reported_at);
-        Box::new(move || *reported_at.lock().unwrap() = Some(std::time::Instant::now()))
-    });
+    let (reported_at, _serial) = recording_when_reported();
     let (begun, line_begun) = mpsc::channel();
     let writer = std::thread::spawn(move || {
         outside_panic_reports(|| {
@@ -376,10 +364,27 @@ fn a_report_waits_briefly_for_a_line_that_does_not_end() {
             .join()
             .is_err()
     );
-    let delay = reported_at.lock().unwrap().unwrap() - panicked_at;
+    let delay = when(&reported_at) - panicked_at;
     writer.join().unwrap();
     assert!(
         delay < Duration::from_millis(200),
         "reported after {delay:?}"
     );
+}
+
+/// When the hook before was handed a panic.
+type ReportedAt = Arc<Mutex<Option<std::time::Instant>>>;
+
+/// A hook before that records when it is handed a panic, and the serial guard.
+fn recording_when_reported() -> (ReportedAt, std::sync::MutexGuard<'static, ()>) {
+    let reported_at: ReportedAt = Arc::default();
+    let serial = with_previous_hook({
+        let reported_at = Arc::clone(&reported_at);
+        Box::new(move || *reported_at.lock().unwrap() = Some(std::time::Instant::now()))
+    });
+    (reported_at, serial)
+}
+
+fn when(reported_at: &ReportedAt) -> std::time::Instant {
+    reported_at.lock().unwrap().expect("the panic was reported")
 }
