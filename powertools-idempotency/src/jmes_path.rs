@@ -192,20 +192,9 @@ impl JmesPath {
         event: &T,
         found: &Value,
     ) {
-        let partly = |items: &mut dyn Iterator<Item = &Value>| {
-            let (mut nulls, mut values) = (false, false);
-            for item in items {
-                if item.is_null() {
-                    nulls = true;
-                } else {
-                    values = true;
-                }
-            }
-            nulls && values
-        };
         let partly_found = match found {
-            Value::Array(items) => partly(&mut items.iter()),
-            Value::Object(members) => partly(&mut members.values()),
+            Value::Array(items) => partly_null(items.iter()),
+            Value::Object(members) => partly_null(members.values()),
             _ => false,
         };
         if !partly_found || !lowercase.try_again() {
@@ -227,6 +216,11 @@ impl JmesPath {
             );
         }
     }
+}
+
+/// Whether some of `items` are `null` and some are not.
+fn partly_null<'a>(mut items: impl Iterator<Item = &'a Value> + Clone) -> bool {
+    items.clone().any(Value::is_null) && items.any(|item| !item.is_null())
 }
 
 /// Whether `lowercase` (the search with the headers in lowercase) found something where `found`

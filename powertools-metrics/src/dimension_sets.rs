@@ -65,17 +65,22 @@ impl DimensionSets {
 
     /// Whether `set` is one of the sets, the main one included, in any order.
     pub(crate) fn contains(&self, set: &[String]) -> bool {
-        let set = sorted(set);
-        sorted(&self.sets[0]) == set || self.others.contains(&set)
+        self.contains_sorted(&sorted(set))
+    }
+
+    /// Whether the set whose names are `names`, sorted, is one of the sets.
+    fn contains_sorted(&self, names: &[String]) -> bool {
+        sorted(&self.sets[0]) == names || self.others.contains(names)
     }
 
     /// Adds `set` after the others, unless it is there already, in any order.
     pub(crate) fn push(&mut self, set: Vec<String>) {
-        if self.contains(&set) {
+        let names = sorted(&set);
+        if self.contains_sorted(&names) {
             return;
         }
         self.count(&set);
-        self.others.insert(sorted(&set));
+        self.others.insert(names);
         self.sets.push(set);
     }
 

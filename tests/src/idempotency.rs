@@ -66,9 +66,7 @@ impl FailingStore {
     pub fn failures_left(&self) -> usize {
         self.left.load(Ordering::SeqCst)
     }
-}
 
-impl FailingStore {
     /// Whether this write of `record` fails: one of `operation`'s, while failures are left.
     fn fails(&self, record: &DataRecord) -> bool {
         record.key.contains(&self.operation)
@@ -96,7 +94,7 @@ impl IdempotencyStore for FailingStore {
 
     async fn update(&self, record: &DataRecord) -> Result<(), StoreError> {
         for _ in 0..self.late_completions {
-            YieldOnce(false).await;
+            tokio::task::yield_now().await;
         }
         if !self.releases && self.fails(record) {
             return Err(StoreError::Backend(
@@ -144,24 +142,5 @@ impl IdempotencyStore for FailingStore {
         fence: &DataRecord,
     ) -> Result<PutOutcome, StoreError> {
         self.inner.put_over_fence(record, fence).await
-    }
-}
-
-/// Pending once (waking itself), then ready: lets the executor run the other tasks.
-struct YieldOnce(bool);
-
-impl std::future::Future for YieldOnce {
-    type Output = ();
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        if self.0 {
-            return std::task::Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
     }
 }
