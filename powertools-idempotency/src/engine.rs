@@ -614,7 +614,12 @@ impl<St: IdempotencyStore> Engine<St> {
                 }
                 RecordState::InProgress => {
                     self.validate(&existing, payload_hash.as_deref())?;
-                    return Err(Error::AlreadyInProgress { key });
+                    return Err(Error::AlreadyInProgress {
+                        key,
+                        in_progress_until: existing.in_progress_expiry_timestamp,
+                        expires_at: existing.expiry_timestamp,
+                        store: self.store.describe_store(),
+                    });
                 }
                 RecordState::Completed => {
                     self.validate(&existing, payload_hash.as_deref())?;

@@ -14,10 +14,22 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// dashboards and retries written for Powertools keep working.
 #[non_exhaustive]
 pub enum Error<E = Infallible> {
-    /// Another invocation with the same key is running; retry later.
+    /// Another invocation with the same key is running; retry later: after `in_progress_until`
+    /// at the latest (after `expires_at` for a record without it).
     AlreadyInProgress {
         /// The idempotency key.
         key: String,
+        /// The running invocation's deadline, in epoch milliseconds: a retry after it runs the
+        /// handler if that invocation has not completed. `None` for a record written without
+        /// one (Powertools for Python writes such records when its function has not registered
+        /// the Lambda context), which holds the key until it expires.
+        in_progress_until: Option<i64>,
+        /// When the record expires, in epoch seconds.
+        expires_at: i64,
+        /// The store that holds the record, as it names itself (`DynamoDB table
+        /// orders-idempotency`); `None` for a store that does not
+        /// ([`IdempotencyStore::describe_store`](crate::IdempotencyStore::describe_store)).
+        store: Option<String>,
     },
     /// A record exists for the key but its validation data differs (same order id, different
     /// amount, for example).
@@ -244,9 +256,17 @@ struct OwnDebug<'e, E>(&'e Error<E>);
 impl<E> fmt::Debug for OwnDebug<'_, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            Error::AlreadyInProgress { key } => f
+            Error::AlreadyInProgress {
+                key,
+                in_progress_until,
+                expires_at,
+                store,
+            } => f
                 .debug_struct("AlreadyInProgress")
                 .field("key", key)
+                .field("in_progress_until", in_progress_until)
+                .field("expires_at", expires_at)
+                .field("store", store)
                 .finish(),
             Error::PayloadMismatch { key } => {
                 f.debug_struct("PayloadMismatch").field("key", key).finish()
@@ -371,10 +391,36 @@ struct OwnMessage<'e, E>(&'e Error<E>);
 impl<E> fmt::Display for OwnMessage<'_, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            Error::AlreadyInProgress { key } => write!(
-                f,
-                "execution already in progress with idempotency key {key}"
-            ),
+            // Python's words first, for the queries written for them; then where the record is
+            // and when a retry may run, which Python leaves out.
+            Error::AlreadyInProgress {
+                key,
+                in_progress_until,
+                expires_at,
+                store,
+            } => {
+                write!(
+                    f,
+                    "execution already in progress with idempotency key {key}{}: ",
+                    InStore(store)
+                )?;
+                match in_progress_until {
+                    Some(deadline_ms) => write!(
+                        f,
+                        "the running invocation holds it until its deadline, {} (epoch ms \
+                         {deadline_ms}); retry after then, or once it completed",
+                        crate::record::rfc3339_millis(*deadline_ms)
+                    ),
+                    None => write!(
+                        f,
+                        "the record has no in-progress deadline (not written by this crate, or \
+                         by a function that did not register the Lambda context), so it holds \
+                         the key until it expires at {} (epoch {expires_at}), unless its \
+                         invocation completes",
+                        crate::record::rfc3339_seconds(*expires_at)
+                    ),
+                }
+            }
             Error::PayloadMismatch { key } => {
                 write!(
                     f,
@@ -600,7 +646,17 @@ impl<E> Error<E> {
     /// The same error for a handler with another error type; `None` for [`Error::Handler`].
     pub(crate) fn without_handler<F>(self) -> Result<Error<F>, E> {
         Ok(match self {
-            Error::AlreadyInProgress { key } => Error::AlreadyInProgress { key },
+            Error::AlreadyInProgress {
+                key,
+                in_progress_until,
+                expires_at,
+                store,
+            } => Error::AlreadyInProgress {
+                key,
+                in_progress_until,
+                expires_at,
+                store,
+            },
             Error::PayloadMismatch { key } => Error::PayloadMismatch { key },
             Error::KeyMissing { looked_in } => Error::KeyMissing { looked_in },
             Error::KeyExpression { expression, reason } => {
@@ -680,7 +736,12 @@ impl<E: fmt::Display + 'static> Error<E> {
     ///
     /// let handler: Error<String> = Error::Handler("card declined".to_owned());
     /// assert_eq!(handler.diagnostic_with(declined).error_type, "Declined");
-    /// let busy: Error<String> = Error::AlreadyInProgress { key: "orders#k".to_owned() };
+    /// let busy: Error<String> = Error::AlreadyInProgress {
+    ///     key: "orders#k".to_owned(),
+    ///     in_progress_until: Some(1_796_156_400_000),
+    ///     expires_at: 1_796_160_000,
+    ///     store: Some("DynamoDB table orders-idempotency".to_owned()),
+    /// };
     /// let diagnostic = busy.diagnostic_with(declined);
     /// assert_eq!(diagnostic.error_type, "IdempotencyAlreadyInProgressError");
     /// assert_eq!(diagnostic.error_message, busy.to_string());
@@ -721,6 +782,15 @@ mod tests {
         vec![
             Error::AlreadyInProgress {
                 key: "orders#\"k\"\n".to_owned(),
+                in_progress_until: Some(1_796_156_400_000),
+                expires_at: 1_796_160_000,
+                store: Some("DynamoDB table t".to_owned()),
+            },
+            Error::AlreadyInProgress {
+                key: "k".to_owned(),
+                in_progress_until: None,
+                expires_at: 1_796_160_000,
+                store: None,
             },
             Error::PayloadMismatch {
                 key: "k".to_owned(),
@@ -807,6 +877,9 @@ mod tests {
         assert_eq!(io.error_type, "std::io::Error");
         let own = Diagnostic::from(Error::<String>::AlreadyInProgress {
             key: "k".to_owned(),
+            in_progress_until: None,
+            expires_at: 0,
+            store: None,
         });
         assert_eq!(own.error_type, "IdempotencyAlreadyInProgressError");
     }

@@ -4865,6 +4865,9 @@ async fn handler_error_unchanged_and_diagnostics() {
 
     let busy: Error<HE> = Error::AlreadyInProgress {
         key: "atk.op#abc".into(),
+        in_progress_until: None,
+        expires_at: 0,
+        store: None,
     };
     let diagnostic: Diagnostic = busy.into();
     assert_eq!(diagnostic.error_type, "IdempotencyAlreadyInProgressError");

@@ -539,7 +539,7 @@ impl Outcome {
                 in_progress_until,
                 cause: cause(&source),
             },
-            Error::AlreadyInProgress { key } => Outcome::AlreadyInProgress { key },
+            Error::AlreadyInProgress { key, .. } => Outcome::AlreadyInProgress { key },
             other => Outcome::Unexpected(format!("{other:?}")),
         }
     }

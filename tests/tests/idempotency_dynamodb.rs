@@ -440,9 +440,52 @@ async fn an_in_progress_record_blocks_until_its_invocation_deadline_then_is_take
         matches!(error, Error::AlreadyInProgress { .. }),
         "{error:?}"
     );
+    // The message says where the record is and until when it holds the key: when a retry may
+    // run (the running invocation's deadline), not only that one must come later.
+    let message = error.to_string();
+    let deadline = now_ms + 60_000;
+    assert!(
+        message.starts_with("execution already in progress with idempotency key "),
+        "{message}"
+    );
+    for part in [
+        format!("DynamoDB table {}", fixture.table),
+        format!("(epoch ms {deadline})"),
+        chrono::DateTime::from_timestamp_millis(deadline)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    ] {
+        assert!(message.contains(&part), "{part:?} not in {message}");
+    }
     assert_eq!(
         lambda_runtime::Diagnostic::from(error).error_type,
         "IdempotencyAlreadyInProgressError"
+    );
+
+    // A record without an in-progress deadline (Powertools for Python writes one when its
+    // function has not registered the Lambda context) holds the key until it expires.
+    seed(
+        &fixture,
+        &key_of(&fixture, "pay-5b"),
+        "INPROGRESS",
+        now_s + 3600,
+        None,
+        None,
+    )
+    .await;
+    let error = invoke(&mut service, TestContext::new().event(payment("pay-5b", 1)))
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(error, Error::AlreadyInProgress { in_progress_until: None, expires_at, .. }
+            if expires_at == now_s + 3600),
+        "{error:?}"
+    );
+    assert!(
+        message.contains(&format!("(epoch {})", now_s + 3600))
+            && message.contains("no in-progress deadline"),
+        "{message}"
     );
 
     // The invocation holding pay-6 timed out: its record is taken over.
