@@ -260,7 +260,8 @@ impl BatchProcessor {
                 let span = tracing::info_span!(
                     "batch_record",
                     message_id = %message_id,
-                    otel.status_code = tracing::field::Empty
+                    otel.status_code = tracing::field::Empty,
+                    error.r#type = tracing::field::Empty
                 );
                 // Deserialized in `guarded` too: a `Deserialize` that panics fails its record.
                 let start = || {
@@ -364,7 +365,8 @@ impl BatchProcessor {
                 let span = tracing::info_span!(
                     "batch_record",
                     sequence_number = %sequence_number,
-                    otel.status_code = tracing::field::Empty
+                    otel.status_code = tracing::field::Empty,
+                    error.r#type = tracing::field::Empty
                 );
                 // Deserialized in `guarded` too: a `Deserialize` that panics fails its record.
                 let start = || {
@@ -424,7 +426,8 @@ impl BatchProcessor {
                 let span = tracing::info_span!(
                     "batch_record",
                     sequence_number = %sequence_number,
-                    otel.status_code = tracing::field::Empty
+                    otel.status_code = tracing::field::Empty,
+                    error.r#type = tracing::field::Empty
                 );
                 let start = || Ok::<_, (serde_json::Error, Option<String>)>(handler(record));
                 guarded(RecordId::Sequence(sequence_number), start)
@@ -695,11 +698,15 @@ where
     if let Err((name, reason)) = &outcome {
         failure_line(&id, name, reason);
     }
-    if outcome.is_err() {
+    if let Err((name, _)) = &outcome {
         // The record's span is an error, as a failed invocation's is (its traces showed every
-        // record as a success). After the failure line, which would carry it as a key; the
-        // reason stays on that line, masked, and off the span.
-        tracing::Span::current().record("otel.status_code", "ERROR");
+        // record as a success), with the error's type as OpenTelemetry's `error.type` (the
+        // status alone did not tell a poison message from a refused one). After the failure
+        // line, which would carry them as keys; the reason stays on that line, masked, and off
+        // the span.
+        let span = tracing::Span::current();
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", name.as_ref());
     }
     let (RecordId::Message(id) | RecordId::Sequence(id)) = id;
     (id, outcome.map_err(|(_, reason)| reason))

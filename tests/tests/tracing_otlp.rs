@@ -646,3 +646,65 @@ async fn a_failed_release_after_a_handler_error_is_named_on_the_exported_span() 
         "{message}"
     );
 }
+
+/// A failed batch record's span names the failure's type as `error.type` (OpenTelemetry's
+/// attribute for the class of error an operation ended with), beside its error status: the
+/// status alone did not say a poison message from a refused one. The reason stays off the span
+/// (it may quote the record), on the record's failure line.
+#[tokio::test]
+async fn a_failed_batch_record_s_span_names_its_error_type() {
+    use powertools::batch::{BatchProcessor, SqsRecord};
+    use powertools::events::sqs::{SqsBatchResponse, SqsEvent};
+    let Some(endpoint) = powertools_tests::required_service(OTLP_ENDPOINT_VAR) else {
+        return;
+    };
+    let tracer = tracer(&endpoint);
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service =
+        TracingLayer::new(tracer).layer(service_fn(|event: LambdaEvent<SqsEvent>| async move {
+            let response = BatchProcessor::new()
+                .process_sqs(&event.payload, |record: SqsRecord<Value>| async move {
+                    match record.body["loaves"].as_u64() {
+                        Some(0) => Err("card 4111111111111111 declined".to_owned()),
+                        _ => Ok(()),
+                    }
+                })
+                .await?;
+            Ok::<SqsBatchResponse, lambda_runtime::Error>(response)
+        }));
+    let arn = "arn:aws:sqs:eu-west-1:123456789012:bake";
+    let event: SqsEvent = serde_json::from_value(json!({"Records": [
+        {"messageId": "m-1", "body": "{\"loaves\": 2}", "eventSource": "aws:sqs", "eventSourceARN": arn},
+        {"messageId": "m-2", "body": "{\"loaves\": 0}", "eventSource": "aws:sqs", "eventSourceARN": arn},
+        {"messageId": "m-3", "body": "not JSON", "eventSource": "aws:sqs", "eventSourceARN": arn}
+    ]}))
+    .unwrap();
+    let (header, trace_id, _) = xray_trace(true);
+    let context = TestContext::new()
+        .with_function_name("bakery")
+        .with_trace_id(header);
+    let response = service.oneshot(context.event(event)).await.unwrap();
+    assert_eq!(response.batch_item_failures.len(), 2);
+
+    let spans = spans_of(&trace_id, 4);
+    let record = |message_id: &str| {
+        spans
+            .iter()
+            .find(|span| {
+                span["name"] == "batch_record" && attribute_text(span, "message_id") == message_id
+            })
+            .unwrap_or_else(|| panic!("no span of record {message_id} in {spans:?}"))
+    };
+    for (message_id, error_type) in [("m-2", "Error"), ("m-3", "serde_json::Error")] {
+        let span = record(message_id);
+        assert_eq!(span["status"]["code"], 2, "{span}");
+        assert_eq!(attribute_text(span, "error.type"), error_type, "{span}");
+        assert!(
+            !span.to_string().contains("4111"),
+            "the reason is off the span: {span}"
+        );
+    }
+    let done = record("m-1");
+    assert_ne!(done["status"]["code"], 2, "{done}");
+    assert_eq!(attribute(done, "error.type"), &Value::Null, "{done}");
+}
