@@ -145,8 +145,14 @@
 //! # Differences from Powertools for Python and TypeScript
 //!
 //! - Keys hash canonical JSON with SHA-256, not MD5, with numbers keyed by value (`-0`, `0` and
-//!   `0.0` are one key): keys are not shared with other runtimes (records in a shared table do
-//!   not collide).
+//!   `0.0` are one key). With Python's defaults (MD5, a prefix naming the handler's module and
+//!   function) keys never coincide, and records in a shared table do not collide. They do
+//!   coincide, and the two functions share records, when a Python function sets
+//!   `hash_function="sha256"` and a `key_prefix` equal to ours (`<prefix>.<operation>`) and its
+//!   key data is an integer, a boolean or ASCII text: Python's `json.dumps` writes those as we
+//!   do (objects and arrays with spaces, other text escaped, so those keys differ). A migration
+//!   may want that: each reads the other's records (the same attributes; a completed Python
+//!   record replays here), except for fences, below.
 //! - Python's key includes the function's module and name; ours an explicit operation name, so
 //!   a refactor keeps its keys. With `key_prefix` set, Python drops the function name and two
 //!   functions share records; ours keep the operation, which is the same default (`handler`)
@@ -197,8 +203,10 @@
 //!   `UpdateItem`, an `INPROGRESS` record that keeps the claim's deadline under a `fence-…` claim
 //!   id), where Powertools deletes it (`DeleteItem`): a retry claims either at once (over a fence,
 //!   by its id: one more `PutItem`), and a claim write sent earlier that lands late cannot take a
-//!   fence, where it takes the free key. Powertools for Python would read a fence as a claim in
-//!   progress until its deadline (its keys differ from ours, so it never meets one). A claim
+//!   fence, where it takes the free key. Powertools for Python reads a fence as a claim in
+//!   progress until its deadline: it meets one only where keys coincide (above), and then a
+//!   Python duplicate gets `IdempotencyAlreadyInProgressError` until the failed invocation's
+//!   deadline (up to its timeout), where a Rust retry takes the fence at once. A claim
 //!   whose write went unanswered is taken back behind a fence too (Powertools leaves it in
 //!   progress until the deadline).
 //! - If releasing the record after a handler error fails, the error keeps both

@@ -60,7 +60,9 @@ pub(crate) const PUT_CONDITION: &str = "attribute_not_exists(#id) OR #expiry < :
 /// The table needs a string partition key (`id` by default) and TTL on the expiry attribute
 /// (`expiration`); the function needs `dynamodb:GetItem`, `PutItem`, `UpdateItem` and
 /// `DeleteItem` on it. Attribute names default to those of Powertools for Python, so one table
-/// can serve functions in several languages (their keys differ, their records do not collide).
+/// can serve functions in several languages (their keys differ, and their records do not collide,
+/// unless a Python function is set to key as this crate does: see the crate's "Differences from
+/// Powertools for Python and TypeScript").
 ///
 /// A failed request is a [`DynamoDbError`] in [`StoreError::Backend`], whose message names the
 /// operation, the table and the cause (DynamoDB's error code and message, or the endpoint and
