@@ -569,3 +569,65 @@ async fn a_panic_after_the_request_went_out_may_have_reached_the_table() {
         "{message}"
     );
 }
+
+/// A call without credentials says so, and what to set: it said "could not send the request to
+/// the client's endpoint URL …: request forbidden: IMDS is disabled …", blaming the endpoint,
+/// and never named `AWS_SECRET_ACCESS_KEY` set but empty (found by an attack from the docs).
+#[tokio::test]
+async fn a_call_without_credentials_says_so_and_names_an_empty_variable() {
+    const NAME: &str = "a_call_without_credentials_says_so_and_names_an_empty_variable";
+    let nowhere = std::env::temp_dir().join("powertools-no-such-aws-file");
+    let nowhere = nowhere.to_str().expect("a UTF-8 path");
+    if std::env::var_os(CHILD).is_none() {
+        // Both set but empty, then a key id with an empty secret (the attacker's case), with
+        // no other source of credentials.
+        for key_id in ["", "AKIDEXAMPLE"] {
+            powertools_core::testing::rerun_in_child(NAME, CHILD, |command| {
+                for name in [
+                    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                    "AWS_WEB_IDENTITY_TOKEN_FILE",
+                    "AWS_SESSION_TOKEN",
+                    "AWS_PROFILE",
+                ] {
+                    command.env_remove(name);
+                }
+                command
+                    .env("AWS_EC2_METADATA_DISABLED", "true")
+                    .env("AWS_CONFIG_FILE", nowhere)
+                    .env("AWS_SHARED_CREDENTIALS_FILE", nowhere)
+                    .env("AWS_ACCESS_KEY_ID", key_id)
+                    .env("AWS_SECRET_ACCESS_KEY", "")
+            });
+        }
+        return;
+    }
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+        .endpoint_url("http://127.0.0.1:9")
+        .load()
+        .await;
+    let store =
+        DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&config), "idempotency").expect("a store");
+    let message = failed_first_run(store, None).await.to_string();
+    assert!(
+        message
+            .contains("DynamoDB PutItem on table idempotency failed: could not sign the request"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("could not send the request to"),
+        "{message}"
+    );
+    let empty: Vec<&str> = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+        .into_iter()
+        .filter(|name| std::env::var_os(name).is_some_and(|value| value.is_empty()))
+        .collect();
+    assert!(!empty.is_empty());
+    for name in empty {
+        assert!(
+            message.contains(&format!("{name} is set but empty")),
+            "{message}"
+        );
+    }
+}

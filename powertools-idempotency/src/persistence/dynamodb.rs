@@ -729,9 +729,12 @@ impl DynamoDbStoreBuilder {
 ///   for `ResourceNotFoundException`, the endpoint it looked at and what to check: `Requested
 ///   resource not found (no table idempotency at dynamodb.eu-west-1.amazonaws.com:443: check
 ///   the table's name, and the region, AWS_REGION)`);
+/// - `DynamoDB GetItem on table idempotency failed: could not sign the request: no AWS
+///   credentials (no credentials found in chain. …); AWS_SECRET_ACCESS_KEY is set but empty`
+///   when the credential provider found none (with what to set, or the variable set but empty);
 /// - `DynamoDB GetItem on table idempotency failed: could not send the request to 127.0.0.1:8000:
-///   Connection refused (os error 111)` when no attempt of the request went out (refused, no
-///   credentials to sign it with), and `got no answer from 127.0.0.1:8000 (the request may
+///   Connection refused (os error 111)` when no attempt of the request went out (refused,
+///   unreachable), and `got no answer from 127.0.0.1:8000 (the request may
 ///   have reached it): …` when one may have been written (its connection failed after, or an
 ///   earlier attempt's did while the last could not connect): the endpoint the client sends to
 ///   and the innermost cause, on one line.
@@ -768,6 +771,9 @@ struct Dispatch {
     detail: String,
     /// Whether the last attempt never connected (refused, unreachable).
     last_never_sent: bool,
+    /// For an attempt that could not be signed, the credential provider's error and what to
+    /// set ([`unsigned`]).
+    unsigned: Option<String>,
 }
 
 impl Dispatch {
@@ -777,6 +783,14 @@ impl Dispatch {
             endpoint, detail, ..
         } = self;
         match (sent, self.last_never_sent) {
+            // No credentials: not the endpoint's doing, and nothing was sent (found by an
+            // attack from the docs: it said "could not send the request to" the endpoint).
+            (Some(0) | None, _) if self.unsigned.is_some() => {
+                format!(
+                    "could not sign the request: {}",
+                    self.unsigned.as_deref().unwrap_or_default()
+                )
+            }
             (Some(0), _) | (None, true) => {
                 format!("could not send the request to {endpoint}: {detail}")
             }
@@ -911,6 +925,7 @@ impl DynamoDbError {
                     endpoint: endpoint.to_owned(),
                     detail: error_chain::one_line(innermost_cause(&error)),
                     last_never_sent: failure.as_connector_error().is_some_and(never_sent),
+                    unsigned: unsigned(&error),
                 };
                 let cause = described.worded(None);
                 dispatch = Some(described);
@@ -1056,6 +1071,36 @@ fn innermost_cause(error: &(dyn std::error::Error + 'static)) -> String {
         }
     }
     cause
+}
+
+/// For a request that could not be signed, the credential provider's error, on one line, and
+/// what to set: the SDK reads `AWS_ACCESS_KEY_ID` or `AWS_SECRET_ACCESS_KEY` set but empty as
+/// unset, and its chain's error names neither (`Environment: the credential provider was not
+/// enabled: environment variable not set`). `None` for any other failure.
+fn unsigned(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use aws_credential_types::provider::error::CredentialsError;
+    let credentials = std::iter::once(error)
+        .chain(error_chain::sources(error))
+        .find_map(|cause| cause.downcast_ref::<CredentialsError>())?;
+    let mut text = format!(
+        "no AWS credentials ({})",
+        error_chain::one_line(error_chain::message_chain(credentials))
+    );
+    let empty: Vec<&str> = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+        .into_iter()
+        .filter(|name| std::env::var_os(name).is_some_and(|value| value.is_empty()))
+        .collect();
+    if empty.is_empty() {
+        text.push_str(
+            ": give the function a role with access to the table, or set AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)",
+        );
+    } else {
+        for name in empty {
+            text.push_str(&format!("; {name} is set but empty"));
+        }
+    }
+    Some(text)
 }
 
 /// Whether DynamoDB refused a write because the item would be over 400 KB. DynamoDB says `Item
