@@ -1023,6 +1023,14 @@ fn storable_response<R: Serialize + DeserializeOwned>(
     // enums). The walk sees both; only such a response is read back to find out, so the usual
     // response costs no second pass.
     let shape = check_storable(response)?;
+    if shape.duplicate_key {
+        return Err(
+            "its JSON would hold one key twice in an object (a `#[serde(flatten)]` map \
+                    holding the name of a field beside it?), which reads back as an error or as \
+                    another value"
+                .to_owned(),
+        );
+    }
     let data = serde_json::to_string(response).map_err(|error| error.to_string())?;
     // With `arbitrary_precision`, serde reads a float where it buffers values as a map, which
     // no float field takes: every response is read back (found by an attack: a float under

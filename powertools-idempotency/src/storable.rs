@@ -26,6 +26,11 @@ pub(crate) struct Shape {
     /// double rounding that changes `7.038531e-26` (bits `0x15ae43fd`) and its negative by one
     /// unit in the last place. Such a response is read back and compared.
     pub(crate) f32_changed_if_buffered: bool,
+    /// Whether an object it writes holds one key twice: a `#[serde(flatten)]` map holding the
+    /// name of a field beside it, or a `Serialize` of its own that writes a key twice. serde_json
+    /// writes both; reading them back fails for a struct (`duplicate field`) and keeps the last
+    /// for a map, another value.
+    pub(crate) duplicate_key: bool,
 }
 
 /// Whether serde_json keeps numbers as they were written (its `arbitrary_precision` feature,
@@ -52,6 +57,7 @@ pub(crate) fn check_storable<T: Serialize + ?Sized>(value: &T) -> Result<Shape, 
         depth: seen.depth.get(),
         buffering_sensitive: seen.buffering_sensitive.get(),
         f32_changed_if_buffered: seen.f32_changed_if_buffered.get(),
+        duplicate_key: seen.duplicate_key.get(),
     })
 }
 
@@ -88,6 +94,9 @@ struct Seen {
     f32s: Option<RefCell<Vec<u32>>>,
     /// Set while a map key is serialized.
     in_key: Cell<bool>,
+    /// The text of the map key being serialized, as serde_json writes it.
+    key_text: RefCell<Option<String>>,
+    duplicate_key: Cell<bool>,
 }
 
 #[derive(Debug)]
@@ -134,19 +143,36 @@ impl FiniteCheck<'_> {
         Ok(())
     }
 
-    /// A scalar that is not a string: as a map key, serde_json writes it as a string.
-    fn not_a_string(self) -> Result<(), NotStorable> {
+    /// A scalar that is not a string, written as `text`: as a map key, serde_json writes it as
+    /// a string.
+    fn not_a_string(self, text: impl FnOnce() -> String) -> Result<(), NotStorable> {
         if self.seen.in_key.get() {
             self.seen.buffering_sensitive.set(true);
+            self.key_text(text);
         }
         Ok(())
     }
+
+    /// Notes `text` as the text of the map key being serialized, if one is.
+    fn key_text(self, text: impl FnOnce() -> String) {
+        if self.seen.in_key.get() {
+            *self.seen.key_text.borrow_mut() = Some(text());
+        }
+    }
+}
+
+/// A map's walk: the keys it wrote so far, to find one written twice.
+pub(crate) struct MapCheck<'s> {
+    check: FiniteCheck<'s>,
+    keys: foldhash::HashSet<String>,
 }
 
 /// Accepts scalars that are not strings, noting them as map keys.
 macro_rules! not_strings {
     ($($method:ident($type:ty)),* $(,)?) => {
-        $(fn $method(self, _value: $type) -> Result<(), NotStorable> { self.not_a_string() })*
+        $(fn $method(self, value: $type) -> Result<(), NotStorable> {
+            self.not_a_string(|| value.to_string())
+        })*
     };
 }
 
@@ -160,20 +186,14 @@ fn float(value: f64) -> Result<(), NotStorable> {
     }
 }
 
-macro_rules! accept {
-    ($($method:ident($type:ty)),* $(,)?) => {
-        $(fn $method(self, _value: $type) -> Result<(), NotStorable> { Ok(()) })*
-    };
-}
-
-impl ser::Serializer for FiniteCheck<'_> {
+impl<'s> ser::Serializer for FiniteCheck<'s> {
     type Ok = ();
     type Error = NotStorable;
     type SerializeSeq = Self;
     type SerializeTuple = Self;
     type SerializeTupleStruct = Self;
     type SerializeTupleVariant = Self;
-    type SerializeMap = Self;
+    type SerializeMap = MapCheck<'s>;
     type SerializeStruct = Self;
     type SerializeStructVariant = Self;
 
@@ -188,7 +208,16 @@ impl ser::Serializer for FiniteCheck<'_> {
         serialize_u32(u32),
         serialize_u64(u64),
     );
-    accept!(serialize_char(char), serialize_str(&str));
+
+    fn serialize_char(self, value: char) -> Result<(), NotStorable> {
+        self.key_text(|| value.to_string());
+        Ok(())
+    }
+
+    fn serialize_str(self, value: &str) -> Result<(), NotStorable> {
+        self.key_text(|| value.to_owned());
+        Ok(())
+    }
 
     fn serialize_bytes(self, _value: &[u8]) -> Result<(), NotStorable> {
         // An array of numbers in JSON.
@@ -196,11 +225,13 @@ impl ser::Serializer for FiniteCheck<'_> {
         Ok(())
     }
 
-    fn serialize_i128(self, _value: i128) -> Result<(), NotStorable> {
+    fn serialize_i128(self, value: i128) -> Result<(), NotStorable> {
+        self.key_text(|| value.to_string());
         self.wide_integer()
     }
 
-    fn serialize_u128(self, _value: u128) -> Result<(), NotStorable> {
+    fn serialize_u128(self, value: u128) -> Result<(), NotStorable> {
+        self.key_text(|| value.to_string());
         self.wide_integer()
     }
 
@@ -212,12 +243,12 @@ impl ser::Serializer for FiniteCheck<'_> {
         if let Some(f32s) = &self.seen.f32s {
             f32s.borrow_mut().push(value.to_bits());
         }
-        self.not_a_string()
+        self.not_a_string(|| serde_json::to_string(&value).unwrap_or_default())
     }
 
     fn serialize_f64(self, value: f64) -> Result<(), NotStorable> {
         float(value)?;
-        self.not_a_string()
+        self.not_a_string(|| serde_json::to_string(&value).unwrap_or_default())
     }
 
     fn serialize_none(self) -> Result<(), NotStorable> {
@@ -240,8 +271,9 @@ impl ser::Serializer for FiniteCheck<'_> {
         self,
         _name: &'static str,
         _index: u32,
-        _variant: &'static str,
+        variant: &'static str,
     ) -> Result<(), NotStorable> {
+        self.key_text(|| variant.to_owned());
         Ok(())
     }
 
@@ -287,8 +319,11 @@ impl ser::Serializer for FiniteCheck<'_> {
         Ok(self.within(2))
     }
 
-    fn serialize_map(self, _len: Option<usize>) -> Result<Self, NotStorable> {
-        Ok(self.within(1))
+    fn serialize_map(self, _len: Option<usize>) -> Result<MapCheck<'s>, NotStorable> {
+        Ok(MapCheck {
+            check: self.within(1),
+            keys: foldhash::HashSet::default(),
+        })
     }
 
     fn serialize_struct(self, _name: &'static str, _len: usize) -> Result<Self, NotStorable> {
@@ -331,19 +366,26 @@ elements!(
     SerializeTupleVariant::serialize_field,
 );
 
-impl ser::SerializeMap for FiniteCheck<'_> {
+impl ser::SerializeMap for MapCheck<'_> {
     type Ok = ();
     type Error = NotStorable;
 
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), NotStorable> {
-        self.seen.in_key.set(true);
-        let checked = key.serialize(*self);
-        self.seen.in_key.set(false);
+        let seen = self.check.seen;
+        seen.in_key.set(true);
+        let checked = key.serialize(self.check);
+        seen.in_key.set(false);
+        // A key serde_json would refuse (a sequence, say) fails the write itself: no text.
+        if let Some(text) = seen.key_text.borrow_mut().take() {
+            if !self.keys.insert(text) {
+                seen.duplicate_key.set(true);
+            }
+        }
         checked
     }
 
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), NotStorable> {
-        value.serialize(*self)
+        value.serialize(self.check)
     }
 
     fn end(self) -> Result<(), NotStorable> {

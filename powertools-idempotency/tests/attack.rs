@@ -4139,6 +4139,76 @@ where
     (first, duplicate)
 }
 
+/// A response whose JSON holds one key twice in an object is not stored, and duplicates get
+/// `ResponseNotStored`: a `#[serde(flatten)]` map holding the name of a field beside it
+/// (`{"a":1,"a":2}`: every duplicate failed with `duplicate field` for the whole window), and a
+/// `Serialize` of its own that writes a key twice (replayed as another value, the last one).
+/// Found by an attack from the docs. The same types without the repeat replay.
+#[tokio::test]
+async fn a_response_with_a_key_twice_in_an_object_is_not_stored() {
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct PassThrough {
+        a: u32,
+        #[serde(flatten)]
+        rest: HashMap<String, Value>,
+    }
+    let repeated = PassThrough {
+        a: 1,
+        rest: HashMap::from([("a".to_owned(), json!(2))]),
+    };
+    let (first, duplicate) = first_and_duplicate(repeated.clone()).await;
+    assert_eq!(first, repeated, "the first caller gets its response");
+    assert!(
+        matches!(duplicate, Err(Error::ResponseNotStored { .. })),
+        "{duplicate:?}"
+    );
+    let distinct = PassThrough {
+        a: 1,
+        rest: HashMap::from([("b".to_owned(), json!(2))]),
+    };
+    let (first, duplicate) = first_and_duplicate(distinct).await;
+    assert_eq!(duplicate.unwrap(), first);
+
+    /// Entries written as they are: a key given twice is written twice; `1` and `"1"` are one
+    /// key in JSON.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Entries(Vec<(Value, u32)>);
+    impl Serialize for Entries {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let mut map = serializer.serialize_map(Some(self.0.len()))?;
+            for (key, value) in &self.0 {
+                match key {
+                    Value::Number(number) => map.serialize_entry(&number.as_u64(), value)?,
+                    other => map.serialize_entry(other, value)?,
+                }
+            }
+            map.end()
+        }
+    }
+    impl<'de> Deserialize<'de> for Entries {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            let map = BTreeMap::<String, u32>::deserialize(deserializer)?;
+            Ok(Entries(
+                map.into_iter().map(|(k, v)| (json!(k), v)).collect(),
+            ))
+        }
+    }
+    for twice in [
+        vec![(json!("a"), 1), (json!("a"), 2)],
+        vec![(json!(1), 1), (json!("1"), 2)],
+    ] {
+        let (_, duplicate) = first_and_duplicate(Entries(twice.clone())).await;
+        assert!(
+            matches!(duplicate, Err(Error::ResponseNotStored { .. })),
+            "{twice:?}: {duplicate:?}"
+        );
+    }
+    let once = Entries(vec![(json!("a"), 1), (json!("b"), 2)]);
+    let (first, duplicate) = first_and_duplicate(once).await;
+    assert_eq!(duplicate.unwrap(), first);
+}
+
 /// A response the first caller got, stored as JSON that serde_json cannot read back into the
 /// response type, blocked every duplicate with a serialization error for the whole window
 /// (found by an attack from the docs). It is not stored now, with a warning, and duplicates get
