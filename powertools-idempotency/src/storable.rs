@@ -376,10 +376,11 @@ impl ser::SerializeMap for MapCheck<'_> {
         let checked = key.serialize(self.check);
         seen.in_key.set(false);
         // A key serde_json would refuse (a sequence, say) fails the write itself: no text.
-        if let Some(text) = seen.key_text.borrow_mut().take() {
-            if !self.keys.insert(text) {
-                seen.duplicate_key.set(true);
-            }
+        let text = seen.key_text.borrow_mut().take();
+        if let Some(text) = text
+            && !self.keys.insert(text)
+        {
+            seen.duplicate_key.set(true);
         }
         checked
     }

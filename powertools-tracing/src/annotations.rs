@@ -198,8 +198,9 @@ impl Annotations {
 /// annotate their own span.
 ///
 /// Returns `false`, recording nothing, outside a traced invocation (tracing off, a task the
-/// invocation spawned without its context: see `opentelemetry::context::FutureExt`, or one that
-/// runs on after the invocation ended), for the keys of the attributes the layer sets
+/// invocation spawned without its context: neither `.in_current_span()` in the logging layer's
+/// or the runtime's span nor `opentelemetry::context::FutureExt::with_current_context`, or one
+/// that runs on after the invocation ended), for the keys of the attributes the layer sets
 /// (`ColdStart`, `Service`, `aws.xray.annotations`, `faas.*`, `cloud.*`,
 /// `aws.lambda.invoked_arn`, `http.*`, `url.path`, `messaging.system`, the resource's
 /// `service.*` and `telemetry.*`,

@@ -694,6 +694,9 @@ where
         ) else {
             return Box::pin(self.inner.call(event));
         };
+        // On the logging layer's (or the runtime's) span around this one, for the tasks the
+        // handler spawns in it.
+        crate::carry::into_current_span(&context);
         let tracer = self.layer.tracer.clone();
         let deadline_ms = event.context.deadline;
         // Tracked only when the extension exports after the response.

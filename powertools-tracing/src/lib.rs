@@ -61,8 +61,13 @@
 //! (`XrayPropagator` would ignore it and begin another trace). Trace ids are X-Ray compatible.
 //! The handler runs in the
 //! span's OpenTelemetry context: its `tracing` spans nest under it, and
-//! `opentelemetry::Context::current()` in the handler is the invocation's (carry it into a task
-//! you spawn with `opentelemetry::context::FutureExt::with_current_context`).
+//! `opentelemetry::Context::current()` in the handler is the invocation's. A task the handler
+//! spawns with `.in_current_span()` (`tracing::Instrument`, as powertools-logging's docs say for
+//! its log keys) is in it too, under the logging layer (or under `lambda_runtime`'s own span):
+//! those spans keep the invocation's context, and entering them attaches it, so the task's spans
+//! nest under the invocation span, follow its sampling decision, and `annotate` reaches it.
+//! Where the task's current span is none of those (no span, or one of yours made outside the
+//! invocation), carry the context with `opentelemetry::context::FutureExt::with_current_context`.
 //!
 //! What every invocation shares (`service.name`, `faas.name`, `faas.version`, `cloud.provider`,
 //! `cloud.region`) is on the resource, once per export, as the conventions place it. Spans carry
@@ -214,6 +219,7 @@
 pub struct ReadmeDoctests;
 
 mod annotations;
+mod carry;
 mod error;
 mod exception;
 mod export;

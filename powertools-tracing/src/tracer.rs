@@ -242,7 +242,14 @@ impl Tracer {
                 // Powertools' Tracer leaves them; copying each into its span costs per line.
                 .with_filter(FilterFn::new(|metadata| {
                     metadata.is_span() && is_exported_span_target(metadata.target())
-                })),
+                }))
+                // The invocation's context on the logging layer's and the runtime's spans, for
+                // tasks spawned with `.in_current_span()` (see `carry`).
+                .and_then(
+                    crate::carry::ContextCarrier.with_filter(FilterFn::new(|metadata| {
+                        metadata.is_span() && crate::carry::carries(metadata.target())
+                    })),
+                ),
         )
     }
 

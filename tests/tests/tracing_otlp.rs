@@ -708,3 +708,101 @@ async fn a_failed_batch_record_s_span_names_its_error_type() {
     assert_ne!(done["status"]["code"], 2, "{done}");
     assert_eq!(attribute(done, "error.type"), &Value::Null, "{done}");
 }
+
+/// A task the handler spawns with `.in_current_span()`, as the logging docs say to, traces under
+/// the invocation span, in its trace, and follows Lambda's sampling decision; `annotate` in it
+/// reaches the invocation span. The task carries the logging layer's invocation span (or the
+/// runtime's), which OpenTelemetry does not export: its spans started traces of their own, also
+/// for `Sampled=0` invocations, and `annotate` found no invocation (found by a new user writing
+/// a function from the docs). Both orders of the two layers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_spawned_in_the_current_span_traces_under_the_invocation() {
+    use powertools_logging::{Logger, LoggingLayer, MemoryLogs};
+    use tracing::Instrument;
+    use tracing_subscriber::layer::SubscriberExt;
+    let Some(endpoint) = powertools_tests::required_service(OTLP_ENDPOINT_VAR) else {
+        return;
+    };
+    let tracer = tracer(&endpoint);
+    let logs = MemoryLogs::new();
+    let logger = Logger::builder()
+        .service("orders")
+        .writer(logs.clone())
+        .build()
+        .unwrap();
+    let subscriber = tracing_subscriber::registry()
+        .with(logger.json_layer())
+        .with(tracer.otel_layer());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let handler = service_fn(|event: LambdaEvent<Value>| async move {
+        let marker = event.payload["marker"].as_str().unwrap().to_owned();
+        let annotated = tokio::spawn(
+            async move {
+                let _span = tracing::info_span!("spawned", marker = marker.as_str()).entered();
+                powertools_tracing::annotate("spawned", true)
+            }
+            .in_current_span()
+            // This thread's subscriber, as a function's global one would be on every thread.
+            .with_current_subscriber(),
+        )
+        .await
+        .unwrap();
+        Ok::<_, lambda_runtime::Error>(json!({ "annotated": annotated }))
+    });
+    let logging_outside = ServiceBuilder::new()
+        .layer(LoggingLayer::new(logger.clone()))
+        .layer(TracingLayer::new(tracer.clone()))
+        .service(handler);
+    let tracing_outside = ServiceBuilder::new()
+        .layer(TracingLayer::new(tracer.clone()))
+        .layer(LoggingLayer::new(logger.clone()))
+        .service(handler);
+    let services = [
+        ("logging outside", logging_outside.boxed_clone()),
+        ("tracing outside", tracing_outside.boxed_clone()),
+    ];
+    for (order, service) in services {
+        for sampled in [true, false] {
+            let (header, trace_id, _) = xray_trace(sampled);
+            let marker = uuid::Uuid::new_v4().to_string();
+            let context = TestContext::new()
+                .with_function_name("orders-api")
+                .with_trace_id(header);
+            let response = service
+                .clone()
+                .oneshot(context.event(json!({ "marker": marker })))
+                .with_current_subscriber()
+                .await
+                .unwrap();
+            // Traced either way: an unsampled invocation is traced, and exports nothing.
+            assert_eq!(response["annotated"], true, "{order}: {response}");
+            tracer.flush().await;
+            let marked = |span: &Value| attribute_text(span, "marker") == marker;
+            if sampled {
+                let spans = spans_of(&trace_id, 2);
+                let invocation = named(&spans, "orders-api");
+                let spawned = named(&spans, "spawned");
+                assert_eq!(
+                    spawned["parentSpanId"], invocation["spanId"],
+                    "{order}: {spawned}"
+                );
+                assert!(marked(spawned), "{order}: {spawned}");
+                let annotations = attribute(invocation, "aws.xray.annotations").to_string();
+                assert!(annotations.contains("spawned"), "{order}: {invocation}");
+            } else {
+                // In no trace at all: the receiver's whole file.
+                std::thread::sleep(Duration::from_millis(200));
+                let file = std::env::var(SPANS_FILE_VAR).unwrap();
+                let text = std::fs::read_to_string(file).unwrap();
+                let stray = text
+                    .lines()
+                    .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                    .find(|span| marked(span));
+                assert!(
+                    stray.is_none(),
+                    "{order}: an unsampled span exported: {stray:?}"
+                );
+            }
+        }
+    }
+}
