@@ -3,7 +3,8 @@
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
-    BeforeSerializationInterceptorContextRef, FinalizerInterceptorContextRef,
+    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextMut,
+    FinalizerInterceptorContextRef,
 };
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
@@ -15,6 +16,13 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// the call is made in, with `rpc.system = aws-api`, `rpc.service` and `rpc.method` (for example
 /// `DynamoDB` / `PutItem`) and the HTTP status code, so that the idempotency store's DynamoDB
 /// calls show up in the invocation's trace.
+///
+/// Each request carries the trace on in `X-Amzn-Trace-Id`, as Powertools for Python's patched
+/// botocore does: the invocation's trace, the call's span as the parent, Lambda's sampling
+/// decision and the header's other fields (`Lineage`, which Lambda's recursive-loop detection
+/// reads). Without it the SDK sends Lambda's own header, whose parent is the caller's segment,
+/// and only under `lambda_runtime::run` (under `run_concurrent` the runtime sets no
+/// `_X_AMZN_TRACE_ID`, and the SDK sends none).
 ///
 /// It implements the SDK's `Intercept` trait from `aws-smithy-runtime-api` 1.x, the stable crate
 /// every `aws-sdk-*` 1.x client uses, so it fits any SDK client of that major version; nothing
@@ -65,6 +73,26 @@ impl Intercept for AwsSdkSpans {
             rpc.method = operation.as_str(),
         );
         cfg.interceptor_state().store_put(CallSpan(span));
+        Ok(())
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(CallSpan(span)) = cfg.interceptor_state().load::<CallSpan>() else {
+            return Ok(());
+        };
+        // Replaces the one the SDK's recursion detection copies from `_X_AMZN_TRACE_ID`, whichever
+        // runs first; outside a traced invocation the SDK's stays.
+        if let Some(header) = crate::propagation::x_ray_header(span.context()) {
+            context
+                .request_mut()
+                .headers_mut()
+                .insert("x-amzn-trace-id", header);
+        }
         Ok(())
     }
 

@@ -57,7 +57,8 @@
 //! carry the trace and the decision on); a decision left open (`Sampled=?`, or none) is taken
 //! here: sampled, as a trace the tracer begins. Other fields travel on as trace state in every
 //! one of these forms (`Lineage`, which Lambda's recursive-loop detection reads, reaches the
-//! services [`inject_trace_headers`] calls), and one that W3C trace state cannot hold (a `,` in its value) is left out, never the whole header
+//! services [`inject_trace_headers`] calls, and the AWS services an SDK client with
+//! [`AwsSdkSpans`] calls), and one that W3C trace state cannot hold (a `,` in its value) is left out, never the whole header
 //! (`XrayPropagator` would ignore it and begin another trace). Trace ids are X-Ray compatible.
 //! The handler runs in the
 //! span's OpenTelemetry context: its `tracing` spans nest under it, and

@@ -52,6 +52,24 @@ pub fn inject_trace_headers(headers: &mut http::HeaderMap) {
     );
 }
 
+/// The `X-Amzn-Trace-Id` value of `context`'s span (its trace, itself as the parent, its
+/// sampling decision and trace state: `Lineage`); `None` for a context without a valid span.
+pub(crate) fn x_ray_header(context: opentelemetry::Context) -> Option<String> {
+    struct Captured(Option<String>);
+    impl Injector for Captured {
+        fn set(&mut self, _key: &str, value: String) {
+            self.0 = Some(value);
+        }
+    }
+    use opentelemetry::trace::TraceContextExt as _;
+    if !context.span().span_context().is_valid() {
+        return None;
+    }
+    let mut captured = Captured(None);
+    XrayPropagator::default().inject_context(&without_x_ray_s_own_fields(context), &mut captured);
+    captured.0
+}
+
 /// The trace state keys named like X-Ray's own header fields, which `XrayPropagator` would write
 /// back capitalised after its own: a second `Root` (or `Parent`, `Sampled`), which a service
 /// downstream, reading the last, would join instead.

@@ -806,3 +806,132 @@ async fn a_task_spawned_in_the_current_span_traces_under_the_invocation() {
         }
     }
 }
+
+/// A server that answers every DynamoDB request with an empty `ListTables` and keeps each
+/// request's `X-Amzn-Trace-Id` (`None` for a request without one); its endpoint URL.
+fn trace_header_recorder() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>,
+) {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let port = listener.local_addr().expect("its address").port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = seen.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = Vec::new();
+            let mut buffer = [0_u8; 4096];
+            // The headers, then as many body bytes as they say.
+            while let Ok(read) = stream.read(&mut buffer) {
+                if read == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buffer[..read]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                let Some(end) = text.find("\r\n\r\n") else {
+                    continue;
+                };
+                let headers = &text[..end];
+                let length = headers
+                    .lines()
+                    .find_map(|line| {
+                        let (name, value) = line.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                if request.len() < end + 4 + length {
+                    continue;
+                }
+                let trace = headers.lines().find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("x-amzn-trace-id")
+                        .then(|| value.trim().to_owned())
+                });
+                recorded.lock().expect("not poisoned").push(trace);
+                let body = r#"{"TableNames":[]}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes());
+                request.clear();
+            }
+        }
+    });
+    (format!("http://127.0.0.1:{port}"), seen)
+}
+
+/// An AWS SDK call made with `AwsSdkSpans` carries the trace on to the service it calls, as
+/// Powertools for Python's patched botocore does: `X-Amzn-Trace-Id` with the invocation's trace,
+/// the SDK call's own span as the parent, Lambda's sampling decision and `Lineage` (which
+/// Lambda's recursive-loop detection reads). Without the runtime's `_X_AMZN_TRACE_ID` (as under
+/// `run_concurrent`, and in this test) calls carried no trace header at all; with it (`run`),
+/// the SDK copied Lambda's header, whose parent is the caller's segment, not the call's span
+/// (found by a new user writing a function from the docs).
+#[tokio::test]
+async fn an_sdk_call_carries_the_trace_on_with_its_own_span_as_the_parent() {
+    const NAME: &str = "an_sdk_call_carries_the_trace_on_with_its_own_span_as_the_parent";
+    const CHILD: &str = "POWERTOOLS_TRACING_OTLP_TEST_CHILD";
+    // As under `lambda_runtime::run`, which sets the variable the SDK's recursion detection
+    // copies: in a child process (the workspace forbids the `unsafe` of `set_var`).
+    const CALLER: &str = "53995c3f42cd8ad8";
+    if std::env::var_os(CHILD).is_none() {
+        powertools_core::testing::rerun_in_child(NAME, CHILD, |command| {
+            command.env("AWS_LAMBDA_FUNCTION_NAME", "orders-api").env(
+                "_X_AMZN_TRACE_ID",
+                format!("Root=1-67a8f0e1-3f0c2b9d8e7a6b5c4d3e2f1a;Parent={CALLER};Sampled=1"),
+            )
+        });
+    }
+    let Some(endpoint) = powertools_tests::required_service(OTLP_ENDPOINT_VAR) else {
+        return;
+    };
+    let (server, seen) = trace_header_recorder();
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version_latest()
+        .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+        .endpoint_url(server)
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
+        .interceptor(AwsSdkSpans)
+        .build();
+    let client = aws_sdk_dynamodb::Client::from_conf(config);
+    let tracer = tracer(&endpoint);
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service =
+        TracingLayer::new(tracer.clone()).layer(service_fn(move |_event: LambdaEvent<Value>| {
+            let client = client.clone();
+            async move {
+                client.list_tables().send().await?;
+                Ok::<_, lambda_runtime::Error>(Value::Null)
+            }
+        }));
+    for sampled in [true, false] {
+        let (header, trace_id, _) = xray_trace(sampled);
+        let context = TestContext::new()
+            .with_function_name("orders-api")
+            .with_trace_id(format!("{header};Lineage=a87bd80c:0"));
+        service
+            .clone()
+            .oneshot(context.event(json!({})))
+            .await
+            .unwrap();
+        let sent = seen.lock().unwrap().pop().expect("one request");
+        let sent = sent.unwrap_or_else(|| panic!("sampled {sampled}: no X-Amzn-Trace-Id"));
+        let root = format!("Root=1-{}-{}", &trace_id[..8], &trace_id[8..]);
+        assert!(sent.starts_with(&root), "{sent}");
+        assert!(
+            sent.contains(&format!("Sampled={}", u8::from(sampled))),
+            "{sent}"
+        );
+        assert!(sent.contains("Lineage=a87bd80c:0"), "{sent}");
+        assert!(!sent.contains(CALLER), "{sent}");
+        if sampled {
+            let spans = spans_of(&trace_id, 2);
+            let call = named(&spans, "DynamoDB.ListTables");
+            let parent = format!("Parent={}", call["spanId"].as_str().unwrap());
+            assert!(sent.contains(&parent), "{sent}: not the call's span {call}");
+        }
+    }
+}
