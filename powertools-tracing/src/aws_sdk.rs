@@ -17,12 +17,15 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// `DynamoDB` / `PutItem`) and the HTTP status code, so that the idempotency store's DynamoDB
 /// calls show up in the invocation's trace.
 ///
-/// Each request carries the trace on in `X-Amzn-Trace-Id`, as Powertools for Python's patched
-/// botocore does: the invocation's trace, the call's span as the parent, Lambda's sampling
-/// decision and the header's other fields (`Lineage`, which Lambda's recursive-loop detection
-/// reads). Without it the SDK sends Lambda's own header, whose parent is the caller's segment,
-/// and only under `lambda_runtime::run` (under `run_concurrent` the runtime sets no
-/// `_X_AMZN_TRACE_ID`, and the SDK sends none).
+/// Each request made in a traced invocation's context (the handler, its spans, a task it
+/// spawned with `.in_current_span()`) carries the trace on in `X-Amzn-Trace-Id`, as Powertools
+/// for Python's patched botocore does: the invocation's trace, the call's span as the parent,
+/// Lambda's sampling decision and the header's other fields (`Lineage`, which Lambda's
+/// recursive-loop detection reads). Without it the SDK sends Lambda's own header, whose parent
+/// is the caller's segment, and only under `lambda_runtime::run` (under `run_concurrent` the
+/// runtime sets no `_X_AMZN_TRACE_ID`, and the SDK sends none). A call outside that context (the
+/// init phase, a task spawned without it) keeps the SDK's header, Lambda's under `run`: its span
+/// begins a trace of its own, which would otherwise replace `Lineage` and the sampling decision.
 ///
 /// It implements the SDK's `Intercept` trait from `aws-smithy-runtime-api` 1.x, the stable crate
 /// every `aws-sdk-*` 1.x client uses, so it fits any SDK client of that major version; nothing
@@ -39,8 +42,10 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AwsSdkSpans;
 
+/// The call's span, and whether the call was made in a traced invocation's context (its
+/// header is then the call's own).
 #[derive(Debug)]
-struct CallSpan(tracing::Span);
+struct CallSpan(tracing::Span, bool);
 
 impl Storable for CallSpan {
     type Storer = StoreReplace<Self>;
@@ -72,7 +77,13 @@ impl Intercept for AwsSdkSpans {
             rpc.service = service.as_str(),
             rpc.method = operation.as_str(),
         );
-        cfg.interceptor_state().store_put(CallSpan(span));
+        // Outside an invocation's context (a task spawned without it, the init phase) the
+        // call's span begins a trace of its own: its header would replace the one the SDK copies
+        // from `_X_AMZN_TRACE_ID`, with a new sampled trace and no `Lineage` (found by an attack
+        // and a review).
+        let in_invocation = crate::carry::in_invocation();
+        cfg.interceptor_state()
+            .store_put(CallSpan(span, in_invocation));
         Ok(())
     }
 
@@ -82,16 +93,17 @@ impl Intercept for AwsSdkSpans {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let Some(CallSpan(span)) = cfg.interceptor_state().load::<CallSpan>() else {
+        let Some(CallSpan(span, true)) = cfg.interceptor_state().load::<CallSpan>() else {
             return Ok(());
         };
         // Replaces the one the SDK's recursion detection copies from `_X_AMZN_TRACE_ID`, whichever
-        // runs first; outside a traced invocation the SDK's stays.
+        // runs first. A value that is no header value (trace state a caller set, with control
+        // characters) leaves the SDK's: `insert` would panic.
         if let Some(header) = crate::propagation::x_ray_header(span.context()) {
-            context
+            let _not_a_header_value = context
                 .request_mut()
                 .headers_mut()
-                .insert("x-amzn-trace-id", header);
+                .try_insert("x-amzn-trace-id", header);
         }
         Ok(())
     }
@@ -102,10 +114,10 @@ impl Intercept for AwsSdkSpans {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let Some(CallSpan(span)) = cfg
+        let Some(span) = cfg
             .interceptor_state()
             .load::<CallSpan>()
-            .map(|s| CallSpan(s.0.clone()))
+            .map(|call| call.0.clone())
         else {
             return Ok(());
         };

@@ -29,17 +29,50 @@ thread_local! {
     static ATTACHED: RefCell<Vec<(Id, ContextGuard)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Whether spans of `target` stand for an invocation without being exported: the logging
-/// layer's invocation span (`powertools_logging`) and the runtime's invoke span
-/// (`lambda_runtime`).
-pub(crate) fn carries(target: &str) -> bool {
-    let krate = target.split(':').next().unwrap_or(target);
-    krate == "powertools_logging" || krate == "lambda_runtime"
+/// Whether spans of `metadata` stand for one invocation without being exported: the logging
+/// layer's invocation span and the runtime's invoke span, by name, not the runtime's
+/// long-lived `worker` span (entered around every invocation of its worker, it kept the first
+/// one's context for good: found by a review).
+pub(crate) fn carries(metadata: &tracing::Metadata<'_>) -> bool {
+    // The name first, then a prefix comparison (a split on `:` cost about 200 instructions).
+    let of = |krate: &str| {
+        let target = metadata.target();
+        target
+            .strip_prefix(krate)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    };
+    match metadata.name() {
+        "lambda_invocation" => of("powertools_logging"),
+        "Lambda runtime invoke" => of("lambda_runtime"),
+        _ => false,
+    }
 }
 
 /// The layer that keeps the invocation's context on [`carries`]' spans and attaches it while
-/// they are entered. Filtered to those spans, so that no other span pays for it.
+/// they are entered. Filtered to them by [`CarriedSpans`].
 pub(crate) struct ContextCarrier;
+
+/// [`ContextCarrier`]'s filter: [`carries`]' spans, decided once per callsite, so that no other
+/// span or event is enabled for it (an unfiltered layer enabled every span and event of every
+/// crate, at every level, in a subscriber whose other layers are filtered).
+pub(crate) struct CarriedSpans;
+
+impl<S> tracing_subscriber::layer::Filter<S> for CarriedSpans {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>, _ctx: &LayerContext<'_, S>) -> bool {
+        metadata.is_span() && carries(metadata)
+    }
+
+    fn callsite_enabled(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if metadata.is_span() && carries(metadata) {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+}
 
 impl<S> Layer<S> for ContextCarrier
 where
@@ -47,7 +80,10 @@ where
 {
     /// A span made inside an invocation (the logging layer inside the tracing layer) keeps its
     /// context.
-    fn on_new_span(&self, _attributes: &Attributes<'_>, id: &Id, ctx: LayerContext<'_, S>) {
+    fn on_new_span(&self, attributes: &Attributes<'_>, id: &Id, ctx: LayerContext<'_, S>) {
+        if !carries(attributes.metadata()) {
+            return;
+        }
         let Some(context) = invocation_context() else {
             return;
         };
@@ -60,6 +96,9 @@ where
         let Some(span) = ctx.span(id) else {
             return;
         };
+        if !carries(span.metadata()) {
+            return;
+        }
         let Some(context) = span
             .extensions()
             .get::<Carried>()
@@ -93,6 +132,11 @@ where
     }
 }
 
+/// Whether the current OpenTelemetry context is a traced invocation's.
+pub(crate) fn in_invocation() -> bool {
+    Context::map_current(|context| context.get::<Annotations>().is_some())
+}
+
 /// The current OpenTelemetry context, when it is a traced invocation's (it holds the
 /// invocation's annotations).
 fn invocation_context() -> Option<Context> {
@@ -109,16 +153,22 @@ fn invocation_context() -> Option<Context> {
 /// before the invocation's context was. Only on a subscriber built on
 /// `tracing_subscriber::Registry`, as every subscriber of this crate and of the facade is.
 pub(crate) fn into_current_span(context: &Context) {
-    tracing::Span::current().with_subscriber(|(id, dispatch)| {
-        let Some(registry) = dispatch.downcast_ref::<Registry>() else {
+    // The current span's id and metadata without a `Span` handle, whose clone and drop count
+    // references in the registry (about 600 instructions an invocation).
+    tracing::dispatcher::get_default(|dispatch| {
+        let current = dispatch.current_span();
+        let (Some(id), Some(metadata)) = (current.id(), current.metadata()) else {
             return;
         };
-        let Some(span) = registry.span(id) else {
-            return;
-        };
-        if !carries(span.metadata().target()) {
+        if !carries(metadata) {
             return;
         }
+        let Some(span) = dispatch
+            .downcast_ref::<Registry>()
+            .and_then(|registry| registry.span(id))
+        else {
+            return;
+        };
         let mut extensions = span.extensions_mut();
         if extensions.get_mut::<Carried>().is_none() {
             extensions.insert(Carried(context.clone()));

@@ -245,11 +245,7 @@ impl Tracer {
                 }))
                 // The invocation's context on the logging layer's and the runtime's spans, for
                 // tasks spawned with `.in_current_span()` (see `carry`).
-                .and_then(
-                    crate::carry::ContextCarrier.with_filter(FilterFn::new(|metadata| {
-                        metadata.is_span() && crate::carry::carries(metadata.target())
-                    })),
-                ),
+                .and_then(crate::carry::ContextCarrier.with_filter(crate::carry::CarriedSpans)),
         )
     }
 

@@ -881,7 +881,10 @@ async fn an_sdk_call_carries_the_trace_on_with_its_own_span_as_the_parent() {
         powertools_core::testing::rerun_in_child(NAME, CHILD, |command| {
             command.env("AWS_LAMBDA_FUNCTION_NAME", "orders-api").env(
                 "_X_AMZN_TRACE_ID",
-                format!("Root=1-67a8f0e1-3f0c2b9d8e7a6b5c4d3e2f1a;Parent={CALLER};Sampled=1"),
+                format!(
+                    "Root=1-67a8f0e1-3f0c2b9d8e7a6b5c4d3e2f1a;Parent={CALLER};Sampled=0;\
+                     Lineage=b0b0b0b0:1"
+                ),
             )
         });
     }
@@ -904,6 +907,10 @@ async fn an_sdk_call_carries_the_trace_on_with_its_own_span_as_the_parent() {
             let client = client.clone();
             async move {
                 client.list_tables().send().await?;
+                // A task spawned without the invocation's context: its call is no span of the
+                // invocation's trace, and keeps the SDK's own header (Lambda's, under `run`).
+                let outside = client.clone();
+                tokio::spawn(async move { outside.list_tables().send().await }).await??;
                 Ok::<_, lambda_runtime::Error>(Value::Null)
             }
         }));
@@ -917,7 +924,16 @@ async fn an_sdk_call_carries_the_trace_on_with_its_own_span_as_the_parent() {
             .oneshot(context.event(json!({})))
             .await
             .unwrap();
-        let sent = seen.lock().unwrap().pop().expect("one request");
+        let (sent, outside) = {
+            let mut seen = seen.lock().unwrap();
+            let outside = seen.pop().expect("the spawned task's request");
+            (seen.pop().expect("the handler's request"), outside)
+        };
+        assert_eq!(
+            outside,
+            std::env::var("_X_AMZN_TRACE_ID").ok(),
+            "outside the invocation's context: the SDK's own header, Lambda's or none"
+        );
         let sent = sent.unwrap_or_else(|| panic!("sampled {sampled}: no X-Amzn-Trace-Id"));
         let root = format!("Root=1-{}-{}", &trace_id[..8], &trace_id[8..]);
         assert!(sent.starts_with(&root), "{sent}");
@@ -933,5 +949,49 @@ async fn an_sdk_call_carries_the_trace_on_with_its_own_span_as_the_parent() {
             let parent = format!("Parent={}", call["spanId"].as_str().unwrap());
             assert!(sent.contains(&parent), "{sent}: not the call's span {call}");
         }
+    }
+}
+
+/// Invocations run one after another inside one long-lived span of the runtime's (its
+/// `worker` span under `run_concurrent`, entered around every invocation of its worker) each
+/// have their own invocation span and trace: that span is not one invocation's, and does not
+/// keep the first one's context (found by a review: later invocations joined the first's trace,
+/// without spans of their own).
+#[tokio::test]
+async fn invocations_inside_one_long_lived_runtime_span_each_trace_their_own() {
+    use tracing::Instrument;
+    let Some(endpoint) = powertools_tests::required_service(OTLP_ENDPOINT_VAR) else {
+        return;
+    };
+    let tracer = tracer(&endpoint);
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service = TracingLayer::new(tracer.clone()).layer(service_fn(
+        |_event: LambdaEvent<Value>| async move {
+            tracing::info_span!("handler_work").in_scope(|| {});
+            Ok::<_, lambda_runtime::Error>(json!(powertools_tracing::annotate("n", 1)))
+        },
+    ));
+    let worker = tracing::info_span!(target: "lambda_runtime::runtime", "worker", task_id = 1);
+    let traces: Vec<_> = (0..3).map(|_| xray_trace(true)).collect();
+    for (header, _, _) in &traces {
+        let context = TestContext::new()
+            .with_function_name("orders-api")
+            .with_trace_id(header.clone());
+        let annotated = service
+            .clone()
+            .oneshot(context.event(json!({})))
+            .instrument(worker.clone())
+            .await
+            .unwrap();
+        assert_eq!(annotated, json!(true));
+    }
+    for (_, trace_id, parent) in &traces {
+        let spans = spans_of(trace_id, 2);
+        let invocation = named(&spans, "orders-api");
+        assert_eq!(invocation["parentSpanId"], *parent);
+        assert_eq!(
+            named(&spans, "handler_work")["parentSpanId"],
+            invocation["spanId"]
+        );
     }
 }
