@@ -1025,9 +1025,9 @@ fn storable_response<R: Serialize + DeserializeOwned>(
     let shape = check_storable(response)?;
     if shape.duplicate_key {
         return Err(
-            "its JSON would hold one key twice in an object (a `#[serde(flatten)]` map \
-                    holding the name of a field beside it?), which reads back as an error or as \
-                    another value"
+            "its JSON would hold one key twice in an object (a `#[serde(flatten)]` map, or \
+             an internally tagged enum's tag, with the name of a field beside it?), which reads \
+             back as an error or as another value"
                 .to_owned(),
         );
     }

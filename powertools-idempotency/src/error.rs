@@ -404,11 +404,23 @@ impl<E> fmt::Display for OwnMessage<'_, E> {
                     "execution already in progress with idempotency key {key}{}: ",
                     InStore(store)
                 )?;
+                // Held until the deadline or the record's expiry, whichever comes first: an
+                // expired record is taken whatever its deadline (a review found "until its
+                // deadline" for a record that expired before it).
+                let expires_ms = expires_at.saturating_mul(1000);
                 match in_progress_until {
-                    Some(deadline_ms) => write!(
+                    Some(deadline_ms) if *deadline_ms <= expires_ms => write!(
                         f,
                         "the running invocation holds it until its deadline, {} (epoch ms \
                          {deadline_ms}); retry after then, or once it completed",
+                        crate::record::rfc3339_millis(*deadline_ms)
+                    ),
+                    Some(deadline_ms) => write!(
+                        f,
+                        "the running invocation holds it until the record expires at {} (epoch \
+                         {expires_at}), before its deadline ({}); retry after then, or once it \
+                         completed",
+                        crate::record::rfc3339_seconds(*expires_at),
                         crate::record::rfc3339_millis(*deadline_ms)
                     ),
                     None => write!(
@@ -882,6 +894,33 @@ mod tests {
             store: None,
         });
         assert_eq!(own.error_type, "IdempotencyAlreadyInProgressError");
+    }
+
+    /// A record that expires before its invocation's deadline (`expires_after` shorter than the
+    /// function's timeout) is taken when it expires: the message says so, not "until its
+    /// deadline" (found by a review).
+    #[test]
+    fn an_in_progress_record_is_held_until_its_deadline_or_its_expiry_whichever_is_first() {
+        let busy = |deadline_ms: i64, expires_at: i64| {
+            Error::<String>::AlreadyInProgress {
+                key: "k".to_owned(),
+                in_progress_until: Some(deadline_ms),
+                expires_at,
+                store: Some("DynamoDB table t".to_owned()),
+            }
+            .to_string()
+        };
+        let by_deadline = busy(1_796_156_400_000, 1_796_160_000);
+        assert!(
+            by_deadline.contains("(in DynamoDB table t)")
+                && by_deadline.contains("until its deadline, 2026-12-01T20:20:00.000Z"),
+            "{by_deadline}"
+        );
+        let by_expiry = busy(1_796_156_400_000, 1_796_156_100);
+        assert!(
+            by_expiry.contains("until the record expires at 2026-12-01T20:15:00.000Z"),
+            "{by_expiry}"
+        );
     }
 
     #[test]

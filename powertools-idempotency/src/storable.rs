@@ -27,7 +27,8 @@ pub(crate) struct Shape {
     /// unit in the last place. Such a response is read back and compared.
     pub(crate) f32_changed_if_buffered: bool,
     /// Whether an object it writes holds one key twice: a `#[serde(flatten)]` map holding the
-    /// name of a field beside it, or a `Serialize` of its own that writes a key twice. serde_json
+    /// name of a field beside it, an internally tagged enum's tag named as a field of its
+    /// variant, or a `Serialize` of its own that writes a key twice (a map's or a struct's). serde_json
     /// writes both; reading them back fails for a struct (`duplicate field`) and keeps the last
     /// for a map, another value.
     pub(crate) duplicate_key: bool,
@@ -194,8 +195,8 @@ impl<'s> ser::Serializer for FiniteCheck<'s> {
     type SerializeTupleStruct = Self;
     type SerializeTupleVariant = Self;
     type SerializeMap = MapCheck<'s>;
-    type SerializeStruct = Self;
-    type SerializeStructVariant = Self;
+    type SerializeStruct = StructCheck<'s>;
+    type SerializeStructVariant = StructCheck<'s>;
 
     not_strings!(
         serialize_bool(bool),
@@ -326,8 +327,12 @@ impl<'s> ser::Serializer for FiniteCheck<'s> {
         })
     }
 
-    fn serialize_struct(self, _name: &'static str, _len: usize) -> Result<Self, NotStorable> {
-        Ok(self.within(1))
+    fn serialize_struct(
+        self,
+        _name: &'static str,
+        _len: usize,
+    ) -> Result<StructCheck<'s>, NotStorable> {
+        Ok(StructCheck::new(self.within(1)))
     }
 
     fn serialize_struct_variant(
@@ -336,9 +341,9 @@ impl<'s> ser::Serializer for FiniteCheck<'s> {
         _index: u32,
         _variant: &'static str,
         _len: usize,
-    ) -> Result<Self, NotStorable> {
+    ) -> Result<StructCheck<'s>, NotStorable> {
         // `{"Variant": {...}}`
-        Ok(self.within(2))
+        Ok(StructCheck::new(self.within(2)))
     }
 }
 
@@ -394,18 +399,53 @@ impl ser::SerializeMap for MapCheck<'_> {
     }
 }
 
+/// The fields a struct's walk wrote so far, to find one written twice: an internally tagged
+/// enum's tag beside a field of the same name (`#[serde(tag = "type")]` around a struct with a
+/// `type` field), or a `Serialize` of its own (found by a review). The first 16 are kept inline,
+/// so that the usual struct allocates nothing.
+pub(crate) struct StructCheck<'s> {
+    check: FiniteCheck<'s>,
+    inline: [&'static str; 16],
+    len: usize,
+    more: Vec<&'static str>,
+}
+
+impl<'s> StructCheck<'s> {
+    fn new(check: FiniteCheck<'s>) -> Self {
+        StructCheck {
+            check,
+            inline: [""; 16],
+            len: 0,
+            more: Vec::new(),
+        }
+    }
+
+    fn note(&mut self, key: &'static str) {
+        let seen = self.inline[..self.len].contains(&key) || self.more.contains(&key);
+        if seen {
+            self.check.seen.duplicate_key.set(true);
+        } else if self.len < self.inline.len() {
+            self.inline[self.len] = key;
+            self.len += 1;
+        } else {
+            self.more.push(key);
+        }
+    }
+}
+
 macro_rules! fields {
     ($($trait:ident),* $(,)?) => {
-        $(impl ser::$trait for FiniteCheck<'_> {
+        $(impl ser::$trait for StructCheck<'_> {
             type Ok = ();
             type Error = NotStorable;
 
             fn serialize_field<T: Serialize + ?Sized>(
                 &mut self,
-                _key: &'static str,
+                key: &'static str,
                 value: &T,
             ) -> Result<(), NotStorable> {
-                value.serialize(*self)
+                self.note(key);
+                value.serialize(self.check)
             }
 
             fn end(self) -> Result<(), NotStorable> {

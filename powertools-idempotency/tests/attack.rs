@@ -4207,6 +4207,76 @@ async fn a_response_with_a_key_twice_in_an_object_is_not_stored() {
     let once = Entries(vec![(json!("a"), 1), (json!("b"), 2)]);
     let (first, duplicate) = first_and_duplicate(once).await;
     assert_eq!(duplicate.unwrap(), first);
+
+    // Through a struct's fields (found by a review): an internally tagged enum whose tag is
+    // named as a field of its variant's struct (`{"type":"Order","type":"express",…}`), and a
+    // `Serialize` of its own that writes a field twice.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Shipping {
+        r#type: String,
+        id: u32,
+    }
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type")]
+    enum Tagged {
+        Order(Shipping),
+    }
+    let (_, duplicate) = first_and_duplicate(Tagged::Order(Shipping {
+        r#type: "express".into(),
+        id: 7,
+    }))
+    .await;
+    assert!(
+        matches!(duplicate, Err(Error::ResponseNotStored { .. })),
+        "{duplicate:?}"
+    );
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    struct Twice(u32, u32);
+    impl Serialize for Twice {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeStruct;
+            let mut fields = serializer.serialize_struct("Twice", 2)?;
+            fields.serialize_field("a", &self.0)?;
+            fields.serialize_field("a", &self.1)?;
+            fields.end()
+        }
+    }
+    let (_, duplicate) = first_and_duplicate(Twice(1, 2)).await;
+    assert!(
+        matches!(duplicate, Err(Error::ResponseNotStored { .. })),
+        "{duplicate:?}"
+    );
+    // More fields than a struct's walk keeps inline, none twice: replayed.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Wide {
+        f0: u8,
+        f1: u8,
+        f2: u8,
+        f3: u8,
+        f4: u8,
+        f5: u8,
+        f6: u8,
+        f7: u8,
+        f8: u8,
+        f9: u8,
+        f10: u8,
+        f11: u8,
+        f12: u8,
+        f13: u8,
+        f14: u8,
+        f15: u8,
+        f16: u8,
+        f17: u8,
+        f18: u8,
+    }
+    let wide: Wide = serde_json::from_value(json!({
+        "f0": 0, "f1": 1, "f2": 2, "f3": 3, "f4": 4, "f5": 5, "f6": 6, "f7": 7, "f8": 8, "f9": 9,
+        "f10": 10, "f11": 11, "f12": 12, "f13": 13, "f14": 14, "f15": 15, "f16": 16, "f17": 17,
+        "f18": 18
+    }))
+    .unwrap();
+    let (first, duplicate) = first_and_duplicate(wide).await;
+    assert_eq!(duplicate.unwrap(), first);
 }
 
 /// A response the first caller got, stored as JSON that serde_json cannot read back into the

@@ -1082,10 +1082,24 @@ fn unsigned(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     let credentials = std::iter::once(error)
         .chain(error_chain::sources(error))
         .find_map(|cause| cause.downcast_ref::<CredentialsError>())?;
+    // A provider that timed out or failed (an STS `AccessDenied` of an assumed role) is not a
+    // missing credential, nor one the environment variables would fix (a review).
+    let (what, none_found) = match credentials {
+        CredentialsError::CredentialsNotLoaded(_) => ("no AWS credentials", true),
+        CredentialsError::ProviderTimedOut(_) => ("the AWS credential provider timed out", false),
+        CredentialsError::InvalidConfiguration(_) => (
+            "the AWS credential provider is not properly configured",
+            false,
+        ),
+        _ => ("the AWS credential provider failed", false),
+    };
     let mut text = format!(
-        "no AWS credentials ({})",
+        "{what} ({})",
         error_chain::one_line(error_chain::message_chain(credentials))
     );
+    if !none_found {
+        return Some(text);
+    }
     let empty: Vec<&str> = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
         .into_iter()
         .filter(|name| std::env::var_os(name).is_some_and(|value| value.is_empty()))
@@ -2089,6 +2103,45 @@ mod tests {
             "DynamoDB PutItem on table orders failed: could not send the request to \
              127.0.0.1:8000: no credentials found in chain. Attempted: Environment: missing \
              Profile: none"
+        );
+    }
+
+    /// A credential provider that timed out or failed (an STS `AccessDenied`) is said as such,
+    /// not as missing credentials with what to set (found by a review).
+    #[test]
+    fn a_credential_provider_s_failure_is_worded_by_its_kind() {
+        use aws_credential_types::provider::error::CredentialsError;
+        let worded = |credentials: CredentialsError| {
+            let mut failure = described(SdkError::dispatch_failure(
+                aws_sdk_dynamodb::error::ConnectorError::other(Box::new(credentials), None),
+            ));
+            failure.worded_for(0);
+            failure.to_string()
+        };
+        let timed_out = worded(CredentialsError::provider_timed_out(
+            std::time::Duration::from_secs(5),
+        ));
+        assert!(
+            timed_out.starts_with(
+                "DynamoDB PutItem on table orders failed: could not sign the request: the AWS \
+                 credential provider timed out (credentials provider timed out after 5 seconds"
+            ) && !timed_out.contains("give the function a role"),
+            "{timed_out}"
+        );
+        let denied = worded(CredentialsError::provider_error(
+            "AccessDenied: not authorized to perform sts:AssumeRoleWithWebIdentity",
+        ));
+        assert!(
+            denied.contains("could not sign the request: the AWS credential provider failed (")
+                && denied.contains("AccessDenied")
+                && !denied.contains("no AWS credentials"),
+            "{denied}"
+        );
+        let missing = worded(CredentialsError::not_loaded("no providers in chain"));
+        assert!(
+            missing.contains("could not sign the request: no AWS credentials (")
+                && missing.contains("AWS_ACCESS_KEY_ID"),
+            "{missing}"
         );
     }
 
