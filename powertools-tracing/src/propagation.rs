@@ -235,12 +235,20 @@ pub(crate) fn parse_xray_header(header: &str) -> Option<SpanContext> {
         }
     }
     // Unknown fields travel on as W3C trace state. One that trace state cannot hold (a `,` or
-    // `=` in its value, say) is left out, not the header: `XrayPropagator` ignores the whole
-    // header then, and the invocation would start a trace of its own.
+    // `=` in its value, an empty name, say) is left out, not the header: `XrayPropagator`
+    // ignores the whole header then, and the invocation would start a trace of its own. Trace
+    // state holds 32 fields: `Lineage`, which Lambda's recursive-loop detection reads, is
+    // inserted last, in front, so that other fields never push it out (found by an attack from
+    // the docs: 32 fields before it left it out). An empty name made `tracestate` invalid
+    // (`=bar`), and a downstream SDK then dropped all of it (the same attack).
+    if let Some(at) = others.iter().position(|(key, _)| key == "lineage") {
+        let lineage = others.remove(at);
+        others.insert(0, lineage);
+    }
     let trace_state = others
         .into_iter()
         .rev()
-        .filter(|(_, value)| w3c_value(value))
+        .filter(|(key, value)| !key.is_empty() && w3c_value(value))
         .fold(TraceState::NONE, |state, (key, value)| {
             state.insert(key, value.clone()).unwrap_or(state)
         });
@@ -342,8 +350,9 @@ mod tests {
     /// The span context `XrayPropagator` reads from `header`, less the unknown fields W3C trace
     /// state cannot hold: the propagator ignores the whole header for one of them, where the
     /// reader here leaves out only that field (so that the invocation still joins the trace);
-    /// and less the fields named like X-Ray's own in another case (`sampled`), which the
-    /// propagator keeps as trace state and writes back as a second `Sampled`.
+    /// less the fields named like X-Ray's own in another case (`sampled`), which the
+    /// propagator keeps as trace state and writes back as a second `Sampled`; and less a field
+    /// without a name, which it keeps and writes as an invalid `tracestate` member.
     fn as_the_propagator_reads(header: &str) -> Option<SpanContext> {
         let known = ["Root", "Parent", "Sampled"];
         let kept: Vec<&str> = header
@@ -358,7 +367,8 @@ mod tests {
                 }
                 Some((key, value)) if !known.contains(&key) => {
                     let value = value.trim_start_matches('=');
-                    w3c_value(value)
+                    !key.is_empty()
+                        && w3c_value(value)
                         && TraceState::from_key_value([(key.to_ascii_lowercase(), value)]).is_ok()
                 }
                 _ => true,
@@ -426,6 +436,29 @@ mod tests {
             (SamplingDecision::RecordAndSample, Vec::new(), state)
         );
         assert_eq!(decide(&HeaderSampler, None), decide(&sdk, None));
+    }
+
+    /// `Lineage` travels on however many fields come before it (trace state holds 32), and a
+    /// field without a name is left out, not written as an invalid `tracestate` member (found
+    /// by an attack from the docs).
+    #[test]
+    fn lineage_outlasts_other_fields_and_a_nameless_field_is_left_out() {
+        let root = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+        let many: String = (0..40).map(|n| format!(";F{n}=v{n}")).collect();
+        let header = format!("{root}{many};Lineage=a87bd80c:0;=bar");
+        let context = parse_xray_header(&header).expect("the trace");
+        let state = context.trace_state();
+        assert_eq!(state.get("lineage"), Some("a87bd80c:0"));
+        assert_eq!(state.get("f0"), Some("v0"));
+        assert!(!state.header().contains("=bar"), "{}", state.header());
+        assert!(
+            state
+                .header()
+                .split(',')
+                .all(|member| !member.starts_with('=')),
+            "{}",
+            state.header()
+        );
     }
 
     #[test]

@@ -995,3 +995,37 @@ async fn invocations_inside_one_long_lived_runtime_span_each_trace_their_own() {
         );
     }
 }
+
+/// Metadata on the invocation span, as the README's compatibility table says to put it
+/// (Python's `put_metadata`): an attribute of the handler's active OpenTelemetry span.
+/// `tracing::Span::current()` there is the logging layer's span, not exported (found by a new
+/// user writing a function from the docs: the README said `set_attribute`).
+#[tokio::test]
+async fn metadata_set_on_the_active_span_reaches_the_invocation_span() {
+    use powertools_tracing::opentelemetry;
+    use powertools_tracing::opentelemetry::KeyValue;
+    use powertools_tracing::opentelemetry::trace::Span as _;
+    let Some(endpoint) = powertools_tests::required_service(OTLP_ENDPOINT_VAR) else {
+        return;
+    };
+    let tracer = tracer(&endpoint);
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service = TracingLayer::new(tracer).layer(service_fn(|_event: LambdaEvent<Value>| async {
+        opentelemetry::trace::get_active_span(|span| {
+            span.set_attribute(KeyValue::new("order_total", 42_i64));
+        });
+        Ok::<_, lambda_runtime::Error>(Value::Null)
+    }));
+    let (header, trace_id, _) = xray_trace(true);
+    let context = TestContext::new()
+        .with_function_name("orders-api")
+        .with_trace_id(header);
+    service.oneshot(context.event(json!({}))).await.unwrap();
+    let spans = spans_of(&trace_id, 1);
+    let invocation = named(&spans, "orders-api");
+    assert_eq!(
+        attribute_text(invocation, "order_total"),
+        "42",
+        "{invocation}"
+    );
+}
