@@ -1004,7 +1004,6 @@ async fn invocations_inside_one_long_lived_runtime_span_each_trace_their_own() {
 async fn metadata_set_on_the_active_span_reaches_the_invocation_span() {
     use powertools_tracing::opentelemetry;
     use powertools_tracing::opentelemetry::KeyValue;
-    use powertools_tracing::opentelemetry::trace::Span as _;
     let Some(endpoint) = powertools_tests::required_service(OTLP_ENDPOINT_VAR) else {
         return;
     };
