@@ -4246,6 +4246,28 @@ async fn a_response_with_a_key_twice_in_an_object_is_not_stored() {
         matches!(duplicate, Err(Error::ResponseNotStored { .. })),
         "{duplicate:?}"
     );
+    // Past the fields kept inline: the first written again after eleven others.
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    struct Late(u32);
+    impl Serialize for Late {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeStruct;
+            const NAMES: [&str; 12] = [
+                "a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9", "a10", "a11",
+            ];
+            let mut fields = serializer.serialize_struct("Late", 13)?;
+            for name in NAMES {
+                fields.serialize_field(name, &self.0)?;
+            }
+            fields.serialize_field("a10", &self.0)?;
+            fields.end()
+        }
+    }
+    let (_, duplicate) = first_and_duplicate(Late(1)).await;
+    assert!(
+        matches!(duplicate, Err(Error::ResponseNotStored { .. })),
+        "{duplicate:?}"
+    );
     // More fields than a struct's walk keeps inline, none twice: replayed.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     struct Wide {
