@@ -407,9 +407,10 @@ impl<E> fmt::Display for OwnMessage<'_, E> {
                 // Held until the deadline or the record's expiry, whichever comes first: an
                 // expired record is taken whatever its deadline (a review found "until its
                 // deadline" for a record that expired before it).
-                let expires_ms = expires_at.saturating_mul(1000);
+                // Expired once the second of `expires_at` is over (`DataRecord::state_at`).
+                let expired_ms = expires_at.saturating_add(1).saturating_mul(1000);
                 match in_progress_until {
-                    Some(deadline_ms) if *deadline_ms <= expires_ms => write!(
+                    Some(deadline_ms) if *deadline_ms < expired_ms => write!(
                         f,
                         "the running invocation holds it until its deadline, {} (epoch ms \
                          {deadline_ms}); retry after then, or once it completed",

@@ -43,7 +43,8 @@ pub(crate) fn carries(metadata: &tracing::Metadata<'_>) -> bool {
     };
     match metadata.name() {
         "lambda_invocation" => of("powertools_logging"),
-        "Lambda runtime invoke" => of("lambda_runtime"),
+        // Its trace layer's span, and its OpenTelemetry layer's (`OpenTelemetryLayer`).
+        "Lambda runtime invoke" | "Lambda function invocation" => of("lambda_runtime"),
         _ => false,
     }
 }

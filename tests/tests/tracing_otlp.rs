@@ -1028,3 +1028,44 @@ async fn metadata_set_on_the_active_span_reaches_the_invocation_span() {
         "{invocation}"
     );
 }
+
+/// Under the spans `lambda_runtime`'s own layers make per invocation (its trace layer's
+/// `Lambda runtime invoke`, its `OpenTelemetryLayer`'s `Lambda function invocation`), without a
+/// logging layer, a task spawned with `.in_current_span()` reaches the invocation (found by a
+/// review: the second was left out).
+#[tokio::test]
+async fn a_task_spawned_under_the_runtime_s_invocation_spans_reaches_the_invocation() {
+    use tracing::Instrument;
+    let Some(endpoint) = powertools_tests::required_service(OTLP_ENDPOINT_VAR) else {
+        return;
+    };
+    let tracer = tracer(&endpoint);
+    let _guard = tracing::subscriber::set_default(tracer.subscriber());
+    let service = TracingLayer::new(tracer.clone()).layer(service_fn(
+        |_event: LambdaEvent<Value>| async move {
+            let annotated = tokio::spawn(
+                async { powertools_tracing::annotate("spawned", true) }
+                    .in_current_span()
+                    .with_current_subscriber(),
+            )
+            .await?;
+            Ok::<_, lambda_runtime::Error>(json!(annotated))
+        },
+    ));
+    for span in [
+        tracing::info_span!(target: "lambda_runtime::layers::trace", "Lambda runtime invoke"),
+        tracing::info_span!(target: "lambda_runtime::layers::otel", "Lambda function invocation"),
+    ] {
+        let (header, _, _) = xray_trace(true);
+        let context = TestContext::new()
+            .with_function_name("orders-api")
+            .with_trace_id(header);
+        let annotated = service
+            .clone()
+            .oneshot(context.event(json!({})))
+            .instrument(span.clone())
+            .await
+            .unwrap();
+        assert_eq!(annotated, json!(true), "{span:?}");
+    }
+}
