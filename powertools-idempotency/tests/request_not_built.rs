@@ -452,14 +452,7 @@ async fn an_access_key_id_with_a_control_character_is_named_by_the_call_s_error(
         );
         return;
     }
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
-        .endpoint_url("http://127.0.0.1:9")
-        .load()
-        .await;
-    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&config), "idempotency")
-        .expect("built: the client may have other credentials");
-    let error = failed_first_run(store, None).await;
+    let error = failed_first_run(store_from_the_environment().await, None).await;
     let message = error.to_string();
     assert!(
         message.contains("the AWS SDK panicked")
@@ -602,14 +595,9 @@ async fn a_call_without_credentials_says_so_and_names_an_empty_variable() {
         }
         return;
     }
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
-        .endpoint_url("http://127.0.0.1:9")
-        .load()
-        .await;
-    let store =
-        DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&config), "idempotency").expect("a store");
-    let message = failed_first_run(store, None).await.to_string();
+    let message = failed_first_run(store_from_the_environment().await, None)
+        .await
+        .to_string();
     assert!(
         message
             .contains("DynamoDB PutItem on table idempotency failed: could not sign the request"),
@@ -630,4 +618,16 @@ async fn a_call_without_credentials_says_so_and_names_an_empty_variable() {
             "{message}"
         );
     }
+}
+
+/// A store on a client that takes its credentials from the environment, as `aws_config` finds
+/// them, sending to a port where nothing listens.
+async fn store_from_the_environment() -> DynamoDbStore {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+        .endpoint_url("http://127.0.0.1:9")
+        .load()
+        .await;
+    DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&config), "idempotency")
+        .expect("built: the client may have other credentials")
 }
