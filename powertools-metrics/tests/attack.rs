@@ -321,11 +321,7 @@ fn add_dimensions_with_29_defaults_refuses_overflow() {
 #[test]
 fn add_dimensions_31_names_refused_30_fit() {
     let sink = CheckedSink::new();
-    let m = builder(&sink)
-        .service("orders")
-        .build()
-        .unwrap()
-        .new_metrics();
+    let m = layer_with_service(&sink).new_metrics();
     let names: Vec<String> = (0..31).map(|i| format!("k{i}")).collect();
     let pairs31: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
     let r31 = m.add_dimensions(pairs31.iter().copied());
@@ -2275,11 +2271,7 @@ fn a_blank_service_or_function_name_is_refused_naming_the_setting() {
 #[test]
 fn a_set_given_again_in_another_order_is_written_once() {
     let sink = CheckedSink::new();
-    let m = builder(&sink)
-        .service("orders")
-        .build()
-        .unwrap()
-        .new_metrics();
+    let m = layer_with_service(&sink).new_metrics();
     m.add_dimensions([("b", "1"), ("c", "1")]).unwrap();
     m.add_dimensions([("c", "1"), ("b", "1")]).unwrap();
     m.add_dimensions([("b", "1"), ("c", "1")]).unwrap();

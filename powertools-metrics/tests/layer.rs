@@ -33,6 +33,19 @@ where
         .await
 }
 
+/// The error of an invocation behind `layer` (`raise_on_empty_metrics`) whose handler adds no
+/// metric: `EmptyMetrics`.
+async fn fails_for_adding_nothing(layer: &MetricsLayer) -> ServiceError<lambda_runtime::Error> {
+    let error = invoke(layer, |_| async { Ok(json!("ok")) })
+        .await
+        .expect_err("an invocation without metrics fails");
+    assert!(
+        matches!(error, ServiceError::Metrics(Error::EmptyMetrics)),
+        "{error:?}"
+    );
+    error
+}
+
 async fn add_metrics(count: usize) -> HandlerResult {
     powertools_metrics::add_dimension("location", "Lyon")?;
     powertools_metrics::add_metadata("order_id", "o-1")?;
@@ -294,13 +307,7 @@ async fn an_empty_invocation_warns_once_by_default_and_fails_when_configured() {
     );
 
     let strict = builder(&sink).raise_on_empty_metrics(true).build().unwrap();
-    let error = invoke(&strict, |_| async { Ok(json!("ok")) })
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, ServiceError::Metrics(Error::EmptyMetrics)),
-        "{error:?}"
-    );
+    let error = fails_for_adding_nothing(&strict).await;
     let diagnostic = lambda_runtime::Diagnostic::from(error);
     assert_eq!(diagnostic.error_type, "SchemaValidationError");
     assert!(sink.lines().is_empty());
@@ -332,13 +339,7 @@ async fn an_invocation_that_flushed_its_own_metrics_is_not_one_without_metrics()
     assert_eq!(sink.documents()[0]["Baked"], 1.0);
 
     // And the next invocation, which adds nothing, still fails
-    let error = invoke(&strict, |_| async { Ok(json!("ok")) })
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, ServiceError::Metrics(Error::EmptyMetrics)),
-        "{error:?}"
-    );
+    fails_for_adding_nothing(&strict).await;
 }
 
 #[tokio::test]
