@@ -50,7 +50,7 @@ pub(crate) fn carries(metadata: &tracing::Metadata<'_>) -> bool {
 }
 
 /// The layer that keeps the invocation's context on [`carries`]' spans and attaches it while
-/// they are entered. Filtered to them by [`CarriedSpans`].
+/// they are entered. Filtered to them by [`CarriedSpans`], so its callbacks see no other span.
 pub(crate) struct ContextCarrier;
 
 /// [`ContextCarrier`]'s filter: [`carries`]' spans, decided once per callsite, so that no other
@@ -81,10 +81,7 @@ where
 {
     /// A span made inside an invocation (the logging layer inside the tracing layer) keeps its
     /// context.
-    fn on_new_span(&self, attributes: &Attributes<'_>, id: &Id, ctx: LayerContext<'_, S>) {
-        if !carries(attributes.metadata()) {
-            return;
-        }
+    fn on_new_span(&self, _attributes: &Attributes<'_>, id: &Id, ctx: LayerContext<'_, S>) {
         let Some(context) = invocation_context() else {
             return;
         };
@@ -97,9 +94,6 @@ where
         let Some(span) = ctx.span(id) else {
             return;
         };
-        if !carries(span.metadata()) {
-            return;
-        }
         let Some(context) = span
             .extensions()
             .get::<Carried>()
@@ -112,25 +106,25 @@ where
     }
 
     fn on_exit(&self, id: &Id, _ctx: LayerContext<'_, S>) {
-        // Taken out of the stack before it is dropped: dropping it detaches the context, which
-        // must not happen with the stack borrowed.
-        let guard = ATTACHED.with(|attached| {
-            let mut attached = attached.borrow_mut();
-            let at = attached.iter().rposition(|(entered, _)| entered == id)?;
-            Some(attached.remove(at))
-        });
-        drop(guard);
+        detach(id);
     }
 
     fn on_close(&self, id: Id, _ctx: LayerContext<'_, S>) {
         // A span closed while entered (a guard leaked): its context goes with it.
-        let guard = ATTACHED.with(|attached| {
-            let mut attached = attached.borrow_mut();
-            let at = attached.iter().rposition(|(entered, _)| *entered == id)?;
-            Some(attached.remove(at))
-        });
-        drop(guard);
+        detach(&id);
     }
+}
+
+/// Detaches the context the innermost entering of span `id` on this thread attached.
+fn detach(id: &Id) {
+    // Taken out of the stack before it is dropped: dropping it detaches the context, which must
+    // not happen with the stack borrowed.
+    let guard = ATTACHED.with(|attached| {
+        let mut attached = attached.borrow_mut();
+        let at = attached.iter().rposition(|(entered, _)| entered == id)?;
+        Some(attached.remove(at))
+    });
+    drop(guard);
 }
 
 /// Whether the current OpenTelemetry context is a traced invocation's.

@@ -46,10 +46,13 @@ pub fn inject_trace_headers(headers: &mut http::HeaderMap) {
         }
     }
     TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
-    XrayPropagator::default().inject_context(
-        &without_x_ray_s_own_fields(context),
-        &mut HeaderInjector(headers),
-    );
+    inject_x_ray(context, &mut HeaderInjector(headers));
+}
+
+/// Writes `context`'s `X-Amzn-Trace-Id` into `injector`, without trace state named like X-Ray's
+/// own fields ([`without_x_ray_s_own_fields`]).
+fn inject_x_ray(context: opentelemetry::Context, injector: &mut dyn Injector) {
+    XrayPropagator::default().inject_context(&without_x_ray_s_own_fields(context), injector);
 }
 
 /// The `X-Amzn-Trace-Id` value of `context`'s span (its trace, itself as the parent, its
@@ -66,7 +69,7 @@ pub(crate) fn x_ray_header(context: opentelemetry::Context) -> Option<String> {
         return None;
     }
     let mut captured = Captured(None);
-    XrayPropagator::default().inject_context(&without_x_ray_s_own_fields(context), &mut captured);
+    inject_x_ray(context, &mut captured);
     captured.0
 }
 
