@@ -511,6 +511,7 @@ impl<St: IdempotencyStore> Engine<St> {
                 response_data: None,
                 payload_hash: payload_hash.clone(),
                 claim_id: Some(new_claim_id()),
+                not_stored_reason: None,
             };
             // Boxed, as the take-back below: a claim's futures are many deep (the store
             // timeout, the store's own, a store of the user's wrapping another), and a function
@@ -689,6 +690,7 @@ impl<St: IdempotencyStore> Engine<St> {
             return Err(Error::ResponseNotStored {
                 key: record.key.clone(),
                 expires_at: record.expiry_timestamp,
+                reason: record.not_stored_reason.clone(),
                 store: self.store.describe_store(),
             });
         };
@@ -914,20 +916,17 @@ impl<St: IdempotencyStore> Engine<St> {
         let (now_s, _) = epoch(SystemTime::now());
         record.status = Status::Completed;
         record.expiry_timestamp = now_s.saturating_add(expires_after_secs(&self.settings));
-        record.response_data = match data {
-            Ok(data) => Some(data),
-            Err(reason) => {
-                warn_not_stored(&record.key, &reason);
-                None
-            }
-        };
+        match data {
+            Ok(data) => record.response_data = Some(data),
+            Err(reason) => not_stored(&mut record, &reason),
+        }
         let mut outcome = self
             .bounded(deadline, StoreCall::Update, self.store.update(&record))
             .await;
         if let Err(StoreError::ItemTooLarge { reason, .. }) = &outcome {
             // The store measured it over the limit after all: complete without the response.
-            warn_not_stored(&record.key, reason);
-            record.response_data = None;
+            let reason = reason.clone();
+            not_stored(&mut record, &reason);
             outcome = self
                 .bounded(deadline, StoreCall::Update, self.store.update(&record))
                 .await;
@@ -1049,7 +1048,12 @@ fn storable_response<R: Serialize + DeserializeOwned>(
             } else {
                 ""
             };
-            format!("its JSON would not read back into the response type ({error}){build}")
+            // Without the values serde's message may quote: the reason is kept in the record
+            // and said to every duplicate, as `StoredResponseUnreadable` says its own.
+            format!(
+                "its JSON would not read back into the response type ({}){build}",
+                powertools_core::serde_message::without_values(&error.to_string())
+            )
         })?;
         // Whether that `f32` was buffered shows only in what reads back: the `f32`s of both,
         // compared as sets with their counts (a map or set may write its entries in another
@@ -1206,9 +1210,12 @@ async fn until<F: Future>(at: tokio::time::Instant, future: F) -> Option<F::Outp
     tokio::time::timeout_at(at, future).await.ok()
 }
 
-fn warn_not_stored(key: &str, reason: &str) {
+/// Completes `record` without its response, keeping why, with a warning.
+fn not_stored(record: &mut DataRecord, reason: &str) {
+    record.response_data = None;
+    record.not_stored_reason = Some(crate::record::not_stored_reason(reason));
     tracing::warn!(
-        key,
+        key = record.key,
         reason,
         "the handler succeeded but its response cannot be stored: the record is completed \
          without it, this caller gets the response, and duplicates get \
@@ -1309,6 +1316,7 @@ fn fence_for(claim: &DataRecord, fenced_at_ms: i64) -> DataRecord {
         // Marked, so that a claim refused by it is never validated against it, nor told the key
         // is in progress while its clock has not passed the fence's deadline.
         claim_id: Some(format!("{FENCE_ID_PREFIX}{}", new_claim_id())),
+        not_stored_reason: None,
     }
 }
 

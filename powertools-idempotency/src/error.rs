@@ -106,13 +106,18 @@ pub enum Error<E = Infallible> {
     /// store's item limit (DynamoDB: 400 KB), not representable as JSON (NaN, ±Infinity, a
     /// map with non-string keys), or its `Serialize` failed or panicked. The handler's side
     /// effects happened once and are not run again until the record expires; the first caller
-    /// got the response. The record does not keep the reason: the warning the first call
-    /// logged names it.
+    /// got the response. The record keeps why ([`DataRecord::not_stored_reason`]), which the
+    /// error says; the first call's warning said it too.
+    ///
+    /// [`DataRecord::not_stored_reason`]: crate::DataRecord::not_stored_reason
     ResponseNotStored {
         /// The idempotency key.
         key: String,
         /// End of the idempotency window, in epoch seconds.
         expires_at: i64,
+        /// Why the response was not stored, as the record keeps it; `None` for a record written
+        /// by a version or a store that does not keep it.
+        reason: Option<String>,
         /// The store that holds the record, as it names itself; `None` for a store that does
         /// not.
         store: Option<String>,
@@ -317,11 +322,13 @@ impl<E> fmt::Debug for OwnDebug<'_, E> {
             Error::ResponseNotStored {
                 key,
                 expires_at,
+                reason,
                 store,
             } => f
                 .debug_struct("ResponseNotStored")
                 .field("key", key)
                 .field("expires_at", expires_at)
+                .field("reason", reason)
                 .field("store", store)
                 .finish(),
             Error::NotCompleted {
@@ -501,16 +508,29 @@ impl<E> fmt::Display for OwnMessage<'_, E> {
             Error::ResponseNotStored {
                 key,
                 expires_at,
+                reason,
                 store,
-            } => write!(
-                f,
-                "the first call with idempotency key {key}{} succeeded, but its response could \
-                 not be stored (over the item size limit, not valid JSON, or its serialization \
-                 failed: the warning that call logged says which); the handler does not run \
-                 again before the record expires at {} (epoch {expires_at})",
-                InStore(store),
-                crate::record::rfc3339_seconds(*expires_at)
-            ),
+            } => {
+                write!(
+                    f,
+                    "the first call with idempotency key {key}{} succeeded, but its response \
+                     could not be stored",
+                    InStore(store)
+                )?;
+                match reason {
+                    Some(reason) => write!(f, ": {reason}")?,
+                    None => f.write_str(
+                        " (over the item size limit, not valid JSON, or its serialization \
+                         failed: the warning that call logged says which)",
+                    )?,
+                }
+                write!(
+                    f,
+                    "; the handler does not run again before the record expires at {} (epoch \
+                     {expires_at})",
+                    crate::record::rfc3339_seconds(*expires_at)
+                )
+            }
             Error::NotCompleted {
                 key,
                 in_progress_until,
@@ -695,10 +715,12 @@ impl<E> Error<E> {
             Error::ResponseNotStored {
                 key,
                 expires_at,
+                reason,
                 store,
             } => Error::ResponseNotStored {
                 key,
                 expires_at,
+                reason,
                 store,
             },
             Error::NotCompleted {
@@ -841,6 +863,7 @@ mod tests {
             Error::ResponseNotStored {
                 key: "k".to_owned(),
                 expires_at: -1,
+                reason: None,
                 store: None,
             },
             Error::NotCompleted {

@@ -90,7 +90,7 @@
 //! | handler panics inside its future | released, as above | [`Error::HandlerPanicked`] (also when nothing was claimed: idempotency off, or a missing key allowed) | runs the handler again |
 //! | handler panics before its future exists (in a service's `call`, or in the closure given to `run`) | released, as above | the panic, resumed | runs the handler again |
 //! | handler panics in a build whose panics abort (`panic = "abort"`, which `cargo lambda build --release` sets without a `[profile.release]`; a warning says so at the first call) | stays `INPROGRESS` until the invocation's deadline: the process ends | nothing (Lambda reports the runtime's exit) | [`Error::AlreadyInProgress`] until the deadline, then runs again |
-//! | response can't be stored (over [`MAX_ITEM_SIZE`], NaN or ±Infinity, refused by serde_json, or JSON that does not read back into the response type) | `COMPLETED` without a response; a warning is logged | the response | [`Error::ResponseNotStored`] until the window ends: the side effects never run twice |
+//! | response can't be stored (over [`MAX_ITEM_SIZE`], NaN or ±Infinity, refused by serde_json, or JSON that does not read back into the response type) | `COMPLETED` without a response, with why ([`DataRecord::not_stored_reason`]); a warning is logged | the response | [`Error::ResponseNotStored`] until the window ends: the side effects never run twice |
 //! | handler still running at the invocation's deadline (its future is dropped there, at its next `.await`; Lambda Managed Instances do not stop a timed-out invocation; work it spawned runs on) | stays `INPROGRESS`, its deadline passed | [`Error::HandlerTimedOut`] (Lambda has answered its invoker with a timeout) | runs the handler again, without this one beside it |
 //! | invocation times out, the process dies, or the future is dropped after the claim (a `tokio::time::timeout` or `select!` around `run`, say) | stays `INPROGRESS` until the invocation's deadline | Lambda's timeout (or nothing: the future is gone) | [`Error::AlreadyInProgress`] until the deadline, then runs again |
 //! | store down or hung before the claim | none: a write that never went out (no credentials to sign it with) stored nothing and is not taken back; a write that went unanswered (a timeout, a cut connection; or was answered with throttling or HTTP 5xx, which the SDK retries after an attempt that may have landed; not a refusal such as `AccessDeniedException`) may have landed, or may land later (a slow network, an SDK retry in flight), and is taken back within a second: a fence is written in its place, a record whose in-progress deadline is the moment it is written, which the late write (whose condition compares with the moment it was sent) cannot replace and any later claim can; the claim, if it landed, is replaced with a fence that keeps its deadline instead, in one write, only while it is this claim (if that fails too, it is deleted as far as a delete can and a warning says it may hold the key, `INPROGRESS`, until the invocation's deadline); a retry that claims the key over the fence and fails leaves a fence of its own in turn, with its claim's deadline, never a free key the late write could take; and when another invocation's claim holds the key (one whose deadline was still ahead when the write was sent), the take-back leaves it there: what comes after it (its completion; its fence, should its handler fail or its own write be taken back, with its deadline; a claim after that deadline) refuses the write too | [`Error::Persistence`], the handler never ran; when the SDK's own retry of the write found the one that landed, the claim knows it for its own by its id ([`DataRecord::claim_id`]) and the handler runs, once | runs (or [`Error::AlreadyInProgress`] until the deadline, when taking the claim back failed too) |
@@ -183,7 +183,9 @@
 //!   record in progress, so a retry runs them again.
 //! - The stored response (`data`) is compact JSON with UTF-8 as it is, in the response type's
 //!   field order, where Python writes `json.dumps(sort_keys=True)` (`", "` between members,
-//!   `\u00e9` escapes); records also hold a `claim_id` attribute (see fences below). Each runtime
+//!   `\u00e9` escapes); records also hold a `claim_id` attribute (see fences below), and one
+//!   completed without its response a `not_stored_reason` (why: Python has no such record).
+//!   Each runtime
 //!   reads only its own records (their keys differ), so nothing reads the other's text.
 //! - Without a function name (`Context::default()`, a local run) the key prefix is `test-func`,
 //!   as in Python: every nameless context shares it; set `key_prefix`, or name the test context.
@@ -266,4 +268,4 @@ pub use layer::{IdempotencyLayer, IdempotencyService};
 #[cfg_attr(docsrs, doc(cfg(feature = "dynamodb")))]
 pub use persistence::{DynamoDbError, DynamoDbStore, DynamoDbStoreBuilder};
 pub use persistence::{IdempotencyStore, InMemoryStore, PutOutcome, StoreCall, StoreError};
-pub use record::{DataRecord, RecordState, Status};
+pub use record::{DataRecord, MAX_NOT_STORED_REASON_BYTES, RecordState, Status};

@@ -88,6 +88,30 @@ pub struct DataRecord {
     /// and knows it for its own, where another invocation's claim is refused. A store keeps it
     /// as it keeps the other attributes (`DynamoDbStore`: the attribute `claim_id`).
     pub claim_id: Option<String>,
+    /// Why a completed record holds no response: it could not be stored faithfully (over the
+    /// item limit, a float JSON cannot hold, …), so that its duplicates' error
+    /// ([`Error::ResponseNotStored`](crate::Error::ResponseNotStored)) says why, where only the
+    /// first call's warning did. At most [`MAX_NOT_STORED_REASON_BYTES`] bytes. A store keeps
+    /// it as it keeps the response (`DynamoDbStore`: the attribute `not_stored_reason`).
+    pub not_stored_reason: Option<String>,
+}
+
+/// The most bytes of [`DataRecord::not_stored_reason`]: a reason may quote a `Serialize`
+/// implementation's own error, whatever its length, and the record must stay far under the
+/// store's item limit.
+pub const MAX_NOT_STORED_REASON_BYTES: usize = 1024;
+
+/// `reason` cut to at most [`MAX_NOT_STORED_REASON_BYTES`] bytes on a character boundary, with
+/// `…` where it was cut.
+pub(crate) fn not_stored_reason(reason: &str) -> String {
+    if reason.len() <= MAX_NOT_STORED_REASON_BYTES {
+        return reason.to_owned();
+    }
+    let end = powertools_core::text::floor_char_boundary(
+        reason,
+        MAX_NOT_STORED_REASON_BYTES - '…'.len_utf8(),
+    );
+    format!("{}…", &reason[..end])
 }
 
 impl Clone for DataRecord {
@@ -100,6 +124,7 @@ impl Clone for DataRecord {
             response_data: self.response_data.clone(),
             payload_hash: self.payload_hash.clone(),
             claim_id: self.claim_id.clone(),
+            not_stored_reason: self.not_stored_reason.clone(),
         }
     }
 
@@ -112,6 +137,7 @@ impl Clone for DataRecord {
         self.response_data.clone_from(&source.response_data);
         self.payload_hash.clone_from(&source.payload_hash);
         self.claim_id.clone_from(&source.claim_id);
+        self.not_stored_reason.clone_from(&source.not_stored_reason);
     }
 }
 
@@ -127,6 +153,7 @@ impl DataRecord {
             response_data: None,
             payload_hash: None,
             claim_id: None,
+            not_stored_reason: None,
         }
     }
 
@@ -260,7 +287,21 @@ mod tests {
             response_data: None,
             payload_hash: None,
             claim_id: None,
+            not_stored_reason: None,
         }
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_on_a_character_boundary_within_its_limit() {
+        let short = "x".repeat(MAX_NOT_STORED_REASON_BYTES);
+        assert_eq!(not_stored_reason(&short), short);
+        // `é` is two bytes: the limit falls inside one; 3 bytes of `…` need room too.
+        let long = format!("a{}", "é".repeat(MAX_NOT_STORED_REASON_BYTES));
+        let cut = not_stored_reason(&long);
+        assert!(cut.len() <= MAX_NOT_STORED_REASON_BYTES, "{}", cut.len());
+        assert!(cut.len() > MAX_NOT_STORED_REASON_BYTES - 5, "{}", cut.len());
+        assert!(cut.ends_with("é…"), "{cut}");
+        assert!(long.starts_with(cut.trim_end_matches('…')));
     }
 
     #[test]
@@ -269,10 +310,13 @@ mod tests {
             .with_response_data(r#"{"ok":true}"#)
             .with_payload_hash("9f86d0");
         let mut bare = record(Status::InProgress, 3, Some(7));
+        let mut not_stored = record(Status::Completed, 5, None);
+        not_stored.not_stored_reason = Some("over the item limit".into());
         let shapes = [
             full.clone(),
             bare.clone(),
             record(Status::Completed, 0, None),
+            not_stored,
         ];
         for source in &shapes {
             for target in &shapes {

@@ -3659,9 +3659,33 @@ async fn store_item_too_large_on_update_completes_without_response() {
         .await;
     assert_eq!(variant(&duplicate), "IdempotencyResponseNotStoredError");
     assert_eq!(n.load(SeqCst), 1);
-    // The record does not keep why: the message says where to find it (it named two of the
-    // three causes, not a `Serialize` that failed; found by an attack from the docs).
+    // The record keeps why, as the store said it, and the duplicate's error says it.
+    assert_eq!(
+        record.not_stored_reason.as_deref(),
+        Some("Item size to update has exceeded the maximum allowed size")
+    );
     let message = duplicate.expect_err("not stored").to_string();
+    assert!(
+        message.contains(
+            "its response could not be stored: Item size to update has exceeded the maximum \
+             allowed size; the handler does not run again"
+        ),
+        "{message}"
+    );
+}
+
+/// A record without a reason (written by a store that does not keep it, or by an earlier
+/// version) still says where the reason is: the first call's warning (it named two of the
+/// three causes, not a `Serialize` that failed; found by an attack from the docs).
+#[test]
+fn a_record_without_its_reason_says_where_to_find_it() {
+    let error = Error::<std::io::Error>::ResponseNotStored {
+        key: "k".to_owned(),
+        expires_at: 0,
+        reason: None,
+        store: None,
+    };
+    let message = error.to_string();
     assert!(
         message.contains("its serialization failed: the warning that call logged says which"),
         "{message}"
@@ -4137,6 +4161,35 @@ where
         .run(&ctx(), "x", 1, |_| async { Ok::<R, HE>(unreachable!()) })
         .await;
     (first, duplicate)
+}
+
+/// Duplicates of a response that was not stored are told why (the record keeps the reason),
+/// without the values serde's message quotes: a response that would not read back was said with
+/// serde's message, `invalid type: string "4111 …"`, which the duplicates' error would now say
+/// to every caller, as `StoredResponseUnreadable` never does.
+#[tokio::test]
+async fn a_duplicate_is_told_why_the_response_was_not_stored_without_its_values() {
+    // Map keys that are integers are written as strings, which a buffered value (an internally
+    // tagged enum) keeps as strings: serde's message quotes the key.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type")]
+    enum Receipt {
+        Charged { by_card: BTreeMap<u64, u32> },
+    }
+    let (first, duplicate) = first_and_duplicate(Receipt::Charged {
+        by_card: BTreeMap::from([(4111_1111_1111_1111, 1)]),
+    })
+    .await;
+    assert!(matches!(first, Receipt::Charged { .. }));
+    let message = duplicate.expect_err("not stored").to_string();
+    assert!(
+        message.contains(
+            "could not be stored: its JSON would not read back into the response type (invalid \
+             type (the value is left out), expected u64)"
+        ),
+        "{message}"
+    );
+    assert!(!message.contains("4111"), "{message}");
 }
 
 /// A response whose JSON holds one key twice in an object is not stored, and duplicates get

@@ -448,7 +448,8 @@ struct Receipt {
     ratio: Option<f64>,
 }
 
-async fn unstorable(response: Receipt) {
+/// `cause`: what the duplicates' error says of why the response was not stored.
+async fn unstorable(response: Receipt, cause: &str) {
     let store = InMemoryStore::new();
     let idempotency = idempotency(&store);
     let executions = Arc::new(AtomicUsize::new(0));
@@ -472,7 +473,8 @@ async fn unstorable(response: Receipt) {
     let record = store.record(&store_key(&store)).expect("the record stays");
     assert_eq!(record.status, Status::Completed);
     assert_eq!(record.response_data, None);
-    // A duplicate is told, and does not charge again.
+    // A duplicate is told, and why: the record keeps the reason (the first call's warning was
+    // the only place that said it), and does not charge again.
     for _ in 0..2 {
         let error = idempotency
             .run(&context, "charge", "pay-1", charge())
@@ -483,26 +485,33 @@ async fn unstorable(response: Receipt) {
             "{error:?}"
         );
         assert_eq!(error.error_type(), "IdempotencyResponseNotStoredError");
+        assert!(error.to_string().contains(cause), "{cause:?} in: {error}");
     }
     assert_eq!(executions.load(Ordering::SeqCst), 1, "charged once");
 }
 
 #[tokio::test]
 async fn a_response_over_the_item_limit_is_returned_once_and_never_runs_again() {
-    unstorable(Receipt {
-        echoed: "x".repeat(500 * 1024),
-        ratio: Some(1.0),
-    })
+    unstorable(
+        Receipt {
+            echoed: "x".repeat(500 * 1024),
+            ratio: Some(1.0),
+        },
+        "over the 409600-byte item limit",
+    )
     .await;
 }
 
 #[tokio::test]
 async fn a_response_with_nan_or_infinity_is_returned_once_and_never_runs_again() {
     for ratio in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-        unstorable(Receipt {
-            echoed: "small".into(),
-            ratio: Some(ratio),
-        })
+        unstorable(
+            Receipt {
+                echoed: "small".into(),
+                ratio: Some(ratio),
+            },
+            &format!("it holds {ratio}, which JSON cannot represent"),
+        )
         .await;
     }
 }

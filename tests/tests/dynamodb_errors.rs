@@ -811,3 +811,23 @@ fn an_attribute_name_with_a_control_character_or_white_space_at_an_end_is_refuse
         .expect("white space inside a name is DynamoDB's to take");
     }
 }
+
+/// The attributes the store writes of its own (a claim's id, why a response was not stored)
+/// cannot be configured as another attribute: a completion would write the reason over the
+/// response, or a claim's id over its status.
+#[test]
+fn an_attribute_named_as_one_the_store_writes_of_its_own_is_refused() {
+    let client = client_for("http://127.0.0.1:9");
+    for (name, says) in [
+        ("claim_id", "claim ids"),
+        ("not_stored_reason", "holds no response"),
+    ] {
+        let error = DynamoDbStore::builder(client.clone(), "orders")
+            .data_attr(name)
+            .build()
+            .err()
+            .unwrap_or_else(|| panic!("data_attr {name:?} is refused"));
+        assert_eq!(error.error_type(), "IdempotencyConfigurationError");
+        assert_mentions(&error.to_string(), &["data_attr", name, says]);
+    }
+}

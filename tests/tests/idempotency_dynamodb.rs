@@ -666,7 +666,10 @@ async fn a_response_that_cannot_be_stored_is_returned_once_and_never_executes_ag
         },
     ));
 
-    for (id, amount) in [("pay-12", 0), ("pay-13", 1)] {
+    for (id, amount, cause) in [
+        ("pay-12", 0, "-byte item limit"),
+        ("pay-13", 1, "it holds NaN, which JSON cannot represent"),
+    ] {
         let first = invoke(&mut service, TestContext::new().event(payment(id, amount)))
             .await
             .expect("the first caller gets its response");
@@ -676,6 +679,11 @@ async fn a_response_that_cannot_be_stored_is_returned_once_and_never_executes_ag
             .expect("the record is kept, never deleted");
         assert_eq!(item["status"], AttributeValue::S("COMPLETED".into()));
         assert!(!item.contains_key("data"), "no response stored for {id}");
+        // The record says why, for the duplicates (and whoever reads the table).
+        let Some(AttributeValue::S(reason)) = item.get("not_stored_reason") else {
+            panic!("the record keeps why its response was not stored: {item:?}");
+        };
+        assert!(reason.contains(cause), "{cause:?} in {reason:?}");
         for _ in 0..2 {
             let error = invoke(&mut service, TestContext::new().event(payment(id, amount)))
                 .await
@@ -684,6 +692,7 @@ async fn a_response_that_cannot_be_stored_is_returned_once_and_never_executes_ag
                 matches!(error, Error::ResponseNotStored { .. }),
                 "{error:?}"
             );
+            assert!(error.to_string().contains(cause), "{cause:?} in: {error}");
             assert_eq!(
                 lambda_runtime::Diagnostic::from(error).error_type,
                 "IdempotencyResponseNotStoredError"

@@ -47,6 +47,9 @@ pub(crate) const DELETE_CONDITION_WITHOUT_EXPIRY: &str =
 
 /// The attribute of an in-progress record's claim id ([`DataRecord::claim_id`]).
 pub(crate) const CLAIM_ID_ATTR: &str = "claim_id";
+/// The attribute of why a completed record holds no response
+/// ([`DataRecord::not_stored_reason`]).
+pub(crate) const NOT_STORED_REASON_ATTR: &str = "not_stored_reason";
 
 /// The conditional write that claims a key: no record, an expired one, or an in-progress one
 /// whose invocation deadline has passed. The same three clauses as every Powertools runtime.
@@ -433,6 +436,12 @@ impl DynamoDbStore {
                 AttributeValue::S(claim_id.clone()),
             );
         }
+        if let Some(reason) = &record.not_stored_reason {
+            item.insert(
+                NOT_STORED_REASON_ATTR.to_owned(),
+                AttributeValue::S(reason.clone()),
+            );
+        }
         item
     }
 
@@ -505,6 +514,7 @@ impl DynamoDbStore {
             response_data: string(&settings.data_attr)?,
             payload_hash: string(&settings.validation_key_attr)?,
             claim_id: string(CLAIM_ID_ATTR)?,
+            not_stored_reason: string(NOT_STORED_REASON_ATTR)?,
             key,
         })
     }
@@ -651,6 +661,12 @@ impl DynamoDbStoreBuilder {
             if name.as_str() == CLAIM_ID_ATTR {
                 return Err(Error::Config(format!(
                     "{setting} is {CLAIM_ID_ATTR:?}, the attribute of in-progress records' claim ids"
+                )));
+            }
+            if name.as_str() == NOT_STORED_REASON_ATTR {
+                return Err(Error::Config(format!(
+                    "{setting} is {NOT_STORED_REASON_ATTR:?}, the attribute of why a completed \
+                     record holds no response"
                 )));
             }
         }
@@ -1663,6 +1679,15 @@ impl IdempotencyStore for DynamoDbStore {
                 .expression_attribute_names("#validation_key", &settings.validation_key_attr)
                 .expression_attribute_values(":validation_key", AttributeValue::S(hash.clone()));
         }
+        if let Some(reason) = &record.not_stored_reason {
+            expression.push_str(", #not_stored_reason = :not_stored_reason");
+            update = update
+                .expression_attribute_names("#not_stored_reason", NOT_STORED_REASON_ATTR)
+                .expression_attribute_values(
+                    ":not_stored_reason",
+                    AttributeValue::S(reason.clone()),
+                );
+        }
         if let Some(claim_id) = &record.claim_id {
             update = update
                 .condition_expression(UPDATE_CONDITION)
@@ -2496,6 +2521,7 @@ mod tests {
                 response_data: Some("{\"ok\":true}".into()),
                 payload_hash: Some("abc".into()),
                 claim_id: None,
+                not_stored_reason: None,
             }
         );
     }

@@ -110,7 +110,8 @@ pub trait IdempotencyStore: Clone + Send + Sync + 'static {
         now: SystemTime,
     ) -> impl Future<Output = Result<PutOutcome, StoreError>> + Send;
 
-    /// Overwrites the status, expiry, response and validation hash of `record`'s key: **only
+    /// Overwrites the status, expiry, response (or [why it was not
+    /// stored](DataRecord::not_stored_reason)) and validation hash of `record`'s key: **only
     /// while** the stored record is `record`'s claim (the same [`claim_id`](DataRecord::claim_id))
     /// when `record` has a claim id, atomically; otherwise [`StoreError::ClaimReplaced`], the
     /// stored record left as it is. A completion that reaches the store late (after the claim's
