@@ -84,11 +84,24 @@ impl DimensionSets {
         self.sets.push(set);
     }
 
-    /// Inserts `name` into the main set at `at`.
+    /// Inserts `name` into the main set at `at`. A set of `add_dimensions` the main set grows
+    /// into goes: written beside it, it would publish each value twice to one metric (found by
+    /// an attack from the docs: `add_dimensions([("region", …)])`, then
+    /// `add_dimension("region", …)`, wrote `[["region"],["region"]]`).
     pub(crate) fn insert_into_main(&mut self, at: usize, name: String) {
         self.count(std::slice::from_ref(&name));
         // Counted as a name, not as a set: the main set's brackets are counted already.
         self.sets[0].insert(at, name);
+        if self.others.is_empty() {
+            return;
+        }
+        let main = sorted(&self.sets[0]);
+        if self.others.remove(&main) {
+            if let Some(at) = self.sets[1..].iter().position(|set| sorted(set) == main) {
+                self.sets.remove(at + 1);
+            }
+            self.measure();
+        }
     }
 
     /// Drops every set but the main one, which `change` then changes in place.
@@ -235,6 +248,17 @@ mod tests {
         assert_eq!(sets.main(), names(&["env", "région", "service"]));
         assert!(sets.contains(&names(&["env", "région", "service"])));
         assert_measured(&sets);
+        // The main set grown into another set: that one goes.
+        sets.push(names(&["tier", "service", "région", "env"]));
+        assert_eq!(sets.all().len(), 4);
+        sets.insert_into_main(3, "tier".to_owned());
+        assert_eq!(sets.main(), names(&["env", "région", "service", "tier"]));
+        assert_eq!(sets.all().len(), 3);
+        assert_measured(&sets);
+        sets.keep_main(|main| main.retain(|name| name != "tier"));
+        sets.push(names(&["env", "tenant"]));
+        sets.push(names(&["env", "quo\"ted\u{1}"]));
+        assert_eq!(sets.all().len(), 3);
         sets.rebuild(|all| {
             all.into_iter()
                 .filter(|set| !set.contains(&"tenant".to_owned()))

@@ -468,7 +468,10 @@ impl State {
                         .any(|name| !defaults.iter().any(|(default, _)| default == name));
                 // The main set (first) is always kept, and a set the same as one kept before
                 // it goes.
-                if (index == 0 || asked_for) && seen.insert(set.clone()) {
+                // Compared sorted: CloudWatch's metric identity ignores the order.
+                let mut names = set.clone();
+                names.sort_unstable();
+                if (index == 0 || asked_for) && seen.insert(names) {
                     kept.push(set);
                 }
             }
@@ -532,6 +535,33 @@ fn check_log_level_keys(settings: &Settings, name: &str) -> Result<(), Error> {
         return Err(collision(name, "a key Lambda's log-level filter reads"));
     }
     Ok(())
+}
+
+/// Why a value CloudWatch refuses (`rule`, as [`validate::dimension`] says it) is refused for a
+/// dimension set when the layer was built, which cannot be kept as metadata instead.
+fn configured_refusal(rule: &'static str, service: bool) -> &'static str {
+    let long = rule == validate::VALUE_TOO_LONG;
+    match (long, service) {
+        (true, true) => {
+            "the value is longer than 1024 characters, and the service, set when the layer was \
+             built, stays a dimension of every document: its value cannot be kept as metadata \
+             instead"
+        }
+        (true, false) => {
+            "the value is longer than 1024 characters, and a default dimension, set when the \
+             layer was built, stays a dimension of every document: its value cannot be kept as \
+             metadata instead"
+        }
+        (false, true) => {
+            "the value must be printable ASCII, and the service, set when the layer was built, \
+             stays a dimension of every document: its value cannot be kept as metadata instead"
+        }
+        (false, false) => {
+            "the value must be printable ASCII, and a default dimension, set when the layer was \
+             built, stays a dimension of every document: its value cannot be kept as metadata \
+             instead"
+        }
+    }
 }
 
 fn collision(name: &str, used_as: &'static str) -> Error {
@@ -690,8 +720,8 @@ impl Metrics {
     /// # Errors
     /// An invalid name, a 31st dimension in the set (30 with `service`), a name already used
     /// by a metric or metadata, or a value CloudWatch refuses for `service` or a default
-    /// dimension (set when the layer was built, they stay dimensions: `NameCollision`, "a
-    /// default dimension").
+    /// dimension (set when the layer was built, they stay dimensions: `InvalidDimension`, with
+    /// the rule the value breaks).
     pub fn add_dimension(&self, name: &str, value: &str) -> Result<(), Error> {
         if self.locked_here() {
             let (name, value) = (name.to_owned(), value.to_owned());
@@ -772,7 +802,7 @@ impl Metrics {
             // was (a first version removed the dimension, then found no room for the metadata;
             // found by a review).
             let mut state = self.lock();
-            let (added, freed) = self.check_refused(&state, name, &value_json)?;
+            let (added, freed) = self.check_refused(&state, name, (value, reason), &value_json)?;
             state.check_context_room(name, added, freed)?;
             (
                 self.apply_refused(&mut state, name, value_json),
@@ -793,16 +823,23 @@ impl Metrics {
         &self,
         state: &State,
         name: &str,
-        value: &Value,
+        (value, reason): (&str, &'static str),
+        value_json: &Value,
     ) -> Result<(usize, usize), Error> {
         if state.metadata.contains_key(name) && !state.refused_dimensions.contains(name) {
             return Err(collision(name, "metadata"));
         }
         let is_dimension = state.dimension_value(name).is_some();
         // A new value replaces a dimension's, and this one is kept as metadata: it replaces
-        // the dimension, except one set at build, which every document has.
+        // the dimension, except one set at build, which every document has. Refused with the
+        // rule it breaks (it said the name was "already used as a default dimension", for the
+        // service too: found by an attack from the docs).
         if is_dimension && self.is_configured_dimension(name) {
-            return Err(collision(name, "a default dimension"));
+            return Err(Error::InvalidDimension {
+                name: name.to_owned(),
+                value: value.to_owned(),
+                reason: configured_refusal(reason, name == SERVICE),
+            });
         }
         self.check_metadata_key(state, name)?;
         let freed = state
@@ -814,7 +851,7 @@ impl Metrics {
             } else {
                 0
             };
-        Ok((json_len(name, value), freed))
+        Ok((json_len(name, value_json), freed))
     }
 
     /// Keeps `name`'s refused value as metadata (checked by [`check_refused`]), and returns
@@ -920,12 +957,13 @@ impl Metrics {
             // what the call adds and what it frees, together.
             let (mut added, mut freed) = (0, 0);
             let mut refused_values = Vec::with_capacity(refused.len());
-            for (name, value, _) in &refused {
-                let value = Value::from(*value);
-                let (adds, frees) = self.check_refused(&state, name, &value)?;
+            for (name, value, reason) in &refused {
+                let value_json = Value::from(*value);
+                let (adds, frees) =
+                    self.check_refused(&state, name, (value, reason), &value_json)?;
                 added += adds;
                 freed += frees;
-                refused_values.push(value);
+                refused_values.push(value_json);
             }
             let set = if valid.is_empty() {
                 None

@@ -28,8 +28,10 @@ use crate::{Error, Metrics, Unit};
 /// - a name holds one kind in a document: a gauge's value for a name a histogram (or counter, or
 ///   `add_metric`) already holds there is not recorded, and a warning names the kind that holds
 ///   it (mixing them would replace the samples, or add a gauge's step to a count);
-/// - labels become dimensions, in a document of their own per label set, so that they never
-///   change the dimensions of the invocation's other metrics; a label named `service` when the
+/// - labels become dimensions, in a document of their own per label set (the same labels in
+///   another order are the same set, written in the labels' name order: CloudWatch's metric
+///   identity ignores the order), so that they never change the dimensions of the invocation's
+///   other metrics; a label named `service` when the
 ///   layer has a service is refused with a warning (use `add_dimension("service", …)`, which
 ///   replaces it for the whole invocation); a label given twice keeps its last value (only that
 ///   one is checked), and one named as a default dimension replaces the value the invocation's
@@ -106,13 +108,19 @@ impl EmfRecorder {
             .get(crate::validate::trimmed(key.name()))
             .copied()
             .unwrap_or(default_unit);
+        let mut labels: Vec<(String, String)> = key
+            .labels()
+            .map(|label| (label.key().to_owned(), label.value().to_owned()))
+            .collect();
+        // In name order, whatever the order given: one set of labels is one label set (one
+        // document), as CloudWatch's metric identity ignores the dimensions' order (two
+        // documents published a gauge's two values to one metric; found by an attack from the
+        // docs). Stable, so that a label given twice keeps its last value.
+        labels.sort_by(|(a, _), (b, _)| a.cmp(b));
         Arc::new(FacadeMetric {
             origin,
             name: key.name().to_owned(),
-            labels: key
-                .labels()
-                .map(|label| (label.key().to_owned(), label.value().to_owned()))
-                .collect(),
+            labels,
             unit,
         })
     }

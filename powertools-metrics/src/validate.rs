@@ -164,9 +164,7 @@ pub(crate) fn dimension(name: &str, value: &str) -> Result<DimensionCheck, Error
         });
     }
     if value.len() > MAX_DIMENSION_VALUE_LEN {
-        return Ok(DimensionCheck::RefusedValue(
-            "the value is longer than 1024 characters",
-        ));
+        return Ok(DimensionCheck::RefusedValue(VALUE_TOO_LONG));
     }
     if !printable_ascii(value) {
         return Ok(DimensionCheck::RefusedValue(
@@ -175,6 +173,9 @@ pub(crate) fn dimension(name: &str, value: &str) -> Result<DimensionCheck, Error
     }
     Ok(DimensionCheck::Valid)
 }
+
+/// The reason a dimension value over 1024 characters is refused.
+pub(crate) const VALUE_TOO_LONG: &str = "the value is longer than 1024 characters";
 
 pub(crate) fn timestamp(timestamp: SystemTime, now: SystemTime) -> Result<(), Error> {
     let reason = match timestamp.duration_since(now) {

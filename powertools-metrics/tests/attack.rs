@@ -2283,3 +2283,39 @@ fn a_set_given_again_in_another_order_is_written_once() {
         json!([["service"], ["b", "c"]])
     );
 }
+
+/// A set of `add_dimensions` that the main set then grows into (its names added with
+/// `add_dimension`) is the same set: written once, not beside the main set (found by an
+/// attack from the docs: `[["region"],["region"]]`, and with a default dimension
+/// `[["env","region"],["env","region"]]`; the other order of the calls wrote it once).
+#[test]
+fn a_set_the_main_set_grows_into_is_written_once() {
+    for defaults in [&[][..], &[("env", "prod")][..]] {
+        let sink = CheckedSink::new();
+        let mut builder = MetricsLayer::builder()
+            .namespace("Attack")
+            .env(Env::from_pairs([("X", "y")]))
+            .sink(sink.clone());
+        for (name, value) in defaults {
+            builder = builder.default_dimension(*name, *value);
+        }
+        let m = builder.build().unwrap().new_metrics();
+        m.add_dimensions([("region", "eu")]).unwrap();
+        m.add_dimensions([("tier", "gold"), ("region", "eu")])
+            .unwrap();
+        m.add_dimension("region", "eu").unwrap();
+        m.add_dimension("tier", "gold").unwrap();
+        m.add_metric("Orders", 1.0, Unit::Count).unwrap();
+        m.flush().unwrap();
+        let documents = checked(&sink);
+        let expected = if defaults.is_empty() {
+            json!([["region", "tier"]])
+        } else {
+            json!([["env", "region", "tier"]])
+        };
+        assert_eq!(
+            documents[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"], expected,
+            "defaults {defaults:?}"
+        );
+    }
+}

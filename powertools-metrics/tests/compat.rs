@@ -208,14 +208,39 @@ fn a_refused_value_replaces_a_dimension_and_a_valid_value_replaces_a_refused_one
     assert_eq!(document["channel"], "web");
 
     // A default dimension (or the service) set at build keeps its value: refusing the new one
-    // says which it is, and the metrics are still written.
+    // says the rule it breaks and which it is, and the metrics are still written. It said
+    // `"service" is already used as a default dimension in this document`, a collision there
+    // was none of, for the service too (found by an attack from the docs).
     let metrics = layer.new_metrics();
-    for name in ["environment", "service"] {
-        let error = metrics.add_dimension(name, "Zürich").unwrap_err();
+    let long = "x".repeat(1025);
+    for (name, value, rule, kind) in [
+        (
+            "environment",
+            "Zürich",
+            "printable ASCII",
+            "a default dimension",
+        ),
+        ("service", "Zürich", "printable ASCII", "the service"),
+        (
+            "environment",
+            long.as_str(),
+            "longer than 1024",
+            "a default dimension",
+        ),
+        ("service", long.as_str(), "longer than 1024", "the service"),
+    ] {
+        let error = metrics.add_dimension(name, value).unwrap_err();
+        let message = error.to_string();
         assert!(
-            error.to_string().contains(name) && error.to_string().contains("default dimension"),
-            "{error}"
+            message.contains(&format!("invalid dimension \"{name}\""))
+                && message.contains(rule)
+                && message.contains(kind)
+                && !message.contains("already used"),
+            "{message}"
         );
+        assert_eq!(error.error_type(), "SchemaValidationError");
+        let error = metrics.add_dimensions([(name, value)]).unwrap_err();
+        assert!(error.to_string().contains(rule), "{error}");
     }
     metrics
         .add_metric("OrdersPlaced", 1.0, Unit::Count)
