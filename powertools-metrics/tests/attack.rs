@@ -2319,3 +2319,23 @@ fn a_set_the_main_set_grows_into_is_written_once() {
         );
     }
 }
+
+/// A refused value for a dimension of two sets takes it out of both: sets left with the same
+/// names in another order are one set (CloudWatch's metric identity ignores the order).
+#[test]
+fn sets_a_refused_dimension_leaves_the_same_in_another_order_are_written_once() {
+    let sink = CheckedSink::new();
+    let m = layer_with_service(&sink).new_metrics();
+    m.add_dimensions([("b", "1"), ("x", "1"), ("a", "1")])
+        .unwrap();
+    m.add_dimensions([("a", "1"), ("b", "1")]).unwrap();
+    m.add_dimension("x", "Zürich").unwrap();
+    m.add_metric("M", 1.0, Unit::Count).unwrap();
+    m.flush().unwrap();
+    let documents = checked(&sink);
+    assert_eq!(
+        documents[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+        json!([["service"], ["b", "a"]])
+    );
+    assert_eq!(documents[0]["x"], "Zürich");
+}
