@@ -674,6 +674,19 @@ impl<'r> Line<'r> {
         self.moved.push((original, candidate));
     }
 
+    /// Starts the member of a field given again under the same name in one event or span
+    /// (`info!(a = 1, a = 2)`): under [`RESERVED_PREFIX`] + its name, or the first free name
+    /// from it on, as a field named like a standard key, so that no value is lost.
+    pub(crate) fn repeated_key(&mut self, name: &str) {
+        let mut original = String::with_capacity(1 + name.len());
+        original.push('\u{1}');
+        original.push_str(name);
+        let mut prefixed = String::with_capacity(RESERVED_PREFIX.len() + name.len());
+        prefixed.push_str(RESERVED_PREFIX);
+        prefixed.push_str(name);
+        self.moved_key(original, prefixed);
+    }
+
     /// Starts a user key, unless one of that name was written already (the first wins); a
     /// reserved name is written as [`RESERVED_PREFIX`] + the name, and a name that a moved field
     /// took is moved on in turn, one prefix at a time until a free name: no field is lost
@@ -1559,6 +1572,9 @@ pub(crate) struct FieldCollector<'r> {
     pub(crate) exception: Option<(Option<String>, String)>,
     /// Whether the line is the library's own ([`LIBRARY_TARGET`]).
     library_line: bool,
+    /// Whether a name is in [`fields`](Self::fields) more than once: a field given twice in
+    /// one event or span (`info!(a = 1, a = 2)`), each value kept (see [`Line::repeated_key`]).
+    pub(crate) repeated: bool,
 }
 
 /// The standard keys a failure line written outside any invocation's scope gives as fields
@@ -1608,6 +1624,7 @@ impl<'r> FieldCollector<'r> {
             failure_marker: false,
             exception: None,
             library_line: false,
+            repeated: false,
         }
     }
 
@@ -1674,14 +1691,11 @@ impl<'r> FieldCollector<'r> {
                     redactor,
                 }
                 .write(field, value);
-                match self
-                    .fields
-                    .iter_mut()
-                    .find(|(existing, _)| *existing == name)
-                {
-                    Some((_, existing)) => *existing = out,
-                    None => self.fields.push((name, out)),
-                }
+                // A name given twice is kept twice, in order: the line writes the later value
+                // under `extra_` + its name (it kept only the last value, without a word: found
+                // by an attack from the docs).
+                self.repeated |= self.fields.iter().any(|(existing, _)| *existing == name);
+                self.fields.push((name, out));
             }
         }
     }

@@ -25,14 +25,20 @@ use crate::scope::{Scope, ScopeKeys};
 const SPAN_MESSAGE: &str = "\0span_message";
 
 /// A span's fields as its lines write them, its `message` kept under [`SPAN_MESSAGE`].
-fn span_fields(fields: FieldCollector<'_>) -> Vec<(&'static str, Vec<u8>)> {
+fn span_fields(fields: FieldCollector<'_>) -> SpanFields {
     let mut written = fields.fields;
     if let Some(message) = fields.message {
         let mut json = Vec::new();
         crate::json::write_str(&mut json, &message);
         written.push((SPAN_MESSAGE, json));
     }
-    written
+    SpanFields(written, fields.repeated)
+}
+
+/// Whether `fields[at]` is a field given again under the name of one before it (in one event
+/// or span), when `repeated` says some name is.
+fn is_repeated(fields: &[(&'static str, Vec<u8>)], at: usize, repeated: bool) -> bool {
+    repeated && fields[..at].iter().any(|(name, _)| *name == fields[at].0)
 }
 
 /// The target of `lambda_runtime`'s own line for a failed invocation.
@@ -93,8 +99,9 @@ pub struct JsonLayer {
     max_level: Level,
 }
 
-/// The rendered fields of a span, kept in its extensions.
-struct SpanFields(Vec<(&'static str, Vec<u8>)>);
+/// The rendered fields of a span, kept in its extensions, and whether a name is among them more
+/// than once ([`FieldCollector::repeated`]).
+struct SpanFields(Vec<(&'static str, Vec<u8>)>, bool);
 
 impl JsonLayer {
     pub(crate) fn new(logger: Logger) -> Self {
@@ -194,7 +201,12 @@ impl JsonLayer {
         // the code location on every other line (written first, it took the name and the
         // business value was dropped without a word: found by an attack from the docs).
         let mut panic_location = None;
-        for (name, json) in &fields.fields {
+        for (at, (name, json)) in fields.fields.iter().enumerate() {
+            if is_repeated(&fields.fields, at, fields.repeated) {
+                line.repeated_key(name);
+                line.out.extend_from_slice(json);
+                continue;
+            }
             if fields.failure_marker && *name == "location" {
                 panic_location = Some(json);
                 continue;
@@ -226,9 +238,14 @@ impl JsonLayer {
         }
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope {
-                if let Some(SpanFields(span_fields)) = span.extensions().get::<SpanFields>() {
-                    for (name, json) in span_fields {
-                        let written = if *name == SPAN_MESSAGE {
+                if let Some(SpanFields(span_fields, repeated)) =
+                    span.extensions().get::<SpanFields>()
+                {
+                    for (at, (name, json)) in span_fields.iter().enumerate() {
+                        let written = if is_repeated(span_fields, at, *repeated) {
+                            line.repeated_key(name);
+                            true
+                        } else if *name == SPAN_MESSAGE {
                             line.own_key("span_message")
                         } else {
                             line.span_key(name)
@@ -590,8 +607,8 @@ where
         let mut fields = FieldCollector::new(&self.shared().redactor);
         attrs.record(&mut fields);
         let fields = span_fields(fields);
-        if !fields.is_empty() {
-            span.extensions_mut().replace(SpanFields(fields));
+        if !fields.0.is_empty() {
+            span.extensions_mut().replace(fields);
         }
     }
 
@@ -608,15 +625,16 @@ where
         let fields = span_fields(fields);
         let mut extensions = span.extensions_mut();
         match extensions.get_mut::<SpanFields>() {
-            Some(SpanFields(existing)) => {
-                for (name, json) in fields {
+            // A value recorded later replaces the field's (the first of its name).
+            Some(SpanFields(existing, _)) => {
+                for (name, json) in fields.0 {
                     match existing.iter_mut().find(|(known, _)| *known == name) {
                         Some((_, value)) => *value = json,
                         None => existing.push((name, json)),
                     }
                 }
             }
-            None if !fields.is_empty() => extensions.insert(SpanFields(fields)),
+            None if !fields.0.is_empty() => extensions.insert(fields),
             None => {}
         }
     }

@@ -856,6 +856,51 @@ fn a_span_message_recorded_later_is_written_as_span_message() {
     assert_eq!(line["span_message"], "recorded later", "{line}");
 }
 
+/// A field given twice in one event or span (`info!(a = 1, a = 2)`; `"http.method"` beside
+/// `http.method`) kept only its last value, without a word (found by an attack from the docs:
+/// the README says fields move to `extra_` "so that no field is lost"). The first is written
+/// under its name, each later one under `extra_` + it, as a field named like a standard key.
+#[test]
+fn a_field_given_twice_keeps_both_values() {
+    let (logger, logs) = logger(Logger::builder());
+    run(&logger, async {
+        tracing::info!(a = 1, a = 2, "same field twice");
+        tracing::info!(http.method = "GET", "http.method" = "POST", "dotted");
+        tracing::info!(
+            level = "gold",
+            level = "silver",
+            extra_level = "x",
+            "reserved"
+        );
+        let span = tracing::info_span!("step", shop = "north", shop = "south");
+        let _entered = span.enter();
+        tracing::info!("in a span");
+    });
+    let lines = check_default(&logs);
+    let line = with_message(&lines, "same field twice")[0];
+    assert_eq!(
+        (&line["a"], &line["extra_a"]),
+        (&json!(1), &json!(2)),
+        "{line}"
+    );
+    let line = with_message(&lines, "dotted")[0];
+    assert_eq!(line["http.method"], "GET", "{line}");
+    assert_eq!(line["extra_http.method"], "POST", "{line}");
+    let line = with_message(&lines, "reserved")[0];
+    let mut values: Vec<&str> = line
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|value| value.as_str())
+        .filter(|value| ["gold", "silver", "x"].contains(value))
+        .collect();
+    values.sort_unstable();
+    assert_eq!(values, ["gold", "silver", "x"], "{line}");
+    let line = with_message(&lines, "in a span")[0];
+    assert_eq!(line["shop"], "north", "{line}");
+    assert_eq!(line["extra_shop"], "south", "{line}");
+}
+
 #[test]
 fn a_chain_of_extra_names_keeps_every_field() {
     // `level` is written as `extra_level`, which the real `extra_level` then moves past, into
