@@ -566,7 +566,17 @@ impl<St: IdempotencyStore> Engine<St> {
                             Box::pin(self.take_back(&record, now, deadline)),
                         )
                         .await;
-                        if !matches!(taken_back, Some(Ok(()))) {
+                        let cause = match taken_back {
+                            Some(Ok(())) => None,
+                            Some(Err(error)) => {
+                                Some(powertools_core::error_chain::message_chain(&error))
+                            }
+                            None => Some(format!(
+                                "taking it back did not finish within {}s",
+                                TAKE_BACK_TIMEOUT.as_secs()
+                            )),
+                        };
+                        if let Some(cause) = cause {
                             // The time the claim holds the key until: an untrusted deadline's
                             // is the fallback window's end, not the deadline (found by an attack
                             // under an emulator, whose deadline is not trusted).
@@ -581,8 +591,11 @@ impl<St: IdempotencyStore> Engine<St> {
                                      deadline can't be trusted"
                                 }
                             };
+                            // With why taking it back failed (it said nothing of it, on no
+                            // line: found by an attack on the examples).
                             tracing::warn!(
                                 key = %record.key,
+                                error = %cause,
                                 "The in-progress record may be stored though its write went \
                                  unanswered (or was answered only after the SDK's retries), and \
                                  taking it back failed too: duplicates get AlreadyInProgress \
