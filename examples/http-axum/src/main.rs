@@ -338,9 +338,10 @@ async fn place_order<St: IdempotencyStore + 'static>(
         );
     };
     // There but unusable (two headers, which HTTP APIs join with a comma and an ALB passes as
-    // two values, as do two spellings of the name in one event; too long; not ASCII): said so,
-    // without echoing it. Taking the first of two let one request whose headers arrived in the
-    // other order place a second order (found by an attack through the emulator).
+    // two values; too long; not ASCII): said so, without echoing it. Taking the first of two
+    // let one request whose headers arrived in the other order place a second order (found by
+    // an attack through the emulator). Two spellings of the name in one event (a direct invoke's)
+    // arrive as one header, the last: `lambda_http` keeps one value per name (see the README).
     let Some(key) = key
         .to_str()
         .ok()
