@@ -699,6 +699,49 @@ async fn a_key_sent_twice_is_refused_whichever_comes_first() {
     assert_eq!(fixture.store.len(), 1);
 }
 
+/// Two spellings of the name in one event (a direct invoke's; API Gateway and an ALB never send
+/// them) reach the router as one header, the last in the event, as the README says: the event
+/// is keyed on that one (the code's comment claimed they were refused; found by an attack
+/// through an emulator).
+#[tokio::test]
+async fn two_spellings_of_the_key_in_one_event_are_keyed_on_the_last() {
+    let fixture = fixture();
+    let with_keys = |keys: &[(&str, &str)]| {
+        let mut event = sample("place-order.json");
+        let headers = event["headers"].as_object_mut().unwrap();
+        headers.retain(|name, _| !name.eq_ignore_ascii_case("idempotency-key"));
+        // `Idempotency-Key` sorts before `idempotency-key`: last in the event whether the map
+        // keeps the order of insertion or sorts.
+        for (name, key) in keys {
+            headers.insert((*name).to_owned(), json!(key));
+        }
+        event
+    };
+    let both = invoke(
+        fixture.function.clone(),
+        "req-both".to_owned(),
+        with_keys(&[("Idempotency-Key", "k-A"), ("idempotency-key", "k-B")]),
+    )
+    .await;
+    assert_eq!(both.status, 201, "{:?}", both.body);
+    let last = invoke(
+        fixture.function.clone(),
+        "req-last".to_owned(),
+        with_keys(&[("idempotency-key", "k-B")]),
+    )
+    .await;
+    assert_eq!(last.status, 201, "{:?}", last.body);
+    assert_eq!(last.body["order_id"], both.body["order_id"], "a replay");
+    let first = invoke(
+        fixture.function.clone(),
+        "req-first".to_owned(),
+        with_keys(&[("Idempotency-Key", "k-A")]),
+    )
+    .await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    assert_ne!(first.body["order_id"], both.body["order_id"], "another key");
+}
+
 /// An order the catalogue refuses, whose claim the store then fails to release, was placed by
 /// nobody: the answer is the refusal, saying the key stays in use a while, never "may have been
 /// placed" (found by an attack through the fault proxy: a 503 `OrderNotConfirmed` for an
