@@ -1606,7 +1606,22 @@ impl Metrics {
         {
             return Err(collision(name, "a dimension"));
         }
-        let index = match state.labelled.get_index_of(labels) {
+        // A label given twice is its last value: the label set of that value given once (one
+        // document), not another with the same dimensions. The recorder gives labels sorted by
+        // name, stably: a name's values are side by side, its last one last.
+        let last_values;
+        let set = if labels.windows(2).any(|pair| pair[0].0 == pair[1].0) {
+            last_values = labels
+                .iter()
+                .zip(labels.iter().skip(1).map(Some).chain([None]))
+                .filter(|((name, _), next)| next.is_none_or(|(next, _)| next != name))
+                .map(|(label, _)| label.clone())
+                .collect::<Vec<_>>();
+            &last_values[..]
+        } else {
+            labels
+        };
+        let index = match state.labelled.get_index_of(set) {
             Some(index) => index,
             None => {
                 self.check_labels(labels)?;
@@ -1622,7 +1637,7 @@ impl Metrics {
                 }
                 state
                     .labelled
-                    .insert_full(labels.to_vec(), MetricTable::default())
+                    .insert_full(set.to_vec(), MetricTable::default())
                     .0
             }
         };
@@ -1640,7 +1655,7 @@ impl Metrics {
             // document's do (found by an attack: a histogram's name took a gauge's value after
             // the write).
             metrics.remember_kinds();
-            self.write_labelled(&state, labels, &metrics);
+            self.write_labelled(&state, set, &metrics);
             metrics.clear();
             state.labelled[index] = metrics;
             state.wrote_since_flush = true;

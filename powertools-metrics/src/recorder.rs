@@ -34,7 +34,7 @@ use crate::{Error, Metrics, Unit};
 ///   other metrics; a label named `service` when the
 ///   layer has a service is refused with a warning (use `add_dimension("service", …)`, which
 ///   replaces it for the whole invocation); a label given twice keeps its last value (only that
-///   one is checked), and one named as a default dimension replaces the value the invocation's
+///   one is checked: the label set is that value's given once), and one named as a default dimension replaces the value the invocation's
 ///   documents carry, each with a warning (`Dimension is being overwritten`, as
 ///   `add_dimensions` says it) when its label set first appears in the invocation (a default
 ///   replaced by `add_dimension` after that is not checked again);

@@ -690,6 +690,47 @@ async fn a_label_given_twice_keeps_its_last_value_and_says_so() {
     );
 }
 
+/// A label given twice is its last value: the same label set as that value given once (one
+/// document), not another with the same dimensions, which published one metric's values in two
+/// documents (a second look at an attack's finding on label order).
+#[tokio::test]
+async fn a_label_given_twice_is_the_label_set_of_its_last_value() {
+    install();
+    let sink = CheckedSink::new();
+    let layer = builder(&sink).build().unwrap();
+    let handler = layer.layer(service_fn(|_event: LambdaEvent<Value>| async {
+        metrics::counter!("Lookups", "tenant" => "a", "tenant" => "b").increment(1);
+        metrics::counter!("Lookups", "tenant" => "b").increment(1);
+        metrics::gauge!("Depth", "queue" => "q0", "queue" => "q1", "zone" => "z").set(3.0);
+        metrics::gauge!("Depth", "zone" => "z", "queue" => "q1").set(4.0);
+        Ok::<_, lambda_runtime::Error>(Value::Null)
+    }));
+    let warned = warnings_of(async {
+        handler
+            .oneshot(TestContext::new().with_cold_start(false).event(json!({})))
+            .await
+            .unwrap();
+    })
+    .await;
+    let documents = valid_documents(&sink);
+    assert_eq!(documents.len(), 2, "{documents:#?}");
+    assert_eq!(
+        (&documents[0]["Lookups"], &documents[0]["tenant"]),
+        (&json!(2.0), &json!("b"))
+    );
+    assert_eq!(
+        (&documents[1]["Depth"], &documents[1]["queue"]),
+        (&json!(4.0), &json!("q1"))
+    );
+    assert_eq!(
+        dimension_sets(&documents[1]),
+        json!([["queue", "zone", "service"]])
+    );
+    // Still said, once per label set as given.
+    assert_eq!(overwritten(&warned, "Lookups").len(), 1, "{warned}");
+    assert_eq!(overwritten(&warned, "Depth").len(), 1, "{warned}");
+}
+
 /// The warnings (`Dimension is being overwritten`) about `metric` in `warned`.
 fn overwritten<'a>(warned: &'a str, metric: &str) -> Vec<&'a str> {
     warned
