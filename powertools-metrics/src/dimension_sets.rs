@@ -54,6 +54,7 @@ impl DimensionSets {
     }
 
     /// Every set, the main one first.
+    #[cfg(test)]
     pub(crate) fn all(&self) -> &[Vec<String>] {
         &self.sets
     }
@@ -63,20 +64,18 @@ impl DimensionSets {
         &self.sets[0]
     }
 
-    /// Whether `set` is one of the sets, the main one included, in any order.
+    /// Whether `set` is one of the sets after the main one, in any order (one the same as the
+    /// main set is one of them too: see [`written`](Self::written)).
     pub(crate) fn contains(&self, set: &[String]) -> bool {
-        self.contains_sorted(&sorted(set))
+        self.others.contains(&sorted(set))
     }
 
-    /// Whether the set whose names are `names`, sorted, is one of the sets.
-    fn contains_sorted(&self, names: &[String]) -> bool {
-        sorted(&self.sets[0]) == names || self.others.contains(names)
-    }
-
-    /// Adds `set` after the others, unless it is there already, in any order.
+    /// Adds `set` after the others, unless it is there already, in any order. One the same as
+    /// the main set is kept, since the main set may grow past it (`add_dimension`): it is left
+    /// out of the documents only while the two are the same.
     pub(crate) fn push(&mut self, set: Vec<String>) {
         let names = sorted(&set);
-        if self.contains_sorted(&names) {
+        if self.others.contains(&names) {
             return;
         }
         self.count(&set);
@@ -84,24 +83,34 @@ impl DimensionSets {
         self.sets.push(set);
     }
 
-    /// Inserts `name` into the main set at `at`. A set of `add_dimensions` the main set grows
-    /// into goes: written beside it, it would publish each value twice to one metric (found by
-    /// an attack from the docs: `add_dimensions([("region", …)])`, then
-    /// `add_dimension("region", …)`, wrote `[["region"],["region"]]`).
+    /// Inserts `name` into the main set at `at`.
     pub(crate) fn insert_into_main(&mut self, at: usize, name: String) {
         self.count(std::slice::from_ref(&name));
         // Counted as a name, not as a set: the main set's brackets are counted already.
         self.sets[0].insert(at, name);
+    }
+
+    /// The sets a document writes: every set but one the same as the main set, in any order,
+    /// which would publish each value twice to one metric (found by an attack from the docs:
+    /// `add_dimensions([("region", …)])`, then `add_dimension("region", …)`, wrote
+    /// `[["region"],["region"]]`). Kept all the same, and counted in the sizes: the main set
+    /// may grow past it (a review found it dropped then).
+    pub(crate) fn written(&self) -> std::borrow::Cow<'_, [Vec<String>]> {
         if self.others.is_empty() {
-            return;
+            return std::borrow::Cow::Borrowed(&self.sets);
         }
         let main = sorted(&self.sets[0]);
-        if self.others.remove(&main) {
-            if let Some(at) = self.sets[1..].iter().position(|set| sorted(set) == main) {
-                self.sets.remove(at + 1);
-            }
-            self.measure();
+        if !self.others.contains(&main) {
+            return std::borrow::Cow::Borrowed(&self.sets);
         }
+        let mut written = vec![self.sets[0].clone()];
+        written.extend(
+            self.sets[1..]
+                .iter()
+                .filter(|set| sorted(set) != main)
+                .cloned(),
+        );
+        std::borrow::Cow::Owned(written)
     }
 
     /// Drops every set but the main one, which `change` then changes in place.
@@ -233,27 +242,34 @@ mod tests {
         assert_measured(&sets);
         sets.push(names(&["env", "tenant"]));
         sets.push(names(&["env", "quo\"ted\u{1}"]));
-        // Twice, and the main set again: kept once.
+        // Twice: kept once.
         sets.push(names(&["env", "tenant"]));
-        sets.push(names(&["env", "service"]));
         assert_eq!(sets.all().len(), 3);
         assert_measured(&sets);
         assert!(sets.contains(&names(&["env", "tenant"])));
         // In another order, the same set (CloudWatch's metric identity ignores the order).
         assert!(sets.contains(&names(&["tenant", "env"])));
         sets.push(names(&["tenant", "env"]));
-        sets.push(names(&["service", "env"]));
         assert_eq!(sets.all().len(), 3);
+        // The main set's names as a set: kept, and not written while the main set is the same.
+        sets.push(names(&["service", "env"]));
+        assert_eq!(sets.all().len(), 4);
+        assert_eq!(sets.written().len(), 3);
         sets.insert_into_main(1, "région".to_owned());
         assert_eq!(sets.main(), names(&["env", "région", "service"]));
-        assert!(sets.contains(&names(&["env", "région", "service"])));
+        assert_eq!(sets.written().len(), 4, "the main set grew past it");
         assert_measured(&sets);
-        // The main set grown into another set: that one goes.
+        // The main set grown into another set: that one is not written.
         sets.push(names(&["tier", "service", "région", "env"]));
-        assert_eq!(sets.all().len(), 4);
         sets.insert_into_main(3, "tier".to_owned());
         assert_eq!(sets.main(), names(&["env", "région", "service", "tier"]));
-        assert_eq!(sets.all().len(), 3);
+        assert_eq!(sets.all().len(), 5);
+        assert_eq!(sets.written().len(), 4);
+        assert!(
+            !sets.written()[1..]
+                .iter()
+                .any(|set| sorted(set) == sorted(sets.main()))
+        );
         assert_measured(&sets);
         sets.keep_main(|main| main.retain(|name| name != "tier"));
         sets.push(names(&["env", "tenant"]));

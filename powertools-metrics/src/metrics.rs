@@ -1729,7 +1729,7 @@ impl Metrics {
                 timestamp_ms: document_timestamp_ms(state),
                 namespace: &settings.namespace,
                 log_level: self.log_level_keys(),
-                dimension_sets: state.dimension_sets.all(),
+                dimension_sets: &state.dimension_sets.written(),
                 dimensions: &state.dimensions,
                 metadata: &state.metadata,
                 metrics: state.metrics.metrics(),
