@@ -1639,7 +1639,12 @@ impl<'r> FieldCollector<'r> {
     }
 
     fn record(&mut self, field: &Field, value: Recorded<'_>) {
-        if field.name() == ERROR_FIELD && !self.redactor.masks(ERROR_FIELD) {
+        // From the first `error` field, the one written under that name (a later one is
+        // `extra_error`).
+        if field.name() == ERROR_FIELD
+            && !self.redactor.masks(ERROR_FIELD)
+            && !self.fields.iter().any(|(name, _)| *name == ERROR_FIELD)
+        {
             // An error's message, its Debug or Display text, and the field's text: fail closed.
             let message = |text: &str| redacted_message(text, self.redactor).into_owned();
             self.exception = match &value {

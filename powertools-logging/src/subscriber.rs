@@ -201,10 +201,15 @@ impl JsonLayer {
         // the code location on every other line (written first, it took the name and the
         // business value was dropped without a word: found by an attack from the docs).
         let mut panic_location = None;
+        // The names of fields given twice whose first value the line did not write: their
+        // later values are not written either.
+        let mut unwritten: Vec<&str> = Vec::new();
         for (at, (name, json)) in fields.fields.iter().enumerate() {
             if is_repeated(&fields.fields, at, fields.repeated) {
-                line.repeated_key(name);
-                line.out.extend_from_slice(json);
+                if !unwritten.contains(name) {
+                    line.repeated_key(name);
+                    line.out.extend_from_slice(json);
+                }
                 continue;
             }
             if fields.failure_marker && *name == "location" {
@@ -226,6 +231,8 @@ impl JsonLayer {
             };
             if written {
                 line.out.extend_from_slice(json);
+            } else if fields.repeated {
+                unwritten.push(name);
             }
         }
         if fields.failure_marker
@@ -241,8 +248,15 @@ impl JsonLayer {
                 if let Some(SpanFields(span_fields, repeated)) =
                     span.extensions().get::<SpanFields>()
                 {
+                    // A span's values of a name given twice are shadowed together (by the
+                    // event's field, or an inner span's): a later value came back alone as
+                    // `extra_<name>` (found by a review).
+                    let mut unwritten: Vec<&str> = Vec::new();
                     for (at, (name, json)) in span_fields.iter().enumerate() {
                         let written = if is_repeated(span_fields, at, *repeated) {
+                            if unwritten.contains(name) {
+                                continue;
+                            }
                             line.repeated_key(name);
                             true
                         } else if *name == SPAN_MESSAGE {
@@ -252,6 +266,8 @@ impl JsonLayer {
                         };
                         if written {
                             line.out.extend_from_slice(json);
+                        } else if *repeated {
+                            unwritten.push(name);
                         }
                     }
                 }

@@ -901,6 +901,38 @@ fn a_field_given_twice_keeps_both_values() {
     assert_eq!(line["extra_shop"], "south", "{line}");
 }
 
+/// A review of the fix above: `error` given twice gave `exception` from the later value, the
+/// one written as `extra_error`; and a span's field given twice, shadowed by the event's field
+/// of that name, came back with its later value as `extra_shop`, as if the event's field had
+/// two values. `exception` is the value written under `error`, and a span's values are shadowed
+/// together.
+#[test]
+fn a_field_given_twice_is_shadowed_and_reported_as_one() {
+    let (logger, logs) = logger(Logger::builder());
+    run(&logger, async {
+        tracing::error!(error = "first cause", error = "second cause", "two errors");
+        let span = tracing::info_span!("step", shop = "north", shop = "south");
+        let _entered = span.enter();
+        tracing::info!(shop = "event-shop", "event shadows span");
+        let inner = tracing::info_span!("inner", shop = "inner-shop");
+        let _inner = inner.enter();
+        tracing::info!("inner span shadows outer");
+    });
+    let lines = check_default(&logs);
+    let line = with_message(&lines, "two errors")[0];
+    assert_eq!(line["error"], "first cause", "{line}");
+    assert_eq!(line["extra_error"], "second cause", "{line}");
+    assert_eq!(line["exception"], "first cause", "{line}");
+    for (message, shop) in [
+        ("event shadows span", "event-shop"),
+        ("inner span shadows outer", "inner-shop"),
+    ] {
+        let line = with_message(&lines, message)[0];
+        assert_eq!(line["shop"], shop, "{line}");
+        assert!(line.get("extra_shop").is_none(), "{line}");
+    }
+}
+
 #[test]
 fn a_chain_of_extra_names_keeps_every_field() {
     // `level` is written as `extra_level`, which the real `extra_level` then moves past, into
