@@ -703,7 +703,13 @@ impl<St: IdempotencyStore> Engine<St> {
             return Err(Error::ResponseNotStored {
                 key: record.key.clone(),
                 expires_at: record.expiry_timestamp,
-                reason: record.not_stored_reason.clone(),
+                // As the record keeps it, but cut to its limit and blank as none: a store of
+                // the user's, or an item written by hand, may hold anything (a review).
+                reason: record
+                    .not_stored_reason
+                    .as_deref()
+                    .filter(|reason| !reason.trim().is_empty())
+                    .map(crate::record::not_stored_reason),
                 store: self.store.describe_store(),
             });
         };
@@ -1226,7 +1232,8 @@ async fn until<F: Future>(at: tokio::time::Instant, future: F) -> Option<F::Outp
 /// Completes `record` without its response, keeping why, with a warning.
 fn not_stored(record: &mut DataRecord, reason: &str) {
     record.response_data = None;
-    record.not_stored_reason = Some(crate::record::not_stored_reason(reason));
+    record.not_stored_reason =
+        Some(crate::record::not_stored_reason(reason)).filter(|reason| !reason.trim().is_empty());
     tracing::warn!(
         key = record.key,
         reason,

@@ -517,7 +517,7 @@ impl<E> fmt::Display for OwnMessage<'_, E> {
                      could not be stored",
                     InStore(store)
                 )?;
-                match reason {
+                match reason.as_deref().filter(|reason| !reason.trim().is_empty()) {
                     Some(reason) => write!(f, ": {reason}")?,
                     None => f.write_str(
                         " (over the item size limit, not valid JSON, or its serialization \

@@ -3721,6 +3721,46 @@ fn a_record_without_its_reason_says_where_to_find_it() {
     );
 }
 
+/// A reason read from a record is the store's to hold, whatever it holds (a store of the
+/// user's, an item written by hand): a blank one is said as none (it said "could not be
+/// stored: ;"), and a long one is cut to its limit (a review).
+#[tokio::test]
+async fn a_stored_reason_that_is_blank_or_long_is_said_within_bounds() {
+    for (reason, says) in [
+        ("  ".to_owned(), "the warning that call logged says which"),
+        ("é".repeat(5000), "é…; the handler does not run again"),
+    ] {
+        let (idem, store) = fresh();
+        let first: u8 = idem
+            .run(&ctx(), "x", 1, |_| async { Ok::<_, HE>(1) })
+            .await
+            .unwrap();
+        assert_eq!(first, 1);
+        let key = store.keys()[0].clone();
+        let mut record = store.record(&key).unwrap();
+        record.response_data = None;
+        record.not_stored_reason = Some(reason.clone());
+        store.update(&record).await.unwrap();
+        let duplicate = idem
+            .run(&ctx(), "x", 1, |_| async { Ok::<u8, HE>(unreachable!()) })
+            .await;
+        let Err(error @ Error::ResponseNotStored { .. }) = duplicate else {
+            panic!("{duplicate:?}");
+        };
+        let message = error.to_string();
+        assert!(message.contains(says), "{message}");
+        assert!(
+            message.len() < powertools_idempotency::MAX_NOT_STORED_REASON_BYTES + 400,
+            "{}",
+            message.len()
+        );
+        let Error::ResponseNotStored { reason: kept, .. } = error else {
+            unreachable!()
+        };
+        assert!(kept.is_none_or(|kept| kept.len() <= 1024));
+    }
+}
+
 /// ItemTooLarge even without a response: the record stays in progress (NotCompleted), the
 /// handler does not run again at once.
 #[tokio::test]

@@ -341,7 +341,8 @@ async fn place_order<St: IdempotencyStore + 'static>(
     // two values; too long; not ASCII): said so, without echoing it. Taking the first of two
     // let one request whose headers arrived in the other order place a second order (found by
     // an attack through the emulator). Two spellings of the name in one event (a direct invoke's)
-    // arrive as one header, the last: `lambda_http` keeps one value per name (see the README).
+    // are two values in the multi-value shape, and one header, the last, in an HTTP API's
+    // `headers`, where `lambda_http` keeps one value per name (see the README).
     let Some(key) = key
         .to_str()
         .ok()

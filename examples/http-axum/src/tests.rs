@@ -700,9 +700,10 @@ async fn a_key_sent_twice_is_refused_whichever_comes_first() {
 }
 
 /// Two spellings of the name in one event (a direct invoke's; API Gateway and an ALB never send
-/// them) reach the router as one header, the last in the event, as the README says: the event
-/// is keyed on that one (the code's comment claimed they were refused; found by an attack
-/// through an emulator).
+/// them) reach the router, from an HTTP API's event (`headers`), as one header, the last in the
+/// event, as the README says: the event is keyed on that one (the code's comment claimed they
+/// were refused; found by an attack through an emulator). From the multi-value shape they are
+/// two values, refused.
 #[tokio::test]
 async fn two_spellings_of_the_key_in_one_event_are_keyed_on_the_last() {
     let fixture = fixture();
@@ -740,6 +741,30 @@ async fn two_spellings_of_the_key_in_one_event_are_keyed_on_the_last() {
     .await;
     assert_eq!(first.status, 201, "{:?}", first.body);
     assert_ne!(first.body["order_id"], both.body["order_id"], "another key");
+
+    // In the multi-value shape (an ALB's, REST's) the two spellings are two values of one
+    // header, refused as two keys are (a review: the README said one header for every shape).
+    let body = sample("place-order.json")["body"].clone();
+    let alb = json!({
+        "requestContext": {"elb": {
+            "targetGroupArn": "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/orders/1"
+        }},
+        "httpMethod": "POST",
+        "path": "/orders",
+        "queryStringParameters": {},
+        "multiValueQueryStringParameters": {},
+        "multiValueHeaders": {
+            "content-type": ["application/json"],
+            "Idempotency-Key": ["k-C"],
+            "idempotency-key": ["k-D"],
+            "host": ["orders.example.com"]
+        },
+        "body": body,
+        "isBase64Encoded": false
+    });
+    let refused = invoke(fixture.function.clone(), "req-alb".to_owned(), alb).await;
+    assert_eq!(refused.status, 400, "{:?}", refused.body);
+    assert_eq!(refused.body["error"], "InvalidIdempotencyKey");
 }
 
 /// An order the catalogue refuses, whose claim the store then fails to release, was placed by
