@@ -46,8 +46,9 @@ const POWERTOOLS_JSON: &str = "powertools_json";
 /// legitimate event carries (a full CloudWatch Logs batch is 10,000 events).
 const MAX_JSON_VALUES: usize = 500_000;
 
-/// The most operators an expression may have (`.`, `|`, `||`, `&&`, comparisons, `!`, `?`, `*`,
-/// and the opening `(`, `[`, `{`), outside its quoted parts. The `jmespath` parser and
+/// The most operators an expression may have one inside another (`.`, `|`, `||`, `&&`,
+/// comparisons, `!`, `?`, `*`, and the opening `(`, `[`, `{`), outside its quoted parts; elements
+/// side by side count as the deepest of them (see [`operators`]). The `jmespath` parser and
 /// interpreter recurse once per level of the expression's tree, and each operator can add a
 /// level: a chain of a thousand `.a` overflowed the stack of a search (debug build, 8 MiB), a
 /// few thousand the parser's, and 110 flattens (`[]`) a 2 MiB stack (a tokio worker's) in a
@@ -231,8 +232,10 @@ const MAX_SLICE_STEP: i32 = 1 << 30;
 /// of AWS CLI examples) is a string, as Python reads it (without its deprecation warning);
 /// `'INSERT'` is the standard spelling. An expression is checked
 /// when it is compiled, more than Python checks it: a function that does not exist is refused
-/// then, not when a search reaches it, and so is an expression of more than 64 operators (each
-/// can nest it a level deeper; a few thousand overflowed the stack and aborted the process), and
+/// then, not when a search reaches it, and so is an expression of more than 64 operators one
+/// inside another (each can nest it a level deeper; a few thousand overflowed the stack and
+/// aborted the process; a multi-select's elements and a function's arguments, side by side,
+/// count as the deepest of them), and
 /// one that may copy a part of the data more than 16 times (`[@,@] | [@,@] | …` doubles it at
 /// each stage: 22 stages ran a 1 KiB event out of memory; a real expression copies each part
 /// once or twice), a slice step beyond 2^30, an expression reference (`&…`) anywhere but as the
@@ -296,8 +299,10 @@ impl JmesPath {
                 expression: expression.to_owned(),
                 reason: format!(
                     "{operators} operators (`.`, `|`, `||`, `&&`, comparisons, `!`, and opening \
-                     parentheses, brackets and braces): at most {MAX_EXPRESSION_OPERATORS} are \
-                     accepted, as each can nest the expression one level deeper"
+                     parentheses, brackets and braces) one inside another: at most \
+                     {MAX_EXPRESSION_OPERATORS} are accepted, as each can nest the expression \
+                     one level deeper (elements side by side, in a multi-select or a function's \
+                     arguments, count as the deepest of them)"
                 ),
             });
         }
@@ -1242,10 +1247,29 @@ fn quote_legacy_literals(expression: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// How many operators `expression` has outside its quoted parts (see
-/// [`MAX_EXPRESSION_OPERATORS`]): `||` and `&&` count once, `==`, `<=` and the like once.
+/// How many operators of `expression` are nested one inside another, outside its quoted parts
+/// (see [`MAX_EXPRESSION_OPERATORS`]): `||` and `&&` count once, `==`, `<=` and the like once.
+/// Elements side by side (a multi-select's, a function's arguments, separated by `,`) count as
+/// the deepest of them: each is a child of its group, not of the one before it (counted in
+/// all, a flat multi-select of 32 paths was refused, which Python evaluates). Every operator
+/// of an element counts, before and after a group in it, as a chain nests what came before it
+/// under what comes after: an upper bound of the depth the parser and the interpreter reach.
 fn operators(expression: &str) -> usize {
-    let mut operators = 0_usize;
+    /// One level of grouping: the operators of its current element, and the deepest group in
+    /// that element; the deepest element before it.
+    #[derive(Default)]
+    struct Level {
+        operators: usize,
+        deepest_group: usize,
+        deepest_element: usize,
+    }
+    impl Level {
+        fn depth(&self) -> usize {
+            self.deepest_element
+                .max(self.operators + self.deepest_group)
+        }
+    }
+    let mut levels = vec![Level::default()];
     let mut quote: Option<u8> = None;
     let mut escaped = false;
     let mut previous = b' ';
@@ -1260,19 +1284,43 @@ fn operators(expression: &str) -> usize {
             previous = b' ';
             continue;
         }
+        let level = levels.len() - 1;
         match byte {
             b'"' | b'\'' | b'`' => quote = Some(byte),
             // The second character of `||`, `&&`, `==`, `!=`, `<=`, `>=`.
             b'|' | b'&' | b'='
                 if previous == byte || (byte == b'=' && b"!<>".contains(&previous)) => {}
-            b'.' | b'|' | b'&' | b'(' | b'[' | b'{' | b'!' | b'<' | b'>' | b'=' | b'?' | b'*' => {
-                operators += 1;
+            b'(' | b'[' | b'{' => {
+                levels[level].operators += 1;
+                levels.push(Level::default());
+            }
+            b')' | b']' | b'}' if level > 0 => {
+                if let Some(closed) = levels.pop() {
+                    let group = &mut levels[level - 1];
+                    group.deepest_group = group.deepest_group.max(closed.depth());
+                }
+            }
+            b',' => {
+                let element = &mut levels[level];
+                element.deepest_element = element.depth();
+                element.operators = 0;
+                element.deepest_group = 0;
+            }
+            b'.' | b'|' | b'&' | b'!' | b'<' | b'>' | b'=' | b'?' | b'*' => {
+                levels[level].operators += 1;
             }
             _ => {}
         }
         previous = byte;
     }
-    operators
+    // Groups left open count as closed at the end.
+    while levels.len() > 1 {
+        if let Some(closed) = levels.pop() {
+            let last = levels.len() - 1;
+            levels[last].deepest_group = levels[last].deepest_group.max(closed.depth());
+        }
+    }
+    levels[0].depth()
 }
 
 /// The most times an expression may copy one part of the data it searches, in its result or
@@ -3035,6 +3083,55 @@ mod tests {
         assert!(JmesPath::new(&format!("`\"{}\"`", "{.!".repeat(2_000))).is_ok());
     }
 
+    /// Operators side by side (a multi-select's elements, a function's arguments) nest the
+    /// expression no deeper than the deepest of them: counted in all, a flat multi-select of 32
+    /// paths was refused, which Powertools for Python 3.37 evaluates (found by a new user
+    /// porting a key expression).
+    #[test]
+    fn operators_side_by_side_count_as_the_deepest_of_them() {
+        let list = (0..32)
+            .map(|field| format!("detail.order.f{field}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let hash = (0..200)
+            .map(|field| format!("k{field}: detail.order.f{field}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let arguments = (0..40)
+            .map(|field| format!("detail.order.f{field}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let data = json!({"detail": {"order": {"f0": 1, "f31": 2, "f39": "x"}}});
+        for (expression, expected) in [
+            (format!("[{list}]"), 32),
+            (format!("{{{hash}}}"), 200),
+            (format!("not_null({arguments})"), 1),
+        ] {
+            let path = JmesPath::new(&expression).unwrap_or_else(|error| panic!("{error}"));
+            let found = path.search(&data).unwrap();
+            let len = match &found {
+                Value::Array(values) => values.len(),
+                Value::Object(members) => members.len(),
+                _ => 1,
+            };
+            assert_eq!(len, expected, "{expression}: {found}");
+        }
+        // Still refused: operators one inside another, in an element of a multi-select too.
+        let deep = format!("a{}", ".a".repeat(MAX_EXPRESSION_OPERATORS + 1));
+        for expression in [
+            deep.clone(),
+            format!("[x, {deep}]"),
+            format!("f(x, [{deep}])"),
+        ] {
+            let error = JmesPath::new(&expression).unwrap_err();
+            assert!(error.to_string().contains("operators"), "{error}");
+        }
+        // The chain around a group counts with what is inside it: `[x.y].a.a…` nests the
+        // group's elements under every `.a` after it.
+        let around = format!("[{}]{}", "x.".repeat(33) + "x", ".a".repeat(33));
+        assert!(JmesPath::new(&around).is_err());
+    }
+
     #[test]
     fn the_longest_accepted_expression_searches_on_a_small_stack() {
         // As many operators as accepted, each a level: compiled and searched on a thread with
@@ -3072,6 +3169,28 @@ mod tests {
             ),
             (
                 format!("@{}", "[?@]".repeat(MAX_EXPRESSION_OPERATORS / 2)),
+                arrays.clone(),
+            ),
+            // Groups one after another count their brackets in the chain, and only the
+            // deepest group's inside: twice as many filters and projections as before.
+            (
+                format!("@{}", "[?@]".repeat(MAX_EXPRESSION_OPERATORS - 1)),
+                arrays.clone(),
+            ),
+            (
+                format!("Records{}", "[*]".repeat(MAX_EXPRESSION_OPERATORS - 1)),
+                json!({ "Records": arrays }),
+            ),
+            (
+                format!("@{}", "[?@ == @]".repeat(MAX_EXPRESSION_OPERATORS - 2)),
+                arrays.clone(),
+            ),
+            (
+                format!("b{}", "[*].b".repeat(MAX_EXPRESSION_OPERATORS / 2 - 1)),
+                nested_b.clone(),
+            ),
+            (
+                format!("{}@{}", "not_null(".repeat(63), ")".repeat(63)),
                 arrays.clone(),
             ),
             (filters, nested_b),
