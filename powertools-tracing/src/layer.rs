@@ -677,6 +677,7 @@ where
         {
             return Box::pin(self.inner.call(event));
         }
+        self.layer.tracer.warn_unapplied_once();
         let invocation = Invocation::new(&event.context);
         let request = http_request::request_of(&event.payload, self.layer.http.as_ref());
         let http = request.is_some();

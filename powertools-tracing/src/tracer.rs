@@ -202,6 +202,10 @@ pub(crate) struct Inner {
     pub(crate) lambda: LambdaEnv,
     /// Hands each invocation's spans to the extension, once it is registered.
     pub(crate) handoff: Handoff,
+    /// The OpenTelemetry variables set that the tracer does not apply, with what it does
+    /// instead: said once, at the first invocation ([`Tracer::warn_unapplied_once`]).
+    pub(crate) unapplied: Vec<(&'static str, &'static str)>,
+    pub(crate) unapplied_warned: std::sync::atomic::AtomicBool,
 }
 
 impl Tracer {
@@ -221,6 +225,27 @@ impl Tracer {
     /// Whether tracing is on.
     pub fn is_enabled(&self) -> bool {
         self.inner.provider.is_some()
+    }
+
+    /// Names each OpenTelemetry variable set that the tracer does not apply, once per tracer,
+    /// at its first invocation: at build no subscriber would hear it (an operator who set
+    /// `OTEL_EXPORTER_OTLP_COMPRESSION=gzip` read it as compression on; found by a new user).
+    pub(crate) fn warn_unapplied_once(&self) {
+        let inner = &self.inner;
+        if inner.unapplied.is_empty()
+            || inner
+                .unapplied_warned
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        for (variable, instead) in &inner.unapplied {
+            tracing::warn!(
+                variable,
+                "{variable} is set, but not applied by powertools-tracing: {instead} (see its \
+                 README)"
+            );
+        }
     }
 
     /// The `tracing-subscriber` layer that turns `tracing` spans into OTel spans, with the
@@ -564,6 +589,12 @@ impl TracerBuilder {
             max_concurrency: config.max_concurrency().unwrap_or(1),
         };
         let span_limits = span_limits(&env)?;
+        // Told only for a tracer that exports: turned off, none of them matters.
+        let unapplied = if disabled {
+            Vec::new()
+        } else {
+            unapplied_variables(&env)
+        };
         // Read only for a tracer that exports: turned off, a function starts whatever it holds.
         let resource_attributes = if disabled {
             Vec::new()
@@ -722,9 +753,57 @@ impl TracerBuilder {
                 export_interval: self.export_interval.unwrap_or(DEFAULT_EXPORT_INTERVAL),
                 lambda,
                 handoff: Handoff::default(),
+                unapplied,
+                unapplied_warned: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
+}
+
+/// The OpenTelemetry variables the tracer does not apply, and what it does instead (the
+/// README's "Not applied").
+const UNAPPLIED_VARIABLES: [(&str, &str); 7] = [
+    (
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
+        "spans are exported uncompressed",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+        "spans are exported uncompressed",
+    ),
+    (
+        "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+        "the SDK has no such limit; the tracing layer bounds what it records itself",
+    ),
+    (
+        "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+        "the SDK has no such limit; the tracing layer bounds what it records itself",
+    ),
+    (
+        "OTEL_TRACES_SAMPLER",
+        "the sampling decision is Lambda's, from the trace header",
+    ),
+    (
+        "OTEL_TRACES_SAMPLER_ARG",
+        "the sampling decision is Lambda's, from the trace header",
+    ),
+    (
+        "OTEL_SERVICE_NAME",
+        "the service name is POWERTOOLS_SERVICE_NAME's, or the builder's",
+    ),
+];
+
+/// The variables of [`UNAPPLIED_VARIABLES`] that `env` sets to something other than blanks.
+fn unapplied_variables(env: &Env) -> Vec<(&'static str, &'static str)> {
+    UNAPPLIED_VARIABLES
+        .into_iter()
+        .filter(|(name, _)| {
+            // A value that is not UTF-8 is set too.
+            env.string(name).map_or(true, |value| {
+                value.is_some_and(|value| !value.trim().is_empty())
+            })
+        })
+        .collect()
 }
 
 /// The certificates an exporter to `endpoint` trusts: none for plain HTTP, the PEM file's if one

@@ -213,3 +213,41 @@ async fn the_span_limit_variables_are_read_from_the_tracer_s_environment_or_refu
         (2, 3)
     );
 }
+
+/// OpenTelemetry variables the tracer does not apply, set: a warning names each, once, at the
+/// first invocation (when a subscriber is there to hear it; at build it would reach none). They
+/// were ignored without a word, `OTEL_EXPORTER_OTLP_COMPRESSION=gzip` read as compression on
+/// (found by a new user configuring a function from the docs). Unset or blank: no warning.
+#[tokio::test]
+async fn opentelemetry_variables_not_applied_are_named_once() {
+    let set = [
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+        ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip"),
+        ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "abc"),
+        ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "100"),
+        ("OTEL_TRACES_SAMPLER", "bogus"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+        ("OTEL_SERVICE_NAME", "other"),
+    ];
+    let (_, warnings) = traced_in(Env::from_pairs(set), 3, |_| async { Ok(json!({})) }).await;
+    for (name, _) in set {
+        let naming: Vec<&String> = warnings
+            .iter()
+            .filter(|warning| warning.contains(&format!("{name} is set")))
+            .collect();
+        assert_eq!(naming.len(), 1, "{name}: {warnings:#?}");
+        assert!(naming[0].contains("not applied"), "{warnings:#?}");
+    }
+    let (_, warnings) = traced_in(
+        Env::from_pairs([("OTEL_TRACES_SAMPLER", " "), ("OTEL_SERVICE_NAME", "")]),
+        1,
+        |_| async { Ok(json!({})) },
+    )
+    .await;
+    assert!(
+        !warnings
+            .iter()
+            .any(|warning| warning.contains("not applied")),
+        "{warnings:#?}"
+    );
+}
