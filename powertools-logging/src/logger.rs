@@ -352,6 +352,16 @@ impl Shared {
     }
 }
 
+/// Powertools for Python's variables that powertools-rs does not read: a logger that finds one
+/// set says so once, when it is built.
+const PYTHON_ONLY_VARIABLES: [&str; 5] = [
+    "POWERTOOLS_LOG_DEDUPLICATION_DISABLED",
+    "POWERTOOLS_TRACE_MIDDLEWARES",
+    "POWERTOOLS_PARAMETERS_MAX_AGE",
+    "POWERTOOLS_PARAMETERS_SSM_DECRYPT",
+    "POWERTOOLS_EVENT_HANDLER_DEBUG",
+];
+
 impl Logger {
     /// A builder reading unset options from the process environment.
     pub fn builder() -> LoggerBuilder {
@@ -756,6 +766,29 @@ impl LoggerBuilder {
         }
         if let Some(warning) = resolved.conflict {
             shared.notice(Level::Warn, &warning);
+        }
+        let python_only: Vec<&str> = PYTHON_ONLY_VARIABLES
+            .into_iter()
+            .filter(|name| {
+                // A value that is not UTF-8 is set too.
+                env.string(name).map_or(true, |value| {
+                    value.is_some_and(|value| !value.trim().is_empty())
+                })
+            })
+            .collect();
+        if !python_only.is_empty() {
+            // Said by the logger, which every stack has and whose notices need no subscriber:
+            // a template shared with Python functions sets them, and they were ignored without
+            // a word (found by a new user from the docs).
+            shared.notice(
+                Level::Warn,
+                &format!(
+                    "{} set, but not read by powertools-rs: Powertools for Python's only (log \
+                     deduplication, event handler and parameters utilities, which powertools-rs \
+                     does not have)",
+                    python_only.join(", ")
+                ),
+            );
         }
         if let Some(text) = legacy_ignored {
             shared.notice(

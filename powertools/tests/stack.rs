@@ -372,3 +372,50 @@ async fn dev_mode_starts_with_values_disabled_metrics_would_refuse_and_says_what
         }
     }
 }
+
+/// Powertools for Python's variables that powertools-rs does not read (set by a template shared
+/// with Python functions) are named once, when the stack is built: they were ignored without a
+/// word, `POWERTOOLS_LOG_DEDUPLICATION_DISABLED=maybe` started where every variable read here
+/// refuses `maybe` (found by a new user configuring a function from the docs). Unset or blank:
+/// nothing said.
+#[test]
+fn python_only_variables_set_are_named_once() {
+    let python_only = [
+        ("POWERTOOLS_LOG_DEDUPLICATION_DISABLED", "maybe"),
+        ("POWERTOOLS_TRACE_MIDDLEWARES", "true"),
+        ("POWERTOOLS_PARAMETERS_MAX_AGE", "5"),
+        ("POWERTOOLS_PARAMETERS_SSM_DECRYPT", "true"),
+        ("POWERTOOLS_EVENT_HANDLER_DEBUG", "true"),
+    ];
+    let logs = MemoryLogs::new();
+    let mut pairs = python_only.to_vec();
+    pairs.push(("POWERTOOLS_METRICS_NAMESPACE", "Orders"));
+    pairs.push(("POWERTOOLS_TRACE_DISABLED", "true"));
+    let _powertools = Powertools::builder()
+        .env(Env::from_pairs(pairs))
+        .logger(|logger| logger.writer(logs.clone()))
+        .build()
+        .unwrap();
+    let warnings: Vec<String> = documents_in(&logs)
+        .iter()
+        .filter(|line| line["level"] == "WARN")
+        .map(|line| line["message"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    for (variable, _) in python_only {
+        assert!(warnings[0].contains(variable), "{variable}: {warnings:#?}");
+    }
+    assert!(warnings[0].contains("not read"), "{warnings:#?}");
+
+    let logs = MemoryLogs::new();
+    let _powertools = Powertools::builder()
+        .env(Env::from_pairs([
+            ("POWERTOOLS_TRACE_MIDDLEWARES", " "),
+            ("POWERTOOLS_METRICS_NAMESPACE", "Orders"),
+            ("POWERTOOLS_TRACE_DISABLED", "true"),
+        ]))
+        .logger(|logger| logger.writer(logs.clone()))
+        .build()
+        .unwrap();
+    assert!(documents_in(&logs).is_empty(), "{:?}", documents_in(&logs));
+}
