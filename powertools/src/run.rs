@@ -96,7 +96,8 @@ use serde::{Deserialize, Serialize};
 /// names the two headers and leaves out the value, which `lambda_runtime`'s own message quotes.
 /// A `Lambda-Runtime-Deadline-Ms` that is not a number (Lambda always sends a number; an
 /// emulator or a proxy in front may not) stops it the same way, and the error names that header
-/// (one left out entirely makes `lambda_runtime` panic).
+/// (one left out entirely makes `lambda_runtime` panic, as does an invocation without a
+/// `Lambda-Runtime-Aws-Request-Id` header).
 /// Under [`run_concurrent`], such an invocation ends one worker (`lambda_runtime` logs it, with
 /// its message), and the runtime stops when none is left.
 pub async fn run<A, F, R, B, S, D, E>(handler: F) -> Result<(), lambda_runtime::Error>

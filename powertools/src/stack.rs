@@ -92,8 +92,10 @@ impl Powertools {
     /// ```
     ///
     /// # Errors
-    /// [`Error::Tracing`] when Lambda refuses the registration (after the init phase); the
-    /// stack then exports before returning, as without it.
+    /// [`Error::Tracing`] when Lambda refuses the registration (after the init phase), or a
+    /// Runtime API (a local emulator) has no Extensions API; the stack then exports before
+    /// returning, as without it, so a caller that logs the error and goes on still runs (`?`
+    /// stops the start).
     pub async fn register_extension(&self) -> Result<(), Error> {
         self.tracer.register_extension().await?;
         Ok(())
