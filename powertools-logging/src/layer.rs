@@ -160,7 +160,9 @@ impl<C> LoggingLayer<C> {
     /// [`correlation_paths`](crate::correlation_paths)). Name headers in lowercase
     /// (`headers."x-correlation-id"`): typed API Gateway and ALB events hold them so, and a
     /// path that names one with capitals finds nothing there (a warning says so, once, when the
-    /// lowercase path would have found the id).
+    /// lowercase path would have found the id). An expression that fails on an event
+    /// (`powertools_json(body).id` on a body that is not JSON) is warned about, and the
+    /// invocation runs without a correlation id, where Python fails the invocation.
     ///
     /// # Errors
     /// [`Error::Config`](crate::Error::Config) when `expression` is not valid JMESPath.
