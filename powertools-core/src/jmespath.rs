@@ -298,8 +298,9 @@ impl JmesPath {
             return Err(Error::InvalidJmesPath {
                 expression: expression.to_owned(),
                 reason: format!(
-                    "{operators} operators (`.`, `|`, `||`, `&&`, comparisons, `!`, and opening \
-                     parentheses, brackets and braces) one inside another: at most \
+                    "{operators} operators (`.`, `|`, `||`, `&&`, comparisons, `!`, `?`, `*`, \
+                     `&`, and opening parentheses, brackets and braces) one inside another: at \
+                     most \
                      {MAX_EXPRESSION_OPERATORS} are accepted, as each can nest the expression \
                      one level deeper (elements side by side, in a multi-select or a function's \
                      arguments, count as the deepest of them)"
@@ -3130,6 +3131,14 @@ mod tests {
         // group's elements under every `.a` after it.
         let around = format!("[{}]{}", "x.".repeat(33) + "x", ".a".repeat(33));
         assert!(JmesPath::new(&around).is_err());
+        // The message names every operator it counts: 64 `[*]` are 65 operators, counting
+        // each `*` (a review: `?`, `*` and `&` were not named).
+        let projections = format!("Records{}", "[*]".repeat(MAX_EXPRESSION_OPERATORS));
+        let message = JmesPath::new(&projections).unwrap_err().to_string();
+        assert!(
+            message.contains("65 operators") && message.contains("`*`"),
+            "{message}"
+        );
     }
 
     #[test]

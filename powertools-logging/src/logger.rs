@@ -354,7 +354,8 @@ impl Shared {
 
 /// Powertools for Python's variables that powertools-rs does not read: a logger that finds one
 /// set says so once, when it is built.
-const PYTHON_ONLY_VARIABLES: [&str; 5] = [
+const PYTHON_ONLY_VARIABLES: [&str; 6] = [
+    "POWERTOOLS_DEBUG",
     "POWERTOOLS_LOG_DEDUPLICATION_DISABLED",
     "POWERTOOLS_TRACE_MIDDLEWARES",
     "POWERTOOLS_PARAMETERS_MAX_AGE",
@@ -783,9 +784,9 @@ impl LoggerBuilder {
             shared.notice(
                 Level::Warn,
                 &format!(
-                    "{} set, but not read by powertools-rs: Powertools for Python's only (log \
-                     deduplication, event handler and parameters utilities, which powertools-rs \
-                     does not have)",
+                    "{} set, but not read by powertools-rs: Powertools for Python's only (its \
+                     own debug logging, log deduplication, event handler and parameters \
+                     utilities, which powertools-rs does not have)",
                     python_only.join(", ")
                 ),
             );

@@ -466,12 +466,17 @@ impl State {
                     || set
                         .iter()
                         .any(|name| !defaults.iter().any(|(default, _)| default == name));
-                // The main set (first) is always kept, and a set the same as one kept before
-                // it goes.
-                // Compared sorted: CloudWatch's metric identity ignores the order.
+                // The main set is kept, and not compared: a set the same as it stays too
+                // (left out of the documents while they are the same), for the main set may
+                // grow again (a review: it was dropped for good). Others compared sorted:
+                // CloudWatch's metric identity ignores the order.
+                if index == 0 {
+                    kept.push(set);
+                    continue;
+                }
                 let mut names = set.clone();
                 names.sort_unstable();
-                if (index == 0 || asked_for) && seen.insert(names) {
+                if asked_for && seen.insert(names) {
                     kept.push(set);
                 }
             }

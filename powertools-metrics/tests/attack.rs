@@ -2345,10 +2345,6 @@ fn a_set_the_main_set_grows_into_is_written_once() {
             m.add_metric("Orders", 1.0, Unit::Count).unwrap();
             m.flush().unwrap();
         }
-        let sets: Vec<Value> = checked(&sink)
-            .iter()
-            .map(|document| document["_aws"]["CloudWatchMetrics"][0]["Dimensions"].clone())
-            .collect();
         let concat = |parts: &[Value]| {
             Value::Array(
                 parts
@@ -2361,10 +2357,25 @@ fn a_set_the_main_set_grows_into_is_written_once() {
             with_defaults(&["region", "tier"]),
             with_defaults(&["region"]),
         ]);
+        // A refused value takes a dimension out of the main set, which is then the same as a
+        // set, and a valid value puts it back (a second review: the set was dropped for good).
+        let m = layer.new_metrics();
+        m.add_dimension("region", "eu").unwrap();
+        m.add_dimension("tier", "gold").unwrap();
+        m.add_dimensions([("region", "eu")]).unwrap();
+        m.add_dimension("tier", "Zürich").unwrap();
+        m.add_dimension("tier", "gold").unwrap();
+        m.add_metric("Orders", 1.0, Unit::Count).unwrap();
+        m.flush().unwrap();
+        let sets: Vec<Value> = checked(&sink)
+            .iter()
+            .map(|document| document["_aws"]["CloudWatchMetrics"][0]["Dimensions"].clone())
+            .collect();
         assert_eq!(
             sets,
             [
                 with_defaults(&["region"]),
+                grown_past.clone(),
                 grown_past.clone(),
                 grown_past.clone(),
                 grown_past,

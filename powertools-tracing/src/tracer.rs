@@ -232,7 +232,11 @@ impl Tracer {
     /// `OTEL_EXPORTER_OTLP_COMPRESSION=gzip` read it as compression on; found by a new user).
     pub(crate) fn warn_unapplied_once(&self) {
         let inner = &self.inner;
+        // Read first: later invocations only load the flag, not write its cache line.
         if inner.unapplied.is_empty()
+            || inner
+                .unapplied_warned
+                .load(std::sync::atomic::Ordering::Relaxed)
             || inner
                 .unapplied_warned
                 .swap(true, std::sync::atomic::Ordering::Relaxed)

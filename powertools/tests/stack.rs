@@ -381,6 +381,7 @@ async fn dev_mode_starts_with_values_disabled_metrics_would_refuse_and_says_what
 #[test]
 fn python_only_variables_set_are_named_once() {
     let python_only = [
+        ("POWERTOOLS_DEBUG", "true"),
         ("POWERTOOLS_LOG_DEDUPLICATION_DISABLED", "maybe"),
         ("POWERTOOLS_TRACE_MIDDLEWARES", "true"),
         ("POWERTOOLS_PARAMETERS_MAX_AGE", "5"),
