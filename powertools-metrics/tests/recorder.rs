@@ -695,24 +695,14 @@ async fn a_label_given_twice_keeps_its_last_value_and_says_so() {
 /// documents (a second look at an attack's finding on label order).
 #[tokio::test]
 async fn a_label_given_twice_is_the_label_set_of_its_last_value() {
-    install();
-    let sink = CheckedSink::new();
-    let layer = builder(&sink).build().unwrap();
-    let handler = layer.layer(service_fn(|_event: LambdaEvent<Value>| async {
+    let (documents, warned) = run_labelled(&[], || async {
         metrics::counter!("Lookups", "tenant" => "a", "tenant" => "b").increment(1);
         metrics::counter!("Lookups", "tenant" => "b").increment(1);
         metrics::gauge!("Depth", "queue" => "q0", "queue" => "q1", "zone" => "z").set(3.0);
         metrics::gauge!("Depth", "zone" => "z", "queue" => "q1").set(4.0);
-        Ok::<_, lambda_runtime::Error>(Value::Null)
-    }));
-    let warned = warnings_of(async {
-        handler
-            .oneshot(TestContext::new().with_cold_start(false).event(json!({})))
-            .await
-            .unwrap();
+        Ok(())
     })
     .await;
-    let documents = valid_documents(&sink);
     assert_eq!(documents.len(), 2, "{documents:#?}");
     assert_eq!(
         (&documents[0]["Lookups"], &documents[0]["tenant"]),

@@ -655,33 +655,38 @@ async fn an_unusable_key_and_a_total_out_of_bounds_are_refused_by_name() {
     assert_eq!((priced.status, priced.body), (201, answer.body));
 }
 
+/// The sample order as an ALB event (the multi-value shape), with `keys` among its headers.
+fn alb_order(keys: Value) -> Value {
+    let mut headers = json!({
+        "content-type": ["application/json"],
+        "host": ["orders.example.com"]
+    });
+    if let (Some(headers), Value::Object(keys)) = (headers.as_object_mut(), keys) {
+        headers.extend(keys);
+    }
+    json!({
+        "requestContext": {"elb": {
+            "targetGroupArn": "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/orders/1"
+        }},
+        "httpMethod": "POST",
+        "path": "/orders",
+        "queryStringParameters": {},
+        "multiValueQueryStringParameters": {},
+        "multiValueHeaders": headers,
+        "body": sample("place-order.json")["body"].clone(),
+        "isBase64Encoded": false
+    })
+}
+
 /// A key sent twice is as unusable as two keys joined by a comma: two values of an ALB's
 /// multi-value header. The first value was taken, so one request whose headers arrived in the
 /// other order placed a second order (found by an attack through the emulator). (An HTTP API
-/// joins two headers with a comma itself, refused above; an event holding two spellings of the
-/// name, which API Gateway never sends, reads as its last one: `lambda_http` keeps one.)
+/// joins two headers with a comma itself, refused above; for two spellings of the name in one
+/// event, see `two_spellings_of_the_key_in_one_event_are_keyed_on_the_last`.)
 #[tokio::test]
 async fn a_key_sent_twice_is_refused_whichever_comes_first() {
     let fixture = fixture();
-    let body = sample("place-order.json")["body"].clone();
-    let alb = |keys: &[&str]| {
-        json!({
-            "requestContext": {"elb": {
-                "targetGroupArn": "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/orders/1"
-            }},
-            "httpMethod": "POST",
-            "path": "/orders",
-            "queryStringParameters": {},
-            "multiValueQueryStringParameters": {},
-            "multiValueHeaders": {
-                "content-type": ["application/json"],
-                "idempotency-key": keys,
-                "host": ["orders.example.com"]
-            },
-            "body": body,
-            "isBase64Encoded": false
-        })
-    };
+    let alb = |keys: &[&str]| alb_order(json!({ "idempotency-key": keys }));
     // One value is a key as any other: the ALB event itself is fine.
     let placed = invoke(
         fixture.function.clone(),
@@ -744,24 +749,7 @@ async fn two_spellings_of_the_key_in_one_event_are_keyed_on_the_last() {
 
     // In the multi-value shape (an ALB's, REST's) the two spellings are two values of one
     // header, refused as two keys are (a review: the README said one header for every shape).
-    let body = sample("place-order.json")["body"].clone();
-    let alb = json!({
-        "requestContext": {"elb": {
-            "targetGroupArn": "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/orders/1"
-        }},
-        "httpMethod": "POST",
-        "path": "/orders",
-        "queryStringParameters": {},
-        "multiValueQueryStringParameters": {},
-        "multiValueHeaders": {
-            "content-type": ["application/json"],
-            "Idempotency-Key": ["k-C"],
-            "idempotency-key": ["k-D"],
-            "host": ["orders.example.com"]
-        },
-        "body": body,
-        "isBase64Encoded": false
-    });
+    let alb = alb_order(json!({"Idempotency-Key": ["k-C"], "idempotency-key": ["k-D"]}));
     let refused = invoke(fixture.function.clone(), "req-alb".to_owned(), alb).await;
     assert_eq!(refused.status, 400, "{:?}", refused.body);
     assert_eq!(refused.body["error"], "InvalidIdempotencyKey");
