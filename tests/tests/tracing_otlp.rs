@@ -43,6 +43,15 @@ fn tracer(endpoint: &str) -> Tracer {
         .expect("valid tracer settings")
 }
 
+/// [`tracer`] for the receiver, and its subscriber as this thread's default; `None` without the
+/// receiver (outside CI the test is then skipped).
+fn traced() -> Option<(Tracer, tracing::subscriber::DefaultGuard)> {
+    let endpoint = powertools_tests::required_service(OTLP_ENDPOINT_VAR)?;
+    let tracer = tracer(&endpoint);
+    let guard = tracing::subscriber::set_default(tracer.subscriber());
+    Some((tracer, guard))
+}
+
 /// The spans the receiver has for `trace_id`, waiting up to two seconds for `count` of them
 /// (the receiver writes its file after acknowledging the export). Every whole line of the file
 /// is a span: the READMEs send readers to it with `jq` (its first line was oteltap's banner,
@@ -111,11 +120,9 @@ async fn bake(loaves: u64) {
 
 #[tokio::test]
 async fn an_invocation_span_joins_the_x_ray_trace_with_its_children_when_it_returns() {
-    let Some(endpoint) = powertools_tests::required_service(OTLP_ENDPOINT_VAR) else {
+    let Some((tracer, _guard)) = traced() else {
         return;
     };
-    let tracer = tracer(&endpoint);
-    let _guard = tracing::subscriber::set_default(tracer.subscriber());
     let service = TracingLayer::new(tracer).layer(service_fn(|_event: LambdaEvent<Value>| async {
         bake(3).await;
         // A crate of the user's named like the HTTP stack's `h2` is traced.
@@ -239,11 +246,9 @@ async fn an_invocation_span_joins_the_x_ray_trace_with_its_children_when_it_retu
 
 #[tokio::test]
 async fn a_handler_error_marks_the_span_and_an_unsampled_trace_exports_nothing() {
-    let Some(endpoint) = powertools_tests::required_service(OTLP_ENDPOINT_VAR) else {
+    let Some((tracer, _guard)) = traced() else {
         return;
     };
-    let tracer = tracer(&endpoint);
-    let _guard = tracing::subscriber::set_default(tracer.subscriber());
     let service = TracingLayer::new(tracer).layer(service_fn(|_event: LambdaEvent<Value>| async {
         Err::<Value, lambda_runtime::Error>("card declined".into())
     }));
@@ -367,11 +372,9 @@ async fn concurrent_invocations_keep_their_own_span_trees() {
 
 #[tokio::test]
 async fn an_http_api_invocation_carries_the_http_server_attributes() {
-    let Some(endpoint) = powertools_tests::required_service(OTLP_ENDPOINT_VAR) else {
+    let Some((tracer, _guard)) = traced() else {
         return;
     };
-    let tracer = tracer(&endpoint);
-    let _guard = tracing::subscriber::set_default(tracer.subscriber());
     let service = TracingLayer::new(tracer).layer(service_fn(|_event: LambdaEvent<Value>| async {
         Ok::<_, lambda_runtime::Error>(json!({"statusCode": 503, "body": "busy"}))
     }));
@@ -655,11 +658,9 @@ async fn a_failed_release_after_a_handler_error_is_named_on_the_exported_span() 
 async fn a_failed_batch_record_s_span_names_its_error_type() {
     use powertools::batch::{BatchProcessor, SqsRecord};
     use powertools::events::sqs::{SqsBatchResponse, SqsEvent};
-    let Some(endpoint) = powertools_tests::required_service(OTLP_ENDPOINT_VAR) else {
+    let Some((tracer, _guard)) = traced() else {
         return;
     };
-    let tracer = tracer(&endpoint);
-    let _guard = tracing::subscriber::set_default(tracer.subscriber());
     let service =
         TracingLayer::new(tracer).layer(service_fn(|event: LambdaEvent<SqsEvent>| async move {
             let response = BatchProcessor::new()
@@ -960,11 +961,9 @@ async fn an_sdk_call_carries_the_trace_on_with_its_own_span_as_the_parent() {
 #[tokio::test]
 async fn invocations_inside_one_long_lived_runtime_span_each_trace_their_own() {
     use tracing::Instrument;
-    let Some(endpoint) = powertools_tests::required_service(OTLP_ENDPOINT_VAR) else {
+    let Some((tracer, _guard)) = traced() else {
         return;
     };
-    let tracer = tracer(&endpoint);
-    let _guard = tracing::subscriber::set_default(tracer.subscriber());
     let service = TracingLayer::new(tracer.clone()).layer(service_fn(
         |_event: LambdaEvent<Value>| async move {
             tracing::info_span!("handler_work").in_scope(|| {});
@@ -1004,11 +1003,9 @@ async fn invocations_inside_one_long_lived_runtime_span_each_trace_their_own() {
 async fn metadata_set_on_the_active_span_reaches_the_invocation_span() {
     use powertools_tracing::opentelemetry;
     use powertools_tracing::opentelemetry::KeyValue;
-    let Some(endpoint) = powertools_tests::required_service(OTLP_ENDPOINT_VAR) else {
+    let Some((tracer, _guard)) = traced() else {
         return;
     };
-    let tracer = tracer(&endpoint);
-    let _guard = tracing::subscriber::set_default(tracer.subscriber());
     let service = TracingLayer::new(tracer).layer(service_fn(|_event: LambdaEvent<Value>| async {
         opentelemetry::trace::get_active_span(|span| {
             span.set_attribute(KeyValue::new("order_total", 42_i64));
@@ -1036,11 +1033,9 @@ async fn metadata_set_on_the_active_span_reaches_the_invocation_span() {
 #[tokio::test]
 async fn a_task_spawned_under_the_runtime_s_invocation_spans_reaches_the_invocation() {
     use tracing::Instrument;
-    let Some(endpoint) = powertools_tests::required_service(OTLP_ENDPOINT_VAR) else {
+    let Some((tracer, _guard)) = traced() else {
         return;
     };
-    let tracer = tracer(&endpoint);
-    let _guard = tracing::subscriber::set_default(tracer.subscriber());
     let service = TracingLayer::new(tracer.clone()).layer(service_fn(
         |_event: LambdaEvent<Value>| async move {
             let annotated = tokio::spawn(
