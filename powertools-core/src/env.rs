@@ -103,6 +103,21 @@ impl Env {
             .transpose()
     }
 
+    /// Whether the variable holds something other than white space (a value that is not UTF-8
+    /// counts): for a variable that is not read, only named when set.
+    ///
+    /// ```
+    /// use powertools_core::env::Env;
+    ///
+    /// let env = Env::from_pairs([("A", "gzip"), ("B", " ")]);
+    /// assert!(env.is_set("A"));
+    /// assert!(!env.is_set("B") && !env.is_set("C"));
+    /// ```
+    pub fn is_set(&self, name: &str) -> bool {
+        self.raw(name)
+            .is_some_and(|value| value.to_str().is_none_or(|value| !value.trim().is_empty()))
+    }
+
     /// A boolean in the forms Powertools accepts (`true/false`, `1/0`, `yes/no`, `y/n`, `on/off`,
     /// `t/f`, any case, trimmed), `None` when unset, empty or whitespace only.
     ///

@@ -770,12 +770,7 @@ impl LoggerBuilder {
         }
         let python_only: Vec<&str> = PYTHON_ONLY_VARIABLES
             .into_iter()
-            .filter(|name| {
-                // A value that is not UTF-8 is set too.
-                env.string(name).map_or(true, |value| {
-                    value.is_some_and(|value| !value.trim().is_empty())
-                })
-            })
+            .filter(|name| env.is_set(name))
             .collect();
         if !python_only.is_empty() {
             // Said by the logger, which every stack has and whose notices need no subscriber:

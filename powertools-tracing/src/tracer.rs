@@ -205,7 +205,7 @@ pub(crate) struct Inner {
     /// The OpenTelemetry variables set that the tracer does not apply, with what it does
     /// instead: said once, at the first invocation ([`Tracer::warn_unapplied_once`]).
     pub(crate) unapplied: Vec<(&'static str, &'static str)>,
-    pub(crate) unapplied_warned: std::sync::atomic::AtomicBool,
+    pub(crate) unapplied_warned: std::sync::Once,
 }
 
 impl Tracer {
@@ -232,24 +232,19 @@ impl Tracer {
     /// `OTEL_EXPORTER_OTLP_COMPRESSION=gzip` read it as compression on; found by a new user).
     pub(crate) fn warn_unapplied_once(&self) {
         let inner = &self.inner;
-        // Read first: later invocations only load the flag, not write its cache line.
-        if inner.unapplied.is_empty()
-            || inner
-                .unapplied_warned
-                .load(std::sync::atomic::Ordering::Relaxed)
-            || inner
-                .unapplied_warned
-                .swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
+        if inner.unapplied.is_empty() {
             return;
         }
-        for (variable, instead) in &inner.unapplied {
-            tracing::warn!(
-                variable,
-                "{variable} is set, but not applied by powertools-tracing: {instead} (see its \
-                 README)"
-            );
-        }
+        // After the first, a load: later invocations do not write its cache line.
+        inner.unapplied_warned.call_once(|| {
+            for (variable, instead) in &inner.unapplied {
+                tracing::warn!(
+                    variable,
+                    "{variable} is set, but not applied by powertools-tracing: {instead} (see \
+                     its README)"
+                );
+            }
+        });
     }
 
     /// The `tracing-subscriber` layer that turns `tracing` spans into OTel spans, with the
@@ -758,7 +753,7 @@ impl TracerBuilder {
                 lambda,
                 handoff: Handoff::default(),
                 unapplied,
-                unapplied_warned: std::sync::atomic::AtomicBool::new(false),
+                unapplied_warned: std::sync::Once::new(),
             }),
         })
     }
@@ -801,12 +796,7 @@ const UNAPPLIED_VARIABLES: [(&str, &str); 7] = [
 fn unapplied_variables(env: &Env) -> Vec<(&'static str, &'static str)> {
     UNAPPLIED_VARIABLES
         .into_iter()
-        .filter(|(name, _)| {
-            // A value that is not UTF-8 is set too.
-            env.string(name).map_or(true, |value| {
-                value.is_some_and(|value| !value.trim().is_empty())
-            })
-        })
+        .filter(|(name, _)| env.is_set(name))
         .collect()
 }
 
