@@ -703,13 +703,11 @@ impl<St: IdempotencyStore> Engine<St> {
             return Err(Error::ResponseNotStored {
                 key: record.key.clone(),
                 expires_at: record.expiry_timestamp,
-                // As the record keeps it, but cut to its limit and blank as none: a store of
-                // the user's, or an item written by hand, may hold anything (a review).
+                // Cut to its limit and blank as none, as it is written (a review).
                 reason: record
                     .not_stored_reason
                     .as_deref()
-                    .filter(|reason| !reason.trim().is_empty())
-                    .map(crate::record::not_stored_reason),
+                    .and_then(crate::record::not_stored_reason),
                 store: self.store.describe_store(),
             });
         };
@@ -1232,8 +1230,7 @@ async fn until<F: Future>(at: tokio::time::Instant, future: F) -> Option<F::Outp
 /// Completes `record` without its response, keeping why, with a warning.
 fn not_stored(record: &mut DataRecord, reason: &str) {
     record.response_data = None;
-    record.not_stored_reason =
-        Some(crate::record::not_stored_reason(reason)).filter(|reason| !reason.trim().is_empty());
+    record.not_stored_reason = crate::record::not_stored_reason(reason);
     tracing::warn!(
         key = record.key,
         reason,

@@ -102,16 +102,21 @@ pub struct DataRecord {
 pub const MAX_NOT_STORED_REASON_BYTES: usize = 1024;
 
 /// `reason` cut to at most [`MAX_NOT_STORED_REASON_BYTES`] bytes on a character boundary, with
-/// `…` where it was cut.
-pub(crate) fn not_stored_reason(reason: &str) -> String {
+/// `…` where it was cut; `None` when it is blank (it would say nothing). For the reason written
+/// and the one read back alike: a store of the user's, or an item written by hand, may hold
+/// anything.
+pub(crate) fn not_stored_reason(reason: &str) -> Option<String> {
+    if reason.trim().is_empty() {
+        return None;
+    }
     if reason.len() <= MAX_NOT_STORED_REASON_BYTES {
-        return reason.to_owned();
+        return Some(reason.to_owned());
     }
     let end = powertools_core::text::floor_char_boundary(
         reason,
         MAX_NOT_STORED_REASON_BYTES - '…'.len_utf8(),
     );
-    format!("{}…", &reason[..end])
+    Some(format!("{}…", &reason[..end]))
 }
 
 impl Clone for DataRecord {
@@ -294,10 +299,11 @@ mod tests {
     #[test]
     fn a_long_reason_is_cut_on_a_character_boundary_within_its_limit() {
         let short = "x".repeat(MAX_NOT_STORED_REASON_BYTES);
-        assert_eq!(not_stored_reason(&short), short);
+        assert_eq!(not_stored_reason(&short), Some(short));
+        assert_eq!(not_stored_reason(" \n"), None);
         // `é` is two bytes: the limit falls inside one; 3 bytes of `…` need room too.
         let long = format!("a{}", "é".repeat(MAX_NOT_STORED_REASON_BYTES));
-        let cut = not_stored_reason(&long);
+        let cut = not_stored_reason(&long).unwrap();
         assert!(cut.len() <= MAX_NOT_STORED_REASON_BYTES, "{}", cut.len());
         assert!(cut.len() > MAX_NOT_STORED_REASON_BYTES - 5, "{}", cut.len());
         assert!(cut.ends_with("é…"), "{cut}");

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use crate::metrics::{Written, escaped_len};
 
 /// `set`'s names in order, for comparing sets whatever the order they were given in.
-fn sorted(set: &[String]) -> Vec<String> {
+pub(crate) fn sorted(set: &[String]) -> Vec<String> {
     let mut names = set.to_vec();
     names.sort_unstable();
     names

@@ -474,9 +474,7 @@ impl State {
                     kept.push(set);
                     continue;
                 }
-                let mut names = set.clone();
-                names.sort_unstable();
-                if asked_for && seen.insert(names) {
+                if asked_for && seen.insert(crate::dimension_sets::sorted(&set)) {
                     kept.push(set);
                 }
             }
